@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything cloudnet needs on a Debian 12 host: the daemons and
+# client tools (apt) and a virtualenv with the project and its Python
+# dependencies (pip). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  # router data plane and daemons
+  iproute2 nftables dnsmasq-base conntrack procps psmisc
+  # real clients the tests and the demo use
+  bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3
+  # python
+  python3 python3-venv python3-dev gcc
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: run as root (network namespaces and daemons need it)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=${CLOUDNET_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.cloudnet-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e '.[dev]'
+  touch "$stamp"
+fi
+echo "bootstrap: ready ($VENV)"
