@@ -1,0 +1,108 @@
+"""Domain objects of the network manager.
+
+Frozen, typed values: the store returns them, the API servicers turn them
+into protobuf messages, and the reconciler's config builder (a pure function)
+turns them into a router's desired state. Nothing here touches a database or
+the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from enum import StrEnum
+
+
+class RouterBackend(StrEnum):
+    NETNS = "netns"
+    VM = "vm"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    tenant_id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Zone:
+    name: str
+    public_cidr: str
+    public_gateway: str
+    public_pool_start: str
+    public_pool_end: str
+    vlan_min: int
+    vlan_max: int
+    upstream_dns: tuple[str, ...]
+    domain_suffix: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    tenant_id: str
+    name: str
+    cidr: str
+    gateway: str
+    domain: str
+    dns_servers: tuple[str, ...]
+    domain_search: tuple[str, ...]
+    mtu: int
+    lease_seconds: int
+    vlan_id: int
+    source_nat_ip: str
+    router_id: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Port:
+    id: str
+    tenant_id: str
+    network_id: str
+    name: str
+    mac: str
+    ip: str
+    hostname: str
+    device_id: str
+    # Router generation that last changed this port: the port is ACTIVE once
+    # the router has applied at least this generation.
+    generation: int
+    error: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    name: str
+    healthy: bool
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Router:
+    id: str
+    tenant_id: str
+    network_id: str
+    backend: RouterBackend
+    host: str
+    # Bumped in the same transaction as every change to what the router serves.
+    desired_generation: int
+    applied_generation: int
+    # MACs are allocated once and kept, so a rebuilt router looks the same to
+    # guests and switches.
+    public_mac: str
+    guest_mac: str
+    services: tuple[ServiceHealth, ...]
+    last_error: str
+    reachable: bool
+    updated_at: dt.datetime
