@@ -118,7 +118,9 @@ class LinuxBridgeFabric:
         with IPRoute(netns=self.netns, flags=0) as fab:
             bridge = self._ensure_bridge(fab, segment)
             existing = fab.link_lookup(ifname=port)
-            if existing and self._attachment_ok(fab, existing[0], bridge, target_netns, ifname, mac):
+            if existing and self._attachment_ok(
+                fab, existing[0], bridge, target_netns, ifname, mac
+            ):
                 return
             if existing:
                 fab.link("del", index=existing[0])

@@ -77,7 +77,9 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     routes = []
     if public_ip:
         routes.append(
-            pb.Route(destination=DEFAULT_ROUTE, gateway=zone.public_gateway, interface=PUBLIC_INTERFACE)
+            pb.Route(
+                destination=DEFAULT_ROUTE, gateway=zone.public_gateway, interface=PUBLIC_INTERFACE
+            )
         )
     return pb.RouterConfig(
         router_id=router.id,

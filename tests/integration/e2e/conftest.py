@@ -1,0 +1,83 @@
+"""An all-in-one cloud per test module: real agent and netmgr daemons."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+import pytest
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+
+from compute.nsguest import NamespaceGuest
+from netmgr.aio import AllInOne
+from netmgr.demo import Api
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
+                   listen=f"127.0.0.1:{free_port()}")
+    try:
+        aio.up()
+        yield aio
+    finally:
+        aio.down()
+        leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        assert not leftovers, f"namespaces left behind: {leftovers}"
+
+
+class Tenant:
+    """A tenant with its own token, and helpers to build networks and guests."""
+
+    def __init__(self, cloud: AllInOne, name: str) -> None:
+        self.cloud = cloud
+        self.admin = Api(cloud.listen, cloud.admin_token)
+        self.tenant = self.admin.call(self.admin.tenants.CreateTenant,
+                                      pb.CreateTenantRequest(name=name))
+        self.secret = self.admin.call(self.admin.tenants.CreateToken, pb.CreateTokenRequest(
+            tenant_id=self.tenant.id, name="t")).secret
+        self.api = Api(cloud.listen, self.secret)
+        self.guests: list[NamespaceGuest] = []
+
+    def network(self, **fields) -> pb.Network:
+        return self.api.call(self.api.networks.CreateNetwork,
+                             pb.CreateNetworkRequest(network=pb.Network(**fields)))
+
+    def port(self, network_id: str, **fields) -> pb.Port:
+        return self.api.call(self.api.ports.CreatePort,
+                             pb.CreatePortRequest(port=pb.Port(network_id=network_id, **fields)))
+
+    def guest(self, net: pb.Network, port: pb.Port) -> NamespaceGuest:
+        g = NamespaceGuest(f"{self.cloud.prefix}-g-{port.id[:8]}", self.cloud.fabric,
+                           f"gp{port.id.replace('-', '')[:10]}")
+        g.attach(net.vlan_id, port.mac)
+        self.guests.append(g)
+        return g
+
+    def close(self) -> None:
+        for g in self.guests:
+            g.destroy()
+        self.api.close()
+        self.admin.close()
+
+
+@pytest.fixture
+def make_tenant(cloud):
+    made: list[Tenant] = []
+
+    def make(name: str | None = None) -> Tenant:
+        t = Tenant(cloud, name or f"t{uuid.uuid4().hex[:8]}")
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()
