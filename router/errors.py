@@ -1,0 +1,24 @@
+"""The agent's error types: what was wrong with a config vs what failed to apply."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """A config is invalid; the message names the offending object.
+
+    `kind`/`object_id` (e.g. "port", "<port id>") let the status report point
+    at the API object, so netmgr can show the error on it rather than in a log.
+    """
+
+    def __init__(self, message: str, kind: str = "", object_id: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.object_id = object_id
+
+
+class CheckError(ConfigError):
+    """A daemon's own validator (nft -c, dnsmasq --test) refused the rendered config."""
+
+
+class ApplyError(Exception):
+    """Applying a valid config failed (netlink, a daemon did not start...)."""

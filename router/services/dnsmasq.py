@@ -1,0 +1,315 @@
+"""DHCP and DNS of a router's guest networks: one dnsmasq per router.
+
+Ports are files, not config lines: each port has a file in `dhcp-hosts/`
+(mac,ip,hostname) and one in `hosts/` (ip fqdn hostname), read by dnsmasq
+through inotify (`--dhcp-hostsdir`, `--hostsdir`). Adding a port costs one
+file and no signal. dnsmasq forgets a deleted or changed dhcp-hosts record
+only on SIGHUP (man dnsmasq, --dhcp-hostsdir), so removals and changes send
+one; `--hostsdir` drops removed names by itself. SIGHUP keeps the leases.
+
+dnsmasq is restarted only when its config file or command line change
+(interfaces, ranges, options, upstreams). A still-running dnsmasq from before
+an agent restart is adopted when its pid file, /proc cmdline and the recorded
+fingerprint of its config all match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import pwd
+import shutil
+import signal
+import stat
+import tempfile
+import time
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from router import files, proc, templating, validate
+from router.errors import ApplyError, CheckError, ConfigError
+from router.services import Context
+
+log = logging.getLogger(__name__)
+
+NAME = "dnsmasq"
+CONF = "dnsmasq.conf"
+DHCP_HOSTS = "dhcp-hosts"
+HOSTS = "hosts"
+LEASES = "leases"
+DEFAULT_LEASE_SECONDS = 86400
+MIN_LEASE_SECONDS = 120  # dnsmasq silently raises shorter leases to 2 minutes
+
+
+def verify(cfg: pb.RouterConfig) -> None:
+    ifaces = {i.name: i for i in cfg.interfaces}
+    for server in cfg.dns.upstream_servers:
+        validate.parse_ipv4("dns upstream server", server)
+    network_ids: set[str] = set()
+    used_ifaces: set[str] = set()
+    port_ids: set[str] = set()
+    macs: dict[str, str] = {}
+    fqdns: dict[str, str] = {}
+    for net in cfg.guest_networks:
+        validate.check_id("network", net.network_id)
+        what, kid = f"network {net.network_id}", ("network", net.network_id)
+        if net.network_id in network_ids:
+            raise ConfigError(f"{what}: duplicate network", *kid)
+        network_ids.add(net.network_id)
+        iface = ifaces.get(net.interface)
+        if iface is None or iface.role != pb.INTERFACE_ROLE_GUEST:
+            raise ConfigError(f"{what}: {net.interface!r} is not a guest interface", *kid)
+        if net.interface in used_ifaces:
+            raise ConfigError(f"{what}: interface {net.interface} serves another network", *kid)
+        used_ifaces.add(net.interface)
+        cidr = validate.parse_ipv4_network(what, net.cidr, *kid)
+        gateway = validate.parse_ipv4(what, net.gateway, *kid)
+        if ipaddress.IPv4Interface(f"{gateway}/{cidr.prefixlen}") not in {
+            ipaddress.IPv4Interface(a) for a in iface.addresses
+        }:
+            raise ConfigError(
+                f"{what}: gateway {gateway}/{cidr.prefixlen} is not an address of {iface.name}",
+                *kid,
+            )
+        if net.domain and not validate.is_domain(net.domain):
+            raise ConfigError(f"{what}: domain {net.domain!r} is not a valid DNS name", *kid)
+        for name in net.domain_search:
+            if not validate.is_domain(name):
+                raise ConfigError(f"{what}: search domain {name!r} is not a valid DNS name", *kid)
+        for server in net.dns_servers:
+            validate.parse_ipv4(f"{what}: dns server", server, *kid)
+        validate.check_mtu(what, net.mtu)
+        if net.lease_seconds and net.lease_seconds < MIN_LEASE_SECONDS:
+            raise ConfigError(f"{what}: lease time under {MIN_LEASE_SECONDS} s", *kid)
+        taken = {cidr.network_address, cidr.broadcast_address, gateway}
+        for host in net.hosts:
+            _verify_host(net, cidr, host, taken, port_ids, macs, fqdns)
+
+
+def _verify_host(
+    net: pb.GuestNetwork, cidr: ipaddress.IPv4Network, host: pb.DhcpHost,
+    taken: set[ipaddress.IPv4Address], port_ids: set[str], macs: dict[str, str],
+    fqdns: dict[str, str],
+) -> None:
+    validate.check_id("port", host.port_id)
+    what, kid = f"port {host.port_id}", ("port", host.port_id)
+    if host.port_id in port_ids:
+        raise ConfigError(f"{what}: duplicate port", *kid)
+    port_ids.add(host.port_id)
+    mac = validate.check_mac(what, host.mac, *kid)
+    if mac in macs:
+        raise ConfigError(f"{what}: MAC {mac} is also port {macs[mac]}", *kid)
+    macs[mac] = host.port_id
+    ip = validate.parse_ipv4(what, host.ip, *kid)
+    if ip not in cidr:
+        raise ConfigError(f"{what}: IP {ip} is outside network {cidr}", *kid)
+    if ip in taken:
+        raise ConfigError(f"{what}: IP {ip} is the network, broadcast, gateway or another port's",
+                          *kid)
+    taken.add(ip)
+    if not validate.is_dns_label(host.hostname):
+        raise ConfigError(f"{what}: hostname {host.hostname!r} is not a valid DNS label", *kid)
+    fqdn = f"{host.hostname}.{net.domain}".lower() if net.domain else host.hostname.lower()
+    if fqdn in fqdns:
+        raise ConfigError(f"{what}: name {fqdn} is also port {fqdns[fqdn]}", *kid)
+    fqdns[fqdn] = host.port_id
+
+
+def render(cfg: pb.RouterConfig) -> dict[str, str]:
+    if not cfg.guest_networks:
+        return {}
+    networks = [
+        {
+            "network_id": n.network_id, "interface": n.interface, "tag": f"net-{n.interface}",
+            "cidr": n.cidr, "gateway": n.gateway, "domain": n.domain,
+            "dns_servers": list(n.dns_servers) or [n.gateway],
+            "domain_search": list(n.domain_search), "mtu": n.mtu,
+            "lease_seconds": n.lease_seconds or DEFAULT_LEASE_SECONDS,
+        }
+        for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
+    ]
+    out = {
+        CONF: templating.render(
+            "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
+            networks=networks, upstream_servers=list(cfg.dns.upstream_servers),
+        )
+    }
+    for net in cfg.guest_networks:
+        for h in net.hosts:
+            names = [f"{h.hostname}.{net.domain}", h.hostname] if net.domain else [h.hostname]
+            out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(
+                templating.safe_token(v) for v in (h.mac.lower(), h.ip, h.hostname)
+            ) + "\n"
+            out[f"{HOSTS}/{h.port_id}"] = " ".join(
+                templating.safe_token(v) for v in (h.ip, *names)
+            ) + "\n"
+    return out
+
+
+# ---- process management ----------------------------------------------------
+
+def _dir(ctx: Context, *parts: str) -> str:
+    return ctx.path("dnsmasq", *parts)
+
+
+def _argv(ctx: Context, conf_path: str, user: str) -> list[str]:
+    return [
+        "dnsmasq",
+        f"--conf-file={conf_path}",
+        f"--pid-file={_dir(ctx, 'dnsmasq.pid')}",
+        f"--dhcp-leasefile={_dir(ctx, LEASES)}",
+        f"--dhcp-hostsdir={_dir(ctx, DHCP_HOSTS)}",
+        f"--hostsdir={_dir(ctx, HOSTS)}",
+        f"--log-facility={_dir(ctx, 'dnsmasq.log')}",
+        f"--user={user}",
+    ]
+
+
+def _user(ctx: Context) -> str:
+    """The configured user, or root when that user could not read our files.
+
+    dnsmasq drops privileges before it reads the host directories (inotify),
+    so every directory above them must be searchable by that user.
+    """
+    try:
+        pw = pwd.getpwnam(ctx.dnsmasq_user)
+    except KeyError:
+        return "root"
+    path = os.path.abspath(_dir(ctx))
+    while True:
+        st = os.stat(path)
+        bit = (stat.S_IXUSR if st.st_uid == pw.pw_uid else
+               stat.S_IXGRP if st.st_gid == pw.pw_gid else stat.S_IXOTH)
+        if not st.st_mode & bit:
+            log.warning("dnsmasq user %s cannot search %s; running dnsmasq as root",
+                        ctx.dnsmasq_user, path)
+            return "root"
+        if path == "/":
+            return ctx.dnsmasq_user
+        path = os.path.dirname(path)
+
+
+def _fingerprint(conf: str, argv: list[str]) -> str:
+    return hashlib.sha256((conf + "\0" + "\0".join(argv)).encode()).hexdigest()
+
+
+def running_pid(ctx: Context) -> int | None:
+    return proc.pid_running(_dir(ctx, "dnsmasq.pid"), f"--conf-file={_dir(ctx, CONF)}")
+
+
+def _stop(ctx: Context) -> None:
+    pid = running_pid(ctx)
+    if pid is None:
+        return
+    proc.os_kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while proc.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.is_alive(pid):
+        proc.os_kill(pid, signal.SIGKILL)
+    files.remove(_dir(ctx, "dnsmasq.pid"))
+
+
+def _start(ctx: Context, argv: list[str]) -> None:
+    files.remove(_dir(ctx, "dnsmasq.pid"))
+    try:
+        proc.run(argv, netns=ctx.netns)  # dnsmasq daemonizes; errors come back here
+    except proc.CommandError as e:
+        raise ApplyError(f"dnsmasq: cannot start: {e.output.strip()}") from e
+    deadline = time.monotonic() + 5
+    while running_pid(ctx) is None:
+        if time.monotonic() > deadline:
+            raise ApplyError("dnsmasq: started but wrote no pid file")
+        time.sleep(0.02)
+
+
+# ---- the service contract ----------------------------------------------------
+
+def check(ctx: Context, rendered: dict[str, str]) -> None:
+    if CONF not in rendered:
+        return
+    with tempfile.NamedTemporaryFile("w", prefix=".check-", dir=ctx.state_dir) as f:
+        f.write(rendered[CONF])
+        f.flush()
+        try:
+            proc.run([*_argv(ctx, f.name, "root"), "--test"])
+        except proc.CommandError as e:
+            raise CheckError(f"dnsmasq: config refused by dnsmasq --test: {e.output}") from e
+
+
+def apply(
+    ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str], previous: pb.RouterConfig | None
+) -> None:
+    if CONF not in rendered:
+        remove(ctx, cfg, keep_leases=True)
+        return
+    for sub in (DHCP_HOSTS, HOSTS):
+        os.makedirs(_dir(ctx, sub), mode=0o755, exist_ok=True)
+    need_hup = _sync_host_files(ctx, rendered)
+    user = _user(ctx)
+    conf_path = _dir(ctx, CONF)
+    argv = _argv(ctx, conf_path, user)
+    fingerprint = _fingerprint(rendered[CONF], argv)
+    pid = running_pid(ctx)
+    if pid is not None and files.read_text(_dir(ctx, "running")) == fingerprint:
+        if need_hup:
+            log.info("router %s: SIGHUP dnsmasq %d (hosts removed or changed)", ctx.router_id, pid)
+            proc.os_kill(pid, signal.SIGHUP)
+        return
+    files.write_if_changed(conf_path, rendered[CONF])
+    log.info("router %s: (re)starting dnsmasq", ctx.router_id)
+    _stop(ctx)
+    files.remove(_dir(ctx, "running"))
+    _start(ctx, argv)
+    files.write_if_changed(_dir(ctx, "running"), fingerprint)
+
+
+def _sync_host_files(ctx: Context, rendered: dict[str, str]) -> bool:
+    """Make the host directories hold exactly the rendered files.
+
+    Returns True when dnsmasq needs a SIGHUP: a dhcp-hosts file was removed
+    or changed (new files are picked up by inotify).
+    """
+    need_hup = False
+    for sub in (DHCP_HOSTS, HOSTS):
+        for name in os.listdir(_dir(ctx, sub)):
+            if not name.startswith(".") and f"{sub}/{name}" not in rendered:
+                files.remove(_dir(ctx, sub, name))
+                need_hup |= sub == DHCP_HOSTS
+    for rel, text in rendered.items():
+        if rel == CONF:
+            continue
+        path = _dir(ctx, rel)
+        existed = os.path.exists(path)
+        if files.write_if_changed(path, text) and existed:
+            need_hup |= rel.startswith(DHCP_HOSTS + "/")
+    return need_hup
+
+
+def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+    if not cfg.guest_networks:
+        return pb.ServiceStatus(name=NAME, healthy=True, detail="no guest networks",
+                                version=proc.version("dnsmasq"))
+    pid = running_pid(ctx)
+    return pb.ServiceStatus(
+        name=NAME, healthy=pid is not None, version=proc.version("dnsmasq"),
+        detail=f"running, pid {pid}" if pid else "not running",
+    )
+
+
+def remove(ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool = False) -> None:
+    """Stop dnsmasq and delete its files (the lease file survives if asked)."""
+    _stop(ctx)
+    top = _dir(ctx)
+    if not os.path.isdir(top):
+        return
+    for name in os.listdir(top):
+        if keep_leases and name == LEASES:
+            continue
+        path = os.path.join(top, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            files.remove(path)

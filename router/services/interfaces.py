@@ -1,0 +1,191 @@
+"""Interfaces, addresses, routes and sysctls of a router namespace.
+
+Each Interface of the config is plugged into the fabric (the host creates a
+veth whose router end carries the interface's name and MAC), then reconciled
+inside the namespace against the kernel: addresses and agent routes are made
+exactly the wanted ones, links no longer in the config are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import subprocess
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from router import netlink, validate
+from router.errors import ApplyError, ConfigError
+from router.services import Context
+
+NAME = "interfaces"
+SYSCTLS = {"net.ipv4.ip_forward": "1"}
+
+
+def fabric_port_name(router_id: str, ifname: str) -> str:
+    """Fabric-side name of a router interface's attachment (≤ 15 bytes, stable)."""
+    return "r" + hashlib.sha1((router_id + ifname).encode()).hexdigest()[:10]
+
+
+def verify(cfg: pb.RouterConfig) -> None:
+    validate.check_id("router", cfg.router_id)
+    names: set[str] = set()
+    macs: dict[str, str] = {}
+    segments: dict[int, str] = {}
+    addresses: dict[ipaddress.IPv4Address, str] = {}
+    publics = 0
+    for iface in cfg.interfaces:
+        what = f"interface {iface.name!r}"
+        validate.check_ifname(what, iface.name)
+        if iface.name in names:
+            raise ConfigError(f"{what}: duplicate interface name")
+        names.add(iface.name)
+        mac = validate.check_mac(what, iface.mac)
+        if mac in macs:
+            raise ConfigError(f"{what}: MAC {mac} is also on interface {macs[mac]!r}")
+        macs[mac] = iface.name
+        validate.check_mtu(what, iface.mtu)
+        if iface.role == pb.INTERFACE_ROLE_PUBLIC:
+            publics += 1
+            if iface.segment_id != 0:
+                raise ConfigError(f"{what}: a public interface is on segment 0")
+        elif iface.role == pb.INTERFACE_ROLE_GUEST:
+            if not 1 <= iface.segment_id <= 16_777_215:
+                raise ConfigError(f"{what}: guest segment {iface.segment_id} is not 1..2^24-1")
+        else:
+            raise ConfigError(f"{what}: role is unspecified")
+        if iface.segment_id in segments:
+            raise ConfigError(
+                f"{what}: segment {iface.segment_id} is also on {segments[iface.segment_id]!r}"
+            )
+        segments[iface.segment_id] = iface.name
+        for text in iface.addresses:
+            addr = validate.parse_ipv4_interface(what, text)
+            if addr.ip in addresses:
+                raise ConfigError(f"{what}: address {addr.ip} is also on {addresses[addr.ip]!r}")
+            if addr.network.prefixlen < 31 and addr.ip in (
+                addr.network.network_address, addr.network.broadcast_address
+            ):
+                raise ConfigError(f"{what}: {text} is the network or broadcast address")
+            addresses[addr.ip] = iface.name
+    if publics > 1:
+        raise ConfigError("router: at most one public interface")
+    _verify_routes(cfg)
+
+
+def _connected(cfg: pb.RouterConfig, ifname: str = "") -> list[ipaddress.IPv4Network]:
+    return [
+        ipaddress.IPv4Interface(a).network
+        for i in cfg.interfaces if not ifname or i.name == ifname
+        for a in i.addresses
+    ]
+
+
+def _verify_routes(cfg: pb.RouterConfig) -> None:
+    seen: set[ipaddress.IPv4Network] = set()
+    names = {i.name for i in cfg.interfaces}
+    for route in cfg.routes:
+        what = f"route {route.destination!r}"
+        dst = validate.parse_ipv4_network(what, route.destination)
+        if dst in seen:
+            raise ConfigError(f"{what}: duplicate destination")
+        seen.add(dst)
+        if route.interface and route.interface not in names:
+            raise ConfigError(f"{what}: interface {route.interface!r} is not in the config")
+        if not route.gateway:
+            if not route.interface:
+                raise ConfigError(f"{what}: needs a gateway or an interface")
+            continue
+        gw = validate.parse_ipv4(what, route.gateway)
+        if not any(gw in net for net in _connected(cfg, route.interface)):
+            raise ConfigError(f"{what}: gateway {gw} is not on a connected network")
+
+
+def render(cfg: pb.RouterConfig) -> dict[str, str]:
+    """The desired kernel state as canonical JSON (diffable, and a debugging aid)."""
+    state = {
+        "interfaces": [
+            {
+                "name": i.name, "mac": i.mac.lower(), "mtu": i.mtu, "segment": i.segment_id,
+                "addresses": list(i.addresses),
+            }
+            for i in sorted(cfg.interfaces, key=lambda i: i.name)
+        ],
+        "routes": sorted(
+            ({"destination": r.destination, "gateway": r.gateway, "interface": r.interface}
+             for r in cfg.routes),
+            key=lambda r: r["destination"],
+        ),
+        "sysctls": SYSCTLS,
+    }
+    return {"interfaces.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
+
+
+def check(ctx: Context, rendered: dict[str, str]) -> None:
+    """Nothing to ask a daemon: verify() checked everything the kernel would."""
+
+
+def apply(
+    ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str], previous: pb.RouterConfig | None
+) -> None:
+    wanted = {i.name for i in cfg.interfaces}
+    # Unplug interfaces dropped since the last config, then sweep any other
+    # link in the namespace the config does not name (kernel is the truth).
+    for old in previous.interfaces if previous else []:
+        if old.name not in wanted:
+            ctx.fabric.unplug(fabric_port_name(cfg.router_id, old.name))
+    for link in netlink.links(ctx.netns):
+        if link.name != "lo" and link.name not in wanted:
+            netlink.delete_link(ctx.netns, link.index)
+    indexes: dict[str, int] = {}
+    for iface in cfg.interfaces:
+        port = fabric_port_name(cfg.router_id, iface.name)
+        try:
+            ctx.fabric.plug(port, iface.segment_id, ctx.netns, iface.name, iface.mac.lower(),
+                            iface.mtu)
+        except Exception as e:
+            raise ApplyError(f"interface {iface.name}: cannot plug into the fabric: {e}") from e
+        plugged = netlink.find_link_by_name(ctx.netns, iface.name)
+        if plugged is None:
+            raise ApplyError(f"interface {iface.name}: missing after plugging port {port}")
+        netlink.set_link(ctx.netns, plugged, mtu=iface.mtu)
+        netlink.reconcile_ipv4_addresses(
+            ctx.netns, plugged.index, [ipaddress.IPv4Interface(a) for a in iface.addresses]
+        )
+        indexes[iface.name] = plugged.index
+    netlink.reconcile_routes(ctx.netns, {
+        netlink.RouteSpec(
+            ipaddress.IPv4Network(r.destination), r.gateway, indexes.get(r.interface, 0)
+        )
+        for r in cfg.routes
+    })
+    set_sysctls(ctx.netns, SYSCTLS)
+
+
+def set_sysctls(netns: str, values: dict[str, str]) -> None:
+    argv = ["ip", "netns", "exec", netns, "sysctl", "-q", "-w"]
+    argv += [f"{k}={v}" for k, v in sorted(values.items())]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise ApplyError(f"sysctl in {netns}: {proc.stderr.strip()}")
+
+
+def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+    try:
+        have = {link.name: link for link in netlink.links(ctx.netns)}
+    except netlink.NetlinkOpError as e:
+        return pb.ServiceStatus(name=NAME, healthy=False, detail=str(e))
+    missing = [i.name for i in cfg.interfaces if i.name not in have or not have[i.name].up]
+    detail = f"down or missing: {', '.join(missing)}" if missing else "all up"
+    return pb.ServiceStatus(name=NAME, healthy=not missing, detail=detail, version=_kernel())
+
+
+def _kernel() -> str:
+    with open("/proc/sys/kernel/osrelease") as f:
+        return "linux " + f.read().strip()
+
+
+def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
+    for iface in cfg.interfaces if cfg else []:
+        ctx.fabric.unplug(fabric_port_name(ctx.router_id, iface.name))
