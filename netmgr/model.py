@@ -18,6 +18,19 @@ class RouterBackend(StrEnum):
     VM = "vm"
 
 
+class RouterState(StrEnum):
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class ObjectState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ERROR = "error"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
@@ -79,6 +92,10 @@ class Port:
     generation: int
     error: str
     created_at: dt.datetime
+    # Derived when read: the router serving the port and the port's state
+    # against that router's applied generation.
+    router_id: str = ""
+    state: ObjectState = ObjectState.PENDING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,3 +123,40 @@ class Router:
     last_error: str
     reachable: bool
     updated_at: dt.datetime
+    # The router's public address (its network's source-NAT IP).
+    public_ip: str = ""
+
+    @property
+    def state(self) -> RouterState:
+        """What the API shows: derived from reachability, generations and health."""
+        if not self.reachable:
+            return RouterState.UNREACHABLE
+        if self.last_error:
+            # A rejected push keeps applied < desired; say why, not "provisioning".
+            return RouterState.DEGRADED
+        if self.applied_generation < self.desired_generation:
+            return RouterState.PROVISIONING
+        if any(not s.healthy for s in self.services):
+            return RouterState.DEGRADED
+        return RouterState.ACTIVE
+
+
+def object_state(generation: int, error: str, applied_generation: int) -> ObjectState:
+    """State of an object the router serves (a port, later rules): ERROR wins,
+    then ACTIVE once the router applied the generation that last changed it."""
+    if error:
+        return ObjectState.ERROR
+    if applied_generation >= generation:
+        return ObjectState.ACTIVE
+    return ObjectState.PENDING
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouterSnapshot:
+    """Everything one router serves, read in one transaction so that it is
+    consistent with ``router.desired_generation``."""
+
+    router: Router
+    networks: tuple[Network, ...]
+    ports: tuple[Port, ...]
+    zone: Zone

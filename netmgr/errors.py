@@ -1,0 +1,171 @@
+"""Domain errors of the network manager and their one mapping to gRPC status.
+
+The store, validation and auth raise these; nothing below the API layer knows
+about gRPC. ``ErrorMappingInterceptor`` turns them into status codes (with a
+``google.rpc.BadRequest`` detail for invalid arguments) in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Violation:
+    """One bad field: ``field`` is the request path (``network.cidr``)."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+class DomainError(Exception):
+    """Base of the errors the API reports to its callers."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Aborted(DomainError):
+    """A write kept colliding with concurrent writers; the caller may retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class _FieldError(DomainError):
+    """An error about one named field; the message starts with the field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class AlreadyExists(_FieldError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class ResourceExhausted(_FieldError):
+    """``field`` names what ran out (``zone.vlan``, ``zone.public_pool``, ``network.cidr``)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[Violation]) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one violation")
+        self.violations = tuple(violations)
+        super().__init__("; ".join(str(v) for v in self.violations))
+
+    @classmethod
+    def one(cls, field: str, reason: str) -> InvalidArgument:
+        return cls([Violation(field, reason)])
+
+
+def one_line(text: str) -> str:
+    """Messages can quote user input: never let it add lines or control characters."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def to_rpc_status(err: DomainError) -> status_pb2.Status:
+    status = status_pb2.Status(code=err.code.value[0], message=err.message)
+    if isinstance(err, InvalidArgument):
+        detail = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
+                for v in err.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return status
+
+
+def abort(context: grpc.ServicerContext, err: DomainError) -> None:
+    context.abort_with_status(rpc_status.to_status(to_rpc_status(err)))
+
+
+# ------------------------------------------------------------ interceptors
+
+
+def wrap_unary_handler(
+    handler: grpc.RpcMethodHandler | None,
+    wrap: Callable[[Callable[[Any, grpc.ServicerContext], Any]], Callable[..., Any]],
+) -> grpc.RpcMethodHandler | None:
+    """Return ``handler`` with its unary-unary behaviour wrapped (others untouched).
+
+    Shared by the server interceptors: a sync gRPC interceptor cannot see the
+    call itself, only swap the handler, and the wrapped behaviour runs on the
+    worker thread that serves the call (so context variables set there are
+    visible to the servicer).
+    """
+    if handler is None or handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        wrap(handler.unary_unary),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Map DomainError (from servicers, store or auth) to gRPC status codes."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method  # type: ignore[attr-defined]
+
+        def wrap(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+            def mapped(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behaviour(request, context)
+                except DomainError as e:
+                    log.info("%s: %s %s", method, e.code.name, e.message)
+                    abort(context, e)
+                return None  # unreachable: abort raises
+
+            return mapped
+
+        return wrap_unary_handler(continuation(handler_call_details), wrap)
+

@@ -1,0 +1,462 @@
+"""Validation of everything a user can type: pure functions, no database.
+
+Each checker collects every bad field of a request as ``Violation``s (named
+by request path, ``network.cidr``) and raises one ``InvalidArgument``, so a
+caller learns all its mistakes at once. Values that come back are normalised
+(canonical CIDR, lower-case MAC). Checks that need the store (overlap with
+other networks, uniqueness) take what they compare against as arguments.
+
+Nothing a user types may contain a newline or control character: these values
+end up in dnsmasq and nftables files on the routers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from netmgr.errors import InvalidArgument, Violation
+from netmgr.model import Network, Zone
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._:-]{0,64}")
+MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+MIN_PREFIX, MAX_PREFIX = 16, 29
+MAX_DNS_SERVERS = 3
+MAX_DOMAIN_SEARCH = 6
+MTU_MIN, MTU_MAX = 576, 9000
+DEFAULT_LEASE_SECONDS = 86400
+LEASE_MIN, LEASE_MAX = 120, 31536000
+MAX_FREE_TEXT = 64
+FORBIDDEN_NETS = tuple(
+    ipaddress.IPv4Network(n) for n in ("169.254.0.0/16", "127.0.0.0/8", "224.0.0.0/4")
+)
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    name: str
+    cidr: str
+    gateway: str = ""
+    domain: str = ""
+    dns_servers: tuple[str, ...] = ()
+    domain_search: tuple[str, ...] = ()
+    mtu: int = 0
+    lease_seconds: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetworkUpdate:
+    """Only the fields that are not None change."""
+
+    name: str | None = None
+    dns_servers: tuple[str, ...] | None = None
+    domain_search: tuple[str, ...] | None = None
+    mtu: int | None = None
+    lease_seconds: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortSpec:
+    network_id: str
+    name: str = ""
+    mac: str = ""
+    ip: str = ""
+    hostname: str = ""
+    device_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortUpdate:
+    name: str | None = None
+    hostname: str | None = None
+    device_id: str | None = None
+
+
+NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
+PORT_UPDATABLE = frozenset(f.name for f in dataclasses.fields(PortUpdate))
+ZONE_UPDATABLE = frozenset(f.name for f in dataclasses.fields(Zone))
+
+
+# ------------------------------------------------------------- primitives
+
+
+def _show(value: str, limit: int = 40) -> str:
+    """Quote user input in a message: repr escapes control characters."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def has_control_chars(value: str) -> bool:
+    return not value.isprintable()
+
+
+def check_id(value: str, field: str = "id") -> str:
+    """IDs are canonical UUID strings; returns it lower-cased."""
+    v = value.lower()
+    if not UUID_RE.fullmatch(v):
+        raise InvalidArgument.one(field, f"{_show(value)} is not a valid ID (a UUID)")
+    return v
+
+
+def name_problem(value: str) -> str | None:
+    if not 1 <= len(value) <= 63:
+        return "must be 1-63 characters"
+    if not NAME_RE.fullmatch(value):
+        return f"{_show(value)} must start with a letter or digit and use only A-Z a-z 0-9 _ . -"
+    return None
+
+
+def free_text_problem(value: str) -> str | None:
+    if len(value) > MAX_FREE_TEXT:
+        return f"must be at most {MAX_FREE_TEXT} characters"
+    if has_control_chars(value):
+        return f"{_show(value)} contains control characters"
+    return None
+
+
+def tenant_name_problem(value: str) -> str | None:
+    if not 1 <= len(value) <= 63:
+        return "must be 1-63 characters"
+    if not TENANT_NAME_RE.fullmatch(value):
+        return f"{_show(value)} must start with a-z or 0-9 and use only a-z 0-9 -"
+    return None
+
+
+def hostname_problem(value: str) -> str | None:
+    """An RFC 1123 label: the guest's name in DNS and DHCP."""
+    if not 1 <= len(value) <= 63:
+        return "must be 1-63 characters"
+    if not LABEL_RE.fullmatch(value):
+        return f"{_show(value)} is not a host name (A-Z a-z 0-9 -, no leading/trailing -)"
+    return None
+
+
+def dns_name_problem(value: str) -> str | None:
+    if not 1 <= len(value) <= 253:
+        return "must be 1-253 characters"
+    labels = value.split(".")
+    if not all(len(lb) <= 63 and DNS_LABEL_RE.fullmatch(lb) for lb in labels):
+        return f"{_show(value)} is not a DNS name (labels of a-z 0-9 -, 1-63 characters)"
+    return None
+
+
+def ipv4_problem(value: str) -> str | None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{_show(value)} is not an IPv4 address"
+    return None
+
+
+def unicast_ipv4_problem(value: str) -> str | None:
+    if (p := ipv4_problem(value)) is not None:
+        return p
+    ip = ipaddress.IPv4Address(value)
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_reserved:
+        return f"{value} is not a unicast address"
+    return None
+
+
+def mac_problem(value: str) -> str | None:
+    if not MAC_RE.fullmatch(value):
+        return f"{_show(value)} is not a MAC address (xx:xx:xx:xx:xx:xx)"
+    if int(value[:2], 16) & 1:
+        return f"{value} is a multicast MAC address"
+    if value == "00:00:00:00:00:00":
+        return "the all-zero MAC address is not allowed"
+    return None
+
+
+def _collect(*checks: tuple[str, str | None]) -> list[Violation]:
+    return [Violation(field, reason) for field, reason in checks if reason is not None]
+
+
+def raise_if(violations: Sequence[Violation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+# ---------------------------------------------------------------- networks
+
+
+def cidr_problem(value: str) -> str | None:
+    try:
+        net = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as e:
+        if has_control_chars(value):
+            return f"{_show(value)} is not an IPv4 CIDR"
+        return f"{_show(value)} is not a valid IPv4 CIDR ({e})"
+    if "/" not in value:
+        return f"{_show(value)} needs a prefix length (/{MIN_PREFIX} to /{MAX_PREFIX})"
+    if not MIN_PREFIX <= net.prefixlen <= MAX_PREFIX:
+        return f"prefix /{net.prefixlen} is not between /{MIN_PREFIX} and /{MAX_PREFIX}"
+    for bad in FORBIDDEN_NETS:
+        if net.overlaps(bad):
+            return f"{value} overlaps reserved range {bad}"
+    return None
+
+
+def gateway_problem(gateway: str, cidr: str) -> str | None:
+    if (p := ipv4_problem(gateway)) is not None:
+        return p
+    net = ipaddress.IPv4Network(cidr)
+    ip = ipaddress.IPv4Address(gateway)
+    if ip not in net:
+        return f"{gateway} is not inside {cidr}"
+    if ip in (net.network_address, net.broadcast_address):
+        return f"{gateway} is the network or broadcast address of {cidr}"
+    return None
+
+
+def _list_problems(
+    field: str, values: Sequence[str], limit: int, problem: Callable[[str], str | None]
+) -> list[Violation]:
+    out = []
+    if len(values) > limit:
+        out.append(Violation(field, f"at most {limit} entries"))
+    for i, v in enumerate(values):
+        reason = problem(v)
+        if reason is not None:
+            out.append(Violation(f"{field}[{i}]", reason))
+    return out
+
+
+def mtu_problem(mtu: int) -> str | None:
+    if mtu != 0 and not MTU_MIN <= mtu <= MTU_MAX:
+        return f"{mtu} is not 0 (not sent) or {MTU_MIN}-{MTU_MAX}"
+    return None
+
+
+def lease_problem(lease: int) -> str | None:
+    if lease != 0 and not LEASE_MIN <= lease <= LEASE_MAX:
+        return f"{lease} is not 0 (default {DEFAULT_LEASE_SECONDS}) or {LEASE_MIN}-{LEASE_MAX}"
+    return None
+
+
+def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpec:
+    """Everything that can be checked without the store; returns it normalised."""
+    domain = spec.domain.lower()
+    search = tuple(d.lower() for d in spec.domain_search)
+    v = _collect(
+        (f"{prefix}.name", name_problem(spec.name)),
+        (f"{prefix}.cidr", cidr_problem(spec.cidr)),
+        (f"{prefix}.domain", dns_name_problem(domain) if domain else None),
+        (f"{prefix}.mtu", mtu_problem(spec.mtu)),
+        (f"{prefix}.lease_seconds", lease_problem(spec.lease_seconds)),
+    )
+    cidr_ok = not any(x.field == f"{prefix}.cidr" for x in v)
+    if spec.gateway and cidr_ok:
+        v += _collect((f"{prefix}.gateway", gateway_problem(spec.gateway, spec.cidr)))
+    elif spec.gateway:
+        v += _collect((f"{prefix}.gateway", ipv4_problem(spec.gateway)))
+    v += _list_problems(f"{prefix}.dns_servers", spec.dns_servers, MAX_DNS_SERVERS,
+                        unicast_ipv4_problem)
+    v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH, dns_name_problem)
+    raise_if(v)
+    return dataclasses.replace(
+        spec,
+        cidr=str(ipaddress.IPv4Network(spec.cidr)),
+        domain=domain,
+        domain_search=search,
+        lease_seconds=spec.lease_seconds or DEFAULT_LEASE_SECONDS,
+    )
+
+
+def dns_label_from(text: str, fallback: str) -> str:
+    """Lower-case ``text`` and turn anything a DNS label may not hold into '-'."""
+    label = re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:63].strip("-")
+    return label or fallback
+
+
+def with_network_defaults(spec: NetworkSpec, tenant_name: str, zone: Zone) -> NetworkSpec:
+    """Gateway: the first host; domain: <network>.<tenant>.<zone suffix>."""
+    net = ipaddress.IPv4Network(spec.cidr)
+    gateway = spec.gateway or str(net.network_address + 1)
+    domain = spec.domain
+    if not domain:
+        domain = ".".join(
+            (dns_label_from(spec.name, "net"), dns_label_from(tenant_name, "tenant"),
+             zone.domain_suffix)
+        )
+        if (p := dns_name_problem(domain)) is not None:
+            raise InvalidArgument.one("network.domain", f"the default domain is invalid: {p}")
+    return dataclasses.replace(spec, gateway=gateway, domain=domain)
+
+
+def check_network_placement(
+    cidr: str, zone: Zone, others: Iterable[Network], field: str = "network.cidr"
+) -> list[Violation]:
+    """The CIDR must not overlap the provider network or another of the tenant's networks."""
+    net = ipaddress.IPv4Network(cidr)
+    if net.overlaps(ipaddress.IPv4Network(zone.public_cidr)):
+        return [Violation(field, f"{cidr} overlaps the zone's public network {zone.public_cidr}")]
+    for other in others:
+        if net.overlaps(ipaddress.IPv4Network(other.cidr)):
+            return [Violation(
+                field, f"{cidr} overlaps network {other.name!r} ({other.id}, {other.cidr})"
+            )]
+    return []
+
+
+def check_network_update(upd: NetworkUpdate, prefix: str = "network") -> NetworkUpdate:
+    v = _collect(
+        (f"{prefix}.name", name_problem(upd.name) if upd.name is not None else None),
+        (f"{prefix}.mtu", mtu_problem(upd.mtu) if upd.mtu is not None else None),
+        (f"{prefix}.lease_seconds",
+         lease_problem(upd.lease_seconds) if upd.lease_seconds is not None else None),
+    )
+    search = None
+    if upd.dns_servers is not None:
+        v += _list_problems(f"{prefix}.dns_servers", upd.dns_servers, MAX_DNS_SERVERS,
+                            unicast_ipv4_problem)
+    if upd.domain_search is not None:
+        search = tuple(d.lower() for d in upd.domain_search)
+        v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH,
+                            dns_name_problem)
+    raise_if(v)
+    lease = upd.lease_seconds
+    return dataclasses.replace(
+        upd,
+        domain_search=search,
+        lease_seconds=(lease or DEFAULT_LEASE_SECONDS) if lease is not None else None,
+    )
+
+
+# ------------------------------------------------------------------- ports
+
+
+def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
+    mac = spec.mac.lower()
+    hostname = spec.hostname.lower()
+    v = _collect(
+        (f"{prefix}.name", free_text_problem(spec.name)),
+        (f"{prefix}.mac", mac_problem(mac) if mac else None),
+        (f"{prefix}.ip", ipv4_problem(spec.ip) if spec.ip else None),
+        (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
+        (f"{prefix}.device_id", device_id_problem(spec.device_id)),
+    )
+    try:
+        network_id = check_id(spec.network_id, f"{prefix}.network_id")
+    except InvalidArgument as e:
+        v += e.violations
+        network_id = spec.network_id
+    raise_if(v)
+    return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname)
+
+
+def device_id_problem(value: str) -> str | None:
+    if not DEVICE_ID_RE.fullmatch(value):
+        return f"{_show(value)} must match [A-Za-z0-9._:-]{{0,64}}"
+    return None
+
+
+def requested_ip_problem(ip: str, cidr: str, gateway: str) -> str | None:
+    """A requested port IP: inside the CIDR, not network/broadcast/gateway."""
+    net = ipaddress.IPv4Network(cidr)
+    addr = ipaddress.IPv4Address(ip)
+    if addr not in net:
+        return f"{ip} is not inside the network's CIDR {cidr}"
+    if addr in (net.network_address, net.broadcast_address):
+        return f"{ip} is the network or broadcast address of {cidr}"
+    if ip == gateway:
+        return f"{ip} is the network's gateway (the router)"
+    return None
+
+
+def default_hostname(port_name: str, ip: str) -> str:
+    """The port name if it is a valid host name, else host-<ip with dashes>."""
+    if port_name and hostname_problem(port_name) is None:
+        return port_name.lower()
+    return "host-" + ip.replace(".", "-")
+
+
+def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
+    hostname = upd.hostname.lower() if upd.hostname is not None else None
+    v = _collect(
+        (f"{prefix}.name", free_text_problem(upd.name) if upd.name is not None else None),
+        (f"{prefix}.hostname", hostname_problem(hostname) if hostname is not None else None),
+        (f"{prefix}.device_id",
+         device_id_problem(upd.device_id) if upd.device_id is not None else None),
+    )
+    raise_if(v)
+    return dataclasses.replace(upd, hostname=hostname)
+
+
+# ------------------------------------------------------------ tenants, zone
+
+
+def check_tenant_name(name: str, field: str = "name") -> str:
+    raise_if(_collect((field, tenant_name_problem(name))))
+    return name
+
+
+def check_token_name(name: str, field: str = "name") -> str:
+    raise_if(_collect((field, free_text_problem(name))))
+    return name
+
+
+def check_zone(zone: Zone, prefix: str = "zone") -> Zone:
+    """A whole zone (after an update is merged in)."""
+    v = _collect(
+        (f"{prefix}.name", name_problem(zone.name)),
+        (f"{prefix}.domain_suffix", dns_name_problem(zone.domain_suffix.lower())),
+    )
+    try:
+        public = ipaddress.IPv4Network(zone.public_cidr, strict=True)
+    except ValueError:
+        v.append(Violation(f"{prefix}.public_cidr",
+                           f"{_show(zone.public_cidr)} is not a valid IPv4 CIDR"))
+        public = None
+    if public is not None:
+        gw_problem = gateway_problem(zone.public_gateway, zone.public_cidr)
+        v += _collect((f"{prefix}.public_gateway", gw_problem))
+        for fld in ("public_pool_start", "public_pool_end"):
+            value = getattr(zone, fld)
+            p = gateway_problem(value, zone.public_cidr)  # same rule: a host of the CIDR
+            v += _collect((f"{prefix}.{fld}", p))
+        if not any(x.field.startswith(f"{prefix}.public_pool") for x in v) and (
+            ipaddress.IPv4Address(zone.public_pool_start)
+            > ipaddress.IPv4Address(zone.public_pool_end)
+        ):
+            v.append(Violation(f"{prefix}.public_pool_end", "the pool ends before it starts"))
+    if not 1 <= zone.vlan_min <= 4094:
+        v.append(Violation(f"{prefix}.vlan_min", f"{zone.vlan_min} is not 1-4094"))
+    if not 1 <= zone.vlan_max <= 4094:
+        v.append(Violation(f"{prefix}.vlan_max", f"{zone.vlan_max} is not 1-4094"))
+    elif zone.vlan_min > zone.vlan_max:
+        v.append(Violation(f"{prefix}.vlan_max", "the VLAN range ends before it starts"))
+    v += _list_problems(f"{prefix}.upstream_dns", zone.upstream_dns, MAX_DNS_SERVERS,
+                        unicast_ipv4_problem)
+    raise_if(v)
+    return dataclasses.replace(
+        zone, public_cidr=str(public), domain_suffix=zone.domain_suffix.lower()
+    )
+
+
+# ------------------------------------------------------------- field masks
+
+
+def resolve_update_mask(
+    paths: Sequence[str], updatable: frozenset[str], present: Iterable[str]
+) -> frozenset[str]:
+    """The fields an Update changes: the mask's paths, or (empty mask) every
+    updatable field set in the message. Unknown or immutable paths are refused."""
+    if not paths:
+        return frozenset(p for p in present if p in updatable)
+    bad = [p for p in paths if p not in updatable]
+    if bad:
+        raise InvalidArgument.one(
+            "update_mask",
+            f"{', '.join(_show(p) for p in bad)} cannot be updated "
+            f"(updatable: {', '.join(sorted(updatable))})",
+        )
+    return frozenset(paths)
