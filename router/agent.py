@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from compute.fabric import LinuxBridgeFabric
-from router import validate
+from router import netns, validate
 from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
 from router.services import Context
@@ -55,6 +55,7 @@ class Agent:
         self, state_dir: str, netns_prefix: str = "cn", fabric_netns: str = "cn-fabric",
         agent_id: str = "", dnsmasq_user: str = "dnsmasq",
     ) -> None:
+        netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
         self.fabric = LinuxBridgeFabric(fabric_netns)
