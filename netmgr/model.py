@@ -96,6 +96,8 @@ class Port:
     # against that router's applied generation.
     router_id: str = ""
     state: ObjectState = ObjectState.PENDING
+    # <hostname>.<network domain>
+    fqdn: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -127,14 +127,16 @@ def router(r: Row[RouterRow, str | None]) -> model.Router:
 # ------------------------------------------------------------------- ports
 
 
-def port_select() -> Select[PortRow, str, int]:
-    return select(PortRow, RouterRow.id, RouterRow.applied_generation).join(
-        RouterRow, RouterRow.network_id == PortRow.network_id
+def port_select() -> Select[PortRow, str, int, str]:
+    return (
+        select(PortRow, RouterRow.id, RouterRow.applied_generation, NetworkRow.domain)
+        .join(RouterRow, RouterRow.network_id == PortRow.network_id)
+        .join(NetworkRow, NetworkRow.id == PortRow.network_id)
     )
 
 
-def port(r: Row[PortRow, str, int]) -> model.Port:
-    row, router_id, applied = r
+def port(r: Row[PortRow, str, int, str]) -> model.Port:
+    row, router_id, applied, domain = r
     return model.Port(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -149,6 +151,7 @@ def port(r: Row[PortRow, str, int]) -> model.Port:
         created_at=aware(row.created_at),
         router_id=router_id,
         state=model.object_state(row.generation, row.error, applied),
+        fqdn=f"{row.hostname}.{domain}",
     )
 
 

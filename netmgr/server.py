@@ -1,0 +1,233 @@
+"""The network manager's gRPC server (``cloudnet-netmgr``).
+
+``create_server(config, store=None, hooks=None) -> (server, port)`` builds a
+server with every API service, gRPC health and server reflection, the error
+mapping and the authentication interceptors; tests bind port 0. ``main()``
+adds the reconciler (as the hooks) and serves until SIGTERM/SIGINT.
+
+Configuration: a TOML file (``--config``), then the environment
+(``CLOUDNET_ADMIN_TOKEN``), then command-line flags, later ones winning::
+
+    listen = "127.0.0.1:7070"
+    db_url = "sqlite:////var/lib/cloudnet/netmgr.db"   # or postgresql+psycopg://...
+    admin_token_file = "/etc/cloudnet/admin.token"      # or admin_token = "..."
+    default_host = "local"
+    [agents]
+    local = "unix:///run/cloudnet/agent.sock"
+    [zone]                                              # defaults of a new database
+    public_cidr = "203.0.113.0/24"
+    vlan_min = 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+from collections.abc import Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from netmgr import servicers
+from netmgr.auth import AuthInterceptor
+from netmgr.errors import ErrorMappingInterceptor
+from netmgr.model import Zone
+from netmgr.servicers import NullHooks, RouterHooks
+from netmgr.store import Store
+from netmgr.store_base import DEFAULT_ZONE
+
+log = logging.getLogger("cloudnet.netmgr")
+
+ADMIN_TOKEN_ENV = "CLOUDNET_ADMIN_TOKEN"
+API_SERVICES = tuple(
+    netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
+                 "RouterService")
+)
+
+
+def _default_agents() -> dict[str, str]:
+    return {"local": "unix:///run/cloudnet/agent.sock"}
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    listen: str = "127.0.0.1:7070"
+    db_url: str = "sqlite:////var/lib/cloudnet/netmgr.db"
+    # Empty: no admin access at all (main() refuses to start without one).
+    admin_token: str = ""
+    # The host new routers are placed on.
+    default_host: str = "local"
+    # host name -> gRPC target of that host's router agent.
+    agents: dict[str, str] = dataclasses.field(default_factory=_default_agents)
+    # Zone of a new database (an existing one keeps its own).
+    zone: Zone = DEFAULT_ZONE
+    workers: int = 16
+    grace_seconds: float = 5.0
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> ServerConfig:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        return cls.from_mapping(data, source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "config") -> ServerConfig:
+        data = dict(data)
+        zone_data = data.pop("zone", {})
+        token_file = data.pop("admin_token_file", None)
+        known = {f.name for f in dataclasses.fields(cls)} - {"zone"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s): {', '.join(sorted(unknown))}")
+        zone_fields = {f.name for f in dataclasses.fields(Zone)}
+        if set(zone_data) - zone_fields:
+            raise ValueError(f"{source}: unknown [zone] setting(s): "
+                             f"{', '.join(sorted(set(zone_data) - zone_fields))}")
+        if "upstream_dns" in zone_data:
+            zone_data["upstream_dns"] = tuple(zone_data["upstream_dns"])
+        config = cls(**data, zone=dataclasses.replace(DEFAULT_ZONE, **zone_data))
+        if token_file:
+            config.admin_token = read_token_file(token_file)
+        return config
+
+
+def read_token_file(path: str | Path) -> str:
+    return Path(path).read_text().strip()
+
+
+# ------------------------------------------------------------------ server
+
+
+def _build(
+    config: ServerConfig, store: Store | None, hooks: RouterHooks | None
+) -> tuple[grpc.Server, int, health.HealthServicer]:
+    if store is None:
+        store = Store(config.db_url, zone_defaults=config.zone,
+                      default_host=config.default_host, pool_size=config.workers)
+    hooks = hooks if hooks is not None else NullHooks()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
+        # The first interceptor is the outermost: errors raised by auth are mapped too.
+        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store)],
+    )
+    netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
+        servicers.TenantServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_ZoneServiceServicer_to_server(servicers.ZoneServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_NetworkServiceServicer_to_server(
+        servicers.NetworkServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
+        servicers.RouterServicer(store, hooks), server)
+
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *API_SERVICES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {config.listen}")
+    return server, port, health_servicer
+
+
+def create_server(
+    config: ServerConfig, store: Store | None = None, hooks: RouterHooks | None = None
+) -> tuple[grpc.Server, int]:
+    """A ready-to-start server and the port it is bound to. ``hooks`` hear of
+    every committed change to a router (default: nobody)."""
+    server, port, _ = _build(config, store, hooks)
+    return server, port
+
+
+# -------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cloudnet-netmgr", description="cloudnet network manager")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--listen", help="address to serve the API on (host:port or unix:PATH)")
+    p.add_argument("--db-url", help="SQLAlchemy database URL (default: a SQLite file)")
+    p.add_argument("--admin-token-file", metavar="FILE",
+                   help=f"file holding the admin token (or set {ADMIN_TOKEN_ENV})")
+    p.add_argument("--agent", action="append", default=[], metavar="HOST=TARGET",
+                   help="router agent of a host (repeatable; replaces the config's agents)")
+    p.add_argument("--default-host", help="host new routers are placed on")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None) -> ServerConfig:
+    environ = dict(os.environ) if environ is None else environ
+    config = ServerConfig.from_toml(args.config) if args.config else ServerConfig()
+    if environ.get(ADMIN_TOKEN_ENV):
+        config.admin_token = environ[ADMIN_TOKEN_ENV].strip()
+    if args.admin_token_file:
+        config.admin_token = read_token_file(args.admin_token_file)
+    if args.listen:
+        config.listen = args.listen
+    if args.db_url:
+        config.db_url = args.db_url
+    if args.default_host:
+        config.default_host = args.default_host
+    if args.agent:
+        agents = {}
+        for spec in args.agent:
+            host, sep, target = spec.partition("=")
+            if not sep or not host or not target:
+                raise ValueError(f"--agent {spec!r}: expected HOST=TARGET")
+            agents[host] = target
+        config.agents = agents
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args)
+    except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
+        print(f"cloudnet-netmgr: {e}", file=sys.stderr)
+        return 2
+    if not config.admin_token:
+        print(f"cloudnet-netmgr: no admin token: use --admin-token-file, {ADMIN_TOKEN_ENV} "
+              "or admin_token_file in the config", file=sys.stderr)
+        return 2
+
+    from netmgr.reconciler import Reconciler  # the API tests run without it
+
+    store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
+                  pool_size=config.workers)
+    reconciler = Reconciler(store, config.agents)
+    server, port, health_servicer = _build(config, store, reconciler)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    server.start()
+    reconciler.start()
+    log.info("serving the API on %s", config.listen)
+    stopping.wait()
+    log.info("stopping")
+    health_servicer.enter_graceful_shutdown()
+    server.stop(config.grace_seconds).wait()
+    reconciler.stop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
