@@ -38,7 +38,7 @@ def _filter(func: Callable[..., Any]) -> Callable[..., Any]:
 def safe_token(value: object) -> str:
     """A value that goes into a config file verbatim: no spaces, commas, quotes, newlines."""
     text = str(value)
-    if not _SAFE.match(text):
+    if not _SAFE.fullmatch(text):
         raise TemplateValueError(f"unsafe value in template: {text!r}")
     return text
 

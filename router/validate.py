@@ -20,7 +20,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 def is_dns_label(value: str) -> bool:
     """RFC 1123 host label: letters, digits, inner hyphens, 1-63 chars."""
-    return bool(_LABEL.match(value))
+    return bool(_LABEL.fullmatch(value))
 
 
 def is_domain(value: str) -> bool:
@@ -29,7 +29,7 @@ def is_domain(value: str) -> bool:
 
 
 def check_id(what: str, value: str) -> None:
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise ConfigError(
             f"{what} {value!r}: ids are 1-128 letters, digits, '_' or '-'",
             kind=what.split()[0], object_id=value,
@@ -37,13 +37,13 @@ def check_id(what: str, value: str) -> None:
 
 
 def check_ifname(what: str, value: str) -> None:
-    if not _IFNAME.match(value) or value == "lo":
+    if not _IFNAME.fullmatch(value) or value == "lo":
         raise ConfigError(f"{what}: interface name {value!r} is not [a-z0-9-]{{1,15}}")
 
 
 def check_mac(what: str, value: str, kind: str = "", object_id: str = "") -> str:
     """Returns the MAC in canonical lower case."""
-    if not _MAC.match(value):
+    if not _MAC.fullmatch(value):
         raise ConfigError(f"{what}: MAC {value!r} is malformed", kind, object_id)
     if int(value[:2], 16) & 1:
         raise ConfigError(f"{what}: MAC {value} is a multicast address", kind, object_id)

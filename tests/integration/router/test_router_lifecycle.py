@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -58,13 +59,21 @@ def test_applying_the_same_config_twice_changes_nothing(
     assert apply(agent, make_config(router_id, 1, ["p1", "p2"])).applied_generation == 1
     pid = dnsmasq_pid(agent, router_id)
     before = file_stamps(router_dir(agent, router_id))
+    applies = dict(agent.agent.runtime(router_id).service_applies)
     commands: list[list[str]] = []
     signals: list[tuple[int, int]] = []
     real_run, real_kill = router.proc.run, router.proc.os_kill
-    monkeypatch.setattr(router.proc, "run",
-                        lambda argv, *a, **k: commands.append(argv) or real_run(argv, *a, **k))
-    monkeypatch.setattr(router.proc, "os_kill",
-                        lambda pid, sig: signals.append((pid, sig)) or real_kill(pid, sig))
+
+    def spy_run(argv: list[str], *args: Any, **kwargs: Any) -> str:
+        commands.append(argv)
+        return real_run(argv, *args, **kwargs)
+
+    def spy_kill(pid: int, sig: int) -> None:
+        signals.append((pid, sig))
+        real_kill(pid, sig)
+
+    monkeypatch.setattr(router.proc, "run", spy_run)
+    monkeypatch.setattr(router.proc, "os_kill", spy_kill)
 
     status = apply(agent, make_config(router_id, 1, ["p1", "p2"]))
 
@@ -72,6 +81,7 @@ def test_applying_the_same_config_twice_changes_nothing(
     assert dnsmasq_pid(agent, router_id) == pid
     assert file_stamps(router_dir(agent, router_id)) == before
     assert signals == []
+    assert agent.agent.runtime(router_id).service_applies == applies
     # Only status probes ran (nft list, --version); nothing was loaded or started.
     assert not [c for c in commands if c[:2] == ["nft", "-f"] or c[0] == "dnsmasq"
                 and "--version" not in c]

@@ -1,0 +1,32 @@
+"""A valid router config for unit tests, and a way to break one field of it."""
+
+from __future__ import annotations
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+
+def good_config() -> pb.RouterConfig:
+    return pb.RouterConfig(
+        router_id="3f2b8c1e-router", generation=5,
+        interfaces=[
+            pb.Interface(name="pub0", role=pb.INTERFACE_ROLE_PUBLIC, mac="02:00:00:00:00:10",
+                         addresses=["203.0.113.10/24"], segment_id=0),
+            pb.Interface(name="g-net1", role=pb.INTERFACE_ROLE_GUEST, mac="02:00:00:00:01:01",
+                         addresses=["10.10.0.1/24"], segment_id=100, mtu=1450),
+        ],
+        routes=[pb.Route(destination="0.0.0.0/0", gateway="203.0.113.1", interface="pub0")],
+        guest_networks=[pb.GuestNetwork(
+            network_id="net1", interface="g-net1", cidr="10.10.0.0/24", gateway="10.10.0.1",
+            domain="tenant.test", domain_search=["tenant.test", "corp.test"], mtu=1450,
+            lease_seconds=3600,
+            hosts=[
+                pb.DhcpHost(port_id="p1", mac="02:AA:00:00:00:11", ip="10.10.0.11",
+                            hostname="vm1"),
+                pb.DhcpHost(port_id="p2", mac="02:aa:00:00:00:12", ip="10.10.0.12",
+                            hostname="web-2"),
+            ],
+        )],
+        dns=pb.Dns(upstream_servers=["198.51.100.10", "198.51.100.11"]),
+        source_nats=[pb.SourceNat(network_id="net1", source_cidr="10.10.0.0/24",
+                                  public_ip="203.0.113.10", public_interface="pub0")],
+    )
