@@ -16,27 +16,67 @@ Exit status: 0 on success, 1 when the API (or the connection to it) fails,
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
-from cloudnet.netmgr.v1 import netmgr_pb2
-from google.protobuf import field_mask_pb2
 
-from netmgr.cli_client import (
-    DEFAULT_SERVER,
-    Client,
-    PaginationError,
-    WaitError,
-    enum_label,
-    format_rpc_error,
+from netmgr.cli_client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
+from netmgr.cli_commands import (
+    CommandFailed,
+    Context,
+    Progress,
+    Settings,
+    cmd_network_create,
+    cmd_network_delete,
+    cmd_network_list,
+    cmd_network_show,
+    cmd_network_update,
+    cmd_port_create,
+    cmd_port_delete,
+    cmd_port_list,
+    cmd_port_show,
+    cmd_port_update,
+    cmd_router_list,
+    cmd_router_restart,
+    cmd_router_show,
+    cmd_tenant_create,
+    cmd_tenant_delete,
+    cmd_tenant_list,
+    cmd_tenant_show,
+    cmd_token_create,
+    cmd_token_delete,
+    cmd_token_list,
+    cmd_whoami,
+    cmd_zone_show,
+    cmd_zone_update,
 )
-from netmgr.cli_format import format_detail, format_list, to_json
+from netmgr.cli_requests import (
+    UsageError,
+    build_network_create,
+    build_network_update,
+    build_port_create,
+    build_port_update,
+    build_zone_update,
+)
+
+__all__ = [
+    "CommandFailed",
+    "Progress",
+    "Settings",
+    "UsageError",
+    "build_network_create",
+    "build_network_update",
+    "build_parser",
+    "build_port_create",
+    "build_port_update",
+    "build_zone_update",
+    "main",
+    "resolve_settings",
+]
 
 PROG = "cloudnet"
 DEFAULT_TIMEOUT = 30.0
@@ -44,24 +84,7 @@ DEFAULT_WAIT_TIMEOUT = 120.0
 DEFAULT_TOKEN_FILE = "~/.config/cloudnet/token"
 
 
-class UsageError(Exception):
-    """A usage problem found after argument parsing (exit status 2)."""
-
-
-class CommandFailed(Exception):
-    """A command reached the API but the outcome is a failure (exit status 1)."""
-
-
 # ------------------------------------------------------------ settings
-
-
-@dataclass
-class Settings:
-    server: str
-    token: str | None
-    tenant: str | None
-    output: str
-    timeout: float
 
 
 def resolve_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
@@ -123,394 +146,6 @@ def _positive_int(text: str) -> int:
     if value == 0:
         raise argparse.ArgumentTypeError("must be positive")
     return value
-
-
-def _split_list(values: Sequence[str] | None) -> list[str] | None:
-    """Repeated and/or comma-separated values; None when the option was not given."""
-    if values is None:
-        return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-# ------------------------------------------------- request building
-
-
-def _mask(paths: Sequence[str]) -> field_mask_pb2.FieldMask:
-    return field_mask_pb2.FieldMask(paths=list(paths))
-
-
-ZONE_FIELDS = (
-    ("public_cidr", "public_cidr"),
-    ("public_gateway", "public_gateway"),
-    ("pool_start", "public_pool_start"),
-    ("pool_end", "public_pool_end"),
-    ("vlan_min", "vlan_min"),
-    ("vlan_max", "vlan_max"),
-    ("domain_suffix", "domain_suffix"),
-)
-
-
-def build_zone_update(args: argparse.Namespace) -> Any:
-    """UpdateZoneRequest with an update_mask of exactly the given options."""
-    zone = netmgr_pb2.Zone()
-    paths = []
-    for attr, field in ZONE_FIELDS:
-        value = getattr(args, attr)
-        if value is not None:
-            setattr(zone, field, value)
-            paths.append(field)
-    dns = _split_list(args.upstream_dns)
-    if dns is not None:
-        zone.upstream_dns.extend(dns)
-        paths.append("upstream_dns")
-    if not paths:
-        raise UsageError("zone update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=_mask(paths))
-
-
-def build_network_create(args: argparse.Namespace) -> Any:
-    net = netmgr_pb2.Network(name=args.name, cidr=args.cidr)
-    if args.gateway is not None:
-        net.gateway = args.gateway
-    if args.domain is not None:
-        net.domain = args.domain
-    net.dns_servers.extend(_split_list(args.dns) or [])
-    net.domain_search.extend(_split_list(args.domain_search) or [])
-    if args.mtu is not None:
-        net.mtu = args.mtu
-    if args.lease_seconds is not None:
-        net.lease_seconds = args.lease_seconds
-    return netmgr_pb2.CreateNetworkRequest(network=net)
-
-
-def build_network_update(args: argparse.Namespace) -> Any:
-    net = netmgr_pb2.Network(id=args.id)
-    paths = []
-    if args.name is not None:
-        net.name = args.name
-        paths.append("name")
-    dns = _split_list(args.dns)
-    if dns is not None or args.no_dns:
-        if dns and args.no_dns:
-            raise UsageError("network update: --dns and --no-dns exclude each other")
-        net.dns_servers.extend(dns or [])
-        paths.append("dns_servers")
-    search = _split_list(args.domain_search)
-    if search is not None or args.no_domain_search:
-        if search and args.no_domain_search:
-            raise UsageError(
-                "network update: --domain-search and --no-domain-search exclude each other"
-            )
-        net.domain_search.extend(search or [])
-        paths.append("domain_search")
-    if args.mtu is not None:
-        net.mtu = args.mtu
-        paths.append("mtu")
-    if args.lease_seconds is not None:
-        net.lease_seconds = args.lease_seconds
-        paths.append("lease_seconds")
-    if not paths:
-        raise UsageError("network update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdateNetworkRequest(network=net, update_mask=_mask(paths))
-
-
-PORT_FIELDS = ("name", "ip", "mac", "hostname", "device_id")
-
-
-def build_port_create(args: argparse.Namespace) -> Any:
-    port = netmgr_pb2.Port(network_id=args.network_id)
-    for field in PORT_FIELDS:
-        value = getattr(args, field)
-        if value is not None:
-            setattr(port, field, value)
-    return netmgr_pb2.CreatePortRequest(port=port)
-
-
-def build_port_update(args: argparse.Namespace) -> Any:
-    port = netmgr_pb2.Port(id=args.id)
-    paths = []
-    for field in ("name", "hostname", "device_id"):
-        value = getattr(args, field)
-        if value is not None:
-            setattr(port, field, value)
-            paths.append(field)
-    if not paths:
-        raise UsageError("port update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdatePortRequest(port=port, update_mask=_mask(paths))
-
-
-# ------------------------------------------------------------- output
-
-
-class Progress:
-    """A one-line spinner on a TTY stream; silent otherwise."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        isatty = getattr(self.stream, "isatty", None)
-        self.enabled = bool(isatty and isatty())
-        self._spin = itertools.cycle("|/-\\")
-        self._width = 0
-
-    def update(self, text: str) -> None:
-        if not self.enabled:
-            return
-        line = f"{next(self._spin)} {text}"
-        pad = max(0, self._width - len(line))
-        self.stream.write("\r" + line + " " * pad)
-        self.stream.flush()
-        self._width = len(line)
-
-    def done(self) -> None:
-        if self.enabled and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
-            self._width = 0
-
-
-@dataclass
-class Context:
-    client: Client
-    settings: Settings
-    out: TextIO
-    err: TextIO
-
-    @property
-    def json(self) -> bool:
-        return self.settings.output == "json"
-
-    def show(self, msg: Any, extra: Sequence[tuple[str, str]] = ()) -> None:
-        if self.json:
-            self.print(to_json(msg))
-        else:
-            self.print(format_detail(msg, extra))
-
-    def show_list(self, kind: str, items: list[Any]) -> None:
-        self.print(to_json(items) if self.json else format_list(kind, items))
-
-    def deleted(self, kind: str, obj_id: str) -> None:
-        if self.json:
-            self.print(to_json({"id": obj_id, "deleted": True}))
-        else:
-            self.print(f"Deleted {kind} {obj_id}")
-
-    def print(self, text: str) -> None:
-        self.out.write(text + "\n")
-
-    def note(self, text: str) -> None:
-        self.err.write(text + "\n")
-
-
-def _router_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
-    def on_poll(r: Any, elapsed: float) -> None:
-        progress.update(
-            f"waiting for {what}: {enum_label(netmgr_pb2.RouterState, r.state)}, generation "
-            f"{r.applied_generation}/{r.desired_generation} ({elapsed:.0f}s)"
-        )
-
-    return on_poll
-
-
-def _port_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
-    def on_poll(p: Any, elapsed: float) -> None:
-        progress.update(
-            f"waiting for {what}: {enum_label(netmgr_pb2.ObjectState, p.state)} ({elapsed:.0f}s)"
-        )
-
-    return on_poll
-
-
-def _wait(ctx: Context, fn: Callable[[Progress], Any]) -> Any:
-    progress = Progress(ctx.err)
-    try:
-        return fn(progress)
-    except WaitError as e:
-        progress.done()
-        if e.last is not None:
-            ctx.show(e.last)
-        raise CommandFailed(str(e)) from None
-    finally:
-        progress.done()
-
-
-# ----------------------------------------------------------- commands
-
-
-def cmd_tenant_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.tenants.CreateTenant(netmgr_pb2.CreateTenantRequest(name=args.name)))
-    return 0
-
-
-def cmd_tenant_list(ctx: Context, args: argparse.Namespace) -> int:
-    items = ctx.client.list_all(
-        ctx.client.tenants.ListTenants, netmgr_pb2.ListTenantsRequest(), "tenants", args.limit
-    )
-    ctx.show_list("Tenant", items)
-    return 0
-
-
-def cmd_tenant_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.tenants.GetTenant(netmgr_pb2.GetTenantRequest(id=args.id)))
-    return 0
-
-
-def cmd_tenant_delete(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.tenants.DeleteTenant(netmgr_pb2.DeleteTenantRequest(id=args.id))
-    ctx.deleted("tenant", args.id)
-    return 0
-
-
-def cmd_token_create(ctx: Context, args: argparse.Namespace) -> int:
-    resp = ctx.client.tenants.CreateToken(
-        netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "")
-    )
-    if ctx.json:
-        ctx.print(to_json(resp))
-    else:
-        ctx.print(format_detail(resp.token, extra=[("secret", resp.secret)]))
-    ctx.note("Save the secret now: it is not shown again.")
-    return 0
-
-
-def cmd_token_list(ctx: Context, args: argparse.Namespace) -> int:
-    items = ctx.client.list_all(
-        ctx.client.tenants.ListTokens,
-        netmgr_pb2.ListTokensRequest(tenant_id=args.tenant_id),
-        "tokens",
-        args.limit,
-    )
-    ctx.show_list("Token", items)
-    return 0
-
-
-def cmd_token_delete(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.tenants.DeleteToken(netmgr_pb2.DeleteTokenRequest(id=args.id))
-    ctx.deleted("token", args.id)
-    return 0
-
-
-def cmd_whoami(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.tenants.WhoAmI(netmgr_pb2.WhoAmIRequest()))
-    return 0
-
-
-def cmd_zone_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.zones.GetZone(netmgr_pb2.GetZoneRequest()))
-    return 0
-
-
-def cmd_zone_update(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.zones.UpdateZone(build_zone_update(args)))
-    return 0
-
-
-def cmd_network_create(ctx: Context, args: argparse.Namespace) -> int:
-    net = ctx.client.networks.CreateNetwork(build_network_create(args))
-    if args.wait:
-        _wait(
-            ctx,
-            lambda p: ctx.client.wait_network_router(
-                net.id, args.wait_timeout, on_poll=_router_progress(p, f"router of {net.id}")
-            ),
-        )
-        net = ctx.client.networks.GetNetwork(netmgr_pb2.GetNetworkRequest(id=net.id))
-    ctx.show(net)
-    return 0
-
-
-def cmd_network_list(ctx: Context, args: argparse.Namespace) -> int:
-    items = ctx.client.list_all(
-        ctx.client.networks.ListNetworks, netmgr_pb2.ListNetworksRequest(), "networks", args.limit
-    )
-    ctx.show_list("Network", items)
-    return 0
-
-
-def cmd_network_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.networks.GetNetwork(netmgr_pb2.GetNetworkRequest(id=args.id)))
-    return 0
-
-
-def cmd_network_update(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.networks.UpdateNetwork(build_network_update(args)))
-    return 0
-
-
-def cmd_network_delete(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.networks.DeleteNetwork(netmgr_pb2.DeleteNetworkRequest(id=args.id, force=args.force))
-    ctx.deleted("network", args.id)
-    return 0
-
-
-def cmd_port_create(ctx: Context, args: argparse.Namespace) -> int:
-    port = ctx.client.ports.CreatePort(build_port_create(args))
-    if args.wait:
-        port = _wait(
-            ctx,
-            lambda p: ctx.client.wait_port(
-                port.id, args.wait_timeout, on_poll=_port_progress(p, f"port {port.id}")
-            ),
-        )
-    ctx.show(port)
-    if port.state == netmgr_pb2.OBJECT_STATE_ERROR and args.wait:
-        raise CommandFailed(f"port {port.id} is in state ERROR: {port.error or 'no reason given'}")
-    return 0
-
-
-def cmd_port_list(ctx: Context, args: argparse.Namespace) -> int:
-    items = ctx.client.list_all(
-        ctx.client.ports.ListPorts,
-        netmgr_pb2.ListPortsRequest(network_id=args.network or ""),
-        "ports",
-        args.limit,
-    )
-    ctx.show_list("Port", items)
-    return 0
-
-
-def cmd_port_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.ports.GetPort(netmgr_pb2.GetPortRequest(id=args.id)))
-    return 0
-
-
-def cmd_port_update(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.ports.UpdatePort(build_port_update(args)))
-    return 0
-
-
-def cmd_port_delete(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.client.ports.DeletePort(netmgr_pb2.DeletePortRequest(id=args.id))
-    ctx.deleted("port", args.id)
-    return 0
-
-
-def cmd_router_list(ctx: Context, args: argparse.Namespace) -> int:
-    items = ctx.client.list_all(
-        ctx.client.routers.ListRouters, netmgr_pb2.ListRoutersRequest(), "routers", args.limit
-    )
-    ctx.show_list("Router", items)
-    return 0
-
-
-def cmd_router_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(ctx.client.routers.GetRouter(netmgr_pb2.GetRouterRequest(id=args.id)))
-    return 0
-
-
-def cmd_router_restart(ctx: Context, args: argparse.Namespace) -> int:
-    router = ctx.client.routers.RestartRouter(netmgr_pb2.RestartRouterRequest(id=args.id))
-    if args.wait:
-        router = _wait(
-            ctx,
-            lambda p: ctx.client.wait_router(
-                args.id,
-                args.wait_timeout,
-                on_poll=_router_progress(p, f"router {args.id}"),
-                min_generation=router.desired_generation,
-            ),
-        )
-    ctx.show(router)
-    return 0
 
 
 # ------------------------------------------------------------- parser

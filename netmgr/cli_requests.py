@@ -1,0 +1,128 @@
+"""``cloudnet`` CLI: parsed arguments -> API requests (pure, unit-tested).
+
+Update requests carry an ``update_mask`` of exactly the options given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from cloudnet.netmgr.v1 import netmgr_pb2
+from google.protobuf import field_mask_pb2
+
+
+class UsageError(Exception):
+    """A usage problem found after argument parsing (exit status 2)."""
+
+
+def _split_list(values: Sequence[str] | None) -> list[str] | None:
+    """Repeated and/or comma-separated values; None when the option was not given."""
+    if values is None:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _mask(paths: Sequence[str]) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+ZONE_FIELDS = (
+    ("public_cidr", "public_cidr"),
+    ("public_gateway", "public_gateway"),
+    ("pool_start", "public_pool_start"),
+    ("pool_end", "public_pool_end"),
+    ("vlan_min", "vlan_min"),
+    ("vlan_max", "vlan_max"),
+    ("domain_suffix", "domain_suffix"),
+)
+
+
+def build_zone_update(args: argparse.Namespace) -> Any:
+    """UpdateZoneRequest with an update_mask of exactly the given options."""
+    zone = netmgr_pb2.Zone()
+    paths = []
+    for attr, field in ZONE_FIELDS:
+        value = getattr(args, attr)
+        if value is not None:
+            setattr(zone, field, value)
+            paths.append(field)
+    dns = _split_list(args.upstream_dns)
+    if dns is not None:
+        zone.upstream_dns.extend(dns)
+        paths.append("upstream_dns")
+    if not paths:
+        raise UsageError("zone update: give at least one field to change (see --help)")
+    return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=_mask(paths))
+
+
+def build_network_create(args: argparse.Namespace) -> Any:
+    net = netmgr_pb2.Network(name=args.name, cidr=args.cidr)
+    if args.gateway is not None:
+        net.gateway = args.gateway
+    if args.domain is not None:
+        net.domain = args.domain
+    net.dns_servers.extend(_split_list(args.dns) or [])
+    net.domain_search.extend(_split_list(args.domain_search) or [])
+    if args.mtu is not None:
+        net.mtu = args.mtu
+    if args.lease_seconds is not None:
+        net.lease_seconds = args.lease_seconds
+    return netmgr_pb2.CreateNetworkRequest(network=net)
+
+
+def build_network_update(args: argparse.Namespace) -> Any:
+    net = netmgr_pb2.Network(id=args.id)
+    paths = []
+    if args.name is not None:
+        net.name = args.name
+        paths.append("name")
+    dns = _split_list(args.dns)
+    if dns is not None or args.no_dns:
+        if dns and args.no_dns:
+            raise UsageError("network update: --dns and --no-dns exclude each other")
+        net.dns_servers.extend(dns or [])
+        paths.append("dns_servers")
+    search = _split_list(args.domain_search)
+    if search is not None or args.no_domain_search:
+        if search and args.no_domain_search:
+            raise UsageError(
+                "network update: --domain-search and --no-domain-search exclude each other"
+            )
+        net.domain_search.extend(search or [])
+        paths.append("domain_search")
+    if args.mtu is not None:
+        net.mtu = args.mtu
+        paths.append("mtu")
+    if args.lease_seconds is not None:
+        net.lease_seconds = args.lease_seconds
+        paths.append("lease_seconds")
+    if not paths:
+        raise UsageError("network update: give at least one field to change (see --help)")
+    return netmgr_pb2.UpdateNetworkRequest(network=net, update_mask=_mask(paths))
+
+
+PORT_FIELDS = ("name", "ip", "mac", "hostname", "device_id")
+
+
+def build_port_create(args: argparse.Namespace) -> Any:
+    port = netmgr_pb2.Port(network_id=args.network_id)
+    for field in PORT_FIELDS:
+        value = getattr(args, field)
+        if value is not None:
+            setattr(port, field, value)
+    return netmgr_pb2.CreatePortRequest(port=port)
+
+
+def build_port_update(args: argparse.Namespace) -> Any:
+    port = netmgr_pb2.Port(id=args.id)
+    paths = []
+    for field in ("name", "hostname", "device_id"):
+        value = getattr(args, field)
+        if value is not None:
+            setattr(port, field, value)
+            paths.append(field)
+    if not paths:
+        raise UsageError("port update: give at least one field to change (see --help)")
+    return netmgr_pb2.UpdatePortRequest(port=port, update_mask=_mask(paths))
