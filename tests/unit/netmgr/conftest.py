@@ -1,0 +1,158 @@
+"""A real netmgr gRPC server on a loopback port with a temporary SQLite file,
+and stubs that carry a bearer token (admin or a tenant's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from netmgr.model import Zone
+from netmgr.server import ServerConfig, create_server
+from netmgr.store import Store
+from netmgr.store_base import DEFAULT_ZONE
+
+ADMIN = "test-admin-token"
+TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
+          "public_ips")
+
+
+class RecordingHooks:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.notified: list[str] = []
+        self.restarted: list[str] = []
+
+    def notify(self, router_id: str) -> None:
+        with self.lock:
+            self.notified.append(router_id)
+
+    def restart(self, router_id: str) -> None:
+        with self.lock:
+            self.restarted.append(router_id)
+
+
+class Api:
+    """The five service stubs, every call carrying this client's metadata."""
+
+    def __init__(self, channel: grpc.Channel, token: str | None, tenant: str = "") -> None:
+        md = []
+        if token is not None:
+            md.append(("authorization", f"Bearer {token}"))
+        if tenant:
+            md.append(("x-cloudnet-tenant", tenant))
+        self.metadata = tuple(md)
+        self.tenants = rpc.TenantServiceStub(channel)
+        self.zone = rpc.ZoneServiceStub(channel)
+        self.networks = rpc.NetworkServiceStub(channel)
+        self.ports = rpc.PortServiceStub(channel)
+        self.routers = rpc.RouterServiceStub(channel)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        """``api.CreateNetwork(req)``: find the method on whichever stub has it."""
+        for stub in (self.tenants, self.zone, self.networks, self.ports, self.routers):
+            method = getattr(stub, name, None)
+            if method is not None:
+                return lambda req, m=method: m(req, metadata=self.metadata, timeout=30)
+        raise AttributeError(name)
+
+
+@dataclasses.dataclass
+class Cloud:
+    """One running server and helpers to act on it."""
+
+    db_path: Path
+    server: grpc.Server
+    port: int
+    channel: grpc.Channel
+    store: Store
+    hooks: RecordingHooks
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def api(self, token: str | None = ADMIN, tenant: str = "") -> Api:
+        return Api(self.channel, token, tenant)
+
+    @property
+    def admin(self) -> Api:
+        return self.api(ADMIN)
+
+    def new_tenant(self, name: str) -> tuple[pb.Tenant, Api]:
+        tenant = self.admin.CreateTenant(pb.CreateTenantRequest(name=name))
+        secret = self.admin.CreateToken(pb.CreateTokenRequest(tenant_id=tenant.id, name="t")).secret
+        return tenant, self.api(secret)
+
+    def row_counts(self) -> dict[str, int]:
+        with sqlite3.connect(self.db_path) as db:
+            return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(None).wait()
+        self.store.close()
+
+
+def start_cloud(db_path: Path, zone: Zone = DEFAULT_ZONE,
+                hooks: RecordingHooks | None = None) -> Cloud:
+    config = ServerConfig(listen="127.0.0.1:0", db_url=f"sqlite:///{db_path}",
+                          admin_token=ADMIN, zone=zone, workers=16)
+    store = Store(config.db_url, zone_defaults=zone, default_host=config.default_host)
+    hooks = hooks or RecordingHooks()
+    server, port = create_server(config, store=store, hooks=hooks)
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return Cloud(db_path, server, port, channel, store, hooks)
+
+
+@pytest.fixture
+def make_cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
+    started: list[Cloud] = []
+
+    def make(zone: Zone = DEFAULT_ZONE, db_name: str = "netmgr.db") -> Cloud:
+        cloud = start_cloud(tmp_path / db_name, zone)
+        started.append(cloud)
+        return cloud
+
+    yield make
+    for cloud in started:
+        cloud.stop()
+
+
+@pytest.fixture
+def cloud(make_cloud: Callable[..., Cloud]) -> Cloud:
+    return make_cloud()
+
+
+@pytest.fixture
+def acme(cloud: Cloud) -> tuple[pb.Tenant, Api]:
+    return cloud.new_tenant("acme")
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def bad_fields(err: grpc.RpcError) -> list[str]:
+    """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {err}"
+    fields = []
+    for detail in status.details:
+        br = error_details_pb2.BadRequest()
+        if detail.Unpack(br):
+            fields += [v.field for v in br.field_violations]
+    return fields
