@@ -5,7 +5,9 @@ Ports are files, not config lines: each port has a file in `dhcp-hosts/`
 through inotify (`--dhcp-hostsdir`, `--hostsdir`). Adding a port costs one
 file and no signal. dnsmasq forgets a deleted or changed dhcp-hosts record
 only on SIGHUP (man dnsmasq, --dhcp-hostsdir), so removals and changes send
-one; `--hostsdir` drops removed names by itself. SIGHUP keeps the leases.
+one; `--hostsdir` drops removed names by itself. SIGHUP keeps the leases;
+the lease of a removed port is then released (DHCPRELEASE, see dhcprelease.py)
+so its address and name are free again. Other ports' leases are never touched.
 
 dnsmasq is restarted only when its config file or command line change
 (interfaces, ranges, options, upstreams). A still-running dnsmasq from before
@@ -28,7 +30,7 @@ import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import files, proc, templating, validate
+from router import dhcprelease, files, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
 from router.services import Context
 
@@ -247,16 +249,17 @@ def apply(
         return
     for sub in (DHCP_HOSTS, HOSTS):
         os.makedirs(_dir(ctx, sub), mode=0o755, exist_ok=True)
-    need_hup = _sync_host_files(ctx, rendered)
+    dropped = _sync_host_files(ctx, rendered)
     user = _user(ctx)
     conf_path = _dir(ctx, CONF)
     argv = _argv(ctx, conf_path, user)
     fingerprint = _fingerprint(rendered[CONF], argv)
     pid = running_pid(ctx)
     if pid is not None and files.read_text(_dir(ctx, "running")) == fingerprint:
-        if need_hup:
+        if dropped:
             log.info("router %s: SIGHUP dnsmasq %d (hosts removed or changed)", ctx.router_id, pid)
             proc.os_kill(pid, signal.SIGHUP)
+            _release_leases(ctx, cfg, dropped)
         return
     files.write_if_changed(conf_path, rendered[CONF])
     log.info("router %s: (re)starting dnsmasq", ctx.router_id)
@@ -264,28 +267,57 @@ def apply(
     files.remove(_dir(ctx, "running"))
     _start(ctx, argv)
     files.write_if_changed(_dir(ctx, "running"), fingerprint)
+    _release_leases(ctx, cfg, dropped)
 
 
-def _sync_host_files(ctx: Context, rendered: dict[str, str]) -> bool:
+def _sync_host_files(ctx: Context, rendered: dict[str, str]) -> list[tuple[str, str]]:
     """Make the host directories hold exactly the rendered files.
 
-    Returns True when dnsmasq needs a SIGHUP: a dhcp-hosts file was removed
-    or changed (new files are picked up by inotify).
+    Returns the (mac, ip) of every dhcp-hosts record that was removed or
+    changed: dnsmasq needs a SIGHUP for those (new files reach it through
+    inotify) and their leases must be released.
     """
-    need_hup = False
+    dropped: list[tuple[str, str]] = []
     for sub in (DHCP_HOSTS, HOSTS):
         for name in os.listdir(_dir(ctx, sub)):
-            if not name.startswith(".") and f"{sub}/{name}" not in rendered:
-                files.remove(_dir(ctx, sub, name))
-                need_hup |= sub == DHCP_HOSTS
+            rel = f"{sub}/{name}"
+            if name.startswith(".") or rendered.get(rel) is not None:
+                continue
+            if sub == DHCP_HOSTS:
+                dropped += _records(files.read_text(_dir(ctx, rel)))
+            files.remove(_dir(ctx, rel))
     for rel, text in rendered.items():
         if rel == CONF:
             continue
-        path = _dir(ctx, rel)
-        existed = os.path.exists(path)
-        if files.write_if_changed(path, text) and existed:
-            need_hup |= rel.startswith(DHCP_HOSTS + "/")
-    return need_hup
+        old = files.read_text(_dir(ctx, rel))
+        if files.write_if_changed(_dir(ctx, rel), text) and rel.startswith(DHCP_HOSTS + "/"):
+            dropped += [r for r in _records(old) if r not in _records(text)]
+    return dropped
+
+
+def _records(text: str | None) -> list[tuple[str, str]]:
+    """(mac, ip) of a dhcp-hosts file's lines ("mac,ip,hostname")."""
+    out = []
+    for line in (text or "").splitlines():
+        fields = line.split(",")
+        if len(fields) >= 2:
+            out.append((fields[0], fields[1]))
+    return out
+
+
+def _release_leases(ctx: Context, cfg: pb.RouterConfig, dropped: list[tuple[str, str]]) -> None:
+    for mac, ip in dropped:
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            continue
+        net = next((n for n in cfg.guest_networks if addr in ipaddress.IPv4Network(n.cidr)), None)
+        if net is None:
+            continue  # its network is gone with its interface; the lease just expires
+        try:
+            dhcprelease.release(ctx.netns, net.interface, net.gateway, ip, mac)
+        except OSError as e:
+            log.warning("router %s: cannot release lease %s %s: %s", ctx.router_id, ip, mac, e)
 
 
 def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:

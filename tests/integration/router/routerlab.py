@@ -99,7 +99,7 @@ class Topology:
             f.write(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
         os.chmod(script, 0o755)
         sh("ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
-           "-t", "5", "-T", "1", "-O", "search", "-O", "mtu", "-s", script, timeout=60)
+           "-t", "5", "-T", "1", "-s", script, timeout=60)
         with open(out) as f:
             env = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
         return env

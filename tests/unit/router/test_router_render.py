@@ -36,8 +36,10 @@ def test_dnsmasq_options_per_network() -> None:
     tag = "dhcp-option=tag:net-g-net1"
     assert f"{tag},option:router,10.10.0.1" in conf
     assert f"{tag},option:dns-server,10.10.0.1" in conf  # default: the gateway itself
-    assert f"{tag},option:domain-search,tenant.test,corp.test" in conf
-    assert f"{tag},option:mtu,1450" in conf
+    # sent even to clients that do not ask for them
+    force = "dhcp-option-force=tag:net-g-net1"
+    assert f"{force},option:domain-search,tenant.test,corp.test" in conf
+    assert f"{force},option:mtu,1450" in conf
 
 
 def test_dnsmasq_mtu_option_only_when_set_and_explicit_dns_servers() -> None:
