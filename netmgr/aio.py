@@ -284,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         aio.down()
         return 0
     aio.down()  # a previous run's leftovers
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         aio.up()
         print(f"cloudnet all-in-one is up: netmgr API on {aio.listen}")
@@ -297,11 +296,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.exit:
                 return 0 if ok else 1
         print("Ctrl-C stops it and removes its namespaces.")
+        # Only now: pyroute2 forks helpers that inherit handlers, and it ends
+        # them with SIGTERM, which must not raise in them.
+        signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         aio.down()
 
 
