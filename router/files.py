@@ -43,10 +43,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
 
 def write_if_changed(path: str, text: str, mode: int = 0o644) -> bool:
     """Write `text` unless the file already holds it. Returns True if written."""
-    if read_text(path) == text:
-        return False
-    write_atomic(path, text.encode(), mode)
-    return True
+    return write_if_changed_bytes(path, text.encode(), mode)
 
 
 def remove(path: str) -> bool:
@@ -57,7 +54,7 @@ def remove(path: str) -> bool:
         return False
 
 
-def write_if_changed_bytes(path: str, data: bytes, mode: int = 0o600) -> bool:
+def write_if_changed_bytes(path: str, data: bytes, mode: int = 0o644) -> bool:
     try:
         with open(path, "rb") as f:
             if f.read() == data:

@@ -103,7 +103,8 @@ class RouterRuntime:
                 self.service_applies[service.NAME] += 1
             self._applied[service.NAME] = rendered[service.NAME]
         if self.config != cfg:
-            files.write_if_changed_bytes(self.ctx.path(CONFIG_FILE), cfg.SerializeToString())
+            files.write_if_changed_bytes(self.ctx.path(CONFIG_FILE), cfg.SerializeToString(),
+                                         mode=0o600)
         self.config = cfg
         self.rejected_generation, self.last_error, self._error_object = 0, "", None
         self.apply_seconds = time.monotonic() - started
@@ -162,6 +163,9 @@ class RouterRuntime:
             for name in os.listdir(top):
                 if name != "dnsmasq":
                     path = os.path.join(top, name)
-                    shutil.rmtree(path) if os.path.isdir(path) else files.remove(path)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    else:
+                        files.remove(path)
             return
         shutil.rmtree(top)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import subprocess
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import netlink, validate
+from router import netlink, proc, validate
 from router.errors import ApplyError, ConfigError
 from router.services import Context
 
@@ -164,11 +163,11 @@ def apply(
 
 
 def set_sysctls(netns: str, values: dict[str, str]) -> None:
-    argv = ["ip", "netns", "exec", netns, "sysctl", "-q", "-w"]
-    argv += [f"{k}={v}" for k, v in sorted(values.items())]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise ApplyError(f"sysctl in {netns}: {proc.stderr.strip()}")
+    argv = ["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in sorted(values.items()))]
+    try:
+        proc.run(argv, netns=netns)
+    except proc.CommandError as e:
+        raise ApplyError(f"sysctl in {netns}: {e.output.strip()}") from e
 
 
 def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
