@@ -20,7 +20,13 @@ from typing import Protocol
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from compute import netns as forkfree_netns
+
 log = logging.getLogger(__name__)
+
+# Every process that plugs NICs also talks gRPC; pyroute2's fork()ing
+# namespace helpers crash next to gRPC threads (see compute/netns.py).
+forkfree_netns.install()
 
 PROVIDER_SEGMENT = 0
 IFNAMSIZ = 15

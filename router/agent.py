@@ -29,8 +29,9 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from compute import netns
 from compute.fabric import LinuxBridgeFabric
-from router import netns, validate
+from router import validate
 from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
 from router.services import Context

@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 
-from router import netns
+from compute import netns
 
 DHCP_SERVER_PORT = 67
 _COOKIE = 0x63825363

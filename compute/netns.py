@@ -10,7 +10,7 @@ Instead, a short-lived thread enters the namespace with setns(2) (which only
 moves that thread), opens the socket and exits: the socket stays bound to
 the namespace. Namespaces are created by `ip netns add` (fork + exec, which
 is safe). install() swaps these into pyroute2.netns so every IPRoute(netns=)
-of the process, including compute.fabric's, uses them.
+of the process uses them; importing compute.fabric installs them.
 """
 
 from __future__ import annotations
