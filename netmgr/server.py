@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     server.start()
     reconciler.start()
-    log.info("serving the API on %s", config.listen)
+    log.info("serving the API on %s (port %d)", config.listen, port)
     stopping.wait()
     log.info("stopping")
     health_servicer.enter_graceful_shutdown()

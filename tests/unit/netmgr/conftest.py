@@ -1,10 +1,15 @@
 """A real netmgr gRPC server on a loopback port with a temporary SQLite file,
-and stubs that carry a bearer token (admin or a tenant's)."""
+and stubs that carry a bearer token (admin or a tenant's).
+
+With CLOUDNET_TEST_PG_URL set (a PostgreSQL database the tests may wipe, e.g.
+``postgresql+psycopg://user@/cloudnet?host=/tmp``), every test that uses the
+``cloud`` / ``make_cloud`` fixtures runs against PostgreSQL as well.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +21,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import create_engine, text
 
 from netmgr.model import Zone
 from netmgr.server import ServerConfig, create_server
@@ -23,6 +29,8 @@ from netmgr.store import Store
 from netmgr.store_base import DEFAULT_ZONE
 
 ADMIN = "test-admin-token"
+PG_URL_ENV = "CLOUDNET_TEST_PG_URL"
+BACKENDS = ["sqlite", *(["postgresql"] if os.environ.get(PG_URL_ENV) else [])]
 TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
           "public_ips")
 
@@ -71,7 +79,7 @@ class Api:
 class Cloud:
     """One running server and helpers to act on it."""
 
-    db_path: Path
+    db_url: str
     server: grpc.Server
     port: int
     channel: grpc.Channel
@@ -94,9 +102,17 @@ class Cloud:
         secret = self.admin.CreateToken(pb.CreateTokenRequest(tenant_id=tenant.id, name="t")).secret
         return tenant, self.api(secret)
 
+    def sql(self, query: str) -> list[Any]:
+        """Rows of a query on the database, read behind the server's back."""
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(query))]
+        finally:
+            engine.dispose()
+
     def row_counts(self) -> dict[str, int]:
-        with sqlite3.connect(self.db_path) as db:
-            return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        return {t: self.sql(f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
     def stop(self) -> None:
         self.channel.close()
@@ -104,24 +120,42 @@ class Cloud:
         self.store.close()
 
 
-def start_cloud(db_path: Path, zone: Zone = DEFAULT_ZONE,
+def wipe_postgresql(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def start_cloud(db: Path | str, zone: Zone = DEFAULT_ZONE,
                 hooks: RecordingHooks | None = None) -> Cloud:
-    config = ServerConfig(listen="127.0.0.1:0", db_url=f"sqlite:///{db_path}",
+    """A server on a SQLite file (a Path) or any database URL (a str)."""
+    db_url = f"sqlite:///{db}" if isinstance(db, Path) else db
+    config = ServerConfig(listen="127.0.0.1:0", db_url=db_url,
                           admin_token=ADMIN, zone=zone, workers=16)
     store = Store(config.db_url, zone_defaults=zone, default_host=config.default_host)
     hooks = hooks or RecordingHooks()
     server, port = create_server(config, store=store, hooks=hooks)
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    return Cloud(db_path, server, port, channel, store, hooks)
+    return Cloud(db_url, server, port, channel, store, hooks)
 
 
-@pytest.fixture
-def make_cloud(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
+@pytest.fixture(params=BACKENDS)
+def make_cloud(request: pytest.FixtureRequest,
+               tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
+    """Starts one server (per test) on a fresh database of the backend."""
     started: list[Cloud] = []
 
-    def make(zone: Zone = DEFAULT_ZONE, db_name: str = "netmgr.db") -> Cloud:
-        cloud = start_cloud(tmp_path / db_name, zone)
+    def make(zone: Zone = DEFAULT_ZONE) -> Cloud:
+        assert not started, "one cloud per test: PostgreSQL runs share a database"
+        if request.param == "postgresql":
+            url = os.environ[PG_URL_ENV]
+            wipe_postgresql(url)
+            cloud = start_cloud(url, zone)
+        else:
+            cloud = start_cloud(tmp_path / "netmgr.db", zone)
         started.append(cloud)
         return cloud
 

@@ -5,7 +5,6 @@ health and reflection."""
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -298,8 +297,7 @@ def test_tenants_and_tokens(cloud: Cloud) -> None:
     assert created.secret.startswith("cn_") and created.token.tenant_id == tenant.id
     tokens = cloud.admin.ListTokens(pb.ListTokensRequest(tenant_id=tenant.id)).tokens
     assert [t.id for t in tokens] == [created.token.id]
-    with sqlite3.connect(cloud.db_path) as db:
-        stored = [r[0] for r in db.execute("SELECT secret_sha256 FROM tokens")]
+    stored = [r[0] for r in cloud.sql("SELECT secret_sha256 FROM tokens")]
     assert created.secret not in stored and len(stored[0]) == 64
     assert cloud.admin.WhoAmI(pb.WhoAmIRequest()).admin is True
     cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant.id))

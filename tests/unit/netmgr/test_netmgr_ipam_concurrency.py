@@ -2,7 +2,8 @@
 
 Threads call a real server (its own worker pool, the store's connection
 pool) at the same time; the unique constraints and SQLite's BEGIN IMMEDIATE
-must keep every allocation distinct.
+must keep every allocation distinct. (With CLOUDNET_TEST_PG_URL set these
+run on PostgreSQL too, where row locks and the constraints do it.)
 """
 
 from __future__ import annotations
@@ -127,3 +128,4 @@ def test_a_collision_on_a_unique_constraint_is_retried(
         assert store.router_snapshot(net.router_id).router.desired_generation == 3
     finally:
         store.close()
+
