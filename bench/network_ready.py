@@ -113,9 +113,11 @@ def run_baseline(aio: AllInOne, n: int, workdir: str) -> list[dict[str, float]]:
             ipr.route("add", dst="0.0.0.0/0", gateway="203.0.113.1")
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
                        check=True)
-        rules = (f"table ip raw {{ chain post {{ type nat hook postrouting priority 100; "
-                 f"ip saddr {cidr}.0/24 oifname pub0 snat to {public_ip} }} }}")
-        subprocess.run(["ip", "netns", "exec", ns, "nft", rules], check=True)
+        rules = (f"table ip raw {{\n chain post {{\n"
+                 f"  type nat hook postrouting priority 100;\n"
+                 f"  ip saddr {cidr}.0/24 oifname pub0 snat to {public_ip}\n }}\n}}\n")
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
+                       check=True)
         subprocess.run(["ip", "netns", "exec", ns, "dnsmasq", "--no-resolv", "--no-hosts",
                         "--interface=g0", "--bind-dynamic", "--no-ping",
                         f"--dhcp-range={cidr}.0,static,3600", f"--dhcp-host={gmac},{cidr}.10,vm",

@@ -53,6 +53,9 @@ class Reconciler:
         self._due: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._in_flight: set[str] = set()
+        # When each router's last push recorded its status: a resync must not
+        # overwrite that with a status it fetched earlier.
+        self._pushed_at: dict[str, float] = {}
         self._restarts: set[str] = set()
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
@@ -171,6 +174,8 @@ class Reconciler:
             self._store.mark_router_unreachable(router_id, msg)
             return False
         self._record(router_id, reply.status)
+        with self._lock:
+            self._pushed_at[router_id] = time.monotonic()
         status = reply.status
         if status.rejected_generation == config.generation:
             # Rejected whole: the agent keeps its last good config, and a
@@ -229,6 +234,7 @@ class Reconciler:
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
         for host in self._targets:
             wanted = by_host.get(host, {})
+            fetched_at = time.monotonic()
             try:
                 reply = self._stub(host).ListRouterStatus(
                     pb.ListRouterStatusRequest(), timeout=STATUS_TIMEOUT
@@ -244,7 +250,7 @@ class Reconciler:
             held = {s.router_id: s for s in reply.routers}
             for router_id, desired in wanted.items():
                 status = held.get(router_id)
-                if status is not None:
+                if status is not None and not self._pushed_since(router_id, fetched_at):
                     self._record(router_id, status)
                 stale = status is None or status.applied_generation < desired
                 rejected = status is not None and status.rejected_generation == desired
@@ -252,6 +258,11 @@ class Reconciler:
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
                 self.notify_later(router_id)  # the push finds it gone and deletes it
+
+    def _pushed_since(self, router_id: str, t: float) -> bool:
+        """A push is running or has recorded a status after time `t`."""
+        with self._lock:
+            return router_id in self._in_flight or self._pushed_at.get(router_id, 0.0) > t
 
     def notify_later(self, router_id: str) -> None:
         """Schedule a push unless one is already due or running (keeps backoff)."""
