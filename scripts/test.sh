@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 PY=.venv/bin/python
-echo "== lint (ruff)"
+echo "== lint (ruff, mypy)"
 .venv/bin/ruff check .
+.venv/bin/mypy netmgr router compute bench
 echo "== tests"
 set +e
 "$PY" -m pytest -p no:cacheprovider "$@"
