@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from conftest import Api, Cloud, rpc_error, start_cloud
 from google.protobuf import descriptor_pb2
@@ -304,3 +305,19 @@ def test_tenants_and_tokens(cloud: Cloud) -> None:
     assert cloud.row_counts()["tokens"] == 0
     assert rpc_error(lambda: cloud.api(created.secret).WhoAmI(pb.WhoAmIRequest())).code() == \
         Code.UNAUTHENTICATED
+
+
+def test_reconciler_calls_on_a_deleted_router(cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    """The reconciler races with deletes: a snapshot says NotFound (so it tears
+    the router down), late status reports are dropped silently."""
+    from netmgr.errors import NotFound
+
+    _, api = acme
+    web = create_network(api)
+    api.DeleteNetwork(pb.DeleteNetworkRequest(id=web.id))
+    with pytest.raises(NotFound):
+        cloud.store.router_snapshot(web.router_id)
+    cloud.store.record_router_status(web.router_id, applied_generation=1, services=[],
+                                     last_error="", port_errors={}, reachable=True)
+    cloud.store.mark_router_unreachable(web.router_id, "gone")
+    assert cloud.store.list_routers_all() == []
