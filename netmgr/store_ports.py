@@ -16,6 +16,7 @@ from netmgr import store_rows as rows
 from netmgr.db import NetworkRow, PortRow, utcnow
 from netmgr.errors import AlreadyExists, InvalidArgument, NotFound
 from netmgr.paging import Page, PageRequest
+from netmgr.rules import requested_ip_problem
 from netmgr.store_base import StoreBase, new_id
 from netmgr.validation import (
     PortSpec,
@@ -24,7 +25,6 @@ from netmgr.validation import (
     check_port_spec,
     check_port_update,
     default_hostname,
-    requested_ip_problem,
 )
 
 

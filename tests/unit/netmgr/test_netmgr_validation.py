@@ -8,6 +8,7 @@ import pytest
 
 from netmgr.errors import InvalidArgument
 from netmgr.model import Network
+from netmgr.rules import requested_ip_problem
 from netmgr.store_base import DEFAULT_ZONE
 from netmgr.validation import (
     NETWORK_UPDATABLE,
@@ -24,7 +25,6 @@ from netmgr.validation import (
     check_tenant_name,
     check_zone,
     default_hostname,
-    requested_ip_problem,
     resolve_update_mask,
     with_network_defaults,
 )
