@@ -147,7 +147,8 @@ def wrap_unary_handler(
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Map DomainError (from servicers, store or auth) to gRPC status codes."""
+    """Map DomainError (from servicers, store or auth) to gRPC status codes,
+    anything else to INTERNAL."""
 
     def intercept_service(
         self,
@@ -163,6 +164,10 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                 except DomainError as e:
                     log.info("%s: %s %s", method, e.code.name, e.message)
                     abort(context, e)
+                except Exception:
+                    # A bug: log it whole here, tell the caller nothing internal.
+                    log.exception("%s failed", method)
+                    context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the server)")
                 return None  # unreachable: abort raises
 
             return mapped

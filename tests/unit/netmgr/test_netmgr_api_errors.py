@@ -345,3 +345,15 @@ def test_nothing_half_created_after_rejected_calls(cloud: Cloud, acme: tuple[pb.
              for r in api.ListRouters(pb.ListRoutersRequest()).routers}
     assert after == generations  # no generation was burnt by a rejected call
     assert len(cloud.hooks.notified) == notified
+
+
+def test_a_bug_is_internal_without_details(cloud: Cloud, acme: tuple[pb.Tenant, Api],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _, api = acme
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(cloud.store, "list_networks", broken)
+    err = rpc_error(lambda: api.ListNetworks(pb.ListNetworksRequest()))
+    assert err.code() == Code.INTERNAL and "secret" not in (err.details() or "")
