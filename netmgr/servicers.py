@@ -180,6 +180,6 @@ class RouterServicer(_Base, rpc.RouterServiceServicer):
                                       next_page_token=page.next_page_token)
 
     def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:
-        router = self._store.get_router(_tenant(), request.id)
+        router = self._store.restart_router(_tenant(), request.id)
         self._hooks.restart(router.id)
         return convert.router_to_pb(router)

@@ -309,6 +309,21 @@ class Store(PortStore):
 
         return self._read(tx)
 
+    def restart_router(self, tenant_id: str, router_id: str) -> model.Router:
+        """Bump the router's generation for a rebuild, so that it reads
+        PROVISIONING until the rebuilt router has applied it."""
+
+        def tx(s: Session) -> model.Router:
+            r = s.execute(rows.router_select().where(
+                RouterRow.id == check_id(router_id), RouterRow.tenant_id == tenant_id)).first()
+            if r is None:
+                raise NotFound(f"router {router_id} not found")
+            self._bump(s, router_id)
+            return rows.router(s.execute(
+                rows.router_select().where(RouterRow.id == router_id)).one())
+
+        return self._write(tx)
+
     def list_routers(self, tenant_id: str, page: PageRequest) -> Page[model.Router]:
         stmt = rows.router_select().where(RouterRow.tenant_id == tenant_id)
         return self._read(lambda s: rows.paged(s, stmt, RouterRow, page, rows.router))

@@ -248,3 +248,21 @@ def test_nft_table_is_one_agent_owned_table(cloud, make_tenant):
                          capture_output=True, text=True, check=True).stdout
     tables = [x["table"]["name"] for x in json.loads(out)["nftables"] if "table" in x]
     assert tables == ["cloudnet"]
+
+
+def test_restart_router_rebuilds_it_and_keeps_leases(cloud, make_tenant):
+    t = make_tenant()
+    net = t.network(name="rebuild", cidr="10.12.0.0/24")
+    p1 = t.port(net.id, hostname="stay")
+    wait_active(t, net)
+    g1 = t.guest(net, p1)
+    assert g1.dhcp().ip == p1.ip
+    pid = dnsmasq_pid(cloud, net.router_id)
+    r = t.api.call(t.api.routers.RestartRouter, pb.RestartRouterRequest(id=net.router_id))
+    after = wait_active(t, net)
+    assert after.applied_generation == r.desired_generation
+    assert dnsmasq_pid(cloud, net.router_id) != pid, "the router was not rebuilt"
+    with open(lease_file(cloud, net.router_id)) as f:
+        assert p1.mac.lower() in f.read().lower()
+    assert g1.dhcp().ip == p1.ip
+    assert seen_from(g1) == net.source_nat_ip

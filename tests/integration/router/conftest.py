@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2_grpc
-from routerlab import InProcessAgent, Topology
 
 from compute.fabric import LinuxBridgeFabric
 from router.agent import Agent, create_server
+from tests.integration.router.routerlab import InProcessAgent, Topology
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
-from routerlab import HOSTS, Topology, make_config
 
 import router.proc
+from tests.integration.router.routerlab import HOSTS, Topology, make_config
 
 pytestmark = pytest.mark.integration
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

@@ -9,7 +9,9 @@ import uuid
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from routerlab import (
+
+from router.runtime import router_netns_name
+from tests.integration.router.routerlab import (
     DOMAIN,
     HOSTS,
     INET_HOST,
@@ -21,8 +23,6 @@ from routerlab import (
     make_config,
     sh,
 )
-
-from router.runtime import router_netns_name
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,17 @@ from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from routerlab import HOSTS, InProcessAgent, Topology, make_config, sh, wait_for
 
 import router.proc
 from router.runtime import router_netns_name
+from tests.integration.router.routerlab import (
+    HOSTS,
+    InProcessAgent,
+    Topology,
+    make_config,
+    sh,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,13 @@ from typing import Any
 import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
-from conftest import Api, Cloud, rpc_error, start_cloud
 from google.protobuf import descriptor_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from netmgr.model import ServiceHealth
+from tests.unit.netmgr.conftest import Api, Cloud, rpc_error, start_cloud
 
 Code = grpc.StatusCode
 
@@ -136,8 +136,12 @@ def test_generations_hooks_and_port_state(cloud: Cloud, acme: tuple[pb.Tenant, A
                                      last_error="", port_errors={}, reachable=True)
     assert api.GetRouter(pb.GetRouterRequest(id=rid)).state == pb.ROUTER_STATE_DEGRADED
 
-    api.RestartRouter(pb.RestartRouterRequest(id=rid))
+    before = api.GetRouter(pb.GetRouterRequest(id=rid)).desired_generation
+    restarted = api.RestartRouter(pb.RestartRouterRequest(id=rid))
     assert cloud.hooks.restarted == [rid]
+    # A rebuild is a new generation: the router is not ACTIVE until it applied it.
+    assert restarted.desired_generation == before + 1
+    assert restarted.state != pb.ROUTER_STATE_ACTIVE
 
 
 def test_router_snapshot_is_what_the_router_serves(cloud: Cloud,

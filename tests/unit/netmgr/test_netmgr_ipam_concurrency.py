@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
-from conftest import Api, Cloud
 
 from netmgr import ipam
 from netmgr.store import Store
 from netmgr.validation import NetworkSpec, PortSpec
+from tests.unit.netmgr.conftest import Api, Cloud
 
 THREADS = 12
 PER_THREAD = 8
