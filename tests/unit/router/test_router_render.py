@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import jinja2
 import pytest
-from routerconfigs import good_config
 
 from router import templating
 from router.services import dnsmasq, interfaces, nftables
+from tests.unit.router.routerconfigs import good_config
 
 
 def directives(conf: str) -> list[str]:

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from routerconfigs import good_config
 
 from router.errors import ConfigError
 from router.runtime import verify
+from tests.unit.router.routerconfigs import good_config
 
 Mutation = Callable[[pb.RouterConfig], None]
 
