@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # router data plane and daemons
   iproute2 nftables dnsmasq-base conntrack procps psmisc
   # real clients the tests and the demo use
-  bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3
+  bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # python
   python3 python3-venv python3-dev gcc
 )
