@@ -262,6 +262,12 @@ class RouterConfig(_message.Message):
     GUEST_NETWORKS_FIELD_NUMBER: _builtins.int
     DNS_FIELD_NUMBER: _builtins.int
     SOURCE_NATS_FIELD_NUMBER: _builtins.int
+    PUBLIC_ADDRESSES_FIELD_NUMBER: _builtins.int
+    STATIC_NATS_FIELD_NUMBER: _builtins.int
+    PORT_FORWARDS_FIELD_NUMBER: _builtins.int
+    INGRESS_RULES_FIELD_NUMBER: _builtins.int
+    EGRESS_RULES_FIELD_NUMBER: _builtins.int
+    EGRESS_POLICIES_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     @_builtins.property
@@ -274,6 +280,20 @@ class RouterConfig(_message.Message):
     def dns(self) -> Global___Dns: ...
     @_builtins.property
     def source_nats(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceNat]: ...
+    @_builtins.property
+    def public_addresses(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublicAddress]:
+        """Edge services (nftables maps and sets, one element per rule)."""
+
+    @_builtins.property
+    def static_nats(self) -> _containers.RepeatedCompositeFieldContainer[Global___StaticNatRule]: ...
+    @_builtins.property
+    def port_forwards(self) -> _containers.RepeatedCompositeFieldContainer[Global___PortForwardRule]: ...
+    @_builtins.property
+    def ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngressRule]: ...
+    @_builtins.property
+    def egress_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___EgressRule]: ...
+    @_builtins.property
+    def egress_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___EgressPolicy]: ...
     def __init__(
         self,
         *,
@@ -284,14 +304,256 @@ class RouterConfig(_message.Message):
         guest_networks: _abc.Iterable[Global___GuestNetwork] | None = ...,
         dns: Global___Dns | None = ...,
         source_nats: _abc.Iterable[Global___SourceNat] | None = ...,
+        public_addresses: _abc.Iterable[Global___PublicAddress] | None = ...,
+        static_nats: _abc.Iterable[Global___StaticNatRule] | None = ...,
+        port_forwards: _abc.Iterable[Global___PortForwardRule] | None = ...,
+        ingress_rules: _abc.Iterable[Global___IngressRule] | None = ...,
+        egress_rules: _abc.Iterable[Global___EgressRule] | None = ...,
+        egress_policies: _abc.Iterable[Global___EgressPolicy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "generation", b"generation", "guest_networks", b"guest_networks", "interfaces", b"interfaces", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouterConfig: _TypeAlias = RouterConfig  # noqa: Y015
+
+@_typing.final
+class PublicAddress(_message.Message):
+    """A tenant public IP the router holds on its public interface (besides the
+    source-NAT address).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_IP_ID_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    INTERFACE_FIELD_NUMBER: _builtins.int
+    public_ip_id: _builtins.str
+    ip: _builtins.str
+    interface: _builtins.str
+    def __init__(
+        self,
+        *,
+        public_ip_id: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        interface: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interface", b"interface", "ip", b"ip", "public_ip_id", b"public_ip_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublicAddress: _TypeAlias = PublicAddress  # noqa: Y015
+
+@_typing.final
+class StaticNatRule(_message.Message):
+    """1:1 NAT between public_ip and private_ip."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    PRIVATE_IP_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_ip: _builtins.str
+    private_ip: _builtins.str
+    network_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_ip: _builtins.str = ...,
+        private_ip: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "network_id", b"network_id", "private_ip", b"private_ip", "public_ip", b"public_ip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaticNatRule: _TypeAlias = StaticNatRule  # noqa: Y015
+
+@_typing.final
+class PortForwardRule(_message.Message):
+    """public_ip:[public_port_start, public_port_end] ->
+    private_ip:[private_port_start, private_port_end] (same length).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PUBLIC_PORT_START_FIELD_NUMBER: _builtins.int
+    PUBLIC_PORT_END_FIELD_NUMBER: _builtins.int
+    PRIVATE_IP_FIELD_NUMBER: _builtins.int
+    PRIVATE_PORT_START_FIELD_NUMBER: _builtins.int
+    PRIVATE_PORT_END_FIELD_NUMBER: _builtins.int
+    SOURCE_CIDRS_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_ip: _builtins.str
+    protocol: _builtins.str
+    """"tcp" or "udp"."""
+    public_port_start: _builtins.int
+    public_port_end: _builtins.int
+    private_ip: _builtins.str
+    private_port_start: _builtins.int
+    private_port_end: _builtins.int
+    network_id: _builtins.str
+    @_builtins.property
+    def source_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Allowed sources; empty means every source."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_ip: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        public_port_start: _builtins.int = ...,
+        public_port_end: _builtins.int = ...,
+        private_ip: _builtins.str = ...,
+        private_port_start: _builtins.int = ...,
+        private_port_end: _builtins.int = ...,
+        source_cidrs: _abc.Iterable[_builtins.str] | None = ...,
+        network_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "network_id", b"network_id", "private_ip", b"private_ip", "private_port_end", b"private_port_end", "private_port_start", b"private_port_start", "protocol", b"protocol", "public_ip", b"public_ip", "public_port_end", b"public_port_end", "public_port_start", b"public_port_start", "source_cidrs", b"source_cidrs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PortForwardRule: _TypeAlias = PortForwardRule  # noqa: Y015
+
+@_typing.final
+class IngressRule(_message.Message):
+    """Allows traffic to a public IP. protocol "tcp"/"udp" (ports),
+    "icmp" (type/code, -1 any) or "all".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_START_FIELD_NUMBER: _builtins.int
+    PORT_END_FIELD_NUMBER: _builtins.int
+    ICMP_TYPE_FIELD_NUMBER: _builtins.int
+    ICMP_CODE_FIELD_NUMBER: _builtins.int
+    CIDRS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_ip: _builtins.str
+    protocol: _builtins.str
+    port_start: _builtins.int
+    port_end: _builtins.int
+    icmp_type: _builtins.int
+    icmp_code: _builtins.int
+    @_builtins.property
+    def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sources; empty means every source."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_ip: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        port_start: _builtins.int = ...,
+        port_end: _builtins.int = ...,
+        icmp_type: _builtins.int = ...,
+        icmp_code: _builtins.int = ...,
+        cidrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidrs", b"cidrs", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "port_end", b"port_end", "port_start", b"port_start", "protocol", b"protocol", "public_ip", b"public_ip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngressRule: _TypeAlias = IngressRule  # noqa: Y015
+
+@_typing.final
+class EgressRule(_message.Message):
+    """Matches traffic from a network's guests (its CIDR) to destinations; the
+    action is the opposite of the network's default egress policy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_CIDR_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_START_FIELD_NUMBER: _builtins.int
+    PORT_END_FIELD_NUMBER: _builtins.int
+    ICMP_TYPE_FIELD_NUMBER: _builtins.int
+    ICMP_CODE_FIELD_NUMBER: _builtins.int
+    CIDRS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    network_id: _builtins.str
+    source_cidr: _builtins.str
+    protocol: _builtins.str
+    port_start: _builtins.int
+    port_end: _builtins.int
+    icmp_type: _builtins.int
+    icmp_code: _builtins.int
+    @_builtins.property
+    def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Destinations; empty means every destination."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        source_cidr: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        port_start: _builtins.int = ...,
+        port_end: _builtins.int = ...,
+        icmp_type: _builtins.int = ...,
+        icmp_code: _builtins.int = ...,
+        cidrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidrs", b"cidrs", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "network_id", b"network_id", "port_end", b"port_end", "port_start", b"port_start", "protocol", b"protocol", "source_cidr", b"source_cidr"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EgressRule: _TypeAlias = EgressRule  # noqa: Y015
+
+@_typing.final
+class EgressPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_CIDR_FIELD_NUMBER: _builtins.int
+    DEFAULT_DENY_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    source_cidr: _builtins.str
+    default_deny: _builtins.bool
+    """false: allow by default (the rules deny); true: deny by default."""
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        source_cidr: _builtins.str = ...,
+        default_deny: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_deny", b"default_deny", "network_id", b"network_id", "source_cidr", b"source_cidr"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EgressPolicy: _TypeAlias = EgressPolicy  # noqa: Y015
 
 @_typing.final
 class ApplyConfigRequest(_message.Message):
