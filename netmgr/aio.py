@@ -55,6 +55,8 @@ class AllInOne:
     state_dir: str = "/var/lib/cloudnet"
     listen: str = "127.0.0.1:7070"
     admin_token: str = ""
+    # How often the agent repairs dead daemons and lost rulesets.
+    health_interval: float = 5.0
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,7 +136,8 @@ class AllInOne:
         self._spawn("router-agent", [
             sys.executable, "-m", "router.agent", "--listen", f"unix://{self.agent_socket}",
             "--state-dir", os.path.join(self.state_dir, "agent"),
-            "--netns-prefix", self.prefix, "--fabric-netns", self.fabric.netns])
+            "--netns-prefix", self.prefix, "--fabric-netns", self.fabric.netns,
+            "--health-interval", str(self.health_interval)])
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         self._kill("router-agent", sig)

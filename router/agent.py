@@ -125,6 +125,32 @@ class Agent:
                     out.append(rt.status())
         return out
 
+    def repair_all(self) -> dict[str, list[str]]:
+        """One pass of the health monitor over every router: {router: repaired services}."""
+        with self._lock:
+            runtimes = list(self._routers.values())
+        repaired = {}
+        for rt in runtimes:
+            try:
+                names = rt.repair()
+            except Exception:  # the monitor must outlive a bad router
+                log.exception("router %s: repair failed", rt.ctx.router_id)
+                continue
+            if names:
+                repaired[rt.ctx.router_id] = names
+        return repaired
+
+    def run_health_monitor(self, interval: float, stop: threading.Event) -> threading.Thread:
+        """Every `interval` seconds, repair what has broken since the last apply."""
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                self.repair_all()
+
+        t = threading.Thread(target=loop, name="health-monitor", daemon=True)
+        t.start()
+        return t
+
     def delete(self, router_id: str, keep_leases: bool) -> None:
         rt = self.runtime(router_id)  # also for routers only left on disk
         rt.delete(keep_leases)
@@ -230,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--agent-id", default=socket.gethostname())
     p.add_argument("--dnsmasq-user", default="dnsmasq",
                    help="user dnsmasq drops privileges to (root if it cannot read the state dir)")
+    p.add_argument("--health-interval", type=float, default=5.0,
+                   help="seconds between checks that repair dead daemons or lost rulesets "
+                        "(0 disables; default: %(default)s)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -241,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("router agent %s (boot %s) listening on %s", agent.agent_id, agent.boot_id,
              args.listen if not port else f"port {port}")
     stopped = threading.Event()
+    if args.health_interval > 0:
+        agent.run_health_monitor(args.health_interval, stopped)
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("signal %d: stopping (routers keep running)", signum)

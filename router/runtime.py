@@ -112,6 +112,25 @@ class RouterRuntime:
             log.info("router %s: generation %d applied (%s) in %.3f s", cfg.router_id,
                      cfg.generation, ", ".join(s.NAME for s in changed), self.apply_seconds)
 
+    def repair(self) -> list[str]:
+        """Re-apply, from the last good config, every service whose health
+        check fails (a dnsmasq that died, a table someone deleted).
+
+        Pushing the same config again would not do it: an unchanged config
+        is a no-op by design. Returns the names of the services repaired.
+        """
+        with self.lock:
+            if self.config is None:
+                return []
+            sick = [s.NAME for s in SERVICES if not s.health(self.ctx, self.config).healthy]
+            if not sick:
+                return []
+            log.warning("router %s: repairing %s", self.ctx.router_id, ", ".join(sick))
+            for name in sick:
+                self._applied.pop(name, None)
+            self._apply(self.config)
+            return sick
+
     def _reject(self, cfg: pb.RouterConfig, e: ConfigError) -> None:
         self.rejected_generation = cfg.generation
         self.last_error = f"generation {cfg.generation} rejected: {e}"

@@ -24,7 +24,7 @@ def free_port() -> int:
 def cloud(tmp_path_factory):
     prefix = f"t{uuid.uuid4().hex[:6]}"
     aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
-                   listen=f"127.0.0.1:{free_port()}")
+                   listen=f"127.0.0.1:{free_port()}", health_interval=1.0)
     try:
         aio.up()
         yield aio

@@ -266,3 +266,46 @@ def test_restart_router_rebuilds_it_and_keeps_leases(cloud, make_tenant):
         assert p1.mac.lower() in f.read().lower()
     assert g1.dhcp().ip == p1.ip
     assert seen_from(g1) == net.source_nat_ip
+
+
+def router_netns(cloud, router_id: str) -> str:
+    (ns,) = [n for n in os.listdir("/run/netns")
+             if n.startswith(f"{cloud.prefix}r-") and n.endswith(router_id[:12])]
+    return ns
+
+
+def eventually(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "not repaired in time"
+        time.sleep(0.2)
+
+
+def test_agent_repairs_a_dead_dnsmasq_and_a_deleted_ruleset(cloud, make_tenant):
+    t = make_tenant()
+    net = t.network(name="heal", cidr="10.13.0.0/24")
+    p1 = t.port(net.id, hostname="patient")
+    wait_active(t, net)
+    g1 = t.guest(net, p1)
+    assert g1.dhcp().ip == p1.ip
+    ns = router_netns(cloud, net.router_id)
+
+    pid = dnsmasq_pid(cloud, net.router_id)
+    os.kill(pid, signal.SIGKILL)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "cloudnet"],
+                   check=True)
+
+    def healed() -> bool:
+        try:
+            return dnsmasq_pid(cloud, net.router_id) != pid and subprocess.run(
+                ["ip", "netns", "exec", ns, "nft", "list", "table", "inet", "cloudnet"],
+                capture_output=True).returncode == 0
+        except (AssertionError, OSError, ValueError):
+            return False
+
+    eventually(healed)
+    assert g1.dhcp().ip == p1.ip
+    assert dig(g1, f"patient.{net.domain}") == [p1.ip]
+    assert seen_from(g1) == net.source_nat_ip
+    with open(lease_file(cloud, net.router_id)) as f:
+        assert p1.mac.lower() in f.read().lower()
