@@ -185,6 +185,10 @@ class PublicIpRow(Base):
         ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # Edge (0002): the router generation of the last association change, and
+    # the router's error for the address.
+    generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    error: Mapped[str] = mapped_column(String, default="", server_default="")
 
 
 PUBLIC_IP_SOURCE_NAT = "source_nat"
@@ -252,3 +256,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with writer(engine).begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+# The edge tables (migration 0002) belong to the same metadata.
+from netmgr import db_edge  # noqa: E402, F401
