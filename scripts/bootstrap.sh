@@ -12,6 +12,8 @@ APT_PACKAGES=(
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # python
   python3 python3-venv python3-dev gcc
+  # PostgreSQL: the store's tests run on it too (a scratch cluster, see test.sh)
+  postgresql
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -26,6 +28,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # No default PostgreSQL cluster listening on a port: tests make their own.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/cloudnet.conf
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -37,7 +42,7 @@ fi
 stamp="$VENV/.cloudnet-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  "$VENV/bin/pip" install -q -e '.[dev,pg]'
   touch "$stamp"
 fi
 echo "bootstrap: ready ($VENV)"

@@ -12,6 +12,22 @@ echo "== lint (ruff, mypy)"
 .venv/bin/ruff check .
 .venv/bin/mypy netmgr router compute bench
 echo "== tests"
+# A scratch PostgreSQL (unix socket only, removed on exit) so the store's
+# tests run on PostgreSQL as well as SQLite.
+if [ -z "${CLOUDNET_TEST_PG_URL:-}" ]; then
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$pgbin" ] && id postgres >/dev/null 2>&1; then
+    pgdir=$(mktemp -d /tmp/cloudnet-pg.XXXXXX)
+    chown postgres "$pgdir"
+    pg() { runuser -u postgres -- "$pgbin/$1" "${@:2}"; }
+    pg initdb -D "$pgdir/data" -A trust -U cloudnet >/dev/null
+    pg pg_ctl -D "$pgdir/data" -l "$pgdir/log" -w -o "-k $pgdir -c listen_addresses=''" start >/dev/null
+    trap 'pg pg_ctl -D "$pgdir/data" -m fast -w stop >/dev/null; rm -rf "$pgdir"' EXIT
+    pg createdb -h "$pgdir" -U cloudnet cloudnet
+    export CLOUDNET_TEST_PG_URL="postgresql+psycopg://cloudnet@/cloudnet?host=$pgdir"
+    echo "PostgreSQL for the tests: $CLOUDNET_TEST_PG_URL"
+  fi
+fi
 set +e
 "$PY" -m pytest -p no:cacheprovider "$@"
 rc=$?
