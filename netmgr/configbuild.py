@@ -12,6 +12,7 @@ import ipaddress
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from netmgr.model import Network, RouterSnapshot
+from netmgr.model_edge import EdgeSnapshot
 
 PUBLIC_INTERFACE = "pub0"
 DEFAULT_ROUTE = "0.0.0.0/0"
@@ -51,6 +52,7 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     # The router's public address is the source-NAT address of its network;
     # every network behind one router (VPC tiers later) shares it.
     public_ip = networks[0].source_nat_ip if networks else ""
+    edge = snapshot.edge or EdgeSnapshot()
     interfaces = []
     if public_ip:
         interfaces.append(
@@ -58,7 +60,8 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
                 name=PUBLIC_INTERFACE,
                 role=pb.INTERFACE_ROLE_PUBLIC,
                 mac=router.public_mac,
-                addresses=[f"{public_ip}/{_prefixlen(zone.public_cidr)}"],
+                addresses=[f"{public_ip}/{_prefixlen(zone.public_cidr)}"]
+                + [f"{ip.ip}/32" for ip in edge.public_ips],
                 segment_id=0,
             )
         )
@@ -81,7 +84,7 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
                 destination=DEFAULT_ROUTE, gateway=zone.public_gateway, interface=PUBLIC_INTERFACE
             )
         )
-    return pb.RouterConfig(
+    config = pb.RouterConfig(
         router_id=router.id,
         generation=router.desired_generation,
         interfaces=interfaces,
@@ -99,3 +102,41 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
             if n.source_nat_ip
         ],
     )
+    if public_ip:
+        _add_edge(config, edge, {n.id: n.cidr for n in networks})
+    return config
+
+
+def _add_edge(config: pb.RouterConfig, edge: EdgeSnapshot, cidrs: dict[str, str]) -> None:
+    """Public IPs, static NAT, port forwards and firewall rules, in a stable order
+    (by address, then ID) so that an unchanged model gives an identical config."""
+    config.public_addresses.extend(
+        pb.PublicAddress(public_ip_id=ip.id, ip=ip.ip, interface=PUBLIC_INTERFACE)
+        for ip in edge.public_ips)
+    config.static_nats.extend(
+        pb.StaticNatRule(id=n.id, public_ip=n.public_ip, private_ip=n.private_ip,
+                         network_id=n.network_id)
+        for n in sorted(edge.static_nats, key=lambda n: n.id))
+    config.port_forwards.extend(
+        pb.PortForwardRule(
+            id=f.id, public_ip=f.public_ip, protocol=f.protocol,
+            public_port_start=f.public_port, public_port_end=f.public_port_end,
+            private_ip=f.private_ip, private_port_start=f.private_port,
+            private_port_end=f.private_port_end, source_cidrs=list(f.source_cidrs),
+            network_id=f.network_id)
+        for f in sorted(edge.port_forwards, key=lambda f: f.id))
+    rules = sorted(edge.firewall_rules, key=lambda r: r.id)
+    config.ingress_rules.extend(
+        pb.IngressRule(id=r.id, public_ip=r.public_ip, protocol=r.protocol,
+                       port_start=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
+                       icmp_code=r.icmp_code, cidrs=list(r.cidrs))
+        for r in rules if r.direction == "ingress")
+    config.egress_rules.extend(
+        pb.EgressRule(id=r.id, network_id=r.network_id, source_cidr=cidrs[r.network_id],
+                      protocol=r.protocol, port_start=r.port, port_end=r.port_end,
+                      icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs))
+        for r in rules if r.direction == "egress" and r.network_id in cidrs)
+    config.egress_policies.extend(
+        pb.EgressPolicy(network_id=p.network_id, source_cidr=cidrs[p.network_id],
+                        default_deny=p.default_deny)
+        for p in edge.egress_policies if p.network_id in cidrs)

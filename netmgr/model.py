@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netmgr.model_edge import EdgeSnapshot
 
 
 class RouterBackend(StrEnum):
@@ -162,3 +166,5 @@ class RouterSnapshot:
     networks: tuple[Network, ...]
     ports: tuple[Port, ...]
     zone: Zone
+    # Public IPs, static NAT, port forwards, firewall (netmgr.model_edge).
+    edge: EdgeSnapshot | None = None

@@ -24,6 +24,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from netmgr import errors
 from netmgr.configbuild import build_router_config
 from netmgr.model import ServiceHealth
+from netmgr.store_edge import EDGE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,9 @@ class Reconciler:
             port_errors=port_errors,
             reachable=True,
         )
+        self._store.record_edge_status(router_id, {
+            (o.kind, o.id): (o.error or "rejected by the router")
+            for o in status.objects if not o.ok and o.kind in EDGE_KINDS})
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True

@@ -40,7 +40,7 @@ from netmgr.db import (
 from netmgr.errors import AlreadyExists, FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
 from netmgr.store_base import new_id, zone_columns
-from netmgr.store_ports import PortStore
+from netmgr.store_edge import EdgeStore
 from netmgr.validation import (
     NetworkSpec,
     NetworkUpdate,
@@ -68,8 +68,9 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class Store(PortStore):
-    """Tenants, tokens, zone, networks and routers (ports: ``PortStore``)."""
+class Store(EdgeStore):
+    """Tenants, tokens, zone, networks and routers (ports: ``PortStore``; public IPs
+    and rules: ``EdgeStore``)."""
 
     # --------------------------------------------------------------- tenants
 
@@ -347,7 +348,8 @@ class Store(PortStore):
                 rows.port_select().where(PortRow.network_id == router.network_id)
                 .order_by(PortRow.created_at, PortRow.id)))
             return model.RouterSnapshot(router=router, networks=networks, ports=ports,
-                                        zone=rows.zone(self._zone_row(s)))
+                                        zone=rows.zone(self._zone_row(s)),
+                                        edge=self._edge_snapshot(s, [router.network_id]))
 
         return self._read(tx)
 

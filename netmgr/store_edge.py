@@ -1,0 +1,468 @@
+"""Edge objects in the store: tenant public IPs, static NAT, port forwards,
+firewall rules and egress policies.
+
+As with ports, every change bumps the router generation of the network it
+touches first (on PostgreSQL that row lock serialises concurrent rule changes
+of one network, so overlap checks read committed rules), and the changed row
+records that generation: PENDING until the router applied it. Another
+tenant's objects are NotFound, never "forbidden".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from netmgr import ipam
+from netmgr import model_edge as me
+from netmgr import store_rows as rows
+from netmgr.db import PUBLIC_IP_SOURCE_NAT, PortRow, PublicIpRow, RouterRow, utcnow
+from netmgr.db_edge import (
+    PUBLIC_IP_TENANT,
+    EgressPolicyRow,
+    FirewallRuleRow,
+    PortForwardRow,
+    StaticNatRow,
+)
+from netmgr.errors import AlreadyExists, FailedPrecondition, NotFound
+from netmgr.model import object_state
+from netmgr.paging import Page, PageRequest
+from netmgr.store_base import new_id
+from netmgr.store_ports import PortStore
+from netmgr.validation import check_id
+from netmgr.validation_edge import (
+    INGRESS,
+    FirewallRuleSpec,
+    PortForwardSpec,
+    StaticNatSpec,
+    check_firewall_rule,
+    check_port_forward,
+    check_static_nat,
+)
+
+# Kinds of ObjectStatus the router reports for edge objects.
+KIND_PUBLIC_IP = "publicip"
+KIND_STATIC_NAT = "staticnat"
+KIND_PORT_FORWARD = "portforward"
+KIND_FIREWALL = "firewall"
+EDGE_KINDS = (KIND_PUBLIC_IP, KIND_STATIC_NAT, KIND_PORT_FORWARD, KIND_FIREWALL)
+
+
+class EdgeStore(PortStore):
+    # ------------------------------------------------------------- helpers
+
+    def _applied(self, s: Session, network_id: str | None) -> int:
+        if not network_id:
+            return 0
+        gen = s.scalar(select(RouterRow.applied_generation)
+                       .where(RouterRow.network_id == network_id))
+        return int(gen or 0)
+
+    def _public_ip_row(self, s: Session, tenant_id: str, ip_id: str,
+                       field: str = "id") -> PublicIpRow:
+        row = s.get(PublicIpRow, check_id(ip_id, field))
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound(f"public IP {ip_id} not found")
+        return row
+
+    def _public_ip(self, s: Session, row: PublicIpRow) -> me.PublicIp:
+        return me.PublicIp(
+            id=row.id, ip=row.ip, tenant_id=row.tenant_id, network_id=row.network_id or "",
+            source_nat=row.kind == PUBLIC_IP_SOURCE_NAT, generation=row.generation,
+            error=row.error, created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error, self._applied(s, row.network_id)),
+        )
+
+    def _rule_ip(self, s: Session, tenant_id: str, ip_id: str, field: str) -> PublicIpRow:
+        row = self._public_ip_row(s, tenant_id, ip_id, field)
+        if row.kind != PUBLIC_IP_TENANT:
+            raise FailedPrecondition(
+                f"{field}: {row.ip} is a network's source-NAT address; allocate a public IP")
+        if not row.network_id:
+            raise FailedPrecondition(
+                f"{field}: public IP {row.ip} is not associated to a network")
+        return row
+
+    def _ip_in_use(self, s: Session, ip_id: str) -> str:
+        for table, what in ((StaticNatRow, "static NAT"), (PortForwardRow, "port forwards"),
+                            (FirewallRuleRow, "firewall rules")):
+            if s.scalar(select(table.id).where(table.public_ip_id == ip_id).limit(1)):
+                return what
+        return ""
+
+    @staticmethod
+    def _page(s: Session, stmt: Any, table: Any, page: PageRequest,
+              conv: Any) -> Page[Any]:
+        return rows.paged(s, stmt, table, page, lambda r: conv(r[0]))
+
+    # ---------------------------------------------------------- public IPs
+
+    def allocate_public_ip(self, tenant_id: str, network_id: str) -> tuple[me.PublicIp, str]:
+        """A new tenant address; returns it and the router to notify ("" if none)."""
+
+        def tx(s: Session) -> tuple[me.PublicIp, str]:
+            zone = rows.zone(self._zone_row(s, lock=True))
+            tenant = self._tenant_row(s, tenant_id)
+            router_id, gen = "", 0
+            if network_id:
+                net = self._network_row(s, tenant.id, network_id, "network_id")
+                router_id = self._router_of(s, net.id)
+                gen = self._bump(s, router_id)
+            row = PublicIpRow(id=new_id(), ip=ipam.allocate_public_ip(s, zone),
+                              kind=PUBLIC_IP_TENANT, tenant_id=tenant.id,
+                              network_id=network_id or None, generation=gen, error="",
+                              created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return self._public_ip(s, row), router_id
+
+        return self._write(tx)
+
+    def get_public_ip(self, tenant_id: str, ip_id: str) -> me.PublicIp:
+        return self._read(lambda s: self._public_ip(s, self._public_ip_row(s, tenant_id, ip_id)))
+
+    def list_public_ips(self, tenant_id: str, page: PageRequest,
+                        network_id: str = "") -> Page[me.PublicIp]:
+        stmt = select(PublicIpRow).where(PublicIpRow.tenant_id == tenant_id)
+        if network_id:
+            stmt = stmt.where(PublicIpRow.network_id == check_id(network_id, "network_id"))
+        return self._read(lambda s: self._page(s, stmt, PublicIpRow, page,
+                                               lambda r: self._public_ip(s, r)))
+
+    def associate_public_ip(self, tenant_id: str, ip_id: str,
+                            network_id: str) -> tuple[me.PublicIp, tuple[str, ...]]:
+        def tx(s: Session) -> tuple[me.PublicIp, tuple[str, ...]]:
+            row = self._public_ip_row(s, tenant_id, ip_id)
+            if row.kind != PUBLIC_IP_TENANT:
+                raise FailedPrecondition(f"id: {row.ip} is a network's source-NAT address")
+            new_net = (self._network_row(s, tenant_id, network_id, "network_id").id
+                       if network_id else None)
+            if new_net == row.network_id:
+                return self._public_ip(s, row), ()
+            used = self._ip_in_use(s, row.id)
+            if used:
+                raise FailedPrecondition(f"public IP {row.ip} is used by {used}; delete them first")
+            routers = [self._router_of(s, n) for n in (row.network_id, new_net) if n]
+            gens = [self._bump(s, r) for r in routers]
+            row.network_id = new_net
+            row.generation = gens[-1] if new_net else 0
+            row.error = ""
+            s.flush()
+            return self._public_ip(s, row), tuple(routers)
+
+        return self._write(tx)
+
+    def release_public_ip(self, tenant_id: str, ip_id: str) -> str:
+        """Return the address to the pool; the router to notify ("" if none)."""
+
+        def tx(s: Session) -> str:
+            row = self._public_ip_row(s, tenant_id, ip_id)
+            if row.kind != PUBLIC_IP_TENANT:
+                raise FailedPrecondition(
+                    f"{row.ip} is a network's source-NAT address; it goes with the network")
+            used = self._ip_in_use(s, row.id)
+            if used:
+                raise FailedPrecondition(f"public IP {row.ip} is used by {used}; delete them first")
+            router_id = self._router_of(s, row.network_id) if row.network_id else ""
+            if router_id:
+                self._bump(s, router_id)
+            s.delete(row)
+            return router_id
+
+        return self._write(tx)
+
+    # ---------------------------------------------------------- static NAT
+
+    def _static_nat(self, s: Session, row: StaticNatRow) -> me.StaticNat:
+        ip = s.get(PublicIpRow, row.public_ip_id)
+        port = s.get(PortRow, row.port_id)
+        assert ip is not None and port is not None
+        return me.StaticNat(
+            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
+            public_ip_id=row.public_ip_id, port_id=row.port_id, public_ip=ip.ip,
+            private_ip=port.ip, generation=row.generation, error=row.error,
+            created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+
+    def _guest_port(self, s: Session, tenant_id: str, port_id: str, field: str,
+                    ip: PublicIpRow) -> PortRow:
+        port = self._port_row(s, tenant_id, port_id, field)
+        if port.network_id != ip.network_id:
+            raise FailedPrecondition(
+                f"{field}: port {port.id} is on network {port.network_id}, but public IP "
+                f"{ip.ip} is associated to network {ip.network_id}")
+        return port
+
+    def create_static_nat(self, tenant_id: str, spec: StaticNatSpec) -> me.StaticNat:
+        spec = check_static_nat(spec)
+
+        def tx(s: Session) -> me.StaticNat:
+            ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "static_nat.public_ip_id")
+            port = self._guest_port(s, tenant_id, spec.port_id, "static_nat.port_id", ip)
+            gen = self._bump(s, self._router_of(s, port.network_id))
+            if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
+                raise AlreadyExists("static_nat.public_ip_id",
+                                    f"public IP {ip.ip} already has a static NAT")
+            if s.scalar(select(StaticNatRow.id).where(StaticNatRow.port_id == port.id)):
+                raise AlreadyExists("static_nat.port_id",
+                                    f"port {port.id} already has a static NAT")
+            if s.scalar(select(PortForwardRow.id).where(PortForwardRow.public_ip_id == ip.id)):
+                raise FailedPrecondition(
+                    f"static_nat.public_ip_id: public IP {ip.ip} has port forwards")
+            row = StaticNatRow(id=new_id(), tenant_id=tenant_id, network_id=port.network_id,
+                               public_ip_id=ip.id, port_id=port.id, generation=gen, error="",
+                               created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return self._static_nat(s, row)
+
+        return self._write(tx)
+
+    def _owned(self, s: Session, table: Any, tenant_id: str, obj_id: str, what: str) -> Any:
+        row = s.get(table, check_id(obj_id))
+        if row is None or row.tenant_id != tenant_id:
+            raise NotFound(f"{what} {obj_id} not found")
+        return row
+
+    def get_static_nat(self, tenant_id: str, obj_id: str) -> me.StaticNat:
+        return self._read(lambda s: self._static_nat(
+            s, self._owned(s, StaticNatRow, tenant_id, obj_id, "static NAT")))
+
+    def list_static_nats(self, tenant_id: str, page: PageRequest,
+                         network_id: str = "") -> Page[me.StaticNat]:
+        stmt = select(StaticNatRow).where(StaticNatRow.tenant_id == tenant_id)
+        if network_id:
+            stmt = stmt.where(StaticNatRow.network_id == check_id(network_id, "network_id"))
+        return self._read(lambda s: self._page(s, stmt, StaticNatRow, page,
+                                               lambda r: self._static_nat(s, r)))
+
+    def _delete_rule(self, table: Any, tenant_id: str, obj_id: str, what: str) -> str:
+        def tx(s: Session) -> str:
+            row = self._owned(s, table, tenant_id, obj_id, what)
+            router_id = self._router_of(s, row.network_id)
+            self._bump(s, router_id)
+            s.delete(row)
+            return router_id
+
+        return self._write(tx)
+
+    def delete_static_nat(self, tenant_id: str, obj_id: str) -> str:
+        return self._delete_rule(StaticNatRow, tenant_id, obj_id, "static NAT")
+
+    # ------------------------------------------------------- port forwards
+
+    def _port_forward(self, s: Session, row: PortForwardRow) -> me.PortForward:
+        ip = s.get(PublicIpRow, row.public_ip_id)
+        port = s.get(PortRow, row.port_id)
+        assert ip is not None and port is not None
+        return me.PortForward(
+            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
+            public_ip_id=row.public_ip_id, protocol=row.protocol, public_port=row.public_port,
+            public_port_end=row.public_port_end, port_id=row.port_id,
+            private_port=row.private_port, private_port_end=row.private_port_end,
+            source_cidrs=tuple(row.source_cidrs), public_ip=ip.ip, private_ip=port.ip,
+            generation=row.generation, error=row.error, created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+
+    def create_port_forward(self, tenant_id: str, spec: PortForwardSpec) -> me.PortForward:
+        spec = check_port_forward(spec)
+
+        def tx(s: Session) -> me.PortForward:
+            ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "port_forward.public_ip_id")
+            port = self._guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
+            gen = self._bump(s, self._router_of(s, port.network_id))
+            if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
+                raise FailedPrecondition(
+                    f"port_forward.public_ip_id: public IP {ip.ip} is a static NAT address")
+            clash = s.scalar(select(PortForwardRow.id).where(
+                PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == spec.protocol,
+                PortForwardRow.public_port <= spec.public_port_end,
+                PortForwardRow.public_port_end >= spec.public_port).limit(1))
+            if clash:
+                raise AlreadyExists(
+                    "port_forward.public_port",
+                    f"{ip.ip} {spec.protocol} {spec.public_port}-{spec.public_port_end} overlaps "
+                    f"port forward {clash}")
+            row = PortForwardRow(
+                id=new_id(), tenant_id=tenant_id, network_id=port.network_id, public_ip_id=ip.id,
+                protocol=spec.protocol, public_port=spec.public_port,
+                public_port_end=spec.public_port_end, port_id=port.id,
+                private_port=spec.private_port, private_port_end=spec.private_port_end,
+                source_cidrs=list(spec.source_cidrs), generation=gen, error="",
+                created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return self._port_forward(s, row)
+
+        return self._write(tx)
+
+    def get_port_forward(self, tenant_id: str, obj_id: str) -> me.PortForward:
+        return self._read(lambda s: self._port_forward(
+            s, self._owned(s, PortForwardRow, tenant_id, obj_id, "port forward")))
+
+    def list_port_forwards(self, tenant_id: str, page: PageRequest,
+                           network_id: str = "") -> Page[me.PortForward]:
+        stmt = select(PortForwardRow).where(PortForwardRow.tenant_id == tenant_id)
+        if network_id:
+            stmt = stmt.where(PortForwardRow.network_id == check_id(network_id, "network_id"))
+        return self._read(lambda s: self._page(s, stmt, PortForwardRow, page,
+                                               lambda r: self._port_forward(s, r)))
+
+    def delete_port_forward(self, tenant_id: str, obj_id: str) -> str:
+        return self._delete_rule(PortForwardRow, tenant_id, obj_id, "port forward")
+
+    # ------------------------------------------------------- firewall rules
+
+    def _firewall_rule(self, s: Session, row: FirewallRuleRow) -> me.FirewallRule:
+        ip = s.get(PublicIpRow, row.public_ip_id) if row.public_ip_id else None
+        return me.FirewallRule(
+            id=row.id, tenant_id=row.tenant_id, direction=row.direction,
+            network_id=row.network_id, public_ip_id=row.public_ip_id or "",
+            protocol=row.protocol, port=row.port, port_end=row.port_end,
+            icmp_type=row.icmp_type, icmp_code=row.icmp_code, cidrs=tuple(row.cidrs),
+            public_ip=ip.ip if ip else "", generation=row.generation, error=row.error,
+            created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+
+    def create_firewall_rule(self, tenant_id: str, spec: FirewallRuleSpec) -> me.FirewallRule:
+        spec = check_firewall_rule(spec)
+
+        def tx(s: Session) -> me.FirewallRule:
+            ip_id: str | None = None
+            if spec.direction == INGRESS:
+                ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "firewall_rule.public_ip_id")
+                ip_id, network_id = ip.id, ip.network_id
+            else:
+                network_id = self._network_row(s, tenant_id, spec.network_id,
+                                               "firewall_rule.network_id").id
+            assert network_id is not None
+            gen = self._bump(s, self._router_of(s, network_id))
+            row = FirewallRuleRow(
+                id=new_id(), tenant_id=tenant_id, direction=spec.direction,
+                network_id=network_id, public_ip_id=ip_id, protocol=spec.protocol,
+                port=spec.port, port_end=spec.port_end, icmp_type=spec.icmp_type,
+                icmp_code=spec.icmp_code, cidrs=list(spec.cidrs), generation=gen, error="",
+                created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return self._firewall_rule(s, row)
+
+        return self._write(tx)
+
+    def get_firewall_rule(self, tenant_id: str, obj_id: str) -> me.FirewallRule:
+        return self._read(lambda s: self._firewall_rule(
+            s, self._owned(s, FirewallRuleRow, tenant_id, obj_id, "firewall rule")))
+
+    def list_firewall_rules(self, tenant_id: str, page: PageRequest,
+                            network_id: str = "") -> Page[me.FirewallRule]:
+        stmt = select(FirewallRuleRow).where(FirewallRuleRow.tenant_id == tenant_id)
+        if network_id:
+            stmt = stmt.where(FirewallRuleRow.network_id == check_id(network_id, "network_id"))
+        return self._read(lambda s: self._page(s, stmt, FirewallRuleRow, page,
+                                               lambda r: self._firewall_rule(s, r)))
+
+    def delete_firewall_rule(self, tenant_id: str, obj_id: str) -> str:
+        return self._delete_rule(FirewallRuleRow, tenant_id, obj_id, "firewall rule")
+
+    def get_egress_policy(self, tenant_id: str, network_id: str) -> me.EgressPolicy:
+        def tx(s: Session) -> me.EgressPolicy:
+            net = self._network_row(s, tenant_id, network_id, "network_id")
+            row = s.get(EgressPolicyRow, net.id)
+            return me.EgressPolicy(net.id, bool(row and row.default_deny))
+
+        return self._read(tx)
+
+    def set_egress_policy(self, tenant_id: str, network_id: str,
+                          default_deny: bool) -> tuple[me.EgressPolicy, str]:
+        def tx(s: Session) -> tuple[me.EgressPolicy, str]:
+            net = self._network_row(s, tenant_id, network_id, "policy.network_id")
+            router_id = self._router_of(s, net.id)
+            row = s.get(EgressPolicyRow, net.id)
+            if bool(row and row.default_deny) != default_deny:
+                self._bump(s, router_id)
+                if row is None:
+                    s.add(EgressPolicyRow(network_id=net.id, default_deny=default_deny,
+                                          updated_at=utcnow()))
+                else:
+                    row.default_deny = default_deny
+                    row.updated_at = utcnow()
+            return me.EgressPolicy(net.id, default_deny), router_id
+
+        return self._write(tx)
+
+    # ------------------------------------------------- router snapshot/status
+
+    def _edge_snapshot(self, s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
+        nets = list(network_ids)
+        ips = tuple(self._public_ip(s, r) for r in s.scalars(
+            select(PublicIpRow).where(PublicIpRow.network_id.in_(nets),
+                                      PublicIpRow.kind == PUBLIC_IP_TENANT)
+            .order_by(PublicIpRow.ip)))
+        by_ip = {ip.id: ip.ip for ip in ips}
+        port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
+                                  .where(PortRow.network_id.in_(nets))).tuples().all())
+        snats = tuple(
+            me.StaticNat(id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
+                         public_ip_id=r.public_ip_id, port_id=r.port_id,
+                         public_ip=by_ip[r.public_ip_id], private_ip=port_ips[r.port_id],
+                         generation=r.generation, error=r.error, created_at=r.created_at)
+            for r in s.scalars(select(StaticNatRow).where(StaticNatRow.network_id.in_(nets))
+                               .order_by(StaticNatRow.id)))
+        pfs = tuple(
+            me.PortForward(
+                id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
+                public_ip_id=r.public_ip_id, protocol=r.protocol, public_port=r.public_port,
+                public_port_end=r.public_port_end, port_id=r.port_id,
+                private_port=r.private_port, private_port_end=r.private_port_end,
+                source_cidrs=tuple(r.source_cidrs), public_ip=by_ip[r.public_ip_id],
+                private_ip=port_ips[r.port_id], generation=r.generation, error=r.error,
+                created_at=r.created_at)
+            for r in s.scalars(select(PortForwardRow).where(PortForwardRow.network_id.in_(nets))
+                               .order_by(PortForwardRow.id)))
+        fws = tuple(
+            me.FirewallRule(
+                id=r.id, tenant_id=r.tenant_id, direction=r.direction, network_id=r.network_id,
+                public_ip_id=r.public_ip_id or "", protocol=r.protocol, port=r.port,
+                port_end=r.port_end, icmp_type=r.icmp_type, icmp_code=r.icmp_code,
+                cidrs=tuple(r.cidrs),
+                public_ip=by_ip.get(r.public_ip_id or "", ""), generation=r.generation,
+                error=r.error, created_at=r.created_at)
+            for r in s.scalars(select(FirewallRuleRow)
+                               .where(FirewallRuleRow.network_id.in_(nets))
+                               .order_by(FirewallRuleRow.id)))
+        policies = tuple(
+            me.EgressPolicy(r.network_id, r.default_deny)
+            for r in s.scalars(select(EgressPolicyRow).where(EgressPolicyRow.network_id.in_(nets))
+                               .order_by(EgressPolicyRow.network_id)))
+        return me.EdgeSnapshot(ips, snats, pfs, fws, policies)
+
+    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str]) -> None:
+        """The router's per-object errors ((kind, id) -> reason) for edge objects;
+        objects not named are cleared."""
+
+        def tx(s: Session) -> None:
+            network_id = s.scalar(select(RouterRow.network_id).where(RouterRow.id == router_id))
+            if network_id is None:
+                return
+            tables: list[tuple[str, Any]] = [
+                (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
+                (KIND_FIREWALL, FirewallRuleRow)]
+            for kind, table in tables:
+                stmt = select(table).where(table.network_id == network_id)
+                if not errors:
+                    stmt = stmt.where(table.error != "")
+                for row in s.scalars(stmt):
+                    err = errors.get((kind, row.id), "")
+                    if row.error != err:
+                        row.error = err
+            for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id == network_id,
+                                                          PublicIpRow.kind == PUBLIC_IP_TENANT)):
+                err = errors.get((KIND_PUBLIC_IP, ip.id), "")
+                if ip.error != err:
+                    ip.error = err
+
+        self._write(tx)
+
