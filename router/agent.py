@@ -223,11 +223,13 @@ def create_server(listen: str, agent: Agent, max_workers: int = 16) -> tuple[grp
     """
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(agent), server)
+    from router.diag.service import add_to_server as add_diagnostics  # imports this module
+    diag_name = add_diagnostics(agent, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_name = pb.DESCRIPTOR.services_by_name["RouterAgent"].full_name
     reflection.enable_server_reflection(
-        (service_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (service_name, diag_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
     socket_path = listen[len("unix://"):] if listen.startswith("unix://") else ""
     if socket_path:

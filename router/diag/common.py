@@ -1,0 +1,131 @@
+"""What every diagnostic needs: request errors naming the field, the router's
+config and interfaces, and running tools inside the router's namespace."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+
+from cloudnet.router.v1 import agent_pb2 as apb
+from cloudnet.router.v1 import diag_pb2 as pb
+
+from router.proc import in_netns
+
+
+class DiagError(Exception):
+    """A request the agent refuses: INVALID_ARGUMENT naming ``field``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class DiagNotFound(Exception):
+    """NOT_FOUND (an unknown router)."""
+
+
+class DiagUnavailable(Exception):
+    """FAILED_PRECONDITION: the router is not in a state to be diagnosed."""
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def check_ipv4(field: str, value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        raise DiagError(field, f"not an IPv4 address: {value!r}") from None
+
+
+def check_ipv4_or_cidr(field: str, value: str) -> str:
+    try:
+        net = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise DiagError(field, f"not an IPv4 address or CIDR: {value!r}") from None
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def check_dns_name(field: str, value: str) -> str:
+    if not value or not _HOSTNAME.fullmatch(value):
+        raise DiagError(field, f"not a DNS name: {value!r}")
+    return value
+
+
+def check_mac(field: str, value: str) -> str:
+    mac = value.lower().replace("-", ":")
+    if not _MAC.fullmatch(mac):
+        raise DiagError(field, f"not a MAC address: {value!r}")
+    return mac
+
+
+def check_limit(field: str, value: float, default: float, maximum: float) -> float:
+    if value < 0:
+        raise DiagError(field, f"must not be negative (got {value:g})")
+    if value > maximum:
+        raise DiagError(field, f"at most {maximum:g} (got {value:g})")
+    return value or default
+
+
+def guest_interface(cfg: apb.RouterConfig, network_id: str, field: str) -> apb.Interface:
+    for iface in cfg.interfaces:
+        if iface.role == apb.INTERFACE_ROLE_GUEST and iface.network_id == network_id:
+            return iface
+    if not network_id:
+        raise DiagError(field, "a network ID is required")
+    raise DiagError(field, f"the router has no interface on network {network_id!r}")
+
+
+def public_interface(cfg: apb.RouterConfig, field: str) -> apb.Interface:
+    for iface in cfg.interfaces:
+        if iface.role == apb.INTERFACE_ROLE_PUBLIC:
+            return iface
+    raise DiagError(field, "the router has no public interface")
+
+
+def resolve_interface(cfg: apb.RouterConfig, ref: pb.InterfaceRef, field: str) -> apb.Interface:
+    if ref.public and ref.network_id:
+        raise DiagError(field, "name a network or the public interface, not both")
+    if ref.public:
+        return public_interface(cfg, f"{field}.public")
+    return guest_interface(cfg, ref.network_id, f"{field}.network_id")
+
+
+def guest_network(cfg: apb.RouterConfig, network_id: str, field: str) -> apb.GuestNetwork:
+    for net in cfg.guest_networks:
+        if net.network_id == network_id:
+            return net
+    if not network_id:
+        raise DiagError(field, "a network ID is required")
+    raise DiagError(field, f"the router has no network {network_id!r}")
+
+
+def run_in_router(netns: str, argv: list[str], timeout: float = 15) -> str:
+    """stdout of argv run in the router's namespace; raises on failure."""
+    proc = subprocess.run(in_netns(netns, argv), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()[-300:]}")
+    return proc.stdout
+
+
+def object_of_comment(comment: str) -> tuple[str, str]:
+    """The API object a rule belongs to, from its comment.
+
+    ``cn:<kind>:<id>`` (or ``cn:<kind>``) comments are the contract; the
+    foundation's rules are recognised by their text so that older tables map
+    too."""
+    if comment.startswith("cn:"):
+        _, _, rest = comment.partition(":")
+        kind, _, ident = rest.partition(":")
+        return kind, ident
+    if comment == "dropped by policy":
+        return "firewall-default", "drop"
+    if comment.startswith("source nat "):
+        return "snat", comment[len("source nat "):]
+    if comment == "guest egress":
+        return "firewall-default", "egress-allow"
+    return "", ""

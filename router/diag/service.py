@@ -1,0 +1,229 @@
+"""The RouterDiagnostics gRPC service of the router agent."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from cloudnet.router.v1 import agent_pb2 as apb
+from cloudnet.router.v1 import diag_pb2 as pb
+from cloudnet.router.v1 import diag_pb2_grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from compute import netns
+from router.diag import capture as cap
+from router.diag import probes, show
+from router.diag import trace as tr
+from router.diag.common import (
+    DiagError,
+    DiagNotFound,
+    DiagUnavailable,
+    check_ipv4,
+    check_limit,
+    guest_interface,
+    guest_network,
+    resolve_interface,
+)
+
+if TYPE_CHECKING:
+    from router.agent import Agent
+    from router.runtime import RouterRuntime
+
+log = logging.getLogger("router.diag")
+T = TypeVar("T")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterDiagnostics"].full_name
+
+
+def _bad_request(context: grpc.ServicerContext, e: DiagError) -> None:
+    detail = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.reason)])
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    context.abort_with_status(rpc_status.to_status(status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[packed])))
+
+
+def _abort(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
+    from router.agent import NotFound, RequestError  # the agent imports this module lazily
+
+    if isinstance(e, DiagError):
+        _bad_request(context, e)
+    elif isinstance(e, RequestError):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    elif isinstance(e, (DiagNotFound, NotFound)):
+        context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    elif isinstance(e, DiagUnavailable):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+    else:
+        log.exception("%s failed", name)
+        context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+
+def _unary(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> T:
+        try:
+            return method(self, request, context)
+        except Exception as e:
+            _abort(context, e, method.__name__)
+        raise AssertionError("unreachable")
+    return wrapper
+
+
+def _stream(method: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[T]:
+        try:
+            yield from method(self, request, context)
+        except Exception as e:
+            _abort(context, e, method.__name__)
+    return wrapper
+
+
+def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
+    ev = threading.Event()
+    context.add_callback(ev.set)
+    return ev
+
+
+class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._probe_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _router(self, router_id: str) -> tuple[RouterRuntime, apb.RouterConfig]:
+        rt = self.agent.runtime(router_id, create=False)
+        cfg = rt.config
+        if cfg is None:
+            raise DiagUnavailable(f"router {router_id} has no applied config")
+        return rt, cfg
+
+    def _probe_lock(self, router_id: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._probe_locks.setdefault(router_id, threading.Lock())
+
+    # ---- capture ---------------------------------------------------------------
+
+    @_stream
+    def Capture(self, request: pb.CaptureRequest, context: Any) -> Iterator[pb.CaptureChunk]:
+        rt, cfg = self._router(request.router_id)
+        iface = resolve_interface(cfg, request.interface, "interface")
+        limits = cap.check_limits(request.max_packets, request.max_seconds, request.max_bytes,
+                                  request.snaplen)
+        cap.compile_filter(rt.ctx.netns, iface.name, request.filter)
+        cancelled = _cancel_event(context)
+        result = cap.Result()
+        for data in cap.capture(rt.ctx.netns, iface.name, request.filter, limits, cancelled,
+                                result=result):
+            yield pb.CaptureChunk(data=data)
+        yield pb.CaptureChunk(summary=pb.CaptureSummary(
+            packets=result.packets, bytes=result.bytes, stopped_by=result.stopped_by,
+            interface=iface.name))
+
+    # ---- trace -----------------------------------------------------------------
+
+    @_stream
+    def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
+        rt, _ = self._router(request.router_id)
+        tr.match_expr(request)  # the errors before anything is installed
+        yield from tr.trace(rt.ctx.netns, request, _cancel_event(context))
+
+    # ---- show ------------------------------------------------------------------
+
+    @_unary
+    def Show(self, request: pb.ShowRequest, context: Any) -> pb.ShowResponse:
+        rt, cfg = self._router(request.router_id)
+        ns = rt.ctx.netns
+        kind = request.kind
+        if kind == pb.SHOW_KIND_LEASES:
+            return pb.ShowResponse(leases=show.leases(show.lease_file(rt.ctx.state_dir), cfg))
+        if kind == pb.SHOW_KIND_CONNTRACK:
+            address = check_ipv4("address", request.address) if request.address else ""
+            return pb.ShowResponse(conntrack=show.conntrack(ns, address))
+        if kind == pb.SHOW_KIND_COUNTERS:
+            return pb.ShowResponse(counters=show.counters(ns))
+        if kind == pb.SHOW_KIND_INTERFACES:
+            return pb.ShowResponse(interfaces=show.interfaces(ns, cfg))
+        if kind == pb.SHOW_KIND_ROUTES:
+            return pb.ShowResponse(routes=show.routes(ns))
+        raise DiagError("kind", "one of leases, conntrack, counters, interfaces, routes")
+
+    # ---- probes ----------------------------------------------------------------
+
+    @_unary
+    def Probe(self, request: pb.ProbeRequest, context: Any) -> pb.ProbeResult:
+        rt, cfg = self._router(request.router_id)
+        timeout = check_limit("timeout_seconds", request.timeout_seconds,
+                              probes.DEFAULT_TIMEOUT, probes.MAX_TIMEOUT)
+        which = request.WhichOneof("probe")
+        if which is None:
+            raise DiagError("probe", "one of dhcp, dns, arp, ping, traceroute, tcp")
+        with self._probe_lock(request.router_id):
+            return self._probe(rt, cfg, request, which, timeout)
+
+    def _probe(self, rt: RouterRuntime, cfg: apb.RouterConfig, request: pb.ProbeRequest,
+               which: str, timeout: float) -> pb.ProbeResult:
+        ns = rt.ctx.netns
+        prefix = self.agent.netns_prefix
+        if which == "dhcp":
+            d = request.dhcp
+            iface = guest_interface(cfg, d.network_id, "dhcp.network_id")
+            mac = probes.check_mac_or_random(d.mac)
+            with probes.ProbePort(rt.ctx.fabric, prefix, iface.segment_id, mac) as port:
+                return netns.run_in_netns(
+                    port.netns, lambda: probes.dhcp(port.ifname, mac, d.request, timeout))
+        if which == "dns":
+            q = request.dns
+            if q.server:
+                server = check_ipv4("dns.server", q.server)
+            else:
+                nid = q.network_id or (cfg.guest_networks[0].network_id
+                                       if cfg.guest_networks else "")
+                server = guest_network(cfg, nid, "dns.network_id").gateway
+            return netns.run_in_netns(ns, lambda: probes.dns(q.name, q.qtype, server, timeout))
+        if which == "arp":
+            a = request.arp
+            ip = check_ipv4("arp.ip", a.ip)
+            iface = guest_interface(cfg, a.network_id, "arp.network_id")
+            net = guest_network(cfg, a.network_id, "arp.network_id")
+            return netns.run_in_netns(
+                ns, lambda: probes.arp(iface.name, iface.mac, net.gateway, ip, timeout))
+        if which == "ping":
+            p = request.ping
+            dest = check_ipv4("ping.destination", p.destination)
+            return self._from(rt, cfg, p.source, lambda: probes.ping(dest, p.count, timeout))
+        if which == "traceroute":
+            t = request.traceroute
+            dest = check_ipv4("traceroute.destination", t.destination)
+            return self._from(rt, cfg, t.source,
+                              lambda: probes.traceroute(dest, t.max_hops, timeout))
+        c = request.tcp
+        dest = check_ipv4("tcp.destination", c.destination)
+        if not 0 < c.port < 65536:
+            raise DiagError("tcp.port", f"1-65535 (got {c.port})")
+        return self._from(rt, cfg, c.source, lambda: probes.tcp(dest, c.port, timeout))
+
+    def _from(self, rt: RouterRuntime, cfg: apb.RouterConfig, src: pb.ProbeSource,
+              fn: Callable[[], pb.ProbeResult]) -> pb.ProbeResult:
+        if not src.network_id:
+            if src.ip:
+                raise DiagError("source.network_id", "a source address needs its network")
+            return netns.run_in_netns(rt.ctx.netns, fn)
+        with probes.probe_source_port(rt.ctx.fabric, self.agent.netns_prefix, cfg,
+                                      src) as port:
+            return netns.run_in_netns(port.netns, fn)
+
+
+def add_to_server(agent: Agent, server: grpc.Server) -> str:
+    """Registers the service; returns its full name (for reflection and health)."""
+    diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(DiagnosticsServicer(agent), server)
+    return SERVICE_NAME
+
+

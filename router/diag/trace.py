@@ -1,0 +1,215 @@
+"""Live nftables trace: which rules a matching packet hits, and their verdicts.
+
+The agent owns a separate table per trace (``inet cloudnet-trace-<id>``)
+whose prerouting and output chains, at a priority before every other hook,
+set ``meta nftrace`` on matching packets; the router's own table is never
+touched. ``nft monitor`` in the router's namespace reports each rule the
+packet meets; rules are mapped back to API objects through their comments
+(``cn:<kind>:<id>``, see ``common.object_of_comment``) by handle. The table is
+deleted when the stream ends, whatever the reason.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+from cloudnet.router.v1 import diag_pb2 as pb
+
+from router.diag.common import DiagError, check_ipv4_or_cidr, check_limit, object_of_comment
+from router.diag.show import parse_counters
+from router.proc import in_netns
+
+DEFAULT_SECONDS, MAX_SECONDS = 30.0, 600.0
+DEFAULT_PACKETS, MAX_PACKETS = 10, 1000
+PROTOCOLS = ("tcp", "udp", "icmp")
+PRIORITY = -350  # before conntrack (-200), DNAT (-100) and the filter hooks (0)
+START_TIMEOUT = 10.0
+_LINE = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy):? ?(.*)$")
+_VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
+_UNKNOWN = re.compile(r"^unknown rule handle (\d+)")
+_COMMENT = re.compile(r'comment "((?:[^"\\]|\\.)*)"')
+_NAT = re.compile(r"\b(dnat|snat)(?: ip)? to (\S+)")
+
+
+def match_expr(req: pb.TraceRequest) -> str:
+    """The nft match of a trace request, from validated parts only."""
+    parts = []
+    if req.source:
+        parts.append(f"ip saddr {check_ipv4_or_cidr('source', req.source)}")
+    if req.destination:
+        parts.append(f"ip daddr {check_ipv4_or_cidr('destination', req.destination)}")
+    proto = req.protocol.lower()
+    if proto and proto not in PROTOCOLS:
+        raise DiagError("protocol", f"one of {', '.join(PROTOCOLS)} (got {req.protocol!r})")
+    if req.port:
+        if not 0 < req.port < 65536:
+            raise DiagError("port", f"1-65535 (got {req.port})")
+        if proto not in ("tcp", "udp"):
+            raise DiagError("port", "a port needs protocol tcp or udp")
+        parts.append(f"{proto} dport {req.port}")
+    elif proto:
+        parts.append(f"meta l4proto {proto}")
+    if not parts:
+        raise DiagError("source", "name at least a source, destination, protocol or port")
+    return " ".join(parts)
+
+
+def table_text(name: str, match: str) -> str:
+    chains = "".join(
+        f"\tchain {chain} {{\n\t\ttype filter hook {hook} priority {PRIORITY}; policy accept;\n"
+        f"\t\t{match} meta nftrace set 1\n\t}}\n"
+        for chain, hook in (("pre", "prerouting"), ("out", "output")))
+    return f"table inet {name} {{\n{chains}}}\n"
+
+
+class _Rules:
+    """Handle -> (rule text, comment) of the router's tables, refreshed on a miss."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.by_handle: dict[tuple[str, str, int], tuple[str, str]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        proc = subprocess.run(in_netns(self.netns, ["nft", "-a", "list", "ruleset"]),
+                              capture_output=True, text=True, timeout=15, check=False)
+        self.by_handle = {}
+        text = proc.stdout
+        # parse_counters only sees rules with counters; rules without are rare
+        # here (every rule of the agent's table counts), good enough for names.
+        for c in parse_counters(text):
+            self.by_handle[(c.table, c.chain, c.handle)] = (c.rule, c.comment)
+
+    def get(self, table: str, chain: str, handle: int) -> tuple[str, str]:
+        key = (table, chain, handle)
+        if key not in self.by_handle:
+            self.refresh()
+        return self.by_handle.get(key, (f"handle {handle}", ""))
+
+
+def parse_line(line: str, rules: _Rules | None = None) -> pb.TraceEvent | None:
+    m = _LINE.match(line.strip())
+    if not m:
+        return None
+    trace_id, family, table, chain, kind, rest = m.groups()
+    ev = pb.TraceEvent(packet_id=trace_id, table=f"{family} {table}", chain=chain, kind=kind,
+                       line=line.strip())
+    rest = rest.strip()
+    if kind == "packet":
+        ev.rule = rest
+        return ev
+    if kind in ("policy", "verdict"):
+        ev.verdict = rest
+        if kind == "policy" and rest == "drop":
+            ev.object_kind, ev.object_id = "firewall-default", "drop"
+        return ev
+    v = _VERDICT.search(rest)
+    ev.verdict = v.group(1) if v else ""
+    text = _VERDICT.sub("", rest).strip()
+    u = _UNKNOWN.match(text)
+    if u and rules is not None:
+        text, comment = rules.get(f"{family} {table}", chain, int(u.group(1)))
+    else:
+        c = _COMMENT.search(text)
+        comment = c.group(1) if c else ""
+    ev.rule = text
+    ev.object_kind, ev.object_id = object_of_comment(comment)
+    n = _NAT.search(text)
+    if n:
+        ev.nat_target = n.group(2)
+        ev.verdict = f"{n.group(1)} to {n.group(2)}" + (f" ({ev.verdict})" if ev.verdict else "")
+    return ev
+
+
+def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
+          ) -> Iterator[pb.TraceEvent]:
+    match = match_expr(req)
+    seconds = check_limit("max_seconds", req.max_seconds, DEFAULT_SECONDS, MAX_SECONDS)
+    packets = int(check_limit("max_packets", req.max_packets, DEFAULT_PACKETS, MAX_PACKETS))
+    name = f"cloudnet-trace-{uuid.uuid4().hex[:8]}"
+    rules = _Rules(netns)
+    mon = subprocess.Popen(in_netns(netns, ["nft", "monitor"]), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def reader() -> None:
+        assert mon.stdout is not None
+        for line in mon.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=reader, name="nft-monitor", daemon=True).start()
+    loaded = False
+    try:
+        time.sleep(0.1)
+        subprocess.run(in_netns(netns, ["nft", "-f", "-"]), input=table_text(name, match),
+                       text=True, capture_output=True, timeout=15, check=True)
+        loaded = True
+        armed_by = time.monotonic() + START_TIMEOUT
+        while True:  # the monitor has seen our table: it is listening
+            line = lines.get(timeout=max(0.0, armed_by - time.monotonic()))
+            if line is None:
+                raise RuntimeError("nft monitor ended")
+            if line.startswith(f"add table inet {name}"):
+                break
+        yield pb.TraceEvent(ready=True)
+        deadline = time.monotonic() + seconds
+        ours: set[str] = set()
+        done_at = 0.0
+        while not cancelled.is_set():
+            now = time.monotonic()
+            end = min(deadline, done_at) if done_at else deadline
+            if now >= end:
+                break
+            try:
+                line = lines.get(timeout=min(0.2, end - now))
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            ev = parse_line(line, rules)
+            if ev is None:
+                continue
+            if ev.table == f"inet {name}":
+                if ev.packet_id not in ours:
+                    if len(ours) >= packets:
+                        continue
+                    ours.add(ev.packet_id)
+                    if len(ours) >= packets:
+                        done_at = time.monotonic() + 0.5  # let the last packet finish
+                continue  # our own marking rule is noise to the user
+            if ev.packet_id in ours:
+                yield ev
+    except queue.Empty:
+        raise RuntimeError("nft monitor did not start in time") from None
+    finally:
+        if loaded:
+            subprocess.run(in_netns(netns, ["nft", "delete", "table", "inet", name]),
+                           capture_output=True, timeout=15, check=False)
+        if mon.poll() is None:
+            mon.send_signal(signal.SIGTERM)
+            try:
+                mon.wait(5)
+            except subprocess.TimeoutExpired:
+                mon.kill()
+                mon.wait()
+
+
+def remove_stale_tables(netns: str) -> None:
+    """Trace tables left by a killed agent (the stream's end removes its own)."""
+    proc = subprocess.run(in_netns(netns, ["nft", "list", "tables"]), capture_output=True,
+                          text=True, timeout=15, check=False)
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].startswith("cloudnet-trace-"):
+            subprocess.run(in_netns(netns, ["nft", "delete", "table", parts[1], parts[2]]),
+                           capture_output=True, timeout=15, check=False)
+
+
