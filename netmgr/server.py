@@ -39,7 +39,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netmgr import servicers
+from netmgr import servicers, servicers_edge
 from netmgr.auth import AuthInterceptor
 from netmgr.errors import ErrorMappingInterceptor
 from netmgr.model import Zone
@@ -54,7 +54,7 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-)
+) + servicers_edge.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -130,6 +130,7 @@ def _build(
     netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
         servicers.RouterServicer(store, hooks), server)
+    servicers_edge.add_to_server(store, hooks, server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

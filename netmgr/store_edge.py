@@ -98,6 +98,9 @@ class EdgeStore(PortStore):
               conv: Any) -> Page[Any]:
         return rows.paged(s, stmt, table, page, lambda r: conv(r[0]))
 
+    def router_of_network(self, network_id: str) -> str:
+        return self._read(lambda s: self._router_of(s, network_id))
+
     # ---------------------------------------------------------- public IPs
 
     def allocate_public_ip(self, tenant_id: str, network_id: str) -> tuple[me.PublicIp, str]:

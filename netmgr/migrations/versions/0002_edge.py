@@ -10,6 +10,8 @@ router generation and error of their association; the rules get a table each.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,7 +24,7 @@ ID = sa.String(36)
 
 
 def _fk(column: str, target: str, ondelete: str = "CASCADE", nullable: bool = False,
-        **kw: object) -> sa.Column:
+        **kw: Any) -> sa.Column:
     return sa.Column(column, ID, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable,
                      **kw)
 

@@ -1,0 +1,95 @@
+"""Edge protobuf messages <-> model objects and validation inputs."""
+
+from __future__ import annotations
+
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from netmgr import model_edge as me
+from netmgr.convert import OBJECT_STATES
+from netmgr.errors import InvalidArgument
+from netmgr.validation_edge import (
+    EGRESS,
+    INGRESS,
+    FirewallRuleSpec,
+    PortForwardSpec,
+    StaticNatSpec,
+)
+
+DIRECTIONS = {epb.FIREWALL_DIRECTION_INGRESS: INGRESS, epb.FIREWALL_DIRECTION_EGRESS: EGRESS}
+DIRECTIONS_PB = {v: k for k, v in DIRECTIONS.items()}
+
+
+def _ts(when: object) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)  # type: ignore[arg-type]
+    return ts
+
+
+def _state(state: object) -> pb.ObjectState.ValueType:
+    return OBJECT_STATES[state]  # type: ignore[index]
+
+
+def public_ip_to_pb(ip: me.PublicIp) -> epb.PublicIp:
+    return epb.PublicIp(id=ip.id, ip=ip.ip, tenant_id=ip.tenant_id, network_id=ip.network_id,
+                        source_nat=ip.source_nat, state=_state(ip.state), error=ip.error,
+                        generation=ip.generation, create_time=_ts(ip.created_at))
+
+
+def static_nat_to_pb(n: me.StaticNat) -> epb.StaticNat:
+    return epb.StaticNat(id=n.id, public_ip_id=n.public_ip_id, port_id=n.port_id,
+                         public_ip=n.public_ip, private_ip=n.private_ip, network_id=n.network_id,
+                         state=_state(n.state), error=n.error, generation=n.generation,
+                         create_time=_ts(n.created_at))
+
+
+def port_forward_to_pb(f: me.PortForward) -> epb.PortForward:
+    return epb.PortForward(
+        id=f.id, public_ip_id=f.public_ip_id, protocol=f.protocol, public_port=f.public_port,
+        public_port_end=f.public_port_end, port_id=f.port_id, private_port=f.private_port,
+        private_port_end=f.private_port_end, source_cidrs=list(f.source_cidrs),
+        public_ip=f.public_ip, private_ip=f.private_ip, network_id=f.network_id,
+        state=_state(f.state), error=f.error, generation=f.generation,
+        create_time=_ts(f.created_at))
+
+
+def firewall_rule_to_pb(r: me.FirewallRule) -> epb.FirewallRule:
+    return epb.FirewallRule(
+        id=r.id, direction=DIRECTIONS_PB[r.direction], public_ip_id=r.public_ip_id,
+        network_id=r.network_id, protocol=r.protocol, port=r.port, port_end=r.port_end,
+        icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs),
+        public_ip=r.public_ip, state=_state(r.state), error=r.error, generation=r.generation,
+        create_time=_ts(r.created_at))
+
+
+def egress_policy_to_pb(p: me.EgressPolicy) -> epb.EgressPolicy:
+    return epb.EgressPolicy(
+        network_id=p.network_id,
+        default_action=epb.EGRESS_ACTION_DENY if p.default_deny else epb.EGRESS_ACTION_ALLOW)
+
+
+def port_forward_spec(m: epb.PortForward) -> PortForwardSpec:
+    return PortForwardSpec(
+        public_ip_id=m.public_ip_id, protocol=m.protocol, public_port=m.public_port,
+        public_port_end=m.public_port_end, port_id=m.port_id, private_port=m.private_port,
+        private_port_end=m.private_port_end, source_cidrs=tuple(m.source_cidrs))
+
+
+def static_nat_spec(m: epb.StaticNat) -> StaticNatSpec:
+    return StaticNatSpec(public_ip_id=m.public_ip_id, port_id=m.port_id)
+
+
+def firewall_rule_spec(m: epb.FirewallRule) -> FirewallRuleSpec:
+    return FirewallRuleSpec(
+        direction=DIRECTIONS.get(m.direction, ""), public_ip_id=m.public_ip_id,
+        network_id=m.network_id, protocol=m.protocol, port=m.port, port_end=m.port_end,
+        icmp_type=m.icmp_type, icmp_code=m.icmp_code, cidrs=tuple(m.cidrs))
+
+
+def egress_default_deny(p: epb.EgressPolicy) -> bool:
+    if p.default_action == epb.EGRESS_ACTION_DENY:
+        return True
+    if p.default_action == epb.EGRESS_ACTION_ALLOW:
+        return False
+    raise InvalidArgument.one("policy.default_action", "must be ALLOW or DENY")

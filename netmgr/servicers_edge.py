@@ -1,0 +1,144 @@
+"""gRPC servicers of the edge services: thin, like ``netmgr.servicers``."""
+
+from __future__ import annotations
+
+from cloudnet.netmgr.v1 import edge_pb2 as pb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
+
+from netmgr import convert_edge as conv
+from netmgr.paging import page_request
+from netmgr.servicers import Ctx, _Base, _tenant
+
+
+class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
+    def AllocatePublicIp(self, request: pb.AllocatePublicIpRequest, context: Ctx) -> pb.PublicIp:
+        ip, router_id = self._store.allocate_public_ip(_tenant(), request.network_id)
+        if router_id:
+            self._notify(router_id)
+        return conv.public_ip_to_pb(ip)
+
+    def GetPublicIp(self, request: pb.GetPublicIpRequest, context: Ctx) -> pb.PublicIp:
+        return conv.public_ip_to_pb(self._store.get_public_ip(_tenant(), request.id))
+
+    def ListPublicIps(self, request: pb.ListPublicIpsRequest,
+                      context: Ctx) -> pb.ListPublicIpsResponse:
+        page = self._store.list_public_ips(
+            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+        return pb.ListPublicIpsResponse(public_ips=[conv.public_ip_to_pb(i) for i in page.items],
+                                        next_page_token=page.next_page_token)
+
+    def AssociatePublicIp(self, request: pb.AssociatePublicIpRequest,
+                          context: Ctx) -> pb.PublicIp:
+        ip, routers = self._store.associate_public_ip(_tenant(), request.id, request.network_id)
+        self._notify(*routers)
+        return conv.public_ip_to_pb(ip)
+
+    def ReleasePublicIp(self, request: pb.ReleasePublicIpRequest,
+                        context: Ctx) -> pb.ReleasePublicIpResponse:
+        router_id = self._store.release_public_ip(_tenant(), request.id)
+        if router_id:
+            self._notify(router_id)
+        return pb.ReleasePublicIpResponse()
+
+
+class StaticNatServicer(_Base, rpc.StaticNatServiceServicer):
+    def CreateStaticNat(self, request: pb.CreateStaticNatRequest, context: Ctx) -> pb.StaticNat:
+        n = self._store.create_static_nat(_tenant(), conv.static_nat_spec(request.static_nat))
+        self._notify(self._store.router_of_network(n.network_id))
+        return conv.static_nat_to_pb(n)
+
+    def GetStaticNat(self, request: pb.GetStaticNatRequest, context: Ctx) -> pb.StaticNat:
+        return conv.static_nat_to_pb(self._store.get_static_nat(_tenant(), request.id))
+
+    def ListStaticNats(self, request: pb.ListStaticNatsRequest,
+                       context: Ctx) -> pb.ListStaticNatsResponse:
+        page = self._store.list_static_nats(
+            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+        return pb.ListStaticNatsResponse(
+            static_nats=[conv.static_nat_to_pb(n) for n in page.items],
+            next_page_token=page.next_page_token)
+
+    def DeleteStaticNat(self, request: pb.DeleteStaticNatRequest,
+                        context: Ctx) -> pb.DeleteStaticNatResponse:
+        self._notify(self._store.delete_static_nat(_tenant(), request.id))
+        return pb.DeleteStaticNatResponse()
+
+
+class PortForwardServicer(_Base, rpc.PortForwardServiceServicer):
+    def CreatePortForward(self, request: pb.CreatePortForwardRequest,
+                          context: Ctx) -> pb.PortForward:
+        f = self._store.create_port_forward(_tenant(),
+                                            conv.port_forward_spec(request.port_forward))
+        self._notify(self._store.router_of_network(f.network_id))
+        return conv.port_forward_to_pb(f)
+
+    def GetPortForward(self, request: pb.GetPortForwardRequest, context: Ctx) -> pb.PortForward:
+        return conv.port_forward_to_pb(self._store.get_port_forward(_tenant(), request.id))
+
+    def ListPortForwards(self, request: pb.ListPortForwardsRequest,
+                         context: Ctx) -> pb.ListPortForwardsResponse:
+        page = self._store.list_port_forwards(
+            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+        return pb.ListPortForwardsResponse(
+            port_forwards=[conv.port_forward_to_pb(f) for f in page.items],
+            next_page_token=page.next_page_token)
+
+    def DeletePortForward(self, request: pb.DeletePortForwardRequest,
+                          context: Ctx) -> pb.DeletePortForwardResponse:
+        self._notify(self._store.delete_port_forward(_tenant(), request.id))
+        return pb.DeletePortForwardResponse()
+
+
+class FirewallServicer(_Base, rpc.FirewallServiceServicer):
+    def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest,
+                           context: Ctx) -> pb.FirewallRule:
+        r = self._store.create_firewall_rule(_tenant(),
+                                             conv.firewall_rule_spec(request.firewall_rule))
+        self._notify(self._store.router_of_network(r.network_id))
+        return conv.firewall_rule_to_pb(r)
+
+    def GetFirewallRule(self, request: pb.GetFirewallRuleRequest,
+                        context: Ctx) -> pb.FirewallRule:
+        return conv.firewall_rule_to_pb(self._store.get_firewall_rule(_tenant(), request.id))
+
+    def ListFirewallRules(self, request: pb.ListFirewallRulesRequest,
+                          context: Ctx) -> pb.ListFirewallRulesResponse:
+        page = self._store.list_firewall_rules(
+            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+        return pb.ListFirewallRulesResponse(
+            firewall_rules=[conv.firewall_rule_to_pb(r) for r in page.items],
+            next_page_token=page.next_page_token)
+
+    def DeleteFirewallRule(self, request: pb.DeleteFirewallRuleRequest,
+                           context: Ctx) -> pb.DeleteFirewallRuleResponse:
+        self._notify(self._store.delete_firewall_rule(_tenant(), request.id))
+        return pb.DeleteFirewallRuleResponse()
+
+    def GetEgressPolicy(self, request: pb.GetEgressPolicyRequest, context: Ctx) -> pb.EgressPolicy:
+        return conv.egress_policy_to_pb(
+            self._store.get_egress_policy(_tenant(), request.network_id))
+
+    def SetEgressPolicy(self, request: pb.SetEgressPolicyRequest, context: Ctx) -> pb.EgressPolicy:
+        tenant = _tenant()
+        deny = conv.egress_default_deny(request.policy)
+        policy, router_id = self._store.set_egress_policy(tenant, request.policy.network_id, deny)
+        self._notify(router_id)
+        return conv.egress_policy_to_pb(policy)
+
+
+def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
+    """Register the edge services; returns their full names (health, reflection)."""
+    for servicer, add in (
+        (PublicIpServicer, rpc.add_PublicIpServiceServicer_to_server),
+        (StaticNatServicer, rpc.add_StaticNatServiceServicer_to_server),
+        (PortForwardServicer, rpc.add_PortForwardServiceServicer_to_server),
+        (FirewallServicer, rpc.add_FirewallServiceServicer_to_server),
+    ):
+        add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
+    return SERVICES
+
+
+SERVICES = tuple(
+    pb.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("PublicIpService", "StaticNatService", "PortForwardService", "FirewallService")
+)
