@@ -104,6 +104,7 @@ class OvsFabric:
             peer_tmp = dev[:13] + "-p"
             try:
                 root.link("add", ifname=dev, kind="veth", peer={"ifname": peer_tmp})
+                quiet_ipv6(dev)
                 peer = root.link_lookup(ifname=peer_tmp)[0]
                 root.link("set", index=peer, address=mac)
                 if mtu:
@@ -216,11 +217,22 @@ class OvsFabric:
         return [n for n in out.split() if n]
 
 
+def quiet_ipv6(dev: str) -> None:
+    """No IPv6 autoconfiguration chatter from a root-namespace switch device."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+
+
 def connect_trunk(a: OvsFabric, b: OvsFabric, name_a: str, name_b: str) -> None:
     """Join two hosts' bridges by a veth pair standing for the physical switch."""
     with IPRoute() as root:
         if not root.link_lookup(ifname=name_a):
             root.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b})
+    for dev in (name_a, name_b):
+        quiet_ipv6(dev)
     a.add_trunk(name_a)
     b.add_trunk(name_b)
 
