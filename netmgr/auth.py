@@ -38,7 +38,7 @@ POLICY: dict[str, Access] = {
     f"{_API}TenantService/WhoAmI": Access.ANY,
     f"{_API}ZoneService/GetZone": Access.ANY,
     **{f"{_API}{svc}/": Access.TENANT
-       for svc in ("NetworkService", "PortService", "RouterService")},
+       for svc in ("NetworkService", "PortService", "RouterService", "DebugService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

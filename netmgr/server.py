@@ -130,6 +130,8 @@ def _build(
     netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
         servicers.RouterServicer(store, hooks), server)
+    from netmgr import debug  # router diagnostics (issue 7)
+    debug_service = debug.add_to_server(store, config.agents, config.admin_token, server)
     servicers_edge.add_to_server(store, hooks, server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -137,7 +139,7 @@ def _build(
     for name in ("", *API_SERVICES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (*API_SERVICES, debug_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
     port = server.add_insecure_port(config.listen)
     if port == 0:
