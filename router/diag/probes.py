@@ -321,8 +321,8 @@ def _match_echo(ident: int, seq: int, dest: str) -> Callable[[bytes], tuple[str,
         if icmp.type == 0 and ip.src == dest and icmp.id == ident and icmp.seq == seq:
             return ip.src, "echo-reply"
         if icmp.type in (3, 11):
-            inner = icmp.payload
-            if isinstance(inner, IP) and ICMP in inner:
+            inner = IP(bytes(icmp.payload))  # scapy's IPerror/ICMPerror, parsed plainly
+            if ICMP in inner:
                 e = inner[ICMP]
                 if e.id == ident and e.seq == seq:
                     kind = "time-exceeded" if icmp.type == 11 else f"unreachable/{icmp.code}"

@@ -1,0 +1,241 @@
+"""Router diagnostics end to end: netmgr DebugService → router agent → real
+packets (tcpdump, scapy, dnslib, nft trace), checked with scapy, tshark and
+the guests' own clients."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import grpc
+import pytest
+from cloudnet.router.v1 import diag_pb2 as dpb
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.utils import rdpcap
+
+from netmgr.aio import EDGE_PUBLIC_IP, INET_HOST_IP, WEB_PORT
+from router.runtime import router_netns_name
+from tests.integration.diag.helpers import Background, Debug, pcap_bytes, summary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def lab(cloud):
+    """One tenant network with two ports, a guest holding its lease."""
+    from tests.integration.e2e.conftest import Tenant
+
+    t = Tenant(cloud, "diaglab")
+    net = t.network(name="lab", cidr="10.7.0.0/24")
+    p1 = t.port(net.id, hostname="vm1")
+    p2 = t.port(net.id, hostname="vm2", ip="10.7.0.20")
+    t.api.wait_router_active(net.router_id)
+    yield t, net, p1, p2
+    t.close()
+
+
+def _dhcp_type(pkt) -> int:
+    for opt in pkt[DHCP].options:
+        if isinstance(opt, tuple) and opt[0] == "message-type":
+            return int(opt[1])
+    return 0
+
+
+def test_capture_of_a_guests_dhcp_exchange(lab, tmp_path):
+    t, net, p1, _ = lab
+    dbg = Debug(t)
+    bg = Background(dbg.capture(dpb.CaptureRequest(
+        router_id=net.router_id, interface=dpb.InterfaceRef(network_id=net.id),
+        filter="udp port 67 or udp port 68", max_packets=4, max_seconds=30)))
+    assert bg.started.wait(30)
+    g = t.guest(net, p1)
+    assert g.dhcp().ip == p1.ip
+    chunks = bg.join()
+    assert bg.error is None, bg.error
+    s = summary(chunks)
+    assert s.packets == 4 and s.stopped_by == "packets"
+    data = pcap_bytes(chunks)
+    assert s.bytes == len(data)
+    packets = rdpcap(io.BytesIO(data))
+    assert len(packets) == 4
+    types = {(_dhcp_type(p), p[BOOTP].chaddr[:6].hex(":")) for p in packets if DHCP in p}
+    mac = p1.mac.lower()
+    assert (1, mac) in types  # DISCOVER from the guest
+    offers = [p for p in packets if DHCP in p and _dhcp_type(p) == 2]
+    assert offers and offers[0][BOOTP].yiaddr == p1.ip
+    if shutil.which("tshark"):
+        path = tmp_path / "dhcp.pcap"
+        path.write_bytes(data)
+        out = subprocess.run(["tshark", "-r", str(path), "-Y", "dhcp"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "DHCP Offer" in out.stdout
+
+
+def test_capture_limits_are_enforced_by_the_agent(lab):
+    t, net, _, _ = lab
+    dbg = Debug(t)
+    # The byte limit: stop before a record that would pass it; the pcap stays valid.
+    bg = Background(dbg.capture(dpb.CaptureRequest(
+        router_id=net.router_id, interface=dpb.InterfaceRef(public=True), filter="icmp",
+        max_packets=1000, max_bytes=24 + 3 * (16 + 98), max_seconds=60)))
+    assert bg.started.wait(30)
+    r = dbg.probe(net.router_id, ping=dpb.PingProbe(destination=EDGE_PUBLIC_IP, count=4))
+    assert r.ok
+    chunks = bg.join()
+    s = summary(chunks)
+    assert s.stopped_by == "bytes"
+    assert s.bytes <= 24 + 3 * (16 + 98)
+    assert len(rdpcap(io.BytesIO(pcap_bytes(chunks)))) == s.packets
+    # The time limit: nothing matches, the agent ends the stream itself.
+    chunks = list(dbg.capture(dpb.CaptureRequest(
+        router_id=net.router_id, interface=dpb.InterfaceRef(public=True),
+        filter="udp port 9", max_seconds=1)))
+    assert summary(chunks).stopped_by == "seconds"
+    assert summary(chunks).packets == 0
+
+
+@pytest.mark.parametrize(("req", "field"), [
+    (dict(filter="udp port banana"), "filter"),
+    (dict(filter="-w /tmp/x"), "filter"),
+    (dict(max_packets=10**9), "max_packets"),
+    (dict(max_seconds=86400), "max_seconds"),
+    (dict(max_bytes=1 << 40), "max_bytes"),
+    (dict(interface=dpb.InterfaceRef(network_id="n-00000000000000000000000000000000")),
+     "interface.network_id"),
+])
+def test_bad_capture_requests_name_the_field(lab, req, field):
+    t, net, _, _ = lab
+    fields = dict(router_id=net.router_id, interface=dpb.InterfaceRef(network_id=net.id))
+    fields.update(req)
+    with pytest.raises(grpc.RpcError) as e:
+        list(Debug(t).capture(dpb.CaptureRequest(**fields)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in e.value.details()
+
+
+def test_another_tenant_cannot_capture_trace_or_show(lab, make_tenant):
+    _, net, _, _ = lab
+    other = Debug(make_tenant())
+    for call in (
+        lambda: list(other.capture(dpb.CaptureRequest(
+            router_id=net.router_id, interface=dpb.InterfaceRef(public=True)))),
+        lambda: list(other.trace(dpb.TraceRequest(router_id=net.router_id, protocol="icmp"))),
+        lambda: other.show(net.router_id, dpb.SHOW_KIND_LEASES),
+        lambda: other.probe(net.router_id, ping=dpb.PingProbe(destination=INET_HOST_IP)),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_streams_need_a_token(cloud, lab):
+    _, net, _, _ = lab
+    from cloudnet.netmgr.v1 import debug_pb2_grpc
+
+    with grpc.insecure_channel(cloud.listen) as ch:
+        stub = debug_pb2_grpc.DebugServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Capture(dpb.CaptureRequest(router_id=net.router_id), timeout=10))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_probes_dhcp_dns_arp(lab):
+    t, net, p1, p2 = lab
+    dbg = Debug(t)
+    r = dbg.probe(net.router_id, dhcp=dpb.DhcpProbe(network_id=net.id, mac=p2.mac))
+    assert r.ok, r.summary
+    fields = {f.key: f.value for f in r.fields}
+    assert fields["reply"] == "OFFER"
+    assert fields["yiaddr"] == p2.ip
+    assert fields["server_id"] == net.gateway
+    # A MAC the router does not know gets no offer (static DHCP only).
+    r = dbg.probe(net.router_id, timeout=60, timeout_seconds=1,
+                  dhcp=dpb.DhcpProbe(network_id=net.id, mac="02:aa:bb:cc:dd:ee"))
+    assert not r.ok
+
+    r = dbg.probe(net.router_id, dns=dpb.DnsProbe(name=f"vm2.{net.domain}"))
+    assert r.ok and r.rcode == "NOERROR", r.summary
+    assert [x.data for x in r.records if x.section == "answer"] == [p2.ip]
+    r = dbg.probe(net.router_id, dns=dpb.DnsProbe(name=f"nothere.{net.domain}"))
+    assert r.rcode == "NXDOMAIN"
+    r = dbg.probe(net.router_id, dns=dpb.DnsProbe(name="www.example.test"))
+    assert [x.data for x in r.records if x.section == "answer"] == [INET_HOST_IP]
+
+    g = t.guest(net, p1)
+    g.dhcp()
+    r = dbg.probe(net.router_id, arp=dpb.ArpProbe(network_id=net.id, ip=p1.ip))
+    assert r.ok, r.summary
+    assert [h.mac for h in r.hops] == [p1.mac.lower()]
+
+
+def test_ping_traceroute_tcp(lab):
+    t, net, _, _ = lab
+    dbg = Debug(t)
+    r = dbg.probe(net.router_id, ping=dpb.PingProbe(destination=INET_HOST_IP, count=2))
+    assert r.ok and [h.kind for h in r.hops] == ["echo-reply", "echo-reply"]
+    # From a probe port on the guest network the router is the first hop.
+    r = dbg.probe(net.router_id, traceroute=dpb.TracerouteProbe(
+        destination=INET_HOST_IP, source=dpb.ProbeSource(network_id=net.id)))
+    assert r.ok, r.summary
+    hops = [h.address for h in r.hops]
+    assert hops[0] == net.gateway
+    assert hops[-1] == INET_HOST_IP
+    assert EDGE_PUBLIC_IP in hops
+    r = dbg.probe(net.router_id, tcp=dpb.TcpProbe(
+        destination=INET_HOST_IP, port=WEB_PORT, source=dpb.ProbeSource(network_id=net.id)))
+    assert r.ok and r.hops[0].kind == "syn-ack"
+    r = dbg.probe(net.router_id, tcp=dpb.TcpProbe(destination=INET_HOST_IP, port=81))
+    assert not r.ok and r.hops[0].kind == "rst"
+
+
+def test_show_leases_conntrack_counters_interfaces_routes(lab):
+    t, net, p1, _ = lab
+    dbg = Debug(t)
+    g = t.guest(net, p1)
+    g.dhcp()
+    leases = dbg.show(net.router_id, dpb.SHOW_KIND_LEASES).leases
+    mine = [x for x in leases if x.mac == p1.mac.lower()]
+    assert mine and mine[0].ip == p1.ip and mine[0].hostname == "vm1"
+    assert mine[0].network_id == net.id
+    # A connection out through source NAT shows translated in conntrack.
+    assert g.run(["curl", "-s", "--max-time", "5",
+                  f"http://{INET_HOST_IP}:{WEB_PORT}/"]).returncode == 0
+    ct = dbg.show(net.router_id, dpb.SHOW_KIND_CONNTRACK, address=p1.ip).conntrack
+    web = [c for c in ct if c.destination == INET_HOST_IP and c.destination_port == WEB_PORT]
+    assert web and "snat" in web[0].nat
+    assert web[0].reply_destination == net.source_nat_ip
+    counters = dbg.show(net.router_id, dpb.SHOW_KIND_COUNTERS).counters
+    egress = [c for c in counters if c.comment == "guest egress" or
+              (c.chain == "forward" and "egress" in c.object_kind + c.comment)]
+    assert egress and egress[0].packets > 0
+    ifaces = {i.role: i for i in dbg.show(net.router_id, dpb.SHOW_KIND_INTERFACES).interfaces}
+    assert f"{net.gateway}/24" in ifaces["guest"].addresses
+    assert ifaces["guest"].network_id == net.id
+    assert ifaces["guest"].rx_packets > 0
+    routes = dbg.show(net.router_id, dpb.SHOW_KIND_ROUTES).routes
+    assert any(r.destination == "default" and r.gateway == EDGE_PUBLIC_IP for r in routes)
+
+
+def test_trace_names_the_default_drop(cloud, lab):
+    t, net, _, _ = lab
+    dbg = Debug(t)
+    public_ip = net.source_nat_ip
+    bg = Background(dbg.trace(dpb.TraceRequest(
+        router_id=net.router_id, destination=public_ip, protocol="tcp", port=2222,
+        max_packets=1, max_seconds=30)))
+    assert bg.started.wait(30)
+    assert bg.items and bg.items[0].ready
+    subprocess.run(["ip", "netns", "exec", cloud.inet_ns, "curl", "-s", "--max-time", "2",
+                    f"http://{public_ip}:2222/"], capture_output=True, timeout=30)
+    events = bg.join()
+    assert bg.error is None, bg.error
+    drops = [e for e in events if e.verdict == "drop"]
+    assert drops, [e.line for e in events]
+    assert drops[-1].object_kind == "firewall-default"
+    # The trace table is gone with the stream.
+    ns = router_netns_name(cloud.prefix, net.router_id)
+    tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
+                            capture_output=True, text=True).stdout
+    assert "cloudnet-trace" not in tables
