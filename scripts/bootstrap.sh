@@ -12,6 +12,10 @@ APT_PACKAGES=(
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # python
   python3 python3-venv python3-dev gcc
+  # compute: OVS (userspace datapath), libvirt + QEMU (TCG), libvirt-python's
+  # build deps, and what images/guest/build.sh uses (cpio, qemu-img)
+  openvswitch-switch libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+  libvirt-dev pkg-config cpio
   # PostgreSQL: the store's tests run on it too (a scratch cluster, see test.sh)
   postgresql
 )
