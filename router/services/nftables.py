@@ -4,23 +4,46 @@ The whole table is rendered into one file and loaded by one `nft -f`, which
 the kernel applies as a single transaction: the file first creates the table
 (a no-op if it exists), deletes it, then defines it in full, so the first
 install and every later one are the same atomic replacement.
+
+Edge rules (public IPs, port forwards, static NAT, firewall; see
+``nft_edge``) are elements of maps and sets. When only elements changed
+since the table this agent last loaded in the namespace, the change is
+applied as element deletes and adds in one transaction, in-process through
+libnftables (``router.libnft``), checked first by a dry run: one rule costs
+one element update whatever the number of rules. Anything else (and any
+failure of the incremental path) reloads the whole table.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import tempfile
+import threading
+from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import files, proc, templating, validate
+from router import files, libnft, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
-from router.services import Context
+from router.services import Context, nft_edge
+
+log = logging.getLogger(__name__)
 
 NAME = "nftables"
 TABLE_FAMILY, TABLE_NAME = "inet", "cloudnet"
 RULESET = "cloudnet.nft"
+# The table without its edge elements: equal skeletons allow an element delta.
+SKELETON = "cloudnet.skeleton.nft"
+
+# netns -> (skeleton, edge elements) of the table this agent last loaded there.
+_loaded: dict[str, tuple[str, nft_edge.Elements]] = {}
+# Edge elements of recently rendered rulesets (full text -> elements), so that
+# check() and apply() need not rebuild them.
+_memo: dict[str, nft_edge.Elements] = {}
+_memo_lock = threading.Lock()
+MEMO_SIZE = 8
 
 
 def verify(cfg: pb.RouterConfig) -> None:
@@ -41,6 +64,7 @@ def verify(cfg: pb.RouterConfig) -> None:
             raise ConfigError(
                 f"{what}: public IP {public_ip} is not an address of {iface.name}", *kind_id
             )
+    nft_edge.verify(cfg)
 
 
 def render(cfg: pb.RouterConfig) -> dict[str, str]:
@@ -53,19 +77,62 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
     snats = sorted(
         (s.public_interface, s.source_cidr, s.public_ip, s.network_id) for s in cfg.source_nats
     )
-    text = templating.render(
-        "nftables/cloudnet.nft.j2", generator=f"{__name__} (router {cfg.router_id})",
+    context: dict[str, Any] = dict(
+        generator=f"{__name__} (router {cfg.router_id})",
         family=TABLE_FAMILY, table=TABLE_NAME, guest_ifaces=guests, public_ifaces=publics,
         guest_nets=guest_nets,
+        # A guest reaching a public IP forwarded back into its own network
+        # (hairpin) is seen from the gateway, so the reply returns through us.
+        hairpins=[
+            {"oif": i.name, "net": str(ipaddress.IPv4Interface(a).network),
+             "gateway": str(ipaddress.IPv4Interface(a).ip)}
+            for i in sorted(cfg.interfaces, key=lambda i: i.name)
+            if i.role == pb.INTERFACE_ROLE_GUEST for a in i.addresses[:1]
+        ],
         source_nats=[
             {"oif": oif, "source": src, "to": to, "network_id": net}
             for oif, src, to, net in snats
         ],
     )
-    return {RULESET: text}
+    elements = nft_edge.elements(cfg)
+    skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
+    adds = nft_edge.full_commands(TABLE_FAMILY, TABLE_NAME, elements)
+    text = skeleton
+    if adds:
+        # The elements' text is built from verified values only (addresses,
+        # numbers, protocol names, IDs): nothing a user typed reaches it raw.
+        text = templating.render("nftables/cloudnet.nft.j2", edge_elements=adds, **context)
+    with _memo_lock:
+        if len(_memo) >= MEMO_SIZE:
+            _memo.clear()
+        _memo[text] = elements
+    return {RULESET: text, SKELETON: skeleton}
+
+
+def _elements(rendered: dict[str, str]) -> nft_edge.Elements | None:
+    with _memo_lock:
+        return _memo.get(rendered[RULESET])
+
+
+def _delta(ctx: Context, rendered: dict[str, str]) -> tuple[str, nft_edge.Elements] | None:
+    """The element commands from what is loaded to ``rendered``, when only
+    elements differ (None: a full load is needed)."""
+    loaded = _loaded.get(ctx.netns)
+    new = _elements(rendered)
+    if loaded is None or new is None or loaded[0] != rendered.get(SKELETON):
+        return None
+    return nft_edge.commands(TABLE_FAMILY, TABLE_NAME, loaded[1], new), new
 
 
 def check(ctx: Context, rendered: dict[str, str]) -> None:
+    delta = _delta(ctx, rendered)
+    if delta is not None:
+        try:
+            if delta[0]:
+                libnft.run(ctx.netns, delta[0], dry_run=True)
+            return
+        except libnft.NftError as e:
+            raise CheckError(f"nftables: element changes refused: {e}") from e
     with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix=".check-",
                                      dir=ctx.state_dir) as f:
         f.write(rendered[RULESET])
@@ -81,10 +148,24 @@ def apply(
 ) -> None:
     path = ctx.path(RULESET)
     files.write_if_changed(path, rendered[RULESET])
+    delta = _delta(ctx, rendered)
+    if delta is not None:
+        try:
+            if delta[0]:
+                libnft.run(ctx.netns, delta[0])
+            _loaded[ctx.netns] = (rendered[SKELETON], delta[1])
+            return
+        except libnft.NftError as e:
+            log.warning("router %s: element update failed, reloading the table: %s",
+                        ctx.router_id, e)
+    _loaded.pop(ctx.netns, None)
     try:
         proc.run(["nft", "-f", path], netns=ctx.netns)
     except proc.CommandError as e:
         raise ApplyError(f"nftables: nft -f failed: {e.output.strip()}") from e
+    elements = _elements(rendered)
+    if elements is not None:
+        _loaded[ctx.netns] = (rendered[SKELETON], elements)
 
 
 def table_present(netns: str) -> bool:
@@ -105,4 +186,5 @@ def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
 
 def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
     # The namespace goes away with the router, taking the table with it.
+    _loaded.pop(ctx.netns, None)
     files.remove(os.path.join(ctx.state_dir, RULESET))
