@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from netmgr import cli_debug
 from netmgr.cli_client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
 from netmgr.cli_commands import (
     CommandFailed,
@@ -335,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "restart", cmd_router_restart, "rebuild a router's runtime (leases are kept)")
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
+
+    cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     return parser
 
 

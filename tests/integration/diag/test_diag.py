@@ -5,8 +5,12 @@ the guests' own clients."""
 from __future__ import annotations
 
 import io
+import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 
 import grpc
 import pytest
@@ -239,3 +243,43 @@ def test_trace_names_the_default_drop(cloud, lab):
     tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
                             capture_output=True, text=True).stdout
     assert "cloudnet-trace" not in tables
+
+
+def _cli(cloud, t, *argv: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    env = {**os.environ, "CLOUDNET_SERVER": cloud.listen, "CLOUDNET_TOKEN": t.secret}
+    return subprocess.Popen([sys.executable, "-m", "netmgr.cli", *argv], env=env,
+                            stdout=stdout, stderr=subprocess.PIPE)
+
+
+def test_cli_capture_to_tshark_show_and_probe(cloud, lab):
+    t, net, p1, p2 = lab
+    if not shutil.which("tshark"):
+        pytest.skip("tshark is not installed")
+    cap = _cli(cloud, t, "debug", "capture", net.router_id, "--public", "--filter", "icmp",
+               "-c", "2", "--seconds", "60", "-w", "-")
+    tshark = subprocess.Popen(["tshark", "-r", "-"], stdin=cap.stdout, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert cap.stdout is not None
+    cap.stdout.close()
+    # Pings from the router until the capture has its two packets.
+    for _ in range(200):
+        if cap.poll() is not None:
+            break
+        Debug(t).probe(net.router_id, ping=dpb.PingProbe(destination=EDGE_PUBLIC_IP, count=1))
+        time.sleep(0.2)
+    assert cap.wait(60) == 0, cap.stderr.read() if cap.stderr else ""
+    out, err = tshark.communicate(timeout=60)
+    assert tshark.returncode == 0, err
+    assert "ICMP" in out and EDGE_PUBLIC_IP in out
+
+    show = _cli(cloud, t, "-o", "json", "debug", "show", net.router_id, "routes")
+    routes = json.loads(show.communicate(timeout=60)[0])
+    assert show.returncode == 0
+    assert any(r["gateway"] == EDGE_PUBLIC_IP for r in routes)
+    dns = _cli(cloud, t, "debug", "probe", "dns", net.router_id, f"vm2.{net.domain}")
+    text = dns.communicate(timeout=60)[0].decode()
+    assert dns.returncode == 0 and p2.ip in text and "NOERROR" in text
+    bad = _cli(cloud, t, "debug", "capture", net.router_id, "--public", "--filter", "port x",
+               "-w", "-")
+    _, err_b = bad.communicate(timeout=60)
+    assert bad.returncode == 1 and b"INVALID_ARGUMENT" in err_b and b"filter" in err_b
