@@ -258,5 +258,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
-# The edge tables (migration 0002) belong to the same metadata.
-from netmgr import db_edge  # noqa: E402, F401
+# The edge tables (migration 0002) and the compute hosts (0003) belong to the
+# same metadata.
+from netmgr import db_edge, db_hosts  # noqa: E402, F401

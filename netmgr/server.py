@@ -133,13 +133,16 @@ def _build(
     from netmgr import debug  # router diagnostics (issue 7)
     debug_service = debug.add_to_server(store, config.agents, config.admin_token, server)
     servicers_edge.add_to_server(store, hooks, server)
+    from netmgr import store_hosts  # compute hosts (issue 3)
+    host_services = store_hosts.add_to_server(store, server)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *API_SERVICES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (*API_SERVICES, debug_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (*API_SERVICES, debug_service, *host_services, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server)
 
     port = server.add_insecure_port(config.listen)
     if port == 0:

@@ -1,0 +1,3 @@
+"""netmgr's test server fixtures, for the HostService tests."""
+
+from tests.unit.netmgr.conftest import acme, cloud, make_cloud  # noqa: F401
