@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--health-interval", type=float, default=5.0,
                    help="seconds between checks that repair dead daemons or lost rulesets "
                         "(0 disables; default: %(default)s)")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
@@ -269,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
                   args.dnsmasq_user)
     agent.start()
     server, port = create_server(args.listen, agent)
+    if args.metrics_listen:
+        from router import metrics
+
+        log.info("metrics on port %d", metrics.serve(agent, args.metrics_listen))
     log.info("router agent %s (boot %s) listening on %s", agent.agent_id, agent.boot_id,
              args.listen if not port else f"port {port}")
     stopped = threading.Event()

@@ -1,0 +1,44 @@
+"""The router agent's Prometheus metrics, scraped over HTTP from a real agent."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+
+import pytest
+from cloudnet.router.v1 import agent_pb2 as pb
+from prometheus_client.parser import text_string_to_metric_families
+
+from router import metrics
+from tests.integration.router.routerlab import make_config
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> dict[str, list]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_agent_metrics_per_router(agent):
+    router_id = str(uuid.uuid4())
+    cfg = make_config(router_id, 3, ["p1", "p2"])
+    status = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg)).status
+    assert status.applied_generation == 3
+    port = metrics.serve(agent.agent, "127.0.0.1:0")
+    m = scrape(port)
+    gen = {s.labels["router"]: s.value for s in m["cloudnet_router_applied_generation"]}
+    assert gen[router_id] == 3
+    assert any(s.labels["router"] == router_id and s.value > 0
+               for s in m["cloudnet_router_apply_seconds"])
+    health = {(s.labels["router"], s.labels["service"]): s.value
+              for s in m["cloudnet_router_service_healthy"]}
+    assert health[(router_id, "dnsmasq")] == 1.0
+    assert health[(router_id, "nftables")] == 1.0
+    leases = {s.labels["network"]: s.value for s in m["cloudnet_router_dhcp_leases"]
+              if s.labels["router"] == router_id}
+    assert leases == {"net1": 0.0}
+    assert any(s.labels["router"] == router_id for s in m["cloudnet_router_conntrack_entries"])
+    rules = [s for s in m["cloudnet_router_rule_packets"] if s.labels["router"] == router_id]
+    assert any(s.labels["object_kind"] == "firewall-default" for s in rules)
