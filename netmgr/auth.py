@@ -38,7 +38,9 @@ POLICY: dict[str, Access] = {
     f"{_API}TenantService/WhoAmI": Access.ANY,
     f"{_API}ZoneService/GetZone": Access.ANY,
     **{f"{_API}{svc}/": Access.TENANT
-       for svc in ("NetworkService", "PortService", "RouterService", "DebugService")},
+       for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
+                   "PublicIpService", "StaticNatService", "PortForwardService",
+                   "FirewallService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",
