@@ -18,15 +18,20 @@ hop VLANs by tagging its own frames, nor double-tag past the trunk).
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import hashlib
 import logging
+import socket
+import struct
 import subprocess
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from compute.fabric import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns
+from compute.netns import run_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,32 @@ log = logging.getLogger(__name__)
 DEFAULT_PROVIDER_VLAN = 4000
 EXT_PORT = "cloudnet-port"
 EXT_FABRIC = "cloudnet-fabric"
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+def disable_tx_checksum(ifname: str, netns: str | None = None) -> None:
+    """Turn off TX checksum offload (and with it TSO/GSO) on `ifname`.
+
+    OVS's userspace datapath reads veth/tap ports with AF_PACKET and does not
+    complete offloaded checksums: without this, UDP and TCP from a namespace
+    arrive with bad checksums (ICMP, checksummed in software, still works).
+    """
+    def ioctl() -> None:
+        data = array.array("B", struct.pack("II", ETHTOOL_STXCSUM, 0))
+        ifr = struct.pack("16sP", ifname.encode(), data.buffer_info()[0])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+
+    try:
+        if netns:
+            run_in_netns(netns, ioctl)
+        else:
+            ioctl()
+    except OSError as e:
+        raise FabricError(f"{ifname}: cannot turn off TX checksum offload: {e}") from e
 
 
 def vsctl(*args: str, timeout: int = 10) -> str:
@@ -128,6 +159,8 @@ class OvsFabric:
                     tgt.link("del", index=stale[0])
                 tgt.link("set", index=idx, ifname=ifname)
                 tgt.link("set", index=idx, state="up")
+            disable_tx_checksum(ifname, target_netns)
+            disable_tx_checksum(dev)
         except (FabricError, NetlinkError, OSError, IndexError) as e:
             self.unplug(port)
             raise FabricError(f"port {port}: cannot attach to {self.bridge}: {e}") from e
