@@ -74,6 +74,8 @@ class ServerConfig:
     # Zone of a new database (an existing one keeps its own).
     zone: Zone = DEFAULT_ZONE
     workers: int = 16
+    # HOST:PORT serving Prometheus metrics (docs/metrics.md); empty: off.
+    metrics_listen: str = ""
     grace_seconds: float = 5.0
 
     @classmethod
@@ -172,6 +174,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--agent", action="append", default=[], metavar="HOST=TARGET",
                    help="router agent of a host (repeatable; replaces the config's agents)")
     p.add_argument("--default-host", help="host new routers are placed on")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -189,6 +193,8 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.db_url = args.db_url
     if args.default_host:
         config.default_host = args.default_host
+    if getattr(args, "metrics_listen", None):
+        config.metrics_listen = args.metrics_listen
     if args.agent:
         agents = {}
         for spec in args.agent:
@@ -225,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     server.start()
     reconciler.start()
+    if config.metrics_listen:
+        from netmgr import metrics
+
+        log.info("metrics on port %d", metrics.serve(store, config.metrics_listen))
     log.info("serving the API on %s (port %d)", config.listen, port)
     stopping.wait()
     log.info("stopping")

@@ -1,0 +1,107 @@
+"""Pure parts of the router diagnostics: parsers, validation, limits."""
+# ruff: noqa: E501 (nft output is quoted verbatim)
+
+from __future__ import annotations
+
+import pytest
+from cloudnet.router.v1 import diag_pb2 as pb
+
+from router.diag import capture, show, trace
+from router.diag.common import DiagError, object_of_comment
+
+RULESET = '''table inet cloudnet { # handle 7
+	chain forward { # handle 3
+		type filter hook forward priority filter; policy drop;
+		ct state established,related counter packets 12 bytes 3400 accept comment "replies" # handle 9
+		iifname @guest_ifaces oifname @public_ifaces ip saddr @guest_nets counter packets 5 bytes 300 accept comment "guest egress" # handle 11
+		counter packets 2 bytes 120 comment "dropped by policy" # handle 12
+	}
+	chain prerouting { # handle 4
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 203.0.113.10 tcp dport 8080 counter packets 1 bytes 60 dnat ip to 10.0.0.5:80 comment "cn:port-forward:pf-1" # handle 20
+	}
+}
+'''
+
+
+def test_counters_map_rules_to_objects():
+    counters = {c.handle: c for c in show.parse_counters(RULESET)}
+    assert counters[9].packets == 12 and counters[9].bytes == 3400
+    assert counters[9].chain == "forward" and counters[9].table == "inet cloudnet"
+    assert (counters[12].object_kind, counters[12].object_id) == ("firewall-default", "drop")
+    assert (counters[20].object_kind, counters[20].object_id) == ("port-forward", "pf-1")
+    assert "# handle" not in counters[20].rule
+
+
+def test_conntrack_line_with_snat():
+    line = ("tcp      6 431999 ESTABLISHED src=10.1.1.2 dst=198.51.100.10 sport=40000 dport=80 "
+            "src=198.51.100.10 dst=203.0.113.10 sport=80 dport=40000 [ASSURED] mark=0 use=1")
+    e = show.parse_conntrack_line(line)
+    assert e is not None
+    assert (e.protocol, e.state, e.source, e.destination_port) == ("tcp", "ESTABLISHED",
+                                                                   "10.1.1.2", 80)
+    assert e.reply_destination == "203.0.113.10" and e.nat == "snat"
+    assert show.parse_conntrack_line("conntrack v1.4.7 (conntrack-tools): 1 flow entries") is None
+
+
+def test_trace_lines():
+    rule = trace.parse_line('trace id 0a1b inet cloudnet prerouting rule ip daddr 203.0.113.10 '
+                            'tcp dport 8080 counter packets 0 bytes 0 dnat ip to 10.0.0.5:80 '
+                            'comment "cn:port-forward:pf-1" (verdict accept)')
+    assert rule is not None
+    assert (rule.object_kind, rule.object_id) == ("port-forward", "pf-1")
+    assert rule.nat_target == "10.0.0.5:80"
+    assert rule.verdict.startswith("dnat to 10.0.0.5:80")
+    pol = trace.parse_line("trace id 0a1b inet cloudnet input policy drop ")
+    assert pol is not None and pol.verdict == "drop" and pol.object_kind == "firewall-default"
+    assert trace.parse_line("add table inet x") is None
+
+
+@pytest.mark.parametrize(("req", "field"), [
+    (pb.TraceRequest(), "source"),
+    (pb.TraceRequest(source="10.0.0.1; drop"), "source"),
+    (pb.TraceRequest(destination="1.2.3.4", protocol="sctp"), "protocol"),
+    (pb.TraceRequest(port=22), "port"),
+    (pb.TraceRequest(protocol="tcp", port=70000), "port"),
+])
+def test_trace_match_rejects(req, field):
+    with pytest.raises(DiagError) as e:
+        trace.match_expr(req)
+    assert e.value.field == field
+
+
+def test_trace_match_and_table():
+    m = trace.match_expr(pb.TraceRequest(source="10.0.0.0/24", destination="203.0.113.10",
+                                         protocol="tcp", port=22))
+    assert m == "ip saddr 10.0.0.0/24 ip daddr 203.0.113.10 tcp dport 22"
+    text = trace.table_text("cloudnet-trace-x", m)
+    assert "meta nftrace set 1" in text and "priority -350" in text
+
+
+@pytest.mark.parametrize(("kw", "field"), [
+    (dict(max_packets=100_001), "max_packets"),
+    (dict(max_seconds=-1), "max_seconds"),
+    (dict(max_bytes=10), "max_bytes"),
+    (dict(snaplen=1 << 20), "snaplen"),
+])
+def test_capture_limits(kw, field):
+    args = dict(max_packets=0, max_seconds=0, max_bytes=0, snaplen=0)
+    args.update(kw)
+    with pytest.raises(DiagError) as e:
+        capture.check_limits(**args)
+    assert e.value.field == field
+
+
+def test_capture_defaults_and_filter_text():
+    lim = capture.check_limits(0, 0, 0, 0)
+    assert (lim.packets, lim.seconds, lim.bytes) == (100, 10.0, 10 << 20)
+    with pytest.raises(DiagError):
+        capture.check_filter_text("udp\nport 67")
+    with pytest.raises(DiagError):
+        capture.check_filter_text("x" * 2000)
+
+
+def test_object_of_comment():
+    assert object_of_comment("cn:fw:r-1") == ("fw", "r-1")
+    assert object_of_comment("cn:fw-default-drop") == ("fw-default-drop", "")
+    assert object_of_comment("replies") == ("", "")

@@ -1,0 +1,57 @@
+"""netmgr's DebugService without an agent: tenant scoping, stream auth, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from cloudnet.netmgr.v1 import debug_pb2_grpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.router.v1 import diag_pb2 as dpb
+from prometheus_client import generate_latest
+
+from netmgr import metrics
+from tests.unit.netmgr.conftest import start_cloud
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    cloud = start_cloud(tmp_path / "netmgr.db")
+    acme, acme_api = cloud.new_tenant("acme")
+    _, other_api = cloud.new_tenant("other")
+    net = acme_api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="web", cidr="10.0.0.0/24")))
+    yield cloud, acme_api, other_api, net
+    cloud.stop()
+
+
+
+def test_other_tenants_router_is_not_found_and_streams_need_a_token(setup):
+    cloud, acme_api, other_api, net = setup
+    stub = debug_pb2_grpc.DebugServiceStub(cloud.channel)
+    other_md = other_api.metadata
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Show(dpb.ShowRequest(router_id=net.router_id, kind=dpb.SHOW_KIND_LEASES),
+                  metadata=other_md, timeout=10)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    for call in (stub.Capture, stub.Trace):
+        req = (dpb.CaptureRequest if call is stub.Capture else dpb.TraceRequest)(
+            router_id=net.router_id)
+        with pytest.raises(grpc.RpcError) as e:
+            list(call(req, metadata=other_md, timeout=10))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            list(call(req, timeout=10))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as e:
+            list(call(req, metadata=[("authorization", "Bearer nope")], timeout=10))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_netmgr_metrics_name_every_router(setup):
+    cloud, _, _, net = setup
+    text = generate_latest(metrics.registry_for(cloud.store)).decode()
+    assert f'cloudnet_netmgr_router_desired_generation{{host="local",router="{net.router_id}"' \
+        in text
+    assert "cloudnet_netmgr_routers{state=" in text
