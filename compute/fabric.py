@@ -6,6 +6,10 @@ Linux bridge per segment inside a fabric network namespace; later Open vSwitch
 with VLAN access ports, or a bridge per VXLAN VNI), callers only plug and
 unplug NICs by segment.
 
+Implementations: `LinuxBridgeFabric` (here), `compute.ovs.OvsFabric` (VLAN
+access ports on an Open vSwitch bridge) and `compute.vxlan.VxlanFabric` (a
+Linux bridge per VXLAN VNI).
+
 Keeping the bridges inside a namespace of their own leaves the host's root
 namespace untouched, and lets several independent fabrics (one per test)
 coexist on one machine.
@@ -37,6 +41,9 @@ class FabricError(Exception):
 
 
 class Fabric(Protocol):
+    def setup(self) -> None:
+        """Create the fabric's switch (namespace, bridge). Idempotent."""
+
     def plug(
         self, port: str, segment: int, target_netns: str, ifname: str, mac: str, mtu: int = 0
     ) -> None:

@@ -35,6 +35,7 @@ import grpc
 from pyroute2 import IPRoute, netns
 
 from compute.fabric import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
+from compute.ovs import OvsFabric
 
 log = logging.getLogger("cloudnet.aio")
 
@@ -57,10 +58,18 @@ class AllInOne:
     admin_token: str = ""
     # How often the agent repairs dead daemons and lost rulesets.
     health_interval: float = 5.0
+    # "linuxbridge" (a bridge per segment in <prefix>-fabric) or "ovs" (VLAN
+    # access ports on the Open vSwitch bridge <prefix>-br; needs the host
+    # services of scripts/host-services.sh).
+    fabric_kind: str = "linuxbridge"
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.fabric = LinuxBridgeFabric(f"{self.prefix}-fabric")
+        self.fabric: LinuxBridgeFabric | OvsFabric
+        if self.fabric_kind == "ovs":
+            self.fabric = OvsFabric(f"{self.prefix}-br")
+        else:
+            self.fabric = LinuxBridgeFabric(f"{self.prefix}-fabric")
         self.edge_ns = f"{self.prefix}-edge"
         self.inet_ns = f"{self.prefix}-inet"
         self.agent_socket = os.path.join(self.state_dir, "run", "agent.sock")
@@ -82,6 +91,10 @@ class AllInOne:
         return token
 
     def build_topology(self) -> None:
+        if isinstance(self.fabric, OvsFabric):
+            from compute.hostservices import ensure_running
+
+            ensure_running()
         self.fabric.setup()
         ensure_netns(self.edge_ns)
         ensure_netns(self.inet_ns)
@@ -136,8 +149,13 @@ class AllInOne:
         self._spawn("router-agent", [
             sys.executable, "-m", "router.agent", "--listen", f"unix://{self.agent_socket}",
             "--state-dir", os.path.join(self.state_dir, "agent"),
-            "--netns-prefix", self.prefix, "--fabric-netns", self.fabric.netns,
+            "--netns-prefix", self.prefix, *self._fabric_args(),
             "--health-interval", str(self.health_interval)])
+
+    def _fabric_args(self) -> list[str]:
+        if isinstance(self.fabric, OvsFabric):
+            return ["--fabric", "ovs", "--ovs-bridge", self.fabric.bridge]
+        return ["--fabric-netns", self.fabric.netns]
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         self._kill("router-agent", sig)
@@ -219,6 +237,8 @@ class AllInOne:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if self.state_dir.encode() in f.read():
                         os.kill(pid, signal.SIGTERM)
+        if isinstance(self.fabric, OvsFabric):
+            self.fabric.teardown()
         for ns in netns.listnetns():
             if ns.startswith(f"{self.prefix}r-") or ns.startswith(f"{self.prefix}-"):
                 remove_netns(ns)
@@ -268,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="cn", help="namespace name prefix (default: cn)")
     p.add_argument("--state-dir", default="/var/lib/cloudnet")
     p.add_argument("--listen", default="127.0.0.1:7070", help="netmgr API address")
+    p.add_argument("--fabric", choices=("linuxbridge", "ovs"), default="linuxbridge",
+                   help="host fabric: Linux bridges in a namespace, or Open vSwitch VLANs")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the all-in-one cloud and keep it running")
     up.add_argument("--demo", action="store_true",
@@ -282,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "whoami":
         serve_whoami(args.port)
         return 0
-    aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen)
+    aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen,
+                   fabric_kind=args.fabric)
     if args.cmd == "down":
         aio.down()
         return 0

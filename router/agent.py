@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from compute import netns
-from compute.fabric import LinuxBridgeFabric
+from compute.fabric import Fabric, LinuxBridgeFabric
 from router import validate
 from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
@@ -54,12 +54,12 @@ class Agent:
 
     def __init__(
         self, state_dir: str, netns_prefix: str = "cn", fabric_netns: str = "cn-fabric",
-        agent_id: str = "", dnsmasq_user: str = "dnsmasq",
+        agent_id: str = "", dnsmasq_user: str = "dnsmasq", fabric: Fabric | None = None,
     ) -> None:
         netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
-        self.fabric = LinuxBridgeFabric(fabric_netns)
+        self.fabric = fabric if fabric is not None else LinuxBridgeFabric(fabric_netns)
         self.agent_id = agent_id or socket.gethostname()
         self.boot_id = uuid.uuid4().hex
         self.dnsmasq_user = dnsmasq_user
@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-dir", default="/var/lib/cloudnet/agent")
     p.add_argument("--netns-prefix", default="cn")
     p.add_argument("--fabric-netns", default="cn-fabric")
+    p.add_argument("--fabric", choices=("linuxbridge", "ovs"), default="linuxbridge",
+                   help="linuxbridge: a bridge per segment in --fabric-netns; ovs: VLAN access "
+                        "ports on the Open vSwitch bridge --ovs-bridge")
+    p.add_argument("--ovs-bridge", default="cn-br")
     p.add_argument("--agent-id", default=socket.gethostname())
     p.add_argument("--dnsmasq-user", default="dnsmasq",
                    help="user dnsmasq drops privileges to (root if it cannot read the state dir)")
@@ -267,8 +271,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fabric = None
+    if args.fabric == "ovs":
+        from compute.ovs import OvsFabric
+
+        fabric = OvsFabric(args.ovs_bridge)
     agent = Agent(args.state_dir, args.netns_prefix, args.fabric_netns, args.agent_id,
-                  args.dnsmasq_user)
+                  args.dnsmasq_user, fabric)
     agent.start()
     server, port = create_server(args.listen, agent)
     if args.metrics_listen:
