@@ -118,6 +118,8 @@ def object_of_comment(comment: str) -> tuple[str, str]:
     ``cn:<kind>:<id>`` (or ``cn:<kind>``) comments are the contract; the
     foundation's rules are recognised by their text so that older tables map
     too."""
+    if comment == "cn:fw-default-drop":
+        return "firewall-default", "drop"
     if comment.startswith("cn:"):
         _, _, rest = comment.partition(":")
         kind, _, ident = rest.partition(":")

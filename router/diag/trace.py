@@ -11,6 +11,8 @@ deleted when the stream ends, whatever the reason.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import queue
 import re
 import signal
@@ -94,7 +96,8 @@ class _Rules:
         return self.by_handle.get(key, (f"handle {handle}", ""))
 
 
-def parse_line(line: str, rules: _Rules | None = None) -> pb.TraceEvent | None:
+def parse_line(line: str, rules: _Rules | None = None, elements: _Elements | None = None,
+               packets: dict[str, str] | None = None) -> pb.TraceEvent | None:
     m = _LINE.match(line.strip())
     if not m:
         return None
@@ -104,6 +107,8 @@ def parse_line(line: str, rules: _Rules | None = None) -> pb.TraceEvent | None:
     rest = rest.strip()
     if kind == "packet":
         ev.rule = rest
+        if packets is not None:
+            packets[trace_id] = rest
         return ev
     if kind in ("policy", "verdict"):
         ev.verdict = rest
@@ -124,8 +129,123 @@ def parse_line(line: str, rules: _Rules | None = None) -> pb.TraceEvent | None:
     n = _NAT.search(text)
     if n:
         ev.nat_target = n.group(2)
-        ev.verdict = f"{n.group(1)} to {n.group(2)}" + (f" ({ev.verdict})" if ev.verdict else "")
+    if elements is not None and packets is not None and "@" in text:
+        hit = elements.match(ev.table, text, packet_fields(packets.get(trace_id, "")))
+        if hit:
+            elem_comment, mapped = hit
+            kind2, id2 = object_of_comment(elem_comment)
+            if kind2:
+                ev.object_kind, ev.object_id = kind2, id2
+            if n and mapped:
+                ev.nat_target = mapped
+    if n and ev.nat_target:
+        ev.verdict = f"{n.group(1)} to {ev.nat_target}" + (
+            f" ({ev.verdict})" if ev.verdict else "")
     return ev
+
+
+# ---- map/set elements: which rule of a lookup the packet matched -----------
+
+_PKT_FIELDS = {
+    "ip saddr": re.compile(r"\bip saddr (\S+)"),
+    "ip daddr": re.compile(r"\bip daddr (\S+)"),
+    "meta l4proto": re.compile(r"\bip protocol (\S+)"),
+    "th dport": re.compile(r"\b(?:tcp|udp) dport (\d+)"),
+    "icmp type": re.compile(r"\bicmp type (\S+)"),
+    "icmp code": re.compile(r"\bicmp code (\S+)"),
+}
+_LOOKUP = re.compile(r"((?:[a-z0-9]+ [a-z0-9]+)(?: \. [a-z0-9]+ [a-z0-9]+)*)(?: map| vmap)? @(\w+)")
+
+
+def packet_fields(packet_line: str) -> dict[str, str]:
+    out = {}
+    for name, rx in _PKT_FIELDS.items():
+        m = rx.search(packet_line)
+        if m:
+            out[name] = m.group(1)
+    return out
+
+
+def _component_matches(elem: object, value: str) -> bool:
+    if isinstance(elem, dict):
+        if "prefix" in elem:
+            p = elem["prefix"]
+            try:
+                return ipaddress.IPv4Address(value) in ipaddress.IPv4Network(
+                    f"{p['addr']}/{p['len']}", strict=False)
+            except ValueError:
+                return False
+        if "range" in elem:
+            lo, hi = elem["range"]
+            try:
+                if isinstance(lo, int):
+                    return int(lo) <= int(value) <= int(hi)
+                    return (ipaddress.IPv4Address(lo) <= ipaddress.IPv4Address(value)
+                        <= ipaddress.IPv4Address(hi))
+            except ValueError:
+                return False
+        return False
+    return str(elem) == value
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, dict) and "concat" in v:
+        parts = [str(x) for x in v["concat"]]
+        return ":".join(parts) if len(parts) == 2 else " . ".join(parts)
+    return str(v)
+
+
+class _Elements:
+    """Elements (with their comments) of the router table's sets and maps."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.cache: dict[str, list[tuple[list[object], str, object]]] = {}
+
+    def get(self, table: str, name: str) -> list[tuple[list[object], str, object]]:
+        if name not in self.cache:
+            family, _, tname = table.partition(" ")
+            proc = subprocess.run(
+                in_netns(self.netns, ["nft", "-j", "list", "ruleset"]),
+                capture_output=True, text=True, timeout=15, check=False)
+            self.cache = {}
+            try:
+                data = json.loads(proc.stdout or "{}").get("nftables", [])
+            except ValueError:
+                data = []
+            for item in data:
+                obj = item.get("set") or item.get("map")
+                if not obj or obj.get("family") != family or obj.get("table") != tname:
+                    continue
+                elems = []
+                for e in obj.get("elem", []):
+                    value: object = None
+                    if isinstance(e, list) and len(e) == 2:  # map: [key, value]
+                        e, value = e
+                    comment = ""
+                    if isinstance(e, dict) and "elem" in e:
+                        comment = e["elem"].get("comment", "")
+                        e = e["elem"].get("val")
+                    key = e["concat"] if isinstance(e, dict) and "concat" in e else [e]
+                    elems.append((key, comment, value))
+                self.cache[obj["name"]] = elems
+        return self.cache.get(name, [])
+
+    def match(self, table: str, rule: str, fields: dict[str, str]
+              ) -> tuple[str, str] | None:
+        """(comment, mapped value) of the element the packet matched."""
+        m = _LOOKUP.search(rule)
+        if not m:
+            return None
+        exprs = [x.strip() for x in m.group(1).split(" . ")]
+        values = [fields.get(x) for x in exprs]
+        if any(v is None for v in values):
+            return None
+        for key, comment, value in self.get(table, m.group(2)):
+            if len(key) == len(values) and all(
+                    _component_matches(k, str(v)) for k, v in zip(key, values, strict=True)):
+                return comment, _fmt_value(value) if value is not None else ""
+        return None
 
 
 def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
@@ -135,6 +255,8 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
     packets = int(check_limit("max_packets", req.max_packets, DEFAULT_PACKETS, MAX_PACKETS))
     name = f"cloudnet-trace-{uuid.uuid4().hex[:8]}"
     rules = _Rules(netns)
+    elements = _Elements(netns)
+    packet_lines: dict[str, str] = {}
     mon = subprocess.Popen(in_netns(netns, ["nft", "monitor"]), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -174,7 +296,7 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
                 continue
             if line is None:
                 break
-            ev = parse_line(line, rules)
+            ev = parse_line(line, rules, elements, packet_lines)
             if ev is None:
                 continue
             if ev.table == f"inet {name}":

@@ -283,3 +283,43 @@ def test_cli_capture_to_tshark_show_and_probe(cloud, lab):
                "-w", "-")
     _, err_b = bad.communicate(timeout=60)
     assert bad.returncode == 1 and b"INVALID_ARGUMENT" in err_b and b"filter" in err_b
+
+
+def _trace_once(cloud, dbg, router_id: str, ip: str, port: int) -> list[dpb.TraceEvent]:
+    bg = Background(dbg.trace(dpb.TraceRequest(
+        router_id=router_id, destination=ip, protocol="tcp", port=port, max_packets=1,
+        max_seconds=30)))
+    assert bg.started.wait(30)
+    assert bg.items and bg.items[0].ready, bg.error
+    subprocess.run(["ip", "netns", "exec", cloud.inet_ns, "curl", "-s", "--max-time", "2",
+                    f"http://{ip}:{port}/"], capture_output=True, timeout=30)
+    events = bg.join()
+    assert bg.error is None, bg.error
+    return events
+
+
+def test_trace_names_the_edge_default_drop_then_the_port_forward(cloud, lab):
+    from cloudnet.netmgr.v1 import edge_pb2 as epb
+
+    from tests.integration.edge.conftest import Edge
+
+    t, net, p1, _ = lab
+    dbg = Debug(t)
+    e = Edge(t)
+    ip = e.public_ip(net.id)
+    t.api.wait_router_active(net.router_id)
+    events = _trace_once(cloud, dbg, net.router_id, ip.ip, 8080)
+    drops = [x for x in events if x.verdict == "drop"]
+    assert drops, [x.line for x in events]
+    assert (drops[0].object_kind, drops[0].object_id) == ("firewall-default", "drop")
+
+    f = e.forward(public_ip_id=ip.id, protocol="tcp", public_port=8080, port_id=p1.id,
+                  private_port=80)
+    e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f.id))
+    events = _trace_once(cloud, dbg, net.router_id, ip.ip, 8080)
+    named = [x for x in events if x.object_id == f.id]
+    assert named, [(x.line, x.object_kind, x.object_id) for x in events]
+    dnat = [x for x in named if x.nat_target]
+    assert dnat and dnat[0].nat_target == f"{p1.ip}:80", [x.line for x in events]
+    assert not [x for x in events if x.verdict == "drop" and x.table == "inet cloudnet"
+                and x.chain == "edge_ingress"]

@@ -103,5 +103,5 @@ def test_capture_defaults_and_filter_text():
 
 def test_object_of_comment():
     assert object_of_comment("cn:fw:r-1") == ("fw", "r-1")
-    assert object_of_comment("cn:fw-default-drop") == ("fw-default-drop", "")
+    assert object_of_comment("cn:fw-default-drop") == ("firewall-default", "drop")
     assert object_of_comment("replies") == ("", "")
