@@ -890,3 +890,302 @@ class SetEgressPolicyRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetEgressPolicyRequest: _TypeAlias = SetEgressPolicyRequest  # noqa: Y015
+
+@_typing.final
+class LoadBalancerMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    PRIVATE_PORT_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    LAST_CHECK_FIELD_NUMBER: _builtins.int
+    port_id: _builtins.str
+    """A port on the load balancer's network."""
+    weight: _builtins.int
+    """1-256; 0 means 1."""
+    private_port: _builtins.int
+    """0: the load balancer's private_port."""
+    ip: _builtins.str
+    """Output only: the port's address and HAProxy's view of the member
+    ("UP", "DOWN", "MAINT", "no check"; "" before the router reported).
+    """
+    health: _builtins.str
+    last_check: _builtins.str
+    def __init__(
+        self,
+        *,
+        port_id: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        private_port: _builtins.int = ...,
+        ip: _builtins.str = ...,
+        health: _builtins.str = ...,
+        last_check: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "ip", b"ip", "last_check", b"last_check", "port_id", b"port_id", "private_port", b"private_port", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadBalancerMember: _TypeAlias = LoadBalancerMember  # noqa: Y015
+
+@_typing.final
+class LoadBalancerHealthCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPECT_STATUS_FIELD_NUMBER: _builtins.int
+    INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    RISE_FIELD_NUMBER: _builtins.int
+    FALL_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"tcp", "http" or "none" ("" means tcp)."""
+    path: _builtins.str
+    """http: the request path (default "/") and the expected status (0: any 2xx/3xx)."""
+    expect_status: _builtins.int
+    interval_ms: _builtins.int
+    """Default 2000 ms; 100-3600000."""
+    rise: _builtins.int
+    """Consecutive successes to come back up / failures to go down (default 2 / 3)."""
+    fall: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        path: _builtins.str = ...,
+        expect_status: _builtins.int = ...,
+        interval_ms: _builtins.int = ...,
+        rise: _builtins.int = ...,
+        fall: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect_status", b"expect_status", "fall", b"fall", "interval_ms", b"interval_ms", "path", b"path", "rise", b"rise", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadBalancerHealthCheck: _TypeAlias = LoadBalancerHealthCheck  # noqa: Y015
+
+@_typing.final
+class LoadBalancer(_message.Message):
+    """HAProxy (master-worker, reloaded seamlessly) on public_ip:public_port.
+    A load balancer opens its own public port to its source CIDRs (every
+    source when empty).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PRIVATE_PORT_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    STICKINESS_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    SOURCE_CIDRS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_ip_id: _builtins.str
+    public_port: _builtins.int
+    protocol: _builtins.str
+    """"tcp" or "http"."""
+    algorithm: _builtins.str
+    """"roundrobin" (default), "leastconn" or "source"."""
+    private_port: _builtins.int
+    stickiness: _builtins.str
+    """"none" (or ""), "source" (stick on the client address) or "cookie" (http)."""
+    name: _builtins.str
+    public_ip: _builtins.str
+    """Output only."""
+    network_id: _builtins.str
+    state: _netmgr_pb2.ObjectState.ValueType
+    error: _builtins.str
+    generation: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerMember]: ...
+    @_builtins.property
+    def health_check(self) -> Global___LoadBalancerHealthCheck: ...
+    @_builtins.property
+    def source_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_ip_id: _builtins.str = ...,
+        public_port: _builtins.int = ...,
+        protocol: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        private_port: _builtins.int = ...,
+        members: _abc.Iterable[Global___LoadBalancerMember] | None = ...,
+        stickiness: _builtins.str = ...,
+        health_check: Global___LoadBalancerHealthCheck | None = ...,
+        source_cidrs: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        public_ip: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        state: _netmgr_pb2.ObjectState.ValueType = ...,
+        error: _builtins.str = ...,
+        generation: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "health_check", b"health_check"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "create_time", b"create_time", "error", b"error", "generation", b"generation", "health_check", b"health_check", "id", b"id", "members", b"members", "name", b"name", "network_id", b"network_id", "private_port", b"private_port", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "state", b"state", "stickiness", b"stickiness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadBalancer: _TypeAlias = LoadBalancer  # noqa: Y015
+
+@_typing.final
+class CreateLoadBalancerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAD_BALANCER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def load_balancer(self) -> Global___LoadBalancer: ...
+    def __init__(
+        self,
+        *,
+        load_balancer: Global___LoadBalancer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["load_balancer", b"load_balancer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_balancer", b"load_balancer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateLoadBalancerRequest: _TypeAlias = CreateLoadBalancerRequest  # noqa: Y015
+
+@_typing.final
+class GetLoadBalancerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLoadBalancerRequest: _TypeAlias = GetLoadBalancerRequest  # noqa: Y015
+
+@_typing.final
+class ListLoadBalancersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    network_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_id", b"network_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLoadBalancersRequest: _TypeAlias = ListLoadBalancersRequest  # noqa: Y015
+
+@_typing.final
+class ListLoadBalancersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancer]: ...
+    def __init__(
+        self,
+        *,
+        load_balancers: _abc.Iterable[Global___LoadBalancer] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_balancers", b"load_balancers", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLoadBalancersResponse: _TypeAlias = ListLoadBalancersResponse  # noqa: Y015
+
+@_typing.final
+class UpdateLoadBalancerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAD_BALANCER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def load_balancer(self) -> Global___LoadBalancer: ...
+    def __init__(
+        self,
+        *,
+        load_balancer: Global___LoadBalancer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["load_balancer", b"load_balancer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_balancer", b"load_balancer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateLoadBalancerRequest: _TypeAlias = UpdateLoadBalancerRequest  # noqa: Y015
+
+@_typing.final
+class DeleteLoadBalancerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLoadBalancerRequest: _TypeAlias = DeleteLoadBalancerRequest  # noqa: Y015
+
+@_typing.final
+class DeleteLoadBalancerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLoadBalancerResponse: _TypeAlias = DeleteLoadBalancerResponse  # noqa: Y015

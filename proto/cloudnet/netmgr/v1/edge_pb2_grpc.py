@@ -985,3 +985,254 @@ class FirewallService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class LoadBalancerServiceStub:
+    """---------------------------------------------------------- load balancing
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateLoadBalancer = channel.unary_unary(
+                '/cloudnet.netmgr.v1.LoadBalancerService/CreateLoadBalancer',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.CreateLoadBalancerRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.GetLoadBalancer = channel.unary_unary(
+                '/cloudnet.netmgr.v1.LoadBalancerService/GetLoadBalancer',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetLoadBalancerRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.ListLoadBalancers = channel.unary_unary(
+                '/cloudnet.netmgr.v1.LoadBalancerService/ListLoadBalancers',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersResponse.FromString,
+                _registered_method=True)
+        self.UpdateLoadBalancer = channel.unary_unary(
+                '/cloudnet.netmgr.v1.LoadBalancerService/UpdateLoadBalancer',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateLoadBalancerRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+                _registered_method=True)
+        self.DeleteLoadBalancer = channel.unary_unary(
+                '/cloudnet.netmgr.v1.LoadBalancerService/DeleteLoadBalancer',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerResponse.FromString,
+                _registered_method=True)
+
+
+class LoadBalancerServiceServicer:
+    """---------------------------------------------------------- load balancing
+
+    """
+
+    def CreateLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLoadBalancers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLoadBalancer(self, request, context):
+        """Replaces the load balancer's settings and members (public IP and port stay).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLoadBalancer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LoadBalancerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLoadBalancer,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.CreateLoadBalancerRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.SerializeToString,
+            ),
+            'GetLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoadBalancer,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetLoadBalancerRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.SerializeToString,
+            ),
+            'ListLoadBalancers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLoadBalancers,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersResponse.SerializeToString,
+            ),
+            'UpdateLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLoadBalancer,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateLoadBalancerRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.SerializeToString,
+            ),
+            'DeleteLoadBalancer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLoadBalancer,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.netmgr.v1.LoadBalancerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.netmgr.v1.LoadBalancerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LoadBalancerService:
+    """---------------------------------------------------------- load balancing
+
+    """
+
+    @staticmethod
+    def CreateLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.LoadBalancerService/CreateLoadBalancer',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.CreateLoadBalancerRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.LoadBalancerService/GetLoadBalancer',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetLoadBalancerRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLoadBalancers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.LoadBalancerService/ListLoadBalancers',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.ListLoadBalancersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.LoadBalancerService/UpdateLoadBalancer',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateLoadBalancerRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.LoadBalancer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLoadBalancer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.LoadBalancerService/DeleteLoadBalancer',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -297,3 +297,70 @@ class FirewallServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_edge_pb2.EgressPolicy, _abc.Awaitable[_edge_pb2.EgressPolicy]]: ...
 
 def add_FirewallServiceServicer_to_server(servicer: FirewallServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class LoadBalancerServiceStub:
+    """---------------------------------------------------------- load balancing"""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> LoadBalancerServiceAsyncStub: ...
+    CreateLoadBalancer: _grpc.UnaryUnaryMultiCallable[_edge_pb2.CreateLoadBalancerRequest, _edge_pb2.LoadBalancer]
+    GetLoadBalancer: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetLoadBalancerRequest, _edge_pb2.LoadBalancer]
+    ListLoadBalancers: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListLoadBalancersRequest, _edge_pb2.ListLoadBalancersResponse]
+    UpdateLoadBalancer: _grpc.UnaryUnaryMultiCallable[_edge_pb2.UpdateLoadBalancerRequest, _edge_pb2.LoadBalancer]
+    """Replaces the load balancer's settings and members (public IP and port stay)."""
+    DeleteLoadBalancer: _grpc.UnaryUnaryMultiCallable[_edge_pb2.DeleteLoadBalancerRequest, _edge_pb2.DeleteLoadBalancerResponse]
+
+@_typing.type_check_only
+class LoadBalancerServiceAsyncStub(LoadBalancerServiceStub):
+    """---------------------------------------------------------- load balancing"""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateLoadBalancer: _aio.UnaryUnaryMultiCallable[_edge_pb2.CreateLoadBalancerRequest, _edge_pb2.LoadBalancer]  # type: ignore[assignment]
+    GetLoadBalancer: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetLoadBalancerRequest, _edge_pb2.LoadBalancer]  # type: ignore[assignment]
+    ListLoadBalancers: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListLoadBalancersRequest, _edge_pb2.ListLoadBalancersResponse]  # type: ignore[assignment]
+    UpdateLoadBalancer: _aio.UnaryUnaryMultiCallable[_edge_pb2.UpdateLoadBalancerRequest, _edge_pb2.LoadBalancer]  # type: ignore[assignment]
+    """Replaces the load balancer's settings and members (public IP and port stay)."""
+    DeleteLoadBalancer: _aio.UnaryUnaryMultiCallable[_edge_pb2.DeleteLoadBalancerRequest, _edge_pb2.DeleteLoadBalancerResponse]  # type: ignore[assignment]
+
+class LoadBalancerServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------- load balancing"""
+
+    @_abc_1.abstractmethod
+    def CreateLoadBalancer(
+        self,
+        request: _edge_pb2.CreateLoadBalancerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.LoadBalancer, _abc.Awaitable[_edge_pb2.LoadBalancer]]: ...
+
+    @_abc_1.abstractmethod
+    def GetLoadBalancer(
+        self,
+        request: _edge_pb2.GetLoadBalancerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.LoadBalancer, _abc.Awaitable[_edge_pb2.LoadBalancer]]: ...
+
+    @_abc_1.abstractmethod
+    def ListLoadBalancers(
+        self,
+        request: _edge_pb2.ListLoadBalancersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.ListLoadBalancersResponse, _abc.Awaitable[_edge_pb2.ListLoadBalancersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateLoadBalancer(
+        self,
+        request: _edge_pb2.UpdateLoadBalancerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.LoadBalancer, _abc.Awaitable[_edge_pb2.LoadBalancer]]:
+        """Replaces the load balancer's settings and members (public IP and port stay)."""
+
+    @_abc_1.abstractmethod
+    def DeleteLoadBalancer(
+        self,
+        request: _edge_pb2.DeleteLoadBalancerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.DeleteLoadBalancerResponse, _abc.Awaitable[_edge_pb2.DeleteLoadBalancerResponse]]: ...
+
+def add_LoadBalancerServiceServicer_to_server(servicer: LoadBalancerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

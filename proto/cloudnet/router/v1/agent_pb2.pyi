@@ -268,6 +268,7 @@ class RouterConfig(_message.Message):
     INGRESS_RULES_FIELD_NUMBER: _builtins.int
     EGRESS_RULES_FIELD_NUMBER: _builtins.int
     EGRESS_POLICIES_FIELD_NUMBER: _builtins.int
+    LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     @_builtins.property
@@ -294,6 +295,8 @@ class RouterConfig(_message.Message):
     def egress_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___EgressRule]: ...
     @_builtins.property
     def egress_policies(self) -> _containers.RepeatedCompositeFieldContainer[Global___EgressPolicy]: ...
+    @_builtins.property
+    def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerRule]: ...
     def __init__(
         self,
         *,
@@ -310,14 +313,134 @@ class RouterConfig(_message.Message):
         ingress_rules: _abc.Iterable[Global___IngressRule] | None = ...,
         egress_rules: _abc.Iterable[Global___EgressRule] | None = ...,
         egress_policies: _abc.Iterable[Global___EgressPolicy] | None = ...,
+        load_balancers: _abc.Iterable[Global___LoadBalancerRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouterConfig: _TypeAlias = RouterConfig  # noqa: Y015
+
+@_typing.final
+class LbHealthCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPECT_STATUS_FIELD_NUMBER: _builtins.int
+    INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    RISE_FIELD_NUMBER: _builtins.int
+    FALL_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"tcp", "http" or "" (no checks: members are always up)."""
+    path: _builtins.str
+    expect_status: _builtins.int
+    interval_ms: _builtins.int
+    rise: _builtins.int
+    fall: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        path: _builtins.str = ...,
+        expect_status: _builtins.int = ...,
+        interval_ms: _builtins.int = ...,
+        rise: _builtins.int = ...,
+        fall: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect_status", b"expect_status", "fall", b"fall", "interval_ms", b"interval_ms", "path", b"path", "rise", b"rise", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LbHealthCheck: _TypeAlias = LbHealthCheck  # noqa: Y015
+
+@_typing.final
+class LbBackend(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    IP_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    port_id: _builtins.str
+    ip: _builtins.str
+    port: _builtins.int
+    weight: _builtins.int
+    def __init__(
+        self,
+        *,
+        port_id: _builtins.str = ...,
+        ip: _builtins.str = ...,
+        port: _builtins.int = ...,
+        weight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip", b"ip", "port", b"port", "port_id", b"port_id", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LbBackend: _TypeAlias = LbBackend  # noqa: Y015
+
+@_typing.final
+class LoadBalancerRule(_message.Message):
+    """HAProxy on public_ip:public_port in the router, spreading to members."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    PUBLIC_PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    STICKINESS_FIELD_NUMBER: _builtins.int
+    HEALTH_CHECK_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    SOURCE_CIDRS_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    public_ip: _builtins.str
+    public_port: _builtins.int
+    protocol: _builtins.str
+    """"tcp" or "http"."""
+    algorithm: _builtins.str
+    """"roundrobin", "leastconn" or "source"."""
+    stickiness: _builtins.str
+    """"", "source" or "cookie" (http only)."""
+    network_id: _builtins.str
+    @_builtins.property
+    def health_check(self) -> Global___LbHealthCheck: ...
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LbBackend]: ...
+    @_builtins.property
+    def source_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Allowed clients; empty means every source."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        public_ip: _builtins.str = ...,
+        public_port: _builtins.int = ...,
+        protocol: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        stickiness: _builtins.str = ...,
+        health_check: Global___LbHealthCheck | None = ...,
+        members: _abc.Iterable[Global___LbBackend] | None = ...,
+        source_cidrs: _abc.Iterable[_builtins.str] | None = ...,
+        network_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health_check", b"health_check"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "health_check", b"health_check", "id", b"id", "members", b"members", "network_id", b"network_id", "protocol", b"protocol", "public_ip", b"public_ip", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "stickiness", b"stickiness"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadBalancerRule: _TypeAlias = LoadBalancerRule  # noqa: Y015
 
 @_typing.final
 class PublicAddress(_message.Message):
@@ -667,6 +790,7 @@ class RouterStatus(_message.Message):
     SERVICES_FIELD_NUMBER: _builtins.int
     OBJECTS_FIELD_NUMBER: _builtins.int
     APPLY_SECONDS_FIELD_NUMBER: _builtins.int
+    LB_MEMBERS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -679,6 +803,10 @@ class RouterStatus(_message.Message):
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceStatus]: ...
     @_builtins.property
     def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObjectStatus]: ...
+    @_builtins.property
+    def lb_members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LbMemberStatus]:
+        """Health of every load balancer member, as HAProxy sees it."""
+
     def __init__(
         self,
         *,
@@ -689,14 +817,45 @@ class RouterStatus(_message.Message):
         services: _abc.Iterable[Global___ServiceStatus] | None = ...,
         objects: _abc.Iterable[Global___ObjectStatus] | None = ...,
         apply_seconds: _builtins.float = ...,
+        lb_members: _abc.Iterable[Global___LbMemberStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "last_error", b"last_error", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouterStatus: _TypeAlias = RouterStatus  # noqa: Y015
+
+@_typing.final
+class LbMemberStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOAD_BALANCER_ID_FIELD_NUMBER: _builtins.int
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECK_FIELD_NUMBER: _builtins.int
+    load_balancer_id: _builtins.str
+    port_id: _builtins.str
+    status: _builtins.str
+    """HAProxy's status: "UP", "DOWN", "MAINT", "no check", ..."""
+    check: _builtins.str
+    """The last check's result (e.g. "L4OK", "L7STS", "L4CON")."""
+    def __init__(
+        self,
+        *,
+        load_balancer_id: _builtins.str = ...,
+        port_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        check: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "load_balancer_id", b"load_balancer_id", "port_id", b"port_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LbMemberStatus: _TypeAlias = LbMemberStatus  # noqa: Y015
 
 @_typing.final
 class GetRouterStatusRequest(_message.Message):
