@@ -1,0 +1,79 @@
+"""`explain` (the model) agrees with live packets on a table of flows."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from cloudnet.netmgr.v1 import debug_pb2
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+
+from netmgr.aio import INET_HOST_IP, WEB_PORT
+from tests.integration.diag.helpers import Debug
+from tests.integration.edge.conftest import Edge
+
+pytestmark = pytest.mark.integration
+
+
+def _ok(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+
+
+def test_explain_agrees_with_live_probes(cloud, make_tenant):
+    t = make_tenant()
+    net = t.network(name="explain", cidr="10.8.0.0/24")
+    p1 = t.port(net.id, hostname="web1")
+    p2 = t.port(net.id, hostname="web2")
+    t.api.wait_router_active(net.router_id)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    g1.dhcp()
+    g2.dhcp()
+    server = g1.popen(["socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo hi"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while ":80 " not in g1.run(["ss", "-Htln"]).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        e = Edge(t)
+        pip = e.public_ip(net.id).ip
+        ip_id = next(i.id for i in e.call(e.ips.ListPublicIps,
+                                          epb.ListPublicIpsRequest()).public_ips if i.ip == pip)
+        f = e.forward(public_ip_id=ip_id, protocol="tcp", public_port=8080, port_id=p1.id,
+                      private_port=80)
+        e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f.id))
+        inet = ["ip", "netns", "exec", cloud.inet_ns]
+
+        def curl_from_inet(ip: str, port: int) -> bool:
+            return _ok([*inet, "socat", "-T2", "-", f"TCP:{ip}:{port},connect-timeout=2"])
+
+        cases = [
+            # (from, to, expected decider kind, live check)
+            (p1.id, f"{INET_HOST_IP}:{WEB_PORT}/tcp", "egress-default",
+             lambda: g1.run(["curl", "-s", "--max-time", "3",
+                             f"http://{INET_HOST_IP}:{WEB_PORT}/"]).returncode == 0),
+            ("internet", f"{pip}:8080/tcp", "portforward", lambda: curl_from_inet(pip, 8080)),
+            ("internet", f"{pip}:9090/tcp", "firewall-default", lambda: curl_from_inet(pip, 9090)),
+            ("internet", f"{net.source_nat_ip}:80/tcp", "firewall-default",
+             lambda: curl_from_inet(net.source_nat_ip, 80)),
+            ("internet", f"{p1.ip}:80/tcp", "network", lambda: curl_from_inet(p1.ip, 80)),
+            (p1.id, f"{net.gateway}:53/udp", "router",
+             lambda: g1.run(["dig", "+short", "+time=2", "+tries=1", f"@{net.gateway}",
+                             f"web2.{net.domain}"]).stdout.strip() == p2.ip),
+            (p1.id, f"{net.gateway}:22/tcp", "firewall-default",
+             lambda: g1.run(["nc", "-z", "-w", "2", net.gateway, "22"]).returncode == 0),
+            (p2.id, f"{p1.ip}:80/tcp", "network",
+             lambda: g2.run(["nc", "-z", "-w", "2", p1.ip, "80"]).returncode == 0),
+        ]
+        stub = Debug(t).stub
+        disagree = []
+        for src, to, kind, live in cases:
+            r = t.api.call(stub.Explain, debug_pb2.ExplainRequest(**{"from": src, "to": to}))
+            seen = live()
+            if r.allowed != seen or r.decided_by_kind != kind:
+                disagree.append((src, to, r.allowed, r.decided_by_kind, r.reason, seen))
+        assert not disagree
+    finally:
+        server.kill()
+        server.wait(5)
