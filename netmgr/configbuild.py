@@ -136,6 +136,20 @@ def _add_edge(config: pb.RouterConfig, edge: EdgeSnapshot, cidrs: dict[str, str]
                       protocol=r.protocol, port_start=r.port, port_end=r.port_end,
                       icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs))
         for r in rules if r.direction == "egress" and r.network_id in cidrs)
+    config.load_balancers.extend(
+        pb.LoadBalancerRule(
+            id=lb.id, public_ip=lb.public_ip, public_port=lb.public_port, protocol=lb.protocol,
+            algorithm=lb.algorithm, stickiness="" if lb.stickiness == "none" else lb.stickiness,
+            health_check=pb.LbHealthCheck(
+                type="" if lb.health_check[0] == "none" else lb.health_check[0],
+                path=lb.health_check[1], expect_status=lb.health_check[2],
+                interval_ms=lb.health_check[3], rise=lb.health_check[4],
+                fall=lb.health_check[5]),
+            # A member whose port is gone (deleted) is left out.
+            members=[pb.LbBackend(port_id=m.port_id, ip=m.ip, port=m.private_port,
+                                  weight=m.weight) for m in lb.members if m.ip],
+            source_cidrs=list(lb.source_cidrs), network_id=lb.network_id)
+        for lb in sorted(edge.load_balancers, key=lambda lb: lb.id))
     config.egress_policies.extend(
         pb.EgressPolicy(network_id=p.network_id, source_cidr=cidrs[p.network_id],
                         default_deny=p.default_deny)

@@ -13,6 +13,9 @@ from netmgr.validation_edge import (
     EGRESS,
     INGRESS,
     FirewallRuleSpec,
+    LbHealthSpec,
+    LbMemberSpec,
+    LoadBalancerSpec,
     PortForwardSpec,
     StaticNatSpec,
 )
@@ -93,3 +96,31 @@ def egress_default_deny(p: epb.EgressPolicy) -> bool:
     if p.default_action == epb.EGRESS_ACTION_ALLOW:
         return False
     raise InvalidArgument.one("policy.default_action", "must be ALLOW or DENY")
+
+
+def load_balancer_to_pb(lb: me.LoadBalancer) -> epb.LoadBalancer:
+    t, path, expect, interval, rise, fall = lb.health_check
+    return epb.LoadBalancer(
+        id=lb.id, public_ip_id=lb.public_ip_id, public_port=lb.public_port,
+        protocol=lb.protocol, algorithm=lb.algorithm, private_port=lb.private_port,
+        members=[epb.LoadBalancerMember(port_id=m.port_id, weight=m.weight,
+                                        private_port=m.private_port, ip=m.ip, health=m.health,
+                                        last_check=m.last_check) for m in lb.members],
+        stickiness=lb.stickiness,
+        health_check=epb.LoadBalancerHealthCheck(type=t, path=path, expect_status=expect,
+                                                 interval_ms=interval, rise=rise, fall=fall),
+        source_cidrs=list(lb.source_cidrs), name=lb.name, public_ip=lb.public_ip,
+        network_id=lb.network_id, state=_state(lb.state), error=lb.error,
+        generation=lb.generation, create_time=_ts(lb.created_at))
+
+
+def load_balancer_spec(m: epb.LoadBalancer) -> LoadBalancerSpec:
+    h = m.health_check
+    return LoadBalancerSpec(
+        public_ip_id=m.public_ip_id, public_port=m.public_port, protocol=m.protocol,
+        algorithm=m.algorithm, private_port=m.private_port,
+        members=tuple(LbMemberSpec(x.port_id, x.weight, x.private_port) for x in m.members),
+        stickiness=m.stickiness,
+        health_check=LbHealthSpec(h.type, h.path, h.expect_status, h.interval_ms, h.rise,
+                                  h.fall),
+        source_cidrs=tuple(m.source_cidrs), name=m.name)

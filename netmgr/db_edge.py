@@ -9,6 +9,7 @@ router's error for it, as ports do: the API derives PENDING/ACTIVE/ERROR.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -76,6 +77,35 @@ class FirewallRuleRow(Base):
     icmp_type: Mapped[int]
     icmp_code: Mapped[int]
     cidrs: Mapped[list[str]] = mapped_column(JSON)
+    generation: Mapped[int]
+    error: Mapped[str] = mapped_column(String)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class LoadBalancerRow(Base):
+    __tablename__ = "load_balancers"
+    __table_args__ = (Index("ix_load_balancers_tenant_order", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
+    network_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True)
+    public_ip_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("public_ips.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    public_port: Mapped[int]
+    protocol: Mapped[str] = mapped_column(String(8))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    private_port: Mapped[int]
+    stickiness: Mapped[str] = mapped_column(String(8))
+    # {"type", "path", "expect_status", "interval_ms", "rise", "fall"}
+    health_check: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # [{"port_id", "weight", "private_port"}]; members whose port is gone are
+    # left out of the router's config.
+    members: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # port_id -> [status, last check], as the router last reported.
+    member_health: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source_cidrs: Mapped[list[str]] = mapped_column(JSON)
     generation: Mapped[int]
     error: Mapped[str] = mapped_column(String)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)

@@ -78,6 +78,39 @@ class FirewallRule:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class LbMember:
+    port_id: str
+    weight: int
+    private_port: int
+    ip: str = ""  # "" when the port is gone
+    health: str = ""
+    last_check: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    id: str
+    tenant_id: str
+    network_id: str
+    public_ip_id: str
+    name: str
+    public_ip: str
+    public_port: int
+    protocol: str
+    algorithm: str
+    private_port: int
+    stickiness: str
+    # type, path, expect_status, interval_ms, rise, fall
+    health_check: tuple[str, str, int, int, int, int]
+    members: tuple[LbMember, ...]
+    source_cidrs: tuple[str, ...]
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EgressPolicy:
     network_id: str
     default_deny: bool
@@ -92,3 +125,4 @@ class EdgeSnapshot:
     port_forwards: tuple[PortForward, ...] = ()
     firewall_rules: tuple[FirewallRule, ...] = ()
     egress_policies: tuple[EgressPolicy, ...] = ()
+    load_balancers: tuple[LoadBalancer, ...] = ()

@@ -24,7 +24,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from netmgr import errors
 from netmgr.configbuild import build_router_config
 from netmgr.model import ServiceHealth
-from netmgr.store_edge import EDGE_KINDS
+from netmgr.store_edge import EDGE_KINDS, lb_health
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class Reconciler:
         )
         self._store.record_edge_status(router_id, {
             (o.kind, o.id): (o.error or "rejected by the router")
-            for o in status.objects if not o.ok and o.kind in EDGE_KINDS})
+            for o in status.objects if not o.ok and o.kind in EDGE_KINDS}, lb_health(status))
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True

@@ -126,6 +126,40 @@ class FirewallServicer(_Base, rpc.FirewallServiceServicer):
         return conv.egress_policy_to_pb(policy)
 
 
+class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
+    def CreateLoadBalancer(self, request: pb.CreateLoadBalancerRequest,
+                           context: Ctx) -> pb.LoadBalancer:
+        lb = self._store.create_load_balancer(_tenant(),
+                                              conv.load_balancer_spec(request.load_balancer))
+        self._notify(self._store.router_of_network(lb.network_id))
+        return conv.load_balancer_to_pb(lb)
+
+    def GetLoadBalancer(self, request: pb.GetLoadBalancerRequest,
+                        context: Ctx) -> pb.LoadBalancer:
+        return conv.load_balancer_to_pb(self._store.get_load_balancer(_tenant(), request.id))
+
+    def ListLoadBalancers(self, request: pb.ListLoadBalancersRequest,
+                          context: Ctx) -> pb.ListLoadBalancersResponse:
+        page = self._store.list_load_balancers(
+            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+        return pb.ListLoadBalancersResponse(
+            load_balancers=[conv.load_balancer_to_pb(lb) for lb in page.items],
+            next_page_token=page.next_page_token)
+
+    def UpdateLoadBalancer(self, request: pb.UpdateLoadBalancerRequest,
+                           context: Ctx) -> pb.LoadBalancer:
+        tenant = _tenant()
+        lb = self._store.update_load_balancer(tenant, request.load_balancer.id,
+                                              conv.load_balancer_spec(request.load_balancer))
+        self._notify(self._store.router_of_network(lb.network_id))
+        return conv.load_balancer_to_pb(lb)
+
+    def DeleteLoadBalancer(self, request: pb.DeleteLoadBalancerRequest,
+                           context: Ctx) -> pb.DeleteLoadBalancerResponse:
+        self._notify(self._store.delete_load_balancer(_tenant(), request.id))
+        return pb.DeleteLoadBalancerResponse()
+
+
 def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
     """Register the edge services; returns their full names (health, reflection)."""
     for servicer, add in (
@@ -133,6 +167,7 @@ def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ..
         (StaticNatServicer, rpc.add_StaticNatServiceServicer_to_server),
         (PortForwardServicer, rpc.add_PortForwardServiceServicer_to_server),
         (FirewallServicer, rpc.add_FirewallServiceServicer_to_server),
+        (LoadBalancerServicer, rpc.add_LoadBalancerServiceServicer_to_server),
     ):
         add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
     return SERVICES
@@ -140,5 +175,6 @@ def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ..
 
 SERVICES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("PublicIpService", "StaticNatService", "PortForwardService", "FirewallService")
+    for name in ("PublicIpService", "StaticNatService", "PortForwardService", "FirewallService",
+                 "LoadBalancerService")
 )

@@ -10,6 +10,7 @@ tenant's objects are NotFound, never "forbidden".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from netmgr.db_edge import (
     PUBLIC_IP_TENANT,
     EgressPolicyRow,
     FirewallRuleRow,
+    LoadBalancerRow,
     PortForwardRow,
     StaticNatRow,
 )
@@ -36,9 +38,11 @@ from netmgr.validation import check_id
 from netmgr.validation_edge import (
     INGRESS,
     FirewallRuleSpec,
+    LoadBalancerSpec,
     PortForwardSpec,
     StaticNatSpec,
     check_firewall_rule,
+    check_load_balancer,
     check_port_forward,
     check_static_nat,
 )
@@ -48,7 +52,9 @@ KIND_PUBLIC_IP = "publicip"
 KIND_STATIC_NAT = "staticnat"
 KIND_PORT_FORWARD = "portforward"
 KIND_FIREWALL = "firewall"
-EDGE_KINDS = (KIND_PUBLIC_IP, KIND_STATIC_NAT, KIND_PORT_FORWARD, KIND_FIREWALL)
+KIND_LOAD_BALANCER = "loadbalancer"
+EDGE_KINDS = (KIND_PUBLIC_IP, KIND_STATIC_NAT, KIND_PORT_FORWARD, KIND_FIREWALL,
+              KIND_LOAD_BALANCER)
 
 
 class EdgeStore(PortStore):
@@ -88,7 +94,8 @@ class EdgeStore(PortStore):
 
     def _ip_in_use(self, s: Session, ip_id: str) -> str:
         for table, what in ((StaticNatRow, "static NAT"), (PortForwardRow, "port forwards"),
-                            (FirewallRuleRow, "firewall rules")):
+                            (FirewallRuleRow, "firewall rules"),
+                            (LoadBalancerRow, "load balancers")):
             if s.scalar(select(table.id).where(table.public_ip_id == ip_id).limit(1)):
                 return what
         return ""
@@ -212,9 +219,11 @@ class EdgeStore(PortStore):
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.port_id == port.id)):
                 raise AlreadyExists("static_nat.port_id",
                                     f"port {port.id} already has a static NAT")
-            if s.scalar(select(PortForwardRow.id).where(PortForwardRow.public_ip_id == ip.id)):
-                raise FailedPrecondition(
-                    f"static_nat.public_ip_id: public IP {ip.ip} has port forwards")
+            if s.scalar(select(PortForwardRow.id).where(PortForwardRow.public_ip_id == ip.id)) \
+                    or s.scalar(select(LoadBalancerRow.id)
+                                .where(LoadBalancerRow.public_ip_id == ip.id)):
+                raise FailedPrecondition(f"static_nat.public_ip_id: public IP {ip.ip} has port "
+                                         "forwards or load balancers")
             row = StaticNatRow(id=new_id(), tenant_id=tenant_id, network_id=port.network_id,
                                public_ip_id=ip.id, port_id=port.id, generation=gen, error="",
                                created_at=utcnow())
@@ -284,11 +293,16 @@ class EdgeStore(PortStore):
                 PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == spec.protocol,
                 PortForwardRow.public_port <= spec.public_port_end,
                 PortForwardRow.public_port_end >= spec.public_port).limit(1))
+            if not clash and spec.protocol == "tcp":
+                clash = s.scalar(select(LoadBalancerRow.id).where(
+                    LoadBalancerRow.public_ip_id == ip.id,
+                    LoadBalancerRow.public_port >= spec.public_port,
+                    LoadBalancerRow.public_port <= spec.public_port_end).limit(1))
             if clash:
                 raise AlreadyExists(
                     "port_forward.public_port",
                     f"{ip.ip} {spec.protocol} {spec.public_port}-{spec.public_port_end} overlaps "
-                    f"port forward {clash}")
+                    f"rule {clash}")
             row = PortForwardRow(
                 id=new_id(), tenant_id=tenant_id, network_id=port.network_id, public_ip_id=ip.id,
                 protocol=spec.protocol, public_port=spec.public_port,
@@ -396,6 +410,127 @@ class EdgeStore(PortStore):
 
         return self._write(tx)
 
+    # ------------------------------------------------------ load balancers
+
+    def _load_balancer(self, s: Session, row: LoadBalancerRow,
+                       port_ips: Mapping[str, str] | None = None,
+                       public_ip: str | None = None, with_state: bool = True) -> me.LoadBalancer:
+        if public_ip is None:
+            ip = s.get(PublicIpRow, row.public_ip_id)
+            public_ip = ip.ip if ip else ""
+        if port_ips is None:
+            ids = [m["port_id"] for m in row.members]
+            port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
+                                      .where(PortRow.id.in_(ids))).tuples().all())
+        health = row.member_health or {}
+        members = tuple(
+            me.LbMember(port_id=m["port_id"], weight=m["weight"], private_port=m["private_port"],
+                        ip=port_ips.get(m["port_id"], ""),
+                        health=(health.get(m["port_id"]) or ["", ""])[0],
+                        last_check=(health.get(m["port_id"]) or ["", ""])[1])
+            for m in row.members)
+        h = row.health_check
+        return me.LoadBalancer(
+            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
+            public_ip_id=row.public_ip_id, name=row.name, public_ip=public_ip,
+            public_port=row.public_port, protocol=row.protocol, algorithm=row.algorithm,
+            private_port=row.private_port, stickiness=row.stickiness,
+            health_check=(h["type"], h["path"], h["expect_status"], h["interval_ms"], h["rise"],
+                          h["fall"]),
+            members=members, source_cidrs=tuple(row.source_cidrs), generation=row.generation,
+            error=row.error, created_at=rows.aware(row.created_at),
+            state=(object_state(row.generation, row.error, self._applied(s, row.network_id))
+                   if with_state else me.ObjectState.PENDING))
+
+    def _lb_members(self, s: Session, tenant_id: str, spec: LoadBalancerSpec,
+                    network_id: str) -> list[dict[str, Any]]:
+        out = []
+        for i, m in enumerate(spec.members):
+            field = f"load_balancer.members[{i}].port_id"
+            port = self._port_row(s, tenant_id, m.port_id, field)
+            if port.network_id != network_id:
+                raise FailedPrecondition(
+                    f"{field}: port {port.id} is on network {port.network_id}, not on the load "
+                    f"balancer's network {network_id}")
+            out.append({"port_id": port.id, "weight": m.weight, "private_port": m.private_port})
+        return out
+
+    @staticmethod
+    def _lb_columns(spec: LoadBalancerSpec) -> dict[str, Any]:
+        h = spec.health_check
+        return dict(
+            name=spec.name, protocol=spec.protocol, algorithm=spec.algorithm,
+            private_port=spec.private_port, stickiness=spec.stickiness,
+            health_check={"type": h.type, "path": h.path, "expect_status": h.expect_status,
+                          "interval_ms": h.interval_ms, "rise": h.rise, "fall": h.fall},
+            source_cidrs=list(spec.source_cidrs))
+
+    def create_load_balancer(self, tenant_id: str,
+                             spec: LoadBalancerSpec) -> me.LoadBalancer:
+        spec = check_load_balancer(spec)
+
+        def tx(s: Session) -> me.LoadBalancer:
+            ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id")
+            assert ip.network_id is not None
+            gen = self._bump(s, self._router_of(s, ip.network_id))
+            members = self._lb_members(s, tenant_id, spec, ip.network_id)
+            if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
+                raise FailedPrecondition(
+                    f"load_balancer.public_ip_id: public IP {ip.ip} is a static NAT address")
+            clash = s.scalar(select(LoadBalancerRow.id).where(
+                LoadBalancerRow.public_ip_id == ip.id,
+                LoadBalancerRow.public_port == spec.public_port)) or s.scalar(
+                select(PortForwardRow.id).where(
+                    PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == "tcp",
+                    PortForwardRow.public_port <= spec.public_port,
+                    PortForwardRow.public_port_end >= spec.public_port).limit(1))
+            if clash:
+                raise AlreadyExists("load_balancer.public_port",
+                                    f"{ip.ip} tcp {spec.public_port} is used by rule {clash}")
+            row = LoadBalancerRow(
+                id=new_id(), tenant_id=tenant_id, network_id=ip.network_id, public_ip_id=ip.id,
+                public_port=spec.public_port, members=members, member_health={}, generation=gen,
+                error="", created_at=utcnow(), **self._lb_columns(spec))
+            s.add(row)
+            s.flush()
+            return self._load_balancer(s, row)
+
+        return self._write(tx)
+
+    def update_load_balancer(self, tenant_id: str, lb_id: str,
+                             spec: LoadBalancerSpec) -> me.LoadBalancer:
+        def tx(s: Session) -> me.LoadBalancer:
+            row = self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")
+            full = check_load_balancer(dataclasses.replace(
+                spec, public_ip_id=row.public_ip_id, public_port=row.public_port))
+            members = self._lb_members(s, tenant_id, full, row.network_id)
+            cols = self._lb_columns(full)
+            if members != row.members or any(getattr(row, k) != v for k, v in cols.items()):
+                row.generation = self._bump(s, self._router_of(s, row.network_id))
+                row.members = members
+                for k, v in cols.items():
+                    setattr(row, k, v)
+                row.error = ""
+            s.flush()
+            return self._load_balancer(s, row)
+
+        return self._write(tx)
+
+    def get_load_balancer(self, tenant_id: str, lb_id: str) -> me.LoadBalancer:
+        return self._read(lambda s: self._load_balancer(
+            s, self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
+
+    def list_load_balancers(self, tenant_id: str, page: PageRequest,
+                            network_id: str = "") -> Page[me.LoadBalancer]:
+        stmt = select(LoadBalancerRow).where(LoadBalancerRow.tenant_id == tenant_id)
+        if network_id:
+            stmt = stmt.where(LoadBalancerRow.network_id == check_id(network_id, "network_id"))
+        return self._read(lambda s: self._page(s, stmt, LoadBalancerRow, page,
+                                               lambda r: self._load_balancer(s, r)))
+
+    def delete_load_balancer(self, tenant_id: str, lb_id: str) -> str:
+        return self._delete_rule(LoadBalancerRow, tenant_id, lb_id, "load balancer")
+
     # ------------------------------------------------- router snapshot/status
 
     def _edge_snapshot(self, s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
@@ -440,9 +575,15 @@ class EdgeStore(PortStore):
             me.EgressPolicy(r.network_id, r.default_deny)
             for r in s.scalars(select(EgressPolicyRow).where(EgressPolicyRow.network_id.in_(nets))
                                .order_by(EgressPolicyRow.network_id)))
-        return me.EdgeSnapshot(ips, snats, pfs, fws, policies)
+        lbs = tuple(
+            self._load_balancer(s, r, port_ips, by_ip.get(r.public_ip_id, ""), with_state=False)
+            for r in s.scalars(select(LoadBalancerRow)
+                               .where(LoadBalancerRow.network_id.in_(nets))
+                               .order_by(LoadBalancerRow.id)))
+        return me.EdgeSnapshot(ips, snats, pfs, fws, policies, lbs)
 
-    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str]) -> None:
+    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str],
+                           lb_health: Mapping[str, Mapping[str, list[str]]] | None = None) -> None:
         """The router's per-object errors ((kind, id) -> reason) for edge objects;
         objects not named are cleared."""
 
@@ -452,7 +593,7 @@ class EdgeStore(PortStore):
                 return
             tables: list[tuple[str, Any]] = [
                 (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
-                (KIND_FIREWALL, FirewallRuleRow)]
+                (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
             for kind, table in tables:
                 stmt = select(table).where(table.network_id == network_id)
                 if not errors:
@@ -461,6 +602,11 @@ class EdgeStore(PortStore):
                     err = errors.get((kind, row.id), "")
                     if row.error != err:
                         row.error = err
+            for lb in s.scalars(select(LoadBalancerRow)
+                                .where(LoadBalancerRow.network_id == network_id)):
+                health = {k: list(v) for k, v in (lb_health or {}).get(lb.id, {}).items()}
+                if (lb.member_health or {}) != health:
+                    lb.member_health = health
             for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id == network_id,
                                                           PublicIpRow.kind == PUBLIC_IP_TENANT)):
                 err = errors.get((KIND_PUBLIC_IP, ip.id), "")
@@ -469,3 +615,11 @@ class EdgeStore(PortStore):
 
         self._write(tx)
 
+
+
+def lb_health(status: Any) -> dict[str, dict[str, list[str]]]:
+    """Load balancer ID -> port ID -> [status, last check] from a RouterStatus."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for m in status.lb_members:
+        out.setdefault(m.load_balancer_id, {})[m.port_id] = [m.status, m.check]
+    return out

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 from netmgr.errors import InvalidArgument, Violation
-from netmgr.rules import show
+from netmgr.rules import free_text_problem, show
 from netmgr.validation import check_id, raise_if
 
 PORT_MIN, PORT_MAX = 1, 65535
@@ -176,3 +177,110 @@ def check_firewall_rule(spec: FirewallRuleSpec,
     raise_if(out)
     return FirewallRuleSpec(spec.direction, public_ip_id, network_id, proto, port, port_end,
                             icmp_type, icmp_code, cidrs)
+
+
+# ----------------------------------------------------------- load balancers
+
+LB_PROTOCOLS = ("tcp", "http")
+LB_ALGORITHMS = ("roundrobin", "leastconn", "source")
+LB_STICKINESS = ("none", "source", "cookie")
+LB_CHECKS = ("tcp", "http", "none")
+MAX_MEMBERS = 256
+HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LbMemberSpec:
+    port_id: str
+    weight: int = 0
+    private_port: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LbHealthSpec:
+    type: str = ""
+    path: str = ""
+    expect_status: int = 0
+    interval_ms: int = 0
+    rise: int = 0
+    fall: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadBalancerSpec:
+    public_ip_id: str
+    public_port: int
+    protocol: str
+    algorithm: str
+    private_port: int
+    members: tuple[LbMemberSpec, ...]
+    stickiness: str
+    health_check: LbHealthSpec
+    source_cidrs: tuple[str, ...] = ()
+    name: str = ""
+
+
+def _choice(out: list[Violation], value: str, allowed: tuple[str, ...], default: str,
+            field: str) -> str:
+    v = value.lower() or default
+    if v not in allowed:
+        out.append(Violation(field, f"{show(value)} is not one of {', '.join(allowed)}"))
+    return v
+
+
+def check_load_balancer(spec: LoadBalancerSpec,
+                        prefix: str = "load_balancer") -> LoadBalancerSpec:
+    out: list[Violation] = []
+    public_ip_id = _id(out, spec.public_ip_id, f"{prefix}.public_ip_id")
+    _port(out, spec.public_port, f"{prefix}.public_port")
+    private_port = spec.private_port or spec.public_port
+    _port(out, private_port, f"{prefix}.private_port")
+    proto = _choice(out, spec.protocol, LB_PROTOCOLS, "", f"{prefix}.protocol")
+    algorithm = _choice(out, spec.algorithm, LB_ALGORITHMS, "roundrobin", f"{prefix}.algorithm")
+    sticky = _choice(out, spec.stickiness, LB_STICKINESS, "none", f"{prefix}.stickiness")
+    if sticky == "cookie" and proto != "http":
+        out.append(Violation(f"{prefix}.stickiness", "cookie stickiness needs protocol http"))
+    if spec.name:
+        problem = free_text_problem(spec.name)
+        if problem:
+            out.append(Violation(f"{prefix}.name", problem))
+    h = spec.health_check
+    hp = f"{prefix}.health_check"
+    htype = _choice(out, h.type, LB_CHECKS, "tcp", f"{hp}.type")
+    path = h.path or "/"
+    if htype == "http" and not HTTP_PATH_RE.fullmatch(path):
+        out.append(Violation(f"{hp}.path", f"{show(h.path)} is not an HTTP path "
+                             "(/ then URL characters, no spaces or quotes)"))
+    if h.expect_status and not 100 <= h.expect_status <= 599:
+        out.append(Violation(f"{hp}.expect_status", f"{h.expect_status} is not 100-599"))
+    interval = h.interval_ms or 2000
+    if not 100 <= interval <= 3_600_000:
+        out.append(Violation(f"{hp}.interval_ms", f"{interval} is not 100-3600000"))
+    rise, fall = h.rise or 2, h.fall or 3
+    for name, v in (("rise", rise), ("fall", fall)):
+        if not 1 <= v <= 100:
+            out.append(Violation(f"{hp}.{name}", f"{v} is not 1-100"))
+    members: list[LbMemberSpec] = []
+    if len(spec.members) > MAX_MEMBERS:
+        out.append(Violation(f"{prefix}.members", f"at most {MAX_MEMBERS} members"))
+    seen: set[tuple[str, int]] = set()
+    for i, m in enumerate(spec.members):
+        mp = f"{prefix}.members[{i}]"
+        port_id = _id(out, m.port_id, f"{mp}.port_id")
+        weight = m.weight or 1
+        if not 1 <= weight <= 256:
+            out.append(Violation(f"{mp}.weight", f"{m.weight} is not 1-256"))
+        mport = m.private_port or private_port
+        _port(out, mport, f"{mp}.private_port")
+        if (port_id, mport) in seen:
+            out.append(Violation(mp, f"port {port_id}:{mport} is listed twice"))
+        seen.add((port_id, mport))
+        members.append(LbMemberSpec(port_id, weight, mport))
+    problems, cidrs = cidrs_problems(spec.source_cidrs, f"{prefix}.source_cidrs")
+    out += problems
+    raise_if(out)
+    return LoadBalancerSpec(
+        public_ip_id, spec.public_port, proto, algorithm, private_port, tuple(members), sticky,
+        LbHealthSpec(htype, path if htype == "http" else "", h.expect_status, interval, rise,
+                     fall),
+        cidrs, spec.name)

@@ -94,6 +94,29 @@ def upgrade() -> None:
         op.create_index(f"ix_firewall_rules_{col}", "firewall_rules", [col])
 
     op.create_table(
+        "load_balancers",
+        sa.Column("id", ID, primary_key=True),
+        _fk("tenant_id", "tenants.id", "RESTRICT"),
+        _fk("network_id", "networks.id"),
+        _fk("public_ip_id", "public_ips.id"),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("public_port", sa.Integer(), nullable=False),
+        sa.Column("protocol", sa.String(8), nullable=False),
+        sa.Column("algorithm", sa.String(16), nullable=False),
+        sa.Column("private_port", sa.Integer(), nullable=False),
+        sa.Column("stickiness", sa.String(8), nullable=False),
+        sa.Column("health_check", sa.JSON(), nullable=False),
+        sa.Column("members", sa.JSON(), nullable=False),
+        sa.Column("member_health", sa.JSON(), nullable=False),
+        sa.Column("source_cidrs", sa.JSON(), nullable=False),
+        *_state(),
+    )
+    op.create_index("ix_load_balancers_tenant_order", "load_balancers",
+                    ["tenant_id", "created_at", "id"])
+    for col in ("network_id", "public_ip_id"):
+        op.create_index(f"ix_load_balancers_{col}", "load_balancers", [col])
+
+    op.create_table(
         "egress_policies",
         _fk("network_id", "networks.id", primary_key=True),
         sa.Column("default_deny", sa.Boolean(), nullable=False),
@@ -102,7 +125,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("egress_policies", "firewall_rules", "port_forwards", "static_nats"):
+    for table in ("egress_policies", "load_balancers", "firewall_rules", "port_forwards",
+                  "static_nats"):
         op.drop_table(table)
     with op.batch_alter_table("public_ips") as b:
         b.drop_column("error")

@@ -27,7 +27,8 @@ def test_migrations_apply_on_an_empty_database_and_match_the_models(tmp_path: Pa
         tables = set(inspect(engine).get_table_names())
         assert {"tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
                 "public_ips", "alembic_version"} <= tables
-        assert {"static_nats", "port_forwards", "firewall_rules", "egress_policies"} <= tables
+        assert {"static_nats", "port_forwards", "firewall_rules", "egress_policies",
+                "load_balancers"} <= tables
     finally:
         engine.dispose()
 
