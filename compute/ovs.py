@@ -68,6 +68,16 @@ def disable_tx_checksum(ifname: str, netns: str | None = None) -> None:
         raise FabricError(f"{ifname}: cannot turn off TX checksum offload: {e}") from e
 
 
+# QEMU's userspace virtio-net without checksum/segmentation offloads: OVS's
+# userspace datapath would pass partial checksums on (see disable_tx_checksum).
+NO_OFFLOAD_DRIVER = (
+    "<driver name='qemu'>"
+    "<host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'/>"
+    "<guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>"
+    "</driver>"
+)
+
+
 def vsctl(*args: str, timeout: int = 10) -> str:
     proc = subprocess.run(["ovs-vsctl", f"--timeout={timeout}", *args], capture_output=True,
                           text=True, check=False)
@@ -188,6 +198,27 @@ class OvsFabric:
         except FileNotFoundError:
             return False
         return str(link.get("IFLA_ADDRESS")).lower() == mac.lower()
+
+    def vm_interface_xml(self, tap: str, segment: int, mac: str) -> str:
+        """libvirt <interface> of a VM NIC: an OVS access port on the segment's VLAN."""
+        return (
+            "<interface type='bridge'>"
+            f"<mac address='{mac}'/><source bridge='{self.bridge}'/>"
+            "<virtualport type='openvswitch'/>"
+            f"<vlan><tag id='{self.vlan(segment)}'/></vlan>"
+            f"<target dev='{tap}'/><model type='virtio'/>{NO_OFFLOAD_DRIVER}"
+            "</interface>"
+        )
+
+    def release_tap(self, tap: str) -> None:
+        """Remove a VM tap's OVS port if libvirt left it behind. Idempotent."""
+        vsctl("--if-exists", "del-port", self.bridge, tap)
+
+    def taps(self, prefix: str = "vt") -> set[str]:
+        """The bridge's ports named like VM taps (the compute agent names them)."""
+        if not bridge_exists(self.bridge):
+            return set()
+        return {n for n in vsctl("list-ifaces", self.bridge).split() if n.startswith(prefix)}
 
     def vm_port(self, port: str) -> str:
         """Name of the tap a VM NIC of attachment `port` gets (libvirt creates it)."""

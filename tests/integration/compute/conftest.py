@@ -25,3 +25,89 @@ def host_services():
 @pytest.fixture
 def uid() -> str:
     return uuid.uuid4().hex[:5]
+
+
+# ------------------------------------------------------------------ VMs
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def guest_image(host_services):
+    from compute import images
+
+    return images.build_guest()
+
+
+@pytest.fixture(scope="module")
+def ovs_cloud(host_services, tmp_path_factory):
+    """An all-in-one on the OVS fabric: host "B" (bridge <prefix>-br) runs the routers."""
+    from netmgr.aio import AllInOne
+
+    prefix = f"c{uuid.uuid4().hex[:5]}"
+    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
+                   listen=f"127.0.0.1:{free_port()}", fabric_kind="ovs")
+    try:
+        aio.up()
+        yield aio
+    finally:
+        aio.down()
+        leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+        assert not leftovers, f"namespaces left behind: {leftovers}"
+
+
+class ComputeHost:
+    """A compute agent (in this process) on its own OVS bridge, trunked to the cloud's."""
+
+    def __init__(self, cloud, name: str, state_dir: str, image_dir: str) -> None:
+        import grpc
+        from cloudnet.compute.v1 import compute_pb2_grpc
+
+        from compute.agent import Compute, HostConfig, Netmgr, create_server
+        from compute.ovs import OvsFabric, connect_trunk
+
+        self.cloud = cloud
+        self.name = name
+        self.fabric = OvsFabric(f"{cloud.prefix}-{name}")
+        self.fabric.setup()
+        self.trunk = (f"{cloud.prefix}-{name}t", f"{cloud.prefix}-{name}u")
+        connect_trunk(self.fabric, cloud.fabric, *self.trunk)
+        cfg = HostConfig(name=f"{cloud.prefix}-{name}", state_dir=state_dir,
+                         netmgr=cloud.listen, admin_token=cloud.admin_token,
+                         fabric_kind="ovs", fabric=self.fabric, images={"tiny": image_dir},
+                         address="", accel="qemu")
+        self.compute = Compute(cfg, Netmgr(cloud.listen, cloud.admin_token))
+        self.server, port = create_server(self.compute, "127.0.0.1:0")
+        self.server.start()
+        self.address = f"127.0.0.1:{port}"
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = compute_pb2_grpc.ComputeServiceStub(self.channel)
+
+    def close(self) -> None:
+        from compute.ovs import disconnect_trunk
+
+        leftover = list(self.compute.driver.domains())
+        for vm_id in leftover:
+            rec = self.compute._record(vm_id)
+            self.compute._remove(vm_id, rec.tenant_id if rec else "",
+                                 [n["port_id"] for n in rec.nics] if rec else [], [])
+        self.server.stop(grace=1).wait()
+        self.channel.close()
+        self.compute.netmgr.close()
+        disconnect_trunk(self.fabric, self.cloud.fabric, *self.trunk)
+        self.fabric.teardown()
+        assert not leftover, f"domains left behind: {leftover}"
+
+
+@pytest.fixture(scope="module")
+def host_a(ovs_cloud, guest_image, tmp_path_factory):
+    h = ComputeHost(ovs_cloud, "ha", str(tmp_path_factory.mktemp("host-a")), guest_image)
+    try:
+        yield h
+    finally:
+        h.close()

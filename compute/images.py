@@ -1,0 +1,65 @@
+"""Base images a compute agent can boot: directories built like images/guest.
+
+Each image directory holds `image.json` (kernel, initrd, disk, cmdline,
+min_memory_mib) and those files. VMs boot the kernel + initrd directly and
+get a copy-on-write qcow2 overlay of the base disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_GUEST_DIR = os.path.join(REPO, "images", "guest", "out")
+GUEST_BUILD = os.path.join(REPO, "images", "guest", "build.sh")
+
+
+class ImageError(Exception):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    name: str
+    kernel: str
+    initrd: str
+    disk: str
+    cmdline: str
+    min_memory_mib: int
+    kernel_release: str
+
+
+def load(name: str, directory: str) -> Image:
+    path = os.path.join(directory, "image.json")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ImageError(f"image {name}: cannot read {path}: {e}") from e
+    files = {k: os.path.join(directory, meta[k]) for k in ("kernel", "initrd", "disk")}
+    for k, file in files.items():
+        if not os.path.isfile(file):
+            raise ImageError(f"image {name}: {k} {file} missing")
+    return Image(name=name, cmdline=str(meta.get("cmdline", "console=ttyS0")),
+                 min_memory_mib=int(meta.get("min_memory_mib", 64)),
+                 kernel_release=str(meta.get("kernel_release", "")), **files)
+
+
+def build_guest(out_dir: str = DEFAULT_GUEST_DIR) -> str:
+    """Build (or find up to date) the tiny guest image; returns its directory."""
+    proc = subprocess.run(["bash", GUEST_BUILD, out_dir], capture_output=True, text=True,
+                          check=False, timeout=600)
+    if proc.returncode:
+        raise ImageError(f"{GUEST_BUILD} failed: {proc.stdout}{proc.stderr}")
+    return out_dir
+
+
+def create_overlay(base: str, overlay: str) -> None:
+    """A qcow2 overlay whose backing file is the (read-only) base disk."""
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2",
+                           overlay], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise ImageError(f"overlay {overlay}: {proc.stderr.strip()}")

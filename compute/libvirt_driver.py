@@ -1,0 +1,188 @@
+"""libvirt (qemu:///system) domains of the compute agent.
+
+One domain per VM, named `<prefix><vm id>` (the prefix names the host, so
+several agents, e.g. one per test, share one libvirtd). The guest boots its
+image's kernel + initrd directly, with a qcow2 overlay of the base disk and
+its serial console written to a file. QEMU runs as root for these domains
+(a per-domain DAC label): images and state may live in root-only places.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from xml.sax.saxutils import escape, quoteattr
+
+import libvirt
+
+from compute.images import Image
+
+log = logging.getLogger(__name__)
+
+URI = "qemu:///system"
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+def _silence(ctx: object, err: object) -> None:
+    """libvirt prints every error on stderr by default; they are raised anyway."""
+
+
+libvirt.registerErrorHandler(_silence, None)
+
+
+def tap_name(vm_id: str, index: int) -> str:
+    """Host-side device of NIC `index` (≤ 15 bytes, stable)."""
+    return "vt" + hashlib.sha1(f"{vm_id}/{index}".encode()).hexdigest()[:11]
+
+
+def detect_accel(image: Image | None, state_dir: str, timeout: float = 8) -> str:
+    """"kvm" when /dev/kvm exists and really runs a guest, else "qemu" (TCG).
+
+    The probe boots the image's kernel with an init that does not exist: the
+    kernel panics and QEMU exits (-no-reboot). Where KVM hangs (as on these
+    machines) the probe times out. Cached per boot in `state_dir`.
+    """
+    if not os.path.exists("/dev/kvm") or image is None:
+        return "qemu"
+    boot_id = open("/proc/sys/kernel/random/boot_id").read().strip()  # noqa: SIM115
+    cache = os.path.join(state_dir, "accel")
+    with contextlib.suppress(OSError):
+        cached_boot, accel = open(cache).read().split()  # noqa: SIM115
+        if cached_boot == boot_id:
+            return accel
+    try:
+        proc = subprocess.run(
+            [QEMU, "-accel", "kvm", "-m", "64", "-nographic", "-no-reboot", "-nodefaults",
+             "-kernel", image.kernel, "-append", "panic=-1 rdinit=/nonexistent"],
+            capture_output=True, timeout=timeout, check=False)
+        accel = "kvm" if proc.returncode == 0 else "qemu"
+    except subprocess.TimeoutExpired:
+        accel = "qemu"
+    os.makedirs(state_dir, exist_ok=True)
+    with open(cache, "w") as f:
+        f.write(f"{boot_id} {accel}\n")
+    return accel
+
+
+def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int, image: Image,
+               overlay: str, console: str, hostname: str, interfaces: list[str]) -> str:
+    cmdline = f"{image.cmdline} cloudnet.hostname={hostname}"
+    return f"""<domain type='{accel}'>
+  <name>{escape(name)}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(image.kernel)}</kernel>
+    <initrd>{escape(image.initrd)}</initrd>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>{QEMU}</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(overlay)}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    {''.join(interfaces)}
+    <serial type='file'>
+      <source path={quoteattr(console)}/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+</domain>"""
+
+
+class Driver:
+    def __init__(self, prefix: str, uri: str = URI) -> None:
+        self.prefix = prefix
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+
+    @property
+    def conn(self) -> libvirt.virConnect:
+        if self._conn is None or not self._conn.isAlive():
+            self._conn = libvirt.open(self.uri)
+        return self._conn
+
+    def domain_name(self, vm_id: str) -> str:
+        return f"{self.prefix}{vm_id}"
+
+    def lookup(self, vm_id: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn.lookupByName(self.domain_name(vm_id))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def domains(self) -> dict[str, libvirt.virDomain]:
+        """vm id → domain, for this agent's domains."""
+        return {d.name()[len(self.prefix):]: d for d in self.conn.listAllDomains()
+                if d.name().startswith(self.prefix)}
+
+    def define_and_start(self, xml: str) -> libvirt.virDomain:
+        dom = self.conn.defineXML(xml)
+        try:
+            dom.create()
+        except libvirt.libvirtError:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+            raise
+        return dom
+
+    def start(self, vm_id: str) -> None:
+        dom = self.lookup(vm_id)
+        if dom is not None and not dom.isActive():
+            dom.create()
+
+    def stop(self, vm_id: str, force: bool = False, grace: float = 10) -> None:
+        dom = self.lookup(vm_id)
+        if dom is None or not dom.isActive():
+            return
+        if not force:
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.shutdown()
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and dom.isActive():
+                time.sleep(0.2)
+        if dom.isActive():
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+
+    def remove(self, vm_id: str) -> None:
+        """Destroy and undefine the domain. Idempotent."""
+        dom = self.lookup(vm_id)
+        if dom is None:
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            if dom.isActive():
+                dom.destroy()
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+
+    @staticmethod
+    def state(dom: libvirt.virDomain) -> int:
+        return int(dom.state()[0])
+
+
+def atomic_write(path: str, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
