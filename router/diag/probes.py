@@ -173,8 +173,12 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def dhcp(ifname: str, mac: str, request: bool, timeout: float) -> pb.ProbeResult:
-    """DISCOVER (and REQUEST) from `mac`; runs inside the probe port's namespace."""
+def dhcp(ifname: str, mac: str, request: bool, timeout: float, release: bool = True
+         ) -> pb.ProbeResult:
+    """DISCOVER (and REQUEST) from `mac`; runs inside the probe port's namespace.
+
+    After an ACK the lease is released again, unless `release` is false (the
+    MAC already held a lease, a guest's: the REQUEST only renewed it)."""
     xid = int.from_bytes(os.urandom(4), "big")
     chaddr = bytes.fromhex(mac.replace(":", ""))
 
@@ -228,7 +232,7 @@ def dhcp(ifname: str, mac: str, request: bool, timeout: float) -> pb.ProbeResult
             fields.append(pb.KeyValue(key="request_reply", value=kind2))
             ok = kind2 == "ACK"
             summary += f"; REQUEST: {kind2}"
-            if ok:  # give the address back: a probe must not hold a lease
+            if ok and release:  # give the address back: a probe must not hold a lease
                 s.send(bytes(
                     Ether(src=mac, dst=frame2.src) / IP(src=yiaddr, dst=server)
                     / UDP(sport=68, dport=67)

@@ -176,9 +176,12 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             d = request.dhcp
             iface = guest_interface(cfg, d.network_id, "dhcp.network_id")
             mac = probes.check_mac_or_random(d.mac)
+            # A guest's lease must survive the probe: never release what it holds.
+            held = any(lease.mac == mac for lease in
+                       show.leases(show.lease_file(rt.ctx.state_dir), cfg))
             with probes.ProbePort(rt.ctx.fabric, prefix, iface.segment_id, mac) as port:
-                return netns.run_in_netns(
-                    port.netns, lambda: probes.dhcp(port.ifname, mac, d.request, timeout))
+                return netns.run_in_netns(port.netns, lambda: probes.dhcp(
+                    port.ifname, mac, d.request, timeout, release=not held))
         if which == "dns":
             q = request.dns
             if q.server:
@@ -223,6 +226,13 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
 
 def add_to_server(agent: Agent, server: grpc.Server) -> str:
     """Registers the service; returns its full name (for reflection and health)."""
+    with agent._lock:
+        runtimes = list(agent._routers.values())
+    for rt in runtimes:  # trace tables of a previous agent that was killed mid-stream
+        try:
+            tr.remove_stale_tables(rt.ctx.netns)
+        except Exception:
+            log.warning("router %s: cannot look for stale trace tables", rt.ctx.router_id)
     diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(DiagnosticsServicer(agent), server)
     return SERVICE_NAME
 

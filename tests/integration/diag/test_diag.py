@@ -323,3 +323,25 @@ def test_trace_names_the_edge_default_drop_then_the_port_forward(cloud, lab):
     assert dnat and dnat[0].nat_target == f"{p1.ip}:80", [x.line for x in events]
     assert not [x for x in events if x.verdict == "drop" and x.table == "inet cloudnet"
                 and x.chain == "edge_ingress"]
+
+
+def test_dhcp_request_probe_releases_its_own_lease_only(lab):
+    t, net, p1, p2 = lab
+    dbg = Debug(t)
+    g = t.guest(net, p1)
+    g.dhcp()
+
+    def macs() -> set[str]:
+        return {x.mac for x in dbg.show(net.router_id, dpb.SHOW_KIND_LEASES).leases}
+
+    assert p1.mac.lower() in macs()
+    for port in (p1, p2):
+        r = dbg.probe(net.router_id, dhcp=dpb.DhcpProbe(network_id=net.id, mac=port.mac,
+                                                        request=True))
+        assert r.ok, r.summary
+        assert {f.key: f.value for f in r.fields}["request_reply"] == "ACK"
+    deadline = time.monotonic() + 10
+    while p2.mac.lower() in macs():  # the probe's RELEASE is asynchronous to dnsmasq
+        assert time.monotonic() < deadline, "the probe's lease was not released"
+        time.sleep(0.1)
+    assert p1.mac.lower() in macs(), "the guest's lease was released by a probe"
