@@ -36,7 +36,7 @@ ANY_ICMP = (0, 255)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 # Every set and map the edge fills, in the table's order.
-SETS = ("edge_ips", "pf_dnat", "pf_allow", "fw_in", "fw_in_icmp", "fw_in_all", "eip_in",
+SETS = ("edge_ips", "lb_in", "pf_dnat", "pf_allow", "fw_in", "fw_in_icmp", "fw_in_all", "eip_in",
         "eip_out", "eg_ports", "eg_icmp", "eg_all", "eg_deny_nets")
 
 Interval = tuple[int, int]
@@ -255,6 +255,12 @@ def elements(cfg: pb.RouterConfig) -> Elements:
         for cidr in f.source_cidrs or ["0.0.0.0/0"]:
             groups[("pf_allow", f"{f.public_ip} . {f.protocol}")].append(
                 (((f.public_port_start, f.public_port_end), _net(cidr)), c))
+    for lb in cfg.load_balancers:
+        c = f"cn:loadbalancer:{lb.id}"
+        out["lb_in"][f"{lb.public_ip} . tcp . {lb.public_port}"] = ("", c)
+        for cidr in lb.source_cidrs or ["0.0.0.0/0"]:
+            groups[("pf_allow", f"{lb.public_ip} . tcp")].append(
+                (((lb.public_port, lb.public_port), _net(cidr)), c))
     rules: Sequence[pb.IngressRule | pb.EgressRule]
     for rules, prefix in ((cfg.ingress_rules, "fw_in"), (cfg.egress_rules, "eg")):
         for r in rules:

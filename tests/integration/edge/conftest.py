@@ -25,6 +25,7 @@ class Edge:
         self.nats = erpc.StaticNatServiceStub(ch)
         self.forwards = erpc.PortForwardServiceStub(ch)
         self.firewall = erpc.FirewallServiceStub(ch)
+        self.lbs = erpc.LoadBalancerServiceStub(ch)
 
     def call(self, method, request, timeout: float = 30):
         return self.t.api.call(method, request, timeout)

@@ -1,0 +1,191 @@
+"""Load balancers end to end: HAProxy in the router, real HTTP servers in
+guests, curl from the internet host. Algorithms counted, stickiness,
+health checks taking a member out and back, seamless reloads."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import time
+
+import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+
+from tests.integration.edge.conftest import Edge, in_ns
+
+pytestmark = pytest.mark.integration
+
+# Answers every GET with its name (and /health with 200).
+HTTP_SERVER = (
+    "import http.server, sys\n"
+    "name = sys.argv[1]\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    protocol_version = 'HTTP/1.0'\n"
+    "    def do_GET(self):\n"
+    "        body = name.encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
+)
+
+
+class Web:
+    """HTTP servers in guests, started and killed by their own PIDs."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, guest, name: str) -> None:
+        self.procs[name] = guest.popen([sys.executable, "-c", HTTP_SERVER, name],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while ":8080 " not in guest.run(["ss", "-Htln"]).stdout:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+
+    def stop(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.kill()
+        p.wait(timeout=5)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+@pytest.fixture
+def web():
+    w = Web()
+    yield w
+    w.close()
+
+
+def curl(ns: str, url: str, *extra: str) -> str:
+    r = in_ns(ns, ["curl", "-s", "--max-time", "3", *extra, url])
+    return r.stdout.strip() if r.returncode == 0 else f"error {r.returncode}"
+
+
+def counts(ns: str, url: str, n: int, *extra: str) -> collections.Counter:
+    return collections.Counter(curl(ns, url, *extra) for _ in range(n))
+
+
+@pytest.fixture
+def lbnet(cloud, make_tenant, web):
+    t = make_tenant()
+    net = t.network(name="lb", cidr="10.61.0.0/24")
+    ports = [t.port(net.id, hostname=f"web{i}") for i in range(3)]
+    t.api.wait_router_active(net.router_id)
+    for i, p in enumerate(ports):
+        g = t.guest(net, p)
+        g.dhcp()
+        web.start(g, f"web{i}")
+    e = Edge(t)
+    ip = e.public_ip(net.id)
+    return t, net, ports, e, ip
+
+
+def make_lb(e: Edge, ip, ports, **fields) -> epb.LoadBalancer:
+    members = fields.pop("members", [epb.LoadBalancerMember(port_id=p.id) for p in ports])
+    lb = e.call(e.lbs.CreateLoadBalancer, epb.CreateLoadBalancerRequest(
+        load_balancer=epb.LoadBalancer(public_ip_id=ip.id, private_port=8080, members=members,
+                                       **fields)))
+    return e.wait_active(e.lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id))
+
+
+def test_algorithms_weights_and_stickiness(cloud, lbnet):
+    t, net, ports, e, ip = lbnet
+    inet = cloud.inet_ns
+    rr = make_lb(e, ip, ports, public_port=80, protocol="http")
+    assert rr.state == pb.OBJECT_STATE_ACTIVE and rr.algorithm == "roundrobin"
+    c = counts(inet, f"http://{ip.ip}/", 30)
+    assert c == {"web0": 10, "web1": 10, "web2": 10}, c
+    # Weights 1:2:3 over TCP mode.
+    make_lb(e, ip, ports, public_port=81, protocol="tcp", members=[
+        epb.LoadBalancerMember(port_id=p.id, weight=w) for p, w in zip(ports, (1, 2, 3),
+                                                                       strict=True)])
+    c = counts(inet, f"http://{ip.ip}:81/", 60)
+    assert c == {"web0": 10, "web1": 20, "web2": 30}, c
+    # leastconn with sequential clients still reaches every member.
+    make_lb(e, ip, ports, public_port=82, protocol="tcp", algorithm="leastconn")
+    assert set(counts(inet, f"http://{ip.ip}:82/", 30)) == {"web0", "web1", "web2"}
+    # source: one client address, one member.
+    make_lb(e, ip, ports, public_port=83, protocol="tcp", algorithm="source")
+    assert len(counts(inet, f"http://{ip.ip}:83/", 15)) == 1
+    # Stickiness by source address over roundrobin.
+    make_lb(e, ip, ports, public_port=84, protocol="http", stickiness="source")
+    assert len(counts(inet, f"http://{ip.ip}:84/", 15)) == 1
+    # Cookie stickiness: with the cookie, one member; without, all of them.
+    make_lb(e, ip, ports, public_port=85, protocol="http", stickiness="cookie")
+    jar = f"/tmp/cn-lb-cookies-{net.id[:8]}"
+    try:
+        first = curl(inet, f"http://{ip.ip}:85/", "-c", jar)
+        assert counts(inet, f"http://{ip.ip}:85/", 10, "-b", jar) == {first: 10}
+    finally:
+        subprocess.run(["rm", "-f", jar], check=False)
+    assert len(counts(inet, f"http://{ip.ip}:85/", 9)) == 3
+    # Not a load balancer port: dropped.
+    assert curl(inet, f"http://{ip.ip}:86/").startswith("error")
+
+
+def wait_health(e: Edge, lb_id: str, want: dict[str, str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        lb = e.call(e.lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb_id))
+        got = {m.port_id: m.health for m in lb.members}
+        if all(got.get(k, "").startswith(v) for k, v in want.items()):
+            return
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+
+
+def test_health_checks_take_a_member_out_and_back(cloud, lbnet, web):
+    t, net, ports, e, ip = lbnet
+    inet = cloud.inet_ns
+    lb = make_lb(e, ip, ports, public_port=80, protocol="http",
+                 health_check=epb.LoadBalancerHealthCheck(
+                     type="http", path="/health", expect_status=200, interval_ms=200, rise=2,
+                     fall=2))
+    wait_health(e, lb.id, {p.id: "UP" for p in ports})
+    web.stop("web1")
+    # fall 2 × 200 ms: out of rotation well within a second or two.
+    wait_health(e, lb.id, {ports[1].id: "DOWN"})
+    c = counts(inet, f"http://{ip.ip}/", 20)
+    assert c == {"web0": 10, "web2": 10}, c
+    guest = next(g for g in t.guests if g.netns.endswith(ports[1].id[:8]))
+    web.start(guest, "web1")
+    wait_health(e, lb.id, {ports[1].id: "UP"})
+    assert set(counts(inet, f"http://{ip.ip}/", 30)) == {"web0", "web1", "web2"}
+
+
+def test_bad_load_balancers_are_refused(cloud, lbnet, make_tenant):
+    import grpc
+
+    t, net, ports, e, ip = lbnet
+    other = make_tenant()
+    onet = other.network(name="o", cidr="10.62.0.0/24")
+    oport = other.port(onet.id, hostname="o1")
+    net2 = t.network(name="lb2", cidr="10.63.0.0/24")
+    p2 = t.port(net2.id, hostname="x1")
+    cases = [
+        (dict(public_port=0), "load_balancer.public_port"),
+        (dict(public_port=80, protocol="udp"), "load_balancer.protocol"),
+        (dict(public_port=80, protocol="tcp", stickiness="cookie"), "load_balancer.stickiness"),
+        (dict(public_port=80, protocol="http", algorithm="random"), "load_balancer.algorithm"),
+        (dict(public_port=80, protocol="http",
+              health_check=epb.LoadBalancerHealthCheck(type="http", path="/a b")),
+         "load_balancer.health_check.path"),
+        (dict(public_port=80, protocol="http",
+              members=[epb.LoadBalancerMember(port_id=p2.id)]), "members[0].port_id"),
+        (dict(public_port=80, protocol="http",
+              members=[epb.LoadBalancerMember(port_id=oport.id)]), "port"),
+    ]
+    before = t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=net.router_id))
+    for fields, text in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            make_lb(e, ip, ports, **fields)
+        assert text in err.value.details(), (fields, err.value.details())
+    after = t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=net.router_id))
+    assert after.desired_generation == before.desired_generation
