@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # router data plane and daemons
-  iproute2 nftables dnsmasq-base conntrack procps psmisc
+  iproute2 nftables dnsmasq-base conntrack procps psmisc haproxy
   # real clients the tests and the demo use
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # python
