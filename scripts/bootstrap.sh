@@ -16,6 +16,8 @@ APT_PACKAGES=(
   # build deps, and what images/guest/build.sh uses (cpio, qemu-img)
   openvswitch-switch libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config cpio
+  # images/router/build.sh: the router appliance (rootfs, ext4 without mounting)
+  mmdebstrap e2fsprogs
   # PostgreSQL: the store's tests run on it too (a scratch cluster, see test.sh)
   postgresql
 )
