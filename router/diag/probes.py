@@ -43,6 +43,7 @@ T = TypeVar("T")
 ETH_P_ALL = 0x0003
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 2.0, 30.0
 MAX_PING, MAX_HOPS = 20, 30
+BUDGET_SECONDS = 60.0  # a ping or traceroute stops there, whatever its count and timeout
 QTYPES = ("A", "AAAA", "PTR", "MX", "TXT", "SRV", "CNAME", "NS", "SOA")
 _DHCP_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK",
                7: "RELEASE", 8: "INFORM"}
@@ -341,8 +342,11 @@ def ping(dest: str, count: int, timeout: float) -> pb.ProbeResult:
         raise DiagError("ping.count", f"at most {MAX_PING} (got {count})")
     ident = int.from_bytes(os.urandom(2), "big")
     hops = []
+    budget = time.monotonic() + BUDGET_SECONDS
     with _icmp_socket() as s:
         for seq in range(1, count + 1):
+            if time.monotonic() > budget:
+                break
             started = time.monotonic()
             s.sendto(_echo(ident, seq), (dest, 0))
             got = _recv_until(s, started + timeout, _match_echo(ident, seq, dest))
@@ -355,7 +359,7 @@ def ping(dest: str, count: int, timeout: float) -> pb.ProbeResult:
     replies = [h for h in hops if h.kind == "echo-reply"]
     avg = sum(h.rtt_ms for h in replies) / len(replies) if replies else 0.0
     return pb.ProbeResult(ok=bool(replies), hops=hops, rtt_ms=round(avg, 3),
-                          summary=f"{dest}: {len(replies)}/{count} replies"
+                          summary=f"{dest}: {len(replies)}/{len(hops)} replies"
                           + (f", avg {avg:.3f} ms" if replies else ""))
 
 
@@ -366,8 +370,11 @@ def traceroute(dest: str, max_hops: int, timeout: float) -> pb.ProbeResult:
     ident = int.from_bytes(os.urandom(2), "big")
     hops = []
     reached = False
+    budget = time.monotonic() + BUDGET_SECONDS
     with _icmp_socket() as s:
         for ttl in range(1, max_hops + 1):
+            if time.monotonic() > budget:
+                break
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             started = time.monotonic()
             s.sendto(_echo(ident, ttl), (dest, 0))

@@ -345,3 +345,41 @@ def test_dhcp_request_probe_releases_its_own_lease_only(lab):
         assert time.monotonic() < deadline, "the probe's lease was not released"
         time.sleep(0.1)
     assert p1.mac.lower() in macs(), "the guest's lease was released by a probe"
+
+
+def _procs_in(ns: str) -> set[str]:
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    names = set()
+    for pid in pids.split():
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                names.add(f.read().strip())
+        except OSError:
+            pass
+    return names
+
+
+def test_cancelled_streams_stop_the_agents_tools(cloud, lab):
+    t, net, _, _ = lab
+    dbg = Debug(t)
+    ns = router_netns_name(cloud.prefix, net.router_id)
+    streams = [
+        dbg.capture(dpb.CaptureRequest(router_id=net.router_id,
+                                       interface=dpb.InterfaceRef(public=True),
+                                       filter="udp port 9", max_seconds=300), timeout=600),
+        dbg.trace(dpb.TraceRequest(router_id=net.router_id, protocol="udp", port=9,
+                                   max_seconds=300), timeout=600),
+    ]
+    for stream in streams:
+        bg = Background(stream)
+        assert bg.started.wait(30)
+        assert {"tcpdump", "nft"} & _procs_in(ns)
+        stream.cancel()
+        bg.join()
+    deadline = time.monotonic() + 15
+    while {"tcpdump", "nft"} & _procs_in(ns):
+        assert time.monotonic() < deadline, _procs_in(ns)
+        time.sleep(0.1)
+    tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
+                            capture_output=True, text=True).stdout
+    assert "cloudnet-trace" not in tables
