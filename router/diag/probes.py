@@ -135,6 +135,22 @@ class ProbePort:
         self.close()
 
 
+def remove_stale_probe_ports(fabric: Fabric, prefix: str) -> list[str]:
+    """Probe ports of an agent that was killed mid-probe (a probe removes its own)."""
+    removed = []
+    start = f"{prefix}-probe-"
+    for name in sorted(os.listdir(netns.NETNS_RUN_DIR)) if os.path.isdir(
+            netns.NETNS_RUN_DIR) else []:
+        if name.startswith(start):
+            tag = name[len(start):]
+            try:
+                fabric.unplug(f"pr{tag}")
+            finally:
+                remove_netns(name)
+            removed.append(name)
+    return removed
+
+
 def probe_source_port(fabric: Fabric, prefix: str, cfg: apb.RouterConfig,
                       src: pb.ProbeSource) -> ProbePort:
     net = guest_network(cfg, src.network_id, "source.network_id")

@@ -228,6 +228,10 @@ def add_to_server(agent: Agent, server: grpc.Server) -> str:
     """Registers the service; returns its full name (for reflection and health)."""
     with agent._lock:
         runtimes = list(agent._routers.values())
+    try:
+        probes.remove_stale_probe_ports(agent.fabric, agent.netns_prefix)
+    except Exception:
+        log.exception("cannot remove stale probe ports")
     for rt in runtimes:  # trace tables of a previous agent that was killed mid-stream
         try:
             tr.remove_stale_tables(rt.ctx.netns)

@@ -383,3 +383,17 @@ def test_cancelled_streams_stop_the_agents_tools(cloud, lab):
     tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
                             capture_output=True, text=True).stdout
     assert "cloudnet-trace" not in tables
+
+
+def test_traceroute_agrees_with_the_system_traceroute(lab):
+    t, net, p1, _ = lab
+    if not shutil.which("traceroute"):
+        pytest.skip("traceroute is not installed")
+    g = t.guest(net, p1)
+    g.dhcp()
+    out = g.run(["traceroute", "-n", "-I", "-q", "1", "-w", "2", INET_HOST_IP]).stdout
+    theirs = [line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1]
+    ours = Debug(t).probe(net.router_id, traceroute=dpb.TracerouteProbe(
+        destination=INET_HOST_IP, source=dpb.ProbeSource(network_id=net.id)))
+    assert [h.address for h in ours.hops] == theirs == [net.gateway, EDGE_PUBLIC_IP,
+                                                         INET_HOST_IP]
