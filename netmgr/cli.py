@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from netmgr import cli_debug
+from netmgr import cli_debug, cli_edge
 from netmgr.cli_client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
 from netmgr.cli_commands import (
     CommandFailed,
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait(p, "the router is ACTIVE again")
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
+    cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     return parser
 
 
