@@ -33,6 +33,7 @@ SHOW_KINDS = {
     "counters": dpb.SHOW_KIND_COUNTERS,
     "interfaces": dpb.SHOW_KIND_INTERFACES,
     "routes": dpb.SHOW_KIND_ROUTES,
+    "lb-members": dpb.SHOW_KIND_LB_MEMBERS,
 }
 STREAM_GRACE = 30.0  # added to a stream's own limit for the call's deadline
 
@@ -197,6 +198,10 @@ def _show_table(kind: str, r: dpb.ShowResponse) -> str:
              "DROPS"],
             [(i.name, i.role, i.network_id, i.mac, " ".join(i.addresses), i.state, i.rx_packets,
               i.tx_packets, i.rx_dropped + i.tx_dropped) for i in r.interfaces])
+    if kind == "lb-members":
+        return format_table(["LOAD BALANCER", "PORT", "STATUS", "CHECK"],
+                            [(m.load_balancer_id, m.port_id, m.status, m.check)
+                             for m in r.lb_members])
     return format_table(["DESTINATION", "GATEWAY", "INTERFACE", "PROTOCOL", "SOURCE"],
                         [(x.destination, x.gateway, x.interface, x.protocol, x.source)
                          for x in r.routes])
@@ -206,8 +211,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     r = _stub(ctx).Show(dpb.ShowRequest(router_id=args.router, kind=SHOW_KINDS[args.what],
                                         address=args.address or ""))
     if ctx.json:
-        field = {"leases": "leases", "conntrack": "conntrack", "counters": "counters",
-                 "interfaces": "interfaces", "routes": "routes"}[args.what]
+        field = {"lb-members": "lb_members"}.get(args.what, args.what)
         ctx.print(to_json(list(getattr(r, field))))
     else:
         ctx.print(_show_table(args.what, r))
@@ -300,7 +304,8 @@ def add_commands(group: Callable[[str, str], Any],
     p.add_argument("-c", "--count", type=int, help="packets to trace (default 10)")
     p.add_argument("--seconds", type=float, help="how long (default 30)")
 
-    p = leaf(s, "show", cmd_show, "router state: leases, conntrack, counters, interfaces, routes")
+    p = leaf(s, "show", cmd_show,
+             "router state: leases, conntrack, counters, interfaces, routes, LB members")
     p.add_argument("router", metavar="ROUTER")
     p.add_argument("what", choices=tuple(SHOW_KINDS))
     p.add_argument("--address", metavar="IP", help="conntrack: only entries with this address")

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from compute import netns
 from router.diag import show
+from router.services import haproxy
 
 if TYPE_CHECKING:
     from router.agent import Agent
@@ -60,6 +61,9 @@ class AgentCollector(Collector):
         byts = CounterMetricFamily("cloudnet_router_rule_bytes",
                                    "Bytes counted by an nftables rule",
                                    labels=["router", "chain", "object_kind", "object_id", "rule"])
+        lb = GaugeMetricFamily("cloudnet_router_lb_member_up",
+                               "1 if HAProxy reports the load balancer member UP",
+                               labels=["router", "load_balancer", "port"])
         routers = GaugeMetricFamily("cloudnet_router_agent_routers",
                                     "Routers held by this agent")
         with self.agent._lock:
@@ -84,6 +88,9 @@ class AgentCollector(Collector):
                 for nid, n in per_net.items():
                     leases.add_metric([rid, nid], n)
                 ct.add_metric([rid], _conntrack_count(rt.ctx.netns))
+                for m in haproxy.member_status(rt.ctx, cfg):
+                    lb.add_metric([rid, m.load_balancer_id, m.port_id],
+                                  1.0 if m.status.startswith("UP") else 0.0)
                 for c in show.counters(rt.ctx.netns):
                     if not c.table.endswith(" cloudnet"):
                         continue
@@ -92,7 +99,7 @@ class AgentCollector(Collector):
                     byts.add_metric(labels, c.bytes)
             except Exception:  # one broken router must not hide the others
                 log.exception("metrics of router %s", rid)
-        yield from (routers, gen, rejected, apply_s, healthy, leases, ct, pkts, byts)
+        yield from (routers, gen, rejected, apply_s, healthy, leases, ct, pkts, byts, lb)
 
 
 def registry_for(agent: Agent) -> CollectorRegistry:

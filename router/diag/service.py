@@ -153,7 +153,12 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             return pb.ShowResponse(interfaces=show.interfaces(ns, cfg))
         if kind == pb.SHOW_KIND_ROUTES:
             return pb.ShowResponse(routes=show.routes(ns))
-        raise DiagError("kind", "one of leases, conntrack, counters, interfaces, routes")
+        if kind == pb.SHOW_KIND_LB_MEMBERS:
+            from router.services import haproxy
+
+            return pb.ShowResponse(lb_members=haproxy.member_status(rt.ctx, cfg))
+        raise DiagError("kind", "one of leases, conntrack, counters, interfaces, routes, "
+                        "lb-members")
 
     # ---- probes ----------------------------------------------------------------
 

@@ -397,3 +397,39 @@ def test_traceroute_agrees_with_the_system_traceroute(lab):
         destination=INET_HOST_IP, source=dpb.ProbeSource(network_id=net.id)))
     assert [h.address for h in ours.hops] == theirs == [net.gateway, EDGE_PUBLIC_IP,
                                                          INET_HOST_IP]
+
+
+def test_show_lb_members_and_their_health(lab):
+    from cloudnet.netmgr.v1 import edge_pb2 as epb
+
+    from tests.integration.edge.conftest import Edge
+
+    t, net, p1, p2 = lab
+    g = t.guest(net, p1)
+    g.dhcp()
+    server = g.popen(["socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo up"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        e = Edge(t)
+        ip = e.public_ip(net.id)
+        lb = e.call(e.lbs.CreateLoadBalancer, epb.CreateLoadBalancerRequest(
+            load_balancer=epb.LoadBalancer(
+                public_ip_id=ip.id, public_port=80, private_port=8080, protocol="tcp",
+                members=[epb.LoadBalancerMember(port_id=p.id) for p in (p1, p2)],
+                health_check=epb.LoadBalancerHealthCheck(type="tcp", interval_ms=200, rise=1,
+                                                         fall=1))))
+        e.wait_active(e.lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id))
+        dbg = Debug(t)
+        deadline = time.monotonic() + 20
+        while True:
+            members = {m.port_id: m.status for m in
+                       dbg.show(net.router_id, dpb.SHOW_KIND_LB_MEMBERS).lb_members
+                       if m.load_balancer_id == lb.id}
+            if members.get(p1.id, "").startswith("UP") and \
+                    members.get(p2.id, "").startswith("DOWN"):
+                break
+            assert time.monotonic() < deadline, members
+            time.sleep(0.2)
+    finally:
+        server.kill()
+        server.wait(5)

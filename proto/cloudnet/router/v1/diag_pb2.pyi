@@ -9,6 +9,7 @@ Interfaces are named by what they face (a tenant network, or the public
 side), never by kernel name. Every limit is enforced by the agent.
 """
 
+from cloudnet.router.v1 import agent_pb2 as _agent_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -37,6 +38,8 @@ class _ShowKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShowKind.Val
     SHOW_KIND_COUNTERS: _ShowKind.ValueType  # 3
     SHOW_KIND_INTERFACES: _ShowKind.ValueType  # 4
     SHOW_KIND_ROUTES: _ShowKind.ValueType  # 5
+    SHOW_KIND_LB_MEMBERS: _ShowKind.ValueType  # 6
+    """Load balancer members and their health checks (HAProxy's stats)."""
 
 class ShowKind(_ShowKind, metaclass=_ShowKindEnumTypeWrapper): ...
 
@@ -46,6 +49,8 @@ SHOW_KIND_CONNTRACK: ShowKind.ValueType  # 2
 SHOW_KIND_COUNTERS: ShowKind.ValueType  # 3
 SHOW_KIND_INTERFACES: ShowKind.ValueType  # 4
 SHOW_KIND_ROUTES: ShowKind.ValueType  # 5
+SHOW_KIND_LB_MEMBERS: ShowKind.ValueType  # 6
+"""Load balancer members and their health checks (HAProxy's stats)."""
 Global___ShowKind: _TypeAlias = ShowKind  # noqa: Y015
 
 @_typing.final
@@ -896,6 +901,7 @@ class ShowResponse(_message.Message):
     COUNTERS_FIELD_NUMBER: _builtins.int
     INTERFACES_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
+    LB_MEMBERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lease]: ...
     @_builtins.property
@@ -906,6 +912,8 @@ class ShowResponse(_message.Message):
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___InterfaceInfo]: ...
     @_builtins.property
     def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteInfo]: ...
+    @_builtins.property
+    def lb_members(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.LbMemberStatus]: ...
     def __init__(
         self,
         *,
@@ -914,10 +922,11 @@ class ShowResponse(_message.Message):
         counters: _abc.Iterable[Global___RuleCounter] | None = ...,
         interfaces: _abc.Iterable[Global___InterfaceInfo] | None = ...,
         routes: _abc.Iterable[Global___RouteInfo] | None = ...,
+        lb_members: _abc.Iterable[_agent_pb2.LbMemberStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conntrack", b"conntrack", "counters", b"counters", "interfaces", b"interfaces", "leases", b"leases", "routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conntrack", b"conntrack", "counters", b"counters", "interfaces", b"interfaces", "lb_members", b"lb_members", "leases", b"leases", "routes", b"routes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

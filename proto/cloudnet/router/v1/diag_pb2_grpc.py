@@ -88,7 +88,8 @@ class RouterDiagnosticsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Show(self, request, context):
-        """Router state: leases, connection tracking, rule counters, interfaces, routes.
+        """Router state: leases, connection tracking, rule counters, interfaces, routes,
+        load balancer members.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -54,7 +54,9 @@ class RouterDiagnosticsStub:
     is removed when the stream ends.
     """
     Show: _grpc.UnaryUnaryMultiCallable[_diag_pb2.ShowRequest, _diag_pb2.ShowResponse]
-    """Router state: leases, connection tracking, rule counters, interfaces, routes."""
+    """Router state: leases, connection tracking, rule counters, interfaces, routes,
+    load balancer members.
+    """
 
 @_typing.type_check_only
 class RouterDiagnosticsAsyncStub(RouterDiagnosticsStub):
@@ -76,7 +78,9 @@ class RouterDiagnosticsAsyncStub(RouterDiagnosticsStub):
     is removed when the stream ends.
     """
     Show: _aio.UnaryUnaryMultiCallable[_diag_pb2.ShowRequest, _diag_pb2.ShowResponse]  # type: ignore[assignment]
-    """Router state: leases, connection tracking, rule counters, interfaces, routes."""
+    """Router state: leases, connection tracking, rule counters, interfaces, routes,
+    load balancer members.
+    """
 
 class RouterDiagnosticsServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -119,6 +123,8 @@ class RouterDiagnosticsServicer(metaclass=_abc_1.ABCMeta):
         request: _diag_pb2.ShowRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_diag_pb2.ShowResponse, _abc.Awaitable[_diag_pb2.ShowResponse]]:
-        """Router state: leases, connection tracking, rule counters, interfaces, routes."""
+        """Router state: leases, connection tracking, rule counters, interfaces, routes,
+        load balancer members.
+        """
 
 def add_RouterDiagnosticsServicer_to_server(servicer: RouterDiagnosticsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
