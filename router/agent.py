@@ -214,14 +214,18 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
         return pb.DeleteRouterResponse()
 
 
-def create_server(listen: str, agent: Agent, max_workers: int = 16) -> tuple[grpc.Server, int]:
+def create_server(
+    listen: str, agent: Agent, max_workers: int = 16,
+    interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+) -> tuple[grpc.Server, int]:
     """A started gRPC server for `agent` on `listen` ("unix:///path" or "host:port").
 
     Returns (server, port); the port is 0 for a unix socket. The socket's
     directory is created 0700 and the socket made 0600: only root may talk
     to the agent.
     """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                         interceptors=interceptors)
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(agent), server)
     from router.diag.service import add_to_server as add_diagnostics  # imports this module
     diag_name = add_diagnostics(agent, server)
@@ -255,10 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-dir", default="/var/lib/cloudnet/agent")
     p.add_argument("--netns-prefix", default="cn")
     p.add_argument("--fabric-netns", default="cn-fabric")
-    p.add_argument("--fabric", choices=("linuxbridge", "ovs"), default="linuxbridge",
+    p.add_argument("--fabric", choices=("linuxbridge", "ovs", "appliance"), default="linuxbridge",
                    help="linuxbridge: a bridge per segment in --fabric-netns; ovs: VLAN access "
                         "ports on the Open vSwitch bridge --ovs-bridge")
     p.add_argument("--ovs-bridge", default="cn-br")
+    p.add_argument("--appliance-router-id", default="",
+                   help="with --fabric appliance (router VM): the one router served, its "
+                        "interfaces the VM's NICs found by MAC (router/appliance.py)")
+    p.add_argument("--auth-token-file", default="",
+                   help="require 'authorization: Bearer <token>' on every RPC but health "
+                        "(router/auth.py); mandatory with --fabric appliance")
     p.add_argument("--agent-id", default=socket.gethostname())
     p.add_argument("--dnsmasq-user", default="dnsmasq",
                    help="user dnsmasq drops privileges to (root if it cannot read the state dir)")
@@ -276,10 +286,24 @@ def main(argv: list[str] | None = None) -> None:
         from compute.ovs import OvsFabric
 
         fabric = OvsFabric(args.ovs_bridge)
-    agent = Agent(args.state_dir, args.netns_prefix, args.fabric_netns, args.agent_id,
-                  args.dnsmasq_user, fabric)
+    interceptors: tuple[grpc.ServerInterceptor, ...] = ()
+    if args.auth_token_file:
+        from router import auth
+
+        interceptors = (auth.BearerTokenInterceptor(auth.read_token_file(args.auth_token_file)),)
+    if args.fabric == "appliance":
+        from router import appliance
+
+        if not args.appliance_router_id or not interceptors:
+            p.error("--fabric appliance needs --appliance-router-id and --auth-token-file")
+        agent: Agent = appliance.ApplianceAgent(
+            args.appliance_router_id, args.state_dir, args.netns_prefix, args.agent_id,
+            args.dnsmasq_user, appliance.control_mac_from())
+    else:
+        agent = Agent(args.state_dir, args.netns_prefix, args.fabric_netns, args.agent_id,
+                      args.dnsmasq_user, fabric)
     agent.start()
-    server, port = create_server(args.listen, agent)
+    server, port = create_server(args.listen, agent, interceptors=interceptors)
     if args.metrics_listen:
         from router import metrics
 

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Build the cloudnet router appliance: Debian 12 (mmdebstrap, minbase) with
+# the cloud kernel, systemd, the router's daemons (dnsmasq, nftables, HAProxy,
+# strongSwan, conntrack) and the router agent installed from the project's
+# own wheel into /opt/cloudnet (its Python dependencies from PyPI).
+#
+#   sudo images/router/build.sh [OUT_DIR]      (default: images/router/out)
+#
+# Output: disk.qcow2 (ext4 root file system on the whole disk, no partition
+# table: the kernel is booted directly), vmlinuz, initrd.img and
+# manifest.json (package versions, Python packages, sizes and the hash of the
+# inputs). Nothing is rebuilt when the inputs' hash is unchanged: the package
+# list, this script, the files under rootfs/ and the wheel's content.
+#
+# Caches (images/router/.cache, gitignored): the .debs, the base root file
+# system as a tarball keyed by the package list, and the Python wheels. A
+# change of the project's code only re-runs the last stage (venv + disk).
+# Reaches only the Debian mirror of the host's apt sources and PyPI.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+OUT=${1:-$HERE/out}
+CACHE=$HERE/.cache
+SOURCES=${CLOUDNET_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
+[ -f "$SOURCES" ] || SOURCES=/etc/apt/sources.list
+PACKAGES=(
+  linux-image-cloud-amd64 initramfs-tools zstd systemd systemd-sysv udev kmod
+  iproute2 procps nftables conntrack dnsmasq-base haproxy
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  python3 python3-venv
+)
+# Modules the initramfs needs to find the root disk (MODULES=list keeps it small).
+INITRD_MODULES="virtio_pci virtio_blk ext4"
+# Units the appliance does not want at boot (the agent runs the daemons itself).
+DISABLE_UNITS="haproxy.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+  e2scrub_reap.service fstrim.timer dpkg-db-backup.timer getty@tty1.service systemd-pstore.service"
+PY=${CLOUDNET_PYTHON:-$REPO/.venv/bin/python}
+
+[ "$(id -u)" -eq 0 ] || { echo "router image: run as root" >&2; exit 1; }
+for tool in mmdebstrap mkfs.ext4 qemu-img; do
+  command -v "$tool" >/dev/null || { echo "router image: $tool missing (scripts/bootstrap.sh)" >&2; exit 1; }
+done
+mkdir -p "$OUT" "$CACHE/debs" "$CACHE/wheels"
+t0=$(date +%s.%N)
+work=$(mktemp -d /var/tmp/cloudnet-router-image.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# ---- inputs -------------------------------------------------------------------
+"$PY" -m pip wheel -q --no-deps -w "$work/wheel" "$REPO" >/dev/null 2>&1 \
+  || "$PY" -m pip wheel --no-deps -w "$work/wheel" "$REPO"
+wheel=$(ls "$work"/wheel/cloudnet-*.whl)
+# The wheel's RECORD lists the sha256 of every file in it: a content hash
+# that ignores the zip's timestamps.
+wheel_hash=$(unzip -p "$wheel" '*.dist-info/RECORD' | grep -v '/RECORD,' | sort | sha256sum | cut -d' ' -f1)
+base_key=$( { echo "${PACKAGES[*]}|$INITRD_MODULES"; sed -n '/^# ---- base/,/^# ---- end base/p' "$0"; } \
+  | sha256sum | cut -c1-16)
+inputs=$( { echo "$base_key $wheel_hash $DISABLE_UNITS"; cat "$0";
+            (cd "$HERE/rootfs" && find . -type f | sort | xargs sha256sum); } | sha256sum | cut -d' ' -f1)
+if [ -f "$OUT/manifest.json" ] && grep -q "\"inputs\": \"$inputs\"" "$OUT/manifest.json" \
+   && [ -f "$OUT/disk.qcow2" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ]; then
+  echo "router image: up to date ($OUT, inputs ${inputs:0:12})"
+  exit 0
+fi
+
+# ---- base root file system (cached by the package list) ---------------------
+base=$CACHE/base-$base_key.tar
+base_cached=true
+if [ ! -f "$base" ]; then
+  base_cached=false
+  include=$(IFS=,; echo "${PACKAGES[*]}")
+  mmdebstrap --variant=minbase --include="$include" \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    --skip=download/empty --skip=essential/unlink \
+    --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+    --setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
+    --essential-hook='mkdir -p "$1"/etc/initramfs-tools/conf.d' \
+    --essential-hook="echo MODULES=list > \"\$1\"/etc/initramfs-tools/conf.d/cloudnet.conf" \
+    --essential-hook="for m in $INITRD_MODULES; do echo \$m; done >> \"\$1\"/etc/initramfs-tools/modules" \
+    --customize-hook="sync-out /var/cache/apt/archives $CACHE/debs" \
+    bookworm "$work/base.tar" "$SOURCES"
+  rm -f "$CACHE"/base-*.tar
+  mv "$work/base.tar" "$base"
+fi
+# ---- end base -------------------------------------------------------------------
+t_base=$(date +%s.%N)
+
+# ---- the agent's wheels (from PyPI once, then from the cache) ------------------
+"$PY" -m pip download -q --only-binary=:all: --no-index --find-links "$CACHE/wheels" \
+    -d "$CACHE/wheels" "$wheel" >/dev/null 2>&1 \
+  || "$PY" -m pip download -q --only-binary=:all: -d "$CACHE/wheels" "$wheel"
+rm -f "$CACHE"/wheels/cloudnet-*.whl
+cp "$wheel" "$CACHE/wheels/"
+
+# ---- assemble --------------------------------------------------------------------
+root=$work/root
+mkdir "$root"
+# Commands in the image get a clean environment (not the host's PIP_*, LC_*...).
+in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 chroot "$root" "$@"; }
+tar -C "$root" --numeric-owner --xattrs --xattrs-include='*' -xpf "$base"
+cp -a "$HERE/rootfs/." "$root/"
+mkdir -p "$root/tmp/wheels"
+cp "$CACHE"/wheels/*.whl "$root/tmp/wheels/"
+in_root /usr/bin/python3 -m venv /opt/cloudnet
+in_root /opt/cloudnet/bin/pip install -q --no-index --find-links /tmp/wheels \
+  --no-compile "/tmp/wheels/$(basename "$wheel")"
+# Byte-compile now (a read-only-ish first boot under TCG must not pay for it).
+in_root /opt/cloudnet/bin/python -m compileall -q -j0 /opt/cloudnet/lib >/dev/null || true
+rm -rf "$root/tmp/wheels" "$root"/opt/cloudnet/lib/python3*/site-packages/pip/_vendor/rich/__pycache__
+in_root /bin/sh -ec "
+  echo router > /etc/hostname
+  printf '/dev/vda / ext4 defaults,noatime,errors=remount-ro 0 1\n' > /etc/fstab
+  passwd -l root >/dev/null
+  systemctl enable -q cloudnet-boot.service cloudnet-router-agent.service
+  for u in $DISABLE_UNITS; do systemctl mask -q \$u 2>/dev/null || true; done
+  systemctl set-default -q multi-user.target
+"
+: > "$root/etc/machine-id"   # a fresh one per boot (systemd creates it)
+release=$(ls "$root/lib/modules")
+cp "$root/boot/vmlinuz-$release" "$work/vmlinuz"
+cp "$root/boot/initrd.img-$release" "$work/initrd.img"
+
+# Versions for the manifest.
+in_root dpkg-query -W -f '${Package}\t${Version}\n' > "$work/debs.tsv"
+in_root /opt/cloudnet/bin/pip list --format=freeze 2>/dev/null > "$work/pip.txt"
+rootfs_mib=$(du -sm --apparent-size "$root" | cut -f1)
+
+# ---- disk ------------------------------------------------------------------------
+# ext4 made from the directory (mke2fs -d: no loop device, no mount), with
+# room to spare for state and logs; qcow2 stores only the blocks in use.
+fs_mib=$(( rootfs_mib * 13 / 10 + 512 ))
+mkfs.ext4 -q -F -L cloudnet-root -E lazy_itable_init=0 -d "$root" "$work/root.img" "${fs_mib}M"
+qemu-img convert -q -f raw -O qcow2 "$work/root.img" "$work/disk.qcow2"
+t_end=$(date +%s.%N)
+
+"$PY" - "$work" "$OUT" "$inputs" "$release" "$rootfs_mib" "$fs_mib" "$t0" "$t_base" "$t_end" \
+       "$base_cached" "$wheel_hash" "$base_key" <<'PYEOF'
+import json, os, sys
+work, out, inputs, release, rootfs_mib, fs_mib, t0, t_base, t_end, base_cached, wheel_hash, base_key = sys.argv[1:]
+debs = dict(line.split("\t", 1) for line in open(os.path.join(work, "debs.tsv")).read().splitlines())
+pips = dict(line.split("==", 1) for line in open(os.path.join(work, "pip.txt")).read().splitlines() if "==" in line)
+want = ["linux-image-" + release, "systemd", "iproute2", "nftables", "dnsmasq-base", "haproxy",
+        "strongswan-charon", "strongswan-swanctl", "conntrack", "python3"]
+manifest = {
+    "name": "cloudnet-router",
+    "inputs": inputs,
+    "wheel_sha256": wheel_hash,
+    "base_key": base_key,
+    "kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2",
+    "cmdline": "root=/dev/vda rw console=ttyS0 panic=-1 quiet",
+    "kernel_release": release,
+    "min_memory_mib": 512,
+    "versions": {k: debs.get(k, "") for k in want} | {"cloudnet": pips.get("cloudnet", "")},
+    "sizes_mib": {
+        "rootfs": int(rootfs_mib), "filesystem": int(fs_mib),
+        "disk_qcow2": round(os.path.getsize(os.path.join(work, "disk.qcow2")) / 2**20, 1),
+        "vmlinuz": round(os.path.getsize(os.path.join(work, "vmlinuz")) / 2**20, 1),
+        "initrd": round(os.path.getsize(os.path.join(work, "initrd.img")) / 2**20, 1),
+    },
+    "build_seconds": {"total": round(float(t_end) - float(t0), 1),
+                      "base": round(float(t_base) - float(t0), 1),
+                      "base_cached": base_cached == "true"},
+    "packages": debs,
+    "python_packages": pips,
+}
+with open(os.path.join(work, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+    f.write("\n")
+PYEOF
+for f in vmlinuz initrd.img disk.qcow2 manifest.json; do mv "$work/$f" "$OUT/$f"; done
+echo "router image: built $OUT ($release, disk $(du -h "$OUT/disk.qcow2" | cut -f1)," \
+     "$(awk "BEGIN {printf \"%.0f\", $t_end - $t0}") s)"
