@@ -9,7 +9,7 @@ import pytest
 from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 
-from netmgr.aio import INET_HOST_IP, WEB_PORT
+from netmgr.aio import INET_DNS_IP, INET_HOST_IP, WEB_PORT
 from tests.integration.diag.helpers import Debug
 from tests.integration.edge.conftest import Edge
 
@@ -67,13 +67,35 @@ def test_explain_agrees_with_live_probes(cloud, make_tenant):
              lambda: g2.run(["nc", "-z", "-w", "2", p1.ip, "80"]).returncode == 0),
         ]
         stub = Debug(t).stub
-        disagree = []
-        for src, to, kind, live in cases:
-            r = t.api.call(stub.Explain, debug_pb2.ExplainRequest(**{"from": src, "to": to}))
-            seen = live()
-            if r.allowed != seen or r.decided_by_kind != kind:
-                disagree.append((src, to, r.allowed, r.decided_by_kind, r.reason, seen))
-        assert not disagree
+
+        def check(cases) -> None:
+            disagree = []
+            for src, to, kind, live in cases:
+                r = t.api.call(stub.Explain, debug_pb2.ExplainRequest(**{"from": src, "to": to}))
+                seen = live()
+                if r.allowed != seen or r.decided_by_kind != kind:
+                    disagree.append((src, to, r.allowed, r.decided_by_kind, r.reason, seen))
+            assert not disagree
+
+        check(cases)
+        # Egress denied by default, one rule opens the web port: the rule decides.
+        e.call(e.firewall.SetEgressPolicy, epb.SetEgressPolicyRequest(policy=epb.EgressPolicy(
+            network_id=net.id, default_action=epb.EGRESS_ACTION_DENY)))
+        allow = e.rule(direction=epb.FIREWALL_DIRECTION_EGRESS, network_id=net.id,
+                       protocol="tcp", port=WEB_PORT)
+        e.wait_active(e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest(id=allow.id))
+        t.api.wait_router_active(net.router_id)
+        check([
+            (p1.id, f"{INET_HOST_IP}:{WEB_PORT}/tcp", "firewall",
+             lambda: g1.run(["curl", "-s", "--max-time", "3",
+                             f"http://{INET_HOST_IP}:{WEB_PORT}/"]).returncode == 0),
+            (p1.id, f"{INET_DNS_IP}:53/udp", "firewall-default",
+             lambda: g1.run(["dig", "+short", "+time=2", "+tries=1", f"@{INET_DNS_IP}",
+                             "www.example.test"]).stdout.strip() == INET_HOST_IP),
+        ])
+        r = t.api.call(stub.Explain, debug_pb2.ExplainRequest(
+            **{"from": p1.id, "to": f"{INET_HOST_IP}:{WEB_PORT}/tcp"}))
+        assert r.decided_by_id == allow.id
     finally:
         server.kill()
         server.wait(5)
