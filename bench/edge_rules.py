@@ -1,0 +1,443 @@
+"""Edge services at scale: does the rule count matter?
+
+Measured in one run on the all-in-one (real netmgr, agent, nftables,
+HAProxy; namespaces on one host), each against a baseline from the same run:
+
+* data path: iperf3 TCP throughput and UDP packets/s from the internet host
+  through a port forward to a guest, with 0 rules vs 50,000 port forwards +
+  10,000 firewall rules in the router (goal: ratio >= 0.95);
+* full apply in the router: render + ``nft -f`` of the whole table with
+  1k/10k/50k rules (goal <= 300 ms at 10k), against the same rules loaded as a
+  linear chain of individual DNAT rules (what iptables-style routers do);
+* one rule change, API call -> the port forward answers from the internet
+  host, with 100 ... 50,000 rules already present (goal <= 50 ms, flat);
+* load balancer requests/s (ab, keep-alive) vs a port forward straight to one
+  member (the same router, no HAProxy).
+
+The N rules already present are written into the store in bulk (SQL, one
+generation bump) rather than through N API calls: the API is what the
+one-change latency measures.
+
+    sudo .venv/bin/python bench/edge_rules.py [--max-rules 50000] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cloudnet.netmgr.v1 import edge_pb2 as epb  # noqa: E402
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc  # noqa: E402
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
+from cloudnet.router.v1 import agent_pb2 as apb  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from compute.fabric import ensure_netns, remove_netns  # noqa: E402
+from compute.nsguest import NamespaceGuest  # noqa: E402
+from netmgr.aio import AllInOne  # noqa: E402
+from netmgr.demo import Api  # noqa: E402
+from router import libnft  # noqa: E402
+from router.services import nftables  # noqa: E402
+
+# A tiny keep-alive HTTP responder (asyncio), fast enough not to be the
+# bottleneck of the load balancer comparison.
+HTTP_SERVER = r"""
+import asyncio, sys
+BODY = sys.argv[2].encode()
+HEAD = b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: '
+RESP = HEAD + str(len(BODY)).encode() + b'\r\n\r\n' + BODY
+async def handle(r, w):
+    try:
+        while True:
+            req = await r.readuntil(b'\r\n\r\n')
+            w.write(RESP)
+            if b'onnection: close' in req:
+                break
+            await w.drain()
+    except Exception:
+        pass
+    w.close()
+async def main():
+    s = await asyncio.start_server(handle, '0.0.0.0', int(sys.argv[1]), backlog=1024)
+    async with s:
+        await s.serve_forever()
+asyncio.run(main())
+"""
+
+# Connects to ip:port every few ms until it answers; prints the wall time.
+PROBE = r"""
+import socket, sys, time
+ip, port, deadline = sys.argv[1], int(sys.argv[2]), time.time() + float(sys.argv[3])
+print('ready', flush=True)
+while time.time() < deadline:
+    try:
+        with socket.create_connection((ip, port), timeout=0.005):
+            print(repr(time.time()), flush=True)
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.001)
+print('timeout', flush=True)
+"""
+
+
+def ns_run(ns: str, argv: list[str], timeout: float = 120) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          check=True, timeout=timeout).stdout
+
+
+def iperf(ns: str, ip: str, udp: bool, seconds: int) -> float:
+    argv = ["iperf3", "-c", ip, "-t", str(seconds), "-J"]
+    if udp:
+        argv += ["-u", "-b", "0", "-l", "64"]
+    out = json.loads(ns_run(ns, argv, timeout=seconds + 30))
+    if udp:
+        s = out["end"]["sum"]
+        return (s["packets"] - s["lost_packets"]) / s["seconds"]  # received packets/s
+    return float(out["end"]["sum_received"]["bits_per_second"])
+
+
+def ab(ns: str, url: str, n: int, c: int) -> float:
+    out = ns_run(ns, ["ab", "-q", "-k", "-n", str(n), "-c", str(c), url])
+    m = re.search(r"Requests per second:\s+([\d.]+)", out)
+    failed = re.search(r"Failed requests:\s+(\d+)", out)
+    assert m and failed and failed.group(1) == "0", out
+    return float(m.group(1))
+
+
+class Bench:
+    def __init__(self, aio: AllInOne) -> None:
+        self.aio = aio
+        admin = Api(aio.listen, aio.admin_token)
+        tenant = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="edgebench"))
+        self.tenant_id = tenant.id
+        secret = admin.call(admin.tenants.CreateToken,
+                            pb.CreateTokenRequest(tenant_id=tenant.id)).secret
+        self.api = Api(aio.listen, secret)
+        ch = self.api.channel
+        self.ips = erpc.PublicIpServiceStub(ch)
+        self.forwards = erpc.PortForwardServiceStub(ch)
+        self.lbs = erpc.LoadBalancerServiceStub(ch)
+        self.procs: list[subprocess.Popen] = []
+        self.db = create_engine(f"sqlite:///{os.path.join(aio.state_dir, 'netmgr.db')}")
+        self.present = {"pf": 0, "fw": 0}
+
+    def call(self, method, request):
+        return self.api.call(method, request, timeout=300)
+
+    def setup(self) -> None:
+        self.net = self.api.call(self.api.networks.CreateNetwork, pb.CreateNetworkRequest(
+            network=pb.Network(name="edge", cidr="10.90.0.0/24")))
+        self.ports = [self.api.call(self.api.ports.CreatePort, pb.CreatePortRequest(
+            port=pb.Port(network_id=self.net.id, hostname=f"m{i}"))) for i in range(2)]
+        self.api.wait_router_active(self.net.router_id)
+        self.guests = []
+        for i, p in enumerate(self.ports):
+            g = NamespaceGuest(f"{self.aio.prefix}-eg{i}", self.aio.fabric, f"ebg{i}")
+            g.attach(self.net.vlan_id, p.mac)
+            g.dhcp()
+            self.guests.append(g)
+            self.procs.append(g.popen([sys.executable, "-c", HTTP_SERVER, "8080", f"m{i}"]))
+        self.procs.append(self.guests[0].popen(["iperf3", "-s"], stdout=subprocess.DEVNULL))
+        self.main_ip = self.call(self.ips.AllocatePublicIp,
+                                 epb.AllocatePublicIpRequest(network_id=self.net.id))
+        self.bulk_ips = [self.call(self.ips.AllocatePublicIp,
+                                   epb.AllocatePublicIpRequest(network_id=self.net.id))
+                         for _ in range(3)]
+        for proto in ("tcp", "udp"):
+            self.forward(5201, self.ports[0].id, 5201, proto)
+        self.forward(8080, self.ports[0].id, 8080)  # direct to one member
+        self.call(self.lbs.CreateLoadBalancer, epb.CreateLoadBalancerRequest(
+            load_balancer=epb.LoadBalancer(
+                public_ip_id=self.main_ip.id, public_port=80, protocol="http",
+                private_port=8080, health_check=epb.LoadBalancerHealthCheck(type="none"),
+                members=[epb.LoadBalancerMember(port_id=p.id) for p in self.ports])))
+        self.api.wait_router_active(self.net.router_id, timeout=120)
+        time.sleep(0.5)
+
+    def forward(self, public: int, port_id: str, private: int, proto: str = "tcp"):
+        return self.call(self.forwards.CreatePortForward, epb.CreatePortForwardRequest(
+            port_forward=epb.PortForward(public_ip_id=self.main_ip.id, protocol=proto,
+                                         public_port=public, port_id=port_id,
+                                         private_port=private)))
+
+    def bulk(self, pf_total: int, fw_total: int) -> None:
+        """Grow the rules present to these counts, in the store, one generation bump."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.db.begin() as c:
+            c.execute(text("UPDATE routers SET desired_generation = desired_generation + 1 "
+                           "WHERE id = :r"), {"r": self.net.router_id})
+            gen = c.execute(text("SELECT desired_generation FROM routers WHERE id = :r"),
+                            {"r": self.net.router_id}).scalar()
+            rows = []
+            for k in range(self.present["pf"], pf_total):
+                ip = self.bulk_ips[k // 25000]
+                rows.append(dict(id=str(uuid.uuid4()), t=self.tenant_id, n=self.net.id,
+                                 ip=ip.id, pp=10000 + k % 25000, port=self.ports[1].id,
+                                 gen=gen, at=now))
+            if rows:
+                c.execute(text(
+                    "INSERT INTO port_forwards (id, tenant_id, network_id, public_ip_id, protocol,"
+                    " public_port, public_port_end, port_id, private_port, private_port_end,"
+                    " source_cidrs, generation, error, created_at) VALUES (:id, :t, :n, :ip,"
+                    " 'tcp', :pp, :pp, :port, 8080, 8080, '[]', :gen, '', :at)"), rows)
+            rows = []
+            for k in range(self.present["fw"], fw_total):
+                rows.append(dict(id=str(uuid.uuid4()), t=self.tenant_id, n=self.net.id,
+                                 ip=self.bulk_ips[2].id, p=1 + k, gen=gen, at=now))
+            if rows:
+                c.execute(text(
+                    "INSERT INTO firewall_rules (id, tenant_id, direction, network_id,"
+                    " public_ip_id, protocol, port, port_end, icmp_type, icmp_code, cidrs,"
+                    " generation, error, created_at) VALUES (:id, :t, 'ingress', :n, :ip, 'tcp',"
+                    " :p, :p, -1, -1, '[\"192.0.2.0/24\"]', :gen, '', :at)"), rows)
+        self.present = {"pf": pf_total, "fw": fw_total}
+        self.api.wait_router_active(self.net.router_id, timeout=600)
+
+    def data_path(self, seconds: int) -> dict[str, float]:
+        inet, ip = self.aio.inet_ns, self.main_ip.ip
+        return {"tcp_bps": statistics.median(iperf(inet, ip, False, seconds) for _ in range(2)),
+                "udp_pps": statistics.median(iperf(inet, ip, True, seconds) for _ in range(2))}
+
+    def one_change(self, trials: int) -> list[float]:
+        """API create of one port forward -> the internet host connects through it."""
+        out = []
+        for i in range(trials):
+            public = 60000 + i
+            probe = subprocess.Popen(
+                ["ip", "netns", "exec", self.aio.inet_ns, sys.executable, "-c", PROBE,
+                 self.main_ip.ip, str(public), "60"], stdout=subprocess.PIPE, text=True)
+            assert probe.stdout is not None
+            assert probe.stdout.readline().strip() == "ready"
+            time.sleep(0.05)
+            start = time.time()
+            f = self.forward(public, self.ports[0].id, 8080)
+            line = probe.stdout.readline().strip()
+            probe.wait(timeout=10)
+            assert line != "timeout", "the port forward never opened"
+            out.append(float(line) - start)
+            self.call(self.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f.id))
+            self.api.wait_router_active(self.net.router_id, timeout=300)
+        return out
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(timeout=5)
+        for g in getattr(self, "guests", []):
+            g.destroy()
+        self.db.dispose()
+
+
+# ------------------------------------------------------------- full apply
+
+
+def synthetic(n: int) -> apb.RouterConfig:
+    """A router config with n rules: 80 % port forwards, 20 % firewall rules."""
+    pubs = [f"203.0.113.{200 + i}" for i in range(4)]
+    cfg = apb.RouterConfig(
+        router_id="bench", generation=1,
+        interfaces=[apb.Interface(name="pub0", role=apb.INTERFACE_ROLE_PUBLIC,
+                                  addresses=["203.0.113.10/24"] + [f"{p}/32" for p in pubs]),
+                    apb.Interface(name="g-1", role=apb.INTERFACE_ROLE_GUEST,
+                                  addresses=["10.90.0.1/24"], network_id="net")],
+        source_nats=[apb.SourceNat(network_id="net", source_cidr="10.90.0.0/24",
+                                   public_ip="203.0.113.10", public_interface="pub0")],
+        public_addresses=[apb.PublicAddress(public_ip_id=f"ip{i}", ip=p, interface="pub0")
+                          for i, p in enumerate(pubs)])
+    n_pf = n * 4 // 5
+    cfg.port_forwards.extend(
+        apb.PortForwardRule(id=f"pf{k}", public_ip=pubs[k // 25000], protocol="tcp",
+                            public_port_start=10000 + k % 25000, public_port_end=10000 + k % 25000,
+                            private_ip="10.90.0.5", private_port_start=8080,
+                            private_port_end=8080) for k in range(n_pf))
+    cfg.ingress_rules.extend(
+        apb.IngressRule(id=f"fw{k}", public_ip=pubs[3], protocol="tcp", port_start=1 + k,
+                        port_end=1 + k, cidrs=["192.0.2.0/24"]) for k in range(n - n_pf))
+    return cfg
+
+
+def linear_ruleset(cfg: apb.RouterConfig) -> str:
+    lines = ["table ip linear {}", "delete table ip linear", "table ip linear {",
+             "chain pre { type nat hook prerouting priority dstnat; policy accept;"]
+    lines += [f"ip daddr {f.public_ip} tcp dport {f.public_port_start} dnat to "
+              f"{f.private_ip}:{f.private_port_start}" for f in cfg.port_forwards]
+    lines += ["}", "chain fwd { type filter hook forward priority filter; policy accept;"]
+    lines += [f"ip saddr 192.0.2.0/24 tcp dport {r.port_start} accept" for r in cfg.ingress_rules]
+    lines += ["}", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
+    ns = f"cnbench-{uuid.uuid4().hex[:6]}"
+    ensure_netns(ns)
+    ns_run(ns, ["ip", "link", "add", "g-1", "type", "dummy"])
+    ns_run(ns, ["ip", "link", "add", "pub0", "type", "dummy"])
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for n in sizes:
+            cfg = synthetic(n)
+            t0 = time.perf_counter()
+            nftables.verify(cfg)
+            rendered = nftables.render(cfg)
+            t_render = time.perf_counter() - t0
+            path = os.path.join(workdir, f"edge-{n}.nft")
+            with open(path, "w") as f:
+                f.write(rendered[nftables.RULESET])
+            loads = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                ns_run(ns, ["nft", "-f", path])
+                loads.append(time.perf_counter() - t0)
+            lin = os.path.join(workdir, f"linear-{n}.nft")
+            with open(lin, "w") as f:
+                f.write(linear_ruleset(cfg))
+            lin_loads = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                ns_run(ns, ["nft", "-f", lin])
+                lin_loads.append(time.perf_counter() - t0)
+            ns_run(ns, ["nft", "delete", "table", "ip", "linear"])
+            # One element more, in-process, on the loaded table.
+            one = ("add element inet cloudnet pf_dnat { 203.0.113.203 . udp . 9 : "
+                   "10.90.0.5 . 9 }\n")
+            t0 = time.perf_counter()
+            libnft.run(ns, one)
+            t_one = time.perf_counter() - t0
+            out[str(n)] = {"render_s": t_render, "nft_load_s": statistics.median(loads),
+                           "full_apply_s": t_render + statistics.median(loads),
+                           "linear_chain_load_s": statistics.median(lin_loads),
+                           "one_element_s": t_one}
+            print(f"full apply {n}: {out[str(n)]}", file=sys.stderr, flush=True)
+    finally:
+        remove_netns(ns)
+    return out
+
+
+# --------------------------------------------------------------------- plot
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    dp = result["data_path"]
+    ax = axes[0]
+    labels = ["TCP throughput", "UDP packets/s", "LB req/s"]
+    ratios = [dp["ratio_tcp"], dp["ratio_udp"], result["load_balancer"]["ratio"]]
+    ax.bar(labels, ratios, color=["tab:blue", "tab:orange", "tab:green"])
+    ax.axhline(0.95, color="red", linestyle="--", label="goal 0.95 (data path)")
+    ax.set_ylim(0, 1.3)
+    ax.set_title(f"with {result['rules_present']} rules / without;\nLB / direct to one member")
+    ax.legend()
+    ax = axes[1]
+    fa = result["full_apply"]
+    ns = [int(k) for k in fa]
+    ax.plot(ns, [fa[str(n)]["full_apply_s"] * 1000 for n in ns], "o-",
+            label="cloudnet: render + nft -f (maps/sets)")
+    ax.plot(ns, [fa[str(n)]["linear_chain_load_s"] * 1000 for n in ns], "s--",
+            label="baseline: nft -f, one rule per rule")
+    ax.axhline(300, color="red", linestyle=":", label="goal 300 ms at 10k")
+    ax.set_xscale("log")
+    ax.set_xlabel("rules")
+    ax.set_ylabel("ms")
+    ax.set_title("full apply in the router")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    lat = result["one_change"]
+    ns = [int(k) for k in lat]
+    ax.plot(ns, [lat[str(n)]["median_s"] * 1000 for n in ns], "o-",
+            label="API call -> packet path open")
+    ax.axhline(50, color="red", linestyle=":", label="goal 50 ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rules already present")
+    ax.set_ylabel("ms (median)")
+    ax.set_title("one rule change")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--max-rules", type=int, default=50000,
+                    help="port forwards present for the data path (plus max/5 firewall rules)")
+    ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
+    ap.add_argument("--trials", type=int, default=3, help="one-change trials per size")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="cloudnet-edge-bench-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sizes = [n for n in (100, 1000, 10000, 50000) if n <= args.max_rules]
+    if args.max_rules not in sizes:
+        sizes.append(args.max_rules)
+    result: dict = {"host": platform.node(), "kernel": platform.release(),
+                    "cpus": os.cpu_count()}
+    result["full_apply"] = full_apply([n for n in (1000, 10000, 50000) if n <= args.max_rules]
+                                      or [args.max_rules], work)
+    aio = AllInOne(prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
+    bench = None
+    try:
+        aio.up()
+        bench = Bench(aio)
+        bench.setup()
+        inet = aio.inet_ns
+        direct = ab(inet, f"http://{bench.main_ip.ip}:8080/", 20000, 32)
+        via_lb = ab(inet, f"http://{bench.main_ip.ip}/", 20000, 32)
+        result["load_balancer"] = {"direct_rps": direct, "lb_rps": via_lb,
+                                   "ratio": via_lb / direct}
+        print(f"lb: {result['load_balancer']}", file=sys.stderr, flush=True)
+        before = bench.data_path(args.seconds)
+        print(f"data path, 0 rules: {before}", file=sys.stderr, flush=True)
+        one_change: dict[str, dict[str, float]] = {}
+        for n in sizes:
+            t0 = time.perf_counter()
+            bench.bulk(n, n // 5)
+            took = time.perf_counter() - t0
+            lat = bench.one_change(args.trials)
+            one_change[str(n)] = {"median_s": statistics.median(lat), "max_s": max(lat),
+                                  "bulk_apply_s": took, "rules": n + n // 5}
+            print(f"one change with {n} forwards + {n // 5} fw rules: {one_change[str(n)]}",
+                  file=sys.stderr, flush=True)
+        result["one_change"] = one_change
+        after = bench.data_path(args.seconds)
+        print(f"data path, {args.max_rules} + {args.max_rules // 5} rules: {after}",
+              file=sys.stderr, flush=True)
+        result["rules_present"] = f"{args.max_rules} forwards + {args.max_rules // 5} fw"
+        result["data_path"] = {"without": before, "with": after,
+                               "ratio_tcp": after["tcp_bps"] / before["tcp_bps"],
+                               "ratio_udp": after["udp_pps"] / before["udp_pps"]}
+    finally:
+        if bench is not None:
+            bench.close()
+        aio.down()
+        shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(args.out, "edge_rules.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "edge_rules.png"))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
