@@ -166,6 +166,11 @@ def _from_inside(store: Store, networks: list[model.Network], net: model.Network
     if other is not None and str(flow.dst) not in public:
         return res.done(False, "network", net.id,
                         f"isolated network: no route to {other.name} ({other.cidr})")
+    if str(flow.dst) in public or flow.dst == ipaddress.IPv4Address(net.source_nat_ip):
+        # Hairpin: DNAT on the way in, the egress policy is not consulted.
+        res.step("hairpin", net.id, f"{flow.dst} is this router's own public address")
+        return _from_outside(store, networks, Flow(flow.src, flow.dst, flow.proto, flow.port),
+                             res, hairpin=True)
     # Egress: the network's default, flipped by matching egress rules.
     deny = any(p.network_id == net.id and p.default_deny for p in edge.egress_policies)
     decided: tuple[bool, str, str, str] = (
@@ -188,10 +193,10 @@ def _from_inside(store: Store, networks: list[model.Network], net: model.Network
         res.step("staticnat", snat.id, f"source becomes {snat.public_ip}")
     else:
         res.step("snat", net.id, f"source becomes {net.source_nat_ip}")
-    if str(flow.dst) in public or any(n.source_nat_ip == str(flow.dst) for n in networks):
-        inner = _from_outside(store, networks, Flow(flow.src, flow.dst, flow.proto, flow.port),
-                              res, hairpin=True)
-        return inner
+    if any(n.source_nat_ip == str(flow.dst) for n in networks):
+        # Another of the tenant's networks, reached through its public address.
+        return _from_outside(store, networks, Flow(flow.src, flow.dst, flow.proto, flow.port),
+                             res, hairpin=True)
     return res.done(*decided)
 
 

@@ -89,6 +89,10 @@ def test_explain_agrees_with_live_probes(cloud, make_tenant):
             (p1.id, f"{INET_HOST_IP}:{WEB_PORT}/tcp", "firewall",
              lambda: g1.run(["curl", "-s", "--max-time", "3",
                              f"http://{INET_HOST_IP}:{WEB_PORT}/"]).returncode == 0),
+            # Hairpin through the public address: egress rules are not consulted.
+            (p2.id, f"{pip}:8080/tcp", "portforward",
+             lambda: g2.run(["socat", "-T2", "-", f"TCP:{pip}:8080,connect-timeout=2"],
+                            ).returncode == 0),
             (p1.id, f"{INET_DNS_IP}:53/udp", "firewall-default",
              lambda: g1.run(["dig", "+short", "+time=2", "+tries=1", f"@{INET_DNS_IP}",
                              "www.example.test"]).stdout.strip() == INET_HOST_IP),
