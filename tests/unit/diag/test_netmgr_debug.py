@@ -94,3 +94,14 @@ def test_explain_from_the_model(setup):
     assert not r.allowed and r.decided_by_kind == "firewall-default"
     r = explain(port.id, f"{net.gateway}/icmp")
     assert r.allowed and r.decided_by_kind == "router"
+
+
+def test_netmgr_metrics_over_http(setup):
+    import urllib.request
+
+    cloud, _, _, net = setup
+    port = metrics.serve(cloud.store, "127.0.0.1:0")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert f'router="{net.router_id}"' in text
+    assert "cloudnet_netmgr_router_applied_generation" in text
