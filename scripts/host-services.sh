@@ -53,6 +53,13 @@ start_ovs() {
 
 start_libvirt() {
   mkdir -p /var/run/libvirt /var/log/libvirt
+  # What Debian's udev rule does (no udev here): /dev/kvm root:kvm 0660. With
+  # root-only /dev/kvm, libvirtd's capability probe (run as root) finds KVM but
+  # its "usable by the qemu user" check does not, so it throws its cache away
+  # and re-probes QEMU (~40 s) on every domain define.
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  fi
   if ! pgrep -x virtlogd >/dev/null; then
     virtlogd -d
   fi
