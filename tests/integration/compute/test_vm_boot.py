@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from compute.nsguest import NamespaceGuest
 from tests.integration.compute.vmutil import VmTenant, http_get
@@ -28,8 +29,7 @@ def test_vm_boots_gets_its_ports_lease_and_reaches_guests_by_name(ovs_cloud, hos
         assert vm.state == cpb.VM_STATE_RUNNING and vm.accel in ("qemu", "kvm")
         nic = vm.nics[0]
         assert nic.vlan_id == net.vlan_id and nic.port_id and nic.ip
-        port = tenant.api.call(tenant.api.ports.GetPort, __import__(
-            "cloudnet.netmgr.v1.netmgr_pb2", fromlist=["x"]).GetPortRequest(id=nic.port_id))
+        port = tenant.api.call(tenant.api.ports.GetPort, pb.GetPortRequest(id=nic.port_id))
         assert port.mac == nic.mac and port.device_id == vm.id and port.hostname == "vm1"
 
         leases = tenant.wait_leases(vm)
@@ -41,10 +41,8 @@ def test_vm_boots_gets_its_ports_lease_and_reaches_guests_by_name(ovs_cloud, hos
         assert tag == str(net.vlan_id)
 
         # A namespace guest on host B (the router's host), same network.
-        p2 = tenant.api.call(tenant.api.ports.CreatePort, __import__(
-            "cloudnet.netmgr.v1.netmgr_pb2", fromlist=["x"]).CreatePortRequest(
-            port=__import__("cloudnet.netmgr.v1.netmgr_pb2", fromlist=["x"]).Port(
-                network_id=net.id, hostname="ns2")))
+        p2 = tenant.api.call(tenant.api.ports.CreatePort, pb.CreatePortRequest(
+            port=pb.Port(network_id=net.id, hostname="ns2")))
         g2 = NamespaceGuest(f"{ovs_cloud.prefix}-g-ns2", ovs_cloud.fabric, "gns2")
         try:
             g2.attach(net.vlan_id, p2.mac)
