@@ -298,10 +298,14 @@ class Compute:
         ports: list[npb.Port] = []
         made_dir = False
         try:
+            named: set[str] = set()
             for i, (nic, net) in enumerate(zip(vm.nics, networks, strict=True)):
+                # The VM's name is the DNS name of its first NIC on each network.
+                hostname = vm.name if net.id not in named else f"{vm.name}-nic{i}"
+                named.add(net.id)
                 try:
                     ports.append(self.netmgr.ports.CreatePort(npb.CreatePortRequest(
-                        port=npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=vm.name,
+                        port=npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=hostname,
                                       name=f"{vm.name}-nic{i}", device_id=vm_id)),
                         metadata=md, timeout=30))
                 except grpc.RpcError as e:
