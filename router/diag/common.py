@@ -26,6 +26,10 @@ class DiagNotFound(Exception):
     """NOT_FOUND (an unknown router)."""
 
 
+class DiagBusy(Exception):
+    """RESOURCE_EXHAUSTED: too many diagnostics at once (they hold agent threads)."""
+
+
 class DiagUnavailable(Exception):
     """FAILED_PRECONDITION: the router is not in a state to be diagnosed."""
 

@@ -21,6 +21,7 @@ from router.diag import capture as cap
 from router.diag import probes, show
 from router.diag import trace as tr
 from router.diag.common import (
+    DiagBusy,
     DiagError,
     DiagNotFound,
     DiagUnavailable,
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.diag")
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterDiagnostics"].full_name
+# Streams and probes hold one of the agent's gRPC threads each: bounded, so
+# that diagnostics can never starve ApplyConfig.
+MAX_STREAMS_PER_ROUTER = 2
+MAX_STREAMS = 4
+MAX_PROBES = 4
+PROBE_WAIT = 5.0
 
 
 def _bad_request(context: grpc.ServicerContext, e: DiagError) -> None:
@@ -58,6 +65,8 @@ def _abort(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     elif isinstance(e, (DiagNotFound, NotFound)):
         context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    elif isinstance(e, DiagBusy):
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
     elif isinstance(e, DiagUnavailable):
         context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     else:
@@ -97,6 +106,23 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         self.agent = agent
         self._probe_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self._streams: dict[str, int] = {}
+        self._probes = threading.BoundedSemaphore(MAX_PROBES)
+
+    def _stream_slot(self, router_id: str) -> None:
+        with self._locks_lock:
+            if sum(self._streams.values()) >= MAX_STREAMS:
+                raise DiagBusy(f"{MAX_STREAMS} captures or traces are running on this agent")
+            if self._streams.get(router_id, 0) >= MAX_STREAMS_PER_ROUTER:
+                raise DiagBusy(f"{MAX_STREAMS_PER_ROUTER} captures or traces are running on "
+                               "this router")
+            self._streams[router_id] = self._streams.get(router_id, 0) + 1
+
+    def _release_stream(self, router_id: str) -> None:
+        with self._locks_lock:
+            self._streams[router_id] -= 1
+            if not self._streams[router_id]:
+                del self._streams[router_id]
 
     def _router(self, router_id: str) -> tuple[RouterRuntime, apb.RouterConfig]:
         rt = self.agent.runtime(router_id, create=False)
@@ -120,9 +146,13 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         cap.compile_filter(rt.ctx.netns, iface.name, request.filter)
         cancelled = _cancel_event(context)
         result = cap.Result()
-        for data in cap.capture(rt.ctx.netns, iface.name, request.filter, limits, cancelled,
-                                result=result):
-            yield pb.CaptureChunk(data=data)
+        self._stream_slot(request.router_id)
+        try:
+            for data in cap.capture(rt.ctx.netns, iface.name, request.filter, limits, cancelled,
+                                    result=result):
+                yield pb.CaptureChunk(data=data)
+        finally:
+            self._release_stream(request.router_id)
         yield pb.CaptureChunk(summary=pb.CaptureSummary(
             packets=result.packets, bytes=result.bytes, stopped_by=result.stopped_by,
             interface=iface.name))
@@ -133,7 +163,11 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
         rt, _ = self._router(request.router_id)
         tr.match_expr(request)  # the errors before anything is installed
-        yield from tr.trace(rt.ctx.netns, request, _cancel_event(context))
+        self._stream_slot(request.router_id)
+        try:
+            yield from tr.trace(rt.ctx.netns, request, _cancel_event(context))
+        finally:
+            self._release_stream(request.router_id)
 
     # ---- show ------------------------------------------------------------------
 
@@ -170,8 +204,18 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         which = request.WhichOneof("probe")
         if which is None:
             raise DiagError("probe", "one of dhcp, dns, arp, ping, traceroute, tcp")
-        with self._probe_lock(request.router_id):
-            return self._probe(rt, cfg, request, which, timeout)
+        if not self._probes.acquire(blocking=False):
+            raise DiagBusy(f"{MAX_PROBES} probes are running on this agent")
+        try:
+            lock = self._probe_lock(request.router_id)
+            if not lock.acquire(timeout=PROBE_WAIT):
+                raise DiagBusy("another probe is running on this router")
+            try:
+                return self._probe(rt, cfg, request, which, timeout)
+            finally:
+                lock.release()
+        finally:
+            self._probes.release()
 
     def _probe(self, rt: RouterRuntime, cfg: apb.RouterConfig, request: pb.ProbeRequest,
                which: str, timeout: float) -> pb.ProbeResult:

@@ -433,3 +433,40 @@ def test_show_lb_members_and_their_health(lab):
     finally:
         server.kill()
         server.wait(5)
+
+
+def test_concurrent_streams_are_bounded_per_router(lab):
+    t, net, _, _ = lab
+    dbg = Debug(t)
+
+    def start():
+        return dbg.capture(dpb.CaptureRequest(
+            router_id=net.router_id, interface=dpb.InterfaceRef(public=True),
+            filter="udp port 9", max_seconds=300), timeout=600)
+
+    running = [start(), start()]
+    bgs = [Background(s) for s in running]
+    try:
+        for bg in bgs:
+            assert bg.started.wait(30) and bg.error is None, bg.error
+        with pytest.raises(grpc.RpcError) as e:
+            list(start())
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        for s in running:
+            s.cancel()
+        for bg in bgs:
+            bg.join()
+    # The slots are given back once the agent has stopped the cancelled captures.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            chunks = list(dbg.capture(dpb.CaptureRequest(
+                router_id=net.router_id, interface=dpb.InterfaceRef(public=True),
+                filter="udp port 9", max_seconds=0.5)))
+            break
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline, "the slots were not given back"
+            time.sleep(0.2)
+    assert summary(chunks).stopped_by == "seconds"
