@@ -6,7 +6,9 @@ engineers, served by the router agent next to RouterAgent and exposed per
 router (tenant-scoped) by netmgr's DebugService with the same messages.
 
 Interfaces are named by what they face (a tenant network, or the public
-side), never by kernel name. Every limit is enforced by the agent.
+side), never by kernel name. Every limit is enforced by the agent. At most
+2 captures or traces per router and 4 per agent run at once, and 4 probes
+per agent (one per router): more is RESOURCE_EXHAUSTED.
 """
 
 from cloudnet.router.v1 import agent_pb2 as _agent_pb2
@@ -93,7 +95,9 @@ class CaptureRequest(_message.Message):
     """A pcap-filter(7) expression, compiled before the capture starts."""
     max_packets: _builtins.int
     """Limits: 0 means the default (100 packets, 10 s, 10 MiB); above the
-    maximum (100000 packets, 600 s, 100 MiB) is INVALID_ARGUMENT.
+    maximum (100000 packets, 600 s, 100 MiB) is INVALID_ARGUMENT. The byte
+    limit counts the whole pcap stream (header included) and stops before
+    the record that would pass it.
     """
     max_seconds: _builtins.float
     max_bytes: _builtins.int

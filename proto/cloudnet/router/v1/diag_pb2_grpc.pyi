@@ -6,7 +6,9 @@ engineers, served by the router agent next to RouterAgent and exposed per
 router (tenant-scoped) by netmgr's DebugService with the same messages.
 
 Interfaces are named by what they face (a tenant network, or the public
-side), never by kernel name. Every limit is enforced by the agent.
+side), never by kernel name. Every limit is enforced by the agent. At most
+2 captures or traces per router and 4 per agent run at once, and 4 probes
+per agent (one per router): more is RESOURCE_EXHAUSTED.
 """
 
 from cloudnet.router.v1 import diag_pb2 as _diag_pb2
