@@ -470,3 +470,24 @@ def test_concurrent_streams_are_bounded_per_router(lab):
             assert time.monotonic() < deadline, "the slots were not given back"
             time.sleep(0.2)
     assert summary(chunks).stopped_by == "seconds"
+
+
+def test_trace_names_the_ingress_firewall_rule_and_static_nat(cloud, lab):
+    from cloudnet.netmgr.v1 import edge_pb2 as epb
+
+    from tests.integration.edge.conftest import Edge
+
+    t, net, _, p2 = lab
+    e = Edge(t)
+    eip = e.public_ip(net.id)
+    nat = e.static_nat(eip.id, p2.id)
+    rule = e.rule(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=eip.id,
+                  protocol="tcp", port=2200, cidrs=[f"{INET_HOST_IP}/32"])
+    e.wait_active(e.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
+    e.wait_active(e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest(id=rule.id))
+    events = _trace_once(cloud, Debug(t), net.router_id, eip.ip, 2200)
+    objects = {(x.object_kind, x.object_id) for x in events}
+    assert ("firewall", rule.id) in objects, [(x.line, x.object_kind, x.object_id)
+                                              for x in events]
+    assert ("staticnat", nat.id) in objects
+    assert any(x.nat_target == p2.ip for x in events)
