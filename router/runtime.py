@@ -151,7 +151,8 @@ class RouterRuntime:
         if self._error_object is not None:
             bad = self._error_object
             objects = [o for o in objects if (o.kind, o.id) != (bad.kind, bad.id)] + [bad]
-        services = [s.health(self.ctx, cfg) for s in SERVICES] if self.config else []
+        services = [s.health(self.ctx, cfg) for s in SERVICES
+                    if getattr(s, "serves", lambda _cfg: True)(cfg)] if self.config else []
         return pb.RouterStatus(
             router_id=self.ctx.router_id,
             applied_generation=cfg.generation,

@@ -254,6 +254,11 @@ def member_status(ctx: Context, cfg: pb.RouterConfig) -> list[pb.LbMemberStatus]
     return out
 
 
+def serves(cfg: pb.RouterConfig) -> bool:
+    """Reported in the router status only while there are load balancers."""
+    return bool(cfg.load_balancers)
+
+
 def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
     if not cfg.load_balancers:
         return pb.ServiceStatus(name=NAME, healthy=True, detail="no load balancer",

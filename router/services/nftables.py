@@ -121,7 +121,20 @@ def _delta(ctx: Context, rendered: dict[str, str]) -> tuple[str, nft_edge.Elemen
     new = _elements(rendered)
     if loaded is None or new is None or loaded[0] != rendered.get(SKELETON):
         return None
+    if not _table_listed(ctx.netns):
+        # Deleted behind our back (the agent's repair re-applies): load it whole.
+        _loaded.pop(ctx.netns, None)
+        return None
     return nft_edge.commands(TABLE_FAMILY, TABLE_NAME, loaded[1], new), new
+
+
+def _table_listed(netns: str) -> bool:
+    """Whether the table exists (in-process; lists table names only, not rules)."""
+    try:
+        out = libnft.run(netns, "list tables")
+    except libnft.NftError:
+        return False
+    return f"table {TABLE_FAMILY} {TABLE_NAME}" in out.splitlines()
 
 
 def check(ctx: Context, rendered: dict[str, str]) -> None:
@@ -169,11 +182,8 @@ def apply(
 
 
 def table_present(netns: str) -> bool:
-    try:
-        proc.run(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME], netns=netns)
-        return True
-    except proc.CommandError:
-        return False
+    # Table names only: listing the table itself would print every element.
+    return _table_listed(netns)
 
 
 def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
