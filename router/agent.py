@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             p.error("--fabric appliance needs --appliance-router-id and --auth-token-file")
         agent: Agent = appliance.ApplianceAgent(
             args.appliance_router_id, args.state_dir, args.netns_prefix, args.agent_id,
-            args.dnsmasq_user, appliance.control_mac_from())
+            args.dnsmasq_user, appliance.control_mac_from_env())
     else:
         agent = Agent(args.state_dir, args.netns_prefix, args.fabric_netns, args.agent_id,
                       args.dnsmasq_user, fabric)

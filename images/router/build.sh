@@ -32,8 +32,16 @@ PACKAGES=(
 # Modules the initramfs needs to find the root disk (MODULES=list keeps it small).
 INITRD_MODULES="virtio_pci virtio_blk ext4"
 # Units the appliance does not want at boot (the agent runs the daemons itself).
-DISABLE_UNITS="haproxy.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-  e2scrub_reap.service fstrim.timer dpkg-db-backup.timer getty@tty1.service systemd-pstore.service"
+# Each costs boot time under TCG (seconds in all); none is needed by a router.
+DISABLE_UNITS="haproxy.service strongswan-starter.service apt-daily.timer apt-daily-upgrade.timer \
+  e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer \
+  systemd-tmpfiles-clean.timer getty@tty1.service getty-static.service systemd-logind.service \
+  systemd-pstore.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+  proc-sys-fs-binfmt_misc.mount systemd-update-utmp.service systemd-update-utmp-runlevel.service \
+  sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount dev-hugepages.mount \
+  dev-mqueue.mount sys-fs-fuse-connections.mount modprobe@drm.service modprobe@fuse.service \
+  modprobe@efi_pstore.service modprobe@dm_mod.service modprobe@loop.service \
+  systemd-journal-flush.service systemd-random-seed.service"
 PY=${CLOUDNET_PYTHON:-$REPO/.venv/bin/python}
 
 [ "$(id -u)" -eq 0 ] || { echo "router image: run as root" >&2; exit 1; }

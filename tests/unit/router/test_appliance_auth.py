@@ -1,10 +1,9 @@
-"""The router agent's bearer token (router/auth.py) and the appliance's boot identity
-(router/appliance.py): no root needed."""
+"""The router agent's bearer token (router/auth.py) and appliance mode (router/appliance.py):
+no root needed."""
 
 from __future__ import annotations
 
 import os
-import struct
 
 import grpc
 import pytest
@@ -85,51 +84,12 @@ def test_token_file_must_be_private_and_long(tmp_path):
         auth.read_token_file(str(tmp_path / "missing"))
 
 
-def _type11(strings: list[str]) -> bytes:
-    header = struct.pack("<BBHB", 11, 5, 0x1100, len(strings))
-    return header + b"".join(s.encode() + b"\0" for s in strings) + b"\0"
-
-
-def test_oem_strings_give_the_identity(tmp_path):
-    d = tmp_path / "11-0"
-    d.mkdir()
-    (d / "raw").write_bytes(_type11([
-        "unrelated=1", "cloudnet.router_id=r1", "cloudnet.control_mac=52:54:00:AA:00:01",
-        "cloudnet.control_address=10.250.0.2/24", "cloudnet.agent_port=50052",
-        f"cloudnet.token={TOKEN}",
-    ]))
-    values = appliance.read_oem_strings(str(tmp_path / "11-*" / "raw"))
-    assert values["router_id"] == "r1" and "unrelated" not in values
-    ident, token = appliance.identity_from(values)
-    assert token == TOKEN
-    assert ident.control_mac == "52:54:00:aa:00:01"
-    assert ident.listen == "10.250.0.2:50052"
-    appliance.write_run_files(ident, token, str(tmp_path / "run"))
-    assert os.stat(tmp_path / "run" / "token").st_mode & 0o777 == 0o600
-    env = (tmp_path / "run" / "agent.env").read_text()
-    assert "CLOUDNET_LISTEN=10.250.0.2:50052" in env
-    assert appliance.control_mac_from(str(tmp_path / "run")) == "52:54:00:aa:00:01"
-
-
-@pytest.mark.parametrize("drop,bad,match", [
-    ("token", {}, "missing cloudnet.token"),
-    ("", {"control_mac": "nope"}, "control NIC"),
-    ("", {"control_gateway": "10.9.9.9"}, "not in"),
-    ("", {"token": "short"}, "at least"),
-])
-def test_bad_identity_is_refused(drop, bad, match):
-    values = {"router_id": "r1", "control_mac": "52:54:00:aa:00:01",
-              "control_address": "10.250.0.2/24", "token": TOKEN}
-    values.pop(drop, None)
-    values.update(bad)
-    with pytest.raises(ValueError, match=match):
-        appliance.identity_from(values)
-
-
 def test_appliance_agent_serves_its_router_only(tmp_path):
     agent = appliance.ApplianceAgent("r1", str(tmp_path))
     from router.agent import RequestError
 
     with pytest.raises(RequestError, match="serves router r1 only"):
         agent.runtime("r2")
-    assert agent.runtime("r1").ctx.router_id == "r1"
+    rt = agent.runtime("r1")
+    assert rt.ctx.router_id == "r1" and rt.ctx.fabric is agent.appliance_fabric
+    assert agent.appliance_fabric.router_netns == rt.ctx.netns
