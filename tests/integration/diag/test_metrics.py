@@ -42,3 +42,48 @@ def test_agent_metrics_per_router(agent):
     assert any(s.labels["router"] == router_id for s in m["cloudnet_router_conntrack_entries"])
     rules = [s for s in m["cloudnet_router_rule_packets"] if s.labels["router"] == router_id]
     assert any(s.labels["object_kind"] == "firewall-default" for s in rules)
+
+
+def test_agent_daemon_serves_metrics_and_diagnostics(topo, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import grpc
+    from cloudnet.router.v1 import agent_pb2_grpc, diag_pb2, diag_pb2_grpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = f"unix://{tmp_path}/agent.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router.agent", "--listen", sock,
+         "--state-dir", os.path.join(topo.state_dir, "agent"), "--netns-prefix", topo.prefix,
+         "--fabric-netns", topo.fabric.netns, "--metrics-listen", f"127.0.0.1:{port}"],
+        start_new_session=True)
+    try:
+        channel = grpc.insecure_channel(sock)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        router_id = str(uuid.uuid4())
+        agent_pb2_grpc.RouterAgentStub(channel).ApplyConfig(
+            pb.ApplyConfigRequest(config=make_config(router_id, 5, ["p1"])), timeout=60)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                m = scrape(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        gen = {s.labels["router"]: s.value for s in m["cloudnet_router_applied_generation"]}
+        assert gen[router_id] == 5
+        ifaces = diag_pb2_grpc.RouterDiagnosticsStub(channel).Show(diag_pb2.ShowRequest(
+            router_id=router_id, kind=diag_pb2.SHOW_KIND_INTERFACES), timeout=30).interfaces
+        assert {i.role for i in ifaces} >= {"guest", "public"}
+        channel.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)  # its routers (and dnsmasq) go with the topology's cleanup
