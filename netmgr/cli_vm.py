@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -145,14 +144,18 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
     stub, channel = _stub(ctx, args)
-    out = getattr(ctx.out, "buffer", None) or sys.stdout.buffer
+    raw = getattr(ctx.out, "buffer", None)  # bytes as they are, when stdout has them
     offset = 0
     with channel:
         while True:
             chunk = _call(ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(
                 id=args.id, offset=offset), timeout=10)
-            out.write(chunk.data)
-            out.flush()
+            if raw is not None:
+                raw.write(chunk.data)
+                raw.flush()
+            else:
+                ctx.out.write(chunk.data.decode(errors="replace"))
+                ctx.out.flush()
             offset = chunk.next_offset
             if not args.follow:
                 return 0
