@@ -116,7 +116,8 @@ def cmd_probe_dhcp(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_probe_dns(ctx: Context, args: argparse.Namespace) -> int:
     return _probe(ctx, args, dns=dpb.DnsProbe(name=args.name, qtype=args.type,
                                              server=args.resolver or "",
-                                             network_id=args.network or ""))
+                                             network_id=args.network or "",
+                                             source=_source(args)))
 
 
 def cmd_probe_arp(ctx: Context, args: argparse.Namespace) -> int:
@@ -280,6 +281,7 @@ def add_commands(group: Callable[[str, str], Any],
     p.add_argument("--type", default="A")
     p.add_argument("--resolver", metavar="IP", help="resolver to ask (default: the router)")
     p.add_argument("--network", metavar="NETWORK_ID")
+    source(p)
     p = probe_leaf("arp", cmd_probe_arp, "who has IP on a network")
     p.add_argument("ip", metavar="IP")
     p.add_argument("--network", required=True, metavar="NETWORK_ID")

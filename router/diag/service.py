@@ -236,10 +236,11 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             if q.server:
                 server = check_ipv4("dns.server", q.server)
             else:
-                nid = q.network_id or (cfg.guest_networks[0].network_id
-                                       if cfg.guest_networks else "")
+                nid = q.network_id or q.source.network_id or (
+                    cfg.guest_networks[0].network_id if cfg.guest_networks else "")
                 server = guest_network(cfg, nid, "dns.network_id").gateway
-            return netns.run_in_netns(ns, lambda: probes.dns(q.name, q.qtype, server, timeout))
+            return self._from(rt, cfg, q.source,
+                              lambda: probes.dns(q.name, q.qtype, server, timeout))
         if which == "arp":
             a = request.arp
             ip = check_ipv4("arp.ip", a.ip)

@@ -166,6 +166,10 @@ def test_probes_dhcp_dns_arp(lab):
     assert r.rcode == "NXDOMAIN"
     r = dbg.probe(net.router_id, dns=dpb.DnsProbe(name="www.example.test"))
     assert [x.data for x in r.records if x.section == "answer"] == [INET_HOST_IP]
+    # From a probe port: through the router's guest-side filter, like a guest.
+    r = dbg.probe(net.router_id, dns=dpb.DnsProbe(
+        name=f"vm2.{net.domain}", source=dpb.ProbeSource(network_id=net.id)))
+    assert r.ok and [x.data for x in r.records if x.section == "answer"] == [p2.ip], r.summary
 
     g = t.guest(net, p1)
     g.dhcp()

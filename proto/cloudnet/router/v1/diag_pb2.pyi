@@ -217,6 +217,7 @@ class DnsProbe(_message.Message):
     QTYPE_FIELD_NUMBER: _builtins.int
     SERVER_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     qtype: _builtins.str
     """A, AAAA, PTR, MX, TXT, SRV, CNAME, NS, SOA (default A)."""
@@ -225,6 +226,12 @@ class DnsProbe(_message.Message):
     network_id, or of the router's first network).
     """
     network_id: _builtins.str
+    @_builtins.property
+    def source(self) -> Global___ProbeSource:
+        """Ask from a probe port on a network (through the router's guest-side
+        filter, like a guest) instead of from the router itself.
+        """
+
     def __init__(
         self,
         *,
@@ -232,10 +239,11 @@ class DnsProbe(_message.Message):
         qtype: _builtins.str = ...,
         server: _builtins.str = ...,
         network_id: _builtins.str = ...,
+        source: Global___ProbeSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "network_id", b"network_id", "qtype", b"qtype", "server", b"server"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "network_id", b"network_id", "qtype", b"qtype", "server", b"server", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
