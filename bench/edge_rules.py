@@ -58,7 +58,7 @@ from router.services import nftables  # noqa: E402
 HTTP_SERVER = r"""
 import asyncio, sys
 BODY = sys.argv[2].encode()
-HEAD = b'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: '
+HEAD = b'HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: '
 RESP = HEAD + str(len(BODY)).encode() + b'\r\n\r\n' + BODY
 async def handle(r, w):
     try:
@@ -95,8 +95,12 @@ print('timeout', flush=True)
 
 
 def ns_run(ns: str, argv: list[str], timeout: float = 120) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          check=True, timeout=timeout).stdout
+    r = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                       check=False, timeout=timeout)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(argv)} -> {r.returncode}: {r.stderr[-500:]}"
+                           f"{r.stdout[-500:]}")
+    return r.stdout
 
 
 def iperf(ns: str, ip: str, udp: bool, seconds: int) -> float:
@@ -275,7 +279,7 @@ def linear_ruleset(cfg: apb.RouterConfig) -> str:
              "chain pre { type nat hook prerouting priority dstnat; policy accept;"]
     lines += [f"ip daddr {f.public_ip} tcp dport {f.public_port_start} dnat to "
               f"{f.private_ip}:{f.private_port_start}" for f in cfg.port_forwards]
-    lines += ["}", "chain fwd { type filter hook forward priority filter; policy accept;"]
+    lines += ["}", "chain filt { type filter hook forward priority filter; policy accept;"]
     lines += [f"ip saddr 192.0.2.0/24 tcp dport {r.port_start} accept" for r in cfg.ingress_rules]
     lines += ["}", "}"]
     return "\n".join(lines) + "\n"
@@ -284,8 +288,6 @@ def linear_ruleset(cfg: apb.RouterConfig) -> str:
 def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
     ns = f"cnbench-{uuid.uuid4().hex[:6]}"
     ensure_netns(ns)
-    ns_run(ns, ["ip", "link", "add", "g-1", "type", "dummy"])
-    ns_run(ns, ["ip", "link", "add", "pub0", "type", "dummy"])
     out: dict[str, dict[str, float]] = {}
     try:
         for n in sizes:
@@ -314,6 +316,7 @@ def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
             # One element more, in-process, on the loaded table.
             one = ("add element inet cloudnet pf_dnat { 203.0.113.203 . udp . 9 : "
                    "10.90.0.5 . 9 }\n")
+            libnft.run(ns, "list tables")  # warm: library loaded
             t0 = time.perf_counter()
             libnft.run(ns, one)
             t_one = time.perf_counter() - t0

@@ -16,6 +16,7 @@ comment names the API object it comes from, ``cn:<kind>:<id>``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections import defaultdict
@@ -59,9 +60,19 @@ def _port_range(what: str, start: int, end: int, kind: str, oid: str) -> None:
         raise ConfigError(f"{what}: range {start}-{end} is reversed", kind, oid)
 
 
+@functools.lru_cache(maxsize=4096)
+def _cidr_ok(value: str) -> bool:
+    try:
+        validate.parse_ipv4_network("", value)
+    except ConfigError:
+        return False
+    return True
+
+
 def _cidrs(what: str, values: Iterable[str], kind: str, oid: str) -> None:
     for c in values:
-        validate.parse_ipv4_network(what, c, kind, oid)
+        if not _cidr_ok(c):
+            validate.parse_ipv4_network(what, c, kind, oid)
 
 
 def _icmp(what: str, t: int, c: int, kind: str, oid: str) -> None:
@@ -83,10 +94,15 @@ def verify(cfg: pb.RouterConfig) -> None:
                               PUBLIC_IP, a.public_ip_id)
         held.add(a.ip)
 
+    private_ok: set[str] = set()
+
     def private(what: str, ip: str, kind: str, oid: str) -> None:
+        if ip in private_ok:
+            return
         addr = validate.parse_ipv4(what, ip, kind, oid)
         if not any(addr in n for n in guest_nets):
             raise ConfigError(f"{what}: {ip} is not on a guest network of the router", kind, oid)
+        private_ok.add(ip)
 
     def public(what: str, ip: str, kind: str, oid: str) -> None:
         if ip not in held:
@@ -120,12 +136,14 @@ def verify(cfg: pb.RouterConfig) -> None:
         if f.public_port_end - f.public_port_start != f.private_port_end - f.private_port_start:
             raise ConfigError(f"{what}: public and private ranges differ in length",
                               PORT_FORWARD, f.id)
-        for lo, hi, other in taken[(f.public_ip, f.protocol)]:
-            if lo <= f.public_port_end and f.public_port_start <= hi:
-                raise ConfigError(f"{what}: public ports overlap port forward {other!r}",
-                                  PORT_FORWARD, f.id)
         taken[(f.public_ip, f.protocol)].append((f.public_port_start, f.public_port_end, f.id))
         _cidrs(what, f.source_cidrs, PORT_FORWARD, f.id)
+    for ranges in taken.values():
+        ranges.sort()
+        for (_, hi, first), (lo, _, second) in zip(ranges, ranges[1:], strict=False):
+            if lo <= hi:
+                raise ConfigError(f"port forward {second!r}: public ports overlap port forward "
+                                  f"{first!r}", PORT_FORWARD, second)
     rules: Sequence[pb.IngressRule | pb.EgressRule]
     for rules, direction in ((cfg.ingress_rules, "ingress"), (cfg.egress_rules, "egress")):
         for r in rules:
@@ -214,6 +232,7 @@ def disjoint(boxes: Sequence[tuple[Box, str]]) -> list[tuple[Box, str]]:
 # ---------------------------------------------------------------- elements
 
 
+@functools.lru_cache(maxsize=4096)
 def _net(cidr: str) -> Interval:
     n = ipaddress.IPv4Network(cidr)
     return int(n.network_address), int(n.broadcast_address)
@@ -227,6 +246,7 @@ def _rng(i: Interval) -> str:
     return f"{i[0]}-{i[1]}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _iprng(i: Interval) -> str:
     return f"{_ip(i[0])}-{_ip(i[1])}"
 
