@@ -25,7 +25,7 @@ SOURCES=${CLOUDNET_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 [ -f "$SOURCES" ] || SOURCES=/etc/apt/sources.list
 PACKAGES=(
   linux-image-cloud-amd64 initramfs-tools zstd systemd systemd-sysv udev kmod
-  iproute2 procps nftables conntrack dnsmasq-base haproxy
+  iproute2 procps netbase nftables conntrack dnsmasq-base haproxy
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   python3 python3-venv
 )

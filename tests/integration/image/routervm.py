@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -246,3 +247,35 @@ def wait_healthy(channel: grpc.Channel, vm: RouterVM, timeout: float) -> float:
 
 def agent_stub(channel: grpc.Channel) -> agent_pb2_grpc.RouterAgentStub:
     return agent_pb2_grpc.RouterAgentStub(channel)
+
+
+GUEST_SEGMENT = 100
+GUEST_MAC = "02:aa:00:00:00:11"
+GUEST_IP = "10.10.0.11"
+
+
+def one_network_config(vm: RouterVM, generation: int = 1, hosts: int = 1) -> pb.RouterConfig:
+    """A router with a public NIC and one guest network, on the VM's NICs (by MAC)."""
+    public, guest = vm.nics[0], vm.nics[1]
+    return pb.RouterConfig(
+        router_id=vm.router_id, generation=generation,
+        interfaces=[
+            pb.Interface(name="pub0", role=pb.INTERFACE_ROLE_PUBLIC, mac=public.mac,
+                         addresses=["203.0.113.10/24"], segment_id=0),
+            pb.Interface(name="g-net1", role=pb.INTERFACE_ROLE_GUEST, mac=guest.mac,
+                         addresses=["10.10.0.1/24"], segment_id=GUEST_SEGMENT),
+        ],
+        routes=[pb.Route(destination="0.0.0.0/0", gateway="203.0.113.1", interface="pub0")],
+        guest_networks=[pb.GuestNetwork(
+            network_id="net1", interface="g-net1", cidr="10.10.0.0/24", gateway="10.10.0.1",
+            domain="web.acme.cloud.internal", lease_seconds=3600,
+            hosts=[pb.DhcpHost(port_id="p1", mac=GUEST_MAC, ip=GUEST_IP, hostname="vm1")] + [
+                pb.DhcpHost(port_id=f"p{i}", mac=f"02:aa:00:00:{i // 256:02x}:{i % 256:02x}",
+                            ip=f"10.10.0.{i}", hostname=f"vm{i}")
+                for i in range(20, 20 + hosts - 1)
+            ],
+        )],
+        dns=pb.Dns(upstream_servers=["198.51.100.53"]),
+        source_nats=[pb.SourceNat(network_id="net1", source_cidr="10.10.0.0/24",
+                                  public_ip="203.0.113.10", public_interface="pub0")],
+    )
