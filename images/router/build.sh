@@ -10,7 +10,9 @@
 # table: the kernel is booted directly), vmlinuz, initrd.img and
 # manifest.json (package versions, Python packages, sizes and the hash of the
 # inputs). Nothing is rebuilt when the inputs' hash is unchanged: the package
-# list, this script, the files under rootfs/ and the wheel's content.
+# list, this script, the files under rootfs/ and the wheel's content. The
+# wheel is built from the committed tree (HEAD); CLOUDNET_IMAGE_FROM=worktree
+# builds it from the working tree instead.
 #
 # Caches (images/router/.cache, gitignored): the .debs, the base root file
 # system as a tarball keyed by the package list, and the Python wheels. A
@@ -20,7 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 OUT=${1:-$HERE/out}
-CACHE=$HERE/.cache
+CACHE=${CLOUDNET_IMAGE_CACHE:-$HERE/.cache}
 SOURCES=${CLOUDNET_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 [ -f "$SOURCES" ] || SOURCES=/etc/apt/sources.list
 PACKAGES=(
@@ -54,8 +56,17 @@ work=$(mktemp -d /var/tmp/cloudnet-router-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 # ---- inputs -------------------------------------------------------------------
-"$PY" -m pip wheel -q --no-deps -w "$work/wheel" "$REPO" >/dev/null 2>&1 \
-  || "$PY" -m pip wheel --no-deps -w "$work/wheel" "$REPO"
+# The agent's code: the committed tree (HEAD) by default, so the image is
+# what git holds whatever is being edited in the working tree;
+# CLOUDNET_IMAGE_FROM=worktree takes the working tree as it is instead.
+src=$REPO
+if [ "${CLOUDNET_IMAGE_FROM:-head}" != worktree ]; then
+  src=$work/src
+  mkdir "$src"
+  git -C "$REPO" archive HEAD | tar -x -C "$src"
+fi
+"$PY" -m pip wheel -q --no-deps -w "$work/wheel" "$src" >/dev/null 2>&1 \
+  || "$PY" -m pip wheel --no-deps -w "$work/wheel" "$src"
 wheel=$(ls "$work"/wheel/cloudnet-*.whl)
 # The wheel's RECORD lists the sha256 of every file in it: a content hash
 # that ignores the zip's timestamps.
