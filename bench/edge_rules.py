@@ -287,9 +287,9 @@ def linear_ruleset(cfg: apb.RouterConfig) -> str:
 
 def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
     ns = f"cnbench-{uuid.uuid4().hex[:6]}"
-    ensure_netns(ns)
     out: dict[str, dict[str, float]] = {}
     try:
+        ensure_netns(ns)
         for n in sizes:
             cfg = synthetic(n)
             t0 = time.perf_counter()

@@ -40,6 +40,16 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 SETS = ("edge_ips", "lb_in", "pf_dnat", "pf_allow", "fw_in", "fw_in_icmp", "fw_in_all", "eip_in",
         "eip_out", "eg_ports", "eg_icmp", "eg_all", "eg_deny_nets")
 
+# Allowed (public IP, protocol, port, source) tuples live in exact-match
+# (hash) sets, one per source prefix length in use, looked up with the source
+# address masked to that length: loading and changing them costs the same
+# per element at any size. Interval sets with concatenations (nft's pipapo)
+# grow quadratically to load (10,000 elements: about 2 s), so they only hold
+# what cannot be expanded: port ranges longer than EXPAND_MAX, ICMP and
+# "all" rules, egress rules.
+ALLOW_PREFIX = "allow_"
+EXPAND_MAX = 64
+
 Interval = tuple[int, int]
 Box = tuple[Interval, ...]
 Elements = dict[str, dict[str, tuple[str, str]]]  # set -> key -> (value, comment)
@@ -247,6 +257,26 @@ def _rng(i: Interval) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+def _prefix(cidr: str) -> tuple[str, int]:
+    n = ipaddress.IPv4Network(cidr)
+    return str(n.network_address), n.prefixlen
+
+
+def allow_sets(elements: Elements) -> list[tuple[int, str]]:
+    """(prefix length, netmask) of every allow set the table needs: /0 always
+    (the common case, so its first rule is no table change), others in use."""
+    lengths = {0} | {int(name[len(ALLOW_PREFIX):]) for name, elems in elements.items()
+                     if name.startswith(ALLOW_PREFIX) and elems}
+    return [(n, str(ipaddress.IPv4Network(f"0.0.0.0/{n}").netmask)) for n in sorted(lengths)]
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    if name.startswith(ALLOW_PREFIX):
+        return (1, int(name[len(ALLOW_PREFIX):]), name)
+    return (0, SETS.index(name) if name in SETS else 99, name)
+
+
+@functools.lru_cache(maxsize=4096)
 def _iprng(i: Interval) -> str:
     return f"{_ip(i[0])}-{_ip(i[1])}"
 
@@ -264,28 +294,42 @@ def elements(cfg: pb.RouterConfig) -> Elements:
         c = _comment(STATIC_NAT, n.id)
         out["eip_in"][n.public_ip] = (n.private_ip, c)
         out["eip_out"][n.private_ip] = (n.public_ip, c)
-    # Allow sets: group by the exact part of the key, cut overlaps per group.
+    # Allow sets: exact elements per source prefix length where the ports
+    # expand to few elements; else interval sets grouped by the exact part of
+    # the key, overlaps cut per group.
     groups: dict[tuple[str, str], list[tuple[Box, str]]] = defaultdict(list)
+
+    def allow(fallback: str, ip: str, proto: str, lo: int, hi: int, cidrs: Sequence[str],
+              c: str) -> None:
+        if hi - lo + 1 > EXPAND_MAX:
+            for cidr in cidrs or ["0.0.0.0/0"]:
+                groups[(fallback, f"{ip} . {proto}")].append((((lo, hi), _net(cidr)), c))
+            return
+        for cidr in cidrs or ["0.0.0.0/0"]:
+            address, plen = _prefix(cidr)
+            elems = out.setdefault(f"{ALLOW_PREFIX}{plen}", {})
+            for port in range(lo, hi + 1):
+                elems.setdefault(f"{ip} . {proto} . {port} . {address}", ("", c))
     for f in cfg.port_forwards:
         c = _comment(PORT_FORWARD, f.id)
         shift = f.private_port_start - f.public_port_start
         for port in range(f.public_port_start, f.public_port_end + 1):
             out["pf_dnat"][f"{f.public_ip} . {f.protocol} . {port}"] = (
                 f"{f.private_ip} . {port + shift}", c)
-        for cidr in f.source_cidrs or ["0.0.0.0/0"]:
-            groups[("pf_allow", f"{f.public_ip} . {f.protocol}")].append(
-                (((f.public_port_start, f.public_port_end), _net(cidr)), c))
+        allow("pf_allow", f.public_ip, f.protocol, f.public_port_start, f.public_port_end,
+              f.source_cidrs, c)
     for lb in cfg.load_balancers:
         c = f"cn:loadbalancer:{lb.id}"
         out["lb_in"][f"{lb.public_ip} . tcp . {lb.public_port}"] = ("", c)
-        for cidr in lb.source_cidrs or ["0.0.0.0/0"]:
-            groups[("pf_allow", f"{lb.public_ip} . tcp")].append(
-                (((lb.public_port, lb.public_port), _net(cidr)), c))
+        allow("pf_allow", lb.public_ip, "tcp", lb.public_port, lb.public_port, lb.source_cidrs, c)
     rules: Sequence[pb.IngressRule | pb.EgressRule]
     for rules, prefix in ((cfg.ingress_rules, "fw_in"), (cfg.egress_rules, "eg")):
         for r in rules:
             c = _comment(FIREWALL, r.id)
             head = r.public_ip if isinstance(r, pb.IngressRule) else _iprng(_net(r.source_cidr))
+            if prefix == "fw_in" and r.protocol in FORWARD_PROTOCOLS:
+                allow("fw_in", r.public_ip, r.protocol, r.port_start, r.port_end, r.cidrs, c)
+                continue
             for cidr in r.cidrs or ["0.0.0.0/0"]:
                 net = _net(cidr)
                 if r.protocol in FORWARD_PROTOCOLS:
@@ -323,7 +367,7 @@ def commands(family: str, table: str, old: Elements, new: Elements) -> str:
     """nft commands turning the elements ``old`` into ``new`` (deletes first);
     empty when they hold the same keys and values."""
     dels, adds = [], []
-    for name in SETS:
+    for name in sorted(set(old) | set(new), key=_order):
         before, after = old.get(name, {}), new.get(name, {})
         gone = [k for k, v in before.items() if k not in after or after[k][0] != v[0]]
         come = [k for k, v in after.items() if k not in before or before[k][0] != v[0]]

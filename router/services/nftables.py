@@ -95,6 +95,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
         ],
     )
     elements = nft_edge.elements(cfg)
+    context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
     adds = nft_edge.full_commands(TABLE_FAMILY, TABLE_NAME, elements)
     text = skeleton

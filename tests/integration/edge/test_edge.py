@@ -44,7 +44,7 @@ def serve(servers, guest, proto: str, port: int, answer: str) -> None:
         time.sleep(0.05)
 
 
-def ask(ns: str, proto: str, ip: str, port: int, timeout: float = 2) -> str:
+def ask(ns: str, proto: str, ip: str, port: int, timeout: float = 5) -> str:
     """What a socat client gets from ip:port ("" when nothing answers)."""
     target = f"TCP:{ip}:{port},connect-timeout={timeout}" if proto == TCP else f"UDP:{ip}:{port}"
     r = in_ns(ns, ["socat", f"-T{timeout}", "-", target], input="x\n", timeout=timeout + 10)
@@ -170,6 +170,7 @@ def test_egress_default_policy_and_rules(cloud, make_tenant):
     e.rule(direction=EGRESS, network_id=net.id, protocol="icmp", icmp_type=-1, icmp_code=-1,
            cidrs=["198.51.100.0/24"])
     e.wait_active(e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest(id=allow.id))
+    t.api.wait_router_active(net.router_id)
     assert seen_from(g1) == net.source_nat_ip
     assert g1.run(["busybox", "ping", "-c1", "-W2", INET_HOST_IP]).returncode == 0
 

@@ -63,18 +63,41 @@ def test_port_forward_range_is_one_map_element_per_port_with_its_comment() -> No
     assert el["pf_dnat"] == {
         f"{PUB} . tcp . {7000 + i}": (f"10.10.0.5 . {9000 + i}", "cn:portforward:pf1")
         for i in range(3)}
-    assert el["pf_allow"] == {
-        f"{PUB} . tcp . 7000-7002 . 0.0.0.0-255.255.255.255": ("", "cn:portforward:pf1")}
+    # Small ranges are allowed by exact elements (hash set per source prefix).
+    assert el["allow_0"] == {
+        f"{PUB} . tcp . {7000 + i} . 0.0.0.0": ("", "cn:portforward:pf1") for i in range(3)}
+    assert el["pf_allow"] == {}
     assert el["edge_ips"] == {PUB: ("", "cn:publicip:ip1")}
+    assert nft_edge.allow_sets(el) == [(0, "0.0.0.0")]
+
+
+def test_sources_go_to_the_set_of_their_prefix_length_and_big_ranges_to_intervals() -> None:
+    cfg = edge_config(port_forwards=[fwd(source_cidrs=["192.0.2.0/24", "198.51.100.7/32"]),
+                                     fwd(2, public_port_start=1000, public_port_end=1999,
+                                         private_port_start=1000, private_port_end=1999)])
+    el = nft_edge.elements(cfg)
+    assert set(el["allow_24"]) == {f"{PUB} . tcp . 80 . 192.0.2.0"}
+    assert set(el["allow_32"]) == {f"{PUB} . tcp . 80 . 198.51.100.7"}
+    assert set(el["pf_allow"]) == {f"{PUB} . tcp . 1000-1999 . 0.0.0.0-255.255.255.255"}
+    assert nft_edge.allow_sets(el) == [(0, "0.0.0.0"), (24, "255.255.255.0"),
+                                       (32, "255.255.255.255")]
+    text = nftables.render(cfg)["cloudnet.nft"]
+    assert "ip saddr & 255.255.255.0 @allow_24 counter accept" in text
 
 
 def test_overlapping_firewall_rules_become_disjoint_elements() -> None:
-    rules = [pb.IngressRule(id="a", public_ip=PUB, protocol="tcp", port_start=80, port_end=90,
-                            cidrs=["10.0.0.0/8", "10.1.0.0/16"]),
-             pb.IngressRule(id="b", public_ip=PUB, protocol="tcp", port_start=85, port_end=95,
-                            cidrs=["10.0.0.0/8"])]
+    rules = [pb.IngressRule(id="a", public_ip=PUB, protocol="tcp", port_start=1000,
+                            port_end=2000, cidrs=["10.0.0.0/8", "10.1.0.0/16"]),
+             pb.IngressRule(id="b", public_ip=PUB, protocol="tcp", port_start=1500,
+                            port_end=2500, cidrs=["10.0.0.0/8"])]
     el = nft_edge.elements(edge_config(ingress_rules=rules))
-    assert set(el["fw_in"]) == {f"{PUB} . tcp . 80-95 . 10.0.0.0-10.255.255.255"}
+    assert set(el["fw_in"]) == {f"{PUB} . tcp . 1000-2500 . 10.0.0.0-10.255.255.255"}
+    # The same ports in exact sets: duplicates kept once, the first rule's comment.
+    small = [pb.IngressRule(id=i, public_ip=PUB, protocol="tcp", port_start=80, port_end=90)
+             for i in ("a", "b")]
+    el = nft_edge.elements(edge_config(ingress_rules=small))
+    assert len(el["allow_0"]) == 11 and {c for _, c in el["allow_0"].values()} == \
+        {"cn:firewall:a"}
 
 
 def test_one_rule_more_is_one_element_more() -> None:
@@ -82,7 +105,7 @@ def test_one_rule_more_is_one_element_more() -> None:
     old = nft_edge.elements(edge_config(port_forwards=many))
     new = nft_edge.elements(edge_config(port_forwards=[*many, fwd(999)]))
     cmds = nft_edge.commands("inet", "cloudnet", old, new)
-    assert cmds.count("add element") == 2 and "delete" not in cmds  # pf_dnat + pf_allow
+    assert cmds.count("add element") == 2 and "delete" not in cmds  # pf_dnat + allow_0
     assert 'comment "cn:portforward:pf999"' in cmds
     assert nft_edge.commands("inet", "cloudnet", new, new) == ""
 
