@@ -549,6 +549,8 @@ class EdgeStore(PortStore):
                          generation=r.generation, error=r.error, created_at=r.created_at)
             for r in s.scalars(select(StaticNatRow).where(StaticNatRow.network_id.in_(nets))
                                .order_by(StaticNatRow.id)))
+        # Plain column tuples, not ORM objects: a router may have 50,000 rules.
+        pf = PortForwardRow
         pfs = tuple(
             me.PortForward(
                 id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
@@ -558,8 +560,12 @@ class EdgeStore(PortStore):
                 source_cidrs=tuple(r.source_cidrs), public_ip=by_ip[r.public_ip_id],
                 private_ip=port_ips[r.port_id], generation=r.generation, error=r.error,
                 created_at=r.created_at)
-            for r in s.scalars(select(PortForwardRow).where(PortForwardRow.network_id.in_(nets))
-                               .order_by(PortForwardRow.id)))
+            for r in s.execute(select(
+                pf.id, pf.tenant_id, pf.network_id, pf.public_ip_id, pf.protocol,
+                pf.public_port, pf.public_port_end, pf.port_id, pf.private_port,
+                pf.private_port_end, pf.source_cidrs, pf.generation, pf.error, pf.created_at)
+                .where(pf.network_id.in_(nets)).order_by(pf.id)))
+        fw = FirewallRuleRow
         fws = tuple(
             me.FirewallRule(
                 id=r.id, tenant_id=r.tenant_id, direction=r.direction, network_id=r.network_id,
@@ -568,9 +574,10 @@ class EdgeStore(PortStore):
                 cidrs=tuple(r.cidrs),
                 public_ip=by_ip.get(r.public_ip_id or "", ""), generation=r.generation,
                 error=r.error, created_at=r.created_at)
-            for r in s.scalars(select(FirewallRuleRow)
-                               .where(FirewallRuleRow.network_id.in_(nets))
-                               .order_by(FirewallRuleRow.id)))
+            for r in s.execute(select(
+                fw.id, fw.tenant_id, fw.direction, fw.network_id, fw.public_ip_id, fw.protocol,
+                fw.port, fw.port_end, fw.icmp_type, fw.icmp_code, fw.cidrs, fw.generation,
+                fw.error, fw.created_at).where(fw.network_id.in_(nets)).order_by(fw.id)))
         policies = tuple(
             me.EgressPolicy(r.network_id, r.default_deny)
             for r in s.scalars(select(EgressPolicyRow).where(EgressPolicyRow.network_id.in_(nets))
