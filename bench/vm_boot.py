@@ -115,6 +115,7 @@ def main() -> int:
                               "memory_mib_per_vm": MEMORY_MIB}
     fabric = None
     server = None
+    made: list[tuple[Any, Any, str]] = []  # (stub, metadata, vm id) not deleted yet
     trunk = (f"{prefix}-hat", f"{prefix}-hau")
     try:
         aio.up()
@@ -145,6 +146,7 @@ def main() -> int:
             vm = stub.CreateVm(cpb.CreateVmRequest(vm=cpb.Vm(
                 name=name, image="tiny", vcpus=1, memory_mib=MEMORY_MIB,
                 nics=[cpb.Nic(network_id=net.id)])), metadata=md, timeout=300)
+            made.append((stub, md, vm.id))
             phases = {"api": time.perf_counter() - t0}
             phases.update(wait_console(stub, md, vm, t0))
             phases["vm_id"] = vm.id  # type: ignore[assignment]
@@ -152,7 +154,9 @@ def main() -> int:
 
         def delete(runs: list[dict[str, Any]]) -> None:
             for r in runs:
-                stub.DeleteVm(cpb.DeleteVmRequest(id=r.pop("vm_id")), metadata=md, timeout=120)
+                vm_id = r.pop("vm_id")
+                stub.DeleteVm(cpb.DeleteVmRequest(id=vm_id), metadata=md, timeout=120)
+                made.remove((stub, md, vm_id))
 
         seq = []
         for i in range(args.repeat):
@@ -190,6 +194,11 @@ def main() -> int:
             print(f"{n} concurrent: all leased in {wall:.1f}s", file=sys.stderr)
         result["concurrent"] = conc
     finally:
+        for stub_, md_, vm_id in made:  # a failed run's VMs: domain, taps, ports
+            try:
+                stub_.DeleteVm(cpb.DeleteVmRequest(id=vm_id), metadata=md_, timeout=120)
+            except grpc.RpcError as e:
+                print(f"cleanup of vm {vm_id}: {e}", file=sys.stderr)
         if server is not None:
             server.stop(grace=1).wait()
         if fabric is not None:

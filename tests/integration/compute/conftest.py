@@ -92,15 +92,17 @@ class ComputeHost:
         from compute.ovs import disconnect_trunk
 
         leftover = list(self.compute.driver.domains())
-        for vm_id in leftover:
-            rec = self.compute._record(vm_id)
-            self.compute._remove(vm_id, rec.tenant_id if rec else "",
-                                 [n["port_id"] for n in rec.nics] if rec else [], [])
-        self.server.stop(grace=1).wait()
-        self.channel.close()
-        self.compute.netmgr.close()
-        disconnect_trunk(self.fabric, self.cloud.fabric, *self.trunk)
-        self.fabric.teardown()
+        try:
+            for vm_id in leftover:
+                rec = self.compute._record(vm_id)
+                self.compute._remove(vm_id, rec.tenant_id if rec else "",
+                                     [n["port_id"] for n in rec.nics] if rec else [], [])
+        finally:
+            self.server.stop(grace=1).wait()
+            self.channel.close()
+            self.compute.netmgr.close()
+            disconnect_trunk(self.fabric, self.cloud.fabric, *self.trunk)
+            self.fabric.teardown()
         assert not leftover, f"domains left behind: {leftover}"
 
 
