@@ -154,7 +154,8 @@ _PKT_FIELDS = {
     "icmp type": re.compile(r"\bicmp type (\S+)"),
     "icmp code": re.compile(r"\bicmp code (\S+)"),
 }
-_LOOKUP = re.compile(r"((?:[a-z0-9]+ [a-z0-9]+)(?: \. [a-z0-9]+ [a-z0-9]+)*)(?: map| vmap)? @(\w+)")
+_COMPONENT = r"[a-z0-9]+ [a-z0-9]+(?: & [0-9.]+)?"
+_LOOKUP = re.compile(rf"({_COMPONENT}(?: \. {_COMPONENT})*)(?: map| vmap)? @(\w+)")
 
 
 def packet_fields(packet_line: str) -> dict[str, str]:
@@ -237,14 +238,23 @@ class _Elements:
         m = _LOOKUP.search(rule)
         if not m:
             return None
-        exprs = [x.strip() for x in m.group(1).split(" . ")]
-        values = [fields.get(x) for x in exprs]
-        if any(v is None for v in values):
-            return None
-        for key, comment, value in self.get(table, m.group(2)):
+        values: list[str] = []
+        for expr in (x.strip() for x in m.group(1).split(" . ")):
+            name, _, mask = expr.partition(" & ")
+            value = fields.get(name)
+            if value is None:
+                return None
+            if mask:  # a masked lookup (one set per prefix length)
+                try:
+                    value = str(ipaddress.IPv4Address(
+                        int(ipaddress.IPv4Address(value)) & int(ipaddress.IPv4Address(mask))))
+                except ValueError:
+                    return None
+            values.append(value)
+        for key, comment, mapped in self.get(table, m.group(2)):
             if len(key) == len(values) and all(
-                    _component_matches(k, str(v)) for k, v in zip(key, values, strict=True)):
-                return comment, _fmt_value(value) if value is not None else ""
+                    _component_matches(k, v) for k, v in zip(key, values, strict=True)):
+                return comment, _fmt_value(mapped) if mapped is not None else ""
         return None
 
 

@@ -486,7 +486,7 @@ def test_trace_names_the_ingress_firewall_rule_and_static_nat(cloud, lab):
     eip = e.public_ip(net.id)
     nat = e.static_nat(eip.id, p2.id)
     rule = e.rule(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=eip.id,
-                  protocol="tcp", port=2200, cidrs=[f"{INET_HOST_IP}/32"])
+                  protocol="tcp", port=2200, cidrs=["198.51.100.0/24"])
     e.wait_active(e.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
     e.wait_active(e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest(id=rule.id))
     events = _trace_once(cloud, Debug(t), net.router_id, eip.ip, 2200)

@@ -105,3 +105,27 @@ def test_object_of_comment():
     assert object_of_comment("cn:fw:r-1") == ("fw", "r-1")
     assert object_of_comment("cn:fw-default-drop") == ("firewall-default", "drop")
     assert object_of_comment("replies") == ("", "")
+
+
+def test_element_lookup_with_masks_ranges_and_maps():
+    els = trace._Elements.__new__(trace._Elements)
+    els.netns = "unused"
+    els.cache = {
+        "allow_24": [(["203.0.113.20", "tcp", 22, "198.51.100.0"], "cn:firewall:fw-1", None)],
+        "fw_in": [(["203.0.113.20", "tcp", {"range": [1000, 2000]},
+                    {"prefix": {"addr": "10.0.0.0", "len": 8}}], "cn:firewall:fw-2", None)],
+        "pf_dnat": [(["203.0.113.20", "tcp", 8080], "cn:portforward:pf-1",
+                     {"concat": ["10.1.1.5", 80]})],
+    }
+    fields = trace.packet_fields(
+        'iif "pub0" ip saddr 198.51.100.10 ip daddr 203.0.113.20 ip protocol tcp '
+        "tcp sport 4000 tcp dport 22 tcp flags == syn")
+    rule = "ip daddr . meta l4proto . th dport . ip saddr & 255.255.255.0 @allow_24 accept"
+    assert els.match("inet cloudnet", rule, fields) == ("cn:firewall:fw-1", "")
+    fields2 = dict(fields, **{"ip saddr": "10.2.3.4", "th dport": "1500"})
+    rule2 = "ip daddr . meta l4proto . th dport . ip saddr @fw_in accept"
+    assert els.match("inet cloudnet", rule2, fields2) == ("cn:firewall:fw-2", "")
+    fields3 = dict(fields, **{"th dport": "8080"})
+    rule3 = "dnat ip to ip daddr . meta l4proto . th dport map @pf_dnat"
+    assert els.match("inet cloudnet", rule3, fields3) == ("cn:portforward:pf-1", "10.1.1.5:80")
+    assert els.match("inet cloudnet", rule2, fields) is None
