@@ -106,7 +106,8 @@ class Reconciler:
                 target = self._targets.get(host)
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
-                channel = grpc.insecure_channel(target)
+                channel = grpc.insecure_channel(target, options=[
+                    ("grpc.max_send_message_length", 64 * 1024 * 1024)])
                 self._channels[host] = channel
                 stub = self._stubs[host] = agent_pb2_grpc.RouterAgentStub(channel)
             return stub

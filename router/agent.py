@@ -36,6 +36,8 @@ from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
 from router.services import Context
 
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
 log = logging.getLogger("router.agent")
 
 __all__ = ["Agent", "create_server", "main", "router_netns_name"]
@@ -224,8 +226,10 @@ def create_server(
     directory is created 0700 and the socket made 0600: only root may talk
     to the agent.
     """
+    # A router's whole config (50,000 edge rules: about 7 MB) in one message.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         interceptors=interceptors)
+                         interceptors=interceptors,
+                         options=[("grpc.max_receive_message_length", MAX_CONFIG_BYTES)])
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(agent), server)
     from router.diag.service import add_to_server as add_diagnostics  # imports this module
     diag_name = add_diagnostics(agent, server)
