@@ -103,7 +103,11 @@ def verify(cfg: pb.RouterConfig) -> None:
 
 
 def _socket_dir(ctx: Context) -> str:
-    # Unix socket paths are short (108 bytes): a per-router directory under /run.
+    # Unix socket paths are short (108 bytes): the router's state directory
+    # when it is short enough, else a per-router directory under /run.
+    local = ctx.path("lb")
+    if len(os.path.join(local, "s.sock")) < 100:
+        return local
     return os.path.join(SOCKET_ROOT, hashlib.sha1(ctx.state_dir.encode()).hexdigest()[:16])
 
 
