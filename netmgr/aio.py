@@ -35,7 +35,7 @@ import grpc
 from pyroute2 import IPRoute, netns
 
 from compute.fabric import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
-from compute.ovs import OvsFabric
+from compute.ovs import OvsFabric, bridge_exists
 
 log = logging.getLogger("cloudnet.aio")
 
@@ -237,8 +237,10 @@ class AllInOne:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if self.state_dir.encode() in f.read():
                         os.kill(pid, signal.SIGTERM)
-        if isinstance(self.fabric, OvsFabric):
-            self.fabric.teardown()
+        # The OVS bridge, also when `down` is not told the fabric.
+        ovs = self.fabric if isinstance(self.fabric, OvsFabric) else OvsFabric(f"{self.prefix}-br")
+        if os.path.exists("/var/run/openvswitch/db.sock") and bridge_exists(ovs.bridge):
+            ovs.teardown()
         for ns in netns.listnetns():
             if ns.startswith(f"{self.prefix}r-") or ns.startswith(f"{self.prefix}-"):
                 remove_netns(ns)
