@@ -52,7 +52,9 @@ KVM_NOTE = (
 
 
 def _timed_build(out: str, cache: str | None) -> tuple[float, str]:
-    env = dict(os.environ)
+    # One commit for every build of the run: others committing meanwhile must
+    # not turn "unchanged" into a rebuild.
+    env = dict(os.environ, CLOUDNET_IMAGE_REV=_REV)
     if cache:
         env["CLOUDNET_IMAGE_CACHE"] = cache
     t0 = time.perf_counter()
@@ -63,8 +65,12 @@ def _timed_build(out: str, cache: str | None) -> tuple[float, str]:
     return took, proc.stdout.strip().splitlines()[-1]
 
 
+_REV = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True,
+                      check=True).stdout.strip()
+
+
 def bench_build(skip_cold: bool) -> dict:
-    res: dict = {}
+    res: dict = {"commit": _REV}
     scratch = tempfile.mkdtemp(prefix="cloudnet-image-bench-", dir="/var/tmp")
     try:
         if not skip_cold:
@@ -81,6 +87,7 @@ def bench_build(skip_cold: bool) -> dict:
         print(f"build cached (base + wheels): {took:.1f} s", flush=True)
         took, line = _timed_build(routervm.IMAGE_DIR, None)
         res["unchanged_seconds"] = round(took, 1)
+        res["unchanged_skipped"] = "up to date" in line
         print(f"build unchanged: {took:.1f} s ({line})", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -200,7 +207,8 @@ def plot(result: dict, path: str) -> None:
                        ("leased_s", "first guest lease")):
         ax1.plot(x, [b[key] for b in boots], marker="o", label=label)
     ax1.axhline(25, color="grey", linestyle="--", label="target 25 s")
-    ax1.set_xlabel("boot")
+    ax1.set_xticks(list(x))
+    ax1.set_xlabel("boot (QEMU TCG; KVM is unusable here)")
     ax1.set_ylabel("seconds since QEMU started (TCG)")
     ax1.set_title("router VM boot to serving")
     ax1.legend()

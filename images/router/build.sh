@@ -11,8 +11,8 @@
 # manifest.json (package versions, Python packages, sizes and the hash of the
 # inputs). Nothing is rebuilt when the inputs' hash is unchanged: the package
 # list, this script, the files under rootfs/ and the wheel's content. The
-# wheel is built from the committed tree (HEAD); CLOUDNET_IMAGE_FROM=worktree
-# builds it from the working tree instead.
+# wheel is built from the committed tree (HEAD, or CLOUDNET_IMAGE_REV);
+# CLOUDNET_IMAGE_FROM=worktree builds it from the working tree instead.
 #
 # Caches (images/router/.cache, gitignored): the .debs, the base root file
 # system as a tarball keyed by the package list, and the Python wheels. A
@@ -65,7 +65,7 @@ src=$REPO
 if [ "${CLOUDNET_IMAGE_FROM:-head}" != worktree ]; then
   src=$work/src
   mkdir "$src"
-  git -C "$REPO" archive HEAD | tar -x -C "$src"
+  git -C "$REPO" archive "${CLOUDNET_IMAGE_REV:-HEAD}" | tar -x -C "$src"
 fi
 "$PY" -m pip wheel -q --no-deps -w "$work/wheel" "$src" >/dev/null 2>&1 \
   || "$PY" -m pip wheel --no-deps -w "$work/wheel" "$src"
