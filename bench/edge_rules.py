@@ -346,7 +346,7 @@ def plot(result: dict, path: str) -> None:
     ratios = [dp["ratio_tcp"], dp["ratio_udp"], result["load_balancer"]["ratio"]]
     ax.bar(labels, ratios, color=["tab:blue", "tab:orange", "tab:green"])
     ax.axhline(0.95, color="red", linestyle="--", label="goal 0.95 (data path)")
-    ax.set_ylim(0, 1.3)
+    ax.set_ylim(0, max(1.3, max(ratios) + 0.1))
     ax.set_title(f"with {result['rules_present']} rules / without;\nLB / direct to one member")
     ax.legend()
     ax = axes[1]
