@@ -421,7 +421,7 @@ class EdgeStore(PortStore):
         if port_ips is None:
             ids = [m["port_id"] for m in row.members]
             port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
-                                      .where(PortRow.id.in_(ids))).tuples().all())
+                                      .where(PortRow.id.in_(ids))).all())
         health = row.member_health or {}
         members = tuple(
             me.LbMember(port_id=m["port_id"], weight=m["weight"], private_port=m["private_port"],
@@ -541,7 +541,7 @@ class EdgeStore(PortStore):
             .order_by(PublicIpRow.ip)))
         by_ip = {ip.id: ip.ip for ip in ips}
         port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
-                                  .where(PortRow.network_id.in_(nets))).tuples().all())
+                                  .where(PortRow.network_id.in_(nets))).all())
         snats = tuple(
             me.StaticNat(id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
                          public_ip_id=r.public_ip_id, port_id=r.port_id,

@@ -105,8 +105,9 @@ def verify(cfg: pb.RouterConfig) -> None:
 def _socket_dir(ctx: Context) -> str:
     # Unix socket paths are short (108 bytes): the router's state directory
     # when it is short enough, else a per-router directory under /run.
+    # HAProxy binds "<path>.<pid>.tmp" first, hence the margin.
     local = ctx.path("lb")
-    if len(os.path.join(local, "s.sock")) < 100:
+    if len(os.path.join(local, "s.sock")) < 80:
         return local
     return os.path.join(SOCKET_ROOT, hashlib.sha1(ctx.state_dir.encode()).hexdigest()[:16])
 
@@ -144,12 +145,13 @@ def check(ctx: Context, rendered: dict[str, str]) -> None:
     if not rendered:
         return
     os.makedirs(ctx.state_dir, exist_ok=True)
+    os.makedirs(_socket_dir(ctx), mode=0o700, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".cfg", prefix=".check-",
                                      dir=ctx.state_dir) as f:
         f.write(_materialise(ctx, rendered[CONF]))
         f.flush()
         try:
-            proc.run(["haproxy", "-c", "-q", "-f", f.name])
+            proc.run(["haproxy", "-c", "-f", f.name])
         except proc.CommandError as e:
             raise CheckError(f"haproxy: config refused by haproxy -c: {e.output.strip()}") from e
 
