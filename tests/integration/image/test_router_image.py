@@ -123,3 +123,28 @@ def test_reapply_same_config_is_a_noop(booted: Booted) -> None:
     assert status.applied_generation == 1 and status.last_error == ""
 
 
+
+
+def test_network_dropped_and_readded_moves_the_nic_out_and_back(booted: Booted) -> None:
+    """ApplianceFabric: unplug hands the NIC back to the VM, a later plug finds it by MAC."""
+    full = routervm.one_network_config(booted.vm, generation=2)
+    public_only = pb.RouterConfig()
+    public_only.CopyFrom(full)
+    del public_only.interfaces[1:]
+    del public_only.guest_networks[:]
+    del public_only.source_nats[:]
+    status = booted.stub.ApplyConfig(pb.ApplyConfigRequest(config=public_only),
+                                     metadata=booted.md, timeout=300).status
+    assert status.last_error == "" and status.applied_generation == 2, status
+    full.generation = 3
+    status = booted.stub.ApplyConfig(pb.ApplyConfigRequest(config=full), metadata=booted.md,
+                                     timeout=300).status
+    assert status.last_error == "" and status.applied_generation == 3, status
+    assert all(s.healthy for s in status.services), status
+    guest = NamespaceGuest(f"{booted.lab.prefix}-g2", booted.lab.fabric,
+                           f"{booted.lab.prefix}gp2")
+    try:
+        guest.attach(routervm.GUEST_SEGMENT, routervm.GUEST_MAC)
+        assert guest.dhcp(attempts=60, interval=2).ip == routervm.GUEST_IP
+    finally:
+        guest.destroy()
