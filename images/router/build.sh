@@ -72,7 +72,14 @@ fi
 wheel=$(ls "$work"/wheel/cloudnet-*.whl)
 # The wheel's RECORD lists the sha256 of every file in it: a content hash
 # that ignores the zip's timestamps.
-wheel_hash=$(unzip -p "$wheel" '*.dist-info/RECORD' | grep -v '/RECORD,' | sort | sha256sum | cut -d' ' -f1)
+wheel_hash=$("$PY" - "$wheel" <<'PYEOF'
+import hashlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    record = next(n for n in z.namelist() if n.endswith(".dist-info/RECORD"))
+    lines = sorted(l for l in z.read(record).decode().splitlines() if "/RECORD," not in l)
+print(hashlib.sha256("\n".join(lines).encode()).hexdigest())
+PYEOF
+)
 base_key=$( { echo "${PACKAGES[*]}|$INITRD_MODULES"; sed -n '/^# ---- base/,/^# ---- end base/p' "$0"; } \
   | sha256sum | cut -c1-16)
 bbver=$(apt-cache policy busybox-static | awk '/Candidate:/ {print $2}')
