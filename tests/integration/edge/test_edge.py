@@ -35,7 +35,9 @@ def serve(servers, guest, proto: str, port: int, answer: str) -> None:
     """A socat server in the guest answering `answer` on every connection/datagram."""
     listen = (f"TCP-LISTEN:{port},fork,reuseaddr" if proto == TCP
               else f"UDP-RECVFROM:{port},fork,reuseaddr")
-    servers.append(guest.popen(["socat", listen, f"SYSTEM:echo {answer}"],
+    # Read the client's line before answering: closing with unread data
+    # would reset the connection before the client reads the answer.
+    servers.append(guest.popen(["socat", listen, f"SYSTEM:read line; echo {answer}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     deadline = time.monotonic() + 5
     flag = "-tln" if proto == TCP else "-uln"
