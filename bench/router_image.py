@@ -179,13 +179,15 @@ def bench_namespace(pushes: int) -> dict:
             nics = [_Nic("02:00:00:00:00:10"), _Nic("02:00:00:00:01:01")]
 
         cfg = routervm.one_network_config(_Vm())  # type: ignore[arg-type]
-        t0 = time.perf_counter()
-        status = stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg), timeout=60).status
-        first = time.perf_counter() - t0
-        if status.last_error:
-            raise RuntimeError(status.last_error)
-        times = push_series(stub, cfg, pushes, None)
-        agent.delete(cfg.router_id, keep_leases=False)
+        try:
+            t0 = time.perf_counter()
+            status = stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg), timeout=60).status
+            first = time.perf_counter() - t0
+            if status.last_error:
+                raise RuntimeError(status.last_error)
+            times = push_series(stub, cfg, pushes, None)
+        finally:
+            agent.delete(cfg.router_id, keep_leases=False)  # its namespace and daemons
         return {"first_apply_s": round(first, 3), "push_seconds": [round(t, 4) for t in times]}
     finally:
         channel.close()
