@@ -10,6 +10,8 @@ APT_PACKAGES=(
   iproute2 nftables dnsmasq-base conntrack procps psmisc haproxy
   # real clients the tests and the demo use
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
+  # benchmarks: HTTP load (ab)
+  apache2-utils
   # python
   python3 python3-venv python3-dev gcc
   # compute: OVS (userspace datapath), libvirt + QEMU (TCG), libvirt-python's
