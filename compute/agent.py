@@ -80,6 +80,7 @@ STATES = {
 class VmFabric(Protocol):
     def setup(self) -> None: ...
     def vm_interface_xml(self, tap: str, segment: int, mac: str) -> str: ...
+    def harden_tap(self, tap: str) -> None: ...
     def release_tap(self, tap: str) -> None: ...
     def taps(self, prefix: str = "vt") -> set[str]: ...
 
@@ -337,6 +338,8 @@ class Compute:
                 vcpus=vm.vcpus, memory_mib=vm.memory_mib, image=image, overlay=overlay,
                 console=self._path(vm_id, "console.log"), hostname=vm.name, interfaces=ifaces)
             self.driver.define_and_start(xml)
+            for nic in nics:
+                self.cfg.fabric.harden_tap(str(nic["device"]))
             self._fault("define")
             log.info("vm %s (%s) of tenant %s started", vm.name, vm_id, tenant_id)
             return self._to_pb(rec)

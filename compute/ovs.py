@@ -210,6 +210,11 @@ class OvsFabric:
             "</interface>"
         )
 
+    def harden_tap(self, tap: str) -> None:
+        """Make a VM tap's port an explicit access port (libvirt only sets the tag):
+        frames the guest sends with its own 802.1Q header are dropped."""
+        vsctl("set", "port", tap, "vlan_mode=access")
+
     def release_tap(self, tap: str) -> None:
         """Remove a VM tap's OVS port if libvirt left it behind. Idempotent."""
         vsctl("--if-exists", "del-port", self.bridge, tap)

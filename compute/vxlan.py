@@ -175,6 +175,9 @@ class VxlanFabric:
             f"{NO_OFFLOAD_DRIVER}</interface>"
         )
 
+    def harden_tap(self, tap: str) -> None:
+        """Nothing to do: a guest's 802.1Q tag stays inside its VNI's frames."""
+
     def release_tap(self, tap: str) -> None:
         with IPRoute() as root:
             for idx in root.link_lookup(ifname=tap):

@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-$HERE/out}
 CACHE=$HERE/.cache
 # What the guest needs; their dependencies come along, in load order.
-MODULES=(virtio_pci virtio_net virtio_blk)
+MODULES=(virtio_pci virtio_net virtio_blk 8021q)
 mkdir -p "$OUT" "$CACHE"
 
 # The kernel package the metapackage points at today, and busybox-static.

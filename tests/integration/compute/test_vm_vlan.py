@@ -4,6 +4,8 @@ their frames 802.1Q-tagged with their networks' VLAN IDs, never untagged."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
@@ -57,5 +59,59 @@ def test_same_cidr_two_tenants_isolated_and_tagged_on_the_trunk(ovs_cloud, host_
             g.destroy()
         for t, vm in vms:
             host_a.stub.DeleteVm(cpb.DeleteVmRequest(id=vm.id), metadata=t.md, timeout=60)
+        t1.close()
+        t2.close()
+
+
+def test_vm_own_vlan_tags_never_reach_another_vlan(ovs_cloud, host_a, tmp_path):
+    """The guest itself sends 802.1Q-tagged (and double-tagged) ARP broadcasts
+    from inside the VM: its access port drops them; only its untagged frames
+    cross the trunk, tagged with its own VLAN."""
+    t1, t2 = VmTenant(ovs_cloud, host_a), VmTenant(ovs_cloud, host_a)
+    vm = None
+    guests: list[NamespaceGuest] = []
+    try:
+        n1, n2 = t1.network("own", "10.91.0.0/24"), t2.network("victim", "10.91.0.0/24")
+        vm = t1.vm("hopper", n1)
+        t1.wait_leases(vm)
+        mode = subprocess.run(["ovs-vsctl", "get", "port", vm.nics[0].device, "vlan_mode"],
+                              capture_output=True, text=True).stdout.strip()
+        assert mode == "access"
+
+        def ns_guest(t: VmTenant, net: pb.Network, name: str) -> NamespaceGuest:
+            port = t.api.call(t.api.ports.CreatePort, pb.CreatePortRequest(
+                port=pb.Port(network_id=net.id, hostname=name)))
+            g = NamespaceGuest(f"{ovs_cloud.prefix}-g-{name}", ovs_cloud.fabric,
+                               f"gp{port.id.replace('-', '')[:10]}")
+            guests.append(g)
+            g.attach(net.vlan_id, port.mac)
+            g.dhcp()
+            return g
+
+        g1, g2 = ns_guest(t1, n1, "ctl"), ns_guest(t2, n2, "victim")
+        hops = [f"{n2.vlan_id}", f"{n1.vlan_id}.{n2.vlan_id}", f"{n2.vlan_id}.{n2.vlan_id}"]
+        with capture(g2.netns, "eth0", str(tmp_path / "victim.pcap")) as on_victim, \
+                capture(None, host_a.trunk[0], str(tmp_path / "trunk.pcap")) as on_trunk:
+            for spec in hops:
+                out = http_get(g1.netns, f"http://{vm.nics[0].ip}/cgi-bin/tagsend?{spec}")
+                assert "packets" in out and not out.startswith("ERROR"), out
+                assert not out.rstrip().endswith(": 0 packets"), out
+            # Positive control: the same ARP untagged crosses, in the VM's own VLAN.
+            http_get(g1.netns, f"http://{vm.nics[0].ip}/cgi-bin/tagsend?")
+
+        def probes(pkts):
+            return [p for p in pkts if p.haslayer("ARP") and p["ARP"].pdst == "10.250.99.2"]
+
+        assert not probes(on_victim), "a guest's own tag reached another VLAN"
+        crossed = probes(on_trunk)
+        assert crossed, "the untagged control ARP crossed the trunk"
+        assert all(p.src == vm.nics[0].mac and p["Dot1Q"].vlan == n1.vlan_id
+                   and not p["Dot1Q"].payload.haslayer("Dot1Q") for p in crossed), \
+            [p.summary() for p in crossed]
+    finally:
+        for g in guests:
+            g.destroy()
+        if vm is not None:
+            host_a.stub.DeleteVm(cpb.DeleteVmRequest(id=vm.id), metadata=t1.md, timeout=60)
         t1.close()
         t2.close()
