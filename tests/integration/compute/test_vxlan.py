@@ -28,15 +28,6 @@ def ping(ns: str, dst: str, count: int = 2) -> bool:
 @pytest.fixture
 def vxlan_hosts(uid):
     ul_a, ul_b = f"v{uid}-ula", f"v{uid}-ulb"
-    for ns in (ul_a, ul_b):
-        ensure_netns(ns)
-    with IPRoute(netns=ul_a, flags=0) as ipr:
-        ipr.link("add", ifname="wire", kind="veth", peer={"ifname": "wire", "net_ns_fd": ul_b})
-    for ns, ip in ((ul_a, UL_A), (ul_b, UL_B)):
-        with IPRoute(netns=ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="wire")[0]
-            ipr.addr("add", index=idx, address=ip, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
     a = VxlanFabric(f"v{uid[:4]}a", ul_a, UL_A, [UL_B])
     b = VxlanFabric(f"v{uid[:4]}b", ul_b, UL_B, [UL_A])
     guests: list[str] = []
@@ -49,6 +40,15 @@ def vxlan_hosts(uid):
         return ns
 
     try:
+        for ns in (ul_a, ul_b):
+            ensure_netns(ns)
+        with IPRoute(netns=ul_a, flags=0) as ipr:
+            ipr.link("add", ifname="wire", kind="veth", peer={"ifname": "wire", "net_ns_fd": ul_b})
+        for ns, ip in ((ul_a, UL_A), (ul_b, UL_B)):
+            with IPRoute(netns=ns, flags=0) as ipr:
+                idx = ipr.link_lookup(ifname="wire")[0]
+                ipr.addr("add", index=idx, address=ip, prefixlen=24)
+                ipr.link("set", index=idx, state="up")
         a.setup()
         b.setup()
         yield a, b, ul_a, guest
