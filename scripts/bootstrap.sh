@@ -39,6 +39,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   # No default PostgreSQL cluster listening on a port: tests make their own.
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/cloudnet.conf
+  # Package installation starts no daemon (there may be no init system at
+  # all, as in CI): cloudnet's own scripts start OVS, libvirt and the rest.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
