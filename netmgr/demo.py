@@ -56,17 +56,32 @@ def _step(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-def run_demo(aio: AllInOne) -> bool:
-    admin = Api(aio.listen, aio.admin_token)
-    tenant = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="demo"))
+def _demo_objects(admin: Api, target: str) -> tuple[Api, str, pb.Network, list[pb.Port]]:
+    """The demo tenant, network and ports: made on the first run, found again
+    on later ones (the all-in-one keeps its state across restarts)."""
+    tenants = admin.call(admin.tenants.ListTenants, pb.ListTenantsRequest(page_size=500))
+    tenant = next((t for t in tenants.tenants if t.name == "demo"), None)
+    if tenant is None:
+        tenant = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="demo"))
     secret = admin.call(admin.tenants.CreateToken,
                         pb.CreateTokenRequest(tenant_id=tenant.id, name="demo")).secret
-    api = Api(aio.listen, secret)
-    _step("tenant 'demo' creates network 'web' 10.1.1.0/24 with ports vm1 and vm2")
-    net = api.call(api.networks.CreateNetwork, pb.CreateNetworkRequest(
-        network=pb.Network(name="web", cidr="10.1.1.0/24")))
-    ports = [api.call(api.ports.CreatePort, pb.CreatePortRequest(
+    api = Api(target, secret)
+    nets = api.call(api.networks.ListNetworks, pb.ListNetworksRequest(page_size=500)).networks
+    net = next((n for n in nets if n.name == "web"), None)
+    if net is None:
+        net = api.call(api.networks.CreateNetwork, pb.CreateNetworkRequest(
+            network=pb.Network(name="web", cidr="10.1.1.0/24")))
+    have = {p.hostname: p for p in api.call(api.ports.ListPorts, pb.ListPortsRequest(
+        network_id=net.id, page_size=500)).ports}
+    ports = [have.get(n) or api.call(api.ports.CreatePort, pb.CreatePortRequest(
         port=pb.Port(network_id=net.id, name=n, hostname=n))) for n in ("vm1", "vm2")]
+    return api, secret, net, ports
+
+
+def run_demo(aio: AllInOne) -> bool:
+    admin = Api(aio.listen, aio.admin_token)
+    _step("tenant 'demo' has network 'web' 10.1.1.0/24 with ports vm1 and vm2")
+    api, secret, net, ports = _demo_objects(admin, aio.listen)
     router = api.wait_router_active(net.router_id)
     print(f"network {net.id} vlan {net.vlan_id} domain {net.domain} "
           f"source NAT {net.source_nat_ip}; router {router.id} ACTIVE "
