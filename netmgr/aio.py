@@ -3,10 +3,14 @@
 The topology (every piece in a network namespace of its own, named from one
 prefix so several all-in-ones, e.g. one per test, can live side by side):
 
-    guests (netns) ─┐                       ┌─ <prefix>-edge ── <prefix>-inet
-                    ├─ <prefix>-fabric ─────┤  203.0.113.1      198.51.100.10 (web)
-    routers (netns)─┘  one bridge/segment   │  (provider gw)    198.51.100.53 (DNS)
-                       br-public ───────────┘
+    guests (netns, VMs) ─┐                   ┌─ <prefix>-edge ── <prefix>-inet
+                         ├─ fabric ──────────┤  203.0.113.1      198.51.100.10 (web)
+    routers (netns) ─────┘  a VLAN/segment   │  (provider gw)    198.51.100.53 (DNS)
+                            provider segment ┘
+
+The fabric is Open vSwitch (bridge <prefix>-br, userspace datapath, each NIC
+an access port tagged with its network's VLAN) by default, or a Linux bridge
+per segment inside the namespace <prefix>-fabric (--fabric linuxbridge).
 
 The provider edge routes the public range (203.0.113.0/24, source-NAT and
 public IPs) to an "internet" host that runs a web server answering with the
@@ -58,10 +62,11 @@ class AllInOne:
     admin_token: str = ""
     # How often the agent repairs dead daemons and lost rulesets.
     health_interval: float = 5.0
-    # "linuxbridge" (a bridge per segment in <prefix>-fabric) or "ovs" (VLAN
-    # access ports on the Open vSwitch bridge <prefix>-br; needs the host
-    # services of scripts/host-services.sh).
-    fabric_kind: str = "linuxbridge"
+    # "ovs" (VLAN access ports on the Open vSwitch bridge <prefix>-br, the
+    # fabric VMs attach to; the host services of scripts/host-services.sh are
+    # started for it) or "linuxbridge" (a bridge per segment in
+    # <prefix>-fabric, no daemon needed).
+    fabric_kind: str = "ovs"
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -290,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="cn", help="namespace name prefix (default: cn)")
     p.add_argument("--state-dir", default="/var/lib/cloudnet")
     p.add_argument("--listen", default="127.0.0.1:7070", help="netmgr API address")
-    p.add_argument("--fabric", choices=("linuxbridge", "ovs"), default="linuxbridge",
-                   help="host fabric: Linux bridges in a namespace, or Open vSwitch VLANs")
+    p.add_argument("--fabric", choices=("ovs", "linuxbridge"), default="ovs",
+                   help="host fabric: Open vSwitch VLANs (default; VMs attach to it too), "
+                        "or Linux bridges in a namespace")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the all-in-one cloud and keep it running")
     up.add_argument("--demo", action="store_true",
