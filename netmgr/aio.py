@@ -40,6 +40,7 @@ from pyroute2 import IPRoute, netns
 
 from compute.fabric import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
 from compute.ovs import OvsFabric, bridge_exists
+from compute.vxlan import VxlanFabric
 
 log = logging.getLogger("cloudnet.aio")
 
@@ -67,12 +68,21 @@ class AllInOne:
     # started for it) or "linuxbridge" (a bridge per segment in
     # <prefix>-fabric, no daemon needed).
     fabric_kind: str = "ovs"
+    # With fabric_kind "vxlan": this host's underlay address (in the
+    # namespace <prefix>-ul, which the operator or a test wires to the other
+    # hosts) and the other hosts' underlay addresses.
+    vxlan_local: str = ""
+    vxlan_remotes: tuple[str, ...] = ()
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.fabric: LinuxBridgeFabric | OvsFabric
+        self.fabric: LinuxBridgeFabric | OvsFabric | VxlanFabric
         if self.fabric_kind == "ovs":
             self.fabric = OvsFabric(f"{self.prefix}-br")
+        elif self.fabric_kind == "vxlan":
+            # Device names are <prefix>{b,x,p}...: at most 6 bytes of prefix.
+            self.fabric = VxlanFabric(f"{self.prefix[:5]}v", self.underlay_ns, self.vxlan_local,
+                                      list(self.vxlan_remotes))
         else:
             self.fabric = LinuxBridgeFabric(f"{self.prefix}-fabric")
         self.edge_ns = f"{self.prefix}-edge"
@@ -157,9 +167,18 @@ class AllInOne:
             "--netns-prefix", self.prefix, *self._fabric_args(),
             "--health-interval", str(self.health_interval)])
 
+    @property
+    def underlay_ns(self) -> str:
+        return f"{self.prefix}-ul"
+
     def _fabric_args(self) -> list[str]:
         if isinstance(self.fabric, OvsFabric):
             return ["--fabric", "ovs", "--ovs-bridge", self.fabric.bridge]
+        if isinstance(self.fabric, VxlanFabric):
+            return ["--fabric", "vxlan", "--vxlan-prefix", self.fabric.prefix,
+                    "--vxlan-underlay-netns", self.fabric.underlay_netns,
+                    "--vxlan-local", self.fabric.local,
+                    *(a for r in self.fabric.remotes for a in ("--vxlan-remote", r))]
         return ["--fabric-netns", self.fabric.netns]
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
@@ -246,6 +265,8 @@ class AllInOne:
         ovs = self.fabric if isinstance(self.fabric, OvsFabric) else OvsFabric(f"{self.prefix}-br")
         if os.path.exists("/var/run/openvswitch/db.sock") and bridge_exists(ovs.bridge):
             ovs.teardown()
+        if isinstance(self.fabric, VxlanFabric):
+            self.fabric.teardown()  # its bridges and devices live in the root namespace
         for ns in netns.listnetns():
             if ns.startswith(f"{self.prefix}r-") or ns.startswith(f"{self.prefix}-"):
                 remove_netns(ns)

@@ -263,10 +263,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--state-dir", default="/var/lib/cloudnet/agent")
     p.add_argument("--netns-prefix", default="cn")
     p.add_argument("--fabric-netns", default="cn-fabric")
-    p.add_argument("--fabric", choices=("linuxbridge", "ovs", "appliance"), default="linuxbridge",
+    p.add_argument("--fabric", choices=("linuxbridge", "ovs", "vxlan", "appliance"),
+                   default="linuxbridge",
                    help="linuxbridge: a bridge per segment in --fabric-netns; ovs: VLAN access "
-                        "ports on the Open vSwitch bridge --ovs-bridge")
+                        "ports on the Open vSwitch bridge --ovs-bridge; vxlan: a bridge per "
+                        "VNI with a vxlan device over the underlay (--vxlan-*)")
     p.add_argument("--ovs-bridge", default="cn-br")
+    p.add_argument("--vxlan-prefix", default="cnvx", help="VXLAN fabric: device name prefix")
+    p.add_argument("--vxlan-underlay-netns", default="",
+                   help="VXLAN fabric: the namespace holding this host's underlay address")
+    p.add_argument("--vxlan-local", default="", help="VXLAN fabric: this host's underlay IP")
+    p.add_argument("--vxlan-remote", action="append", default=[],
+                   help="VXLAN fabric: another host's underlay IP (repeatable)")
     p.add_argument("--appliance-router-id", default="",
                    help="with --fabric appliance (router VM): the one router served, its "
                         "interfaces the VM's NICs found by MAC (router/appliance.py)")
@@ -285,11 +293,18 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fabric = None
+    fabric: Fabric | None = None
     if args.fabric == "ovs":
         from compute.ovs import OvsFabric
 
         fabric = OvsFabric(args.ovs_bridge)
+    elif args.fabric == "vxlan":
+        from compute.vxlan import VxlanFabric
+
+        if not (args.vxlan_underlay_netns and args.vxlan_local):
+            p.error("--fabric vxlan needs --vxlan-underlay-netns and --vxlan-local")
+        fabric = VxlanFabric(args.vxlan_prefix, args.vxlan_underlay_netns, args.vxlan_local,
+                             args.vxlan_remote)
     interceptors: tuple[grpc.ServerInterceptor, ...] = ()
     if args.auth_token_file:
         from router import auth
