@@ -62,12 +62,18 @@ def tenant_name_problem(value: str) -> str | None:
     return None
 
 
+# Names a guest cannot take: router.<domain> is the router itself.
+RESERVED_HOSTNAMES = frozenset({"router"})
+
+
 def hostname_problem(value: str) -> str | None:
     """An RFC 1123 label: the guest's name in DNS and DHCP."""
     if not 1 <= len(value) <= 63:
         return "must be 1-63 characters"
     if not LABEL_RE.fullmatch(value):
         return f"{show(value)} is not a host name (A-Z a-z 0-9 -, no leading/trailing -)"
+    if value.lower() in RESERVED_HOSTNAMES:
+        return f"{show(value)} is reserved: router.<domain> is the router's own name"
     return None
 
 

@@ -37,6 +37,8 @@ from router.services import Context
 log = logging.getLogger(__name__)
 
 NAME = "dnsmasq"
+# The router answers for router.<domain> (its guest address) in every network.
+ROUTER_HOSTNAME = "router"
 CONF = "dnsmasq.conf"
 DHCP_HOSTS = "dhcp-hosts"
 HOSTS = "hosts"
@@ -113,6 +115,8 @@ def _verify_host(
     taken.add(ip)
     if not validate.is_dns_label(host.hostname):
         raise ConfigError(f"{what}: hostname {host.hostname!r} is not a valid DNS label", *kid)
+    if host.hostname.lower() == ROUTER_HOSTNAME:
+        raise ConfigError(f"{what}: hostname {ROUTER_HOSTNAME!r} is the router's own name", *kid)
     fqdn = f"{host.hostname}.{net.domain}".lower() if net.domain else host.hostname.lower()
     if fqdn in fqdns:
         raise ConfigError(f"{what}: name {fqdn} is also port {fqdns[fqdn]}", *kid)

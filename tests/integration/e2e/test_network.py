@@ -57,6 +57,8 @@ def test_guest_gets_its_ports_lease_names_and_snat(make_tenant):
 
     assert dig(g1, f"vm2.{net.domain}") == ["10.1.1.77"]
     assert dig(g2, f"vm1.{net.domain}") == [p1.ip]
+    # The router answers for itself, by name.
+    assert dig(g1, f"router.{net.domain}") == [net.gateway]
     # Forwarded to the zone's upstream resolver (a dnsmasq on the internet host).
     assert dig(g1, "www.example.test") == [INET_HOST_IP]
 

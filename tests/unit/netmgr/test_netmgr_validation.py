@@ -144,6 +144,8 @@ def test_placement(cidr: str, others: list[str], problem: str | None) -> None:
     ("x" * 64, False), ("-vm", False), ("vm-", False), ("vm_1", False), ("vm.example", False),
     ("vm\n1", False), ("vm 1", False), ("vm'1", False), ('vm"1', False), ("vm;reboot", False),
     ("$(reboot)", False), ("vm\x00", False), ("é", False),
+    ("router", False), ("Router", False),  # router.<domain> is the router itself
+    ("routers", True),
 ])
 def test_port_hostnames(hostname: str, ok: bool) -> None:
     spec = PortSpec(network_id=NET_ID, hostname=hostname)

@@ -58,6 +58,8 @@ BAD: list[tuple[str, Mutation, str]] = [
     ("hostname semicolon", setattr_(host, "hostname", "a;b"), "port p1: hostname"),
     ("hostname comma", setattr_(host, "hostname", "a,b"), "port p1: hostname"),
     ("hostname dot", setattr_(host, "hostname", "a.b"), "port p1: hostname"),
+    ("hostname of the router", setattr_(host, "hostname", "router"),
+     "port p1: hostname 'router' is the router's own name"),
     ("hostname leading hyphen", setattr_(host, "hostname", "-a"), "port p1: hostname"),
     ("hostname empty", setattr_(host, "hostname", ""), "port p1: hostname"),
     ("hostname too long", setattr_(host, "hostname", "a" * 64), "port p1: hostname"),
