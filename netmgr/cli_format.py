@@ -72,7 +72,8 @@ def format_message_inline(msg: Any) -> str:
     if name == "google.protobuf.FieldMask":
         return ",".join(msg.paths)
     if name.endswith(".ServiceHealth"):
-        text = f"{msg.name}: {'healthy' if msg.healthy else 'unhealthy'}"
+        who = f"{msg.name} ({msg.version})" if msg.version else msg.name
+        text = f"{who}: {'healthy' if msg.healthy else 'unhealthy'}"
         return f"{text} ({msg.detail})" if msg.detail else text
     parts = []
     for fd, _value in msg.ListFields():

@@ -122,7 +122,8 @@ def router_to_pb(r: model.Router) -> pb.Router:
         host=r.host,
         desired_generation=r.desired_generation,
         applied_generation=r.applied_generation,
-        services=[pb.ServiceHealth(name=s.name, healthy=s.healthy, detail=s.detail)
+        services=[pb.ServiceHealth(name=s.name, healthy=s.healthy, detail=s.detail,
+                                   version=s.version)
                   for s in r.services],
         last_error=r.last_error,
         update_time=_ts(r.updated_at),

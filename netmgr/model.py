@@ -109,6 +109,7 @@ class ServiceHealth:
     name: str
     healthy: bool
     detail: str = ""
+    version: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

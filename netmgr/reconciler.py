@@ -197,7 +197,8 @@ class Reconciler:
         self._store.record_router_status(
             router_id,
             applied_generation=status.applied_generation,
-            services=[ServiceHealth(s.name, s.healthy, s.detail) for s in status.services],
+            services=[ServiceHealth(s.name, s.healthy, s.detail, s.version)
+                      for s in status.services],
             last_error=status.last_error,
             port_errors=port_errors,
             reachable=True,

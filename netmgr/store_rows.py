@@ -114,7 +114,8 @@ def router(r: Row[RouterRow, str | None]) -> model.Router:
         public_mac=row.public_mac,
         guest_mac=row.guest_mac,
         services=tuple(
-            model.ServiceHealth(str(s["name"]), bool(s["healthy"]), str(s.get("detail", "")))
+            model.ServiceHealth(str(s["name"]), bool(s["healthy"]), str(s.get("detail", "")),
+                                str(s.get("version", "")))
             for s in row.services
         ),
         last_error=row.last_error,

@@ -234,6 +234,10 @@ def test_router_shows_health_and_generation(make_tenant):
     services = {s.name: s.healthy for s in r.services}
     assert services.get("dnsmasq") and services.get("nftables"), json.dumps(
         [[s.name, s.healthy, s.detail] for s in r.services])
+    # The daemons' versions, as the router reports them.
+    versions = {s.name: s.version.lower() for s in r.services}
+    assert "dnsmasq version 2." in versions["dnsmasq"], versions
+    assert versions["nftables"].startswith("nftables v1."), versions
     assert r.public_ip == net.source_nat_ip
     ports = t.api.call(t.api.ports.ListPorts, pb.ListPortsRequest(network_id=net.id)).ports
     assert [p.state for p in ports] == [pb.OBJECT_STATE_ACTIVE]
