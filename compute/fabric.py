@@ -86,6 +86,19 @@ def netns_exists(name: str) -> bool:
     return name in netns.listnetns()
 
 
+def nic_has_mac(netns_name: str, ifname: str, mac: str) -> bool:
+    """Interface `ifname` exists in namespace `netns_name` with MAC `mac`."""
+    try:
+        with IPRoute(netns=netns_name, flags=0) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return False
+            link = ipr.get_links(found[0])[0]
+    except FileNotFoundError:
+        return False
+    return str(link.get("IFLA_ADDRESS")).lower() == mac.lower()
+
+
 class LinuxBridgeFabric:
     """One Linux bridge per segment, in the namespace `fabric_netns`.
 
@@ -169,17 +182,7 @@ class LinuxBridgeFabric:
         fab: IPRoute, index: int, bridge: int, target_netns: str, ifname: str, mac: str
     ) -> bool:
         link = fab.get_links(index)[0]
-        if link.get("IFLA_MASTER") != bridge:
-            return False
-        try:
-            with IPRoute(netns=target_netns, flags=0) as tgt:
-                found = tgt.link_lookup(ifname=ifname)
-                if not found:
-                    return False
-                peer = tgt.get_links(found[0])[0]
-        except FileNotFoundError:
-            return False
-        return str(peer.get("IFLA_ADDRESS")).lower() == mac.lower()
+        return link.get("IFLA_MASTER") == bridge and nic_has_mac(target_netns, ifname, mac)
 
     def unplug(self, port: str) -> None:
         try:

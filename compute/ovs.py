@@ -30,7 +30,7 @@ import subprocess
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from compute.fabric import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns
+from compute.fabric import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns, nic_has_mac
 from compute.netns import run_in_netns
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,7 @@ class OvsFabric:
             tag = vsctl("get", "port", dev, "tag").strip()
         except FabricError:
             return False
-        if tag != str(vid):
-            return False
-        try:
-            with IPRoute(netns=target_netns, flags=0) as tgt:
-                found = tgt.link_lookup(ifname=ifname)
-                if not found:
-                    return False
-                link = tgt.get_links(found[0])[0]
-        except FileNotFoundError:
-            return False
-        return str(link.get("IFLA_ADDRESS")).lower() == mac.lower()
+        return tag == str(vid) and nic_has_mac(target_netns, ifname, mac)
 
     def vm_interface_xml(self, tap: str, segment: int, mac: str) -> str:
         """libvirt <interface> of a VM NIC: an OVS access port on the segment's VLAN."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import subprocess
+import time
 
 
 class CommandError(Exception):
@@ -81,3 +83,13 @@ def pid_running(pidfile: str, must_have_arg: str) -> int | None:
 def os_kill(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def stop(pid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after `grace` seconds."""
+    os_kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if is_alive(pid):
+        os_kill(pid, signal.SIGKILL)

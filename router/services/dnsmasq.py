@@ -209,12 +209,7 @@ def _stop(ctx: Context) -> None:
     pid = running_pid(ctx)
     if pid is None:
         return
-    proc.os_kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while proc.is_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc.is_alive(pid):
-        proc.os_kill(pid, signal.SIGKILL)
+    proc.stop(pid)
     files.remove(_dir(ctx, "dnsmasq.pid"))
 
 

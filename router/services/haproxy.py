@@ -231,12 +231,7 @@ def _stop(ctx: Context) -> None:
     pid = master_pid(ctx)
     if pid is None:
         return
-    proc.os_kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while proc.is_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc.is_alive(pid):
-        proc.os_kill(pid, signal.SIGKILL)
+    proc.stop(pid)
 
 
 def member_status(ctx: Context, cfg: pb.RouterConfig) -> list[pb.LbMemberStatus]:

@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from tests.integration.e2e.conftest import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
@@ -29,12 +31,6 @@ def uid() -> str:
 
 # ------------------------------------------------------------------ VMs
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -91,19 +87,27 @@ class ComputeHost:
     def close(self) -> None:
         from compute.ovs import disconnect_trunk
 
-        leftover = list(self.compute.driver.domains())
         try:
-            for vm_id in leftover:
-                rec = self.compute._record(vm_id)
-                self.compute._remove(vm_id, rec.tenant_id if rec else "",
-                                     [n["port_id"] for n in rec.nics] if rec else [], [])
+            leftover = stop_compute(self.compute, self.server, self.channel)
         finally:
-            self.server.stop(grace=1).wait()
-            self.channel.close()
-            self.compute.netmgr.close()
             disconnect_trunk(self.fabric, self.cloud.fabric, *self.trunk)
             self.fabric.teardown()
         assert not leftover, f"domains left behind: {leftover}"
+
+
+def stop_compute(compute, server, channel) -> list[str]:
+    """Remove the VMs a failed test left, stop the compute agent; the VMs that were left."""
+    leftover = list(compute.driver.domains())
+    try:
+        for vm_id in leftover:
+            rec = compute._record(vm_id)
+            compute._remove(vm_id, rec.tenant_id if rec else "",
+                            [n["port_id"] for n in rec.nics] if rec else [], [])
+    finally:
+        server.stop(grace=1).wait()
+        channel.close()
+        compute.netmgr.close()
+    return leftover
 
 
 @pytest.fixture(scope="module")

@@ -13,32 +13,15 @@ import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
-from pyroute2 import IPRoute
 
-from compute.fabric import ensure_netns
 from compute.nsguest import NamespaceGuest
 from compute.vxlan import VxlanFabric
-from tests.integration.compute.conftest import free_port
+from tests.integration.compute.conftest import free_port, stop_compute
 from tests.integration.compute.pkt import capture
+from tests.integration.compute.underlay import UL_A, UL_B, wire
 from tests.integration.compute.vmutil import VmTenant, http_get
 
 pytestmark = pytest.mark.integration
-
-UL_A, UL_B = "192.0.2.1", "192.0.2.2"
-
-
-def wire(ns_a: str, ns_b: str) -> None:
-    """The physical underlay between host A and host B."""
-    for ns in (ns_a, ns_b):
-        ensure_netns(ns)
-    with IPRoute(netns=ns_a, flags=0) as ipr:
-        ipr.link("add", ifname="wire", kind="veth", peer={"ifname": "wire", "net_ns_fd": ns_b})
-    for ns, ip in ((ns_a, UL_A), (ns_b, UL_B)):
-        with IPRoute(netns=ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="wire")[0]
-            ipr.addr("add", index=idx, address=ip, prefixlen=24)
-            ipr.link("set", index=idx, state="up")
-
 
 @pytest.fixture(scope="module")
 def vxlan_cloud(host_services, tmp_path_factory):
@@ -78,16 +61,9 @@ class VxlanHost:
         self.stub = compute_pb2_grpc.ComputeServiceStub(self.channel)
 
     def close(self) -> None:
-        leftover = list(self.compute.driver.domains())
         try:
-            for vm_id in leftover:
-                rec = self.compute._record(vm_id)
-                self.compute._remove(vm_id, rec.tenant_id if rec else "",
-                                     [n["port_id"] for n in rec.nics] if rec else [], [])
+            leftover = stop_compute(self.compute, self.server, self.channel)
         finally:
-            self.server.stop(grace=1).wait()
-            self.channel.close()
-            self.compute.netmgr.close()
             self.fabric.teardown()
         assert not leftover, f"domains left behind: {leftover}"
 

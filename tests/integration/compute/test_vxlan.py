@@ -8,16 +8,15 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from pyroute2 import IPRoute
 
-from compute.fabric import ensure_netns, remove_netns
+from compute.fabric import remove_netns
 from compute.vxlan import VxlanFabric
 from tests.integration.compute.pkt import capture, send
+from tests.integration.compute.underlay import UL_A, UL_B, wire
 
 pytestmark = pytest.mark.integration
 
 VNI1, VNI2 = 301, 302
-UL_A, UL_B = "192.0.2.1", "192.0.2.2"
 
 
 def ping(ns: str, dst: str, count: int = 2) -> bool:
@@ -40,15 +39,7 @@ def vxlan_hosts(uid):
         return ns
 
     try:
-        for ns in (ul_a, ul_b):
-            ensure_netns(ns)
-        with IPRoute(netns=ul_a, flags=0) as ipr:
-            ipr.link("add", ifname="wire", kind="veth", peer={"ifname": "wire", "net_ns_fd": ul_b})
-        for ns, ip in ((ul_a, UL_A), (ul_b, UL_B)):
-            with IPRoute(netns=ns, flags=0) as ipr:
-                idx = ipr.link_lookup(ifname="wire")[0]
-                ipr.addr("add", index=idx, address=ip, prefixlen=24)
-                ipr.link("set", index=idx, state="up")
+        wire(ul_a, ul_b)
         a.setup()
         b.setup()
         yield a, b, ul_a, guest
