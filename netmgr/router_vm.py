@@ -382,6 +382,9 @@ class RouterVmBackend:
             return None
         live.boot_id = live.boot_id or reply.boot_id
         if reply.boot_id != live.boot_id:
+            log.info("agent of %s restarted (boot %s, was %s)",
+                     reply.routers[0].router_id if reply.routers else "?", reply.boot_id,
+                     live.boot_id)
             live.boot_id = reply.boot_id
             live.serving = False  # restarted agent: treat like a new boot
         return reply.routers[0] if reply.routers else apb.RouterStatus()
