@@ -162,6 +162,8 @@ class _Live:
     silent_since: float = 0.0
     serving: bool = False
     busy: bool = False
+    # The desired generation whose NIC set was last compared with the VM's.
+    nics_generation: int = 0
 
 
 class RouterVmBackend:
@@ -338,7 +340,7 @@ class RouterVmBackend:
             live.silent_since = 0.0
             if vm.state != "active" or not live.serving:
                 self._became_healthy(router, live, vm, status)
-            else:
+            elif not self._nics_changed(router, live, vm, dom):
                 self._watch(router, live, status)
             return
         if vm.state == "active":
@@ -404,6 +406,19 @@ class RouterVmBackend:
         log.info("router %s: VM agent healthy on %s (%s)", router.id, vm.control_ip,
                  fields.get("boot_seconds", "adopted"))
         self.reconciler.notify(router.id)
+
+    def _nics_changed(self, router, live: _Live, vm: RouterVm, dom: vpb.RouterVm) -> bool:
+        """A network added to or removed from the router (VPC tiers) changes its NICs:
+        the VM is replaced by one with the new set (no hot-plug yet)."""
+        if router.desired_generation == live.nics_generation:
+            return False
+        live.nics_generation = router.desired_generation
+        want = sorted((n.mac, n.segment) for n in self._spec(router, vm).nics)
+        have = sorted((n.mac, n.segment) for n in dom.nics)
+        if want == have:
+            return False
+        self._deploy(router, live, vm, replacing=True, why="its NICs changed")
+        return True
 
     def _watch(self, router, live: _Live, status: apb.RouterStatus) -> None:
         """What the reconciler's resync does for host agents, for this VM's agent."""
