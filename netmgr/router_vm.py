@@ -344,7 +344,8 @@ class RouterVmBackend:
                 self._watch(router, live, status)
             return
         if vm.state == "active":
-            live.serving = False
+            # One missed answer on a loaded host is no reason to stop pushing:
+            # only the grace period decides.
             live.silent_since = live.silent_since or now
             if now - live.silent_since > self.cfg.grace_seconds:
                 self._deploy(router, live, vm, replacing=True,
@@ -379,7 +380,7 @@ class RouterVmBackend:
         if live.stub is None:
             return None
         try:
-            reply = live.stub.ListRouterStatus(apb.ListRouterStatusRequest(), timeout=2)
+            reply = live.stub.ListRouterStatus(apb.ListRouterStatusRequest(), timeout=5)
         except grpc.RpcError:
             return None
         live.boot_id = live.boot_id or reply.boot_id
