@@ -260,4 +260,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 # The edge tables (migration 0002) and the compute hosts (0003) belong to the
 # same metadata.
-from netmgr import db_edge, db_hosts  # noqa: E402, F401
+from netmgr import db_edge, db_hosts, db_router_vm  # noqa: E402, F401
