@@ -27,7 +27,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router import files, libnft, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
-from router.services import Context, nft_edge
+from router.services import Context, nft_edge, nft_vpn
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
             for oif, src, to, net in snats
         ],
     )
+    context.update(nft_vpn.context(cfg))
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
