@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +24,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from netmgr import errors
 from netmgr.configbuild import build_router_config
+from netmgr.edge_delta import AgentObject, EdgeDeltas, Ref
 from netmgr.model import ServiceHealth
 from netmgr.store_edge import EDGE_KINDS, lb_health
 
@@ -62,6 +63,8 @@ class Reconciler:
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
+        # One edge rule changed: sent as a delta when possible (netmgr.edge_delta).
+        self.edge = EdgeDeltas(store, self._channel)
         # The VM backend (netmgr.router_vm.RouterVmBackend): each VM router is
         # its own agent target, reachable once its VM's agent answers.
         self.vm_routers: Any = None
@@ -95,6 +98,11 @@ class Reconciler:
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
 
+    def edge_change(self, router_id: str, generation: int, removed: Iterable[Ref],
+                    added: Iterable[AgentObject]) -> None:
+        """What an edge change at `generation` removed and added (before notify)."""
+        self.edge.record(router_id, generation, removed, added)
+
     def restart(self, router_id: str) -> None:
         """Tear the router's runtime down (keeping leases) and rebuild it."""
         with self._lock:
@@ -102,6 +110,11 @@ class Reconciler:
         self.notify(router_id)
 
     # ------------------------------------------------------------- internals
+
+    def _channel(self, host: str) -> grpc.Channel:
+        self._stub(host)
+        with self._lock:
+            return self._channels[host]
 
     def _stub(self, host: str) -> agent_pb2_grpc.RouterAgentStub:
         with self._lock:
@@ -151,6 +164,12 @@ class Reconciler:
             self._wake.notify_all()
 
     def _push(self, router_id: str) -> bool:
+        with self._lock:
+            restart = router_id in self._restarts
+        if not restart and self.edge.push(router_id):
+            with self._lock:
+                self._pushed_at[router_id] = time.monotonic()
+            return True
         try:
             snapshot = self._store.router_snapshot(router_id)
         except errors.NotFound:
@@ -195,6 +214,7 @@ class Reconciler:
             log.warning("router %s: generation %d rejected: %s",
                         router_id, config.generation, status.last_error)
             return True
+        self.edge.acknowledged(router_id, status.applied_generation)
         return status.applied_generation >= config.generation
 
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
