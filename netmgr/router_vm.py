@@ -49,6 +49,7 @@ from cloudnet.compute.v1 import router_vm_pb2 as vpb
 from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import agent_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from netmgr import errors
 from netmgr.configbuild import build_router_config
@@ -79,7 +80,7 @@ class RouterVmConfig:
     key_file: str = "/var/lib/cloudnet/router-vm.key"
     run_dir: str = "/var/lib/cloudnet/run/ctl"
     # An active VM whose agent stays silent this long is replaced.
-    grace_seconds: float = 15.0
+    grace_seconds: float = 30.0
     # A VM whose agent is not healthy this long after its definition is replaced.
     boot_timeout: float = 240.0
     interval: float = 1.0
@@ -334,14 +335,22 @@ class RouterVmBackend:
                 self._deploy(router, live, vm, replacing=vm.state == "replacing",
                              why=vm.detail)
             return
-        status = self._status(live)
         now = time.monotonic()
-        if status is not None:
+        # Liveness is gRPC health (no lock in the agent); ListRouterStatus waits
+        # for a running apply, which takes seconds under TCG on a busy host.
+        if self._alive(live):
             live.silent_since = 0.0
             if vm.state != "active" or not live.serving:
-                self._became_healthy(router, live, vm, status)
+                # The first authenticated call proves the VM holds this token.
+                status = self._status(live)
+                if status is not None:
+                    self._became_healthy(router, live, vm, status)
+                elif vm.state != "booting":
+                    self.vms.update(router.id, state="booting")
             elif not self._nics_changed(router, live, vm, dom):
-                self._watch(router, live, status)
+                status = self._status(live)
+                if status is not None:
+                    self._watch(router, live, status)
             return
         if vm.state == "active":
             # One missed answer on a loaded host is no reason to stop pushing:
@@ -374,6 +383,16 @@ class RouterVmBackend:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
+
+    def _alive(self, live: _Live) -> bool:
+        if live.channel is None:
+            return False
+        try:
+            reply = health_pb2_grpc.HealthStub(live.channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def _status(self, live: _Live) -> apb.RouterStatus | None:
         """The agent's status of its router (an authenticated call), None if silent."""
