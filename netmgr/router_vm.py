@@ -165,6 +165,7 @@ class _Live:
     busy: bool = False
     # The desired generation whose NIC set was last compared with the VM's.
     nics_generation: int = 0
+    host: str = ""
 
 
 class RouterVmBackend:
@@ -282,11 +283,14 @@ class RouterVmBackend:
             self._sweep(set(routers))
 
     def _forget(self, router_id: str) -> None:
+        """The router is gone (its network deleted): its VM goes now, not at the sweep."""
         with self._lock:
             live = self._live.pop(router_id, None)
         if live is not None and live.channel is not None:
             live.channel.close()
         self.control.forget(router_id)
+        if live is not None and live.host:
+            self._pool.submit(self._delete_vm, live.host, router_id)
 
     def _sweep(self, wanted: set[str]) -> None:
         """Delete router VMs on any host whose router is gone (or not on that host)."""
@@ -321,6 +325,7 @@ class RouterVmBackend:
 
     def _tend(self, router, live: _Live) -> None:
         vm = self.vms.ensure(router.id)
+        live.host = vm.host
         if not live.token and vm.cred_generation:
             # A netmgr restart: adopt the running VM with its current token.
             self._connect(router.id, live, vm, derive_token(self.key, router.id,
@@ -498,6 +503,7 @@ class RouterVmBackend:
             self.vms.update(router.id, state="failed", detail=f"host {host}: {msg}")
             return
         self._connect(router.id, live, vm, token)
+        live.host = host
         self.vms.update(router.id, state="booting", defined_at=utcnow())
 
     def _delete_vm(self, host: str, router_id: str) -> None:
