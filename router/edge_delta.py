@@ -319,7 +319,8 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     if cfg.generation != delta.base_generation or delta.generation <= delta.base_generation:
         raise Stale(f"runs generation {cfg.generation}, delta is {delta.base_generation} -> "
                     f"{delta.generation}")
-    if nftables.loaded(rt.ctx.netns) is None or not nftables.table_present(rt.ctx.netns):
+    # A table deleted behind our back makes the dry run fail: Stale then.
+    if nftables.loaded(rt.ctx.netns) is None:
         raise Stale("the table is not loaded")
     for ref in delta.removed:
         if ref.kind not in DELTA_KINDS:
