@@ -342,6 +342,12 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "data_path" not in result:  # --only latency
+        fig, ax = plt.subplots(1, 1, figsize=(6, 4.5))
+        _plot_latency(ax, result["one_change"])
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     dp = result["data_path"]
     ax = axes[0]
@@ -365,8 +371,12 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylabel("ms")
     ax.set_title("full apply in the router")
     ax.legend(fontsize=8)
-    ax = axes[2]
-    lat = result["one_change"]
+    _plot_latency(axes[2], result["one_change"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_latency(ax, lat: dict) -> None:
     ns = [int(k) for k in lat]
     ax.plot(ns, [lat[str(n)]["median_s"] * 1000 for n in ns], "o-",
             label="API call -> packet path open (median)")
@@ -379,10 +389,8 @@ def plot(result: dict, path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("rules already present")
     ax.set_ylabel("ms (median)")
-    ax.set_title("one rule change")
+    ax.set_title("one rule change (ratio to the fewest rules)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
@@ -392,6 +400,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
     ap.add_argument("--trials", type=int, default=5, help="one-change trials per size")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    ap.add_argument("--only", choices=("latency",),
+                    help="latency: only the one-change curve (no full apply, LB, iperf3)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="cloudnet-edge-bench-")
@@ -403,8 +413,10 @@ def main() -> int:
         sizes.append(args.max_rules)
     result: dict = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count()}
-    result["full_apply"] = full_apply([n for n in (1000, 10000, 50000) if n <= args.max_rules]
-                                      or [args.max_rules], work)
+    everything = args.only is None
+    if everything:
+        result["full_apply"] = full_apply(
+            [n for n in (1000, 10000, 50000) if n <= args.max_rules] or [args.max_rules], work)
     aio = AllInOne(prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
     bench = None
     try:
@@ -412,13 +424,14 @@ def main() -> int:
         bench = Bench(aio)
         bench.setup()
         inet = aio.inet_ns
-        direct = ab(inet, f"http://{bench.main_ip.ip}:8080/", 20000, 32)
-        via_lb = ab(inet, f"http://{bench.main_ip.ip}/", 20000, 32)
-        result["load_balancer"] = {"direct_rps": direct, "lb_rps": via_lb,
-                                   "ratio": via_lb / direct}
-        print(f"lb: {result['load_balancer']}", file=sys.stderr, flush=True)
-        before = bench.data_path(args.seconds)
-        print(f"data path, 0 rules: {before}", file=sys.stderr, flush=True)
+        if everything:
+            direct = ab(inet, f"http://{bench.main_ip.ip}:8080/", 20000, 32)
+            via_lb = ab(inet, f"http://{bench.main_ip.ip}/", 20000, 32)
+            result["load_balancer"] = {"direct_rps": direct, "lb_rps": via_lb,
+                                       "ratio": via_lb / direct}
+            print(f"lb: {result['load_balancer']}", file=sys.stderr, flush=True)
+            before = bench.data_path(args.seconds)
+            print(f"data path, 0 rules: {before}", file=sys.stderr, flush=True)
         one_change: dict[str, dict[str, float]] = {}
         for n in sizes:
             t0 = time.perf_counter()
@@ -434,6 +447,8 @@ def main() -> int:
             # Flat means ~1: the latency with N rules over that with the fewest.
             v["ratio_vs_fewest"] = v["median_s"] / base
         result["one_change"] = one_change
+        if not everything:
+            return finish(result, args.out)
         after = bench.data_path(args.seconds)
         print(f"data path, {args.max_rules} + {args.max_rules // 5} rules: {after}",
               file=sys.stderr, flush=True)
@@ -446,9 +461,14 @@ def main() -> int:
             bench.close()
         aio.down()
         shutil.rmtree(work, ignore_errors=True)
-    with open(os.path.join(args.out, "edge_rules.json"), "w") as f:
+    return finish(result, args.out)
+
+
+def finish(result: dict, out: str) -> int:
+    name = "edge_rules" if "full_apply" in result else "edge_rules_latency"
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(args.out, "edge_rules.png"))
+    plot(result, os.path.join(out, f"{name}.png"))
     print(json.dumps(result, indent=2))
     return 0
 

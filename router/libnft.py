@@ -81,3 +81,13 @@ def run(netns: str, commands: str, *, dry_run: bool = False, json_output: bool =
     """``run_here`` inside network namespace ``netns``."""
     return run_in_netns(netns, lambda: run_here(commands, dry_run=dry_run,
                                                 json_output=json_output, terse=terse))
+
+
+def run_checked(netns: str, commands: str) -> None:
+    """Dry-run ``commands``, then run them: one thread in the namespace."""
+
+    def both() -> None:
+        run_here(commands, dry_run=True)
+        run_here(commands)
+
+    run_in_netns(netns, both)
