@@ -40,7 +40,8 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                   "FirewallService", "LoadBalancerService", "RouterVmService")},
+                    "FirewallService", "LoadBalancerService", "RouterVmService",
+                    "EdgeCounterService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",
