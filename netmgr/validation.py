@@ -53,6 +53,8 @@ class NetworkSpec:
     domain_search: tuple[str, ...] = ()
     mtu: int = 0
     lease_seconds: int = 0
+    # A tier of this VPC (netmgr.store_vpc) when set.
+    vpc_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,9 +145,13 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     v += _list_problems(f"{prefix}.dns_servers", spec.dns_servers, MAX_DNS_SERVERS,
                         unicast_ipv4_problem)
     v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH, dns_name_problem)
+    vpc_id = spec.vpc_id.lower()
+    if vpc_id and not UUID_RE.fullmatch(vpc_id):
+        v.append(Violation(f"{prefix}.vpc_id", f"{show(spec.vpc_id)} is not a valid ID (a UUID)"))
     raise_if(v)
     return dataclasses.replace(
         spec,
+        vpc_id=vpc_id,
         cidr=str(ipaddress.IPv4Network(spec.cidr)),
         domain=domain,
         domain_search=search,

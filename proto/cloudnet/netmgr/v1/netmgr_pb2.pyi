@@ -532,6 +532,7 @@ class Network(_message.Message):
     SOURCE_NAT_IP_FIELD_NUMBER: _builtins.int
     ROUTER_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -548,6 +549,11 @@ class Network(_message.Message):
     """Allocated: the isolation segment (VLAN ID) and the source-NAT address."""
     source_nat_ip: _builtins.str
     router_id: _builtins.str
+    vpc_id: _builtins.str
+    """Fields 30 and up: VPC tiers (vpc.proto).
+    Set on create to make the network a tier of this VPC (served by the
+    VPC's router); empty for an isolated network with its own router.
+    """
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -573,10 +579,11 @@ class Network(_message.Message):
         source_nat_ip: _builtins.str = ...,
         router_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        vpc_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -976,6 +983,7 @@ class Router(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     PUBLIC_IP_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -987,6 +995,8 @@ class Router(_message.Message):
     applied_generation: _builtins.int
     last_error: _builtins.str
     public_ip: _builtins.str
+    vpc_id: _builtins.str
+    """Fields 20-24: VPC. The VPC this router serves (network_id is then empty)."""
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceHealth]: ...
     @_builtins.property
@@ -1006,10 +1016,11 @@ class Router(_message.Message):
         last_error: _builtins.str = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         public_ip: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
