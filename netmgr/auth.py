@@ -40,7 +40,7 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                   "FirewallService", "LoadBalancerService",
+                   "FirewallService", "LoadBalancerService", "RouterVmService",
                    # VPCs (issue 6)
                    "VpcService", "NetworkAclService", "StaticRouteService",
                    "PrivateGatewayService")},

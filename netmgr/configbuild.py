@@ -11,6 +11,7 @@ import ipaddress
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from netmgr import configbuild_vpc
 from netmgr.configbuild_vpc import add_vpc
 from netmgr.model import Network, RouterSnapshot
 from netmgr.model_edge import EdgeSnapshot
@@ -21,7 +22,7 @@ DEFAULT_ROUTE = "0.0.0.0/0"
 
 def guest_interface_name(network_id: str) -> str:
     """Stable, readable name of a network's interface inside the router (≤ 15 bytes)."""
-    return "g-" + network_id.replace("-", "")[:8]
+    return configbuild_vpc.guest_interface_name(network_id)
 
 
 def _prefixlen(cidr: str) -> int:

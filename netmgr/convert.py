@@ -93,6 +93,7 @@ def network_to_pb(n: model.Network) -> pb.Network:
         router_id=n.router_id,
         create_time=_ts(n.created_at),
         vpc_id=n.vpc_id,
+        acl_id=n.acl_id,
     )
 
 
@@ -147,6 +148,7 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         mtu=msg.mtu,
         lease_seconds=msg.lease_seconds,
         vpc_id=msg.vpc_id,
+        acl_id=msg.acl_id,
     )
 
 

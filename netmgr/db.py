@@ -115,6 +115,9 @@ class NetworkRow(Base):
     vpc_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("vpcs.id"), index=True, default=None)
     router_mac: Mapped[str | None] = mapped_column(MAC, default=None)
+    # A tier's network ACL list (0006): a network_acls row or a built-in
+    # list's fixed ID, so no foreign key; NULL is default_allow.
+    acl_id: Mapped[str | None] = mapped_column(ID, default=None)
 
 
 class RouterRow(Base):
@@ -273,4 +276,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 # The edge tables (migration 0002) and the compute hosts (0003) belong to the
 # same metadata.
-from netmgr import db_edge, db_hosts, db_vpc  # noqa: E402, F401
+from netmgr import db_edge, db_hosts, db_router_vm, db_vpc  # noqa: E402, F401

@@ -83,6 +83,8 @@ class Network:
     # A VPC tier: its VPC, and the MAC of the VPC router's interface on it.
     vpc_id: str = ""
     router_mac: str = ""
+    # A tier's network ACL list (default_allow's ID when none was chosen).
+    acl_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

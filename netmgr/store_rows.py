@@ -25,6 +25,7 @@ from netmgr.db import (
     TokenRow,
     ZoneRow,
 )
+from netmgr.model_vpc import DEFAULT_ALLOW_ID
 from netmgr.paging import Page, PageRequest, encode_token
 
 # A VPC tier's router and source-NAT address are its VPC's.
@@ -93,6 +94,7 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
         created_at=aware(row.created_at),
         vpc_id=row.vpc_id or "",
         router_mac=row.router_mac or "",
+        acl_id=(row.acl_id or DEFAULT_ALLOW_ID) if row.vpc_id else "",
     )
 
 

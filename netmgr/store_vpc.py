@@ -30,8 +30,8 @@ from netmgr.db import (
 from netmgr.db_vpc import VpcRow
 from netmgr.errors import FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
+from netmgr.store_acl import AclStore
 from netmgr.store_base import new_id
-from netmgr.store_edge import EdgeStore
 from netmgr.validation import (
     NetworkSpec,
     _collect,
@@ -49,7 +49,7 @@ from netmgr.validation_vpc import (
 )
 
 
-class VpcStore(EdgeStore):
+class VpcStore(AclStore):
     # ------------------------------------------------------------- helpers
 
     def _vpc_row(self, s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
@@ -78,7 +78,8 @@ class VpcStore(EdgeStore):
             return None
         row = s.get(VpcRow, router.vpc_id)
         assert row is not None
-        return mv.VpcSnapshot(vpc=self._vpc(s, row))
+        acls, tier_acls = self._acl_snapshot(s, row.id)
+        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls)
 
     def _check_no_vpcs(self, s: Session, tenant: TenantRow) -> None:
         count = s.scalar(select(func.count()).where(VpcRow.tenant_id == tenant.id))
@@ -185,6 +186,8 @@ class VpcStore(EdgeStore):
             tiers = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.vpc_id == vpc.id))]
             raise_if(check_tier_placement(full.cidr, vpc.cidr, tiers))
+            acl_id = (self._check_tier_acl(s, tenant.id, vpc.id, spec.acl_id, "network.acl_id")
+                      if spec.acl_id else None)
             router_id = self._vpc_router_id(s, vpc.id)
             self._bump(s, router_id)
             now = utcnow()
@@ -195,7 +198,7 @@ class VpcStore(EdgeStore):
                 gateway=full.gateway, domain=full.domain, dns_servers=list(full.dns_servers),
                 domain_search=list(full.domain_search), mtu=full.mtu,
                 lease_seconds=full.lease_seconds, vlan_id=ipam.allocate_vlan(s, zone),
-                vpc_id=vpc.id, router_mac=mac, created_at=now, updated_at=now))
+                vpc_id=vpc.id, router_mac=mac, acl_id=acl_id, created_at=now, updated_at=now))
             s.flush()
             ipam.claim_mac(s, mac, router_id=router_id, field="network.router_mac")
             s.flush()

@@ -23,6 +23,7 @@ Every rule carries the comment ``cn:acl:<rule id>`` and a counter, so
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -39,8 +40,9 @@ MAX_CIDRS = 64
 
 
 def _chain_id(acl_id: str) -> str:
-    """A short chain-name part of an ACL ID (IDs are checked to be [A-Za-z0-9_-])."""
-    return acl_id.replace("-", "")[:12].lower()
+    """A short, stable chain-name part of an ACL ID (a hash: the built-in
+    lists' IDs share their leading digits)."""
+    return hashlib.sha1(acl_id.encode()).hexdigest()[:12]
 
 
 def verify(cfg: pb.RouterConfig) -> None:

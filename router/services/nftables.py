@@ -27,7 +27,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router import files, libnft, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
-from router.services import Context, nft_acl, nft_edge
+from router.services import Context, nft_acl, nft_edge, nft_vpn
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
         ],
     )
     context.update(nft_acl.context(cfg))  # VPC: tier routing and network ACLs
+    context.update(nft_vpn.context(cfg))
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
@@ -182,6 +183,17 @@ def apply(
     elements = _elements(rendered)
     if elements is not None:
         _loaded[ctx.netns] = (rendered[SKELETON], elements)
+
+
+def loaded(netns: str) -> tuple[str, nft_edge.Elements] | None:
+    """(skeleton, edge elements) of the table this agent last loaded in netns."""
+    return _loaded.get(netns)
+
+
+def set_loaded(netns: str, skeleton: str, elements: nft_edge.Elements) -> None:
+    """The table in netns now holds these elements (``router.edge_delta`` keeps
+    them current as it changes elements in place)."""
+    _loaded[netns] = (skeleton, elements)
 
 
 def table_present(netns: str) -> bool:

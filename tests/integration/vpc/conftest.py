@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import time
 
@@ -15,6 +16,8 @@ from tests.integration.e2e.conftest import Tenant, cloud, make_tenant  # noqa: F
 __all__ = ["Vpc", "cloud", "make_tenant"]
 
 TCP, UDP = "tcp", "udp"
+ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
+DIRECTIONS = {"ingress": vpb.ACL_DIRECTION_INGRESS, "egress": vpb.ACL_DIRECTION_EGRESS}
 
 
 class Vpc:
@@ -23,6 +26,7 @@ class Vpc:
     def __init__(self, t: Tenant, name: str, cidr: str, **fields) -> None:
         self.t = t
         self.stub = vrpc.VpcServiceStub(t.api.channel)
+        self.acls = vrpc.NetworkAclServiceStub(t.api.channel)
         self.vpc = self.call(self.stub.CreateVpc, vpb.CreateVpcRequest(
             vpc=vpb.Vpc(name=name, cidr=cidr, **fields)))
 
@@ -42,6 +46,26 @@ class Vpc:
 
     def wait(self) -> pb.Router:
         return self.t.api.wait_router_active(self.vpc.router_id)
+
+    # ---- network ACLs
+    def acl(self, name: str) -> vpb.NetworkAcl:
+        return self.call(self.acls.CreateNetworkAcl, vpb.CreateNetworkAclRequest(
+            network_acl=vpb.NetworkAcl(vpc_id=self.vpc.id, name=name)))
+
+    def rule(self, acl_id: str, number: int, action: str, direction: str, protocol: str,
+             **fields) -> vpb.AclRule:
+        return self.call(self.acls.CreateAclRule, vpb.CreateAclRuleRequest(rule=vpb.AclRule(
+            acl_id=acl_id, number=number, action=ACTIONS[action],
+            direction=DIRECTIONS[direction], protocol=protocol, **fields)))
+
+    def replace(self, tier: pb.Network, acl_id: str) -> None:
+        self.call(self.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(
+            network_id=tier.id, acl_id=acl_id))
+
+    def builtin(self, name: str) -> str:
+        acls = self.call(self.acls.ListNetworkAcls,
+                         vpb.ListNetworkAclsRequest(vpc_id=self.vpc.id)).network_acls
+        return next(a.id for a in acls if a.name == name)
 
 
 def serve(servers: list, guest, proto: str, port: int, answer: str) -> None:
@@ -89,3 +113,27 @@ def make_vpc(make_tenant):
         return Vpc(make_tenant(), name, cidr, **fields)
 
     return make
+
+
+class Stream:
+    """A long-lived TCP connection from ``client`` to an echo server in
+    ``server`` (socat both ends): ``echo()`` sends a line and reads it back."""
+
+    def __init__(self, servers: list, server, client, ip: str, port: int) -> None:
+        servers.append(server.popen(["socat", f"TCP-LISTEN:{port},reuseaddr", "SYSTEM:cat"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 5
+        while f":{port} " not in server.run(["ss", "-H", "-tln"]).stdout:
+            assert time.monotonic() < deadline, "echo server did not start"
+            time.sleep(0.05)
+        self.proc = client.popen(["socat", "-", f"TCP:{ip}:{port}"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 bufsize=1)
+        servers.append(self.proc)
+
+    def echo(self, line: str, timeout: float = 5) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        return self.proc.stdout.readline().strip() if ready else ""

@@ -19,9 +19,10 @@ class VpcApi:
         self.api = api
         self.md = api.metadata
         self.vpcs = vrpc.VpcServiceStub(c.channel)
+        self.acls = vrpc.NetworkAclServiceStub(c.channel)
 
     def __getattr__(self, name: str) -> Any:
-        for stub in (self.vpcs,):
+        for stub in (self.vpcs, self.acls):
             method = getattr(stub, name, None)
             if method is not None:
                 return lambda req, m=method: m(req, metadata=self.md, timeout=30)

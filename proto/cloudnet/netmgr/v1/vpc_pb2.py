@@ -22,33 +22,74 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cloudnet.netmgr.v1 import netmgr_pb2 as cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/vpc.proto\x12\x12\x63loudnet.netmgr.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x03Vpc\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x63idr\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x11\n\trouter_id\x18\x06 \x01(\t\x12\x15\n\rsource_nat_ip\x18\x07 \x01(\t\x12\x10\n\x08tier_ids\x18\x08 \x03(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10\x43reateVpcRequest\x12$\n\x03vpc\x18\x01 \x01(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\"\x1b\n\rGetVpcRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListVpcsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x10ListVpcsResponse\x12%\n\x04vpcs\x18\x01 \x03(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x10UpdateVpcRequest\x12$\n\x03vpc\x18\x01 \x01(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1e\n\x10\x44\x65leteVpcRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteVpcResponse2\x9b\x03\n\nVpcService\x12J\n\tCreateVpc\x12$.cloudnet.netmgr.v1.CreateVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12\x44\n\x06GetVpc\x12!.cloudnet.netmgr.v1.GetVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12U\n\x08ListVpcs\x12#.cloudnet.netmgr.v1.ListVpcsRequest\x1a$.cloudnet.netmgr.v1.ListVpcsResponse\x12J\n\tUpdateVpc\x12$.cloudnet.netmgr.v1.UpdateVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12X\n\tDeleteVpc\x12$.cloudnet.netmgr.v1.DeleteVpcRequest\x1a%.cloudnet.netmgr.v1.DeleteVpcResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/vpc.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1f\x63loudnet/netmgr/v1/netmgr.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x03Vpc\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04\x63idr\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x11\n\trouter_id\x18\x06 \x01(\t\x12\x15\n\rsource_nat_ip\x18\x07 \x01(\t\x12\x10\n\x08tier_ids\x18\x08 \x03(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10\x43reateVpcRequest\x12$\n\x03vpc\x18\x01 \x01(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\"\x1b\n\rGetVpcRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x0fListVpcsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x10ListVpcsResponse\x12%\n\x04vpcs\x18\x01 \x03(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x10UpdateVpcRequest\x12$\n\x03vpc\x18\x01 \x01(\x0b\x32\x17.cloudnet.netmgr.v1.Vpc\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1e\n\x10\x44\x65leteVpcRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteVpcResponse\"\xa2\x01\n\nNetworkAcl\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vpc_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07\x62uiltin\x18\x05 \x01(\x08\x12\x13\n\x0bnetwork_ids\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf0\x02\n\x07\x41\x63lRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63l_id\x18\x02 \x01(\t\x12\x0e\n\x06number\x18\x03 \x01(\r\x12-\n\x06\x61\x63tion\x18\x04 \x01(\x0e\x32\x1d.cloudnet.netmgr.v1.AclAction\x12\x33\n\tdirection\x18\x05 \x01(\x0e\x32 .cloudnet.netmgr.v1.AclDirection\x12\x10\n\x08protocol\x18\x06 \x01(\t\x12\x0c\n\x04port\x18\x07 \x01(\r\x12\x10\n\x08port_end\x18\x08 \x01(\r\x12\x11\n\ticmp_type\x18\t \x01(\x05\x12\x11\n\ticmp_code\x18\n \x01(\x05\x12\r\n\x05\x63idrs\x18\x0b \x03(\t\x12.\n\x05state\x18\x0c \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\r \x01(\t\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x17\x43reateNetworkAclRequest\x12\x33\n\x0bnetwork_acl\x18\x01 \x01(\x0b\x32\x1e.cloudnet.netmgr.v1.NetworkAcl\"\"\n\x14GetNetworkAclRequest\x12\n\n\x02id\x18\x01 \x01(\t\"(\n\x16ListNetworkAclsRequest\x12\x0e\n\x06vpc_id\x18\x01 \x01(\t\"O\n\x17ListNetworkAclsResponse\x12\x34\n\x0cnetwork_acls\x18\x01 \x03(\x0b\x32\x1e.cloudnet.netmgr.v1.NetworkAcl\"%\n\x17\x44\x65leteNetworkAclRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteNetworkAclResponse\"A\n\x14\x43reateAclRuleRequest\x12)\n\x04rule\x18\x01 \x01(\x0b\x32\x1b.cloudnet.netmgr.v1.AclRule\"\x1f\n\x11GetAclRuleRequest\x12\n\n\x02id\x18\x01 \x01(\t\"%\n\x13ListAclRulesRequest\x12\x0e\n\x06\x61\x63l_id\x18\x01 \x01(\t\"B\n\x14ListAclRulesResponse\x12*\n\x05rules\x18\x01 \x03(\x0b\x32\x1b.cloudnet.netmgr.v1.AclRule\"A\n\x14UpdateAclRuleRequest\x12)\n\x04rule\x18\x01 \x01(\x0b\x32\x1b.cloudnet.netmgr.v1.AclRule\"\"\n\x14\x44\x65leteAclRuleRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteAclRuleResponse\">\n\x18ReplaceNetworkAclRequest\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63l_id\x18\x02 \x01(\t\"?\n\x19ReplaceNetworkAclResponse\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63l_id\x18\x02 \x01(\t*R\n\tAclAction\x12\x1a\n\x16\x41\x43L_ACTION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43L_ACTION_ALLOW\x10\x01\x12\x13\n\x0f\x41\x43L_ACTION_DENY\x10\x02*b\n\x0c\x41\x63lDirection\x12\x1d\n\x19\x41\x43L_DIRECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43L_DIRECTION_INGRESS\x10\x01\x12\x18\n\x14\x41\x43L_DIRECTION_EGRESS\x10\x02\x32\x9b\x03\n\nVpcService\x12J\n\tCreateVpc\x12$.cloudnet.netmgr.v1.CreateVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12\x44\n\x06GetVpc\x12!.cloudnet.netmgr.v1.GetVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12U\n\x08ListVpcs\x12#.cloudnet.netmgr.v1.ListVpcsRequest\x1a$.cloudnet.netmgr.v1.ListVpcsResponse\x12J\n\tUpdateVpc\x12$.cloudnet.netmgr.v1.UpdateVpcRequest\x1a\x17.cloudnet.netmgr.v1.Vpc\x12X\n\tDeleteVpc\x12$.cloudnet.netmgr.v1.DeleteVpcRequest\x1a%.cloudnet.netmgr.v1.DeleteVpcResponse2\xe7\x07\n\x11NetworkAclService\x12_\n\x10\x43reateNetworkAcl\x12+.cloudnet.netmgr.v1.CreateNetworkAclRequest\x1a\x1e.cloudnet.netmgr.v1.NetworkAcl\x12Y\n\rGetNetworkAcl\x12(.cloudnet.netmgr.v1.GetNetworkAclRequest\x1a\x1e.cloudnet.netmgr.v1.NetworkAcl\x12j\n\x0fListNetworkAcls\x12*.cloudnet.netmgr.v1.ListNetworkAclsRequest\x1a+.cloudnet.netmgr.v1.ListNetworkAclsResponse\x12m\n\x10\x44\x65leteNetworkAcl\x12+.cloudnet.netmgr.v1.DeleteNetworkAclRequest\x1a,.cloudnet.netmgr.v1.DeleteNetworkAclResponse\x12V\n\rCreateAclRule\x12(.cloudnet.netmgr.v1.CreateAclRuleRequest\x1a\x1b.cloudnet.netmgr.v1.AclRule\x12P\n\nGetAclRule\x12%.cloudnet.netmgr.v1.GetAclRuleRequest\x1a\x1b.cloudnet.netmgr.v1.AclRule\x12\x61\n\x0cListAclRules\x12\'.cloudnet.netmgr.v1.ListAclRulesRequest\x1a(.cloudnet.netmgr.v1.ListAclRulesResponse\x12V\n\rUpdateAclRule\x12(.cloudnet.netmgr.v1.UpdateAclRuleRequest\x1a\x1b.cloudnet.netmgr.v1.AclRule\x12\x64\n\rDeleteAclRule\x12(.cloudnet.netmgr.v1.DeleteAclRuleRequest\x1a).cloudnet.netmgr.v1.DeleteAclRuleResponse\x12p\n\x11ReplaceNetworkAcl\x12,.cloudnet.netmgr.v1.ReplaceNetworkAclRequest\x1a-.cloudnet.netmgr.v1.ReplaceNetworkAclResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.netmgr.v1.vpc_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VPC']._serialized_start=120
-  _globals['_VPC']._serialized_end=309
-  _globals['_CREATEVPCREQUEST']._serialized_start=311
-  _globals['_CREATEVPCREQUEST']._serialized_end=367
-  _globals['_GETVPCREQUEST']._serialized_start=369
-  _globals['_GETVPCREQUEST']._serialized_end=396
-  _globals['_LISTVPCSREQUEST']._serialized_start=398
-  _globals['_LISTVPCSREQUEST']._serialized_end=454
-  _globals['_LISTVPCSRESPONSE']._serialized_start=456
-  _globals['_LISTVPCSRESPONSE']._serialized_end=538
-  _globals['_UPDATEVPCREQUEST']._serialized_start=540
-  _globals['_UPDATEVPCREQUEST']._serialized_end=645
-  _globals['_DELETEVPCREQUEST']._serialized_start=647
-  _globals['_DELETEVPCREQUEST']._serialized_end=677
-  _globals['_DELETEVPCRESPONSE']._serialized_start=679
-  _globals['_DELETEVPCRESPONSE']._serialized_end=698
-  _globals['_VPCSERVICE']._serialized_start=701
-  _globals['_VPCSERVICE']._serialized_end=1112
+  _globals['_ACLACTION']._serialized_start=2039
+  _globals['_ACLACTION']._serialized_end=2121
+  _globals['_ACLDIRECTION']._serialized_start=2123
+  _globals['_ACLDIRECTION']._serialized_end=2221
+  _globals['_VPC']._serialized_start=153
+  _globals['_VPC']._serialized_end=342
+  _globals['_CREATEVPCREQUEST']._serialized_start=344
+  _globals['_CREATEVPCREQUEST']._serialized_end=400
+  _globals['_GETVPCREQUEST']._serialized_start=402
+  _globals['_GETVPCREQUEST']._serialized_end=429
+  _globals['_LISTVPCSREQUEST']._serialized_start=431
+  _globals['_LISTVPCSREQUEST']._serialized_end=487
+  _globals['_LISTVPCSRESPONSE']._serialized_start=489
+  _globals['_LISTVPCSRESPONSE']._serialized_end=571
+  _globals['_UPDATEVPCREQUEST']._serialized_start=573
+  _globals['_UPDATEVPCREQUEST']._serialized_end=678
+  _globals['_DELETEVPCREQUEST']._serialized_start=680
+  _globals['_DELETEVPCREQUEST']._serialized_end=710
+  _globals['_DELETEVPCRESPONSE']._serialized_start=712
+  _globals['_DELETEVPCRESPONSE']._serialized_end=731
+  _globals['_NETWORKACL']._serialized_start=734
+  _globals['_NETWORKACL']._serialized_end=896
+  _globals['_ACLRULE']._serialized_start=899
+  _globals['_ACLRULE']._serialized_end=1267
+  _globals['_CREATENETWORKACLREQUEST']._serialized_start=1269
+  _globals['_CREATENETWORKACLREQUEST']._serialized_end=1347
+  _globals['_GETNETWORKACLREQUEST']._serialized_start=1349
+  _globals['_GETNETWORKACLREQUEST']._serialized_end=1383
+  _globals['_LISTNETWORKACLSREQUEST']._serialized_start=1385
+  _globals['_LISTNETWORKACLSREQUEST']._serialized_end=1425
+  _globals['_LISTNETWORKACLSRESPONSE']._serialized_start=1427
+  _globals['_LISTNETWORKACLSRESPONSE']._serialized_end=1506
+  _globals['_DELETENETWORKACLREQUEST']._serialized_start=1508
+  _globals['_DELETENETWORKACLREQUEST']._serialized_end=1545
+  _globals['_DELETENETWORKACLRESPONSE']._serialized_start=1547
+  _globals['_DELETENETWORKACLRESPONSE']._serialized_end=1573
+  _globals['_CREATEACLRULEREQUEST']._serialized_start=1575
+  _globals['_CREATEACLRULEREQUEST']._serialized_end=1640
+  _globals['_GETACLRULEREQUEST']._serialized_start=1642
+  _globals['_GETACLRULEREQUEST']._serialized_end=1673
+  _globals['_LISTACLRULESREQUEST']._serialized_start=1675
+  _globals['_LISTACLRULESREQUEST']._serialized_end=1712
+  _globals['_LISTACLRULESRESPONSE']._serialized_start=1714
+  _globals['_LISTACLRULESRESPONSE']._serialized_end=1780
+  _globals['_UPDATEACLRULEREQUEST']._serialized_start=1782
+  _globals['_UPDATEACLRULEREQUEST']._serialized_end=1847
+  _globals['_DELETEACLRULEREQUEST']._serialized_start=1849
+  _globals['_DELETEACLRULEREQUEST']._serialized_end=1883
+  _globals['_DELETEACLRULERESPONSE']._serialized_start=1885
+  _globals['_DELETEACLRULERESPONSE']._serialized_end=1908
+  _globals['_REPLACENETWORKACLREQUEST']._serialized_start=1910
+  _globals['_REPLACENETWORKACLREQUEST']._serialized_end=1972
+  _globals['_REPLACENETWORKACLRESPONSE']._serialized_start=1974
+  _globals['_REPLACENETWORKACLRESPONSE']._serialized_end=2037
+  _globals['_VPCSERVICE']._serialized_start=2224
+  _globals['_VPCSERVICE']._serialized_end=2635
+  _globals['_NETWORKACLSERVICE']._serialized_start=2638
+  _globals['_NETWORKACLSERVICE']._serialized_end=3637
 # @@protoc_insertion_point(module_scope)

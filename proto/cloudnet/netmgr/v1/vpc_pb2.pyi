@@ -12,12 +12,14 @@ guests reach the other tiers' guests through the router, as the tiers'
 network ACLs allow.
 """
 
+from cloudnet.netmgr.v1 import netmgr_pb2 as _netmgr_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -28,6 +30,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AclAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_ACTION_UNSPECIFIED: _AclAction.ValueType  # 0
+    ACL_ACTION_ALLOW: _AclAction.ValueType  # 1
+    ACL_ACTION_DENY: _AclAction.ValueType  # 2
+
+class AclAction(_AclAction, metaclass=_AclActionEnumTypeWrapper): ...
+
+ACL_ACTION_UNSPECIFIED: AclAction.ValueType  # 0
+ACL_ACTION_ALLOW: AclAction.ValueType  # 1
+ACL_ACTION_DENY: AclAction.ValueType  # 2
+Global___AclAction: _TypeAlias = AclAction  # noqa: Y015
+
+class _AclDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AclDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AclDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACL_DIRECTION_UNSPECIFIED: _AclDirection.ValueType  # 0
+    ACL_DIRECTION_INGRESS: _AclDirection.ValueType  # 1
+    """Into the tier: cidrs are the sources."""
+    ACL_DIRECTION_EGRESS: _AclDirection.ValueType  # 2
+    """Out of the tier: cidrs are the destinations."""
+
+class AclDirection(_AclDirection, metaclass=_AclDirectionEnumTypeWrapper): ...
+
+ACL_DIRECTION_UNSPECIFIED: AclDirection.ValueType  # 0
+ACL_DIRECTION_INGRESS: AclDirection.ValueType  # 1
+"""Into the tier: cidrs are the sources."""
+ACL_DIRECTION_EGRESS: AclDirection.ValueType  # 2
+"""Out of the tier: cidrs are the destinations."""
+Global___AclDirection: _TypeAlias = AclDirection  # noqa: Y015
 
 @_typing.final
 class Vpc(_message.Message):
@@ -222,3 +262,400 @@ class DeleteVpcResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteVpcResponse: _TypeAlias = DeleteVpcResponse  # noqa: Y015
+
+@_typing.final
+class NetworkAcl(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    BUILTIN_FIELD_NUMBER: _builtins.int
+    NETWORK_IDS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    vpc_id: _builtins.str
+    """Empty for the built-in lists."""
+    name: _builtins.str
+    description: _builtins.str
+    builtin: _builtins.bool
+    @_builtins.property
+    def network_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only: the tiers this list guards."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        builtin: _builtins.bool = ...,
+        network_ids: _abc.Iterable[_builtins.str] | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "create_time", b"create_time", "description", b"description", "id", b"id", "name", b"name", "network_ids", b"network_ids", "vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAcl: _TypeAlias = NetworkAcl  # noqa: Y015
+
+@_typing.final
+class AclRule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    PORT_END_FIELD_NUMBER: _builtins.int
+    ICMP_TYPE_FIELD_NUMBER: _builtins.int
+    ICMP_CODE_FIELD_NUMBER: _builtins.int
+    CIDRS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    acl_id: _builtins.str
+    number: _builtins.int
+    """1..65535, unique in the list; lower numbers are evaluated first."""
+    action: Global___AclAction.ValueType
+    direction: Global___AclDirection.ValueType
+    protocol: _builtins.str
+    """"tcp", "udp", "icmp", "all" or an IP protocol number 0..255 ("47")."""
+    port: _builtins.int
+    """tcp/udp destination ports; port 0 means every port, port_end 0 means port."""
+    port_end: _builtins.int
+    icmp_type: _builtins.int
+    """icmp: -1 means any (the default when both are 0 and unset: use -1)."""
+    icmp_code: _builtins.int
+    state: _netmgr_pb2.ObjectState.ValueType
+    """As a port's: PENDING until the VPC router applied the change."""
+    error: _builtins.str
+    @_builtins.property
+    def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """IPv4 CIDRs; empty means every address."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
+        number: _builtins.int = ...,
+        action: Global___AclAction.ValueType = ...,
+        direction: Global___AclDirection.ValueType = ...,
+        protocol: _builtins.str = ...,
+        port: _builtins.int = ...,
+        port_end: _builtins.int = ...,
+        icmp_type: _builtins.int = ...,
+        icmp_code: _builtins.int = ...,
+        cidrs: _abc.Iterable[_builtins.str] | None = ...,
+        state: _netmgr_pb2.ObjectState.ValueType = ...,
+        error: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "action", b"action", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "number", b"number", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclRule: _TypeAlias = AclRule  # noqa: Y015
+
+@_typing.final
+class CreateNetworkAclRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ACL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network_acl(self) -> Global___NetworkAcl: ...
+    def __init__(
+        self,
+        *,
+        network_acl: Global___NetworkAcl | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network_acl", b"network_acl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_acl", b"network_acl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateNetworkAclRequest: _TypeAlias = CreateNetworkAclRequest  # noqa: Y015
+
+@_typing.final
+class GetNetworkAclRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetNetworkAclRequest: _TypeAlias = GetNetworkAclRequest  # noqa: Y015
+
+@_typing.final
+class ListNetworkAclsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    vpc_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vpc_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNetworkAclsRequest: _TypeAlias = ListNetworkAclsRequest  # noqa: Y015
+
+@_typing.final
+class ListNetworkAclsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ACLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def network_acls(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAcl]: ...
+    def __init__(
+        self,
+        *,
+        network_acls: _abc.Iterable[Global___NetworkAcl] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_acls", b"network_acls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNetworkAclsResponse: _TypeAlias = ListNetworkAclsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteNetworkAclRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNetworkAclRequest: _TypeAlias = DeleteNetworkAclRequest  # noqa: Y015
+
+@_typing.final
+class DeleteNetworkAclResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteNetworkAclResponse: _TypeAlias = DeleteNetworkAclResponse  # noqa: Y015
+
+@_typing.final
+class CreateAclRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___AclRule: ...
+    def __init__(
+        self,
+        *,
+        rule: Global___AclRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAclRuleRequest: _TypeAlias = CreateAclRuleRequest  # noqa: Y015
+
+@_typing.final
+class GetAclRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAclRuleRequest: _TypeAlias = GetAclRuleRequest  # noqa: Y015
+
+@_typing.final
+class ListAclRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAclRulesRequest: _TypeAlias = ListAclRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListAclRulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___AclRule]: ...
+    def __init__(
+        self,
+        *,
+        rules: _abc.Iterable[Global___AclRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAclRulesResponse: _TypeAlias = ListAclRulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateAclRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rule(self) -> Global___AclRule: ...
+    def __init__(
+        self,
+        *,
+        rule: Global___AclRule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAclRuleRequest: _TypeAlias = UpdateAclRuleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAclRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAclRuleRequest: _TypeAlias = DeleteAclRuleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAclRuleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAclRuleResponse: _TypeAlias = DeleteAclRuleResponse  # noqa: Y015
+
+@_typing.final
+class ReplaceNetworkAclRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceNetworkAclRequest: _TypeAlias = ReplaceNetworkAclRequest  # noqa: Y015
+
+@_typing.final
+class ReplaceNetworkAclResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceNetworkAclResponse: _TypeAlias = ReplaceNetworkAclResponse  # noqa: Y015

@@ -270,3 +270,491 @@ class VpcService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class NetworkAclServiceStub:
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateNetworkAcl = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/CreateNetworkAcl',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateNetworkAclRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.FromString,
+                _registered_method=True)
+        self.GetNetworkAcl = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/GetNetworkAcl',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetNetworkAclRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.FromString,
+                _registered_method=True)
+        self.ListNetworkAcls = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/ListNetworkAcls',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsResponse.FromString,
+                _registered_method=True)
+        self.DeleteNetworkAcl = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/DeleteNetworkAcl',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclResponse.FromString,
+                _registered_method=True)
+        self.CreateAclRule = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/CreateAclRule',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateAclRuleRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+                _registered_method=True)
+        self.GetAclRule = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/GetAclRule',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclRuleRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+                _registered_method=True)
+        self.ListAclRules = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/ListAclRules',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateAclRule = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/UpdateAclRule',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.UpdateAclRuleRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+                _registered_method=True)
+        self.DeleteAclRule = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/DeleteAclRule',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleResponse.FromString,
+                _registered_method=True)
+        self.ReplaceNetworkAcl = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/ReplaceNetworkAcl',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
+                _registered_method=True)
+
+
+class NetworkAclServiceServicer:
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    def CreateNetworkAcl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetworkAcl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworkAcls(self, request, context):
+        """The VPC's lists, the two built-in ones first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteNetworkAcl(self, request, context):
+        """FAILED_PRECONDITION while a tier uses the list; built-in lists stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAclRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAclRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAclRules(self, request, context):
+        """The list's rules in number order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAclRule(self, request, context):
+        """Replaces every field of the rule but its ID and list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAclRule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplaceNetworkAcl(self, request, context):
+        """Puts a tier under another list (one router change, applied atomically).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NetworkAclServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateNetworkAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetworkAcl,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateNetworkAclRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.SerializeToString,
+            ),
+            'GetNetworkAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkAcl,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetNetworkAclRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.SerializeToString,
+            ),
+            'ListNetworkAcls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworkAcls,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsResponse.SerializeToString,
+            ),
+            'DeleteNetworkAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNetworkAcl,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclResponse.SerializeToString,
+            ),
+            'CreateAclRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAclRule,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateAclRuleRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.SerializeToString,
+            ),
+            'GetAclRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAclRule,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclRuleRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.SerializeToString,
+            ),
+            'ListAclRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAclRules,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesResponse.SerializeToString,
+            ),
+            'UpdateAclRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAclRule,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.UpdateAclRuleRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.SerializeToString,
+            ),
+            'DeleteAclRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAclRule,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleResponse.SerializeToString,
+            ),
+            'ReplaceNetworkAcl': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplaceNetworkAcl,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.netmgr.v1.NetworkAclService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.netmgr.v1.NetworkAclService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NetworkAclService:
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    @staticmethod
+    def CreateNetworkAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/CreateNetworkAcl',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateNetworkAclRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/GetNetworkAcl',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetNetworkAclRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.NetworkAcl.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworkAcls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/ListNetworkAcls',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListNetworkAclsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNetworkAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/DeleteNetworkAcl',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteNetworkAclResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAclRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/CreateAclRule',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateAclRuleRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAclRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/GetAclRule',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclRuleRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAclRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/ListAclRules',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListAclRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAclRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/UpdateAclRule',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.UpdateAclRuleRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.AclRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAclRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/DeleteAclRule',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteAclRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplaceNetworkAcl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/ReplaceNetworkAcl',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -101,3 +101,151 @@ class VpcServiceServicer(metaclass=_abc_1.ABCMeta):
         """FAILED_PRECONDITION while the VPC has tiers."""
 
 def add_VpcServiceServicer_to_server(servicer: VpcServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class NetworkAclServiceStub:
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> NetworkAclServiceAsyncStub: ...
+    CreateNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.CreateNetworkAclRequest, _vpc_pb2.NetworkAcl]
+    GetNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetNetworkAclRequest, _vpc_pb2.NetworkAcl]
+    ListNetworkAcls: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ListNetworkAclsRequest, _vpc_pb2.ListNetworkAclsResponse]
+    """The VPC's lists, the two built-in ones first."""
+    DeleteNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteNetworkAclRequest, _vpc_pb2.DeleteNetworkAclResponse]
+    """FAILED_PRECONDITION while a tier uses the list; built-in lists stay."""
+    CreateAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.CreateAclRuleRequest, _vpc_pb2.AclRule]
+    GetAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetAclRuleRequest, _vpc_pb2.AclRule]
+    ListAclRules: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ListAclRulesRequest, _vpc_pb2.ListAclRulesResponse]
+    """The list's rules in number order."""
+    UpdateAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.UpdateAclRuleRequest, _vpc_pb2.AclRule]
+    """Replaces every field of the rule but its ID and list."""
+    DeleteAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]
+    ReplaceNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]
+    """Puts a tier under another list (one router change, applied atomically)."""
+
+@_typing.type_check_only
+class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.CreateNetworkAclRequest, _vpc_pb2.NetworkAcl]  # type: ignore[assignment]
+    GetNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetNetworkAclRequest, _vpc_pb2.NetworkAcl]  # type: ignore[assignment]
+    ListNetworkAcls: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ListNetworkAclsRequest, _vpc_pb2.ListNetworkAclsResponse]  # type: ignore[assignment]
+    """The VPC's lists, the two built-in ones first."""
+    DeleteNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteNetworkAclRequest, _vpc_pb2.DeleteNetworkAclResponse]  # type: ignore[assignment]
+    """FAILED_PRECONDITION while a tier uses the list; built-in lists stay."""
+    CreateAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.CreateAclRuleRequest, _vpc_pb2.AclRule]  # type: ignore[assignment]
+    GetAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetAclRuleRequest, _vpc_pb2.AclRule]  # type: ignore[assignment]
+    ListAclRules: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ListAclRulesRequest, _vpc_pb2.ListAclRulesResponse]  # type: ignore[assignment]
+    """The list's rules in number order."""
+    UpdateAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.UpdateAclRuleRequest, _vpc_pb2.AclRule]  # type: ignore[assignment]
+    """Replaces every field of the rule but its ID and list."""
+    DeleteAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]  # type: ignore[assignment]
+    ReplaceNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]  # type: ignore[assignment]
+    """Puts a tier under another list (one router change, applied atomically)."""
+
+class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
+    """------------------------------------------------------------ network ACLs
+
+    Network ACL lists of a VPC: numbered rules, evaluated in number order,
+    the first match decides, no match denies. Every tier has one list
+    (default_allow unless chosen); two built-in lists exist in every VPC:
+    default_allow (allows everything) and default_deny (denies everything).
+    Established and related traffic always passes: replacing a tier's list or
+    editing a rule never cuts flows already running.
+    """
+
+    @_abc_1.abstractmethod
+    def CreateNetworkAcl(
+        self,
+        request: _vpc_pb2.CreateNetworkAclRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.NetworkAcl, _abc.Awaitable[_vpc_pb2.NetworkAcl]]: ...
+
+    @_abc_1.abstractmethod
+    def GetNetworkAcl(
+        self,
+        request: _vpc_pb2.GetNetworkAclRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.NetworkAcl, _abc.Awaitable[_vpc_pb2.NetworkAcl]]: ...
+
+    @_abc_1.abstractmethod
+    def ListNetworkAcls(
+        self,
+        request: _vpc_pb2.ListNetworkAclsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.ListNetworkAclsResponse, _abc.Awaitable[_vpc_pb2.ListNetworkAclsResponse]]:
+        """The VPC's lists, the two built-in ones first."""
+
+    @_abc_1.abstractmethod
+    def DeleteNetworkAcl(
+        self,
+        request: _vpc_pb2.DeleteNetworkAclRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.DeleteNetworkAclResponse, _abc.Awaitable[_vpc_pb2.DeleteNetworkAclResponse]]:
+        """FAILED_PRECONDITION while a tier uses the list; built-in lists stay."""
+
+    @_abc_1.abstractmethod
+    def CreateAclRule(
+        self,
+        request: _vpc_pb2.CreateAclRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.AclRule, _abc.Awaitable[_vpc_pb2.AclRule]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAclRule(
+        self,
+        request: _vpc_pb2.GetAclRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.AclRule, _abc.Awaitable[_vpc_pb2.AclRule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAclRules(
+        self,
+        request: _vpc_pb2.ListAclRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.ListAclRulesResponse, _abc.Awaitable[_vpc_pb2.ListAclRulesResponse]]:
+        """The list's rules in number order."""
+
+    @_abc_1.abstractmethod
+    def UpdateAclRule(
+        self,
+        request: _vpc_pb2.UpdateAclRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.AclRule, _abc.Awaitable[_vpc_pb2.AclRule]]:
+        """Replaces every field of the rule but its ID and list."""
+
+    @_abc_1.abstractmethod
+    def DeleteAclRule(
+        self,
+        request: _vpc_pb2.DeleteAclRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.DeleteAclRuleResponse, _abc.Awaitable[_vpc_pb2.DeleteAclRuleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReplaceNetworkAcl(
+        self,
+        request: _vpc_pb2.ReplaceNetworkAclRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.ReplaceNetworkAclResponse, _abc.Awaitable[_vpc_pb2.ReplaceNetworkAclResponse]]:
+        """Puts a tier under another list (one router change, applied atomically)."""
+
+def add_NetworkAclServiceServicer_to_server(servicer: NetworkAclServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

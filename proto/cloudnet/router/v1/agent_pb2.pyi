@@ -9,6 +9,7 @@ same config twice changes nothing. An agent on a host runs many routers
 (one network namespace each); inside the appliance VM it runs one.
 """
 
+from cloudnet.router.v1 import vpn_pb2 as _vpn_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -272,6 +273,7 @@ class RouterConfig(_message.Message):
     VPC_ID_FIELD_NUMBER: _builtins.int
     NETWORK_ACLS_FIELD_NUMBER: _builtins.int
     TIER_ACLS_FIELD_NUMBER: _builtins.int
+    VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -310,6 +312,10 @@ class RouterConfig(_message.Message):
 
     @_builtins.property
     def tier_acls(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierAcl]: ...
+    @_builtins.property
+    def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnection]:
+        """Site-to-site VPN (vpn.proto): fields 30-39."""
+
     def __init__(
         self,
         *,
@@ -330,10 +336,11 @@ class RouterConfig(_message.Message):
         vpc_id: _builtins.str = ...,
         network_acls: _abc.Iterable[Global___NetworkAcl] | None = ...,
         tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
+        vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -920,6 +927,7 @@ class RouterStatus(_message.Message):
     OBJECTS_FIELD_NUMBER: _builtins.int
     APPLY_SECONDS_FIELD_NUMBER: _builtins.int
     LB_MEMBERS_FIELD_NUMBER: _builtins.int
+    VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -936,6 +944,10 @@ class RouterStatus(_message.Message):
     def lb_members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LbMemberStatus]:
         """Health of every load balancer member, as HAProxy sees it."""
 
+    @_builtins.property
+    def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnectionStatus]:
+        """Site-to-site VPN SAs (vpn.proto): fields 20-24."""
+
     def __init__(
         self,
         *,
@@ -947,10 +959,11 @@ class RouterStatus(_message.Message):
         objects: _abc.Iterable[Global___ObjectStatus] | None = ...,
         apply_seconds: _builtins.float = ...,
         lb_members: _abc.Iterable[Global___LbMemberStatus] | None = ...,
+        vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnectionStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
