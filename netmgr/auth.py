@@ -40,8 +40,11 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                    "FirewallService", "LoadBalancerService", "RouterVmService",
-                    "EdgeCounterService")},
+                   "FirewallService", "LoadBalancerService", "RouterVmService",
+                   "EdgeCounterService",
+                   # VPCs (issue 6)
+                   "VpcService", "NetworkAclService", "StaticRouteService",
+                   "PrivateGatewayService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",
