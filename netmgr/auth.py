@@ -40,7 +40,7 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                   "FirewallService", "LoadBalancerService")},
+                   "FirewallService", "LoadBalancerService", "VpnService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

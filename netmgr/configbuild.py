@@ -11,6 +11,7 @@ import ipaddress
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from netmgr.configbuild_vpn import add_vpn
 from netmgr.model import Network, RouterSnapshot
 from netmgr.model_edge import EdgeSnapshot
 
@@ -104,6 +105,7 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     )
     if public_ip:
         _add_edge(config, edge, {n.id: n.cidr for n in networks})
+        add_vpn(config, snapshot.vpn)
     return config
 
 

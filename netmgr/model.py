@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from netmgr.model_edge import EdgeSnapshot
+    from netmgr.model_vpn import VpnTunnel
 
 
 class RouterBackend(StrEnum):
@@ -169,3 +170,5 @@ class RouterSnapshot:
     zone: Zone
     # Public IPs, static NAT, port forwards, firewall (netmgr.model_edge).
     edge: EdgeSnapshot | None = None
+    # Site-to-site VPN connections (netmgr.model_vpn.VpnTunnel).
+    vpn: tuple[VpnTunnel, ...] = ()

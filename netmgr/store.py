@@ -41,6 +41,7 @@ from netmgr.errors import AlreadyExists, FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
 from netmgr.store_base import new_id, zone_columns
 from netmgr.store_edge import EdgeStore
+from netmgr.store_vpn import VpnStore
 from netmgr.validation import (
     NetworkSpec,
     NetworkUpdate,
@@ -349,7 +350,8 @@ class Store(EdgeStore):
                 .order_by(PortRow.created_at, PortRow.id)))
             return model.RouterSnapshot(router=router, networks=networks, ports=ports,
                                         zone=rows.zone(self._zone_row(s)),
-                                        edge=self._edge_snapshot(s, [router.network_id]))
+                                        edge=self._edge_snapshot(s, [router.network_id]),
+                                        vpn=VpnStore(self).tunnels(s, [router.network_id]))
 
         return self._read(tx)
 
