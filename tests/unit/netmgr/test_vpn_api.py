@@ -226,3 +226,45 @@ def test_render_is_pure_and_ikev1_splits_children() -> None:
     conn = strongswan.conn_definition(cfg.vpn_connections[0])
     assert [c["remote_ts"] for c in conn["children"].values()] == [["172.16.1.0/24",
                                                                     "172.16.2.0/24"]]
+
+
+def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,  # noqa: F811
+                          tmp_path: Any) -> None:
+    import json
+
+    from netmgr import cli
+
+    secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
+        tenant_id=world["net"].tenant_id, name="cli")).secret
+
+    def run(*argv: str, rc: int = 0) -> Any:
+        capsys.readouterr()
+        got = cli.main(["--server", cloud.target, "--token", secret, "-o", "json", *argv])
+        out, err = capsys.readouterr()
+        assert got == rc, err
+        return json.loads(out) if rc == 0 and out.strip() else err
+
+    key = tmp_path / "psk"
+    key.write_text(PSK + "\n")
+    gw = run("vpn", "gateway", "show", world["gw"].id)
+    assert gw["public_ip"] == world["gw"].public_ip
+    c = run("vpn", "customer-gateway", "create", "site-b", "--peer", "198.51.100.7",
+            "--peer-cidr", "172.20.0.0/16", "--peer-cidr", "172.21.0.0/16", "--psk-file",
+            str(key), "--ike-version", "1", "--ike-proposal", "aes256-sha256-modp2048",
+            "--dpd-delay", "5", "--force-encap")
+    assert c["peer_cidrs"] == ["172.20.0.0/16", "172.21.0.0/16"] and not c.get("psk")
+    assert c["ike_version"] == "IKE_VERSION_1" and c["force_encapsulation"] is True
+    conn = run("vpn", "connection", "create", "--gateway", gw["id"], "--customer-gateway",
+               c["id"], "--passive")
+    assert conn["passive"] is True
+    assert [x["id"] for x in run("vpn", "connection", "list")] == [conn["id"]]
+    assert run("vpn", "connection", "reset", conn["id"])["id"] == conn["id"]
+    run("vpn", "connection", "delete", conn["id"])
+    run("vpn", "customer-gateway", "delete", c["id"])
+    assert run("vpn", "customer-gateway", "list") == []
+    # A bad key names the field; nothing is created.
+    key.write_text("short\n")
+    err = run("vpn", "customer-gateway", "create", "x", "--peer", "198.51.100.7",
+              "--peer-cidr", "172.20.0.0/16", "--psk-file", str(key), rc=1)
+    assert "customer_gateway.psk" in err
+    assert run("vpn", "customer-gateway", "list") == []
