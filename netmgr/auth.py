@@ -40,7 +40,8 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                   "FirewallService", "LoadBalancerService", "VpnService")},
+                   "FirewallService", "LoadBalancerService", "RouterVmService",
+                   "VpnService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

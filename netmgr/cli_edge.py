@@ -328,6 +328,8 @@ def cmd_lb_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
+    from netmgr import cli_edge_update  # imports this module
+
     def wait(p: Any) -> None:
         p.add_argument("--wait", action="store_true", help="until ACTIVE or ERROR")
 
@@ -358,6 +360,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_nat_list, "static NATs")
     by_id(s, "show", cmd_nat_show, "show a static NAT")
     by_id(s, "delete", cmd_nat_delete, "delete a static NAT")
+    cli_edge_update.add_counters(s, leaf, ("staticnat",))
 
     s = group("portforward", "forward public ports to a port")
     p = leaf(s, "create", cmd_pf_create, "create a port forward")
@@ -371,6 +374,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_pf_list, "port forwards")
     by_id(s, "show", cmd_pf_show, "show a port forward")
     by_id(s, "delete", cmd_pf_delete, "delete a port forward")
+    cli_edge_update.add_update(s, leaf, "portforward")
 
     s = group("firewall", "ingress rules per public IP, egress rules per network")
     p = leaf(s, "create", cmd_fw_create, "create a firewall rule")
@@ -387,6 +391,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_fw_list, "firewall rules")
     by_id(s, "show", cmd_fw_show, "show a firewall rule")
     by_id(s, "delete", cmd_fw_delete, "delete a firewall rule")
+    cli_edge_update.add_update(s, leaf, "firewall")
     p = leaf(s, "egress-policy", cmd_fw_policy, "show or set a network's default egress")
     p.add_argument("network", metavar="NETWORK_ID")
     p.add_argument("action", nargs="?", choices=("allow", "deny"))
@@ -419,3 +424,4 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_lb_list, "load balancers")
     by_id(s, "show", cmd_lb_show, "show a load balancer (with member health)")
     by_id(s, "delete", cmd_lb_delete, "delete a load balancer")
+    cli_edge_update.add_counters(s, leaf, ("loadbalancer",))

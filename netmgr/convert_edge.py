@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from netmgr import model_edge as me
-from netmgr.convert import OBJECT_STATES
+from netmgr.convert import OBJECT_STATES, _present
 from netmgr.errors import InvalidArgument
+from netmgr.validation import resolve_update_mask
 from netmgr.validation_edge import (
     EGRESS,
     INGRESS,
@@ -124,3 +129,34 @@ def load_balancer_spec(m: epb.LoadBalancer) -> LoadBalancerSpec:
         health_check=LbHealthSpec(h.type, h.path, h.expect_status, h.interval_ms, h.rise,
                                   h.fall),
         source_cidrs=tuple(m.source_cidrs), name=m.name)
+
+
+# ----------------------------------------------------------------- updates
+
+PORT_FORWARD_UPDATABLE = frozenset({"protocol", "public_port", "public_port_end", "port_id",
+                                    "private_port", "private_port_end", "source_cidrs"})
+FIREWALL_UPDATABLE = frozenset({"protocol", "port", "port_end", "icmp_type", "icmp_code",
+                                "cidrs"})
+
+
+def _changes(msg: Message, mask_paths: Sequence[str], updatable: frozenset[str],
+             prefix: str) -> dict[str, Any]:
+    paths = resolve_update_mask(mask_paths, updatable, _present(msg))
+    if not paths:
+        raise InvalidArgument.one("update_mask", f"names no updatable field of {prefix} "
+                                  f"(updatable: {', '.join(sorted(updatable))})")
+    return {p: (tuple(getattr(msg, p)) if p in ("source_cidrs", "cidrs") else getattr(msg, p))
+            for p in paths}
+
+
+def port_forward_changes(m: epb.PortForward, mask_paths: Sequence[str]) -> dict[str, Any]:
+    """PortForwardSpec field -> new value (the store fills in the rest)."""
+    return _changes(m, mask_paths, PORT_FORWARD_UPDATABLE, "port_forward")
+
+
+def firewall_rule_changes(m: epb.FirewallRule, mask_paths: Sequence[str]) -> dict[str, Any]:
+    return _changes(m, mask_paths, FIREWALL_UPDATABLE, "firewall_rule")
+
+
+def edge_counter_to_pb(kind: str, oid: str, packets: int, nbytes: int) -> epb.EdgeCounter:
+    return epb.EdgeCounter(kind=kind, id=oid, packets=packets, bytes=nbytes)

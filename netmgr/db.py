@@ -259,5 +259,5 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 # The edge tables (migration 0002) and the compute hosts (0003) belong to the
-# same metadata, and so do the VPN tables (0007).
-from netmgr import db_edge, db_hosts, db_vpn  # noqa: E402, F401
+# same metadata, and so do the router VMs (0004) and the VPN tables (0007).
+from netmgr import db_edge, db_hosts, db_router_vm, db_vpn  # noqa: E402, F401

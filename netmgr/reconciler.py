@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -23,6 +24,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from netmgr import errors
 from netmgr.configbuild import build_router_config
+from netmgr.edge_delta import AgentObject, EdgeDeltas, Ref
 from netmgr.model import ServiceHealth
 from netmgr.store_edge import EDGE_KINDS, lb_health
 from netmgr.store_vpn import record_vpn_status
@@ -62,6 +64,11 @@ class Reconciler:
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
+        # One edge rule changed: sent as a delta when possible (netmgr.edge_delta).
+        self.edge = EdgeDeltas(store, self._channel)
+        # The VM backend (netmgr.router_vm.RouterVmBackend): each VM router is
+        # its own agent target, reachable once its VM's agent answers.
+        self.vm_routers: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -92,6 +99,11 @@ class Reconciler:
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
 
+    def edge_change(self, router_id: str, generation: int, removed: Iterable[Ref],
+                    added: Iterable[AgentObject]) -> None:
+        """What an edge change at `generation` removed and added (before notify)."""
+        self.edge.record(router_id, generation, removed, added)
+
     def restart(self, router_id: str) -> None:
         """Tear the router's runtime down (keeping leases) and rebuild it."""
         with self._lock:
@@ -99,6 +111,11 @@ class Reconciler:
         self.notify(router_id)
 
     # ------------------------------------------------------------- internals
+
+    def _channel(self, host: str) -> grpc.Channel:
+        self._stub(host)
+        with self._lock:
+            return self._channels[host]
 
     def _stub(self, host: str) -> agent_pb2_grpc.RouterAgentStub:
         with self._lock:
@@ -148,17 +165,28 @@ class Reconciler:
             self._wake.notify_all()
 
     def _push(self, router_id: str) -> bool:
+        with self._lock:
+            restart = router_id in self._restarts
+        if not restart and self.edge.push(router_id):
+            with self._lock:
+                self._pushed_at[router_id] = time.monotonic()
+            return True
         try:
             snapshot = self._store.router_snapshot(router_id)
         except errors.NotFound:
             # Deleted from the model: remove it wherever it may run.
             return self._delete_everywhere(router_id)
         router = snapshot.router
-        try:
-            stub = self._stub(router.host)
-        except LookupError as e:
-            self._store.mark_router_unreachable(router_id, str(e))
-            return False
+        if self.vm_routers is not None and router.backend == "vm":
+            stub = self.vm_routers.stub(router_id)
+            if stub is None:
+                return False  # its VM is not serving yet; the backend notifies when it is
+        else:
+            try:
+                stub = self._stub(router.host)
+            except LookupError as e:
+                self._store.mark_router_unreachable(router_id, str(e))
+                return False
         with self._lock:
             restart = router_id in self._restarts
         try:
@@ -187,7 +215,12 @@ class Reconciler:
             log.warning("router %s: generation %d rejected: %s",
                         router_id, config.generation, status.last_error)
             return True
+        self.edge.acknowledged(router_id, status.applied_generation)
         return status.applied_generation >= config.generation
+
+    def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
+        """Store what an agent reported (the VM backend's watch uses it too)."""
+        self._record(router_id, status)
 
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
         port_errors = {
@@ -239,6 +272,8 @@ class Reconciler:
         routers = self._store.list_routers_all()
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
+            if r.backend == "vm":
+                continue  # its own agent target, watched by the VM backend
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
         for host in self._targets:
             wanted = by_host.get(host, {})

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+
 from cloudnet.netmgr.v1 import edge_pb2 as pb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 
 from netmgr import convert_edge as conv
+from netmgr import edge_delta
+from netmgr import model_edge as me
+from netmgr.errors import FailedPrecondition
 from netmgr.paging import page_request
 from netmgr.servicers import Ctx, _Base, _tenant
+
+log = logging.getLogger(__name__)
+
+
+class _EdgeBase(_Base):
+    def _changed(self, router_id: str, generation: int,
+                 removed: Iterable[edge_delta.Ref] = (),
+                 added: Iterable[edge_delta.AgentObject] = ()) -> None:
+        """Record what changed at `generation` (the reconciler may send just
+        that, see netmgr.edge_delta), then notify as for any change."""
+        record = getattr(self._hooks, "edge_change", None)
+        if record is not None:
+            try:
+                record(router_id, generation, tuple(removed), tuple(added))
+            except Exception:  # committed: the full push still carries it
+                log.exception("edge_change(%s) failed", router_id)
+        self._notify(router_id)
 
 
 class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
@@ -41,10 +64,11 @@ class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
         return pb.ReleasePublicIpResponse()
 
 
-class StaticNatServicer(_Base, rpc.StaticNatServiceServicer):
+class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
     def CreateStaticNat(self, request: pb.CreateStaticNatRequest, context: Ctx) -> pb.StaticNat:
         n = self._store.create_static_nat(_tenant(), conv.static_nat_spec(request.static_nat))
-        self._notify(self._store.router_of_network(n.network_id))
+        self._changed(self._store.router_of_network(n.network_id), n.generation,
+                      added=[edge_delta.static_nat_rule(n)])
         return conv.static_nat_to_pb(n)
 
     def GetStaticNat(self, request: pb.GetStaticNatRequest, context: Ctx) -> pb.StaticNat:
@@ -60,16 +84,18 @@ class StaticNatServicer(_Base, rpc.StaticNatServiceServicer):
 
     def DeleteStaticNat(self, request: pb.DeleteStaticNatRequest,
                         context: Ctx) -> pb.DeleteStaticNatResponse:
-        self._notify(self._store.delete_static_nat(_tenant(), request.id))
+        router_id, gen = self._store.delete_static_nat(_tenant(), request.id)
+        self._changed(router_id, gen, removed=[("staticnat", request.id)])
         return pb.DeleteStaticNatResponse()
 
 
-class PortForwardServicer(_Base, rpc.PortForwardServiceServicer):
+class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
     def CreatePortForward(self, request: pb.CreatePortForwardRequest,
                           context: Ctx) -> pb.PortForward:
         f = self._store.create_port_forward(_tenant(),
                                             conv.port_forward_spec(request.port_forward))
-        self._notify(self._store.router_of_network(f.network_id))
+        self._changed(self._store.router_of_network(f.network_id), f.generation,
+                      added=[edge_delta.port_forward_rule(f)])
         return conv.port_forward_to_pb(f)
 
     def GetPortForward(self, request: pb.GetPortForwardRequest, context: Ctx) -> pb.PortForward:
@@ -83,18 +109,35 @@ class PortForwardServicer(_Base, rpc.PortForwardServiceServicer):
             port_forwards=[conv.port_forward_to_pb(f) for f in page.items],
             next_page_token=page.next_page_token)
 
+    def UpdatePortForward(self, request: pb.UpdatePortForwardRequest,
+                          context: Ctx) -> pb.PortForward:
+        tenant = _tenant()
+        changes = conv.port_forward_changes(request.port_forward, request.update_mask.paths)
+        before = self._store.get_port_forward(tenant, request.port_forward.id)
+        f = self._store.update_port_forward(tenant, before.id, changes)
+        if f.generation != before.generation:
+            self._changed(self._store.router_of_network(f.network_id), f.generation,
+                          removed=[("portforward", f.id)], added=[edge_delta.port_forward_rule(f)])
+        return conv.port_forward_to_pb(f)
+
     def DeletePortForward(self, request: pb.DeletePortForwardRequest,
                           context: Ctx) -> pb.DeletePortForwardResponse:
-        self._notify(self._store.delete_port_forward(_tenant(), request.id))
+        router_id, gen = self._store.delete_port_forward(_tenant(), request.id)
+        self._changed(router_id, gen, removed=[("portforward", request.id)])
         return pb.DeletePortForwardResponse()
 
 
-class FirewallServicer(_Base, rpc.FirewallServiceServicer):
+class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
+    def _agent_rule(self, r: me.FirewallRule) -> edge_delta.AgentObject:
+        cidr = self._store.network_cidr(r.network_id) if r.direction == "egress" else ""
+        return edge_delta.firewall_rule(r, cidr)
+
     def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest,
                            context: Ctx) -> pb.FirewallRule:
         r = self._store.create_firewall_rule(_tenant(),
                                              conv.firewall_rule_spec(request.firewall_rule))
-        self._notify(self._store.router_of_network(r.network_id))
+        self._changed(self._store.router_of_network(r.network_id), r.generation,
+                      added=[self._agent_rule(r)])
         return conv.firewall_rule_to_pb(r)
 
     def GetFirewallRule(self, request: pb.GetFirewallRuleRequest,
@@ -109,9 +152,21 @@ class FirewallServicer(_Base, rpc.FirewallServiceServicer):
             firewall_rules=[conv.firewall_rule_to_pb(r) for r in page.items],
             next_page_token=page.next_page_token)
 
+    def UpdateFirewallRule(self, request: pb.UpdateFirewallRuleRequest,
+                           context: Ctx) -> pb.FirewallRule:
+        tenant = _tenant()
+        changes = conv.firewall_rule_changes(request.firewall_rule, request.update_mask.paths)
+        before = self._store.get_firewall_rule(tenant, request.firewall_rule.id)
+        r = self._store.update_firewall_rule(tenant, before.id, changes)
+        if r.generation != before.generation:
+            self._changed(self._store.router_of_network(r.network_id), r.generation,
+                          removed=[("firewall", r.id)], added=[self._agent_rule(r)])
+        return conv.firewall_rule_to_pb(r)
+
     def DeleteFirewallRule(self, request: pb.DeleteFirewallRuleRequest,
                            context: Ctx) -> pb.DeleteFirewallRuleResponse:
-        self._notify(self._store.delete_firewall_rule(_tenant(), request.id))
+        router_id, gen = self._store.delete_firewall_rule(_tenant(), request.id)
+        self._changed(router_id, gen, removed=[("firewall", request.id)])
         return pb.DeleteFirewallRuleResponse()
 
     def GetEgressPolicy(self, request: pb.GetEgressPolicyRequest, context: Ctx) -> pb.EgressPolicy:
@@ -160,6 +215,19 @@ class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
         return pb.DeleteLoadBalancerResponse()
 
 
+class EdgeCounterServicer(_Base, rpc.EdgeCounterServiceServicer):
+    def GetEdgeCounters(self, request: pb.GetEdgeCountersRequest,
+                        context: Ctx) -> pb.GetEdgeCountersResponse:
+        router_id, kinds = self._store.edge_rule_kinds(_tenant(), request.network_id,
+                                                       request.ids)
+        deltas = getattr(self._hooks, "edge", None)
+        if deltas is None:
+            raise FailedPrecondition("no reconciler: the router's counters cannot be read")
+        counted = deltas.counters(router_id, [(k, i) for i, k in kinds.items()])
+        return pb.GetEdgeCountersResponse(counters=[
+            conv.edge_counter_to_pb(k, i, p, b) for (k, i), (p, b) in sorted(counted.items())])
+
+
 def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
     """Register the edge services; returns their full names (health, reflection)."""
     for servicer, add in (
@@ -168,6 +236,7 @@ def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ..
         (PortForwardServicer, rpc.add_PortForwardServiceServicer_to_server),
         (FirewallServicer, rpc.add_FirewallServiceServicer_to_server),
         (LoadBalancerServicer, rpc.add_LoadBalancerServiceServicer_to_server),
+        (EdgeCounterServicer, rpc.add_EdgeCounterServiceServicer_to_server),
     ):
         add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
     return SERVICES
@@ -176,5 +245,5 @@ def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ..
 SERVICES = tuple(
     pb.DESCRIPTOR.services_by_name[name].full_name
     for name in ("PublicIpService", "StaticNatService", "PortForwardService", "FirewallService",
-                 "LoadBalancerService")
+                 "LoadBalancerService", "EdgeCounterService")
 )

@@ -235,7 +235,8 @@ class Store(EdgeStore):
                 guest_mac = ipam.allocate_mac(s)
             s.add(RouterRow(
                 id=router_id, tenant_id=tenant.id, network_id=network_id,
-                backend=model.RouterBackend.NETNS.value, host=self.default_host,
+                backend=self.default_backend.value,
+                host=self.default_host if self.default_backend == model.RouterBackend.NETNS else "",
                 desired_generation=1, applied_generation=0, public_mac=public_mac,
                 guest_mac=guest_mac, services=[], last_error="", reachable=True,
                 created_at=now, updated_at=now))

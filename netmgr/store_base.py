@@ -71,6 +71,8 @@ class StoreBase:
         self._engine = db.make_engine(url, pool_size=pool_size)
         self._writer = db.writer(self._engine)
         self.default_host = default_host
+        # Backend of new routers (netmgr.server sets it from --router-backend).
+        self.default_backend = model.RouterBackend.NETNS
         db.upgrade(self._engine)
         self._ensure_zone(check_zone(zone_defaults))
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from netmgr import ipam
 from netmgr import model_edge as me
 from netmgr import store_rows as rows
-from netmgr.db import PUBLIC_IP_SOURCE_NAT, PortRow, PublicIpRow, RouterRow, utcnow
+from netmgr.db import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow, RouterRow, utcnow
 from netmgr.db_edge import (
     PUBLIC_IP_TENANT,
     EgressPolicyRow,
@@ -251,17 +251,20 @@ class EdgeStore(PortStore):
         return self._read(lambda s: self._page(s, stmt, StaticNatRow, page,
                                                lambda r: self._static_nat(s, r)))
 
-    def _delete_rule(self, table: Any, tenant_id: str, obj_id: str, what: str) -> str:
-        def tx(s: Session) -> str:
+    def _delete_rule(self, table: Any, tenant_id: str, obj_id: str,
+                     what: str) -> tuple[str, int]:
+        """Returns the router to notify and the generation of the change."""
+
+        def tx(s: Session) -> tuple[str, int]:
             row = self._owned(s, table, tenant_id, obj_id, what)
             router_id = self._router_of(s, row.network_id)
-            self._bump(s, router_id)
+            gen = self._bump(s, router_id)
             s.delete(row)
-            return router_id
+            return router_id, gen
 
         return self._write(tx)
 
-    def delete_static_nat(self, tenant_id: str, obj_id: str) -> str:
+    def delete_static_nat(self, tenant_id: str, obj_id: str) -> tuple[str, int]:
         return self._delete_rule(StaticNatRow, tenant_id, obj_id, "static NAT")
 
     # ------------------------------------------------------- port forwards
@@ -289,20 +292,7 @@ class EdgeStore(PortStore):
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
                 raise FailedPrecondition(
                     f"port_forward.public_ip_id: public IP {ip.ip} is a static NAT address")
-            clash = s.scalar(select(PortForwardRow.id).where(
-                PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == spec.protocol,
-                PortForwardRow.public_port <= spec.public_port_end,
-                PortForwardRow.public_port_end >= spec.public_port).limit(1))
-            if not clash and spec.protocol == "tcp":
-                clash = s.scalar(select(LoadBalancerRow.id).where(
-                    LoadBalancerRow.public_ip_id == ip.id,
-                    LoadBalancerRow.public_port >= spec.public_port,
-                    LoadBalancerRow.public_port <= spec.public_port_end).limit(1))
-            if clash:
-                raise AlreadyExists(
-                    "port_forward.public_port",
-                    f"{ip.ip} {spec.protocol} {spec.public_port}-{spec.public_port_end} overlaps "
-                    f"rule {clash}")
+            self._pf_clash(s, ip, spec, "")
             row = PortForwardRow(
                 id=new_id(), tenant_id=tenant_id, network_id=port.network_id, public_ip_id=ip.id,
                 protocol=spec.protocol, public_port=spec.public_port,
@@ -311,6 +301,62 @@ class EdgeStore(PortStore):
                 source_cidrs=list(spec.source_cidrs), generation=gen, error="",
                 created_at=utcnow())
             s.add(row)
+            s.flush()
+            return self._port_forward(s, row)
+
+        return self._write(tx)
+
+    @staticmethod
+    def _pf_clash(s: Session, ip: PublicIpRow, spec: PortForwardSpec, self_id: str) -> None:
+        """Refuse public ports another forward or load balancer of the IP uses."""
+        clash = s.scalar(select(PortForwardRow.id).where(
+            PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == spec.protocol,
+            PortForwardRow.public_port <= spec.public_port_end,
+            PortForwardRow.public_port_end >= spec.public_port,
+            PortForwardRow.id != self_id).limit(1))
+        if not clash and spec.protocol == "tcp":
+            clash = s.scalar(select(LoadBalancerRow.id).where(
+                LoadBalancerRow.public_ip_id == ip.id,
+                LoadBalancerRow.public_port >= spec.public_port,
+                LoadBalancerRow.public_port <= spec.public_port_end).limit(1))
+        if clash:
+            raise AlreadyExists(
+                "port_forward.public_port",
+                f"{ip.ip} {spec.protocol} {spec.public_port}-{spec.public_port_end} overlaps "
+                f"rule {clash}")
+
+    def update_port_forward(self, tenant_id: str, obj_id: str,
+                            changes: Mapping[str, Any]) -> me.PortForward:
+        """The forward with `changes` (PortForwardSpec fields) applied, validated
+        like a create; unchanged content changes nothing (no generation)."""
+
+        def tx(s: Session) -> me.PortForward:
+            row = self._owned(s, PortForwardRow, tenant_id, obj_id, "port forward")
+            single = row.public_port_end == row.public_port
+            spec = PortForwardSpec(
+                public_ip_id=row.public_ip_id, protocol=row.protocol,
+                public_port=row.public_port, public_port_end=row.public_port_end,
+                port_id=row.port_id, private_port=row.private_port,
+                private_port_end=row.private_port_end, source_cidrs=tuple(row.source_cidrs))
+            new = dict(changes)
+            if "public_port" in new and "public_port_end" not in new and single:
+                new["public_port_end"] = 0
+            if ({"public_port", "public_port_end", "private_port"} & new.keys()
+                    and "private_port_end" not in new):
+                new["private_port_end"] = 0  # as long as the public range
+            spec = check_port_forward(dataclasses.replace(spec, **new))
+            ip = self._rule_ip(s, tenant_id, row.public_ip_id, "port_forward.public_ip_id")
+            port = self._guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
+            cols = dict(protocol=spec.protocol, public_port=spec.public_port,
+                        public_port_end=spec.public_port_end, port_id=port.id,
+                        private_port=spec.private_port, private_port_end=spec.private_port_end,
+                        source_cidrs=list(spec.source_cidrs))
+            if any(getattr(row, k) != v for k, v in cols.items()):
+                row.generation = self._bump(s, self._router_of(s, row.network_id))
+                self._pf_clash(s, ip, spec, row.id)
+                for k, v in cols.items():
+                    setattr(row, k, v)
+                row.error = ""
             s.flush()
             return self._port_forward(s, row)
 
@@ -328,7 +374,7 @@ class EdgeStore(PortStore):
         return self._read(lambda s: self._page(s, stmt, PortForwardRow, page,
                                                lambda r: self._port_forward(s, r)))
 
-    def delete_port_forward(self, tenant_id: str, obj_id: str) -> str:
+    def delete_port_forward(self, tenant_id: str, obj_id: str) -> tuple[str, int]:
         return self._delete_rule(PortForwardRow, tenant_id, obj_id, "port forward")
 
     # ------------------------------------------------------- firewall rules
@@ -369,6 +415,39 @@ class EdgeStore(PortStore):
 
         return self._write(tx)
 
+    def update_firewall_rule(self, tenant_id: str, obj_id: str,
+                             changes: Mapping[str, Any]) -> me.FirewallRule:
+        """The rule with `changes` (FirewallRuleSpec fields) applied, validated
+        like a create; its direction, public IP and network stay."""
+
+        def tx(s: Session) -> me.FirewallRule:
+            row = self._owned(s, FirewallRuleRow, tenant_id, obj_id, "firewall rule")
+            new = dict(changes)
+            if "protocol" in new:  # what belonged to the old protocol goes
+                for k, default in (("port", 0), ("port_end", 0), ("icmp_type", -1),
+                                   ("icmp_code", -1)):
+                    new.setdefault(k, default)
+            if "port" in new and "port_end" not in new:
+                new["port_end"] = 0
+            spec = FirewallRuleSpec(
+                direction=row.direction, public_ip_id=row.public_ip_id or "",
+                network_id=row.network_id if row.direction != INGRESS else "",
+                protocol=row.protocol, port=row.port, port_end=row.port_end,
+                icmp_type=row.icmp_type, icmp_code=row.icmp_code, cidrs=tuple(row.cidrs))
+            spec = check_firewall_rule(dataclasses.replace(spec, **new))
+            cols = dict(protocol=spec.protocol, port=spec.port, port_end=spec.port_end,
+                        icmp_type=spec.icmp_type, icmp_code=spec.icmp_code,
+                        cidrs=list(spec.cidrs))
+            if any(getattr(row, k) != v for k, v in cols.items()):
+                row.generation = self._bump(s, self._router_of(s, row.network_id))
+                for k, v in cols.items():
+                    setattr(row, k, v)
+                row.error = ""
+            s.flush()
+            return self._firewall_rule(s, row)
+
+        return self._write(tx)
+
     def get_firewall_rule(self, tenant_id: str, obj_id: str) -> me.FirewallRule:
         return self._read(lambda s: self._firewall_rule(
             s, self._owned(s, FirewallRuleRow, tenant_id, obj_id, "firewall rule")))
@@ -381,7 +460,7 @@ class EdgeStore(PortStore):
         return self._read(lambda s: self._page(s, stmt, FirewallRuleRow, page,
                                                lambda r: self._firewall_rule(s, r)))
 
-    def delete_firewall_rule(self, tenant_id: str, obj_id: str) -> str:
+    def delete_firewall_rule(self, tenant_id: str, obj_id: str) -> tuple[str, int]:
         return self._delete_rule(FirewallRuleRow, tenant_id, obj_id, "firewall rule")
 
     def get_egress_policy(self, tenant_id: str, network_id: str) -> me.EgressPolicy:
@@ -529,9 +608,64 @@ class EdgeStore(PortStore):
                                                lambda r: self._load_balancer(s, r)))
 
     def delete_load_balancer(self, tenant_id: str, lb_id: str) -> str:
-        return self._delete_rule(LoadBalancerRow, tenant_id, lb_id, "load balancer")
+        return self._delete_rule(LoadBalancerRow, tenant_id, lb_id, "load balancer")[0]
 
     # ------------------------------------------------- router snapshot/status
+
+    def router_head(self, router_id: str) -> tuple[str, int]:
+        """(host, desired generation) of a router: one row, for the delta path."""
+
+        def tx(s: Session) -> tuple[str, int]:
+            r = s.execute(select(RouterRow.host, RouterRow.desired_generation)
+                          .where(RouterRow.id == router_id)).first()
+            if r is None:
+                raise NotFound(f"router {router_id} not found")
+            return r[0], int(r[1])
+
+        return self._read(tx)
+
+    def edge_rule_kinds(self, tenant_id: str, network_id: str,
+                        ids: Iterable[str]) -> tuple[str, dict[str, str]]:
+        """(router, {rule ID: kind}) of a tenant's network: the rules named (all
+        when none); an ID that is no rule of that network is NotFound."""
+        wanted = [check_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
+
+        def tx(s: Session) -> tuple[str, dict[str, str]]:
+            net = self._network_row(s, tenant_id, network_id, "network_id")
+            out: dict[str, str] = {}
+            for kind, table in ((KIND_STATIC_NAT, StaticNatRow),
+                                (KIND_PORT_FORWARD, PortForwardRow),
+                                (KIND_FIREWALL, FirewallRuleRow),
+                                (KIND_LOAD_BALANCER, LoadBalancerRow)):
+                stmt = select(table.id).where(table.network_id == net.id)
+                if wanted:
+                    stmt = stmt.where(table.id.in_(wanted))
+                out.update({i: kind for i in s.scalars(stmt)})
+            missing = [i for i in wanted if i not in out]
+            if missing:
+                raise NotFound(f"no rule {missing[0]} on network {net.id}")
+            return self._router_of(s, net.id), out
+
+        return self._read(tx)
+
+    def network_cidr(self, network_id: str) -> str:
+        return self._read(lambda s: s.scalar(
+            select(NetworkRow.cidr).where(NetworkRow.id == network_id)) or "")
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        """The router applied an edge delta: its generation moves on (services,
+        ports and other objects are as the last full status said)."""
+
+        def tx(s: Session) -> None:
+            row = s.get(RouterRow, router_id)
+            if row is None:
+                return
+            row.applied_generation = max(row.applied_generation, applied_generation)
+            row.last_error = ""
+            row.reachable = True
+            row.updated_at = utcnow()
+
+        self._write(tx)
 
     def _edge_snapshot(self, s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
         nets = list(network_ids)

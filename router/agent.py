@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from compute import netns
 from compute.fabric import Fabric, LinuxBridgeFabric
-from router import validate
+from router import edge_delta, validate
 from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
 from router.services import Context
@@ -100,7 +100,8 @@ class Agent:
             if not os.path.exists(path):
                 continue
             try:
-                cfg = load_config(path)
+                # config.pb and the edge deltas applied after it.
+                cfg = edge_delta.replay(os.path.dirname(path), load_config(path))
                 status = self.runtime(router_id).apply(cfg)
             except Exception:
                 log.exception("router %s: cannot restore persisted config", router_id)
@@ -233,12 +234,16 @@ def create_server(
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(agent), server)
     from router.diag.service import add_to_server as add_diagnostics  # imports this module
     diag_name = add_diagnostics(agent, server)
+    from router.edge_service import add_to_server as add_edge
+
+    edge_name = add_edge(agent, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_name = pb.DESCRIPTOR.services_by_name["RouterAgent"].full_name
     reflection.enable_server_reflection(
-        (service_name, diag_name, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (service_name, diag_name, edge_name,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
     socket_path = listen[len("unix://"):] if listen.startswith("unix://") else ""
     if socket_path:
         os.makedirs(os.path.dirname(socket_path) or ".", mode=0o700, exist_ok=True)

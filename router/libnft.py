@@ -39,13 +39,17 @@ def _load() -> ctypes.CDLL:
             lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
             lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
             lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+            lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
             lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
             lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
             _lib = lib
         return _lib
 
 
-def run_here(commands: str, *, dry_run: bool = False) -> str:
+NFT_CTX_OUTPUT_JSON = 1 << 4
+
+
+def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False) -> str:
     """Run ``commands`` (nft syntax, one transaction) in the current
     namespace; returns nft's output, raises NftError with nft's message."""
     lib = _load()
@@ -57,6 +61,8 @@ def run_here(commands: str, *, dry_run: bool = False) -> str:
         lib.nft_ctx_buffer_error(ctx)
         if dry_run:
             lib.nft_ctx_set_dry_run(ctx, True)
+        if json_output:
+            lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
         rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
@@ -67,6 +73,7 @@ def run_here(commands: str, *, dry_run: bool = False) -> str:
         lib.nft_ctx_free(ctx)
 
 
-def run(netns: str, commands: str, *, dry_run: bool = False) -> str:
+def run(netns: str, commands: str, *, dry_run: bool = False, json_output: bool = False) -> str:
     """``run_here`` inside network namespace ``netns``."""
-    return run_in_netns(netns, lambda: run_here(commands, dry_run=dry_run))
+    return run_in_netns(netns, lambda: run_here(commands, dry_run=dry_run,
+                                                json_output=json_output))

@@ -23,7 +23,7 @@ from types import ModuleType
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from compute.fabric import FabricError, ensure_netns, remove_netns
-from router import files, netlink, proc
+from router import edge_delta, files, netlink, proc
 from router.errors import ApplyError, ConfigError
 from router.services import Context, dnsmasq, haproxy, interfaces, nftables, strongswan
 
@@ -107,6 +107,7 @@ class RouterRuntime:
                                          mode=0o600)
         self.config = cfg
         self.rejected_generation, self.last_error, self._error_object = 0, "", None
+        edge_delta.full_applied(self)
         self.apply_seconds = time.monotonic() - started
         if changed:
             log.info("router %s: generation %d applied (%s) in %.3f s", cfg.router_id,
@@ -173,6 +174,7 @@ class RouterRuntime:
             dnsmasq.remove(self.ctx, self.config, keep_leases=keep_leases)
             interfaces.remove(self.ctx, self.config)
             nftables.remove(self.ctx, self.config)
+            edge_delta.forget(self)
             remove_netns(self.ctx.netns)
             self._remove_files(keep_leases)
             self.config, self._applied = None, {}

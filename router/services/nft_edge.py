@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import TypeAlias
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
@@ -285,72 +286,124 @@ def _comment(kind: str, oid: str) -> str:
     return f"cn:{kind}:{oid}"
 
 
-def elements(cfg: pb.RouterConfig) -> Elements:
-    """Every edge set's elements (pure). Assumes ``verify(cfg)`` passed."""
-    out: Elements = {name: {} for name in SETS}
-    for a in cfg.public_addresses:
-        out["edge_ips"][a.ip] = ("", _comment(PUBLIC_IP, a.public_ip_id))
-    for n in cfg.static_nats:
-        c = _comment(STATIC_NAT, n.id)
-        out["eip_in"][n.public_ip] = (n.private_ip, c)
-        out["eip_out"][n.private_ip] = (n.public_ip, c)
-    # Allow sets: exact elements per source prefix length where the ports
-    # expand to few elements; else interval sets grouped by the exact part of
-    # the key, overlaps cut per group.
-    groups: dict[tuple[str, str], list[tuple[Box, str]]] = defaultdict(list)
+Part = tuple[str, str, str, str]  # set, key, value, comment: one exact element
+GroupBox = tuple[tuple[str, str], Box, str]  # (interval set, key head), box, comment
+EdgeObject: TypeAlias = (pb.PublicAddress | pb.StaticNatRule | pb.PortForwardRule
+                         | pb.LoadBalancerRule | pb.IngressRule | pb.EgressRule)
 
-    def allow(fallback: str, ip: str, proto: str, lo: int, hi: int, cidrs: Sequence[str],
-              c: str) -> None:
+
+def object_key(obj: EdgeObject) -> tuple[str, str]:
+    """(kind, ID) of an edge object, as its elements' comments name it."""
+    if isinstance(obj, pb.PublicAddress):
+        return PUBLIC_IP, obj.public_ip_id
+    if isinstance(obj, pb.StaticNatRule):
+        return STATIC_NAT, obj.id
+    if isinstance(obj, pb.PortForwardRule):
+        return PORT_FORWARD, obj.id
+    if isinstance(obj, pb.LoadBalancerRule):
+        return "loadbalancer", obj.id
+    return FIREWALL, obj.id
+
+
+def config_objects(cfg: pb.RouterConfig) -> Iterable[EdgeObject]:
+    """Every edge object of a config, in the order their elements are made."""
+    yield from cfg.public_addresses
+    yield from cfg.static_nats
+    yield from cfg.port_forwards
+    yield from cfg.load_balancers
+    yield from cfg.ingress_rules
+    yield from cfg.egress_rules
+
+
+def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
+    """What one object puts in the table: exact elements (its own, whatever
+    the other objects) and boxes of interval sets (cut into disjoint
+    elements together with the other boxes of the same set and head)."""
+    exact: list[Part] = []
+    boxes: list[GroupBox] = []
+    c = _comment(*object_key(obj))
+
+    def allow(fallback: str, ip: str, proto: str, lo: int, hi: int,
+              cidrs: Sequence[str]) -> None:
+        # Exact elements per source prefix length where the ports expand to
+        # few elements; else interval sets grouped by the exact part of the key.
         if hi - lo + 1 > EXPAND_MAX:
             for cidr in cidrs or ["0.0.0.0/0"]:
-                groups[(fallback, f"{ip} . {proto}")].append((((lo, hi), _net(cidr)), c))
+                boxes.append(((fallback, f"{ip} . {proto}"), ((lo, hi), _net(cidr)), c))
             return
         for cidr in cidrs or ["0.0.0.0/0"]:
             address, plen = _prefix(cidr)
-            elems = out.setdefault(f"{ALLOW_PREFIX}{plen}", {})
-            for port in range(lo, hi + 1):
-                elems.setdefault(f"{ip} . {proto} . {port} . {address}", ("", c))
-    for f in cfg.port_forwards:
-        c = _comment(PORT_FORWARD, f.id)
-        shift = f.private_port_start - f.public_port_start
-        for port in range(f.public_port_start, f.public_port_end + 1):
-            out["pf_dnat"][f"{f.public_ip} . {f.protocol} . {port}"] = (
-                f"{f.private_ip} . {port + shift}", c)
-        allow("pf_allow", f.public_ip, f.protocol, f.public_port_start, f.public_port_end,
-              f.source_cidrs, c)
-    for lb in cfg.load_balancers:
-        c = f"cn:loadbalancer:{lb.id}"
-        out["lb_in"][f"{lb.public_ip} . tcp . {lb.public_port}"] = ("", c)
-        allow("pf_allow", lb.public_ip, "tcp", lb.public_port, lb.public_port, lb.source_cidrs, c)
-    rules: Sequence[pb.IngressRule | pb.EgressRule]
-    for rules, prefix in ((cfg.ingress_rules, "fw_in"), (cfg.egress_rules, "eg")):
-        for r in rules:
-            c = _comment(FIREWALL, r.id)
-            head = r.public_ip if isinstance(r, pb.IngressRule) else _iprng(_net(r.source_cidr))
-            if prefix == "fw_in" and r.protocol in FORWARD_PROTOCOLS:
-                allow("fw_in", r.public_ip, r.protocol, r.port_start, r.port_end, r.cidrs, c)
-                continue
-            for cidr in r.cidrs or ["0.0.0.0/0"]:
-                net = _net(cidr)
-                if r.protocol in FORWARD_PROTOCOLS:
-                    groups[(f"{prefix}_ports" if prefix == "eg" else "fw_in",
-                            f"{head} . {r.protocol}")].append(
-                        (((r.port_start, r.port_end), net), c))
-                elif r.protocol == "icmp":
-                    t = ANY_ICMP if r.icmp_type < 0 else (r.icmp_type, r.icmp_type)
-                    code = ANY_ICMP if r.icmp_code < 0 else (r.icmp_code, r.icmp_code)
-                    groups[(f"{prefix}_icmp", head)].append(((t, code, net), c))
-                else:
-                    groups[(f"{prefix}_all", head)].append(((net,), c))
-    for (name, head), boxes in groups.items():
-        for box, c in disjoint(boxes):
-            if name in ("pf_allow", "fw_in", "eg_ports"):
-                key = f"{head} . {_rng(box[0])} . {_iprng(box[1])}"
-            elif name.endswith("_icmp"):
-                key = f"{head} . {_rng(box[0])} . {_rng(box[1])} . {_iprng(box[2])}"
+            name = f"{ALLOW_PREFIX}{plen}"
+            exact.extend((name, f"{ip} . {proto} . {port} . {address}", "", c)
+                         for port in range(lo, hi + 1))
+
+    if isinstance(obj, pb.PublicAddress):
+        exact.append(("edge_ips", obj.ip, "", c))
+    elif isinstance(obj, pb.StaticNatRule):
+        exact.append(("eip_in", obj.public_ip, obj.private_ip, c))
+        exact.append(("eip_out", obj.private_ip, obj.public_ip, c))
+    elif isinstance(obj, pb.PortForwardRule):
+        shift = obj.private_port_start - obj.public_port_start
+        exact.extend(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . {port}",
+                      f"{obj.private_ip} . {port + shift}", c)
+                     for port in range(obj.public_port_start, obj.public_port_end + 1))
+        allow("pf_allow", obj.public_ip, obj.protocol, obj.public_port_start,
+              obj.public_port_end, obj.source_cidrs)
+    elif isinstance(obj, pb.LoadBalancerRule):
+        exact.append(("lb_in", f"{obj.public_ip} . tcp . {obj.public_port}", "", c))
+        allow("pf_allow", obj.public_ip, "tcp", obj.public_port, obj.public_port,
+              obj.source_cidrs)
+    else:
+        ingress = isinstance(obj, pb.IngressRule)
+        prefix = "fw_in" if ingress else "eg"
+        head = obj.public_ip if isinstance(obj, pb.IngressRule) else _iprng(_net(obj.source_cidr))
+        if ingress and obj.protocol in FORWARD_PROTOCOLS:
+            allow("fw_in", head, obj.protocol, obj.port_start, obj.port_end, obj.cidrs)
+            return exact, boxes
+        for cidr in obj.cidrs or ["0.0.0.0/0"]:
+            net = _net(cidr)
+            if obj.protocol in FORWARD_PROTOCOLS:
+                boxes.append(((f"{prefix}_ports" if prefix == "eg" else "fw_in",
+                               f"{head} . {obj.protocol}"),
+                              ((obj.port_start, obj.port_end), net), c))
+            elif obj.protocol == "icmp":
+                t = ANY_ICMP if obj.icmp_type < 0 else (obj.icmp_type, obj.icmp_type)
+                code = ANY_ICMP if obj.icmp_code < 0 else (obj.icmp_code, obj.icmp_code)
+                boxes.append(((f"{prefix}_icmp", head), (t, code, net), c))
             else:
-                key = f"{head} . {_iprng(box[0])}"
-            out[name][key] = ("", c)
+                boxes.append(((f"{prefix}_all", head), (net,), c))
+    return exact, boxes
+
+
+def group_elements(name: str, head: str,
+                   boxes: Sequence[tuple[Box, str]]) -> dict[str, tuple[str, str]]:
+    """The elements of one interval set's group (same set, same key head)."""
+    out: dict[str, tuple[str, str]] = {}
+    for box, c in disjoint(boxes):
+        if name in ("pf_allow", "fw_in", "eg_ports"):
+            key = f"{head} . {_rng(box[0])} . {_iprng(box[1])}"
+        elif name.endswith("_icmp"):
+            key = f"{head} . {_rng(box[0])} . {_rng(box[1])} . {_iprng(box[2])}"
+        else:
+            key = f"{head} . {_iprng(box[0])}"
+        out[key] = ("", c)
+    return out
+
+
+def elements(cfg: pb.RouterConfig) -> Elements:
+    """Every edge set's elements (pure). Assumes ``verify(cfg)`` passed. An
+    exact element two objects share (an allow element of a port forward and
+    of a firewall rule) names the first."""
+    out: Elements = {name: {} for name in SETS}
+    groups: dict[tuple[str, str], list[tuple[Box, str]]] = defaultdict(list)
+    for obj in config_objects(cfg):
+        exact, boxes = object_parts(obj)
+        for name, key, value, c in exact:
+            out.setdefault(name, {}).setdefault(key, (value, c))
+        for group, box, c in boxes:
+            groups[group].append((box, c))
+    for (name, head), members in groups.items():
+        out[name].update(group_elements(name, head, members))
     deny = [((_net(p.source_cidr),), p.network_id) for p in cfg.egress_policies
             if p.default_deny]
     for box, network_id in disjoint(deny):

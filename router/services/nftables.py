@@ -183,6 +183,17 @@ def apply(
         _loaded[ctx.netns] = (rendered[SKELETON], elements)
 
 
+def loaded(netns: str) -> tuple[str, nft_edge.Elements] | None:
+    """(skeleton, edge elements) of the table this agent last loaded in netns."""
+    return _loaded.get(netns)
+
+
+def set_loaded(netns: str, skeleton: str, elements: nft_edge.Elements) -> None:
+    """The table in netns now holds these elements (``router.edge_delta`` keeps
+    them current as it changes elements in place)."""
+    _loaded[netns] = (skeleton, elements)
+
+
 def table_present(netns: str) -> bool:
     # Table names only: listing the table itself would print every element.
     return _table_listed(netns)

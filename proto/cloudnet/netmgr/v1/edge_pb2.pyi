@@ -13,6 +13,7 @@ adding or removing one is one element update whatever the rule count.
 from cloudnet.netmgr.v1 import netmgr_pb2 as _netmgr_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -603,6 +604,32 @@ class ListPortForwardsResponse(_message.Message):
 Global___ListPortForwardsResponse: _TypeAlias = ListPortForwardsResponse  # noqa: Y015
 
 @_typing.final
+class UpdatePortForwardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FORWARD_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def port_forward(self) -> Global___PortForward: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Empty: every updatable field set in port_forward."""
+
+    def __init__(
+        self,
+        *,
+        port_forward: Global___PortForward | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["port_forward", b"port_forward", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["port_forward", b"port_forward", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePortForwardRequest: _TypeAlias = UpdatePortForwardRequest  # noqa: Y015
+
+@_typing.final
 class DeletePortForwardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -795,6 +822,30 @@ class ListFirewallRulesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFirewallRulesResponse: _TypeAlias = ListFirewallRulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateFirewallRuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIREWALL_RULE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def firewall_rule(self) -> Global___FirewallRule: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask: ...
+    def __init__(
+        self,
+        *,
+        firewall_rule: Global___FirewallRule | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["firewall_rule", b"firewall_rule", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["firewall_rule", b"firewall_rule", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateFirewallRuleRequest: _TypeAlias = UpdateFirewallRuleRequest  # noqa: Y015
 
 @_typing.final
 class DeleteFirewallRuleRequest(_message.Message):
@@ -1189,3 +1240,80 @@ class DeleteLoadBalancerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteLoadBalancerResponse: _TypeAlias = DeleteLoadBalancerResponse  # noqa: Y015
+
+@_typing.final
+class GetEdgeCountersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    IDS_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    """The network whose router holds the rules."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these rules (IDs of port forwards, static NATs, firewall rules or
+        load balancers); every rule of the network when empty.
+        """
+
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEdgeCountersRequest: _TypeAlias = GetEdgeCountersRequest  # noqa: Y015
+
+@_typing.final
+class EdgeCounter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"portforward", "staticnat", "firewall", "loadbalancer"."""
+    id: _builtins.str
+    packets: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        id: _builtins.str = ...,
+        packets: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "id", b"id", "kind", b"kind", "packets", b"packets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeCounter: _TypeAlias = EdgeCounter  # noqa: Y015
+
+@_typing.final
+class GetEdgeCountersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counters(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeCounter]: ...
+    def __init__(
+        self,
+        *,
+        counters: _abc.Iterable[Global___EdgeCounter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEdgeCountersResponse: _TypeAlias = GetEdgeCountersResponse  # noqa: Y015

@@ -517,6 +517,11 @@ class PortForwardServiceStub:
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeletePortForwardRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeletePortForwardResponse.FromString,
                 _registered_method=True)
+        self.UpdatePortForward = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PortForwardService/UpdatePortForward',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdatePortForwardRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.PortForward.FromString,
+                _registered_method=True)
 
 
 class PortForwardServiceServicer:
@@ -548,6 +553,17 @@ class PortForwardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePortForward(self, request, context):
+        """Changes a forward in place (validated like a create; the router swaps
+        its elements in one transaction). Updatable: protocol, public_port,
+        public_port_end, port_id, private_port, private_port_end, source_cidrs.
+        A start port given without its end makes a single port (public) or a
+        range as long as the public one (private).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortForwardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -570,6 +586,11 @@ def add_PortForwardServiceServicer_to_server(servicer, server):
                     servicer.DeletePortForward,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeletePortForwardRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeletePortForwardResponse.SerializeToString,
+            ),
+            'UpdatePortForward': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePortForward,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdatePortForwardRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.PortForward.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -692,6 +713,33 @@ class PortForwardService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def UpdatePortForward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PortForwardService/UpdatePortForward',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdatePortForwardRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.PortForward.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class FirewallServiceStub:
     """--------------------------------------------------------------- firewall
@@ -723,6 +771,11 @@ class FirewallServiceStub:
                 '/cloudnet.netmgr.v1.FirewallService/DeleteFirewallRule',
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleResponse.FromString,
+                _registered_method=True)
+        self.UpdateFirewallRule = channel.unary_unary(
+                '/cloudnet.netmgr.v1.FirewallService/UpdateFirewallRule',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateFirewallRuleRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.FirewallRule.FromString,
                 _registered_method=True)
         self.GetEgressPolicy = channel.unary_unary(
                 '/cloudnet.netmgr.v1.FirewallService/GetEgressPolicy',
@@ -765,6 +818,15 @@ class FirewallServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateFirewallRule(self, request, context):
+        """Changes a rule in place. Updatable: protocol, port, port_end, icmp_type,
+        icmp_code, cidrs. A new protocol resets the ports and ICMP fields not
+        given; a port given without port_end makes a single port.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetEgressPolicy(self, request, context):
         """A network's default egress policy (allow unless set to deny).
         """
@@ -800,6 +862,11 @@ def add_FirewallServiceServicer_to_server(servicer, server):
                     servicer.DeleteFirewallRule,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleResponse.SerializeToString,
+            ),
+            'UpdateFirewallRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFirewallRule,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateFirewallRuleRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.FirewallRule.SerializeToString,
             ),
             'GetEgressPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEgressPolicy,
@@ -922,6 +989,33 @@ class FirewallService:
             '/cloudnet.netmgr.v1.FirewallService/DeleteFirewallRule',
             cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteFirewallRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFirewallRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.FirewallService/UpdateFirewallRule',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.UpdateFirewallRuleRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.FirewallRule.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1227,6 +1321,102 @@ class LoadBalancerService:
             '/cloudnet.netmgr.v1.LoadBalancerService/DeleteLoadBalancer',
             cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.DeleteLoadBalancerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class EdgeCounterServiceStub:
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetEdgeCounters = channel.unary_unary(
+                '/cloudnet.netmgr.v1.EdgeCounterService/GetEdgeCounters',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersResponse.FromString,
+                _registered_method=True)
+
+
+class EdgeCounterServiceServicer:
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    def GetEdgeCounters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EdgeCounterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetEdgeCounters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEdgeCounters,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.netmgr.v1.EdgeCounterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.netmgr.v1.EdgeCounterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EdgeCounterService:
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    @staticmethod
+    def GetEdgeCounters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.EdgeCounterService/GetEdgeCounters',
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_edge__pb2.GetEdgeCountersResponse.FromString,
             options,
             channel_credentials,
             insecure,

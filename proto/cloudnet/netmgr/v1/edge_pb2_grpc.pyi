@@ -178,6 +178,13 @@ class PortForwardServiceStub:
     GetPortForward: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetPortForwardRequest, _edge_pb2.PortForward]
     ListPortForwards: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListPortForwardsRequest, _edge_pb2.ListPortForwardsResponse]
     DeletePortForward: _grpc.UnaryUnaryMultiCallable[_edge_pb2.DeletePortForwardRequest, _edge_pb2.DeletePortForwardResponse]
+    UpdatePortForward: _grpc.UnaryUnaryMultiCallable[_edge_pb2.UpdatePortForwardRequest, _edge_pb2.PortForward]
+    """Changes a forward in place (validated like a create; the router swaps
+    its elements in one transaction). Updatable: protocol, public_port,
+    public_port_end, port_id, private_port, private_port_end, source_cidrs.
+    A start port given without its end makes a single port (public) or a
+    range as long as the public one (private).
+    """
 
 @_typing.type_check_only
 class PortForwardServiceAsyncStub(PortForwardServiceStub):
@@ -188,6 +195,13 @@ class PortForwardServiceAsyncStub(PortForwardServiceStub):
     GetPortForward: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetPortForwardRequest, _edge_pb2.PortForward]  # type: ignore[assignment]
     ListPortForwards: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListPortForwardsRequest, _edge_pb2.ListPortForwardsResponse]  # type: ignore[assignment]
     DeletePortForward: _aio.UnaryUnaryMultiCallable[_edge_pb2.DeletePortForwardRequest, _edge_pb2.DeletePortForwardResponse]  # type: ignore[assignment]
+    UpdatePortForward: _aio.UnaryUnaryMultiCallable[_edge_pb2.UpdatePortForwardRequest, _edge_pb2.PortForward]  # type: ignore[assignment]
+    """Changes a forward in place (validated like a create; the router swaps
+    its elements in one transaction). Updatable: protocol, public_port,
+    public_port_end, port_id, private_port, private_port_end, source_cidrs.
+    A start port given without its end makes a single port (public) or a
+    range as long as the public one (private).
+    """
 
 class PortForwardServiceServicer(metaclass=_abc_1.ABCMeta):
     """------------------------------------------------------- port forwarding"""
@@ -220,6 +234,19 @@ class PortForwardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_edge_pb2.DeletePortForwardResponse, _abc.Awaitable[_edge_pb2.DeletePortForwardResponse]]: ...
 
+    @_abc_1.abstractmethod
+    def UpdatePortForward(
+        self,
+        request: _edge_pb2.UpdatePortForwardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.PortForward, _abc.Awaitable[_edge_pb2.PortForward]]:
+        """Changes a forward in place (validated like a create; the router swaps
+        its elements in one transaction). Updatable: protocol, public_port,
+        public_port_end, port_id, private_port, private_port_end, source_cidrs.
+        A start port given without its end makes a single port (public) or a
+        range as long as the public one (private).
+        """
+
 def add_PortForwardServiceServicer_to_server(servicer: PortForwardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class FirewallServiceStub:
@@ -233,6 +260,11 @@ class FirewallServiceStub:
     GetFirewallRule: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetFirewallRuleRequest, _edge_pb2.FirewallRule]
     ListFirewallRules: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListFirewallRulesRequest, _edge_pb2.ListFirewallRulesResponse]
     DeleteFirewallRule: _grpc.UnaryUnaryMultiCallable[_edge_pb2.DeleteFirewallRuleRequest, _edge_pb2.DeleteFirewallRuleResponse]
+    UpdateFirewallRule: _grpc.UnaryUnaryMultiCallable[_edge_pb2.UpdateFirewallRuleRequest, _edge_pb2.FirewallRule]
+    """Changes a rule in place. Updatable: protocol, port, port_end, icmp_type,
+    icmp_code, cidrs. A new protocol resets the ports and ICMP fields not
+    given; a port given without port_end makes a single port.
+    """
     GetEgressPolicy: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetEgressPolicyRequest, _edge_pb2.EgressPolicy]
     """A network's default egress policy (allow unless set to deny)."""
     SetEgressPolicy: _grpc.UnaryUnaryMultiCallable[_edge_pb2.SetEgressPolicyRequest, _edge_pb2.EgressPolicy]
@@ -246,6 +278,11 @@ class FirewallServiceAsyncStub(FirewallServiceStub):
     GetFirewallRule: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetFirewallRuleRequest, _edge_pb2.FirewallRule]  # type: ignore[assignment]
     ListFirewallRules: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListFirewallRulesRequest, _edge_pb2.ListFirewallRulesResponse]  # type: ignore[assignment]
     DeleteFirewallRule: _aio.UnaryUnaryMultiCallable[_edge_pb2.DeleteFirewallRuleRequest, _edge_pb2.DeleteFirewallRuleResponse]  # type: ignore[assignment]
+    UpdateFirewallRule: _aio.UnaryUnaryMultiCallable[_edge_pb2.UpdateFirewallRuleRequest, _edge_pb2.FirewallRule]  # type: ignore[assignment]
+    """Changes a rule in place. Updatable: protocol, port, port_end, icmp_type,
+    icmp_code, cidrs. A new protocol resets the ports and ICMP fields not
+    given; a port given without port_end makes a single port.
+    """
     GetEgressPolicy: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetEgressPolicyRequest, _edge_pb2.EgressPolicy]  # type: ignore[assignment]
     """A network's default egress policy (allow unless set to deny)."""
     SetEgressPolicy: _aio.UnaryUnaryMultiCallable[_edge_pb2.SetEgressPolicyRequest, _edge_pb2.EgressPolicy]  # type: ignore[assignment]
@@ -280,6 +317,17 @@ class FirewallServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _edge_pb2.DeleteFirewallRuleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_edge_pb2.DeleteFirewallRuleResponse, _abc.Awaitable[_edge_pb2.DeleteFirewallRuleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateFirewallRule(
+        self,
+        request: _edge_pb2.UpdateFirewallRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.FirewallRule, _abc.Awaitable[_edge_pb2.FirewallRule]]:
+        """Changes a rule in place. Updatable: protocol, port, port_end, icmp_type,
+        icmp_code, cidrs. A new protocol resets the ports and ICMP fields not
+        given; a port given without port_end makes a single port.
+        """
 
     @_abc_1.abstractmethod
     def GetEgressPolicy(
@@ -364,3 +412,55 @@ class LoadBalancerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_edge_pb2.DeleteLoadBalancerResponse, _abc.Awaitable[_edge_pb2.DeleteLoadBalancerResponse]]: ...
 
 def add_LoadBalancerServiceServicer_to_server(servicer: LoadBalancerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class EdgeCounterServiceStub:
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> EdgeCounterServiceAsyncStub: ...
+    GetEdgeCounters: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetEdgeCountersRequest, _edge_pb2.GetEdgeCountersResponse]
+
+@_typing.type_check_only
+class EdgeCounterServiceAsyncStub(EdgeCounterServiceStub):
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetEdgeCounters: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetEdgeCountersRequest, _edge_pb2.GetEdgeCountersResponse]  # type: ignore[assignment]
+
+class EdgeCounterServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------------- counters
+
+    Packets and bytes per rule, read live from the router's nftables element
+    counters. Port forwards and static NAT: every inbound packet (static NAT:
+    and outbound); load balancers: inbound packets to the listener; firewall
+    rules: the packets that opened a connection through the rule (the rest of
+    a connection is accepted as established). Counters restart when a rule is
+    updated or the router's table is reloaded whole.
+    """
+
+    @_abc_1.abstractmethod
+    def GetEdgeCounters(
+        self,
+        request: _edge_pb2.GetEdgeCountersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.GetEdgeCountersResponse, _abc.Awaitable[_edge_pb2.GetEdgeCountersResponse]]: ...
+
+def add_EdgeCounterServiceServicer_to_server(servicer: EdgeCounterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
