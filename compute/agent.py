@@ -482,12 +482,15 @@ def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
                                                     thread_name_prefix="compute-api"),
                          interceptors=[ErrorMappingInterceptor()])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
+    from compute import router_vm
+
+    router_vm_service = router_vm.add_to_server(compute, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
-                                        server)
+    reflection.enable_server_reflection(
+        (SERVICE, router_vm_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")

@@ -1,8 +1,9 @@
 """Base images a compute agent can boot: directories built like images/guest.
 
-Each image directory holds `image.json` (kernel, initrd, disk, cmdline,
-min_memory_mib) and those files. VMs boot the kernel + initrd directly and
-get a copy-on-write qcow2 overlay of the base disk.
+Each image directory holds `image.json` (images/router: `manifest.json`)
+(kernel, initrd, disk, cmdline, min_memory_mib) and those files. VMs boot
+the kernel + initrd directly and get a copy-on-write qcow2 overlay of the
+base disk.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class Image:
 
 
 def load(name: str, directory: str) -> Image:
+    # images/guest writes image.json; images/router a manifest.json with the same keys.
     path = os.path.join(directory, "image.json")
+    if not os.path.exists(path) and os.path.exists(os.path.join(directory, "manifest.json")):
+        path = os.path.join(directory, "manifest.json")
     try:
         with open(path) as f:
             meta = json.load(f)

@@ -90,9 +90,23 @@ def _boots(image: Image, accel: str, timeout: float) -> bool:
 
 
 def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int, image: Image,
-               overlay: str, console: str, hostname: str, interfaces: list[str]) -> str:
+               overlay: str, console: str, hostname: str, interfaces: list[str],
+               oem_strings: tuple[str, ...] = (), oem_file: str = "") -> str:
+    """`oem_strings`: SMBIOS type 11 strings (a router VM's boot identity);
+    `oem_file`: more type 11 strings read by QEMU from that file (secrets: the
+    domain XML is root-only, but what libvirt puts on QEMU's command line is
+    world-readable in /proc)."""
     cmdline = f"{image.cmdline} cloudnet.hostname={hostname}"
-    return f"""<domain type='{accel}'>
+    sysinfo = smbios = qemu_args = ""
+    if oem_strings:
+        entries = "".join(f"<entry>{escape(s)}</entry>" for s in oem_strings)
+        sysinfo = f"<sysinfo type='smbios'><oemStrings>{entries}</oemStrings></sysinfo>"
+        smbios = "<smbios mode='sysinfo'/>"
+    if oem_file:
+        qemu_args = ("<qemu:commandline><qemu:arg value='-smbios'/>"
+                     f"<qemu:arg value={quoteattr('type=11,path=' + oem_file)}/>"
+                     "</qemu:commandline>")
+    return f"""<domain type='{accel}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{escape(name)}</name>
   <uuid>{uuid}</uuid>
   <memory unit='MiB'>{memory_mib}</memory>
@@ -102,7 +116,9 @@ def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int,
     <kernel>{escape(image.kernel)}</kernel>
     <initrd>{escape(image.initrd)}</initrd>
     <cmdline>{escape(cmdline)}</cmdline>
+    {smbios}
   </os>
+  {sysinfo}
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>
@@ -122,6 +138,7 @@ def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int,
     <memballoon model='none'/>
   </devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+  {qemu_args}
 </domain>"""
 
 

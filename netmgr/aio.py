@@ -73,6 +73,12 @@ class AllInOne:
     # hosts) and the other hosts' underlay addresses.
     vxlan_local: str = ""
     vxlan_remotes: tuple[str, ...] = ()
+    # "netns" or "vm": routers as appliance VMs booted by a compute agent of
+    # this all-in-one (netmgr/aio_vm.py; OVS fabric only).
+    router_backend: str = "netns"
+    # More VM backend settings (KEY=VALUE, see netmgr/router_vm.py).
+    router_vm_settings: tuple[str, ...] = ()
+    compute_listen: str = ""
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +136,10 @@ class AllInOne:
             ipr.link("set", index=idx, state="up")
             ipr.route("replace", dst=PUBLIC_CIDR, gateway=EDGE_INET_IP)
         self._ns_run(self.edge_ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        if self.router_backend == "vm":
+            from netmgr import aio_vm
+
+            aio_vm.build_control_network(self)
 
     @staticmethod
     def _ns_run(ns: str, argv: list[str]) -> None:
@@ -192,7 +202,14 @@ class AllInOne:
             sys.executable, "-m", "netmgr.server", "--listen", self.listen,
             "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
             "--admin-token-file", token_file,
-            "--agent", f"local=unix://{self.agent_socket}"])
+            "--agent", f"local=unix://{self.agent_socket}", *self._vm_args()])
+
+    def _vm_args(self) -> list[str]:
+        if self.router_backend != "vm":
+            return []
+        from netmgr import aio_vm
+
+        return aio_vm.netmgr_args(self)
 
     def stop_netmgr(self, sig: int = signal.SIGTERM) -> None:
         self._kill("netmgr", sig)
@@ -244,6 +261,11 @@ class AllInOne:
         self.start_agent()
         self.start_netmgr()
         self.wait_ready()
+        if self.router_backend == "vm":
+            from netmgr import aio_vm
+
+            aio_vm.start_compute(self, self.compute_listen or "127.0.0.1:7171")
+            aio_vm.wait_registered(self)
 
     def down(self) -> None:
         """Stop everything this all-in-one started and remove its namespaces."""
@@ -253,6 +275,10 @@ class AllInOne:
                 self.pids = json.load(f)
         for name in list(self.pids):
             self._kill(name, signal.SIGTERM)
+        if self.router_backend == "vm":
+            from netmgr import aio_vm
+
+            aio_vm.remove_vms(self.prefix)
         # dnsmasq of the routers: daemons the agent started, found by pid file.
         for pidfile in glob.glob(os.path.join(self.state_dir, "agent", "**", "*.pid"),
                                  recursive=True):
@@ -316,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", default="cn", help="namespace name prefix (default: cn)")
     p.add_argument("--state-dir", default="/var/lib/cloudnet")
     p.add_argument("--listen", default="127.0.0.1:7070", help="netmgr API address")
+    p.add_argument("--router-backend", choices=("netns", "vm"), default="netns",
+                   help="routers as namespaces (default) or appliance VMs (images/router)")
     p.add_argument("--fabric", choices=("ovs", "linuxbridge"), default="ovs",
                    help="host fabric: Open vSwitch VLANs (default; VMs attach to it too), "
                         "or Linux bridges in a namespace")
@@ -334,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_whoami(args.port)
         return 0
     aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen,
-                   fabric_kind=args.fabric)
+                   fabric_kind=args.fabric, router_backend=args.router_backend)
     if args.cmd == "down":
         aio.down()
         return 0

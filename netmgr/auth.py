@@ -40,7 +40,11 @@ POLICY: dict[str, Access] = {
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
-                   "FirewallService", "LoadBalancerService", "EdgeCounterService")},
+                   "FirewallService", "LoadBalancerService", "RouterVmService",
+                   "EdgeCounterService",
+                   # VPCs and site-to-site VPN (issue 6)
+                   "VpcService", "NetworkAclService", "StaticRouteService",
+                   "PrivateGatewayService", "VpnService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

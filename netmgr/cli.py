@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from netmgr import cli_debug, cli_edge, cli_vm
+from netmgr import cli_debug, cli_edge, cli_vm, cli_vpn
 from netmgr.cli_client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
 from netmgr.cli_commands import (
     CommandFailed,
@@ -336,10 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "restart", cmd_router_restart, "rebuild a router's runtime (leases are kept)")
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
+    from netmgr import cli_router_vm
+
+    cli_router_vm.add_console(s, leaf)  # router console (VM backend)
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
+    cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
     return parser
 
 

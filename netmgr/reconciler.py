@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -26,6 +27,7 @@ from netmgr.configbuild import build_router_config
 from netmgr.edge_delta import AgentObject, EdgeDeltas, Ref
 from netmgr.model import ServiceHealth
 from netmgr.store_edge import EDGE_KINDS, lb_health
+from netmgr.store_vpn import record_vpn_status
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class Reconciler:
         self._threads: list[threading.Thread] = []
         # One edge rule changed: sent as a delta when possible (netmgr.edge_delta).
         self.edge = EdgeDeltas(store, self._channel)
+        # The VM backend (netmgr.router_vm.RouterVmBackend): each VM router is
+        # its own agent target, reachable once its VM's agent answers.
+        self.vm_routers: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -172,11 +177,16 @@ class Reconciler:
             # Deleted from the model: remove it wherever it may run.
             return self._delete_everywhere(router_id)
         router = snapshot.router
-        try:
-            stub = self._stub(router.host)
-        except LookupError as e:
-            self._store.mark_router_unreachable(router_id, str(e))
-            return False
+        if self.vm_routers is not None and router.backend == "vm":
+            stub = self.vm_routers.stub(router_id)
+            if stub is None:
+                return False  # its VM is not serving yet; the backend notifies when it is
+        else:
+            try:
+                stub = self._stub(router.host)
+            except LookupError as e:
+                self._store.mark_router_unreachable(router_id, str(e))
+                return False
         with self._lock:
             restart = router_id in self._restarts
         try:
@@ -208,6 +218,10 @@ class Reconciler:
         self.edge.acknowledged(router_id, status.applied_generation)
         return status.applied_generation >= config.generation
 
+    def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
+        """Store what an agent reported (the VM backend's watch uses it too)."""
+        self._record(router_id, status)
+
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
         port_errors = {
             o.id: (o.error or "rejected by the router")
@@ -226,6 +240,7 @@ class Reconciler:
         self._store.record_edge_status(router_id, {
             (o.kind, o.id): (o.error or "rejected by the router")
             for o in status.objects if not o.ok and o.kind in EDGE_KINDS}, lb_health(status))
+        record_vpn_status(self._store, router_id, status)
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True
@@ -257,6 +272,8 @@ class Reconciler:
         routers = self._store.list_routers_all()
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
+            if r.backend == "vm":
+                continue  # its own agent target, watched by the VM backend
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
         for host in self._targets:
             wanted = by_host.get(host, {})

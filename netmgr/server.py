@@ -39,7 +39,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netmgr import servicers, servicers_edge
+from netmgr import servicers, servicers_edge, servicers_vpc, servicers_vpn
 from netmgr.auth import AuthInterceptor
 from netmgr.errors import ErrorMappingInterceptor
 from netmgr.model import Zone
@@ -54,7 +54,7 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + servicers_edge.SERVICES
+) + servicers_edge.SERVICES + servicers_vpc.SERVICES + servicers_vpn.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -77,6 +77,11 @@ class ServerConfig:
     # HOST:PORT serving Prometheus metrics (docs/metrics.md); empty: off.
     metrics_listen: str = ""
     grace_seconds: float = 5.0
+    # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
+    # (an appliance VM on a compute host, netmgr/router_vm.py).
+    router_backend: str = "netns"
+    # [router_vm] settings (netmgr.router_vm.RouterVmConfig).
+    router_vm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> ServerConfig:
@@ -135,8 +140,12 @@ def _build(
     from netmgr import debug  # router diagnostics (issue 7)
     debug_service = debug.add_to_server(store, config.agents, config.admin_token, server)
     servicers_edge.add_to_server(store, hooks, server)
+    servicers_vpc.add_to_server(store, hooks, server)  # VPCs (issue 6)
+    servicers_vpn.add_to_server(store, hooks, server)  # site-to-site VPN (issue 6)
     from netmgr import store_hosts  # compute hosts (issue 3)
     host_services = store_hosts.add_to_server(store, server)
+    from netmgr import servicers_router_vm  # router VM consoles (issue 4)
+    host_services += (servicers_router_vm.add_to_server(store, hooks, server),)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -176,6 +185,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--default-host", help="host new routers are placed on")
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
+    p.add_argument("--router-backend", choices=("netns", "vm"),
+                   help="backend of new routers (default: netns)")
+    p.add_argument("--router-vm", action="append", default=[], metavar="KEY=VALUE",
+                   help="a VM backend setting (repeatable; see netmgr/router_vm.py)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -195,6 +208,13 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.default_host = args.default_host
     if getattr(args, "metrics_listen", None):
         config.metrics_listen = args.metrics_listen
+    if getattr(args, "router_backend", None):
+        config.router_backend = args.router_backend
+    for spec in getattr(args, "router_vm", None) or ():
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--router-vm {spec!r}: expected KEY=VALUE")
+        config.router_vm[key] = value
     if args.agent:
         agents = {}
         for spec in args.agent:
@@ -225,12 +245,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
                   pool_size=config.workers)
     reconciler = Reconciler(store, config.agents)
+    vm_backend = None
+    if config.router_backend == "vm" or config.router_vm:
+        from netmgr.model import RouterBackend
+        from netmgr.router_vm import RouterVmBackend, router_vm_config
+
+        store.default_backend = RouterBackend(config.router_backend)
+        vm_backend = RouterVmBackend(store, reconciler, router_vm_config(config.router_vm),
+                                     config.admin_token)
+        reconciler.vm_routers = vm_backend
     server, port, health_servicer = _build(config, store, reconciler)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     server.start()
     reconciler.start()
+    if vm_backend is not None:
+        vm_backend.start()
     if config.metrics_listen:
         from netmgr import metrics
 
@@ -240,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("stopping")
     health_servicer.enter_graceful_shutdown()
     server.stop(config.grace_seconds).wait()
+    if vm_backend is not None:
+        vm_backend.stop()
     reconciler.stop()
     store.close()
     return 0

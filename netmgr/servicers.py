@@ -13,7 +13,7 @@ import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
-from netmgr import convert
+from netmgr import convert, store_router_vm
 from netmgr.auth import current_caller
 from netmgr.paging import page_request
 from netmgr.store import Store
@@ -171,13 +171,16 @@ class PortServicer(_Base, rpc.PortServiceServicer):
 
 class RouterServicer(_Base, rpc.RouterServiceServicer):
     def GetRouter(self, request: pb.GetRouterRequest, context: Ctx) -> pb.Router:
-        return convert.router_to_pb(self._store.get_router(_tenant(), request.id))
+        out = convert.router_to_pb(self._store.get_router(_tenant(), request.id))
+        store_router_vm.fill(self._store, [out])
+        return out
 
     def ListRouters(self, request: pb.ListRoutersRequest, context: Ctx) -> pb.ListRoutersResponse:
         page = self._store.list_routers(_tenant(),
                                         page_request(request.page_size, request.page_token))
-        return pb.ListRoutersResponse(routers=[convert.router_to_pb(r) for r in page.items],
-                                      next_page_token=page.next_page_token)
+        routers = [convert.router_to_pb(r) for r in page.items]
+        store_router_vm.fill(self._store, routers)
+        return pb.ListRoutersResponse(routers=routers, next_page_token=page.next_page_token)
 
     def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:
         router = self._store.restart_router(_tenant(), request.id)

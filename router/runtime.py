@@ -25,12 +25,12 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from compute.fabric import FabricError, ensure_netns, remove_netns
 from router import edge_delta, files, netlink, proc
 from router.errors import ApplyError, ConfigError
-from router.services import Context, dnsmasq, haproxy, interfaces, nftables
+from router.services import Context, dnsmasq, haproxy, interfaces, nftables, strongswan
 
 log = logging.getLogger(__name__)
 
 # Apply order: links and addresses first (nft and dnsmasq refer to them).
-SERVICES: tuple[ModuleType, ...] = (interfaces, nftables, dnsmasq, haproxy)
+SERVICES: tuple[ModuleType, ...] = (interfaces, nftables, dnsmasq, haproxy, strongswan)
 CONFIG_FILE = "config.pb"
 # What can go wrong while applying a valid config; anything else is a bug.
 APPLY_ERRORS = (ApplyError, netlink.NetlinkOpError, FabricError, proc.CommandError, OSError)
@@ -163,11 +163,13 @@ class RouterRuntime:
             objects=objects,
             apply_seconds=self.apply_seconds,
             lb_members=haproxy.member_status(self.ctx, cfg) if self.config else [],
+            vpn_connections=strongswan.connection_status(self.ctx, cfg) if self.config else [],
         )
 
     def delete(self, keep_leases: bool) -> None:
         """Stop the daemons, unplug the interfaces, remove the namespace and files."""
         with self.lock:
+            strongswan.remove(self.ctx, self.config)
             haproxy.remove(self.ctx, self.config)
             dnsmasq.remove(self.ctx, self.config, keep_leases=keep_leases)
             interfaces.remove(self.ctx, self.config)

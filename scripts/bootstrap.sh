@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   # router data plane and daemons
   iproute2 nftables dnsmasq-base conntrack procps psmisc haproxy
+  # site-to-site VPN: charon (+ kernel-libipsec, in libcharon-extra-plugins, for
+  # hosts without kernel ESP) and swanctl (the tests' stock peer)
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  # openssl plugin: AES-GCM, ECP and curve25519 DH groups
+  libstrongswan-standard-plugins
   # real clients the tests and the demo use
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # benchmarks: HTTP load (ab)

@@ -28,7 +28,7 @@ SOURCES=${CLOUDNET_APT_SOURCES:-/etc/apt/sources.list.d/debian.sources}
 PACKAGES=(
   linux-image-cloud-amd64 initramfs-tools zstd systemd systemd-sysv udev kmod
   iproute2 procps netbase nftables conntrack dnsmasq-base haproxy
-  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
   python3 python3-venv
 )
 # Modules Debian's initramfs (kept in /boot, unused) lists (MODULES=list keeps it small).

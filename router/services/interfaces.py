@@ -16,7 +16,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router import netlink, proc, validate
 from router.errors import ApplyError, ConfigError
-from router.services import Context
+from router.services import Context, strongswan
 
 NAME = "interfaces"
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
@@ -134,8 +134,10 @@ def apply(
     for old in previous.interfaces if previous else []:
         if old.name not in wanted:
             ctx.fabric.unplug(fabric_port_name(cfg.router_id, old.name))
+    # Links a daemon of the router owns (charon's libipsec TUN) are not ours.
+    owned = {strongswan.tun_name()} if cfg.vpn_connections else set()
     for link in netlink.links(ctx.netns):
-        if link.name != "lo" and link.name not in wanted:
+        if link.name != "lo" and link.name not in wanted | owned:
             netlink.delete_link(ctx.netns, link.index)
     indexes: dict[str, int] = {}
     for iface in cfg.interfaces:

@@ -27,7 +27,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router import files, libnft, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
-from router.services import Context, nft_edge
+from router.services import Context, nft_acl, nft_edge, nft_vpn
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def verify(cfg: pb.RouterConfig) -> None:
                 f"{what}: public IP {public_ip} is not an address of {iface.name}", *kind_id
             )
     nft_edge.verify(cfg)
+    nft_acl.verify(cfg)
 
 
 def render(cfg: pb.RouterConfig) -> dict[str, str]:
@@ -94,6 +95,8 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
             for oif, src, to, net in snats
         ],
     )
+    context.update(nft_acl.context(cfg))  # VPC: tier routing and network ACLs
+    context.update(nft_vpn.context(cfg))
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)

@@ -3,9 +3,16 @@
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25
+
+One row per router of the VM backend (netmgr/db_router_vm.py): its compute
+host, control address and MAC, credential generation and token hash, and
+the VM's state and boot time.
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0004"
 down_revision = "0003"
@@ -14,8 +21,23 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "router_vms",
+        sa.Column("router_id", sa.String(36), sa.ForeignKey("routers.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("host", sa.String(63), nullable=False),
+        sa.Column("control_ip", sa.String(45), nullable=False, unique=True),
+        sa.Column("control_mac", sa.String(17), nullable=False, unique=True),
+        sa.Column("cred_generation", sa.Integer(), nullable=False),
+        sa.Column("token_sha256", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("detail", sa.String(1024), nullable=False),
+        sa.Column("replacements", sa.Integer(), nullable=False),
+        sa.Column("defined_at", sa.DateTime(), nullable=True),
+        sa.Column("healthy_at", sa.DateTime(), nullable=True),
+        sa.Column("boot_seconds", sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("router_vms")

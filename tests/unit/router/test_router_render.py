@@ -78,8 +78,13 @@ def test_nftables_policies_and_snat() -> None:
     chains = {c.split("{", 1)[0].strip(): c for c in text.split("chain ")[1:]}
     assert "policy drop" in chains["input"] and "policy drop" in chains["forward"]
     for chain in ("input", "forward"):
-        first_rule = directives(chains[chain])[2].strip()  # after "name {" and "type ..."
-        assert first_rule.startswith("ct state established,related counter accept")
+        # After "name {" and "type ...": the first rule with a verdict accepts
+        # established traffic (a rule before it may only count, per LB element).
+        rules = [r.strip() for r in directives(chains[chain])[2:]]
+        first_verdict = next(r for r in rules if " accept" in r or " drop" in r)
+        assert first_verdict.startswith("ct state established,related counter accept")
+        assert all("accept" not in r and "drop" not in r and "dnat" not in r
+                   for r in rules[:rules.index(first_verdict)])
     assert 'oifname "pub0" ip saddr 10.10.0.0/24 counter snat ip to 203.0.113.10' in text
     assert "masquerade" not in text
     assert 'elements = { "g-net1" }' in text and 'elements = { "pub0" }' in text

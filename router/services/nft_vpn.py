@@ -1,0 +1,44 @@
+"""The VPN's part of the router's nftables table (``inet cloudnet``).
+
+The table is replaced whole by ``nft -f``; the VPN's rules are rendered into
+it (a separate table could not undo the main table's drop policies), so a
+replacement for an unrelated change keeps them, and established SAs (held by
+charon or the kernel, not by nftables) never notice it. What they do:
+
+* IKE (UDP 500/4500) and ESP from each configured peer to the local gateway
+  address are accepted (input, and before the edge's default drop).
+* Traffic between the local and the peer CIDRs is forwarded: outbound from
+  guest interfaces, inbound only when it was decrypted (kernel ESP: a
+  secpath; libipsec: it comes out of charon's TUN device).
+* It is exempt from source NAT.
+* Outbound traffic to a peer CIDR that would leave the public interface
+  unencrypted (tunnel down, no XFRM bundle) is dropped: nothing in clear.
+
+``context(cfg)`` gives the template's variables; values are verified
+addresses and CIDRs (``strongswan.verify``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from router.services import strongswan
+
+
+def _collapse(cidrs: set[str]) -> list[str]:
+    # Interval sets refuse overlapping elements.
+    nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(c) for c in cidrs)
+    return [str(n) for n in sorted(nets)]
+
+
+def context(cfg: pb.RouterConfig) -> dict[str, Any]:
+    conns = cfg.vpn_connections
+    return {
+        "vpn_gateways": sorted({(c.local_address, c.peer_address) for c in conns}),
+        "vpn_local_nets": _collapse({n for c in conns for n in c.local_cidrs}),
+        "vpn_peer_nets": _collapse({n for c in conns for n in c.peer_cidrs}),
+        "vpn_tun": strongswan.tun_name() if conns else "",
+    }

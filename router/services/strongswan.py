@@ -1,0 +1,527 @@
+"""Site-to-site IPsec VPN: one strongSwan charon per router, driven through vici.
+
+charon runs in the router's network namespace with a private ``/run``
+(``ip netns exec`` gives it a mount namespace of its own, in which the
+router's ``strongswan/run`` directory is bind-mounted over ``/run``): its pid
+file and vici socket are per router, and the agent reaches the socket as
+``/proc/<pid>/root/run/charon.vici``. ``strongswan.conf`` (charon's own
+settings: plugins, retransmissions, log) is the only file rendered; it is
+passed by ``STRONGSWAN_CONF``.
+
+IPsec is kernel ESP (XFRM) where the kernel has it (the router appliance VM)
+and ``kernel-libipsec`` (userspace ESP in UDP on a TUN device, ``ipsec0``)
+where it does not (namespace routers on this host kind).
+
+Connections and pre-shared keys go through vici only (``load-shared``,
+``load-conn``; a key is never written to a file). Each connection's vici
+definition is one rendered entry (``conn:<id>``, not a file); ``apply``
+(re)loads only the connections whose entry changed, and unloads (and
+terminates) the ones that went away. A connection that did not change is
+not touched, and nothing else in the router touches charon, so an
+established tunnel survives every unrelated change (the nftables table
+replacement included: it keeps the VPN's rules, see ``nft_vpn``).
+
+IKEv1 carries one pair of traffic selectors per child SA (strongSwan, and
+CloudStack #3138), so an IKEv1 connection gets one child per (local,
+remote) pair; IKEv2 carries all of them in one child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import vpn_pb2
+
+from router import files, ipsec_proposals, proc, templating, validate
+from router.errors import ApplyError, ConfigError
+from router.services import Context
+
+log = logging.getLogger(__name__)
+
+NAME = "strongswan"
+KIND = "vpnconnection"
+CONF = "strongswan.conf"
+CONN_PREFIX = "conn:"
+CHARON = "/usr/lib/ipsec/charon"
+# vici names of our connections (and of their shared keys).
+VICI_PREFIX = "cn-"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+LIFETIME_MIN, LIFETIME_MAX = ipsec_proposals.LIFETIME_MIN, ipsec_proposals.LIFETIME_MAX
+DEFAULT_IKE_LIFETIME, DEFAULT_ESP_LIFETIME = 28800, 3600
+START_TIMEOUT = 10.0
+LOG_MAX_BYTES = 4 * 1024 * 1024
+COMMON_PLUGINS = ("random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp", "openssl",
+                  "pem", "pkcs1", "x509", "pubkey", "socket-default", "vici")
+
+
+# ----------------------------------------------------------------- backend
+
+
+@functools.cache
+def backend() -> str:
+    """"kernel" when the kernel has ESP, else "libipsec" (CLOUDNET_VPN_BACKEND overrides)."""
+    forced = os.environ.get("CLOUDNET_VPN_BACKEND", "")
+    if forced in ("kernel", "libipsec"):
+        return forced
+    if shutil.which("modprobe"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["modprobe", "-q", "esp4"], check=False, timeout=10,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    if os.path.isdir("/sys/module/esp4"):
+        return "kernel"
+    return "libipsec"
+
+
+def tun_name() -> str:
+    """The TUN device kernel-libipsec routes the tunnelled traffic through ("" for kernel ESP)."""
+    return "ipsec0" if backend() == "libipsec" else ""
+
+
+# ------------------------------------------------------------------ verify
+
+
+def _bad(c: vpn_pb2.VpnConnection, reason: str) -> ConfigError:
+    return ConfigError(f"VPN connection {c.id!r}: {reason}", KIND, c.id)
+
+
+def verify(cfg: pb.RouterConfig) -> None:
+    held = {ipaddress.IPv4Interface(a).ip for i in cfg.interfaces
+            if i.role == pb.INTERFACE_ROLE_PUBLIC for a in i.addresses}
+    held |= {ipaddress.IPv4Address(a.ip) for a in cfg.public_addresses
+             if _parses(a.ip)}
+    pairs: set[tuple[str, str]] = set()
+    ids: set[str] = set()
+    for c in cfg.vpn_connections:
+        if not _ID.fullmatch(c.id):
+            raise ConfigError(f"VPN connection: invalid ID {c.id!r}", KIND, "")
+        if c.id in ids:
+            raise _bad(c, "duplicate ID")
+        ids.add(c.id)
+        what = f"VPN connection {c.id!r}"
+        local = validate.parse_ipv4(what, c.local_address, KIND, c.id)
+        if local not in held:
+            raise _bad(c, f"local address {local} is not a public address of the router")
+        peer = validate.parse_ipv4(what, c.peer_address, KIND, c.id)
+        if not peer.is_global and not peer.is_private or peer.is_multicast \
+                or peer.is_unspecified or peer.is_loopback or peer == local:
+            raise _bad(c, f"peer address {peer} is not a unicast address")
+        if (c.local_address, c.peer_address) in pairs:
+            raise _bad(c, f"another connection joins {local} and {peer}")
+        pairs.add((c.local_address, c.peer_address))
+        if not c.local_cidrs or not c.peer_cidrs:
+            raise _bad(c, "needs local and peer CIDRs")
+        mine = [validate.parse_ipv4_network(what, n, KIND, c.id) for n in c.local_cidrs]
+        theirs = [validate.parse_ipv4_network(what, n, KIND, c.id) for n in c.peer_cidrs]
+        for n in theirs:
+            clash = next((m for m in mine if m.overlaps(n)), None)
+            if clash is not None:
+                raise _bad(c, f"peer CIDR {n} overlaps local CIDR {clash}")
+        if not ipsec_proposals.psk_ok(c.psk):
+            raise _bad(c, f"pre-shared key must be {ipsec_proposals.PSK_RULE}")
+        if c.ike_version not in (1, 2):
+            raise _bad(c, f"IKE version {c.ike_version} is not 1 or 2")
+        for proposals, ike in ((c.ike_proposals, True), (c.esp_proposals, False)):
+            if len(proposals) > ipsec_proposals.MAX_PROPOSALS:
+                raise _bad(c, f"more than {ipsec_proposals.MAX_PROPOSALS} proposals")
+            for p in proposals:
+                reason = ipsec_proposals.check(p, ike)
+                if reason:
+                    raise _bad(c, f"{'IKE' if ike else 'ESP'} proposal {reason}")
+        for name, value in (("IKE lifetime", c.ike_lifetime_seconds),
+                            ("ESP lifetime", c.esp_lifetime_seconds)):
+            if value and not LIFETIME_MIN <= value <= LIFETIME_MAX:
+                raise _bad(c, f"{name} {value} s is outside {LIFETIME_MIN}-{LIFETIME_MAX}")
+        if c.dpd_delay_seconds > 3600 or c.dpd_timeout_seconds > 3600:
+            raise _bad(c, "DPD delay and timeout are at most 3600 s")
+
+
+def _parses(ip: str) -> bool:
+    try:
+        ipaddress.IPv4Address(ip)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ render
+
+
+def vici_name(conn_id: str) -> str:
+    return VICI_PREFIX + conn_id
+
+
+def conn_definition(c: vpn_pb2.VpnConnection) -> dict[str, Any]:
+    """The vici ``load-conn`` message of one connection (pure; the key is separate)."""
+    active = not c.passive
+    esp = list(c.esp_proposals) or list(ipsec_proposals.DEFAULT_ESP)
+    child_common: dict[str, Any] = {
+        "esp_proposals": esp,
+        "life_time": f"{c.esp_lifetime_seconds or DEFAULT_ESP_LIFETIME}s",
+        # Rekey at 90 % of the lifetime (strongSwan's margin is 10 %).
+        "rekey_time": f"{(c.esp_lifetime_seconds or DEFAULT_ESP_LIFETIME) * 9 // 10}s",
+        "mode": "tunnel",
+        "start_action": "start" if active else "none",
+        "dpd_action": "restart" if active else "clear",
+        "close_action": "start" if active else "none",
+    }
+    local_ts = sorted(c.local_cidrs)
+    peer_ts = sorted(c.peer_cidrs)
+    if c.ike_version == 1:
+        # IKEv1 negotiates one selector pair per child SA (#3138).
+        children = {f"n{i}": {**child_common, "local_ts": [lt], "remote_ts": [rt]}
+                    for i, (lt, rt) in enumerate((lt, rt) for lt in local_ts for rt in peer_ts)}
+    else:
+        children = {"net": {**child_common, "local_ts": local_ts, "remote_ts": peer_ts}}
+    ike_life = c.ike_lifetime_seconds or DEFAULT_IKE_LIFETIME
+    conn: dict[str, Any] = {
+        "version": int(c.ike_version),
+        "local_addrs": [c.local_address],
+        "remote_addrs": [c.peer_address],
+        "proposals": list(c.ike_proposals) or list(ipsec_proposals.DEFAULT_IKE),
+        "encap": "yes" if c.force_encapsulation else "no",
+        "mobike": "no",
+        "reauth_time": "0s",
+        "rekey_time": f"{ike_life * 9 // 10}s",
+        # The peer's new IKE SA (after it restarted) replaces the stale one.
+        "unique": "replace",
+        # An active connection keeps trying until the peer answers.
+        "keyingtries": 0 if active else 1,
+        "local": {"auth": "psk", "id": c.local_address},
+        "remote": {"auth": "psk", "id": c.peer_address},
+        "children": children,
+    }
+    if c.dpd_delay_seconds:
+        conn["dpd_delay"] = f"{c.dpd_delay_seconds}s"
+        if c.ike_version == 1:
+            conn["dpd_timeout"] = f"{c.dpd_timeout_seconds or 4 * c.dpd_delay_seconds}s"
+    return conn
+
+
+def render(cfg: pb.RouterConfig) -> dict[str, str]:
+    if not cfg.vpn_connections:
+        return {}
+    be = backend()
+    plugins = [*COMMON_PLUGINS, *(["kernel-libipsec"] if be == "libipsec" else []),
+               "kernel-netlink"]
+    out = {CONF: templating.render("strongswan/strongswan.conf.j2",
+                                   generator=f"{__name__} (router {cfg.router_id})",
+                                   plugins=plugins, backend=be)}
+    for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
+        # In memory only (compared to decide what to reload), never written.
+        out[CONN_PREFIX + c.id] = json.dumps(
+            {"conn": conn_definition(c), "psk": c.psk, "reset": c.reset_serial}, sort_keys=True)
+    return out
+
+
+def check(ctx: Context, rendered: dict[str, str]) -> None:
+    """charon has no offline config check: verify() applied the proposal
+    grammar; here every definition must encode as a vici message."""
+    import vici.protocol
+
+    for key, text in rendered.items():
+        if key.startswith(CONN_PREFIX):
+            vici.protocol.Message.serialize(json.loads(text)["conn"])
+
+
+# ------------------------------------------------------------------- apply
+
+
+def _run_dir(ctx: Context) -> str:
+    return ctx.path(NAME, "run")
+
+
+def _conf_path(ctx: Context) -> str:
+    return ctx.path(NAME, CONF)
+
+
+def _log_path(ctx: Context) -> str:
+    return ctx.path(NAME, "charon.log")
+
+
+def _loaded_path(ctx: Context) -> str:
+    return ctx.path(NAME, "loaded.json")
+
+
+def charon_pid(ctx: Context) -> int | None:
+    """charon of this router, if running (its environment names our strongswan.conf)."""
+    pid = proc.read_pidfile(os.path.join(_run_dir(ctx), "charon.pid"))
+    if not pid or not proc.is_alive(pid):
+        return None
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return None
+    want = f"STRONGSWAN_CONF={_conf_path(ctx)}".encode()
+    return pid if want in env and proc.cmdline(pid)[:1] == [CHARON] else None
+
+
+def _vici_socket(pid: int) -> str:
+    # charon's view of its /run, whatever the length of the state dir's path.
+    return f"/proc/{pid}/root/run/charon.vici"
+
+
+@contextlib.contextmanager
+def session(ctx: Context, timeout: float = 10.0) -> Any:
+    import vici
+
+    pid = charon_pid(ctx)
+    if pid is None:
+        raise ApplyError("strongswan: charon is not running")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(_vici_socket(pid))
+        yield vici.Session(s)
+    finally:
+        s.close()
+
+
+def _start(ctx: Context) -> int:
+    if ctx.state_dir.startswith("/run/"):
+        raise ApplyError("strongswan: the state dir must not be under /run (charon's /run "
+                         "is replaced by the router's run dir)")
+    run = _run_dir(ctx)
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    for stale in ("charon.pid", "charon.vici"):
+        files.remove(os.path.join(run, stale))
+    files.remove(_loaded_path(ctx))
+    # ip netns exec gives charon its own mount namespace; the bind mount of
+    # the run dir over /run stays in it. Paths are positional arguments of
+    # a fixed script, never spliced into it. setsid -f detaches charon (it
+    # does not daemonize) so the agent neither waits for it nor reaps it.
+    argv = proc.in_netns(ctx.netns, [
+        "env", f"STRONGSWAN_CONF={_conf_path(ctx)}", "setsid", "-f", "sh", "-c",
+        'mount --bind "$1" /run && exec "$2"', "charon", run, CHARON])
+    code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=30, check=False).returncode
+    if code:
+        raise ApplyError(f"strongswan: starting charon failed ({' '.join(argv)} -> {code})")
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = charon_pid(ctx)
+        if pid and os.path.exists(_vici_socket(pid)):
+            return pid
+        time.sleep(0.05)
+    raise ApplyError(f"strongswan: charon did not answer within {START_TIMEOUT:.0f} s "
+                     f"(see {_log_path(ctx)})")
+
+
+def _loaded(ctx: Context, pid: int) -> dict[str, str]:
+    """Digest of every connection loaded into the running charon (by us)."""
+    try:
+        with open(_loaded_path(ctx)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return dict(data.get("conns", {})) if data.get("pid") == pid else {}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str],
+          previous: pb.RouterConfig | None) -> None:
+    import vici.exception
+
+    if not rendered:
+        _stop(ctx)
+        return
+    os.makedirs(ctx.path(NAME), mode=0o700, exist_ok=True)
+    conf = rendered[CONF].replace("@LOG@", _log_path(ctx))
+    changed = files.write_if_changed(_conf_path(ctx), conf)
+    pid = charon_pid(ctx)
+    if pid is not None and changed:
+        # Only a new backend or plugin list changes it: restart to load it.
+        log.warning("router %s: strongswan.conf changed, restarting charon", ctx.router_id)
+        _stop(ctx)
+        pid = None
+    if pid is None:
+        pid = _start(ctx)
+    loaded = _loaded(ctx, pid)
+    wanted = {vici_name(k[len(CONN_PREFIX):]): v for k, v in rendered.items()
+              if k.startswith(CONN_PREFIX)}
+    try:
+        with session(ctx) as s:
+            present = {n.decode() if isinstance(n, bytes) else n
+                       for n in s.get_conns().get("conns", [])}
+            for name in sorted((present | set(loaded)) - set(wanted)):
+                if name.startswith(VICI_PREFIX):
+                    _unload(s, name)
+                    loaded.pop(name, None)
+            for name, text in sorted(wanted.items()):
+                if loaded.get(name) == _digest(text) and name in present:
+                    continue  # unchanged: its SAs are left alone
+                spec = json.loads(text)
+                if name in present:
+                    # Changed: the old SAs carry the old selectors/proposals.
+                    _terminate(s, name)
+                c = spec["conn"]
+                s.load_shared({"id": name, "type": "IKE", "data": spec["psk"],
+                               "owners": [c["local"]["id"], c["remote"]["id"]]})
+                s.load_conn({name: c})
+                loaded[name] = _digest(text)
+                _write_loaded(ctx, pid, loaded)
+    except (vici.exception.CommandException, OSError) as e:
+        raise ApplyError(f"strongswan: vici: {e}") from e
+    finally:
+        _write_loaded(ctx, pid, loaded)
+
+
+def _write_loaded(ctx: Context, pid: int, loaded: dict[str, str]) -> None:
+    files.write_if_changed(_loaded_path(ctx), json.dumps({"pid": pid, "conns": loaded},
+                                                         sort_keys=True), mode=0o600)
+
+
+def _terminate(s: Any, name: str) -> None:
+    import vici.exception
+
+    with contextlib.suppress(vici.exception.CommandException):
+        for _ in s.terminate({"ike": name, "force": "yes", "timeout": "-1"}):
+            pass
+
+
+def _unload(s: Any, name: str) -> None:
+    import vici.exception
+
+    with contextlib.suppress(vici.exception.CommandException):
+        s.unload_conn({"name": name})
+    _terminate(s, name)
+    with contextlib.suppress(vici.exception.CommandException):
+        s.unload_shared({"id": name})
+
+
+def _stop(ctx: Context) -> None:
+    pid = charon_pid(ctx)
+    if pid is not None:
+        proc.stop(pid, grace=5.0)
+    files.remove(_loaded_path(ctx))
+
+
+# ------------------------------------------------------------------ status
+
+
+_FAILURE = re.compile(
+    r"(establishing IKE_SA failed|giving up after|AUTHENTICATION_FAILED|"
+    r"NO_PROPOSAL_CHOSEN|no acceptable proposal|no matching|TS_UNACCEPTABLE|"
+    r"failed to establish CHILD_SA|MAC mismatched|tried \d+ shared key|"
+    r"received .*INVALID|peer not responding|no shared key found)", re.IGNORECASE)
+_SUCCESS = re.compile(r"IKE_SA \S+ established|CHILD_SA \S+ established")
+_LINE = re.compile(r"^(?P<ts>\S+) \d+\[\w+\] <(?P<name>[^|>]+)\|\d+> (?P<msg>.*)$")
+
+
+def _log_errors(ctx: Context) -> dict[str, str]:
+    """The latest failure logged per connection since its latest success."""
+    path = _log_path(ctx)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 256 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+        if size > LOG_MAX_BYTES:
+            os.truncate(path, 0)  # charon appends (O_APPEND): it goes on at 0
+    except OSError:
+        return {}
+    errors: dict[str, str] = {}
+    for line in lines:
+        m = _LINE.match(line)
+        if not m:
+            continue
+        name, msg = m.group("name"), m.group("msg")
+        if _SUCCESS.search(msg):
+            errors.pop(name, None)
+        elif _FAILURE.search(msg):
+            errors[name] = f"{m.group('ts')} {msg}"
+    return errors
+
+
+def _text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v or "")
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(_text(v) or 0)
+    except ValueError:
+        return 0
+
+
+def connection_status(ctx: Context, cfg: pb.RouterConfig) -> list[vpn_pb2.VpnConnectionStatus]:
+    """Every connection's IKE and child SAs, as charon reports them (list-sas)."""
+    if not cfg.vpn_connections:
+        return []
+    sas: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with session(ctx, timeout=3.0) as s:
+            for entry in s.list_sas():
+                for name, sa in entry.items():
+                    sas.setdefault(_text(name), []).append(sa)
+    except Exception as e:  # noqa: BLE001 - a status must not fail on a sick charon
+        down = f"charon not answering: {e}"
+        return [vpn_pb2.VpnConnectionStatus(connection_id=c.id, ike_state="DOWN",
+                                            last_error=down, backend=backend())
+                for c in cfg.vpn_connections]
+    errors = _log_errors(ctx)
+    out = []
+    for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
+        name = vici_name(c.id)
+        st = vpn_pb2.VpnConnectionStatus(connection_id=c.id, ike_state="DOWN",
+                                         backend=backend(), last_error=errors.get(name, ""))
+        candidates = sorted(sas.get(name, []), key=lambda sa: (
+            _text(sa.get("state")) == "ESTABLISHED", _int(sa.get("uniqueid"))))
+        if candidates:
+            sa = candidates[-1]
+            st.ike_state = _text(sa.get("state"))
+            st.ike_unique_id = _int(sa.get("uniqueid"))
+            st.established_seconds = _int(sa.get("established"))
+            for child in (sa.get("child-sas") or {}).values():
+                ch = vpn_pb2.VpnChildSaStatus(
+                    name=_text(child.get("name")), state=_text(child.get("state")),
+                    unique_id=_int(child.get("uniqueid")),
+                    bytes_in=_int(child.get("bytes-in")), bytes_out=_int(child.get("bytes-out")),
+                    packets_in=_int(child.get("packets-in")),
+                    packets_out=_int(child.get("packets-out")),
+                    local_ts=[_text(t) for t in child.get("local-ts", [])],
+                    remote_ts=[_text(t) for t in child.get("remote-ts", [])],
+                    installed_seconds=_int(child.get("install-time")),
+                    encapsulated=_text(child.get("encap")) == "yes")
+                st.children.append(ch)
+                st.bytes_in += ch.bytes_in
+                st.bytes_out += ch.bytes_out
+            st.children.sort(key=lambda ch: (ch.name, ch.unique_id))
+        out.append(st)
+    return out
+
+
+def serves(cfg: pb.RouterConfig) -> bool:
+    return bool(cfg.vpn_connections)
+
+
+def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+    version = proc.version(CHARON) if os.path.exists(CHARON) else ""
+    if not cfg.vpn_connections:
+        return pb.ServiceStatus(name=NAME, healthy=True, detail="no VPN connection",
+                                version=version)
+    pid = charon_pid(ctx)
+    return pb.ServiceStatus(name=NAME, healthy=pid is not None, version=version,
+                            detail=f"charon pid {pid} ({backend()})" if pid else "not running")
+
+
+def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
+    _stop(ctx)
+    shutil.rmtree(ctx.path(NAME), ignore_errors=True)
