@@ -33,6 +33,7 @@ from cloudnet.router.v1 import edge_pb2_grpc
 
 from netmgr import errors
 from netmgr import model_edge as me
+from netmgr.model import RouterBackend
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +171,13 @@ class EdgeDeltas:
             if not self._pending.get(router_id) or router_id not in self._base:
                 return None
         try:
-            host, desired = self._store.router_head(router_id)
+            host, desired, backend = self._store.router_head(router_id)
         except errors.NotFound:
             self.forget(router_id)
+            return None
+        if backend == RouterBackend.VM:
+            # Its agent is reached through the VM backend's own channel
+            # (netmgr.router_vm): full pushes only, for now.
             return None
         delta = self._take(router_id, desired)
         if delta is None:
@@ -199,7 +204,10 @@ class EdgeDeltas:
 
     def counters(self, router_id: str, refs: Sequence[Ref]) -> dict[Ref, tuple[int, int]]:
         """(packets, bytes) per rule, read from the router (every ref answered)."""
-        host, _ = self._store.router_head(router_id)
+        host, _, backend = self._store.router_head(router_id)
+        if backend == RouterBackend.VM:
+            raise errors.FailedPrecondition(
+                f"router {router_id} is a VM router: its counters are not readable yet")
         stub = edge_pb2_grpc.RouterEdgeStub(self._channel(host))
         try:
             reply = stub.GetEdgeCounters(epb.GetEdgeCountersRequest(

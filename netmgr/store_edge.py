@@ -617,15 +617,16 @@ class EdgeStore(PortStore):
 
     # ------------------------------------------------- router snapshot/status
 
-    def router_head(self, router_id: str) -> tuple[str, int]:
-        """(host, desired generation) of a router: one row, for the delta path."""
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        """(host, desired generation, backend) of a router: one row, for the
+        delta path."""
 
-        def tx(s: Session) -> tuple[str, int]:
-            r = s.execute(select(RouterRow.host, RouterRow.desired_generation)
-                          .where(RouterRow.id == router_id)).first()
+        def tx(s: Session) -> tuple[str, int, str]:
+            r = s.execute(select(RouterRow.host, RouterRow.desired_generation,
+                                 RouterRow.backend).where(RouterRow.id == router_id)).first()
             if r is None:
                 raise NotFound(f"router {router_id} not found")
-            return r[0], int(r[1])
+            return r[0], int(r[1]), str(r[2])
 
         return self._read(tx)
 

@@ -26,6 +26,7 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
+@pytest.mark.netns_only  # reads the host agent's journal; VM routers take full pushes
 def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant,
                                                               servers):  # noqa: F811
     t, net, (p1, p2), (g1, g2) = setup_net(make_tenant, "10.57.0.0/24", 2)
@@ -119,6 +120,7 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
     assert ask(inet, TCP, ip.ip, 80) == "g2"
 
 
+@pytest.mark.netns_only  # counters are read from the host's agent
 def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, make_tenant):
     t, net, (p1,), (g1,) = setup_net(make_tenant, "10.58.0.0/24", 1)
     e = Edge(t)

@@ -63,8 +63,8 @@ class Store:
         self.desired = 5
         self.applied: list[int] = []
 
-    def router_head(self, router_id: str) -> tuple[str, int]:
-        return "local", self.desired
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        return "local", self.desired, "netns"
 
     def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
         self.applied.append(generation)
