@@ -172,3 +172,38 @@ def test_counters_sum_a_rules_elements_and_skip_shared_first_packets() -> None:
     edge_delta._count("allow_0", elem("cn:firewall:b", 4), totals)
     edge_delta._count("fw_in", {"elem": {"val": "x", "comment": "other"}}, totals)
     assert totals == {("portforward", "a"): [5, 500], ("firewall", "b"): [4, 400]}
+
+
+def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from router.services import Context
+
+    cfg = edge_config(port_forwards=[fwd(1)])
+    cfg.generation = 9
+    ctx = Context(router_id="r", netns="cn-test-compact", state_dir=str(tmp_path), fabric=None)
+    rt = SimpleNamespace(ctx=ctx, lock=threading.Lock(), config=cfg)
+    journal = tmp_path / edge_delta.JOURNAL
+    journal.write_bytes(b"\x00\x00\x00\x00")  # one (empty) delta
+    edge_delta._compacting.add(ctx.netns)
+    edge_delta._compact(rt)  # type: ignore[arg-type]
+    assert not journal.exists() and ctx.netns not in edge_delta._compacting
+    written = pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes())
+    assert written == cfg
+    # A change while writing: the older snapshot is not swapped in.
+    class Racing(SimpleNamespace):
+        calls = 0
+
+        @property
+        def config(self):  # type: ignore[override]
+            Racing.calls += 1
+            c = pb.RouterConfig()
+            c.CopyFrom(cfg)
+            c.generation = 9 + Racing.calls  # a delta lands between the two reads
+            return c
+
+    journal.write_bytes(b"\x00\x00\x00\x00")
+    edge_delta._compact(Racing(ctx=ctx, lock=threading.Lock()))  # type: ignore[arg-type]
+    assert journal.exists()
+    assert pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes()).generation == 9
