@@ -95,7 +95,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 
-    from router import edge_delta
+    from router import edge_journal
     from router.agent import Agent
 
     router_id = "edge-delta2"
@@ -141,8 +141,8 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert map_keys(ns) == want and runtime.config.generation == 2
 
     # The journal holds the delta; a restarted agent adopts config.pb + journal.
-    assert [d.generation for d in edge_delta.read_journal(
-        os.path.join(runtime.ctx.state_dir, edge_delta.JOURNAL))] == [2]
+    assert [d.generation for d in edge_journal.read_journal(
+        os.path.join(runtime.ctx.state_dir, edge_journal.JOURNAL))] == [2]
     restarted = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
                       fabric_netns=topo.fabric.netns, agent_id="test2")
     restarted.start()
