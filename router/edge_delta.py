@@ -350,8 +350,12 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
         if commands:
             libnft.run_checked(rt.ctx.netns, commands)
     except libnft.NftError as e:
-        # The index already counts the change: drop it; a full push rebuilds.
+        # The index (and the loaded elements it edits) already count the
+        # change: forget both, so the full push that follows loads the whole
+        # table rather than diffing against elements that are not there.
         forget(rt)
+        nftables.set_loaded(rt.ctx.netns, None)
+        rt._applied.pop(nftables.NAME, None)
         raise Stale(f"nft refused the element update: {e}") from e
     index.edit_config(removed, added, delta.generation)
     # The table no longer matches what the nftables service last rendered:

@@ -160,3 +160,18 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert map_keys(ns) == want and table_handle(ns) == handle
     r = send(4, 5, removed=[("portforward", "pfnew")])
     assert r.applied_generation == 5 and map_keys(ns) == want - {3000}
+
+    # The table deleted behind the agent's back: the element update fails its
+    # dry run, the delta answers stale (nothing half-recorded), and the full
+    # push that follows loads the whole table again.
+    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "cloudnet")
+    moved2 = pb.PortForwardRule()
+    moved2.CopyFrom(moved)
+    moved2.public_port_start = moved2.public_port_end = 4002
+    assert send(5, 6, forwards=[moved2]).stale
+    full.generation = 6
+    keep = [f for f in full.port_forwards if f.id != "pfnew"]
+    del full.port_forwards[:]
+    full.port_forwards.extend(keep)
+    assert agent.agent.apply(full).applied_generation == 6
+    assert map_keys(ns) == want - {3000}
