@@ -349,7 +349,7 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     try:
         if commands:
             libnft.run_checked(rt.ctx.netns, commands)
-    except libnft.NftError as e:
+    except (libnft.NftError, OSError) as e:
         # The index (and the loaded elements it edits) already count the
         # change: forget both, so the full push that follows loads the whole
         # table rather than diffing against elements that are not there.
@@ -363,7 +363,13 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     rt._applied.pop(nftables.NAME, None)
     rt.rejected_generation, rt.last_error, rt._error_object = 0, "", None
     rt.apply_seconds = time.monotonic() - started
-    edge_journal.append(rt, delta)
+    try:
+        edge_journal.append(rt, delta)
+    except OSError:
+        # Applied but not persisted: a restarted agent reports the older
+        # generation of config.pb, and netmgr pushes again.
+        log.exception("router %s: journaling delta %d failed", rt.ctx.router_id,
+                      delta.generation)
     return _reply(rt, objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
                                for k, i in sorted({nft_edge.object_key(o) for o in added})])
 
