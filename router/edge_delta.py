@@ -74,19 +74,28 @@ class EdgeIndex:
             defaultdict(dict))
         self.pf_ips: Counter[str] = Counter()
         self.positions: dict[Oid, tuple[Field, int]] = {}
-        for field in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
+        # In the order nft_edge.elements() meets them: the first owner of a
+        # shared element is the one its comment names.
+        for kind, field in (("", "public_addresses"), (nft_edge.STATIC_NAT, "static_nats"),
+                            (nft_edge.PORT_FORWARD, "port_forwards"), ("", "load_balancers"),
+                            (nft_edge.FIREWALL, "ingress_rules"),
+                            (nft_edge.FIREWALL, "egress_rules")):
             for i, obj in enumerate(getattr(cfg, field)):
-                self.positions[nft_edge.object_key(obj)] = (field, i)
-        for obj in nft_edge.config_objects(cfg):
-            self._add(obj)
+                if not kind:
+                    self._add(obj)
+                    continue
+                oid = (kind, obj.id)
+                self.positions[oid] = (field, i)
+                self._add(obj, oid)
 
     # ----------------------------------------------------------- ownership
 
-    def _add(self, obj: nft_edge.EdgeObject) -> set[tuple[str, str]]:
-        oid = nft_edge.object_key(obj)
-        exact, boxes = self.parts[oid] = nft_edge.object_parts(obj)
+    def _add(self, obj: nft_edge.EdgeObject, oid: Oid | None = None) -> set[tuple[str, str]]:
+        oid = oid or nft_edge.object_key(obj)
+        exact, boxes = self.parts[oid] = nft_edge.object_parts(obj, oid)
+        owners = self.owners
         for name, key, value, c in exact:
-            self.owners[(name, key)].append((oid, value, c))
+            owners[(name, key)].append((oid, value, c))
         for group, box, c in boxes:
             self.groups[group].setdefault(oid, []).append((box, c))
         if isinstance(obj, pb.PortForwardRule):

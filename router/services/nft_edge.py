@@ -315,13 +315,15 @@ def config_objects(cfg: pb.RouterConfig) -> Iterable[EdgeObject]:
     yield from cfg.egress_rules
 
 
-def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
+def object_parts(obj: EdgeObject,
+                 key: tuple[str, str] | None = None) -> tuple[list[Part], list[GroupBox]]:
     """What one object puts in the table: exact elements (its own, whatever
     the other objects) and boxes of interval sets (cut into disjoint
-    elements together with the other boxes of the same set and head)."""
+    elements together with the other boxes of the same set and head).
+    `key`: the object's (kind, ID), when the caller has it."""
     exact: list[Part] = []
     boxes: list[GroupBox] = []
-    c = _comment(*object_key(obj))
+    c = _comment(*(key or object_key(obj)))
 
     def allow(fallback: str, ip: str, proto: str, lo: int, hi: int,
               cidrs: Sequence[str]) -> None:
@@ -334,6 +336,9 @@ def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
         for cidr in cidrs or ["0.0.0.0/0"]:
             address, plen = _prefix(cidr)
             name = f"{ALLOW_PREFIX}{plen}"
+            if lo == hi:  # the common case, without a generator
+                exact.append((name, f"{ip} . {proto} . {lo} . {address}", "", c))
+                continue
             exact.extend((name, f"{ip} . {proto} . {port} . {address}", "", c)
                          for port in range(lo, hi + 1))
 
@@ -344,9 +349,14 @@ def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
         exact.append(("eip_out", obj.private_ip, obj.public_ip, c))
     elif isinstance(obj, pb.PortForwardRule):
         shift = obj.private_port_start - obj.public_port_start
-        exact.extend(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . {port}",
-                      f"{obj.private_ip} . {port + shift}", c)
-                     for port in range(obj.public_port_start, obj.public_port_end + 1))
+        if obj.public_port_start == obj.public_port_end:
+            exact.append(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . "
+                          f"{obj.public_port_start}",
+                          f"{obj.private_ip} . {obj.private_port_start}", c))
+        else:
+            exact.extend(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . {port}",
+                          f"{obj.private_ip} . {port + shift}", c)
+                         for port in range(obj.public_port_start, obj.public_port_end + 1))
         allow("pf_allow", obj.public_ip, obj.protocol, obj.public_port_start,
               obj.public_port_end, obj.source_cidrs)
     elif isinstance(obj, pb.LoadBalancerRule):
