@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
@@ -154,15 +155,20 @@ class EdgeDeltas:
             self._pending.pop(router_id, None)
 
     def _take(self, router_id: str, desired: int) -> epb.EdgeDelta | None:
-        with self._lock:
-            base = self._base.get(router_id)
-            pending = self._pending.get(router_id, {})
-            if base is None or desired <= base:
-                return None
-            chain = [pending.get(g) for g in range(base + 1, desired + 1)]
-        if any(c is None for c in chain):
-            return None
-        return merge(router_id, base, desired, [c for c in chain if c is not None])
+        # The API records a change just after its commit: a push that reads
+        # the router between the two would see a gap and push in full (1 s
+        # at 12k rules). A gap is given a few ms to fill before that.
+        for wait in (0.0, 0.005, 0.01, 0.02):
+            time.sleep(wait)
+            with self._lock:
+                base = self._base.get(router_id)
+                pending = self._pending.get(router_id, {})
+                if base is None or desired <= base:
+                    return None
+                chain = [pending.get(g) for g in range(base + 1, desired + 1)]
+            if all(c is not None for c in chain):
+                return merge(router_id, base, desired, [c for c in chain if c is not None])
+        return None
 
     def push(self, router_id: str) -> bool | None:
         """Bring the router to its desired generation by a delta: True if done,
