@@ -144,15 +144,76 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
                                             acl_id=request.acl_id.lower())
 
 
+def route_to_pb(r: mv.StaticRoute) -> pb.StaticRoute:
+    return pb.StaticRoute(id=r.id, vpc_id=r.vpc_id, cidr=r.cidr, next_hop=r.next_hop,
+                          via_id=r.via_id, state=OBJECT_STATES[r.state], error=r.error,
+                          create_time=_ts(r.created_at))
+
+
+def gateway_to_pb(g: mv.PrivateGateway) -> pb.PrivateGateway:
+    return pb.PrivateGateway(id=g.id, vpc_id=g.vpc_id, vlan_id=g.vlan_id, address=g.address,
+                             gateway=g.gateway, acl_id=g.acl_id, state=OBJECT_STATES[g.state],
+                             error=g.error, create_time=_ts(g.created_at))
+
+
+class StaticRouteServicer(_Base, rpc.StaticRouteServiceServicer):
+    def CreateStaticRoute(self, request: pb.CreateStaticRouteRequest,
+                          context: Ctx) -> pb.StaticRoute:
+        r = request.static_route
+        route = self._store.create_static_route(_tenant(), r.vpc_id, r.cidr, r.next_hop)
+        self._notify(self._store.get_vpc(route.tenant_id, route.vpc_id).router_id)
+        return route_to_pb(route)
+
+    def GetStaticRoute(self, request: pb.GetStaticRouteRequest, context: Ctx) -> pb.StaticRoute:
+        return route_to_pb(self._store.get_static_route(_tenant(), request.id))
+
+    def ListStaticRoutes(self, request: pb.ListStaticRoutesRequest,
+                         context: Ctx) -> pb.ListStaticRoutesResponse:
+        routes = self._store.list_static_routes(_tenant(), request.vpc_id)
+        return pb.ListStaticRoutesResponse(static_routes=[route_to_pb(r) for r in routes])
+
+    def DeleteStaticRoute(self, request: pb.DeleteStaticRouteRequest,
+                          context: Ctx) -> pb.DeleteStaticRouteResponse:
+        self._notify(self._store.delete_static_route(_tenant(), request.id))
+        return pb.DeleteStaticRouteResponse()
+
+
+class PrivateGatewayServicer(_Base, rpc.PrivateGatewayServiceServicer):
+    def CreatePrivateGateway(self, request: pb.CreatePrivateGatewayRequest,
+                             context: Ctx) -> pb.PrivateGateway:
+        g = request.private_gateway
+        gw = self._store.create_private_gateway(_tenant(), g.vpc_id, g.vlan_id, g.address,
+                                                g.gateway, g.acl_id)
+        self._notify(self._store.get_vpc(gw.tenant_id, gw.vpc_id).router_id)
+        return gateway_to_pb(gw)
+
+    def GetPrivateGateway(self, request: pb.GetPrivateGatewayRequest,
+                          context: Ctx) -> pb.PrivateGateway:
+        return gateway_to_pb(self._store.get_private_gateway(_tenant(), request.id))
+
+    def ListPrivateGateways(self, request: pb.ListPrivateGatewaysRequest,
+                            context: Ctx) -> pb.ListPrivateGatewaysResponse:
+        gws = self._store.list_private_gateways(_tenant(), request.vpc_id)
+        return pb.ListPrivateGatewaysResponse(private_gateways=[gateway_to_pb(g) for g in gws])
+
+    def DeletePrivateGateway(self, request: pb.DeletePrivateGatewayRequest,
+                             context: Ctx) -> pb.DeletePrivateGatewayResponse:
+        self._notify(self._store.delete_private_gateway(_tenant(), request.id))
+        return pb.DeletePrivateGatewayResponse()
+
+
 def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
     """Register the VPC services; returns their full names (health, reflection)."""
     for servicer, add in (
         (VpcServicer, rpc.add_VpcServiceServicer_to_server),
         (NetworkAclServicer, rpc.add_NetworkAclServiceServicer_to_server),
+        (StaticRouteServicer, rpc.add_StaticRouteServiceServicer_to_server),
+        (PrivateGatewayServicer, rpc.add_PrivateGatewayServiceServicer_to_server),
     ):
         add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
     return SERVICES
 
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name
-                 for name in ("VpcService", "NetworkAclService"))
+                 for name in ("VpcService", "NetworkAclService", "StaticRouteService",
+                              "PrivateGatewayService"))

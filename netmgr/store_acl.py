@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from netmgr import model_vpc as mv
 from netmgr import store_rows as rows
 from netmgr.db import NetworkRow, RouterRow, utcnow
-from netmgr.db_vpc import AclRuleRow, NetworkAclRow, VpcRow
+from netmgr.db_vpc import AclRuleRow, NetworkAclRow, PrivateGatewayRow, VpcRow
 from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound
 from netmgr.model import object_state
 from netmgr.store_base import new_id
@@ -148,10 +148,11 @@ class AclStore(EdgeStore):
     def delete_network_acl(self, tenant_id: str, acl_id: str) -> None:
         def tx(s: Session) -> None:
             row = self._own_acl_row(s, tenant_id, acl_id, "id")
-            tiers = self._tiers_of(s, row.id)
+            tiers = self._tiers_of(s, row.id) + tuple(s.scalars(
+                select(PrivateGatewayRow.id).where(PrivateGatewayRow.acl_id == row.id)))
             if tiers:
                 raise FailedPrecondition(
-                    f"list {row.name!r} guards tier(s) {', '.join(tiers)}; replace it first")
+                    f"list {row.name!r} guards {', '.join(tiers)}; replace it first")
             s.execute(delete(NetworkAclRow).where(NetworkAclRow.id == row.id))
 
         self._write(tx)

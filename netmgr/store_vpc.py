@@ -27,11 +27,11 @@ from netmgr.db import (
     TenantRow,
     utcnow,
 )
-from netmgr.db_vpc import VpcRow
+from netmgr.db_vpc import NetworkAclRow, VpcRow
 from netmgr.errors import FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
-from netmgr.store_acl import AclStore
 from netmgr.store_base import new_id
+from netmgr.store_routes import RouteStore
 from netmgr.validation import (
     NetworkSpec,
     _collect,
@@ -49,7 +49,7 @@ from netmgr.validation_vpc import (
 )
 
 
-class VpcStore(AclStore):
+class VpcStore(RouteStore):
     # ------------------------------------------------------------- helpers
 
     def _vpc_row(self, s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
@@ -79,7 +79,14 @@ class VpcStore(AclStore):
         row = s.get(VpcRow, router.vpc_id)
         assert row is not None
         acls, tier_acls = self._acl_snapshot(s, row.id)
-        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls)
+        routes, gateways = self._route_snapshot(s, row.id)
+        # A private gateway's list is served like a tier's.
+        extra = {g.acl_id for g in gateways} - {a.id for a in acls}
+        acls += tuple(self._acl(s, mv.BUILTIN_ACLS.get(a) or s.get_one(NetworkAclRow, a),
+                                row.id, with_rules=True) for a in sorted(extra))
+        tier_acls += tuple((g.id, g.acl_id) for g in gateways)
+        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls,
+                              routes=routes, gateways=gateways)
 
     def _check_no_vpcs(self, s: Session, tenant: TenantRow) -> None:
         count = s.scalar(select(func.count()).where(VpcRow.tenant_id == tenant.id))
@@ -208,6 +215,8 @@ class VpcStore(AclStore):
 
     def _drop_tier(self, s: Session, row: NetworkRow) -> None:
         """Before a tier's row goes: free its router MAC, bump the VPC router."""
+        assert row.vpc_id is not None
+        self._check_no_routes_via(s, row.vpc_id, row.cidr, f"tier {row.id}")
         if row.router_mac:
             s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
         assert row.vpc_id is not None

@@ -36,6 +36,8 @@ ACTIONS = ("allow", "deny")
 DIRECTIONS = ("ingress", "egress")
 NAMED_PROTOCOLS = ("tcp", "udp", "icmp", "all")
 MAX_RULES = 500
+# Tiers and private gateways: the interfaces a VPC router routes between.
+INNER_ROLES = (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY)
 MAX_CIDRS = 64
 
 
@@ -67,12 +69,12 @@ def verify(cfg: pb.RouterConfig) -> None:
         numbers: set[tuple[str, int]] = set()
         for rule in acl.rules:
             _verify_rule(acl, rule, numbers)
-    guests = {i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST}
+    guests = {i.name for i in cfg.interfaces if i.role in INNER_ROLES}
     seen: set[str] = set()
     for tier in cfg.tier_acls:
         what = f"tier {tier.network_id}"
         if tier.interface not in guests:
-            raise ConfigError(f"{what}: {tier.interface!r} is not a guest interface",
+            raise ConfigError(f"{what}: {tier.interface!r} is not a tier or private gateway",
                               "network", tier.network_id)
         if tier.interface in seen:
             raise ConfigError(f"{what}: interface {tier.interface} has two lists",
@@ -172,19 +174,22 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
         {"name": "acl_out", "elements": [
             f'"{t.interface}" : jump acl_{by_acl[t.acl_id]}_out' for t in tiers]},
     ]
+    inner = sorted(i.name for i in cfg.interfaces if i.role in INNER_ROLES)
+    # Sources allowed between tiers: the tiers' and gateways' subnets, and
+    # the networks static routes reach through them (no spoofed sources).
     sources = sorted(
         {str(ipaddress.IPv4Interface(a).network)
-         for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST for a in i.addresses}
+         for i in cfg.interfaces if i.role in INNER_ROLES for a in i.addresses}
         | {r.destination for r in cfg.routes if r.destination != "0.0.0.0/0"
-           and any(r.interface == i.name for i in cfg.interfaces
-                   if i.role == pb.INTERFACE_ROLE_GUEST)},
+           and r.interface in inner},
         key=lambda n: ipaddress.IPv4Network(n))
     forward = [
         'iifname vmap @acl_out comment "cn:acl: out of a tier"',
         'oifname vmap @acl_in comment "cn:acl: into a tier"',
     ]
     if sources:
+        names = ", ".join(f'"{n}"' for n in inner)  # checked [a-z0-9-]{1,15}
         forward.append(
-            f"iifname @guest_ifaces oifname @guest_ifaces ip saddr {{ {', '.join(sources)} }} "
+            f"iifname {{ {names} }} oifname {{ {names} }} ip saddr {{ {', '.join(sources)} }} "
             'counter accept comment "between tiers"')
     return {"acl_chains": chains(cfg), "acl_maps": maps, "acl_forward": forward}
