@@ -41,6 +41,7 @@ POLICY: dict[str, Access] = {
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
                    "FirewallService", "LoadBalancerService", "RouterVmService",
+                   "EdgeCounterService",
                    # VPCs (issue 6)
                    "VpcService", "NetworkAclService", "StaticRouteService",
                    "PrivateGatewayService")},

@@ -728,12 +728,18 @@ class EdgeStore(PortStore):
         """The router's per-object errors ((kind, id) -> reason) for edge objects;
         objects not named are cleared."""
 
+        # Only this method sets a rule's error: when it left none for this
+        # router and none is reported, the scan of every rule row (60,000 at
+        # scale, on every resync) is skipped.
+        clean: set[str] = self.__dict__.setdefault("_edge_clean", set())
+        skip_rules = not errors and router_id in clean
+
         def tx(s: Session) -> None:
             net_ids = self._router_network_ids(s, router_id)  # a VPC router: its tiers
             tables: list[tuple[str, Any]] = [
                 (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
                 (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
-            for kind, table in tables:
+            for kind, table in [] if skip_rules else tables:
                 stmt = select(table).where(table.network_id.in_(net_ids))
                 if not errors:
                     stmt = stmt.where(table.error != "")
@@ -753,6 +759,10 @@ class EdgeStore(PortStore):
                     ip.error = err
 
         self._write(tx)
+        if errors:
+            clean.discard(router_id)
+        else:
+            clean.add(router_id)
 
 
 

@@ -133,12 +133,15 @@ def _delta(ctx: Context, rendered: dict[str, str]) -> tuple[str, nft_edge.Elemen
 
 
 def _table_listed(netns: str) -> bool:
-    """Whether the table exists (in-process; lists table names only, not rules)."""
+    """Whether the table exists (in-process). Not by `list tables`: nft 1.0
+    fetches every set's elements for it (0.6 s at 10,000 rules, under the
+    router's lock); one small set, without its elements, costs the same at
+    any size."""
     try:
-        out = libnft.run(netns, "list tables")
+        libnft.run(netns, f"list set {TABLE_FAMILY} {TABLE_NAME} edge_ips", terse=True)
     except libnft.NftError:
         return False
-    return f"table {TABLE_FAMILY} {TABLE_NAME}" in out.splitlines()
+    return True
 
 
 def check(ctx: Context, rendered: dict[str, str]) -> None:
