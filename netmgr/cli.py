@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
+    from netmgr import cli_vpc
+
+    cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     return parser
 
 
