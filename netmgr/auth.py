@@ -42,9 +42,9 @@ POLICY: dict[str, Access] = {
                    "PublicIpService", "StaticNatService", "PortForwardService",
                    "FirewallService", "LoadBalancerService", "RouterVmService",
                    "EdgeCounterService",
-                   # VPCs (issue 6)
+                   # VPCs and site-to-site VPN (issue 6)
                    "VpcService", "NetworkAclService", "StaticRouteService",
-                   "PrivateGatewayService")},
+                   "PrivateGatewayService", "VpnService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

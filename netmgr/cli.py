@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from netmgr import cli_debug, cli_edge, cli_vm
+from netmgr import cli_debug, cli_edge, cli_vm, cli_vpn
 from netmgr.cli_client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
 from netmgr.cli_commands import (
     CommandFailed,
@@ -343,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
+    cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
     from netmgr import cli_vpc
 
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway

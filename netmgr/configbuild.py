@@ -13,6 +13,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from netmgr import configbuild_vpc
 from netmgr.configbuild_vpc import add_vpc
+from netmgr.configbuild_vpn import add_vpn
 from netmgr.model import Network, RouterSnapshot
 from netmgr.model_edge import EdgeSnapshot
 
@@ -107,6 +108,7 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     )
     if public_ip:
         _add_edge(config, edge, {n.id: n.cidr for n in networks})
+        add_vpn(config, snapshot.vpn)
     if snapshot.vpc is not None:
         add_vpc(config, snapshot)
     return config

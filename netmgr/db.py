@@ -275,5 +275,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 # The edge tables (migration 0002) and the compute hosts (0003) belong to the
-# same metadata.
-from netmgr import db_edge, db_hosts, db_router_vm, db_vpc  # noqa: E402, F401
+# same metadata, and so do the router VMs (0004), the VPCs (0005, 0006) and
+# the VPN tables (0007).
+from netmgr import db_edge, db_hosts, db_router_vm, db_vpc, db_vpn  # noqa: E402, F401

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from netmgr.model_edge import EdgeSnapshot
     from netmgr.model_vpc import VpcSnapshot
+    from netmgr.model_vpn import VpnTunnel
 
 
 class RouterBackend(StrEnum):
@@ -179,3 +180,5 @@ class RouterSnapshot:
     edge: EdgeSnapshot | None = None
     # The VPC a VPC router serves, its ACLs and routes (netmgr.model_vpc).
     vpc: VpcSnapshot | None = None
+    # Site-to-site VPN connections (netmgr.model_vpn.VpnTunnel).
+    vpn: tuple[VpnTunnel, ...] = ()

@@ -27,6 +27,7 @@ from netmgr.configbuild import build_router_config
 from netmgr.edge_delta import AgentObject, EdgeDeltas, Ref
 from netmgr.model import ServiceHealth
 from netmgr.store_edge import EDGE_KINDS, lb_health
+from netmgr.store_vpn import record_vpn_status
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class Reconciler:
         self._store.record_edge_status(router_id, {
             (o.kind, o.id): (o.error or "rejected by the router")
             for o in status.objects if not o.ok and o.kind in EDGE_KINDS}, lb_health(status))
+        record_vpn_status(self._store, router_id, status)
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True

@@ -41,6 +41,7 @@ from netmgr.errors import AlreadyExists, FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
 from netmgr.store_base import new_id, zone_columns
 from netmgr.store_vpc import VpcStore
+from netmgr.store_vpn import VpnStore
 from netmgr.validation import (
     NetworkSpec,
     NetworkUpdate,
@@ -357,7 +358,8 @@ class Store(VpcStore):
             return model.RouterSnapshot(router=router, networks=networks, ports=ports,
                                         zone=rows.zone(self._zone_row(s)),
                                         edge=self._edge_snapshot(s, net_ids),
-                                        vpc=self._vpc_snapshot(s, router))
+                                        vpc=self._vpc_snapshot(s, router),
+                                        vpn=VpnStore(self).tunnels(s, net_ids))
 
         return self._read(tx)
 

@@ -20,8 +20,21 @@ DH = ("modp2048", "modp3072", "modp4096", "modp6144", "modp8192",
 ESN = ("esn", "noesn")
 MAX_PROPOSALS = 8
 
+# A pre-shared key: a printable set with no quote, backslash, space or '#'
+# (what would end or comment out a value in a config file), though keys only
+# ever travel through vici.
+PSK_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                      "!%*+,-./:=?@^_~")
+PSK_MIN, PSK_MAX = 16, 128
+PSK_RULE = f"{PSK_MIN}-{PSK_MAX} characters of letters, digits and !%*+,-./:=?@^_~"
+LIFETIME_MIN, LIFETIME_MAX = 300, 86400
+
 DEFAULT_IKE = ("aes256gcm16-prfsha384-ecp384", "aes256-sha256-modp2048")
 DEFAULT_ESP = ("aes256gcm16-ecp384", "aes256-sha256-modp2048")
+
+
+def psk_ok(psk: str) -> bool:
+    return PSK_MIN <= len(psk) <= PSK_MAX and set(psk) <= PSK_CHARS
 
 
 def check(proposal: str, ike: bool) -> str:

@@ -59,13 +59,7 @@ CHARON = "/usr/lib/ipsec/charon"
 # vici names of our connections (and of their shared keys).
 VICI_PREFIX = "cn-"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-# A pre-shared key: a printable set with no quote, backslash, space or '#'
-# (what would end or comment out a value in a config file), though keys only
-# ever travel through vici.
-PSK_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                      "!%*+,-./:=?@^_~")
-PSK_MIN, PSK_MAX = 16, 128
-LIFETIME_MIN, LIFETIME_MAX = 300, 86400
+LIFETIME_MIN, LIFETIME_MAX = ipsec_proposals.LIFETIME_MIN, ipsec_proposals.LIFETIME_MAX
 DEFAULT_IKE_LIFETIME, DEFAULT_ESP_LIFETIME = 28800, 3600
 START_TIMEOUT = 10.0
 LOG_MAX_BYTES = 4 * 1024 * 1024
@@ -136,9 +130,8 @@ def verify(cfg: pb.RouterConfig) -> None:
             clash = next((m for m in mine if m.overlaps(n)), None)
             if clash is not None:
                 raise _bad(c, f"peer CIDR {n} overlaps local CIDR {clash}")
-        if not PSK_MIN <= len(c.psk) <= PSK_MAX or not set(c.psk) <= PSK_CHARS:
-            raise _bad(c, f"pre-shared key must be {PSK_MIN}-{PSK_MAX} characters of "
-                          f"letters, digits and {''.join(sorted(PSK_CHARS - set(_ALNUM)))}")
+        if not ipsec_proposals.psk_ok(c.psk):
+            raise _bad(c, f"pre-shared key must be {ipsec_proposals.PSK_RULE}")
         if c.ike_version not in (1, 2):
             raise _bad(c, f"IKE version {c.ike_version} is not 1 or 2")
         for proposals, ike in ((c.ike_proposals, True), (c.esp_proposals, False)):
@@ -154,9 +147,6 @@ def verify(cfg: pb.RouterConfig) -> None:
                 raise _bad(c, f"{name} {value} s is outside {LIFETIME_MIN}-{LIFETIME_MAX}")
         if c.dpd_delay_seconds > 3600 or c.dpd_timeout_seconds > 3600:
             raise _bad(c, "DPD delay and timeout are at most 3600 s")
-
-
-_ALNUM = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def _parses(ip: str) -> bool:
@@ -233,7 +223,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
     for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
         # In memory only (compared to decide what to reload), never written.
         out[CONN_PREFIX + c.id] = json.dumps(
-            {"conn": conn_definition(c), "psk": c.psk}, sort_keys=True)
+            {"conn": conn_definition(c), "psk": c.psk, "reset": c.reset_serial}, sort_keys=True)
     return out
 
 

@@ -44,6 +44,7 @@ class VpnConnection(_message.Message):
     DPD_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     FORCE_ENCAPSULATION_FIELD_NUMBER: _builtins.int
     PASSIVE_FIELD_NUMBER: _builtins.int
+    RESET_SERIAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The API object (VPN connection) this is; names the strongSwan connection."""
     local_address: _builtins.str
@@ -67,6 +68,10 @@ class VpnConnection(_message.Message):
     """Always encapsulate ESP in UDP (port 4500), even without a NAT."""
     passive: _builtins.bool
     """Passive: never initiate, wait for the peer."""
+    reset_serial: _builtins.int
+    """Changed by a reset: the router tears the SAs down and loads the
+    connection again.
+    """
     @_builtins.property
     def local_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Networks behind the router (VPC or tier CIDRs) and behind the peer."""
@@ -99,10 +104,11 @@ class VpnConnection(_message.Message):
         dpd_timeout_seconds: _builtins.int = ...,
         force_encapsulation: _builtins.bool = ...,
         passive: _builtins.bool = ...,
+        reset_serial: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dpd_delay_seconds", b"dpd_delay_seconds", "dpd_timeout_seconds", b"dpd_timeout_seconds", "esp_lifetime_seconds", b"esp_lifetime_seconds", "esp_proposals", b"esp_proposals", "force_encapsulation", b"force_encapsulation", "id", b"id", "ike_lifetime_seconds", b"ike_lifetime_seconds", "ike_proposals", b"ike_proposals", "ike_version", b"ike_version", "local_address", b"local_address", "local_cidrs", b"local_cidrs", "passive", b"passive", "peer_address", b"peer_address", "peer_cidrs", b"peer_cidrs", "psk", b"psk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dpd_delay_seconds", b"dpd_delay_seconds", "dpd_timeout_seconds", b"dpd_timeout_seconds", "esp_lifetime_seconds", b"esp_lifetime_seconds", "esp_proposals", b"esp_proposals", "force_encapsulation", b"force_encapsulation", "id", b"id", "ike_lifetime_seconds", b"ike_lifetime_seconds", "ike_proposals", b"ike_proposals", "ike_version", b"ike_version", "local_address", b"local_address", "local_cidrs", b"local_cidrs", "passive", b"passive", "peer_address", b"peer_address", "peer_cidrs", b"peer_cidrs", "psk", b"psk", "reset_serial", b"reset_serial"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
