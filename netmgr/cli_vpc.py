@@ -46,6 +46,8 @@ COLUMNS.update({
                 ("ICMP", lambda m: f"{m.icmp_type}/{m.icmp_code}" if m.protocol == "icmp"
                  else ""),
                 ("CIDRS", _f("cidrs")), ("STATE", _f("state"))],
+    "AclRuleCounter": [("NUMBER", _f("number")), ("RULE", _f("rule_id")),
+                       ("PACKETS", _f("packets")), ("BYTES", _f("bytes"))],
     "StaticRoute": [("ID", _f("id")), ("CIDR", _f("cidr")), ("NEXT HOP", _f("next_hop")),
                     ("VIA", _f("via_id")), ("STATE", _f("state"))],
     "PrivateGateway": [("ID", _f("id")), ("VLAN", _f("vlan_id")), ("ADDRESS", _f("address")),
@@ -175,6 +177,12 @@ def cmd_acl_replace(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_acl_counters(ctx: Context, args: argparse.Namespace) -> int:
+    reply = _Stubs(ctx).acls.GetAclCounters(vpb.GetAclCountersRequest(acl_id=args.acl_id))
+    ctx.show_list("AclRuleCounter", list(reply.counters))
+    return 0
+
+
 # ------------------------------------------------- routes, private gateways
 
 
@@ -264,6 +272,8 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     by_id(s, "list", cmd_acl_list, "list a VPC's lists (built-in ones first)", "VPC_ID")
     by_id(s, "delete", cmd_acl_delete, "delete a list no tier uses")
     by_id(s, "rules", cmd_acl_rules, "list a list's rules in number order", "ACL_ID")
+    by_id(s, "counters", cmd_acl_counters, "packets and bytes per rule, from the router",
+          "ACL_ID")
 
     def rule_fields(p: Any) -> None:
         p.add_argument("--number", required=True, type=int, help="evaluation order, 1-65535")

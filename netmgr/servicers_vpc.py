@@ -9,12 +9,15 @@ from google.protobuf import timestamp_pb2
 
 from netmgr import model_vpc as mv
 from netmgr.convert import OBJECT_STATES
+from netmgr.errors import FailedPrecondition
 from netmgr.paging import page_request
 from netmgr.servicers import Ctx, _Base, _tenant
 from netmgr.validation import check_id, resolve_update_mask
 from netmgr.validation_vpc import AclRuleSpec, VpcSpec
 
 VPC_UPDATABLE = frozenset({"name"})
+# Kind of the ACL rule counters the agent reports (router.services.nft_acl).
+COUNTER_KIND = "aclrule"
 
 
 def _ts(when: object) -> timestamp_pb2.Timestamp | None:
@@ -142,6 +145,18 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
         self._notify(router_id)
         return pb.ReplaceNetworkAclResponse(network_id=request.network_id.lower(),
                                             acl_id=request.acl_id.lower())
+
+    def GetAclCounters(self, request: pb.GetAclCountersRequest,
+                       context: Ctx) -> pb.GetAclCountersResponse:
+        router_id, rules = self._store.acl_counter_targets(_tenant(), request.acl_id)
+        deltas = getattr(self._hooks, "edge", None)  # the reconciler's agent channels
+        if deltas is None:
+            raise FailedPrecondition("no reconciler: the router's counters cannot be read")
+        counted = deltas.counters(router_id, [(COUNTER_KIND, r.id) for r in rules])
+        return pb.GetAclCountersResponse(counters=[
+            pb.AclRuleCounter(rule_id=r.id, number=r.number,
+                              packets=counted[(COUNTER_KIND, r.id)][0],
+                              bytes=counted[(COUNTER_KIND, r.id)][1]) for r in rules])
 
 
 def route_to_pb(r: mv.StaticRoute) -> pb.StaticRoute:

@@ -175,6 +175,16 @@ class AclStore(EdgeStore):
 
         return self._write(tx)
 
+    def acl_counter_targets(self, tenant_id: str,
+                            acl_id: str) -> tuple[str, tuple[mv.AclRule, ...]]:
+        """(the VPC router, the list's rules) for reading a list's counters."""
+
+        def tx(s: Session) -> tuple[str, tuple[mv.AclRule, ...]]:
+            row = self._own_acl_row(s, tenant_id, acl_id, "acl_id")
+            return self._vpc_router(s, row.vpc_id).id, self._acl(s, row, with_rules=True).rules
+
+        return self._read(tx)
+
     # ---------------------------------------------------------------- rules
 
     def _check_number_free(self, s: Session, acl_id: str, number: int,

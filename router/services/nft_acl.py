@@ -193,3 +193,25 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
             f"iifname {{ {names} }} oifname {{ {names} }} ip saddr {{ {', '.join(sources)} }} "
             'counter accept comment "between tiers"')
     return {"acl_chains": chains(cfg), "acl_maps": maps, "acl_forward": forward}
+
+
+COUNTER_KIND = "aclrule"
+
+
+def rule_counters(items: list[Any], totals: dict[tuple[str, str], list[int]]) -> None:
+    """Add the counters of ACL rules (``cn:acl:<rule id>:<number>`` comments)
+    from a JSON table listing to ``totals`` under (``aclrule``, rule id). A
+    list used by several tiers has one chain, so its counts cover them all."""
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not rule:
+            continue
+        parts = str(rule.get("comment", "")).split(":")
+        if len(parts) != 4 or parts[:2] != ["cn", "acl"]:
+            continue
+        for expr in rule.get("expr", []):
+            counter = expr.get("counter") if isinstance(expr, dict) else None
+            if isinstance(counter, dict):
+                total = totals.setdefault((COUNTER_KIND, parts[2]), [0, 0])
+                total[0] += int(counter.get("packets", 0))
+                total[1] += int(counter.get("bytes", 0))

@@ -976,3 +976,72 @@ class DeletePrivateGatewayResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePrivateGatewayResponse: _TypeAlias = DeletePrivateGatewayResponse  # noqa: Y015
+
+@_typing.final
+class GetAclCountersRequest(_message.Message):
+    """------------------------------------------------------------ ACL counters"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAclCountersRequest: _TypeAlias = GetAclCountersRequest  # noqa: Y015
+
+@_typing.final
+class AclRuleCounter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    number: _builtins.int
+    packets: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        number: _builtins.int = ...,
+        packets: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "number", b"number", "packets", b"packets", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclRuleCounter: _TypeAlias = AclRuleCounter  # noqa: Y015
+
+@_typing.final
+class GetAclCountersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counters(self) -> _containers.RepeatedCompositeFieldContainer[Global___AclRuleCounter]: ...
+    def __init__(
+        self,
+        *,
+        counters: _abc.Iterable[Global___AclRuleCounter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAclCountersResponse: _TypeAlias = GetAclCountersResponse  # noqa: Y015

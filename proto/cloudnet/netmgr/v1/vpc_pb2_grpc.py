@@ -339,6 +339,11 @@ class NetworkAclServiceStub:
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
                 _registered_method=True)
+        self.GetAclCounters = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/GetAclCounters',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkAclServiceServicer:
@@ -417,6 +422,14 @@ class NetworkAclServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAclCounters(self, request, context):
+        """Packets and bytes each rule of a list matched, read from the VPC router
+        (the rules' nftables counters; they restart when the table is reloaded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NetworkAclServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -469,6 +482,11 @@ def add_NetworkAclServiceServicer_to_server(servicer, server):
                     servicer.ReplaceNetworkAcl,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.SerializeToString,
+            ),
+            'GetAclCounters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAclCounters,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -749,6 +767,33 @@ class NetworkAclService:
             '/cloudnet.netmgr.v1.NetworkAclService/ReplaceNetworkAcl',
             cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAclCounters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/GetAclCounters',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -132,6 +132,10 @@ class NetworkAclServiceStub:
     DeleteAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]
     ReplaceNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]
     """Puts a tier under another list (one router change, applied atomically)."""
+    GetAclCounters: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]
+    """Packets and bytes each rule of a list matched, read from the VPC router
+    (the rules' nftables counters; they restart when the table is reloaded).
+    """
 
 @_typing.type_check_only
 class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
@@ -161,6 +165,10 @@ class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
     DeleteAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]  # type: ignore[assignment]
     ReplaceNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]  # type: ignore[assignment]
     """Puts a tier under another list (one router change, applied atomically)."""
+    GetAclCounters: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]  # type: ignore[assignment]
+    """Packets and bytes each rule of a list matched, read from the VPC router
+    (the rules' nftables counters; they restart when the table is reloaded).
+    """
 
 class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
     """------------------------------------------------------------ network ACLs
@@ -247,6 +255,16 @@ class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vpc_pb2.ReplaceNetworkAclResponse, _abc.Awaitable[_vpc_pb2.ReplaceNetworkAclResponse]]:
         """Puts a tier under another list (one router change, applied atomically)."""
+
+    @_abc_1.abstractmethod
+    def GetAclCounters(
+        self,
+        request: _vpc_pb2.GetAclCountersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.GetAclCountersResponse, _abc.Awaitable[_vpc_pb2.GetAclCountersResponse]]:
+        """Packets and bytes each rule of a list matched, read from the VPC router
+        (the rules' nftables counters; they restart when the table is reloaded).
+        """
 
 def add_NetworkAclServiceServicer_to_server(servicer: NetworkAclServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
