@@ -12,7 +12,7 @@ same run:
   generation: the table reloaded atomically), with N rules in the list;
   median over trials, ratio to the shortest list.
 
-    sudo .venv/bin/python bench/vpc_acl.py [--sizes 10,100,500] [--out bench/out]
+    sudo .venv/bin/python bench/vpc_acl.py [--sizes 10,100,400] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def plot(result: dict, path: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="10,100,500", help="list lengths, comma-separated")
+    ap.add_argument("--sizes", default="10,100,400", help="list lengths, comma-separated")
     ap.add_argument("--seconds", type=int, default=4, help="per iperf3 run")
     ap.add_argument("--trials", type=int, default=5, help="one-change trials per size")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))

@@ -10,19 +10,19 @@ it; a tier's list is replaced the same way.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from netmgr import model_vpc as mv
 from netmgr import store_rows as rows
 from netmgr.db import NetworkRow, RouterRow, utcnow
 from netmgr.db_vpc import AclRuleRow, NetworkAclRow, PrivateGatewayRow, VpcRow
-from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound
+from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from netmgr.model import object_state
 from netmgr.store_base import new_id
 from netmgr.store_edge import EdgeStore
 from netmgr.validation import check_id
-from netmgr.validation_vpc import AclRuleSpec, check_acl_name, check_acl_rule
+from netmgr.validation_vpc import MAX_ACL_RULES, AclRuleSpec, check_acl_name, check_acl_rule
 
 
 class AclStore(EdgeStore):
@@ -202,6 +202,10 @@ class AclStore(EdgeStore):
         def tx(s: Session) -> tuple[mv.AclRule, str]:
             acl = self._own_acl_row(s, tenant_id, acl_id, "rule.acl_id")
             self._check_number_free(s, acl.id, spec.number)
+            count = s.scalar(select(func.count()).where(AclRuleRow.acl_id == acl.id)) or 0
+            if count >= MAX_ACL_RULES:
+                raise ResourceExhausted("rule.acl_id",
+                                        f"a list holds at most {MAX_ACL_RULES} rules")
             router = self._vpc_router(s, acl.vpc_id)
             gen = self._bump(s, router.id)
             row = AclRuleRow(id=new_id(), tenant_id=tenant_id, acl_id=acl.id,

@@ -77,6 +77,8 @@ def check_tier_placement(cidr: str, vpc_cidr: str, tiers: Iterable[Network],
 ACL_NUMBER_MIN, ACL_NUMBER_MAX = 1, 65535
 ACL_NAMED_PROTOCOLS = ("tcp", "udp", "icmp", "all")
 MAX_ACL_DESCRIPTION = 255
+# Rules per list, both directions (the router accepts more: router.services.nft_acl).
+MAX_ACL_RULES = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from router.errors import ConfigError
 ACTIONS = ("allow", "deny")
 DIRECTIONS = ("ingress", "egress")
 NAMED_PROTOCOLS = ("tcp", "udp", "icmp", "all")
-MAX_RULES = 500
+# Rules per list; netmgr allows fewer (netmgr.validation_vpc.MAX_ACL_RULES).
+MAX_RULES = 1000
 # Tiers and private gateways: the interfaces a VPC router routes between.
 INNER_ROLES = (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY)
 MAX_CIDRS = 64
