@@ -4,10 +4,14 @@ Measured in one run on the all-in-one (real netmgr, agent, nftables;
 namespace guests on two tiers of one VPC), each against a baseline from the
 same run:
 
-* data path between tiers: iperf3 TCP throughput from a web-tier guest to a
-  db-tier guest with the db tier under default_allow (one rule), then under a
-  list of N rules where the allow that matches is the last one (the worst
-  case of ordered, first-match evaluation); ratio to default_allow;
+* data path between tiers, from a web-tier guest to a db-tier guest, with
+  the db tier under a list of N rules where the allow that matches is the
+  last one (the worst case of ordered, first-match evaluation), against
+  default_allow (one rule), the two measured alternately (3 rounds, medians;
+  the shared machine's load moves during a run): iperf3 TCP throughput (one
+  long connection: only its first packet meets the list, conntrack takes the
+  rest) and new connections/s (ab without keep-alive against busybox httpd:
+  every connection's first packet walks the list);
 * one rule change, API call -> the rule ACTIVE (the router applied the
   generation: the table reloaded atomically), with N rules in the list;
   median over trials, ratio to the shortest list.
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -39,6 +44,16 @@ from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc  # noqa: E402
 from compute.nsguest import NamespaceGuest  # noqa: E402
 from netmgr.aio import AllInOne  # noqa: E402
 from netmgr.demo import Api  # noqa: E402
+
+
+def conn_rate(guest: NamespaceGuest, ip: str, n: int = 2000) -> float:
+    """New TCP connections (HTTP requests without keep-alive) per second."""
+    r = guest.run(["ab", "-q", "-n", str(n), "-c", "8", f"http://{ip}/"], timeout=120)
+    m = re.search(r"Requests per second:\s+([\d.]+)", r.stdout)
+    failed = re.search(r"Failed requests:\s+(\d+)", r.stdout)
+    if r.returncode or not m or not failed or failed.group(1) != "0":
+        raise RuntimeError(f"ab: {r.stderr[-300:]} {r.stdout[-300:]}")
+    return float(m.group(1))
 
 
 def iperf(guest: NamespaceGuest, ip: str, seconds: int) -> float:
@@ -75,6 +90,13 @@ class Bench:
         self.server = self.guest(self.db, "server")
         self.server_ip = self.server.lease.ip if self.server.lease else ""
         self.procs.append(self.server.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+        www = tempfile.mkdtemp(prefix="cloudnet-vpc-bench-www-")
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write("ok\n")
+        self.www = www
+        self.procs.append(self.server.popen(["busybox", "httpd", "-f", "-p", "80", "-h", www],
+                                            stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL))
         time.sleep(0.5)
 
@@ -138,6 +160,7 @@ class Bench:
             p.wait(timeout=5)
         for g in self.guests:
             g.destroy()
+        shutil.rmtree(self.www, ignore_errors=True)
         self.api.close()
 
 
@@ -149,12 +172,16 @@ def plot(result: dict, path: str) -> None:
 
     sizes = [int(k) for k in result["lists"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    a1.plot(sizes, [result["lists"][str(n)]["tcp_ratio"] for n in sizes], "o-")
+    a1.plot(sizes, [result["lists"][str(n)]["tcp_ratio"] for n in sizes], "o-",
+            label="TCP throughput (iperf3)")
+    a1.plot(sizes, [result["lists"][str(n)]["conn_ratio"] for n in sizes], "s-",
+            label="new connections/s (ab)")
     a1.axhline(1.0, color="grey", linestyle=":")
     a1.set_xscale("log")
     a1.set_xlabel("rules in the tier's list (the match is last)")
-    a1.set_ylabel("TCP throughput / default_allow")
-    a1.set_title("tier to tier, iperf3")
+    a1.set_ylabel("ratio to default_allow (same run, alternated)")
+    a1.set_title("tier to tier")
+    a1.legend(fontsize=8)
     a2.plot(sizes, [result["lists"][str(n)]["change_median_s"] * 1000 for n in sizes], "o-",
             label="median")
     a2.plot(sizes, [result["lists"][str(n)]["change_max_s"] * 1000 for n in sizes], "x:",
@@ -171,7 +198,8 @@ def plot(result: dict, path: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10,100,400", help="list lengths, comma-separated")
-    ap.add_argument("--seconds", type=int, default=4, help="per iperf3 run")
+    ap.add_argument("--seconds", type=int, default=3, help="per iperf3 run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations list/default_allow")
     ap.add_argument("--trials", type=int, default=5, help="one-change trials per size")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
@@ -190,17 +218,28 @@ def main() -> int:
         aio.up()
         bench = Bench(aio)
         bench.setup()
-        base = iperf(bench.client, bench.server_ip, args.seconds)
-        result["default_allow_tcp_bps"] = base
-        print(f"default_allow: {base / 1e9:.2f} Gbit/s", file=sys.stderr, flush=True)
+        allow = next(a.id for a in bench.call(bench.acls.ListNetworkAcls,
+                                              vpb.ListNetworkAclsRequest(
+                                                  vpc_id=bench.vpc.id)).network_acls
+                     if a.name == "default_allow")
+        ip = bench.server_ip
         for n in sizes:
             acl_id, rules = bench.list_of(n)
-            bench.use(acl_id)
-            bps = iperf(bench.client, bench.server_ip, args.seconds)
+            runs: dict[str, list[float]] = {"bps": [], "base_bps": [], "cps": [],
+                                            "base_cps": []}
+            for _ in range(args.rounds):
+                for key, acl in (("base_", allow), ("", acl_id)):
+                    bench.use(acl)
+                    runs[key + "bps"].append(iperf(bench.client, ip, args.seconds))
+                    runs[key + "cps"].append(conn_rate(bench.client, ip))
             lat = bench.one_change(rules[0], args.trials)
-            result["lists"][str(n)] = {"tcp_bps": bps, "tcp_ratio": bps / base,
-                                       "change_median_s": statistics.median(lat),
-                                       "change_max_s": max(lat)}
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            result["lists"][str(n)] = {
+                "tcp_bps": med["bps"], "default_allow_tcp_bps": med["base_bps"],
+                "tcp_ratio": med["bps"] / med["base_bps"],
+                "conn_per_s": med["cps"], "default_allow_conn_per_s": med["base_cps"],
+                "conn_ratio": med["cps"] / med["base_cps"],
+                "change_median_s": statistics.median(lat), "change_max_s": max(lat)}
             print(f"{n} rules: {result['lists'][str(n)]}", file=sys.stderr, flush=True)
         first = result["lists"][str(sizes[0])]["change_median_s"]
         for v in result["lists"].values():
