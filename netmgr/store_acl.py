@@ -158,9 +158,18 @@ class AclStore(EdgeStore):
         self._write(tx)
 
     def replace_network_acl(self, tenant_id: str, network_id: str, acl_id: str) -> str:
-        """Put a tier under another list; returns the router to notify."""
+        """Put a tier (or a private gateway, by its ID) under another list;
+        returns the router to notify."""
 
         def tx(s: Session) -> str:
+            gw = s.get(PrivateGatewayRow, check_id(network_id, "network_id"))
+            if gw is not None and gw.tenant_id == tenant_id:  # a private gateway's list
+                new = self._check_tier_acl(s, tenant_id, gw.vpc_id, acl_id, "acl_id")
+                router = self._vpc_router(s, gw.vpc_id)
+                if gw.acl_id != new:
+                    gw.acl_id = new
+                    gw.generation = self._bump(s, router.id)
+                return router.id
             net = self._network_row(s, tenant_id, network_id, "network_id")
             if net.vpc_id is None:
                 raise InvalidArgument.one("network_id",

@@ -81,3 +81,8 @@ def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(make_vpc, 
     serve(servers, dc, TCP, 9100, "datacenter")
     assert pings(gw, "10.210.0.1")
     assert ask(gw, TCP, "10.210.0.1", 9100) == "datacenter"
+    # The gateway's own list guards it like a tier's: default_deny stops new flows.
+    v.call(v.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(
+        network_id=pg.id, acl_id=v.builtin("default_deny")))
+    v.wait()
+    assert ask(gw, TCP, "10.210.0.1", 9100) == ""

@@ -416,7 +416,8 @@ class NetworkAclServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReplaceNetworkAcl(self, request, context):
-        """Puts a tier under another list (one router change, applied atomically).
+        """Puts a tier (or a private gateway: its ID as network_id) under another
+        list (one router change, applied atomically).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -131,7 +131,9 @@ class NetworkAclServiceStub:
     """Replaces every field of the rule but its ID and list."""
     DeleteAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]
     ReplaceNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]
-    """Puts a tier under another list (one router change, applied atomically)."""
+    """Puts a tier (or a private gateway: its ID as network_id) under another
+    list (one router change, applied atomically).
+    """
     GetAclCounters: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]
     """Packets and bytes each rule of a list matched, read from the VPC router
     (the rules' nftables counters; they restart when the table is reloaded).
@@ -164,7 +166,9 @@ class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
     """Replaces every field of the rule but its ID and list."""
     DeleteAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]  # type: ignore[assignment]
     ReplaceNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]  # type: ignore[assignment]
-    """Puts a tier under another list (one router change, applied atomically)."""
+    """Puts a tier (or a private gateway: its ID as network_id) under another
+    list (one router change, applied atomically).
+    """
     GetAclCounters: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]  # type: ignore[assignment]
     """Packets and bytes each rule of a list matched, read from the VPC router
     (the rules' nftables counters; they restart when the table is reloaded).
@@ -254,7 +258,9 @@ class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vpc_pb2.ReplaceNetworkAclRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vpc_pb2.ReplaceNetworkAclResponse, _abc.Awaitable[_vpc_pb2.ReplaceNetworkAclResponse]]:
-        """Puts a tier under another list (one router change, applied atomically)."""
+        """Puts a tier (or a private gateway: its ID as network_id) under another
+        list (one router change, applied atomically).
+        """
 
     @_abc_1.abstractmethod
     def GetAclCounters(
