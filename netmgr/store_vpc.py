@@ -28,7 +28,7 @@ from netmgr.db import (
     utcnow,
 )
 from netmgr.db_vpc import NetworkAclRow, VpcRow
-from netmgr.errors import FailedPrecondition, NotFound
+from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound
 from netmgr.paging import Page, PageRequest
 from netmgr.store_base import new_id
 from netmgr.store_routes import RouteStore
@@ -37,6 +37,7 @@ from netmgr.validation import (
     _collect,
     check_id,
     dns_label_from,
+    dns_name_problem,
     name_problem,
     raise_if,
     with_network_defaults,
@@ -186,6 +187,9 @@ class VpcStore(RouteStore):
             if not spec.domain:
                 full = dataclasses.replace(
                     spec, domain=f"{dns_label_from(spec.name, 'tier')}.{vpc.domain}")
+                if (p := dns_name_problem(full.domain)) is not None:
+                    raise InvalidArgument.one("network.domain",
+                                              f"the default domain is invalid: {p}")
             if not spec.domain_search:
                 # <host> resolves in the own tier, <host>.<tier> in the others.
                 full = dataclasses.replace(full, domain_search=(full.domain, vpc.domain))

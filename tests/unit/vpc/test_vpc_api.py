@@ -188,3 +188,14 @@ def test_edge_objects_on_tiers_land_in_the_vpc_routers_config(acme_vpc):
     store.record_router_status(vpc.router_id, applied_generation=cfg.generation, services=(),
                                last_error="", port_errors={}, reachable=True)
     assert store.get_port_forward(tenant, pf.id).state.value == "active"
+
+
+def test_a_tier_whose_default_domain_would_be_too_long_is_refused(acme_vpc):
+    cloud, api = acme_vpc
+    long = ".".join(("a" * 63, "b" * 63, "c" * 63, "d" * 61))  # 253 characters
+    vpc = api.vpc("v", "10.0.0.0/16", domain=long)
+    before = counts(cloud)
+    err = rpc_error(lambda: api.tier(vpc.id, "web", "10.0.1.0/24"))
+    assert err.code() == Code.INVALID_ARGUMENT and bad_fields(err) == ["network.domain"]
+    assert counts(cloud) == before
+    assert api.tier(vpc.id, "web", "10.0.1.0/24", domain="web.example").domain == "web.example"
