@@ -197,6 +197,12 @@ class VpcStore(RouteStore):
             tiers = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.vpc_id == vpc.id))]
             raise_if(check_tier_placement(full.cidr, vpc.cidr, tiers))
+            # One router serves every tier's names: a domain per tier, or two
+            # tiers' guests with one hostname would share a name.
+            same = next((t for t in tiers if t.domain == full.domain), None)
+            if same is not None:
+                raise InvalidArgument.one("network.domain", f"{full.domain} is the domain of "
+                                          f"tier {same.name!r} ({same.id})")
             acl_id = (self._check_tier_acl(s, tenant.id, vpc.id, spec.acl_id, "network.acl_id")
                       if spec.acl_id else None)
             router_id = self._vpc_router_id(s, vpc.id)

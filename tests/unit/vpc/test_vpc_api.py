@@ -111,6 +111,7 @@ BAD_TIERS = [
     (dict(cidr="10.0.0.0/16"), "network.cidr"),  # the whole VPC overlaps web
     (dict(cidr="10.0.9.0/24", vpc_id="nope"), "network.vpc_id"),
     (dict(cidr="10.0.9.0/24", gateway="10.0.8.1"), "network.gateway"),
+    (dict(cidr="10.0.9.0/24", domain="web.v.acme.cloud.internal"), "network.domain"),
 ]
 
 
