@@ -110,6 +110,10 @@ class RouteStore(AclStore):
             router = self._vpc_router(s, vpc.id)
             gen = self._bump(s, router.id)
             self._check_subnet_free(s, vpc.id, cidr, "static_route.cidr")
+            public = rows.zone(self._zone_row(s)).public_cidr
+            if ipaddress.IPv4Network(cidr).overlaps(ipaddress.IPv4Network(public)):
+                raise InvalidArgument.one("static_route.cidr", f"{cidr} overlaps the zone's "
+                                          f"public network {public}")
             next_hop_problem(next_hop, self._subnets(s, vpc.id))
             if s.scalar(select(StaticRouteRow.id).where(StaticRouteRow.vpc_id == vpc.id,
                                                         StaticRouteRow.cidr == cidr)):

@@ -52,6 +52,7 @@ BAD_ROUTES = [
     (("172.16.0.0/33", "10.0.1.5"), "static_route.cidr"),
     (("10.0.1.128/25", "10.0.1.5"), "static_route.cidr"),  # overlaps the tier
     (("127.0.0.0/8", "10.0.1.5"), "static_route.cidr"),
+    (("203.0.113.128/25", "10.0.1.5"), "static_route.cidr"),  # the zone's public network
 ]
 
 
