@@ -62,8 +62,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LIFETIME_MIN, LIFETIME_MAX = ipsec_proposals.LIFETIME_MIN, ipsec_proposals.LIFETIME_MAX
 DEFAULT_IKE_LIFETIME, DEFAULT_ESP_LIFETIME = 28800, 3600
 START_TIMEOUT = 10.0
+TERMINATE_MS = 3000
 LOG_MAX_BYTES = 4 * 1024 * 1024
-COMMON_PLUGINS = ("random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp", "openssl",
+# openssl first: the first plugin to offer an algorithm serves it, and
+# OpenSSL's AES-GCM (AES-NI) is many times faster than the gcm/aes plugins'
+# (which stay as fallbacks).
+COMMON_PLUGINS = ("openssl", "random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp",
                   "pem", "pkcs1", "x509", "pubkey", "socket-default", "vici")
 
 
@@ -369,8 +373,10 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str],
                     continue  # unchanged: its SAs are left alone
                 spec = json.loads(text)
                 if name in present:
-                    # Changed: the old SAs carry the old selectors/proposals.
-                    _terminate(s, name)
+                    # Changed (or reset): the old SAs carry the old selectors
+                    # and proposals. Unloaded first, the connection is loaded
+                    # anew below, so its start action runs again.
+                    _unload(s, name, keep_key=True)
                 c = spec["conn"]
                 s.load_shared({"id": name, "type": "IKE", "data": spec["psk"],
                                "owners": [c["local"]["id"], c["remote"]["id"]]})
@@ -389,21 +395,24 @@ def _write_loaded(ctx: Context, pid: int, loaded: dict[str, str]) -> None:
 
 
 def _terminate(s: Any, name: str) -> None:
+    """Delete the connection's IKE SAs (and their children), waiting for it:
+    forced (no wait for the peer's answer), bounded by TERMINATE_MS."""
     import vici.exception
 
     with contextlib.suppress(vici.exception.CommandException):
-        for _ in s.terminate({"ike": name, "force": "yes", "timeout": "-1"}):
+        for _ in s.terminate({"ike": name, "force": "yes", "timeout": str(TERMINATE_MS)}):
             pass
 
 
-def _unload(s: Any, name: str) -> None:
+def _unload(s: Any, name: str, keep_key: bool = False) -> None:
     import vici.exception
 
     with contextlib.suppress(vici.exception.CommandException):
         s.unload_conn({"name": name})
     _terminate(s, name)
-    with contextlib.suppress(vici.exception.CommandException):
-        s.unload_shared({"id": name})
+    if not keep_key:
+        with contextlib.suppress(vici.exception.CommandException):
+            s.unload_shared({"id": name})
 
 
 def _stop(ctx: Context) -> None:

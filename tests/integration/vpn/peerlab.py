@@ -34,7 +34,7 @@ CHARON = "/usr/lib/ipsec/charon"
 STRONGSWAN_CONF = """\
 charon {{
   load_modular = no
-  load = random nonce kdf aes sha1 sha2 hmac gcm gmp openssl pem pkcs1 x509 pubkey \
+  load = openssl random nonce kdf aes sha1 sha2 hmac gcm gmp pem pkcs1 x509 pubkey \
 kernel-libipsec kernel-netlink socket-default vici
   plugins {{
     vici {{

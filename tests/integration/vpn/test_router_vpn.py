@@ -197,6 +197,12 @@ def test_reapply_is_a_no_op_and_removal_unloads(
     assert agent.agent.apply(vpn_config(1, router_connection(2))).applied_generation == 1
     assert runtime.service_applies["strongswan"] == 1
     assert conn_status(agent).ike_unique_id == before.ike_unique_id
+    # A reset (what the API's ResetVpnConnection changes): new SAs, established again.
+    reset = vpn_config(1, router_connection(2, reset_serial=1))
+    assert agent.agent.apply(reset).applied_generation == 1
+    again = wait_established(agent, children=1, other_than=before.ike_unique_id)
+    assert again.ike_unique_id != before.ike_unique_id
+    ping(guest, PEER_HOSTS[0])
     # Without the connection: charon is stopped and traffic to the peer's
     # networks is dropped rather than sent in clear.
     cfg = make_config(ROUTER, 2, ["p1"])
