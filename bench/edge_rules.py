@@ -10,7 +10,10 @@ HAProxy; namespaces on one host), each against a baseline from the same run:
   1k/10k/50k rules (goal <= 300 ms at 10k), against the same rules loaded as a
   linear chain of individual DNAT rules (what iptables-style routers do);
 * one rule change, API call -> the port forward answers from the internet
-  host, with 100 ... 50,000 rules already present (goal <= 50 ms, flat);
+  host, with 100 ... 50,000 rules already present (goal <= 50 ms, flat; the
+  ratio to the fewest rules is reported): the change travels as an edge
+  delta (``netmgr.edge_delta`` -> ``router.edge_delta``), the rules present
+  having been loaded by a full push first;
 * load balancer requests/s (ab, keep-alive) vs a port forward straight to one
   member (the same router, no HAProxy).
 
@@ -339,6 +342,12 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "data_path" not in result:  # --only latency
+        fig, ax = plt.subplots(1, 1, figsize=(6, 4.5))
+        _plot_latency(ax, result["one_change"])
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     dp = result["data_path"]
     ax = axes[0]
@@ -362,20 +371,26 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylabel("ms")
     ax.set_title("full apply in the router")
     ax.legend(fontsize=8)
-    ax = axes[2]
-    lat = result["one_change"]
+    _plot_latency(axes[2], result["one_change"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_latency(ax, lat: dict) -> None:
     ns = [int(k) for k in lat]
     ax.plot(ns, [lat[str(n)]["median_s"] * 1000 for n in ns], "o-",
-            label="API call -> packet path open")
+            label="API call -> packet path open (median)")
+    ax.plot(ns, [lat[str(n)]["max_s"] * 1000 for n in ns], "x:", label="max")
+    for n in ns:
+        ax.annotate(f"x{lat[str(n)]['ratio_vs_fewest']:.2f}", (n, lat[str(n)]["median_s"] * 1000),
+                    textcoords="offset points", xytext=(0, 8), fontsize=8, ha="center")
     ax.axhline(50, color="red", linestyle=":", label="goal 50 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rules already present")
     ax.set_ylabel("ms (median)")
-    ax.set_title("one rule change")
+    ax.set_title("one rule change (ratio to the fewest rules)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
@@ -383,8 +398,10 @@ def main() -> int:
     ap.add_argument("--max-rules", type=int, default=50000,
                     help="port forwards present for the data path (plus max/5 firewall rules)")
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
-    ap.add_argument("--trials", type=int, default=3, help="one-change trials per size")
+    ap.add_argument("--trials", type=int, default=5, help="one-change trials per size")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    ap.add_argument("--only", choices=("latency",),
+                    help="latency: only the one-change curve (no full apply, LB, iperf3)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="cloudnet-edge-bench-")
@@ -396,8 +413,10 @@ def main() -> int:
         sizes.append(args.max_rules)
     result: dict = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count()}
-    result["full_apply"] = full_apply([n for n in (1000, 10000, 50000) if n <= args.max_rules]
-                                      or [args.max_rules], work)
+    everything = args.only is None
+    if everything:
+        result["full_apply"] = full_apply(
+            [n for n in (1000, 10000, 50000) if n <= args.max_rules] or [args.max_rules], work)
     aio = AllInOne(prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
     bench = None
     try:
@@ -405,13 +424,14 @@ def main() -> int:
         bench = Bench(aio)
         bench.setup()
         inet = aio.inet_ns
-        direct = ab(inet, f"http://{bench.main_ip.ip}:8080/", 20000, 32)
-        via_lb = ab(inet, f"http://{bench.main_ip.ip}/", 20000, 32)
-        result["load_balancer"] = {"direct_rps": direct, "lb_rps": via_lb,
-                                   "ratio": via_lb / direct}
-        print(f"lb: {result['load_balancer']}", file=sys.stderr, flush=True)
-        before = bench.data_path(args.seconds)
-        print(f"data path, 0 rules: {before}", file=sys.stderr, flush=True)
+        if everything:
+            direct = ab(inet, f"http://{bench.main_ip.ip}:8080/", 20000, 32)
+            via_lb = ab(inet, f"http://{bench.main_ip.ip}/", 20000, 32)
+            result["load_balancer"] = {"direct_rps": direct, "lb_rps": via_lb,
+                                       "ratio": via_lb / direct}
+            print(f"lb: {result['load_balancer']}", file=sys.stderr, flush=True)
+            before = bench.data_path(args.seconds)
+            print(f"data path, 0 rules: {before}", file=sys.stderr, flush=True)
         one_change: dict[str, dict[str, float]] = {}
         for n in sizes:
             t0 = time.perf_counter()
@@ -422,7 +442,13 @@ def main() -> int:
                                   "bulk_apply_s": took, "rules": n + n // 5}
             print(f"one change with {n} forwards + {n // 5} fw rules: {one_change[str(n)]}",
                   file=sys.stderr, flush=True)
+        base = one_change[str(sizes[0])]["median_s"]
+        for v in one_change.values():
+            # Flat means ~1: the latency with N rules over that with the fewest.
+            v["ratio_vs_fewest"] = v["median_s"] / base
         result["one_change"] = one_change
+        if not everything:
+            return finish(result, args.out)
         after = bench.data_path(args.seconds)
         print(f"data path, {args.max_rules} + {args.max_rules // 5} rules: {after}",
               file=sys.stderr, flush=True)
@@ -435,9 +461,14 @@ def main() -> int:
             bench.close()
         aio.down()
         shutil.rmtree(work, ignore_errors=True)
-    with open(os.path.join(args.out, "edge_rules.json"), "w") as f:
+    return finish(result, args.out)
+
+
+def finish(result: dict, out: str) -> int:
+    name = "edge_rules" if "full_apply" in result else "edge_rules_latency"
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(args.out, "edge_rules.png"))
+    plot(result, os.path.join(out, f"{name}.png"))
     print(json.dumps(result, indent=2))
     return 0
 

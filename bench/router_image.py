@@ -1,6 +1,7 @@
 """Router appliance image: build time, size, boot-to-serving under TCG, config push latency.
 
     sudo .venv/bin/python bench/router_image.py [--boots 3] [--pushes 10] [--skip-cold]
+        [--skip-build] [--skip-qemu] [--netmgr]
 
 Build: cold (empty caches: every .deb from the mirror, every wheel from PyPI,
 into a scratch cache and output), cached (the base root file system and the
@@ -10,7 +11,10 @@ agent healthy on the control address → first config applied → a namespace
 guest on the VM's guest NIC holds its lease. Push latency: ApplyConfig round
 trips, each adding one DHCP host, to the VM router, against the same pushes
 to a namespace-backend router (an in-process agent on a unix socket) in the
-same run, the baseline. Writes bench/out/router_image.json and .png.
+same run, the baseline. With --netmgr, the same through netmgr's VM backend
+(bench/router_vm_netmgr.py): CreateNetwork → VM defined → agent healthy →
+config applied → first guest lease, and CreatePort → applied for a VM router
+vs a namespace router. Writes bench/out/router_image.json and .png.
 """
 
 from __future__ import annotations
@@ -202,7 +206,44 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = (2 if "vm" in result else 0) + (2 if "netmgr_vm" in result else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
+    if "vm" in result:
+        _plot_qemu(result, axes[0][0], axes[0][1])
+    if "netmgr_vm" in result:
+        _plot_netmgr(result["netmgr_vm"], axes[0][panels - 2], axes[0][panels - 1])
+    build = result.get("build", {})
+    fig.suptitle(f"router image: {result['image']['disk_qcow2_mib']} MiB qcow2, build cold "
+                 f"{build.get('cold_seconds', '-')} s / cached "
+                 f"{build.get('cached_seconds', '-')} s", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_netmgr(res: dict, ax1, ax2) -> None:  # type: ignore[no-untyped-def]
+    boots = res["boots"]
+    x = range(1, len(boots) + 1)
+    for key, label in (("defined_s", "VM defined"), ("healthy_s", "agent healthy"),
+                       ("applied_s", "config applied"), ("leased_s", "first guest lease")):
+        ax1.plot(x, [b[key] for b in boots], marker="o", label=label)
+    ax1.axhline(25, color="grey", linestyle="--", label="target 25 s")
+    ax1.set_xticks(list(x))
+    ax1.set_xlabel("router VM via netmgr (TCG)")
+    ax1.set_ylabel("seconds since CreateNetwork")
+    ax1.set_title("netmgr VM backend: boot to serving")
+    ax1.legend()
+    vm_ms = [t * 1000 for t in res["push_seconds_vm"]]
+    ns_ms = [t * 1000 for t in res["push_seconds_namespace"]]
+    ax2.plot(range(1, len(vm_ms) + 1), vm_ms, marker="o", label="VM router")
+    ax2.plot(range(1, len(ns_ms) + 1), ns_ms, marker="o", label="namespace router (baseline)")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("CreatePort (one more DHCP host each)")
+    ax2.set_ylabel("API call → router applied, ms")
+    ax2.set_title("netmgr push latency")
+    ax2.legend()
+
+
+def _plot_qemu(result: dict, ax1, ax2) -> None:  # type: ignore[no-untyped-def]
     boots = result["vm"]["boots"]
     x = range(1, len(boots) + 1)
     for key, label in (("healthy_s", "agent healthy"), ("applied_s", "first config applied"),
@@ -223,11 +264,6 @@ def plot(result: dict, path: str) -> None:
     ax2.set_ylabel("ApplyConfig round trip, ms")
     ax2.set_title("config push latency")
     ax2.legend()
-    fig.suptitle(f"router image: {result['image']['disk_qcow2_mib']} MiB qcow2, build cold "
-                 f"{result['build'].get('cold_seconds', '-')} s / cached "
-                 f"{result['build'].get('cached_seconds', '-')} s", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
 
 
 def main() -> int:
@@ -235,43 +271,69 @@ def main() -> int:
     p.add_argument("--boots", type=int, default=3)
     p.add_argument("--pushes", type=int, default=10)
     p.add_argument("--skip-cold", action="store_true", help="no cold build (it downloads)")
+    p.add_argument("--skip-build", action="store_true", help="no build timings")
+    p.add_argument("--skip-qemu", action="store_true", help="no direct QEMU boots")
+    p.add_argument("--netmgr", action="store_true",
+                   help="boot-to-serving and push latency through netmgr's VM backend")
     p.add_argument("--out", default=os.path.join(REPO, "bench", "out"))
     args = p.parse_args()
     if os.geteuid() != 0:
         print("run as root (image build, namespaces, QEMU taps)", file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
-    build = bench_build(args.skip_cold)
+    result: dict = {"host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                             "kernel": platform.release()}}
+    if not args.skip_build:
+        result["build"] = bench_build(args.skip_cold)
     manifest = routervm.image_manifest()
     assert manifest is not None
-    vm = bench_vm(args.boots, args.pushes)
-    ns = bench_namespace(args.pushes)
-    vm_med = statistics.median(vm["push_seconds"])
-    ns_med = statistics.median(ns["push_seconds"])
-    result = {
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                 "kernel": platform.release()},
-        "build": build,
+    if not args.skip_qemu:
+        result.update(_qemu_part(args.boots, args.pushes))
+    if args.netmgr:
+        import router_vm_netmgr  # beside this script
+
+        res = router_vm_netmgr.bench(args.boots, args.pushes)
+        vm_med = statistics.median(res["push_seconds_vm"])
+        ns_med = statistics.median(res["push_seconds_namespace"])
+        res["median"] = {k: round(statistics.median(b[k] for b in res["boots"]), 2)
+                         for k in res["boots"][0]}
+        res["push_median_ms"] = {"vm": round(vm_med * 1000, 1),
+                                 "namespace": round(ns_med * 1000, 1),
+                                 "ratio_vm_over_namespace": round(vm_med / ns_med, 2)}
+        result["netmgr_vm"] = res
+    result.update({
         "image": {"disk_qcow2_mib": manifest["sizes_mib"]["disk_qcow2"],
                   "rootfs_mib": manifest["sizes_mib"]["rootfs"],
                   "vmlinuz_mib": manifest["sizes_mib"]["vmlinuz"],
                   "initrd_mib": manifest["sizes_mib"]["initrd"],
                   "kernel": manifest["kernel_release"], "versions": manifest["versions"]},
+        "accelerator": "tcg",
+        "kvm_note": KVM_NOTE,
+    })
+    with open(os.path.join(args.out, "router_image.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "router_image.png"))
+    summary = {k: result[k] for k in ("build", "image", "vm_median", "push_median_ms")
+               if k in result}
+    if "netmgr_vm" in result:
+        summary["netmgr_vm"] = {k: result["netmgr_vm"][k] for k in ("median", "push_median_ms")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _qemu_part(boots: int, pushes: int) -> dict:
+    vm = bench_vm(boots, pushes)
+    ns = bench_namespace(pushes)
+    vm_med = statistics.median(vm["push_seconds"])
+    ns_med = statistics.median(ns["push_seconds"])
+    return {
         "vm": vm,
         "vm_median": {k: round(statistics.median(b[k] for b in vm["boots"]), 2)
                       for k in ("healthy_s", "applied_s", "first_apply_s", "leased_s")},
         "namespace": ns,
         "push_median_ms": {"vm": round(vm_med * 1000, 1), "namespace": round(ns_med * 1000, 1),
                            "ratio_vm_over_namespace": round(vm_med / ns_med, 1)},
-        "accelerator": "tcg",
-        "kvm_note": KVM_NOTE,
     }
-    with open(os.path.join(args.out, "router_image.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    plot(result, os.path.join(args.out, "router_image.png"))
-    print(json.dumps({k: result[k] for k in ("build", "image", "vm_median", "push_median_ms")},
-                     indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ POLICY: dict[str, Access] = {
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
                    "FirewallService", "LoadBalancerService", "RouterVmService",
-                   "VpnService")},
+                   "EdgeCounterService",
+                   # VPCs and site-to-site VPN (issue 6)
+                   "VpcService", "NetworkAclService", "StaticRouteService",
+                   "PrivateGatewayService", "VpnService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "restart", cmd_router_restart, "rebuild a router's runtime (leases are kept)")
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
+    from netmgr import cli_router_vm
+
+    cli_router_vm.add_console(s, leaf)  # router console (VM backend)
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb

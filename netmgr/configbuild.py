@@ -11,6 +11,8 @@ import ipaddress
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from netmgr import configbuild_vpc
+from netmgr.configbuild_vpc import add_vpc
 from netmgr.configbuild_vpn import add_vpn
 from netmgr.model import Network, RouterSnapshot
 from netmgr.model_edge import EdgeSnapshot
@@ -21,7 +23,7 @@ DEFAULT_ROUTE = "0.0.0.0/0"
 
 def guest_interface_name(network_id: str) -> str:
     """Stable, readable name of a network's interface inside the router (≤ 15 bytes)."""
-    return "g-" + network_id.replace("-", "")[:8]
+    return configbuild_vpc.guest_interface_name(network_id)
 
 
 def _prefixlen(cidr: str) -> int:
@@ -50,9 +52,9 @@ def _guest_network(network: Network, snapshot: RouterSnapshot) -> pb.GuestNetwor
 def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     router, zone = snapshot.router, snapshot.zone
     networks = sorted(snapshot.networks, key=lambda n: n.id)
-    # The router's public address is the source-NAT address of its network;
-    # every network behind one router (VPC tiers later) shares it.
-    public_ip = networks[0].source_nat_ip if networks else ""
+    # The router's public address is the source-NAT address of its network
+    # or VPC; every tier of a VPC shares it.
+    public_ip = router.public_ip or (networks[0].source_nat_ip if networks else "")
     edge = snapshot.edge or EdgeSnapshot()
     interfaces = []
     if public_ip:
@@ -71,7 +73,8 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
             pb.Interface(
                 name=guest_interface_name(net.id),
                 role=pb.INTERFACE_ROLE_GUEST,
-                mac=router.guest_mac,
+                # A VPC tier has its own router MAC (one per interface).
+                mac=net.router_mac or router.guest_mac,
                 addresses=[f"{net.gateway}/{_prefixlen(net.cidr)}"],
                 mtu=net.mtu,
                 segment_id=net.vlan_id,
@@ -106,6 +109,8 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
     if public_ip:
         _add_edge(config, edge, {n.id: n.cidr for n in networks})
         add_vpn(config, snapshot.vpn)
+    if snapshot.vpc is not None:
+        add_vpc(config, snapshot)
     return config
 
 

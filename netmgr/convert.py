@@ -92,6 +92,8 @@ def network_to_pb(n: model.Network) -> pb.Network:
         source_nat_ip=n.source_nat_ip,
         router_id=n.router_id,
         create_time=_ts(n.created_at),
+        vpc_id=n.vpc_id,
+        acl_id=n.acl_id,
     )
 
 
@@ -128,6 +130,7 @@ def router_to_pb(r: model.Router) -> pb.Router:
         last_error=r.last_error,
         update_time=_ts(r.updated_at),
         public_ip=r.public_ip,
+        vpc_id=r.vpc_id,
     )
 
 
@@ -144,6 +147,8 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         domain_search=tuple(msg.domain_search),
         mtu=msg.mtu,
         lease_seconds=msg.lease_seconds,
+        vpc_id=msg.vpc_id,
+        acl_id=msg.acl_id,
     )
 
 

@@ -94,7 +94,8 @@ class ZoneRow(Base):
 
 class NetworkRow(Base):
     __tablename__ = "networks"
-    __table_args__ = (Index("ix_networks_tenant_order", "tenant_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_networks_tenant_order", "tenant_id", "created_at", "id"),
+                      Index("ix_networks_router_mac", "router_mac", unique=True))
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
@@ -109,6 +110,14 @@ class NetworkRow(Base):
     vlan_id: Mapped[int] = mapped_column(unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # VPC tiers (0005): the VPC, and the MAC of the VPC router's interface
+    # on this tier (each tier its own; claimed in mac_addresses).
+    vpc_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("vpcs.id"), index=True, default=None)
+    router_mac: Mapped[str | None] = mapped_column(MAC, default=None)
+    # A tier's network ACL list (0006): a network_acls row or a built-in
+    # list's fixed ID, so no foreign key; NULL is default_allow.
+    acl_id: Mapped[str | None] = mapped_column(ID, default=None)
 
 
 class RouterRow(Base):
@@ -117,9 +126,12 @@ class RouterRow(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
-    # One router per network for now; VPCs will attach several networks.
-    network_id: Mapped[str] = mapped_column(
+    # An isolated network's router (network_id) or a VPC's (vpc_id, 0005).
+    network_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("networks.id", ondelete="CASCADE"), unique=True
+    )
+    vpc_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("vpcs.id", ondelete="CASCADE"), unique=True, default=None
     )
     backend: Mapped[str] = mapped_column(String(16))
     host: Mapped[str] = mapped_column(String(253))
@@ -189,6 +201,10 @@ class PublicIpRow(Base):
     # the router's error for the address.
     generation: Mapped[int] = mapped_column(default=0, server_default="0")
     error: Mapped[str] = mapped_column(String, default="", server_default="")
+    # A VPC's source-NAT address (0005; deleted with the VPC by the store);
+    # network_id is then empty.
+    vpc_id: Mapped[str | None] = mapped_column(ID, ForeignKey("vpcs.id"), index=True,
+                                               default=None)
 
 
 PUBLIC_IP_SOURCE_NAT = "source_nat"
@@ -259,5 +275,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 # The edge tables (migration 0002) and the compute hosts (0003) belong to the
-# same metadata, and so do the router VMs (0004) and the VPN tables (0007).
-from netmgr import db_edge, db_hosts, db_router_vm, db_vpn  # noqa: E402, F401
+# same metadata, and so do the router VMs (0004), the VPCs (0005, 0006) and
+# the VPN tables (0007).
+from netmgr import db_edge, db_hosts, db_router_vm, db_vpc, db_vpn  # noqa: E402, F401

@@ -36,7 +36,8 @@ class Api:
     def call(self, method, request, timeout: float = 30):
         return method(request, metadata=self.metadata, timeout=timeout)
 
-    def wait_router_active(self, router_id: str, timeout: float = 60) -> pb.Router:
+    # Generous: a VM router boots in 15-40 s under TCG on a loaded machine.
+    def wait_router_active(self, router_id: str, timeout: float = 240) -> pb.Router:
         deadline = time.monotonic() + timeout
         while True:
             r = self.call(self.routers.GetRouter, pb.GetRouterRequest(id=router_id))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from netmgr.model_edge import EdgeSnapshot
+    from netmgr.model_vpc import VpcSnapshot
     from netmgr.model_vpn import VpnTunnel
 
 
@@ -80,6 +81,11 @@ class Network:
     source_nat_ip: str
     router_id: str
     created_at: dt.datetime
+    # A VPC tier: its VPC, and the MAC of the VPC router's interface on it.
+    vpc_id: str = ""
+    router_mac: str = ""
+    # A tier's network ACL list (default_allow's ID when none was chosen).
+    acl_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,8 +137,10 @@ class Router:
     last_error: str
     reachable: bool
     updated_at: dt.datetime
-    # The router's public address (its network's source-NAT IP).
+    # The router's public address (its network's or VPC's source-NAT IP).
     public_ip: str = ""
+    # A VPC's router serves the VPC's tiers (network_id is then "").
+    vpc_id: str = ""
 
     @property
     def state(self) -> RouterState:
@@ -170,5 +178,7 @@ class RouterSnapshot:
     zone: Zone
     # Public IPs, static NAT, port forwards, firewall (netmgr.model_edge).
     edge: EdgeSnapshot | None = None
+    # The VPC a VPC router serves, its ACLs and routes (netmgr.model_vpc).
+    vpc: VpcSnapshot | None = None
     # Site-to-site VPN connections (netmgr.model_vpn.VpnTunnel).
     vpn: tuple[VpnTunnel, ...] = ()

@@ -49,6 +49,7 @@ from cloudnet.compute.v1 import router_vm_pb2 as vpb
 from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import agent_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from netmgr import errors
 from netmgr.configbuild import build_router_config
@@ -79,7 +80,7 @@ class RouterVmConfig:
     key_file: str = "/var/lib/cloudnet/router-vm.key"
     run_dir: str = "/var/lib/cloudnet/run/ctl"
     # An active VM whose agent stays silent this long is replaced.
-    grace_seconds: float = 15.0
+    grace_seconds: float = 30.0
     # A VM whose agent is not healthy this long after its definition is replaced.
     boot_timeout: float = 240.0
     interval: float = 1.0
@@ -162,6 +163,9 @@ class _Live:
     silent_since: float = 0.0
     serving: bool = False
     busy: bool = False
+    # The desired generation whose NIC set was last compared with the VM's.
+    nics_generation: int = 0
+    host: str = ""
 
 
 class RouterVmBackend:
@@ -279,11 +283,14 @@ class RouterVmBackend:
             self._sweep(set(routers))
 
     def _forget(self, router_id: str) -> None:
+        """The router is gone (its network deleted): its VM goes now, not at the sweep."""
         with self._lock:
             live = self._live.pop(router_id, None)
         if live is not None and live.channel is not None:
             live.channel.close()
         self.control.forget(router_id)
+        if live is not None and live.host:
+            self._pool.submit(self._delete_vm, live.host, router_id)
 
     def _sweep(self, wanted: set[str]) -> None:
         """Delete router VMs on any host whose router is gone (or not on that host)."""
@@ -318,6 +325,7 @@ class RouterVmBackend:
 
     def _tend(self, router, live: _Live) -> None:
         vm = self.vms.ensure(router.id)
+        live.host = vm.host
         if not live.token and vm.cred_generation:
             # A netmgr restart: adopt the running VM with its current token.
             self._connect(router.id, live, vm, derive_token(self.key, router.id,
@@ -332,17 +340,26 @@ class RouterVmBackend:
                 self._deploy(router, live, vm, replacing=vm.state == "replacing",
                              why=vm.detail)
             return
-        status = self._status(live)
         now = time.monotonic()
-        if status is not None:
+        # Liveness is gRPC health (no lock in the agent); ListRouterStatus waits
+        # for a running apply, which takes seconds under TCG on a busy host.
+        if self._alive(live):
             live.silent_since = 0.0
             if vm.state != "active" or not live.serving:
-                self._became_healthy(router, live, vm, status)
-            else:
-                self._watch(router, live, status)
+                # The first authenticated call proves the VM holds this token.
+                status = self._status(live)
+                if status is not None:
+                    self._became_healthy(router, live, vm, status)
+                elif vm.state != "booting":
+                    self.vms.update(router.id, state="booting")
+            elif not self._nics_changed(router, live, vm, dom):
+                status = self._status(live)
+                if status is not None:
+                    self._watch(router, live, status)
             return
         if vm.state == "active":
-            live.serving = False
+            # One missed answer on a loaded host is no reason to stop pushing:
+            # only the grace period decides.
             live.silent_since = live.silent_since or now
             if now - live.silent_since > self.cfg.grace_seconds:
                 self._deploy(router, live, vm, replacing=True,
@@ -372,16 +389,29 @@ class RouterVmBackend:
                 return None
             raise
 
+    def _alive(self, live: _Live) -> bool:
+        if live.channel is None:
+            return False
+        try:
+            reply = health_pb2_grpc.HealthStub(live.channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
     def _status(self, live: _Live) -> apb.RouterStatus | None:
         """The agent's status of its router (an authenticated call), None if silent."""
         if live.stub is None:
             return None
         try:
-            reply = live.stub.ListRouterStatus(apb.ListRouterStatusRequest(), timeout=2)
+            reply = live.stub.ListRouterStatus(apb.ListRouterStatusRequest(), timeout=5)
         except grpc.RpcError:
             return None
         live.boot_id = live.boot_id or reply.boot_id
         if reply.boot_id != live.boot_id:
+            log.info("agent of %s restarted (boot %s, was %s)",
+                     reply.routers[0].router_id if reply.routers else "?", reply.boot_id,
+                     live.boot_id)
             live.boot_id = reply.boot_id
             live.serving = False  # restarted agent: treat like a new boot
         return reply.routers[0] if reply.routers else apb.RouterStatus()
@@ -401,6 +431,19 @@ class RouterVmBackend:
         log.info("router %s: VM agent healthy on %s (%s)", router.id, vm.control_ip,
                  fields.get("boot_seconds", "adopted"))
         self.reconciler.notify(router.id)
+
+    def _nics_changed(self, router, live: _Live, vm: RouterVm, dom: vpb.RouterVm) -> bool:
+        """A network added to or removed from the router (VPC tiers) changes its NICs:
+        the VM is replaced by one with the new set (no hot-plug yet)."""
+        if router.desired_generation == live.nics_generation:
+            return False
+        live.nics_generation = router.desired_generation
+        want = sorted((n.mac, n.segment) for n in self._spec(router, vm).nics)
+        have = sorted((n.mac, n.segment) for n in dom.nics)
+        if want == have:
+            return False
+        self._deploy(router, live, vm, replacing=True, why="its NICs changed")
+        return True
 
     def _watch(self, router, live: _Live, status: apb.RouterStatus) -> None:
         """What the reconciler's resync does for host agents, for this VM's agent."""
@@ -460,6 +503,7 @@ class RouterVmBackend:
             self.vms.update(router.id, state="failed", detail=f"host {host}: {msg}")
             return
         self._connect(router.id, live, vm, token)
+        live.host = host
         self.vms.update(router.id, state="booting", defined_at=utcnow())
 
     def _delete_vm(self, host: str, router_id: str) -> None:

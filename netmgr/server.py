@@ -39,7 +39,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netmgr import servicers, servicers_edge, servicers_vpn
+from netmgr import servicers, servicers_edge, servicers_vpc, servicers_vpn
 from netmgr.auth import AuthInterceptor
 from netmgr.errors import ErrorMappingInterceptor
 from netmgr.model import Zone
@@ -54,7 +54,7 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + servicers_edge.SERVICES + servicers_vpn.SERVICES
+) + servicers_edge.SERVICES + servicers_vpc.SERVICES + servicers_vpn.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -140,7 +140,8 @@ def _build(
     from netmgr import debug  # router diagnostics (issue 7)
     debug_service = debug.add_to_server(store, config.agents, config.admin_token, server)
     servicers_edge.add_to_server(store, hooks, server)
-    servicers_vpn.add_to_server(store, hooks, server)
+    servicers_vpc.add_to_server(store, hooks, server)  # VPCs (issue 6)
+    servicers_vpn.add_to_server(store, hooks, server)  # site-to-site VPN (issue 6)
     from netmgr import store_hosts  # compute hosts (issue 3)
     host_services = store_hosts.add_to_server(store, server)
     from netmgr import servicers_router_vm  # router VM consoles (issue 4)

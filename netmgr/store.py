@@ -40,7 +40,7 @@ from netmgr.db import (
 from netmgr.errors import AlreadyExists, FailedPrecondition, NotFound
 from netmgr.paging import Page, PageRequest
 from netmgr.store_base import new_id, zone_columns
-from netmgr.store_edge import EdgeStore
+from netmgr.store_vpc import VpcStore
 from netmgr.store_vpn import VpnStore
 from netmgr.validation import (
     NetworkSpec,
@@ -69,9 +69,9 @@ def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class Store(EdgeStore):
+class Store(VpcStore):
     """Tenants, tokens, zone, networks and routers (ports: ``PortStore``; public IPs
-    and rules: ``EdgeStore``)."""
+    and rules: ``EdgeStore``; VPCs and tiers: ``VpcStore``)."""
 
     # --------------------------------------------------------------- tenants
 
@@ -102,6 +102,7 @@ class Store(EdgeStore):
             if count:
                 raise FailedPrecondition(
                     f"tenant {row.name!r} still owns {count} network(s); delete them first")
+            self._check_no_vpcs(s, row)
             s.execute(delete(TenantRow).where(TenantRow.id == row.id))  # tokens cascade
 
         self._write(tx)
@@ -210,6 +211,8 @@ class Store(EdgeStore):
     def create_network(self, tenant_id: str, spec: NetworkSpec) -> model.Network:
         """Create a network with its VLAN, source-NAT IP and router (generation 1)."""
         spec = check_network_spec(spec)
+        if spec.vpc_id:
+            return self.create_tier(tenant_id, spec)
 
         def tx(s: Session) -> model.Network:
             zone = rows.zone(self._zone_row(s, lock=True))
@@ -294,6 +297,8 @@ class Store(EdgeStore):
             if ports and not force:
                 raise FailedPrecondition(
                     f"network {row.id} has {ports} port(s); delete them or set force")
+            if row.vpc_id:
+                self._drop_tier(s, row)
             # Ports, the router, MACs and public IPs go by ON DELETE CASCADE.
             s.execute(delete(NetworkRow).where(NetworkRow.id == row.id))
             return gone
@@ -344,15 +349,17 @@ class Store(EdgeStore):
             if r is None:
                 raise NotFound(f"router {router_id} not found")
             router = rows.router(r)
+            net_ids = self._router_network_ids(s, router.id)
             networks = tuple(rows.network(n) for n in s.execute(
-                rows.network_select().where(NetworkRow.id == router.network_id)))
+                rows.network_select().where(NetworkRow.id.in_(net_ids))))
             ports = tuple(rows.port(p) for p in s.execute(
-                rows.port_select().where(PortRow.network_id == router.network_id)
+                rows.port_select().where(PortRow.network_id.in_(net_ids))
                 .order_by(PortRow.created_at, PortRow.id)))
             return model.RouterSnapshot(router=router, networks=networks, ports=ports,
                                         zone=rows.zone(self._zone_row(s)),
-                                        edge=self._edge_snapshot(s, [router.network_id]),
-                                        vpn=VpnStore(self).tunnels(s, [router.network_id]))
+                                        edge=self._edge_snapshot(s, net_ids),
+                                        vpc=self._vpc_snapshot(s, router),
+                                        vpn=VpnStore(self).tunnels(s, net_ids))
 
         return self._read(tx)
 
@@ -381,7 +388,8 @@ class Store(EdgeStore):
             row.last_error = last_error
             row.reachable = reachable
             row.updated_at = utcnow()
-            for port in s.scalars(select(PortRow).where(PortRow.network_id == row.network_id)):
+            net_ids = self._router_network_ids(s, row.id)
+            for port in s.scalars(select(PortRow).where(PortRow.network_id.in_(net_ids))):
                 error = port_errors.get(port.id, "")
                 if port.error != error:
                     port.error = error

@@ -142,7 +142,14 @@ class StoreBase:
         return gen
 
     def _router_of(self, s: Session, network_id: str) -> str:
-        router_id = s.scalar(select(RouterRow.id).where(RouterRow.network_id == network_id))
+        """The router serving a network: its own, or its VPC's for a tier."""
+        router_id = s.scalar(select(RouterRow.id).join(NetworkRow, rows.ROUTER_OF_NETWORK)
+                             .where(NetworkRow.id == network_id))
         assert router_id is not None, "every network has a router"
         return router_id
+
+    def _router_network_ids(self, s: Session, router_id: str) -> list[str]:
+        """The networks a router serves: its network, or its VPC's tiers."""
+        return list(s.scalars(select(NetworkRow.id).join(RouterRow, rows.ROUTER_OF_NETWORK)
+                              .where(RouterRow.id == router_id).order_by(NetworkRow.id)))
 

@@ -64,7 +64,7 @@ class EdgeStore(PortStore):
         if not network_id:
             return 0
         gen = s.scalar(select(RouterRow.applied_generation)
-                       .where(RouterRow.network_id == network_id))
+                       .where(RouterRow.id == self._router_of(s, network_id)))
         return int(gen or 0)
 
     def _public_ip_row(self, s: Session, tenant_id: str, ip_id: str,
@@ -728,15 +728,19 @@ class EdgeStore(PortStore):
         """The router's per-object errors ((kind, id) -> reason) for edge objects;
         objects not named are cleared."""
 
+        # Only this method sets a rule's error: when it left none for this
+        # router and none is reported, the scan of every rule row (60,000 at
+        # scale, on every resync) is skipped.
+        clean: set[str] = self.__dict__.setdefault("_edge_clean", set())
+        skip_rules = not errors and router_id in clean
+
         def tx(s: Session) -> None:
-            network_id = s.scalar(select(RouterRow.network_id).where(RouterRow.id == router_id))
-            if network_id is None:
-                return
+            net_ids = self._router_network_ids(s, router_id)  # a VPC router: its tiers
             tables: list[tuple[str, Any]] = [
                 (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
                 (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
-            for kind, table in tables:
-                stmt = select(table).where(table.network_id == network_id)
+            for kind, table in [] if skip_rules else tables:
+                stmt = select(table).where(table.network_id.in_(net_ids))
                 if not errors:
                     stmt = stmt.where(table.error != "")
                 for row in s.scalars(stmt):
@@ -744,17 +748,21 @@ class EdgeStore(PortStore):
                     if row.error != err:
                         row.error = err
             for lb in s.scalars(select(LoadBalancerRow)
-                                .where(LoadBalancerRow.network_id == network_id)):
+                                .where(LoadBalancerRow.network_id.in_(net_ids))):
                 health = {k: list(v) for k, v in (lb_health or {}).get(lb.id, {}).items()}
                 if (lb.member_health or {}) != health:
                     lb.member_health = health
-            for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id == network_id,
+            for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id.in_(net_ids),
                                                           PublicIpRow.kind == PUBLIC_IP_TENANT)):
                 err = errors.get((KIND_PUBLIC_IP, ip.id), "")
                 if ip.error != err:
                     ip.error = err
 
         self._write(tx)
+        if errors:
+            clean.discard(router_id)
+        else:
+            clean.add(router_id)
 
 
 

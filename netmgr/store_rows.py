@@ -25,11 +25,16 @@ from netmgr.db import (
     TokenRow,
     ZoneRow,
 )
+from netmgr.model_vpc import DEFAULT_ALLOW_ID
 from netmgr.paging import Page, PageRequest, encode_token
 
+# A VPC tier's router and source-NAT address are its VPC's.
 _SNAT_JOIN = and_(
-    PublicIpRow.network_id == NetworkRow.id, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT
+    or_(PublicIpRow.network_id == NetworkRow.id, PublicIpRow.vpc_id == NetworkRow.vpc_id),
+    PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT,
 )
+ROUTER_OF_NETWORK = or_(RouterRow.network_id == NetworkRow.id,
+                        RouterRow.vpc_id == NetworkRow.vpc_id)
 
 
 def aware(when: dt.datetime) -> dt.datetime:
@@ -65,7 +70,7 @@ def zone(row: ZoneRow) -> model.Zone:
 def network_select() -> Select[NetworkRow, str, str | None]:
     return (
         select(NetworkRow, RouterRow.id, PublicIpRow.ip)
-        .join(RouterRow, RouterRow.network_id == NetworkRow.id)
+        .join(RouterRow, ROUTER_OF_NETWORK)
         .outerjoin(PublicIpRow, _SNAT_JOIN)
     )
 
@@ -87,6 +92,9 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
         source_nat_ip=snat_ip or "",
         router_id=router_id,
         created_at=aware(row.created_at),
+        vpc_id=row.vpc_id or "",
+        router_mac=row.router_mac or "",
+        acl_id=(row.acl_id or DEFAULT_ALLOW_ID) if row.vpc_id else "",
     )
 
 
@@ -96,7 +104,8 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
 def router_select() -> Select[RouterRow, str | None]:
     return select(RouterRow, PublicIpRow.ip).outerjoin(
         PublicIpRow,
-        and_(PublicIpRow.network_id == RouterRow.network_id,
+        and_(or_(PublicIpRow.network_id == RouterRow.network_id,
+                 PublicIpRow.vpc_id == RouterRow.vpc_id),
              PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT),
     )
 
@@ -106,7 +115,7 @@ def router(r: Row[RouterRow, str | None]) -> model.Router:
     return model.Router(
         id=row.id,
         tenant_id=row.tenant_id,
-        network_id=row.network_id,
+        network_id=row.network_id or "",
         backend=model.RouterBackend(row.backend),
         host=row.host,
         desired_generation=row.desired_generation,
@@ -122,6 +131,7 @@ def router(r: Row[RouterRow, str | None]) -> model.Router:
         reachable=row.reachable,
         updated_at=aware(row.updated_at),
         public_ip=public_ip or "",
+        vpc_id=row.vpc_id or "",
     )
 
 
@@ -131,8 +141,8 @@ def router(r: Row[RouterRow, str | None]) -> model.Router:
 def port_select() -> Select[PortRow, str, int, str]:
     return (
         select(PortRow, RouterRow.id, RouterRow.applied_generation, NetworkRow.domain)
-        .join(RouterRow, RouterRow.network_id == PortRow.network_id)
         .join(NetworkRow, NetworkRow.id == PortRow.network_id)
+        .join(RouterRow, ROUTER_OF_NETWORK)
     )
 
 

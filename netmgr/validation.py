@@ -53,6 +53,9 @@ class NetworkSpec:
     domain_search: tuple[str, ...] = ()
     mtu: int = 0
     lease_seconds: int = 0
+    # A tier of this VPC (netmgr.store_vpc) when set, and its ACL list.
+    vpc_id: str = ""
+    acl_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,9 +146,17 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     v += _list_problems(f"{prefix}.dns_servers", spec.dns_servers, MAX_DNS_SERVERS,
                         unicast_ipv4_problem)
     v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH, dns_name_problem)
+    vpc_id, acl_id = spec.vpc_id.lower(), spec.acl_id.lower()
+    for field, value in (("vpc_id", vpc_id), ("acl_id", acl_id)):
+        if value and not UUID_RE.fullmatch(value):
+            v.append(Violation(f"{prefix}.{field}", f"{show(value)} is not a valid ID (a UUID)"))
+    if acl_id and not vpc_id:
+        v.append(Violation(f"{prefix}.acl_id", "only a VPC tier (vpc_id set) has an ACL list"))
     raise_if(v)
     return dataclasses.replace(
         spec,
+        vpc_id=vpc_id,
+        acl_id=acl_id,
         cidr=str(ipaddress.IPv4Network(spec.cidr)),
         domain=domain,
         domain_search=search,

@@ -22,8 +22,12 @@ whole, and they are small). A delta then costs its own objects' elements:
              removal swaps with the last element), and the delta appended to
              a journal next to config.pb
 
-Persistence is O(delta): ``edge-journal.pb`` holds length-prefixed deltas;
-restart adoption replays the ones after config.pb's generation (``replay``).
+The index is built in the background after each full apply (seconds at
+60,000 rules); a delta waits for it. Persistence is O(delta):
+``edge-journal.pb`` holds length-prefixed deltas (appended, not fsynced: a
+host crash may lose the last ones, the agent then reports an older
+generation and netmgr pushes again); restart adoption replays the ones
+after config.pb's generation (``replay``).
 Every ``COMPACT_EVERY`` deltas a background thread writes config.pb from the
 running config and truncates the journal (coalesced, off the change path);
 a full apply does the same at once.
@@ -31,6 +35,7 @@ a full apply does the same at once.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -253,6 +258,7 @@ class EdgeIndex:
 
 
 _indexes: dict[str, EdgeIndex] = {}  # router netns -> index
+_building: dict[str, threading.Thread] = {}  # router netns -> the thread indexing it
 _index_lock = threading.Lock()
 
 
@@ -276,14 +282,48 @@ def full_applied(rt: RouterRuntime) -> None:
         files.remove(journal)
     if cfg is None or loaded is None:
         return
-    skeleton, elements = loaded
-    copy = {name: dict(elems) for name, elems in elements.items()}
-    nftables.set_loaded(netns, skeleton, copy)
-    sets = set(nft_edge.SETS) | {f"{nft_edge.ALLOW_PREFIX}{n}"
-                                  for n, _ in nft_edge.allow_sets(elements)}
-    index = EdgeIndex(cfg, copy, sets)
+    # Indexing 60,000 rules takes seconds: not on the full apply's path. A
+    # delta that arrives meanwhile waits for it (``_ready``).
+    builder = threading.Thread(target=_build, args=(rt, cfg, loaded), name="edge-index",
+                               daemon=True)
     with _index_lock:
-        _indexes[netns] = index
+        _building[netns] = builder
+    builder.start()
+
+
+def _build(rt: RouterRuntime, cfg: pb.RouterConfig,
+           loaded: tuple[str, nft_edge.Elements]) -> None:
+    netns = rt.ctx.netns
+    try:
+        skeleton, elements = loaded
+        # A copy: the loaded dict is also nftables' memo of a rendering.
+        copy = {name: dict(elems) for name, elems in elements.items()}
+        sets = set(nft_edge.SETS) | {f"{nft_edge.ALLOW_PREFIX}{n}"
+                                      for n, _ in nft_edge.allow_sets(elements)}
+        index = EdgeIndex(cfg, copy, sets)
+        with rt.lock:
+            # Installed only if nothing was applied since (else that apply indexes).
+            if rt.config is cfg and nftables.loaded(netns) is loaded:
+                nftables.set_loaded(netns, skeleton, copy)
+                with _index_lock:
+                    _indexes[netns] = index
+        # Millions of long-lived objects: out of the cyclic GC's full passes
+        # (a pass over them stalls a delta for a second or two).
+        gc.freeze()
+    except Exception:  # deltas answer stale without an index: full pushes still work
+        log.exception("router %s: indexing the edge table failed", rt.ctx.router_id)
+    finally:
+        with _index_lock:
+            if _building.get(netns) is threading.current_thread():
+                del _building[netns]
+
+
+def _ready(rt: RouterRuntime, timeout: float = 120.0) -> None:
+    """Wait (without the router's lock) for an index being built."""
+    with _index_lock:
+        builder = _building.get(rt.ctx.netns)
+    if builder is not None:
+        builder.join(timeout)
 
 
 def forget(rt: RouterRuntime) -> None:
@@ -292,6 +332,7 @@ def forget(rt: RouterRuntime) -> None:
 
 
 def apply_delta(rt: RouterRuntime, delta: epb.EdgeDelta) -> epb.ApplyEdgeDeltaResponse:
+    _ready(rt)
     with rt.lock:
         started = time.monotonic()
         try:
@@ -319,7 +360,8 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     if cfg.generation != delta.base_generation or delta.generation <= delta.base_generation:
         raise Stale(f"runs generation {cfg.generation}, delta is {delta.base_generation} -> "
                     f"{delta.generation}")
-    if nftables.loaded(rt.ctx.netns) is None or not nftables.table_present(rt.ctx.netns):
+    # A table deleted behind our back makes the dry run fail: Stale then.
+    if nftables.loaded(rt.ctx.netns) is None:
         raise Stale("the table is not loaded")
     for ref in delta.removed:
         if ref.kind not in DELTA_KINDS:
@@ -338,8 +380,7 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     commands = index.change(removed, added)
     try:
         if commands:
-            libnft.run(rt.ctx.netns, commands, dry_run=True)
-            libnft.run(rt.ctx.netns, commands)
+            libnft.run_checked(rt.ctx.netns, commands)
     except libnft.NftError as e:
         # The index already counts the change: drop it; a full push rebuilds.
         forget(rt)

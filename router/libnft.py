@@ -47,9 +47,11 @@ def _load() -> ctypes.CDLL:
 
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
+NFT_CTX_OUTPUT_TERSE = 1 << 11  # no set elements in listings
 
 
-def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False) -> str:
+def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False,
+             terse: bool = False) -> str:
     """Run ``commands`` (nft syntax, one transaction) in the current
     namespace; returns nft's output, raises NftError with nft's message."""
     lib = _load()
@@ -61,8 +63,9 @@ def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False)
         lib.nft_ctx_buffer_error(ctx)
         if dry_run:
             lib.nft_ctx_set_dry_run(ctx, True)
-        if json_output:
-            lib.nft_ctx_output_set_flags(ctx, NFT_CTX_OUTPUT_JSON)
+        flags = (NFT_CTX_OUTPUT_JSON if json_output else 0) | (NFT_CTX_OUTPUT_TERSE if terse else 0)
+        if flags:
+            lib.nft_ctx_output_set_flags(ctx, flags)
         rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
@@ -73,7 +76,18 @@ def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False)
         lib.nft_ctx_free(ctx)
 
 
-def run(netns: str, commands: str, *, dry_run: bool = False, json_output: bool = False) -> str:
+def run(netns: str, commands: str, *, dry_run: bool = False, json_output: bool = False,
+        terse: bool = False) -> str:
     """``run_here`` inside network namespace ``netns``."""
     return run_in_netns(netns, lambda: run_here(commands, dry_run=dry_run,
-                                                json_output=json_output))
+                                                json_output=json_output, terse=terse))
+
+
+def run_checked(netns: str, commands: str) -> None:
+    """Dry-run ``commands``, then run them: one thread in the namespace."""
+
+    def both() -> None:
+        run_here(commands, dry_run=True)
+        run_here(commands)
+
+    run_in_netns(netns, both)

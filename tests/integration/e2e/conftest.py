@@ -1,4 +1,12 @@
-"""An all-in-one cloud per test module: real agent and netmgr daemons."""
+"""An all-in-one cloud per test module: real agent and netmgr daemons.
+
+Parametrised by router backend: every test runs against namespace routers
+("netns") and appliance-VM routers ("vm": netmgr's VM backend, a compute
+agent booting images/router under TCG; skipped when the image is not built).
+Tests about a namespace router's insides carry @pytest.mark.netns_only.
+With VM routers a tenant's networks are deleted when its test ends, so at
+most a few router VMs run at once.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +28,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
+@pytest.fixture(scope="module", params=["netns", "vm"])
+def cloud(request, tmp_path_factory):
+    if request.param == "vm":
+        from tests.integration.vm.conftest import vm_cloud_down, vm_cloud_up
+
+        aio = vm_cloud_up(tmp_path_factory)
+        try:
+            aio.up()
+            yield aio
+        finally:
+            vm_cloud_down(aio)
+        return
     prefix = f"t{uuid.uuid4().hex[:6]}"
     aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0)
@@ -32,6 +50,18 @@ def cloud(tmp_path_factory):
         aio.down()
         leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
         assert not leftovers, f"namespaces left behind: {leftovers}"
+
+
+@pytest.fixture(autouse=True)
+def _backend_marks(request):
+    """Skip @pytest.mark.netns_only tests on VM routers (and vm_only on namespaces)."""
+    if "cloud" not in request.fixturenames:
+        return
+    backend = request.getfixturevalue("cloud").router_backend
+    if backend == "vm" and request.node.get_closest_marker("netns_only"):
+        pytest.skip("about a namespace router on this host (netns backend only)")
+    if backend != "vm" and request.node.get_closest_marker("vm_only"):
+        pytest.skip("needs the VM backend's compute agent (vm backend only)")
 
 
 class Tenant:
@@ -65,6 +95,12 @@ class Tenant:
     def close(self) -> None:
         for g in self.guests:
             g.destroy()
+        if self.cloud.router_backend == "vm":
+            # Each network's router is a VM: delete them now (netmgr sweeps the VMs).
+            for n in self.api.call(self.api.networks.ListNetworks,
+                                   pb.ListNetworksRequest()).networks:
+                self.api.call(self.api.networks.DeleteNetwork,
+                              pb.DeleteNetworkRequest(id=n.id, force=True))
         self.api.close()
         self.admin.close()
 

@@ -106,6 +106,7 @@ def lease_file(cloud, router_id: str) -> str:
     raise AssertionError("no lease file")
 
 
+@pytest.mark.netns_only
 def test_ports_added_and_removed_without_restarting_dnsmasq(cloud, make_tenant):
     t = make_tenant()
     net = t.network(name="churn", cidr="10.2.0.0/24")
@@ -134,6 +135,7 @@ def test_ports_added_and_removed_without_restarting_dnsmasq(cloud, make_tenant):
     assert g1.dhcp().ip == p1.ip
 
 
+@pytest.mark.netns_only
 def test_agent_killed_and_restarted_keeps_leases_and_reapplies(cloud, make_tenant):
     t = make_tenant()
     net = t.network(name="crash", cidr="10.3.0.0/24")
@@ -194,6 +196,8 @@ def host_state(cloud) -> tuple[list[str], list[str]]:
     namespaces = sorted(n for n in os.listdir("/run/netns") if n.startswith(cloud.prefix))
     routers_dir = os.path.join(cloud.state_dir, "agent", "routers")
     routers = sorted(os.listdir(routers_dir)) if os.path.isdir(routers_dir) else []
+    vms_dir = os.path.join(cloud.state_dir, "compute", "routers")  # VM backend
+    routers += sorted(os.listdir(vms_dir)) if os.path.isdir(vms_dir) else []
     return namespaces, routers
 
 
@@ -243,6 +247,7 @@ def test_router_shows_health_and_generation(make_tenant):
     assert [p.state for p in ports] == [pb.OBJECT_STATE_ACTIVE]
 
 
+@pytest.mark.netns_only
 def test_nft_table_is_one_agent_owned_table(cloud, make_tenant):
     t = make_tenant()
     net = t.network(name="nft", cidr="10.11.0.0/24")
@@ -256,6 +261,7 @@ def test_nft_table_is_one_agent_owned_table(cloud, make_tenant):
     assert tables == ["cloudnet"]
 
 
+@pytest.mark.netns_only
 def test_restart_router_rebuilds_it_and_keeps_leases(cloud, make_tenant):
     t = make_tenant()
     net = t.network(name="rebuild", cidr="10.12.0.0/24")
@@ -287,6 +293,7 @@ def eventually(cond, timeout: float = 20.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.netns_only
 def test_agent_repairs_a_dead_dnsmasq_and_a_deleted_ruleset(cloud, make_tenant):
     t = make_tenant()
     net = t.network(name="heal", cidr="10.13.0.0/24")

@@ -5,6 +5,7 @@ rule whole, naming it, with nothing applied."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -87,3 +88,75 @@ def test_one_rule_is_an_element_update_and_the_same_config_a_no_op(
     # Many rules less at once: still one transaction of element deletes.
     assert agent.agent.apply(edge_config(router_id, 5, 10)).applied_generation == 5
     assert map_keys(ns) == set(range(1000, 1010)) and table_handle(ns) == handle
+
+
+def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
+        agent: InProcessAgent, topo) -> None:  # noqa: F811
+    from cloudnet.router.v1 import edge_pb2 as epb
+    from cloudnet.router.v1 import edge_pb2_grpc
+
+    from router import edge_delta
+    from router.agent import Agent
+
+    router_id = "edge-delta2"
+    ns = router_netns_name(agent.agent.netns_prefix, router_id)
+    assert agent.agent.apply(edge_config(router_id, 1, 100)).applied_generation == 1
+    handle = table_handle(ns)
+    runtime = agent.agent.runtime(router_id)
+    applies = dict(runtime.service_applies)
+    stub = edge_pb2_grpc.RouterEdgeStub(agent.channel)
+
+    def send(base: int, gen: int, removed=(), forwards=()) -> epb.ApplyEdgeDeltaResponse:
+        return stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=epb.EdgeDelta(
+            router_id=router_id, base_generation=base, generation=gen,
+            removed=[epb.EdgeObjectRef(kind=k, id=i) for k, i in removed],
+            port_forwards=list(forwards))), timeout=60)
+
+    new = pb.PortForwardRule(id="pfnew", public_ip=EIP, protocol="tcp", public_port_start=3000,
+                             public_port_end=3000, private_ip="10.10.0.5",
+                             private_port_start=80, private_port_end=80)
+    moved = pb.PortForwardRule(id="pf1", public_ip=EIP, protocol="tcp", public_port_start=4001,
+                               public_port_end=4001, private_ip="10.10.0.6",
+                               private_port_start=81, private_port_end=81)
+    r = send(1, 2, removed=[("portforward", "pf0")], forwards=[new, moved])
+    assert (r.stale, r.applied_generation, r.rejected_generation) == (False, 2, 0), r.last_error
+    want = set(range(1002, 1100)) | {3000, 4001}
+    assert map_keys(ns) == want and table_handle(ns) == handle
+    # In place: no service's apply ran, the running config is the delta's result.
+    assert runtime.service_applies == applies
+    assert runtime.config.generation == 2
+    assert {f.id for f in runtime.config.port_forwards} == (
+        {f"pf{i}" for i in range(1, 100)} | {"pfnew"})
+
+    # Not on top of what the router runs: stale, nothing changes.
+    assert send(1, 3, forwards=[new]).stale
+    # A conflict with a rule that stays: refused naming the rule, nothing changes.
+    clash = pb.PortForwardRule(id="pfclash", public_ip=EIP, protocol="tcp",
+                               public_port_start=1050, public_port_end=1050,
+                               private_ip="10.10.0.5", private_port_start=80, private_port_end=80)
+    r = send(2, 3, forwards=[clash])
+    assert r.rejected_generation == 3 and r.applied_generation == 2
+    assert [(o.kind, o.id, o.ok) for o in r.objects] == [("portforward", "pfclash", False)]
+    assert "overlap port forward 'pf50'" in r.last_error
+    assert map_keys(ns) == want and runtime.config.generation == 2
+
+    # The journal holds the delta; a restarted agent adopts config.pb + journal.
+    assert [d.generation for d in edge_delta.read_journal(
+        os.path.join(runtime.ctx.state_dir, edge_delta.JOURNAL))] == [2]
+    restarted = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                      fabric_netns=topo.fabric.netns, agent_id="test2")
+    restarted.start()
+    again = restarted.runtime(router_id)
+    assert again.config.generation == 2
+    assert {f.id for f in again.config.port_forwards} == {
+        f.id for f in runtime.config.port_forwards}
+    assert map_keys(ns) == want
+
+    # A full push of the same rules is no element change; then deltas go on.
+    full = edge_config(router_id, 4, 100)
+    del full.port_forwards[0:2]
+    full.port_forwards.extend([new, moved])
+    assert agent.agent.apply(full).applied_generation == 4
+    assert map_keys(ns) == want and table_handle(ns) == handle
+    r = send(4, 5, removed=[("portforward", "pfnew")])
+    assert r.applied_generation == 5 and map_keys(ns) == want - {3000}

@@ -41,7 +41,7 @@ def vm_cloud_down(aio: AllInOne) -> None:
 
 @pytest.fixture(scope="module")
 def vm_cloud(tmp_path_factory):
-    aio = vm_cloud_up(tmp_path_factory, grace_seconds=10)
+    aio = vm_cloud_up(tmp_path_factory, grace_seconds=20)
     try:
         aio.up()
         yield aio

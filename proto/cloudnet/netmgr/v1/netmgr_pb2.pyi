@@ -566,6 +566,8 @@ class Network(_message.Message):
     SOURCE_NAT_IP_FIELD_NUMBER: _builtins.int
     ROUTER_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -582,6 +584,15 @@ class Network(_message.Message):
     """Allocated: the isolation segment (VLAN ID) and the source-NAT address."""
     source_nat_ip: _builtins.str
     router_id: _builtins.str
+    vpc_id: _builtins.str
+    """Fields 30 and up: VPC tiers (vpc.proto).
+    Set on create to make the network a tier of this VPC (served by the
+    VPC's router); empty for an isolated network with its own router.
+    """
+    acl_id: _builtins.str
+    """A tier's network ACL list (vpc.proto NetworkAclService); on create,
+    empty means the built-in default_allow.
+    """
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -607,10 +618,12 @@ class Network(_message.Message):
         source_nat_ip: _builtins.str = ...,
         router_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        vpc_id: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1017,6 +1030,7 @@ class Router(_message.Message):
     CONTROL_ADDRESS_FIELD_NUMBER: _builtins.int
     VM_REPLACEMENTS_FIELD_NUMBER: _builtins.int
     VM_DETAIL_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -1040,6 +1054,8 @@ class Router(_message.Message):
     """How often the VM was replaced (died, destroyed, or stopped answering)."""
     vm_detail: _builtins.str
     """Why the VM is in its state (e.g. the reason of the last replacement)."""
+    vpc_id: _builtins.str
+    """Fields 20-24: VPC. The VPC this router serves (network_id is then empty)."""
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceHealth]: ...
     @_builtins.property
@@ -1070,10 +1086,11 @@ class Router(_message.Message):
         control_address: _builtins.str = ...,
         vm_replacements: _builtins.int = ...,
         vm_detail: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time", "vm_boot_time", b"vm_boot_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "control_address", b"control_address", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time", "vm_boot_seconds", b"vm_boot_seconds", "vm_boot_time", b"vm_boot_time", "vm_detail", b"vm_detail", "vm_host", b"vm_host", "vm_replacements", b"vm_replacements", "vm_state", b"vm_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "control_address", b"control_address", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time", "vm_boot_seconds", b"vm_boot_seconds", "vm_boot_time", b"vm_boot_time", "vm_detail", b"vm_detail", "vm_host", b"vm_host", "vm_replacements", b"vm_replacements", "vm_state", b"vm_state", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

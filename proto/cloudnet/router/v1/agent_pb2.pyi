@@ -270,9 +270,16 @@ class RouterConfig(_message.Message):
     EGRESS_RULES_FIELD_NUMBER: _builtins.int
     EGRESS_POLICIES_FIELD_NUMBER: _builtins.int
     LOAD_BALANCERS_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    NETWORK_ACLS_FIELD_NUMBER: _builtins.int
+    TIER_ACLS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
+    vpc_id: _builtins.str
+    """Fields 20-29: VPC (router/services/nft_acl.py). Set when the router
+    serves a VPC: its guest networks are tiers, routed to each other.
+    """
     @_builtins.property
     def interfaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interface]: ...
     @_builtins.property
@@ -300,6 +307,12 @@ class RouterConfig(_message.Message):
     @_builtins.property
     def load_balancers(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerRule]: ...
     @_builtins.property
+    def network_acls(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkAcl]:
+        """The VPC's network ACL lists in use, and which list guards which tier."""
+
+    @_builtins.property
+    def tier_acls(self) -> _containers.RepeatedCompositeFieldContainer[Global___TierAcl]: ...
+    @_builtins.property
     def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnection]:
         """Site-to-site VPN (vpn.proto): fields 30-39."""
 
@@ -320,15 +333,131 @@ class RouterConfig(_message.Message):
         egress_rules: _abc.Iterable[Global___EgressRule] | None = ...,
         egress_policies: _abc.Iterable[Global___EgressPolicy] | None = ...,
         load_balancers: _abc.Iterable[Global___LoadBalancerRule] | None = ...,
+        vpc_id: _builtins.str = ...,
+        network_acls: _abc.Iterable[Global___NetworkAcl] | None = ...,
+        tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouterConfig: _TypeAlias = RouterConfig  # noqa: Y015
+
+@_typing.final
+class AclRule(_message.Message):
+    """A numbered rule of a network ACL list: rules are evaluated in number
+    order, the first match decides; no match denies.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_START_FIELD_NUMBER: _builtins.int
+    PORT_END_FIELD_NUMBER: _builtins.int
+    ICMP_TYPE_FIELD_NUMBER: _builtins.int
+    ICMP_CODE_FIELD_NUMBER: _builtins.int
+    CIDRS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    number: _builtins.int
+    action: _builtins.str
+    """"allow" or "deny"."""
+    direction: _builtins.str
+    """"ingress" (into the tier; cidrs are sources) or "egress" (out of the
+    tier; cidrs are destinations).
+    """
+    protocol: _builtins.str
+    """"tcp", "udp", "icmp", "all" or an IP protocol number ("47")."""
+    port_start: _builtins.int
+    """tcp/udp destination ports; 0 means every port."""
+    port_end: _builtins.int
+    icmp_type: _builtins.int
+    """icmp; -1 means any."""
+    icmp_code: _builtins.int
+    @_builtins.property
+    def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty means every address."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        number: _builtins.int = ...,
+        action: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        port_start: _builtins.int = ...,
+        port_end: _builtins.int = ...,
+        icmp_type: _builtins.int = ...,
+        icmp_code: _builtins.int = ...,
+        cidrs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "cidrs", b"cidrs", "direction", b"direction", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "number", b"number", "port_end", b"port_end", "port_start", b"port_start", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclRule: _TypeAlias = AclRule  # noqa: Y015
+
+@_typing.final
+class NetworkAcl(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___AclRule]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        rules: _abc.Iterable[Global___AclRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkAcl: _TypeAlias = NetworkAcl  # noqa: Y015
+
+@_typing.final
+class TierAcl(_message.Message):
+    """The list guarding a tier (its interface on the router)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    INTERFACE_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    network_id: _builtins.str
+    interface: _builtins.str
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        network_id: _builtins.str = ...,
+        interface: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "interface", b"interface", "network_id", b"network_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TierAcl: _TypeAlias = TierAcl  # noqa: Y015
 
 @_typing.final
 class LbHealthCheck(_message.Message):

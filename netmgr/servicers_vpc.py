@@ -1,0 +1,158 @@
+"""gRPC servicers of VPCs: thin, like ``netmgr.servicers``. Tiers are created
+through NetworkService.CreateNetwork with ``vpc_id`` set."""
+
+from __future__ import annotations
+
+from cloudnet.netmgr.v1 import vpc_pb2 as pb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as rpc
+from google.protobuf import timestamp_pb2
+
+from netmgr import model_vpc as mv
+from netmgr.convert import OBJECT_STATES
+from netmgr.paging import page_request
+from netmgr.servicers import Ctx, _Base, _tenant
+from netmgr.validation import check_id, resolve_update_mask
+from netmgr.validation_vpc import AclRuleSpec, VpcSpec
+
+VPC_UPDATABLE = frozenset({"name"})
+
+
+def _ts(when: object) -> timestamp_pb2.Timestamp | None:
+    if when is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)  # type: ignore[arg-type]
+    return ts
+
+
+def vpc_to_pb(v: mv.Vpc) -> pb.Vpc:
+    ts = _ts(v.created_at)
+    return pb.Vpc(id=v.id, tenant_id=v.tenant_id, name=v.name, cidr=v.cidr, domain=v.domain,
+                  router_id=v.router_id, source_nat_ip=v.source_nat_ip,
+                  tier_ids=list(v.tier_ids), create_time=ts)
+
+
+class VpcServicer(_Base, rpc.VpcServiceServicer):
+    def CreateVpc(self, request: pb.CreateVpcRequest, context: Ctx) -> pb.Vpc:
+        vpc = self._store.create_vpc(_tenant(), VpcSpec(
+            name=request.vpc.name, cidr=request.vpc.cidr, domain=request.vpc.domain))
+        self._notify(vpc.router_id)
+        return vpc_to_pb(vpc)
+
+    def GetVpc(self, request: pb.GetVpcRequest, context: Ctx) -> pb.Vpc:
+        return vpc_to_pb(self._store.get_vpc(_tenant(), request.id))
+
+    def ListVpcs(self, request: pb.ListVpcsRequest, context: Ctx) -> pb.ListVpcsResponse:
+        page = self._store.list_vpcs(_tenant(), page_request(request.page_size,
+                                                             request.page_token))
+        return pb.ListVpcsResponse(vpcs=[vpc_to_pb(v) for v in page.items],
+                                   next_page_token=page.next_page_token)
+
+    def UpdateVpc(self, request: pb.UpdateVpcRequest, context: Ctx) -> pb.Vpc:
+        tenant = _tenant()
+        vpc_id = check_id(request.vpc.id, "vpc.id")
+        present = ["name"] if request.vpc.name else []
+        paths = resolve_update_mask(request.update_mask.paths, VPC_UPDATABLE, present)
+        name = request.vpc.name if "name" in paths else None
+        return vpc_to_pb(self._store.update_vpc(tenant, vpc_id, name))
+
+    def DeleteVpc(self, request: pb.DeleteVpcRequest, context: Ctx) -> pb.DeleteVpcResponse:
+        gone = self._store.delete_vpc(_tenant(), request.id)
+        self._notify(gone.router_id)  # the reconciler removes the router
+        return pb.DeleteVpcResponse()
+
+
+ACTIONS = {pb.ACL_ACTION_ALLOW: mv.ALLOW, pb.ACL_ACTION_DENY: mv.DENY}
+DIRECTIONS = {pb.ACL_DIRECTION_INGRESS: mv.INGRESS, pb.ACL_DIRECTION_EGRESS: mv.EGRESS}
+
+
+def acl_to_pb(a: mv.NetworkAcl) -> pb.NetworkAcl:
+    return pb.NetworkAcl(id=a.id, vpc_id=a.vpc_id, name=a.name, description=a.description,
+                         builtin=a.builtin, network_ids=list(a.network_ids),
+                         create_time=_ts(a.created_at))
+
+
+def rule_to_pb(r: mv.AclRule) -> pb.AclRule:
+    return pb.AclRule(
+        id=r.id, acl_id=r.acl_id, number=r.number,
+        action={v: k for k, v in ACTIONS.items()}[r.action],
+        direction={v: k for k, v in DIRECTIONS.items()}[r.direction],
+        protocol=r.protocol, port=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
+        icmp_code=r.icmp_code, cidrs=list(r.cidrs), state=OBJECT_STATES[r.state],
+        error=r.error, create_time=_ts(r.created_at))
+
+
+def rule_spec(msg: pb.AclRule) -> AclRuleSpec:
+    # Unknown enum values become "" and are refused by the checks, naming the field.
+    return AclRuleSpec(number=msg.number, action=ACTIONS.get(msg.action, ""),
+                       direction=DIRECTIONS.get(msg.direction, ""), protocol=msg.protocol,
+                       port=msg.port, port_end=msg.port_end, icmp_type=msg.icmp_type,
+                       icmp_code=msg.icmp_code, cidrs=tuple(msg.cidrs))
+
+
+class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
+    def CreateNetworkAcl(self, request: pb.CreateNetworkAclRequest,
+                         context: Ctx) -> pb.NetworkAcl:
+        a = request.network_acl
+        return acl_to_pb(self._store.create_network_acl(_tenant(), a.vpc_id, a.name,
+                                                        a.description))
+
+    def GetNetworkAcl(self, request: pb.GetNetworkAclRequest, context: Ctx) -> pb.NetworkAcl:
+        return acl_to_pb(self._store.get_network_acl(_tenant(), request.id))
+
+    def ListNetworkAcls(self, request: pb.ListNetworkAclsRequest,
+                        context: Ctx) -> pb.ListNetworkAclsResponse:
+        acls = self._store.list_network_acls(_tenant(), request.vpc_id)
+        return pb.ListNetworkAclsResponse(network_acls=[acl_to_pb(a) for a in acls])
+
+    def DeleteNetworkAcl(self, request: pb.DeleteNetworkAclRequest,
+                         context: Ctx) -> pb.DeleteNetworkAclResponse:
+        self._store.delete_network_acl(_tenant(), request.id)
+        return pb.DeleteNetworkAclResponse()
+
+    def CreateAclRule(self, request: pb.CreateAclRuleRequest, context: Ctx) -> pb.AclRule:
+        rule, router_id = self._store.create_acl_rule(_tenant(), request.rule.acl_id,
+                                                      rule_spec(request.rule))
+        self._notify(router_id)
+        return rule_to_pb(rule)
+
+    def GetAclRule(self, request: pb.GetAclRuleRequest, context: Ctx) -> pb.AclRule:
+        return rule_to_pb(self._store.get_acl_rule(_tenant(), request.id))
+
+    def ListAclRules(self, request: pb.ListAclRulesRequest,
+                     context: Ctx) -> pb.ListAclRulesResponse:
+        rules = self._store.list_acl_rules(_tenant(), request.acl_id)
+        return pb.ListAclRulesResponse(rules=[rule_to_pb(r) for r in rules])
+
+    def UpdateAclRule(self, request: pb.UpdateAclRuleRequest, context: Ctx) -> pb.AclRule:
+        rule, router_id = self._store.update_acl_rule(_tenant(), request.rule.id,
+                                                      rule_spec(request.rule))
+        self._notify(router_id)
+        return rule_to_pb(rule)
+
+    def DeleteAclRule(self, request: pb.DeleteAclRuleRequest,
+                      context: Ctx) -> pb.DeleteAclRuleResponse:
+        self._notify(self._store.delete_acl_rule(_tenant(), request.id))
+        return pb.DeleteAclRuleResponse()
+
+    def ReplaceNetworkAcl(self, request: pb.ReplaceNetworkAclRequest,
+                          context: Ctx) -> pb.ReplaceNetworkAclResponse:
+        router_id = self._store.replace_network_acl(_tenant(), request.network_id,
+                                                    request.acl_id)
+        self._notify(router_id)
+        return pb.ReplaceNetworkAclResponse(network_id=request.network_id.lower(),
+                                            acl_id=request.acl_id.lower())
+
+
+def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
+    """Register the VPC services; returns their full names (health, reflection)."""
+    for servicer, add in (
+        (VpcServicer, rpc.add_VpcServiceServicer_to_server),
+        (NetworkAclServicer, rpc.add_NetworkAclServiceServicer_to_server),
+    ):
+        add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
+    return SERVICES
+
+
+SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name
+                 for name in ("VpcService", "NetworkAclService"))
