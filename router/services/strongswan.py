@@ -415,6 +415,44 @@ def _unload(s: Any, name: str, keep_key: bool = False) -> None:
             s.unload_shared({"id": name})
 
 
+def tend(ctx: Context, cfg: pb.RouterConfig) -> list[str]:
+    """Initiate every active connection that has no IKE SA at all (not even
+    one being set up): a peer that answered NO_PROPOSAL_CHOSEN before its own
+    config was loaded, or one that refused and was fixed, is not retried by
+    charon (keyingtries only covers unanswered requests). Runs with the
+    agent's health pass; returns the connections initiated."""
+    import vici.exception
+
+    active = [vici_name(c.id) for c in cfg.vpn_connections if not c.passive]
+    if not active or charon_pid(ctx) is None:
+        return []
+    started = []
+    try:
+        with session(ctx, timeout=3.0) as s:
+            have = {_text(name) for entry in s.list_sas() for name in entry}
+            for name in active:
+                if name in have:
+                    continue
+                children = [_text(c) for c in _conn_children(s, name)]
+                for child in children:
+                    with contextlib.suppress(vici.exception.CommandException):
+                        for _ in s.initiate({"ike": name, "child": child, "timeout": "-1"}):
+                            pass
+                started.append(name)
+    except (OSError, ApplyError) as e:
+        log.warning("router %s: VPN tend: %s", ctx.router_id, e)
+    if started:
+        log.info("router %s: initiating VPN %s again", ctx.router_id, ", ".join(started))
+    return started
+
+
+def _conn_children(s: Any, name: str) -> list[Any]:
+    for entry in s.list_conns({"ike": name}):
+        for conn in entry.values():
+            return list((conn.get("children") or {}).keys())
+    return []
+
+
 def _stop(ctx: Context) -> None:
     pid = charon_pid(ctx)
     if pid is not None:

@@ -258,3 +258,22 @@ def test_agent_restart_adopts_charon_and_keeps_the_tunnel(
     assert (st.ike_state, st.ike_unique_id) == ("ESTABLISHED", before.ike_unique_id)
     assert [c.unique_id for c in st.children] == [c.unique_id for c in before.children]
     ping(guest, PEER_HOSTS[1])
+
+
+def test_a_refused_connection_is_initiated_again(
+        topo: Topology, agent: InProcessAgent) -> None:
+    topo.internet()
+    guest = topo.guest("p1")
+    topo.configure_guest(guest, GUEST_IP)
+    peer = make_peer(topo, f"{topo.prefix}-up", 2)
+    peer.start(load=False)  # charon up, its config not loaded yet: it refuses
+    assert agent.agent.apply(vpn_config(1, router_connection(2))).applied_generation == 1
+    wait_for(lambda: "NO_PROPOSAL_CHOSEN" in conn_status(agent).last_error, 30,
+             "the peer's refusal")
+    assert conn_status(agent).ike_state == "DOWN"
+    peer.load()
+    # charon does not retry a refusal; the agent's health pass initiates again.
+    assert agent.agent.repair_all() == {}
+    wait_established(agent, children=1, timeout=30)
+    assert conn_status(agent).last_error == ""
+    ping(guest, PEER_HOSTS[0])
