@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cloudnet.router.v1 import edge_pb2 as epb
 
 from router import libnft
-from router.services import nft_edge, nftables
+from router.services import nft_acl, nft_edge, nftables
 
 if TYPE_CHECKING:
     from router.runtime import RouterRuntime
@@ -33,7 +33,9 @@ def counters(rt: RouterRuntime, wanted: set[Oid]) -> list[epb.EdgeCounter]:
     out = libnft.run(rt.ctx.netns, f"list table {nftables.TABLE_FAMILY} {nftables.TABLE_NAME}",
                      json_output=True)
     totals: dict[Oid, list[int]] = {}
-    for item in json.loads(out).get("nftables", []):
+    items = json.loads(out).get("nftables", [])
+    nft_acl.rule_counters(items, totals)  # VPC network ACL rules (kind "aclrule")
+    for item in items:
         obj = item.get("set") or item.get("map")
         if not obj:
             continue
