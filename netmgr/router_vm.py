@@ -82,7 +82,7 @@ class RouterVmConfig:
     # An active VM whose agent stays silent this long is replaced.
     grace_seconds: float = 30.0
     # A VM whose agent is not healthy this long after its definition is replaced.
-    boot_timeout: float = 240.0
+    boot_timeout: float = 180.0
     interval: float = 1.0
 
 
@@ -366,11 +366,20 @@ class RouterVmBackend:
                              why=f"its agent did not answer for {self.cfg.grace_seconds:.0f} s")
             return
         if self._since(vm.defined_at) > self.cfg.boot_timeout:
+            log.warning("router %s: VM not healthy after %.0f s; its console ends:\n%s",
+                        router.id, self.cfg.boot_timeout, self._console_tail(router.id))
             self._deploy(router, live, vm, replacing=True,
                          why=f"its agent was not healthy {self.cfg.boot_timeout:.0f} s "
                              "after the VM was defined")
         elif vm.state != "booting":
             self.vms.update(router.id, state="booting")
+
+    def _console_tail(self, router_id: str, size: int = 2000) -> str:
+        try:
+            data, _, _ = self.console(router_id, 0)
+        except errors.DomainError as e:
+            return f"(no console: {e})"
+        return data[-size:].decode(errors="replace")
 
     @staticmethod
     def _since(t: dt.datetime | None) -> float:

@@ -27,7 +27,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router import files, libnft, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
-from router.services import Context, nft_acl, nft_edge, nft_vpn
+from router.services import Context, nft_acl, nft_compat, nft_edge, nft_vpn
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
     )
     context.update(nft_acl.context(cfg))  # VPC: tier routing and network ACLs
     context.update(nft_vpn.context(cfg))
+    # Element counters of established traffic need a kernel that looks maps
+    # up as sets (not the appliance's 6.1): see router/services/nft_compat.py.
+    context["map_counters"] = nft_compat.map_as_set_lookup()
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
@@ -193,10 +196,15 @@ def loaded(netns: str) -> tuple[str, nft_edge.Elements] | None:
     return _loaded.get(netns)
 
 
-def set_loaded(netns: str, skeleton: str, elements: nft_edge.Elements) -> None:
+def set_loaded(netns: str, skeleton: str | None, elements: nft_edge.Elements | None = None
+               ) -> None:
     """The table in netns now holds these elements (``router.edge_delta`` keeps
-    them current as it changes elements in place)."""
-    _loaded[netns] = (skeleton, elements)
+    them current as it changes elements in place); None: unknown, the next
+    apply loads the whole table."""
+    if skeleton is None or elements is None:
+        _loaded.pop(netns, None)
+    else:
+        _loaded[netns] = (skeleton, elements)
 
 
 def table_present(netns: str) -> bool:

@@ -174,14 +174,21 @@ def test_vm_agent_refuses_calls_without_the_routers_token(vm_cloud, served):
                 with pytest.raises(grpc.RpcError) as e:
                     call(req, metadata=md, timeout=10)
                 assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        # netmgr's token for this router (derived from its key) is accepted.
-        r = router(t, net.router_id)
-        gen = 1 + r.vm_replacements
-        token = derive_token(key, net.router_id, gen)
-        reply = agent.ListRouterStatus(apb.ListRouterStatusRequest(),
-                                       metadata=[("authorization", f"Bearer {token}")],
-                                       timeout=10)
-        assert [s.router_id for s in reply.routers] == [net.router_id]
+        # netmgr's token for this router (derived from its key, for the current
+        # credential generation) is accepted; other generations are not.
+        accepted = {}
+        for gen in range(1, 6):
+            token = derive_token(key, net.router_id, gen)
+            try:
+                reply = agent.ListRouterStatus(apb.ListRouterStatusRequest(), metadata=[
+                    ("authorization", f"Bearer {token}")], timeout=10)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+                continue
+            accepted[gen] = token
+            assert [s.router_id for s in reply.routers] == [net.router_id]
+        assert len(accepted) == 1, accepted
+        token = next(iter(accepted.values()))
     # The token is not on QEMU's command line (world-readable in /proc).
     with open(f"/proc/{vm.pid}/cmdline", "rb") as f:
         argv = f.read()

@@ -152,3 +152,16 @@ def test_console_is_tenant_scoped_and_only_for_vm_routers(cloud, acme) -> None:
     err = rpc_error(lambda: stub.GetRouterConsole(
         rvpb.GetRouterConsoleRequest(id=net.router_id), timeout=10))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_cli_router_console_names_a_netns_router(cloud, acme, capsys) -> None:
+    from netmgr import cli
+
+    _, api = acme
+    net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="n", cidr="10.9.0.0/24")))
+    token = dict(api.metadata)["authorization"].removeprefix("Bearer ")
+    rc = cli.main(["--server", cloud.target, "--token", token, "router", "console",
+                   net.router_id])
+    assert rc != 0
+    assert "is not a VM" in capsys.readouterr().err
