@@ -7,6 +7,8 @@ peer in its own namespace (the tests' harness, ``tests/integration/vpn``):
 * establishment: from ApplyConfig with a new connection to an ESTABLISHED
   IKE SA with its child SA installed, cold (charon not running yet) and
   after a reset (the connection reloaded into a running charon);
+* recovery: the peer's charon killed (no DELETE) and restarted a second
+  later, until the router has a new ESTABLISHED SA (DPD delay 2 s);
 * throughput: iperf3 TCP from a guest behind the router to a host behind
   the peer, through the tunnel (ESP in UDP, AES-GCM-256) vs the very same
   path without it (the router source-NATs, the uplink routes the peer's
@@ -119,6 +121,21 @@ def run(repeat: int, seconds: int) -> dict[str, object]:
             wait(lambda b=before: established(agent, other_than=b))
             reset.append(time.monotonic() - t0)
 
+        # The peer crashes (no DELETE) and comes back 1 s later: DPD (2 s) and
+        # the retransmissions find the SA dead, the router re-establishes.
+        recover = []
+        for _ in range(min(repeat, 3)):
+            before = agent.status(ROUTER).vpn_connections[0].ike_unique_id
+            pid = peer.pid()
+            assert pid
+            t0 = time.monotonic()
+            os.kill(pid, 9)
+            peer.stop()
+            time.sleep(1.0)
+            peer.start()
+            wait(lambda b=before: established(agent, other_than=b), timeout=120)
+            recover.append(time.monotonic() - t0)
+
         iperf_server = subprocess.Popen(["ip", "netns", "exec", peer.hosts[0], "iperf3", "-s"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
@@ -135,6 +152,8 @@ def run(repeat: int, seconds: int) -> dict[str, object]:
             "backend": strongswan.backend(),
             "proposals": {"ike": "aes256gcm16-prfsha384-ecp384", "esp": "aes256gcm16-ecp384"},
             "establish_cold_s": cold, "apply_cold_s": cold_apply, "establish_reset_s": reset,
+            "peer_crash_recovery_s": recover, "dpd_delay_s": 2,
+            "peer_crash_recovery_median_s": statistics.median(recover),
             "establish_cold_median_s": statistics.median(cold),
             "establish_reset_median_s": statistics.median(reset),
             "iperf_seconds": seconds,

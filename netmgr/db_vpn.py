@@ -42,7 +42,10 @@ class CustomerGatewayRow(Base):
                             "id"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
+    # The tenant's own description of a remote site, used by no router unless
+    # a connection uses it (and connections need networks, which keep the
+    # tenant): it goes with the tenant.
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     peer_address: Mapped[str] = mapped_column(IP)
     peer_cidrs: Mapped[list[str]] = mapped_column(JSON)

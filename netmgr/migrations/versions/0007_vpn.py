@@ -47,7 +47,7 @@ def upgrade() -> None:
     op.create_table(
         "customer_gateways",
         sa.Column("id", ID, primary_key=True),
-        _fk("tenant_id", "tenants.id", "RESTRICT"),
+        _fk("tenant_id", "tenants.id"),
         sa.Column("name", sa.String(63), nullable=False),
         sa.Column("peer_address", sa.String(15), nullable=False),
         sa.Column("peer_cidrs", sa.JSON(), nullable=False),

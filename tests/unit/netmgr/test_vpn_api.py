@@ -306,3 +306,10 @@ def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F
     assert (rc.local_address, list(rc.local_cidrs)) == (vpc.source_nat_ip, ["10.8.0.0/16"])
     assert v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id)).state == \
         pb.OBJECT_STATE_PENDING
+
+
+def test_a_tenant_with_only_customer_gateways_can_be_deleted(cloud: Cloud) -> None:  # noqa: F811
+    tenant, api = cloud.new_tenant("leaving")
+    Vpn(cloud, api).CreateCustomerGateway(cgw())
+    cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant.id))
+    assert counts(cloud)["customer_gateways"] == 0
