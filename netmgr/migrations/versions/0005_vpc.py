@@ -12,7 +12,7 @@ router's interface on the tier); the VPC's router and source-NAT address are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -82,7 +82,7 @@ def _add_vpc_column(table: str) -> None:
     op.create_foreign_key(f"fk_{table}_vpc_id", table, "vpcs", ["vpc_id"], ["id"])
 
 
-def _recreate() -> str:
+def _recreate() -> Literal["auto", "always"]:
     """SQLite rebuilds the table (it cannot alter a column in place); elsewhere
     the columns are altered in place (a rebuild would drop the primary key
     that other tables' foreign keys depend on)."""
