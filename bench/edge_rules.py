@@ -47,6 +47,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb  # noqa: E402
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc  # noqa: E402
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
 from cloudnet.router.v1 import agent_pb2 as apb  # noqa: E402
+from google.protobuf import field_mask_pb2  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from compute.fabric import ensure_netns, remove_netns  # noqa: E402
@@ -219,26 +220,40 @@ class Bench:
         return {"tcp_bps": statistics.median(iperf(inet, ip, False, seconds) for _ in range(2)),
                 "udp_pps": statistics.median(iperf(inet, ip, True, seconds) for _ in range(2))}
 
-    def one_change(self, trials: int) -> list[float]:
-        """API create of one port forward -> the internet host connects through it."""
-        out = []
+    def _opened(self, public: int, change) -> float:
+        """Seconds from `change()` (an API call) until ip:public answers."""
+        probe = subprocess.Popen(
+            ["ip", "netns", "exec", self.aio.inet_ns, sys.executable, "-c", PROBE,
+             self.main_ip.ip, str(public), "60"], stdout=subprocess.PIPE, text=True)
+        assert probe.stdout is not None
+        assert probe.stdout.readline().strip() == "ready"
+        time.sleep(0.05)
+        start = time.time()
+        change()
+        line = probe.stdout.readline().strip()
+        probe.wait(timeout=10)
+        assert line != "timeout", "the port forward never opened"
+        return float(line) - start
+
+    def one_change(self, trials: int) -> tuple[list[float], list[float]]:
+        """API create of one port forward -> the internet host connects through
+        it; and an update of a forward to a closed port moving it to an open one."""
+        created, updated = [], []
         for i in range(trials):
-            public = 60000 + i
-            probe = subprocess.Popen(
-                ["ip", "netns", "exec", self.aio.inet_ns, sys.executable, "-c", PROBE,
-                 self.main_ip.ip, str(public), "60"], stdout=subprocess.PIPE, text=True)
-            assert probe.stdout is not None
-            assert probe.stdout.readline().strip() == "ready"
-            time.sleep(0.05)
-            start = time.time()
-            f = self.forward(public, self.ports[0].id, 8080)
-            line = probe.stdout.readline().strip()
-            probe.wait(timeout=10)
-            assert line != "timeout", "the port forward never opened"
-            out.append(float(line) - start)
+            made: list = []
+            created.append(self._opened(60000 + i, lambda i=i, made=made: made.append(
+                self.forward(60000 + i, self.ports[0].id, 8080))))
+            self.call(self.forwards.DeletePortForward, epb.DeletePortForwardRequest(
+                id=made[0].id))
+            f = self.forward(61000 + i, self.ports[0].id, 9)  # nothing listens on 9
+            self.api.wait_router_active(self.net.router_id, timeout=300)
+            updated.append(self._opened(61000 + i, lambda f=f: self.call(
+                self.forwards.UpdatePortForward, epb.UpdatePortForwardRequest(
+                    port_forward=epb.PortForward(id=f.id, private_port=8080),
+                    update_mask=field_mask_pb2.FieldMask(paths=["private_port"])))))
             self.call(self.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f.id))
             self.api.wait_router_active(self.net.router_id, timeout=300)
-        return out
+        return created, updated
 
     def close(self) -> None:
         for p in self.procs:
@@ -381,6 +396,9 @@ def _plot_latency(ax, lat: dict) -> None:
     ax.plot(ns, [lat[str(n)]["median_s"] * 1000 for n in ns], "o-",
             label="API call -> packet path open (median)")
     ax.plot(ns, [lat[str(n)]["max_s"] * 1000 for n in ns], "x:", label="max")
+    if all("update_median_s" in lat[str(n)] for n in ns):
+        ax.plot(ns, [lat[str(n)]["update_median_s"] * 1000 for n in ns], "s-",
+                label="update in place -> new target answers (median)")
     for n in ns:
         ax.annotate(f"x{lat[str(n)]['ratio_vs_fewest']:.2f}", (n, lat[str(n)]["median_s"] * 1000),
                     textcoords="offset points", xytext=(0, 8), fontsize=8, ha="center")
@@ -437,8 +455,10 @@ def main() -> int:
             t0 = time.perf_counter()
             bench.bulk(n, n // 5)
             took = time.perf_counter() - t0
-            lat = bench.one_change(args.trials)
+            lat, upd = bench.one_change(args.trials)
             one_change[str(n)] = {"median_s": statistics.median(lat), "max_s": max(lat),
+                                  "update_median_s": statistics.median(upd),
+                                  "update_max_s": max(upd),
                                   "bulk_apply_s": took, "rules": n + n // 5}
             print(f"one change with {n} forwards + {n // 5} fw rules: {one_change[str(n)]}",
                   file=sys.stderr, flush=True)

@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
     cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
+    from netmgr import cli_vpc
+
+    cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     return parser
 
 

@@ -1,6 +1,6 @@
 """``cloudnet vpn ...``: site-to-site IPsec VPN.
 
-    cloudnet vpn gateway create --network NET            # on the router's public address
+    cloudnet vpn gateway create --vpc VPC | --network NET   # on the router's public address
     cloudnet vpn gateway show|delete GW_ID
     cloudnet vpn customer-gateway create site-a --peer 192.0.2.2 \\
         --peer-cidr 172.16.1.0/24 --peer-cidr 172.16.2.0/24 --psk-file key.txt \\
@@ -40,7 +40,7 @@ def _children(c: Any) -> str:
 
 
 COLUMNS.update({
-    "VpnGateway": [("ID", _f("id")), ("NETWORK", _f("network_id")),
+    "VpnGateway": [("ID", _f("id")), ("VPC", _f("vpc_id")), ("NETWORK", _f("network_id")),
                    ("PUBLIC IP", _f("public_ip")), ("LOCAL CIDRS", _f("local_cidrs")),
                    ("STATE", _f("state"))],
     "CustomerGateway": [("ID", _f("id")), ("NAME", _f("name")), ("PEER", _f("peer_address")),
@@ -75,7 +75,7 @@ def read_psk(path: str) -> str:
 def cmd_gw_create(ctx: Context, args: argparse.Namespace) -> int:
     vpn = _stub(ctx)
     gw = vpn.CreateVpnGateway(vpb.CreateVpnGatewayRequest(
-        vpn_gateway=vpb.VpnGateway(network_id=args.network)))
+        vpn_gateway=vpb.VpnGateway(vpc_id=args.vpc or "", network_id=args.network or "")))
     ctx.show(_wait(ctx, vpn.GetVpnGateway, vpb.GetVpnGatewayRequest(id=gw.id), gw, args.wait))
     return 0
 
@@ -204,8 +204,11 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
         return p
 
     s = obj("gateway", "VPN gateways (one per router, on its public address)")
-    p = leaf(s, "create", cmd_gw_create, "create a VPN gateway on a network's router")
-    p.add_argument("--network", required=True, metavar="NETWORK_ID")
+    p = leaf(s, "create", cmd_gw_create, "create a VPN gateway on a VPC's router (or an "
+             "isolated network's)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--vpc", metavar="VPC_ID")
+    where.add_argument("--network", metavar="NETWORK_ID", help="an isolated network")
     p.add_argument("--wait", action="store_true", help="until ACTIVE or ERROR")
     listing(s, cmd_gw_list, "VPN gateways")
     by_id(s, "show", cmd_gw_show, "show a VPN gateway")

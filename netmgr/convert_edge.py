@@ -42,6 +42,7 @@ def _state(state: object) -> pb.ObjectState.ValueType:
 def public_ip_to_pb(ip: me.PublicIp) -> epb.PublicIp:
     return epb.PublicIp(id=ip.id, ip=ip.ip, tenant_id=ip.tenant_id, network_id=ip.network_id,
                         source_nat=ip.source_nat, state=_state(ip.state), error=ip.error,
+                        applied_generation=ip.applied_generation,
                         generation=ip.generation, create_time=_ts(ip.created_at))
 
 
@@ -49,6 +50,7 @@ def static_nat_to_pb(n: me.StaticNat) -> epb.StaticNat:
     return epb.StaticNat(id=n.id, public_ip_id=n.public_ip_id, port_id=n.port_id,
                          public_ip=n.public_ip, private_ip=n.private_ip, network_id=n.network_id,
                          state=_state(n.state), error=n.error, generation=n.generation,
+                         applied_generation=n.applied_generation,
                          create_time=_ts(n.created_at))
 
 
@@ -59,6 +61,7 @@ def port_forward_to_pb(f: me.PortForward) -> epb.PortForward:
         private_port_end=f.private_port_end, source_cidrs=list(f.source_cidrs),
         public_ip=f.public_ip, private_ip=f.private_ip, network_id=f.network_id,
         state=_state(f.state), error=f.error, generation=f.generation,
+        applied_generation=f.applied_generation,
         create_time=_ts(f.created_at))
 
 
@@ -68,6 +71,7 @@ def firewall_rule_to_pb(r: me.FirewallRule) -> epb.FirewallRule:
         network_id=r.network_id, protocol=r.protocol, port=r.port, port_end=r.port_end,
         icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs),
         public_ip=r.public_ip, state=_state(r.state), error=r.error, generation=r.generation,
+        applied_generation=r.applied_generation,
         create_time=_ts(r.created_at))
 
 
@@ -116,6 +120,7 @@ def load_balancer_to_pb(lb: me.LoadBalancer) -> epb.LoadBalancer:
                                                  interval_ms=interval, rise=rise, fall=fall),
         source_cidrs=list(lb.source_cidrs), name=lb.name, public_ip=lb.public_ip,
         network_id=lb.network_id, state=_state(lb.state), error=lb.error,
+        applied_generation=lb.applied_generation,
         generation=lb.generation, create_time=_ts(lb.created_at))
 
 

@@ -62,3 +62,39 @@ class AclRuleRow(Base):
     generation: Mapped[int]
     error: Mapped[str] = mapped_column(String)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class PrivateGatewayRow(Base):
+    """An extra VPC router interface on a provider VLAN (migration 0008)."""
+
+    __tablename__ = "vpc_private_gateways"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
+    vpc_id: Mapped[str] = mapped_column(ID, ForeignKey("vpcs.id", ondelete="CASCADE"),
+                                        index=True)
+    # Unique: one interface per segment (networks' VLANs are checked by the store).
+    vlan_id: Mapped[int] = mapped_column(unique=True)
+    address: Mapped[str] = mapped_column(String(18))
+    gateway: Mapped[str] = mapped_column(String(15))
+    acl_id: Mapped[str] = mapped_column(ID)
+    router_mac: Mapped[str] = mapped_column(String(17), unique=True)
+    generation: Mapped[int]
+    error: Mapped[str] = mapped_column(String)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class StaticRouteRow(Base):
+    """A VPC router route (migration 0008): cidr via next_hop."""
+
+    __tablename__ = "vpc_static_routes"
+    __table_args__ = (UniqueConstraint("vpc_id", "cidr", name="uq_vpc_static_routes_cidr"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
+    vpc_id: Mapped[str] = mapped_column(ID, ForeignKey("vpcs.id", ondelete="CASCADE"))
+    cidr: Mapped[str] = mapped_column(String(18))
+    next_hop: Mapped[str] = mapped_column(String(15))
+    generation: Mapped[int]
+    error: Mapped[str] = mapped_column(String)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)

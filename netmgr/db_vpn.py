@@ -1,7 +1,8 @@
 """Tables of the site-to-site VPN (migration 0007): VPN gateways, customer
 gateways and connections.
 
-A gateway belongs to the network whose router carries it; a connection joins
+A gateway belongs to a VPC (its router) or to an isolated network (its
+router): exactly one of ``vpc_id`` and ``network_id``. A connection joins
 a gateway and a customer gateway and, like edge rules, records the router
 generation that last changed it and the router's error for it, plus the SA
 state the router last reported (``sa_status``). The pre-shared key is stored
@@ -25,9 +26,11 @@ class VpnGatewayRow(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
-    # One gateway per router.
-    network_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("networks.id", ondelete="CASCADE"), unique=True)
+    # One gateway per router: a VPC's, or an isolated network's.
+    vpc_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("vpcs.id", ondelete="CASCADE"), unique=True, default=None)
+    network_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("networks.id", ondelete="CASCADE"), unique=True, default=None)
     generation: Mapped[int]
     error: Mapped[str] = mapped_column(String)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
@@ -39,7 +42,10 @@ class CustomerGatewayRow(Base):
                             "id"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
+    # The tenant's own description of a remote site, used by no router unless
+    # a connection uses it (and connections need networks, which keep the
+    # tenant): it goes with the tenant.
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(63))
     peer_address: Mapped[str] = mapped_column(IP)
     peer_cidrs: Mapped[list[str]] = mapped_column(JSON)
@@ -66,8 +72,6 @@ class VpnConnectionRow(Base):
     # A customer gateway in use cannot be deleted.
     customer_gateway_id: Mapped[str] = mapped_column(
         ID, ForeignKey("customer_gateways.id", ondelete="RESTRICT"), index=True)
-    network_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True)
     passive: Mapped[bool]
     reset_serial: Mapped[int]
     generation: Mapped[int]

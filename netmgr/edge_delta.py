@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
@@ -33,6 +34,7 @@ from cloudnet.router.v1 import edge_pb2_grpc
 
 from netmgr import errors
 from netmgr import model_edge as me
+from netmgr.model import RouterBackend
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +155,20 @@ class EdgeDeltas:
             self._pending.pop(router_id, None)
 
     def _take(self, router_id: str, desired: int) -> epb.EdgeDelta | None:
-        with self._lock:
-            base = self._base.get(router_id)
-            pending = self._pending.get(router_id, {})
-            if base is None or desired <= base:
-                return None
-            chain = [pending.get(g) for g in range(base + 1, desired + 1)]
-        if any(c is None for c in chain):
-            return None
-        return merge(router_id, base, desired, [c for c in chain if c is not None])
+        # The API records a change just after its commit: a push that reads
+        # the router between the two would see a gap and push in full (1 s
+        # at 12k rules). A gap is given a few ms to fill before that.
+        for wait in (0.0, 0.005, 0.01, 0.02):
+            time.sleep(wait)
+            with self._lock:
+                base = self._base.get(router_id)
+                pending = self._pending.get(router_id, {})
+                if base is None or desired <= base:
+                    return None
+                chain = [pending.get(g) for g in range(base + 1, desired + 1)]
+            if all(c is not None for c in chain):
+                return merge(router_id, base, desired, [c for c in chain if c is not None])
+        return None
 
     def push(self, router_id: str) -> bool | None:
         """Bring the router to its desired generation by a delta: True if done,
@@ -170,9 +177,13 @@ class EdgeDeltas:
             if not self._pending.get(router_id) or router_id not in self._base:
                 return None
         try:
-            host, desired = self._store.router_head(router_id)
+            host, desired, backend = self._store.router_head(router_id)
         except errors.NotFound:
             self.forget(router_id)
+            return None
+        if backend == RouterBackend.VM:
+            # Its agent is reached through the VM backend's own channel
+            # (netmgr.router_vm): full pushes only, for now.
             return None
         delta = self._take(router_id, desired)
         if delta is None:
@@ -199,7 +210,10 @@ class EdgeDeltas:
 
     def counters(self, router_id: str, refs: Sequence[Ref]) -> dict[Ref, tuple[int, int]]:
         """(packets, bytes) per rule, read from the router (every ref answered)."""
-        host, _ = self._store.router_head(router_id)
+        host, _, backend = self._store.router_head(router_id)
+        if backend == RouterBackend.VM:
+            raise errors.FailedPrecondition(
+                f"router {router_id} is a VM router: its counters are not readable yet")
         stub = edge_pb2_grpc.RouterEdgeStub(self._channel(host))
         try:
             reply = stub.GetEdgeCounters(epb.GetEdgeCountersRequest(

@@ -26,7 +26,7 @@ import re
 
 from cloudnet.netmgr.v1 import debug_pb2 as pb
 
-from netmgr import model
+from netmgr import explain_vpc, model
 from netmgr.errors import InvalidArgument, NotFound
 from netmgr.model_edge import EdgeSnapshot
 from netmgr.paging import MAX_PAGE_SIZE, PageRequest, decode_token
@@ -163,6 +163,8 @@ def _from_inside(store: Store, networks: list[model.Network], net: model.Network
     snap = _snapshot(store, net)
     edge = snap.edge or EdgeSnapshot()
     public = {p.ip: p for p in edge.public_ips}
+    if other is not None and net.vpc_id and other.vpc_id == net.vpc_id:
+        return explain_vpc.between_tiers(snap, net, other, flow, res)  # VPC tiers (ACLs)
     if other is not None and str(flow.dst) not in public:
         return res.done(False, "network", net.id,
                         f"isolated network: no route to {other.name} ({other.cidr})")
@@ -171,6 +173,10 @@ def _from_inside(store: Store, networks: list[model.Network], net: model.Network
         res.step("hairpin", net.id, f"{flow.dst} is this router's own public address")
         return _from_outside(store, networks, Flow(flow.src, flow.dst, flow.proto, flow.port),
                              res, hairpin=True)
+    if net.vpc_id:  # a VPC tier's egress list comes first
+        verdict = explain_vpc.acl_verdict(snap, net.id, "egress", flow, res)
+        if not verdict[0]:
+            return res.done(*verdict)
     # Egress: the network's default, flipped by matching egress rules.
     deny = any(p.network_id == net.id and p.default_deny for p in edge.egress_policies)
     decided: tuple[bool, str, str, str] = (

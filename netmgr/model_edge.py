@@ -19,6 +19,7 @@ class PublicIp:
     error: str
     created_at: dt.datetime
     state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class StaticNat:
     error: str
     created_at: dt.datetime
     state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class PortForward:
     error: str
     created_at: dt.datetime
     state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class FirewallRule:
     error: str
     created_at: dt.datetime
     state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class LoadBalancer:
     error: str
     created_at: dt.datetime
     state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ class VpcSnapshot:
     acls: tuple[NetworkAcl, ...] = ()
     # network ID -> ACL ID
     tier_acls: tuple[tuple[str, str], ...] = ()
+    routes: tuple[StaticRoute, ...] = ()
+    gateways: tuple[PrivateGateway, ...] = ()
 
 
 ALLOW, DENY = "allow", "deny"
@@ -89,3 +91,33 @@ BUILTIN_ACLS = {
         id=DEFAULT_DENY_ID, vpc_id="", name="default_deny", builtin=True,
         description="denies all traffic into and out of the tier (replies pass)"),
 }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StaticRoute:
+    id: str
+    tenant_id: str
+    vpc_id: str
+    cidr: str
+    next_hop: str
+    via_id: str = ""  # the tier or private gateway holding the next hop
+    generation: int = 0
+    error: str = ""
+    created_at: dt.datetime | None = None
+    state: ObjectState = ObjectState.PENDING
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrivateGateway:
+    id: str
+    tenant_id: str
+    vpc_id: str
+    vlan_id: int
+    address: str  # CIDR form: the router's address and the subnet
+    gateway: str
+    acl_id: str
+    router_mac: str
+    generation: int = 0
+    error: str = ""
+    created_at: dt.datetime | None = None
+    state: ObjectState = ObjectState.PENDING

@@ -13,6 +13,7 @@ from netmgr.model import ObjectState
 class VpnGateway:
     id: str
     tenant_id: str
+    vpc_id: str
     network_id: str
     public_ip: str
     local_cidrs: tuple[str, ...]
@@ -46,6 +47,7 @@ class VpnConnection:
     tenant_id: str
     vpn_gateway_id: str
     customer_gateway_id: str
+    vpc_id: str
     network_id: str
     passive: bool
     generation: int

@@ -9,12 +9,15 @@ from google.protobuf import timestamp_pb2
 
 from netmgr import model_vpc as mv
 from netmgr.convert import OBJECT_STATES
+from netmgr.errors import FailedPrecondition
 from netmgr.paging import page_request
 from netmgr.servicers import Ctx, _Base, _tenant
 from netmgr.validation import check_id, resolve_update_mask
 from netmgr.validation_vpc import AclRuleSpec, VpcSpec
 
 VPC_UPDATABLE = frozenset({"name"})
+# Kind of the ACL rule counters the agent reports (router.services.nft_acl).
+COUNTER_KIND = "aclrule"
 
 
 def _ts(when: object) -> timestamp_pb2.Timestamp | None:
@@ -143,16 +146,89 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
         return pb.ReplaceNetworkAclResponse(network_id=request.network_id.lower(),
                                             acl_id=request.acl_id.lower())
 
+    def GetAclCounters(self, request: pb.GetAclCountersRequest,
+                       context: Ctx) -> pb.GetAclCountersResponse:
+        router_id, rules = self._store.acl_counter_targets(_tenant(), request.acl_id)
+        deltas = getattr(self._hooks, "edge", None)  # the reconciler's agent channels
+        if deltas is None:
+            raise FailedPrecondition("no reconciler: the router's counters cannot be read")
+        counted = deltas.counters(router_id, [(COUNTER_KIND, r.id) for r in rules])
+        return pb.GetAclCountersResponse(counters=[
+            pb.AclRuleCounter(rule_id=r.id, number=r.number,
+                              packets=counted[(COUNTER_KIND, r.id)][0],
+                              bytes=counted[(COUNTER_KIND, r.id)][1]) for r in rules])
+
+
+def route_to_pb(r: mv.StaticRoute) -> pb.StaticRoute:
+    return pb.StaticRoute(id=r.id, vpc_id=r.vpc_id, cidr=r.cidr, next_hop=r.next_hop,
+                          via_id=r.via_id, state=OBJECT_STATES[r.state], error=r.error,
+                          create_time=_ts(r.created_at))
+
+
+def gateway_to_pb(g: mv.PrivateGateway) -> pb.PrivateGateway:
+    return pb.PrivateGateway(id=g.id, vpc_id=g.vpc_id, vlan_id=g.vlan_id, address=g.address,
+                             gateway=g.gateway, acl_id=g.acl_id, state=OBJECT_STATES[g.state],
+                             error=g.error, create_time=_ts(g.created_at))
+
+
+class StaticRouteServicer(_Base, rpc.StaticRouteServiceServicer):
+    def CreateStaticRoute(self, request: pb.CreateStaticRouteRequest,
+                          context: Ctx) -> pb.StaticRoute:
+        r = request.static_route
+        route = self._store.create_static_route(_tenant(), r.vpc_id, r.cidr, r.next_hop)
+        self._notify(self._store.get_vpc(route.tenant_id, route.vpc_id).router_id)
+        return route_to_pb(route)
+
+    def GetStaticRoute(self, request: pb.GetStaticRouteRequest, context: Ctx) -> pb.StaticRoute:
+        return route_to_pb(self._store.get_static_route(_tenant(), request.id))
+
+    def ListStaticRoutes(self, request: pb.ListStaticRoutesRequest,
+                         context: Ctx) -> pb.ListStaticRoutesResponse:
+        routes = self._store.list_static_routes(_tenant(), request.vpc_id)
+        return pb.ListStaticRoutesResponse(static_routes=[route_to_pb(r) for r in routes])
+
+    def DeleteStaticRoute(self, request: pb.DeleteStaticRouteRequest,
+                          context: Ctx) -> pb.DeleteStaticRouteResponse:
+        self._notify(self._store.delete_static_route(_tenant(), request.id))
+        return pb.DeleteStaticRouteResponse()
+
+
+class PrivateGatewayServicer(_Base, rpc.PrivateGatewayServiceServicer):
+    def CreatePrivateGateway(self, request: pb.CreatePrivateGatewayRequest,
+                             context: Ctx) -> pb.PrivateGateway:
+        g = request.private_gateway
+        gw = self._store.create_private_gateway(_tenant(), g.vpc_id, g.vlan_id, g.address,
+                                                g.gateway, g.acl_id)
+        self._notify(self._store.get_vpc(gw.tenant_id, gw.vpc_id).router_id)
+        return gateway_to_pb(gw)
+
+    def GetPrivateGateway(self, request: pb.GetPrivateGatewayRequest,
+                          context: Ctx) -> pb.PrivateGateway:
+        return gateway_to_pb(self._store.get_private_gateway(_tenant(), request.id))
+
+    def ListPrivateGateways(self, request: pb.ListPrivateGatewaysRequest,
+                            context: Ctx) -> pb.ListPrivateGatewaysResponse:
+        gws = self._store.list_private_gateways(_tenant(), request.vpc_id)
+        return pb.ListPrivateGatewaysResponse(private_gateways=[gateway_to_pb(g) for g in gws])
+
+    def DeletePrivateGateway(self, request: pb.DeletePrivateGatewayRequest,
+                             context: Ctx) -> pb.DeletePrivateGatewayResponse:
+        self._notify(self._store.delete_private_gateway(_tenant(), request.id))
+        return pb.DeletePrivateGatewayResponse()
+
 
 def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
     """Register the VPC services; returns their full names (health, reflection)."""
     for servicer, add in (
         (VpcServicer, rpc.add_VpcServiceServicer_to_server),
         (NetworkAclServicer, rpc.add_NetworkAclServiceServicer_to_server),
+        (StaticRouteServicer, rpc.add_StaticRouteServiceServicer_to_server),
+        (PrivateGatewayServicer, rpc.add_PrivateGatewayServiceServicer_to_server),
     ):
         add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
     return SERVICES
 
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name
-                 for name in ("VpcService", "NetworkAclService"))
+                 for name in ("VpcService", "NetworkAclService", "StaticRouteService",
+                              "PrivateGatewayService"))

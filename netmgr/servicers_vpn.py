@@ -28,7 +28,7 @@ def _ts(when: Any) -> Timestamp:
 
 def gateway_to_pb(g: mv.VpnGateway) -> pb.VpnGateway:
     return pb.VpnGateway(id=g.id, tenant_id=g.tenant_id, network_id=g.network_id,
-                         public_ip=g.public_ip, local_cidrs=list(g.local_cidrs),
+                         vpc_id=g.vpc_id, public_ip=g.public_ip, local_cidrs=list(g.local_cidrs),
                          state=OBJECT_STATES[g.state], error=g.error, generation=g.generation,
                          create_time=_ts(g.created_at))
 
@@ -76,6 +76,7 @@ def connection_to_pb(c: mv.VpnConnection) -> pb.VpnConnection:
     return pb.VpnConnection(
         id=c.id, tenant_id=c.tenant_id, vpn_gateway_id=c.vpn_gateway_id,
         customer_gateway_id=c.customer_gateway_id, passive=c.passive, network_id=c.network_id,
+        vpc_id=c.vpc_id,
         state=OBJECT_STATES[c.state], error=c.error, generation=c.generation,
         status=tunnel_status(c.sa_status), create_time=_ts(c.created_at))
 
@@ -87,8 +88,8 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
 
     # gateways
     def CreateVpnGateway(self, request: pb.CreateVpnGatewayRequest, context: Ctx) -> pb.VpnGateway:
-        return gateway_to_pb(self._vpn.create_gateway(_tenant(),
-                                                      request.vpn_gateway.network_id))
+        g = request.vpn_gateway
+        return gateway_to_pb(self._vpn.create_gateway(_tenant(), g.vpc_id, g.network_id))
 
     def GetVpnGateway(self, request: pb.GetVpnGatewayRequest, context: Ctx) -> pb.VpnGateway:
         return gateway_to_pb(self._vpn.get_gateway(_tenant(), request.id))
@@ -136,7 +137,7 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
         m = request.vpn_connection
         c = self._vpn.create_connection(_tenant(), m.vpn_gateway_id, m.customer_gateway_id,
                                         m.passive)
-        self._notify(self._store.router_of_network(c.network_id))
+        self._notify(self._vpn.router_of_connection(c))
         return connection_to_pb(c)
 
     def GetVpnConnection(self, request: pb.GetVpnConnectionRequest,

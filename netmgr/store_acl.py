@@ -10,19 +10,19 @@ it; a tier's list is replaced the same way.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from netmgr import model_vpc as mv
 from netmgr import store_rows as rows
 from netmgr.db import NetworkRow, RouterRow, utcnow
-from netmgr.db_vpc import AclRuleRow, NetworkAclRow, VpcRow
-from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound
+from netmgr.db_vpc import AclRuleRow, NetworkAclRow, PrivateGatewayRow, VpcRow
+from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from netmgr.model import object_state
 from netmgr.store_base import new_id
 from netmgr.store_edge import EdgeStore
 from netmgr.validation import check_id
-from netmgr.validation_vpc import AclRuleSpec, check_acl_name, check_acl_rule
+from netmgr.validation_vpc import MAX_ACL_RULES, AclRuleSpec, check_acl_name, check_acl_rule
 
 
 class AclStore(EdgeStore):
@@ -148,18 +148,28 @@ class AclStore(EdgeStore):
     def delete_network_acl(self, tenant_id: str, acl_id: str) -> None:
         def tx(s: Session) -> None:
             row = self._own_acl_row(s, tenant_id, acl_id, "id")
-            tiers = self._tiers_of(s, row.id)
+            tiers = self._tiers_of(s, row.id) + tuple(s.scalars(
+                select(PrivateGatewayRow.id).where(PrivateGatewayRow.acl_id == row.id)))
             if tiers:
                 raise FailedPrecondition(
-                    f"list {row.name!r} guards tier(s) {', '.join(tiers)}; replace it first")
+                    f"list {row.name!r} guards {', '.join(tiers)}; replace it first")
             s.execute(delete(NetworkAclRow).where(NetworkAclRow.id == row.id))
 
         self._write(tx)
 
     def replace_network_acl(self, tenant_id: str, network_id: str, acl_id: str) -> str:
-        """Put a tier under another list; returns the router to notify."""
+        """Put a tier (or a private gateway, by its ID) under another list;
+        returns the router to notify."""
 
         def tx(s: Session) -> str:
+            gw = s.get(PrivateGatewayRow, check_id(network_id, "network_id"))
+            if gw is not None and gw.tenant_id == tenant_id:  # a private gateway's list
+                new = self._check_tier_acl(s, tenant_id, gw.vpc_id, acl_id, "acl_id")
+                router = self._vpc_router(s, gw.vpc_id)
+                if gw.acl_id != new:
+                    gw.acl_id = new
+                    gw.generation = self._bump(s, router.id)
+                return router.id
             net = self._network_row(s, tenant_id, network_id, "network_id")
             if net.vpc_id is None:
                 raise InvalidArgument.one("network_id",
@@ -173,6 +183,16 @@ class AclStore(EdgeStore):
             return router.id
 
         return self._write(tx)
+
+    def acl_counter_targets(self, tenant_id: str,
+                            acl_id: str) -> tuple[str, tuple[mv.AclRule, ...]]:
+        """(the VPC router, the list's rules) for reading a list's counters."""
+
+        def tx(s: Session) -> tuple[str, tuple[mv.AclRule, ...]]:
+            row = self._own_acl_row(s, tenant_id, acl_id, "acl_id")
+            return self._vpc_router(s, row.vpc_id).id, self._acl(s, row, with_rules=True).rules
+
+        return self._read(tx)
 
     # ---------------------------------------------------------------- rules
 
@@ -191,6 +211,10 @@ class AclStore(EdgeStore):
         def tx(s: Session) -> tuple[mv.AclRule, str]:
             acl = self._own_acl_row(s, tenant_id, acl_id, "rule.acl_id")
             self._check_number_free(s, acl.id, spec.number)
+            count = s.scalar(select(func.count()).where(AclRuleRow.acl_id == acl.id)) or 0
+            if count >= MAX_ACL_RULES:
+                raise ResourceExhausted("rule.acl_id",
+                                        f"a list holds at most {MAX_ACL_RULES} rules")
             router = self._vpc_router(s, acl.vpc_id)
             gen = self._bump(s, router.id)
             row = AclRuleRow(id=new_id(), tenant_id=tenant_id, acl_id=acl.id,

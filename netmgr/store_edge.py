@@ -79,7 +79,8 @@ class EdgeStore(PortStore):
             id=row.id, ip=row.ip, tenant_id=row.tenant_id, network_id=row.network_id or "",
             source_nat=row.kind == PUBLIC_IP_SOURCE_NAT, generation=row.generation,
             error=row.error, created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)),
+            state=object_state(row.generation, row.error, applied := self._applied(
+                s, row.network_id)), applied_generation=applied,
         )
 
     def _rule_ip(self, s: Session, tenant_id: str, ip_id: str, field: str) -> PublicIpRow:
@@ -195,7 +196,8 @@ class EdgeStore(PortStore):
             public_ip_id=row.public_ip_id, port_id=row.port_id, public_ip=ip.ip,
             private_ip=port.ip, generation=row.generation, error=row.error,
             created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+            state=object_state(row.generation, row.error, applied := self._applied(
+                s, row.network_id)), applied_generation=applied)
 
     def _guest_port(self, s: Session, tenant_id: str, port_id: str, field: str,
                     ip: PublicIpRow) -> PortRow:
@@ -280,7 +282,8 @@ class EdgeStore(PortStore):
             private_port=row.private_port, private_port_end=row.private_port_end,
             source_cidrs=tuple(row.source_cidrs), public_ip=ip.ip, private_ip=port.ip,
             generation=row.generation, error=row.error, created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+            state=object_state(row.generation, row.error, applied := self._applied(
+                s, row.network_id)), applied_generation=applied)
 
     def create_port_forward(self, tenant_id: str, spec: PortForwardSpec) -> me.PortForward:
         spec = check_port_forward(spec)
@@ -388,7 +391,8 @@ class EdgeStore(PortStore):
             icmp_type=row.icmp_type, icmp_code=row.icmp_code, cidrs=tuple(row.cidrs),
             public_ip=ip.ip if ip else "", generation=row.generation, error=row.error,
             created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+            state=object_state(row.generation, row.error, applied := self._applied(
+                s, row.network_id)), applied_generation=applied)
 
     def create_firewall_rule(self, tenant_id: str, spec: FirewallRuleSpec) -> me.FirewallRule:
         spec = check_firewall_rule(spec)
@@ -518,8 +522,9 @@ class EdgeStore(PortStore):
                           h["fall"]),
             members=members, source_cidrs=tuple(row.source_cidrs), generation=row.generation,
             error=row.error, created_at=rows.aware(row.created_at),
-            state=(object_state(row.generation, row.error, self._applied(s, row.network_id))
-                   if with_state else me.ObjectState.PENDING))
+            state=(object_state(row.generation, row.error, applied := self._applied(
+                s, row.network_id)) if with_state else me.ObjectState.PENDING),
+            applied_generation=applied if with_state else 0)
 
     def _lb_members(self, s: Session, tenant_id: str, spec: LoadBalancerSpec,
                     network_id: str) -> list[dict[str, Any]]:
@@ -612,15 +617,16 @@ class EdgeStore(PortStore):
 
     # ------------------------------------------------- router snapshot/status
 
-    def router_head(self, router_id: str) -> tuple[str, int]:
-        """(host, desired generation) of a router: one row, for the delta path."""
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        """(host, desired generation, backend) of a router: one row, for the
+        delta path."""
 
-        def tx(s: Session) -> tuple[str, int]:
-            r = s.execute(select(RouterRow.host, RouterRow.desired_generation)
-                          .where(RouterRow.id == router_id)).first()
+        def tx(s: Session) -> tuple[str, int, str]:
+            r = s.execute(select(RouterRow.host, RouterRow.desired_generation,
+                                 RouterRow.backend).where(RouterRow.id == router_id)).first()
             if r is None:
                 raise NotFound(f"router {router_id} not found")
-            return r[0], int(r[1])
+            return r[0], int(r[1]), str(r[2])
 
         return self._read(tx)
 

@@ -27,16 +27,17 @@ from netmgr.db import (
     TenantRow,
     utcnow,
 )
-from netmgr.db_vpc import VpcRow
-from netmgr.errors import FailedPrecondition, NotFound
+from netmgr.db_vpc import NetworkAclRow, VpcRow
+from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound
 from netmgr.paging import Page, PageRequest
-from netmgr.store_acl import AclStore
 from netmgr.store_base import new_id
+from netmgr.store_routes import RouteStore
 from netmgr.validation import (
     NetworkSpec,
     _collect,
     check_id,
     dns_label_from,
+    dns_name_problem,
     name_problem,
     raise_if,
     with_network_defaults,
@@ -49,7 +50,7 @@ from netmgr.validation_vpc import (
 )
 
 
-class VpcStore(AclStore):
+class VpcStore(RouteStore):
     # ------------------------------------------------------------- helpers
 
     def _vpc_row(self, s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
@@ -79,7 +80,14 @@ class VpcStore(AclStore):
         row = s.get(VpcRow, router.vpc_id)
         assert row is not None
         acls, tier_acls = self._acl_snapshot(s, row.id)
-        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls)
+        routes, gateways = self._route_snapshot(s, row.id)
+        # A private gateway's list is served like a tier's.
+        extra = {g.acl_id for g in gateways} - {a.id for a in acls}
+        acls += tuple(self._acl(s, mv.BUILTIN_ACLS.get(a) or s.get_one(NetworkAclRow, a),
+                                row.id, with_rules=True) for a in sorted(extra))
+        tier_acls += tuple((g.id, g.acl_id) for g in gateways)
+        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls,
+                              routes=routes, gateways=gateways)
 
     def _check_no_vpcs(self, s: Session, tenant: TenantRow) -> None:
         count = s.scalar(select(func.count()).where(VpcRow.tenant_id == tenant.id))
@@ -179,6 +187,9 @@ class VpcStore(AclStore):
             if not spec.domain:
                 full = dataclasses.replace(
                     spec, domain=f"{dns_label_from(spec.name, 'tier')}.{vpc.domain}")
+                if (p := dns_name_problem(full.domain)) is not None:
+                    raise InvalidArgument.one("network.domain",
+                                              f"the default domain is invalid: {p}")
             if not spec.domain_search:
                 # <host> resolves in the own tier, <host>.<tier> in the others.
                 full = dataclasses.replace(full, domain_search=(full.domain, vpc.domain))
@@ -186,6 +197,12 @@ class VpcStore(AclStore):
             tiers = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.vpc_id == vpc.id))]
             raise_if(check_tier_placement(full.cidr, vpc.cidr, tiers))
+            # One router serves every tier's names: a domain per tier, or two
+            # tiers' guests with one hostname would share a name.
+            same = next((t for t in tiers if t.domain == full.domain), None)
+            if same is not None:
+                raise InvalidArgument.one("network.domain", f"{full.domain} is the domain of "
+                                          f"tier {same.name!r} ({same.id})")
             acl_id = (self._check_tier_acl(s, tenant.id, vpc.id, spec.acl_id, "network.acl_id")
                       if spec.acl_id else None)
             router_id = self._vpc_router_id(s, vpc.id)
@@ -208,6 +225,8 @@ class VpcStore(AclStore):
 
     def _drop_tier(self, s: Session, row: NetworkRow) -> None:
         """Before a tier's row goes: free its router MAC, bump the VPC router."""
+        assert row.vpc_id is not None
+        self._check_no_routes_via(s, row.vpc_id, row.cidr, f"tier {row.id}")
         if row.router_mac:
             s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
         assert row.vpc_id is not None

@@ -1,7 +1,8 @@
 """VPN gateways, customer gateways and connections in the store.
 
-A gateway sits on the router of a network (its source-NAT address is the
-tunnels' local end, the network's CIDR what the tunnels carry). Customer
+A gateway sits on the router of a VPC (the VPC's CIDR is what the tunnels
+carry) or of an isolated network (its CIDR); the router's source-NAT address
+is the tunnels' local end. Customer
 gateways are the tenant's remote sites and touch no router until a
 connection uses one. Creating, resetting or deleting a connection bumps the
 router's generation, and the connection records it (PENDING until the
@@ -14,12 +15,13 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from netmgr import model_vpn as mv
 from netmgr import store_rows as rows
-from netmgr.db import RouterRow, utcnow
+from netmgr.db import PUBLIC_IP_SOURCE_NAT, NetworkRow, PublicIpRow, RouterRow, utcnow
+from netmgr.db_vpc import VpcRow
 from netmgr.db_vpn import CustomerGatewayRow, VpnConnectionRow, VpnGatewayRow
 from netmgr.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from netmgr.model import object_state
@@ -46,22 +48,38 @@ class VpnStore:
         return row
 
     @staticmethod
-    def _applied(s: Session, network_id: str) -> int:
-        return int(s.scalar(select(RouterRow.applied_generation)
-                            .where(RouterRow.network_id == network_id)) or 0)
+    def _router(s: Session, gw: VpnGatewayRow) -> RouterRow:
+        """The router carrying a gateway: its VPC's, or its network's."""
+        where = (RouterRow.vpc_id == gw.vpc_id) if gw.vpc_id else (
+            RouterRow.network_id == gw.network_id)
+        row = s.scalars(select(RouterRow).where(where)).one()
+        return row
 
-    def _local(self, s: Session, network_id: str) -> tuple[str, tuple[str, ...]]:
+    @staticmethod
+    def _local(s: Session, gw: VpnGatewayRow) -> tuple[str, tuple[str, ...]]:
         """The gateway's public address and local networks."""
-        net = self._store._network(s, network_id)
-        return net.source_nat_ip, (net.cidr,)
+        if gw.vpc_id:
+            vpc = s.get(VpcRow, gw.vpc_id)
+            assert vpc is not None
+            cidr = vpc.cidr
+            owner = PublicIpRow.vpc_id == gw.vpc_id
+        else:
+            net = s.get(NetworkRow, gw.network_id)
+            assert net is not None
+            cidr = net.cidr
+            owner = PublicIpRow.network_id == gw.network_id
+        ip = s.scalar(select(PublicIpRow.ip).where(owner,
+                                                   PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT))
+        return ip or "", (cidr,)
 
     def _gateway(self, s: Session, row: VpnGatewayRow) -> mv.VpnGateway:
-        public_ip, cidrs = self._local(s, row.network_id)
+        public_ip, cidrs = self._local(s, row)
         return mv.VpnGateway(
-            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id, public_ip=public_ip,
-            local_cidrs=cidrs, generation=row.generation, error=row.error,
-            created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+            id=row.id, tenant_id=row.tenant_id, vpc_id=row.vpc_id or "",
+            network_id=row.network_id or "", public_ip=public_ip, local_cidrs=cidrs,
+            generation=row.generation, error=row.error, created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error,
+                               self._router(s, row).applied_generation))
 
     @staticmethod
     def _customer_gateway(row: CustomerGatewayRow) -> mv.CustomerGateway:
@@ -74,12 +92,16 @@ class VpnStore:
             created_at=rows.aware(row.created_at))
 
     def _connection(self, s: Session, row: VpnConnectionRow) -> mv.VpnConnection:
+        gw = s.get(VpnGatewayRow, row.vpn_gateway_id)
+        assert gw is not None
         return mv.VpnConnection(
             id=row.id, tenant_id=row.tenant_id, vpn_gateway_id=row.vpn_gateway_id,
-            customer_gateway_id=row.customer_gateway_id, network_id=row.network_id,
-            passive=row.passive, generation=row.generation, error=row.error,
-            sa_status=dict(row.sa_status or {}), created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, self._applied(s, row.network_id)))
+            customer_gateway_id=row.customer_gateway_id, vpc_id=gw.vpc_id or "",
+            network_id=gw.network_id or "", passive=row.passive, generation=row.generation,
+            error=row.error, sa_status=dict(row.sa_status or {}),
+            created_at=rows.aware(row.created_at),
+            state=object_state(row.generation, row.error,
+                               self._router(s, gw).applied_generation))
 
     def _list(self, stmt: Any, table: Any, page: PageRequest, conv: Any) -> Page[Any]:
         return self._store._read(lambda s: rows.paged(s, stmt, table, page,
@@ -87,20 +109,37 @@ class VpnStore:
 
     # ------------------------------------------------------------ gateways
 
-    def create_gateway(self, tenant_id: str, network_id: str) -> mv.VpnGateway:
-        field = "vpn_gateway.network_id"
+    def create_gateway(self, tenant_id: str, vpc_id: str, network_id: str) -> mv.VpnGateway:
+        """On a VPC's router (vpc_id) or an isolated network's (network_id)."""
+        if bool(vpc_id) == bool(network_id):
+            raise InvalidArgument.one("vpn_gateway.vpc_id",
+                                      "set exactly one of vpc_id and network_id")
 
         def tx(s: Session) -> mv.VpnGateway:
-            net = self._store._network_row(s, tenant_id, network_id, field)
-            router_id = self._store._router_of(s, net.id)
-            if not self._local(s, net.id)[0]:
-                raise FailedPrecondition(f"{field}: network {net.id} has no public address")
-            if s.scalar(select(VpnGatewayRow.id).where(VpnGatewayRow.network_id == net.id)):
-                raise AlreadyExists(field, f"network {net.id} already has a VPN gateway")
-            gen = int(s.scalar(select(RouterRow.desired_generation)
-                               .where(RouterRow.id == router_id)) or 0)
-            row = VpnGatewayRow(id=new_id(), tenant_id=tenant_id, network_id=net.id,
-                                generation=gen, error="", created_at=utcnow())
+            if vpc_id:
+                field = "vpn_gateway.vpc_id"
+                vpc = s.get(VpcRow, check_id(vpc_id, field))
+                if vpc is None or vpc.tenant_id != tenant_id:
+                    raise NotFound(f"VPC {vpc_id} not found")
+                row = VpnGatewayRow(id=new_id(), tenant_id=tenant_id, vpc_id=vpc.id,
+                                    network_id=None, generation=0, error="",
+                                    created_at=utcnow())
+                taken = VpnGatewayRow.vpc_id == vpc.id
+            else:
+                field = "vpn_gateway.network_id"
+                net = self._store._network_row(s, tenant_id, network_id, field)
+                if net.vpc_id:
+                    raise InvalidArgument.one(field, f"network {net.id} is a tier of VPC "
+                                                     f"{net.vpc_id}: set vpc_id instead")
+                row = VpnGatewayRow(id=new_id(), tenant_id=tenant_id, vpc_id=None,
+                                    network_id=net.id, generation=0, error="",
+                                    created_at=utcnow())
+                taken = VpnGatewayRow.network_id == net.id
+            if s.scalar(select(VpnGatewayRow.id).where(taken)):
+                raise AlreadyExists(field, "this router already has a VPN gateway")
+            if not self._local(s, row)[0]:
+                raise FailedPrecondition(f"{field}: the router has no public address")
+            row.generation = self._router(s, row).desired_generation
             s.add(row)
             s.flush()
             return self._gateway(s, row)
@@ -124,7 +163,7 @@ class VpnStore:
                               .where(VpnConnectionRow.vpn_gateway_id == row.id)).all()
             router_id = ""
             if conns:
-                router_id = self._store._router_of(s, row.network_id)
+                router_id = self._router(s, row).id
                 self._store._bump(s, router_id)
                 for c in conns:
                     s.delete(c)
@@ -186,13 +225,13 @@ class VpnStore:
                              "vpn_connection.vpn_gateway_id")
             cgw = self._owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway",
                               "vpn_connection.customer_gateway_id")
-            public_ip, local = self._local(s, gw.network_id)
+            public_ip, local = self._local(s, gw)
             field = "vpn_connection.customer_gateway_id"
             check_peer_cidrs(cgw.peer_cidrs, local, field)
             if cgw.peer_address == public_ip:
                 raise InvalidArgument.one(field, f"the peer address {public_ip} is the "
                                                  "gateway's own address")
-            router_id = self._store._router_of(s, gw.network_id)
+            router_id = self._router(s, gw).id
             gen = self._store._bump(s, router_id)
             for other in s.scalars(select(VpnConnectionRow)
                                    .where(VpnConnectionRow.vpn_gateway_id == gw.id)):
@@ -208,7 +247,7 @@ class VpnStore:
                                f"{other.id}")
             row = VpnConnectionRow(
                 id=new_id(), tenant_id=tenant_id, vpn_gateway_id=gw.id,
-                customer_gateway_id=cgw.id, network_id=gw.network_id, passive=passive,
+                customer_gateway_id=cgw.id, passive=passive,
                 reset_serial=0, generation=gen, error="", sa_status={}, created_at=utcnow())
             s.add(row)
             s.flush()
@@ -228,10 +267,22 @@ class VpnStore:
                                                                           "vpn_gateway_id"))
         return self._list(stmt, VpnConnectionRow, page, self._connection)
 
+    def _router_of_connection(self, s: Session, row: VpnConnectionRow) -> str:
+        gw = s.get(VpnGatewayRow, row.vpn_gateway_id)
+        assert gw is not None
+        return self._router(s, gw).id
+
+    def router_of_connection(self, conn: mv.VpnConnection) -> str:
+        def tx(s: Session) -> str:
+            row = s.get(VpnConnectionRow, conn.id)
+            return self._router_of_connection(s, row) if row is not None else ""
+
+        return self._store._read(tx)
+
     def delete_connection(self, tenant_id: str, conn_id: str) -> str:
         def tx(s: Session) -> str:
             row = self._owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
-            router_id = self._store._router_of(s, row.network_id)
+            router_id = self._router_of_connection(s, row)
             self._store._bump(s, router_id)
             s.delete(row)
             return router_id
@@ -241,7 +292,7 @@ class VpnStore:
     def reset_connection(self, tenant_id: str, conn_id: str) -> tuple[mv.VpnConnection, str]:
         def tx(s: Session) -> tuple[mv.VpnConnection, str]:
             row = self._owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
-            router_id = self._store._router_of(s, row.network_id)
+            router_id = self._router_of_connection(s, row)
             row.generation = self._store._bump(s, router_id)
             row.reset_serial += 1
             row.error = ""
@@ -252,15 +303,26 @@ class VpnStore:
 
     # ------------------------------------------------ router snapshot/status
 
+    @staticmethod
+    def _gateways_of(s: Session, network_ids: Iterable[str]) -> list[VpnGatewayRow]:
+        """The gateways on the router serving these networks (its network's, or
+        its VPC's: the networks are then the VPC's tiers)."""
+        ids = list(network_ids)
+        vpcs = select(NetworkRow.vpc_id).where(NetworkRow.id.in_(ids),
+                                               NetworkRow.vpc_id.is_not(None))
+        return list(s.scalars(select(VpnGatewayRow).where(
+            or_(VpnGatewayRow.network_id.in_(ids), VpnGatewayRow.vpc_id.in_(vpcs)))))
+
     def tunnels(self, s: Session, network_ids: Iterable[str]) -> tuple[mv.VpnTunnel, ...]:
-        """Every connection of these networks' routers, for the RouterConfig."""
+        """Every connection of the router serving these networks, for its RouterConfig."""
         out = []
+        gws = {g.id: g for g in self._gateways_of(s, network_ids)}
         for row in s.scalars(select(VpnConnectionRow)
-                             .where(VpnConnectionRow.network_id.in_(list(network_ids)))
+                             .where(VpnConnectionRow.vpn_gateway_id.in_(list(gws)))
                              .order_by(VpnConnectionRow.id)):
             cgw = s.get(CustomerGatewayRow, row.customer_gateway_id)
             assert cgw is not None
-            public_ip, local = self._local(s, row.network_id)
+            public_ip, local = self._local(s, gws[row.vpn_gateway_id])
             out.append(mv.VpnTunnel(
                 connection_id=row.id, local_address=public_ip, peer_address=cgw.peer_address,
                 local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs), psk=cgw.psk,
@@ -271,14 +333,18 @@ class VpnStore:
                 reset_serial=row.reset_serial))
         return tuple(out)
 
-    def has_connections(self, router_id: str) -> bool:
-        def tx(s: Session) -> bool:
-            network_id = s.scalar(select(RouterRow.network_id).where(RouterRow.id == router_id))
-            return bool(network_id and s.scalar(
-                select(VpnConnectionRow.id).where(VpnConnectionRow.network_id == network_id)
-                .limit(1)))
+    def _router_connections(self, s: Session, router_id: str) -> list[VpnConnectionRow]:
+        router = s.get(RouterRow, router_id)
+        if router is None:
+            return []
+        where = (VpnGatewayRow.vpc_id == router.vpc_id) if router.vpc_id else (
+            VpnGatewayRow.network_id == router.network_id)
+        gws = select(VpnGatewayRow.id).where(where)
+        return list(s.scalars(select(VpnConnectionRow)
+                              .where(VpnConnectionRow.vpn_gateway_id.in_(gws))))
 
-        return self._store._read(tx)
+    def has_connections(self, router_id: str) -> bool:
+        return self._store._read(lambda s: bool(self._router_connections(s, router_id)))
 
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:
@@ -286,11 +352,7 @@ class VpnStore:
         connections; connections not named are cleared."""
 
         def tx(s: Session) -> None:
-            network_id = s.scalar(select(RouterRow.network_id).where(RouterRow.id == router_id))
-            if network_id is None:
-                return
-            for row in s.scalars(select(VpnConnectionRow)
-                                 .where(VpnConnectionRow.network_id == network_id)):
+            for row in self._router_connections(s, router_id):
                 err = errors.get(row.id, "")
                 if row.error != err:
                     row.error = err

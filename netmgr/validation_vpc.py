@@ -77,6 +77,8 @@ def check_tier_placement(cidr: str, vpc_cidr: str, tiers: Iterable[Network],
 ACL_NUMBER_MIN, ACL_NUMBER_MAX = 1, 65535
 ACL_NAMED_PROTOCOLS = ("tcp", "udp", "icmp", "all")
 MAX_ACL_DESCRIPTION = 255
+# Rules per list, both directions (the router accepts more: router.services.nft_acl).
+MAX_ACL_RULES = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,3 +152,90 @@ def check_acl_rule(spec: AclRuleSpec, prefix: str = "rule") -> AclRuleSpec:
     raise_if(out)
     return AclRuleSpec(spec.number, spec.action, spec.direction, proto, port, port_end,
                        icmp_type, icmp_code, cidrs)
+
+
+# --------------------------------------------- static routes, private gateways
+
+PG_MIN_PREFIX, PG_MAX_PREFIX = 16, 30
+VLAN_MIN, VLAN_MAX = 1, 4094
+
+
+def check_static_route(cidr: str, next_hop: str, prefix: str = "static_route") -> tuple[str, str]:
+    """Store-free checks; returns the canonical CIDR and next hop."""
+    out: list[Violation] = []
+    try:
+        net = ipaddress.IPv4Network(cidr, strict=True)
+        if net.prefixlen == 0:
+            out.append(Violation(f"{prefix}.cidr", "0.0.0.0/0 is the router's own default "
+                                 "route (the zone's gateway)"))
+        elif "/" not in cidr:
+            out.append(Violation(f"{prefix}.cidr", f"{show(cidr)} needs a prefix length"))
+        elif any(net.overlaps(bad) for bad in FORBIDDEN_NETS):
+            out.append(Violation(f"{prefix}.cidr", f"{cidr} overlaps a reserved range"))
+    except ValueError as e:
+        reason = "has host bits set" if "host bits" in str(e) else "is not an IPv4 CIDR"
+        out.append(Violation(f"{prefix}.cidr", f"{show(cidr)} {reason}"))
+    try:
+        hop = ipaddress.IPv4Address(next_hop)
+    except ValueError:
+        out.append(Violation(f"{prefix}.next_hop", f"{show(next_hop)} is not an IPv4 address"))
+    raise_if(out)
+    return str(net), str(hop)
+
+
+def next_hop_problem(hop: str, subnets: Iterable[tuple[str, str, str]]) -> tuple[str, str]:
+    """The (id, interface CIDR) of the tier or gateway subnet holding ``hop``
+    (given (id, subnet CIDR, router address) triples); raises naming the field."""
+    addr = ipaddress.IPv4Address(hop)
+    for obj_id, cidr, own in subnets:
+        net = ipaddress.IPv4Network(cidr)
+        if addr in net:
+            if addr in (net.network_address, net.broadcast_address) or str(addr) == own:
+                raise_if([Violation("static_route.next_hop",
+                                    f"{hop} is the network, broadcast or router address of "
+                                    f"{cidr}")])
+            return obj_id, cidr
+    raise_if([Violation("static_route.next_hop",
+                        f"{hop} is outside every tier and private gateway of the VPC")])
+    raise AssertionError("unreachable")
+
+
+def check_private_gateway(vlan_id: int, address: str, gateway: str, zone: Zone,
+                          prefix: str = "private_gateway") -> tuple[str, str]:
+    """Store-free checks; returns the canonical address (CIDR form) and gateway."""
+    out: list[Violation] = []
+    if not VLAN_MIN <= vlan_id <= VLAN_MAX:
+        out.append(Violation(f"{prefix}.vlan_id", f"{vlan_id} is not {VLAN_MIN}-{VLAN_MAX}"))
+    elif zone.vlan_min <= vlan_id <= zone.vlan_max:
+        out.append(Violation(f"{prefix}.vlan_id", f"{vlan_id} is in the zone's tenant VLAN "
+                             f"range {zone.vlan_min}-{zone.vlan_max}"))
+    iface = None
+    try:
+        if "/" not in address:
+            raise ValueError("needs a prefix length")
+        iface = ipaddress.IPv4Interface(address)
+        net = iface.network
+        if not PG_MIN_PREFIX <= net.prefixlen <= PG_MAX_PREFIX:
+            out.append(Violation(f"{prefix}.address", f"prefix /{net.prefixlen} is not "
+                                 f"/{PG_MIN_PREFIX}-/{PG_MAX_PREFIX}"))
+            iface = None
+        elif iface.ip in (net.network_address, net.broadcast_address):
+            out.append(Violation(f"{prefix}.address", f"{address} is the network or broadcast "
+                                 "address"))
+        elif net.overlaps(ipaddress.IPv4Network(zone.public_cidr)) or any(
+                net.overlaps(bad) for bad in FORBIDDEN_NETS):
+            out.append(Violation(f"{prefix}.address", f"{net} overlaps the public network or "
+                                 "a reserved range"))
+    except ValueError:
+        out.append(Violation(f"{prefix}.address", f"{show(address)} is not an IPv4 address "
+                             "with its prefix (a.b.c.d/n)"))
+    try:
+        gw = ipaddress.IPv4Address(gateway)
+        if iface is not None and (gw not in iface.network or gw == iface.ip):
+            out.append(Violation(f"{prefix}.gateway", f"{gateway} is not another address of "
+                                 f"{iface.network}"))
+    except ValueError:
+        out.append(Violation(f"{prefix}.gateway", f"{show(gateway)} is not an IPv4 address"))
+    raise_if(out)
+    assert iface is not None
+    return str(iface), str(gw)

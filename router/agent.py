@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from compute import netns
 from compute.fabric import Fabric, LinuxBridgeFabric
-from router import edge_delta, validate
+from router import edge_journal, validate
 from router.errors import ConfigError
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name
 from router.services import Context
@@ -101,7 +101,7 @@ class Agent:
                 continue
             try:
                 # config.pb and the edge deltas applied after it.
-                cfg = edge_delta.replay(os.path.dirname(path), load_config(path))
+                cfg = edge_journal.replay(os.path.dirname(path), load_config(path))
                 status = self.runtime(router_id).apply(cfg)
             except Exception:
                 log.exception("router %s: cannot restore persisted config", router_id)

@@ -20,36 +20,29 @@ whole, and they are small). A delta then costs its own objects' elements:
     compute  element deletes and adds (one transaction), dry-run, run
     record   the running config is edited in place (positions kept per ID,
              removal swaps with the last element), and the delta appended to
-             a journal next to config.pb
+             a journal next to config.pb (``router.edge_journal``)
 
 The index is built in the background after each full apply (seconds at
-60,000 rules); a delta waits for it. Persistence is O(delta):
-``edge-journal.pb`` holds length-prefixed deltas (appended, not fsynced: a
-host crash may lose the last ones, the agent then reports an older
-generation and netmgr pushes again); restart adoption replays the ones
-after config.pb's generation (``replay``).
-Every ``COMPACT_EVERY`` deltas a background thread writes config.pb from the
-running config and truncates the journal (coalesced, off the change path);
-a full apply does the same at once.
+60,000 rules); a delta waits for it. Persistence is O(delta): see
+``router.edge_journal``.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
-import struct
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
-from router import files, libnft
+from router import edge_journal, files, libnft
+from router.edge_journal import Field, _field, delta_objects
 from router.errors import ConfigError
 from router.services import nft_edge, nftables
 
@@ -58,33 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "edge-journal.pb"
-COMPACT_EVERY = 256
 DELTA_KINDS = (nft_edge.STATIC_NAT, nft_edge.PORT_FORWARD, nft_edge.FIREWALL)
-# Which sets count a kind's traffic: the others hold the same connection's
-# first packet again (a port forward's allow element).
-COUNTED = {nft_edge.PORT_FORWARD: ("pf_dnat",), "loadbalancer": ("lb_in",),
-           nft_edge.STATIC_NAT: ("eip_in", "eip_out")}
-
 Oid = tuple[str, str]
-Field = str  # name of a RouterConfig repeated field
-
-
-def _field(obj: nft_edge.EdgeObject) -> Field:
-    if isinstance(obj, pb.StaticNatRule):
-        return "static_nats"
-    if isinstance(obj, pb.PortForwardRule):
-        return "port_forwards"
-    if isinstance(obj, pb.IngressRule):
-        return "ingress_rules"
-    if isinstance(obj, pb.EgressRule):
-        return "egress_rules"
-    raise TypeError(type(obj).__name__)
-
-
-def delta_objects(delta: epb.EdgeDelta) -> list[nft_edge.EdgeObject]:
-    return [*delta.static_nats, *delta.port_forwards, *delta.ingress_rules,
-            *delta.egress_rules]
 
 
 class Stale(Exception):
@@ -106,19 +74,28 @@ class EdgeIndex:
             defaultdict(dict))
         self.pf_ips: Counter[str] = Counter()
         self.positions: dict[Oid, tuple[Field, int]] = {}
-        for field in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
+        # In the order nft_edge.elements() meets them: the first owner of a
+        # shared element is the one its comment names.
+        for kind, field in (("", "public_addresses"), (nft_edge.STATIC_NAT, "static_nats"),
+                            (nft_edge.PORT_FORWARD, "port_forwards"), ("", "load_balancers"),
+                            (nft_edge.FIREWALL, "ingress_rules"),
+                            (nft_edge.FIREWALL, "egress_rules")):
             for i, obj in enumerate(getattr(cfg, field)):
-                self.positions[nft_edge.object_key(obj)] = (field, i)
-        for obj in nft_edge.config_objects(cfg):
-            self._add(obj)
+                if not kind:
+                    self._add(obj)
+                    continue
+                oid = (kind, obj.id)
+                self.positions[oid] = (field, i)
+                self._add(obj, oid)
 
     # ----------------------------------------------------------- ownership
 
-    def _add(self, obj: nft_edge.EdgeObject) -> set[tuple[str, str]]:
-        oid = nft_edge.object_key(obj)
-        exact, boxes = self.parts[oid] = nft_edge.object_parts(obj)
+    def _add(self, obj: nft_edge.EdgeObject, oid: Oid | None = None) -> set[tuple[str, str]]:
+        oid = oid or nft_edge.object_key(obj)
+        exact, boxes = self.parts[oid] = nft_edge.object_parts(obj, oid)
+        owners = self.owners
         for name, key, value, c in exact:
-            self.owners[(name, key)].append((oid, value, c))
+            owners[(name, key)].append((oid, value, c))
         for group, box, c in boxes:
             self.groups[group].setdefault(oid, []).append((box, c))
         if isinstance(obj, pb.PortForwardRule):
@@ -275,7 +252,7 @@ def full_applied(rt: RouterRuntime) -> None:
         with _index_lock:
             _indexes[netns] = index
         return
-    journal = rt.ctx.path(JOURNAL)
+    journal = rt.ctx.path(edge_journal.JOURNAL)
     if os.path.exists(journal) and cfg is not None:
         # config.pb may be older than the deltas the journal holds.
         files.write_atomic(rt.ctx.path("config.pb"), cfg.SerializeToString(), mode=0o600)
@@ -381,9 +358,13 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     try:
         if commands:
             libnft.run_checked(rt.ctx.netns, commands)
-    except libnft.NftError as e:
-        # The index already counts the change: drop it; a full push rebuilds.
+    except (libnft.NftError, OSError) as e:
+        # The index (and the loaded elements it edits) already count the
+        # change: forget both, so the full push that follows loads the whole
+        # table rather than diffing against elements that are not there.
         forget(rt)
+        nftables.set_loaded(rt.ctx.netns, None)
+        rt._applied.pop(nftables.NAME, None)
         raise Stale(f"nft refused the element update: {e}") from e
     index.edit_config(removed, added, delta.generation)
     # The table no longer matches what the nftables service last rendered:
@@ -391,7 +372,13 @@ def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.Apply
     rt._applied.pop(nftables.NAME, None)
     rt.rejected_generation, rt.last_error, rt._error_object = 0, "", None
     rt.apply_seconds = time.monotonic() - started
-    _journal(rt, delta)
+    try:
+        edge_journal.append(rt, delta)
+    except OSError:
+        # Applied but not persisted: a restarted agent reports the older
+        # generation of config.pb, and netmgr pushes again.
+        log.exception("router %s: journaling delta %d failed", rt.ctx.router_id,
+                      delta.generation)
     return _reply(rt, objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
                                for k, i in sorted({nft_edge.object_key(o) for o in added})])
 
@@ -401,117 +388,3 @@ def _as_config(cfg: pb.RouterConfig, generation: int) -> pb.RouterConfig:
     return pb.RouterConfig(router_id=cfg.router_id, generation=generation)
 
 
-# ------------------------------------------------------------------ journal
-
-
-_compacting: set[str] = set()
-
-
-def _journal(rt: RouterRuntime, delta: epb.EdgeDelta) -> None:
-    data = delta.SerializeToString()
-    path = rt.ctx.path(JOURNAL)
-    with open(path, "ab") as f:
-        f.write(struct.pack(">I", len(data)) + data)
-        size = f.tell()
-    # Compact roughly every COMPACT_EVERY deltas (by size: deltas are alike).
-    if size > COMPACT_EVERY * (len(data) + 4) and rt.ctx.netns not in _compacting:
-        _compacting.add(rt.ctx.netns)
-        threading.Thread(target=_compact, args=(rt,), name="edge-journal", daemon=True).start()
-
-
-def _compact(rt: RouterRuntime) -> None:
-    """config.pb from the running config, the journal emptied: serialised under
-    the router's lock (C speed), written outside it, swapped in under it
-    unless a change came meanwhile (then the next compaction does it)."""
-    try:
-        with rt.lock:
-            if rt.config is None:
-                return
-            data, gen = rt.config.SerializeToString(), rt.config.generation
-        tmp = rt.ctx.path("config.pb.compact")
-        files.write_atomic(tmp, data, mode=0o600)
-        with rt.lock:
-            if rt.config is not None and rt.config.generation == gen:
-                os.replace(tmp, rt.ctx.path("config.pb"))
-                files.remove(rt.ctx.path(JOURNAL))
-            else:
-                files.remove(tmp)
-    except OSError:
-        log.exception("router %s: journal compaction failed", rt.ctx.router_id)
-    finally:
-        _compacting.discard(rt.ctx.netns)
-
-
-def read_journal(path: str) -> list[epb.EdgeDelta]:
-    out = []
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    pos = 0
-    while pos + 4 <= len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        if pos + 4 + n > len(data):
-            break  # a torn last write: the deltas before it stand
-        out.append(epb.EdgeDelta.FromString(data[pos + 4:pos + 4 + n]))
-        pos += 4 + n
-    return out
-
-
-def replay(state_dir: str, cfg: pb.RouterConfig) -> pb.RouterConfig:
-    """config.pb plus the journal's deltas that follow its generation in order."""
-    for delta in read_journal(os.path.join(state_dir, JOURNAL)):
-        if delta.base_generation != cfg.generation:
-            continue
-        removed = {(r.kind, r.id) for r in delta.removed}
-        added = delta_objects(delta)
-        removed |= {nft_edge.object_key(o) for o in added}
-        for field in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
-            items = getattr(cfg, field)
-            keep = [o for o in items if nft_edge.object_key(o) not in removed]
-            del items[:]
-            items.extend(keep)
-        for obj in added:
-            getattr(cfg, _field(obj)).add().CopyFrom(obj)
-        cfg.generation = delta.generation
-    return cfg
-
-
-# ----------------------------------------------------------------- counters
-
-
-def counters(rt: RouterRuntime, wanted: set[Oid]) -> list[epb.EdgeCounter]:
-    """Packets and bytes per edge object, summed over its elements' counters."""
-    with rt.lock:
-        if rt.config is None or not nftables.table_present(rt.ctx.netns):
-            return []
-    out = libnft.run(rt.ctx.netns, f"list table {nftables.TABLE_FAMILY} {nftables.TABLE_NAME}",
-                     json_output=True)
-    totals: dict[Oid, list[int]] = {}
-    for item in json.loads(out).get("nftables", []):
-        obj = item.get("set") or item.get("map")
-        if not obj:
-            continue
-        for elem in obj.get("elem", []):
-            _count(obj["name"], elem, totals)
-    keys = wanted or set(totals)
-    return [epb.EdgeCounter(kind=k, id=i, packets=totals.get((k, i), [0, 0])[0],
-                            bytes=totals.get((k, i), [0, 0])[1]) for k, i in sorted(keys)]
-
-
-def _count(set_name: str, elem: Any, totals: dict[Oid, list[int]]) -> None:
-    if isinstance(elem, list):  # a map element: [key, value]
-        elem = elem[0]
-    e = elem.get("elem") if isinstance(elem, dict) else None
-    if not isinstance(e, dict) or "counter" not in e:
-        return
-    parts = str(e.get("comment", "")).split(":")
-    if len(parts) != 3 or parts[0] != "cn":
-        return
-    kind, oid = parts[1], parts[2]
-    if set_name not in COUNTED.get(kind, (set_name,)):
-        return
-    t = totals.setdefault((kind, oid), [0, 0])
-    t[0] += int(e["counter"].get("packets", 0))
-    t[1] += int(e["counter"].get("bytes", 0))

@@ -9,7 +9,7 @@ import grpc
 from cloudnet.router.v1 import edge_pb2 as pb
 from cloudnet.router.v1 import edge_pb2_grpc
 
-from router import edge_delta
+from router import edge_counters, edge_delta
 from router.agent import Agent, NotFound, RequestError, _rpc
 
 
@@ -33,7 +33,7 @@ class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):
                         context: Any) -> pb.GetEdgeCountersResponse:
         rt = self.agent.runtime(request.router_id, create=False)
         wanted = {(o.kind, o.id) for o in request.objects}
-        return pb.GetEdgeCountersResponse(counters=edge_delta.counters(rt, wanted))
+        return pb.GetEdgeCountersResponse(counters=edge_counters.counters(rt, wanted))
 
 
 def add_to_server(agent: Agent, server: grpc.Server) -> str:

@@ -125,6 +125,9 @@ class RouterRuntime:
                 return []
             sick = [s.NAME for s in SERVICES if not s.health(self.ctx, self.config).healthy]
             if not sick:
+                # Active VPN connections without an IKE SA (the peer refused
+                # or was away): initiate again.
+                strongswan.tend(self.ctx, self.config)
                 return []
             log.warning("router %s: repairing %s", self.ctx.router_id, ", ".join(sick))
             for name in sick:

@@ -49,7 +49,7 @@ def verify(cfg: pb.RouterConfig) -> None:
             publics += 1
             if iface.segment_id != 0:
                 raise ConfigError(f"{what}: a public interface is on segment 0")
-        elif iface.role == pb.INTERFACE_ROLE_GUEST:
+        elif iface.role in (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY):
             if not 1 <= iface.segment_id <= 16_777_215:
                 raise ConfigError(f"{what}: guest segment {iface.segment_id} is not 1..2^24-1")
         else:

@@ -35,7 +35,10 @@ from router.errors import ConfigError
 ACTIONS = ("allow", "deny")
 DIRECTIONS = ("ingress", "egress")
 NAMED_PROTOCOLS = ("tcp", "udp", "icmp", "all")
-MAX_RULES = 500
+# Rules per list; netmgr allows fewer (netmgr.validation_vpc.MAX_ACL_RULES).
+MAX_RULES = 1000
+# Tiers and private gateways: the interfaces a VPC router routes between.
+INNER_ROLES = (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY)
 MAX_CIDRS = 64
 
 
@@ -67,12 +70,12 @@ def verify(cfg: pb.RouterConfig) -> None:
         numbers: set[tuple[str, int]] = set()
         for rule in acl.rules:
             _verify_rule(acl, rule, numbers)
-    guests = {i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST}
+    guests = {i.name for i in cfg.interfaces if i.role in INNER_ROLES}
     seen: set[str] = set()
     for tier in cfg.tier_acls:
         what = f"tier {tier.network_id}"
         if tier.interface not in guests:
-            raise ConfigError(f"{what}: {tier.interface!r} is not a guest interface",
+            raise ConfigError(f"{what}: {tier.interface!r} is not a tier or private gateway",
                               "network", tier.network_id)
         if tier.interface in seen:
             raise ConfigError(f"{what}: interface {tier.interface} has two lists",
@@ -172,19 +175,44 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
         {"name": "acl_out", "elements": [
             f'"{t.interface}" : jump acl_{by_acl[t.acl_id]}_out' for t in tiers]},
     ]
+    inner = sorted(i.name for i in cfg.interfaces if i.role in INNER_ROLES)
+    # Sources allowed between tiers: the tiers' and gateways' subnets, and
+    # the networks static routes reach through them (no spoofed sources).
     sources = sorted(
         {str(ipaddress.IPv4Interface(a).network)
-         for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST for a in i.addresses}
+         for i in cfg.interfaces if i.role in INNER_ROLES for a in i.addresses}
         | {r.destination for r in cfg.routes if r.destination != "0.0.0.0/0"
-           and any(r.interface == i.name for i in cfg.interfaces
-                   if i.role == pb.INTERFACE_ROLE_GUEST)},
+           and r.interface in inner},
         key=lambda n: ipaddress.IPv4Network(n))
     forward = [
         'iifname vmap @acl_out comment "cn:acl: out of a tier"',
         'oifname vmap @acl_in comment "cn:acl: into a tier"',
     ]
     if sources:
+        names = ", ".join(f'"{n}"' for n in inner)  # checked [a-z0-9-]{1,15}
         forward.append(
-            f"iifname @guest_ifaces oifname @guest_ifaces ip saddr {{ {', '.join(sources)} }} "
+            f"iifname {{ {names} }} oifname {{ {names} }} ip saddr {{ {', '.join(sources)} }} "
             'counter accept comment "between tiers"')
     return {"acl_chains": chains(cfg), "acl_maps": maps, "acl_forward": forward}
+
+
+COUNTER_KIND = "aclrule"
+
+
+def rule_counters(items: list[Any], totals: dict[tuple[str, str], list[int]]) -> None:
+    """Add the counters of ACL rules (``cn:acl:<rule id>:<number>`` comments)
+    from a JSON table listing to ``totals`` under (``aclrule``, rule id). A
+    list used by several tiers has one chain, so its counts cover them all."""
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not rule:
+            continue
+        parts = str(rule.get("comment", "")).split(":")
+        if len(parts) != 4 or parts[:2] != ["cn", "acl"]:
+            continue
+        for expr in rule.get("expr", []):
+            counter = expr.get("counter") if isinstance(expr, dict) else None
+            if isinstance(counter, dict):
+                total = totals.setdefault((COUNTER_KIND, parts[2]), [0, 0])
+                total[0] += int(counter.get("packets", 0))
+                total[1] += int(counter.get("bytes", 0))

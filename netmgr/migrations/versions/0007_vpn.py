@@ -1,4 +1,5 @@
-"""Site-to-site VPN: VPN gateways, customer gateways, connections (issue 6).
+"""Site-to-site VPN: VPN gateways (on a VPC's or an isolated network's
+router), customer gateways, connections (issue 6).
 
 Revision ID: 0007
 Revises: 0006
@@ -33,7 +34,10 @@ def upgrade() -> None:
         "vpn_gateways",
         sa.Column("id", ID, primary_key=True),
         _fk("tenant_id", "tenants.id", "RESTRICT"),
-        _fk("network_id", "networks.id", unique=True),
+        sa.Column("vpc_id", ID, sa.ForeignKey("vpcs.id", ondelete="CASCADE"), nullable=True,
+                  unique=True),
+        sa.Column("network_id", ID, sa.ForeignKey("networks.id", ondelete="CASCADE"),
+                  nullable=True, unique=True),
         _int("generation"),
         sa.Column("error", sa.String(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
@@ -43,7 +47,7 @@ def upgrade() -> None:
     op.create_table(
         "customer_gateways",
         sa.Column("id", ID, primary_key=True),
-        _fk("tenant_id", "tenants.id", "RESTRICT"),
+        _fk("tenant_id", "tenants.id"),
         sa.Column("name", sa.String(63), nullable=False),
         sa.Column("peer_address", sa.String(15), nullable=False),
         sa.Column("peer_cidrs", sa.JSON(), nullable=False),
@@ -63,7 +67,6 @@ def upgrade() -> None:
         _fk("tenant_id", "tenants.id", "RESTRICT"),
         _fk("vpn_gateway_id", "vpn_gateways.id"),
         _fk("customer_gateway_id", "customer_gateways.id", "RESTRICT"),
-        _fk("network_id", "networks.id"),
         sa.Column("passive", sa.Boolean(), nullable=False),
         _int("reset_serial"), _int("generation"),
         sa.Column("error", sa.String(), nullable=False),
@@ -72,7 +75,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_vpn_connections_tenant_order", "vpn_connections",
                     ["tenant_id", "created_at", "id"])
-    for col in ("vpn_gateway_id", "customer_gateway_id", "network_id"):
+    for col in ("vpn_gateway_id", "customer_gateway_id"):
         op.create_index(f"ix_vpn_connections_{col}", "vpn_connections", [col])
 
 

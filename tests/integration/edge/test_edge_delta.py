@@ -13,8 +13,8 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from google.protobuf import field_mask_pb2
 
-from router.edge_delta import JOURNAL, read_journal
-from tests.integration.edge.conftest import Edge
+from router.edge_journal import JOURNAL, read_journal
+from tests.integration.edge.conftest import Edge, in_ns
 from tests.integration.edge.test_edge import TCP, ask, serve, servers, setup_net  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -26,6 +26,7 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
+@pytest.mark.netns_only  # reads the host agent's journal; VM routers take full pushes
 def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant,
                                                               servers):  # noqa: F811
     t, net, (p1, p2), (g1, g2) = setup_net(make_tenant, "10.57.0.0/24", 2)
@@ -41,6 +42,7 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
     f2 = e.forward(public_ip_id=ip.id, protocol=TCP, public_port=81, port_id=p2.id,
                    private_port=8080)
     f2 = e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f2.id))
+    assert f2.applied_generation >= f2.generation  # ACTIVE: the router runs it
     # The router got f2 as a delta to f2's generation, and journaled it.
     deltas = read_journal(journal)
     assert deltas and deltas[-1].generation == f2.generation
@@ -116,3 +118,27 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
                                                                             f2.id)]
     assert ask(inet, TCP, ip.ip, 81, timeout=1) == ""
     assert ask(inet, TCP, ip.ip, 80) == "g2"
+
+
+@pytest.mark.netns_only  # counters are read from the host's agent
+def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, make_tenant):
+    t, net, (p1,), (g1,) = setup_net(make_tenant, "10.58.0.0/24", 1)
+    e = Edge(t)
+    counters = erpc.EdgeCounterServiceStub(t.api.channel)
+    eip = e.public_ip(net.id)
+    nat = e.static_nat(eip.id, p1.id)
+    icmp = e.rule(direction=INGRESS, public_ip_id=eip.id, protocol="icmp", icmp_type=8,
+                  icmp_code=-1)
+    ssh = e.rule(direction=INGRESS, public_ip_id=eip.id, protocol="tcp", port=22)
+    for obj, get, req in ((nat, e.nats.GetStaticNat, epb.GetStaticNatRequest),
+                          (icmp, e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest),
+                          (ssh, e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest)):
+        e.wait_active(get, req(id=obj.id))
+    # Three echo requests: one ICMP "connection", its replies established.
+    assert in_ns(cloud.inet_ns, ["busybox", "ping", "-c3", "-i", "0.2", "-W2",
+                                 eip.ip]).returncode == 0
+    got = {c.id: c for c in e.call(counters.GetEdgeCounters, epb.GetEdgeCountersRequest(
+        network_id=net.id)).counters}
+    assert got[icmp.id].kind == "firewall" and got[icmp.id].packets >= 1
+    assert got[ssh.id].packets == 0
+    assert got[nat.id].kind == "staticnat" and got[nat.id].packets >= 6  # in and out

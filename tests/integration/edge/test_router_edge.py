@@ -95,7 +95,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 
-    from router import edge_delta
+    from router import edge_journal
     from router.agent import Agent
 
     router_id = "edge-delta2"
@@ -141,8 +141,8 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert map_keys(ns) == want and runtime.config.generation == 2
 
     # The journal holds the delta; a restarted agent adopts config.pb + journal.
-    assert [d.generation for d in edge_delta.read_journal(
-        os.path.join(runtime.ctx.state_dir, edge_delta.JOURNAL))] == [2]
+    assert [d.generation for d in edge_journal.read_journal(
+        os.path.join(runtime.ctx.state_dir, edge_journal.JOURNAL))] == [2]
     restarted = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
                       fabric_netns=topo.fabric.netns, agent_id="test2")
     restarted.start()
@@ -160,3 +160,18 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert map_keys(ns) == want and table_handle(ns) == handle
     r = send(4, 5, removed=[("portforward", "pfnew")])
     assert r.applied_generation == 5 and map_keys(ns) == want - {3000}
+
+    # The table deleted behind the agent's back: the element update fails its
+    # dry run, the delta answers stale (nothing half-recorded), and the full
+    # push that follows loads the whole table again.
+    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "cloudnet")
+    moved2 = pb.PortForwardRule()
+    moved2.CopyFrom(moved)
+    moved2.public_port_start = moved2.public_port_end = 4002
+    assert send(5, 6, forwards=[moved2]).stale
+    full.generation = 6
+    keep = [f for f in full.port_forwards if f.id != "pfnew"]
+    del full.port_forwards[:]
+    full.port_forwards.extend(keep)
+    assert agent.agent.apply(full).applied_generation == 6
+    assert map_keys(ns) == want - {3000}

@@ -27,6 +27,8 @@ class Vpc:
         self.t = t
         self.stub = vrpc.VpcServiceStub(t.api.channel)
         self.acls = vrpc.NetworkAclServiceStub(t.api.channel)
+        self.routes = vrpc.StaticRouteServiceStub(t.api.channel)
+        self.gateways = vrpc.PrivateGatewayServiceStub(t.api.channel)
         self.vpc = self.call(self.stub.CreateVpc, vpb.CreateVpcRequest(
             vpc=vpb.Vpc(name=name, cidr=cidr, **fields)))
 

@@ -40,6 +40,11 @@ def test_a_deny_on_one_tier_blocks_exactly_the_traffic_it_names(shop):
     rules = v.call(v.acls.ListAclRules, vpb.ListAclRulesRequest(acl_id=acl.id)).rules
     assert [r.number for r in rules] == [100, 200, 300]
     assert all(r.state == 2 for r in rules)  # OBJECT_STATE_ACTIVE
+    # Each numbered rule counts what it matched: the deny saw the tcp/80 SYNs,
+    # the allow the other new flows; replies pass before any list (egress 0).
+    counters = {c.number: c.packets for c in v.call(
+        v.acls.GetAclCounters, vpb.GetAclCountersRequest(acl_id=acl.id)).counters}
+    assert counters[100] >= 1 and counters[200] >= 3 and counters[300] == 0
     # default_deny: nothing new passes either way.
     v.replace(db, v.builtin("default_deny"))
     v.wait()

@@ -4,9 +4,16 @@ namespace guests on two tiers."""
 
 from __future__ import annotations
 
+import os
+import time
+
+import grpc
 import pytest
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from netmgr.aio import INET_HOST_IP, WEB_PORT
+from router.runtime import router_netns_name
 from tests.integration.vpc.conftest import TCP, ask, dig, pings, serve
 
 pytestmark = pytest.mark.integration
@@ -39,3 +46,27 @@ def test_guests_of_two_tiers_lease_resolve_and_talk_through_the_router(make_vpc,
     for g in (gw, gd):
         r = g.run(["curl", "-s", "--max-time", "5", f"http://{INET_HOST_IP}:{WEB_PORT}/"])
         assert r.stdout.strip() == v.vpc.source_nat_ip
+
+
+def test_a_deleted_tier_leaves_the_router_and_a_deleted_vpc_takes_the_router(make_vpc):
+    v = make_vpc("gone", "10.21.0.0/16")
+    web, db = v.tier("web", "10.21.1.0/24"), v.tier("db", "10.21.2.0/24")
+    v.guest(web, "www1")
+    v.wait()
+    v.call(v.t.api.networks.DeleteNetwork, pb.DeleteNetworkRequest(id=web.id, force=True))
+    router = v.wait()
+    assert router.state == pb.ROUTER_STATE_ACTIVE
+    v.call(v.t.api.networks.DeleteNetwork, pb.DeleteNetworkRequest(id=db.id))
+    v.wait()
+    v.call(v.stub.DeleteVpc, vpb.DeleteVpcRequest(id=v.vpc.id))
+    ns = router_netns_name(v.t.cloud.prefix, v.vpc.router_id)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            v.call(v.t.api.routers.GetRouter, pb.GetRouterRequest(id=v.vpc.router_id))
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND
+            if v.t.cloud.router_backend == "vm" or not os.path.exists(f"/run/netns/{ns}"):
+                break
+        assert time.monotonic() < deadline, "the VPC router was not removed"
+        time.sleep(0.2)

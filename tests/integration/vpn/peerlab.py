@@ -34,7 +34,7 @@ CHARON = "/usr/lib/ipsec/charon"
 STRONGSWAN_CONF = """\
 charon {{
   load_modular = no
-  load = random nonce kdf aes sha1 sha2 hmac gcm gmp openssl pem pkcs1 x509 pubkey \
+  load = openssl random nonce kdf aes sha1 sha2 hmac gcm gmp pem pkcs1 x509 pubkey \
 kernel-libipsec kernel-netlink socket-default vici
   plugins {{
     vici {{
@@ -166,7 +166,7 @@ class Peer:
         except (OSError, ValueError):
             return None
 
-    def start(self) -> None:
+    def start(self, load: bool = True) -> None:
         """charon by hand (private /run in the namespace's mount namespace), then swanctl."""
         os.makedirs(self.run, exist_ok=True)
         env = {**os.environ, "STRONGSWAN_CONF": os.path.join(self.dir, "strongswan.conf")}
@@ -178,6 +178,10 @@ class Peer:
         while not os.path.exists(os.path.join(self.run, "charon.vici")):
             assert time.monotonic() < deadline, "peer charon did not start"
             time.sleep(0.05)
+        if load:
+            self.load()
+
+    def load(self) -> None:
         sh("ip", "netns", "exec", self.ns, "env",
            f"STRONGSWAN_CONF={os.path.join(self.dir, 'strongswan.conf')}",
            "swanctl", "--load-all", "--noprompt", "--file", os.path.join(self.dir, "swanctl.conf"),

@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import time
+from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import vpn_pb2
 
 from router.runtime import router_netns_name
+from router.services import strongswan
 from tests.integration.router.routerlab import (
     PUBLIC_IP,
     InProcessAgent,
@@ -84,7 +86,8 @@ def setup(topo: Topology, a: InProcessAgent, ike_version: int) -> tuple[str, Pee
     return guest, peer
 
 
-def capture(topo: Topology, seconds: float, traffic: list[list[str]]) -> list[object]:
+def capture(topo: Topology, seconds: float, traffic: list[list[str]],
+            check: bool = True) -> list[Any]:
     """Packets on the uplink's side of the router's public segment while
     ``traffic`` runs, read back with scapy."""
     from scapy.all import rdpcap
@@ -96,7 +99,7 @@ def capture(topo: Topology, seconds: float, traffic: list[list[str]]) -> list[ob
     try:
         time.sleep(1.0)  # tcpdump attached
         for argv in traffic:
-            sh(*argv, timeout=60)
+            sh(*argv, timeout=60, check=check)
         time.sleep(seconds)
     finally:
         dump.terminate()
@@ -197,9 +200,80 @@ def test_reapply_is_a_no_op_and_removal_unloads(
     assert agent.agent.apply(vpn_config(1, router_connection(2))).applied_generation == 1
     assert runtime.service_applies["strongswan"] == 1
     assert conn_status(agent).ike_unique_id == before.ike_unique_id
+    # A reset (what the API's ResetVpnConnection changes): new SAs, established again.
+    reset = vpn_config(1, router_connection(2, reset_serial=1))
+    assert agent.agent.apply(reset).applied_generation == 1
+    again = wait_established(agent, children=1, other_than=before.ike_unique_id)
+    assert again.ike_unique_id != before.ike_unique_id
+    ping(guest, PEER_HOSTS[0])
     # Without the connection: charon is stopped and traffic to the peer's
     # networks is dropped rather than sent in clear.
     cfg = make_config(ROUTER, 2, ["p1"])
     assert agent.agent.apply(cfg).applied_generation == 2
     assert agent.agent.status(ROUTER).vpn_connections == []
     wait_for(lambda: "ESTABLISHED" not in peer.sas(), 30, "the peer to see the SA deleted")
+
+
+def test_dead_charon_leaks_nothing_and_is_repaired(
+        topo: Topology, agent: InProcessAgent) -> None:
+    from scapy.layers.inet import ICMP, IP
+
+    guest, peer = setup(topo, agent, 2)
+    wait_established(agent, children=1)
+    ctx = agent.agent.runtime(ROUTER).ctx
+    pid = strongswan.charon_pid(ctx)
+    assert pid
+    os.kill(pid, 9)  # routes to ipsec0 and the TUN device go with it
+    wait_for(lambda: strongswan.charon_pid(ctx) is None, 10, "charon gone")
+    # The guest's traffic to the peer's networks now routes to the public
+    # interface: dropped there, never sent in clear.
+    packets = capture(topo, 1.0, [["ip", "netns", "exec", guest, "busybox", "ping", "-c", "2",
+                                   "-W", "1", PEER_HOSTS[0]]], check=False)
+    leaked = [p for p in packets if IP in p and ICMP in p and p[IP].dst in PEER_HOSTS]
+    assert not leaked, leaked[0].summary()
+    assert not any(IP in p and p[IP].src == PUBLIC_IP and p[IP].dst in PEER_HOSTS
+                   for p in packets)
+    # The health monitor's pass restarts charon and reloads the connection.
+    assert agent.agent.repair_all() == {ROUTER: ["strongswan"]}
+    # A new charon (its SA IDs start again at 1), a new tunnel.
+    assert strongswan.charon_pid(ctx) not in (None, pid)
+    wait_established(agent, children=1)
+    ping(guest, PEER_HOSTS[0])
+
+
+def test_agent_restart_adopts_charon_and_keeps_the_tunnel(
+        topo: Topology, agent: InProcessAgent) -> None:
+    from router.agent import Agent
+
+    guest, peer = setup(topo, agent, 2)
+    before = wait_established(agent, children=1)
+    pid = strongswan.charon_pid(agent.agent.runtime(ROUTER).ctx)
+    # A new agent on the same state dir (what a restart does): it re-applies
+    # the persisted config and finds charon running with the same connection.
+    again = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                  fabric_netns=topo.fabric.netns, agent_id="test")
+    again.start()
+    st = again.status(ROUTER).vpn_connections[0]
+    assert strongswan.charon_pid(again.runtime(ROUTER).ctx) == pid
+    assert (st.ike_state, st.ike_unique_id) == ("ESTABLISHED", before.ike_unique_id)
+    assert [c.unique_id for c in st.children] == [c.unique_id for c in before.children]
+    ping(guest, PEER_HOSTS[1])
+
+
+def test_a_refused_connection_is_initiated_again(
+        topo: Topology, agent: InProcessAgent) -> None:
+    topo.internet()
+    guest = topo.guest("p1")
+    topo.configure_guest(guest, GUEST_IP)
+    peer = make_peer(topo, f"{topo.prefix}-up", 2)
+    peer.start(load=False)  # charon up, its config not loaded yet: it refuses
+    assert agent.agent.apply(vpn_config(1, router_connection(2))).applied_generation == 1
+    wait_for(lambda: "NO_PROPOSAL_CHOSEN" in conn_status(agent).last_error, 30,
+             "the peer's refusal")
+    assert conn_status(agent).ike_state == "DOWN"
+    peer.load()
+    # charon does not retry a refusal; the agent's health pass initiates again.
+    assert agent.agent.repair_all() == {}
+    wait_established(agent, children=1, timeout=30)
+    assert conn_status(agent).last_error == ""
+    ping(guest, PEER_HOSTS[0])

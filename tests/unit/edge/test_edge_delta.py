@@ -12,7 +12,7 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
-from router import edge_delta
+from router import edge_counters, edge_journal
 from router.edge_delta import EdgeIndex, Stale
 from router.errors import ConfigError
 from router.services import nft_edge
@@ -53,7 +53,7 @@ def random_object(rng: random.Random, i: int) -> nft_edge.EdgeObject:
 
 
 def field(obj: nft_edge.EdgeObject) -> str:
-    return edge_delta._field(obj)
+    return edge_journal._field(obj)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -143,7 +143,7 @@ def test_a_set_the_table_lacks_is_stale_not_half_applied() -> None:
 def test_journal_replays_to_the_same_config(tmp_path) -> None:
     cfg = edge_config(port_forwards=[fwd(1)])
     cfg.generation = 5
-    journal = tmp_path / edge_delta.JOURNAL
+    journal = tmp_path / edge_journal.JOURNAL
     deltas = [
         epb.EdgeDelta(router_id="r", base_generation=5, generation=6,
                       port_forwards=[fwd(2, public_port_start=81, public_port_end=81)]),
@@ -156,7 +156,7 @@ def test_journal_replays_to_the_same_config(tmp_path) -> None:
             data = d.SerializeToString()
             f.write(len(data).to_bytes(4, "big") + data)
         f.write(b"\x00\x00\x01\x00torn")  # a torn last write
-    out = edge_delta.replay(str(tmp_path), cfg)
+    out = edge_journal.replay(str(tmp_path), cfg)
     assert out.generation == 7
     assert [f.id for f in out.port_forwards] == ["pf2"]
 
@@ -166,9 +166,44 @@ def test_counters_sum_a_rules_elements_and_skip_shared_first_packets() -> None:
     def elem(comment: str, packets: int) -> dict:
         return {"elem": {"val": "x", "comment": comment,
                          "counter": {"packets": packets, "bytes": packets * 100}}}
-    edge_delta._count("pf_dnat", [elem("cn:portforward:a", 3), "v"], totals)
-    edge_delta._count("pf_dnat", [elem("cn:portforward:a", 2), "v"], totals)
-    edge_delta._count("allow_0", elem("cn:portforward:a", 1), totals)  # first packet again
-    edge_delta._count("allow_0", elem("cn:firewall:b", 4), totals)
-    edge_delta._count("fw_in", {"elem": {"val": "x", "comment": "other"}}, totals)
+    edge_counters._count("pf_dnat", [elem("cn:portforward:a", 3), "v"], totals)
+    edge_counters._count("pf_dnat", [elem("cn:portforward:a", 2), "v"], totals)
+    edge_counters._count("allow_0", elem("cn:portforward:a", 1), totals)  # first packet again
+    edge_counters._count("allow_0", elem("cn:firewall:b", 4), totals)
+    edge_counters._count("fw_in", {"elem": {"val": "x", "comment": "other"}}, totals)
     assert totals == {("portforward", "a"): [5, 500], ("firewall", "b"): [4, 400]}
+
+
+def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    from router.services import Context
+
+    cfg = edge_config(port_forwards=[fwd(1)])
+    cfg.generation = 9
+    ctx = Context(router_id="r", netns="cn-test-compact", state_dir=str(tmp_path), fabric=None)
+    rt = SimpleNamespace(ctx=ctx, lock=threading.Lock(), config=cfg)
+    journal = tmp_path / edge_journal.JOURNAL
+    journal.write_bytes(b"\x00\x00\x00\x00")  # one (empty) delta
+    edge_journal._compacting.add(ctx.netns)
+    edge_journal._compact(rt)  # type: ignore[arg-type]
+    assert not journal.exists() and ctx.netns not in edge_journal._compacting
+    written = pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes())
+    assert written == cfg
+    # A change while writing: the older snapshot is not swapped in.
+    class Racing(SimpleNamespace):
+        calls = 0
+
+        @property
+        def config(self):  # type: ignore[override]
+            Racing.calls += 1
+            c = pb.RouterConfig()
+            c.CopyFrom(cfg)
+            c.generation = 9 + Racing.calls  # a delta lands between the two reads
+            return c
+
+    journal.write_bytes(b"\x00\x00\x00\x00")
+    edge_journal._compact(Racing(ctx=ctx, lock=threading.Lock()))  # type: ignore[arg-type]
+    assert journal.exists()
+    assert pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes()).generation == 9

@@ -63,8 +63,8 @@ class Store:
         self.desired = 5
         self.applied: list[int] = []
 
-    def router_head(self, router_id: str) -> tuple[str, int]:
-        return "local", self.desired
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        return "local", self.desired, "netns"
 
     def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
         self.applied.append(generation)
@@ -123,3 +123,19 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     deltas.acknowledged("r", 6)
     deltas.record("r", 6, added=[f])
     assert deltas.push("r") is None and len(servicer.seen) == 2
+
+
+def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(agent):
+    import threading
+
+    servicer, channel = agent
+    store = Store()
+    deltas = ed.EdgeDeltas(store, lambda host: channel)
+    deltas.acknowledged("r", 3)
+    deltas.record("r", 4, added=[ed.port_forward_rule(PF)])
+    # Generation 5 is committed (the store says so) but recorded a moment later.
+    timer = threading.Timer(0.004, lambda: deltas.record("r", 5, removed=[("firewall", "x")]))
+    timer.start()
+    assert deltas.push("r") is True
+    timer.join()
+    assert (servicer.seen[-1].base_generation, servicer.seen[-1].generation) == (3, 5)

@@ -41,6 +41,7 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:
     assert (u.public_port, u.public_port_end, u.private_port, u.private_port_end) == (
         81, 81, 9000, 9000)
     assert u.generation > f.generation and u.state == pb.OBJECT_STATE_PENDING
+    assert u.applied_generation < u.generation  # no router here applies anything
     u2 = update(epb.PortForward(id=f.id, public_port=82, public_port_end=84),
                 "public_port", "public_port_end")
     assert (u2.public_port_end, u2.private_port, u2.private_port_end) == (84, 9000, 9002)

@@ -268,3 +268,48 @@ def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,  # n
               "--peer-cidr", "172.20.0.0/16", "--psk-file", str(key), rc=1)
     assert "customer_gateway.psk" in err
     assert run("vpn", "customer-gateway", "list") == []
+
+
+def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F811
+    from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
+    from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
+
+    _, api = cloud.new_tenant("vpcco")
+    vpcs = vpcrpc.VpcServiceStub(cloud.channel)
+    vpc = vpcs.CreateVpc(vpcpb.CreateVpcRequest(vpc=vpcpb.Vpc(name="v", cidr="10.8.0.0/16")),
+                         metadata=api.metadata, timeout=30)
+    tier = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="web", cidr="10.8.1.0/24", vpc_id=vpc.id)))
+    v = Vpn(cloud, api)
+    before = counts(cloud)
+    for req, field in ((vpb.VpnGateway(vpc_id=vpc.id, network_id=tier.id), "vpn_gateway.vpc_id"),
+                       (vpb.VpnGateway(), "vpn_gateway.vpc_id"),
+                       (vpb.VpnGateway(network_id=tier.id), "vpn_gateway.network_id")):
+        err = rpc_error(lambda r=req: v.CreateVpnGateway(vpb.CreateVpnGatewayRequest(
+            vpn_gateway=r)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in bad_fields(err)
+    assert counts(cloud) == before
+    gw = v.CreateVpnGateway(vpb.CreateVpnGatewayRequest(vpn_gateway=vpb.VpnGateway(
+        vpc_id=vpc.id)))
+    assert (gw.vpc_id, gw.public_ip, list(gw.local_cidrs)) == (
+        vpc.id, vpc.source_nat_ip, ["10.8.0.0/16"])
+    # A peer network inside the VPC (not only inside a tier) is refused.
+    bad = v.CreateCustomerGateway(cgw(name="in-vpc", peer_cidrs=["10.8.200.0/24"]))
+    err = rpc_error(lambda: v.CreateVpnConnection(vpb.CreateVpnConnectionRequest(
+        vpn_connection=vpb.VpnConnection(vpn_gateway_id=gw.id, customer_gateway_id=bad.id))))
+    assert bad_fields(err) == ["vpn_connection.customer_gateway_id"]
+    c = v.CreateCustomerGateway(cgw())
+    conn = v.CreateVpnConnection(vpb.CreateVpnConnectionRequest(vpn_connection=vpb.VpnConnection(
+        vpn_gateway_id=gw.id, customer_gateway_id=c.id)))
+    assert conn.vpc_id == vpc.id and not conn.network_id
+    [rc] = build_router_config(cloud.store.router_snapshot(vpc.router_id)).vpn_connections
+    assert (rc.local_address, list(rc.local_cidrs)) == (vpc.source_nat_ip, ["10.8.0.0/16"])
+    assert v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id)).state == \
+        pb.OBJECT_STATE_PENDING
+
+
+def test_a_tenant_with_only_customer_gateways_can_be_deleted(cloud: Cloud) -> None:  # noqa: F811
+    tenant, api = cloud.new_tenant("leaving")
+    Vpn(cloud, api).CreateCustomerGateway(cgw())
+    cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant.id))
+    assert counts(cloud)["customer_gateways"] == 0

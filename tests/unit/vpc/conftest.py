@@ -20,9 +20,11 @@ class VpcApi:
         self.md = api.metadata
         self.vpcs = vrpc.VpcServiceStub(c.channel)
         self.acls = vrpc.NetworkAclServiceStub(c.channel)
+        self.routes = vrpc.StaticRouteServiceStub(c.channel)
+        self.gateways = vrpc.PrivateGatewayServiceStub(c.channel)
 
     def __getattr__(self, name: str) -> Any:
-        for stub in (self.vpcs, self.acls):
+        for stub in (self.vpcs, self.acls, self.routes, self.gateways):
             method = getattr(stub, name, None)
             if method is not None:
                 return lambda req, m=method: m(req, metadata=self.md, timeout=30)

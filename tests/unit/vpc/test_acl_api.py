@@ -155,3 +155,17 @@ def test_a_list_of_another_vpc_or_an_isolated_network_is_refused(vpc_acl):
     err = rpc_error(lambda: api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
         name="iso2", cidr="10.8.0.0/24", acl_id=DEFAULT_DENY_ID))))
     assert bad_fields(err) == ["network.acl_id"]
+
+
+def test_a_list_holds_at_most_the_rules_the_router_accepts(vpc_acl, monkeypatch):
+    from netmgr import store_acl
+    from router.services import nft_acl
+
+    assert store_acl.MAX_ACL_RULES <= nft_acl.MAX_RULES
+    cloud, api, vpc, acl = vpc_acl
+    monkeypatch.setattr(store_acl, "MAX_ACL_RULES", 3)
+    for n in (1, 2, 3):
+        rule(api, acl.id, number=n)
+    err = rpc_error(lambda: rule(api, acl.id, number=4))
+    assert err.code() == Code.RESOURCE_EXHAUSTED and "rule.acl_id" in err.details()
+    assert rule_count(cloud) == 3

@@ -85,3 +85,20 @@ def test_duplicate_numbers_unknown_lists_and_non_vpc_routers_are_refused():
 def test_an_isolated_router_renders_no_acl_lines():
     assert nft_acl.context(good_config()) == {"acl_chains": [], "acl_maps": [],
                                               "acl_forward": []}
+
+
+def test_rule_counters_are_read_from_the_rules_comments():
+    items = [
+        {"rule": {"chain": "acl_x_in", "comment": "cn:acl:r1:10",
+                  "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 180}},
+                           {"drop": None}]}},
+        {"rule": {"chain": "acl_x_out", "comment": "cn:acl:r1:10",
+                  "expr": [{"counter": {"packets": 1, "bytes": 60}}]}},
+        {"rule": {"chain": "forward", "comment": "cn:acl: out of a tier", "expr": []}},
+        {"rule": {"chain": "forward", "comment": "replies",
+                  "expr": [{"counter": {"packets": 9, "bytes": 9}}]}},
+        {"set": {"name": "edge_ips"}},
+    ]
+    totals: dict[tuple[str, str], list[int]] = {}
+    nft_acl.rule_counters(items, totals)
+    assert totals == {("aclrule", "r1"): [4, 240]}

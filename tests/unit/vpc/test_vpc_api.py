@@ -111,6 +111,7 @@ BAD_TIERS = [
     (dict(cidr="10.0.0.0/16"), "network.cidr"),  # the whole VPC overlaps web
     (dict(cidr="10.0.9.0/24", vpc_id="nope"), "network.vpc_id"),
     (dict(cidr="10.0.9.0/24", gateway="10.0.8.1"), "network.gateway"),
+    (dict(cidr="10.0.9.0/24", domain="web.v.acme.cloud.internal"), "network.domain"),
 ]
 
 
@@ -156,3 +157,46 @@ def test_vpc_rename_and_tenant_deletion_waits_for_vpcs(acme_vpc):
     tenant_id = got.tenant_id
     err = rpc_error(lambda: cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant_id)))
     assert err.code() == Code.FAILED_PRECONDITION
+
+
+def test_edge_objects_on_tiers_land_in_the_vpc_routers_config(acme_vpc):
+    from netmgr.validation_edge import FirewallRuleSpec, PortForwardSpec
+
+    cloud, api = acme_vpc
+    vpc = api.vpc("v", "10.0.0.0/16")
+    web = api.tier(vpc.id, "web", "10.0.1.0/24")
+    db = api.tier(vpc.id, "db", "10.0.2.0/24")
+    tenant = web.tenant_id
+    port = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=web.id)))
+    store = cloud.store
+    ip, router_id = store.allocate_public_ip(tenant, web.id)
+    assert router_id == vpc.router_id
+    store.create_port_forward(tenant, PortForwardSpec(ip.id, "tcp", 80, 0, port.id, 8080, 0))
+    store.set_egress_policy(tenant, db.id, True)
+    store.create_firewall_rule(tenant, FirewallRuleSpec("egress", "", db.id, "tcp", 443, 0,
+                                                        -1, -1))
+    cfg = build_router_config(store.router_snapshot(vpc.router_id))
+    pub = next(i for i in cfg.interfaces if i.role == 2)  # INTERFACE_ROLE_PUBLIC
+    assert f"{ip.ip}/32" in pub.addresses
+    (pf,) = cfg.port_forwards
+    assert (pf.private_ip, pf.network_id) == (port.ip, web.id)
+    # Egress policy and rules stay per tier (its own CIDR), beside the other tier's.
+    assert [(p.source_cidr, p.default_deny) for p in cfg.egress_policies] == [
+        (db.cidr, True)]
+    assert [(r.source_cidr, r.port_start) for r in cfg.egress_rules] == [(db.cidr, 443)]
+    # PENDING until the VPC router applied it (the tier's router is the VPC's).
+    assert store.get_port_forward(tenant, pf.id).state.value == "pending"
+    store.record_router_status(vpc.router_id, applied_generation=cfg.generation, services=(),
+                               last_error="", port_errors={}, reachable=True)
+    assert store.get_port_forward(tenant, pf.id).state.value == "active"
+
+
+def test_a_tier_whose_default_domain_would_be_too_long_is_refused(acme_vpc):
+    cloud, api = acme_vpc
+    long = ".".join(("a" * 63, "b" * 63, "c" * 63, "d" * 61))  # 253 characters
+    vpc = api.vpc("v", "10.0.0.0/16", domain=long)
+    before = counts(cloud)
+    err = rpc_error(lambda: api.tier(vpc.id, "web", "10.0.1.0/24"))
+    assert err.code() == Code.INVALID_ARGUMENT and bad_fields(err) == ["network.domain"]
+    assert counts(cloud) == before
+    assert api.tier(vpc.id, "web", "10.0.1.0/24", domain="web.example").domain == "web.example"

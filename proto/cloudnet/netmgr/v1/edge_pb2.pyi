@@ -90,6 +90,7 @@ class PublicIp(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     ip: _builtins.str
     tenant_id: _builtins.str
@@ -100,6 +101,10 @@ class PublicIp(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
+    applied_generation: _builtins.int
+    """Output only: the generation the router runs (state ACTIVE once it is
+    >= generation).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -114,10 +119,11 @@ class PublicIp(_message.Message):
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "ip", b"ip", "network_id", b"network_id", "source_nat", b"source_nat", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "ip", b"ip", "network_id", b"network_id", "source_nat", b"source_nat", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,6 +290,7 @@ class StaticNat(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
     port_id: _builtins.str
@@ -294,6 +301,10 @@ class StaticNat(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
+    applied_generation: _builtins.int
+    """Output only: the generation the router runs (state ACTIVE once it is
+    >= generation).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -309,10 +320,11 @@ class StaticNat(_message.Message):
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -464,6 +476,7 @@ class PortForward(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
     protocol: _builtins.str
@@ -484,6 +497,10 @@ class PortForward(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
+    applied_generation: _builtins.int
+    """Output only: the generation the router runs (state ACTIVE once it is
+    >= generation).
+    """
     @_builtins.property
     def source_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -507,10 +524,11 @@ class PortForward(_message.Message):
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "private_port", b"private_port", "private_port_end", b"private_port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "public_port_end", b"public_port_end", "source_cidrs", b"source_cidrs", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "private_port", b"private_port", "private_port_end", b"private_port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "public_port_end", b"public_port_end", "source_cidrs", b"source_cidrs", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -682,6 +700,7 @@ class FirewallRule(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     direction: Global___FirewallDirection.ValueType
     public_ip_id: _builtins.str
@@ -703,6 +722,10 @@ class FirewallRule(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
+    applied_generation: _builtins.int
+    """Output only: the generation the router runs (state ACTIVE once it is
+    >= generation).
+    """
     @_builtins.property
     def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ingress: source CIDRs; egress: destination CIDRs. Empty: 0.0.0.0/0."""
@@ -727,10 +750,11 @@ class FirewallRule(_message.Message):
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "generation", b"generation", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "network_id", b"network_id", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "generation", b"generation", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "network_id", b"network_id", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1046,6 +1070,7 @@ class LoadBalancer(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
     public_port: _builtins.int
@@ -1063,6 +1088,10 @@ class LoadBalancer(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
+    applied_generation: _builtins.int
+    """Output only: the generation the router runs (state ACTIVE once it is
+    >= generation).
+    """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerMember]: ...
     @_builtins.property
@@ -1091,10 +1120,11 @@ class LoadBalancer(_message.Message):
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "health_check", b"health_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "create_time", b"create_time", "error", b"error", "generation", b"generation", "health_check", b"health_check", "id", b"id", "members", b"members", "name", b"name", "network_id", b"network_id", "private_port", b"private_port", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "state", b"state", "stickiness", b"stickiness"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "health_check", b"health_check", "id", b"id", "members", b"members", "name", b"name", "network_id", b"network_id", "private_port", b"private_port", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "state", b"state", "stickiness", b"stickiness"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -659,3 +659,389 @@ class ReplaceNetworkAclResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplaceNetworkAclResponse: _TypeAlias = ReplaceNetworkAclResponse  # noqa: Y015
+
+@_typing.final
+class StaticRoute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    CIDR_FIELD_NUMBER: _builtins.int
+    NEXT_HOP_FIELD_NUMBER: _builtins.int
+    VIA_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    vpc_id: _builtins.str
+    cidr: _builtins.str
+    """IPv4 CIDR (not 0.0.0.0/0, not overlapping a tier); unique in the VPC."""
+    next_hop: _builtins.str
+    via_id: _builtins.str
+    """Output only: the tier or private gateway the next hop is on."""
+    state: _netmgr_pb2.ObjectState.ValueType
+    error: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
+        cidr: _builtins.str = ...,
+        next_hop: _builtins.str = ...,
+        via_id: _builtins.str = ...,
+        state: _netmgr_pb2.ObjectState.ValueType = ...,
+        error: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "error", b"error", "id", b"id", "next_hop", b"next_hop", "state", b"state", "via_id", b"via_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaticRoute: _TypeAlias = StaticRoute  # noqa: Y015
+
+@_typing.final
+class CreateStaticRouteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATIC_ROUTE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def static_route(self) -> Global___StaticRoute: ...
+    def __init__(
+        self,
+        *,
+        static_route: Global___StaticRoute | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["static_route", b"static_route"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["static_route", b"static_route"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateStaticRouteRequest: _TypeAlias = CreateStaticRouteRequest  # noqa: Y015
+
+@_typing.final
+class GetStaticRouteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStaticRouteRequest: _TypeAlias = GetStaticRouteRequest  # noqa: Y015
+
+@_typing.final
+class ListStaticRoutesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    vpc_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vpc_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStaticRoutesRequest: _TypeAlias = ListStaticRoutesRequest  # noqa: Y015
+
+@_typing.final
+class ListStaticRoutesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATIC_ROUTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def static_routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StaticRoute]: ...
+    def __init__(
+        self,
+        *,
+        static_routes: _abc.Iterable[Global___StaticRoute] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["static_routes", b"static_routes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStaticRoutesResponse: _TypeAlias = ListStaticRoutesResponse  # noqa: Y015
+
+@_typing.final
+class DeleteStaticRouteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteStaticRouteRequest: _TypeAlias = DeleteStaticRouteRequest  # noqa: Y015
+
+@_typing.final
+class DeleteStaticRouteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteStaticRouteResponse: _TypeAlias = DeleteStaticRouteResponse  # noqa: Y015
+
+@_typing.final
+class PrivateGateway(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    VLAN_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    vpc_id: _builtins.str
+    vlan_id: _builtins.int
+    """The provider VLAN (1..4094; not a segment in use by any network)."""
+    address: _builtins.str
+    """The router's address on it, CIDR form ("192.168.50.2/24"); the subnet
+    must not overlap the VPC's tiers.
+    """
+    gateway: _builtins.str
+    """The far side's router on that subnet (informational; routes name it)."""
+    acl_id: _builtins.str
+    """Its network ACL list; empty on create means default_allow."""
+    state: _netmgr_pb2.ObjectState.ValueType
+    error: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
+        vlan_id: _builtins.int = ...,
+        address: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        acl_id: _builtins.str = ...,
+        state: _netmgr_pb2.ObjectState.ValueType = ...,
+        error: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "address", b"address", "create_time", b"create_time", "error", b"error", "gateway", b"gateway", "id", b"id", "state", b"state", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrivateGateway: _TypeAlias = PrivateGateway  # noqa: Y015
+
+@_typing.final
+class CreatePrivateGatewayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIVATE_GATEWAY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def private_gateway(self) -> Global___PrivateGateway: ...
+    def __init__(
+        self,
+        *,
+        private_gateway: Global___PrivateGateway | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["private_gateway", b"private_gateway"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["private_gateway", b"private_gateway"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePrivateGatewayRequest: _TypeAlias = CreatePrivateGatewayRequest  # noqa: Y015
+
+@_typing.final
+class GetPrivateGatewayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPrivateGatewayRequest: _TypeAlias = GetPrivateGatewayRequest  # noqa: Y015
+
+@_typing.final
+class ListPrivateGatewaysRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VPC_ID_FIELD_NUMBER: _builtins.int
+    vpc_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        vpc_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["vpc_id", b"vpc_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPrivateGatewaysRequest: _TypeAlias = ListPrivateGatewaysRequest  # noqa: Y015
+
+@_typing.final
+class ListPrivateGatewaysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIVATE_GATEWAYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def private_gateways(self) -> _containers.RepeatedCompositeFieldContainer[Global___PrivateGateway]: ...
+    def __init__(
+        self,
+        *,
+        private_gateways: _abc.Iterable[Global___PrivateGateway] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["private_gateways", b"private_gateways"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPrivateGatewaysResponse: _TypeAlias = ListPrivateGatewaysResponse  # noqa: Y015
+
+@_typing.final
+class DeletePrivateGatewayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePrivateGatewayRequest: _TypeAlias = DeletePrivateGatewayRequest  # noqa: Y015
+
+@_typing.final
+class DeletePrivateGatewayResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePrivateGatewayResponse: _TypeAlias = DeletePrivateGatewayResponse  # noqa: Y015
+
+@_typing.final
+class GetAclCountersRequest(_message.Message):
+    """------------------------------------------------------------ ACL counters"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACL_ID_FIELD_NUMBER: _builtins.int
+    acl_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        acl_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAclCountersRequest: _TypeAlias = GetAclCountersRequest  # noqa: Y015
+
+@_typing.final
+class AclRuleCounter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    PACKETS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    number: _builtins.int
+    packets: _builtins.int
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        number: _builtins.int = ...,
+        packets: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "number", b"number", "packets", b"packets", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AclRuleCounter: _TypeAlias = AclRuleCounter  # noqa: Y015
+
+@_typing.final
+class GetAclCountersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counters(self) -> _containers.RepeatedCompositeFieldContainer[Global___AclRuleCounter]: ...
+    def __init__(
+        self,
+        *,
+        counters: _abc.Iterable[Global___AclRuleCounter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAclCountersResponse: _TypeAlias = GetAclCountersResponse  # noqa: Y015

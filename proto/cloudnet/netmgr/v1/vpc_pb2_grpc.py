@@ -339,6 +339,11 @@ class NetworkAclServiceStub:
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
                 _registered_method=True)
+        self.GetAclCounters = channel.unary_unary(
+                '/cloudnet.netmgr.v1.NetworkAclService/GetAclCounters',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.FromString,
+                _registered_method=True)
 
 
 class NetworkAclServiceServicer:
@@ -411,7 +416,16 @@ class NetworkAclServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReplaceNetworkAcl(self, request, context):
-        """Puts a tier under another list (one router change, applied atomically).
+        """Puts a tier (or a private gateway: its ID as network_id) under another
+        list (one router change, applied atomically).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAclCounters(self, request, context):
+        """Packets and bytes each rule of a list matched, read from the VPC router
+        (the rules' nftables counters; they restart when the table is reloaded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -469,6 +483,11 @@ def add_NetworkAclServiceServicer_to_server(servicer, server):
                     servicer.ReplaceNetworkAcl,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.SerializeToString,
+            ),
+            'GetAclCounters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAclCounters,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -749,6 +768,466 @@ class NetworkAclService:
             '/cloudnet.netmgr.v1.NetworkAclService/ReplaceNetworkAcl',
             cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ReplaceNetworkAclResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAclCounters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.NetworkAclService/GetAclCounters',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetAclCountersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class StaticRouteServiceStub:
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateStaticRoute = channel.unary_unary(
+                '/cloudnet.netmgr.v1.StaticRouteService/CreateStaticRoute',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateStaticRouteRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.FromString,
+                _registered_method=True)
+        self.GetStaticRoute = channel.unary_unary(
+                '/cloudnet.netmgr.v1.StaticRouteService/GetStaticRoute',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetStaticRouteRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.FromString,
+                _registered_method=True)
+        self.ListStaticRoutes = channel.unary_unary(
+                '/cloudnet.netmgr.v1.StaticRouteService/ListStaticRoutes',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesResponse.FromString,
+                _registered_method=True)
+        self.DeleteStaticRoute = channel.unary_unary(
+                '/cloudnet.netmgr.v1.StaticRouteService/DeleteStaticRoute',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteResponse.FromString,
+                _registered_method=True)
+
+
+class StaticRouteServiceServicer:
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    def CreateStaticRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStaticRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStaticRoutes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteStaticRoute(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StaticRouteServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateStaticRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStaticRoute,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateStaticRouteRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.SerializeToString,
+            ),
+            'GetStaticRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStaticRoute,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetStaticRouteRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.SerializeToString,
+            ),
+            'ListStaticRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStaticRoutes,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesResponse.SerializeToString,
+            ),
+            'DeleteStaticRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStaticRoute,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.netmgr.v1.StaticRouteService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.netmgr.v1.StaticRouteService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StaticRouteService:
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    @staticmethod
+    def CreateStaticRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.StaticRouteService/CreateStaticRoute',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreateStaticRouteRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStaticRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.StaticRouteService/GetStaticRoute',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetStaticRouteRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.StaticRoute.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStaticRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.StaticRouteService/ListStaticRoutes',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListStaticRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteStaticRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.StaticRouteService/DeleteStaticRoute',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeleteStaticRouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PrivateGatewayServiceStub:
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreatePrivateGateway = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PrivateGatewayService/CreatePrivateGateway',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreatePrivateGatewayRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.FromString,
+                _registered_method=True)
+        self.GetPrivateGateway = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PrivateGatewayService/GetPrivateGateway',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetPrivateGatewayRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.FromString,
+                _registered_method=True)
+        self.ListPrivateGateways = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PrivateGatewayService/ListPrivateGateways',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysResponse.FromString,
+                _registered_method=True)
+        self.DeletePrivateGateway = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PrivateGatewayService/DeletePrivateGateway',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayResponse.FromString,
+                _registered_method=True)
+
+
+class PrivateGatewayServiceServicer:
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    def CreatePrivateGateway(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPrivateGateway(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrivateGateways(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePrivateGateway(self, request, context):
+        """FAILED_PRECONDITION while static routes go through it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PrivateGatewayServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreatePrivateGateway': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePrivateGateway,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreatePrivateGatewayRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.SerializeToString,
+            ),
+            'GetPrivateGateway': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPrivateGateway,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetPrivateGatewayRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.SerializeToString,
+            ),
+            'ListPrivateGateways': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrivateGateways,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysResponse.SerializeToString,
+            ),
+            'DeletePrivateGateway': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePrivateGateway,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.netmgr.v1.PrivateGatewayService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.netmgr.v1.PrivateGatewayService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PrivateGatewayService:
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    @staticmethod
+    def CreatePrivateGateway(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PrivateGatewayService/CreatePrivateGateway',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.CreatePrivateGatewayRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPrivateGateway(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PrivateGatewayService/GetPrivateGateway',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.GetPrivateGatewayRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.PrivateGateway.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrivateGateways(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PrivateGatewayService/ListPrivateGateways',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.ListPrivateGatewaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePrivateGateway(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PrivateGatewayService/DeletePrivateGateway',
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_vpc__pb2.DeletePrivateGatewayResponse.FromString,
             options,
             channel_credentials,
             insecure,

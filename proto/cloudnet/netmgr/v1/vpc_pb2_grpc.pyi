@@ -131,7 +131,13 @@ class NetworkAclServiceStub:
     """Replaces every field of the rule but its ID and list."""
     DeleteAclRule: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]
     ReplaceNetworkAcl: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]
-    """Puts a tier under another list (one router change, applied atomically)."""
+    """Puts a tier (or a private gateway: its ID as network_id) under another
+    list (one router change, applied atomically).
+    """
+    GetAclCounters: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]
+    """Packets and bytes each rule of a list matched, read from the VPC router
+    (the rules' nftables counters; they restart when the table is reloaded).
+    """
 
 @_typing.type_check_only
 class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
@@ -160,7 +166,13 @@ class NetworkAclServiceAsyncStub(NetworkAclServiceStub):
     """Replaces every field of the rule but its ID and list."""
     DeleteAclRule: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteAclRuleRequest, _vpc_pb2.DeleteAclRuleResponse]  # type: ignore[assignment]
     ReplaceNetworkAcl: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ReplaceNetworkAclRequest, _vpc_pb2.ReplaceNetworkAclResponse]  # type: ignore[assignment]
-    """Puts a tier under another list (one router change, applied atomically)."""
+    """Puts a tier (or a private gateway: its ID as network_id) under another
+    list (one router change, applied atomically).
+    """
+    GetAclCounters: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetAclCountersRequest, _vpc_pb2.GetAclCountersResponse]  # type: ignore[assignment]
+    """Packets and bytes each rule of a list matched, read from the VPC router
+    (the rules' nftables counters; they restart when the table is reloaded).
+    """
 
 class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
     """------------------------------------------------------------ network ACLs
@@ -246,6 +258,161 @@ class NetworkAclServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vpc_pb2.ReplaceNetworkAclRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vpc_pb2.ReplaceNetworkAclResponse, _abc.Awaitable[_vpc_pb2.ReplaceNetworkAclResponse]]:
-        """Puts a tier under another list (one router change, applied atomically)."""
+        """Puts a tier (or a private gateway: its ID as network_id) under another
+        list (one router change, applied atomically).
+        """
+
+    @_abc_1.abstractmethod
+    def GetAclCounters(
+        self,
+        request: _vpc_pb2.GetAclCountersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.GetAclCountersResponse, _abc.Awaitable[_vpc_pb2.GetAclCountersResponse]]:
+        """Packets and bytes each rule of a list matched, read from the VPC router
+        (the rules' nftables counters; they restart when the table is reloaded).
+        """
 
 def add_NetworkAclServiceServicer_to_server(servicer: NetworkAclServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class StaticRouteServiceStub:
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> StaticRouteServiceAsyncStub: ...
+    CreateStaticRoute: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.CreateStaticRouteRequest, _vpc_pb2.StaticRoute]
+    GetStaticRoute: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetStaticRouteRequest, _vpc_pb2.StaticRoute]
+    ListStaticRoutes: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ListStaticRoutesRequest, _vpc_pb2.ListStaticRoutesResponse]
+    DeleteStaticRoute: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeleteStaticRouteRequest, _vpc_pb2.DeleteStaticRouteResponse]
+
+@_typing.type_check_only
+class StaticRouteServiceAsyncStub(StaticRouteServiceStub):
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateStaticRoute: _aio.UnaryUnaryMultiCallable[_vpc_pb2.CreateStaticRouteRequest, _vpc_pb2.StaticRoute]  # type: ignore[assignment]
+    GetStaticRoute: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetStaticRouteRequest, _vpc_pb2.StaticRoute]  # type: ignore[assignment]
+    ListStaticRoutes: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ListStaticRoutesRequest, _vpc_pb2.ListStaticRoutesResponse]  # type: ignore[assignment]
+    DeleteStaticRoute: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeleteStaticRouteRequest, _vpc_pb2.DeleteStaticRouteResponse]  # type: ignore[assignment]
+
+class StaticRouteServiceServicer(metaclass=_abc_1.ABCMeta):
+    """---------------------------------------------------------- static routes
+
+    Routes of a VPC router: traffic to cidr goes to next_hop, an address on
+    one of the VPC's tiers or private gateways (e.g. a guest that routes to a
+    network behind it).
+    """
+
+    @_abc_1.abstractmethod
+    def CreateStaticRoute(
+        self,
+        request: _vpc_pb2.CreateStaticRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.StaticRoute, _abc.Awaitable[_vpc_pb2.StaticRoute]]: ...
+
+    @_abc_1.abstractmethod
+    def GetStaticRoute(
+        self,
+        request: _vpc_pb2.GetStaticRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.StaticRoute, _abc.Awaitable[_vpc_pb2.StaticRoute]]: ...
+
+    @_abc_1.abstractmethod
+    def ListStaticRoutes(
+        self,
+        request: _vpc_pb2.ListStaticRoutesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.ListStaticRoutesResponse, _abc.Awaitable[_vpc_pb2.ListStaticRoutesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteStaticRoute(
+        self,
+        request: _vpc_pb2.DeleteStaticRouteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.DeleteStaticRouteResponse, _abc.Awaitable[_vpc_pb2.DeleteStaticRouteResponse]]: ...
+
+def add_StaticRouteServiceServicer_to_server(servicer: StaticRouteServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class PrivateGatewayServiceStub:
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> PrivateGatewayServiceAsyncStub: ...
+    CreatePrivateGateway: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.CreatePrivateGatewayRequest, _vpc_pb2.PrivateGateway]
+    GetPrivateGateway: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.GetPrivateGatewayRequest, _vpc_pb2.PrivateGateway]
+    ListPrivateGateways: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.ListPrivateGatewaysRequest, _vpc_pb2.ListPrivateGatewaysResponse]
+    DeletePrivateGateway: _grpc.UnaryUnaryMultiCallable[_vpc_pb2.DeletePrivateGatewayRequest, _vpc_pb2.DeletePrivateGatewayResponse]
+    """FAILED_PRECONDITION while static routes go through it."""
+
+@_typing.type_check_only
+class PrivateGatewayServiceAsyncStub(PrivateGatewayServiceStub):
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    CreatePrivateGateway: _aio.UnaryUnaryMultiCallable[_vpc_pb2.CreatePrivateGatewayRequest, _vpc_pb2.PrivateGateway]  # type: ignore[assignment]
+    GetPrivateGateway: _aio.UnaryUnaryMultiCallable[_vpc_pb2.GetPrivateGatewayRequest, _vpc_pb2.PrivateGateway]  # type: ignore[assignment]
+    ListPrivateGateways: _aio.UnaryUnaryMultiCallable[_vpc_pb2.ListPrivateGatewaysRequest, _vpc_pb2.ListPrivateGatewaysResponse]  # type: ignore[assignment]
+    DeletePrivateGateway: _aio.UnaryUnaryMultiCallable[_vpc_pb2.DeletePrivateGatewayRequest, _vpc_pb2.DeletePrivateGatewayResponse]  # type: ignore[assignment]
+    """FAILED_PRECONDITION while static routes go through it."""
+
+class PrivateGatewayServiceServicer(metaclass=_abc_1.ABCMeta):
+    """-------------------------------------------------------- private gateways
+
+    An extra interface of the VPC router on a provider VLAN (e.g. towards a
+    datacenter network), with its own address, network ACL list and, through
+    static routes, the networks behind it. No DHCP, DNS or source NAT on it.
+    """
+
+    @_abc_1.abstractmethod
+    def CreatePrivateGateway(
+        self,
+        request: _vpc_pb2.CreatePrivateGatewayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.PrivateGateway, _abc.Awaitable[_vpc_pb2.PrivateGateway]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPrivateGateway(
+        self,
+        request: _vpc_pb2.GetPrivateGatewayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.PrivateGateway, _abc.Awaitable[_vpc_pb2.PrivateGateway]]: ...
+
+    @_abc_1.abstractmethod
+    def ListPrivateGateways(
+        self,
+        request: _vpc_pb2.ListPrivateGatewaysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.ListPrivateGatewaysResponse, _abc.Awaitable[_vpc_pb2.ListPrivateGatewaysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeletePrivateGateway(
+        self,
+        request: _vpc_pb2.DeletePrivateGatewayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_vpc_pb2.DeletePrivateGatewayResponse, _abc.Awaitable[_vpc_pb2.DeletePrivateGatewayResponse]]:
+        """FAILED_PRECONDITION while static routes go through it."""
+
+def add_PrivateGatewayServiceServicer_to_server(servicer: PrivateGatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

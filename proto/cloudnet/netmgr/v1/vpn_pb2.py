@@ -26,63 +26,63 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as cloudnet_dot_netmgr_dot_v1_dot_netm
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/vpn.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1f\x63loudnet/netmgr/v1/netmgr.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n\nVpnGateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x11\n\tpublic_ip\x18\x04 \x01(\t\x12\x13\n\x0blocal_cidrs\x18\x05 \x03(\t\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x03\n\x0f\x43ustomerGateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0cpeer_address\x18\x04 \x01(\t\x12\x12\n\npeer_cidrs\x18\x05 \x03(\t\x12\x0b\n\x03psk\x18\x06 \x01(\t\x12\x33\n\x0bike_version\x18\x07 \x01(\x0e\x32\x1e.cloudnet.netmgr.v1.IkeVersion\x12\x15\n\rike_proposals\x18\x08 \x03(\t\x12\x15\n\resp_proposals\x18\t \x03(\t\x12\x1c\n\x14ike_lifetime_seconds\x18\n \x01(\r\x12\x1c\n\x14\x65sp_lifetime_seconds\x18\x0b \x01(\r\x12\x19\n\x11\x64pd_delay_seconds\x18\x0c \x01(\r\x12\x1b\n\x13\x64pd_timeout_seconds\x18\r \x01(\r\x12\x1b\n\x13\x66orce_encapsulation\x18\x0e \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x01\n\nVpnChildSa\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x11\n\tbytes_out\x18\x04 \x01(\x04\x12\x12\n\npackets_in\x18\x05 \x01(\x04\x12\x13\n\x0bpackets_out\x18\x06 \x01(\x04\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x19\n\x11installed_seconds\x18\t \x01(\x04\"\xef\x01\n\x0fVpnTunnelStatus\x12\x11\n\tike_state\x18\x01 \x01(\t\x12\x1b\n\x13\x65stablished_seconds\x18\x02 \x01(\x04\x12\x31\n\tchild_sas\x18\x03 \x03(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnChildSa\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x11\n\tbytes_out\x18\x05 \x01(\x04\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x02\n\rVpnConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0evpn_gateway_id\x18\x03 \x01(\t\x12\x1b\n\x13\x63ustomer_gateway_id\x18\x04 \x01(\t\x12\x0f\n\x07passive\x18\x05 \x01(\x08\x12\x12\n\nnetwork_id\x18\x06 \x01(\t\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\x04\x12\x33\n\x06status\x18\n \x01(\x0b\x32#.cloudnet.netmgr.v1.VpnTunnelStatus\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x17\x43reateVpnGatewayRequest\x12\x33\n\x0bvpn_gateway\x18\x01 \x01(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnGateway\"\"\n\x14GetVpnGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListVpnGatewaysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x17ListVpnGatewaysResponse\x12\x34\n\x0cvpn_gateways\x18\x01 \x03(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnGateway\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17\x44\x65leteVpnGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteVpnGatewayResponse\"]\n\x1c\x43reateCustomerGatewayRequest\x12=\n\x10\x63ustomer_gateway\x18\x01 \x01(\x0b\x32#.cloudnet.netmgr.v1.CustomerGateway\"\'\n\x19GetCustomerGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"D\n\x1bListCustomerGatewaysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"w\n\x1cListCustomerGatewaysResponse\x12>\n\x11\x63ustomer_gateways\x18\x01 \x03(\x0b\x32#.cloudnet.netmgr.v1.CustomerGateway\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x1c\x44\x65leteCustomerGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x1d\x44\x65leteCustomerGatewayResponse\"W\n\x1a\x43reateVpnConnectionRequest\x12\x39\n\x0evpn_connection\x18\x01 \x01(\x0b\x32!.cloudnet.netmgr.v1.VpnConnection\"%\n\x17GetVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Z\n\x19ListVpnConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0evpn_gateway_id\x18\x03 \x01(\t\"q\n\x1aListVpnConnectionsResponse\x12:\n\x0fvpn_connections\x18\x01 \x03(\x0b\x32!.cloudnet.netmgr.v1.VpnConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1a\x44\x65leteVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteVpnConnectionResponse\"\'\n\x19ResetVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t*O\n\nIkeVersion\x12\x1b\n\x17IKE_VERSION_UNSPECIFIED\x10\x00\x12\x11\n\rIKE_VERSION_1\x10\x01\x12\x11\n\rIKE_VERSION_2\x10\x02\x32\x99\x0b\n\nVpnService\x12_\n\x10\x43reateVpnGateway\x12+.cloudnet.netmgr.v1.CreateVpnGatewayRequest\x1a\x1e.cloudnet.netmgr.v1.VpnGateway\x12Y\n\rGetVpnGateway\x12(.cloudnet.netmgr.v1.GetVpnGatewayRequest\x1a\x1e.cloudnet.netmgr.v1.VpnGateway\x12j\n\x0fListVpnGateways\x12*.cloudnet.netmgr.v1.ListVpnGatewaysRequest\x1a+.cloudnet.netmgr.v1.ListVpnGatewaysResponse\x12m\n\x10\x44\x65leteVpnGateway\x12+.cloudnet.netmgr.v1.DeleteVpnGatewayRequest\x1a,.cloudnet.netmgr.v1.DeleteVpnGatewayResponse\x12n\n\x15\x43reateCustomerGateway\x12\x30.cloudnet.netmgr.v1.CreateCustomerGatewayRequest\x1a#.cloudnet.netmgr.v1.CustomerGateway\x12h\n\x12GetCustomerGateway\x12-.cloudnet.netmgr.v1.GetCustomerGatewayRequest\x1a#.cloudnet.netmgr.v1.CustomerGateway\x12y\n\x14ListCustomerGateways\x12/.cloudnet.netmgr.v1.ListCustomerGatewaysRequest\x1a\x30.cloudnet.netmgr.v1.ListCustomerGatewaysResponse\x12|\n\x15\x44\x65leteCustomerGateway\x12\x30.cloudnet.netmgr.v1.DeleteCustomerGatewayRequest\x1a\x31.cloudnet.netmgr.v1.DeleteCustomerGatewayResponse\x12h\n\x13\x43reateVpnConnection\x12..cloudnet.netmgr.v1.CreateVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnection\x12\x62\n\x10GetVpnConnection\x12+.cloudnet.netmgr.v1.GetVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnection\x12s\n\x12ListVpnConnections\x12-.cloudnet.netmgr.v1.ListVpnConnectionsRequest\x1a..cloudnet.netmgr.v1.ListVpnConnectionsResponse\x12v\n\x13\x44\x65leteVpnConnection\x12..cloudnet.netmgr.v1.DeleteVpnConnectionRequest\x1a/.cloudnet.netmgr.v1.DeleteVpnConnectionResponse\x12\x66\n\x12ResetVpnConnection\x12-.cloudnet.netmgr.v1.ResetVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnectionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/vpn.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1f\x63loudnet/netmgr/v1/netmgr.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x01\n\nVpnGateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0e\n\x06vpc_id\x18\n \x01(\t\x12\x11\n\tpublic_ip\x18\x04 \x01(\t\x12\x13\n\x0blocal_cidrs\x18\x05 \x03(\t\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ngeneration\x18\x08 \x01(\x04\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x03\n\x0f\x43ustomerGateway\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0cpeer_address\x18\x04 \x01(\t\x12\x12\n\npeer_cidrs\x18\x05 \x03(\t\x12\x0b\n\x03psk\x18\x06 \x01(\t\x12\x33\n\x0bike_version\x18\x07 \x01(\x0e\x32\x1e.cloudnet.netmgr.v1.IkeVersion\x12\x15\n\rike_proposals\x18\x08 \x03(\t\x12\x15\n\resp_proposals\x18\t \x03(\t\x12\x1c\n\x14ike_lifetime_seconds\x18\n \x01(\r\x12\x1c\n\x14\x65sp_lifetime_seconds\x18\x0b \x01(\r\x12\x19\n\x11\x64pd_delay_seconds\x18\x0c \x01(\r\x12\x1b\n\x13\x64pd_timeout_seconds\x18\r \x01(\r\x12\x1b\n\x13\x66orce_encapsulation\x18\x0e \x01(\x08\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb7\x01\n\nVpnChildSa\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x10\n\x08\x62ytes_in\x18\x03 \x01(\x04\x12\x11\n\tbytes_out\x18\x04 \x01(\x04\x12\x12\n\npackets_in\x18\x05 \x01(\x04\x12\x13\n\x0bpackets_out\x18\x06 \x01(\x04\x12\x10\n\x08local_ts\x18\x07 \x03(\t\x12\x11\n\tremote_ts\x18\x08 \x03(\t\x12\x19\n\x11installed_seconds\x18\t \x01(\x04\"\xef\x01\n\x0fVpnTunnelStatus\x12\x11\n\tike_state\x18\x01 \x01(\t\x12\x1b\n\x13\x65stablished_seconds\x18\x02 \x01(\x04\x12\x31\n\tchild_sas\x18\x03 \x03(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnChildSa\x12\x10\n\x08\x62ytes_in\x18\x04 \x01(\x04\x12\x11\n\tbytes_out\x18\x05 \x01(\x04\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd1\x02\n\rVpnConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x16\n\x0evpn_gateway_id\x18\x03 \x01(\t\x12\x1b\n\x13\x63ustomer_gateway_id\x18\x04 \x01(\t\x12\x0f\n\x07passive\x18\x05 \x01(\x08\x12\x12\n\nnetwork_id\x18\x06 \x01(\t\x12\x0e\n\x06vpc_id\x18\x0c \x01(\t\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\ngeneration\x18\t \x01(\x04\x12\x33\n\x06status\x18\n \x01(\x0b\x32#.cloudnet.netmgr.v1.VpnTunnelStatus\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x17\x43reateVpnGatewayRequest\x12\x33\n\x0bvpn_gateway\x18\x01 \x01(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnGateway\"\"\n\x14GetVpnGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"?\n\x16ListVpnGatewaysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"h\n\x17ListVpnGatewaysResponse\x12\x34\n\x0cvpn_gateways\x18\x01 \x03(\x0b\x32\x1e.cloudnet.netmgr.v1.VpnGateway\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17\x44\x65leteVpnGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteVpnGatewayResponse\"]\n\x1c\x43reateCustomerGatewayRequest\x12=\n\x10\x63ustomer_gateway\x18\x01 \x01(\x0b\x32#.cloudnet.netmgr.v1.CustomerGateway\"\'\n\x19GetCustomerGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"D\n\x1bListCustomerGatewaysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"w\n\x1cListCustomerGatewaysResponse\x12>\n\x11\x63ustomer_gateways\x18\x01 \x03(\x0b\x32#.cloudnet.netmgr.v1.CustomerGateway\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x1c\x44\x65leteCustomerGatewayRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1f\n\x1d\x44\x65leteCustomerGatewayResponse\"W\n\x1a\x43reateVpnConnectionRequest\x12\x39\n\x0evpn_connection\x18\x01 \x01(\x0b\x32!.cloudnet.netmgr.v1.VpnConnection\"%\n\x17GetVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Z\n\x19ListVpnConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\x0evpn_gateway_id\x18\x03 \x01(\t\"q\n\x1aListVpnConnectionsResponse\x12:\n\x0fvpn_connections\x18\x01 \x03(\x0b\x32!.cloudnet.netmgr.v1.VpnConnection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1a\x44\x65leteVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x1b\x44\x65leteVpnConnectionResponse\"\'\n\x19ResetVpnConnectionRequest\x12\n\n\x02id\x18\x01 \x01(\t*O\n\nIkeVersion\x12\x1b\n\x17IKE_VERSION_UNSPECIFIED\x10\x00\x12\x11\n\rIKE_VERSION_1\x10\x01\x12\x11\n\rIKE_VERSION_2\x10\x02\x32\x99\x0b\n\nVpnService\x12_\n\x10\x43reateVpnGateway\x12+.cloudnet.netmgr.v1.CreateVpnGatewayRequest\x1a\x1e.cloudnet.netmgr.v1.VpnGateway\x12Y\n\rGetVpnGateway\x12(.cloudnet.netmgr.v1.GetVpnGatewayRequest\x1a\x1e.cloudnet.netmgr.v1.VpnGateway\x12j\n\x0fListVpnGateways\x12*.cloudnet.netmgr.v1.ListVpnGatewaysRequest\x1a+.cloudnet.netmgr.v1.ListVpnGatewaysResponse\x12m\n\x10\x44\x65leteVpnGateway\x12+.cloudnet.netmgr.v1.DeleteVpnGatewayRequest\x1a,.cloudnet.netmgr.v1.DeleteVpnGatewayResponse\x12n\n\x15\x43reateCustomerGateway\x12\x30.cloudnet.netmgr.v1.CreateCustomerGatewayRequest\x1a#.cloudnet.netmgr.v1.CustomerGateway\x12h\n\x12GetCustomerGateway\x12-.cloudnet.netmgr.v1.GetCustomerGatewayRequest\x1a#.cloudnet.netmgr.v1.CustomerGateway\x12y\n\x14ListCustomerGateways\x12/.cloudnet.netmgr.v1.ListCustomerGatewaysRequest\x1a\x30.cloudnet.netmgr.v1.ListCustomerGatewaysResponse\x12|\n\x15\x44\x65leteCustomerGateway\x12\x30.cloudnet.netmgr.v1.DeleteCustomerGatewayRequest\x1a\x31.cloudnet.netmgr.v1.DeleteCustomerGatewayResponse\x12h\n\x13\x43reateVpnConnection\x12..cloudnet.netmgr.v1.CreateVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnection\x12\x62\n\x10GetVpnConnection\x12+.cloudnet.netmgr.v1.GetVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnection\x12s\n\x12ListVpnConnections\x12-.cloudnet.netmgr.v1.ListVpnConnectionsRequest\x1a..cloudnet.netmgr.v1.ListVpnConnectionsResponse\x12v\n\x13\x44\x65leteVpnConnection\x12..cloudnet.netmgr.v1.DeleteVpnConnectionRequest\x1a/.cloudnet.netmgr.v1.DeleteVpnConnectionResponse\x12\x66\n\x12ResetVpnConnection\x12-.cloudnet.netmgr.v1.ResetVpnConnectionRequest\x1a!.cloudnet.netmgr.v1.VpnConnectionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.netmgr.v1.vpn_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IKEVERSION']._serialized_start=2728
-  _globals['_IKEVERSION']._serialized_end=2807
+  _globals['_IKEVERSION']._serialized_start=2760
+  _globals['_IKEVERSION']._serialized_end=2839
   _globals['_VPNGATEWAY']._serialized_start=119
-  _globals['_VPNGATEWAY']._serialized_end=354
-  _globals['_CUSTOMERGATEWAY']._serialized_start=357
-  _globals['_CUSTOMERGATEWAY']._serialized_end=767
-  _globals['_VPNCHILDSA']._serialized_start=770
-  _globals['_VPNCHILDSA']._serialized_end=953
-  _globals['_VPNTUNNELSTATUS']._serialized_start=956
-  _globals['_VPNTUNNELSTATUS']._serialized_end=1195
-  _globals['_VPNCONNECTION']._serialized_start=1198
-  _globals['_VPNCONNECTION']._serialized_end=1519
-  _globals['_CREATEVPNGATEWAYREQUEST']._serialized_start=1521
-  _globals['_CREATEVPNGATEWAYREQUEST']._serialized_end=1599
-  _globals['_GETVPNGATEWAYREQUEST']._serialized_start=1601
-  _globals['_GETVPNGATEWAYREQUEST']._serialized_end=1635
-  _globals['_LISTVPNGATEWAYSREQUEST']._serialized_start=1637
-  _globals['_LISTVPNGATEWAYSREQUEST']._serialized_end=1700
-  _globals['_LISTVPNGATEWAYSRESPONSE']._serialized_start=1702
-  _globals['_LISTVPNGATEWAYSRESPONSE']._serialized_end=1806
-  _globals['_DELETEVPNGATEWAYREQUEST']._serialized_start=1808
-  _globals['_DELETEVPNGATEWAYREQUEST']._serialized_end=1845
-  _globals['_DELETEVPNGATEWAYRESPONSE']._serialized_start=1847
-  _globals['_DELETEVPNGATEWAYRESPONSE']._serialized_end=1873
-  _globals['_CREATECUSTOMERGATEWAYREQUEST']._serialized_start=1875
-  _globals['_CREATECUSTOMERGATEWAYREQUEST']._serialized_end=1968
-  _globals['_GETCUSTOMERGATEWAYREQUEST']._serialized_start=1970
-  _globals['_GETCUSTOMERGATEWAYREQUEST']._serialized_end=2009
-  _globals['_LISTCUSTOMERGATEWAYSREQUEST']._serialized_start=2011
-  _globals['_LISTCUSTOMERGATEWAYSREQUEST']._serialized_end=2079
-  _globals['_LISTCUSTOMERGATEWAYSRESPONSE']._serialized_start=2081
-  _globals['_LISTCUSTOMERGATEWAYSRESPONSE']._serialized_end=2200
-  _globals['_DELETECUSTOMERGATEWAYREQUEST']._serialized_start=2202
-  _globals['_DELETECUSTOMERGATEWAYREQUEST']._serialized_end=2244
-  _globals['_DELETECUSTOMERGATEWAYRESPONSE']._serialized_start=2246
-  _globals['_DELETECUSTOMERGATEWAYRESPONSE']._serialized_end=2277
-  _globals['_CREATEVPNCONNECTIONREQUEST']._serialized_start=2279
-  _globals['_CREATEVPNCONNECTIONREQUEST']._serialized_end=2366
-  _globals['_GETVPNCONNECTIONREQUEST']._serialized_start=2368
-  _globals['_GETVPNCONNECTIONREQUEST']._serialized_end=2405
-  _globals['_LISTVPNCONNECTIONSREQUEST']._serialized_start=2407
-  _globals['_LISTVPNCONNECTIONSREQUEST']._serialized_end=2497
-  _globals['_LISTVPNCONNECTIONSRESPONSE']._serialized_start=2499
-  _globals['_LISTVPNCONNECTIONSRESPONSE']._serialized_end=2612
-  _globals['_DELETEVPNCONNECTIONREQUEST']._serialized_start=2614
-  _globals['_DELETEVPNCONNECTIONREQUEST']._serialized_end=2654
-  _globals['_DELETEVPNCONNECTIONRESPONSE']._serialized_start=2656
-  _globals['_DELETEVPNCONNECTIONRESPONSE']._serialized_end=2685
-  _globals['_RESETVPNCONNECTIONREQUEST']._serialized_start=2687
-  _globals['_RESETVPNCONNECTIONREQUEST']._serialized_end=2726
-  _globals['_VPNSERVICE']._serialized_start=2810
-  _globals['_VPNSERVICE']._serialized_end=4243
+  _globals['_VPNGATEWAY']._serialized_end=370
+  _globals['_CUSTOMERGATEWAY']._serialized_start=373
+  _globals['_CUSTOMERGATEWAY']._serialized_end=783
+  _globals['_VPNCHILDSA']._serialized_start=786
+  _globals['_VPNCHILDSA']._serialized_end=969
+  _globals['_VPNTUNNELSTATUS']._serialized_start=972
+  _globals['_VPNTUNNELSTATUS']._serialized_end=1211
+  _globals['_VPNCONNECTION']._serialized_start=1214
+  _globals['_VPNCONNECTION']._serialized_end=1551
+  _globals['_CREATEVPNGATEWAYREQUEST']._serialized_start=1553
+  _globals['_CREATEVPNGATEWAYREQUEST']._serialized_end=1631
+  _globals['_GETVPNGATEWAYREQUEST']._serialized_start=1633
+  _globals['_GETVPNGATEWAYREQUEST']._serialized_end=1667
+  _globals['_LISTVPNGATEWAYSREQUEST']._serialized_start=1669
+  _globals['_LISTVPNGATEWAYSREQUEST']._serialized_end=1732
+  _globals['_LISTVPNGATEWAYSRESPONSE']._serialized_start=1734
+  _globals['_LISTVPNGATEWAYSRESPONSE']._serialized_end=1838
+  _globals['_DELETEVPNGATEWAYREQUEST']._serialized_start=1840
+  _globals['_DELETEVPNGATEWAYREQUEST']._serialized_end=1877
+  _globals['_DELETEVPNGATEWAYRESPONSE']._serialized_start=1879
+  _globals['_DELETEVPNGATEWAYRESPONSE']._serialized_end=1905
+  _globals['_CREATECUSTOMERGATEWAYREQUEST']._serialized_start=1907
+  _globals['_CREATECUSTOMERGATEWAYREQUEST']._serialized_end=2000
+  _globals['_GETCUSTOMERGATEWAYREQUEST']._serialized_start=2002
+  _globals['_GETCUSTOMERGATEWAYREQUEST']._serialized_end=2041
+  _globals['_LISTCUSTOMERGATEWAYSREQUEST']._serialized_start=2043
+  _globals['_LISTCUSTOMERGATEWAYSREQUEST']._serialized_end=2111
+  _globals['_LISTCUSTOMERGATEWAYSRESPONSE']._serialized_start=2113
+  _globals['_LISTCUSTOMERGATEWAYSRESPONSE']._serialized_end=2232
+  _globals['_DELETECUSTOMERGATEWAYREQUEST']._serialized_start=2234
+  _globals['_DELETECUSTOMERGATEWAYREQUEST']._serialized_end=2276
+  _globals['_DELETECUSTOMERGATEWAYRESPONSE']._serialized_start=2278
+  _globals['_DELETECUSTOMERGATEWAYRESPONSE']._serialized_end=2309
+  _globals['_CREATEVPNCONNECTIONREQUEST']._serialized_start=2311
+  _globals['_CREATEVPNCONNECTIONREQUEST']._serialized_end=2398
+  _globals['_GETVPNCONNECTIONREQUEST']._serialized_start=2400
+  _globals['_GETVPNCONNECTIONREQUEST']._serialized_end=2437
+  _globals['_LISTVPNCONNECTIONSREQUEST']._serialized_start=2439
+  _globals['_LISTVPNCONNECTIONSREQUEST']._serialized_end=2529
+  _globals['_LISTVPNCONNECTIONSRESPONSE']._serialized_start=2531
+  _globals['_LISTVPNCONNECTIONSRESPONSE']._serialized_end=2644
+  _globals['_DELETEVPNCONNECTIONREQUEST']._serialized_start=2646
+  _globals['_DELETEVPNCONNECTIONREQUEST']._serialized_end=2686
+  _globals['_DELETEVPNCONNECTIONRESPONSE']._serialized_start=2688
+  _globals['_DELETEVPNCONNECTIONRESPONSE']._serialized_end=2717
+  _globals['_RESETVPNCONNECTIONREQUEST']._serialized_start=2719
+  _globals['_RESETVPNCONNECTIONREQUEST']._serialized_end=2758
+  _globals['_VPNSERVICE']._serialized_start=2842
+  _globals['_VPNSERVICE']._serialized_end=4275
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,7 @@ class VpnGateway(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     PUBLIC_IP_FIELD_NUMBER: _builtins.int
     LOCAL_CIDRS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -60,7 +61,10 @@ class VpnGateway(_message.Message):
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
-    """The network whose router carries the gateway."""
+    """Where the gateway sits: a VPC's router (vpc_id) or an isolated
+    network's router (network_id); exactly one.
+    """
+    vpc_id: _builtins.str
     public_ip: _builtins.str
     """Output only: the router's public address (the tunnels' local end)."""
     state: _netmgr_pb2.ObjectState.ValueType
@@ -78,6 +82,7 @@ class VpnGateway(_message.Message):
         id: _builtins.str = ...,
         tenant_id: _builtins.str = ...,
         network_id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
         public_ip: _builtins.str = ...,
         local_cidrs: _abc.Iterable[_builtins.str] | None = ...,
         state: _netmgr_pb2.ObjectState.ValueType = ...,
@@ -87,7 +92,7 @@ class VpnGateway(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "local_cidrs", b"local_cidrs", "network_id", b"network_id", "public_ip", b"public_ip", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "local_cidrs", b"local_cidrs", "network_id", b"network_id", "public_ip", b"public_ip", "state", b"state", "tenant_id", b"tenant_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,6 +279,7 @@ class VpnConnection(_message.Message):
     CUSTOMER_GATEWAY_ID_FIELD_NUMBER: _builtins.int
     PASSIVE_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
@@ -286,7 +292,8 @@ class VpnConnection(_message.Message):
     passive: _builtins.bool
     """Passive: never initiate, wait for the peer."""
     network_id: _builtins.str
-    """Output only."""
+    """Output only: the gateway's VPC or network."""
+    vpc_id: _builtins.str
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
     generation: _builtins.int
@@ -303,6 +310,7 @@ class VpnConnection(_message.Message):
         customer_gateway_id: _builtins.str = ...,
         passive: _builtins.bool = ...,
         network_id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
         state: _netmgr_pb2.ObjectState.ValueType = ...,
         error: _builtins.str = ...,
         generation: _builtins.int = ...,
@@ -311,7 +319,7 @@ class VpnConnection(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_gateway_id", b"customer_gateway_id", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "passive", b"passive", "state", b"state", "status", b"status", "tenant_id", b"tenant_id", "vpn_gateway_id", b"vpn_gateway_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_gateway_id", b"customer_gateway_id", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "passive", b"passive", "state", b"state", "status", b"status", "tenant_id", b"tenant_id", "vpc_id", b"vpc_id", "vpn_gateway_id", b"vpn_gateway_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,7 +105,8 @@ class VpnServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateVpnGateway(self, request, context):
-        """One gateway per router, on the router's source-NAT (public) address.
+        """One gateway per router (a VPC's or an isolated network's), on the
+        router's source-NAT (public) address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

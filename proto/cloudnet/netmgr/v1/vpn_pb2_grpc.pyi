@@ -36,7 +36,9 @@ class VpnServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> VpnServiceAsyncStub: ...
     CreateVpnGateway: _grpc.UnaryUnaryMultiCallable[_vpn_pb2.CreateVpnGatewayRequest, _vpn_pb2.VpnGateway]
-    """One gateway per router, on the router's source-NAT (public) address."""
+    """One gateway per router (a VPC's or an isolated network's), on the
+    router's source-NAT (public) address.
+    """
     GetVpnGateway: _grpc.UnaryUnaryMultiCallable[_vpn_pb2.GetVpnGatewayRequest, _vpn_pb2.VpnGateway]
     ListVpnGateways: _grpc.UnaryUnaryMultiCallable[_vpn_pb2.ListVpnGatewaysRequest, _vpn_pb2.ListVpnGatewaysResponse]
     DeleteVpnGateway: _grpc.UnaryUnaryMultiCallable[_vpn_pb2.DeleteVpnGatewayRequest, _vpn_pb2.DeleteVpnGatewayResponse]
@@ -59,7 +61,9 @@ class VpnServiceStub:
 class VpnServiceAsyncStub(VpnServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVpnGateway: _aio.UnaryUnaryMultiCallable[_vpn_pb2.CreateVpnGatewayRequest, _vpn_pb2.VpnGateway]  # type: ignore[assignment]
-    """One gateway per router, on the router's source-NAT (public) address."""
+    """One gateway per router (a VPC's or an isolated network's), on the
+    router's source-NAT (public) address.
+    """
     GetVpnGateway: _aio.UnaryUnaryMultiCallable[_vpn_pb2.GetVpnGatewayRequest, _vpn_pb2.VpnGateway]  # type: ignore[assignment]
     ListVpnGateways: _aio.UnaryUnaryMultiCallable[_vpn_pb2.ListVpnGatewaysRequest, _vpn_pb2.ListVpnGatewaysResponse]  # type: ignore[assignment]
     DeleteVpnGateway: _aio.UnaryUnaryMultiCallable[_vpn_pb2.DeleteVpnGatewayRequest, _vpn_pb2.DeleteVpnGatewayResponse]  # type: ignore[assignment]
@@ -85,7 +89,9 @@ class VpnServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _vpn_pb2.CreateVpnGatewayRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_vpn_pb2.VpnGateway, _abc.Awaitable[_vpn_pb2.VpnGateway]]:
-        """One gateway per router, on the router's source-NAT (public) address."""
+        """One gateway per router (a VPC's or an isolated network's), on the
+        router's source-NAT (public) address.
+        """
 
     @_abc_1.abstractmethod
     def GetVpnGateway(

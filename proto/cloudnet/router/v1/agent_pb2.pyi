@@ -37,6 +37,10 @@ class _InterfaceRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interfa
     """Faces a tenant network: serves DHCP and DNS, is the guests' gateway."""
     INTERFACE_ROLE_PUBLIC: _InterfaceRole.ValueType  # 2
     """Faces the provider network: carries source-NAT and public addresses."""
+    INTERFACE_ROLE_PRIVATE_GATEWAY: _InterfaceRole.ValueType  # 3
+    """A VPC router's private gateway: a provider VLAN with routes behind it;
+    no DHCP, DNS or source NAT (router/services/nft_acl.py).
+    """
 
 class InterfaceRole(_InterfaceRole, metaclass=_InterfaceRoleEnumTypeWrapper): ...
 
@@ -45,6 +49,10 @@ INTERFACE_ROLE_GUEST: InterfaceRole.ValueType  # 1
 """Faces a tenant network: serves DHCP and DNS, is the guests' gateway."""
 INTERFACE_ROLE_PUBLIC: InterfaceRole.ValueType  # 2
 """Faces the provider network: carries source-NAT and public addresses."""
+INTERFACE_ROLE_PRIVATE_GATEWAY: InterfaceRole.ValueType  # 3
+"""A VPC router's private gateway: a provider VLAN with routes behind it;
+no DHCP, DNS or source NAT (router/services/nft_acl.py).
+"""
 Global___InterfaceRole: _TypeAlias = InterfaceRole  # noqa: Y015
 
 @_typing.final

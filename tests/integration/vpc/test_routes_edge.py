@@ -1,0 +1,88 @@
+"""Static routes, private gateways and edge services (port forwarding on the
+VPC's public IPs) of a VPC router, with real clients in namespaces."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+
+from compute.nsguest import NamespaceGuest
+from tests.integration.vpc.conftest import TCP, ask, pings, serve
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_static_route_reaches_a_network_behind_a_tier_guest(make_vpc, servers):
+    v = make_vpc("routed", "10.40.0.0/16")
+    web, lan = v.tier("web", "10.40.1.0/24"), v.tier("lan", "10.40.2.0/24")
+    (_, gw), (pr, gr) = v.guest(web, "www1"), v.guest(lan, "rtr1")
+    # The guest on "lan" routes to 172.31.5.0/24 (an address of its own there).
+    assert gr.run(["ip", "addr", "add", "172.31.5.1/24", "dev", "lo"]).returncode == 0
+    serve(servers, gr, TCP, 9000, "behind")
+    assert not pings(gw, "172.31.5.1")  # the router does not know the network yet
+    route = v.call(v.routes.CreateStaticRoute, vpb.CreateStaticRouteRequest(
+        static_route=vpb.StaticRoute(vpc_id=v.vpc.id, cidr="172.31.5.0/24",
+                                     next_hop=pr.ip)))
+    assert route.via_id == lan.id
+    v.wait()
+    assert pings(gw, "172.31.5.1")
+    assert ask(gw, TCP, "172.31.5.1", 9000) == "behind"
+    # The tier under the route cannot go while the route uses it.
+    v.call(v.routes.DeleteStaticRoute, vpb.DeleteStaticRouteRequest(id=route.id))
+    v.wait()
+    assert not pings(gw, "172.31.5.1")
+
+
+def test_a_port_forward_on_the_vpcs_public_ip_reaches_a_tier_guest(make_vpc, servers):
+    v = make_vpc("edge", "10.50.0.0/16")
+    web, db = v.tier("web", "10.50.1.0/24"), v.tier("db", "10.50.2.0/24")
+    pw, gw = v.guest(web, "www1")
+    v.guest(db, "db1")
+    serve(servers, gw, TCP, 80, "web80")
+    stub = erpc.PublicIpServiceStub(v.t.api.channel)
+    forwards = erpc.PortForwardServiceStub(v.t.api.channel)
+    ip = v.call(stub.AllocatePublicIp, epb.AllocatePublicIpRequest(network_id=web.id))
+    v.call(forwards.CreatePortForward, epb.CreatePortForwardRequest(
+        port_forward=epb.PortForward(public_ip_id=ip.id, protocol="tcp", public_port=8080,
+                                     port_id=pw.id, private_port=80)))
+    v.wait()
+    inet = v.t.cloud.inet_ns
+    r = subprocess.run(["ip", "netns", "exec", inet, "socat", "-T3", "-",
+                        f"TCP:{ip.ip}:8080,connect-timeout=3"], input="x\n",
+                       capture_output=True, text=True, timeout=15)
+    assert r.stdout.strip() == "web80"
+
+
+def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(make_vpc, servers):
+    v = make_vpc("hybrid", "10.60.0.0/16")
+    web = v.tier("web", "10.60.1.0/24")
+    _, gw = v.guest(web, "www1")
+    pg = v.call(v.gateways.CreatePrivateGateway, vpb.CreatePrivateGatewayRequest(
+        private_gateway=vpb.PrivateGateway(vpc_id=v.vpc.id, vlan_id=3001,
+                                           address="192.168.77.2/24",
+                                           gateway="192.168.77.1")))
+    v.call(v.routes.CreateStaticRoute, vpb.CreateStaticRouteRequest(
+        static_route=vpb.StaticRoute(vpc_id=v.vpc.id, cidr="10.210.0.0/16",
+                                     next_hop="192.168.77.1")))
+    v.wait()
+    # The datacenter: a namespace on VLAN 3001 with 10.210.0.1 behind it.
+    dc = NamespaceGuest(f"{v.t.cloud.prefix}-dc-{pg.id[:6]}", v.t.cloud.fabric,
+                        f"dc{pg.id.replace('-', '')[:10]}")
+    v.t.guests.append(dc)
+    dc.attach(3001, "02:00:5e:10:20:30")
+    for cmd in (["ip", "addr", "add", "192.168.77.1/24", "dev", "eth0"],
+                ["ip", "addr", "add", "10.210.0.1/16", "dev", "lo"],
+                ["ip", "route", "add", "10.60.0.0/16", "via", "192.168.77.2"]):
+        assert dc.run(cmd).returncode == 0, cmd
+    serve(servers, dc, TCP, 9100, "datacenter")
+    assert pings(gw, "10.210.0.1")
+    assert ask(gw, TCP, "10.210.0.1", 9100) == "datacenter"
+    # The gateway's own list guards it like a tier's: default_deny stops new flows.
+    v.call(v.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(
+        network_id=pg.id, acl_id=v.builtin("default_deny")))
+    v.wait()
+    assert ask(gw, TCP, "10.210.0.1", 9100) == ""
