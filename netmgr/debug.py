@@ -29,6 +29,8 @@ from netmgr.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# (router id, host, backend) -> the channel to the agent running that router.
+RouterChannel = Callable[[str, str, str], grpc.Channel]
 SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 _PREFIX = f"/{SERVICE_NAME}/"
 PROXY_TIMEOUT = 60.0
@@ -48,9 +50,12 @@ def _passthrough(context: grpc.ServicerContext, e: grpc.RpcError) -> None:
 
 
 class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
-    def __init__(self, store: Store, agents: dict[str, str], admin_token: str) -> None:
+    def __init__(self, store: Store, agents: dict[str, str], admin_token: str,
+                 router_channel: RouterChannel | None = None) -> None:
         self._store = store
         self._agents = agents
+        # The reconciler's resolver: reaches VM routers' own agents too.
+        self._router_channel = router_channel
         self._admin_token = admin_token
         self._stubs: dict[str, diag_pb2_grpc.RouterDiagnosticsStub] = {}
         self._lock = threading.Lock()
@@ -69,7 +74,13 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
     def _resolve(self, router_id: str) -> tuple[diag_pb2_grpc.RouterDiagnosticsStub, str]:
         tenant = current_caller().require_tenant()
         router = self._store.get_router(tenant, router_id)
-        return self._stub(router.host), router.id
+        if self._router_channel is None:
+            return self._stub(router.host), router.id
+        try:
+            channel = self._router_channel(router.id, router.host, router.backend)
+        except LookupError as e:
+            raise FailedPrecondition(str(e)) from e
+        return diag_pb2_grpc.RouterDiagnosticsStub(channel), router.id
 
     # ---- unary (auth and error mapping by the server's interceptors) --------
 
@@ -152,9 +163,9 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
 
 
 def add_to_server(store: Store, agents: dict[str, str], admin_token: str,
-                  server: grpc.Server) -> str:
+                  server: grpc.Server, router_channel: RouterChannel | None = None) -> str:
     debug_pb2_grpc.add_DebugServiceServicer_to_server(
-        DebugServicer(store, agents, admin_token), server)
+        DebugServicer(store, agents, admin_token, router_channel), server)
     return SERVICE_NAME
 
 

@@ -34,7 +34,6 @@ from cloudnet.router.v1 import edge_pb2_grpc
 
 from netmgr import errors
 from netmgr import model_edge as me
-from netmgr.model import RouterBackend
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class EdgeDeltas:
     router's agent last acknowledged."""
 
     def __init__(self, store,  # netmgr.store.Store
-                 channel: Callable[[str], grpc.Channel]) -> None:
+                 channel: Callable[[str, str, str], grpc.Channel]) -> None:
         self._store = store
         self._channel = channel
         self._lock = threading.Lock()
@@ -181,15 +180,12 @@ class EdgeDeltas:
         except errors.NotFound:
             self.forget(router_id)
             return None
-        if backend == RouterBackend.VM:
-            # Its agent is reached through the VM backend's own channel
-            # (netmgr.router_vm): full pushes only, for now.
-            return None
         delta = self._take(router_id, desired)
         if delta is None:
             return None
         try:
-            stub = edge_pb2_grpc.RouterEdgeStub(self._channel(host))
+            # A VM router's agent too, through the VM backend's channel.
+            stub = edge_pb2_grpc.RouterEdgeStub(self._channel(router_id, host, backend))
             reply = stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=delta),
                                         timeout=DELTA_TIMEOUT)
         except (grpc.RpcError, LookupError) as e:
@@ -211,10 +207,10 @@ class EdgeDeltas:
     def counters(self, router_id: str, refs: Sequence[Ref]) -> dict[Ref, tuple[int, int]]:
         """(packets, bytes) per rule, read from the router (every ref answered)."""
         host, _, backend = self._store.router_head(router_id)
-        if backend == RouterBackend.VM:
-            raise errors.FailedPrecondition(
-                f"router {router_id} is a VM router: its counters are not readable yet")
-        stub = edge_pb2_grpc.RouterEdgeStub(self._channel(host))
+        try:
+            stub = edge_pb2_grpc.RouterEdgeStub(self._channel(router_id, host, backend))
+        except LookupError as e:
+            raise errors.FailedPrecondition(f"counters unavailable: {e}") from e
         try:
             reply = stub.GetEdgeCounters(epb.GetEdgeCountersRequest(
                 router_id=router_id,

@@ -25,7 +25,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from netmgr import errors
 from netmgr.configbuild import build_router_config
 from netmgr.edge_delta import AgentObject, EdgeDeltas, Ref
-from netmgr.model import ServiceHealth
+from netmgr.model import RouterBackend, ServiceHealth
 from netmgr.store_edge import EDGE_KINDS, lb_health
 from netmgr.store_vpn import record_vpn_status
 
@@ -65,7 +65,7 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
         # One edge rule changed: sent as a delta when possible (netmgr.edge_delta).
-        self.edge = EdgeDeltas(store, self._channel)
+        self.edge = EdgeDeltas(store, self.router_channel)
         # The VM backend (netmgr.router_vm.RouterVmBackend): each VM router is
         # its own agent target, reachable once its VM's agent answers.
         self.vm_routers: Any = None
@@ -111,6 +111,17 @@ class Reconciler:
         self.notify(router_id)
 
     # ------------------------------------------------------------- internals
+
+    def router_channel(self, router_id: str, host: str, backend: str) -> grpc.Channel:
+        """The channel to the agent that runs this router: its host's agent
+        (namespace routers) or its VM's own agent, with the router's token
+        (VM routers). LookupError when there is none (yet)."""
+        if backend == RouterBackend.VM:
+            channel = self.vm_routers.channel(router_id) if self.vm_routers is not None else None
+            if channel is None:
+                raise LookupError(f"router {router_id}: its VM's agent is not serving yet")
+            return channel  # type: ignore[no-any-return]
+        return self._channel(host)
 
     def _channel(self, host: str) -> grpc.Channel:
         self._stub(host)

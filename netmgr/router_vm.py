@@ -75,6 +75,9 @@ class _Live:
     token: str = ""
     target: str = ""
     channel: grpc.Channel | None = None
+    # The channel with the router's token on every call (every service of the
+    # VM's agent: RouterAgent, RouterEdge, RouterDiagnostics).
+    auth_channel: grpc.Channel | None = None
     stub: agent_pb2_grpc.RouterAgentStub | None = None
     boot_id: str = ""
     silent_since: float = 0.0
@@ -130,6 +133,12 @@ class RouterVmBackend:
         with self._lock:
             live = self._live.get(router_id)
             return live.stub if live is not None and live.serving else None
+
+    def channel(self, router_id: str) -> grpc.Channel | None:
+        """An authenticated channel to the router VM's agent, once it answers."""
+        with self._lock:
+            live = self._live.get(router_id)
+            return live.auth_channel if live is not None and live.serving else None
 
     def console(self, router_id: str, offset: int) -> tuple[bytes, int, str]:
         vm = self.vms.get(router_id)
@@ -393,8 +402,8 @@ class RouterVmBackend:
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024)])
             live.channel = channel
-            live.stub = agent_pb2_grpc.RouterAgentStub(
-                grpc.intercept_channel(channel, BearerAuth(token)))
+            live.auth_channel = grpc.intercept_channel(channel, BearerAuth(token))
+            live.stub = agent_pb2_grpc.RouterAgentStub(live.auth_channel)
             live.token, live.target, live.boot_id = token, target, ""
             live.serving = False
 

@@ -138,7 +138,8 @@ def _build(
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
         servicers.RouterServicer(store, hooks), server)
     from netmgr import debug  # router diagnostics (issue 7)
-    debug_service = debug.add_to_server(store, config.agents, config.admin_token, server)
+    debug_service = debug.add_to_server(store, config.agents, config.admin_token, server,
+                                        getattr(hooks, "router_channel", None))
     servicers_edge.add_to_server(store, hooks, server)
     servicers_vpc.add_to_server(store, hooks, server)  # VPCs (issue 6)
     servicers_vpn.add_to_server(store, hooks, server)  # site-to-site VPN (issue 6)

@@ -36,6 +36,10 @@ class ApplianceFabric:
     The control NIC is never handed to the router.
     """
 
+    # The router's NICs are the VM's; the host's switch is outside the VM, so
+    # no extra port (a diagnostics probe port) can be plugged into a segment.
+    probe_ports = False
+
     def __init__(self, router_id: str, control_mac: str = "") -> None:
         self.router_id = router_id
         self.control_mac = control_mac.lower()

@@ -29,6 +29,8 @@ PACKAGES=(
   linux-image-cloud-amd64 initramfs-tools zstd systemd systemd-sysv udev kmod
   iproute2 procps netbase nftables conntrack dnsmasq-base haproxy
   strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
+  # packet tools for the diagnostics (capture, traceroute) inside the appliance
+  tcpdump traceroute iputils-ping
   python3 python3-venv
 )
 # Modules Debian's initramfs (kept in /boot, unused) lists (MODULES=list keeps it small).

@@ -32,7 +32,7 @@ DEFAULT_SECONDS, MAX_SECONDS = 30.0, 600.0
 DEFAULT_PACKETS, MAX_PACKETS = 10, 1000
 PROTOCOLS = ("tcp", "udp", "icmp")
 PRIORITY = -350  # before conntrack (-200), DNAT (-100) and the filter hooks (0)
-START_TIMEOUT = 10.0
+START_TIMEOUT = 30.0
 _LINE = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy):? ?(.*)$")
 _VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
 _UNKNOWN = re.compile(r"^unknown rule handle (\d+)")
@@ -284,12 +284,25 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
         subprocess.run(in_netns(netns, ["nft", "-f", "-"]), input=table_text(name, match),
                        text=True, capture_output=True, timeout=15, check=True)
         loaded = True
+        # The monitor listens once it reports a change of our table. A slow
+        # start (an emulated router VM) can miss the table's creation: then
+        # an empty chain is added, and again, until one is seen.
         armed_by = time.monotonic() + START_TIMEOUT
-        while True:  # the monitor has seen our table: it is listening
-            line = lines.get(timeout=max(0.0, armed_by - time.monotonic()))
+        pokes = 0
+        while True:
+            try:
+                line = lines.get(timeout=min(1.0, max(0.0, armed_by - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= armed_by:
+                    raise
+                pokes += 1
+                subprocess.run(in_netns(netns, ["nft", "add", "chain", "inet", name,
+                                                f"armed{pokes}"]),
+                               capture_output=True, timeout=15, check=True)
+                continue
             if line is None:
                 raise RuntimeError("nft monitor ended")
-            if line.startswith(f"add table inet {name}"):
+            if line.startswith((f"add table inet {name}", f"add chain inet {name} armed")):
                 break
         yield pb.TraceEvent(ready=True)
         deadline = time.monotonic() + seconds

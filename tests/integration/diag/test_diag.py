@@ -25,6 +25,12 @@ from tests.integration.diag.helpers import Background, Debug, pcap_bytes, summar
 pytestmark = pytest.mark.integration
 
 
+# Probes from a tenant network plug a probe port into its segment: a router
+# VM has no switch inside to plug one into (the agent says so: see
+# test_probe_ports_on_a_router_vm_are_refused_clearly).
+PROBE_PORT_ONLY = pytest.mark.netns_only("probe port on the tenant segment (netns backend only)")
+
+
 @pytest.fixture(scope="module")
 def lab(cloud):
     """One tenant network with two ports, a guest holding its lease."""
@@ -145,6 +151,7 @@ def test_streams_need_a_token(cloud, lab):
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+@PROBE_PORT_ONLY
 def test_probes_dhcp_dns_arp(lab):
     t, net, p1, p2 = lab
     dbg = Debug(t)
@@ -178,6 +185,7 @@ def test_probes_dhcp_dns_arp(lab):
     assert [h.mac for h in r.hops] == [p1.mac.lower()]
 
 
+@PROBE_PORT_ONLY
 def test_ping_traceroute_tcp(lab):
     t, net, _, _ = lab
     dbg = Debug(t)
@@ -329,6 +337,7 @@ def test_trace_names_the_edge_default_drop_then_the_port_forward(cloud, lab):
                 and x.chain == "edge_ingress"]
 
 
+@PROBE_PORT_ONLY
 def test_dhcp_request_probe_releases_its_own_lease_only(lab):
     t, net, p1, p2 = lab
     dbg = Debug(t)
@@ -389,6 +398,7 @@ def test_cancelled_streams_stop_the_agents_tools(cloud, lab):
     assert "cloudnet-trace" not in tables
 
 
+@PROBE_PORT_ONLY
 def test_traceroute_agrees_with_the_system_traceroute(lab):
     t, net, p1, _ = lab
     if not shutil.which("traceroute"):
@@ -495,3 +505,20 @@ def test_trace_names_the_ingress_firewall_rule_and_static_nat(cloud, lab):
                                               for x in events]
     assert ("staticnat", nat.id) in objects
     assert any(x.nat_target == p2.ip for x in events)
+
+
+def test_probe_ports_on_a_router_vm_are_refused_clearly(cloud, lab):
+    """A probe from a tenant network on a VM router: FAILED_PRECONDITION saying
+    why, not an internal error; the same probe from the router itself works."""
+    t, net, _, p2 = lab
+    dbg = Debug(t)
+    if cloud.router_backend != "vm":
+        pytest.skip("namespace routers plug probe ports (the tests above)")
+    with pytest.raises(grpc.RpcError) as err:
+        dbg.probe(net.router_id, dns=dpb.DnsProbe(
+            name=f"vm2.{net.domain}", source=dpb.ProbeSource(network_id=net.id)))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "probe port" in err.value.details()
+    r = dbg.probe(net.router_id, dns=dpb.DnsProbe(name=f"vm2.{net.domain}"))
+    assert r.ok and r.rcode == "NOERROR", r.summary
+    assert [x.data for x in r.records if x.section == "answer"] == [p2.ip]

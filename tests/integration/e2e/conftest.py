@@ -58,8 +58,10 @@ def _backend_marks(request):
     if "cloud" not in request.fixturenames:
         return
     backend = request.getfixturevalue("cloud").router_backend
-    if backend == "vm" and request.node.get_closest_marker("netns_only"):
-        pytest.skip("about a namespace router on this host (netns backend only)")
+    netns_only = request.node.get_closest_marker("netns_only")
+    if backend == "vm" and netns_only:
+        pytest.skip(netns_only.args[0] if netns_only.args
+                    else "about a namespace router on this host (netns backend only)")
     if backend != "vm" and request.node.get_closest_marker("vm_only"):
         pytest.skip("needs the VM backend's compute agent (vm backend only)")
 

@@ -142,3 +142,28 @@ def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, make_te
     assert got[icmp.id].kind == "firewall" and got[icmp.id].packets >= 1
     assert got[ssh.id].packets == 0
     assert got[nat.id].kind == "staticnat" and got[nat.id].packets >= 6  # in and out
+
+
+def test_counters_are_read_from_the_router_on_either_backend(cloud, make_tenant,
+                                                             servers):  # noqa: F811
+    """Namespace routers through the host's agent, VM routers through their
+    own agent (the VM backend's authenticated channel)."""
+    t, net, (p1, p2), (g1, _) = setup_net(make_tenant, "10.59.0.0/24", 2)
+    e = Edge(t)
+    counters = erpc.EdgeCounterServiceStub(t.api.channel)
+    ip = e.public_ip(net.id)
+    serve(servers, g1, TCP, 8080, "g1")
+    f1 = e.forward(public_ip_id=ip.id, protocol=TCP, public_port=80, port_id=p1.id,
+                   private_port=8080)
+    f2 = e.forward(public_ip_id=ip.id, protocol=TCP, public_port=81, port_id=p2.id,
+                   private_port=8080)
+    for f in (f1, f2):
+        e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f.id))
+    for _ in range(3):
+        assert ask(cloud.inet_ns, TCP, ip.ip, 80) == "g1"
+    got = {c.id: c for c in e.call(counters.GetEdgeCounters, epb.GetEdgeCountersRequest(
+        network_id=net.id, ids=[f1.id, f2.id])).counters}
+    # At least each connection's first packet (the appliance's kernel counts
+    # only those; a host kernel counts every inbound packet).
+    assert got[f1.id].packets >= 3 and got[f1.id].bytes > 0
+    assert got[f2.id].packets == 0 and got[f2.id].bytes == 0

@@ -100,7 +100,7 @@ def agent():
 def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent):
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda host: channel)
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
     f = ed.port_forward_rule(PF)
     deltas.record("r", 4, added=[f])
     assert deltas.push("r") is None  # base unknown: no full push acknowledged yet
@@ -130,7 +130,7 @@ def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_del
 
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda host: channel)
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
     deltas.acknowledged("r", 3)
     deltas.record("r", 4, added=[ed.port_forward_rule(PF)])
     # Generation 5 is committed (the store says so) but recorded a moment later.
