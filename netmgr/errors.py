@@ -146,6 +146,13 @@ def wrap_unary_handler(
     )
 
 
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """The servicer called context.abort(): gRPC raises a bare Exception after
+    recording the status, which must stand (not become INTERNAL)."""
+    code = context.code() if callable(getattr(context, "code", None)) else None
+    return code is not None and code != grpc.StatusCode.OK
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     """Map DomainError (from servicers, store or auth) to gRPC status codes,
     anything else to INTERNAL."""
@@ -165,6 +172,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
                     log.info("%s: %s %s", method, e.code.name, e.message)
                     abort(context, e)
                 except Exception:
+                    if _aborted(context):
+                        raise  # the servicer chose its status (a proxied agent's error)
                     # A bug: log it whole here, tell the caller nothing internal.
                     log.exception("%s failed", method)
                     context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the server)")
