@@ -372,6 +372,7 @@ def _procs_in(ns: str) -> set[str]:
     return names
 
 
+@pytest.mark.netns_only("looks for the agent's tools among this host's processes")
 def test_cancelled_streams_stop_the_agents_tools(cloud, lab):
     t, net, _, _ = lab
     dbg = Debug(t)
