@@ -57,6 +57,34 @@ def test_a_port_forward_on_the_vpcs_public_ip_reaches_a_tier_guest(make_vpc, ser
     assert r.stdout.strip() == "web80"
 
 
+def test_a_load_balancer_on_the_vpcs_public_ip_spreads_over_tier_guests(make_vpc, servers):
+    v = make_vpc("lbvpc", "10.51.0.0/16")
+    web = v.tier("web", "10.51.1.0/24")
+    pa, ga = v.guest(web, "wa")
+    pb_, gb = v.guest(web, "wb")
+    serve(servers, ga, TCP, 80, "web-a")
+    serve(servers, gb, TCP, 80, "web-b")
+    ips = erpc.PublicIpServiceStub(v.t.api.channel)
+    lbs = erpc.LoadBalancerServiceStub(v.t.api.channel)
+    ip = v.call(ips.AllocatePublicIp, epb.AllocatePublicIpRequest(network_id=web.id))
+    v.call(lbs.CreateLoadBalancer, epb.CreateLoadBalancerRequest(
+        load_balancer=epb.LoadBalancer(
+            public_ip_id=ip.id, public_port=8081, protocol="tcp", private_port=80,
+            algorithm="roundrobin",
+            members=[epb.LoadBalancerMember(port_id=pa.id),
+                     epb.LoadBalancerMember(port_id=pb_.id)])))
+    v.wait()
+    inet = v.t.cloud.inet_ns
+    answers = []
+    for _ in range(6):
+        r = subprocess.run(["ip", "netns", "exec", inet, "socat", "-T5", "-",
+                            f"TCP:{ip.ip}:8081,connect-timeout=5"], input="x\n",
+                           capture_output=True, text=True, timeout=20)
+        answers.append(r.stdout.strip())
+    # Round robin over the two tier guests, through HAProxy in the VPC router.
+    assert sorted(answers) == ["web-a"] * 3 + ["web-b"] * 3, answers
+
+
 def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(make_vpc, servers):
     v = make_vpc("hybrid", "10.60.0.0/16")
     web = v.tier("web", "10.60.1.0/24")
