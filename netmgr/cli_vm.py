@@ -142,25 +142,33 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
+def follow_console(ctx: Context, fetch: Callable[[int], Any], follow: bool) -> int:
+    """Print a serial console from the start; with ``follow``, keep polling.
+    ``fetch(offset)`` returns a chunk with ``data`` and ``next_offset`` (a
+    VM's or a router VM's console log)."""
     raw = getattr(ctx.out, "buffer", None)  # bytes as they are, when stdout has them
     offset = 0
+    while True:
+        chunk = fetch(offset)
+        if raw is not None:
+            raw.write(chunk.data)
+            raw.flush()
+        else:
+            ctx.out.write(chunk.data.decode(errors="replace"))
+            ctx.out.flush()
+        offset = chunk.next_offset
+        if not follow:
+            return 0
+        if not chunk.data:
+            time.sleep(0.5)
+
+
+def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
     with channel:
-        while True:
-            chunk = _call(ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(
-                id=args.id, offset=offset), timeout=10)
-            if raw is not None:
-                raw.write(chunk.data)
-                raw.flush()
-            else:
-                ctx.out.write(chunk.data.decode(errors="replace"))
-                ctx.out.flush()
-            offset = chunk.next_offset
-            if not args.follow:
-                return 0
-            if not chunk.data:
-                time.sleep(0.5)
+        return follow_console(ctx, lambda offset: _call(
+            ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(id=args.id, offset=offset),
+            timeout=10), args.follow)
 
 
 def add_commands(group: Callable[[str, str], Any], leaf: Callable[..., Any]) -> None:

@@ -12,7 +12,18 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
-from tests.integration.e2e.conftest import Tenant, cloud, make_tenant  # noqa: F401
+from tests.integration.e2e.conftest import (  # noqa: F401
+    Tenant,
+    cloud,
+    make_tenant,
+    skip_vm_variants,
+)
+from tests.integration.edge import test_edge as _edge
+
+# The same guest servers as the edge suite (a socat answering a line; the
+# fixture that kills them by PID).
+serve = _edge.serve
+servers = _edge.servers
 
 __all__ = ["Vpc", "cloud", "make_tenant"]
 
@@ -23,12 +34,9 @@ def pytest_collection_modifyitems(config, items):
     """A VPC's router is a namespace router on either backend (store_vpc: the
     VM backend has no NIC hot-plug for tiers yet), so the "vm" variants would
     only repeat the namespace runs: skipped before any fixture runs."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if (callspec is not None and callspec.params.get("cloud") == "vm"
-                and VPC_DIR in Path(str(item.path)).parents):
-            item.add_marker(pytest.mark.skip(
-                reason="VPC routers are namespace routers (no VM backend for VPCs yet)"))
+    skip_vm_variants(items, VPC_DIR,
+                     "VPC routers are namespace routers (no VM backend for VPCs yet)")
+
 
 TCP, UDP = "tcp", "udp"
 ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
@@ -85,19 +93,6 @@ class Vpc:
         return next(a.id for a in acls if a.name == name)
 
 
-def serve(servers: list, guest, proto: str, port: int, answer: str) -> None:
-    """A socat server in the guest answering ``answer`` on every connection."""
-    listen = (f"TCP-LISTEN:{port},fork,reuseaddr" if proto == TCP
-              else f"UDP-RECVFROM:{port},fork,reuseaddr")
-    servers.append(guest.popen(["socat", listen, f"SYSTEM:read line; echo {answer}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.monotonic() + 5
-    flag = "-tln" if proto == TCP else "-uln"
-    while f":{port} " not in guest.run(["ss", "-H", flag]).stdout:
-        assert time.monotonic() < deadline, f"{proto} server on {port} did not start"
-        time.sleep(0.05)
-
-
 def ask(guest, proto: str, ip: str, port: int, timeout: float = 3) -> str:
     """What a socat client in ``guest`` gets from ip:port ("" when nothing answers)."""
     target = f"TCP:{ip}:{port},connect-timeout={timeout}" if proto == TCP else f"UDP:{ip}:{port}"
@@ -112,16 +107,6 @@ def pings(guest, ip: str) -> bool:
 
 def dig(guest, name: str) -> list[str]:
     return guest.run(["dig", "+short", "+time=2", "+tries=2", name]).stdout.split()
-
-
-@pytest.fixture
-def servers():
-    """Processes started in guests; killed (by their own PIDs) at the end."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait(timeout=5)
 
 
 @pytest.fixture
