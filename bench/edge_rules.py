@@ -55,7 +55,7 @@ from compute.nsguest import NamespaceGuest  # noqa: E402
 from netmgr.aio import AllInOne  # noqa: E402
 from netmgr.demo import Api  # noqa: E402
 from router import libnft  # noqa: E402
-from router.services import nftables  # noqa: E402
+from router.services import Context, nftables  # noqa: E402
 
 # A tiny keep-alive HTTP responder (asyncio), fast enough not to be the
 # bottleneck of the load balancer comparison.
@@ -303,25 +303,36 @@ def linear_ruleset(cfg: apb.RouterConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
+def full_apply(sizes: list[int], workdir: str, trials: int = 5) -> dict[str, dict[str, float]]:
+    """The router's own full apply of the nftables table (what an agent start
+    or a changed table layout costs): verify + render + check + load, as
+    ``router.runtime`` runs them, in a fresh namespace; against loading the
+    same rules as one chain of N rules with ``nft -f`` (the baseline)."""
     ns = f"cnbench-{uuid.uuid4().hex[:6]}"
     out: dict[str, dict[str, float]] = {}
     try:
         ensure_netns(ns)
         for n in sizes:
             cfg = synthetic(n)
-            t0 = time.perf_counter()
-            nftables.verify(cfg)
-            rendered = nftables.render(cfg)
-            t_render = time.perf_counter() - t0
-            path = os.path.join(workdir, f"edge-{n}.nft")
-            with open(path, "w") as f:
-                f.write(rendered[nftables.RULESET])
-            loads = []
-            for _ in range(3):
+            ctx = Context(router_id="bench", netns=ns, state_dir=workdir,
+                          fabric=None)  # type: ignore[arg-type]  # nftables needs none
+            parts: list[tuple[float, float, float, float]] = []
+            for _ in range(trials):
+                nftables.set_loaded(ns, None)  # as after an agent start: a full load
+                cfg.generation += 1
                 t0 = time.perf_counter()
-                ns_run(ns, ["nft", "-f", path])
-                loads.append(time.perf_counter() - t0)
+                nftables.verify(cfg)
+                t1 = time.perf_counter()
+                rendered = nftables.render(cfg)
+                t2 = time.perf_counter()
+                nftables.check(ctx, rendered)
+                t3 = time.perf_counter()
+                nftables.apply(ctx, cfg, rendered, None)
+                t4 = time.perf_counter()
+                parts.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+            verify_s, render_s, check_s, load_s = (statistics.median(p)
+                                                   for p in zip(*parts, strict=True))
+            totals = [sum(p) for p in parts]
             lin = os.path.join(workdir, f"linear-{n}.nft")
             with open(lin, "w") as f:
                 f.write(linear_ruleset(cfg))
@@ -334,16 +345,17 @@ def full_apply(sizes: list[int], workdir: str) -> dict[str, dict[str, float]]:
             # One element more, in-process, on the loaded table.
             one = ("add element inet cloudnet pf_dnat { 203.0.113.203 . udp . 9 : "
                    "10.90.0.5 . 9 }\n")
-            libnft.run(ns, "list tables")  # warm: library loaded
             t0 = time.perf_counter()
             libnft.run(ns, one)
             t_one = time.perf_counter() - t0
-            out[str(n)] = {"render_s": t_render, "nft_load_s": statistics.median(loads),
-                           "full_apply_s": t_render + statistics.median(loads),
+            out[str(n)] = {"verify_s": verify_s, "render_s": render_s, "check_s": check_s,
+                           "nft_load_s": load_s, "full_apply_s": statistics.median(totals),
+                           "full_apply_max_s": max(totals),
                            "linear_chain_load_s": statistics.median(lin_loads),
                            "one_element_s": t_one}
             print(f"full apply {n}: {out[str(n)]}", file=sys.stderr, flush=True)
     finally:
+        nftables.set_loaded(ns, None)
         remove_netns(ns)
     return out
 
@@ -357,9 +369,12 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if "data_path" not in result:  # --only latency
+    if "data_path" not in result:  # --only latency / apply
         fig, ax = plt.subplots(1, 1, figsize=(6, 4.5))
-        _plot_latency(ax, result["one_change"])
+        if "one_change" in result:
+            _plot_latency(ax, result["one_change"])
+        else:
+            _plot_full_apply(ax, result["full_apply"])
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         return
@@ -373,11 +388,16 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylim(0, max(1.3, max(ratios) + 0.1))
     ax.set_title(f"with {result['rules_present']} rules / without;\nLB / direct to one member")
     ax.legend()
-    ax = axes[1]
-    fa = result["full_apply"]
+    _plot_full_apply(axes[1], result["full_apply"])
+    _plot_latency(axes[2], result["one_change"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_full_apply(ax, fa: dict) -> None:
     ns = [int(k) for k in fa]
     ax.plot(ns, [fa[str(n)]["full_apply_s"] * 1000 for n in ns], "o-",
-            label="cloudnet: render + nft -f (maps/sets)")
+            label="cloudnet: verify + render + check + load (maps/sets)")
     ax.plot(ns, [fa[str(n)]["linear_chain_load_s"] * 1000 for n in ns], "s--",
             label="baseline: nft -f, one rule per rule")
     ax.axhline(300, color="red", linestyle=":", label="goal 300 ms at 10k")
@@ -386,9 +406,6 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylabel("ms")
     ax.set_title("full apply in the router")
     ax.legend(fontsize=8)
-    _plot_latency(axes[2], result["one_change"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def _plot_latency(ax, lat: dict) -> None:
@@ -418,8 +435,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
     ap.add_argument("--trials", type=int, default=5, help="one-change trials per size")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
-    ap.add_argument("--only", choices=("latency",),
-                    help="latency: only the one-change curve (no full apply, LB, iperf3)")
+    ap.add_argument("--only", choices=("latency", "apply"),
+                    help="latency: only the one-change curve; apply: only the full apply "
+                         "(no LB, iperf3)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="cloudnet-edge-bench-")
@@ -432,9 +450,13 @@ def main() -> int:
     result: dict = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count()}
     everything = args.only is None
-    if everything:
+    if everything or args.only == "apply":
         result["full_apply"] = full_apply(
-            [n for n in (1000, 10000, 50000) if n <= args.max_rules] or [args.max_rules], work)
+            [n for n in (1000, 10000, 50000) if n <= args.max_rules] or [args.max_rules], work,
+            trials=args.trials)
+    if args.only == "apply":
+        shutil.rmtree(work, ignore_errors=True)
+        return finish(result, args.out)
     aio = AllInOne(prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
     bench = None
     try:
@@ -485,7 +507,8 @@ def main() -> int:
 
 
 def finish(result: dict, out: str) -> int:
-    name = "edge_rules" if "full_apply" in result else "edge_rules_latency"
+    name = ("edge_rules" if "data_path" in result
+            else "edge_rules_apply" if "full_apply" in result else "edge_rules_latency")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot(result, os.path.join(out, f"{name}.png"))

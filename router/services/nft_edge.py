@@ -133,22 +133,33 @@ def verify(cfg: pb.RouterConfig) -> None:
         snat_priv.add(n.private_ip)
     taken: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
     for f in cfg.port_forwards:
-        _id(PORT_FORWARD, f.id)
-        what = f"port forward {f.id!r}"
-        public(what, f.public_ip, PORT_FORWARD, f.id)
-        if f.public_ip in snat_pub:
-            raise ConfigError(f"{what}: {f.public_ip} is a static NAT address", PORT_FORWARD, f.id)
-        private(what, f.private_ip, PORT_FORWARD, f.id)
-        if f.protocol not in FORWARD_PROTOCOLS:
-            raise ConfigError(f"{what}: protocol {f.protocol!r} is not tcp or udp",
-                              PORT_FORWARD, f.id)
-        _port_range(what, f.public_port_start, f.public_port_end, PORT_FORWARD, f.id)
-        _port_range(what, f.private_port_start, f.private_port_end, PORT_FORWARD, f.id)
-        if f.public_port_end - f.public_port_start != f.private_port_end - f.private_port_start:
+        # Each field read once (a protobuf field read costs about a string's
+        # creation; this loop runs per rule on every full apply), the common
+        # case tested first and the message built only on an error.
+        oid, pub, priv, proto = f.id, f.public_ip, f.private_ip, f.protocol
+        ps, pe, qs, qe = (f.public_port_start, f.public_port_end, f.private_port_start,
+                          f.private_port_end)
+        _id(PORT_FORWARD, oid)
+        what = f"port forward {oid!r}"
+        if pub not in held:
+            public(what, pub, PORT_FORWARD, oid)
+        if pub in snat_pub:
+            raise ConfigError(f"{what}: {pub} is a static NAT address", PORT_FORWARD, oid)
+        if priv not in private_ok:
+            private(what, priv, PORT_FORWARD, oid)
+        if proto not in FORWARD_PROTOCOLS:
+            raise ConfigError(f"{what}: protocol {proto!r} is not tcp or udp",
+                              PORT_FORWARD, oid)
+        if not (1 <= ps <= pe <= 65535 and 1 <= qs <= qe <= 65535):
+            _port_range(what, ps, pe, PORT_FORWARD, oid)
+            _port_range(what, qs, qe, PORT_FORWARD, oid)
+        if pe - ps != qe - qs:
             raise ConfigError(f"{what}: public and private ranges differ in length",
-                              PORT_FORWARD, f.id)
-        taken[(f.public_ip, f.protocol)].append((f.public_port_start, f.public_port_end, f.id))
-        _cidrs(what, f.source_cidrs, PORT_FORWARD, f.id)
+                              PORT_FORWARD, oid)
+        taken[(pub, proto)].append((ps, pe, oid))
+        cidrs = f.source_cidrs
+        if cidrs:
+            _cidrs(what, cidrs, PORT_FORWARD, oid)
     for ranges in taken.values():
         ranges.sort()
         for (_, hi, first), (lo, _, second) in zip(ranges, ranges[1:], strict=False):
@@ -430,14 +441,23 @@ def elements(cfg: pb.RouterConfig) -> Elements:
             elems = out.setdefault(f"{ALLOW_PREFIX}{plen}", {})
             for port in range(lo, hi + 1):
                 elems.setdefault(f"{ip} . {proto} . {port} . {address}", ("", c))
+    pf_dnat = out["pf_dnat"]
+    allow_0 = out.setdefault(f"{ALLOW_PREFIX}0", {})
     for f in cfg.port_forwards:
-        c = _comment(PORT_FORWARD, f.id)
-        shift = f.private_port_start - f.public_port_start
-        for port in range(f.public_port_start, f.public_port_end + 1):
-            out["pf_dnat"][f"{f.public_ip} . {f.protocol} . {port}"] = (
-                f"{f.private_ip} . {port + shift}", c)
-        allow("pf_allow", f.public_ip, f.protocol, f.public_port_start, f.public_port_end,
-              f.source_cidrs, c)
+        c = f"cn:{PORT_FORWARD}:{f.id}"
+        pub, proto, priv, lo, hi = (f.public_ip, f.protocol, f.private_ip, f.public_port_start,
+                                    f.public_port_end)
+        cidrs = f.source_cidrs
+        if lo == hi:  # one port, the common case: no loops
+            pf_dnat[f"{pub} . {proto} . {lo}"] = (f"{priv} . {f.private_port_start}", c)
+            if not cidrs:
+                allow_0.setdefault(f"{pub} . {proto} . {lo} . 0.0.0.0", ("", c))
+                continue
+        else:
+            shift = f.private_port_start - lo
+            for port in range(lo, hi + 1):
+                pf_dnat[f"{pub} . {proto} . {port}"] = (f"{priv} . {port + shift}", c)
+        allow("pf_allow", pub, proto, lo, hi, cidrs, c)
     for lb in cfg.load_balancers:
         c = f"cn:loadbalancer:{lb.id}"
         out["lb_in"][f"{lb.public_ip} . tcp . {lb.public_port}"] = ("", c)
