@@ -74,10 +74,16 @@ class NicPlugger:
     def __init__(self, backend: Any) -> None:  # netmgr.router_vm.RouterVmBackend
         self.b = backend
 
+    def _vm(self, router_id: str) -> Any:  # netmgr.store_router_vm.RouterVm
+        vm = self.b.vms.get(router_id)
+        if vm is None or not vm.host:
+            raise LookupError(f"router {router_id} has no VM (any more)")
+        return vm
+
     def _update(self, router_id: str, live: Any, nics: list[vpb.RouterVmNic]) -> None:
         """Ask the VM's host for exactly `nics`; remember what it then has."""
         with live.nic_lock:
-            host = live.host or self.b.vms.get(router_id).host
+            host = live.host or self._vm(router_id).host
             reply = self.b._host_stub(host).UpdateRouterVmNics(
                 vpb.UpdateRouterVmNicsRequest(router_id=router_id, nics=nics),
                 metadata=self.b.admin_md, timeout=UPDATE_TIMEOUT)
@@ -85,14 +91,14 @@ class NicPlugger:
 
     def _have(self, router_id: str, live: Any) -> list[vpb.RouterVmNic]:
         if live.nics is None:
-            vm = self.b.vms.get(router_id)
+            vm = self._vm(router_id)
             live.nics = list(self.b._host_stub(vm.host).GetRouterVm(
                 vpb.GetRouterVmRequest(router_id=router_id), metadata=self.b.admin_md,
                 timeout=10).nics)
         return list(live.nics)
 
     def _wanted(self, router_id: str, config: apb.RouterConfig) -> list[vpb.RouterVmNic]:
-        vm = self.b.vms.get(router_id)
+        vm = self._vm(router_id)
         return config_nics(config, vm.control_mac, self.b.cfg.control_vlan)
 
     # ---------------------------------------------------- for the reconciler
@@ -154,8 +160,8 @@ class NicPlugger:
                 self._update(router.id, live, union(live.nics, want))
             if extra(live.nics, want) and router.applied_generation >= router.desired_generation:
                 self._update(router.id, live, want)
-        except grpc.RpcError as e:
-            if e.code() in PERMANENT:
+        except (grpc.RpcError, LookupError) as e:
+            if isinstance(e, grpc.RpcError) and e.code() in PERMANENT:
                 return f"its NICs could not be hot-plugged: {_why(e)}"
             log.warning("router %s: NIC hot-plug failed, will retry: %s", router.id, _why(e))
             live.nics_generation = 0
