@@ -14,7 +14,7 @@ import json
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import netlink, proc, validate
+from router import garp, netlink, proc, validate
 from router.errors import ApplyError, ConfigError
 from router.services import Context, strongswan
 
@@ -151,9 +151,13 @@ def apply(
         if plugged is None:
             raise ApplyError(f"interface {iface.name}: missing after plugging port {port}")
         netlink.set_link(ctx.netns, plugged, mtu=iface.mtu)
-        netlink.reconcile_ipv4_addresses(
-            ctx.netns, plugged.index, [ipaddress.IPv4Interface(a) for a in iface.addresses]
-        )
+        wanted_addrs = [ipaddress.IPv4Interface(a) for a in iface.addresses]
+        before = netlink.ipv4_addresses(ctx.netns, plugged.index)
+        netlink.reconcile_ipv4_addresses(ctx.netns, plugged.index, wanted_addrs)
+        # An address new here may have been another router's (a public IP
+        # released and allocated again): tell the neighbours now.
+        garp.announce(ctx.netns, iface.name, iface.mac.lower(),
+                      [a.ip for a in wanted_addrs if a not in before])
         indexes[iface.name] = plugged.index
     netlink.reconcile_routes(ctx.netns, {
         netlink.RouteSpec(
