@@ -71,7 +71,9 @@ def secret_digest(secret: str) -> str:
 
 class Store(VpcStore):
     """Tenants, tokens, zone, networks and routers (ports: ``PortStore``; public IPs
-    and rules: ``EdgeStore``; VPCs and tiers: ``VpcStore``)."""
+    and rules: ``EdgeStore``; load balancers: ``LoadBalancerStore``; the edge
+    of a router snapshot and its status: ``EdgeRouterStore``; ACLs:
+    ``AclStore``; VPCs and tiers: ``VpcStore``)."""
 
     # --------------------------------------------------------------- tenants
 

@@ -20,12 +20,12 @@ from netmgr.db_vpc import AclRuleRow, NetworkAclRow, PrivateGatewayRow, VpcRow
 from netmgr.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from netmgr.model import object_state
 from netmgr.store_base import new_id
-from netmgr.store_edge import EdgeStore
+from netmgr.store_edge_router import EdgeRouterStore
 from netmgr.validation import check_id
 from netmgr.validation_vpc import MAX_ACL_RULES, AclRuleSpec, check_acl_name, check_acl_rule
 
 
-class AclStore(EdgeStore):
+class AclStore(EdgeRouterStore):
     # ------------------------------------------------------------- helpers
 
     def _vpc_router(self, s: Session, vpc_id: str) -> RouterRow:

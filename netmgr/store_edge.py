@@ -11,7 +11,7 @@ tenant's objects are NotFound, never "forbidden".
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from netmgr import ipam
 from netmgr import model_edge as me
 from netmgr import store_rows as rows
-from netmgr.db import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow, RouterRow, utcnow
+from netmgr.db import PUBLIC_IP_SOURCE_NAT, PortRow, PublicIpRow, RouterRow, utcnow
 from netmgr.db_edge import (
     PUBLIC_IP_TENANT,
     EgressPolicyRow,
@@ -38,11 +38,9 @@ from netmgr.validation import check_id
 from netmgr.validation_edge import (
     INGRESS,
     FirewallRuleSpec,
-    LoadBalancerSpec,
     PortForwardSpec,
     StaticNatSpec,
     check_firewall_rule,
-    check_load_balancer,
     check_port_forward,
     check_static_nat,
 )
@@ -493,282 +491,6 @@ class EdgeStore(PortStore):
 
         return self._write(tx)
 
-    # ------------------------------------------------------ load balancers
-
-    def _load_balancer(self, s: Session, row: LoadBalancerRow,
-                       port_ips: Mapping[str, str] | None = None,
-                       public_ip: str | None = None, with_state: bool = True) -> me.LoadBalancer:
-        if public_ip is None:
-            ip = s.get(PublicIpRow, row.public_ip_id)
-            public_ip = ip.ip if ip else ""
-        if port_ips is None:
-            ids = [m["port_id"] for m in row.members]
-            port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
-                                      .where(PortRow.id.in_(ids))).all())
-        health = row.member_health or {}
-        members = tuple(
-            me.LbMember(port_id=m["port_id"], weight=m["weight"], private_port=m["private_port"],
-                        ip=port_ips.get(m["port_id"], ""),
-                        health=(health.get(m["port_id"]) or ["", ""])[0],
-                        last_check=(health.get(m["port_id"]) or ["", ""])[1])
-            for m in row.members)
-        h = row.health_check
-        return me.LoadBalancer(
-            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
-            public_ip_id=row.public_ip_id, name=row.name, public_ip=public_ip,
-            public_port=row.public_port, protocol=row.protocol, algorithm=row.algorithm,
-            private_port=row.private_port, stickiness=row.stickiness,
-            health_check=(h["type"], h["path"], h["expect_status"], h["interval_ms"], h["rise"],
-                          h["fall"]),
-            members=members, source_cidrs=tuple(row.source_cidrs), generation=row.generation,
-            error=row.error, created_at=rows.aware(row.created_at),
-            state=(object_state(row.generation, row.error, applied := self._applied(
-                s, row.network_id)) if with_state else me.ObjectState.PENDING),
-            applied_generation=applied if with_state else 0)
-
-    def _lb_members(self, s: Session, tenant_id: str, spec: LoadBalancerSpec,
-                    network_id: str) -> list[dict[str, Any]]:
-        out = []
-        for i, m in enumerate(spec.members):
-            field = f"load_balancer.members[{i}].port_id"
-            port = self._port_row(s, tenant_id, m.port_id, field)
-            if port.network_id != network_id:
-                raise FailedPrecondition(
-                    f"{field}: port {port.id} is on network {port.network_id}, not on the load "
-                    f"balancer's network {network_id}")
-            out.append({"port_id": port.id, "weight": m.weight, "private_port": m.private_port})
-        return out
-
-    @staticmethod
-    def _lb_columns(spec: LoadBalancerSpec) -> dict[str, Any]:
-        h = spec.health_check
-        return dict(
-            name=spec.name, protocol=spec.protocol, algorithm=spec.algorithm,
-            private_port=spec.private_port, stickiness=spec.stickiness,
-            health_check={"type": h.type, "path": h.path, "expect_status": h.expect_status,
-                          "interval_ms": h.interval_ms, "rise": h.rise, "fall": h.fall},
-            source_cidrs=list(spec.source_cidrs))
-
-    def create_load_balancer(self, tenant_id: str,
-                             spec: LoadBalancerSpec) -> me.LoadBalancer:
-        spec = check_load_balancer(spec)
-
-        def tx(s: Session) -> me.LoadBalancer:
-            ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id")
-            assert ip.network_id is not None
-            gen = self._bump(s, self._router_of(s, ip.network_id))
-            members = self._lb_members(s, tenant_id, spec, ip.network_id)
-            if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
-                raise FailedPrecondition(
-                    f"load_balancer.public_ip_id: public IP {ip.ip} is a static NAT address")
-            clash = s.scalar(select(LoadBalancerRow.id).where(
-                LoadBalancerRow.public_ip_id == ip.id,
-                LoadBalancerRow.public_port == spec.public_port)) or s.scalar(
-                select(PortForwardRow.id).where(
-                    PortForwardRow.public_ip_id == ip.id, PortForwardRow.protocol == "tcp",
-                    PortForwardRow.public_port <= spec.public_port,
-                    PortForwardRow.public_port_end >= spec.public_port).limit(1))
-            if clash:
-                raise AlreadyExists("load_balancer.public_port",
-                                    f"{ip.ip} tcp {spec.public_port} is used by rule {clash}")
-            row = LoadBalancerRow(
-                id=new_id(), tenant_id=tenant_id, network_id=ip.network_id, public_ip_id=ip.id,
-                public_port=spec.public_port, members=members, member_health={}, generation=gen,
-                error="", created_at=utcnow(), **self._lb_columns(spec))
-            s.add(row)
-            s.flush()
-            return self._load_balancer(s, row)
-
-        return self._write(tx)
-
-    def update_load_balancer(self, tenant_id: str, lb_id: str,
-                             spec: LoadBalancerSpec) -> me.LoadBalancer:
-        def tx(s: Session) -> me.LoadBalancer:
-            row = self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")
-            full = check_load_balancer(dataclasses.replace(
-                spec, public_ip_id=row.public_ip_id, public_port=row.public_port))
-            members = self._lb_members(s, tenant_id, full, row.network_id)
-            cols = self._lb_columns(full)
-            if members != row.members or any(getattr(row, k) != v for k, v in cols.items()):
-                row.generation = self._bump(s, self._router_of(s, row.network_id))
-                row.members = members
-                for k, v in cols.items():
-                    setattr(row, k, v)
-                row.error = ""
-            s.flush()
-            return self._load_balancer(s, row)
-
-        return self._write(tx)
-
-    def get_load_balancer(self, tenant_id: str, lb_id: str) -> me.LoadBalancer:
-        return self._read(lambda s: self._load_balancer(
-            s, self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
-
-    def list_load_balancers(self, tenant_id: str, page: PageRequest,
-                            network_id: str = "") -> Page[me.LoadBalancer]:
-        stmt = select(LoadBalancerRow).where(LoadBalancerRow.tenant_id == tenant_id)
-        if network_id:
-            stmt = stmt.where(LoadBalancerRow.network_id == check_id(network_id, "network_id"))
-        return self._read(lambda s: self._page(s, stmt, LoadBalancerRow, page,
-                                               lambda r: self._load_balancer(s, r)))
-
-    def delete_load_balancer(self, tenant_id: str, lb_id: str) -> str:
-        return self._delete_rule(LoadBalancerRow, tenant_id, lb_id, "load balancer")[0]
-
-    # ------------------------------------------------- router snapshot/status
-
-    def router_head(self, router_id: str) -> tuple[str, int, str]:
-        """(host, desired generation, backend) of a router: one row, for the
-        delta path."""
-
-        def tx(s: Session) -> tuple[str, int, str]:
-            r = s.execute(select(RouterRow.host, RouterRow.desired_generation,
-                                 RouterRow.backend).where(RouterRow.id == router_id)).first()
-            if r is None:
-                raise NotFound(f"router {router_id} not found")
-            return r[0], int(r[1]), str(r[2])
-
-        return self._read(tx)
-
-    def edge_rule_kinds(self, tenant_id: str, network_id: str,
-                        ids: Iterable[str]) -> tuple[str, dict[str, str]]:
-        """(router, {rule ID: kind}) of a tenant's network: the rules named (all
-        when none); an ID that is no rule of that network is NotFound."""
-        wanted = [check_id(i, f"ids[{n}]") for n, i in enumerate(ids)]
-
-        def tx(s: Session) -> tuple[str, dict[str, str]]:
-            net = self._network_row(s, tenant_id, network_id, "network_id")
-            out: dict[str, str] = {}
-            for kind, table in ((KIND_STATIC_NAT, StaticNatRow),
-                                (KIND_PORT_FORWARD, PortForwardRow),
-                                (KIND_FIREWALL, FirewallRuleRow),
-                                (KIND_LOAD_BALANCER, LoadBalancerRow)):
-                stmt = select(table.id).where(table.network_id == net.id)
-                if wanted:
-                    stmt = stmt.where(table.id.in_(wanted))
-                out.update({i: kind for i in s.scalars(stmt)})
-            missing = [i for i in wanted if i not in out]
-            if missing:
-                raise NotFound(f"no rule {missing[0]} on network {net.id}")
-            return self._router_of(s, net.id), out
-
-        return self._read(tx)
-
-    def network_cidr(self, network_id: str) -> str:
-        return self._read(lambda s: s.scalar(
-            select(NetworkRow.cidr).where(NetworkRow.id == network_id)) or "")
-
-    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
-        """The router applied an edge delta: its generation moves on (services,
-        ports and other objects are as the last full status said)."""
-
-        def tx(s: Session) -> None:
-            row = s.get(RouterRow, router_id)
-            if row is None:
-                return
-            row.applied_generation = max(row.applied_generation, applied_generation)
-            row.last_error = ""
-            row.reachable = True
-            row.updated_at = utcnow()
-
-        self._write(tx)
-
-    def _edge_snapshot(self, s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
-        nets = list(network_ids)
-        ips = tuple(self._public_ip(s, r) for r in s.scalars(
-            select(PublicIpRow).where(PublicIpRow.network_id.in_(nets),
-                                      PublicIpRow.kind == PUBLIC_IP_TENANT)
-            .order_by(PublicIpRow.ip)))
-        by_ip = {ip.id: ip.ip for ip in ips}
-        port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
-                                  .where(PortRow.network_id.in_(nets))).all())
-        snats = tuple(
-            me.StaticNat(id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
-                         public_ip_id=r.public_ip_id, port_id=r.port_id,
-                         public_ip=by_ip[r.public_ip_id], private_ip=port_ips[r.port_id],
-                         generation=r.generation, error=r.error, created_at=r.created_at)
-            for r in s.scalars(select(StaticNatRow).where(StaticNatRow.network_id.in_(nets))
-                               .order_by(StaticNatRow.id)))
-        # Plain column tuples, not ORM objects: a router may have 50,000 rules.
-        pf = PortForwardRow
-        pfs = tuple(
-            me.PortForward(
-                id=r.id, tenant_id=r.tenant_id, network_id=r.network_id,
-                public_ip_id=r.public_ip_id, protocol=r.protocol, public_port=r.public_port,
-                public_port_end=r.public_port_end, port_id=r.port_id,
-                private_port=r.private_port, private_port_end=r.private_port_end,
-                source_cidrs=tuple(r.source_cidrs), public_ip=by_ip[r.public_ip_id],
-                private_ip=port_ips[r.port_id], generation=r.generation, error=r.error,
-                created_at=r.created_at)
-            for r in s.execute(select(
-                pf.id, pf.tenant_id, pf.network_id, pf.public_ip_id, pf.protocol,
-                pf.public_port, pf.public_port_end, pf.port_id, pf.private_port,
-                pf.private_port_end, pf.source_cidrs, pf.generation, pf.error, pf.created_at)
-                .where(pf.network_id.in_(nets)).order_by(pf.id)))
-        fw = FirewallRuleRow
-        fws = tuple(
-            me.FirewallRule(
-                id=r.id, tenant_id=r.tenant_id, direction=r.direction, network_id=r.network_id,
-                public_ip_id=r.public_ip_id or "", protocol=r.protocol, port=r.port,
-                port_end=r.port_end, icmp_type=r.icmp_type, icmp_code=r.icmp_code,
-                cidrs=tuple(r.cidrs),
-                public_ip=by_ip.get(r.public_ip_id or "", ""), generation=r.generation,
-                error=r.error, created_at=r.created_at)
-            for r in s.execute(select(
-                fw.id, fw.tenant_id, fw.direction, fw.network_id, fw.public_ip_id, fw.protocol,
-                fw.port, fw.port_end, fw.icmp_type, fw.icmp_code, fw.cidrs, fw.generation,
-                fw.error, fw.created_at).where(fw.network_id.in_(nets)).order_by(fw.id)))
-        policies = tuple(
-            me.EgressPolicy(r.network_id, r.default_deny)
-            for r in s.scalars(select(EgressPolicyRow).where(EgressPolicyRow.network_id.in_(nets))
-                               .order_by(EgressPolicyRow.network_id)))
-        lbs = tuple(
-            self._load_balancer(s, r, port_ips, by_ip.get(r.public_ip_id, ""), with_state=False)
-            for r in s.scalars(select(LoadBalancerRow)
-                               .where(LoadBalancerRow.network_id.in_(nets))
-                               .order_by(LoadBalancerRow.id)))
-        return me.EdgeSnapshot(ips, snats, pfs, fws, policies, lbs)
-
-    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str],
-                           lb_health: Mapping[str, Mapping[str, list[str]]] | None = None) -> None:
-        """The router's per-object errors ((kind, id) -> reason) for edge objects;
-        objects not named are cleared."""
-
-        # Only this method sets a rule's error: when it left none for this
-        # router and none is reported, the scan of every rule row (60,000 at
-        # scale, on every resync) is skipped.
-        clean: set[str] = self.__dict__.setdefault("_edge_clean", set())
-        skip_rules = not errors and router_id in clean
-
-        def tx(s: Session) -> None:
-            net_ids = self._router_network_ids(s, router_id)  # a VPC router: its tiers
-            tables: list[tuple[str, Any]] = [
-                (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
-                (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
-            for kind, table in [] if skip_rules else tables:
-                stmt = select(table).where(table.network_id.in_(net_ids))
-                if not errors:
-                    stmt = stmt.where(table.error != "")
-                for row in s.scalars(stmt):
-                    err = errors.get((kind, row.id), "")
-                    if row.error != err:
-                        row.error = err
-            for lb in s.scalars(select(LoadBalancerRow)
-                                .where(LoadBalancerRow.network_id.in_(net_ids))):
-                health = {k: list(v) for k, v in (lb_health or {}).get(lb.id, {}).items()}
-                if (lb.member_health or {}) != health:
-                    lb.member_health = health
-            for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id.in_(net_ids),
-                                                          PublicIpRow.kind == PUBLIC_IP_TENANT)):
-                err = errors.get((KIND_PUBLIC_IP, ip.id), "")
-                if ip.error != err:
-                    ip.error = err
-
-        self._write(tx)
-        if errors:
-            clean.discard(router_id)
-        else:
-            clean.add(router_id)
 
 
 

@@ -120,3 +120,16 @@ class ApplianceAgent(Agent):
 def control_mac_from_env() -> str:
     """The control NIC's MAC, from the boot helper's agent.env (systemd EnvironmentFile)."""
     return os.environ.get("CLOUDNET_CONTROL_MAC", "")
+
+
+def boot_times() -> str:
+    """Kernel uptime when this process started and now (the agent serves), as
+    `process_start_uptime=S serving_uptime=S`: the agent's part of the VM's
+    boot, read back from the console by bench/router_image.py."""
+    with open("/proc/self/stat") as f:
+        # Field 22 (starttime, clock ticks since boot); the name (field 2) may hold spaces.
+        start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        now = float(f.read().split()[0])
+    return (f"process_start_uptime={start_ticks / os.sysconf('SC_CLK_TCK'):.2f} "
+            f"serving_uptime={now:.2f}")

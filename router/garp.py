@@ -1,12 +1,19 @@
-"""Gratuitous ARP for addresses a router starts holding.
+"""Gratuitous ARP: a router that takes an address tells its segment.
 
-A public IP released by one router and allocated to another (or moved
-between tiers) keeps its old MAC in the upstream's neighbour cache until
-that entry times out and re-resolves (several seconds of lost traffic).
-Announcing each address the moment it is added (sender = target = the
-address, to broadcast; CloudStack's router does the same with arping)
-updates those entries at once. Built by hand, not with scapy: importing
-scapy costs seconds in a router VM under TCG.
+A public IP moves between routers (released by one network, allocated to
+another), and every router has MACs of its own. The upstream gateway keeps
+the old MAC in its neighbour table, and traffic to the address goes to a
+MAC that is no longer there until that entry is re-resolved: on the
+all-in-one's edge an address that moved answered nothing for more than 30 s
+(the edge suite on router VMs, whose tests delete their networks and so hand
+the next test the same addresses). Linux does not announce an IPv4 address
+when it is added (``arp_notify`` covers link up and MAC changes only), so
+the router does, like CloudStack's VR (``arping -U``) and keepalived.
+
+Each added address is announced twice, broadcast: as an ARP request and as
+an ARP reply, both with sender = target = the address (what Linux and most
+gateways take as gratuitous: they update an entry they hold, whatever its
+state; the two forms because some devices honour only one).
 """
 
 from __future__ import annotations
@@ -22,34 +29,39 @@ from compute import netns
 log = logging.getLogger(__name__)
 
 ETH_P_ARP = 0x0806
+BROADCAST = b"\xff" * 6
 
 
-def frame(mac: str, ip: ipaddress.IPv4Address) -> bytes:
-    """An ARP request from `mac` for its own `ip`, to broadcast."""
+def frames(mac: str, ip: ipaddress.IPv4Address) -> list[bytes]:
+    """The two gratuitous ARP frames (request, reply) for `ip` at `mac`."""
     hw = bytes.fromhex(mac.replace(":", ""))
-    addr = ip.packed
-    return (b"\xff" * 6 + hw + struct.pack("!H", ETH_P_ARP)
-            + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hw + addr + b"\x00" * 6 + addr)
+    if len(hw) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    out = []
+    for op, target_hw in ((1, b"\x00" * 6), (2, hw)):
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, hw, ip.packed, target_hw,
+                          ip.packed)
+        out.append(BROADCAST + hw + struct.pack("!H", ETH_P_ARP) + arp)
+    return out
 
 
-def announce(ns: str, ifname: str, mac: str, ips: Iterable[ipaddress.IPv4Address]) -> None:
-    """Send one gratuitous ARP per address from `ifname` in namespace `ns`.
-    Best effort: a failure is logged, never fails the apply (it is a courtesy
-    to neighbours; their caches re-resolve anyway)."""
-    frames = [frame(mac, ip) for ip in ips]
-    if not frames:
+def announce(ns: str, ifname: str, mac: str,
+             addresses: Iterable[ipaddress.IPv4Interface]) -> None:
+    """Send the gratuitous ARPs for `addresses` out of `ifname` in namespace `ns`.
+    Best effort: a neighbour that misses them re-resolves in time anyway."""
+    packets = [f for a in addresses for f in frames(mac, a.ip)]
+    if not packets:
         return
-
-    def send() -> None:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-            s.bind((ifname, 0))
-            for f in frames:
-                s.send(f)
-
     try:
-        if ns:
-            netns.run_in_netns(ns, send)
-        else:
-            send()
+        sock = netns.create_socket(ns, socket.AF_PACKET, socket.SOCK_RAW,
+                                   socket.htons(ETH_P_ARP), flags=0)
     except OSError as e:
-        log.warning("gratuitous ARP from %s in %s failed: %s", ifname, ns, e)
+        log.warning("netns %s: no socket for gratuitous ARP on %s: %s", ns, ifname, e)
+        return
+    with sock:
+        try:
+            sock.bind((ifname, 0))
+            for frame in packets:
+                sock.send(frame)
+        except OSError as e:
+            log.warning("netns %s: gratuitous ARP on %s failed: %s", ns, ifname, e)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
+import router.libnft
 import router.proc
 from router.runtime import router_netns_name
 from tests.integration.router.routerlab import (
@@ -75,11 +76,20 @@ def test_applying_the_same_config_twice_changes_nothing(
         commands.append(argv)
         return real_run(argv, *args, **kwargs)
 
+    real_nft = router.libnft.run
+
+    def spy_nft(netns: str, text: str, **kwargs: Any) -> str:
+        # The table is loaded in-process: a write is any command but a listing.
+        if not kwargs.get("dry_run") and not text.startswith("list "):
+            commands.append(["nft", "-f", text])
+        return real_nft(netns, text, **kwargs)
+
     def spy_kill(pid: int, sig: int) -> None:
         signals.append((pid, sig))
         real_kill(pid, sig)
 
     monkeypatch.setattr(router.proc, "run", spy_run)
+    monkeypatch.setattr(router.libnft, "run", spy_nft)
     monkeypatch.setattr(router.proc, "os_kill", spy_kill)
 
     status = apply(agent, make_config(router_id, 1, ["p1", "p2"]))

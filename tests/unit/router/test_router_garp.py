@@ -1,24 +1,30 @@
-"""The gratuitous ARP frame a router sends for an address it starts holding."""
+"""The gratuitous ARP frames a router sends for an address it takes."""
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 
-from scapy.layers.l2 import ARP, Ether
+import pytest
 
 from router import garp
 
 
-def test_a_gratuitous_arp_names_the_address_as_sender_and_target() -> None:
-    raw = garp.frame("02:00:5e:01:02:03", ipaddress.IPv4Address("203.0.113.17"))
-    assert len(raw) == 42
-    pkt = Ether(raw)
-    assert (pkt.dst, pkt.src, pkt.type) == ("ff:ff:ff:ff:ff:ff", "02:00:5e:01:02:03", 0x0806)
-    arp = pkt[ARP]
-    assert (arp.op, arp.hwsrc, arp.psrc, arp.pdst) == (
-        1, "02:00:5e:01:02:03", "203.0.113.17", "203.0.113.17")
-    assert arp.hwdst == "00:00:00:00:00:00"
+def test_request_and_reply_carry_the_address_as_sender_and_target() -> None:
+    ip = ipaddress.IPv4Address("203.0.113.11")
+    request, reply = garp.frames("02:AB:00:00:00:01", ip)
+    mac = bytes.fromhex("02ab00000001")
+    for frame, op, target_hw in ((request, 1, b"\0" * 6), (reply, 2, mac)):
+        assert len(frame) == 42
+        assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac  # broadcast, from us
+        assert struct.unpack("!H", frame[12:14])[0] == 0x0806
+        htype, ptype, hlen, plen, got_op, sha, spa, tha, tpa = struct.unpack(
+            "!HHBBH6s4s6s4s", frame[14:])
+        assert (htype, ptype, hlen, plen, got_op) == (1, 0x0800, 6, 4, op)
+        assert sha == mac and tha == target_hw
+        assert spa == tpa == ip.packed  # sender = target: gratuitous
 
 
-def test_nothing_to_announce_sends_nothing() -> None:
-    garp.announce("no-such-namespace", "eth0", "02:00:00:00:00:01", [])  # no setns tried
+def test_a_bad_mac_is_refused() -> None:
+    with pytest.raises(ValueError):
+        garp.frames("02:ab:00", ipaddress.IPv4Address("192.0.2.1"))
