@@ -124,13 +124,13 @@ def ipv4_addresses(netns: str | None, index: int) -> set[ipaddress.IPv4Interface
 
 def reconcile_ipv4_addresses(
     netns: str | None, index: int, wanted: list[ipaddress.IPv4Interface]
-) -> bool:
-    """Add missing addresses, remove stale IPv4 ones. Returns True if anything changed."""
+) -> list[ipaddress.IPv4Interface]:
+    """Add missing addresses, remove stale IPv4 ones. Returns the addresses added."""
     have = ipv4_addresses(netns, index)
     stale = have - set(wanted)
     missing = [a for a in wanted if a not in have]
     if not stale and not missing:
-        return False
+        return []
     with iproute(netns) as ipr:
         for addr in stale:
             with contextlib.suppress(NetlinkError):  # EADDRNOTAVAIL: already gone
@@ -144,7 +144,7 @@ def reconcile_ipv4_addresses(
             except NetlinkError as e:
                 if e.code != errno.EEXIST:
                     raise
-    return True
+    return missing
 
 
 @dataclass(frozen=True, order=True)

@@ -15,7 +15,7 @@ import json
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from compute.netns import run_in_netns
-from router import netlink, validate
+from router import garp, netlink, validate
 from router.errors import ApplyError, ConfigError
 from router.services import Context, strongswan
 
@@ -152,9 +152,12 @@ def apply(
         if plugged is None:
             raise ApplyError(f"interface {iface.name}: missing after plugging port {port}")
         netlink.set_link(ctx.netns, plugged, mtu=iface.mtu)
-        netlink.reconcile_ipv4_addresses(
+        added = netlink.reconcile_ipv4_addresses(
             ctx.netns, plugged.index, [ipaddress.IPv4Interface(a) for a in iface.addresses]
         )
+        # An address may come from another router (a public IP reallocated):
+        # neighbours that still hold that router's MAC learn ours now.
+        garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
         indexes[iface.name] = plugged.index
     netlink.reconcile_routes(ctx.netns, {
         netlink.RouteSpec(
