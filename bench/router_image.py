@@ -147,8 +147,11 @@ def bench_vm(boots: int, pushes: int) -> dict:
                 leased = time.monotonic() - vm.started
             finally:
                 guest.destroy()
-            row = {"healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
-                   "first_apply_s": round(first_apply, 2), "leased_s": round(leased, 2)}
+            row: dict = {"healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
+                   "first_apply_s": round(first_apply, 2), "leased_s": round(leased, 2),
+                   "load_avg_1m": os.getloadavg()[0]}
+            # Where the boot went, in guest uptime (marks the image prints).
+            row["phases"] = routervm.boot_phases(vm.console())
             print(f"boot {b + 1}/{boots}: {row}", flush=True)
             rows.append(row)
             if b == 0:
@@ -296,7 +299,8 @@ def main() -> int:
         vm_med = statistics.median(res["push_seconds_vm"])
         ns_med = statistics.median(res["push_seconds_namespace"])
         res["median"] = {k: round(statistics.median(b[k] for b in res["boots"]), 2)
-                         for k in res["boots"][0]}
+                         for k in res["boots"][0] if k != "phases"}
+        res["phases_median"] = _phases_median(res["boots"])
         res["push_median_ms"] = {"vm": round(vm_med * 1000, 1),
                                  "namespace": round(ns_med * 1000, 1),
                                  "ratio_vm_over_namespace": round(vm_med / ns_med, 2)}
@@ -313,12 +317,21 @@ def main() -> int:
     with open(os.path.join(args.out, "router_image.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot(result, os.path.join(args.out, "router_image.png"))
-    summary = {k: result[k] for k in ("build", "image", "vm_median", "push_median_ms")
+    summary = {k: result[k] for k in ("build", "image", "vm_median", "vm_phases_median",
+                                      "push_median_ms")
                if k in result}
     if "netmgr_vm" in result:
-        summary["netmgr_vm"] = {k: result["netmgr_vm"][k] for k in ("median", "push_median_ms")}
+        summary["netmgr_vm"] = {k: result["netmgr_vm"][k]
+                                for k in ("median", "phases_median", "push_median_ms")}
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _phases_median(boots: list[dict]) -> dict:
+    """Median of each boot phase (routervm.boot_phases) over the boots that printed it."""
+    keys = sorted({k for b in boots for k in b.get("phases", {})})
+    return {k: round(statistics.median(b["phases"][k] for b in boots
+                                       if k in b.get("phases", {})), 2) for k in keys}
 
 
 def _qemu_part(boots: int, pushes: int) -> dict:
@@ -329,7 +342,9 @@ def _qemu_part(boots: int, pushes: int) -> dict:
     return {
         "vm": vm,
         "vm_median": {k: round(statistics.median(b[k] for b in vm["boots"]), 2)
-                      for k in ("healthy_s", "applied_s", "first_apply_s", "leased_s")},
+                      for k in ("healthy_s", "applied_s", "first_apply_s", "leased_s",
+                                "load_avg_1m")},
+        "vm_phases_median": _phases_median(vm["boots"]),
         "namespace": ns,
         "push_median_ms": {"vm": round(vm_med * 1000, 1), "namespace": round(ns_med * 1000, 1),
                            "ratio_vm_over_namespace": round(vm_med / ns_med, 1)},

@@ -32,7 +32,17 @@ CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+def _load_libc() -> ctypes.CDLL:
+    # By its soname: find_library forks ldconfig, at the import of the router
+    # agent (a router VM's start under TCG pays for every fork).
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
 
 
 def _path(name: str) -> str:

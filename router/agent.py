@@ -334,6 +334,11 @@ def main(argv: list[str] | None = None) -> None:
         log.info("metrics on port %d", metrics.serve(agent, args.metrics_listen))
     log.info("router agent %s (boot %s) listening on %s", agent.agent_id, agent.boot_id,
              args.listen if not port else f"port {port}")
+    if args.fabric == "appliance":
+        from router import appliance
+
+        log.info("CLOUDNET-AGENT serving %s", appliance.boot_times())
+        appliance.announce_control(args.listen, appliance.control_mac_from_env())
     stopped = threading.Event()
     if args.health_interval > 0:
         agent.run_health_monitor(args.health_interval, stopped)

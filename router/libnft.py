@@ -28,7 +28,12 @@ def _load() -> ctypes.CDLL:
     global _lib
     with _lock:
         if _lib is None:
-            lib = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
+            try:
+                # By its soname first: find_library forks ldconfig (a second
+                # of a router VM's first apply under TCG).
+                lib = ctypes.CDLL("libnftables.so.1")
+            except OSError:
+                lib = ctypes.CDLL(ctypes.util.find_library("nftables") or "libnftables.so.1")
             lib.nft_ctx_new.restype = ctypes.c_void_p
             lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
             lib.nft_ctx_free.argtypes = [ctypes.c_void_p]

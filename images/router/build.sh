@@ -35,10 +35,21 @@ PACKAGES=(
 )
 # Modules Debian's initramfs (kept in /boot, unused) lists (MODULES=list keeps it small).
 INITRD_MODULES="virtio_pci virtio_blk ext4"
-# Modules of the busybox initramfs that boots the appliance (ext4 is built in).
-BOOT_MODULES="virtio_pci virtio_blk"
+# Modules of the busybox initramfs that boots the appliance (ext4 is built in):
+# the disk and the NICs' driver, so every NIC exists before systemd starts and
+# nothing waits for udev (masked below) to load virtio_net; and nf_tables with
+# what every router's ruleset uses (conntrack, NAT), loaded there from
+# uncompressed copies rather than by a kernel-spawned modprobe each (exec +
+# xz under TCG: a second of the first apply).
+BOOT_MODULES="virtio_pci virtio_blk virtio_net nft_ct nft_nat nft_chain_nat"
 # Units the appliance does not want at boot (the agent runs the daemons itself).
 # Each costs boot time under TCG (seconds in all); none is needed by a router.
+# udev too: the initramfs loads the only drivers the VM needs (virtio disk and
+# NICs, also for NICs hot-plugged later), the agent finds NICs by MAC (no
+# renaming wanted), and udev's coldplug loaded a dozen modules nobody uses
+# (kvm, ata, crypto) on the one vCPU before the agent could start. No getty:
+# root is locked. The root file system is mounted rw,noatime by the initramfs
+# (no remount) and has no fsck pass.
 DISABLE_UNITS="haproxy.service strongswan-starter.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer \
   systemd-tmpfiles-clean.timer getty@tty1.service getty-static.service systemd-logind.service \
@@ -47,7 +58,11 @@ DISABLE_UNITS="haproxy.service strongswan-starter.service apt-daily.timer apt-da
   sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount dev-hugepages.mount \
   dev-mqueue.mount sys-fs-fuse-connections.mount modprobe@drm.service modprobe@fuse.service \
   modprobe@efi_pstore.service modprobe@dm_mod.service modprobe@loop.service \
-  systemd-journal-flush.service systemd-random-seed.service"
+  systemd-journal-flush.service systemd-random-seed.service \
+  systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+  systemd-udev-trigger.service systemd-udev-settle.service kmod-static-nodes.service \
+  systemd-tmpfiles-setup-dev.service systemd-modules-load.service systemd-user-sessions.service \
+  serial-getty@ttyS0.service systemd-remount-fs.service systemd-sysusers.service"
 PY=${CLOUDNET_PYTHON:-$REPO/.venv/bin/python}
 
 [ "$(id -u)" -eq 0 ] || { echo "router image: run as root" >&2; exit 1; }
@@ -143,12 +158,27 @@ in_root /opt/cloudnet/bin/pip install -q --no-index --find-links /tmp/wheels \
 in_root /opt/cloudnet/bin/python -m compileall -q -j0 --invalidation-mode unchecked-hash \
   /opt/cloudnet/lib >/dev/null || true
 rm -rf "$root/tmp/wheels" "$root"/opt/cloudnet/lib/python3*/site-packages/pip/_vendor/rich/__pycache__
+# The agent's templates compiled too (router/templating.py; the agent's unit
+# sets CLOUDNET_TEMPLATE_CACHE).
+mkdir -p "$root/opt/cloudnet/template-cache"
+in_root env CLOUDNET_TEMPLATE_CACHE=/opt/cloudnet/template-cache /opt/cloudnet/bin/python -c '
+from router import templating
+env = templating.environment()
+for name in env.list_templates():
+    env.get_template(name)
+'
 in_root /bin/sh -ec "
   echo router > /etc/hostname
-  printf '/dev/vda / ext4 defaults,noatime,errors=remount-ro 0 1\n' > /etc/fstab
+  printf '/dev/vda / ext4 defaults,noatime,errors=remount-ro 0 0\n' > /etc/fstab
   passwd -l root >/dev/null
   systemctl enable -q cloudnet-boot.service cloudnet-router-agent.service
   for u in $DISABLE_UNITS; do systemctl mask -q \$u 2>/dev/null || true; done
+  # Generators too (systemd.generator(7): masked by a /dev/null link in
+  # /etc/systemd/system-generators): PID 1 runs all of them before any unit,
+  # 1.5 s under TCG, and none has anything to do here (no fstab beyond the
+  # root the initramfs mounted, no getty, crypt, GPT, SysV or rc.local).
+  mkdir -p /etc/systemd/system-generators
+  for g in /lib/systemd/system-generators/*; do ln -sf /dev/null /etc/systemd/system-generators/\${g##*/}; done
   systemctl set-default -q multi-user.target
 "
 : > "$root/etc/machine-id"   # a fresh one per boot (systemd creates it)
@@ -173,13 +203,17 @@ for ko in $(modprobe -d "$root" -S "$release" --show-depends -a $BOOT_MODULES \
             | awk '$1 == "insmod" {print $2}'); do
   [ -f "$ko" ] || ko=$root$ko
   name=$(basename "$ko"); name=${name%%.ko*}
-  grep -qx "$name" "$ird/etc/modules" && continue
+  grep -q "^$name\( \|\$\)" "$ird/etc/modules" && continue
   case "$ko" in
     *.xz) xz -dc "$ko" > "$ird/lib/modules/$name.ko" ;;
     *.zst) zstd -qdc "$ko" > "$ird/lib/modules/$name.ko" ;;
     *) cp "$ko" "$ird/lib/modules/$name.ko" ;;
   esac
-  echo "$name" >> "$ird/etc/modules"
+  # The image's module options (modprobe.d, e.g. nf_conntrack's hashsize):
+  # modprobe never loads these modules, the initramfs does.
+  opts=$(cat "$root"/etc/modprobe.d/*.conf "$root"/lib/modprobe.d/*.conf 2>/dev/null \
+         | awk -v m="$name" '$1 == "options" && $2 == m {$1 = $2 = ""; print}' | xargs)
+  echo "$name${opts:+ $opts}" >> "$ird/etc/modules"
 done
 [ -s "$ird/etc/modules" ] || { echo "router image: no initramfs modules found" >&2; exit 1; }
 cp "$HERE/initramfs/init" "$ird/init"

@@ -5,6 +5,10 @@ a short-lived probe port namespace plugged into a tenant network's segment
 
 Sockets are opened on a thread that entered the namespace
 (``compute.netns.run_in_netns``): never a fork of the agent's Python.
+
+scapy is imported by the probes that use it, not with this module: it is the
+largest import of the agent's start (a third of it on the host, seconds in a
+router VM under TCG), and the agent must answer health before any probe.
 """
 
 from __future__ import annotations
@@ -18,14 +22,11 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import dnslib
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
-from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.l2 import ARP, Ether
 
 from compute import netns
 from compute.fabric import Fabric, ensure_netns, remove_netns
@@ -39,6 +40,10 @@ from router.diag.common import (
     guest_network,
 )
 from router.proc import in_netns
+
+if TYPE_CHECKING:
+    from scapy.layers.dhcp import DHCP
+    from scapy.layers.l2 import Ether
 
 T = TypeVar("T")
 ETH_P_ALL = 0x0003
@@ -126,6 +131,8 @@ class ProbePort:
 
     def _announce(self) -> None:
         """A gratuitous ARP: the router's neighbour entry follows this port."""
+        from scapy.layers.l2 import ARP, Ether
+
         garp = (Ether(src=self.mac, dst="ff:ff:ff:ff:ff:ff")
                 / ARP(op=1, hwsrc=self.mac, psrc=self.ip, pdst=self.ip))
         with _l2_socket(self.ifname) as s:
@@ -202,6 +209,10 @@ def dhcp(ifname: str, mac: str, request: bool, timeout: float, release: bool = T
 
     After an ACK the lease is released again, unless `release` is false (the
     MAC already held a lease, a guest's: the REQUEST only renewed it)."""
+    from scapy.layers.dhcp import BOOTP, DHCP
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
     xid = int.from_bytes(os.urandom(4), "big")
     chaddr = bytes.fromhex(mac.replace(":", ""))
 
@@ -301,6 +312,8 @@ def dns(name: str, qtype: str, server: str, timeout: float) -> pb.ProbeResult:
 
 def arp(ifname: str, mac: str, source_ip: str, ip: str, timeout: float) -> pb.ProbeResult:
     """Who has `ip`? Every answer in the window (two means a conflict)."""
+    from scapy.layers.l2 import ARP, Ether
+
     req = bytes(Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
                 / ARP(op=1, hwsrc=mac, psrc=source_ip, pdst=ip))
     hops: list[pb.Hop] = []
@@ -335,11 +348,20 @@ def _icmp_socket() -> socket.socket:
     return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 
 
+def _import_scapy() -> None:
+    """Before a probe's clock starts: the first import takes seconds under TCG."""
+    import scapy.layers.inet  # noqa: F401
+
+
 def _echo(ident: int, seq: int) -> bytes:
+    from scapy.layers.inet import ICMP
+
     return bytes(ICMP(type=8, id=ident, seq=seq) / (b"cloudnet-probe" + bytes(18)))
 
 
 def _match_echo(ident: int, seq: int, dest: str) -> Callable[[bytes], tuple[str, str] | None]:
+    from scapy.layers.inet import ICMP, IP
+
     def match(data: bytes) -> tuple[str, str] | None:
         ip = IP(data)
         if ICMP not in ip:
@@ -363,6 +385,7 @@ def ping(dest: str, count: int, timeout: float) -> pb.ProbeResult:
     if count > MAX_PING:
         raise DiagError("ping.count", f"at most {MAX_PING} (got {count})")
     ident = int.from_bytes(os.urandom(2), "big")
+    _import_scapy()
     hops = []
     budget = time.monotonic() + BUDGET_SECONDS
     with _icmp_socket() as s:
@@ -390,6 +413,7 @@ def traceroute(dest: str, max_hops: int, timeout: float) -> pb.ProbeResult:
     if max_hops > MAX_HOPS:
         raise DiagError("traceroute.max_hops", f"at most {MAX_HOPS} (got {max_hops})")
     ident = int.from_bytes(os.urandom(2), "big")
+    _import_scapy()
     hops = []
     reached = False
     budget = time.monotonic() + BUDGET_SECONDS

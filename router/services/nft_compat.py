@@ -10,7 +10,8 @@ appliance's Debian 12 kernel (6.1): there the counting rules are left out
 from __future__ import annotations
 
 import functools
-import subprocess
+
+from router import libnft
 
 _PROBE = """table inet cloudnet_probe {
 	map m { type ipv4_addr : ipv4_addr; }
@@ -21,11 +22,14 @@ _PROBE = """table inet cloudnet_probe {
 
 @functools.cache
 def map_as_set_lookup() -> bool:
-    """True unless the kernel refuses a map looked up as a set (nft -c: EINVAL).
-    Any other failure (no nft, not root: the unit tests) assumes a modern kernel."""
+    """True unless the kernel refuses a map looked up as a set (a dry run:
+    EINVAL). Any other failure (no libnftables, not root: the unit tests)
+    assumes a modern kernel. In-process (libnftables), not a forked nft -c:
+    this runs in a router VM's first apply, where a fork costs under TCG."""
     try:
-        proc = subprocess.run(["nft", "-c", "-f", "-"], input=_PROBE, capture_output=True,
-                              text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        libnft.run_here(_PROBE, dry_run=True)
+    except OSError:
         return True
-    return not (proc.returncode and "Invalid argument" in proc.stderr)
+    except libnft.NftError as e:
+        return "Invalid argument" not in str(e)
+    return True

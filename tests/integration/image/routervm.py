@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -243,6 +244,40 @@ def wait_healthy(channel: grpc.Channel, vm: RouterVM, timeout: float) -> float:
         time.sleep(0.25)
     raise TimeoutError(f"agent not healthy after {timeout} s; console tail:\n"
                        f"{vm.console()[-3000:]}")
+
+
+_UPTIME_MARKS = (
+    # (phase end, regex on the console): kernel uptimes printed by the image.
+    ("initramfs", r"CLOUDNET-INITRAMFS .*?uptime=([\d.]+)"),
+    ("boot_script", r"CLOUDNET-BOOT .*?uptime=([\d.]+)"),
+    ("agent_process", r"CLOUDNET-AGENT serving process_start_uptime=([\d.]+)"),
+    ("agent_serving", r"CLOUDNET-AGENT serving .*?serving_uptime=([\d.]+)"),
+)
+
+
+def boot_phases(console: str) -> dict[str, float]:
+    """The boot's phases in seconds of guest uptime, from the console:
+    kernel + initramfs (root mounted), systemd until the boot script is done,
+    systemd until the agent's process starts, its Python start until it
+    serves, and the first apply (the agent's own figure). Missing marks
+    (an older image) are left out."""
+    at = {}
+    for name, rx in _UPTIME_MARKS:
+        m = re.search(rx, console)
+        if m:
+            at[name] = float(m.group(1))
+    out = {}
+    prev = 0.0
+    for name, _ in _UPTIME_MARKS:
+        if name in at:
+            out[f"{name}_s"] = round(at[name] - prev, 2)
+            prev = at[name]
+    if "agent_serving" in at:
+        out["uptime_serving_s"] = at["agent_serving"]
+    m = re.search(r"generation 1 applied \(.*?\) in ([\d.]+) s", console)
+    if m:
+        out["agent_first_apply_s"] = float(m.group(1))
+    return out
 
 
 def agent_stub(channel: grpc.Channel) -> agent_pb2_grpc.RouterAgentStub:
