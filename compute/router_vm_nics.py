@@ -169,17 +169,18 @@ def ordered(state: dict[str, pb.RouterVmNic], want: Sequence[pb.RouterVmNic]
 def _detach(dom: libvirt.virDomain, mac: str, live: ET.Element,
             persistent: ET.Element | None) -> None:
     """Unplug one NIC live (the guest must release it: wait) and from the definition."""
+    refused = ""
     try:
         dom.detachDeviceFlags(ET.tostring(live, "unicode"), LIVE)
     except libvirt.libvirtError as e:
-        # A repeated call while the guest still holds the NIC: keep waiting.
-        if "already in the process of unplug" not in str(e):
-            raise
+        # Most likely a repeated call while the guest is still releasing the
+        # NIC (an unplug already under way): the wait below decides.
+        refused = f" (libvirt: {e.get_error_message()})"
     deadline = time.monotonic() + DETACH_TIMEOUT
     while mac in interfaces(dom):
         if time.monotonic() > deadline:
             raise Unavailable(f"the guest did not release NIC {mac} within "
-                              f"{DETACH_TIMEOUT:.0f} s; repeat the call")
+                              f"{DETACH_TIMEOUT:.0f} s{refused}; repeat the call")
         time.sleep(0.2)
     if persistent is not None:
         dom.detachDeviceFlags(ET.tostring(persistent, "unicode"), CONFIG)

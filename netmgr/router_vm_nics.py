@@ -158,12 +158,18 @@ class NicPlugger:
         try:
             if missing(live.nics, want):
                 self._update(router.id, live, union(live.nics, want))
-            if extra(live.nics, want) and router.applied_generation >= router.desired_generation:
-                self._update(router.id, live, want)
         except (grpc.RpcError, LookupError) as e:
             if isinstance(e, grpc.RpcError) and e.code() in PERMANENT:
                 return f"its NICs could not be hot-plugged: {_why(e)}"
             log.warning("router %s: NIC hot-plug failed, will retry: %s", router.id, _why(e))
+            live.nics_generation = 0
+            return ""
+        try:
+            if extra(live.nics, want) and router.applied_generation >= router.desired_generation:
+                self._update(router.id, live, want)
+        except (grpc.RpcError, LookupError) as e:
+            # An unplugged NIC nobody uses is no reason to replace the VM.
+            log.warning("router %s: NIC unplug failed, will retry: %s", router.id, _why(e))
             live.nics_generation = 0
         return ""
 

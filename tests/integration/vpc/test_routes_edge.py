@@ -1,23 +1,41 @@
 """Static routes, private gateways and edge services (port forwarding on the
-VPC's public IPs) of a VPC router, with real clients in namespaces."""
+VPC's public IPs) of a VPC router, with real clients in namespaces.
+
+One VPC for the module (on the VM backend a VPC is a router VM to boot);
+each test adds tiers of its own, hot-plugged into the running VM."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import uuid
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from compute.nsguest import NamespaceGuest
-from tests.integration.vpc.conftest import TCP, ask, pings, serve
+from tests.integration.vpc.conftest import TCP, Tenant, Vpc, ask, pings, serve
 
 pytestmark = pytest.mark.integration
 
 
-def test_a_static_route_reaches_a_network_behind_a_tier_guest(make_vpc, servers):
-    v = make_vpc("routed", "10.40.0.0/16")
+@pytest.fixture(scope="module")
+def vpc(cloud):
+    t = Tenant(cloud, f"edge{uuid.uuid4().hex[:6]}")
+    try:
+        v = Vpc(t, "edge", "10.40.0.0/16")
+        yield v
+        with contextlib.suppress(grpc.RpcError):
+            v.delete()
+    finally:
+        t.close()
+
+
+def test_a_static_route_reaches_a_network_behind_a_tier_guest(vpc, servers):
+    v = vpc
     web, lan = v.tier("web", "10.40.1.0/24"), v.tier("lan", "10.40.2.0/24")
     (_, gw), (pr, gr) = v.guest(web, "www1"), v.guest(lan, "rtr1")
     # The guest on "lan" routes to 172.31.5.0/24 (an address of its own there).
@@ -37,9 +55,9 @@ def test_a_static_route_reaches_a_network_behind_a_tier_guest(make_vpc, servers)
     assert not pings(gw, "172.31.5.1")
 
 
-def test_a_port_forward_on_the_vpcs_public_ip_reaches_a_tier_guest(make_vpc, servers):
-    v = make_vpc("edge", "10.50.0.0/16")
-    web, db = v.tier("web", "10.50.1.0/24"), v.tier("db", "10.50.2.0/24")
+def test_a_port_forward_on_the_vpcs_public_ip_reaches_a_tier_guest(vpc, servers):
+    v = vpc
+    web, db = v.tier("pf-web", "10.40.11.0/24"), v.tier("pf-db", "10.40.12.0/24")
     pw, gw = v.guest(web, "www1")
     v.guest(db, "db1")
     serve(servers, gw, TCP, 80, "web80")
@@ -57,9 +75,9 @@ def test_a_port_forward_on_the_vpcs_public_ip_reaches_a_tier_guest(make_vpc, ser
     assert r.stdout.strip() == "web80"
 
 
-def test_a_load_balancer_on_the_vpcs_public_ip_spreads_over_tier_guests(make_vpc, servers):
-    v = make_vpc("lbvpc", "10.51.0.0/16")
-    web = v.tier("web", "10.51.1.0/24")
+def test_a_load_balancer_on_the_vpcs_public_ip_spreads_over_tier_guests(vpc, servers):
+    v = vpc
+    web = v.tier("lb-web", "10.40.21.0/24")
     pa, ga = v.guest(web, "wa")
     pb_, gb = v.guest(web, "wb")
     serve(servers, ga, TCP, 80, "web-a")
@@ -85,9 +103,9 @@ def test_a_load_balancer_on_the_vpcs_public_ip_spreads_over_tier_guests(make_vpc
     assert sorted(answers) == ["web-a"] * 3 + ["web-b"] * 3, answers
 
 
-def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(make_vpc, servers):
-    v = make_vpc("hybrid", "10.60.0.0/16")
-    web = v.tier("web", "10.60.1.0/24")
+def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(vpc, servers):
+    v = vpc
+    web = v.tier("pg-web", "10.40.31.0/24")
     _, gw = v.guest(web, "www1")
     pg = v.call(v.gateways.CreatePrivateGateway, vpb.CreatePrivateGatewayRequest(
         private_gateway=vpb.PrivateGateway(vpc_id=v.vpc.id, vlan_id=3001,
@@ -104,7 +122,7 @@ def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(make_vpc, 
     dc.attach(3001, "02:00:5e:10:20:30")
     for cmd in (["ip", "addr", "add", "192.168.77.1/24", "dev", "eth0"],
                 ["ip", "addr", "add", "10.210.0.1/16", "dev", "lo"],
-                ["ip", "route", "add", "10.60.0.0/16", "via", "192.168.77.2"]):
+                ["ip", "route", "add", "10.40.0.0/16", "via", "192.168.77.2"]):
         assert dc.run(cmd).returncode == 0, cmd
     serve(servers, dc, TCP, 9100, "datacenter")
     assert pings(gw, "10.210.0.1")
