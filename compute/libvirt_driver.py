@@ -35,8 +35,8 @@ def _silence(ctx: object, err: object) -> None:
 libvirt.registerErrorHandler(_silence, None)
 
 
-def tap_name(vm_id: str, index: int) -> str:
-    """Host-side device of NIC `index` (≤ 15 bytes, stable)."""
+def tap_name(vm_id: str, index: int | str) -> str:
+    """Host-side device of NIC `index` (or MAC) (≤ 15 bytes, stable)."""
     return "vt" + hashlib.sha1(f"{vm_id}/{index}".encode()).hexdigest()[:11]
 
 

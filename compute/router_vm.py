@@ -29,15 +29,20 @@ from cloudnet.compute.v1 import router_vm_pb2_grpc as rpc
 
 from compute import images
 from compute import libvirt_driver as lv
-from netmgr.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Violation
+from compute import router_vm_nics as nics
+from netmgr.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Violation,
+)
 
 log = logging.getLogger("cloudnet.compute.router_vm")
 
-ROLES = ("control", "public", "guest")
-MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # key=value, printable, no comma (QEMU's option syntax) and no newline.
 OEM_RE = re.compile(r"cloudnet\.[a-z_]{1,32}=[\x21-\x2b\x2d-\x7e]{0,512}")
-MAX_NICS = 8
 
 
 def check_spec(spec: pb.RouterVmSpec, images_known: dict[str, images.Image],
@@ -56,17 +61,7 @@ def check_spec(spec: pb.RouterVmSpec, images_known: dict[str, images.Image],
     low = image.min_memory_mib if image else 64
     if not low <= spec.memory_mib <= max_memory_mib:
         bad.append(Violation("spec.memory_mib", f"must be {low}-{max_memory_mib} MiB"))
-    if not 1 <= len(spec.nics) <= MAX_NICS:
-        bad.append(Violation("spec.nics", f"1-{MAX_NICS} NICs"))
-    macs = set()
-    for i, nic in enumerate(spec.nics):
-        if not MAC_RE.fullmatch(nic.mac) or nic.mac in macs:
-            bad.append(Violation(f"spec.nics[{i}].mac", "must be a unique lower-case MAC"))
-        macs.add(nic.mac)
-        if nic.segment > 4094:
-            bad.append(Violation(f"spec.nics[{i}].segment", "must be 0-4094"))
-        if nic.role not in ROLES:
-            bad.append(Violation(f"spec.nics[{i}].role", f"must be one of {', '.join(ROLES)}"))
+    bad += nics.check_nics(spec.nics, "spec.nics")
     if len(spec.secret_oem_strings) > 1:
         bad.append(Violation("spec.secret_oem_strings", "at most one (one file per string)"))
     for field in ("oem_strings", "secret_oem_strings"):
@@ -93,8 +88,9 @@ class RouterVms:
     def _path(self, router_id: str, *parts: str) -> str:
         return os.path.join(self.dir, router_id, *parts)
 
-    def _taps(self, router_id: str, n: int) -> list[str]:
-        return [lv.tap_name(f"r-{router_id}", i) for i in range(n)]
+    def _taps(self, router_id: str, spec: pb.RouterVmSpec) -> list[str]:
+        """Named by MAC: a hot-plugged NIC keeps its tap whatever the list's order."""
+        return [nics.tap(router_id, nic.mac) for nic in spec.nics]
 
     def create(self, spec: pb.RouterVmSpec) -> pb.RouterVm:
         image = check_spec(spec, self.c.images, self.c.cfg.vcpus, self.c.cfg.memory_mib)
@@ -119,7 +115,7 @@ class RouterVms:
             with os.fdopen(fd, "w") as f:
                 # QEMU reads the whole file as one string.
                 f.write(spec.secret_oem_strings[0])
-        taps = self._taps(rid, len(spec.nics))
+        taps = self._taps(rid, spec)
         ifaces = [self.c.cfg.fabric.vm_interface_xml(tap, nic.segment, nic.mac)
                   for tap, nic in zip(taps, spec.nics, strict=True)]
         xml = lv.domain_xml(
@@ -127,12 +123,49 @@ class RouterVms:
             vcpus=spec.vcpus, memory_mib=spec.memory_mib, image=image, overlay=overlay,
             console=self._path(rid, "console.log"), hostname=f"router-{rid[:8]}",
             interfaces=ifaces, oem_strings=tuple(spec.oem_strings), oem_file=oem_file)
-        with open(self._path(rid, "spec.pb"), "wb") as f:
-            f.write(spec.SerializeToString())
+        self._record(spec)
         self.driver.define_and_start(xml)
         for tap in taps:
             self.c.cfg.fabric.harden_tap(tap)
         log.info("router vm %s started (%d NICs)", rid, len(spec.nics))
+        return self.get(rid)
+
+    def _record(self, spec: pb.RouterVmSpec) -> None:
+        """The VM's spec as this host keeps it (its NICs follow hot-plugs)."""
+        path = self._path(spec.router_id, "spec.pb")
+        with open(path + ".tmp", "wb") as f:
+            f.write(spec.SerializeToString())
+        os.replace(path + ".tmp", path)
+
+    def update_nics(self, request: pb.UpdateRouterVmNicsRequest) -> pb.RouterVm:
+        """Hot-plug/unplug the running VM's NICs to the wanted list
+        (compute/router_vm_nics.py); the record (spec.pb) follows each step."""
+        nics.check_router_id(request.router_id)
+        rid = request.router_id
+        with self._lock:
+            spec = self._spec(rid)
+            if spec is None:
+                raise NotFound(f"router vm {rid} not found on this host")
+            nics.check_update(request, spec.nics)
+            dom = self.driver.lookup(rid)
+            if dom is None or not dom.isActive():
+                raise FailedPrecondition(f"router vm {rid} is not running (its NICs are "
+                                         "plugged when it is created)")
+            state = {n.mac: n for n in spec.nics}
+            try:
+                nics.apply(dom, rid, self.c.cfg.fabric, state, request.nics)
+            except libvirt.libvirtError as e:
+                # No free slot, a device libvirt refuses...: netmgr replaces the VM.
+                raise FailedPrecondition(f"router vm {rid}: cannot change its NICs: "
+                                         f"{e.get_error_message()}") from e
+            finally:
+                now = nics.ordered(state, request.nics)
+                if nics.key(now) != nics.key(spec.nics):
+                    del spec.nics[:]
+                    spec.nics.extend(now)
+                    self._record(spec)
+                    log.info("router vm %s: NICs now %s", rid,
+                             ", ".join(f"{n.mac}/{n.segment}" for n in now))
         return self.get(rid)
 
     def _spec(self, router_id: str) -> pb.RouterVmSpec | None:
@@ -183,7 +216,9 @@ class RouterVms:
         with contextlib.suppress(libvirt.libvirtError):
             self.driver.remove(router_id)
         if spec is not None:
-            for tap in self._taps(router_id, len(spec.nics)):
+            # Index-named taps: VMs defined before taps were named by MAC.
+            legacy = [lv.tap_name(f"r-{router_id}", i) for i in range(len(spec.nics))]
+            for tap in self._taps(router_id, spec) + legacy:
                 with contextlib.suppress(Exception):
                     self.c.cfg.fabric.release_tap(tap)
         shutil.rmtree(self._path(router_id), ignore_errors=True)
@@ -234,6 +269,11 @@ class RouterVmServicer(rpc.RouterVmServiceServicer):
         self._admin(context)
         self.vms.delete(request.router_id)
         return pb.DeleteRouterVmResponse()
+
+    def UpdateRouterVmNics(self, request: pb.UpdateRouterVmNicsRequest,
+                           context: grpc.ServicerContext) -> pb.RouterVm:
+        self._admin(context)
+        return self.vms.update_nics(request)
 
     def GetRouterVmConsole(self, request: pb.GetRouterVmConsoleRequest,
                            context: grpc.ServicerContext) -> cpb.ConsoleLog:

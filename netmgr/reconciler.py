@@ -188,10 +188,15 @@ class Reconciler:
             # Deleted from the model: remove it wherever it may run.
             return self._delete_everywhere(router_id)
         router = snapshot.router
-        if self.vm_routers is not None and router.backend == "vm":
+        config = build_router_config(snapshot)
+        vm = self.vm_routers is not None and router.backend == "vm"
+        if vm:
             stub = self.vm_routers.stub(router_id)
             if stub is None:
                 return False  # its VM is not serving yet; the backend notifies when it is
+            # The agent finds a NIC by MAC when it applies: hot-plug new ones first.
+            if not self.vm_routers.nics.before_push(router_id, config):
+                return False
         else:
             try:
                 stub = self._stub(router.host)
@@ -208,7 +213,6 @@ class Reconciler:
                 )
                 with self._lock:
                     self._restarts.discard(router_id)
-            config = build_router_config(snapshot)
             reply = stub.ApplyConfig(pb.ApplyConfigRequest(config=config), timeout=PUSH_TIMEOUT)
         except grpc.RpcError as e:
             msg = f"agent on {router.host} unreachable: {e.code().name}: {e.details()}"
@@ -227,6 +231,8 @@ class Reconciler:
                         router_id, config.generation, status.last_error)
             return True
         self.edge.acknowledged(router_id, status.applied_generation)
+        if vm:  # NICs the applied config no longer names: unplugged now
+            self.vm_routers.nics.after_push(router_id, config, status)
         return status.applied_generation >= config.generation
 
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:

@@ -17,7 +17,9 @@ A tend loop watches every VM router (one pass a second, a worker per router):
 
 A replacement is a new VM with the same NICs (MACs), control address and
 config: the reconciler re-pushes everything, including every guest's static
-DHCP host (MAC → IP), so a guest that renews keeps its address.
+DHCP host (MAC → IP), so a guest that renews keeps its address. A change of
+the NIC set (a VPC tier added or removed) is hot-plugged into the running VM
+(netmgr/router_vm_nics.py), not a replacement.
 
 Credentials: the agent's bearer token is HMAC-SHA256(router key, router ID /
 credential generation). The router key is a 0600 file next to the admin
@@ -58,6 +60,7 @@ from netmgr.router_vm_creds import (  # noqa: F401 (derive_token: tests, tools)
     router_vm_config,
     token_hash,
 )
+from netmgr.router_vm_nics import NicPlugger, config_nics
 from netmgr.store_hosts import HostStore
 from netmgr.store_router_vm import RouterVm, RouterVmStore
 
@@ -65,7 +68,6 @@ log = logging.getLogger(__name__)
 
 # A router whose VM could not be deployed is retried this often (seconds).
 FAILED_RETRY = 10.0
-ROLES = {1: "guest", 2: "public"}  # router.v1 InterfaceRole → compute NIC role
 
 
 @dataclasses.dataclass
@@ -86,6 +88,9 @@ class _Live:
     # The desired generation whose NIC set was last compared with the VM's.
     nics_generation: int = 0
     host: str = ""
+    # The VM's NICs as its host last reported them (None: ask it).
+    nics: list[vpb.RouterVmNic] | None = None
+    nic_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class RouterVmBackend:
@@ -106,6 +111,8 @@ class RouterVmBackend:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="router-vm")
         self._thread: threading.Thread | None = None
         self._ticks = 0
+        # Hot-plug: the reconciler plugs a config's NICs before pushing it.
+        self.nics = NicPlugger(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,6 +140,10 @@ class RouterVmBackend:
         with self._lock:
             live = self._live.get(router_id)
             return live.stub if live is not None and live.serving else None
+
+    def live(self, router_id: str) -> _Live | None:
+        with self._lock:
+            return self._live.get(router_id)
 
     def channel(self, router_id: str) -> grpc.Channel | None:
         """An authenticated channel to the router VM's agent, once it answers."""
@@ -257,6 +268,9 @@ class RouterVmBackend:
             self._connect(router.id, live, vm, derive_token(self.key, router.id,
                                                             vm.cred_generation))
         dom = self._domain(vm)
+        if dom is not None and dom.state == cpb.VM_STATE_RUNNING and self._nics_changed(
+                router, live, vm, dom):
+            return
         if dom is None or dom.state != cpb.VM_STATE_RUNNING:
             if vm.state in ("booting", "active"):
                 why = ("its domain is gone" if dom is None else
@@ -278,7 +292,7 @@ class RouterVmBackend:
                     self._became_healthy(router, live, vm, status)
                 elif vm.state != "booting":
                     self.vms.update(router.id, state="booting")
-            elif not self._nics_changed(router, live, vm, dom):
+            else:
                 status = self._status(live)
                 if status is not None:
                     self._watch(router, live, status)
@@ -368,16 +382,16 @@ class RouterVmBackend:
         self.reconciler.notify(router.id)
 
     def _nics_changed(self, router, live: _Live, vm: RouterVm, dom: vpb.RouterVm) -> bool:
-        """A network added to or removed from the router (VPC tiers) changes its NICs:
-        the VM is replaced by one with the new set (no hot-plug yet)."""
+        """A network added to or removed from the router (VPC tiers) changes its
+        NICs: hot-plugged into the running VM (netmgr/router_vm_nics.py); True
+        when the host cannot, and the VM was replaced by one with the new set."""
         if router.desired_generation == live.nics_generation:
             return False
         live.nics_generation = router.desired_generation
-        want = sorted((n.mac, n.segment) for n in self._spec(router, vm).nics)
-        have = sorted((n.mac, n.segment) for n in dom.nics)
-        if want == have:
+        why = self.nics.tend(router, live, dom, list(self._spec(router, vm).nics))
+        if not why:
             return False
-        self._deploy(router, live, vm, replacing=True, why="its NICs changed")
+        self._deploy(router, live, vm, replacing=True, why=why)
         return True
 
     def _watch(self, router, live: _Live, status: apb.RouterStatus) -> None:
@@ -422,6 +436,7 @@ class RouterVmBackend:
             self.store.mark_router_unreachable(router.id, f"router VM replaced: {why}")
         with self._lock:
             live.serving = False
+        live.nics = None
         self.vms.update(router.id, state="replacing" if replacing else "deploying",
                         detail=f"replacing: {why}" if replacing else "", host=host,
                         cred_generation=generation, token_sha256=token_hash(token),
@@ -451,10 +466,7 @@ class RouterVmBackend:
     def _spec(self, router, vm: RouterVm) -> vpb.RouterVmSpec:
         """NICs: control, then the config's interfaces (public, guests), by MAC."""
         config = build_router_config(self.store.router_snapshot(router.id))
-        nics = [vpb.RouterVmNic(mac=vm.control_mac, segment=self.cfg.control_vlan,
-                                role="control")]
-        nics += [vpb.RouterVmNic(mac=i.mac, segment=i.segment_id, role=ROLES.get(i.role, "guest"))
-                 for i in config.interfaces]
+        nics = config_nics(config, vm.control_mac, self.cfg.control_vlan)
         return vpb.RouterVmSpec(
             router_id=router.id, image=self.cfg.image, vcpus=self.cfg.vcpus,
             memory_mib=self.cfg.memory_mib, nics=nics,

@@ -1,9 +1,11 @@
 """VPCs and their tiers in the store.
 
 A VPC is created with its router (no network of its own) and the router's
-source-NAT public IP. A tier is a network with ``vpc_id``: it gets a VLAN
-and its own router-side MAC (claimed in ``mac_addresses`` like every MAC, so
-concurrent tier creations never share one), and bumps the VPC router's
+source-NAT public IP; the router takes the configured backend (a namespace,
+or an appliance VM whose tier NICs are hot-plugged: netmgr/router_vm_nics.py).
+A tier is a network with ``vpc_id``: it gets a VLAN and its own router-side
+MAC (claimed in ``mac_addresses`` like every MAC, so concurrent tier
+creations never share one), and bumps the VPC router's
 generation. Deleting a tier releases that MAC; a VPC is deleted only once
 its tiers are gone (its router and source-NAT address go with it).
 """
@@ -122,7 +124,8 @@ class VpcStore(RouteStore):
                 guest_mac = ipam.allocate_mac(s)
             s.add(RouterRow(
                 id=router_id, tenant_id=tenant.id, network_id=None, vpc_id=vpc_id,
-                backend=model.RouterBackend.NETNS.value, host=self.default_host,
+                backend=self.default_backend.value,
+                host=self.default_host if self.default_backend == model.RouterBackend.NETNS else "",
                 desired_generation=1, applied_generation=0, public_mac=public_mac,
                 guest_mac=guest_mac, services=[], last_error="", reachable=True,
                 created_at=now, updated_at=now))

@@ -10,13 +10,17 @@ most a few router VMs run at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 
 from compute.nsguest import NamespaceGuest
 from netmgr.aio import AllInOne
@@ -110,11 +114,16 @@ class Tenant:
         for g in self.guests:
             g.destroy()
         if self.cloud.router_backend == "vm":
-            # Each network's router is a VM: delete them now (netmgr sweeps the VMs).
+            # Each network's (and VPC's) router is a VM: delete them now
+            # (netmgr sweeps the VMs). A VPC goes once its tiers are gone.
             for n in self.api.call(self.api.networks.ListNetworks,
                                    pb.ListNetworksRequest()).networks:
                 self.api.call(self.api.networks.DeleteNetwork,
                               pb.DeleteNetworkRequest(id=n.id, force=True))
+            vpcs = vpcrpc.VpcServiceStub(self.api.channel)
+            for v in self.api.call(vpcs.ListVpcs, vpcpb.ListVpcsRequest()).vpcs:
+                with contextlib.suppress(grpc.RpcError):
+                    self.api.call(vpcs.DeleteVpc, vpcpb.DeleteVpcRequest(id=v.id))
         self.api.close()
         self.admin.close()
 

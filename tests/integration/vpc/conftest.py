@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import subprocess
 import time
-from pathlib import Path
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
@@ -16,7 +17,6 @@ from tests.integration.e2e.conftest import (  # noqa: F401
     Tenant,
     cloud,
     make_tenant,
-    skip_vm_variants,
 )
 from tests.integration.edge import test_edge as _edge
 
@@ -27,15 +27,6 @@ servers = _edge.servers
 
 __all__ = ["Vpc", "cloud", "make_tenant"]
 
-VPC_DIR = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(config, items):
-    """A VPC's router is a namespace router on either backend (store_vpc: the
-    VM backend has no NIC hot-plug for tiers yet), so the "vm" variants would
-    only repeat the namespace runs: skipped before any fixture runs."""
-    skip_vm_variants(items, VPC_DIR,
-                     "VPC routers are namespace routers (no VM backend for VPCs yet)")
 
 
 TCP, UDP = "tcp", "udp"
@@ -87,6 +78,17 @@ class Vpc:
         self.call(self.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(
             network_id=tier.id, acl_id=acl_id))
 
+    def delete(self) -> None:
+        """Routes, tiers, then the VPC: its router (a VM on the VM backend) goes now,
+        not when the module's cloud does."""
+        for route in self.call(self.routes.ListStaticRoutes, vpb.ListStaticRoutesRequest(
+                vpc_id=self.vpc.id)).static_routes:
+            self.call(self.routes.DeleteStaticRoute, vpb.DeleteStaticRouteRequest(id=route.id))
+        for tier_id in self.call(self.stub.GetVpc, vpb.GetVpcRequest(id=self.vpc.id)).tier_ids:
+            self.call(self.t.api.networks.DeleteNetwork,
+                      pb.DeleteNetworkRequest(id=tier_id, force=True))
+        self.call(self.stub.DeleteVpc, vpb.DeleteVpcRequest(id=self.vpc.id))
+
     def builtin(self, name: str) -> str:
         acls = self.call(self.acls.ListNetworkAcls,
                          vpb.ListNetworkAclsRequest(vpc_id=self.vpc.id)).network_acls
@@ -111,10 +113,19 @@ def dig(guest, name: str) -> list[str]:
 
 @pytest.fixture
 def make_vpc(make_tenant):
-    def make(name: str = "vpc1", cidr: str = "10.20.0.0/16", **fields) -> Vpc:
-        return Vpc(make_tenant(), name, cidr, **fields)
+    made: list[Vpc] = []
 
-    return make
+    def make(name: str = "vpc1", cidr: str = "10.20.0.0/16", **fields) -> Vpc:
+        made.append(Vpc(make_tenant(), name, cidr, **fields))
+        return made[-1]
+
+    yield make
+    for v in made:
+        # Gone now, not with the module's cloud: on the VM backend no router VM
+        # stays booted for the next test, and the next VPC gets these public
+        # IPs again (announced by gratuitous ARP: router/garp.py).
+        with contextlib.suppress(grpc.RpcError):
+            v.delete()
 
 
 class Stream:

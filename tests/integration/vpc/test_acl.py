@@ -3,24 +3,52 @@ between namespace guests of different tiers."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import uuid
+
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
-from tests.integration.vpc.conftest import TCP, UDP, Stream, ask, pings, serve
+from tests.integration.vpc.conftest import TCP, UDP, Stream, Tenant, Vpc, ask, pings, serve
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def shop_vpc(cloud):
+    """One VPC for the module (on the VM backend each VPC is a router VM to
+    boot): tiers web and db, one guest each; the db guest serves tcp/80,
+    tcp/8080 and udp/5353 answering its port."""
+    t = Tenant(cloud, f"acl{uuid.uuid4().hex[:6]}")
+    procs: list[subprocess.Popen] = []
+    try:
+        v = Vpc(t, "shop", "10.30.0.0/16")
+        web, db = v.tier("web", "10.30.1.0/24"), v.tier("db", "10.30.2.0/24")
+        (_, gw), (pd, gd) = v.guest(web, "www1"), v.guest(db, "db1")
+        for proto, port in ((TCP, 80), (TCP, 8080), (UDP, 5353)):
+            serve(procs, gd, proto, port, f"{proto}{port}")
+        yield v, web, db, gw, pd, gd
+        with contextlib.suppress(grpc.RpcError):
+            v.delete()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=5)
+        t.close()
+
+
 @pytest.fixture
-def shop(make_vpc, servers):
-    """A VPC with tiers web and db, one guest each; the db guest serves
-    tcp/80, tcp/8080 and udp/53 answering its port."""
-    v = make_vpc("shop", "10.30.0.0/16")
-    web, db = v.tier("web", "10.30.1.0/24"), v.tier("db", "10.30.2.0/24")
-    (_, gw), (pd, gd) = v.guest(web, "www1"), v.guest(db, "db1")
-    for proto, port in ((TCP, 80), (TCP, 8080), (UDP, 5353)):
-        serve(servers, gd, proto, port, f"{proto}{port}")
-    return v, web, db, gw, pd, gd
+def shop(shop_vpc):
+    """The module's VPC with every tier back on default_allow."""
+    v = shop_vpc[0]
+    allow = v.builtin("default_allow")
+    for tier_id in v.call(v.stub.GetVpc, vpb.GetVpcRequest(id=v.vpc.id)).tier_ids:
+        v.call(v.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(
+            network_id=tier_id, acl_id=allow))
+    v.wait()
+    return shop_vpc
 
 
 def test_a_deny_on_one_tier_blocks_exactly_the_traffic_it_names(shop):

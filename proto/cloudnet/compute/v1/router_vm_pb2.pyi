@@ -269,3 +269,28 @@ class GetRouterVmConsoleRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRouterVmConsoleRequest: _TypeAlias = GetRouterVmConsoleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRouterVmNicsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTER_ID_FIELD_NUMBER: _builtins.int
+    NICS_FIELD_NUMBER: _builtins.int
+    router_id: _builtins.str
+    @_builtins.property
+    def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouterVmNic]:
+        """Every NIC the VM should have, the control NIC included (as in the spec)."""
+
+    def __init__(
+        self,
+        *,
+        router_id: _builtins.str = ...,
+        nics: _abc.Iterable[Global___RouterVmNic] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nics", b"nics", "router_id", b"router_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRouterVmNicsRequest: _TypeAlias = UpdateRouterVmNicsRequest  # noqa: Y015

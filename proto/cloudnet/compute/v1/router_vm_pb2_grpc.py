@@ -60,6 +60,11 @@ class RouterVmServiceStub:
                 request_serializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.GetRouterVmConsoleRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_compute_dot_v1_dot_compute__pb2.ConsoleLog.FromString,
                 _registered_method=True)
+        self.UpdateRouterVmNics = channel.unary_unary(
+                '/cloudnet.compute.v1.RouterVmService/UpdateRouterVmNics',
+                request_serializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.UpdateRouterVmNicsRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.RouterVm.FromString,
+                _registered_method=True)
 
 
 class RouterVmServiceServicer:
@@ -100,6 +105,21 @@ class RouterVmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateRouterVmNics(self, request, context):
+        """Makes a running router VM's NICs exactly `nics` (the whole wanted list):
+        NICs missing from the VM are hot-plugged, NICs not in the list unplugged
+        (the guest must release them), each live and in the domain's persistent
+        definition, so a restart of the domain keeps them. A NIC whose segment
+        changed is unplugged and plugged again. The control NIC stays as it is
+        (it is the VM's boot identity). The same list again changes nothing.
+        NOT_FOUND when this host has no VM for the router, FAILED_PRECONDITION
+        when its domain is not running, UNAVAILABLE when the guest did not
+        release an unplugged NIC in time (the call may be repeated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterVmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +147,11 @@ def add_RouterVmServiceServicer_to_server(servicer, server):
                     servicer.GetRouterVmConsole,
                     request_deserializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.GetRouterVmConsoleRequest.FromString,
                     response_serializer=cloudnet_dot_compute_dot_v1_dot_compute__pb2.ConsoleLog.SerializeToString,
+            ),
+            'UpdateRouterVmNics': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRouterVmNics,
+                    request_deserializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.UpdateRouterVmNicsRequest.FromString,
+                    response_serializer=cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.RouterVm.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +289,33 @@ class RouterVmService:
             '/cloudnet.compute.v1.RouterVmService/GetRouterVmConsole',
             cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.GetRouterVmConsoleRequest.SerializeToString,
             cloudnet_dot_compute_dot_v1_dot_compute__pb2.ConsoleLog.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRouterVmNics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.compute.v1.RouterVmService/UpdateRouterVmNics',
+            cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.UpdateRouterVmNicsRequest.SerializeToString,
+            cloudnet_dot_compute_dot_v1_dot_router__vm__pb2.RouterVm.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,17 @@ class RouterVmServiceStub:
     """Destroys and undefines the domain, removes its taps and overlay. Idempotent."""
     GetRouterVmConsole: _grpc.UnaryUnaryMultiCallable[_router_vm_pb2.GetRouterVmConsoleRequest, _compute_pb2.ConsoleLog]
     """The serial console's output so far (from byte `offset`)."""
+    UpdateRouterVmNics: _grpc.UnaryUnaryMultiCallable[_router_vm_pb2.UpdateRouterVmNicsRequest, _router_vm_pb2.RouterVm]
+    """Makes a running router VM's NICs exactly `nics` (the whole wanted list):
+    NICs missing from the VM are hot-plugged, NICs not in the list unplugged
+    (the guest must release them), each live and in the domain's persistent
+    definition, so a restart of the domain keeps them. A NIC whose segment
+    changed is unplugged and plugged again. The control NIC stays as it is
+    (it is the VM's boot identity). The same list again changes nothing.
+    NOT_FOUND when this host has no VM for the router, FAILED_PRECONDITION
+    when its domain is not running, UNAVAILABLE when the guest did not
+    release an unplugged NIC in time (the call may be repeated).
+    """
 
 @_typing.type_check_only
 class RouterVmServiceAsyncStub(RouterVmServiceStub):
@@ -61,6 +72,17 @@ class RouterVmServiceAsyncStub(RouterVmServiceStub):
     """Destroys and undefines the domain, removes its taps and overlay. Idempotent."""
     GetRouterVmConsole: _aio.UnaryUnaryMultiCallable[_router_vm_pb2.GetRouterVmConsoleRequest, _compute_pb2.ConsoleLog]  # type: ignore[assignment]
     """The serial console's output so far (from byte `offset`)."""
+    UpdateRouterVmNics: _aio.UnaryUnaryMultiCallable[_router_vm_pb2.UpdateRouterVmNicsRequest, _router_vm_pb2.RouterVm]  # type: ignore[assignment]
+    """Makes a running router VM's NICs exactly `nics` (the whole wanted list):
+    NICs missing from the VM are hot-plugged, NICs not in the list unplugged
+    (the guest must release them), each live and in the domain's persistent
+    definition, so a restart of the domain keeps them. A NIC whose segment
+    changed is unplugged and plugged again. The control NIC stays as it is
+    (it is the VM's boot identity). The same list again changes nothing.
+    NOT_FOUND when this host has no VM for the router, FAILED_PRECONDITION
+    when its domain is not running, UNAVAILABLE when the guest did not
+    release an unplugged NIC in time (the call may be repeated).
+    """
 
 class RouterVmServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -103,5 +125,22 @@ class RouterVmServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_compute_pb2.ConsoleLog, _abc.Awaitable[_compute_pb2.ConsoleLog]]:
         """The serial console's output so far (from byte `offset`)."""
+
+    @_abc_1.abstractmethod
+    def UpdateRouterVmNics(
+        self,
+        request: _router_vm_pb2.UpdateRouterVmNicsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_vm_pb2.RouterVm, _abc.Awaitable[_router_vm_pb2.RouterVm]]:
+        """Makes a running router VM's NICs exactly `nics` (the whole wanted list):
+        NICs missing from the VM are hot-plugged, NICs not in the list unplugged
+        (the guest must release them), each live and in the domain's persistent
+        definition, so a restart of the domain keeps them. A NIC whose segment
+        changed is unplugged and plugged again. The control NIC stays as it is
+        (it is the VM's boot identity). The same list again changes nothing.
+        NOT_FOUND when this host has no VM for the router, FAILED_PRECONDITION
+        when its domain is not running, UNAVAILABLE when the guest did not
+        release an unplugged NIC in time (the call may be repeated).
+        """
 
 def add_RouterVmServiceServicer_to_server(servicer: RouterVmServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
