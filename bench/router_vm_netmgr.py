@@ -13,6 +13,7 @@ router of a second all-in-one.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -23,6 +24,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from compute.nsguest import NamespaceGuest
 from netmgr.aio import AllInOne
 from netmgr.demo import Api
+from tests.integration.image import routervm
 
 POLL = 0.05
 
@@ -98,11 +100,16 @@ def boot_once(aio: AllInOne, api: Api, n: int) -> dict:
         assert lease.ip == port.ip, (lease, port)
     finally:
         guest.destroy()
-    row = {"api_s": round(api_s, 2), "defined_s": round(defined, 2),
+    row: dict = {"api_s": round(api_s, 2), "defined_s": round(defined, 2),
            "healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
            "leased_s": round(leased, 2),
            "serving_from_define_s": round(leased - defined, 2),
-           "netmgr_boot_seconds": round(r.vm_boot_seconds, 2)}
+           "netmgr_boot_seconds": round(r.vm_boot_seconds, 2),
+           "load_avg_1m": os.getloadavg()[0]}
+    # Where the VM's boot went (guest uptime marks on its console).
+    console = os.path.join(aio.state_dir, "compute", "routers", net.router_id, "console.log")
+    with contextlib.suppress(OSError), open(console, errors="replace") as f:
+        row["phases"] = routervm.boot_phases(f.read())
     return {"row": row, "net": net}
 
 

@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         from router import appliance
 
         log.info("CLOUDNET-AGENT serving %s", appliance.boot_times())
+        appliance.announce_control(args.listen, appliance.control_mac_from_env())
     stopped = threading.Event()
     if args.health_interval > 0:
         agent.run_health_monitor(args.health_interval, stopped)

@@ -15,13 +15,16 @@ input policy (drop), and leaves every service module unchanged.
 from __future__ import annotations
 
 import errno
+import ipaddress
+import logging
 import os
+import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from compute.fabric import FabricError, netns_exists
-from router import netlink, validate
+from router import garp, netlink, validate
 from router.agent import Agent, RequestError, router_netns_name
 from router.services.interfaces import fabric_port_name
 
@@ -120,6 +123,33 @@ class ApplianceAgent(Agent):
 def control_mac_from_env() -> str:
     """The control NIC's MAC, from the boot helper's agent.env (systemd EnvironmentFile)."""
     return os.environ.get("CLOUDNET_CONTROL_MAC", "")
+
+
+log = logging.getLogger(__name__)
+CONTROL_IFNAME = "ctl0"  # named by the boot helper (images/router)
+
+
+def announce_control(listen: str, control_mac: str) -> None:
+    """Gratuitous ARP for the control address, once the agent listens.
+
+    A new router VM may get the control address of a deleted one: netmgr's
+    side of the control network still holds the old VM's MAC for it and
+    sends its connection attempts there until that entry is re-resolved
+    (30 s and more: router VMs through netmgr were healthy half a minute
+    after their agent served). Best effort, like router/garp.py."""
+    host = listen.rsplit(":", 1)[0]
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        return
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
+                           socket.htons(garp.ETH_P_ARP)) as sock:
+            sock.bind((CONTROL_IFNAME, 0))
+            for frame in garp.frames(control_mac, ip):
+                sock.send(frame)
+    except (OSError, ValueError) as e:
+        log.warning("gratuitous ARP for the control address %s: %s", ip, e)
 
 
 def boot_times() -> str:

@@ -203,13 +203,17 @@ for ko in $(modprobe -d "$root" -S "$release" --show-depends -a $BOOT_MODULES \
             | awk '$1 == "insmod" {print $2}'); do
   [ -f "$ko" ] || ko=$root$ko
   name=$(basename "$ko"); name=${name%%.ko*}
-  grep -qx "$name" "$ird/etc/modules" && continue
+  grep -q "^$name\( \|\$\)" "$ird/etc/modules" && continue
   case "$ko" in
     *.xz) xz -dc "$ko" > "$ird/lib/modules/$name.ko" ;;
     *.zst) zstd -qdc "$ko" > "$ird/lib/modules/$name.ko" ;;
     *) cp "$ko" "$ird/lib/modules/$name.ko" ;;
   esac
-  echo "$name" >> "$ird/etc/modules"
+  # The image's module options (modprobe.d, e.g. nf_conntrack's hashsize):
+  # modprobe never loads these modules, the initramfs does.
+  opts=$(cat "$root"/etc/modprobe.d/*.conf "$root"/lib/modprobe.d/*.conf 2>/dev/null \
+         | awk -v m="$name" '$1 == "options" && $2 == m {$1 = $2 = ""; print}' | xargs)
+  echo "$name${opts:+ $opts}" >> "$ird/etc/modules"
 done
 [ -s "$ird/etc/modules" ] || { echo "router image: no initramfs modules found" >&2; exit 1; }
 cp "$HERE/initramfs/init" "$ird/init"

@@ -14,7 +14,6 @@ import contextlib
 import os
 import socket
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
@@ -55,17 +54,6 @@ def cloud(request, tmp_path_factory):
         aio.down()
         leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
         assert not leftovers, f"namespaces left behind: {leftovers}"
-
-
-def skip_vm_variants(items, directory: Path, reason: str) -> None:
-    """Skip the "vm" variants of the tests below ``directory`` before any
-    fixture runs (no VM cloud is booted for them); for a suite's
-    pytest_collection_modifyitems."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if (callspec is not None and callspec.params.get("cloud") == "vm"
-                and directory in Path(str(item.path)).parents):
-            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
-from pathlib import Path
+import uuid
 
 import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
@@ -16,20 +17,9 @@ from tests.integration.e2e.conftest import (  # noqa: F401 (fixtures)
     _backend_marks,
     cloud,
     make_tenant,
-    skip_vm_variants,
 )
 
-EDGE_DIR = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(config, items):
-    """The edge suite runs on namespace routers only for now: on router VMs
-    (TCG here) the churn, LB health-check and counter tests failed in the
-    first full run (open work, see README "Router VMs"). Skipped before any
-    fixture runs, so no VM cloud is booted for them."""
-    skip_vm_variants(items, EDGE_DIR, "edge suite on router VMs: not yet passing (see README)")
-
-__all__ = ["Edge", "cloud", "make_tenant"]
+__all__ = ["Edge", "Site", "cloud", "make_tenant", "site"]
 
 
 class Edge:
@@ -86,3 +76,73 @@ def edge_of():
 def in_ns(ns: str, argv: list[str], timeout: float = 15, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+class Site:
+    """One tenant network whose router serves every test of a module.
+
+    A router VM boots in 30-60 s under TCG, so each module boots one (not
+    one per test); the namespace backend runs the same code. A test makes
+    its own ports and guests (new addresses: a port is never deleted and
+    its address reused by another MAC within the module) and its own public
+    IPs and rules; ``reset`` (after each test) deletes every rule and load
+    balancer, releases the test's public IPs, deletes the test's other
+    networks and sets the egress policy back, so the next test starts from
+    a network as new.
+    """
+
+    def __init__(self, cloud, cidr: str) -> None:
+        self.t = Tenant(cloud, f"t{uuid.uuid4().hex[:8]}")
+        self.net = self.t.network(name="edge", cidr=cidr)
+        self.t.api.wait_router_active(self.net.router_id)
+        self.keep_ips: set[str] = set()
+        self._names = itertools.count()
+
+    def ports(self, n: int):
+        """n new ports on the network, each with a guest that holds its lease."""
+        ports = [self.t.port(self.net.id, hostname=f"vm{next(self._names)}") for _ in range(n)]
+        self.t.api.wait_router_active(self.net.router_id)
+        guests = [self.t.guest(self.net, p) for p in ports]
+        for g in guests:
+            g.dhcp()
+        return ports, guests
+
+    def reset(self) -> None:
+        e, api, net_id = Edge(self.t), self.t.api, self.net.id
+        for lb in e.call(e.lbs.ListLoadBalancers, epb.ListLoadBalancersRequest(
+                network_id=net_id)).load_balancers:
+            e.call(e.lbs.DeleteLoadBalancer, epb.DeleteLoadBalancerRequest(id=lb.id))
+        for f in e.call(e.forwards.ListPortForwards, epb.ListPortForwardsRequest(
+                network_id=net_id)).port_forwards:
+            e.call(e.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f.id))
+        for n in e.call(e.nats.ListStaticNats, epb.ListStaticNatsRequest(
+                network_id=net_id)).static_nats:
+            e.call(e.nats.DeleteStaticNat, epb.DeleteStaticNatRequest(id=n.id))
+        for r in e.call(e.firewall.ListFirewallRules, epb.ListFirewallRulesRequest(
+                network_id=net_id)).firewall_rules:
+            e.call(e.firewall.DeleteFirewallRule, epb.DeleteFirewallRuleRequest(id=r.id))
+        e.call(e.firewall.SetEgressPolicy, epb.SetEgressPolicyRequest(policy=epb.EgressPolicy(
+            network_id=net_id, default_action=epb.EGRESS_ACTION_ALLOW)))
+        for ip in e.call(e.ips.ListPublicIps, epb.ListPublicIpsRequest(
+                network_id=net_id)).public_ips:
+            if not ip.source_nat and ip.id not in self.keep_ips:
+                e.call(e.ips.ReleasePublicIp, epb.ReleasePublicIpRequest(id=ip.id))
+        for n in api.call(api.networks.ListNetworks, pb.ListNetworksRequest()).networks:
+            if n.id != net_id:
+                api.call(api.networks.DeleteNetwork, pb.DeleteNetworkRequest(id=n.id, force=True))
+        api.wait_router_active(self.net.router_id)
+
+
+@pytest.fixture(scope="module")
+def module_site(request, cloud):
+    """The module's shared network (CIDR: the module's ``SITE_CIDR``)."""
+    s = Site(cloud, getattr(request.module, "SITE_CIDR", "10.50.0.0/24"))
+    yield s
+    s.t.close()
+
+
+@pytest.fixture
+def site(module_site):
+    """The module's network, reset after the test."""
+    yield module_site
+    module_site.reset()

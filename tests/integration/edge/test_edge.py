@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.aio import INET_HOST_IP, WEB_PORT
-from tests.integration.edge.conftest import Edge, in_ns
+from tests.integration.edge.conftest import Edge, Site, in_ns
 
 pytestmark = pytest.mark.integration
 
@@ -58,19 +58,17 @@ def seen_from(guest) -> str:
     return r.stdout.strip()
 
 
-def setup_net(make_tenant, cidr: str, n: int):
-    t = make_tenant()
-    net = t.network(name="edge", cidr=cidr)
-    ports = [t.port(net.id, hostname=f"vm{i}") for i in range(n)]
-    t.api.wait_router_active(net.router_id)
-    guests = [t.guest(net, p) for p in ports]
-    for g in guests:
-        g.dhcp()
-    return t, net, ports, guests
+SITE_CIDR = "10.51.0.0/24"
 
 
-def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, make_tenant, servers):
-    t, net, (p1, p2), (g1, g2) = setup_net(make_tenant, "10.51.0.0/24", 2)
+def setup_net(site: Site, n: int):
+    """The module's network (one router for every test) with n new ports and guests."""
+    ports, guests = site.ports(n)
+    return site.t, site.net, ports, guests
+
+
+def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, site, servers):
+    t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     ip = e.public_ip(net.id)
     assert ip.network_id == net.id and not ip.source_nat
@@ -111,8 +109,8 @@ def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, make_tenant, se
     assert {f.id for f in listed.port_forwards} == {f2.id, f3.id, f4.id}
 
 
-def test_static_nat_ingress_firewall_and_outbound_address(cloud, make_tenant, servers):
-    t, net, (p1, p2), (g1, g2) = setup_net(make_tenant, "10.52.0.0/24", 2)
+def test_static_nat_ingress_firewall_and_outbound_address(cloud, site, servers):
+    t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     eip = e.public_ip(net.id)
     serve(servers, g1, TCP, 8080, "g1")
@@ -149,8 +147,8 @@ def test_static_nat_ingress_firewall_and_outbound_address(cloud, make_tenant, se
     assert ask(inet, TCP, eip.ip, 8080, timeout=1) == ""
 
 
-def test_egress_default_policy_and_rules(cloud, make_tenant):
-    t, net, _, (g1,) = setup_net(make_tenant, "10.53.0.0/24", 1)
+def test_egress_default_policy_and_rules(cloud, site):
+    t, net, _, (g1,) = setup_net(site, 1)
     e = Edge(t)
     assert seen_from(g1) == net.source_nat_ip
     # Default allow + a deny rule for the web port.
@@ -177,9 +175,13 @@ def test_egress_default_policy_and_rules(cloud, make_tenant):
     assert g1.run(["busybox", "ping", "-c1", "-W2", INET_HOST_IP]).returncode == 0
 
 
-def test_public_ip_lifecycle_and_bad_requests_change_nothing(cloud, make_tenant):
-    t, net, (p1,), _ = setup_net(make_tenant, "10.54.0.0/24", 1)
-    other, onet, (op,), _ = setup_net(make_tenant, "10.54.0.0/24", 1)
+def test_public_ip_lifecycle_and_bad_requests_change_nothing(cloud, site, make_tenant):
+    t, net, (p1,), _ = setup_net(site, 1)
+    # Another tenant's network with the same CIDR: only its objects are used
+    # (its router is not waited for: on VMs that would be a boot for nothing).
+    other = make_tenant()
+    onet = other.network(name="edge", cidr=net.cidr)
+    op = other.port(onet.id, hostname="vm0")
     e, oe = Edge(t), Edge(other)
     ip = e.public_ip(net.id)
     oip = oe.public_ip(onet.id)

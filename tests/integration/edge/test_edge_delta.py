@@ -20,16 +20,24 @@ from tests.integration.edge.test_edge import TCP, ask, serve, servers, setup_net
 pytestmark = pytest.mark.integration
 
 INGRESS = epb.FIREWALL_DIRECTION_INGRESS
+SITE_CIDR = "10.57.0.0/24"
 
 
 def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-@pytest.mark.netns_only  # reads the host agent's journal; VM routers take full pushes
-def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant,
+def on_host(cloud) -> bool:
+    """A namespace router: its agent's journal is a file on this host (a VM
+    router's is inside the VM), and its kernel counts established packets
+    per rule (the appliance's 6.1 counts each connection's first packet
+    only: router/services/nft_compat.py)."""
+    return cloud.router_backend != "vm"
+
+
+def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
                                                               servers):  # noqa: F811
-    t, net, (p1, p2), (g1, g2) = setup_net(make_tenant, "10.57.0.0/24", 2)
+    t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     counters = erpc.EdgeCounterServiceStub(t.api.channel)
     ip = e.public_ip(net.id)
@@ -44,9 +52,10 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
     f2 = e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f2.id))
     assert f2.applied_generation >= f2.generation  # ACTIVE: the router runs it
     # The router got f2 as a delta to f2's generation, and journaled it.
-    deltas = read_journal(journal)
-    assert deltas and deltas[-1].generation == f2.generation
-    assert [f.id for f in deltas[-1].port_forwards] == [f2.id]
+    if on_host(cloud):
+        deltas = read_journal(journal)
+        assert deltas and deltas[-1].generation == f2.generation
+        assert [f.id for f in deltas[-1].port_forwards] == [f2.id]
 
     inet = cloud.inet_ns
     for _ in range(3):
@@ -55,7 +64,8 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
         network_id=net.id, ids=[f1.id, f2.id]))
     by_id = {c.id: c for c in got.counters}
     assert by_id[f1.id].kind == "portforward"
-    assert by_id[f1.id].packets >= 3 * 3 and by_id[f1.id].bytes > 0  # ≥ SYN, ACK, data each
+    # ≥ SYN, ACK, data each (the first packet of each on a VM router)
+    assert by_id[f1.id].packets >= (3 * 3 if on_host(cloud) else 3) and by_id[f1.id].bytes > 0
     assert by_id[f2.id].packets == 0 and by_id[f2.id].bytes == 0
     assert ask(inet, TCP, ip.ip, 81) == "g2"
     got = e.call(counters.GetEdgeCounters, epb.GetEdgeCountersRequest(network_id=net.id))
@@ -68,7 +78,8 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
     assert f1u.generation > f1.generation and f1u.port_id == p2.id
     e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f1.id))
     assert ask(inet, TCP, ip.ip, 80) == "g2"
-    assert read_journal(journal)[-1].generation == f1u.generation
+    if on_host(cloud):
+        assert read_journal(journal)[-1].generation == f1u.generation
 
     # Bad updates: refused naming the field, nothing changes.
     before = e.call(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f1.id))
@@ -114,15 +125,15 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, make_tenant
     # Deletes go as deltas too, and close the path.
     e.call(e.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f2.id))
     t.api.wait_router_active(net.router_id)
-    assert [(r.kind, r.id) for r in read_journal(journal)[-1].removed] == [("portforward",
-                                                                            f2.id)]
+    if on_host(cloud):
+        assert [(r.kind, r.id) for r in read_journal(journal)[-1].removed] == [
+            ("portforward", f2.id)]
     assert ask(inet, TCP, ip.ip, 81, timeout=1) == ""
     assert ask(inet, TCP, ip.ip, 80) == "g2"
 
 
-@pytest.mark.netns_only  # counters are read from the host's agent
-def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, make_tenant):
-    t, net, (p1,), (g1,) = setup_net(make_tenant, "10.58.0.0/24", 1)
+def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, site):
+    t, net, (p1,), (g1,) = setup_net(site, 1)
     e = Edge(t)
     counters = erpc.EdgeCounterServiceStub(t.api.channel)
     eip = e.public_ip(net.id)
@@ -141,14 +152,15 @@ def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, make_te
         network_id=net.id)).counters}
     assert got[icmp.id].kind == "firewall" and got[icmp.id].packets >= 1
     assert got[ssh.id].packets == 0
-    assert got[nat.id].kind == "staticnat" and got[nat.id].packets >= 6  # in and out
+    # In and out; on a VM router the connection's first packet only.
+    assert got[nat.id].kind == "staticnat" and got[nat.id].packets >= (6 if on_host(cloud) else 1)
 
 
-def test_counters_are_read_from_the_router_on_either_backend(cloud, make_tenant,
+def test_counters_are_read_from_the_router_on_either_backend(cloud, site,
                                                              servers):  # noqa: F811
     """Namespace routers through the host's agent, VM routers through their
     own agent (the VM backend's authenticated channel)."""
-    t, net, (p1, p2), (g1, _) = setup_net(make_tenant, "10.59.0.0/24", 2)
+    t, net, (p1, p2), (g1, _) = setup_net(site, 2)
     e = Edge(t)
     counters = erpc.EdgeCounterServiceStub(t.api.channel)
     ip = e.public_ip(net.id)

@@ -56,11 +56,19 @@ class Web:
             self.stop(name)
 
 
-@pytest.fixture
-def web():
+SITE_CIDR = "10.61.0.0/24"
+
+
+@pytest.fixture(scope="module")
+def module_web():
     w = Web()
     yield w
     w.close()
+
+
+@pytest.fixture
+def web(module_web):
+    return module_web
 
 
 def curl(ns: str, url: str, *extra: str) -> str:
@@ -72,19 +80,22 @@ def counts(ns: str, url: str, n: int, *extra: str) -> collections.Counter:
     return collections.Counter(curl(ns, url, *extra) for _ in range(n))
 
 
+@pytest.fixture(scope="module")
+def web_site(module_site, module_web):
+    """Three web servers in guests and a public IP, for every test of the module."""
+    ports, guests = module_site.ports(3)
+    for i, g in enumerate(guests):
+        module_web.start(g, f"web{i}")
+    e = Edge(module_site.t)
+    ip = e.public_ip(module_site.net.id)
+    module_site.keep_ips.add(ip.id)
+    return ports, e, ip
+
+
 @pytest.fixture
-def lbnet(cloud, make_tenant, web):
-    t = make_tenant()
-    net = t.network(name="lb", cidr="10.61.0.0/24")
-    ports = [t.port(net.id, hostname=f"web{i}") for i in range(3)]
-    t.api.wait_router_active(net.router_id)
-    for i, p in enumerate(ports):
-        g = t.guest(net, p)
-        g.dhcp()
-        web.start(g, f"web{i}")
-    e = Edge(t)
-    ip = e.public_ip(net.id)
-    return t, net, ports, e, ip
+def lbnet(web_site, site):
+    ports, e, ip = web_site
+    return site.t, site.net, ports, e, ip
 
 
 def make_lb(e: Edge, ip, ports, **fields) -> epb.LoadBalancer:
