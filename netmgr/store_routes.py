@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from netmgr import ipam
@@ -21,13 +21,22 @@ from netmgr import model_vpc as mv
 from netmgr import store_rows as rows
 from netmgr.db import MacRow, NetworkRow, utcnow
 from netmgr.db_vpc import PrivateGatewayRow, StaticRouteRow, VpcRow
-from netmgr.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from netmgr.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from netmgr.model import object_state
 from netmgr.store_acl import AclStore
 from netmgr.store_base import new_id
 from netmgr.validation import check_id
 from netmgr.validation_vpc import check_private_gateway, check_static_route, next_hop_problem
 
+# Tiers plus private gateways per VPC: 16 NICs of a router VM, less the
+# control and public ones.
+MAX_VPC_SEGMENTS = 14
 
 class RouteStore(AclStore):
     # ------------------------------------------------------------- helpers
@@ -92,6 +101,19 @@ class RouteStore(AclStore):
         if used:
             raise FailedPrecondition(f"static routes to {', '.join(used)} go through {what}; "
                                      "delete them first")
+
+    def _check_segment_room(self, s: Session, vpc_id: str, field: str) -> None:
+        """A VPC router has one NIC per tier and per private gateway, besides
+        its control and public NICs, and a router VM holds at most 16 NICs
+        (``compute.router_vm_nics.MAX_NICS``). The cap is the same on either
+        backend, so a VPC that works on one works on the other."""
+        used = (s.scalar(select(func.count()).select_from(NetworkRow)
+                         .where(NetworkRow.vpc_id == vpc_id)) or 0) + \
+            (s.scalar(select(func.count()).select_from(PrivateGatewayRow)
+                      .where(PrivateGatewayRow.vpc_id == vpc_id)) or 0)
+        if used >= MAX_VPC_SEGMENTS:
+            raise ResourceExhausted(field, f"the VPC has {used} tiers and private gateways, "
+                                    f"the most a VPC router serves ({MAX_VPC_SEGMENTS})")
 
     def _check_subnet_free(self, s: Session, vpc_id: str, cidr: str, field: str) -> None:
         net = ipaddress.IPv4Network(cidr)
@@ -160,6 +182,7 @@ class RouteStore(AclStore):
             zone = rows.zone(self._zone_row(s, lock=True))
             addr, gw = check_private_gateway(vlan_id, address, gateway, zone)
             vpc = self._own_vpc(s, tenant_id, vpc_id, "private_gateway.vpc_id")
+            self._check_segment_room(s, vpc.id, "private_gateway.vpc_id")
             acl = (self._check_tier_acl(s, tenant_id, vpc.id, acl_id, "private_gateway.acl_id")
                    if acl_id else mv.DEFAULT_ALLOW_ID)
             self._check_subnet_free(s, vpc.id, str(ipaddress.IPv4Interface(addr).network),

@@ -186,6 +186,7 @@ class VpcStore(RouteStore):
             zone = rows.zone(self._zone_row(s, lock=True))
             tenant = self._tenant_row(s, tenant_id)
             vpc = self._vpc_row(s, tenant.id, spec.vpc_id, "network.vpc_id")
+            self._check_segment_room(s, vpc.id, "network.vpc_id")
             full = spec
             if not spec.domain:
                 full = dataclasses.replace(

@@ -120,3 +120,22 @@ def test_routes_and_a_private_gateway_in_the_router_config(vpc2):
         api.DeleteStaticRoute(vpb.DeleteStaticRouteRequest(id=r.id))
     api.DeletePrivateGateway(vpb.DeletePrivateGatewayRequest(id=pg.id))
     assert count(cloud, "vpc_private_gateways") == 0
+
+
+def test_a_vpc_holds_at_most_14_tiers_and_private_gateways_together(vpc2):
+    # 16 NICs per router VM, less control and public: the same cap on either
+    # backend. Here: web + 12 more tiers + one gateway = 14.
+    cloud, api, vpc, _ = vpc2
+    for i in range(2, 14):
+        api.tier(vpc.id, f"t{i}", f"10.0.{i}.0/24")
+    gateway(api, vpc.id)
+    before = {t: count(cloud, t) for t in ("networks", "vpc_private_gateways", "mac_addresses")}
+
+    err = rpc_error(lambda: api.tier(vpc.id, "one-more", "10.0.99.0/24"))
+    assert err.code() == Code.RESOURCE_EXHAUSTED
+    assert err.details().startswith("network.vpc_id:") and "14" in err.details()
+    err = rpc_error(lambda: gateway(api, vpc.id, vlan_id=2001, address="192.168.51.2/24",
+                                    gateway="192.168.51.1"))
+    assert err.code() == Code.RESOURCE_EXHAUSTED
+    assert err.details().startswith("private_gateway.vpc_id:")
+    assert {t: count(cloud, t) for t in before} == before
