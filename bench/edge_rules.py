@@ -21,7 +21,7 @@ The N rules already present are written into the store in bulk (SQL, one
 generation bump) rather than through N API calls: the API is what the
 one-change latency measures.
 
-    sudo .venv/bin/python bench/edge_rules.py [--max-rules 50000] [--out bench/out]
+    .venv/bin/python bench/edge_rules.py [--max-rules 50000] [--out bench/out]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ dnsmasq with one static host, one nft SNAT rule), i.e. the floor that the
 daemons and clients cost without cloudnet's control plane. The ratio
 cloudnet / baseline is what to compare across machines and days.
 
-    sudo .venv/bin/python bench/network_ready.py [--networks 10] [--out bench/out]
+    .venv/bin/python bench/network_ready.py [--networks 10] [--out bench/out]
 """
 
 from __future__ import annotations

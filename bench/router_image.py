@@ -1,6 +1,6 @@
 """Router appliance image: build time, size, boot-to-serving under TCG, config push latency.
 
-    sudo .venv/bin/python bench/router_image.py [--boots 3] [--pushes 10] [--skip-cold]
+    .venv/bin/python bench/router_image.py [--boots 3] [--pushes 10] [--skip-cold]
         [--skip-build] [--skip-qemu] [--netmgr]
 
 Build: cold (empty caches: every .deb from the mirror, every wheel from PyPI,

@@ -12,7 +12,7 @@ Baseline, same run: the same kernel + initrd booted by a bare QEMU with
 user-mode networking (QEMU's own DHCP): the floor without libvirt, OVS,
 netmgr and the router. The ratio cloudnet / baseline is what to compare.
 
-    sudo .venv/bin/python bench/vm_boot.py [--repeat 3] [--concurrency 1 4 8]
+    .venv/bin/python bench/vm_boot.py [--repeat 3] [--concurrency 1 4 8]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ same run:
   generation: the table reloaded atomically), with N rules in the list;
   median over trials, ratio to the shortest list.
 
-    sudo .venv/bin/python bench/vpc_acl.py [--sizes 10,100,400] [--out bench/out]
+    .venv/bin/python bench/vpc_acl.py [--sizes 10,100,400] [--out bench/out]
 """
 
 from __future__ import annotations

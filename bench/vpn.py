@@ -14,7 +14,7 @@ peer in its own namespace (the tests' harness, ``tests/integration/vpn``):
   path without it (the router source-NATs, the uplink routes the peer's
   networks in clear): the ratio is the tunnel's cost.
 
-    sudo .venv/bin/python bench/vpn.py [--repeat 5] [--seconds 5] [--out bench/out]
+    .venv/bin/python bench/vpn.py [--repeat 5] [--seconds 5] [--out bench/out]
 
 Writes bench/out/vpn.json and bench/out/vpn.png.
 """

@@ -13,7 +13,7 @@ run:
 
 Needs the router image (bash images/router/build.sh).
 
-    sudo .venv/bin/python bench/vpn_vm.py [--seconds 5] [--repeat 3] [--out bench/out]
+    .venv/bin/python bench/vpn_vm.py [--seconds 5] [--repeat 3] [--out bench/out]
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ APT_PACKAGES=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "bootstrap: run as root (network namespaces and daemons need it)" >&2
+  echo "bootstrap: run as root (network namespaces, daemons and apt need it)" >&2
   exit 1
 fi
 

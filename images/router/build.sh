@@ -4,7 +4,7 @@
 # strongSwan, conntrack) and the router agent installed from the project's
 # own wheel into /opt/cloudnet (its Python dependencies from PyPI).
 #
-#   sudo images/router/build.sh [OUT_DIR]      (default: images/router/out)
+#   images/router/build.sh [OUT_DIR]      (default: images/router/out)
 #
 # Output: disk.qcow2 (ext4 root file system on the whole disk, no partition
 # table: the kernel is booted directly), vmlinuz, initrd.img and

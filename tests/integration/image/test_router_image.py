@@ -5,7 +5,7 @@ agent healthy on the control address, calls without the per-router token
 refused, an authenticated ApplyConfig of a one-network router applied on the
 VM's NICs found by MAC, and a namespace guest on the VM's guest NIC leasing
 from the VM router. Skipped when the image is not built: build it with
-`sudo images/router/build.sh` (or CLOUDNET_BUILD_IMAGES=1 scripts/test.sh).
+`images/router/build.sh` (or CLOUDNET_BUILD_IMAGES=1 scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tests.integration.image.routervm import ImageLab, RouterVM
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(routervm.image_manifest() is None,
-                       reason="router image not built (sudo images/router/build.sh, or "
+                       reason="router image not built (images/router/build.sh, or "
                               "CLOUDNET_BUILD_IMAGES=1 scripts/test.sh)"),
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="no QEMU"),
     pytest.mark.timeout(600),
