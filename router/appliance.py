@@ -18,7 +18,6 @@ import errno
 import ipaddress
 import logging
 import os
-import socket
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -139,17 +138,13 @@ def announce_control(listen: str, control_mac: str) -> None:
     after their agent served). Best effort, like router/garp.py."""
     host = listen.rsplit(":", 1)[0]
     try:
-        ip = ipaddress.IPv4Address(host)
+        ip = ipaddress.IPv4Interface(host)
     except ValueError:
         return
     try:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
-                           socket.htons(garp.ETH_P_ARP)) as sock:
-            sock.bind((CONTROL_IFNAME, 0))
-            for frame in garp.frames(control_mac, ip):
-                sock.send(frame)
-    except (OSError, ValueError) as e:
-        log.warning("gratuitous ARP for the control address %s: %s", ip, e)
+        garp.announce(None, CONTROL_IFNAME, control_mac, [ip])
+    except ValueError as e:  # no control MAC given
+        log.warning("gratuitous ARP for the control address %s: %s", ip.ip, e)
 
 
 def boot_times() -> str:

@@ -45,10 +45,11 @@ def frames(mac: str, ip: ipaddress.IPv4Address) -> list[bytes]:
     return out
 
 
-def announce(ns: str, ifname: str, mac: str,
+def announce(ns: str | None, ifname: str, mac: str,
              addresses: Iterable[ipaddress.IPv4Interface]) -> None:
-    """Send the gratuitous ARPs for `addresses` out of `ifname` in namespace `ns`.
-    Best effort: a neighbour that misses them re-resolves in time anyway."""
+    """Send the gratuitous ARPs for `addresses` out of `ifname` in namespace `ns`
+    (None: this process's). Best effort: a neighbour that misses them
+    re-resolves in time anyway."""
     packets = [f for a in addresses for f in frames(mac, a.ip)]
     if not packets:
         return

@@ -30,6 +30,7 @@ from cloudnet.router.v1 import diag_pb2 as pb
 
 from compute import netns
 from compute.fabric import Fabric, ensure_netns, remove_netns
+from router import garp
 from router.diag.common import (
     DiagError,
     DiagUnavailable,
@@ -131,12 +132,9 @@ class ProbePort:
 
     def _announce(self) -> None:
         """A gratuitous ARP: the router's neighbour entry follows this port."""
-        from scapy.layers.l2 import ARP, Ether
-
-        garp = (Ether(src=self.mac, dst="ff:ff:ff:ff:ff:ff")
-                / ARP(op=1, hwsrc=self.mac, psrc=self.ip, pdst=self.ip))
+        request, _ = garp.frames(self.mac, ipaddress.IPv4Address(self.ip))
         with _l2_socket(self.ifname) as s:
-            s.send(bytes(garp))
+            s.send(request)
 
     def close(self) -> None:
         try:

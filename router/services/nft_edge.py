@@ -135,7 +135,7 @@ def verify(cfg: pb.RouterConfig) -> None:
     for f in cfg.port_forwards:
         # Each field read once (a protobuf field read costs about a string's
         # creation; this loop runs per rule on every full apply), the common
-        # case tested first and the message built only on an error.
+        # case tested first, the range checks' calls made only on an error.
         oid, pub, priv, proto = f.id, f.public_ip, f.private_ip, f.protocol
         ps, pe, qs, qe = (f.public_port_start, f.public_port_end, f.private_port_start,
                           f.private_port_end)

@@ -166,7 +166,7 @@ def check(ctx: Context, rendered: dict[str, str]) -> None:
     try:
         libnft.run(ctx.netns, rendered[SKELETON], dry_run=True)
     except libnft.NftError as e:
-        raise CheckError(f"nftables: ruleset refused by nft -c: {e}") from e
+        raise CheckError(f"nftables: table refused by the kernel's dry run: {e}") from e
 
 
 def apply(
