@@ -125,6 +125,24 @@ def run(seconds: int, repeat: int) -> dict[str, object]:
         aio.down()
 
 
+def plot(result: dict, path: str) -> None:
+    """Each iperf3 run, in clear and through the tunnel, with their medians."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    runs = [[b / 1e6 for b in result["clear_bps"]], [b / 1e6 for b in result["tunnel_bps"]]]
+    ax.boxplot(runs)
+    ax.set_xticks([1, 2], ["same VMs, clear", f"IPsec ({result['ipsec_backend']})"])
+    ax.set_ylabel("iperf3 TCP Mbit/s")
+    ax.set_title(f"two router VMs (TCG): ratio {result['tunnel_vs_clear_ratio']:.2f}, "
+                 f"up in {result['establish_via_api_s']:.1f} s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=int, default=5)
@@ -135,6 +153,7 @@ def main() -> None:
     result = run(args.seconds, args.repeat)
     with open(os.path.join(args.out, "vpn_vm.json"), "w") as f:
         json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "vpn_vm.png"))
     print(json.dumps(result, indent=2))
 
 

@@ -109,18 +109,17 @@ class Site:
 
     def reset(self) -> None:
         e, api, net_id = Edge(self.t), self.t.api, self.net.id
-        for lb in e.call(e.lbs.ListLoadBalancers, epb.ListLoadBalancersRequest(
-                network_id=net_id)).load_balancers:
-            e.call(e.lbs.DeleteLoadBalancer, epb.DeleteLoadBalancerRequest(id=lb.id))
-        for f in e.call(e.forwards.ListPortForwards, epb.ListPortForwardsRequest(
-                network_id=net_id)).port_forwards:
-            e.call(e.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f.id))
-        for n in e.call(e.nats.ListStaticNats, epb.ListStaticNatsRequest(
-                network_id=net_id)).static_nats:
-            e.call(e.nats.DeleteStaticNat, epb.DeleteStaticNatRequest(id=n.id))
-        for r in e.call(e.firewall.ListFirewallRules, epb.ListFirewallRulesRequest(
-                network_id=net_id)).firewall_rules:
-            e.call(e.firewall.DeleteFirewallRule, epb.DeleteFirewallRuleRequest(id=r.id))
+        rules = ((e.lbs.ListLoadBalancers, epb.ListLoadBalancersRequest, "load_balancers",
+                  e.lbs.DeleteLoadBalancer, epb.DeleteLoadBalancerRequest),
+                 (e.forwards.ListPortForwards, epb.ListPortForwardsRequest, "port_forwards",
+                  e.forwards.DeletePortForward, epb.DeletePortForwardRequest),
+                 (e.nats.ListStaticNats, epb.ListStaticNatsRequest, "static_nats",
+                  e.nats.DeleteStaticNat, epb.DeleteStaticNatRequest),
+                 (e.firewall.ListFirewallRules, epb.ListFirewallRulesRequest, "firewall_rules",
+                  e.firewall.DeleteFirewallRule, epb.DeleteFirewallRuleRequest))
+        for list_rpc, list_request, field, delete_rpc, delete_request in rules:
+            for obj in getattr(e.call(list_rpc, list_request(network_id=net_id)), field):
+                e.call(delete_rpc, delete_request(id=obj.id))
         e.call(e.firewall.SetEgressPolicy, epb.SetEgressPolicyRequest(policy=epb.EgressPolicy(
             network_id=net_id, default_action=epb.EGRESS_ACTION_ALLOW)))
         for ip in e.call(e.ips.ListPublicIps, epb.ListPublicIpsRequest(
