@@ -12,7 +12,7 @@ HAProxy; namespaces on one host), each against a baseline from the same run:
 * one rule change, API call -> the port forward answers from the internet
   host, with 100 ... 50,000 rules already present (goal <= 50 ms, flat; the
   ratio to the fewest rules is reported): the change travels as an edge
-  delta (``netmgr.edge_delta`` -> ``router.edge_delta``), the rules present
+  delta (``netmgr.reconcile.delta_push`` -> ``router.services.nftables.delta``), the rules present
   having been loaded by a full push first;
 * load balancer requests/s (ab, keep-alive) vs a port forward straight to one
   member (the same router, no HAProxy).
@@ -51,12 +51,13 @@ from cloudnet.router.v1 import agent_pb2 as apb  # noqa: E402
 from google.protobuf import field_mask_pb2  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from compute.fabric import ensure_netns, remove_netns  # noqa: E402
-from compute.nsguest import NamespaceGuest  # noqa: E402
-from netmgr.aio import AllInOne  # noqa: E402
-from netmgr.demo import Api  # noqa: E402
-from router import libnft  # noqa: E402
-from router.services import Context, nftables  # noqa: E402
+from aio.allinone import AllInOne  # noqa: E402
+from aio.demo import Api  # noqa: E402
+from aio.nsguest import NamespaceGuest  # noqa: E402
+from common.fabric.base import ensure_netns, remove_netns  # noqa: E402
+from router.lib import libnft  # noqa: E402
+from router.services import Context
+from router.services.nftables import service as nftables  # noqa: E402
 
 # A tiny keep-alive HTTP responder (asyncio), fast enough not to be the
 # bottleneck of the load balancer comparison.

@@ -34,10 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 
-from compute.fabric import PROVIDER_SEGMENT, ensure_netns, remove_netns  # noqa: E402
-from compute.nsguest import NamespaceGuest  # noqa: E402
-from netmgr.aio import INET_HOST_IP, WEB_PORT, AllInOne  # noqa: E402
-from netmgr.demo import Api  # noqa: E402
+from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne  # noqa: E402
+from aio.demo import Api  # noqa: E402
+from aio.nsguest import NamespaceGuest  # noqa: E402
+from common.fabric.base import PROVIDER_SEGMENT, ensure_netns, remove_netns  # noqa: E402
 
 PHASES = ("api", "router_active", "dhcp", "dns", "snat")
 

@@ -37,10 +37,10 @@ import grpc  # noqa: E402
 from cloudnet.router.v1 import agent_pb2 as pb  # noqa: E402
 from cloudnet.router.v1 import agent_pb2_grpc  # noqa: E402
 
-from compute.fabric import LinuxBridgeFabric, remove_netns  # noqa: E402
-from compute.nsguest import NamespaceGuest  # noqa: E402
-from router import auth  # noqa: E402
-from router.agent import Agent, create_server  # noqa: E402
+from aio.nsguest import NamespaceGuest  # noqa: E402
+from common.fabric.base import LinuxBridgeFabric, remove_netns  # noqa: E402
+from router.agent import auth  # noqa: E402
+from router.agent.server import Agent, create_server  # noqa: E402
 from tests.integration.image import routervm  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from compute.nsguest import NamespaceGuest
-from netmgr.aio import AllInOne
-from netmgr.demo import Api
+from aio.allinone import AllInOne
+from aio.demo import Api
+from aio.nsguest import NamespaceGuest
 from tests.integration.image import routervm
 
 POLL = 0.05

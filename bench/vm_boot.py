@@ -39,11 +39,12 @@ from cloudnet.compute.v1 import compute_pb2 as cpb  # noqa: E402
 from cloudnet.compute.v1 import compute_pb2_grpc as crpc  # noqa: E402
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
 
-from compute import hostservices, images  # noqa: E402
-from compute.agent import Compute, HostConfig, Netmgr, create_server  # noqa: E402
-from compute.ovs import OvsFabric, connect_trunk, disconnect_trunk  # noqa: E402
-from netmgr.aio import AllInOne  # noqa: E402
-from netmgr.demo import Api  # noqa: E402
+from aio import host_services as hostservices  # noqa: E402
+from aio.allinone import AllInOne  # noqa: E402
+from aio.demo import Api  # noqa: E402
+from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk  # noqa: E402
+from compute import images
+from compute.agent.server import Compute, HostConfig, Netmgr, create_server  # noqa: E402
 
 LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=\S+ mac=\S+ ip=(\S+)")
 MEMORY_MIB = 96

@@ -41,9 +41,9 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb  # noqa: E402
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc  # noqa: E402
 
-from compute.nsguest import NamespaceGuest  # noqa: E402
-from netmgr.aio import AllInOne  # noqa: E402
-from netmgr.demo import Api  # noqa: E402
+from aio.allinone import AllInOne  # noqa: E402
+from aio.demo import Api  # noqa: E402
+from aio.nsguest import NamespaceGuest  # noqa: E402
 
 
 def conn_rate(guest: NamespaceGuest, ip: str, n: int = 2000) -> float:

@@ -36,7 +36,7 @@ from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc  # noqa: E402
 from cloudnet.netmgr.v1 import vpn_pb2 as vpb  # noqa: E402
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc  # noqa: E402
 
-from netmgr.aio import AllInOne  # noqa: E402
+from aio.allinone import AllInOne  # noqa: E402
 from tests.integration.e2e.conftest import Tenant, free_port  # noqa: E402
 
 PSK = "bench-Tunnel.key_0123456789"

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from netmgr.model import RouterState
-from netmgr.store import Store
+from netmgr.model.core import RouterState
+from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
 

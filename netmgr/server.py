@@ -39,13 +39,16 @@ from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from netmgr import servicers, servicers_edge, servicers_vpc, servicers_vpn
-from netmgr.auth import AuthInterceptor
-from netmgr.errors import ErrorMappingInterceptor
-from netmgr.model import Zone
-from netmgr.servicers import NullHooks, RouterHooks
-from netmgr.store import Store
-from netmgr.store_base import DEFAULT_ZONE
+from common.grpc_errors import ErrorMappingInterceptor
+from netmgr.api import core as servicers
+from netmgr.api import edge as servicers_edge
+from netmgr.api import vpc as servicers_vpc
+from netmgr.api import vpn as servicers_vpn
+from netmgr.api.auth import AuthInterceptor
+from netmgr.api.core import NullHooks, RouterHooks
+from netmgr.model.core import Zone
+from netmgr.store.base import DEFAULT_ZONE
+from netmgr.store.facade import Store
 
 log = logging.getLogger("cloudnet.netmgr")
 
@@ -80,7 +83,7 @@ class ServerConfig:
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr/router_vm.py).
     router_backend: str = "netns"
-    # [router_vm] settings (netmgr.router_vm.RouterVmConfig).
+    # [router_vm] settings (netmgr.reconcile.vm_backend.tender.RouterVmConfig).
     router_vm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -137,15 +140,15 @@ def _build(
     netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
         servicers.RouterServicer(store, hooks), server)
-    from netmgr import debug  # router diagnostics (issue 7)
+    from netmgr.api import debug  # router diagnostics (issue 7)
     debug_service = debug.add_to_server(store, config.agents, config.admin_token, server,
                                         getattr(hooks, "router_channel", None))
     servicers_edge.add_to_server(store, hooks, server)
     servicers_vpc.add_to_server(store, hooks, server)  # VPCs (issue 6)
     servicers_vpn.add_to_server(store, hooks, server)  # site-to-site VPN (issue 6)
-    from netmgr import store_hosts  # compute hosts (issue 3)
+    from netmgr.api import hosts as store_hosts  # compute hosts (issue 3)
     host_services = store_hosts.add_to_server(store, server)
-    from netmgr import servicers_router_vm  # router VM consoles (issue 4)
+    from netmgr.api import router_console as servicers_router_vm  # router VM consoles (issue 4)
     host_services += (servicers_router_vm.add_to_server(store, hooks, server),)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -241,15 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               "or admin_token_file in the config", file=sys.stderr)
         return 2
 
-    from netmgr.reconciler import Reconciler  # the API tests run without it
+    from netmgr.reconcile.reconciler import Reconciler  # the API tests run without it
 
     store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
                   pool_size=config.workers)
     reconciler = Reconciler(store, config.agents)
     vm_backend = None
     if config.router_backend == "vm" or config.router_vm:
-        from netmgr.model import RouterBackend
-        from netmgr.router_vm import RouterVmBackend, router_vm_config
+        from netmgr.model.core import RouterBackend
+        from netmgr.reconcile.vm_backend.tender import RouterVmBackend, router_vm_config
 
         store.default_backend = RouterBackend(config.router_backend)
         vm_backend = RouterVmBackend(store, reconciler, router_vm_config(config.router_vm),

@@ -22,10 +22,13 @@ from types import ModuleType
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from compute.fabric import FabricError, ensure_netns, remove_netns
-from router import edge_delta, files, netlink, proc
+from common import netlink
+from common.fabric.base import FabricError, ensure_netns, remove_netns
 from router.errors import ApplyError, ConfigError
-from router.services import Context, dnsmasq, haproxy, interfaces, nftables, strongswan
+from router.lib import files, proc
+from router.services import Context, dnsmasq, haproxy, interfaces, strongswan
+from router.services.nftables import delta as edge_delta
+from router.services.nftables import service as nftables
 
 log = logging.getLogger(__name__)
 

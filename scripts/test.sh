@@ -10,7 +10,7 @@ bash scripts/bootstrap.sh
 PY=.venv/bin/python
 echo "== lint (ruff, mypy)"
 .venv/bin/ruff check .
-.venv/bin/mypy netmgr router compute bench
+.venv/bin/mypy common aio netmgr router compute bench
 echo "== tests"
 # Build the router appliance image first (skipped when nothing changed,
 # about 20 s when only the code changed, 1-2 min cold; see

@@ -158,11 +158,11 @@ in_root /opt/cloudnet/bin/pip install -q --no-index --find-links /tmp/wheels \
 in_root /opt/cloudnet/bin/python -m compileall -q -j0 --invalidation-mode unchecked-hash \
   /opt/cloudnet/lib >/dev/null || true
 rm -rf "$root/tmp/wheels" "$root"/opt/cloudnet/lib/python3*/site-packages/pip/_vendor/rich/__pycache__
-# The agent's templates compiled too (router/templating.py; the agent's unit
+# The agent's templates compiled too (router/lib/templating.py; the agent's unit
 # sets CLOUDNET_TEMPLATE_CACHE).
 mkdir -p "$root/opt/cloudnet/template-cache"
 in_root env CLOUDNET_TEMPLATE_CACHE=/opt/cloudnet/template-cache /opt/cloudnet/bin/python -c '
-from router import templating
+from router.lib import templating
 env = templating.environment()
 for name in env.list_templates():
     env.get_template(name)

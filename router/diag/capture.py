@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from router.diag.common import DiagError, check_limit
-from router.proc import in_netns
+from router.lib.proc import in_netns
 
 DEFAULT_PACKETS, MAX_PACKETS = 100, 100_000
 DEFAULT_SECONDS, MAX_SECONDS = 10.0, 600.0

@@ -10,7 +10,7 @@ import subprocess
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
 
-from router.proc import in_netns
+from router.lib.proc import in_netns
 
 
 class DiagError(Exception):

@@ -4,7 +4,7 @@ a short-lived probe port namespace plugged into a tenant network's segment
 (``ProbePort``): the packets then cross the router like a guest's.
 
 Sockets are opened on a thread that entered the namespace
-(``compute.netns.run_in_netns``): never a fork of the agent's Python.
+(``common.netns.run_in_netns``): never a fork of the agent's Python.
 
 scapy is imported by the probes that use it, not with this module: it is the
 largest import of the agent's start (a third of it on the host, seconds in a
@@ -28,9 +28,8 @@ import dnslib
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
 
-from compute import netns
-from compute.fabric import Fabric, ensure_netns, remove_netns
-from router import garp
+from common import netns
+from common.fabric.base import Fabric, ensure_netns, remove_netns
 from router.diag.common import (
     DiagError,
     DiagUnavailable,
@@ -40,7 +39,8 @@ from router.diag.common import (
     guest_interface,
     guest_network,
 )
-from router.proc import in_netns
+from router.lib import garp
+from router.lib.proc import in_netns
 
 if TYPE_CHECKING:
     from scapy.layers.dhcp import DHCP

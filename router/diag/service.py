@@ -16,7 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from compute import netns
+from common import netns
 from router.diag import capture as cap
 from router.diag import probes, show
 from router.diag import trace as tr
@@ -33,7 +33,7 @@ from router.diag.common import (
 )
 
 if TYPE_CHECKING:
-    from router.agent import Agent
+    from router.agent.server import Agent
     from router.runtime import RouterRuntime
 
 log = logging.getLogger("router.diag")
@@ -57,7 +57,7 @@ def _bad_request(context: grpc.ServicerContext, e: DiagError) -> None:
 
 
 def _abort(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
-    from router.agent import NotFound, RequestError  # the agent imports this module lazily
+    from router.agent.server import NotFound, RequestError  # the agent imports this module lazily
 
     if isinstance(e, DiagError):
         _bad_request(context, e)

@@ -26,7 +26,7 @@ from cloudnet.router.v1 import diag_pb2 as pb
 
 from router.diag.common import DiagError, check_ipv4_or_cidr, check_limit, object_of_comment
 from router.diag.show import parse_counters
-from router.proc import in_netns
+from router.lib.proc import in_netns
 
 DEFAULT_SECONDS, MAX_SECONDS = 30.0, 600.0
 DEFAULT_PACKETS, MAX_PACKETS = 10, 1000

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from compute.fabric import Fabric
+from common.fabric.base import Fabric
 
 
 @dataclass(frozen=True)

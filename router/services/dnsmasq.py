@@ -30,8 +30,8 @@ import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import dhcprelease, files, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
+from router.lib import dhcprelease, files, proc, templating, validate
 from router.services import Context
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router import files, proc, templating, validate
 from router.errors import ApplyError, CheckError, ConfigError
+from router.lib import files, proc, templating, validate
 from router.services import Context
 
 NAME = "haproxy"

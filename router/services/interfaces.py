@@ -14,9 +14,10 @@ import json
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from compute.netns import run_in_netns
-from router import garp, netlink, validate
+from common import netlink
+from common.netns import run_in_netns
 from router.errors import ApplyError, ConfigError
+from router.lib import garp, validate
 from router.services import Context, strongswan
 
 NAME = "interfaces"

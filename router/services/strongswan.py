@@ -45,8 +45,9 @@ from typing import Any
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import vpn_pb2
 
-from router import files, ipsec_proposals, proc, templating, validate
+from common import ipsec_proposals
 from router.errors import ApplyError, ConfigError
+from router.lib import files, proc, templating, validate
 from router.services import Context
 
 log = logging.getLogger(__name__)

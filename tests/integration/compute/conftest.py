@@ -43,7 +43,7 @@ def guest_image(host_services):
 @pytest.fixture(scope="module")
 def ovs_cloud(host_services, tmp_path_factory):
     """An all-in-one on the OVS fabric: host "B" (bridge <prefix>-br) runs the routers."""
-    from netmgr.aio import AllInOne
+    from aio.allinone import AllInOne
 
     prefix = f"c{uuid.uuid4().hex[:5]}"
     aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
@@ -64,8 +64,8 @@ class ComputeHost:
         import grpc
         from cloudnet.compute.v1 import compute_pb2_grpc
 
-        from compute.agent import Compute, HostConfig, Netmgr, create_server
-        from compute.ovs import OvsFabric, connect_trunk
+        from common.fabric.ovs import OvsFabric, connect_trunk
+        from compute.agent.server import Compute, HostConfig, Netmgr, create_server
 
         self.cloud = cloud
         self.name = name
@@ -85,7 +85,7 @@ class ComputeHost:
         self.stub = compute_pb2_grpc.ComputeServiceStub(self.channel)
 
     def close(self) -> None:
-        from compute.ovs import disconnect_trunk
+        from common.fabric.ovs import disconnect_trunk
 
         try:
             leftover = stop_compute(self.compute, self.server, self.channel)

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from compute.fabric import remove_netns
-from compute.ovs import OvsFabric, connect_trunk, disconnect_trunk
+from common.fabric.base import remove_netns
+from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
 from tests.integration.compute.pkt import capture, send
 
 pytestmark = pytest.mark.integration

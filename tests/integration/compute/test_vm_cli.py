@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from netmgr import cli
+from netmgr.cli import main as cli
 from tests.integration.compute.vmutil import VmTenant
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from compute.nsguest import NamespaceGuest
+from aio.nsguest import NamespaceGuest
 from tests.integration.compute.pkt import capture
 from tests.integration.compute.vmutil import VmTenant, http_get
 

@@ -14,8 +14,8 @@ from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from compute.nsguest import NamespaceGuest
-from compute.vxlan import VxlanFabric
+from aio.nsguest import NamespaceGuest
+from common.fabric.vxlan import VxlanFabric
 from tests.integration.compute.conftest import free_port, stop_compute
 from tests.integration.compute.pkt import capture
 from tests.integration.compute.underlay import UL_A, UL_B, wire
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def vxlan_cloud(host_services, tmp_path_factory):
-    from netmgr.aio import AllInOne
+    from aio.allinone import AllInOne
 
     prefix = f"x{uuid.uuid4().hex[:5]}"
     aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
@@ -46,7 +46,7 @@ class VxlanHost:
     """Host A: a compute agent (in this process) on its own VXLAN fabric."""
 
     def __init__(self, cloud, state_dir: str, image_dir: str) -> None:
-        from compute.agent import Compute, HostConfig, Netmgr, create_server
+        from compute.agent.server import Compute, HostConfig, Netmgr, create_server
 
         self.cloud = cloud
         self.fabric = VxlanFabric(f"{cloud.prefix[:5]}a", f"{cloud.prefix}-ula", UL_A, [UL_B])

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from compute.fabric import remove_netns
-from compute.vxlan import VxlanFabric
+from common.fabric.base import remove_netns
+from common.fabric.vxlan import VxlanFabric
 from tests.integration.compute.pkt import capture, send
 from tests.integration.compute.underlay import UL_A, UL_B, wire
 

@@ -10,7 +10,7 @@ import uuid
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from netmgr.demo import Api
+from aio.demo import Api
 
 LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=(\S+) mac=(\S+) ip=(\S+)")
 

@@ -18,7 +18,7 @@ from cloudnet.router.v1 import diag_pb2 as dpb
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.utils import rdpcap
 
-from netmgr.aio import EDGE_PUBLIC_IP, INET_HOST_IP, WEB_PORT
+from aio.allinone import EDGE_PUBLIC_IP, INET_HOST_IP, WEB_PORT
 from router.runtime import router_netns_name
 from tests.integration.diag.helpers import Background, Debug, pcap_bytes, summary
 
@@ -259,7 +259,7 @@ def test_trace_names_the_default_drop(cloud, lab):
 
 def _cli(cloud, t, *argv: str, stdout=subprocess.PIPE) -> subprocess.Popen:
     env = {**os.environ, "CLOUDNET_SERVER": cloud.listen, "CLOUDNET_TOKEN": t.secret}
-    return subprocess.Popen([sys.executable, "-m", "netmgr.cli", *argv], env=env,
+    return subprocess.Popen([sys.executable, "-m", "netmgr.cli.main", *argv], env=env,
                             stdout=stdout, stderr=subprocess.PIPE)
 
 

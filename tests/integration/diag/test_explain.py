@@ -9,7 +9,7 @@ import pytest
 from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 
-from netmgr.aio import INET_DNS_IP, INET_HOST_IP, WEB_PORT
+from aio.allinone import INET_DNS_IP, INET_HOST_IP, WEB_PORT
 from tests.integration.diag.helpers import Debug
 from tests.integration.edge.conftest import Edge
 

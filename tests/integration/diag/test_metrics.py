@@ -9,7 +9,7 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from router import metrics
+from router.agent import metrics
 from tests.integration.router.routerlab import make_config
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_agent_daemon_serves_metrics_and_diagnostics(topo, tmp_path):
         port = s.getsockname()[1]
     sock = f"unix://{tmp_path}/agent.sock"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.agent", "--listen", sock,
+        [sys.executable, "-m", "router.agent.server", "--listen", sock,
          "--state-dir", os.path.join(topo.state_dir, "agent"), "--netns-prefix", topo.prefix,
          "--fabric-netns", topo.fabric.netns, "--metrics-listen", f"127.0.0.1:{port}"],
         start_new_session=True)

@@ -21,9 +21,9 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 
-from compute.nsguest import NamespaceGuest
-from netmgr.aio import AllInOne
-from netmgr.demo import Api
+from aio.allinone import AllInOne
+from aio.demo import Api
+from aio.nsguest import NamespaceGuest
 
 
 def free_port() -> int:

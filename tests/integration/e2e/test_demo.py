@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from netmgr.demo import run_demo
+from aio.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

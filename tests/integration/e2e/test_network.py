@@ -14,8 +14,8 @@ import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from compute.nsguest import DhcpFailed
-from netmgr.aio import INET_HOST_IP, WEB_PORT
+from aio.allinone import INET_HOST_IP, WEB_PORT
+from aio.nsguest import DhcpFailed
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from netmgr.aio import INET_HOST_IP, WEB_PORT
+from aio.allinone import INET_HOST_IP, WEB_PORT
 from tests.integration.edge.conftest import Edge, Site, in_ns
 
 pytestmark = pytest.mark.integration

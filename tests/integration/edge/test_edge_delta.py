@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from google.protobuf import field_mask_pb2
 
-from router.edge_journal import JOURNAL, read_journal
+from router.services.nftables.journal import JOURNAL, read_journal
 from tests.integration.edge.conftest import Edge, in_ns
 from tests.integration.edge.test_edge import TCP, ask, serve, servers, setup_net  # noqa: F401
 

@@ -95,8 +95,8 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 
-    from router import edge_journal
-    from router.agent import Agent
+    from router.agent.server import Agent
+    from router.services.nftables import journal as edge_journal
 
     router_id = "edge-delta2"
     ns = router_netns_name(agent.agent.netns_prefix, router_id)

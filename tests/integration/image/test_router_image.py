@@ -19,8 +19,8 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from compute.nsguest import NamespaceGuest
-from router import auth
+from aio.nsguest import NamespaceGuest
+from router.agent import auth
 from tests.integration.image import routervm
 from tests.integration.image.routervm import ImageLab, RouterVM
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2_grpc
 
-from compute.fabric import LinuxBridgeFabric
-from router.agent import Agent, create_server
+from common.fabric.base import LinuxBridgeFabric
+from router.agent.server import Agent, create_server
 from tests.integration.router.routerlab import InProcessAgent, Topology
 
 

@@ -22,8 +22,8 @@ import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
-from compute.fabric import LinuxBridgeFabric, ensure_netns, netns_exists, remove_netns
-from router.agent import Agent
+from common.fabric.base import LinuxBridgeFabric, ensure_netns, netns_exists, remove_netns
+from router.agent.server import Agent
 
 PUBLIC_GW = "203.0.113.1"
 PUBLIC_IP = "203.0.113.10"

@@ -15,7 +15,7 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
-import router.proc
+import router.lib.proc
 from tests.integration.router.routerlab import HOSTS, Topology, make_config
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ class AgentProcess:
 
     def start(self) -> agent_pb2_grpc.RouterAgentStub:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router.agent", "--listen", f"unix://{self.socket_path}",
+            [sys.executable, "-m", "router.agent.server", "--listen", f"unix://{self.socket_path}",
              "--state-dir", self.state_dir, "--netns-prefix", self.topo.prefix,
              "--fabric-netns", self.topo.fabric.netns, "--agent-id", "restart-test"],
             cwd=REPO, start_new_session=True,
@@ -67,7 +67,7 @@ def test_kill_9_and_restart_keeps_routers_serving(
     g1 = topo.guest("p1")
     assert topo.dhcp(g1, str(tmp_path))["ip"] == HOSTS["p1"][1]
     dnsmasq_dir = os.path.join(agent_process.state_dir, "routers", router_id, "dnsmasq")
-    pid = router.proc.read_pidfile(os.path.join(dnsmasq_dir, "dnsmasq.pid"))
+    pid = router.lib.proc.read_pidfile(os.path.join(dnsmasq_dir, "dnsmasq.pid"))
     assert pid is not None
     with open(os.path.join(dnsmasq_dir, "leases")) as f:
         leases = f.read()
@@ -76,7 +76,7 @@ def test_kill_9_and_restart_keeps_routers_serving(
     agent_process.kill(signal.SIGKILL)
 
     # With no agent at all the router still answers DHCP.
-    assert router.proc.is_alive(pid)
+    assert router.lib.proc.is_alive(pid)
     assert topo.dhcp(g1, str(tmp_path))["ip"] == HOSTS["p1"][1]
 
     stub = agent_process.start()
@@ -88,7 +88,7 @@ def test_kill_9_and_restart_keeps_routers_serving(
     assert not restored.last_error
     assert {s.name: s.healthy for s in restored.services} == {
         "interfaces": True, "nftables": True, "dnsmasq": True}
-    assert router.proc.read_pidfile(os.path.join(dnsmasq_dir, "dnsmasq.pid")) == pid
+    assert router.lib.proc.read_pidfile(os.path.join(dnsmasq_dir, "dnsmasq.pid")) == pid
     with open(os.path.join(dnsmasq_dir, "leases")) as f:
         assert HOSTS["p1"][0] in f.read()
     assert topo.dhcp(g1, str(tmp_path))["ip"] == HOSTS["p1"][1]
@@ -96,4 +96,4 @@ def test_kill_9_and_restart_keeps_routers_serving(
     # SIGTERM: a graceful stop, routers keep running.
     agent_process.kill(signal.SIGTERM)
     assert agent_process.proc is not None and agent_process.proc.returncode == 0
-    assert router.proc.is_alive(pid)
+    assert router.lib.proc.is_alive(pid)

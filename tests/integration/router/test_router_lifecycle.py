@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-import router.libnft
-import router.proc
+import router.lib.libnft
+import router.lib.proc
 from router.runtime import router_netns_name
 from tests.integration.router.routerlab import (
     HOSTS,
@@ -70,13 +70,13 @@ def test_applying_the_same_config_twice_changes_nothing(
     applies = dict(agent.agent.runtime(router_id).service_applies)
     commands: list[list[str]] = []
     signals: list[tuple[int, int]] = []
-    real_run, real_kill = router.proc.run, router.proc.os_kill
+    real_run, real_kill = router.lib.proc.run, router.lib.proc.os_kill
 
     def spy_run(argv: list[str], *args: Any, **kwargs: Any) -> str:
         commands.append(argv)
         return real_run(argv, *args, **kwargs)
 
-    real_nft = router.libnft.run
+    real_nft = router.lib.libnft.run
 
     def spy_nft(netns: str, text: str, **kwargs: Any) -> str:
         # The table is loaded in-process: a write is any command but a listing.
@@ -88,9 +88,9 @@ def test_applying_the_same_config_twice_changes_nothing(
         signals.append((pid, sig))
         real_kill(pid, sig)
 
-    monkeypatch.setattr(router.proc, "run", spy_run)
-    monkeypatch.setattr(router.libnft, "run", spy_nft)
-    monkeypatch.setattr(router.proc, "os_kill", spy_kill)
+    monkeypatch.setattr(router.lib.proc, "run", spy_run)
+    monkeypatch.setattr(router.lib.libnft, "run", spy_nft)
+    monkeypatch.setattr(router.lib.proc, "os_kill", spy_kill)
 
     status = apply(agent, make_config(router_id, 1, ["p1", "p2"]))
 
@@ -181,7 +181,7 @@ def test_delete_router_keeps_leases_only_when_asked(
     netns = router_netns_name(topo.prefix, router_id)
 
     agent.stub.DeleteRouter(pb.DeleteRouterRequest(router_id=router_id, keep_leases=True))
-    assert not router.proc.is_alive(pid)
+    assert not router.lib.proc.is_alive(pid)
     assert netns not in sh("ip", "netns", "list")
     assert os.listdir(top) == ["dnsmasq"]
     assert os.listdir(os.path.join(top, "dnsmasq")) == ["leases"]

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from compute.fabric import ensure_netns, remove_netns
-from router import libnft
+from common.fabric.base import ensure_netns, remove_netns
 from router.errors import ApplyError, CheckError
-from router.services import Context, nftables
+from router.lib import libnft
+from router.services import Context
+from router.services.nftables import service as nftables
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from netmgr import aio_vm
-from netmgr.aio import AllInOne
+from aio import vm_backend as aio_vm
+from aio.allinone import AllInOne
 from tests.integration.e2e.conftest import free_port
 
 

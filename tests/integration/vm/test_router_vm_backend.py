@@ -23,9 +23,9 @@ from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from netmgr import aio_vm
-from netmgr.aio import INET_HOST_IP, WEB_PORT
-from netmgr.router_vm import derive_token
+from aio import vm_backend as aio_vm
+from aio.allinone import INET_HOST_IP, WEB_PORT
+from netmgr.reconcile.vm_backend.tender import derive_token
 from tests.integration.e2e.conftest import Tenant
 
 pytestmark = pytest.mark.integration

@@ -33,8 +33,8 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from netmgr.aio import INET_HOST_IP
-from netmgr.router_vm import derive_token
+from aio.allinone import INET_HOST_IP
+from netmgr.reconcile.vm_backend.tender import derive_token
 from tests.integration.e2e.conftest import Tenant, free_port
 from tests.integration.vm.test_router_vm_backend import BOOT, router, serving, wait_router
 

@@ -16,7 +16,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
-from compute.nsguest import NamespaceGuest
+from aio.nsguest import NamespaceGuest
 from tests.integration.vpc.conftest import TCP, Tenant, Vpc, ask, pings, serve
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
-from netmgr.aio import INET_HOST_IP, WEB_PORT
+from aio.allinone import INET_HOST_IP, WEB_PORT
 from router.runtime import router_netns_name
 from tests.integration.vpc.conftest import TCP, ask, dig, pings, serve
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-import router.libnft
-import router.proc
+import router.lib.libnft
+import router.lib.proc
 from router.runtime import router_netns_name
 from tests.integration.router.conftest import agent, topo  # noqa: F401
 from tests.integration.router.routerlab import InProcessAgent, Topology, make_config, sh
@@ -71,13 +71,13 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
         pid = f.read()
 
     commands: list[list[str]] = []
-    real_run = router.proc.run
+    real_run = router.lib.proc.run
 
     def spy_run(argv: list[str], *args: Any, **kwargs: Any) -> str:
         commands.append(argv)
         return real_run(argv, *args, **kwargs)
 
-    real_nft = router.libnft.run
+    real_nft = router.lib.libnft.run
 
     def spy_nft(netns: str, text: str, **kwargs: Any) -> str:
         # The table is loaded in-process: a write is any command but a listing.
@@ -85,8 +85,8 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
             commands.append(["nft", "-f", text])
         return real_nft(netns, text, **kwargs)
 
-    monkeypatch.setattr(router.proc, "run", spy_run)
-    monkeypatch.setattr(router.libnft, "run", spy_nft)
+    monkeypatch.setattr(router.lib.proc, "run", spy_run)
+    monkeypatch.setattr(router.lib.libnft, "run", spy_nft)
     assert apply(agent, vpc_config(router_id, 1)).applied_generation == 1
     assert not [c for c in commands if c[:2] == ["nft", "-f"] or c[0] == "dnsmasq"
                 and "--version" not in c]

@@ -243,7 +243,7 @@ def test_dead_charon_leaks_nothing_and_is_repaired(
 
 def test_agent_restart_adopts_charon_and_keeps_the_tunnel(
         topo: Topology, agent: InProcessAgent) -> None:
-    from router.agent import Agent
+    from router.agent.server import Agent
 
     guest, peer = setup(topo, agent, 2)
     before = wait_established(agent, children=1)

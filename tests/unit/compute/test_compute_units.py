@@ -7,12 +7,12 @@ import xml.etree.ElementTree as ET
 import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
 
+from common.fabric.ovs import OvsFabric
+from common.fabric.vxlan import VxlanFabric
+from common.grpc_errors import InvalidArgument
 from compute import libvirt_driver as lv
-from compute.agent import Compute, HostConfig
+from compute.agent.server import Compute, HostConfig
 from compute.images import Image
-from compute.ovs import OvsFabric
-from compute.vxlan import VxlanFabric
-from netmgr.errors import InvalidArgument
 
 IMAGE = Image(name="tiny", kernel="/k", initrd="/i", disk="/d", cmdline="console=ttyS0",
               min_memory_mib=64, kernel_release="x")

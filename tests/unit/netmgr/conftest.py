@@ -19,14 +19,16 @@ import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import create_engine, text
 
-from netmgr.model import Zone
+from netmgr.model.core import Zone
 from netmgr.server import ServerConfig, create_server
-from netmgr.store import Store
-from netmgr.store_base import DEFAULT_ZONE
+from netmgr.store.base import DEFAULT_ZONE
+from netmgr.store.facade import Store
 
 ADMIN = "test-admin-token"
 PG_URL_ENV = "CLOUDNET_TEST_PG_URL"
@@ -190,3 +192,34 @@ def bad_fields(err: grpc.RpcError) -> list[str]:
         if detail.Unpack(br):
             fields += [v.field for v in br.field_violations]
     return fields
+
+class VpcApi:
+    """A tenant's VPC stubs next to its core ``Api``."""
+
+    def __init__(self, c: Cloud, api: Api) -> None:
+        self.api = api
+        self.md = api.metadata
+        self.vpcs = vrpc.VpcServiceStub(c.channel)
+        self.acls = vrpc.NetworkAclServiceStub(c.channel)
+        self.routes = vrpc.StaticRouteServiceStub(c.channel)
+        self.gateways = vrpc.PrivateGatewayServiceStub(c.channel)
+
+    def __getattr__(self, name: str) -> Any:
+        for stub in (self.vpcs, self.acls, self.routes, self.gateways):
+            method = getattr(stub, name, None)
+            if method is not None:
+                return lambda req, m=method: m(req, metadata=self.md, timeout=30)
+        return getattr(self.api, name)
+
+    def vpc(self, name: str = "vpc1", cidr: str = "10.0.0.0/16", **kw: Any) -> vpb.Vpc:
+        return self.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(name=name, cidr=cidr, **kw)))
+
+    def tier(self, vpc_id: str, name: str, cidr: str, **kw: Any) -> pb.Network:
+        return self.CreateNetwork(pb.CreateNetworkRequest(
+            network=pb.Network(name=name, cidr=cidr, vpc_id=vpc_id, **kw)))
+
+
+@pytest.fixture
+def acme_vpc(cloud: Cloud) -> tuple[Cloud, VpcApi]:
+    _, api = cloud.new_tenant("acme")
+    return cloud, VpcApi(cloud, api)

@@ -1,0 +1,110 @@
+"""The all-in-one's VM router backend (cloudnet-aio --router-backend vm).
+
+Adds to the all-in-one: the control network (namespace <prefix>-ctl with
+netmgr's side, 10.250.0.1/16, plugged into the OVS bridge as an access port
+of the control VLAN), a compute agent (host <prefix>-h1) that boots the
+router VMs (and guest VMs) and registers with netmgr, and the netmgr flags of
+the VM backend. The router image comes from images/router/out (build it with
+images/router/build.sh).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import sys
+import time
+
+import grpc
+
+from common.fabric.base import ensure_netns
+from compute import images
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUTER_IMAGE_DIR = os.environ.get("CLOUDNET_ROUTER_IMAGE",
+                                  os.path.join(REPO, "images", "router", "out"))
+CONTROL_CIDR = "10.250.0.0/16"
+CONTROL_VLAN = 4001
+CONTROL_MAC = "02:00:0a:fa:00:01"
+
+
+def control_netns(prefix: str) -> str:
+    return f"{prefix}-ctl"
+
+
+def host_name(prefix: str) -> str:
+    return f"{prefix}-h1"
+
+
+def compute_state_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "compute")
+
+
+def build_control_network(aio) -> None:  # aio: aio.allinone.AllInOne
+    from pyroute2 import IPRoute
+
+    ns = control_netns(aio.prefix)
+    ensure_netns(ns)
+    aio.fabric.plug("ctl", CONTROL_VLAN, ns, "ctl0", CONTROL_MAC)
+    net = ipaddress.IPv4Network(CONTROL_CIDR)
+    with IPRoute(netns=ns, flags=0) as ipr:
+        idx = ipr.link_lookup(ifname="ctl0")[0]
+        ipr.ensure(ipr.addr, present=True, index=idx, address=str(net[1]),
+                   prefixlen=net.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        lo = ipr.link_lookup(ifname="lo")[0]
+        ipr.link("set", index=lo, state="up")
+
+
+def netmgr_args(aio) -> list[str]:
+    run = os.path.join(aio.state_dir, "run")
+    return ["--router-backend", "vm",
+            "--router-vm", f"control_netns={control_netns(aio.prefix)}",
+            "--router-vm", f"control_cidr={CONTROL_CIDR}",
+            "--router-vm", f"control_vlan={CONTROL_VLAN}",
+            "--router-vm", f"key_file={os.path.join(aio.state_dir, 'router-vm.key')}",
+            "--router-vm", f"run_dir={os.path.join(run, 'ctl')}",
+            *(a for kv in aio.router_vm_settings for a in ("--router-vm", kv))]
+
+
+def start_compute(aio, listen: str) -> None:
+    image_args = ["--image", f"router={ROUTER_IMAGE_DIR}"]
+    if os.path.exists(os.path.join(images.DEFAULT_GUEST_DIR, "image.json")):
+        image_args += ["--image", f"tiny={images.DEFAULT_GUEST_DIR}"]
+    aio._spawn("compute", [
+        sys.executable, "-m", "compute.agent.server", "--name", host_name(aio.prefix),
+        "--listen", listen, "--netmgr", aio.listen,
+        "--admin-token-file", os.path.join(aio.state_dir, "admin.token"),
+        "--fabric", "ovs", "--ovs-bridge", aio.fabric.bridge, "--accel", "qemu",
+        "--state-dir", compute_state_dir(aio.state_dir), *image_args])
+
+
+def wait_registered(aio, timeout: float = 60) -> None:
+    from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
+
+    md = [("authorization", f"Bearer {aio.admin_token}")]
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(aio.listen) as ch:
+        stub = hosts_pb2_grpc.HostServiceStub(ch)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                hosts = stub.ListHosts(hosts_pb2.ListHostsRequest(), metadata=md, timeout=5)
+                if any(h.name == host_name(aio.prefix) for h in hosts.hosts):
+                    return
+            time.sleep(0.2)
+    raise TimeoutError(f"compute agent {host_name(aio.prefix)} did not register; see "
+                       f"{aio.state_dir}/log/compute.log")
+
+
+def remove_vms(prefix: str) -> None:
+    """Every domain of this all-in-one's compute host (router and guest VMs)."""
+    import libvirt
+
+    from compute import libvirt_driver as lv
+
+    with contextlib.suppress(libvirt.libvirtError):
+        driver = lv.Driver(f"cn-{host_name(prefix)}-")
+        for vm_id in list(driver.domains()):
+            with contextlib.suppress(libvirt.libvirtError):
+                driver.remove(vm_id)

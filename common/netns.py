@@ -1,0 +1,117 @@
+"""Fork-free network namespace primitives for a process that runs gRPC.
+
+pyroute2 (0.9) creates a socket inside a namespace, and creates namespaces,
+by fork()ing a child that runs Python code. In a process with live gRPC
+threads that child inherits gRPC's poller mid-flight and dies (seen here:
+"ev_epoll1_linux.cc Check failed: next_worker->state == KICKED", SIGABRT /
+SIGSEGV in the child, RuntimeError "child process is dead" in the agent).
+
+Instead, a short-lived thread enters the namespace with setns(2) (which only
+moves that thread), opens the socket and exits: the socket stays bound to
+the namespace. Namespaces are created by `ip netns add` (fork + exec, which
+is safe). install() swaps these into pyroute2.netns so every IPRoute(netns=)
+of the process uses them; importing common.fabric.base installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pyroute2.netns
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"
+T = TypeVar("T")
+
+
+def _load_libc() -> ctypes.CDLL:
+    # By its soname: find_library forks ldconfig, at the import of the router
+    # agent (a router VM's start under TCG pays for every fork).
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+_libc = _load_libc()
+
+
+def _path(name: str) -> str:
+    return name if os.path.dirname(name) else os.path.join(NETNS_RUN_DIR, name)
+
+
+def run_in_netns(name: str, func: Callable[[], T]) -> T:
+    """Run `func` on a fresh thread that has entered namespace `name`."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(_path(name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({name}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["value"] = func()
+        except BaseException as e:  # handed to the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name=f"setns-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]  # type: ignore[no-any-return]
+
+
+def create(name: str, libc: object = None) -> None:
+    if os.path.exists(_path(name)):
+        raise FileExistsError(errno.EEXIST, "netns exists", name)
+    proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode:
+        if os.path.exists(_path(name)):
+            raise FileExistsError(errno.EEXIST, "netns exists", name)
+        raise OSError(errno.EIO, f"ip netns add {name}: {proc.stderr.strip()}")
+
+
+def create_socket(
+    netns: str | None = None, family: int = socket.AF_INET, socket_type: int = socket.SOCK_STREAM,
+    proto: int = 0, fileno: int | None = None, flags: int = os.O_CREAT, libc: object = None,
+    timeout: object = None,
+) -> socket.socket:
+    """Drop-in for pyroute2.netns.create_socket, without fork."""
+    if fileno is not None:
+        return socket.socket(fileno=fileno)
+    if netns is None:
+        return socket.socket(family, socket_type, proto)
+    if not os.path.exists(_path(netns)):
+        if not flags & os.O_CREAT:
+            raise FileNotFoundError(errno.ENOENT, "netns not found", netns)
+        with contextlib.suppress(FileExistsError):
+            create(netns)
+    return run_in_netns(netns, lambda: socket.socket(family, socket_type, proto))
+
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Make pyroute2 use the fork-free primitives in this process. Idempotent."""
+    global _installed
+    with _install_lock:
+        if not _installed:
+            pyroute2.netns.create_socket = create_socket  # type: ignore[assignment]
+            pyroute2.netns.create = create  # type: ignore[assignment]
+            _installed = True

@@ -1,0 +1,189 @@
+"""The gRPC servicers: thin. Each call is: who is calling (``auth``), proto to
+validation input (``convert``), one store call (one transaction), hooks after
+the commit, model to proto. Errors are DomainErrors, mapped to status codes
+by ``errors.ErrorMappingInterceptor``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, TypeAlias
+
+import grpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
+
+from netmgr.api import convert
+from netmgr.api.auth import current_caller
+from netmgr.model.paging import page_request
+from netmgr.model.validation import check_id
+from netmgr.store import router_vms as store_router_vm
+from netmgr.store.facade import Store
+
+log = logging.getLogger(__name__)
+
+Ctx: TypeAlias = grpc.ServicerContext
+
+
+class RouterHooks(Protocol):
+    """What the API tells the reconciler, always after the change committed."""
+
+    def notify(self, router_id: str) -> None: ...
+
+    def restart(self, router_id: str) -> None: ...
+
+
+class NullHooks:
+    def notify(self, router_id: str) -> None:
+        pass
+
+    def restart(self, router_id: str) -> None:
+        pass
+
+
+class _Base:
+    def __init__(self, store: Store, hooks: RouterHooks) -> None:
+        self._store = store
+        self._hooks = hooks
+
+    def _notify(self, *router_ids: str) -> None:
+        # The change is committed: a failing hook must not turn it into an
+        # error for the caller (the reconciler's resync catches up anyway).
+        for router_id in router_ids:
+            try:
+                self._hooks.notify(router_id)
+            except Exception:
+                log.exception("notify(%s) failed", router_id)
+
+
+def _tenant() -> str:
+    return current_caller().require_tenant()
+
+
+class TenantServicer(_Base, rpc.TenantServiceServicer):
+    def CreateTenant(self, request: pb.CreateTenantRequest, context: Ctx) -> pb.Tenant:
+        return convert.tenant_to_pb(self._store.create_tenant(request.name))
+
+    def GetTenant(self, request: pb.GetTenantRequest, context: Ctx) -> pb.Tenant:
+        return convert.tenant_to_pb(self._store.get_tenant(request.id))
+
+    def ListTenants(self, request: pb.ListTenantsRequest, context: Ctx) -> pb.ListTenantsResponse:
+        page = self._store.list_tenants(page_request(request.page_size, request.page_token))
+        return pb.ListTenantsResponse(tenants=[convert.tenant_to_pb(t) for t in page.items],
+                                      next_page_token=page.next_page_token)
+
+    def DeleteTenant(self, request: pb.DeleteTenantRequest,
+                     context: Ctx) -> pb.DeleteTenantResponse:
+        self._store.delete_tenant(request.id)
+        return pb.DeleteTenantResponse()
+
+    def CreateToken(self, request: pb.CreateTokenRequest, context: Ctx) -> pb.CreateTokenResponse:
+        token, secret = self._store.create_token(request.tenant_id, request.name)
+        return pb.CreateTokenResponse(token=convert.token_to_pb(token), secret=secret)
+
+    def ListTokens(self, request: pb.ListTokensRequest, context: Ctx) -> pb.ListTokensResponse:
+        page = self._store.list_tokens(request.tenant_id,
+                                       page_request(request.page_size, request.page_token))
+        return pb.ListTokensResponse(tokens=[convert.token_to_pb(t) for t in page.items],
+                                     next_page_token=page.next_page_token)
+
+    def DeleteToken(self, request: pb.DeleteTokenRequest, context: Ctx) -> pb.DeleteTokenResponse:
+        self._store.delete_token(request.id)
+        return pb.DeleteTokenResponse()
+
+    def WhoAmI(self, request: pb.WhoAmIRequest, context: Ctx) -> pb.WhoAmIResponse:
+        caller = current_caller()
+        return pb.WhoAmIResponse(admin=caller.admin, tenant_id=caller.tenant_id,
+                                 token_id=caller.token_id)
+
+
+class ZoneServicer(_Base, rpc.ZoneServiceServicer):
+    def GetZone(self, request: pb.GetZoneRequest, context: Ctx) -> pb.Zone:
+        return convert.zone_to_pb(self._store.get_zone())
+
+    def UpdateZone(self, request: pb.UpdateZoneRequest, context: Ctx) -> pb.Zone:
+        changes = convert.zone_changes(request.zone, request.update_mask.paths)
+        zone, bumped = self._store.update_zone(changes)
+        self._notify(*bumped)
+        return convert.zone_to_pb(zone)
+
+
+class NetworkServicer(_Base, rpc.NetworkServiceServicer):
+    def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Ctx) -> pb.Network:
+        network = self._store.create_network(_tenant(), convert.network_spec(request.network))
+        self._notify(network.router_id)
+        return convert.network_to_pb(network)
+
+    def GetNetwork(self, request: pb.GetNetworkRequest, context: Ctx) -> pb.Network:
+        return convert.network_to_pb(self._store.get_network(_tenant(), request.id))
+
+    def ListNetworks(self, request: pb.ListNetworksRequest,
+                     context: Ctx) -> pb.ListNetworksResponse:
+        page = self._store.list_networks(_tenant(),
+                                         page_request(request.page_size, request.page_token))
+        return pb.ListNetworksResponse(networks=[convert.network_to_pb(n) for n in page.items],
+                                       next_page_token=page.next_page_token)
+
+    def UpdateNetwork(self, request: pb.UpdateNetworkRequest, context: Ctx) -> pb.Network:
+        tenant = _tenant()
+        network_id = check_id(request.network.id, "network.id")
+        upd = convert.network_update(request.network, request.update_mask.paths)
+        network = self._store.update_network(tenant, network_id, upd)
+        self._notify(network.router_id)
+        return convert.network_to_pb(network)
+
+    def DeleteNetwork(self, request: pb.DeleteNetworkRequest,
+                      context: Ctx) -> pb.DeleteNetworkResponse:
+        gone = self._store.delete_network(_tenant(), request.id, force=request.force)
+        self._notify(gone.router_id)  # the reconciler removes the router
+        return pb.DeleteNetworkResponse()
+
+
+class PortServicer(_Base, rpc.PortServiceServicer):
+    def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
+        port = self._store.create_port(_tenant(), convert.port_spec(request.port))
+        self._notify(port.router_id)
+        return convert.port_to_pb(port)
+
+    def GetPort(self, request: pb.GetPortRequest, context: Ctx) -> pb.Port:
+        return convert.port_to_pb(self._store.get_port(_tenant(), request.id))
+
+    def ListPorts(self, request: pb.ListPortsRequest, context: Ctx) -> pb.ListPortsResponse:
+        page = self._store.list_ports(_tenant(),
+                                      page_request(request.page_size, request.page_token),
+                                      network_id=request.network_id)
+        return pb.ListPortsResponse(ports=[convert.port_to_pb(p) for p in page.items],
+                                    next_page_token=page.next_page_token)
+
+    def UpdatePort(self, request: pb.UpdatePortRequest, context: Ctx) -> pb.Port:
+        tenant = _tenant()
+        port_id = check_id(request.port.id, "port.id")
+        upd = convert.port_update(request.port, request.update_mask.paths)
+        port = self._store.update_port(tenant, port_id, upd)
+        # Also after a no-op update: a push of an unchanged generation is harmless.
+        self._notify(port.router_id)
+        return convert.port_to_pb(port)
+
+    def DeletePort(self, request: pb.DeletePortRequest, context: Ctx) -> pb.DeletePortResponse:
+        gone = self._store.delete_port(_tenant(), request.id)
+        self._notify(gone.router_id)
+        return pb.DeletePortResponse()
+
+
+class RouterServicer(_Base, rpc.RouterServiceServicer):
+    def GetRouter(self, request: pb.GetRouterRequest, context: Ctx) -> pb.Router:
+        out = convert.router_to_pb(self._store.get_router(_tenant(), request.id))
+        store_router_vm.fill(self._store, [out])
+        return out
+
+    def ListRouters(self, request: pb.ListRoutersRequest, context: Ctx) -> pb.ListRoutersResponse:
+        page = self._store.list_routers(_tenant(),
+                                        page_request(request.page_size, request.page_token))
+        routers = [convert.router_to_pb(r) for r in page.items]
+        store_router_vm.fill(self._store, routers)
+        return pb.ListRoutersResponse(routers=routers, next_page_token=page.next_page_token)
+
+    def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:
+        router = self._store.restart_router(_tenant(), request.id)
+        self._hooks.restart(router.id)
+        return convert.router_to_pb(router)

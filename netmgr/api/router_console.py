@@ -1,0 +1,41 @@
+"""RouterVmService: a router VM's serial console, tenant-scoped (VM backend)."""
+
+from __future__ import annotations
+
+import grpc
+from cloudnet.netmgr.v1 import router_vm_pb2 as pb
+from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rpc
+
+from common.grpc_errors import FailedPrecondition, InvalidArgument
+from netmgr.api.auth import current_caller
+from netmgr.store.base import StoreBase
+
+MAX_OFFSET = 1 << 40
+
+
+class RouterVmServicer(rpc.RouterVmServiceServicer):
+    def __init__(self, store: StoreBase, hooks: object) -> None:
+        self._store = store
+        self._hooks = hooks  # the reconciler: its vm_routers is the VM backend
+
+    def GetRouterConsole(self, request: pb.GetRouterConsoleRequest,
+                         context: grpc.ServicerContext) -> pb.RouterConsole:
+        if request.offset > MAX_OFFSET:
+            raise InvalidArgument.one("offset", f"must be at most {MAX_OFFSET}")
+        # NOT_FOUND for another tenant's router (and a malformed ID names `id`).
+        router = self._store.get_router(  # type: ignore[attr-defined]
+            current_caller().require_tenant(), request.id)
+        backend = getattr(self._hooks, "vm_routers", None)
+        if router.backend != "vm" or backend is None:
+            raise FailedPrecondition(f"router {router.id} is not a VM (backend "
+                                     f"{router.backend}): it has no console")
+        data, next_offset, host = backend.console(router.id, request.offset)
+        return pb.RouterConsole(data=data, next_offset=next_offset, host=host)
+
+
+SERVICE = pb.DESCRIPTOR.services_by_name["RouterVmService"].full_name
+
+
+def add_to_server(store: StoreBase, hooks: object, server: grpc.Server) -> str:
+    rpc.add_RouterVmServiceServicer_to_server(RouterVmServicer(store, hooks), server)  # type: ignore[no-untyped-call]
+    return SERVICE

@@ -1,0 +1,306 @@
+"""``cloudnet`` CLI: the command implementations and their output."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from cloudnet.netmgr.v1 import netmgr_pb2
+
+from netmgr.cli.client import Client, WaitError, enum_label
+from netmgr.cli.output import format_detail, format_list, to_json
+from netmgr.cli.requests import (
+    build_network_create,
+    build_network_update,
+    build_port_create,
+    build_port_update,
+    build_zone_update,
+)
+
+
+class CommandFailed(Exception):
+    """A command reached the API but the outcome is a failure (exit status 1)."""
+
+
+@dataclass
+class Settings:
+    server: str
+    token: str | None
+    tenant: str | None
+    output: str
+    timeout: float
+
+
+class Progress:
+    """A one-line spinner on a TTY stream; silent otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(isatty and isatty())
+        self._spin = itertools.cycle("|/-\\")
+        self._width = 0
+
+    def update(self, text: str) -> None:
+        if not self.enabled:
+            return
+        line = f"{next(self._spin)} {text}"
+        pad = max(0, self._width - len(line))
+        self.stream.write("\r" + line + " " * pad)
+        self.stream.flush()
+        self._width = len(line)
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+@dataclass
+class Context:
+    client: Client
+    settings: Settings
+    out: TextIO
+    err: TextIO
+
+    @property
+    def json(self) -> bool:
+        return self.settings.output == "json"
+
+    def show(self, msg: Any, extra: Sequence[tuple[str, str]] = ()) -> None:
+        if self.json:
+            self.print(to_json(msg))
+        else:
+            self.print(format_detail(msg, extra))
+
+    def show_list(self, kind: str, items: list[Any]) -> None:
+        self.print(to_json(items) if self.json else format_list(kind, items))
+
+    def deleted(self, kind: str, obj_id: str) -> None:
+        if self.json:
+            self.print(to_json({"id": obj_id, "deleted": True}))
+        else:
+            self.print(f"Deleted {kind} {obj_id}")
+
+    def print(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+
+
+def _router_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
+    def on_poll(r: Any, elapsed: float) -> None:
+        progress.update(
+            f"waiting for {what}: {enum_label(netmgr_pb2.RouterState, r.state)}, generation "
+            f"{r.applied_generation}/{r.desired_generation} ({elapsed:.0f}s)"
+        )
+
+    return on_poll
+
+
+def _port_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
+    def on_poll(p: Any, elapsed: float) -> None:
+        progress.update(
+            f"waiting for {what}: {enum_label(netmgr_pb2.ObjectState, p.state)} ({elapsed:.0f}s)"
+        )
+
+    return on_poll
+
+
+def _wait(ctx: Context, fn: Callable[[Progress], Any]) -> Any:
+    progress = Progress(ctx.err)
+    try:
+        return fn(progress)
+    except WaitError as e:
+        progress.done()
+        if e.last is not None:
+            ctx.show(e.last)
+        raise CommandFailed(str(e)) from None
+    finally:
+        progress.done()
+
+
+# ----------------------------------------------------------- commands
+
+
+def cmd_tenant_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.tenants.CreateTenant(netmgr_pb2.CreateTenantRequest(name=args.name)))
+    return 0
+
+
+def cmd_tenant_list(ctx: Context, args: argparse.Namespace) -> int:
+    items = ctx.client.list_all(
+        ctx.client.tenants.ListTenants, netmgr_pb2.ListTenantsRequest(), "tenants", args.limit
+    )
+    ctx.show_list("Tenant", items)
+    return 0
+
+
+def cmd_tenant_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.tenants.GetTenant(netmgr_pb2.GetTenantRequest(id=args.id)))
+    return 0
+
+
+def cmd_tenant_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.tenants.DeleteTenant(netmgr_pb2.DeleteTenantRequest(id=args.id))
+    ctx.deleted("tenant", args.id)
+    return 0
+
+
+def cmd_token_create(ctx: Context, args: argparse.Namespace) -> int:
+    resp = ctx.client.tenants.CreateToken(
+        netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "")
+    )
+    if ctx.json:
+        ctx.print(to_json(resp))
+    else:
+        ctx.print(format_detail(resp.token, extra=[("secret", resp.secret)]))
+    ctx.note("Save the secret now: it is not shown again.")
+    return 0
+
+
+def cmd_token_list(ctx: Context, args: argparse.Namespace) -> int:
+    items = ctx.client.list_all(
+        ctx.client.tenants.ListTokens,
+        netmgr_pb2.ListTokensRequest(tenant_id=args.tenant_id),
+        "tokens",
+        args.limit,
+    )
+    ctx.show_list("Token", items)
+    return 0
+
+
+def cmd_token_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.tenants.DeleteToken(netmgr_pb2.DeleteTokenRequest(id=args.id))
+    ctx.deleted("token", args.id)
+    return 0
+
+
+def cmd_whoami(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.tenants.WhoAmI(netmgr_pb2.WhoAmIRequest()))
+    return 0
+
+
+def cmd_zone_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.zones.GetZone(netmgr_pb2.GetZoneRequest()))
+    return 0
+
+
+def cmd_zone_update(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.zones.UpdateZone(build_zone_update(args)))
+    return 0
+
+
+def cmd_network_create(ctx: Context, args: argparse.Namespace) -> int:
+    net = ctx.client.networks.CreateNetwork(build_network_create(args))
+    if args.wait:
+        _wait(
+            ctx,
+            lambda p: ctx.client.wait_network_router(
+                net.id, args.wait_timeout, on_poll=_router_progress(p, f"router of {net.id}")
+            ),
+        )
+        net = ctx.client.networks.GetNetwork(netmgr_pb2.GetNetworkRequest(id=net.id))
+    ctx.show(net)
+    return 0
+
+
+def cmd_network_list(ctx: Context, args: argparse.Namespace) -> int:
+    items = ctx.client.list_all(
+        ctx.client.networks.ListNetworks, netmgr_pb2.ListNetworksRequest(), "networks", args.limit
+    )
+    ctx.show_list("Network", items)
+    return 0
+
+
+def cmd_network_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.networks.GetNetwork(netmgr_pb2.GetNetworkRequest(id=args.id)))
+    return 0
+
+
+def cmd_network_update(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.networks.UpdateNetwork(build_network_update(args)))
+    return 0
+
+
+def cmd_network_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.networks.DeleteNetwork(netmgr_pb2.DeleteNetworkRequest(id=args.id, force=args.force))
+    ctx.deleted("network", args.id)
+    return 0
+
+
+def cmd_port_create(ctx: Context, args: argparse.Namespace) -> int:
+    port = ctx.client.ports.CreatePort(build_port_create(args))
+    if args.wait:
+        port = _wait(
+            ctx,
+            lambda p: ctx.client.wait_port(
+                port.id, args.wait_timeout, on_poll=_port_progress(p, f"port {port.id}")
+            ),
+        )
+    ctx.show(port)
+    if port.state == netmgr_pb2.OBJECT_STATE_ERROR and args.wait:
+        raise CommandFailed(f"port {port.id} is in state ERROR: {port.error or 'no reason given'}")
+    return 0
+
+
+def cmd_port_list(ctx: Context, args: argparse.Namespace) -> int:
+    items = ctx.client.list_all(
+        ctx.client.ports.ListPorts,
+        netmgr_pb2.ListPortsRequest(network_id=args.network or ""),
+        "ports",
+        args.limit,
+    )
+    ctx.show_list("Port", items)
+    return 0
+
+
+def cmd_port_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.ports.GetPort(netmgr_pb2.GetPortRequest(id=args.id)))
+    return 0
+
+
+def cmd_port_update(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.ports.UpdatePort(build_port_update(args)))
+    return 0
+
+
+def cmd_port_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.ports.DeletePort(netmgr_pb2.DeletePortRequest(id=args.id))
+    ctx.deleted("port", args.id)
+    return 0
+
+
+def cmd_router_list(ctx: Context, args: argparse.Namespace) -> int:
+    items = ctx.client.list_all(
+        ctx.client.routers.ListRouters, netmgr_pb2.ListRoutersRequest(), "routers", args.limit
+    )
+    ctx.show_list("Router", items)
+    return 0
+
+
+def cmd_router_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.routers.GetRouter(netmgr_pb2.GetRouterRequest(id=args.id)))
+    return 0
+
+
+def cmd_router_restart(ctx: Context, args: argparse.Namespace) -> int:
+    router = ctx.client.routers.RestartRouter(netmgr_pb2.RestartRouterRequest(id=args.id))
+    if args.wait:
+        router = _wait(
+            ctx,
+            lambda p: ctx.client.wait_router(
+                args.id,
+                args.wait_timeout,
+                on_poll=_router_progress(p, f"router {args.id}"),
+                min_generation=router.desired_generation,
+            ),
+        )
+    ctx.show(router)
+    return 0

@@ -1,0 +1,200 @@
+"""``cloudnet vm ...``: guest VMs on a compute agent (ComputeService).
+
+    cloudnet vm create web1 --network NET_ID [--network NET2:10.1.2.50] --wait
+    cloudnet vm list | show ID | delete ID | console ID [--follow]
+
+The compute agent is `--compute HOST:PORT` (or $CLOUDNET_COMPUTE; default
+127.0.0.1:7171); the same token as for netmgr authenticates (the agent asks
+netmgr for the VM's ports with it). `create --wait` shows a progress line
+while the VM boots, until its console reports a DHCP lease on every NIC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from cloudnet.compute.v1 import compute_pb2 as cpb
+from cloudnet.compute.v1 import compute_pb2_grpc as crpc
+
+from netmgr.cli.commands import CommandFailed, Context
+from netmgr.cli.output import format_table, to_json
+from netmgr.cli.requests import UsageError
+
+DEFAULT_COMPUTE = "127.0.0.1:7171"
+LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=(\S+) mac=(\S+) ip=(\S+)")
+SPINNER = "|/-\\"
+
+
+def _stub(ctx: Context, args: argparse.Namespace) -> tuple[crpc.ComputeServiceStub, Any]:
+    target = args.compute or os.environ.get("CLOUDNET_COMPUTE") or DEFAULT_COMPUTE
+    channel = grpc.insecure_channel(target)
+    return crpc.ComputeServiceStub(channel), channel
+
+
+def _call(ctx: Context, method: Callable[..., Any], request: Any, timeout: float = 60) -> Any:
+    return method(request, metadata=ctx.client.metadata(), timeout=timeout)
+
+
+def _state(vm: cpb.Vm) -> str:
+    return cpb.VmState.Name(vm.state).removeprefix("VM_STATE_")
+
+
+def _show(ctx: Context, vm: cpb.Vm) -> None:
+    if ctx.json:
+        ctx.print(to_json(vm))
+        return
+    rows: list[tuple[str, Any]] = [
+        ("id", vm.id), ("name", vm.name), ("state", _state(vm)), ("host", vm.host),
+        ("image", vm.image), ("vcpus", vm.vcpus), ("memory_mib", vm.memory_mib),
+        ("accel", vm.accel), ("tenant_id", vm.tenant_id)]
+    for i, n in enumerate(vm.nics):
+        rows.append((f"nic{i}", f"{n.ip} {n.mac} vlan {n.vlan_id} network {n.network_id} "
+                                f"port {n.port_id} {n.fqdn}".strip()))
+    ctx.print(format_table(("FIELD", "VALUE"), rows))
+
+
+def _parse_nic(text: str) -> cpb.Nic:
+    network, _, ip = text.partition(":")
+    if not network:
+        raise UsageError(f"--network {text!r}: NETWORK_ID[:FIXED_IP]")
+    return cpb.Nic(network_id=network, fixed_ip=ip)
+
+
+def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
+    with channel:
+        vm = _call(ctx, stub.CreateVm, cpb.CreateVmRequest(vm=cpb.Vm(
+            name=args.name, image=args.image, vcpus=args.vcpus, memory_mib=args.memory,
+            nics=[_parse_nic(n) for n in args.network])), timeout=120)
+        if args.wait:
+            _wait_booted(ctx, stub, vm, args.wait_timeout)
+        _show(ctx, vm)
+    return 0
+
+
+def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
+                 timeout: float) -> None:
+    """Poll the console until every NIC reports its lease; a progress line on stderr."""
+    start = time.monotonic()
+    log = b""
+    tty = ctx.err.isatty()
+    tick = 0
+    while True:
+        chunk = _call(ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(
+            id=vm.id, offset=len(log)), timeout=10)
+        log += chunk.data
+        leases = LEASE_RE.findall(log)
+        elapsed = time.monotonic() - start
+        phase = ("kernel" if b"CLOUDNET-BOOT" not in log else
+                 f"DHCP {len(leases)}/{len(vm.nics)}")
+        line = f"{SPINNER[tick % 4]} booting {vm.name}: {phase} ({elapsed:.0f}s)"
+        if tty:
+            ctx.err.write("\r" + line + "\033[K")
+        elif tick % 10 == 0:
+            ctx.err.write(line + "\n")
+        ctx.err.flush()
+        tick += 1
+        if len(leases) >= len(vm.nics):
+            got = ", ".join(f"{i.decode()} {ip.decode()}" for i, _, ip in leases)
+            ctx.err.write(("\r" if tty else "") + f"booted {vm.name} in {elapsed:.1f}s: "
+                          f"{got}" + ("\033[K" if tty else "") + "\n")
+            return
+        if elapsed > timeout:
+            if tty:
+                ctx.err.write("\n")
+            raise CommandFailed(f"vm {vm.name}: no lease after {timeout:.0f}s "
+                                f"(see: cloudnet vm console {vm.id})")
+        time.sleep(0.5)
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
+    with channel:
+        vms = list(_call(ctx, stub.ListVms, cpb.ListVmsRequest()).vms)
+    if ctx.json:
+        ctx.print(to_json(vms))
+    else:
+        ctx.print(format_table(
+            ("ID", "NAME", "STATE", "HOST", "VCPUS", "MEMORY_MIB", "IPS"),
+            [(v.id, v.name, _state(v), v.host, v.vcpus, v.memory_mib,
+              ",".join(n.ip for n in v.nics)) for v in vms]))
+    return 0
+
+
+def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
+    with channel:
+        _show(ctx, _call(ctx, stub.GetVm, cpb.GetVmRequest(id=args.id)))
+    return 0
+
+
+def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
+    with channel:
+        _call(ctx, stub.DeleteVm, cpb.DeleteVmRequest(id=args.id), timeout=120)
+    ctx.deleted("vm", args.id)
+    return 0
+
+
+def follow_console(ctx: Context, fetch: Callable[[int], Any], follow: bool) -> int:
+    """Print a serial console from the start; with ``follow``, keep polling.
+    ``fetch(offset)`` returns a chunk with ``data`` and ``next_offset`` (a
+    VM's or a router VM's console log)."""
+    raw = getattr(ctx.out, "buffer", None)  # bytes as they are, when stdout has them
+    offset = 0
+    while True:
+        chunk = fetch(offset)
+        if raw is not None:
+            raw.write(chunk.data)
+            raw.flush()
+        else:
+            ctx.out.write(chunk.data.decode(errors="replace"))
+            ctx.out.flush()
+        offset = chunk.next_offset
+        if not follow:
+            return 0
+        if not chunk.data:
+            time.sleep(0.5)
+
+
+def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
+    stub, channel = _stub(ctx, args)
+    with channel:
+        return follow_console(ctx, lambda offset: _call(
+            ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(id=args.id, offset=offset),
+            timeout=10), args.follow)
+
+
+def add_commands(group: Callable[[str, str], Any], leaf: Callable[..., Any]) -> None:
+    s = group("vm", "guest VMs on a compute agent (--compute HOST:PORT)")
+
+    def vleaf(name: str, func: Callable[..., int], help: str) -> Any:
+        p = leaf(s, name, func, help)
+        p.add_argument("--compute", metavar="HOST:PORT", default="",
+                       help=f"compute agent (default: $CLOUDNET_COMPUTE or {DEFAULT_COMPUTE})")
+        return p
+
+    p = vleaf("create", cmd_create, "create and boot a VM")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--network", action="append", required=True, metavar="NETWORK_ID[:IP]",
+                   help="a NIC on this network (repeatable), optionally with a fixed IP")
+    p.add_argument("--image", default="tiny")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--memory", type=int, default=128, metavar="MIB")
+    p.add_argument("--wait", action="store_true",
+                   help="show progress until every NIC has its DHCP lease")
+    p.add_argument("--wait-timeout", type=float, default=120, metavar="SECONDS")
+    vleaf("list", cmd_list, "list VMs")
+    p = vleaf("show", cmd_show, "show a VM")
+    p.add_argument("id", metavar="ID")
+    p = vleaf("delete", cmd_delete, "delete a VM (domain, disk, taps and its ports)")
+    p.add_argument("id", metavar="ID")
+    p = vleaf("console", cmd_console, "print a VM's serial console log")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new output")

@@ -1,0 +1,184 @@
+"""Domain objects of the network manager.
+
+Frozen, typed values: the store returns them, the API servicers turn them
+into protobuf messages, and the reconciler's config builder (a pure function)
+turns them into a router's desired state. Nothing here touches a database or
+the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netmgr.model.edge import EdgeSnapshot
+    from netmgr.model.vpc import VpcSnapshot
+    from netmgr.model.vpn import VpnTunnel
+
+
+class RouterBackend(StrEnum):
+    NETNS = "netns"
+    VM = "vm"
+
+
+class RouterState(StrEnum):
+    PROVISIONING = "provisioning"
+    ACTIVE = "active"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class ObjectState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ERROR = "error"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    tenant_id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Zone:
+    name: str
+    public_cidr: str
+    public_gateway: str
+    public_pool_start: str
+    public_pool_end: str
+    vlan_min: int
+    vlan_max: int
+    upstream_dns: tuple[str, ...]
+    domain_suffix: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    tenant_id: str
+    name: str
+    cidr: str
+    gateway: str
+    domain: str
+    dns_servers: tuple[str, ...]
+    domain_search: tuple[str, ...]
+    mtu: int
+    lease_seconds: int
+    vlan_id: int
+    source_nat_ip: str
+    router_id: str
+    created_at: dt.datetime
+    # A VPC tier: its VPC, and the MAC of the VPC router's interface on it.
+    vpc_id: str = ""
+    router_mac: str = ""
+    # A tier's network ACL list (default_allow's ID when none was chosen).
+    acl_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Port:
+    id: str
+    tenant_id: str
+    network_id: str
+    name: str
+    mac: str
+    ip: str
+    hostname: str
+    device_id: str
+    # Router generation that last changed this port: the port is ACTIVE once
+    # the router has applied at least this generation.
+    generation: int
+    error: str
+    created_at: dt.datetime
+    # Derived when read: the router serving the port and the port's state
+    # against that router's applied generation.
+    router_id: str = ""
+    state: ObjectState = ObjectState.PENDING
+    # <hostname>.<network domain>
+    fqdn: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    name: str
+    healthy: bool
+    detail: str = ""
+    version: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Router:
+    id: str
+    tenant_id: str
+    network_id: str
+    backend: RouterBackend
+    host: str
+    # Bumped in the same transaction as every change to what the router serves.
+    desired_generation: int
+    applied_generation: int
+    # MACs are allocated once and kept, so a rebuilt router looks the same to
+    # guests and switches.
+    public_mac: str
+    guest_mac: str
+    services: tuple[ServiceHealth, ...]
+    last_error: str
+    reachable: bool
+    updated_at: dt.datetime
+    # The router's public address (its network's or VPC's source-NAT IP).
+    public_ip: str = ""
+    # A VPC's router serves the VPC's tiers (network_id is then "").
+    vpc_id: str = ""
+
+    @property
+    def state(self) -> RouterState:
+        """What the API shows: derived from reachability, generations and health."""
+        if not self.reachable:
+            return RouterState.UNREACHABLE
+        if self.last_error:
+            # A rejected push keeps applied < desired; say why, not "provisioning".
+            return RouterState.DEGRADED
+        if self.applied_generation < self.desired_generation:
+            return RouterState.PROVISIONING
+        if any(not s.healthy for s in self.services):
+            return RouterState.DEGRADED
+        return RouterState.ACTIVE
+
+
+def object_state(generation: int, error: str, applied_generation: int) -> ObjectState:
+    """State of an object the router serves (a port, later rules): ERROR wins,
+    then ACTIVE once the router applied the generation that last changed it."""
+    if error:
+        return ObjectState.ERROR
+    if applied_generation >= generation:
+        return ObjectState.ACTIVE
+    return ObjectState.PENDING
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouterSnapshot:
+    """Everything one router serves, read in one transaction so that it is
+    consistent with ``router.desired_generation``."""
+
+    router: Router
+    networks: tuple[Network, ...]
+    ports: tuple[Port, ...]
+    zone: Zone
+    # Public IPs, static NAT, port forwards, firewall (netmgr.model.edge).
+    edge: EdgeSnapshot | None = None
+    # The VPC a VPC router serves, its ACLs and routes (netmgr.model.vpc).
+    vpc: VpcSnapshot | None = None
+    # Site-to-site VPN connections (netmgr.model.vpn.VpnTunnel).
+    vpn: tuple[VpnTunnel, ...] = ()

@@ -1,0 +1,133 @@
+"""Domain objects of the edge services (frozen values, like ``netmgr.model.core``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from netmgr.model.core import ObjectState
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublicIp:
+    id: str
+    ip: str
+    tenant_id: str
+    network_id: str
+    source_nat: bool
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StaticNat:
+    id: str
+    tenant_id: str
+    network_id: str
+    public_ip_id: str
+    port_id: str
+    public_ip: str
+    private_ip: str
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortForward:
+    id: str
+    tenant_id: str
+    network_id: str
+    public_ip_id: str
+    protocol: str
+    public_port: int
+    public_port_end: int
+    port_id: str
+    private_port: int
+    private_port_end: int
+    source_cidrs: tuple[str, ...]
+    public_ip: str
+    private_ip: str
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FirewallRule:
+    id: str
+    tenant_id: str
+    direction: str  # "ingress" | "egress"
+    network_id: str
+    public_ip_id: str
+    protocol: str
+    port: int
+    port_end: int
+    icmp_type: int
+    icmp_code: int
+    cidrs: tuple[str, ...]
+    public_ip: str
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LbMember:
+    port_id: str
+    weight: int
+    private_port: int
+    ip: str = ""  # "" when the port is gone
+    health: str = ""
+    last_check: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoadBalancer:
+    id: str
+    tenant_id: str
+    network_id: str
+    public_ip_id: str
+    name: str
+    public_ip: str
+    public_port: int
+    protocol: str
+    algorithm: str
+    private_port: int
+    stickiness: str
+    # type, path, expect_status, interval_ms, rise, fall
+    health_check: tuple[str, str, int, int, int, int]
+    members: tuple[LbMember, ...]
+    source_cidrs: tuple[str, ...]
+    generation: int
+    error: str
+    created_at: dt.datetime
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    network_id: str
+    default_deny: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EdgeSnapshot:
+    """The edge objects one router serves, read with its RouterSnapshot."""
+
+    public_ips: tuple[PublicIp, ...] = ()
+    static_nats: tuple[StaticNat, ...] = ()
+    port_forwards: tuple[PortForward, ...] = ()
+    firewall_rules: tuple[FirewallRule, ...] = ()
+    egress_policies: tuple[EgressPolicy, ...] = ()
+    load_balancers: tuple[LoadBalancer, ...] = ()

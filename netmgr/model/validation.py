@@ -1,0 +1,336 @@
+"""Validation of everything a user can type: pure functions, no database.
+
+Each checker collects every bad field of a request as ``Violation``s (named
+by request path, ``network.cidr``) and raises one ``InvalidArgument``, so a
+caller learns all its mistakes at once. Values that come back are normalised
+(canonical CIDR, lower-case MAC). Checks that need the store (overlap with
+other networks, uniqueness) take what they compare against as arguments.
+
+Nothing a user types may contain a newline or control character: these values
+end up in dnsmasq and nftables files on the routers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from common.grpc_errors import InvalidArgument, Violation
+from netmgr.model.core import Network, Zone
+from netmgr.model.field_rules import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_DNS_SERVERS,
+    MAX_DOMAIN_SEARCH,
+    UUID_RE,
+    cidr_problem,
+    device_id_problem,
+    dns_name_problem,
+    free_text_problem,
+    gateway_problem,
+    hostname_problem,
+    ipv4_problem,
+    lease_problem,
+    mac_problem,
+    mtu_problem,
+    name_problem,
+    show,
+    tenant_name_problem,
+    unicast_ipv4_problem,
+)
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetworkSpec:
+    name: str
+    cidr: str
+    gateway: str = ""
+    domain: str = ""
+    dns_servers: tuple[str, ...] = ()
+    domain_search: tuple[str, ...] = ()
+    mtu: int = 0
+    lease_seconds: int = 0
+    # A tier of this VPC (netmgr.store.vpcs) when set, and its ACL list.
+    vpc_id: str = ""
+    acl_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NetworkUpdate:
+    """Only the fields that are not None change."""
+
+    name: str | None = None
+    dns_servers: tuple[str, ...] | None = None
+    domain_search: tuple[str, ...] | None = None
+    mtu: int | None = None
+    lease_seconds: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortSpec:
+    network_id: str
+    name: str = ""
+    mac: str = ""
+    ip: str = ""
+    hostname: str = ""
+    device_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PortUpdate:
+    name: str | None = None
+    hostname: str | None = None
+    device_id: str | None = None
+
+
+NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
+PORT_UPDATABLE = frozenset(f.name for f in dataclasses.fields(PortUpdate))
+ZONE_UPDATABLE = frozenset(f.name for f in dataclasses.fields(Zone))
+
+
+# ------------------------------------------------------------- primitives
+
+
+def check_id(value: str, field: str = "id") -> str:
+    """IDs are canonical UUID strings; returns it lower-cased."""
+    v = value.lower()
+    if not UUID_RE.fullmatch(v):
+        raise InvalidArgument.one(field, f"{show(value)} is not a valid ID (a UUID)")
+    return v
+
+
+def _collect(*checks: tuple[str, str | None]) -> list[Violation]:
+    return [Violation(field, reason) for field, reason in checks if reason is not None]
+
+
+def raise_if(violations: Sequence[Violation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)
+
+
+# ---------------------------------------------------------------- networks
+
+
+def _list_problems(
+    field: str, values: Sequence[str], limit: int, problem: Callable[[str], str | None]
+) -> list[Violation]:
+    out = []
+    if len(values) > limit:
+        out.append(Violation(field, f"at most {limit} entries"))
+    for i, v in enumerate(values):
+        reason = problem(v)
+        if reason is not None:
+            out.append(Violation(f"{field}[{i}]", reason))
+    return out
+
+
+def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpec:
+    """Everything that can be checked without the store; returns it normalised."""
+    domain = spec.domain.lower()
+    search = tuple(d.lower() for d in spec.domain_search)
+    v = _collect(
+        (f"{prefix}.name", name_problem(spec.name)),
+        (f"{prefix}.cidr", cidr_problem(spec.cidr)),
+        (f"{prefix}.domain", dns_name_problem(domain) if domain else None),
+        (f"{prefix}.mtu", mtu_problem(spec.mtu)),
+        (f"{prefix}.lease_seconds", lease_problem(spec.lease_seconds)),
+    )
+    cidr_ok = not any(x.field == f"{prefix}.cidr" for x in v)
+    if spec.gateway and cidr_ok:
+        v += _collect((f"{prefix}.gateway", gateway_problem(spec.gateway, spec.cidr)))
+    elif spec.gateway:
+        v += _collect((f"{prefix}.gateway", ipv4_problem(spec.gateway)))
+    v += _list_problems(f"{prefix}.dns_servers", spec.dns_servers, MAX_DNS_SERVERS,
+                        unicast_ipv4_problem)
+    v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH, dns_name_problem)
+    vpc_id, acl_id = spec.vpc_id.lower(), spec.acl_id.lower()
+    for field, value in (("vpc_id", vpc_id), ("acl_id", acl_id)):
+        if value and not UUID_RE.fullmatch(value):
+            v.append(Violation(f"{prefix}.{field}", f"{show(value)} is not a valid ID (a UUID)"))
+    if acl_id and not vpc_id:
+        v.append(Violation(f"{prefix}.acl_id", "only a VPC tier (vpc_id set) has an ACL list"))
+    raise_if(v)
+    return dataclasses.replace(
+        spec,
+        vpc_id=vpc_id,
+        acl_id=acl_id,
+        cidr=str(ipaddress.IPv4Network(spec.cidr)),
+        domain=domain,
+        domain_search=search,
+        lease_seconds=spec.lease_seconds or DEFAULT_LEASE_SECONDS,
+    )
+
+
+def dns_label_from(text: str, fallback: str) -> str:
+    """Lower-case ``text`` and turn anything a DNS label may not hold into '-'."""
+    label = re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:63].strip("-")
+    return label or fallback
+
+
+def with_network_defaults(spec: NetworkSpec, tenant_name: str, zone: Zone) -> NetworkSpec:
+    """Gateway: the first host; domain: <network>.<tenant>.<zone suffix>."""
+    net = ipaddress.IPv4Network(spec.cidr)
+    gateway = spec.gateway or str(net.network_address + 1)
+    domain = spec.domain
+    if not domain:
+        domain = ".".join(
+            (dns_label_from(spec.name, "net"), dns_label_from(tenant_name, "tenant"),
+             zone.domain_suffix)
+        )
+        if (p := dns_name_problem(domain)) is not None:
+            raise InvalidArgument.one("network.domain", f"the default domain is invalid: {p}")
+    return dataclasses.replace(spec, gateway=gateway, domain=domain)
+
+
+def check_network_placement(
+    cidr: str, zone: Zone, others: Iterable[Network], field: str = "network.cidr"
+) -> list[Violation]:
+    """The CIDR must not overlap the provider network or another of the tenant's networks."""
+    net = ipaddress.IPv4Network(cidr)
+    if net.overlaps(ipaddress.IPv4Network(zone.public_cidr)):
+        return [Violation(field, f"{cidr} overlaps the zone's public network {zone.public_cidr}")]
+    for other in others:
+        if net.overlaps(ipaddress.IPv4Network(other.cidr)):
+            return [Violation(
+                field, f"{cidr} overlaps network {other.name!r} ({other.id}, {other.cidr})"
+            )]
+    return []
+
+
+def check_network_update(upd: NetworkUpdate, prefix: str = "network") -> NetworkUpdate:
+    v = _collect(
+        (f"{prefix}.name", name_problem(upd.name) if upd.name is not None else None),
+        (f"{prefix}.mtu", mtu_problem(upd.mtu) if upd.mtu is not None else None),
+        (f"{prefix}.lease_seconds",
+         lease_problem(upd.lease_seconds) if upd.lease_seconds is not None else None),
+    )
+    search = None
+    if upd.dns_servers is not None:
+        v += _list_problems(f"{prefix}.dns_servers", upd.dns_servers, MAX_DNS_SERVERS,
+                            unicast_ipv4_problem)
+    if upd.domain_search is not None:
+        search = tuple(d.lower() for d in upd.domain_search)
+        v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH,
+                            dns_name_problem)
+    raise_if(v)
+    lease = upd.lease_seconds
+    return dataclasses.replace(
+        upd,
+        domain_search=search,
+        lease_seconds=(lease or DEFAULT_LEASE_SECONDS) if lease is not None else None,
+    )
+
+
+# ------------------------------------------------------------------- ports
+
+
+def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
+    mac = spec.mac.lower()
+    hostname = spec.hostname.lower()
+    v = _collect(
+        (f"{prefix}.name", free_text_problem(spec.name)),
+        (f"{prefix}.mac", mac_problem(mac) if mac else None),
+        (f"{prefix}.ip", ipv4_problem(spec.ip) if spec.ip else None),
+        (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
+        (f"{prefix}.device_id", device_id_problem(spec.device_id)),
+    )
+    try:
+        network_id = check_id(spec.network_id, f"{prefix}.network_id")
+    except InvalidArgument as e:
+        v += e.violations
+        network_id = spec.network_id
+    raise_if(v)
+    return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname)
+
+
+def default_hostname(port_name: str, ip: str) -> str:
+    """The port name if it is a valid host name, else host-<ip with dashes>."""
+    if port_name and hostname_problem(port_name) is None:
+        return port_name.lower()
+    return "host-" + ip.replace(".", "-")
+
+
+def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
+    hostname = upd.hostname.lower() if upd.hostname is not None else None
+    v = _collect(
+        (f"{prefix}.name", free_text_problem(upd.name) if upd.name is not None else None),
+        (f"{prefix}.hostname", hostname_problem(hostname) if hostname is not None else None),
+        (f"{prefix}.device_id",
+         device_id_problem(upd.device_id) if upd.device_id is not None else None),
+    )
+    raise_if(v)
+    return dataclasses.replace(upd, hostname=hostname)
+
+
+# ------------------------------------------------------------ tenants, zone
+
+
+def check_tenant_name(name: str, field: str = "name") -> str:
+    raise_if(_collect((field, tenant_name_problem(name))))
+    return name
+
+
+def check_token_name(name: str, field: str = "name") -> str:
+    raise_if(_collect((field, free_text_problem(name))))
+    return name
+
+
+def check_zone(zone: Zone, prefix: str = "zone") -> Zone:
+    """A whole zone (after an update is merged in)."""
+    v = _collect(
+        (f"{prefix}.name", name_problem(zone.name)),
+        (f"{prefix}.domain_suffix", dns_name_problem(zone.domain_suffix.lower())),
+    )
+    try:
+        public = ipaddress.IPv4Network(zone.public_cidr, strict=True)
+    except ValueError:
+        v.append(Violation(f"{prefix}.public_cidr",
+                           f"{show(zone.public_cidr)} is not a valid IPv4 CIDR"))
+        public = None
+    if public is not None:
+        gw_problem = gateway_problem(zone.public_gateway, zone.public_cidr)
+        v += _collect((f"{prefix}.public_gateway", gw_problem))
+        for fld in ("public_pool_start", "public_pool_end"):
+            value = getattr(zone, fld)
+            p = gateway_problem(value, zone.public_cidr)  # same rule: a host of the CIDR
+            v += _collect((f"{prefix}.{fld}", p))
+        if not any(x.field.startswith(f"{prefix}.public_pool") for x in v) and (
+            ipaddress.IPv4Address(zone.public_pool_start)
+            > ipaddress.IPv4Address(zone.public_pool_end)
+        ):
+            v.append(Violation(f"{prefix}.public_pool_end", "the pool ends before it starts"))
+    if not 1 <= zone.vlan_min <= 4094:
+        v.append(Violation(f"{prefix}.vlan_min", f"{zone.vlan_min} is not 1-4094"))
+    if not 1 <= zone.vlan_max <= 4094:
+        v.append(Violation(f"{prefix}.vlan_max", f"{zone.vlan_max} is not 1-4094"))
+    elif zone.vlan_min > zone.vlan_max:
+        v.append(Violation(f"{prefix}.vlan_max", "the VLAN range ends before it starts"))
+    v += _list_problems(f"{prefix}.upstream_dns", zone.upstream_dns, MAX_DNS_SERVERS,
+                        unicast_ipv4_problem)
+    raise_if(v)
+    return dataclasses.replace(
+        zone, public_cidr=str(public), domain_suffix=zone.domain_suffix.lower()
+    )
+
+
+# ------------------------------------------------------------- field masks
+
+
+def resolve_update_mask(
+    paths: Sequence[str], updatable: frozenset[str], present: Iterable[str]
+) -> frozenset[str]:
+    """The fields an Update changes: the mask's paths, or (empty mask) every
+    updatable field set in the message. Unknown or immutable paths are refused."""
+    if not paths:
+        return frozenset(p for p in present if p in updatable)
+    bad = [p for p in paths if p not in updatable]
+    if bad:
+        raise InvalidArgument.one(
+            "update_mask",
+            f"{', '.join(show(p) for p in bad)} cannot be updated "
+            f"(updatable: {', '.join(sorted(updatable))})",
+        )
+    return frozenset(paths)

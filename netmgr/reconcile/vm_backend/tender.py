@@ -1,0 +1,476 @@
+"""The VM router backend: each router of backend "vm" is an appliance VM.
+
+netmgr places the router on a registered compute host (HostService) and asks
+that host's compute agent (RouterVmService, admin token) for a VM from the
+router image with NICs for control, public and each guest network, by MAC
+(the router's MACs from the model; the control MAC and address from
+netmgr/store_router_vm.py). The identity travels as SMBIOS OEM strings; the
+token through a root-only file (compute/router_vm.py). Each VM router is its
+own agent target: the reconciler asks `stub()` for it and pushes the whole
+config once the agent answers.
+
+A tend loop watches every VM router (one pass a second, a worker per router):
+
+    deploying ─► booting ─► active ──(domain gone / not running)──► replacing
+                   │           └─(agent silent > grace)──────────►    │
+                   └─(not healthy within boot_timeout)────────────►  booting ...
+
+A replacement is a new VM with the same NICs (MACs), control address and
+config: the reconciler re-pushes everything, including every guest's static
+DHCP host (MAC → IP), so a guest that renews keeps its address. A change of
+the NIC set (a VPC tier added or removed) is hot-plugged into the running VM
+(netmgr/router_vm_nics.py), not a replacement.
+
+Credentials: the agent's bearer token is HMAC-SHA256(router key, router ID /
+credential generation). The router key is a 0600 file next to the admin
+token; the store keeps only the generation and a SHA-256 of the token (to
+check a token, e.g. a support question "is this the router's token?", never
+to make one), so a copy of the database gives no access to any router. Each
+(re)deploy bumps the generation: a replaced VM's token is dead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from cloudnet.compute.v1 import compute_pb2 as cpb
+from cloudnet.compute.v1 import router_vm_pb2 as vpb
+from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
+from cloudnet.router.v1 import agent_pb2 as apb
+from cloudnet.router.v1 import agent_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aio.control_network import ControlNetwork
+from common import grpc_errors as errors
+from netmgr.api.hosts import HostStore
+from netmgr.model.core import RouterBackend
+from netmgr.reconcile.configbuild.router import build_router_config
+from netmgr.reconcile.vm_backend.credentials import (  # noqa: F401 (derive_token: tests, tools)
+    BearerAuth,
+    RouterVmConfig,
+    derive_token,
+    load_key,
+    router_vm_config,
+    token_hash,
+)
+from netmgr.reconcile.vm_backend.nic_plan import NicPlugger, config_nics
+from netmgr.store.router_vms import RouterVm, RouterVmStore
+from netmgr.store.tables.core import utcnow
+
+log = logging.getLogger(__name__)
+
+# A router whose VM could not be deployed is retried this often (seconds).
+FAILED_RETRY = 10.0
+
+
+@dataclasses.dataclass
+class _Live:
+    """What this netmgr process knows of a router's current VM."""
+
+    token: str = ""
+    target: str = ""
+    channel: grpc.Channel | None = None
+    # The channel with the router's token on every call (every service of the
+    # VM's agent: RouterAgent, RouterEdge, RouterDiagnostics).
+    auth_channel: grpc.Channel | None = None
+    stub: agent_pb2_grpc.RouterAgentStub | None = None
+    boot_id: str = ""
+    silent_since: float = 0.0
+    serving: bool = False
+    busy: bool = False
+    # The desired generation whose NIC set was last compared with the VM's.
+    nics_generation: int = 0
+    host: str = ""
+    # The VM's NICs as its host last reported them (None: ask it).
+    nics: list[vpb.RouterVmNic] | None = None
+    nic_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+class RouterVmBackend:
+    def __init__(self, store, reconciler, cfg: RouterVmConfig, admin_token: str) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.cfg = cfg
+        self.vms = RouterVmStore(store, cfg.control_cidr)
+        self.hosts = HostStore(store)
+        self.key = load_key(cfg.key_file)
+        self.admin_md = (("authorization", f"Bearer {admin_token}"),)
+        self.control = ControlNetwork(cfg.control_netns, cfg.run_dir)
+        self.prefixlen = self.vms.cidr.prefixlen
+        self._live: dict[str, _Live] = {}
+        self._compute: dict[str, tuple[str, grpc.Channel, vrpc.RouterVmServiceStub]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="router-vm")
+        self._thread: threading.Thread | None = None
+        self._ticks = 0
+        # Hot-plug: the reconciler plugs a config's NICs before pushing it.
+        self.nics = NicPlugger(self)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="router-vm", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for live in self._live.values():
+                if live.channel is not None:
+                    live.channel.close()
+            for _, ch, _ in self._compute.values():
+                ch.close()
+        self.control.close()
+
+    # ---------------------------------------------------------- for others
+
+    def stub(self, router_id: str) -> agent_pb2_grpc.RouterAgentStub | None:
+        """The agent of the router's VM, once it answers (None before)."""
+        with self._lock:
+            live = self._live.get(router_id)
+            return live.stub if live is not None and live.serving else None
+
+    def live(self, router_id: str) -> _Live | None:
+        with self._lock:
+            return self._live.get(router_id)
+
+    def channel(self, router_id: str) -> grpc.Channel | None:
+        """An authenticated channel to the router VM's agent, once it answers."""
+        with self._lock:
+            live = self._live.get(router_id)
+            return live.auth_channel if live is not None and live.serving else None
+
+    def console(self, router_id: str, offset: int) -> tuple[bytes, int, str]:
+        vm = self.vms.get(router_id)
+        if vm is None or not vm.host:
+            raise errors.FailedPrecondition(f"router {router_id} has no VM yet")
+        try:
+            log_ = self._host_stub(vm.host).GetRouterVmConsole(vpb.GetRouterVmConsoleRequest(
+                router_id=router_id, offset=offset), metadata=self.admin_md, timeout=10)
+        except grpc.RpcError as e:
+            raise errors.FailedPrecondition(
+                f"compute host {vm.host}: {e.code().name}: {e.details()}") from e
+        except LookupError as e:
+            raise errors.FailedPrecondition(str(e)) from e
+        return log_.data, log_.next_offset, vm.host
+
+    # ------------------------------------------------------------- compute
+
+    def _host_stub(self, host: str) -> vrpc.RouterVmServiceStub:
+        address = next((h.address for h in self.hosts.list() if h.name == host), None)
+        if address is None:
+            raise LookupError(f"compute host {host!r} is not registered")
+        with self._lock:
+            cached = self._compute.get(host)
+            if cached is not None and cached[0] == address:
+                return cached[2]
+            if cached is not None:
+                cached[1].close()
+            ch = grpc.insecure_channel(address)
+            stub = vrpc.RouterVmServiceStub(ch)
+            self._compute[host] = (address, ch, stub)
+            return stub
+
+    def _place(self, vm: RouterVm) -> str:
+        """The VM's host: its current one while registered, else the least loaded."""
+        hosts = [h.name for h in self.hosts.list()]
+        if vm.host in hosts:
+            return vm.host
+        if not hosts:
+            raise LookupError("no compute host is registered")
+        load = self.vms.count_by_host()
+        return min(hosts, key=lambda h: (load.get(h, 0), h))
+
+    # ---------------------------------------------------------------- loop
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("router VM backend: tick failed")
+
+    def tick(self) -> None:
+        routers = {r.id: r for r in self.store.list_routers_all()
+                   if r.backend == RouterBackend.VM}
+        for router_id, router in routers.items():
+            with self._lock:
+                live = self._live.setdefault(router_id, _Live())
+                if live.busy:
+                    continue
+                live.busy = True
+            self._pool.submit(self._tend_guarded, router, live)
+        with self._lock:
+            gone = [rid for rid in self._live if rid not in routers and not self._live[rid].busy]
+        for rid in gone:
+            self._forget(rid)
+        self._ticks += 1
+        if self._ticks % 10 == 1:
+            self._sweep(set(routers))
+
+    def _forget(self, router_id: str) -> None:
+        """The router is gone (its network deleted): its VM goes now, not at the sweep."""
+        with self._lock:
+            live = self._live.pop(router_id, None)
+        if live is not None and live.channel is not None:
+            live.channel.close()
+        self.control.forget(router_id)
+        if live is not None and live.host:
+            self._pool.submit(self._delete_vm, live.host, router_id)
+
+    def _sweep(self, wanted: set[str]) -> None:
+        """Delete router VMs on any host whose router is gone (or not on that host)."""
+        vms = self.vms.all()
+        for host in self.hosts.list():
+            try:
+                stub = self._host_stub(host.name)
+                held = stub.ListRouterVms(vpb.ListRouterVmsRequest(), metadata=self.admin_md,
+                                          timeout=10).vms
+            except (grpc.RpcError, LookupError):
+                continue
+            for v in held:
+                row = vms.get(v.router_id)
+                if v.router_id in wanted and row is not None and row.host == host.name:
+                    continue
+                log.info("router vm %s on %s: no router wants it, deleting", v.router_id,
+                         host.name)
+                try:
+                    stub.DeleteRouterVm(vpb.DeleteRouterVmRequest(router_id=v.router_id),
+                                        metadata=self.admin_md, timeout=60)
+                except grpc.RpcError as e:
+                    log.warning("router vm %s: delete failed: %s", v.router_id, e.code().name)
+
+    def _tend_guarded(self, router, live: _Live) -> None:  # router: netmgr.model.core.Router
+        try:
+            self._tend(router, live)
+        except Exception:
+            log.exception("router %s: tending its VM failed", router.id)
+        finally:
+            with self._lock:
+                live.busy = False
+
+    def _tend(self, router, live: _Live) -> None:
+        vm = self.vms.ensure(router.id)
+        live.host = vm.host
+        if not live.token and vm.cred_generation:
+            # A netmgr restart: adopt the running VM with its current token.
+            self._connect(router.id, live, vm, derive_token(self.key, router.id,
+                                                            vm.cred_generation))
+        dom = self._domain(vm)
+        if dom is not None and dom.state == cpb.VM_STATE_RUNNING and self._nics_changed(
+                router, live, vm, dom):
+            return
+        if dom is None or dom.state != cpb.VM_STATE_RUNNING:
+            if vm.state in ("booting", "active"):
+                why = ("its domain is gone" if dom is None else
+                       f"its domain is {cpb.VmState.Name(dom.state)}")
+                self._deploy(router, live, vm, replacing=True, why=why)
+            elif vm.state != "failed" or self._since(vm.defined_at) > FAILED_RETRY:
+                self._deploy(router, live, vm, replacing=vm.state == "replacing",
+                             why=vm.detail)
+            return
+        now = time.monotonic()
+        # Liveness is gRPC health (no lock in the agent); ListRouterStatus waits
+        # for a running apply, which takes seconds under TCG on a busy host.
+        if self._alive(live):
+            live.silent_since = 0.0
+            if vm.state != "active" or not live.serving:
+                # The first authenticated call proves the VM holds this token.
+                status = self._status(live)
+                if status is not None:
+                    self._became_healthy(router, live, vm, status)
+                elif vm.state != "booting":
+                    self.vms.update(router.id, state="booting")
+            else:
+                status = self._status(live)
+                if status is not None:
+                    self._watch(router, live, status)
+            return
+        if vm.state == "active":
+            # One missed answer on a loaded host is no reason to stop pushing:
+            # only the grace period decides.
+            live.silent_since = live.silent_since or now
+            if now - live.silent_since > self.cfg.grace_seconds:
+                self._deploy(router, live, vm, replacing=True,
+                             why=f"its agent did not answer for {self.cfg.grace_seconds:.0f} s")
+            return
+        if self._since(vm.defined_at) > self.cfg.boot_timeout:
+            log.warning("router %s: VM not healthy after %.0f s; its console ends:\n%s",
+                        router.id, self.cfg.boot_timeout, self._console_tail(router.id))
+            self._deploy(router, live, vm, replacing=True,
+                         why=f"its agent was not healthy {self.cfg.boot_timeout:.0f} s "
+                             "after the VM was defined")
+        elif vm.state != "booting":
+            self.vms.update(router.id, state="booting")
+
+    def _console_tail(self, router_id: str, size: int = 2000) -> str:
+        try:
+            data, _, _ = self.console(router_id, 0)
+        except errors.DomainError as e:
+            return f"(no console: {e})"
+        return data[-size:].decode(errors="replace")
+
+    @staticmethod
+    def _since(t: dt.datetime | None) -> float:
+        return (dt.datetime.now(dt.UTC) - t).total_seconds() if t is not None else 1e9
+
+    def _domain(self, vm: RouterVm) -> vpb.RouterVm | None:
+        if not vm.host:
+            return None
+        try:
+            return self._host_stub(vm.host).GetRouterVm(vpb.GetRouterVmRequest(
+                router_id=vm.router_id), metadata=self.admin_md, timeout=10)
+        except LookupError:
+            return None
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    def _alive(self, live: _Live) -> bool:
+        if live.channel is None:
+            return False
+        try:
+            reply = health_pb2_grpc.HealthStub(live.channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def _status(self, live: _Live) -> apb.RouterStatus | None:
+        """The agent's status of its router (an authenticated call), None if silent."""
+        if live.stub is None:
+            return None
+        try:
+            reply = live.stub.ListRouterStatus(apb.ListRouterStatusRequest(), timeout=5)
+        except grpc.RpcError:
+            return None
+        live.boot_id = live.boot_id or reply.boot_id
+        if reply.boot_id != live.boot_id:
+            log.info("agent of %s restarted (boot %s, was %s)",
+                     reply.routers[0].router_id if reply.routers else "?", reply.boot_id,
+                     live.boot_id)
+            live.boot_id = reply.boot_id
+            live.serving = False  # restarted agent: treat like a new boot
+        return reply.routers[0] if reply.routers else apb.RouterStatus()
+
+    def _became_healthy(self, router, live: _Live, vm: RouterVm,
+                        status: apb.RouterStatus) -> None:
+        now = utcnow()
+        fields: dict[str, Any] = {"state": "active"}
+        if vm.state != "active":
+            fields["healthy_at"] = now
+            if vm.defined_at is not None:
+                fields["boot_seconds"] = round(
+                    (now.replace(tzinfo=dt.UTC) - vm.defined_at).total_seconds(), 2)
+        self.vms.update(router.id, **fields)
+        with self._lock:
+            live.serving = True
+        log.info("router %s: VM agent healthy on %s (%s)", router.id, vm.control_ip,
+                 fields.get("boot_seconds", "adopted"))
+        self.reconciler.notify(router.id)
+
+    def _nics_changed(self, router, live: _Live, vm: RouterVm, dom: vpb.RouterVm) -> bool:
+        """A network added to or removed from the router (VPC tiers) changes its
+        NICs: hot-plugged into the running VM (netmgr/router_vm_nics.py); True
+        when the host cannot, and the VM was replaced by one with the new set."""
+        if router.desired_generation == live.nics_generation:
+            return False
+        live.nics_generation = router.desired_generation
+        why = self.nics.tend(router, live, dom, list(self._spec(router, vm).nics))
+        if not why:
+            return False
+        self._deploy(router, live, vm, replacing=True, why=why)
+        return True
+
+    def _watch(self, router, live: _Live, status: apb.RouterStatus) -> None:
+        """What the reconciler's resync does for host agents, for this VM's agent."""
+        if status.router_id and status.applied_generation:
+            self.reconciler.record_status(router.id, status)
+        rejected = status.rejected_generation == router.desired_generation
+        if status.applied_generation < router.desired_generation and not rejected:
+            self.reconciler.notify_later(router.id)
+
+    def _connect(self, router_id: str, live: _Live, vm: RouterVm, token: str) -> None:
+        target = self.control.target(router_id, vm.control_ip, self.cfg.agent_port)
+        with self._lock:
+            if live.channel is not None:
+                live.channel.close()
+            channel = grpc.insecure_channel(target, options=[
+                # Short reconnect backoff: while the VM boots every attempt
+                # fails, and the default (growing to minutes) would hide the
+                # moment the agent starts listening.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+            live.channel = channel
+            live.auth_channel = grpc.intercept_channel(channel, BearerAuth(token))
+            live.stub = agent_pb2_grpc.RouterAgentStub(live.auth_channel)
+            live.token, live.target, live.boot_id = token, target, ""
+            live.serving = False
+
+    def _deploy(self, router, live: _Live, vm: RouterVm, *, replacing: bool, why: str) -> None:
+        try:
+            host = self._place(vm)
+            spec = self._spec(router, vm)
+        except (LookupError, errors.NotFound) as e:
+            self.vms.update(router.id, state="failed", detail=str(e))
+            return
+        generation = vm.cred_generation + 1
+        token = derive_token(self.key, router.id, generation)
+        spec.secret_oem_strings.append(f"cloudnet.token={token}")
+        if replacing:
+            log.warning("router %s: replacing its VM: %s", router.id, why)
+            self.store.mark_router_unreachable(router.id, f"router VM replaced: {why}")
+        with self._lock:
+            live.serving = False
+        live.nics = None
+        self.vms.update(router.id, state="replacing" if replacing else "deploying",
+                        detail=f"replacing: {why}" if replacing else "", host=host,
+                        cred_generation=generation, token_sha256=token_hash(token),
+                        replacements=vm.replacements + (1 if replacing else 0),
+                        defined_at=utcnow(), healthy_at=None, boot_seconds=0.0)
+        try:
+            if vm.host and vm.host != host:
+                self._delete_vm(vm.host, router.id)
+            self._host_stub(host).CreateRouterVm(vpb.CreateRouterVmRequest(spec=spec),
+                                                 metadata=self.admin_md, timeout=120)
+        except (grpc.RpcError, LookupError) as e:
+            msg = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
+            log.warning("router %s: cannot deploy its VM on %s: %s", router.id, host, msg)
+            self.vms.update(router.id, state="failed", detail=f"host {host}: {msg}")
+            return
+        self._connect(router.id, live, vm, token)
+        live.host = host
+        self.vms.update(router.id, state="booting", defined_at=utcnow())
+
+    def _delete_vm(self, host: str, router_id: str) -> None:
+        try:
+            self._host_stub(host).DeleteRouterVm(vpb.DeleteRouterVmRequest(
+                router_id=router_id), metadata=self.admin_md, timeout=60)
+        except (grpc.RpcError, LookupError) as e:
+            log.warning("router %s: deleting its VM on %s failed: %s", router_id, host, e)
+
+    def _spec(self, router, vm: RouterVm) -> vpb.RouterVmSpec:
+        """NICs: control, then the config's interfaces (public, guests), by MAC."""
+        config = build_router_config(self.store.router_snapshot(router.id))
+        nics = config_nics(config, vm.control_mac, self.cfg.control_vlan)
+        return vpb.RouterVmSpec(
+            router_id=router.id, image=self.cfg.image, vcpus=self.cfg.vcpus,
+            memory_mib=self.cfg.memory_mib, nics=nics,
+            oem_strings=[f"cloudnet.router_id={router.id}",
+                         f"cloudnet.control_mac={vm.control_mac}",
+                         f"cloudnet.control_address={vm.control_ip}/{self.prefixlen}",
+                         f"cloudnet.agent_port={self.cfg.agent_port}"])

@@ -1,0 +1,105 @@
+"""Address management: VLAN IDs, public IPs, port IPs and MACs.
+
+Every allocation runs inside the caller's write transaction and picks the
+lowest free value (MACs: a random one). What makes this race-free is not the
+reading but the unique constraints behind each value (see ``netmgr.store.tables.core``): a
+concurrent writer that picked the same value fails on insert and the store
+retries its whole transaction. On SQLite the writers are serialised anyway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.grpc_errors import AlreadyExists, ResourceExhausted
+from netmgr.model.core import Zone
+from netmgr.store.tables.core import MacRow, NetworkRow, PortRow, PublicIpRow
+
+MAC_ATTEMPTS = 32
+
+
+def _lowest_free(candidates: Iterable[int], used: set[int]) -> int | None:
+    return next((c for c in candidates if c not in used), None)
+
+
+def allocate_vlan(session: Session, zone: Zone) -> int:
+    used = set(session.scalars(select(NetworkRow.vlan_id)))
+    vlan = _lowest_free(range(zone.vlan_min, zone.vlan_max + 1), used)
+    if vlan is None:
+        raise ResourceExhausted(
+            "zone.vlan", f"no free VLAN ID in the zone's range {zone.vlan_min}-{zone.vlan_max}"
+        )
+    return vlan
+
+
+def allocate_public_ip(session: Session, zone: Zone) -> str:
+    """Lowest free address of the zone's public pool (never its gateway)."""
+    start = int(ipaddress.IPv4Address(zone.public_pool_start))
+    end = int(ipaddress.IPv4Address(zone.public_pool_end))
+    used = {int(ipaddress.IPv4Address(ip)) for ip in session.scalars(select(PublicIpRow.ip))}
+    used.add(int(ipaddress.IPv4Address(zone.public_gateway)))
+    found = _lowest_free(range(start, end + 1), used)
+    if found is None:
+        raise ResourceExhausted(
+            "zone.public_pool",
+            f"no free public address in the pool {zone.public_pool_start}-{zone.public_pool_end}",
+        )
+    return str(ipaddress.IPv4Address(found))
+
+
+def allocate_port_ip(session: Session, network: NetworkRow) -> str:
+    """Lowest free host address of the network (not network, broadcast, gateway)."""
+    net = ipaddress.IPv4Network(network.cidr)
+    used = {
+        int(ipaddress.IPv4Address(ip))
+        for ip in session.scalars(select(PortRow.ip).where(PortRow.network_id == network.id))
+    }
+    used.add(int(ipaddress.IPv4Address(network.gateway)))
+    hosts = range(int(net.network_address) + 1, int(net.broadcast_address))
+    found = _lowest_free(hosts, used)
+    if found is None:
+        raise ResourceExhausted(
+            "network.cidr", f"no free address left in network {network.id} ({network.cidr})"
+        )
+    return str(ipaddress.IPv4Address(found))
+
+
+def ip_in_use(session: Session, network_id: str, ip: str) -> bool:
+    stmt = select(PortRow.id).where(PortRow.network_id == network_id, PortRow.ip == ip)
+    return session.scalar(stmt) is not None
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC (first octet 02)."""
+    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+
+
+def allocate_mac(session: Session) -> str:
+    """A random MAC not used by any port or router (and reserved here).
+
+    The caller attaches the owner with ``claim_mac`` once the owner row exists
+    in the same transaction; the MacRow primary key is the global guard.
+    """
+    for _ in range(MAC_ATTEMPTS):
+        mac = random_mac()
+        if session.get(MacRow, mac) is None:
+            return mac
+    raise ResourceExhausted("mac", "could not find a free MAC address")  # 2**40 space
+
+
+def mac_in_use(session: Session, mac: str) -> bool:
+    return session.get(MacRow, mac) is not None
+
+
+def claim_mac(
+    session: Session, mac: str, *, port_id: str | None = None, router_id: str | None = None,
+    field: str = "port.mac",
+) -> None:
+    if mac_in_use(session, mac):
+        raise AlreadyExists(field, f"MAC address {mac} is already in use")
+    session.add(MacRow(mac=mac, port_id=port_id, router_id=router_id))

@@ -1,0 +1,217 @@
+"""The edge API on a real netmgr server (no routers): validation with field
+names, tenant isolation, conflicts, states from the router's reports, the
+router config built from the model, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+
+from netmgr.cli import main as cli
+from netmgr.reconcile.configbuild.router import build_router_config
+from tests.unit.netmgr.conftest import Api, Cloud, bad_fields, cloud, make_cloud, rpc_error  # noqa: F401
+
+TABLES = ("public_ips", "static_nats", "port_forwards", "firewall_rules", "load_balancers")
+
+
+class Edge:
+    def __init__(self, c: Cloud, api: Api) -> None:
+        self.md = api.metadata
+        ch = c.channel
+        self.stubs = [erpc.PublicIpServiceStub(ch), erpc.StaticNatServiceStub(ch),
+                      erpc.PortForwardServiceStub(ch), erpc.FirewallServiceStub(ch),
+                      erpc.LoadBalancerServiceStub(ch)]
+
+    def __getattr__(self, name: str) -> Any:
+        for stub in self.stubs:
+            method = getattr(stub, name, None)
+            if method is not None:
+                return lambda req, m=method: m(req, metadata=self.md, timeout=30)
+        raise AttributeError(name)
+
+
+@pytest.fixture
+def world(cloud: Cloud):  # noqa: F811
+    _, api = cloud.new_tenant("acme")
+    net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="a",
+                                                                        cidr="10.1.0.0/24")))
+    net2 = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="b",
+                                                                         cidr="10.2.0.0/24")))
+    p1 = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, hostname="vm1")))
+    p2 = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net2.id, hostname="vm2")))
+    e = Edge(cloud, api)
+    ip = e.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=net.id))
+    _, oapi = cloud.new_tenant("other")
+    onet = oapi.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="o",
+                                                                          cidr="10.1.0.0/24")))
+    op = oapi.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=onet.id, hostname="o")))
+    oip = Edge(cloud, oapi).AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=onet.id))
+    return dict(e=e, api=api, net=net, net2=net2, p1=p1, p2=p2, ip=ip, op=op, oip=oip)
+
+
+def counts(c: Cloud) -> dict[str, int]:
+    return {t: c.sql(f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+
+
+def generation(c: Cloud, router_id: str) -> int:
+    return int(c.sql(f"SELECT desired_generation FROM routers WHERE id = '{router_id}'")[0][0])
+
+
+def pf(w: dict[str, Any], **kw: Any) -> epb.CreatePortForwardRequest:
+    f = dict(public_ip_id=w["ip"].id, protocol="tcp", public_port=80, port_id=w["p1"].id,
+             private_port=8080)
+    f.update(kw)
+    return epb.CreatePortForwardRequest(port_forward=epb.PortForward(**f))
+
+
+def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, world) -> None:  # noqa: F811
+    e, w = world["e"], world
+    e.CreatePortForward(pf(w))
+    before, gen = counts(cloud), generation(cloud, w["net"].router_id)
+    invalid = [
+        (dict(public_port=0), "port_forward.public_port"),
+        (dict(public_port=65536), "port_forward.public_port"),
+        (dict(public_port=90, public_port_end=85), "port_forward.public_port_end"),
+        (dict(public_port=90, public_port_end=95, private_port=100, private_port_end=102),
+         "port_forward.private_port_end"),
+        (dict(protocol="icmp"), "port_forward.protocol"),
+        (dict(source_cidrs=["10.0.0.0/33"]), "port_forward.source_cidrs[0]"),
+        (dict(source_cidrs=["10.0.0.1/8"]), "port_forward.source_cidrs[0]"),
+        (dict(public_ip_id="nope"), "port_forward.public_ip_id"),
+    ]
+    for fields, field in invalid:
+        err = rpc_error(lambda f=fields: e.CreatePortForward(pf(w, **f)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, fields
+        assert field in bad_fields(err), (fields, bad_fields(err))
+    others = [
+        (dict(public_port=70, public_port_end=80), grpc.StatusCode.ALREADY_EXISTS),
+        (dict(public_ip_id=w["oip"].id), grpc.StatusCode.NOT_FOUND),
+        (dict(port_id=w["op"].id), grpc.StatusCode.NOT_FOUND),
+        (dict(port_id=w["p2"].id), grpc.StatusCode.FAILED_PRECONDITION),
+    ]
+    for fields, code in others:
+        err = rpc_error(lambda f=fields: e.CreatePortForward(pf(w, public_port=85, **f)
+                                                            if "public_port" not in f
+                                                            else pf(w, **f)))
+        assert err.code() == code, (fields, err.details())
+    snat = next(i for i in e.ListPublicIps(epb.ListPublicIpsRequest()).public_ips
+                if i.source_nat)
+    err = rpc_error(lambda: e.CreatePortForward(pf(w, public_ip_id=snat.id, public_port=99)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert counts(cloud) == before and generation(cloud, w["net"].router_id) == gen
+
+
+def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, world) -> None:  # noqa: F811
+    e, w = world["e"], world
+    before = counts(cloud)
+    rules = [
+        (dict(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=w["ip"].id,
+              protocol="tcp", port=10, port_end=5), "firewall_rule.port_end"),
+        (dict(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=w["ip"].id,
+              protocol="gre"), "firewall_rule.protocol"),
+        (dict(direction=epb.FIREWALL_DIRECTION_EGRESS, network_id=w["net"].id,
+              protocol="icmp", icmp_type=300), "firewall_rule.icmp_type"),
+        (dict(direction=epb.FIREWALL_DIRECTION_EGRESS, network_id=w["net"].id,
+              protocol="all", cidrs=["x"]), "firewall_rule.cidrs[0]"),
+        (dict(protocol="tcp"), "firewall_rule.direction"),
+    ]
+    for fields, field in rules:
+        err = rpc_error(lambda f=fields: e.CreateFirewallRule(
+            epb.CreateFirewallRuleRequest(firewall_rule=epb.FirewallRule(**f))))
+        assert field in bad_fields(err), (fields, bad_fields(err))
+    lb = dict(public_ip_id=w["ip"].id, public_port=80, protocol="http", private_port=8080)
+    lbs = [
+        (dict(members=[epb.LoadBalancerMember(port_id=w["p1"].id, weight=999)]),
+         "load_balancer.members[0].weight"),
+        (dict(protocol="tcp", stickiness="cookie"), "load_balancer.stickiness"),
+        (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/x\ny")),
+         "load_balancer.health_check.path"),
+        (dict(health_check=epb.LoadBalancerHealthCheck(interval_ms=5)),
+         "load_balancer.health_check.interval_ms"),
+    ]
+    for fields, field in lbs:
+        spec = dict(lb)
+        spec.update(fields)
+        err = rpc_error(lambda s=spec: e.CreateLoadBalancer(
+            epb.CreateLoadBalancerRequest(load_balancer=epb.LoadBalancer(**s))))
+        assert field in bad_fields(err), (fields, bad_fields(err))
+    err = rpc_error(lambda: e.CreateLoadBalancer(epb.CreateLoadBalancerRequest(
+        load_balancer=epb.LoadBalancer(members=[epb.LoadBalancerMember(port_id=w["p2"].id)],
+                                       **lb))))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "members[0].port_id" in err.details()
+    assert counts(cloud) == before
+
+
+def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, world) -> None:  # noqa: F811
+    e, w = world["e"], world
+    f = e.CreatePortForward(pf(w, public_port=7000, public_port_end=7001, private_port=9000))
+    assert f.state == pb.OBJECT_STATE_PENDING and f.private_ip == w["p1"].ip
+    router_id = w["net"].router_id
+    snap = cloud.store.router_snapshot(router_id)
+    cfg = build_router_config(snap)
+    pub = next(i for i in cfg.interfaces if i.name == "pub0")
+    assert f"{w['ip'].ip}/32" in pub.addresses
+    (rule,) = cfg.port_forwards
+    assert (rule.public_port_start, rule.public_port_end, rule.private_port_start,
+            rule.private_port_end) == (7000, 7001, 9000, 9001)
+    assert build_router_config(cloud.store.router_snapshot(router_id)) == cfg  # pure, stable
+    cloud.store.record_router_status(router_id, applied_generation=snap.router.desired_generation,
+                                     services=[], last_error="", port_errors={}, reachable=True)
+    got = e.GetPortForward(epb.GetPortForwardRequest(id=f.id))
+    assert got.state == pb.OBJECT_STATE_ACTIVE
+    cloud.store.record_edge_status(router_id, {("portforward", f.id): "boom"})
+    got = e.GetPortForward(epb.GetPortForwardRequest(id=f.id))
+    assert got.state == pb.OBJECT_STATE_ERROR and got.error == "boom"
+    cloud.store.record_edge_status(router_id, {})
+    assert e.GetPortForward(epb.GetPortForwardRequest(id=f.id)).state == pb.OBJECT_STATE_ACTIVE
+    # The address is in use: not releasable; another tenant cannot see it.
+    err = rpc_error(lambda: e.ReleasePublicIp(epb.ReleasePublicIpRequest(id=w["ip"].id)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert w["oip"].id not in {i.id for i in e.ListPublicIps(epb.ListPublicIpsRequest())
+                               .public_ips}
+    e.DeletePortForward(epb.DeletePortForwardRequest(id=f.id))
+    e.ReleasePublicIp(epb.ReleasePublicIpRequest(id=w["ip"].id))
+    assert not build_router_config(cloud.store.router_snapshot(router_id)).public_addresses
+
+
+def test_cli_creates_and_lists_edge_objects(cloud: Cloud, world, capsys) -> None:  # noqa: F811
+    w = world
+    secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
+        tenant_id=w["net"].tenant_id, name="cli")).secret
+
+    def run(*argv: str) -> Any:
+        capsys.readouterr()
+        rc = cli.main(["--server", cloud.target, "--token", secret, "-o", "json", *argv])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        return json.loads(out)
+
+    ip = run("publicip", "allocate", "--network", w["net"].id)
+    f = run("portforward", "create", "--public-ip", ip["id"], "--protocol", "udp",
+            "--public-port", "5000-5002", "--port", w["p1"].id, "--private-port", "6000-6002",
+            "--source", "192.0.2.0/24")
+    assert f["public_port_end"] == 5002 and f["private_port_end"] == 6002
+    r = run("firewall", "create", "egress", "--network", w["net"].id, "--protocol", "tcp",
+            "--ports", "443", "--cidr", "0.0.0.0/0")
+    assert r["direction"] == "FIREWALL_DIRECTION_EGRESS"
+    assert run("firewall", "egress-policy", w["net"].id, "deny")["default_action"] == \
+        "EGRESS_ACTION_DENY"
+    lb = run("lb", "create", "--public-ip", ip["id"], "--port", "80", "--protocol", "http",
+             "--private-port", "8080", "--member", f"{w['p1'].id}:3", "--sticky", "cookie",
+             "--check", "http", "--check-path", "/health")
+    assert lb["members"][0]["weight"] == 3 and lb["stickiness"] == "cookie"
+    lb = run("lb", "update", lb["id"], "--protocol", "tcp", "--algorithm", "leastconn",
+             "--member", w["p1"].id)
+    assert lb["algorithm"] == "leastconn" and lb["public_port"] == 80
+    assert len(run("portforward", "list")) == 1 and len(run("lb", "list")) == 1
+    capsys.readouterr()
+    assert cli.main(["--server", cloud.target, "--token", secret, "portforward", "create",
+                     "--public-ip", ip["id"], "--protocol", "tcp", "--public-port", "x",
+                     "--port", w["p1"].id]) == 2

@@ -1,0 +1,141 @@
+"""netmgr's side of edge deltas (pure logic and a recording agent behind a
+real gRPC server): the objects it sends are what a full config holds, changes
+merge in order, a gap or a stale/refused answer falls back to a full push,
+an applied delta moves the router's generation."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent import futures
+
+import grpc
+import pytest
+from cloudnet.router.v1 import edge_pb2 as epb
+from cloudnet.router.v1 import edge_pb2_grpc
+
+from netmgr.model import edge as me
+from netmgr.reconcile import delta_push as ed
+from netmgr.reconcile.configbuild.router import build_router_config
+from tests.unit.netmgr.reconcile.test_configbuild import NET, NOW, snapshot
+
+PF = me.PortForward(
+    id="pf1", tenant_id="t1", network_id=NET.id, public_ip_id="ip1", protocol="tcp",
+    public_port=80, public_port_end=81, port_id="p1", private_port=8080, private_port_end=8081,
+    source_cidrs=("192.0.2.0/24",), public_ip="203.0.113.20", private_ip="10.1.1.5",
+    generation=3, error="", created_at=NOW)
+NAT = me.StaticNat(id="s1", tenant_id="t1", network_id=NET.id, public_ip_id="ip2", port_id="p2",
+                   public_ip="203.0.113.21", private_ip="10.1.1.6", generation=3, error="",
+                   created_at=NOW)
+FW_IN = me.FirewallRule(
+    id="fw1", tenant_id="t1", direction="ingress", network_id=NET.id, public_ip_id="ip1",
+    protocol="icmp", port=0, port_end=0, icmp_type=8, icmp_code=-1, cidrs=("0.0.0.0/0",),
+    public_ip="203.0.113.20", generation=3, error="", created_at=NOW)
+FW_EG = dataclasses.replace(FW_IN, id="fw2", direction="egress", public_ip_id="", public_ip="",
+                            protocol="tcp", port=443, port_end=443, icmp_type=-1)
+
+
+def test_delta_objects_are_what_a_full_config_holds():
+    snap = dataclasses.replace(snapshot(), edge=me.EdgeSnapshot(
+        static_nats=(NAT,), port_forwards=(PF,), firewall_rules=(FW_IN, FW_EG)))
+    cfg = build_router_config(snap)
+    assert list(cfg.port_forwards) == [ed.port_forward_rule(PF)]
+    assert list(cfg.static_nats) == [ed.static_nat_rule(NAT)]
+    assert list(cfg.ingress_rules) == [ed.firewall_rule(FW_IN, NET.cidr)]
+    assert list(cfg.egress_rules) == [ed.firewall_rule(FW_EG, NET.cidr)]
+
+
+def test_changes_merge_in_order_last_word_wins():
+    a = ed.port_forward_rule(PF)
+    a2 = ed.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
+    c = ed.static_nat_rule(NAT)
+    delta = ed.merge("r", 4, 8, [
+        ed.Change((), [a]), ed.Change([("portforward", "pf1")], [a2]),
+        ed.Change([("firewall", "fw9")], []), ed.Change((), [c]),
+        ed.Change([("staticnat", "s1")], [])])
+    assert (delta.base_generation, delta.generation) == (4, 8)
+    assert {(r.kind, r.id) for r in delta.removed} == {
+        ("portforward", "pf1"), ("firewall", "fw9"), ("staticnat", "s1")}
+    assert list(delta.port_forwards) == [a2] and not delta.static_nats
+
+
+class Store:
+    def __init__(self) -> None:
+        self.desired = 5
+        self.applied: list[int] = []
+
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        return "local", self.desired, "netns"
+
+    def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
+        self.applied.append(generation)
+
+
+class Agent(edge_pb2_grpc.RouterEdgeServicer):
+    def __init__(self) -> None:
+        self.runs = 3
+        self.seen: list[epb.EdgeDelta] = []
+
+    def ApplyEdgeDelta(self, request, context):
+        d = request.delta
+        self.seen.append(d)
+        if d.base_generation != self.runs:
+            return epb.ApplyEdgeDeltaResponse(stale=True, applied_generation=self.runs)
+        self.runs = d.generation
+        return epb.ApplyEdgeDeltaResponse(applied_generation=d.generation)
+
+
+@pytest.fixture
+def agent():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = Agent()
+    edge_pb2_grpc.add_RouterEdgeServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield servicer, channel
+    channel.close()
+    server.stop(0)
+
+
+def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent):
+    servicer, channel = agent
+    store = Store()
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+    f = ed.port_forward_rule(PF)
+    deltas.record("r", 4, added=[f])
+    assert deltas.push("r") is None  # base unknown: no full push acknowledged yet
+    deltas.acknowledged("r", 3)
+    assert deltas.push("r") is None and not servicer.seen  # generation 5 has no change
+    deltas.record("r", 5, removed=[("firewall", "fw1")])
+    assert deltas.push("r") is True
+    (sent,) = servicer.seen
+    assert (sent.base_generation, sent.generation) == (3, 5)
+    assert list(sent.port_forwards) == [f] and [r.id for r in sent.removed] == ["pf1", "fw1"]
+    assert store.applied == [5]
+    # The agent runs something else (restarted with an older config): stale,
+    # the base is forgotten, so the next push is a full one.
+    servicer.runs = 2
+    store.desired = 6
+    deltas.record("r", 6, removed=[("portforward", "pf1")])
+    assert deltas.push("r") is None
+    assert deltas.push("r") is None and len(servicer.seen) == 2
+    # A change already carried by a full push is not recorded again.
+    deltas.acknowledged("r", 6)
+    deltas.record("r", 6, added=[f])
+    assert deltas.push("r") is None and len(servicer.seen) == 2
+
+
+def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(agent):
+    import threading
+
+    servicer, channel = agent
+    store = Store()
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+    deltas.acknowledged("r", 3)
+    deltas.record("r", 4, added=[ed.port_forward_rule(PF)])
+    # Generation 5 is committed (the store says so) but recorded a moment later.
+    timer = threading.Timer(0.004, lambda: deltas.record("r", 5, removed=[("firewall", "x")]))
+    timer.start()
+    assert deltas.push("r") is True
+    timer.join()
+    assert (servicer.seen[-1].base_generation, servicer.seen[-1].generation) == (3, 5)

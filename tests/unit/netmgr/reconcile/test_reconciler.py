@@ -1,0 +1,213 @@
+"""Reconciler behaviour: push on change, retry until acknowledged, re-push on
+agent restart, sweep routers the model no longer has.
+
+The agent here is a recording servicer behind a real gRPC server (port 0);
+the store is an in-memory model holding the few calls the reconciler makes.
+The real agent and store are exercised in tests/integration/e2e.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+import time
+import uuid
+from concurrent import futures
+
+import grpc
+import pytest
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import agent_pb2_grpc
+
+from common import grpc_errors as errors
+from netmgr.model.core import Network, Router, RouterBackend, RouterSnapshot, Zone
+from netmgr.reconcile.reconciler import Reconciler
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+ZONE = Zone("z", "203.0.113.0/24", "203.0.113.1", "203.0.113.10", "203.0.113.20",
+            100, 200, ("198.51.100.53",), "cloud.internal")
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.routers: dict[str, Router] = {}
+        self.networks: dict[str, Network] = {}
+        self.status: dict[str, dict] = {}
+        self.unreachable: dict[str, str] = {}
+
+    def add(self, generation: int = 1) -> str:
+        rid, nid = str(uuid.uuid4()), str(uuid.uuid4())
+        self.networks[rid] = Network(nid, "t", "n", "10.0.0.0/24", "10.0.0.1", "n.cloud.internal",
+                                     (), (), 0, 86400, 100, "203.0.113.10", rid, NOW)
+        self.routers[rid] = Router(rid, "t", nid, RouterBackend.NETNS, "local", generation, 0,
+                                   "02:00:00:00:00:01", "02:00:00:00:00:02", (), "", True, NOW)
+        return rid
+
+    def bump(self, rid: str) -> None:
+        r = self.routers[rid]
+        self.routers[rid] = dataclasses.replace(r, desired_generation=r.desired_generation + 1)
+
+    def list_routers_all(self) -> list[Router]:
+        return list(self.routers.values())
+
+    def router_snapshot(self, rid: str) -> RouterSnapshot:
+        if rid not in self.routers:
+            raise errors.NotFound(f"router {rid} not found")
+        return RouterSnapshot(router=self.routers[rid], networks=(self.networks[rid],), ports=(),
+                              zone=ZONE)
+
+    def record_router_status(self, rid, *, applied_generation, services, last_error,
+                             port_errors, reachable) -> None:
+        self.status[rid] = {"applied": applied_generation, "error": last_error}
+        self.unreachable.pop(rid, None)
+
+    def mark_router_unreachable(self, rid: str, error: str) -> None:
+        self.unreachable[rid] = error
+
+
+class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
+    def __init__(self) -> None:
+        self.boot_id = "boot-1"
+        self.held: dict[str, pb.RouterStatus] = {}
+        self.applied: list[tuple[str, int]] = []
+        self.deleted: list[str] = []
+        self.fail_next = 0
+        self.reject = False
+        self.lock = threading.Lock()
+
+    def ApplyConfig(self, request, context):  # noqa: N802
+        with self.lock:
+            if self.fail_next:
+                self.fail_next -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
+            cfg = request.config
+            prev = self.held.get(cfg.router_id, pb.RouterStatus(router_id=cfg.router_id))
+            if self.reject:
+                st = pb.RouterStatus(router_id=cfg.router_id,
+                                     applied_generation=prev.applied_generation,
+                                     rejected_generation=cfg.generation, last_error="bad")
+            else:
+                st = pb.RouterStatus(router_id=cfg.router_id, applied_generation=cfg.generation)
+                self.applied.append((cfg.router_id, cfg.generation))
+            self.held[cfg.router_id] = st
+            return pb.ApplyConfigResponse(status=st)
+
+    def ListRouterStatus(self, request, context):  # noqa: N802
+        with self.lock:
+            return pb.ListRouterStatusResponse(routers=list(self.held.values()),
+                                               agent_id="a", boot_id=self.boot_id)
+
+    def DeleteRouter(self, request, context):  # noqa: N802
+        with self.lock:
+            self.held.pop(request.router_id, None)
+            self.deleted.append(request.router_id)
+            return pb.DeleteRouterResponse()
+
+    def restart(self) -> None:
+        """Forget everything, as an agent that lost its state would."""
+        with self.lock:
+            self.held.clear()
+            self.boot_id = f"boot-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def agent():
+    servicer = RecordingAgent()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    agent_pb2_grpc.add_RouterAgentServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    servicer.target = f"127.0.0.1:{port}"
+    yield servicer
+    server.stop(0)
+
+
+@pytest.fixture
+def store():
+    return MemoryStore()
+
+
+@pytest.fixture
+def reconciler(store, agent):
+    r = Reconciler(store, {"local": agent.target}, resync_interval=0.2)
+    yield r
+    r.stop()
+
+
+def eventually(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_pushes_existing_routers_at_start_and_changes_on_notify(store, agent, reconciler):
+    rid = store.add(generation=3)
+    reconciler.start()
+    eventually(lambda: (rid, 3) in agent.applied)
+    store.bump(rid)
+    reconciler.notify(rid)
+    eventually(lambda: (rid, 4) in agent.applied)
+    eventually(lambda: store.status.get(rid, {}).get("applied") == 4)
+
+
+def test_retries_until_acknowledged(store, agent, reconciler):
+    agent.fail_next = 3
+    rid = store.add()
+    reconciler.start()
+    eventually(lambda: (rid, 1) in agent.applied)
+    assert store.status[rid]["applied"] == 1
+
+
+def test_repushes_when_the_agent_restarts(store, agent, reconciler):
+    rid = store.add()
+    reconciler.start()
+    eventually(lambda: (rid, 1) in agent.applied)
+    pushes = len(agent.applied)
+    agent.restart()
+    eventually(lambda: len(agent.applied) > pushes and rid in agent.held)
+
+
+def test_sweeps_routers_the_model_no_longer_has(store, agent, reconciler):
+    stale = str(uuid.uuid4())
+    agent.held[stale] = pb.RouterStatus(router_id=stale, applied_generation=9)
+    reconciler.start()
+    eventually(lambda: stale in agent.deleted)
+    assert stale not in agent.held
+
+
+def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(store, agent, reconciler):
+    agent.reject = True
+    rid = store.add()
+    reconciler.start()
+    eventually(lambda: store.status.get(rid, {}).get("error") == "bad")
+    time.sleep(1.0)  # several resync intervals
+    assert agent.applied == []
+    with agent.lock:
+        assert agent.held[rid].rejected_generation == 1
+
+
+def test_unreachable_agent_is_shown_then_recovers(store):
+    rid = store.add()
+    with socket_port() as port:
+        target = f"127.0.0.1:{port}"
+    r = Reconciler(store, {"local": target}, resync_interval=0.2)
+    r.start()
+    try:
+        eventually(lambda: rid in store.unreachable)
+        assert "unreachable" in store.unreachable[rid]
+    finally:
+        r.stop()
+
+
+class socket_port:  # noqa: N801 - a tiny context manager
+    def __enter__(self) -> int:
+        import socket
+
+        self.s = socket.socket()
+        self.s.bind(("127.0.0.1", 0))
+        return int(self.s.getsockname()[1])
+
+    def __exit__(self, *exc) -> None:
+        self.s.close()
