@@ -307,7 +307,7 @@ class AllInOne:
 # ----------------------------------------------------------- internet host
 
 class _WhoAmI(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = f"{self.client_address[0]}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

@@ -44,20 +44,20 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudnet.netmgr.v1 import edge_pb2 as epb  # noqa: E402
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc  # noqa: E402
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
-from cloudnet.router.v1 import agent_pb2 as apb  # noqa: E402
-from google.protobuf import field_mask_pb2  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.router.v1 import agent_pb2 as apb
+from google.protobuf import field_mask_pb2
+from sqlalchemy import create_engine, text
 
-from aio.allinone import AllInOne  # noqa: E402
-from aio.demo import Api  # noqa: E402
-from aio.nsguest import NamespaceGuest  # noqa: E402
-from common.fabric.base import ensure_netns, remove_netns  # noqa: E402
-from router.lib import libnft  # noqa: E402
+from aio.allinone import AllInOne
+from aio.demo import Api
+from aio.nsguest import NamespaceGuest
+from common.fabric.base import ensure_netns, remove_netns
+from router.lib import libnft
 from router.services import Context
-from router.services.nftables import service as nftables  # noqa: E402
+from router.services.nftables import service as nftables
 
 # A tiny keep-alive HTTP responder (asyncio), fast enough not to be the
 # bottleneck of the load balancer comparison.
@@ -124,7 +124,9 @@ def ab(ns: str, url: str, n: int, c: int) -> float:
     out = ns_run(ns, ["ab", "-q", "-k", "-n", str(n), "-c", str(c), url])
     m = re.search(r"Requests per second:\s+([\d.]+)", out)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
-    assert m and failed and failed.group(1) == "0", out
+    assert m, out
+    assert failed, out
+    assert failed.group(1) == "0", out
     return float(m.group(1))
 
 

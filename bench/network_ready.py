@@ -31,13 +31,13 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
-from pyroute2 import IPRoute  # noqa: E402
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from pyroute2 import IPRoute
 
-from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne  # noqa: E402
-from aio.demo import Api  # noqa: E402
-from aio.nsguest import NamespaceGuest  # noqa: E402
-from common.fabric.base import PROVIDER_SEGMENT, ensure_netns, remove_netns  # noqa: E402
+from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne
+from aio.demo import Api
+from aio.nsguest import NamespaceGuest
+from common.fabric.base import PROVIDER_SEGMENT, ensure_netns, remove_netns
 
 PHASES = ("api", "router_active", "dhcp", "dns", "snat")
 
@@ -172,7 +172,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_xlabel("network (left: cloudnet, right hatched: hand-built baseline)")
     ax.set_ylabel("ms from CreateNetwork to working guest")
     ax.set_title(f"CreateNetwork → lease + DNS + SNAT: cloudnet/baseline = "
-                 f"{result['ratio_total_median']:.2f}×")
+                 f"{result['ratio_total_median']:.2f}x")
     ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -30,18 +30,19 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import ClassVar
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import grpc  # noqa: E402
-from cloudnet.router.v1 import agent_pb2 as pb  # noqa: E402
-from cloudnet.router.v1 import agent_pb2_grpc  # noqa: E402
+import grpc
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import agent_pb2_grpc
 
-from aio.nsguest import NamespaceGuest  # noqa: E402
-from common.fabric.base import LinuxBridgeFabric, remove_netns  # noqa: E402
-from router.agent import auth  # noqa: E402
-from router.agent.server import Agent, create_server  # noqa: E402
-from tests.integration.image import routervm  # noqa: E402
+from aio.nsguest import NamespaceGuest
+from common.fabric.base import LinuxBridgeFabric, remove_netns
+from router.agent import auth
+from router.agent.server import Agent, create_server
+from tests.integration.image import routervm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "images", "router", "build.sh")
@@ -183,7 +184,7 @@ def bench_namespace(pushes: int) -> dict:
 
         class _Vm:  # the config builder only needs a router ID and two MACs
             router_id = f"rns-{uuid.uuid4().hex[:8]}"
-            nics = [_Nic("02:00:00:00:00:10"), _Nic("02:00:00:00:01:01")]
+            nics: ClassVar = [_Nic("02:00:00:00:00:10"), _Nic("02:00:00:00:01:01")]
 
         cfg = routervm.one_network_config(_Vm())  # type: ignore[arg-type]
         try:

@@ -34,17 +34,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import grpc  # noqa: E402
-from cloudnet.compute.v1 import compute_pb2 as cpb  # noqa: E402
-from cloudnet.compute.v1 import compute_pb2_grpc as crpc  # noqa: E402
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
+import grpc
+from cloudnet.compute.v1 import compute_pb2 as cpb
+from cloudnet.compute.v1 import compute_pb2_grpc as crpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from aio import host_services as hostservices  # noqa: E402
-from aio.allinone import AllInOne  # noqa: E402
-from aio.demo import Api  # noqa: E402
-from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk  # noqa: E402
+from aio import host_services as hostservices
+from aio.allinone import AllInOne
+from aio.demo import Api
+from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
 from compute import images
-from compute.agent.server import Compute, HostConfig, Netmgr, create_server  # noqa: E402
+from compute.agent.server import Compute, HostConfig, Netmgr, create_server
 
 LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=\S+ mac=\S+ ip=(\S+)")
 MEMORY_MIB = 96

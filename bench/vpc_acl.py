@@ -37,13 +37,13 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb  # noqa: E402
-from cloudnet.netmgr.v1 import vpc_pb2 as vpb  # noqa: E402
-from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc  # noqa: E402
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
-from aio.allinone import AllInOne  # noqa: E402
-from aio.demo import Api  # noqa: E402
-from aio.nsguest import NamespaceGuest  # noqa: E402
+from aio.allinone import AllInOne
+from aio.demo import Api
+from aio.nsguest import NamespaceGuest
 
 
 def conn_rate(guest: NamespaceGuest, ip: str, n: int = 2000) -> float:

@@ -35,13 +35,13 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudnet.router.v1 import agent_pb2 as pb  # noqa: E402
+from cloudnet.router.v1 import agent_pb2 as pb
 
-from common.fabric.base import LinuxBridgeFabric  # noqa: E402
-from router.agent.server import Agent  # noqa: E402
-from router.services import strongswan  # noqa: E402
-from tests.integration.router.routerlab import Topology, make_config, sh  # noqa: E402
-from tests.integration.vpn.peerlab import (  # noqa: E402
+from common.fabric.base import LinuxBridgeFabric
+from router.agent.server import Agent
+from router.services import strongswan
+from tests.integration.router.routerlab import Topology, make_config, sh
+from tests.integration.vpn.peerlab import (
     PEER_HOSTS,
     PEER_IP,
     make_peer,

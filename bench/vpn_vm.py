@@ -31,13 +31,13 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cloudnet.netmgr.v1 import edge_pb2 as epb  # noqa: E402
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc  # noqa: E402
-from cloudnet.netmgr.v1 import vpn_pb2 as vpb  # noqa: E402
-from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc  # noqa: E402
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
+from cloudnet.netmgr.v1 import vpn_pb2 as vpb
+from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 
-from aio.allinone import AllInOne  # noqa: E402
-from tests.integration.e2e.conftest import Tenant, free_port  # noqa: E402
+from aio.allinone import AllInOne
+from tests.integration.e2e.conftest import Tenant, free_port
 
 PSK = "bench-Tunnel.key_0123456789"
 

@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    server, port = create_server(compute, args.listen)
+    server, _port = create_server(compute, args.listen)
     server.start()
     if not args.no_register:
         compute.register()

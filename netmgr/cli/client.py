@@ -37,9 +37,9 @@ TENANT_METADATA_KEY = "x-cloudnet-tenant"
 
 __all__ = [
     "DEFAULT_SERVER",
-    "PaginationError",
     "TENANT_METADATA_KEY",
     "Client",
+    "PaginationError",
     "WaitError",
     "bad_request_violations",
     "enum_label",

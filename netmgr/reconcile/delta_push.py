@@ -85,7 +85,7 @@ def ref_of(obj: AgentObject) -> Ref:
 
 
 class Change:
-    __slots__ = ("removed", "added")
+    __slots__ = ("added", "removed")
 
     def __init__(self, removed: Iterable[Ref], added: Iterable[AgentObject]) -> None:
         self.removed = tuple(removed)

@@ -187,7 +187,8 @@ class EdgeStore(PortStore):
     def _static_nat(self, s: Session, row: StaticNatRow) -> me.StaticNat:
         ip = s.get(PublicIpRow, row.public_ip_id)
         port = s.get(PortRow, row.port_id)
-        assert ip is not None and port is not None
+        assert ip is not None
+        assert port is not None
         return me.StaticNat(
             id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
             public_ip_id=row.public_ip_id, port_id=row.port_id, public_ip=ip.ip,
@@ -271,7 +272,8 @@ class EdgeStore(PortStore):
     def _port_forward(self, s: Session, row: PortForwardRow) -> me.PortForward:
         ip = s.get(PublicIpRow, row.public_ip_id)
         port = s.get(PortRow, row.port_id)
-        assert ip is not None and port is not None
+        assert ip is not None
+        assert port is not None
         return me.PortForward(
             id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
             public_ip_id=row.public_ip_id, protocol=row.protocol, public_port=row.public_port,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -162,7 +163,7 @@ def verify(cfg: pb.RouterConfig) -> None:
             _cidrs(what, cidrs, PORT_FORWARD, oid)
     for ranges in taken.values():
         ranges.sort()
-        for (_, hi, first), (lo, _, second) in zip(ranges, ranges[1:], strict=False):
+        for (_, hi, first), (lo, _, second) in itertools.pairwise(ranges):
             if lo <= hi:
                 raise ConfigError(f"port forward {second!r}: public ports overlap port forward "
                                   f"{first!r}", PORT_FORWARD, second)
@@ -209,7 +210,7 @@ def _sweep(boxes: list[Box]) -> list[Box]:
     cuts = sorted({b[0][0] for b in boxes} | {b[0][1] + 1 for b in boxes})
     out: list[Box] = []
     prev: tuple[Interval, list[Box]] | None = None
-    for lo, nxt in zip(cuts, cuts[1:], strict=False):
+    for lo, nxt in itertools.pairwise(cuts):
         seg = (lo, nxt - 1)
         covering = [b[1:] for b in boxes if b[0][0] <= lo and b[0][1] >= nxt - 1]
         tails = sorted(_sweep(covering)) if covering else []

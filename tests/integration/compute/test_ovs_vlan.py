@@ -103,5 +103,6 @@ def test_guest_tagged_frames_never_reach_another_vlan(two_hosts, tmp_path):
         assert not with_marker(on_b2, marker), marker
         assert not with_marker(on_trunk, marker), marker
     plain = with_marker(on_trunk, "PLAIN")
-    assert plain and all(p["Dot1Q"].vlan == VLAN1 for p in plain)
+    assert plain
+    assert all(p["Dot1Q"].vlan == VLAN1 for p in plain)
     assert not with_marker(on_b2, "PLAIN")

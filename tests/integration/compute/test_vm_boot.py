@@ -26,11 +26,16 @@ def test_vm_boots_gets_its_ports_lease_and_reaches_guests_by_name(ovs_cloud, hos
     net = tenant.network("web", "10.77.0.0/24")
     vm = tenant.vm("vm1", net)
     try:
-        assert vm.state == cpb.VM_STATE_RUNNING and vm.accel in ("qemu", "kvm")
+        assert vm.state == cpb.VM_STATE_RUNNING
+        assert vm.accel in ("qemu", "kvm")
         nic = vm.nics[0]
-        assert nic.vlan_id == net.vlan_id and nic.port_id and nic.ip
+        assert nic.vlan_id == net.vlan_id
+        assert nic.port_id
+        assert nic.ip
         port = tenant.api.call(tenant.api.ports.GetPort, pb.GetPortRequest(id=nic.port_id))
-        assert port.mac == nic.mac and port.device_id == vm.id and port.hostname == "vm1"
+        assert port.mac == nic.mac
+        assert port.device_id == vm.id
+        assert port.hostname == "vm1"
 
         leases = tenant.wait_leases(vm)
         assert leases == [("eth0", nic.mac, nic.ip)], "exactly its port's IP"
@@ -50,10 +55,12 @@ def test_vm_boots_gets_its_ports_lease_and_reaches_guests_by_name(ovs_cloud, hos
             assert http_get(g2.netns, f"http://{nic.ip}/").strip() == "vm1"
             # From inside the VM: resolve the other guest by name, ping it and the router.
             out = http_get(g2.netns, f"http://{nic.ip}/cgi-bin/check?ns2")
-            assert f"resolved={p2.ip}" in out and "ping=ok" in out, out
+            assert f"resolved={p2.ip}" in out, out
+            assert "ping=ok" in out, out
             # The router by name (router.<domain>, answered by the router itself).
             out = http_get(g2.netns, f"http://{nic.ip}/cgi-bin/check?router")
-            assert f"resolved={net.gateway}" in out and "ping=ok" in out, out
+            assert f"resolved={net.gateway}" in out, out
+            assert "ping=ok" in out, out
             # And the other way round: vm1 by name from the namespace guest.
             r = g2.run(["busybox", "ping", "-c", "1", "-W", "3", "vm1"])
             assert r.returncode == 0, r.stdout + r.stderr

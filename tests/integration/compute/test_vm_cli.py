@@ -37,20 +37,29 @@ def test_vm_cli_create_wait_list_show_console_delete(ovs_cloud, host_a):
                            "-o", "json")
         assert rc == 0, err
         vm = json.loads(out)
-        assert "booting clivm" in err and "booted clivm" in err and vm["nics"][0]["ip"] in err
+        assert "booting clivm" in err
+        assert "booted clivm" in err
+        assert vm["nics"][0]["ip"] in err
         rc, out, _ = run(t, host_a, "vm", "list")
-        assert rc == 0 and "clivm" in out and "RUNNING" in out
+        assert rc == 0
+        assert "clivm" in out
+        assert "RUNNING" in out
         rc, out, _ = run(t, host_a, "vm", "show", vm["id"])
-        assert rc == 0 and vm["nics"][0]["mac"] in out
+        assert rc == 0
+        assert vm["nics"][0]["mac"] in out
         rc, out, _ = run(t, host_a, "vm", "console", vm["id"])
-        assert rc == 0 and "CLOUDNET-LEASE bound" in out
+        assert rc == 0
+        assert "CLOUDNET-LEASE bound" in out
         rc, out, _ = run(t, host_a, "vm", "delete", vm["id"])
-        assert rc == 0 and vm["id"] in out
+        assert rc == 0
+        assert vm["id"] in out
         deleted, vm = vm, None
         rc, _, err = run(t, host_a, "vm", "show", deleted["id"])
-        assert rc == 1 and "NOT_FOUND" in err.upper().replace(" ", "_")
+        assert rc == 1
+        assert "NOT_FOUND" in err.upper().replace(" ", "_")
         rc, _, err = run(t, host_a, "vm", "create", "x", "--network", net.id, "--vcpus", "0")
-        assert rc == 1 and "vm.vcpus" in err
+        assert rc == 1
+        assert "vm.vcpus" in err
     finally:
         if vm is not None:
             run(t, host_a, "vm", "delete", vm["id"])

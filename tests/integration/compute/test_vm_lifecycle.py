@@ -91,7 +91,8 @@ def test_bad_input_names_the_field_and_creates_nothing(ovs_cloud, host_a, tenant
         # Duplicate name: ALREADY_EXISTS, the first VM untouched.
         vm = tenant.vm("dup", net)
         err = create(host_a, tenant, name="dup", nics=nic)
-        assert err.code() == grpc.StatusCode.ALREADY_EXISTS and "vm.name" in err.details()
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "vm.name" in err.details()
         host_a.stub.DeleteVm(cpb.DeleteVmRequest(id=vm.id), metadata=tenant.md, timeout=60)
         # The other tenant can neither see nor delete ours.
         vm2 = tenant.vm("mine", net)
@@ -118,7 +119,8 @@ def test_failure_half_way_leaves_nothing_behind(ovs_cloud, host_a, tenant, step)
         err = create(host_a, tenant, name="half", nics=[cpb.Nic(network_id=net.id)] * 2)
     finally:
         host_a.compute.fail_after = ""
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and step in err.details()
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert step in err.details()
     assert footprint(host_a, tenant) == before
 
 

@@ -63,5 +63,6 @@ def pcap_bytes(chunks: list[dpb.CaptureChunk]) -> bytes:
 
 
 def summary(chunks: list[dpb.CaptureChunk]) -> dpb.CaptureSummary:
-    assert chunks and chunks[-1].HasField("summary")
+    assert chunks
+    assert chunks[-1].HasField("summary")
     return chunks[-1].summary

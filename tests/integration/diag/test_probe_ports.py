@@ -15,7 +15,8 @@ def test_stale_probe_ports_are_removed(agent):
     port = probes.ProbePort(a.fabric, a.netns_prefix, 100, "02:00:00:00:00:99")
     port.__enter__()  # as if the agent died before leaving the probe
     try:
-        assert netns_exists(port.netns) and port.fabric_port in a.fabric.ports()
+        assert netns_exists(port.netns)
+        assert port.fabric_port in a.fabric.ports()
         assert probes.remove_stale_probe_ports(a.fabric, a.netns_prefix) == [port.netns]
         assert not netns_exists(port.netns)
         assert port.fabric_port not in a.fabric.ports()

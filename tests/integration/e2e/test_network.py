@@ -236,8 +236,9 @@ def test_router_shows_health_and_generation(make_tenant):
     r = wait_active(t, net)
     assert r.applied_generation == r.desired_generation
     services = {s.name: s.healthy for s in r.services}
-    assert services.get("dnsmasq") and services.get("nftables"), json.dumps(
-        [[s.name, s.healthy, s.detail] for s in r.services])
+    detail = json.dumps([[s.name, s.healthy, s.detail] for s in r.services])
+    assert services.get("dnsmasq"), detail
+    assert services.get("nftables"), detail
     # The daemons' versions, as the router reports them.
     versions = {s.name: s.version.lower() for s in r.services}
     assert "dnsmasq version 2." in versions["dnsmasq"], versions

@@ -117,7 +117,8 @@ def test_no_connection_fails_while_rules_and_load_balancers_change(cloud, make_t
             e.call(e.lbs.UpdateLoadBalancer, epb.UpdateLoadBalancerRequest(load_balancer=upd))
             t.api.wait_router_active(net.router_id)
         final = e.call(e.lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id))
-        assert final.algorithm == "leastconn" and final.state == pb.OBJECT_STATE_ACTIVE
+        assert final.algorithm == "leastconn"
+        assert final.state == pb.OBJECT_STATE_ACTIVE
     finally:
         open(stop, "w").close()
         out, _ = client.communicate(timeout=30)

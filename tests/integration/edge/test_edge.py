@@ -71,7 +71,8 @@ def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, site, servers):
     t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     ip = e.public_ip(net.id)
-    assert ip.network_id == net.id and not ip.source_nat
+    assert ip.network_id == net.id
+    assert not ip.source_nat
     serve(servers, g1, TCP, 8080, "g1-tcp")
     serve(servers, g1, UDP, 5353, "g1-udp")
     for port in (9000, 9001):
@@ -87,7 +88,8 @@ def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, site, servers):
                    private_port=8080, source_cidrs=["192.0.2.0/24"])
     for f in (f1, f2, f3, f4):
         got = e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f.id))
-        assert got.public_ip == ip.ip and got.generation > 0
+        assert got.public_ip == ip.ip
+        assert got.generation > 0
     inet = cloud.inet_ns
     assert ask(inet, TCP, ip.ip, 80) == "g1-tcp"
     assert ask(inet, UDP, ip.ip, 5000) == "g1-udp"
@@ -110,14 +112,15 @@ def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, site, servers):
 
 
 def test_static_nat_ingress_firewall_and_outbound_address(cloud, site, servers):
-    t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
+    t, net, (p1, _p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     eip = e.public_ip(net.id)
     serve(servers, g1, TCP, 8080, "g1")
     serve(servers, g1, TCP, 8081, "g1-8081")
     nat = e.static_nat(eip.id, p1.id)
     e.wait_active(e.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
-    assert nat.private_ip == p1.ip and nat.public_ip == eip.ip
+    assert nat.private_ip == p1.ip
+    assert nat.public_ip == eip.ip
     # Outbound from the static-NAT guest leaves from its elastic IP; the other
     # guest still uses the network's source-NAT address.
     assert seen_from(g1) == eip.ip

@@ -54,7 +54,8 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
     # The router got f2 as a delta to f2's generation, and journaled it.
     if on_host(cloud):
         deltas = read_journal(journal)
-        assert deltas and deltas[-1].generation == f2.generation
+        assert deltas
+        assert deltas[-1].generation == f2.generation
         assert [f.id for f in deltas[-1].port_forwards] == [f2.id]
 
     inet = cloud.inet_ns
@@ -65,8 +66,10 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
     by_id = {c.id: c for c in got.counters}
     assert by_id[f1.id].kind == "portforward"
     # ≥ SYN, ACK, data each (the first packet of each on a VM router)
-    assert by_id[f1.id].packets >= (3 * 3 if on_host(cloud) else 3) and by_id[f1.id].bytes > 0
-    assert by_id[f2.id].packets == 0 and by_id[f2.id].bytes == 0
+    assert by_id[f1.id].packets >= (3 * 3 if on_host(cloud) else 3)
+    assert by_id[f1.id].bytes > 0
+    assert by_id[f2.id].packets == 0
+    assert by_id[f2.id].bytes == 0
     assert ask(inet, TCP, ip.ip, 81) == "g2"
     got = e.call(counters.GetEdgeCounters, epb.GetEdgeCountersRequest(network_id=net.id))
     assert {c.id: c.packets > 0 for c in got.counters if c.kind == "portforward"} == {
@@ -75,7 +78,8 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
     # In place: f1 now forwards to g2; the old target no longer answers on 80.
     f1u = e.call(e.forwards.UpdatePortForward, epb.UpdatePortForwardRequest(
         port_forward=epb.PortForward(id=f1.id, port_id=p2.id), update_mask=mask("port_id")))
-    assert f1u.generation > f1.generation and f1u.port_id == p2.id
+    assert f1u.generation > f1.generation
+    assert f1u.port_id == p2.id
     e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f1.id))
     assert ask(inet, TCP, ip.ip, 80) == "g2"
     if on_host(cloud):
@@ -133,7 +137,7 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
 
 
 def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, site):
-    t, net, (p1,), (g1,) = setup_net(site, 1)
+    t, net, (p1,), (_g1,) = setup_net(site, 1)
     e = Edge(t)
     counters = erpc.EdgeCounterServiceStub(t.api.channel)
     eip = e.public_ip(net.id)
@@ -150,10 +154,12 @@ def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, site):
                                  eip.ip]).returncode == 0
     got = {c.id: c for c in e.call(counters.GetEdgeCounters, epb.GetEdgeCountersRequest(
         network_id=net.id)).counters}
-    assert got[icmp.id].kind == "firewall" and got[icmp.id].packets >= 1
+    assert got[icmp.id].kind == "firewall"
+    assert got[icmp.id].packets >= 1
     assert got[ssh.id].packets == 0
     # In and out; on a VM router the connection's first packet only.
-    assert got[nat.id].kind == "staticnat" and got[nat.id].packets >= (6 if on_host(cloud) else 1)
+    assert got[nat.id].kind == "staticnat"
+    assert got[nat.id].packets >= (6 if on_host(cloud) else 1)
 
 
 def test_counters_are_read_from_the_router_on_either_backend(cloud, site,
@@ -177,5 +183,7 @@ def test_counters_are_read_from_the_router_on_either_backend(cloud, site,
         network_id=net.id, ids=[f1.id, f2.id])).counters}
     # At least each connection's first packet (the appliance's kernel counts
     # only those; a host kernel counts every inbound packet).
-    assert got[f1.id].packets >= 3 and got[f1.id].bytes > 0
-    assert got[f2.id].packets == 0 and got[f2.id].bytes == 0
+    assert got[f1.id].packets >= 3
+    assert got[f1.id].bytes > 0
+    assert got[f2.id].packets == 0
+    assert got[f2.id].bytes == 0

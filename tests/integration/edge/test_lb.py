@@ -107,10 +107,11 @@ def make_lb(e: Edge, ip, ports, **fields) -> epb.LoadBalancer:
 
 
 def test_algorithms_weights_and_stickiness(cloud, lbnet):
-    t, net, ports, e, ip = lbnet
+    _t, net, ports, e, ip = lbnet
     inet = cloud.inet_ns
     rr = make_lb(e, ip, ports, public_port=80, protocol="http")
-    assert rr.state == pb.OBJECT_STATE_ACTIVE and rr.algorithm == "roundrobin"
+    assert rr.state == pb.OBJECT_STATE_ACTIVE
+    assert rr.algorithm == "roundrobin"
     c = counts(inet, f"http://{ip.ip}/", 30)
     assert c == {"web0": 10, "web1": 10, "web2": 10}, c
     # Weights 1:2:3 over TCP mode.
@@ -153,7 +154,7 @@ def wait_health(e: Edge, lb_id: str, want: dict[str, str], timeout: float = 20) 
 
 
 def test_health_checks_take_a_member_out_and_back(cloud, lbnet, web):
-    t, net, ports, e, ip = lbnet
+    t, _net, ports, e, ip = lbnet
     inet = cloud.inet_ns
     lb = make_lb(e, ip, ports, public_port=80, protocol="http",
                  health_check=epb.LoadBalancerHealthCheck(
@@ -161,7 +162,7 @@ def test_health_checks_take_a_member_out_and_back(cloud, lbnet, web):
                      fall=2))
     wait_health(e, lb.id, {p.id: "UP" for p in ports})
     web.stop("web1")
-    # fall 2 × 200 ms: out of rotation well within a second or two.
+    # fall 2 x 200 ms: out of rotation well within a second or two.
     wait_health(e, lb.id, {ports[1].id: "DOWN"})
     c = counts(inet, f"http://{ip.ip}/", 20)
     assert c == {"web0": 10, "web2": 10}, c

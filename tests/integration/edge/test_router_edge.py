@@ -81,13 +81,16 @@ def test_one_rule_is_an_element_update_and_the_same_config_a_no_op(
         public_port_end=2000, private_ip="192.0.2.9", private_port_start=80,
         private_port_end=80))
     status = agent.agent.apply(bad)
-    assert status.rejected_generation == 4 and status.applied_generation == 3
+    assert status.rejected_generation == 4
+    assert status.applied_generation == 3
     assert any(o.kind == "portforward" and o.id == "pfbad" and not o.ok for o in status.objects)
-    assert map_keys(ns) == set(range(1001, 1501)) and table_handle(ns) == handle
+    assert map_keys(ns) == set(range(1001, 1501))
+    assert table_handle(ns) == handle
 
     # Many rules less at once: still one transaction of element deletes.
     assert agent.agent.apply(edge_config(router_id, 5, 10)).applied_generation == 5
-    assert map_keys(ns) == set(range(1000, 1010)) and table_handle(ns) == handle
+    assert map_keys(ns) == set(range(1000, 1010))
+    assert table_handle(ns) == handle
 
 
 def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
@@ -121,7 +124,8 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     r = send(1, 2, removed=[("portforward", "pf0")], forwards=[new, moved])
     assert (r.stale, r.applied_generation, r.rejected_generation) == (False, 2, 0), r.last_error
     want = set(range(1002, 1100)) | {3000, 4001}
-    assert map_keys(ns) == want and table_handle(ns) == handle
+    assert map_keys(ns) == want
+    assert table_handle(ns) == handle
     # In place: no service's apply ran, the running config is the delta's result.
     assert runtime.service_applies == applies
     assert runtime.config.generation == 2
@@ -135,10 +139,12 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
                                public_port_start=1050, public_port_end=1050,
                                private_ip="10.10.0.5", private_port_start=80, private_port_end=80)
     r = send(2, 3, forwards=[clash])
-    assert r.rejected_generation == 3 and r.applied_generation == 2
+    assert r.rejected_generation == 3
+    assert r.applied_generation == 2
     assert [(o.kind, o.id, o.ok) for o in r.objects] == [("portforward", "pfclash", False)]
     assert "overlap port forward 'pf50'" in r.last_error
-    assert map_keys(ns) == want and runtime.config.generation == 2
+    assert map_keys(ns) == want
+    assert runtime.config.generation == 2
 
     # The journal holds the delta; a restarted agent adopts config.pb + journal.
     assert [d.generation for d in edge_journal.read_journal(
@@ -157,9 +163,11 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     del full.port_forwards[0:2]
     full.port_forwards.extend([new, moved])
     assert agent.agent.apply(full).applied_generation == 4
-    assert map_keys(ns) == want and table_handle(ns) == handle
+    assert map_keys(ns) == want
+    assert table_handle(ns) == handle
     r = send(4, 5, removed=[("portforward", "pfnew")])
-    assert r.applied_generation == 5 and map_keys(ns) == want - {3000}
+    assert r.applied_generation == 5
+    assert map_keys(ns) == want - {3000}
 
     # The table deleted behind the agent's back: the element update fails its
     # dry run, the delta answers stale (nothing half-recorded), and the full

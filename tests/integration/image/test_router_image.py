@@ -120,7 +120,8 @@ def test_reapply_same_config_is_a_noop(booted: Booted) -> None:
     cfg = routervm.one_network_config(booted.vm)
     status = booted.stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg), metadata=booted.md,
                                      timeout=300).status
-    assert status.applied_generation == 1 and status.last_error == ""
+    assert status.applied_generation == 1
+    assert status.last_error == ""
 
 
 
@@ -135,11 +136,13 @@ def test_network_dropped_and_readded_moves_the_nic_out_and_back(booted: Booted) 
     del public_only.source_nats[:]
     status = booted.stub.ApplyConfig(pb.ApplyConfigRequest(config=public_only),
                                      metadata=booted.md, timeout=300).status
-    assert status.last_error == "" and status.applied_generation == 2, status
+    assert status.last_error == "", status
+    assert status.applied_generation == 2, status
     full.generation = 3
     status = booted.stub.ApplyConfig(pb.ApplyConfigRequest(config=full), metadata=booted.md,
                                      timeout=300).status
-    assert status.last_error == "" and status.applied_generation == 3, status
+    assert status.last_error == "", status
+    assert status.applied_generation == 3, status
     assert all(s.healthy for s in status.services), status
     guest = NamespaceGuest(f"{booted.lab.prefix}-g2", booted.lab.fabric,
                            f"{booted.lab.prefix}gp2")

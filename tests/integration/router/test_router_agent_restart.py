@@ -60,7 +60,8 @@ def test_kill_9_and_restart_keeps_routers_serving(
     stub = agent_process.start()
     assert os.stat(agent_process.socket_path).st_mode & 0o777 == 0o600
     first = stub.ListRouterStatus(pb.ListRouterStatusRequest())
-    assert first.agent_id == "restart-test" and first.boot_id
+    assert first.agent_id == "restart-test"
+    assert first.boot_id
     router_id = uuid.uuid4().hex
     status = stub.ApplyConfig(pb.ApplyConfigRequest(config=make_config(router_id, 7, ["p1"])))
     assert status.status.applied_generation == 7, status.status.last_error
@@ -95,5 +96,6 @@ def test_kill_9_and_restart_keeps_routers_serving(
 
     # SIGTERM: a graceful stop, routers keep running.
     agent_process.kill(signal.SIGTERM)
-    assert agent_process.proc is not None and agent_process.proc.returncode == 0
+    assert agent_process.proc is not None
+    assert agent_process.proc.returncode == 0
     assert router.lib.proc.is_alive(pid)

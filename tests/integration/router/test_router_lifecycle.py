@@ -94,14 +94,15 @@ def test_applying_the_same_config_twice_changes_nothing(
 
     status = apply(agent, make_config(router_id, 1, ["p1", "p2"]))
 
-    assert status.applied_generation == 1 and not status.last_error
+    assert status.applied_generation == 1
+    assert not status.last_error
     assert dnsmasq_pid(agent, router_id) == pid
     assert file_stamps(router_dir(agent, router_id)) == before
     assert signals == []
     assert agent.agent.runtime(router_id).service_applies == applies
     # Only status probes ran (nft list, --version); nothing was loaded or started.
-    assert not [c for c in commands if c[:2] == ["nft", "-f"] or c[0] == "dnsmasq"
-                and "--version" not in c]
+    assert not [c for c in commands if c[:2] == ["nft", "-f"] or (c[0] == "dnsmasq"
+                and "--version" not in c)]
 
 
 def test_ports_come_and_go_without_restarting_dnsmasq_and_leases_stay(
@@ -155,7 +156,8 @@ def test_rejected_config_keeps_the_last_good_one_serving(
 
     assert status.applied_generation == 1
     assert status.rejected_generation == 2
-    assert "port p3" in status.last_error and "hostname" in status.last_error
+    assert "port p3" in status.last_error
+    assert "hostname" in status.last_error
     errors = {(o.kind, o.id): o for o in status.objects if not o.ok}
     assert list(errors) == [("port", "p3")]
     assert ("port", "p1") in {(o.kind, o.id) for o in status.objects if o.ok}

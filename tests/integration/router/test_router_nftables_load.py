@@ -94,6 +94,6 @@ def test_a_table_the_kernel_refuses_is_stopped_by_the_check(ctx: Context) -> Non
     rendered = nftables.render(config(30, generation=2))
     bad = "add rule inet cloudnet forward ip saddr @no_such_set accept\n"
     rendered = {k: v + bad for k, v in rendered.items()}
-    with pytest.raises(CheckError, match="no_such_set|No such file"):
+    with pytest.raises(CheckError, match=r"no_such_set|No such file"):
         nftables.check(ctx, rendered)
     assert forwarded_ports(ctx) == set(range(10000, 10020))

@@ -11,6 +11,7 @@ dies afterwards is replaced with the whole current NIC set, same MACs."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -85,7 +86,8 @@ def agent_boot_id(cloud, router_id: str) -> str:
                 return agent.ListRouterStatus(apb.ListRouterStatusRequest(), metadata=md,
                                               timeout=10).boot_id
             except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNAUTHENTICATED
+                if e.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
     raise AssertionError("no credential generation opens the router")
 
 
@@ -115,7 +117,7 @@ class Pinger:
         self._reader.join(5)
         seqs = sorted(set(self.seqs))
         assert seqs, "no ping reply at all"
-        gap = max((b - a for a, b in zip(seqs, seqs[1:], strict=False)), default=1)
+        gap = max((b - a for a, b in itertools.pairwise(seqs)), default=1)
         return len(seqs), seqs[-1] + 1 - len(seqs), gap * self.INTERVAL
 
 
@@ -149,7 +151,8 @@ class TcpStream:
     def _run(self) -> None:
         import select
 
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         while not self._stop.is_set():
             line = f"line-{self.sent}"
             try:
@@ -218,7 +221,8 @@ def test_a_tier_is_hot_plugged_into_the_running_vm_without_a_break(vm_cloud, vpc
     before = router(t, v.router_id)
     vm = router_vm(vm_cloud, v.router_id)
     uuid_before, boot_id = domain_uuid(vm.domain), agent_boot_id(vm_cloud, v.router_id)
-    assert vm.pid > 0 and boots(t, v.router_id) == 1
+    assert vm.pid > 0
+    assert boots(t, v.router_id) == 1
 
     pinger = Pinger(g, web.gateway)
     stream = TcpStream(vm_cloud, g, procs)
@@ -239,7 +243,8 @@ def test_a_tier_is_hot_plugged_into_the_running_vm_without_a_break(vm_cloud, vpc
           f"tcp {stream.echoed} lines echoed")
 
     # The tier-2 guest leased from the router's new NIC and reaches tier 1.
-    assert lease.ip == p2.ip and lease.router == db.gateway
+    assert lease.ip == p2.ip
+    assert lease.router == db.gateway
     assert g2.run(["busybox", "ping", "-c", "3", "-W", "3", port.ip]).returncode == 0
     # Tier 1 never stopped: the TCP stream through the router went on, every
     # line echoed; the ping stream had no gap a replacement would make (a new
@@ -258,13 +263,14 @@ def test_a_tier_is_hot_plugged_into_the_running_vm_without_a_break(vm_cloud, vpc
     assert r.vm_boot_time == before.vm_boot_time
     # One new NIC, on the tier's VLAN, live and in the domain's definition.
     (new,) = set(nics_of(after)) - set(nics_of(vm))
-    assert new[1] == db.vlan_id and set(nics_of(vm)) < set(nics_of(after))
+    assert new[1] == db.vlan_id
+    assert set(nics_of(vm)) < set(nics_of(after))
     assert new[0] in domain_macs(after.domain)
     assert new[0] in domain_macs(after.domain, inactive=True)
 
 
 def test_the_same_nic_list_twice_changes_nothing_and_a_bad_one_names_the_field(vm_cloud, vpc):
-    t, _, v, *_ = vpc
+    _t, _, v, *_ = vpc
     vm = router_vm(vm_cloud, v.router_id)
     xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", vm.domain], check=True,
                          capture_output=True, text=True).stdout
@@ -273,7 +279,8 @@ def test_the_same_nic_list_twice_changes_nothing_and_a_bad_one_names_the_field(v
         for _ in range(2):
             again = stub.UpdateRouterVmNics(vpb.UpdateRouterVmNicsRequest(
                 router_id=v.router_id, nics=vm.nics), metadata=md, timeout=60)
-            assert list(again.nics) == list(vm.nics) and again.pid == vm.pid
+            assert list(again.nics) == list(vm.nics)
+            assert again.pid == vm.pid
         assert subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", vm.domain],
                               check=True, capture_output=True, text=True).stdout == xml
         bad = [*vm.nics, vpb.RouterVmNic(mac="02:00:00:00:00:0G", segment=5000, role="x")]
@@ -311,7 +318,8 @@ def test_a_removed_tier_unplugs_its_nic_and_a_dead_vm_comes_back_with_every_nic(
         time.sleep(0.5)
     r = wait_router(t, v.router_id, serving, timeout=60)
     after = router_vm(vm_cloud, v.router_id)
-    assert after.pid == vm.pid and r.vm_replacements == 0
+    assert after.pid == vm.pid
+    assert r.vm_replacements == 0
     assert mac not in domain_macs(after.domain)
     assert mac not in domain_macs(after.domain, inactive=True)
     assert len(after.nics) == len(vm.nics) - 1
@@ -322,7 +330,8 @@ def test_a_removed_tier_unplugs_its_nic_and_a_dead_vm_comes_back_with_every_nic(
     p3 = t.port(app.id, hostname="app1")
     wait_router(t, v.router_id, serving, timeout=BOOT)
     plugged = router_vm(vm_cloud, v.router_id)
-    assert plugged.pid == vm.pid and nic_on(plugged, app.vlan_id)
+    assert plugged.pid == vm.pid
+    assert nic_on(plugged, app.vlan_id)
     os.kill(plugged.pid, signal.SIGKILL)
     r = wait_router(t, v.router_id, lambda r: r.vm_replacements == 1 and serving(r))
     new = router_vm(vm_cloud, v.router_id)

@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
-from tests.integration.e2e.conftest import (  # noqa: F401
+from tests.integration.e2e.conftest import (
     Tenant,
     cloud,
     make_tenant,
@@ -145,7 +145,8 @@ class Stream:
         servers.append(self.proc)
 
     def echo(self, line: str, timeout: float = 5) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)

@@ -52,7 +52,7 @@ def shop(shop_vpc):
 
 
 def test_a_deny_on_one_tier_blocks_exactly_the_traffic_it_names(shop):
-    v, web, db, gw, pd, gd = shop
+    v, _web, db, gw, pd, gd = shop
     assert ask(gw, TCP, pd.ip, 80) == "tcp80"  # default_allow
     acl = v.acl("db-rules")
     v.rule(acl.id, 100, "deny", "ingress", "tcp", port=80)
@@ -72,7 +72,9 @@ def test_a_deny_on_one_tier_blocks_exactly_the_traffic_it_names(shop):
     # the allow the other new flows; replies pass before any list (egress 0).
     counters = {c.number: c.packets for c in v.call(
         v.acls.GetAclCounters, vpb.GetAclCountersRequest(acl_id=acl.id)).counters}
-    assert counters[100] >= 1 and counters[200] >= 3 and counters[300] == 0
+    assert counters[100] >= 1
+    assert counters[200] >= 3
+    assert counters[300] == 0
     # default_deny: nothing new passes either way.
     v.replace(db, v.builtin("default_deny"))
     v.wait()
@@ -82,7 +84,7 @@ def test_a_deny_on_one_tier_blocks_exactly_the_traffic_it_names(shop):
 
 
 def test_rule_numbers_decide_the_order(shop):
-    v, web, db, gw, pd, gd = shop
+    v, web, db, gw, pd, _gd = shop
     acl = v.acl("ordered")
     allow = v.rule(acl.id, 10, "allow", "ingress", "tcp", port=80, cidrs=[web.cidr])
     v.rule(acl.id, 20, "deny", "ingress", "tcp", port=80, port_end=8080)
@@ -105,7 +107,7 @@ def test_rule_numbers_decide_the_order(shop):
 
 
 def test_replacing_a_tiers_list_keeps_another_tiers_established_flow(shop, servers):
-    v, web, db, gw, pd, gd = shop
+    v, _web, db, gw, pd, gd = shop
     app = v.tier("app", "10.30.3.0/24")
     pa, ga = v.guest(app, "app1")
     serve(servers, ga, TCP, 80, "app80")

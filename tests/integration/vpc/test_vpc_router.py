@@ -62,7 +62,8 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
     assert status.applied_generation == 1, status.last_error
     ns = router_netns_name(topo.prefix, router_id)
     table = sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "cloudnet")
-    assert 'comment "cn:acl:r100:100"' in table and "p-gw1" in table
+    assert 'comment "cn:acl:r100:100"' in table
+    assert "p-gw1" in table
     routes = sh("ip", "netns", "exec", ns, "ip", "route")
     assert "10.200.0.0/16 via 192.168.50.1 dev p-gw1" in routes
     pid_file = os.path.join(agent.agent.state_dir, "routers", router_id, "dnsmasq",
@@ -88,8 +89,8 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
     monkeypatch.setattr(router.lib.proc, "run", spy_run)
     monkeypatch.setattr(router.lib.libnft, "run", spy_nft)
     assert apply(agent, vpc_config(router_id, 1)).applied_generation == 1
-    assert not [c for c in commands if c[:2] == ["nft", "-f"] or c[0] == "dnsmasq"
-                and "--version" not in c]
+    assert not [c for c in commands if c[:2] == ["nft", "-f"] or (c[0] == "dnsmasq"
+                and "--version" not in c)]
 
     # One rule edited: the table is replaced, dnsmasq is left alone.
     commands.clear()
@@ -100,7 +101,8 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
     with open(pid_file) as f:
         assert f.read() == pid
     table = sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "cloudnet")
-    assert "tcp dport 8080" in table and "tcp dport 80 " not in table
+    assert "tcp dport 8080" in table
+    assert "tcp dport 80 " not in table
 
 
 def test_a_config_with_a_bad_acl_is_rejected_whole_and_the_last_good_one_stays(
@@ -111,7 +113,8 @@ def test_a_config_with_a_bad_acl_is_rejected_whole_and_the_last_good_one_stays(
     bad.network_acls[0].rules.append(pb.AclRule(id="r400", number=100, action="allow",
                                                 direction="ingress", protocol="udp"))
     status = apply(agent, bad)
-    assert status.applied_generation == 1 and status.rejected_generation == 2
+    assert status.applied_generation == 1
+    assert status.rejected_generation == 2
     assert "used twice" in status.last_error
     ns = router_netns_name(topo.prefix, router_id)
     assert "r400" not in sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet",

@@ -116,7 +116,8 @@ def test_guest_reaches_both_peer_subnets_encrypted(
     # IKEv2: one child SA for both subnets; IKEv1: one per subnet (#3138).
     st = wait_established(agent, children=1 if ike_version == 2 else 2)
     assert {t for ch in st.children for t in ch.remote_ts} == set(PEER_NETS)
-    assert st.backend == "libipsec" and all(ch.encapsulated for ch in st.children)
+    assert st.backend == "libipsec"
+    assert all(ch.encapsulated for ch in st.children)
 
     packets = capture(topo, 1.0, [
         ["ip", "netns", "exec", guest, "busybox", "ping", "-c", "3", "-W", "2", host]
@@ -132,13 +133,15 @@ def test_guest_reaches_both_peer_subnets_encrypted(
     assert not clear, f"cleartext on the public side: {clear[0].summary()}"
     assert not any(ICMP in p for p in packets), "ICMP seen in clear on the public side"
     st = conn_status(agent)
-    assert st.bytes_in > 0 and st.bytes_out > 0 and st.last_error == ""
+    assert st.bytes_in > 0
+    assert st.bytes_out > 0
+    assert st.last_error == ""
     assert "ESTABLISHED" in peer.sas()
 
 
 def test_unrelated_changes_keep_the_same_sas_and_every_packet(
         topo: Topology, agent: InProcessAgent) -> None:
-    guest, peer = setup(topo, agent, 2)
+    guest, _peer = setup(topo, agent, 2)
     before = wait_established(agent, children=1)
     ping(guest, PEER_HOSTS[0])
     ns = router_netns_name(agent.agent.netns_prefix, ROUTER)
@@ -218,7 +221,7 @@ def test_dead_charon_leaks_nothing_and_is_repaired(
         topo: Topology, agent: InProcessAgent) -> None:
     from scapy.layers.inet import ICMP, IP
 
-    guest, peer = setup(topo, agent, 2)
+    guest, _peer = setup(topo, agent, 2)
     wait_established(agent, children=1)
     ctx = agent.agent.runtime(ROUTER).ctx
     pid = strongswan.charon_pid(ctx)
@@ -245,7 +248,7 @@ def test_agent_restart_adopts_charon_and_keeps_the_tunnel(
         topo: Topology, agent: InProcessAgent) -> None:
     from router.agent.server import Agent
 
-    guest, peer = setup(topo, agent, 2)
+    guest, _peer = setup(topo, agent, 2)
     before = wait_established(agent, children=1)
     pid = strongswan.charon_pid(agent.agent.runtime(ROUTER).ctx)
     # A new agent on the same state dir (what a restart does): it re-applies

@@ -25,7 +25,7 @@ def _domain(request: bytes, context: grpc.ServicerContext) -> bytes:
     raise NotFound("router r1 not found")
 
 
-@pytest.fixture()
+@pytest.fixture
 def channel():
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
                          interceptors=[ErrorMappingInterceptor()])

@@ -25,7 +25,8 @@ def test_device_names_fit_ifnamsiz_and_are_stable() -> None:
     assert len(f.device_name("some-long-port-name")) <= 15
     assert f.device_name("p") != OvsFabric("t12345-b2").device_name("p")
     v = VxlanFabric("v1234a", "ul", "192.0.2.1", [])
-    assert len(v.bridge_name(16_000_000)) <= 15 and v.vni(0) == 4000
+    assert len(v.bridge_name(16_000_000)) <= 15
+    assert v.vni(0) == 4000
 
 
 def test_ovs_interface_xml_is_an_access_port_without_offloads() -> None:
@@ -41,7 +42,8 @@ def test_domain_xml_escapes_and_names() -> None:
         name="cn-h-1", uuid="00000000-0000-4000-8000-000000000001", accel="qemu", vcpus=2,
         memory_mib=128, image=IMAGE, overlay="/s/o'd.qcow2", console="/s/c&.log",
         hostname="vm1", interfaces=[]))
-    assert x.get("type") == "qemu" and x.find("vcpu").text == "2"
+    assert x.get("type") == "qemu"
+    assert x.find("vcpu").text == "2"
     assert x.find("devices/disk/source").get("file") == "/s/o'd.qcow2"
     assert x.find("devices/serial/source").get("path") == "/s/c&.log"
     assert x.find("os/cmdline").text.endswith("cloudnet.hostname=vm1")

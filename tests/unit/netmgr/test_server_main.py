@@ -33,4 +33,5 @@ def test_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, out
-    assert "stopping" in out and "Traceback" not in out
+    assert "stopping" in out
+    assert "Traceback" not in out

@@ -76,13 +76,16 @@ def test_a_bad_router_id_is_refused(router_id) -> None:
 ])
 def test_the_plan_is_the_difference(present, want, detach, attach) -> None:
     p = nics.plan(present, want)
-    assert p.detach == detach and p.attach == attach
+    assert p.detach == detach
+    assert p.attach == attach
     assert bool(p) == bool(detach or attach)
 
 
 def test_taps_are_named_by_mac_and_fit_a_linux_name() -> None:
     a, b = nics.tap(RID, T1.mac), nics.tap(RID, T2.mac)
-    assert a != b and len(a) <= 15 and a == nics.tap(RID, T1.mac)
+    assert a != b
+    assert len(a) <= 15
+    assert a == nics.tap(RID, T1.mac)
 
 
 def test_netmgr_wants_control_first_then_the_configs_interfaces_by_mac() -> None:
@@ -94,13 +97,16 @@ def test_netmgr_wants_control_first_then_the_configs_interfaces_by_mac() -> None
     want = nm.config_nics(config, CTL.mac, 4001)
     assert nics.key(want) == nics.key([CTL, PUB, T1])
     # before a push: plug what is missing, keep what the VM has until unplugged
-    assert nm.missing([CTL, PUB], want) and not nm.missing([CTL, PUB, T1, T2], want)
+    assert nm.missing([CTL, PUB], want)
+    assert not nm.missing([CTL, PUB, T1, T2], want)
     assert nics.key(nm.union([CTL, PUB, T2], want)) == nics.key([CTL, PUB, T1, T2])
     # after the VM applied it: unplug the rest
-    assert nm.extra([CTL, PUB, T1, T2], want) and not nm.extra([CTL, PUB, T1], want)
+    assert nm.extra([CTL, PUB, T1, T2], want)
+    assert not nm.extra([CTL, PUB, T1], want)
     # a NIC on another segment counts as missing (and extra)
     moved = vpb.RouterVmNic(mac=T1.mac, segment=999, role="guest")
-    assert nm.missing([CTL, PUB, moved], want) and nm.extra([CTL, PUB, moved], want)
+    assert nm.missing([CTL, PUB, moved], want)
+    assert nm.extra([CTL, PUB, moved], want)
 
 
 class _RpcError(grpc.RpcError):
@@ -121,7 +127,7 @@ class _Host:
         self.asked: list[list[tuple[str, int, str]]] = []
         self.fail = fail
 
-    def UpdateRouterVmNics(self, request, metadata, timeout):  # noqa: N802
+    def UpdateRouterVmNics(self, request, metadata, timeout):
         self.asked.append(nics.key(request.nics))
         if self.fail is not None:
             raise _RpcError(self.fail)
@@ -164,7 +170,8 @@ def test_the_tend_loop_plugs_then_unplugs_once_applied(have, applied, asked) -> 
     host = _Host()
     plugger = nm.NicPlugger(_Backend(host))
     why = plugger.tend(_Router(applied, 3), _live(), vpb.RouterVm(nics=have), [CTL, PUB, T1])
-    assert why == "" and host.asked == [nics.key(a) for a in asked]
+    assert why == ""
+    assert host.asked == [nics.key(a) for a in asked]
 
 
 @pytest.mark.parametrize(("code", "have", "replace"), [

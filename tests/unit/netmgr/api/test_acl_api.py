@@ -73,12 +73,14 @@ def test_bad_rule_is_invalid_argument_naming_the_field(vpc_acl, fields, field):
 
 
 def test_numbers_are_unique_per_list_and_protocol_numbers_take_their_names(vpc_acl):
-    cloud, api, vpc, acl = vpc_acl
+    _cloud, api, vpc, acl = vpc_acl
     first = rule(api, acl.id, number=100)
     err = rpc_error(lambda: rule(api, acl.id, number=100, direction=OUT))
-    assert err.code() == Code.INVALID_ARGUMENT and bad_fields(err) == ["rule.number"]
+    assert err.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(err) == ["rule.number"]
     second = rule(api, acl.id, number=200, protocol="6", port=443)
-    assert second.protocol == "tcp" and second.port_end == 443
+    assert second.protocol == "tcp"
+    assert second.port_end == 443
     gre = rule(api, acl.id, number=300, protocol="47", port=0)
     assert gre.protocol == "47"
     # Moving a rule onto a taken number is refused; the rule stays as it was.
@@ -96,7 +98,7 @@ def test_numbers_are_unique_per_list_and_protocol_numbers_take_their_names(vpc_a
 
 
 def test_builtin_lists_exist_in_every_vpc_and_cannot_change(vpc_acl):
-    cloud, api, vpc, acl = vpc_acl
+    _cloud, api, vpc, _acl = vpc_acl
     acls = api.ListNetworkAcls(vpb.ListNetworkAclsRequest(vpc_id=vpc.id)).network_acls
     assert [(a.name, a.builtin) for a in acls] == [
         ("default_allow", True), ("default_deny", True), ("web-acl", False)]
@@ -115,7 +117,8 @@ def test_tiers_get_lists_and_the_router_config_carries_them(vpc_acl):
     r1 = rule(api, acl.id, number=10, protocol="icmp", port=0, icmp_type=8, icmp_code=-1)
     web = api.tier(vpc.id, "web", "10.0.1.0/24", acl_id=acl.id)
     db = api.tier(vpc.id, "db", "10.0.2.0/24")
-    assert web.acl_id == acl.id and db.acl_id == DEFAULT_ALLOW_ID
+    assert web.acl_id == acl.id
+    assert db.acl_id == DEFAULT_ALLOW_ID
     cfg = build_router_config(cloud.store.router_snapshot(vpc.router_id))
     assert {(t.network_id, t.acl_id) for t in cfg.tier_acls} == {
         (web.id, acl.id), (db.id, DEFAULT_ALLOW_ID)}
@@ -139,7 +142,7 @@ def test_tiers_get_lists_and_the_router_config_carries_them(vpc_acl):
 
 
 def test_a_list_of_another_vpc_or_an_isolated_network_is_refused(vpc_acl):
-    cloud, api, vpc, acl = vpc_acl
+    _cloud, api, _vpc, acl = vpc_acl
     other = api.vpc("other", "10.1.0.0/16")
     err = rpc_error(lambda: api.tier(other.id, "t", "10.1.1.0/24", acl_id=acl.id))
     assert bad_fields(err) == ["network.acl_id"]
@@ -162,10 +165,11 @@ def test_a_list_holds_at_most_the_rules_the_router_accepts(vpc_acl, monkeypatch)
     from router.services.nftables import acl as nft_acl
 
     assert store_acl.MAX_ACL_RULES <= nft_acl.MAX_RULES
-    cloud, api, vpc, acl = vpc_acl
+    cloud, api, _vpc, acl = vpc_acl
     monkeypatch.setattr(store_acl, "MAX_ACL_RULES", 3)
     for n in (1, 2, 3):
         rule(api, acl.id, number=n)
     err = rpc_error(lambda: rule(api, acl.id, number=4))
-    assert err.code() == Code.RESOURCE_EXHAUSTED and "rule.acl_id" in err.details()
+    assert err.code() == Code.RESOURCE_EXHAUSTED
+    assert "rule.acl_id" in err.details()
     assert rule_count(cloud) == 3

@@ -85,7 +85,8 @@ def test_ports_allocate_and_keep_requests(acme: tuple[pb.Tenant, Api]) -> None:
         "10.0.0.100", "02:aa:00:00:00:01", "db", "vm-0003")
     for p in (p1, p2):
         first = int(p.mac.split(":")[0], 16)
-        assert first & 0b10 and not first & 0b1  # locally administered, unicast
+        assert first & 0b10
+        assert not first & 0b1
     assert len({p1.mac, p2.mac, p3.mac}) == 3
     # The lowest free address is reused after a delete.
     api.DeletePort(pb.DeletePortRequest(id=p1.id))
@@ -102,13 +103,15 @@ def test_generations_hooks_and_port_state(cloud: Cloud, acme: tuple[pb.Tenant, A
         return api.GetRouter(pb.GetRouterRequest(id=rid)).desired_generation
 
     port = create_port(api, web.id, hostname="vm1")
-    assert desired() == 2 and cloud.hooks.notified[-1] == rid
+    assert desired() == 2
+    assert cloud.hooks.notified[-1] == rid
     assert port.state == pb.OBJECT_STATE_PENDING
     api.UpdatePort(pb.UpdatePortRequest(port=pb.Port(id=port.id, hostname="vm2"),
                                         update_mask=FieldMask(paths=["hostname"])))
     assert desired() == 3
     api.UpdateNetwork(pb.UpdateNetworkRequest(network=pb.Network(id=web.id, mtu=1400)))
-    assert desired() == 4 and cloud.hooks.notified[-1] == rid
+    assert desired() == 4
+    assert cloud.hooks.notified[-1] == rid
     assert api.GetRouter(pb.GetRouterRequest(id=other.router_id)).desired_generation == 1
 
     # The router applies generation 3: the port (changed at 3) is ACTIVE.
@@ -203,7 +206,8 @@ def test_pagination_walks_every_item_once_in_stable_order(cloud: Cloud,
     assert len(api.ListPorts(pb.ListPortsRequest(page_size=10_000)).ports) == len(seen)
     assert len(api.ListPorts(pb.ListPortsRequest()).ports) == len(seen)  # default 50
     resp = api.ListPorts(pb.ListPortsRequest(network_id=web.id, page_size=1))
-    assert len(resp.ports) == 1 and resp.next_page_token
+    assert len(resp.ports) == 1
+    assert resp.next_page_token
 
     for i in range(3):
         cloud.new_tenant(f"t{i}")
@@ -226,7 +230,8 @@ def test_zone_update(cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
         "zone1", 100, 999, ["198.51.100.53"])
     new = cloud.admin.UpdateZone(pb.UpdateZoneRequest(
         zone=pb.Zone(upstream_dns=["9.9.9.9"]), update_mask=FieldMask(paths=["upstream_dns"])))
-    assert list(new.upstream_dns) == ["9.9.9.9"] and new.public_cidr == zone.public_cidr
+    assert list(new.upstream_dns) == ["9.9.9.9"]
+    assert new.public_cidr == zone.public_cidr
     # Upstream DNS is served by every router: they are bumped and notified.
     assert api.GetRouter(pb.GetRouterRequest(id=web.router_id)).desired_generation == 2
     assert cloud.hooks.notified[-1] == web.router_id
@@ -299,11 +304,13 @@ def test_health_and_reflection_need_no_token(cloud: Cloud) -> None:
 def test_tenants_and_tokens(cloud: Cloud) -> None:
     tenant = cloud.admin.CreateTenant(pb.CreateTenantRequest(name="acme"))
     created = cloud.admin.CreateToken(pb.CreateTokenRequest(tenant_id=tenant.id, name="ci"))
-    assert created.secret.startswith("cn_") and created.token.tenant_id == tenant.id
+    assert created.secret.startswith("cn_")
+    assert created.token.tenant_id == tenant.id
     tokens = cloud.admin.ListTokens(pb.ListTokensRequest(tenant_id=tenant.id)).tokens
     assert [t.id for t in tokens] == [created.token.id]
     stored = [r[0] for r in cloud.sql("SELECT secret_sha256 FROM tokens")]
-    assert created.secret not in stored and len(stored[0]) == 64
+    assert created.secret not in stored
+    assert len(stored[0]) == 64
     assert cloud.admin.WhoAmI(pb.WhoAmIRequest()).admin is True
     cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant.id))
     assert cloud.row_counts()["tokens"] == 0

@@ -18,7 +18,7 @@ from tests.unit.netmgr.conftest import start_cloud
 @pytest.fixture
 def setup(tmp_path: Path):
     cloud = start_cloud(tmp_path / "netmgr.db")
-    acme, acme_api = cloud.new_tenant("acme")
+    _acme, acme_api = cloud.new_tenant("acme")
     _, other_api = cloud.new_tenant("other")
     net = acme_api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
         name="web", cidr="10.0.0.0/24")))
@@ -28,7 +28,7 @@ def setup(tmp_path: Path):
 
 
 def test_other_tenants_router_is_not_found_and_streams_need_a_token(setup):
-    cloud, acme_api, other_api, net = setup
+    cloud, _acme_api, other_api, net = setup
     stub = debug_pb2_grpc.DebugServiceStub(cloud.channel)
     other_md = other_api.metadata
     with pytest.raises(grpc.RpcError) as e:
@@ -86,14 +86,18 @@ def test_explain_from_the_model(setup):
                             metadata=acme_api.metadata, timeout=10)
 
     r = explain(port.id, "198.51.100.10:80/tcp")
-    assert r.allowed and r.decided_by_kind == "egress-default"
+    assert r.allowed
+    assert r.decided_by_kind == "egress-default"
     assert [s.object_kind for s in r.steps][-1] == "snat"
     r = explain("internet", f"{port.ip}:22/tcp")
-    assert not r.allowed and r.decided_by_kind == "network"
+    assert not r.allowed
+    assert r.decided_by_kind == "network"
     r = explain("internet", f"{net.source_nat_ip}:22/tcp")
-    assert not r.allowed and r.decided_by_kind == "firewall-default"
+    assert not r.allowed
+    assert r.decided_by_kind == "firewall-default"
     r = explain(port.id, f"{net.gateway}/icmp")
-    assert r.allowed and r.decided_by_kind == "router"
+    assert r.allowed
+    assert r.decided_by_kind == "router"
 
 
 def test_netmgr_metrics_over_http(setup):

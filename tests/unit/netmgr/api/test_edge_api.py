@@ -104,7 +104,8 @@ def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, world
                 if i.source_nat)
     err = rpc_error(lambda: e.CreatePortForward(pf(w, public_ip_id=snat.id, public_port=99)))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert counts(cloud) == before and generation(cloud, w["net"].router_id) == gen
+    assert counts(cloud) == before
+    assert generation(cloud, w["net"].router_id) == gen
 
 
 def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, world) -> None:  # noqa: F811
@@ -152,7 +153,8 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, world) -> None:  # 
 def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, world) -> None:  # noqa: F811
     e, w = world["e"], world
     f = e.CreatePortForward(pf(w, public_port=7000, public_port_end=7001, private_port=9000))
-    assert f.state == pb.OBJECT_STATE_PENDING and f.private_ip == w["p1"].ip
+    assert f.state == pb.OBJECT_STATE_PENDING
+    assert f.private_ip == w["p1"].ip
     router_id = w["net"].router_id
     snap = cloud.store.router_snapshot(router_id)
     cfg = build_router_config(snap)
@@ -168,7 +170,8 @@ def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, wor
     assert got.state == pb.OBJECT_STATE_ACTIVE
     cloud.store.record_edge_status(router_id, {("portforward", f.id): "boom"})
     got = e.GetPortForward(epb.GetPortForwardRequest(id=f.id))
-    assert got.state == pb.OBJECT_STATE_ERROR and got.error == "boom"
+    assert got.state == pb.OBJECT_STATE_ERROR
+    assert got.error == "boom"
     cloud.store.record_edge_status(router_id, {})
     assert e.GetPortForward(epb.GetPortForwardRequest(id=f.id)).state == pb.OBJECT_STATE_ACTIVE
     # The address is in use: not releasable; another tenant cannot see it.
@@ -197,7 +200,8 @@ def test_cli_creates_and_lists_edge_objects(cloud: Cloud, world, capsys) -> None
     f = run("portforward", "create", "--public-ip", ip["id"], "--protocol", "udp",
             "--public-port", "5000-5002", "--port", w["p1"].id, "--private-port", "6000-6002",
             "--source", "192.0.2.0/24")
-    assert f["public_port_end"] == 5002 and f["private_port_end"] == 6002
+    assert f["public_port_end"] == 5002
+    assert f["private_port_end"] == 6002
     r = run("firewall", "create", "egress", "--network", w["net"].id, "--protocol", "tcp",
             "--ports", "443", "--cidr", "0.0.0.0/0")
     assert r["direction"] == "FIREWALL_DIRECTION_EGRESS"
@@ -206,11 +210,14 @@ def test_cli_creates_and_lists_edge_objects(cloud: Cloud, world, capsys) -> None
     lb = run("lb", "create", "--public-ip", ip["id"], "--port", "80", "--protocol", "http",
              "--private-port", "8080", "--member", f"{w['p1'].id}:3", "--sticky", "cookie",
              "--check", "http", "--check-path", "/health")
-    assert lb["members"][0]["weight"] == 3 and lb["stickiness"] == "cookie"
+    assert lb["members"][0]["weight"] == 3
+    assert lb["stickiness"] == "cookie"
     lb = run("lb", "update", lb["id"], "--protocol", "tcp", "--algorithm", "leastconn",
              "--member", w["p1"].id)
-    assert lb["algorithm"] == "leastconn" and lb["public_port"] == 80
-    assert len(run("portforward", "list")) == 1 and len(run("lb", "list")) == 1
+    assert lb["algorithm"] == "leastconn"
+    assert lb["public_port"] == 80
+    assert len(run("portforward", "list")) == 1
+    assert len(run("lb", "list")) == 1
     capsys.readouterr()
     assert cli.main(["--server", cloud.target, "--token", secret, "portforward", "create",
                      "--public-ip", ip["id"], "--protocol", "tcp", "--public-port", "x",

@@ -40,7 +40,8 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:
                "public_port", "private_port")
     assert (u.public_port, u.public_port_end, u.private_port, u.private_port_end) == (
         81, 81, 9000, 9000)
-    assert u.generation > f.generation and u.state == pb.OBJECT_STATE_PENDING
+    assert u.generation > f.generation
+    assert u.state == pb.OBJECT_STATE_PENDING
     assert u.applied_generation < u.generation  # no router here applies anything
     u2 = update(epb.PortForward(id=f.id, public_port=82, public_port_end=84),
                 "public_port", "public_port_end")
@@ -50,7 +51,8 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:
                   "public_port", "public_port_end").generation == u2.generation
     u3 = e.UpdatePortForward(epb.UpdatePortForwardRequest(
         port_forward=epb.PortForward(id=f.id, source_cidrs=["192.0.2.0/24"])))
-    assert list(u3.source_cidrs) == ["192.0.2.0/24"] and u3.public_port == 82
+    assert list(u3.source_cidrs) == ["192.0.2.0/24"]
+    assert u3.public_port == 82
 
     before, rows = e.GetPortForward(epb.GetPortForwardRequest(id=f.id)), counts(cloud)
     table = [
@@ -73,7 +75,8 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:
         assert any(x.startswith(field) for x in bad_fields(err)), (field, bad_fields(err))
     err = rpc_error(lambda: update(epb.PortForward(id=f.id, public_port=95, public_port_end=95),
                                    "public_port", "public_port_end"))
-    assert err.code() == grpc.StatusCode.ALREADY_EXISTS and "overlaps" in err.details()
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "overlaps" in err.details()
     err = rpc_error(lambda: update(epb.PortForward(id=f.id, port_id=world["p2"].id),
                                    "port_id"))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # another network's port
@@ -144,9 +147,11 @@ def test_cli_updates_in_place(cloud: Cloud, world, capsys) -> None:  # noqa: F81
             "--public-port", "80", "--port", w["p1"].id, "--private-port", "8080",
             "--source", "192.0.2.0/24")
     u = run("portforward", "update", f["id"], "--private-port", "9000-9000", "--any-source")
-    assert u["private_port"] == 9000 and not u.get("source_cidrs"), u
+    assert u["private_port"] == 9000, u
+    assert not u.get("source_cidrs"), u
     r = run("firewall", "create", "ingress", "--public-ip", w["ip"].id, "--protocol", "tcp",
             "--ports", "22")
     u = run("firewall", "update", r["id"], "--ports", "2222", "--cidr", "198.51.100.0/24")
-    assert u["port"] == 2222 and u["cidrs"] == ["198.51.100.0/24"]
+    assert u["port"] == 2222
+    assert u["cidrs"] == ["198.51.100.0/24"]
     assert "nothing to update" in run("firewall", "update", r["id"], rc=2)

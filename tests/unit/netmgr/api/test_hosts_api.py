@@ -23,7 +23,8 @@ def test_register_is_idempotent_by_name_and_lists(cloud) -> None:
     a = stub.RegisterHost(hpb.RegisterHostRequest(host=host()), metadata=ADMIN_MD)
     again = stub.RegisterHost(hpb.RegisterHostRequest(host=host(address="10.0.0.2:7171")),
                               metadata=ADMIN_MD)
-    assert again.id == a.id and again.address == "10.0.0.2:7171"
+    assert again.id == a.id
+    assert again.address == "10.0.0.2:7171"
     stub.RegisterHost(hpb.RegisterHostRequest(host=host(name="host-b", fabric="vxlan")),
                       metadata=ADMIN_MD)
     listed = stub.ListHosts(hpb.ListHostsRequest(), metadata=ADMIN_MD).hosts

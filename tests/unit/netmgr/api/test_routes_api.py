@@ -58,7 +58,7 @@ BAD_ROUTES = [
 
 @pytest.mark.parametrize(("args", "field"), BAD_ROUTES)
 def test_bad_route_is_invalid_argument_naming_the_field(vpc2, args, field):
-    cloud, api, vpc, web = vpc2
+    cloud, api, vpc, _web = vpc2
     err = rpc_error(lambda: route(api, vpc.id, *args))
     assert err.code() == Code.INVALID_ARGUMENT
     assert field in bad_fields(err)
@@ -81,7 +81,7 @@ BAD_GATEWAYS = [
 
 @pytest.mark.parametrize(("fields", "field"), BAD_GATEWAYS)
 def test_bad_private_gateway_is_invalid_argument_naming_the_field(vpc2, fields, field):
-    cloud, api, vpc, web = vpc2
+    cloud, api, vpc, _web = vpc2
     macs = count(cloud, "mac_addresses")
     err = rpc_error(lambda: gateway(api, vpc.id, **fields))
     assert err.code() == Code.INVALID_ARGUMENT
@@ -103,7 +103,8 @@ def test_routes_and_a_private_gateway_in_the_router_config(vpc2):
     assert err.code() == Code.ALREADY_EXISTS  # VLAN 2000 is taken
     cfg = build_router_config(cloud.store.router_snapshot(vpc.router_id))
     pgi = next(i for i in cfg.interfaces if i.role == apb.INTERFACE_ROLE_PRIVATE_GATEWAY)
-    assert list(pgi.addresses) == ["192.168.50.2/24"] and pgi.segment_id == 2000
+    assert list(pgi.addresses) == ["192.168.50.2/24"]
+    assert pgi.segment_id == 2000
     assert pgi.mac not in {i.mac for i in cfg.interfaces if i is not pgi}
     routes = {(r.destination, r.gateway, r.interface) for r in cfg.routes}
     assert ("10.200.0.0/16", "192.168.50.1", pgi.name) in routes
@@ -133,7 +134,8 @@ def test_a_vpc_holds_at_most_14_tiers_and_private_gateways_together(vpc2):
 
     err = rpc_error(lambda: api.tier(vpc.id, "one-more", "10.0.99.0/24"))
     assert err.code() == Code.RESOURCE_EXHAUSTED
-    assert err.details().startswith("network.vpc_id:") and "14" in err.details()
+    assert err.details().startswith("network.vpc_id:")
+    assert "14" in err.details()
     err = rpc_error(lambda: gateway(api, vpc.id, vlan_id=2001, address="192.168.51.2/24",
                                     gateway="192.168.51.1"))
     assert err.code() == Code.RESOURCE_EXHAUSTED

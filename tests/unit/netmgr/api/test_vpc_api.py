@@ -25,20 +25,24 @@ def counts(cloud: Cloud) -> dict[str, int]:
 def test_a_vpc_has_a_router_and_source_nat_ip_and_its_tiers_share_them(acme_vpc):
     cloud, api = acme_vpc
     vpc = api.vpc("shop", "10.0.0.0/16")
-    assert vpc.router_id and vpc.source_nat_ip
+    assert vpc.router_id
+    assert vpc.source_nat_ip
     assert vpc.domain == "shop.acme.cloud.internal"
     web = api.tier(vpc.id, "web", "10.0.1.0/24")
     db = api.tier(vpc.id, "db", "10.0.2.0/24", domain="data.example")
     assert web.vpc_id == db.vpc_id == vpc.id
     assert web.router_id == db.router_id == vpc.router_id
     assert web.source_nat_ip == db.source_nat_ip == vpc.source_nat_ip
-    assert web.domain == "web.shop.acme.cloud.internal" and db.domain == "data.example"
+    assert web.domain == "web.shop.acme.cloud.internal"
+    assert db.domain == "data.example"
     assert list(web.domain_search) == [web.domain, vpc.domain]
-    assert web.vlan_id != db.vlan_id and web.gateway == "10.0.1.1"
+    assert web.vlan_id != db.vlan_id
+    assert web.gateway == "10.0.1.1"
     got = api.GetVpc(vpb.GetVpcRequest(id=vpc.id))
     assert list(got.tier_ids) == [web.id, db.id]
     router = api.GetRouter(pb.GetRouterRequest(id=vpc.router_id))
-    assert router.vpc_id == vpc.id and router.network_id == ""
+    assert router.vpc_id == vpc.id
+    assert router.network_id == ""
     assert router.public_ip == vpc.source_nat_ip
     # Every tier bumped the router's generation; each notified the reconciler.
     assert router.desired_generation == 3
@@ -149,7 +153,8 @@ def test_vpc_rename_and_tenant_deletion_waits_for_vpcs(acme_vpc):
     cloud, api = acme_vpc
     vpc = api.vpc()
     got = api.UpdateVpc(vpb.UpdateVpcRequest(vpc=vpb.Vpc(id=vpc.id, name="renamed")))
-    assert got.name == "renamed" and got.cidr == vpc.cidr
+    assert got.name == "renamed"
+    assert got.cidr == vpc.cidr
     err = rpc_error(lambda: api.UpdateVpc(vpb.UpdateVpcRequest(vpc=vpb.Vpc(id=vpc.id, name=""),
                                                                update_mask={"paths": ["name"]})))
     assert "vpc.name" in bad_fields(err)
@@ -196,6 +201,7 @@ def test_a_tier_whose_default_domain_would_be_too_long_is_refused(acme_vpc):
     vpc = api.vpc("v", "10.0.0.0/16", domain=long)
     before = counts(cloud)
     err = rpc_error(lambda: api.tier(vpc.id, "web", "10.0.1.0/24"))
-    assert err.code() == Code.INVALID_ARGUMENT and bad_fields(err) == ["network.domain"]
+    assert err.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(err) == ["network.domain"]
     assert counts(cloud) == before
     assert api.tier(vpc.id, "web", "10.0.1.0/24", domain="web.example").domain == "web.example"

@@ -97,19 +97,23 @@ def test_bad_customer_gateways_name_the_field_and_create_nothing(
 
 def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, Any]) -> None:  # noqa: F811
     v, net, gw = world["v"], world["net"], world["gw"]
-    assert gw.public_ip and list(gw.local_cidrs) == ["10.1.0.0/24"]
+    assert gw.public_ip
+    assert list(gw.local_cidrs) == ["10.1.0.0/24"]
     c = v.CreateCustomerGateway(cgw(ike_version=vpb.IKE_VERSION_1))
-    assert c.psk == "" and list(c.peer_cidrs) == ["172.16.1.0/24", "172.16.2.0/24"]
+    assert c.psk == ""
+    assert list(c.peer_cidrs) == ["172.16.1.0/24", "172.16.2.0/24"]
     assert c.dpd_delay_seconds == 10  # the default
     conn = v.CreateVpnConnection(vpb.CreateVpnConnectionRequest(vpn_connection=vpb.VpnConnection(
         vpn_gateway_id=gw.id, customer_gateway_id=c.id)))
-    assert conn.state == pb.OBJECT_STATE_PENDING and conn.network_id == net.id
+    assert conn.state == pb.OBJECT_STATE_PENDING
+    assert conn.network_id == net.id
     # The router config carries it, with the key (only there).
     cfg = build_router_config(cloud.store.router_snapshot(net.router_id))
     [rc] = cfg.vpn_connections
     assert (rc.id, rc.local_address, rc.peer_address, rc.psk, rc.ike_version) == (
         conn.id, gw.public_ip, "192.0.2.2", PSK, 1)
-    assert list(rc.local_cidrs) == ["10.1.0.0/24"] and len(rc.peer_cidrs) == 2
+    assert list(rc.local_cidrs) == ["10.1.0.0/24"]
+    assert len(rc.peer_cidrs) == 2
     strongswan.verify(cfg)  # what the API accepts, the router accepts
     # A second connection to the same peer from this gateway: a conflict.
     err = rpc_error(lambda: v.CreateVpnConnection(vpb.CreateVpnConnectionRequest(
@@ -127,7 +131,8 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
                                                                "172.16.1.0/24"])])])
     record_vpn_status(cloud.store, net.router_id, status)
     got = v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id))
-    assert got.status.ike_state == "ESTABLISHED" and got.status.bytes_in == 840
+    assert got.status.ike_state == "ESTABLISHED"
+    assert got.status.bytes_in == 840
     assert got.status.child_sas[0].remote_ts == ["172.16.1.0/24"]
     assert got.status.update_time.seconds > 0
     # Reset: a new serial in the router config (the router reloads it).
@@ -166,7 +171,7 @@ def test_peer_cidrs_overlapping_the_gateway_networks_are_refused(
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
-@pytest.mark.parametrize("proposal,ike,ok", [
+@pytest.mark.parametrize(("proposal", "ike", "ok"), [
     ("aes256gcm16-prfsha384-ecp384", True, True),
     ("aes256-sha256-modp2048", True, True),
     ("aes128gcm16-prfsha256-curve25519", True, True),
@@ -208,7 +213,9 @@ def test_router_verify_names_the_connection() -> None:
         bad.vpn_connections.append(rvpb.VpnConnection(**{**good, **change}))
         with pytest.raises(ConfigError) as e:
             strongswan.verify(bad)
-        assert words in str(e.value) and e.value.object_id == "c1" and PSK not in str(e.value)
+        assert words in str(e.value)
+        assert e.value.object_id == "c1"
+        assert PSK not in str(e.value)
 
 
 def test_render_is_pure_and_ikev1_splits_children() -> None:
@@ -218,7 +225,8 @@ def test_render_is_pure_and_ikev1_splits_children() -> None:
         local_cidrs=["10.0.0.0/24"], peer_cidrs=["172.16.1.0/24", "172.16.2.0/24"], psk=PSK,
         ike_version=1))
     a, b = strongswan.render(cfg), strongswan.render(cfg)
-    assert a == b and PSK not in a["strongswan.conf"]
+    assert a == b
+    assert PSK not in a["strongswan.conf"]
     conn = strongswan.conn_definition(cfg.vpn_connections[0])
     assert [c["remote_ts"] for c in conn["children"].values()] == [["172.16.1.0/24"],
                                                                    ["172.16.2.0/24"]]
@@ -252,8 +260,10 @@ def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,  # n
             "--peer-cidr", "172.20.0.0/16", "--peer-cidr", "172.21.0.0/16", "--psk-file",
             str(key), "--ike-version", "1", "--ike-proposal", "aes256-sha256-modp2048",
             "--dpd-delay", "5", "--force-encap")
-    assert c["peer_cidrs"] == ["172.20.0.0/16", "172.21.0.0/16"] and not c.get("psk")
-    assert c["ike_version"] == "IKE_VERSION_1" and c["force_encapsulation"] is True
+    assert c["peer_cidrs"] == ["172.20.0.0/16", "172.21.0.0/16"]
+    assert not c.get("psk")
+    assert c["ike_version"] == "IKE_VERSION_1"
+    assert c["force_encapsulation"] is True
     conn = run("vpn", "connection", "create", "--gateway", gw["id"], "--customer-gateway",
                c["id"], "--passive")
     assert conn["passive"] is True
@@ -287,7 +297,8 @@ def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F
                        (vpb.VpnGateway(network_id=tier.id), "vpn_gateway.network_id")):
         err = rpc_error(lambda r=req: v.CreateVpnGateway(vpb.CreateVpnGatewayRequest(
             vpn_gateway=r)))
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and field in bad_fields(err)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in bad_fields(err)
     assert counts(cloud) == before
     gw = v.CreateVpnGateway(vpb.CreateVpnGatewayRequest(vpn_gateway=vpb.VpnGateway(
         vpc_id=vpc.id)))
@@ -301,7 +312,8 @@ def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F
     c = v.CreateCustomerGateway(cgw())
     conn = v.CreateVpnConnection(vpb.CreateVpnConnectionRequest(vpn_connection=vpb.VpnConnection(
         vpn_gateway_id=gw.id, customer_gateway_id=c.id)))
-    assert conn.vpc_id == vpc.id and not conn.network_id
+    assert conn.vpc_id == vpc.id
+    assert not conn.network_id
     [rc] = build_router_config(cloud.store.router_snapshot(vpc.router_id)).vpn_connections
     assert (rc.local_address, list(rc.local_cidrs)) == (vpc.source_nat_ip, ["10.8.0.0/16"])
     assert v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id)).state == \

@@ -88,7 +88,7 @@ class _Tenants(rpc.TenantServiceServicer):
     def __init__(self, fake: Fake) -> None:
         self.fake = fake
 
-    def WhoAmI(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def WhoAmI(self, request: Any, context: Any) -> Any:
         md = self.fake.record("WhoAmI", request, context)
         if md["authorization"] == f"Bearer {ADMIN}":
             return pb.WhoAmIResponse(admin=True)
@@ -99,7 +99,7 @@ class _Zones(rpc.ZoneServiceServicer):
     def __init__(self, fake: Fake) -> None:
         self.fake = fake
 
-    def UpdateZone(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def UpdateZone(self, request: Any, context: Any) -> Any:
         self.fake.record("UpdateZone", request, context)
         return request.zone
 
@@ -108,7 +108,7 @@ class _Networks(rpc.NetworkServiceServicer):
     def __init__(self, fake: Fake) -> None:
         self.fake = fake
 
-    def CreateNetwork(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def CreateNetwork(self, request: Any, context: Any) -> Any:
         self.fake.record("CreateNetwork", request, context)
         net = pb.Network()
         net.CopyFrom(request.network)
@@ -127,18 +127,18 @@ class _Networks(rpc.NetworkServiceServicer):
         )
         return net
 
-    def GetNetwork(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetNetwork(self, request: Any, context: Any) -> Any:
         self.fake.record("GetNetwork", request, context)
         if request.id not in self.fake.networks:
             context.abort(grpc.StatusCode.NOT_FOUND, f"id: network {request.id} not found")
         return self.fake.networks[request.id]
 
-    def ListNetworks(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ListNetworks(self, request: Any, context: Any) -> Any:
         self.fake.record("ListNetworks", request, context)
         items, token = self.fake.page(list(self.fake.networks.values()), request)
         return pb.ListNetworksResponse(networks=items, next_page_token=token)
 
-    def UpdateNetwork(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def UpdateNetwork(self, request: Any, context: Any) -> Any:
         self.fake.record("UpdateNetwork", request, context)
         return request.network
 
@@ -148,7 +148,7 @@ class _Ports(rpc.PortServiceServicer):
         self.fake = fake
         self.polls: dict[str, int] = {}
 
-    def CreatePort(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def CreatePort(self, request: Any, context: Any) -> Any:
         self.fake.record("CreatePort", request, context)
         port = pb.Port()
         port.CopyFrom(request.port)
@@ -157,7 +157,7 @@ class _Ports(rpc.PortServiceServicer):
         self.fake.ports[port.id] = port
         return port
 
-    def GetPort(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetPort(self, request: Any, context: Any) -> Any:
         self.fake.record("GetPort", request, context)
         port = self.fake.ports[request.id]
         self.polls[port.id] = self.polls.get(port.id, 0) + 1
@@ -165,7 +165,7 @@ class _Ports(rpc.PortServiceServicer):
             port.state = pb.OBJECT_STATE_ACTIVE
         return port
 
-    def ListPorts(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def ListPorts(self, request: Any, context: Any) -> Any:
         self.fake.record("ListPorts", request, context)
         items = [
             p
@@ -180,7 +180,7 @@ class _Routers(rpc.RouterServiceServicer):
     def __init__(self, fake: Fake) -> None:
         self.fake = fake
 
-    def GetRouter(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def GetRouter(self, request: Any, context: Any) -> Any:
         self.fake.record("GetRouter", request, context)
         r = self.fake.routers[request.id]
         if r.applied_generation < r.desired_generation:
@@ -189,7 +189,7 @@ class _Routers(rpc.RouterServiceServicer):
             r.state = pb.ROUTER_STATE_ACTIVE
         return r
 
-    def RestartRouter(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def RestartRouter(self, request: Any, context: Any) -> Any:
         self.fake.record("RestartRouter", request, context)
         r = self.fake.routers[request.id]
         r.desired_generation += 1

@@ -67,7 +67,8 @@ def test_token_from_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_missing_token_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["whoami"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cloudnet: error: no API token") and err.count("\n") == 1
+    assert err.startswith("cloudnet: error: no API token")
+    assert err.count("\n") == 1
 
 
 # ------------------------------------------------------------- usage
@@ -111,7 +112,8 @@ def test_update_without_fields_is_a_usage_error(
 ) -> None:
     assert cli.main(["--token", "t", "--server", "127.0.0.1:1", *argv]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cloudnet: error: ") and err.count("\n") == 1
+    assert err.startswith("cloudnet: error: ")
+    assert err.count("\n") == 1
 
 
 # -------------------------------------------------- request mapping
@@ -170,7 +172,8 @@ def test_network_create_request() -> None:
     assert list(n.domain_search) == ["a.test"]
     assert (n.mtu, n.lease_seconds) == (1400, 600)
     minimal = cli.build_network_create(parse("network", "create", "x", "--cidr", "10.0.0.0/29"))
-    assert minimal.network.gateway == "" and minimal.network.mtu == 0
+    assert minimal.network.gateway == ""
+    assert minimal.network.mtu == 0
 
 
 def test_network_update_mask() -> None:

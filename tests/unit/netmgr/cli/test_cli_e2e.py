@@ -63,7 +63,8 @@ class Cli:
         rc, out, err = self.run(token, *argv, tenant=tenant)
         assert rc == 1, (out, err)
         assert out == ""
-        assert err.count("\n") == 1 and err.startswith("cloudnet: error: "), err
+        assert err.count("\n") == 1, err
+        assert err.startswith("cloudnet: error: "), err
         assert "Traceback" not in err
         return err.strip()
 
@@ -81,9 +82,11 @@ def c(server: str, capsys: pytest.CaptureFixture[str]) -> Cli:
 def tenant(c: Cli) -> tuple[str, str]:
     """(tenant id, tenant token secret) created through the CLI as admin."""
     t = c.json(ADMIN, "tenant", "create", "acme")
-    assert t["name"] == "acme" and t["id"]
+    assert t["name"] == "acme"
+    assert t["id"]
     tok = c.json(ADMIN, "token", "create", t["id"], "--name", "ci")
-    assert tok["secret"] and tok["token"]["tenant_id"] == t["id"]
+    assert tok["secret"]
+    assert tok["token"]["tenant_id"] == t["id"]
     return t["id"], tok["secret"]
 
 
@@ -98,36 +101,43 @@ def test_admin_manages_tenants_and_tokens(c: Cli, tenant: tuple[str, str]) -> No
 
     out = c.ok(ADMIN, "token", "create", tid)  # table output shows the secret once
     new_secret = dict((r[0], r[-1]) for r in table(out)[1:])["secret"]
-    assert new_secret and new_secret != secret
+    assert new_secret
+    assert new_secret != secret
     tokens = c.json(ADMIN, "token", "list", tid)
-    assert isinstance(tokens, list) and len(tokens) == 2
+    assert isinstance(tokens, list)
+    assert len(tokens) == 2
     assert all("secret" not in t for t in tokens)
     other = next(t["id"] for t in tokens if t["name"] != "ci")
     assert c.ok(ADMIN, "token", "delete", other).strip() == f"Deleted token {other}"
     c.fails(new_secret, "whoami")
 
     me = c.json(secret, "whoami")
-    assert me["admin"] is False and me["tenant_id"] == tid
+    assert me["admin"] is False
+    assert me["tenant_id"] == tid
 
 
 def test_tenant_networks_and_ports(c: Cli, tenant: tuple[str, str]) -> None:
     tid, tok = tenant
     net = c.json(tok, "network", "create", "web", "--cidr", "10.20.0.0/24", "--dns", "1.1.1.1")
-    assert net["cidr"] == "10.20.0.0/24" and net["tenant_id"] == tid
+    assert net["cidr"] == "10.20.0.0/24"
+    assert net["tenant_id"] == tid
     assert net["gateway"] == "10.20.0.1"
     assert net["dns_servers"] == ["1.1.1.1"]
     nid = net["id"]
 
     p1 = c.json(tok, "port", "create", nid, "--hostname", "vm1", "--name", "first")
     p2 = c.json(tok, "port", "create", nid, "--hostname", "vm2", "--ip", "10.20.0.50")
-    assert p2["ip"] == "10.20.0.50" and p1["ip"] and p1["mac"]
+    assert p2["ip"] == "10.20.0.50"
+    assert p1["ip"]
+    assert p1["mac"]
 
     # table: a header, one aligned row per port, state without its prefix
     rows = table(c.ok(tok, "port", "list", "--network", nid))
     assert rows[0] == ["ID", "NAME", "NETWORK", "IP", "MAC", "HOSTNAME", "STATE"]
     by_id = {r[0]: r for r in rows[1:]}
     assert set(by_id) == {p1["id"], p2["id"]}
-    assert by_id[p2["id"]][3] == "10.20.0.50" and by_id[p2["id"]][5] == "vm2"
+    assert by_id[p2["id"]][3] == "10.20.0.50"
+    assert by_id[p2["id"]][5] == "vm2"
     assert all(not r[6].startswith("OBJECT_STATE") for r in rows[1:])
     widths = {len(line) - len(line.lstrip()) for line in c.ok(tok, "port", "list").splitlines()}
     assert widths == {0}
@@ -168,7 +178,7 @@ def test_tenant_networks_and_ports(c: Cli, tenant: tuple[str, str]) -> None:
 
 
 def test_pagination_against_the_server(server: str, c: Cli, tenant: tuple[str, str]) -> None:
-    tid, tok = tenant
+    _tid, tok = tenant
     nid = c.json(tok, "network", "create", "pg", "--cidr", "10.30.0.0/24")["id"]
     with Client(server, tok) as client:
         for i in range(7):
@@ -176,7 +186,8 @@ def test_pagination_against_the_server(server: str, c: Cli, tenant: tuple[str, s
                 pb.CreatePortRequest(port=pb.Port(network_id=nid, name=f"p{i}"))
             )
         pages = list(paginate(client.ports.ListPorts, pb.ListPortsRequest(), "ports", page_size=3))
-    assert len(pages) == 7 and len({p.id for p in pages}) == 7
+    assert len(pages) == 7
+    assert len({p.id for p in pages}) == 7
     assert len(c.json(tok, "port", "list")) == 7
     assert len(c.json(tok, "port", "list", "--limit", "4")) == 4
 
@@ -212,4 +223,6 @@ def test_unreachable_server(unused_addr: str, capsys: pytest.CaptureFixture[str]
     rc = cli.main(["--server", unused_addr, "--token", ADMIN, "tenant", "list"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.count("\n") == 1 and unused_addr in err and "UNAVAILABLE" in err
+    assert err.count("\n") == 1
+    assert unused_addr in err
+    assert "UNAVAILABLE" in err

@@ -112,7 +112,8 @@ def test_unreachable_server(unused_addr: str, capsys: pytest.CaptureFixture[str]
     addr = unused_addr
     rc = cli.main(["--server", addr, "--token", "x", "--timeout", "5", "network", "list"])
     out, err = capsys.readouterr()
-    assert rc == 1 and out == ""
+    assert rc == 1
+    assert out == ""
     assert err.count("\n") == 1
     assert err.startswith(
         f"cloudnet: error: UNAVAILABLE: cannot reach the cloudnet server at {addr}"

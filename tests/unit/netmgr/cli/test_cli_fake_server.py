@@ -131,7 +131,7 @@ def test_network_create_wait_polls_the_router(
 
 
 def test_port_create_wait(fake_server: tuple[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    addr, fake = fake_server
+    addr, _fake = fake_server
     cli.main(run(addr, "network", "create", "a", "--cidr", "10.0.0.0/24"))
     capsys.readouterr()
     assert cli.main(run(addr, "-o", "json", "port", "create", "net-1", "--wait")) == 0
@@ -155,7 +155,7 @@ def test_wait_timeout_fails_with_the_last_state(
 def test_router_restart_wait(
     fake_server: tuple[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    addr, fake = fake_server
+    addr, _fake = fake_server
     cli.main(run(addr, "network", "create", "a", "--cidr", "10.0.0.0/24", "--wait"))
     capsys.readouterr()
     assert cli.main(run(addr, "-o", "json", "router", "restart", "r-1", "--wait")) == 0
@@ -181,5 +181,7 @@ def test_progress_only_on_a_tty() -> None:
     p.update("waiting")
     p.done()
     text = tty.getvalue()
-    assert "\rwaiting" not in text and "| waiting for router r-1" in text
-    assert text.endswith("\r") and "\n" not in text
+    assert "\rwaiting" not in text
+    assert "| waiting for router r-1" in text
+    assert text.endswith("\r")
+    assert "\n" not in text

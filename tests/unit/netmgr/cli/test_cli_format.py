@@ -39,7 +39,7 @@ def test_table_escapes_control_characters() -> None:
 
 
 def test_table_rejects_ragged_rows() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="row has 1 cells, expected 2"):
         format_table(["A", "B"], [["only one"]])
 
 
@@ -95,16 +95,20 @@ def test_list_columns_of_routers() -> None:
     )
     header, row = format_list("Router", [r]).splitlines()
     assert header.split()[:3] == ["ID", "NETWORK", "STATE"]
-    assert "PROVISIONING" in row and "3/4" in row
+    assert "PROVISIONING" in row
+    assert "3/4" in row
     assert "ROUTER_STATE" not in row
 
 
 def test_json_uses_proto_field_names_and_arrays() -> None:
     n = pb.Network(id="n-1", name="web", cidr="10.0.0.0/24", dns_servers=["1.1.1.1"])
     one = json.loads(to_json(n))
-    assert one["dns_servers"] == ["1.1.1.1"] and one["cidr"] == "10.0.0.0/24"
+    assert one["dns_servers"] == ["1.1.1.1"]
+    assert one["cidr"] == "10.0.0.0/24"
     many = json.loads(to_json([n, n]))
-    assert isinstance(many, list) and len(many) == 2 and many[0]["id"] == "n-1"
+    assert isinstance(many, list)
+    assert len(many) == 2
+    assert many[0]["id"] == "n-1"
     assert json.loads(to_json([])) == []
     p = json.loads(to_json(pb.Port(state=pb.OBJECT_STATE_ACTIVE)))
     assert p["state"] == "OBJECT_STATE_ACTIVE"

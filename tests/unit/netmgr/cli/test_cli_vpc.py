@@ -34,11 +34,13 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
         return c.json(ADMIN, *argv, tenant=tenant)
 
     vpc = j("vpc", "create", "shop", "--cidr", "10.20.0.0/16")
-    assert vpc["cidr"] == "10.20.0.0/16" and vpc["source_nat_ip"]
+    assert vpc["cidr"] == "10.20.0.0/16"
+    assert vpc["source_nat_ip"]
     acl = j("acl", "create", vpc["id"], "db-rules")
     web = j("tier", "create", vpc["id"], "web", "--cidr", "10.20.1.0/24")
     db = j("tier", "create", vpc["id"], "db", "--cidr", "10.20.2.0/24", "--acl", acl["id"])
-    assert db["acl_id"] == acl["id"] and web["vpc_id"] == vpc["id"]
+    assert db["acl_id"] == acl["id"]
+    assert web["vpc_id"] == vpc["id"]
     r1 = j("acl", "rule-create", acl["id"], "--number", "200", "--action", "allow",
            "--direction", "ingress", "--protocol", "all")
     j("acl", "rule-create", acl["id"], "--number", "100", "--action", "deny",
@@ -48,10 +50,12 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
     assert [(r["number"], r["action"]) for r in rules] == [
         (100, "ACL_ACTION_DENY"), (200, "ACL_ACTION_ALLOW")]
     table = c.ok(ADMIN, "acl", "rules", acl["id"], tenant=tenant)
-    assert "80-81" in table and "10.20.1.0/24" in table
+    assert "80-81" in table
+    assert "10.20.1.0/24" in table
     moved = j("acl", "rule-update", r1["id"], "--number", "50", "--action", "allow",
               "--direction", "ingress", "--protocol", "icmp", "--icmp-type", "8")
-    assert moved["number"] == 50 and moved["icmp_type"] == 8
+    assert moved["number"] == 50
+    assert moved["icmp_type"] == 8
     j("acl", "replace", db["id"], DEFAULT_DENY_ID)
     assert j("vpc", "show", vpc["id"])["tier_ids"] == [web["id"], db["id"]]
     names = [a["name"] for a in j("acl", "list", vpc["id"])]
@@ -66,7 +70,8 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
     rc, _, err = c.run(ADMIN, "acl", "rule-create", acl["id"], "--number", "300",
                        "--action", "deny", "--direction", "egress", "--protocol", "sctpish",
                        tenant=tenant)
-    assert rc == 1 and "rule.protocol" in err
+    assert rc == 1
+    assert "rule.protocol" in err
     for argv in (("route", "delete", route["id"]), ("private-gateway", "delete", pg["id"]),
                  ("acl", "rule-delete", r1["id"]), ("network", "delete", web["id"]),
                  ("network", "delete", db["id"]), ("acl", "delete", acl["id"]),

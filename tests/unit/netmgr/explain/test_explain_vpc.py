@@ -37,23 +37,29 @@ def test_explain_names_the_acl_rule_that_decides(acme_vpc):
                             metadata=api.md, timeout=10)
 
     r = explain(pw.id, f"{pd.ip}:80/tcp")
-    assert not r.allowed and (r.decided_by_kind, r.decided_by_id) == ("aclrule", deny80.id)
+    assert not r.allowed
+    assert (r.decided_by_kind, r.decided_by_id) == ("aclrule", deny80.id)
     assert "rule 100" in r.reason
     r = explain(pw.id, f"{pd.ip}:8080/tcp")
-    assert r.allowed and r.decided_by_id == allow_all.id
+    assert r.allowed
+    assert r.decided_by_id == allow_all.id
     assert [s.object_kind for s in r.steps] == ["network", "vpc", "aclrule", "aclrule"]
     # The reply direction of db has no egress rule: a new flow from db is denied.
     r = explain(pd.id, f"{pw.ip}:22/tcp")
-    assert not r.allowed and r.decided_by_kind == "acl-default-deny"
+    assert not r.allowed
+    assert r.decided_by_kind == "acl-default-deny"
     # Lower number first: an allow at 50 beats the deny at 100.
     rule(50, ALLOW, IN, "tcp", port=80, cidrs=[web.cidr])
     assert explain(pw.id, f"{pd.ip}:80/tcp").allowed
     # Out of the VPC: the tier's egress list first (db's has no egress rule).
     r = explain(pd.id, "198.51.100.10:80/tcp")
-    assert not r.allowed and r.decided_by_kind == "acl-default-deny"
+    assert not r.allowed
+    assert r.decided_by_kind == "acl-default-deny"
     r = explain(pw.id, "198.51.100.10:80/tcp")
-    assert r.allowed and [s.object_kind for s in r.steps][-1] == "snat"
+    assert r.allowed
+    assert [s.object_kind for s in r.steps][-1] == "snat"
     api.ReplaceNetworkAcl(vpb.ReplaceNetworkAclRequest(network_id=web.id,
                                                        acl_id=DEFAULT_DENY_ID))
     r = explain(pw.id, f"{pd.ip}/icmp")
-    assert not r.allowed and r.decided_by_id == DEFAULT_DENY_ID
+    assert not r.allowed
+    assert r.decided_by_id == DEFAULT_DENY_ID

@@ -28,7 +28,8 @@ def test_page_sizes(asked: int, got: int) -> None:
 def test_tokens_round_trip_and_are_opaque() -> None:
     when = dt.datetime(2026, 1, 2, 3, 4, 5, 6789, tzinfo=dt.UTC)
     token = encode_token(when, "abc")
-    assert "abc" not in token and "=" not in token
+    assert "abc" not in token
+    assert "=" not in token
     assert decode_token(token) == Cursor(when.replace(tzinfo=None), "abc")
     assert page_request(0, token).after == Cursor(when.replace(tzinfo=None), "abc")
 

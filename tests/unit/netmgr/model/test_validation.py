@@ -97,7 +97,8 @@ def test_bad_networks_name_the_field(spec: NetworkSpec, field: str) -> None:
     assert field in fields_of(exc)
     message = str(exc.value)
     assert message.startswith(f"{fields_of(exc)[0]}: ")
-    assert "\n" not in message and message.isprintable()
+    assert "\n" not in message
+    assert message.isprintable()
 
 
 def test_all_violations_are_reported_at_once() -> None:
@@ -135,7 +136,8 @@ def test_placement(cidr: str, others: list[str], problem: str | None) -> None:
     if problem is None:
         assert found == []
     else:
-        assert found[0].field == "network.cidr" and problem in found[0].reason
+        assert found[0].field == "network.cidr"
+        assert problem in found[0].reason
 
 
 @pytest.mark.parametrize(("hostname", "ok"), [
@@ -181,7 +183,8 @@ def test_bad_ports(spec: PortSpec, field: str) -> None:
 def test_port_normalisation() -> None:
     spec = check_port_spec(PortSpec(network_id=NET_ID.upper(), mac="02:AA:bb:CC:dd:EE",
                                     name="Web server #1", device_id="vm-1:a.b_c"))
-    assert spec.network_id == NET_ID and spec.mac == "02:aa:bb:cc:dd:ee"
+    assert spec.network_id == NET_ID
+    assert spec.mac == "02:aa:bb:cc:dd:ee"
 
 
 @pytest.mark.parametrize(("ip", "problem"), [

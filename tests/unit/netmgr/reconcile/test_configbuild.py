@@ -41,10 +41,13 @@ def test_interfaces_carry_addresses_macs_and_segments():
     by_role = {i.role: i for i in cfg.interfaces}
     public, guest = by_role[pb.INTERFACE_ROLE_PUBLIC], by_role[pb.INTERFACE_ROLE_GUEST]
     assert list(public.addresses) == ["203.0.113.10/24"]
-    assert public.mac == ROUTER.public_mac and public.segment_id == 0
+    assert public.mac == ROUTER.public_mac
+    assert public.segment_id == 0
     assert list(guest.addresses) == ["10.1.1.1/24"]
-    assert guest.mac == ROUTER.guest_mac and guest.segment_id == NET.vlan_id
-    assert guest.mtu == 1400 and guest.network_id == NET.id
+    assert guest.mac == ROUTER.guest_mac
+    assert guest.segment_id == NET.vlan_id
+    assert guest.mtu == 1400
+    assert guest.network_id == NET.id
     assert len(guest.name) <= 15
 
 
@@ -80,4 +83,6 @@ def test_pure_same_snapshot_same_bytes_whatever_the_port_order():
 @pytest.mark.parametrize("net_id", ["6f1c2a9e-0000-4000-8000-000000000001", "abcdef01-2345"])
 def test_guest_interface_names_fit_ifnamsiz(net_id):
     name = guest_interface_name(net_id)
-    assert len(name) <= 15 and name.isascii() and " " not in name
+    assert len(name) <= 15
+    assert name.isascii()
+    assert " " not in name

@@ -55,7 +55,8 @@ def test_changes_merge_in_order_last_word_wins():
     assert (delta.base_generation, delta.generation) == (4, 8)
     assert {(r.kind, r.id) for r in delta.removed} == {
         ("portforward", "pf1"), ("firewall", "fw9"), ("staticnat", "s1")}
-    assert list(delta.port_forwards) == [a2] and not delta.static_nats
+    assert list(delta.port_forwards) == [a2]
+    assert not delta.static_nats
 
 
 class Store:
@@ -105,12 +106,14 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     deltas.record("r", 4, added=[f])
     assert deltas.push("r") is None  # base unknown: no full push acknowledged yet
     deltas.acknowledged("r", 3)
-    assert deltas.push("r") is None and not servicer.seen  # generation 5 has no change
+    assert deltas.push("r") is None
+    assert not servicer.seen
     deltas.record("r", 5, removed=[("firewall", "fw1")])
     assert deltas.push("r") is True
     (sent,) = servicer.seen
     assert (sent.base_generation, sent.generation) == (3, 5)
-    assert list(sent.port_forwards) == [f] and [r.id for r in sent.removed] == ["pf1", "fw1"]
+    assert list(sent.port_forwards) == [f]
+    assert [r.id for r in sent.removed] == ["pf1", "fw1"]
     assert store.applied == [5]
     # The agent runs something else (restarted with an older config): stale,
     # the base is forgotten, so the next push is a full one.
@@ -118,11 +121,13 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     store.desired = 6
     deltas.record("r", 6, removed=[("portforward", "pf1")])
     assert deltas.push("r") is None
-    assert deltas.push("r") is None and len(servicer.seen) == 2
+    assert deltas.push("r") is None
+    assert len(servicer.seen) == 2
     # A change already carried by a full push is not recorded again.
     deltas.acknowledged("r", 6)
     deltas.record("r", 6, added=[f])
-    assert deltas.push("r") is None and len(servicer.seen) == 2
+    assert deltas.push("r") is None
+    assert len(servicer.seen) == 2
 
 
 def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(agent):

@@ -76,7 +76,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         self.reject = False
         self.lock = threading.Lock()
 
-    def ApplyConfig(self, request, context):  # noqa: N802
+    def ApplyConfig(self, request, context):
         with self.lock:
             if self.fail_next:
                 self.fail_next -= 1
@@ -93,12 +93,12 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
             self.held[cfg.router_id] = st
             return pb.ApplyConfigResponse(status=st)
 
-    def ListRouterStatus(self, request, context):  # noqa: N802
+    def ListRouterStatus(self, request, context):
         with self.lock:
             return pb.ListRouterStatusResponse(routers=list(self.held.values()),
                                                agent_id="a", boot_id=self.boot_id)
 
-    def DeleteRouter(self, request, context):  # noqa: N802
+    def DeleteRouter(self, request, context):
         with self.lock:
             self.held.pop(request.router_id, None)
             self.deleted.append(request.router_id)
@@ -201,7 +201,7 @@ def test_unreachable_agent_is_shown_then_recovers(store):
         r.stop()
 
 
-class socket_port:  # noqa: N801 - a tiny context manager
+class socket_port:
     def __enter__(self) -> int:
         import socket
 

@@ -36,7 +36,8 @@ def test_tokens_differ_per_router_and_generation_and_need_the_key(tmp_path) -> N
     assert t1 == derive_token(key, RID, 1)
     assert len({t1, derive_token(key, RID, 2), derive_token(key, RID[:-1] + "b", 1),
                 derive_token(b"another key of enough length......", RID, 1)}) == 4
-    assert token_hash(t1) != t1 and len(token_hash(t1)) == 64
+    assert token_hash(t1) != t1
+    assert len(token_hash(t1)) == 64
 
 
 def test_router_vm_settings_are_typed_and_named() -> None:
@@ -44,7 +45,7 @@ def test_router_vm_settings_are_typed_and_named() -> None:
     assert (cfg.memory_mib, cfg.grace_seconds, cfg.control_netns) == (384, 2.5, "x")
     with pytest.raises(ValueError, match="memry_mib"):
         router_vm_config({"memry_mib": "1"})
-    with pytest.raises(ValueError, match="router_vm.vcpus"):
+    with pytest.raises(ValueError, match=r"router_vm\.vcpus"):
         router_vm_config({"vcpus": "two"})
 
 
@@ -100,7 +101,8 @@ def test_domain_xml_carries_oem_strings_and_the_secret_only_as_a_file() -> None:
     plain = ET.fromstring(lv.domain_xml(
         name="n", uuid=RID, accel="qemu", vcpus=1, memory_mib=64, image=IMAGE, overlay="/o",
         console="/c", hostname="h", interfaces=[]))
-    assert plain.find("sysinfo") is None and plain.find("os/smbios") is None
+    assert plain.find("sysinfo") is None
+    assert plain.find("os/smbios") is None
 
 
 def test_control_addresses_are_allocated_once_and_kept(tmp_path) -> None:
@@ -148,7 +150,8 @@ def test_console_is_tenant_scoped_and_only_for_vm_routers(cloud, acme) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND
     err = rpc_error(lambda: stub.GetRouterConsole(
         rvpb.GetRouterConsoleRequest(id="x"), metadata=api.metadata, timeout=10))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_fields(err)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(err)
     err = rpc_error(lambda: stub.GetRouterConsole(
         rvpb.GetRouterConsoleRequest(id=net.router_id), timeout=10))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED

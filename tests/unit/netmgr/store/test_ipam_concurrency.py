@@ -60,7 +60,8 @@ def test_parallel_ports_get_distinct_ips_and_macs(cloud: Cloud,
     assert router.desired_generation == 1 + total
     assert sorted(p.id for p in ports) == sorted(
         p.id for p in api.ListPorts(pb.ListPortsRequest(page_size=500)).ports)
-    assert len(set(cloud.hooks.notified)) == 1 and len(cloud.hooks.notified) == total + 1
+    assert len(set(cloud.hooks.notified)) == 1
+    assert len(cloud.hooks.notified) == total + 1
     assert cloud.row_counts()["ports"] == total
 
 
@@ -80,7 +81,8 @@ def test_parallel_networks_get_distinct_vlans_and_public_ips(cloud: Cloud) -> No
     assert len({n.source_nat_ip for n in networks}) == total
     routers = cloud.store.list_routers_all()
     macs = [m for r in routers for m in (r.public_mac, r.guest_mac)]
-    assert len(routers) == total and len(set(macs)) == 2 * total
+    assert len(routers) == total
+    assert len(set(macs)) == 2 * total
     counts = cloud.row_counts()
     assert (counts["networks"], counts["routers"], counts["public_ips"]) == (total,) * 3
 
@@ -123,7 +125,9 @@ def test_a_collision_on_a_unique_constraint_is_retried(
 
         monkeypatch.setattr(ipam, "allocate_mac", stale_then_real)
         second = store.create_port(tenant.id, PortSpec(network_id=net.id))
-        assert len(calls) == 2 and second.mac != first.mac and second.ip != first.ip
+        assert len(calls) == 2
+        assert second.mac != first.mac
+        assert second.ip != first.ip
         # The failed attempt burnt nothing: the generation moved by one.
         assert store.router_snapshot(net.router_id).router.desired_generation == 3
     finally:

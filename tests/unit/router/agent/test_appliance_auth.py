@@ -91,5 +91,6 @@ def test_appliance_agent_serves_its_router_only(tmp_path):
     with pytest.raises(RequestError, match="serves router r1 only"):
         agent.runtime("r2")
     rt = agent.runtime("r1")
-    assert rt.ctx.router_id == "r1" and rt.ctx.fabric is agent.appliance_fabric
+    assert rt.ctx.router_id == "r1"
+    assert rt.ctx.fabric is agent.appliance_fabric
     assert agent.appliance_fabric.router_netns == rt.ctx.netns

@@ -26,8 +26,10 @@ RULESET = '''table inet cloudnet { # handle 7
 
 def test_counters_map_rules_to_objects():
     counters = {c.handle: c for c in show.parse_counters(RULESET)}
-    assert counters[9].packets == 12 and counters[9].bytes == 3400
-    assert counters[9].chain == "forward" and counters[9].table == "inet cloudnet"
+    assert counters[9].packets == 12
+    assert counters[9].bytes == 3400
+    assert counters[9].chain == "forward"
+    assert counters[9].table == "inet cloudnet"
     assert (counters[12].object_kind, counters[12].object_id) == ("firewall-default", "drop")
     assert (counters[20].object_kind, counters[20].object_id) == ("port-forward", "pf-1")
     assert "# handle" not in counters[20].rule
@@ -40,7 +42,8 @@ def test_conntrack_line_with_snat():
     assert e is not None
     assert (e.protocol, e.state, e.source, e.destination_port) == ("tcp", "ESTABLISHED",
                                                                    "10.1.1.2", 80)
-    assert e.reply_destination == "203.0.113.10" and e.nat == "snat"
+    assert e.reply_destination == "203.0.113.10"
+    assert e.nat == "snat"
     assert show.parse_conntrack_line("conntrack v1.4.7 (conntrack-tools): 1 flow entries") is None
 
 
@@ -53,7 +56,9 @@ def test_trace_lines():
     assert rule.nat_target == "10.0.0.5:80"
     assert rule.verdict.startswith("dnat to 10.0.0.5:80")
     pol = trace.parse_line("trace id 0a1b inet cloudnet input policy drop ")
-    assert pol is not None and pol.verdict == "drop" and pol.object_kind == "firewall-default"
+    assert pol is not None
+    assert pol.verdict == "drop"
+    assert pol.object_kind == "firewall-default"
     assert trace.parse_line("add table inet x") is None
 
 
@@ -75,7 +80,8 @@ def test_trace_match_and_table():
                                          protocol="tcp", port=22))
     assert m == "ip saddr 10.0.0.0/24 ip daddr 203.0.113.10 tcp dport 22"
     text = trace.table_text("cloudnet-trace-x", m)
-    assert "meta nftrace set 1" in text and "priority -350" in text
+    assert "meta nftrace set 1" in text
+    assert "priority -350" in text
 
 
 @pytest.mark.parametrize(("kw", "field"), [

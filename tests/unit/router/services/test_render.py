@@ -29,7 +29,8 @@ def test_dnsmasq_serves_only_guest_interfaces_and_static_hosts() -> None:
                    "domain=tenant.test,10.10.0.0/24"):
         assert needed in conf
     assert "dhcp-range=set:net-g-net1,10.10.0.0,static,255.255.255.0,3600" in conf
-    assert "server=198.51.100.10" in conf and "server=198.51.100.11" in conf
+    assert "server=198.51.100.10" in conf
+    assert "server=198.51.100.11" in conf
 
 
 def test_dnsmasq_options_per_network() -> None:
@@ -77,7 +78,8 @@ def test_nftables_replaces_the_table_atomically() -> None:
 def test_nftables_policies_and_snat() -> None:
     text = nftables.render(good_config())["cloudnet.nft"]
     chains = {c.split("{", 1)[0].strip(): c for c in text.split("chain ")[1:]}
-    assert "policy drop" in chains["input"] and "policy drop" in chains["forward"]
+    assert "policy drop" in chains["input"]
+    assert "policy drop" in chains["forward"]
     for chain in ("input", "forward"):
         # After "name {" and "type ...": the first rule with a verdict accepts
         # established traffic (a rule before it may only count, per LB element).
@@ -88,7 +90,8 @@ def test_nftables_policies_and_snat() -> None:
                    for r in rules[:rules.index(first_verdict)])
     assert 'oifname "pub0" ip saddr 10.10.0.0/24 counter snat ip to 203.0.113.10' in text
     assert "masquerade" not in text
-    assert 'elements = { "g-net1" }' in text and 'elements = { "pub0" }' in text
+    assert 'elements = { "g-net1" }' in text
+    assert 'elements = { "pub0" }' in text
     # every rule that decides something counts its packets
     for line in directives(text):
         if line.strip().endswith(("accept", "drop")) or " accept comment" in line or \
@@ -98,14 +101,17 @@ def test_nftables_policies_and_snat() -> None:
 
 def test_interfaces_render_lists_links_and_routes() -> None:
     text = interfaces.render(good_config())["interfaces.json"]
-    assert '"g-net1"' in text and '"0.0.0.0/0"' in text and '"net.ipv4.ip_forward": "1"' in text
+    assert '"g-net1"' in text
+    assert '"0.0.0.0/0"' in text
+    assert '"net.ipv4.ip_forward": "1"' in text
 
 
 def test_fabric_port_names_are_short_and_stable() -> None:
     a = interfaces.fabric_port_name("router-a", "g-net1")
     assert a == interfaces.fabric_port_name("router-a", "g-net1")
     assert a != interfaces.fabric_port_name("router-b", "g-net1")
-    assert len(a) == 11 and a.startswith("r")
+    assert len(a) == 11
+    assert a.startswith("r")
 
 
 def test_templates_refuse_undefined_variables() -> None:
@@ -125,4 +131,6 @@ def test_one_cached_environment() -> None:
     env = templating.environment()
     assert env is templating.environment()
     assert env.undefined is jinja2.StrictUndefined
-    assert env.trim_blocks and env.lstrip_blocks and not env.autoescape
+    assert env.trim_blocks
+    assert env.lstrip_blocks
+    assert not env.autoescape

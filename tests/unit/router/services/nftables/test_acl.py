@@ -54,7 +54,8 @@ def test_rules_are_in_number_order_with_their_verdicts_and_a_final_deny():
         f'counter drop comment "cn:acl-default-deny:{ACL}"',
     ]
     text = nftables.render(cfg)[nftables.RULESET]
-    assert "iifname vmap @acl_out" in text and "oifname vmap @acl_in" in text
+    assert "iifname vmap @acl_out" in text
+    assert "oifname vmap @acl_in" in text
     # Conntrack first: the ACL lines come after the established shortcut.
     assert text.index("ct state established,related counter accept") < text.index(
         "iifname vmap @acl_out")

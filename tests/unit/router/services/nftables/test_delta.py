@@ -189,7 +189,8 @@ def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
     journal.write_bytes(b"\x00\x00\x00\x00")  # one (empty) delta
     edge_journal._compacting.add(ctx.netns)
     edge_journal._compact(rt)  # type: ignore[arg-type]
-    assert not journal.exists() and ctx.netns not in edge_journal._compacting
+    assert not journal.exists()
+    assert ctx.netns not in edge_journal._compacting
     written = pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes())
     assert written == cfg
     # A change while writing: the older snapshot is not swapped in.
