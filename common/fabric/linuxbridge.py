@@ -1,14 +1,4 @@
-"""The host fabric: how router and guest NICs reach their network's segment.
-
-A *segment* is the isolation unit of a network (its VLAN ID); segment 0 is
-the provider (public) segment. Whatever sits behind this interface (today one
-Linux bridge per segment inside a fabric network namespace; later Open vSwitch
-with VLAN access ports, or a bridge per VXLAN VNI), callers only plug and
-unplug NICs by segment.
-
-Implementations: `LinuxBridgeFabric` (here), `common.fabric.ovs.OvsFabric` (VLAN
-access ports on an Open vSwitch bridge) and `common.fabric.vxlan.VxlanFabric` (a
-Linux bridge per VXLAN VNI).
+"""A Linux bridge per segment, inside a fabric network namespace of its own.
 
 Keeping the bridges inside a namespace of their own leaves the host's root
 namespace untouched, and lets several independent fabrics (one per test)
@@ -19,84 +9,14 @@ from __future__ import annotations
 
 import errno
 import logging
-from typing import Protocol
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from common import netns as forkfree_netns
+from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
+from common.netns import ensure_netns, nic_has_mac, remove_netns
 
 log = logging.getLogger(__name__)
-
-# Every process that plugs NICs also talks gRPC; pyroute2's fork()ing
-# namespace helpers crash next to gRPC threads (see compute/netns.py).
-forkfree_netns.install()
-
-PROVIDER_SEGMENT = 0
-IFNAMSIZ = 15
-
-
-class FabricError(Exception):
-    """A fabric operation failed; the message names the port or segment."""
-
-
-class Fabric(Protocol):
-    def setup(self) -> None:
-        """Create the fabric's switch (namespace, bridge). Idempotent."""
-
-    def plug(
-        self, port: str, segment: int, target_netns: str, ifname: str, mac: str, mtu: int = 0
-    ) -> None:
-        """Connect NIC `ifname` (with `mac`) in `target_netns` to `segment`.
-
-        `port` is the fabric-side name of the attachment, unique in the
-        fabric. Idempotent: an existing, correct attachment is left alone.
-        """
-
-    def unplug(self, port: str) -> None:
-        """Remove an attachment (and so its NIC). Idempotent."""
-
-    def ports(self) -> set[str]:
-        """The fabric-side names of every attachment, for sweeping stale ones."""
-
-
-def ensure_netns(name: str) -> None:
-    try:
-        netns.create(name)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        if e.errno != errno.EEXIST:
-            raise
-    with IPRoute(netns=name, flags=0) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-
-
-def remove_netns(name: str) -> None:
-    try:
-        netns.remove(name)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
-
-
-def netns_exists(name: str) -> bool:
-    return name in netns.listnetns()
-
-
-def nic_has_mac(netns_name: str, ifname: str, mac: str) -> bool:
-    """Interface `ifname` exists in namespace `netns_name` with MAC `mac`."""
-    try:
-        with IPRoute(netns=netns_name, flags=0) as ipr:
-            found = ipr.link_lookup(ifname=ifname)
-            if not found:
-                return False
-            link = ipr.get_links(found[0])[0]
-    except FileNotFoundError:
-        return False
-    return str(link.get("IFLA_ADDRESS")).lower() == mac.lower()
 
 
 class LinuxBridgeFabric:

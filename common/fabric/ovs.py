@@ -30,8 +30,8 @@ import subprocess
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns, nic_has_mac
-from common.netns import run_in_netns
+from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
+from common.netns import ensure_netns, nic_has_mac, run_in_netns
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ import logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns
+from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.fabric.ovs import NO_OFFLOAD_DRIVER
+from common.netns import ensure_netns
 
 log = logging.getLogger(__name__)
 
