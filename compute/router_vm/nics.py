@@ -23,11 +23,10 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
-import grpc
 import libvirt
 from cloudnet.compute.v1 import router_vm_pb2 as pb
 
-from common.grpc_errors import DomainError, InvalidArgument, Violation
+from common.grpc_errors import InvalidArgument, Unavailable, Violation
 from compute import libvirt_driver as lv
 from compute.host import VmFabric
 
@@ -39,12 +38,6 @@ MAX_NICS = 16
 # Under TCG a guest takes seconds to answer an ACPI eject; a loaded host more.
 DETACH_TIMEOUT = 60.0
 LIVE, CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
-
-
-class Unavailable(DomainError):
-    """The guest did not release an unplugged NIC in time; repeat the call."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 def check_nics(nics: Sequence[pb.RouterVmNic], field: str) -> list[Violation]:
