@@ -13,6 +13,7 @@ import logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from common import netlink
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, remove_netns
 
@@ -106,22 +107,16 @@ class LinuxBridgeFabric:
 
     def unplug(self, port: str) -> None:
         try:
-            with IPRoute(netns=self.netns, flags=0) as fab:
-                for idx in fab.link_lookup(ifname=port):
-                    fab.link("del", index=idx)
-        except FileNotFoundError:
+            link = netlink.find_link_by_name(self.netns, port)
+            if link is not None:
+                netlink.delete_link(self.netns, link.index)
+        except netlink.NamespaceNotFound:
             return
-        except NetlinkError as e:
-            if e.code != errno.ENODEV:
-                raise FabricError(f"port {port}: cannot remove: {e}") from e
+        except netlink.NetlinkOpError as e:
+            raise FabricError(f"port {port}: cannot remove: {e}") from e
 
     def ports(self) -> set[str]:
         try:
-            with IPRoute(netns=self.netns, flags=0) as fab:
-                return {
-                    str(link.get("IFLA_IFNAME"))
-                    for link in fab.get_links()
-                    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
-                }
-        except FileNotFoundError:
+            return {link.name for link in netlink.links(self.netns) if link.kind == "veth"}
+        except netlink.NamespaceNotFound:
             return set()
