@@ -71,8 +71,7 @@ class Record:
     def to_pb(self, host: str, accel: str, state: int) -> pb.Vm:
         vm = pb.Vm(id=self.id, tenant_id=self.tenant_id, name=self.name, image=self.image,
                    vcpus=self.vcpus, memory_mib=self.memory_mib, host=host, accel=accel,
-                   state=state,
-                   nics=[pb.Nic(**n) for n in self.nics])
+                   state=state, nics=[pb.Nic(**n) for n in self.nics])
         vm.create_time.FromDatetime(dt.datetime.fromisoformat(self.created))
         return vm
 
