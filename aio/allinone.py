@@ -38,9 +38,11 @@ from collections.abc import Iterator
 import grpc
 from pyroute2 import IPRoute, netns
 
-from common.fabric.base import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
+from common.fabric.base import PROVIDER_SEGMENT
+from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
+from common.netns import ensure_netns, install, remove_netns
 
 log = logging.getLogger("cloudnet.aio")
 
@@ -82,6 +84,7 @@ class AllInOne:
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        install()  # fork-free pyroute2 namespaces: this process also runs gRPC channels
         self.fabric: LinuxBridgeFabric | OvsFabric | VxlanFabric
         if self.fabric_kind == "ovs":
             self.fabric = OvsFabric(f"{self.prefix}-br")

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 
-from common.fabric.base import Fabric, ensure_netns, remove_netns
+from common.fabric.base import Fabric
+from common.netns import ensure_netns, remove_netns
 
 # udhcpc runs this at each DHCP event; it records the lease it was given
 # (udhcpc exports the options as environment variables) and leaves the

@@ -18,7 +18,7 @@ import time
 
 import grpc
 
-from common.fabric.base import ensure_netns
+from common.netns import ensure_netns
 from compute import images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

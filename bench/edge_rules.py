@@ -54,7 +54,7 @@ from sqlalchemy import create_engine, text
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
-from common.fabric.base import ensure_netns, remove_netns
+from common.netns import ensure_netns, remove_netns
 from router.lib import libnft
 from router.services import Context
 from router.services.nftables import service as nftables

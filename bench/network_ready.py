@@ -37,7 +37,8 @@ from pyroute2 import IPRoute
 from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
-from common.fabric.base import PROVIDER_SEGMENT, ensure_netns, remove_netns
+from common.fabric.base import PROVIDER_SEGMENT
+from common.netns import ensure_netns, remove_netns
 
 PHASES = ("api", "router_active", "dhcp", "dns", "snat")
 

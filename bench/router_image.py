@@ -39,7 +39,8 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from aio.nsguest import NamespaceGuest
-from common.fabric.base import LinuxBridgeFabric, remove_netns
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.netns import remove_netns
 from router.agent import auth
 from router.agent.server import Agent, create_server
 from tests.integration.image import routervm

@@ -44,7 +44,10 @@ from aio.allinone import AllInOne
 from aio.demo import Api
 from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
 from compute import images
-from compute.agent.server import Compute, HostConfig, Netmgr, create_server
+from compute.agent.netmgr_client import Netmgr
+from compute.agent.server import create_server
+from compute.agent.service import Compute
+from compute.host import HostConfig
 
 LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=\S+ mac=\S+ ip=(\S+)")
 MEMORY_MIB = 96

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from common.fabric.base import LinuxBridgeFabric
+from common.fabric.linuxbridge import LinuxBridgeFabric
 from router.agent.server import Agent
 from router.services import strongswan
 from tests.integration.router.routerlab import Topology, make_config, sh

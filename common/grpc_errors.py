@@ -1,16 +1,19 @@
-"""Domain errors of the network manager and their one mapping to gRPC status.
+"""Domain errors of cloudnet's gRPC servers and their one mapping to gRPC status.
 
-The store, validation and auth raise these; nothing below the API layer knows
-about gRPC. ``ErrorMappingInterceptor`` turns them into status codes (with a
-``google.rpc.BadRequest`` detail for invalid arguments) in one place.
+The code behind a servicer (netmgr's store, validation and auth; the compute
+agent's VM logic; the router agent's runtime) raises these and knows nothing
+of gRPC. ``ErrorMappingInterceptor`` turns them into status codes (with a
+``google.rpc.BadRequest`` detail for invalid arguments) in one place per
+server. A server whose code raises exceptions of its own maps them onto this
+family with the interceptor's ``translate``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import any_pb2
@@ -66,6 +69,12 @@ class Aborted(DomainError):
     code = grpc.StatusCode.ABORTED
 
 
+class Unavailable(DomainError):
+    """Not now (a guest slow to release a device...); the caller may repeat the call."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class _FieldError(DomainError):
     """An error about one named field; the message starts with the field."""
 
@@ -80,7 +89,7 @@ class AlreadyExists(_FieldError):
 
 
 class ResourceExhausted(_FieldError):
-    """``field`` names what ran out (``zone.vlan``, ``zone.public_pool``, ``network.cidr``)."""
+    """``field`` names what ran out (``network.cidr``, ``vm.memory_mib``)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -149,37 +158,76 @@ def wrap_unary_handler(
 def _aborted(context: grpc.ServicerContext) -> bool:
     """The servicer called context.abort(): gRPC raises a bare Exception after
     recording the status, which must stand (not become INTERNAL)."""
-    code = context.code() if callable(getattr(context, "code", None)) else None
+    code = context.code()
     return code is not None and code != grpc.StatusCode.OK
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
+# A server's own exception types onto the family (None: not one of them).
+Translate: TypeAlias = Callable[[Exception], DomainError | None]
+Behaviour: TypeAlias = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Map DomainError (from servicers, store or auth) to gRPC status codes,
-    anything else to INTERNAL."""
+    anything else to INTERNAL; for unary and server-streaming methods.
+
+    ``translate`` maps the server's own exception types onto DomainError.
+    ``expose_internal`` puts an unexpected exception's type and message in the
+    INTERNAL status: for an agent, whose one caller (netmgr) shows it to the
+    operator; a public API (netmgr's) tells its callers nothing internal.
+    """
+
+    def __init__(self, translate: Translate | None = None, expose_internal: bool = False) -> None:
+        self._translate = translate
+        self._expose_internal = expose_internal
+
+    def _fail(self, method: str, context: grpc.ServicerContext, e: Exception) -> NoReturn:
+        """Abort the call for `e` (called while `e` is being handled)."""
+        if not isinstance(e, DomainError):
+            if _aborted(context):
+                raise e  # the servicer chose its status (a proxied agent's error)
+            translated = self._translate(e) if self._translate is not None else None
+            if translated is None:
+                # A bug: log it whole here.
+                log.exception("%s failed", method)
+                detail = (f"{type(e).__name__}: {e}" if self._expose_internal
+                          else "internal error (logged by the server)")
+                context.abort(grpc.StatusCode.INTERNAL, detail)
+                raise AssertionError("unreachable: abort raises")
+            e = translated
+        log.info("%s: %s %s", method, e.code.name, e.message)
+        abort(context, e)
+        raise AssertionError("unreachable: abort raises")
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = str(handler_call_details.method)
+        handler = continuation(handler_call_details)
 
-        def wrap(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+        def unary(behaviour: Behaviour) -> Callable[..., Any]:
             def mapped(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return behaviour(request, context)
-                except DomainError as e:
-                    log.info("%s: %s %s", method, e.code.name, e.message)
-                    abort(context, e)
-                except Exception:
-                    if _aborted(context):
-                        raise  # the servicer chose its status (a proxied agent's error)
-                    # A bug: log it whole here, tell the caller nothing internal.
-                    log.exception("%s failed", method)
-                    context.abort(grpc.StatusCode.INTERNAL, "internal error (logged by the server)")
-                return None  # unreachable: abort raises
+                except Exception as e:
+                    self._fail(method, context, e)
 
             return mapped
 
-        return wrap_unary_handler(continuation(handler_call_details), wrap)
+        if handler is not None and handler.unary_stream is not None:
+            behaviour: Behaviour = handler.unary_stream
 
+            def streamed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behaviour(request, context)
+                except Exception as e:
+                    self._fail(method, context, e)
+
+            return grpc.unary_stream_rpc_method_handler(
+                streamed,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return wrap_unary_handler(handler, unary)

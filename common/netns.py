@@ -10,7 +10,11 @@ Instead, a short-lived thread enters the namespace with setns(2) (which only
 moves that thread), opens the socket and exits: the socket stays bound to
 the namespace. Namespaces are created by `ip netns add` (fork + exec, which
 is safe). install() swaps these into pyroute2.netns so every IPRoute(netns=)
-of the process uses them; importing common.fabric.base installs them.
+of the process uses them: each daemon calls it first thing at its start
+(router agent, compute agent, all-in-one), importing a module never does.
+
+The namespace helpers every room uses (ensure_netns, remove_netns,
+netns_exists, nic_has_mac) live here too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pyroute2.netns
+
+from common import netlink
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -112,6 +118,41 @@ def install() -> None:
     global _installed
     with _install_lock:
         if not _installed:
-            pyroute2.netns.create_socket = create_socket  # type: ignore[assignment]
-            pyroute2.netns.create = create  # type: ignore[assignment]
+            pyroute2.netns.create_socket = create_socket
+            pyroute2.netns.create = create
             _installed = True
+
+
+# ------------------------------------------------------------ helpers
+
+
+def ensure_netns(name: str) -> None:
+    """Namespace `name` exists, with its loopback up. Idempotent."""
+    with contextlib.suppress(FileExistsError):
+        create(name)
+    with netlink.iproute(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+
+def remove_netns(name: str) -> None:
+    """Remove namespace `name`. Idempotent."""
+    try:
+        pyroute2.netns.remove(name)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+
+
+def netns_exists(name: str) -> bool:
+    return name in pyroute2.netns.listnetns()
+
+
+def nic_has_mac(netns_name: str, ifname: str, mac: str) -> bool:
+    """Interface `ifname` exists in namespace `netns_name` with MAC `mac`."""
+    try:
+        link = netlink.find_link_by_name(netns_name, ifname)
+    except netlink.NamespaceNotFound:
+        return False
+    return link is not None and link.mac == mac.lower()

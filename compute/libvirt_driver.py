@@ -19,6 +19,7 @@ import time
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
+from cloudnet.compute.v1 import compute_pb2 as cpb
 
 from compute.images import Image
 
@@ -26,6 +27,15 @@ log = logging.getLogger(__name__)
 
 URI = "qemu:///system"
 QEMU = "/usr/bin/qemu-system-x86_64"
+# A domain's libvirt state as the API shows it (guest and router VMs alike).
+VM_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: cpb.VM_STATE_RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: cpb.VM_STATE_RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: cpb.VM_STATE_PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: cpb.VM_STATE_RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: cpb.VM_STATE_STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: cpb.VM_STATE_CRASHED,
+}
 
 
 def _silence(ctx: object, err: object) -> None:

@@ -23,7 +23,8 @@ from types import ModuleType
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import netlink
-from common.fabric.base import FabricError, ensure_netns, remove_netns
+from common.fabric.base import FabricError
+from common.netns import ensure_netns, remove_netns
 from router.errors import ApplyError, ConfigError
 from router.lib import files, proc
 from router.services import Context, dnsmasq, haproxy, interfaces, strongswan

@@ -1,36 +1,22 @@
 """The host fabric: how router and guest NICs reach their network's segment.
 
 A *segment* is the isolation unit of a network (its VLAN ID); segment 0 is
-the provider (public) segment. Whatever sits behind this interface (today one
-Linux bridge per segment inside a fabric network namespace; later Open vSwitch
-with VLAN access ports, or a bridge per VXLAN VNI), callers only plug and
-unplug NICs by segment.
+the provider (public) segment. Whatever sits behind this interface (one Linux
+bridge per segment inside a fabric network namespace, Open vSwitch with VLAN
+access ports, or a bridge per VXLAN VNI), callers only plug and unplug NICs
+by segment.
 
-Implementations: `LinuxBridgeFabric` (here), `common.fabric.ovs.OvsFabric` (VLAN
-access ports on an Open vSwitch bridge) and `common.fabric.vxlan.VxlanFabric` (a
-Linux bridge per VXLAN VNI).
+Implementations: `common.fabric.linuxbridge.LinuxBridgeFabric`,
+`common.fabric.ovs.OvsFabric` (VLAN access ports on an Open vSwitch bridge)
+and `common.fabric.vxlan.VxlanFabric` (a Linux bridge per VXLAN VNI).
 
-Keeping the bridges inside a namespace of their own leaves the host's root
-namespace untouched, and lets several independent fabrics (one per test)
-coexist on one machine.
+They open sockets in other network namespaces: a process that also runs
+gRPC calls `common.netns.install()` before its first fabric call.
 """
 
 from __future__ import annotations
 
-import errno
-import logging
 from typing import Protocol
-
-from pyroute2 import IPRoute, netns
-from pyroute2.netlink.exceptions import NetlinkError
-
-from common import netns as forkfree_netns
-
-log = logging.getLogger(__name__)
-
-# Every process that plugs NICs also talks gRPC; pyroute2's fork()ing
-# namespace helpers crash next to gRPC threads (see compute/netns.py).
-forkfree_netns.install()
 
 PROVIDER_SEGMENT = 0
 IFNAMSIZ = 15
@@ -58,150 +44,3 @@ class Fabric(Protocol):
 
     def ports(self) -> set[str]:
         """The fabric-side names of every attachment, for sweeping stale ones."""
-
-
-def ensure_netns(name: str) -> None:
-    try:
-        netns.create(name)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        if e.errno != errno.EEXIST:
-            raise
-    with IPRoute(netns=name, flags=0) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-
-
-def remove_netns(name: str) -> None:
-    try:
-        netns.remove(name)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
-
-
-def netns_exists(name: str) -> bool:
-    return name in netns.listnetns()
-
-
-def nic_has_mac(netns_name: str, ifname: str, mac: str) -> bool:
-    """Interface `ifname` exists in namespace `netns_name` with MAC `mac`."""
-    try:
-        with IPRoute(netns=netns_name, flags=0) as ipr:
-            found = ipr.link_lookup(ifname=ifname)
-            if not found:
-                return False
-            link = ipr.get_links(found[0])[0]
-    except FileNotFoundError:
-        return False
-    return str(link.get("IFLA_ADDRESS")).lower() == mac.lower()
-
-
-class LinuxBridgeFabric:
-    """One Linux bridge per segment, in the namespace `fabric_netns`.
-
-    Attachments are veth pairs: the fabric end (named `port`) is enslaved to
-    the segment's bridge, the other end is moved into the target namespace,
-    renamed `ifname` and given `mac`.
-    """
-
-    def __init__(self, fabric_netns: str) -> None:
-        self.netns = fabric_netns
-
-    def setup(self) -> None:
-        ensure_netns(self.netns)
-
-    def teardown(self) -> None:
-        remove_netns(self.netns)
-
-    @staticmethod
-    def bridge_name(segment: int) -> str:
-        return "br-public" if segment == PROVIDER_SEGMENT else f"br-seg{segment}"
-
-    def _ensure_bridge(self, ipr: IPRoute, segment: int) -> int:
-        name = self.bridge_name(segment)
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            try:
-                # No STP and no forwarding delay: ports forward as soon as they
-                # are up, so a guest's first DHCP DISCOVER is not dropped.
-                ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise FabricError(f"segment {segment}: cannot create bridge {name}: {e}") from e
-            found = ipr.link_lookup(ifname=name)
-        index = int(found[0])
-        ipr.link("set", index=index, state="up")
-        return index
-
-    def plug(
-        self, port: str, segment: int, target_netns: str, ifname: str, mac: str, mtu: int = 0
-    ) -> None:
-        if len(port) > IFNAMSIZ or len(ifname) > IFNAMSIZ:
-            raise FabricError(f"port {port!r}/{ifname!r}: interface names are at most 15 bytes")
-        with IPRoute(netns=self.netns, flags=0) as fab:
-            bridge = self._ensure_bridge(fab, segment)
-            existing = fab.link_lookup(ifname=port)
-            if existing and self._attachment_ok(
-                fab, existing[0], bridge, target_netns, ifname, mac
-            ):
-                return
-            if existing:
-                fab.link("del", index=existing[0])
-            # Create both ends in the fabric namespace under temporary names,
-            # then move the guest end: a clash with a name in the target
-            # namespace cannot leave a half-made pair behind there.
-            peer_tmp = f"{port[:13]}-p"
-            try:
-                fab.link("add", ifname=port, kind="veth", peer={"ifname": peer_tmp})
-                peer = fab.link_lookup(ifname=peer_tmp)[0]
-                fab.link("set", index=peer, address=mac)
-                if mtu:
-                    fab.link("set", index=peer, mtu=mtu)
-                fab.link("set", index=peer, net_ns_fd=target_netns)
-            except NetlinkError as e:
-                for idx in fab.link_lookup(ifname=port):
-                    fab.link("del", index=idx)
-                raise FabricError(f"port {port}: cannot create attachment: {e}") from e
-            index = fab.link_lookup(ifname=port)[0]
-            if mtu:
-                fab.link("set", index=index, mtu=mtu)
-            fab.link("set", index=index, master=bridge, state="up")
-        with IPRoute(netns=target_netns, flags=0) as tgt:
-            idx = tgt.link_lookup(ifname=peer_tmp)[0]
-            stale = tgt.link_lookup(ifname=ifname)
-            if stale:
-                tgt.link("del", index=stale[0])
-            tgt.link("set", index=idx, ifname=ifname)
-            tgt.link("set", index=idx, state="up")
-
-    @staticmethod
-    def _attachment_ok(
-        fab: IPRoute, index: int, bridge: int, target_netns: str, ifname: str, mac: str
-    ) -> bool:
-        link = fab.get_links(index)[0]
-        return link.get("IFLA_MASTER") == bridge and nic_has_mac(target_netns, ifname, mac)
-
-    def unplug(self, port: str) -> None:
-        try:
-            with IPRoute(netns=self.netns, flags=0) as fab:
-                for idx in fab.link_lookup(ifname=port):
-                    fab.link("del", index=idx)
-        except FileNotFoundError:
-            return
-        except NetlinkError as e:
-            if e.code != errno.ENODEV:
-                raise FabricError(f"port {port}: cannot remove: {e}") from e
-
-    def ports(self) -> set[str]:
-        try:
-            with IPRoute(netns=self.netns, flags=0) as fab:
-                return {
-                    str(link.get("IFLA_IFNAME"))
-                    for link in fab.get_links()
-                    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "veth"
-                }
-        except FileNotFoundError:
-            return set()

@@ -19,7 +19,6 @@ hop VLANs by tagging its own frames, nor double-tag past the trunk).
 from __future__ import annotations
 
 import array
-import errno
 import fcntl
 import hashlib
 import logging
@@ -30,8 +29,9 @@ import subprocess
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns, nic_has_mac
-from common.netns import run_in_netns
+from common import netlink
+from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
+from common.netns import ensure_netns, nic_has_mac, run_in_netns
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +223,11 @@ class OvsFabric:
         for dev in {self.device_name(port), self.vm_port(port)}:
             vsctl("--if-exists", "del-port", self.bridge, dev)
             try:
-                with IPRoute() as root:
-                    for idx in root.link_lookup(ifname=dev):
-                        root.link("del", index=idx)
-            except NetlinkError as e:
-                if e.code != errno.ENODEV:
-                    raise FabricError(f"port {port}: cannot remove {dev}: {e}") from e
+                link = netlink.find_link_by_name(None, dev)
+                if link is not None:
+                    netlink.delete_link(None, link.index)
+            except netlink.NetlinkOpError as e:
+                raise FabricError(f"port {port}: cannot remove {dev}: {e}") from e
 
     def ports(self) -> set[str]:
         if not bridge_exists(self.bridge):

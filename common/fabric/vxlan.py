@@ -25,8 +25,10 @@ import logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError, ensure_netns
+from common import netlink
+from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.fabric.ovs import NO_OFFLOAD_DRIVER
+from common.netns import ensure_netns
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,9 @@ class VxlanFabric:
         ensure_netns(self.underlay_netns)
 
     def teardown(self) -> None:
-        with IPRoute() as root:
-            for link in root.get_links():
-                name = str(link.get("IFLA_IFNAME"))
-                if name.startswith(self.prefix) and name[len(self.prefix)] in "bxp":
-                    try:
-                        root.link("del", index=link["index"])
-                    except NetlinkError as e:
-                        if e.code != errno.ENODEV:
-                            raise
+        for link in netlink.links(None):
+            if link.name.startswith(self.prefix) and link.name[len(self.prefix)] in "bxp":
+                netlink.delete_link(None, link.index)
 
     def ensure_segment(self, segment: int) -> int:
         """The segment's bridge (with its vxlan device) exists and is up; its index."""
@@ -155,15 +151,12 @@ class VxlanFabric:
             tgt.link("set", index=idx, state="up")
 
     def unplug(self, port: str) -> None:
-        with IPRoute() as root:
-            for idx in root.link_lookup(ifname=self.device_name(port)):
-                root.link("del", index=idx)
+        _delete_root_link(self.device_name(port))
 
     def ports(self) -> set[str]:
         """Root-namespace names of this fabric's attachments (hashed port names)."""
-        with IPRoute() as root:
-            return {str(link.get("IFLA_IFNAME")) for link in root.get_links()
-                    if str(link.get("IFLA_IFNAME")).startswith(f"{self.prefix}p")}
+        return {link.name for link in netlink.links(None)
+                if link.name.startswith(f"{self.prefix}p")}
 
     def vm_interface_xml(self, tap: str, segment: int, mac: str) -> str:
         bridge = self.bridge_name(segment)
@@ -179,9 +172,7 @@ class VxlanFabric:
         """Nothing to do: a guest's 802.1Q tag stays inside its VNI's frames."""
 
     def release_tap(self, tap: str) -> None:
-        with IPRoute() as root:
-            for idx in root.link_lookup(ifname=tap):
-                root.link("del", index=idx)
+        _delete_root_link(tap)
 
     def taps(self, prefix: str = "vt") -> set[str]:
         with IPRoute() as root:
@@ -190,3 +181,10 @@ class VxlanFabric:
             return {str(link.get("IFLA_IFNAME")) for link in root.get_links()
                     if link.get("IFLA_MASTER") in bridges
                     and str(link.get("IFLA_IFNAME")).startswith(prefix)}
+
+
+def _delete_root_link(name: str) -> None:
+    """Remove root-namespace device `name`. Idempotent."""
+    link = netlink.find_link_by_name(None, name)
+    if link is not None:
+        netlink.delete_link(None, link.index)

@@ -1,5 +1,5 @@
 """Router VM NICs: validation, and hot-plug into a running domain
-(RouterVmService.UpdateRouterVmNics, compute/router_vm.py).
+(RouterVmService.UpdateRouterVmNics, compute.router_vm.service).
 
 netmgr sends the whole list of NICs it wants (a VPC tier added or removed
 changes it); the difference with the domain is applied with libvirt
@@ -9,7 +9,7 @@ is read from the domain's XML (live and inactive), never assumed from the
 record: a call cut half-way (a guest slow to release a NIC) is finished by
 the next one, and the same list twice touches nothing.
 
-Inside the VM the agent finds NICs by MAC (router/appliance.py), so the PCI
+Inside the VM the agent finds NICs by MAC (router.agent.appliance), so the PCI
 slot a hot-plugged NIC lands in does not matter. Taps are named by MAC, so a
 NIC keeps its tap whatever the order of the list.
 """
@@ -23,12 +23,12 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
-import grpc
 import libvirt
 from cloudnet.compute.v1 import router_vm_pb2 as pb
 
-from common.grpc_errors import DomainError, InvalidArgument, Violation
+from common.grpc_errors import InvalidArgument, Unavailable, Violation
 from compute import libvirt_driver as lv
+from compute.host import VmFabric
 
 ROLES = ("control", "public", "guest")
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -38,12 +38,6 @@ MAX_NICS = 16
 # Under TCG a guest takes seconds to answer an ACPI eject; a loaded host more.
 DETACH_TIMEOUT = 60.0
 LIVE, CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
-
-
-class Unavailable(DomainError):
-    """The guest did not release an unplugged NIC in time; repeat the call."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 def check_nics(nics: Sequence[pb.RouterVmNic], field: str) -> list[Violation]:
@@ -124,11 +118,12 @@ def interfaces(dom: libvirt.virDomain, flags: int = 0) -> dict[str, ET.Element]:
     return out
 
 
-def apply(dom: libvirt.virDomain, router_id: str, fabric, state: dict[str, pb.RouterVmNic],
+def apply(dom: libvirt.virDomain, router_id: str, fabric: VmFabric,
+          state: dict[str, pb.RouterVmNic],
           want: Sequence[pb.RouterVmNic]) -> None:
     """Make the running domain's NICs `want` (see the module's docstring).
     `state`: MAC → NIC of the recorded NICs, kept up to date step by step (the
-    caller records it, also when a step fails); `fabric`: the host's VmFabric."""
+    caller records it, also when a step fails); `fabric`: the host's."""
     wanted = {n.mac for n in want}
     live = interfaces(dom)
     for mac in set(state) - set(live):

@@ -20,6 +20,8 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Mapping
+from typing import Protocol
 
 import grpc
 import libvirt
@@ -37,6 +39,7 @@ from common.grpc_errors import (
 )
 from compute import images
 from compute import libvirt_driver as lv
+from compute.host import HostConfig
 from compute.router_vm import nics
 
 log = logging.getLogger("cloudnet.compute.router_vm")
@@ -45,7 +48,18 @@ log = logging.getLogger("cloudnet.compute.router_vm")
 OEM_RE = re.compile(r"cloudnet\.[a-z_]{1,32}=[\x21-\x2b\x2d-\x7e]{0,512}")
 
 
-def check_spec(spec: pb.RouterVmSpec, images_known: dict[str, images.Image],
+class Host(Protocol):
+    """What router VMs need of their compute host (the agent's Compute is one)."""
+
+    @property
+    def cfg(self) -> HostConfig: ...
+    @property
+    def images(self) -> Mapping[str, images.Image]: ...
+    @property
+    def accel(self) -> str: ...
+
+
+def check_spec(spec: pb.RouterVmSpec, images_known: Mapping[str, images.Image],
                max_vcpus: int, max_memory_mib: int) -> images.Image:
     bad: list[Violation] = []
     try:
@@ -76,9 +90,9 @@ def check_spec(spec: pb.RouterVmSpec, images_known: dict[str, images.Image],
 
 
 class RouterVms:
-    """The router VMs of one compute host (see compute.agent.server.Compute for guests)."""
+    """The router VMs of one compute host (compute.agent.service.Compute has its guests)."""
 
-    def __init__(self, compute) -> None:  # compute.agent.server.Compute
+    def __init__(self, compute: Host) -> None:
         self.c = compute
         self.driver = lv.Driver(f"{compute.cfg.domain_prefix}r-")
         self.dir = os.path.join(compute.cfg.state_dir, "routers")
@@ -139,7 +153,7 @@ class RouterVms:
 
     def update_nics(self, request: pb.UpdateRouterVmNicsRequest) -> pb.RouterVm:
         """Hot-plug/unplug the running VM's NICs to the wanted list
-        (compute/router_vm_nics.py); the record (spec.pb) follows each step."""
+        (compute.router_vm.nics); the record (spec.pb) follows each step."""
         nics.check_router_id(request.router_id)
         rid = request.router_id
         with self._lock:
@@ -184,10 +198,7 @@ class RouterVms:
                           domain=self.driver.domain_name(router_id), nics=spec.nics)
         if dom is None:
             return out
-        from compute.agent.server import STATES
-
-        state = self.driver.state(dom)
-        out.state = STATES.get(state, cpb.VM_STATE_UNSPECIFIED)  # type: ignore[assignment]
+        out.state = lv.VM_STATES.get(self.driver.state(dom), cpb.VM_STATE_UNSPECIFIED)
         if dom.isActive():
             pidfile = f"/run/libvirt/qemu/{out.domain}.pid"
             with contextlib.suppress(OSError, ValueError), open(pidfile) as f:
@@ -235,14 +246,14 @@ class RouterVms:
         return cpb.ConsoleLog(data=data, next_offset=offset + len(data))
 
 
-class RouterVmServicer(rpc.RouterVmServiceServicer):
+class RouterVmServicer(rpc.RouterVmServiceServicer):  # type: ignore[misc]
     """Admin only: the caller must present this host's netmgr admin token."""
 
     def __init__(self, vms: RouterVms) -> None:
         self.vms = vms
 
     def _admin(self, context: grpc.ServicerContext) -> None:
-        md = dict(context.invocation_metadata())  # type: ignore[arg-type]
+        md = dict(context.invocation_metadata())
         auth = str(md.get("authorization", ""))
         if not auth.startswith("Bearer "):
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
@@ -281,9 +292,10 @@ class RouterVmServicer(rpc.RouterVmServiceServicer):
         return self.vms.console(request.router_id, request.offset)
 
 
-SERVICE = pb.DESCRIPTOR.services_by_name["RouterVmService"].full_name
+SERVICE = str(pb.DESCRIPTOR.services_by_name["RouterVmService"].full_name)
 
 
-def add_to_server(compute, server: grpc.Server) -> str:  # compute: compute.agent.server.Compute
-    rpc.add_RouterVmServiceServicer_to_server(RouterVmServicer(RouterVms(compute)), server)  # type: ignore[no-untyped-call]
+def add_to_server(compute: Host, server: grpc.Server) -> str:
+    """Serve the router VMs of `compute` on `server`; the service's name."""
+    rpc.add_RouterVmServiceServicer_to_server(RouterVmServicer(RouterVms(compute)), server)
     return SERVICE

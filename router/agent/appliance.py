@@ -23,7 +23,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from common import netlink
-from common.fabric.base import FabricError, netns_exists
+from common.fabric.base import FabricError
+from common.netns import netns_exists
 from router.agent.server import Agent, RequestError, router_netns_name
 from router.lib import garp, validate
 from router.services.interfaces import fabric_port_name

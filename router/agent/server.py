@@ -30,7 +30,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import netns
-from common.fabric.base import Fabric, LinuxBridgeFabric
+from common.fabric.base import Fabric
+from common.fabric.linuxbridge import LinuxBridgeFabric
 from router.errors import ConfigError
 from router.lib import validate
 from router.runtime import CONFIG_FILE, RouterRuntime, load_config, router_netns_name

@@ -29,7 +29,8 @@ from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
 
 from common import netns
-from common.fabric.base import Fabric, ensure_netns, remove_netns
+from common.fabric.base import Fabric
+from common.netns import ensure_netns, remove_netns
 from router.diag.common import (
     DiagError,
     DiagUnavailable,

@@ -4,6 +4,13 @@ import os
 
 import pytest
 
+from common import netns
+
+
+def pytest_configure(config):
+    # Like every daemon: this process runs gRPC servers next to namespace work.
+    netns.install()
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:

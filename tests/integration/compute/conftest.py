@@ -65,7 +65,10 @@ class ComputeHost:
         from cloudnet.compute.v1 import compute_pb2_grpc
 
         from common.fabric.ovs import OvsFabric, connect_trunk
-        from compute.agent.server import Compute, HostConfig, Netmgr, create_server
+        from compute.agent.netmgr_client import Netmgr
+        from compute.agent.server import create_server
+        from compute.agent.service import Compute
+        from compute.host import HostConfig
 
         self.cloud = cloud
         self.name = name

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from common.fabric.base import remove_netns
 from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
+from common.netns import remove_netns
 from tests.integration.compute.pkt import capture, send
 
 pytestmark = pytest.mark.integration

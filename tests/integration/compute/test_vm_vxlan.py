@@ -46,7 +46,10 @@ class VxlanHost:
     """Host A: a compute agent (in this process) on its own VXLAN fabric."""
 
     def __init__(self, cloud, state_dir: str, image_dir: str) -> None:
-        from compute.agent.server import Compute, HostConfig, Netmgr, create_server
+        from compute.agent.netmgr_client import Netmgr
+        from compute.agent.server import create_server
+        from compute.agent.service import Compute
+        from compute.host import HostConfig
 
         self.cloud = cloud
         self.fabric = VxlanFabric(f"{cloud.prefix[:5]}a", f"{cloud.prefix}-ula", UL_A, [UL_B])

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from common.fabric.base import remove_netns
 from common.fabric.vxlan import VxlanFabric
+from common.netns import remove_netns
 from tests.integration.compute.pkt import capture, send
 from tests.integration.compute.underlay import UL_A, UL_B, wire
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pyroute2 import IPRoute
 
-from common.fabric.base import ensure_netns
+from common.netns import ensure_netns
 
 UL_A, UL_B = "192.0.2.1", "192.0.2.2"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.fabric.base import netns_exists
+from common.netns import netns_exists
 from router.diag import probes
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,9 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.fabric.base import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
+from common.fabric.base import PROVIDER_SEGMENT
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.netns import ensure_netns, remove_netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 IMAGE_DIR = os.environ.get("CLOUDNET_ROUTER_IMAGE", os.path.join(REPO, "images", "router", "out"))

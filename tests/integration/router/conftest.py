@@ -12,7 +12,7 @@ import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2_grpc
 
-from common.fabric.base import LinuxBridgeFabric
+from common.fabric.linuxbridge import LinuxBridgeFabric
 from router.agent.server import Agent, create_server
 from tests.integration.router.routerlab import InProcessAgent, Topology
 

@@ -22,7 +22,8 @@ import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
-from common.fabric.base import LinuxBridgeFabric, ensure_netns, netns_exists, remove_netns
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.netns import ensure_netns, netns_exists, remove_netns
 from router.agent.server import Agent
 
 PUBLIC_GW = "203.0.113.1"

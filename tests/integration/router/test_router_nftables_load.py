@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from common.fabric.base import ensure_netns, remove_netns
+from common.netns import ensure_netns, remove_netns
 from router.errors import ApplyError, CheckError
 from router.lib import libnft
 from router.services import Context

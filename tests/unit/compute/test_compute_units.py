@@ -11,7 +11,8 @@ from common.fabric.ovs import OvsFabric
 from common.fabric.vxlan import VxlanFabric
 from common.grpc_errors import InvalidArgument
 from compute import libvirt_driver as lv
-from compute.agent.server import Compute, HostConfig
+from compute.agent.service import Compute
+from compute.host import HostConfig
 from compute.images import Image
 
 IMAGE = Image(name="tiny", kernel="/k", initrd="/i", disk="/d", cmdline="console=ttyS0",

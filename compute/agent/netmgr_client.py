@@ -1,0 +1,103 @@
+"""The compute agent's client of netmgr, and what netmgr's errors mean to its callers.
+
+Every call names the metadata it carries: the caller's (their bearer token,
+so netmgr decides what they may use) or the admin's acting as a tenant (for
+cleanup, which must work even when the caller's token is gone). A failed
+call becomes a DomainError about the field of the compute request that led
+to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeAlias
+
+import grpc
+from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as npb
+from cloudnet.netmgr.v1 import netmgr_pb2_grpc as nrpc
+
+from common.grpc_errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
+
+TENANT_HEADER = "x-cloudnet-tenant"
+Metadata: TypeAlias = Sequence[tuple[str, str]]
+
+
+def netmgr_error(e: grpc.RpcError, field: str, what: str) -> DomainError:
+    """netmgr refused a call made for request field `field` (naming a `what`)."""
+    code = e.code()
+    detail = e.details()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(detail)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(detail)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return InvalidArgument.one(field, f"unknown {what}")
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS,
+                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION):
+        return InvalidArgument.one(field, f"netmgr: {detail}")
+    return FailedPrecondition(f"netmgr: {code.name}: {detail}")
+
+
+class Netmgr:
+    """netmgr stubs on one channel."""
+
+    def __init__(self, target: str, admin_token: str) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.admin_token = admin_token
+        self.tenants = nrpc.TenantServiceStub(self.channel)
+        self.networks = nrpc.NetworkServiceStub(self.channel)
+        self.ports = nrpc.PortServiceStub(self.channel)
+        self.hosts = hosts_pb2_grpc.HostServiceStub(self.channel)
+
+    def admin_as(self, tenant_id: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.admin_token}"), (TENANT_HEADER, tenant_id)]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def whoami(self, md: Metadata) -> str:
+        """The caller's tenant ("" for the admin not acting as a tenant)."""
+        try:
+            r = self.tenants.WhoAmI(npb.WhoAmIRequest(), metadata=md, timeout=10)
+        except grpc.RpcError as e:
+            raise netmgr_error(e, "authorization", "token") from e
+        return str(r.tenant_id)
+
+    def get_network(self, md: Metadata, network_id: str, field: str) -> npb.Network:
+        try:
+            return self.networks.GetNetwork(npb.GetNetworkRequest(id=network_id), metadata=md,
+                                            timeout=10)
+        except grpc.RpcError as e:
+            raise netmgr_error(e, field, "network") from e
+
+    def create_port(self, md: Metadata, port: npb.Port, field: str,
+                    hostname_field: str) -> npb.Port:
+        """`hostname_field`: the request field blamed when the port's DNS name is taken."""
+        try:
+            return self.ports.CreatePort(npb.CreatePortRequest(port=port), metadata=md,
+                                         timeout=30)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.ALREADY_EXISTS and "hostname" in (e.details() or ""):
+                field = hostname_field
+            raise netmgr_error(e, field, "network") from e
+
+    def delete_port(self, tenant_id: str, port_id: str) -> None:
+        """As the admin acting as `tenant_id`; a port already gone is fine."""
+        try:
+            self.ports.DeletePort(npb.DeletePortRequest(id=port_id),
+                                  metadata=self.admin_as(tenant_id), timeout=30)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+
+    def register_host(self, host: hosts_pb2.Host) -> hosts_pb2.Host:
+        md = [("authorization", f"Bearer {self.admin_token}")]
+        return self.hosts.RegisterHost(hosts_pb2.RegisterHostRequest(host=host), metadata=md,
+                                       timeout=10)
