@@ -76,7 +76,7 @@ def cmd_ip_allocate(ctx: Context, args: argparse.Namespace) -> int:
     ips = ctx.client.public_ips
     ip = ips.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=args.network or ""))
     ctx.show(wait_settled(ctx, ips.GetPublicIp, epb.GetPublicIpRequest(id=ip.id), ip,
-                   args.wait and bool(args.network)))
+                          args.wait and bool(args.network)))
     return 0
 
 
@@ -257,7 +257,7 @@ def cmd_lb_create(ctx: Context, args: argparse.Namespace) -> int:
     lb = lbs.CreateLoadBalancer(epb.CreateLoadBalancerRequest(
         load_balancer=build_load_balancer(args)))
     ctx.show(wait_settled(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
-                   args.wait))
+                          args.wait))
     return 0
 
 
@@ -266,7 +266,7 @@ def cmd_lb_update(ctx: Context, args: argparse.Namespace) -> int:
     lb = lbs.UpdateLoadBalancer(epb.UpdateLoadBalancerRequest(
         load_balancer=build_load_balancer(args)))
     ctx.show(wait_settled(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
-                   args.wait))
+                          args.wait))
     return 0
 
 

@@ -157,8 +157,8 @@ def cmd_conn_create(ctx: Context, args: argparse.Namespace) -> int:
         vpn_connection=vpb.VpnConnection(vpn_gateway_id=args.gateway,
                                          customer_gateway_id=args.customer_gateway,
                                          passive=args.passive)))
-    conn = wait_settled(ctx, vpn.GetVpnConnection, vpb.GetVpnConnectionRequest(id=conn.id), conn,
-                 args.wait or bool(args.wait_established))
+    conn = wait_settled(ctx, vpn.GetVpnConnection, vpb.GetVpnConnectionRequest(id=conn.id),
+                        conn, args.wait or bool(args.wait_established))
     if args.wait_established:
         conn = _wait_established(ctx, vpn, conn, args.wait_established)
     ctx.show(conn)
