@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -58,6 +59,10 @@ from common.netns import ensure_netns, remove_netns
 from router.lib import libnft
 from router.services import Context
 from router.services.nftables import service as nftables
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from matplotlib.axes import Axes
 
 # A tiny keep-alive HTTP responder (asyncio), fast enough not to be the
 # bottleneck of the load balancer comparison.
@@ -116,7 +121,7 @@ def iperf(ns: str, ip: str, udp: bool, seconds: int) -> float:
     out = json.loads(ns_run(ns, argv, timeout=seconds + 30))
     if udp:
         s = out["end"]["sum"]
-        return (s["packets"] - s["lost_packets"]) / s["seconds"]  # received packets/s
+        return float((s["packets"] - s["lost_packets"]) / s["seconds"])  # received packets/s
     return float(out["end"]["sum_received"]["bits_per_second"])
 
 
@@ -143,11 +148,11 @@ class Bench:
         self.ips = erpc.PublicIpServiceStub(ch)
         self.forwards = erpc.PortForwardServiceStub(ch)
         self.lbs = erpc.LoadBalancerServiceStub(ch)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[Any]] = []
         self.db = create_engine(f"sqlite:///{os.path.join(aio.state_dir, 'netmgr.db')}")
         self.present = {"pf": 0, "fw": 0}
 
-    def call(self, method, request):
+    def call(self, method: Callable[..., Any], request: Message) -> Any:
         return self.api.call(method, request, timeout=300)
 
     def setup(self) -> None:
@@ -180,7 +185,7 @@ class Bench:
         self.api.wait_router_active(self.net.router_id, timeout=120)
         time.sleep(0.5)
 
-    def forward(self, public: int, port_id: str, private: int, proto: str = "tcp"):
+    def forward(self, public: int, port_id: str, private: int, proto: str = "tcp") -> Any:
         return self.call(self.forwards.CreatePortForward, epb.CreatePortForwardRequest(
             port_forward=epb.PortForward(public_ip_id=self.main_ip.id, protocol=proto,
                                          public_port=public, port_id=port_id,
@@ -230,7 +235,7 @@ class Bench:
         return {"tcp_bps": statistics.median(tcp), "udp_pps": statistics.median(udp),
                 "tcp_runs_bps": tcp, "udp_runs_pps": udp}
 
-    def _opened(self, public: int, change) -> float:
+    def _opened(self, public: int, change: Callable[[], object]) -> float:
         """Seconds from `change()` (an API call) until ip:public answers."""
         probe = subprocess.Popen(
             ["ip", "netns", "exec", self.aio.inet_ns, sys.executable, "-c", PROBE,
@@ -250,17 +255,23 @@ class Bench:
         it; and an update of a forward to a closed port moving it to an open one."""
         created, updated = [], []
         for i in range(trials):
-            made: list = []
-            created.append(self._opened(60000 + i, lambda i=i, made=made: made.append(
-                self.forward(60000 + i, self.ports[0].id, 8080))))
+            made: list[Any] = []
+
+            def create(i: int = i, made: list[Any] = made) -> None:
+                made.append(self.forward(60000 + i, self.ports[0].id, 8080))
+
+            created.append(self._opened(60000 + i, create))
             self.call(self.forwards.DeletePortForward, epb.DeletePortForwardRequest(
                 id=made[0].id))
             f = self.forward(61000 + i, self.ports[0].id, 9)  # nothing listens on 9
             self.api.wait_router_active(self.net.router_id, timeout=300)
-            updated.append(self._opened(61000 + i, lambda f=f: self.call(
-                self.forwards.UpdatePortForward, epb.UpdatePortForwardRequest(
+
+            def update(f: Any = f) -> None:
+                self.call(self.forwards.UpdatePortForward, epb.UpdatePortForwardRequest(
                     port_forward=epb.PortForward(id=f.id, private_port=8080),
-                    update_mask=field_mask_pb2.FieldMask(paths=["private_port"])))))
+                    update_mask=field_mask_pb2.FieldMask(paths=["private_port"])))
+
+            updated.append(self._opened(61000 + i, update))
             self.call(self.forwards.DeletePortForward, epb.DeletePortForwardRequest(id=f.id))
             self.api.wait_router_active(self.net.router_id, timeout=300)
         return created, updated
@@ -373,7 +384,7 @@ def full_apply(sizes: list[int], workdir: str, trials: int = 5) -> dict[str, dic
 # --------------------------------------------------------------------- plot
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,7 +415,7 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _plot_full_apply(ax, fa: dict) -> None:
+def _plot_full_apply(ax: Axes, fa: dict[str, Any]) -> None:
     ns = [int(k) for k in fa]
     ax.plot(ns, [fa[str(n)]["full_apply_s"] * 1000 for n in ns], "o-",
             label="cloudnet: verify + render + check + load (maps/sets)")
@@ -418,7 +429,7 @@ def _plot_full_apply(ax, fa: dict) -> None:
     ax.legend(fontsize=8)
 
 
-def _plot_latency(ax, lat: dict) -> None:
+def _plot_latency(ax: Axes, lat: dict[str, Any]) -> None:
     ns = [int(k) for k in lat]
     ax.plot(ns, [lat[str(n)]["median_s"] * 1000 for n in ns], "o-",
             label="API call -> packet path open (median)")
@@ -457,7 +468,7 @@ def main() -> int:
     sizes = [n for n in (100, 1000, 10000, 50000) if n <= args.max_rules]
     if args.max_rules not in sizes:
         sizes.append(args.max_rules)
-    result: dict = {"host": platform.node(), "kernel": platform.release(),
+    result: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count()}
     everything = args.only is None
     if everything or args.only == "apply":
@@ -516,7 +527,7 @@ def main() -> int:
     return finish(result, args.out)
 
 
-def finish(result: dict, out: str) -> int:
+def finish(result: dict[str, Any], out: str) -> int:
     name = ("edge_rules" if "data_path" in result
             else "edge_rules_apply" if "full_apply" in result else "edge_rules_latency")
     with open(os.path.join(out, f"{name}.json"), "w") as f:

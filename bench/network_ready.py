@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -151,7 +152,7 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
                 "max_s": max(r[k] for r in rows)} for k in (*PHASES, "total")}
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

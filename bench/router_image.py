@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,6 +44,9 @@ from common.netns import remove_netns
 from router.agent import auth
 from router.agent.server import Agent, create_server
 from tests.integration.image import routervm
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "images", "router", "build.sh")
@@ -75,8 +78,8 @@ _REV = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=T
                       check=True).stdout.strip()
 
 
-def bench_build(skip_cold: bool) -> dict:
-    res: dict = {"commit": _REV}
+def bench_build(skip_cold: bool) -> dict[str, Any]:
+    res: dict[str, Any] = {"commit": _REV}
     scratch = tempfile.mkdtemp(prefix="cloudnet-image-bench-", dir="/var/tmp")
     try:
         if not skip_cold:
@@ -101,7 +104,7 @@ def bench_build(skip_cold: bool) -> dict:
 
 
 def push_series(stub: agent_pb2_grpc.RouterAgentStub, first: pb.RouterConfig, pushes: int,
-                md: tuple | None) -> list[float]:
+                md: tuple[tuple[str, str], ...] | None) -> list[float]:
     """ApplyConfig round trips, each adding one DHCP host (what a new port costs)."""
     times = []
     for i in range(pushes):
@@ -121,7 +124,7 @@ def push_series(stub: agent_pb2_grpc.RouterAgentStub, first: pb.RouterConfig, pu
     return times
 
 
-def bench_vm(boots: int, pushes: int) -> dict:
+def bench_vm(boots: int, pushes: int) -> dict[str, Any]:
     rows = []
     push_times: list[float] = []
     for b in range(boots):
@@ -149,9 +152,10 @@ def bench_vm(boots: int, pushes: int) -> dict:
                 leased = time.monotonic() - vm.started
             finally:
                 guest.destroy()
-            row: dict = {"healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
-                   "first_apply_s": round(first_apply, 2), "leased_s": round(leased, 2),
-                   "load_avg_1m": os.getloadavg()[0]}
+            row: dict[str, Any] = {
+                "healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
+                "first_apply_s": round(first_apply, 2), "leased_s": round(leased, 2),
+                "load_avg_1m": os.getloadavg()[0]}
             # Where the boot went, in guest uptime (marks the image prints).
             row["phases"] = routervm.boot_phases(vm.console())
             print(f"boot {b + 1}/{boots}: {row}", flush=True)
@@ -164,7 +168,7 @@ def bench_vm(boots: int, pushes: int) -> dict:
     return {"boots": rows, "push_seconds": [round(t, 4) for t in push_times]}
 
 
-def bench_namespace(pushes: int) -> dict:
+def bench_namespace(pushes: int) -> dict[str, Any]:
     """The same pushes to a namespace-backend router (the baseline)."""
     prefix = f"bn{uuid.uuid4().hex[:4]}"
     state = tempfile.mkdtemp(prefix="cn-bench-agent-", dir="/tmp")
@@ -205,7 +209,7 @@ def bench_namespace(pushes: int) -> dict:
         shutil.rmtree(state, ignore_errors=True)
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,7 +229,7 @@ def plot(result: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _plot_netmgr(res: dict, ax1, ax2) -> None:  # type: ignore[no-untyped-def]
+def _plot_netmgr(res: dict[str, Any], ax1: Axes, ax2: Axes) -> None:
     boots = res["boots"]
     x = range(1, len(boots) + 1)
     for key, label in (("defined_s", "VM defined"), ("healthy_s", "agent healthy"),
@@ -248,7 +252,7 @@ def _plot_netmgr(res: dict, ax1, ax2) -> None:  # type: ignore[no-untyped-def]
     ax2.legend()
 
 
-def _plot_qemu(result: dict, ax1, ax2) -> None:  # type: ignore[no-untyped-def]
+def _plot_qemu(result: dict[str, Any], ax1: Axes, ax2: Axes) -> None:
     boots = result["vm"]["boots"]
     x = range(1, len(boots) + 1)
     for key, label in (("healthy_s", "agent healthy"), ("applied_s", "first config applied"),
@@ -286,7 +290,7 @@ def main() -> int:
         print("run as root (image build, namespaces, QEMU taps)", file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
-    result: dict = {"host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+    result: dict[str, Any] = {"host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                              "kernel": platform.release()}}
     if not args.skip_build:
         result["build"] = bench_build(args.skip_cold)
@@ -319,9 +323,9 @@ def main() -> int:
     with open(os.path.join(args.out, "router_image.json"), "w") as f:
         json.dump(result, f, indent=2)
     plot(result, os.path.join(args.out, "router_image.png"))
-    summary = {k: result[k] for k in ("build", "image", "vm_median", "vm_phases_median",
-                                      "push_median_ms")
-               if k in result}
+    summary: dict[str, Any] = {k: result[k] for k in ("build", "image", "vm_median",
+                                                      "vm_phases_median", "push_median_ms")
+                               if k in result}
     if "netmgr_vm" in result:
         summary["netmgr_vm"] = {k: result["netmgr_vm"][k]
                                 for k in ("median", "phases_median", "push_median_ms")}
@@ -329,14 +333,14 @@ def main() -> int:
     return 0
 
 
-def _phases_median(boots: list[dict]) -> dict:
+def _phases_median(boots: list[dict[str, Any]]) -> dict[str, float]:
     """Median of each boot phase (routervm.boot_phases) over the boots that printed it."""
     keys = sorted({k for b in boots for k in b.get("phases", {})})
     return {k: round(statistics.median(b["phases"][k] for b in boots
                                        if k in b.get("phases", {})), 2) for k in keys}
 
 
-def _qemu_part(boots: int, pushes: int) -> dict:
+def _qemu_part(boots: int, pushes: int) -> dict[str, Any]:
     vm = bench_vm(boots, pushes)
     ns = bench_namespace(pushes)
     vm_med = statistics.median(vm["push_seconds"])

@@ -17,7 +17,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
@@ -63,10 +64,11 @@ def _tenant(aio: AllInOne) -> Api:
     return Api(aio.listen, secret)
 
 
-def _wait(api: Api, router_id: str, cond, timeout: float = 300) -> pb.Router:
+def _wait(api: Api, router_id: str, cond: Callable[[pb.Router], bool],
+          timeout: float = 300) -> pb.Router:
     deadline = time.monotonic() + timeout
     while True:
-        r = api.call(api.routers.GetRouter, pb.GetRouterRequest(id=router_id))
+        r: pb.Router = api.call(api.routers.GetRouter, pb.GetRouterRequest(id=router_id))
         if cond(r):
             return r
         if time.monotonic() > deadline:
@@ -75,10 +77,11 @@ def _wait(api: Api, router_id: str, cond, timeout: float = 300) -> pb.Router:
 
 
 def _applied(r: pb.Router) -> bool:
-    return r.state == pb.ROUTER_STATE_ACTIVE and r.applied_generation >= r.desired_generation
+    return bool(r.state == pb.ROUTER_STATE_ACTIVE
+                and r.applied_generation >= r.desired_generation)
 
 
-def boot_once(aio: AllInOne, api: Api, n: int) -> dict:
+def boot_once(aio: AllInOne, api: Api, n: int) -> dict[str, Any]:
     t0 = time.monotonic()
     net = api.call(api.networks.CreateNetwork, pb.CreateNetworkRequest(network=pb.Network(
         name=f"boot{n}", cidr=f"10.60.{n}.0/24")))
@@ -100,12 +103,12 @@ def boot_once(aio: AllInOne, api: Api, n: int) -> dict:
         assert lease.ip == port.ip, (lease, port)
     finally:
         guest.destroy()
-    row: dict = {"api_s": round(api_s, 2), "defined_s": round(defined, 2),
-           "healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
-           "leased_s": round(leased, 2),
-           "serving_from_define_s": round(leased - defined, 2),
-           "netmgr_boot_seconds": round(r.vm_boot_seconds, 2),
-           "load_avg_1m": os.getloadavg()[0]}
+    row: dict[str, Any] = {"api_s": round(api_s, 2), "defined_s": round(defined, 2),
+                           "healthy_s": round(healthy, 2), "applied_s": round(applied, 2),
+                           "leased_s": round(leased, 2),
+                           "serving_from_define_s": round(leased - defined, 2),
+                           "netmgr_boot_seconds": round(r.vm_boot_seconds, 2),
+                           "load_avg_1m": os.getloadavg()[0]}
     # Where the VM's boot went (guest uptime marks on its console).
     console = os.path.join(aio.state_dir, "compute", "routers", net.router_id, "console.log")
     with contextlib.suppress(OSError), open(console, errors="replace") as f:
@@ -125,7 +128,7 @@ def push_series(api: Api, net: pb.Network, pushes: int) -> list[float]:
     return times
 
 
-def bench(boots: int, pushes: int) -> dict:
+def bench(boots: int, pushes: int) -> dict[str, Any]:
     rows = []
     with cloud("vm") as aio:
         api = _tenant(aio)

@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,6 +46,9 @@ from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 
 def conn_rate(guest: NamespaceGuest, ip: str, n: int = 2000) -> float:
@@ -75,9 +80,9 @@ class Bench:
         self.vpcs = vrpc.VpcServiceStub(self.api.channel)
         self.acls = vrpc.NetworkAclServiceStub(self.api.channel)
         self.guests: list[NamespaceGuest] = []
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[Any]] = []
 
-    def call(self, method, request):  # type: ignore[no-untyped-def]
+    def call(self, method: Callable[..., Any], request: Message) -> Any:
         return self.api.call(method, request, timeout=60)
 
     def setup(self) -> None:
@@ -101,8 +106,9 @@ class Bench:
         time.sleep(0.5)
 
     def tier(self, name: str, cidr: str) -> pb.Network:
-        return self.call(self.api.networks.CreateNetwork, pb.CreateNetworkRequest(
+        tier: pb.Network = self.call(self.api.networks.CreateNetwork, pb.CreateNetworkRequest(
             network=pb.Network(name=name, cidr=cidr, vpc_id=self.vpc.id)))
+        return tier
 
     def guest(self, tier: pb.Network, hostname: str) -> NamespaceGuest:
         port = self.call(self.api.ports.CreatePort, pb.CreatePortRequest(
@@ -164,7 +170,7 @@ class Bench:
         self.api.close()
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +215,7 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result: dict = {"host": platform.node(), "kernel": platform.release(),
+    result: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count(), "lists": {}}
     aio = AllInOne(prefix=f"q{uuid.uuid4().hex[:5]}", state_dir=work,
                    listen=f"127.0.0.1:{port}")

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -171,7 +172,7 @@ def run(repeat: int, seconds: int) -> dict[str, object]:
             topo.cleanup()
 
 
-def plot(result: dict[str, object], path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,15 +180,14 @@ def plot(result: dict[str, object], path: str) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     cold, reset = result["establish_cold_s"], result["establish_reset_s"]
-    a.boxplot([cold, reset])  # type: ignore[list-item]
+    a.boxplot([cold, reset])
     a.set_xticks([1, 2], ["cold (charon start)", "reset (reload)"])
     a.set_ylabel("seconds to ESTABLISHED + child SA")
     a.set_title("tunnel establishment")
-    med = [float(result["clear_median_bps"]) / 1e9,  # type: ignore[arg-type]
-           float(result["tunnel_median_bps"]) / 1e9]  # type: ignore[arg-type]
+    med = [float(result["clear_median_bps"]) / 1e9, float(result["tunnel_median_bps"]) / 1e9]
     b.bar(["same path, clear", f"IPsec ({result['backend']})"], med, color=["grey", "tab:blue"])
     b.set_ylabel("iperf3 TCP Gbit/s (median)")
-    b.set_title(f"throughput, ratio {float(result['tunnel_vs_clear_ratio']):.2f}")  # type: ignore[arg-type]
+    b.set_title(f"throughput, ratio {float(result['tunnel_vs_clear_ratio']):.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

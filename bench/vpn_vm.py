@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -125,7 +126,7 @@ def run(seconds: int, repeat: int) -> dict[str, object]:
         aio.down()
 
 
-def plot(result: dict, path: str) -> None:
+def plot(result: dict[str, Any], path: str) -> None:
     """Each iperf3 run, in clear and through the tunnel, with their medians."""
     import matplotlib
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the cloudnet router appliance: Debian 12 (mmdebstrap, minbase) with
 # the cloud kernel, systemd, the router's daemons (dnsmasq, nftables, HAProxy,
-# strongSwan, conntrack) and the router agent installed from the project's
-# own wheel into /opt/cloudnet (its Python dependencies from PyPI).
+# strongSwan, conntrack) and the router agent installed into /opt/cloudnet
+# from the router's own wheel, cloudnet-router (scripts/router_wheel.py: the
+# router agent, common/ and the router's API stubs, with only the Python
+# dependencies those import, from PyPI).
 #
 #   images/router/build.sh [OUT_DIR]      (default: images/router/out)
 #
@@ -84,9 +86,7 @@ if [ "${CLOUDNET_IMAGE_FROM:-head}" != worktree ]; then
   mkdir "$src"
   git -C "$REPO" archive "${CLOUDNET_IMAGE_REV:-HEAD}" | tar -x -C "$src"
 fi
-"$PY" -m pip wheel -q --no-deps -w "$work/wheel" "$src" >/dev/null 2>&1 \
-  || "$PY" -m pip wheel --no-deps -w "$work/wheel" "$src"
-wheel=$(ls "$work"/wheel/cloudnet-*.whl)
+wheel=$("$PY" "$src/scripts/router_wheel.py" --src "$src" "$work/wheel")
 # The wheel's RECORD lists the sha256 of every file in it: a content hash
 # that ignores the zip's timestamps.
 wheel_hash=$("$PY" - "$wheel" <<'PYEOF'
@@ -138,8 +138,10 @@ t_base=$(date +%s.%N)
 "$PY" -m pip download -q --only-binary=:all: --no-index --find-links "$CACHE/wheels" \
     -d "$CACHE/wheels" "$wheel" >/dev/null 2>&1 \
   || "$PY" -m pip download -q --only-binary=:all: -d "$CACHE/wheels" "$wheel"
-rm -f "$CACHE"/wheels/cloudnet-*.whl
-cp "$wheel" "$CACHE/wheels/"
+rm -f "$CACHE"/wheels/cloudnet-*.whl "$CACHE"/wheels/cloudnet_router-*.whl
+# Only the wheels this one needs go into the image (the cache may hold more).
+"$PY" -m pip download -q --only-binary=:all: --no-index --find-links "$CACHE/wheels" \
+    -d "$work/wheels" "$wheel"
 
 # ---- assemble --------------------------------------------------------------------
 root=$work/root
@@ -149,10 +151,12 @@ in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 chroot "$root
 tar -C "$root" --numeric-owner --xattrs --xattrs-include='*' -xpf "$base"
 cp -a "$HERE/rootfs/." "$root/"
 mkdir -p "$root/tmp/wheels"
-cp "$CACHE"/wheels/*.whl "$root/tmp/wheels/"
+cp "$work"/wheels/*.whl "$root/tmp/wheels/"
 in_root /usr/bin/python3 -m venv /opt/cloudnet
 in_root /opt/cloudnet/bin/pip install -q --no-index --find-links /tmp/wheels \
   --no-compile "/tmp/wheels/$(basename "$wheel")"
+# The unit's program starts (its imports resolve in the image).
+in_root /opt/cloudnet/bin/cloudnet-router-agent --help >/dev/null
 # Byte-compile now (a read-only-ish first boot under TCG must not pay for it).
 # unchecked-hash: never revalidated against the sources (no stat, no rewrite).
 in_root /opt/cloudnet/bin/python -m compileall -q -j0 --invalidation-mode unchecked-hash \
@@ -223,6 +227,7 @@ cp "$HERE/initramfs/init" "$ird/init"
 in_root dpkg-query -W -f '${Package}\t${Version}\n' > "$work/debs.tsv"
 in_root /opt/cloudnet/bin/pip list --format=freeze 2>/dev/null > "$work/pip.txt"
 rootfs_mib=$(du -sm --apparent-size "$root" | cut -f1)
+venv_mib=$(du -sm --apparent-size "$root/opt/cloudnet" | cut -f1)
 
 # ---- disk ------------------------------------------------------------------------
 # ext4 made from the directory (mke2fs -d: no loop device, no mount), with
@@ -233,9 +238,9 @@ qemu-img convert -q -f raw -O qcow2 "$work/root.img" "$work/disk.qcow2"
 t_end=$(date +%s.%N)
 
 "$PY" - "$work" "$OUT" "$inputs" "$release" "$rootfs_mib" "$fs_mib" "$t0" "$t_base" "$t_end" \
-       "$base_cached" "$wheel_hash" "$base_key" <<'PYEOF'
+       "$base_cached" "$wheel_hash" "$base_key" "$venv_mib" <<'PYEOF'
 import json, os, sys
-work, out, inputs, release, rootfs_mib, fs_mib, t0, t_base, t_end, base_cached, wheel_hash, base_key = sys.argv[1:]
+work, out, inputs, release, rootfs_mib, fs_mib, t0, t_base, t_end, base_cached, wheel_hash, base_key, venv_mib = sys.argv[1:]
 debs = dict(line.split("\t", 1) for line in open(os.path.join(work, "debs.tsv")).read().splitlines())
 pips = dict(line.split("==", 1) for line in open(os.path.join(work, "pip.txt")).read().splitlines() if "==" in line)
 want = ["linux-image-" + release, "systemd", "iproute2", "nftables", "dnsmasq-base", "haproxy",
@@ -249,9 +254,10 @@ manifest = {
     "cmdline": "root=/dev/vda rw console=ttyS0 panic=-1 quiet",
     "kernel_release": release,
     "min_memory_mib": 512,
-    "versions": {k: debs.get(k, "") for k in want} | {"cloudnet": pips.get("cloudnet", "")},
+    "versions": {k: debs.get(k, "") for k in want}
+                | {"cloudnet-router": pips.get("cloudnet-router", "")},
     "sizes_mib": {
-        "rootfs": int(rootfs_mib), "filesystem": int(fs_mib),
+        "rootfs": int(rootfs_mib), "filesystem": int(fs_mib), "opt_cloudnet": int(venv_mib),
         "disk_qcow2": round(os.path.getsize(os.path.join(work, "disk.qcow2")) / 2**20, 1),
         "vmlinuz": round(os.path.getsize(os.path.join(work, "vmlinuz")) / 2**20, 1),
         "initrd": round(os.path.getsize(os.path.join(work, "initrd.img")) / 2**20, 1),

@@ -28,7 +28,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
-from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
+from cloudnet.netmgr.v1 import (
+    debug_pb2_grpc,
+    edge_pb2_grpc,
+    netmgr_pb2,
+    netmgr_pb2_grpc,
+    router_vm_pb2_grpc,
+    vpc_pb2_grpc,
+    vpn_pb2_grpc,
+)
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -48,17 +56,18 @@ __all__ = [
 ]
 
 
+# grpc ships no type information: its base classes are Any to mypy.
 class _CallDetails(
     collections.namedtuple(
         "_CallDetails",
         ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
     ),
-    grpc.ClientCallDetails,
+    grpc.ClientCallDetails,  # type: ignore[misc]
 ):
     pass
 
 
-class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):
+class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Adds fixed metadata (auth, tenant) and a default timeout to every unary call."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]], timeout: float | None) -> None:
@@ -100,9 +109,9 @@ class PaginationError(RuntimeError):
 class Client:
     """Stubs of all netmgr services on one channel, with auth metadata attached.
 
-    Attributes: ``tenants``, ``zones``, ``networks``, ``ports``, ``routers``
-    (the generated ``*ServiceStub`` objects), ``channel`` (the intercepted
-    channel), ``server``.
+    Attributes: one generated ``*ServiceStub`` per service (``tenants``,
+    ``networks``, ``port_forwards``, ``vpcs``, ``vpn``, ``debug``...),
+    ``channel`` (the intercepted channel), ``server``.
     """
 
     def __init__(
@@ -123,11 +132,35 @@ class Client:
         self.channel = grpc.intercept_channel(
             self._raw_channel, _MetadataInterceptor(self.metadata(), timeout)
         )
-        self.tenants = netmgr_pb2_grpc.TenantServiceStub(self.channel)
-        self.zones = netmgr_pb2_grpc.ZoneServiceStub(self.channel)
-        self.networks = netmgr_pb2_grpc.NetworkServiceStub(self.channel)
-        self.ports = netmgr_pb2_grpc.PortServiceStub(self.channel)
-        self.routers = netmgr_pb2_grpc.RouterServiceStub(self.channel)
+        ch = self.channel
+        # Annotated: the stubs' constructors are overloaded on the channel's
+        # type (sync or asyncio), which mypy cannot tell from an untyped grpc.
+        self.tenants: netmgr_pb2_grpc.TenantServiceStub = netmgr_pb2_grpc.TenantServiceStub(ch)
+        self.zones: netmgr_pb2_grpc.ZoneServiceStub = netmgr_pb2_grpc.ZoneServiceStub(ch)
+        self.networks: netmgr_pb2_grpc.NetworkServiceStub = netmgr_pb2_grpc.NetworkServiceStub(ch)
+        self.ports: netmgr_pb2_grpc.PortServiceStub = netmgr_pb2_grpc.PortServiceStub(ch)
+        self.routers: netmgr_pb2_grpc.RouterServiceStub = netmgr_pb2_grpc.RouterServiceStub(ch)
+        self.public_ips: edge_pb2_grpc.PublicIpServiceStub = edge_pb2_grpc.PublicIpServiceStub(ch)
+        self.static_nats: edge_pb2_grpc.StaticNatServiceStub = (
+            edge_pb2_grpc.StaticNatServiceStub(ch))
+        self.port_forwards: edge_pb2_grpc.PortForwardServiceStub = (
+            edge_pb2_grpc.PortForwardServiceStub(ch))
+        self.firewall: edge_pb2_grpc.FirewallServiceStub = edge_pb2_grpc.FirewallServiceStub(ch)
+        self.load_balancers: edge_pb2_grpc.LoadBalancerServiceStub = (
+            edge_pb2_grpc.LoadBalancerServiceStub(ch))
+        self.edge_counters: edge_pb2_grpc.EdgeCounterServiceStub = (
+            edge_pb2_grpc.EdgeCounterServiceStub(ch))
+        self.vpcs: vpc_pb2_grpc.VpcServiceStub = vpc_pb2_grpc.VpcServiceStub(ch)
+        self.network_acls: vpc_pb2_grpc.NetworkAclServiceStub = (
+            vpc_pb2_grpc.NetworkAclServiceStub(ch))
+        self.static_routes: vpc_pb2_grpc.StaticRouteServiceStub = (
+            vpc_pb2_grpc.StaticRouteServiceStub(ch))
+        self.private_gateways: vpc_pb2_grpc.PrivateGatewayServiceStub = (
+            vpc_pb2_grpc.PrivateGatewayServiceStub(ch))
+        self.vpn: vpn_pb2_grpc.VpnServiceStub = vpn_pb2_grpc.VpnServiceStub(ch)
+        self.debug: debug_pb2_grpc.DebugServiceStub = debug_pb2_grpc.DebugServiceStub(ch)
+        self.router_vms: router_vm_pb2_grpc.RouterVmServiceStub = (
+            router_vm_pb2_grpc.RouterVmServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""
@@ -324,7 +357,7 @@ def _upper_snake(camel: str) -> str:
 def bad_request_violations(err: grpc.RpcError) -> list[tuple[str, str]]:
     """(field, description) of the google.rpc.BadRequest details of an error."""
     try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)
     except (ValueError, AttributeError, TypeError):
         return []
     if status is None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO, TypeAlias, TypeVar
 
 from cloudnet.netmgr.v1 import netmgr_pb2
 
@@ -26,7 +27,17 @@ class CommandFailed(Exception):
     """A command reached the API but the outcome is a failure (exit status 1)."""
 
 
-@dataclass
+# How a command module adds its sub-commands to the parser (main.build_parser):
+# ``group(name, help)`` adds ``cloudnet NAME`` and returns its sub-parsers,
+# ``leaf(subparsers, name, command, help)`` adds ``cloudnet GROUP NAME`` running
+# ``command`` and returns its parser for the arguments.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Command: TypeAlias = "Callable[[Context, argparse.Namespace], int]"
+Group: TypeAlias = "Callable[[str, str], Subparsers]"
+Leaf: TypeAlias = "Callable[[Subparsers, str, Command, str], argparse.ArgumentParser]"
+
+
+@dataclass(frozen=True)
 class Settings:
     server: str
     token: str | None
@@ -61,7 +72,7 @@ class Progress:
             self._width = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     client: Client
     settings: Settings
@@ -94,7 +105,7 @@ class Context:
         self.err.write(text + "\n")
 
 
-def _router_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
+def router_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
     def on_poll(r: Any, elapsed: float) -> None:
         progress.update(
             f"waiting for {what}: {enum_label(netmgr_pb2.RouterState, r.state)}, generation "
@@ -104,7 +115,7 @@ def _router_progress(progress: Progress, what: str) -> Callable[[Any, float], No
     return on_poll
 
 
-def _port_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
+def port_progress(progress: Progress, what: str) -> Callable[[Any, float], None]:
     def on_poll(p: Any, elapsed: float) -> None:
         progress.update(
             f"waiting for {what}: {enum_label(netmgr_pb2.ObjectState, p.state)} ({elapsed:.0f}s)"
@@ -113,7 +124,11 @@ def _port_progress(progress: Progress, what: str) -> Callable[[Any, float], None
     return on_poll
 
 
-def _wait(ctx: Context, fn: Callable[[Progress], Any]) -> Any:
+T = TypeVar("T")
+
+
+def wait_with_progress(ctx: Context, fn: Callable[[Progress], T]) -> T:
+    """``fn(progress)`` (a Client.wait_* call), its failure shown as a CommandFailed."""
     progress = Progress(ctx.err)
     try:
         return fn(progress)
@@ -124,6 +139,42 @@ def _wait(ctx: Context, fn: Callable[[Progress], Any]) -> Any:
         raise CommandFailed(str(e)) from None
     finally:
         progress.done()
+
+
+class StatefulObject(Protocol):
+    """An API object that the router applies: PENDING, then ACTIVE or ERROR."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> netmgr_pb2.ObjectState.ValueType: ...
+    @property
+    def error(self) -> str: ...
+
+
+ObjectT = TypeVar("ObjectT", bound=StatefulObject)
+RequestT = TypeVar("RequestT")
+
+SETTLE_TIMEOUT = 60.0
+
+
+def wait_settled(ctx: Context, get: Callable[[RequestT], ObjectT], request: RequestT,
+                 obj: ObjectT, wait: bool) -> ObjectT:
+    """With ``wait``, poll ``get(request)`` until ``obj`` is ACTIVE (returned) or
+    ERROR (shown, then CommandFailed); without, ``obj`` as it is."""
+    if not wait:
+        return obj
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while obj.state not in (netmgr_pb2.OBJECT_STATE_ACTIVE, netmgr_pb2.OBJECT_STATE_ERROR):
+        if time.monotonic() > deadline:
+            raise CommandFailed(f"{obj.id} still {netmgr_pb2.ObjectState.Name(obj.state)} "
+                                f"after {SETTLE_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+        obj = get(request)
+    if obj.state == netmgr_pb2.OBJECT_STATE_ERROR:
+        ctx.show(obj)
+        raise CommandFailed(f"{obj.id} is in ERROR: {obj.error}")
+    return obj
 
 
 # ----------------------------------------------------------- commands
@@ -200,10 +251,10 @@ def cmd_zone_update(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_network_create(ctx: Context, args: argparse.Namespace) -> int:
     net = ctx.client.networks.CreateNetwork(build_network_create(args))
     if args.wait:
-        _wait(
+        wait_with_progress(
             ctx,
             lambda p: ctx.client.wait_network_router(
-                net.id, args.wait_timeout, on_poll=_router_progress(p, f"router of {net.id}")
+                net.id, args.wait_timeout, on_poll=router_progress(p, f"router of {net.id}")
             ),
         )
         net = ctx.client.networks.GetNetwork(netmgr_pb2.GetNetworkRequest(id=net.id))
@@ -238,10 +289,10 @@ def cmd_network_delete(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_port_create(ctx: Context, args: argparse.Namespace) -> int:
     port = ctx.client.ports.CreatePort(build_port_create(args))
     if args.wait:
-        port = _wait(
+        port = wait_with_progress(
             ctx,
             lambda p: ctx.client.wait_port(
-                port.id, args.wait_timeout, on_poll=_port_progress(p, f"port {port.id}")
+                port.id, args.wait_timeout, on_poll=port_progress(p, f"port {port.id}")
             ),
         )
     ctx.show(port)
@@ -293,12 +344,12 @@ def cmd_router_show(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_router_restart(ctx: Context, args: argparse.Namespace) -> int:
     router = ctx.client.routers.RestartRouter(netmgr_pb2.RestartRouterRequest(id=args.id))
     if args.wait:
-        router = _wait(
+        router = wait_with_progress(
             ctx,
             lambda p: ctx.client.wait_router(
                 args.id,
                 args.wait_timeout,
-                on_poll=_router_progress(p, f"router {args.id}"),
+                on_poll=router_progress(p, f"router {args.id}"),
                 min_generation=router.desired_generation,
             ),
         )

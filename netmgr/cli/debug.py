@@ -17,13 +17,12 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from cloudnet.netmgr.v1 import debug_pb2, debug_pb2_grpc
+from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.router.v1 import diag_pb2 as dpb
 
-from netmgr.cli.commands import Context
+from netmgr.cli.commands import Command, Context, Group, Leaf
 from netmgr.cli.output import format_table, to_dict, to_json
 from netmgr.cli.requests import UsageError
 
@@ -36,10 +35,6 @@ SHOW_KINDS = {
     "lb-members": dpb.SHOW_KIND_LB_MEMBERS,
 }
 STREAM_GRACE = 30.0  # added to a stream's own limit for the call's deadline
-
-
-def _stub(ctx: Context) -> debug_pb2_grpc.DebugServiceStub:
-    return debug_pb2_grpc.DebugServiceStub(ctx.client.channel)
 
 
 def _stream_kw(ctx: Context, seconds: float, default: float) -> dict[str, Any]:
@@ -67,7 +62,7 @@ def cmd_capture(ctx: Context, args: argparse.Namespace) -> int:
         close = True
     summary = None
     try:
-        for chunk in _stub(ctx).Capture(req, **_stream_kw(ctx, args.seconds or 0, 10)):
+        for chunk in ctx.client.debug.Capture(req, **_stream_kw(ctx, args.seconds or 0, 10)):
             if chunk.data:
                 out.write(chunk.data)
                 out.flush()
@@ -91,7 +86,7 @@ def _source(args: argparse.Namespace) -> dpb.ProbeSource:
 
 def _probe(ctx: Context, args: argparse.Namespace, **probe: Any) -> int:
     req = dpb.ProbeRequest(router_id=args.router, timeout_seconds=args.wait or 0, **probe)
-    r = _stub(ctx).Probe(req, timeout=max(ctx.settings.timeout, 120.0))
+    r = ctx.client.debug.Probe(req, timeout=max(ctx.settings.timeout, 120.0))
     if ctx.json:
         ctx.print(to_json(r))
         return 0 if r.ok else 1
@@ -157,7 +152,7 @@ def cmd_trace(ctx: Context, args: argparse.Namespace) -> int:
                            destination=args.dst or "", protocol=args.proto or "",
                            port=args.port or 0, max_seconds=args.seconds or 0,
                            max_packets=args.count or 0)
-    for e in _stub(ctx).Trace(req, **_stream_kw(ctx, args.seconds or 0, 30)):
+    for e in ctx.client.debug.Trace(req, **_stream_kw(ctx, args.seconds or 0, 30)):
         if e.ready:
             ctx.note("trace armed: send the packet now (Ctrl-C to stop)")
             continue
@@ -209,7 +204,7 @@ def _show_table(kind: str, r: dpb.ShowResponse) -> str:
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
-    r = _stub(ctx).Show(dpb.ShowRequest(router_id=args.router, kind=SHOW_KINDS[args.what],
+    r = ctx.client.debug.Show(dpb.ShowRequest(router_id=args.router, kind=SHOW_KINDS[args.what],
                                         address=args.address or ""))
     if ctx.json:
         field = {"lb-members": "lb_members"}.get(args.what, args.what)
@@ -223,7 +218,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_explain(ctx: Context, args: argparse.Namespace) -> int:
-    r = _stub(ctx).Explain(debug_pb2.ExplainRequest(**{"from": args.source, "to": args.to}))
+    r = ctx.client.debug.Explain(debug_pb2.ExplainRequest(**{"from": args.source, "to": args.to}))
     if ctx.json:
         ctx.print(to_json(r))
     else:
@@ -239,8 +234,7 @@ def cmd_explain(ctx: Context, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------ parser
 
 
-def add_commands(group: Callable[[str, str], Any],
-                 leaf: Callable[[Any, str, Callable[..., int], str], Any]) -> None:
+def add_commands(group: Group, leaf: Leaf) -> None:
     """Adds ``debug ...`` with the CLI's own group/leaf helpers."""
     s = group("debug", "diagnose a router: capture, probes, live trace, show, explain")
 
@@ -260,14 +254,14 @@ def add_commands(group: Callable[[str, str], Any],
                          description="active probes from the router or a probe port")
     ps = probe.add_subparsers(dest="probe", metavar="PROBE", required=True)
 
-    def probe_leaf(name: str, func: Callable[..., int], help: str) -> Any:
+    def probe_leaf(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         p = leaf(ps, name, func, help)
         p.add_argument("router", metavar="ROUTER")
         p.add_argument("--wait", type=float, metavar="SECONDS",
                        help="seconds to wait for each answer (default 2)")
         return p
 
-    def source(p: Any) -> None:
+    def source(p: argparse.ArgumentParser) -> None:
         p.add_argument("--from-network", metavar="NETWORK_ID",
                        help="send from a probe port on this network (through the router)")
         p.add_argument("--source-ip", metavar="IP", help="the probe port's address")

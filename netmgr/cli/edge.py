@@ -17,28 +17,16 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import Any
 
 from cloudnet.netmgr.v1 import edge_pb2 as epb
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf.message import Message
 
-from netmgr.cli.commands import CommandFailed, Context
-from netmgr.cli.output import COLUMNS, format_field
-from netmgr.cli.requests import UsageError
-
-WAIT_TIMEOUT = 60.0
-
-
-def _f(name: str) -> Callable[[Any], str]:
-    return lambda m: format_field(m, name)
-
-
-def _ports(m: Any, a: str, b: str) -> str:
-    lo, hi = getattr(m, a), getattr(m, b)
-    return str(lo) if not hi or hi == lo else f"{lo}-{hi}"
+from netmgr.cli import edge_update
+from netmgr.cli.commands import Command, Context, Group, Leaf, Subparsers, wait_settled
+from netmgr.cli.output import COLUMNS, column, format_port_range
+from netmgr.cli.requests import UsageError, parse_port_range
 
 
 def _members(lb: Any) -> str:
@@ -47,62 +35,35 @@ def _members(lb: Any) -> str:
 
 
 COLUMNS.update({
-    "PublicIp": [("ID", _f("id")), ("IP", _f("ip")), ("NETWORK", _f("network_id")),
-                 ("SOURCE NAT", _f("source_nat")), ("STATE", _f("state"))],
-    "StaticNat": [("ID", _f("id")), ("PUBLIC IP", _f("public_ip")),
-                  ("PRIVATE IP", _f("private_ip")), ("PORT", _f("port_id")),
-                  ("STATE", _f("state")), ("ERROR", _f("error"))],
-    "PortForward": [("ID", _f("id")), ("PUBLIC IP", _f("public_ip")), ("PROTO", _f("protocol")),
-                    ("PUBLIC", lambda m: _ports(m, "public_port", "public_port_end")),
-                    ("PRIVATE IP", _f("private_ip")),
-                    ("PRIVATE", lambda m: _ports(m, "private_port", "private_port_end")),
-                    ("SOURCES", _f("source_cidrs")), ("STATE", _f("state")),
-                    ("ERROR", _f("error"))],
-    "FirewallRule": [("ID", _f("id")), ("DIRECTION", _f("direction")),
-                     ("PUBLIC IP", _f("public_ip")), ("NETWORK", _f("network_id")),
-                     ("PROTO", _f("protocol")), ("PORTS", lambda m: _ports(m, "port", "port_end")),
-                     ("CIDRS", _f("cidrs")), ("STATE", _f("state")), ("ERROR", _f("error"))],
-    "LoadBalancer": [("ID", _f("id")), ("NAME", _f("name")), ("PUBLIC IP", _f("public_ip")),
-                     ("PORT", _f("public_port")), ("PROTO", _f("protocol")),
-                     ("ALGORITHM", _f("algorithm")), ("MEMBERS", _members),
-                     ("STATE", _f("state")), ("ERROR", _f("error"))],
+    "PublicIp": [("ID", column("id")), ("IP", column("ip")), ("NETWORK", column("network_id")),
+                 ("SOURCE NAT", column("source_nat")), ("STATE", column("state"))],
+    "StaticNat": [("ID", column("id")), ("PUBLIC IP", column("public_ip")),
+                  ("PRIVATE IP", column("private_ip")), ("PORT", column("port_id")),
+                  ("STATE", column("state")), ("ERROR", column("error"))],
+    "PortForward": [("ID", column("id")), ("PUBLIC IP", column("public_ip")),
+                    ("PROTO", column("protocol")),
+                    ("PUBLIC",
+                     lambda m: format_port_range(m, "public_port", "public_port_end")),
+                    ("PRIVATE IP", column("private_ip")),
+                    ("PRIVATE",
+                     lambda m: format_port_range(m, "private_port", "private_port_end")),
+                    ("SOURCES", column("source_cidrs")), ("STATE", column("state")),
+                    ("ERROR", column("error"))],
+    "FirewallRule": [("ID", column("id")), ("DIRECTION", column("direction")),
+                     ("PUBLIC IP", column("public_ip")), ("NETWORK", column("network_id")),
+                     ("PROTO", column("protocol")),
+                     ("PORTS", lambda m: format_port_range(m, "port", "port_end")),
+                     ("CIDRS", column("cidrs")), ("STATE", column("state")),
+                     ("ERROR", column("error"))],
+    "LoadBalancer": [("ID", column("id")), ("NAME", column("name")),
+                     ("PUBLIC IP", column("public_ip")), ("PORT", column("public_port")),
+                     ("PROTO", column("protocol")), ("ALGORITHM", column("algorithm")),
+                     ("MEMBERS", _members), ("STATE", column("state")),
+                     ("ERROR", column("error"))],
 })
 
 
-def _stubs(ctx: Context) -> tuple[Any, Any, Any, Any, Any]:
-    ch = ctx.client.channel
-    return (erpc.PublicIpServiceStub(ch), erpc.StaticNatServiceStub(ch),
-            erpc.PortForwardServiceStub(ch), erpc.FirewallServiceStub(ch),
-            erpc.LoadBalancerServiceStub(ch))
-
-
-def port_range(text: str, what: str) -> tuple[int, int]:
-    """"80" -> (80, 0); "7000-7010" -> (7000, 7010)."""
-    lo, sep, hi = text.partition("-")
-    try:
-        return int(lo), int(hi) if sep else 0
-    except ValueError:
-        raise UsageError(f"{what}: {text!r} is not a port or a range like 7000-7010") from None
-
-
-def _wait(ctx: Context, get: Callable[..., Any], request: Any, obj: Any,
-          wait: bool) -> Any:
-    if not wait:
-        return obj
-    deadline = time.monotonic() + WAIT_TIMEOUT
-    while obj.state not in (pb.OBJECT_STATE_ACTIVE, pb.OBJECT_STATE_ERROR):
-        if time.monotonic() > deadline:
-            raise CommandFailed(f"{obj.id} still {pb.ObjectState.Name(obj.state)} after "
-                                f"{WAIT_TIMEOUT:.0f} s")
-        time.sleep(0.1)
-        obj = get(request)
-    if obj.state == pb.OBJECT_STATE_ERROR:
-        ctx.show(obj)
-        raise CommandFailed(f"{obj.id} is in ERROR: {obj.error}")
-    return obj
-
-
-def _list(ctx: Context, method: Any, request: Any, field: str, kind: str,
+def _list(ctx: Context, method: Callable[..., Any], request: Message, field: str, kind: str,
           args: argparse.Namespace) -> int:
     ctx.show_list(kind, ctx.client.list_all(method, request, field, args.limit))
     return 0
@@ -112,32 +73,32 @@ def _list(ctx: Context, method: Any, request: Any, field: str, kind: str,
 
 
 def cmd_ip_allocate(ctx: Context, args: argparse.Namespace) -> int:
-    ips = _stubs(ctx)[0]
+    ips = ctx.client.public_ips
     ip = ips.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=args.network or ""))
-    ctx.show(_wait(ctx, ips.GetPublicIp, epb.GetPublicIpRequest(id=ip.id), ip,
-                   args.wait and bool(args.network)))
+    ctx.show(wait_settled(ctx, ips.GetPublicIp, epb.GetPublicIpRequest(id=ip.id), ip,
+                          args.wait and bool(args.network)))
     return 0
 
 
 def cmd_ip_list(ctx: Context, args: argparse.Namespace) -> int:
-    return _list(ctx, _stubs(ctx)[0].ListPublicIps,
+    return _list(ctx, ctx.client.public_ips.ListPublicIps,
                  epb.ListPublicIpsRequest(network_id=args.network or ""), "public_ips",
                  "PublicIp", args)
 
 
 def cmd_ip_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[0].GetPublicIp(epb.GetPublicIpRequest(id=args.id)))
+    ctx.show(ctx.client.public_ips.GetPublicIp(epb.GetPublicIpRequest(id=args.id)))
     return 0
 
 
 def cmd_ip_associate(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[0].AssociatePublicIp(
+    ctx.show(ctx.client.public_ips.AssociatePublicIp(
         epb.AssociatePublicIpRequest(id=args.id, network_id=args.network or "")))
     return 0
 
 
 def cmd_ip_release(ctx: Context, args: argparse.Namespace) -> int:
-    _stubs(ctx)[0].ReleasePublicIp(epb.ReleasePublicIpRequest(id=args.id))
+    ctx.client.public_ips.ReleasePublicIp(epb.ReleasePublicIpRequest(id=args.id))
     ctx.deleted("public IP", args.id)
     return 0
 
@@ -146,26 +107,26 @@ def cmd_ip_release(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_nat_create(ctx: Context, args: argparse.Namespace) -> int:
-    nats = _stubs(ctx)[1]
+    nats = ctx.client.static_nats
     n = nats.CreateStaticNat(epb.CreateStaticNatRequest(
         static_nat=epb.StaticNat(public_ip_id=args.public_ip, port_id=args.port)))
-    ctx.show(_wait(ctx, nats.GetStaticNat, epb.GetStaticNatRequest(id=n.id), n, args.wait))
+    ctx.show(wait_settled(ctx, nats.GetStaticNat, epb.GetStaticNatRequest(id=n.id), n, args.wait))
     return 0
 
 
 def cmd_nat_list(ctx: Context, args: argparse.Namespace) -> int:
-    return _list(ctx, _stubs(ctx)[1].ListStaticNats,
+    return _list(ctx, ctx.client.static_nats.ListStaticNats,
                  epb.ListStaticNatsRequest(network_id=args.network or ""), "static_nats",
                  "StaticNat", args)
 
 
 def cmd_nat_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[1].GetStaticNat(epb.GetStaticNatRequest(id=args.id)))
+    ctx.show(ctx.client.static_nats.GetStaticNat(epb.GetStaticNatRequest(id=args.id)))
     return 0
 
 
 def cmd_nat_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stubs(ctx)[1].DeleteStaticNat(epb.DeleteStaticNatRequest(id=args.id))
+    ctx.client.static_nats.DeleteStaticNat(epb.DeleteStaticNatRequest(id=args.id))
     ctx.deleted("static NAT", args.id)
     return 0
 
@@ -174,8 +135,8 @@ def cmd_nat_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def build_port_forward(args: argparse.Namespace) -> epb.PortForward:
-    pub, pub_end = port_range(args.public_port, "--public-port")
-    priv, priv_end = port_range(args.private_port or args.public_port, "--private-port")
+    pub, pub_end = parse_port_range(args.public_port, "--public-port")
+    priv, priv_end = parse_port_range(args.private_port or args.public_port, "--private-port")
     return epb.PortForward(public_ip_id=args.public_ip, protocol=args.protocol,
                            public_port=pub, public_port_end=pub_end, port_id=args.port,
                            private_port=priv, private_port_end=priv_end,
@@ -183,25 +144,26 @@ def build_port_forward(args: argparse.Namespace) -> epb.PortForward:
 
 
 def cmd_pf_create(ctx: Context, args: argparse.Namespace) -> int:
-    fw = _stubs(ctx)[2]
-    f = fw.CreatePortForward(epb.CreatePortForwardRequest(port_forward=build_port_forward(args)))
-    ctx.show(_wait(ctx, fw.GetPortForward, epb.GetPortForwardRequest(id=f.id), f, args.wait))
+    pfs = ctx.client.port_forwards
+    f = pfs.CreatePortForward(epb.CreatePortForwardRequest(port_forward=build_port_forward(args)))
+    ctx.show(wait_settled(ctx, pfs.GetPortForward, epb.GetPortForwardRequest(id=f.id), f,
+                          args.wait))
     return 0
 
 
 def cmd_pf_list(ctx: Context, args: argparse.Namespace) -> int:
-    return _list(ctx, _stubs(ctx)[2].ListPortForwards,
+    return _list(ctx, ctx.client.port_forwards.ListPortForwards,
                  epb.ListPortForwardsRequest(network_id=args.network or ""), "port_forwards",
                  "PortForward", args)
 
 
 def cmd_pf_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[2].GetPortForward(epb.GetPortForwardRequest(id=args.id)))
+    ctx.show(ctx.client.port_forwards.GetPortForward(epb.GetPortForwardRequest(id=args.id)))
     return 0
 
 
 def cmd_pf_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stubs(ctx)[2].DeletePortForward(epb.DeletePortForwardRequest(id=args.id))
+    ctx.client.port_forwards.DeletePortForward(epb.DeletePortForwardRequest(id=args.id))
     ctx.deleted("port forward", args.id)
     return 0
 
@@ -210,7 +172,7 @@ def cmd_pf_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def build_firewall_rule(args: argparse.Namespace) -> epb.FirewallRule:
-    port, port_end = port_range(args.ports, "--ports") if args.ports else (0, 0)
+    port, port_end = parse_port_range(args.ports, "--ports") if args.ports else (0, 0)
     if args.direction == "ingress":
         if not args.public_ip:
             raise UsageError("an ingress rule needs --public-ip")
@@ -226,32 +188,33 @@ def build_firewall_rule(args: argparse.Namespace) -> epb.FirewallRule:
 
 
 def cmd_fw_create(ctx: Context, args: argparse.Namespace) -> int:
-    fw = _stubs(ctx)[3]
+    fw = ctx.client.firewall
     r = fw.CreateFirewallRule(epb.CreateFirewallRuleRequest(
         firewall_rule=build_firewall_rule(args)))
-    ctx.show(_wait(ctx, fw.GetFirewallRule, epb.GetFirewallRuleRequest(id=r.id), r, args.wait))
+    ctx.show(wait_settled(ctx, fw.GetFirewallRule, epb.GetFirewallRuleRequest(id=r.id), r,
+                          args.wait))
     return 0
 
 
 def cmd_fw_list(ctx: Context, args: argparse.Namespace) -> int:
-    return _list(ctx, _stubs(ctx)[3].ListFirewallRules,
+    return _list(ctx, ctx.client.firewall.ListFirewallRules,
                  epb.ListFirewallRulesRequest(network_id=args.network or ""), "firewall_rules",
                  "FirewallRule", args)
 
 
 def cmd_fw_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[3].GetFirewallRule(epb.GetFirewallRuleRequest(id=args.id)))
+    ctx.show(ctx.client.firewall.GetFirewallRule(epb.GetFirewallRuleRequest(id=args.id)))
     return 0
 
 
 def cmd_fw_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stubs(ctx)[3].DeleteFirewallRule(epb.DeleteFirewallRuleRequest(id=args.id))
+    ctx.client.firewall.DeleteFirewallRule(epb.DeleteFirewallRuleRequest(id=args.id))
     ctx.deleted("firewall rule", args.id)
     return 0
 
 
 def cmd_fw_policy(ctx: Context, args: argparse.Namespace) -> int:
-    fw = _stubs(ctx)[3]
+    fw = ctx.client.firewall
     if args.action is None:
         ctx.show(fw.GetEgressPolicy(epb.GetEgressPolicyRequest(network_id=args.network)))
         return 0
@@ -290,36 +253,36 @@ def build_load_balancer(args: argparse.Namespace) -> epb.LoadBalancer:
 
 
 def cmd_lb_create(ctx: Context, args: argparse.Namespace) -> int:
-    lbs = _stubs(ctx)[4]
+    lbs = ctx.client.load_balancers
     lb = lbs.CreateLoadBalancer(epb.CreateLoadBalancerRequest(
         load_balancer=build_load_balancer(args)))
-    ctx.show(_wait(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
-                   args.wait))
+    ctx.show(wait_settled(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
+                          args.wait))
     return 0
 
 
 def cmd_lb_update(ctx: Context, args: argparse.Namespace) -> int:
-    lbs = _stubs(ctx)[4]
+    lbs = ctx.client.load_balancers
     lb = lbs.UpdateLoadBalancer(epb.UpdateLoadBalancerRequest(
         load_balancer=build_load_balancer(args)))
-    ctx.show(_wait(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
-                   args.wait))
+    ctx.show(wait_settled(ctx, lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id), lb,
+                          args.wait))
     return 0
 
 
 def cmd_lb_list(ctx: Context, args: argparse.Namespace) -> int:
-    return _list(ctx, _stubs(ctx)[4].ListLoadBalancers,
+    return _list(ctx, ctx.client.load_balancers.ListLoadBalancers,
                  epb.ListLoadBalancersRequest(network_id=args.network or ""), "load_balancers",
                  "LoadBalancer", args)
 
 
 def cmd_lb_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stubs(ctx)[4].GetLoadBalancer(epb.GetLoadBalancerRequest(id=args.id)))
+    ctx.show(ctx.client.load_balancers.GetLoadBalancer(epb.GetLoadBalancerRequest(id=args.id)))
     return 0
 
 
 def cmd_lb_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stubs(ctx)[4].DeleteLoadBalancer(epb.DeleteLoadBalancerRequest(id=args.id))
+    ctx.client.load_balancers.DeleteLoadBalancer(epb.DeleteLoadBalancerRequest(id=args.id))
     ctx.deleted("load balancer", args.id)
     return 0
 
@@ -327,18 +290,16 @@ def cmd_lb_delete(ctx: Context, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 
 
-def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
-    from netmgr.cli import edge_update as cli_edge_update  # imports this module
-
-    def wait(p: Any) -> None:
+def add_commands(group: Group, leaf: Leaf) -> None:
+    def wait(p: argparse.ArgumentParser) -> None:
         p.add_argument("--wait", action="store_true", help="until ACTIVE or ERROR")
 
-    def listing(s: Any, func: Callable[..., int], what: str) -> None:
+    def listing(s: Subparsers, func: Command, what: str) -> None:
         p = leaf(s, "list", func, f"list {what}")
         p.add_argument("--network", metavar="NETWORK_ID", help="only this network's")
         p.add_argument("--limit", type=int, metavar="N", help="at most N")
 
-    def by_id(s: Any, name: str, func: Callable[..., int], help: str) -> None:
+    def by_id(s: Subparsers, name: str, func: Command, help: str) -> None:
         leaf(s, name, func, help).add_argument("id", metavar="ID")
 
     s = group("publicip", "allocate and associate public IPs")
@@ -360,7 +321,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_nat_list, "static NATs")
     by_id(s, "show", cmd_nat_show, "show a static NAT")
     by_id(s, "delete", cmd_nat_delete, "delete a static NAT")
-    cli_edge_update.add_counters(s, leaf, ("staticnat",))
+    edge_update.add_counters(s, leaf, ("staticnat",))
 
     s = group("portforward", "forward public ports to a port")
     p = leaf(s, "create", cmd_pf_create, "create a port forward")
@@ -374,7 +335,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_pf_list, "port forwards")
     by_id(s, "show", cmd_pf_show, "show a port forward")
     by_id(s, "delete", cmd_pf_delete, "delete a port forward")
-    cli_edge_update.add_update(s, leaf, "portforward")
+    edge_update.add_update(s, leaf, "portforward")
 
     s = group("firewall", "ingress rules per public IP, egress rules per network")
     p = leaf(s, "create", cmd_fw_create, "create a firewall rule")
@@ -391,14 +352,14 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_fw_list, "firewall rules")
     by_id(s, "show", cmd_fw_show, "show a firewall rule")
     by_id(s, "delete", cmd_fw_delete, "delete a firewall rule")
-    cli_edge_update.add_update(s, leaf, "firewall")
+    edge_update.add_update(s, leaf, "firewall")
     p = leaf(s, "egress-policy", cmd_fw_policy, "show or set a network's default egress")
     p.add_argument("network", metavar="NETWORK_ID")
     p.add_argument("action", nargs="?", choices=("allow", "deny"))
 
     s = group("lb", "load balancers (HAProxy in the router)")
 
-    def lb_settings(p: Any) -> None:
+    def lb_settings(p: argparse.ArgumentParser) -> None:
         p.add_argument("--protocol", required=True, help="tcp or http")
         p.add_argument("--private-port", type=int, help="members' port (default: --port)")
         p.add_argument("--member", action="append", metavar="PORT_ID[:WEIGHT[:PORT]]")
@@ -424,4 +385,4 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     listing(s, cmd_lb_list, "load balancers")
     by_id(s, "show", cmd_lb_show, "show a load balancer (with member health)")
     by_id(s, "delete", cmd_lb_delete, "delete a load balancer")
-    cli_edge_update.add_counters(s, leaf, ("loadbalancer",))
+    edge_update.add_counters(s, leaf, ("loadbalancer",))

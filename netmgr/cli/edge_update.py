@@ -9,19 +9,15 @@ in place (one element swap in the router) and their packet/byte counters.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
 from cloudnet.netmgr.v1 import edge_pb2 as epb
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 
-from netmgr.cli import edge as ce
-from netmgr.cli.commands import Context
-from netmgr.cli.output import COLUMNS
-from netmgr.cli.requests import UsageError, _mask
+from netmgr.cli.commands import Context, Leaf, Subparsers, wait_settled
+from netmgr.cli.output import COLUMNS, column
+from netmgr.cli.requests import UsageError, field_mask, parse_port_range
 
-COLUMNS.setdefault("EdgeCounter", [("KIND", ce._f("kind")), ("ID", ce._f("id")),
-                                   ("PACKETS", ce._f("packets")), ("BYTES", ce._f("bytes"))])
+COLUMNS.setdefault("EdgeCounter", [("KIND", column("kind")), ("ID", column("id")),
+                                   ("PACKETS", column("packets")), ("BYTES", column("bytes"))])
 
 
 def pf_update_request(args: argparse.Namespace) -> epb.UpdatePortForwardRequest:
@@ -31,20 +27,20 @@ def pf_update_request(args: argparse.Namespace) -> epb.UpdatePortForwardRequest:
         f.protocol = args.protocol
         paths.append("protocol")
     if args.public_port is not None:
-        f.public_port, f.public_port_end = ce.port_range(args.public_port, "--public-port")
+        f.public_port, f.public_port_end = parse_port_range(args.public_port, "--public-port")
         paths += ["public_port", "public_port_end"] if f.public_port_end else ["public_port"]
     if args.port is not None:
         f.port_id = args.port
         paths.append("port_id")
     if args.private_port is not None:
-        f.private_port, f.private_port_end = ce.port_range(args.private_port, "--private-port")
+        f.private_port, f.private_port_end = parse_port_range(args.private_port, "--private-port")
         paths += ["private_port", "private_port_end"] if f.private_port_end else ["private_port"]
     if args.source is not None or args.any_source:
         f.source_cidrs.extend(args.source or [])
         paths.append("source_cidrs")
     if not paths:
         raise UsageError("nothing to update: give at least one option")
-    return epb.UpdatePortForwardRequest(port_forward=f, update_mask=_mask(paths))
+    return epb.UpdatePortForwardRequest(port_forward=f, update_mask=field_mask(paths))
 
 
 def fw_update_request(args: argparse.Namespace) -> epb.UpdateFirewallRuleRequest:
@@ -54,7 +50,7 @@ def fw_update_request(args: argparse.Namespace) -> epb.UpdateFirewallRuleRequest
         r.protocol = args.protocol
         paths.append("protocol")
     if args.ports is not None:
-        r.port, r.port_end = ce.port_range(args.ports, "--ports")
+        r.port, r.port_end = parse_port_range(args.ports, "--ports")
         paths += ["port", "port_end"] if r.port_end else ["port"]
     for name in ("icmp_type", "icmp_code"):
         if getattr(args, name) is not None:
@@ -65,35 +61,34 @@ def fw_update_request(args: argparse.Namespace) -> epb.UpdateFirewallRuleRequest
         paths.append("cidrs")
     if not paths:
         raise UsageError("nothing to update: give at least one option")
-    return epb.UpdateFirewallRuleRequest(firewall_rule=r, update_mask=_mask(paths))
+    return epb.UpdateFirewallRuleRequest(firewall_rule=r, update_mask=field_mask(paths))
 
 
 def cmd_pf_update(ctx: Context, args: argparse.Namespace) -> int:
-    stub = erpc.PortForwardServiceStub(ctx.client.channel)
-    f = stub.UpdatePortForward(pf_update_request(args))
-    ctx.show(ce._wait(ctx, stub.GetPortForward, epb.GetPortForwardRequest(id=f.id), f,
-                      args.wait))
+    pfs = ctx.client.port_forwards
+    f = pfs.UpdatePortForward(pf_update_request(args))
+    ctx.show(wait_settled(ctx, pfs.GetPortForward, epb.GetPortForwardRequest(id=f.id), f,
+                          args.wait))
     return 0
 
 
 def cmd_fw_update(ctx: Context, args: argparse.Namespace) -> int:
-    stub = erpc.FirewallServiceStub(ctx.client.channel)
-    r = stub.UpdateFirewallRule(fw_update_request(args))
-    ctx.show(ce._wait(ctx, stub.GetFirewallRule, epb.GetFirewallRuleRequest(id=r.id), r,
-                      args.wait))
+    fw = ctx.client.firewall
+    r = fw.UpdateFirewallRule(fw_update_request(args))
+    ctx.show(wait_settled(ctx, fw.GetFirewallRule, epb.GetFirewallRuleRequest(id=r.id), r,
+                          args.wait))
     return 0
 
 
 def cmd_counters(ctx: Context, args: argparse.Namespace) -> int:
-    stub = erpc.EdgeCounterServiceStub(ctx.client.channel)
-    reply = stub.GetEdgeCounters(epb.GetEdgeCountersRequest(network_id=args.network,
-                                                            ids=args.ids))
+    reply = ctx.client.edge_counters.GetEdgeCounters(
+        epb.GetEdgeCountersRequest(network_id=args.network, ids=args.ids))
     kinds = getattr(args, "kinds", ())
     ctx.show_list("EdgeCounter", [c for c in reply.counters if args.ids or c.kind in kinds])
     return 0
 
 
-def add_update(s: Any, leaf: Callable[..., Any], kind: str) -> None:
+def add_update(s: Subparsers, leaf: Leaf, kind: str) -> None:
     """`update` and `counters` under the group `s` ("portforward" or "firewall")."""
     if kind == "portforward":
         p = leaf(s, "update", cmd_pf_update, "change a port forward in place")
@@ -119,7 +114,7 @@ def add_update(s: Any, leaf: Callable[..., Any], kind: str) -> None:
     add_counters(s, leaf, (kind,))
 
 
-def add_counters(s: Any, leaf: Callable[..., Any], kinds: tuple[str, ...]) -> None:
+def add_counters(s: Subparsers, leaf: Leaf, kinds: tuple[str, ...]) -> None:
     p = leaf(s, "counters", cmd_counters, "packets and bytes per rule, read from the router")
     p.add_argument("network", metavar="NETWORK_ID")
     p.add_argument("ids", nargs="*", metavar="ID", help="only these rules (default: all of "

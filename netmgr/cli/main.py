@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,14 +26,18 @@ import grpc
 
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
+from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import vm as cli_vm
+from netmgr.cli import vpc as cli_vpc
 from netmgr.cli import vpn as cli_vpn
 from netmgr.cli.client import DEFAULT_SERVER, Client, PaginationError, format_rpc_error
 from netmgr.cli.commands import (
+    Command,
     CommandFailed,
     Context,
     Progress,
     Settings,
+    Subparsers,
     cmd_network_create,
     cmd_network_delete,
     cmd_network_list,
@@ -222,11 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(parser, top=True)
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
 
-    def group(name: str, help: str) -> Any:
+    def group(name: str, help: str) -> Subparsers:
         p = groups.add_parser(name, help=help, description=help)
         return p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def leaf(subs: Any, name: str, func: Callable[..., int], help: str) -> Any:
+    def leaf(subs: Subparsers, name: str, func: Command, help: str) -> argparse.ArgumentParser:
         p = subs.add_parser(name, help=help, description=help)
         _add_globals(p, top=False)
         p.set_defaults(func=func)
@@ -339,16 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "restart", cmd_router_restart, "rebuild a router's runtime (leases are kept)")
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
-    from netmgr.cli import router_console as cli_router_vm
-
-    cli_router_vm.add_console(s, leaf)  # router console (VM backend)
+    cli_router_console.add_console(s, leaf)  # router console (VM backend)
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
     cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
-    from netmgr.cli import vpc as cli_vpc
-
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     return parser
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from netmgr.cli.client import enum_label
 
@@ -46,7 +48,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 # ------------------------------------------------------------ values
 
 
-def format_timestamp(ts: Any) -> str:
+def format_timestamp(ts: Timestamp | None) -> str:
     """A google.protobuf.Timestamp as ISO 8601 UTC (``2024-05-01T12:00:00Z``)."""
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return ""
@@ -112,8 +114,15 @@ def format_detail(msg: Any, extra: Sequence[tuple[str, str]] = ()) -> str:
 Column = tuple[str, Callable[[Any], str]]
 
 
-def _f(name: str) -> Callable[[Any], str]:
+def column(name: str) -> Callable[[Message], str]:
+    """A list column showing one field as :func:`format_field` does."""
     return lambda m: format_field(m, name)
+
+
+def format_port_range(msg: Any, first: str, last: str) -> str:
+    """Two port fields as ``80`` or ``7000-7010`` (``last`` 0 or equal: one port)."""
+    lo, hi = getattr(msg, first), getattr(msg, last)
+    return str(lo) if not hi or hi == lo else f"{lo}-{hi}"
 
 
 def _generation(r: Any) -> str:
@@ -121,41 +130,45 @@ def _generation(r: Any) -> str:
 
 
 COLUMNS: dict[str, list[Column]] = {
-    "Tenant": [("ID", _f("id")), ("NAME", _f("name")), ("CREATED", _f("create_time"))],
+    "Tenant": [
+        ("ID", column("id")),
+        ("NAME", column("name")),
+        ("CREATED", column("create_time")),
+    ],
     "Token": [
-        ("ID", _f("id")),
-        ("TENANT", _f("tenant_id")),
-        ("NAME", _f("name")),
-        ("CREATED", _f("create_time")),
+        ("ID", column("id")),
+        ("TENANT", column("tenant_id")),
+        ("NAME", column("name")),
+        ("CREATED", column("create_time")),
     ],
     "Network": [
-        ("ID", _f("id")),
-        ("NAME", _f("name")),
-        ("CIDR", _f("cidr")),
-        ("GATEWAY", _f("gateway")),
-        ("VLAN", _f("vlan_id")),
-        ("SNAT IP", _f("source_nat_ip")),
-        ("DOMAIN", _f("domain")),
-        ("ROUTER", _f("router_id")),
+        ("ID", column("id")),
+        ("NAME", column("name")),
+        ("CIDR", column("cidr")),
+        ("GATEWAY", column("gateway")),
+        ("VLAN", column("vlan_id")),
+        ("SNAT IP", column("source_nat_ip")),
+        ("DOMAIN", column("domain")),
+        ("ROUTER", column("router_id")),
     ],
     "Port": [
-        ("ID", _f("id")),
-        ("NAME", _f("name")),
-        ("NETWORK", _f("network_id")),
-        ("IP", _f("ip")),
-        ("MAC", _f("mac")),
-        ("HOSTNAME", _f("hostname")),
-        ("STATE", _f("state")),
+        ("ID", column("id")),
+        ("NAME", column("name")),
+        ("NETWORK", column("network_id")),
+        ("IP", column("ip")),
+        ("MAC", column("mac")),
+        ("HOSTNAME", column("hostname")),
+        ("STATE", column("state")),
     ],
     "Router": [
-        ("ID", _f("id")),
-        ("NETWORK", _f("network_id")),
-        ("STATE", _f("state")),
-        ("BACKEND", _f("backend")),
-        ("HOST", _f("host")),
-        ("PUBLIC IP", _f("public_ip")),
+        ("ID", column("id")),
+        ("NETWORK", column("network_id")),
+        ("STATE", column("state")),
+        ("BACKEND", column("backend")),
+        ("HOST", column("host")),
+        ("PUBLIC IP", column("public_ip")),
         ("GENERATION", _generation),
-        ("UPDATED", _f("update_time")),
+        ("UPDATED", column("update_time")),
     ],
 }
 

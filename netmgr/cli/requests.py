@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
 
 from cloudnet.netmgr.v1 import netmgr_pb2
 from google.protobuf import field_mask_pb2
@@ -24,8 +23,17 @@ def _split_list(values: Sequence[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _mask(paths: Sequence[str]) -> field_mask_pb2.FieldMask:
+def field_mask(paths: Sequence[str]) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def parse_port_range(text: str, what: str) -> tuple[int, int]:
+    """"80" -> (80, 0); "7000-7010" -> (7000, 7010). ``what`` names the option."""
+    lo, sep, hi = text.partition("-")
+    try:
+        return int(lo), int(hi) if sep else 0
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a port or a range like 7000-7010") from None
 
 
 ZONE_FIELDS = (
@@ -39,7 +47,7 @@ ZONE_FIELDS = (
 )
 
 
-def build_zone_update(args: argparse.Namespace) -> Any:
+def build_zone_update(args: argparse.Namespace) -> netmgr_pb2.UpdateZoneRequest:
     """UpdateZoneRequest with an update_mask of exactly the given options."""
     zone = netmgr_pb2.Zone()
     paths = []
@@ -54,10 +62,10 @@ def build_zone_update(args: argparse.Namespace) -> Any:
         paths.append("upstream_dns")
     if not paths:
         raise UsageError("zone update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=_mask(paths))
+    return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=field_mask(paths))
 
 
-def build_network_create(args: argparse.Namespace) -> Any:
+def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRequest:
     net = netmgr_pb2.Network(name=args.name, cidr=args.cidr)
     if args.gateway is not None:
         net.gateway = args.gateway
@@ -72,7 +80,7 @@ def build_network_create(args: argparse.Namespace) -> Any:
     return netmgr_pb2.CreateNetworkRequest(network=net)
 
 
-def build_network_update(args: argparse.Namespace) -> Any:
+def build_network_update(args: argparse.Namespace) -> netmgr_pb2.UpdateNetworkRequest:
     net = netmgr_pb2.Network(id=args.id)
     paths = []
     if args.name is not None:
@@ -100,13 +108,13 @@ def build_network_update(args: argparse.Namespace) -> Any:
         paths.append("lease_seconds")
     if not paths:
         raise UsageError("network update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdateNetworkRequest(network=net, update_mask=_mask(paths))
+    return netmgr_pb2.UpdateNetworkRequest(network=net, update_mask=field_mask(paths))
 
 
 PORT_FIELDS = ("name", "ip", "mac", "hostname", "device_id")
 
 
-def build_port_create(args: argparse.Namespace) -> Any:
+def build_port_create(args: argparse.Namespace) -> netmgr_pb2.CreatePortRequest:
     port = netmgr_pb2.Port(network_id=args.network_id)
     for field in PORT_FIELDS:
         value = getattr(args, field)
@@ -115,7 +123,7 @@ def build_port_create(args: argparse.Namespace) -> Any:
     return netmgr_pb2.CreatePortRequest(port=port)
 
 
-def build_port_update(args: argparse.Namespace) -> Any:
+def build_port_update(args: argparse.Namespace) -> netmgr_pb2.UpdatePortRequest:
     port = netmgr_pb2.Port(id=args.id)
     paths = []
     for field in ("name", "hostname", "device_id"):
@@ -125,4 +133,4 @@ def build_port_update(args: argparse.Namespace) -> Any:
             paths.append(field)
     if not paths:
         raise UsageError("port update: give at least one field to change (see --help)")
-    return netmgr_pb2.UpdatePortRequest(port=port, update_mask=_mask(paths))
+    return netmgr_pb2.UpdatePortRequest(port=port, update_mask=field_mask(paths))

@@ -15,14 +15,15 @@ import argparse
 import os
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import grpc
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc as crpc
 
-from netmgr.cli.commands import CommandFailed, Context
+from netmgr.cli.commands import Command, CommandFailed, Context, Group, Leaf
 from netmgr.cli.output import format_table, to_json
 from netmgr.cli.requests import UsageError
 
@@ -31,18 +32,22 @@ LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=(\S+) mac=(\S+) ip=(\S+)")
 SPINNER = "|/-\\"
 
 
-def _stub(ctx: Context, args: argparse.Namespace) -> tuple[crpc.ComputeServiceStub, Any]:
+@contextmanager
+def _compute(args: argparse.Namespace) -> Iterator[crpc.ComputeServiceStub]:
+    """The compute agent's stub on a channel of its own, closed on exit."""
     target = args.compute or os.environ.get("CLOUDNET_COMPUTE") or DEFAULT_COMPUTE
-    channel = grpc.insecure_channel(target)
-    return crpc.ComputeServiceStub(channel), channel
+    with grpc.insecure_channel(target) as channel:
+        stub: crpc.ComputeServiceStub = crpc.ComputeServiceStub(channel)
+        yield stub
 
 
 def _call(ctx: Context, method: Callable[..., Any], request: Any, timeout: float = 60) -> Any:
+    # The netmgr token authenticates to the agent too (it asks netmgr for the VM's ports).
     return method(request, metadata=ctx.client.metadata(), timeout=timeout)
 
 
 def _state(vm: cpb.Vm) -> str:
-    return cpb.VmState.Name(vm.state).removeprefix("VM_STATE_")
+    return str(cpb.VmState.Name(vm.state)).removeprefix("VM_STATE_")
 
 
 def _show(ctx: Context, vm: cpb.Vm) -> None:
@@ -67,8 +72,7 @@ def _parse_nic(text: str) -> cpb.Nic:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
-    with channel:
+    with _compute(args) as stub:
         vm = _call(ctx, stub.CreateVm, cpb.CreateVmRequest(vm=cpb.Vm(
             name=args.name, image=args.image, vcpus=args.vcpus, memory_mib=args.memory,
             nics=[_parse_nic(n) for n in args.network])), timeout=120)
@@ -114,8 +118,7 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
-    with channel:
+    with _compute(args) as stub:
         vms = list(_call(ctx, stub.ListVms, cpb.ListVmsRequest()).vms)
     if ctx.json:
         ctx.print(to_json(vms))
@@ -128,21 +131,28 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
-    with channel:
+    with _compute(args) as stub:
         _show(ctx, _call(ctx, stub.GetVm, cpb.GetVmRequest(id=args.id)))
     return 0
 
 
 def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
-    with channel:
+    with _compute(args) as stub:
         _call(ctx, stub.DeleteVm, cpb.DeleteVmRequest(id=args.id), timeout=120)
     ctx.deleted("vm", args.id)
     return 0
 
 
-def follow_console(ctx: Context, fetch: Callable[[int], Any], follow: bool) -> int:
+class ConsoleChunk(Protocol):
+    """A piece of a serial console log (compute's ConsoleLog, netmgr's RouterConsole)."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def next_offset(self) -> int: ...
+
+
+def follow_console(ctx: Context, fetch: Callable[[int], ConsoleChunk], follow: bool) -> int:
     """Print a serial console from the start; with ``follow``, keep polling.
     ``fetch(offset)`` returns a chunk with ``data`` and ``next_offset`` (a
     VM's or a router VM's console log)."""
@@ -164,17 +174,16 @@ def follow_console(ctx: Context, fetch: Callable[[int], Any], follow: bool) -> i
 
 
 def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
-    stub, channel = _stub(ctx, args)
-    with channel:
+    with _compute(args) as stub:
         return follow_console(ctx, lambda offset: _call(
             ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(id=args.id, offset=offset),
             timeout=10), args.follow)
 
 
-def add_commands(group: Callable[[str, str], Any], leaf: Callable[..., Any]) -> None:
+def add_commands(group: Group, leaf: Leaf) -> None:
     s = group("vm", "guest VMs on a compute agent (--compute HOST:PORT)")
 
-    def vleaf(name: str, func: Callable[..., int], help: str) -> Any:
+    def vleaf(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         p = leaf(s, name, func, help)
         p.add_argument("--compute", metavar="HOST:PORT", default="",
                        help=f"compute agent (default: $CLOUDNET_COMPUTE or {DEFAULT_COMPUTE})")

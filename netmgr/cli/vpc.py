@@ -14,68 +14,62 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
-from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
-from netmgr.cli.commands import Context, _router_progress, _wait
-from netmgr.cli.edge import _ports, port_range
-from netmgr.cli.edge import _wait as _wait_object
-from netmgr.cli.output import COLUMNS, format_field
+from netmgr.cli.commands import (
+    Command,
+    Context,
+    Group,
+    Leaf,
+    Subparsers,
+    router_progress,
+    wait_settled,
+    wait_with_progress,
+)
+from netmgr.cli.output import COLUMNS, column, format_port_range
+from netmgr.cli.requests import parse_port_range
 
 ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
 DIRECTIONS = {"ingress": vpb.ACL_DIRECTION_INGRESS, "egress": vpb.ACL_DIRECTION_EGRESS}
 
 
-def _f(name: str) -> Callable[[Any], str]:
-    return lambda m: format_field(m, name)
-
-
 COLUMNS.update({
-    "Vpc": [("ID", _f("id")), ("NAME", _f("name")), ("CIDR", _f("cidr")),
-            ("DOMAIN", _f("domain")), ("SNAT IP", _f("source_nat_ip")),
-            ("TIERS", lambda m: str(len(m.tier_ids))), ("ROUTER", _f("router_id"))],
-    "NetworkAcl": [("ID", _f("id")), ("NAME", _f("name")), ("BUILTIN", _f("builtin")),
-                   ("TIERS", _f("network_ids")), ("DESCRIPTION", _f("description"))],
-    "AclRule": [("NUMBER", _f("number")), ("ID", _f("id")), ("ACTION", _f("action")),
-                ("DIRECTION", _f("direction")), ("PROTO", _f("protocol")),
-                ("PORTS", lambda m: _ports(m, "port", "port_end") if m.port else ""),
+    "Vpc": [("ID", column("id")), ("NAME", column("name")), ("CIDR", column("cidr")),
+            ("DOMAIN", column("domain")), ("SNAT IP", column("source_nat_ip")),
+            ("TIERS", lambda m: str(len(m.tier_ids))), ("ROUTER", column("router_id"))],
+    "NetworkAcl": [("ID", column("id")), ("NAME", column("name")), ("BUILTIN", column("builtin")),
+                   ("TIERS", column("network_ids")), ("DESCRIPTION", column("description"))],
+    "AclRule": [("NUMBER", column("number")), ("ID", column("id")), ("ACTION", column("action")),
+                ("DIRECTION", column("direction")), ("PROTO", column("protocol")),
+                ("PORTS", lambda m: format_port_range(m, "port", "port_end") if m.port else ""),
                 ("ICMP", lambda m: f"{m.icmp_type}/{m.icmp_code}" if m.protocol == "icmp"
                  else ""),
-                ("CIDRS", _f("cidrs")), ("STATE", _f("state"))],
-    "AclRuleCounter": [("NUMBER", _f("number")), ("RULE", _f("rule_id")),
-                       ("PACKETS", _f("packets")), ("BYTES", _f("bytes"))],
-    "StaticRoute": [("ID", _f("id")), ("CIDR", _f("cidr")), ("NEXT HOP", _f("next_hop")),
-                    ("VIA", _f("via_id")), ("STATE", _f("state"))],
-    "PrivateGateway": [("ID", _f("id")), ("VLAN", _f("vlan_id")), ("ADDRESS", _f("address")),
-                       ("GATEWAY", _f("gateway")), ("ACL", _f("acl_id")),
-                       ("STATE", _f("state"))],
+                ("CIDRS", column("cidrs")), ("STATE", column("state"))],
+    "AclRuleCounter": [("NUMBER", column("number")), ("RULE", column("rule_id")),
+                       ("PACKETS", column("packets")), ("BYTES", column("bytes"))],
+    "StaticRoute": [("ID", column("id")), ("CIDR", column("cidr")),
+                    ("NEXT HOP", column("next_hop")), ("VIA", column("via_id")),
+                    ("STATE", column("state"))],
+    "PrivateGateway": [("ID", column("id")), ("VLAN", column("vlan_id")),
+                       ("ADDRESS", column("address")),
+                       ("GATEWAY", column("gateway")), ("ACL", column("acl_id")),
+                       ("STATE", column("state"))],
 })
-
-
-class _Stubs:
-    def __init__(self, ctx: Context) -> None:
-        ch = ctx.client.channel
-        self.vpcs = vrpc.VpcServiceStub(ch)
-        self.acls = vrpc.NetworkAclServiceStub(ch)
-        self.routes = vrpc.StaticRouteServiceStub(ch)
-        self.gateways = vrpc.PrivateGatewayServiceStub(ch)
 
 
 def _wait_router(ctx: Context, args: argparse.Namespace, router_id: str) -> None:
     if args.wait:
-        _wait(ctx, lambda p: ctx.client.wait_router(
-            router_id, on_poll=_router_progress(p, f"router {router_id}")))
+        wait_with_progress(ctx, lambda p: ctx.client.wait_router(
+            router_id, on_poll=router_progress(p, f"router {router_id}")))
 
 
 # -------------------------------------------------------------------- VPCs
 
 
 def cmd_vpc_create(ctx: Context, args: argparse.Namespace) -> int:
-    vpc = _Stubs(ctx).vpcs.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
+    vpc = ctx.client.vpcs.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
         name=args.name, cidr=args.cidr, domain=args.domain or "")))
     _wait_router(ctx, args, vpc.router_id)
     ctx.show(vpc)
@@ -83,18 +77,18 @@ def cmd_vpc_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_vpc_list(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show_list("Vpc", ctx.client.list_all(_Stubs(ctx).vpcs.ListVpcs, vpb.ListVpcsRequest(),
+    ctx.show_list("Vpc", ctx.client.list_all(ctx.client.vpcs.ListVpcs, vpb.ListVpcsRequest(),
                                              "vpcs", args.limit))
     return 0
 
 
 def cmd_vpc_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_Stubs(ctx).vpcs.GetVpc(vpb.GetVpcRequest(id=args.id)))
+    ctx.show(ctx.client.vpcs.GetVpc(vpb.GetVpcRequest(id=args.id)))
     return 0
 
 
 def cmd_vpc_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).vpcs.DeleteVpc(vpb.DeleteVpcRequest(id=args.id))
+    ctx.client.vpcs.DeleteVpc(vpb.DeleteVpcRequest(id=args.id))
     ctx.deleted("VPC", args.id)
     return 0
 
@@ -112,32 +106,32 @@ def cmd_tier_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_acl_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_Stubs(ctx).acls.CreateNetworkAcl(vpb.CreateNetworkAclRequest(
+    ctx.show(ctx.client.network_acls.CreateNetworkAcl(vpb.CreateNetworkAclRequest(
         network_acl=vpb.NetworkAcl(vpc_id=args.vpc_id, name=args.name,
                                    description=args.description or ""))))
     return 0
 
 
 def cmd_acl_list(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show_list("NetworkAcl", list(_Stubs(ctx).acls.ListNetworkAcls(
+    ctx.show_list("NetworkAcl", list(ctx.client.network_acls.ListNetworkAcls(
         vpb.ListNetworkAclsRequest(vpc_id=args.vpc_id)).network_acls))
     return 0
 
 
 def cmd_acl_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).acls.DeleteNetworkAcl(vpb.DeleteNetworkAclRequest(id=args.id))
+    ctx.client.network_acls.DeleteNetworkAcl(vpb.DeleteNetworkAclRequest(id=args.id))
     ctx.deleted("network ACL", args.id)
     return 0
 
 
 def cmd_acl_rules(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show_list("AclRule", list(_Stubs(ctx).acls.ListAclRules(
+    ctx.show_list("AclRule", list(ctx.client.network_acls.ListAclRules(
         vpb.ListAclRulesRequest(acl_id=args.acl_id)).rules))
     return 0
 
 
 def build_rule(args: argparse.Namespace) -> vpb.AclRule:
-    port, port_end = port_range(args.ports, "--ports") if args.ports else (0, 0)
+    port, port_end = parse_port_range(args.ports, "--ports") if args.ports else (0, 0)
     return vpb.AclRule(number=args.number, action=ACTIONS[args.action],
                        direction=DIRECTIONS[args.direction], protocol=args.protocol,
                        port=port, port_end=port_end, icmp_type=args.icmp_type,
@@ -145,31 +139,31 @@ def build_rule(args: argparse.Namespace) -> vpb.AclRule:
 
 
 def cmd_rule_create(ctx: Context, args: argparse.Namespace) -> int:
-    acls = _Stubs(ctx).acls
+    acls = ctx.client.network_acls
     rule = build_rule(args)
     rule.acl_id = args.acl_id
     r = acls.CreateAclRule(vpb.CreateAclRuleRequest(rule=rule))
-    ctx.show(_wait_object(ctx, acls.GetAclRule, vpb.GetAclRuleRequest(id=r.id), r, args.wait))
+    ctx.show(wait_settled(ctx, acls.GetAclRule, vpb.GetAclRuleRequest(id=r.id), r, args.wait))
     return 0
 
 
 def cmd_rule_update(ctx: Context, args: argparse.Namespace) -> int:
-    acls = _Stubs(ctx).acls
+    acls = ctx.client.network_acls
     rule = build_rule(args)
     rule.id = args.id
     r = acls.UpdateAclRule(vpb.UpdateAclRuleRequest(rule=rule))
-    ctx.show(_wait_object(ctx, acls.GetAclRule, vpb.GetAclRuleRequest(id=r.id), r, args.wait))
+    ctx.show(wait_settled(ctx, acls.GetAclRule, vpb.GetAclRuleRequest(id=r.id), r, args.wait))
     return 0
 
 
 def cmd_rule_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).acls.DeleteAclRule(vpb.DeleteAclRuleRequest(id=args.id))
+    ctx.client.network_acls.DeleteAclRule(vpb.DeleteAclRuleRequest(id=args.id))
     ctx.deleted("ACL rule", args.id)
     return 0
 
 
 def cmd_acl_replace(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).acls.ReplaceNetworkAcl(vpb.ReplaceNetworkAclRequest(
+    ctx.client.network_acls.ReplaceNetworkAcl(vpb.ReplaceNetworkAclRequest(
         network_id=args.network_id, acl_id=args.acl_id))
     net = ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=args.network_id))
     _wait_router(ctx, args, net.router_id)
@@ -178,7 +172,7 @@ def cmd_acl_replace(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_acl_counters(ctx: Context, args: argparse.Namespace) -> int:
-    reply = _Stubs(ctx).acls.GetAclCounters(vpb.GetAclCountersRequest(acl_id=args.acl_id))
+    reply = ctx.client.network_acls.GetAclCounters(vpb.GetAclCountersRequest(acl_id=args.acl_id))
     ctx.show_list("AclRuleCounter", list(reply.counters))
     return 0
 
@@ -187,45 +181,45 @@ def cmd_acl_counters(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_route_create(ctx: Context, args: argparse.Namespace) -> int:
-    routes = _Stubs(ctx).routes
+    routes = ctx.client.static_routes
     r = routes.CreateStaticRoute(vpb.CreateStaticRouteRequest(static_route=vpb.StaticRoute(
         vpc_id=args.vpc_id, cidr=args.cidr, next_hop=args.next_hop)))
-    ctx.show(_wait_object(ctx, routes.GetStaticRoute, vpb.GetStaticRouteRequest(id=r.id), r,
+    ctx.show(wait_settled(ctx, routes.GetStaticRoute, vpb.GetStaticRouteRequest(id=r.id), r,
                           args.wait))
     return 0
 
 
 def cmd_route_list(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show_list("StaticRoute", list(_Stubs(ctx).routes.ListStaticRoutes(
+    ctx.show_list("StaticRoute", list(ctx.client.static_routes.ListStaticRoutes(
         vpb.ListStaticRoutesRequest(vpc_id=args.vpc_id)).static_routes))
     return 0
 
 
 def cmd_route_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).routes.DeleteStaticRoute(vpb.DeleteStaticRouteRequest(id=args.id))
+    ctx.client.static_routes.DeleteStaticRoute(vpb.DeleteStaticRouteRequest(id=args.id))
     ctx.deleted("static route", args.id)
     return 0
 
 
 def cmd_pg_create(ctx: Context, args: argparse.Namespace) -> int:
-    gws = _Stubs(ctx).gateways
+    gws = ctx.client.private_gateways
     g = gws.CreatePrivateGateway(vpb.CreatePrivateGatewayRequest(
         private_gateway=vpb.PrivateGateway(vpc_id=args.vpc_id, vlan_id=args.vlan,
                                            address=args.address, gateway=args.gateway,
                                            acl_id=args.acl or "")))
-    ctx.show(_wait_object(ctx, gws.GetPrivateGateway, vpb.GetPrivateGatewayRequest(id=g.id), g,
+    ctx.show(wait_settled(ctx, gws.GetPrivateGateway, vpb.GetPrivateGatewayRequest(id=g.id), g,
                           args.wait))
     return 0
 
 
 def cmd_pg_list(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show_list("PrivateGateway", list(_Stubs(ctx).gateways.ListPrivateGateways(
+    ctx.show_list("PrivateGateway", list(ctx.client.private_gateways.ListPrivateGateways(
         vpb.ListPrivateGatewaysRequest(vpc_id=args.vpc_id)).private_gateways))
     return 0
 
 
 def cmd_pg_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _Stubs(ctx).gateways.DeletePrivateGateway(vpb.DeletePrivateGatewayRequest(id=args.id))
+    ctx.client.private_gateways.DeletePrivateGateway(vpb.DeletePrivateGatewayRequest(id=args.id))
     ctx.deleted("private gateway", args.id)
     return 0
 
@@ -233,12 +227,12 @@ def cmd_pg_delete(ctx: Context, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- parser
 
 
-def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
-    def wait(p: Any, what: str = "ACTIVE or ERROR") -> None:
+def add_commands(group: Group, leaf: Leaf) -> None:
+    def wait(p: argparse.ArgumentParser, what: str = "ACTIVE or ERROR") -> None:
         p.add_argument("--wait", action="store_true", help=f"until {what}")
 
-    def by_id(s: Any, name: str, func: Callable[..., int], help: str,
-              metavar: str = "ID") -> Any:
+    def by_id(s: Subparsers, name: str, func: Command, help: str,
+              metavar: str = "ID") -> argparse.ArgumentParser:
         p = leaf(s, name, func, help)
         p.add_argument(metavar.lower(), metavar=metavar)
         return p
@@ -275,7 +269,7 @@ def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
     by_id(s, "counters", cmd_acl_counters, "packets and bytes per rule, from the router",
           "ACL_ID")
 
-    def rule_fields(p: Any) -> None:
+    def rule_fields(p: argparse.ArgumentParser) -> None:
         p.add_argument("--number", required=True, type=int, help="evaluation order, 1-65535")
         p.add_argument("--action", required=True, choices=sorted(ACTIONS))
         p.add_argument("--direction", required=True, choices=sorted(DIRECTIONS))

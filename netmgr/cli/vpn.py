@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+import time
 from typing import Any
 
 from cloudnet.netmgr.v1 import vpn_pb2 as vpb
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 
-from netmgr.cli.commands import CommandFailed, Context
-from netmgr.cli.edge import _wait
-from netmgr.cli.output import COLUMNS, format_field
+from netmgr.cli.commands import (
+    Command,
+    CommandFailed,
+    Context,
+    Group,
+    Leaf,
+    Subparsers,
+    wait_settled,
+)
+from netmgr.cli.output import COLUMNS, column
 from netmgr.cli.requests import UsageError
-
-
-def _f(name: str) -> Callable[[Any], str]:
-    return lambda m: format_field(m, name)
 
 
 def _children(c: Any) -> str:
@@ -40,24 +43,22 @@ def _children(c: Any) -> str:
 
 
 COLUMNS.update({
-    "VpnGateway": [("ID", _f("id")), ("VPC", _f("vpc_id")), ("NETWORK", _f("network_id")),
-                   ("PUBLIC IP", _f("public_ip")), ("LOCAL CIDRS", _f("local_cidrs")),
-                   ("STATE", _f("state"))],
-    "CustomerGateway": [("ID", _f("id")), ("NAME", _f("name")), ("PEER", _f("peer_address")),
-                        ("PEER CIDRS", _f("peer_cidrs")), ("IKE", _f("ike_version")),
-                        ("IKE PROPOSALS", _f("ike_proposals"))],
-    "VpnConnection": [("ID", _f("id")), ("GATEWAY", _f("vpn_gateway_id")),
-                      ("CUSTOMER GATEWAY", _f("customer_gateway_id")),
-                      ("PASSIVE", _f("passive")), ("STATE", _f("state")),
+    "VpnGateway": [("ID", column("id")), ("VPC", column("vpc_id")),
+                   ("NETWORK", column("network_id")),
+                   ("PUBLIC IP", column("public_ip")), ("LOCAL CIDRS", column("local_cidrs")),
+                   ("STATE", column("state"))],
+    "CustomerGateway": [("ID", column("id")), ("NAME", column("name")),
+                        ("PEER", column("peer_address")),
+                        ("PEER CIDRS", column("peer_cidrs")), ("IKE", column("ike_version")),
+                        ("IKE PROPOSALS", column("ike_proposals"))],
+    "VpnConnection": [("ID", column("id")), ("GATEWAY", column("vpn_gateway_id")),
+                      ("CUSTOMER GATEWAY", column("customer_gateway_id")),
+                      ("PASSIVE", column("passive")), ("STATE", column("state")),
                       ("IKE SA", lambda c: c.status.ike_state),
                       ("CHILD SAS", _children),
                       ("BYTES IN/OUT", lambda c: f"{c.status.bytes_in}/{c.status.bytes_out}"),
                       ("LAST ERROR", lambda c: c.status.last_error or c.error)],
 })
-
-
-def _stub(ctx: Context) -> Any:
-    return vrpc.VpnServiceStub(ctx.client.channel)
 
 
 def read_psk(path: str) -> str:
@@ -73,26 +74,27 @@ def read_psk(path: str) -> str:
 
 
 def cmd_gw_create(ctx: Context, args: argparse.Namespace) -> int:
-    vpn = _stub(ctx)
+    vpn = ctx.client.vpn
     gw = vpn.CreateVpnGateway(vpb.CreateVpnGatewayRequest(
         vpn_gateway=vpb.VpnGateway(vpc_id=args.vpc or "", network_id=args.network or "")))
-    ctx.show(_wait(ctx, vpn.GetVpnGateway, vpb.GetVpnGatewayRequest(id=gw.id), gw, args.wait))
+    ctx.show(wait_settled(ctx, vpn.GetVpnGateway, vpb.GetVpnGatewayRequest(id=gw.id), gw,
+                          args.wait))
     return 0
 
 
 def cmd_gw_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stub(ctx).GetVpnGateway(vpb.GetVpnGatewayRequest(id=args.id)))
+    ctx.show(ctx.client.vpn.GetVpnGateway(vpb.GetVpnGatewayRequest(id=args.id)))
     return 0
 
 
 def cmd_gw_list(ctx: Context, args: argparse.Namespace) -> int:
     ctx.show_list("VpnGateway", ctx.client.list_all(
-        _stub(ctx).ListVpnGateways, vpb.ListVpnGatewaysRequest(), "vpn_gateways", args.limit))
+        ctx.client.vpn.ListVpnGateways, vpb.ListVpnGatewaysRequest(), "vpn_gateways", args.limit))
     return 0
 
 
 def cmd_gw_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stub(ctx).DeleteVpnGateway(vpb.DeleteVpnGatewayRequest(id=args.id))
+    ctx.client.vpn.DeleteVpnGateway(vpb.DeleteVpnGatewayRequest(id=args.id))
     ctx.deleted("VPN gateway", args.id)
     return 0
 
@@ -111,32 +113,31 @@ def build_customer_gateway(args: argparse.Namespace) -> vpb.CustomerGateway:
 
 
 def cmd_cgw_create(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stub(ctx).CreateCustomerGateway(vpb.CreateCustomerGatewayRequest(
+    ctx.show(ctx.client.vpn.CreateCustomerGateway(vpb.CreateCustomerGatewayRequest(
         customer_gateway=build_customer_gateway(args))))
     return 0
 
 
 def cmd_cgw_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stub(ctx).GetCustomerGateway(vpb.GetCustomerGatewayRequest(id=args.id)))
+    ctx.show(ctx.client.vpn.GetCustomerGateway(vpb.GetCustomerGatewayRequest(id=args.id)))
     return 0
 
 
 def cmd_cgw_list(ctx: Context, args: argparse.Namespace) -> int:
     ctx.show_list("CustomerGateway", ctx.client.list_all(
-        _stub(ctx).ListCustomerGateways, vpb.ListCustomerGatewaysRequest(), "customer_gateways",
+        ctx.client.vpn.ListCustomerGateways, vpb.ListCustomerGatewaysRequest(), "customer_gateways",
         args.limit))
     return 0
 
 
 def cmd_cgw_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stub(ctx).DeleteCustomerGateway(vpb.DeleteCustomerGatewayRequest(id=args.id))
+    ctx.client.vpn.DeleteCustomerGateway(vpb.DeleteCustomerGatewayRequest(id=args.id))
     ctx.deleted("customer gateway", args.id)
     return 0
 
 
-def _wait_established(ctx: Context, vpn: Any, conn: Any, timeout: float) -> Any:
-    import time
-
+def _wait_established(ctx: Context, vpn: vrpc.VpnServiceStub, conn: vpb.VpnConnection,
+                      timeout: float) -> vpb.VpnConnection:
     deadline = time.monotonic() + timeout
     while conn.status.ike_state != "ESTABLISHED":
         if time.monotonic() > deadline:
@@ -151,13 +152,13 @@ def _wait_established(ctx: Context, vpn: Any, conn: Any, timeout: float) -> Any:
 
 
 def cmd_conn_create(ctx: Context, args: argparse.Namespace) -> int:
-    vpn = _stub(ctx)
+    vpn = ctx.client.vpn
     conn = vpn.CreateVpnConnection(vpb.CreateVpnConnectionRequest(
         vpn_connection=vpb.VpnConnection(vpn_gateway_id=args.gateway,
                                          customer_gateway_id=args.customer_gateway,
                                          passive=args.passive)))
-    conn = _wait(ctx, vpn.GetVpnConnection, vpb.GetVpnConnectionRequest(id=conn.id), conn,
-                 args.wait or bool(args.wait_established))
+    conn = wait_settled(ctx, vpn.GetVpnConnection, vpb.GetVpnConnectionRequest(id=conn.id),
+                        conn, args.wait or bool(args.wait_established))
     if args.wait_established:
         conn = _wait_established(ctx, vpn, conn, args.wait_established)
     ctx.show(conn)
@@ -166,39 +167,39 @@ def cmd_conn_create(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_conn_list(ctx: Context, args: argparse.Namespace) -> int:
     ctx.show_list("VpnConnection", ctx.client.list_all(
-        _stub(ctx).ListVpnConnections,
+        ctx.client.vpn.ListVpnConnections,
         vpb.ListVpnConnectionsRequest(vpn_gateway_id=args.gateway or ""), "vpn_connections",
         args.limit))
     return 0
 
 
 def cmd_conn_show(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stub(ctx).GetVpnConnection(vpb.GetVpnConnectionRequest(id=args.id)))
+    ctx.show(ctx.client.vpn.GetVpnConnection(vpb.GetVpnConnectionRequest(id=args.id)))
     return 0
 
 
 def cmd_conn_delete(ctx: Context, args: argparse.Namespace) -> int:
-    _stub(ctx).DeleteVpnConnection(vpb.DeleteVpnConnectionRequest(id=args.id))
+    ctx.client.vpn.DeleteVpnConnection(vpb.DeleteVpnConnectionRequest(id=args.id))
     ctx.deleted("VPN connection", args.id)
     return 0
 
 
 def cmd_conn_reset(ctx: Context, args: argparse.Namespace) -> int:
-    ctx.show(_stub(ctx).ResetVpnConnection(vpb.ResetVpnConnectionRequest(id=args.id)))
+    ctx.show(ctx.client.vpn.ResetVpnConnection(vpb.ResetVpnConnectionRequest(id=args.id)))
     return 0
 
 
-def add_commands(group: Callable[..., Any], leaf: Callable[..., Any]) -> None:
+def add_commands(group: Group, leaf: Leaf) -> None:
     vpn = group("vpn", "site-to-site IPsec VPN (strongSwan in the router)")
 
-    def obj(name: str, help: str) -> Any:
+    def obj(name: str, help: str) -> Subparsers:
         p = vpn.add_parser(name, help=help, description=help)
         return p.add_subparsers(dest=f"{name}_action", required=True, metavar="ACTION")
 
-    def by_id(s: Any, name: str, func: Callable[..., int], help: str) -> None:
+    def by_id(s: Subparsers, name: str, func: Command, help: str) -> None:
         leaf(s, name, func, help).add_argument("id", metavar="ID")
 
-    def listing(s: Any, func: Callable[..., int], what: str) -> Any:
+    def listing(s: Subparsers, func: Command, what: str) -> argparse.ArgumentParser:
         p = leaf(s, "list", func, f"list {what}")
         p.add_argument("--limit", type=int, metavar="N", help="at most N")
         return p

@@ -1,6 +1,7 @@
-"""Fixtures of the CLI tests: an in-process fake netmgr (for CLI behaviour that
-does not depend on the real server: metadata, pagination, waiting, error
-details) and a free-port helper."""
+"""Fixtures of the CLI tests: the real netmgr API server in-process (SQLite
+store) with a ``cloudnet`` runner on it, an in-process fake netmgr (for CLI
+behaviour that does not depend on the real server: metadata, pagination,
+waiting, error details) and a free-port helper."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,8 +20,31 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from netmgr.server import ServerConfig, create_server
+from tests.unit.netmgr.cli.runner import Cli
+
 ADMIN = "admin-secret"
 TENANT_TOKEN = "tenant-secret"
+SERVER_ADMIN = "e2e-admin-token"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """The real netmgr API server (SQLite store), in-process: its address."""
+    config = ServerConfig(listen="127.0.0.1:0", db_url=f"sqlite:///{tmp_path}/db.sqlite",
+                          admin_token=SERVER_ADMIN)
+    grpc_server, port = create_server(config)
+    grpc_server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        grpc_server.stop(None)
+
+
+@pytest.fixture
+def c(server: str, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``cloudnet`` against :func:`server` (``c.admin`` is its admin token)."""
+    return Cli(server, capsys, admin=SERVER_ADMIN)
 
 
 @pytest.fixture(autouse=True)

@@ -2,71 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
 from netmgr.cli.client import Client, paginate
-
-ADMIN = "e2e-admin-token"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    mod = pytest.importorskip("netmgr.server", reason="netmgr.server has not landed yet")
-    if not hasattr(mod, "create_server"):
-        pytest.skip("netmgr.server.create_server has not landed yet")
-    config = mod.ServerConfig(
-        listen="127.0.0.1:0",
-        db_url=f"sqlite:///{tmp_path}/db.sqlite",
-        admin_token=ADMIN,
-    )
-    grpc_server, port = mod.create_server(config)
-    grpc_server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        grpc_server.stop(None)
-
-
-class Cli:
-    """Runs ``cloudnet`` in-process against one server and captures its output."""
-
-    def __init__(self, addr: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.addr = addr
-        self.capsys = capsys
-
-    def run(self, token: str, *argv: str, tenant: str | None = None) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        args = ["--server", self.addr, "--token", token]
-        if tenant:
-            args += ["--tenant", tenant]
-        rc = cli.main([*args, *argv])
-        out, err = self.capsys.readouterr()
-        return rc, out, err
-
-    def ok(self, token: str, *argv: str, tenant: str | None = None) -> str:
-        rc, out, err = self.run(token, *argv, tenant=tenant)
-        assert rc == 0, err
-        assert "error" not in err
-        return out
-
-    def json(self, token: str, *argv: str, tenant: str | None = None) -> Any:
-        return json.loads(self.ok(token, "-o", "json", *argv, tenant=tenant))
-
-    def fails(self, token: str, *argv: str, tenant: str | None = None) -> str:
-        rc, out, err = self.run(token, *argv, tenant=tenant)
-        assert rc == 1, (out, err)
-        assert out == ""
-        assert err.count("\n") == 1, err
-        assert err.startswith("cloudnet: error: "), err
-        assert "Traceback" not in err
-        return err.strip()
+from tests.unit.netmgr.cli.runner import Cli
 
 
 def table(text: str) -> list[list[str]]:
@@ -74,17 +15,12 @@ def table(text: str) -> list[list[str]]:
 
 
 @pytest.fixture
-def c(server: str, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(server, capsys)
-
-
-@pytest.fixture
 def tenant(c: Cli) -> tuple[str, str]:
     """(tenant id, tenant token secret) created through the CLI as admin."""
-    t = c.json(ADMIN, "tenant", "create", "acme")
+    t = c.json(c.admin, "tenant", "create", "acme")
     assert t["name"] == "acme"
     assert t["id"]
-    tok = c.json(ADMIN, "token", "create", t["id"], "--name", "ci")
+    tok = c.json(c.admin, "token", "create", t["id"], "--name", "ci")
     assert tok["secret"]
     assert tok["token"]["tenant_id"] == t["id"]
     return t["id"], tok["secret"]
@@ -92,23 +28,23 @@ def tenant(c: Cli) -> tuple[str, str]:
 
 def test_admin_manages_tenants_and_tokens(c: Cli, tenant: tuple[str, str]) -> None:
     tid, secret = tenant
-    assert c.json(ADMIN, "whoami")["admin"] is True
-    rows = table(c.ok(ADMIN, "tenant", "list"))
+    assert c.json(c.admin, "whoami")["admin"] is True
+    rows = table(c.ok(c.admin, "tenant", "list"))
     assert rows[0] == ["ID", "NAME", "CREATED"]
     assert [tid, "acme"] == rows[1][:2]
     assert rows[1][2].endswith("Z")  # ISO timestamp
-    assert c.json(ADMIN, "tenant", "show", tid)["name"] == "acme"
+    assert c.json(c.admin, "tenant", "show", tid)["name"] == "acme"
 
-    out = c.ok(ADMIN, "token", "create", tid)  # table output shows the secret once
+    out = c.ok(c.admin, "token", "create", tid)  # table output shows the secret once
     new_secret = dict((r[0], r[-1]) for r in table(out)[1:])["secret"]
     assert new_secret
     assert new_secret != secret
-    tokens = c.json(ADMIN, "token", "list", tid)
+    tokens = c.json(c.admin, "token", "list", tid)
     assert isinstance(tokens, list)
     assert len(tokens) == 2
     assert all("secret" not in t for t in tokens)
     other = next(t["id"] for t in tokens if t["name"] != "ci")
-    assert c.ok(ADMIN, "token", "delete", other).strip() == f"Deleted token {other}"
+    assert c.ok(c.admin, "token", "delete", other).strip() == f"Deleted token {other}"
     c.fails(new_secret, "whoami")
 
     me = c.json(secret, "whoami")
@@ -163,7 +99,7 @@ def test_tenant_networks_and_ports(c: Cli, tenant: tuple[str, str]) -> None:
     assert c.json(tok, "router", "show", net["router_id"])["id"] == net["router_id"]
 
     # the admin sees the tenant's objects with --tenant
-    assert [n["id"] for n in c.json(ADMIN, "network", "list", tenant=tid)] == [nid]
+    assert [n["id"] for n in c.json(c.admin, "network", "list", tenant=tid)] == [nid]
 
     # delete
     assert c.ok(tok, "port", "delete", p2["id"]).strip() == f"Deleted port {p2['id']}"
@@ -173,7 +109,7 @@ def test_tenant_networks_and_ports(c: Cli, tenant: tuple[str, str]) -> None:
     assert err.startswith("cloudnet: error: FAILED_PRECONDITION: ")
     assert c.json(tok, "network", "delete", nid, "--force") == {"id": nid, "deleted": True}
     assert c.json(tok, "port", "list") == []
-    err = c.fails(ADMIN, "tenant", "show", "00000000-0000-0000-0000-000000000000")
+    err = c.fails(c.admin, "tenant", "show", "00000000-0000-0000-0000-000000000000")
     assert "NOT_FOUND" in err
 
 
@@ -209,10 +145,10 @@ def test_wrong_token_is_unauthenticated(c: Cli) -> None:
 
 def test_zone_show_and_update(c: Cli, tenant: tuple[str, str]) -> None:
     _, tok = tenant
-    zone = c.json(ADMIN, "zone", "show")
-    rows = table(c.ok(ADMIN, "zone", "show"))
+    zone = c.json(c.admin, "zone", "show")
+    rows = table(c.ok(c.admin, "zone", "show"))
     assert rows[0] == ["FIELD", "VALUE"]
-    new = c.json(ADMIN, "zone", "update", "--domain-suffix", "cloud.example")
+    new = c.json(c.admin, "zone", "update", "--domain-suffix", "cloud.example")
     assert new["domain_suffix"] == "cloud.example"
     assert new["public_cidr"] == zone["public_cidr"]  # untouched: only the masked field changed
     err = c.fails(tok, "zone", "update", "--domain-suffix", "x.example")
@@ -220,7 +156,7 @@ def test_zone_show_and_update(c: Cli, tenant: tuple[str, str]) -> None:
 
 
 def test_unreachable_server(unused_addr: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(["--server", unused_addr, "--token", ADMIN, "tenant", "list"])
+    rc = cli.main(["--server", unused_addr, "--token", "any-token", "tenant", "list"])
     err = capsys.readouterr().err
     assert rc == 1
     assert err.count("\n") == 1

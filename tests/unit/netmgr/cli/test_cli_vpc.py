@@ -3,35 +3,25 @@ API server (SQLite store), in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
 from netmgr.model.vpc import DEFAULT_DENY_ID
-from netmgr.server import ServerConfig, create_server
-from tests.unit.netmgr.cli.test_cli_e2e import ADMIN, Cli
+from tests.unit.netmgr.cli.runner import Cli
 
 
 @pytest.fixture
-def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[Cli, str]]:
-    config = ServerConfig(listen="127.0.0.1:0", db_url=f"sqlite:///{tmp_path}/db.sqlite",
-                          admin_token=ADMIN)
-    server, port = create_server(config)
-    server.start()
-    try:
-        c = Cli(f"127.0.0.1:{port}", capsys)
-        tenant = c.json(ADMIN, "tenant", "create", "acme")["id"]
-        yield c, tenant
-    finally:
-        server.stop(None)
+def cli(c: Cli) -> tuple[Cli, str]:
+    """The runner and a tenant it acts on (as admin, with --tenant)."""
+    return c, c.json(c.admin, "tenant", "create", "acme")["id"]
 
 
-def test_vpc_tier_acl_route_and_gateway_commands(cli):
+def test_vpc_tier_acl_route_and_gateway_commands(cli: tuple[Cli, str]) -> None:
     c, tenant = cli
 
-    def j(*argv: str):
-        return c.json(ADMIN, *argv, tenant=tenant)
+    def j(*argv: str) -> Any:
+        return c.json(c.admin, *argv, tenant=tenant)
 
     vpc = j("vpc", "create", "shop", "--cidr", "10.20.0.0/16")
     assert vpc["cidr"] == "10.20.0.0/16"
@@ -49,7 +39,7 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
     rules = j("acl", "rules", acl["id"])
     assert [(r["number"], r["action"]) for r in rules] == [
         (100, "ACL_ACTION_DENY"), (200, "ACL_ACTION_ALLOW")]
-    table = c.ok(ADMIN, "acl", "rules", acl["id"], tenant=tenant)
+    table = c.ok(c.admin, "acl", "rules", acl["id"], tenant=tenant)
     assert "80-81" in table
     assert "10.20.1.0/24" in table
     moved = j("acl", "rule-update", r1["id"], "--number", "50", "--action", "allow",
@@ -67,7 +57,7 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
            "192.168.50.2/24", "--gateway", "192.168.50.1")
     assert [g["id"] for g in j("private-gateway", "list", vpc["id"])] == [pg["id"]]
     # A bad rule: the CLI fails with the API's field-named error.
-    rc, _, err = c.run(ADMIN, "acl", "rule-create", acl["id"], "--number", "300",
+    rc, _, err = c.run(c.admin, "acl", "rule-create", acl["id"], "--number", "300",
                        "--action", "deny", "--direction", "egress", "--protocol", "sctpish",
                        tenant=tenant)
     assert rc == 1
@@ -76,5 +66,5 @@ def test_vpc_tier_acl_route_and_gateway_commands(cli):
                  ("acl", "rule-delete", r1["id"]), ("network", "delete", web["id"]),
                  ("network", "delete", db["id"]), ("acl", "delete", acl["id"]),
                  ("vpc", "delete", vpc["id"])):
-        c.ok(ADMIN, *argv, tenant=tenant)
+        c.ok(c.admin, *argv, tenant=tenant)
     assert j("vpc", "list") == []
