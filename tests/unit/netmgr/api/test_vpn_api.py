@@ -20,7 +20,7 @@ from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.store.vpn import record_vpn_status
 from router.errors import ConfigError
 from router.services import strongswan
-from tests.unit.netmgr.conftest import Api, Cloud, bad_fields, cloud, rpc_error  # noqa: F401
+from tests.lib.netmgr_cloud import Api, Cloud, bad_fields, rpc_error
 
 TABLES = ("vpn_gateways", "customer_gateways", "vpn_connections")
 PSK = "0123456789abcdef-Key"

@@ -12,61 +12,23 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
 from netmgr.cli.client import Client, paginate
-
-ADMIN = "e2e-admin-token"
+from netmgr.server import ServerConfig, create_server
+from tests.lib.cli_runner import ADMIN, Cli
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    mod = pytest.importorskip("netmgr.server", reason="netmgr.server has not landed yet")
-    if not hasattr(mod, "create_server"):
-        pytest.skip("netmgr.server.create_server has not landed yet")
-    config = mod.ServerConfig(
+    config = ServerConfig(
         listen="127.0.0.1:0",
         db_url=f"sqlite:///{tmp_path}/db.sqlite",
         admin_token=ADMIN,
     )
-    grpc_server, port = mod.create_server(config)
+    grpc_server, port = create_server(config)
     grpc_server.start()
     try:
         yield f"127.0.0.1:{port}"
     finally:
         grpc_server.stop(None)
-
-
-class Cli:
-    """Runs ``cloudnet`` in-process against one server and captures its output."""
-
-    def __init__(self, addr: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.addr = addr
-        self.capsys = capsys
-
-    def run(self, token: str, *argv: str, tenant: str | None = None) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        args = ["--server", self.addr, "--token", token]
-        if tenant:
-            args += ["--tenant", tenant]
-        rc = cli.main([*args, *argv])
-        out, err = self.capsys.readouterr()
-        return rc, out, err
-
-    def ok(self, token: str, *argv: str, tenant: str | None = None) -> str:
-        rc, out, err = self.run(token, *argv, tenant=tenant)
-        assert rc == 0, err
-        assert "error" not in err
-        return out
-
-    def json(self, token: str, *argv: str, tenant: str | None = None) -> Any:
-        return json.loads(self.ok(token, "-o", "json", *argv, tenant=tenant))
-
-    def fails(self, token: str, *argv: str, tenant: str | None = None) -> str:
-        rc, out, err = self.run(token, *argv, tenant=tenant)
-        assert rc == 1, (out, err)
-        assert out == ""
-        assert err.count("\n") == 1, err
-        assert err.startswith("cloudnet: error: "), err
-        assert "Traceback" not in err
-        return err.strip()
 
 
 def table(text: str) -> list[list[str]]:

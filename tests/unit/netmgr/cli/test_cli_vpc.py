@@ -10,7 +10,7 @@ import pytest
 
 from netmgr.model.vpc import DEFAULT_DENY_ID
 from netmgr.server import ServerConfig, create_server
-from tests.unit.netmgr.cli.test_cli_e2e import ADMIN, Cli
+from tests.lib.cli_runner import ADMIN, Cli
 
 
 @pytest.fixture

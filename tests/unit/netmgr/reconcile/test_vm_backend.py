@@ -21,7 +21,7 @@ from netmgr.reconcile.vm_backend.tender import derive_token, load_key, router_vm
 from netmgr.store import router_vms as store_router_vm
 from netmgr.store.facade import Store
 from netmgr.store.router_vms import RouterVmStore
-from tests.unit.netmgr.conftest import bad_fields, rpc_error
+from tests.lib.netmgr_cloud import bad_fields, rpc_error
 
 IMAGE = Image(name="router", kernel="/k", initrd="/i", disk="/d", cmdline="console=ttyS0",
               min_memory_mib=256, kernel_release="x")

@@ -1,0 +1,48 @@
+"""Runs the ``cloudnet`` CLI in-process against a real netmgr server and
+captures what it prints (the CLI's end-to-end tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from netmgr.cli import main as cli
+
+ADMIN = "e2e-admin-token"
+
+
+class Cli:
+    """Runs ``cloudnet`` in-process against one server and captures its output."""
+
+    def __init__(self, addr: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.addr = addr
+        self.capsys = capsys
+
+    def run(self, token: str, *argv: str, tenant: str | None = None) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        args = ["--server", self.addr, "--token", token]
+        if tenant:
+            args += ["--tenant", tenant]
+        rc = cli.main([*args, *argv])
+        out, err = self.capsys.readouterr()
+        return rc, out, err
+
+    def ok(self, token: str, *argv: str, tenant: str | None = None) -> str:
+        rc, out, err = self.run(token, *argv, tenant=tenant)
+        assert rc == 0, err
+        assert "error" not in err
+        return out
+
+    def json(self, token: str, *argv: str, tenant: str | None = None) -> Any:
+        return json.loads(self.ok(token, "-o", "json", *argv, tenant=tenant))
+
+    def fails(self, token: str, *argv: str, tenant: str | None = None) -> str:
+        rc, out, err = self.run(token, *argv, tenant=tenant)
+        assert rc == 1, (out, err)
+        assert out == ""
+        assert err.count("\n") == 1, err
+        assert err.startswith("cloudnet: error: "), err
+        assert "Traceback" not in err
+        return err.strip()
