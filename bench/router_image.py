@@ -42,7 +42,7 @@ from aio.nsguest import NamespaceGuest
 from common.fabric.base import LinuxBridgeFabric, remove_netns
 from router.agent import auth
 from router.agent.server import Agent, create_server
-from tests.integration.image import routervm
+from tests.lib import routervm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "images", "router", "build.sh")

@@ -13,5 +13,10 @@ import pytest
 pytest.register_assert_rewrite("tests.lib")
 
 pytest_plugins = [
-    "tests.fixtures.netmgr_cloud",
+    "tests.fixtures.netmgr_cloud",  # unit: the in-process netmgr server and its tenants
+    "tests.fixtures.allinone",      # integration: the all-in-one cloud, tenants, guest servers
+    "tests.fixtures.edge",          # integration: the edge suite's per-module network
+    "tests.fixtures.vpc",           # integration: VPCs of new tenants
+    "tests.fixtures.router_lab",    # integration: a fabric and an in-process router agent
+    "tests.fixtures.compute",       # integration: host services, guest image, compute hosts
 ]

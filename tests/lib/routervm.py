@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.fabric.base import PROVIDER_SEGMENT, LinuxBridgeFabric, ensure_netns, remove_netns
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE_DIR = os.environ.get("CLOUDNET_ROUTER_IMAGE", os.path.join(REPO, "images", "router", "out"))
 CONTROL_HOST = "10.250.0.1"
 CONTROL_VM = "10.250.0.2"

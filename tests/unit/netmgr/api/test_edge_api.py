@@ -8,9 +8,7 @@ import json
 from typing import Any
 
 import grpc
-import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
@@ -30,7 +28,7 @@ def pf(w: dict[str, Any], **kw: Any) -> epb.CreatePortForwardRequest:
     return epb.CreatePortForwardRequest(port_forward=epb.PortForward(**f))
 
 
-def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_world) -> None:
     e, w = edge_world["e"], edge_world
     e.CreatePortForward(pf(w))
     before, gen = counts(cloud), generation(cloud, w["net"].router_id)
@@ -68,7 +66,7 @@ def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_
     assert generation(cloud, w["net"].router_id) == gen
 
 
-def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None:
     e, w = edge_world["e"], edge_world
     before = counts(cloud)
     rules = [
@@ -110,7 +108,7 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None
     assert counts(cloud) == before
 
 
-def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, edge_world) -> None:
     e, w = edge_world["e"], edge_world
     f = e.CreatePortForward(pf(w, public_port=7000, public_port_end=7001, private_port=9000))
     assert f.state == pb.OBJECT_STATE_PENDING
@@ -144,7 +142,7 @@ def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, edg
     assert not build_router_config(cloud.store.router_snapshot(router_id)).public_addresses
 
 
-def test_cli_creates_and_lists_edge_objects(cloud: Cloud, edge_world, capsys) -> None:  # noqa: F811
+def test_cli_creates_and_lists_edge_objects(cloud: Cloud, edge_world, capsys) -> None:
     w = edge_world
     secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
         tenant_id=w["net"].tenant_id, name="cli")).secret

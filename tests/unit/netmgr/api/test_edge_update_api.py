@@ -24,7 +24,7 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-def test_port_forward_update_validated_like_create(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_port_forward_update_validated_like_create(cloud: Cloud, edge_world) -> None:
     e, ip, p1 = edge_world["e"], edge_world["ip"], edge_world["p1"]
     f = e.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
         public_ip_id=ip.id, protocol="tcp", public_port=80, port_id=p1.id, private_port=8080)))
@@ -87,7 +87,7 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, edge_world) -> 
     assert counts(cloud) == rows
 
 
-def test_firewall_rule_update(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_firewall_rule_update(cloud: Cloud, edge_world) -> None:
     e = edge_world["e"]
     r = e.CreateFirewallRule(epb.CreateFirewallRuleRequest(firewall_rule=epb.FirewallRule(
         direction=INGRESS, public_ip_id=edge_world["ip"].id, protocol="tcp", port=22,
@@ -114,7 +114,7 @@ def test_firewall_rule_update(cloud: Cloud, edge_world) -> None:  # noqa: F811
     assert e.GetFirewallRule(epb.GetFirewallRuleRequest(id=r.id)) == before
 
 
-def test_counters_need_a_router_and_the_tenants_own_rules(cloud: Cloud, edge_world) -> None:  # noqa: F811
+def test_counters_need_a_router_and_the_tenants_own_rules(cloud: Cloud, edge_world) -> None:
     stub = erpc.EdgeCounterServiceStub(cloud.channel)
     md = edge_world["api"].metadata
 
@@ -131,7 +131,7 @@ def test_counters_need_a_router_and_the_tenants_own_rules(cloud: Cloud, edge_wor
         grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_cli_updates_in_place(cloud: Cloud, edge_world, capsys) -> None:  # noqa: F811
+def test_cli_updates_in_place(cloud: Cloud, edge_world, capsys) -> None:
     w = edge_world
     secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
         tenant_id=w["net"].tenant_id, name="cli")).secret

@@ -52,7 +52,7 @@ def cgw(**kw: Any) -> vpb.CreateCustomerGatewayRequest:
 
 
 @pytest.fixture
-def world(cloud: Cloud) -> dict[str, Any]:  # noqa: F811
+def world(cloud: Cloud) -> dict[str, Any]:
     _, api = cloud.new_tenant("acme")
     net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="a",
                                                                         cidr="10.1.0.0/24")))
@@ -64,7 +64,7 @@ def world(cloud: Cloud) -> dict[str, Any]:  # noqa: F811
 
 
 def test_bad_customer_gateways_name_the_field_and_create_nothing(
-        cloud: Cloud, world: dict[str, Any]) -> None:  # noqa: F811
+        cloud: Cloud, world: dict[str, Any]) -> None:
     v = world["v"]
     before = counts(cloud)
     invalid = [
@@ -95,7 +95,7 @@ def test_bad_customer_gateways_name_the_field_and_create_nothing(
     assert counts(cloud) == before
 
 
-def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, Any]) -> None:  # noqa: F811
+def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, Any]) -> None:
     v, net, gw = world["v"], world["net"], world["gw"]
     assert gw.public_ip
     assert list(gw.local_cidrs) == ["10.1.0.0/24"]
@@ -156,7 +156,7 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
 
 
 def test_peer_cidrs_overlapping_the_gateway_networks_are_refused(
-        cloud: Cloud, world: dict[str, Any]) -> None:  # noqa: F811
+        cloud: Cloud, world: dict[str, Any]) -> None:
     v, gw = world["v"], world["gw"]
     c = v.CreateCustomerGateway(cgw(peer_cidrs=["10.1.0.128/25", "172.16.9.0/24"]))
     before = counts(cloud)
@@ -236,7 +236,7 @@ def test_render_is_pure_and_ikev1_splits_children() -> None:
                                                                     "172.16.2.0/24"]]
 
 
-def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,  # noqa: F811
+def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,
                           tmp_path: Any) -> None:
     import json
 
@@ -280,7 +280,7 @@ def test_cli_vpn_commands(cloud: Cloud, world: dict[str, Any], capsys: Any,  # n
     assert run("vpn", "customer-gateway", "list") == []
 
 
-def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F811
+def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:
     from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
     from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 
@@ -320,7 +320,7 @@ def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:  # noqa: F
         pb.OBJECT_STATE_PENDING
 
 
-def test_a_tenant_with_only_customer_gateways_can_be_deleted(cloud: Cloud) -> None:  # noqa: F811
+def test_a_tenant_with_only_customer_gateways_can_be_deleted(cloud: Cloud) -> None:
     tenant, api = cloud.new_tenant("leaving")
     Vpn(cloud, api).CreateCustomerGateway(cgw())
     cloud.admin.DeleteTenant(pb.DeleteTenantRequest(id=tenant.id))

@@ -8,9 +8,6 @@ run on PostgreSQL too, where row locks and the constraints do it.)
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest

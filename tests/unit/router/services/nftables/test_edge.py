@@ -14,6 +14,7 @@ from router.services.nftables import edge as nft_edge
 from router.services.nftables import service as nftables
 from tests.lib.routerconfigs import PUB, edge_config, fwd
 
+
 def covered(boxes, point) -> bool:
     return any(all(lo <= x <= hi for (lo, hi), x in zip(b, point, strict=True)) for b in boxes)
 
