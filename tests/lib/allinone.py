@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -42,11 +43,11 @@ class Tenant:
         self.api = Api(cloud.listen, self.secret)
         self.guests: list[NamespaceGuest] = []
 
-    def network(self, **fields) -> pb.Network:
+    def network(self, **fields: Any) -> pb.Network:
         return self.api.call(self.api.networks.CreateNetwork,
                              pb.CreateNetworkRequest(network=pb.Network(**fields)))
 
-    def port(self, network_id: str, **fields) -> pb.Port:
+    def port(self, network_id: str, **fields: Any) -> pb.Port:
         return self.api.call(self.api.ports.CreatePort,
                              pb.CreatePortRequest(port=pb.Port(network_id=network_id, **fields)))
 
@@ -80,7 +81,7 @@ def router_image_built() -> bool:
                for f in ("manifest.json", "vmlinuz", "initrd.img", "disk.qcow2"))
 
 
-def vm_cloud_up(tmp_path_factory, **settings):
+def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) -> AllInOne:
     if not router_image_built():
         pytest.skip(f"router image not built (bash images/router/build.sh): "
                     f"{aio_vm.ROUTER_IMAGE_DIR}")

@@ -153,7 +153,7 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
 
 def bad_fields(err: grpc.RpcError) -> list[str]:
     """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     assert status is not None, f"no rich status on {err}"
     fields = []
     for detail in status.details:
