@@ -43,7 +43,7 @@ from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.netns import remove_netns
 from router.agent import auth
 from router.agent.server import Agent, create_server
-from tests.integration.image import routervm
+from tests.lib import routervm
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

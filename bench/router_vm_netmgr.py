@@ -25,7 +25,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
-from tests.integration.image import routervm
+from tests.lib import routervm
 
 POLL = 0.05
 

@@ -41,13 +41,13 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from router.agent.server import Agent
 from router.services import strongswan
-from tests.integration.router.routerlab import Topology, make_config, sh
-from tests.integration.vpn.peerlab import (
+from tests.lib.peerlab import (
     PEER_HOSTS,
     PEER_IP,
     make_peer,
     router_connection,
 )
+from tests.lib.routerlab import Topology, make_config, sh
 
 ROUTER = "vpn-bench"
 GUEST_IP = "10.10.0.11"

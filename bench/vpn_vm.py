@@ -38,7 +38,7 @@ from cloudnet.netmgr.v1 import vpn_pb2 as vpb
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 
 from aio.allinone import AllInOne
-from tests.integration.e2e.conftest import Tenant, free_port
+from tests.lib.allinone import Tenant, free_port
 
 PSK = "bench-Tunnel.key_0123456789"
 

@@ -5,7 +5,8 @@ Three rooms (netmgr, router, compute) talk only through the generated API
 ``common``, which imports no room. ``aio`` is the one composition root allowed
 to import several rooms. Inside netmgr the API layer never reaches the
 reconciler, and the CLI is a pure client. No two modules import each other,
-directly or around a loop.
+directly or around a loop. Tests and benches import test code only from
+``tests.lib`` (fixtures come by pytest_plugins, never by import).
 
 Every import counts: module level or inside a function (a lazy import is still
 a dependency); only imports under ``if TYPE_CHECKING:`` are left out, since
@@ -210,3 +211,30 @@ def test_no_import_cycles() -> None:
              for m, imps in GRAPH.edges.items()}
     found = [c for c in _cycles(edges) if frozenset(c) not in ALLOWED_CYCLES]
     assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def _is_test_code(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return parts[0] == "tests" or any(p == "conftest" or p.startswith("test_") for p in parts)
+
+
+def test_test_code_is_imported_only_from_tests_lib() -> None:
+    # Fixtures are shared by pytest_plugins (tests/conftest.py loads tests/fixtures/),
+    # helpers by tests/lib/. A conftest or test module imported elsewhere puts its
+    # fixtures into the importer (a second definition, shadowing by import order)
+    # and ties one test module to another's insides.
+    graph = Graph(("tests", "bench"))
+    bad, allowed = [], 0
+    for module, imps in graph.edges.items():
+        for imported, line in imps:
+            if not _is_test_code(imported):
+                continue
+            if _within(imported, "tests.lib") and not _is_test_code(
+                    imported.removeprefix("tests.lib")):
+                allowed += 1
+                continue
+            path = graph.files[module].relative_to(ROOT)
+            bad.append(f"{path}:{line}: {module} imports {imported}")
+    assert allowed > 20, "too few imports of tests.lib found for the walk to be looking"
+    assert not bad, ("test code is imported only as tests.lib.* (fixtures come by "
+                     "pytest_plugins; no conftest, fixture or test module):\n" + "\n".join(bad))

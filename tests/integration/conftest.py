@@ -1,15 +1,21 @@
+"""What holds for every integration test: it needs root (skipped without),
+``cloud`` is the module's all-in-one cloud, and the backend marks
+(netns_only, vm_only) skip a test on the other router backend."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
+from aio.allinone import AllInOne
 from common import netns
 
 
 def pytest_configure(config):
     # Like every daemon: this process runs gRPC servers next to namespace work.
     netns.install()
+
 
 
 def pytest_collection_modifyitems(config, items):
@@ -19,3 +25,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def cloud(aio_cloud: AllInOne) -> AllInOne:
+    """In the integration tests, ``cloud`` is the module's all-in-one cloud
+    (tests/fixtures/allinone.py); in the unit tests the same name is the
+    in-process netmgr server (tests/unit/conftest.py)."""
+    return aio_cloud
+
+
+@pytest.fixture(autouse=True)
+def _backend_marks(request):
+    """Skip @pytest.mark.netns_only tests on VM routers (and vm_only on namespaces)."""
+    if "aio_cloud" not in request.fixturenames:
+        return
+    backend = request.getfixturevalue("aio_cloud").router_backend
+    netns_only = request.node.get_closest_marker("netns_only")
+    if backend == "vm" and netns_only:
+        pytest.skip(netns_only.args[0] if netns_only.args
+                    else "about a namespace router on this host (netns backend only)")
+    if backend != "vm" and request.node.get_closest_marker("vm_only"):
+        pytest.skip("needs the VM backend's compute agent (vm backend only)")

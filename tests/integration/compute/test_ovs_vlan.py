@@ -12,7 +12,7 @@ import pytest
 
 from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
 from common.netns import remove_netns
-from tests.integration.compute.pkt import capture, send
+from tests.lib.pkt import capture, send
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio.nsguest import NamespaceGuest
-from tests.integration.compute.vmutil import VmTenant, http_get
+from tests.lib.vmutil import VmTenant, http_get
 
 pytestmark = pytest.mark.integration
 

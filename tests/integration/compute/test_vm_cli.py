@@ -9,7 +9,7 @@ import json
 import pytest
 
 from netmgr.cli import main as cli
-from tests.integration.compute.vmutil import VmTenant
+from tests.lib.vmutil import VmTenant
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.integration.compute.vmutil import VmTenant
+from tests.lib.vmutil import VmTenant
 
 pytestmark = pytest.mark.integration
 

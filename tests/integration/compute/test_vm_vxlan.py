@@ -16,10 +16,11 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio.nsguest import NamespaceGuest
 from common.fabric.vxlan import VxlanFabric
-from tests.integration.compute.conftest import free_port, stop_compute
-from tests.integration.compute.pkt import capture
-from tests.integration.compute.underlay import UL_A, UL_B, wire
-from tests.integration.compute.vmutil import VmTenant, http_get
+from tests.lib.allinone import free_port
+from tests.lib.compute_host import stop_compute
+from tests.lib.pkt import capture
+from tests.lib.underlay import UL_A, UL_B, wire
+from tests.lib.vmutil import VmTenant, http_get
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 
 from common.fabric.vxlan import VxlanFabric
 from common.netns import remove_netns
-from tests.integration.compute.pkt import capture, send
-from tests.integration.compute.underlay import UL_A, UL_B, wire
+from tests.lib.pkt import capture, send
+from tests.lib.underlay import UL_A, UL_B, wire
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from scapy.utils import rdpcap
 
 from aio.allinone import EDGE_PUBLIC_IP, INET_HOST_IP, WEB_PORT
 from router.runtime import router_netns_name
-from tests.integration.diag.helpers import Background, Debug, pcap_bytes, summary
+from tests.lib.diag import Background, Debug, pcap_bytes, summary
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ PROBE_PORT_ONLY = pytest.mark.netns_only("probe port on the tenant segment (netn
 @pytest.fixture(scope="module")
 def lab(cloud):
     """One tenant network with two ports, a guest holding its lease."""
-    from tests.integration.e2e.conftest import Tenant
+    from tests.lib.allinone import Tenant
 
     t = Tenant(cloud, "diaglab")
     net = t.network(name="lab", cidr="10.7.0.0/24")
@@ -331,7 +331,7 @@ def _trace_once(cloud, dbg, router_id: str, ip: str, port: int) -> list[dpb.Trac
 def test_trace_names_the_edge_default_drop_then_the_port_forward(cloud, lab):
     from cloudnet.netmgr.v1 import edge_pb2 as epb
 
-    from tests.integration.edge.conftest import Edge
+    from tests.lib.edge import Edge
 
     t, net, p1, _ = lab
     dbg = Debug(t)
@@ -436,7 +436,7 @@ def test_traceroute_agrees_with_the_system_traceroute(lab):
 def test_show_lb_members_and_their_health(lab):
     from cloudnet.netmgr.v1 import edge_pb2 as epb
 
-    from tests.integration.edge.conftest import Edge
+    from tests.lib.edge import Edge
 
     t, net, p1, p2 = lab
     g = t.guest(net, p1)
@@ -511,7 +511,7 @@ def test_concurrent_streams_are_bounded_per_router(lab):
 def test_trace_names_the_ingress_firewall_rule_and_static_nat(cloud, lab):
     from cloudnet.netmgr.v1 import edge_pb2 as epb
 
-    from tests.integration.edge.conftest import Edge
+    from tests.lib.edge import Edge
 
     t, net, _, p2 = lab
     e = Edge(t)

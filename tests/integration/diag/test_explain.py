@@ -10,8 +10,8 @@ from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 
 from aio.allinone import INET_DNS_IP, INET_HOST_IP, WEB_PORT
-from tests.integration.diag.helpers import Debug
-from tests.integration.edge.conftest import Edge
+from tests.lib.diag import Debug
+from tests.lib.edge import Edge
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.agent import metrics
-from tests.integration.router.routerlab import make_config
+from tests.lib.routerlab import make_config
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from cloudnet.compute.v1 import compute_pb2_grpc as crpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio.allinone import INET_HOST_IP
-from tests.integration.compute.vmutil import http_get
+from tests.lib.vmutil import http_get
 
 pytestmark = [pytest.mark.integration, pytest.mark.vm_only]
 

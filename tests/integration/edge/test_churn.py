@@ -14,8 +14,8 @@ import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from tests.integration.edge.conftest import Edge
-from tests.integration.edge.test_lb import Web
+from tests.lib.edge import Edge
+from tests.lib.guest_servers import Web
 
 pytestmark = pytest.mark.integration
 

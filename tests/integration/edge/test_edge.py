@@ -4,53 +4,18 @@ socat) from the internet host and from guests."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-
 import grpc
 import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio.allinone import INET_HOST_IP, WEB_PORT
-from tests.integration.edge.conftest import Edge, Site, in_ns
+from tests.lib.edge import Edge, setup_net
+from tests.lib.guest_servers import TCP, UDP, ask, in_ns, serve
 
 pytestmark = pytest.mark.integration
 
-TCP, UDP = "tcp", "udp"
 INGRESS, EGRESS = epb.FIREWALL_DIRECTION_INGRESS, epb.FIREWALL_DIRECTION_EGRESS
-
-
-@pytest.fixture
-def servers():
-    """Processes started in guests; killed (by their own PIDs) at the end."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait(timeout=5)
-
-
-def serve(servers, guest, proto: str, port: int, answer: str) -> None:
-    """A socat server in the guest answering `answer` on every connection/datagram."""
-    listen = (f"TCP-LISTEN:{port},fork,reuseaddr" if proto == TCP
-              else f"UDP-RECVFROM:{port},fork,reuseaddr")
-    # Read the client's line before answering: closing with unread data
-    # would reset the connection before the client reads the answer.
-    servers.append(guest.popen(["socat", listen, f"SYSTEM:read line; echo {answer}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.monotonic() + 5
-    flag = "-tln" if proto == TCP else "-uln"
-    while f":{port} " not in guest.run(["ss", "-H", flag]).stdout:
-        assert time.monotonic() < deadline, f"{proto} server on {port} did not start"
-        time.sleep(0.05)
-
-
-def ask(ns: str, proto: str, ip: str, port: int, timeout: float = 5) -> str:
-    """What a socat client gets from ip:port ("" when nothing answers)."""
-    target = f"TCP:{ip}:{port},connect-timeout={timeout}" if proto == TCP else f"UDP:{ip}:{port}"
-    r = in_ns(ns, ["socat", f"-T{timeout}", "-", target], input="x\n", timeout=timeout + 10)
-    return r.stdout.strip()
 
 
 def seen_from(guest) -> str:
@@ -59,12 +24,6 @@ def seen_from(guest) -> str:
 
 
 SITE_CIDR = "10.51.0.0/24"
-
-
-def setup_net(site: Site, n: int):
-    """The module's network (one router for every test) with n new ports and guests."""
-    ports, guests = site.ports(n)
-    return site.t, site.net, ports, guests
 
 
 def test_port_forwards_tcp_udp_ranges_sources_and_hairpin(cloud, site, servers):

@@ -14,8 +14,8 @@ from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from google.protobuf import field_mask_pb2
 
 from router.services.nftables.journal import JOURNAL, read_journal
-from tests.integration.edge.conftest import Edge, in_ns
-from tests.integration.edge.test_edge import TCP, ask, serve, servers, setup_net  # noqa: F401
+from tests.lib.edge import Edge, setup_net
+from tests.lib.guest_servers import TCP, ask, in_ns, serve
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def on_host(cloud) -> bool:
 
 
 def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
-                                                              servers):  # noqa: F811
+                                                              servers):
     t, net, (p1, p2), (g1, g2) = setup_net(site, 2)
     e = Edge(t)
     counters = erpc.EdgeCounterServiceStub(t.api.channel)
@@ -163,7 +163,7 @@ def test_static_nat_and_firewall_counters_count_their_own_traffic(cloud, site):
 
 
 def test_counters_are_read_from_the_router_on_either_backend(cloud, site,
-                                                             servers):  # noqa: F811
+                                                             servers):
     """Namespace routers through the host's agent, VM routers through their
     own agent (the VM backend's authenticated channel)."""
     t, net, (p1, p2), (g1, _) = setup_net(site, 2)

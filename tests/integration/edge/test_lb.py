@@ -6,55 +6,16 @@ from __future__ import annotations
 
 import collections
 import subprocess
-import sys
 import time
 
 import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from tests.integration.edge.conftest import Edge, in_ns
+from tests.lib.edge import Edge
+from tests.lib.guest_servers import Web, in_ns
 
 pytestmark = pytest.mark.integration
-
-# Answers every GET with its name (and /health with 200).
-HTTP_SERVER = (
-    "import http.server, sys\n"
-    "name = sys.argv[1]\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    protocol_version = 'HTTP/1.0'\n"
-    "    def do_GET(self):\n"
-    "        body = name.encode()\n"
-    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
-    "        self.end_headers(); self.wfile.write(body)\n"
-    "    def log_message(self, *a): pass\n"
-    "http.server.ThreadingHTTPServer(('0.0.0.0', 8080), H).serve_forever()\n"
-)
-
-
-class Web:
-    """HTTP servers in guests, started and killed by their own PIDs."""
-
-    def __init__(self) -> None:
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, guest, name: str) -> None:
-        self.procs[name] = guest.popen([sys.executable, "-c", HTTP_SERVER, name],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while ":8080 " not in guest.run(["ss", "-Htln"]).stdout:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-
-    def stop(self, name: str) -> None:
-        p = self.procs.pop(name)
-        p.kill()
-        p.wait(timeout=5)
-
-    def close(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
-
 
 SITE_CIDR = "10.61.0.0/24"
 

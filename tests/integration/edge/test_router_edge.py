@@ -11,8 +11,7 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.runtime import router_netns_name
-from tests.integration.router.conftest import agent, topo  # noqa: F401
-from tests.integration.router.routerlab import InProcessAgent, make_config, sh
+from tests.lib.routerlab import InProcessAgent, make_config, sh
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ def map_keys(ns: str) -> set[int]:
 
 
 def test_one_rule_is_an_element_update_and_the_same_config_a_no_op(
-        agent: InProcessAgent) -> None:  # noqa: F811
+        agent: InProcessAgent) -> None:
     router_id = "edge-delta"
     ns = router_netns_name(agent.agent.netns_prefix, router_id)
     status = agent.agent.apply(edge_config(router_id, 1, 500))
@@ -94,7 +93,7 @@ def test_one_rule_is_an_element_update_and_the_same_config_a_no_op(
 
 
 def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
-        agent: InProcessAgent, topo) -> None:  # noqa: F811
+        agent: InProcessAgent, topo) -> None:
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 

@@ -21,8 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aio.nsguest import NamespaceGuest
 from router.agent import auth
-from tests.integration.image import routervm
-from tests.integration.image.routervm import ImageLab, RouterVM
+from tests.lib import routervm
+from tests.lib.routervm import ImageLab, RouterVM
 
 pytestmark = [
     pytest.mark.integration,

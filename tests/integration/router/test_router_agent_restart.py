@@ -16,7 +16,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 import router.lib.proc
-from tests.integration.router.routerlab import HOSTS, Topology, make_config
+from tests.lib.routerlab import HOSTS, Topology, make_config
 
 pytestmark = pytest.mark.integration
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

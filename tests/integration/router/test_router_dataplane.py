@@ -11,7 +11,7 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.runtime import router_netns_name
-from tests.integration.router.routerlab import (
+from tests.lib.routerlab import (
     DOMAIN,
     HOSTS,
     INET_HOST,

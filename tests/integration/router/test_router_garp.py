@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.router.conftest import agent, topo  # noqa: F401
-from tests.integration.router.routerlab import (
+from tests.lib.routerlab import (
     PUBLIC_IP,
     InProcessAgent,
     Topology,
@@ -25,7 +24,7 @@ def neighbour(ns: str, ip: str) -> str:
 
 
 def test_an_address_taken_over_from_another_router_is_announced(
-        agent: InProcessAgent, topo: Topology) -> None:  # noqa: F811
+        agent: InProcessAgent, topo: Topology) -> None:
     topo.internet()
     up = f"{topo.prefix}-up"
     first = make_config("garp-a", 1, [])

@@ -13,7 +13,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 import router.lib.libnft
 import router.lib.proc
 from router.runtime import router_netns_name
-from tests.integration.router.routerlab import (
+from tests.lib.routerlab import (
     HOSTS,
     InProcessAgent,
     Topology,

@@ -16,7 +16,6 @@ import grpc
 import pytest
 from cloudnet.compute.v1 import router_vm_pb2 as vpb
 from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import router_vm_pb2 as rvpb
 from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rvrpc
 from cloudnet.router.v1 import agent_pb2 as apb
@@ -26,32 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aio import vm_backend as aio_vm
 from aio.allinone import INET_HOST_IP, WEB_PORT
 from netmgr.reconcile.vm_backend.tender import derive_token
-from tests.integration.e2e.conftest import Tenant
+from tests.lib.allinone import Tenant
+from tests.lib.vm_routers import router, serving, wait_router
 
 pytestmark = pytest.mark.integration
-
-BOOT = 240  # generous: TCG on a shared, loaded 2-core machine
-
-
-def router(t: Tenant, router_id: str) -> pb.Router:
-    return t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=router_id))
-
-
-def wait_router(t: Tenant, router_id: str, cond, timeout: float = BOOT) -> pb.Router:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = router(t, router_id)
-        if cond(r):
-            return r
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"router {router_id}: {r}")
-        time.sleep(0.5)
-
-
-def serving(r: pb.Router) -> bool:
-    return (r.vm_state == pb.ROUTER_VM_STATE_ACTIVE and r.state == pb.ROUTER_STATE_ACTIVE
-            and r.applied_generation >= r.desired_generation)
-
 
 def dig(guest, name: str) -> list[str]:
     return guest.run(["dig", "+short", "+time=3", "+tries=3", name]).stdout.split()

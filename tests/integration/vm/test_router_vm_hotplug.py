@@ -36,8 +36,8 @@ from grpc_status import rpc_status
 
 from aio.allinone import INET_HOST_IP
 from netmgr.reconcile.vm_backend.tender import derive_token
-from tests.integration.e2e.conftest import Tenant, free_port
-from tests.integration.vm.test_router_vm_backend import BOOT, router, serving, wait_router
+from tests.lib.allinone import Tenant, free_port
+from tests.lib.vm_routers import BOOT, router, serving, wait_router
 
 pytestmark = pytest.mark.integration
 

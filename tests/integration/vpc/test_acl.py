@@ -11,7 +11,9 @@ import grpc
 import pytest
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
-from tests.integration.vpc.conftest import TCP, UDP, Stream, Tenant, Vpc, ask, pings, serve
+from tests.lib.allinone import Tenant
+from tests.lib.guest_servers import TCP, UDP, serve
+from tests.lib.vpc import Stream, Vpc, ask, pings
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,9 @@ from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from aio.nsguest import NamespaceGuest
-from tests.integration.vpc.conftest import TCP, Tenant, Vpc, ask, pings, serve
+from tests.lib.allinone import Tenant
+from tests.lib.guest_servers import TCP, serve
+from tests.lib.vpc import Vpc, ask, pings
 
 pytestmark = pytest.mark.integration
 

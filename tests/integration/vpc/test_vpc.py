@@ -14,7 +14,8 @@ from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from aio.allinone import INET_HOST_IP, WEB_PORT
 from router.runtime import router_netns_name
-from tests.integration.vpc.conftest import TCP, ask, dig, pings, serve
+from tests.lib.guest_servers import TCP, serve
+from tests.lib.vpc import ask, dig, pings
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 import router.lib.libnft
 import router.lib.proc
 from router.runtime import router_netns_name
-from tests.integration.router.conftest import agent, topo  # noqa: F401
-from tests.integration.router.routerlab import InProcessAgent, Topology, make_config, sh
+from tests.lib.routerlab import InProcessAgent, Topology, make_config, sh
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +50,12 @@ def vpc_config(router_id: str, generation: int, deny_port: int = 80) -> pb.Route
     return cfg
 
 
-def apply(agent: InProcessAgent, cfg: pb.RouterConfig) -> pb.RouterStatus:  # noqa: F811
+def apply(agent: InProcessAgent, cfg: pb.RouterConfig) -> pb.RouterStatus:
     return agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg)).status
 
 
 def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
-        topo: Topology, agent: InProcessAgent, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        topo: Topology, agent: InProcessAgent, monkeypatch: pytest.MonkeyPatch) -> None:
     router_id = uuid.uuid4().hex
     status = apply(agent, vpc_config(router_id, 1))
     assert status.applied_generation == 1, status.last_error
@@ -106,7 +105,7 @@ def test_vpc_config_applies_once_and_the_second_apply_is_a_no_op(
 
 
 def test_a_config_with_a_bad_acl_is_rejected_whole_and_the_last_good_one_stays(
-        topo: Topology, agent: InProcessAgent) -> None:  # noqa: F811
+        topo: Topology, agent: InProcessAgent) -> None:
     router_id = uuid.uuid4().hex
     assert apply(agent, vpc_config(router_id, 1)).applied_generation == 1
     bad = vpc_config(router_id, 2)

@@ -19,21 +19,21 @@ from cloudnet.router.v1 import vpn_pb2
 
 from router.runtime import router_netns_name
 from router.services import strongswan
-from tests.integration.router.routerlab import (
-    PUBLIC_IP,
-    InProcessAgent,
-    Topology,
-    make_config,
-    sh,
-    wait_for,
-)
-from tests.integration.vpn.peerlab import (
+from tests.lib.peerlab import (
     PEER_HOSTS,
     PEER_IP,
     PEER_NETS,
     Peer,
     make_peer,
     router_connection,
+)
+from tests.lib.routerlab import (
+    PUBLIC_IP,
+    InProcessAgent,
+    Topology,
+    make_config,
+    sh,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration

@@ -30,14 +30,6 @@ def test_device_names_fit_ifnamsiz_and_are_stable() -> None:
     assert v.vni(0) == 4000
 
 
-def test_ovs_interface_xml_is_an_access_port_without_offloads() -> None:
-    x = ET.fromstring(OvsFabric("br0").vm_interface_xml("vt1", 101, "02:00:00:00:00:01"))
-    assert x.find("virtualport").get("type") == "openvswitch"
-    assert x.find("vlan/tag").get("id") == "101"
-    assert x.find("driver/host").get("csum") == "off"
-    assert x.find("source").get("bridge") == "br0"
-
-
 def test_domain_xml_escapes_and_names() -> None:
     x = ET.fromstring(lv.domain_xml(
         name="cn-h-1", uuid="00000000-0000-4000-8000-000000000001", accel="qemu", vcpus=2,

@@ -9,7 +9,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.errors import ConfigError
 from router.runtime import verify
-from tests.unit.router.routerconfigs import good_config
+from tests.lib.routerconfigs import good_config
 
 Mutation = Callable[[pb.RouterConfig], None]
 

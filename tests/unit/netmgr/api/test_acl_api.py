@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from netmgr.model.vpc import DEFAULT_ALLOW_ID, DEFAULT_DENY_ID
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.conftest import bad_fields, rpc_error
+from tests.lib.netmgr_cloud import bad_fields, rpc_error
 
 Code = grpc.StatusCode
 ALLOW, DENY = vpb.ACL_ACTION_ALLOW, vpb.ACL_ACTION_DENY

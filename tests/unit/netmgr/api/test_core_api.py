@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from netmgr.model.core import ServiceHealth
-from tests.unit.netmgr.conftest import Api, Cloud, rpc_error, start_cloud
+from tests.lib.netmgr_cloud import Api, Cloud, rpc_error, start_cloud
 
 Code = grpc.StatusCode
 

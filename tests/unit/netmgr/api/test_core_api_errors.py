@@ -13,7 +13,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from netmgr.store.base import DEFAULT_ZONE
-from tests.unit.netmgr.conftest import ADMIN, Api, Cloud, bad_fields, rpc_error
+from tests.lib.netmgr_cloud import ADMIN, Api, Cloud, bad_fields, rpc_error
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 Code = grpc.StatusCode

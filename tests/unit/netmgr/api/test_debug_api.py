@@ -12,7 +12,7 @@ from cloudnet.router.v1 import diag_pb2 as dpb
 from prometheus_client import generate_latest
 
 from netmgr import metrics
-from tests.unit.netmgr.conftest import start_cloud
+from tests.lib.netmgr_cloud import start_cloud
 
 
 @pytest.fixture

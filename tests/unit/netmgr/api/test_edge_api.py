@@ -8,55 +8,13 @@ import json
 from typing import Any
 
 import grpc
-import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
-from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.conftest import Api, Cloud, bad_fields, cloud, make_cloud, rpc_error  # noqa: F401
-
-TABLES = ("public_ips", "static_nats", "port_forwards", "firewall_rules", "load_balancers")
-
-
-class Edge:
-    def __init__(self, c: Cloud, api: Api) -> None:
-        self.md = api.metadata
-        ch = c.channel
-        self.stubs = [erpc.PublicIpServiceStub(ch), erpc.StaticNatServiceStub(ch),
-                      erpc.PortForwardServiceStub(ch), erpc.FirewallServiceStub(ch),
-                      erpc.LoadBalancerServiceStub(ch)]
-
-    def __getattr__(self, name: str) -> Any:
-        for stub in self.stubs:
-            method = getattr(stub, name, None)
-            if method is not None:
-                return lambda req, m=method: m(req, metadata=self.md, timeout=30)
-        raise AttributeError(name)
-
-
-@pytest.fixture
-def world(cloud: Cloud):  # noqa: F811
-    _, api = cloud.new_tenant("acme")
-    net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="a",
-                                                                        cidr="10.1.0.0/24")))
-    net2 = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="b",
-                                                                         cidr="10.2.0.0/24")))
-    p1 = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, hostname="vm1")))
-    p2 = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net2.id, hostname="vm2")))
-    e = Edge(cloud, api)
-    ip = e.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=net.id))
-    _, oapi = cloud.new_tenant("other")
-    onet = oapi.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="o",
-                                                                          cidr="10.1.0.0/24")))
-    op = oapi.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=onet.id, hostname="o")))
-    oip = Edge(cloud, oapi).AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=onet.id))
-    return dict(e=e, api=api, net=net, net2=net2, p1=p1, p2=p2, ip=ip, op=op, oip=oip)
-
-
-def counts(c: Cloud) -> dict[str, int]:
-    return {t: c.sql(f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+from tests.lib.netmgr_cloud import Cloud, bad_fields, rpc_error
+from tests.lib.netmgr_edge import counts
 
 
 def generation(c: Cloud, router_id: str) -> int:
@@ -70,8 +28,8 @@ def pf(w: dict[str, Any], **kw: Any) -> epb.CreatePortForwardRequest:
     return epb.CreatePortForwardRequest(port_forward=epb.PortForward(**f))
 
 
-def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, world) -> None:  # noqa: F811
-    e, w = world["e"], world
+def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_world) -> None:
+    e, w = edge_world["e"], edge_world
     e.CreatePortForward(pf(w))
     before, gen = counts(cloud), generation(cloud, w["net"].router_id)
     invalid = [
@@ -108,8 +66,8 @@ def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, world
     assert generation(cloud, w["net"].router_id) == gen
 
 
-def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, world) -> None:  # noqa: F811
-    e, w = world["e"], world
+def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None:
+    e, w = edge_world["e"], edge_world
     before = counts(cloud)
     rules = [
         (dict(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=w["ip"].id,
@@ -150,8 +108,8 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, world) -> None:  # 
     assert counts(cloud) == before
 
 
-def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, world) -> None:  # noqa: F811
-    e, w = world["e"], world
+def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, edge_world) -> None:
+    e, w = edge_world["e"], edge_world
     f = e.CreatePortForward(pf(w, public_port=7000, public_port_end=7001, private_port=9000))
     assert f.state == pb.OBJECT_STATE_PENDING
     assert f.private_ip == w["p1"].ip
@@ -184,8 +142,8 @@ def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, wor
     assert not build_router_config(cloud.store.router_snapshot(router_id)).public_addresses
 
 
-def test_cli_creates_and_lists_edge_objects(cloud: Cloud, world, capsys) -> None:  # noqa: F811
-    w = world
+def test_cli_creates_and_lists_edge_objects(cloud: Cloud, edge_world, capsys) -> None:
+    w = edge_world
     secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
         tenant_id=w["net"].tenant_id, name="cli")).secret
 

@@ -14,8 +14,8 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf import field_mask_pb2
 
 from netmgr.cli import main as cli
-from tests.unit.netmgr.api.test_edge_api import counts, world  # noqa: F401
-from tests.unit.netmgr.conftest import Cloud, bad_fields, cloud, make_cloud, rpc_error  # noqa: F401
+from tests.lib.netmgr_cloud import Cloud, bad_fields, rpc_error
+from tests.lib.netmgr_edge import counts
 
 INGRESS = epb.FIREWALL_DIRECTION_INGRESS
 
@@ -24,8 +24,8 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:  # noqa: F811
-    e, ip, p1 = world["e"], world["ip"], world["p1"]
+def test_port_forward_update_validated_like_create(cloud: Cloud, edge_world) -> None:
+    e, ip, p1 = edge_world["e"], edge_world["ip"], edge_world["p1"]
     f = e.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
         public_ip_id=ip.id, protocol="tcp", public_port=80, port_id=p1.id, private_port=8080)))
     e.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
@@ -77,20 +77,20 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, world) -> None:
                                    "public_port", "public_port_end"))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "overlaps" in err.details()
-    err = rpc_error(lambda: update(epb.PortForward(id=f.id, port_id=world["p2"].id),
+    err = rpc_error(lambda: update(epb.PortForward(id=f.id, port_id=edge_world["p2"].id),
                                    "port_id"))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # another network's port
-    err = rpc_error(lambda: update(epb.PortForward(id=f.id, port_id=world["op"].id),
+    err = rpc_error(lambda: update(epb.PortForward(id=f.id, port_id=edge_world["op"].id),
                                    "port_id"))
     assert err.code() == grpc.StatusCode.NOT_FOUND  # another tenant's port
     assert e.GetPortForward(epb.GetPortForwardRequest(id=f.id)) == before
     assert counts(cloud) == rows
 
 
-def test_firewall_rule_update(cloud: Cloud, world) -> None:  # noqa: F811
-    e = world["e"]
+def test_firewall_rule_update(cloud: Cloud, edge_world) -> None:
+    e = edge_world["e"]
     r = e.CreateFirewallRule(epb.CreateFirewallRuleRequest(firewall_rule=epb.FirewallRule(
-        direction=INGRESS, public_ip_id=world["ip"].id, protocol="tcp", port=22,
+        direction=INGRESS, public_ip_id=edge_world["ip"].id, protocol="tcp", port=22,
         cidrs=["192.0.2.0/24"])))
 
     def update(msg: epb.FirewallRule, *paths: str) -> epb.FirewallRule:
@@ -114,25 +114,25 @@ def test_firewall_rule_update(cloud: Cloud, world) -> None:  # noqa: F811
     assert e.GetFirewallRule(epb.GetFirewallRuleRequest(id=r.id)) == before
 
 
-def test_counters_need_a_router_and_the_tenants_own_rules(cloud: Cloud, world) -> None:  # noqa: F811
+def test_counters_need_a_router_and_the_tenants_own_rules(cloud: Cloud, edge_world) -> None:
     stub = erpc.EdgeCounterServiceStub(cloud.channel)
-    md = world["api"].metadata
+    md = edge_world["api"].metadata
 
     def get(network_id: str, *ids: str) -> Any:
         return stub.GetEdgeCounters(epb.GetEdgeCountersRequest(network_id=network_id, ids=ids),
                                     metadata=md, timeout=30)
 
-    other_net = world["oip"].network_id
+    other_net = edge_world["oip"].network_id
     assert rpc_error(lambda: get(other_net)).code() == grpc.StatusCode.NOT_FOUND
-    assert rpc_error(lambda: get(world["net"].id, world["net"].id)).code() == \
+    assert rpc_error(lambda: get(edge_world["net"].id, edge_world["net"].id)).code() == \
         grpc.StatusCode.NOT_FOUND  # not a rule of that network
     # This server has no reconciler to reach routers through.
-    assert rpc_error(lambda: get(world["net"].id)).code() == \
+    assert rpc_error(lambda: get(edge_world["net"].id)).code() == \
         grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_cli_updates_in_place(cloud: Cloud, world, capsys) -> None:  # noqa: F811
-    w = world
+def test_cli_updates_in_place(cloud: Cloud, edge_world, capsys) -> None:
+    w = edge_world
     secret = cloud.admin.CreateToken(pb.CreateTokenRequest(
         tenant_id=w["net"].tenant_id, name="cli")).secret
 

@@ -6,7 +6,7 @@ import grpc
 from cloudnet.netmgr.v1 import hosts_pb2 as hpb
 from cloudnet.netmgr.v1 import hosts_pb2_grpc as hrpc
 
-from tests.unit.netmgr.conftest import ADMIN, bad_fields, rpc_error
+from tests.lib.netmgr_cloud import ADMIN, bad_fields, rpc_error
 
 ADMIN_MD = (("authorization", f"Bearer {ADMIN}"),)
 

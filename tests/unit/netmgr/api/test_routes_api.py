@@ -12,7 +12,7 @@ from cloudnet.router.v1 import agent_pb2 as apb
 
 from netmgr.model.vpc import DEFAULT_DENY_ID
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.conftest import bad_fields, rpc_error
+from tests.lib.netmgr_cloud import bad_fields, rpc_error
 
 Code = grpc.StatusCode
 

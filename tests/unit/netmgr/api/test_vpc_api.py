@@ -11,7 +11,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.conftest import Cloud, VpcApi, bad_fields, rpc_error
+from tests.lib.netmgr_cloud import Cloud, VpcApi, bad_fields, rpc_error
 
 Code = grpc.StatusCode
 UNKNOWN = "00000000-0000-4000-8000-000000000000"

@@ -21,7 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from netmgr.server import ServerConfig, create_server
-from tests.unit.netmgr.cli.runner import Cli
+from tests.lib.cli_runner import Cli
 
 ADMIN = "admin-secret"
 TENANT_TOKEN = "tenant-secret"

@@ -7,7 +7,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
 from netmgr.cli.client import Client, paginate
-from tests.unit.netmgr.cli.runner import Cli
+from tests.lib.cli_runner import Cli
 
 
 def table(text: str) -> list[list[str]]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from netmgr.model.vpc import DEFAULT_DENY_ID
-from tests.unit.netmgr.cli.runner import Cli
+from tests.lib.cli_runner import Cli
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cloudnet.router.v1 import edge_pb2_grpc
 from netmgr.model import edge as me
 from netmgr.reconcile import delta_push as ed
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.reconcile.test_configbuild import NET, NOW, snapshot
+from tests.lib.router_snapshots import NET, NOW, snapshot
 
 PF = me.PortForward(
     id="pf1", tenant_id="t1", network_id=NET.id, public_ip_id="ip1", protocol="tcp",

@@ -8,9 +8,6 @@ run on PostgreSQL too, where row locks and the constraints do it.)
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,21 +16,11 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from netmgr.model.validation import NetworkSpec, PortSpec
 from netmgr.store import ipam
 from netmgr.store.facade import Store
-from tests.unit.netmgr.conftest import Api, Cloud
+from tests.lib.netmgr_cloud import Api, Cloud
+from tests.lib.parallel import run_in_parallel
 
 THREADS = 12
 PER_THREAD = 8
-
-
-def run_in_parallel(fn: Callable[[int], list[Any]], threads: int = THREADS) -> list[Any]:
-    start = threading.Barrier(threads)
-
-    def worker(i: int) -> list[Any]:
-        start.wait()  # all threads hit the server at once
-        return fn(i)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return [x for chunk in pool.map(worker, range(threads)) for x in chunk]
 
 
 def test_parallel_ports_get_distinct_ips_and_macs(cloud: Cloud,
@@ -47,7 +34,7 @@ def test_parallel_ports_get_distinct_ips_and_macs(cloud: Cloud,
                                                                  name=f"t{i}-{n}")))
                 for n in range(PER_THREAD)]
 
-    ports = run_in_parallel(create)
+    ports = run_in_parallel(create, THREADS)
     total = THREADS * PER_THREAD
     assert len(ports) == total
     assert len({p.ip for p in ports}) == total
@@ -74,7 +61,7 @@ def test_parallel_networks_get_distinct_vlans_and_public_ips(cloud: Cloud) -> No
         return [api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
             name=f"n{n}", cidr=f"10.{n}.0.0/24"))) for n in range(per_thread)]
 
-    networks = run_in_parallel(create)
+    networks = run_in_parallel(create, THREADS)
     total = THREADS * per_thread
     assert len(networks) == total
     assert sorted(n.vlan_id for n in networks) == list(range(100, 100 + total))
@@ -101,7 +88,7 @@ def test_requested_ip_race_has_exactly_one_winner(acme: tuple[pb.Tenant, Api]) -
         except grpc.RpcError as e:
             return [e.code().name]
 
-    outcomes = run_in_parallel(claim)
+    outcomes = run_in_parallel(claim, THREADS)
     assert sorted(outcomes) == ["ALREADY_EXISTS"] * (THREADS - 1) + ["ok"]
 
 

@@ -8,7 +8,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.unit.netmgr.store.test_ipam_concurrency import run_in_parallel
+from tests.lib.parallel import run_in_parallel
 
 THREADS = 8
 

@@ -8,7 +8,7 @@ import pytest
 from router.lib import templating
 from router.services import dnsmasq, interfaces
 from router.services.nftables import service as nftables
-from tests.unit.router.routerconfigs import good_config
+from tests.lib.routerconfigs import good_config
 
 
 def directives(conf: str) -> list[str]:

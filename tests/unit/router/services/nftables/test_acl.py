@@ -9,7 +9,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from router.errors import ConfigError
 from router.services.nftables import acl as nft_acl
 from router.services.nftables import service as nftables
-from tests.unit.router.services.test_render import good_config
+from tests.lib.routerconfigs import good_config
 
 ACL = "11111111-2222-4333-8444-555555555555"
 

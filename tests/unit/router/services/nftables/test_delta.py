@@ -17,7 +17,7 @@ from router.services.nftables import counters as edge_counters
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import journal as edge_journal
 from router.services.nftables.delta import EdgeIndex, Stale
-from tests.unit.router.services.nftables.test_edge import PUB, edge_config, fwd
+from tests.lib.routerconfigs import PUB, edge_config, fwd
 
 
 def index_of(cfg: pb.RouterConfig) -> EdgeIndex:

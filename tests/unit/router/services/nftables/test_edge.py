@@ -12,27 +12,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from router.errors import ConfigError
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import service as nftables
-from tests.unit.router.services.test_render import good_config
-
-PUB = "203.0.113.20"
-
-
-def edge_config(**extra) -> pb.RouterConfig:
-    cfg = good_config()
-    cfg.interfaces[[i.role for i in cfg.interfaces].index(pb.INTERFACE_ROLE_PUBLIC)] \
-        .addresses.append(f"{PUB}/32")
-    cfg.public_addresses.append(pb.PublicAddress(public_ip_id="ip1", ip=PUB, interface="pub0"))
-    for key, values in extra.items():
-        getattr(cfg, key).extend(values)
-    return cfg
-
-
-def fwd(i: int = 1, **kw) -> pb.PortForwardRule:
-    f = dict(id=f"pf{i}", public_ip=PUB, protocol="tcp", public_port_start=80,
-             public_port_end=80, private_ip="10.10.0.5", private_port_start=8080,
-             private_port_end=8080)
-    f.update(kw)
-    return pb.PortForwardRule(**f)
+from tests.lib.routerconfigs import PUB, edge_config, fwd
 
 
 def covered(boxes, point) -> bool:

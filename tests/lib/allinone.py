@@ -1,19 +1,16 @@
-"""An all-in-one cloud per test module: real agent and netmgr daemons.
+"""The all-in-one cloud's test side: tenants with their own token, networks,
+ports and namespace guests; a cloud whose routers are appliance VMs (netmgr's
+VM backend), started and checked clean after; free loopback ports.
 
-Parametrised by router backend: every test runs against namespace routers
-("netns") and appliance-VM routers ("vm": netmgr's VM backend, a compute
-agent booting images/router under TCG; skipped when the image is not built).
-Tests about a namespace router's insides carry @pytest.mark.netns_only.
-With VM routers a tenant's networks are deleted when its test ends, so at
-most a few router VMs run at once.
+The fixtures that start a cloud per test module: tests/fixtures/allinone.py.
 """
-
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +18,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 
+from aio import vm_backend as aio_vm
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
@@ -30,44 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module", params=["netns", "vm"])
-def cloud(request, tmp_path_factory):
-    if request.param == "vm":
-        from tests.integration.vm.conftest import vm_cloud_down, vm_cloud_up
-
-        aio = vm_cloud_up(tmp_path_factory)
-        try:
-            aio.up()
-            yield aio
-        finally:
-            vm_cloud_down(aio)
-        return
-    prefix = f"t{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
-                   listen=f"127.0.0.1:{free_port()}", health_interval=1.0)
-    try:
-        aio.up()
-        yield aio
-    finally:
-        aio.down()
-        leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
-        assert not leftovers, f"namespaces left behind: {leftovers}"
-
-
-@pytest.fixture(autouse=True)
-def _backend_marks(request):
-    """Skip @pytest.mark.netns_only tests on VM routers (and vm_only on namespaces)."""
-    if "cloud" not in request.fixturenames:
-        return
-    backend = request.getfixturevalue("cloud").router_backend
-    netns_only = request.node.get_closest_marker("netns_only")
-    if backend == "vm" and netns_only:
-        pytest.skip(netns_only.args[0] if netns_only.args
-                    else "about a namespace router on this host (netns backend only)")
-    if backend != "vm" and request.node.get_closest_marker("vm_only"):
-        pytest.skip("needs the VM backend's compute agent (vm backend only)")
 
 
 class Tenant:
@@ -83,11 +43,11 @@ class Tenant:
         self.api = Api(cloud.listen, self.secret)
         self.guests: list[NamespaceGuest] = []
 
-    def network(self, **fields) -> pb.Network:
+    def network(self, **fields: Any) -> pb.Network:
         return self.api.call(self.api.networks.CreateNetwork,
                              pb.CreateNetworkRequest(network=pb.Network(**fields)))
 
-    def port(self, network_id: str, **fields) -> pb.Port:
+    def port(self, network_id: str, **fields: Any) -> pb.Port:
         return self.api.call(self.api.ports.CreatePort,
                              pb.CreatePortRequest(port=pb.Port(network_id=network_id, **fields)))
 
@@ -116,15 +76,28 @@ class Tenant:
         self.admin.close()
 
 
-@pytest.fixture
-def make_tenant(cloud):
-    made: list[Tenant] = []
+def router_image_built() -> bool:
+    return all(os.path.exists(os.path.join(aio_vm.ROUTER_IMAGE_DIR, f))
+               for f in ("manifest.json", "vmlinuz", "initrd.img", "disk.qcow2"))
 
-    def make(name: str | None = None) -> Tenant:
-        t = Tenant(cloud, name or f"t{uuid.uuid4().hex[:8]}")
-        made.append(t)
-        return t
 
-    yield make
-    for t in made:
-        t.close()
+def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) -> AllInOne:
+    if not router_image_built():
+        pytest.skip(f"router image not built (bash images/router/build.sh): "
+                    f"{aio_vm.ROUTER_IMAGE_DIR}")
+    prefix = f"v{uuid.uuid4().hex[:6]}"
+    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
+                   listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
+                   router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}",
+                   router_vm_settings=tuple(f"{k}={v}" for k, v in settings.items()))
+    return aio
+
+
+def vm_cloud_down(aio: AllInOne) -> None:
+    aio.down()
+    leftovers = [n for n in os.listdir("/run/netns") if n.startswith(aio.prefix)]
+    assert not leftovers, f"namespaces left behind: {leftovers}"
+    from compute import libvirt_driver as lv
+
+    left = list(lv.Driver(f"cn-{aio_vm.host_name(aio.prefix)}-").domains())
+    assert not left, f"domains left behind: {left}"

@@ -3,7 +3,8 @@ and stubs that carry a bearer token (admin or a tenant's).
 
 With CLOUDNET_TEST_PG_URL set (a PostgreSQL database the tests may wipe, e.g.
 ``postgresql+psycopg://user@/cloudnet?host=/tmp``), every test that uses the
-``cloud`` / ``make_cloud`` fixtures runs against PostgreSQL as well.
+``cloud`` / ``make_cloud`` fixtures (tests/fixtures/netmgr_cloud.py) runs
+against PostgreSQL as well.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,38 +145,6 @@ def start_cloud(db: Path | str, zone: Zone = DEFAULT_ZONE,
     return Cloud(db_url, server, port, channel, store, hooks)
 
 
-@pytest.fixture(params=BACKENDS)
-def make_cloud(request: pytest.FixtureRequest,
-               tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
-    """Starts one server (per test) on a fresh database of the backend."""
-    started: list[Cloud] = []
-
-    def make(zone: Zone = DEFAULT_ZONE) -> Cloud:
-        assert not started, "one cloud per test: PostgreSQL runs share a database"
-        if request.param == "postgresql":
-            url = os.environ[PG_URL_ENV]
-            wipe_postgresql(url)
-            cloud = start_cloud(url, zone)
-        else:
-            cloud = start_cloud(tmp_path / "netmgr.db", zone)
-        started.append(cloud)
-        return cloud
-
-    yield make
-    for cloud in started:
-        cloud.stop()
-
-
-@pytest.fixture
-def cloud(make_cloud: Callable[..., Cloud]) -> Cloud:
-    return make_cloud()
-
-
-@pytest.fixture
-def acme(cloud: Cloud) -> tuple[pb.Tenant, Api]:
-    return cloud.new_tenant("acme")
-
-
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call()
@@ -184,7 +153,7 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
 
 def bad_fields(err: grpc.RpcError) -> list[str]:
     """The field names of the BadRequest detail of an INVALID_ARGUMENT error."""
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     assert status is not None, f"no rich status on {err}"
     fields = []
     for detail in status.details:
@@ -192,6 +161,7 @@ def bad_fields(err: grpc.RpcError) -> list[str]:
         if detail.Unpack(br):
             fields += [v.field for v in br.field_violations]
     return fields
+
 
 class VpcApi:
     """A tenant's VPC stubs next to its core ``Api``."""
@@ -217,9 +187,3 @@ class VpcApi:
     def tier(self, vpc_id: str, name: str, cidr: str, **kw: Any) -> pb.Network:
         return self.CreateNetwork(pb.CreateNetworkRequest(
             network=pb.Network(name=name, cidr=cidr, vpc_id=vpc_id, **kw)))
-
-
-@pytest.fixture
-def acme_vpc(cloud: Cloud) -> tuple[Cloud, VpcApi]:
-    _, api = cloud.new_tenant("acme")
-    return cloud, VpcApi(cloud, api)

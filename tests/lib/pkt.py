@@ -1,7 +1,7 @@
 """scapy helpers run as a subprocess inside a namespace (`ip netns exec`).
 
-    python -m tests.integration.compute.pkt sniff IFACE SECONDS OUT.pcap
-    python -m tests.integration.compute.pkt send IFACE SRC_MAC VLANS MARKER
+    python -m tests.lib.pkt sniff IFACE SECONDS OUT.pcap
+    python -m tests.lib.pkt send IFACE SRC_MAC VLANS MARKER
 
 `send` emits a broadcast IPv4/UDP frame carrying MARKER, tagged with each of
 the comma-separated VLANS (outermost first; empty for untagged).
@@ -48,7 +48,7 @@ def capture(netns: str | None, iface: str, out: str, seconds: float = 60) -> Ite
     """Sniff on `iface` (in `netns`, or the root namespace) while the block runs.
 
     Yields a list that holds the captured packets after the block."""
-    argv = [sys.executable, "-m", "tests.integration.compute.pkt", "sniff", iface,
+    argv = [sys.executable, "-m", "tests.lib.pkt", "sniff", iface,
             str(seconds), out]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
@@ -71,7 +71,7 @@ def send(netns: str, iface: str, src_mac: str, frames: list[tuple[list[int], str
     """Send one broadcast frame per (VLAN tags, marker) from `iface` in `netns`."""
     args = [x for vlans, marker in frames for x in (",".join(map(str, vlans)), marker)]
     subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m",
-                    "tests.integration.compute.pkt", "send", iface, src_mac, *args],
+                    "tests.lib.pkt", "send", iface, src_mac, *args],
                    check=True, timeout=60)
 
 

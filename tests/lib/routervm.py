@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -32,14 +33,14 @@ from common.fabric.base import PROVIDER_SEGMENT
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.netns import ensure_netns, remove_netns
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE_DIR = os.environ.get("CLOUDNET_ROUTER_IMAGE", os.path.join(REPO, "images", "router", "out"))
 CONTROL_HOST = "10.250.0.1"
 CONTROL_VM = "10.250.0.2"
 AGENT_PORT = 50051
 
 
-def image_manifest() -> dict | None:
+def image_manifest() -> dict[str, Any] | None:
     """The built image's manifest, or None when images/router/build.sh has not run."""
     path = os.path.join(IMAGE_DIR, "manifest.json")
     if not os.path.exists(path):
@@ -74,7 +75,7 @@ class RouterVM:
     memory_mib: int = 512
     smp: int = 1
     extra_cmdline: str = ""
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
 
     @property
@@ -161,7 +162,7 @@ class ImageLab:
         self.fabric = LinuxBridgeFabric(self.netns)
         self.workdir = tempfile.mkdtemp(prefix="cloudnet-routervm-")
         self.agent_socket = os.path.join(self.workdir, "agent.sock")
-        self._socat: subprocess.Popen | None = None
+        self._socat: subprocess.Popen[bytes] | None = None
         self.vms: list[RouterVM] = []
 
     def setup(self) -> None:

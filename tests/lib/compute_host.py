@@ -1,60 +1,7 @@
-"""Compute integration tests: shared host services (OVS, libvirt) started once."""
+"""A compute agent in the test process on its own OVS bridge, trunked to an
+all-in-one cloud's fabric, and how to stop one leaving no VM behind."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import uuid
-
-import pytest
-
-from tests.integration.e2e.conftest import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-
-
-@pytest.fixture(scope="session")
-def host_services():
-    """Start ovsdb-server/ovs-vswitchd/libvirtd/virtlogd (scripts/host-services.sh).
-
-    They are the host's shared daemons: started if missing, left running."""
-    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "host-services.sh"), "start"],
-                          capture_output=True, text=True, timeout=120)
-    if proc.returncode:
-        pytest.fail(f"host services: {proc.stdout}{proc.stderr}")
-
-
-@pytest.fixture
-def uid() -> str:
-    return uuid.uuid4().hex[:5]
-
-
-# ------------------------------------------------------------------ VMs
-
-
-
-@pytest.fixture(scope="session")
-def guest_image(host_services):
-    from compute import images
-
-    return images.build_guest()
-
-
-@pytest.fixture(scope="module")
-def ovs_cloud(host_services, tmp_path_factory):
-    """An all-in-one on the OVS fabric: host "B" (bridge <prefix>-br) runs the routers."""
-    from aio.allinone import AllInOne
-
-    prefix = f"c{uuid.uuid4().hex[:5]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
-                   listen=f"127.0.0.1:{free_port()}", fabric_kind="ovs")
-    try:
-        aio.up()
-        yield aio
-    finally:
-        aio.down()
-        leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
-        assert not leftovers, f"namespaces left behind: {leftovers}"
 
 
 class ComputeHost:
@@ -111,12 +58,3 @@ def stop_compute(compute, server, channel) -> list[str]:
         channel.close()
         compute.netmgr.close()
     return leftover
-
-
-@pytest.fixture(scope="module")
-def host_a(ovs_cloud, guest_image, tmp_path_factory):
-    h = ComputeHost(ovs_cloud, "ha", str(tmp_path_factory.mktemp("host-a")), guest_image)
-    try:
-        yield h
-    finally:
-        h.close()

@@ -1,25 +1,17 @@
-"""The all-in-one cloud of the e2e tests, plus edge API helpers and servers in guests."""
+"""The edge API on a tenant of the all-in-one cloud (stubs, waits on rule states),
+and Site: one tenant network whose router serves every test of a module."""
 
 from __future__ import annotations
 
 import itertools
-import subprocess
 import time
 import uuid
 
-import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from tests.integration.e2e.conftest import (  # noqa: F401 (fixtures)
-    Tenant,
-    _backend_marks,
-    cloud,
-    make_tenant,
-)
-
-__all__ = ["Edge", "Site", "cloud", "make_tenant", "site"]
+from tests.lib.allinone import Tenant
 
 
 class Edge:
@@ -66,16 +58,6 @@ class Edge:
 
     def wait_router(self, router_id: str) -> None:
         self.t.api.wait_router_active(router_id)
-
-
-@pytest.fixture
-def edge_of():
-    return Edge
-
-
-def in_ns(ns: str, argv: list[str], timeout: float = 15, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          timeout=timeout, **kw)
 
 
 class Site:
@@ -132,16 +114,7 @@ class Site:
         api.wait_router_active(self.net.router_id)
 
 
-@pytest.fixture(scope="module")
-def module_site(request, cloud):
-    """The module's shared network (CIDR: the module's ``SITE_CIDR``)."""
-    s = Site(cloud, getattr(request.module, "SITE_CIDR", "10.50.0.0/24"))
-    yield s
-    s.t.close()
-
-
-@pytest.fixture
-def site(module_site):
-    """The module's network, reset after the test."""
-    yield module_site
-    module_site.reset()
+def setup_net(site: Site, n: int):
+    """The module's network (one router for every test) with n new ports and guests."""
+    ports, guests = site.ports(n)
+    return site.t, site.net, ports, guests

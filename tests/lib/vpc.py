@@ -1,35 +1,19 @@
-"""The all-in-one cloud of the e2e tests, plus VPC helpers and guest servers."""
+"""A tenant's VPC on the all-in-one cloud (tiers, guests, network ACLs, routes)
+and clients in guests: socat, ping, dig, a long-lived echo stream."""
 
 from __future__ import annotations
 
-import contextlib
 import select
 import subprocess
 import time
 
-import grpc
-import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
-from tests.integration.e2e.conftest import (
-    Tenant,
-    cloud,
-    make_tenant,
-)
-from tests.integration.edge import test_edge as _edge
+from tests.lib.allinone import Tenant
+from tests.lib.guest_servers import TCP
 
-# The same guest servers as the edge suite (a socat answering a line; the
-# fixture that kills them by PID).
-serve = _edge.serve
-servers = _edge.servers
-
-__all__ = ["Vpc", "cloud", "make_tenant"]
-
-
-
-TCP, UDP = "tcp", "udp"
 ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
 DIRECTIONS = {"ingress": vpb.ACL_DIRECTION_INGRESS, "egress": vpb.ACL_DIRECTION_EGRESS}
 
@@ -109,23 +93,6 @@ def pings(guest, ip: str) -> bool:
 
 def dig(guest, name: str) -> list[str]:
     return guest.run(["dig", "+short", "+time=2", "+tries=2", name]).stdout.split()
-
-
-@pytest.fixture
-def make_vpc(make_tenant):
-    made: list[Vpc] = []
-
-    def make(name: str = "vpc1", cidr: str = "10.20.0.0/16", **fields) -> Vpc:
-        made.append(Vpc(make_tenant(), name, cidr, **fields))
-        return made[-1]
-
-    yield make
-    for v in made:
-        # Gone now, not with the module's cloud: on the VM backend no router VM
-        # stays booted for the next test, and the next VPC gets these public
-        # IPs again (announced by gratuitous ARP: router/garp.py).
-        with contextlib.suppress(grpc.RpcError):
-            v.delete()
 
 
 class Stream:

@@ -1,4 +1,5 @@
-"""A valid router config for unit tests, and a way to break one field of it."""
+"""A valid router config for unit tests, and the same with a public IP and
+edge rules (the nftables edge tests)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,24 @@ def good_config() -> pb.RouterConfig:
         source_nats=[pb.SourceNat(network_id="net1", source_cidr="10.10.0.0/24",
                                   public_ip="203.0.113.10", public_interface="pub0")],
     )
+
+
+PUB = "203.0.113.20"
+
+
+def edge_config(**extra) -> pb.RouterConfig:
+    cfg = good_config()
+    cfg.interfaces[[i.role for i in cfg.interfaces].index(pb.INTERFACE_ROLE_PUBLIC)] \
+        .addresses.append(f"{PUB}/32")
+    cfg.public_addresses.append(pb.PublicAddress(public_ip_id="ip1", ip=PUB, interface="pub0"))
+    for key, values in extra.items():
+        getattr(cfg, key).extend(values)
+    return cfg
+
+
+def fwd(i: int = 1, **kw) -> pb.PortForwardRule:
+    f = dict(id=f"pf{i}", public_ip=PUB, protocol="tcp", public_port_start=80,
+             public_port_end=80, private_ip="10.10.0.5", private_port_start=8080,
+             private_port_end=8080)
+    f.update(kw)
+    return pb.PortForwardRule(**f)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from cloudnet.router.v1 import vpn_pb2
 
-from tests.integration.router.routerlab import PUBLIC_IP, Topology, sh
+from tests.lib.routerlab import PUBLIC_IP, Topology, sh
 
 PEER_IP = "192.0.2.2"
 UP_PEER_SIDE = "192.0.2.1"
