@@ -233,7 +233,7 @@ def create_server(
                          interceptors=interceptors,
                          options=[("grpc.max_receive_message_length", MAX_CONFIG_BYTES)])
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(agent), server)
-    from router.diag.service import add_to_server as add_diagnostics  # imports this module
+    from router.agent.diag_service import add_to_server as add_diagnostics  # imports this module
     diag_name = add_diagnostics(agent, server)
     from router.agent.edge_service import add_to_server as add_edge
 
