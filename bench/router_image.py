@@ -41,7 +41,8 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from aio.nsguest import NamespaceGuest
 from common.fabric.base import LinuxBridgeFabric, remove_netns
 from router.agent import auth
-from router.agent.server import Agent, create_server
+from router.agent.registry import RouterRegistry
+from router.agent.server import create_server
 from tests.integration.image import routervm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,8 +170,8 @@ def bench_namespace(pushes: int) -> dict:
     state = tempfile.mkdtemp(prefix="cn-bench-agent-", dir="/tmp")
     os.chmod(state, 0o755)
     fabric = LinuxBridgeFabric(f"{prefix}-fab")
-    agent = Agent(os.path.join(state, "agent"), netns_prefix=prefix, fabric_netns=fabric.netns,
-                  agent_id="bench", fabric=fabric)
+    agent = RouterRegistry(os.path.join(state, "agent"), netns_prefix=prefix,
+                           fabric_netns=fabric.netns, agent_id="bench", fabric=fabric)
     agent.start()
     sock = f"unix://{state}/agent.sock"
     server, _ = create_server(sock, agent)
