@@ -5,7 +5,6 @@ rule whole, naming it, with nothing applied."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -98,7 +97,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 
-    from router.agent.server import Agent
+    from router.agent.registry import RouterRegistry
     from router.services.nftables import journal as edge_journal
 
     router_id = "edge-delta2"
@@ -148,9 +147,9 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
 
     # The journal holds the delta; a restarted agent adopts config.pb + journal.
     assert [d.generation for d in edge_journal.read_journal(
-        os.path.join(runtime.ctx.state_dir, edge_journal.JOURNAL))] == [2]
-    restarted = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
-                      fabric_netns=topo.fabric.netns, agent_id="test2")
+        runtime.ctx.paths.edge_journal)] == [2]
+    restarted = RouterRegistry(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                               fabric_netns=topo.fabric.netns, agent_id="test2")
     restarted.start()
     again = restarted.runtime(router_id)
     assert again.config.generation == 2

@@ -13,7 +13,8 @@ import pytest
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common.fabric.base import LinuxBridgeFabric
-from router.agent.server import Agent, create_server
+from router.agent.registry import RouterRegistry
+from router.agent.server import create_server
 from tests.integration.router.routerlab import InProcessAgent, Topology
 
 
@@ -34,8 +35,8 @@ def topo() -> Iterator[Topology]:
 
 @pytest.fixture
 def agent(topo: Topology, tmp_path: object) -> Iterator[InProcessAgent]:
-    a = Agent(os.path.join(topo.state_dir, "agent"), netns_prefix=topo.prefix,
-              fabric_netns=topo.fabric.netns, agent_id="test")
+    a = RouterRegistry(os.path.join(topo.state_dir, "agent"), netns_prefix=topo.prefix,
+                       fabric_netns=topo.fabric.netns, agent_id="test")
     a.start()
     sock = f"unix://{tmp_path}/agent.sock"
     server, _ = create_server(sock, a)
@@ -45,6 +46,6 @@ def agent(topo: Topology, tmp_path: object) -> Iterator[InProcessAgent]:
     finally:
         channel.close()
         server.stop(grace=None)
-        for router_id in list(a._routers):
+        for rt in a.runtimes():
             with contextlib.suppress(Exception):
-                a.delete(router_id, keep_leases=False)
+                a.delete(rt.ctx.router_id, keep_leases=False)
