@@ -156,6 +156,9 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert {f.id for f in again.config.port_forwards} == {
         f.id for f in runtime.config.port_forwards}
     assert map_keys(ns) == want
+    # Like a new agent process, the restarted one knows nothing it loaded:
+    # it loaded the table whole.
+    handle = table_handle(ns)
 
     # A full push of the same rules is no element change; then deltas go on.
     full = edge_config(router_id, 4, 100)
