@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Sequence, Set
 
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
@@ -32,9 +32,7 @@ from common import netlink
 from common.fabric.base import FabricError, ensure_netns, remove_netns
 from router.errors import ApplyError, ConfigError, StaleDelta
 from router.lib import files, proc
-from router.services.base import Context, EdgeRules, HostFeatures, ObjectId, Rendered, Service
-from router.services.host import KernelProbe
-from router.services.registry import router_services
+from router.services.base import Context, EdgeRules, ObjectId, Rendered, Service
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +45,9 @@ def router_netns_name(prefix: str, router_id: str) -> str:
     return f"{prefix}r-{router_id[:12]}"
 
 
-def verify(cfg: pb.RouterConfig, services: Iterable[Service] | None = None) -> None:
+def verify(cfg: pb.RouterConfig, services: Iterable[Service]) -> None:
     """Every service's verify(); raises the first ConfigError."""
-    for service in services if services is not None else router_services(KernelProbe()):
+    for service in services:
         service.verify(cfg)
 
 
@@ -62,10 +60,12 @@ class RouterRuntime:
     """The running state of one router. Its methods serialise on ``lock``
     (also held by services' background work, through ``base.RunningConfig``)."""
 
-    def __init__(self, ctx: Context, host: HostFeatures) -> None:
+    def __init__(self, ctx: Context, services: Sequence[Service]) -> None:
+        """``services``: this router's own service objects, in apply order
+        (``router.services.registry.router_services``); removed in reverse."""
         self.ctx = ctx
         self.lock = threading.Lock()
-        self.services = router_services(host)
+        self.services = tuple(services)
         self.config: pb.RouterConfig | None = None  # the last good config
         self.rejected_generation = 0
         self.last_error = ""

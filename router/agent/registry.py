@@ -24,6 +24,7 @@ from router.lib import validate
 from router.runtime import RouterRuntime, router_netns_name
 from router.services.base import Context, HostFeatures, RouterPaths
 from router.services.host import KernelProbe
+from router.services.registry import router_services
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class RouterRegistry:
                     state_dir=os.path.join(self._routers_dir(), router_id),
                     fabric=self.fabric,
                     dnsmasq_user=self.dnsmasq_user,
-                ), self.host)
+                ), router_services(self.host))
             return rt
 
     def runtimes(self) -> list[RouterRuntime]:

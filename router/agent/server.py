@@ -3,10 +3,11 @@
     cloudnet-router-agent --listen unix:///run/cloudnet/agent.sock \
         --state-dir /var/lib/cloudnet/agent --netns-prefix cn --fabric-netns cn-fabric
 
-Each router's last good config is persisted under
-<state-dir>/routers/<router_id>/config.pb; on start the agent re-applies every
-one of them (adopting daemons that kept running), so routers keep serving
-while netmgr is down and across agent restarts.
+This module is the wiring: the RouterAgent servicer, ``create_server`` (with
+the RouterEdge and RouterDiagnostics servicers, health and reflection) and
+``main``. The routers themselves are held by ``registry.RouterRegistry``,
+which restores them from disk on start; every servicer maps its errors to
+status codes through ``rpc``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ definition is one rendered entry (``conn:<id>``, not a file); ``apply``
 terminates) the ones that went away. A connection that did not change is
 not touched, and nothing else in the router touches charon, so an
 established tunnel survives every unrelated change (the nftables table
-replacement included: it keeps the VPN's rules, see ``nft_vpn``).
+replacement included: it keeps the VPN's rules, see ``nftables/vpn.py``).
 
 IKEv1 carries one pair of traffic selectors per child SA (strongSwan, and
 CloudStack #3138), so an IKEv1 connection gets one child per (local,

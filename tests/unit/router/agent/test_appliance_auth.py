@@ -96,3 +96,14 @@ def test_appliance_agent_serves_its_router_only(tmp_path):
     assert rt.ctx.fabric is registry.fabric
     assert registry.fabric.router_netns == rt.ctx.netns
     assert not registry.probe_ports
+
+
+def test_an_appliance_plugs_no_probe_port(tmp_path):
+    from router.agent.diag_service import DiagnosticsServicer
+    from router.diag import probes
+    from router.diag.common import DiagUnavailable
+
+    registry = appliance.appliance_registry("r1", str(tmp_path))
+    port = probes.ProbePort(registry.fabric, "cn", 100, "02:00:00:00:00:99")
+    with pytest.raises(DiagUnavailable, match="no switch inside"):
+        DiagnosticsServicer(registry)._probe_port(port)
