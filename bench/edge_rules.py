@@ -57,7 +57,8 @@ from aio.demo import Api
 from aio.nsguest import NamespaceGuest
 from common.netns import ensure_netns, remove_netns
 from router.lib import libnft
-from router.services import Context
+from router.services.base import Context
+from router.services.host import KernelProbe
 from router.services.nftables import service as nftables
 
 if TYPE_CHECKING:
@@ -330,6 +331,7 @@ def full_apply(sizes: list[int], workdir: str, trials: int = 5) -> dict[str, dic
     ``router.runtime`` runs them, in a fresh namespace; against loading the
     same rules as one chain of N rules with ``nft -f`` (the baseline)."""
     ns = f"cnbench-{uuid.uuid4().hex[:6]}"
+    host = KernelProbe()
     out: dict[str, dict[str, float]] = {}
     try:
         ensure_netns(ns)
@@ -337,18 +339,19 @@ def full_apply(sizes: list[int], workdir: str, trials: int = 5) -> dict[str, dic
             cfg = synthetic(n)
             ctx = Context(router_id="bench", netns=ns, state_dir=workdir,
                           fabric=None)  # type: ignore[arg-type]  # nftables needs none
+            service = nftables.NftablesService(host)
             parts: list[tuple[float, float, float, float]] = []
             for _ in range(trials):
-                nftables.set_loaded(ns, None)  # as after an agent start: a full load
+                service.forget_loaded()  # as after an agent start: a full load
                 cfg.generation += 1
                 t0 = time.perf_counter()
-                nftables.verify(cfg)
+                service.verify(cfg)
                 t1 = time.perf_counter()
-                rendered = nftables.render(cfg)
+                rendered = service.render(cfg, ctx.paths)
                 t2 = time.perf_counter()
-                nftables.check(ctx, rendered)
+                service.check(ctx, rendered)
                 t3 = time.perf_counter()
-                nftables.apply(ctx, cfg, rendered, None)
+                service.apply(ctx, cfg, rendered, None)
                 t4 = time.perf_counter()
                 parts.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
             verify_s, render_s, check_s, load_s = (statistics.median(p)
@@ -376,7 +379,6 @@ def full_apply(sizes: list[int], workdir: str, trials: int = 5) -> dict[str, dic
                            "one_element_s": t_one}
             print(f"full apply {n}: {out[str(n)]}", file=sys.stderr, flush=True)
     finally:
-        nftables.set_loaded(ns, None)
         remove_netns(ns)
     return out
 

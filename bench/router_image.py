@@ -42,7 +42,8 @@ from aio.nsguest import NamespaceGuest
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.netns import remove_netns
 from router.agent import auth
-from router.agent.server import Agent, create_server
+from router.agent.registry import RouterRegistry
+from router.agent.server import create_server
 from tests.lib import routervm
 
 if TYPE_CHECKING:
@@ -174,8 +175,8 @@ def bench_namespace(pushes: int) -> dict[str, Any]:
     state = tempfile.mkdtemp(prefix="cn-bench-agent-", dir="/tmp")
     os.chmod(state, 0o755)
     fabric = LinuxBridgeFabric(f"{prefix}-fab")
-    agent = Agent(os.path.join(state, "agent"), netns_prefix=prefix, fabric_netns=fabric.netns,
-                  agent_id="bench", fabric=fabric)
+    agent = RouterRegistry(os.path.join(state, "agent"), netns_prefix=prefix,
+                           fabric_netns=fabric.netns, agent_id="bench", fabric=fabric)
     agent.start()
     sock = f"unix://{state}/agent.sock"
     server, _ = create_server(sock, agent)

@@ -39,8 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common.fabric.linuxbridge import LinuxBridgeFabric
-from router.agent.server import Agent
-from router.services import strongswan
+from router.agent.registry import RouterRegistry
 from tests.lib.peerlab import (
     PEER_HOSTS,
     PEER_IP,
@@ -53,7 +52,7 @@ ROUTER = "vpn-bench"
 GUEST_IP = "10.10.0.11"
 
 
-def established(agent: Agent, other_than: int = 0) -> bool:
+def established(agent: RouterRegistry, other_than: int = 0) -> bool:
     st = agent.status(ROUTER).vpn_connections
     return bool(st) and st[0].ike_state == "ESTABLISHED" and st[0].ike_unique_id != other_than \
         and any(ch.state == "INSTALLED" for ch in st[0].children)
@@ -87,8 +86,8 @@ def run(repeat: int, seconds: int) -> dict[str, object]:
     os.chmod(state_dir, 0o755)
     fabric = LinuxBridgeFabric(f"{prefix}-fab")
     topo = Topology(prefix, state_dir, fabric, namespaces=[fabric.netns])
-    agent = Agent(os.path.join(state_dir, "agent"), netns_prefix=prefix,
-                  fabric_netns=fabric.netns, agent_id="bench")
+    agent = RouterRegistry(os.path.join(state_dir, "agent"), netns_prefix=prefix,
+                           fabric_netns=fabric.netns, agent_id="bench")
     iperf_server: subprocess.Popen[bytes] | None = None
     try:
         agent.start()
@@ -150,7 +149,7 @@ def run(repeat: int, seconds: int) -> dict[str, object]:
         return {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
-            "backend": strongswan.backend(),
+            "backend": agent.host.vpn_backend(),
             "proposals": {"ike": "aes256gcm16-prfsha384-ecp384", "esp": "aes256gcm16-ecp384"},
             "establish_cold_s": cold, "apply_cold_s": cold_apply, "establish_reset_s": reset,
             "peer_crash_recovery_s": recover, "dpd_delay_s": 2,

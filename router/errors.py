@@ -22,3 +22,23 @@ class CheckError(ConfigError):
 
 class ApplyError(Exception):
     """Applying a valid config failed (netlink, a daemon did not start...)."""
+
+
+class StaleDelta(Exception):
+    """An edge delta cannot be applied in place: the caller pushes the whole config.
+
+    ``table_changed``: the loaded table may differ from the last full
+    rendering, so the next full apply must load it again.
+    """
+
+    def __init__(self, message: str, table_changed: bool = False) -> None:
+        super().__init__(message)
+        self.table_changed = table_changed
+
+
+class RequestError(Exception):
+    """A request to the agent is malformed (not a config problem)."""
+
+
+class RouterNotFound(Exception):
+    """The router named by a request is not on this agent."""

@@ -3,12 +3,17 @@
     apply(cfg):  verify every service  -> reject whole on ConfigError
                  render every service  -> diff against what each last applied
                  check the changed ones (nft -c, dnsmasq --test) -> reject whole
-                 apply the changed ones, in order: interfaces, nftables, dnsmasq
+                 apply the changed ones, in order (``router.services.registry``)
                  persist cfg as config.pb (the last good config)
 
 A service whose rendered files equal what it last applied is not touched at
 all, so pushing the same config twice rewrites no file, signals no daemon and
 reloads no ruleset.
+
+The runtime holds everything of one router: its config and status, what each
+service last applied, and the router's service objects (with the state they
+keep, such as the nftables table loaded and its edge index). Everything else
+reaches that state through the public methods below.
 """
 
 from __future__ import annotations
@@ -18,24 +23,20 @@ import os
 import shutil
 import threading
 import time
-from types import ModuleType
+from collections.abc import Iterable, Sequence, Set
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
 
 from common import netlink
 from common.fabric.base import FabricError
 from common.netns import ensure_netns, remove_netns
-from router.errors import ApplyError, ConfigError
+from router.errors import ApplyError, ConfigError, StaleDelta
 from router.lib import files, proc
-from router.services import Context, dnsmasq, haproxy, interfaces, strongswan
-from router.services.nftables import delta as edge_delta
-from router.services.nftables import service as nftables
+from router.services.base import Context, EdgeRules, ObjectId, Rendered, Service
 
 log = logging.getLogger(__name__)
 
-# Apply order: links and addresses first (nft and dnsmasq refer to them).
-SERVICES: tuple[ModuleType, ...] = (interfaces, nftables, dnsmasq, haproxy, strongswan)
-CONFIG_FILE = "config.pb"
 # What can go wrong while applying a valid config; anything else is a bug.
 APPLY_ERRORS = (ApplyError, netlink.NetlinkOpError, FabricError, proc.CommandError, OSError)
 
@@ -45,9 +46,9 @@ def router_netns_name(prefix: str, router_id: str) -> str:
     return f"{prefix}r-{router_id[:12]}"
 
 
-def verify(cfg: pb.RouterConfig) -> None:
+def verify(cfg: pb.RouterConfig, services: Iterable[Service]) -> None:
     """Every service's verify(); raises the first ConfigError."""
-    for service in SERVICES:
+    for service in services:
         service.verify(cfg)
 
 
@@ -57,69 +58,92 @@ def load_config(path: str) -> pb.RouterConfig:
 
 
 class RouterRuntime:
-    """The running state of one router; apply() and delete() are serialised by `lock`."""
+    """The running state of one router. Its methods serialise on ``lock``
+    (also held by services' background work, through ``base.RunningConfig``)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, services: Sequence[Service]) -> None:
+        """``services``: this router's own service objects, in apply order
+        (``router.services.registry.router_services``); removed in reverse."""
         self.ctx = ctx
         self.lock = threading.Lock()
+        self.services = tuple(services)
         self.config: pb.RouterConfig | None = None  # the last good config
-        self._applied: dict[str, dict[str, str]] = {}  # service -> rendered files it runs
         self.rejected_generation = 0
         self.last_error = ""
-        self._error_object: pb.ObjectStatus | None = None
         self.apply_seconds = 0.0
         # How often each service's apply() ran: the proof that a no-op is one.
-        self.service_applies: dict[str, int] = {s.NAME: 0 for s in SERVICES}
+        self.service_applies: dict[str, int] = {s.name: 0 for s in self.services}
+        self._applied: dict[str, Rendered] = {}  # service -> rendered files it runs
+        self._error_object: pb.ObjectStatus | None = None
+        # The service that changes edge rules in place (nftables), by name.
+        self._edge: tuple[str, EdgeRules] | None = None
+        for s in self.services:
+            if s.capabilities.edge_rules is not None:
+                self._edge = (s.name, s.capabilities.edge_rules)
+
+    # ---------------------------------------------------------------- apply
 
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
         with self.lock:
             self._apply(cfg)
-            return self.status()
+            return self._status()
+
+    def restore(self) -> pb.RouterStatus | None:
+        """Apply the persisted config again, with the edge changes made in
+        place after it (an agent start); None when nothing is persisted."""
+        path = self.ctx.paths.config
+        if not os.path.exists(path):
+            return None
+        cfg = load_config(path)
+        if self._edge is not None:
+            cfg = self._edge[1].restore(self.ctx.paths, cfg)
+        return self.apply(cfg)
 
     def _apply(self, cfg: pb.RouterConfig) -> None:
         started = time.monotonic()
         try:
-            verify(cfg)
+            verify(cfg, self.services)
         except ConfigError as e:
-            self._reject(cfg, e)
+            self._reject(cfg.generation, e)
             return
         os.makedirs(self.ctx.state_dir, mode=0o755, exist_ok=True)
         ensure_netns(self.ctx.netns)
-        rendered = {s.NAME: s.render(cfg) for s in SERVICES}
-        changed = [s for s in SERVICES if self._applied.get(s.NAME) != rendered[s.NAME]]
+        rendered = {s.name: s.render(cfg, self.ctx.paths) for s in self.services}
+        changed = [s for s in self.services if self._applied.get(s.name) != rendered[s.name]]
         # Seconds per changed service (check + apply): in the log, because
         # under TCG (router VMs) one slow daemon check dominates an apply.
-        took = {s.NAME: 0.0 for s in changed}
+        took = {s.name: 0.0 for s in changed}
         rendered_at = time.monotonic()
         try:
             for service in changed:
                 t0 = time.monotonic()
-                service.check(self.ctx, rendered[service.NAME])
-                took[service.NAME] += time.monotonic() - t0
+                service.check(self.ctx, rendered[service.name])
+                took[service.name] += time.monotonic() - t0
         except ConfigError as e:
-            self._reject(cfg, e)
+            self._reject(cfg.generation, e)
             return
         for service in changed:
             t0 = time.monotonic()
             try:
-                service.apply(self.ctx, cfg, rendered[service.NAME], self.config)
+                service.apply(self.ctx, cfg, rendered[service.name], self.config)
             except APPLY_ERRORS as e:
                 # Not a rejection: the config is valid and a retry may work.
                 # The service's state is unknown now, so the next apply redoes it.
-                self._applied.pop(service.NAME, None)
-                self.last_error = f"generation {cfg.generation}: {service.NAME}: {e}"
+                self._applied.pop(service.name, None)
+                self.last_error = f"generation {cfg.generation}: {service.name}: {e}"
                 log.error("router %s: %s", cfg.router_id, self.last_error)
                 return
             finally:
-                self.service_applies[service.NAME] += 1
-                took[service.NAME] += time.monotonic() - t0
-            self._applied[service.NAME] = rendered[service.NAME]
+                self.service_applies[service.name] += 1
+                took[service.name] += time.monotonic() - t0
+            self._applied[service.name] = rendered[service.name]
         if self.config != cfg:
-            files.write_if_changed_bytes(self.ctx.path(CONFIG_FILE), cfg.SerializeToString(),
+            files.write_if_changed_bytes(self.ctx.paths.config, cfg.SerializeToString(),
                                          mode=0o600)
         self.config = cfg
-        self.rejected_generation, self.last_error, self._error_object = 0, "", None
-        edge_delta.full_applied(self)
+        self._clear_errors()
+        if self._edge is not None:
+            self._edge[1].full_applied(self.ctx, self)
         self.apply_seconds = time.monotonic() - started
         if changed:
             log.info("router %s: generation %d applied (%s) in %.3f s (render %.3f s)",
@@ -137,28 +161,53 @@ class RouterRuntime:
         with self.lock:
             if self.config is None:
                 return []
-            sick = [s.NAME for s in SERVICES if not s.health(self.ctx, self.config).healthy]
+            cfg = self.config
+            sick = [s.name for s in self.services if not s.health(self.ctx, cfg).healthy]
             if not sick:
-                # Active VPN connections without an IKE SA (the peer refused
-                # or was away): initiate again.
-                strongswan.tend(self.ctx, self.config)
+                # e.g. active VPN connections without an IKE SA (the peer
+                # refused or was away): initiate again.
+                for s in self.services:
+                    if s.capabilities.tends is not None:
+                        s.capabilities.tends.tend(self.ctx, cfg)
                 return []
             log.warning("router %s: repairing %s", self.ctx.router_id, ", ".join(sick))
             for name in sick:
                 self._applied.pop(name, None)
-            self._apply(self.config)
+            self._apply(cfg)
             return sick
 
-    def _reject(self, cfg: pb.RouterConfig, e: ConfigError) -> None:
-        self.rejected_generation = cfg.generation
-        self.last_error = f"generation {cfg.generation} rejected: {e}"
+    def _reject(self, generation: int, e: ConfigError) -> None:
+        self.rejected_generation = generation
+        self.last_error = f"generation {generation} rejected: {e}"
         self._error_object = (
             pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))
             if e.kind and e.object_id else None
         )
-        log.warning("router %s: %s", cfg.router_id, self.last_error)
+        log.warning("router %s: %s", self.ctx.router_id, self.last_error)
+
+    def _clear_errors(self) -> None:
+        self.rejected_generation, self.last_error, self._error_object = 0, "", None
+
+    # --------------------------------------------------------------- status
 
     def status(self) -> pb.RouterStatus:
+        with self.lock:
+            return self._status()
+
+    def reported_status(self) -> pb.RouterStatus | None:
+        """The status of a router that holds a config or an error (None: an
+        empty runtime, e.g. left by a failed request)."""
+        with self.lock:
+            if self.config is None and not self.last_error:
+                return None
+            return self._status()
+
+    def status_and_config(self) -> tuple[pb.RouterStatus, pb.RouterConfig | None]:
+        """The status and the config it reports on, taken together."""
+        with self.lock:
+            return self._status(), self.config
+
+    def _status(self) -> pb.RouterStatus:
         cfg = self.config or pb.RouterConfig(router_id=self.ctx.router_id)
         objects = [
             pb.ObjectStatus(kind="network", id=n.network_id, ok=True) for n in cfg.guest_networks
@@ -169,42 +218,97 @@ class RouterRuntime:
         if self._error_object is not None:
             bad = self._error_object
             objects = [o for o in objects if (o.kind, o.id) != (bad.kind, bad.id)] + [bad]
-        services = [s.health(self.ctx, cfg) for s in SERVICES
-                    if getattr(s, "serves", lambda _cfg: True)(cfg)] if self.config else []
-        return pb.RouterStatus(
+        status = pb.RouterStatus(
             router_id=self.ctx.router_id,
             applied_generation=cfg.generation,
             rejected_generation=self.rejected_generation,
             last_error=self.last_error,
-            services=services,
             objects=objects,
             apply_seconds=self.apply_seconds,
-            lb_members=haproxy.member_status(self.ctx, cfg) if self.config else [],
-            vpn_connections=strongswan.connection_status(self.ctx, cfg) if self.config else [],
         )
+        if self.config is None:
+            return status
+        for s in self.services:
+            conditional = s.capabilities.conditional
+            if conditional is None or conditional.serves(cfg):
+                status.services.append(s.health(self.ctx, cfg))
+        for s in self.services:
+            extras = s.capabilities.status_extras
+            if extras is not None:
+                extras.add_status(self.ctx, cfg, status)
+        return status
+
+    # ----------------------------------------------------------- edge rules
+
+    def apply_edge_delta(self, delta: epb.EdgeDelta) -> epb.ApplyEdgeDeltaResponse:
+        """Apply an edge delta in place, or answer ``stale`` (push the whole config)."""
+        if self._edge is None:
+            return self._delta_reply(stale=True)
+        name, edge = self._edge
+        edge.wait_ready()
+        with self.lock:
+            started = time.monotonic()
+            try:
+                added = edge.apply_delta(self.ctx, self.config, delta)
+            except StaleDelta as e:
+                if e.table_changed:
+                    self._applied.pop(name, None)
+                log.info("router %s: delta to %d not applied in place: %s", self.ctx.router_id,
+                         delta.generation, e)
+                return self._delta_reply(stale=True)
+            except ConfigError as e:
+                self._reject(delta.generation, e)
+                bad = [pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))] \
+                    if e.kind and e.object_id else []
+                return self._delta_reply(objects=bad)
+            # The table no longer matches what the service last rendered: the
+            # next full apply diffs elements against what is loaded.
+            self._applied.pop(name, None)
+            self._clear_errors()
+            self.apply_seconds = time.monotonic() - started
+            try:
+                edge.journal(self.ctx, self, delta)
+            except OSError:
+                # Applied but not persisted: a restarted agent reports the older
+                # generation of config.pb, and netmgr pushes again.
+                log.exception("router %s: journaling delta %d failed", self.ctx.router_id,
+                              delta.generation)
+            return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
+                                              for k, i in added])
+
+    def _delta_reply(self, stale: bool = False,
+                     objects: Iterable[pb.ObjectStatus] = ()) -> epb.ApplyEdgeDeltaResponse:
+        return epb.ApplyEdgeDeltaResponse(
+            stale=stale, applied_generation=self.config.generation if self.config else 0,
+            rejected_generation=self.rejected_generation, last_error=self.last_error,
+            objects=list(objects), apply_seconds=self.apply_seconds)
+
+    def edge_counters(self, wanted: Set[ObjectId]) -> list[epb.EdgeCounter]:
+        """Packets and bytes per edge object (every object's if ``wanted`` is empty)."""
+        if self._edge is None:
+            return []
+        return self._edge[1].counters(self.ctx, self, wanted)
+
+    # --------------------------------------------------------------- delete
 
     def delete(self, keep_leases: bool) -> None:
         """Stop the daemons, unplug the interfaces, remove the namespace and files."""
         with self.lock:
-            strongswan.remove(self.ctx, self.config)
-            haproxy.remove(self.ctx, self.config)
-            dnsmasq.remove(self.ctx, self.config, keep_leases=keep_leases)
-            interfaces.remove(self.ctx, self.config)
-            nftables.remove(self.ctx, self.config)
-            edge_delta.forget(self)
+            for service in reversed(self.services):
+                service.remove(self.ctx, self.config, keep_leases)
             remove_netns(self.ctx.netns)
             self._remove_files(keep_leases)
             self.config, self._applied = None, {}
-            self.rejected_generation, self.last_error, self._error_object = 0, "", None
+            self._clear_errors()
 
     def _remove_files(self, keep_leases: bool) -> None:
         top = self.ctx.state_dir
         if not os.path.isdir(top):
             return
-        leases = os.path.join(top, "dnsmasq", dnsmasq.LEASES)
-        if keep_leases and os.path.exists(leases):
+        if keep_leases and os.path.exists(self.ctx.paths.dhcp_leases):
+            keep = os.path.relpath(self.ctx.paths.dnsmasq(), top)
             for name in os.listdir(top):
-                if name != "dnsmasq":
+                if name != keep:
                     path = os.path.join(top, name)
                     if os.path.isdir(path):
                         shutil.rmtree(path)

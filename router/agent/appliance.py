@@ -25,8 +25,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from common import netlink
 from common.fabric.base import FabricError
 from common.netns import netns_exists
-from router.agent.server import Agent, RequestError, router_netns_name
+from router.agent.registry import RouterRegistry
 from router.lib import garp, validate
+from router.runtime import router_netns_name
 from router.services.interfaces import fabric_port_name
 
 # ---- the agent's side: one router, NICs by MAC ------------------------------------
@@ -39,10 +40,6 @@ class ApplianceFabric:
     no switch to set up: the host's fabric (bridge, OVS) is outside the VM.
     The control NIC is never handed to the router.
     """
-
-    # The router's NICs are the VM's; the host's switch is outside the VM, so
-    # no extra port (a diagnostics probe port) can be plugged into a segment.
-    probe_ports = False
 
     def __init__(self, router_id: str, control_mac: str = "") -> None:
         self.router_id = router_id
@@ -101,24 +98,17 @@ class ApplianceFabric:
         return {fabric_port_name(self.router_id, link.name) for link in self._router_links()}
 
 
-class ApplianceAgent(Agent):
-    """An agent that serves exactly one router: the VM's boot identity."""
-
-    def __init__(self, router_id: str, state_dir: str, netns_prefix: str = "cn",
-                 agent_id: str = "", dnsmasq_user: str = "dnsmasq",
-                 control_mac: str = "") -> None:
-        validate.check_id("router", router_id)
-        super().__init__(state_dir, netns_prefix, "", agent_id or router_id, dnsmasq_user,
-                         ApplianceFabric(router_id, control_mac))  # replaced below
-        self.router_id = router_id
-        self.appliance_fabric = ApplianceFabric(router_id, control_mac)
-        self.appliance_fabric.router_netns = router_netns_name(netns_prefix, router_id)
-        self.fabric = self.appliance_fabric
-
-    def runtime(self, router_id: str, create: bool = True):  # type: ignore[no-untyped-def]
-        if router_id and router_id != self.router_id:
-            raise RequestError(f"this appliance serves router {self.router_id} only")
-        return super().runtime(router_id, create)
+def appliance_registry(router_id: str, state_dir: str, netns_prefix: str = "cn",
+                       agent_id: str = "", dnsmasq_user: str = "dnsmasq",
+                       control_mac: str = "") -> RouterRegistry:
+    """The registry of an agent that serves exactly one router: the VM's boot identity."""
+    validate.check_id("router", router_id)
+    fabric = ApplianceFabric(router_id, control_mac)
+    fabric.router_netns = router_netns_name(netns_prefix, router_id)
+    # The router's NICs are the VM's; the host's switch is outside the VM, so
+    # no extra port (a diagnostics probe port) can be plugged into a segment.
+    return RouterRegistry(state_dir, netns_prefix, "", agent_id or router_id, dnsmasq_user,
+                          fabric, only_router=router_id, probe_ports=False)
 
 
 def control_mac_from_env() -> str:
@@ -137,7 +127,7 @@ def announce_control(listen: str, control_mac: str) -> None:
     side of the control network still holds the old VM's MAC for it and
     sends its connection attempts there until that entry is re-resolved
     (30 s and more: router VMs through netmgr were healthy half a minute
-    after their agent served). Best effort, like router/garp.py."""
+    after their agent served). Best effort, like router/lib/garp.py."""
     host = listen.rsplit(":", 1)[0]
     try:
         ip = ipaddress.IPv4Interface(host)

@@ -1,5 +1,5 @@
 """The RouterEdge gRPC service of the router agent: edge deltas and counters
-(``router.services.nftables.delta``), beside RouterAgent on the same server."""
+(the nftables service's ``edge_rules``), beside RouterAgent on the same server."""
 
 from __future__ import annotations
 
@@ -9,34 +9,37 @@ import grpc
 from cloudnet.router.v1 import edge_pb2 as pb
 from cloudnet.router.v1 import edge_pb2_grpc
 
-from router.agent.server import Agent, NotFound, RequestError, _rpc
-from router.services.nftables import counters as edge_counters
-from router.services.nftables import delta as edge_delta
+from router.agent import rpc
+from router.agent.registry import RouterRegistry
+from router.errors import RequestError, RouterNotFound
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterEdge"].full_name
 
 
-class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc,unused-ignore]
+    def __init__(self, registry: RouterRegistry) -> None:
+        self.registry = registry
 
-    @_rpc
+    @rpc.unary
     def ApplyEdgeDelta(self, request: pb.ApplyEdgeDeltaRequest,
                        context: Any) -> pb.ApplyEdgeDeltaResponse:
         if not request.delta.router_id:
             raise RequestError("delta.router_id is required")
         try:
-            rt = self.agent.runtime(request.delta.router_id, create=False)
-        except NotFound:
+            rt = self.registry.runtime(request.delta.router_id, create=False)
+        except RouterNotFound:
             return pb.ApplyEdgeDeltaResponse(stale=True)  # a full push creates it
-        return edge_delta.apply_delta(rt, request.delta)
+        return rt.apply_edge_delta(request.delta)
 
-    @_rpc
+    @rpc.unary
     def GetEdgeCounters(self, request: pb.GetEdgeCountersRequest,
                         context: Any) -> pb.GetEdgeCountersResponse:
-        rt = self.agent.runtime(request.router_id, create=False)
+        rt = self.registry.runtime(request.router_id, create=False)
         wanted = {(o.kind, o.id) for o in request.objects}
-        return pb.GetEdgeCountersResponse(counters=edge_counters.counters(rt, wanted))
+        return pb.GetEdgeCountersResponse(counters=rt.edge_counters(wanted))
 
 
-def add_to_server(agent: Agent, server: grpc.Server) -> str:
-    edge_pb2_grpc.add_RouterEdgeServicer_to_server(RouterEdgeServicer(agent), server)
-    return pb.DESCRIPTOR.services_by_name["RouterEdge"].full_name
+def add_to_server(registry: RouterRegistry, server: grpc.Server) -> str:
+    """Registers the service; returns its full name (for reflection)."""
+    edge_pb2_grpc.add_RouterEdgeServicer_to_server(RouterEdgeServicer(registry), server)
+    return SERVICE_NAME

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from common import netns
+from router.agent.registry import RouterRegistry
 from router.diag import show
 from router.services import haproxy
-
-if TYPE_CHECKING:
-    from router.agent.server import Agent
 
 log = logging.getLogger("router.agent.metrics")
 
@@ -35,8 +32,8 @@ def _conntrack_count(ns: str) -> int:
 
 
 class AgentCollector(Collector):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, routers: RouterRegistry) -> None:
+        self.routers = routers
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         gen = GaugeMetricFamily("cloudnet_router_applied_generation",
@@ -66,15 +63,12 @@ class AgentCollector(Collector):
                                labels=["router", "load_balancer", "port"])
         routers = GaugeMetricFamily("cloudnet_router_agent_routers",
                                     "Routers held by this agent")
-        with self.agent._lock:
-            runtimes = list(self.agent._routers.values())
+        runtimes = self.routers.runtimes()
         routers.add_metric([], len(runtimes))
         for rt in runtimes:
             rid = rt.ctx.router_id
             try:
-                with rt.lock:
-                    status = rt.status()
-                    cfg = rt.config
+                status, cfg = rt.status_and_config()
                 gen.add_metric([rid], status.applied_generation)
                 rejected.add_metric([rid], status.rejected_generation)
                 apply_s.add_metric([rid], status.apply_seconds)
@@ -83,7 +77,7 @@ class AgentCollector(Collector):
                 if cfg is None:
                     continue
                 per_net: dict[str, int] = {n.network_id: 0 for n in cfg.guest_networks}
-                for lease in show.leases(show.lease_file(rt.ctx.state_dir), cfg):
+                for lease in show.leases(rt.ctx.paths.dhcp_leases, cfg):
                     per_net[lease.network_id] = per_net.get(lease.network_id, 0) + 1
                 for nid, n in per_net.items():
                     leases.add_metric([rid, nid], n)
@@ -102,15 +96,15 @@ class AgentCollector(Collector):
         yield from (routers, gen, rejected, apply_s, healthy, leases, ct, pkts, byts, lb)
 
 
-def registry_for(agent: Agent) -> CollectorRegistry:
+def registry_for(routers: RouterRegistry) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(AgentCollector(agent))
+    registry.register(AgentCollector(routers))
     return registry
 
 
-def serve(agent: Agent, listen: str) -> int:
+def serve(routers: RouterRegistry, listen: str) -> int:
     """Serve /metrics on HOST:PORT (port 0 picks one); returns the port."""
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host or "127.0.0.1",
-                                        registry=registry_for(agent))
+                                        registry=registry_for(routers))
     return int(server.server_address[1])

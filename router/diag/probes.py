@@ -33,7 +33,6 @@ from common.fabric.base import Fabric
 from common.netns import ensure_netns, remove_netns
 from router.diag.common import (
     DiagError,
-    DiagUnavailable,
     check_dns_name,
     check_ipv4,
     check_mac,
@@ -99,11 +98,6 @@ class ProbePort:
 
     def __init__(self, fabric: Fabric, prefix: str, segment: int, mac: str,
                  ip: str = "", prefixlen: int = 0, gateway: str = "", mtu: int = 0) -> None:
-        if not getattr(fabric, "probe_ports", True):
-            raise DiagUnavailable(
-                "this probe needs a probe port on the tenant network's segment, and a router "
-                "VM has no switch inside to plug one into: probe from the router itself "
-                "(no source network) or capture on its interface")
         tag = uuid.uuid4().hex[:6]
         self.netns = f"{prefix}-probe-{tag}"
         self.fabric_port = f"pr{tag}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 
 from cloudnet.router.v1 import agent_pb2 as apb
@@ -170,7 +169,3 @@ def routes(netns: str) -> list[pb.RouteInfo]:
             interface=r.get("dev", ""), protocol=r.get("protocol", ""),
             scope=r.get("scope", ""), source=r.get("prefsrc", "")))
     return out
-
-
-def lease_file(state_dir: str) -> str:
-    return os.path.join(state_dir, "dnsmasq", "leases")

@@ -32,17 +32,16 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
-from router.services import Context
+from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
 
 log = logging.getLogger(__name__)
 
-NAME = "dnsmasq"
 # The router answers for router.<domain> (its guest address) in every network.
 ROUTER_HOSTNAME = "router"
 CONF = "dnsmasq.conf"
 DHCP_HOSTS = "dhcp-hosts"
 HOSTS = "hosts"
-LEASES = "leases"
+LEASES = "leases"  # in the dnsmasq directory (RouterPaths.dhcp_leases)
 DEFAULT_LEASE_SECONDS = 86400
 MIN_LEASE_SECONDS = 120  # dnsmasq silently raises shorter leases to 2 minutes
 
@@ -123,7 +122,7 @@ def _verify_host(
     fqdns[fqdn] = host.port_id
 
 
-def render(cfg: pb.RouterConfig) -> dict[str, str]:
+def render(cfg: pb.RouterConfig) -> Rendered:
     if not cfg.guest_networks:
         return {}
     networks = [
@@ -157,7 +156,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
 # ---- process management ----------------------------------------------------
 
 def _dir(ctx: Context, *parts: str) -> str:
-    return ctx.path("dnsmasq", *parts)
+    return ctx.paths.dnsmasq(*parts)
 
 
 def _argv(ctx: Context, conf_path: str, user: str) -> list[str]:
@@ -165,7 +164,7 @@ def _argv(ctx: Context, conf_path: str, user: str) -> list[str]:
         "dnsmasq",
         f"--conf-file={conf_path}",
         f"--pid-file={_dir(ctx, 'dnsmasq.pid')}",
-        f"--dhcp-leasefile={_dir(ctx, LEASES)}",
+        f"--dhcp-leasefile={ctx.paths.dhcp_leases}",
         f"--dhcp-hostsdir={_dir(ctx, DHCP_HOSTS)}",
         f"--hostsdir={_dir(ctx, HOSTS)}",
         f"--log-facility={_dir(ctx, 'dnsmasq.log')}",
@@ -226,9 +225,9 @@ def _start(ctx: Context, argv: list[str]) -> None:
         time.sleep(0.02)
 
 
-# ---- the service contract ----------------------------------------------------
+# ---- check and apply -----------------------------------------------------------
 
-def check(ctx: Context, rendered: dict[str, str]) -> None:
+def check(ctx: Context, rendered: Rendered) -> None:
     if CONF not in rendered:
         return
     with tempfile.NamedTemporaryFile("w", prefix=".check-", dir=ctx.state_dir) as f:
@@ -240,11 +239,9 @@ def check(ctx: Context, rendered: dict[str, str]) -> None:
             raise CheckError(f"dnsmasq: config refused by dnsmasq --test: {e.output}") from e
 
 
-def apply(
-    ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str], previous: pb.RouterConfig | None
-) -> None:
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
     if CONF not in rendered:
-        remove(ctx, cfg, keep_leases=True)
+        remove(ctx, keep_leases=True)
         return
     for sub in (DHCP_HOSTS, HOSTS):
         os.makedirs(_dir(ctx, sub), mode=0o755, exist_ok=True)
@@ -269,7 +266,7 @@ def apply(
     _release_leases(ctx, cfg, dropped)
 
 
-def _sync_host_files(ctx: Context, rendered: dict[str, str]) -> list[tuple[str, str]]:
+def _sync_host_files(ctx: Context, rendered: Rendered) -> list[tuple[str, str]]:
     """Make the host directories hold exactly the rendered files.
 
     Returns the (mac, ip) of every dhcp-hosts record that was removed or
@@ -319,18 +316,7 @@ def _release_leases(ctx: Context, cfg: pb.RouterConfig, dropped: list[tuple[str,
             log.warning("router %s: cannot release lease %s %s: %s", ctx.router_id, ip, mac, e)
 
 
-def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-    if not cfg.guest_networks:
-        return pb.ServiceStatus(name=NAME, healthy=True, detail="no guest networks",
-                                version=proc.version("dnsmasq"))
-    pid = running_pid(ctx)
-    return pb.ServiceStatus(
-        name=NAME, healthy=pid is not None, version=proc.version("dnsmasq"),
-        detail=f"running, pid {pid}" if pid else "not running",
-    )
-
-
-def remove(ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool = False) -> None:
+def remove(ctx: Context, keep_leases: bool) -> None:
     """Stop dnsmasq and delete its files (the lease file survives if asked)."""
     _stop(ctx)
     top = _dir(ctx)
@@ -344,3 +330,36 @@ def remove(ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool = False)
             shutil.rmtree(path)
         else:
             files.remove(path)
+
+
+class Dnsmasq:
+    """``base.Service``: DHCP and DNS of the router's guest networks."""
+
+    name = "dnsmasq"
+    capabilities: Capabilities = NO_CAPABILITIES
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        return render(cfg)
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        check(ctx, rendered)
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        apply(ctx, cfg, rendered)
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        if not cfg.guest_networks:
+            return pb.ServiceStatus(name=self.name, healthy=True, detail="no guest networks",
+                                    version=proc.version("dnsmasq"))
+        pid = running_pid(ctx)
+        return pb.ServiceStatus(
+            name=self.name, healthy=pid is not None, version=proc.version("dnsmasq"),
+            detail=f"running, pid {pid}" if pid else "not running",
+        )
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        remove(ctx, keep_leases)

@@ -14,7 +14,6 @@ the router status (``lb_members``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import re
@@ -27,9 +26,8 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import files, proc, templating, validate
-from router.services import Context
+from router.services.base import Capabilities, Context, Rendered, RouterPaths
 
-NAME = "haproxy"
 KIND = "loadbalancer"
 CONF = "haproxy.cfg"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -37,7 +35,6 @@ _PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}$")
 ALGORITHMS = ("roundrobin", "leastconn", "source")
 STICKINESS = ("", "source", "cookie")
 CHECKS = ("", "tcp", "http")
-SOCKET_ROOT = "/run/cloudnet-lb"
 RELOAD_TIMEOUT = 10.0
 
 
@@ -102,17 +99,7 @@ def verify(cfg: pb.RouterConfig) -> None:
 # ------------------------------------------------------------------ render
 
 
-def _socket_dir(ctx: Context) -> str:
-    # Unix socket paths are short (108 bytes): the router's state directory
-    # when it is short enough, else a per-router directory under /run.
-    # HAProxy binds "<path>.<pid>.tmp" first, hence the margin.
-    local = ctx.path("lb")
-    if len(os.path.join(local, "s.sock")) < 80:
-        return local
-    return os.path.join(SOCKET_ROOT, hashlib.sha1(ctx.state_dir.encode()).hexdigest()[:16])
-
-
-def render(cfg: pb.RouterConfig) -> dict[str, str]:
+def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
     if not cfg.load_balancers:
         return {}
     lbs = []
@@ -129,26 +116,20 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
                          "port": int(m.port), "weight": int(m.weight or 1)}
                         for m in sorted(lb.members, key=lambda m: (m.port_id, m.port))],
         })
-    # The stats socket path depends on where the router lives; it is filled in
-    # by apply() (render stays a pure function of the config).
     text = templating.render("haproxy/haproxy.cfg.j2", generator=f"{__name__} (router "
-                             f"{cfg.router_id})", stats_socket="@STATS_SOCKET@",
+                             f"{cfg.router_id})", stats_socket=paths.haproxy_stats_socket,
                              load_balancers=lbs)
     return {CONF: text}
 
 
-def _materialise(ctx: Context, text: str) -> str:
-    return text.replace("@STATS_SOCKET@", os.path.join(_socket_dir(ctx), "s.sock"))
-
-
-def check(ctx: Context, rendered: dict[str, str]) -> None:
+def check(ctx: Context, rendered: Rendered) -> None:
     if not rendered:
         return
     os.makedirs(ctx.state_dir, exist_ok=True)
-    os.makedirs(_socket_dir(ctx), mode=0o700, exist_ok=True)
+    os.makedirs(ctx.paths.haproxy_socket_dir, mode=0o700, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".cfg", prefix=".check-",
                                      dir=ctx.state_dir) as f:
-        f.write(_materialise(ctx, rendered[CONF]))
+        f.write(rendered[CONF])
         f.flush()
         try:
             proc.run(["haproxy", "-c", "-f", f.name])
@@ -160,8 +141,9 @@ def check(ctx: Context, rendered: dict[str, str]) -> None:
 
 
 def _paths(ctx: Context) -> tuple[str, str, str]:
-    d = _socket_dir(ctx)
-    return ctx.path("haproxy", CONF), os.path.join(d, "s.sock"), ctx.path("haproxy", "haproxy.pid")
+    """haproxy.cfg, the stats socket, the master's pid file."""
+    p = ctx.paths
+    return p.haproxy(CONF), p.haproxy_stats_socket, p.haproxy("haproxy.pid")
 
 
 def master_pid(ctx: Context) -> int | None:
@@ -193,15 +175,14 @@ def _worker_pid(sock_path: str) -> int | None:
     return None
 
 
-def apply(ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str],
-          previous: pb.RouterConfig | None) -> None:
+def apply(ctx: Context, rendered: Rendered) -> None:
     if not rendered:
         _stop(ctx)
         return
     conf, sock, pidfile = _paths(ctx)
     os.makedirs(os.path.dirname(conf), exist_ok=True)
     os.makedirs(os.path.dirname(sock), mode=0o700, exist_ok=True)
-    files.write_if_changed(conf, _materialise(ctx, rendered[CONF]))
+    files.write_if_changed(conf, rendered[CONF])
     pid = master_pid(ctx)
     if pid is None:
         try:
@@ -255,23 +236,49 @@ def member_status(ctx: Context, cfg: pb.RouterConfig) -> list[pb.LbMemberStatus]
     return out
 
 
-def serves(cfg: pb.RouterConfig) -> bool:
-    """Reported in the router status only while there are load balancers."""
-    return bool(cfg.load_balancers)
-
-
-def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-    if not cfg.load_balancers:
-        return pb.ServiceStatus(name=NAME, healthy=True, detail="no load balancer",
-                                version=proc.version("haproxy"))
-    pid = master_pid(ctx)
-    return pb.ServiceStatus(name=NAME, healthy=pid is not None, version=proc.version("haproxy"),
-                            detail=f"master pid {pid}" if pid else "not running")
-
-
-def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
+def remove(ctx: Context) -> None:
     _stop(ctx)
     with contextlib.suppress(OSError):
-        for name in ("s.sock",):
-            os.unlink(os.path.join(_socket_dir(ctx), name))
-        os.rmdir(_socket_dir(ctx))
+        os.unlink(ctx.paths.haproxy_stats_socket)
+        os.rmdir(ctx.paths.haproxy_socket_dir)
+
+
+class Haproxy:
+    """``base.Service``: the router's load balancers."""
+
+    name = "haproxy"
+
+    def __init__(self) -> None:
+        self.capabilities = Capabilities(conditional=self, status_extras=self)
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        return render(cfg, paths)
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        check(ctx, rendered)
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        apply(ctx, rendered)
+
+    def serves(self, cfg: pb.RouterConfig) -> bool:
+        """Reported in the router status only while there are load balancers."""
+        return bool(cfg.load_balancers)
+
+    def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
+        status.lb_members.extend(member_status(ctx, cfg))
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        if not cfg.load_balancers:
+            return pb.ServiceStatus(name=self.name, healthy=True, detail="no load balancer",
+                                    version=proc.version("haproxy"))
+        pid = master_pid(ctx)
+        return pb.ServiceStatus(name=self.name, healthy=pid is not None,
+                                version=proc.version("haproxy"),
+                                detail=f"master pid {pid}" if pid else "not running")
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        remove(ctx)

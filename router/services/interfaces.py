@@ -18,9 +18,16 @@ from common import netlink
 from common.netns import run_in_netns
 from router.errors import ApplyError, ConfigError
 from router.lib import garp, validate
-from router.services import Context, strongswan
+from router.services.base import (
+    NO_CAPABILITIES,
+    Capabilities,
+    Context,
+    HostFeatures,
+    Rendered,
+    RouterPaths,
+    vpn_tun,
+)
 
-NAME = "interfaces"
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
 
@@ -103,7 +110,7 @@ def _verify_routes(cfg: pb.RouterConfig) -> None:
             raise ConfigError(f"{what}: gateway {gw} is not on a connected network")
 
 
-def render(cfg: pb.RouterConfig) -> dict[str, str]:
+def render(cfg: pb.RouterConfig) -> Rendered:
     """The desired kernel state as canonical JSON (diffable, and a debugging aid)."""
     state = {
         "interfaces": [
@@ -123,21 +130,16 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
     return {"interfaces.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
 
-def check(ctx: Context, rendered: dict[str, str]) -> None:
-    """Nothing to ask a daemon: verify() checked everything the kernel would."""
-
-
-def apply(
-    ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str], previous: pb.RouterConfig | None
-) -> None:
+def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
+          owned: set[str]) -> None:
+    """Make the namespace's links, addresses and routes the config's; links
+    in ``owned`` belong to a daemon of the router and are left alone."""
     wanted = {i.name for i in cfg.interfaces}
     # Unplug interfaces dropped since the last config, then sweep any other
     # link in the namespace the config does not name (kernel is the truth).
     for old in previous.interfaces if previous else []:
         if old.name not in wanted:
             ctx.fabric.unplug(fabric_port_name(cfg.router_id, old.name))
-    # Links a daemon of the router owns (charon's libipsec TUN) are not ours.
-    owned = {strongswan.tun_name()} if cfg.vpn_connections else set()
     for link in netlink.links(ctx.netns):
         if link.name != "lo" and link.name not in wanted | owned:
             netlink.delete_link(ctx.netns, link.index)
@@ -185,21 +187,45 @@ def set_sysctls(netns: str, values: dict[str, str]) -> None:
         raise ApplyError(f"sysctl in {netns}: {e}") from e
 
 
-def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-    try:
-        have = {link.name: link for link in netlink.links(ctx.netns)}
-    except netlink.NetlinkOpError as e:
-        return pb.ServiceStatus(name=NAME, healthy=False, detail=str(e))
-    missing = [i.name for i in cfg.interfaces if i.name not in have or not have[i.name].up]
-    detail = f"down or missing: {', '.join(missing)}" if missing else "all up"
-    return pb.ServiceStatus(name=NAME, healthy=not missing, detail=detail, version=_kernel())
-
-
 def _kernel() -> str:
     with open("/proc/sys/kernel/osrelease") as f:
         return "linux " + f.read().strip()
 
 
-def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
-    for iface in cfg.interfaces if cfg else []:
-        ctx.fabric.unplug(fabric_port_name(ctx.router_id, iface.name))
+class Interfaces:
+    """``base.Service``: the router's links, addresses, routes and sysctls."""
+
+    name = "interfaces"
+    capabilities: Capabilities = NO_CAPABILITIES
+
+    def __init__(self, host: HostFeatures) -> None:
+        self.host = host
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        return render(cfg)
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        """Nothing to ask a daemon: verify() checked everything the kernel would."""
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        # Links a daemon of the router owns (charon's libipsec TUN) are not ours.
+        owned = {vpn_tun(self.host)} if cfg.vpn_connections else set()
+        apply(ctx, cfg, previous, owned)
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        try:
+            have = {link.name: link for link in netlink.links(ctx.netns)}
+        except netlink.NetlinkOpError as e:
+            return pb.ServiceStatus(name=self.name, healthy=False, detail=str(e))
+        missing = [i.name for i in cfg.interfaces if i.name not in have or not have[i.name].up]
+        detail = f"down or missing: {', '.join(missing)}" if missing else "all up"
+        return pb.ServiceStatus(name=self.name, healthy=not missing, detail=detail,
+                                version=_kernel())
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        for iface in cfg.interfaces if cfg else []:
+            ctx.fabric.unplug(fabric_port_name(ctx.router_id, iface.name))

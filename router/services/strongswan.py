@@ -19,7 +19,7 @@ definition is one rendered entry (``conn:<id>``, not a file); ``apply``
 terminates) the ones that went away. A connection that did not change is
 not touched, and nothing else in the router touches charon, so an
 established tunnel survives every unrelated change (the nftables table
-replacement included: it keeps the VPN's rules, see ``nft_vpn``).
+replacement included: it keeps the VPN's rules, see ``nftables/vpn.py``).
 
 IKEv1 carries one pair of traffic selectors per child SA (strongSwan, and
 CloudStack #3138), so an IKEv1 connection gets one child per (local,
@@ -29,7 +29,6 @@ remote) pair; IKEv2 carries all of them in one child.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import ipaddress
 import json
@@ -48,11 +47,10 @@ from cloudnet.router.v1 import vpn_pb2
 from common import ipsec_proposals
 from router.errors import ApplyError, ConfigError
 from router.lib import files, proc, templating, validate
-from router.services import Context
+from router.services.base import Capabilities, Context, HostFeatures, Rendered, RouterPaths
 
 log = logging.getLogger(__name__)
 
-NAME = "strongswan"
 KIND = "vpnconnection"
 CONF = "strongswan.conf"
 CONN_PREFIX = "conn:"
@@ -70,30 +68,6 @@ LOG_MAX_BYTES = 4 * 1024 * 1024
 # (which stay as fallbacks).
 COMMON_PLUGINS = ("openssl", "random", "nonce", "kdf", "aes", "sha1", "sha2", "hmac", "gcm", "gmp",
                   "pem", "pkcs1", "x509", "pubkey", "socket-default", "vici")
-
-
-# ----------------------------------------------------------------- backend
-
-
-@functools.cache
-def backend() -> str:
-    """"kernel" when the kernel has ESP, else "libipsec" (CLOUDNET_VPN_BACKEND overrides)."""
-    forced = os.environ.get("CLOUDNET_VPN_BACKEND", "")
-    if forced in ("kernel", "libipsec"):
-        return forced
-    if shutil.which("modprobe"):
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["modprobe", "-q", "esp4"], check=False, timeout=10,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    if os.path.isdir("/sys/module/esp4"):
-        return "kernel"
-    return "libipsec"
-
-
-def tun_name() -> str:
-    """The TUN device kernel-libipsec routes the tunnelled traffic through ("" for kernel ESP)."""
-    return "ipsec0" if backend() == "libipsec" else ""
 
 
 # ------------------------------------------------------------------ verify
@@ -216,15 +190,14 @@ def conn_definition(c: vpn_pb2.VpnConnection) -> dict[str, Any]:
     return conn
 
 
-def render(cfg: pb.RouterConfig) -> dict[str, str]:
+def render(cfg: pb.RouterConfig, paths: RouterPaths, backend: str) -> Rendered:
     if not cfg.vpn_connections:
         return {}
-    be = backend()
-    plugins = [*COMMON_PLUGINS, *(["kernel-libipsec"] if be == "libipsec" else []),
+    plugins = [*COMMON_PLUGINS, *(["kernel-libipsec"] if backend == "libipsec" else []),
                "kernel-netlink"]
     out = {CONF: templating.render("strongswan/strongswan.conf.j2",
                                    generator=f"{__name__} (router {cfg.router_id})",
-                                   plugins=plugins, backend=be)}
+                                   plugins=plugins, backend=backend, log=paths.strongswan_log)}
     for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
         # In memory only (compared to decide what to reload), never written.
         out[CONN_PREFIX + c.id] = json.dumps(
@@ -232,7 +205,7 @@ def render(cfg: pb.RouterConfig) -> dict[str, str]:
     return out
 
 
-def check(ctx: Context, rendered: dict[str, str]) -> None:
+def check(ctx: Context, rendered: Rendered) -> None:
     """charon has no offline config check: verify() applied the proposal
     grammar; here every definition must encode as a vici message."""
     import vici.protocol
@@ -246,19 +219,19 @@ def check(ctx: Context, rendered: dict[str, str]) -> None:
 
 
 def _run_dir(ctx: Context) -> str:
-    return ctx.path(NAME, "run")
+    return ctx.paths.strongswan("run")
 
 
 def _conf_path(ctx: Context) -> str:
-    return ctx.path(NAME, CONF)
+    return ctx.paths.strongswan(CONF)
 
 
 def _log_path(ctx: Context) -> str:
-    return ctx.path(NAME, "charon.log")
+    return ctx.paths.strongswan_log
 
 
 def _loaded_path(ctx: Context) -> str:
-    return ctx.path(NAME, "loaded.json")
+    return ctx.paths.strongswan("loaded.json")
 
 
 def charon_pid(ctx: Context) -> int | None:
@@ -340,16 +313,14 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def apply(ctx: Context, cfg: pb.RouterConfig, rendered: dict[str, str],
-          previous: pb.RouterConfig | None) -> None:
+def apply(ctx: Context, rendered: Rendered) -> None:
     import vici.exception
 
     if not rendered:
         _stop(ctx)
         return
-    os.makedirs(ctx.path(NAME), mode=0o700, exist_ok=True)
-    conf = rendered[CONF].replace("@LOG@", _log_path(ctx))
-    changed = files.write_if_changed(_conf_path(ctx), conf)
+    os.makedirs(ctx.paths.strongswan(), mode=0o700, exist_ok=True)
+    changed = files.write_if_changed(_conf_path(ctx), rendered[CONF])
     pid = charon_pid(ctx)
     if pid is not None and changed:
         # Only a new backend or plugin list changes it: restart to load it.
@@ -509,7 +480,8 @@ def _int(v: Any) -> int:
         return 0
 
 
-def connection_status(ctx: Context, cfg: pb.RouterConfig) -> list[vpn_pb2.VpnConnectionStatus]:
+def connection_status(ctx: Context, cfg: pb.RouterConfig,
+                      backend: str) -> list[vpn_pb2.VpnConnectionStatus]:
     """Every connection's IKE and child SAs, as charon reports them (list-sas)."""
     if not cfg.vpn_connections:
         return []
@@ -522,14 +494,14 @@ def connection_status(ctx: Context, cfg: pb.RouterConfig) -> list[vpn_pb2.VpnCon
     except Exception as e:
         down = f"charon not answering: {e}"
         return [vpn_pb2.VpnConnectionStatus(connection_id=c.id, ike_state="DOWN",
-                                            last_error=down, backend=backend())
+                                            last_error=down, backend=backend)
                 for c in cfg.vpn_connections]
     errors = _log_errors(ctx)
     out = []
     for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
         name = vici_name(c.id)
         st = vpn_pb2.VpnConnectionStatus(connection_id=c.id, ike_state="DOWN",
-                                         backend=backend(), last_error=errors.get(name, ""))
+                                         backend=backend, last_error=errors.get(name, ""))
         candidates = sorted(sas.get(name, []), key=lambda sa: (
             _text(sa.get("state")) == "ESTABLISHED", _int(sa.get("uniqueid"))))
         if candidates:
@@ -556,20 +528,55 @@ def connection_status(ctx: Context, cfg: pb.RouterConfig) -> list[vpn_pb2.VpnCon
     return out
 
 
-def serves(cfg: pb.RouterConfig) -> bool:
-    return bool(cfg.vpn_connections)
-
-
-def health(ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-    version = proc.version(CHARON) if os.path.exists(CHARON) else ""
-    if not cfg.vpn_connections:
-        return pb.ServiceStatus(name=NAME, healthy=True, detail="no VPN connection",
-                                version=version)
-    pid = charon_pid(ctx)
-    return pb.ServiceStatus(name=NAME, healthy=pid is not None, version=version,
-                            detail=f"charon pid {pid} ({backend()})" if pid else "not running")
-
-
-def remove(ctx: Context, cfg: pb.RouterConfig | None) -> None:
+def remove(ctx: Context) -> None:
     _stop(ctx)
-    shutil.rmtree(ctx.path(NAME), ignore_errors=True)
+    shutil.rmtree(ctx.paths.strongswan(), ignore_errors=True)
+
+
+class Strongswan:
+    """``base.Service``: the router's site-to-site VPN connections."""
+
+    name = "strongswan"
+
+    def __init__(self, host: HostFeatures) -> None:
+        self.host = host
+        self.capabilities = Capabilities(conditional=self, tends=self, status_extras=self)
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        if not cfg.vpn_connections:
+            return {}  # no backend probe for a router without VPN
+        return render(cfg, paths, self.host.vpn_backend())
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        check(ctx, rendered)
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        apply(ctx, rendered)
+
+    def serves(self, cfg: pb.RouterConfig) -> bool:
+        return bool(cfg.vpn_connections)
+
+    def tend(self, ctx: Context, cfg: pb.RouterConfig) -> list[str]:
+        return tend(ctx, cfg)
+
+    def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
+        if cfg.vpn_connections:
+            status.vpn_connections.extend(
+                connection_status(ctx, cfg, self.host.vpn_backend()))
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        version = proc.version(CHARON) if os.path.exists(CHARON) else ""
+        if not cfg.vpn_connections:
+            return pb.ServiceStatus(name=self.name, healthy=True, detail="no VPN connection",
+                                    version=version)
+        pid = charon_pid(ctx)
+        return pb.ServiceStatus(
+            name=self.name, healthy=pid is not None, version=version,
+            detail=f"charon pid {pid} ({self.host.vpn_backend()})" if pid else "not running")
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        remove(ctx)

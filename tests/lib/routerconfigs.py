@@ -1,9 +1,14 @@
-"""A valid router config for unit tests, and the same with a public IP and
-edge rules (the nftables edge tests)."""
+"""A valid router config for unit tests, edge rules to add to it, and what the
+services render for a config (with a known host, nothing probed)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloudnet.router.v1 import agent_pb2 as pb
+
+from router.services.base import KnownHost, Rendered, RouterPaths
+from router.services.registry import router_services
 
 
 def good_config() -> pb.RouterConfig:
@@ -33,10 +38,24 @@ def good_config() -> pb.RouterConfig:
     )
 
 
+# Where a unit test's router lives (nothing is written there: render is pure).
+PATHS = RouterPaths("/var/lib/cloudnet/agent/routers/3f2b8c1e-router")
+# A host with kernel ESP whose nf_tables looks maps up as sets (nothing probed).
+HOST = KnownHost()
+
+
+def render(service: str, cfg: pb.RouterConfig) -> Rendered:
+    """What the router service named ``service`` renders for ``cfg`` (fresh objects)."""
+    return {s.name: s for s in router_services(HOST)}[service].render(cfg, PATHS)
+
+
+# ---- edge rules -------------------------------------------------------------------
+
 PUB = "203.0.113.20"
 
 
-def edge_config(**extra) -> pb.RouterConfig:
+def edge_config(**extra: list[Any]) -> pb.RouterConfig:
+    """good_config() with the public IP PUB and the edge objects given by field."""
     cfg = good_config()
     cfg.interfaces[[i.role for i in cfg.interfaces].index(pb.INTERFACE_ROLE_PUBLIC)] \
         .addresses.append(f"{PUB}/32")
@@ -46,9 +65,9 @@ def edge_config(**extra) -> pb.RouterConfig:
     return cfg
 
 
-def fwd(i: int = 1, **kw) -> pb.PortForwardRule:
-    f = dict(id=f"pf{i}", public_ip=PUB, protocol="tcp", public_port_start=80,
-             public_port_end=80, private_ip="10.10.0.5", private_port_start=8080,
-             private_port_end=8080)
+def fwd(i: int = 1, **kw: Any) -> pb.PortForwardRule:
+    f: dict[str, Any] = dict(id=f"pf{i}", public_ip=PUB, protocol="tcp", public_port_start=80,
+                             public_port_end=80, private_ip="10.10.0.5", private_port_start=8080,
+                             private_port_end=8080)
     f.update(kw)
     return pb.PortForwardRule(**f)

@@ -24,7 +24,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.netns import ensure_netns, netns_exists, remove_netns
-from router.agent.server import Agent
+from router.agent.registry import RouterRegistry
 
 PUBLIC_GW = "203.0.113.1"
 PUBLIC_IP = "203.0.113.10"
@@ -159,7 +159,7 @@ def wait_for(predicate: object, timeout: float = 10, what: str = "condition") ->
 
 @dataclass
 class InProcessAgent:
-    agent: Agent
+    agent: RouterRegistry
     stub: agent_pb2_grpc.RouterAgentStub
     server: grpc.Server
     channel: grpc.Channel

@@ -1,4 +1,5 @@
-"""What the running kernel's nf_tables accepts, probed once per agent process.
+"""What the running kernel's nf_tables accepts (asked once per agent process,
+by ``router.services.host.KernelProbe``).
 
 The ruleset counts established traffic per edge rule by looking the NAT maps
 up as sets (`ip daddr @eip_in`: element counters only). Kernels before that
@@ -9,8 +10,6 @@ appliance's Debian 12 kernel (6.1): there the counting rules are left out
 
 from __future__ import annotations
 
-import functools
-
 from router.lib import libnft
 
 _PROBE = """table inet cloudnet_probe {
@@ -20,7 +19,6 @@ _PROBE = """table inet cloudnet_probe {
 """
 
 
-@functools.cache
 def map_as_set_lookup() -> bool:
     """True unless the kernel refuses a map looked up as a set (a dry run:
     EINVAL). Any other failure (no libnftables, not root: the unit tests)

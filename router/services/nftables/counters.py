@@ -10,30 +10,29 @@ packet again (its DNAT lookup counts it).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Set
+from typing import Any
 
 from cloudnet.router.v1 import edge_pb2 as epb
 
 from router.lib import libnft
+from router.services.base import ObjectId, RunningConfig
 from router.services.nftables import acl as nft_acl
 from router.services.nftables import edge as nft_edge
-from router.services.nftables import service as nftables
+from router.services.nftables import table
 
-if TYPE_CHECKING:
-    from router.runtime import RouterRuntime
-
-Oid = tuple[str, str]
+Oid = ObjectId
 COUNTED = {nft_edge.PORT_FORWARD: ("pf_dnat",), "loadbalancer": ("lb_in",),
            nft_edge.STATIC_NAT: ("eip_in", "eip_out")}
 
 
-def counters(rt: RouterRuntime, wanted: set[Oid]) -> list[epb.EdgeCounter]:
-    """Packets and bytes per edge object, summed over its elements' counters."""
-    with rt.lock:
-        if rt.config is None or not nftables.table_present(rt.ctx.netns):
+def counters(netns: str, running: RunningConfig, wanted: Set[Oid]) -> list[epb.EdgeCounter]:
+    """Packets and bytes per edge object, summed over its elements' counters
+    (every object's if ``wanted`` is empty)."""
+    with running.lock:
+        if running.config is None or not table.listed(netns):
             return []
-    out = libnft.run(rt.ctx.netns, f"list table {nftables.TABLE_FAMILY} {nftables.TABLE_NAME}",
-                     json_output=True)
+    out = libnft.run(netns, f"list table {table.FAMILY} {table.NAME}", json_output=True)
     totals: dict[Oid, list[int]] = {}
     items = json.loads(out).get("nftables", [])
     nft_acl.rule_counters(items, totals)  # VPC network ACL rules (kind "aclrule")

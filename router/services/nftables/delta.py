@@ -7,7 +7,7 @@ only for static NAT, port forwards and firewall rules; anything else (a set
 the loaded table lacks, an nft refusal, an index not built) answers `stale`
 and the caller pushes the whole config.
 
-Per router the agent keeps an ``EdgeIndex`` beside the loaded table: which
+Per router the nftables service keeps an ``EdgeIndex`` beside the loaded table: which
 objects own which elements (an allow element may be shared by a port
 forward and a firewall rule; interval elements are cut from the boxes of
 every object of the same set and key head, so those groups are recomputed
@@ -24,41 +24,35 @@ whole, and they are small). A delta then costs its own objects' elements:
 
 The index is built in the background after each full apply (seconds at
 60,000 rules); a delta waits for it. Persistence is O(delta): see
-``router.services.nftables.journal``.
+``router.services.nftables.journal``. ``EdgeDeltas`` holds one router's
+index and offers all this to the runtime (``base.EdgeRules``).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Set
 
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
-from router.errors import ConfigError
-from router.lib import files, libnft
+from router.errors import ConfigError, StaleDelta
+from router.lib import libnft
+from router.services.base import Context, ObjectId, RouterPaths, RunningConfig
+from router.services.nftables import counters as edge_counters
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import journal as edge_journal
-from router.services.nftables import service as nftables
-from router.services.nftables.journal import Field, _field, delta_objects
-
-if TYPE_CHECKING:
-    from router.runtime import RouterRuntime
+from router.services.nftables import table
+from router.services.nftables.edge import config_field, delta_objects
 
 log = logging.getLogger(__name__)
 
 DELTA_KINDS = (nft_edge.STATIC_NAT, nft_edge.PORT_FORWARD, nft_edge.FIREWALL)
-Oid = tuple[str, str]
-
-
-class Stale(Exception):
-    """The delta cannot be applied in place: push the whole config."""
+Oid = ObjectId
+Field = str  # name of a RouterConfig repeated field
 
 
 class EdgeIndex:
@@ -136,7 +130,7 @@ class EdgeIndex:
         mini.static_nats.extend(n for n in self.cfg.static_nats
                                 if (nft_edge.STATIC_NAT, n.id) not in removed | added_keys)
         for obj in added:
-            getattr(mini, _field(obj)).add().CopyFrom(obj)
+            getattr(mini, config_field(obj)).add().CopyFrom(obj)
         nft_edge.verify(mini)
         gone_pf_ips: Counter[str] = Counter()
         for oid in removed:
@@ -162,13 +156,13 @@ class EdgeIndex:
 
     def change(self, removed: set[Oid], added: list[nft_edge.EdgeObject]) -> str:
         """Update the ownership for the change; the nft commands that make the
-        loaded table follow (empty if nothing changes in it). Raises Stale
+        loaded table follow (empty if nothing changes in it). Raises StaleDelta
         (before changing anything) when an element's set is not in the table."""
         for obj in added:
             exact, boxes = nft_edge.object_parts(obj)
             for name in {p[0] for p in exact} | {g[0][0] for g in boxes}:
                 if name not in self.table_sets:
-                    raise Stale(f"set {name} is not in the loaded table")
+                    raise StaleDelta(f"set {name} is not in the loaded table")
         touched: set[tuple[str, str]] = set()
         groups: set[tuple[str, str]] = set()
         for oid in removed:
@@ -193,20 +187,20 @@ class EdgeIndex:
         for name, head in groups:
             prefix = f"{head} . "
             elems = self.elements.setdefault(name, {})
-            old = {k: v for k, v in elems.items() if k.startswith(prefix)}
+            was = {k: v for k, v in elems.items() if k.startswith(prefix)}
             members = [b for lst in self.groups[(name, head)].values() for b in lst]
-            new = nft_edge.group_elements(name, head, members) if members else {}
-            dels[name] += [k for k, v in old.items() if new.get(k) != v]
-            adds[name].update({k: v for k, v in new.items() if old.get(k) != v})
+            now = nft_edge.group_elements(name, head, members) if members else {}
+            dels[name] += [k for k, v in was.items() if now.get(k) != v]
+            adds[name].update({k: v for k, v in now.items() if was.get(k) != v})
         for name, keys in dels.items():
             for k in keys:
                 self.elements[name].pop(k, None)
         for name, elems in adds.items():
             self.elements[name].update(elems)
-        fam, table = nftables.TABLE_FAMILY, nftables.TABLE_NAME
-        lines = [f"delete element {fam} {table} {name} {{ {', '.join(keys)} }}"
+        fam, tab = table.FAMILY, table.NAME
+        lines = [f"delete element {fam} {tab} {name} {{ {', '.join(keys)} }}"
                  for name, keys in sorted(dels.items()) if keys]
-        lines += [f"add element {fam} {table} {name} {{ "
+        lines += [f"add element {fam} {tab} {name} {{ "
                   + ", ".join(nft_edge.element_text(k, *v) for k, v in elems.items()) + " }"
                   for name, elems in sorted(adds.items()) if elems]
         return "\n".join(lines) + ("\n" if lines else "")
@@ -226,167 +220,141 @@ class EdgeIndex:
                 self.positions[nft_edge.object_key(items[i])] = (field, i)
             del items[last]
         for obj in added:
-            field = _field(obj)
+            field = config_field(obj)
             items = getattr(self.cfg, field)
             items.add().CopyFrom(obj)
             self.positions[nft_edge.object_key(obj)] = (field, len(items) - 1)
         self.cfg.generation = generation
 
 
-# ------------------------------------------------------------------ runtime
+# ------------------------------------------------------------- per router
 
 
-_indexes: dict[str, EdgeIndex] = {}  # router netns -> index
-_building: dict[str, threading.Thread] = {}  # router netns -> the thread indexing it
-_index_lock = threading.Lock()
+class EdgeDeltas:
+    """One router's edge deltas (``base.EdgeRules``): the index of its loaded
+    table, the thread building it, and the journal of what changed in place."""
 
+    def __init__(self, table_state: table.TableState) -> None:
+        self.table = table_state
+        self._lock = threading.Lock()
+        self._index: EdgeIndex | None = None
+        self._building: threading.Thread | None = None
+        self._compacting = False
 
-def full_applied(rt: RouterRuntime) -> None:
-    """After a successful full apply: index the loaded table, fold the journal."""
-    cfg, netns = rt.config, rt.ctx.netns
-    loaded = nftables.loaded(netns)
-    with _index_lock:
-        index = _indexes.pop(netns, None)
-    if (index is not None and cfg is not None and loaded is not None
-            and loaded[1] is index.elements and index.cfg == cfg):
-        # The same config again (a no-op push): the index stands.
-        index.cfg = cfg
-        with _index_lock:
-            _indexes[netns] = index
-        return
-    journal = rt.ctx.path(edge_journal.JOURNAL)
-    if os.path.exists(journal) and cfg is not None:
-        # config.pb may be older than the deltas the journal holds.
-        files.write_atomic(rt.ctx.path("config.pb"), cfg.SerializeToString(), mode=0o600)
-        files.remove(journal)
-    if cfg is None or loaded is None:
-        return
-    # Indexing 60,000 rules takes seconds: not on the full apply's path. A
-    # delta that arrives meanwhile waits for it (``_ready``).
-    builder = threading.Thread(target=_build, args=(rt, cfg, loaded), name="edge-index",
-                               daemon=True)
-    with _index_lock:
-        _building[netns] = builder
-    builder.start()
+    def restore(self, paths: RouterPaths, cfg: pb.RouterConfig) -> pb.RouterConfig:
+        return edge_journal.replay(paths.edge_journal, cfg)
 
+    def full_applied(self, ctx: Context, running: RunningConfig) -> None:
+        """After a successful full apply: index the loaded table, fold the journal."""
+        cfg, loaded = running.config, self.table.loaded
+        with self._lock:
+            index, self._index = self._index, None
+        if (index is not None and cfg is not None and loaded is not None
+                and loaded.elements is index.elements and index.cfg == cfg):
+            # The same config again (a no-op push): the index stands.
+            index.cfg = cfg
+            with self._lock:
+                self._index = index
+            return
+        if cfg is not None:
+            edge_journal.fold(ctx.paths, cfg)
+        if cfg is None or loaded is None:
+            return
+        # Indexing 60,000 rules takes seconds: not on the full apply's path. A
+        # delta that arrives meanwhile waits for it (``wait_ready``).
+        builder = threading.Thread(target=self._build, args=(ctx, running, cfg, loaded),
+                                   name="edge-index", daemon=True)
+        with self._lock:
+            self._building = builder
+        builder.start()
 
-def _build(rt: RouterRuntime, cfg: pb.RouterConfig,
-           loaded: tuple[str, nft_edge.Elements]) -> None:
-    netns = rt.ctx.netns
-    try:
-        skeleton, elements = loaded
-        # A copy: the loaded dict is also nftables' memo of a rendering.
-        copy = {name: dict(elems) for name, elems in elements.items()}
-        sets = set(nft_edge.SETS) | {f"{nft_edge.ALLOW_PREFIX}{n}"
-                                      for n, _ in nft_edge.allow_sets(elements)}
-        index = EdgeIndex(cfg, copy, sets)
-        with rt.lock:
-            # Installed only if nothing was applied since (else that apply indexes).
-            if rt.config is cfg and nftables.loaded(netns) is loaded:
-                nftables.set_loaded(netns, skeleton, copy)
-                with _index_lock:
-                    _indexes[netns] = index
-        # Millions of long-lived objects: out of the cyclic GC's full passes
-        # (a pass over them stalls a delta for a second or two).
-        gc.freeze()
-    except Exception:  # deltas answer stale without an index: full pushes still work
-        log.exception("router %s: indexing the edge table failed", rt.ctx.router_id)
-    finally:
-        with _index_lock:
-            if _building.get(netns) is threading.current_thread():
-                del _building[netns]
-
-
-def _ready(rt: RouterRuntime, timeout: float = 120.0) -> None:
-    """Wait (without the router's lock) for an index being built."""
-    with _index_lock:
-        builder = _building.get(rt.ctx.netns)
-    if builder is not None:
-        builder.join(timeout)
-
-
-def forget(rt: RouterRuntime) -> None:
-    with _index_lock:
-        _indexes.pop(rt.ctx.netns, None)
-
-
-def apply_delta(rt: RouterRuntime, delta: epb.EdgeDelta) -> epb.ApplyEdgeDeltaResponse:
-    _ready(rt)
-    with rt.lock:
-        started = time.monotonic()
+    def _build(self, ctx: Context, running: RunningConfig, cfg: pb.RouterConfig,
+               loaded: table.Loaded) -> None:
         try:
-            return _apply(rt, delta, started)
-        except Stale as e:
-            log.info("router %s: delta to %d not applied in place: %s", rt.ctx.router_id,
-                     delta.generation, e)
-            return _reply(rt, stale=True)
+            # A copy: the loaded dict is also the service's memo of a rendering.
+            copy = {name: dict(elems) for name, elems in loaded.elements.items()}
+            sets = set(nft_edge.SETS) | {f"{nft_edge.ALLOW_PREFIX}{n}"
+                                          for n, _ in nft_edge.allow_sets(loaded.elements)}
+            index = EdgeIndex(cfg, copy, sets)
+            with running.lock:
+                # Installed only if nothing was applied since (else that apply indexes).
+                if running.config is cfg and self.table.loaded is loaded:
+                    self.table.loaded = table.Loaded(loaded.skeleton, copy)
+                    with self._lock:
+                        self._index = index
+            # Millions of long-lived objects: out of the cyclic GC's full passes
+            # (a pass over them stalls a delta for a second or two).
+            gc.freeze()
+        except Exception:  # deltas answer stale without an index: full pushes still work
+            log.exception("router %s: indexing the edge table failed", ctx.router_id)
+        finally:
+            with self._lock:
+                if self._building is threading.current_thread():
+                    self._building = None
 
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait (without the router's lock) for an index being built."""
+        with self._lock:
+            builder = self._building
+        if builder is not None:
+            builder.join(timeout)
 
-def _reply(rt: RouterRuntime, stale: bool = False,
-           objects: Iterable[pb.ObjectStatus] = ()) -> epb.ApplyEdgeDeltaResponse:
-    return epb.ApplyEdgeDeltaResponse(
-        stale=stale, applied_generation=rt.config.generation if rt.config else 0,
-        rejected_generation=rt.rejected_generation, last_error=rt.last_error,
-        objects=list(objects), apply_seconds=rt.apply_seconds)
+    def forget(self) -> None:
+        with self._lock:
+            self._index = None
 
-
-def _apply(rt: RouterRuntime, delta: epb.EdgeDelta, started: float) -> epb.ApplyEdgeDeltaResponse:
-    cfg = rt.config
-    with _index_lock:
-        index = _indexes.get(rt.ctx.netns)
-    if cfg is None or index is None or index.cfg is not cfg:
-        raise Stale("no indexed config")
-    if cfg.generation != delta.base_generation or delta.generation <= delta.base_generation:
-        raise Stale(f"runs generation {cfg.generation}, delta is {delta.base_generation} -> "
-                    f"{delta.generation}")
-    # A table deleted behind our back makes the dry run fail: Stale then.
-    if nftables.loaded(rt.ctx.netns) is None:
-        raise Stale("the table is not loaded")
-    for ref in delta.removed:
-        if ref.kind not in DELTA_KINDS:
-            raise Stale(f"kind {ref.kind!r} is not changed in place")
-    removed = {(r.kind, r.id) for r in delta.removed}
-    added = delta_objects(delta)
-    # An object named again is replaced: its old elements go first.
-    removed |= {nft_edge.object_key(o) for o in added if index.current(nft_edge.object_key(o))}
-    try:
+    def apply_delta(self, ctx: Context, cfg: pb.RouterConfig | None,
+                    delta: epb.EdgeDelta) -> list[ObjectId]:
+        with self._lock:
+            index = self._index
+        if cfg is None or index is None or index.cfg is not cfg:
+            raise StaleDelta("no indexed config")
+        if cfg.generation != delta.base_generation or delta.generation <= delta.base_generation:
+            raise StaleDelta(f"runs generation {cfg.generation}, delta is "
+                             f"{delta.base_generation} -> {delta.generation}")
+        # A table deleted behind our back makes the dry run fail: stale then.
+        if self.table.loaded is None:
+            raise StaleDelta("the table is not loaded")
+        for ref in delta.removed:
+            if ref.kind not in DELTA_KINDS:
+                raise StaleDelta(f"kind {ref.kind!r} is not changed in place")
+        removed = {(r.kind, r.id) for r in delta.removed}
+        added = delta_objects(delta)
+        # An object named again is replaced: its old elements go first.
+        removed |= {nft_edge.object_key(o) for o in added
+                    if index.current(nft_edge.object_key(o))}
         index.verify(removed, added)
-    except ConfigError as e:
-        rt._reject(_as_config(cfg, delta.generation), e)
-        bad = [pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))] \
-            if e.kind and e.object_id else []
-        return _reply(rt, objects=bad)
-    commands = index.change(removed, added)
-    try:
-        if commands:
-            libnft.run_checked(rt.ctx.netns, commands)
-    except (libnft.NftError, OSError) as e:
-        # The index (and the loaded elements it edits) already count the
-        # change: forget both, so the full push that follows loads the whole
-        # table rather than diffing against elements that are not there.
-        forget(rt)
-        nftables.set_loaded(rt.ctx.netns, None)
-        rt._applied.pop(nftables.NAME, None)
-        raise Stale(f"nft refused the element update: {e}") from e
-    index.edit_config(removed, added, delta.generation)
-    # The table no longer matches what the nftables service last rendered:
-    # the next full apply diffs elements against what is loaded.
-    rt._applied.pop(nftables.NAME, None)
-    rt.rejected_generation, rt.last_error, rt._error_object = 0, "", None
-    rt.apply_seconds = time.monotonic() - started
-    try:
-        edge_journal.append(rt, delta)
-    except OSError:
-        # Applied but not persisted: a restarted agent reports the older
-        # generation of config.pb, and netmgr pushes again.
-        log.exception("router %s: journaling delta %d failed", rt.ctx.router_id,
-                      delta.generation)
-    return _reply(rt, objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
-                               for k, i in sorted({nft_edge.object_key(o) for o in added})])
+        commands = index.change(removed, added)
+        try:
+            if commands:
+                libnft.run_checked(ctx.netns, commands)
+        except (libnft.NftError, OSError) as e:
+            # The index (and the loaded elements it edits) already count the
+            # change: forget both, so the full push that follows loads the whole
+            # table rather than diffing against elements that are not there.
+            self.forget()
+            self.table.loaded = None
+            raise StaleDelta(f"nft refused the element update: {e}", table_changed=True) from e
+        index.edit_config(removed, added, delta.generation)
+        return sorted({nft_edge.object_key(o) for o in added})
 
+    def journal(self, ctx: Context, running: RunningConfig, delta: epb.EdgeDelta) -> None:
+        if not edge_journal.append(ctx.paths.edge_journal, delta):
+            return
+        with self._lock:
+            if self._compacting:
+                return
+            self._compacting = True
+        threading.Thread(target=self._compact, args=(ctx, running), name="edge-journal",
+                         daemon=True).start()
 
-def _as_config(cfg: pb.RouterConfig, generation: int) -> pb.RouterConfig:
-    """What _reject needs of a config: its ID and generation (no copy of the rules)."""
-    return pb.RouterConfig(router_id=cfg.router_id, generation=generation)
+    def _compact(self, ctx: Context, running: RunningConfig) -> None:
+        try:
+            edge_journal.compact(ctx, running)
+        finally:
+            with self._lock:
+                self._compacting = False
 
-
+    def counters(self, ctx: Context, running: RunningConfig,
+                 wanted: Set[ObjectId]) -> list[epb.EdgeCounter]:
+        return edge_counters.counters(ctx.netns, running, wanted)

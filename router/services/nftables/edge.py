@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
 
 from router.errors import ConfigError
 from router.lib import validate
@@ -317,6 +318,25 @@ def object_key(obj: EdgeObject) -> tuple[str, str]:
     return FIREWALL, obj.id
 
 
+def config_field(obj: EdgeObject) -> str:
+    """The RouterConfig repeated field an object changed by deltas lives in."""
+    if isinstance(obj, pb.StaticNatRule):
+        return "static_nats"
+    if isinstance(obj, pb.PortForwardRule):
+        return "port_forwards"
+    if isinstance(obj, pb.IngressRule):
+        return "ingress_rules"
+    if isinstance(obj, pb.EgressRule):
+        return "egress_rules"
+    raise TypeError(type(obj).__name__)
+
+
+def delta_objects(delta: epb.EdgeDelta) -> list[EdgeObject]:
+    """The objects a delta adds (or replaces)."""
+    return [*delta.static_nats, *delta.port_forwards, *delta.ingress_rules,
+            *delta.egress_rules]
+
+
 def config_objects(cfg: pb.RouterConfig) -> Iterable[EdgeObject]:
     """Every edge object of a config, in the order their elements are made."""
     yield from cfg.public_addresses
@@ -468,7 +488,7 @@ def elements(cfg: pb.RouterConfig) -> Elements:
         for r in rules:
             c = _comment(FIREWALL, r.id)
             head = r.public_ip if isinstance(r, pb.IngressRule) else _iprng(_net(r.source_cidr))
-            if prefix == "fw_in" and r.protocol in FORWARD_PROTOCOLS:
+            if isinstance(r, pb.IngressRule) and r.protocol in FORWARD_PROTOCOLS:
                 allow("fw_in", r.public_ip, r.protocol, r.port_start, r.port_end, r.cidrs, c)
                 continue
             for cidr in r.cidrs or ["0.0.0.0/0"]:

@@ -14,8 +14,9 @@ charon or the kernel, not by nftables) never notice it. What they do:
 * Outbound traffic to a peer CIDR that would leave the public interface
   unencrypted (tunnel down, no XFRM bundle) is dropped: nothing in clear.
 
-``context(cfg)`` gives the template's variables; values are verified
-addresses and CIDRs (``strongswan.verify``).
+``context(cfg, tun)`` gives the template's variables; values are verified
+addresses and CIDRs (``strongswan.verify``); ``tun`` is the device
+kernel-libipsec decrypts into ("" for kernel ESP: ``base.vpn_tun``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router.services import strongswan
-
 
 def _collapse(cidrs: set[str]) -> list[str]:
     # Interval sets refuse overlapping elements.
@@ -34,11 +33,11 @@ def _collapse(cidrs: set[str]) -> list[str]:
     return [str(n) for n in sorted(nets)]
 
 
-def context(cfg: pb.RouterConfig) -> dict[str, Any]:
+def context(cfg: pb.RouterConfig, tun: str) -> dict[str, Any]:
     conns = cfg.vpn_connections
     return {
         "vpn_gateways": sorted({(c.local_address, c.peer_address) for c in conns}),
         "vpn_local_nets": _collapse({n for c in conns for n in c.local_cidrs}),
         "vpn_peer_nets": _collapse({n for c in conns for n in c.peer_cidrs}),
-        "vpn_tun": strongswan.tun_name() if conns else "",
+        "vpn_tun": tun if conns else "",
     }

@@ -13,7 +13,8 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from google.protobuf import field_mask_pb2
 
-from router.services.nftables.journal import JOURNAL, read_journal
+from router.services.base import RouterPaths
+from router.services.nftables.journal import read_journal
 from tests.lib.edge import Edge, setup_net
 from tests.lib.guest_servers import TCP, ask, in_ns, serve
 
@@ -46,7 +47,8 @@ def test_rule_changes_are_deltas_updates_in_place_and_counted(cloud, site,
     f1 = e.forward(public_ip_id=ip.id, protocol=TCP, public_port=80, port_id=p1.id,
                    private_port=8080)
     e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f1.id))
-    journal = os.path.join(cloud.state_dir, "agent", "routers", net.router_id, JOURNAL)
+    journal = RouterPaths(os.path.join(cloud.state_dir, "agent", "routers",
+                                       net.router_id)).edge_journal
     f2 = e.forward(public_ip_id=ip.id, protocol=TCP, public_port=81, port_id=p2.id,
                    private_port=8080)
     f2 = e.wait_active(e.forwards.GetPortForward, epb.GetPortForwardRequest(id=f2.id))

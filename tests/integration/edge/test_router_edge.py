@@ -5,7 +5,6 @@ rule whole, naming it, with nothing applied."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -97,7 +96,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     from cloudnet.router.v1 import edge_pb2 as epb
     from cloudnet.router.v1 import edge_pb2_grpc
 
-    from router.agent.server import Agent
+    from router.agent.registry import RouterRegistry
     from router.services.nftables import journal as edge_journal
 
     router_id = "edge-delta2"
@@ -147,15 +146,18 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
 
     # The journal holds the delta; a restarted agent adopts config.pb + journal.
     assert [d.generation for d in edge_journal.read_journal(
-        os.path.join(runtime.ctx.state_dir, edge_journal.JOURNAL))] == [2]
-    restarted = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
-                      fabric_netns=topo.fabric.netns, agent_id="test2")
+        runtime.ctx.paths.edge_journal)] == [2]
+    restarted = RouterRegistry(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                               fabric_netns=topo.fabric.netns, agent_id="test2")
     restarted.start()
     again = restarted.runtime(router_id)
     assert again.config.generation == 2
     assert {f.id for f in again.config.port_forwards} == {
         f.id for f in runtime.config.port_forwards}
     assert map_keys(ns) == want
+    # Like a new agent process, the restarted one knows nothing it loaded:
+    # it loaded the table whole.
+    handle = table_handle(ns)
 
     # A full push of the same rules is no element change; then deltas go on.
     full = edge_config(router_id, 4, 100)

@@ -16,7 +16,8 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from common.netns import ensure_netns, remove_netns
 from router.errors import ApplyError, CheckError
 from router.lib import libnft
-from router.services import Context
+from router.services.base import Context
+from router.services.host import KernelProbe
 from router.services.nftables import service as nftables
 
 pytestmark = pytest.mark.integration
@@ -48,15 +49,20 @@ def ctx() -> Iterator[Context]:
         yield Context(router_id="nftload", netns=ns, state_dir=tempfile.mkdtemp(),
                       fabric=None)  # type: ignore[arg-type]  # nftables needs no fabric
     finally:
-        nftables.set_loaded(ns, None)
         remove_netns(ns)
 
 
-def load(ctx: Context, cfg: pb.RouterConfig) -> dict[str, str]:
-    nftables.verify(cfg)
-    rendered = nftables.render(cfg)
-    nftables.check(ctx, rendered)
-    nftables.apply(ctx, cfg, rendered, None)
+@pytest.fixture
+def service() -> nftables.NftablesService:
+    return nftables.NftablesService(KernelProbe())
+
+
+def load(service: nftables.NftablesService, ctx: Context,
+         cfg: pb.RouterConfig) -> dict[str, str]:
+    service.verify(cfg)
+    rendered = service.render(cfg, ctx.paths)
+    service.check(ctx, rendered)
+    service.apply(ctx, cfg, rendered, None)
     return rendered
 
 
@@ -65,35 +71,38 @@ def forwarded_ports(ctx: Context) -> set[int]:
     return {int(p) for p in re.findall(r"tcp \. (\d+)", listing)}
 
 
-def test_full_load_puts_every_element_in_the_kernel(ctx: Context) -> None:
-    load(ctx, config(300))
+def test_full_load_puts_every_element_in_the_kernel(
+        service: nftables.NftablesService, ctx: Context) -> None:
+    load(service, ctx, config(300))
     assert forwarded_ports(ctx) == set(range(10000, 10300))
     # A full reload (nothing loaded known to the agent) replaces it whole.
-    nftables.set_loaded(ctx.netns, None)
-    load(ctx, config(5, generation=2))
+    service.forget_loaded()
+    load(service, ctx, config(5, generation=2))
     assert forwarded_ports(ctx) == set(range(10000, 10005))
 
 
-def test_a_refused_element_leaves_the_running_table_as_it_was(ctx: Context) -> None:
-    load(ctx, config(20))
-    nftables.set_loaded(ctx.netns, None)
+def test_a_refused_element_leaves_the_running_table_as_it_was(
+        service: nftables.NftablesService, ctx: Context) -> None:
+    load(service, ctx, config(20))
+    service.forget_loaded()
     cfg = config(40, generation=2)
-    rendered = nftables.render(cfg)
+    rendered = service.render(cfg, ctx.paths)
     # An element the kernel refuses (its value is not an address), appended
     # to the full text only: the check (without elements) passes.
     rendered[nftables.RULESET] += (
         "add element inet cloudnet pf_dnat { 203.0.113.200 . tcp . 9 : 10.90.0.5 . 99999 }\n")
-    nftables.check(ctx, rendered)
+    service.check(ctx, rendered)
     with pytest.raises(ApplyError):
-        nftables.apply(ctx, cfg, rendered, None)
+        service.apply(ctx, cfg, rendered, None)
     assert forwarded_ports(ctx) == set(range(10000, 10020))
 
 
-def test_a_table_the_kernel_refuses_is_stopped_by_the_check(ctx: Context) -> None:
-    load(ctx, config(20))
-    rendered = nftables.render(config(30, generation=2))
+def test_a_table_the_kernel_refuses_is_stopped_by_the_check(
+        service: nftables.NftablesService, ctx: Context) -> None:
+    load(service, ctx, config(20))
+    rendered = service.render(config(30, generation=2), ctx.paths)
     bad = "add rule inet cloudnet forward ip saddr @no_such_set accept\n"
     rendered = {k: v + bad for k, v in rendered.items()}
     with pytest.raises(CheckError, match=r"no_such_set|No such file"):
-        nftables.check(ctx, rendered)
+        service.check(ctx, rendered)
     assert forwarded_ports(ctx) == set(range(10000, 10020))

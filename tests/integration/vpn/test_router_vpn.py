@@ -246,15 +246,15 @@ def test_dead_charon_leaks_nothing_and_is_repaired(
 
 def test_agent_restart_adopts_charon_and_keeps_the_tunnel(
         topo: Topology, agent: InProcessAgent) -> None:
-    from router.agent.server import Agent
+    from router.agent.registry import RouterRegistry
 
     guest, _peer = setup(topo, agent, 2)
     before = wait_established(agent, children=1)
     pid = strongswan.charon_pid(agent.agent.runtime(ROUTER).ctx)
     # A new agent on the same state dir (what a restart does): it re-applies
     # the persisted config and finds charon running with the same connection.
-    again = Agent(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
-                  fabric_netns=topo.fabric.netns, agent_id="test")
+    again = RouterRegistry(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                           fabric_netns=topo.fabric.netns, agent_id="test")
     again.start()
     st = again.status(ROUTER).vpn_connections[0]
     assert strongswan.charon_pid(again.runtime(ROUTER).ctx) == pid

@@ -7,11 +7,16 @@ from collections.abc import Callable
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from router import runtime
 from router.errors import ConfigError
-from router.runtime import verify
-from tests.lib.routerconfigs import good_config
+from router.services.registry import router_services
+from tests.lib.routerconfigs import HOST, good_config
 
 Mutation = Callable[[pb.RouterConfig], None]
+
+
+def verify(cfg: pb.RouterConfig) -> None:
+    runtime.verify(cfg, router_services(HOST))
 
 
 def host(c: pb.RouterConfig, i: int = 0) -> pb.DhcpHost:

@@ -1,5 +1,5 @@
-"""The router agent's bearer token (router/auth.py) and appliance mode (router/appliance.py):
-no root needed."""
+"""The router agent's bearer token (router/agent/auth.py) and appliance mode
+(router/agent/appliance.py): no root needed."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.agent import appliance, auth
-from router.agent.server import Agent, create_server
+from router.agent.registry import RouterRegistry
+from router.agent.server import create_server
+from router.errors import RequestError
 
 TOKEN = "t0ken-for-router-abcdef0123456789"
 
 
 @pytest.fixture
 def server(tmp_path):
-    agent = Agent(str(tmp_path / "state"), fabric=_NoFabric())
-    srv, port = create_server("127.0.0.1:0", agent,
+    registry = RouterRegistry(str(tmp_path / "state"), fabric=_NoFabric())
+    srv, port = create_server("127.0.0.1:0", registry,
                               interceptors=(auth.BearerTokenInterceptor(TOKEN),))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield channel
@@ -85,12 +87,23 @@ def test_token_file_must_be_private_and_long(tmp_path):
 
 
 def test_appliance_agent_serves_its_router_only(tmp_path):
-    agent = appliance.ApplianceAgent("r1", str(tmp_path))
-    from router.agent.server import RequestError
-
+    registry = appliance.appliance_registry("r1", str(tmp_path))
     with pytest.raises(RequestError, match="serves router r1 only"):
-        agent.runtime("r2")
-    rt = agent.runtime("r1")
+        registry.runtime("r2")
+    rt = registry.runtime("r1")
     assert rt.ctx.router_id == "r1"
-    assert rt.ctx.fabric is agent.appliance_fabric
-    assert agent.appliance_fabric.router_netns == rt.ctx.netns
+    assert isinstance(registry.fabric, appliance.ApplianceFabric)
+    assert rt.ctx.fabric is registry.fabric
+    assert registry.fabric.router_netns == rt.ctx.netns
+    assert not registry.probe_ports
+
+
+def test_an_appliance_plugs_no_probe_port(tmp_path):
+    from router.agent.diag_service import DiagnosticsServicer
+    from router.diag import probes
+    from router.diag.common import DiagUnavailable
+
+    registry = appliance.appliance_registry("r1", str(tmp_path))
+    port = probes.ProbePort(registry.fabric, "cn", 100, "02:00:00:00:00:99")
+    with pytest.raises(DiagUnavailable, match="no switch inside"):
+        DiagnosticsServicer(registry)._probe_port(port)

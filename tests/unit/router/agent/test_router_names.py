@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from router.agent.server import router_netns_name
+from router.runtime import router_netns_name
 
 
 def test_router_netns_name() -> None:

@@ -22,14 +22,15 @@ def spy(self, args, *a, **k):
 subprocess.Popen.__init__ = spy
 from router.agent import appliance
 from router.agent import auth  # what main() imports in appliance mode
-from router.agent.server import Agent, create_server
+from router.agent.registry import RouterRegistry
+from router.agent.server import create_server
 
 class Fabric:
     def setup(self): pass
 
-agent = Agent(tempfile.mkdtemp(), fabric=Fabric())
-agent.start()
-server, port = create_server("127.0.0.1:0", agent)  # diagnostics and edge services too
+registry = RouterRegistry(tempfile.mkdtemp(), fabric=Fabric())
+registry.start()
+server, port = create_server("127.0.0.1:0", registry)  # diagnostics and edge services too
 server.stop(None)
 if sys.argv[1:] == ["probe"]:
     from router.diag import probes

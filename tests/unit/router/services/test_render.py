@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import jinja2
 import pytest
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import vpn_pb2
 
 from router.lib import templating
-from router.services import dnsmasq, interfaces
-from router.services.nftables import service as nftables
-from tests.lib.routerconfigs import good_config
+from router.services import interfaces
+from router.services.registry import router_services
+from tests.lib.routerconfigs import HOST, PATHS, good_config, render
 
 
 def directives(conf: str) -> list[str]:
@@ -16,12 +18,31 @@ def directives(conf: str) -> list[str]:
 
 
 def test_render_is_pure_and_deterministic() -> None:
-    for service in (interfaces, nftables, dnsmasq):
-        assert service.render(good_config()) == service.render(good_config())
+    for service in router_services(HOST):
+        assert service.render(good_config(), PATHS) == service.render(good_config(), PATHS)
+
+
+def test_daemon_files_name_the_routers_paths() -> None:
+    cfg = good_config()
+    cfg.public_addresses.append(pb.PublicAddress(public_ip_id="ip1", ip="203.0.113.10",
+                                                 interface="pub0"))
+    cfg.load_balancers.append(pb.LoadBalancerRule(
+        id="lb1", public_ip="203.0.113.10", public_port=80, protocol="tcp",
+        algorithm="roundrobin", members=[pb.LbBackend(port_id="p1", ip="10.10.0.11",
+                                                               port=8080)]))
+    cfg.vpn_connections.append(vpn_pb2.VpnConnection(
+        id="c1", local_address="203.0.113.10", peer_address="192.0.2.2",
+        local_cidrs=["10.10.0.0/24"], peer_cidrs=["172.16.1.0/24"], psk="k" * 20,
+        ike_version=2))
+    haproxy = render("haproxy", cfg)["haproxy.cfg"]
+    assert f"stats socket {PATHS.haproxy_stats_socket} mode 600" in haproxy
+    strongswan = render("strongswan", cfg)["strongswan.conf"]
+    assert f"path = {PATHS.strongswan_log}\n" in strongswan
+    assert "@" not in haproxy + strongswan
 
 
 def test_dnsmasq_serves_only_guest_interfaces_and_static_hosts() -> None:
-    conf = directives(dnsmasq.render(good_config())["dnsmasq.conf"])
+    conf = directives(render("dnsmasq", good_config())["dnsmasq.conf"])
     assert "interface=g-net1" in conf
     assert not [d for d in conf if "pub0" in d]
     for needed in ("bind-dynamic", "except-interface=lo", "no-resolv", "no-hosts",
@@ -34,7 +55,7 @@ def test_dnsmasq_serves_only_guest_interfaces_and_static_hosts() -> None:
 
 
 def test_dnsmasq_options_per_network() -> None:
-    conf = directives(dnsmasq.render(good_config())["dnsmasq.conf"])
+    conf = directives(render("dnsmasq", good_config())["dnsmasq.conf"])
     tag = "dhcp-option=tag:net-g-net1"
     assert f"{tag},option:router,10.10.0.1" in conf
     assert f"{tag},option:dns-server,10.10.0.1" in conf  # default: the gateway itself
@@ -48,13 +69,13 @@ def test_dnsmasq_mtu_option_only_when_set_and_explicit_dns_servers() -> None:
     cfg = good_config()
     cfg.guest_networks[0].mtu = 0
     cfg.guest_networks[0].dns_servers.extend(["192.0.2.53", "192.0.2.54"])
-    conf = dnsmasq.render(cfg)["dnsmasq.conf"]
+    conf = render("dnsmasq", cfg)["dnsmasq.conf"]
     assert "option:mtu" not in conf
     assert "option:dns-server,192.0.2.53,192.0.2.54" in conf
 
 
 def test_dnsmasq_one_file_per_port() -> None:
-    out = dnsmasq.render(good_config())
+    out = render("dnsmasq", good_config())
     assert out["dhcp-hosts/p1"] == "02:aa:00:00:00:11,10.10.0.11,vm1\n"  # MAC lower-cased
     assert out["hosts/p2"] == "10.10.0.12 web-2.tenant.test web-2\n"
     assert sorted(k for k in out if k != "dnsmasq.conf") == [
@@ -64,11 +85,11 @@ def test_dnsmasq_one_file_per_port() -> None:
 def test_dnsmasq_not_rendered_without_guest_networks() -> None:
     cfg = good_config()
     del cfg.guest_networks[:]
-    assert dnsmasq.render(cfg) == {}
+    assert render("dnsmasq", cfg) == {}
 
 
 def test_nftables_replaces_the_table_atomically() -> None:
-    text = nftables.render(good_config())["cloudnet.nft"]
+    text = render("nftables", good_config())["cloudnet.nft"]
     lines = directives(text)
     assert lines[:3] == ["table inet cloudnet {}", "delete table inet cloudnet",
                          "table inet cloudnet {"]
@@ -76,7 +97,7 @@ def test_nftables_replaces_the_table_atomically() -> None:
 
 
 def test_nftables_policies_and_snat() -> None:
-    text = nftables.render(good_config())["cloudnet.nft"]
+    text = render("nftables", good_config())["cloudnet.nft"]
     chains = {c.split("{", 1)[0].strip(): c for c in text.split("chain ")[1:]}
     assert "policy drop" in chains["input"]
     assert "policy drop" in chains["forward"]
@@ -100,7 +121,7 @@ def test_nftables_policies_and_snat() -> None:
 
 
 def test_interfaces_render_lists_links_and_routes() -> None:
-    text = interfaces.render(good_config())["interfaces.json"]
+    text = render("interfaces", good_config())["interfaces.json"]
     assert '"g-net1"' in text
     assert '"0.0.0.0/0"' in text
     assert '"net.ipv4.ip_forward": "1"' in text

@@ -9,6 +9,7 @@ from cloudnet.router.v1 import vpn_pb2 as rvpb
 
 from router.errors import ConfigError
 from router.services import strongswan
+from router.services.base import RouterPaths
 
 PSK = "0123456789abcdef-Key"
 
@@ -43,7 +44,8 @@ def test_render_is_pure_and_ikev1_splits_children() -> None:
         id="c1", local_address="203.0.113.10", peer_address="192.0.2.2",
         local_cidrs=["10.0.0.0/24"], peer_cidrs=["172.16.1.0/24", "172.16.2.0/24"], psk=PSK,
         ike_version=1))
-    a, b = strongswan.render(cfg), strongswan.render(cfg)
+    paths = RouterPaths("/var/lib/cloudnet/agent/routers/r")
+    a, b = strongswan.render(cfg, paths, "kernel"), strongswan.render(cfg, paths, "kernel")
     assert a == b
     assert PSK not in a["strongswan.conf"]
     conn = strongswan.conn_definition(cfg.vpn_connections[0])

@@ -9,7 +9,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from router.errors import ConfigError
 from router.services.nftables import acl as nft_acl
 from router.services.nftables import service as nftables
-from tests.lib.routerconfigs import good_config
+from tests.lib.routerconfigs import good_config, render
 
 ACL = "11111111-2222-4333-8444-555555555555"
 
@@ -53,7 +53,7 @@ def test_rules_are_in_number_order_with_their_verdicts_and_a_final_deny():
         'ip daddr { 192.0.2.0/24 } meta l4proto 47 counter return comment "cn:acl:rule5:5"',
         f'counter drop comment "cn:acl-default-deny:{ACL}"',
     ]
-    text = nftables.render(cfg)[nftables.RULESET]
+    text = render("nftables", cfg)[nftables.RULESET]
     assert "iifname vmap @acl_out" in text
     assert "oifname vmap @acl_in" in text
     # Conntrack first: the ACL lines come after the established shortcut.

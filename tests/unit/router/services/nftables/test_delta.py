@@ -12,11 +12,12 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
-from router.errors import ConfigError
+from router.errors import ConfigError, StaleDelta
+from router.services.base import Context
 from router.services.nftables import counters as edge_counters
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import journal as edge_journal
-from router.services.nftables.delta import EdgeIndex, Stale
+from router.services.nftables.delta import EdgeIndex
 from tests.lib.routerconfigs import PUB, edge_config, fwd
 
 
@@ -54,7 +55,7 @@ def random_object(rng: random.Random, i: int) -> nft_edge.EdgeObject:
 
 
 def field(obj: nft_edge.EdgeObject) -> str:
-    return edge_journal._field(obj)
+    return nft_edge.config_field(obj)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -136,7 +137,7 @@ def test_conflicts_are_refused_and_change_nothing() -> None:
 def test_a_set_the_table_lacks_is_stale_not_half_applied() -> None:
     cfg = edge_config()
     index = EdgeIndex(cfg, nft_edge.elements(cfg), nft_edge.SETS)  # no allow_24 loaded
-    with pytest.raises(Stale):
+    with pytest.raises(StaleDelta):
         index.change(set(), [fwd(1, source_cidrs=["192.0.2.0/24"])])
     assert not index.parts.get(("portforward", "pf1"))
 
@@ -144,7 +145,7 @@ def test_a_set_the_table_lacks_is_stale_not_half_applied() -> None:
 def test_journal_replays_to_the_same_config(tmp_path) -> None:
     cfg = edge_config(port_forwards=[fwd(1)])
     cfg.generation = 5
-    journal = tmp_path / edge_journal.JOURNAL
+    journal = tmp_path / "edge-journal.pb"
     deltas = [
         epb.EdgeDelta(router_id="r", base_generation=5, generation=6,
                       port_forwards=[fwd(2, public_port_start=81, public_port_end=81)]),
@@ -157,7 +158,7 @@ def test_journal_replays_to_the_same_config(tmp_path) -> None:
             data = d.SerializeToString()
             f.write(len(data).to_bytes(4, "big") + data)
         f.write(b"\x00\x00\x01\x00torn")  # a torn last write
-    out = edge_journal.replay(str(tmp_path), cfg)
+    out = edge_journal.replay(str(journal), cfg)
     assert out.generation == 7
     assert [f.id for f in out.port_forwards] == ["pf2"]
 
@@ -179,18 +180,16 @@ def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
     import threading
     from types import SimpleNamespace
 
-    from router.services import Context
-
     cfg = edge_config(port_forwards=[fwd(1)])
     cfg.generation = 9
-    ctx = Context(router_id="r", netns="cn-test-compact", state_dir=str(tmp_path), fabric=None)
-    rt = SimpleNamespace(ctx=ctx, lock=threading.Lock(), config=cfg)
-    journal = tmp_path / edge_journal.JOURNAL
+    ctx = Context(router_id="r", netns="cn-test-compact", state_dir=str(tmp_path),
+                  fabric=None)  # type: ignore[arg-type]  # the journal needs no fabric
+    running = SimpleNamespace(lock=threading.Lock(), config=cfg)
+    journal = tmp_path / "edge-journal.pb"
+    assert str(journal) == ctx.paths.edge_journal
     journal.write_bytes(b"\x00\x00\x00\x00")  # one (empty) delta
-    edge_journal._compacting.add(ctx.netns)
-    edge_journal._compact(rt)  # type: ignore[arg-type]
+    edge_journal.compact(ctx, running)
     assert not journal.exists()
-    assert ctx.netns not in edge_journal._compacting
     written = pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes())
     assert written == cfg
     # A change while writing: the older snapshot is not swapped in.
@@ -206,6 +205,6 @@ def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
             return c
 
     journal.write_bytes(b"\x00\x00\x00\x00")
-    edge_journal._compact(Racing(ctx=ctx, lock=threading.Lock()))  # type: ignore[arg-type]
+    edge_journal.compact(ctx, Racing(lock=threading.Lock()))
     assert journal.exists()
     assert pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes()).generation == 9

@@ -12,7 +12,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from router.errors import ConfigError
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import service as nftables
-from tests.lib.routerconfigs import PUB, edge_config, fwd
+from tests.lib.routerconfigs import PUB, edge_config, fwd, render
 
 
 def covered(boxes, point) -> bool:
@@ -62,7 +62,7 @@ def test_sources_go_to_the_set_of_their_prefix_length_and_big_ranges_to_interval
     assert set(el["pf_allow"]) == {f"{PUB} . tcp . 1000-1999 . 0.0.0.0-255.255.255.255"}
     assert nft_edge.allow_sets(el) == [(0, "0.0.0.0"), (24, "255.255.255.0"),
                                        (32, "255.255.255.255")]
-    text = nftables.render(cfg)["cloudnet.nft"]
+    text = render("nftables", cfg)["cloudnet.nft"]
     assert "ip saddr & 255.255.255.0 @allow_24 counter accept" in text
 
 
@@ -95,7 +95,7 @@ def test_one_rule_more_is_one_element_more() -> None:
 
 def test_rendered_elements_follow_the_skeleton_in_one_file() -> None:
     cfg = edge_config(port_forwards=[fwd()])
-    rendered = nftables.render(cfg)
+    rendered = render("nftables", cfg)
     assert rendered[nftables.SKELETON] in rendered[nftables.RULESET] or \
         rendered[nftables.RULESET].startswith(rendered[nftables.SKELETON].rstrip("\n"))
     assert f"add element inet cloudnet pf_dnat {{ {PUB} . tcp . 80" in rendered["cloudnet.nft"]

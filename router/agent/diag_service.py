@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import grpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
 from cloudnet.router.v1 import diag_pb2_grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from common import netns
+from router.agent import rpc
+from router.agent.registry import RouterRegistry
 from router.diag import capture as cap
 from router.diag import probes, show
 from router.diag import trace as tr
 from router.diag.common import (
     DiagBusy,
     DiagError,
-    DiagNotFound,
     DiagUnavailable,
     check_ipv4,
     check_limit,
@@ -31,68 +28,20 @@ from router.diag.common import (
     guest_network,
     resolve_interface,
 )
-
-if TYPE_CHECKING:
-    from router.agent.server import Agent
-    from router.runtime import RouterRuntime
+from router.runtime import RouterRuntime
+from router.services import haproxy
 
 log = logging.getLogger("router.diag")
-T = TypeVar("T")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterDiagnostics"].full_name
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterDiagnostics"].full_name
 # Streams and probes hold one of the agent's gRPC threads each: bounded, so
 # that diagnostics can never starve ApplyConfig.
 MAX_STREAMS_PER_ROUTER = 2
 MAX_STREAMS = 4
 MAX_PROBES = 4
 PROBE_WAIT = 5.0
-
-
-def _bad_request(context: grpc.ServicerContext, e: DiagError) -> None:
-    detail = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.reason)])
-    packed = any_pb2.Any()
-    packed.Pack(detail)
-    context.abort_with_status(rpc_status.to_status(status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[packed])))
-
-
-def _abort(context: grpc.ServicerContext, e: BaseException, name: str) -> None:
-    from router.agent.server import NotFound, RequestError  # the agent imports this module lazily
-
-    if isinstance(e, DiagError):
-        _bad_request(context, e)
-    elif isinstance(e, RequestError):
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-    elif isinstance(e, (DiagNotFound, NotFound)):
-        context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-    elif isinstance(e, DiagBusy):
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-    elif isinstance(e, DiagUnavailable):
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-    else:
-        log.exception("%s failed", name)
-        context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
-
-
-def _unary(method: Callable[..., T]) -> Callable[..., T]:
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> T:
-        try:
-            return method(self, request, context)
-        except Exception as e:
-            _abort(context, e, method.__name__)
-        raise AssertionError("unreachable")
-    return wrapper
-
-
-def _stream(method: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
-    @functools.wraps(method)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[T]:
-        try:
-            yield from method(self, request, context)
-        except Exception as e:
-            _abort(context, e, method.__name__)
-    return wrapper
+NO_PROBE_PORTS = ("this probe needs a probe port on the tenant network's segment, and a router "
+                  "VM has no switch inside to plug one into: probe from the router itself "
+                  "(no source network) or capture on its interface")
 
 
 def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
@@ -101,9 +50,9 @@ def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
     return ev
 
 
-class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ignore[misc,unused-ignore]
+    def __init__(self, registry: RouterRegistry) -> None:
+        self.registry = registry
         self._probe_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self._streams: dict[str, int] = {}
@@ -125,7 +74,7 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
                 del self._streams[router_id]
 
     def _router(self, router_id: str) -> tuple[RouterRuntime, apb.RouterConfig]:
-        rt = self.agent.runtime(router_id, create=False)
+        rt = self.registry.runtime(router_id, create=False)
         cfg = rt.config
         if cfg is None:
             raise DiagUnavailable(f"router {router_id} has no applied config")
@@ -137,7 +86,7 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
 
     # ---- capture ---------------------------------------------------------------
 
-    @_stream
+    @rpc.stream
     def Capture(self, request: pb.CaptureRequest, context: Any) -> Iterator[pb.CaptureChunk]:
         rt, cfg = self._router(request.router_id)
         iface = resolve_interface(cfg, request.interface, "interface")
@@ -159,7 +108,7 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
 
     # ---- trace -----------------------------------------------------------------
 
-    @_stream
+    @rpc.stream
     def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
         rt, _ = self._router(request.router_id)
         tr.match_expr(request)  # the errors before anything is installed
@@ -171,13 +120,13 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
 
     # ---- show ------------------------------------------------------------------
 
-    @_unary
+    @rpc.unary
     def Show(self, request: pb.ShowRequest, context: Any) -> pb.ShowResponse:
         rt, cfg = self._router(request.router_id)
         ns = rt.ctx.netns
         kind = request.kind
         if kind == pb.SHOW_KIND_LEASES:
-            return pb.ShowResponse(leases=show.leases(show.lease_file(rt.ctx.state_dir), cfg))
+            return pb.ShowResponse(leases=show.leases(rt.ctx.paths.dhcp_leases, cfg))
         if kind == pb.SHOW_KIND_CONNTRACK:
             address = check_ipv4("address", request.address) if request.address else ""
             return pb.ShowResponse(conntrack=show.conntrack(ns, address))
@@ -188,15 +137,13 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         if kind == pb.SHOW_KIND_ROUTES:
             return pb.ShowResponse(routes=show.routes(ns))
         if kind == pb.SHOW_KIND_LB_MEMBERS:
-            from router.services import haproxy
-
             return pb.ShowResponse(lb_members=haproxy.member_status(rt.ctx, cfg))
         raise DiagError("kind", "one of leases, conntrack, counters, interfaces, routes, "
                         "lb-members")
 
     # ---- probes ----------------------------------------------------------------
 
-    @_unary
+    @rpc.unary
     def Probe(self, request: pb.ProbeRequest, context: Any) -> pb.ProbeResult:
         rt, cfg = self._router(request.router_id)
         timeout = check_limit("timeout_seconds", request.timeout_seconds,
@@ -220,15 +167,16 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     def _probe(self, rt: RouterRuntime, cfg: apb.RouterConfig, request: pb.ProbeRequest,
                which: str, timeout: float) -> pb.ProbeResult:
         ns = rt.ctx.netns
-        prefix = self.agent.netns_prefix
+        prefix = self.registry.netns_prefix
         if which == "dhcp":
             d = request.dhcp
             iface = guest_interface(cfg, d.network_id, "dhcp.network_id")
             mac = probes.check_mac_or_random(d.mac)
             # A guest's lease must survive the probe: never release what it holds.
             held = any(lease.mac == mac for lease in
-                       show.leases(show.lease_file(rt.ctx.state_dir), cfg))
-            with probes.ProbePort(rt.ctx.fabric, prefix, iface.segment_id, mac) as port:
+                       show.leases(rt.ctx.paths.dhcp_leases, cfg))
+            port = self._probe_port(probes.ProbePort(rt.ctx.fabric, prefix, iface.segment_id, mac))
+            with port:
                 return netns.run_in_netns(port.netns, lambda: probes.dhcp(
                     port.ifname, mac, d.request, timeout, release=not held))
         if which == "dns":
@@ -269,25 +217,28 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             if src.ip:
                 raise DiagError("source.network_id", "a source address needs its network")
             return netns.run_in_netns(rt.ctx.netns, fn)
-        with probes.probe_source_port(rt.ctx.fabric, self.agent.netns_prefix, cfg,
-                                      src) as port:
+        port = self._probe_port(probes.probe_source_port(
+            rt.ctx.fabric, self.registry.netns_prefix, cfg, src))
+        with port:
             return netns.run_in_netns(port.netns, fn)
 
+    def _probe_port(self, port: probes.ProbePort) -> probes.ProbePort:
+        """``port``, not plugged yet, if this agent's fabric can plug one."""
+        if not self.registry.probe_ports:
+            raise DiagUnavailable(NO_PROBE_PORTS)
+        return port
 
-def add_to_server(agent: Agent, server: grpc.Server) -> str:
+
+def add_to_server(registry: RouterRegistry, server: grpc.Server) -> str:
     """Registers the service; returns its full name (for reflection and health)."""
-    with agent._lock:
-        runtimes = list(agent._routers.values())
     try:
-        probes.remove_stale_probe_ports(agent.fabric, agent.netns_prefix)
+        probes.remove_stale_probe_ports(registry.fabric, registry.netns_prefix)
     except Exception:
         log.exception("cannot remove stale probe ports")
-    for rt in runtimes:  # trace tables of a previous agent that was killed mid-stream
+    for rt in registry.runtimes():  # trace tables of a previous agent that was killed mid-stream
         try:
             tr.remove_stale_tables(rt.ctx.netns)
         except Exception:
             log.warning("router %s: cannot look for stale trace tables", rt.ctx.router_id)
-    diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(DiagnosticsServicer(agent), server)
+    diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(DiagnosticsServicer(registry), server)
     return SERVICE_NAME
-
-

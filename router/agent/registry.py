@@ -1,0 +1,144 @@
+"""The routers one agent holds: a runtime per router (one network namespace
+each), created on first use and restored from disk when the agent starts.
+
+Each router's last good config is persisted under
+<state-dir>/routers/<router_id>/config.pb; on start the agent re-applies every
+one of them (adopting daemons that kept running), so routers keep serving
+while netmgr is down and across agent restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from common import netns
+from common.fabric.base import Fabric, LinuxBridgeFabric
+from router.errors import ConfigError, RequestError, RouterNotFound
+from router.lib import validate
+from router.runtime import RouterRuntime, router_netns_name
+from router.services.base import Context, HostFeatures, RouterPaths
+from router.services.host import KernelProbe
+from router.services.registry import router_services
+
+log = logging.getLogger(__name__)
+
+
+class RouterRegistry:
+    """Holds the routers of this host (or of one appliance); each router's
+    runtime serialises its own changes."""
+
+    def __init__(
+        self, state_dir: str, netns_prefix: str = "cn", fabric_netns: str = "cn-fabric",
+        agent_id: str = "", dnsmasq_user: str = "dnsmasq", fabric: Fabric | None = None,
+        *, only_router: str = "", probe_ports: bool = True, host: HostFeatures | None = None,
+    ) -> None:
+        """``only_router``: an appliance serves that router and refuses any
+        other. ``probe_ports``: whether the fabric can plug a diagnostics
+        probe port into a segment (not inside a router VM)."""
+        netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
+        self.state_dir = state_dir
+        self.netns_prefix = netns_prefix
+        self.fabric = fabric if fabric is not None else LinuxBridgeFabric(fabric_netns)
+        self.agent_id = agent_id or socket.gethostname()
+        self.boot_id = uuid.uuid4().hex
+        self.dnsmasq_user = dnsmasq_user
+        self.only_router = only_router
+        self.probe_ports = probe_ports
+        # One per process: the kernel does not change under the agent.
+        self.host: HostFeatures = host if host is not None else KernelProbe()
+        self._routers: dict[str, RouterRuntime] = {}
+        self._lock = threading.Lock()
+
+    def _routers_dir(self) -> str:
+        return os.path.join(self.state_dir, "routers")
+
+    def runtime(self, router_id: str, create: bool = True) -> RouterRuntime:
+        """The router's runtime; a new, empty one if ``create`` (else RouterNotFound)."""
+        if self.only_router and router_id and router_id != self.only_router:
+            raise RequestError(f"this appliance serves router {self.only_router} only")
+        try:
+            validate.check_id("router", router_id)
+        except ConfigError as e:
+            raise RequestError(str(e)) from None
+        with self._lock:
+            rt = self._routers.get(router_id)
+            if rt is None:
+                if not create:
+                    raise RouterNotFound(f"router {router_id} is not on this agent")
+                rt = self._routers[router_id] = RouterRuntime(Context(
+                    router_id=router_id,
+                    netns=router_netns_name(self.netns_prefix, router_id),
+                    state_dir=os.path.join(self._routers_dir(), router_id),
+                    fabric=self.fabric,
+                    dnsmasq_user=self.dnsmasq_user,
+                ), router_services(self.host))
+            return rt
+
+    def runtimes(self) -> list[RouterRuntime]:
+        """Every router held, by ID."""
+        with self._lock:
+            return sorted(self._routers.values(), key=lambda r: r.ctx.router_id)
+
+    def start(self) -> None:
+        """Set up the fabric and re-apply every persisted router config."""
+        for d in (self.state_dir, self._routers_dir()):
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        self.fabric.setup()
+        for router_id in sorted(os.listdir(self._routers_dir())):
+            if not os.path.exists(RouterPaths(os.path.join(self._routers_dir(), router_id)).config):
+                continue
+            try:
+                status = self.runtime(router_id).restore()
+            except Exception:
+                log.exception("router %s: cannot restore persisted config", router_id)
+                continue
+            if status is not None:
+                log.info("router %s: restored generation %d%s", router_id,
+                         status.applied_generation,
+                         f" ({status.last_error})" if status.last_error else "")
+
+    def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
+        return self.runtime(cfg.router_id).apply(cfg)
+
+    def status(self, router_id: str) -> pb.RouterStatus:
+        return self.runtime(router_id, create=False).status()
+
+    def list_status(self) -> list[pb.RouterStatus]:
+        return [s for rt in self.runtimes() if (s := rt.reported_status()) is not None]
+
+    def repair_all(self) -> dict[str, list[str]]:
+        """One pass of the health monitor over every router: {router: repaired services}."""
+        repaired = {}
+        for rt in self.runtimes():
+            try:
+                names = rt.repair()
+            except Exception:  # the monitor must outlive a bad router
+                log.exception("router %s: repair failed", rt.ctx.router_id)
+                continue
+            if names:
+                repaired[rt.ctx.router_id] = names
+        return repaired
+
+    def run_health_monitor(self, interval: float, stop: threading.Event) -> threading.Thread:
+        """Every `interval` seconds, repair what has broken since the last apply."""
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                self.repair_all()
+
+        t = threading.Thread(target=loop, name="health-monitor", daemon=True)
+        t.start()
+        return t
+
+    def delete(self, router_id: str, keep_leases: bool) -> None:
+        rt = self.runtime(router_id)  # also for routers only left on disk
+        rt.delete(keep_leases)
+        with self._lock:
+            if self._routers.get(router_id) is rt:
+                del self._routers[router_id]

@@ -1,0 +1,258 @@
+"""The contract of a router service, and what every service is given.
+
+A service turns the part of a RouterConfig it owns into a running daemon or
+kernel state, in phases the runtime (``router.runtime``) calls in order:
+
+    verify(cfg)                      raise ConfigError naming the object; no side effects
+    render(cfg, paths) -> Rendered   pure: relative path (or key) -> content
+    check(ctx, rendered)             the daemon's own validator (nft -c, dnsmasq --test)
+    apply(ctx, cfg, rendered, previous)   make it so (idempotent)
+    health(ctx, cfg) -> ServiceStatus
+    remove(ctx, cfg, keep_leases)    tear the service down for DeleteRouter
+
+The runtime calls apply() only when a service's rendered output differs from
+what it last applied, so an unchanged config touches nothing. What a service
+offers beyond these phases it declares in ``capabilities`` (a
+``Capabilities``); the runtime never looks for a method by name.
+
+Each router has its own service objects (``router.services.registry``), so
+a service may keep state of that one router (nftables: the table it loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Set
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
+
+from common.fabric.base import Fabric
+
+# What render() gives: a file's path relative to the service's directory (or
+# a key that is compared but never written) -> its content.
+Rendered = dict[str, str]
+# An API object of a router config: (kind, id), e.g. ("portforward", "pf1").
+ObjectId = tuple[str, str]
+
+# Unix socket paths are short (108 bytes); HAProxy binds "<path>.<pid>.tmp" first.
+_MAX_SOCKET_DIR = 80
+HAPROXY_SOCKET_ROOT = "/run/cloudnet-lb"
+LIBIPSEC_TUN = "ipsec0"
+
+
+@dataclass(frozen=True)
+class RouterPaths:
+    """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
+
+        config.pb         the last good config (``router.runtime``)
+        edge-journal.pb   edge deltas applied in place since config.pb (nftables/journal.py)
+        cloudnet.nft      the nftables table as last loaded
+        dnsmasq/          dnsmasq.conf, dhcp-hosts/, hosts/, leases, pid file, log
+        haproxy/          haproxy.cfg, pid file (the stats socket: ``haproxy_socket_dir``)
+        strongswan/       strongswan.conf, charon.log, run/ (charon's /run), loaded.json
+    """
+
+    state_dir: str
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.state_dir, *parts)
+
+    @property
+    def config(self) -> str:
+        return self.path("config.pb")
+
+    @property
+    def edge_journal(self) -> str:
+        return self.path("edge-journal.pb")
+
+    @property
+    def nft_ruleset(self) -> str:
+        return self.path("cloudnet.nft")
+
+    def dnsmasq(self, *parts: str) -> str:
+        return self.path("dnsmasq", *parts)
+
+    @property
+    def dhcp_leases(self) -> str:
+        return self.dnsmasq("leases")
+
+    def haproxy(self, *parts: str) -> str:
+        return self.path("haproxy", *parts)
+
+    @property
+    def haproxy_socket_dir(self) -> str:
+        """The state directory when its path is short enough for a unix socket,
+        else a directory of this router's own under /run."""
+        local = self.path("lb")
+        if len(os.path.join(local, "s.sock")) < _MAX_SOCKET_DIR:
+            return local
+        return os.path.join(HAPROXY_SOCKET_ROOT,
+                            hashlib.sha1(self.state_dir.encode()).hexdigest()[:16])
+
+    @property
+    def haproxy_stats_socket(self) -> str:
+        return os.path.join(self.haproxy_socket_dir, "s.sock")
+
+    def strongswan(self, *parts: str) -> str:
+        return self.path("strongswan", *parts)
+
+    @property
+    def strongswan_log(self) -> str:
+        return self.strongswan("charon.log")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where one router lives: its namespace, its files, its fabric."""
+
+    router_id: str
+    netns: str
+    state_dir: str  # <agent state dir>/routers/<router_id>
+    fabric: Fabric
+    dnsmasq_user: str = "dnsmasq"
+    paths: RouterPaths = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", RouterPaths(self.state_dir))
+
+
+class HostFeatures(Protocol):
+    """What this host's kernel offers; a service asks when it renders."""
+
+    def vpn_backend(self) -> str:
+        """"kernel" when the kernel has ESP (XFRM), else "libipsec" (userspace ESP)."""
+        ...
+
+    def nft_map_as_set_lookup(self) -> bool:
+        """Whether nf_tables accepts a map looked up as a set (not Linux 6.1)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KnownHost:
+    """Host features given rather than probed (tests and tools)."""
+
+    backend: str = "kernel"
+    map_as_set: bool = True
+
+    def vpn_backend(self) -> str:
+        return self.backend
+
+    def nft_map_as_set_lookup(self) -> bool:
+        return self.map_as_set
+
+
+def vpn_tun(host: HostFeatures) -> str:
+    """The TUN device kernel-libipsec routes tunnelled traffic through ("" for kernel ESP)."""
+    return LIBIPSEC_TUN if host.vpn_backend() == "libipsec" else ""
+
+
+class RunningConfig(Protocol):
+    """What background work of a service (indexing, compaction) may read of
+    its router: the config it runs, under the lock that serialises changes."""
+
+    @property
+    def lock(self) -> threading.Lock: ...
+
+    @property
+    def config(self) -> pb.RouterConfig | None: ...
+
+
+# ------------------------------------------------------------ capabilities
+
+
+class Conditional(Protocol):
+    def serves(self, cfg: pb.RouterConfig) -> bool:
+        """Whether the service is reported in the router status for ``cfg``."""
+        ...
+
+
+class Tends(Protocol):
+    def tend(self, ctx: Context, cfg: pb.RouterConfig) -> list[str]:
+        """Nudge what runs when every service is healthy (the agent's health
+        pass); returns what it acted on."""
+        ...
+
+
+class StatusExtras(Protocol):
+    def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
+        """Fill the service's own fields of the router status (LB members, VPN SAs)."""
+        ...
+
+
+class EdgeRules(Protocol):
+    """Edge rules changed in place, without a full apply (the RouterEdge API)."""
+
+    def restore(self, paths: RouterPaths, cfg: pb.RouterConfig) -> pb.RouterConfig:
+        """The persisted config with the changes made in place after it (agent start)."""
+        ...
+
+    def full_applied(self, ctx: Context, running: RunningConfig) -> None:
+        """After every successful full apply (under the router's lock)."""
+        ...
+
+    def wait_ready(self) -> None:
+        """Wait, without the router's lock, for what a delta needs (an index being built)."""
+        ...
+
+    def apply_delta(self, ctx: Context, cfg: pb.RouterConfig | None,
+                    delta: epb.EdgeDelta) -> list[ObjectId]:
+        """Apply ``delta`` to the running ``cfg`` (edited in place), under the
+        router's lock; returns the objects added. Raises StaleDelta or ConfigError."""
+        ...
+
+    def journal(self, ctx: Context, running: RunningConfig, delta: epb.EdgeDelta) -> None:
+        """Persist an applied delta (raises OSError)."""
+        ...
+
+    def counters(self, ctx: Context, running: RunningConfig,
+                 wanted: Set[ObjectId]) -> list[epb.EdgeCounter]:
+        """Packets and bytes per edge object (all of them if ``wanted`` is empty)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a service offers beyond the mandatory phases (None: not offered)."""
+
+    # Reported in the router status only while it serves (default: always).
+    conditional: Conditional | None = None
+    # Runs with the agent's health pass when nothing needs repair.
+    tends: Tends | None = None
+    # Adds its part to the router status.
+    status_extras: StatusExtras | None = None
+    # Applies edge deltas in place.
+    edge_rules: EdgeRules | None = None
+
+
+NO_CAPABILITIES = Capabilities()
+
+
+class Service(Protocol):
+    """One router service: its mandatory phases and declared capabilities."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def verify(self, cfg: pb.RouterConfig) -> None: ...
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered: ...
+
+    def check(self, ctx: Context, rendered: Rendered) -> None: ...
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None: ...
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus: ...
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        """Stop and delete what the service made (``keep_leases``: dnsmasq keeps its leases)."""
+        ...

@@ -1,0 +1,45 @@
+"""The router's one nftables table, ``inet cloudnet``, and what this agent
+last loaded into it (per router: ``TableState``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.lib import libnft
+from router.services.nftables import edge as nft_edge
+
+FAMILY, NAME = "inet", "cloudnet"
+
+
+@dataclass(frozen=True, eq=False)
+class Loaded:
+    """A table this agent loaded: its text without the edge elements, and the
+    elements (kept current by ``delta`` as it changes them in place)."""
+
+    skeleton: str
+    elements: nft_edge.Elements
+
+
+class TableState:
+    """What one router's table holds, as far as this agent knows.
+
+    ``loaded`` is None when it does not know (nothing loaded yet, a failed
+    update, a table deleted behind its back): the next apply loads the whole
+    table. Shared by the nftables service and its edge deltas, under the
+    router's lock.
+    """
+
+    def __init__(self) -> None:
+        self.loaded: Loaded | None = None
+
+
+def listed(netns: str) -> bool:
+    """Whether the table exists (in-process). Not by `list tables`: nft 1.0
+    fetches every set's elements for it (0.6 s at 10,000 rules, under the
+    router's lock); one small set, without its elements, costs the same at
+    any size."""
+    try:
+        libnft.run(netns, f"list set {FAMILY} {NAME} edge_ips", terse=True)
+    except libnft.NftError:
+        return False
+    return True
