@@ -8,7 +8,15 @@ import datetime as dt
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from netmgr.model.core import Network, Port, Router, RouterBackend, RouterSnapshot, Zone
+from netmgr.model.core import (
+    Network,
+    Port,
+    Router,
+    RouterBackend,
+    RouterSnapshot,
+    Status,
+    Zone,
+)
 from netmgr.reconcile.configbuild.router import build_router_config, guest_interface_name
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -26,9 +34,9 @@ ROUTER = Router(
 
 
 def port(n: int, ip: str) -> Port:
-    return Port(id=f"p{n}", tenant_id="t1", network_id=NET.id, name=f"vm{n}",
-                mac=f"02:00:00:00:01:{n:02x}", ip=ip, hostname=f"vm{n}", device_id="",
-                generation=3, error="", created_at=NOW)
+    return Port(status=Status(id=f"p{n}", tenant_id="t1", generation=3, error="", created_at=NOW),
+                network_id=NET.id, name=f"vm{n}", mac=f"02:00:00:00:01:{n:02x}", ip=ip,
+                hostname=f"vm{n}", device_id="")
 
 
 def snapshot(*ports: Port, **router_changes) -> RouterSnapshot:
