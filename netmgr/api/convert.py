@@ -8,6 +8,7 @@ updatable field the message sets.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,10 +51,24 @@ OBJECT_STATES = {
 }
 
 
-def _ts(when: Any) -> Timestamp:
+def _ts(when: dt.datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(when)
     return ts
+
+
+def status_fields(status: model.Status, message: type[Message]) -> dict[str, Any]:
+    """The status envelope as output fields of ``message``: each stateful
+    message carries its part of it (all have id, state, error and
+    create_time; some tenant_id, generation, applied_generation)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    values: dict[str, Any] = {
+        "id": status.id, "tenant_id": status.tenant_id, "generation": status.generation,
+        "state": OBJECT_STATES[status.state], "error": status.error,
+        "applied_generation": status.applied_generation,
+        "create_time": _ts(status.created_at) if status.created_at is not None else None,
+    }
+    return {name: value for name, value in values.items() if name in fields}
 
 
 def _present(msg: Message) -> set[str]:
@@ -109,17 +124,13 @@ def network_to_pb(n: model.Network) -> pb.Network:
 
 def port_to_pb(p: model.Port) -> pb.Port:
     return pb.Port(
-        id=p.id,
-        tenant_id=p.tenant_id,
+        **status_fields(p.status, pb.Port),
         network_id=p.network_id,
         name=p.name,
         mac=p.mac,
         ip=p.ip,
         hostname=p.hostname,
         device_id=p.device_id,
-        state=OBJECT_STATES[p.state],
-        error=p.error,
-        create_time=_ts(p.created_at),
         fqdn=p.fqdn,
     )
 

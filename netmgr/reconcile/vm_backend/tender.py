@@ -60,6 +60,7 @@ from netmgr.reconcile.vm_backend.credentials import (  # noqa: F401 (derive_toke
     token_hash,
 )
 from netmgr.reconcile.vm_backend.nic_plan import NicPlugger, config_nics
+from netmgr.store.hosts import HostStore
 from netmgr.store.router_vms import RouterVm, RouterVmStore
 from netmgr.store.tables.base import utcnow
 
@@ -98,7 +99,7 @@ class RouterVmBackend:
         self.reconciler = reconciler
         self.cfg = cfg
         self.vms = RouterVmStore(store.db, cfg.control_cidr)
-        self.hosts = store.hosts
+        self.hosts = HostStore(store.db)
         self.key = load_key(cfg.key_file)
         self.admin_md = (("authorization", f"Bearer {admin_token}"),)
         self.control = ControlNetwork(cfg.control_netns, cfg.run_dir)
