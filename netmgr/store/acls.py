@@ -1,6 +1,6 @@
 """Network ACL lists and their numbered rules in the store.
 
-A list belongs to a VPC; the two built-in lists (``model_vpc.BUILTIN_ACLS``)
+A list belongs to a VPC; the two built-in lists (``netmgr.model.vpc.BUILTIN_ACLS``)
 belong to every VPC and cannot change. A rule's number is unique in its list
 (a unique constraint guards concurrent writers; the loser's retry reports the
 number as taken). Every change bumps the VPC router's generation and the
