@@ -21,18 +21,13 @@ from sqlalchemy.orm import Session
 from common.grpc_errors import FailedPrecondition, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model import vpc as mv
-from netmgr.model.field_rules import dns_name_problem, name_problem
+from netmgr.model.field_rules import dns_name_problem
 from netmgr.model.paging import Page, PageRequest
-from netmgr.model.validation import (
-    NetworkSpec,
-    _collect,
-    dns_label_from,
-    raise_if,
-    with_network_defaults,
-)
+from netmgr.model.validation import NetworkSpec, dns_label_from, raise_if, with_network_defaults
 from netmgr.model.validation_vpc import (
     VpcSpec,
     check_tier_placement,
+    check_vpc_name,
     check_vpc_placement,
     check_vpc_spec,
 )
@@ -135,7 +130,7 @@ class VpcStore:
 
     def update_vpc(self, tenant_id: str, vpc_id: str, name: str | None) -> mv.Vpc:
         if name is not None:
-            raise_if(_collect(("vpc.name", name_problem(name))))
+            check_vpc_name(name)
 
         def tx(s: Session) -> mv.Vpc:
             row = shared.vpc_row(s, tenant_id, vpc_id, "vpc.id")
