@@ -8,14 +8,17 @@ updatable field the message sets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cloudnet.netmgr.v1 import hosts_pb2 as hpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from netmgr.model import core as model
+from netmgr.model.hosts import Host, HostSpec
 from netmgr.model.validation import (
     NETWORK_UPDATABLE,
     PORT_UPDATABLE,
@@ -26,12 +29,20 @@ from netmgr.model.validation import (
     PortUpdate,
     resolve_update_mask,
 )
+from netmgr.store.router_vms import RouterVm
 
 ROUTER_STATES = {
     model.RouterState.PROVISIONING: pb.ROUTER_STATE_PROVISIONING,
     model.RouterState.ACTIVE: pb.ROUTER_STATE_ACTIVE,
     model.RouterState.DEGRADED: pb.ROUTER_STATE_DEGRADED,
     model.RouterState.UNREACHABLE: pb.ROUTER_STATE_UNREACHABLE,
+}
+ROUTER_VM_STATES = {
+    "deploying": pb.ROUTER_VM_STATE_DEPLOYING,
+    "booting": pb.ROUTER_VM_STATE_BOOTING,
+    "active": pb.ROUTER_VM_STATE_ACTIVE,
+    "replacing": pb.ROUTER_VM_STATE_REPLACING,
+    "failed": pb.ROUTER_VM_STATE_FAILED,
 }
 OBJECT_STATES = {
     model.ObjectState.PENDING: pb.OBJECT_STATE_PENDING,
@@ -40,10 +51,24 @@ OBJECT_STATES = {
 }
 
 
-def _ts(when: Any) -> Timestamp:
+def _ts(when: dt.datetime) -> Timestamp:
     ts = Timestamp()
     ts.FromDatetime(when)
     return ts
+
+
+def status_fields(status: model.Status, message: type[Message]) -> dict[str, Any]:
+    """The status envelope as output fields of ``message``: each stateful
+    message carries its part of it (all have id, state, error and
+    create_time; some tenant_id, generation, applied_generation)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    values: dict[str, Any] = {
+        "id": status.id, "tenant_id": status.tenant_id, "generation": status.generation,
+        "state": OBJECT_STATES[status.state], "error": status.error,
+        "applied_generation": status.applied_generation,
+        "create_time": _ts(status.created_at) if status.created_at is not None else None,
+    }
+    return {name: value for name, value in values.items() if name in fields}
 
 
 def _present(msg: Message) -> set[str]:
@@ -99,17 +124,13 @@ def network_to_pb(n: model.Network) -> pb.Network:
 
 def port_to_pb(p: model.Port) -> pb.Port:
     return pb.Port(
-        id=p.id,
-        tenant_id=p.tenant_id,
+        **status_fields(p.status, pb.Port),
         network_id=p.network_id,
         name=p.name,
         mac=p.mac,
         ip=p.ip,
         hostname=p.hostname,
         device_id=p.device_id,
-        state=OBJECT_STATES[p.state],
-        error=p.error,
-        create_time=_ts(p.created_at),
         fqdn=p.fqdn,
     )
 
@@ -132,6 +153,38 @@ def router_to_pb(r: model.Router) -> pb.Router:
         public_ip=r.public_ip,
         vpc_id=r.vpc_id,
     )
+
+
+def fill_router_vms(routers: Sequence[pb.Router],
+                    read: Callable[[list[str]], Mapping[str, RouterVm]]) -> None:
+    """Add the VM fields (13-19) to API routers of the VM backend; ``read``
+    gets the VMs of router IDs (not called when no router is a VM's)."""
+    ids = [r.id for r in routers if r.backend == model.RouterBackend.VM.value]
+    if not ids:
+        return
+    vms = read(ids)
+    for r in routers:
+        vm = vms.get(r.id)
+        if vm is None:
+            if r.backend == model.RouterBackend.VM.value:
+                r.vm_state = pb.ROUTER_VM_STATE_DEPLOYING
+            continue
+        r.vm_state = ROUTER_VM_STATES[vm.state]
+        r.vm_host = vm.host
+        if vm.healthy_at is not None:
+            r.vm_boot_time.FromDatetime(vm.healthy_at)
+        r.vm_boot_seconds = vm.boot_seconds
+        r.vm_replacements = vm.replacements
+        r.vm_detail = vm.detail
+        r.control_address = vm.control_ip
+
+
+def host_to_pb(h: Host) -> hpb.Host:
+    out = hpb.Host(id=h.id, name=h.name, address=h.address, fabric=h.fabric, vcpus=h.vcpus,
+                   memory_mib=h.memory_mib)
+    out.create_time.FromDatetime(h.created_at)
+    out.update_time.FromDatetime(h.updated_at)
+    return out
 
 
 # ----------------------------------------------------------------- inputs
@@ -181,6 +234,11 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         hostname=msg.hostname if "hostname" in paths else None,
         device_id=msg.device_id if "device_id" in paths else None,
     )
+
+
+def host_spec(msg: hpb.Host) -> HostSpec:
+    return HostSpec(name=msg.name, address=msg.address, fabric=msg.fabric, vcpus=msg.vcpus,
+                    memory_mib=msg.memory_mib)
 
 
 def zone_changes(msg: pb.Zone, mask_paths: Sequence[str]) -> dict[str, Any]:

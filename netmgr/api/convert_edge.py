@@ -6,12 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloudnet.netmgr.v1 import edge_pb2 as epb
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.grpc_errors import InvalidArgument
-from netmgr.api.convert import OBJECT_STATES, _present
+from netmgr.api.convert import _present, status_fields
 from netmgr.model import edge as me
 from netmgr.model.validation import resolve_update_mask
 from netmgr.model.validation_edge import (
@@ -29,50 +27,32 @@ DIRECTIONS = {epb.FIREWALL_DIRECTION_INGRESS: INGRESS, epb.FIREWALL_DIRECTION_EG
 DIRECTIONS_PB = {v: k for k, v in DIRECTIONS.items()}
 
 
-def _ts(when: object) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when)  # type: ignore[arg-type]
-    return ts
-
-
-def _state(state: object) -> pb.ObjectState.ValueType:
-    return OBJECT_STATES[state]  # type: ignore[index]
-
-
 def public_ip_to_pb(ip: me.PublicIp) -> epb.PublicIp:
-    return epb.PublicIp(id=ip.id, ip=ip.ip, tenant_id=ip.tenant_id, network_id=ip.network_id,
-                        source_nat=ip.source_nat, state=_state(ip.state), error=ip.error,
-                        applied_generation=ip.applied_generation,
-                        generation=ip.generation, create_time=_ts(ip.created_at))
+    return epb.PublicIp(**status_fields(ip.status, epb.PublicIp), ip=ip.ip,
+                        network_id=ip.network_id, source_nat=ip.source_nat)
 
 
 def static_nat_to_pb(n: me.StaticNat) -> epb.StaticNat:
-    return epb.StaticNat(id=n.id, public_ip_id=n.public_ip_id, port_id=n.port_id,
-                         public_ip=n.public_ip, private_ip=n.private_ip, network_id=n.network_id,
-                         state=_state(n.state), error=n.error, generation=n.generation,
-                         applied_generation=n.applied_generation,
-                         create_time=_ts(n.created_at))
+    return epb.StaticNat(**status_fields(n.status, epb.StaticNat), public_ip_id=n.public_ip_id,
+                         port_id=n.port_id, public_ip=n.public_ip, private_ip=n.private_ip,
+                         network_id=n.network_id)
 
 
 def port_forward_to_pb(f: me.PortForward) -> epb.PortForward:
     return epb.PortForward(
-        id=f.id, public_ip_id=f.public_ip_id, protocol=f.protocol, public_port=f.public_port,
-        public_port_end=f.public_port_end, port_id=f.port_id, private_port=f.private_port,
-        private_port_end=f.private_port_end, source_cidrs=list(f.source_cidrs),
-        public_ip=f.public_ip, private_ip=f.private_ip, network_id=f.network_id,
-        state=_state(f.state), error=f.error, generation=f.generation,
-        applied_generation=f.applied_generation,
-        create_time=_ts(f.created_at))
+        **status_fields(f.status, epb.PortForward), public_ip_id=f.public_ip_id,
+        protocol=f.protocol, public_port=f.public_port, public_port_end=f.public_port_end,
+        port_id=f.port_id, private_port=f.private_port, private_port_end=f.private_port_end,
+        source_cidrs=list(f.source_cidrs), public_ip=f.public_ip, private_ip=f.private_ip,
+        network_id=f.network_id)
 
 
 def firewall_rule_to_pb(r: me.FirewallRule) -> epb.FirewallRule:
     return epb.FirewallRule(
-        id=r.id, direction=DIRECTIONS_PB[r.direction], public_ip_id=r.public_ip_id,
-        network_id=r.network_id, protocol=r.protocol, port=r.port, port_end=r.port_end,
-        icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs),
-        public_ip=r.public_ip, state=_state(r.state), error=r.error, generation=r.generation,
-        applied_generation=r.applied_generation,
-        create_time=_ts(r.created_at))
+        **status_fields(r.status, epb.FirewallRule), direction=DIRECTIONS_PB[r.direction],
+        public_ip_id=r.public_ip_id, network_id=r.network_id, protocol=r.protocol,
+        port=r.port, port_end=r.port_end, icmp_type=r.icmp_type, icmp_code=r.icmp_code,
+        cidrs=list(r.cidrs), public_ip=r.public_ip)
 
 
 def egress_policy_to_pb(p: me.EgressPolicy) -> epb.EgressPolicy:
@@ -110,7 +90,8 @@ def egress_default_deny(p: epb.EgressPolicy) -> bool:
 def load_balancer_to_pb(lb: me.LoadBalancer) -> epb.LoadBalancer:
     t, path, expect, interval, rise, fall = lb.health_check
     return epb.LoadBalancer(
-        id=lb.id, public_ip_id=lb.public_ip_id, public_port=lb.public_port,
+        **status_fields(lb.status, epb.LoadBalancer), public_ip_id=lb.public_ip_id,
+        public_port=lb.public_port,
         protocol=lb.protocol, algorithm=lb.algorithm, private_port=lb.private_port,
         members=[epb.LoadBalancerMember(port_id=m.port_id, weight=m.weight,
                                         private_port=m.private_port, ip=m.ip, health=m.health,
@@ -119,9 +100,7 @@ def load_balancer_to_pb(lb: me.LoadBalancer) -> epb.LoadBalancer:
         health_check=epb.LoadBalancerHealthCheck(type=t, path=path, expect_status=expect,
                                                  interval_ms=interval, rise=rise, fall=fall),
         source_cidrs=list(lb.source_cidrs), name=lb.name, public_ip=lb.public_ip,
-        network_id=lb.network_id, state=_state(lb.state), error=lb.error,
-        applied_generation=lb.applied_generation,
-        generation=lb.generation, create_time=_ts(lb.created_at))
+        network_id=lb.network_id)
 
 
 def load_balancer_spec(m: epb.LoadBalancer) -> LoadBalancerSpec:

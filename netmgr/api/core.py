@@ -17,7 +17,6 @@ from netmgr.api import convert
 from netmgr.api.auth import current_caller
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
-from netmgr.store import router_vms as store_router_vm
 from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
@@ -173,14 +172,14 @@ class PortServicer(_Base, rpc.PortServiceServicer):
 class RouterServicer(_Base, rpc.RouterServiceServicer):
     def GetRouter(self, request: pb.GetRouterRequest, context: Ctx) -> pb.Router:
         out = convert.router_to_pb(self._store.get_router(_tenant(), request.id))
-        store_router_vm.fill(self._store, [out])
+        convert.fill_router_vms([out], self._store.router_vms_of)
         return out
 
     def ListRouters(self, request: pb.ListRoutersRequest, context: Ctx) -> pb.ListRoutersResponse:
         page = self._store.list_routers(_tenant(),
                                         page_request(request.page_size, request.page_token))
         routers = [convert.router_to_pb(r) for r in page.items]
-        store_router_vm.fill(self._store, routers)
+        convert.fill_router_vms(routers, self._store.router_vms_of)
         return pb.ListRoutersResponse(routers=routers, next_page_token=page.next_page_token)
 
     def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:

@@ -15,7 +15,6 @@ from netmgr.api.core import Ctx, _Base, _tenant
 from netmgr.model import vpn as mv
 from netmgr.model.paging import page_request
 from netmgr.model.validation_vpn import CustomerGatewaySpec
-from netmgr.store.vpn import VpnStore
 
 IKE_VERSIONS = {pb.IKE_VERSION_UNSPECIFIED: 2, pb.IKE_VERSION_1: 1, pb.IKE_VERSION_2: 2}
 
@@ -84,7 +83,7 @@ def connection_to_pb(c: mv.VpnConnection) -> pb.VpnConnection:
 class VpnServicer(_Base, rpc.VpnServiceServicer):
     def __init__(self, store: Any, hooks: Any) -> None:
         super().__init__(store, hooks)
-        self._vpn = VpnStore(store)
+        self._vpn = store.vpn
 
     # gateways
     def CreateVpnGateway(self, request: pb.CreateVpnGatewayRequest, context: Ctx) -> pb.VpnGateway:

@@ -38,6 +38,59 @@ class ObjectState(StrEnum):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Status:
+    """The status envelope of a tenant object a router serves (a port, an edge
+    rule, an ACL rule, a static route or private gateway, a VPN gateway or
+    connection): which object and whose, the router generation that last
+    changed it, and what the router made of it (its error, and the ``state``
+    derived against the generation the router has applied)."""
+
+    id: str
+    tenant_id: str
+    generation: int
+    error: str
+    created_at: dt.datetime | None  # None: the built-in ACL rules, never stored
+    state: ObjectState = ObjectState.PENDING
+    applied_generation: int = 0
+
+
+class WithStatus:
+    """An object composed with a ``Status``, read as its own attributes
+    (``rule.id``, ``rule.state``); the envelope is built once, by the store."""
+
+    __slots__ = ()
+    status: Status
+
+    @property
+    def id(self) -> str:
+        return self.status.id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.status.tenant_id
+
+    @property
+    def generation(self) -> int:
+        return self.status.generation
+
+    @property
+    def error(self) -> str:
+        return self.status.error
+
+    @property
+    def created_at(self) -> dt.datetime | None:
+        return self.status.created_at
+
+    @property
+    def state(self) -> ObjectState:
+        return self.status.state
+
+    @property
+    def applied_generation(self) -> int:
+        return self.status.applied_generation
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Tenant:
     id: str
     name: str
@@ -89,24 +142,18 @@ class Network:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Port:
-    id: str
-    tenant_id: str
+class Port(WithStatus):
+    # Its generation is the router generation that last changed the port: the
+    # port is ACTIVE once the router has applied at least that generation.
+    status: Status
     network_id: str
     name: str
     mac: str
     ip: str
     hostname: str
     device_id: str
-    # Router generation that last changed this port: the port is ACTIVE once
-    # the router has applied at least this generation.
-    generation: int
-    error: str
-    created_at: dt.datetime
-    # Derived when read: the router serving the port and the port's state
-    # against that router's applied generation.
+    # Derived when read: the router serving the port.
     router_id: str = ""
-    state: ObjectState = ObjectState.PENDING
     # <hostname>.<network domain>
     fqdn: str = ""
 

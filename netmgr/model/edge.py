@@ -3,45 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 
-from netmgr.model.core import ObjectState
+from netmgr.model.core import Status, WithStatus
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PublicIp:
-    id: str
+class PublicIp(WithStatus):
+    status: Status
     ip: str
-    tenant_id: str
     network_id: str
     source_nat: bool
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
-    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class StaticNat:
-    id: str
-    tenant_id: str
+class StaticNat(WithStatus):
+    status: Status
     network_id: str
     public_ip_id: str
     port_id: str
     public_ip: str
     private_ip: str
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
-    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PortForward:
-    id: str
-    tenant_id: str
+class PortForward(WithStatus):
+    status: Status
     network_id: str
     public_ip_id: str
     protocol: str
@@ -53,17 +39,11 @@ class PortForward:
     source_cidrs: tuple[str, ...]
     public_ip: str
     private_ip: str
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
-    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class FirewallRule:
-    id: str
-    tenant_id: str
+class FirewallRule(WithStatus):
+    status: Status
     direction: str  # "ingress" | "egress"
     network_id: str
     public_ip_id: str
@@ -74,11 +54,6 @@ class FirewallRule:
     icmp_code: int
     cidrs: tuple[str, ...]
     public_ip: str
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
-    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,9 +67,8 @@ class LbMember:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class LoadBalancer:
-    id: str
-    tenant_id: str
+class LoadBalancer(WithStatus):
+    status: Status
     network_id: str
     public_ip_id: str
     name: str
@@ -108,11 +82,6 @@ class LoadBalancer:
     health_check: tuple[str, str, int, int, int, int]
     members: tuple[LbMember, ...]
     source_cidrs: tuple[str, ...]
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
-    applied_generation: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

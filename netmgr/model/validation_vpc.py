@@ -53,6 +53,12 @@ def check_vpc_spec(spec: VpcSpec, prefix: str = "vpc") -> VpcSpec:
     return dataclasses.replace(spec, cidr=str(ipaddress.IPv4Network(spec.cidr)), domain=domain)
 
 
+def check_vpc_name(name: str, prefix: str = "vpc") -> str:
+    """A VPC's new name (the one field of a VPC that changes)."""
+    raise_if(_collect((f"{prefix}.name", name_problem(name))))
+    return name
+
+
 def check_vpc_placement(cidr: str, zone: Zone, field: str = "vpc.cidr") -> list[Violation]:
     if ipaddress.IPv4Network(cidr).overlaps(ipaddress.IPv4Network(zone.public_cidr)):
         return [Violation(field, f"{cidr} overlaps the zone's public network {zone.public_cidr}")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from netmgr.model.core import ObjectState
+from netmgr.model.core import ObjectState, Status, WithStatus
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -40,9 +40,8 @@ INGRESS, EGRESS = "ingress", "egress"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class AclRule:
-    id: str
-    tenant_id: str
+class AclRule(WithStatus):
+    status: Status
     acl_id: str
     number: int
     action: str  # allow | deny
@@ -53,10 +52,6 @@ class AclRule:
     icmp_type: int
     icmp_code: int
     cidrs: tuple[str, ...]
-    generation: int = 0
-    error: str = ""
-    created_at: dt.datetime | None = None
-    state: ObjectState = ObjectState.PENDING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,9 +72,11 @@ DEFAULT_DENY_ID = "00000000-0000-4000-8000-0000000000d1"
 
 
 def _all(acl_id: str, number: int, direction: str) -> AclRule:
-    return AclRule(id=f"{acl_id[:-2]}{number:02x}", tenant_id="", acl_id=acl_id, number=number,
-                   action=ALLOW, direction=direction, protocol="all", port=0, port_end=0,
-                   icmp_type=-1, icmp_code=-1, cidrs=(), state=ObjectState.ACTIVE)
+    status = Status(id=f"{acl_id[:-2]}{number:02x}", tenant_id="", generation=0, error="",
+                    created_at=None, state=ObjectState.ACTIVE)
+    return AclRule(status=status, acl_id=acl_id, number=number, action=ALLOW,
+                   direction=direction, protocol="all", port=0, port_end=0, icmp_type=-1,
+                   icmp_code=-1, cidrs=())
 
 
 BUILTIN_ACLS = {
@@ -94,30 +91,20 @@ BUILTIN_ACLS = {
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class StaticRoute:
-    id: str
-    tenant_id: str
+class StaticRoute(WithStatus):
+    status: Status
     vpc_id: str
     cidr: str
     next_hop: str
     via_id: str = ""  # the tier or private gateway holding the next hop
-    generation: int = 0
-    error: str = ""
-    created_at: dt.datetime | None = None
-    state: ObjectState = ObjectState.PENDING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class PrivateGateway:
-    id: str
-    tenant_id: str
+class PrivateGateway(WithStatus):
+    status: Status
     vpc_id: str
     vlan_id: int
     address: str  # CIDR form: the router's address and the subnet
     gateway: str
     acl_id: str
     router_mac: str
-    generation: int = 0
-    error: str = ""
-    created_at: dt.datetime | None = None
-    state: ObjectState = ObjectState.PENDING

@@ -6,21 +6,16 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from netmgr.model.core import ObjectState
+from netmgr.model.core import Status, WithStatus
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class VpnGateway:
-    id: str
-    tenant_id: str
+class VpnGateway(WithStatus):
+    status: Status
     vpc_id: str
     network_id: str
     public_ip: str
     local_cidrs: tuple[str, ...]
-    generation: int
-    error: str
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,20 +37,15 @@ class CustomerGateway:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class VpnConnection:
-    id: str
-    tenant_id: str
+class VpnConnection(WithStatus):
+    status: Status
     vpn_gateway_id: str
     customer_gateway_id: str
     vpc_id: str
     network_id: str
     passive: bool
-    generation: int
-    error: str
     # The router's last report (router.v1.VpnConnectionStatus as a dict).
     sa_status: dict[str, Any]
-    created_at: dt.datetime
-    state: ObjectState = ObjectState.PENDING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

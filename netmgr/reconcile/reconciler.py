@@ -257,7 +257,7 @@ class Reconciler:
         self._store.record_edge_status(router_id, {
             (o.kind, o.id): (o.error or "rejected by the router")
             for o in status.objects if not o.ok and o.kind in EDGE_KINDS}, lb_health(status))
-        record_vpn_status(self._store, router_id, status)
+        record_vpn_status(self._store.vpn, router_id, status)
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True

@@ -14,17 +14,15 @@ from sqlalchemy.orm import Session
 
 from common.grpc_errors import AlreadyExists, FailedPrecondition
 from netmgr.model import edge as me
-from netmgr.model.core import object_state
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
-from netmgr.model.validation_edge import (
-    LoadBalancerSpec,
-    check_load_balancer,
-)
-from netmgr.store import rows
-from netmgr.store.base import new_id
-from netmgr.store.edge import EdgeStore
-from netmgr.store.tables.core import PortRow, PublicIpRow, utcnow
+from netmgr.model.validation_edge import LoadBalancerSpec, check_load_balancer
+from netmgr.store import rows, shared
+from netmgr.store.base import Database, new_id
+from netmgr.store.ports import port_row
+from netmgr.store.public_ips import rule_ip
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
     LoadBalancerRow,
     PortForwardRow,
@@ -32,72 +30,73 @@ from netmgr.store.tables.edge import (
 )
 
 
-class LoadBalancerStore(EdgeStore):
-    # ------------------------------------------------------ load balancers
+def load_balancer(s: Session, row: LoadBalancerRow, port_ips: Mapping[str, str] | None = None,
+                  public_ip: str | None = None, with_state: bool = True) -> me.LoadBalancer:
+    """The model of a row; a router snapshot passes what it read already
+    (member addresses, the public address) and leaves the state unjudged."""
+    if public_ip is None:
+        ip = s.get(PublicIpRow, row.public_ip_id)
+        public_ip = ip.ip if ip else ""
+    if port_ips is None:
+        ids = [m["port_id"] for m in row.members]
+        port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
+                                  .where(PortRow.id.in_(ids))).all())
+    health = row.member_health or {}
+    members = tuple(
+        me.LbMember(port_id=m["port_id"], weight=m["weight"], private_port=m["private_port"],
+                    ip=port_ips.get(m["port_id"], ""),
+                    health=(health.get(m["port_id"]) or ["", ""])[0],
+                    last_check=(health.get(m["port_id"]) or ["", ""])[1])
+        for m in row.members)
+    h = row.health_check
+    applied = shared.applied_generation(s, row.network_id) if with_state else None
+    return me.LoadBalancer(
+        status=rows.status(row, applied), network_id=row.network_id,
+        public_ip_id=row.public_ip_id, name=row.name, public_ip=public_ip,
+        public_port=row.public_port, protocol=row.protocol, algorithm=row.algorithm,
+        private_port=row.private_port, stickiness=row.stickiness,
+        health_check=(h["type"], h["path"], h["expect_status"], h["interval_ms"], h["rise"],
+                      h["fall"]),
+        members=members, source_cidrs=tuple(row.source_cidrs))
 
-    def _load_balancer(self, s: Session, row: LoadBalancerRow,
-                       port_ips: Mapping[str, str] | None = None,
-                       public_ip: str | None = None, with_state: bool = True) -> me.LoadBalancer:
-        if public_ip is None:
-            ip = s.get(PublicIpRow, row.public_ip_id)
-            public_ip = ip.ip if ip else ""
-        if port_ips is None:
-            ids = [m["port_id"] for m in row.members]
-            port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
-                                      .where(PortRow.id.in_(ids))).all())
-        health = row.member_health or {}
-        members = tuple(
-            me.LbMember(port_id=m["port_id"], weight=m["weight"], private_port=m["private_port"],
-                        ip=port_ips.get(m["port_id"], ""),
-                        health=(health.get(m["port_id"]) or ["", ""])[0],
-                        last_check=(health.get(m["port_id"]) or ["", ""])[1])
-            for m in row.members)
-        h = row.health_check
-        return me.LoadBalancer(
-            id=row.id, tenant_id=row.tenant_id, network_id=row.network_id,
-            public_ip_id=row.public_ip_id, name=row.name, public_ip=public_ip,
-            public_port=row.public_port, protocol=row.protocol, algorithm=row.algorithm,
-            private_port=row.private_port, stickiness=row.stickiness,
-            health_check=(h["type"], h["path"], h["expect_status"], h["interval_ms"], h["rise"],
-                          h["fall"]),
-            members=members, source_cidrs=tuple(row.source_cidrs), generation=row.generation,
-            error=row.error, created_at=rows.aware(row.created_at),
-            state=(object_state(row.generation, row.error, applied := self._applied(
-                s, row.network_id)) if with_state else me.ObjectState.PENDING),
-            applied_generation=applied if with_state else 0)
 
-    def _lb_members(self, s: Session, tenant_id: str, spec: LoadBalancerSpec,
-                    network_id: str) -> list[dict[str, Any]]:
-        out = []
-        for i, m in enumerate(spec.members):
-            field = f"load_balancer.members[{i}].port_id"
-            port = self._port_row(s, tenant_id, m.port_id, field)
-            if port.network_id != network_id:
-                raise FailedPrecondition(
-                    f"{field}: port {port.id} is on network {port.network_id}, not on the load "
-                    f"balancer's network {network_id}")
-            out.append({"port_id": port.id, "weight": m.weight, "private_port": m.private_port})
-        return out
+def _lb_members(s: Session, tenant_id: str, spec: LoadBalancerSpec,
+                network_id: str) -> list[dict[str, Any]]:
+    out = []
+    for i, m in enumerate(spec.members):
+        field = f"load_balancer.members[{i}].port_id"
+        port = port_row(s, tenant_id, m.port_id, field)
+        if port.network_id != network_id:
+            raise FailedPrecondition(
+                f"{field}: port {port.id} is on network {port.network_id}, not on the load "
+                f"balancer's network {network_id}")
+        out.append({"port_id": port.id, "weight": m.weight, "private_port": m.private_port})
+    return out
 
-    @staticmethod
-    def _lb_columns(spec: LoadBalancerSpec) -> dict[str, Any]:
-        h = spec.health_check
-        return dict(
-            name=spec.name, protocol=spec.protocol, algorithm=spec.algorithm,
-            private_port=spec.private_port, stickiness=spec.stickiness,
-            health_check={"type": h.type, "path": h.path, "expect_status": h.expect_status,
-                          "interval_ms": h.interval_ms, "rise": h.rise, "fall": h.fall},
-            source_cidrs=list(spec.source_cidrs))
+
+def _lb_columns(spec: LoadBalancerSpec) -> dict[str, Any]:
+    h = spec.health_check
+    return dict(
+        name=spec.name, protocol=spec.protocol, algorithm=spec.algorithm,
+        private_port=spec.private_port, stickiness=spec.stickiness,
+        health_check={"type": h.type, "path": h.path, "expect_status": h.expect_status,
+                      "interval_ms": h.interval_ms, "rise": h.rise, "fall": h.fall},
+        source_cidrs=list(spec.source_cidrs))
+
+
+class LoadBalancerStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def create_load_balancer(self, tenant_id: str,
                              spec: LoadBalancerSpec) -> me.LoadBalancer:
         spec = check_load_balancer(spec)
 
         def tx(s: Session) -> me.LoadBalancer:
-            ip = self._rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id")
+            ip = rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id")
             assert ip.network_id is not None
-            gen = self._bump(s, self._router_of(s, ip.network_id))
-            members = self._lb_members(s, tenant_id, spec, ip.network_id)
+            gen = shared.bump(s, shared.router_of(s, ip.network_id))
+            members = _lb_members(s, tenant_id, spec, ip.network_id)
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
                 raise FailedPrecondition(
                     f"load_balancer.public_ip_id: public IP {ip.ip} is a static NAT address")
@@ -114,43 +113,44 @@ class LoadBalancerStore(EdgeStore):
             row = LoadBalancerRow(
                 id=new_id(), tenant_id=tenant_id, network_id=ip.network_id, public_ip_id=ip.id,
                 public_port=spec.public_port, members=members, member_health={}, generation=gen,
-                error="", created_at=utcnow(), **self._lb_columns(spec))
+                error="", created_at=utcnow(), **_lb_columns(spec))
             s.add(row)
             s.flush()
-            return self._load_balancer(s, row)
+            return load_balancer(s, row)
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     def update_load_balancer(self, tenant_id: str, lb_id: str,
                              spec: LoadBalancerSpec) -> me.LoadBalancer:
         def tx(s: Session) -> me.LoadBalancer:
-            row = self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")
+            row = shared.owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")
             full = check_load_balancer(dataclasses.replace(
                 spec, public_ip_id=row.public_ip_id, public_port=row.public_port))
-            members = self._lb_members(s, tenant_id, full, row.network_id)
-            cols = self._lb_columns(full)
+            members = _lb_members(s, tenant_id, full, row.network_id)
+            cols = _lb_columns(full)
             if members != row.members or any(getattr(row, k) != v for k, v in cols.items()):
-                row.generation = self._bump(s, self._router_of(s, row.network_id))
+                row.generation = shared.bump(s, shared.router_of(s, row.network_id))
                 row.members = members
                 for k, v in cols.items():
                     setattr(row, k, v)
                 row.error = ""
             s.flush()
-            return self._load_balancer(s, row)
+            return load_balancer(s, row)
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     def get_load_balancer(self, tenant_id: str, lb_id: str) -> me.LoadBalancer:
-        return self._read(lambda s: self._load_balancer(
-            s, self._owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
+        return self._db.read(lambda s: load_balancer(
+            s, shared.owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
 
     def list_load_balancers(self, tenant_id: str, page: PageRequest,
                             network_id: str = "") -> Page[me.LoadBalancer]:
         stmt = select(LoadBalancerRow).where(LoadBalancerRow.tenant_id == tenant_id)
         if network_id:
             stmt = stmt.where(LoadBalancerRow.network_id == check_id(network_id, "network_id"))
-        return self._read(lambda s: self._page(s, stmt, LoadBalancerRow, page,
-                                               lambda r: self._load_balancer(s, r)))
+        return self._db.read(lambda s: rows.paged_rows(s, stmt, LoadBalancerRow, page,
+                                                       lambda r: load_balancer(s, r)))
 
     def delete_load_balancer(self, tenant_id: str, lb_id: str) -> str:
-        return self._delete_rule(LoadBalancerRow, tenant_id, lb_id, "load balancer")[0]
+        return self._db.write(lambda s: shared.delete_rule(
+            s, LoadBalancerRow, tenant_id, lb_id, "load balancer"))[0]

@@ -11,49 +11,62 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, InvalidArgument, NotFound
+from common.grpc_errors import AlreadyExists, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model.field_rules import requested_ip_problem
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import (
     PortSpec,
     PortUpdate,
-    check_id,
     check_port_spec,
     check_port_update,
     default_hostname,
 )
-from netmgr.store import ipam, rows
-from netmgr.store.base import StoreBase, new_id
-from netmgr.store.tables.core import NetworkRow, PortRow, utcnow
+from netmgr.store import ipam, rows, shared
+from netmgr.store.base import Database, new_id
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import NetworkRow, PortRow
 
 
-class PortStore(StoreBase):
-    def _port_row(self, s: Session, tenant_id: str, port_id: str, field: str = "id") -> PortRow:
-        row = s.get(PortRow, check_id(port_id, field))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"port {port_id} not found")
-        return row
+def port_row(s: Session, tenant_id: str, port_id: str, field: str = "id") -> PortRow:
+    """The tenant's port (a load balancer member, a rule's target)."""
+    return shared.owned(s, PortRow, tenant_id, port_id, "port", field)
 
-    def _port(self, s: Session, port_id: str) -> model.Port:
-        return rows.port(s.execute(rows.port_select().where(PortRow.id == port_id)).one())
 
-    @staticmethod
-    def _hostname_taken(s: Session, network_id: str, hostname: str,
-                        except_port: str = "") -> bool:
-        found = s.scalar(select(PortRow.id).where(
-            PortRow.network_id == network_id, PortRow.hostname == hostname,
-            PortRow.id != except_port))
-        return found is not None
+def _port(s: Session, port_id: str) -> model.Port:
+    return rows.port(s.execute(rows.port_select().where(PortRow.id == port_id)).one())
+
+
+def _hostname_taken(s: Session, network_id: str, hostname: str, except_port: str = "") -> bool:
+    found = s.scalar(select(PortRow.id).where(
+        PortRow.network_id == network_id, PortRow.hostname == hostname,
+        PortRow.id != except_port))
+    return found is not None
+
+
+def _port_ip(s: Session, net: NetworkRow, requested: str) -> str:
+    if not requested:
+        return ipam.allocate_port_ip(s, net)
+    problem = requested_ip_problem(requested, net.cidr, net.gateway)
+    if problem is not None:
+        raise InvalidArgument.one("port.ip", problem)
+    if ipam.ip_in_use(s, net.id, requested):
+        raise AlreadyExists("port.ip", f"{requested} is already in use in network {net.id}")
+    return requested
+
+
+class PortStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def create_port(self, tenant_id: str, spec: PortSpec) -> model.Port:
         """Allocate the port's IP and MAC (or take the requested ones)."""
         spec = check_port_spec(spec)
 
         def tx(s: Session) -> model.Port:
-            net = self._network_row(s, tenant_id, spec.network_id, "port.network_id")
-            generation = self._bump(s, self._router_of(s, net.id))
-            ip = self._port_ip(s, net, spec.ip)
+            net = shared.network_row(s, tenant_id, spec.network_id, "port.network_id")
+            generation = shared.bump(s, shared.router_of(s, net.id))
+            ip = _port_ip(s, net, spec.ip)
             if spec.mac:
                 if ipam.mac_in_use(s, spec.mac):
                     raise AlreadyExists("port.mac", f"MAC address {spec.mac} is already in use")
@@ -63,11 +76,11 @@ class PortStore(StoreBase):
             hostname = spec.hostname
             if not hostname:
                 hostname = default_hostname(spec.name, ip)
-                if self._hostname_taken(s, net.id, hostname):
+                if _hostname_taken(s, net.id, hostname):
                     # The port name is taken as a host name already: fall back
                     # to the IP-derived name (unique while the IP is).
                     hostname = default_hostname("", ip)
-            if self._hostname_taken(s, net.id, hostname):
+            if _hostname_taken(s, net.id, hostname):
                 raise AlreadyExists(
                     "port.hostname", f"host name {hostname!r} is already used in network {net.id}")
             now = utcnow()
@@ -79,23 +92,12 @@ class PortStore(StoreBase):
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()
-            return self._port(s, port_id)
+            return _port(s, port_id)
 
-        return self._write(tx)
-
-    @staticmethod
-    def _port_ip(s: Session, net: NetworkRow, requested: str) -> str:
-        if not requested:
-            return ipam.allocate_port_ip(s, net)
-        problem = requested_ip_problem(requested, net.cidr, net.gateway)
-        if problem is not None:
-            raise InvalidArgument.one("port.ip", problem)
-        if ipam.ip_in_use(s, net.id, requested):
-            raise AlreadyExists("port.ip", f"{requested} is already in use in network {net.id}")
-        return requested
+        return self._db.write(tx)
 
     def get_port(self, tenant_id: str, port_id: str) -> model.Port:
-        return self._read(lambda s: self._port(s, self._port_row(s, tenant_id, port_id).id))
+        return self._db.read(lambda s: _port(s, port_row(s, tenant_id, port_id).id))
 
     def list_ports(self, tenant_id: str, page: PageRequest,
                    network_id: str = "") -> Page[model.Port]:
@@ -104,49 +106,49 @@ class PortStore(StoreBase):
         def tx(s: Session) -> Page[model.Port]:
             stmt = rows.port_select().where(PortRow.tenant_id == tenant_id)
             if network_id:
-                net = self._network_row(s, tenant_id, network_id, "network_id")
+                net = shared.network_row(s, tenant_id, network_id, "network_id")
                 stmt = stmt.where(PortRow.network_id == net.id)
             return rows.paged(s, stmt, PortRow, page, rows.port)
 
-        return self._read(tx)
+        return self._db.read(tx)
 
     def update_port(self, tenant_id: str, port_id: str, upd: PortUpdate) -> model.Port:
         upd = check_port_update(upd)
 
         def tx(s: Session) -> model.Port:
-            row = self._port_row(s, tenant_id, port_id, "port.id")
+            row = port_row(s, tenant_id, port_id, "port.id")
             changes = {
                 f: v for f, v in (("name", upd.name), ("hostname", upd.hostname),
                                   ("device_id", upd.device_id))
                 if v is not None and getattr(row, f) != v
             }
             if not changes:
-                return self._port(s, row.id)
-            if "hostname" in changes and self._hostname_taken(
+                return _port(s, row.id)
+            if "hostname" in changes and _hostname_taken(
                 s, row.network_id, changes["hostname"], except_port=row.id
             ):
                 raise AlreadyExists(
                     "port.hostname",
                     f"host name {changes['hostname']!r} is already used in network "
                     f"{row.network_id}")
-            generation = self._bump(s, self._router_of(s, row.network_id))
+            generation = shared.bump(s, shared.router_of(s, row.network_id))
             for f, v in changes.items():
                 setattr(row, f, v)
             # A changed port is judged afresh by the router.
             row.generation, row.error, row.updated_at = generation, "", utcnow()
             s.flush()
-            return self._port(s, row.id)
+            return _port(s, row.id)
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     def delete_port(self, tenant_id: str, port_id: str) -> model.Port:
         """Delete a port (its MAC goes with it); returns what was deleted."""
 
         def tx(s: Session) -> model.Port:
-            row = self._port_row(s, tenant_id, port_id)
-            gone = self._port(s, row.id)
-            self._bump(s, gone.router_id)
+            row = port_row(s, tenant_id, port_id)
+            gone = _port(s, row.id)
+            shared.bump(s, gone.router_id)
             s.delete(row)  # the MAC row goes by ON DELETE CASCADE
             return gone
 
-        return self._write(tx)
+        return self._db.write(tx)

@@ -1,6 +1,6 @@
-"""Router VMs in the store (VM backend, issue 4): rows, allocation, API fields.
+"""Router VMs in the store (the VM backend): rows and allocation.
 
-A router of the VM backend gets one row (netmgr/db_router_vm.py) the first
+A router of the VM backend gets one row (``tables.router_vms``) the first
 time the backend tends it: a control address (lowest free one of the
 control CIDR, .1 is netmgr's side) and a control NIC MAC (claimed in the
 global MAC table, owned by the router, so it goes with it). Both stay for
@@ -13,26 +13,20 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+from collections.abc import Collection
 from typing import Any
 
-from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import ResourceExhausted
 from netmgr.store import ipam
-from netmgr.store.base import StoreBase
-from netmgr.store.tables.core import RouterRow, utcnow
+from netmgr.store.base import Database
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import RouterRow
 from netmgr.store.tables.router_vms import RouterVmRow
 
 STATES = ("deploying", "booting", "active", "replacing", "failed")
-_PB_STATES = {
-    "deploying": pb.ROUTER_VM_STATE_DEPLOYING,
-    "booting": pb.ROUTER_VM_STATE_BOOTING,
-    "active": pb.ROUTER_VM_STATE_ACTIVE,
-    "replacing": pb.ROUTER_VM_STATE_REPLACING,
-    "failed": pb.ROUTER_VM_STATE_FAILED,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +55,17 @@ def _vm(row: RouterVmRow) -> RouterVm:
                     row.boot_seconds)
 
 
+def read_router_vms(db: Database, router_ids: Collection[str]) -> dict[str, RouterVm]:
+    """The rows of these routers (those of the VM backend that have one)."""
+    if not router_ids:
+        return {}
+    return db.read(lambda s: {r.router_id: _vm(r) for r in s.scalars(
+        select(RouterVmRow).where(RouterVmRow.router_id.in_(list(router_ids))))})
+
+
 class RouterVmStore:
-    def __init__(self, store: StoreBase, control_cidr: str) -> None:
-        self._store = store
+    def __init__(self, db: Database, control_cidr: str) -> None:
+        self._db = db
         self.cidr = ipaddress.IPv4Network(control_cidr)
 
     def ensure(self, router_id: str) -> RouterVm:
@@ -88,22 +90,22 @@ class RouterVmStore:
                 s.flush()
             return _vm(row)
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     def get(self, router_id: str) -> RouterVm | None:
         def tx(s: Session) -> RouterVm | None:
             row = s.get(RouterVmRow, router_id)
             return _vm(row) if row is not None else None
 
-        return self._store._read(tx)
+        return self._db.read(tx)
 
     def all(self) -> dict[str, RouterVm]:
-        return self._store._read(
+        return self._db.read(
             lambda s: {r.router_id: _vm(r) for r in s.scalars(select(RouterVmRow))})
 
     def count_by_host(self) -> dict[str, int]:
-        return self._store._read(lambda s: dict(s.execute(  # type: ignore[arg-type]
-            select(RouterVmRow.host, func.count()).group_by(RouterVmRow.host)).all()))
+        return self._db.read(lambda s: {host: count for host, count in s.execute(
+            select(RouterVmRow.host, func.count()).group_by(RouterVmRow.host))})
 
     def update(self, router_id: str, **fields: Any) -> RouterVm | None:
         """Set fields of the row (and the router's host with `host`); None if gone."""
@@ -122,27 +124,4 @@ class RouterVmStore:
             s.flush()
             return _vm(row)
 
-        return self._store._write(tx)
-
-
-def fill(store: StoreBase, routers: list[pb.Router]) -> None:
-    """Add the VM fields (13-19) to API routers of the VM backend."""
-    ids = [r.id for r in routers if r.backend == "vm"]
-    if not ids:
-        return
-    rows = store._read(lambda s: {r.router_id: _vm(r) for r in s.scalars(
-        select(RouterVmRow).where(RouterVmRow.router_id.in_(ids)))})
-    for r in routers:
-        vm = rows.get(r.id)
-        if vm is None:
-            if r.backend == "vm":
-                r.vm_state = pb.ROUTER_VM_STATE_DEPLOYING
-            continue
-        r.vm_state = _PB_STATES[vm.state]
-        r.vm_host = vm.host
-        if vm.healthy_at is not None:
-            r.vm_boot_time.FromDatetime(vm.healthy_at)
-        r.vm_boot_seconds = vm.boot_seconds
-        r.vm_replacements = vm.replacements
-        r.vm_detail = vm.detail
-        r.control_address = vm.control_ip
+        return self._db.write(tx)

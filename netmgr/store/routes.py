@@ -20,105 +20,101 @@ from common.grpc_errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     ResourceExhausted,
 )
 from netmgr.model import vpc as mv
-from netmgr.model.core import object_state
-from netmgr.model.validation import check_id
 from netmgr.model.validation_vpc import check_private_gateway, check_static_route, next_hop_problem
-from netmgr.store import ipam, rows
-from netmgr.store.acls import AclStore
-from netmgr.store.base import new_id
-from netmgr.store.tables.core import MacRow, NetworkRow, utcnow
-from netmgr.store.tables.vpc import PrivateGatewayRow, StaticRouteRow, VpcRow
+from netmgr.store import ipam, rows, shared
+from netmgr.store.acls import check_tier_acl
+from netmgr.store.base import Database, new_id
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import MacRow, NetworkRow
+from netmgr.store.tables.vpc import PrivateGatewayRow, StaticRouteRow
 
 # Tiers plus private gateways per VPC: 16 NICs of a router VM, less the
 # control and public ones.
 MAX_VPC_SEGMENTS = 14
 
-class RouteStore(AclStore):
-    # ------------------------------------------------------------- helpers
 
-    def _own_vpc(self, s: Session, tenant_id: str, vpc_id: str, field: str) -> VpcRow:
-        row = s.get(VpcRow, check_id(vpc_id, field))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"VPC {vpc_id} not found")
-        return row
+def _subnets(s: Session, vpc_id: str) -> list[tuple[str, str, str]]:
+    """(id, subnet, router address) of the VPC's tiers and private gateways."""
+    out = [(n, c, g) for n, c, g in s.execute(
+        select(NetworkRow.id, NetworkRow.cidr, NetworkRow.gateway)
+        .where(NetworkRow.vpc_id == vpc_id))]
+    for g in s.scalars(select(PrivateGatewayRow).where(PrivateGatewayRow.vpc_id == vpc_id)):
+        iface = ipaddress.IPv4Interface(g.address)
+        out.append((g.id, str(iface.network), str(iface.ip)))
+    return out
 
-    def _subnets(self, s: Session, vpc_id: str) -> list[tuple[str, str, str]]:
-        """(id, subnet, router address) of the VPC's tiers and private gateways."""
-        out = [(n, c, g) for n, c, g in s.execute(
-            select(NetworkRow.id, NetworkRow.cidr, NetworkRow.gateway)
-            .where(NetworkRow.vpc_id == vpc_id))]
-        for g in s.scalars(select(PrivateGatewayRow).where(PrivateGatewayRow.vpc_id == vpc_id)):
-            iface = ipaddress.IPv4Interface(g.address)
-            out.append((g.id, str(iface.network), str(iface.ip)))
-        return out
 
-    def _route(self, s: Session, row: StaticRouteRow, applied: int | None = None,
-               subnets: list[tuple[str, str, str]] | None = None) -> mv.StaticRoute:
-        if applied is None:
-            applied = self._vpc_router(s, row.vpc_id).applied_generation
-        hop = ipaddress.IPv4Address(row.next_hop)
-        via = next((i for i, c, _ in (subnets or self._subnets(s, row.vpc_id))
-                    if hop in ipaddress.IPv4Network(c)), "")
-        return mv.StaticRoute(id=row.id, tenant_id=row.tenant_id, vpc_id=row.vpc_id,
-                              cidr=row.cidr, next_hop=row.next_hop, via_id=via,
-                              generation=row.generation, error=row.error,
-                              created_at=rows.aware(row.created_at),
-                              state=object_state(row.generation, row.error, applied))
+def _route(s: Session, row: StaticRouteRow, applied: int | None = None,
+           subnets: list[tuple[str, str, str]] | None = None) -> mv.StaticRoute:
+    if applied is None:
+        applied = shared.vpc_router(s, row.vpc_id).applied_generation
+    hop = ipaddress.IPv4Address(row.next_hop)
+    via = next((i for i, c, _ in (subnets or _subnets(s, row.vpc_id))
+                if hop in ipaddress.IPv4Network(c)), "")
+    return mv.StaticRoute(status=rows.status(row, applied), vpc_id=row.vpc_id, cidr=row.cidr,
+                          next_hop=row.next_hop, via_id=via)
 
-    def _gateway(self, s: Session, row: PrivateGatewayRow,
-                 applied: int | None = None) -> mv.PrivateGateway:
-        if applied is None:
-            applied = self._vpc_router(s, row.vpc_id).applied_generation
-        return mv.PrivateGateway(
-            id=row.id, tenant_id=row.tenant_id, vpc_id=row.vpc_id, vlan_id=row.vlan_id,
-            address=row.address, gateway=row.gateway, acl_id=row.acl_id,
-            router_mac=row.router_mac, generation=row.generation, error=row.error,
-            created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error, applied))
 
-    def _route_snapshot(self, s: Session, vpc_id: str) -> tuple[
-            tuple[mv.StaticRoute, ...], tuple[mv.PrivateGateway, ...]]:
-        applied = self._vpc_router(s, vpc_id).applied_generation
-        subnets = self._subnets(s, vpc_id)
-        routes = tuple(self._route(s, r, applied, subnets) for r in s.scalars(
-            select(StaticRouteRow).where(StaticRouteRow.vpc_id == vpc_id)
-            .order_by(StaticRouteRow.cidr)))
-        gateways = tuple(self._gateway(s, g, applied) for g in s.scalars(
-            select(PrivateGatewayRow).where(PrivateGatewayRow.vpc_id == vpc_id)
-            .order_by(PrivateGatewayRow.id)))
-        return routes, gateways
+def _gateway(s: Session, row: PrivateGatewayRow,
+             applied: int | None = None) -> mv.PrivateGateway:
+    if applied is None:
+        applied = shared.vpc_router(s, row.vpc_id).applied_generation
+    return mv.PrivateGateway(
+        status=rows.status(row, applied), vpc_id=row.vpc_id, vlan_id=row.vlan_id,
+        address=row.address, gateway=row.gateway, acl_id=row.acl_id,
+        router_mac=row.router_mac)
 
-    def _check_no_routes_via(self, s: Session, vpc_id: str, cidr: str, what: str) -> None:
-        net = ipaddress.IPv4Network(cidr)
-        used = [r.cidr for r in s.scalars(select(StaticRouteRow)
-                                          .where(StaticRouteRow.vpc_id == vpc_id))
-                if ipaddress.IPv4Address(r.next_hop) in net]
-        if used:
-            raise FailedPrecondition(f"static routes to {', '.join(used)} go through {what}; "
-                                     "delete them first")
 
-    def _check_segment_room(self, s: Session, vpc_id: str, field: str) -> None:
-        """A VPC router has one NIC per tier and per private gateway, besides
-        its control and public NICs, and a router VM holds at most 16 NICs
-        (``compute.router_vm.nics.MAX_NICS``). The cap is the same on either
-        backend, so a VPC that works on one works on the other."""
-        used = (s.scalar(select(func.count()).select_from(NetworkRow)
-                         .where(NetworkRow.vpc_id == vpc_id)) or 0) + \
-            (s.scalar(select(func.count()).select_from(PrivateGatewayRow)
-                      .where(PrivateGatewayRow.vpc_id == vpc_id)) or 0)
-        if used >= MAX_VPC_SEGMENTS:
-            raise ResourceExhausted(field, f"the VPC has {used} tiers and private gateways, "
-                                    f"the most a VPC router serves ({MAX_VPC_SEGMENTS})")
+def route_snapshot(s: Session, vpc_id: str) -> tuple[
+        tuple[mv.StaticRoute, ...], tuple[mv.PrivateGateway, ...]]:
+    applied = shared.vpc_router(s, vpc_id).applied_generation
+    subnets = _subnets(s, vpc_id)
+    routes = tuple(_route(s, r, applied, subnets) for r in s.scalars(
+        select(StaticRouteRow).where(StaticRouteRow.vpc_id == vpc_id)
+        .order_by(StaticRouteRow.cidr)))
+    gateways = tuple(_gateway(s, g, applied) for g in s.scalars(
+        select(PrivateGatewayRow).where(PrivateGatewayRow.vpc_id == vpc_id)
+        .order_by(PrivateGatewayRow.id)))
+    return routes, gateways
 
-    def _check_subnet_free(self, s: Session, vpc_id: str, cidr: str, field: str) -> None:
-        net = ipaddress.IPv4Network(cidr)
-        for obj_id, other, _ in self._subnets(s, vpc_id):
-            if net.overlaps(ipaddress.IPv4Network(other)):
-                raise InvalidArgument.one(field, f"{cidr} overlaps {other} ({obj_id})")
+
+def check_no_routes_via(s: Session, vpc_id: str, cidr: str, what: str) -> None:
+    net = ipaddress.IPv4Network(cidr)
+    used = [r.cidr for r in s.scalars(select(StaticRouteRow)
+                                      .where(StaticRouteRow.vpc_id == vpc_id))
+            if ipaddress.IPv4Address(r.next_hop) in net]
+    if used:
+        raise FailedPrecondition(f"static routes to {', '.join(used)} go through {what}; "
+                                 "delete them first")
+
+
+def check_segment_room(s: Session, vpc_id: str, field: str) -> None:
+    """A VPC router has one NIC per tier and per private gateway, besides
+    its control and public NICs, and a router VM holds at most 16 NICs
+    (``compute.router_vm.nics.MAX_NICS``). The cap is the same on either
+    backend, so a VPC that works on one works on the other."""
+    used = (s.scalar(select(func.count()).select_from(NetworkRow)
+                     .where(NetworkRow.vpc_id == vpc_id)) or 0) + \
+        (s.scalar(select(func.count()).select_from(PrivateGatewayRow)
+                  .where(PrivateGatewayRow.vpc_id == vpc_id)) or 0)
+    if used >= MAX_VPC_SEGMENTS:
+        raise ResourceExhausted(field, f"the VPC has {used} tiers and private gateways, "
+                                f"the most a VPC router serves ({MAX_VPC_SEGMENTS})")
+
+
+def _check_subnet_free(s: Session, vpc_id: str, cidr: str, field: str) -> None:
+    net = ipaddress.IPv4Network(cidr)
+    for obj_id, other, _ in _subnets(s, vpc_id):
+        if net.overlaps(ipaddress.IPv4Network(other)):
+            raise InvalidArgument.one(field, f"{cidr} overlaps {other} ({obj_id})")
+
+
+class RouteStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     # ---------------------------------------------------------------- routes
 
@@ -127,15 +123,15 @@ class RouteStore(AclStore):
         cidr, next_hop = check_static_route(cidr, next_hop)
 
         def tx(s: Session) -> mv.StaticRoute:
-            vpc = self._own_vpc(s, tenant_id, vpc_id, "static_route.vpc_id")
-            router = self._vpc_router(s, vpc.id)
-            gen = self._bump(s, router.id)
-            self._check_subnet_free(s, vpc.id, cidr, "static_route.cidr")
-            public = rows.zone(self._zone_row(s)).public_cidr
+            vpc = shared.vpc_row(s, tenant_id, vpc_id, "static_route.vpc_id")
+            router = shared.vpc_router(s, vpc.id)
+            gen = shared.bump(s, router.id)
+            _check_subnet_free(s, vpc.id, cidr, "static_route.cidr")
+            public = rows.zone(shared.zone_row(s)).public_cidr
             if ipaddress.IPv4Network(cidr).overlaps(ipaddress.IPv4Network(public)):
                 raise InvalidArgument.one("static_route.cidr", f"{cidr} overlaps the zone's "
                                           f"public network {public}")
-            next_hop_problem(next_hop, self._subnets(s, vpc.id))
+            next_hop_problem(next_hop, _subnets(s, vpc.id))
             if s.scalar(select(StaticRouteRow.id).where(StaticRouteRow.vpc_id == vpc.id,
                                                         StaticRouteRow.cidr == cidr)):
                 raise AlreadyExists("static_route.cidr", f"the VPC already routes {cidr}")
@@ -144,54 +140,49 @@ class RouteStore(AclStore):
                                  created_at=utcnow())
             s.add(row)
             s.flush()
-            return self._route(s, row)
+            return _route(s, row)
 
-        return self._write(tx)
-
-    def _route_row(self, s: Session, tenant_id: str, route_id: str) -> StaticRouteRow:
-        row = s.get(StaticRouteRow, check_id(route_id))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"static route {route_id} not found")
-        return row
+        return self._db.write(tx)
 
     def get_static_route(self, tenant_id: str, route_id: str) -> mv.StaticRoute:
-        return self._read(lambda s: self._route(s, self._route_row(s, tenant_id, route_id)))
+        return self._db.read(lambda s: _route(
+            s, shared.owned(s, StaticRouteRow, tenant_id, route_id, "static route")))
 
     def list_static_routes(self, tenant_id: str, vpc_id: str) -> tuple[mv.StaticRoute, ...]:
         def tx(s: Session) -> tuple[mv.StaticRoute, ...]:
-            return self._route_snapshot(s, self._own_vpc(s, tenant_id, vpc_id, "vpc_id").id)[0]
+            return route_snapshot(s, shared.vpc_row(s, tenant_id, vpc_id, "vpc_id").id)[0]
 
-        return self._read(tx)
+        return self._db.read(tx)
 
     def delete_static_route(self, tenant_id: str, route_id: str) -> str:
         def tx(s: Session) -> str:
-            row = self._route_row(s, tenant_id, route_id)
-            router = self._vpc_router(s, row.vpc_id)
-            self._bump(s, router.id)
+            row = shared.owned(s, StaticRouteRow, tenant_id, route_id, "static route")
+            router = shared.vpc_router(s, row.vpc_id)
+            shared.bump(s, router.id)
             s.delete(row)
             return router.id
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     # ------------------------------------------------------ private gateways
 
     def create_private_gateway(self, tenant_id: str, vpc_id: str, vlan_id: int, address: str,
                                gateway: str, acl_id: str = "") -> mv.PrivateGateway:
         def tx(s: Session) -> mv.PrivateGateway:
-            zone = rows.zone(self._zone_row(s, lock=True))
+            zone = rows.zone(shared.zone_row(s, lock=True))
             addr, gw = check_private_gateway(vlan_id, address, gateway, zone)
-            vpc = self._own_vpc(s, tenant_id, vpc_id, "private_gateway.vpc_id")
-            self._check_segment_room(s, vpc.id, "private_gateway.vpc_id")
-            acl = (self._check_tier_acl(s, tenant_id, vpc.id, acl_id, "private_gateway.acl_id")
+            vpc = shared.vpc_row(s, tenant_id, vpc_id, "private_gateway.vpc_id")
+            check_segment_room(s, vpc.id, "private_gateway.vpc_id")
+            acl = (check_tier_acl(s, tenant_id, vpc.id, acl_id, "private_gateway.acl_id")
                    if acl_id else mv.DEFAULT_ALLOW_ID)
-            self._check_subnet_free(s, vpc.id, str(ipaddress.IPv4Interface(addr).network),
+            _check_subnet_free(s, vpc.id, str(ipaddress.IPv4Interface(addr).network),
                                     "private_gateway.address")
             taken = s.scalar(select(NetworkRow.id).where(NetworkRow.vlan_id == vlan_id)) or \
                 s.scalar(select(PrivateGatewayRow.id).where(PrivateGatewayRow.vlan_id == vlan_id))
             if taken:
                 raise AlreadyExists("private_gateway.vlan_id", f"VLAN {vlan_id} is in use")
-            router = self._vpc_router(s, vpc.id)
-            gen = self._bump(s, router.id)
+            router = shared.vpc_router(s, vpc.id)
+            gen = shared.bump(s, router.id)
             mac = ipam.allocate_mac(s)
             row = PrivateGatewayRow(id=new_id(), tenant_id=tenant_id, vpc_id=vpc.id,
                                     vlan_id=vlan_id, address=addr, gateway=gw, acl_id=acl,
@@ -201,35 +192,30 @@ class RouteStore(AclStore):
             s.flush()
             ipam.claim_mac(s, mac, router_id=router.id, field="private_gateway.router_mac")
             s.flush()
-            return self._gateway(s, row)
+            return _gateway(s, row)
 
-        return self._write(tx)
-
-    def _gateway_row(self, s: Session, tenant_id: str, gw_id: str) -> PrivateGatewayRow:
-        row = s.get(PrivateGatewayRow, check_id(gw_id))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"private gateway {gw_id} not found")
-        return row
+        return self._db.write(tx)
 
     def get_private_gateway(self, tenant_id: str, gw_id: str) -> mv.PrivateGateway:
-        return self._read(lambda s: self._gateway(s, self._gateway_row(s, tenant_id, gw_id)))
+        return self._db.read(lambda s: _gateway(
+            s, shared.owned(s, PrivateGatewayRow, tenant_id, gw_id, "private gateway")))
 
     def list_private_gateways(self, tenant_id: str,
                               vpc_id: str) -> tuple[mv.PrivateGateway, ...]:
         def tx(s: Session) -> tuple[mv.PrivateGateway, ...]:
-            return self._route_snapshot(s, self._own_vpc(s, tenant_id, vpc_id, "vpc_id").id)[1]
+            return route_snapshot(s, shared.vpc_row(s, tenant_id, vpc_id, "vpc_id").id)[1]
 
-        return self._read(tx)
+        return self._db.read(tx)
 
     def delete_private_gateway(self, tenant_id: str, gw_id: str) -> str:
         def tx(s: Session) -> str:
-            row = self._gateway_row(s, tenant_id, gw_id)
-            self._check_no_routes_via(s, row.vpc_id, str(ipaddress.IPv4Interface(
+            row = shared.owned(s, PrivateGatewayRow, tenant_id, gw_id, "private gateway")
+            check_no_routes_via(s, row.vpc_id, str(ipaddress.IPv4Interface(
                 row.address).network), f"private gateway {row.id}")
-            router = self._vpc_router(s, row.vpc_id)
-            self._bump(s, router.id)
+            router = shared.vpc_router(s, row.vpc_id)
+            shared.bump(s, router.id)
             s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
             s.delete(row)
             return router.id
 
-        return self._write(tx)
+        return self._db.write(tx)

@@ -2,14 +2,15 @@
 
 A network's router ID and source-NAT IP, a router's public IP and a port's
 state are not columns of their own table; these selects join them in, one
-query per list page (no per-row look-ups).
+query per list page (no per-row look-ups). ``status`` reads the status
+envelope every object a router serves shares.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.orm import Session
@@ -37,8 +38,42 @@ ROUTER_OF_NETWORK = or_(RouterRow.network_id == NetworkRow.id,
                         RouterRow.vpc_id == NetworkRow.vpc_id)
 
 
+T = TypeVar("T")
+
+
 def aware(when: dt.datetime) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC)
+
+
+class StatusRow(Protocol):
+    """The status columns (``tables.base.StatusColumns``) of a row or a select."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def error(self) -> str: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+def status(row: StatusRow, applied: int | None = None) -> model.Status:
+    """The status envelope of a row; its state is judged against ``applied``,
+    the generation the serving router has applied (None: not judged, as in a
+    router snapshot, which is what the router is about to apply)."""
+    if applied is None:
+        return model.Status(row.id, row.tenant_id, row.generation, row.error,
+                            aware(row.created_at))
+    return model.Status(row.id, row.tenant_id, row.generation, row.error,
+                        aware(row.created_at),
+                        model.object_state(row.generation, row.error, applied), applied)
 
 
 def tenant(row: TenantRow) -> model.Tenant:
@@ -149,19 +184,14 @@ def port_select() -> Select[PortRow, str, int, str]:
 def port(r: Row[PortRow, str, int, str]) -> model.Port:
     row, router_id, applied, domain = r
     return model.Port(
-        id=row.id,
-        tenant_id=row.tenant_id,
+        status=status(row, applied),
         network_id=row.network_id,
         name=row.name,
         mac=row.mac,
         ip=row.ip,
         hostname=row.hostname,
         device_id=row.device_id,
-        generation=row.generation,
-        error=row.error,
-        created_at=aware(row.created_at),
         router_id=router_id,
-        state=model.object_state(row.generation, row.error, applied),
         fqdn=f"{row.hostname}.{domain}",
     )
 
@@ -170,7 +200,7 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
 
 
 def paged(session: Session, stmt: Any, table: Any, page: PageRequest,
-          convert: Any) -> Page[Any]:
+          convert: Callable[[Any], T]) -> Page[T]:
     """One page of ``stmt`` in (created_at, id) order of ``table``."""
     if page.after is not None:
         c = page.after
@@ -186,3 +216,9 @@ def paged(session: Session, stmt: Any, table: Any, page: PageRequest,
         last = rows[page.size - 1][0]  # the table's row is first in every select
         next_token = encode_token(last.created_at, last.id)
     return Page(items=items, next_page_token=next_token)
+
+
+def paged_rows(session: Session, stmt: Any, table: Any, page: PageRequest,
+               convert: Callable[[Any], T]) -> Page[T]:
+    """``paged`` for a select of one table's rows: ``convert`` takes the row."""
+    return paged(session, stmt, table, page, lambda r: convert(r[0]))

@@ -2,7 +2,8 @@
 
 A VPC is created with its router (no network of its own) and the router's
 source-NAT public IP; the router takes the configured backend (a namespace,
-or an appliance VM whose tier NICs are hot-plugged: netmgr/router_vm_nics.py).
+or an appliance VM whose tier NICs are hot-plugged:
+``netmgr.reconcile.vm_backend.nic_plan``).
 A tier is a network with ``vpc_id``: it gets a VLAN and its own router-side
 MAC (claimed in ``mac_addresses`` like every MAC, so concurrent tier
 creations never share one), and bumps the VPC router's
@@ -14,88 +15,84 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import FailedPrecondition, InvalidArgument, NotFound
+from common.grpc_errors import FailedPrecondition, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model import vpc as mv
+from netmgr.model.field_rules import dns_name_problem
 from netmgr.model.paging import Page, PageRequest
-from netmgr.model.validation import (
-    NetworkSpec,
-    _collect,
-    check_id,
-    dns_label_from,
-    dns_name_problem,
-    name_problem,
-    raise_if,
-    with_network_defaults,
-)
+from netmgr.model.validation import NetworkSpec, dns_label_from, raise_if, with_network_defaults
 from netmgr.model.validation_vpc import (
     VpcSpec,
     check_tier_placement,
+    check_vpc_name,
     check_vpc_placement,
     check_vpc_spec,
 )
-from netmgr.store import ipam, rows
-from netmgr.store.base import new_id
-from netmgr.store.routes import RouteStore
+from netmgr.store import ipam, rows, shared
+from netmgr.store.acls import acl_snapshot, check_tier_acl, network_acl
+from netmgr.store.base import Database, new_id
+from netmgr.store.routes import check_no_routes_via, check_segment_room, route_snapshot
+from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import (
     PUBLIC_IP_SOURCE_NAT,
     MacRow,
     NetworkRow,
     PublicIpRow,
     RouterRow,
-    TenantRow,
-    utcnow,
 )
 from netmgr.store.tables.vpc import NetworkAclRow, VpcRow
 
 
-class VpcStore(RouteStore):
-    # ------------------------------------------------------------- helpers
+def _vpc(s: Session, row: VpcRow) -> mv.Vpc:
+    router_id = s.scalar(select(RouterRow.id).where(RouterRow.vpc_id == row.id)) or ""
+    snat = s.scalar(select(PublicIpRow.ip).where(
+        PublicIpRow.vpc_id == row.id, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT)) or ""
+    tiers = tuple(s.scalars(select(NetworkRow.id).where(NetworkRow.vpc_id == row.id)
+                            .order_by(NetworkRow.created_at, NetworkRow.id)))
+    return mv.Vpc(id=row.id, tenant_id=row.tenant_id, name=row.name, cidr=row.cidr,
+                  domain=row.domain, created_at=rows.aware(row.created_at),
+                  router_id=router_id, source_nat_ip=snat, tier_ids=tiers)
 
-    def _vpc_row(self, s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
-        row = s.get(VpcRow, check_id(vpc_id, field))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"VPC {vpc_id} not found")
-        return row
 
-    def _vpc(self, s: Session, row: VpcRow) -> mv.Vpc:
-        router_id = s.scalar(select(RouterRow.id).where(RouterRow.vpc_id == row.id)) or ""
-        snat = s.scalar(select(PublicIpRow.ip).where(
-            PublicIpRow.vpc_id == row.id, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT)) or ""
-        tiers = tuple(s.scalars(select(NetworkRow.id).where(NetworkRow.vpc_id == row.id)
-                                .order_by(NetworkRow.created_at, NetworkRow.id)))
-        return mv.Vpc(id=row.id, tenant_id=row.tenant_id, name=row.name, cidr=row.cidr,
-                      domain=row.domain, created_at=rows.aware(row.created_at),
-                      router_id=router_id, source_nat_ip=snat, tier_ids=tiers)
+def _vpc_router_id(s: Session, vpc_id: str) -> str:
+    router_id = s.scalar(select(RouterRow.id).where(RouterRow.vpc_id == vpc_id))
+    assert router_id is not None, "every VPC has a router"
+    return router_id
 
-    def _vpc_router_id(self, s: Session, vpc_id: str) -> str:
-        router_id = s.scalar(select(RouterRow.id).where(RouterRow.vpc_id == vpc_id))
-        assert router_id is not None, "every VPC has a router"
-        return router_id
 
-    def _vpc_snapshot(self, s: Session, router: model.Router) -> mv.VpcSnapshot | None:
-        if not router.vpc_id:
-            return None
-        row = s.get(VpcRow, router.vpc_id)
-        assert row is not None
-        acls, tier_acls = self._acl_snapshot(s, row.id)
-        routes, gateways = self._route_snapshot(s, row.id)
-        # A private gateway's list is served like a tier's.
-        extra = {g.acl_id for g in gateways} - {a.id for a in acls}
-        acls += tuple(self._acl(s, mv.BUILTIN_ACLS.get(a) or s.get_one(NetworkAclRow, a),
-                                row.id, with_rules=True) for a in sorted(extra))
-        tier_acls += tuple((g.id, g.acl_id) for g in gateways)
-        return mv.VpcSnapshot(vpc=self._vpc(s, row), acls=acls, tier_acls=tier_acls,
-                              routes=routes, gateways=gateways)
+def vpc_snapshot(s: Session, router: model.Router) -> mv.VpcSnapshot | None:
+    """What a VPC router serves of its VPC, for its RouterSnapshot (None: no VPC)."""
+    if not router.vpc_id:
+        return None
+    row = s.get(VpcRow, router.vpc_id)
+    assert row is not None
+    acls, tier_acls = acl_snapshot(s, row.id)
+    routes, gateways = route_snapshot(s, row.id)
+    # A private gateway's list is served like a tier's.
+    extra = {g.acl_id for g in gateways} - {a.id for a in acls}
+    acls += tuple(network_acl(s, mv.BUILTIN_ACLS.get(a) or s.get_one(NetworkAclRow, a),
+                              row.id, with_rules=True) for a in sorted(extra))
+    tier_acls += tuple((g.id, g.acl_id) for g in gateways)
+    return mv.VpcSnapshot(vpc=_vpc(s, row), acls=acls, tier_acls=tier_acls,
+                          routes=routes, gateways=gateways)
 
-    def _check_no_vpcs(self, s: Session, tenant: TenantRow) -> None:
-        count = s.scalar(select(func.count()).where(VpcRow.tenant_id == tenant.id))
-        if count:
-            raise FailedPrecondition(
-                f"tenant {tenant.name!r} still owns {count} VPC(s); delete them first")
+
+def drop_tier(s: Session, row: NetworkRow) -> None:
+    """Before a tier's row goes: free its router MAC, bump the VPC router."""
+    assert row.vpc_id is not None
+    check_no_routes_via(s, row.vpc_id, row.cidr, f"tier {row.id}")
+    if row.router_mac:
+        s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
+    shared.bump(s, _vpc_router_id(s, row.vpc_id))
+
+
+class VpcStore:
+    def __init__(self, db: Database, placement: shared.RouterPlacement) -> None:
+        self._db = db
+        self._placement = placement
 
     # ---------------------------------------------------------------- VPCs
 
@@ -104,68 +101,54 @@ class VpcStore(RouteStore):
         spec = check_vpc_spec(spec)
 
         def tx(s: Session) -> mv.Vpc:
-            zone = rows.zone(self._zone_row(s, lock=True))
-            tenant = self._tenant_row(s, tenant_id)
+            zone = rows.zone(shared.zone_row(s, lock=True))
+            tenant = shared.tenant_row(s, tenant_id)
             raise_if(check_vpc_placement(spec.cidr, zone))
             domain = spec.domain or ".".join((
                 dns_label_from(spec.name, "vpc"), dns_label_from(tenant.name, "tenant"),
                 zone.domain_suffix))
             now = utcnow()
-            vpc_id, router_id = new_id(), new_id()
+            vpc_id = new_id()
             s.add(VpcRow(id=vpc_id, tenant_id=tenant.id, name=spec.name, cidr=spec.cidr,
                          domain=domain, created_at=now, updated_at=now))
             s.flush()
             s.add(PublicIpRow(id=new_id(), ip=ipam.allocate_public_ip(s, zone),
                               kind=PUBLIC_IP_SOURCE_NAT, tenant_id=tenant.id, network_id=None,
                               vpc_id=vpc_id, created_at=now))
-            public_mac = ipam.allocate_mac(s)
-            guest_mac = ipam.allocate_mac(s)
-            while guest_mac == public_mac:
-                guest_mac = ipam.allocate_mac(s)
-            s.add(RouterRow(
-                id=router_id, tenant_id=tenant.id, network_id=None, vpc_id=vpc_id,
-                backend=self.default_backend.value,
-                host=self.default_host if self.default_backend == model.RouterBackend.NETNS else "",
-                desired_generation=1, applied_generation=0, public_mac=public_mac,
-                guest_mac=guest_mac, services=[], last_error="", reachable=True,
-                created_at=now, updated_at=now))
-            s.flush()
-            ipam.claim_mac(s, public_mac, router_id=router_id, field="router.public_mac")
-            ipam.claim_mac(s, guest_mac, router_id=router_id, field="router.guest_mac")
-            s.flush()
-            return self._vpc(s, s.get_one(VpcRow, vpc_id))
+            shared.add_router(s, self._placement, new_id(), tenant.id, now, vpc_id=vpc_id)
+            return _vpc(s, s.get_one(VpcRow, vpc_id))
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     def get_vpc(self, tenant_id: str, vpc_id: str) -> mv.Vpc:
-        return self._read(lambda s: self._vpc(s, self._vpc_row(s, tenant_id, vpc_id)))
+        return self._db.read(lambda s: _vpc(s, shared.vpc_row(s, tenant_id, vpc_id)))
 
     def list_vpcs(self, tenant_id: str, page: PageRequest) -> Page[mv.Vpc]:
         stmt = select(VpcRow).where(VpcRow.tenant_id == tenant_id)
-        return self._read(lambda s: rows.paged(s, stmt, VpcRow, page,
-                                               lambda r: self._vpc(s, r[0])))
+        return self._db.read(lambda s: rows.paged_rows(s, stmt, VpcRow, page,
+                                                       lambda r: _vpc(s, r)))
 
     def update_vpc(self, tenant_id: str, vpc_id: str, name: str | None) -> mv.Vpc:
         if name is not None:
-            raise_if(_collect(("vpc.name", name_problem(name))))
+            check_vpc_name(name)
 
         def tx(s: Session) -> mv.Vpc:
-            row = self._vpc_row(s, tenant_id, vpc_id, "vpc.id")
+            row = shared.vpc_row(s, tenant_id, vpc_id, "vpc.id")
             if name is not None and row.name != name:
                 row.name = name
                 row.updated_at = utcnow()
             s.flush()
-            return self._vpc(s, row)
+            return _vpc(s, row)
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     def delete_vpc(self, tenant_id: str, vpc_id: str) -> mv.Vpc:
         """Delete an empty VPC with its router and source-NAT address; returns it
         (its router_id is the router to tear down)."""
 
         def tx(s: Session) -> mv.Vpc:
-            row = self._vpc_row(s, tenant_id, vpc_id)
-            gone = self._vpc(s, row)
+            row = shared.vpc_row(s, tenant_id, vpc_id)
+            gone = _vpc(s, row)
             if gone.tier_ids:
                 raise FailedPrecondition(
                     f"VPC {row.id} has {len(gone.tier_ids)} tier(s); delete them first")
@@ -174,7 +157,7 @@ class VpcStore(RouteStore):
             s.execute(delete(VpcRow).where(VpcRow.id == row.id))
             return gone
 
-        return self._write(tx)
+        return self._db.write(tx)
 
     # --------------------------------------------------------------- tiers
 
@@ -183,10 +166,10 @@ class VpcStore(RouteStore):
         MAC on the VPC router, and the router's next generation."""
 
         def tx(s: Session) -> model.Network:
-            zone = rows.zone(self._zone_row(s, lock=True))
-            tenant = self._tenant_row(s, tenant_id)
-            vpc = self._vpc_row(s, tenant.id, spec.vpc_id, "network.vpc_id")
-            self._check_segment_room(s, vpc.id, "network.vpc_id")
+            zone = rows.zone(shared.zone_row(s, lock=True))
+            tenant = shared.tenant_row(s, tenant_id)
+            vpc = shared.vpc_row(s, tenant.id, spec.vpc_id, "network.vpc_id")
+            check_segment_room(s, vpc.id, "network.vpc_id")
             full = spec
             if not spec.domain:
                 full = dataclasses.replace(
@@ -207,10 +190,10 @@ class VpcStore(RouteStore):
             if same is not None:
                 raise InvalidArgument.one("network.domain", f"{full.domain} is the domain of "
                                           f"tier {same.name!r} ({same.id})")
-            acl_id = (self._check_tier_acl(s, tenant.id, vpc.id, spec.acl_id, "network.acl_id")
+            acl_id = (check_tier_acl(s, tenant.id, vpc.id, spec.acl_id, "network.acl_id")
                       if spec.acl_id else None)
-            router_id = self._vpc_router_id(s, vpc.id)
-            self._bump(s, router_id)
+            router_id = _vpc_router_id(s, vpc.id)
+            shared.bump(s, router_id)
             now = utcnow()
             network_id = new_id()
             mac = ipam.allocate_mac(s)
@@ -223,16 +206,6 @@ class VpcStore(RouteStore):
             s.flush()
             ipam.claim_mac(s, mac, router_id=router_id, field="network.router_mac")
             s.flush()
-            return self._network(s, network_id)
+            return shared.network(s, network_id)
 
-        return self._write(tx)
-
-    def _drop_tier(self, s: Session, row: NetworkRow) -> None:
-        """Before a tier's row goes: free its router MAC, bump the VPC router."""
-        assert row.vpc_id is not None
-        self._check_no_routes_via(s, row.vpc_id, row.cidr, f"tier {row.id}")
-        if row.router_mac:
-            s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
-        assert row.vpc_id is not None
-        self._bump(s, self._vpc_router_id(s, row.vpc_id))
-
+        return self._db.write(tx)

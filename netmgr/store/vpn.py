@@ -18,9 +18,8 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from netmgr.model import vpn as mv
-from netmgr.model.core import object_state
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.model.validation_vpn import (
@@ -28,15 +27,10 @@ from netmgr.model.validation_vpn import (
     check_customer_gateway,
     check_peer_cidrs,
 )
-from netmgr.store import rows
-from netmgr.store.base import StoreBase, new_id
-from netmgr.store.tables.core import (
-    PUBLIC_IP_SOURCE_NAT,
-    NetworkRow,
-    PublicIpRow,
-    RouterRow,
-    utcnow,
-)
+from netmgr.store import rows, shared
+from netmgr.store.base import Database, new_id
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PublicIpRow, RouterRow
 from netmgr.store.tables.vpc import VpcRow
 from netmgr.store.tables.vpn import CustomerGatewayRow, VpnConnectionRow, VpnGatewayRow
 
@@ -44,78 +38,99 @@ from netmgr.store.tables.vpn import CustomerGatewayRow, VpnConnectionRow, VpnGat
 KIND_VPN_CONNECTION = "vpnconnection"
 
 
+def _router(s: Session, gw: VpnGatewayRow) -> RouterRow:
+    """The router carrying a gateway: its VPC's, or its network's."""
+    where = (RouterRow.vpc_id == gw.vpc_id) if gw.vpc_id else (
+        RouterRow.network_id == gw.network_id)
+    return s.scalars(select(RouterRow).where(where)).one()
+
+
+def _local(s: Session, gw: VpnGatewayRow) -> tuple[str, tuple[str, ...]]:
+    """The gateway's public address and local networks."""
+    if gw.vpc_id:
+        cidr = s.get_one(VpcRow, gw.vpc_id).cidr
+        owner = PublicIpRow.vpc_id == gw.vpc_id
+    else:
+        cidr = s.get_one(NetworkRow, gw.network_id).cidr
+        owner = PublicIpRow.network_id == gw.network_id
+    ip = s.scalar(select(PublicIpRow.ip).where(owner, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT))
+    return ip or "", (cidr,)
+
+
+def _gateway(s: Session, row: VpnGatewayRow) -> mv.VpnGateway:
+    public_ip, cidrs = _local(s, row)
+    return mv.VpnGateway(
+        status=rows.status(row, _router(s, row).applied_generation), vpc_id=row.vpc_id or "",
+        network_id=row.network_id or "", public_ip=public_ip, local_cidrs=cidrs)
+
+
+def _customer_gateway(row: CustomerGatewayRow) -> mv.CustomerGateway:
+    return mv.CustomerGateway(
+        id=row.id, tenant_id=row.tenant_id, name=row.name, peer_address=row.peer_address,
+        peer_cidrs=tuple(row.peer_cidrs), ike_version=row.ike_version,
+        ike_proposals=tuple(row.ike_proposals), esp_proposals=tuple(row.esp_proposals),
+        ike_lifetime=row.ike_lifetime, esp_lifetime=row.esp_lifetime,
+        dpd_delay=row.dpd_delay, dpd_timeout=row.dpd_timeout, force_encap=row.force_encap,
+        created_at=rows.aware(row.created_at))
+
+
+def _connection(s: Session, row: VpnConnectionRow) -> mv.VpnConnection:
+    gw = s.get_one(VpnGatewayRow, row.vpn_gateway_id)
+    return mv.VpnConnection(
+        status=rows.status(row, _router(s, gw).applied_generation),
+        vpn_gateway_id=row.vpn_gateway_id, customer_gateway_id=row.customer_gateway_id,
+        vpc_id=gw.vpc_id or "", network_id=gw.network_id or "", passive=row.passive,
+        sa_status=dict(row.sa_status or {}))
+
+
+def _router_of_connection(s: Session, row: VpnConnectionRow) -> str:
+    return _router(s, s.get_one(VpnGatewayRow, row.vpn_gateway_id)).id
+
+
+def _gateways_of(s: Session, network_ids: Iterable[str]) -> list[VpnGatewayRow]:
+    """The gateways on the router serving these networks (its network's, or
+    its VPC's: the networks are then the VPC's tiers)."""
+    ids = list(network_ids)
+    vpcs = select(NetworkRow.vpc_id).where(NetworkRow.id.in_(ids),
+                                           NetworkRow.vpc_id.is_not(None))
+    return list(s.scalars(select(VpnGatewayRow).where(
+        or_(VpnGatewayRow.network_id.in_(ids), VpnGatewayRow.vpc_id.in_(vpcs)))))
+
+
+def tunnels(s: Session, network_ids: Iterable[str]) -> tuple[mv.VpnTunnel, ...]:
+    """Every connection of the router serving these networks, for its RouterSnapshot."""
+    out = []
+    gws = {g.id: g for g in _gateways_of(s, network_ids)}
+    for row in s.scalars(select(VpnConnectionRow)
+                         .where(VpnConnectionRow.vpn_gateway_id.in_(list(gws)))
+                         .order_by(VpnConnectionRow.id)):
+        cgw = s.get_one(CustomerGatewayRow, row.customer_gateway_id)
+        public_ip, local = _local(s, gws[row.vpn_gateway_id])
+        out.append(mv.VpnTunnel(
+            connection_id=row.id, local_address=public_ip, peer_address=cgw.peer_address,
+            local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs), psk=cgw.psk,
+            ike_version=cgw.ike_version, ike_proposals=tuple(cgw.ike_proposals),
+            esp_proposals=tuple(cgw.esp_proposals), ike_lifetime=cgw.ike_lifetime,
+            esp_lifetime=cgw.esp_lifetime, dpd_delay=cgw.dpd_delay,
+            dpd_timeout=cgw.dpd_timeout, force_encap=cgw.force_encap, passive=row.passive,
+            reset_serial=row.reset_serial))
+    return tuple(out)
+
+
+def _router_connections(s: Session, router_id: str) -> list[VpnConnectionRow]:
+    router = s.get(RouterRow, router_id)
+    if router is None:
+        return []
+    where = (VpnGatewayRow.vpc_id == router.vpc_id) if router.vpc_id else (
+        VpnGatewayRow.network_id == router.network_id)
+    gws = select(VpnGatewayRow.id).where(where)
+    return list(s.scalars(select(VpnConnectionRow)
+                          .where(VpnConnectionRow.vpn_gateway_id.in_(gws))))
+
+
 class VpnStore:
-    def __init__(self, store: StoreBase) -> None:
-        self._store = store
-
-    # ------------------------------------------------------------- helpers
-
-    def _owned(self, s: Session, table: Any, tenant_id: str, obj_id: str, what: str,
-               field: str = "id") -> Any:
-        row = s.get(table, check_id(obj_id, field))
-        if row is None or row.tenant_id != tenant_id:
-            raise NotFound(f"{what} {obj_id} not found")
-        return row
-
-    @staticmethod
-    def _router(s: Session, gw: VpnGatewayRow) -> RouterRow:
-        """The router carrying a gateway: its VPC's, or its network's."""
-        where = (RouterRow.vpc_id == gw.vpc_id) if gw.vpc_id else (
-            RouterRow.network_id == gw.network_id)
-        row = s.scalars(select(RouterRow).where(where)).one()
-        return row
-
-    @staticmethod
-    def _local(s: Session, gw: VpnGatewayRow) -> tuple[str, tuple[str, ...]]:
-        """The gateway's public address and local networks."""
-        if gw.vpc_id:
-            vpc = s.get(VpcRow, gw.vpc_id)
-            assert vpc is not None
-            cidr = vpc.cidr
-            owner = PublicIpRow.vpc_id == gw.vpc_id
-        else:
-            net = s.get(NetworkRow, gw.network_id)
-            assert net is not None
-            cidr = net.cidr
-            owner = PublicIpRow.network_id == gw.network_id
-        ip = s.scalar(select(PublicIpRow.ip).where(owner,
-                                                   PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT))
-        return ip or "", (cidr,)
-
-    def _gateway(self, s: Session, row: VpnGatewayRow) -> mv.VpnGateway:
-        public_ip, cidrs = self._local(s, row)
-        return mv.VpnGateway(
-            id=row.id, tenant_id=row.tenant_id, vpc_id=row.vpc_id or "",
-            network_id=row.network_id or "", public_ip=public_ip, local_cidrs=cidrs,
-            generation=row.generation, error=row.error, created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error,
-                               self._router(s, row).applied_generation))
-
-    @staticmethod
-    def _customer_gateway(row: CustomerGatewayRow) -> mv.CustomerGateway:
-        return mv.CustomerGateway(
-            id=row.id, tenant_id=row.tenant_id, name=row.name, peer_address=row.peer_address,
-            peer_cidrs=tuple(row.peer_cidrs), ike_version=row.ike_version,
-            ike_proposals=tuple(row.ike_proposals), esp_proposals=tuple(row.esp_proposals),
-            ike_lifetime=row.ike_lifetime, esp_lifetime=row.esp_lifetime,
-            dpd_delay=row.dpd_delay, dpd_timeout=row.dpd_timeout, force_encap=row.force_encap,
-            created_at=rows.aware(row.created_at))
-
-    def _connection(self, s: Session, row: VpnConnectionRow) -> mv.VpnConnection:
-        gw = s.get(VpnGatewayRow, row.vpn_gateway_id)
-        assert gw is not None
-        return mv.VpnConnection(
-            id=row.id, tenant_id=row.tenant_id, vpn_gateway_id=row.vpn_gateway_id,
-            customer_gateway_id=row.customer_gateway_id, vpc_id=gw.vpc_id or "",
-            network_id=gw.network_id or "", passive=row.passive, generation=row.generation,
-            error=row.error, sa_status=dict(row.sa_status or {}),
-            created_at=rows.aware(row.created_at),
-            state=object_state(row.generation, row.error,
-                               self._router(s, gw).applied_generation))
-
-    def _list(self, stmt: Any, table: Any, page: PageRequest, conv: Any) -> Page[Any]:
-        return self._store._read(lambda s: rows.paged(s, stmt, table, page,
-                                                      lambda r: conv(s, r[0])))
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     # ------------------------------------------------------------ gateways
 
@@ -128,16 +143,14 @@ class VpnStore:
         def tx(s: Session) -> mv.VpnGateway:
             if vpc_id:
                 field = "vpn_gateway.vpc_id"
-                vpc = s.get(VpcRow, check_id(vpc_id, field))
-                if vpc is None or vpc.tenant_id != tenant_id:
-                    raise NotFound(f"VPC {vpc_id} not found")
+                vpc = shared.vpc_row(s, tenant_id, vpc_id, field)
                 row = VpnGatewayRow(id=new_id(), tenant_id=tenant_id, vpc_id=vpc.id,
                                     network_id=None, generation=0, error="",
                                     created_at=utcnow())
                 taken = VpnGatewayRow.vpc_id == vpc.id
             else:
                 field = "vpn_gateway.network_id"
-                net = self._store._network_row(s, tenant_id, network_id, field)
+                net = shared.network_row(s, tenant_id, network_id, field)
                 if net.vpc_id:
                     raise InvalidArgument.one(field, f"network {net.id} is a tier of VPC "
                                                      f"{net.vpc_id}: set vpc_id instead")
@@ -147,40 +160,41 @@ class VpnStore:
                 taken = VpnGatewayRow.network_id == net.id
             if s.scalar(select(VpnGatewayRow.id).where(taken)):
                 raise AlreadyExists(field, "this router already has a VPN gateway")
-            if not self._local(s, row)[0]:
+            if not _local(s, row)[0]:
                 raise FailedPrecondition(f"{field}: the router has no public address")
-            row.generation = self._router(s, row).desired_generation
+            row.generation = _router(s, row).desired_generation
             s.add(row)
             s.flush()
-            return self._gateway(s, row)
+            return _gateway(s, row)
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     def get_gateway(self, tenant_id: str, gw_id: str) -> mv.VpnGateway:
-        return self._store._read(lambda s: self._gateway(
-            s, self._owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway")))
+        return self._db.read(lambda s: _gateway(
+            s, shared.owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway")))
 
     def list_gateways(self, tenant_id: str, page: PageRequest) -> Page[mv.VpnGateway]:
         stmt = select(VpnGatewayRow).where(VpnGatewayRow.tenant_id == tenant_id)
-        return self._list(stmt, VpnGatewayRow, page, self._gateway)
+        return self._db.read(lambda s: rows.paged_rows(s, stmt, VpnGatewayRow, page,
+                                                       lambda r: _gateway(s, r)))
 
     def delete_gateway(self, tenant_id: str, gw_id: str) -> str:
         """Deletes the gateway and its connections; the router to notify ("" if none)."""
 
         def tx(s: Session) -> str:
-            row = self._owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway")
+            row = shared.owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway")
             conns = s.scalars(select(VpnConnectionRow)
                               .where(VpnConnectionRow.vpn_gateway_id == row.id)).all()
             router_id = ""
             if conns:
-                router_id = self._router(s, row).id
-                self._store._bump(s, router_id)
+                router_id = _router(s, row).id
+                shared.bump(s, router_id)
                 for c in conns:
                     s.delete(c)
             s.delete(row)
             return router_id
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     # --------------------------------------------------- customer gateways
 
@@ -189,7 +203,7 @@ class VpnStore:
         spec = check_customer_gateway(spec)
 
         def tx(s: Session) -> mv.CustomerGateway:
-            self._store._tenant_row(s, tenant_id)
+            shared.tenant_row(s, tenant_id)
             row = CustomerGatewayRow(
                 id=new_id(), tenant_id=tenant_id, name=spec.name,
                 peer_address=spec.peer_address, peer_cidrs=list(spec.peer_cidrs), psk=spec.psk,
@@ -200,23 +214,23 @@ class VpnStore:
                 created_at=utcnow())
             s.add(row)
             s.flush()
-            return self._customer_gateway(row)
+            return _customer_gateway(row)
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     def get_customer_gateway(self, tenant_id: str, cgw_id: str) -> mv.CustomerGateway:
-        return self._store._read(lambda s: self._customer_gateway(
-            self._owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway")))
+        return self._db.read(lambda s: _customer_gateway(
+            shared.owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway")))
 
     def list_customer_gateways(self, tenant_id: str,
                                page: PageRequest) -> Page[mv.CustomerGateway]:
         stmt = select(CustomerGatewayRow).where(CustomerGatewayRow.tenant_id == tenant_id)
-        return self._list(stmt, CustomerGatewayRow, page,
-                          lambda s, r: self._customer_gateway(r))
+        return self._db.read(lambda s: rows.paged_rows(s, stmt, CustomerGatewayRow, page,
+                                                       _customer_gateway))
 
     def delete_customer_gateway(self, tenant_id: str, cgw_id: str) -> None:
         def tx(s: Session) -> None:
-            row = self._owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway")
+            row = shared.owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway")
             used = s.scalar(select(VpnConnectionRow.id)
                             .where(VpnConnectionRow.customer_gateway_id == row.id).limit(1))
             if used:
@@ -224,25 +238,25 @@ class VpnStore:
                     f"customer gateway {row.id} is used by VPN connection {used}; delete it first")
             s.delete(row)
 
-        self._store._write(tx)
+        self._db.write(tx)
 
     # --------------------------------------------------------- connections
 
     def create_connection(self, tenant_id: str, gw_id: str, cgw_id: str,
                           passive: bool) -> mv.VpnConnection:
         def tx(s: Session) -> mv.VpnConnection:
-            gw = self._owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway",
-                             "vpn_connection.vpn_gateway_id")
-            cgw = self._owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway",
-                              "vpn_connection.customer_gateway_id")
-            public_ip, local = self._local(s, gw)
+            gw = shared.owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway",
+                              "vpn_connection.vpn_gateway_id")
+            cgw = shared.owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway",
+                               "vpn_connection.customer_gateway_id")
+            public_ip, local = _local(s, gw)
             field = "vpn_connection.customer_gateway_id"
             check_peer_cidrs(cgw.peer_cidrs, local, field)
             if cgw.peer_address == public_ip:
                 raise InvalidArgument.one(field, f"the peer address {public_ip} is the "
                                                  "gateway's own address")
-            router_id = self._router(s, gw).id
-            gen = self._store._bump(s, router_id)
+            router_id = _router(s, gw).id
+            gen = shared.bump(s, router_id)
             for other in s.scalars(select(VpnConnectionRow)
                                    .where(VpnConnectionRow.vpn_gateway_id == gw.id)):
                 peer = s.get(CustomerGatewayRow, other.customer_gateway_id)
@@ -261,13 +275,13 @@ class VpnStore:
                 reset_serial=0, generation=gen, error="", sa_status={}, created_at=utcnow())
             s.add(row)
             s.flush()
-            return self._connection(s, row)
+            return _connection(s, row)
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     def get_connection(self, tenant_id: str, conn_id: str) -> mv.VpnConnection:
-        return self._store._read(lambda s: self._connection(
-            s, self._owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")))
+        return self._db.read(lambda s: _connection(
+            s, shared.owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")))
 
     def list_connections(self, tenant_id: str, page: PageRequest,
                          gw_id: str = "") -> Page[mv.VpnConnection]:
@@ -275,86 +289,42 @@ class VpnStore:
         if gw_id:
             stmt = stmt.where(VpnConnectionRow.vpn_gateway_id == check_id(gw_id,
                                                                           "vpn_gateway_id"))
-        return self._list(stmt, VpnConnectionRow, page, self._connection)
-
-    def _router_of_connection(self, s: Session, row: VpnConnectionRow) -> str:
-        gw = s.get(VpnGatewayRow, row.vpn_gateway_id)
-        assert gw is not None
-        return self._router(s, gw).id
+        return self._db.read(lambda s: rows.paged_rows(s, stmt, VpnConnectionRow, page,
+                                                       lambda r: _connection(s, r)))
 
     def router_of_connection(self, conn: mv.VpnConnection) -> str:
         def tx(s: Session) -> str:
             row = s.get(VpnConnectionRow, conn.id)
-            return self._router_of_connection(s, row) if row is not None else ""
+            return _router_of_connection(s, row) if row is not None else ""
 
-        return self._store._read(tx)
+        return self._db.read(tx)
 
     def delete_connection(self, tenant_id: str, conn_id: str) -> str:
         def tx(s: Session) -> str:
-            row = self._owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
-            router_id = self._router_of_connection(s, row)
-            self._store._bump(s, router_id)
+            row = shared.owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
+            router_id = _router_of_connection(s, row)
+            shared.bump(s, router_id)
             s.delete(row)
             return router_id
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
     def reset_connection(self, tenant_id: str, conn_id: str) -> tuple[mv.VpnConnection, str]:
         def tx(s: Session) -> tuple[mv.VpnConnection, str]:
-            row = self._owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
-            router_id = self._router_of_connection(s, row)
-            row.generation = self._store._bump(s, router_id)
+            row = shared.owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")
+            router_id = _router_of_connection(s, row)
+            row.generation = shared.bump(s, router_id)
             row.reset_serial += 1
             row.error = ""
             s.flush()
-            return self._connection(s, row), router_id
+            return _connection(s, row), router_id
 
-        return self._store._write(tx)
+        return self._db.write(tx)
 
-    # ------------------------------------------------ router snapshot/status
-
-    @staticmethod
-    def _gateways_of(s: Session, network_ids: Iterable[str]) -> list[VpnGatewayRow]:
-        """The gateways on the router serving these networks (its network's, or
-        its VPC's: the networks are then the VPC's tiers)."""
-        ids = list(network_ids)
-        vpcs = select(NetworkRow.vpc_id).where(NetworkRow.id.in_(ids),
-                                               NetworkRow.vpc_id.is_not(None))
-        return list(s.scalars(select(VpnGatewayRow).where(
-            or_(VpnGatewayRow.network_id.in_(ids), VpnGatewayRow.vpc_id.in_(vpcs)))))
-
-    def tunnels(self, s: Session, network_ids: Iterable[str]) -> tuple[mv.VpnTunnel, ...]:
-        """Every connection of the router serving these networks, for its RouterConfig."""
-        out = []
-        gws = {g.id: g for g in self._gateways_of(s, network_ids)}
-        for row in s.scalars(select(VpnConnectionRow)
-                             .where(VpnConnectionRow.vpn_gateway_id.in_(list(gws)))
-                             .order_by(VpnConnectionRow.id)):
-            cgw = s.get(CustomerGatewayRow, row.customer_gateway_id)
-            assert cgw is not None
-            public_ip, local = self._local(s, gws[row.vpn_gateway_id])
-            out.append(mv.VpnTunnel(
-                connection_id=row.id, local_address=public_ip, peer_address=cgw.peer_address,
-                local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs), psk=cgw.psk,
-                ike_version=cgw.ike_version, ike_proposals=tuple(cgw.ike_proposals),
-                esp_proposals=tuple(cgw.esp_proposals), ike_lifetime=cgw.ike_lifetime,
-                esp_lifetime=cgw.esp_lifetime, dpd_delay=cgw.dpd_delay,
-                dpd_timeout=cgw.dpd_timeout, force_encap=cgw.force_encap, passive=row.passive,
-                reset_serial=row.reset_serial))
-        return tuple(out)
-
-    def _router_connections(self, s: Session, router_id: str) -> list[VpnConnectionRow]:
-        router = s.get(RouterRow, router_id)
-        if router is None:
-            return []
-        where = (VpnGatewayRow.vpc_id == router.vpc_id) if router.vpc_id else (
-            VpnGatewayRow.network_id == router.network_id)
-        gws = select(VpnGatewayRow.id).where(where)
-        return list(s.scalars(select(VpnConnectionRow)
-                              .where(VpnConnectionRow.vpn_gateway_id.in_(gws))))
+    # ---------------------------------------------------------- router status
 
     def has_connections(self, router_id: str) -> bool:
-        return self._store._read(lambda s: bool(self._router_connections(s, router_id)))
+        return self._db.read(lambda s: bool(_router_connections(s, router_id)))
 
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:
@@ -362,7 +332,7 @@ class VpnStore:
         connections; connections not named are cleared."""
 
         def tx(s: Session) -> None:
-            for row in self._router_connections(s, router_id):
+            for row in _router_connections(s, router_id):
                 err = errors.get(row.id, "")
                 if row.error != err:
                     row.error = err
@@ -370,7 +340,7 @@ class VpnStore:
                 if (row.sa_status or {}) != st:
                     row.sa_status = st
 
-        self._store._write(tx)
+        self._db.write(tx)
 
 
 def _overlap(a: Iterable[str], b: Iterable[str]) -> tuple[str, str] | None:
@@ -381,18 +351,17 @@ def _overlap(a: Iterable[str], b: Iterable[str]) -> tuple[str, str] | None:
     return None
 
 
-
-def record_vpn_status(store: StoreBase, router_id: str, status: Any) -> None:
+def record_vpn_status(vpn: VpnStore, router_id: str, status: Any) -> None:
     """From a router.v1.RouterStatus: connection errors and SA states."""
     from google.protobuf.json_format import MessageToDict
 
     errors = {o.id: (o.error or "rejected by the router") for o in status.objects
               if not o.ok and o.kind == KIND_VPN_CONNECTION}
     if not errors and not status.vpn_connections \
-            and not VpnStore(store).has_connections(router_id):
+            and not vpn.has_connections(router_id):
         return  # no VPN on this router: no write transaction
     now = utcnow().isoformat() + "Z"
     sas = {c.connection_id: {**MessageToDict(c, preserving_proto_field_name=True),
                              "update_time": now}
            for c in status.vpn_connections}
-    VpnStore(store).record_status(router_id, errors, sas)
+    vpn.record_status(router_id, errors, sas)

@@ -18,7 +18,8 @@ import uuid
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import netns
-from common.fabric.base import Fabric, LinuxBridgeFabric
+from common.fabric.base import Fabric
+from common.fabric.linuxbridge import LinuxBridgeFabric
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
 from router.runtime import RouterRuntime, router_netns_name

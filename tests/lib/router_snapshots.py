@@ -6,7 +6,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from netmgr.model.core import Network, Port, Router, RouterBackend, RouterSnapshot, Zone
+from netmgr.model.core import (
+    Network,
+    Port,
+    Router,
+    RouterBackend,
+    RouterSnapshot,
+    Status,
+    Zone,
+)
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ZONE = Zone("zone1", "203.0.113.0/24", "203.0.113.1", "203.0.113.10", "203.0.113.250",
@@ -23,9 +31,9 @@ ROUTER = Router(
 
 
 def port(n: int, ip: str) -> Port:
-    return Port(id=f"p{n}", tenant_id="t1", network_id=NET.id, name=f"vm{n}",
-                mac=f"02:00:00:00:01:{n:02x}", ip=ip, hostname=f"vm{n}", device_id="",
-                generation=3, error="", created_at=NOW)
+    return Port(status=Status(id=f"p{n}", tenant_id="t1", generation=3, error="", created_at=NOW),
+                network_id=NET.id, name=f"vm{n}", mac=f"02:00:00:00:01:{n:02x}", ip=ip,
+                hostname=f"vm{n}", device_id="")
 
 
 def snapshot(*ports: Port, **router_changes) -> RouterSnapshot:

@@ -49,7 +49,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aio.control_network import ControlNetwork
 from common import grpc_errors as errors
-from netmgr.api.hosts import HostStore
 from netmgr.model.core import RouterBackend
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.vm_backend.credentials import (  # noqa: F401 (derive_token: tests, tools)
@@ -61,8 +60,9 @@ from netmgr.reconcile.vm_backend.credentials import (  # noqa: F401 (derive_toke
     token_hash,
 )
 from netmgr.reconcile.vm_backend.nic_plan import NicPlugger, config_nics
+from netmgr.store.hosts import HostStore
 from netmgr.store.router_vms import RouterVm, RouterVmStore
-from netmgr.store.tables.core import utcnow
+from netmgr.store.tables.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ class RouterVmBackend:
         self.store = store
         self.reconciler = reconciler
         self.cfg = cfg
-        self.vms = RouterVmStore(store, cfg.control_cidr)
-        self.hosts = HostStore(store)
+        self.vms = RouterVmStore(store.db, cfg.control_cidr)
+        self.hosts = HostStore(store.db)
         self.key = load_key(cfg.key_file)
         self.admin_md = (("authorization", f"Bearer {admin_token}"),)
         self.control = ControlNetwork(cfg.control_netns, cfg.run_dir)

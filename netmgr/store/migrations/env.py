@@ -10,10 +10,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from netmgr.store.tables.core import Base, make_engine
+from netmgr.store.engine import make_engine
+from netmgr.store.tables.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:

@@ -14,34 +14,27 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.core import ID, Base
+from netmgr.store.tables.base import ID, Base, StatusColumns
 
 PUBLIC_IP_TENANT = "tenant"
 
 
-class StaticNatRow(Base):
+class StaticNatRow(StatusColumns, Base):
     __tablename__ = "static_nats"
     __table_args__ = (Index("ix_static_nats_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     network_id: Mapped[str] = mapped_column(
         ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True)
     public_ip_id: Mapped[str] = mapped_column(
         ID, ForeignKey("public_ips.id", ondelete="CASCADE"), unique=True)
     port_id: Mapped[str] = mapped_column(ID, ForeignKey("ports.id", ondelete="CASCADE"),
                                          unique=True)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class PortForwardRow(Base):
+class PortForwardRow(StatusColumns, Base):
     __tablename__ = "port_forwards"
     __table_args__ = (Index("ix_port_forwards_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     network_id: Mapped[str] = mapped_column(
         ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True)
     public_ip_id: Mapped[str] = mapped_column(
@@ -54,17 +47,12 @@ class PortForwardRow(Base):
     private_port: Mapped[int]
     private_port_end: Mapped[int]
     source_cidrs: Mapped[list[str]] = mapped_column(JSON)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class FirewallRuleRow(Base):
+class FirewallRuleRow(StatusColumns, Base):
     __tablename__ = "firewall_rules"
     __table_args__ = (Index("ix_firewall_rules_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     # "ingress" (public_ip_id set) or "egress".
     direction: Mapped[str] = mapped_column(String(8))
     network_id: Mapped[str] = mapped_column(
@@ -77,17 +65,12 @@ class FirewallRuleRow(Base):
     icmp_type: Mapped[int]
     icmp_code: Mapped[int]
     cidrs: Mapped[list[str]] = mapped_column(JSON)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class LoadBalancerRow(Base):
+class LoadBalancerRow(StatusColumns, Base):
     __tablename__ = "load_balancers"
     __table_args__ = (Index("ix_load_balancers_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     network_id: Mapped[str] = mapped_column(
         ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True)
     public_ip_id: Mapped[str] = mapped_column(
@@ -106,9 +89,6 @@ class LoadBalancerRow(Base):
     # port_id -> [status, last check], as the router last reported.
     member_health: Mapped[dict[str, Any]] = mapped_column(JSON)
     source_cidrs: Mapped[list[str]] = mapped_column(JSON)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class EgressPolicyRow(Base):

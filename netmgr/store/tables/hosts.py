@@ -1,4 +1,4 @@
-"""The compute hosts table (migration 0003); see netmgr/store_hosts.py."""
+"""The compute hosts table (migration 0003); see ``netmgr.store.hosts``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.core import ID, Base
+from netmgr.store.tables.base import ID, Base
 
 
 class HostRow(Base):

@@ -1,4 +1,4 @@
-"""The router VMs table (migration 0004); see netmgr/router_vm.py.
+"""The router VMs table (migration 0004); see ``netmgr.store.router_vms``.
 
 One row per router of the VM backend: where its VM runs, the control
 address and NIC MAC it keeps across replacements, the credential generation
@@ -13,7 +13,7 @@ import datetime as dt
 from sqlalchemy import DateTime, Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.core import ID, MAC, Base
+from netmgr.store.tables.base import ID, MAC, Base
 
 
 class RouterVmRow(Base):

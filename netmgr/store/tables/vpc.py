@@ -10,7 +10,7 @@ import datetime as dt
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.core import ID, Base
+from netmgr.store.tables.base import ID, Base, StatusColumns
 
 
 class VpcRow(Base):
@@ -41,13 +41,11 @@ class NetworkAclRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class AclRuleRow(Base):
+class AclRuleRow(StatusColumns, Base):
     __tablename__ = "acl_rules"
     # The number is unique in its list: it is the evaluation order.
     __table_args__ = (UniqueConstraint("acl_id", "number", name="uq_acl_rules_acl_number"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     acl_id: Mapped[str] = mapped_column(ID, ForeignKey("network_acls.id", ondelete="CASCADE"))
     number: Mapped[int]
     action: Mapped[str] = mapped_column(String(8))
@@ -58,19 +56,13 @@ class AclRuleRow(Base):
     icmp_type: Mapped[int]
     icmp_code: Mapped[int]
     cidrs: Mapped[list[str]] = mapped_column(JSON)
-    # The VPC router generation that last changed the rule, and its error.
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class PrivateGatewayRow(Base):
+class PrivateGatewayRow(StatusColumns, Base):
     """An extra VPC router interface on a provider VLAN (migration 0008)."""
 
     __tablename__ = "vpc_private_gateways"
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     vpc_id: Mapped[str] = mapped_column(ID, ForeignKey("vpcs.id", ondelete="CASCADE"),
                                         index=True)
     # Unique: one interface per segment (networks' VLANs are checked by the store).
@@ -79,22 +71,14 @@ class PrivateGatewayRow(Base):
     gateway: Mapped[str] = mapped_column(String(15))
     acl_id: Mapped[str] = mapped_column(ID)
     router_mac: Mapped[str] = mapped_column(String(17), unique=True)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class StaticRouteRow(Base):
+class StaticRouteRow(StatusColumns, Base):
     """A VPC router route (migration 0008): cidr via next_hop."""
 
     __tablename__ = "vpc_static_routes"
     __table_args__ = (UniqueConstraint("vpc_id", "cidr", name="uq_vpc_static_routes_cidr"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     vpc_id: Mapped[str] = mapped_column(ID, ForeignKey("vpcs.id", ondelete="CASCADE"))
     cidr: Mapped[str] = mapped_column(String(18))
     next_hop: Mapped[str] = mapped_column(String(15))
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)

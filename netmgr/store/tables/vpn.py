@@ -17,23 +17,18 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.core import ID, IP, Base
+from netmgr.store.tables.base import ID, IP, Base, StatusColumns
 
 
-class VpnGatewayRow(Base):
+class VpnGatewayRow(StatusColumns, Base):
     __tablename__ = "vpn_gateways"
     __table_args__ = (Index("ix_vpn_gateways_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     # One gateway per router: a VPC's, or an isolated network's.
     vpc_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("vpcs.id", ondelete="CASCADE"), unique=True, default=None)
     network_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("networks.id", ondelete="CASCADE"), unique=True, default=None)
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
 class CustomerGatewayRow(Base):
@@ -61,12 +56,10 @@ class CustomerGatewayRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
-class VpnConnectionRow(Base):
+class VpnConnectionRow(StatusColumns, Base):
     __tablename__ = "vpn_connections"
     __table_args__ = (Index("ix_vpn_connections_tenant_order", "tenant_id", "created_at", "id"),)
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     vpn_gateway_id: Mapped[str] = mapped_column(
         ID, ForeignKey("vpn_gateways.id", ondelete="CASCADE"), index=True)
     # A customer gateway in use cannot be deleted.
@@ -74,8 +67,5 @@ class VpnConnectionRow(Base):
         ID, ForeignKey("customer_gateways.id", ondelete="RESTRICT"), index=True)
     passive: Mapped[bool]
     reset_serial: Mapped[int]
-    generation: Mapped[int]
-    error: Mapped[str] = mapped_column(String)
     # VpnTunnelStatus as last reported by the router (JSON of its fields).
     sa_status: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime)

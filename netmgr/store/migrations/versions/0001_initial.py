@@ -7,6 +7,8 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -20,7 +22,7 @@ IP = sa.String(15)
 MAC = sa.String(17)
 
 
-def _timestamps(*names: str) -> list[sa.Column]:
+def _timestamps(*names: str) -> list[sa.Column[Any]]:
     return [sa.Column(n, sa.DateTime(), nullable=False) for n in names]
 
 

@@ -24,12 +24,12 @@ ID = sa.String(36)
 
 
 def _fk(column: str, target: str, ondelete: str = "CASCADE", nullable: bool = False,
-        **kw: Any) -> sa.Column:
+        **kw: Any) -> sa.Column[Any]:
     return sa.Column(column, ID, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable,
                      **kw)
 
 
-def _state() -> list[sa.Column]:
+def _state() -> list[sa.Column[Any]]:
     return [sa.Column("generation", sa.Integer(), nullable=False),
             sa.Column("error", sa.String(), nullable=False),
             sa.Column("created_at", sa.DateTime(), nullable=False)]

@@ -21,11 +21,11 @@ depends_on = None
 ID = sa.String(36)
 
 
-def _fk(column: str, target: str, ondelete: str = "CASCADE", **kw: Any) -> sa.Column:
+def _fk(column: str, target: str, ondelete: str = "CASCADE", **kw: Any) -> sa.Column[Any]:
     return sa.Column(column, ID, sa.ForeignKey(target, ondelete=ondelete), nullable=False, **kw)
 
 
-def _int(name: str) -> sa.Column:
+def _int(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.Integer(), nullable=False)
 
 

@@ -7,6 +7,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,7 +20,7 @@ depends_on = None
 ID = sa.String(36)
 
 
-def _owner() -> list[sa.Column]:
+def _owner() -> list[sa.Column[Any]]:
     return [
         sa.Column("id", ID, primary_key=True),
         sa.Column("tenant_id", ID, sa.ForeignKey("tenants.id", ondelete="RESTRICT"),
@@ -27,7 +29,7 @@ def _owner() -> list[sa.Column]:
     ]
 
 
-def _state() -> list[sa.Column]:
+def _state() -> list[sa.Column[Any]]:
     return [sa.Column("generation", sa.Integer(), nullable=False),
             sa.Column("error", sa.String(), nullable=False),
             sa.Column("created_at", sa.DateTime(), nullable=False)]

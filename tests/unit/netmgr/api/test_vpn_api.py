@@ -127,7 +127,7 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
                                      rvpb.VpnChildSaStatus(name="n0", state="INSTALLED",
                                                            bytes_in=420, remote_ts=[
                                                                "172.16.1.0/24"])])])
-    record_vpn_status(cloud.store, net.router_id, status)
+    record_vpn_status(cloud.store.vpn, net.router_id, status)
     got = v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id))
     assert got.status.ike_state == "ESTABLISHED"
     assert got.status.bytes_in == 840

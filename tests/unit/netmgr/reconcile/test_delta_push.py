@@ -14,23 +14,26 @@ from cloudnet.router.v1 import edge_pb2 as epb
 from cloudnet.router.v1 import edge_pb2_grpc
 
 from netmgr.model import edge as me
+from netmgr.model.core import Status
 from netmgr.reconcile import delta_push as ed
 from netmgr.reconcile.configbuild.router import build_router_config
 from tests.lib.router_snapshots import NET, NOW, snapshot
 
 PF = me.PortForward(
-    id="pf1", tenant_id="t1", network_id=NET.id, public_ip_id="ip1", protocol="tcp",
+    status=Status(id="pf1", tenant_id="t1", generation=3, error="", created_at=NOW),
+    network_id=NET.id, public_ip_id="ip1", protocol="tcp",
     public_port=80, public_port_end=81, port_id="p1", private_port=8080, private_port_end=8081,
-    source_cidrs=("192.0.2.0/24",), public_ip="203.0.113.20", private_ip="10.1.1.5",
-    generation=3, error="", created_at=NOW)
-NAT = me.StaticNat(id="s1", tenant_id="t1", network_id=NET.id, public_ip_id="ip2", port_id="p2",
-                   public_ip="203.0.113.21", private_ip="10.1.1.6", generation=3, error="",
-                   created_at=NOW)
+    source_cidrs=("192.0.2.0/24",), public_ip="203.0.113.20", private_ip="10.1.1.5")
+NAT = me.StaticNat(status=Status(id="s1", tenant_id="t1", generation=3, error="", created_at=NOW),
+                   network_id=NET.id, public_ip_id="ip2", port_id="p2",
+                   public_ip="203.0.113.21", private_ip="10.1.1.6")
 FW_IN = me.FirewallRule(
-    id="fw1", tenant_id="t1", direction="ingress", network_id=NET.id, public_ip_id="ip1",
+    status=Status(id="fw1", tenant_id="t1", generation=3, error="", created_at=NOW),
+    direction="ingress", network_id=NET.id, public_ip_id="ip1",
     protocol="icmp", port=0, port_end=0, icmp_type=8, icmp_code=-1, cidrs=("0.0.0.0/0",),
-    public_ip="203.0.113.20", generation=3, error="", created_at=NOW)
-FW_EG = dataclasses.replace(FW_IN, id="fw2", direction="egress", public_ip_id="", public_ip="",
+    public_ip="203.0.113.20")
+FW_EG = dataclasses.replace(FW_IN, status=dataclasses.replace(FW_IN.status, id="fw2"),
+                            direction="egress", public_ip_id="", public_ip="",
                             protocol="tcp", port=443, port_end=443, icmp_type=-1)
 
 

@@ -11,8 +11,12 @@ from cloudnet.netmgr.v1 import router_vm_pb2 as rvpb
 from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rvrpc
 
 from aio.control_network import ControlNetwork
+from common.grpc_errors import InvalidArgument
+from compute import libvirt_driver as lv
+from compute.images import Image
+from compute.router_vm.service import check_spec
+from netmgr.api.convert import fill_router_vms
 from netmgr.reconcile.vm_backend.tender import derive_token, load_key, router_vm_config, token_hash
-from netmgr.store import router_vms as store_router_vm
 from netmgr.store.facade import Store
 from netmgr.store.router_vms import RouterVmStore
 from tests.lib.netmgr_cloud import bad_fields, rpc_error
@@ -48,7 +52,7 @@ def test_control_addresses_are_allocated_once_and_kept(tmp_path) -> None:
 
     nets = [store.create_network(t.id, NetworkSpec(name=f"n{i}", cidr=f"10.{i}.0.0/24"))
             for i in range(3)]
-    vms = RouterVmStore(store, "10.250.0.0/29")
+    vms = RouterVmStore(store.db, "10.250.0.0/29")
     a = vms.ensure(nets[0].router_id)
     b = vms.ensure(nets[1].router_id)
     assert (a.control_ip, b.control_ip) == ("10.250.0.2", "10.250.0.3")
@@ -58,11 +62,11 @@ def test_control_addresses_are_allocated_once_and_kept(tmp_path) -> None:
     r = store.get_router(t.id, nets[0].router_id)
     assert r.host == "h1"
     routers = [pb.Router(id=r.id, backend="vm")]
-    store_router_vm.fill(store, routers)
+    fill_router_vms(routers, store.router_vms_of)
     assert routers[0].vm_state == pb.ROUTER_VM_STATE_ACTIVE
     assert (routers[0].vm_host, routers[0].vm_boot_seconds) == ("h1", 12.5)
     assert routers[0].control_address == "10.250.0.2"
-    small = RouterVmStore(store, "10.250.0.0/30")  # .1 netmgr, .2 taken: full
+    small = RouterVmStore(store.db, "10.250.0.0/30")  # .1 netmgr, .2 taken: full
     with pytest.raises(Exception, match="control_cidr"):
         small.ensure(nets[2].router_id)
     store.close()

@@ -11,7 +11,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from netmgr.store.tables import core as db
+from netmgr.store import engine as db
+from netmgr.store.tables.schema import metadata
 
 
 def test_migrations_apply_on_an_empty_database_and_match_the_models(tmp_path: Path) -> None:
@@ -23,7 +24,7 @@ def test_migrations_apply_on_an_empty_database_and_match_the_models(tmp_path: Pa
             ctx = MigrationContext.configure(conn)
             head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
             assert ctx.get_current_revision() == head
-            assert compare_metadata(ctx, db.Base.metadata) == []
+            assert compare_metadata(ctx, metadata) == []
         tables = set(inspect(engine).get_table_names())
         assert {"tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
                 "public_ips", "alembic_version"} <= tables

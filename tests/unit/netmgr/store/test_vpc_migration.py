@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from netmgr.store.tables import core as db
+from netmgr.store import engine as db
 
 
 def test_upgrade_to_0005_keeps_routers_and_their_macs(tmp_path: Path) -> None:

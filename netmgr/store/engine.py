@@ -1,0 +1,83 @@
+"""The database engine and the schema migrations.
+
+SQLite (a file; the embedded default) or any SQLAlchemy URL (PostgreSQL for
+several replicas). On SQLite, writes run in ``BEGIN IMMEDIATE`` transactions,
+so allocations are serialised and the store's retry on a unique constraint
+is rarely needed; reads use deferred transactions, which in WAL mode see one
+consistent snapshot without blocking writers.
+
+The schema is created by Alembic (``netmgr/store/migrations``); ``upgrade()``
+runs it programmatically when the store opens.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS_DIR = pathlib.Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option on a connection: how a SQLite transaction begins.
+BEGIN_MODE = "cloudnet_sqlite_begin"
+
+
+def make_engine(url: str, *, pool_size: int = 16) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        # PostgreSQL: READ COMMITTED plus row locks (zone, router rows) in the
+        # store and the unique constraints keep allocations race-free.
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                             pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        pathlib.Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own
+        # implicit BEGIN is deferred and starts late).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front: two allocations never read the
+        # same "lowest free" value, and no transaction fails half-way with
+        # SQLITE_BUSY on lock upgrade (busy_timeout applies to BEGIN IMMEDIATE).
+        mode = conn.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to write through (same pool; SQLite begins IMMEDIATE)."""
+    return engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent)."""
+    cfg = alembic_config()
+    with writer(engine).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

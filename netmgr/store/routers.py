@@ -1,0 +1,166 @@
+"""Routers in the store: what the API shows of them, the snapshot of
+everything one serves (what the reconciler pushes), and what their agents
+report back.
+
+A router is created with its network or VPC (``shared.add_router``); its
+``desired_generation`` moves with every change to what it serves, its
+``applied_generation`` with its agent's reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common.grpc_errors import NotFound
+from netmgr.model import core as model
+from netmgr.model.paging import Page, PageRequest
+from netmgr.model.validation import check_id
+from netmgr.store import rows, shared, vpn
+from netmgr.store.base import Database
+from netmgr.store.edge_router_view import edge_snapshot
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
+from netmgr.store.vpcs import vpc_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def _tenant_router(s: Session, tenant_id: str, router_id: str) -> model.Router:
+    r = s.execute(rows.router_select().where(
+        RouterRow.id == check_id(router_id), RouterRow.tenant_id == tenant_id)).first()
+    if r is None:
+        raise NotFound(f"router {router_id} not found")
+    return rows.router(r)
+
+
+class RouterStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # ------------------------------------------------------------------ API
+
+    def get_router(self, tenant_id: str, router_id: str) -> model.Router:
+        return self._db.read(lambda s: _tenant_router(s, tenant_id, router_id))
+
+    def restart_router(self, tenant_id: str, router_id: str) -> model.Router:
+        """Bump the router's generation for a rebuild, so that it reads
+        PROVISIONING until the rebuilt router has applied it."""
+
+        def tx(s: Session) -> model.Router:
+            _tenant_router(s, tenant_id, router_id)
+            shared.bump(s, router_id)
+            return rows.router(s.execute(
+                rows.router_select().where(RouterRow.id == router_id)).one())
+
+        return self._db.write(tx)
+
+    def list_routers(self, tenant_id: str, page: PageRequest) -> Page[model.Router]:
+        stmt = rows.router_select().where(RouterRow.tenant_id == tenant_id)
+        return self._db.read(lambda s: rows.paged(s, stmt, RouterRow, page, rows.router))
+
+    # ----------------------------------------------------------- reconciler
+
+    def list_routers_all(self) -> list[model.Router]:
+        """Every router of every tenant (for the reconciler)."""
+        stmt = rows.router_select().order_by(RouterRow.created_at, RouterRow.id)
+        return self._db.read(lambda s: [rows.router(r) for r in s.execute(stmt)])
+
+    def router_snapshot(self, router_id: str) -> model.RouterSnapshot:
+        """The router and everything it serves, from one consistent read."""
+
+        def tx(s: Session) -> model.RouterSnapshot:
+            r = s.execute(rows.router_select().where(RouterRow.id == router_id)).first()
+            if r is None:
+                raise NotFound(f"router {router_id} not found")
+            router = rows.router(r)
+            net_ids = shared.router_network_ids(s, router.id)
+            networks = tuple(rows.network(n) for n in s.execute(
+                rows.network_select().where(NetworkRow.id.in_(net_ids))))
+            ports = tuple(rows.port(p) for p in s.execute(
+                rows.port_select().where(PortRow.network_id.in_(net_ids))
+                .order_by(PortRow.created_at, PortRow.id)))
+            return model.RouterSnapshot(router=router, networks=networks, ports=ports,
+                                        zone=rows.zone(shared.zone_row(s)),
+                                        edge=edge_snapshot(s, net_ids),
+                                        vpc=vpc_snapshot(s, router),
+                                        vpn=vpn.tunnels(s, net_ids))
+
+        return self._db.read(tx)
+
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        """(host, desired generation, backend) of a router: one row, for the
+        delta path."""
+
+        def tx(s: Session) -> tuple[str, int, str]:
+            r = s.execute(select(RouterRow.host, RouterRow.desired_generation,
+                                 RouterRow.backend).where(RouterRow.id == router_id)).first()
+            if r is None:
+                raise NotFound(f"router {router_id} not found")
+            return r[0], int(r[1]), str(r[2])
+
+        return self._db.read(tx)
+
+    def record_router_status(
+        self,
+        router_id: str,
+        *,
+        applied_generation: int,
+        services: Sequence[model.ServiceHealth],
+        last_error: str,
+        port_errors: Mapping[str, str],
+        reachable: bool,
+    ) -> None:
+        """Store what the router's agent reports. The applied generation is
+        taken as reported, even lower than before (an agent that lost its
+        state holds less, and must be re-pushed). A router deleted meanwhile
+        is ignored."""
+
+        def tx(s: Session) -> None:
+            row = s.get(RouterRow, router_id)
+            if row is None:
+                log.debug("status for deleted router %s ignored", router_id)
+                return
+            row.applied_generation = applied_generation
+            row.services = [dataclasses.asdict(h) for h in services]
+            row.last_error = last_error
+            row.reachable = reachable
+            row.updated_at = utcnow()
+            net_ids = shared.router_network_ids(s, row.id)
+            for port in s.scalars(select(PortRow).where(PortRow.network_id.in_(net_ids))):
+                error = port_errors.get(port.id, "")
+                if port.error != error:
+                    port.error = error
+
+        self._db.write(tx)
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        """The router applied an edge delta: its generation moves on (services,
+        ports and other objects are as the last full status said)."""
+
+        def tx(s: Session) -> None:
+            row = s.get(RouterRow, router_id)
+            if row is None:
+                return
+            row.applied_generation = max(row.applied_generation, applied_generation)
+            row.last_error = ""
+            row.reachable = True
+            row.updated_at = utcnow()
+
+        self._db.write(tx)
+
+    def mark_router_unreachable(self, router_id: str, error: str) -> None:
+        def tx(s: Session) -> None:
+            row = s.get(RouterRow, router_id)
+            if row is None:
+                return
+            if row.reachable or row.last_error != error:
+                row.reachable = False
+                row.last_error = error
+                row.updated_at = utcnow()
+
+        self._db.write(tx)

@@ -1,0 +1,165 @@
+"""What the repositories do inside a caller's transaction, shared by several:
+tenant-scoped lookups, the router serving a network, the generation bump and
+a new router row.
+
+Lookups of tenant-owned rows take the caller's tenant ID and treat another
+tenant's object exactly like a missing one, so existence never leaks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Protocol, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from common.grpc_errors import NotFound
+from netmgr.model import core as model
+from netmgr.model.validation import check_id
+from netmgr.store import ipam, rows
+from netmgr.store.tables.base import utcnow
+from netmgr.store.tables.core import NetworkRow, RouterRow, TenantRow, ZoneRow
+from netmgr.store.tables.vpc import VpcRow
+
+ZONE_ROW_ID = 1
+
+
+class TenantOwned(Protocol):
+    """A row a tenant owns."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+
+class NetworkRule(TenantOwned, Protocol):
+    """A tenant's row on one network (a rule or a load balancer)."""
+
+    @property
+    def network_id(self) -> str: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=TenantOwned)
+
+
+def owned(s: Session, table: type[OwnedT], tenant_id: str, obj_id: str, what: str,
+          field: str = "id") -> OwnedT:
+    """The tenant's row ``obj_id`` of ``table``; NotFound ("<what> <id> not
+    found") when missing or another tenant's."""
+    row = s.get(table, check_id(obj_id, field))
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"{what} {obj_id} not found")
+    return row
+
+
+def tenant_row(s: Session, tenant_id: str, field: str = "tenant_id") -> TenantRow:
+    row = s.get(TenantRow, check_id(tenant_id, field))
+    if row is None:
+        raise NotFound(f"tenant {tenant_id} not found")
+    return row
+
+
+def zone_row(s: Session, *, lock: bool = False) -> ZoneRow:
+    stmt = select(ZoneRow).where(ZoneRow.id == ZONE_ROW_ID)
+    if lock:  # PostgreSQL: serialises VLAN and public IP allocation
+        stmt = stmt.with_for_update()
+    return s.scalars(stmt).one()
+
+
+def network_row(s: Session, tenant_id: str, network_id: str, field: str = "id") -> NetworkRow:
+    return owned(s, NetworkRow, tenant_id, network_id, "network", field)
+
+
+def vpc_row(s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
+    return owned(s, VpcRow, tenant_id, vpc_id, "VPC", field)
+
+
+def network(s: Session, network_id: str) -> model.Network:
+    return rows.network(s.execute(
+        rows.network_select().where(NetworkRow.id == network_id)).one())
+
+
+def bump(s: Session, router_id: str) -> int:
+    """Next desired generation of a router. On PostgreSQL the row lock this
+    takes also serialises concurrent changes to the router's network."""
+    s.execute(
+        update(RouterRow)
+        .where(RouterRow.id == router_id)
+        .values(desired_generation=RouterRow.desired_generation + 1, updated_at=utcnow())
+    )
+    gen = s.scalar(select(RouterRow.desired_generation).where(RouterRow.id == router_id))
+    assert gen is not None
+    return gen
+
+
+def router_of(s: Session, network_id: str) -> str:
+    """The router serving a network: its own, or its VPC's for a tier."""
+    router_id = s.scalar(select(RouterRow.id).join(NetworkRow, rows.ROUTER_OF_NETWORK)
+                         .where(NetworkRow.id == network_id))
+    assert router_id is not None, "every network has a router"
+    return router_id
+
+
+def router_network_ids(s: Session, router_id: str) -> list[str]:
+    """The networks a router serves: its network, or its VPC's tiers."""
+    return list(s.scalars(select(NetworkRow.id).join(RouterRow, rows.ROUTER_OF_NETWORK)
+                          .where(RouterRow.id == router_id).order_by(NetworkRow.id)))
+
+
+def applied_generation(s: Session, network_id: str | None) -> int:
+    """The generation the router serving a network has applied (0: no network)."""
+    if not network_id:
+        return 0
+    gen = s.scalar(select(RouterRow.applied_generation)
+                   .where(RouterRow.id == router_of(s, network_id)))
+    return int(gen or 0)
+
+
+def vpc_router(s: Session, vpc_id: str) -> RouterRow:
+    return s.scalars(select(RouterRow).where(RouterRow.vpc_id == vpc_id)).one()
+
+
+def delete_rule(s: Session, table: type[NetworkRule], tenant_id: str, obj_id: str,
+                what: str) -> tuple[str, int]:
+    """Delete a tenant's rule; returns the router to notify and the generation
+    of the change."""
+    row = owned(s, table, tenant_id, obj_id, what)
+    router_id = router_of(s, row.network_id)
+    gen = bump(s, router_id)
+    s.delete(row)
+    return router_id, gen
+
+
+@dataclasses.dataclass
+class RouterPlacement:
+    """Where new routers go: the backend (``netmgr.server`` sets it from
+    --router-backend after the store opened) and, for namespaces, the host."""
+
+    host: str
+    backend: model.RouterBackend = model.RouterBackend.NETNS
+
+
+def add_router(s: Session, placement: RouterPlacement, router_id: str, tenant_id: str,
+               now: dt.datetime, *, network_id: str | None = None,
+               vpc_id: str | None = None) -> None:
+    """A new router (generation 1) of a network or of a VPC, with its two
+    MACs claimed for it."""
+    public_mac = ipam.allocate_mac(s)
+    guest_mac = ipam.allocate_mac(s)
+    while guest_mac == public_mac:
+        guest_mac = ipam.allocate_mac(s)
+    s.add(RouterRow(
+        id=router_id, tenant_id=tenant_id, network_id=network_id, vpc_id=vpc_id,
+        backend=placement.backend.value,
+        host=placement.host if placement.backend == model.RouterBackend.NETNS else "",
+        desired_generation=1, applied_generation=0, public_mac=public_mac,
+        guest_mac=guest_mac, services=[], last_error="", reachable=True,
+        created_at=now, updated_at=now))
+    s.flush()
+    ipam.claim_mac(s, public_mac, router_id=router_id, field="router.public_mac")
+    ipam.claim_mac(s, guest_mac, router_id=router_id, field="router.guest_mac")
+    s.flush()
