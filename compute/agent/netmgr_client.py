@@ -72,8 +72,9 @@ class Netmgr:
 
     def get_network(self, md: Metadata, network_id: str, field: str) -> npb.Network:
         try:
-            return self.networks.GetNetwork(npb.GetNetworkRequest(id=network_id), metadata=md,
-                                            timeout=10)
+            net: npb.Network = self.networks.GetNetwork(npb.GetNetworkRequest(id=network_id),
+                                                        metadata=md, timeout=10)
+            return net
         except grpc.RpcError as e:
             raise netmgr_error(e, field, "network") from e
 
@@ -81,8 +82,9 @@ class Netmgr:
                     hostname_field: str) -> npb.Port:
         """`hostname_field`: the request field blamed when the port's DNS name is taken."""
         try:
-            return self.ports.CreatePort(npb.CreatePortRequest(port=port), metadata=md,
-                                         timeout=30)
+            made: npb.Port = self.ports.CreatePort(npb.CreatePortRequest(port=port), metadata=md,
+                                                   timeout=30)
+            return made
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.ALREADY_EXISTS and "hostname" in (e.details() or ""):
                 field = hostname_field
@@ -99,5 +101,6 @@ class Netmgr:
 
     def register_host(self, host: hosts_pb2.Host) -> hosts_pb2.Host:
         md = [("authorization", f"Bearer {self.admin_token}")]
-        return self.hosts.RegisterHost(hosts_pb2.RegisterHostRequest(host=host), metadata=md,
-                                       timeout=10)
+        registered: hosts_pb2.Host = self.hosts.RegisterHost(
+            hosts_pb2.RegisterHostRequest(host=host), metadata=md, timeout=10)
+        return registered

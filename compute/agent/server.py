@@ -53,7 +53,7 @@ def caller_metadata(context: Ctx) -> list[tuple[str, str]]:
     return out
 
 
-class ComputeServicer(rpc.ComputeServiceServicer):  # type: ignore[misc]
+class ComputeServicer(rpc.ComputeServiceServicer):
     def __init__(self, compute: Compute) -> None:
         self.c = compute
 

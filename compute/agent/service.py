@@ -68,7 +68,7 @@ class Record:
     nics: list[dict[str, Any]]
     created: str
 
-    def to_pb(self, host: str, accel: str, state: int) -> pb.Vm:
+    def to_pb(self, host: str, accel: str, state: pb.VmState.ValueType) -> pb.Vm:
         vm = pb.Vm(id=self.id, tenant_id=self.tenant_id, name=self.name, image=self.image,
                    vcpus=self.vcpus, memory_mib=self.memory_mib, host=host, accel=accel,
                    state=state, nics=[pb.Nic(**n) for n in self.nics])
@@ -224,8 +224,8 @@ class Compute:
                 vcpus=vm.vcpus, memory_mib=vm.memory_mib, image=image, overlay=overlay,
                 console=self._path(vm_id, "console.log"), hostname=vm.name, interfaces=ifaces)
             self.driver.define_and_start(xml)
-            for nic in nics:
-                self.cfg.fabric.harden_tap(str(nic["device"]))
+            for made in nics:
+                self.cfg.fabric.harden_tap(str(made["device"]))
             self._fault("define")
             log.info("vm %s (%s) of tenant %s started", vm.name, vm_id, tenant_id)
             return self._to_pb(rec)

@@ -246,7 +246,7 @@ class RouterVms:
         return cpb.ConsoleLog(data=data, next_offset=offset + len(data))
 
 
-class RouterVmServicer(rpc.RouterVmServiceServicer):  # type: ignore[misc]
+class RouterVmServicer(rpc.RouterVmServiceServicer):
     """Admin only: the caller must present this host's netmgr admin token."""
 
     def __init__(self, vms: RouterVms) -> None:

@@ -11,10 +11,6 @@ from cloudnet.netmgr.v1 import router_vm_pb2 as rvpb
 from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rvrpc
 
 from aio.control_network import ControlNetwork
-from common.grpc_errors import InvalidArgument
-from compute import libvirt_driver as lv
-from compute.images import Image
-from compute.router_vm.service import check_spec
 from netmgr.api.convert import fill_router_vms
 from netmgr.reconcile.vm_backend.tender import derive_token, load_key, router_vm_config, token_hash
 from netmgr.store.facade import Store
