@@ -71,6 +71,8 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         self.boot_id = "boot-1"
         self.held: dict[str, pb.RouterStatus] = {}
         self.applied: list[tuple[str, int]] = []
+        # Every ApplyConfig call, applied, rejected or failed: (router, generation).
+        self.attempts: list[tuple[str, int]] = []
         self.deleted: list[str] = []
         self.fail_next = 0
         self.reject = False
@@ -78,6 +80,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
 
     def ApplyConfig(self, request, context):
         with self.lock:
+            self.attempts.append((request.config.router_id, request.config.generation))
             if self.fail_next:
                 self.fail_next -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
@@ -182,10 +185,23 @@ def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(store, agent,
     rid = store.add()
     reconciler.start()
     eventually(lambda: store.status.get(rid, {}).get("error") == "bad")
-    time.sleep(1.0)  # several resync intervals
-    assert agent.applied == []
     with agent.lock:
         assert agent.held[rid].rejected_generation == 1
+        tried = len(agent.attempts)
+    # Several resync intervals (0.2 s) and retry backoffs (0.5 s, 1 s, ...):
+    # a retried config would be applied again meanwhile.
+    time.sleep(2.0)
+    with agent.lock:
+        assert agent.attempts[tried:] == [], "the rejected config was pushed again"
+        assert agent.attempts == [(rid, 1)]
+    assert agent.applied == []
+    # The next change is pushed (and rejected) once.
+    store.bump(rid)
+    reconciler.notify(rid)
+    eventually(lambda: (rid, 2) in agent.attempts)
+    time.sleep(1.0)
+    with agent.lock:
+        assert agent.attempts == [(rid, 1), (rid, 2)]
 
 
 def test_unreachable_agent_is_shown_then_recovers(store):
