@@ -199,7 +199,7 @@ class AllInOne:
         with open(token_file, "w") as f:
             f.write(self.admin_token + "\n")
         self._spawn("netmgr", [
-            sys.executable, "-m", "netmgr.server", "--listen", self.listen,
+            sys.executable, "-m", "aio.netmgr_server", "--listen", self.listen,
             "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
             "--admin-token-file", token_file,
             "--agent", f"local=unix://{self.agent_socket}", *self._vm_args()])

@@ -82,13 +82,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# grpc ships no type stubs: to mypy its base classes are Any (hence the ignores).
 class _Details(collections.namedtuple(
         "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                     "compression")), grpc.ClientCallDetails):
+                     "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
     pass
 
 
-class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """Adds `authorization: Bearer <token>` to every call on a channel."""
 
     def __init__(self, token: str) -> None:

@@ -16,8 +16,9 @@ from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import vpn_pb2 as rvpb
 
 from common import ipsec_proposals
+from netmgr.reconcile.agent_report import record_report
 from netmgr.reconcile.configbuild.router import build_router_config
-from netmgr.store.vpn import record_vpn_status
+from netmgr.store.vpn import VpnStore
 from router.errors import ConfigError
 from router.services import strongswan
 from tests.unit.netmgr.conftest import Api, Cloud, bad_fields, cloud, rpc_error  # noqa: F401
@@ -129,7 +130,7 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
                                      rvpb.VpnChildSaStatus(name="n0", state="INSTALLED",
                                                            bytes_in=420, remote_ts=[
                                                                "172.16.1.0/24"])])])
-    record_vpn_status(cloud.store, net.router_id, status)
+    record_report(cloud.store, VpnStore(cloud.store), net.router_id, status)
     got = v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id))
     assert got.status.ike_state == "ESTABLISHED"
     assert got.status.bytes_in == 840

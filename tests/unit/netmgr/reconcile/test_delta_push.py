@@ -1,7 +1,8 @@
 """netmgr's side of edge deltas (pure logic and a recording agent behind a
-real gRPC server): the objects it sends are what a full config holds, changes
-merge in order, a gap or a stale/refused answer falls back to a full push,
-an applied delta moves the router's generation."""
+real gRPC server): a delta adding one object carries exactly that object's
+part of the full config, changes merge in order, a gap or a stale/refused
+answer falls back to a full push, an applied delta moves the router's
+generation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from cloudnet.router.v1 import edge_pb2_grpc
 
 from netmgr.model import edge as me
 from netmgr.reconcile import delta_push as ed
+from netmgr.reconcile.configbuild import edge
 from netmgr.reconcile.configbuild.router import build_router_config
+from netmgr.reconcile.store_view import DeltaStore
 from tests.unit.netmgr.reconcile.test_configbuild import NET, NOW, snapshot
 
 PF = me.PortForward(
@@ -34,24 +37,14 @@ FW_EG = dataclasses.replace(FW_IN, id="fw2", direction="egress", public_ip_id=""
                             protocol="tcp", port=443, port_end=443, icmp_type=-1)
 
 
-def test_delta_objects_are_what_a_full_config_holds():
-    snap = dataclasses.replace(snapshot(), edge=me.EdgeSnapshot(
-        static_nats=(NAT,), port_forwards=(PF,), firewall_rules=(FW_IN, FW_EG)))
-    cfg = build_router_config(snap)
-    assert list(cfg.port_forwards) == [ed.port_forward_rule(PF)]
-    assert list(cfg.static_nats) == [ed.static_nat_rule(NAT)]
-    assert list(cfg.ingress_rules) == [ed.firewall_rule(FW_IN, NET.cidr)]
-    assert list(cfg.egress_rules) == [ed.firewall_rule(FW_EG, NET.cidr)]
-
-
 def test_changes_merge_in_order_last_word_wins():
-    a = ed.port_forward_rule(PF)
-    a2 = ed.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
-    c = ed.static_nat_rule(NAT)
+    a = edge.port_forward_rule(PF)
+    a2 = edge.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
+    c = edge.static_nat_rule(NAT)
     delta = ed.merge("r", 4, 8, [
-        ed.Change((), [a]), ed.Change([("portforward", "pf1")], [a2]),
-        ed.Change([("firewall", "fw9")], []), ed.Change((), [c]),
-        ed.Change([("staticnat", "s1")], [])])
+        ed.Change((), (a,)), ed.Change((("portforward", "pf1"),), (a2,)),
+        ed.Change((("firewall", "fw9"),), ()), ed.Change((), (c,)),
+        ed.Change((("staticnat", "s1"),), ())])
     assert (delta.base_generation, delta.generation) == (4, 8)
     assert {(r.kind, r.id) for r in delta.removed} == {
         ("portforward", "pf1"), ("firewall", "fw9"), ("staticnat", "s1")}
@@ -60,12 +53,17 @@ def test_changes_merge_in_order_last_word_wins():
 
 
 class Store:
+    """The edge-delta path's part of the store (checked against it by mypy)."""
+
     def __init__(self) -> None:
         self.desired = 5
         self.applied: list[int] = []
 
     def router_head(self, router_id: str) -> tuple[str, int, str]:
         return "local", self.desired, "netns"
+
+    def network_cidr(self, network_id: str) -> str:
+        return NET.cidr if network_id == NET.id else ""
 
     def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
         self.applied.append(generation)
@@ -98,12 +96,38 @@ def agent():
     server.stop(0)
 
 
+def deltas_through(channel: grpc.Channel, store: DeltaStore) -> ed.EdgeDeltas:
+    return ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+
+
+@pytest.mark.parametrize(("obj", "model_field", "config_part"), [
+    (NAT, "static_nats", "static_nats"),
+    (PF, "port_forwards", "port_forwards"),
+    (FW_IN, "firewall_rules", "ingress_rules"),
+    (FW_EG, "firewall_rules", "egress_rules"),
+], ids=["static_nat", "port_forward", "ingress", "egress"])
+def test_a_delta_adding_one_object_carries_that_objects_part_of_the_full_config(
+        agent, obj, model_field, config_part):
+    servicer, channel = agent
+    deltas = deltas_through(channel, Store())
+    deltas.acknowledged("r", 4)
+    servicer.runs = 4
+    deltas.record("r", 5, added=[obj])
+    assert deltas.push("r") is True
+    (sent,) = servicer.seen
+    full = build_router_config(dataclasses.replace(
+        snapshot(), edge=me.EdgeSnapshot(**{model_field: (obj,)})))
+    assert len(getattr(full, config_part)) == 1
+    for part in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
+        assert list(getattr(sent, part)) == list(getattr(full, part)), part
+
+
 def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent):
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
-    f = ed.port_forward_rule(PF)
-    deltas.record("r", 4, added=[f])
+    deltas = deltas_through(channel, store)
+    f = edge.port_forward_rule(PF)
+    deltas.record("r", 4, added=[PF])
     assert deltas.push("r") is None  # base unknown: no full push acknowledged yet
     deltas.acknowledged("r", 3)
     assert deltas.push("r") is None
@@ -125,7 +149,7 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     assert len(servicer.seen) == 2
     # A change already carried by a full push is not recorded again.
     deltas.acknowledged("r", 6)
-    deltas.record("r", 6, added=[f])
+    deltas.record("r", 6, added=[PF])
     assert deltas.push("r") is None
     assert len(servicer.seen) == 2
 
@@ -135,9 +159,9 @@ def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_del
 
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+    deltas = deltas_through(channel, store)
     deltas.acknowledged("r", 3)
-    deltas.record("r", 4, added=[ed.port_forward_rule(PF)])
+    deltas.record("r", 4, added=[PF])
     # Generation 5 is committed (the store says so) but recorded a moment later.
     timer = threading.Timer(0.004, lambda: deltas.record("r", 5, removed=[("firewall", "x")]))
     timer.start()

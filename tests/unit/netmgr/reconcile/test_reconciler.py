@@ -13,7 +13,9 @@ import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +23,14 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
-from netmgr.model.core import Network, Router, RouterBackend, RouterSnapshot, Zone
+from netmgr.model.core import (
+    Network,
+    Router,
+    RouterBackend,
+    RouterSnapshot,
+    ServiceHealth,
+    Zone,
+)
 from netmgr.reconcile.reconciler import Reconciler
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -30,11 +39,16 @@ ZONE = Zone("z", "203.0.113.0/24", "203.0.113.1", "203.0.113.10", "203.0.113.20"
 
 
 class MemoryStore:
+    """The reconciler's store (ReconcilerStore) and VPN status store (VpnStatusStore)
+    in memory; mypy checks it against both where the fixtures hand it over."""
+
     def __init__(self) -> None:
         self.routers: dict[str, Router] = {}
         self.networks: dict[str, Network] = {}
-        self.status: dict[str, dict] = {}
+        self.status: dict[str, dict[str, Any]] = {}
         self.unreachable: dict[str, str] = {}
+        self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
+        self.delta_applied: dict[str, int] = {}
 
     def add(self, generation: int = 1) -> str:
         rid, nid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -48,26 +62,54 @@ class MemoryStore:
         r = self.routers[rid]
         self.routers[rid] = dataclasses.replace(r, desired_generation=r.desired_generation + 1)
 
+    # ReconcilerStore
+
     def list_routers_all(self) -> list[Router]:
         return list(self.routers.values())
 
-    def router_snapshot(self, rid: str) -> RouterSnapshot:
-        if rid not in self.routers:
-            raise errors.NotFound(f"router {rid} not found")
-        return RouterSnapshot(router=self.routers[rid], networks=(self.networks[rid],), ports=(),
-                              zone=ZONE)
+    def router_snapshot(self, router_id: str) -> RouterSnapshot:
+        if router_id not in self.routers:
+            raise errors.NotFound(f"router {router_id} not found")
+        return RouterSnapshot(router=self.routers[router_id],
+                              networks=(self.networks[router_id],), ports=(), zone=ZONE)
 
-    def record_router_status(self, rid, *, applied_generation, services, last_error,
-                             port_errors, reachable) -> None:
-        self.status[rid] = {"applied": applied_generation, "error": last_error}
-        self.unreachable.pop(rid, None)
+    def mark_router_unreachable(self, router_id: str, error: str) -> None:
+        self.unreachable[router_id] = error
 
-    def mark_router_unreachable(self, rid: str, error: str) -> None:
-        self.unreachable[rid] = error
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        r = self.router_snapshot(router_id).router
+        return r.host, r.desired_generation, r.backend
+
+    def network_cidr(self, network_id: str) -> str:
+        return next((n.cidr for n in self.networks.values() if n.id == network_id), "")
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        self.delta_applied[router_id] = applied_generation
+
+    def record_router_status(self, router_id: str, *, applied_generation: int,
+                             services: Sequence[ServiceHealth], last_error: str,
+                             port_errors: Mapping[str, str], reachable: bool) -> None:
+        self.status[router_id] = {"applied": applied_generation, "error": last_error}
+        self.unreachable.pop(router_id, None)
+
+    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str],
+                           lb_health: Mapping[str, Mapping[str, list[str]]] | None = None
+                           ) -> None:
+        self.edge_errors[router_id] = dict(errors)
+
+    # VpnStatusStore
+
+    def has_connections(self, router_id: str) -> bool:
+        return False
+
+    def record_status(self, router_id: str, errors: Mapping[str, str],
+                      sa_status: Mapping[str, dict[str, Any]]) -> None:
+        raise AssertionError("no VPN here: nothing to record")
 
 
 class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
     def __init__(self) -> None:
+        self.target = ""  # the server's address, once it listens
         self.boot_id = "boot-1"
         self.held: dict[str, pb.RouterStatus] = {}
         self.applied: list[tuple[str, int]] = []
@@ -127,13 +169,17 @@ def agent():
 
 
 @pytest.fixture
-def store():
+def store() -> MemoryStore:
     return MemoryStore()
 
 
+def reconciler_of(store: MemoryStore, target: str) -> Reconciler:
+    return Reconciler(store, store, {"local": target}, resync_interval=0.2)
+
+
 @pytest.fixture
-def reconciler(store, agent):
-    r = Reconciler(store, {"local": agent.target}, resync_interval=0.2)
+def reconciler(store: MemoryStore, agent: RecordingAgent) -> Iterator[Reconciler]:
+    r = reconciler_of(store, agent.target)
     yield r
     r.stop()
 
@@ -208,7 +254,7 @@ def test_unreachable_agent_is_shown_then_recovers(store):
     rid = store.add()
     with socket_port() as port:
         target = f"127.0.0.1:{port}"
-    r = Reconciler(store, {"local": target}, resync_interval=0.2)
+    r = reconciler_of(store, target)
     r.start()
     try:
         eventually(lambda: rid in store.unreachable)

@@ -17,7 +17,12 @@ from common.grpc_errors import InvalidArgument
 from compute import libvirt_driver as lv
 from compute.images import Image
 from compute.router_vm.service import check_spec
-from netmgr.reconcile.vm_backend.tender import derive_token, load_key, router_vm_config, token_hash
+from netmgr.reconcile.vm_backend.credentials import (
+    derive_token,
+    load_key,
+    router_vm_config,
+    token_hash,
+)
 from netmgr.store import router_vms as store_router_vm
 from netmgr.store.facade import Store
 from netmgr.store.router_vms import RouterVmStore
