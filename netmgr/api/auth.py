@@ -47,7 +47,6 @@ POLICY: dict[str, Access] = {
                    "PublicIpService", "StaticNatService", "PortForwardService",
                    "FirewallService", "LoadBalancerService", "RouterVmService",
                    "EdgeCounterService",
-                   # VPCs and site-to-site VPN (issue 6)
                    "VpcService", "NetworkAclService", "StaticRouteService",
                    "PrivateGatewayService", "VpnService")},
 }

@@ -1,9 +1,9 @@
-"""The VM backend's settings and the router VMs' credentials (netmgr/router_vm.py).
+"""The VM backend's settings and the router VMs' credentials (``vm_backend.tender``).
 
 The agent's bearer token is HMAC-SHA256(router key, router ID / credential
 generation); the router key is a 0600 file next to the admin token. The
-store keeps only the generation and the token's SHA-256 (netmgr/
-store_router_vm.py): a copy of the database opens no router.
+store keeps only the generation and the token's SHA-256
+(``netmgr.store.router_vms``): a copy of the database opens no router.
 """
 
 from __future__ import annotations

@@ -3,12 +3,12 @@
 A router's NICs are its config's interfaces (public, each guest network or
 VPC tier, private gateways) plus the control NIC. When the set changes, the
 running VM gets the difference hot-plugged by its compute host
-(RouterVmService.UpdateRouterVmNics, compute/router_vm_nics.py) instead of
+(RouterVmService.UpdateRouterVmNics, ``compute.router_vm``) instead of
 being replaced, in this order:
 
 * before the reconciler pushes a config, every NIC it names is plugged (the
   NICs the VM has plus the new ones): the agent inside finds NICs by MAC
-  when it applies the config (router/appliance.py), so the NIC must be there
+  when it applies the config (``router.agent.appliance``), so the NIC must be there
   first. A guest kernel that has not yet noticed a NIC just plugged fails
   that apply; it is not a rejection, and the reconciler retries.
 * once the VM applied a config without a NIC (the agent moved it out of the

@@ -4,10 +4,12 @@ netmgr places the router on a registered compute host (HostService) and asks
 that host's compute agent (RouterVmService, admin token) for a VM from the
 router image with NICs for control, public and each guest network, by MAC
 (the router's MACs from the model; the control MAC and address from
-netmgr/store_router_vm.py). The identity travels as SMBIOS OEM strings; the
-token through a root-only file (compute/router_vm.py). Each VM router is its
+``netmgr.store.router_vms``). The identity travels as SMBIOS OEM strings; the
+token through a root-only file (``compute.router_vm``). Each VM router is its
 own agent target: the reconciler asks `stub()` for it and pushes the whole
-config once the agent answers.
+config once the agent answers. How its control address is reached (directly,
+or relayed out of a control namespace) is the ``ControlNetwork`` the
+composition root hands in (``vm_backend.control_network``).
 
 A tend loop watches every VM router (one pass a second, a worker per router):
 
@@ -19,7 +21,7 @@ A replacement is a new VM with the same NICs (MACs), control address and
 config: the reconciler re-pushes everything, including every guest's static
 DHCP host (MAC → IP), so a guest that renews keeps its address. A change of
 the NIC set (a VPC tier added or removed) is hot-plugged into the running VM
-(netmgr/router_vm_nics.py), not a replacement.
+(``vm_backend.nic_plan``), not a replacement.
 
 Credentials: the agent's bearer token is HMAC-SHA256(router key, router ID /
 credential generation). The router key is a 0600 file next to the admin
@@ -418,7 +420,7 @@ class RouterVmBackend:
     def _nics_changed(self, router: Router, live: _Live, vm: RouterVm,
                       dom: vpb.RouterVm) -> bool:
         """A network added to or removed from the router (VPC tiers) changes its
-        NICs: hot-plugged into the running VM (netmgr/router_vm_nics.py); True
+        NICs: hot-plugged into the running VM (``nic_plan``); True
         when the host cannot, and the VM was replaced by one with the new set."""
         if router.desired_generation == live.nics_generation:
             return False
