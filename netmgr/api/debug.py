@@ -30,7 +30,7 @@ from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
+SERVICE_NAME: str = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 _PREFIX = f"/{SERVICE_NAME}/"
 PROXY_TIMEOUT = 60.0
 
@@ -48,7 +48,8 @@ def _passthrough(context: grpc.ServicerContext, e: grpc.RpcError) -> None:
     context.abort(code, details or code.name)
 
 
-class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
+class DebugServicer(debug_pb2_grpc.DebugServiceServicer):  # type: ignore[misc]
     def __init__(self, store: Store, hooks: RouterHooks, admin_token: str) -> None:
         self._store = store
         # The reconciler's channels: a host's agent, or a VM router's own.
@@ -72,7 +73,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         req.CopyFrom(request)
         req.router_id = rid
         try:
-            return stub.Show(req, timeout=PROXY_TIMEOUT)  # type: ignore[no-any-return]
+            return stub.Show(req, timeout=PROXY_TIMEOUT)
         except grpc.RpcError as e:
             _passthrough(context, e)
             raise
@@ -84,7 +85,7 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         req.CopyFrom(request)
         req.router_id = rid
         try:
-            return stub.Probe(req, timeout=PROXY_TIMEOUT + 60)  # type: ignore[no-any-return]
+            return stub.Probe(req, timeout=PROXY_TIMEOUT + 60)
         except grpc.RpcError as e:
             _passthrough(context, e)
             raise

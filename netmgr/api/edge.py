@@ -29,7 +29,8 @@ class _EdgeBase(_Base):
         self._notify(router_id)
 
 
-class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
+class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):  # type: ignore[misc]
     def AllocatePublicIp(self, request: pb.AllocatePublicIpRequest, context: Ctx) -> pb.PublicIp:
         ip, router_id = self._store.allocate_public_ip(_tenant(), request.network_id)
         if router_id:
@@ -60,7 +61,7 @@ class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
         return pb.ReleasePublicIpResponse()
 
 
-class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
+class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):  # type: ignore[misc]
     def CreateStaticNat(self, request: pb.CreateStaticNatRequest, context: Ctx) -> pb.StaticNat:
         n = self._store.create_static_nat(_tenant(), conv.static_nat_spec(request.static_nat))
         self._changed(self._store.router_of_network(n.network_id), n.generation, added=[n])
@@ -84,7 +85,7 @@ class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
         return pb.DeleteStaticNatResponse()
 
 
-class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
+class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):  # type: ignore[misc]
     def CreatePortForward(self, request: pb.CreatePortForwardRequest,
                           context: Ctx) -> pb.PortForward:
         f = self._store.create_port_forward(_tenant(),
@@ -121,7 +122,7 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
         return pb.DeletePortForwardResponse()
 
 
-class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
+class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):  # type: ignore[misc]
     def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest,
                            context: Ctx) -> pb.FirewallRule:
         r = self._store.create_firewall_rule(_tenant(),
@@ -170,7 +171,7 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
         return conv.egress_policy_to_pb(policy)
 
 
-class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
+class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):  # type: ignore[misc]
     def CreateLoadBalancer(self, request: pb.CreateLoadBalancerRequest,
                            context: Ctx) -> pb.LoadBalancer:
         lb = self._store.create_load_balancer(_tenant(),
@@ -204,7 +205,7 @@ class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
         return pb.DeleteLoadBalancerResponse()
 
 
-class EdgeCounterServicer(_Base, rpc.EdgeCounterServiceServicer):
+class EdgeCounterServicer(_Base, rpc.EdgeCounterServiceServicer):  # type: ignore[misc]
     def GetEdgeCounters(self, request: pb.GetEdgeCountersRequest,
                         context: Ctx) -> pb.GetEdgeCountersResponse:
         router_id, kinds = self._store.edge_rule_kinds(_tenant(), request.network_id,

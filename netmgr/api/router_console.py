@@ -15,7 +15,8 @@ from netmgr.store.facade import Store
 MAX_OFFSET = 1 << 40
 
 
-class RouterVmServicer(rpc.RouterVmServiceServicer):
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
+class RouterVmServicer(rpc.RouterVmServiceServicer):  # type: ignore[misc]
     def __init__(self, store: Store, hooks: RouterHooks) -> None:
         self._store = store
         self._hooks = hooks
@@ -33,7 +34,7 @@ class RouterVmServicer(rpc.RouterVmServiceServicer):
         return pb.RouterConsole(data=data, next_offset=next_offset, host=host)
 
 
-SERVICE = pb.DESCRIPTOR.services_by_name["RouterVmService"].full_name
+SERVICE: str = pb.DESCRIPTOR.services_by_name["RouterVmService"].full_name
 
 
 def add_to_server(store: Store, hooks: RouterHooks, server: grpc.Server) -> str:
