@@ -255,6 +255,18 @@ def main(argv: Sequence[str] | None = None, *,
               "or admin_token_file in the config", file=sys.stderr)
         return 2
 
+    vm_config: RouterVmConfig | None = None
+    if config.router_backend == "vm" or config.router_vm:
+        from netmgr.reconcile.vm_backend.credentials import router_vm_config
+
+        vm_config = router_vm_config(config.router_vm)
+        if control_network is None and vm_config.control_netns:
+            print("cloudnet-netmgr: router_vm.control_netns needs the control network's "
+                  "relay: run netmgr as the all-in-one does (python -m aio.netmgr_server), "
+                  "or leave control_netns empty when netmgr is on the control network",
+                  file=sys.stderr)
+            return 2
+
     # Imported here: a server without a reconciler (the API's tests) needs none of it.
     from netmgr.reconcile.reconciler import Reconciler
     from netmgr.store.vpn import VpnStore
@@ -263,20 +275,11 @@ def main(argv: Sequence[str] | None = None, *,
                   pool_size=config.workers)
     reconciler = Reconciler(store, VpnStore(store), config.agents)
     vm_backend = None
-    if config.router_backend == "vm" or config.router_vm:
+    if vm_config is not None:
         from netmgr.reconcile.vm_backend.control_network import DirectControlNetwork
-        from netmgr.reconcile.vm_backend.credentials import router_vm_config
         from netmgr.reconcile.vm_backend.tender import RouterVmBackend
         from netmgr.store.router_vms import RouterVmStore
 
-        vm_config = router_vm_config(config.router_vm)
-        if control_network is None and vm_config.control_netns:
-            store.close()
-            print("cloudnet-netmgr: router_vm.control_netns needs the control network's "
-                  "relay: run netmgr as the all-in-one does (python -m aio.netmgr_server), "
-                  "or leave control_netns empty when netmgr is on the control network",
-                  file=sys.stderr)
-            return 2
         store.default_backend = RouterBackend(config.router_backend)
         vm_backend = RouterVmBackend(
             store, reconciler, vm_config, config.admin_token,

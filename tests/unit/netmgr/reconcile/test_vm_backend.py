@@ -13,10 +13,13 @@ from cloudnet.netmgr.v1 import router_vm_pb2 as rvpb
 from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rvrpc
 
 from aio.control_network import ControlNetwork
+from aio.netmgr_server import relay
 from common.grpc_errors import InvalidArgument
 from compute import libvirt_driver as lv
 from compute.images import Image
 from compute.router_vm.service import check_spec
+from netmgr import server
+from netmgr.reconcile.vm_backend.control_network import DirectControlNetwork
 from netmgr.reconcile.vm_backend.credentials import (
     derive_token,
     load_key,
@@ -139,6 +142,19 @@ def test_control_addresses_are_allocated_once_and_kept(tmp_path) -> None:
 
 def test_control_network_without_a_namespace_connects_directly() -> None:
     assert ControlNetwork().target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+    assert DirectControlNetwork().target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+    cfg = router_vm_config({"control_netns": ""})
+    assert relay(cfg).target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+
+
+def test_netmgr_alone_refuses_a_control_namespace_it_cannot_relay_from(
+        tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("CLOUDNET_ADMIN_TOKEN", "adm")
+    rc = server.main(["--db-url", f"sqlite:///{tmp_path}/db.sqlite",
+                      "--router-vm", "control_netns=x"])
+    assert rc == 2
+    assert "aio.netmgr_server" in capsys.readouterr().err
+    assert not (tmp_path / "db.sqlite").exists()
 
 
 def test_console_is_tenant_scoped_and_only_for_vm_routers(cloud, acme) -> None:
