@@ -7,6 +7,7 @@ generation."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -17,6 +18,7 @@ from cloudnet.router.v1 import edge_pb2_grpc
 from netmgr.model import edge as me
 from netmgr.reconcile import delta_push as ed
 from netmgr.reconcile.configbuild import edge
+from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.store_view import DeltaStore
 from tests.unit.netmgr.reconcile.test_configbuild import NET, NOW, snapshot
@@ -37,7 +39,7 @@ FW_EG = dataclasses.replace(FW_IN, id="fw2", direction="egress", public_ip_id=""
                             protocol="tcp", port=443, port_end=443, icmp_type=-1)
 
 
-def test_changes_merge_in_order_last_word_wins():
+def test_changes_merge_in_order_last_word_wins() -> None:
     a = edge.port_forward_rule(PF)
     a2 = edge.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
     c = edge.static_nat_rule(NAT)
@@ -65,16 +67,17 @@ class Store:
     def network_cidr(self, network_id: str) -> str:
         return NET.cidr if network_id == NET.id else ""
 
-    def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
-        self.applied.append(generation)
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        self.applied.append(applied_generation)
 
 
-class Agent(edge_pb2_grpc.RouterEdgeServicer):
+class Agent(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.runs = 3
         self.seen: list[epb.EdgeDelta] = []
 
-    def ApplyEdgeDelta(self, request, context):
+    def ApplyEdgeDelta(self, request: epb.ApplyEdgeDeltaRequest,
+                       context: grpc.ServicerContext) -> epb.ApplyEdgeDeltaResponse:
         d = request.delta
         self.seen.append(d)
         if d.base_generation != self.runs:
@@ -84,7 +87,7 @@ class Agent(edge_pb2_grpc.RouterEdgeServicer):
 
 
 @pytest.fixture
-def agent():
+def agent() -> Iterator[tuple[Agent, grpc.Channel]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = Agent()
     edge_pb2_grpc.add_RouterEdgeServicer_to_server(servicer, server)
@@ -100,14 +103,15 @@ def deltas_through(channel: grpc.Channel, store: DeltaStore) -> ed.EdgeDeltas:
     return ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
 
 
-@pytest.mark.parametrize(("obj", "model_field", "config_part"), [
-    (NAT, "static_nats", "static_nats"),
-    (PF, "port_forwards", "port_forwards"),
-    (FW_IN, "firewall_rules", "ingress_rules"),
-    (FW_EG, "firewall_rules", "egress_rules"),
+@pytest.mark.parametrize(("obj", "alone", "config_part"), [
+    (NAT, me.EdgeSnapshot(static_nats=(NAT,)), "static_nats"),
+    (PF, me.EdgeSnapshot(port_forwards=(PF,)), "port_forwards"),
+    (FW_IN, me.EdgeSnapshot(firewall_rules=(FW_IN,)), "ingress_rules"),
+    (FW_EG, me.EdgeSnapshot(firewall_rules=(FW_EG,)), "egress_rules"),
 ], ids=["static_nat", "port_forward", "ingress", "egress"])
 def test_a_delta_adding_one_object_carries_that_objects_part_of_the_full_config(
-        agent, obj, model_field, config_part):
+        agent: tuple[Agent, grpc.Channel], obj: EdgeRule, alone: me.EdgeSnapshot,
+        config_part: str) -> None:
     servicer, channel = agent
     deltas = deltas_through(channel, Store())
     deltas.acknowledged("r", 4)
@@ -115,14 +119,14 @@ def test_a_delta_adding_one_object_carries_that_objects_part_of_the_full_config(
     deltas.record("r", 5, added=[obj])
     assert deltas.push("r") is True
     (sent,) = servicer.seen
-    full = build_router_config(dataclasses.replace(
-        snapshot(), edge=me.EdgeSnapshot(**{model_field: (obj,)})))
+    full = build_router_config(dataclasses.replace(snapshot(), edge=alone))
     assert len(getattr(full, config_part)) == 1
     for part in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
         assert list(getattr(sent, part)) == list(getattr(full, part)), part
 
 
-def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent):
+def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(
+        agent: tuple[Agent, grpc.Channel]) -> None:
     servicer, channel = agent
     store = Store()
     deltas = deltas_through(channel, store)
@@ -154,7 +158,8 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     assert len(servicer.seen) == 2
 
 
-def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(agent):
+def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(
+        agent: tuple[Agent, grpc.Channel]) -> None:
     import threading
 
     servicer, channel = agent

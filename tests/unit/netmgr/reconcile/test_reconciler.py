@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -107,7 +107,7 @@ class MemoryStore:
         raise AssertionError("no VPN here: nothing to record")
 
 
-class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
+class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.target = ""  # the server's address, once it listens
         self.boot_id = "boot-1"
@@ -120,7 +120,8 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         self.reject = False
         self.lock = threading.Lock()
 
-    def ApplyConfig(self, request, context):
+    def ApplyConfig(self, request: pb.ApplyConfigRequest,
+                    context: grpc.ServicerContext) -> pb.ApplyConfigResponse:
         with self.lock:
             self.attempts.append((request.config.router_id, request.config.generation))
             if self.fail_next:
@@ -138,12 +139,14 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
             self.held[cfg.router_id] = st
             return pb.ApplyConfigResponse(status=st)
 
-    def ListRouterStatus(self, request, context):
+    def ListRouterStatus(self, request: pb.ListRouterStatusRequest,
+                         context: grpc.ServicerContext) -> pb.ListRouterStatusResponse:
         with self.lock:
             return pb.ListRouterStatusResponse(routers=list(self.held.values()),
                                                agent_id="a", boot_id=self.boot_id)
 
-    def DeleteRouter(self, request, context):
+    def DeleteRouter(self, request: pb.DeleteRouterRequest,
+                     context: grpc.ServicerContext) -> pb.DeleteRouterResponse:
         with self.lock:
             self.held.pop(request.router_id, None)
             self.deleted.append(request.router_id)
@@ -157,7 +160,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
 
 
 @pytest.fixture
-def agent():
+def agent() -> Iterator[RecordingAgent]:
     servicer = RecordingAgent()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     agent_pb2_grpc.add_RouterAgentServicer_to_server(servicer, server)
@@ -184,14 +187,15 @@ def reconciler(store: MemoryStore, agent: RecordingAgent) -> Iterator[Reconciler
     r.stop()
 
 
-def eventually(cond, timeout: float = 10.0) -> None:
+def eventually(cond: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
 
 
-def test_pushes_existing_routers_at_start_and_changes_on_notify(store, agent, reconciler):
+def test_pushes_existing_routers_at_start_and_changes_on_notify(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     rid = store.add(generation=3)
     reconciler.start()
     eventually(lambda: (rid, 3) in agent.applied)
@@ -201,7 +205,8 @@ def test_pushes_existing_routers_at_start_and_changes_on_notify(store, agent, re
     eventually(lambda: store.status.get(rid, {}).get("applied") == 4)
 
 
-def test_retries_until_acknowledged(store, agent, reconciler):
+def test_retries_until_acknowledged(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     agent.fail_next = 3
     rid = store.add()
     reconciler.start()
@@ -209,7 +214,8 @@ def test_retries_until_acknowledged(store, agent, reconciler):
     assert store.status[rid]["applied"] == 1
 
 
-def test_repushes_when_the_agent_restarts(store, agent, reconciler):
+def test_repushes_when_the_agent_restarts(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     rid = store.add()
     reconciler.start()
     eventually(lambda: (rid, 1) in agent.applied)
@@ -218,7 +224,8 @@ def test_repushes_when_the_agent_restarts(store, agent, reconciler):
     eventually(lambda: len(agent.applied) > pushes and rid in agent.held)
 
 
-def test_sweeps_routers_the_model_no_longer_has(store, agent, reconciler):
+def test_sweeps_routers_the_model_no_longer_has(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     stale = str(uuid.uuid4())
     agent.held[stale] = pb.RouterStatus(router_id=stale, applied_generation=9)
     reconciler.start()
@@ -235,7 +242,8 @@ def attempts_while_waiting(agent: RecordingAgent, seconds: float) -> list[tuple[
         return agent.attempts[before:]
 
 
-def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(store, agent, reconciler):
+def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     agent.reject = True
     rid = store.add()
     reconciler.start()
@@ -256,7 +264,7 @@ def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(store, agent,
     assert attempts_while_waiting(agent, 2.5) == []
 
 
-def test_unreachable_agent_is_shown_then_recovers(store):
+def test_unreachable_agent_is_shown_then_recovers(store: MemoryStore) -> None:
     rid = store.add()
     with socket_port() as port:
         target = f"127.0.0.1:{port}"
@@ -277,5 +285,5 @@ class socket_port:
         self.s.bind(("127.0.0.1", 0))
         return int(self.s.getsockname()[1])
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.s.close()
