@@ -38,23 +38,30 @@ from collections.abc import Iterator
 import grpc
 from pyroute2 import IPRoute, netns
 
+from aio.demo import run_demo
+from aio.topology import (
+    EDGE_INET_IP,
+    EDGE_PUBLIC_IP,
+    INET_DNS_IP,
+    INET_HOST_IP,
+    INET_PREFIXLEN,
+    PUBLIC_CIDR,
+    PUBLIC_PREFIXLEN,
+    UPSTREAM_NAMES,
+    WEB_PORT,
+)
 from common.fabric.base import PROVIDER_SEGMENT
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns, install, remove_netns
 
-log = logging.getLogger("cloudnet.aio")
+# The topology's addresses are importable from here too (tests, benchmarks).
+__all__ = ["EDGE_INET_IP", "EDGE_PUBLIC_IP", "INET_DNS_IP", "INET_HOST_IP", "INET_PREFIXLEN",
+           "PUBLIC_CIDR", "PUBLIC_PREFIXLEN", "UPSTREAM_NAMES", "WEB_PORT", "AllInOne", "main",
+           "running", "serve_whoami"]
 
-EDGE_PUBLIC_IP = "203.0.113.1"
-PUBLIC_PREFIXLEN = 24
-EDGE_INET_IP = "198.51.100.1"
-INET_HOST_IP = "198.51.100.10"
-INET_DNS_IP = "198.51.100.53"
-INET_PREFIXLEN = 24
-PUBLIC_CIDR = "203.0.113.0/24"
-WEB_PORT = 80
-UPSTREAM_NAMES = {"www.example.test": INET_HOST_IP, "dns.example.test": INET_DNS_IP}
+log = logging.getLogger("cloudnet.aio")
 
 
 @dataclasses.dataclass
@@ -76,9 +83,9 @@ class AllInOne:
     vxlan_local: str = ""
     vxlan_remotes: tuple[str, ...] = ()
     # "netns" or "vm": routers as appliance VMs booted by a compute agent of
-    # this all-in-one (netmgr/aio_vm.py; OVS fabric only).
+    # this all-in-one (aio.vm_backend; OVS fabric only).
     router_backend: str = "netns"
-    # More VM backend settings (KEY=VALUE, see netmgr/router_vm.py).
+    # More VM backend settings (KEY=VALUE, see netmgr.reconcile.vm_backend.credentials).
     router_vm_settings: tuple[str, ...] = ()
     compute_listen: str = ""
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -148,7 +155,7 @@ class AllInOne:
     def _ns_run(ns: str, argv: list[str]) -> None:
         subprocess.run(["ip", "netns", "exec", ns, *argv], check=True, capture_output=True)
 
-    def _spawn(self, name: str, argv: list[str], ns: str | None = None) -> None:
+    def spawn(self, name: str, argv: list[str], ns: str | None = None) -> None:
         os.makedirs(os.path.join(self.state_dir, "log"), exist_ok=True)
         logf = open(os.path.join(self.state_dir, "log", f"{name}.log"), "ab")  # noqa: SIM115
         if ns:
@@ -166,15 +173,15 @@ class AllInOne:
     def start_internet_services(self) -> None:
         """Upstream DNS (dnsmasq) and a web server on the internet host."""
         records = [f"--address=/{n}/{ip}" for n, ip in UPSTREAM_NAMES.items()]
-        self._spawn("upstream-dns", [
+        self.spawn("upstream-dns", [
             "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
             f"--listen-address={INET_DNS_IP}", "--log-facility=-", "--conf-file=/dev/null",
             *records], ns=self.inet_ns)
-        self._spawn("web", [sys.executable, "-m", "aio.allinone", "whoami", "--port",
+        self.spawn("web", [sys.executable, "-m", "aio.allinone", "whoami", "--port",
                             str(WEB_PORT)], ns=self.inet_ns)
 
     def start_agent(self) -> None:
-        self._spawn("router-agent", [
+        self.spawn("router-agent", [
             sys.executable, "-m", "router.agent.server", "--listen", f"unix://{self.agent_socket}",
             "--state-dir", os.path.join(self.state_dir, "agent"),
             "--netns-prefix", self.prefix, *self._fabric_args(),
@@ -201,7 +208,7 @@ class AllInOne:
         token_file = os.path.join(self.state_dir, "admin.token")
         with open(token_file, "w") as f:
             f.write(self.admin_token + "\n")
-        self._spawn("netmgr", [
+        self.spawn("netmgr", [
             sys.executable, "-m", "netmgr.server", "--listen", self.listen,
             "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
             "--admin-token-file", token_file,
@@ -376,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  admin token: {os.path.join(aio.state_dir, 'admin.token')}")
         print(f"  logs: {os.path.join(aio.state_dir, 'log')}/")
         if args.demo:
-            from aio.demo import run_demo
-
             ok = run_demo(aio)
             if args.exit:
                 return 0 if ok else 1

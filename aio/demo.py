@@ -9,13 +9,38 @@ connection out to the internet host through source NAT.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
-from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne
 from aio.nsguest import NamespaceGuest
+from aio.topology import INET_HOST_IP, WEB_PORT
+from common.fabric.base import Fabric
+
+
+class Cloud(Protocol):
+    """The running cloud the demo uses (``aio.allinone.AllInOne``)."""
+
+    @property
+    def listen(self) -> str:
+        """netmgr's API address."""
+        ...
+
+    @property
+    def admin_token(self) -> str: ...
+
+    @property
+    def prefix(self) -> str:
+        """Of the namespace names (the guests' too)."""
+        ...
+
+    @property
+    def fabric(self) -> Fabric:
+        """Where the guests plug in."""
+        ...
 
 
 class Api:
@@ -33,7 +58,7 @@ class Api:
         self.ports = rpc.PortServiceStub(self.channel)
         self.routers = rpc.RouterServiceStub(self.channel)
 
-    def call(self, method, request, timeout: float = 30):
+    def call(self, method: Callable[..., Any], request: Any, timeout: float = 30) -> Any:
         return method(request, metadata=self.metadata, timeout=timeout)
 
     # Generous: a VM router boots in 15-140 s under TCG on a loaded machine
@@ -41,7 +66,7 @@ class Api:
     def wait_router_active(self, router_id: str, timeout: float = 360) -> pb.Router:
         deadline = time.monotonic() + timeout
         while True:
-            r = self.call(self.routers.GetRouter, pb.GetRouterRequest(id=router_id))
+            r: pb.Router = self.call(self.routers.GetRouter, pb.GetRouterRequest(id=router_id))
             if r.applied_generation >= r.desired_generation and r.state == pb.ROUTER_STATE_ACTIVE:
                 return r
             if time.monotonic() > deadline:
@@ -80,7 +105,7 @@ def _demo_objects(admin: Api, target: str) -> tuple[Api, str, pb.Network, list[p
     return api, secret, net, ports
 
 
-def run_demo(aio: AllInOne) -> bool:
+def run_demo(aio: Cloud) -> bool:
     admin = Api(aio.listen, aio.admin_token)
     _step("tenant 'demo' has network 'web' 10.1.1.0/24 with ports vm1 and vm2")
     api, secret, net, ports = _demo_objects(admin, aio.listen)
@@ -101,7 +126,7 @@ def run_demo(aio: AllInOne) -> bool:
             lease = g.dhcp()
             print(f"{port.hostname}: lease {lease.ip}/{lease.prefixlen} router {lease.router} "
                   f"dns {' '.join(lease.dns)} domain {lease.domain} ({lease.lease_seconds}s)")
-            ok &= lease.ip == port.ip
+            ok &= bool(lease.ip == port.ip)
         _step(f"vm1 looks up vm2.{net.domain} and www.example.test (upstream) with dig")
         for name in (f"vm2.{net.domain}", "www.example.test"):
             out = guests[0].run(["dig", "+short", "+time=2", name]).stdout.strip()
@@ -113,7 +138,7 @@ def run_demo(aio: AllInOne) -> bool:
                               f"http://{INET_HOST_IP}:{WEB_PORT}/"]).stdout.strip()
         print(f"internet host saw the connection from {seen} "
               f"(network's source NAT address {net.source_nat_ip})")
-        ok &= seen == net.source_nat_ip
+        ok &= bool(seen == net.source_nat_ip)
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
         print(f"Try: CLOUDNET_TOKEN={secret} cloudnet --server {aio.listen} network list")
         print(f"     ip netns exec {guests[0].netns} ping -c1 vm2")

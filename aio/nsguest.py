@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -91,7 +92,7 @@ class NamespaceGuest:
             capture_output=True, text=True, timeout=timeout, check=check,
         )
 
-    def popen(self, argv: Sequence[str], **kw) -> subprocess.Popen:
+    def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(["ip", "netns", "exec", self.netns, *argv], **kw)
 
     def dhcp(self, *, attempts: int = 10, interval: int = 1, configure: bool = True) -> Lease:

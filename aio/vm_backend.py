@@ -15,9 +15,13 @@ import ipaddress
 import os
 import sys
 import time
+from typing import Protocol
 
 import grpc
 
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.fabric.ovs import OvsFabric
+from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns
 from compute import images
 
@@ -27,6 +31,38 @@ ROUTER_IMAGE_DIR = os.environ.get("CLOUDNET_ROUTER_IMAGE",
 CONTROL_CIDR = "10.250.0.0/16"
 CONTROL_VLAN = 4001
 CONTROL_MAC = "02:00:0a:fa:00:01"
+
+
+class VmAllInOne(Protocol):
+    """The all-in-one (``aio.allinone.AllInOne``) as its VM backend uses it."""
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def state_dir(self) -> str: ...
+
+    @property
+    def listen(self) -> str:
+        """netmgr's API address."""
+        ...
+
+    @property
+    def admin_token(self) -> str: ...
+
+    @property
+    def router_vm_settings(self) -> tuple[str, ...]:
+        """More ``--router-vm KEY=VALUE`` settings for netmgr."""
+        ...
+
+    @property
+    def fabric(self) -> LinuxBridgeFabric | OvsFabric | VxlanFabric:
+        """Where the VMs attach: the VM backend needs OVS."""
+        ...
+
+    def spawn(self, name: str, argv: list[str], ns: str | None = None) -> None:
+        """Start a daemon of the all-in-one (stopped by ``down``)."""
+        ...
 
 
 def control_netns(prefix: str) -> str:
@@ -41,7 +77,7 @@ def compute_state_dir(state_dir: str) -> str:
     return os.path.join(state_dir, "compute")
 
 
-def build_control_network(aio) -> None:  # aio: aio.allinone.AllInOne
+def build_control_network(aio: VmAllInOne) -> None:
     from pyroute2 import IPRoute
 
     ns = control_netns(aio.prefix)
@@ -57,7 +93,7 @@ def build_control_network(aio) -> None:  # aio: aio.allinone.AllInOne
         ipr.link("set", index=lo, state="up")
 
 
-def netmgr_args(aio) -> list[str]:
+def netmgr_args(aio: VmAllInOne) -> list[str]:
     run = os.path.join(aio.state_dir, "run")
     return ["--router-backend", "vm",
             "--router-vm", f"control_netns={control_netns(aio.prefix)}",
@@ -68,19 +104,25 @@ def netmgr_args(aio) -> list[str]:
             *(a for kv in aio.router_vm_settings for a in ("--router-vm", kv))]
 
 
-def start_compute(aio, listen: str) -> None:
+def _ovs(aio: VmAllInOne) -> OvsFabric:
+    if not isinstance(aio.fabric, OvsFabric):
+        raise ValueError("router VMs need the OVS fabric (--fabric ovs)")
+    return aio.fabric
+
+
+def start_compute(aio: VmAllInOne, listen: str) -> None:
     image_args = ["--image", f"router={ROUTER_IMAGE_DIR}"]
     if os.path.exists(os.path.join(images.DEFAULT_GUEST_DIR, "image.json")):
         image_args += ["--image", f"tiny={images.DEFAULT_GUEST_DIR}"]
-    aio._spawn("compute", [
+    aio.spawn("compute", [
         sys.executable, "-m", "compute.agent.server", "--name", host_name(aio.prefix),
         "--listen", listen, "--netmgr", aio.listen,
         "--admin-token-file", os.path.join(aio.state_dir, "admin.token"),
-        "--fabric", "ovs", "--ovs-bridge", aio.fabric.bridge, "--accel", "qemu",
+        "--fabric", "ovs", "--ovs-bridge", _ovs(aio).bridge, "--accel", "qemu",
         "--state-dir", compute_state_dir(aio.state_dir), *image_args])
 
 
-def wait_registered(aio, timeout: float = 60) -> None:
+def wait_registered(aio: VmAllInOne, timeout: float = 60) -> None:
     from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
 
     md = [("authorization", f"Bearer {aio.admin_token}")]

@@ -29,10 +29,10 @@ import signal
 import sys
 import threading
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
@@ -41,14 +41,25 @@ from grpc_reflection.v1alpha import reflection
 
 from common.grpc_errors import ErrorMappingInterceptor
 from netmgr.api import core as servicers
+from netmgr.api import debug
 from netmgr.api import edge as servicers_edge
+from netmgr.api import hosts as store_hosts
+from netmgr.api import router_console as servicers_router_vm
 from netmgr.api import vpc as servicers_vpc
 from netmgr.api import vpn as servicers_vpn
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
-from netmgr.model.core import Zone
+from netmgr.model.core import RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store
+
+if TYPE_CHECKING:
+    from netmgr.reconcile.vm_backend.control_network import ControlNetwork
+    from netmgr.reconcile.vm_backend.credentials import RouterVmConfig
+
+    # How this netmgr reaches the router VMs' control addresses, made from the
+    # VM backend's settings (the composition root may inject one).
+    ControlNetworkFactory = Callable[[RouterVmConfig], ControlNetwork]
 
 log = logging.getLogger("cloudnet.netmgr")
 
@@ -81,9 +92,9 @@ class ServerConfig:
     metrics_listen: str = ""
     grace_seconds: float = 5.0
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
-    # (an appliance VM on a compute host, netmgr/router_vm.py).
+    # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
-    # [router_vm] settings (netmgr.reconcile.vm_backend.tender.RouterVmConfig).
+    # [router_vm] settings (netmgr.reconcile.vm_backend.credentials.RouterVmConfig).
     router_vm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -140,15 +151,11 @@ def _build(
     netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
         servicers.RouterServicer(store, hooks), server)
-    from netmgr.api import debug  # router diagnostics (issue 7)
-    debug_service = debug.add_to_server(store, config.agents, config.admin_token, server,
-                                        getattr(hooks, "router_channel", None))
+    debug_service = debug.add_to_server(store, hooks, config.admin_token, server)
     servicers_edge.add_to_server(store, hooks, server)
-    servicers_vpc.add_to_server(store, hooks, server)  # VPCs (issue 6)
-    servicers_vpn.add_to_server(store, hooks, server)  # site-to-site VPN (issue 6)
-    from netmgr.api import hosts as store_hosts  # compute hosts (issue 3)
+    servicers_vpc.add_to_server(store, hooks, server)
+    servicers_vpn.add_to_server(store, hooks, server)
     host_services = store_hosts.add_to_server(store, server)
-    from netmgr.api import router_console as servicers_router_vm  # router VM consoles (issue 4)
     host_services += (servicers_router_vm.add_to_server(store, hooks, server),)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -192,7 +199,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--router-backend", choices=("netns", "vm"),
                    help="backend of new routers (default: netns)")
     p.add_argument("--router-vm", action="append", default=[], metavar="KEY=VALUE",
-                   help="a VM backend setting (repeatable; see netmgr/router_vm.py)")
+                   help="a VM backend setting (repeatable; see "
+                        "netmgr/reconcile/vm_backend/credentials.py)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -230,7 +238,22 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     return config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def default_control_network(cfg: RouterVmConfig) -> ControlNetwork:
+    """Through a relay out of the control namespace when one is configured (the
+    all-in-one's netmgr is not on the control network), else directly."""
+    if cfg.control_netns:
+        from common.control_relay import ControlNetwork as Relay
+
+        return Relay(cfg.control_netns, cfg.run_dir)
+    from netmgr.reconcile.vm_backend.control_network import DirectControlNetwork
+
+    return DirectControlNetwork()
+
+
+def main(argv: Sequence[str] | None = None, *,
+         control_network: ControlNetworkFactory | None = None) -> int:
+    """``control_network``: how the VM backend reaches the router VMs' agents
+    (default: ``default_control_network``)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -244,19 +267,29 @@ def main(argv: Sequence[str] | None = None) -> int:
               "or admin_token_file in the config", file=sys.stderr)
         return 2
 
-    from netmgr.reconcile.reconciler import Reconciler  # the API tests run without it
+    vm_config: RouterVmConfig | None = None
+    if config.router_backend == "vm" or config.router_vm:
+        from netmgr.reconcile.vm_backend.credentials import router_vm_config
+
+        vm_config = router_vm_config(config.router_vm)
+
+    # Imported here: a server without a reconciler (the API's tests) needs none of it.
+    from netmgr.reconcile.reconciler import Reconciler
 
     store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
                   pool_size=config.workers)
-    reconciler = Reconciler(store, config.agents)
+    reconciler = Reconciler(store, store.vpn, config.agents)
     vm_backend = None
-    if config.router_backend == "vm" or config.router_vm:
-        from netmgr.model.core import RouterBackend
-        from netmgr.reconcile.vm_backend.tender import RouterVmBackend, router_vm_config
+    if vm_config is not None:
+        from netmgr.reconcile.vm_backend.tender import RouterVmBackend
+        from netmgr.store.router_vms import RouterVmStore
 
         store.default_backend = RouterBackend(config.router_backend)
-        vm_backend = RouterVmBackend(store, reconciler, router_vm_config(config.router_vm),
-                                     config.admin_token)
+        vm_backend = RouterVmBackend(
+            store, reconciler, vm_config, config.admin_token,
+            vms=RouterVmStore(store.db, vm_config.control_cidr),
+            hosts=store.hosts,
+            control=(control_network or default_control_network)(vm_config))
         reconciler.vm_routers = vm_backend
     server, port, health_servicer = _build(config, store, reconciler)
     stopping = threading.Event()
@@ -280,7 +313,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconciler.stop()
     store.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

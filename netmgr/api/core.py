@@ -7,14 +7,17 @@ by ``errors.ErrorMappingInterceptor``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
+from common.grpc_errors import FailedPrecondition
 from netmgr.api import convert
 from netmgr.api.auth import current_caller
+from netmgr.model import edge as me
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
 from netmgr.store.facade import Store
@@ -24,20 +27,71 @@ log = logging.getLogger(__name__)
 Ctx: TypeAlias = grpc.ServicerContext
 
 
+# (kind, id) of an edge rule, e.g. ("portforward", "<id>").
+EdgeRef: TypeAlias = tuple[str, str]
+# The edge rules the reconciler can send to a router as a delta.
+EdgeRule: TypeAlias = me.StaticNat | me.PortForward | me.FirewallRule
+# A VM router's serial console from an offset: (data, next offset, compute host).
+ConsoleChunk: TypeAlias = tuple[bytes, int, str]
+
+
 class RouterHooks(Protocol):
-    """What the API tells the reconciler, always after the change committed."""
+    """What the API asks of the reconciler (``netmgr.reconcile.reconciler.Reconciler``
+    in the server; ``NullHooks`` without one). Changes are told always after
+    they committed, in model terms; the reconciler alone speaks to agents."""
 
-    def notify(self, router_id: str) -> None: ...
+    def notify(self, router_id: str) -> None:
+        """The router's model changed: bring the router to it."""
+        ...
 
-    def restart(self, router_id: str) -> None: ...
+    def restart(self, router_id: str) -> None:
+        """Tear the router's runtime down (keeping leases) and rebuild it."""
+        ...
+
+    def edge_changed(self, router_id: str, generation: int, removed: Sequence[EdgeRef],
+                     added: Sequence[EdgeRule]) -> None:
+        """What an edge change at `generation` removed and added or replaced (the
+        committed objects); told before the change's ``notify``."""
+        ...
+
+    def rule_counters(self, router_id: str,
+                      refs: Sequence[EdgeRef]) -> Mapping[EdgeRef, tuple[int, int]]:
+        """(packets, bytes) per rule, from the router; FailedPrecondition when
+        the router cannot be asked."""
+        ...
+
+    def router_channel(self, router_id: str, host: str, backend: str) -> grpc.Channel:
+        """A channel to the agent running the router (its host's, or its VM's
+        own); LookupError when there is none (yet)."""
+        ...
+
+    def router_console(self, router_id: str, offset: int) -> ConsoleChunk:
+        """A VM router's serial console; FailedPrecondition when there is none."""
+        ...
 
 
 class NullHooks:
+    """No reconciler: changes are only stored; nothing reaches a router."""
+
     def notify(self, router_id: str) -> None:
         pass
 
     def restart(self, router_id: str) -> None:
         pass
+
+    def edge_changed(self, router_id: str, generation: int, removed: Sequence[EdgeRef],
+                     added: Sequence[EdgeRule]) -> None:
+        pass
+
+    def rule_counters(self, router_id: str,
+                      refs: Sequence[EdgeRef]) -> Mapping[EdgeRef, tuple[int, int]]:
+        raise FailedPrecondition("no reconciler: the router's counters cannot be read")
+
+    def router_channel(self, router_id: str, host: str, backend: str) -> grpc.Channel:
+        raise LookupError("no reconciler: the router's agent cannot be reached")
+
+    def router_console(self, router_id: str, offset: int) -> ConsoleChunk:
+        raise FailedPrecondition(f"router {router_id}: no reconciler: it has no console")
 
 
 class _Base:
@@ -59,6 +113,7 @@ def _tenant() -> str:
     return current_caller().require_tenant()
 
 
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class TenantServicer(_Base, rpc.TenantServiceServicer):
     def CreateTenant(self, request: pb.CreateTenantRequest, context: Ctx) -> pb.Tenant:
         return convert.tenant_to_pb(self._store.create_tenant(request.name))

@@ -2,8 +2,9 @@
 
 Every call first resolves the router in the caller's tenant (another
 tenant's router is NOT_FOUND, exactly like an unknown one), then forwards the
-request to the agent of the router's host (``ServerConfig.agents``) with the
-router ID it resolved, so a caller can never reach another router. The
+request to the agent running the router (through the reconciler's channel:
+its host's agent, or a VM router's own) with the router ID it resolved, so a
+caller can never reach another router. The
 agent's status (INVALID_ARGUMENT with the field, ...) is passed through.
 
 The server interceptors only wrap unary calls, so the streaming calls
@@ -13,7 +14,6 @@ The server interceptors only wrap unary calls, so the streaming calls
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,14 +24,13 @@ from cloudnet.router.v1 import diag_pb2_grpc
 
 from common.grpc_errors import DomainError, FailedPrecondition, abort
 from netmgr.api.auth import _caller, access_for, authenticate, authorize, current_caller
+from netmgr.api.core import RouterHooks
 from netmgr.explain import flows as explain_mod
 from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# (router id, host, backend) -> the channel to the agent running that router.
-RouterChannel = Callable[[str, str, str], grpc.Channel]
-SERVICE_NAME = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
+SERVICE_NAME: str = debug_pb2.DESCRIPTOR.services_by_name["DebugService"].full_name
 _PREFIX = f"/{SERVICE_NAME}/"
 PROXY_TIMEOUT = 60.0
 
@@ -49,35 +48,19 @@ def _passthrough(context: grpc.ServicerContext, e: grpc.RpcError) -> None:
     context.abort(code, details or code.name)
 
 
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
-    def __init__(self, store: Store, agents: dict[str, str], admin_token: str,
-                 router_channel: RouterChannel | None = None) -> None:
+    def __init__(self, store: Store, hooks: RouterHooks, admin_token: str) -> None:
         self._store = store
-        self._agents = agents
-        # The reconciler's resolver: reaches VM routers' own agents too.
-        self._router_channel = router_channel
+        # The reconciler's channels: a host's agent, or a VM router's own.
+        self._hooks = hooks
         self._admin_token = admin_token
-        self._stubs: dict[str, diag_pb2_grpc.RouterDiagnosticsStub] = {}
-        self._lock = threading.Lock()
-
-    def _stub(self, host: str) -> diag_pb2_grpc.RouterDiagnosticsStub:
-        with self._lock:
-            stub = self._stubs.get(host)
-            if stub is None:
-                target = self._agents.get(host)
-                if not target:
-                    raise FailedPrecondition(f"no router agent is configured for host {host!r}")
-                stub = self._stubs[host] = diag_pb2_grpc.RouterDiagnosticsStub(
-                    grpc.insecure_channel(target))
-            return stub
 
     def _resolve(self, router_id: str) -> tuple[diag_pb2_grpc.RouterDiagnosticsStub, str]:
         tenant = current_caller().require_tenant()
         router = self._store.get_router(tenant, router_id)
-        if self._router_channel is None:
-            return self._stub(router.host), router.id
         try:
-            channel = self._router_channel(router.id, router.host, router.backend)
+            channel = self._hooks.router_channel(router.id, router.host, router.backend)
         except LookupError as e:
             raise FailedPrecondition(str(e)) from e
         return diag_pb2_grpc.RouterDiagnosticsStub(channel), router.id
@@ -90,7 +73,8 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         req.CopyFrom(request)
         req.router_id = rid
         try:
-            return stub.Show(req, timeout=PROXY_TIMEOUT)  # type: ignore[no-any-return]
+            shown: dpb.ShowResponse = stub.Show(req, timeout=PROXY_TIMEOUT)
+            return shown
         except grpc.RpcError as e:
             _passthrough(context, e)
             raise
@@ -102,7 +86,8 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         req.CopyFrom(request)
         req.router_id = rid
         try:
-            return stub.Probe(req, timeout=PROXY_TIMEOUT + 60)  # type: ignore[no-any-return]
+            result: dpb.ProbeResult = stub.Probe(req, timeout=PROXY_TIMEOUT + 60)
+            return result
         except grpc.RpcError as e:
             _passthrough(context, e)
             raise
@@ -162,10 +147,10 @@ class DebugServicer(debug_pb2_grpc.DebugServiceServicer):
         return self._authenticated_stream(context, "Trace", body)
 
 
-def add_to_server(store: Store, agents: dict[str, str], admin_token: str,
-                  server: grpc.Server, router_channel: RouterChannel | None = None) -> str:
+def add_to_server(store: Store, hooks: RouterHooks, admin_token: str,
+                  server: grpc.Server) -> str:
     debug_pb2_grpc.add_DebugServiceServicer_to_server(
-        DebugServicer(store, agents, admin_token, router_channel), server)
+        DebugServicer(store, hooks, admin_token), server)
     return SERVICE_NAME
 
 

@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Sequence
 
+import grpc
 from cloudnet.netmgr.v1 import edge_pb2 as pb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 
-from common.grpc_errors import FailedPrecondition
 from netmgr.api import convert_edge as conv
-from netmgr.api.core import Ctx, _Base, _tenant
-from netmgr.model import edge as me
+from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _tenant
 from netmgr.model.paging import page_request
-from netmgr.reconcile import delta_push as edge_delta
+from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
 
 
 class _EdgeBase(_Base):
-    def _changed(self, router_id: str, generation: int,
-                 removed: Iterable[edge_delta.Ref] = (),
-                 added: Iterable[edge_delta.AgentObject] = ()) -> None:
-        """Record what changed at `generation` (the reconciler may send just
-        that, see netmgr.reconcile.delta_push), then notify as for any change."""
-        record = getattr(self._hooks, "edge_change", None)
-        if record is not None:
-            try:
-                record(router_id, generation, tuple(removed), tuple(added))
-            except Exception:  # committed: the full push still carries it
-                log.exception("edge_change(%s) failed", router_id)
+    def _changed(self, router_id: str, generation: int, removed: Sequence[EdgeRef] = (),
+                 added: Sequence[EdgeRule] = ()) -> None:
+        """Tell the reconciler what changed at `generation` (it may send just
+        that to the router), then notify as for any change."""
+        try:
+            self._hooks.edge_changed(router_id, generation, removed, added)
+        except Exception:  # committed: the full push still carries it
+            log.exception("edge_changed(%s) failed", router_id)
         self._notify(router_id)
 
 
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
     def AllocatePublicIp(self, request: pb.AllocatePublicIpRequest, context: Ctx) -> pb.PublicIp:
         ip, router_id = self._store.allocate_public_ip(_tenant(), request.network_id)
@@ -67,8 +64,7 @@ class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
 class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
     def CreateStaticNat(self, request: pb.CreateStaticNatRequest, context: Ctx) -> pb.StaticNat:
         n = self._store.create_static_nat(_tenant(), conv.static_nat_spec(request.static_nat))
-        self._changed(self._store.router_of_network(n.network_id), n.generation,
-                      added=[edge_delta.static_nat_rule(n)])
+        self._changed(self._store.router_of_network(n.network_id), n.generation, added=[n])
         return conv.static_nat_to_pb(n)
 
     def GetStaticNat(self, request: pb.GetStaticNatRequest, context: Ctx) -> pb.StaticNat:
@@ -94,8 +90,7 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
                           context: Ctx) -> pb.PortForward:
         f = self._store.create_port_forward(_tenant(),
                                             conv.port_forward_spec(request.port_forward))
-        self._changed(self._store.router_of_network(f.network_id), f.generation,
-                      added=[edge_delta.port_forward_rule(f)])
+        self._changed(self._store.router_of_network(f.network_id), f.generation, added=[f])
         return conv.port_forward_to_pb(f)
 
     def GetPortForward(self, request: pb.GetPortForwardRequest, context: Ctx) -> pb.PortForward:
@@ -117,7 +112,7 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
         f = self._store.update_port_forward(tenant, before.id, changes)
         if f.generation != before.generation:
             self._changed(self._store.router_of_network(f.network_id), f.generation,
-                          removed=[("portforward", f.id)], added=[edge_delta.port_forward_rule(f)])
+                          removed=[("portforward", f.id)], added=[f])
         return conv.port_forward_to_pb(f)
 
     def DeletePortForward(self, request: pb.DeletePortForwardRequest,
@@ -128,16 +123,11 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
 
 
 class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
-    def _agent_rule(self, r: me.FirewallRule) -> edge_delta.AgentObject:
-        cidr = self._store.network_cidr(r.network_id) if r.direction == "egress" else ""
-        return edge_delta.firewall_rule(r, cidr)
-
     def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest,
                            context: Ctx) -> pb.FirewallRule:
         r = self._store.create_firewall_rule(_tenant(),
                                              conv.firewall_rule_spec(request.firewall_rule))
-        self._changed(self._store.router_of_network(r.network_id), r.generation,
-                      added=[self._agent_rule(r)])
+        self._changed(self._store.router_of_network(r.network_id), r.generation, added=[r])
         return conv.firewall_rule_to_pb(r)
 
     def GetFirewallRule(self, request: pb.GetFirewallRuleRequest,
@@ -160,7 +150,7 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
         r = self._store.update_firewall_rule(tenant, before.id, changes)
         if r.generation != before.generation:
             self._changed(self._store.router_of_network(r.network_id), r.generation,
-                          removed=[("firewall", r.id)], added=[self._agent_rule(r)])
+                          removed=[("firewall", r.id)], added=[r])
         return conv.firewall_rule_to_pb(r)
 
     def DeleteFirewallRule(self, request: pb.DeleteFirewallRuleRequest,
@@ -220,25 +210,19 @@ class EdgeCounterServicer(_Base, rpc.EdgeCounterServiceServicer):
                         context: Ctx) -> pb.GetEdgeCountersResponse:
         router_id, kinds = self._store.edge_rule_kinds(_tenant(), request.network_id,
                                                        request.ids)
-        deltas = getattr(self._hooks, "edge", None)
-        if deltas is None:
-            raise FailedPrecondition("no reconciler: the router's counters cannot be read")
-        counted = deltas.counters(router_id, [(k, i) for i, k in kinds.items()])
+        counted = self._hooks.rule_counters(router_id, [(k, i) for i, k in kinds.items()])
         return pb.GetEdgeCountersResponse(counters=[
             conv.edge_counter_to_pb(k, i, p, b) for (k, i), (p, b) in sorted(counted.items())])
 
 
-def add_to_server(store: object, hooks: object, server: object) -> tuple[str, ...]:
+def add_to_server(store: Store, hooks: RouterHooks, server: grpc.Server) -> tuple[str, ...]:
     """Register the edge services; returns their full names (health, reflection)."""
-    for servicer, add in (
-        (PublicIpServicer, rpc.add_PublicIpServiceServicer_to_server),
-        (StaticNatServicer, rpc.add_StaticNatServiceServicer_to_server),
-        (PortForwardServicer, rpc.add_PortForwardServiceServicer_to_server),
-        (FirewallServicer, rpc.add_FirewallServiceServicer_to_server),
-        (LoadBalancerServicer, rpc.add_LoadBalancerServiceServicer_to_server),
-        (EdgeCounterServicer, rpc.add_EdgeCounterServiceServicer_to_server),
-    ):
-        add(servicer(store, hooks), server)  # type: ignore[operator, arg-type]
+    rpc.add_PublicIpServiceServicer_to_server(PublicIpServicer(store, hooks), server)
+    rpc.add_StaticNatServiceServicer_to_server(StaticNatServicer(store, hooks), server)
+    rpc.add_PortForwardServiceServicer_to_server(PortForwardServicer(store, hooks), server)
+    rpc.add_FirewallServiceServicer_to_server(FirewallServicer(store, hooks), server)
+    rpc.add_LoadBalancerServiceServicer_to_server(LoadBalancerServicer(store, hooks), server)
+    rpc.add_EdgeCounterServiceServicer_to_server(EdgeCounterServicer(store, hooks), server)
     return SERVICES
 
 

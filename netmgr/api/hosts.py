@@ -12,7 +12,7 @@ from netmgr.store.facade import Store
 from netmgr.store.hosts import HostStore
 
 
-class HostServicer(rpc.HostServiceServicer):  # type: ignore[misc]
+class HostServicer(rpc.HostServiceServicer):
     def __init__(self, hosts: HostStore) -> None:
         self._hosts = hosts
 

@@ -11,10 +11,11 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from netmgr.api.convert import OBJECT_STATES
-from netmgr.api.core import Ctx, _Base, _tenant
+from netmgr.api.core import Ctx, RouterHooks, _Base, _tenant
 from netmgr.model import vpn as mv
 from netmgr.model.paging import page_request
 from netmgr.model.validation_vpn import CustomerGatewaySpec
+from netmgr.store.facade import Store
 
 IKE_VERSIONS = {pb.IKE_VERSION_UNSPECIFIED: 2, pb.IKE_VERSION_1: 1, pb.IKE_VERSION_2: 2}
 
@@ -80,8 +81,9 @@ def connection_to_pb(c: mv.VpnConnection) -> pb.VpnConnection:
         status=tunnel_status(c.sa_status), create_time=_ts(c.created_at))
 
 
+# mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class VpnServicer(_Base, rpc.VpnServiceServicer):
-    def __init__(self, store: Any, hooks: Any) -> None:
+    def __init__(self, store: Store, hooks: RouterHooks) -> None:
         super().__init__(store, hooks)
         self._vpn = store.vpn
 
@@ -167,6 +169,6 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
 SERVICES = (pb.DESCRIPTOR.services_by_name["VpnService"].full_name,)
 
 
-def add_to_server(store: Any, hooks: Any, server: grpc.Server) -> tuple[str, ...]:
-    rpc.add_VpnServiceServicer_to_server(VpnServicer(store, hooks), server)  # type: ignore[no-untyped-call]
+def add_to_server(store: Store, hooks: RouterHooks, server: grpc.Server) -> tuple[str, ...]:
+    rpc.add_VpnServiceServicer_to_server(VpnServicer(store, hooks), server)
     return SERVICES

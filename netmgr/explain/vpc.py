@@ -64,5 +64,8 @@ def between_tiers(snap: model.RouterSnapshot, src: model.Network, dst: model.Net
     for obj, direction in ((src, mv.EGRESS), (dst, mv.INGRESS)):
         allowed, kind, ident, reason = acl_verdict(snap, obj.id, direction, flow, res)
         if not allowed:
-            return res.done(False, kind, ident, reason)
-    return res.done(True, kind, ident, f"routed to tier {dst.name}; {reason}")
+            break
+    else:
+        reason = f"routed to tier {dst.name}; {reason}"
+    answer: pb.ExplainResponse = res.done(allowed, kind, ident, reason)
+    return answer

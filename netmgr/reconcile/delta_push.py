@@ -4,9 +4,10 @@ The reconciler stays level-triggered: a full RouterConfig push is always
 correct, and is what happens whenever anything here is unsure. This is the
 fast path for the common case. The API, after committing a change of a
 static NAT, port forward or firewall rule (which bumped the router to
-generation G), records what changed at G (``record``): the IDs removed and
-the objects added, built from the committed rows, as the agent would see
-them in a full config. When the reconciler is about to push the router, it
+generation G), tells the reconciler what changed at G (its ``edge_changed``
+hook, which calls ``record``): the (kind, id) of the objects removed and the
+committed model objects added, which ``configbuild.edge`` maps to agent
+objects exactly as it does for a full config. When the reconciler is about to push the router, it
 first asks ``push``: if the agent acknowledged generation B and every
 generation B+1..desired has a recorded change, they are merged into one
 delta B -> desired and sent; the agent applies it only if it runs exactly B.
@@ -21,6 +22,7 @@ one rule costs one small read and one small write, whatever the rule count.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -34,6 +36,8 @@ from cloudnet.router.v1 import edge_pb2_grpc
 
 from common import grpc_errors as errors
 from netmgr.model import edge as me
+from netmgr.reconcile.configbuild.edge import AgentRule, EdgeRule, edge_rule
+from netmgr.reconcile.store_view import DeltaStore, ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -41,39 +45,10 @@ DELTA_TIMEOUT = 30.0
 # Changes kept per router while its agent does not acknowledge (beyond: full push).
 MAX_PENDING = 10000
 
-AgentObject: TypeAlias = apb.StaticNatRule | apb.PortForwardRule | apb.IngressRule | apb.EgressRule
-Ref = tuple[str, str]  # (kind, id)
+Ref: TypeAlias = ObjectRef  # (kind, id)
 
 
-# ------------------------------------------------------------ agent objects
-# The same fields netmgr.reconcile.configbuild.router puts in a full config (a unit test
-# checks they agree).
-
-
-def static_nat_rule(n: me.StaticNat) -> apb.StaticNatRule:
-    return apb.StaticNatRule(id=n.id, public_ip=n.public_ip, private_ip=n.private_ip,
-                             network_id=n.network_id)
-
-
-def port_forward_rule(f: me.PortForward) -> apb.PortForwardRule:
-    return apb.PortForwardRule(
-        id=f.id, public_ip=f.public_ip, protocol=f.protocol, public_port_start=f.public_port,
-        public_port_end=f.public_port_end, private_ip=f.private_ip,
-        private_port_start=f.private_port, private_port_end=f.private_port_end,
-        source_cidrs=list(f.source_cidrs), network_id=f.network_id)
-
-
-def firewall_rule(r: me.FirewallRule, network_cidr: str) -> apb.IngressRule | apb.EgressRule:
-    if r.direction == "ingress":
-        return apb.IngressRule(id=r.id, public_ip=r.public_ip, protocol=r.protocol,
-                               port_start=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
-                               icmp_code=r.icmp_code, cidrs=list(r.cidrs))
-    return apb.EgressRule(id=r.id, network_id=r.network_id, source_cidr=network_cidr,
-                          protocol=r.protocol, port_start=r.port, port_end=r.port_end,
-                          icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs))
-
-
-def ref_of(obj: AgentObject) -> Ref:
+def ref_of(obj: AgentRule) -> Ref:
     if isinstance(obj, apb.StaticNatRule):
         return "staticnat", obj.id
     if isinstance(obj, apb.PortForwardRule):
@@ -84,12 +59,12 @@ def ref_of(obj: AgentObject) -> Ref:
 # ------------------------------------------------------------------ deltas
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class Change:
-    __slots__ = ("added", "removed")
+    """What one generation changed: the objects removed, then those added."""
 
-    def __init__(self, removed: Iterable[Ref], added: Iterable[AgentObject]) -> None:
-        self.removed = tuple(removed)
-        self.added = tuple(added)
+    removed: tuple[Ref, ...]
+    added: tuple[AgentRule, ...]
 
 
 def merge(router_id: str, base: int, generation: int,
@@ -97,7 +72,7 @@ def merge(router_id: str, base: int, generation: int,
     """Consecutive changes as one delta: the last word on each object wins;
     every object touched is removed first (a no-op if unknown), those that
     exist at the end are added."""
-    final: dict[Ref, AgentObject | None] = {}
+    final: dict[Ref, AgentRule | None] = {}
     for change in changes:
         for ref in change.removed:
             final[ref] = None
@@ -105,15 +80,15 @@ def merge(router_id: str, base: int, generation: int,
             final[ref_of(obj)] = obj
     delta = epb.EdgeDelta(router_id=router_id, base_generation=base, generation=generation)
     delta.removed.extend(epb.EdgeObjectRef(kind=k, id=i) for k, i in final)
-    for obj in final.values():
-        if isinstance(obj, apb.StaticNatRule):
-            delta.static_nats.append(obj)
-        elif isinstance(obj, apb.PortForwardRule):
-            delta.port_forwards.append(obj)
-        elif isinstance(obj, apb.IngressRule):
-            delta.ingress_rules.append(obj)
-        elif isinstance(obj, apb.EgressRule):
-            delta.egress_rules.append(obj)
+    for rule in final.values():
+        if isinstance(rule, apb.StaticNatRule):
+            delta.static_nats.append(rule)
+        elif isinstance(rule, apb.PortForwardRule):
+            delta.port_forwards.append(rule)
+        elif isinstance(rule, apb.IngressRule):
+            delta.ingress_rules.append(rule)
+        elif isinstance(rule, apb.EgressRule):
+            delta.egress_rules.append(rule)
     return delta
 
 
@@ -121,7 +96,7 @@ class EdgeDeltas:
     """Recorded changes per router and generation, and the generation each
     router's agent last acknowledged."""
 
-    def __init__(self, store,  # netmgr.store.facade.Store
+    def __init__(self, store: DeltaStore,
                  channel: Callable[[str, str, str], grpc.Channel]) -> None:
         self._store = store
         self._channel = channel
@@ -130,14 +105,21 @@ class EdgeDeltas:
         self._base: dict[str, int] = {}
 
     def record(self, router_id: str, generation: int, removed: Iterable[Ref] = (),
-               added: Iterable[AgentObject] = ()) -> None:
+               added: Iterable[EdgeRule] = ()) -> None:
+        """What the change at `generation` removed ((kind, id)) and added or
+        replaced (model objects, as committed)."""
+        change = Change(tuple(removed), tuple(self._agent_rule(obj) for obj in added))
         with self._lock:
             if generation <= self._base.get(router_id, 0):
                 return  # a full push already carried it
             pending = self._pending.setdefault(router_id, {})
             if len(pending) >= MAX_PENDING:
                 pending.clear()
-            pending[generation] = Change(removed, added)
+            pending[generation] = change
+
+    def _agent_rule(self, obj: EdgeRule) -> AgentRule:
+        egress = isinstance(obj, me.FirewallRule) and obj.direction == "egress"
+        return edge_rule(obj, self._store.network_cidr(obj.network_id) if egress else "")
 
     def acknowledged(self, router_id: str, applied_generation: int) -> None:
         """The agent runs this generation (after a full push or a delta)."""

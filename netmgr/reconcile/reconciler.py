@@ -14,20 +14,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Protocol
 
 import grpc
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
-from netmgr.model.core import RouterBackend, ServiceHealth
+from netmgr.model.core import RouterBackend
+from netmgr.reconcile.agent_report import record_report
+from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
-from netmgr.reconcile.delta_push import AgentObject, EdgeDeltas, Ref
-from netmgr.store.edge import EDGE_KINDS, lb_health
-from netmgr.store.vpn import record_vpn_status
+from netmgr.reconcile.delta_push import EdgeDeltas
+from netmgr.reconcile.store_view import ObjectRef, ReconcilerStore, VpnStatusStore
+from netmgr.reconcile.vm_backend.nic_plan import NicPlugger
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +38,39 @@ STATUS_TIMEOUT = 5.0
 MAX_BACKOFF = 10.0
 
 
+class VmRouters(Protocol):
+    """The VM backend (``vm_backend.tender.RouterVmBackend``) as the reconciler
+    uses it: each VM router is its own agent target."""
+
+    @property
+    def nics(self) -> NicPlugger: ...
+
+    def stub(self, router_id: str) -> agent_pb2_grpc.RouterAgentStub | None:
+        """The agent of the router's VM once it answers (None before)."""
+        ...
+
+    def channel(self, router_id: str) -> grpc.Channel | None:
+        """An authenticated channel to that agent once it answers (None before)."""
+        ...
+
+    def console(self, router_id: str, offset: int) -> tuple[bytes, int, str]: ...
+
+
 class Reconciler:
+    """Implements ``netmgr.api.core.RouterHooks``: the API tells it of every
+    committed change."""
+
     def __init__(
         self,
-        store,  # netmgr.store.facade.Store
+        store: ReconcilerStore,
+        vpn: VpnStatusStore,
         agents: Mapping[str, str],
         *,
         resync_interval: float = 2.0,
         workers: int = 4,
     ) -> None:
         self._store = store
+        self._vpn = vpn
         self._targets = dict(agents)
         self._resync_interval = resync_interval
         self._channels: dict[str, grpc.Channel] = {}
@@ -66,9 +91,8 @@ class Reconciler:
         self._threads: list[threading.Thread] = []
         # One edge rule changed: sent as a delta when possible (netmgr.reconcile.delta_push).
         self.edge = EdgeDeltas(store, self.router_channel)
-        # The VM backend (netmgr.reconcile.vm_backend.tender.RouterVmBackend): each VM router is
-        # its own agent target, reachable once its VM's agent answers.
-        self.vm_routers: Any = None
+        # The VM backend, when this netmgr runs one (set by the composition root).
+        self.vm_routers: VmRouters | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -99,9 +123,11 @@ class Reconciler:
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
 
-    def edge_change(self, router_id: str, generation: int, removed: Iterable[Ref],
-                    added: Iterable[AgentObject]) -> None:
-        """What an edge change at `generation` removed and added (before notify)."""
+    def edge_changed(self, router_id: str, generation: int, removed: Sequence[ObjectRef],
+                     added: Sequence[EdgeRule]) -> None:
+        """What an edge change at `generation` removed ((kind, id)) and added
+        (model objects as committed), before its notify: sent as a delta when
+        possible."""
         self.edge.record(router_id, generation, removed, added)
 
     def restart(self, router_id: str) -> None:
@@ -109,6 +135,18 @@ class Reconciler:
         with self._lock:
             self._restarts.add(router_id)
         self.notify(router_id)
+
+    def rule_counters(self, router_id: str,
+                      refs: Sequence[ObjectRef]) -> dict[ObjectRef, tuple[int, int]]:
+        """(packets, bytes) per rule, read from the router (every ref answered)."""
+        return self.edge.counters(router_id, refs)
+
+    def router_console(self, router_id: str, offset: int) -> tuple[bytes, int, str]:
+        """A VM router's serial console from `offset`: (data, next offset, host)."""
+        if self.vm_routers is None:
+            raise errors.FailedPrecondition(
+                f"router {router_id}: this netmgr runs no VM backend: it has no console")
+        return self.vm_routers.console(router_id, offset)
 
     # ------------------------------------------------------------- internals
 
@@ -120,7 +158,7 @@ class Reconciler:
             channel = self.vm_routers.channel(router_id) if self.vm_routers is not None else None
             if channel is None:
                 raise LookupError(f"router {router_id}: its VM's agent is not serving yet")
-            return channel  # type: ignore[no-any-return]
+            return channel
         return self._channel(host)
 
     def _channel(self, host: str) -> grpc.Channel:
@@ -189,13 +227,14 @@ class Reconciler:
             return self._delete_everywhere(router_id)
         router = snapshot.router
         config = build_router_config(snapshot)
-        vm = self.vm_routers is not None and router.backend == "vm"
-        if vm:
-            stub = self.vm_routers.stub(router_id)
-            if stub is None:
+        vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
+        if vm_routers is not None:
+            vm_stub = vm_routers.stub(router_id)
+            if vm_stub is None:
                 return False  # its VM is not serving yet; the backend notifies when it is
+            stub = vm_stub
             # The agent finds a NIC by MAC when it applies: hot-plug new ones first.
-            if not self.vm_routers.nics.before_push(router_id, config):
+            if not vm_routers.nics.before_push(router_id, config):
                 return False
         else:
             try:
@@ -231,33 +270,16 @@ class Reconciler:
                         router_id, config.generation, status.last_error)
             return True
         self.edge.acknowledged(router_id, status.applied_generation)
-        if vm:  # NICs the applied config no longer names: unplugged now
-            self.vm_routers.nics.after_push(router_id, config, status)
-        return status.applied_generation >= config.generation
+        if vm_routers is not None:  # NICs the applied config no longer names: unplugged now
+            vm_routers.nics.after_push(router_id, config, status)
+        return bool(status.applied_generation >= config.generation)
 
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
         """Store what an agent reported (the VM backend's watch uses it too)."""
         self._record(router_id, status)
 
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
-        port_errors = {
-            o.id: (o.error or "rejected by the router")
-            for o in status.objects
-            if o.kind == "port" and not o.ok
-        }
-        self._store.record_router_status(
-            router_id,
-            applied_generation=status.applied_generation,
-            services=[ServiceHealth(s.name, s.healthy, s.detail, s.version)
-                      for s in status.services],
-            last_error=status.last_error,
-            port_errors=port_errors,
-            reachable=True,
-        )
-        self._store.record_edge_status(router_id, {
-            (o.kind, o.id): (o.error or "rejected by the router")
-            for o in status.objects if not o.ok and o.kind in EDGE_KINDS}, lb_health(status))
-        record_vpn_status(self._store.vpn, router_id, status)
+        record_report(self._store, self._vpn, router_id, status)
 
     def _delete_everywhere(self, router_id: str) -> bool:
         ok = True

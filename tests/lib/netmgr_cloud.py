@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import create_engine, text
 
+from netmgr.api.core import EdgeRef, EdgeRule, NullHooks
 from netmgr.model.core import Zone
 from netmgr.server import ServerConfig, create_server
 from netmgr.store.base import DEFAULT_ZONE
@@ -38,11 +39,14 @@ TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addr
           "public_ips")
 
 
-class RecordingHooks:
+class RecordingHooks(NullHooks):
+    """Records what the API tells the reconciler; reaches no router (like NullHooks)."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.notified: list[str] = []
         self.restarted: list[str] = []
+        self.edge_changes: list[tuple[str, int, tuple[EdgeRef, ...], tuple[EdgeRule, ...]]] = []
 
     def notify(self, router_id: str) -> None:
         with self.lock:
@@ -51,6 +55,11 @@ class RecordingHooks:
     def restart(self, router_id: str) -> None:
         with self.lock:
             self.restarted.append(router_id)
+
+    def edge_changed(self, router_id: str, generation: int, removed: Sequence[EdgeRef],
+                     added: Sequence[EdgeRule]) -> None:
+        with self.lock:
+            self.edge_changes.append((router_id, generation, tuple(removed), tuple(added)))
 
 
 class Api:

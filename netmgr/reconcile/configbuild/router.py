@@ -14,10 +14,10 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from netmgr.model.core import Network, RouterSnapshot
 from netmgr.model.edge import EdgeSnapshot
 from netmgr.reconcile.configbuild import vpc as configbuild_vpc
+from netmgr.reconcile.configbuild.edge import PUBLIC_INTERFACE, add_edge
 from netmgr.reconcile.configbuild.vpc import add_vpc
 from netmgr.reconcile.configbuild.vpn import add_vpn
 
-PUBLIC_INTERFACE = "pub0"
 DEFAULT_ROUTE = "0.0.0.0/0"
 
 
@@ -107,57 +107,9 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
         ],
     )
     if public_ip:
-        _add_edge(config, edge, {n.id: n.cidr for n in networks})
+        add_edge(config, edge, {n.id: n.cidr for n in networks})
         add_vpn(config, snapshot.vpn)
     if snapshot.vpc is not None:
         add_vpc(config, snapshot)
     return config
 
-
-def _add_edge(config: pb.RouterConfig, edge: EdgeSnapshot, cidrs: dict[str, str]) -> None:
-    """Public IPs, static NAT, port forwards and firewall rules, in a stable order
-    (by address, then ID) so that an unchanged model gives an identical config."""
-    config.public_addresses.extend(
-        pb.PublicAddress(public_ip_id=ip.id, ip=ip.ip, interface=PUBLIC_INTERFACE)
-        for ip in edge.public_ips)
-    config.static_nats.extend(
-        pb.StaticNatRule(id=n.id, public_ip=n.public_ip, private_ip=n.private_ip,
-                         network_id=n.network_id)
-        for n in sorted(edge.static_nats, key=lambda n: n.id))
-    config.port_forwards.extend(
-        pb.PortForwardRule(
-            id=f.id, public_ip=f.public_ip, protocol=f.protocol,
-            public_port_start=f.public_port, public_port_end=f.public_port_end,
-            private_ip=f.private_ip, private_port_start=f.private_port,
-            private_port_end=f.private_port_end, source_cidrs=list(f.source_cidrs),
-            network_id=f.network_id)
-        for f in sorted(edge.port_forwards, key=lambda f: f.id))
-    rules = sorted(edge.firewall_rules, key=lambda r: r.id)
-    config.ingress_rules.extend(
-        pb.IngressRule(id=r.id, public_ip=r.public_ip, protocol=r.protocol,
-                       port_start=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
-                       icmp_code=r.icmp_code, cidrs=list(r.cidrs))
-        for r in rules if r.direction == "ingress")
-    config.egress_rules.extend(
-        pb.EgressRule(id=r.id, network_id=r.network_id, source_cidr=cidrs[r.network_id],
-                      protocol=r.protocol, port_start=r.port, port_end=r.port_end,
-                      icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs))
-        for r in rules if r.direction == "egress" and r.network_id in cidrs)
-    config.load_balancers.extend(
-        pb.LoadBalancerRule(
-            id=lb.id, public_ip=lb.public_ip, public_port=lb.public_port, protocol=lb.protocol,
-            algorithm=lb.algorithm, stickiness="" if lb.stickiness == "none" else lb.stickiness,
-            health_check=pb.LbHealthCheck(
-                type="" if lb.health_check[0] == "none" else lb.health_check[0],
-                path=lb.health_check[1], expect_status=lb.health_check[2],
-                interval_ms=lb.health_check[3], rise=lb.health_check[4],
-                fall=lb.health_check[5]),
-            # A member whose port is gone (deleted) is left out.
-            members=[pb.LbBackend(port_id=m.port_id, ip=m.ip, port=m.private_port,
-                                  weight=m.weight) for m in lb.members if m.ip],
-            source_cidrs=list(lb.source_cidrs), network_id=lb.network_id)
-        for lb in sorted(edge.load_balancers, key=lambda lb: lb.id))
-    config.egress_policies.extend(
-        pb.EgressPolicy(network_id=p.network_id, source_cidr=cidrs[p.network_id],
-                        default_deny=p.default_deny)
-        for p in edge.egress_policies if p.network_id in cidrs)

@@ -1,9 +1,9 @@
-"""The VM backend's settings and the router VMs' credentials (netmgr/router_vm.py).
+"""The VM backend's settings and the router VMs' credentials (``vm_backend.tender``).
 
 The agent's bearer token is HMAC-SHA256(router key, router ID / credential
 generation); the router key is a 0600 file next to the admin token. The
-store keeps only the generation and the token's SHA-256 (netmgr/
-store_router_vm.py): a copy of the database opens no router.
+store keeps only the generation and the token's SHA-256
+(``netmgr.store.router_vms``): a copy of the database opens no router.
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# grpc ships no type stubs: to mypy its base classes are Any (hence the ignores).
 class _Details(collections.namedtuple(
         "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                     "compression")), grpc.ClientCallDetails):
+                     "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
     pass
 
 
-class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """Adds `authorization: Bearer <token>` to every call on a channel."""
 
     def __init__(self, token: str) -> None:

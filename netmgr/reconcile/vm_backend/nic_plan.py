@@ -1,14 +1,14 @@
-"""NIC hot-plug for router VMs (the VM backend, netmgr/router_vm.py).
+"""NIC hot-plug for router VMs (the VM backend, ``vm_backend.tender``).
 
 A router's NICs are its config's interfaces (public, each guest network or
 VPC tier, private gateways) plus the control NIC. When the set changes, the
 running VM gets the difference hot-plugged by its compute host
-(RouterVmService.UpdateRouterVmNics, compute/router_vm_nics.py) instead of
+(RouterVmService.UpdateRouterVmNics, ``compute.router_vm``) instead of
 being replaced, in this order:
 
 * before the reconciler pushes a config, every NIC it names is plugged (the
   NICs the VM has plus the new ones): the agent inside finds NICs by MAC
-  when it applies the config (router/appliance.py), so the NIC must be there
+  when it applies the config (``router.agent.appliance``), so the NIC must be there
   first. A guest kernel that has not yet noticed a NIC just plugged fails
   that apply; it is not a rejection, and the reconciler retries.
 * once the VM applied a config without a NIC (the agent moved it out of the
@@ -25,12 +25,18 @@ full current set with the same MACs (RouterVmBackend._spec).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Protocol
 
 import grpc
 from cloudnet.compute.v1 import router_vm_pb2 as vpb
+from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.router.v1 import agent_pb2 as apb
+
+from netmgr.model.core import Router
+from netmgr.reconcile.vm_backend.credentials import RouterVmConfig
+from netmgr.store.router_vms import RouterVm
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +74,51 @@ def union(have: Sequence[vpb.RouterVmNic], want: Sequence[vpb.RouterVmNic]
     return [*want, *(n for n in have if n.mac not in macs)]
 
 
+class LiveNics(Protocol):
+    """What the backend knows of a router's running VM, as hot-plug uses it."""
+
+    host: str
+    # The VM's NICs as its host last reported them (None: ask it).
+    nics: list[vpb.RouterVmNic] | None
+    # The desired generation whose NIC set was last compared with the VM's (0: compare again).
+    nics_generation: int
+    nic_lock: threading.Lock
+
+
+class RouterVms(Protocol):
+    def get(self, router_id: str) -> RouterVm | None: ...
+
+
+class VmHostAccess(Protocol):
+    """What hot-plug uses of RouterVmBackend (``vm_backend.tender``)."""
+
+    @property
+    def admin_md(self) -> tuple[tuple[str, str], ...]: ...
+
+    @property
+    def cfg(self) -> RouterVmConfig: ...
+
+    @property
+    def vms(self) -> RouterVms: ...
+
+    def live(self, router_id: str) -> LiveNics | None: ...
+
+    def _host_stub(self, host: str) -> vrpc.RouterVmServiceStub: ...
+
+
 class NicPlugger:
     """The hot-plug half of RouterVmBackend (which it is given)."""
 
-    def __init__(self, backend: Any) -> None:  # netmgr.reconcile.vm_backend.tender.RouterVmBackend
+    def __init__(self, backend: VmHostAccess) -> None:
         self.b = backend
 
-    def _vm(self, router_id: str) -> Any:  # netmgr.store.router_vms.RouterVm
+    def _vm(self, router_id: str) -> RouterVm:
         vm = self.b.vms.get(router_id)
         if vm is None or not vm.host:
             raise LookupError(f"router {router_id} has no VM (any more)")
         return vm
 
-    def _update(self, router_id: str, live: Any, nics: list[vpb.RouterVmNic]) -> None:
+    def _update(self, router_id: str, live: LiveNics, nics: list[vpb.RouterVmNic]) -> None:
         """Ask the VM's host for exactly `nics`; remember what it then has."""
         with live.nic_lock:
             host = live.host or self._vm(router_id).host
@@ -89,7 +127,7 @@ class NicPlugger:
                 metadata=self.b.admin_md, timeout=UPDATE_TIMEOUT)
             live.nics = list(reply.nics)
 
-    def _have(self, router_id: str, live: Any) -> list[vpb.RouterVmNic]:
+    def _have(self, router_id: str, live: LiveNics) -> list[vpb.RouterVmNic]:
         if live.nics is None:
             vm = self._vm(router_id)
             live.nics = list(self.b._host_stub(vm.host).GetRouterVm(
@@ -150,8 +188,8 @@ class NicPlugger:
 
     # ------------------------------------------------------ for the tend loop
 
-    def tend(self, router: Any, live: Any, dom: vpb.RouterVm, want: list[vpb.RouterVmNic]
-             ) -> str:
+    def tend(self, router: Router, live: LiveNics, dom: vpb.RouterVm,
+             want: list[vpb.RouterVmNic]) -> str:
         """Bring the running VM's NICs towards `want` (from the current model).
         Returns why the VM must be replaced instead ("" when it need not)."""
         live.nics = list(dom.nics)

@@ -4,10 +4,12 @@ netmgr places the router on a registered compute host (HostService) and asks
 that host's compute agent (RouterVmService, admin token) for a VM from the
 router image with NICs for control, public and each guest network, by MAC
 (the router's MACs from the model; the control MAC and address from
-netmgr/store_router_vm.py). The identity travels as SMBIOS OEM strings; the
-token through a root-only file (compute/router_vm.py). Each VM router is its
+``netmgr.store.router_vms``). The identity travels as SMBIOS OEM strings; the
+token through a root-only file (``compute.router_vm``). Each VM router is its
 own agent target: the reconciler asks `stub()` for it and pushes the whole
-config once the agent answers.
+config once the agent answers. How its control address is reached (directly,
+or relayed out of a control namespace) is the ``ControlNetwork`` the
+composition root hands in (``vm_backend.control_network``).
 
 A tend loop watches every VM router (one pass a second, a worker per router):
 
@@ -19,7 +21,7 @@ A replacement is a new VM with the same NICs (MACs), control address and
 config: the reconciler re-pushes everything, including every guest's static
 DHCP host (MAC → IP), so a guest that renews keeps its address. A change of
 the NIC set (a VPC tier added or removed) is hot-plugged into the running VM
-(netmgr/router_vm_nics.py), not a replacement.
+(``vm_backend.nic_plan``), not a replacement.
 
 Credentials: the agent's bearer token is HMAC-SHA256(router key, router ID /
 credential generation). The router key is a 0600 file next to the admin
@@ -36,8 +38,9 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cloudnet.compute.v1 import compute_pb2 as cpb
@@ -47,20 +50,19 @@ from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aio.control_network import ControlNetwork
 from common import grpc_errors as errors
-from netmgr.model.core import RouterBackend
+from netmgr.model.core import Router, RouterBackend
 from netmgr.reconcile.configbuild.router import build_router_config
-from netmgr.reconcile.vm_backend.credentials import (  # noqa: F401 (derive_token: tests, tools)
+from netmgr.reconcile.store_view import RouterStore
+from netmgr.reconcile.vm_backend.control_network import ControlNetwork
+from netmgr.reconcile.vm_backend.credentials import (
     BearerAuth,
     RouterVmConfig,
     derive_token,
     load_key,
-    router_vm_config,
     token_hash,
 )
 from netmgr.reconcile.vm_backend.nic_plan import NicPlugger, config_nics
-from netmgr.store.hosts import HostStore
 from netmgr.store.router_vms import RouterVm, RouterVmStore
 from netmgr.store.tables.base import utcnow
 
@@ -93,16 +95,50 @@ class _Live:
     nic_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
+class ComputeHost(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def address(self) -> str:
+        """The gRPC target of the host's compute agent."""
+        ...
+
+
+class ComputeHosts(Protocol):
+    """The registered compute hosts (``netmgr.api.hosts.HostStore``)."""
+
+    def list(self) -> Sequence[ComputeHost]: ...
+
+
+class PushScheduler(Protocol):
+    """What the backend tells the reconciler (``netmgr.reconcile.reconciler.Reconciler``)."""
+
+    def notify(self, router_id: str) -> None:
+        """Push the router now (its VM's agent just became healthy)."""
+        ...
+
+    def notify_later(self, router_id: str) -> None:
+        """Push the router unless a push is already due or running."""
+        ...
+
+    def record_status(self, router_id: str, status: apb.RouterStatus) -> None: ...
+
+
 class RouterVmBackend:
-    def __init__(self, store, reconciler, cfg: RouterVmConfig, admin_token: str) -> None:
+    def __init__(self, store: RouterStore, reconciler: PushScheduler, cfg: RouterVmConfig,
+                 admin_token: str, *, vms: RouterVmStore, hosts: ComputeHosts,
+                 control: ControlNetwork) -> None:
+        """`vms`: the router VMs' rows (on `cfg.control_cidr`); `hosts`: where
+        they may run; `control`: how their agents' control addresses are reached."""
         self.store = store
         self.reconciler = reconciler
         self.cfg = cfg
-        self.vms = RouterVmStore(store.db, cfg.control_cidr)
-        self.hosts = HostStore(store.db)
+        self.vms = vms
+        self.hosts = hosts
         self.key = load_key(cfg.key_file)
         self.admin_md = (("authorization", f"Bearer {admin_token}"),)
-        self.control = ControlNetwork(cfg.control_netns, cfg.run_dir)
+        self.control = control
         self.prefixlen = self.vms.cidr.prefixlen
         self._live: dict[str, _Live] = {}
         self._compute: dict[str, tuple[str, grpc.Channel, vrpc.RouterVmServiceStub]] = {}
@@ -251,7 +287,7 @@ class RouterVmBackend:
                 except grpc.RpcError as e:
                     log.warning("router vm %s: delete failed: %s", v.router_id, e.code().name)
 
-    def _tend_guarded(self, router, live: _Live) -> None:  # router: netmgr.model.core.Router
+    def _tend_guarded(self, router: Router, live: _Live) -> None:
         try:
             self._tend(router, live)
         except Exception:
@@ -260,7 +296,7 @@ class RouterVmBackend:
             with self._lock:
                 live.busy = False
 
-    def _tend(self, router, live: _Live) -> None:
+    def _tend(self, router: Router, live: _Live) -> None:
         vm = self.vms.ensure(router.id)
         live.host = vm.host
         if not live.token and vm.cred_generation:
@@ -329,8 +365,9 @@ class RouterVmBackend:
         if not vm.host:
             return None
         try:
-            return self._host_stub(vm.host).GetRouterVm(vpb.GetRouterVmRequest(
+            domain: vpb.RouterVm = self._host_stub(vm.host).GetRouterVm(vpb.GetRouterVmRequest(
                 router_id=vm.router_id), metadata=self.admin_md, timeout=10)
+            return domain
         except LookupError:
             return None
         except grpc.RpcError as e:
@@ -346,7 +383,7 @@ class RouterVmBackend:
                 health_pb2.HealthCheckRequest(), timeout=5)
         except grpc.RpcError:
             return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _status(self, live: _Live) -> apb.RouterStatus | None:
         """The agent's status of its router (an authenticated call), None if silent."""
@@ -365,7 +402,7 @@ class RouterVmBackend:
             live.serving = False  # restarted agent: treat like a new boot
         return reply.routers[0] if reply.routers else apb.RouterStatus()
 
-    def _became_healthy(self, router, live: _Live, vm: RouterVm,
+    def _became_healthy(self, router: Router, live: _Live, vm: RouterVm,
                         status: apb.RouterStatus) -> None:
         now = utcnow()
         fields: dict[str, Any] = {"state": "active"}
@@ -381,9 +418,10 @@ class RouterVmBackend:
                  fields.get("boot_seconds", "adopted"))
         self.reconciler.notify(router.id)
 
-    def _nics_changed(self, router, live: _Live, vm: RouterVm, dom: vpb.RouterVm) -> bool:
+    def _nics_changed(self, router: Router, live: _Live, vm: RouterVm,
+                      dom: vpb.RouterVm) -> bool:
         """A network added to or removed from the router (VPC tiers) changes its
-        NICs: hot-plugged into the running VM (netmgr/router_vm_nics.py); True
+        NICs: hot-plugged into the running VM (``nic_plan``); True
         when the host cannot, and the VM was replaced by one with the new set."""
         if router.desired_generation == live.nics_generation:
             return False
@@ -394,7 +432,7 @@ class RouterVmBackend:
         self._deploy(router, live, vm, replacing=True, why=why)
         return True
 
-    def _watch(self, router, live: _Live, status: apb.RouterStatus) -> None:
+    def _watch(self, router: Router, live: _Live, status: apb.RouterStatus) -> None:
         """What the reconciler's resync does for host agents, for this VM's agent."""
         if status.router_id and status.applied_generation:
             self.reconciler.record_status(router.id, status)
@@ -421,7 +459,8 @@ class RouterVmBackend:
             live.token, live.target, live.boot_id = token, target, ""
             live.serving = False
 
-    def _deploy(self, router, live: _Live, vm: RouterVm, *, replacing: bool, why: str) -> None:
+    def _deploy(self, router: Router, live: _Live, vm: RouterVm, *, replacing: bool,
+                why: str) -> None:
         try:
             host = self._place(vm)
             spec = self._spec(router, vm)
@@ -463,7 +502,7 @@ class RouterVmBackend:
         except (grpc.RpcError, LookupError) as e:
             log.warning("router %s: deleting its VM on %s failed: %s", router_id, host, e)
 
-    def _spec(self, router, vm: RouterVm) -> vpb.RouterVmSpec:
+    def _spec(self, router: Router, vm: RouterVm) -> vpb.RouterVmSpec:
         """NICs: control, then the config's interfaces (public, guests), by MAC."""
         config = build_router_config(self.store.router_snapshot(router.id))
         nics = config_nics(config, vm.control_mac, self.cfg.control_vlan)

@@ -12,6 +12,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from netmgr.cli import main as cli
+from netmgr.model import edge as me
 from netmgr.reconcile.configbuild.router import build_router_config
 from tests.lib.netmgr_cloud import Cloud, bad_fields, rpc_error
 from tests.lib.netmgr_edge import counts
@@ -26,6 +27,21 @@ def pf(w: dict[str, Any], **kw: Any) -> epb.CreatePortForwardRequest:
              private_port=8080)
     f.update(kw)
     return epb.CreatePortForwardRequest(port_forward=epb.PortForward(**f))
+
+
+def test_rule_changes_reach_the_hooks_as_committed_model_objects(cloud: Cloud, edge_world) -> None:
+    e, w = edge_world["e"], edge_world
+    rid = w["net"].router_id
+    f = e.CreatePortForward(pf(w))
+    router_id, gen, removed, added = cloud.hooks.edge_changes[-1]
+    assert (router_id, gen, removed) == (rid, generation(cloud, rid), ())
+    (obj,) = added
+    assert isinstance(obj, me.PortForward)
+    assert (obj.id, obj.private_ip, obj.public_port) == (f.id, w["p1"].ip, 80)
+    assert cloud.hooks.notified[-1] == rid
+    e.DeletePortForward(epb.DeletePortForwardRequest(id=f.id))
+    assert cloud.hooks.edge_changes[-1] == (rid, generation(cloud, rid),
+                                             (("portforward", f.id),), ())
 
 
 def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_world) -> None:

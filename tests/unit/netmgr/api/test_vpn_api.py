@@ -15,8 +15,8 @@ from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import vpn_pb2 as rvpb
 
+from netmgr.reconcile.agent_report import record_report
 from netmgr.reconcile.configbuild.router import build_router_config
-from netmgr.store.vpn import record_vpn_status
 from router.services import strongswan
 from tests.lib.netmgr_cloud import Api, Cloud, bad_fields, rpc_error
 
@@ -127,7 +127,7 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
                                      rvpb.VpnChildSaStatus(name="n0", state="INSTALLED",
                                                            bytes_in=420, remote_ts=[
                                                                "172.16.1.0/24"])])])
-    record_vpn_status(cloud.store.vpn, net.router_id, status)
+    record_report(cloud.store, cloud.store.vpn, net.router_id, status)
     got = v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id))
     assert got.status.ike_state == "ESTABLISHED"
     assert got.status.bytes_in == 840

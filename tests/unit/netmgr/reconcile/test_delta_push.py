@@ -1,11 +1,13 @@
 """netmgr's side of edge deltas (pure logic and a recording agent behind a
-real gRPC server): the objects it sends are what a full config holds, changes
-merge in order, a gap or a stale/refused answer falls back to a full push,
-an applied delta moves the router's generation."""
+real gRPC server): a delta adding one object carries exactly that object's
+part of the full config, changes merge in order, a gap or a stale/refused
+answer falls back to a full push, an applied delta moves the router's
+generation."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -16,7 +18,10 @@ from cloudnet.router.v1 import edge_pb2_grpc
 from netmgr.model import edge as me
 from netmgr.model.core import Status
 from netmgr.reconcile import delta_push as ed
+from netmgr.reconcile.configbuild import edge
+from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
+from netmgr.reconcile.store_view import DeltaStore
 from tests.lib.router_snapshots import NET, NOW, snapshot
 
 PF = me.PortForward(
@@ -37,24 +42,14 @@ FW_EG = dataclasses.replace(FW_IN, status=dataclasses.replace(FW_IN.status, id="
                             protocol="tcp", port=443, port_end=443, icmp_type=-1)
 
 
-def test_delta_objects_are_what_a_full_config_holds():
-    snap = dataclasses.replace(snapshot(), edge=me.EdgeSnapshot(
-        static_nats=(NAT,), port_forwards=(PF,), firewall_rules=(FW_IN, FW_EG)))
-    cfg = build_router_config(snap)
-    assert list(cfg.port_forwards) == [ed.port_forward_rule(PF)]
-    assert list(cfg.static_nats) == [ed.static_nat_rule(NAT)]
-    assert list(cfg.ingress_rules) == [ed.firewall_rule(FW_IN, NET.cidr)]
-    assert list(cfg.egress_rules) == [ed.firewall_rule(FW_EG, NET.cidr)]
-
-
-def test_changes_merge_in_order_last_word_wins():
-    a = ed.port_forward_rule(PF)
-    a2 = ed.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
-    c = ed.static_nat_rule(NAT)
+def test_changes_merge_in_order_last_word_wins() -> None:
+    a = edge.port_forward_rule(PF)
+    a2 = edge.port_forward_rule(dataclasses.replace(PF, private_port=9000, private_port_end=9001))
+    c = edge.static_nat_rule(NAT)
     delta = ed.merge("r", 4, 8, [
-        ed.Change((), [a]), ed.Change([("portforward", "pf1")], [a2]),
-        ed.Change([("firewall", "fw9")], []), ed.Change((), [c]),
-        ed.Change([("staticnat", "s1")], [])])
+        ed.Change((), (a,)), ed.Change((("portforward", "pf1"),), (a2,)),
+        ed.Change((("firewall", "fw9"),), ()), ed.Change((), (c,)),
+        ed.Change((("staticnat", "s1"),), ())])
     assert (delta.base_generation, delta.generation) == (4, 8)
     assert {(r.kind, r.id) for r in delta.removed} == {
         ("portforward", "pf1"), ("firewall", "fw9"), ("staticnat", "s1")}
@@ -63,6 +58,8 @@ def test_changes_merge_in_order_last_word_wins():
 
 
 class Store:
+    """The edge-delta path's part of the store (checked against it by mypy)."""
+
     def __init__(self) -> None:
         self.desired = 5
         self.applied: list[int] = []
@@ -70,16 +67,20 @@ class Store:
     def router_head(self, router_id: str) -> tuple[str, int, str]:
         return "local", self.desired, "netns"
 
-    def record_edge_delta_applied(self, router_id: str, generation: int) -> None:
-        self.applied.append(generation)
+    def network_cidr(self, network_id: str) -> str:
+        return NET.cidr if network_id == NET.id else ""
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        self.applied.append(applied_generation)
 
 
-class Agent(edge_pb2_grpc.RouterEdgeServicer):
+class Agent(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc]
     def __init__(self) -> None:
         self.runs = 3
         self.seen: list[epb.EdgeDelta] = []
 
-    def ApplyEdgeDelta(self, request, context):
+    def ApplyEdgeDelta(self, request: epb.ApplyEdgeDeltaRequest,
+                       context: grpc.ServicerContext) -> epb.ApplyEdgeDeltaResponse:
         d = request.delta
         self.seen.append(d)
         if d.base_generation != self.runs:
@@ -89,7 +90,7 @@ class Agent(edge_pb2_grpc.RouterEdgeServicer):
 
 
 @pytest.fixture
-def agent():
+def agent() -> Iterator[tuple[Agent, grpc.Channel]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = Agent()
     edge_pb2_grpc.add_RouterEdgeServicer_to_server(servicer, server)
@@ -101,12 +102,39 @@ def agent():
     server.stop(0)
 
 
-def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent):
+def deltas_through(channel: grpc.Channel, store: DeltaStore) -> ed.EdgeDeltas:
+    return ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+
+
+@pytest.mark.parametrize(("obj", "alone", "config_part"), [
+    (NAT, me.EdgeSnapshot(static_nats=(NAT,)), "static_nats"),
+    (PF, me.EdgeSnapshot(port_forwards=(PF,)), "port_forwards"),
+    (FW_IN, me.EdgeSnapshot(firewall_rules=(FW_IN,)), "ingress_rules"),
+    (FW_EG, me.EdgeSnapshot(firewall_rules=(FW_EG,)), "egress_rules"),
+], ids=["static_nat", "port_forward", "ingress", "egress"])
+def test_a_delta_adding_one_object_carries_that_objects_part_of_the_full_config(
+        agent: tuple[Agent, grpc.Channel], obj: EdgeRule, alone: me.EdgeSnapshot,
+        config_part: str) -> None:
+    servicer, channel = agent
+    deltas = deltas_through(channel, Store())
+    deltas.acknowledged("r", 4)
+    servicer.runs = 4
+    deltas.record("r", 5, added=[obj])
+    assert deltas.push("r") is True
+    (sent,) = servicer.seen
+    full = build_router_config(dataclasses.replace(snapshot(), edge=alone))
+    assert len(getattr(full, config_part)) == 1
+    for part in ("static_nats", "port_forwards", "ingress_rules", "egress_rules"):
+        assert list(getattr(sent, part)) == list(getattr(full, part)), part
+
+
+def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(
+        agent: tuple[Agent, grpc.Channel]) -> None:
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
-    f = ed.port_forward_rule(PF)
-    deltas.record("r", 4, added=[f])
+    deltas = deltas_through(channel, store)
+    f = edge.port_forward_rule(PF)
+    deltas.record("r", 4, added=[PF])
     assert deltas.push("r") is None  # base unknown: no full push acknowledged yet
     deltas.acknowledged("r", 3)
     assert deltas.push("r") is None
@@ -128,19 +156,20 @@ def test_a_complete_chain_goes_as_one_delta_a_gap_or_stale_answer_does_not(agent
     assert len(servicer.seen) == 2
     # A change already carried by a full push is not recorded again.
     deltas.acknowledged("r", 6)
-    deltas.record("r", 6, added=[f])
+    deltas.record("r", 6, added=[PF])
     assert deltas.push("r") is None
     assert len(servicer.seen) == 2
 
 
-def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(agent):
+def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_delta(
+        agent: tuple[Agent, grpc.Channel]) -> None:
     import threading
 
     servicer, channel = agent
     store = Store()
-    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channel)
+    deltas = deltas_through(channel, store)
     deltas.acknowledged("r", 3)
-    deltas.record("r", 4, added=[ed.port_forward_rule(PF)])
+    deltas.record("r", 4, added=[PF])
     # Generation 5 is committed (the store says so) but recorded a moment later.
     timer = threading.Timer(0.004, lambda: deltas.record("r", 5, removed=[("firewall", "x")]))
     timer.start()

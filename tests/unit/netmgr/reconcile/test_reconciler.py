@@ -13,7 +13,9 @@ import datetime as dt
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -21,7 +23,14 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
-from netmgr.model.core import Network, Router, RouterBackend, RouterSnapshot, Zone
+from netmgr.model.core import (
+    Network,
+    Router,
+    RouterBackend,
+    RouterSnapshot,
+    ServiceHealth,
+    Zone,
+)
 from netmgr.reconcile.reconciler import Reconciler
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -30,11 +39,16 @@ ZONE = Zone("z", "203.0.113.0/24", "203.0.113.1", "203.0.113.10", "203.0.113.20"
 
 
 class MemoryStore:
+    """The reconciler's store (ReconcilerStore) and VPN status store (VpnStatusStore)
+    in memory; mypy checks it against both where the fixtures hand it over."""
+
     def __init__(self) -> None:
         self.routers: dict[str, Router] = {}
         self.networks: dict[str, Network] = {}
-        self.status: dict[str, dict] = {}
+        self.status: dict[str, dict[str, Any]] = {}
         self.unreachable: dict[str, str] = {}
+        self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
+        self.delta_applied: dict[str, int] = {}
 
     def add(self, generation: int = 1) -> str:
         rid, nid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -48,36 +62,68 @@ class MemoryStore:
         r = self.routers[rid]
         self.routers[rid] = dataclasses.replace(r, desired_generation=r.desired_generation + 1)
 
+    # ReconcilerStore
+
     def list_routers_all(self) -> list[Router]:
         return list(self.routers.values())
 
-    def router_snapshot(self, rid: str) -> RouterSnapshot:
-        if rid not in self.routers:
-            raise errors.NotFound(f"router {rid} not found")
-        return RouterSnapshot(router=self.routers[rid], networks=(self.networks[rid],), ports=(),
-                              zone=ZONE)
+    def router_snapshot(self, router_id: str) -> RouterSnapshot:
+        if router_id not in self.routers:
+            raise errors.NotFound(f"router {router_id} not found")
+        return RouterSnapshot(router=self.routers[router_id],
+                              networks=(self.networks[router_id],), ports=(), zone=ZONE)
 
-    def record_router_status(self, rid, *, applied_generation, services, last_error,
-                             port_errors, reachable) -> None:
-        self.status[rid] = {"applied": applied_generation, "error": last_error}
-        self.unreachable.pop(rid, None)
+    def mark_router_unreachable(self, router_id: str, error: str) -> None:
+        self.unreachable[router_id] = error
 
-    def mark_router_unreachable(self, rid: str, error: str) -> None:
-        self.unreachable[rid] = error
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        r = self.router_snapshot(router_id).router
+        return r.host, r.desired_generation, r.backend
+
+    def network_cidr(self, network_id: str) -> str:
+        return next((n.cidr for n in self.networks.values() if n.id == network_id), "")
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
+        self.delta_applied[router_id] = applied_generation
+
+    def record_router_status(self, router_id: str, *, applied_generation: int,
+                             services: Sequence[ServiceHealth], last_error: str,
+                             port_errors: Mapping[str, str], reachable: bool) -> None:
+        self.status[router_id] = {"applied": applied_generation, "error": last_error}
+        self.unreachable.pop(router_id, None)
+
+    def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str],
+                           lb_health: Mapping[str, Mapping[str, list[str]]] | None = None
+                           ) -> None:
+        self.edge_errors[router_id] = dict(errors)
+
+    # VpnStatusStore
+
+    def has_connections(self, router_id: str) -> bool:
+        return False
+
+    def record_status(self, router_id: str, errors: Mapping[str, str],
+                      sa_status: Mapping[str, dict[str, Any]]) -> None:
+        raise AssertionError("no VPN here: nothing to record")
 
 
-class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
+class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[misc]
     def __init__(self) -> None:
+        self.target = ""  # the server's address, once it listens
         self.boot_id = "boot-1"
         self.held: dict[str, pb.RouterStatus] = {}
         self.applied: list[tuple[str, int]] = []
+        # Every ApplyConfig call, applied, rejected or failed: (router, generation).
+        self.attempts: list[tuple[str, int]] = []
         self.deleted: list[str] = []
         self.fail_next = 0
         self.reject = False
         self.lock = threading.Lock()
 
-    def ApplyConfig(self, request, context):
+    def ApplyConfig(self, request: pb.ApplyConfigRequest,
+                    context: grpc.ServicerContext) -> pb.ApplyConfigResponse:
         with self.lock:
+            self.attempts.append((request.config.router_id, request.config.generation))
             if self.fail_next:
                 self.fail_next -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
@@ -93,12 +139,14 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
             self.held[cfg.router_id] = st
             return pb.ApplyConfigResponse(status=st)
 
-    def ListRouterStatus(self, request, context):
+    def ListRouterStatus(self, request: pb.ListRouterStatusRequest,
+                         context: grpc.ServicerContext) -> pb.ListRouterStatusResponse:
         with self.lock:
             return pb.ListRouterStatusResponse(routers=list(self.held.values()),
                                                agent_id="a", boot_id=self.boot_id)
 
-    def DeleteRouter(self, request, context):
+    def DeleteRouter(self, request: pb.DeleteRouterRequest,
+                     context: grpc.ServicerContext) -> pb.DeleteRouterResponse:
         with self.lock:
             self.held.pop(request.router_id, None)
             self.deleted.append(request.router_id)
@@ -112,7 +160,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
 
 
 @pytest.fixture
-def agent():
+def agent() -> Iterator[RecordingAgent]:
     servicer = RecordingAgent()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     agent_pb2_grpc.add_RouterAgentServicer_to_server(servicer, server)
@@ -124,25 +172,30 @@ def agent():
 
 
 @pytest.fixture
-def store():
+def store() -> MemoryStore:
     return MemoryStore()
 
 
+def reconciler_of(store: MemoryStore, target: str) -> Reconciler:
+    return Reconciler(store, store, {"local": target}, resync_interval=0.2)
+
+
 @pytest.fixture
-def reconciler(store, agent):
-    r = Reconciler(store, {"local": agent.target}, resync_interval=0.2)
+def reconciler(store: MemoryStore, agent: RecordingAgent) -> Iterator[Reconciler]:
+    r = reconciler_of(store, agent.target)
     yield r
     r.stop()
 
 
-def eventually(cond, timeout: float = 10.0) -> None:
+def eventually(cond: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
 
 
-def test_pushes_existing_routers_at_start_and_changes_on_notify(store, agent, reconciler):
+def test_pushes_existing_routers_at_start_and_changes_on_notify(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     rid = store.add(generation=3)
     reconciler.start()
     eventually(lambda: (rid, 3) in agent.applied)
@@ -152,7 +205,8 @@ def test_pushes_existing_routers_at_start_and_changes_on_notify(store, agent, re
     eventually(lambda: store.status.get(rid, {}).get("applied") == 4)
 
 
-def test_retries_until_acknowledged(store, agent, reconciler):
+def test_retries_until_acknowledged(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     agent.fail_next = 3
     rid = store.add()
     reconciler.start()
@@ -160,7 +214,8 @@ def test_retries_until_acknowledged(store, agent, reconciler):
     assert store.status[rid]["applied"] == 1
 
 
-def test_repushes_when_the_agent_restarts(store, agent, reconciler):
+def test_repushes_when_the_agent_restarts(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     rid = store.add()
     reconciler.start()
     eventually(lambda: (rid, 1) in agent.applied)
@@ -169,7 +224,8 @@ def test_repushes_when_the_agent_restarts(store, agent, reconciler):
     eventually(lambda: len(agent.applied) > pushes and rid in agent.held)
 
 
-def test_sweeps_routers_the_model_no_longer_has(store, agent, reconciler):
+def test_sweeps_routers_the_model_no_longer_has(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     stale = str(uuid.uuid4())
     agent.held[stale] = pb.RouterStatus(router_id=stale, applied_generation=9)
     reconciler.start()
@@ -177,22 +233,42 @@ def test_sweeps_routers_the_model_no_longer_has(store, agent, reconciler):
     assert stale not in agent.held
 
 
-def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(store, agent, reconciler):
+def attempts_while_waiting(agent: RecordingAgent, seconds: float) -> list[tuple[str, int]]:
+    """The ApplyConfig calls made during the next `seconds`."""
+    with agent.lock:
+        before = len(agent.attempts)
+    time.sleep(seconds)
+    with agent.lock:
+        return agent.attempts[before:]
+
+
+def test_rejected_generation_is_recorded_and_not_retried_in_a_loop(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     agent.reject = True
     rid = store.add()
     reconciler.start()
     eventually(lambda: store.status.get(rid, {}).get("error") == "bad")
-    time.sleep(1.0)  # several resync intervals
-    assert agent.applied == []
     with agent.lock:
         assert agent.held[rid].rejected_generation == 1
+    # A resync that read the agent just before the push may push once more;
+    # after that, nothing: over several resync intervals (0.2 s) and retry
+    # backoffs (0.5 s, 1 s, 2 s) a retried config would be pushed again.
+    time.sleep(0.5)
+    assert attempts_while_waiting(agent, 2.5) == [], "the rejected config was pushed again"
+    assert agent.applied == []
+    # The next change is pushed (and rejected), and is not retried either.
+    store.bump(rid)
+    reconciler.notify(rid)
+    eventually(lambda: (rid, 2) in agent.attempts)
+    time.sleep(0.5)
+    assert attempts_while_waiting(agent, 2.5) == []
 
 
-def test_unreachable_agent_is_shown_then_recovers(store):
+def test_unreachable_agent_is_shown_then_recovers(store: MemoryStore) -> None:
     rid = store.add()
     with socket_port() as port:
         target = f"127.0.0.1:{port}"
-    r = Reconciler(store, {"local": target}, resync_interval=0.2)
+    r = reconciler_of(store, target)
     r.start()
     try:
         eventually(lambda: rid in store.unreachable)
@@ -209,5 +285,5 @@ class socket_port:
         self.s.bind(("127.0.0.1", 0))
         return int(self.s.getsockname()[1])
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.s.close()

@@ -10,9 +10,16 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import router_vm_pb2 as rvpb
 from cloudnet.netmgr.v1 import router_vm_pb2_grpc as rvrpc
 
-from aio.control_network import ControlNetwork
+from common.control_relay import ControlNetwork
+from netmgr import server
 from netmgr.api.convert import fill_router_vms
-from netmgr.reconcile.vm_backend.tender import derive_token, load_key, router_vm_config, token_hash
+from netmgr.reconcile.vm_backend.control_network import DirectControlNetwork
+from netmgr.reconcile.vm_backend.credentials import (
+    derive_token,
+    load_key,
+    router_vm_config,
+    token_hash,
+)
 from netmgr.store.facade import Store
 from netmgr.store.router_vms import RouterVmStore
 from tests.lib.netmgr_cloud import bad_fields, rpc_error
@@ -70,6 +77,16 @@ def test_control_addresses_are_allocated_once_and_kept(tmp_path) -> None:
 
 def test_control_network_without_a_namespace_connects_directly() -> None:
     assert ControlNetwork().target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+    assert DirectControlNetwork().target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+    cfg = router_vm_config({"control_netns": ""})
+    direct = server.default_control_network(cfg)
+    assert direct.target("r", "10.250.0.9", 50051) == "10.250.0.9:50051"
+
+
+def test_netmgr_relays_out_of_a_configured_control_namespace() -> None:
+    relay = server.default_control_network(router_vm_config({"control_netns": "x"}))
+    assert isinstance(relay, ControlNetwork)
+    relay.close()
 
 
 def test_console_is_tenant_scoped_and_only_for_vm_routers(cloud, acme) -> None:

@@ -1,0 +1,68 @@
+"""An agent's report on one router (``router.v1.RouterStatus``), recorded in the model.
+
+The reverse of ``configbuild``: configbuild turns model objects into what the
+agent sees, this turns what the agent says back into model values (per-object
+errors, service health, load balancer member health, VPN SA states) for the
+store. The host agents' reports come through the reconciler's pushes and
+resyncs; a VM router's through the VM backend's watch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from typing import Any
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from google.protobuf.json_format import MessageToDict
+
+from netmgr.model.core import ServiceHealth
+from netmgr.reconcile.store_view import ObjectRef, ReconcilerStore, VpnStatusStore
+from netmgr.store.edge import EDGE_KINDS
+from netmgr.store.vpn import KIND_VPN_CONNECTION
+
+REJECTED = "rejected by the router"
+
+
+def object_errors(status: pb.RouterStatus, kinds: Collection[str]) -> dict[ObjectRef, str]:
+    """(kind, id) -> why the router refused it, for the objects of these kinds."""
+    return {(o.kind, o.id): (o.error or REJECTED)
+            for o in status.objects if not o.ok and o.kind in kinds}
+
+
+def lb_health(status: pb.RouterStatus) -> dict[str, dict[str, list[str]]]:
+    """Load balancer ID -> port ID -> [status, last check]."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for m in status.lb_members:
+        out.setdefault(m.load_balancer_id, {})[m.port_id] = [m.status, m.check]
+    return out
+
+
+def vpn_sa_status(status: pb.RouterStatus, now: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Connection ID -> its SA status as a dict, stamped with `now` (naive UTC)."""
+    stamp = now.isoformat() + "Z"
+    return {c.connection_id: {**MessageToDict(c, preserving_proto_field_name=True),
+                              "update_time": stamp}
+            for c in status.vpn_connections}
+
+
+def record_report(store: ReconcilerStore, vpn: VpnStatusStore, router_id: str,
+                  status: pb.RouterStatus) -> None:
+    """Store everything the agent reported on this router."""
+    port_errors = {i: e for (_, i), e in object_errors(status, ("port",)).items()}
+    store.record_router_status(
+        router_id,
+        applied_generation=status.applied_generation,
+        services=[ServiceHealth(s.name, s.healthy, s.detail, s.version)
+                  for s in status.services],
+        last_error=status.last_error,
+        port_errors=port_errors,
+        reachable=True,
+    )
+    store.record_edge_status(router_id, object_errors(status, EDGE_KINDS), lb_health(status))
+    vpn_errors = {i: e for (_, i), e in
+                  object_errors(status, (KIND_VPN_CONNECTION,)).items()}
+    if not vpn_errors and not status.vpn_connections and not vpn.has_connections(router_id):
+        return  # no VPN on this router: no write transaction
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    vpn.record_status(router_id, vpn_errors, vpn_sa_status(status, now))

@@ -1,0 +1,74 @@
+"""What the reconciler needs from the store, and nothing more.
+
+``netmgr.store.facade.Store`` (and ``netmgr.store.vpn.VpnStore``) provide
+these; the reconciler's unit tests provide in-memory fakes that mypy checks
+against the same Protocols, so a fake cannot drift from what the reconciler
+calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from netmgr.model.core import Router, RouterSnapshot, ServiceHealth
+
+# (kind, id) of an object a router reports on, e.g. ("portforward", "<id>").
+ObjectRef = tuple[str, str]
+# Load balancer ID -> port ID -> [status, last check].
+LbHealth = Mapping[str, Mapping[str, list[str]]]
+
+
+class DeltaStore(Protocol):
+    """The edge-delta path: one small read and one small write per change."""
+
+    def router_head(self, router_id: str) -> tuple[str, int, str]:
+        """(host, desired generation, backend); NotFound if the router is gone."""
+        ...
+
+    def network_cidr(self, network_id: str) -> str: ...
+
+    def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None: ...
+
+
+class RouterStore(Protocol):
+    """Routers and their desired state (the VM backend needs no more)."""
+
+    def list_routers_all(self) -> Sequence[Router]: ...
+
+    def router_snapshot(self, router_id: str) -> RouterSnapshot:
+        """Everything the router serves, read consistently; NotFound if gone."""
+        ...
+
+    def mark_router_unreachable(self, router_id: str, error: str) -> None: ...
+
+
+class ReconcilerStore(RouterStore, DeltaStore, Protocol):
+    """Also where the agents' reports go."""
+
+    def record_router_status(
+        self,
+        router_id: str,
+        *,
+        applied_generation: int,
+        services: Sequence[ServiceHealth],
+        last_error: str,
+        port_errors: Mapping[str, str],
+        reachable: bool,
+    ) -> None: ...
+
+    def record_edge_status(self, router_id: str, errors: Mapping[ObjectRef, str],
+                           lb_health: LbHealth | None = None) -> None:
+        """Errors of the router's edge objects; objects not named are cleared."""
+        ...
+
+
+class VpnStatusStore(Protocol):
+    """Where the VPN part of a router's report goes (``netmgr.store.vpn.VpnStore``)."""
+
+    def has_connections(self, router_id: str) -> bool: ...
+
+    def record_status(self, router_id: str, errors: Mapping[str, str],
+                      sa_status: Mapping[str, dict[str, Any]]) -> None:
+        """Connection ID -> error, and connection ID -> its SA status (as a dict)."""
+        ...
