@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="create a demo tenant network with two guests and show it working")
     up.add_argument("--exit", action="store_true", help="stop everything after the demo")
     sub.add_parser("down", help="stop everything and remove the namespaces")
-    w = sub.add_parser("whoami", help=argparse.SUPPRESS)
+    w = sub.add_parser("whoami", help="internal: the internet host's web server (run by up)")
     w.add_argument("--port", type=int, default=WEB_PORT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -1,6 +1,6 @@
 """cloudnet compute agent: boots guest VMs with libvirt on this host's fabric.
 
-    python -m compute.agent.server --name host-a --listen 127.0.0.1:7171 \\
+    cloudnet-compute --name host-a --listen 127.0.0.1:7171 \\
         --netmgr 127.0.0.1:7070 --admin-token-file /var/lib/cloudnet/admin.token \\
         --fabric ovs --ovs-bridge cn-br --state-dir /var/lib/cloudnet/compute
 
@@ -127,7 +127,7 @@ def make_fabric(kind: str, ovs_bridge: str, vxlan_args: dict[str, Any]) -> VmFab
 
 def main(argv: list[str] | None = None,
          on_ready: Callable[[grpc.Server], None] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="cloudnet-compute-agent",
+    p = argparse.ArgumentParser(prog="cloudnet-compute",
                                 description=(__doc__ or "").split("\n")[0])
     p.add_argument("--name", default=socket.gethostname().split(".")[0].lower())
     p.add_argument("--listen", default="127.0.0.1:7171")

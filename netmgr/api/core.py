@@ -1,7 +1,7 @@
 """The gRPC servicers: thin. Each call is: who is calling (``auth``), proto to
 validation input (``convert``), one store call (one transaction), hooks after
 the commit, model to proto. Errors are DomainErrors, mapped to status codes
-by ``errors.ErrorMappingInterceptor``.
+by ``common.grpc_errors.ErrorMappingInterceptor``.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class VpnConnection(WithStatus):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class VpnTunnel:
-    """What the router needs of one connection (configbuild_vpn)."""
+    """What the router needs of one connection (``netmgr.reconcile.configbuild.vpn``)."""
 
     connection_id: str
     local_address: str

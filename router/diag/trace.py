@@ -5,8 +5,8 @@ whose prerouting and output chains, at a priority before every other hook,
 set ``meta nftrace`` on matching packets; the router's own table is never
 touched. ``nft monitor`` in the router's namespace reports each rule the
 packet meets; rules are mapped back to API objects through their comments
-(``cn:<kind>:<id>``, see ``common.object_of_comment``) by handle. The table is
-deleted when the stream ends, whatever the reason.
+(``cn:<kind>:<id>``, see ``router.diag.common.object_of_comment``) by
+handle. The table is deleted when the stream ends, whatever the reason.
 """
 
 from __future__ import annotations

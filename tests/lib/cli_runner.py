@@ -1,5 +1,5 @@
 """Runs ``cloudnet`` in-process and captures its output (a helper of the CLI
-tests; the fixtures that make one are in conftest.py)."""
+tests; the fixtures that make one are in tests/unit/netmgr/cli/conftest.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """VPC routing and network ACLs in the router's nftables table.
 
 A VPC router forwards between its tiers. Each network ACL list in use gets
-two regular chains, ``acl_<id>_in`` (traffic entering a tier: cidrs are
-sources) and ``acl_<id>_out`` (traffic leaving it: cidrs are destinations),
+two regular chains, ``acl_<hash>_in`` (traffic entering a tier: cidrs are
+sources) and ``acl_<hash>_out`` (traffic leaving it: cidrs are destinations),
 holding the list's rules as ordered rules in number order. Ordered,
 first-match-wins evaluation needs rules, not sets; lists are short, so the
 per-packet cost is a few comparisons. An allow rule ``return``s to the
@@ -17,8 +17,8 @@ a tier's list or editing a rule never touches flows already running (the
 table is swapped atomically by one ``nft -f``, and conntrack keeps its
 entries).
 
-Every rule carries the comment ``cn:acl:<rule id>`` and a counter, so
-`nft list` shows which numbered rule matched.
+Every rule carries the comment ``cn:acl:<rule id>:<number>`` and a counter,
+so `nft list` shows which numbered rule matched.
 """
 
 from __future__ import annotations

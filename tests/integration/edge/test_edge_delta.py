@@ -32,7 +32,7 @@ def on_host(cloud) -> bool:
     """A namespace router: its agent's journal is a file on this host (a VM
     router's is inside the VM), and its kernel counts established packets
     per rule (the appliance's 6.1 counts each connection's first packet
-    only: router/services/nft_compat.py)."""
+    only: router/services/nftables/compat.py)."""
     return cloud.router_backend != "vm"
 
 

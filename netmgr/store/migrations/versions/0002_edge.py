@@ -1,4 +1,4 @@
-"""Edge services: public IPs, static NAT, port forwarding, firewall rules (issue 5).
+"""Edge services: public IPs, static NAT, port forwarding, firewall rules.
 
 Revision ID: 0002
 Revises: 0001

@@ -1,11 +1,11 @@
-"""Compute hosts registered by compute agents (issue 3).
+"""Compute hosts registered by compute agents.
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-25
 
 One row per host (unique name): the compute agent's address, fabric and
-capacity (netmgr/store_hosts.py). VMs themselves live in libvirt on their host.
+capacity (netmgr/store/hosts.py). VMs themselves live in libvirt on their host.
 """
 
 from __future__ import annotations

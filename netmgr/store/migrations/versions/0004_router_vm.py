@@ -1,10 +1,10 @@
-"""Router VMs (issue 4)
+"""Router VMs.
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-25
 
-One row per router of the VM backend (netmgr/db_router_vm.py): its compute
+One row per router of the VM backend (netmgr/store/tables/router_vms.py): its compute
 host, control address and MAC, credential generation and token hash, and
 the VM's state and boot time.
 """

@@ -1,4 +1,4 @@
-"""VPCs and their tiers (issue 6).
+"""VPCs and their tiers.
 
 Revision ID: 0005
 Revises: 0004

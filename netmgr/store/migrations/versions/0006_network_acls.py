@@ -1,4 +1,4 @@
-"""Network ACL lists and numbered rules (issue 6).
+"""Network ACL lists and numbered rules.
 
 Revision ID: 0006
 Revises: 0005

@@ -1,5 +1,5 @@
 """Site-to-site VPN: VPN gateways (on a VPC's or an isolated network's
-router), customer gateways, connections (issue 6).
+router), customer gateways, connections.
 
 Revision ID: 0007
 Revises: 0006

@@ -1,4 +1,4 @@
-"""VPC static routes and private gateways (issue 6).
+"""VPC static routes and private gateways.
 
 Revision ID: 0008
 Revises: 0007

@@ -39,7 +39,7 @@ class _InterfaceRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interfa
     """Faces the provider network: carries source-NAT and public addresses."""
     INTERFACE_ROLE_PRIVATE_GATEWAY: _InterfaceRole.ValueType  # 3
     """A VPC router's private gateway: a provider VLAN with routes behind it;
-    no DHCP, DNS or source NAT (router/services/nft_acl.py).
+    no DHCP, DNS or source NAT (router/services/nftables/acl.py).
     """
 
 class InterfaceRole(_InterfaceRole, metaclass=_InterfaceRoleEnumTypeWrapper): ...
@@ -51,7 +51,7 @@ INTERFACE_ROLE_PUBLIC: InterfaceRole.ValueType  # 2
 """Faces the provider network: carries source-NAT and public addresses."""
 INTERFACE_ROLE_PRIVATE_GATEWAY: InterfaceRole.ValueType  # 3
 """A VPC router's private gateway: a provider VLAN with routes behind it;
-no DHCP, DNS or source NAT (router/services/nft_acl.py).
+no DHCP, DNS or source NAT (router/services/nftables/acl.py).
 """
 Global___InterfaceRole: _TypeAlias = InterfaceRole  # noqa: Y015
 
@@ -285,7 +285,7 @@ class RouterConfig(_message.Message):
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
-    """Fields 20-29: VPC (router/services/nft_acl.py). Set when the router
+    """Fields 20-29: VPC (router/services/nftables/acl.py). Set when the router
     serves a VPC: its guest networks are tiers, routed to each other.
     """
     @_builtins.property
