@@ -147,9 +147,9 @@ class AllInOne:
             ipr.route("replace", dst=PUBLIC_CIDR, gateway=EDGE_INET_IP)
         self._ns_run(self.edge_ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         if self.router_backend == "vm":
-            from aio import vm_backend as aio_vm
+            from aio import vm_backend
 
-            aio_vm.build_control_network(self)
+            vm_backend.build_control_network(self)
 
     @staticmethod
     def _ns_run(ns: str, argv: list[str]) -> None:
@@ -217,9 +217,9 @@ class AllInOne:
     def _vm_args(self) -> list[str]:
         if self.router_backend != "vm":
             return []
-        from aio import vm_backend as aio_vm
+        from aio import vm_backend
 
-        return aio_vm.netmgr_args(self)
+        return vm_backend.netmgr_args(self)
 
     def stop_netmgr(self, sig: int = signal.SIGTERM) -> None:
         self._kill("netmgr", sig)
@@ -272,10 +272,10 @@ class AllInOne:
         self.start_netmgr()
         self.wait_ready()
         if self.router_backend == "vm":
-            from aio import vm_backend as aio_vm
+            from aio import vm_backend
 
-            aio_vm.start_compute(self, self.compute_listen or "127.0.0.1:7171")
-            aio_vm.wait_registered(self)
+            vm_backend.start_compute(self, self.compute_listen or "127.0.0.1:7171")
+            vm_backend.wait_registered(self)
 
     def down(self) -> None:
         """Stop everything this all-in-one started and remove its namespaces."""
@@ -286,9 +286,9 @@ class AllInOne:
         for name in list(self.pids):
             self._kill(name, signal.SIGTERM)
         if self.router_backend == "vm":
-            from aio import vm_backend as aio_vm
+            from aio import vm_backend
 
-            aio_vm.remove_vms(self.prefix)
+            vm_backend.remove_vms(self.prefix)
         # dnsmasq of the routers: daemons the agent started, found by pid file.
         for pidfile in glob.glob(os.path.join(self.state_dir, "agent", "**", "*.pid"),
                                  recursive=True):

@@ -39,7 +39,7 @@ from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc as crpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from aio import host_services as hostservices
+from aio import host_services
 from aio.allinone import AllInOne
 from aio.demo import Api
 from common.fabric.ovs import OvsFabric, connect_trunk, disconnect_trunk
@@ -108,7 +108,7 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = p.parse_args()
-    hostservices.ensure_running()
+    host_services.ensure_running()
     image_dir = images.build_guest()
     image = images.load("tiny", image_dir)
     prefix = f"b{uuid.uuid4().hex[:5]}"

@@ -167,7 +167,7 @@ Translate: TypeAlias = Callable[[Exception], DomainError | None]
 Behaviour: TypeAlias = Callable[[Any, grpc.ServicerContext], Any]
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Map DomainError (from servicers, store or auth) to gRPC status codes,
     anything else to INTERNAL; for unary and server-streaming methods.
 

@@ -40,13 +40,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.grpc_errors import ErrorMappingInterceptor
-from netmgr.api import core as servicers
-from netmgr.api import debug
-from netmgr.api import edge as servicers_edge
-from netmgr.api import hosts as store_hosts
-from netmgr.api import router_console as servicers_router_vm
-from netmgr.api import vpc as servicers_vpc
-from netmgr.api import vpn as servicers_vpn
+from netmgr.api import core as core_api
+from netmgr.api import debug, router_console
+from netmgr.api import edge as edge_api
+from netmgr.api import hosts as hosts_api
+from netmgr.api import vpc as vpc_api
+from netmgr.api import vpn as vpn_api
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
 from netmgr.model.core import RouterBackend, Zone
@@ -68,7 +67,7 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + servicers_edge.SERVICES + servicers_vpc.SERVICES + servicers_vpn.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -144,19 +143,19 @@ def _build(
         interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store)],
     )
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
-        servicers.TenantServicer(store, hooks), server)
-    netmgr_pb2_grpc.add_ZoneServiceServicer_to_server(servicers.ZoneServicer(store, hooks), server)
+        core_api.TenantServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_ZoneServiceServicer_to_server(core_api.ZoneServicer(store, hooks), server)
     netmgr_pb2_grpc.add_NetworkServiceServicer_to_server(
-        servicers.NetworkServicer(store, hooks), server)
-    netmgr_pb2_grpc.add_PortServiceServicer_to_server(servicers.PortServicer(store, hooks), server)
+        core_api.NetworkServicer(store, hooks), server)
+    netmgr_pb2_grpc.add_PortServiceServicer_to_server(core_api.PortServicer(store, hooks), server)
     netmgr_pb2_grpc.add_RouterServiceServicer_to_server(
-        servicers.RouterServicer(store, hooks), server)
+        core_api.RouterServicer(store, hooks), server)
     debug_service = debug.add_to_server(store, hooks, config.admin_token, server)
-    servicers_edge.add_to_server(store, hooks, server)
-    servicers_vpc.add_to_server(store, hooks, server)
-    servicers_vpn.add_to_server(store, hooks, server)
-    host_services = store_hosts.add_to_server(store, server)
-    host_services += (servicers_router_vm.add_to_server(store, hooks, server),)
+    edge_api.add_to_server(store, hooks, server)
+    vpc_api.add_to_server(store, hooks, server)
+    vpn_api.add_to_server(store, hooks, server)
+    host_services = hosts_api.add_to_server(store, server)
+    host_services += (router_console.add_to_server(store, hooks, server),)
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

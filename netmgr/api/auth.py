@@ -121,7 +121,7 @@ def authorize(caller: Caller, access: Access) -> None:
 
 
 # grpc ships no type stubs: to mypy grpc.ServerInterceptor is Any (ignore[misc]).
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Authenticates and authorises every call before the servicer runs.
 
     Runs inside ``ErrorMappingInterceptor``, which turns its errors into

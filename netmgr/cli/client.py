@@ -62,12 +62,12 @@ class _CallDetails(
         "_CallDetails",
         ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
     ),
-    grpc.ClientCallDetails,  # type: ignore[misc]
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc has no type stubs
 ):
     pass
 
 
-class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Adds fixed metadata (auth, tenant) and a default timeout to every unary call."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]], timeout: float | None) -> None:

@@ -80,7 +80,7 @@ def _deny_handler(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(abort, **kw)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Rejects every call without ``authorization: Bearer <token>`` (health excepted)."""
 
     def __init__(self, token: str, open_methods: Iterable[str] = OPEN_METHODS) -> None:

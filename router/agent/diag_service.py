@@ -13,7 +13,6 @@ from cloudnet.router.v1 import diag_pb2 as pb
 from cloudnet.router.v1 import diag_pb2_grpc
 
 from common import netns
-from router.agent import rpc
 from router.agent.registry import RouterRegistry
 from router.diag import capture as cap
 from router.diag import probes, show
@@ -50,7 +49,7 @@ def _cancel_event(context: grpc.ServicerContext) -> threading.Event:
     return ev
 
 
-class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ignore[misc,unused-ignore]
+class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     def __init__(self, registry: RouterRegistry) -> None:
         self.registry = registry
         self._probe_locks: dict[str, threading.Lock] = {}
@@ -86,7 +85,6 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ign
 
     # ---- capture ---------------------------------------------------------------
 
-    @rpc.stream
     def Capture(self, request: pb.CaptureRequest, context: Any) -> Iterator[pb.CaptureChunk]:
         rt, cfg = self._router(request.router_id)
         iface = resolve_interface(cfg, request.interface, "interface")
@@ -108,7 +106,6 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ign
 
     # ---- trace -----------------------------------------------------------------
 
-    @rpc.stream
     def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
         rt, _ = self._router(request.router_id)
         tr.match_expr(request)  # the errors before anything is installed
@@ -120,7 +117,6 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ign
 
     # ---- show ------------------------------------------------------------------
 
-    @rpc.unary
     def Show(self, request: pb.ShowRequest, context: Any) -> pb.ShowResponse:
         rt, cfg = self._router(request.router_id)
         ns = rt.ctx.netns
@@ -143,7 +139,6 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):  # type: ign
 
     # ---- probes ----------------------------------------------------------------
 
-    @rpc.unary
     def Probe(self, request: pb.ProbeRequest, context: Any) -> pb.ProbeResult:
         rt, cfg = self._router(request.router_id)
         timeout = check_limit("timeout_seconds", request.timeout_seconds,

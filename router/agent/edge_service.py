@@ -9,18 +9,16 @@ import grpc
 from cloudnet.router.v1 import edge_pb2 as pb
 from cloudnet.router.v1 import edge_pb2_grpc
 
-from router.agent import rpc
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError, RouterNotFound
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterEdge"].full_name
 
 
-class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc,unused-ignore]
+class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):
     def __init__(self, registry: RouterRegistry) -> None:
         self.registry = registry
 
-    @rpc.unary
     def ApplyEdgeDelta(self, request: pb.ApplyEdgeDeltaRequest,
                        context: Any) -> pb.ApplyEdgeDeltaResponse:
         if not request.delta.router_id:
@@ -31,7 +29,6 @@ class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc
             return pb.ApplyEdgeDeltaResponse(stale=True)  # a full push creates it
         return rt.apply_edge_delta(request.delta)
 
-    @rpc.unary
     def GetEdgeCounters(self, request: pb.GetEdgeCountersRequest,
                         context: Any) -> pb.GetEdgeCountersResponse:
         rt = self.registry.runtime(request.router_id, create=False)

@@ -1,84 +1,56 @@
-"""The agent's one mapping of errors to gRPC status codes, for every servicer
-(RouterAgent, RouterEdge, RouterDiagnostics).
+"""The agent's errors onto the one error family of every cloudnet server
+(``common.grpc_errors``): the agent's servers install ``interceptor()``, so
+RouterAgent, RouterEdge and RouterDiagnostics map errors in one place.
 
-    RequestError, DiagError         INVALID_ARGUMENT (DiagError with a BadRequest
-                                    detail naming the field)
+    RequestError                    INVALID_ARGUMENT
+    DiagError                       INVALID_ARGUMENT with a BadRequest detail naming the field
     RouterNotFound, DiagNotFound    NOT_FOUND
     DiagBusy                        RESOURCE_EXHAUSTED
     DiagUnavailable                 FAILED_PRECONDITION
-    anything else                   INTERNAL, logged with its traceback
+    anything else                   INTERNAL with the exception's type and message (netmgr,
+                                    the agent's one caller, shows it to the operator), logged
+                                    with its traceback
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable, Iterator
-from typing import TypeVar
-
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
+from common.grpc_errors import (
+    DomainError,
+    ErrorMappingInterceptor,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from router.diag.common import DiagBusy, DiagError, DiagNotFound, DiagUnavailable
 from router.errors import RequestError, RouterNotFound
 
-log = logging.getLogger(__name__)
 
-S = TypeVar("S")
-Q = TypeVar("Q")
-T = TypeVar("T")
+class BadRequest(DomainError):
+    """A request the agent refuses as a whole (no single field to name)."""
 
-CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
-    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (RouterNotFound, grpc.StatusCode.NOT_FOUND),
-    (DiagNotFound, grpc.StatusCode.NOT_FOUND),
-    (DiagBusy, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (DiagUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
-)
+    code = grpc.StatusCode.INVALID_ARGUMENT
 
 
-def abort(context: grpc.ServicerContext, e: Exception, method: str) -> None:
-    """End the call with the status ``e`` maps to (context.abort raises)."""
+class Busy(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def translate(e: Exception) -> DomainError | None:
+    """The agent's exception ``e`` as a DomainError; None for a bug."""
     if isinstance(e, DiagError):
-        detail = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.reason)])
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        context.abort_with_status(rpc_status.to_status(status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[packed])))
-    for kind, code in CODES:
-        if isinstance(e, kind):
-            context.abort(code, str(e))
-    log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+        return InvalidArgument.one(e.field, e.reason)
+    if isinstance(e, RequestError):
+        return BadRequest(str(e))
+    if isinstance(e, RouterNotFound | DiagNotFound):
+        return NotFound(str(e))
+    if isinstance(e, DiagBusy):
+        return Busy(str(e))
+    if isinstance(e, DiagUnavailable):
+        return FailedPrecondition(str(e))
+    return None
 
 
-def unary(method: Callable[[S, Q, grpc.ServicerContext], T],
-          ) -> Callable[[S, Q, grpc.ServicerContext], T]:
-    """A unary servicer method whose errors are mapped by ``abort``."""
-
-    @functools.wraps(method)
-    def wrapper(self: S, request: Q, context: grpc.ServicerContext) -> T:
-        try:
-            return method(self, request, context)
-        except Exception as e:
-            abort(context, e, method.__name__)
-        raise AssertionError("unreachable")  # context.abort raises
-
-    return wrapper
-
-
-def stream(method: Callable[[S, Q, grpc.ServicerContext], Iterator[T]],
-           ) -> Callable[[S, Q, grpc.ServicerContext], Iterator[T]]:
-    """A response-streaming servicer method whose errors are mapped by ``abort``."""
-
-    @functools.wraps(method)
-    def wrapper(self: S, request: Q, context: grpc.ServicerContext) -> Iterator[T]:
-        try:
-            yield from method(self, request, context)
-        except Exception as e:
-            abort(context, e, method.__name__)
-
-    return wrapper
+def interceptor() -> ErrorMappingInterceptor:
+    return ErrorMappingInterceptor(translate, expose_internal=True)

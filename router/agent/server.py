@@ -38,21 +38,18 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterAgent"].full_name
 log = logging.getLogger("router.agent.server")
 
 
-class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[misc,unused-ignore]
+class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
     def __init__(self, registry: RouterRegistry) -> None:
         self.registry = registry
 
-    @rpc.unary
     def ApplyConfig(self, request: pb.ApplyConfigRequest, context: Any) -> pb.ApplyConfigResponse:
         if not request.HasField("config") or not request.config.router_id:
             raise RequestError("config.router_id is required")
         return pb.ApplyConfigResponse(status=self.registry.apply(request.config))
 
-    @rpc.unary
     def GetRouterStatus(self, request: pb.GetRouterStatusRequest, context: Any) -> pb.RouterStatus:
         return self.registry.status(request.router_id)
 
-    @rpc.unary
     def ListRouterStatus(
         self, request: pb.ListRouterStatusRequest, context: Any
     ) -> pb.ListRouterStatusResponse:
@@ -61,7 +58,6 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[m
             boot_id=self.registry.boot_id,
         )
 
-    @rpc.unary
     def DeleteRouter(
         self, request: pb.DeleteRouterRequest, context: Any
     ) -> pb.DeleteRouterResponse:
@@ -82,8 +78,10 @@ def create_server(
     to the agent.
     """
     # A router's whole config (50,000 edge rules: about 7 MB) in one message.
+    # Errors are mapped innermost: an interceptor given here (the appliance's
+    # bearer-token check) decides first.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         interceptors=interceptors,
+                         interceptors=(*interceptors, rpc.interceptor()),
                          options=[("grpc.max_receive_message_length", MAX_CONFIG_BYTES)])
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(registry), server)
     diag_name = diag_service.add_to_server(registry, server)

@@ -18,7 +18,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpcpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 
-from aio import vm_backend as aio_vm
+from aio import vm_backend
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
@@ -77,14 +77,14 @@ class Tenant:
 
 
 def router_image_built() -> bool:
-    return all(os.path.exists(os.path.join(aio_vm.ROUTER_IMAGE_DIR, f))
+    return all(os.path.exists(os.path.join(vm_backend.ROUTER_IMAGE_DIR, f))
                for f in ("manifest.json", "vmlinuz", "initrd.img", "disk.qcow2"))
 
 
 def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) -> AllInOne:
     if not router_image_built():
         pytest.skip(f"router image not built (bash images/router/build.sh): "
-                    f"{aio_vm.ROUTER_IMAGE_DIR}")
+                    f"{vm_backend.ROUTER_IMAGE_DIR}")
     prefix = f"v{uuid.uuid4().hex[:6]}"
     aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
@@ -99,5 +99,5 @@ def vm_cloud_down(aio: AllInOne) -> None:
     assert not leftovers, f"namespaces left behind: {leftovers}"
     from compute import libvirt_driver as lv
 
-    left = list(lv.Driver(f"cn-{aio_vm.host_name(aio.prefix)}-").domains())
+    left = list(lv.Driver(f"cn-{vm_backend.host_name(aio.prefix)}-").domains())
     assert not left, f"domains left behind: {left}"

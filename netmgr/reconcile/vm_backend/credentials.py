@@ -85,11 +85,11 @@ def token_hash(token: str) -> str:
 # grpc ships no type stubs: to mypy its base classes are Any (hence the ignores).
 class _Details(collections.namedtuple(
         "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                     "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
+                     "compression")), grpc.ClientCallDetails):  # type: ignore[misc]  # grpc has no type stubs
     pass
 
 
-class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class BearerAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]  # grpc has no type stubs
     """Adds `authorization: Bearer <token>` to every call on a channel."""
 
     def __init__(self, token: str) -> None:

@@ -22,7 +22,7 @@ from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aio import vm_backend as aio_vm
+from aio import vm_backend
 from aio.allinone import INET_HOST_IP, WEB_PORT
 from netmgr.reconcile.vm_backend.tender import derive_token
 from tests.lib.allinone import Tenant
@@ -99,7 +99,7 @@ def served(vm_cloud):
 def test_guest_gets_dhcp_dns_snat_through_a_vm_router(vm_cloud, served):
     t, net, port, g, r = served
     assert r.backend == "vm"
-    assert r.vm_host == aio_vm.host_name(vm_cloud.prefix)
+    assert r.vm_host == vm_backend.host_name(vm_cloud.prefix)
     assert r.vm_boot_seconds > 0
     assert r.vm_boot_time.seconds > 0
     assert r.control_address.startswith("10.250.")

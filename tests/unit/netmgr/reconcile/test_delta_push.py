@@ -74,7 +74,7 @@ class Store:
         self.applied.append(applied_generation)
 
 
-class Agent(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc]
+class Agent(edge_pb2_grpc.RouterEdgeServicer):
     def __init__(self) -> None:
         self.runs = 3
         self.seen: list[epb.EdgeDelta] = []
@@ -87,6 +87,11 @@ class Agent(edge_pb2_grpc.RouterEdgeServicer):  # type: ignore[misc]
             return epb.ApplyEdgeDeltaResponse(stale=True, applied_generation=self.runs)
         self.runs = d.generation
         return epb.ApplyEdgeDeltaResponse(applied_generation=d.generation)
+
+    def GetEdgeCounters(self, request: epb.GetEdgeCountersRequest,
+                        context: grpc.ServicerContext) -> epb.GetEdgeCountersResponse:
+        raise NotImplementedError("not used by these tests")
+
 
 
 @pytest.fixture

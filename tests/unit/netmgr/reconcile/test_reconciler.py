@@ -107,7 +107,7 @@ class MemoryStore:
         raise AssertionError("no VPN here: nothing to record")
 
 
-class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[misc]
+class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
     def __init__(self) -> None:
         self.target = ""  # the server's address, once it listens
         self.boot_id = "boot-1"
@@ -151,6 +151,10 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[misc]
             self.held.pop(request.router_id, None)
             self.deleted.append(request.router_id)
             return pb.DeleteRouterResponse()
+
+    def GetRouterStatus(self, request: pb.GetRouterStatusRequest,
+                        context: grpc.ServicerContext) -> pb.RouterStatus:
+        raise NotImplementedError("not used by the reconciler")
 
     def restart(self) -> None:
         """Forget everything, as an agent that lost its state would."""
