@@ -40,8 +40,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.grpc_errors import ErrorMappingInterceptor
+from common.request_checks import RequestCheckInterceptor
 from netmgr.api import core as servicers
-from netmgr.api import debug
+from netmgr.api import debug, request_rules
 from netmgr.api import edge as servicers_edge
 from netmgr.api import hosts as store_hosts
 from netmgr.api import router_console as servicers_router_vm
@@ -140,8 +141,10 @@ def _build(
     hooks = hooks if hooks is not None else NullHooks()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
-        # The first interceptor is the outermost: errors raised by auth are mapped too.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store)],
+        # The first interceptor is the outermost: errors raised by auth are mapped too;
+        # a request is checked once its caller is known.
+        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store),
+                      RequestCheckInterceptor(request_rules.rules_for)],
     )
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
         servicers.TenantServicer(store, hooks), server)

@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import netns
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
+from common.request_checks import RequestCheckInterceptor, RequestRules
 from compute import images
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
@@ -94,11 +95,21 @@ class ComputeServicer(rpc.ComputeServiceServicer):
         return self.c.host_info()
 
 
+def _request_rules(method: str) -> RequestRules | None:
+    """Every compute request (IDs are netmgr's canonical UUIDs); health and
+    reflection keep grpc's own."""
+    return _RULES if method.startswith("/cloudnet.compute.") else None
+
+
+_RULES = RequestRules()
+
+
 def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
     """The agent's gRPC server (not started) on `listen`, and its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
-                         interceptors=[ErrorMappingInterceptor()])
+                         interceptors=[ErrorMappingInterceptor(),
+                                       RequestCheckInterceptor(_request_rules)])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
     router_vm_service = router_vm.add_to_server(compute, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

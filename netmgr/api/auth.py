@@ -108,7 +108,7 @@ def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup
     token = tokens.token_for_secret(secret)
     if token is None:
         raise Unauthenticated("invalid token")
-    if acting_as and acting_as.lower() != token.tenant_id:
+    if acting_as and check_id(acting_as, TENANT_HEADER) != token.tenant_id:
         raise PermissionDenied(f"a tenant token cannot act as another tenant ({TENANT_HEADER})")
     return Caller(admin=False, tenant_id=token.tenant_id, token_id=token.id)
 

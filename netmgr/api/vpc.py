@@ -145,8 +145,8 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
         router_id = self._store.replace_network_acl(_tenant(), request.network_id,
                                                     request.acl_id)
         self._notify(router_id)
-        return pb.ReplaceNetworkAclResponse(network_id=request.network_id.lower(),
-                                            acl_id=request.acl_id.lower())
+        return pb.ReplaceNetworkAclResponse(network_id=request.network_id,
+                                            acl_id=request.acl_id)
 
     def GetAclCounters(self, request: pb.GetAclCountersRequest,
                        context: Ctx) -> pb.GetAclCountersResponse:

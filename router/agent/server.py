@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.fabric.base import Fabric
+from common.request_checks import RequestCheckInterceptor, RequestRules
 from router.agent import diag_service, edge_service, rpc
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
@@ -69,6 +70,25 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):  # type: ignore[m
         return pb.DeleteRouterResponse()
 
 
+# Diagnostics name routers and networks by their netmgr IDs (canonical UUIDs);
+# the agent's own API takes its IDs as netmgr sends them (the services check
+# each against router.lib.validate) and walks no whole router config: the
+# services' verify checks every value of one, and a generic walk of 50,000
+# rules would add half a second to each push.
+_DIAG_RULES = RequestRules()
+_AGENT_RULES = RequestRules(id_rule=None)
+_UNWALKED = frozenset({f"/{SERVICE_NAME}/ApplyConfig",
+                       f"/{edge_service.SERVICE_NAME}/ApplyEdgeDelta"})
+
+
+def request_rules(method: str) -> RequestRules | None:
+    if method.startswith(f"/{diag_service.SERVICE_NAME}/"):
+        return _DIAG_RULES
+    if method in _UNWALKED or not method.startswith("/cloudnet."):
+        return None
+    return _AGENT_RULES
+
+
 def create_server(
     listen: str, registry: RouterRegistry, max_workers: int = 16,
     interceptors: tuple[grpc.ServerInterceptor, ...] = (),
@@ -83,7 +103,7 @@ def create_server(
     """
     # A router's whole config (50,000 edge rules: about 7 MB) in one message.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         interceptors=interceptors,
+                         interceptors=(*interceptors, RequestCheckInterceptor(request_rules)),
                          options=[("grpc.max_receive_message_length", MAX_CONFIG_BYTES)])
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(registry), server)
     diag_name = diag_service.add_to_server(registry, server)
