@@ -42,6 +42,7 @@ from common.grpc_errors import (
     NotFound,
     ResourceExhausted,
     Violation,
+    quote,
 )
 from common.request_checks import uuid_problem
 from compute import images
@@ -142,7 +143,7 @@ class Compute:
             bad.append(Violation("vm.name", "must be an RFC 1123 label (a-z, 0-9, -), 1-63"))
         image = self.images.get(vm.image)
         if image is None:
-            bad.append(Violation("vm.image", f"unknown image {vm.image!r} (this host has: "
+            bad.append(Violation("vm.image", f"unknown image {quote(vm.image)} (this host has: "
                                              f"{', '.join(sorted(self.images)) or 'none'})"))
         if not 1 <= vm.vcpus <= self.cfg.vcpus:
             bad.append(Violation("vm.vcpus", f"must be 1-{self.cfg.vcpus} (this host's CPUs)"))

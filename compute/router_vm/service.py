@@ -36,6 +36,7 @@ from common.grpc_errors import (
     PermissionDenied,
     Unauthenticated,
     Violation,
+    quote,
 )
 from common.request_checks import uuid_problem
 from compute import images
@@ -67,7 +68,7 @@ def check_spec(spec: pb.RouterVmSpec, images_known: Mapping[str, images.Image],
         bad.append(Violation("spec.router_id", problem))
     image = images_known.get(spec.image)
     if image is None:
-        bad.append(Violation("spec.image", f"unknown image {spec.image!r} (this host has: "
+        bad.append(Violation("spec.image", f"unknown image {quote(spec.image)} (this host has: "
                                            f"{', '.join(sorted(images_known)) or 'none'})"))
     if not 1 <= spec.vcpus <= max_vcpus:
         bad.append(Violation("spec.vcpus", f"must be 1-{max_vcpus}"))

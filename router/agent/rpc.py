@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from common.grpc_errors import MAX_MESSAGE, MAX_REASON, clip, one_line
 from router.diag.common import DiagBusy, DiagError, DiagNotFound, DiagUnavailable
 from router.errors import RequestError, RouterNotFound
 
@@ -43,16 +44,22 @@ def abort(context: grpc.ServicerContext, e: Exception, method: str) -> None:
     """End the call with the status ``e`` maps to (context.abort raises)."""
     if isinstance(e, DiagError):
         detail = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=e.field, description=e.reason)])
+            error_details_pb2.BadRequest.FieldViolation(
+                field=e.field, description=clip(one_line(e.reason), MAX_REASON))])
         packed = any_pb2.Any()
         packed.Pack(detail)
         context.abort_with_status(rpc_status.to_status(status_pb2.Status(
-            code=code_pb2.INVALID_ARGUMENT, message=str(e), details=[packed])))
+            code=code_pb2.INVALID_ARGUMENT, message=_short(str(e)), details=[packed])))
     for kind, code in CODES:
         if isinstance(e, kind):
-            context.abort(code, str(e))
+            context.abort(code, _short(str(e)))
     log.exception("%s failed", method)
-    context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    context.abort(grpc.StatusCode.INTERNAL, _short(f"{type(e).__name__}: {e}"))
+
+
+def _short(message: str) -> str:
+    """A status goes in trailing metadata, which clients cap (8 KiB)."""
+    return clip(one_line(message), MAX_MESSAGE)
 
 
 def unary(method: Callable[[S, Q, grpc.ServicerContext], T],
