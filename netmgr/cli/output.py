@@ -103,8 +103,17 @@ def format_field(msg: Any, name: str) -> str:
 
 
 def format_detail(msg: Any, extra: Sequence[tuple[str, str]] = ()) -> str:
-    """One object as a FIELD/VALUE table, fields in declaration order."""
-    rows = [(fd.name, format_field(msg, fd.name)) for fd in msg.DESCRIPTOR.fields]
+    """One object as a FIELD/VALUE table, fields in declaration order; each
+    element of a repeated object field (a load balancer's members) is a row
+    of its own, ``members[0]``, ``members[1]``..."""
+    rows: list[tuple[str, str]] = []
+    for fd in msg.DESCRIPTOR.fields:
+        items = getattr(msg, fd.name)
+        if _is_repeated(fd) and fd.type == FieldDescriptor.TYPE_MESSAGE and items:
+            rows.extend((f"{fd.name}[{i}]", _format_scalar(fd, item))
+                        for i, item in enumerate(items))
+        else:
+            rows.append((fd.name, format_field(msg, fd.name)))
     rows.extend(extra)
     return format_table(("FIELD", "VALUE"), rows)
 
