@@ -124,6 +124,14 @@ def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
     return server, port
 
 
+def bound_address(listen: str, port: int) -> str:
+    """``listen`` with the port the server bound (a unix socket as it is)."""
+    if listen.startswith("unix:"):
+        return listen
+    host, _, _ = listen.rpartition(":")
+    return f"{host}:{port}"
+
+
 def make_fabric(kind: str, ovs_bridge: str, vxlan_args: dict[str, Any]) -> VmFabric:
     if kind == "ovs":
         from common.fabric.ovs import OvsFabric
@@ -173,12 +181,14 @@ def main(argv: list[str] | None = None,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    server, _port = create_server(compute, args.listen)
+    server, port = create_server(compute, args.listen)
+    # Port 0: the agent takes a free port, and registers the address it got.
+    cfg.address = bound_address(args.listen, port)
     server.start()
     if not args.no_register:
         compute.register()
     log.info("compute agent %s (%s, %s) listening on %s", cfg.name, args.fabric, compute.accel,
-             args.listen)
+             cfg.address)
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

@@ -131,7 +131,7 @@ def create_server(
     return server, port
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cloudnet-router-agent", description=__doc__.split("\n")[0])
     p.add_argument("--listen", default="unix:///run/cloudnet/agent.sock",
                    help="unix:///path or host:port (default: %(default)s)")
@@ -165,6 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
