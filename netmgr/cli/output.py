@@ -182,9 +182,14 @@ COLUMNS: dict[str, list[Column]] = {
 }
 
 
-def format_list(kind: str, items: Sequence[Any]) -> str:
-    """A list of objects of one message type (``Network``...) as a table."""
-    cols = COLUMNS[kind]
+def format_list(kind: str, items: Sequence[Any], with_tenant: bool = False) -> str:
+    """A list of objects of one message type (``Network``...) as a table;
+    ``with_tenant`` adds a TENANT column after the ID (the admin's lists
+    across tenants), for objects that name their tenant."""
+    cols = list(COLUMNS[kind])
+    if (with_tenant and items and "tenant_id" in items[0].DESCRIPTOR.fields_by_name
+            and all(h != "TENANT" for h, _ in cols)):
+        cols.insert(1, ("TENANT", column("tenant_id")))
     return format_table([h for h, _ in cols], ([get(m) for _, get in cols] for m in items))
 
 

@@ -35,6 +35,7 @@ from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.ports import port_row
 from netmgr.store.public_ips import rule_ip
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
@@ -151,9 +152,9 @@ class EdgeStore:
         return self._db.read(lambda s: _static_nat(
             s, shared.owned(s, StaticNatRow, tenant_id, obj_id, "static NAT")))
 
-    def list_static_nats(self, tenant_id: str, page: PageRequest,
+    def list_static_nats(self, tenant_id: TenantScope, page: PageRequest,
                          network_id: str = "") -> Page[me.StaticNat]:
-        stmt = select(StaticNatRow).where(StaticNatRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(StaticNatRow), StaticNatRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(StaticNatRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, StaticNatRow, page,
@@ -230,9 +231,9 @@ class EdgeStore:
         return self._db.read(lambda s: _port_forward(
             s, shared.owned(s, PortForwardRow, tenant_id, obj_id, "port forward")))
 
-    def list_port_forwards(self, tenant_id: str, page: PageRequest,
+    def list_port_forwards(self, tenant_id: TenantScope, page: PageRequest,
                            network_id: str = "") -> Page[me.PortForward]:
-        stmt = select(PortForwardRow).where(PortForwardRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(PortForwardRow), PortForwardRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(PortForwardRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, PortForwardRow, page,
@@ -306,9 +307,9 @@ class EdgeStore:
         return self._db.read(lambda s: _firewall_rule(
             s, shared.owned(s, FirewallRuleRow, tenant_id, obj_id, "firewall rule")))
 
-    def list_firewall_rules(self, tenant_id: str, page: PageRequest,
+    def list_firewall_rules(self, tenant_id: TenantScope, page: PageRequest,
                             network_id: str = "") -> Page[me.FirewallRule]:
-        stmt = select(FirewallRuleRow).where(FirewallRuleRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(FirewallRuleRow), FirewallRuleRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(FirewallRuleRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, FirewallRuleRow, page,

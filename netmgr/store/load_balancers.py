@@ -21,6 +21,7 @@ from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.ports import port_row
 from netmgr.store.public_ips import rule_ip
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
@@ -143,9 +144,9 @@ class LoadBalancerStore:
         return self._db.read(lambda s: load_balancer(
             s, shared.owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
 
-    def list_load_balancers(self, tenant_id: str, page: PageRequest,
+    def list_load_balancers(self, tenant_id: TenantScope, page: PageRequest,
                             network_id: str = "") -> Page[me.LoadBalancer]:
-        stmt = select(LoadBalancerRow).where(LoadBalancerRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(LoadBalancerRow), LoadBalancerRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(LoadBalancerRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, LoadBalancerRow, page,

@@ -19,6 +19,7 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import ipam, rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, PublicIpRow
 from netmgr.store.tables.edge import (
@@ -89,9 +90,9 @@ class PublicIpStore:
     def get_public_ip(self, tenant_id: str, ip_id: str) -> me.PublicIp:
         return self._db.read(lambda s: public_ip(s, public_ip_row(s, tenant_id, ip_id)))
 
-    def list_public_ips(self, tenant_id: str, page: PageRequest,
+    def list_public_ips(self, tenant_id: TenantScope, page: PageRequest,
                         network_id: str = "") -> Page[me.PublicIp]:
-        stmt = select(PublicIpRow).where(PublicIpRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(PublicIpRow), PublicIpRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(PublicIpRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, PublicIpRow, page,

@@ -102,3 +102,26 @@ def test_debug_show_json_is_an_object(debug_world: tuple[Cli, str, str]) -> None
     # An empty answer is an object too, with its (empty) list.
     assert c.json(ADMIN, "debug", "show", router_id, "lb-members", tenant=tenant) == \
         {"lb_members": []}
+
+
+def test_the_admins_lists_show_every_tenant_with_a_tenant_column(c: Cli) -> None:
+    tenants = {name: c.json(c.admin, "tenant", "create", name)["id"] for name in ("acme", "bolt")}
+    nets = {}
+    for i, (name, tid) in enumerate(sorted(tenants.items())):
+        nets[name] = c.json(c.admin, "network", "create", "web", "--cidr", f"10.{i}.0.0/24",
+                            tenant=tid)
+        c.json(c.admin, "publicip", "allocate", "--network", nets[name]["id"], tenant=tid)
+    secret = c.json(c.admin, "token", "create", tenants["acme"])["secret"]
+    for what in ("network", "router", "publicip"):
+        rows = [line.split() for line in c.ok(c.admin, what, "list").splitlines()]
+        assert rows[0][:2] == ["ID", "TENANT"], (what, rows[0])
+        assert {r[1] for r in rows[1:]} == set(tenants.values()), what
+        listed = c.json(c.admin, what, "list")
+        assert {x["tenant_id"] for x in listed} == set(tenants.values()), what
+        # Scoped to one tenant (acting as it, or its own token): its objects, no column.
+        for out in (c.ok(c.admin, what, "list", tenant=tenants["acme"]),
+                    c.ok(secret, what, "list")):
+            rows = [line.split() for line in out.splitlines()]
+            assert "TENANT" not in rows[0], (what, rows[0])
+            ids = {x["id"] for x in c.json(secret, what, "list")}
+            assert {r[0] for r in rows[1:]} == ids
