@@ -34,7 +34,7 @@ from netmgr.model.validation_edge import (
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.ports import port_row
-from netmgr.store.public_ips import rule_ip
+from netmgr.store.public_ips import rule_ip, serves
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow, PublicIpRow
@@ -89,10 +89,12 @@ def _firewall_rule(s: Session, row: FirewallRuleRow) -> me.FirewallRule:
 def _guest_port(s: Session, tenant_id: str, port_id: str, field: str,
                 ip: PublicIpRow) -> PortRow:
     port = port_row(s, tenant_id, port_id, field)
-    if port.network_id != ip.network_id:
+    if not serves(s, ip, port.network_id):
+        where = (f"associated to network {ip.network_id}" if ip.network_id
+                 else f"the source-NAT address of VPC {ip.vpc_id}")
         raise FailedPrecondition(
             f"{field}: port {port.id} is on network {port.network_id}, but public IP "
-            f"{ip.ip} is associated to network {ip.network_id}")
+            f"{ip.ip} is {where}")
     return port
 
 
@@ -170,7 +172,8 @@ class EdgeStore:
         spec = check_port_forward(spec)
 
         def tx(s: Session) -> me.PortForward:
-            ip = rule_ip(s, tenant_id, spec.public_ip_id, "port_forward.public_ip_id")
+            ip = rule_ip(s, tenant_id, spec.public_ip_id, "port_forward.public_ip_id",
+                         source_nat=True)
             port = _guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
             gen = shared.bump(s, shared.router_of(s, port.network_id))
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
@@ -210,8 +213,13 @@ class EdgeStore:
                     and "private_port_end" not in new):
                 new["private_port_end"] = 0  # as long as the public range
             spec = check_port_forward(dataclasses.replace(spec, **new))
-            ip = rule_ip(s, tenant_id, row.public_ip_id, "port_forward.public_ip_id")
+            ip = rule_ip(s, tenant_id, row.public_ip_id, "port_forward.public_ip_id",
+                         source_nat=True)
             port = _guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
+            if port.network_id != row.network_id:  # a VPC's address: another tier
+                raise FailedPrecondition(
+                    f"port_forward.port_id: port {port.id} is not on the forward's network "
+                    f"{row.network_id}")
             cols = dict(protocol=spec.protocol, public_port=spec.public_port,
                         public_port_end=spec.public_port_end, port_id=port.id,
                         private_port=spec.private_port, private_port_end=spec.private_port_end,

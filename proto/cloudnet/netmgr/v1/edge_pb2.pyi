@@ -294,6 +294,7 @@ class StaticNat(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the port's network (not a source-NAT address)."""
     port_id: _builtins.str
     public_ip: _builtins.str
     """Output only."""
@@ -486,6 +487,10 @@ class PortForward(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the port's network, or the network's (or its
+    VPC's) source-NAT address: its outbound connections are connection-
+    tracked, so their replies never meet the forward.
+    """
     protocol: _builtins.str
     """"tcp" or "udp"."""
     public_port: _builtins.int
@@ -1092,6 +1097,9 @@ class LoadBalancer(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the members' network, or the network's (or
+    its VPC's: the members' tier) source-NAT address.
+    """
     public_port: _builtins.int
     protocol: _builtins.str
     """"tcp" or "http"."""
