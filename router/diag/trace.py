@@ -36,6 +36,9 @@ PRIORITY = -350  # before conntrack (-200), DNAT (-100) and the filter hooks (0)
 START_TIMEOUT = 30.0
 _LINE = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy):? ?(.*)$")
 _VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
+# nft appends a marked packet's mark to each line (the source-NAT addresses'
+# packets are marked by edge_ingress).
+_MARK = re.compile(r"\s+meta mark 0x[0-9a-f]+\s*$")
 _UNKNOWN = re.compile(r"^unknown rule handle (\d+)")
 _COMMENT = re.compile(r'comment "((?:[^"\\]|\\.)*)"')
 _NAT = re.compile(r"\b(dnat|snat)(?: ip)? to (\S+)")
@@ -105,7 +108,7 @@ def parse_line(line: str, rules: _Rules | None = None, elements: _Elements | Non
     trace_id, family, table, chain, kind, rest = m.groups()
     ev = pb.TraceEvent(packet_id=trace_id, table=f"{family} {table}", chain=chain, kind=kind,
                        line=line.strip())
-    rest = rest.strip()
+    rest = _MARK.sub("", rest).strip()
     if kind == "packet":
         ev.rule = rest
         if packets is not None:
