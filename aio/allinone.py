@@ -194,12 +194,17 @@ class AllInOne:
             "--health-interval", str(self.health_interval),
             *self._metrics_args(1)])
 
-    def _metrics_args(self, offset: int) -> list[str]:
-        """``--metrics-listen`` for the daemon at PORT + offset (none when off)."""
+    def metrics_address(self, offset: int) -> str:
+        """Where the daemon at PORT + offset serves metrics ("" when off):
+        netmgr at 0, the router agent at 1."""
         if not self.metrics_listen:
-            return []
+            return ""
         host, _, port = self.metrics_listen.rpartition(":")
-        return ["--metrics-listen", f"{host}:{int(port) + offset}"]
+        return f"{host}:{int(port) + offset}"
+
+    def _metrics_args(self, offset: int) -> list[str]:
+        address = self.metrics_address(offset)
+        return ["--metrics-listen", address] if address else []
 
     @property
     def underlay_ns(self) -> str:
@@ -441,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  admin token: {os.path.join(aio.state_dir, 'admin.token')}")
         print(f"  logs: {os.path.join(aio.state_dir, 'log')}/")
         if aio.metrics_listen:
-            print(f"  metrics: http://{aio.metrics_listen}/metrics (netmgr), "
-                  f"{aio._metrics_args(1)[1]} (router agent)")
+            print(f"  metrics: http://{aio.metrics_address(0)}/metrics (netmgr), "
+                  f"http://{aio.metrics_address(1)}/metrics (router agent)")
         if aio.router_backend == "vm":
             print(f"  compute agent: {aio.compute_listen} (cloudnet vm --compute ...)")
         if args.demo:
