@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import glob
-import http.server
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from aio.topology import (
     UPSTREAM_NAMES,
     WEB_PORT,
 )
+from aio.whoami import serve_whoami
 from common.fabric.base import PROVIDER_SEGMENT
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
@@ -87,7 +87,13 @@ class AllInOne:
     router_backend: str = "netns"
     # More VM backend settings (KEY=VALUE, see netmgr.reconcile.vm_backend.credentials).
     router_vm_settings: tuple[str, ...] = ()
+    # The compute agent's address (VM backend); empty: a free port the agent
+    # takes itself (so two all-in-ones never collide), read back from
+    # netmgr's host registry once it registered.
     compute_listen: str = ""
+    # HOST:PORT for Prometheus metrics: netmgr's on PORT, the router agent's
+    # on PORT+1 (docs/metrics.md); empty: off.
+    metrics_listen: str = ""
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -177,15 +183,28 @@ class AllInOne:
             "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
             f"--listen-address={INET_DNS_IP}", "--log-facility=-", "--conf-file=/dev/null",
             *records], ns=self.inet_ns)
-        self.spawn("web", [sys.executable, "-m", "aio.allinone", "whoami", "--port",
-                            str(WEB_PORT)], ns=self.inet_ns)
+        self.spawn("web", [sys.executable, "-m", "aio.whoami", "--port", str(WEB_PORT)],
+                   ns=self.inet_ns)
 
     def start_agent(self) -> None:
         self.spawn("router-agent", [
             sys.executable, "-m", "router.agent.server", "--listen", f"unix://{self.agent_socket}",
             "--state-dir", os.path.join(self.state_dir, "agent"),
             "--netns-prefix", self.prefix, *self._fabric_args(),
-            "--health-interval", str(self.health_interval)])
+            "--health-interval", str(self.health_interval),
+            *self._metrics_args(1)])
+
+    def metrics_address(self, offset: int) -> str:
+        """Where the daemon at PORT + offset serves metrics ("" when off):
+        netmgr at 0, the router agent at 1."""
+        if not self.metrics_listen:
+            return ""
+        host, _, port = self.metrics_listen.rpartition(":")
+        return f"{host}:{int(port) + offset}"
+
+    def _metrics_args(self, offset: int) -> list[str]:
+        address = self.metrics_address(offset)
+        return ["--metrics-listen", address] if address else []
 
     @property
     def underlay_ns(self) -> str:
@@ -212,7 +231,8 @@ class AllInOne:
             sys.executable, "-m", "netmgr.server", "--listen", self.listen,
             "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
             "--admin-token-file", token_file,
-            "--agent", f"local=unix://{self.agent_socket}", *self._vm_args()])
+            "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
+            *self._metrics_args(0)])
 
     def _vm_args(self) -> list[str]:
         if self.router_backend != "vm":
@@ -274,8 +294,40 @@ class AllInOne:
         if self.router_backend == "vm":
             from aio import vm_backend
 
-            vm_backend.start_compute(self, self.compute_listen or "127.0.0.1:7171")
-            vm_backend.wait_registered(self)
+            started = time.time()
+            vm_backend.start_compute(self, self.compute_listen_request())
+            vm_backend.wait_registered(self, since=started)
+
+    def compute_listen_request(self) -> str:
+        """What the compute agent is told to listen on: the address asked
+        for, or port 0 (the agent takes a free port and registers it)."""
+        return self.compute_listen or "127.0.0.1:0"
+
+    # ------------------------------------------------------------ state dir
+
+    def previous_state(self) -> str | None:
+        """What a previous run left in the state directory and comes back
+        with this one (None: nothing); netmgr's database is only read."""
+        db = os.path.join(self.state_dir, "netmgr.db")
+        if not os.path.exists(db):
+            return None
+        counts = previous_objects(db)
+        what = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in counts if n)
+        return (f"reusing the state in {self.state_dir} from a previous run: "
+                f"{what or 'an empty database'}; they come back with their routers and "
+                "addresses (up --fresh starts empty)")
+
+    def wipe_state(self) -> None:
+        """Forget a previous run: netmgr's database, the agents' state. The
+        admin token and the logs stay."""
+        import shutil
+
+        for name in os.listdir(self.state_dir) if os.path.isdir(self.state_dir) else ():
+            path = os.path.join(self.state_dir, name)
+            if name.startswith("netmgr.db") or name == "aio.pids.json":
+                os.unlink(path)
+            elif name in ("agent", "compute", "run"):
+                shutil.rmtree(path)
 
     def down(self) -> None:
         """Stop everything this all-in-one started and remove its namespaces."""
@@ -314,24 +366,26 @@ class AllInOne:
             os.unlink(path)
 
 
-# ----------------------------------------------------------- internet host
-
-class _WhoAmI(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"{self.client_address[0]}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, fmt: str, *args: object) -> None:
-        sys.stderr.write(f"web: {self.client_address[0]} {fmt % args}\n")
+# What a reused database brings back, by table: (label, SQL).
+_PREVIOUS = (("tenant", "SELECT count(*) FROM tenants"),
+             ("network", "SELECT count(*) FROM networks"),
+             ("VPC", "SELECT count(*) FROM vpcs"),
+             ("source-NAT IP", "SELECT count(*) FROM public_ips WHERE kind = 'source_nat'"),
+             ("public IP", "SELECT count(*) FROM public_ips WHERE kind = 'tenant'"))
 
 
-def serve_whoami(port: int) -> None:
-    """Answer every GET with the client's source address (to show SNAT)."""
-    http.server.ThreadingHTTPServer(("0.0.0.0", port), _WhoAmI).serve_forever()
+def previous_objects(db: str) -> list[tuple[str, int]]:
+    """(label, count) of what a netmgr SQLite database holds, read-only."""
+    import sqlite3
+
+    out = []
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        for label, sql in _PREVIOUS:
+            try:
+                out.append((label, int(conn.execute(sql).fetchone()[0])))
+            except sqlite3.Error:  # an older schema: say what can be said
+                continue
+    return out
 
 
 @contextlib.contextmanager
@@ -357,31 +411,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fabric", choices=("ovs", "linuxbridge"), default="ovs",
                    help="host fabric: Open vSwitch VLANs (default; VMs attach to it too), "
                         "or Linux bridges in a namespace")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
+                   help="serve Prometheus metrics: netmgr's on HOST:PORT, the router agent's "
+                        "on HOST:PORT+1 (default: off)")
+    p.add_argument("--compute-listen", metavar="HOST:PORT", default="",
+                   help="the compute agent's address with --router-backend vm (default: a "
+                        "free port on 127.0.0.1, printed at start)")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the all-in-one cloud and keep it running")
     up.add_argument("--demo", action="store_true",
                     help="create a demo tenant network with two guests and show it working")
     up.add_argument("--exit", action="store_true", help="stop everything after the demo")
+    up.add_argument("--fresh", action="store_true",
+                    help="forget a previous run's networks, VPCs and addresses (the state "
+                         "dir's database and agent state; the admin token stays)")
     sub.add_parser("down", help="stop everything and remove the namespaces")
-    w = sub.add_parser("whoami", help="internal: the internet host's web server (run by up)")
-    w.add_argument("--port", type=int, default=WEB_PORT)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    if args.cmd == "whoami":
-        serve_whoami(args.port)
-        return 0
     aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen,
-                   fabric_kind=args.fabric, router_backend=args.router_backend)
+                   fabric_kind=args.fabric, router_backend=args.router_backend,
+                   metrics_listen=args.metrics_listen, compute_listen=args.compute_listen)
     if args.cmd == "down":
         aio.down()
         return 0
     aio.down()  # a previous run's leftovers
+    if args.fresh:
+        aio.wipe_state()
+    elif (note := aio.previous_state()) is not None:
+        print(note, flush=True)
     try:
         aio.up()
         print(f"cloudnet all-in-one is up: netmgr API on {aio.listen}")
         print(f"  admin token: {os.path.join(aio.state_dir, 'admin.token')}")
         print(f"  logs: {os.path.join(aio.state_dir, 'log')}/")
+        if aio.metrics_listen:
+            print(f"  metrics: http://{aio.metrics_address(0)}/metrics (netmgr), "
+                  f"http://{aio.metrics_address(1)}/metrics (router agent)")
+        if aio.router_backend == "vm":
+            print(f"  compute agent: {aio.compute_listen} (cloudnet vm --compute ...)")
         if args.demo:
             ok = run_demo(aio)
             if args.exit:

@@ -55,6 +55,10 @@ class VmAllInOne(Protocol):
         """More ``--router-vm KEY=VALUE`` settings for netmgr."""
         ...
 
+    # The compute agent's address: the one asked for, or (empty) read back
+    # from netmgr's host registry once the agent registered (wait_registered).
+    compute_listen: str
+
     @property
     def fabric(self) -> LinuxBridgeFabric | OvsFabric | VxlanFabric:
         """Where the VMs attach: the VM backend needs OVS."""
@@ -122,7 +126,9 @@ def start_compute(aio: VmAllInOne, listen: str) -> None:
         "--state-dir", compute_state_dir(aio.state_dir), *image_args])
 
 
-def wait_registered(aio: VmAllInOne, timeout: float = 60) -> None:
+def wait_registered(aio: VmAllInOne, timeout: float = 60, since: float = 0.0) -> None:
+    """Until the compute agent registered (at ``since``, a time.time(), or
+    later: a reused database holds the previous run's registration)."""
     from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
 
     md = [("authorization", f"Bearer {aio.admin_token}")]
@@ -132,7 +138,10 @@ def wait_registered(aio: VmAllInOne, timeout: float = 60) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(grpc.RpcError):
                 hosts = stub.ListHosts(hosts_pb2.ListHostsRequest(), metadata=md, timeout=5)
-                if any(h.name == host_name(aio.prefix) for h in hosts.hosts):
+                mine = [h for h in hosts.hosts if h.name == host_name(aio.prefix)
+                        and h.update_time.ToMicroseconds() / 1e6 >= since - 1.0]
+                if mine:
+                    aio.compute_listen = mine[0].address
                     return
             time.sleep(0.2)
     raise TimeoutError(f"compute agent {host_name(aio.prefix)} did not register; see "

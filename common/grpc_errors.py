@@ -30,8 +30,33 @@ class Violation:
     field: str
     reason: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", clip(one_line(self.field), MAX_REASON))
+        object.__setattr__(self, "reason", clip(one_line(self.reason), MAX_REASON))
+
     def __str__(self) -> str:
         return f"{self.field}: {self.reason}"
+
+
+# A status travels in the response's trailing metadata, which a client caps
+# (8 KiB by default): past it the client sees RESOURCE_EXHAUSTED and no field.
+# Messages quote values through ``quote`` and are clipped to these lengths.
+MAX_MESSAGE = 512
+MAX_REASON = 200
+MAX_VIOLATIONS = 10
+QUOTE_LIMIT = 40
+
+
+def quote(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """A value a client sent, for a message: repr() of at most ``limit``
+    characters of it (control characters escaped), and its length if longer."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DomainError(Exception):
@@ -40,7 +65,7 @@ class DomainError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
+        super().__init__(clip(one_line(message), MAX_MESSAGE))
 
     @property
     def message(self) -> str:
@@ -119,7 +144,7 @@ def to_rpc_status(err: DomainError) -> status_pb2.Status:
         detail = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.reason)
-                for v in err.violations
+                for v in err.violations[:MAX_VIOLATIONS]
             ]
         )
         packed = any_pb2.Any()
@@ -190,7 +215,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # 
             if translated is None:
                 # A bug: log it whole here.
                 log.exception("%s failed", method)
-                detail = (f"{type(e).__name__}: {e}" if self._expose_internal
+                detail = (clip(one_line(f"{type(e).__name__}: {e}"), MAX_MESSAGE)
+                          if self._expose_internal
                           else "internal error (logged by the server)")
                 context.abort(grpc.StatusCode.INTERNAL, detail)
                 raise AssertionError("unreachable: abort raises")

@@ -10,6 +10,8 @@ agent verifies its config with, so what the API accepts the router loads.
 
 from __future__ import annotations
 
+from common.grpc_errors import quote
+
 ENCRYPTION = ("aes128", "aes192", "aes256")
 AEAD = ("aes128gcm16", "aes192gcm16", "aes256gcm16", "aes128gcm12", "aes256gcm12",
         "aes128gcm8", "aes256gcm8", "chacha20poly1305")
@@ -41,14 +43,14 @@ def check(proposal: str, ike: bool) -> str:
     """'' if ``proposal`` is valid for IKE (``ike``) or ESP, else why not."""
     parts = proposal.split("-")
     if not proposal or any(not p for p in parts):
-        return f"{proposal!r} is not of the form alg-alg-..."
+        return f"{quote(proposal)} is not of the form alg-alg-..."
     unknown = [p for p in parts if p not in ENCRYPTION + AEAD + INTEGRITY + PRF + DH + ESN]
     if unknown:
-        return (f"{proposal!r}: unsupported algorithm {unknown[0]!r} (encryption: "
+        return (f"{quote(proposal)}: unsupported algorithm {quote(unknown[0])} (encryption: "
                 f"{', '.join(ENCRYPTION + AEAD)}; integrity: {', '.join(INTEGRITY)}; "
                 f"DH: {', '.join(DH)})")
     if len(set(parts)) != len(parts):
-        return f"{proposal!r}: an algorithm is repeated"
+        return f"{quote(proposal)}: an algorithm is repeated"
     enc = [p for p in parts if p in ENCRYPTION]
     aead = [p for p in parts if p in AEAD]
     integ = [p for p in parts if p in INTEGRITY]
@@ -56,20 +58,20 @@ def check(proposal: str, ike: bool) -> str:
     dh = [p for p in parts if p in DH]
     esn = [p for p in parts if p in ESN]
     if not enc and not aead:
-        return f"{proposal!r}: no encryption algorithm"
+        return f"{quote(proposal)}: no encryption algorithm"
     if enc and aead:
-        return f"{proposal!r}: mixes AEAD ({aead[0]}) and non-AEAD ({enc[0]}) encryption"
+        return f"{quote(proposal)}: mixes AEAD ({aead[0]}) and non-AEAD ({enc[0]}) encryption"
     if enc and not integ:
-        return f"{proposal!r}: {enc[0]} needs an integrity algorithm (sha256, ...)"
+        return f"{quote(proposal)}: {enc[0]} needs an integrity algorithm (sha256, ...)"
     if aead and integ:
-        return f"{proposal!r}: AEAD {aead[0]} takes no integrity algorithm"
+        return f"{quote(proposal)}: AEAD {aead[0]} takes no integrity algorithm"
     if ike:
         if esn:
-            return f"{proposal!r}: esn/noesn is for ESP proposals"
+            return f"{quote(proposal)}: esn/noesn is for ESP proposals"
         if not dh:
-            return f"{proposal!r}: an IKE proposal needs a DH group ({', '.join(DH[:3])}, ...)"
+            return f"{quote(proposal)}: an IKE proposal needs a DH group ({', '.join(DH[:3])}, ...)"
         if aead and not prf:
-            return f"{proposal!r}: AEAD {aead[0]} needs a PRF in IKE (prfsha256, ...)"
+            return f"{quote(proposal)}: AEAD {aead[0]} needs a PRF in IKE (prfsha256, ...)"
     elif prf:
-        return f"{proposal!r}: a PRF ({prf[0]}) is for IKE proposals"
+        return f"{quote(proposal)}: a PRF ({prf[0]}) is for IKE proposals"
     return ""

@@ -40,8 +40,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.grpc_errors import ErrorMappingInterceptor
+from common.request_checks import RequestCheckInterceptor
 from netmgr.api import core as core_api
-from netmgr.api import debug, router_console
+from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import vpc as vpc_api
@@ -139,8 +140,10 @@ def _build(
     hooks = hooks if hooks is not None else NullHooks()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
-        # The first interceptor is the outermost: errors raised by auth are mapped too.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store)],
+        # The first interceptor is the outermost: errors raised by auth are mapped too;
+        # a request is checked once its caller is known.
+        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store),
+                      RequestCheckInterceptor(request_rules.rules_for)],
     )
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
         core_api.TenantServicer(store, hooks), server)

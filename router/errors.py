@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from common.grpc_errors import MAX_MESSAGE, clip, one_line
+
 
 class ConfigError(Exception):
     """A config is invalid; the message names the offending object.
@@ -11,7 +13,9 @@ class ConfigError(Exception):
     """
 
     def __init__(self, message: str, kind: str = "", object_id: str = "") -> None:
-        super().__init__(message)
+        # Shown in the router's status and netmgr's objects: one short line,
+        # whatever value it quotes.
+        super().__init__(clip(one_line(message), MAX_MESSAGE))
         self.kind = kind
         self.object_id = object_id
 

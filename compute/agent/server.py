@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common import netns
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
+from common.request_checks import RequestCheckInterceptor, RequestRules
 from compute import images
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
@@ -94,11 +95,21 @@ class ComputeServicer(rpc.ComputeServiceServicer):
         return self.c.host_info()
 
 
+def _request_rules(method: str) -> RequestRules | None:
+    """Every compute request (IDs are netmgr's canonical UUIDs); health and
+    reflection keep grpc's own."""
+    return _RULES if method.startswith("/cloudnet.compute.") else None
+
+
+_RULES = RequestRules()
+
+
 def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
     """The agent's gRPC server (not started) on `listen`, and its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
-                         interceptors=[ErrorMappingInterceptor()])
+                         interceptors=[ErrorMappingInterceptor(),
+                                       RequestCheckInterceptor(_request_rules)])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
     router_vm_service = router_vm.add_to_server(compute, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -111,6 +122,14 @@ def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
     return server, port
+
+
+def bound_address(listen: str, port: int) -> str:
+    """``listen`` with the port the server bound (a unix socket as it is)."""
+    if listen.startswith("unix:"):
+        return listen
+    host, _, _ = listen.rpartition(":")
+    return f"{host}:{port}"
 
 
 def make_fabric(kind: str, ovs_bridge: str, vxlan_args: dict[str, Any]) -> VmFabric:
@@ -162,12 +181,14 @@ def main(argv: list[str] | None = None,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    server, _port = create_server(compute, args.listen)
+    server, port = create_server(compute, args.listen)
+    # Port 0: the agent takes a free port, and registers the address it got.
+    cfg.address = bound_address(args.listen, port)
     server.start()
     if not args.no_register:
         compute.register()
     log.info("compute agent %s (%s, %s) listening on %s", cfg.name, args.fabric, compute.accel,
-             args.listen)
+             cfg.address)
     stopped = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

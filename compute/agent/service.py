@@ -42,7 +42,9 @@ from common.grpc_errors import (
     NotFound,
     ResourceExhausted,
     Violation,
+    quote,
 )
+from common.request_checks import uuid_problem
 from compute import images
 from compute import libvirt_driver as lv
 from compute.agent.netmgr_client import TENANT_HEADER, Metadata, Netmgr
@@ -120,10 +122,8 @@ class Compute:
         return rec.to_pb(self.cfg.name, self.accel, state)
 
     def _owned(self, tenant_id: str, vm_id: str) -> Record:
-        try:
-            uuid.UUID(vm_id)
-        except ValueError:
-            raise InvalidArgument.one("id", "must be a VM ID (UUID)") from None
+        if (problem := uuid_problem(vm_id)) is not None:
+            raise InvalidArgument.one("id", problem)
         rec = self._record(vm_id)
         if rec is None or (tenant_id and rec.tenant_id != tenant_id):
             raise NotFound(f"vm {vm_id} not found")
@@ -143,7 +143,7 @@ class Compute:
             bad.append(Violation("vm.name", "must be an RFC 1123 label (a-z, 0-9, -), 1-63"))
         image = self.images.get(vm.image)
         if image is None:
-            bad.append(Violation("vm.image", f"unknown image {vm.image!r} (this host has: "
+            bad.append(Violation("vm.image", f"unknown image {quote(vm.image)} (this host has: "
                                              f"{', '.join(sorted(self.images)) or 'none'})"))
         if not 1 <= vm.vcpus <= self.cfg.vcpus:
             bad.append(Violation("vm.vcpus", f"must be 1-{self.cfg.vcpus} (this host's CPUs)"))
@@ -154,10 +154,8 @@ class Compute:
         if not 1 <= len(vm.nics) <= MAX_NICS:
             bad.append(Violation("vm.nics", f"1-{MAX_NICS} NICs"))
         for i, nic in enumerate(vm.nics):
-            try:
-                uuid.UUID(nic.network_id)
-            except ValueError:
-                bad.append(Violation(f"vm.nics[{i}].network_id", "must be a network ID"))
+            if (problem := uuid_problem(nic.network_id)) is not None:
+                bad.append(Violation(f"vm.nics[{i}].network_id", problem))
             if nic.fixed_ip:
                 try:
                     ipaddress.IPv4Address(nic.fixed_ip)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
@@ -27,6 +26,7 @@ import libvirt
 from cloudnet.compute.v1 import router_vm_pb2 as pb
 
 from common.grpc_errors import InvalidArgument, Unavailable, Violation
+from common.request_checks import uuid_problem
 from compute import libvirt_driver as lv
 from compute.host import VmFabric
 
@@ -78,10 +78,8 @@ def check_update(request: pb.UpdateRouterVmNicsRequest, current: Sequence[pb.Rou
 
 
 def check_router_id(router_id: str, field: str = "router_id") -> None:
-    try:
-        uuid.UUID(router_id)
-    except ValueError:
-        raise InvalidArgument.one(field, "must be a router ID (UUID)") from None
+    if (problem := uuid_problem(router_id)) is not None:
+        raise InvalidArgument.one(field, problem)
 
 
 @dataclasses.dataclass(frozen=True)

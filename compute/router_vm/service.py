@@ -36,7 +36,9 @@ from common.grpc_errors import (
     PermissionDenied,
     Unauthenticated,
     Violation,
+    quote,
 )
+from common.request_checks import uuid_problem
 from compute import images
 from compute import libvirt_driver as lv
 from compute.host import HostConfig
@@ -62,13 +64,11 @@ class Host(Protocol):
 def check_spec(spec: pb.RouterVmSpec, images_known: Mapping[str, images.Image],
                max_vcpus: int, max_memory_mib: int) -> images.Image:
     bad: list[Violation] = []
-    try:
-        uuid.UUID(spec.router_id)
-    except ValueError:
-        bad.append(Violation("spec.router_id", "must be a router ID (UUID)"))
+    if (problem := uuid_problem(spec.router_id)) is not None:
+        bad.append(Violation("spec.router_id", problem))
     image = images_known.get(spec.image)
     if image is None:
-        bad.append(Violation("spec.image", f"unknown image {spec.image!r} (this host has: "
+        bad.append(Violation("spec.image", f"unknown image {quote(spec.image)} (this host has: "
                                            f"{', '.join(sorted(images_known)) or 'none'})"))
     if not 1 <= spec.vcpus <= max_vcpus:
         bad.append(Violation("spec.vcpus", f"must be 1-{max_vcpus}"))
@@ -215,10 +215,7 @@ class RouterVms:
         return out
 
     def delete(self, router_id: str) -> None:
-        try:
-            uuid.UUID(router_id)
-        except ValueError:
-            raise InvalidArgument.one("router_id", "must be a router ID (UUID)") from None
+        nics.check_router_id(router_id)
         with self._lock:
             self._remove(router_id)
 

@@ -36,6 +36,9 @@ class Access(enum.Enum):
     ANY = "any"  # admin or tenant token
     ADMIN = "admin"
     TENANT = "tenant"  # a tenant's objects: tenant token, or admin acting as a tenant
+    # A list of a tenant's objects: as TENANT, and the admin not acting as a
+    # tenant lists every tenant's (each object names its tenant).
+    TENANT_LIST = "tenant-list"
 
 
 # Methods not listed here need the admin token (deny by default).
@@ -63,7 +66,10 @@ def access_for(method: str) -> Access:
     if method in POLICY:
         return POLICY[method]
     service = method[: method.rfind("/") + 1]
-    return POLICY.get(service, Access.ADMIN)
+    access = POLICY.get(service, Access.ADMIN)
+    if access is Access.TENANT and method[len(service):].startswith("List"):
+        return Access.TENANT_LIST
+    return access
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +84,15 @@ class Caller:
             raise InvalidArgument.one(
                 TENANT_HEADER, f"the admin must name a tenant in {TENANT_HEADER} metadata")
         return self.tenant_id
+
+    def list_scope(self) -> str | None:
+        """Whose objects a List call shows: the caller's tenant, or None (every
+        tenant's) for the admin not acting as a tenant."""
+        if self.tenant_id:
+            return self.tenant_id
+        if self.admin:
+            return None
+        return self.require_tenant()
 
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
@@ -108,7 +123,7 @@ def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup
     token = tokens.token_for_secret(secret)
     if token is None:
         raise Unauthenticated("invalid token")
-    if acting_as and acting_as.lower() != token.tenant_id:
+    if acting_as and check_id(acting_as, TENANT_HEADER) != token.tenant_id:
         raise PermissionDenied(f"a tenant token cannot act as another tenant ({TENANT_HEADER})")
     return Caller(admin=False, tenant_id=token.tenant_id, token_id=token.id)
 
@@ -116,7 +131,7 @@ def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup
 def authorize(caller: Caller, access: Access) -> None:
     if access is Access.ADMIN and not caller.admin:
         raise PermissionDenied("this call needs the admin token")
-    if access is Access.TENANT:
+    if access is Access.TENANT or (access is Access.TENANT_LIST and not caller.admin):
         caller.require_tenant()
 
 

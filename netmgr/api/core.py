@@ -113,6 +113,12 @@ def _tenant() -> str:
     return current_caller().require_tenant()
 
 
+def _list_scope() -> str | None:
+    """Whose objects a List shows: the caller's tenant's, or (None) every
+    tenant's for the admin not acting as a tenant."""
+    return current_caller().list_scope()
+
+
 # mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class TenantServicer(_Base, rpc.TenantServiceServicer):
     def CreateTenant(self, request: pb.CreateTenantRequest, context: Ctx) -> pb.Tenant:
@@ -173,7 +179,7 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
 
     def ListNetworks(self, request: pb.ListNetworksRequest,
                      context: Ctx) -> pb.ListNetworksResponse:
-        page = self._store.list_networks(_tenant(),
+        page = self._store.list_networks(_list_scope(),
                                          page_request(request.page_size, request.page_token))
         return pb.ListNetworksResponse(networks=[convert.network_to_pb(n) for n in page.items],
                                        next_page_token=page.next_page_token)
@@ -203,7 +209,7 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         return convert.port_to_pb(self._store.get_port(_tenant(), request.id))
 
     def ListPorts(self, request: pb.ListPortsRequest, context: Ctx) -> pb.ListPortsResponse:
-        page = self._store.list_ports(_tenant(),
+        page = self._store.list_ports(_list_scope(),
                                       page_request(request.page_size, request.page_token),
                                       network_id=request.network_id)
         return pb.ListPortsResponse(ports=[convert.port_to_pb(p) for p in page.items],
@@ -231,7 +237,7 @@ class RouterServicer(_Base, rpc.RouterServiceServicer):
         return out
 
     def ListRouters(self, request: pb.ListRoutersRequest, context: Ctx) -> pb.ListRoutersResponse:
-        page = self._store.list_routers(_tenant(),
+        page = self._store.list_routers(_list_scope(),
                                         page_request(request.page_size, request.page_token))
         routers = [convert.router_to_pb(r) for r in page.items]
         convert.fill_router_vms(routers, self._store.router_vms_of)

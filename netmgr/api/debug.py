@@ -22,7 +22,14 @@ from cloudnet.netmgr.v1 import debug_pb2, debug_pb2_grpc
 from cloudnet.router.v1 import diag_pb2 as dpb
 from cloudnet.router.v1 import diag_pb2_grpc
 
-from common.grpc_errors import DomainError, FailedPrecondition, abort
+from common.grpc_errors import (
+    MAX_MESSAGE,
+    DomainError,
+    FailedPrecondition,
+    abort,
+    clip,
+    one_line,
+)
 from netmgr.api.auth import _caller, access_for, authenticate, authorize, current_caller
 from netmgr.api.core import RouterHooks
 from netmgr.explain import flows as explain_mod
@@ -45,7 +52,7 @@ def _passthrough(context: grpc.ServicerContext, e: grpc.RpcError) -> None:
     if trailers:
         context.set_trailing_metadata(
             [(k, v) for k, v in trailers if k == "grpc-status-details-bin"])
-    context.abort(code, details or code.name)
+    context.abort(code, clip(one_line(details), MAX_MESSAGE) or code.name)
 
 
 # mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).

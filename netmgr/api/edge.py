@@ -10,7 +10,7 @@ from cloudnet.netmgr.v1 import edge_pb2 as pb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 
 from netmgr.api import convert_edge as conv
-from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _tenant
+from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _list_scope, _tenant
 from netmgr.model.paging import page_request
 from netmgr.store.facade import Store
 
@@ -43,7 +43,7 @@ class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
     def ListPublicIps(self, request: pb.ListPublicIpsRequest,
                       context: Ctx) -> pb.ListPublicIpsResponse:
         page = self._store.list_public_ips(
-            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+            _list_scope(), page_request(request.page_size, request.page_token), request.network_id)
         return pb.ListPublicIpsResponse(public_ips=[conv.public_ip_to_pb(i) for i in page.items],
                                         next_page_token=page.next_page_token)
 
@@ -73,7 +73,7 @@ class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
     def ListStaticNats(self, request: pb.ListStaticNatsRequest,
                        context: Ctx) -> pb.ListStaticNatsResponse:
         page = self._store.list_static_nats(
-            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+            _list_scope(), page_request(request.page_size, request.page_token), request.network_id)
         return pb.ListStaticNatsResponse(
             static_nats=[conv.static_nat_to_pb(n) for n in page.items],
             next_page_token=page.next_page_token)
@@ -99,7 +99,7 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
     def ListPortForwards(self, request: pb.ListPortForwardsRequest,
                          context: Ctx) -> pb.ListPortForwardsResponse:
         page = self._store.list_port_forwards(
-            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+            _list_scope(), page_request(request.page_size, request.page_token), request.network_id)
         return pb.ListPortForwardsResponse(
             port_forwards=[conv.port_forward_to_pb(f) for f in page.items],
             next_page_token=page.next_page_token)
@@ -137,7 +137,7 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
     def ListFirewallRules(self, request: pb.ListFirewallRulesRequest,
                           context: Ctx) -> pb.ListFirewallRulesResponse:
         page = self._store.list_firewall_rules(
-            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+            _list_scope(), page_request(request.page_size, request.page_token), request.network_id)
         return pb.ListFirewallRulesResponse(
             firewall_rules=[conv.firewall_rule_to_pb(r) for r in page.items],
             next_page_token=page.next_page_token)
@@ -186,7 +186,7 @@ class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
     def ListLoadBalancers(self, request: pb.ListLoadBalancersRequest,
                           context: Ctx) -> pb.ListLoadBalancersResponse:
         page = self._store.list_load_balancers(
-            _tenant(), page_request(request.page_size, request.page_token), request.network_id)
+            _list_scope(), page_request(request.page_size, request.page_token), request.network_id)
         return pb.ListLoadBalancersResponse(
             load_balancers=[conv.load_balancer_to_pb(lb) for lb in page.items],
             next_page_token=page.next_page_token)

@@ -9,7 +9,7 @@ from cloudnet.netmgr.v1 import vpc_pb2_grpc as rpc
 from google.protobuf import timestamp_pb2
 
 from netmgr.api.convert import OBJECT_STATES
-from netmgr.api.core import Ctx, RouterHooks, _Base, _tenant
+from netmgr.api.core import Ctx, RouterHooks, _Base, _list_scope, _tenant
 from netmgr.model import vpc as mv
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id, resolve_update_mask
@@ -48,7 +48,7 @@ class VpcServicer(_Base, rpc.VpcServiceServicer):
         return vpc_to_pb(self._store.get_vpc(_tenant(), request.id))
 
     def ListVpcs(self, request: pb.ListVpcsRequest, context: Ctx) -> pb.ListVpcsResponse:
-        page = self._store.list_vpcs(_tenant(), page_request(request.page_size,
+        page = self._store.list_vpcs(_list_scope(), page_request(request.page_size,
                                                              request.page_token))
         return pb.ListVpcsResponse(vpcs=[vpc_to_pb(v) for v in page.items],
                                    next_page_token=page.next_page_token)
@@ -74,12 +74,12 @@ DIRECTIONS = {pb.ACL_DIRECTION_INGRESS: mv.INGRESS, pb.ACL_DIRECTION_EGRESS: mv.
 def acl_to_pb(a: mv.NetworkAcl) -> pb.NetworkAcl:
     return pb.NetworkAcl(id=a.id, vpc_id=a.vpc_id, name=a.name, description=a.description,
                          builtin=a.builtin, network_ids=list(a.network_ids),
-                         create_time=_ts(a.created_at))
+                         create_time=_ts(a.created_at), tenant_id=a.tenant_id)
 
 
 def rule_to_pb(r: mv.AclRule) -> pb.AclRule:
     return pb.AclRule(
-        id=r.id, acl_id=r.acl_id, number=r.number,
+        id=r.id, tenant_id=r.tenant_id, acl_id=r.acl_id, number=r.number,
         action={v: k for k, v in ACTIONS.items()}[r.action],
         direction={v: k for k, v in DIRECTIONS.items()}[r.direction],
         protocol=r.protocol, port=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
@@ -107,7 +107,7 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
 
     def ListNetworkAcls(self, request: pb.ListNetworkAclsRequest,
                         context: Ctx) -> pb.ListNetworkAclsResponse:
-        acls = self._store.list_network_acls(_tenant(), request.vpc_id)
+        acls = self._store.list_network_acls(_list_scope(), request.vpc_id)
         return pb.ListNetworkAclsResponse(network_acls=[acl_to_pb(a) for a in acls])
 
     def DeleteNetworkAcl(self, request: pb.DeleteNetworkAclRequest,
@@ -126,7 +126,7 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
 
     def ListAclRules(self, request: pb.ListAclRulesRequest,
                      context: Ctx) -> pb.ListAclRulesResponse:
-        rules = self._store.list_acl_rules(_tenant(), request.acl_id)
+        rules = self._store.list_acl_rules(_list_scope(), request.acl_id)
         return pb.ListAclRulesResponse(rules=[rule_to_pb(r) for r in rules])
 
     def UpdateAclRule(self, request: pb.UpdateAclRuleRequest, context: Ctx) -> pb.AclRule:
@@ -145,8 +145,8 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
         router_id = self._store.replace_network_acl(_tenant(), request.network_id,
                                                     request.acl_id)
         self._notify(router_id)
-        return pb.ReplaceNetworkAclResponse(network_id=request.network_id.lower(),
-                                            acl_id=request.acl_id.lower())
+        return pb.ReplaceNetworkAclResponse(network_id=request.network_id,
+                                            acl_id=request.acl_id)
 
     def GetAclCounters(self, request: pb.GetAclCountersRequest,
                        context: Ctx) -> pb.GetAclCountersResponse:
@@ -159,13 +159,15 @@ class NetworkAclServicer(_Base, rpc.NetworkAclServiceServicer):
 
 
 def route_to_pb(r: mv.StaticRoute) -> pb.StaticRoute:
-    return pb.StaticRoute(id=r.id, vpc_id=r.vpc_id, cidr=r.cidr, next_hop=r.next_hop,
+    return pb.StaticRoute(id=r.id, tenant_id=r.tenant_id, vpc_id=r.vpc_id, cidr=r.cidr,
+                          next_hop=r.next_hop,
                           via_id=r.via_id, state=OBJECT_STATES[r.state], error=r.error,
                           create_time=_ts(r.created_at))
 
 
 def gateway_to_pb(g: mv.PrivateGateway) -> pb.PrivateGateway:
-    return pb.PrivateGateway(id=g.id, vpc_id=g.vpc_id, vlan_id=g.vlan_id, address=g.address,
+    return pb.PrivateGateway(id=g.id, tenant_id=g.tenant_id, vpc_id=g.vpc_id, vlan_id=g.vlan_id,
+                             address=g.address,
                              gateway=g.gateway, acl_id=g.acl_id, state=OBJECT_STATES[g.state],
                              error=g.error, create_time=_ts(g.created_at))
 
@@ -183,7 +185,7 @@ class StaticRouteServicer(_Base, rpc.StaticRouteServiceServicer):
 
     def ListStaticRoutes(self, request: pb.ListStaticRoutesRequest,
                          context: Ctx) -> pb.ListStaticRoutesResponse:
-        routes = self._store.list_static_routes(_tenant(), request.vpc_id)
+        routes = self._store.list_static_routes(_list_scope(), request.vpc_id)
         return pb.ListStaticRoutesResponse(static_routes=[route_to_pb(r) for r in routes])
 
     def DeleteStaticRoute(self, request: pb.DeleteStaticRouteRequest,
@@ -207,7 +209,7 @@ class PrivateGatewayServicer(_Base, rpc.PrivateGatewayServiceServicer):
 
     def ListPrivateGateways(self, request: pb.ListPrivateGatewaysRequest,
                             context: Ctx) -> pb.ListPrivateGatewaysResponse:
-        gws = self._store.list_private_gateways(_tenant(), request.vpc_id)
+        gws = self._store.list_private_gateways(_list_scope(), request.vpc_id)
         return pb.ListPrivateGatewaysResponse(private_gateways=[gateway_to_pb(g) for g in gws])
 
     def DeletePrivateGateway(self, request: pb.DeletePrivateGatewayRequest,

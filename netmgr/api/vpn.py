@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from netmgr.api.convert import OBJECT_STATES
-from netmgr.api.core import Ctx, RouterHooks, _Base, _tenant
+from netmgr.api.core import Ctx, RouterHooks, _Base, _list_scope, _tenant
 from netmgr.model import vpn as mv
 from netmgr.model.paging import page_request
 from netmgr.model.validation_vpn import CustomerGatewaySpec
@@ -97,7 +97,7 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
 
     def ListVpnGateways(self, request: pb.ListVpnGatewaysRequest,
                         context: Ctx) -> pb.ListVpnGatewaysResponse:
-        page = self._vpn.list_gateways(_tenant(), page_request(request.page_size,
+        page = self._vpn.list_gateways(_list_scope(), page_request(request.page_size,
                                                                request.page_token))
         return pb.ListVpnGatewaysResponse(vpn_gateways=[gateway_to_pb(g) for g in page.items],
                                           next_page_token=page.next_page_token)
@@ -122,7 +122,7 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
     def ListCustomerGateways(self, request: pb.ListCustomerGatewaysRequest,
                              context: Ctx) -> pb.ListCustomerGatewaysResponse:
         page = self._vpn.list_customer_gateways(
-            _tenant(), page_request(request.page_size, request.page_token))
+            _list_scope(), page_request(request.page_size, request.page_token))
         return pb.ListCustomerGatewaysResponse(
             customer_gateways=[customer_gateway_to_pb(c) for c in page.items],
             next_page_token=page.next_page_token)
@@ -148,7 +148,7 @@ class VpnServicer(_Base, rpc.VpnServiceServicer):
     def ListVpnConnections(self, request: pb.ListVpnConnectionsRequest,
                            context: Ctx) -> pb.ListVpnConnectionsResponse:
         page = self._vpn.list_connections(
-            _tenant(), page_request(request.page_size, request.page_token),
+            _list_scope(), page_request(request.page_size, request.page_token),
             request.vpn_gateway_id)
         return pb.ListVpnConnectionsResponse(
             vpn_connections=[connection_to_pb(c) for c in page.items],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 import time
@@ -90,7 +91,17 @@ class Context:
             self.print(format_detail(msg, extra))
 
     def show_list(self, kind: str, items: list[Any]) -> None:
-        self.print(to_json(items) if self.json else format_list(kind, items))
+        if self.json:
+            self.print(to_json(items))
+        else:
+            self.print(format_list(kind, items, with_tenant=self.across_tenants))
+
+    @functools.cached_property
+    def across_tenants(self) -> bool:
+        """The admin's token without --tenant: lists hold every tenant's objects."""
+        if self.settings.tenant:
+            return False
+        return bool(self.client.tenants.WhoAmI(netmgr_pb2.WhoAmIRequest()).admin)
 
     def deleted(self, kind: str, obj_id: str) -> None:
         if self.json:

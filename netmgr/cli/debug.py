@@ -207,8 +207,9 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     r = ctx.client.debug.Show(dpb.ShowRequest(router_id=args.router, kind=SHOW_KINDS[args.what],
                                         address=args.address or ""))
     if ctx.json:
+        # An object like every other command's: the kind's list under its name.
         field = {"lb-members": "lb_members"}.get(args.what, args.what)
-        ctx.print(to_json(list(getattr(r, field))))
+        ctx.print(to_json({field: [to_dict(m) for m in getattr(r, field)]}))
     else:
         ctx.print(_show_table(args.what, r))
     return 0

@@ -103,8 +103,17 @@ def format_field(msg: Any, name: str) -> str:
 
 
 def format_detail(msg: Any, extra: Sequence[tuple[str, str]] = ()) -> str:
-    """One object as a FIELD/VALUE table, fields in declaration order."""
-    rows = [(fd.name, format_field(msg, fd.name)) for fd in msg.DESCRIPTOR.fields]
+    """One object as a FIELD/VALUE table, fields in declaration order; each
+    element of a repeated object field (a load balancer's members) is a row
+    of its own, ``members[0]``, ``members[1]``..."""
+    rows: list[tuple[str, str]] = []
+    for fd in msg.DESCRIPTOR.fields:
+        items = getattr(msg, fd.name)
+        if _is_repeated(fd) and fd.type == FieldDescriptor.TYPE_MESSAGE and items:
+            rows.extend((f"{fd.name}[{i}]", _format_scalar(fd, item))
+                        for i, item in enumerate(items))
+        else:
+            rows.append((fd.name, format_field(msg, fd.name)))
     rows.extend(extra)
     return format_table(("FIELD", "VALUE"), rows)
 
@@ -173,9 +182,14 @@ COLUMNS: dict[str, list[Column]] = {
 }
 
 
-def format_list(kind: str, items: Sequence[Any]) -> str:
-    """A list of objects of one message type (``Network``...) as a table."""
-    cols = COLUMNS[kind]
+def format_list(kind: str, items: Sequence[Any], with_tenant: bool = False) -> str:
+    """A list of objects of one message type (``Network``...) as a table;
+    ``with_tenant`` adds a TENANT column after the ID (the admin's lists
+    across tenants), for objects that name their tenant."""
+    cols = list(COLUMNS[kind])
+    if (with_tenant and items and "tenant_id" in items[0].DESCRIPTOR.fields_by_name
+            and all(h != "TENANT" for h, _ in cols)):
+        cols.insert(1, ("TENANT", column("tenant_id")))
     return format_table([h for h, _ in cols], ([get(m) for _, get in cols] for m in items))
 
 

@@ -5,7 +5,7 @@
     cloudnet acl create VPC_ID db-rules
     cloudnet acl rule-create ACL_ID --number 100 --action deny --direction ingress \\
         --protocol tcp --ports 80 [--cidr 10.20.1.0/24] --wait
-    cloudnet acl replace NETWORK_ID ACL_ID --wait
+    cloudnet acl replace TIER_OR_GATEWAY_ID ACL_ID --wait
     cloudnet route create VPC_ID --cidr 172.16.0.0/12 --next-hop 10.20.2.10
     cloudnet private-gateway create VPC_ID --vlan 2000 --address 192.168.50.2/24 \\
         --gateway 192.168.50.1
@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
+import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
@@ -162,12 +165,29 @@ def cmd_rule_delete(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _acl_holder(ctx: Context, holder_id: str) -> tuple[Callable[[], Any], str]:
+    """What a list guards, by its ID: a tier or a private gateway (the API
+    takes either). Returns how to read it again and its VPC router."""
+    try:
+        net = ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=holder_id))
+        return (lambda: ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=holder_id)),
+                net.router_id)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+    gws = ctx.client.private_gateways
+    gw = gws.GetPrivateGateway(vpb.GetPrivateGatewayRequest(id=holder_id))
+    vpc = ctx.client.vpcs.GetVpc(vpb.GetVpcRequest(id=gw.vpc_id))
+    return (lambda: gws.GetPrivateGateway(vpb.GetPrivateGatewayRequest(id=holder_id)),
+            vpc.router_id)
+
+
 def cmd_acl_replace(ctx: Context, args: argparse.Namespace) -> int:
     ctx.client.network_acls.ReplaceNetworkAcl(vpb.ReplaceNetworkAclRequest(
         network_id=args.network_id, acl_id=args.acl_id))
-    net = ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=args.network_id))
-    _wait_router(ctx, args, net.router_id)
-    ctx.show(ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=args.network_id)))
+    read, router_id = _acl_holder(ctx, args.network_id)
+    _wait_router(ctx, args, router_id)
+    ctx.show(read())
     return 0
 
 
@@ -286,8 +306,9 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p = by_id(s, "rule-update", cmd_rule_update, "replace one rule's fields")
     rule_fields(p)
     by_id(s, "rule-delete", cmd_rule_delete, "delete a rule")
-    p = leaf(s, "replace", cmd_acl_replace, "put a tier under another list")
-    p.add_argument("network_id", metavar="NETWORK_ID")
+    p = leaf(s, "replace", cmd_acl_replace,
+             "put a tier or a private gateway under another list")
+    p.add_argument("network_id", metavar="TIER_OR_GATEWAY_ID")
     p.add_argument("acl_id", metavar="ACL_ID")
     wait(p, "the VPC router applied it")
 

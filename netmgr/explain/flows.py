@@ -26,7 +26,7 @@ import re
 
 from cloudnet.netmgr.v1 import debug_pb2 as pb
 
-from common.grpc_errors import InvalidArgument, NotFound
+from common.grpc_errors import InvalidArgument, NotFound, quote
 from netmgr.explain import vpc as explain_vpc
 from netmgr.model import core as model
 from netmgr.model.edge import EdgeSnapshot
@@ -65,7 +65,7 @@ def _ip(field: str, text: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(text)
     except ValueError:
-        raise InvalidArgument.one(field, f"not an IPv4 address: {text!r}") from None
+        raise InvalidArgument.one(field, f"not an IPv4 address: {quote(text)}") from None
 
 
 def _networks(store: Store, tenant_id: str) -> list[model.Network]:
@@ -84,7 +84,7 @@ def _port(store: Store, tenant_id: str, text: str, field: str) -> model.Port | N
         try:
             return store.get_port(tenant_id, text)
         except NotFound:
-            raise InvalidArgument.one(field, f"no port {text!r}") from None
+            raise InvalidArgument.one(field, f"no port {quote(text)}") from None
     return None
 
 
@@ -123,7 +123,7 @@ def explain(store: Store, tenant_id: str, request: pb.ExplainRequest) -> pb.Expl
     else:
         m = _TO.fullmatch(dst_text)
         if not m:
-            raise InvalidArgument.one("to", f"expected IP:PORT/PROTO, got {dst_text!r}")
+            raise InvalidArgument.one("to", f"expected IP:PORT/PROTO, got {quote(dst_text)}")
         dst = _ip("to", m["ip"])
         proto = m["proto"] or ("tcp" if m["port"] else "icmp")
         port = int(m["port"] or 0)

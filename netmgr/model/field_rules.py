@@ -2,7 +2,8 @@
 
 Pure and shared by the request checks in ``netmgr.model.validation``. None of them
 lets a control character through (no newline may reach a router's files),
-and problems quote values with repr() so messages stay on one line.
+and problems quote values with ``show`` (a short prefix, repr()'d), so messages
+stay on one line and short.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from common.grpc_errors import quote
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 TENANT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?")
 DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9._:-]{0,64}")
 MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 MIN_PREFIX, MAX_PREFIX = 16, 29
 MAX_DNS_SERVERS = 3
@@ -29,9 +31,10 @@ FORBIDDEN_NETS = tuple(
     ipaddress.IPv4Network(n) for n in ("169.254.0.0/16", "127.0.0.0/8", "224.0.0.0/4")
 )
 
-def show(value: str, limit: int = 40) -> str:
-    """Quote user input in a message: repr escapes control characters."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+def show(value: str) -> str:
+    """Quote user input in a message: a short prefix, control characters escaped."""
+    return quote(value)
 
 
 def has_control_chars(value: str) -> bool:

@@ -18,12 +18,12 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 from common.grpc_errors import InvalidArgument, Violation
+from common.request_checks import uuid_problem
 from netmgr.model.core import Network, Zone
 from netmgr.model.field_rules import (
     DEFAULT_LEASE_SECONDS,
     MAX_DNS_SERVERS,
     MAX_DOMAIN_SEARCH,
-    UUID_RE,
     cidr_problem,
     device_id_problem,
     dns_name_problem,
@@ -95,11 +95,11 @@ ZONE_UPDATABLE = frozenset(f.name for f in dataclasses.fields(Zone))
 
 
 def check_id(value: str, field: str = "id") -> str:
-    """IDs are canonical UUID strings; returns it lower-cased."""
-    v = value.lower()
-    if not UUID_RE.fullmatch(v):
-        raise InvalidArgument.one(field, f"{show(value)} is not a valid ID (a UUID)")
-    return v
+    """IDs are canonical (lower-case) UUID strings, and nothing else; returns it."""
+    problem = uuid_problem(value)
+    if problem is not None:
+        raise InvalidArgument.one(field, problem)
+    return value
 
 
 def _collect(*checks: tuple[str, str | None]) -> list[Violation]:
@@ -146,10 +146,10 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     v += _list_problems(f"{prefix}.dns_servers", spec.dns_servers, MAX_DNS_SERVERS,
                         unicast_ipv4_problem)
     v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH, dns_name_problem)
-    vpc_id, acl_id = spec.vpc_id.lower(), spec.acl_id.lower()
+    vpc_id, acl_id = spec.vpc_id, spec.acl_id
     for field, value in (("vpc_id", vpc_id), ("acl_id", acl_id)):
-        if value and not UUID_RE.fullmatch(value):
-            v.append(Violation(f"{prefix}.{field}", f"{show(value)} is not a valid ID (a UUID)"))
+        if value and (problem := uuid_problem(value)) is not None:
+            v.append(Violation(f"{prefix}.{field}", problem))
     if acl_id and not vpc_id:
         v.append(Violation(f"{prefix}.acl_id", "only a VPC tier (vpc_id set) has an ACL list"))
     raise_if(v)

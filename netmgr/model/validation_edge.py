@@ -171,7 +171,7 @@ def check_firewall_rule(spec: FirewallRuleSpec,
         if icmp_type == -1 and icmp_code not in (-1,):
             out.append(Violation(f"{prefix}.icmp_code", "a code needs a type"))
     if proto not in FORWARD_PROTOCOLS and (spec.port or spec.port_end):
-        out.append(Violation(f"{prefix}.port", f"ports apply to tcp and udp, not {proto!r}"))
+        out.append(Violation(f"{prefix}.port", f"ports apply to tcp and udp, not {show(proto)}"))
     problems, cidrs = cidrs_problems(spec.cidrs, f"{prefix}.cidrs")
     out += problems
     raise_if(out)

@@ -140,7 +140,8 @@ def check_acl_rule(spec: AclRuleSpec, prefix: str = "rule") -> AclRuleSpec:
         port_end = port_end or port
     else:
         if port or port_end:
-            out.append(Violation(f"{prefix}.port", f"ports apply to tcp and udp, not {proto!r}"))
+            out.append(Violation(f"{prefix}.port",
+                                 f"ports apply to tcp and udp, not {show(proto)}"))
         port = port_end = 0
     if proto == "icmp":
         icmp_type, icmp_code = spec.icmp_type, spec.icmp_code
@@ -152,7 +153,7 @@ def check_acl_rule(spec: AclRuleSpec, prefix: str = "rule") -> AclRuleSpec:
             out.append(Violation(f"{prefix}.icmp_code", "a code needs its type"))
     elif spec.icmp_type not in (0, -1) or spec.icmp_code not in (0, -1):
         out.append(Violation(f"{prefix}.icmp_type", f"icmp type/code apply to icmp, not "
-                             f"{proto!r}"))
+                             f"{show(proto)}"))
     problems, cidrs = cidrs_problems(tuple(spec.cidrs), f"{prefix}.cidrs")
     out += problems
     raise_if(out)

@@ -64,6 +64,7 @@ class NetworkAcl:
     network_ids: tuple[str, ...] = ()
     created_at: dt.datetime | None = None
     rules: tuple[AclRule, ...] = ()
+    tenant_id: str = ""  # "" for the built-in lists, every tenant's
 
 
 # The built-in lists: fixed IDs, in every VPC, not stored.

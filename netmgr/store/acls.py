@@ -19,19 +19,20 @@ from netmgr.model.validation import check_id
 from netmgr.model.validation_vpc import MAX_ACL_RULES, AclRuleSpec, check_acl_name, check_acl_rule
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow
 from netmgr.store.tables.vpc import AclRuleRow, NetworkAclRow, PrivateGatewayRow
 
 
-def acl_row(s: Session, tenant_id: str, acl_id: str,
+def acl_row(s: Session, tenant_id: TenantScope, acl_id: str,
             field: str = "id") -> NetworkAclRow | mv.NetworkAcl:
     """A tenant's list, or a built-in list (a model object)."""
     acl_id = check_id(acl_id, field)
     if acl_id in mv.BUILTIN_ACLS:
         return mv.BUILTIN_ACLS[acl_id]
     row = s.get(NetworkAclRow, acl_id)
-    if row is None or row.tenant_id != tenant_id:
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
         raise NotFound(f"network ACL {acl_id} not found")
     return row
 
@@ -79,7 +80,7 @@ def network_acl(s: Session, row: NetworkAclRow | mv.NetworkAcl, vpc_id: str | No
             select(AclRuleRow).where(AclRuleRow.acl_id == row.id)
             .order_by(AclRuleRow.number)))
     return mv.NetworkAcl(row.id, row.vpc_id, row.name, row.description, False,
-                         _tiers_of(s, row.id), rows.aware(row.created_at), rules)
+                         _tiers_of(s, row.id), rows.aware(row.created_at), rules, row.tenant_id)
 
 
 def acl_snapshot(s: Session, vpc_id: str) -> tuple[tuple[mv.NetworkAcl, ...],
@@ -150,7 +151,7 @@ class AclStore:
     def get_network_acl(self, tenant_id: str, acl_id: str) -> mv.NetworkAcl:
         return self._db.read(lambda s: network_acl(s, acl_row(s, tenant_id, acl_id)))
 
-    def list_network_acls(self, tenant_id: str, vpc_id: str) -> list[mv.NetworkAcl]:
+    def list_network_acls(self, tenant_id: TenantScope, vpc_id: str) -> list[mv.NetworkAcl]:
         def tx(s: Session) -> list[mv.NetworkAcl]:
             vpc = shared.vpc_row(s, tenant_id, vpc_id, "vpc_id")
             own = s.scalars(select(NetworkAclRow).where(NetworkAclRow.vpc_id == vpc.id)
@@ -241,7 +242,7 @@ class AclStore:
 
         return self._db.read(tx)
 
-    def list_acl_rules(self, tenant_id: str, acl_id: str) -> tuple[mv.AclRule, ...]:
+    def list_acl_rules(self, tenant_id: TenantScope, acl_id: str) -> tuple[mv.AclRule, ...]:
         def tx(s: Session) -> tuple[mv.AclRule, ...]:
             row = acl_row(s, tenant_id, acl_id, "acl_id")
             if isinstance(row, mv.NetworkAcl):

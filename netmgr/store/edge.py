@@ -34,7 +34,8 @@ from netmgr.model.validation_edge import (
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.ports import port_row
-from netmgr.store.public_ips import rule_ip
+from netmgr.store.public_ips import rule_ip, serves
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
@@ -88,10 +89,12 @@ def _firewall_rule(s: Session, row: FirewallRuleRow) -> me.FirewallRule:
 def _guest_port(s: Session, tenant_id: str, port_id: str, field: str,
                 ip: PublicIpRow) -> PortRow:
     port = port_row(s, tenant_id, port_id, field)
-    if port.network_id != ip.network_id:
+    if not serves(s, ip, port.network_id):
+        where = (f"associated to network {ip.network_id}" if ip.network_id
+                 else f"the source-NAT address of VPC {ip.vpc_id}")
         raise FailedPrecondition(
             f"{field}: port {port.id} is on network {port.network_id}, but public IP "
-            f"{ip.ip} is associated to network {ip.network_id}")
+            f"{ip.ip} is {where}")
     return port
 
 
@@ -151,9 +154,9 @@ class EdgeStore:
         return self._db.read(lambda s: _static_nat(
             s, shared.owned(s, StaticNatRow, tenant_id, obj_id, "static NAT")))
 
-    def list_static_nats(self, tenant_id: str, page: PageRequest,
+    def list_static_nats(self, tenant_id: TenantScope, page: PageRequest,
                          network_id: str = "") -> Page[me.StaticNat]:
-        stmt = select(StaticNatRow).where(StaticNatRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(StaticNatRow), StaticNatRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(StaticNatRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, StaticNatRow, page,
@@ -169,7 +172,8 @@ class EdgeStore:
         spec = check_port_forward(spec)
 
         def tx(s: Session) -> me.PortForward:
-            ip = rule_ip(s, tenant_id, spec.public_ip_id, "port_forward.public_ip_id")
+            ip = rule_ip(s, tenant_id, spec.public_ip_id, "port_forward.public_ip_id",
+                         source_nat=True)
             port = _guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
             gen = shared.bump(s, shared.router_of(s, port.network_id))
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
@@ -209,8 +213,13 @@ class EdgeStore:
                     and "private_port_end" not in new):
                 new["private_port_end"] = 0  # as long as the public range
             spec = check_port_forward(dataclasses.replace(spec, **new))
-            ip = rule_ip(s, tenant_id, row.public_ip_id, "port_forward.public_ip_id")
+            ip = rule_ip(s, tenant_id, row.public_ip_id, "port_forward.public_ip_id",
+                         source_nat=True)
             port = _guest_port(s, tenant_id, spec.port_id, "port_forward.port_id", ip)
+            if port.network_id != row.network_id:  # a VPC's address: another tier
+                raise FailedPrecondition(
+                    f"port_forward.port_id: port {port.id} is not on the forward's network "
+                    f"{row.network_id}")
             cols = dict(protocol=spec.protocol, public_port=spec.public_port,
                         public_port_end=spec.public_port_end, port_id=port.id,
                         private_port=spec.private_port, private_port_end=spec.private_port_end,
@@ -230,9 +239,9 @@ class EdgeStore:
         return self._db.read(lambda s: _port_forward(
             s, shared.owned(s, PortForwardRow, tenant_id, obj_id, "port forward")))
 
-    def list_port_forwards(self, tenant_id: str, page: PageRequest,
+    def list_port_forwards(self, tenant_id: TenantScope, page: PageRequest,
                            network_id: str = "") -> Page[me.PortForward]:
-        stmt = select(PortForwardRow).where(PortForwardRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(PortForwardRow), PortForwardRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(PortForwardRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, PortForwardRow, page,
@@ -306,9 +315,9 @@ class EdgeStore:
         return self._db.read(lambda s: _firewall_rule(
             s, shared.owned(s, FirewallRuleRow, tenant_id, obj_id, "firewall rule")))
 
-    def list_firewall_rules(self, tenant_id: str, page: PageRequest,
+    def list_firewall_rules(self, tenant_id: TenantScope, page: PageRequest,
                             network_id: str = "") -> Page[me.FirewallRule]:
-        stmt = select(FirewallRuleRow).where(FirewallRuleRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(FirewallRuleRow), FirewallRuleRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(FirewallRuleRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, FirewallRuleRow, page,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
@@ -26,7 +26,7 @@ from netmgr.store.edge import (
 )
 from netmgr.store.load_balancers import load_balancer
 from netmgr.store.public_ips import public_ip
-from netmgr.store.tables.core import PortRow, PublicIpRow
+from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
     PUBLIC_IP_TENANT,
     EgressPolicyRow,
@@ -46,6 +46,14 @@ def edge_snapshot(s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
                                   PublicIpRow.kind == PUBLIC_IP_TENANT)
         .order_by(PublicIpRow.ip)))
     by_ip = {ip.id: ip.ip for ip in ips}
+    # Port forwards and load balancers may use the source-NAT address (the
+    # network's, or the VPC's for a tier): it is the router's own, not a
+    # public address of the config.
+    vpcs = select(NetworkRow.vpc_id).where(NetworkRow.id.in_(nets))
+    snat = select(PublicIpRow.id, PublicIpRow.ip).where(
+        PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT,
+        or_(PublicIpRow.network_id.in_(nets), PublicIpRow.vpc_id.in_(vpcs)))
+    by_ip.update((ip_id, ip) for ip_id, ip in s.execute(snat))
     port_ips = dict(s.execute(select(PortRow.id, PortRow.ip)
                               .where(PortRow.network_id.in_(nets))).all())
     snats = tuple(

@@ -20,7 +20,8 @@ from netmgr.model.validation_edge import LoadBalancerSpec, check_load_balancer
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.ports import port_row
-from netmgr.store.public_ips import rule_ip
+from netmgr.store.public_ips import rule_ip, serves
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow, PublicIpRow
 from netmgr.store.tables.edge import (
@@ -74,6 +75,23 @@ def _lb_members(s: Session, tenant_id: str, spec: LoadBalancerSpec,
     return out
 
 
+def _members_tier(s: Session, tenant_id: str, spec: LoadBalancerSpec,
+                  ip: PublicIpRow) -> str:
+    """The tier a load balancer on a VPC's source-NAT address serves: its
+    members' (one tier, as a tier's own address would)."""
+    tiers = {port_row(s, tenant_id, m.port_id, f"load_balancer.members[{i}].port_id").network_id
+             for i, m in enumerate(spec.members)}
+    if len(tiers) != 1:
+        raise FailedPrecondition(
+            f"load_balancer.members: on VPC {ip.vpc_id}'s source-NAT address {ip.ip}, a load "
+            "balancer serves one tier: name members, all on that tier")
+    (tier,) = tiers
+    if not serves(s, ip, tier):
+        raise FailedPrecondition(
+            f"load_balancer.members[0].port_id: the port is not on a tier of VPC {ip.vpc_id}")
+    return tier
+
+
 def _lb_columns(spec: LoadBalancerSpec) -> dict[str, Any]:
     h = spec.health_check
     return dict(
@@ -93,10 +111,11 @@ class LoadBalancerStore:
         spec = check_load_balancer(spec)
 
         def tx(s: Session) -> me.LoadBalancer:
-            ip = rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id")
-            assert ip.network_id is not None
-            gen = shared.bump(s, shared.router_of(s, ip.network_id))
-            members = _lb_members(s, tenant_id, spec, ip.network_id)
+            ip = rule_ip(s, tenant_id, spec.public_ip_id, "load_balancer.public_ip_id",
+                         source_nat=True)
+            network_id = ip.network_id or _members_tier(s, tenant_id, spec, ip)
+            gen = shared.bump(s, shared.router_of(s, network_id))
+            members = _lb_members(s, tenant_id, spec, network_id)
             if s.scalar(select(StaticNatRow.id).where(StaticNatRow.public_ip_id == ip.id)):
                 raise FailedPrecondition(
                     f"load_balancer.public_ip_id: public IP {ip.ip} is a static NAT address")
@@ -111,7 +130,7 @@ class LoadBalancerStore:
                 raise AlreadyExists("load_balancer.public_port",
                                     f"{ip.ip} tcp {spec.public_port} is used by rule {clash}")
             row = LoadBalancerRow(
-                id=new_id(), tenant_id=tenant_id, network_id=ip.network_id, public_ip_id=ip.id,
+                id=new_id(), tenant_id=tenant_id, network_id=network_id, public_ip_id=ip.id,
                 public_port=spec.public_port, members=members, member_health={}, generation=gen,
                 error="", created_at=utcnow(), **_lb_columns(spec))
             s.add(row)
@@ -143,9 +162,9 @@ class LoadBalancerStore:
         return self._db.read(lambda s: load_balancer(
             s, shared.owned(s, LoadBalancerRow, tenant_id, lb_id, "load balancer")))
 
-    def list_load_balancers(self, tenant_id: str, page: PageRequest,
+    def list_load_balancers(self, tenant_id: TenantScope, page: PageRequest,
                             network_id: str = "") -> Page[me.LoadBalancer]:
-        stmt = select(LoadBalancerRow).where(LoadBalancerRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(LoadBalancerRow), LoadBalancerRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(LoadBalancerRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, LoadBalancerRow, page,

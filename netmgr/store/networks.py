@@ -28,6 +28,7 @@ from netmgr.model.validation import (
 )
 from netmgr.store import ipam, rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow
 from netmgr.store.vpcs import VpcStore, drop_tier
@@ -76,8 +77,8 @@ class NetworkStore:
 
         return self._db.read(tx)
 
-    def list_networks(self, tenant_id: str, page: PageRequest) -> Page[model.Network]:
-        stmt = rows.network_select().where(NetworkRow.tenant_id == tenant_id)
+    def list_networks(self, tenant_id: TenantScope, page: PageRequest) -> Page[model.Network]:
+        stmt = of_tenant(rows.network_select(), NetworkRow.tenant_id, tenant_id)
         return self._db.read(lambda s: rows.paged(s, stmt, NetworkRow, page, rows.network))
 
     def update_network(self, tenant_id: str, network_id: str,

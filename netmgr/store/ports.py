@@ -24,6 +24,7 @@ from netmgr.model.validation import (
 )
 from netmgr.store import ipam, rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow
 
@@ -99,12 +100,12 @@ class PortStore:
     def get_port(self, tenant_id: str, port_id: str) -> model.Port:
         return self._db.read(lambda s: _port(s, port_row(s, tenant_id, port_id).id))
 
-    def list_ports(self, tenant_id: str, page: PageRequest,
+    def list_ports(self, tenant_id: TenantScope, page: PageRequest,
                    network_id: str = "") -> Page[model.Port]:
         """The tenant's ports, or only those of one of its networks."""
 
         def tx(s: Session) -> Page[model.Port]:
-            stmt = rows.port_select().where(PortRow.tenant_id == tenant_id)
+            stmt = of_tenant(rows.port_select(), PortRow.tenant_id, tenant_id)
             if network_id:
                 net = shared.network_row(s, tenant_id, network_id, "network_id")
                 stmt = stmt.where(PortRow.network_id == net.id)

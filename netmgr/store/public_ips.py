@@ -19,8 +19,9 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import ipam, rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, PublicIpRow
+from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PublicIpRow
 from netmgr.store.tables.edge import (
     PUBLIC_IP_TENANT,
     FirewallRuleRow,
@@ -40,16 +41,34 @@ def public_ip_row(s: Session, tenant_id: str, ip_id: str, field: str = "id") -> 
     return shared.owned(s, PublicIpRow, tenant_id, ip_id, "public IP", field)
 
 
-def rule_ip(s: Session, tenant_id: str, ip_id: str, field: str) -> PublicIpRow:
-    """The tenant address a rule or load balancer uses: associated to a network."""
+def rule_ip(s: Session, tenant_id: str, ip_id: str, field: str, *,
+            source_nat: bool = False) -> PublicIpRow:
+    """The tenant address a rule or load balancer uses: associated to a
+    network; with ``source_nat`` (port forwards, load balancers) a network's
+    or VPC's source-NAT address too. Its outbound connections are
+    connection-tracked, so their replies never meet a forward (the router's
+    table: router/templates/nftables/cloudnet.nft.j2)."""
     row = public_ip_row(s, tenant_id, ip_id, field)
     if row.kind != PUBLIC_IP_TENANT:
+        if source_nat:
+            return row
         raise FailedPrecondition(
-            f"{field}: {row.ip} is a network's source-NAT address; allocate a public IP")
+            f"{field}: {row.ip} is a network's source-NAT address (it takes port forwards and "
+            "load balancers, not static NAT or firewall rules); allocate a public IP")
     if not row.network_id:
         raise FailedPrecondition(
             f"{field}: public IP {row.ip} is not associated to a network")
     return row
+
+
+def serves(s: Session, ip: PublicIpRow, network_id: str) -> bool:
+    """Whether rules on ``ip`` may reach ``network_id``: the network it is
+    associated to (or is the source-NAT address of), or any tier of the VPC
+    whose source-NAT address it is."""
+    if ip.network_id is not None:
+        return ip.network_id == network_id
+    return ip.vpc_id is not None and s.scalar(
+        select(NetworkRow.vpc_id).where(NetworkRow.id == network_id)) == ip.vpc_id
 
 
 def _ip_in_use(s: Session, ip_id: str) -> str:
@@ -89,9 +108,9 @@ class PublicIpStore:
     def get_public_ip(self, tenant_id: str, ip_id: str) -> me.PublicIp:
         return self._db.read(lambda s: public_ip(s, public_ip_row(s, tenant_id, ip_id)))
 
-    def list_public_ips(self, tenant_id: str, page: PageRequest,
+    def list_public_ips(self, tenant_id: TenantScope, page: PageRequest,
                         network_id: str = "") -> Page[me.PublicIp]:
-        stmt = select(PublicIpRow).where(PublicIpRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(PublicIpRow), PublicIpRow.tenant_id, tenant_id)
         if network_id:
             stmt = stmt.where(PublicIpRow.network_id == check_id(network_id, "network_id"))
         return self._db.read(lambda s: rows.paged_rows(s, stmt, PublicIpRow, page,

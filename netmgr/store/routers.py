@@ -23,6 +23,7 @@ from netmgr.model.validation import check_id
 from netmgr.store import rows, shared, vpn
 from netmgr.store.base import Database
 from netmgr.store.edge_router_view import edge_snapshot
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
 from netmgr.store.vpcs import vpc_snapshot
@@ -59,8 +60,8 @@ class RouterStore:
 
         return self._db.write(tx)
 
-    def list_routers(self, tenant_id: str, page: PageRequest) -> Page[model.Router]:
-        stmt = rows.router_select().where(RouterRow.tenant_id == tenant_id)
+    def list_routers(self, tenant_id: TenantScope, page: PageRequest) -> Page[model.Router]:
+        stmt = of_tenant(rows.router_select(), RouterRow.tenant_id, tenant_id)
         return self._db.read(lambda s: rows.paged(s, stmt, RouterRow, page, rows.router))
 
     # ----------------------------------------------------------- reconciler

@@ -27,6 +27,7 @@ from netmgr.model.validation_vpc import check_private_gateway, check_static_rout
 from netmgr.store import ipam, rows, shared
 from netmgr.store.acls import check_tier_acl
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import MacRow, NetworkRow
 from netmgr.store.tables.vpc import PrivateGatewayRow, StaticRouteRow
@@ -148,7 +149,8 @@ class RouteStore:
         return self._db.read(lambda s: _route(
             s, shared.owned(s, StaticRouteRow, tenant_id, route_id, "static route")))
 
-    def list_static_routes(self, tenant_id: str, vpc_id: str) -> tuple[mv.StaticRoute, ...]:
+    def list_static_routes(self, tenant_id: TenantScope,
+                           vpc_id: str) -> tuple[mv.StaticRoute, ...]:
         def tx(s: Session) -> tuple[mv.StaticRoute, ...]:
             return route_snapshot(s, shared.vpc_row(s, tenant_id, vpc_id, "vpc_id").id)[0]
 
@@ -200,7 +202,7 @@ class RouteStore:
         return self._db.read(lambda s: _gateway(
             s, shared.owned(s, PrivateGatewayRow, tenant_id, gw_id, "private gateway")))
 
-    def list_private_gateways(self, tenant_id: str,
+    def list_private_gateways(self, tenant_id: TenantScope,
                               vpc_id: str) -> tuple[mv.PrivateGateway, ...]:
         def tx(s: Session) -> tuple[mv.PrivateGateway, ...]:
             return route_snapshot(s, shared.vpc_row(s, tenant_id, vpc_id, "vpc_id").id)[1]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
@@ -44,16 +44,27 @@ class NetworkRule(TenantOwned, Protocol):
 
 
 OwnedT = TypeVar("OwnedT", bound=TenantOwned)
+SelectT = TypeVar("SelectT", bound="Select[*tuple[Any, ...]]")
 
 
-def owned(s: Session, table: type[OwnedT], tenant_id: str, obj_id: str, what: str,
+# Whose objects a read may see: one tenant's, or (None) every tenant's, for
+# the admin's lists across tenants. Writes always take a tenant (a str).
+TenantScope = str | None
+
+
+def owned(s: Session, table: type[OwnedT], tenant_id: TenantScope, obj_id: str, what: str,
           field: str = "id") -> OwnedT:
     """The tenant's row ``obj_id`` of ``table``; NotFound ("<what> <id> not
-    found") when missing or another tenant's."""
+    found") when missing or another tenant's (any tenant's for None)."""
     row = s.get(table, check_id(obj_id, field))
-    if row is None or row.tenant_id != tenant_id:
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
         raise NotFound(f"{what} {obj_id} not found")
     return row
+
+
+def of_tenant(stmt: SelectT, column: Any, tenant_id: TenantScope) -> SelectT:
+    """``stmt`` limited to one tenant's rows (all of them for None)."""
+    return stmt if tenant_id is None else stmt.where(column == tenant_id)
 
 
 def tenant_row(s: Session, tenant_id: str, field: str = "tenant_id") -> TenantRow:
@@ -70,11 +81,12 @@ def zone_row(s: Session, *, lock: bool = False) -> ZoneRow:
     return s.scalars(stmt).one()
 
 
-def network_row(s: Session, tenant_id: str, network_id: str, field: str = "id") -> NetworkRow:
+def network_row(s: Session, tenant_id: TenantScope, network_id: str,
+                field: str = "id") -> NetworkRow:
     return owned(s, NetworkRow, tenant_id, network_id, "network", field)
 
 
-def vpc_row(s: Session, tenant_id: str, vpc_id: str, field: str = "id") -> VpcRow:
+def vpc_row(s: Session, tenant_id: TenantScope, vpc_id: str, field: str = "id") -> VpcRow:
     return owned(s, VpcRow, tenant_id, vpc_id, "VPC", field)
 
 

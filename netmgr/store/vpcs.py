@@ -35,6 +35,7 @@ from netmgr.store import ipam, rows, shared
 from netmgr.store.acls import acl_snapshot, check_tier_acl, network_acl
 from netmgr.store.base import Database, new_id
 from netmgr.store.routes import check_no_routes_via, check_segment_room, route_snapshot
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import (
     PUBLIC_IP_SOURCE_NAT,
@@ -123,8 +124,8 @@ class VpcStore:
     def get_vpc(self, tenant_id: str, vpc_id: str) -> mv.Vpc:
         return self._db.read(lambda s: _vpc(s, shared.vpc_row(s, tenant_id, vpc_id)))
 
-    def list_vpcs(self, tenant_id: str, page: PageRequest) -> Page[mv.Vpc]:
-        stmt = select(VpcRow).where(VpcRow.tenant_id == tenant_id)
+    def list_vpcs(self, tenant_id: TenantScope, page: PageRequest) -> Page[mv.Vpc]:
+        stmt = of_tenant(select(VpcRow), VpcRow.tenant_id, tenant_id)
         return self._db.read(lambda s: rows.paged_rows(s, stmt, VpcRow, page,
                                                        lambda r: _vpc(s, r)))
 

@@ -29,6 +29,7 @@ from netmgr.model.validation_vpn import (
 )
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PublicIpRow, RouterRow
 from netmgr.store.tables.vpc import VpcRow
@@ -173,8 +174,8 @@ class VpnStore:
         return self._db.read(lambda s: _gateway(
             s, shared.owned(s, VpnGatewayRow, tenant_id, gw_id, "VPN gateway")))
 
-    def list_gateways(self, tenant_id: str, page: PageRequest) -> Page[mv.VpnGateway]:
-        stmt = select(VpnGatewayRow).where(VpnGatewayRow.tenant_id == tenant_id)
+    def list_gateways(self, tenant_id: TenantScope, page: PageRequest) -> Page[mv.VpnGateway]:
+        stmt = of_tenant(select(VpnGatewayRow), VpnGatewayRow.tenant_id, tenant_id)
         return self._db.read(lambda s: rows.paged_rows(s, stmt, VpnGatewayRow, page,
                                                        lambda r: _gateway(s, r)))
 
@@ -222,9 +223,9 @@ class VpnStore:
         return self._db.read(lambda s: _customer_gateway(
             shared.owned(s, CustomerGatewayRow, tenant_id, cgw_id, "customer gateway")))
 
-    def list_customer_gateways(self, tenant_id: str,
+    def list_customer_gateways(self, tenant_id: TenantScope,
                                page: PageRequest) -> Page[mv.CustomerGateway]:
-        stmt = select(CustomerGatewayRow).where(CustomerGatewayRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(CustomerGatewayRow), CustomerGatewayRow.tenant_id, tenant_id)
         return self._db.read(lambda s: rows.paged_rows(s, stmt, CustomerGatewayRow, page,
                                                        _customer_gateway))
 
@@ -283,9 +284,9 @@ class VpnStore:
         return self._db.read(lambda s: _connection(
             s, shared.owned(s, VpnConnectionRow, tenant_id, conn_id, "VPN connection")))
 
-    def list_connections(self, tenant_id: str, page: PageRequest,
+    def list_connections(self, tenant_id: TenantScope, page: PageRequest,
                          gw_id: str = "") -> Page[mv.VpnConnection]:
-        stmt = select(VpnConnectionRow).where(VpnConnectionRow.tenant_id == tenant_id)
+        stmt = of_tenant(select(VpnConnectionRow), VpnConnectionRow.tenant_id, tenant_id)
         if gw_id:
             stmt = stmt.where(VpnConnectionRow.vpn_gateway_id == check_id(gw_id,
                                                                           "vpn_gateway_id"))

@@ -22,7 +22,7 @@ from router.diag.common import (
     DiagError,
     DiagUnavailable,
     check_ipv4,
-    check_limit,
+    check_not_broadcast,
     guest_interface,
     guest_network,
     resolve_interface,
@@ -86,10 +86,11 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     # ---- capture ---------------------------------------------------------------
 
     def Capture(self, request: pb.CaptureRequest, context: Any) -> Iterator[pb.CaptureChunk]:
-        rt, cfg = self._router(request.router_id)
-        iface = resolve_interface(cfg, request.interface, "interface")
         limits = cap.check_limits(request.max_packets, request.max_seconds, request.max_bytes,
                                   request.snaplen)
+        cap.check_filter_text(request.filter)
+        rt, cfg = self._router(request.router_id)
+        iface = resolve_interface(cfg, request.interface, "interface")
         cap.compile_filter(rt.ctx.netns, iface.name, request.filter)
         cancelled = _cancel_event(context)
         result = cap.Result()
@@ -107,8 +108,8 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     # ---- trace -----------------------------------------------------------------
 
     def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
+        tr.check_request(request)  # the errors before anything is looked up or installed
         rt, _ = self._router(request.router_id)
-        tr.match_expr(request)  # the errors before anything is installed
         self._stream_slot(request.router_id)
         try:
             yield from tr.trace(rt.ctx.netns, request, _cancel_event(context))
@@ -140,12 +141,8 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     # ---- probes ----------------------------------------------------------------
 
     def Probe(self, request: pb.ProbeRequest, context: Any) -> pb.ProbeResult:
+        which, timeout = probes.check_request(request)
         rt, cfg = self._router(request.router_id)
-        timeout = check_limit("timeout_seconds", request.timeout_seconds,
-                              probes.DEFAULT_TIMEOUT, probes.MAX_TIMEOUT)
-        which = request.WhichOneof("probe")
-        if which is None:
-            raise DiagError("probe", "one of dhcp, dns, arp, ping, traceroute, tcp")
         if not self._probes.acquire(blocking=False):
             raise DiagBusy(f"{MAX_PROBES} probes are running on this agent")
         try:
@@ -177,7 +174,7 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         if which == "dns":
             q = request.dns
             if q.server:
-                server = check_ipv4("dns.server", q.server)
+                server = check_not_broadcast("dns.server", q.server, cfg)
             else:
                 nid = q.network_id or q.source.network_id or (
                     cfg.guest_networks[0].network_id if cfg.guest_networks else "")
@@ -193,17 +190,15 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
                 ns, lambda: probes.arp(iface.name, iface.mac, net.gateway, ip, timeout))
         if which == "ping":
             p = request.ping
-            dest = check_ipv4("ping.destination", p.destination)
+            dest = check_not_broadcast("ping.destination", p.destination, cfg)
             return self._from(rt, cfg, p.source, lambda: probes.ping(dest, p.count, timeout))
         if which == "traceroute":
             t = request.traceroute
-            dest = check_ipv4("traceroute.destination", t.destination)
+            dest = check_not_broadcast("traceroute.destination", t.destination, cfg)
             return self._from(rt, cfg, t.source,
                               lambda: probes.traceroute(dest, t.max_hops, timeout))
         c = request.tcp
-        dest = check_ipv4("tcp.destination", c.destination)
-        if not 0 < c.port < 65536:
-            raise DiagError("tcp.port", f"1-65535 (got {c.port})")
+        dest = check_not_broadcast("tcp.destination", c.destination, cfg)
         return self._from(rt, cfg, c.source, lambda: probes.tcp(dest, c.port, timeout))
 
     def _from(self, rt: RouterRuntime, cfg: apb.RouterConfig, src: pb.ProbeSource,

@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.fabric.base import Fabric
+from common.request_checks import RequestCheckInterceptor, RequestRules
 from router.agent import diag_service, edge_service, rpc
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
@@ -65,6 +66,25 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
         return pb.DeleteRouterResponse()
 
 
+# Diagnostics name routers and networks by their netmgr IDs (canonical UUIDs);
+# the agent's own API takes its IDs as netmgr sends them (the services check
+# each against router.lib.validate) and walks no whole router config: the
+# services' verify checks every value of one, and a generic walk of 50,000
+# rules would add half a second to each push.
+_DIAG_RULES = RequestRules()
+_AGENT_RULES = RequestRules(id_rule=None)
+_UNWALKED = frozenset({f"/{SERVICE_NAME}/ApplyConfig",
+                       f"/{edge_service.SERVICE_NAME}/ApplyEdgeDelta"})
+
+
+def request_rules(method: str) -> RequestRules | None:
+    if method.startswith(f"/{diag_service.SERVICE_NAME}/"):
+        return _DIAG_RULES
+    if method in _UNWALKED or not method.startswith("/cloudnet."):
+        return None
+    return _AGENT_RULES
+
+
 def create_server(
     listen: str, registry: RouterRegistry, max_workers: int = 16,
     interceptors: tuple[grpc.ServerInterceptor, ...] = (),
@@ -81,7 +101,8 @@ def create_server(
     # Errors are mapped innermost: an interceptor given here (the appliance's
     # bearer-token check) decides first.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         interceptors=(*interceptors, rpc.interceptor()),
+                         interceptors=(*interceptors, RequestCheckInterceptor(request_rules),
+                                       rpc.interceptor()),
                          options=[("grpc.max_receive_message_length", MAX_CONFIG_BYTES)])
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(registry), server)
     diag_name = diag_service.add_to_server(registry, server)
@@ -109,7 +130,7 @@ def create_server(
     return server, port
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cloudnet-router-agent", description=__doc__.split("\n")[0])
     p.add_argument("--listen", default="unix:///run/cloudnet/agent.sock",
                    help="unix:///path or host:port (default: %(default)s)")
@@ -143,6 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

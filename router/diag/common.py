@@ -4,12 +4,14 @@ config and interfaces, and running tools inside the router's namespace."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import subprocess
 
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import diag_pb2 as pb
 
+from common.grpc_errors import quote
 from router.lib.proc import in_netns
 
 
@@ -34,7 +36,8 @@ class DiagUnavailable(Exception):
     """FAILED_PRECONDITION: the router is not in a state to be diagnosed."""
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+")
+# One DNS label (a name's labels are checked one by one: 1-63 characters each).
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
@@ -42,31 +45,71 @@ def check_ipv4(field: str, value: str) -> str:
     try:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
-        raise DiagError(field, f"not an IPv4 address: {value!r}") from None
+        raise DiagError(field, f"not an IPv4 address: {quote(value)}") from None
+
+
+def check_unicast_ipv4(field: str, value: str) -> str:
+    """A destination a probe can send to: not multicast, the limited
+    broadcast, 0.0.0.0/8 or the reserved 240/4 (the kernel refuses those or
+    they reach no one). A router network's own broadcast address is checked
+    against its config (``check_not_broadcast``)."""
+    ip = ipaddress.IPv4Address(check_ipv4(field, value))
+    if ip.is_multicast:
+        raise DiagError(field, f"{ip} is a multicast address")
+    if ip == ipaddress.IPv4Address("255.255.255.255") or ip.is_reserved:
+        raise DiagError(field, f"{ip} is a broadcast or reserved address")
+    if ip in ipaddress.IPv4Network("0.0.0.0/8"):
+        raise DiagError(field, f"{ip} is not a destination (0.0.0.0/8)")
+    return str(ip)
+
+
+def check_not_broadcast(field: str, ip: str, cfg: apb.RouterConfig) -> str:
+    """``ip`` is not the broadcast address of a network the router is on."""
+    addr = ipaddress.IPv4Address(ip)
+    for iface in cfg.interfaces:
+        for a in iface.addresses:
+            try:
+                net = ipaddress.IPv4Interface(a).network
+            except ValueError:
+                continue
+            if net.prefixlen < 31 and addr == net.broadcast_address:
+                raise DiagError(field, f"{ip} is the broadcast address of {net} "
+                                       f"(interface {iface.name})")
+    return ip
 
 
 def check_ipv4_or_cidr(field: str, value: str) -> str:
     try:
         net = ipaddress.IPv4Network(value, strict=False)
     except ValueError:
-        raise DiagError(field, f"not an IPv4 address or CIDR: {value!r}") from None
+        raise DiagError(field, f"not an IPv4 address or CIDR: {quote(value)}") from None
     return str(net.network_address) if net.prefixlen == 32 else str(net)
 
 
 def check_dns_name(field: str, value: str) -> str:
-    if not value or not _HOSTNAME.fullmatch(value):
-        raise DiagError(field, f"not a DNS name: {value!r}")
+    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    if not value or len(value) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
+        raise DiagError(field, f"not a DNS name (labels of 1-63 letters, digits, '-' or '_', "
+                               f"253 characters at most): {quote(value)}")
     return value
 
 
 def check_mac(field: str, value: str) -> str:
+    """A unicast MAC a probe may send from: not multicast or broadcast, not
+    all zeros."""
     mac = value.lower().replace("-", ":")
     if not _MAC.fullmatch(mac):
-        raise DiagError(field, f"not a MAC address: {value!r}")
+        raise DiagError(field, f"not a MAC address: {quote(value)}")
+    if int(mac[:2], 16) & 1:
+        raise DiagError(field, f"{mac} is a multicast or broadcast MAC address")
+    if mac == "00:00:00:00:00:00":
+        raise DiagError(field, "the all-zero MAC address cannot send")
     return mac
 
 
 def check_limit(field: str, value: float, default: float, maximum: float) -> float:
+    if not math.isfinite(value):
+        raise DiagError(field, f"must be a finite number (got {value})")
     if value < 0:
         raise DiagError(field, f"must not be negative (got {value:g})")
     if value > maximum:
@@ -80,7 +123,7 @@ def guest_interface(cfg: apb.RouterConfig, network_id: str, field: str) -> apb.I
             return iface
     if not network_id:
         raise DiagError(field, "a network ID is required")
-    raise DiagError(field, f"the router has no interface on network {network_id!r}")
+    raise DiagError(field, f"the router has no interface on network {quote(network_id)}")
 
 
 def public_interface(cfg: apb.RouterConfig, field: str) -> apb.Interface:
@@ -104,7 +147,7 @@ def guest_network(cfg: apb.RouterConfig, network_id: str, field: str) -> apb.Gue
             return net
     if not network_id:
         raise DiagError(field, "a network ID is required")
-    raise DiagError(field, f"the router has no network {network_id!r}")
+    raise DiagError(field, f"the router has no network {quote(network_id)}")
 
 
 def run_in_router(netns: str, argv: list[str], timeout: float = 15) -> str:

@@ -30,12 +30,15 @@ from cloudnet.router.v1 import diag_pb2 as pb
 
 from common import netns
 from common.fabric.base import Fabric
+from common.grpc_errors import quote
 from common.netns import ensure_netns, remove_netns
 from router.diag.common import (
     DiagError,
     check_dns_name,
     check_ipv4,
+    check_limit,
     check_mac,
+    check_unicast_ipv4,
     guest_interface,
     guest_network,
 )
@@ -80,6 +83,49 @@ def _recv_until(sock: socket.socket, deadline: float, accept: Callable[[bytes], 
         got = accept(data)
         if got is not None:
             return got
+
+
+# --------------------------------------------------------- the request
+
+
+def check_request(request: pb.ProbeRequest) -> tuple[str, float]:
+    """(which probe, timeout): every check that needs no router config, made
+    before anything is looked up or plugged."""
+    timeout = check_limit("timeout_seconds", request.timeout_seconds, DEFAULT_TIMEOUT,
+                          MAX_TIMEOUT)
+    which = request.WhichOneof("probe")
+    if which is None:
+        raise DiagError("probe", "one of dhcp, dns, arp, ping, traceroute, tcp")
+    if which == "dhcp":
+        if request.dhcp.mac:
+            check_mac("dhcp.mac", request.dhcp.mac)
+    elif which == "dns":
+        q = request.dns
+        check_dns_name("dns.name", q.name)
+        if (q.qtype or "A").upper() not in QTYPES:
+            raise DiagError("dns.qtype", f"one of {', '.join(QTYPES)} (got {quote(q.qtype)})")
+        if q.server:
+            check_unicast_ipv4("dns.server", q.server)
+    elif which == "arp":
+        check_ipv4("arp.ip", request.arp.ip)
+    elif which == "ping":
+        check_unicast_ipv4("ping.destination", request.ping.destination)
+        if request.ping.count > MAX_PING:
+            raise DiagError("ping.count", f"at most {MAX_PING} (got {request.ping.count})")
+    elif which == "traceroute":
+        check_unicast_ipv4("traceroute.destination", request.traceroute.destination)
+        if request.traceroute.max_hops > MAX_HOPS:
+            raise DiagError("traceroute.max_hops",
+                            f"at most {MAX_HOPS} (got {request.traceroute.max_hops})")
+    else:
+        check_unicast_ipv4("tcp.destination", request.tcp.destination)
+        if not 0 < request.tcp.port < 65536:
+            raise DiagError("tcp.port", f"1-65535 (got {request.tcp.port})")
+    source = {"dns": request.dns.source, "ping": request.ping.source,
+              "traceroute": request.traceroute.source, "tcp": request.tcp.source}.get(which)
+    if source is not None and source.ip:
+        check_ipv4("source.ip", source.ip)
+    return which, timeout
 
 
 # ------------------------------------------------------------ probe port
@@ -275,7 +321,7 @@ def dns(name: str, qtype: str, server: str, timeout: float) -> pb.ProbeResult:
     name = check_dns_name("dns.name", name)
     qtype = (qtype or "A").upper()
     if qtype not in QTYPES:
-        raise DiagError("dns.qtype", f"one of {', '.join(QTYPES)} (got {qtype!r})")
+        raise DiagError("dns.qtype", f"one of {', '.join(QTYPES)} (got {quote(qtype)})")
     q = dnslib.DNSRecord.question(name, qtype)
     started = time.monotonic()
     try:
@@ -373,6 +419,16 @@ def _match_echo(ident: int, seq: int, dest: str) -> Callable[[bytes], tuple[str,
     return match
 
 
+def _send(sock: socket.socket, packet: bytes, dest: str) -> pb.ProbeResult | None:
+    """Send, or the failed result if the kernel refuses (a destination the
+    request checks could not know of, such as a broadcast address a route says)."""
+    try:
+        sock.sendto(packet, (dest, 0))
+    except OSError as e:
+        return pb.ProbeResult(ok=False, summary=f"{dest}: cannot send: {e.strerror or e}")
+    return None
+
+
 def ping(dest: str, count: int, timeout: float) -> pb.ProbeResult:
     count = count or 3
     if count > MAX_PING:
@@ -386,7 +442,8 @@ def ping(dest: str, count: int, timeout: float) -> pb.ProbeResult:
             if time.monotonic() > budget:
                 break
             started = time.monotonic()
-            s.sendto(_echo(ident, seq), (dest, 0))
+            if (error := _send(s, _echo(ident, seq), dest)) is not None:
+                return error
             got = _recv_until(s, started + timeout, _match_echo(ident, seq, dest))
             if got and got[1] == "echo-reply":
                 hops.append(pb.Hop(ttl=seq, address=got[0], kind=got[1],
@@ -416,7 +473,8 @@ def traceroute(dest: str, max_hops: int, timeout: float) -> pb.ProbeResult:
                 break
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             started = time.monotonic()
-            s.sendto(_echo(ident, ttl), (dest, 0))
+            if (error := _send(s, _echo(ident, ttl), dest)) is not None:
+                return error
             got = _recv_until(s, started + timeout, _match_echo(ident, ttl, dest))
             if got is None:
                 hops.append(pb.Hop(ttl=ttl, kind="timeout"))

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from cloudnet.router.v1 import diag_pb2 as pb
 
+from common.grpc_errors import quote
 from router.diag.common import DiagError, check_ipv4_or_cidr, check_limit, object_of_comment
 from router.diag.show import parse_counters
 from router.lib.proc import in_netns
@@ -35,6 +36,9 @@ PRIORITY = -350  # before conntrack (-200), DNAT (-100) and the filter hooks (0)
 START_TIMEOUT = 30.0
 _LINE = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (packet|rule|verdict|policy):? ?(.*)$")
 _VERDICT = re.compile(r"\(verdict ([^)]*)\)\s*$")
+# nft appends a marked packet's mark to each line (the source-NAT addresses'
+# packets are marked by edge_ingress).
+_MARK = re.compile(r"\s+meta mark 0x[0-9a-f]+\s*$")
 _UNKNOWN = re.compile(r"^unknown rule handle (\d+)")
 _COMMENT = re.compile(r'comment "((?:[^"\\]|\\.)*)"')
 _NAT = re.compile(r"\b(dnat|snat)(?: ip)? to (\S+)")
@@ -49,7 +53,7 @@ def match_expr(req: pb.TraceRequest) -> str:
         parts.append(f"ip daddr {check_ipv4_or_cidr('destination', req.destination)}")
     proto = req.protocol.lower()
     if proto and proto not in PROTOCOLS:
-        raise DiagError("protocol", f"one of {', '.join(PROTOCOLS)} (got {req.protocol!r})")
+        raise DiagError("protocol", f"one of {', '.join(PROTOCOLS)} (got {quote(req.protocol)})")
     if req.port:
         if not 0 < req.port < 65536:
             raise DiagError("port", f"1-65535 (got {req.port})")
@@ -104,7 +108,7 @@ def parse_line(line: str, rules: _Rules | None = None, elements: _Elements | Non
     trace_id, family, table, chain, kind, rest = m.groups()
     ev = pb.TraceEvent(packet_id=trace_id, table=f"{family} {table}", chain=chain, kind=kind,
                        line=line.strip())
-    rest = rest.strip()
+    rest = _MARK.sub("", rest).strip()
     if kind == "packet":
         ev.rule = rest
         if packets is not None:
@@ -258,11 +262,17 @@ class _Elements:
         return None
 
 
-def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
-          ) -> Iterator[pb.TraceEvent]:
+def check_request(req: pb.TraceRequest) -> tuple[str, float, int]:
+    """(the nft match, seconds, packets): every check, before anything runs."""
     match = match_expr(req)
     seconds = check_limit("max_seconds", req.max_seconds, DEFAULT_SECONDS, MAX_SECONDS)
     packets = int(check_limit("max_packets", req.max_packets, DEFAULT_PACKETS, MAX_PACKETS))
+    return match, seconds, packets
+
+
+def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
+          ) -> Iterator[pb.TraceEvent]:
+    match, seconds, packets = check_request(req)
     name = f"cloudnet-trace-{uuid.uuid4().hex[:8]}"
     rules = _Rules(netns)
     elements = _Elements(netns)

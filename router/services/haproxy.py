@@ -42,7 +42,8 @@ RELOAD_TIMEOUT = 10.0
 
 
 def verify(cfg: pb.RouterConfig) -> None:
-    held = {a.ip for a in cfg.public_addresses}
+    # A listener on a public IP of the router, or on a source-NAT address.
+    held = {a.ip for a in cfg.public_addresses} | {n.public_ip for n in cfg.source_nats}
     guest_nets = [ipaddress.IPv4Interface(a).network for i in cfg.interfaces
                   if i.role == pb.INTERFACE_ROLE_GUEST for a in i.addresses]
     forwards = {(f.public_ip, p) for f in cfg.port_forwards if f.protocol == "tcp"

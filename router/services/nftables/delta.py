@@ -126,6 +126,7 @@ class EdgeIndex:
         mini = pb.RouterConfig(router_id=self.cfg.router_id)
         mini.interfaces.extend(self.cfg.interfaces)
         mini.public_addresses.extend(self.cfg.public_addresses)
+        mini.source_nats.extend(self.cfg.source_nats)
         added_keys = {nft_edge.object_key(o) for o in added}
         mini.static_nats.extend(n for n in self.cfg.static_nats
                                 if (nft_edge.STATIC_NAT, n.id) not in removed | added_keys)

@@ -106,6 +106,9 @@ def verify(cfg: pb.RouterConfig) -> None:
             raise ConfigError(f"{what}: {a.interface!r} is not a public interface",
                               PUBLIC_IP, a.public_ip_id)
         held.add(a.ip)
+    # The source-NAT addresses are the router's own (checked with the source
+    # NATs): port forwards and load balancers may use them too.
+    held.update(n.public_ip for n in cfg.source_nats)
 
     private_ok: set[str] = set()
 

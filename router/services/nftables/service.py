@@ -51,6 +51,10 @@ SKELETON = "cloudnet.skeleton.nft"
 # Renderings whose edge elements are kept (full text -> elements), so that
 # check() and apply() need not rebuild them.
 MEMO_SIZE = 2
+# The packet mark edge_ingress sets on a new packet to a source-NAT address
+# that no allow rule took: a forward or a load balancer of that address then
+# drops it (its other traffic passes as before).
+SNAT_UNFILTERED = 0x636E0001
 
 
 def verify(cfg: pb.RouterConfig) -> None:
@@ -105,6 +109,8 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
             {"oif": oif, "source": src, "to": to, "network_id": net}
             for oif, src, to, net in snats
         ],
+        source_nat_ips=sorted({to for _, _, to, _ in snats}),
+        snat_unfiltered=SNAT_UNFILTERED,
     )
     context.update(nft_acl.context(cfg))  # VPC: tier routing and network ACLs
     context.update(nft_vpn.context(cfg, tun))

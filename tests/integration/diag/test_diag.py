@@ -298,7 +298,7 @@ def test_cli_capture_to_tshark_show_and_probe(cloud, lab):
     assert EDGE_PUBLIC_IP in out
 
     show = _cli(cloud, t, "-o", "json", "debug", "show", net.router_id, "routes")
-    routes = json.loads(show.communicate(timeout=60)[0])
+    routes = json.loads(show.communicate(timeout=60)[0])["routes"]
     assert show.returncode == 0
     assert any(r["gateway"] == EDGE_PUBLIC_IP for r in routes)
     dns = _cli(cloud, t, "debug", "probe", "dns", net.router_id, f"vm2.{net.domain}")

@@ -291,8 +291,10 @@ class StaticNat(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the port's network (not a source-NAT address)."""
     port_id: _builtins.str
     public_ip: _builtins.str
     """Output only."""
@@ -304,6 +306,10 @@ class StaticNat(_message.Message):
     applied_generation: _builtins.int
     """Output only: the generation the router runs (state ACTIVE once it is
     >= generation).
+    """
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -321,10 +327,11 @@ class StaticNat(_message.Message):
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         applied_generation: _builtins.int = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,8 +484,13 @@ class PortForward(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the port's network, or the network's (or its
+    VPC's) source-NAT address: its outbound connections are connection-
+    tracked, so their replies never meet the forward.
+    """
     protocol: _builtins.str
     """"tcp" or "udp"."""
     public_port: _builtins.int
@@ -500,6 +512,10 @@ class PortForward(_message.Message):
     applied_generation: _builtins.int
     """Output only: the generation the router runs (state ACTIVE once it is
     >= generation).
+    """
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
     """
     @_builtins.property
     def source_cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
@@ -525,10 +541,11 @@ class PortForward(_message.Message):
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         applied_generation: _builtins.int = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "private_port", b"private_port", "private_port_end", b"private_port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "public_port_end", b"public_port_end", "source_cidrs", b"source_cidrs", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "id", b"id", "network_id", b"network_id", "port_id", b"port_id", "private_ip", b"private_ip", "private_port", b"private_port", "private_port_end", b"private_port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "public_port_end", b"public_port_end", "source_cidrs", b"source_cidrs", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -701,6 +718,7 @@ class FirewallRule(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     direction: Global___FirewallDirection.ValueType
     public_ip_id: _builtins.str
@@ -725,6 +743,10 @@ class FirewallRule(_message.Message):
     applied_generation: _builtins.int
     """Output only: the generation the router runs (state ACTIVE once it is
     >= generation).
+    """
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
     """
     @_builtins.property
     def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -751,10 +773,11 @@ class FirewallRule(_message.Message):
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         applied_generation: _builtins.int = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "generation", b"generation", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "network_id", b"network_id", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "generation", b"generation", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "network_id", b"network_id", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1071,8 +1094,12 @@ class LoadBalancer(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     APPLIED_GENERATION_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     public_ip_id: _builtins.str
+    """A public IP associated to the members' network, or the network's (or
+    its VPC's: the members' tier) source-NAT address.
+    """
     public_port: _builtins.int
     protocol: _builtins.str
     """"tcp" or "http"."""
@@ -1091,6 +1118,10 @@ class LoadBalancer(_message.Message):
     applied_generation: _builtins.int
     """Output only: the generation the router runs (state ACTIVE once it is
     >= generation).
+    """
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
     """
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoadBalancerMember]: ...
@@ -1121,10 +1152,11 @@ class LoadBalancer(_message.Message):
         generation: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         applied_generation: _builtins.int = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "health_check", b"health_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "health_check", b"health_check", "id", b"id", "members", b"members", "name", b"name", "network_id", b"network_id", "private_port", b"private_port", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "state", b"state", "stickiness", b"stickiness"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "applied_generation", b"applied_generation", "create_time", b"create_time", "error", b"error", "generation", b"generation", "health_check", b"health_check", "id", b"id", "members", b"members", "name", b"name", "network_id", b"network_id", "private_port", b"private_port", "protocol", b"protocol", "public_ip", b"public_ip", "public_ip_id", b"public_ip_id", "public_port", b"public_port", "source_cidrs", b"source_cidrs", "state", b"state", "stickiness", b"stickiness", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -274,12 +274,17 @@ class NetworkAcl(_message.Message):
     BUILTIN_FIELD_NUMBER: _builtins.int
     NETWORK_IDS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     vpc_id: _builtins.str
     """Empty for the built-in lists."""
     name: _builtins.str
     description: _builtins.str
     builtin: _builtins.bool
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
+    """
     @_builtins.property
     def network_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Output only: the tiers this list guards."""
@@ -296,10 +301,11 @@ class NetworkAcl(_message.Message):
         builtin: _builtins.bool = ...,
         network_ids: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "create_time", b"create_time", "description", b"description", "id", b"id", "name", b"name", "network_ids", b"network_ids", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "create_time", b"create_time", "description", b"description", "id", b"id", "name", b"name", "network_ids", b"network_ids", "tenant_id", b"tenant_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,6 +329,7 @@ class AclRule(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     acl_id: _builtins.str
     number: _builtins.int
@@ -340,6 +347,10 @@ class AclRule(_message.Message):
     state: _netmgr_pb2.ObjectState.ValueType
     """As a port's: PENDING until the VPC router applied the change."""
     error: _builtins.str
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
+    """
     @_builtins.property
     def cidrs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """IPv4 CIDRs; empty means every address."""
@@ -363,10 +374,11 @@ class AclRule(_message.Message):
         state: _netmgr_pb2.ObjectState.ValueType = ...,
         error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "action", b"action", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "number", b"number", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "action", b"action", "cidrs", b"cidrs", "create_time", b"create_time", "direction", b"direction", "error", b"error", "icmp_code", b"icmp_code", "icmp_type", b"icmp_type", "id", b"id", "number", b"number", "port", b"port", "port_end", b"port_end", "protocol", b"protocol", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -672,6 +684,7 @@ class StaticRoute(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     vpc_id: _builtins.str
     cidr: _builtins.str
@@ -681,6 +694,10 @@ class StaticRoute(_message.Message):
     """Output only: the tier or private gateway the next hop is on."""
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -694,10 +711,11 @@ class StaticRoute(_message.Message):
         state: _netmgr_pb2.ObjectState.ValueType = ...,
         error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "error", b"error", "id", b"id", "next_hop", b"next_hop", "state", b"state", "via_id", b"via_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "error", b"error", "id", b"id", "next_hop", b"next_hop", "state", b"state", "tenant_id", b"tenant_id", "via_id", b"via_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -828,6 +846,7 @@ class PrivateGateway(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     vpc_id: _builtins.str
     vlan_id: _builtins.int
@@ -842,6 +861,10 @@ class PrivateGateway(_message.Message):
     """Its network ACL list; empty on create means default_allow."""
     state: _netmgr_pb2.ObjectState.ValueType
     error: _builtins.str
+    tenant_id: _builtins.str
+    """Output only: the tenant that owns it (the admin's lists show every
+    tenant's objects).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -856,10 +879,11 @@ class PrivateGateway(_message.Message):
         state: _netmgr_pb2.ObjectState.ValueType = ...,
         error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        tenant_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "address", b"address", "create_time", b"create_time", "error", b"error", "gateway", b"gateway", "id", b"id", "state", b"state", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "address", b"address", "create_time", b"create_time", "error", b"error", "gateway", b"gateway", "id", b"id", "state", b"state", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

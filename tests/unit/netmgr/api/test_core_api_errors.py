@@ -223,8 +223,11 @@ def test_admin_acts_as_a_tenant_only_when_it_names_one(cloud: Cloud,
                                                        acme: tuple[pb.Tenant, Api],
                                                        web: pb.Network) -> None:
     tenant, _ = acme
-    err = rpc_error(lambda: cloud.admin.ListNetworks(pb.ListNetworksRequest()))
+    # A change needs a tenant; a list without one is every tenant's (test_admin_lists).
+    err = rpc_error(lambda: cloud.admin.CreateNetwork(net_req(name="db", cidr="10.9.0.0/24")))
     assert err.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(err) == ["x-cloudnet-tenant"]
+    err = rpc_error(lambda: cloud.admin.GetNetwork(pb.GetNetworkRequest(id=web.id)))
     assert bad_fields(err) == ["x-cloudnet-tenant"]
     as_acme = cloud.api(ADMIN, tenant=tenant.id)
     assert [n.id for n in as_acme.ListNetworks(pb.ListNetworksRequest()).networks] == [web.id]

@@ -74,10 +74,12 @@ def test_bad_port_forwards_name_the_field_and_change_nothing(cloud: Cloud, edge_
                                                             if "public_port" not in f
                                                             else pf(w, **f)))
         assert err.code() == code, (fields, err.details())
+    # (A network's source-NAT address takes forwards too: test_source_nat_edge.py.)
     snat = next(i for i in e.ListPublicIps(epb.ListPublicIpsRequest()).public_ips
-                if i.source_nat)
+                if i.source_nat and i.network_id == w["net2"].id)
     err = rpc_error(lambda: e.CreatePortForward(pf(w, public_ip_id=snat.id, public_port=99)))
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # p1 is not on net2
+    assert "port_forward.port_id" in err.details()
     assert counts(cloud) == before
     assert generation(cloud, w["net"].router_id) == gen
 

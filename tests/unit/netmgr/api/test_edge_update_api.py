@@ -67,7 +67,7 @@ def test_port_forward_update_validated_like_create(cloud: Cloud, edge_world) -> 
          "port_forward.source_cidrs[0]"),
         (epb.PortForward(id=f.id, public_ip_id=ip.id), ("public_ip_id",), "update_mask"),
         (epb.PortForward(id=f.id), ("bogus",), "update_mask"),
-        (epb.PortForward(id="not-an-id", public_port=1), ("public_port",), "id"),
+        (epb.PortForward(id="not-an-id", public_port=1), ("public_port",), "port_forward.id"),
     ]
     for msg, paths, field in table:
         err = rpc_error(lambda m=msg, p=paths: update(m, *p))

@@ -181,10 +181,14 @@ def test_bad_ports(spec: PortSpec, field: str) -> None:
 
 
 def test_port_normalisation() -> None:
-    spec = check_port_spec(PortSpec(network_id=NET_ID.upper(), mac="02:AA:bb:CC:dd:EE",
+    spec = check_port_spec(PortSpec(network_id=NET_ID, mac="02:AA:bb:CC:dd:EE",
                                     name="Web server #1", device_id="vm-1:a.b_c"))
     assert spec.network_id == NET_ID
     assert spec.mac == "02:aa:bb:cc:dd:ee"
+    # IDs are not normalised: one form only (lower case), anything else refused.
+    with pytest.raises(InvalidArgument) as exc:
+        check_port_spec(PortSpec(network_id=NET_ID.upper()))
+    assert fields_of(exc) == ["port.network_id"]
 
 
 @pytest.mark.parametrize(("ip", "problem"), [
@@ -213,7 +217,7 @@ def test_default_hostname(name: str, ip: str, expected: str) -> None:
 
 @pytest.mark.parametrize(("value", "ok"), [
     ("5b0c6f3e-2b8a-4c41-9d0e-3f7a2d9c1e55", True),
-    ("5B0C6F3E-2B8A-4C41-9D0E-3F7A2D9C1E55", True),
+    ("5B0C6F3E-2B8A-4C41-9D0E-3F7A2D9C1E55", False),
     ("", False), ("5b0c6f3e", False), ("{5b0c6f3e-2b8a-4c41-9d0e-3f7a2d9c1e55}", False),
     ("5b0c6f3e-2b8a-4c41-9d0e-3f7a2d9c1e55\n", False), ("../etc/passwd", False),
 ])

@@ -60,6 +60,15 @@ def test_trace_lines():
     assert pol.verdict == "drop"
     assert pol.object_kind == "firewall-default"
     assert trace.parse_line("add table inet x") is None
+    # A marked packet (a source-NAT address's, by edge_ingress): nft appends its mark.
+    pol = trace.parse_line("trace id 0a1b inet cloudnet input policy drop meta mark 0x636e0001")
+    assert pol is not None
+    assert (pol.verdict, pol.object_kind) == ("drop", "firewall-default")
+    rule = trace.parse_line('trace id 0a1b inet cloudnet forward rule meta mark 0x636e0001 ct '
+                            'status dnat counter packets 0 bytes 0 drop comment '
+                            '"cn:fw-default-drop" (verdict drop) meta mark 0x636e0001')
+    assert rule is not None
+    assert (rule.verdict, rule.object_kind) == ("drop", "firewall-default")
 
 
 @pytest.mark.parametrize(("req", "field"), [
