@@ -39,7 +39,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common.grpc_errors import ErrorMappingInterceptor
+from common.grpc_errors import DomainError, ErrorMappingInterceptor
 from netmgr.api import core as servicers
 from netmgr.api import debug
 from netmgr.api import edge as servicers_edge
@@ -116,8 +116,9 @@ class ServerConfig:
         if set(zone_data) - zone_fields:
             raise ValueError(f"{source}: unknown [zone] setting(s): "
                              f"{', '.join(sorted(set(zone_data) - zone_fields))}")
-        if "upstream_dns" in zone_data:
-            zone_data["upstream_dns"] = tuple(zone_data["upstream_dns"])
+        for key in ("upstream_dns", "reserved_vlans"):
+            if key in zone_data:
+                zone_data[key] = tuple(zone_data[key])
         config = cls(**data, zone=dataclasses.replace(DEFAULT_ZONE, **zone_data))
         if token_file:
             config.admin_token = read_token_file(token_file)
@@ -238,6 +239,23 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
     return config
 
 
+def reserve_control_vlan(store: Store, vlan: int) -> bool:
+    """The router-VM control network's VLAN among the zone's reserved ones, so
+    no network or private gateway is ever put on it. False (said on stderr)
+    when the zone cannot take it (its guest range covers it, say)."""
+    zone = store.get_zone()
+    if vlan in zone.reserved_vlans:
+        return True
+    try:
+        store.update_zone({"reserved_vlans": (*zone.reserved_vlans, vlan)})
+    except DomainError as e:
+        print(f"cloudnet-netmgr: router_vm.control_vlan {vlan} cannot be reserved in the "
+              f"zone: {e.message}", file=sys.stderr)
+        return False
+    log.info("zone: VLAN %d (the router-VM control network) is now reserved", vlan)
+    return True
+
+
 def default_control_network(cfg: RouterVmConfig) -> ControlNetwork:
     """Through a relay out of the control namespace when one is configured (the
     all-in-one's netmgr is not on the control network), else directly."""
@@ -278,6 +296,9 @@ def main(argv: Sequence[str] | None = None, *,
 
     store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
                   pool_size=config.workers)
+    if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
+        store.close()
+        return 2
     reconciler = Reconciler(store, store.vpn, config.agents)
     vm_backend = None
     if vm_config is not None:
