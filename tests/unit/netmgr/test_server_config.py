@@ -101,3 +101,23 @@ def test_the_vm_backend_control_vlan_is_reserved_in_the_zone(
         assert 150 not in store.get_zone().reserved_vlans
     finally:
         store.close()
+
+
+def test_the_secrets_key_lives_beside_the_admin_token(tmp_path: Path) -> None:
+    token = tmp_path / "etc" / "admin.token"
+    token.parent.mkdir()
+    token.write_text("adm\n")
+    config = load_config(parse_args(["--admin-token-file", str(token),
+                                     "--db-url", f"sqlite:///{tmp_path}/db/x.db"]), environ={})
+    assert config.secrets_key_path() == str(tmp_path / "etc" / "secrets.key")
+    config = load_config(parse_args(["--db-url", f"sqlite:///{tmp_path}/db/x.db"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    assert config.secrets_key_path() == str(tmp_path / "db" / "secrets.key")
+    config = load_config(parse_args(["--db-url", "postgresql+psycopg://u@/db",
+                                     "--secrets-key-file", "/k/s.key"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    assert config.secrets_key_path() == "/k/s.key"
+    config = load_config(parse_args(["--db-url", "postgresql+psycopg://u@/db"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    with pytest.raises(ValueError, match="secrets_key_file"):
+        config.secrets_key_path()
