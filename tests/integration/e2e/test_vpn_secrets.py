@@ -27,13 +27,13 @@ def new_key(tag: str) -> str:
     return f"{tag}-{secrets.token_hex(12)}"
 
 
-def join(t, vpn, ga, gb, psk: str) -> list[vpb.VpnConnection]:
+def join(t, vpn, ga, gb, psk: str, tag: str) -> list[vpb.VpnConnection]:
     """A connection each way (a active, b passive) with ``psk``."""
     conns = []
     for mine, theirs, passive in ((ga, gb, False), (gb, ga, True)):
         cgw = t.api.call(vpn.CreateCustomerGateway, vpb.CreateCustomerGatewayRequest(
             customer_gateway=vpb.CustomerGateway(
-                name=f"to-{theirs.id[:8]}-{psk[:4]}", peer_address=theirs.public_ip,
+                name=f"to-{theirs.id[:8]}-{tag}", peer_address=theirs.public_ip,
                 peer_cidrs=list(theirs.local_cidrs), psk=psk, ike_version=vpb.IKE_VERSION_2,
                 dpd_delay_seconds=2)))
         conns.append(t.api.call(vpn.CreateVpnConnection, vpb.CreateVpnConnectionRequest(
@@ -73,10 +73,10 @@ def test_no_key_at_rest_and_the_tunnel_comes_back_after_an_agent_restart(cloud, 
         vpn_gateway=vpb.VpnGateway(network_id=b.id)))
     old_key, key = new_key("old"), new_key("now")
     # Created, up, deleted: its key must not linger anywhere.
-    first = join(t, vpn, ga, gb, old_key)
+    first = join(t, vpn, ga, gb, old_key, "first")
     wait_established(vpn, t, first[0].id)
     part(t, vpn, first)
-    conns = join(t, vpn, ga, gb, key)
+    conns = join(t, vpn, ga, gb, key, "again")
     wait_established(vpn, t, conns[0].id)
     guest_a, guest_b = t.guest(a, pa), t.guest(b, pb_)
     guest_a.dhcp()
