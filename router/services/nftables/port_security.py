@@ -28,11 +28,12 @@ or deleting a port is an element update, never a table reload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router.lib import validate
+from router.lib import libnft, validate
 from router.services.nftables import table
 
 INET_SET = "port_sec"
@@ -65,3 +66,21 @@ def elements(cfg: pb.RouterConfig) -> dict[str, dict[str, tuple[str, str]]]:
             key = f'"{net.interface}" . {host.mac.lower()} . {host.ip}'
             out[key] = ("", f"cn:{KIND}:{host.port_id}")
     return {INET_SET: out, ARP_SET: dict(out)}
+
+
+@contextlib.contextmanager
+def admitted(netns: str, ifname: str, mac: str, ip: str) -> Iterator[None]:
+    """Let one more (interface, MAC, IP) in while the block runs: a
+    diagnostics probe port, which is no port of the config. Its elements are
+    added to the loaded table (not to what the service last rendered) and
+    removed after; a table reloaded meanwhile has already dropped them."""
+    key = f'"{ifname}" . {mac.lower()} . {ip}'
+    sets = ((table.FAMILY, INET_SET), (ARP_FAMILY, ARP_SET))
+    libnft.run(netns, "".join(f'add element {fam} {table.NAME} {name} {{ {key} comment '
+                              f'"cn:probe" }}\n' for fam, name in sets))
+    try:
+        yield
+    finally:
+        for fam, name in sets:
+            with contextlib.suppress(libnft.NftError):
+                libnft.run(netns, f"delete element {fam} {table.NAME} {name} {{ {key} }}")
