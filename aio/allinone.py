@@ -55,6 +55,7 @@ from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns, install, remove_netns
+from common.private_files import ensure_private_dir, write_private
 
 # The topology's addresses are importable from here too (tests, benchmarks).
 __all__ = ["EDGE_INET_IP", "EDGE_PUBLIC_IP", "INET_DNS_IP", "INET_HOST_IP", "INET_PREFIXLEN",
@@ -225,8 +226,7 @@ class AllInOne:
 
     def start_netmgr(self) -> None:
         token_file = os.path.join(self.state_dir, "admin.token")
-        with open(token_file, "w") as f:
-            f.write(self.admin_token + "\n")
+        write_private(token_file, (self.admin_token + "\n").encode())
         self.spawn("netmgr", [
             sys.executable, "-m", "netmgr.server", "--listen", self.listen,
             "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
@@ -285,6 +285,9 @@ class AllInOne:
                 time.sleep(0.1)
 
     def up(self) -> None:
+        # Nobody else lists it (searchable: the agent's dnsmasq, running as its
+        # own user, reads its host files below it).
+        ensure_private_dir(self.state_dir, 0o711)
         os.makedirs(os.path.join(self.state_dir, "run"), exist_ok=True)
         self.build_topology()
         self.start_internet_services()

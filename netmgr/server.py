@@ -11,6 +11,7 @@ Configuration: a TOML file (``--config``), then the environment
     listen = "127.0.0.1:7070"
     db_url = "sqlite:////var/lib/cloudnet/netmgr.db"   # or postgresql+psycopg://...
     admin_token_file = "/etc/cloudnet/admin.token"      # or admin_token = "..."
+    secrets_key_file = "/etc/cloudnet/secrets.key"      # default: beside the token file
     default_host = "local"
     [agents]
     local = "unix:///run/cloudnet/agent.sock"
@@ -38,8 +39,9 @@ import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2, netmgr_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import make_url
 
-from common.grpc_errors import ErrorMappingInterceptor
+from common.grpc_errors import DomainError, ErrorMappingInterceptor
 from common.request_checks import RequestCheckInterceptor
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
@@ -52,6 +54,7 @@ from netmgr.api.core import NullHooks, RouterHooks
 from netmgr.model.core import RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store
+from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
 
 if TYPE_CHECKING:
     from netmgr.reconcile.vm_backend.control_network import ControlNetwork
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cloudnet.netmgr")
 
 ADMIN_TOKEN_ENV = "CLOUDNET_ADMIN_TOKEN"
+SECRETS_KEY_NAME = "secrets.key"
 API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
@@ -81,6 +85,12 @@ class ServerConfig:
     db_url: str = "sqlite:////var/lib/cloudnet/netmgr.db"
     # Empty: no admin access at all (main() refuses to start without one).
     admin_token: str = ""
+    # Where the admin token was read from, if from a file.
+    admin_token_file: str = ""
+    # The key sealing secrets at rest (VPN pre-shared keys; netmgr.store.secrets),
+    # made at first start. Empty: secrets.key beside the admin token file, else
+    # beside the SQLite database (secrets_key_path()).
+    secrets_key_file: str = ""
     # The host new routers are placed on.
     default_host: str = "local"
     # host name -> gRPC target of that host's router agent.
@@ -116,12 +126,30 @@ class ServerConfig:
         if set(zone_data) - zone_fields:
             raise ValueError(f"{source}: unknown [zone] setting(s): "
                              f"{', '.join(sorted(set(zone_data) - zone_fields))}")
-        if "upstream_dns" in zone_data:
-            zone_data["upstream_dns"] = tuple(zone_data["upstream_dns"])
+        for key in ("upstream_dns", "reserved_vlans"):
+            if key in zone_data:
+                zone_data[key] = tuple(zone_data[key])
         config = cls(**data, zone=dataclasses.replace(DEFAULT_ZONE, **zone_data))
         if token_file:
             config.admin_token = read_token_file(token_file)
+            config.admin_token_file = str(token_file)
         return config
+
+    def secrets_key_path(self) -> str:
+        """The secrets key file: as configured, or ``secrets.key`` beside the
+        admin token file, or beside the SQLite database. ValueError when none
+        of these exists (PostgreSQL, and an admin token not from a file)."""
+        if self.secrets_key_file:
+            return self.secrets_key_file
+        if self.admin_token_file:
+            return os.path.join(os.path.dirname(os.path.abspath(self.admin_token_file)),
+                                SECRETS_KEY_NAME)
+        url = make_url(self.db_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return os.path.join(os.path.dirname(os.path.abspath(url.database)),
+                                SECRETS_KEY_NAME)
+        raise ValueError("no secrets_key_file: set it (the key sealing VPN keys at rest), "
+                         "or read the admin token from a file (the key goes beside it)")
 
 
 def read_token_file(path: str | Path) -> str:
@@ -136,7 +164,8 @@ def _build(
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     if store is None:
         store = Store(config.db_url, zone_defaults=config.zone,
-                      default_host=config.default_host, pool_size=config.workers)
+                      default_host=config.default_host, pool_size=config.workers,
+                      secrets=SecretBox.from_key_file(config.secrets_key_path()))
     hooks = hooks if hooks is not None else NullHooks()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
@@ -193,6 +222,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--db-url", help="SQLAlchemy database URL (default: a SQLite file)")
     p.add_argument("--admin-token-file", metavar="FILE",
                    help=f"file holding the admin token (or set {ADMIN_TOKEN_ENV})")
+    p.add_argument("--secrets-key-file", metavar="FILE",
+                   help="key sealing secrets at rest, made at first start (default: "
+                        "secrets.key beside the admin token file)")
     p.add_argument("--agent", action="append", default=[], metavar="HOST=TARGET",
                    help="router agent of a host (repeatable; replaces the config's agents)")
     p.add_argument("--default-host", help="host new routers are placed on")
@@ -214,6 +246,9 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.admin_token = environ[ADMIN_TOKEN_ENV].strip()
     if args.admin_token_file:
         config.admin_token = read_token_file(args.admin_token_file)
+        config.admin_token_file = args.admin_token_file
+    if getattr(args, "secrets_key_file", None):
+        config.secrets_key_file = args.secrets_key_file
     if args.listen:
         config.listen = args.listen
     if args.db_url:
@@ -238,6 +273,23 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
             agents[host] = target
         config.agents = agents
     return config
+
+
+def reserve_control_vlan(store: Store, vlan: int) -> bool:
+    """The router-VM control network's VLAN among the zone's reserved ones, so
+    no network or private gateway is ever put on it. False (said on stderr)
+    when the zone cannot take it (its guest range covers it, say)."""
+    zone = store.get_zone()
+    if vlan in zone.reserved_vlans:
+        return True
+    try:
+        store.update_zone({"reserved_vlans": (*zone.reserved_vlans, vlan)})
+    except DomainError as e:
+        print(f"cloudnet-netmgr: router_vm.control_vlan {vlan} cannot be reserved in the "
+              f"zone: {e.message}", file=sys.stderr)
+        return False
+    log.info("zone: VLAN %d (the router-VM control network) is now reserved", vlan)
+    return True
 
 
 def default_control_network(cfg: RouterVmConfig) -> ControlNetwork:
@@ -278,8 +330,19 @@ def main(argv: Sequence[str] | None = None, *,
     # Imported here: a server without a reconciler (the API's tests) needs none of it.
     from netmgr.reconcile.reconciler import Reconciler
 
-    store = Store(config.db_url, zone_defaults=config.zone, default_host=config.default_host,
-                  pool_size=config.workers)
+    # Nothing netmgr writes (database, key, logs it may open) is for other users.
+    os.umask(0o077)
+    try:
+        secrets = SecretBox.from_key_file(config.secrets_key_path())
+        store = Store(config.db_url, zone_defaults=config.zone,
+                      default_host=config.default_host, pool_size=config.workers,
+                      secrets=secrets)
+    except (OSError, ValueError, SecretsKeyMismatch) as e:
+        print(f"cloudnet-netmgr: {e}", file=sys.stderr)
+        return 2
+    if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
+        store.close()
+        return 2
     reconciler = Reconciler(store, store.vpn, config.agents)
     vm_backend = None
     if vm_config is not None:

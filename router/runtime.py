@@ -31,11 +31,24 @@ from cloudnet.router.v1 import edge_pb2 as epb
 from common import netlink
 from common.fabric.base import FabricError
 from common.netns import ensure_netns, remove_netns
+from common.private_files import ensure_private_dir
 from router.errors import ApplyError, ConfigError, StaleDelta
 from router.lib import files, proc
-from router.services.base import Context, EdgeRules, ObjectId, Rendered, Service
+from router.services.base import (
+    Context,
+    EdgeRules,
+    ObjectId,
+    Rendered,
+    Service,
+    awaiting_secrets,
+    persisted_config,
+)
 
 log = logging.getLogger(__name__)
+
+# A router's state directory: nobody else lists it; searchable, because
+# dnsmasq reads its host files below it as its own user.
+STATE_DIR_MODE = 0o711
 
 # What can go wrong while applying a valid config; anything else is a bug.
 APPLY_ERRORS = (ApplyError, netlink.NetlinkOpError, FabricError, proc.CommandError, OSError)
@@ -106,7 +119,7 @@ class RouterRuntime:
         except ConfigError as e:
             self._reject(cfg.generation, e)
             return
-        os.makedirs(self.ctx.state_dir, mode=0o755, exist_ok=True)
+        ensure_private_dir(self.ctx.state_dir, STATE_DIR_MODE)
         ensure_netns(self.ctx.netns)
         rendered = {s.name: s.render(cfg, self.ctx.paths) for s in self.services}
         changed = [s for s in self.services if self._applied.get(s.name) != rendered[s.name]]
@@ -138,7 +151,8 @@ class RouterRuntime:
                 took[service.name] += time.monotonic() - t0
             self._applied[service.name] = rendered[service.name]
         if self.config != cfg:
-            files.write_if_changed_bytes(self.ctx.paths.config, cfg.SerializeToString(),
+            # Without its secrets: they stay in memory (self.config).
+            files.write_if_changed_bytes(self.ctx.paths.config, persisted_config(cfg),
                                          mode=0o600)
         self.config = cfg
         self._clear_errors()
@@ -225,6 +239,7 @@ class RouterRuntime:
             last_error=self.last_error,
             objects=objects,
             apply_seconds=self.apply_seconds,
+            awaiting_secrets=awaiting_secrets(cfg),
         )
         if self.config is None:
             return status

@@ -118,6 +118,9 @@ class OvsFabric:
             vsctl("--if-exists", "del-br", self.bridge)
 
     def vlan(self, segment: int) -> int:
+        if segment == self.provider_vlan:
+            # Would put a tenant's NIC on the provider's wire.
+            raise FabricError(f"segment {segment}: the provider segment's VLAN is reserved")
         vid = self.provider_vlan if segment == PROVIDER_SEGMENT else segment
         if not 1 <= vid <= 4094:
             raise FabricError(f"segment {segment}: not a VLAN ID (1-4094)")

@@ -50,6 +50,9 @@ class VxlanFabric:
         self.provider_vni = provider_vni
 
     def vni(self, segment: int) -> int:
+        if segment == self.provider_vni:
+            # Would bridge a tenant's NIC onto the provider's wire.
+            raise FabricError(f"segment {segment}: the provider segment's VNI is reserved")
         vni = self.provider_vni if segment == PROVIDER_SEGMENT else segment
         if not 1 <= vni < 1 << 24:
             raise FabricError(f"segment {segment}: not a VNI")

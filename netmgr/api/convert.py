@@ -98,6 +98,9 @@ def zone_to_pb(z: model.Zone) -> pb.Zone:
         vlan_max=z.vlan_max,
         upstream_dns=list(z.upstream_dns),
         domain_suffix=z.domain_suffix,
+        private_gateway_vlan_min=z.private_gateway_vlan_min,
+        private_gateway_vlan_max=z.private_gateway_vlan_max,
+        reserved_vlans=list(z.reserved_vlans),
     )
 
 
@@ -247,5 +250,5 @@ def zone_changes(msg: pb.Zone, mask_paths: Sequence[str]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for path in paths:
         value = getattr(msg, path)
-        changes[path] = tuple(value) if path == "upstream_dns" else value
+        changes[path] = tuple(value) if path in ("upstream_dns", "reserved_vlans") else value
     return changes

@@ -8,6 +8,8 @@ from cloudnet.netmgr.v1 import vpc_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as rpc
 from google.protobuf import timestamp_pb2
 
+from common.grpc_errors import PermissionDenied
+from netmgr.api.auth import current_caller
 from netmgr.api.convert import OBJECT_STATES
 from netmgr.api.core import Ctx, RouterHooks, _Base, _list_scope, _tenant
 from netmgr.model import vpc as mv
@@ -198,7 +200,13 @@ class PrivateGatewayServicer(_Base, rpc.PrivateGatewayServiceServicer):
     def CreatePrivateGateway(self, request: pb.CreatePrivateGatewayRequest,
                              context: Ctx) -> pb.PrivateGateway:
         g = request.private_gateway
-        gw = self._store.create_private_gateway(_tenant(), g.vpc_id, g.vlan_id, g.address,
+        tenant = _tenant()
+        if g.vlan_id and not current_caller().admin:
+            # A named VLAN is a wire of the provider's: only the admin picks one.
+            raise PermissionDenied(
+                "private_gateway.vlan_id: only the admin names a private gateway's VLAN; leave "
+                "it 0 to get one from the zone's private gateway range")
+        gw = self._store.create_private_gateway(tenant, g.vpc_id, g.vlan_id, g.address,
                                                 g.gateway, g.acl_id)
         self._notify(self._store.get_vpc(gw.tenant_id, gw.vpc_id).router_id)
         return gateway_to_pb(gw)

@@ -281,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="resolvers the routers forward to (replaces the list; none clears it)",
     )
     p.add_argument("--domain-suffix", metavar="SUFFIX")
+    p.add_argument("--pg-vlan-min", type=_uint, metavar="N",
+                   help="first VLAN private gateways are allocated from (0 and 0: none)")
+    p.add_argument("--pg-vlan-max", type=_uint, metavar="N",
+                   help="last VLAN private gateways are allocated from")
+    p.add_argument("--reserved-vlans", nargs="*", type=_uint, metavar="N",
+                   help="VLANs the fabric keeps (provider segment, control network); "
+                        "replaces the list")
 
     # networks
     s = group("network", "manage isolated networks")

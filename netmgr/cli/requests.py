@@ -44,6 +44,8 @@ ZONE_FIELDS = (
     ("vlan_min", "vlan_min"),
     ("vlan_max", "vlan_max"),
     ("domain_suffix", "domain_suffix"),
+    ("pg_vlan_min", "private_gateway_vlan_min"),
+    ("pg_vlan_max", "private_gateway_vlan_max"),
 )
 
 
@@ -60,6 +62,9 @@ def build_zone_update(args: argparse.Namespace) -> netmgr_pb2.UpdateZoneRequest:
     if dns is not None:
         zone.upstream_dns.extend(dns)
         paths.append("upstream_dns")
+    if args.reserved_vlans is not None:
+        zone.reserved_vlans.extend(args.reserved_vlans)
+        paths.append("reserved_vlans")
     if not paths:
         raise UsageError("zone update: give at least one field to change (see --help)")
     return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=field_mask(paths))

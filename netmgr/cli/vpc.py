@@ -7,8 +7,8 @@
         --protocol tcp --ports 80 [--cidr 10.20.1.0/24] --wait
     cloudnet acl replace TIER_OR_GATEWAY_ID ACL_ID --wait
     cloudnet route create VPC_ID --cidr 172.16.0.0/12 --next-hop 10.20.2.10
-    cloudnet private-gateway create VPC_ID --vlan 2000 --address 192.168.50.2/24 \\
-        --gateway 192.168.50.1
+    cloudnet private-gateway create VPC_ID --address 192.168.50.2/24 \\
+        --gateway 192.168.50.1 [--vlan 2000 (admin only)]
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def cmd_route_delete(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_pg_create(ctx: Context, args: argparse.Namespace) -> int:
     gws = ctx.client.private_gateways
     g = gws.CreatePrivateGateway(vpb.CreatePrivateGatewayRequest(
-        private_gateway=vpb.PrivateGateway(vpc_id=args.vpc_id, vlan_id=args.vlan,
+        private_gateway=vpb.PrivateGateway(vpc_id=args.vpc_id, vlan_id=args.vlan or 0,
                                            address=args.address, gateway=args.gateway,
                                            acl_id=args.acl or "")))
     ctx.show(wait_settled(ctx, gws.GetPrivateGateway, vpb.GetPrivateGatewayRequest(id=g.id), g,
@@ -324,7 +324,9 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     s = group("private-gateway", "VPC router interfaces on provider VLANs")
     p = leaf(s, "create", cmd_pg_create, "create a private gateway")
     p.add_argument("vpc_id", metavar="VPC_ID")
-    p.add_argument("--vlan", required=True, type=int, help="provider VLAN (outside the zone's)")
+    p.add_argument("--vlan", type=int,
+                   help="provider VLAN (admin only; default: allocated from the zone's "
+                        "private gateway range)")
     p.add_argument("--address", required=True, help="the router's address, a.b.c.d/n")
     p.add_argument("--gateway", required=True, help="the far side's router")
     p.add_argument("--acl", metavar="ACL_ID", help="network ACL list (default: default_allow)")

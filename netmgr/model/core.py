@@ -116,6 +116,12 @@ class Zone:
     vlan_max: int
     upstream_dns: tuple[str, ...]
     domain_suffix: str
+    # Private gateways' VLANs are allocated from here (0, 0: none).
+    private_gateway_vlan_min: int = 0
+    private_gateway_vlan_max: int = 0
+    # VLANs the fabric keeps for itself: the provider segment, the router-VM
+    # control network. Neither networks nor private gateways get one.
+    reserved_vlans: tuple[int, ...] = (4000, 4001)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from netmgr.model.field_rules import (
     tenant_name_problem,
     unicast_ipv4_problem,
 )
+from netmgr.model.vlans import zone_vlan_violations
 
 # ------------------------------------------------------------------ inputs
 
@@ -302,17 +303,13 @@ def check_zone(zone: Zone, prefix: str = "zone") -> Zone:
             > ipaddress.IPv4Address(zone.public_pool_end)
         ):
             v.append(Violation(f"{prefix}.public_pool_end", "the pool ends before it starts"))
-    if not 1 <= zone.vlan_min <= 4094:
-        v.append(Violation(f"{prefix}.vlan_min", f"{zone.vlan_min} is not 1-4094"))
-    if not 1 <= zone.vlan_max <= 4094:
-        v.append(Violation(f"{prefix}.vlan_max", f"{zone.vlan_max} is not 1-4094"))
-    elif zone.vlan_min > zone.vlan_max:
-        v.append(Violation(f"{prefix}.vlan_max", "the VLAN range ends before it starts"))
+    v += zone_vlan_violations(zone, prefix)
     v += _list_problems(f"{prefix}.upstream_dns", zone.upstream_dns, MAX_DNS_SERVERS,
                         unicast_ipv4_problem)
     raise_if(v)
     return dataclasses.replace(
-        zone, public_cidr=str(public), domain_suffix=zone.domain_suffix.lower()
+        zone, public_cidr=str(public), domain_suffix=zone.domain_suffix.lower(),
+        reserved_vlans=tuple(sorted(set(zone.reserved_vlans))),
     )
 
 

@@ -16,6 +16,7 @@ from netmgr.model.core import Network, Zone
 from netmgr.model.field_rules import FORBIDDEN_NETS, dns_name_problem, name_problem, show
 from netmgr.model.validation import _collect, raise_if
 from netmgr.model.validation_edge import cidrs_problems
+from netmgr.model.vlans import private_gateway_vlan_problem
 
 VPC_MIN_PREFIX, VPC_MAX_PREFIX = 8, 28
 
@@ -164,7 +165,6 @@ def check_acl_rule(spec: AclRuleSpec, prefix: str = "rule") -> AclRuleSpec:
 # --------------------------------------------- static routes, private gateways
 
 PG_MIN_PREFIX, PG_MAX_PREFIX = 16, 30
-VLAN_MIN, VLAN_MAX = 1, 4094
 
 
 def check_static_route(cidr: str, next_hop: str, prefix: str = "static_route") -> tuple[str, str]:
@@ -211,11 +211,10 @@ def check_private_gateway(vlan_id: int, address: str, gateway: str, zone: Zone,
                           prefix: str = "private_gateway") -> tuple[str, str]:
     """Store-free checks; returns the canonical address (CIDR form) and gateway."""
     out: list[Violation] = []
-    if not VLAN_MIN <= vlan_id <= VLAN_MAX:
-        out.append(Violation(f"{prefix}.vlan_id", f"{vlan_id} is not {VLAN_MIN}-{VLAN_MAX}"))
-    elif zone.vlan_min <= vlan_id <= zone.vlan_max:
-        out.append(Violation(f"{prefix}.vlan_id", f"{vlan_id} is in the zone's tenant VLAN "
-                             f"range {zone.vlan_min}-{zone.vlan_max}"))
+    # 0: allocated by the store from the zone's private gateway range.
+    problem = private_gateway_vlan_problem(vlan_id, zone) if vlan_id else ""
+    if problem:
+        out.append(Violation(f"{prefix}.vlan_id", problem))
     iface = None
     try:
         if "/" not in address:

@@ -4,7 +4,8 @@ Level-triggered: for a router that needs it, build its whole RouterConfig
 from the store (a pure function of a consistent snapshot) and push it to the
 agent that hosts it; record what the agent reports. A router needs a push
 when the API changed it (``notify``), when its agent holds an older
-generation, or when its agent restarted (a new boot ID). A periodic resync
+generation, when its agent restarted (a new boot ID) or awaits the secrets
+its config.pb does not hold (VPN keys). A periodic resync
 finds the last two and sweeps routers an agent holds that the model no longer
 has. Failed pushes are retried with backoff until acknowledged.
 """
@@ -336,7 +337,10 @@ class Reconciler:
                     self._record(router_id, status)
                 stale = status is None or status.applied_generation < desired
                 rejected = status is not None and status.rejected_generation == desired
-                if restarted or (stale and not rejected):
+                # A config the agent restored from disk lacks its secrets (VPN
+                # keys): the full push hands them back, whoever restarted when.
+                secrets = status is not None and status.awaiting_secrets
+                if restarted or secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
                 self.notify_later(router_id)  # the push finds it gone and deletes it

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from common.grpc_errors import Aborted
 from netmgr.model import core as model
 from netmgr.store import engine
+from netmgr.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,15 @@ class Database:
     """The engine and its transactions: every repository of the store holds
     the same one and runs each of its calls as one ``read`` or ``write``."""
 
-    def __init__(self, url: str, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str, *, pool_size: int = 16,
+                 secrets: SecretBox | None = None) -> None:
+        # Seals what the store keeps of secrets (VPN keys); without one given,
+        # a key of this process only (tests).
+        self.secrets = secrets if secrets is not None else SecretBox.ephemeral()
         self._engine = engine.make_engine(url, pool_size=pool_size)
         self._writer = engine.writer(self._engine)
-        engine.upgrade(self._engine)
+        if engine.upgrade(self._engine, secret_box=self.secrets):
+            engine.purge_freed(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -13,12 +13,18 @@ runs it programmatically when the store opens.
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from common.private_files import create_private, ensure_private_dir, restrict
+
+if TYPE_CHECKING:
+    from netmgr.store.secrets import SecretBox
 
 MIGRATIONS_DIR = pathlib.Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -34,7 +40,12 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                              pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        pathlib.Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Only netmgr reads its database: the file 0600 before SQLite opens it
+        # (SQLite gives the -wal and -shm files the database file's mode).
+        ensure_private_dir(pathlib.Path(parsed.database).parent)
+        create_private(parsed.database)
+        for suffix in ("-wal", "-shm", "-journal"):
+            restrict(parsed.database + suffix)
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     _configure_sqlite(engine)
     return engine
@@ -51,6 +62,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows (a customer gateway's sealed key) are overwritten with
+        # zeros, not left in free pages.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -75,9 +89,44 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent)."""
+def upgrade(engine: Engine, revision: str = "head",
+            secret_box: SecretBox | None = None) -> bool:
+    """Bring the schema to ``revision`` (idempotent). ``secret_box``
+    (``netmgr.store.secrets.SecretBox``) seals the secrets a migration moves
+    out of clear (0010). True when a migration that rewrote secrets ran: the
+    caller then purges the clear copies (``purge_freed``)."""
     cfg = alembic_config()
     with writer(engine).begin() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
         cfg.attributes["connection"] = conn
+        cfg.attributes["secret_box"] = secret_box
         command.upgrade(cfg, revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before != after and _crossed(before, after, SEALING_REVISION)
+
+
+# The migration that seals the VPN keys (clear copies left behind before it).
+SEALING_REVISION = "0010"
+
+
+def _crossed(before: str | None, after: str | None, rev: str) -> bool:
+    return before is not None and before < rev <= (after or "")
+
+
+def purge_freed(engine: Engine) -> None:
+    """Leave no copy of rewritten rows in the database's files: on SQLite,
+    VACUUM rebuilds the file from live rows only and a TRUNCATE checkpoint
+    empties the write-ahead log. (PostgreSQL keeps dead row versions until
+    its own VACUUM: docs/operations.md.)"""
+    if engine.dialect.name != "sqlite":
+        return
+    # The DBAPI connection itself: VACUUM cannot run in the transaction that
+    # the engine's "begin" hook opens.
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("VACUUM")
+        cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cur.close()
+    finally:
+        raw.close()

@@ -32,6 +32,7 @@ from netmgr.store.ports import PortStore
 from netmgr.store.public_ips import PublicIpStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
+from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
 from netmgr.store.shared import RouterPlacement
 from netmgr.store.tenants import TenantStore
 from netmgr.store.vpcs import VpcStore
@@ -47,8 +48,12 @@ class Store:
         zone_defaults: model.Zone = DEFAULT_ZONE,
         default_host: str = "local",
         pool_size: int = 16,
+        secrets: SecretBox | None = None,
     ) -> None:
-        self.db = Database(url, pool_size=pool_size)
+        """``secrets``: the key sealing secrets at rest (the server's key file,
+        ``netmgr.store.secrets``); SecretsKeyMismatch when the database was
+        sealed with another."""
+        self.db = Database(url, pool_size=pool_size, secrets=secrets)
         self._placement = RouterPlacement(host=default_host)
         self.tenants = TenantStore(self.db)
         self.zone = ZoneStore(self.db)
@@ -65,6 +70,11 @@ class Store:
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
         self.zone.ensure(zone_defaults)
+        try:
+            self.vpn.check_secrets_key()
+        except SecretsKeyMismatch:
+            self.db.close()
+            raise
 
         # The repositories' calls, as callers name them.
         self.create_tenant = self.tenants.create_tenant

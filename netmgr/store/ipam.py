@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, ResourceExhausted
+from common.grpc_errors import AlreadyExists, FailedPrecondition, ResourceExhausted
 from netmgr.model.core import Zone
+from netmgr.model.vlans import private_gateway_range
 from netmgr.store.tables.core import MacRow, NetworkRow, PortRow, PublicIpRow
+from netmgr.store.tables.vpc import PrivateGatewayRow
 
 MAC_ATTEMPTS = 32
 
@@ -28,12 +30,32 @@ def _lowest_free(candidates: Iterable[int], used: set[int]) -> int | None:
 
 
 def allocate_vlan(session: Session, zone: Zone) -> int:
-    used = set(session.scalars(select(NetworkRow.vlan_id)))
+    # Reserved VLANs are outside a checked zone's range; skipped all the same
+    # for a zone stored before they were checked.
+    used = set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans)
     vlan = _lowest_free(range(zone.vlan_min, zone.vlan_max + 1), used)
     if vlan is None:
         raise ResourceExhausted(
             "zone.vlan", f"no free VLAN ID in the zone's range {zone.vlan_min}-{zone.vlan_max}"
         )
+    return vlan
+
+
+def allocate_private_gateway_vlan(session: Session, zone: Zone) -> int:
+    """Lowest free VLAN of the zone's private gateway range (the unique
+    constraint on the gateways' VLAN makes a lost race retry)."""
+    pg_range = private_gateway_range(zone)
+    if not pg_range:
+        raise FailedPrecondition(
+            "private_gateway.vlan_id: the zone has no private gateway VLAN range (the admin "
+            "sets zone.private_gateway_vlan_min and _max)")
+    used = (set(session.scalars(select(PrivateGatewayRow.vlan_id)))
+            | set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans))
+    vlan = _lowest_free(pg_range, used)
+    if vlan is None:
+        raise ResourceExhausted(
+            "private_gateway.vlan_id", f"no free VLAN in the zone's private gateway range "
+            f"{pg_range.start}-{pg_range.stop - 1}")
     return vlan
 
 

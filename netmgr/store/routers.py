@@ -89,7 +89,7 @@ class RouterStore:
                                         zone=rows.zone(shared.zone_row(s)),
                                         edge=edge_snapshot(s, net_ids),
                                         vpc=vpc_snapshot(s, router),
-                                        vpn=vpn.tunnels(s, net_ids))
+                                        vpn=vpn.tunnels(s, net_ids, self._db.secrets))
 
         return self._db.read(tx)
 

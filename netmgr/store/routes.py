@@ -3,8 +3,10 @@
 A route's next hop must lie on one of the VPC's tiers or private gateways
 (checked against committed rows in the same write transaction, after the
 VPC router's row lock on PostgreSQL), and its CIDR must not overlap them.
-A private gateway takes a provider VLAN outside the zone's tenant range (and
-not used by any network), its own router MAC (claimed like every MAC) and a
+A private gateway takes a provider VLAN: the lowest free one of the zone's
+private gateway range, or one the admin names (outside the guest range and
+the reserved VLANs, not used by any network; ``netmgr.model.vlans``), its
+own router MAC (claimed like every MAC) and a
 network ACL list. Tiers and gateways that routes go through cannot be
 deleted before the routes.
 """
@@ -179,15 +181,19 @@ class RouteStore:
                    if acl_id else mv.DEFAULT_ALLOW_ID)
             _check_subnet_free(s, vpc.id, str(ipaddress.IPv4Interface(addr).network),
                                     "private_gateway.address")
-            taken = s.scalar(select(NetworkRow.id).where(NetworkRow.vlan_id == vlan_id)) or \
-                s.scalar(select(PrivateGatewayRow.id).where(PrivateGatewayRow.vlan_id == vlan_id))
-            if taken:
-                raise AlreadyExists("private_gateway.vlan_id", f"VLAN {vlan_id} is in use")
+            if vlan_id:  # named by the admin
+                vlan = vlan_id
+                taken = s.scalar(select(NetworkRow.id).where(NetworkRow.vlan_id == vlan)) or \
+                    s.scalar(select(PrivateGatewayRow.id).where(PrivateGatewayRow.vlan_id == vlan))
+                if taken:
+                    raise AlreadyExists("private_gateway.vlan_id", f"VLAN {vlan} is in use")
+            else:
+                vlan = ipam.allocate_private_gateway_vlan(s, zone)
             router = shared.vpc_router(s, vpc.id)
             gen = shared.bump(s, router.id)
             mac = ipam.allocate_mac(s)
             row = PrivateGatewayRow(id=new_id(), tenant_id=tenant_id, vpc_id=vpc.id,
-                                    vlan_id=vlan_id, address=addr, gateway=gw, acl_id=acl,
+                                    vlan_id=vlan, address=addr, gateway=gw, acl_id=acl,
                                     router_mac=mac, generation=gen, error="",
                                     created_at=utcnow())
             s.add(row)

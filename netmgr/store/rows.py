@@ -96,6 +96,9 @@ def zone(row: ZoneRow) -> model.Zone:
         vlan_max=row.vlan_max,
         upstream_dns=tuple(row.upstream_dns),
         domain_suffix=row.domain_suffix,
+        private_gateway_vlan_min=row.private_gateway_vlan_min,
+        private_gateway_vlan_max=row.private_gateway_vlan_max,
+        reserved_vlans=tuple(row.reserved_vlans),
     )
 
 

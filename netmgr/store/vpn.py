@@ -29,6 +29,7 @@ from netmgr.model.validation_vpn import (
 )
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PublicIpRow, RouterRow
@@ -98,8 +99,10 @@ def _gateways_of(s: Session, network_ids: Iterable[str]) -> list[VpnGatewayRow]:
         or_(VpnGatewayRow.network_id.in_(ids), VpnGatewayRow.vpc_id.in_(vpcs)))))
 
 
-def tunnels(s: Session, network_ids: Iterable[str]) -> tuple[mv.VpnTunnel, ...]:
-    """Every connection of the router serving these networks, for its RouterSnapshot."""
+def tunnels(s: Session, network_ids: Iterable[str],
+            box: SecretBox) -> tuple[mv.VpnTunnel, ...]:
+    """Every connection of the router serving these networks, for its
+    RouterSnapshot (the keys opened with ``box``: the router needs them)."""
     out = []
     gws = {g.id: g for g in _gateways_of(s, network_ids)}
     for row in s.scalars(select(VpnConnectionRow)
@@ -109,7 +112,8 @@ def tunnels(s: Session, network_ids: Iterable[str]) -> tuple[mv.VpnTunnel, ...]:
         public_ip, local = _local(s, gws[row.vpn_gateway_id])
         out.append(mv.VpnTunnel(
             connection_id=row.id, local_address=public_ip, peer_address=cgw.peer_address,
-            local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs), psk=cgw.psk,
+            local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs),
+            psk=box.open(cgw.psk_sealed, cgw.id),
             ike_version=cgw.ike_version, ike_proposals=tuple(cgw.ike_proposals),
             esp_proposals=tuple(cgw.esp_proposals), ike_lifetime=cgw.ike_lifetime,
             esp_lifetime=cgw.esp_lifetime, dpd_delay=cgw.dpd_delay,
@@ -205,9 +209,11 @@ class VpnStore:
 
         def tx(s: Session) -> mv.CustomerGateway:
             shared.tenant_row(s, tenant_id)
+            row_id = new_id()
             row = CustomerGatewayRow(
-                id=new_id(), tenant_id=tenant_id, name=spec.name,
-                peer_address=spec.peer_address, peer_cidrs=list(spec.peer_cidrs), psk=spec.psk,
+                id=row_id, tenant_id=tenant_id, name=spec.name,
+                peer_address=spec.peer_address, peer_cidrs=list(spec.peer_cidrs),
+                psk_sealed=self._db.secrets.seal(spec.psk, row_id),
                 ike_version=spec.ike_version, ike_proposals=list(spec.ike_proposals),
                 esp_proposals=list(spec.esp_proposals), ike_lifetime=spec.ike_lifetime,
                 esp_lifetime=spec.esp_lifetime, dpd_delay=spec.dpd_delay,
@@ -321,6 +327,25 @@ class VpnStore:
             return _connection(s, row), router_id
 
         return self._db.write(tx)
+
+    def check_secrets_key(self) -> None:
+        """SecretsKeyMismatch unless the store's key opens the sealed keys
+        (one tried: they are all sealed with the same key)."""
+
+        def tx(s: Session) -> None:
+            row = s.execute(select(CustomerGatewayRow.id, CustomerGatewayRow.psk_sealed)
+                            .limit(1)).first()
+            if row is None:
+                return
+            try:
+                self._db.secrets.open(row.psk_sealed, row.id)
+            except ValueError as e:
+                raise SecretsKeyMismatch(
+                    f"the database's VPN keys do not open with the secrets key "
+                    f"{self._db.secrets.key_id} ({e}): start netmgr with the key file they "
+                    "were sealed with (secrets_key_file)") from None
+
+        self._db.read(tx)
 
     # ---------------------------------------------------------- router status
 

@@ -23,6 +23,7 @@ from netmgr.store import rows, shared
 from netmgr.store.base import Database
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PublicIpRow, RouterRow, ZoneRow
+from netmgr.store.tables.vpc import PrivateGatewayRow
 
 # Zone fields whose change alters what every router serves.
 ZONE_FIELDS_ROUTERS_SERVE = ("public_cidr", "public_gateway", "upstream_dns")
@@ -31,6 +32,7 @@ ZONE_FIELDS_ROUTERS_SERVE = ("public_cidr", "public_gateway", "upstream_dns")
 def zone_columns(zone: model.Zone) -> dict[str, Any]:
     cols = dataclasses.asdict(zone)
     cols["upstream_dns"] = list(zone.upstream_dns)
+    cols["reserved_vlans"] = list(zone.reserved_vlans)
     return cols
 
 
@@ -81,6 +83,15 @@ def _check_zone_in_use(s: Session, zone: model.Zone) -> None:
         raise FailedPrecondition(
             f"zone.vlan_min: VLAN IDs in use fall outside {zone.vlan_min}-{zone.vlan_max}: "
             f"{', '.join(map(str, out[:5]))}")
+    # A private gateway keeps its VLAN: neither the guest range nor the
+    # reserved VLANs may come to cover it (a range shrunk away from one is fine).
+    pg = sorted(v for v in s.scalars(select(PrivateGatewayRow.vlan_id))
+                if zone.vlan_min <= v <= zone.vlan_max or v in zone.reserved_vlans)
+    if pg:
+        raise FailedPrecondition(
+            f"zone.reserved_vlans: private gateways use VLAN {', '.join(map(str, pg[:5]))}, "
+            f"which the guest range {zone.vlan_min}-{zone.vlan_max} or the reserved VLANs "
+            "would cover")
     start = ipaddress.IPv4Address(zone.public_pool_start)
     end = ipaddress.IPv4Address(zone.public_pool_end)
     ips = [ip for ip in s.scalars(select(PublicIpRow.ip))

@@ -29,6 +29,7 @@ from router.diag.common import (
 )
 from router.runtime import RouterRuntime
 from router.services import haproxy
+from router.services.nftables import port_security
 
 log = logging.getLogger("router.diag")
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterDiagnostics"].full_name
@@ -209,7 +210,9 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             return netns.run_in_netns(rt.ctx.netns, fn)
         port = self._probe_port(probes.probe_source_port(
             rt.ctx.fabric, self.registry.netns_prefix, cfg, src))
-        with port:
+        iface = guest_interface(cfg, src.network_id, "source.network_id")
+        # The router's port security lets the probe port in, for the probe only.
+        with port_security.admitted(rt.ctx.netns, iface.name, port.mac, port.ip), port:
             return netns.run_in_netns(port.netns, fn)
 
     def _probe_port(self, port: probes.ProbePort) -> probes.ProbePort:

@@ -20,9 +20,10 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from common import netns
 from common.fabric.base import Fabric
 from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.private_files import ensure_private_dir
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
-from router.runtime import RouterRuntime, router_netns_name
+from router.runtime import STATE_DIR_MODE, RouterRuntime, router_netns_name
 from router.services.base import Context, HostFeatures, RouterPaths
 from router.services.host import KernelProbe
 from router.services.registry import router_services
@@ -89,7 +90,7 @@ class RouterRegistry:
     def start(self) -> None:
         """Set up the fabric and re-apply every persisted router config."""
         for d in (self.state_dir, self._routers_dir()):
-            os.makedirs(d, mode=0o755, exist_ok=True)
+            ensure_private_dir(d, STATE_DIR_MODE)
         self.fabric.setup()
         for router_id in sorted(os.listdir(self._routers_dir())):
             if not os.path.exists(RouterPaths(os.path.join(self._routers_dir(), router_id)).config):

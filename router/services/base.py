@@ -49,7 +49,7 @@ LIBIPSEC_TUN = "ipsec0"
 class RouterPaths:
     """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
 
-        config.pb         the last good config (``router.runtime``)
+        config.pb         the last good config without its secrets (``router.runtime``)
         edge-journal.pb   edge deltas applied in place since config.pb (nftables/journal.py)
         cloudnet.nft      the nftables table as last loaded
         dnsmasq/          dnsmasq.conf, dhcp-hosts/, hosts/, leases, pid file, log
@@ -145,6 +145,24 @@ class KnownHost:
 
     def nft_map_as_set_lookup(self) -> bool:
         return self.map_as_set
+
+
+def persisted_config(cfg: pb.RouterConfig) -> bytes:
+    """What config.pb holds of ``cfg``: everything but its secrets. VPN
+    pre-shared keys live in memory only (the agent's, charon's); a config
+    restored from disk lacks them until netmgr pushes them again."""
+    if not any(c.psk for c in cfg.vpn_connections):
+        return cfg.SerializeToString()
+    copy = pb.RouterConfig()
+    copy.CopyFrom(cfg)
+    for c in copy.vpn_connections:
+        c.psk = ""
+    return copy.SerializeToString()
+
+
+def awaiting_secrets(cfg: pb.RouterConfig) -> bool:
+    """Whether ``cfg`` lacks secrets it needs (restored from config.pb)."""
+    return any(not c.psk for c in cfg.vpn_connections)
 
 
 def vpn_tun(host: HostFeatures) -> str:

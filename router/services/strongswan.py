@@ -13,10 +13,14 @@ and ``kernel-libipsec`` (userspace ESP in UDP on a TUN device, ``ipsec0``)
 where it does not (namespace routers on this host kind).
 
 Connections and pre-shared keys go through vici only (``load-shared``,
-``load-conn``; a key is never written to a file). Each connection's vici
+``load-conn``; a key is never written to a file: not here, not in the
+agent's config.pb, not hashed in ``loaded.json``). Each connection's vici
 definition is one rendered entry (``conn:<id>``, not a file); ``apply``
-(re)loads only the connections whose entry changed, and unloads (and
-terminates) the ones that went away. A connection that did not change is
+(re)loads only the connections whose definition changed, and unloads (and
+terminates) the ones that went away. A config restored from disk has no
+keys: a connection the running charon still holds keeps its key, one it
+does not hold waits for netmgr's next push (which brings the keys, and only
+loads them again: the SAs stay). A connection that did not change is
 not touched, and nothing else in the router touches charon, so an
 established tunnel survives every unrelated change (the nftables table
 replacement included: it keeps the VPN's rules, see ``nftables/vpn.py``).
@@ -109,7 +113,8 @@ def verify(cfg: pb.RouterConfig) -> None:
             clash = next((m for m in mine if m.overlaps(n)), None)
             if clash is not None:
                 raise _bad(c, f"peer CIDR {n} overlaps local CIDR {clash}")
-        if not ipsec_proposals.psk_ok(c.psk):
+        # Empty: withheld (a config restored from disk; see the module doc).
+        if c.psk and not ipsec_proposals.psk_ok(c.psk):
             raise _bad(c, f"pre-shared key must be {ipsec_proposals.PSK_RULE}")
         if c.ike_version not in (1, 2):
             raise _bad(c, f"IKE version {c.ike_version} is not 1 or 2")
@@ -309,16 +314,39 @@ def _loaded(ctx: Context, pid: int) -> dict[str, str]:
     return dict(data.get("conns", {})) if data.get("pid") == pid else {}
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _digest(spec: dict[str, Any]) -> str:
+    """Of a connection's definition, without its key (loaded.json is on disk)."""
+    return hashlib.sha256(json.dumps({"conn": spec["conn"], "reset": spec["reset"]},
+                                     sort_keys=True).encode()).hexdigest()
 
 
-def apply(ctx: Context, rendered: Rendered) -> None:
+class LoadedKeys:
+    """The key this agent process gave the running charon, per connection:
+    in memory only, and only while that charon runs."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.keys: dict[str, str] = {}
+
+    def of(self, pid: int) -> dict[str, str]:
+        if pid != self.pid:
+            self.pid, self.keys = pid, {}
+        return self.keys
+
+
+def _load_key(s: Any, name: str, spec: dict[str, Any]) -> None:
+    c = spec["conn"]
+    s.load_shared({"id": name, "type": "IKE", "data": spec["psk"],
+                   "owners": [c["local"]["id"], c["remote"]["id"]]})
+
+
+def apply(ctx: Context, rendered: Rendered, memo: LoadedKeys | None = None) -> None:
     import vici.exception
 
     if not rendered:
         _stop(ctx)
         return
+    memo = memo if memo is not None else LoadedKeys()
     os.makedirs(ctx.paths.strongswan(), mode=0o700, exist_ok=True)
     changed = files.write_if_changed(_conf_path(ctx), rendered[CONF])
     pid = charon_pid(ctx)
@@ -330,6 +358,7 @@ def apply(ctx: Context, rendered: Rendered) -> None:
     if pid is None:
         pid = _start(ctx)
     loaded = _loaded(ctx, pid)
+    keys = memo.of(pid)
     wanted = {vici_name(k[len(CONN_PREFIX):]): v for k, v in rendered.items()
               if k.startswith(CONN_PREFIX)}
     try:
@@ -340,20 +369,33 @@ def apply(ctx: Context, rendered: Rendered) -> None:
                 if name.startswith(VICI_PREFIX):
                     _unload(s, name)
                     loaded.pop(name, None)
+                    keys.pop(name, None)
             for name, text in sorted(wanted.items()):
-                if loaded.get(name) == _digest(text) and name in present:
-                    continue  # unchanged: its SAs are left alone
                 spec = json.loads(text)
+                digest = _digest(spec)
+                if loaded.get(name) == digest and name in present:
+                    # Unchanged: its SAs are left alone. A key charon got
+                    # from another agent process (before a restart) is
+                    # given again: replacing a shared key touches no SA.
+                    if spec["psk"] and keys.get(name) != spec["psk"]:
+                        _load_key(s, name, spec)
+                        keys[name] = spec["psk"]
+                    continue
+                if not spec["psk"]:
+                    # Withheld (restored from disk) and not in charon: it
+                    # waits for the key from netmgr's next push.
+                    log.info("router %s: VPN connection %s waits for its key", ctx.router_id,
+                             name[len(VICI_PREFIX):])
+                    continue
                 if name in present:
                     # Changed (or reset): the old SAs carry the old selectors
                     # and proposals. Unloaded first, the connection is loaded
                     # anew below, so its start action runs again.
                     _unload(s, name, keep_key=True)
-                c = spec["conn"]
-                s.load_shared({"id": name, "type": "IKE", "data": spec["psk"],
-                               "owners": [c["local"]["id"], c["remote"]["id"]]})
-                s.load_conn({name: c})
-                loaded[name] = _digest(text)
+                _load_key(s, name, spec)
+                keys[name] = spec["psk"]
+                s.load_conn({name: spec["conn"]})
+                loaded[name] = digest
                 _write_loaded(ctx, pid, loaded)
     except (vici.exception.CommandException, OSError) as e:
         raise ApplyError(f"strongswan: vici: {e}") from e
@@ -406,6 +448,8 @@ def tend(ctx: Context, cfg: pb.RouterConfig) -> list[str]:
                 if name in have:
                     continue
                 children = [_text(c) for c in _conn_children(s, name)]
+                if not children:
+                    continue  # not loaded (waits for its key)
                 for child in children:
                     with contextlib.suppress(vici.exception.CommandException):
                         for _ in s.initiate({"ike": name, "child": child, "timeout": "-1"}):
@@ -500,8 +544,10 @@ def connection_status(ctx: Context, cfg: pb.RouterConfig,
     out = []
     for c in sorted(cfg.vpn_connections, key=lambda c: c.id):
         name = vici_name(c.id)
+        waiting = "" if c.psk or name in sas else "waiting for its pre-shared key from netmgr"
         st = vpn_pb2.VpnConnectionStatus(connection_id=c.id, ike_state="DOWN",
-                                         backend=backend, last_error=errors.get(name, ""))
+                                         backend=backend,
+                                         last_error=errors.get(name, waiting))
         candidates = sorted(sas.get(name, []), key=lambda sa: (
             _text(sa.get("state")) == "ESTABLISHED", _int(sa.get("uniqueid"))))
         if candidates:
@@ -541,6 +587,7 @@ class Strongswan:
     def __init__(self, host: HostFeatures) -> None:
         self.host = host
         self.capabilities = Capabilities(conditional=self, tends=self, status_extras=self)
+        self.keys = LoadedKeys()
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         verify(cfg)
@@ -555,7 +602,7 @@ class Strongswan:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, rendered)
+        apply(ctx, rendered, self.keys)
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         return bool(cfg.vpn_connections)
@@ -580,3 +627,4 @@ class Strongswan:
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
         remove(ctx)
+        self.keys = LoadedKeys()

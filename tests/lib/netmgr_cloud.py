@@ -31,8 +31,11 @@ from netmgr.model.core import Zone
 from netmgr.server import ServerConfig, create_server
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store
+from netmgr.store.secrets import SecretBox
 
 ADMIN = "test-admin-token"
+# The key sealing secrets in the tests' databases (the same across a restart).
+TEST_SECRETS_KEY = bytes(range(32))
 PG_URL_ENV = "CLOUDNET_TEST_PG_URL"
 BACKENDS = ["sqlite", *(["postgresql"] if os.environ.get(PG_URL_ENV) else [])]
 TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
@@ -146,7 +149,8 @@ def start_cloud(db: Path | str, zone: Zone = DEFAULT_ZONE,
     db_url = f"sqlite:///{db}" if isinstance(db, Path) else db
     config = ServerConfig(listen="127.0.0.1:0", db_url=db_url,
                           admin_token=ADMIN, zone=zone, workers=16)
-    store = Store(config.db_url, zone_defaults=zone, default_host=config.default_host)
+    store = Store(config.db_url, zone_defaults=zone, default_host=config.default_host,
+                  secrets=SecretBox(TEST_SECRETS_KEY))
     hooks = hooks or RecordingHooks()
     server, port = create_server(config, store=store, hooks=hooks)
     server.start()

@@ -437,7 +437,8 @@ class RouterVmBackend:
         if status.router_id and status.applied_generation:
             self.reconciler.record_status(router.id, status)
         rejected = status.rejected_generation == router.desired_generation
-        if status.applied_generation < router.desired_generation and not rejected:
+        if (status.applied_generation < router.desired_generation and not rejected) \
+                or status.awaiting_secrets:
             self.reconciler.notify_later(router.id)
 
     def _connect(self, router_id: str, live: _Live, vm: RouterVm, token: str) -> None:

@@ -60,6 +60,10 @@ class ZoneRow(Base):
     vlan_max: Mapped[int]
     upstream_dns: Mapped[list[str]] = mapped_column(JSON)
     domain_suffix: Mapped[str] = mapped_column(String(253))
+    # Migration 0009: private gateways' VLAN range (0, 0: none), reserved VLANs.
+    private_gateway_vlan_min: Mapped[int] = mapped_column(default=0)
+    private_gateway_vlan_max: Mapped[int] = mapped_column(default=0)
+    reserved_vlans: Mapped[list[int]] = mapped_column(JSON, default=list)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
 
 

@@ -6,7 +6,8 @@ router): exactly one of ``vpc_id`` and ``network_id``. A connection joins
 a gateway and a customer gateway and, like edge rules, records the router
 generation that last changed it and the router's error for it, plus the SA
 state the router last reported (``sa_status``). The pre-shared key is stored
-to be pushed to the router; the API never returns it.
+sealed (``netmgr.store.secrets``, migration 0010) to be pushed to the router;
+the API never returns it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class CustomerGatewayRow(Base):
     name: Mapped[str] = mapped_column(String(63))
     peer_address: Mapped[str] = mapped_column(IP)
     peer_cidrs: Mapped[list[str]] = mapped_column(JSON)
-    psk: Mapped[str] = mapped_column(String(128))
+    # AES-GCM under netmgr's secrets key, the row's ID as associated data.
+    psk_sealed: Mapped[str] = mapped_column(String(255))
     ike_version: Mapped[int]
     ike_proposals: Mapped[list[str]] = mapped_column(JSON)
     esp_proposals: Mapped[list[str]] = mapped_column(JSON)

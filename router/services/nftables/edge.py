@@ -21,7 +21,7 @@ import ipaddress
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeAlias
 
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -520,21 +520,25 @@ def element_text(key: str, value: str, comment: str) -> str:
     return f"{text} : {value}" if value else text
 
 
-def commands(family: str, table: str, old: Elements, new: Elements) -> str:
+def commands(family: str, table: str, old: Elements, new: Elements,
+             set_tables: Mapping[str, tuple[str, str]] | None = None) -> str:
     """nft commands turning the elements ``old`` into ``new`` (deletes first);
-    empty when they hold the same keys and values."""
+    empty when they hold the same keys and values. ``set_tables``: the
+    (family, table) of a set that is not in ``family table``."""
     dels, adds = [], []
     for name in sorted(set(old) | set(new), key=_order):
         before, after = old.get(name, {}), new.get(name, {})
         gone = [k for k, v in before.items() if k not in after or after[k][0] != v[0]]
         come = [k for k, v in after.items() if k not in before or before[k][0] != v[0]]
+        fam, tab = (set_tables or {}).get(name, (family, table))
         if gone:
-            dels.append(f"delete element {family} {table} {name} {{ {', '.join(gone)} }}")
+            dels.append(f"delete element {fam} {tab} {name} {{ {', '.join(gone)} }}")
         if come:
-            adds.append(f"add element {family} {table} {name} {{ "
+            adds.append(f"add element {fam} {tab} {name} {{ "
                         + ", ".join(element_text(k, *after[k]) for k in come) + " }")
     return "\n".join(dels + adds) + ("\n" if dels or adds else "")
 
 
-def full_commands(family: str, table: str, new: Elements) -> str:
-    return commands(family, table, {}, new)
+def full_commands(family: str, table: str, new: Elements,
+                  set_tables: Mapping[str, tuple[str, str]] | None = None) -> str:
+    return commands(family, table, {}, new, set_tables)

@@ -20,7 +20,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
 from router.lib import files
-from router.services.base import Context, RouterPaths, RunningConfig
+from router.services.base import Context, RouterPaths, RunningConfig, persisted_config
 from router.services.nftables import edge as nft_edge
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,8 @@ def append(path: str, delta: epb.EdgeDelta) -> bool:
     """Append ``delta``; True when the journal is due for compaction (roughly
     every COMPACT_EVERY deltas, by size: deltas are alike)."""
     data = delta.SerializeToString()
-    with open(path, "ab") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "ab") as f:
         f.write(struct.pack(">I", len(data)) + data)
         size = f.tell()
     return size > COMPACT_EVERY * (len(data) + 4)
@@ -50,7 +51,7 @@ def compact(ctx: Context, running: RunningConfig) -> None:
             cfg = running.config
             if cfg is None:
                 return
-            data, gen = cfg.SerializeToString(), cfg.generation
+            data, gen = persisted_config(cfg), cfg.generation
         tmp = paths.path("config.pb.compact")
         files.write_atomic(tmp, data, mode=0o600)
         with running.lock:
@@ -68,7 +69,7 @@ def fold(paths: RouterPaths, cfg: pb.RouterConfig) -> None:
     """After a full apply of ``cfg``: config.pb is the truth again (it may be
     older than the deltas the journal holds)."""
     if os.path.exists(paths.edge_journal):
-        files.write_atomic(paths.config, cfg.SerializeToString(), mode=0o600)
+        files.write_atomic(paths.config, persisted_config(cfg), mode=0o600)
         files.remove(paths.edge_journal)
 
 

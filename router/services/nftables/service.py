@@ -37,7 +37,7 @@ from router.services.base import (
 )
 from router.services.nftables import acl as nft_acl
 from router.services.nftables import edge as nft_edge
-from router.services.nftables import table
+from router.services.nftables import port_security, table
 from router.services.nftables import vpn as nft_vpn
 from router.services.nftables.delta import EdgeDeltas
 from router.services.nftables.table import TableState
@@ -77,6 +77,7 @@ def verify(cfg: pb.RouterConfig) -> None:
             )
     nft_edge.verify(cfg)
     nft_acl.verify(cfg)
+    port_security.verify(cfg)
 
 
 def render(cfg: pb.RouterConfig, map_counters: bool,
@@ -119,8 +120,10 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     context["map_counters"] = map_counters
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
+    # A port is an element too: a port change stays an element update.
+    elements.update(port_security.elements(cfg))
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
-    adds = nft_edge.full_commands(TABLE_FAMILY, TABLE_NAME, elements)
+    adds = nft_edge.full_commands(TABLE_FAMILY, TABLE_NAME, elements, port_security.SET_TABLES)
     text = skeleton
     if adds:
         # The elements' text is built from verified values only (addresses,
@@ -166,7 +169,8 @@ class NftablesService:
             # Deleted behind our back (the agent's repair re-applies): load it whole.
             self.table.loaded = None
             return None
-        return nft_edge.commands(TABLE_FAMILY, TABLE_NAME, loaded.elements, new), new
+        return nft_edge.commands(TABLE_FAMILY, TABLE_NAME, loaded.elements, new,
+                                 port_security.SET_TABLES), new
 
     def check(self, ctx: Context, rendered: Rendered) -> None:
         delta = self._delta(ctx, rendered)

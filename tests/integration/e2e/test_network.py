@@ -258,8 +258,10 @@ def test_nft_table_is_one_agent_owned_table(cloud, make_tenant):
     assert len(ns) == 1
     out = subprocess.run(["ip", "netns", "exec", ns[0], "nft", "-j", "list", "tables"],
                          capture_output=True, text=True, check=True).stdout
-    tables = [x["table"]["name"] for x in json.loads(out)["nftables"] if "table" in x]
-    assert tables == ["cloudnet"]
+    tables = sorted((x["table"]["family"], x["table"]["name"])
+                    for x in json.loads(out)["nftables"] if "table" in x)
+    # The router's table, and its ARP guard (ARP never reaches the inet family).
+    assert tables == [("arp", "cloudnet"), ("inet", "cloudnet")]
 
 
 @pytest.mark.netns_only

@@ -18,23 +18,11 @@ from cloudnet.netmgr.v1 import vpc_pb2_grpc as vpcrpc
 from cloudnet.netmgr.v1 import vpn_pb2 as vpb
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 
+from tests.lib.vpn import wait_established
+
 pytestmark = pytest.mark.integration
 
 PSK = "e2e-Tunnel.key_0123456789"
-
-
-def wait_established(vpn, t, conn_id: str, timeout: float = 90,
-                     other_than: int = -1) -> vpb.VpnConnection:
-    deadline = time.monotonic() + timeout
-    while True:
-        c = t.api.call(vpn.GetVpnConnection, vpb.GetVpnConnectionRequest(id=conn_id))
-        s = c.status
-        if s.ike_state == "ESTABLISHED" and s.child_sas and \
-                all(ch.state == "INSTALLED" for ch in s.child_sas):
-            return c
-        if time.monotonic() > deadline:
-            raise AssertionError(f"tunnel {conn_id} not up: {c}\n{charon_logs(t)}")
-        time.sleep(0.5)
 
 
 @pytest.mark.parametrize("where", ["vpc", "network"])
@@ -108,19 +96,6 @@ def test_two_sites_joined_by_a_vpn_connection_each_way(make_tenant, where):
     t.api.call(vpn.DeleteVpnConnection, vpb.DeleteVpnConnectionRequest(id=conns[1].id))
     t.api.wait_router_active(a.router_id)
     assert not t.api.call(vpn.ListVpnConnections, vpb.ListVpnConnectionsRequest()).vpn_connections
-
-
-def charon_logs(t) -> str:
-    """The tail of every router's charon log (a failure's explanation)."""
-    import glob
-    import os
-
-    out = []
-    for path in sorted(glob.glob(os.path.join(t.cloud.state_dir, "agent", "routers", "*",
-                                              "strongswan", "charon.log"))):
-        with open(path, errors="replace") as f:
-            out.append(f"--- {path}\n" + "".join(f.readlines()[-40:]))
-    return "\n".join(out)
 
 
 def _later_bytes(vpn, t, conn) -> bool:

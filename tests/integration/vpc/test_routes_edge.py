@@ -15,7 +15,9 @@ import pytest
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
+from aio.demo import Api
 from aio.nsguest import NamespaceGuest
 from tests.lib.allinone import Tenant
 from tests.lib.guest_servers import TCP, serve
@@ -109,10 +111,19 @@ def test_a_private_gateway_reaches_a_datacenter_network_over_its_vlan(vpc, serve
     v = vpc
     web = v.tier("pg-web", "10.40.31.0/24")
     _, gw = v.guest(web, "www1")
-    pg = v.call(v.gateways.CreatePrivateGateway, vpb.CreatePrivateGatewayRequest(
-        private_gateway=vpb.PrivateGateway(vpc_id=v.vpc.id, vlan_id=3001,
-                                           address="192.168.77.2/24",
-                                           gateway="192.168.77.1")))
+    # The datacenter's VLAN is the provider's to give: the admin names it
+    # (acting as the tenant); a tenant naming one is refused.
+    request = vpb.CreatePrivateGatewayRequest(private_gateway=vpb.PrivateGateway(
+        vpc_id=v.vpc.id, vlan_id=3001, address="192.168.77.2/24", gateway="192.168.77.1"))
+    with pytest.raises(grpc.RpcError) as refused:
+        v.call(v.gateways.CreatePrivateGateway, request)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    admin = Api(v.t.cloud.listen, v.t.cloud.admin_token, tenant=v.t.tenant.id)
+    try:
+        pg = admin.call(vrpc.PrivateGatewayServiceStub(admin.channel).CreatePrivateGateway,
+                        request)
+    finally:
+        admin.close()
     v.call(v.routes.CreateStaticRoute, vpb.CreateStaticRouteRequest(
         static_route=vpb.StaticRoute(vpc_id=v.vpc.id, cidr="10.210.0.0/16",
                                      next_hop="192.168.77.1")))

@@ -280,3 +280,38 @@ def test_a_refused_connection_is_initiated_again(
     wait_established(agent, children=1, timeout=30)
     assert conn_status(agent).last_error == ""
     ping(guest, PEER_HOSTS[0])
+
+
+def test_a_restart_that_lost_charon_waits_for_the_key_then_comes_back(
+        topo: Topology, agent: InProcessAgent) -> None:
+    from router.agent.registry import RouterRegistry
+
+    guest, _peer = setup(topo, agent, 2)
+    wait_established(agent, children=1)
+    rt = agent.agent.runtime(ROUTER)
+    cfg = rt.config
+    assert cfg is not None
+    psk = cfg.vpn_connections[0].psk
+    assert psk
+    for path in (rt.ctx.paths.config, strongswan._loaded_path(rt.ctx)):
+        with open(path, "rb") as f:
+            assert psk.encode() not in f.read(), path  # memory only
+    # The agent and charon die together; a new agent on the same state dir.
+    pid = strongswan.charon_pid(rt.ctx)
+    assert pid
+    os.kill(pid, 9)
+    wait_for(lambda: strongswan.charon_pid(rt.ctx) is None, 10, "charon gone")
+    again = RouterRegistry(agent.agent.state_dir, netns_prefix=agent.agent.netns_prefix,
+                           fabric_netns=topo.fabric.netns, agent_id="test")
+    again.start()
+    status = again.status(ROUTER)
+    assert status.applied_generation == 1
+    assert status.awaiting_secrets  # netmgr's resync pushes again on this
+    [st] = status.vpn_connections
+    assert st.ike_state == "DOWN"
+    assert "waiting for its pre-shared key" in st.last_error
+    # The push at the same generation brings the key, and the tunnel.
+    assert not again.apply(cfg).awaiting_secrets
+    wait_for(lambda: again.status(ROUTER).vpn_connections[0].ike_state == "ESTABLISHED",
+             60, "the tunnel back")
+    ping(guest, PEER_HOSTS[0])

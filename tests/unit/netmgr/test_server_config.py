@@ -73,3 +73,51 @@ def test_main_refuses_to_start_without_an_admin_token(
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
     assert main(["--db-url", "sqlite://"]) == 2
     assert "no admin token" in capsys.readouterr().err
+
+
+def test_the_zone_vlan_plan_from_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "netmgr.toml"
+    cfg.write_text("[zone]\nprivate_gateway_vlan_min = 2000\nprivate_gateway_vlan_max = 2099\n"
+                   "reserved_vlans = [4000, 4001, 4002]\n")
+    zone = ServerConfig.from_toml(cfg).zone
+    assert (zone.private_gateway_vlan_min, zone.private_gateway_vlan_max,
+            zone.reserved_vlans) == (2000, 2099, (4000, 4001, 4002))
+
+
+def test_the_vm_backend_control_vlan_is_reserved_in_the_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netmgr.server import reserve_control_vlan
+    from netmgr.store.facade import Store
+
+    store = Store(f"sqlite:///{tmp_path}/z.db")
+    try:
+        assert reserve_control_vlan(store, 3999)
+        assert 3999 in store.get_zone().reserved_vlans
+        assert reserve_control_vlan(store, 3999)  # already: nothing changes
+        # A VLAN of the guest range cannot be the control network's.
+        assert not reserve_control_vlan(store, 150)
+        assert "router_vm.control_vlan 150" in capsys.readouterr().err
+        assert 150 not in store.get_zone().reserved_vlans
+    finally:
+        store.close()
+
+
+def test_the_secrets_key_lives_beside_the_admin_token(tmp_path: Path) -> None:
+    token = tmp_path / "etc" / "admin.token"
+    token.parent.mkdir()
+    token.write_text("adm\n")
+    config = load_config(parse_args(["--admin-token-file", str(token),
+                                     "--db-url", f"sqlite:///{tmp_path}/db/x.db"]), environ={})
+    assert config.secrets_key_path() == str(tmp_path / "etc" / "secrets.key")
+    config = load_config(parse_args(["--db-url", f"sqlite:///{tmp_path}/db/x.db"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    assert config.secrets_key_path() == str(tmp_path / "db" / "secrets.key")
+    config = load_config(parse_args(["--db-url", "postgresql+psycopg://u@/db",
+                                     "--secrets-key-file", "/k/s.key"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    assert config.secrets_key_path() == "/k/s.key"
+    config = load_config(parse_args(["--db-url", "postgresql+psycopg://u@/db"]),
+                         environ={ADMIN_TOKEN_ENV: "adm"})
+    with pytest.raises(ValueError, match="secrets_key_file"):
+        config.secrets_key_path()

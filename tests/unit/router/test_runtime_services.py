@@ -147,3 +147,37 @@ def test_without_an_edge_rules_service_a_delta_is_stale(make: Make, calls: Calls
     assert reply.stale
     assert reply.applied_generation == 1
     assert rt.edge_counters(set()) == []
+
+
+def test_config_pb_holds_no_secret_and_a_restored_config_awaits_them(
+        make: Make, calls: Calls) -> None:
+    import os
+    import stat
+
+    from cloudnet.router.v1 import vpn_pb2
+
+    psk = "in-memory-only.0123456789"
+    cfg = config(4, "10.9.0.0/16")
+    cfg.vpn_connections.append(vpn_pb2.VpnConnection(id="c1", psk=psk))
+    rt = make(Fake("a", calls))
+    status = rt.apply(cfg)
+    assert status.applied_generation == 4
+    assert not status.awaiting_secrets
+    assert rt.config is not None
+    assert rt.config.vpn_connections[0].psk == psk  # held in memory
+    path = rt.ctx.paths.config
+    with open(path, "rb") as f:
+        assert psk.encode() not in f.read()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(rt.ctx.state_dir).st_mode) & 0o066 == 0
+    # An agent restart: the config comes back from disk, without its key.
+    again = make(Fake("a", calls))
+    restored = again.restore()
+    assert restored is not None
+    assert restored.applied_generation == 4
+    assert restored.awaiting_secrets
+    assert again.config is not None
+    assert again.config.vpn_connections[0].psk == ""
+    # netmgr's push at the same generation hands the key back.
+    assert not again.apply(cfg).awaiting_secrets
+    assert again.config.vpn_connections[0].psk == psk

@@ -471,6 +471,9 @@ class Zone(_message.Message):
     VLAN_MAX_FIELD_NUMBER: _builtins.int
     UPSTREAM_DNS_FIELD_NUMBER: _builtins.int
     DOMAIN_SUFFIX_FIELD_NUMBER: _builtins.int
+    PRIVATE_GATEWAY_VLAN_MIN_FIELD_NUMBER: _builtins.int
+    PRIVATE_GATEWAY_VLAN_MAX_FIELD_NUMBER: _builtins.int
+    RESERVED_VLANS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     public_cidr: _builtins.str
     """The provider (public) network: CIDR, its gateway, and the pool that
@@ -484,9 +487,23 @@ class Zone(_message.Message):
     vlan_max: _builtins.int
     domain_suffix: _builtins.str
     """Default domain of networks: <network-name>.<tenant>.<suffix> unless given."""
+    private_gateway_vlan_min: _builtins.int
+    """Provider VLANs that private gateways are allocated from, inclusive
+    (1..4094, outside the guest range and the reserved VLANs). 0 and 0: none,
+    and a tenant gets no private gateway (the admin may still name a VLAN).
+    """
+    private_gateway_vlan_max: _builtins.int
     @_builtins.property
     def upstream_dns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Resolvers the routers forward to."""
+
+    @_builtins.property
+    def reserved_vlans(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """VLANs the fabric reserves (the provider segment, the router-VM control
+        network, ...): no network and no private gateway is ever put on one. At
+        most 64, each 1..4094, none in the guest range. Default: 4000 (the
+        provider segment), 4001 (the router-VM control network).
+        """
 
     def __init__(
         self,
@@ -500,10 +517,13 @@ class Zone(_message.Message):
         vlan_max: _builtins.int = ...,
         upstream_dns: _abc.Iterable[_builtins.str] | None = ...,
         domain_suffix: _builtins.str = ...,
+        private_gateway_vlan_min: _builtins.int = ...,
+        private_gateway_vlan_max: _builtins.int = ...,
+        reserved_vlans: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain_suffix", b"domain_suffix", "name", b"name", "public_cidr", b"public_cidr", "public_gateway", b"public_gateway", "public_pool_end", b"public_pool_end", "public_pool_start", b"public_pool_start", "upstream_dns", b"upstream_dns", "vlan_max", b"vlan_max", "vlan_min", b"vlan_min"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain_suffix", b"domain_suffix", "name", b"name", "private_gateway_vlan_max", b"private_gateway_vlan_max", "private_gateway_vlan_min", b"private_gateway_vlan_min", "public_cidr", b"public_cidr", "public_gateway", b"public_gateway", "public_pool_end", b"public_pool_end", "public_pool_start", b"public_pool_start", "reserved_vlans", b"reserved_vlans", "upstream_dns", b"upstream_dns", "vlan_max", b"vlan_max", "vlan_min", b"vlan_min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

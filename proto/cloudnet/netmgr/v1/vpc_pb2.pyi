@@ -850,7 +850,12 @@ class PrivateGateway(_message.Message):
     id: _builtins.str
     vpc_id: _builtins.str
     vlan_id: _builtins.int
-    """The provider VLAN (1..4094; not a segment in use by any network)."""
+    """The provider VLAN. Leave it 0: one is allocated from the zone's private
+    gateway range (Zone.private_gateway_vlan_min/max; FAILED_PRECONDITION
+    when the zone has none, RESOURCE_EXHAUSTED when it is used up). Only the
+    admin (acting as the tenant) may name one (PERMISSION_DENIED otherwise):
+    1..4094, outside the zone's guest range and reserved VLANs, not in use.
+    """
     address: _builtins.str
     """The router's address on it, CIDR form ("192.168.50.2/24"); the subnet
     must not overlap the VPC's tiers.

@@ -936,6 +936,7 @@ class RouterStatus(_message.Message):
     APPLY_SECONDS_FIELD_NUMBER: _builtins.int
     LB_MEMBERS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    AWAITING_SECRETS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -944,6 +945,11 @@ class RouterStatus(_message.Message):
     last_error: _builtins.str
     apply_seconds: _builtins.float
     """Seconds the last successful apply took."""
+    awaiting_secrets: _builtins.bool
+    """The router runs a config restored from disk, which holds no secrets (VPN
+    pre-shared keys): netmgr pushes the whole config again, at the same
+    generation, to hand them back.
+    """
     @_builtins.property
     def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceStatus]: ...
     @_builtins.property
@@ -968,10 +974,11 @@ class RouterStatus(_message.Message):
         apply_seconds: _builtins.float = ...,
         lb_members: _abc.Iterable[Global___LbMemberStatus] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnectionStatus] | None = ...,
+        awaiting_secrets: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

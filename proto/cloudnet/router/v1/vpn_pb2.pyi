@@ -52,7 +52,12 @@ class VpnConnection(_message.Message):
     peer_address: _builtins.str
     """The customer gateway's IPv4 address."""
     psk: _builtins.str
-    """Pre-shared key; passed to charon through vici only, never written to a file."""
+    """Pre-shared key; passed to charon through vici only, never written to a
+    file (the agent's config.pb holds every field but this one). Empty in a
+    config the agent restored from disk: the connection keeps the key the
+    running charon has, or waits for netmgr's next push
+    (RouterStatus.awaiting_secrets).
+    """
     ike_version: _builtins.int
     """1 or 2."""
     ike_lifetime_seconds: _builtins.int

@@ -7,12 +7,14 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.router.v1 import agent_pb2 as apb
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from netmgr.model.vpc import DEFAULT_DENY_ID
 from netmgr.reconcile.configbuild.router import build_router_config
-from tests.lib.netmgr_cloud import bad_fields, rpc_error
+from tests.lib.netmgr_cloud import ADMIN, VpcApi, bad_fields, rpc_error
 
 Code = grpc.StatusCode
 
@@ -20,9 +22,18 @@ Code = grpc.StatusCode
 @pytest.fixture
 def vpc2(acme_vpc):
     cloud, api = acme_vpc
+    # Private gateways' VLANs come from this range (2000 first).
+    cloud.admin.UpdateZone(pb.UpdateZoneRequest(
+        zone=pb.Zone(private_gateway_vlan_min=2000, private_gateway_vlan_max=2010),
+        update_mask=FieldMask(paths=["private_gateway_vlan_min", "private_gateway_vlan_max"])))
     vpc = api.vpc("v", "10.0.0.0/16")
     web = api.tier(vpc.id, "web", "10.0.1.0/24")
     return cloud, api, vpc, web
+
+
+def as_admin(cloud, api) -> VpcApi:
+    """The admin acting as ``api``'s tenant (it may name a private gateway's VLAN)."""
+    return VpcApi(cloud, cloud.api(ADMIN, api.WhoAmI(pb.WhoAmIRequest()).tenant_id))
 
 
 def route(api, vpc_id: str, cidr: str, next_hop: str) -> vpb.StaticRoute:
@@ -31,8 +42,7 @@ def route(api, vpc_id: str, cidr: str, next_hop: str) -> vpb.StaticRoute:
 
 
 def gateway(api, vpc_id: str, **kw: Any) -> vpb.PrivateGateway:
-    fields = dict(vpc_id=vpc_id, vlan_id=2000, address="192.168.50.2/24",
-                  gateway="192.168.50.1")
+    fields = dict(vpc_id=vpc_id, address="192.168.50.2/24", gateway="192.168.50.1")
     fields.update(kw)
     return api.CreatePrivateGateway(vpb.CreatePrivateGatewayRequest(
         private_gateway=vpb.PrivateGateway(**fields)))
@@ -66,9 +76,11 @@ def test_bad_route_is_invalid_argument_naming_the_field(vpc2, args, field):
 
 
 BAD_GATEWAYS = [
-    (dict(vlan_id=0), "private_gateway.vlan_id"),
+    # A named VLAN (only the admin may name one).
     (dict(vlan_id=5000), "private_gateway.vlan_id"),
     (dict(vlan_id=150), "private_gateway.vlan_id"),  # the zone's tenant range
+    (dict(vlan_id=4000), "private_gateway.vlan_id"),  # the provider segment
+    (dict(vlan_id=4001), "private_gateway.vlan_id"),  # the router-VM control network
     (dict(address="192.168.50.2"), "private_gateway.address"),
     (dict(address="192.168.50.0/24"), "private_gateway.address"),
     (dict(address="10.0.1.9/24", gateway="10.0.1.1"), "private_gateway.address"),  # the tier
@@ -83,7 +95,8 @@ BAD_GATEWAYS = [
 def test_bad_private_gateway_is_invalid_argument_naming_the_field(vpc2, fields, field):
     cloud, api, vpc, _web = vpc2
     macs = count(cloud, "mac_addresses")
-    err = rpc_error(lambda: gateway(api, vpc.id, **fields))
+    caller = as_admin(cloud, api) if "vlan_id" in fields else api
+    err = rpc_error(lambda: gateway(caller, vpc.id, **fields))
     assert err.code() == Code.INVALID_ARGUMENT
     assert field in bad_fields(err)
     assert count(cloud, "vpc_private_gateways") == 0
@@ -98,8 +111,8 @@ def test_routes_and_a_private_gateway_in_the_router_config(vpc2):
     assert (r1.via_id, r2.via_id) == (web.id, pg.id)
     err = rpc_error(lambda: route(api, vpc.id, "172.16.0.0/12", "10.0.1.51"))
     assert err.code() == Code.ALREADY_EXISTS
-    err = rpc_error(lambda: gateway(api, vpc.id, address="192.168.60.2/24",
-                                    gateway="192.168.60.1"))
+    err = rpc_error(lambda: gateway(as_admin(cloud, api), vpc.id, vlan_id=2000,
+                                    address="192.168.60.2/24", gateway="192.168.60.1"))
     assert err.code() == Code.ALREADY_EXISTS  # VLAN 2000 is taken
     cfg = build_router_config(cloud.store.router_snapshot(vpc.router_id))
     pgi = next(i for i in cfg.interfaces if i.role == apb.INTERFACE_ROLE_PRIVATE_GATEWAY)
@@ -114,7 +127,6 @@ def test_routes_and_a_private_gateway_in_the_router_config(vpc2):
     # What routes use cannot go first.
     err = rpc_error(lambda: api.DeletePrivateGateway(vpb.DeletePrivateGatewayRequest(id=pg.id)))
     assert err.code() == Code.FAILED_PRECONDITION
-    from cloudnet.netmgr.v1 import netmgr_pb2 as pb
     err = rpc_error(lambda: api.DeleteNetwork(pb.DeleteNetworkRequest(id=web.id)))
     assert err.code() == Code.FAILED_PRECONDITION
     for r in (r1, r2):
@@ -136,7 +148,7 @@ def test_a_vpc_holds_at_most_14_tiers_and_private_gateways_together(vpc2):
     assert err.code() == Code.RESOURCE_EXHAUSTED
     assert err.details().startswith("network.vpc_id:")
     assert "14" in err.details()
-    err = rpc_error(lambda: gateway(api, vpc.id, vlan_id=2001, address="192.168.51.2/24",
+    err = rpc_error(lambda: gateway(api, vpc.id, address="192.168.51.2/24",
                                     gateway="192.168.51.1"))
     assert err.code() == Code.RESOURCE_EXHAUSTED
     assert err.details().startswith("private_gateway.vpc_id:")

@@ -206,3 +206,13 @@ def test_port_requests() -> None:
     req = cli.build_port_update(parse("port", "update", "p-1", "--device-id", "", "--name", "a"))
     assert req.port.id == "p-1"
     assert list(req.update_mask.paths) == ["name", "device_id"]
+
+
+def test_zone_update_sets_the_vlan_plan() -> None:
+    req = cli.build_zone_update(parse("zone", "update", "--pg-vlan-min", "2000",
+                                      "--pg-vlan-max", "2099", "--reserved-vlans", "4000",
+                                      "4001", "4002"))
+    assert sorted(req.update_mask.paths) == ["private_gateway_vlan_max",
+                                             "private_gateway_vlan_min", "reserved_vlans"]
+    assert (req.zone.private_gateway_vlan_min, req.zone.private_gateway_vlan_max) == (2000, 2099)
+    assert list(req.zone.reserved_vlans) == [4000, 4001, 4002]

@@ -228,6 +228,25 @@ def test_repushes_when_the_agent_restarts(
     eventually(lambda: len(agent.applied) > pushes and rid in agent.held)
 
 
+def test_repushes_a_config_restored_without_its_secrets(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
+    # Same boot ID as far as this netmgr knows (it started after the agent
+    # restarted, say), same generation: only awaiting_secrets tells.
+    rid = store.add()
+    reconciler.start()
+    eventually(lambda: (rid, 1) in agent.applied)
+    with agent.lock:
+        agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1,
+                                          awaiting_secrets=True)
+        pushes = len(agent.applied)
+    eventually(lambda: len(agent.applied) > pushes)
+    with agent.lock:
+        assert agent.applied[-1] == (rid, 1)
+        assert not agent.held[rid].awaiting_secrets  # the push handed them back
+    # And then no more pushes: the router has what it needs.
+    assert attempts_while_waiting(agent, 1.0) == []
+
+
 def test_sweeps_routers_the_model_no_longer_has(
         store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     stale = str(uuid.uuid4())

@@ -55,3 +55,25 @@ def test_render_is_pure_and_ikev1_splits_children() -> None:
     conn = strongswan.conn_definition(cfg.vpn_connections[0])
     assert [c["remote_ts"] for c in conn["children"].values()] == [["172.16.1.0/24",
                                                                     "172.16.2.0/24"]]
+
+
+def test_a_withheld_key_verifies_and_is_never_in_what_is_written() -> None:
+    cfg = apb.RouterConfig(router_id="r", interfaces=[apb.Interface(
+        name="pub0", role=apb.INTERFACE_ROLE_PUBLIC, addresses=["203.0.113.10/24"])])
+    conn = rvpb.VpnConnection(id="c1", local_address="203.0.113.10", peer_address="192.0.2.2",
+                              local_cidrs=["10.0.0.0/24"], peer_cidrs=["172.16.1.0/24"],
+                              psk=PSK, ike_version=2)
+    cfg.vpn_connections.append(conn)
+    paths = RouterPaths("/var/lib/cloudnet/agent/routers/r")
+    with_key = strongswan.render(cfg, paths, "kernel")
+    cfg.vpn_connections[0].psk = ""  # as restored from config.pb
+    strongswan.verify(cfg)
+    without = strongswan.render(cfg, paths, "kernel")
+    # The definition digest kept on disk (loaded.json) is the same with or
+    # without the key, and tells nothing of it.
+    import json
+
+    specs = [json.loads(r["conn:c1"]) for r in (with_key, without)]
+    assert strongswan._digest(specs[0]) == strongswan._digest(specs[1])
+    assert PSK not in strongswan._digest(specs[0])
+    assert specs[0]["psk"] == PSK
