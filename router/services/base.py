@@ -50,6 +50,7 @@ class RouterPaths:
     """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
 
         config.pb         the last good config (``router.runtime``)
+        refused.json      the objects it holds refused, and why (``router.runtime``)
         edge-journal.pb   edge deltas applied in place since config.pb (nftables/journal.py)
         cloudnet.nft      the nftables table as last loaded
         dnsmasq/          dnsmasq.conf, dhcp-hosts/, hosts/, leases, pid file, log
@@ -65,6 +66,10 @@ class RouterPaths:
     @property
     def config(self) -> str:
         return self.path("config.pb")
+
+    @property
+    def refused(self) -> str:
+        return self.path("refused.json")
 
     @property
     def edge_journal(self) -> str:

@@ -31,7 +31,9 @@ from router.services.base import Capabilities, Context, Rendered, RouterPaths
 KIND = "loadbalancer"
 CONF = "haproxy.cfg"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}$")
+# What HAProxy's config parser takes literally: no quotes (' "), escapes,
+# comments (#), environment variables ($) or spaces.
+_PATH = re.compile(r"^/[A-Za-z0-9._~!&()*+,;=:@%/-]{0,199}$")
 ALGORITHMS = ("roundrobin", "leastconn", "source")
 STICKINESS = ("", "source", "cookie")
 CHECKS = ("", "tcp", "http")
@@ -123,6 +125,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
 
 
 def check(ctx: Context, rendered: Rendered) -> None:
+    """``haproxy -c``; a refusal names the load balancer whose section
+    HAProxy complains about (CheckError kind/object_id), when it does."""
     if not rendered:
         return
     os.makedirs(ctx.state_dir, exist_ok=True)
@@ -134,7 +138,49 @@ def check(ctx: Context, rendered: Rendered) -> None:
         try:
             proc.run(["haproxy", "-c", "-f", f.name])
         except proc.CommandError as e:
-            raise CheckError(f"haproxy: config refused by haproxy -c: {e.output.strip()}") from e
+            raise refusal(e.output, rendered[CONF], f.name) from e
+
+
+_ALERT = re.compile(r"^\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*(?:config\s*:\s*)?(?P<msg>.*)$")
+_AT_LINE = re.compile(r"\[[^\]\s]*:(?P<line>\d+)\]")
+_PROXY = re.compile(r"(?:proxy|frontend|backend)\s+'(?:fe|be)-(?P<id>[A-Za-z0-9_-]+)'",
+                    re.IGNORECASE)
+_SECTION = re.compile(r"^(?:frontend|backend)\s+(?:fe|be)-(?P<id>\S+)\s*$")
+MAX_REASON = 300
+
+
+def refusal(output: str, conf: str, path: str) -> CheckError:
+    """The CheckError of HAProxy's refusal of ``conf`` (checked as ``path``):
+    its first alert, naming the load balancer whose section it points at."""
+    alerts = [m.group("msg").replace(path, CONF).strip() for line in output.splitlines()
+              if (m := _ALERT.match(line.strip()))]
+    lines = conf.splitlines()
+    for alert in alerts:
+        lb_id = _section_at(lines, alert)
+        if lb_id:
+            reason = alert if len(alert) <= MAX_REASON else alert[:MAX_REASON] + "..."
+            return CheckError(f"load balancer {lb_id!r} refused by haproxy -c: {reason}",
+                              KIND, lb_id)
+    text = "; ".join(alerts) or output.replace(path, CONF).strip()
+    return CheckError(f"haproxy: config refused by haproxy -c: {text[:2 * MAX_REASON]}")
+
+
+def _section_at(lines: list[str], alert: str) -> str:
+    """The load balancer an alert is about: the proxy it names, else the
+    section holding the line it points at ("" if neither)."""
+    m = _PROXY.search(alert)
+    if m:
+        return m.group("id")
+    at = _AT_LINE.search(alert)
+    if at is None:
+        return ""
+    for line in reversed(lines[:int(at.group("line"))]):
+        s = _SECTION.match(line.strip())
+        if s:
+            return s.group("id")
+        if line.strip() in ("global", "defaults"):
+            return ""
+    return ""
 
 
 # ------------------------------------------------------------------- apply
