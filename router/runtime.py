@@ -43,11 +43,11 @@ from cloudnet.router.v1 import edge_pb2 as epb
 
 from common import netlink
 from common.fabric.base import FabricError
-from common.netns import ensure_netns, remove_netns
+from common.netns import NETNS_RUN_DIR, ensure_netns, remove_netns
 from router import objects
 from router.errors import ApplyError, CheckError, ConfigError, StaleDelta
 from router.lib import files, proc
-from router.services.base import Context, EdgeRules, ObjectId, Rendered, Service
+from router.services.base import Context, EdgeRules, ObjectId, Rendered, RouterPaths, Service
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,21 @@ def verify(cfg: pb.RouterConfig, services: Iterable[Service]) -> None:
     """Every service's verify(); raises the first ConfigError."""
     for service in services:
         service.verify(cfg)
+
+
+def stop_processes(paths: RouterPaths, netns: str) -> list[int]:
+    """Stop everything that runs in a router, found by the router's own
+    records: the daemons it started (pid and start time, ``paths.records``)
+    and every process in its network namespace. A daemon's command line need
+    not name the router (charon's does not). Returns the pids stopped."""
+    pids: set[int] = set()
+    if os.path.isdir(paths.records):
+        for name in os.listdir(paths.records):
+            pid = proc.recorded(os.path.join(paths.records, name))
+            if pid is not None:
+                pids.add(pid)
+    pids.update(proc.netns_pids(os.path.join(NETNS_RUN_DIR, netns)))
+    return proc.stop_all(pids)
 
 
 def load_config(path: str) -> pb.RouterConfig:
@@ -427,6 +442,12 @@ class RouterRuntime:
         with self.lock:
             for service in reversed(self.services):
                 service.remove(self.ctx, self.config, keep_leases)
+            # What the services did not stop (an old HAProxy worker finishing
+            # its connections, a capture): nothing outlives its namespace.
+            stopped = stop_processes(self.ctx.paths, self.ctx.netns)
+            if stopped:
+                log.info("router %s: stopped %s", self.ctx.router_id,
+                         ", ".join(map(str, stopped)))
             remove_netns(self.ctx.netns)
             self._remove_files(keep_leases)
             self.config, self._applied = None, {}

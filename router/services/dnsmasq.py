@@ -219,10 +219,11 @@ def _start(ctx: Context, argv: list[str]) -> None:
     except proc.CommandError as e:
         raise ApplyError(f"dnsmasq: cannot start: {e.output.strip()}") from e
     deadline = time.monotonic() + 5
-    while running_pid(ctx) is None:
+    while (pid := running_pid(ctx)) is None:
         if time.monotonic() > deadline:
             raise ApplyError("dnsmasq: started but wrote no pid file")
         time.sleep(0.02)
+    proc.write_record(ctx.paths.record("dnsmasq"), pid)
 
 
 # ---- check and apply -----------------------------------------------------------

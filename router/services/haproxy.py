@@ -236,6 +236,9 @@ def apply(ctx: Context, rendered: Rendered) -> None:
         except proc.CommandError as e:
             raise ApplyError(f"haproxy: start failed: {e.output.strip()}") from e
         _wait_worker(sock, None)
+        started = master_pid(ctx)
+        if started is not None:
+            proc.write_record(ctx.paths.record("haproxy"), started)
         return
     old = _worker_pid(sock)
     proc.os_kill(pid, signal.SIGUSR2)  # master-worker reload: new workers, same sockets
