@@ -3,6 +3,7 @@ last loaded into it (per router: ``TableState``)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from router.lib import libnft
@@ -31,6 +32,9 @@ class TableState:
 
     def __init__(self) -> None:
         self.loaded: Loaded | None = None
+        # shape() of the table right after this agent last loaded it (None:
+        # not known), compared by the health check.
+        self.shape: str | None = None
 
 
 def listed(netns: str) -> bool:
@@ -43,3 +47,15 @@ def listed(netns: str) -> bool:
     except libnft.NftError:
         return False
     return True
+
+
+def shape(netns: str) -> str | None:
+    """A fingerprint of the table: its chains, rules and set declarations,
+    without set elements or counter values (those change by design: edge
+    deltas, traffic). None if the table does not exist. Listing without
+    elements costs the same at any number of edge rules."""
+    try:
+        text = libnft.run(netns, f"list table {FAMILY} {NAME}", terse=True, stateless=True)
+    except libnft.NftError:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
