@@ -4,10 +4,13 @@ Ports are files, not config lines: each port has a file in `dhcp-hosts/`
 (mac,ip,hostname) and one in `hosts/` (ip fqdn hostname), read by dnsmasq
 through inotify (`--dhcp-hostsdir`, `--hostsdir`). Adding a port costs one
 file and no signal. dnsmasq forgets a deleted or changed dhcp-hosts record
-only on SIGHUP (man dnsmasq, --dhcp-hostsdir), so removals and changes send
-one; `--hostsdir` drops removed names by itself. SIGHUP keeps the leases;
-the lease of a removed port is then released (DHCPRELEASE, see dhcprelease.py)
-so its address and name are free again. Other ports' leases are never touched.
+only on SIGHUP (man dnsmasq, --dhcp-hostsdir: the changed file's new record
+is added beside the old one, which keeps answering), so removals and changes
+(a renamed port too) send one; the SIGHUP also gives existing leases the
+new name. `--hostsdir` drops removed names by itself. SIGHUP keeps the
+leases; the lease of a removed port (or one whose address changed) is then
+released (DHCPRELEASE, see dhcprelease.py) so its address and name are free
+again. Other ports' leases are never touched.
 
 dnsmasq is restarted only when its config file or command line change
 (interfaces, ranges, options, upstreams). A still-running dnsmasq from before
@@ -246,14 +249,14 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         return
     for sub in (DHCP_HOSTS, HOSTS):
         os.makedirs(_dir(ctx, sub), mode=0o755, exist_ok=True)
-    dropped = _sync_host_files(ctx, rendered)
+    reread, dropped = _sync_host_files(ctx, rendered)
     user = _user(ctx)
     conf_path = _dir(ctx, CONF)
     argv = _argv(ctx, conf_path, user)
     fingerprint = _fingerprint(rendered[CONF], argv)
     pid = running_pid(ctx)
     if pid is not None and files.read_text(_dir(ctx, "running")) == fingerprint:
-        if dropped:
+        if reread:
             log.info("router %s: SIGHUP dnsmasq %d (hosts removed or changed)", ctx.router_id, pid)
             proc.os_kill(pid, signal.SIGHUP)
             _release_leases(ctx, cfg, dropped)
@@ -267,13 +270,16 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
     _release_leases(ctx, cfg, dropped)
 
 
-def _sync_host_files(ctx: Context, rendered: Rendered) -> list[tuple[str, str]]:
+def _sync_host_files(ctx: Context, rendered: Rendered) -> tuple[bool, list[tuple[str, str]]]:
     """Make the host directories hold exactly the rendered files.
 
-    Returns the (mac, ip) of every dhcp-hosts record that was removed or
-    changed: dnsmasq needs a SIGHUP for those (new files reach it through
-    inotify) and their leases must be released.
+    Returns whether a dhcp-hosts record was removed or changed (a new
+    hostname too): dnsmasq adds the records of new and changed files through
+    inotify but drops an old one only on SIGHUP, which also renames the
+    leases of changed hosts (the name a lease gave in DNS). And the (mac, ip)
+    of every record gone, whose lease must be released.
     """
+    reread = False
     dropped: list[tuple[str, str]] = []
     for sub in (DHCP_HOSTS, HOSTS):
         for name in os.listdir(_dir(ctx, sub)):
@@ -281,15 +287,18 @@ def _sync_host_files(ctx: Context, rendered: Rendered) -> list[tuple[str, str]]:
             if name.startswith(".") or rendered.get(rel) is not None:
                 continue
             if sub == DHCP_HOSTS:
+                reread = True
                 dropped += _records(files.read_text(_dir(ctx, rel)))
             files.remove(_dir(ctx, rel))
     for rel, text in rendered.items():
         if rel == CONF:
             continue
         old = files.read_text(_dir(ctx, rel))
-        if files.write_if_changed(_dir(ctx, rel), text) and rel.startswith(DHCP_HOSTS + "/"):
+        if files.write_if_changed(_dir(ctx, rel), text) and rel.startswith(DHCP_HOSTS + "/") \
+                and old is not None:
+            reread = True
             dropped += [r for r in _records(old) if r not in _records(text)]
-    return dropped
+    return reread, dropped
 
 
 def _records(text: str | None) -> list[tuple[str, str]]:
