@@ -53,6 +53,9 @@ def verify(cfg: pb.RouterConfig) -> None:
     ifaces = {i.name: i for i in cfg.interfaces}
     for server in cfg.dns.upstream_servers:
         validate.parse_ipv4("dns upstream server", server)
+    for domain in cfg.dns.local_domains:
+        if not validate.is_domain(domain):
+            raise ConfigError(f"dns: local domain {domain!r} is not a valid DNS name")
     network_ids: set[str] = set()
     used_ifaces: set[str] = set()
     port_ids: set[str] = set()
@@ -125,6 +128,14 @@ def _verify_host(
     fqdns[fqdn] = host.port_id
 
 
+def relative_domains(cfg: pb.RouterConfig, net: pb.GuestNetwork) -> list[str]:
+    """The network's domain relative to each local domain it is under:
+    ["db"] for db.<vpc domain>, so that its hosts answer as db1.db too."""
+    domain = net.domain.lower()
+    return sorted({domain[:-len(d) - 1] for d in (x.lower() for x in cfg.dns.local_domains)
+                   if domain.endswith("." + d)})
+
+
 def render(cfg: pb.RouterConfig) -> Rendered:
     if not cfg.guest_networks:
         return {}
@@ -142,11 +153,16 @@ def render(cfg: pb.RouterConfig) -> Rendered:
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
             networks=networks, upstream_servers=list(cfg.dns.upstream_servers),
+            local_domains=sorted({d.lower() for d in cfg.dns.local_domains}
+                                 - {n.domain.lower() for n in cfg.guest_networks}),
         )
     }
     for net in cfg.guest_networks:
+        relative = relative_domains(cfg, net)
         for h in net.hosts:
-            names = [f"{h.hostname}.{net.domain}", h.hostname] if net.domain else [h.hostname]
+            names = ([f"{h.hostname}.{net.domain}", h.hostname,
+                      *(f"{h.hostname}.{r}" for r in relative)]
+                     if net.domain else [h.hostname])
             out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(
                 templating.safe_token(v) for v in (h.mac.lower(), h.ip, h.hostname)
             ) + "\n"
