@@ -411,6 +411,11 @@ class RouterRuntime:
             # next full apply diffs elements against what is loaded.
             self._applied.pop(name, None)
             self._clear_errors()
+            # Objects the delta removed or replaced are no longer the refused ones.
+            changed = {(r.kind, r.id) for r in delta.removed} | set(added)
+            if self._refused.keys() & changed:
+                self._set_refused({k: v for k, v in self._refused.items() if k not in changed},
+                                  self._held)
             self.apply_seconds = time.monotonic() - started
             try:
                 edge.journal(self.ctx, self, delta)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
 
 from router import runtime
 from router.errors import CheckError, ConfigError
@@ -193,3 +194,55 @@ def test_a_restarted_agent_reports_what_was_refused(make: Make) -> None:
     # A repair pass keeps reporting it too.
     assert again.repair() == []
     assert set(errors(again.status())) == {("loadbalancer", "lb1")}
+
+
+class Rules(Balancer):
+    """Port forwards with edge deltas: verify refuses port 0."""
+
+    name = "rules"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.capabilities = Capabilities(edge_rules=self)
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        for f in cfg.port_forwards:
+            if f.public_port_start == 0:
+                raise ConfigError(f"port forward {f.id}: port 0", "portforward", f.id)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        return {f.id: str(f.public_port_start) for f in cfg.port_forwards}
+
+    # EdgeRules
+    def restore(self, paths: RouterPaths, cfg: pb.RouterConfig) -> pb.RouterConfig:
+        return cfg
+
+    def full_applied(self, ctx: Context, running: object) -> None:
+        pass
+
+    def wait_ready(self) -> None:
+        pass
+
+    def apply_delta(self, ctx: Context, cfg: pb.RouterConfig | None,
+                    delta: epb.EdgeDelta) -> list[tuple[str, str]]:
+        assert cfg is not None
+        cfg.port_forwards.extend(delta.port_forwards)
+        return [("portforward", f.id) for f in delta.port_forwards]
+
+    def journal(self, ctx: Context, running: object, delta: epb.EdgeDelta) -> None:
+        pass
+
+
+def test_an_edge_delta_replacing_a_refused_object_clears_its_error(make: Make) -> None:
+    rt = make(Rules())
+    cfg = pb.RouterConfig(router_id="r1", generation=1, port_forwards=[
+        pb.PortForwardRule(id="pf1", public_port_start=0),
+        pb.PortForwardRule(id="pf2", public_port_start=80)])
+    assert set(errors(rt.apply(cfg))) == {("portforward", "pf1")}
+    reply = rt.apply_edge_delta(epb.EdgeDelta(
+        router_id="r1", base_generation=1, generation=2,
+        removed=[epb.EdgeObjectRef(kind="portforward", id="pf1")],
+        port_forwards=[pb.PortForwardRule(id="pf1", public_port_start=81)]))
+    assert not reply.stale
+    assert errors(rt.status()) == {}
+    assert not os.path.exists(rt.ctx.paths.refused)
