@@ -3,10 +3,10 @@ last loaded into it (per router: ``TableState``)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
-from router.lib import libnft
+from common.netns import run_in_netns
+from router.lib import libnft, nftshape
 from router.services.nftables import edge as nft_edge
 
 FAMILY, NAME = "inet", "cloudnet"
@@ -50,12 +50,8 @@ def listed(netns: str) -> bool:
 
 
 def shape(netns: str) -> str | None:
-    """A fingerprint of the table: its chains, rules and set declarations,
-    without set elements or counter values (those change by design: edge
-    deltas, traffic). None if the table does not exist. Listing without
-    elements costs the same at any number of edge rules."""
-    try:
-        text = libnft.run(netns, f"list table {FAMILY} {NAME}", terse=True, stateless=True)
-    except libnft.NftError:
-        return None
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A fingerprint of the table's chains and rules (without counter
+    values or set elements: those change by design, with traffic and edge
+    deltas); None if the table does not exist. Read over netlink: its cost
+    follows the number of rules, not of edge elements (``nftshape``)."""
+    return run_in_netns(netns, lambda: nftshape.fingerprint(NAME))
