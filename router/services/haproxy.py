@@ -152,8 +152,17 @@ MAX_REASON = 300
 def refusal(output: str, conf: str, path: str) -> CheckError:
     """The CheckError of HAProxy's refusal of ``conf`` (checked as ``path``):
     its first alert, naming the load balancer whose section it points at."""
-    alerts = [m.group("msg").replace(path, CONF).strip() for line in output.splitlines()
-              if (m := _ALERT.match(line.strip()))]
+    alerts: list[str] = []
+    in_alert = False
+    for line in output.splitlines():
+        if m := _ALERT.match(line.strip()):
+            alerts.append(m.group("msg").replace(path, CONF).strip())
+            in_alert = True
+        elif line.startswith("["):
+            in_alert = False
+        elif in_alert and line.strip().strip("^"):
+            # The alert's next lines quote the offending config text.
+            alerts[-1] += " " + line.strip()
     lines = conf.splitlines()
     for alert in alerts:
         lb_id = _section_at(lines, alert)
