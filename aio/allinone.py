@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns, install, remove_netns
 from common.private_files import ensure_private_dir, write_private
+from router.agent.registry import stop_routers
 
 # The topology's addresses are importable from here too (tests, benchmarks).
 __all__ = ["EDGE_INET_IP", "EDGE_PUBLIC_IP", "INET_DNS_IP", "INET_HOST_IP", "INET_PREFIXLEN",
@@ -344,14 +344,10 @@ class AllInOne:
             from aio import vm_backend
 
             vm_backend.remove_vms(self.prefix)
-        # dnsmasq of the routers: daemons the agent started, found by pid file.
-        for pidfile in glob.glob(os.path.join(self.state_dir, "agent", "**", "*.pid"),
-                                 recursive=True):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(open(pidfile).read().strip() or 0)  # noqa: SIM115
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if self.state_dir.encode() in f.read():
-                        os.kill(pid, signal.SIGTERM)
+        # What runs in the routers (dnsmasq, HAProxy, charon...): the agent
+        # leaves it running when it stops; found by each router's records
+        # and namespace, never by command line.
+        stop_routers(os.path.join(self.state_dir, "agent"), self.prefix)
         # The OVS bridge, also when `down` is not told the fabric.
         ovs = self.fabric if isinstance(self.fabric, OvsFabric) else OvsFabric(f"{self.prefix}-br")
         if os.path.exists("/var/run/openvswitch/db.sock") and bridge_exists(ovs.bridge):

@@ -1,10 +1,22 @@
 """One router's runtime: verify, render, check and apply its config, keep the last good one.
 
-    apply(cfg):  verify every service  -> reject whole on ConfigError
+    apply(cfg):  verify every service  -> an object refused: left out (below)
                  render every service  -> diff against what each last applied
-                 check the changed ones (nft -c, dnsmasq --test) -> reject whole
+                 check the changed ones (nft -c, dnsmasq --test, haproxy -c)
+                                       -> an object refused: left out (below)
+                                       -> else that service keeps its last good config
                  apply the changed ones, in order (``router.services.registry``)
-                 persist cfg as config.pb (the last good config)
+                 persist what runs as config.pb (the last good config)
+
+One refused object never stalls the rest of the router. When a check (ours
+in verify, or a daemon's) names the object it refuses, and that object can be
+left out (``router.objects``: ports, load balancers, VPN connections, edge
+rules), the router runs the config with that object as it was before (or
+without it) and reports it in the status with the reason; every other
+object moves on to the new generation. A refusal that names no such object
+rejects the whole config when verify refused it (an interface, a network);
+when a daemon's check refused it, only that service keeps its last good
+config, and the router's last_error says so.
 
 A service whose rendered files equal what it last applied is not touched at
 all, so pushing the same config twice rewrites no file, signals no daemon and
@@ -18,6 +30,7 @@ reaches that state through the public methods below.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -30,15 +43,17 @@ from cloudnet.router.v1 import edge_pb2 as epb
 
 from common import netlink
 from common.fabric.base import FabricError
-from common.netns import ensure_netns, remove_netns
+from common.netns import NETNS_RUN_DIR, ensure_netns, remove_netns
 from common.private_files import ensure_private_dir
-from router.errors import ApplyError, ConfigError, StaleDelta
+from router import objects
+from router.errors import ApplyError, CheckError, ConfigError, StaleDelta
 from router.lib import files, proc
 from router.services.base import (
     Context,
     EdgeRules,
     ObjectId,
     Rendered,
+    RouterPaths,
     Service,
     awaiting_secrets,
     persisted_config,
@@ -52,6 +67,10 @@ STATE_DIR_MODE = 0o711
 
 # What can go wrong while applying a valid config; anything else is a bug.
 APPLY_ERRORS = (ApplyError, netlink.NetlinkOpError, FabricError, proc.CommandError, OSError)
+# Objects one apply may leave out before it gives up and rejects the config.
+MAX_REFUSED = 64
+# Daemon refusals remembered (per rendering), so a config pushed again is not checked again.
+MAX_REFUSALS_KEPT = 16
 
 
 def router_netns_name(prefix: str, router_id: str) -> str:
@@ -65,9 +84,36 @@ def verify(cfg: pb.RouterConfig, services: Iterable[Service]) -> None:
         service.verify(cfg)
 
 
+def stop_processes(paths: RouterPaths, netns: str) -> list[int]:
+    """Stop everything that runs in a router, found by the router's own
+    records: the daemons it started (pid and start time, ``paths.records``)
+    and every process in its network namespace. A daemon's command line need
+    not name the router (charon's does not). Returns the pids stopped."""
+    pids: set[int] = set()
+    if os.path.isdir(paths.records):
+        for name in os.listdir(paths.records):
+            pid = proc.recorded(os.path.join(paths.records, name))
+            if pid is not None:
+                pids.add(pid)
+    pids.update(proc.netns_pids(os.path.join(NETNS_RUN_DIR, netns)))
+    return proc.stop_all(pids)
+
+
 def load_config(path: str) -> pb.RouterConfig:
     with open(path, "rb") as f:
         return pb.RouterConfig.FromString(f.read())
+
+
+def _load_refused(path: str) -> dict[ObjectId, str]:
+    """The objects a persisted config holds refused ((kind, id) -> why)."""
+    try:
+        with open(path) as f:
+            return {(str(o["kind"]), str(o["id"])): str(o["error"]) for o in json.load(f)}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("%s unreadable, ignored: %s", path, e)
+        return {}
 
 
 class RouterRuntime:
@@ -80,7 +126,8 @@ class RouterRuntime:
         self.ctx = ctx
         self.lock = threading.Lock()
         self.services = tuple(services)
-        self.config: pb.RouterConfig | None = None  # the last good config
+        # The last good config: what runs (refused objects as they were, or left out).
+        self.config: pb.RouterConfig | None = None
         self.rejected_generation = 0
         self.last_error = ""
         self.apply_seconds = 0.0
@@ -88,6 +135,13 @@ class RouterRuntime:
         self.service_applies: dict[str, int] = {s.name: 0 for s in self.services}
         self._applied: dict[str, Rendered] = {}  # service -> rendered files it runs
         self._error_object: pb.ObjectStatus | None = None
+        # Objects the last full apply left out or kept as they were: (kind, id) -> why.
+        self._refused: dict[ObjectId, str] = {}
+        # Services whose daemon refused their part, naming no object: name -> why.
+        self._held: dict[str, str] = {}
+        # A daemon's last refusal per service (the rendering and the error), so
+        # that pushing the same config again does not run the daemon's check again.
+        self._refusals: dict[tuple[str, int], tuple[Rendered, CheckError]] = {}
         # The service that changes edge rules in place (nftables), by name.
         self._edge: tuple[str, EdgeRules] | None = None
         for s in self.services:
@@ -110,31 +164,34 @@ class RouterRuntime:
         cfg = load_config(path)
         if self._edge is not None:
             cfg = self._edge[1].restore(self.ctx.paths, cfg)
-        return self.apply(cfg)
+        with self.lock:
+            self._apply(cfg, _load_refused(self.ctx.paths.refused))
+            return self._status()
 
-    def _apply(self, cfg: pb.RouterConfig) -> None:
+    def _apply(self, cfg: pb.RouterConfig, refused: dict[ObjectId, str] | None = None) -> None:
+        """Apply ``cfg``. ``refused``: objects already reported as refused
+        (a repair or restore of the config that runs, which holds them as they were)."""
         started = time.monotonic()
+        refused = dict(refused or {})
+        generation = cfg.generation
         try:
-            verify(cfg, self.services)
+            cfg = self._verified(cfg, refused)
         except ConfigError as e:
-            self._reject(cfg.generation, e)
+            self._reject(generation, e)
             return
         ensure_private_dir(self.ctx.state_dir, STATE_DIR_MODE)
         ensure_netns(self.ctx.netns)
-        rendered = {s.name: s.render(cfg, self.ctx.paths) for s in self.services}
-        changed = [s for s in self.services if self._applied.get(s.name) != rendered[s.name]]
         # Seconds per changed service (check + apply): in the log, because
         # under TCG (router VMs) one slow daemon check dominates an apply.
-        took = {s.name: 0.0 for s in changed}
-        rendered_at = time.monotonic()
+        took: dict[str, float] = {}
         try:
-            for service in changed:
-                t0 = time.monotonic()
-                service.check(self.ctx, rendered[service.name])
-                took[service.name] += time.monotonic() - t0
+            cfg, rendered, held = self._checked(cfg, refused, took)
         except ConfigError as e:
-            self._reject(cfg.generation, e)
+            self._reject(generation, e)
             return
+        rendered_at = time.monotonic()
+        changed = [s for s in self.services
+                   if s.name not in held and self._applied.get(s.name) != rendered[s.name]]
         for service in changed:
             t0 = time.monotonic()
             try:
@@ -148,7 +205,7 @@ class RouterRuntime:
                 return
             finally:
                 self.service_applies[service.name] += 1
-                took[service.name] += time.monotonic() - t0
+                took[service.name] = took.get(service.name, 0.0) + time.monotonic() - t0
             self._applied[service.name] = rendered[service.name]
         if self.config != cfg:
             # Without its secrets: they stay in memory (self.config).
@@ -156,14 +213,86 @@ class RouterRuntime:
                                          mode=0o600)
         self.config = cfg
         self._clear_errors()
+        self._set_refused(refused, held)
         if self._edge is not None:
             self._edge[1].full_applied(self.ctx, self)
         self.apply_seconds = time.monotonic() - started
         if changed:
-            log.info("router %s: generation %d applied (%s) in %.3f s (render %.3f s)",
+            log.info("router %s: generation %d applied (%s) in %.3f s (checks %.3f s)",
                      cfg.router_id, cfg.generation,
                      ", ".join(f"{n} {t:.3f} s" for n, t in took.items()),
                      self.apply_seconds, rendered_at - started)
+
+    def _verified(self, cfg: pb.RouterConfig, refused: dict[ObjectId, str]) -> pb.RouterConfig:
+        """``cfg`` as every service's verify() accepts it: each object it
+        refuses left out (or as it was). Raises the ConfigError of anything else."""
+        for _ in range(MAX_REFUSED + 1):
+            try:
+                verify(cfg, self.services)
+                return cfg
+            except ConfigError as e:
+                cfg = self._without(cfg, e, refused)
+        raise ConfigError(f"more than {MAX_REFUSED} objects refused")
+
+    def _without(self, cfg: pb.RouterConfig, e: ConfigError,
+                 refused: dict[ObjectId, str]) -> pb.RouterConfig:
+        """``cfg`` without the object ``e`` names (as it ran before, the first
+        time it is refused); raises ``e`` when that object cannot be left out."""
+        oid = (e.kind, e.object_id)
+        previous = None if oid in refused else self.config
+        out = objects.leave_out(cfg, previous, oid)
+        if out is None:
+            raise e
+        refused.setdefault(oid, str(e))
+        log.warning("router %s: generation %d: %s %s left out: %s", self.ctx.router_id,
+                    cfg.generation, *oid, e)
+        return out
+
+    def _checked(self, cfg: pb.RouterConfig, refused: dict[ObjectId, str],
+                 took: dict[str, float]) -> tuple[pb.RouterConfig, dict[str, Rendered],
+                                                  dict[str, str]]:
+        """Render every service and run the daemons' checks of the changed
+        ones. Returns the config that runs, its renderings, and the services
+        held at their last good config (name -> why)."""
+        held: dict[str, str] = {}
+        for _ in range(MAX_REFUSED + 1):
+            rendered = {s.name: s.render(cfg, self.ctx.paths) for s in self.services}
+            for service in self.services:
+                name = service.name
+                if name in held or self._applied.get(name) == rendered[name]:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    self._check(service, rendered[service.name])
+                except CheckError as e:
+                    try:
+                        without = self._without(cfg, e, refused)
+                    except ConfigError:
+                        held[service.name] = str(e)
+                        log.warning("router %s: generation %d: %s keeps its last good config: "
+                                    "%s", self.ctx.router_id, cfg.generation, service.name, e)
+                        continue
+                    cfg = self._verified(without, refused)
+                    break  # render again without it
+                finally:
+                    took[service.name] = took.get(service.name, 0.0) + time.monotonic() - t0
+            else:
+                return cfg, rendered, held
+        raise ConfigError(f"more than {MAX_REFUSED} objects refused")
+
+    def _check(self, service: Service, rendered: Rendered) -> None:
+        """The service's check, or the refusal it gave for this same rendering."""
+        key = (service.name, hash(tuple(sorted(rendered.items()))))
+        last = self._refusals.get(key)
+        if last is not None and last[0] == rendered:
+            raise last[1]
+        try:
+            service.check(self.ctx, rendered)
+        except CheckError as e:
+            if len(self._refusals) >= MAX_REFUSALS_KEPT:
+                self._refusals.clear()
+            self._refusals[key] = (rendered, e)
+            raise
 
     def repair(self) -> list[str]:
         """Re-apply, from the last good config, every service whose health
@@ -187,7 +316,7 @@ class RouterRuntime:
             log.warning("router %s: repairing %s", self.ctx.router_id, ", ".join(sick))
             for name in sick:
                 self._applied.pop(name, None)
-            self._apply(cfg)
+            self._apply(cfg, self._refused)
             return sick
 
     def _reject(self, generation: int, e: ConfigError) -> None:
@@ -201,6 +330,18 @@ class RouterRuntime:
 
     def _clear_errors(self) -> None:
         self.rejected_generation, self.last_error, self._error_object = 0, "", None
+
+    def _set_refused(self, refused: dict[ObjectId, str], held: dict[str, str]) -> None:
+        """Record what the full apply refused; persisted beside config.pb, so
+        that a restarted agent reports it too."""
+        self._refused, self._held = refused, held
+        path = self.ctx.paths.refused
+        if not refused:
+            files.remove(path)
+            return
+        text = json.dumps([{"kind": k, "id": i, "error": why}
+                           for (k, i), why in sorted(refused.items())], indent=1)
+        files.write_if_changed(path, text, mode=0o600)
 
     # --------------------------------------------------------------- status
 
@@ -229,14 +370,20 @@ class RouterRuntime:
             pb.ObjectStatus(kind="port", id=h.port_id, ok=True)
             for n in cfg.guest_networks for h in n.hosts
         ]
+        bad = [pb.ObjectStatus(kind=k, id=i, ok=False, error=why)
+               for (k, i), why in sorted(self._refused.items())]
         if self._error_object is not None:
-            bad = self._error_object
-            objects = [o for o in objects if (o.kind, o.id) != (bad.kind, bad.id)] + [bad]
+            bad.append(self._error_object)
+        if bad:
+            named = {(o.kind, o.id) for o in bad}
+            objects = [o for o in objects if (o.kind, o.id) not in named] + bad
+        held = "; ".join(f"{name} keeps its last good config: {why}"
+                         for name, why in sorted(self._held.items()))
         status = pb.RouterStatus(
             router_id=self.ctx.router_id,
             applied_generation=cfg.generation,
             rejected_generation=self.rejected_generation,
-            last_error=self.last_error,
+            last_error=self.last_error or held,
             objects=objects,
             apply_seconds=self.apply_seconds,
             awaiting_secrets=awaiting_secrets(cfg),
@@ -280,6 +427,11 @@ class RouterRuntime:
             # next full apply diffs elements against what is loaded.
             self._applied.pop(name, None)
             self._clear_errors()
+            # Objects the delta removed or replaced are no longer the refused ones.
+            changed = {(r.kind, r.id) for r in delta.removed} | set(added)
+            if self._refused.keys() & changed:
+                self._set_refused({k: v for k, v in self._refused.items() if k not in changed},
+                                  self._held)
             self.apply_seconds = time.monotonic() - started
             try:
                 edge.journal(self.ctx, self, delta)
@@ -311,10 +463,17 @@ class RouterRuntime:
         with self.lock:
             for service in reversed(self.services):
                 service.remove(self.ctx, self.config, keep_leases)
+            # What the services did not stop (an old HAProxy worker finishing
+            # its connections, a capture): nothing outlives its namespace.
+            stopped = stop_processes(self.ctx.paths, self.ctx.netns)
+            if stopped:
+                log.info("router %s: stopped %s", self.ctx.router_id,
+                         ", ".join(map(str, stopped)))
             remove_netns(self.ctx.netns)
             self._remove_files(keep_leases)
             self.config, self._applied = None, {}
             self._clear_errors()
+            self._refused, self._held, self._refusals = {}, {}, {}
 
     def _remove_files(self, keep_leases: bool) -> None:
         top = self.ctx.state_dir

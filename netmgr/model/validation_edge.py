@@ -186,7 +186,10 @@ LB_ALGORITHMS = ("roundrobin", "leastconn", "source")
 LB_STICKINESS = ("none", "source", "cookie")
 LB_CHECKS = ("tcp", "http", "none")
 MAX_MEMBERS = 256
-HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}")
+# What HAProxy's config parser takes literally (the router writes the path
+# into haproxy.cfg): no quotes, backslashes, "#", "$" (environment
+# variables) or spaces.
+HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~!&()*+,;=:@%/-]{0,199}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,8 +252,9 @@ def check_load_balancer(spec: LoadBalancerSpec,
     htype = _choice(out, h.type, LB_CHECKS, "tcp", f"{hp}.type")
     path = h.path or "/"
     if htype == "http" and not HTTP_PATH_RE.fullmatch(path):
-        out.append(Violation(f"{hp}.path", f"{show(h.path)} is not an HTTP path "
-                             "(/ then URL characters, no spaces or quotes)"))
+        out.append(Violation(f"{hp}.path", f"{show(h.path)} is not an HTTP path HAProxy "
+                             "takes as it is: / then up to 199 of A-Z a-z 0-9 and "
+                             "._~!&()*+,;=:@%/- (no quotes, $, #, \\ or spaces)"))
     if h.expect_status and not 100 <= h.expect_status <= 599:
         out.append(Violation(f"{hp}.expect_status", f"{h.expect_status} is not 100-599"))
     interval = h.interval_ms or 2000

@@ -23,7 +23,7 @@ from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.private_files import ensure_private_dir
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
-from router.runtime import STATE_DIR_MODE, RouterRuntime, router_netns_name
+from router.runtime import STATE_DIR_MODE, RouterRuntime, router_netns_name, stop_processes
 from router.services.base import Context, HostFeatures, RouterPaths
 from router.services.host import KernelProbe
 from router.services.registry import router_services
@@ -144,3 +144,19 @@ class RouterRegistry:
         with self._lock:
             if self._routers.get(router_id) is rt:
                 del self._routers[router_id]
+
+
+def stop_routers(state_dir: str, netns_prefix: str) -> dict[str, list[int]]:
+    """Stop every process of every router an agent with this state dir and
+    namespace prefix holds, after the agent itself stopped (the routers keep
+    running without it, by design): by each router's records and namespace
+    (``runtime.stop_processes``). Returns {router: pids stopped}."""
+    top = os.path.join(state_dir, "routers")
+    stopped = {}
+    for router_id in sorted(os.listdir(top)) if os.path.isdir(top) else []:
+        pids = stop_processes(RouterPaths(os.path.join(top, router_id)),
+                              router_netns_name(netns_prefix, router_id))
+        if pids:
+            stopped[router_id] = pids
+            log.info("router %s: stopped %s", router_id, ", ".join(map(str, pids)))
+    return stopped

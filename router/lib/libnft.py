@@ -51,12 +51,13 @@ def _load() -> ctypes.CDLL:
         return _lib
 
 
+NFT_CTX_OUTPUT_STATELESS = 1 << 2  # no counter values in listings
 NFT_CTX_OUTPUT_JSON = 1 << 4
 NFT_CTX_OUTPUT_TERSE = 1 << 11  # no set elements in listings
 
 
 def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False,
-             terse: bool = False) -> str:
+             terse: bool = False, stateless: bool = False) -> str:
     """Run ``commands`` (nft syntax, one transaction) in the current
     namespace; returns nft's output, raises NftError with nft's message."""
     lib = _load()
@@ -68,7 +69,9 @@ def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False,
         lib.nft_ctx_buffer_error(ctx)
         if dry_run:
             lib.nft_ctx_set_dry_run(ctx, True)
-        flags = (NFT_CTX_OUTPUT_JSON if json_output else 0) | (NFT_CTX_OUTPUT_TERSE if terse else 0)
+        flags = ((NFT_CTX_OUTPUT_JSON if json_output else 0)
+                 | (NFT_CTX_OUTPUT_TERSE if terse else 0)
+                 | (NFT_CTX_OUTPUT_STATELESS if stateless else 0))
         if flags:
             lib.nft_ctx_output_set_flags(ctx, flags)
         rc = lib.nft_run_cmd_from_buffer(ctx, commands.encode())
@@ -82,10 +85,11 @@ def run_here(commands: str, *, dry_run: bool = False, json_output: bool = False,
 
 
 def run(netns: str, commands: str, *, dry_run: bool = False, json_output: bool = False,
-        terse: bool = False) -> str:
+        terse: bool = False, stateless: bool = False) -> str:
     """``run_here`` inside network namespace ``netns``."""
     return run_in_netns(netns, lambda: run_here(commands, dry_run=dry_run,
-                                                json_output=json_output, terse=terse))
+                                                json_output=json_output, terse=terse,
+                                                stateless=stateless))
 
 
 def run_checked(netns: str, commands: str) -> None:

@@ -93,3 +93,73 @@ def stop(pid: int, grace: float = 5.0) -> None:
         time.sleep(0.02)
     if is_alive(pid):
         os_kill(pid, signal.SIGKILL)
+
+
+# ---- what runs in a router: by its own records, never by command line ----------
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, /proc/<pid>/stat field
+    22): with the pid, it names one process (a recycled pid starts later)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def write_record(path: str, pid: int) -> None:
+    """Record a daemon this agent started: its pid and start time (0600)."""
+    started = start_time(pid)
+    if started is None:
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{pid} {started}\n")
+
+
+def recorded(path: str) -> int | None:
+    """The pid of a record if that very process still runs (same start time)."""
+    try:
+        with open(path) as f:
+            pid, started = (int(v) for v in f.read().split()[:2])
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if is_alive(pid) and start_time(pid) == started else None
+
+
+def netns_pids(netns_path: str) -> list[int]:
+    """Every process whose network namespace is the one bound at ``netns_path``
+    (e.g. /run/netns/<name>), by the namespace's device and inode."""
+    try:
+        st = os.stat(netns_path)
+    except FileNotFoundError:
+        return []
+    want = (st.st_dev, st.st_ino)
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{entry}/ns/net")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if (ns.st_dev, ns.st_ino) == want:
+            out.append(int(entry))
+    return out
+
+
+def stop_all(pids: set[int], grace: float = 5.0) -> list[int]:
+    """SIGTERM every process of ``pids``, SIGKILL the ones still there after
+    ``grace`` seconds; returns the pids that were alive."""
+    alive = sorted(p for p in pids if p != os.getpid() and is_alive(p))
+    for pid in alive:
+        os_kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(is_alive(p) for p in alive) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in alive:
+        if is_alive(pid):
+            os_kill(pid, signal.SIGKILL)
+    return alive

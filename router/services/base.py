@@ -50,6 +50,8 @@ class RouterPaths:
     """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
 
         config.pb         the last good config without its secrets (``router.runtime``)
+        refused.json      the objects it holds refused, and why (``router.runtime``)
+        procs/            pid and start time of each daemon started (``proc.write_record``)
         edge-journal.pb   edge deltas applied in place since config.pb (nftables/journal.py)
         cloudnet.nft      the nftables table as last loaded
         dnsmasq/          dnsmasq.conf, dhcp-hosts/, hosts/, leases, pid file, log
@@ -65,6 +67,18 @@ class RouterPaths:
     @property
     def config(self) -> str:
         return self.path("config.pb")
+
+    @property
+    def refused(self) -> str:
+        return self.path("refused.json")
+
+    @property
+    def records(self) -> str:
+        """The directory of the records (pid, start time) of the daemons started."""
+        return self.path("procs")
+
+    def record(self, daemon: str) -> str:
+        return os.path.join(self.records, daemon)
 
     @property
     def edge_journal(self) -> str:

@@ -4,10 +4,13 @@ Ports are files, not config lines: each port has a file in `dhcp-hosts/`
 (mac,ip,hostname) and one in `hosts/` (ip fqdn hostname), read by dnsmasq
 through inotify (`--dhcp-hostsdir`, `--hostsdir`). Adding a port costs one
 file and no signal. dnsmasq forgets a deleted or changed dhcp-hosts record
-only on SIGHUP (man dnsmasq, --dhcp-hostsdir), so removals and changes send
-one; `--hostsdir` drops removed names by itself. SIGHUP keeps the leases;
-the lease of a removed port is then released (DHCPRELEASE, see dhcprelease.py)
-so its address and name are free again. Other ports' leases are never touched.
+only on SIGHUP (man dnsmasq, --dhcp-hostsdir: the changed file's new record
+is added beside the old one, which keeps answering), so removals and changes
+(a renamed port too) send one; the SIGHUP also gives existing leases the
+new name. `--hostsdir` drops removed names by itself. SIGHUP keeps the
+leases; the lease of a removed port (or one whose address changed) is then
+released (DHCPRELEASE, see dhcprelease.py) so its address and name are free
+again. Other ports' leases are never touched.
 
 dnsmasq is restarted only when its config file or command line change
 (interfaces, ranges, options, upstreams). A still-running dnsmasq from before
@@ -50,6 +53,9 @@ def verify(cfg: pb.RouterConfig) -> None:
     ifaces = {i.name: i for i in cfg.interfaces}
     for server in cfg.dns.upstream_servers:
         validate.parse_ipv4("dns upstream server", server)
+    for domain in cfg.dns.local_domains:
+        if not validate.is_domain(domain):
+            raise ConfigError(f"dns: local domain {domain!r} is not a valid DNS name")
     network_ids: set[str] = set()
     used_ifaces: set[str] = set()
     port_ids: set[str] = set()
@@ -122,6 +128,14 @@ def _verify_host(
     fqdns[fqdn] = host.port_id
 
 
+def relative_domains(cfg: pb.RouterConfig, net: pb.GuestNetwork) -> list[str]:
+    """The network's domain relative to each local domain it is under:
+    ["db"] for db.<vpc domain>, so that its hosts answer as db1.db too."""
+    domain = net.domain.lower()
+    return sorted({domain[:-len(d) - 1] for d in (x.lower() for x in cfg.dns.local_domains)
+                   if domain.endswith("." + d)})
+
+
 def render(cfg: pb.RouterConfig) -> Rendered:
     if not cfg.guest_networks:
         return {}
@@ -139,11 +153,16 @@ def render(cfg: pb.RouterConfig) -> Rendered:
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
             networks=networks, upstream_servers=list(cfg.dns.upstream_servers),
+            local_domains=sorted({d.lower() for d in cfg.dns.local_domains}
+                                 - {n.domain.lower() for n in cfg.guest_networks}),
         )
     }
     for net in cfg.guest_networks:
+        relative = relative_domains(cfg, net)
         for h in net.hosts:
-            names = [f"{h.hostname}.{net.domain}", h.hostname] if net.domain else [h.hostname]
+            names = ([f"{h.hostname}.{net.domain}", h.hostname,
+                      *(f"{h.hostname}.{r}" for r in relative)]
+                     if net.domain else [h.hostname])
             out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(
                 templating.safe_token(v) for v in (h.mac.lower(), h.ip, h.hostname)
             ) + "\n"
@@ -219,10 +238,11 @@ def _start(ctx: Context, argv: list[str]) -> None:
     except proc.CommandError as e:
         raise ApplyError(f"dnsmasq: cannot start: {e.output.strip()}") from e
     deadline = time.monotonic() + 5
-    while running_pid(ctx) is None:
+    while (pid := running_pid(ctx)) is None:
         if time.monotonic() > deadline:
             raise ApplyError("dnsmasq: started but wrote no pid file")
         time.sleep(0.02)
+    proc.write_record(ctx.paths.record("dnsmasq"), pid)
 
 
 # ---- check and apply -----------------------------------------------------------
@@ -245,14 +265,14 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         return
     for sub in (DHCP_HOSTS, HOSTS):
         os.makedirs(_dir(ctx, sub), mode=0o755, exist_ok=True)
-    dropped = _sync_host_files(ctx, rendered)
+    reread, dropped = _sync_host_files(ctx, rendered)
     user = _user(ctx)
     conf_path = _dir(ctx, CONF)
     argv = _argv(ctx, conf_path, user)
     fingerprint = _fingerprint(rendered[CONF], argv)
     pid = running_pid(ctx)
     if pid is not None and files.read_text(_dir(ctx, "running")) == fingerprint:
-        if dropped:
+        if reread:
             log.info("router %s: SIGHUP dnsmasq %d (hosts removed or changed)", ctx.router_id, pid)
             proc.os_kill(pid, signal.SIGHUP)
             _release_leases(ctx, cfg, dropped)
@@ -266,13 +286,16 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
     _release_leases(ctx, cfg, dropped)
 
 
-def _sync_host_files(ctx: Context, rendered: Rendered) -> list[tuple[str, str]]:
+def _sync_host_files(ctx: Context, rendered: Rendered) -> tuple[bool, list[tuple[str, str]]]:
     """Make the host directories hold exactly the rendered files.
 
-    Returns the (mac, ip) of every dhcp-hosts record that was removed or
-    changed: dnsmasq needs a SIGHUP for those (new files reach it through
-    inotify) and their leases must be released.
+    Returns whether a dhcp-hosts record was removed or changed (a new
+    hostname too): dnsmasq adds the records of new and changed files through
+    inotify but drops an old one only on SIGHUP, which also renames the
+    leases of changed hosts (the name a lease gave in DNS). And the (mac, ip)
+    of every record gone, whose lease must be released.
     """
+    reread = False
     dropped: list[tuple[str, str]] = []
     for sub in (DHCP_HOSTS, HOSTS):
         for name in os.listdir(_dir(ctx, sub)):
@@ -280,15 +303,18 @@ def _sync_host_files(ctx: Context, rendered: Rendered) -> list[tuple[str, str]]:
             if name.startswith(".") or rendered.get(rel) is not None:
                 continue
             if sub == DHCP_HOSTS:
+                reread = True
                 dropped += _records(files.read_text(_dir(ctx, rel)))
             files.remove(_dir(ctx, rel))
     for rel, text in rendered.items():
         if rel == CONF:
             continue
         old = files.read_text(_dir(ctx, rel))
-        if files.write_if_changed(_dir(ctx, rel), text) and rel.startswith(DHCP_HOSTS + "/"):
+        if files.write_if_changed(_dir(ctx, rel), text) and rel.startswith(DHCP_HOSTS + "/") \
+                and old is not None:
+            reread = True
             dropped += [r for r in _records(old) if r not in _records(text)]
-    return dropped
+    return reread, dropped
 
 
 def _records(text: str | None) -> list[tuple[str, str]]:

@@ -31,7 +31,9 @@ from router.services.base import Capabilities, Context, Rendered, RouterPaths
 KIND = "loadbalancer"
 CONF = "haproxy.cfg"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}$")
+# What HAProxy's config parser takes literally: no quotes (' "), escapes,
+# comments (#), environment variables ($) or spaces.
+_PATH = re.compile(r"^/[A-Za-z0-9._~!&()*+,;=:@%/-]{0,199}$")
 ALGORITHMS = ("roundrobin", "leastconn", "source")
 STICKINESS = ("", "source", "cookie")
 CHECKS = ("", "tcp", "http")
@@ -124,6 +126,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
 
 
 def check(ctx: Context, rendered: Rendered) -> None:
+    """``haproxy -c``; a refusal names the load balancer whose section
+    HAProxy complains about (CheckError kind/object_id), when it does."""
     if not rendered:
         return
     os.makedirs(ctx.state_dir, exist_ok=True)
@@ -135,7 +139,58 @@ def check(ctx: Context, rendered: Rendered) -> None:
         try:
             proc.run(["haproxy", "-c", "-f", f.name])
         except proc.CommandError as e:
-            raise CheckError(f"haproxy: config refused by haproxy -c: {e.output.strip()}") from e
+            raise refusal(e.output, rendered[CONF], f.name) from e
+
+
+_ALERT = re.compile(r"^\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*(?:config\s*:\s*)?(?P<msg>.*)$")
+_AT_LINE = re.compile(r"\[[^\]\s]*:(?P<line>\d+)\]")
+_PROXY = re.compile(r"(?:proxy|frontend|backend)\s+'(?:fe|be)-(?P<id>[A-Za-z0-9_-]+)'",
+                    re.IGNORECASE)
+_SECTION = re.compile(r"^(?:frontend|backend)\s+(?:fe|be)-(?P<id>\S+)\s*$")
+MAX_REASON = 300
+
+
+def refusal(output: str, conf: str, path: str) -> CheckError:
+    """The CheckError of HAProxy's refusal of ``conf`` (checked as ``path``):
+    its first alert, naming the load balancer whose section it points at."""
+    alerts: list[str] = []
+    in_alert = False
+    for line in output.splitlines():
+        if m := _ALERT.match(line.strip()):
+            alerts.append(m.group("msg").replace(path, CONF).strip())
+            in_alert = True
+        elif line.startswith("["):
+            in_alert = False
+        elif in_alert and line.strip().strip("^"):
+            # The alert's next lines quote the offending config text.
+            alerts[-1] += " " + line.strip()
+    lines = conf.splitlines()
+    for alert in alerts:
+        lb_id = _section_at(lines, alert)
+        if lb_id:
+            reason = alert if len(alert) <= MAX_REASON else alert[:MAX_REASON] + "..."
+            return CheckError(f"load balancer {lb_id!r} refused by haproxy -c: {reason}",
+                              KIND, lb_id)
+    text = "; ".join(alerts) or output.replace(path, CONF).strip()
+    return CheckError(f"haproxy: config refused by haproxy -c: {text[:2 * MAX_REASON]}")
+
+
+def _section_at(lines: list[str], alert: str) -> str:
+    """The load balancer an alert is about: the proxy it names, else the
+    section holding the line it points at ("" if neither)."""
+    m = _PROXY.search(alert)
+    if m:
+        return m.group("id")
+    at = _AT_LINE.search(alert)
+    if at is None:
+        return ""
+    for line in reversed(lines[:int(at.group("line"))]):
+        s = _SECTION.match(line.strip())
+        if s:
+            return s.group("id")
+        if line.strip() in ("global", "defaults"):
+            return ""
+    return ""
 
 
 # ------------------------------------------------------------------- apply
@@ -191,6 +246,9 @@ def apply(ctx: Context, rendered: Rendered) -> None:
         except proc.CommandError as e:
             raise ApplyError(f"haproxy: start failed: {e.output.strip()}") from e
         _wait_worker(sock, None)
+        started = master_pid(ctx)
+        if started is not None:
+            proc.write_record(ctx.paths.record("haproxy"), started)
         return
     old = _worker_pid(sock)
     proc.os_kill(pid, signal.SIGUSR2)  # master-worker reload: new workers, same sockets

@@ -298,6 +298,7 @@ def _start(ctx: Context) -> int:
     while time.monotonic() < deadline:
         pid = charon_pid(ctx)
         if pid and os.path.exists(_vici_socket(pid)):
+            proc.write_record(ctx.paths.record("charon"), pid)
             return pid
         time.sleep(0.05)
     raise ApplyError(f"strongswan: charon did not answer within {START_TIMEOUT:.0f} s "

@@ -31,6 +31,10 @@ def add_vpc(config: pb.RouterConfig, snapshot: RouterSnapshot) -> None:
     vpc = snapshot.vpc
     assert vpc is not None
     config.vpc_id = vpc.vpc.id
+    if vpc.vpc.domain:
+        # The router answers the VPC's own names (and its tiers', relative
+        # to it: db1.db), never its upstream resolvers.
+        config.dns.local_domains.append(vpc.vpc.domain)
     config.network_acls.extend(
         pb.NetworkAcl(id=a.id, name=a.name,
                       rules=[_rule(r) for r in sorted(a.rules, key=lambda r: r.number)])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -143,6 +144,11 @@ class NftablesService:
         self.deltas = EdgeDeltas(self.table)
         self.capabilities = Capabilities(edge_rules=self.deltas)
         self._memo: dict[str, nft_edge.Elements] = {}
+        # What the health check found wrong with the table (cleared by the
+        # load that repairs it), and how often a load repaired it.
+        self._drift = ""
+        self.repairs = 0
+        self.last_repair = ""
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         verify(cfg)
@@ -207,29 +213,57 @@ class NftablesService:
             except libnft.NftError as e:
                 log.warning("router %s: element update failed, reloading the table: %s",
                             ctx.router_id, e)
-        self.table.loaded = None
+        self.table.loaded = self.table.shape = None
         try:
             # In-process, like `nft -f path` without the fork; one transaction.
             libnft.run(ctx.netns, rendered[RULESET])
         except libnft.NftError as e:
             raise ApplyError(f"nftables: loading the table failed: {e}") from e
+        self.table.shape = table.shape(ctx.netns)
         elements = self._elements(rendered)
         if elements is not None:
             self.table.loaded = table.Loaded(rendered[SKELETON], elements)
+        if self._drift:
+            self.repairs += 1
+            self.last_repair = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: " \
+                               f"{self._drift}"
+            log.warning("router %s: table loaded again (%s)", ctx.router_id, self._drift)
+            self._drift = ""
 
     def forget_loaded(self) -> None:
         """Whatever is loaded, the next apply loads the whole table (as after an agent start)."""
-        self.table.loaded = None
+        self.table.loaded = self.table.shape = None
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-        ok = table.listed(ctx.netns)
-        return pb.ServiceStatus(
-            name=self.name, healthy=ok, version=proc.version("nft"),
-            detail=f"table {TABLE_FAMILY} {TABLE_NAME} " + ("present" if ok else "missing"),
-        )
+        """Whether the table is the one this agent loaded: its fingerprint
+        (``table.shape``) as right after the load. A table changed behind the
+        agent's back (flushed, a rule or chain deleted, deleted whole) is
+        unhealthy, and the next apply (the agent's repair) loads it whole."""
+        expected = self.table.shape
+        now = table.shape(ctx.netns) if expected is not None else None
+        if expected is None:
+            drift = "" if table.listed(ctx.netns) else "missing"
+        elif now is None:
+            drift = "missing"
+        elif now != expected:
+            drift = "differs from what the agent loaded (rules or chains changed)"
+        else:
+            drift = ""
+        what = f"table {TABLE_FAMILY} {TABLE_NAME}"
+        if drift:
+            self._drift = f"{what} {drift}"
+            self.table.loaded = None  # not what it holds: the repair loads it whole
+            detail = self._drift
+        else:
+            detail = f"{what} as loaded" if expected is not None else f"{what} present"
+        if self.repairs:
+            detail += (f"; repaired {self.repairs} time{'s' if self.repairs > 1 else ''}, "
+                       f"last {self.last_repair}")
+        return pb.ServiceStatus(name=self.name, healthy=not drift, version=proc.version("nft"),
+                                detail=detail)
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
         # The namespace goes away with the router, taking the table with it.
-        self.table.loaded = None
+        self.table.loaded = self.table.shape = None
         self.deltas.forget()
         files.remove(ctx.paths.nft_ruleset)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router.lib import libnft
+from common.netns import run_in_netns
+from router.lib import libnft, nftshape
 from router.services.nftables import edge as nft_edge
 
 FAMILY, NAME = "inet", "cloudnet"
@@ -31,6 +32,9 @@ class TableState:
 
     def __init__(self) -> None:
         self.loaded: Loaded | None = None
+        # shape() of the table right after this agent last loaded it (None:
+        # not known), compared by the health check.
+        self.shape: str | None = None
 
 
 def listed(netns: str) -> bool:
@@ -43,3 +47,11 @@ def listed(netns: str) -> bool:
     except libnft.NftError:
         return False
     return True
+
+
+def shape(netns: str) -> str | None:
+    """A fingerprint of the table's chains and rules (without counter
+    values or set elements: those change by design, with traffic and edge
+    deltas); None if the table does not exist. Read over netlink: its cost
+    follows the number of rules, not of edge elements (``nftshape``)."""
+    return run_in_netns(netns, lambda: nftshape.fingerprint(NAME))

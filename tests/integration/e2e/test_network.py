@@ -13,6 +13,7 @@ import time
 import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf import field_mask_pb2
 
 from aio.allinone import INET_HOST_IP, WEB_PORT
 from aio.nsguest import DhcpFailed
@@ -325,3 +326,34 @@ def test_agent_repairs_a_dead_dnsmasq_and_a_deleted_ruleset(cloud, make_tenant):
     assert seen_from(g1) == net.source_nat_ip
     with open(lease_file(cloud, net.router_id)) as f:
         assert p1.mac.lower() in f.read().lower()
+
+
+def test_a_renamed_port_answers_by_its_new_name_only(make_tenant, tmp_path):
+    t = make_tenant()
+    net = t.network(name="rename", cidr="10.3.0.0/24")
+    p1 = t.port(net.id, hostname="vm1")
+    p2 = t.port(net.id, hostname="vm2")
+    wait_active(t, net)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    g1.dhcp()
+    assert g2.dhcp().ip == p2.ip
+    assert dig(g1, f"vm2.{net.domain}") == [p2.ip]
+
+    renamed = t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p2.id, hostname="web2"),
+        update_mask=field_mask_pb2.FieldMask(paths=["hostname"])))
+    assert renamed.fqdn == f"web2.{net.domain}"
+    wait_active(t, net)
+
+    assert dig(g1, f"web2.{net.domain}") == [p2.ip]
+    assert dig(g1, f"vm2.{net.domain}") == []
+    # A new DHCP exchange hands out the new name (udhcpc's "hostname" option).
+    script = tmp_path / "event.sh"
+    out = tmp_path / "env"
+    script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {out}\nexit 0\n')
+    script.chmod(0o755)
+    g2.run(["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1",
+            "-s", str(script)], check=True)
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert (env["ip"], env.get("hostname")) == (p2.ip, "web2")
+    assert dig(g1, f"vm2.{net.domain}") == []

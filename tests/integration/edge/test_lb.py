@@ -5,6 +5,9 @@ health checks taking a member out and back, seamless reloads."""
 from __future__ import annotations
 
 import collections
+import json
+import os
+import sqlite3
 import subprocess
 import time
 
@@ -131,6 +134,28 @@ def test_health_checks_take_a_member_out_and_back(cloud, lbnet, web):
     web.start(guest, "web1")
     wait_health(e, lb.id, {ports[1].id: "UP"})
     assert set(counts(inet, f"http://{ip.ip}/", 30)) == {"web0", "web1", "web2"}
+
+
+def test_a_load_balancer_the_router_refuses_is_error_and_the_rest_goes_active(cloud, lbnet):
+    """A health-check path stored before the API refused it (an older netmgr
+    let "/a'b" in): the router refuses that one load balancer, netmgr shows it
+    ERROR with the router's reason, and the rest of the router moves on."""
+    t, net, ports, e, ip = lbnet
+    lb = make_lb(e, ip, ports, public_port=8081, protocol="http",
+                 health_check=epb.LoadBalancerHealthCheck(type="http", path="/ok"))
+    with sqlite3.connect(os.path.join(cloud.state_dir, "netmgr.db")) as db:
+        (check,) = db.execute("SELECT health_check FROM load_balancers WHERE id = ?",
+                              (lb.id,)).fetchone()
+        db.execute("UPDATE load_balancers SET health_check = ? WHERE id = ?",
+                   (json.dumps({**json.loads(check), "path": "/a'b"}), lb.id))
+    port = t.port(net.id, hostname=f"late{lb.id[:6]}")  # the router's next generation
+    t.api.wait_router_active(net.router_id)
+    got = e.call(e.lbs.GetLoadBalancer, epb.GetLoadBalancerRequest(id=lb.id))
+    assert got.state == pb.OBJECT_STATE_ERROR, got
+    assert "path" in got.error
+    assert t.api.call(t.api.ports.GetPort, pb.GetPortRequest(id=port.id)).state == \
+        pb.OBJECT_STATE_ACTIVE
+    assert t.guest(net, port).dhcp().ip == port.ip
 
 
 def test_bad_load_balancers_are_refused(cloud, lbnet, make_tenant):

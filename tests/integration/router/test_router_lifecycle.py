@@ -142,25 +142,58 @@ def test_ports_come_and_go_without_restarting_dnsmasq_and_leases_stay(
 
 
 @pytest.mark.parametrize("bad_hostname", ["vm\nserver=/evil/1.2.3.4", "a,b", "a b", "'q'"])
-def test_rejected_config_keeps_the_last_good_one_serving(
+def test_a_refused_port_is_left_out_and_the_rest_keeps_serving(
     topo: Topology, agent: InProcessAgent, tmp_path: object, bad_hostname: str
 ) -> None:
     router_id = uuid.uuid4().hex
     assert apply(agent, make_config(router_id, 1, ["p1", "p2"])).applied_generation == 1
     pid = dnsmasq_pid(agent, router_id)
-    before = file_stamps(router_dir(agent, router_id))
+    top = router_dir(agent, router_id)
+    before = file_stamps(top)
     bad = make_config(router_id, 2, ["p1", "p2", "p3"])
     bad.guest_networks[0].hosts[2].hostname = bad_hostname
 
     status = apply(agent, bad)
 
+    assert (status.applied_generation, status.rejected_generation, status.last_error) == \
+        (2, 0, "")
+    errors = {(o.kind, o.id): o.error for o in status.objects if not o.ok}
+    assert list(errors) == [("port", "p3")]
+    assert "hostname" in errors[("port", "p3")]
+    assert ("port", "p1") in {(o.kind, o.id) for o in status.objects if o.ok}
+    # Nothing of p3 reached dnsmasq; only the record of what runs changed.
+    after = file_stamps(top)
+    for name in ("config.pb", "refused.json"):
+        before.pop(os.path.join(top, name), None)
+        after.pop(os.path.join(top, name), None)
+    assert after == before
+    assert dnsmasq_pid(agent, router_id) == pid
+    g1 = topo.guest("p1")
+    assert topo.dhcp(g1, str(tmp_path))["ip"] == HOSTS["p1"][1]
+
+    # The next good config clears the error.
+    status = apply(agent, make_config(router_id, 3, ["p1", "p2"]))
+    assert (status.applied_generation, status.rejected_generation, status.last_error) == (3, 0, "")
+    assert [o for o in status.objects if not o.ok] == []
+
+
+def test_rejected_config_keeps_the_last_good_one_serving(
+    topo: Topology, agent: InProcessAgent, tmp_path: object
+) -> None:
+    router_id = uuid.uuid4().hex
+    assert apply(agent, make_config(router_id, 1, ["p1", "p2"])).applied_generation == 1
+    pid = dnsmasq_pid(agent, router_id)
+    before = file_stamps(router_dir(agent, router_id))
+    # A network cannot be left out: the whole config is rejected.
+    bad = make_config(router_id, 2, ["p1", "p2", "p3"], gateway="10.10.0.254")
+
+    status = apply(agent, bad)
+
     assert status.applied_generation == 1
     assert status.rejected_generation == 2
-    assert "port p3" in status.last_error
-    assert "hostname" in status.last_error
-    errors = {(o.kind, o.id): o for o in status.objects if not o.ok}
-    assert list(errors) == [("port", "p3")]
-    assert ("port", "p1") in {(o.kind, o.id) for o in status.objects if o.ok}
+    assert "network net1" in status.last_error
+    errors = {(o.kind, o.id) for o in status.objects if not o.ok}
+    assert errors == {("network", "net1")}
     assert file_stamps(router_dir(agent, router_id)) == before
     assert dnsmasq_pid(agent, router_id) == pid
     g1 = topo.guest("p1")

@@ -213,18 +213,29 @@ class Dns(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     UPSTREAM_SERVERS_FIELD_NUMBER: _builtins.int
+    LOCAL_DOMAINS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def upstream_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Upstream resolvers for names outside the router's domains."""
+
+    @_builtins.property
+    def local_domains(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Domains the router answers itself and never forwards upstream (NXDOMAIN
+        for a name it does not hold), besides its guest networks' own domains:
+        a VPC's domain. A network whose domain is under one of them also answers
+        its hosts by the name relative to it (db1.db for db1.db.<vpc domain>),
+        the name a guest's search list completes.
+        """
 
     def __init__(
         self,
         *,
         upstream_servers: _abc.Iterable[_builtins.str] | None = ...,
+        local_domains: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["upstream_servers", b"upstream_servers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["local_domains", b"local_domains", "upstream_servers", b"upstream_servers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

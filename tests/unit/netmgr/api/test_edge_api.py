@@ -109,6 +109,16 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None
         (dict(protocol="tcp", stickiness="cookie"), "load_balancer.stickiness"),
         (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/x\ny")),
          "load_balancer.health_check.path"),
+        # What HAProxy's config parser would not take literally (a quote,
+        # an environment variable, a comment, an escape).
+        (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/a'b")),
+         "load_balancer.health_check.path"),
+        (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/a${HOME}")),
+         "load_balancer.health_check.path"),
+        (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/a#b")),
+         "load_balancer.health_check.path"),
+        (dict(health_check=epb.LoadBalancerHealthCheck(type="http", path="/a\\b")),
+         "load_balancer.health_check.path"),
         (dict(health_check=epb.LoadBalancerHealthCheck(interval_ms=5)),
          "load_balancer.health_check.interval_ms"),
     ]
@@ -117,6 +127,7 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None
         spec.update(fields)
         err = rpc_error(lambda s=spec: e.CreateLoadBalancer(
             epb.CreateLoadBalancerRequest(load_balancer=epb.LoadBalancer(**s))))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (fields, err.details())
         assert field in bad_fields(err), (fields, bad_fields(err))
     err = rpc_error(lambda: e.CreateLoadBalancer(epb.CreateLoadBalancerRequest(
         load_balancer=epb.LoadBalancer(members=[epb.LoadBalancerMember(port_id=w["p2"].id)],
@@ -124,6 +135,25 @@ def test_bad_firewall_rules_and_load_balancers(cloud: Cloud, edge_world) -> None
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "members[0].port_id" in err.details()
     assert counts(cloud) == before
+
+
+def test_a_health_check_path_haproxy_would_refuse_is_refused_on_update_too(
+        cloud: Cloud, edge_world) -> None:
+    e, w = edge_world["e"], edge_world
+    lb = e.CreateLoadBalancer(epb.CreateLoadBalancerRequest(load_balancer=epb.LoadBalancer(
+        public_ip_id=w["ip"].id, public_port=80, protocol="http", private_port=8080,
+        members=[epb.LoadBalancerMember(port_id=w["p1"].id)],
+        health_check=epb.LoadBalancerHealthCheck(type="http", path="/health"))))
+    gen = generation(cloud, w["net"].router_id)
+    bad = epb.LoadBalancer()
+    bad.CopyFrom(lb)
+    bad.health_check.path = "/a'b"
+    err = rpc_error(lambda: e.UpdateLoadBalancer(epb.UpdateLoadBalancerRequest(
+        load_balancer=bad)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_fields(err) == ["load_balancer.health_check.path"]
+    assert generation(cloud, w["net"].router_id) == gen
+    assert e.GetLoadBalancer(epb.GetLoadBalancerRequest(id=lb.id)).health_check.path == "/health"
 
 
 def test_states_follow_the_router_and_config_carries_the_rules(cloud: Cloud, edge_world) -> None:

@@ -68,6 +68,15 @@ def test_each_tier_has_its_own_router_mac_on_its_own_interface(acme_vpc):
     assert set(macs) <= claimed
 
 
+def test_the_vpc_router_answers_the_vpc_domain_itself(acme_vpc):
+    cloud, api = acme_vpc
+    vpc = api.vpc("shop", "10.0.0.0/16")
+    api.tier(vpc.id, "web", "10.0.1.0/24")
+    api.tier(vpc.id, "db", "10.0.2.0/24", domain="data.example")
+    cfg = build_router_config(cloud.store.router_snapshot(vpc.router_id))
+    assert list(cfg.dns.local_domains) == ["shop.acme.cloud.internal"]
+
+
 def test_deleting_a_tier_frees_its_mac_and_an_empty_vpc_goes_with_its_router(acme_vpc):
     cloud, api = acme_vpc
     before = counts(cloud)

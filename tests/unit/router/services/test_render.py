@@ -7,8 +7,9 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import vpn_pb2
 
+from router.errors import ConfigError
 from router.lib import templating
-from router.services import interfaces
+from router.services import dnsmasq, interfaces
 from router.services.registry import router_services
 from tests.lib.routerconfigs import HOST, PATHS, good_config, render
 
@@ -52,6 +53,23 @@ def test_dnsmasq_serves_only_guest_interfaces_and_static_hosts() -> None:
     assert "dhcp-range=set:net-g-net1,10.10.0.0,static,255.255.255.0,3600" in conf
     assert "server=198.51.100.10" in conf
     assert "server=198.51.100.11" in conf
+
+
+def test_dnsmasq_answers_its_local_domains_and_names_relative_to_them() -> None:
+    cfg = good_config()
+    net = cfg.guest_networks[0]
+    net.domain = "db.shop.test"
+    cfg.dns.local_domains.extend(["shop.test", "db.shop.test", "other.test"])
+    out = render("dnsmasq", cfg)
+    conf = directives(out["dnsmasq.conf"])
+    # Each own domain once: the network's own, and the VPC's (and the others given).
+    assert sorted(d for d in conf if d.startswith("local=")) == [
+        "local=/db.shop.test/", "local=/other.test/", "local=/shop.test/"]
+    # A host also answers by its name relative to the VPC domain (db1.db).
+    assert out["hosts/p1"] == "10.10.0.11 vm1.db.shop.test vm1 vm1.db\n"
+    cfg.dns.local_domains[:] = ["bad domain"]
+    with pytest.raises(ConfigError, match="local domain"):
+        dnsmasq.verify(cfg)
 
 
 def test_dnsmasq_options_per_network() -> None:

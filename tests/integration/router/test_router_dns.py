@@ -1,0 +1,163 @@
+"""The router's DNS and DHCP names with real dnsmasq, dig and udhcpc: a renamed
+port answers by its new name only (in DNS and in a new DHCP exchange), and the
+router's own domains (networks', a VPC's, and the tiers' names relative to
+it) are answered by the router and never asked of the upstream resolver."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from aio.nsguest import NamespaceGuest
+from tests.lib.routerlab import (
+    DOMAIN,
+    HOSTS,
+    PUBLIC_GW,
+    PUBLIC_IP,
+    InProcessAgent,
+    Topology,
+    make_config,
+    sh,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def apply(agent: InProcessAgent, cfg: pb.RouterConfig) -> pb.RouterStatus:
+    status = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg)).status
+    assert status.applied_generation == cfg.generation, status.last_error
+    assert [o for o in status.objects if not o.ok] == []
+    return status
+
+
+def lookup(ns: str, name: str, *opts: str) -> tuple[str, list[str]]:
+    """dig's status (NOERROR, NXDOMAIN...) and answers for ``name`` from ``ns``."""
+    out = sh("ip", "netns", "exec", ns, "dig", "+time=2", "+tries=1", "+noall", "+comments",
+             "+answer", *opts, name, check=False)
+    status = next((line.split("status: ")[1].split(",")[0] for line in out.splitlines()
+                   if "status: " in line), "no answer")
+    answers = [line.split()[-1] for line in out.splitlines()
+               if line and not line.startswith(";") and line.split()[3:4] == ["A"]]
+    return status, answers
+
+
+def guest(topo: Topology, port: str, segment: int, mac: str) -> NamespaceGuest:
+    g = NamespaceGuest(topo.ns(port), topo.fabric, f"{topo.prefix}{port}"[:15])
+    g.attach(segment, mac)
+    return g
+
+
+# ---------------------------------------------------------------- rename
+
+
+def test_a_renamed_port_answers_by_its_new_name_only(
+        topo: Topology, agent: InProcessAgent, tmp_path: object) -> None:
+    router_id = uuid.uuid4().hex
+    apply(agent, make_config(router_id, 1, ["p1", "p2"]))
+    g1 = guest(topo, "p1", 100, HOSTS["p1"][0])
+    g2 = guest(topo, "p2", 100, HOSTS["p2"][0])
+    try:
+        g1.dhcp()
+        assert g2.dhcp().ip == HOSTS["p2"][1]
+        assert lookup(g1.netns, f"vm2.{DOMAIN}") == ("NOERROR", [HOSTS["p2"][1]])
+        state = agent.agent.runtime(router_id).ctx.paths
+        pid = int(open(state.dnsmasq("dnsmasq.pid")).read())  # noqa: SIM115
+
+        renamed = make_config(router_id, 2, ["p1", "p2"])
+        renamed.guest_networks[0].hosts[1].hostname = "web2"
+        apply(agent, renamed)
+
+        assert lookup(g1.netns, f"web2.{DOMAIN}") == ("NOERROR", [HOSTS["p2"][1]])
+        assert lookup(g1.netns, f"vm2.{DOMAIN}") == ("NXDOMAIN", [])
+        env = topo.dhcp(g2.netns, str(tmp_path))
+        assert (env["ip"], env.get("hostname")) == (HOSTS["p2"][1], "web2")
+        assert lookup(g1.netns, f"vm2.{DOMAIN}") == ("NXDOMAIN", [])
+        # Same dnsmasq (a signal, no restart), the lease kept.
+        assert int(open(state.dnsmasq("dnsmasq.pid")).read()) == pid  # noqa: SIM115
+        # dnsmasq read the changed file (beside the old record: "duplicate"),
+        # then the SIGHUP made it read every file again: none is left over.
+        with open(state.dnsmasq("dnsmasq.log")) as f:
+            log = f.read().split("cleared cache")
+        assert len(log) > 2
+        assert "duplicate" not in log[-1]
+        with open(state.dhcp_leases) as f:
+            assert HOSTS["p2"][0] in f.read()
+    finally:
+        g1.destroy()
+        g2.destroy()
+
+
+# ---------------------------------------------------------- own domains
+
+VPC = "shop.vpc.test"
+RECORDING_DNS = "198.51.100.53"
+ANYWHERE = "192.0.2.99"  # what the upstream answers for any name
+
+
+@pytest.fixture
+def upstream(topo: Topology) -> str:
+    """A resolver on the internet host that answers every name (ANYWHERE) and
+    logs every query it is asked; yields the log's path."""
+    inet = topo.internet()
+    sh("ip", "-n", inet, "addr", "add", f"{RECORDING_DNS}/24", "dev", "eth0")
+    log = os.path.join(topo.state_dir, "upstream-queries.log")
+    pidfile = os.path.join(topo.state_dir, "recording-dns.pid")
+    topo.pidfiles.append(pidfile)
+    sh("ip", "netns", "exec", inet, "dnsmasq", "--conf-file=/dev/null", "--no-resolv",
+       "--no-hosts", "--bind-interfaces", f"--listen-address={RECORDING_DNS}",
+       f"--address=/#/{ANYWHERE}", "--log-queries", f"--log-facility={log}",
+       f"--pid-file={pidfile}", "--user=root")
+    return log
+
+
+def asked(log: str) -> list[str]:
+    with open(log) as f:
+        return [line.split("query[")[1].split("] ")[1].split(" from")[0]
+                for line in f if "query[" in line]
+
+
+def vpc_config(router_id: str) -> pb.RouterConfig:
+    """Two tiers of a VPC: web (10.10.0.0/24, p1) and db (10.11.0.0/24, db1)."""
+    cfg = make_config(router_id, 1, ["p1"], domain=f"web.{VPC}")
+    cfg.guest_networks[0].domain_search[:] = [f"web.{VPC}", VPC]
+    cfg.dns.upstream_servers[:] = [RECORDING_DNS]
+    cfg.dns.local_domains.append(VPC)
+    cfg.interfaces.append(pb.Interface(
+        name="g-net2", role=pb.INTERFACE_ROLE_GUEST, mac="02:00:00:00:01:02",
+        addresses=["10.11.0.1/24"], segment_id=101, network_id="net2"))
+    cfg.guest_networks.append(pb.GuestNetwork(
+        network_id="net2", interface="g-net2", cidr="10.11.0.0/24", gateway="10.11.0.1",
+        domain=f"db.{VPC}", domain_search=[f"db.{VPC}", VPC],
+        hosts=[pb.DhcpHost(port_id="pd", mac="02:aa:00:00:01:11", ip="10.11.0.11",
+                           hostname="db1")]))
+    cfg.source_nats.append(pb.SourceNat(network_id="net2", source_cidr="10.11.0.0/24",
+                                        public_ip=PUBLIC_IP, public_interface="pub0"))
+    assert cfg.routes[0].gateway == PUBLIC_GW
+    return cfg
+
+
+def test_the_routers_own_domains_are_never_asked_upstream(
+        topo: Topology, agent: InProcessAgent, upstream: str) -> None:
+    apply(agent, vpc_config(uuid.uuid4().hex))
+    web = guest(topo, "p1", 100, HOSTS["p1"][0])
+    try:
+        lease = web.dhcp()
+        assert lease.search == (f"web.{VPC}", VPC)
+        # The upstream answers and records (the router forwards other names).
+        assert lookup(web.netns, "www.example.org") == ("NOERROR", [ANYWHERE])
+        assert asked(upstream) == ["www.example.org"]
+
+        # <host>.<tier> through the search list: answered by the router.
+        assert lookup(web.netns, "db1.db", "+search") == ("NOERROR", ["10.11.0.11"])
+        assert lookup(web.netns, f"db1.db.{VPC}") == ("NOERROR", ["10.11.0.11"])
+        assert lookup(web.netns, "vm1", "+search") == ("NOERROR", [HOSTS["p1"][1]])
+        # Names the router does not hold, in its domains: NXDOMAIN, not forwarded.
+        for name in (f"nothere.{VPC}", f"nothere.db.{VPC}", f"x.y.web.{VPC}"):
+            assert lookup(web.netns, name) == ("NXDOMAIN", []), name
+        assert lookup(web.netns, VPC)[1] == []
+        assert asked(upstream) == ["www.example.org"]
+    finally:
+        web.destroy()
