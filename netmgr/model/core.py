@@ -234,5 +234,5 @@ class RouterSnapshot:
     vpc: VpcSnapshot | None = None
     # Site-to-site VPN connections (netmgr.model.vpn.VpnTunnel).
     vpn: tuple[VpnTunnel, ...] = ()
-    # port ID -> the OpenSSH public key of its key pair ("<type> <base64>").
-    ssh_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # port ID -> (name, OpenSSH public key "<type> <base64>") of its key pair.
+    ssh_keys: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)

@@ -39,10 +39,10 @@ def _tenant_router(s: Session, tenant_id: str, router_id: str) -> model.Router:
     return rows.router(r)
 
 
-def _ssh_keys(s: Session, net_ids: Sequence[str]) -> dict[str, str]:
-    """port ID -> the public key of its key pair, for the router's metadata."""
-    return {port_id: key for port_id, key in s.execute(
-        select(PortRow.id, KeyPairRow.public_key)
+def _ssh_keys(s: Session, net_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """port ID -> (name, public key) of its key pair, for the router's metadata."""
+    return {port_id: (name, key) for port_id, name, key in s.execute(
+        select(PortRow.id, KeyPairRow.name, KeyPairRow.public_key)
         .join(KeyPairRow, KeyPairRow.id == PortRow.ssh_key_pair_id)
         .where(PortRow.network_id.in_(net_ids)))}
 
