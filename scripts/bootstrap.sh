@@ -13,6 +13,8 @@ APT_PACKAGES=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   # openssl plugin: AES-GCM, ECP and curve25519 DH groups
   libstrongswan-standard-plugins
+  # guest metadata service (the agent runs it; the package's own unit is never started)
+  nginx-light
   # real clients the tests and the demo use
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # benchmarks: HTTP load (ab)
