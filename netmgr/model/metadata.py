@@ -93,6 +93,8 @@ def parse_public_key(line: str) -> ParsedKey:
     """The key of an OpenSSH public key line; ValueError saying what is wrong."""
     if len(line) > MAX_KEY_LINE:
         raise ValueError(f"longer than {MAX_KEY_LINE} characters")
+    # A .pub file ends with a newline; one inside the key is refused.
+    line = line.strip(" \t\r\n")
     if not line.isprintable():
         raise ValueError("contains control characters")
     parts = line.strip().split(None, 2)

@@ -50,7 +50,7 @@ def test_import_keys_of_every_allowed_type_with_ssh_keygens_fingerprint(
 ) -> None:
     tenant, api = acme
     line, fingerprint = ssh_keygen(tmp_path, kind, bits)
-    kp = import_key(api, f"k-{kind}", line)
+    kp = import_key(api, f"k-{kind}", line + "\n")  # as read from the .pub file
     assert (kp.tenant_id, kp.name, kp.fingerprint) == (tenant.id, f"k-{kind}", fingerprint)
     assert kp.public_key == " ".join(line.split()[:2])  # the comment left out
     assert kp.key_type == line.split()[0]
