@@ -174,3 +174,43 @@ def test_a_change_is_served_when_its_generation_is_applied_and_a_repeat_is_a_no_
     assert reply.status.applied_generation == 6
     with open(pidfile) as f:
         assert f.read().strip() == pid  # a tree change needs no nginx restart
+
+
+# cloud-init's own crawlers (Debian's cloud-init, system Python), as its EC2,
+# CloudStack and OpenStack datasources call them, against the router.
+CLOUD_INIT_CRAWL = (
+    "import json, sys\n"
+    "from cloudinit.sources.helpers import ec2, openstack\n"
+    "md, gw = sys.argv[1], sys.argv[2]\n"
+    "ec2_md = ec2.get_instance_metadata('2009-04-04', md, retries=0)\n"
+    "ec2_ud = ec2.get_instance_userdata('2009-04-04', md, retries=0)\n"
+    "cs_md = ec2.get_instance_metadata('latest', gw, retries=0)\n"
+    "os_md = openstack.MetadataReader(md, retries=0).read_v2()\n"
+    "print(json.dumps({'ec2': ec2_md, 'ec2_ud': ec2_ud.decode(), 'cs': cs_md,\n"
+    "                  'os': os_md['metadata'], 'os_ud': os_md['userdata'].decode()},\n"
+    "                 default=str))\n"
+)
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def test_cloud_inits_datasource_crawlers_read_this_guests_data(
+    guests: tuple[str, str, str]
+) -> None:
+    _, g1, _ = guests
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import cloudinit.sources.helpers.ec2"],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("Debian's cloud-init is not installed (scripts/bootstrap.sh installs it)")
+    out = sh("ip", "netns", "exec", g1, SYSTEM_PYTHON, "-c", CLOUD_INIT_CRAWL,
+             f"http://{MD}", "http://10.10.0.1/", timeout=60)
+    got = json.loads(out)
+    assert got["ec2"]["instance-id"] == "p1"
+    assert got["ec2"]["local-ipv4"] == HOSTS["p1"][1]
+    assert got["ec2"]["placement"]["availability-zone"] == "zone1"
+    assert got["ec2"]["public-keys"] == {"laptop": [KEY]}
+    assert got["ec2_ud"] == "#cloud-config\nhostname: one\n"
+    assert (got["cs"]["instance-id"], got["cs"]["vm-id"], got["cs"]["service-offering"]) == (
+        "p1", "p1", "cloudnet")
+    assert got["cs"]["local-hostname"] == "vm1"
+    assert (got["os"]["uuid"], got["os"]["name"]) == ("p1", "vm1")
+    assert got["os"]["public_keys"] == {"laptop": KEY}
+    assert got["os_ud"] == "#cloud-config\nhostname: one\n"
