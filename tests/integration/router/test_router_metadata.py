@@ -7,14 +7,18 @@ a change is served as soon as its generation is applied."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
+from router.runtime import router_netns_name
 from tests.lib.routerlab import HOSTS, InProcessAgent, Topology, make_config, sh
 
 pytestmark = pytest.mark.integration
@@ -214,3 +218,21 @@ def test_cloud_inits_datasource_crawlers_read_this_guests_data(
     assert (got["os"]["uuid"], got["os"]["name"]) == ("p1", "vm1")
     assert got["os"]["public_keys"] == {"laptop": KEY}
     assert got["os_ud"] == "#cloud-config\nhostname: one\n"
+
+
+def test_a_killed_nginx_is_repaired_by_the_health_pass(
+    topo: Topology, agent: InProcessAgent, guests: tuple[str, str, str]
+) -> None:
+    router_id, g1, _ = guests
+    # nginx dies whole (master and workers), only the one in this test's router.
+    netns = router_netns_name(topo.prefix, router_id)
+    for pid in sh("ip", "netns", "pids", netns).split():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().startswith(b"nginx:"):
+                os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while curl(g1, f"http://{MD}/latest/meta-data/instance-id")[0] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert agent.agent.repair_all() == {router_id: ["metadata"]}
+    assert curl(g1, f"http://{MD}/latest/meta-data/instance-id") == (200, "p1")
