@@ -31,6 +31,7 @@ import tempfile
 import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from router.errors import ApplyError, CheckError
 from router.lib import files, proc, templating
@@ -78,7 +79,22 @@ def _worker_user(paths: RouterPaths) -> str:
         path = os.path.dirname(path)
 
 
-def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+Digests = dict[bytes, str]  # a GuestMetadata, serialized -> its tree's digest
+
+
+def _digest(g: mpb.GuestMetadata, memo: Digests | None) -> str:
+    """The tree's digest; ``memo`` (one router's) spares rebuilding the trees of
+    guests that did not change."""
+    if memo is None:
+        return metadata_tree.tree_digest(metadata_tree.guest_tree(g))
+    key = g.SerializeToString(deterministic=True)
+    digest = memo.get(key)
+    if digest is None:
+        digest = memo[key] = metadata_tree.tree_digest(metadata_tree.guest_tree(g))
+    return digest
+
+
+def render(cfg: pb.RouterConfig, paths: RouterPaths, memo: Digests | None = None) -> Rendered:
     if not cfg.guest_metadata:
         return {}
     conf = templating.render(
@@ -86,8 +102,7 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         user=_worker_user(paths), pid=metadata_dir(paths, "nginx.pid"),
         error_log=metadata_dir(paths, "error.log"), temp=metadata_dir(paths, "tmp"),
         trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg))
-    digests = {g.ip: metadata_tree.tree_digest(metadata_tree.guest_tree(g))
-               for g in cfg.guest_metadata}
+    digests = {g.ip: _digest(g, memo) for g in cfg.guest_metadata}
     return {CONF: conf, TREES: json.dumps(digests, sort_keys=True)}
 
 
@@ -147,7 +162,8 @@ def nginx_version() -> str:
     return out.strip().removeprefix("nginx version: ")
 
 
-def write_trees(ctx: Context, cfg: pb.RouterConfig, user: str) -> None:
+def write_trees(ctx: Context, cfg: pb.RouterConfig, user: str,
+                digests: dict[str, str]) -> None:
     """Every guest's tree, then its by-ip link swapped; unused trees removed."""
     base = metadata_dir(ctx.paths)
     trees, by_ip = os.path.join(base, "trees"), os.path.join(base, "by-ip")
@@ -158,12 +174,11 @@ def write_trees(ctx: Context, cfg: pb.RouterConfig, user: str) -> None:
         os.chmod(d, 0o750)
     wanted: dict[str, str] = {}
     for g in cfg.guest_metadata:
-        tree = metadata_tree.guest_tree(g)
-        digest = metadata_tree.tree_digest(tree)
+        digest = digests[g.ip]  # from render: a tree is built only when it is new
         wanted[g.ip] = digest
         target = os.path.join(trees, digest)
         if not os.path.isdir(target):
-            _write_tree(target, tree, gid)
+            _write_tree(target, metadata_tree.guest_tree(g), gid)
         link = os.path.join(by_ip, g.ip)
         if os.path.islink(link) and os.readlink(link) == os.path.join("..", "trees", digest):
             continue
@@ -220,7 +235,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
     base = metadata_dir(ctx.paths)
     os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
     user = _worker_user(ctx.paths)
-    write_trees(ctx, cfg, user)
+    write_trees(ctx, cfg, user, json.loads(rendered[TREES]))
     conf = metadata_dir(ctx.paths, CONF)
     changed = files.write_if_changed(conf, rendered[CONF], mode=0o600)
     _hold_address(ctx)
@@ -252,6 +267,8 @@ class Metadata:
 
     def __init__(self) -> None:
         self.capabilities = Capabilities(conditional=self)
+        # This router's tree digests by guest (render stays a function of its input).
+        self._memo: Digests = {}
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         """Reported in the router status only while the router has guests."""
@@ -261,7 +278,9 @@ class Metadata:
         metadata_tree.verify(cfg)
 
     def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
-        return render(cfg, paths)
+        if len(self._memo) > 4 * len(cfg.guest_metadata) + 64:
+            self._memo.clear()  # bounded: guests gone or changed long ago
+        return render(cfg, paths, self._memo)
 
     def check(self, ctx: Context, rendered: Rendered) -> None:
         check(ctx, rendered)
