@@ -113,7 +113,10 @@ def check(ctx: Context, rendered: Rendered) -> None:
     os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
     # nginx -t binds the listening sockets, and the check runs outside the
     # router's namespace: it checks the same config listening on a socket file.
-    probe = os.path.join(base, "tmp", "check.sock")
+    # A socket path is at most 107 bytes: the probe lives in a short directory
+    # of its own, not under the (possibly long) state directory.
+    probe_dir = tempfile.mkdtemp(prefix="cn-md-")
+    probe = os.path.join(probe_dir, "s")
     text = re.sub(r"(?m)^(\s*)listen [0-9.]+:80;$", lambda m: f"{m.group(1)}listen unix:{probe};",
                   rendered[CONF], count=1)
     text = re.sub(r"(?m)^\s*listen [0-9.]+:80;\n", "", text)
@@ -125,6 +128,8 @@ def check(ctx: Context, rendered: Rendered) -> None:
                       "-c", f.name])
         except proc.CommandError as e:
             raise CheckError(f"nginx: config refused by nginx -t: {e.output.strip()}") from e
+        finally:
+            shutil.rmtree(probe_dir, ignore_errors=True)
 
 
 def master_pid(ctx: Context) -> int | None:
