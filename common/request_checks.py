@@ -90,7 +90,16 @@ def violations(msg: Message, rules: RequestRules, prefix: str = "") -> list[Viol
         if fd.message_type is not None:
             if fd.message_type.full_name.startswith("google.protobuf."):
                 continue  # timestamps, field masks: no strings of ours
-            if fd.is_repeated:
+            if fd.message_type.GetOptions().map_entry:
+                key_fd = fd.message_type.fields_by_name["key"]
+                value_fd = fd.message_type.fields_by_name["value"]
+                for key, item in value.items():
+                    _scalar(rules, key_fd, f"{path}[key]", key, out)
+                    if value_fd.message_type is not None:
+                        out += violations(item, rules, f"{path}[{quote(str(key))}].")
+                    else:
+                        _scalar(rules, value_fd, f"{path}[{quote(str(key))}]", item, out)
+            elif fd.is_repeated:
                 for i, item in enumerate(value):
                     out += violations(item, rules, f"{path}[{i}].")
             else:

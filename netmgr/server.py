@@ -47,6 +47,7 @@ from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
 from netmgr.api import hosts as hosts_api
+from netmgr.api import keypairs as keypairs_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
 from netmgr.api.auth import AuthInterceptor
@@ -72,7 +73,7 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -186,6 +187,7 @@ def _build(
     edge_api.add_to_server(store, hooks, server)
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
+    keypairs_api.add_to_server(store, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 

@@ -13,7 +13,11 @@ APT_PACKAGES=(
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
   # openssl plugin: AES-GCM, ECP and curve25519 DH groups
   libstrongswan-standard-plugins
-  # real clients the tests and the demo use
+  # guest metadata service (the agent runs it; the package's own unit is never started)
+  nginx-light
+  # real clients the tests and the demo use (cloud-init: its datasources' crawlers
+  # read the router's metadata service; never run as the host's own boot service)
+  cloud-init
   bind9-dnsutils busybox udhcpc isc-dhcp-client curl socat ncat tcpdump iperf3 tshark traceroute
   # benchmarks: HTTP load (ab)
   apache2-utils
@@ -54,6 +58,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # cloud-init installed here is the tests' client, not this host's boot
+  # service: keep it from running at the next boot (a host that had it
+  # before keeps its own).
+  if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then
+    mkdir -p /etc/cloud
+    touch /etc/cloud/cloud-init.disabled
+  fi
 fi
 
 VENV=${CLOUDNET_VENV:-.venv}

@@ -51,7 +51,7 @@ POLICY: dict[str, Access] = {
                    "FirewallService", "LoadBalancerService", "RouterVmService",
                    "EdgeCounterService",
                    "VpcService", "NetworkAclService", "StaticRouteService",
-                   "PrivateGatewayService", "VpnService")},
+                   "PrivateGatewayService", "VpnService", "KeyPairService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

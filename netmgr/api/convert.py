@@ -125,7 +125,8 @@ def network_to_pb(n: model.Network) -> pb.Network:
     )
 
 
-def port_to_pb(p: model.Port) -> pb.Port:
+def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
+    """A port; lists leave the user data out (up to 32 KiB each)."""
     return pb.Port(
         **status_fields(p.status, pb.Port),
         network_id=p.network_id,
@@ -135,6 +136,9 @@ def port_to_pb(p: model.Port) -> pb.Port:
         hostname=p.hostname,
         device_id=p.device_id,
         fqdn=p.fqdn,
+        user_data=p.user_data if with_user_data else b"",
+        labels=dict(p.labels),
+        ssh_key_pair_id=p.ssh_key_pair_id,
     )
 
 
@@ -227,6 +231,9 @@ def port_spec(msg: pb.Port) -> PortSpec:
         ip=msg.ip,
         hostname=msg.hostname,
         device_id=msg.device_id,
+        user_data=msg.user_data,
+        labels=tuple(sorted(msg.labels.items())),
+        ssh_key_pair_id=msg.ssh_key_pair_id,
     )
 
 
@@ -236,6 +243,9 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         name=msg.name if "name" in paths else None,
         hostname=msg.hostname if "hostname" in paths else None,
         device_id=msg.device_id if "device_id" in paths else None,
+        user_data=msg.user_data if "user_data" in paths else None,
+        labels=tuple(sorted(msg.labels.items())) if "labels" in paths else None,
+        ssh_key_pair_id=msg.ssh_key_pair_id if "ssh_key_pair_id" in paths else None,
     )
 
 

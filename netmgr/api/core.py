@@ -17,6 +17,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from common.grpc_errors import FailedPrecondition
 from netmgr.api import convert
 from netmgr.api.auth import current_caller
+from netmgr.api.passwords import PendingPasswords
 from netmgr.model import edge as me
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
@@ -200,6 +201,11 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
 
 
 class PortServicer(_Base, rpc.PortServiceServicer):
+    def __init__(self, store: Store, hooks: RouterHooks,
+                 passwords: PendingPasswords | None = None) -> None:
+        super().__init__(store, hooks)
+        self._passwords = passwords if passwords is not None else PendingPasswords()
+
     def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
         port = self._store.create_port(_tenant(), convert.port_spec(request.port))
         self._notify(port.router_id)
@@ -212,7 +218,8 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         page = self._store.list_ports(_list_scope(),
                                       page_request(request.page_size, request.page_token),
                                       network_id=request.network_id)
-        return pb.ListPortsResponse(ports=[convert.port_to_pb(p) for p in page.items],
+        return pb.ListPortsResponse(ports=[convert.port_to_pb(p, with_user_data=False)
+                                           for p in page.items],
                                     next_page_token=page.next_page_token)
 
     def UpdatePort(self, request: pb.UpdatePortRequest, context: Ctx) -> pb.Port:
@@ -226,8 +233,16 @@ class PortServicer(_Base, rpc.PortServiceServicer):
 
     def DeletePort(self, request: pb.DeletePortRequest, context: Ctx) -> pb.DeletePortResponse:
         gone = self._store.delete_port(_tenant(), request.id)
+        self._passwords.forget(gone.id)
         self._notify(gone.router_id)
         return pb.DeletePortResponse()
+
+    def ResetPortPassword(self, request: pb.ResetPortPasswordRequest,
+                          context: Ctx) -> pb.ResetPortPasswordResponse:
+        port = self._store.get_port(_tenant(), request.id)
+        password = self._passwords.reset(port.id)
+        self._notify(port.router_id)
+        return pb.ResetPortPasswordResponse(password=password)
 
 
 class RouterServicer(_Base, rpc.RouterServiceServicer):

@@ -31,6 +31,7 @@ import grpc
 from cloudnet.netmgr.v1 import (
     debug_pb2_grpc,
     edge_pb2_grpc,
+    keypair_pb2_grpc,
     netmgr_pb2,
     netmgr_pb2_grpc,
     router_vm_pb2_grpc,
@@ -161,6 +162,8 @@ class Client:
         self.debug: debug_pb2_grpc.DebugServiceStub = debug_pb2_grpc.DebugServiceStub(ch)
         self.router_vms: router_vm_pb2_grpc.RouterVmServiceStub = (
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
+        self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
+            keypair_pb2_grpc.KeyPairServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

@@ -26,6 +26,7 @@ import grpc
 
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
+from netmgr.cli import metadata as cli_metadata
 from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mac", help="fixed MAC (default: allocated)")
     p.add_argument("--hostname", help="DNS label of the guest")
     p.add_argument("--device-id", help="owner reference, e.g. a VM ID")
+    cli_metadata.add_port_options(p, update=False)
     _add_wait(p, "the port is ACTIVE or ERROR")
     p = leaf(s, "list", cmd_port_list, "list ports")
     p.add_argument("--network", metavar="NETWORK_ID", help="only this network's ports")
@@ -338,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--hostname")
     p.add_argument("--device-id")
+    cli_metadata.add_port_options(p, update=True)
     p = leaf(s, "delete", cmd_port_delete, "delete a port")
     p.add_argument("id", metavar="ID")
+    cli_metadata.add_port_commands(s, leaf)  # port reset-password
 
     # routers
     s = group("router", "inspect and restart virtual routers")
@@ -357,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vm.add_commands(group, leaf)  # vm create | list | show | delete | console
     cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
+    cli_metadata.add_commands(group, leaf)  # keypair import | list | show | delete
     return parser
 
 

@@ -6,6 +6,7 @@ Update requests carry an ``update_mask`` of exactly the options given.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from cloudnet.netmgr.v1 import netmgr_pb2
@@ -117,6 +118,51 @@ def build_network_update(args: argparse.Namespace) -> netmgr_pb2.UpdateNetworkRe
 
 
 PORT_FIELDS = ("name", "ip", "mac", "hostname", "device_id")
+MAX_USER_DATA = 32 * 1024
+
+
+def read_file_bytes(path: str, option: str, limit: int) -> bytes:
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as e:
+        raise UsageError(f"{option}: {e}") from None
+    if len(data) > limit:
+        raise UsageError(f"{option}: more than {limit} bytes")
+    return data
+
+
+def parse_labels(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label: {item[:40]!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def add_port_metadata(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[str]:
+    """Sets the metadata options given on the command line; returns their paths."""
+    paths = []
+    if getattr(args, "user_data_file", None) is not None:
+        port.user_data = read_file_bytes(args.user_data_file, "--user-data-file",
+                                         MAX_USER_DATA)
+        paths.append("user_data")
+    labels = getattr(args, "label", None)
+    if labels or getattr(args, "clear_labels", False):
+        port.labels.update(parse_labels(labels or []))
+        paths.append("labels")
+    if getattr(args, "key_pair", None) is not None:
+        port.ssh_key_pair_id = args.key_pair
+        paths.append("ssh_key_pair_id")
+    elif getattr(args, "no_key_pair", False):
+        paths.append("ssh_key_pair_id")
+    return paths
+
 
 
 def build_port_create(args: argparse.Namespace) -> netmgr_pb2.CreatePortRequest:
@@ -125,6 +171,7 @@ def build_port_create(args: argparse.Namespace) -> netmgr_pb2.CreatePortRequest:
         value = getattr(args, field)
         if value is not None:
             setattr(port, field, value)
+    add_port_metadata(port, args)
     return netmgr_pb2.CreatePortRequest(port=port)
 
 
@@ -136,6 +183,7 @@ def build_port_update(args: argparse.Namespace) -> netmgr_pb2.UpdatePortRequest:
         if value is not None:
             setattr(port, field, value)
             paths.append(field)
+    paths += add_port_metadata(port, args)
     if not paths:
         raise UsageError("port update: give at least one field to change (see --help)")
     return netmgr_pb2.UpdatePortRequest(port=port, update_mask=field_mask(paths))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -162,6 +163,10 @@ class Port(WithStatus):
     router_id: str = ""
     # <hostname>.<network domain>
     fqdn: str = ""
+    # What the router's metadata service tells the guest (netmgr.model.metadata).
+    user_data: bytes = b""
+    labels: tuple[tuple[str, str], ...] = ()
+    ssh_key_pair_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -235,3 +240,5 @@ class RouterSnapshot:
     vpc: VpcSnapshot | None = None
     # Site-to-site VPN connections (netmgr.model.vpn.VpnTunnel).
     vpn: tuple[VpnTunnel, ...] = ()
+    # port ID -> (name, OpenSSH public key "<type> <base64>") of its key pair.
+    ssh_keys: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)

@@ -39,6 +39,7 @@ from netmgr.model.field_rules import (
     tenant_name_problem,
     unicast_ipv4_problem,
 )
+from netmgr.model.metadata import labels_problems, user_data_problem
 from netmgr.model.vlans import zone_vlan_violations
 
 # ------------------------------------------------------------------ inputs
@@ -78,6 +79,10 @@ class PortSpec:
     ip: str = ""
     hostname: str = ""
     device_id: str = ""
+    # What the router's metadata service tells the guest (netmgr.model.metadata).
+    user_data: bytes = b""
+    labels: tuple[tuple[str, str], ...] = ()
+    ssh_key_pair_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +90,10 @@ class PortUpdate:
     name: str | None = None
     hostname: str | None = None
     device_id: str | None = None
+    user_data: bytes | None = None
+    labels: tuple[tuple[str, str], ...] | None = None
+    # "" removes the key pair.
+    ssh_key_pair_id: str | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
@@ -237,14 +246,28 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         (f"{prefix}.ip", ipv4_problem(spec.ip) if spec.ip else None),
         (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
         (f"{prefix}.device_id", device_id_problem(spec.device_id)),
+        (f"{prefix}.user_data", user_data_problem(spec.user_data)),
     )
+    v += labels_problems(dict(spec.labels), f"{prefix}.labels")
+    key_pair_id = _optional_id(spec.ssh_key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     try:
         network_id = check_id(spec.network_id, f"{prefix}.network_id")
     except InvalidArgument as e:
         v += e.violations
         network_id = spec.network_id
     raise_if(v)
-    return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname)
+    return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname,
+                               ssh_key_pair_id=key_pair_id)
+
+
+def _optional_id(value: str, field: str, v: list[Violation]) -> str:
+    if not value:
+        return ""
+    try:
+        return check_id(value, field)
+    except InvalidArgument as e:
+        v += e.violations
+        return value
 
 
 def default_hostname(port_name: str, ip: str) -> str:
@@ -261,9 +284,16 @@ def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
         (f"{prefix}.hostname", hostname_problem(hostname) if hostname is not None else None),
         (f"{prefix}.device_id",
          device_id_problem(upd.device_id) if upd.device_id is not None else None),
+        (f"{prefix}.user_data",
+         user_data_problem(upd.user_data) if upd.user_data is not None else None),
     )
+    if upd.labels is not None:
+        v += labels_problems(dict(upd.labels), f"{prefix}.labels")
+    key_pair_id = upd.ssh_key_pair_id
+    if key_pair_id is not None:
+        key_pair_id = _optional_id(key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     raise_if(v)
-    return dataclasses.replace(upd, hostname=hostname)
+    return dataclasses.replace(upd, hostname=hostname, ssh_key_pair_id=key_pair_id)
 
 
 # ------------------------------------------------------------ tenants, zone

@@ -26,6 +26,7 @@ from netmgr.store.base import DEFAULT_ZONE, Database
 from netmgr.store.edge import EdgeStore
 from netmgr.store.edge_router_view import EdgeRouterStore
 from netmgr.store.hosts import HostStore
+from netmgr.store.keypairs import KeyPairStore
 from netmgr.store.load_balancers import LoadBalancerStore
 from netmgr.store.networks import NetworkStore
 from netmgr.store.ports import PortStore
@@ -69,6 +70,7 @@ class Store:
         self.routes = RouteStore(self.db)
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
+        self.key_pairs = KeyPairStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()
@@ -102,6 +104,11 @@ class Store:
         self.list_ports = self.ports.list_ports
         self.update_port = self.ports.update_port
         self.delete_port = self.ports.delete_port
+
+        self.import_key_pair = self.key_pairs.import_key_pair
+        self.get_key_pair = self.key_pairs.get_key_pair
+        self.list_key_pairs = self.key_pairs.list_key_pairs
+        self.delete_key_pair = self.key_pairs.delete_key_pair
 
         self.get_router = self.routers.get_router
         self.restart_router = self.routers.restart_router

@@ -27,6 +27,7 @@ from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow
+from netmgr.store.tables.keypairs import KeyPairRow
 
 
 def port_row(s: Session, tenant_id: str, port_id: str, field: str = "id") -> PortRow:
@@ -54,6 +55,14 @@ def _port_ip(s: Session, net: NetworkRow, requested: str) -> str:
     if ipam.ip_in_use(s, net.id, requested):
         raise AlreadyExists("port.ip", f"{requested} is already in use in network {net.id}")
     return requested
+
+
+def _key_pair_id(s: Session, tenant_id: str, key_pair_id: str) -> str | None:
+    """The tenant's key pair, checked; None for none."""
+    if not key_pair_id:
+        return None
+    return shared.owned(s, KeyPairRow, tenant_id, key_pair_id, "key pair",
+                        "port.ssh_key_pair_id").id
 
 
 class PortStore:
@@ -89,7 +98,9 @@ class PortStore:
             s.add(PortRow(
                 id=port_id, tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
-                error="", created_at=now, updated_at=now))
+                error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
+                labels=dict(spec.labels),
+                ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()
@@ -118,15 +129,23 @@ class PortStore:
 
         def tx(s: Session) -> model.Port:
             row = port_row(s, tenant_id, port_id, "port.id")
-            changes = {
+            changes: dict[str, object] = {
                 f: v for f, v in (("name", upd.name), ("hostname", upd.hostname),
                                   ("device_id", upd.device_id))
                 if v is not None and getattr(row, f) != v
             }
+            if upd.user_data is not None and (row.user_data or b"") != upd.user_data:
+                changes["user_data"] = upd.user_data or None
+            if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):
+                changes["labels"] = dict(upd.labels)
+            if upd.ssh_key_pair_id is not None:
+                key_id = _key_pair_id(s, tenant_id, upd.ssh_key_pair_id)
+                if key_id != row.ssh_key_pair_id:
+                    changes["ssh_key_pair_id"] = key_id
             if not changes:
                 return _port(s, row.id)
             if "hostname" in changes and _hostname_taken(
-                s, row.network_id, changes["hostname"], except_port=row.id
+                s, row.network_id, str(changes["hostname"]), except_port=row.id
             ):
                 raise AlreadyExists(
                     "port.hostname",

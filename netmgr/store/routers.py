@@ -26,6 +26,7 @@ from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
+from netmgr.store.tables.keypairs import KeyPairRow
 from netmgr.store.vpcs import vpc_snapshot
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,14 @@ def _tenant_router(s: Session, tenant_id: str, router_id: str) -> model.Router:
     if r is None:
         raise NotFound(f"router {router_id} not found")
     return rows.router(r)
+
+
+def _ssh_keys(s: Session, net_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """port ID -> (name, public key) of its key pair, for the router's metadata."""
+    return {port_id: (name, key) for port_id, name, key in s.execute(
+        select(PortRow.id, KeyPairRow.name, KeyPairRow.public_key)
+        .join(KeyPairRow, KeyPairRow.id == PortRow.ssh_key_pair_id)
+        .where(PortRow.network_id.in_(net_ids)))}
 
 
 class RouterStore:
@@ -89,7 +98,8 @@ class RouterStore:
                                         zone=rows.zone(shared.zone_row(s)),
                                         edge=edge_snapshot(s, net_ids),
                                         vpc=vpc_snapshot(s, router),
-                                        vpn=vpn.tunnels(s, net_ids, self._db.secrets))
+                                        vpn=vpn.tunnels(s, net_ids, self._db.secrets),
+                                        ssh_keys=_ssh_keys(s, net_ids))
 
         return self._db.read(tx)
 

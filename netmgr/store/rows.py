@@ -196,6 +196,9 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         device_id=row.device_id,
         router_id=router_id,
         fqdn=f"{row.hostname}.{domain}",
+        user_data=bytes(row.user_data or b""),
+        labels=tuple(sorted((row.labels or {}).items())),
+        ssh_key_pair_id=row.ssh_key_pair_id or "",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
@@ -39,7 +40,7 @@ TEST_SECRETS_KEY = bytes(range(32))
 PG_URL_ENV = "CLOUDNET_TEST_PG_URL"
 BACKENDS = ["sqlite", *(["postgresql"] if os.environ.get(PG_URL_ENV) else [])]
 TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
-          "public_ips")
+          "public_ips", "ssh_key_pairs")
 
 
 class RecordingHooks(NullHooks):
@@ -80,10 +81,12 @@ class Api:
         self.networks = rpc.NetworkServiceStub(channel)
         self.ports = rpc.PortServiceStub(channel)
         self.routers = rpc.RouterServiceStub(channel)
+        self.key_pairs = kprpc.KeyPairServiceStub(channel)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         """``api.CreateNetwork(req)``: find the method on whichever stub has it."""
-        for stub in (self.tenants, self.zone, self.networks, self.ports, self.routers):
+        for stub in (self.tenants, self.zone, self.networks, self.ports, self.routers,
+                     self.key_pairs):
             method = getattr(stub, name, None)
             if method is not None:
                 return lambda req, m=method: m(req, metadata=self.metadata, timeout=30)

@@ -15,6 +15,7 @@ from netmgr.model.core import Network, RouterSnapshot
 from netmgr.model.edge import EdgeSnapshot
 from netmgr.reconcile.configbuild import vpc as configbuild_vpc
 from netmgr.reconcile.configbuild.edge import PUBLIC_INTERFACE, add_edge
+from netmgr.reconcile.configbuild.metadata import add_metadata
 from netmgr.reconcile.configbuild.vpc import add_vpc
 from netmgr.reconcile.configbuild.vpn import add_vpn
 
@@ -111,5 +112,6 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
         add_vpn(config, snapshot.vpn)
     if snapshot.vpc is not None:
         add_vpc(config, snapshot)
+    add_metadata(config, snapshot)
     return config
 

@@ -17,8 +17,10 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -137,6 +139,14 @@ class PortRow(StatusColumns, Base):
     hostname: Mapped[str] = mapped_column(String(63))
     device_id: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # What the router's metadata service tells the guest (migration 0009).
+    # NULL for none (a portable default: SQLite would store a text '' in a blob).
+    user_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, server_default=text("'{}'"))
+    # A key pair in use cannot be deleted (the store refuses; no ON DELETE
+    # action, as migration 0009 adds it on SQLite).
+    ssh_key_pair_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("ssh_key_pairs.id"), nullable=True, index=True)
 
 
 class MacRow(Base):

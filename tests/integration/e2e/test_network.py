@@ -94,7 +94,7 @@ def test_two_tenants_with_the_same_cidr_are_isolated(make_tenant):
 
 def dnsmasq_pid(cloud, router_id: str) -> int:
     pidfiles = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(cloud.state_dir, "agent"))
-                for f in fs if f.endswith(".pid") and router_id in d]
+                for f in fs if f == "dnsmasq.pid" and router_id in d]
     assert len(pidfiles) == 1, pidfiles
     with open(pidfiles[0]) as f:
         return int(f.read().strip())

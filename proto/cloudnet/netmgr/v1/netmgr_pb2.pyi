@@ -799,6 +799,26 @@ Global___DeleteNetworkResponse: _TypeAlias = DeleteNetworkResponse  # noqa: Y015
 class Port(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
@@ -811,6 +831,9 @@ class Port(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     FQDN_FIELD_NUMBER: _builtins.int
+    USER_DATA_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -826,8 +849,23 @@ class Port(_message.Message):
     state: Global___ObjectState.ValueType
     error: _builtins.str
     fqdn: _builtins.str
+    user_data: _builtins.bytes
+    """Handed to the guest by the router's metadata service (EC2, OpenStack and
+    CloudStack paths); at most 32 KiB. Never shown in lists (ListPorts leaves
+    it empty); GetPort shows it.
+    """
+    ssh_key_pair_id: _builtins.str
+    """The tenant SSH key pair whose public key the guest's metadata serves
+    (KeyPairService); empty for none.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Shown to the guest in its metadata. At most 32 labels; keys
+        [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values printable text up to 255 characters.
+        """
+
     def __init__(
         self,
         *,
@@ -843,10 +881,13 @@ class Port(_message.Message):
         error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         fqdn: _builtins.str = ...,
+        user_data: _builtins.bytes = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        ssh_key_pair_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "mac", b"mac", "name", b"name", "network_id", b"network_id", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -997,6 +1038,44 @@ class DeletePortResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeletePortResponse: _TypeAlias = DeletePortResponse  # noqa: Y015
+
+@_typing.final
+class ResetPortPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPortPasswordRequest: _TypeAlias = ResetPortPasswordRequest  # noqa: Y015
+
+@_typing.final
+class ResetPortPasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    password: _builtins.str
+    def __init__(
+        self,
+        *,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetPortPasswordResponse: _TypeAlias = ResetPortPasswordResponse  # noqa: Y015
 
 @_typing.final
 class ServiceHealth(_message.Message):

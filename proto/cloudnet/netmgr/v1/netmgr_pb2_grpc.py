@@ -818,6 +818,11 @@ class PortServiceStub:
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortResponse.FromString,
                 _registered_method=True)
+        self.ResetPortPassword = channel.unary_unary(
+                '/cloudnet.netmgr.v1.PortService/ResetPortPassword',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordResponse.FromString,
+                _registered_method=True)
 
 
 class PortServiceServicer:
@@ -857,6 +862,15 @@ class PortServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResetPortPassword(self, request, context):
+        """Generates a new password for the port's guest and returns it, once. The
+        guest fetches it once from its router's password server; netmgr keeps it
+        in memory only until then (never in its database).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PortServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -884,6 +898,11 @@ def add_PortServiceServicer_to_server(servicer, server):
                     servicer.DeletePort,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortResponse.SerializeToString,
+            ),
+            'ResetPortPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPortPassword,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1023,6 +1042,33 @@ class PortService:
             '/cloudnet.netmgr.v1.PortService/DeletePort',
             cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.DeletePortResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPortPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.PortService/ResetPortPassword',
+            cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2.ResetPortPasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,

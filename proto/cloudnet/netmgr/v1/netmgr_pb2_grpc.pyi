@@ -262,6 +262,11 @@ class PortServiceStub:
     UpdatePort: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.UpdatePortRequest, _netmgr_pb2.Port]
     """Updatable: name, hostname, device_id."""
     DeletePort: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.DeletePortRequest, _netmgr_pb2.DeletePortResponse]
+    ResetPortPassword: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.ResetPortPasswordRequest, _netmgr_pb2.ResetPortPasswordResponse]
+    """Generates a new password for the port's guest and returns it, once. The
+    guest fetches it once from its router's password server; netmgr keeps it
+    in memory only until then (never in its database).
+    """
 
 @_typing.type_check_only
 class PortServiceAsyncStub(PortServiceStub):
@@ -275,6 +280,11 @@ class PortServiceAsyncStub(PortServiceStub):
     UpdatePort: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.UpdatePortRequest, _netmgr_pb2.Port]  # type: ignore[assignment]
     """Updatable: name, hostname, device_id."""
     DeletePort: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.DeletePortRequest, _netmgr_pb2.DeletePortResponse]  # type: ignore[assignment]
+    ResetPortPassword: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.ResetPortPasswordRequest, _netmgr_pb2.ResetPortPasswordResponse]  # type: ignore[assignment]
+    """Generates a new password for the port's guest and returns it, once. The
+    guest fetches it once from its router's password server; netmgr keeps it
+    in memory only until then (never in its database).
+    """
 
 class PortServiceServicer(metaclass=_abc_1.ABCMeta):
     """------------------------------------------------------------------ ports"""
@@ -315,6 +325,17 @@ class PortServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _netmgr_pb2.DeletePortRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_netmgr_pb2.DeletePortResponse, _abc.Awaitable[_netmgr_pb2.DeletePortResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResetPortPassword(
+        self,
+        request: _netmgr_pb2.ResetPortPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_netmgr_pb2.ResetPortPasswordResponse, _abc.Awaitable[_netmgr_pb2.ResetPortPasswordResponse]]:
+        """Generates a new password for the port's guest and returns it, once. The
+        guest fetches it once from its router's password server; netmgr keeps it
+        in memory only until then (never in its database).
+        """
 
 def add_PortServiceServicer_to_server(servicer: PortServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -9,6 +9,7 @@ same config twice changes nothing. An agent on a host runs many routers
 (one network namespace each); inside the appliance VM it runs one.
 """
 
+from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
 from cloudnet.router.v1 import vpn_pb2 as _vpn_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -293,6 +294,7 @@ class RouterConfig(_message.Message):
     NETWORK_ACLS_FIELD_NUMBER: _builtins.int
     TIER_ACLS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
+    GUEST_METADATA_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -335,6 +337,12 @@ class RouterConfig(_message.Message):
     def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnection]:
         """Site-to-site VPN (vpn.proto): fields 30-39."""
 
+    @_builtins.property
+    def guest_metadata(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestMetadata]:
+        """Guest metadata (metadata.proto): fields 40-49. One per port of the
+        router's guest networks.
+        """
+
     def __init__(
         self,
         *,
@@ -356,10 +364,11 @@ class RouterConfig(_message.Message):
         network_acls: _abc.Iterable[Global___NetworkAcl] | None = ...,
         tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
+        guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,203 @@
+"""The router's guest metadata service (nginx): what the per-guest check costs,
+and how soon a change is served.
+
+Measured in one run on one router made by the agent in this process (real
+nftables, nginx; a guest namespace on a Linux bridge fabric):
+
+* requests/s (ab, keep-alive) of ``/latest/meta-data/instance-id`` from a
+  guest through the router's metadata service (nftables (iif, MAC, IP) set,
+  tree chosen by source address) against a second nginx in the same router
+  serving the same tree on another port with no per-guest check (goal:
+  ratio >= 0.9);
+* apply -> served: a new user data for one guest applied as the next
+  generation (``RouterRegistry.apply``, what ``ApplyConfig`` runs) until curl
+  in the guest reads it, with 10, 100 and 1,000 guests on the router (goal
+  <= 100 ms, flat). netmgr's API and reconciler are not in this path.
+
+    .venv/bin/python bench/metadata.py [--repeat 10] [--requests 20000] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
+
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from router.agent.registry import RouterRegistry
+from router.runtime import router_netns_name
+from tests.lib.routerlab import HOSTS, Topology, make_config, sh
+
+MD = "169.254.169.254"
+BASELINE_PORT = 8081
+
+
+def config(router_id: str, generation: int, guests: int, user_data: bytes) -> pb.RouterConfig:
+    """make_config's router on a /22 with ``guests`` ports' metadata (p1 is the guest)."""
+    cfg = make_config(router_id, generation, ["p1"], cidr="10.10.0.0/22")
+    cfg.interfaces[1].addresses[:] = ["10.10.0.1/22"]
+    net = ipaddress.IPv4Network("10.10.0.0/22")
+    mac, ip, host = HOSTS["p1"]
+    cfg.guest_metadata.append(mpb.GuestMetadata(
+        port_id="p1", interface="g-net1", mac=mac, ip=ip, hostname=host,
+        availability_zone="zone1", user_data=user_data, network_id="net1"))
+    for n in range(1, guests):
+        addr = net.network_address + 20 + n  # .21 up to 10.10.3.251
+        cfg.guest_metadata.append(mpb.GuestMetadata(
+            port_id=f"x{n}", interface="g-net1", mac=f"02:bb:00:00:{n >> 8:02x}:{n & 255:02x}",
+            ip=str(addr), hostname=f"x{n}", availability_zone="zone1",
+            user_data=b"#cloud-config\n", network_id="net1"))
+    return cfg
+
+
+def ab(ns: str, url: str, requests: int) -> float:
+    out = sh("ip", "netns", "exec", ns, "ab", "-q", "-k", "-n", str(requests), "-c", "8", url,
+             timeout=300)
+    m = re.search(r"Requests per second:\s+([0-9.]+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def served(ns: str, url: str, want: bytes, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "2", url],
+                             capture_output=True, check=False).stdout
+        if got == want:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url}: still {got[:40]!r}")
+
+
+def baseline_nginx(state: str, netns: str, tree: str) -> str:
+    """A plain nginx in the router serving ``tree`` on BASELINE_PORT (no per-guest check)."""
+    conf = os.path.join(state, "baseline.conf")
+    with open(conf, "w") as f:
+        f.write(f"""user root;
+worker_processes 1;
+daemon on;
+pid {state}/baseline.pid;
+error_log {state}/baseline.log warn;
+events {{ worker_connections 1024; }}
+http {{
+	access_log off;
+	default_type text/plain;
+	client_body_temp_path {state}/tmp;
+	server {{
+		listen 10.10.0.1:{BASELINE_PORT};
+		root {tree};
+		index _index;
+	}}
+}}
+""")
+    os.makedirs(f"{state}/tmp", exist_ok=True)
+    sh("ip", "netns", "exec", netns, "nginx", "-e", f"{state}/baseline.log", "-c", conf)
+    sh("ip", "netns", "exec", netns, "nft", "insert", "rule", "inet", "cloudnet", "input",
+       "tcp", "dport", str(BASELINE_PORT), "accept")
+    return conf
+
+
+def run(repeat: int, requests: int) -> dict[str, Any]:
+    prefix = f"b{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
+    state_dir = tempfile.mkdtemp(prefix="cn-bench-md-", dir="/tmp")
+    os.chmod(state_dir, 0o755)
+    fabric = LinuxBridgeFabric(f"{prefix}-fab")
+    topo = Topology(prefix, state_dir, fabric, namespaces=[fabric.netns])
+    registry = RouterRegistry(os.path.join(state_dir, "agent"), netns_prefix=prefix,
+                              fabric_netns=fabric.netns, agent_id="bench")
+    router_id = uuid.uuid4().hex
+    result: dict[str, Any] = {}
+    try:
+        registry.start()
+        gen = 1
+        status = registry.apply(config(router_id, gen, 10, b"#cloud-config\n"))
+        assert status.applied_generation == gen, status.last_error
+        guest = topo.guest("p1")
+        topo.configure_guest(guest, HOSTS["p1"][1])
+        netns = router_netns_name(prefix, router_id)
+        tree = os.path.realpath(os.path.join(state_dir, "agent", "routers", router_id,
+                                             "metadata", "by-ip", HOSTS["p1"][1]))
+        baseline_nginx(state_dir, netns, tree)
+        path = "/latest/meta-data/instance-id"
+        md_rps, base_rps = [], []
+        for _ in range(max(3, repeat // 3)):
+            md_rps.append(ab(guest, f"http://{MD}{path}", requests))
+            base_rps.append(ab(guest, f"http://10.10.0.1:{BASELINE_PORT}{path}", requests))
+        result["metadata_rps"] = md_rps
+        result["baseline_rps"] = base_rps
+        result["rps_ratio"] = statistics.median(md_rps) / statistics.median(base_rps)
+
+        latency: dict[str, list[float]] = {}
+        for guests in (10, 100, 1000):
+            gen += 1
+            status = registry.apply(config(router_id, gen, guests, b"#cloud-config\n"))
+            assert status.applied_generation == gen, status.last_error
+            times = []
+            for i in range(repeat):
+                gen += 1
+                data = f"#cloud-config\n# {guests} {i}\n".encode()
+                started = time.monotonic()
+                status = registry.apply(config(router_id, gen, guests, data))
+                assert status.applied_generation == gen, status.last_error
+                served(guest, f"http://{MD}/latest/user-data", data)
+                times.append((time.monotonic() - started) * 1000)
+            latency[str(guests)] = times
+        result["apply_to_served_ms"] = latency
+        result["apply_to_served_median_ms"] = {k: statistics.median(v)
+                                               for k, v in latency.items()}
+    finally:
+        for rt in registry.runtimes():
+            registry.delete(rt.ctx.router_id, keep_leases=False)
+        topo.pidfiles.append(os.path.join(state_dir, "baseline.pid"))
+        topo.cleanup()
+    return result
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.bar(["metadata (per-guest check)", "same nginx, no check"],
+          [statistics.median(result["metadata_rps"]), statistics.median(result["baseline_rps"])],
+          color=["tab:blue", "grey"])
+    a.set_ylabel("requests/s (ab -k -c 8, median)")
+    a.set_title(f"ratio {result['rps_ratio']:.2f}")
+    lat = result["apply_to_served_ms"]
+    b.boxplot([lat[k] for k in sorted(lat, key=int)])
+    b.set_xticks(range(1, len(lat) + 1), sorted(lat, key=int))
+    b.set_xlabel("guests on the router")
+    b.set_ylabel("ms, apply -> new user data served")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    result = run(args.repeat, args.requests)
+    print(json.dumps(result, indent=2))
+    with open(os.path.join(args.out, "metadata.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "metadata.png"))
+
+
+if __name__ == "__main__":
+    main()

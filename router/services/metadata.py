@@ -1,0 +1,307 @@
+"""Guest metadata: nginx in every router serving each guest its own tree.
+
+Listens on 169.254.169.254:80 (held on the router's loopback; guests reach it
+through their gateway) and on every guest interface's address. The trees
+are content-addressed directories under ``metadata/trees/<digest>``; a guest's
+entry ``metadata/by-ip/<ip>`` is a symlink swapped atomically (rename) to its
+new tree, so a request sees the old tree or the new one, never half of one.
+Trees are written in apply, before the generation is reported applied.
+nginx is reloaded (SIGHUP) only when its configuration changes; a tree
+change needs no signal.
+
+Only a guest's own requests reach nginx: the nftables table accepts port 80
+to the router only from the (interface, MAC, IP) of a port
+(``router.services.nftables.metadata``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import grp
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import stat
+import tempfile
+import time
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
+
+from router.errors import ApplyError, CheckError
+from router.lib import files, proc, templating
+from router.services import metadata_tree
+from router.services.base import Capabilities, Context, Rendered, RouterPaths
+
+log = logging.getLogger(__name__)
+
+METADATA_ADDRESS = "169.254.169.254"
+CONF = "nginx.conf"
+TREES = "trees"  # compared, never written: {ip: digest}
+WORKER_USER = "www-data"
+START_TIMEOUT = 10.0
+
+
+def metadata_dir(paths: RouterPaths, *parts: str) -> str:
+    return paths.path("metadata", *parts)
+
+
+def _listen(cfg: pb.RouterConfig) -> list[str]:
+    addresses = {a.split("/")[0] for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST
+                 for a in i.addresses[:1]}
+    return [METADATA_ADDRESS, *sorted(addresses)]
+
+
+def _worker_user(paths: RouterPaths) -> str:
+    """www-data when it can search every directory above the trees, else root."""
+    try:
+        pw = pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        return "root"
+    path = os.path.abspath(paths.state_dir)
+    while True:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            path = os.path.dirname(path)
+            continue
+        bit = (stat.S_IXUSR if st.st_uid == pw.pw_uid else
+               stat.S_IXGRP if st.st_gid == pw.pw_gid else stat.S_IXOTH)
+        if not st.st_mode & bit:
+            return "root"
+        if path == "/":
+            return WORKER_USER
+        path = os.path.dirname(path)
+
+
+Digests = dict[bytes, str]  # a GuestMetadata, serialized -> its tree's digest
+
+
+def _digest(g: mpb.GuestMetadata, memo: Digests | None) -> str:
+    """The tree's digest; ``memo`` (one router's) spares rebuilding the trees of
+    guests that did not change."""
+    if memo is None:
+        return metadata_tree.tree_digest(metadata_tree.guest_tree(g))
+    key = g.SerializeToString(deterministic=True)
+    digest = memo.get(key)
+    if digest is None:
+        digest = memo[key] = metadata_tree.tree_digest(metadata_tree.guest_tree(g))
+    return digest
+
+
+def render(cfg: pb.RouterConfig, paths: RouterPaths, memo: Digests | None = None) -> Rendered:
+    if not cfg.guest_metadata:
+        return {}
+    conf = templating.render(
+        "nginx/metadata.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
+        user=_worker_user(paths), pid=metadata_dir(paths, "nginx.pid"),
+        error_log=metadata_dir(paths, "error.log"), temp=metadata_dir(paths, "tmp"),
+        trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg))
+    digests = {g.ip: _digest(g, memo) for g in cfg.guest_metadata}
+    return {CONF: conf, TREES: json.dumps(digests, sort_keys=True)}
+
+
+def check(ctx: Context, rendered: Rendered) -> None:
+    if not rendered:
+        return
+    base = metadata_dir(ctx.paths)
+    os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
+    # nginx -t binds the listening sockets, and the check runs outside the
+    # router's namespace: it checks the same config listening on a socket file.
+    # A socket path is at most 107 bytes: the probe lives in a short directory
+    # of its own, not under the (possibly long) state directory.
+    probe_dir = tempfile.mkdtemp(prefix="cn-md-")
+    probe = os.path.join(probe_dir, "s")
+    text = re.sub(r"(?m)^(\s*)listen [0-9.]+:80;$", lambda m: f"{m.group(1)}listen unix:{probe};",
+                  rendered[CONF], count=1)
+    text = re.sub(r"(?m)^\s*listen [0-9.]+:80;\n", "", text)
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix=".check-", dir=base) as f:
+        f.write(text)
+        f.flush()
+        try:
+            proc.run(["nginx", "-t", "-q", "-e", os.path.join(base, "check.log"),
+                      "-c", f.name])
+        except proc.CommandError as e:
+            raise CheckError(f"nginx: config refused by nginx -t: {e.output.strip()}") from e
+        finally:
+            shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def master_pid(ctx: Context) -> int | None:
+    """nginx's master, if running. It rewrites its argv into one title
+    ("nginx: master process nginx ... -c <conf>"): the conf path is looked
+    for in that text, so a recycled pid is never taken for it."""
+    pid = proc.read_pidfile(metadata_dir(ctx.paths, "nginx.pid"))
+    if pid and proc.is_alive(pid) and \
+            metadata_dir(ctx.paths, CONF) in " ".join(proc.cmdline(pid)):
+        return pid
+    return None
+
+
+def _wait_master(ctx: Context, timeout: float = START_TIMEOUT) -> int:
+    """The daemonised master writes its pid file after the starting command exits."""
+    deadline = time.monotonic() + timeout
+    while (pid := master_pid(ctx)) is None:
+        if time.monotonic() > deadline:
+            raise ApplyError("nginx: started but no master wrote its pid file")
+        time.sleep(0.01)
+    return pid
+
+
+def _group(user: str) -> int:
+    """The worker's group: the trees are root's, readable by that group only."""
+    return 0 if user == "root" else grp.getgrnam(user).gr_gid
+
+
+@functools.cache
+def nginx_version() -> str:
+    try:
+        out = proc.run(["nginx", "-v"], timeout=10)
+    except (OSError, proc.CommandError):
+        return ""
+    return out.strip().removeprefix("nginx version: ")
+
+
+def write_trees(ctx: Context, cfg: pb.RouterConfig, user: str,
+                digests: dict[str, str]) -> None:
+    """Every guest's tree, then its by-ip link swapped; unused trees removed."""
+    base = metadata_dir(ctx.paths)
+    trees, by_ip = os.path.join(base, "trees"), os.path.join(base, "by-ip")
+    gid = _group(user)
+    for d in (trees, by_ip):
+        os.makedirs(d, mode=0o750, exist_ok=True)
+        os.chown(d, 0, gid)
+        os.chmod(d, 0o750)
+    wanted: dict[str, str] = {}
+    for g in cfg.guest_metadata:
+        digest = digests[g.ip]  # from render: a tree is built only when it is new
+        wanted[g.ip] = digest
+        target = os.path.join(trees, digest)
+        if not os.path.isdir(target):
+            _write_tree(target, metadata_tree.guest_tree(g), gid)
+        link = os.path.join(by_ip, g.ip)
+        if os.path.islink(link) and os.readlink(link) == os.path.join("..", "trees", digest):
+            continue
+        tmp = os.path.join(by_ip, f".{g.ip}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        os.symlink(os.path.join("..", "trees", digest), tmp)
+        os.replace(tmp, link)  # atomic: the old tree or the new one
+    for name in os.listdir(by_ip):
+        if name not in wanted:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(by_ip, name))
+    used = set(wanted.values())
+    for name in os.listdir(trees):
+        if name not in used:
+            shutil.rmtree(os.path.join(trees, name), ignore_errors=True)
+
+
+def _write_tree(target: str, tree: metadata_tree.Tree, gid: int) -> None:
+    """A tree in a temporary directory renamed into place whole."""
+    tmp = tempfile.mkdtemp(prefix=".new-", dir=os.path.dirname(target))
+    try:
+        for rel, data in tree.items():
+            path = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chown(path, 0, gid)
+        for root, dirs, _ in os.walk(tmp):
+            for d in dirs:
+                os.chown(os.path.join(root, d), 0, gid)
+                os.chmod(os.path.join(root, d), 0o750)
+        os.chown(tmp, 0, gid)
+        os.chmod(tmp, 0o750)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _hold_address(ctx: Context) -> None:
+    try:
+        proc.run(["ip", "addr", "replace", f"{METADATA_ADDRESS}/32", "dev", "lo"],
+                 netns=ctx.netns)
+    except proc.CommandError as e:
+        raise ApplyError(f"metadata: cannot hold {METADATA_ADDRESS}: {e.output.strip()}") from e
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+    if not rendered:
+        remove(ctx)
+        return
+    base = metadata_dir(ctx.paths)
+    os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
+    user = _worker_user(ctx.paths)
+    write_trees(ctx, cfg, user, json.loads(rendered[TREES]))
+    conf = metadata_dir(ctx.paths, CONF)
+    changed = files.write_if_changed(conf, rendered[CONF], mode=0o600)
+    _hold_address(ctx)
+    pid = master_pid(ctx)
+    if pid is None:
+        try:
+            proc.run(["nginx", "-e", os.path.join(base, "error.log"), "-c", conf],
+                     netns=ctx.netns)
+        except proc.CommandError as e:
+            raise ApplyError(f"nginx: start failed: {e.output.strip()}") from e
+        _wait_master(ctx)
+    elif changed:
+        proc.os_kill(pid, signal.SIGHUP)  # new workers on the new config, same sockets
+
+
+def remove(ctx: Context) -> None:
+    pid = master_pid(ctx)
+    if pid is not None:
+        proc.stop(pid)
+    shutil.rmtree(metadata_dir(ctx.paths), ignore_errors=True)
+    with contextlib.suppress(proc.CommandError):
+        proc.run(["ip", "addr", "del", f"{METADATA_ADDRESS}/32", "dev", "lo"], netns=ctx.netns)
+
+
+class Metadata:
+    """``base.Service``: the guests' metadata (nginx)."""
+
+    name = "metadata"
+
+    def __init__(self) -> None:
+        self.capabilities = Capabilities(conditional=self)
+        # This router's tree digests by guest (render stays a function of its input).
+        self._memo: Digests = {}
+
+    def serves(self, cfg: pb.RouterConfig) -> bool:
+        """Reported in the router status only while the router has guests."""
+        return bool(cfg.guest_metadata)
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        metadata_tree.verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        if len(self._memo) > 4 * len(cfg.guest_metadata) + 64:
+            self._memo.clear()  # bounded: guests gone or changed long ago
+        return render(cfg, paths, self._memo)
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        check(ctx, rendered)
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        apply(ctx, cfg, rendered)
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        version = nginx_version()
+        if not cfg.guest_metadata:
+            return pb.ServiceStatus(name=self.name, healthy=True, detail="no guest",
+                                    version=version)
+        pid = master_pid(ctx)
+        return pb.ServiceStatus(name=self.name, healthy=pid is not None, version=version,
+                                detail=f"master pid {pid}" if pid else "not running")
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        remove(ctx)

@@ -1,0 +1,238 @@
+"""The router's metadata service (nginx) with real clients: curl in guest
+namespaces reads EC2, OpenStack and CloudStack paths and gets its own data
+only; a guest that takes another guest's IP (curl bound to it, and scapy's
+SYN from it) gets nothing; path traversal and header injection get 400/404;
+a change is served as soon as its generation is applied."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
+
+from router.runtime import router_netns_name
+from tests.lib.routerlab import HOSTS, InProcessAgent, Topology, make_config, sh
+
+pytestmark = pytest.mark.integration
+
+MD = "169.254.169.254"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs7cQdJ3m1mI3h1w0b0c4mQ3xC1uYy3cMuR2x1tY1a9"
+
+
+def metadata(port: str, user_data: bytes, **kw: object) -> mpb.GuestMetadata:
+    mac, ip, host = HOSTS[port]
+    g = mpb.GuestMetadata(port_id=port, interface="g-net1", mac=mac, ip=ip, hostname=host,
+                          fqdn=f"{host}.tenant.test", availability_zone="zone1",
+                          user_data=user_data, network_id="net1", **kw)  # type: ignore[arg-type]
+    return g
+
+
+def config(router_id: str, generation: int, p1_user_data: bytes) -> pb.RouterConfig:
+    cfg = make_config(router_id, generation, ["p1", "p2"])
+    cfg.guest_metadata.extend([
+        metadata("p1", p1_user_data, ssh_key_name="laptop", ssh_public_key=KEY,
+                 public_ip="203.0.113.50", labels={"role": "web"}),
+        metadata("p2", b"#!/bin/sh\necho p2\n"),
+    ])
+    return cfg
+
+
+def curl(ns: str, url: str, *extra: str) -> tuple[int, str]:
+    """(HTTP status, body); status 0 when no answer came."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "3", "-o", "-",
+         "-w", "\n%{http_code}", *extra, url], capture_output=True, text=True, timeout=20,
+        check=False)
+    body, _, code = proc.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+# A SYN to the metadata port from a chosen source address; prints the reply's flags.
+SYN = (
+    "import sys\n"
+    "from scapy.all import IP, TCP, sr1, conf\n"
+    "conf.verb = 0\n"
+    "r = sr1(IP(src=sys.argv[1], dst=sys.argv[2]) / TCP(sport=40000 + int(sys.argv[3]),"
+    " dport=80, flags='S'), timeout=2, iface='eth0')\n"
+    "print('none' if r is None else r[TCP].sprintf('%TCP.flags%'))\n"
+)
+
+
+def syn(ns: str, src: str, n: int) -> str:
+    return sh("ip", "netns", "exec", ns, sys.executable, "-c", SYN, src, MD, str(n),
+              timeout=30).strip()
+
+
+@pytest.fixture
+def guests(topo: Topology, agent: InProcessAgent) -> tuple[str, str, str]:
+    router_id = uuid.uuid4().hex
+    reply = agent.stub.ApplyConfig(pb.ApplyConfigRequest(
+        config=config(router_id, 1, b"#cloud-config\nhostname: one\n")))
+    assert reply.status.applied_generation == 1, reply.status.last_error
+    assert {s.name: s.healthy for s in reply.status.services}["metadata"] is True
+    g1, g2 = topo.guest("p1"), topo.guest("p2")
+    topo.configure_guest(g1, HOSTS["p1"][1])
+    topo.configure_guest(g2, HOSTS["p2"][1])
+    return router_id, g1, g2
+
+
+def test_each_guest_reads_its_own_ec2_openstack_and_cloudstack_metadata(
+    guests: tuple[str, str, str]
+) -> None:
+    _, g1, g2 = guests
+    base = f"http://{MD}"
+    assert curl(g1, f"{base}/latest/meta-data/instance-id") == (200, "p1")
+    assert curl(g2, f"{base}/latest/meta-data/instance-id") == (200, "p2")
+    # The router's guest address answers the same (CloudStack's data-server).
+    assert curl(g1, "http://10.10.0.1/latest/meta-data/local-ipv4") == (200, HOSTS["p1"][1])
+    code, listing = curl(g1, f"{base}/latest/meta-data/")
+    assert code == 200
+    assert {"instance-id", "local-hostname", "local-ipv4", "public-ipv4", "mac",
+            "placement/", "public-keys/", "service-offering", "vm-id",
+            "availability-zone", "public-hostname"} <= set(listing.splitlines())
+    assert curl(g1, f"{base}/latest/meta-data/local-hostname") == (200, "vm1")
+    assert curl(g1, f"{base}/latest/meta-data/public-ipv4") == (200, "203.0.113.50")
+    assert curl(g1, f"{base}/latest/meta-data/mac") == (200, HOSTS["p1"][0])
+    assert curl(g1, f"{base}/latest/meta-data/placement/availability-zone") == (200, "zone1")
+    assert curl(g1, f"{base}/latest/meta-data/public-keys/") == (200, "0=laptop")
+    assert curl(g1, f"{base}/latest/meta-data/public-keys/0/openssh-key") == (200, KEY + "\n")
+    # CloudStack's file where EC2 has a directory.
+    assert curl(g1, f"{base}/latest/meta-data/public-keys") == (200, KEY + "\n")
+    assert curl(g1, f"{base}/latest/meta-data/tags/instance/role") == (200, "web")
+    assert curl(g1, f"{base}/latest/user-data") == (200, "#cloud-config\nhostname: one\n")
+    assert curl(g1, f"{base}/2009-04-04/meta-data/instance-id") == (200, "p1")
+    assert curl(g2, f"{base}/latest/meta-data/public-keys/0/openssh-key")[0] == 404
+    assert curl(g2, f"{base}/latest/user-data") == (200, "#!/bin/sh\necho p2\n")
+
+    code, text = curl(g1, f"{base}/openstack/latest/meta_data.json")
+    assert code == 200
+    md = json.loads(text)
+    assert (md["uuid"], md["name"], md["availability_zone"], md["meta"]) == (
+        "p1", "vm1", "zone1", {"role": "web"})
+    assert md["public_keys"] == {"laptop": KEY}
+    code, text = curl(g2, f"{base}/openstack/latest/network_data.json")
+    assert json.loads(text)["links"][0]["ethernet_mac_address"] == HOSTS["p2"][0]
+    assert curl(g2, f"{base}/openstack/latest/user_data") == (200, "#!/bin/sh\necho p2\n")
+    # IMDSv2's token is issued on PUT only.
+    code, token = curl(g1, f"{base}/latest/api/token", "-X", "PUT")
+    assert code == 200
+    assert len(token) == 32
+    assert curl(g1, f"{base}/latest/api/token")[0] == 405
+
+
+def test_a_guest_using_another_guests_ip_gets_nothing(guests: tuple[str, str, str]) -> None:
+    _, g1, _ = guests
+    # p1 takes p2's address as well; its requests from it still leave p1's MAC.
+    sh("ip", "-n", g1, "addr", "add", f"{HOSTS['p2'][1]}/32", "dev", "eth0")
+    assert curl(g1, f"http://{MD}/latest/meta-data/instance-id", "--interface",
+                HOSTS["p2"][1]) == (0, "")
+    assert curl(g1, "http://10.10.0.1/latest/user-data", "--interface",
+                HOSTS["p2"][1]) == (0, "")
+    # scapy: a SYN from p1's own address is answered, one from p2's is not.
+    assert syn(g1, HOSTS["p1"][1], 1) == "SA"
+    assert syn(g1, HOSTS["p2"][1], 2) == "none"
+    assert curl(g1, f"http://{MD}/latest/meta-data/instance-id") == (200, "p1")
+
+
+def test_traversal_and_header_injection_get_400_or_404(guests: tuple[str, str, str]) -> None:
+    _, g1, _ = guests
+    for path in ("/latest/../../etc/passwd", "/latest/%2e%2e/%2e%2e/etc/passwd",
+                 "/latest/meta-data/..%2f..%2f..%2f..%2fetc%2fpasswd",
+                 "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/latest/meta-data/../../../p2/",
+                 "/../10.10.0.12/latest/user-data", "/latest/meta-data/%00"):
+        code, body = curl(g1, f"http://{MD}{path}", "--path-as-is")
+        assert code in (400, 404), (path, code)
+        assert "root:" not in body
+        assert "p2" not in body
+    raw = (b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n"
+           b"X-Evil: a\rInjected: 1\r\n\r\n")
+    out = subprocess.run(["ip", "netns", "exec", g1, "socat", "-t", "2", "-",
+                          f"TCP:{MD}:80"], input=raw, capture_output=True, timeout=20,
+                         check=False).stdout
+    assert out.startswith(b"HTTP/1.1 400"), out[:80]
+    assert curl(g1, f"http://{MD}/latest/meta-data/instance-id", "-X", "POST")[0] in (403, 405)
+
+
+def test_a_change_is_served_when_its_generation_is_applied_and_a_repeat_is_a_no_op(
+    topo: Topology, agent: InProcessAgent, guests: tuple[str, str, str]
+) -> None:
+    router_id, g1, _ = guests
+    pidfile = f"{agent.agent.state_dir}/routers/{router_id}/metadata/nginx.pid"
+    with open(pidfile) as f:
+        pid = f.read().strip()
+    for gen in range(2, 6):
+        data = f"#cloud-config\n# generation {gen}\n".encode()
+        reply = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=config(router_id, gen,
+                                                                           data)))
+        assert reply.status.applied_generation == gen, reply.status.last_error
+        assert curl(g1, f"http://{MD}/latest/user-data") == (200, data.decode())
+    reply = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=config(router_id, 6, data)))
+    assert reply.status.applied_generation == 6
+    with open(pidfile) as f:
+        assert f.read().strip() == pid  # a tree change needs no nginx restart
+
+
+# cloud-init's own crawlers (Debian's cloud-init, system Python), as its EC2,
+# CloudStack and OpenStack datasources call them, against the router.
+CLOUD_INIT_CRAWL = (
+    "import json, sys\n"
+    "from cloudinit.sources.helpers import ec2, openstack\n"
+    "md, gw = sys.argv[1], sys.argv[2]\n"
+    "ec2_md = ec2.get_instance_metadata('2009-04-04', md, retries=0)\n"
+    "ec2_ud = ec2.get_instance_userdata('2009-04-04', md, retries=0)\n"
+    "cs_md = ec2.get_instance_metadata('latest', gw, retries=0)\n"
+    "os_md = openstack.MetadataReader(md, retries=0).read_v2()\n"
+    "print(json.dumps({'ec2': ec2_md, 'ec2_ud': ec2_ud.decode(), 'cs': cs_md,\n"
+    "                  'os': os_md['metadata'], 'os_ud': os_md['userdata'].decode()},\n"
+    "                 default=str))\n"
+)
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def test_cloud_inits_datasource_crawlers_read_this_guests_data(
+    guests: tuple[str, str, str]
+) -> None:
+    _, g1, _ = guests
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import cloudinit.sources.helpers.ec2"],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("Debian's cloud-init is not installed (scripts/bootstrap.sh installs it)")
+    out = sh("ip", "netns", "exec", g1, SYSTEM_PYTHON, "-c", CLOUD_INIT_CRAWL,
+             f"http://{MD}", "http://10.10.0.1/", timeout=60)
+    got = json.loads(out)
+    assert got["ec2"]["instance-id"] == "p1"
+    assert got["ec2"]["local-ipv4"] == HOSTS["p1"][1]
+    assert got["ec2"]["placement"]["availability-zone"] == "zone1"
+    assert got["ec2"]["public-keys"] == {"laptop": [KEY]}
+    assert got["ec2_ud"] == "#cloud-config\nhostname: one\n"
+    assert (got["cs"]["instance-id"], got["cs"]["vm-id"], got["cs"]["service-offering"]) == (
+        "p1", "p1", "cloudnet")
+    assert got["cs"]["local-hostname"] == "vm1"
+    assert (got["os"]["uuid"], got["os"]["name"]) == ("p1", "vm1")
+    assert got["os"]["public_keys"] == {"laptop": KEY}
+    assert got["os_ud"] == "#cloud-config\nhostname: one\n"
+
+
+def test_a_killed_nginx_is_repaired_by_the_health_pass(
+    topo: Topology, agent: InProcessAgent, guests: tuple[str, str, str]
+) -> None:
+    router_id, g1, _ = guests
+    # nginx dies whole (master and workers), only the one in this test's router.
+    netns = router_netns_name(topo.prefix, router_id)
+    for pid in sh("ip", "netns", "pids", netns).split():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().startswith(b"nginx:"):
+                os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while curl(g1, f"http://{MD}/latest/meta-data/instance-id")[0] != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert agent.agent.repair_all() == {router_id: ["metadata"]}
+    assert curl(g1, f"http://{MD}/latest/meta-data/instance-id") == (200, "p1")

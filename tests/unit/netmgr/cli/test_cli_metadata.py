@@ -1,0 +1,68 @@
+"""``cloudnet keypair ...``, the ports' metadata options and
+``port reset-password`` against the real netmgr API server."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.lib.cli_runner import Cli
+
+
+@pytest.fixture
+def tok(c: Cli) -> str:
+    t = c.json(c.admin, "tenant", "create", "acme")
+    return str(c.json(c.admin, "token", "create", t["id"], "--name", "ci")["secret"])
+
+
+def test_keypair_import_list_show_delete(c: Cli, tok: str, tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{key}.pub"],
+                                 check=True, capture_output=True, text=True).stdout.split()[1]
+    kp = c.json(tok, "keypair", "import", "laptop", "--public-key-file", f"{key}.pub")
+    assert (kp["name"], kp["fingerprint"], kp["key_type"]) == ("laptop", fingerprint,
+                                                              "ssh-ed25519")
+    rows = [line.split() for line in c.ok(tok, "keypair", "list").splitlines()]
+    assert rows[0] == ["ID", "NAME", "TYPE", "FINGERPRINT"]
+    assert rows[1] == [kp["id"], "laptop", "ssh-ed25519", fingerprint]
+    assert c.json(tok, "keypair", "show", kp["id"])["public_key"] == kp["public_key"]
+
+    (tmp_path / "bad.pub").write_text("ssh-rsa AAAA\n")
+    err = c.fails(tok, "keypair", "import", "bad", "--public-key-file", str(tmp_path / "bad.pub"))
+    assert "key_pair.public_key" in err
+    assert c.ok(tok, "keypair", "delete", kp["id"]).strip() == f"Deleted key pair {kp['id']}"
+    assert c.json(tok, "keypair", "list") == []
+
+
+def test_port_user_data_labels_key_pair_and_password(c: Cli, tok: str, tmp_path: Path) -> None:
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    kp = c.json(tok, "keypair", "import", "k", "--public-key-file", f"{key}.pub")
+    net = c.json(tok, "network", "create", "web", "--cidr", "10.20.0.0/24")
+    init = tmp_path / "init.yaml"
+    init.write_bytes(b"#cloud-config\nruncmd: [touch /marker]\n")
+    port = c.json(tok, "port", "create", net["id"], "--user-data-file", str(init),
+                  "--label", "role=web", "--key-pair", kp["id"])
+    assert base64.b64decode(port["user_data"]) == init.read_bytes()
+    assert (port["labels"], port["ssh_key_pair_id"]) == ({"role": "web"}, kp["id"])
+
+    init.write_bytes(b"#!/bin/sh\necho new\n")
+    port = c.json(tok, "port", "update", port["id"], "--user-data-file", str(init),
+                  "--no-key-pair", "--clear-labels")
+    assert base64.b64decode(port["user_data"]) == b"#!/bin/sh\necho new\n"
+    assert port["ssh_key_pair_id"] == ""
+    assert port["labels"] == {}
+
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (32 * 1024 + 1))
+    rc, _, err = c.run(tok, "port", "update", port["id"], "--user-data-file", str(big))
+    assert rc == 2
+    assert "more than 32768 bytes" in err
+    first = c.ok(tok, "port", "reset-password", port["id"]).strip()
+    second = c.json(tok, "port", "reset-password", port["id"])["password"]
+    assert len(first) == 16
+    assert first != second
