@@ -31,7 +31,7 @@ UNSEEN_SECONDS = 4.0
 @dataclasses.dataclass
 class Live:
     traced: bool  # the router's table saw the packet
-    allowed: bool
+    allowed: bool | None  # None: unseen by the router, and no answer to judge by (UDP)
     answered: bool | None  # the client got an answer (None: UDP, nothing to wait for)
     drop: tuple[str, str] | None  # the object the dropping rule names ("", "" if none)
     objects: set[tuple[str, str]]  # every (kind, id) the trace names
@@ -81,7 +81,7 @@ def read_events(events: list[dpb.TraceEvent], answered: bool | None) -> Live:
                 drop = next((o for o in reversed(named[:i]) if o[0] == drop[0] and o[1]),
                             drop)
     traced = bool(mine)
-    return Live(traced=traced, allowed=(drop is None) if traced else bool(answered),
+    return Live(traced=traced, allowed=(drop is None) if traced else answered,
                 answered=answered, drop=drop, objects=objects, snat=snat, dnat=dnat,
                 lines=[e.line for e in mine])
 
