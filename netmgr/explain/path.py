@@ -108,6 +108,7 @@ class Walk:
         res.router_id = rv.id
         dst = str(pkt.dst)
         # 1. The edge filter guards the tenant public IPs (not the source NAT address).
+        opener: tuple[str, str] | None = None
         if rv.public_ip and dst in rv.edge_ips:
             res.step("public-ip", rv.edge_ips[dst].id, f"{dst} is a public IP of router {rv.id}")
             opener = edge_opener(rv, pkt)
@@ -118,17 +119,21 @@ class Walk:
         elif iif.kind == PUBLIC and dst == rv.public_ip:
             res.step("router", rv.id, f"{dst} is the source NAT address of router {rv.id}")
         # 2. DNAT.
-        dnat: tuple[str, str] | None = None
+        dnat: Decision | None = None
         forward = port_forward_to(rv, pkt)
         if forward is not None:
             f, private_port = forward
             res.step("portforward", f.id, f"DNAT to {f.private_ip}:{private_port}")
             pkt = dataclasses.replace(pkt, dst=type(pkt.dst)(f.private_ip), port=private_port)
-            dnat = ("portforward", f.id)
+            dnat = (True, "portforward", f.id, f"forwarded to {f.private_ip}:{private_port}")
         elif (snat := rv.static_nat_in(dst)) is not None:
             res.step("staticnat", snat.id, f"DNAT to {snat.private_ip}")
             pkt = dataclasses.replace(pkt, dst=type(pkt.dst)(snat.private_ip))
-            dnat = ("staticnat", snat.id)
+            # Static NAT opens nothing itself: the ingress rule that let it
+            # through the edge decides.
+            by = opener or ("staticnat", snat.id)
+            dnat = (True, *by, f"{'ingress rule allows it' if opener else 'static NAT'} "
+                    f"to {snat.private_ip}")
         # 3. Routing.
         own = rv.own_addresses()
         if str(pkt.dst) in own:
@@ -162,7 +167,9 @@ class Walk:
         return res.done(*DROP, f"the router serves nothing on {describe(pkt)} at {at}")
 
     def forward(self, rv: RouterView, pkt: Packet, iif: Iface,
-                dnat: tuple[str, str] | None) -> pb.ExplainResponse:
+                dnat: Decision | None) -> pb.ExplainResponse:
+        """Forward: ``dnat`` is the decision of the port forward or static
+        NAT that rewrote the destination, if one did."""
         res = self.res
         route = rv.route(pkt.dst)
         oif = route.iface
@@ -200,7 +207,7 @@ class Walk:
                 if decided is not None:
                     decided = (True, decided[1], decided[2],
                                f"routed to {rv.iface_name(oif)}; {decided[3]}")
-                return self.leave(rv, pkt, iif, oif, dnat, decided or (
+                return self.leave(rv, pkt, iif, oif, dnat, dnat or decided or (
                     True, "vpc", rv.vpc.vpc.id, f"routed to {rv.iface_name(oif)}"))
         if tunnel is not None:
             cid = tunnel.spec.connection_id
@@ -214,11 +221,8 @@ class Walk:
             return self.leave(rv, pkt, iif, oif, dnat, (
                 True, "vpnconnection", iif.ident,
                 f"decrypted from the tunnel of VPN connection {iif.ident}"))
-        if dnat is not None:
-            kind, ident = dnat
-            return self.leave(rv, pkt, iif, oif, dnat, (
-                True, kind, ident, f"{'forwarded' if kind == 'portforward' else 'static NAT'} "
-                f"to {pkt.dst}" + (f":{pkt.port}" if kind == "portforward" else "")))
+        if dnat is not None:  # filtered at the edge, before DNAT
+            return self.leave(rv, pkt, iif, oif, dnat, dnat)
         if iif.kind == GUEST and oif.kind == PUBLIC:
             src_net = rv.network_of(pkt.src)
             if src_net is not None:
@@ -248,7 +252,7 @@ class Walk:
     # ------------------------------------------------------------ leaving
 
     def leave(self, rv: RouterView, pkt: Packet, iif: Iface, oif: Iface,
-              dnat: tuple[str, str] | None, decided: Decision) -> pb.ExplainResponse:
+              dnat: Decision | None, decided: Decision) -> pb.ExplainResponse:
         """Postrouting's source NAT, then where the packet goes."""
         res = self.res
         if oif.kind == TUNNEL or (in_any(pkt.src, rv.local_vpn_nets()) and rv.tunnel_to(
