@@ -35,6 +35,7 @@ class Live:
     answered: bool | None  # the client got an answer (None: UDP, nothing to wait for)
     drop: tuple[str, str] | None  # the object the dropping rule names ("", "" if none)
     objects: set[tuple[str, str]]  # every (kind, id) the trace names
+    unnamed: set[str]  # kinds of rules the trace could not map to an object
     snat: str
     dnat: str
     lines: list[str]
@@ -65,6 +66,7 @@ def read_events(events: list[dpb.TraceEvent], answered: bool | None) -> Live:
     mine = [e for e in events if e.table == ROUTER_TABLE and not e.ready]
     named = [_object(e) for e in mine]
     objects = {o for o in named if o[0] and o[1]}
+    unnamed = {k for k, i in named if k and not i}
     drop: tuple[str, str] | None = None
     snat = dnat = ""
     for i, ev in enumerate(mine):
@@ -82,7 +84,8 @@ def read_events(events: list[dpb.TraceEvent], answered: bool | None) -> Live:
                             drop)
     traced = bool(mine)
     return Live(traced=traced, allowed=(drop is None) if traced else answered,
-                answered=answered, drop=drop, objects=objects, snat=snat, dnat=dnat,
+                answered=answered, drop=drop, objects=objects, unnamed=unnamed, snat=snat,
+                dnat=dnat,
                 lines=[e.line for e in mine])
 
 
