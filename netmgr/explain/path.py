@@ -241,7 +241,12 @@ class Walk:
                                  f"egress rule {'allows' if deny else 'denies'} "
                                  f"{describe(pkt)} to {pkt.dst}")
         elif deny:
-            decided = (*DROP, "egress is denied by default on this network")
+            # The router's element of its deny set names the network (its policy).
+            net = rv.network_by_id(network_id)
+            decided = (False, "network", network_id,
+                       f"egress is denied by default on {net.name if net else network_id} "
+                       f"(its egress policy) and no egress rule opens {describe(pkt)} "
+                       f"to {pkt.dst}")
         else:
             decided = (True, "egress-default", network_id, "egress is allowed by default")
         self.res.step(*decided[1:])

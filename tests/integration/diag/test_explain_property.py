@@ -104,7 +104,7 @@ def _report(seed: int, topo: Topology, flow: Flow, r: debug_pb2.ExplainResponse,
 def test_explain_agrees_with_the_live_trace(cloud, make_tenant, kind):
     seed = _seed()
     topologies = int(os.environ.get("CLOUDNET_EXPLAIN_TOPOLOGIES", "1"))
-    per_topology = int(os.environ.get("CLOUDNET_EXPLAIN_FLOWS", "18"))
+    per_topology = int(os.environ.get("CLOUDNET_EXPLAIN_FLOWS", "24"))
     failures = []
     for index in range(topologies):
         rng = random.Random(f"{seed}:{kind}:{index}")

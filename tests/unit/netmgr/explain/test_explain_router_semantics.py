@@ -145,6 +145,12 @@ def test_egress_rules_by_protocol_group_then_the_smallest_id(cloud: Cloud) -> No
     assert _decided(r) == (False, "firewall", min(rules[0].id, rules[2].id))
     e.SetEgressPolicy(epb.SetEgressPolicyRequest(policy=epb.EgressPolicy(
         network_id=net.id, default_action=epb.EGRESS_ACTION_DENY)))
+    for rule in rules:
+        if rule.protocol == "all":
+            e.DeleteFirewallRule(epb.DeleteFirewallRuleRequest(id=rule.id))
+    # The network's policy denies (the router's deny set names the network) ...
+    assert _decided(explain(p1.id, "198.51.100.10:80/tcp")) == (False, "network", net.id)
+    # ... and a rule flips it back.
     r = explain(p1.id, "198.51.100.10:443/tcp")
     assert _decided(r) == (True, "firewall", rules[1].id)
     assert r.steps[-1].object_kind == "snat"
