@@ -154,7 +154,7 @@ class Builder:
         for _ in range(rng.randint(1, 4)):
             self.ingress_rule(rng.choice(ips), networks)
         for net in networks:
-            if rng.random() < 0.5:
+            if rng.random() < 0.35:
                 e.call(e.firewall.SetEgressPolicy, epb.SetEgressPolicyRequest(
                     policy=epb.EgressPolicy(network_id=net.id,
                                             default_action=epb.EGRESS_ACTION_DENY)))
@@ -205,6 +205,9 @@ class Builder:
             r = v.rule(acl.id, number, rng.choice(["allow", "allow", "deny"]), direction,
                        cidrs=self.cidrs(networks), **fields)
             self.note(f"acl {acl.id} rule", r)
+        for direction in ("ingress", "egress"):
+            if rng.random() < 0.5:  # a list that lets the rest through
+                self.note(f"acl {acl.id} rule", v.rule(acl.id, 250, "allow", direction, "all"))
         return acl.id
 
 
