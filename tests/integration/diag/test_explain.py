@@ -8,10 +8,12 @@ import time
 import pytest
 from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpn_pb2 as vnpb
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vnrpc
 
 from aio.allinone import INET_DNS_IP, INET_HOST_IP, WEB_PORT
+from aio.nsguest import NamespaceGuest
 from tests.lib.diag import Debug
 from tests.lib.edge import Edge
 from tests.lib.explain_live import send_traced
@@ -268,3 +270,68 @@ def test_a_port_forward_into_a_tier_is_dropped_by_the_tiers_acl(make_tenant, clo
     assert (r.decided_by_kind, r.decided_by_id) == ("portforward", fwd[81].id)
     assert (r.decided_by_kind, r.decided_by_id) in live.objects, live.describe()
     assert ask(cloud.inet_ns, TCP, ip.ip, 8081) == "web81"
+
+
+def test_a_private_gateway_and_a_static_route_as_the_router_routes_them(make_tenant, cloud,
+                                                                        servers):
+    t = make_tenant()
+    v = Vpc(t, "dc", "10.64.0.0/16")
+    web = v.tier("web", "10.64.1.0/24")
+    pw, gw = v.guest(web, "www1")
+    pg = v.call(v.gateways.CreatePrivateGateway, vpb.CreatePrivateGatewayRequest(
+        private_gateway=vpb.PrivateGateway(vpc_id=v.vpc.id, vlan_id=3002,
+                                           address="192.168.78.2/24",
+                                           gateway="192.168.78.1")))
+    route = v.call(v.routes.CreateStaticRoute, vpb.CreateStaticRouteRequest(
+        static_route=vpb.StaticRoute(vpc_id=v.vpc.id, cidr="10.211.0.0/16",
+                                     next_hop="192.168.78.1")))
+    v.wait()
+    # The datacenter: a namespace on the gateway's VLAN with 10.211.0.1 behind it.
+    dc = NamespaceGuest(f"{cloud.prefix}-xdc-{pg.id[:6]}", cloud.fabric,
+                        f"xd{pg.id.replace('-', '')[:10]}")
+    t.guests.append(dc)
+    dc.attach(3002, "02:00:5e:10:20:31")
+    for cmd in (["ip", "addr", "add", "192.168.78.1/24", "dev", "eth0"],
+                ["ip", "addr", "add", "10.211.0.1/16", "dev", "lo"],
+                # Sent from the address behind the gateway, not the link's.
+                ["ip", "route", "add", "10.64.0.0/16", "via", "192.168.78.2", "src",
+                 "10.211.0.1"]):
+        assert dc.run(cmd).returncode == 0, cmd
+    serve(servers, dc, TCP, 9100, "datacenter")
+    dbg = Debug(t)
+
+    r = _explain(t, pw.id, "10.211.0.1:9100/tcp")
+    live = send_traced(dbg, v.vpc.router_id, gw.netns, pw.ip, "tcp", "10.211.0.1", 9100)
+    assert live.allowed, live.describe()
+    assert live.answered, live.describe()
+    assert not live.snat, live.describe()
+    assert r.allowed, r.reason
+    assert ("staticroute", route.id) in _steps(r)
+    assert not [k for k, _ in _steps(r) if k in ("snat", "staticnat")]
+    # From the datacenter back into the tier.
+    r = _explain(t, "10.211.0.1", f"{pw.ip}/icmp")
+    live = send_traced(dbg, v.vpc.router_id, dc.netns, "10.211.0.1", "icmp", pw.ip, 0)
+    assert live.traced, live.describe()
+    assert live.allowed, live.describe()
+    assert r.allowed, r.reason
+    assert r.router_id == v.vpc.router_id
+    # Nothing from the datacenter goes out to the internet through the VPC.
+    assert dc.run(["ip", "route", "add", "default", "via", "192.168.78.2", "src",
+                   "10.211.0.1"]).returncode == 0
+    r = _explain(t, "10.211.0.1", f"{INET_HOST_IP}:{WEB_PORT}/tcp")
+    live = send_traced(dbg, v.vpc.router_id, dc.netns, "10.211.0.1", "tcp", INET_HOST_IP,
+                       WEB_PORT)
+    assert not live.allowed, live.describe()
+    assert not r.allowed, r.reason
+    assert (r.decided_by_kind, r.decided_by_id) == live.drop
+    # The gateway's own list: default_deny stops new flows, named by the list.
+    deny = v.builtin("default_deny")
+    v.call(v.acls.ReplaceNetworkAcl, vpb.ReplaceNetworkAclRequest(network_id=pg.id,
+                                                                  acl_id=deny))
+    v.wait()
+    r = _explain(t, pw.id, "10.211.0.1:9100/tcp")
+    live = send_traced(dbg, v.vpc.router_id, gw.netns, pw.ip, "tcp", "10.211.0.1", 9100)
+    assert not live.allowed, live.describe()
+    assert live.drop == ("acl-default-deny", deny), live.describe()
+    assert not r.allowed, r.reason
+    assert (r.decided_by_kind, r.decided_by_id) == live.drop
