@@ -94,6 +94,23 @@ def parse(store: Store, tenant_id: str,
 def explain(store: Store, tenant_id: str, request: pb.ExplainRequest) -> pb.ExplainResponse:
     pkt, src_port = parse(store, tenant_id, request)
     world = World(store, tenant_id)
+    answer = _walk(world, pkt, src_port)
+    # An object the router refused runs as it was before (or not at all, if
+    # it was new): the model's version of it may not be what the router holds.
+    errors = world.errors()
+    seen: set[tuple[str, str]] = set()
+    for obj in [(answer.decided_by_kind, answer.decided_by_id),
+                *((s.object_kind, s.object_id) for s in answer.steps)]:
+        if obj in errors and obj not in seen:
+            seen.add(obj)
+            answer.steps.append(pb.ExplainStep(
+                object_kind=obj[0], object_id=obj[1],
+                result=f"in ERROR, refused by the router ({errors[obj][:200]}): it runs "
+                       "the previous version of it, or none if it was new"))
+    return answer
+
+
+def _walk(world: World, pkt: Packet, src_port: model.Port | None) -> pb.ExplainResponse:
     res = Result()
     walk = Walk(world, res)
     src_net = None
@@ -101,7 +118,7 @@ def explain(store: Store, tenant_id: str, request: pb.ExplainRequest) -> pb.Expl
         src_net = next((n for n in world.networks if n.id == src_port.network_id), None)
     src_net = src_net or world.network_of(pkt.src)
     if src_net is not None:
-        return _from_network(walk, src_net, pkt)
+        return _from_network(walk, src_net, pkt, src_port)
     behind = world.behind(pkt.src)
     if behind is not None:
         rv, kind, ident = behind
@@ -116,7 +133,8 @@ def explain(store: Store, tenant_id: str, request: pb.ExplainRequest) -> pb.Expl
     return walk.outside(pkt)
 
 
-def _from_network(walk: Walk, net: model.Network, pkt: Packet) -> pb.ExplainResponse:
+def _from_network(walk: Walk, net: model.Network, pkt: Packet,
+                  port: model.Port | None) -> pb.ExplainResponse:
     res = walk.res
     res.router_id = net.router_id
     res.step("network", net.id, f"source {pkt.src} is in {net.cidr}")
@@ -125,4 +143,14 @@ def _from_network(walk: Walk, net: model.Network, pkt: Packet) -> pb.ExplainResp
         return res.done(True, "network", net.id, f"{pkt.dst} is on the same segment")
     if not net.router_id:
         return res.done(False, "network", net.id, "the network has no router")
-    return walk.through(walk.world.router(net.router_id), pkt, Iface(GUEST, net.id))
+    rv = walk.world.router(net.router_id)
+    if port is None:
+        # Port security: the router takes a guest network's address only
+        # from the port holding it (its interface and MAC).
+        port = rv.port_at(net.id, pkt.src)
+        if port is None:
+            return res.done(False, "port-spoof", net.id,
+                            f"no port of {net.name} holds {pkt.src}: the router drops it "
+                            "(a guest address only from its own port)")
+        res.step("port", port.id, f"{pkt.src} is port {port.name or port.id}'s ({port.mac})")
+    return walk.through(rv, pkt, Iface(GUEST, net.id))

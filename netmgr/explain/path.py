@@ -107,17 +107,27 @@ class Walk:
         res = self.res
         res.router_id = rv.id
         dst = str(pkt.dst)
-        # 1. The edge filter guards the tenant public IPs (not the source NAT address).
+        # 1. The edge filter: IKE from a VPN peer passes; a tenant public IP
+        # only through an element; a source NAT address keeps its own traffic
+        # (marked: only its forwards and listeners are closed to the source).
         opener: tuple[str, str] | None = None
-        if rv.public_ip and dst in rv.edge_ips:
-            res.step("public-ip", rv.edge_ips[dst].id, f"{dst} is a public IP of router {rv.id}")
+        marked = False
+        snat_ips = rv.source_nat_ips()
+        if rv.public_ip and (dst in rv.edge_ips or dst in snat_ips) \
+                and self.ike_peer(rv, pkt) is None:
+            if dst in rv.edge_ips:
+                res.step("public-ip", rv.edge_ips[dst].id,
+                         f"{dst} is a public IP of router {rv.id}")
+            else:
+                res.step("router", rv.id, f"{dst} is the source NAT address of router {rv.id}")
             opener = edge_opener(rv, pkt)
-            if opener is None:
+            if opener is not None:
+                res.step(*opener, f"opens {describe(pkt)} on {dst} to {pkt.src} at the edge")
+            elif dst in rv.edge_ips:
                 return res.done(*DROP, f"no port forward, load balancer or firewall rule "
                                 f"opens {describe(pkt)} on {dst} to {pkt.src}")
-            res.step(*opener, f"opens {describe(pkt)} on {dst} to {pkt.src} at the edge")
-        elif iif.kind == PUBLIC and dst == rv.public_ip:
-            res.step("router", rv.id, f"{dst} is the source NAT address of router {rv.id}")
+            else:
+                marked = True
         # 2. DNAT.
         dnat: Decision | None = None
         forward = port_forward_to(rv, pkt)
@@ -126,6 +136,9 @@ class Walk:
             res.step("portforward", f.id, f"DNAT to {f.private_ip}:{private_port}")
             pkt = dataclasses.replace(pkt, dst=type(pkt.dst)(f.private_ip), port=private_port)
             dnat = (True, "portforward", f.id, f"forwarded to {f.private_ip}:{private_port}")
+            if marked:
+                return res.done(*DROP, f"port forward {f.id} on the source NAT address is not "
+                                f"open to {pkt.src} (its source CIDRs), and no rule opens it")
         elif (snat := rv.static_nat_in(dst)) is not None:
             res.step("staticnat", snat.id, f"DNAT to {snat.private_ip}")
             pkt = dataclasses.replace(pkt, dst=type(pkt.dst)(snat.private_ip))
@@ -137,27 +150,39 @@ class Walk:
         # 3. Routing.
         own = rv.own_addresses()
         if str(pkt.dst) in own:
-            return self.local(rv, pkt, iif, own[str(pkt.dst)])
+            return self.local(rv, pkt, iif, own[str(pkt.dst)], marked)
         return self.forward(rv, pkt, iif, dnat)
 
-    def local(self, rv: RouterView, pkt: Packet, iif: Iface, what: str) -> pb.ExplainResponse:
-        """Input: the router itself is the destination."""
+    def ike_peer(self, rv: RouterView, pkt: Packet) -> str | None:
+        """The VPN connection whose peer this is, sending IKE to its local address."""
+        if pkt.proto != "udp" or pkt.port not in IKE_PORTS:
+            return None
+        return next((t.spec.connection_id for t in rv.tunnels
+                     if t.spec.peer_address == str(pkt.src)
+                     and t.spec.local_address == str(pkt.dst)), None)
+
+    def local(self, rv: RouterView, pkt: Packet, iif: Iface, what: str,
+              marked: bool = False) -> pb.ExplainResponse:
+        """Input: the router itself is the destination. ``marked``: to a source
+        NAT address, and no element opened it to this source."""
         res = self.res
         at = f"{pkt.dst} ({what})"
+        lb = load_balancer_at(rv, pkt)
+        if lb is not None and marked:
+            # The listener's lookup names the load balancer in the router's trace.
+            return res.done(False, "loadbalancer", lb.id,
+                            f"load balancer {lb.name or lb.id} on the source NAT address is "
+                            f"not open to {pkt.src} (its source CIDRs), and no rule opens it")
         if pkt.proto == "icmp":
             return res.done(True, "router", rv.id, f"the router answers ICMP on {at}")
-        lb = load_balancer_at(rv, pkt)
         if lb is not None:
             members = len([m for m in lb.members if m.ip])
             return res.done(True, "loadbalancer", lb.id,
                             f"load balancer {lb.name or lb.id} listens on {pkt.dst}:{pkt.port} "
                             f"(HAProxy in the router, {members} member(s))")
-        if pkt.proto == "udp" and pkt.port in IKE_PORTS:
-            t = next((t for t in rv.tunnels if t.spec.peer_address == str(pkt.src)
-                      and t.spec.local_address == str(pkt.dst)), None)
-            if t is not None:
-                return res.done(True, "vpnconnection", t.spec.connection_id,
-                                "IKE from the connection's peer")
+        peer = self.ike_peer(rv, pkt)
+        if peer:
+            return res.done(True, "vpnconnection", peer, "IKE from the connection's peer")
         if iif.kind == GUEST:
             service = {("udp", 67): "DHCP", ("udp", 53): "DNS", ("tcp", 53): "DNS"}.get(
                 (pkt.proto, pkt.port))

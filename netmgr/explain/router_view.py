@@ -61,6 +61,7 @@ class Tunnel:
 
     spec: VpnTunnel
     sa_status: dict[str, Any]
+    error: str = ""  # the router refused the connection
 
 
 @dataclasses.dataclass
@@ -92,6 +93,33 @@ class RouterView:
         if self.public_ip:
             out[self.public_ip] = "its source NAT address"
             out.update({ip: "a public IP" for ip in self.edge_ips})
+        return out
+
+    def source_nat_ips(self) -> set[str]:
+        """The networks' source NAT addresses: the router's own, filtered at
+        the edge for its port forwards and load balancers only."""
+        return {n.source_nat_ip for n in self.networks if n.source_nat_ip}
+
+    def port_at(self, network_id: str, ip: IPv4) -> model.Port | None:
+        """The port of a network holding ``ip`` (port security: the only
+        sender the router accepts that address from)."""
+        return next((p for p in self.snap.ports
+                     if p.network_id == network_id and p.ip == str(ip)), None)
+
+    def errors(self) -> dict[tuple[str, str], str]:
+        """(kind, ID) -> why the router refused it, for every object of the
+        router in ERROR (the router runs its previous version, or nothing)."""
+        out: dict[tuple[str, str], str] = {}
+        edge = self.edge
+        for kind, objs in (("portforward", edge.port_forwards), ("staticnat", edge.static_nats),
+                           ("firewall", edge.firewall_rules),
+                           ("loadbalancer", edge.load_balancers), ("port", self.snap.ports)):
+            for o in objs:
+                if o.status.error:
+                    out[(kind, o.id)] = o.status.error
+        for t in self.tunnels:
+            if t.error:
+                out[("vpnconnection", t.spec.connection_id)] = t.error
         return out
 
     def network_of(self, ip: IPv4) -> model.Network | None:

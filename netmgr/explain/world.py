@@ -8,6 +8,7 @@ from typing import Any
 from netmgr.explain.router_view import IPv4, RouterView, Tunnel, in_any, net
 from netmgr.model import core as model
 from netmgr.model.paging import MAX_PAGE_SIZE, PageRequest, decode_token
+from netmgr.model.vpn import VpnConnection
 from netmgr.store.facade import Store
 
 
@@ -29,26 +30,34 @@ class World:
         self.networks: list[model.Network] = _all(
             lambda p: store.list_networks(tenant_id, p))
         self._routers: dict[str, RouterView] = {}
-        self._sa: dict[str, dict[str, Any]] | None = None
+        self._vpn: dict[str, VpnConnection] | None = None
 
-    def _sa_status(self) -> dict[str, dict[str, Any]]:
-        """VPN connection ID -> the SA state its router last reported."""
-        if self._sa is None:
+    def _connections(self) -> dict[str, VpnConnection]:
+        """VPN connection ID -> the connection (with the SA state its router last reported)."""
+        if self._vpn is None:
             conns = _all(lambda p: self.store.vpn.list_connections(self.tenant_id, p))
-            self._sa = {c.id: c.sa_status for c in conns}
-        return self._sa
+            self._vpn = {c.id: c for c in conns}
+        return self._vpn
 
     def router(self, router_id: str) -> RouterView:
         if router_id not in self._routers:
             snap = self.store.router_snapshot(router_id)
-            tunnels = [Tunnel(t, self._sa_status().get(t.connection_id, {}))
-                       for t in snap.vpn] if snap.vpn else []
+            conns = self._connections() if snap.vpn else {}
+            tunnels = [Tunnel(t, conns[t.connection_id].sa_status, conns[t.connection_id].error)
+                       if t.connection_id in conns else Tunnel(t, {}) for t in snap.vpn]
             self._routers[router_id] = RouterView(snap, tunnels)
         return self._routers[router_id]
 
     def routers(self) -> list[RouterView]:
         ids = sorted({n.router_id for n in self.networks if n.router_id})
         return [self.router(i) for i in ids]
+
+    def errors(self) -> dict[tuple[str, str], str]:
+        """Objects in ERROR on the routers read so far: (kind, ID) -> why."""
+        out: dict[tuple[str, str], str] = {}
+        for rv in self._routers.values():
+            out.update(rv.errors())
+        return out
 
     def network_of(self, ip: IPv4) -> model.Network | None:
         return next((n for n in self.networks if ip in net(n.cidr)), None)

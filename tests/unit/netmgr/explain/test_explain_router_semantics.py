@@ -224,3 +224,29 @@ def test_vpc_hairpin_private_gateway_and_static_route(acme_vpc: tuple[Cloud, Vpc
     assert "hairpin" in [k for k, _ in _steps(r)]
     # To the router's own address on another tier: its input, no list.
     assert _decided(explain(pw.id, f"{db.gateway}:53/udp")) == (True, "router", vpc.router_id)
+
+
+def test_a_guest_address_counts_only_from_its_port(cloud: Cloud) -> None:
+    api, _, net, (p1, _), _ = _network(cloud)
+    explain = _explainer(cloud, api)
+    # The port's own address is the port.
+    r = explain(p1.ip, "198.51.100.10:80/tcp")
+    assert _decided(r)[:2] == (True, "egress-default")
+    assert ("port", p1.id) in _steps(r)
+    # An address of the network no port holds: the router's port security drops it.
+    for spoofed in ("10.1.0.200", net.gateway):
+        r = explain(spoofed, "198.51.100.10:80/tcp")
+        assert _decided(r) == (False, "port-spoof", net.id), spoofed
+
+
+def test_an_object_the_router_refused_is_flagged(cloud: Cloud) -> None:
+    api, e, net, (p1, _), ip = _network(cloud)
+    f = e.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
+        public_ip_id=ip.id, protocol="tcp", public_port=8080, port_id=p1.id, private_port=80)))
+    cloud.store.record_edge_status(net.router_id, {("portforward", f.id): "refused: test"})
+    r = _explainer(cloud, api)("internet", f"{ip.ip}:8080/tcp")
+    assert _decided(r) == (True, "portforward", f.id)
+    flagged = [s.result for s in r.steps if (s.object_kind, s.object_id) == ("portforward", f.id)
+               and "ERROR" in s.result]
+    assert len(flagged) == 1
+    assert "refused: test" in flagged[0]
