@@ -9,10 +9,12 @@ import pytest
 from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import vpn_pb2 as vnpb
 from cloudnet.netmgr.v1 import vpn_pb2_grpc as vnrpc
 
 from aio.allinone import INET_DNS_IP, INET_HOST_IP, WEB_PORT
+from aio.demo import Api
 from aio.nsguest import NamespaceGuest
 from tests.lib.diag import Debug
 from tests.lib.edge import Edge
@@ -278,10 +280,15 @@ def test_a_private_gateway_and_a_static_route_as_the_router_routes_them(make_ten
     v = Vpc(t, "dc", "10.64.0.0/16")
     web = v.tier("web", "10.64.1.0/24")
     pw, gw = v.guest(web, "www1")
-    pg = v.call(v.gateways.CreatePrivateGateway, vpb.CreatePrivateGatewayRequest(
-        private_gateway=vpb.PrivateGateway(vpc_id=v.vpc.id, vlan_id=3002,
-                                           address="192.168.78.2/24",
-                                           gateway="192.168.78.1")))
+    # The datacenter's VLAN is the provider's to name: the admin, acting as the tenant.
+    admin = Api(cloud.listen, cloud.admin_token, tenant=t.tenant.id)
+    try:
+        pg = admin.call(vrpc.PrivateGatewayServiceStub(admin.channel).CreatePrivateGateway,
+                        vpb.CreatePrivateGatewayRequest(private_gateway=vpb.PrivateGateway(
+                            vpc_id=v.vpc.id, vlan_id=3002, address="192.168.78.2/24",
+                            gateway="192.168.78.1")))
+    finally:
+        admin.close()
     route = v.call(v.routes.CreateStaticRoute, vpb.CreateStaticRouteRequest(
         static_route=vpb.StaticRoute(vpc_id=v.vpc.id, cidr="10.211.0.0/16",
                                      next_hop="192.168.78.1")))

@@ -17,7 +17,7 @@ from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 
 from netmgr.explain import edge as explain_edge
 from router.services.nftables import edge as router_edge
-from tests.lib.netmgr_cloud import Api, Cloud, VpcApi
+from tests.lib.netmgr_cloud import ADMIN, Api, Cloud, VpcApi
 from tests.lib.netmgr_edge import Edge
 
 INGRESS, EGRESS = epb.FIREWALL_DIRECTION_INGRESS, epb.FIREWALL_DIRECTION_EGRESS
@@ -177,7 +177,9 @@ def test_vpc_hairpin_private_gateway_and_static_route(acme_vpc: tuple[Cloud, Vpc
     db = api.tier(vpc.id, "db", "10.0.2.0/24")
     pw = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=web.id)))
     pd = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=db.id)))
-    gw = api.CreatePrivateGateway(vpb.CreatePrivateGatewayRequest(
+    # A private gateway's VLAN is the provider's to name: the admin, acting as the tenant.
+    admin = VpcApi(cloud, cloud.api(ADMIN, api.WhoAmI(pb.WhoAmIRequest()).tenant_id))
+    gw = admin.CreatePrivateGateway(vpb.CreatePrivateGatewayRequest(
         private_gateway=vpb.PrivateGateway(vpc_id=vpc.id, vlan_id=2000,
                                            address="192.168.50.2/24",
                                            gateway="192.168.50.1")))
