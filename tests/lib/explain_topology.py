@@ -17,6 +17,7 @@ import dataclasses
 import ipaddress
 import random
 
+import grpc
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
@@ -118,9 +119,14 @@ class Builder:
                                                                       else 1):
             ips.append(e.public_ip(net.id))
         free = list(ips)
-        # Port forwards (and a load balancer) on the first IP, static NAT on the second.
+        # Port forwards (and a load balancer) on the first IP, or on an isolated
+        # network's source NAT address; static NAT on the second IP.
         pf_ip = free.pop(0)
-        members = [g for g in guests if g.network.id == pf_ip.network_id]
+        if len(networks) == 1 and rng.random() < 0.4:
+            pf_ip = next(i for i in e.call(e.ips.ListPublicIps, epb.ListPublicIpsRequest(
+                network_id=networks[0].id)).public_ips if i.source_nat)
+        members = [g for g in guests if g.network.id == networks[0].id] \
+            if pf_ip.source_nat else [g for g in guests if g.network.id == pf_ip.network_id]
         taken: list[tuple[str, int, int]] = []
         for _ in range(rng.randint(1, 3)):
             proto = rng.choice(["tcp", "tcp", "udp"])
@@ -130,9 +136,20 @@ class Builder:
             taken.append((proto, lo, hi))
             target = rng.choice(members)
             private = rng.choice([80, 22, lo + 1000])
-            f = e.forward(public_ip_id=pf_ip.id, protocol=proto, public_port=lo,
-                          public_port_end=hi, port_id=target.port.id, private_port=private,
+            fields = dict(protocol=proto, public_port=lo, public_port_end=hi,
+                          port_id=target.port.id, private_port=private,
                           source_cidrs=self.cidrs(networks))
+            try:
+                f = e.forward(public_ip_id=pf_ip.id, **fields)
+            except grpc.RpcError as refused:
+                # An API that keeps forwards off the source NAT address: a public IP.
+                if not pf_ip.source_nat or \
+                        refused.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                pf_ip = ips[0]
+                members = [g for g in guests if g.network.id == pf_ip.network_id]
+                fields["port_id"] = rng.choice(members).port.id
+                f = e.forward(public_ip_id=pf_ip.id, **fields)
             self.note("port forward", f)
             self.targets += [(pf_ip.ip, proto, lo), (pf_ip.ip, proto, hi)]
         if rng.random() < 0.8:
@@ -246,6 +263,7 @@ def build(t: Tenant, kind: str, rng: random.Random, inet_ns: str, index: int) ->
     ips = b.edge(networks, guests)
     for ip in ips:
         b.created.append(f"public ip {ip.id} {ip.ip} of {ip.network_id}")
+    b.created.append(f"source NAT address {snat_ip}")
     t.api.wait_router_active(router_id)
     return Topology(kind, router_id, guests, networks, ips, snat_ip, b.ports_used, b.targets,
                     b.created)
