@@ -116,15 +116,15 @@ def _walk(world: World, pkt: Packet, src_port: model.Port | None) -> pb.ExplainR
     src_net = None
     if src_port is not None:
         src_net = next((n for n in world.networks if n.id == src_port.network_id), None)
-    src_net = src_net or world.network_of(pkt.src)
+    src_net = src_net or world.source_network(pkt.src)
     if src_net is not None:
         return _from_network(walk, src_net, pkt, src_port)
     behind = world.behind(pkt.src)
     if behind is not None:
         rv, kind, ident = behind
         res.router_id = rv.id
-        res.step(kind, ident, f"source {pkt.src} is behind {kind.replace('route', ' route')} "
-                 f"{ident} of VPC {rv.vpc.vpc.id if rv.vpc else ''}")
+        what = {"privategateway": "private gateway", "staticroute": "static route"}[kind]
+        res.step(kind, ident, f"source {pkt.src} is behind {what} {ident} of router {rv.id}")
         iface = Iface(GATEWAY, ident) if kind == "privategateway" else rv.route(pkt.src).iface
         return walk.through(rv, pkt, iface)
     peer = world.tunnel_from(pkt.src)

@@ -59,6 +59,15 @@ class World:
             out.update(rv.errors())
         return out
 
+    def source_network(self, ip: IPv4) -> model.Network | None:
+        """The network an address sends from: of several holding it (isolated
+        networks may share a CIDR), one where a port has it."""
+        nets = [n for n in self.networks if ip in net(n.cidr)]
+        for n in nets if len(nets) > 1 else ():
+            if n.router_id and self.router(n.router_id).port_at(n.id, ip) is not None:
+                return n
+        return nets[0] if nets else None
+
     def network_of(self, ip: IPv4) -> model.Network | None:
         return next((n for n in self.networks if ip in net(n.cidr)), None)
 
