@@ -222,9 +222,10 @@ class Builder:
             r = v.rule(acl.id, number, rng.choice(["allow", "allow", "deny"]), direction,
                        cidrs=self.cidrs(networks), **fields)
             self.note(f"acl {acl.id} rule", r)
-        for direction in ("ingress", "egress"):
+        for number, direction in ((250, "ingress"), (251, "egress")):
             if rng.random() < 0.5:  # a list that lets the rest through
-                self.note(f"acl {acl.id} rule", v.rule(acl.id, 250, "allow", direction, "all"))
+                self.note(f"acl {acl.id} rule",
+                          v.rule(acl.id, number, "allow", direction, "all"))
         return acl.id
 
 
