@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.fabric.base import Fabric
 from router.agent import diag_service, edge_service, rpc
+from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
 
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--health-interval", type=float, default=5.0,
                    help="seconds between checks that repair dead daemons or lost rulesets "
                         "(0 disables; default: %(default)s)")
+    p.add_argument("--planned-routers", type=int, default=1024, metavar="N",
+                   help="size the host's limits (inotify, neighbour tables, pids, open files, "
+                        "conntrack hash) for N routers at start, and for more as routers are "
+                        "added (router/agent/host_limits.py; default: %(default)s)")
+    p.add_argument("--no-raise-host-limits", dest="raise_host_limits", action="store_false",
+                   help="only check the host's limits: report those short in every router's "
+                        "status, change nothing")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
@@ -165,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         from router.agent import auth
 
         interceptors = (auth.BearerTokenInterceptor(auth.read_token_file(args.auth_token_file)),)
+    if args.planned_routers < 0:
+        p.error("--planned-routers must be 0 or more")
     if args.fabric == "appliance":
         from router.agent import appliance
 
@@ -174,8 +184,9 @@ def main(argv: list[str] | None = None) -> None:
             args.appliance_router_id, args.state_dir, args.netns_prefix, args.agent_id,
             args.dnsmasq_user, appliance.control_mac_from_env())
     else:
+        limits = HostLimits(planned=args.planned_routers, raise_limits=args.raise_host_limits)
         registry = RouterRegistry(args.state_dir, args.netns_prefix, args.fabric_netns,
-                                  args.agent_id, args.dnsmasq_user, fabric)
+                                  args.agent_id, args.dnsmasq_user, fabric, limits=limits)
     registry.start()
     server, port = create_server(args.listen, registry, interceptors=interceptors)
     if args.metrics_listen:
