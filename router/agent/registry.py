@@ -20,6 +20,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from common import netns
 from common.fabric.base import Fabric
 from common.fabric.linuxbridge import LinuxBridgeFabric
+from router.agent import adoption
 from router.agent.host_limits import HostLimits, Short
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
@@ -39,13 +40,14 @@ class RouterRegistry:
         self, state_dir: str, netns_prefix: str = "cn", fabric_netns: str = "cn-fabric",
         agent_id: str = "", dnsmasq_user: str = "dnsmasq", fabric: Fabric | None = None,
         *, only_router: str = "", probe_ports: bool = True, host: HostFeatures | None = None,
-        limits: HostLimits | None = None,
+        limits: HostLimits | None = None, reapply_workers: int = adoption.REAPPLY_WORKERS,
     ) -> None:
         """``only_router``: an appliance serves that router and refuses any
         other. ``probe_ports``: whether the fabric can plug a diagnostics
         probe port into a segment (not inside a router VM). ``limits``: the
         host's limits, sized for the routers held (the agent's main; None
-        leaves the host alone)."""
+        leaves the host alone). ``reapply_workers``: routers applied
+        again at once at start (those that cannot be adopted)."""
         netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
@@ -58,6 +60,10 @@ class RouterRegistry:
         # One per process: the kernel does not change under the agent.
         self.host: HostFeatures = host if host is not None else KernelProbe()
         self.limits = limits
+        self.reapply_workers = reapply_workers
+        # ListRouterStatus reports health this old at most (the health pass
+        # refreshes it; 0: checked at every call).
+        self.health_max_age = 0.0
         self._short: list[Short] = []  # host limits below what the routers held need
         self._routers: dict[str, RouterRuntime] = {}
         self._lock = threading.Lock()
@@ -109,8 +115,10 @@ class RouterRegistry:
             return sorted(self._routers.values(), key=lambda r: r.ctx.router_id)
 
     def start(self) -> None:
-        """Set up the fabric, size the host's limits and re-apply every
-        persisted router config."""
+        """Set up the fabric, size the host's limits, and take over every
+        persisted router (``adoption``: untouched when it can be, else
+        applied again); then, in the background, render what the adopted
+        routers run and repair what died meanwhile."""
         for d in (self.state_dir, self._routers_dir()):
             os.makedirs(d, mode=0o755, exist_ok=True)
         self.fabric.setup()
@@ -118,16 +126,16 @@ class RouterRegistry:
                if os.path.exists(RouterPaths(os.path.join(self._routers_dir(), r)).config)]
         with self._lock:
             self._size_limits(len(ids))
-        for router_id in ids:
-            try:
-                status = self.runtime(router_id).restore()
-            except Exception:
-                log.exception("router %s: cannot restore persisted config", router_id)
-                continue
-            if status is not None:
-                log.info("router %s: restored generation %d%s", router_id,
-                         status.applied_generation,
-                         f" ({status.last_error})" if status.last_error else "")
+        version = adoption.render_version()
+        trusted = adoption.read_version(self.state_dir) == version
+        runtimes = [self.runtime(r) for r in ids]
+        report = adoption.adopt_all(runtimes, trusted, self.reapply_workers)
+        adoption.write_version(self.state_dir, version)
+        if ids:
+            log.info("%d persisted routers: %s%s", len(ids), report,
+                     "" if trusted else " (new rendering code: every router applied again)")
+            threading.Thread(target=adoption.settle, args=(runtimes, self.repair_all),
+                             name="adoption-settle", daemon=True).start()
 
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
         return self._with_host(self.runtime(cfg.router_id).apply(cfg))
@@ -137,7 +145,7 @@ class RouterRegistry:
 
     def list_status(self) -> list[pb.RouterStatus]:
         return [self._with_host(s) for rt in self.runtimes()
-                if (s := rt.reported_status()) is not None]
+                if (s := rt.reported_status(self.health_max_age)) is not None]
 
     def repair_all(self) -> dict[str, list[str]]:
         """One pass of the health monitor over every router: {router: repaired services}."""

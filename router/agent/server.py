@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-raise-host-limits", dest="raise_host_limits", action="store_false",
                    help="only check the host's limits: report those short in every router's "
                         "status, change nothing")
+    p.add_argument("--reapply-workers", type=int, default=8, metavar="N",
+                   help="at start, routers that cannot be adopted untouched (new rendering "
+                        "code, a change cut short, a reboot) are applied again N at a time "
+                        "(default: %(default)s)")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
@@ -175,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         interceptors = (auth.BearerTokenInterceptor(auth.read_token_file(args.auth_token_file)),)
     if args.planned_routers < 0:
         p.error("--planned-routers must be 0 or more")
+    if args.reapply_workers < 1:
+        p.error("--reapply-workers must be 1 or more")
     if args.fabric == "appliance":
         from router.agent import appliance
 
@@ -186,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         limits = HostLimits(planned=args.planned_routers, raise_limits=args.raise_host_limits)
         registry = RouterRegistry(args.state_dir, args.netns_prefix, args.fabric_netns,
-                                  args.agent_id, args.dnsmasq_user, fabric, limits=limits)
+                                  args.agent_id, args.dnsmasq_user, fabric, limits=limits,
+                                  reapply_workers=args.reapply_workers)
     registry.start()
     server, port = create_server(args.listen, registry, interceptors=interceptors)
     if args.metrics_listen:
@@ -202,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         appliance.announce_control(args.listen, appliance.control_mac_from_env())
     stopped = threading.Event()
     if args.health_interval > 0:
+        # A listing of every router (netmgr's resync, every 2 s) reports the
+        # health pass's checks rather than check 1,000 routers again.
+        registry.health_max_age = 3 * args.health_interval
         registry.run_health_monitor(args.health_interval, stopped)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -216,6 +216,13 @@ class EdgeRules(Protocol):
         ...
 
 
+class Adopts(Protocol):
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """At an agent start, ``rendered`` is what runs (the previous agent
+        applied it): take over the state the service keeps about it."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a service offers beyond the mandatory phases (None: not offered)."""
@@ -228,6 +235,8 @@ class Capabilities:
     status_extras: StatusExtras | None = None
     # Applies edge deltas in place.
     edge_rules: EdgeRules | None = None
+    # Keeps state about what it applied, taken over from a previous agent.
+    adopts: Adopts | None = None
 
 
 NO_CAPABILITIES = Capabilities()

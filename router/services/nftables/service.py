@@ -132,7 +132,7 @@ class NftablesService:
         self.host = host
         self.table = TableState()
         self.deltas = EdgeDeltas(self.table)
-        self.capabilities = Capabilities(edge_rules=self.deltas)
+        self.capabilities = Capabilities(edge_rules=self.deltas, adopts=self)
         self._memo: dict[str, nft_edge.Elements] = {}
 
     def verify(self, cfg: pb.RouterConfig) -> None:
@@ -203,6 +203,13 @@ class NftablesService:
             libnft.run(ctx.netns, rendered[RULESET])
         except libnft.NftError as e:
             raise ApplyError(f"nftables: loading the table failed: {e}") from e
+        elements = self._elements(rendered)
+        if elements is not None:
+            self.table.loaded = table.Loaded(rendered[SKELETON], elements)
+
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """The table a previous agent loaded is this rendering: the next
+        change is an element update, not a reload."""
         elements = self._elements(rendered)
         if elements is not None:
             self.table.loaded = table.Loaded(rendered[SKELETON], elements)
