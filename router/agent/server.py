@@ -32,6 +32,7 @@ from router.agent import diag_service, edge_service, rpc
 from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
+from router.services.host import ROUTER_CONNTRACK_LIMIT, KernelProbe
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterAgent"].full_name
@@ -154,6 +155,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="at start, routers that cannot be adopted untouched (new rendering "
                         "code, a change cut short, a reboot) are applied again N at a time "
                         "(default: %(default)s)")
+    p.add_argument("--router-conntrack-limit", type=int, default=ROUTER_CONNTRACK_LIMIT,
+                   metavar="N",
+                   help="connections one router may track at once; new ones beyond are "
+                        "dropped (0: no limit of its own; default: %(default)s)")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--planned-routers must be 0 or more")
     if args.reapply_workers < 1:
         p.error("--reapply-workers must be 1 or more")
+    if args.router_conntrack_limit < 0:
+        p.error("--router-conntrack-limit must be 0 or more")
     if args.fabric == "appliance":
         from router.agent import appliance
 
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         limits = HostLimits(planned=args.planned_routers, raise_limits=args.raise_host_limits)
         registry = RouterRegistry(args.state_dir, args.netns_prefix, args.fabric_netns,
                                   args.agent_id, args.dnsmasq_user, fabric, limits=limits,
+                                  host=KernelProbe(args.router_conntrack_limit),
                                   reapply_workers=args.reapply_workers)
     registry.start()
     server, port = create_server(args.listen, registry, interceptors=interceptors)

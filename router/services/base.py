@@ -132,6 +132,10 @@ class HostFeatures(Protocol):
         """Whether nf_tables accepts a map looked up as a set (not Linux 6.1)."""
         ...
 
+    def router_conntrack_limit(self) -> int:
+        """Connections one router may track at once (0: no limit of its own)."""
+        ...
+
 
 @dataclass(frozen=True)
 class KnownHost:
@@ -139,12 +143,16 @@ class KnownHost:
 
     backend: str = "kernel"
     map_as_set: bool = True
+    conntrack_limit: int = 0
 
     def vpn_backend(self) -> str:
         return self.backend
 
     def nft_map_as_set_lookup(self) -> bool:
         return self.map_as_set
+
+    def router_conntrack_limit(self) -> int:
+        return self.conntrack_limit
 
 
 def vpn_tun(host: HostFeatures) -> str:

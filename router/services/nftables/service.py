@@ -76,10 +76,11 @@ def verify(cfg: pb.RouterConfig) -> None:
 
 
 def render(cfg: pb.RouterConfig, map_counters: bool,
-           tun: str) -> tuple[Rendered, nft_edge.Elements]:
+           tun: str, conntrack_limit: int = 0) -> tuple[Rendered, nft_edge.Elements]:
     """The table (``RULESET``, and ``SKELETON`` without edge elements) and its
     edge elements. ``map_counters``: the kernel looks maps up as sets
-    (``compat``); ``tun``: the device libipsec decrypts into, if any."""
+    (``compat``); ``tun``: the device libipsec decrypts into, if any;
+    ``conntrack_limit``: connections the router may track (0: no limit)."""
     guests = sorted(i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST)
     publics = sorted(i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC)
     guest_nets = sorted(
@@ -111,6 +112,7 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     # Element counters of established traffic need a kernel that looks maps
     # up as sets (not the appliance's 6.1): see compat.py.
     context["map_counters"] = map_counters
+    context["conntrack_limit"] = conntrack_limit
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     skeleton = templating.render("nftables/cloudnet.nft.j2", edge_elements="", **context)
@@ -140,7 +142,8 @@ class NftablesService:
 
     def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         tun = vpn_tun(self.host) if cfg.vpn_connections else ""
-        rendered, elements = render(cfg, self.host.nft_map_as_set_lookup(), tun)
+        rendered, elements = render(cfg, self.host.nft_map_as_set_lookup(), tun,
+                                    self.host.router_conntrack_limit())
         if len(self._memo) >= MEMO_SIZE:
             self._memo.clear()
         self._memo[rendered[RULESET]] = elements
