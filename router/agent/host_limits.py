@@ -16,7 +16,7 @@ the routers held need more than it allows (``shortfall``).
     limit                                 per router  why
     fs.inotify.max_user_instances         1           dnsmasq watches its host directories
     fs.inotify.max_user_watches           2 (+6)      its two host directories
-    RLIMIT_NOFILE of the agent            16          sockets and namespace fds of parallel
+    RLIMIT_NOFILE of the agent            8           sockets and namespace fds of parallel
                                                       work; daemons inherit it
     kernel.pid_max                        32          dnsmasq, HAProxy's two processes,
                                                       charon's threads
@@ -69,7 +69,7 @@ LIMITS: tuple[Limit, ...] = (
           "one inotify instance per router's dnsmasq, all of one user", need_per_router=1),
     Limit("fs.inotify.max_user_watches", 8, 8192,
           "each dnsmasq watches its two host directories", need_per_router=2),
-    Limit(NOFILE, 16, 4096, "the agent's sockets and namespace fds; its daemons inherit it"),
+    Limit(NOFILE, 8, 4096, "the agent's sockets and namespace fds; its daemons inherit it"),
     Limit("kernel.pid_max", 32, 32768, "dnsmasq, HAProxy's two processes, charon's threads"),
     # One neighbour table for all namespaces: thresh3 is the hard cap of
     # ARP entries on the whole host, beyond it "neighbour table overflow".
@@ -117,10 +117,12 @@ class HostKnobs:
 
     def write(self, name: str, value: int) -> None:
         if name == NOFILE:
-            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (value, max(hard, value)))
             except ValueError as e:  # above fs.nr_open, or no CAP_SYS_RESOURCE
+                if soft < hard:  # as far as the hard limit, then
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
                 raise OSError(str(e)) from e
             return
         with open(self._path(name), "w") as f:
