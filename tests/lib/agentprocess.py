@@ -38,13 +38,22 @@ class AgentProcess:
                  "--agent-id", "process-test", *self.extra],
                 cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )
-        if self.channel is not None:
-            self.channel.close()
-        self.channel = grpc.insecure_channel(f"unix://{self.socket_path}")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.socket_path):  # the killed agent's was removed
+            assert self.proc.poll() is None, self.log()[-2000:]
+            assert time.monotonic() < deadline, "the agent never listened"
+            time.sleep(0.01)
+        # A channel of its own: one that tried the killed agent's socket may
+        # wait out a reconnect backoff.
+        self.channel = grpc.insecure_channel(f"unix://{self.socket_path}",
+                                             options=[("grpc.use_local_subchannel_pool", 1)])
         grpc.channel_ready_future(self.channel).result(timeout=60)
         return agent_pb2_grpc.RouterAgentStub(self.channel)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
