@@ -287,6 +287,13 @@ class RouterRuntime:
         with self.lock:
             return self._status(), self.config
 
+    def check_health(self) -> list[str]:
+        """Check every service now (kept for ``reported_status``); the sick ones."""
+        with self.lock:
+            if self.config is None:
+                return []
+            return [n for n, h in self._check_health(self.config).items() if not h.healthy]
+
     def _check_health(self, cfg: pb.RouterConfig) -> dict[str, pb.ServiceStatus]:
         health = {s.name: s.health(self.ctx, cfg) for s in self.services}
         self._health = (time.monotonic(), health)

@@ -14,11 +14,13 @@ state can be trusted to be the persisted config's:
 * its namespace exists (a reboot took namespaces and daemons: apply again);
 * no change was cut short (the runtime's ``applying`` mark).
 
-An adopted router reports its persisted generation at once, with its
-services' health checked live as for any router. What each service last
-applied is rendered afterwards, in the background, and by the first change
-that needs it (``RouterRuntime.take_over``); then one health pass repairs
-whatever died while no agent watched. Routers that cannot be adopted are
+An adopted router reports its persisted generation at once. Every router's
+health is checked before the agent serves (``check_all``: well under a
+millisecond a router), so the first listing reports it without checking
+again. In the background, the routers with a sick service are repaired
+(whatever died while no agent watched), then what each service last applied
+is rendered (``RouterRuntime.take_over``; also by the first change that
+needs it). Routers that cannot be adopted are
 applied again as before, several at a time (their time is mostly the
 daemons' checks and starts, in other processes).
 """
@@ -31,7 +33,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -142,10 +144,29 @@ def _restore(report: Report, rt: RouterRuntime) -> None:
                     status.applied_generation, status.last_error)
 
 
-def settle(runtimes: Iterable[RouterRuntime], repair: Callable[[], object]) -> None:
-    """After the start: render what each adopted router runs, then one health
-    pass (a daemon that died while no agent watched is started again now,
-    not one health interval later)."""
+def check_all(runtimes: Iterable[RouterRuntime]) -> list[RouterRuntime]:
+    """Every router's health, checked now (a router listing reports these
+    checks: the first one after a start need not check 1,000 routers); the
+    routers with a sick service."""
+    sick = []
+    for rt in runtimes:
+        try:
+            if rt.check_health():
+                sick.append(rt)
+        except Exception:
+            log.exception("router %s: health check failed", rt.ctx.router_id)
+            sick.append(rt)
+    return sick
+
+
+def settle(runtimes: Iterable[RouterRuntime], sick: Iterable[RouterRuntime]) -> None:
+    """After the start: repair what died while no agent watched (now, not one
+    health interval later), then render what each adopted router runs."""
+    for rt in sick:
+        try:
+            rt.repair()
+        except Exception:
+            log.exception("router %s: repair failed", rt.ctx.router_id)
     started = time.monotonic()
     for rt in runtimes:
         try:
@@ -153,4 +174,3 @@ def settle(runtimes: Iterable[RouterRuntime], repair: Callable[[], object]) -> N
         except Exception:
             log.exception("router %s: taking over its rendering failed", rt.ctx.router_id)
     log.info("adopted routers rendered in %.2f s", time.monotonic() - started)
-    repair()

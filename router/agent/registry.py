@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -117,8 +118,8 @@ class RouterRegistry:
     def start(self) -> None:
         """Set up the fabric, size the host's limits, and take over every
         persisted router (``adoption``: untouched when it can be, else
-        applied again); then, in the background, render what the adopted
-        routers run and repair what died meanwhile."""
+        applied again) and check its health; then, in the background, repair
+        what died meanwhile and render what the adopted routers run."""
         for d in (self.state_dir, self._routers_dir()):
             os.makedirs(d, mode=0o755, exist_ok=True)
         self.fabric.setup()
@@ -132,9 +133,13 @@ class RouterRegistry:
         report = adoption.adopt_all(runtimes, trusted, self.reapply_workers)
         adoption.write_version(self.state_dir, version)
         if ids:
-            log.info("%d persisted routers: %s%s", len(ids), report,
-                     "" if trusted else " (new rendering code: every router applied again)")
-            threading.Thread(target=adoption.settle, args=(runtimes, self.repair_all),
+            checked = time.monotonic()
+            sick = adoption.check_all(runtimes)
+            log.info("%d persisted routers: %s%s; health checked in %.2f s, %d sick",
+                     len(ids), report,
+                     "" if trusted else " (new rendering code: every router applied again)",
+                     time.monotonic() - checked, len(sick))
+            threading.Thread(target=adoption.settle, args=(runtimes, sick),
                              name="adoption-settle", daemon=True).start()
 
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:

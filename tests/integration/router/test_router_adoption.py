@@ -167,11 +167,19 @@ def test_a_cut_short_change_or_new_rendering_code_applies_again(
     with open(paths[ids[0]].path("applying"), "w"):
         pass
     os.unlink(paths[ids[0]].dnsmasq("dhcp-hosts", "p2"))
+    # Router 1's dnsmasq died while no agent watched.
+    dead = router.lib.proc.read_pidfile(paths[ids[1]].dnsmasq("dnsmasq.pid"))
+    assert dead is not None
+    os.kill(dead, signal.SIGKILL)
     stub = agent_process.start()
     wait_listed(stub, all_active(dict.fromkeys(ids, 3)))
     assert os.path.exists(paths[ids[0]].dnsmasq("dhcp-hosts", "p2"))  # applied again
     assert not os.path.exists(paths[ids[0]].path("applying"))
     assert "1 adopted untouched, 1 applied again" in agent_process.log()
+    assert "1 sick" in agent_process.log()  # router 1, repaired
+    again = router.lib.proc.read_pidfile(paths[ids[1]].dnsmasq("dnsmasq.pid"))
+    assert again not in (None, dead)
+    assert router.lib.proc.is_alive(again)
 
     # An agent with other rendering code (an upgrade) applies every router again.
     agent_process.kill(signal.SIGKILL)
