@@ -1,6 +1,8 @@
 """One host, more routers than a stock kernel's limits allow: the agent (as a
 host runs it) sizes the host's limits at start, so router 129 and beyond get
-their dnsmasq (one inotify instance each, all of user dnsmasq: 128 by default)."""
+their dnsmasq (one inotify instance each, all of user dnsmasq: 128 by default);
+and no router's daemon holds a mount namespace of its own (its copy of every
+mount would grow with every router added: O(routers²) mounts)."""
 
 from __future__ import annotations
 
@@ -73,6 +75,10 @@ def test_a_host_runs_routers_past_the_kernels_default_limits(
     assert all(router.lib.proc.is_alive(p) for p in pids if p)
     assert {os.stat(f"/proc/{p}").st_uid for p in pids if p} == {
         pwd.getpwnam("dnsmasq").pw_uid}
+    # ... in the host's mount namespace: one of its own per router would hold
+    # a copy of every mount, every router's namespace added later included.
+    assert {os.readlink(f"/proc/{p}/ns/mnt") for p in pids if p} == {
+        os.readlink("/proc/self/ns/mnt")}
     # Sized at start for the planned routers (1,024 by default), not one by one.
     assert read_int(INOTIFY_INSTANCES) >= 1024
     if before < 1024:
