@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
                                   args.agent_id, args.dnsmasq_user, fabric, limits=limits,
                                   host=KernelProbe(args.router_conntrack_limit),
                                   reapply_workers=args.reapply_workers)
+    if args.health_interval > 0:
+        # A listing of every router (netmgr's resync, every 2 s) reports the
+        # health pass's checks rather than check 1,000 routers again.
+        registry.health_max_age = 3 * args.health_interval
     registry.start()
     server, port = create_server(args.listen, registry, interceptors=interceptors)
     if args.metrics_listen:
@@ -217,9 +221,6 @@ def main(argv: list[str] | None = None) -> None:
         appliance.announce_control(args.listen, appliance.control_mac_from_env())
     stopped = threading.Event()
     if args.health_interval > 0:
-        # A listing of every router (netmgr's resync, every 2 s) reports the
-        # health pass's checks rather than check 1,000 routers again.
-        registry.health_max_age = 3 * args.health_interval
         registry.run_health_monitor(args.health_interval, stopped)
 
     def on_signal(signum: int, frame: object) -> None:
