@@ -20,7 +20,8 @@ the routers held need more than it allows (``shortfall``).
                                                       work; daemons inherit it
     kernel.pid_max                        32          dnsmasq, HAProxy's two processes,
                                                       charon's threads
-    net.ipv{4,6}.neigh.default.gc_thresh* 16/8/4      one neighbour table for all namespaces
+    net.ipv4.neigh.default.gc_thresh*     16/8/4      one neighbour table for all namespaces
+    net.ipv6.neigh.default.gc_thresh*     32/16/8     the same; 8 used by each router idle
     net.netfilter.nf_conntrack_buckets    64          one conntrack hash for all namespaces
 
 nf_conntrack_max is not here: the kernel compares it with each namespace's
@@ -76,9 +77,13 @@ LIMITS: tuple[Limit, ...] = (
     Limit("net.ipv4.neigh.default.gc_thresh3", 16, 1024, "ARP entries of every namespace"),
     Limit("net.ipv4.neigh.default.gc_thresh2", 8, 512, "ARP entries of every namespace"),
     Limit("net.ipv4.neigh.default.gc_thresh1", 4, 128, "ARP entries of every namespace"),
-    Limit("net.ipv6.neigh.default.gc_thresh3", 16, 1024, "IPv6 neighbours of every namespace"),
-    Limit("net.ipv6.neigh.default.gc_thresh2", 8, 512, "IPv6 neighbours of every namespace"),
-    Limit("net.ipv6.neigh.default.gc_thresh1", 4, 128, "IPv6 neighbours of every namespace"),
+    # About 8 a router even with no IPv6 traffic at all (the multicast
+    # entries of each interface's neighbour discovery and MLD, measured at
+    # 1,000 routers): a stock kernel's 1,024 overflow near 130 routers.
+    Limit("net.ipv6.neigh.default.gc_thresh3", 32, 1024, "IPv6 neighbours of every namespace",
+          need_per_router=8),
+    Limit("net.ipv6.neigh.default.gc_thresh2", 16, 512, "IPv6 neighbours of every namespace"),
+    Limit("net.ipv6.neigh.default.gc_thresh1", 8, 128, "IPv6 neighbours of every namespace"),
     Limit("net.netfilter.nf_conntrack_buckets", 64, 16384,
           "one conntrack hash table for every namespace"),
 )

@@ -122,9 +122,11 @@ def test_check_only_changes_nothing_and_says_why() -> None:
     limits = HostLimits(knobs, planned=1000, raise_limits=False)
     assert limits.ensure(500) == []
     assert knobs.writes == []
-    [short] = limits.shortfall(500)
-    assert short.name == INOTIFY
-    assert "--no-raise-host-limits" in short.error
+    short = {s.name: s for s in limits.shortfall(500)}
+    # 500 dnsmasqs, and 500 routers' idle IPv6 neighbour entries (8 each).
+    assert set(short) == {INOTIFY, "net.ipv6.neigh.default.gc_thresh3"}
+    assert (short[INOTIFY].value, short[INOTIFY].needed) == (128, 500)
+    assert "--no-raise-host-limits" in short[INOTIFY].error
 
 
 def test_every_limit_plans_at_least_its_strict_need() -> None:
@@ -164,7 +166,8 @@ def test_every_routers_status_names_a_limit_its_host_lacks(tmp_path: object) -> 
     from router.agent.registry import RouterRegistry
     from router.services.base import KnownHost
 
-    knobs = FakeKnobs(STOCK, refuse=frozenset({INOTIFY}))
+    knobs = FakeKnobs({**STOCK, "net.ipv6.neigh.default.gc_thresh3": 65536},
+                      refuse=frozenset({INOTIFY}))
     # A prefix no host namespace has: delete() removes the (absent) namespace.
     registry = RouterRegistry(str(tmp_path), f"u{os.getpid()}x", fabric=NoFabric(),  # type: ignore[arg-type]
                               host=KnownHost(), limits=HostLimits(knobs, planned=16))
