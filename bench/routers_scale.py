@@ -162,6 +162,10 @@ class Agent:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=60)
+        # The next agent replaces it; a client that found this one first
+        # would wait out a reconnect backoff, which is not the agent's time.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket)
 
     def listed(self) -> list[pb.RouterStatus]:
         return list(self.stub.ListRouterStatus(pb.ListRouterStatusRequest(), timeout=300).routers)

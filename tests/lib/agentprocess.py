@@ -4,6 +4,7 @@ and routers made by the hundred."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,9 @@ class AgentProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
+        if sig == signal.SIGKILL:  # its socket stays; the next agent replaces it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
