@@ -73,6 +73,10 @@ MAX_REFUSED = 64
 MAX_REFUSALS_KEPT = 16
 
 
+# In a router's state dir while a change is under way (``RouterRuntime.adopt``).
+APPLYING = "applying"
+
+
 def router_netns_name(prefix: str, router_id: str) -> str:
     """Name of the network namespace that holds router `router_id` on a host."""
     return f"{prefix}r-{router_id[:12]}"
@@ -134,6 +138,11 @@ class RouterRuntime:
         # How often each service's apply() ran: the proof that a no-op is one.
         self.service_applies: dict[str, int] = {s.name: 0 for s in self.services}
         self._applied: dict[str, Rendered] = {}  # service -> rendered files it runs
+        # Adopted at an agent start, not yet rendered (``take_over``).
+        self._adopted = False
+        # Every service's health as last checked, and when: a bulk status
+        # (``reported_status``) reports it while it is young enough.
+        self._health: tuple[float, dict[str, pb.ServiceStatus]] | None = None
         self._error_object: pb.ObjectStatus | None = None
         # Objects the last full apply left out or kept as they were: (kind, id) -> why.
         self._refused: dict[ObjectId, str] = {}
@@ -158,15 +167,79 @@ class RouterRuntime:
     def restore(self) -> pb.RouterStatus | None:
         """Apply the persisted config again, with the edge changes made in
         place after it (an agent start); None when nothing is persisted."""
+        cfg = self._persisted()
+        if cfg is None:
+            return None
+        with self.lock:
+            self._apply(cfg, _load_refused(self.ctx.paths.refused))
+            return self._status()
+
+    def _persisted(self) -> pb.RouterConfig | None:
         path = self.ctx.paths.config
         if not os.path.exists(path):
             return None
         cfg = load_config(path)
         if self._edge is not None:
             cfg = self._edge[1].restore(self.ctx.paths, cfg)
+        return cfg
+
+    # ------------------------------------------------------------- adoption
+
+    def adopt(self) -> bool:
+        """At an agent start: take the router over as the previous agent left
+        it, touching nothing (no daemon signalled, no table reloaded, no
+        fork), when its namespace is still there (not a host reboot) and no
+        change was cut short (the ``applying`` mark). False: it cannot be,
+        apply the persisted config again (``restore``). The caller knows the
+        rendering code is the one that applied it (``router.agent.adoption``).
+
+        What each service last applied is rendered later (``take_over``),
+        off the start's critical path.
+        """
+        if not os.path.exists(os.path.join(NETNS_RUN_DIR, self.ctx.netns)) or \
+                os.path.exists(self.ctx.paths.path(APPLYING)):
+            return False
+        cfg = self._persisted()
+        if cfg is None:
+            return False
         with self.lock:
-            self._apply(cfg, _load_refused(self.ctx.paths.refused))
-            return self._status()
+            self.config = cfg
+            self._adopted = True
+        return True
+
+    def take_over(self) -> None:
+        """Render an adopted config as what each service runs (and let the
+        services take over the state they keep, such as the table loaded):
+        until then a push would find every service changed."""
+        with self.lock:
+            self._take_over()
+
+    def _take_over(self) -> None:
+        if not self._adopted or self.config is None:
+            return
+        self._adopted = False
+        cfg = self.config
+        for s in self.services:
+            rendered = s.render(cfg, self.ctx.paths)
+            if s.capabilities.adopts is not None:
+                s.capabilities.adopts.adopt(self.ctx, cfg, rendered)
+            self._applied[s.name] = rendered
+        if self._edge is not None:
+            self._edge[1].full_applied(self.ctx, self)
+
+    def _applying(self, started: bool) -> None:
+        """Mark (or clear) a change in progress: an agent killed meanwhile
+        leaves the mark, and its successor applies again rather than adopt."""
+        path = self.ctx.paths.path(APPLYING)
+        try:
+            if started:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            else:
+                files.remove(path)
+        except FileNotFoundError:
+            pass  # no state dir: nothing applied yet, nothing to adopt
+        except OSError as e:  # the change itself must not fail for its mark
+            log.warning("router %s: %s: %s", self.ctx.router_id, path, e)
 
     def _apply(self, cfg: pb.RouterConfig, refused: dict[ObjectId, str] | None = None) -> None:
         """Apply ``cfg``. ``refused``: objects already reported as refused
@@ -174,6 +247,8 @@ class RouterRuntime:
         started = time.monotonic()
         refused = dict(refused or {})
         generation = cfg.generation
+        self._take_over()
+        self._health = None
         try:
             cfg = self._verified(cfg, refused)
         except ConfigError as e:
@@ -192,6 +267,8 @@ class RouterRuntime:
         rendered_at = time.monotonic()
         changed = [s for s in self.services
                    if s.name not in held and self._applied.get(s.name) != rendered[s.name]]
+        if changed:
+            self._applying(True)
         for service in changed:
             t0 = time.monotonic()
             try:
@@ -211,6 +288,8 @@ class RouterRuntime:
             # Without its secrets: they stay in memory (self.config).
             files.write_if_changed_bytes(self.ctx.paths.config, persisted_config(cfg),
                                          mode=0o600)
+        if changed:
+            self._applying(False)
         self.config = cfg
         self._clear_errors()
         self._set_refused(refused, held)
@@ -305,7 +384,7 @@ class RouterRuntime:
             if self.config is None:
                 return []
             cfg = self.config
-            sick = [s.name for s in self.services if not s.health(self.ctx, cfg).healthy]
+            sick = [name for name, h in self._check_health(cfg).items() if not h.healthy]
             if not sick:
                 # e.g. active VPN connections without an IKE SA (the peer
                 # refused or was away): initiate again.
@@ -314,6 +393,7 @@ class RouterRuntime:
                         s.capabilities.tends.tend(self.ctx, cfg)
                 return []
             log.warning("router %s: repairing %s", self.ctx.router_id, ", ".join(sick))
+            self._take_over()
             for name in sick:
                 self._applied.pop(name, None)
             self._apply(cfg, self._refused)
@@ -349,20 +429,34 @@ class RouterRuntime:
         with self.lock:
             return self._status()
 
-    def reported_status(self) -> pb.RouterStatus | None:
+    def reported_status(self, max_age: float = 0.0) -> pb.RouterStatus | None:
         """The status of a router that holds a config or an error (None: an
-        empty runtime, e.g. left by a failed request)."""
+        empty runtime, e.g. left by a failed request). ``max_age``: report
+        the services' health checked at most that many seconds ago (by the
+        agent's health pass) rather than check it now (0: now)."""
         with self.lock:
             if self.config is None and not self.last_error:
                 return None
-            return self._status()
+            return self._status(max_age)
 
     def status_and_config(self) -> tuple[pb.RouterStatus, pb.RouterConfig | None]:
         """The status and the config it reports on, taken together."""
         with self.lock:
             return self._status(), self.config
 
-    def _status(self) -> pb.RouterStatus:
+    def check_health(self) -> list[str]:
+        """Check every service now (kept for ``reported_status``); the sick ones."""
+        with self.lock:
+            if self.config is None:
+                return []
+            return [n for n, h in self._check_health(self.config).items() if not h.healthy]
+
+    def _check_health(self, cfg: pb.RouterConfig) -> dict[str, pb.ServiceStatus]:
+        health = {s.name: s.health(self.ctx, cfg) for s in self.services}
+        self._health = (time.monotonic(), health)
+        return health
+
+    def _status(self, max_age: float = 0.0) -> pb.RouterStatus:
         cfg = self.config or pb.RouterConfig(router_id=self.ctx.router_id)
         objects = [
             pb.ObjectStatus(kind="network", id=n.network_id, ok=True) for n in cfg.guest_networks
@@ -390,10 +484,14 @@ class RouterRuntime:
         )
         if self.config is None:
             return status
+        checked = self._health
+        if max_age and (checked is None or time.monotonic() - checked[0] > max_age):
+            checked = (0.0, self._check_health(cfg))
         for s in self.services:
             conditional = s.capabilities.conditional
             if conditional is None or conditional.serves(cfg):
-                status.services.append(s.health(self.ctx, cfg))
+                status.services.append(checked[1][s.name] if max_age and checked
+                                       else s.health(self.ctx, cfg))
         for s in self.services:
             extras = s.capabilities.status_extras
             if extras is not None:
@@ -407,18 +505,24 @@ class RouterRuntime:
         if self._edge is None:
             return self._delta_reply(stale=True)
         name, edge = self._edge
+        self.take_over()  # an adopted router's index is built from its rendering
         edge.wait_ready()
         with self.lock:
             started = time.monotonic()
+            self._applying(True)
             try:
                 added = edge.apply_delta(self.ctx, self.config, delta)
             except StaleDelta as e:
                 if e.table_changed:
+                    # Unknown until the next full apply, which clears the mark.
                     self._applied.pop(name, None)
+                else:
+                    self._applying(False)
                 log.info("router %s: delta to %d not applied in place: %s", self.ctx.router_id,
                          delta.generation, e)
                 return self._delta_reply(stale=True)
             except ConfigError as e:
+                self._applying(False)
                 self._reject(delta.generation, e)
                 bad = [pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))] \
                     if e.kind and e.object_id else []
@@ -435,9 +539,11 @@ class RouterRuntime:
             self.apply_seconds = time.monotonic() - started
             try:
                 edge.journal(self.ctx, self, delta)
+                self._applying(False)
             except OSError:
                 # Applied but not persisted: a restarted agent reports the older
-                # generation of config.pb, and netmgr pushes again.
+                # generation of config.pb, and netmgr pushes again (the mark
+                # makes it apply that again rather than adopt the table).
                 log.exception("router %s: journaling delta %d failed", self.ctx.router_id,
                               delta.generation)
             return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
@@ -471,7 +577,7 @@ class RouterRuntime:
                          ", ".join(map(str, stopped)))
             remove_netns(self.ctx.netns)
             self._remove_files(keep_leases)
-            self.config, self._applied = None, {}
+            self.config, self._applied, self._health = None, {}, None
             self._clear_errors()
             self._refused, self._held, self._refusals = {}, {}, {}
 

@@ -28,6 +28,7 @@ from common.netns import netns_exists
 from router.agent.registry import RouterRegistry
 from router.lib import garp, validate
 from router.runtime import router_netns_name
+from router.services.host import KernelProbe
 from router.services.interfaces import fabric_port_name
 
 # ---- the agent's side: one router, NICs by MAC ------------------------------------
@@ -107,8 +108,10 @@ def appliance_registry(router_id: str, state_dir: str, netns_prefix: str = "cn",
     fabric.router_netns = router_netns_name(netns_prefix, router_id)
     # The router's NICs are the VM's; the host's switch is outside the VM, so
     # no extra port (a diagnostics probe port) can be plugged into a segment.
+    # The VM's connection tracking is this router's alone: no share to cap.
     return RouterRegistry(state_dir, netns_prefix, "", agent_id or router_id, dnsmasq_user,
-                          fabric, only_router=router_id, probe_ports=False)
+                          fabric, only_router=router_id, probe_ports=False,
+                          host=KernelProbe(conntrack_limit=0))
 
 
 def control_mac_from_env() -> str:

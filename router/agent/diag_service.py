@@ -39,6 +39,8 @@ MAX_STREAMS_PER_ROUTER = 2
 MAX_STREAMS = 4
 MAX_PROBES = 4
 PROBE_WAIT = 5.0
+# How long a trace waits for the start's sweep of stale trace tables.
+SWEEP_WAIT = 60.0
 NO_PROBE_PORTS = ("this probe needs a probe port on the tenant network's segment, and a router "
                   "VM has no switch inside to plug one into: probe from the router itself "
                   "(no source network) or capture on its interface")
@@ -57,6 +59,9 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
         self._locks_lock = threading.Lock()
         self._streams: dict[str, int] = {}
         self._probes = threading.BoundedSemaphore(MAX_PROBES)
+        # Set once the trace tables a killed agent left are removed (in the
+        # background at start: a fork-free look into every router).
+        self.swept = threading.Event()
 
     def _stream_slot(self, router_id: str) -> None:
         with self._locks_lock:
@@ -111,6 +116,8 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
     def Trace(self, request: pb.TraceRequest, context: Any) -> Iterator[pb.TraceEvent]:
         tr.check_request(request)  # the errors before anything is looked up or installed
         rt, _ = self._router(request.router_id)
+        tr.match_expr(request)  # the errors before anything is installed
+        self.swept.wait(SWEEP_WAIT)  # its new table must not be taken for a stale one
         self._stream_slot(request.router_id)
         try:
             yield from tr.trace(rt.ctx.netns, request, _cancel_event(context))
@@ -224,14 +231,23 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
 
 def add_to_server(registry: RouterRegistry, server: grpc.Server) -> str:
     """Registers the service; returns its full name (for reflection and health)."""
-    try:
+    try:  # a listing of /run/netns: before serving
         probes.remove_stale_probe_ports(registry.fabric, registry.netns_prefix)
     except Exception:
         log.exception("cannot remove stale probe ports")
-    for rt in registry.runtimes():  # trace tables of a previous agent that was killed mid-stream
+    servicer = DiagnosticsServicer(registry)
+    threading.Thread(target=_sweep_traces, args=(registry, servicer.swept), name="diag-sweep",
+                     daemon=True).start()
+    diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(servicer, server)
+    return SERVICE_NAME
+
+
+def _sweep_traces(registry: RouterRegistry, done: threading.Event) -> None:
+    """Trace tables of a previous agent that was killed mid-stream: a look into
+    every router, after the start (a trace waits for it)."""
+    for rt in registry.runtimes():
         try:
             tr.remove_stale_tables(rt.ctx.netns)
         except Exception:
             log.warning("router %s: cannot look for stale trace tables", rt.ctx.router_id)
-    diag_pb2_grpc.add_RouterDiagnosticsServicer_to_server(DiagnosticsServicer(registry), server)
-    return SERVICE_NAME
+    done.set()

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -21,6 +22,8 @@ from common import netns
 from common.fabric.base import Fabric
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.private_files import ensure_private_dir
+from router.agent import adoption
+from router.agent.host_limits import HostLimits, Short
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
 from router.runtime import STATE_DIR_MODE, RouterRuntime, router_netns_name, stop_processes
@@ -39,10 +42,14 @@ class RouterRegistry:
         self, state_dir: str, netns_prefix: str = "cn", fabric_netns: str = "cn-fabric",
         agent_id: str = "", dnsmasq_user: str = "dnsmasq", fabric: Fabric | None = None,
         *, only_router: str = "", probe_ports: bool = True, host: HostFeatures | None = None,
+        limits: HostLimits | None = None, reapply_workers: int = adoption.REAPPLY_WORKERS,
     ) -> None:
         """``only_router``: an appliance serves that router and refuses any
         other. ``probe_ports``: whether the fabric can plug a diagnostics
-        probe port into a segment (not inside a router VM)."""
+        probe port into a segment (not inside a router VM). ``limits``: the
+        host's limits, sized for the routers held (the agent's main; None
+        leaves the host alone). ``reapply_workers``: routers applied
+        again at once at start (those that cannot be adopted)."""
         netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
@@ -54,6 +61,12 @@ class RouterRegistry:
         self.probe_ports = probe_ports
         # One per process: the kernel does not change under the agent.
         self.host: HostFeatures = host if host is not None else KernelProbe()
+        self.limits = limits
+        self.reapply_workers = reapply_workers
+        # ListRouterStatus reports health this old at most (the health pass
+        # refreshes it; 0: checked at every call).
+        self.health_max_age = 0.0
+        self._short: list[Short] = []  # host limits below what the routers held need
         self._routers: dict[str, RouterRuntime] = {}
         self._lock = threading.Lock()
 
@@ -80,7 +93,23 @@ class RouterRegistry:
                     fabric=self.fabric,
                     dnsmasq_user=self.dnsmasq_user,
                 ), router_services(self.host))
+                self._size_limits(len(self._routers))
             return rt
+
+    def _size_limits(self, routers: int) -> None:
+        """The host's limits for ``routers`` (only a new capacity step costs anything)."""
+        if self.limits is not None:
+            self.limits.ensure(routers)
+            self._short = self.limits.shortfall(routers)  # two small reads
+
+    def _with_host(self, status: pb.RouterStatus) -> pb.RouterStatus:
+        """A router's status, with the host limits its host lacks (a router
+        beyond them fails to start a daemon: this says which limit)."""
+        short = self._short
+        if short:
+            status.services.append(pb.ServiceStatus(
+                name="host", healthy=False, detail="; ".join(str(s) for s in short)))
+        return status
 
     def runtimes(self) -> list[RouterRuntime]:
         """Every router held, by ID."""
@@ -88,34 +117,47 @@ class RouterRegistry:
             return sorted(self._routers.values(), key=lambda r: r.ctx.router_id)
 
     def start(self) -> None:
-        """Set up the fabric and re-apply every persisted router config."""
+        """Set up the fabric, size the host's limits, and take over every
+        persisted router (``adoption``: untouched when it can be, else
+        applied again) and check its health; then, in the background, repair
+        what died meanwhile and render what the adopted routers run."""
         for d in (self.state_dir, self._routers_dir()):
             ensure_private_dir(d, STATE_DIR_MODE)
         self.fabric.setup()
-        for router_id in sorted(os.listdir(self._routers_dir())):
-            if not os.path.exists(RouterPaths(os.path.join(self._routers_dir(), router_id)).config):
-                continue
-            try:
-                status = self.runtime(router_id).restore()
-            except Exception:
-                log.exception("router %s: cannot restore persisted config", router_id)
-                continue
-            if status is not None:
-                log.info("router %s: restored generation %d%s", router_id,
-                         status.applied_generation,
-                         f" ({status.last_error})" if status.last_error else "")
+        ids = [r for r in sorted(os.listdir(self._routers_dir()))
+               if os.path.exists(RouterPaths(os.path.join(self._routers_dir(), r)).config)]
+        with self._lock:
+            self._size_limits(len(ids))
+        version = adoption.render_version()
+        trusted = adoption.read_version(self.state_dir) == version
+        runtimes = [self.runtime(r) for r in ids]
+        report = adoption.adopt_all(runtimes, trusted, self.reapply_workers)
+        adoption.write_version(self.state_dir, version)
+        if ids:
+            checked = time.monotonic()
+            sick = adoption.check_all(runtimes)
+            log.info("%d persisted routers: %s%s; health checked in %.2f s, %d sick",
+                     len(ids), report,
+                     "" if trusted else " (new rendering code: every router applied again)",
+                     time.monotonic() - checked, len(sick))
+            threading.Thread(target=adoption.settle, args=(runtimes, sick),
+                             name="adoption-settle", daemon=True).start()
 
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
-        return self.runtime(cfg.router_id).apply(cfg)
+        return self._with_host(self.runtime(cfg.router_id).apply(cfg))
 
     def status(self, router_id: str) -> pb.RouterStatus:
-        return self.runtime(router_id, create=False).status()
+        return self._with_host(self.runtime(router_id, create=False).status())
 
     def list_status(self) -> list[pb.RouterStatus]:
-        return [s for rt in self.runtimes() if (s := rt.reported_status()) is not None]
+        return [self._with_host(s) for rt in self.runtimes()
+                if (s := rt.reported_status(self.health_max_age)) is not None]
 
     def repair_all(self) -> dict[str, list[str]]:
         """One pass of the health monitor over every router: {router: repaired services}."""
+        if self.limits is not None:
+            with self._lock:
+                self._short = self.limits.shortfall(len(self._routers))
         repaired = {}
         for rt in self.runtimes():
             try:
@@ -144,6 +186,8 @@ class RouterRegistry:
         with self._lock:
             if self._routers.get(router_id) is rt:
                 del self._routers[router_id]
+            if self._short and self.limits is not None:
+                self._short = self.limits.shortfall(len(self._routers))
 
 
 def stop_routers(state_dir: str, netns_prefix: str) -> dict[str, list[int]]:

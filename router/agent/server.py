@@ -30,8 +30,10 @@ from grpc_reflection.v1alpha import reflection
 from common.fabric.base import Fabric
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from router.agent import diag_service, edge_service, rpc
+from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
+from router.services.host import ROUTER_CONNTRACK_LIMIT, KernelProbe
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["RouterAgent"].full_name
@@ -161,6 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--health-interval", type=float, default=5.0,
                    help="seconds between checks that repair dead daemons or lost rulesets "
                         "(0 disables; default: %(default)s)")
+    p.add_argument("--planned-routers", type=int, default=1024, metavar="N",
+                   help="size the host's limits (inotify, neighbour tables, pids, open files, "
+                        "conntrack hash) for N routers at start, and for more as routers are "
+                        "added (router/agent/host_limits.py; default: %(default)s)")
+    p.add_argument("--no-raise-host-limits", dest="raise_host_limits", action="store_false",
+                   help="only check the host's limits: report those short in every router's "
+                        "status, change nothing")
+    p.add_argument("--reapply-workers", type=int, default=8, metavar="N",
+                   help="at start, routers that cannot be adopted untouched (new rendering "
+                        "code, a change cut short, a reboot) are applied again N at a time "
+                        "(default: %(default)s)")
+    p.add_argument("--router-conntrack-limit", type=int, default=ROUTER_CONNTRACK_LIMIT,
+                   metavar="N",
+                   help="connections one router may track at once; new ones beyond are "
+                        "dropped (0: no limit of its own; default: %(default)s)")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
     p.add_argument("--log-level", default="INFO")
@@ -193,6 +210,12 @@ def main(argv: list[str] | None = None) -> None:
         from router.agent import auth
 
         interceptors = (auth.BearerTokenInterceptor(auth.read_token_file(args.auth_token_file)),)
+    if args.planned_routers < 0:
+        p.error("--planned-routers must be 0 or more")
+    if args.reapply_workers < 1:
+        p.error("--reapply-workers must be 1 or more")
+    if args.router_conntrack_limit < 0:
+        p.error("--router-conntrack-limit must be 0 or more")
     if args.fabric == "appliance":
         from router.agent import appliance
 
@@ -202,8 +225,15 @@ def main(argv: list[str] | None = None) -> None:
             args.appliance_router_id, args.state_dir, args.netns_prefix, args.agent_id,
             args.dnsmasq_user, appliance.control_mac_from_env())
     else:
+        limits = HostLimits(planned=args.planned_routers, raise_limits=args.raise_host_limits)
         registry = RouterRegistry(args.state_dir, args.netns_prefix, args.fabric_netns,
-                                  args.agent_id, args.dnsmasq_user, fabric)
+                                  args.agent_id, args.dnsmasq_user, fabric, limits=limits,
+                                  host=KernelProbe(args.router_conntrack_limit),
+                                  reapply_workers=args.reapply_workers)
+    if args.health_interval > 0:
+        # A listing of every router (netmgr's resync, every 2 s) reports the
+        # health pass's checks rather than check 1,000 routers again.
+        registry.health_max_age = 3 * args.health_interval
     registry.start()
     server, port = create_server(args.listen, registry, interceptors=interceptors)
     if args.metrics_listen:

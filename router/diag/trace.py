@@ -11,6 +11,7 @@ handle. The table is deleted when the stream ends, whatever the reason.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import queue
@@ -27,6 +28,7 @@ from cloudnet.router.v1 import diag_pb2 as pb
 from common.grpc_errors import quote
 from router.diag.common import DiagError, check_ipv4_or_cidr, check_limit, object_of_comment
 from router.diag.show import parse_counters
+from router.lib import libnft
 from router.lib.proc import in_netns
 
 DEFAULT_SECONDS, MAX_SECONDS = 30.0, 600.0
@@ -358,13 +360,14 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
 
 
 def remove_stale_tables(netns: str) -> None:
-    """Trace tables left by a killed agent (the stream's end removes its own)."""
-    proc = subprocess.run(in_netns(netns, ["nft", "list", "tables"]), capture_output=True,
-                          text=True, timeout=15, check=False)
-    for line in proc.stdout.splitlines():
+    """Trace tables left by a killed agent (the stream's end removes its own);
+    in-process: an agent start looks in every router."""
+    try:
+        listed = libnft.run(netns, "list tables", terse=True)
+    except libnft.NftError:
+        return
+    for line in listed.splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[2].startswith("cloudnet-trace-"):
-            subprocess.run(in_netns(netns, ["nft", "delete", "table", parts[1], parts[2]]),
-                           capture_output=True, timeout=15, check=False)
-
-
+            with contextlib.suppress(libnft.NftError):  # gone meanwhile
+                libnft.run(netns, f"delete table {parts[1]} {parts[2]}")

@@ -146,6 +146,10 @@ class HostFeatures(Protocol):
         """Whether nf_tables accepts a map looked up as a set (not Linux 6.1)."""
         ...
 
+    def router_conntrack_limit(self) -> int:
+        """Connections one router may track at once (0: no limit of its own)."""
+        ...
+
 
 @dataclass(frozen=True)
 class KnownHost:
@@ -153,12 +157,16 @@ class KnownHost:
 
     backend: str = "kernel"
     map_as_set: bool = True
+    conntrack_limit: int = 0
 
     def vpn_backend(self) -> str:
         return self.backend
 
     def nft_map_as_set_lookup(self) -> bool:
         return self.map_as_set
+
+    def router_conntrack_limit(self) -> int:
+        return self.conntrack_limit
 
 
 def persisted_config(cfg: pb.RouterConfig) -> bytes:
@@ -248,6 +256,13 @@ class EdgeRules(Protocol):
         ...
 
 
+class Adopts(Protocol):
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """At an agent start, ``rendered`` is what runs (the previous agent
+        applied it): take over the state the service keeps about it."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a service offers beyond the mandatory phases (None: not offered)."""
@@ -260,6 +275,8 @@ class Capabilities:
     status_extras: StatusExtras | None = None
     # Applies edge deltas in place.
     edge_rules: EdgeRules | None = None
+    # Keeps state about what it applied, taken over from a previous agent.
+    adopts: Adopts | None = None
 
 
 NO_CAPABILITIES = Capabilities()

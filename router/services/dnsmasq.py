@@ -231,12 +231,35 @@ def _stop(ctx: Context) -> None:
     files.remove(_dir(ctx, "dnsmasq.pid"))
 
 
-def _start(ctx: Context, argv: list[str]) -> None:
+# What dnsmasq says when a host limit stops it, and the limit (it names
+# none: "Too many open files" is also the per-process fd limit).
+INOTIFY_LIMITS = (
+    ("failed to create inotify:", "fs.inotify.max_user_instances",
+     "inotify instances per user: every router's dnsmasq takes one"),
+    ("inotify", "fs.inotify.max_user_watches", "inotify watches per user"),
+)
+
+
+def limit_hint(output: str, user: str, proc_sys: str = "/proc/sys") -> str:
+    """The host limit a failed start hit, with its value (or "")."""
+    for words, limit, what in INOTIFY_LIMITS:
+        if words in output:
+            try:
+                with open(os.path.join(proc_sys, *limit.split("."))) as f:
+                    value = f.read().strip()
+            except OSError:
+                value = "?"
+            return f" (host limit {limit} = {value} {what}, shared by user {user})"
+    return ""
+
+
+def _start(ctx: Context, argv: list[str], user: str = "") -> None:
     files.remove(_dir(ctx, "dnsmasq.pid"))
     try:
         proc.run(argv, netns=ctx.netns)  # dnsmasq daemonizes; errors come back here
     except proc.CommandError as e:
-        raise ApplyError(f"dnsmasq: cannot start: {e.output.strip()}") from e
+        out = e.output.strip()
+        raise ApplyError(f"dnsmasq: cannot start: {out}{limit_hint(out, user)}") from e
     deadline = time.monotonic() + 5
     while (pid := running_pid(ctx)) is None:
         if time.monotonic() > deadline:
@@ -281,7 +304,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
     log.info("router %s: (re)starting dnsmasq", ctx.router_id)
     _stop(ctx)
     files.remove(_dir(ctx, "running"))
-    _start(ctx, argv)
+    _start(ctx, argv, user)
     files.write_if_changed(_dir(ctx, "running"), fingerprint)
     _release_leases(ctx, cfg, dropped)
 

@@ -15,11 +15,18 @@ import threading
 
 from router.services.nftables import compat
 
+# Connections one router may track at once: a flood through one router
+# takes at most this many entries (about 20 MB) of the host's conntrack memory
+# and hash table, which every namespace shares.
+ROUTER_CONNTRACK_LIMIT = 65536
+
 
 class KernelProbe:
-    """``base.HostFeatures`` of this host, each probed on first use."""
+    """``base.HostFeatures`` of this host, each probed on first use; the
+    share of each router in the host's connection tracking is the agent's."""
 
-    def __init__(self) -> None:
+    def __init__(self, conntrack_limit: int = ROUTER_CONNTRACK_LIMIT) -> None:
+        self.conntrack_limit = conntrack_limit
         self._lock = threading.Lock()
         self._vpn_backend: str | None = None
         self._map_as_set: bool | None = None
@@ -35,6 +42,9 @@ class KernelProbe:
             if self._map_as_set is None:
                 self._map_as_set = compat.map_as_set_lookup()
             return self._map_as_set
+
+    def router_conntrack_limit(self) -> int:
+        return self.conntrack_limit
 
 
 def probe_vpn_backend() -> str:

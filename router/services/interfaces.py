@@ -17,7 +17,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from common import netlink
 from common.netns import run_in_netns
 from router.errors import ApplyError, ConfigError
-from router.lib import garp, validate
+from router.lib import garp, linkstate, validate
 from router.services.base import (
     NO_CAPABILITIES,
     Capabilities,
@@ -218,10 +218,10 @@ class Interfaces:
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         try:
-            have = {link.name: link for link in netlink.links(ctx.netns)}
-        except netlink.NetlinkOpError as e:
+            up = linkstate.links_up(ctx.netns, [i.name for i in cfg.interfaces])
+        except OSError as e:  # the namespace is gone
             return pb.ServiceStatus(name=self.name, healthy=False, detail=str(e))
-        missing = [i.name for i in cfg.interfaces if i.name not in have or not have[i.name].up]
+        missing = [name for name, ok in up.items() if not ok]
         detail = f"down or missing: {', '.join(missing)}" if missing else "all up"
         return pb.ServiceStatus(name=self.name, healthy=not missing, detail=detail,
                                 version=_kernel())

@@ -83,10 +83,11 @@ def verify(cfg: pb.RouterConfig) -> None:
 
 
 def render(cfg: pb.RouterConfig, map_counters: bool,
-           tun: str) -> tuple[Rendered, nft_edge.Elements]:
+           tun: str, conntrack_limit: int = 0) -> tuple[Rendered, nft_edge.Elements]:
     """The table (``RULESET``, and ``SKELETON`` without edge elements) and its
     edge elements. ``map_counters``: the kernel looks maps up as sets
-    (``compat``); ``tun``: the device libipsec decrypts into, if any."""
+    (``compat``); ``tun``: the device libipsec decrypts into, if any;
+    ``conntrack_limit``: connections the router may track (0: no limit)."""
     guests = sorted(i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_GUEST)
     publics = sorted(i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC)
     guest_nets = sorted(
@@ -121,6 +122,7 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     # Element counters of established traffic need a kernel that looks maps
     # up as sets (not the appliance's 6.1): see compat.py.
     context["map_counters"] = map_counters
+    context["conntrack_limit"] = conntrack_limit
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     # A port is an element too: a port change stays an element update.
@@ -144,7 +146,7 @@ class NftablesService:
         self.host = host
         self.table = TableState()
         self.deltas = EdgeDeltas(self.table)
-        self.capabilities = Capabilities(edge_rules=self.deltas)
+        self.capabilities = Capabilities(edge_rules=self.deltas, adopts=self)
         self._memo: dict[str, nft_edge.Elements] = {}
         # What the health check found wrong with the table (cleared by the
         # load that repairs it), and how often a load repaired it.
@@ -157,7 +159,8 @@ class NftablesService:
 
     def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         tun = vpn_tun(self.host) if cfg.vpn_connections else ""
-        rendered, elements = render(cfg, self.host.nft_map_as_set_lookup(), tun)
+        rendered, elements = render(cfg, self.host.nft_map_as_set_lookup(), tun,
+                                    self.host.router_conntrack_limit())
         if len(self._memo) >= MEMO_SIZE:
             self._memo.clear()
         self._memo[rendered[RULESET]] = elements
@@ -231,6 +234,13 @@ class NftablesService:
                                f"{self._drift}"
             log.warning("router %s: table loaded again (%s)", ctx.router_id, self._drift)
             self._drift = ""
+
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """The table a previous agent loaded is this rendering: the next
+        change is an element update, not a reload."""
+        elements = self._elements(rendered)
+        if elements is not None:
+            self.table.loaded = table.Loaded(rendered[SKELETON], elements)
 
     def forget_loaded(self) -> None:
         """Whatever is loaded, the next apply loads the whole table (as after an agent start)."""

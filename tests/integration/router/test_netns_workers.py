@@ -1,0 +1,50 @@
+"""The agent's namespace calls run on reused threads: each call runs in the
+namespace it names, and no thread stays in one afterwards (a deleted
+router's namespace is freed, not kept alive by an idle thread)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from common import netns
+
+pytestmark = pytest.mark.integration
+
+
+def inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+def thread_namespaces() -> set[int]:
+    return {inode(f"/proc/self/task/{t}/ns/net") for t in os.listdir("/proc/self/task")}
+
+
+def test_calls_run_in_their_namespace_and_leave_none_behind() -> None:
+    names = [f"nw{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        want = {name: inode(f"/run/netns/{name}") for name in names}
+        for _ in range(3):  # the same threads, reused, in turn in each namespace
+            for name in names:
+                assert netns.run_in_netns(
+                    name, lambda: inode("/proc/thread-self/ns/net")) == want[name]
+
+        def nested() -> tuple[int, int]:
+            inner = netns.run_in_netns(names[1], lambda: inode("/proc/thread-self/ns/net"))
+            return inode("/proc/thread-self/ns/net"), inner
+
+        assert netns.run_in_netns(names[0], nested) == (want[names[0]], want[names[1]])
+        with pytest.raises(ZeroDivisionError):
+            netns.run_in_netns(names[2], lambda: 1 // 0)
+        with pytest.raises(FileNotFoundError):
+            netns.run_in_netns(f"nw-absent-{uuid.uuid4().hex[:6]}", lambda: None)
+        # Every thread of this process is back home: none holds a namespace.
+        assert not thread_namespaces() & set(want.values())
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False)
