@@ -17,10 +17,12 @@ state can be trusted to be the persisted config's:
 An adopted router reports its persisted generation at once. Every router's
 health is checked before the agent serves (``check_all``: well under a
 millisecond a router), so the first listing reports it without checking
-again. In the background, the routers with a sick service are repaired
-(whatever died while no agent watched), then what each service last applied
-is rendered (``RouterRuntime.take_over``; also by the first change that
-needs it). Routers that cannot be adopted are
+again; the routers with a sick service are repaired in the background
+(whatever died while no agent watched). What each service last applied is
+rendered by the first change that needs it (``RouterRuntime.take_over``: a
+push, an edge delta, a repair), not at the start: rendering 1,000 routers
+in the background held the interpreter long enough to make the first
+listing wait 1.7 s. Routers that cannot be adopted are
 applied again as before, several at a time (their time is mostly the
 daemons' checks and starts, in other processes).
 """
@@ -159,18 +161,11 @@ def check_all(runtimes: Iterable[RouterRuntime]) -> list[RouterRuntime]:
     return sick
 
 
-def settle(runtimes: Iterable[RouterRuntime], sick: Iterable[RouterRuntime]) -> None:
-    """After the start: repair what died while no agent watched (now, not one
-    health interval later), then render what each adopted router runs."""
+def repair(sick: Iterable[RouterRuntime]) -> None:
+    """After the start, in the background: repair what died while no agent
+    watched (now, not one health interval later)."""
     for rt in sick:
         try:
             rt.repair()
         except Exception:
             log.exception("router %s: repair failed", rt.ctx.router_id)
-    started = time.monotonic()
-    for rt in runtimes:
-        try:
-            rt.take_over()
-        except Exception:
-            log.exception("router %s: taking over its rendering failed", rt.ctx.router_id)
-    log.info("adopted routers rendered in %.2f s", time.monotonic() - started)

@@ -120,7 +120,7 @@ class RouterRegistry:
         """Set up the fabric, size the host's limits, and take over every
         persisted router (``adoption``: untouched when it can be, else
         applied again) and check its health; then, in the background, repair
-        what died meanwhile and render what the adopted routers run."""
+        what died meanwhile."""
         for d in (self.state_dir, self._routers_dir()):
             ensure_private_dir(d, STATE_DIR_MODE)
         self.fabric.setup()
@@ -140,8 +140,9 @@ class RouterRegistry:
                      len(ids), report,
                      "" if trusted else " (new rendering code: every router applied again)",
                      time.monotonic() - checked, len(sick))
-            threading.Thread(target=adoption.settle, args=(runtimes, sick),
-                             name="adoption-settle", daemon=True).start()
+            if sick:
+                threading.Thread(target=adoption.repair, args=(sick,),
+                                 name="adoption-repair", daemon=True).start()
 
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
         return self._with_host(self.runtime(cfg.router_id).apply(cfg))

@@ -119,7 +119,7 @@ def test_a_restarted_agent_takes_its_routers_over_untouched(
     agent_process.kill(signal.SIGKILL)
     stub = agent_process.start()
     wait_listed(stub, all_active(dict.fromkeys(ids, 4)))
-    time.sleep(1.5)  # the start's background pass (rendering, one health pass) is done
+    time.sleep(1.5)  # the start's background repair pass, and a health pass, are done
 
     assert {m.path: m.events() for m in monitors} == {m.path: [] for m in monitors}
     assert {r: router.lib.proc.read_pidfile(paths[r].dnsmasq("dnsmasq.pid")) for r in ids} \

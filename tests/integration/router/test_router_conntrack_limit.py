@@ -1,9 +1,9 @@
 """A flood of new connections through one router stops at that router's
 conntrack limit, while another router on the same host keeps opening new ones.
 
-    guest A ─ seg 100 ─ router A (limit 40) ─┐
+    guest A ─ seg 100 ─ router A (limit L) ─┐
                                              ├─ seg 0 ─ uplink ── internet (198.51.100.10:8080)
-    guest B ─ seg 101 ─ router B (limit 40) ─┘
+    guest B ─ seg 101 ─ router B (limit L) ─┘
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from tests.lib.routerlab import HOSTS, INET_HOST, Topology, make_config, sh
 
 pytestmark = pytest.mark.integration
 
-LIMIT = 40
-FLOOD = 400  # new connections tried through router A, bounded
 B_PUBLIC_IP = "203.0.113.11"
 # Nothing answers there: each flood connection stays half-open (SYN_SENT) in
 # the router's table for the whole test.
@@ -32,9 +30,18 @@ BLACKHOLE = "198.51.100.99"
 SERVER_PORT = 8080
 
 
+@pytest.fixture(params=[(40, 400), (256, 1200)], ids=["one-count", "four-shares"])
+def limit_and_flood(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """The router's limit (256: counted in four shares of 64), and the new
+    connections tried through router A (bounded)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def agent_process(topo: Topology, tmp_path: object) -> Iterator[AgentProcess]:
-    a = AgentProcess(topo, f"{tmp_path}/agent.sock", "--router-conntrack-limit", str(LIMIT))
+def agent_process(topo: Topology, tmp_path: object,
+                  limit_and_flood: tuple[int, int]) -> Iterator[AgentProcess]:
+    a = AgentProcess(topo, f"{tmp_path}/agent.sock", "--router-conntrack-limit",
+                     str(limit_and_flood[0]))
     try:
         yield a
     finally:
@@ -73,8 +80,9 @@ time.sleep(float(sys.argv[3]))  # keep them open while the test looks
 
 
 def test_one_routers_flood_stops_at_its_limit_and_another_router_still_connects(
-    topo: Topology, agent_process: AgentProcess
+    topo: Topology, agent_process: AgentProcess, limit_and_flood: tuple[int, int]
 ) -> None:
+    limit, flood_size = limit_and_flood
     stub = agent_process.start()
     inet = topo.internet()
     server = subprocess.Popen(
@@ -103,21 +111,21 @@ def test_one_routers_flood_stops_at_its_limit_and_another_router_still_connects(
 
         flood = subprocess.Popen(
             ["ip", "netns", "exec", guest_a, sys.executable, "-c", FLOOD_SCRIPT, BLACKHOLE,
-             str(FLOOD), "30"])
+             str(flood_size), "30"])
         try:
             time.sleep(2)
             held = conntrack_count(ns_a)
             # Router A holds its limit's worth and no more (plus the last
             # socat connections, closing); the flood asked for ten times that.
-            assert LIMIT <= held <= LIMIT + 10, held
+            assert limit <= held <= limit + 10, held
             assert not connects(guest_a), "router A opened a connection past its limit"
             # Router B, on the same host and the same conntrack table, still opens new ones.
             assert connects(guest_b)
-            assert conntrack_count(ns_b) < LIMIT
+            assert conntrack_count(ns_b) < limit
             drops = sh("ip", "netns", "exec", ns_a, "nft", "list", "chain", "inet", "cloudnet",
                        "conntrack_limit")
             dropped = int(drops.split("counter packets ")[1].split()[0])
-            assert dropped >= FLOOD - LIMIT, drops
+            assert dropped >= flood_size - limit, drops
         finally:
             flood.kill()
             flood.wait(timeout=10)

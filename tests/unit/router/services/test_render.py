@@ -173,3 +173,17 @@ def test_one_cached_environment() -> None:
     assert env.trim_blocks
     assert env.lstrip_blocks
     assert not env.autoescape
+
+
+def test_a_conntrack_limit_is_counted_in_small_shares() -> None:
+    """``ct count`` walks its whole list at every new connection: a router's
+    limit is split by a hash of the connection into lists of at most 64."""
+    from router.services.nftables.service import conntrack_shares
+
+    assert conntrack_shares(0) is None
+    assert conntrack_shares(40) == {"shares": 1, "per_share": 40}
+    assert conntrack_shares(65536) == {"shares": 1024, "per_share": 64}
+    big = conntrack_shares(1_000_000)
+    assert big is not None
+    assert big["shares"] == 4096
+    assert big["shares"] * big["per_share"] <= 1_000_000
