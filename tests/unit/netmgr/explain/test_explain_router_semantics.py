@@ -306,3 +306,24 @@ def test_the_source_nat_address_opens_only_its_own_forwards_and_listeners(
     # A hairpin from a guest outside the sources: dropped like one from outside.
     assert _decided(explain(p2.id, f"{snat.ip}:2222/tcp")) == (
         False, "firewall-default", "drop")
+
+
+def test_the_metadata_service_answers_a_ports_own_guest(cloud: Cloud) -> None:
+    api, _, net, (p1, _), _ = _network(cloud)
+    explain = _explainer(cloud, api)
+    for to in (f"{net.gateway}:80/tcp", "169.254.169.254:80/tcp", "169.254.169.254:8080/tcp"):
+        assert _decided(explain(p1.id, to)) == (True, "router", net.router_id), to
+    assert _decided(explain(p1.id, "169.254.169.254:22/tcp")) == (
+        False, "firewall-default", "drop")
+    # Not from outside, and not for an address no port holds.
+    assert not explain("internet", f"{net.source_nat_ip}:80/tcp").allowed
+    assert not explain("10.1.0.99", f"{net.gateway}:80/tcp").allowed
+
+
+def test_the_metadata_constants_are_the_routers() -> None:
+    nft = pytest.importorskip("router.services.nftables.metadata")
+    service = pytest.importorskip("router.services.metadata")
+    from netmgr.explain import path, router_view
+
+    assert path.METADATA_PORTS == nft.METADATA_PORTS
+    assert router_view.METADATA_ADDRESS == service.METADATA_ADDRESS
