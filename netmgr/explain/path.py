@@ -1,17 +1,24 @@
 """A packet's way through a router, in the order the router's nftables
 table (``router/templates/nftables/cloudnet.nft.j2``) and the kernel take it:
 
-1. prerouting, edge filter: a packet to one of the router's public IPs (not
-   its source NAT address) passes only through an element of a port
-   forward, a load balancer or an ingress firewall rule (``edge.edge_opener``);
-   else the edge's default drop. This holds from a guest too (hairpin).
+0. port security: a guest network's address only from its own port
+   (``netmgr.explain.flows``, where the flow starts).
+1. prerouting, edge filter: IKE from a VPN peer passes; a packet to one of
+   the router's public IPs, from outside or from a guest (hairpin), passes
+   only through an element of a port forward, a load balancer or an ingress
+   firewall rule (``edge.edge_opener``), else the edge's default drop; on a
+   source NAT address the same elements open its own forwards and listeners,
+   and what they do not open is marked: it reaches what the router itself
+   serves, never a forward or a listener.
 2. prerouting, DNAT: the port forwards' map (address, protocol, port; any
    source, any side), else a static NAT address, rewrite the destination.
-3. routing: the router's own addresses go to its input; else its tiers,
-   private gateways and static routes (longest prefix), else the default
-   route to the provider. A VPN peer's networks go through the tunnel.
-4. input: ICMP is answered; a load balancer's listener (HAProxy); IKE from a
-   VPN peer; DHCP and DNS from guests; anything else is dropped.
+3. routing: the router's own addresses (and the metadata address) go to its
+   input; else its tiers, private gateways and static routes (longest
+   prefix), else the default route to the provider. A VPN peer's networks go
+   through the tunnel.
+4. input: a marked packet to a listener is dropped; ICMP is answered; a load
+   balancer's listener (HAProxy); IKE from a VPN peer; DHCP, DNS and the
+   metadata service from guests; anything else is dropped.
 5. forward: a guest's packet to a VPN peer's network while the tunnel does
    not carry it is dropped (never in clear); a VPC router then applies the
    network ACL of the tier or gateway the packet leaves, then of the one it
@@ -58,6 +65,9 @@ from netmgr.explain.vpc import acl_verdict
 from netmgr.explain.world import World
 
 IKE_PORTS = (500, 4500)
+# The metadata service (nginx in the router) answers a port's own guest on
+# these; keep equal to router.services.nftables.metadata.METADATA_PORTS.
+METADATA_PORTS = (80, 8080)
 MAX_ROUTERS = 4  # a flow crosses at most this many of the tenant's routers
 
 
@@ -189,6 +199,11 @@ class Walk:
             if service:
                 return res.done(True, "router", rv.id,
                                 f"the router answers {service} from guests on {at}")
+            if pkt.proto == "tcp" and pkt.port in METADATA_PORTS:
+                # The source passed port security: it is its port's own guest.
+                return res.done(True, "router", rv.id,
+                                f"the router's metadata service answers a port's own guest "
+                                f"on {at}")
         return res.done(*DROP, f"the router serves nothing on {describe(pkt)} at {at}")
 
     def forward(self, rv: RouterView, pkt: Packet, iif: Iface,

@@ -25,6 +25,9 @@ IPv4 = ipaddress.IPv4Address
 Net = ipaddress.IPv4Network
 
 GUEST, GATEWAY, PUBLIC, TUNNEL, LOCAL = "guest", "gateway", "public", "tunnel", "local"
+# Held on the router's loopback, reached through a guest's gateway; keep equal
+# to router.services.metadata.METADATA_ADDRESS.
+METADATA_ADDRESS = "169.254.169.254"
 
 
 class Iface(NamedTuple):
@@ -88,6 +91,8 @@ class RouterView:
     def own_addresses(self) -> dict[str, str]:
         """Every address of the router -> what holds it (for messages)."""
         out = {n.gateway: f"the gateway of {n.name}" for n in self.networks}
+        if self.networks:
+            out[METADATA_ADDRESS] = "the metadata address"
         for g in self.gateways:
             out[str(ipaddress.IPv4Interface(g.address).ip)] = f"private gateway {g.id}"
         if self.public_ip:

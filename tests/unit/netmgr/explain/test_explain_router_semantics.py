@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import debug_pb2, debug_pb2_grpc
 from cloudnet.netmgr.v1 import edge_pb2 as epb
@@ -269,3 +270,60 @@ def test_the_routers_interval_elements_name_a_rule_that_covers_them() -> None:
         covered = all(o[0] <= p[0] and p[1] <= o[1]
                       for p, o in zip(piece, owners[owner], strict=True))
         assert covered, (piece, owner)
+
+
+def test_the_source_nat_address_opens_only_its_own_forwards_and_listeners(
+        cloud: Cloud) -> None:
+    api, e, net, (p1, p2), _ = _network(cloud)
+    explain = _explainer(cloud, api)
+    snat = next(i for i in e.ListPublicIps(epb.ListPublicIpsRequest(
+        network_id=net.id)).public_ips if i.source_nat)
+    try:
+        f = e.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
+            public_ip_id=snat.id, protocol="tcp", public_port=2222, port_id=p1.id,
+            private_port=22, source_cidrs=["198.51.100.0/24"])))
+    except grpc.RpcError as refused:
+        if refused.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        pytest.skip("this API keeps port forwards off the source NAT address")
+    lb = e.CreateLoadBalancer(epb.CreateLoadBalancerRequest(load_balancer=epb.LoadBalancer(
+        public_ip_id=snat.id, public_port=80, private_port=8080, protocol="tcp",
+        source_cidrs=["198.51.100.0/24"], members=[epb.LoadBalancerMember(port_id=p2.id)])))
+    # Open to their sources ...
+    assert _decided(explain("198.51.100.10", f"{snat.ip}:2222/tcp")) == (
+        True, "portforward", f.id)
+    assert _decided(explain("198.51.100.10", f"{snat.ip}:80/tcp")) == (
+        True, "loadbalancer", lb.id)
+    # ... closed to others (the forward by the default drop, the listener by its
+    # own lookup: the router's trace names the load balancer) ...
+    assert _decided(explain("192.0.2.7", f"{snat.ip}:2222/tcp")) == (
+        False, "firewall-default", "drop")
+    assert _decided(explain("192.0.2.7", f"{snat.ip}:80/tcp")) == (
+        False, "loadbalancer", lb.id)
+    # ... and the address's own traffic passes as before.
+    assert _decided(explain("192.0.2.7", f"{snat.ip}/icmp")) == (True, "router", net.router_id)
+    assert _decided(explain(p2.id, f"{snat.ip}:53/udp")) == (True, "router", net.router_id)
+    # A hairpin from a guest outside the sources: dropped like one from outside.
+    assert _decided(explain(p2.id, f"{snat.ip}:2222/tcp")) == (
+        False, "firewall-default", "drop")
+
+
+def test_the_metadata_service_answers_a_ports_own_guest(cloud: Cloud) -> None:
+    api, _, net, (p1, _), _ = _network(cloud)
+    explain = _explainer(cloud, api)
+    for to in (f"{net.gateway}:80/tcp", "169.254.169.254:80/tcp", "169.254.169.254:8080/tcp"):
+        assert _decided(explain(p1.id, to)) == (True, "router", net.router_id), to
+    assert _decided(explain(p1.id, "169.254.169.254:22/tcp")) == (
+        False, "firewall-default", "drop")
+    # Not from outside, and not for an address no port holds.
+    assert not explain("internet", f"{net.source_nat_ip}:80/tcp").allowed
+    assert not explain("10.1.0.99", f"{net.gateway}:80/tcp").allowed
+
+
+def test_the_metadata_constants_are_the_routers() -> None:
+    nft = pytest.importorskip("router.services.nftables.metadata")
+    service = pytest.importorskip("router.services.metadata")
+    from netmgr.explain import path, router_view
+
+    assert path.METADATA_PORTS == nft.METADATA_PORTS
+    assert router_view.METADATA_ADDRESS == service.METADATA_ADDRESS
