@@ -156,6 +156,9 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[grpc.Channel]:
     yield channel
     channel.close()
     server.stop(0)
+    # A config the agent took made its router's namespace: leave none behind.
+    for status in registry.list_status():
+        registry.delete(status.router_id, False)
 
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
