@@ -175,6 +175,12 @@ class Reconciler:
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
                 channel = grpc.insecure_channel(target, options=[
+                    # gRPC's reconnect backoff grows to two minutes: an agent
+                    # back after a long outage would wait that long to be
+                    # seen. Bounded like the push retries (MAX_BACKOFF).
+                    ("grpc.initial_reconnect_backoff_ms", 250),
+                    ("grpc.min_reconnect_backoff_ms", 250),
+                    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000) // 5),
                     ("grpc.max_send_message_length", 64 * 1024 * 1024)])
                 self._channels[host] = channel
                 stub = self._stubs[host] = agent_pb2_grpc.RouterAgentStub(channel)
@@ -328,7 +334,10 @@ class Reconciler:
                     self._store.mark_router_unreachable(router_id, msg)
                     self.notify_later(router_id)
                 continue
-            restarted = self._boot_ids.get(host) not in (None, reply.boot_id)
+            if self._boot_ids.get(host) not in (None, reply.boot_id):
+                # A new boot adopts what it had applied and reports it: only
+                # what it lacks (stale, missing, awaiting secrets) is pushed.
+                log.info("agent on %s restarted (boot %s)", host, reply.boot_id[:8])
             self._boot_ids[host] = reply.boot_id
             held = {s.router_id: s for s in reply.routers}
             for router_id, desired in wanted.items():
@@ -340,7 +349,7 @@ class Reconciler:
                 # A config the agent restored from disk lacks its secrets (VPN
                 # keys): the full push hands them back, whoever restarted when.
                 secrets = status is not None and status.awaiting_secrets
-                if restarted or secrets or (stale and not rejected):
+                if secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
                 self.notify_later(router_id)  # the push finds it gone and deletes it

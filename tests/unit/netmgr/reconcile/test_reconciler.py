@@ -156,10 +156,12 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
                         context: grpc.ServicerContext) -> pb.RouterStatus:
         raise NotImplementedError("not used by the reconciler")
 
-    def restart(self) -> None:
-        """Forget everything, as an agent that lost its state would."""
+    def restart(self, *, keep: bool = False) -> None:
+        """Forget everything, as an agent that lost its state would; or, with
+        ``keep``, a new boot that adopted every router it held."""
         with self.lock:
-            self.held.clear()
+            if not keep:
+                self.held.clear()
             self.boot_id = f"boot-{uuid.uuid4().hex[:6]}"
 
 
@@ -226,6 +228,22 @@ def test_repushes_when_the_agent_restarts(
     pushes = len(agent.applied)
     agent.restart()
     eventually(lambda: len(agent.applied) > pushes and rid in agent.held)
+
+
+def test_an_agent_restart_that_kept_its_routers_costs_no_push(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
+    # The agent adopts its routers at the generation it applied: pushing all of
+    # them again would make a restart of a host with 1,000 routers cost 1,000
+    # full applies for nothing.
+    kept, lost = store.add(), store.add()
+    reconciler.start()
+    eventually(lambda: {(kept, 1), (lost, 1)} <= set(agent.applied))
+    agent.restart(keep=True)
+    with agent.lock:
+        del agent.held[lost]  # its state did not survive
+    eventually(lambda: (lost, 1) in agent.applied[2:])
+    assert [a for a in attempts_while_waiting(agent, 1.0) if a[0] == kept] == []
+    assert agent.applied.count((kept, 1)) == 1
 
 
 def test_repushes_a_config_restored_without_its_secrets(
