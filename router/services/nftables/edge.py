@@ -196,43 +196,40 @@ def verify(cfg: pb.RouterConfig) -> None:
 # ------------------------------------------------------------ disjoint boxes
 
 
-def _merge(intervals: list[Interval]) -> list[Interval]:
-    out: list[Interval] = []
-    for lo, hi in sorted(intervals):
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
-    return out
-
-
-def _sweep(boxes: list[Box]) -> list[Box]:
-    """The union of boxes (all of one dimension count) as disjoint boxes."""
-    if len(boxes[0]) == 1:
-        return [(i,) for i in _merge([b[0] for b in boxes])]
-    cuts = sorted({b[0][0] for b in boxes} | {b[0][1] + 1 for b in boxes})
-    out: list[Box] = []
-    prev: tuple[Interval, list[Box]] | None = None
+def _sweep(items: Sequence[tuple[Box, str]]) -> list[tuple[Box, str]]:
+    """The union of boxes (all of one dimension count) as disjoint boxes, each
+    named after the smallest ID among the boxes that contain it whole.
+    Neighbouring pieces are joined only when that name is the same for both
+    (that box then holds the joined piece too): a piece never names a box that
+    covers just part of it."""
+    cuts = sorted({b[0][0] for b, _ in items} | {b[0][1] + 1 for b, _ in items})
+    out: list[tuple[Box, str]] = []
+    prev: tuple[Interval, list[tuple[Box, str]]] | None = None
     for lo, nxt in itertools.pairwise(cuts):
-        seg = (lo, nxt - 1)
-        covering = [b[1:] for b in boxes if b[0][0] <= lo and b[0][1] >= nxt - 1]
-        tails = sorted(_sweep(covering)) if covering else []
+        covering = [(b, oid) for b, oid in items if b[0][0] <= lo and b[0][1] >= nxt - 1]
+        if not covering:
+            tails: list[tuple[Box, str]] = []
+        elif len(covering[0][0]) == 1:
+            tails = [((), min(oid for _, oid in covering))]
+        else:
+            tails = sorted(_sweep([(b[1:], oid) for b, oid in covering]))
         if prev is not None and prev[1] == tails and prev[0][1] + 1 == lo:
-            prev = ((prev[0][0], seg[1]), tails)
+            prev = ((prev[0][0], nxt - 1), tails)
             continue
         if prev is not None:
-            out += [(prev[0], *t) for t in prev[1]]
-        prev = (seg, tails)
+            out += [((prev[0], *t), owner) for t, owner in prev[1]]
+        prev = ((lo, nxt - 1), tails)
     if prev is not None:
-        out += [(prev[0], *t) for t in prev[1]]
+        out += [((prev[0], *t), owner) for t, owner in prev[1]]
     return out
 
 
 def disjoint(boxes: Sequence[tuple[Box, str]]) -> list[tuple[Box, str]]:
     """Disjoint boxes covering exactly the union of ``boxes`` (each with the ID of
     its owner); a box that overlaps no other is kept as it is. A piece of
-    overlapping boxes is owned by the smallest ID among those it meets."""
+    overlapping boxes is owned by the smallest ID among the boxes that contain
+    it (never one that covers only part of it: its counter and the trace name
+    that owner)."""
     uniq = sorted(set(boxes), key=lambda x: (x[0], x[1]))
     # Overlap clusters along the first dimension (boxes that don't overlap
     # there don't overlap at all).
@@ -249,10 +246,7 @@ def disjoint(boxes: Sequence[tuple[Box, str]]) -> list[tuple[Box, str]]:
         if len(cluster) == 1:
             out.append(cluster[0])
             continue
-        for piece in _sweep([b for b, _ in cluster]):
-            owners = [oid for b, oid in cluster
-                      if all(p[0] <= q[1] and q[0] <= p[1] for p, q in zip(piece, b, strict=True))]
-            out.append((piece, min(owners)))
+        out += _sweep(cluster)
     return out
 
 

