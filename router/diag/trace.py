@@ -173,6 +173,36 @@ def packet_fields(packet_line: str) -> dict[str, str]:
     return out
 
 
+# nft prints ICMP types and codes by these names, in set elements and in
+# trace lines alike (`nft describe icmp_type`, `nft describe icmp_code`).
+_ICMP_NAMES = {
+    "echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
+    "echo-request": 8, "router-advertisement": 9, "router-solicitation": 10,
+    "time-exceeded": 11, "parameter-problem": 12, "timestamp-request": 13,
+    "timestamp-reply": 14, "info-request": 15, "info-reply": 16,
+    "address-mask-request": 17, "address-mask-reply": 18,
+    "net-unreachable": 0, "host-unreachable": 1, "prot-unreachable": 2,
+    "port-unreachable": 3, "frag-needed": 4, "net-prohibited": 9, "host-prohibited": 10,
+    "admin-prohibited": 13,
+}
+
+
+def _scalar(v: object) -> int | ipaddress.IPv4Address | None:
+    """An element bound or a packet field as a comparable value: a number (ports,
+    protocols, ICMP types and codes by number or name) or an IPv4 address."""
+    if isinstance(v, int):
+        return v
+    text = str(v)
+    if text in _ICMP_NAMES:
+        return _ICMP_NAMES[text]
+    if text.isdigit():
+        return int(text)
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
+
+
 def _component_matches(elem: object, value: str) -> bool:
     if isinstance(elem, dict):
         if "prefix" in elem:
@@ -183,16 +213,20 @@ def _component_matches(elem: object, value: str) -> bool:
             except ValueError:
                 return False
         if "range" in elem:
-            lo, hi = elem["range"]
-            try:
-                if isinstance(lo, int):
-                    return int(lo) <= int(value) <= int(hi)
-                    return (ipaddress.IPv4Address(lo) <= ipaddress.IPv4Address(value)
-                        <= ipaddress.IPv4Address(hi))
-            except ValueError:
+            lo, hi = (_scalar(x) for x in elem["range"])
+            v = _scalar(value)
+            if lo is None or hi is None or v is None:
                 return False
+            if isinstance(lo, int) and isinstance(hi, int) and isinstance(v, int):
+                return lo <= v <= hi
+            if all(isinstance(x, ipaddress.IPv4Address) for x in (lo, hi, v)):
+                return lo <= v <= hi  # type: ignore[operator]
+            return False
         return False
-    return str(elem) == value
+    if str(elem) == value:
+        return True
+    a, b = _scalar(elem), _scalar(value)
+    return a is not None and type(a) is type(b) and a == b
 
 
 def _fmt_value(v: object) -> str:

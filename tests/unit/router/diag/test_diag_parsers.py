@@ -144,3 +144,35 @@ def test_element_lookup_with_masks_ranges_and_maps():
     rule3 = "dnat ip to ip daddr . meta l4proto . th dport map @pf_dnat"
     assert els.match("inet cloudnet", rule3, fields3) == ("cn:portforward:pf-1", "10.1.1.5:80")
     assert els.match("inet cloudnet", rule2, fields) is None
+
+
+def test_element_lookup_with_icmp_names_and_address_ranges():
+    # What `nft -j` prints for the firewall's ICMP set: types and codes by
+    # name (a range starts at a name, ends at a number); big source ranges
+    # as address ranges, not prefixes.
+    els = trace._Elements.__new__(trace._Elements)
+    els.netns = "unused"
+    els.cache = {"fw_in_icmp": [
+        (["203.0.113.20", "echo-request", "net-unreachable",
+          {"range": ["198.51.100.7", "198.51.100.20"]}], "cn:firewall:ping", None),
+        (["203.0.113.20", {"range": ["destination-unreachable", 5]},
+          {"range": ["net-unreachable", 255]},
+          {"prefix": {"addr": "0.0.0.0", "len": 0}}], "cn:firewall:unreach", None)]}
+    rule = "ip daddr . icmp type . icmp code . ip saddr @fw_in_icmp counter accept"
+
+    def packet(saddr: str, icmp: str) -> dict[str, str]:
+        return trace.packet_fields(f'iif "pub0" ip saddr {saddr} ip daddr 203.0.113.20 '
+                                   f"ip protocol icmp {icmp}")
+
+    assert els.match("inet cloudnet", rule, packet(
+        "198.51.100.9", "icmp type echo-request icmp code net-unreachable")) == (
+        "cn:firewall:ping", "")
+    assert els.match("inet cloudnet", rule, packet(
+        "198.51.100.9", "icmp type echo-request icmp code 0")) == ("cn:firewall:ping", "")
+    assert els.match("inet cloudnet", rule, packet(
+        "198.51.100.21", "icmp type echo-request icmp code 0")) is None
+    assert els.match("inet cloudnet", rule, packet(
+        "192.0.2.1", "icmp type redirect icmp code host-unreachable")) == (
+        "cn:firewall:unreach", "")
+    assert els.match("inet cloudnet", rule, packet(
+        "192.0.2.1", "icmp type echo-reply icmp code 0")) is None
