@@ -202,8 +202,11 @@ class RouterRuntime:
         cfg = self._persisted()
         if cfg is None:
             return False
+        refused = _load_refused(self.ctx.paths.refused)
         with self.lock:
             self.config = cfg
+            # Reported from the start, as the previous agent reported them.
+            self._refused = refused
             self._adopted = True
         return True
 

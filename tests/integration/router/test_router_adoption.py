@@ -101,8 +101,9 @@ def test_a_restarted_agent_takes_its_routers_over_untouched(
 ) -> None:
     stub = agent_process.start()
     ids = [uuid.uuid4().hex for _ in range(3)]
-    configs = [make_config(ids[0], 4, ["p1"])] + [
+    configs = [make_config(ids[0], 4, ["p1", "p3"])] + [
         lb_config(r, 4, 200 + i) for i, r in enumerate(ids[1:])]
+    configs[0].guest_networks[0].hosts[1].hostname = "a b"  # refused, the rest applied
     for s in apply_all(stub, configs):
         assert s.applied_generation == 4, s.last_error
     g1 = topo.guest("p1")  # on router 0's guest segment
@@ -129,8 +130,11 @@ def test_a_restarted_agent_takes_its_routers_over_untouched(
         assert f.read() == leases
     assert "3 adopted untouched" in agent_process.log()
     assert topo.dhcp(g1, str(tmp_path))["ip"] == HOSTS["p1"][1]
+    # What the previous agent refused is still reported, before any push.
+    status = stub.GetRouterStatus(pb.GetRouterStatusRequest(router_id=ids[0]), timeout=30)
+    assert [(o.kind, o.id) for o in status.objects if not o.ok] == [("port", "p3")]
 
-    # netmgr pushes every router again to an agent that restarted: a no-op.
+    # The same configs pushed again (netmgr's resync after a failed push, say): a no-op.
     for s in apply_all(stub, configs):
         assert s.applied_generation == 4, s.last_error
     assert {m.path: m.events() for m in monitors} == {m.path: [] for m in monitors}
