@@ -256,6 +256,10 @@ def main() -> int:
             result["stages"][str(n)] = stage
             start = n
     finally:
+        with open(agent.log_path, errors="replace") as f:
+            result["agent_log"] = [line for line in f.read().splitlines()
+                                   if "persisted routers" in line or "host limit" in line
+                                   or "repair" in line][-12:]
         for c in (admin, tenant):
             if c is not None:
                 c.close()

@@ -67,6 +67,24 @@ class Database:
         with Session(self._engine) as s, s.begin():
             return fn(s)
 
+    def write_if_changed(self, fn: Callable[[Session], T]) -> T:
+        """``write(fn)``, but first ``fn`` runs in a read transaction (no
+        autoflush): when it changed nothing, that is all, and no write lock
+        is taken. For reports that mostly repeat what is stored (every
+        router's status at every resync): a write transaction each would
+        queue on SQLite's one write lock ahead of the API's writes. ``fn``
+        must set only what differs (an assignment of an equal value counts
+        as no change)."""
+        with Session(self._engine, autoflush=False) as s:
+            s.begin()
+            try:
+                result = fn(s)
+                changed = bool(s.new or s.deleted
+                               or any(s.is_modified(o) for o in s.dirty))
+            finally:
+                s.rollback()
+        return self.write(fn) if changed else result
+
     def write(self, fn: Callable[[Session], T]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
             try:

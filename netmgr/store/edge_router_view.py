@@ -165,7 +165,7 @@ class EdgeRouterStore:
                 if ip.error != err:
                     ip.error = err
 
-        self._db.write(tx)
+        self._db.write_if_changed(tx)
         if errors:
             clean.discard(router_id)
         else:

@@ -131,23 +131,31 @@ class RouterStore:
         state holds less, and must be re-pushed). A router deleted meanwhile
         is ignored."""
 
+        stored_services = [dataclasses.asdict(h) for h in services]
+
         def tx(s: Session) -> None:
             row = s.get(RouterRow, router_id)
             if row is None:
                 log.debug("status for deleted router %s ignored", router_id)
                 return
-            row.applied_generation = applied_generation
-            row.services = [dataclasses.asdict(h) for h in services]
-            row.last_error = last_error
-            row.reachable = reachable
-            row.updated_at = utcnow()
+            # Only what differs is set: a report repeating the stored status
+            # changes nothing (write_if_changed), update_at included.
+            changed = False
+            for name, value in (("applied_generation", applied_generation),
+                                ("services", stored_services), ("last_error", last_error),
+                                ("reachable", reachable)):
+                if getattr(row, name) != value:
+                    setattr(row, name, value)
+                    changed = True
+            if changed:
+                row.updated_at = utcnow()
             net_ids = shared.router_network_ids(s, row.id)
             for port in s.scalars(select(PortRow).where(PortRow.network_id.in_(net_ids))):
                 error = port_errors.get(port.id, "")
                 if port.error != error:
                     port.error = error
 
-        self._db.write(tx)
+        self._db.write_if_changed(tx)
 
     def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
         """The router applied an edge delta: its generation moves on (services,
@@ -174,4 +182,4 @@ class RouterStore:
                 row.last_error = error
                 row.updated_at = utcnow()
 
-        self._db.write(tx)
+        self._db.write_if_changed(tx)

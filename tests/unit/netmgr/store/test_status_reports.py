@@ -1,0 +1,84 @@
+"""An agent's report that says what the store already holds costs no write:
+netmgr's resync reports every router every two seconds, and at 1,000 routers
+a write transaction each (SQLite's one write lock) starved the API's writes."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netmgr.model.core import ServiceHealth
+from netmgr.model.validation import NetworkSpec, PortSpec
+from netmgr.store.facade import Store
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return f"{tmp_path}/status.db"
+
+
+@pytest.fixture
+def store(path: str) -> Iterator[Store]:
+    s = Store(f"sqlite:///{path}")
+    yield s
+    s.close()
+
+
+def report(store: Store, router_id: str, *, healthy: bool = True, port_errors=None) -> None:
+    store.record_router_status(
+        router_id, applied_generation=2,
+        services=[ServiceHealth("dnsmasq", healthy, "" if healthy else "down", "")],
+        last_error="", port_errors=port_errors or {}, reachable=True)
+    store.record_edge_status(router_id, {}, {})
+
+
+def in_thread(fn) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    return t
+
+
+def test_an_unchanged_report_needs_no_write_lock(store: Store, path: str) -> None:
+    tenant = store.create_tenant("acme")
+    net = store.create_network(tenant.id, NetworkSpec(name="web", cidr="10.0.0.0/24"))
+    store.create_port(tenant.id, PortSpec(network_id=net.id))
+    report(store, net.router_id)
+    first = store.get_router(tenant.id, net.router_id)
+
+    # Another writer holds SQLite's write lock (as an API call does).
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        same = in_thread(lambda: report(store, net.router_id))
+        same.join(timeout=20)
+        assert not same.is_alive(), "an unchanged report waited for the write lock"
+        changed = in_thread(lambda: report(store, net.router_id, healthy=False))
+        changed.join(timeout=0.5)
+        assert changed.is_alive(), "a changed report is written (it waits for the lock)"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    changed.join(timeout=20)
+    assert not changed.is_alive()
+
+    after = store.get_router(tenant.id, net.router_id)
+    assert [s.healthy for s in after.services] == [False]
+    # The update time is the time of the last change, not of the last report.
+    assert after.updated_at > first.updated_at
+    report(store, net.router_id, healthy=False)
+    assert store.get_router(tenant.id, net.router_id).updated_at == after.updated_at
+
+
+def test_a_port_error_alone_is_a_change(store: Store) -> None:
+    tenant = store.create_tenant("acme")
+    net = store.create_network(tenant.id, NetworkSpec(name="web", cidr="10.0.0.0/24"))
+    port = store.create_port(tenant.id, PortSpec(network_id=net.id))
+    report(store, net.router_id)
+    report(store, net.router_id, port_errors={port.id: "hostname refused"})
+    assert store.get_port(tenant.id, port.id).error == "hostname refused"
+    report(store, net.router_id)
+    assert store.get_port(tenant.id, port.id).error == ""
