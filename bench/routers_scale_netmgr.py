@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -264,6 +265,11 @@ def main() -> int:
             if c is not None:
                 c.close()
         netmgr.kill()
+        os.makedirs(args.out, exist_ok=True)
+        for log_path in (netmgr.log_path, agent.log_path):  # kept for a look afterwards
+            with contextlib.suppress(OSError):
+                shutil.copy(log_path, os.path.join(args.out, "routers_scale_netmgr."
+                                                   + os.path.basename(log_path)))
         print("cleaning up", file=sys.stderr)
         cleanup(agent, prefix)
     os.makedirs(args.out, exist_ok=True)

@@ -8,8 +8,10 @@ next free value, or reports ALREADY_EXISTS if the user asked for that value.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -57,6 +59,14 @@ class Database:
         self.secrets = secrets if secrets is not None else SecretBox.ephemeral()
         self._engine = engine.make_engine(url, pool_size=pool_size)
         self._writer = engine.writer(self._engine)
+        # SQLite has one write lock, and its busy handler polls for it with
+        # growing sleeps: under many concurrent writers one can lose every
+        # poll until busy_timeout ("database is locked"). Writers of this
+        # process queue here instead and meet SQLite's lock one at a time.
+        # (PostgreSQL: row locks, no queue.)
+        self._write_gate: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if self._engine.dialect.name == "sqlite"
+            else contextlib.nullcontext())
         if engine.upgrade(self._engine, secret_box=self.secrets):
             engine.purge_freed(self._engine)
 
@@ -88,7 +98,7 @@ class Database:
     def write(self, fn: Callable[[Session], T]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                with Session(self._writer) as s, s.begin():
+                with self._write_gate, Session(self._writer) as s, s.begin():
                     return fn(s)
             except IntegrityError as e:
                 # A concurrent writer took a value we picked: start over.
