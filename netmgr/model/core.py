@@ -178,6 +178,18 @@ class ServiceHealth:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RouterReport:
+    """What a router's agent reported, as the store records it."""
+
+    router_id: str
+    applied_generation: int
+    services: tuple[ServiceHealth, ...]
+    last_error: str
+    port_errors: Mapping[str, str]
+    reachable: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Router:
     id: str
     tenant_id: str

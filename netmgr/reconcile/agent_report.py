@@ -10,13 +10,13 @@ resyncs; a VM router's through the VM backend's watch.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
 from google.protobuf.json_format import MessageToDict
 
-from netmgr.model.core import ServiceHealth
+from netmgr.model.core import RouterReport, ServiceHealth
 from netmgr.reconcile.store_view import ObjectRef, ReconcilerStore, VpnStatusStore
 from netmgr.store.edge import EDGE_KINDS
 from netmgr.store.vpn import KIND_VPN_CONNECTION
@@ -49,20 +49,25 @@ def vpn_sa_status(status: pb.RouterStatus, now: dt.datetime) -> dict[str, dict[s
 def record_report(store: ReconcilerStore, vpn: VpnStatusStore, router_id: str,
                   status: pb.RouterStatus) -> None:
     """Store everything the agent reported on this router."""
-    port_errors = {i: e for (_, i), e in object_errors(status, ("port",)).items()}
-    store.record_router_status(
-        router_id,
-        applied_generation=status.applied_generation,
-        services=[ServiceHealth(s.name, s.healthy, s.detail, s.version)
-                  for s in status.services],
-        last_error=status.last_error,
-        port_errors=port_errors,
-        reachable=True,
-    )
-    store.record_edge_status(router_id, object_errors(status, EDGE_KINDS), lb_health(status))
-    vpn_errors = {i: e for (_, i), e in
-                  object_errors(status, (KIND_VPN_CONNECTION,)).items()}
-    if not vpn_errors and not status.vpn_connections and not vpn.has_connections(router_id):
-        return  # no VPN on this router: no write transaction
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    vpn.record_status(router_id, vpn_errors, vpn_sa_status(status, now))
+    record_reports(store, vpn, [(router_id, status)])
+
+
+def record_reports(store: ReconcilerStore, vpn: VpnStatusStore,
+                   statuses: Sequence[tuple[str, pb.RouterStatus]]) -> None:
+    """Store everything an agent reported on these routers: the routers' own
+    status in one transaction, then each router's objects."""
+    store.record_router_statuses([RouterReport(
+        router_id, status.applied_generation,
+        tuple(ServiceHealth(s.name, s.healthy, s.detail, s.version) for s in status.services),
+        status.last_error,
+        {i: e for (_, i), e in object_errors(status, ("port",)).items()})
+        for router_id, status in statuses])
+    for router_id, status in statuses:
+        store.record_edge_status(router_id, object_errors(status, EDGE_KINDS),
+                                 lb_health(status))
+        vpn_errors = {i: e for (_, i), e in
+                      object_errors(status, (KIND_VPN_CONNECTION,)).items()}
+        if not vpn_errors and not status.vpn_connections and not vpn.has_connections(router_id):
+            continue  # no VPN on this router: no write transaction
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        vpn.record_status(router_id, vpn_errors, vpn_sa_status(status, now))

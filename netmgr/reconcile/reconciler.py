@@ -25,7 +25,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
 from netmgr.model.core import RouterBackend
-from netmgr.reconcile.agent_report import record_report
+from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.delta_push import EdgeDeltas
@@ -330,8 +330,8 @@ class Reconciler:
                 )
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
+                self._store.mark_routers_unreachable(list(wanted), msg)
                 for router_id in wanted:
-                    self._store.mark_router_unreachable(router_id, msg)
                     self.notify_later(router_id)
                 continue
             if self._boot_ids.get(host) not in (None, reply.boot_id):
@@ -340,10 +340,12 @@ class Reconciler:
                 log.info("agent on %s restarted (boot %s)", host, reply.boot_id[:8])
             self._boot_ids[host] = reply.boot_id
             held = {s.router_id: s for s in reply.routers}
+            # Recorded together: one transaction for the host's routers.
+            record_reports(self._store, self._vpn, [
+                (router_id, held[router_id]) for router_id in wanted
+                if router_id in held and not self._pushed_since(router_id, fetched_at)])
             for router_id, desired in wanted.items():
                 status = held.get(router_id)
-                if status is not None and not self._pushed_since(router_id, fetched_at):
-                    self._record(router_id, status)
                 stale = status is None or status.applied_generation < desired
                 rejected = status is not None and status.rejected_generation == desired
                 # A config the agent restored from disk lacks its secrets (VPN

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from netmgr.model.core import Router, RouterSnapshot, ServiceHealth
+from netmgr.model.core import Router, RouterReport, RouterSnapshot, ServiceHealth
 
 # (kind, id) of an object a router reports on, e.g. ("portforward", "<id>").
 ObjectRef = tuple[str, str]
@@ -43,6 +43,8 @@ class RouterStore(Protocol):
 
     def mark_router_unreachable(self, router_id: str, error: str) -> None: ...
 
+    def mark_routers_unreachable(self, router_ids: Sequence[str], error: str) -> None: ...
+
 
 class ReconcilerStore(RouterStore, DeltaStore, Protocol):
     """Also where the agents' reports go."""
@@ -57,6 +59,8 @@ class ReconcilerStore(RouterStore, DeltaStore, Protocol):
         port_errors: Mapping[str, str],
         reachable: bool,
     ) -> None: ...
+
+    def record_router_statuses(self, reports: Sequence[RouterReport]) -> None: ...
 
     def record_edge_status(self, router_id: str, errors: Mapping[ObjectRef, str],
                            lb_health: LbHealth | None = None) -> None:

@@ -117,8 +117,10 @@ class Store:
         self.router_snapshot = self.routers.router_snapshot
         self.router_head = self.routers.router_head
         self.record_router_status = self.routers.record_router_status
+        self.record_router_statuses = self.routers.record_router_statuses
         self.record_edge_delta_applied = self.routers.record_edge_delta_applied
         self.mark_router_unreachable = self.routers.mark_router_unreachable
+        self.mark_routers_unreachable = self.routers.mark_routers_unreachable
 
         self.allocate_public_ip = self.public_ips.allocate_public_ip
         self.get_public_ip = self.public_ips.get_public_ip

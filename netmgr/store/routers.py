@@ -126,34 +126,31 @@ class RouterStore:
         port_errors: Mapping[str, str],
         reachable: bool,
     ) -> None:
-        """Store what the router's agent reports. The applied generation is
-        taken as reported, even lower than before (an agent that lost its
-        state holds less, and must be re-pushed). A router deleted meanwhile
-        is ignored."""
+        """Store what the router's agent reports (``record_router_statuses``)."""
+        self.record_router_statuses([model.RouterReport(
+            router_id, applied_generation, tuple(services), last_error, port_errors, reachable)])
 
-        stored_services = [dataclasses.asdict(h) for h in services]
+    def record_router_statuses(self, reports: Sequence[model.RouterReport]) -> None:
+        """Store what agents report, in one transaction (a resync reports
+        every router of a host: one write each queued 1,000 writes on
+        SQLite's lock after an agent restart). The applied generation is
+        taken as reported, even lower than before (an agent that lost its
+        state holds less, and must be re-pushed). Routers deleted meanwhile
+        are ignored; a report that repeats what is stored changes nothing,
+        its update time included (``write_if_changed``)."""
+        if not reports:
+            return
 
         def tx(s: Session) -> None:
-            row = s.get(RouterRow, router_id)
-            if row is None:
-                log.debug("status for deleted router %s ignored", router_id)
-                return
-            # Only what differs is set: a report repeating the stored status
-            # changes nothing (write_if_changed), update_at included.
-            changed = False
-            for name, value in (("applied_generation", applied_generation),
-                                ("services", stored_services), ("last_error", last_error),
-                                ("reachable", reachable)):
-                if getattr(row, name) != value:
-                    setattr(row, name, value)
-                    changed = True
-            if changed:
-                row.updated_at = utcnow()
-            net_ids = shared.router_network_ids(s, row.id)
-            for port in s.scalars(select(PortRow).where(PortRow.network_id.in_(net_ids))):
-                error = port_errors.get(port.id, "")
-                if port.error != error:
-                    port.error = error
+            ids = [r.router_id for r in reports]
+            rows = {row.id: row for row in
+                    s.scalars(select(RouterRow).where(RouterRow.id.in_(ids)))}
+            for report in reports:
+                row = rows.get(report.router_id)
+                if row is None:
+                    log.debug("status for deleted router %s ignored", report.router_id)
+                    continue
+                _record(s, row, report)
 
         self._db.write_if_changed(tx)
 
@@ -173,13 +170,39 @@ class RouterStore:
         self._db.write(tx)
 
     def mark_router_unreachable(self, router_id: str, error: str) -> None:
+        self.mark_routers_unreachable([router_id], error)
+
+    def mark_routers_unreachable(self, router_ids: Sequence[str], error: str) -> None:
+        """Their agent does not answer: shown on each, in one transaction."""
+        if not router_ids:
+            return
+
         def tx(s: Session) -> None:
-            row = s.get(RouterRow, router_id)
-            if row is None:
-                return
-            if row.reachable or row.last_error != error:
-                row.reachable = False
-                row.last_error = error
-                row.updated_at = utcnow()
+            for row in s.scalars(select(RouterRow).where(RouterRow.id.in_(list(router_ids)))):
+                if row.reachable or row.last_error != error:
+                    row.reachable = False
+                    row.last_error = error
+                    row.updated_at = utcnow()
 
         self._db.write_if_changed(tx)
+
+
+def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
+    """Set on ``row`` (and its ports' errors) only what differs from ``report``."""
+    changed = False
+    for name, value in (("applied_generation", report.applied_generation),
+                        ("services", [dataclasses.asdict(h) for h in report.services]),
+                        ("last_error", report.last_error), ("reachable", report.reachable)):
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+            changed = True
+    if changed:
+        row.updated_at = utcnow()
+    net_ids = shared.router_network_ids(s, row.id)
+    ports = select(PortRow).where(PortRow.network_id.in_(net_ids))
+    if not report.port_errors:
+        ports = ports.where(PortRow.error != "")  # only errors to clear
+    for port in s.scalars(ports):
+        error = report.port_errors.get(port.id, "")
+        if port.error != error:
+            port.error = error

@@ -27,6 +27,7 @@ from netmgr.model.core import (
     Network,
     Router,
     RouterBackend,
+    RouterReport,
     RouterSnapshot,
     ServiceHealth,
     Zone,
@@ -91,6 +92,16 @@ class MemoryStore:
                              port_errors: Mapping[str, str], reachable: bool) -> None:
         self.status[router_id] = {"applied": applied_generation, "error": last_error}
         self.unreachable.pop(router_id, None)
+
+    def record_router_statuses(self, reports: Sequence[RouterReport]) -> None:
+        for r in reports:
+            self.record_router_status(r.router_id, applied_generation=r.applied_generation,
+                                      services=r.services, last_error=r.last_error,
+                                      port_errors=r.port_errors, reachable=r.reachable)
+
+    def mark_routers_unreachable(self, router_ids: Sequence[str], error: str) -> None:
+        for r in router_ids:
+            self.mark_router_unreachable(r, error)
 
     def record_edge_status(self, router_id: str, errors: Mapping[tuple[str, str], str],
                            lb_health: Mapping[str, Mapping[str, list[str]]] | None = None

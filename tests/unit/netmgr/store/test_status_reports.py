@@ -82,3 +82,29 @@ def test_a_port_error_alone_is_a_change(store: Store) -> None:
     assert store.get_port(tenant.id, port.id).error == "hostname refused"
     report(store, net.router_id)
     assert store.get_port(tenant.id, port.id).error == ""
+
+
+def test_a_hosts_reports_are_one_write(store: Store) -> None:
+    from sqlalchemy import event
+
+    from netmgr.model.core import RouterReport
+
+    tenant = store.create_tenant("acme")
+    nets = [store.create_network(tenant.id, NetworkSpec(name=f"n{i}", cidr=f"10.0.{i}.0/24"))
+            for i in range(5)]
+    writes: list[str] = []
+    engine = store.db._engine
+
+    def count(conn, cursor, statement, *args) -> None:
+        if statement.startswith("BEGIN IMMEDIATE"):
+            writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        store.record_router_statuses([RouterReport(n.router_id, 2, (), "", {}) for n in nets])
+        store.mark_routers_unreachable([n.router_id for n in nets], "agent gone")
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(writes) == 2
+    routers = [store.get_router(tenant.id, n.router_id) for n in nets]
+    assert {(r.applied_generation, r.last_error) for r in routers} == {(2, "agent gone")}
