@@ -48,7 +48,8 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
     def ApplyConfig(self, request: pb.ApplyConfigRequest, context: Any) -> pb.ApplyConfigResponse:
         if not request.HasField("config") or not request.config.router_id:
             raise RequestError("config.router_id is required")
-        return pb.ApplyConfigResponse(status=self.registry.apply(request.config))
+        return pb.ApplyConfigResponse(
+            status=self.registry.apply(request.config, request.lease_epoch))
 
     def GetRouterStatus(self, request: pb.GetRouterStatusRequest, context: Any) -> pb.RouterStatus:
         return self.registry.status(request.router_id)
@@ -64,7 +65,7 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
     def DeleteRouter(
         self, request: pb.DeleteRouterRequest, context: Any
     ) -> pb.DeleteRouterResponse:
-        self.registry.delete(request.router_id, request.keep_leases)
+        self.registry.delete(request.router_id, request.keep_leases, request.lease_epoch)
         return pb.DeleteRouterResponse()
 
 
