@@ -9,7 +9,7 @@ compute bench``, does not cover tests/).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from netmgr.model.core import Router, RouterSnapshot, ServiceHealth
@@ -73,3 +73,43 @@ class VpnStatusStore(Protocol):
                       sa_status: Mapping[str, dict[str, Any]]) -> None:
         """Connection ID -> error, and connection ID -> its SA status (as a dict)."""
         ...
+
+
+class ShardLeases(Protocol):
+    """Which routers this replica pushes, and with which lease epoch
+    (``netmgr.store.leases``: ``LocalLeases``, ``AdvisoryLeases``)."""
+
+    def start(self, on_gained: Callable[[set[int]], None]) -> None:
+        """Take the first leases; ``on_gained(shards)`` hears of each later gain."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def epoch(self, router_id: str) -> int | None:
+        """The epoch of the lease on the router's shard; None if another replica's."""
+        ...
+
+    def confirm(self) -> bool:
+        """The leases are still held (the lock session answers): safe to push now."""
+        ...
+
+    def held(self) -> dict[int, int]: ...
+
+
+class Unfenced:
+    """Every router, epoch 0: a reconciler on its own (tests, fakes)."""
+
+    def start(self, on_gained: Callable[[set[int]], None]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def epoch(self, router_id: str) -> int | None:
+        return 0
+
+    def confirm(self) -> bool:
+        return True
+
+    def held(self) -> dict[int, int]:
+        return {}
