@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -178,7 +179,7 @@ class AdvisoryLeases:
         import psycopg
 
         conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5,
-                               application_name="cloudnet-netmgr leases")
+                               application_name=f"cloudnet-netmgr leases {os.getpid()}")
         if not _one(conn, "SELECT pg_try_advisory_lock(%s, %s)", (MEMBER_LOCKS, self._member)):
             conn.close()
             self._member = random.randrange(1, 2**31 - 1)
