@@ -174,7 +174,8 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
         tenant = _tenant()
         spec = convert.network_spec(request.network)
         network, _ = request_ids.once(
-            context, tenant, "CreateNetwork", lambda: self._store.create_network(tenant, spec),
+            context, self._store.db, tenant, "CreateNetwork",
+            lambda: self._store.create_network(tenant, spec),
             lambda network_id: self._store.get_network(tenant, network_id))
         self._notify(network.router_id)
         return convert.network_to_pb(network)
@@ -214,7 +215,8 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         tenant = _tenant()
         spec = convert.port_spec(request.port)
         port, _ = request_ids.once(
-            context, tenant, "CreatePort", lambda: self._store.create_port(tenant, spec),
+            context, self._store.db, tenant, "CreatePort",
+            lambda: self._store.create_port(tenant, spec),
             lambda port_id: self._store.get_port(tenant, port_id))
         self._notify(port.router_id)
         return convert.port_to_pb(port)

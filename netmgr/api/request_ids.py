@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from common.grpc_errors import InvalidArgument, quote
-from netmgr.store.requests import Replayed, create_request
+from common.grpc_errors import DomainError, InvalidArgument, quote
+from netmgr.store.base import Database
+from netmgr.store.requests import Replayed, create_request, recorded
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ def request_id(context: Any) -> str:
     return value
 
 
-def once(context: Any, tenant_id: str, method: str, create: Callable[[], T],
+def once(context: Any, db: Database, tenant_id: str, method: str, create: Callable[[], T],
          get: Callable[[str], T]) -> tuple[T, bool]:
     """``create()``, or, when this request ID already created an object,
     ``get(its id)``. Returns (object, created now)."""
@@ -47,3 +48,11 @@ def once(context: Any, tenant_id: str, method: str, create: Callable[[], T],
             return create(), True
         except Replayed as r:
             return get(r.object_id), False
+        except DomainError:
+            # A retry racing the first try may be refused by its own checks
+            # (the first one's object now conflicts with it): answer as the
+            # first one did if it committed.
+            object_id = db.read(lambda s: recorded(s, tenant_id, rid, method))
+            if object_id is None:
+                raise
+            return get(object_id), False

@@ -11,7 +11,9 @@ first ``Database.write`` of the call whose result has an ``id`` also writes
 the ``create_requests`` row (tenant, request ID) -> object ID. A write that
 finds the row already there raises ``Replayed`` before doing anything; two
 retries racing each other collide on the row's primary key, and the loser's
-write, retried whole, finds the winner's row. Rows live ``TTL`` (a retry
+write, retried whole, finds the winner's row; a loser whose own checks
+refused the call first (PostgreSQL: it saw the winner's object, "overlaps
+network ...") looks the row up once more before answering. Rows live ``TTL`` (a retry
 after that creates anew).
 """
 
@@ -77,6 +79,12 @@ def before_write(s: Session) -> None:
         raise InvalidArgument.one(
             "x-request-id", f"already used for {row.method} within {TTL.total_seconds():.0f} s")
     raise Replayed(row.object_id)
+
+
+def recorded(s: Session, tenant_id: str, request_id: str, method: str) -> str | None:
+    """The object a request ID created with ``method``, if it did."""
+    row = s.get(CreateRequestRow, (tenant_id, request_id))
+    return row.object_id if row is not None and row.method == method else None
 
 
 def after_write(s: Session, result: object) -> None:
