@@ -104,6 +104,9 @@ class ServerConfig:
     # HOST:PORT serving Prometheus metrics (docs/metrics.md); empty: off.
     metrics_listen: str = ""
     grace_seconds: float = 5.0
+    # A router host (its agent registered and heartbeats) silent this long is
+    # DOWN: its routers are made again on live router hosts.
+    host_grace_seconds: float = 15.0
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
@@ -239,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--router-vm", action="append", default=[], metavar="KEY=VALUE",
                    help="a VM backend setting (repeatable; see "
                         "netmgr/reconcile/vm_backend/credentials.py)")
+    p.add_argument("--host-grace", type=float, metavar="SECONDS",
+                   help="a router host silent this long is DOWN and its routers move "
+                        "(default: 15)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -261,6 +267,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.default_host = args.default_host
     if getattr(args, "metrics_listen", None):
         config.metrics_listen = args.metrics_listen
+    if getattr(args, "host_grace", None) is not None:
+        if not args.host_grace > 0:
+            raise ValueError("--host-grace must be more than 0")
+        config.host_grace_seconds = args.host_grace
     if getattr(args, "router_backend", None):
         config.router_backend = args.router_backend
     for spec in getattr(args, "router_vm", None) or ():
@@ -362,7 +372,8 @@ def main(argv: Sequence[str] | None = None, *,
         return 2
     leases, notices = replica_coordination(config.db_url, store)
     reconciler = Reconciler(store, store.vpn, config.agents, leases=leases,
-                            forward=notices.send if notices is not None else None)
+                            forward=notices.send if notices is not None else None,
+                            hosts=store.hosts, host_grace=config.host_grace_seconds)
     if notices is not None:
         notices.listen(lambda kind, router_id: (
             reconciler.restart_held if kind == "restart" else reconciler.notify_held)(router_id))

@@ -19,6 +19,7 @@ each agent's generations with the store; a shard gained is resynced at once.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from netmgr.reconcile.delta_push import EdgeDeltas
 from netmgr.reconcile.store_view import (
     ObjectRef,
     ReconcilerStore,
+    RouterHostsView,
     ShardLeases,
     Unfenced,
     VpnStatusStore,
@@ -84,13 +86,20 @@ class Reconciler:
         workers: int = 4,
         leases: ShardLeases | None = None,
         forward: Callable[[str, str], None] | None = None,
+        hosts: RouterHostsView | None = None,
+        host_grace: float = 15.0,
     ) -> None:
         """``leases``: the routers this replica pushes (default: every one,
         unfenced). ``forward(kind, router_id)``: tells the other replicas of a
-        change to a router this one does not push (kind "notify" or "restart")."""
+        change to a router this one does not push (kind "notify" or "restart").
+        ``hosts``: router hosts that registered (agents beside ``agents``);
+        one silent past ``host_grace`` seconds is DOWN and its routers move."""
         self._store = store
         self._leases: ShardLeases = leases if leases is not None else Unfenced()
         self._forward = forward
+        self._hosts = hosts
+        self._host_grace = dt.timedelta(seconds=host_grace)
+        self._registered: dict[str, str] = {}
         self._vpn = vpn
         self._targets = dict(agents)
         self._resync_interval = resync_interval
@@ -217,11 +226,30 @@ class Reconciler:
         with self._lock:
             return self._channels[host]
 
+    def _all_targets(self) -> dict[str, str]:
+        """Host -> agent address: the configured ones, then the registered router hosts."""
+        with self._lock:
+            return {**self._registered, **self._targets}
+
+    def _refresh_registered(self) -> None:
+        if self._hosts is None:
+            return
+        registered = self._hosts.router_hosts()
+        with self._lock:
+            for host, address in registered.items():
+                if self._registered.get(host) not in (None, address):
+                    # The agent registered from another address: a new channel.
+                    self._stubs.pop(host, None)
+                    channel = self._channels.pop(host, None)
+                    if channel is not None:
+                        channel.close()
+            self._registered = registered
+
     def _stub(self, host: str) -> agent_pb2_grpc.RouterAgentStub:
         with self._lock:
             stub = self._stubs.get(host)
             if stub is None:
-                target = self._targets.get(host)
+                target = self._targets.get(host) or self._registered.get(host)
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
                 channel = grpc.insecure_channel(target, options=[
@@ -351,7 +379,7 @@ class Reconciler:
 
     def _delete_everywhere(self, router_id: str, epoch: int) -> bool:
         ok = True
-        for host in self._targets:
+        for host in self._all_targets():
             if not self._leases.confirm():
                 return False
             try:
@@ -381,7 +409,12 @@ class Reconciler:
 
     def resync(self) -> None:
         """Compare what each agent holds with the model; push or sweep the difference."""
+        self._refresh_registered()
+        if self._hosts is not None:
+            for router_id in self._hosts.expire(self._host_grace):
+                self.notify(router_id)  # made again on its new host
         routers = self._store.list_routers_all()
+        placed = {r.id: r.host for r in routers if r.backend != "vm"}
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
             if r.backend == "vm":
@@ -389,7 +422,7 @@ class Reconciler:
             if self._leases.epoch(r.id) is None:
                 continue  # another replica's
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
-        for host in self._targets:
+        for host in self._all_targets():
             wanted = by_host.get(host, {})
             fetched_at = time.monotonic()
             try:
@@ -417,8 +450,26 @@ class Reconciler:
                 if restarted or secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
-                if self._leases.epoch(router_id) is not None:
+                epoch = self._leases.epoch(router_id)
+                if epoch is None:
+                    continue  # another replica's
+                if placed.get(router_id, host) != host:
+                    # A stale copy: the router moved while this host was away.
+                    self._remove_stale(host, router_id, epoch)
+                else:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
+
+    def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
+        if not self._leases.confirm():
+            return
+        try:
+            self._stub(host).DeleteRouter(
+                pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
+                timeout=PUSH_TIMEOUT)
+            log.info("router %s: stale copy on %s removed", router_id, host)
+        except grpc.RpcError as e:
+            log.warning("router %s: removing its stale copy on %s failed: %s", router_id, host,
+                        e.code().name)
 
     def _pushed_since(self, router_id: str, t: float) -> bool:
         """A push is running or has recorded a status after time `t`."""

@@ -9,6 +9,7 @@ compute bench``, does not cover tests/).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -72,6 +73,18 @@ class VpnStatusStore(Protocol):
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:
         """Connection ID -> error, and connection ID -> its SA status (as a dict)."""
+        ...
+
+
+class RouterHostsView(Protocol):
+    """Registered router hosts (``netmgr.store.hosts.HostStore``)."""
+
+    def router_hosts(self) -> dict[str, str]:
+        """Name -> agent address of each router host not DOWN."""
+        ...
+
+    def expire(self, grace: dt.timedelta) -> list[str]:
+        """Hosts silent past ``grace`` DOWN, their routers moved: those router IDs."""
         ...
 
 
