@@ -100,6 +100,8 @@ class AllInOne:
     # cluster under <state-dir>/pg; aio.replicas).
     replicas: int = 1
     db: str = "sqlite"
+    # More netmgr flags (e.g. --host-grace for a test of router hosts).
+    netmgr_args: tuple[str, ...] = ()
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -242,7 +244,7 @@ class AllInOne:
                 sys.executable, "-m", "netmgr.server", "--listen", listen, "--db-url", url,
                 "--admin-token-file", token_file,
                 "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
-                *(self._metrics_args(0) if i == 0 else [])])
+                *(self._metrics_args(0) if i == 0 else []), *self.netmgr_args])
             if i == 0 and only is None and self.replicas > 1:
                 self.wait_ready(targets=[listen])
 
