@@ -5,6 +5,7 @@ records what was acknowledged, an agent watch that counts rollbacks."""
 from __future__ import annotations
 
 import itertools
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -174,3 +175,31 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def free_ports(n: int) -> int:
+    """A port p with p .. p+n-1 free on loopback."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + n >= 65536:
+            continue
+        try:
+            for i in range(1, n):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free run of ports")
+
+
+def shards_of(db_url: str, pid: int) -> set[int]:
+    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT l.objid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+            "AND l.objsubid = 2 AND a.application_name = %s",
+            (SHARD_LOCKS, f"cloudnet-netmgr leases {pid}")).fetchall()
+    return {int(r[0]) for r in rows}

@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
@@ -25,30 +23,12 @@ from aio import replicas
 from aio.allinone import AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
-from netmgr.store.leases import SHARD_LOCKS, SHARDS, libpq_url, shard_of
-from tests.lib.replicas import AgentWatch, WriteLoad, lease_holders
+from netmgr.store.leases import SHARDS, shard_of
+from tests.lib.replicas import AgentWatch, WriteLoad, free_ports, lease_holders, shards_of
 
 pytestmark = pytest.mark.integration
 
 REPLICAS = 3
-
-
-def free_ports(n: int) -> int:
-    """A port p with p .. p+n-1 free on loopback."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65536:
-            continue
-        try:
-            for i in range(1, n):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free run of ports")
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +48,6 @@ def replicated() -> Iterator[AllInOne]:
         shutil.rmtree(state_dir, ignore_errors=True)
         leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
         assert not leftovers, f"namespaces left behind: {leftovers}"
-
-
-def shards_of(db_url: str, pid: int) -> set[int]:
-    with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT l.objid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
-            "AND l.objsubid = 2 AND a.application_name = %s",
-            (SHARD_LOCKS, f"cloudnet-netmgr leases {pid}")).fetchall()
-    return {int(r[0]) for r in rows}
 
 
 def wait_for(what: str, check: object, timeout: float = 120) -> object:
