@@ -215,8 +215,14 @@ def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
             "routers_rolled_back": sum(len(w.rollbacks) for w in watches)}
 
 
+def live_listen(aio: AllInOne) -> str:
+    """The API address of a replica still running."""
+    listens = replicas.listens(aio)
+    return next(listens[i] for i in range(aio.replicas) if replicas.name(i) in aio.pids)
+
+
 def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
-    api = Api(replicas.listens(cloud.aio)[0], token)
+    api = Api(live_listen(cloud.aio), token)
     routers = all_routers(api)
     counts = {h.name: sum(1 for r in routers if r.host == h.name) for h in cloud.hosts}
     dead = max(cloud.hosts, key=lambda h: counts[h.name])
