@@ -137,7 +137,7 @@ class HostStore:
         """Registered router hosts that are not DOWN: name -> agent address."""
         return dict(self._db.read(lambda s: s.execute(
             select(HostRow.name, HostRow.address).where(
-                HostRow.role == "router", HostRow.state != "down")).tuples().all()))
+                HostRow.role == "router", HostRow.state != "down")).all()))
 
     def get(self, host_id: str) -> Host:
         check_id(host_id)

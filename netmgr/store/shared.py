@@ -165,7 +165,7 @@ def pick_router_host(s: Session, avoid: str = "") -> str | None:
         return None
     counts = dict(s.execute(
         select(RouterRow.host, func.count()).where(RouterRow.host.in_(live))
-        .group_by(RouterRow.host)).tuples().all())
+        .group_by(RouterRow.host)).all())
     return min(live, key=lambda name: (counts.get(name, 0), name))
 
 
