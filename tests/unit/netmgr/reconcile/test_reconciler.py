@@ -47,6 +47,7 @@ class MemoryStore:
         self.networks: dict[str, Network] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.unreachable: dict[str, str] = {}
+        self.ever_unreachable: list[str] = []  # every router ever marked, in order
         self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
         self.delta_applied: dict[str, int] = {}
 
@@ -75,6 +76,7 @@ class MemoryStore:
 
     def mark_router_unreachable(self, router_id: str, error: str) -> None:
         self.unreachable[router_id] = error
+        self.ever_unreachable.append(router_id)
 
     def router_head(self, router_id: str) -> tuple[str, int, str]:
         r = self.router_snapshot(router_id).router
@@ -392,4 +394,4 @@ def test_a_fenced_push_is_retried_not_marked_unreachable(
     reconciler.start()
     eventually(lambda: (rid, 1) in agent.applied)
     assert len(agent.attempts) >= 3
-    assert rid not in store.unreachable
+    assert rid not in store.ever_unreachable
