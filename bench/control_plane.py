@@ -83,6 +83,18 @@ def all_routers(api: Api) -> list[pb.Router]:
             return out
 
 
+def listed_ids(api: Api, method: Any, request_type: Any, field: str) -> set[str]:
+    """Every ID a List call returns, page after page."""
+    out: set[str] = set()
+    token = ""
+    while True:
+        page = api.call(method, request_type(page_size=500, page_token=token))
+        out.update(o.id for o in getattr(page, field))
+        token = page.next_page_token
+        if not token:
+            return out
+
+
 def active(r: pb.Router) -> bool:
     return bool(r.applied_generation >= r.desired_generation and
                 r.state == pb.ROUTER_STATE_ACTIVE)
@@ -198,10 +210,8 @@ def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
                                          pb.GetRouterRequest(id=probe.router_id))), 120)
         served = time.monotonic() - killed
     load.join()
-    listed = {n.id for n in api.call(api.networks.ListNetworks,
-                                     pb.ListNetworksRequest(page_size=1000)).networks}
-    ports = {p.id for p in api.call(api.ports.ListPorts,
-                                    pb.ListPortsRequest(page_size=1000)).ports}
+    listed = listed_ids(api, api.networks.ListNetworks, pb.ListNetworksRequest, "networks")
+    ports = listed_ids(api, api.ports.ListPorts, pb.ListPortsRequest, "ports")
     lost = sum(1 for n in load.acked.networks if n not in listed) + sum(
         1 for ps in load.acked.networks.values() for p in ps if p not in ports)
     wait_for(lambda: all(active(r) for r in all_routers(api)), args.active_timeout, step=0.5)

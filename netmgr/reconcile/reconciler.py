@@ -395,10 +395,15 @@ class Reconciler:
     def _resync_loop(self) -> None:
         while True:
             with self._lock:
-                if self._stopping:
-                    return
-                if not self._resync_now:
-                    self._wake.wait(timeout=self._resync_interval)
+                # Every resync_interval, or at once when shards were gained;
+                # not at every notify (the condition is shared with the
+                # dispatcher): a resync reads every router and every agent.
+                due = time.monotonic() + self._resync_interval
+                while not (self._stopping or self._resync_now):
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(timeout=left)
                 self._resync_now = False
                 if self._stopping:
                     return
