@@ -27,8 +27,12 @@ def check(replicas: int, db: str) -> str:
     return ""
 
 
+def pg_dir(aio: AllInOne) -> str:
+    return os.path.join(aio.state_dir, "pg")
+
+
 def postgres(aio: AllInOne) -> LocalPostgres:
-    return LocalPostgres(os.path.join(aio.state_dir, "pg"))
+    return LocalPostgres(pg_dir(aio))
 
 
 def db_url(aio: AllInOne) -> str:
@@ -52,12 +56,12 @@ def name(i: int) -> str:
 
 
 def stop_postgres(aio: AllInOne) -> None:
-    pg = postgres(aio)
-    if os.path.isdir(pg.data):
-        pg.stop()
+    """Stop the cluster if this state dir has one (and PostgreSQL is not
+    looked for when it has none: a SQLite all-in-one needs none installed)."""
+    if os.path.isdir(os.path.join(pg_dir(aio), "data")):
+        postgres(aio).stop()
 
 
 def wipe(aio: AllInOne) -> None:
-    pg = postgres(aio)
-    if os.path.isdir(pg.dir):
-        pg.remove()
+    if os.path.isdir(pg_dir(aio)):
+        postgres(aio).remove()
