@@ -178,7 +178,9 @@ class Reconciler:
                      added: Sequence[EdgeRule]) -> None:
         """What an edge change at `generation` removed ((kind, id)) and added
         (model objects as committed), before its notify: sent as a delta when
-        possible."""
+        possible. Not recorded for another replica's router: it pushes in full."""
+        if self._leases.epoch(router_id) is None:
+            return
         self.edge.record(router_id, generation, removed, added)
 
     def restart(self, router_id: str) -> None:
