@@ -36,6 +36,7 @@ from collections.abc import Iterator
 import grpc
 from pyroute2 import IPRoute, netns
 
+from aio import replicas
 from aio.demo import run_demo
 from aio.topology import (
     EDGE_INET_IP,
@@ -95,6 +96,12 @@ class AllInOne:
     # HOST:PORT for Prometheus metrics: netmgr's on PORT, the router agent's
     # on PORT+1 (docs/metrics.md); empty: off.
     metrics_listen: str = ""
+    # netmgr processes and their database ("sqlite" or "postgresql": a local
+    # cluster under <state-dir>/pg; aio.replicas).
+    replicas: int = 1
+    db: str = "sqlite"
+    # More netmgr flags (e.g. --host-grace for a test of router hosts).
+    netmgr_args: tuple[str, ...] = ()
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -224,15 +231,22 @@ class AllInOne:
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         self._kill("router-agent", sig)
 
-    def start_netmgr(self) -> None:
+    def start_netmgr(self, only: int | None = None) -> None:
+        """Every replica (``only``: replica ``only``), the first one alone
+        first: it migrates the database the others then open."""
         token_file = os.path.join(self.state_dir, "admin.token")
         write_private(token_file, (self.admin_token + "\n").encode())
-        self.spawn("netmgr", [
-            sys.executable, "-m", "netmgr.server", "--listen", self.listen,
-            "--db-url", f"sqlite:///{os.path.join(self.state_dir, 'netmgr.db')}",
-            "--admin-token-file", token_file,
-            "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
-            *self._metrics_args(0)])
+        url = replicas.db_url(self)
+        for i, listen in enumerate(replicas.listens(self)):
+            if only is not None and i != only:
+                continue
+            self.spawn(replicas.name(i), [
+                sys.executable, "-m", "netmgr.server", "--listen", listen, "--db-url", url,
+                "--admin-token-file", token_file,
+                "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
+                *(self._metrics_args(0) if i == 0 else []), *self.netmgr_args])
+            if i == 0 and only is None and self.replicas > 1:
+                self.wait_ready(targets=[listen])
 
     def _vm_args(self) -> list[str]:
         if self.router_backend != "vm":
@@ -241,8 +255,11 @@ class AllInOne:
 
         return vm_backend.netmgr_args(self)
 
-    def stop_netmgr(self, sig: int = signal.SIGTERM) -> None:
-        self._kill("netmgr", sig)
+    def stop_netmgr(self, sig: int = signal.SIGTERM, replica: int | None = None) -> None:
+        """Every replica, or replica ``replica``."""
+        for i in range(self.replicas):
+            if replica is None or replica == i:
+                self._kill(replicas.name(i), sig)
 
     def _kill(self, name: str, sig: int) -> None:
         pid = self.pids.pop(name, None)
@@ -264,11 +281,13 @@ class AllInOne:
                 os.waitpid(pid, 0)
         self._write_pids()
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Wait until both daemons answer gRPC health checks."""
+    def wait_ready(self, timeout: float = 30, targets: list[str] | None = None) -> None:
+        """Wait until the agent and every netmgr answer gRPC health checks."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        for target in (f"unix://{self.agent_socket}", self.listen):
+        if targets is None:
+            targets = [f"unix://{self.agent_socket}", *replicas.listens(self)]
+        for target in targets:
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -329,6 +348,8 @@ class AllInOne:
             path = os.path.join(self.state_dir, name)
             if name.startswith("netmgr.db") or name == "aio.pids.json":
                 os.unlink(path)
+            elif name == "pg":
+                replicas.wipe(self)
             elif name in ("agent", "compute", "run"):
                 shutil.rmtree(path)
 
@@ -340,6 +361,7 @@ class AllInOne:
                 self.pids = json.load(f)
         for name in list(self.pids):
             self._kill(name, signal.SIGTERM)
+        replicas.stop_postgres(self)
         if self.router_backend == "vm":
             from aio import vm_backend
 
@@ -416,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compute-listen", metavar="HOST:PORT", default="",
                    help="the compute agent's address with --router-backend vm (default: a "
                         "free port on 127.0.0.1, printed at start)")
+    p.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="netmgr processes (default: 1); above 1 needs --db postgresql. "
+                        "Replica i listens on the API port + i (docs/replicas.md)")
+    p.add_argument("--db", choices=replicas.DATABASES, default="sqlite",
+                   help="netmgr's database: a SQLite file (default) or a local PostgreSQL "
+                        "cluster this all-in-one starts under <state-dir>/pg")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the all-in-one cloud and keep it running")
     up.add_argument("--demo", action="store_true",
@@ -426,11 +454,14 @@ def main(argv: list[str] | None = None) -> int:
                          "dir's database and agent state; the admin token stays)")
     sub.add_parser("down", help="stop everything and remove the namespaces")
     args = p.parse_args(argv)
+    if problem := replicas.check(args.replicas, args.db):
+        p.error(problem)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen,
                    fabric_kind=args.fabric, router_backend=args.router_backend,
-                   metrics_listen=args.metrics_listen, compute_listen=args.compute_listen)
+                   metrics_listen=args.metrics_listen, compute_listen=args.compute_listen,
+                   replicas=args.replicas, db=args.db)
     if args.cmd == "down":
         aio.down()
         return 0
@@ -441,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         print(note, flush=True)
     try:
         aio.up()
-        print(f"cloudnet all-in-one is up: netmgr API on {aio.listen}")
+        print(f"cloudnet all-in-one is up: netmgr API on {', '.join(replicas.listens(aio))}")
         print(f"  admin token: {os.path.join(aio.state_dir, 'admin.token')}")
         print(f"  logs: {os.path.join(aio.state_dir, 'log')}/")
         if aio.metrics_listen:

@@ -58,8 +58,10 @@ from netmgr.store.facade import Store
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
 
 if TYPE_CHECKING:
+    from netmgr.reconcile.store_view import ShardLeases
     from netmgr.reconcile.vm_backend.control_network import ControlNetwork
     from netmgr.reconcile.vm_backend.credentials import RouterVmConfig
+    from netmgr.store.notices import RouterNotices
 
     # How this netmgr reaches the router VMs' control addresses, made from the
     # VM backend's settings (the composition root may inject one).
@@ -102,6 +104,9 @@ class ServerConfig:
     # HOST:PORT serving Prometheus metrics (docs/metrics.md); empty: off.
     metrics_listen: str = ""
     grace_seconds: float = 5.0
+    # A router host (its agent registered and heartbeats) silent this long is
+    # DOWN: its routers are made again on live router hosts.
+    host_grace_seconds: float = 15.0
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
@@ -237,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--router-vm", action="append", default=[], metavar="KEY=VALUE",
                    help="a VM backend setting (repeatable; see "
                         "netmgr/reconcile/vm_backend/credentials.py)")
+    p.add_argument("--host-grace", type=float, metavar="SECONDS",
+                   help="a router host silent this long is DOWN and its routers move "
+                        "(default: 15)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -259,6 +267,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.default_host = args.default_host
     if getattr(args, "metrics_listen", None):
         config.metrics_listen = args.metrics_listen
+    if getattr(args, "host_grace", None) is not None:
+        if not args.host_grace > 0:
+            raise ValueError("--host-grace must be more than 0")
+        config.host_grace_seconds = args.host_grace
     if getattr(args, "router_backend", None):
         config.router_backend = args.router_backend
     for spec in getattr(args, "router_vm", None) or ():
@@ -306,6 +318,19 @@ def default_control_network(cfg: RouterVmConfig) -> ControlNetwork:
     return DirectControlNetwork()
 
 
+def replica_coordination(db_url: str, store: Store) -> tuple[ShardLeases, RouterNotices | None]:
+    """SQLite: one process holds every shard. PostgreSQL: any number of
+    replicas share the shards by advisory locks and tell each other of
+    changes (docs/replicas.md)."""
+    from netmgr.store.leases import AdvisoryLeases, LocalLeases
+
+    if make_url(db_url).get_backend_name() == "sqlite":
+        return LocalLeases(store.db), None
+    from netmgr.store.notices import RouterNotices
+
+    return AdvisoryLeases(db_url), RouterNotices(db_url)
+
+
 def main(argv: Sequence[str] | None = None, *,
          control_network: ControlNetworkFactory | None = None) -> int:
     """``control_network``: how the VM backend reaches the router VMs' agents
@@ -345,7 +370,13 @@ def main(argv: Sequence[str] | None = None, *,
     if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
         store.close()
         return 2
-    reconciler = Reconciler(store, store.vpn, config.agents)
+    leases, notices = replica_coordination(config.db_url, store)
+    reconciler = Reconciler(store, store.vpn, config.agents, leases=leases,
+                            forward=notices.send if notices is not None else None,
+                            hosts=store.hosts, host_grace=config.host_grace_seconds)
+    if notices is not None:
+        notices.listen(lambda kind, router_id: (
+            reconciler.restart_held if kind == "restart" else reconciler.notify_held)(router_id))
     vm_backend = None
     if vm_config is not None:
         from netmgr.reconcile.vm_backend.tender import RouterVmBackend
@@ -358,6 +389,7 @@ def main(argv: Sequence[str] | None = None, *,
             hosts=store.hosts,
             control=(control_network or default_control_network)(vm_config))
         reconciler.vm_routers = vm_backend
+        vm_backend.owns = lambda router_id: leases.epoch(router_id) is not None
     server, port, health_servicer = _build(config, store, reconciler)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -378,6 +410,8 @@ def main(argv: Sequence[str] | None = None, *,
     if vm_backend is not None:
         vm_backend.stop()
     reconciler.stop()
+    if notices is not None:
+        notices.stop()
     store.close()
     return 0
 

@@ -46,3 +46,9 @@ class RequestError(Exception):
 
 class RouterNotFound(Exception):
     """The router named by a request is not on this agent."""
+
+
+class FencedPush(Exception):
+    """A push from a netmgr replica whose lease epoch is older than one the
+    router has seen, or of a generation older than the router runs: applying
+    it would roll the router back."""

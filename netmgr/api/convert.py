@@ -186,11 +186,18 @@ def fill_router_vms(routers: Sequence[pb.Router],
         r.control_address = vm.control_ip
 
 
+HOST_STATES = {"unknown": hpb.HOST_STATE_UNKNOWN, "up": hpb.HOST_STATE_UP,
+               "down": hpb.HOST_STATE_DOWN}
+
+
 def host_to_pb(h: Host) -> hpb.Host:
     out = hpb.Host(id=h.id, name=h.name, address=h.address, fabric=h.fabric, vcpus=h.vcpus,
-                   memory_mib=h.memory_mib)
+                   memory_mib=h.memory_mib, role=h.role, state=HOST_STATES[h.state],
+                   router_ids=h.router_ids)
     out.create_time.FromDatetime(h.created_at)
     out.update_time.FromDatetime(h.updated_at)
+    if h.heartbeat_at is not None:
+        out.last_heartbeat.FromDatetime(h.heartbeat_at)
     return out
 
 
@@ -251,7 +258,7 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
 
 def host_spec(msg: hpb.Host) -> HostSpec:
     return HostSpec(name=msg.name, address=msg.address, fabric=msg.fabric, vcpus=msg.vcpus,
-                    memory_mib=msg.memory_mib)
+                    memory_mib=msg.memory_mib, role=msg.role or "compute")
 
 
 def zone_changes(msg: pb.Zone, mask_paths: Sequence[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
 from common.grpc_errors import FailedPrecondition
-from netmgr.api import convert
+from netmgr.api import convert, request_ids
 from netmgr.api.auth import current_caller
 from netmgr.api.passwords import PendingPasswords
 from netmgr.model import edge as me
@@ -171,7 +171,12 @@ class ZoneServicer(_Base, rpc.ZoneServiceServicer):
 
 class NetworkServicer(_Base, rpc.NetworkServiceServicer):
     def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Ctx) -> pb.Network:
-        network = self._store.create_network(_tenant(), convert.network_spec(request.network))
+        tenant = _tenant()
+        spec = convert.network_spec(request.network)
+        network, _ = request_ids.once(
+            context, self._store.db, tenant, "CreateNetwork",
+            lambda: self._store.create_network(tenant, spec),
+            lambda network_id: self._store.get_network(tenant, network_id))
         self._notify(network.router_id)
         return convert.network_to_pb(network)
 
@@ -207,7 +212,12 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         self._passwords = passwords if passwords is not None else PendingPasswords()
 
     def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
-        port = self._store.create_port(_tenant(), convert.port_spec(request.port))
+        tenant = _tenant()
+        spec = convert.port_spec(request.port)
+        port, _ = request_ids.once(
+            context, self._store.db, tenant, "CreatePort",
+            lambda: self._store.create_port(tenant, spec),
+            lambda port_id: self._store.get_port(tenant, port_id))
         self._notify(port.router_id)
         return convert.port_to_pb(port)
 

@@ -11,6 +11,8 @@ import re
 from common.grpc_errors import InvalidArgument, Violation
 
 FABRICS = ("ovs", "vxlan", "linuxbridge")
+ROLES = ("compute", "router")
+STATES = ("unknown", "up", "down")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ADDRESS = re.compile(r"(unix://)?[A-Za-z0-9._:/\[\]-]{1,255}")
 MAX_VCPUS = 4096
@@ -27,17 +29,22 @@ class Host:
     memory_mib: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    role: str = "compute"
+    state: str = "unknown"
+    heartbeat_at: dt.datetime | None = None
+    router_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HostSpec:
-    """A host as its compute agent registers it."""
+    """A host as its compute agent (or router agent: role "router") registers it."""
 
     name: str
     address: str
     fabric: str
     vcpus: int
     memory_mib: int
+    role: str = "compute"
 
 
 def check_host(h: HostSpec, prefix: str = "host") -> HostSpec:
@@ -50,6 +57,8 @@ def check_host(h: HostSpec, prefix: str = "host") -> HostSpec:
         bad.append(Violation(f"{prefix}.fabric", f"must be one of {', '.join(FABRICS)}"))
     if not 1 <= h.vcpus <= MAX_VCPUS:
         bad.append(Violation(f"{prefix}.vcpus", f"must be 1-{MAX_VCPUS}"))
+    if h.role not in ROLES:
+        bad.append(Violation(f"{prefix}.role", f"must be one of {', '.join(ROLES)}"))
     if not 1 <= h.memory_mib <= MAX_MEMORY_MIB:
         bad.append(Violation(f"{prefix}.memory_mib", f"must be 1-{MAX_MEMORY_MIB}"))
     if bad:

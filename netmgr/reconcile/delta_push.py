@@ -151,9 +151,11 @@ class EdgeDeltas:
                 return merge(router_id, base, desired, [c for c in chain if c is not None])
         return None
 
-    def push(self, router_id: str) -> bool | None:
+    def push(self, router_id: str, epoch: int = 0,
+             confirm: Callable[[], bool] = lambda: True) -> bool | None:
         """Bring the router to its desired generation by a delta: True if done,
-        None if a full push is needed."""
+        None if a full push is needed. ``epoch``: the pushing replica's lease
+        epoch; ``confirm``: its lease still holds (checked right before sending)."""
         with self._lock:
             if not self._pending.get(router_id) or router_id not in self._base:
                 return None
@@ -163,12 +165,12 @@ class EdgeDeltas:
             self.forget(router_id)
             return None
         delta = self._take(router_id, desired)
-        if delta is None:
+        if delta is None or not confirm():
             return None
         try:
             # A VM router's agent too, through the VM backend's channel.
             stub = edge_pb2_grpc.RouterEdgeStub(self._channel(router_id, host, backend))
-            reply = stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=delta),
+            reply = stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=delta, lease_epoch=epoch),
                                         timeout=DELTA_TIMEOUT)
         except (grpc.RpcError, LookupError) as e:
             log.info("router %s: delta not sent (%s): full push", router_id, e)

@@ -8,14 +8,22 @@ generation, when its agent restarted (a new boot ID) or awaits the secrets
 its config.pb does not hold (VPN keys). A periodic resync
 finds the last two and sweeps routers an agent holds that the model no longer
 has. Failed pushes are retried with backoff until acknowledged.
+
+With several replicas (``netmgr.store.leases``), a replica pushes only the
+routers of the shards it holds a lease on, each push carrying that lease's
+epoch (the agent refuses an older one), and confirms its lock session is
+alive right before each push. A change another replica's API made is heard
+by ``forward``'s notices or, at the latest, by the resync, which compares
+each agent's generations with the store; a shard gained is resynced at once.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -29,7 +37,14 @@ from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.delta_push import EdgeDeltas
-from netmgr.reconcile.store_view import ObjectRef, ReconcilerStore, VpnStatusStore
+from netmgr.reconcile.store_view import (
+    ObjectRef,
+    ReconcilerStore,
+    RouterHostsView,
+    ShardLeases,
+    Unfenced,
+    VpnStatusStore,
+)
 from netmgr.reconcile.vm_backend.nic_plan import NicPlugger
 
 log = logging.getLogger(__name__)
@@ -69,8 +84,22 @@ class Reconciler:
         *,
         resync_interval: float = 2.0,
         workers: int = 4,
+        leases: ShardLeases | None = None,
+        forward: Callable[[str, str], None] | None = None,
+        hosts: RouterHostsView | None = None,
+        host_grace: float = 15.0,
     ) -> None:
+        """``leases``: the routers this replica pushes (default: every one,
+        unfenced). ``forward(kind, router_id)``: tells the other replicas of a
+        change to a router this one does not push (kind "notify" or "restart").
+        ``hosts``: router hosts that registered (agents beside ``agents``);
+        one silent past ``host_grace`` seconds is DOWN and its routers move."""
         self._store = store
+        self._leases: ShardLeases = leases if leases is not None else Unfenced()
+        self._forward = forward
+        self._hosts = hosts
+        self._host_grace = dt.timedelta(seconds=host_grace)
+        self._registered: dict[str, str] = {}
         self._vpn = vpn
         self._targets = dict(agents)
         self._resync_interval = resync_interval
@@ -87,6 +116,7 @@ class Reconciler:
         # overwrite that with a status it fetched earlier.
         self._pushed_at: dict[str, float] = {}
         self._restarts: set[str] = set()
+        self._resync_now = False
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
@@ -98,12 +128,21 @@ class Reconciler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        self._leases.start(self._shards_gained)
         for target, fn in (("dispatch", self._dispatch_loop), ("resync", self._resync_loop)):
             t = threading.Thread(target=fn, name=f"reconciler-{target}", daemon=True)
             t.start()
             self._threads.append(t)
         for router in self._store.list_routers_all():
-            self.notify(router.id)
+            if self._leases.epoch(router.id) is not None:
+                self.notify(router.id)
+
+    def _shards_gained(self, shards: set[int]) -> None:
+        """Leases taken over: compare their routers' agents with the store now."""
+        log.info("%d shards gained: resyncing", len(shards))
+        with self._lock:
+            self._resync_now = True
+            self._wake.notify_all()
 
     def stop(self) -> None:
         with self._lock:
@@ -112,13 +151,24 @@ class Reconciler:
         for t in self._threads:
             t.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._leases.stop()
         for ch in self._channels.values():
             ch.close()
 
     # ---------------------------------------------------------------- hooks
 
     def notify(self, router_id: str) -> None:
-        """The model of this router changed: push it now."""
+        """The model of this router changed: push it now (or tell the replica that does)."""
+        if self._leases.epoch(router_id) is None:
+            if self._forward is not None:
+                self._forward("notify", router_id)
+            return
+        self.notify_held(router_id)
+
+    def notify_held(self, router_id: str) -> None:
+        """Push it now if this replica holds its shard (another replica's notice)."""
+        if self._leases.epoch(router_id) is None:
+            return
         with self._lock:
             self._due[router_id] = 0.0
             self._backoff.pop(router_id, None)
@@ -128,14 +178,25 @@ class Reconciler:
                      added: Sequence[EdgeRule]) -> None:
         """What an edge change at `generation` removed ((kind, id)) and added
         (model objects as committed), before its notify: sent as a delta when
-        possible."""
+        possible. Not recorded for another replica's router: it pushes in full."""
+        if self._leases.epoch(router_id) is None:
+            return
         self.edge.record(router_id, generation, removed, added)
 
     def restart(self, router_id: str) -> None:
         """Tear the router's runtime down (keeping leases) and rebuild it."""
+        if self._leases.epoch(router_id) is None:
+            if self._forward is not None:
+                self._forward("restart", router_id)
+            return
+        self.restart_held(router_id)
+
+    def restart_held(self, router_id: str) -> None:
+        if self._leases.epoch(router_id) is None:
+            return
         with self._lock:
             self._restarts.add(router_id)
-        self.notify(router_id)
+        self.notify_held(router_id)
 
     def rule_counters(self, router_id: str,
                       refs: Sequence[ObjectRef]) -> dict[ObjectRef, tuple[int, int]]:
@@ -167,11 +228,30 @@ class Reconciler:
         with self._lock:
             return self._channels[host]
 
+    def _all_targets(self) -> dict[str, str]:
+        """Host -> agent address: the configured ones, then the registered router hosts."""
+        with self._lock:
+            return {**self._registered, **self._targets}
+
+    def _refresh_registered(self) -> None:
+        if self._hosts is None:
+            return
+        registered = self._hosts.router_hosts()
+        with self._lock:
+            for host, address in registered.items():
+                if self._registered.get(host) not in (None, address):
+                    # The agent registered from another address: a new channel.
+                    self._stubs.pop(host, None)
+                    channel = self._channels.pop(host, None)
+                    if channel is not None:
+                        channel.close()
+            self._registered = registered
+
     def _stub(self, host: str) -> agent_pb2_grpc.RouterAgentStub:
         with self._lock:
             stub = self._stubs.get(host)
             if stub is None:
-                target = self._targets.get(host)
+                target = self._targets.get(host) or self._registered.get(host)
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
                 channel = grpc.insecure_channel(target, options=[
@@ -196,6 +276,11 @@ class Reconciler:
                 for r in ready:
                     del self._due[r]
                     self._in_flight.add(r)
+                dropped = [r for r in ready if self._leases.epoch(r) is None]
+                for r in dropped:  # another replica's now
+                    self._in_flight.discard(r)
+                    self._backoff.pop(r, None)
+                    ready.remove(r)
                 if not ready:
                     future = [t for r, t in self._due.items() if r not in self._in_flight]
                     timeout = max(0.0, min(future) - now) if future else 1.0
@@ -221,9 +306,12 @@ class Reconciler:
             self._wake.notify_all()
 
     def _push(self, router_id: str) -> bool:
+        epoch = self._leases.epoch(router_id)
+        if epoch is None:
+            return True  # another replica's now: it pushes
         with self._lock:
             restart = router_id in self._restarts
-        if not restart and self.edge.push(router_id):
+        if not restart and self.edge.push(router_id, epoch, self._leases.confirm):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True
@@ -231,7 +319,7 @@ class Reconciler:
             snapshot = self._store.router_snapshot(router_id)
         except errors.NotFound:
             # Deleted from the model: remove it wherever it may run.
-            return self._delete_everywhere(router_id)
+            return self._delete_everywhere(router_id, epoch)
         router = snapshot.router
         config = build_router_config(snapshot)
         vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
@@ -251,16 +339,25 @@ class Reconciler:
                 return False
         with self._lock:
             restart = router_id in self._restarts
+        if not self._leases.confirm():
+            return False  # the lease may be passing: never push without it
         try:
             if restart:
                 stub.DeleteRouter(
-                    pb.DeleteRouterRequest(router_id=router_id, keep_leases=True),
+                    pb.DeleteRouterRequest(router_id=router_id, keep_leases=True,
+                                           lease_epoch=epoch),
                     timeout=PUSH_TIMEOUT,
                 )
                 with self._lock:
                     self._restarts.discard(router_id)
-            reply = stub.ApplyConfig(pb.ApplyConfigRequest(config=config), timeout=PUSH_TIMEOUT)
+            reply = stub.ApplyConfig(pb.ApplyConfigRequest(config=config, lease_epoch=epoch),
+                                     timeout=PUSH_TIMEOUT)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                # Fenced: a newer lease pushed, or this snapshot is older than
+                # what the router runs. Retried (a fresh snapshot) while held.
+                log.warning("router %s: push refused: %s", router_id, e.details())
+                return False
             msg = f"agent on {router.host} unreachable: {e.code().name}: {e.details()}"
             log.warning("router %s: %s", router_id, msg)
             self._store.mark_router_unreachable(router_id, msg)
@@ -288,12 +385,15 @@ class Reconciler:
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
         record_report(self._store, self._vpn, router_id, status)
 
-    def _delete_everywhere(self, router_id: str) -> bool:
+    def _delete_everywhere(self, router_id: str, epoch: int) -> bool:
         ok = True
-        for host in self._targets:
+        for host in self._all_targets():
+            if not self._leases.confirm():
+                return False
             try:
                 self._stub(host).DeleteRouter(
-                    pb.DeleteRouterRequest(router_id=router_id), timeout=PUSH_TIMEOUT
+                    pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
+                    timeout=PUSH_TIMEOUT,
                 )
             except grpc.RpcError as e:
                 log.warning("router %s: delete on %s failed: %s", router_id, host, e.code().name)
@@ -303,9 +403,16 @@ class Reconciler:
     def _resync_loop(self) -> None:
         while True:
             with self._lock:
-                if self._stopping:
-                    return
-                self._wake.wait(timeout=self._resync_interval)
+                # Every resync_interval, or at once when shards were gained;
+                # not at every notify (the condition is shared with the
+                # dispatcher): a resync reads every router and every agent.
+                due = time.monotonic() + self._resync_interval
+                while not (self._stopping or self._resync_now):
+                    left = due - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(timeout=left)
+                self._resync_now = False
                 if self._stopping:
                     return
             try:
@@ -315,13 +422,20 @@ class Reconciler:
 
     def resync(self) -> None:
         """Compare what each agent holds with the model; push or sweep the difference."""
+        self._refresh_registered()
+        if self._hosts is not None:
+            for router_id in self._hosts.expire(self._host_grace):
+                self.notify(router_id)  # made again on its new host
         routers = self._store.list_routers_all()
+        placed = {r.id: r.host for r in routers if r.backend != "vm"}
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
             if r.backend == "vm":
                 continue  # its own agent target, watched by the VM backend
+            if self._leases.epoch(r.id) is None:
+                continue  # another replica's
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
-        for host in self._targets:
+        for host in self._all_targets():
             wanted = by_host.get(host, {})
             fetched_at = time.monotonic()
             try:
@@ -354,7 +468,26 @@ class Reconciler:
                 if secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
-                self.notify_later(router_id)  # the push finds it gone and deletes it
+                epoch = self._leases.epoch(router_id)
+                if epoch is None:
+                    continue  # another replica's
+                if placed.get(router_id, host) != host:
+                    # A stale copy: the router moved while this host was away.
+                    self._remove_stale(host, router_id, epoch)
+                else:
+                    self.notify_later(router_id)  # the push finds it gone and deletes it
+
+    def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
+        if not self._leases.confirm():
+            return
+        try:
+            self._stub(host).DeleteRouter(
+                pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
+                timeout=PUSH_TIMEOUT)
+            log.info("router %s: stale copy on %s removed", router_id, host)
+        except grpc.RpcError as e:
+            log.warning("router %s: removing its stale copy on %s failed: %s", router_id, host,
+                        e.code().name)
 
     def _pushed_since(self, router_id: str, t: float) -> bool:
         """A push is running or has recorded a status after time `t`."""

@@ -9,7 +9,8 @@ compute bench``, does not cover tests/).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from netmgr.model.core import Router, RouterReport, RouterSnapshot, ServiceHealth
@@ -77,3 +78,55 @@ class VpnStatusStore(Protocol):
                       sa_status: Mapping[str, dict[str, Any]]) -> None:
         """Connection ID -> error, and connection ID -> its SA status (as a dict)."""
         ...
+
+
+class RouterHostsView(Protocol):
+    """Registered router hosts (``netmgr.store.hosts.HostStore``)."""
+
+    def router_hosts(self) -> dict[str, str]:
+        """Name -> agent address of each router host not DOWN."""
+        ...
+
+    def expire(self, grace: dt.timedelta) -> list[str]:
+        """Hosts silent past ``grace`` DOWN, their routers moved: those router IDs."""
+        ...
+
+
+class ShardLeases(Protocol):
+    """Which routers this replica pushes, and with which lease epoch
+    (``netmgr.store.leases``: ``LocalLeases``, ``AdvisoryLeases``)."""
+
+    def start(self, on_gained: Callable[[set[int]], None]) -> None:
+        """Take the first leases; ``on_gained(shards)`` hears of each later gain."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def epoch(self, router_id: str) -> int | None:
+        """The epoch of the lease on the router's shard; None if another replica's."""
+        ...
+
+    def confirm(self) -> bool:
+        """The leases are still held (the lock session answers): safe to push now."""
+        ...
+
+    def held(self) -> dict[int, int]: ...
+
+
+class Unfenced:
+    """Every router, epoch 0: a reconciler on its own (tests, fakes)."""
+
+    def start(self, on_gained: Callable[[set[int]], None]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def epoch(self, router_id: str) -> int | None:
+        return 0
+
+    def confirm(self) -> bool:
+        return True
+
+    def held(self) -> dict[int, int]:
+        return {}

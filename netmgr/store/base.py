@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from common.grpc_errors import Aborted
 from netmgr.model import core as model
-from netmgr.store import engine
+from netmgr.store import engine, requests
 from netmgr.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,10 @@ class Database:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with self._write_gate, Session(self._writer) as s, s.begin():
-                    return fn(s)
+                    requests.before_write(s)
+                    result = fn(s)
+                    requests.after_write(s, result)
+                    return result
             except IntegrityError as e:
                 # A concurrent writer took a value we picked: start over.
                 log.info("write collided (attempt %d): %s", attempt + 1, e.orig)

@@ -1,14 +1,23 @@
-"""Compute hosts in the store, registered by compute agents (table:
-``tables.hosts``, migration 0003).
+"""Hosts in the store (table ``tables.hosts``, migrations 0003 and 0014).
 
 A compute agent registers its host at start (admin token): name, gRPC
 address, fabric and capacity. Registering an existing name updates it, so an
-agent that restarts (or moves) just registers again.
+agent that restarts (or moves) just registers again. A router agent
+registers with role "router" and then heartbeats: netmgr places new
+namespace routers on the live router host with the fewest
+(``shared.pick_router_host``; the configured default host when none is
+registered). A host silent past the grace is DOWN (``expire``): its routers
+are assigned to live router hosts (same MACs and DHCP hosts: they are the
+model's), each bumped so the reconciler makes it there; when the host
+heartbeats again it is UP, and the reconciler removes the routers its agent
+still holds but the model placed elsewhere. Liveness uses netmgr's clock
+(heartbeats against a grace of seconds); fencing never does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,13 +26,38 @@ from common.grpc_errors import NotFound
 from netmgr.model.hosts import Host, HostSpec, check_host
 from netmgr.model.validation import check_id
 from netmgr.store.base import Database, new_id
+from netmgr.store.shared import bump, pick_router_host
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.hosts import HostRow
+from netmgr.store.tables.core import RouterRow
+from netmgr.store.tables.hosts import HostEventRow, HostRow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = dt.timedelta(seconds=15)
 
 
-def _host(row: HostRow) -> Host:
+def record_host_event(s: Session, host: str, kind: str, detail: str) -> None:
+    """The one place a host's state change is recorded: a log line and a
+    row (in the caller's transaction)."""
+    log.warning("host %s: %s: %s", host, kind, detail)
+    s.add(HostEventRow(host=host, kind=kind, detail=detail, created_at=utcnow()))
+
+
+def _aware(t: dt.datetime | None) -> dt.datetime | None:
+    return t.replace(tzinfo=dt.UTC) if t is not None else None
+
+
+def _host(row: HostRow, router_ids: tuple[str, ...] = ()) -> Host:
     return Host(row.id, row.name, row.address, row.fabric, row.vcpus, row.memory_mib,
-                row.created_at.replace(tzinfo=dt.UTC), row.updated_at.replace(tzinfo=dt.UTC))
+                row.created_at.replace(tzinfo=dt.UTC), row.updated_at.replace(tzinfo=dt.UTC),
+                role=row.role, state=row.state, heartbeat_at=_aware(row.heartbeat_at),
+                router_ids=router_ids)
+
+
+def _routers_on(s: Session, host: str) -> tuple[str, ...]:
+    return tuple(s.scalars(select(RouterRow.id).where(RouterRow.host == host,
+                                                      RouterRow.backend == "netns")
+                           .order_by(RouterRow.id)).all())
 
 
 class HostStore:
@@ -37,14 +71,73 @@ class HostStore:
             row = s.scalar(select(HostRow).where(HostRow.name == h.name))
             now = utcnow()
             if row is None:
-                row = HostRow(id=new_id(), name=h.name, created_at=now)
+                row = HostRow(id=new_id(), name=h.name, created_at=now, state="unknown")
                 s.add(row)
-            row.address, row.fabric = h.address, h.fabric
+            row.address, row.fabric, row.role = h.address, h.fabric, h.role
             row.vcpus, row.memory_mib, row.updated_at = h.vcpus, h.memory_mib, now
             s.flush()
-            return _host(row)
+            return _host(row, _routers_on(s, row.name))
 
         return self._db.write(tx)
+
+    def heartbeat(self, name: str) -> Host:
+        """The host is alive: UP (an event if it was not); NotFound if not registered."""
+
+        def tx(s: Session) -> Host:
+            row = s.scalar(select(HostRow).where(HostRow.name == name).with_for_update())
+            if row is None:
+                raise NotFound(f"host {name[:63]!r} is not registered")
+            row.heartbeat_at = utcnow()
+            if row.state != "up":
+                record_host_event(s, name, "up", f"heartbeat (was {row.state})")
+                row.state = "up"
+            return _host(row, _routers_on(s, name))
+
+        return self._db.write(tx)
+
+    def expire(self, grace: dt.timedelta = DEFAULT_GRACE) -> list[str]:
+        """Mark router hosts silent past ``grace`` DOWN and move their
+        routers to live ones; returns the routers moved (each bumped)."""
+        deadline = utcnow() - grace
+
+        def tx(s: Session) -> list[str]:
+            moved: list[str] = []
+            silent = s.scalars(select(HostRow).where(
+                HostRow.role == "router", HostRow.state == "up",
+                HostRow.heartbeat_at < deadline).with_for_update()).all()
+            for row in silent:
+                row.state = "down"
+                routers = _routers_on(s, row.name)
+                record_host_event(s, row.name, "down",
+                                  f"no heartbeat since {row.heartbeat_at:%H:%M:%S}; "
+                                  f"{len(routers)} routers to move")
+                for router_id in routers:
+                    target = pick_router_host(s, avoid=row.name)
+                    if target is None:
+                        record_host_event(s, row.name, "stranded",
+                                          f"router {router_id}: no live router host")
+                        continue
+                    s.get_one(RouterRow, router_id).host = target
+                    s.flush()
+                    bump(s, router_id)
+                    record_host_event(s, row.name, "router-moved", f"{router_id} -> {target}")
+                    moved.append(router_id)
+            return moved
+
+        return self._db.write(tx) if self._db.read(lambda s: self._any_silent(s, deadline)) \
+            else []
+
+    @staticmethod
+    def _any_silent(s: Session, deadline: dt.datetime) -> bool:
+        return s.scalar(select(HostRow.id).where(
+            HostRow.role == "router", HostRow.state == "up",
+            HostRow.heartbeat_at < deadline).limit(1)) is not None
+
+    def router_hosts(self) -> dict[str, str]:
+        """Registered router hosts that are not DOWN: name -> agent address."""
+        return dict(self._db.read(lambda s: s.execute(
+            select(HostRow.name, HostRow.address).where(
+                HostRow.role == "router", HostRow.state != "down")).all()))
 
     def get(self, host_id: str) -> Host:
         check_id(host_id)
@@ -53,13 +146,14 @@ class HostStore:
             row = s.get(HostRow, host_id)
             if row is None:
                 raise NotFound(f"host {host_id} not found")
-            return _host(row)
+            return _host(row, _routers_on(s, row.name))
 
         return self._db.read(tx)
 
     def list(self) -> list[Host]:
         return self._db.read(
-            lambda s: [_host(r) for r in s.scalars(select(HostRow).order_by(HostRow.name))])
+            lambda s: [_host(r, _routers_on(s, r.name))
+                       for r in s.scalars(select(HostRow).order_by(HostRow.name))])
 
     def delete(self, host_id: str) -> None:
         check_id(host_id)

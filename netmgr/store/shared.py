@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
@@ -21,6 +21,7 @@ from netmgr.model.validation import check_id
 from netmgr.store import ipam, rows
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, RouterRow, TenantRow, ZoneRow
+from netmgr.store.tables.hosts import HostRow
 from netmgr.store.tables.vpc import VpcRow
 
 ZONE_ROW_ID = 1
@@ -155,6 +156,19 @@ class RouterPlacement:
     backend: model.RouterBackend = model.RouterBackend.NETNS
 
 
+def pick_router_host(s: Session, avoid: str = "") -> str | None:
+    """The live registered router host with the fewest namespace routers
+    (None: no router host registered and up; the configured default host then)."""
+    live = s.scalars(select(HostRow.name).where(HostRow.role == "router", HostRow.state == "up",
+                                                 HostRow.name != avoid)).all()
+    if not live:
+        return None
+    counts = dict(s.execute(
+        select(RouterRow.host, func.count()).where(RouterRow.host.in_(live))
+        .group_by(RouterRow.host)).all())
+    return min(live, key=lambda name: (counts.get(name, 0), name))
+
+
 def add_router(s: Session, placement: RouterPlacement, router_id: str, tenant_id: str,
                now: dt.datetime, *, network_id: str | None = None,
                vpc_id: str | None = None) -> None:
@@ -164,10 +178,11 @@ def add_router(s: Session, placement: RouterPlacement, router_id: str, tenant_id
     guest_mac = ipam.allocate_mac(s)
     while guest_mac == public_mac:
         guest_mac = ipam.allocate_mac(s)
+    netns = placement.backend == model.RouterBackend.NETNS
     s.add(RouterRow(
         id=router_id, tenant_id=tenant_id, network_id=network_id, vpc_id=vpc_id,
         backend=placement.backend.value,
-        host=placement.host if placement.backend == model.RouterBackend.NETNS else "",
+        host=(pick_router_host(s) or placement.host) if netns else "",
         desired_generation=1, applied_generation=0, public_mac=public_mac,
         guest_mac=guest_mac, services=[], last_error="", reachable=True,
         created_at=now, updated_at=now))

@@ -24,10 +24,9 @@ class RouterEdgeServicer(edge_pb2_grpc.RouterEdgeServicer):
         if not request.delta.router_id:
             raise RequestError("delta.router_id is required")
         try:
-            rt = self.registry.runtime(request.delta.router_id, create=False)
+            return self.registry.apply_edge_delta(request.delta, request.lease_epoch)
         except RouterNotFound:
             return pb.ApplyEdgeDeltaResponse(stale=True)  # a full push creates it
-        return rt.apply_edge_delta(request.delta)
 
     def GetEdgeCounters(self, request: pb.GetEdgeCountersRequest,
                         context: Any) -> pb.GetEdgeCountersResponse:

@@ -17,12 +17,14 @@ import time
 import uuid
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
 
 from common import netns
 from common.fabric.base import Fabric
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.private_files import ensure_private_dir
 from router.agent import adoption
+from router.agent.fencing import Fences
 from router.agent.host_limits import HostLimits, Short
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
@@ -69,6 +71,8 @@ class RouterRegistry:
         self._short: list[Short] = []  # host limits below what the routers held need
         self._routers: dict[str, RouterRuntime] = {}
         self._lock = threading.Lock()
+        # The highest netmgr lease epoch each router accepted (router.agent.fencing).
+        self.fences = Fences(state_dir)
 
     def _routers_dir(self) -> str:
         return os.path.join(self.state_dir, "routers")
@@ -144,8 +148,21 @@ class RouterRegistry:
                 threading.Thread(target=adoption.repair, args=(sick,),
                                  name="adoption-repair", daemon=True).start()
 
-    def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
-        return self._with_host(self.runtime(cfg.router_id).apply(cfg))
+    def apply(self, cfg: pb.RouterConfig, lease_epoch: int = 0) -> pb.RouterStatus:
+        """Apply ``cfg`` unless fenced: from an older lease epoch than the
+        router has seen, or older than the generation it runs (FencedPush)."""
+        with self.fences.held(cfg.router_id):
+            rt = self.runtime(cfg.router_id)
+            self.fences.admit(cfg.router_id, lease_epoch, cfg.generation, _running(rt))
+            return self._with_host(rt.apply(cfg))
+
+    def apply_edge_delta(self, delta: epb.EdgeDelta,
+                         lease_epoch: int = 0) -> epb.ApplyEdgeDeltaResponse:
+        """An edge delta, fenced like ``apply`` (RouterNotFound if the router is not held)."""
+        with self.fences.held(delta.router_id):
+            rt = self.runtime(delta.router_id, create=False)
+            self.fences.admit(delta.router_id, lease_epoch, delta.generation, _running(rt))
+            return rt.apply_edge_delta(delta)
 
     def status(self, router_id: str) -> pb.RouterStatus:
         return self._with_host(self.runtime(router_id, create=False).status())
@@ -181,14 +198,26 @@ class RouterRegistry:
         t.start()
         return t
 
-    def delete(self, router_id: str, keep_leases: bool) -> None:
-        rt = self.runtime(router_id)  # also for routers only left on disk
-        rt.delete(keep_leases)
+    def delete(self, router_id: str, keep_leases: bool, lease_epoch: int = 0) -> None:
+        """Remove the router (a restart keeps its leases and its fence);
+        FencedPush from an older lease epoch than the router has seen."""
+        with self.fences.held(router_id):
+            rt = self.runtime(router_id)  # also for routers only left on disk
+            self.fences.admit(router_id, lease_epoch, None, _running(rt))
+            rt.delete(keep_leases)
+            if not keep_leases:
+                self.fences.forget(router_id)
         with self._lock:
             if self._routers.get(router_id) is rt:
                 del self._routers[router_id]
             if self._short and self.limits is not None:
                 self._short = self.limits.shortfall(len(self._routers))
+
+
+def _running(rt: RouterRuntime) -> int:
+    """The generation the router runs (0: none)."""
+    cfg = rt.config
+    return cfg.generation if cfg is not None else 0
 
 
 def stop_routers(state_dir: str, netns_prefix: str) -> dict[str, list[int]]:

@@ -6,7 +6,7 @@ RouterAgent, RouterEdge and RouterDiagnostics map errors in one place.
     DiagError                       INVALID_ARGUMENT with a BadRequest detail naming the field
     RouterNotFound, DiagNotFound    NOT_FOUND
     DiagBusy                        RESOURCE_EXHAUSTED
-    DiagUnavailable                 FAILED_PRECONDITION
+    DiagUnavailable, FencedPush     FAILED_PRECONDITION
     anything else                   INTERNAL with the exception's type and message (netmgr,
                                     the agent's one caller, shows it to the operator), logged
                                     with its traceback
@@ -24,7 +24,7 @@ from common.grpc_errors import (
     NotFound,
 )
 from router.diag.common import DiagBusy, DiagError, DiagNotFound, DiagUnavailable
-from router.errors import RequestError, RouterNotFound
+from router.errors import FencedPush, RequestError, RouterNotFound
 
 
 class BadRequest(DomainError):
@@ -47,7 +47,7 @@ def translate(e: Exception) -> DomainError | None:
         return NotFound(str(e))
     if isinstance(e, DiagBusy):
         return Busy(str(e))
-    if isinstance(e, DiagUnavailable):
+    if isinstance(e, DiagUnavailable | FencedPush):
         return FailedPrecondition(str(e))
     return None
 

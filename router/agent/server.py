@@ -48,7 +48,8 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
     def ApplyConfig(self, request: pb.ApplyConfigRequest, context: Any) -> pb.ApplyConfigResponse:
         if not request.HasField("config") or not request.config.router_id:
             raise RequestError("config.router_id is required")
-        return pb.ApplyConfigResponse(status=self.registry.apply(request.config))
+        return pb.ApplyConfigResponse(
+            status=self.registry.apply(request.config, request.lease_epoch))
 
     def GetRouterStatus(self, request: pb.GetRouterStatusRequest, context: Any) -> pb.RouterStatus:
         return self.registry.status(request.router_id)
@@ -64,7 +65,7 @@ class RouterAgentServicer(agent_pb2_grpc.RouterAgentServicer):
     def DeleteRouter(
         self, request: pb.DeleteRouterRequest, context: Any
     ) -> pb.DeleteRouterResponse:
-        self.registry.delete(request.router_id, request.keep_leases)
+        self.registry.delete(request.router_id, request.keep_leases, request.lease_epoch)
         return pb.DeleteRouterResponse()
 
 
@@ -180,6 +181,15 @@ def _parser() -> argparse.ArgumentParser:
                         "dropped (0: no limit of its own; default: %(default)s)")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve Prometheus metrics on HOST:PORT (default: off)")
+    p.add_argument("--netmgr", default="", metavar="HOST:PORT",
+                   help="register this host with netmgr as a router host and heartbeat "
+                        "(router/agent/registration.py; needs --netmgr-token-file)")
+    p.add_argument("--netmgr-token-file", default="", help="netmgr's admin token")
+    p.add_argument("--host-name", default="",
+                   help="the router host's name in netmgr (default: --agent-id)")
+    p.add_argument("--advertise", default="",
+                   help="the address netmgr reaches this agent on (default: --listen)")
+    p.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -250,6 +260,15 @@ def main(argv: list[str] | None = None) -> None:
     stopped = threading.Event()
     if args.health_interval > 0:
         registry.run_health_monitor(args.health_interval, stopped)
+    if args.netmgr:
+        from router.agent import auth
+        from router.agent.registration import Registration
+
+        if not args.netmgr_token_file or not args.heartbeat_interval > 0:
+            p.error("--netmgr needs --netmgr-token-file and a --heartbeat-interval above 0")
+        Registration(args.netmgr, auth.read_token_file(args.netmgr_token_file),
+                     args.host_name or registry.agent_id, args.advertise or args.listen,
+                     args.fabric, args.heartbeat_interval).run(stopped)
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("signal %d: stopping (routers keep running)", signum)

@@ -38,7 +38,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -149,6 +149,9 @@ class RouterVmBackend:
         self._ticks = 0
         # Hot-plug: the reconciler plugs a config's NICs before pushing it.
         self.nics = NicPlugger(self)
+        # Whether this replica tends the router's VM (it holds the lease of
+        # the router's shard: netmgr.store.leases); one netmgr tends them all.
+        self.owns: Callable[[str], bool] = lambda router_id: True
 
     # ------------------------------------------------------------ lifecycle
 
@@ -238,8 +241,9 @@ class RouterVmBackend:
                 log.exception("router VM backend: tick failed")
 
     def tick(self) -> None:
-        routers = {r.id: r for r in self.store.list_routers_all()
-                   if r.backend == RouterBackend.VM}
+        every = {r.id: r for r in self.store.list_routers_all()
+                 if r.backend == RouterBackend.VM}
+        routers = {rid: r for rid, r in every.items() if self.owns(rid)}
         for router_id, router in routers.items():
             with self._lock:
                 live = self._live.setdefault(router_id, _Live())
@@ -250,19 +254,20 @@ class RouterVmBackend:
         with self._lock:
             gone = [rid for rid in self._live if rid not in routers and not self._live[rid].busy]
         for rid in gone:
-            self._forget(rid)
+            # Deleted: its VM goes. Another replica's now: only forgotten here.
+            self._forget(rid, delete_vm=rid not in every)
         self._ticks += 1
         if self._ticks % 10 == 1:
             self._sweep(set(routers))
 
-    def _forget(self, router_id: str) -> None:
+    def _forget(self, router_id: str, delete_vm: bool = True) -> None:
         """The router is gone (its network deleted): its VM goes now, not at the sweep."""
         with self._lock:
             live = self._live.pop(router_id, None)
         if live is not None and live.channel is not None:
             live.channel.close()
         self.control.forget(router_id)
-        if live is not None and live.host:
+        if live is not None and live.host and delete_vm:
             self._pool.submit(self._delete_vm, live.host, router_id)
 
     def _sweep(self, wanted: set[str]) -> None:
@@ -276,6 +281,8 @@ class RouterVmBackend:
             except (grpc.RpcError, LookupError):
                 continue
             for v in held:
+                if not self.owns(v.router_id):
+                    continue  # another replica's to judge
                 row = vms.get(v.router_id)
                 if v.router_id in wanted and row is not None and row.host == host.name:
                     continue

@@ -25,27 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63loudnet/netmgr/v1/hosts.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x04Host\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61\x62ric\x18\x04 \x01(\t\x12\r\n\x05vcpus\x18\x05 \x01(\r\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13RegisterHostRequest\x12&\n\x04host\x18\x01 \x01(\x0b\x32\x18.cloudnet.netmgr.v1.Host\"\x1c\n\x0eGetHostRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x12\n\x10ListHostsRequest\"<\n\x11ListHostsResponse\x12\'\n\x05hosts\x18\x01 \x03(\x0b\x32\x18.cloudnet.netmgr.v1.Host\"\x1f\n\x11\x44\x65leteHostRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteHostResponse2\xe0\x02\n\x0bHostService\x12Q\n\x0cRegisterHost\x12\'.cloudnet.netmgr.v1.RegisterHostRequest\x1a\x18.cloudnet.netmgr.v1.Host\x12G\n\x07GetHost\x12\".cloudnet.netmgr.v1.GetHostRequest\x1a\x18.cloudnet.netmgr.v1.Host\x12X\n\tListHosts\x12$.cloudnet.netmgr.v1.ListHostsRequest\x1a%.cloudnet.netmgr.v1.ListHostsResponse\x12[\n\nDeleteHost\x12%.cloudnet.netmgr.v1.DeleteHostRequest\x1a&.cloudnet.netmgr.v1.DeleteHostResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63loudnet/netmgr/v1/hosts.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n\x04Host\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61\x62ric\x18\x04 \x01(\t\x12\r\n\x05vcpus\x18\x05 \x01(\r\x12\x12\n\nmemory_mib\x18\x06 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18< \x01(\t\x12,\n\x05state\x18= \x01(\x0e\x32\x1d.cloudnet.netmgr.v1.HostState\x12\x32\n\x0elast_heartbeat\x18> \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrouter_ids\x18? \x03(\t\" \n\x10HeartbeatRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x13RegisterHostRequest\x12&\n\x04host\x18\x01 \x01(\x0b\x32\x18.cloudnet.netmgr.v1.Host\"\x1c\n\x0eGetHostRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x12\n\x10ListHostsRequest\"<\n\x11ListHostsResponse\x12\'\n\x05hosts\x18\x01 \x03(\x0b\x32\x18.cloudnet.netmgr.v1.Host\"\x1f\n\x11\x44\x65leteHostRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteHostResponse*g\n\tHostState\x12\x1a\n\x16HOST_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12HOST_STATE_UNKNOWN\x10\x01\x12\x11\n\rHOST_STATE_UP\x10\x02\x12\x13\n\x0fHOST_STATE_DOWN\x10\x03\x32\xad\x03\n\x0bHostService\x12Q\n\x0cRegisterHost\x12\'.cloudnet.netmgr.v1.RegisterHostRequest\x1a\x18.cloudnet.netmgr.v1.Host\x12G\n\x07GetHost\x12\".cloudnet.netmgr.v1.GetHostRequest\x1a\x18.cloudnet.netmgr.v1.Host\x12X\n\tListHosts\x12$.cloudnet.netmgr.v1.ListHostsRequest\x1a%.cloudnet.netmgr.v1.ListHostsResponse\x12[\n\nDeleteHost\x12%.cloudnet.netmgr.v1.DeleteHostRequest\x1a&.cloudnet.netmgr.v1.DeleteHostResponse\x12K\n\tHeartbeat\x12$.cloudnet.netmgr.v1.HeartbeatRequest\x1a\x18.cloudnet.netmgr.v1.Hostb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.netmgr.v1.hosts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HOSTSTATE']._serialized_start=684
+  _globals['_HOSTSTATE']._serialized_end=787
   _globals['_HOST']._serialized_start=88
-  _globals['_HOST']._serialized_end=286
-  _globals['_REGISTERHOSTREQUEST']._serialized_start=288
-  _globals['_REGISTERHOSTREQUEST']._serialized_end=349
-  _globals['_GETHOSTREQUEST']._serialized_start=351
-  _globals['_GETHOSTREQUEST']._serialized_end=379
-  _globals['_LISTHOSTSREQUEST']._serialized_start=381
-  _globals['_LISTHOSTSREQUEST']._serialized_end=399
-  _globals['_LISTHOSTSRESPONSE']._serialized_start=401
-  _globals['_LISTHOSTSRESPONSE']._serialized_end=461
-  _globals['_DELETEHOSTREQUEST']._serialized_start=463
-  _globals['_DELETEHOSTREQUEST']._serialized_end=494
-  _globals['_DELETEHOSTRESPONSE']._serialized_start=496
-  _globals['_DELETEHOSTRESPONSE']._serialized_end=516
-  _globals['_HOSTSERVICE']._serialized_start=519
-  _globals['_HOSTSERVICE']._serialized_end=871
+  _globals['_HOST']._serialized_end=418
+  _globals['_HEARTBEATREQUEST']._serialized_start=420
+  _globals['_HEARTBEATREQUEST']._serialized_end=452
+  _globals['_REGISTERHOSTREQUEST']._serialized_start=454
+  _globals['_REGISTERHOSTREQUEST']._serialized_end=515
+  _globals['_GETHOSTREQUEST']._serialized_start=517
+  _globals['_GETHOSTREQUEST']._serialized_end=545
+  _globals['_LISTHOSTSREQUEST']._serialized_start=547
+  _globals['_LISTHOSTSREQUEST']._serialized_end=565
+  _globals['_LISTHOSTSRESPONSE']._serialized_start=567
+  _globals['_LISTHOSTSRESPONSE']._serialized_end=627
+  _globals['_DELETEHOSTREQUEST']._serialized_start=629
+  _globals['_DELETEHOSTREQUEST']._serialized_end=660
+  _globals['_DELETEHOSTRESPONSE']._serialized_start=662
+  _globals['_DELETEHOSTRESPONSE']._serialized_end=682
+  _globals['_HOSTSERVICE']._serialized_start=790
+  _globals['_HOSTSERVICE']._serialized_end=1219
 # @@protoc_insertion_point(module_scope)

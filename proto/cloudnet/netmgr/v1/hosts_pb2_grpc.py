@@ -54,6 +54,11 @@ class HostServiceStub:
                 request_serializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostRequest.SerializeToString,
                 response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/cloudnet.netmgr.v1.HostService/Heartbeat',
+                request_serializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.Host.FromString,
+                _registered_method=True)
 
 
 class HostServiceServicer:
@@ -85,6 +90,14 @@ class HostServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """The host of that name is alive (admin only); NOT_FOUND if it is not
+        registered (register again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +120,11 @@ def add_HostServiceServicer_to_server(servicer, server):
                     servicer.DeleteHost,
                     request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostRequest.FromString,
                     response_serializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.HeartbeatRequest.FromString,
+                    response_serializer=cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.Host.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +235,33 @@ class HostService:
             '/cloudnet.netmgr.v1.HostService/DeleteHost',
             cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostRequest.SerializeToString,
             cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.DeleteHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.netmgr.v1.HostService/Heartbeat',
+            cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.HeartbeatRequest.SerializeToString,
+            cloudnet_dot_netmgr_dot_v1_dot_hosts__pb2.Host.FromString,
             options,
             channel_credentials,
             insecure,

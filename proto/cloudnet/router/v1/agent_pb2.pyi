@@ -847,16 +847,25 @@ class ApplyConfigRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONFIG_FIELD_NUMBER: _builtins.int
+    LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    lease_epoch: _builtins.int
+    """The pushing netmgr replica's lease epoch on the router's shard. The
+    agent refuses (FAILED_PRECONDITION) an epoch older than the highest it
+    has seen for the router, and a generation older than the one it runs:
+    no replica, however slow, rolls a router back. 0: an unfenced caller
+    (accepted only while no fenced push was seen).
+    """
     @_builtins.property
     def config(self) -> Global___RouterConfig: ...
     def __init__(
         self,
         *,
         config: Global___RouterConfig | None = ...,
+        lease_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "lease_epoch", b"lease_epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1101,20 +1110,24 @@ class DeleteRouterRequest(_message.Message):
 
     ROUTER_ID_FIELD_NUMBER: _builtins.int
     KEEP_LEASES_FIELD_NUMBER: _builtins.int
+    LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     keep_leases: _builtins.bool
     """Keep the DHCP leases (a restart rebuilds the router and must not make
     guests change address).
     """
+    lease_epoch: _builtins.int
+    """As in ApplyConfigRequest: a delete from an older epoch is refused."""
     def __init__(
         self,
         *,
         router_id: _builtins.str = ...,
         keep_leases: _builtins.bool = ...,
+        lease_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_leases", b"keep_leases", "router_id", b"router_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_leases", b"keep_leases", "lease_epoch", b"lease_epoch", "router_id", b"router_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

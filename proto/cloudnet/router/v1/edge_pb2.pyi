@@ -103,16 +103,20 @@ class ApplyEdgeDeltaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DELTA_FIELD_NUMBER: _builtins.int
+    LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    lease_epoch: _builtins.int
+    """As in RouterAgent's ApplyConfigRequest: refused from an older epoch."""
     @_builtins.property
     def delta(self) -> Global___EdgeDelta: ...
     def __init__(
         self,
         *,
         delta: Global___EdgeDelta | None = ...,
+        lease_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "lease_epoch", b"lease_epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

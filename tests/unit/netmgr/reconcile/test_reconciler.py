@@ -48,6 +48,7 @@ class MemoryStore:
         self.networks: dict[str, Network] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.unreachable: dict[str, str] = {}
+        self.ever_unreachable: list[str] = []  # every router ever marked, in order
         self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
         self.delta_applied: dict[str, int] = {}
 
@@ -76,6 +77,7 @@ class MemoryStore:
 
     def mark_router_unreachable(self, router_id: str, error: str) -> None:
         self.unreachable[router_id] = error
+        self.ever_unreachable.append(router_id)
 
     def router_head(self, router_id: str) -> tuple[str, int, str]:
         r = self.router_snapshot(router_id).router
@@ -127,7 +129,10 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         # Every ApplyConfig call, applied, rejected or failed: (router, generation).
         self.attempts: list[tuple[str, int]] = []
         self.deleted: list[str] = []
+        # The lease epoch of every ApplyConfig call.
+        self.epochs: list[int] = []
         self.fail_next = 0
+        self.fence_next = 0
         self.reject = False
         self.lock = threading.Lock()
 
@@ -135,6 +140,10 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
                     context: grpc.ServicerContext) -> pb.ApplyConfigResponse:
         with self.lock:
             self.attempts.append((request.config.router_id, request.config.generation))
+            self.epochs.append(request.lease_epoch)
+            if self.fence_next:
+                self.fence_next -= 1
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "epoch 1 refused: epoch 2")
             if self.fail_next:
                 self.fail_next -= 1
                 context.abort(grpc.StatusCode.UNAVAILABLE, "busy")
@@ -342,3 +351,79 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         self.s.close()
+
+
+class SomeLeases:
+    """The ShardLeases of a replica holding only some routers' shards."""
+
+    def __init__(self, epochs: dict[str, int]) -> None:
+        self.epochs = dict(epochs)
+        self.alive = True
+        self.on_gained: Callable[[set[int]], None] = lambda _: None
+
+    def start(self, on_gained: Callable[[set[int]], None]) -> None:
+        self.on_gained = on_gained
+
+    def stop(self) -> None:
+        pass
+
+    def epoch(self, router_id: str) -> int | None:
+        return self.epochs.get(router_id)
+
+    def confirm(self) -> bool:
+        return self.alive
+
+    def held(self) -> dict[int, int]:
+        return {}
+
+
+def test_a_replica_pushes_only_its_shards_with_their_epoch(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    mine, theirs = store.add(), store.add()
+    forwarded: list[tuple[str, str]] = []
+    leases = SomeLeases({mine: 7})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases,
+                   forward=lambda kind, rid: forwarded.append((kind, rid)))
+    r.start()
+    try:
+        eventually(lambda: (mine, 1) in agent.applied)
+        store.bump(theirs)
+        r.notify(theirs)
+        r.restart(theirs)
+        time.sleep(0.5)  # a few resyncs: nothing of theirs is pushed
+        assert all(rid == mine for rid, _ in agent.attempts)
+        assert set(agent.epochs) == {7}
+        assert forwarded == [("notify", theirs), ("restart", theirs)]
+        # Their shard taken over: resynced and pushed under the new epoch.
+        leases.epochs[theirs] = 8
+        leases.on_gained({1})
+        eventually(lambda: (theirs, 2) in agent.applied)
+        assert agent.epochs[-1] == 8
+    finally:
+        r.stop()
+
+
+def test_no_push_while_the_lock_session_is_lost(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    rid = store.add()
+    leases = SomeLeases({rid: 1})
+    leases.alive = False
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    r.start()
+    try:
+        time.sleep(0.6)
+        assert agent.attempts == []
+        leases.alive = True
+        eventually(lambda: (rid, 1) in agent.applied)
+    finally:
+        r.stop()
+
+
+def test_a_fenced_push_is_retried_not_marked_unreachable(
+        store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
+    rid = store.add()
+    agent.fence_next = 2
+    reconciler.start()
+    eventually(lambda: (rid, 1) in agent.applied)
+    assert len(agent.attempts) >= 3
+    assert rid not in store.ever_unreachable

@@ -1,0 +1,351 @@
+"""The control plane under load: netmgr replicas, shard takeover, host failover.
+
+Measured in one run on this machine, each against a baseline from the same run:
+
+* API throughput: networks with ports created from many client threads
+  (each call to the next replica; retried on another with the same request
+  ID when one does not answer): calls/s, p50 and p99 latency, and seconds
+  until every router is ACTIVE, for ``--replicas`` netmgr processes on
+  PostgreSQL against one netmgr on SQLite (the baseline), both with the same
+  ``--agents`` registered router hosts;
+* replica takeover (PostgreSQL): during a second write load the replica
+  holding the most shard leases is killed with SIGKILL: seconds until its
+  shards are held again, seconds until a change to a router of one of its
+  shards is ACTIVE, acknowledged writes lost, routers rolled back (every
+  agent sampled all along);
+* host failover: the router host with the most routers dies (its agent
+  killed, its routers' daemons and namespaces with it): seconds until every
+  one of its routers is ACTIVE on another host (the grace included).
+
+    .venv/bin/python bench/control_plane.py [--networks 1000 --ports 10 --threads 20
+        --replicas 3 --agents 4] [--quick] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf import field_mask_pb2
+
+from aio import replicas
+from aio.allinone import AllInOne
+from aio.demo import Api
+from netmgr.store.leases import SHARDS, shard_of
+from tests.lib.replicas import (
+    AgentWatch,
+    WriteLoad,
+    free_ports,
+    lease_holders,
+    percentile,
+    shards_of,
+)
+from tests.lib.router_hosts import RouterHost
+
+BIG_ZONE = {"public_cidr": "100.64.0.0/16", "public_gateway": "100.64.0.1",
+            "public_pool_start": "100.64.0.10", "public_pool_end": "100.64.255.250",
+            "vlan_min": 100, "vlan_max": 3000}
+
+
+def wait_for(check: Any, timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``check()`` is true (raises after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{check} after {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+def all_routers(api: Api) -> list[pb.Router]:
+    out: list[pb.Router] = []
+    token = ""
+    while True:
+        page = api.call(api.routers.ListRouters,
+                        pb.ListRoutersRequest(page_size=500, page_token=token))
+        out.extend(page.routers)
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+def listed_ids(api: Api, method: Any, request_type: Any, field: str) -> set[str]:
+    """Every ID a List call returns, page after page."""
+    out: set[str] = set()
+    token = ""
+    while True:
+        page = api.call(method, request_type(page_size=500, page_token=token))
+        out.update(o.id for o in getattr(page, field))
+        token = page.next_page_token
+        if not token:
+            return out
+
+
+def active(r: pb.Router) -> bool:
+    return bool(r.applied_generation >= r.desired_generation and
+                r.state == pb.ROUTER_STATE_ACTIVE)
+
+
+class Cloud:
+    """An all-in-one with ``replicas`` netmgr processes and ``agents`` router hosts."""
+
+    def __init__(self, replicas_n: int, db: str, agents: int, host_grace: float) -> None:
+        self.state_dir = tempfile.mkdtemp(prefix="cn-bench-cp-", dir="/tmp")
+        os.chmod(self.state_dir, 0o711)  # the postgres user runs <state>/pg
+        self.aio = AllInOne(prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=self.state_dir,
+                            listen=f"127.0.0.1:{free_ports(replicas_n)}",
+                            fabric_kind="linuxbridge", health_interval=5.0,
+                            replicas=replicas_n, db=db,
+                            netmgr_args=("--host-grace", str(host_grace)))
+        self.hosts = [RouterHost(self.aio, f"h{i}") for i in range(agents)]
+
+    def up(self) -> None:
+        self.aio.up()
+        for h in self.hosts:
+            h.start()
+        admin = self.admin()
+        wait_for(lambda: sum(1 for r in self._host_list(admin) if r) >= len(self.hosts), 60)
+
+    @staticmethod
+    def _host_list(admin: Api) -> list[bool]:
+        from cloudnet.netmgr.v1 import hosts_pb2 as hpb
+        from cloudnet.netmgr.v1 import hosts_pb2_grpc
+
+        stub = hosts_pb2_grpc.HostServiceStub(admin.channel)
+        return [h.role == "router" and h.state == hpb.HOST_STATE_UP for h in stub.ListHosts(
+            hpb.ListHostsRequest(), metadata=admin.metadata, timeout=10).hosts]
+
+    def admin(self, replica: int = 0) -> Api:
+        return Api(replicas.listens(self.aio)[replica], self.aio.admin_token)
+
+    def tenant(self, networks: int) -> str:
+        admin = self.admin()
+        if networks > 200:  # more source-NAT addresses and VLANs than the default zone's
+            admin.call(admin.zone.UpdateZone, pb.UpdateZoneRequest(
+                zone=pb.Zone(**BIG_ZONE),  # type: ignore[arg-type]
+                update_mask=field_mask_pb2.FieldMask(paths=list(BIG_ZONE))))
+        t = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="bench"))
+        return str(admin.call(admin.tenants.CreateToken, pb.CreateTokenRequest(
+            tenant_id=t.id, name="bench")).secret)
+
+    def down(self) -> None:
+        with contextlib.suppress(Exception):
+            self.aio.down()
+        for h in self.hosts:
+            with contextlib.suppress(Exception):
+                h.stop_routers()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str, Any]:
+    load = WriteLoad(replicas.listens(cloud.aio), token, threads=args.threads,
+                     networks=args.networks, ports=args.ports)
+    started = time.monotonic()
+    load.start()
+    load.join()
+    took = time.monotonic() - started
+    api = Api(replicas.listens(cloud.aio)[0], token)
+    try:
+        to_active = wait_for(lambda: all(active(r) for r in all_routers(api)),
+                             args.active_timeout, step=0.5) + took
+    finally:
+        api.close()
+        load.close()
+    lat = load.acked.latencies
+    return {"calls": len(lat), "seconds": round(took, 3),
+            "calls_per_s": round(len(lat) / took, 1),
+            "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
+            "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
+            "networks_acked": len(load.acked.networks),
+            "all_active_s": round(to_active, 2)}
+
+
+def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
+                   watches: list[AgentWatch]) -> dict[str, Any]:
+    aio = cloud.aio
+    url = replicas.db_url(aio)
+    load = WriteLoad(replicas.listens(aio), token, threads=args.threads,
+                     networks=args.kill_networks, ports=args.ports, cidr_base=args.networks)
+    load.start()
+    wait_for(lambda: len(load.acked.networks) >= max(2, args.kill_networks // 4), 300)
+    holders = lease_holders(url)
+    victim = max(holders, key=lambda pid: holders[pid])
+    victim_name = next(n for n, p in aio.pids.items() if p == victim)
+    survivor = next(i for i in range(aio.replicas) if replicas.name(i) != victim_name)
+    api = Api(replicas.listens(aio)[survivor], token)
+    # A router of the victim's shards to change right after the kill.
+    nets = api.call(api.networks.ListNetworks, pb.ListNetworksRequest(page_size=500)).networks
+    victim_shards = shards_of(url, victim)
+    probe = next((n for n in nets if shard_of(n.router_id) in victim_shards), None)
+    killed = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    os.waitpid(victim, 0)
+    aio.pids.pop(victim_name, None)
+    served = None
+    if probe is not None:  # a change the victim would have pushed, made at once
+        api.call(api.ports.CreatePort, pb.CreatePortRequest(port=pb.Port(network_id=probe.id)))
+
+    def all_held() -> bool:
+        h = lease_holders(url)
+        return sum(h.values()) == SHARDS and victim not in h
+
+    wait_for(all_held, 120, step=0.02)
+    held_s = time.monotonic() - killed
+    if probe is not None:
+        wait_for(lambda: active(api.call(api.routers.GetRouter,
+                                         pb.GetRouterRequest(id=probe.router_id))), 120)
+        served = time.monotonic() - killed
+    load.join()
+    listed = listed_ids(api, api.networks.ListNetworks, pb.ListNetworksRequest, "networks")
+    ports = listed_ids(api, api.ports.ListPorts, pb.ListPortsRequest, "ports")
+    lost = sum(1 for n in load.acked.networks if n not in listed) + sum(
+        1 for ps in load.acked.networks.values() for p in ps if p not in ports)
+    wait_for(lambda: all(active(r) for r in all_routers(api)), args.active_timeout, step=0.5)
+    api.close()
+    load.close()
+    return {"victim_shards": len(victim_shards), "shards_held_again_s": round(held_s, 2),
+            "victim_router_change_active_s": round(served, 2) if served is not None else None,
+            "acked_writes": len(load.acked.networks) + sum(
+                len(p) for p in load.acked.networks.values()),
+            "acked_writes_lost": lost, "calls_retried_elsewhere": load.acked.failures,
+            "routers_rolled_back": sum(len(w.rollbacks) for w in watches)}
+
+
+def live_listen(aio: AllInOne) -> str:
+    """The API address of a replica still running."""
+    listens = replicas.listens(aio)
+    return next(listens[i] for i in range(aio.replicas) if replicas.name(i) in aio.pids)
+
+
+def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
+    api = Api(live_listen(cloud.aio), token)
+    routers = all_routers(api)
+    counts = {h.name: sum(1 for r in routers if r.host == h.name) for h in cloud.hosts}
+    dead = max(cloud.hosts, key=lambda h: counts[h.name])
+    moving = [r.id for r in routers if r.host == dead.name]
+    started = time.monotonic()
+    dead.die()
+
+    def moved() -> bool:
+        for rid in moving:
+            r = api.call(api.routers.GetRouter, pb.GetRouterRequest(id=rid))
+            if r.host == dead.name or not active(r):
+                return False
+        return True
+
+    wait_for(moved, 180, step=0.2)
+    took = time.monotonic() - started
+    api.close()
+    return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
+
+
+def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> dict[str, Any]:
+    cloud = Cloud(replicas_n, db, args.agents, args.host_grace)
+    watches: list[AgentWatch] = []
+    try:
+        cloud.up()
+        token = cloud.tenant(args.networks + args.kill_networks + 50)
+        watches = [AgentWatch(f"unix://{h.socket}") for h in cloud.hosts]
+        for w in watches:
+            w.start()
+        out: dict[str, Any] = {"replicas": replicas_n, "db": db, "agents": args.agents,
+                               "create": create_phase(cloud, token, args)}
+        if failures:
+            out["replica_kill"] = takeover_phase(cloud, token, args, watches)
+            out["host_kill"] = host_phase(cloud, token)
+        for w in watches:
+            w.stop()
+        out["routers_rolled_back"] = sum(len(w.rollbacks) for w in watches)
+        return out
+    finally:
+        for w in watches:
+            with contextlib.suppress(Exception):
+                w.stop()
+        cloud.down()
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base, rep = result["baseline"]["create"], result["replicated"]["create"]
+    labels = ("1 replica, SQLite", f"{result['replicated']['replicas']} replicas, PostgreSQL")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    axes[0].bar(labels, [base["calls_per_s"], rep["calls_per_s"]], color=["#888", "#4c72b0"])
+    axes[0].axhline(300, color="k", linestyle=":", linewidth=1, label="goal 300/s")
+    axes[0].set_ylabel("API calls/s")
+    axes[0].legend(fontsize=8)
+    axes[1].bar([f"{lb}\np50" for lb in labels] + [f"{lb}\np99" for lb in labels],
+                [base["p50_ms"], rep["p50_ms"], base["p99_ms"], rep["p99_ms"]],
+                color=["#888", "#4c72b0"] * 2)
+    axes[1].axhline(100, color="k", linestyle=":", linewidth=1, label="goal p99 100 ms")
+    axes[1].set_ylabel("ms per call")
+    axes[1].tick_params(axis="x", labelsize=6)
+    axes[1].legend(fontsize=8)
+    kill, host = result["replicated"]["replica_kill"], result["replicated"]["host_kill"]
+    axes[2].bar(["replica takeover", "host failover"],
+                [kill["shards_held_again_s"], host["routers_serving_elsewhere_s"]],
+                color=["#55a868", "#c44e52"])
+    axes[2].set_ylabel("seconds")
+    axes[2].set_title(f"lost {kill['acked_writes_lost']}, rolled back "
+                      f"{result['replicated']['routers_rolled_back']}", fontsize=9)
+    fig.suptitle(f"control plane: {result['networks']} networks x {result['ports']} ports, "
+                 f"{result['threads']} threads, {result['agents']} router hosts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--networks", type=int, default=1000)
+    ap.add_argument("--ports", type=int, default=10, help="ports per network")
+    ap.add_argument("--threads", type=int, default=20)
+    ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--agents", type=int, default=4, help="router host agents")
+    ap.add_argument("--kill-networks", type=int, default=100,
+                    help="networks of the write load the replica is killed in")
+    ap.add_argument("--host-grace", type=float, default=10.0)
+    ap.add_argument("--active-timeout", type=float, default=1800.0)
+    ap.add_argument("--quick", action="store_true",
+                    help="a quick run: 40 networks x 4 ports, 20 killed-load networks, 2 agents")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    args = ap.parse_args()
+    if args.quick:
+        args.networks, args.ports, args.kill_networks, args.agents = 40, 4, 20, 2
+    os.makedirs(args.out, exist_ok=True)
+    result: dict[str, Any] = {
+        "benchmark": "control_plane", "host": platform.node(), "cpus": os.cpu_count(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "networks": args.networks, "ports": args.ports, "threads": args.threads,
+        "agents": args.agents, "host_grace_s": args.host_grace}
+    result["baseline"] = run(1, "sqlite", args, failures=False)
+    result["replicated"] = run(args.replicas, "postgresql", args, failures=True)
+    b, r = result["baseline"]["create"], result["replicated"]["create"]
+    result["ratio_calls_per_s"] = round(r["calls_per_s"] / b["calls_per_s"], 2)
+    result["ratio_p99"] = round(r["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] else None
+    with open(os.path.join(args.out, "control_plane.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.join(args.out, "control_plane.png"))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())
