@@ -46,10 +46,13 @@ from common.request_checks import RequestCheckInterceptor
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
+from netmgr.api import events as events_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
+from netmgr.api import quotas as quotas_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
+from netmgr.api.audit import AuditInterceptor
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
 from netmgr.model.core import RouterBackend, Zone
@@ -73,7 +76,8 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES \
+    + quotas_api.SERVICES + events_api.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -171,8 +175,10 @@ def _build(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
         # The first interceptor is the outermost: errors raised by auth are mapped too;
-        # a request is checked once its caller is known.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store),
+        # the audit log sees every outcome, auth's refusals included; a request
+        # is checked once its caller is known.
+        interceptors=[ErrorMappingInterceptor(), AuditInterceptor(store.events),
+                      AuthInterceptor(config.admin_token, store),
                       RequestCheckInterceptor(request_rules.rules_for)],
     )
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
@@ -188,6 +194,8 @@ def _build(
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
+    quotas_api.add_to_server(store, server)
+    events_api.add_to_server(store.events, config.admin_token, store, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 

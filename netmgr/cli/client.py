@@ -31,9 +31,11 @@ import grpc
 from cloudnet.netmgr.v1 import (
     debug_pb2_grpc,
     edge_pb2_grpc,
+    events_pb2_grpc,
     keypair_pb2_grpc,
     netmgr_pb2,
     netmgr_pb2_grpc,
+    quota_pb2_grpc,
     router_vm_pb2_grpc,
     vpc_pb2_grpc,
     vpn_pb2_grpc,
@@ -164,6 +166,8 @@ class Client:
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
         self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
             keypair_pb2_grpc.KeyPairServiceStub(ch))
+        self.quotas: quota_pb2_grpc.QuotaServiceStub = quota_pb2_grpc.QuotaServiceStub(ch)
+        self.events: events_pb2_grpc.EventServiceStub = events_pb2_grpc.EventServiceStub(ch)
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

@@ -27,6 +27,7 @@ import grpc
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
 from netmgr.cli import metadata as cli_metadata
+from netmgr.cli import quota as cli_quota
 from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     cli_metadata.add_commands(group, leaf)  # keypair import | list | show | delete
+    cli_quota.add_commands(group, leaf)  # quota show | set
     return parser
 
 

@@ -20,7 +20,7 @@ from common.grpc_errors import NotFound
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
-from netmgr.store import rows, shared, vpn
+from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
@@ -136,11 +136,13 @@ class RouterStore:
             if row is None:
                 log.debug("status for deleted router %s ignored", router_id)
                 return
+            before, first = events.router_state(row), row.applied_generation == 0
             row.applied_generation = applied_generation
             row.services = [dataclasses.asdict(h) for h in services]
             row.last_error = last_error
             row.reachable = reachable
             row.updated_at = utcnow()
+            events.router_state_changed(s, row, before, first and applied_generation > 0)
             net_ids = shared.router_network_ids(s, row.id)
             for port in s.scalars(select(PortRow).where(PortRow.network_id.in_(net_ids))):
                 error = port_errors.get(port.id, "")
@@ -170,8 +172,10 @@ class RouterStore:
             if row is None:
                 return
             if row.reachable or row.last_error != error:
+                before = events.router_state(row)
                 row.reachable = False
                 row.last_error = error
                 row.updated_at = utcnow()
+                events.router_state_changed(s, row, before)
 
         self._db.write(tx)
