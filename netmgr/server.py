@@ -109,6 +109,8 @@ class ServerConfig:
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
+    # Audit events older than this many days are swept (0: kept forever).
+    event_retention_days: int = 90
     # [router_vm] settings (netmgr.reconcile.vm_backend.credentials.RouterVmConfig).
     router_vm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -374,6 +376,9 @@ def main(argv: Sequence[str] | None = None, *,
     reconciler.start()
     if vm_backend is not None:
         vm_backend.start()
+    if config.event_retention_days > 0:
+        threading.Thread(target=store.events.sweep_until, name="event-sweeper", daemon=True,
+                         args=(config.event_retention_days, stopping)).start()
     if config.metrics_listen:
         from netmgr import metrics
 

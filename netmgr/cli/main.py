@@ -26,6 +26,7 @@ import grpc
 
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
+from netmgr.cli import events as cli_events
 from netmgr.cli import metadata as cli_metadata
 from netmgr.cli import quota as cli_quota
 from netmgr.cli import router_console as cli_router_console
@@ -254,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "create", cmd_token_create, "create a token; prints its secret once")
     p.add_argument("tenant_id", metavar="TENANT_ID")
     p.add_argument("--name", help="a label for the token")
+    p.add_argument("--ttl", type=_positive_int, metavar="SECONDS",
+                   help="the token expires this long from now (default: never)")
+    p.add_argument("--read-only", action="store_true",
+                   help="the token may only read (Get, List, Watch calls)")
     p = leaf(s, "list", cmd_token_list, "list a tenant's tokens")
     p.add_argument("tenant_id", metavar="TENANT_ID")
     _add_limit(p)
@@ -364,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     cli_metadata.add_commands(group, leaf)  # keypair import | list | show | delete
     cli_quota.add_commands(group, leaf)  # quota show | set
+    cli_events.add_commands(group, leaf)  # event list [--follow]
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import logging
 import threading
 from typing import Any, cast
 
@@ -27,6 +28,9 @@ from netmgr.store.base import Database
 from netmgr.store.tables.audit import EventRow
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import RouterRow
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_SECONDS = 3600.0
 
 
 def _event(row: EventRow) -> me.Event:
@@ -145,3 +149,17 @@ class EventStore:
             return int(result.rowcount or 0)
 
         return self._db.write(tx)
+
+    def sweep_until(self, retention_days: int, stop: threading.Event,
+                    every: float = SWEEP_EVERY_SECONDS) -> None:
+        """Sweep now and then every ``every`` seconds, until ``stop`` is set
+        (the server's thread; a failed sweep is logged and tried again)."""
+        while True:
+            try:
+                gone = self.sweep(dt.timedelta(days=retention_days))
+                if gone:
+                    log.info("swept %d event(s) older than %d days", gone, retention_days)
+            except Exception:
+                log.exception("event sweep failed")
+            if stop.wait(every):
+                return
