@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -43,6 +44,15 @@ from sqlalchemy.engine import make_url
 
 from common.grpc_errors import DomainError, ErrorMappingInterceptor
 from common.request_checks import RequestCheckInterceptor
+from common.tls import (
+    AGENT_CERT_NAME,
+    ROLE_AGENT,
+    ROLE_NETMGR,
+    CertificateAuthority,
+    TlsFiles,
+    ensure_issued,
+    server_credentials,
+)
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
@@ -109,6 +119,12 @@ class ServerConfig:
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
+    # TLS on a TCP listener (docs/security.md): the CA and netmgr's certificate
+    # live here, made at first start (an operator's own kept). Empty: "tls"
+    # beside the secrets key.
+    tls_dir: str = ""
+    # Plaintext on TCP (never the default).
+    insecure: bool = False
     # Audit events older than this many days are swept (0: kept forever).
     event_retention_days: int = 90
     # [router_vm] settings (netmgr.reconcile.vm_backend.credentials.RouterVmConfig).
@@ -159,6 +175,14 @@ class ServerConfig:
                          "or read the admin token from a file (the key goes beside it)")
 
 
+    def tls_path(self) -> str:
+        return self.tls_dir or os.path.join(os.path.dirname(
+            os.path.abspath(self.secrets_key_path())), "tls")
+
+    def listens_on_tcp(self) -> bool:
+        return not self.listen.startswith("unix:")
+
+
 def read_token_file(path: str | Path) -> str:
     return Path(path).read_text().strip()
 
@@ -167,7 +191,8 @@ def read_token_file(path: str | Path) -> str:
 
 
 def _build(
-    config: ServerConfig, store: Store | None, hooks: RouterHooks | None
+    config: ServerConfig, store: Store | None, hooks: RouterHooks | None,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     if store is None:
         store = Store(config.db_url, zone_defaults=config.zone,
@@ -209,18 +234,25 @@ def _build(
         (*API_SERVICES, debug_service, *host_services, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(config.listen)
+    if tls is not None and config.listens_on_tcp():
+        # API clients authenticate with bearer tokens: server-auth TLS.
+        port = server.add_secure_port(config.listen, server_credentials(tls, mutual=False))
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {config.listen}")
     return server, port, health_servicer
 
 
 def create_server(
-    config: ServerConfig, store: Store | None = None, hooks: RouterHooks | None = None
+    config: ServerConfig, store: Store | None = None, hooks: RouterHooks | None = None,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server and the port it is bound to. ``hooks`` hear of
-    every committed change to a router (default: nobody)."""
-    server, port, _ = _build(config, store, hooks)
+    every committed change to a router (default: nobody); ``tls``: the
+    listener's certificate (None: plaintext, as main() allows only with
+    ``insecure``)."""
+    server, port, _ = _build(config, store, hooks, tls)
     return server, port
 
 
@@ -247,6 +279,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--router-vm", action="append", default=[], metavar="KEY=VALUE",
                    help="a VM backend setting (repeatable; see "
                         "netmgr/reconcile/vm_backend/credentials.py)")
+    p.add_argument("--tls-dir", metavar="DIR",
+                   help="the CA and netmgr's certificate, made at first start (default: "
+                        "tls/ beside the secrets key)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve plaintext on TCP (bearer tokens in clear: tests only)")
+    p.add_argument("--issue-cert", metavar="NAME=DIR",
+                   help="issue an agent's certificate from the CA into DIR (agent.crt, "
+                        "agent.key 0600, ca.crt) and exit")
+    p.add_argument("--cert-ip", action="append", default=[], metavar="IP",
+                   help="with --issue-cert: an address to name in the certificate")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -265,6 +307,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.listen = args.listen
     if args.db_url:
         config.db_url = args.db_url
+    if getattr(args, "tls_dir", None):
+        config.tls_dir = args.tls_dir
+    if getattr(args, "insecure", False):
+        config.insecure = True
     if args.default_host:
         config.default_host = args.default_host
     if getattr(args, "metrics_listen", None):
@@ -316,6 +362,46 @@ def default_control_network(cfg: RouterVmConfig) -> ControlNetwork:
     return DirectControlNetwork()
 
 
+NETMGR_CERT_NAME = "netmgr"
+
+
+def netmgr_tls(config: ServerConfig) -> TlsFiles | None:
+    """netmgr's certificate (its API listener's, and its client certificate
+    to the agents), issued from the CA (made at first start); None with
+    ``insecure``."""
+    if config.insecure:
+        log.warning("TLS is off (--insecure): tokens and configs travel in clear")
+        return None
+    ca = CertificateAuthority.load_or_create(config.tls_path())
+    host = config.listen.rpartition(":")[0].strip("[]")
+    ips = [host] if host and _is_ip(host) else []
+    return ensure_issued(ca, config.tls_path(), NETMGR_CERT_NAME, ROLE_NETMGR, ips)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def issue_agent_cert(config: ServerConfig, spec: str, ips: Sequence[str]) -> int:
+    """``--issue-cert NAME=DIR``: an agent's certificate from this netmgr's CA."""
+    name, sep, directory = spec.partition("=")
+    if not sep or not name or not directory:
+        print(f"cloudnet-netmgr: --issue-cert {spec!r}: expected NAME=DIR", file=sys.stderr)
+        return 2
+    try:
+        ca = CertificateAuthority.load_or_create(config.tls_path())
+        files = ca.issue_files(directory, AGENT_CERT_NAME, ROLE_AGENT, list(ips))
+    except (OSError, ValueError) as e:
+        print(f"cloudnet-netmgr: --issue-cert: {e}", file=sys.stderr)
+        return 2
+    print(f"issued {name}'s certificate: {files.cert} (key {files.key}, CA {files.ca})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *,
          control_network: ControlNetworkFactory | None = None) -> int:
     """``control_network``: how the VM backend reaches the router VMs' agents
@@ -328,6 +414,8 @@ def main(argv: Sequence[str] | None = None, *,
     except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
         print(f"cloudnet-netmgr: {e}", file=sys.stderr)
         return 2
+    if args.issue_cert:
+        return issue_agent_cert(config, args.issue_cert, args.cert_ip)
     if not config.admin_token:
         print(f"cloudnet-netmgr: no admin token: use --admin-token-file, {ADMIN_TOKEN_ENV} "
               "or admin_token_file in the config", file=sys.stderr)
@@ -355,7 +443,13 @@ def main(argv: Sequence[str] | None = None, *,
     if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
         store.close()
         return 2
-    reconciler = Reconciler(store, store.vpn, config.agents)
+    try:
+        tls = netmgr_tls(config)
+    except (OSError, ValueError) as e:
+        print(f"cloudnet-netmgr: TLS: {e}", file=sys.stderr)
+        store.close()
+        return 2
+    reconciler = Reconciler(store, store.vpn, config.agents, agent_tls=tls)
     vm_backend = None
     if vm_config is not None:
         from netmgr.reconcile.vm_backend.tender import RouterVmBackend
@@ -368,7 +462,7 @@ def main(argv: Sequence[str] | None = None, *,
             hosts=store.hosts,
             control=(control_network or default_control_network)(vm_config))
         reconciler.vm_routers = vm_backend
-    server, port, health_servicer = _build(config, store, reconciler)
+    server, port, health_servicer = _build(config, store, reconciler, tls)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -45,6 +45,11 @@ class Settings:
     tenant: str | None
     output: str
     timeout: float
+    # The CA that vouches for netmgr (None: the system's roots).
+    ca_file: str | None = None
+    # Plaintext gRPC (only when asked for).
+    insecure: bool = False
+    policy: str = "pick_first"
 
 
 class Progress:

@@ -24,6 +24,8 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
+from common.channels import make_channel
+from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.model.core import RouterBackend
 from netmgr.reconcile.agent_report import record_report
 from netmgr.reconcile.configbuild.edge import EdgeRule
@@ -69,7 +71,11 @@ class Reconciler:
         *,
         resync_interval: float = 2.0,
         workers: int = 4,
+        agent_tls: TlsFiles | None = None,
     ) -> None:
+        """``agent_tls``: netmgr's certificate for the agents on TCP (mutual
+        TLS); None: plaintext (``--insecure``; unix sockets always are)."""
+        self._agent_tls = agent_tls
         self._store = store
         self._vpn = vpn
         self._targets = dict(agents)
@@ -174,7 +180,7 @@ class Reconciler:
                 target = self._targets.get(host)
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
-                channel = grpc.insecure_channel(target, options=[
+                channel = make_channel(target, tls=self._agent_tls, role=ROLE_AGENT, options=[
                     ("grpc.max_send_message_length", 64 * 1024 * 1024)])
                 self._channels[host] = channel
                 stub = self._stubs[host] = agent_pb2_grpc.RouterAgentStub(channel)

@@ -86,7 +86,7 @@ def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) ->
         pytest.skip(f"router image not built (bash images/router/build.sh): "
                     f"{vm_backend.ROUTER_IMAGE_DIR}")
     prefix = f"v{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
                    router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}",
                    router_vm_settings=tuple(f"{k}={v}" for k, v in settings.items()))

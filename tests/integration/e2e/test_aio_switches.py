@@ -27,7 +27,8 @@ def _scrape(address: str) -> set[str]:
 
 
 def _aio(prefix: str, state: str, metrics_port: int = 0) -> AllInOne:
-    return AllInOne(prefix=prefix, state_dir=state, listen=f"127.0.0.1:{free_port()}",
+    return AllInOne(
+        insecure=True, prefix=prefix, state_dir=state, listen=f"127.0.0.1:{free_port()}",
                     fabric_kind="linuxbridge", health_interval=1.0,
                     metrics_listen=f"127.0.0.1:{metrics_port}" if metrics_port else "")
 

@@ -43,7 +43,7 @@ def test_read_only_token_from_the_cli(c: Cli) -> None:
 def test_event_list_follow_prints_new_events(c: Cli, server: str) -> None:
     tid = c.json(c.admin, "tenant", "create", "acme")["id"]
     tok = c.json(c.admin, "token", "create", tid)["secret"]
-    env = {**os.environ, "CLOUDNET_SERVER": server, "CLOUDNET_TOKEN": tok,
+    env = {**os.environ, "CLOUDNET_SERVER": server, "CLOUDNET_TOKEN": tok, "CLOUDNET_INSECURE": "1",
            "PYTHONPATH": os.pathsep.join(sys.path)}
     follower = subprocess.Popen([sys.executable, "-m", "netmgr.cli.main", "event", "list",
                                  "--follow"], stdout=subprocess.PIPE, text=True, env=env)
