@@ -166,7 +166,10 @@ def ensure_issued(ca: CertificateAuthority, directory: str | os.PathLike[str], n
 
 def server_credentials(files: TlsFiles, *, mutual: bool) -> grpc.ServerCredentials:
     """A listener's credentials; ``mutual``: clients must present a
-    certificate from the CA (the agents' listeners)."""
+    certificate from the CA (the router agents' listeners). Without it no
+    client certificate is asked for: gRPC's Python API has no "verify one if
+    presented" mode (it would take any), so a listener either requires the
+    CA's or authenticates its callers by token."""
     ca, cert, key = files.read()
     if cert is None or key is None or (mutual and ca is None):
         raise ValueError("a TLS listener needs its certificate and key (and a CA to check "

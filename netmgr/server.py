@@ -460,7 +460,8 @@ def main(argv: Sequence[str] | None = None, *,
             store, reconciler, vm_config, config.admin_token,
             vms=RouterVmStore(store.db, vm_config.control_cidr),
             hosts=store.hosts,
-            control=(control_network or default_control_network)(vm_config))
+            control=(control_network or default_control_network)(vm_config),
+            compute_tls=tls)
         reconciler.vm_routers = vm_backend
     server, port, health_servicer = _build(config, store, reconciler, tls)
     stopping = threading.Event()

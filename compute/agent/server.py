@@ -109,7 +109,9 @@ _RULES = RequestRules()
 def create_server(compute: Compute, listen: str,
                   tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
     """The agent's gRPC server (not started) on `listen`, and its port;
-    ``tls``: mutual TLS with netmgr (None: plaintext)."""
+    ``tls``: server-auth TLS (None: plaintext). Its callers authenticate by
+    token: tenants' CLIs (``cloudnet vm``, their netmgr token) and netmgr
+    (the admin token, RouterVmService), so no client certificate is asked."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
                          interceptors=[ErrorMappingInterceptor(),
@@ -123,7 +125,7 @@ def create_server(compute: Compute, listen: str,
     reflection.enable_server_reflection(
         (SERVICE, router_vm_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     if tls is not None and not listen.startswith("unix:"):
-        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=True)))
+        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=False)))
     else:
         port = int(server.add_insecure_port(listen))
     if port == 0:
