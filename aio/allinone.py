@@ -61,10 +61,9 @@ from common.tls import (
     AGENT_CERT_NAME,
     CA_CERT,
     ROLE_AGENT,
-    CertificateAuthority,
     TlsFiles,
-    ensure_issued,
 )
+from netmgr.certificates import CertificateAuthority, ensure_issued
 from router.agent.registry import stop_routers
 
 # The topology's addresses are importable from here too (tests, benchmarks).

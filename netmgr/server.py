@@ -48,9 +48,7 @@ from common.tls import (
     AGENT_CERT_NAME,
     ROLE_AGENT,
     ROLE_NETMGR,
-    CertificateAuthority,
     TlsFiles,
-    ensure_issued,
     server_credentials,
 )
 from netmgr.api import core as core_api
@@ -65,6 +63,7 @@ from netmgr.api import vpn as vpn_api
 from netmgr.api.audit import AuditInterceptor
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
+from netmgr.certificates import CertificateAuthority, ensure_issued
 from netmgr.model.core import RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store

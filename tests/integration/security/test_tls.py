@@ -25,10 +25,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.channels import make_channel
 from common.fabric.linuxbridge import LinuxBridgeFabric
-from common.tls import ROLE_AGENT, ROLE_NETMGR, CertificateAuthority, TlsFiles
+from common.tls import ROLE_AGENT, ROLE_NETMGR, TlsFiles
 from compute.agent.server import create_server as compute_server
 from compute.agent.service import Compute
 from compute.host import HostConfig
+from netmgr.certificates import CertificateAuthority
 from netmgr.cli import main as cli
 from tests.lib.routerlab import Topology
 
