@@ -35,12 +35,12 @@ class Tenant:
 
     def __init__(self, cloud: AllInOne, name: str) -> None:
         self.cloud = cloud
-        self.admin = Api(cloud.listen, cloud.admin_token)
+        self.admin = Api(cloud.listen, cloud.admin_token, tls=cloud.client_tls)
         self.tenant = self.admin.call(self.admin.tenants.CreateTenant,
                                       pb.CreateTenantRequest(name=name))
         self.secret = self.admin.call(self.admin.tenants.CreateToken, pb.CreateTokenRequest(
             tenant_id=self.tenant.id, name="t")).secret
-        self.api = Api(cloud.listen, self.secret)
+        self.api = Api(cloud.listen, self.secret, tls=cloud.client_tls)
         self.guests: list[NamespaceGuest] = []
 
     def network(self, **fields: Any) -> pb.Network:
