@@ -24,6 +24,14 @@ from netmgr.api.auth import Caller, CallRecord, call_record, is_mutating
 from netmgr.model import events as me
 
 log = logging.getLogger(__name__)
+# Liveness reports (an agent's periodic heartbeat) change no one's objects:
+# a host's state change is an event of its own, a heartbeat is not.
+UNAUDITED_PREFIXES = ("Heartbeat",)
+
+
+def is_audited(method: str) -> bool:
+    return is_mutating(method) and not method[method.rfind("/") + 1:].startswith(
+        UNAUDITED_PREFIXES)
 
 
 class EventRecorder(Protocol):
@@ -97,7 +105,7 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ha
     ) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         handler = continuation(handler_call_details)
-        if not is_mutating(method):
+        if not is_audited(method):
             return handler
 
         def wrap(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:

@@ -215,3 +215,16 @@ def test_retention_sweeps_old_events(cloud: Cloud, acme: tuple[pb.Tenant, Api]) 
             old=dt.datetime(2000, 1, 1), seq=first.seq)
     assert cloud.store.events.sweep(dt.timedelta(days=30)) == 1
     assert [e.seq for e in events(cloud, api)] == before[1:]
+
+
+def test_which_calls_are_audited() -> None:
+    from netmgr.api.audit import is_audited
+
+    assert is_audited(API + "NetworkService/CreateNetwork")
+    assert is_audited(API + "HostService/RegisterHost")
+    assert is_audited(API + "QuotaService/SetQuota")
+    assert not is_audited(API + "NetworkService/ListNetworks")
+    assert not is_audited(API + "EventService/WatchEvents")
+    assert not is_audited(API + "DebugService/Capture")
+    assert not is_audited(API + "HostService/Heartbeat")
+    assert not is_audited("/grpc.health.v1.Health/Check")
