@@ -85,13 +85,8 @@ class EventServicer(rpc.EventServiceServicer):
         except DomainError as e:
             abort(context, e)
             return
-        while context.is_active():
-            found = self._events.events_after(f, seq)
-            for event in found:
-                seq = event.seq
-                yield event_to_pb(event)
-            if not found:
-                self._events.wait(WATCH_POLL_SECONDS)
+        for event in self._events.watch(f, seq, context.is_active, poll=WATCH_POLL_SECONDS):
+            yield event_to_pb(event)
 
 
 def add_to_server(events: EventStore, admin_token: str, tokens: TokenLookup,

@@ -14,6 +14,8 @@ import binascii
 import datetime as dt
 import logging
 import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
@@ -31,6 +33,10 @@ from netmgr.store.tables.core import RouterRow
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_SECONDS = 3600.0
+# How long a transaction may hold an event's sequence number before it
+# commits (a watcher reads that far back: EventStore.watch).
+COMMIT_GRACE_SECONDS = 10.0
+WATCH_BATCH = 200
 
 
 def _event(row: EventRow) -> me.Event:
@@ -138,6 +144,39 @@ class EventStore:
         """Until this process records an event, or ``timeout`` seconds."""
         with self.recorded:
             self.recorded.wait(timeout)
+
+    def watch(self, f: me.EventFilter, after_seq: int, active: Callable[[], bool],
+              poll: float = 0.5, grace: float = COMMIT_GRACE_SECONDS) -> Iterator[me.Event]:
+        """The events after ``after_seq`` as they commit, while ``active()``.
+
+        Sequence numbers are taken when a row is inserted, not when it
+        commits: on PostgreSQL two writers can commit 11 before 10. So the
+        watch does not move past a number at once: it reads again from the
+        highest number it delivered ``grace`` seconds ago (any transaction
+        that took a lower one has committed by then) and skips those it
+        already delivered. (SQLite commits in number order: one writer.)
+        """
+        floor = after_seq
+        delivered: dict[int, float] = {}  # seq -> when delivered (monotonic)
+        while active():
+            after = floor
+            while True:  # every page after the floor
+                batch = self.events_after(f, after, limit=WATCH_BATCH)
+                now = time.monotonic()
+                for event in batch:
+                    if event.seq not in delivered:
+                        delivered[event.seq] = now
+                        yield event
+                if len(batch) < WATCH_BATCH:
+                    break
+                after = batch[-1].seq
+            now = time.monotonic()
+            settled = [seq for seq, when in delivered.items() if now - when >= grace]
+            if settled:
+                floor = max(floor, *settled)
+                for seq in [seq for seq in delivered if seq <= floor]:
+                    del delivered[seq]
+            self.wait(poll)
 
     def sweep(self, older_than: dt.timedelta) -> int:
         """Delete the events older than ``older_than``; how many went."""

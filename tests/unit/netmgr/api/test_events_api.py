@@ -228,3 +228,48 @@ def test_which_calls_are_audited() -> None:
     assert not is_audited(API + "DebugService/Capture")
     assert not is_audited(API + "HostService/Heartbeat")
     assert not is_audited("/grpc.health.v1.Health/Check")
+
+
+def test_watch_delivers_an_event_that_commits_after_a_later_one(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    """PostgreSQL numbers an event when it is inserted and two writers may
+    commit out of order; the watch must not skip the one that commits last."""
+    if cloud.db_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer: events commit in number order")
+    tenant, api = acme
+    stub = evrpc.EventServiceStub(cloud.channel)
+    start = events(cloud, cloud.admin)[-1].seq  # the watch starts after it, whenever it runs
+    stream = stub.WatchEvents(evpb.WatchEventsRequest(after_seq=start), metadata=api.metadata,
+                              timeout=60)
+    got: list[evpb.Event] = []
+    one, two = threading.Event(), threading.Event()
+
+    def read() -> None:
+        for e in stream:
+            got.append(e)
+            one.set()
+            if len(got) == 2:
+                two.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    engine = create_engine(cloud.db_url)
+    try:
+        with engine.connect() as slow:
+            tx = slow.begin()
+            low = slow.execute(text(
+                "INSERT INTO events (at, kind, tenant_id, token_id, method, object_id, code, "
+                "detail) VALUES (now(), 'api.call', :t, '', 'slow', '', 'OK', '') "
+                "RETURNING seq"), {"t": tenant.id}).scalar_one()
+            # A later number, committed first, and delivered.
+            api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+                name="web", cidr="10.1.0.0/24")))
+            assert one.wait(30)
+            tx.commit()
+        assert two.wait(30), got
+    finally:
+        engine.dispose()
+        stream.cancel()
+    assert got[0].seq > low
+    assert got[1].seq == low
+    assert got[1].method == "slow"
