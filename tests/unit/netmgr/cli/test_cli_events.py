@@ -38,6 +38,14 @@ def test_read_only_token_from_the_cli(c: Cli) -> None:
     ro = made["secret"]
     assert c.ok(ro, "network", "list").splitlines()[1:] == []
     assert "PERMISSION_DENIED" in c.fails(ro, "network", "create", "w", "--cidr", "10.1.0.0/24")
+    c.json(c.admin, "token", "create", tid, "--name", "plain")
+    rows = [line.split() for line in c.ok(c.admin, "token", "list", tid).splitlines()]
+    assert rows[0][-2:] == ["EXPIRES", "SCOPE"]
+    scopes = {r[0]: r[-2:] for r in rows[1:]}
+    assert scopes[made["token"]["id"]][1] == "read-only"
+    assert scopes[made["token"]["id"]][0].endswith("Z")  # its expiry time
+    assert sorted(v[1] for v in scopes.values()) == ["all", "read-only"]
+    assert ["never", "all"] in scopes.values()
 
 
 def test_event_list_follow_prints_new_events(c: Cli, server: str) -> None:
