@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 from pyroute2 import IPRoute, netns
@@ -50,12 +51,20 @@ from aio.topology import (
     WEB_PORT,
 )
 from aio.whoami import serve_whoami
+from common.channels import make_channel
 from common.fabric.base import PROVIDER_SEGMENT
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns, install, remove_netns
 from common.private_files import ensure_private_dir, write_private
+from common.tls import (
+    AGENT_CERT_NAME,
+    CA_CERT,
+    ROLE_AGENT,
+    TlsFiles,
+)
+from netmgr.certificates import CertificateAuthority, ensure_issued
 from router.agent.registry import stop_routers
 
 # The topology's addresses are importable from here too (tests, benchmarks).
@@ -64,6 +73,7 @@ __all__ = ["EDGE_INET_IP", "EDGE_PUBLIC_IP", "INET_DNS_IP", "INET_HOST_IP", "INE
            "running", "serve_whoami"]
 
 log = logging.getLogger("cloudnet.aio")
+HOME_CLIENT_CONFIG = "~/.config/cloudnet/config"
 
 
 @dataclasses.dataclass
@@ -102,6 +112,9 @@ class AllInOne:
     db: str = "sqlite"
     # More netmgr flags (e.g. --host-grace for a test of router hosts).
     netmgr_args: tuple[str, ...] = ()
+    # Plaintext on netmgr's API and the compute agent (TLS is the default:
+    # netmgr makes its CA in <state_dir>/tls at first start).
+    insecure: bool = False
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -231,22 +244,58 @@ class AllInOne:
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         self._kill("router-agent", sig)
 
+    @property
+    def tls_dir(self) -> str:
+        return os.path.join(self.state_dir, "tls")
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """What a client of netmgr's API checks it by (None: plaintext)."""
+        return None if self.insecure else TlsFiles(ca=Path(self.tls_dir) / CA_CERT)
+
+    def agent_tls_args(self, name: str) -> list[str]:
+        """An agent's TLS flags: a certificate issued for it from netmgr's CA
+        (made by netmgr at its first start), or ``--insecure``."""
+        if self.insecure:
+            return ["--insecure"]
+        ca = CertificateAuthority.load_or_create(self.tls_dir)
+        directory = os.path.join(self.tls_dir, name)
+        ensure_issued(ca, directory, AGENT_CERT_NAME, ROLE_AGENT)
+        return ["--tls-dir", directory]
+
     def start_netmgr(self, only: int | None = None) -> None:
         """Every replica (``only``: replica ``only``), the first one alone
-        first: it migrates the database the others then open."""
+        first: it migrates the database the others then open (and makes the
+        cloud's CA at a first start, which the others then use)."""
         token_file = os.path.join(self.state_dir, "admin.token")
         write_private(token_file, (self.admin_token + "\n").encode())
+        tls = ["--insecure"] if self.insecure else ["--tls-dir", self.tls_dir]
         url = replicas.db_url(self)
         for i, listen in enumerate(replicas.listens(self)):
             if only is not None and i != only:
                 continue
             self.spawn(replicas.name(i), [
                 sys.executable, "-m", "netmgr.server", "--listen", listen, "--db-url", url,
-                "--admin-token-file", token_file,
+                "--admin-token-file", token_file, *tls,
                 "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
                 *(self._metrics_args(0) if i == 0 else []), *self.netmgr_args])
             if i == 0 and only is None and self.replicas > 1:
                 self.wait_ready(targets=[listen])
+
+    def write_client_config(self, home_config: str | None = None) -> list[str]:
+        """The CLI's settings for this cloud (address, CA, admin token file):
+        beside the state, and in ``home_config`` (~/.config/cloudnet/config),
+        so ``cloudnet`` needs no flags. The files written."""
+        text = client_config_text(",".join(replicas.listens(self)), None if self.insecure else
+                                  os.path.join(self.tls_dir, CA_CERT),
+                                  os.path.join(self.state_dir, "admin.token"))
+        written = []
+        for path in (os.path.join(self.state_dir, "client.toml"), home_config):
+            if path:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_private(path, text.encode())
+                written.append(path)
+        return written
 
     def _vm_args(self) -> list[str]:
         if self.router_backend != "vm":
@@ -291,12 +340,16 @@ class AllInOne:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    with grpc.insecure_channel(target) as ch:
+                    # netmgr makes its CA at start: read it at each attempt.
+                    tls = self.client_tls
+                    if tls is not None and tls.ca is not None and not tls.ca.exists():
+                        raise FileNotFoundError(tls.ca)
+                    with make_channel(target, tls=tls) as ch:
                         r = health_pb2_grpc.HealthStub(ch).Check(
                             health_pb2.HealthCheckRequest(), timeout=2)
                         if r.status == health_pb2.HealthCheckResponse.SERVING:
                             break
-                except grpc.RpcError:
+                except (grpc.RpcError, FileNotFoundError):
                     pass
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{target} not serving after {timeout}s; see "
@@ -395,6 +448,17 @@ _PREVIOUS = (("tenant", "SELECT count(*) FROM tenants"),
              ("public IP", "SELECT count(*) FROM public_ips WHERE kind = 'tenant'"))
 
 
+def client_config_text(server: str, ca_file: str | None, token_file: str) -> str:
+    """The CLI's config file (TOML; netmgr/cli/config.py reads it)."""
+    def q(value: str) -> str:
+        return json.dumps(value)  # a TOML basic string (the same escapes)
+
+    lines = ["# Written by cloudnet-aio: the CLI's settings for this all-in-one.",
+             f"server = {q(server)}", f"token_file = {q(token_file)}"]
+    lines.append(f"ca_file = {q(ca_file)}" if ca_file else "insecure = true")
+    return "\n".join(lines) + "\n"
+
+
 def previous_objects(db: str) -> list[tuple[str, int]]:
     """(label, count) of what a netmgr SQLite database holds, read-only."""
     import sqlite3
@@ -435,6 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-listen", metavar="HOST:PORT", default="",
                    help="serve Prometheus metrics: netmgr's on HOST:PORT, the router agent's "
                         "on HOST:PORT+1 (default: off)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext gRPC on TCP (default: TLS from a CA netmgr makes)")
+    p.add_argument("--no-home-config", action="store_true",
+                   help="do not write ~/.config/cloudnet/config (the CLI's settings)")
     p.add_argument("--compute-listen", metavar="HOST:PORT", default="",
                    help="the compute agent's address with --router-backend vm (default: a "
                         "free port on 127.0.0.1, printed at start)")
@@ -461,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     aio = AllInOne(prefix=args.prefix, state_dir=args.state_dir, listen=args.listen,
                    fabric_kind=args.fabric, router_backend=args.router_backend,
                    metrics_listen=args.metrics_listen, compute_listen=args.compute_listen,
-                   replicas=args.replicas, db=args.db)
+                   replicas=args.replicas, db=args.db, insecure=args.insecure)
     if args.cmd == "down":
         aio.down()
         return 0
@@ -472,8 +540,12 @@ def main(argv: list[str] | None = None) -> int:
         print(note, flush=True)
     try:
         aio.up()
-        print(f"cloudnet all-in-one is up: netmgr API on {', '.join(replicas.listens(aio))}")
+        home = None if args.no_home_config else os.path.expanduser(HOME_CLIENT_CONFIG)
+        configs = aio.write_client_config(home)
+        print(f"cloudnet all-in-one is up: netmgr API on {', '.join(replicas.listens(aio))} "
+              f"({'plaintext' if aio.insecure else 'TLS'})")
         print(f"  admin token: {os.path.join(aio.state_dir, 'admin.token')}")
+        print(f"  CLI settings: {', '.join(configs)}")
         print(f"  logs: {os.path.join(aio.state_dir, 'log')}/")
         if aio.metrics_listen:
             print(f"  metrics: http://{aio.metrics_address(0)}/metrics (netmgr), "

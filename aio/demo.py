@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
 from aio.nsguest import NamespaceGuest
 from aio.topology import INET_HOST_IP, WEB_PORT
+from common.channels import make_channel
 from common.fabric.base import Fabric
+from common.tls import TlsFiles
 
 
 class Cloud(Protocol):
@@ -42,12 +43,18 @@ class Cloud(Protocol):
         """Where the guests plug in."""
         ...
 
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The CA that vouches for netmgr (None: plaintext)."""
+        ...
+
 
 class Api:
     """The netmgr stubs with a bearer token (and optionally a tenant) attached."""
 
-    def __init__(self, target: str, token: str, tenant: str = "") -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, token: str, tenant: str = "",
+                 tls: TlsFiles | None = None) -> None:
+        self.channel = make_channel(target, tls=tls)
         md = [("authorization", f"Bearer {token}")]
         if tenant:
             md.append(("x-cloudnet-tenant", tenant))
@@ -83,7 +90,8 @@ def _step(msg: str) -> None:
     print(f"\n==> {msg}", flush=True)
 
 
-def _demo_objects(admin: Api, target: str) -> tuple[Api, str, pb.Network, list[pb.Port]]:
+def _demo_objects(admin: Api, target: str,
+                  tls: TlsFiles | None) -> tuple[Api, str, pb.Network, list[pb.Port]]:
     """The demo tenant, network and ports: made on the first run, found again
     on later ones (the all-in-one keeps its state across restarts)."""
     tenants = admin.call(admin.tenants.ListTenants, pb.ListTenantsRequest(page_size=500))
@@ -92,7 +100,7 @@ def _demo_objects(admin: Api, target: str) -> tuple[Api, str, pb.Network, list[p
         tenant = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="demo"))
     secret = admin.call(admin.tenants.CreateToken,
                         pb.CreateTokenRequest(tenant_id=tenant.id, name="demo")).secret
-    api = Api(target, secret)
+    api = Api(target, secret, tls=tls)
     nets = api.call(api.networks.ListNetworks, pb.ListNetworksRequest(page_size=500)).networks
     net = next((n for n in nets if n.name == "web"), None)
     if net is None:
@@ -106,9 +114,9 @@ def _demo_objects(admin: Api, target: str) -> tuple[Api, str, pb.Network, list[p
 
 
 def run_demo(aio: Cloud) -> bool:
-    admin = Api(aio.listen, aio.admin_token)
+    admin = Api(aio.listen, aio.admin_token, tls=aio.client_tls)
     _step("tenant 'demo' has network 'web' 10.1.1.0/24 with ports vm1 and vm2")
-    api, secret, net, ports = _demo_objects(admin, aio.listen)
+    api, secret, net, ports = _demo_objects(admin, aio.listen, aio.client_tls)
     router = api.wait_router_active(net.router_id)
     print(f"network {net.id} vlan {net.vlan_id} domain {net.domain} "
           f"source NAT {net.source_nat_ip}; router {router.id} ACTIVE "

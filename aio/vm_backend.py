@@ -19,10 +19,12 @@ from typing import Protocol
 
 import grpc
 
+from common.channels import make_channel
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.fabric.vxlan import VxlanFabric
 from common.netns import ensure_netns
+from common.tls import TlsFiles
 from compute import images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +51,16 @@ class VmAllInOne(Protocol):
 
     @property
     def admin_token(self) -> str: ...
+
+    @property
+    def client_tls(self) -> TlsFiles | None:
+        """The CA that vouches for netmgr (None: plaintext)."""
+        ...
+
+    def agent_tls_args(self, name: str) -> list[str]:
+        """An agent's TLS flags: ``--tls-dir`` with a certificate issued for
+        it, or ``--insecure``."""
+        ...
 
     @property
     def router_vm_settings(self) -> tuple[str, ...]:
@@ -123,7 +135,8 @@ def start_compute(aio: VmAllInOne, listen: str) -> None:
         "--listen", listen, "--netmgr", aio.listen,
         "--admin-token-file", os.path.join(aio.state_dir, "admin.token"),
         "--fabric", "ovs", "--ovs-bridge", _ovs(aio).bridge, "--accel", "qemu",
-        "--state-dir", compute_state_dir(aio.state_dir), *image_args])
+        "--state-dir", compute_state_dir(aio.state_dir), *image_args,
+        *aio.agent_tls_args("compute")])
 
 
 def wait_registered(aio: VmAllInOne, timeout: float = 60, since: float = 0.0) -> None:
@@ -133,7 +146,7 @@ def wait_registered(aio: VmAllInOne, timeout: float = 60, since: float = 0.0) ->
 
     md = [("authorization", f"Bearer {aio.admin_token}")]
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(aio.listen) as ch:
+    with make_channel(aio.listen, tls=aio.client_tls) as ch:
         stub = hosts_pb2_grpc.HostServiceStub(ch)
         while time.monotonic() < deadline:
             with contextlib.suppress(grpc.RpcError):

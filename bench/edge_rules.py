@@ -480,7 +480,9 @@ def main() -> int:
     if args.only == "apply":
         shutil.rmtree(work, ignore_errors=True)
         return finish(result, args.out)
-    aio = AllInOne(prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
+    aio = AllInOne(
+        insecure=True, prefix=f"e{uuid.uuid4().hex[:5]}", state_dir=work,
+        listen=f"127.0.0.1:{port}")
     bench = None
     try:
         aio.up()

@@ -190,7 +190,9 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    aio = AllInOne(prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}")
+    aio = AllInOne(
+        insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work,
+        listen=f"127.0.0.1:{port}")
     try:
         aio.up()
         baseline = run_baseline(aio, args.networks, work)

@@ -41,7 +41,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def cloud(backend: str) -> Iterator[AllInOne]:
     state = tempfile.mkdtemp(prefix=f"cn-bench-{backend}-", dir="/tmp")
-    aio = AllInOne(prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=state,
+    aio = AllInOne(insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=state,
                    listen=f"127.0.0.1:{_free_port()}", router_backend=backend,
                    compute_listen=f"127.0.0.1:{_free_port()}")
     try:

@@ -113,7 +113,7 @@ def main() -> int:
     image = images.load("tiny", image_dir)
     prefix = f"b{uuid.uuid4().hex[:5]}"
     state = tempfile.mkdtemp(prefix="cloudnet-bench-vm-")
-    aio = AllInOne(prefix=prefix, state_dir=state, listen=f"127.0.0.1:{free_port()}",
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=state, listen=f"127.0.0.1:{free_port()}",
                    fabric_kind="ovs")
     result: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(),
                               "memory_mib_per_vm": MEMORY_MIB}

@@ -217,7 +217,7 @@ def main() -> int:
         port = s.getsockname()[1]
     result: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(),
                     "cpus": os.cpu_count(), "lists": {}}
-    aio = AllInOne(prefix=f"q{uuid.uuid4().hex[:5]}", state_dir=work,
+    aio = AllInOne(insecure=True, prefix=f"q{uuid.uuid4().hex[:5]}", state_dir=work,
                    listen=f"127.0.0.1:{port}")
     bench = None
     try:

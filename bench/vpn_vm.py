@@ -51,7 +51,8 @@ def iperf(guest: object, dst: str, seconds: int) -> float:
 
 def run(seconds: int, repeat: int) -> dict[str, object]:
     prefix = f"v{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=tempfile.mkdtemp(prefix="cn-vpn-vm-bench-"),
+    aio = AllInOne(
+        insecure=True, prefix=prefix, state_dir=tempfile.mkdtemp(prefix="cn-vpn-vm-bench-"),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
                    router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}")
     servers: list[subprocess.Popen[bytes]] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -43,15 +44,26 @@ from sqlalchemy.engine import make_url
 
 from common.grpc_errors import DomainError, ErrorMappingInterceptor
 from common.request_checks import RequestCheckInterceptor
+from common.tls import (
+    AGENT_CERT_NAME,
+    ROLE_AGENT,
+    ROLE_NETMGR,
+    TlsFiles,
+    server_credentials,
+)
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
+from netmgr.api import events as events_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
+from netmgr.api import quotas as quotas_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
+from netmgr.api.audit import AuditInterceptor
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
+from netmgr.certificates import CertificateAuthority, ensure_issued
 from netmgr.model.core import RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store
@@ -75,7 +87,8 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES \
+    + quotas_api.SERVICES + events_api.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -110,6 +123,14 @@ class ServerConfig:
     # Backend of new routers: "netns" (a namespace on a host agent) or "vm"
     # (an appliance VM on a compute host, netmgr.reconcile.vm_backend).
     router_backend: str = "netns"
+    # TLS on a TCP listener (docs/security.md): the CA and netmgr's certificate
+    # live here, made at first start (an operator's own kept). Empty: "tls"
+    # beside the secrets key.
+    tls_dir: str = ""
+    # Plaintext on TCP (never the default).
+    insecure: bool = False
+    # Audit events older than this many days are swept (0: kept forever).
+    event_retention_days: int = 90
     # [router_vm] settings (netmgr.reconcile.vm_backend.credentials.RouterVmConfig).
     router_vm: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -158,6 +179,14 @@ class ServerConfig:
                          "or read the admin token from a file (the key goes beside it)")
 
 
+    def tls_path(self) -> str:
+        return self.tls_dir or os.path.join(os.path.dirname(
+            os.path.abspath(self.secrets_key_path())), "tls")
+
+    def listens_on_tcp(self) -> bool:
+        return not self.listen.startswith("unix:")
+
+
 def read_token_file(path: str | Path) -> str:
     return Path(path).read_text().strip()
 
@@ -166,7 +195,8 @@ def read_token_file(path: str | Path) -> str:
 
 
 def _build(
-    config: ServerConfig, store: Store | None, hooks: RouterHooks | None
+    config: ServerConfig, store: Store | None, hooks: RouterHooks | None,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     if store is None:
         store = Store(config.db_url, zone_defaults=config.zone,
@@ -176,8 +206,10 @@ def _build(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
         # The first interceptor is the outermost: errors raised by auth are mapped too;
-        # a request is checked once its caller is known.
-        interceptors=[ErrorMappingInterceptor(), AuthInterceptor(config.admin_token, store),
+        # the audit log sees every outcome, auth's refusals included; a request
+        # is checked once its caller is known.
+        interceptors=[ErrorMappingInterceptor(), AuditInterceptor(store.events),
+                      AuthInterceptor(config.admin_token, store),
                       RequestCheckInterceptor(request_rules.rules_for)],
     )
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
@@ -193,6 +225,8 @@ def _build(
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
+    quotas_api.add_to_server(store, server)
+    events_api.add_to_server(store.events, config.admin_token, store, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 
@@ -204,18 +238,25 @@ def _build(
         (*API_SERVICES, debug_service, *host_services, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server)
 
-    port = server.add_insecure_port(config.listen)
+    if tls is not None and config.listens_on_tcp():
+        # API clients authenticate with bearer tokens: server-auth TLS.
+        port = server.add_secure_port(config.listen, server_credentials(tls, mutual=False))
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {config.listen}")
     return server, port, health_servicer
 
 
 def create_server(
-    config: ServerConfig, store: Store | None = None, hooks: RouterHooks | None = None
+    config: ServerConfig, store: Store | None = None, hooks: RouterHooks | None = None,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.Server, int]:
     """A ready-to-start server and the port it is bound to. ``hooks`` hear of
-    every committed change to a router (default: nobody)."""
-    server, port, _ = _build(config, store, hooks)
+    every committed change to a router (default: nobody); ``tls``: the
+    listener's certificate (None: plaintext, as main() allows only with
+    ``insecure``)."""
+    server, port, _ = _build(config, store, hooks, tls)
     return server, port
 
 
@@ -245,6 +286,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--host-grace", type=float, metavar="SECONDS",
                    help="a router host silent this long is DOWN and its routers move "
                         "(default: 15)")
+    p.add_argument("--tls-dir", metavar="DIR",
+                   help="the CA and netmgr's certificate, made at first start (default: "
+                        "tls/ beside the secrets key)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve plaintext on TCP (bearer tokens in clear: tests only)")
+    p.add_argument("--issue-cert", metavar="NAME=DIR",
+                   help="issue an agent's certificate from the CA into DIR (agent.crt, "
+                        "agent.key 0600, ca.crt) and exit")
+    p.add_argument("--cert-ip", action="append", default=[], metavar="IP",
+                   help="with --issue-cert: an address to name in the certificate")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -263,6 +314,10 @@ def load_config(args: argparse.Namespace, environ: dict[str, str] | None = None)
         config.listen = args.listen
     if args.db_url:
         config.db_url = args.db_url
+    if getattr(args, "tls_dir", None):
+        config.tls_dir = args.tls_dir
+    if getattr(args, "insecure", False):
+        config.insecure = True
     if args.default_host:
         config.default_host = args.default_host
     if getattr(args, "metrics_listen", None):
@@ -331,6 +386,46 @@ def replica_coordination(db_url: str, store: Store) -> tuple[ShardLeases, Router
     return AdvisoryLeases(db_url), RouterNotices(db_url)
 
 
+NETMGR_CERT_NAME = "netmgr"
+
+
+def netmgr_tls(config: ServerConfig) -> TlsFiles | None:
+    """netmgr's certificate (its API listener's, and its client certificate
+    to the agents), issued from the CA (made at first start); None with
+    ``insecure``."""
+    if config.insecure:
+        log.warning("TLS is off (--insecure): tokens and configs travel in clear")
+        return None
+    ca = CertificateAuthority.load_or_create(config.tls_path())
+    host = config.listen.rpartition(":")[0].strip("[]")
+    ips = [host] if host and _is_ip(host) else []
+    return ensure_issued(ca, config.tls_path(), NETMGR_CERT_NAME, ROLE_NETMGR, ips)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def issue_agent_cert(config: ServerConfig, spec: str, ips: Sequence[str]) -> int:
+    """``--issue-cert NAME=DIR``: an agent's certificate from this netmgr's CA."""
+    name, sep, directory = spec.partition("=")
+    if not sep or not name or not directory:
+        print(f"cloudnet-netmgr: --issue-cert {spec!r}: expected NAME=DIR", file=sys.stderr)
+        return 2
+    try:
+        ca = CertificateAuthority.load_or_create(config.tls_path())
+        files = ca.issue_files(directory, AGENT_CERT_NAME, ROLE_AGENT, list(ips))
+    except (OSError, ValueError) as e:
+        print(f"cloudnet-netmgr: --issue-cert: {e}", file=sys.stderr)
+        return 2
+    print(f"issued {name}'s certificate: {files.cert} (key {files.key}, CA {files.ca})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *,
          control_network: ControlNetworkFactory | None = None) -> int:
     """``control_network``: how the VM backend reaches the router VMs' agents
@@ -343,6 +438,8 @@ def main(argv: Sequence[str] | None = None, *,
     except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
         print(f"cloudnet-netmgr: {e}", file=sys.stderr)
         return 2
+    if args.issue_cert:
+        return issue_agent_cert(config, args.issue_cert, args.cert_ip)
     if not config.admin_token:
         print(f"cloudnet-netmgr: no admin token: use --admin-token-file, {ADMIN_TOKEN_ENV} "
               "or admin_token_file in the config", file=sys.stderr)
@@ -370,10 +467,17 @@ def main(argv: Sequence[str] | None = None, *,
     if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
         store.close()
         return 2
+    try:
+        tls = netmgr_tls(config)
+    except (OSError, ValueError) as e:
+        print(f"cloudnet-netmgr: TLS: {e}", file=sys.stderr)
+        store.close()
+        return 2
     leases, notices = replica_coordination(config.db_url, store)
     reconciler = Reconciler(store, store.vpn, config.agents, leases=leases,
                             forward=notices.send if notices is not None else None,
-                            hosts=store.hosts, host_grace=config.host_grace_seconds)
+                            hosts=store.hosts, host_grace=config.host_grace_seconds,
+                            agent_tls=tls)
     if notices is not None:
         notices.listen(lambda kind, router_id: (
             reconciler.restart_held if kind == "restart" else reconciler.notify_held)(router_id))
@@ -387,10 +491,11 @@ def main(argv: Sequence[str] | None = None, *,
             store, reconciler, vm_config, config.admin_token,
             vms=RouterVmStore(store.db, vm_config.control_cidr),
             hosts=store.hosts,
-            control=(control_network or default_control_network)(vm_config))
+            control=(control_network or default_control_network)(vm_config),
+            compute_tls=tls)
         reconciler.vm_routers = vm_backend
         vm_backend.owns = lambda router_id: leases.epoch(router_id) is not None
-    server, port, health_servicer = _build(config, store, reconciler)
+    server, port, health_servicer = _build(config, store, reconciler, tls)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -398,6 +503,9 @@ def main(argv: Sequence[str] | None = None, *,
     reconciler.start()
     if vm_backend is not None:
         vm_backend.start()
+    if config.event_retention_days > 0:
+        threading.Thread(target=store.events.sweep_until, name="event-sweeper", daemon=True,
+                         args=(config.event_retention_days, stopping)).start()
     if config.metrics_listen:
         from netmgr import metrics
 

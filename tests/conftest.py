@@ -6,7 +6,14 @@ tests import test code only as ``tests.lib.*`` (tests/test_architecture.py
 holds them to it): no conftest, fixture module or test module is imported.
 """
 
+import os
+
 import pytest
+
+# The suite's own servers (in-process netmgr, the shared all-in-one clouds)
+# are plaintext, built so explicitly (insecure=True); the CLI, TLS by default,
+# is told so here. The TLS tests (tests/integration/security/) unset it.
+os.environ["CLOUDNET_INSECURE"] = "1"
 
 # Before tests.lib is imported: its asserts then explain themselves on failure,
 # as they did while the helpers lived in conftests and test modules.

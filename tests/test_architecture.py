@@ -155,12 +155,27 @@ def test_netmgr_api_does_not_import_the_reconciler() -> None:
                      "given (netmgr.api.core.RouterHooks):\n" + "\n".join(bad))
 
 
+# What every client of the cloud's API shares: how a channel is opened (the
+# addresses, the policy, the retries, TLS). The CLI may use these two modules
+# and nothing else of the product.
+CLIENT_PLUMBING = ("common.channels", "common.tls")
+
+
 def test_the_cli_is_a_pure_client() -> None:
     def ours(name: str) -> bool:
         return _top(name) in (*PRODUCT, PROTO)
     bad = _violations(lambda m, i: _within(m, "netmgr.cli") and ours(i)
-                      and not (_within(i, "netmgr.cli") or _top(i) == PROTO))
-    assert not bad, "netmgr/cli imports only cloudnet.* and itself:\n" + "\n".join(bad)
+                      and not (_within(i, "netmgr.cli") or _top(i) == PROTO
+                               or i in CLIENT_PLUMBING))
+    assert not bad, ("netmgr/cli imports only cloudnet.*, itself and the channel factory "
+                     "(common.channels, common.tls):\n" + "\n".join(bad))
+
+
+def test_the_channel_factory_imports_no_room() -> None:
+    bad = _violations(lambda m, i: m in CLIENT_PLUMBING and _within(i, "common") is False
+                      and _top(i) in PRODUCT)
+    assert not bad, "common.channels and common.tls import nothing of the rooms:\n" + \
+        "\n".join(bad)
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:

@@ -17,6 +17,7 @@ from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as npb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as nrpc
 
+from common.channels import make_channel
 from common.grpc_errors import (
     DomainError,
     FailedPrecondition,
@@ -24,6 +25,7 @@ from common.grpc_errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from common.tls import ROLE_NETMGR, TlsFiles
 
 TENANT_HEADER = "x-cloudnet-tenant"
 Metadata: TypeAlias = Sequence[tuple[str, str]]
@@ -48,8 +50,15 @@ def netmgr_error(e: grpc.RpcError, field: str, what: str) -> DomainError:
 class Netmgr:
     """netmgr stubs on one channel."""
 
-    def __init__(self, target: str, admin_token: str) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, admin_token: str, *, tls: TlsFiles | None = None,
+                 policy: str = "pick_first") -> None:
+        """``target``: one address, a comma list or a DNS name of netmgr
+        replicas (common.channels); ``tls`` None: plaintext."""
+        self.channel = make_channel(
+            target, tls=tls, role=ROLE_NETMGR, policy=policy,
+            retry_services=[npb.DESCRIPTOR.services_by_name[s]
+                            for s in ("TenantService", "NetworkService", "PortService")]
+            + [hosts_pb2.DESCRIPTOR.services_by_name["HostService"]])
         self.admin_token = admin_token
         self.tenants = nrpc.TenantServiceStub(self.channel)
         self.networks = nrpc.NetworkServiceStub(self.channel)

@@ -28,8 +28,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import netns
+from common.channels import POLICIES
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
 from common.request_checks import RequestCheckInterceptor, RequestRules
+from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
 from compute import images
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
@@ -104,8 +106,12 @@ def _request_rules(method: str) -> RequestRules | None:
 _RULES = RequestRules()
 
 
-def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
-    """The agent's gRPC server (not started) on `listen`, and its port."""
+def create_server(compute: Compute, listen: str,
+                  tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
+    """The agent's gRPC server (not started) on `listen`, and its port;
+    ``tls``: server-auth TLS (None: plaintext). Its callers authenticate by
+    token: tenants' CLIs (``cloudnet vm``, their netmgr token) and netmgr
+    (the admin token, RouterVmService), so no client certificate is asked."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
                          interceptors=[ErrorMappingInterceptor(),
@@ -118,7 +124,10 @@ def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (SERVICE, router_vm_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = int(server.add_insecure_port(listen))
+    if tls is not None and not listen.startswith("unix:"):
+        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=False)))
+    else:
+        port = int(server.add_insecure_port(listen))
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
     return server, port
@@ -164,8 +173,18 @@ def main(argv: list[str] | None = None,
                    help=f"a bootable image directory (default: tiny={images.DEFAULT_GUEST_DIR})")
     p.add_argument("--accel", choices=("auto", "kvm", "qemu"), default="auto")
     p.add_argument("--no-register", action="store_true")
+    p.add_argument("--netmgr-policy", choices=POLICIES, default="pick_first",
+                   help="with several --netmgr addresses: gRPC's load-balancing policy")
+    p.add_argument("--tls-dir", default="", metavar="DIR",
+                   help="mutual TLS with netmgr: the certificate it issued (cloudnet-netmgr "
+                        "--issue-cert NAME=DIR: ca.crt, agent.crt, agent.key)")
+    p.add_argument("--insecure", action="store_true",
+                   help="without --tls-dir: plaintext on TCP (never the default)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    tls = TlsFiles.in_dir(args.tls_dir, AGENT_CERT_NAME) if args.tls_dir else None
+    if tls is None and not args.insecure:
+        p.error("give --tls-dir (mutual TLS with netmgr), or --insecure for plaintext")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     netns.install()  # before the fabric's first namespace socket: pyroute2 must not fork here
@@ -180,8 +199,9 @@ def main(argv: list[str] | None = None,
     cfg = HostConfig(name=args.name, state_dir=args.state_dir, netmgr=args.netmgr,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
-    compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    server, port = create_server(compute, args.listen)
+    compute = Compute(cfg, Netmgr(args.netmgr, admin_token, tls=tls,
+                                  policy=args.netmgr_policy))
+    server, port = create_server(compute, args.listen, tls)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)
     server.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import datetime as dt
 import enum
 import hmac
 from collections.abc import Callable
@@ -45,6 +46,8 @@ class Access(enum.Enum):
 POLICY: dict[str, Access] = {
     f"{_API}TenantService/WhoAmI": Access.ANY,
     f"{_API}ZoneService/GetZone": Access.ANY,
+    f"{_API}QuotaService/GetQuotas": Access.ANY,
+    f"{_API}EventService/": Access.ANY,
     **{f"{_API}{svc}/": Access.TENANT
        for svc in ("NetworkService", "PortService", "RouterService", "DebugService",
                    "PublicIpService", "StaticNatService", "PortForwardService",
@@ -58,6 +61,18 @@ PUBLIC_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
+
+
+# Calls that change nothing: all a read-only token may make, and not audited.
+READ_PREFIXES = ("Get", "List", "Watch", "WhoAmI", "Explain")
+READ_SERVICES = (f"{_API}DebugService/",)  # diagnostics (probes, captures) change nothing
+
+
+def is_mutating(method: str) -> bool:
+    """A call that may change something (every one not named as a read)."""
+    if not method.startswith(_API) or method.startswith(READ_SERVICES):
+        return False
+    return not method[method.rfind("/") + 1:].startswith(READ_PREFIXES)
 
 
 def access_for(method: str) -> Access:
@@ -78,6 +93,7 @@ class Caller:
     # The tenant whose objects this call sees ("" for the admin not acting as one).
     tenant_id: str = ""
     token_id: str = ""
+    read_only: bool = False
 
     def require_tenant(self) -> str:
         if not self.tenant_id:
@@ -110,7 +126,20 @@ class TokenLookup(Protocol):
     def token_for_secret(self, secret: str) -> Token | None: ...
 
 
-def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup) -> Caller:
+@dataclasses.dataclass
+class CallRecord:
+    """Filled by the auth interceptor for an interceptor outside it (the
+    audit log): who the caller turned out to be."""
+
+    caller: Caller | None = None
+
+
+call_record: contextvars.ContextVar[CallRecord | None] = contextvars.ContextVar(
+    "cloudnet_call_record", default=None)
+
+
+def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup,
+                 now: dt.datetime | None = None) -> Caller:
     header = metadata.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -118,17 +147,30 @@ def authenticate(metadata: dict[str, str], admin_token: str, tokens: TokenLookup
     secret = secret.strip()
     acting_as = metadata.get(TENANT_HEADER, "")
     if admin_token and hmac.compare_digest(secret.encode(), admin_token.encode()):
-        return Caller(admin=True, tenant_id=check_id(acting_as, TENANT_HEADER) if acting_as
-                      else "")
+        admin = Caller(admin=True, tenant_id=check_id(acting_as, TENANT_HEADER) if acting_as
+                       else "")
+        record = call_record.get()
+        if record is not None:
+            record.caller = admin
+        return admin
     token = tokens.token_for_secret(secret)
     if token is None:
         raise Unauthenticated("invalid token")
+    if token.expires_at is not None and token.expires_at <= (now or dt.datetime.now(dt.UTC)):
+        raise Unauthenticated("the token has expired")
+    caller = Caller(admin=False, tenant_id=token.tenant_id, token_id=token.id,
+                    read_only=token.read_only)
+    record = call_record.get()
+    if record is not None:
+        record.caller = caller
     if acting_as and check_id(acting_as, TENANT_HEADER) != token.tenant_id:
         raise PermissionDenied(f"a tenant token cannot act as another tenant ({TENANT_HEADER})")
-    return Caller(admin=False, tenant_id=token.tenant_id, token_id=token.id)
+    return caller
 
 
-def authorize(caller: Caller, access: Access) -> None:
+def authorize(caller: Caller, access: Access, method: str = "") -> None:
+    if caller.read_only and is_mutating(method):
+        raise PermissionDenied("a read-only token may only make Get, List and Watch calls")
     if access is Access.ADMIN and not caller.admin:
         raise PermissionDenied("this call needs the admin token")
     if access is Access.TENANT or (access is Access.TENANT_LIST and not caller.admin):
@@ -163,7 +205,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc has
         def wrap(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
             def authenticated(request: Any, context: grpc.ServicerContext) -> Any:
                 caller = authenticate(metadata, self._admin_token, self._tokens)
-                authorize(caller, access)
+                authorize(caller, access, method)
                 reset = _caller.set(caller)
                 try:
                     return behaviour(request, context)

@@ -84,7 +84,11 @@ def tenant_to_pb(t: model.Tenant) -> pb.Tenant:
 
 
 def token_to_pb(t: model.Token) -> pb.Token:
-    return pb.Token(id=t.id, tenant_id=t.tenant_id, name=t.name, create_time=_ts(t.created_at))
+    out = pb.Token(id=t.id, tenant_id=t.tenant_id, name=t.name, create_time=_ts(t.created_at),
+                   read_only=t.read_only)
+    if t.expires_at is not None:
+        out.expire_time.CopyFrom(_ts(t.expires_at))
+    return out
 
 
 def zone_to_pb(z: model.Zone) -> pb.Zone:

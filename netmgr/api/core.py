@@ -139,7 +139,9 @@ class TenantServicer(_Base, rpc.TenantServiceServicer):
         return pb.DeleteTenantResponse()
 
     def CreateToken(self, request: pb.CreateTokenRequest, context: Ctx) -> pb.CreateTokenResponse:
-        token, secret = self._store.create_token(request.tenant_id, request.name)
+        token, secret = self._store.create_token(request.tenant_id, request.name,
+                                                 ttl_seconds=request.ttl_seconds,
+                                                 read_only=request.read_only)
         return pb.CreateTokenResponse(token=convert.token_to_pb(token), secret=secret)
 
     def ListTokens(self, request: pb.ListTokensRequest, context: Ctx) -> pb.ListTokensResponse:

@@ -30,16 +30,29 @@ from typing import Any
 import grpc
 from cloudnet.netmgr.v1 import (
     debug_pb2_grpc,
+    edge_pb2,
     edge_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    hosts_pb2,
+    keypair_pb2,
     keypair_pb2_grpc,
     netmgr_pb2,
     netmgr_pb2_grpc,
+    quota_pb2,
+    quota_pb2_grpc,
+    router_vm_pb2,
     router_vm_pb2_grpc,
+    vpc_pb2,
     vpc_pb2_grpc,
+    vpn_pb2,
     vpn_pb2_grpc,
 )
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from common.channels import make_channel
+from common.tls import TlsFiles
 
 DEFAULT_SERVER = "127.0.0.1:7070"
 TENANT_METADATA_KEY = "x-cloudnet-tenant"
@@ -95,6 +108,12 @@ class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[mi
         return continuation(details, request)
 
 
+# Every netmgr API service: their reads are retried on another replica.
+API_SERVICES = [svc for module in (netmgr_pb2, edge_pb2, vpc_pb2, vpn_pb2, keypair_pb2,
+                                   quota_pb2, events_pb2, hosts_pb2, router_vm_pb2)
+                for svc in module.DESCRIPTOR.services_by_name.values()]
+
+
 class WaitError(Exception):
     """A --wait ended without the object reaching the wanted state."""
 
@@ -123,12 +142,17 @@ class Client:
         *,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
+        tls: TlsFiles | None = None,
+        policy: str = "pick_first",
     ) -> None:
+        """``server``: one address, a comma list or a DNS name
+        (common.channels); ``tls`` None: plaintext."""
         self.server = server
         self.token = token
         self.tenant = tenant
         self.timeout = timeout
-        self._raw_channel = channel if channel is not None else grpc.insecure_channel(server)
+        self._raw_channel = channel if channel is not None else make_channel(
+            server, tls=tls, policy=policy, retry_services=API_SERVICES)
         self._owns_channel = channel is None
         self.channel = grpc.intercept_channel(
             self._raw_channel, _MetadataInterceptor(self.metadata(), timeout)
@@ -164,6 +188,8 @@ class Client:
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
         self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
             keypair_pb2_grpc.KeyPairServiceStub(ch))
+        self.quotas: quota_pb2_grpc.QuotaServiceStub = quota_pb2_grpc.QuotaServiceStub(ch)
+        self.events: events_pb2_grpc.EventServiceStub = events_pb2_grpc.EventServiceStub(ch)
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

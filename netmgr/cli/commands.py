@@ -45,6 +45,11 @@ class Settings:
     tenant: str | None
     output: str
     timeout: float
+    # The CA that vouches for netmgr (None: the system's roots).
+    ca_file: str | None = None
+    # Plaintext gRPC (only when asked for).
+    insecure: bool = False
+    policy: str = "pick_first"
 
 
 class Progress:
@@ -217,7 +222,8 @@ def cmd_tenant_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_token_create(ctx: Context, args: argparse.Namespace) -> int:
     resp = ctx.client.tenants.CreateToken(
-        netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "")
+        netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "",
+                                      ttl_seconds=args.ttl or 0, read_only=args.read_only)
     )
     if ctx.json:
         ctx.print(to_json(resp))

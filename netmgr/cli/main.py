@@ -24,10 +24,15 @@ from typing import Any, TextIO
 
 import grpc
 
+from common.channels import POLICIES, AddressError, grpc_target
+from common.tls import TlsFiles
+from netmgr.cli import config as cli_config
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
+from netmgr.cli import events as cli_events
 from netmgr.cli import hosts as cli_hosts
 from netmgr.cli import metadata as cli_metadata
+from netmgr.cli import quota as cli_quota
 from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
@@ -100,17 +105,29 @@ DEFAULT_TOKEN_FILE = "~/.config/cloudnet/token"
 def resolve_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     """Global options from flags, then the environment, then defaults."""
     env = dict(os.environ) if env is None else env
-    server = args.server or env.get("CLOUDNET_SERVER") or DEFAULT_SERVER
+    conf = cli_config.load(env)
+    server = args.server or env.get("CLOUDNET_SERVER") or conf.server or DEFAULT_SERVER
     tenant = args.tenant or env.get("CLOUDNET_TENANT") or None
     token = args.token or env.get("CLOUDNET_TOKEN") or None
     if not token:
-        token = _read_token_file(env)
+        token = _read_token_file(env, conf.token_file)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-    return Settings(server, token, tenant, args.output or "table", timeout)
+    insecure = bool(getattr(args, "insecure", False) or env.get("CLOUDNET_INSECURE") == "1"
+                    or conf.insecure)
+    ca_file = getattr(args, "ca_file", None) or env.get("CLOUDNET_CA_FILE") or conf.ca_file
+    policy = getattr(args, "lb_policy", None) or conf.policy or "pick_first"
+    if policy not in POLICIES:
+        raise UsageError(f"load-balancing policy {policy[:20]!r}: one of {', '.join(POLICIES)}")
+    try:
+        grpc_target(server)
+    except AddressError as e:
+        raise UsageError(f"--server: {e}") from None
+    return Settings(server, token, tenant, args.output or "table", timeout,
+                    ca_file=ca_file, insecure=insecure, policy=policy)
 
 
-def _read_token_file(env: dict[str, str]) -> str:
-    named = env.get("CLOUDNET_TOKEN_FILE")
+def _read_token_file(env: dict[str, str], configured: str | None = None) -> str:
+    named = env.get("CLOUDNET_TOKEN_FILE") or configured
     path = Path(named or DEFAULT_TOKEN_FILE).expanduser()
     try:
         token = path.read_text().strip()
@@ -174,7 +191,28 @@ def _add_globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--server",
         metavar="HOST:PORT",
         default=d(None),
-        help=f"netmgr API address (env CLOUDNET_SERVER; default {DEFAULT_SERVER})",
+        help="netmgr API address: HOST:PORT, a comma list of IP:PORT, or a DNS name with "
+        f"several records (env CLOUDNET_SERVER; else the config file's; default "
+        f"{DEFAULT_SERVER})",
+    )
+    g.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        default=d(None),
+        help="the CA that vouches for netmgr (env CLOUDNET_CA_FILE; default: the config "
+        "file's, else the system's roots)",
+    )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        default=d(False),
+        help="plaintext gRPC (env CLOUDNET_INSECURE=1): tokens travel in clear",
+    )
+    g.add_argument(
+        "--lb-policy",
+        choices=POLICIES,
+        default=d(None),
+        help="with several addresses: pick_first (default) or round_robin",
     )
     g.add_argument(
         "--token",
@@ -254,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(s, "create", cmd_token_create, "create a token; prints its secret once")
     p.add_argument("tenant_id", metavar="TENANT_ID")
     p.add_argument("--name", help="a label for the token")
+    p.add_argument("--ttl", type=_positive_int, metavar="SECONDS",
+                   help="the token expires this long from now (default: never)")
+    p.add_argument("--read-only", action="store_true",
+                   help="the token may only read (Get, List, Watch calls)")
     p = leaf(s, "list", cmd_token_list, "list a tenant's tokens")
     p.add_argument("tenant_id", metavar="TENANT_ID")
     _add_limit(p)
@@ -364,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     cli_metadata.add_commands(group, leaf)  # keypair import | list | show | delete
     cli_hosts.add_commands(group, leaf)  # host list
+    cli_quota.add_commands(group, leaf)  # quota show | set
+    cli_events.add_commands(group, leaf)  # event list [--follow]
     return parser
 
 
@@ -389,7 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(err, str(e))
         return 2
 
-    client = Client(settings.server, settings.token, settings.tenant, timeout=settings.timeout)
+    tls = None if settings.insecure else TlsFiles(
+        ca=Path(settings.ca_file) if settings.ca_file else None)
+    try:
+        client = Client(settings.server, settings.token, settings.tenant,
+                        timeout=settings.timeout, tls=tls, policy=settings.policy)
+    except OSError as e:
+        _error(err, f"--ca-file: {e.strerror or e}: {e.filename}")
+        return 2
     ctx = Context(client, settings, out, err)
     try:
         rc: int = args.func(ctx, args)

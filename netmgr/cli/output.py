@@ -149,6 +149,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("TENANT", column("tenant_id")),
         ("NAME", column("name")),
         ("CREATED", column("create_time")),
+        ("EXPIRES", lambda t: format_field(t, "expire_time") or "never"),
+        ("SCOPE", lambda t: "read-only" if t.read_only else "all"),
     ],
     "Network": [
         ("ID", column("id")),

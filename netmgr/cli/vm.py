@@ -17,12 +17,14 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
-import grpc
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc as crpc
 
+from common.channels import make_channel
+from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.cli.commands import Command, CommandFailed, Context, Group, Leaf
 from netmgr.cli.output import format_table, to_json
 from netmgr.cli.requests import UsageError
@@ -33,10 +35,12 @@ SPINNER = "|/-\\"
 
 
 @contextmanager
-def _compute(args: argparse.Namespace) -> Iterator[crpc.ComputeServiceStub]:
+def _compute(ctx: Context, args: argparse.Namespace) -> Iterator[crpc.ComputeServiceStub]:
     """The compute agent's stub on a channel of its own, closed on exit."""
     target = args.compute or os.environ.get("CLOUDNET_COMPUTE") or DEFAULT_COMPUTE
-    with grpc.insecure_channel(target) as channel:
+    tls = None if ctx.settings.insecure else TlsFiles(
+        ca=Path(ctx.settings.ca_file) if ctx.settings.ca_file else None)
+    with make_channel(target, tls=tls, role=ROLE_AGENT) as channel:
         stub: crpc.ComputeServiceStub = crpc.ComputeServiceStub(channel)
         yield stub
 
@@ -72,7 +76,7 @@ def _parse_nic(text: str) -> cpb.Nic:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    with _compute(args) as stub:
+    with _compute(ctx, args) as stub:
         vm = _call(ctx, stub.CreateVm, cpb.CreateVmRequest(vm=cpb.Vm(
             name=args.name, image=args.image, vcpus=args.vcpus, memory_mib=args.memory,
             nics=[_parse_nic(n) for n in args.network])), timeout=120)
@@ -118,7 +122,7 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    with _compute(args) as stub:
+    with _compute(ctx, args) as stub:
         vms = list(_call(ctx, stub.ListVms, cpb.ListVmsRequest()).vms)
     if ctx.json:
         ctx.print(to_json(vms))
@@ -131,13 +135,13 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
-    with _compute(args) as stub:
+    with _compute(ctx, args) as stub:
         _show(ctx, _call(ctx, stub.GetVm, cpb.GetVmRequest(id=args.id)))
     return 0
 
 
 def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
-    with _compute(args) as stub:
+    with _compute(ctx, args) as stub:
         _call(ctx, stub.DeleteVm, cpb.DeleteVmRequest(id=args.id), timeout=120)
     ctx.deleted("vm", args.id)
     return 0
@@ -174,7 +178,7 @@ def follow_console(ctx: Context, fetch: Callable[[int], ConsoleChunk], follow: b
 
 
 def cmd_console(ctx: Context, args: argparse.Namespace) -> int:
-    with _compute(args) as stub:
+    with _compute(ctx, args) as stub:
         return follow_console(ctx, lambda offset: _call(
             ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(id=args.id, offset=offset),
             timeout=10), args.follow)

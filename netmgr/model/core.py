@@ -104,6 +104,10 @@ class Token:
     tenant_id: str
     name: str
     created_at: dt.datetime
+    # None: never expires.
+    expires_at: dt.datetime | None = None
+    # Only calls that change nothing (Get, List, Watch, WhoAmI).
+    read_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
+from common.channels import make_channel
+from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.model.core import RouterBackend
 from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
@@ -88,12 +90,16 @@ class Reconciler:
         forward: Callable[[str, str], None] | None = None,
         hosts: RouterHostsView | None = None,
         host_grace: float = 15.0,
+        agent_tls: TlsFiles | None = None,
     ) -> None:
         """``leases``: the routers this replica pushes (default: every one,
         unfenced). ``forward(kind, router_id)``: tells the other replicas of a
         change to a router this one does not push (kind "notify" or "restart").
         ``hosts``: router hosts that registered (agents beside ``agents``);
-        one silent past ``host_grace`` seconds is DOWN and its routers move."""
+        one silent past ``host_grace`` seconds is DOWN and its routers move.
+        ``agent_tls``: netmgr's certificate for the agents on TCP (mutual
+        TLS); None: plaintext (``--insecure``; unix sockets always are)."""
+        self._agent_tls = agent_tls
         self._store = store
         self._leases: ShardLeases = leases if leases is not None else Unfenced()
         self._forward = forward
@@ -254,7 +260,7 @@ class Reconciler:
                 target = self._targets.get(host) or self._registered.get(host)
                 if target is None:
                     raise LookupError(f"no agent is configured for host {host!r}")
-                channel = grpc.insecure_channel(target, options=[
+                channel = make_channel(target, tls=self._agent_tls, role=ROLE_AGENT, options=[
                     # gRPC's reconnect backoff grows to two minutes: an agent
                     # back after a long outage would wait that long to be
                     # seen. Bounded like the push retries (MAX_BACKOFF).

@@ -17,12 +17,13 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import Aborted
 from netmgr.model import core as model
 from netmgr.store import engine, requests
+from netmgr.store.quotas import QuotaSession
 from netmgr.store.secrets import SecretBox
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 8
+# deadlock_detected, serialization_failure
+RETRIED_SQLSTATES = ("40P01", "40001")
 
 DEFAULT_ZONE = model.Zone(
     name="zone1",
@@ -98,7 +101,7 @@ class Database:
     def write(self, fn: Callable[[Session], T]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                with self._write_gate, Session(self._writer) as s, s.begin():
+                with self._write_gate, QuotaSession(self._writer) as s, s.begin():
                     requests.before_write(s)
                     result = fn(s)
                     requests.after_write(s, result)
@@ -106,5 +109,11 @@ class Database:
             except IntegrityError as e:
                 # A concurrent writer took a value we picked: start over.
                 log.info("write collided (attempt %d): %s", attempt + 1, e.orig)
-                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            except DBAPIError as e:
+                # PostgreSQL broke a lock cycle (the zone's and a tenant's row
+                # taken in the other order by another writer): start over.
+                if getattr(e.orig, "sqlstate", None) not in RETRIED_SQLSTATES:
+                    raise
+                log.info("write deadlocked (attempt %d): %s", attempt + 1, e.orig)
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))
         raise Aborted("the change kept colliding with concurrent changes; retry it")

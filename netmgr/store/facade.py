@@ -25,12 +25,14 @@ from netmgr.store.acls import AclStore
 from netmgr.store.base import DEFAULT_ZONE, Database
 from netmgr.store.edge import EdgeStore
 from netmgr.store.edge_router_view import EdgeRouterStore
+from netmgr.store.events import EventStore
 from netmgr.store.hosts import HostStore
 from netmgr.store.keypairs import KeyPairStore
 from netmgr.store.load_balancers import LoadBalancerStore
 from netmgr.store.networks import NetworkStore
 from netmgr.store.ports import PortStore
 from netmgr.store.public_ips import PublicIpStore
+from netmgr.store.quotas import QuotaStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
@@ -71,6 +73,8 @@ class Store:
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
         self.key_pairs = KeyPairStore(self.db)
+        self.quotas = QuotaStore(self.db)
+        self.events = EventStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

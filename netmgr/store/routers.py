@@ -20,7 +20,7 @@ from common.grpc_errors import NotFound
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
-from netmgr.store import rows, shared, vpn
+from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
@@ -180,15 +180,19 @@ class RouterStore:
         def tx(s: Session) -> None:
             for row in s.scalars(select(RouterRow).where(RouterRow.id.in_(list(router_ids)))):
                 if row.reachable or row.last_error != error:
+                    before = events.router_state(row)
                     row.reachable = False
                     row.last_error = error
                     row.updated_at = utcnow()
+                    events.router_state_changed(s, row, before)
 
         self._db.write_if_changed(tx)
 
 
 def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
-    """Set on ``row`` (and its ports' errors) only what differs from ``report``."""
+    """Set on ``row`` (and its ports' errors) only what differs from ``report``;
+    an event when its state moved (``events.router_state_changed``)."""
+    before, first = events.router_state(row), row.applied_generation == 0
     changed = False
     for name, value in (("applied_generation", report.applied_generation),
                         ("services", [dataclasses.asdict(h) for h in report.services]),
@@ -198,6 +202,7 @@ def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
             changed = True
     if changed:
         row.updated_at = utcnow()
+        events.router_state_changed(s, row, before, first and report.applied_generation > 0)
     net_ids = shared.router_network_ids(s, row.id)
     ports = select(PortRow).where(PortRow.network_id.in_(net_ids))
     if not report.port_errors:

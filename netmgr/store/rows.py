@@ -82,7 +82,9 @@ def tenant(row: TenantRow) -> model.Tenant:
 
 def token(row: TokenRow) -> model.Token:
     return model.Token(id=row.id, tenant_id=row.tenant_id, name=row.name,
-                       created_at=aware(row.created_at))
+                       created_at=aware(row.created_at),
+                       expires_at=aware(row.expires_at) if row.expires_at else None,
+                       read_only=bool(row.read_only))
 
 
 def zone(row: ZoneRow) -> model.Zone:

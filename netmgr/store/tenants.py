@@ -7,6 +7,7 @@ with it).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -14,17 +15,19 @@ import secrets
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, FailedPrecondition, NotFound
+from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id, check_tenant_name, check_token_name
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.tables.audit import QuotaLimitRow
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, TenantRow, TokenRow
 from netmgr.store.tables.vpc import VpcRow
 
 TOKEN_PREFIX = "cn_"
+MAX_TOKEN_TTL_SECONDS = 10 * 365 * 24 * 3600
 
 
 def secret_digest(secret: str) -> str:
@@ -68,21 +71,30 @@ class TenantStore:
             if count:
                 raise FailedPrecondition(
                     f"tenant {row.name!r} still owns {count} VPC(s); delete them first")
+            s.execute(delete(QuotaLimitRow).where(QuotaLimitRow.scope == row.id))
             s.execute(delete(TenantRow).where(TenantRow.id == row.id))  # tokens cascade
 
         self._db.write(tx)
 
     # ---------------------------------------------------------------- tokens
 
-    def create_token(self, tenant_id: str, name: str) -> tuple[model.Token, str]:
-        """A new bearer token; the secret is returned once and only its hash kept."""
+    def create_token(self, tenant_id: str, name: str, *, ttl_seconds: int = 0,
+                     read_only: bool = False) -> tuple[model.Token, str]:
+        """A new bearer token; the secret is returned once and only its hash
+        kept. ``ttl_seconds``: 0 never expires."""
         name = check_token_name(name)
+        if not 0 <= ttl_seconds <= MAX_TOKEN_TTL_SECONDS:
+            raise InvalidArgument.one("ttl_seconds", f"must be 0 (never expires) to "
+                                                     f"{MAX_TOKEN_TTL_SECONDS} (got {ttl_seconds})")
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
 
         def tx(s: Session) -> model.Token:
             tenant = shared.tenant_row(s, tenant_id)
+            now = utcnow()
             row = TokenRow(id=new_id(), tenant_id=tenant.id, name=name,
-                           secret_sha256=secret_digest(secret), created_at=utcnow())
+                           secret_sha256=secret_digest(secret), created_at=now,
+                           expires_at=now + dt.timedelta(seconds=ttl_seconds) if ttl_seconds
+                           else None, read_only=read_only)
             s.add(row)
             s.flush()
             return rows.token(row)

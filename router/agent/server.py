@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.fabric.base import Fabric
 from common.request_checks import RequestCheckInterceptor, RequestRules
+from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
 from router.agent import diag_service, edge_service, rpc
 from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
@@ -91,6 +92,7 @@ def request_rules(method: str) -> RequestRules | None:
 def create_server(
     listen: str, registry: RouterRegistry, max_workers: int = 16,
     interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.Server, int]:
     """A started gRPC server for the routers of ``registry`` on ``listen``
     ("unix:///path" or "host:port"): RouterAgent, RouterEdge, RouterDiagnostics,
@@ -121,7 +123,11 @@ def create_server(
         os.makedirs(os.path.dirname(socket_path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(socket_path):
             os.unlink(socket_path)  # a stale socket of a previous run
-    port = server.add_insecure_port(listen)
+    if tls is not None and not socket_path:
+        # netmgr and the agent check each other's certificate (one CA).
+        port = server.add_secure_port(listen, server_credentials(tls, mutual=True))
+    else:
+        port = server.add_insecure_port(listen)
     if not socket_path and port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()
@@ -158,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-token-file", default="",
                    help="require 'authorization: Bearer <token>' on every RPC but health "
                         "(router/agent/auth.py); mandatory with --fabric appliance")
+    p.add_argument("--tls-dir", default="", metavar="DIR",
+                   help="on TCP: mutual TLS with the certificate netmgr issued "
+                        "(cloudnet-netmgr --issue-cert NAME=DIR: ca.crt, agent.crt, agent.key)")
+    p.add_argument("--insecure", action="store_true",
+                   help="on TCP without --tls-dir: plaintext (never the default)")
     p.add_argument("--agent-id", default=socket.gethostname())
     p.add_argument("--dnsmasq-user", default="dnsmasq",
                    help="user dnsmasq drops privileges to (root if it cannot read the state dir)")
@@ -220,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
         from router.agent import auth
 
         interceptors = (auth.BearerTokenInterceptor(auth.read_token_file(args.auth_token_file)),)
+    tls = TlsFiles.in_dir(args.tls_dir, AGENT_CERT_NAME) if args.tls_dir else None
+    if tls is None and not args.insecure and not args.listen.startswith("unix:"):
+        p.error(f"--listen {args.listen} is TCP: give --tls-dir (or --insecure for plaintext)")
     if args.planned_routers < 0:
         p.error("--planned-routers must be 0 or more")
     if args.reapply_workers < 1:
@@ -245,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         # health pass's checks rather than check 1,000 routers again.
         registry.health_max_age = 3 * args.health_interval
     registry.start()
-    server, port = create_server(args.listen, registry, interceptors=interceptors)
+    server, port = create_server(args.listen, registry, interceptors=interceptors, tls=tls)
     if args.metrics_listen:
         from router.agent import metrics
 

@@ -35,12 +35,12 @@ class Tenant:
 
     def __init__(self, cloud: AllInOne, name: str) -> None:
         self.cloud = cloud
-        self.admin = Api(cloud.listen, cloud.admin_token)
+        self.admin = Api(cloud.listen, cloud.admin_token, tls=cloud.client_tls)
         self.tenant = self.admin.call(self.admin.tenants.CreateTenant,
                                       pb.CreateTenantRequest(name=name))
         self.secret = self.admin.call(self.admin.tenants.CreateToken, pb.CreateTokenRequest(
             tenant_id=self.tenant.id, name="t")).secret
-        self.api = Api(cloud.listen, self.secret)
+        self.api = Api(cloud.listen, self.secret, tls=cloud.client_tls)
         self.guests: list[NamespaceGuest] = []
 
     def network(self, **fields: Any) -> pb.Network:
@@ -86,7 +86,7 @@ def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) ->
         pytest.skip(f"router image not built (bash images/router/build.sh): "
                     f"{vm_backend.ROUTER_IMAGE_DIR}")
     prefix = f"v{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
                    router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}",
                    router_vm_settings=tuple(f"{k}={v}" for k, v in settings.items()))

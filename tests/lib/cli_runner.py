@@ -21,7 +21,8 @@ class Cli:
 
     def run(self, token: str, *argv: str, tenant: str | None = None) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        args = ["--server", self.addr, "--token", token]
+        # The in-process servers of the CLI tests are plaintext, explicitly.
+        args = ["--server", self.addr, "--token", token, "--insecure"]
         if tenant:
             args += ["--tenant", tenant]
         rc = cli.main([*args, *argv])

@@ -19,13 +19,13 @@ class VmTenant:
     def __init__(self, cloud, host) -> None:
         self.cloud = cloud
         self.host = host
-        admin = Api(cloud.listen, cloud.admin_token)
+        admin = Api(cloud.listen, cloud.admin_token, tls=cloud.client_tls)
         self.tenant = admin.call(admin.tenants.CreateTenant,
                                  pb.CreateTenantRequest(name=f"t{uuid.uuid4().hex[:8]}"))
         self.secret = admin.call(admin.tenants.CreateToken, pb.CreateTokenRequest(
             tenant_id=self.tenant.id, name="t")).secret
         admin.close()
-        self.api = Api(cloud.listen, self.secret)
+        self.api = Api(cloud.listen, self.secret, tls=cloud.client_tls)
         self.md = (("authorization", f"Bearer {self.secret}"),)
 
     def network(self, name: str, cidr: str) -> pb.Network:

@@ -51,6 +51,8 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common import grpc_errors as errors
+from common.channels import make_channel
+from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.model.core import Router, RouterBackend
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.store_view import RouterStore
@@ -128,9 +130,11 @@ class PushScheduler(Protocol):
 class RouterVmBackend:
     def __init__(self, store: RouterStore, reconciler: PushScheduler, cfg: RouterVmConfig,
                  admin_token: str, *, vms: RouterVmStore, hosts: ComputeHosts,
-                 control: ControlNetwork) -> None:
+                 control: ControlNetwork, compute_tls: TlsFiles | None = None) -> None:
         """`vms`: the router VMs' rows (on `cfg.control_cidr`); `hosts`: where
-        they may run; `control`: how their agents' control addresses are reached."""
+        they may run; `control`: how their agents' control addresses are reached;
+        `compute_tls`: netmgr's certificate for the compute agents (None: plaintext)."""
+        self.compute_tls = compute_tls
         self.store = store
         self.reconciler = reconciler
         self.cfg = cfg
@@ -216,7 +220,7 @@ class RouterVmBackend:
                 return cached[2]
             if cached is not None:
                 cached[1].close()
-            ch = grpc.insecure_channel(address)
+            ch = make_channel(address, tls=self.compute_tls, role=ROLE_AGENT)
             stub = vrpc.RouterVmServiceStub(ch)
             self._compute[host] = (address, ch, stub)
             return stub

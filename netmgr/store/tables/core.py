@@ -14,12 +14,14 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -45,6 +47,10 @@ class TokenRow(Base):
     # Only the SHA-256 of the bearer secret is kept (hex).
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # None: never expires.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    # Read-only: Get/List/Watch calls only.
+    read_only: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class ZoneRow(Base):

@@ -29,7 +29,7 @@ def vxlan_cloud(host_services, tmp_path_factory):
     from aio.allinone import AllInOne
 
     prefix = f"x{uuid.uuid4().hex[:5]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=str(tmp_path_factory.mktemp("cloud")),
                    listen=f"127.0.0.1:{free_port()}", fabric_kind="vxlan",
                    vxlan_local=UL_B, vxlan_remotes=(UL_A,))
     try:

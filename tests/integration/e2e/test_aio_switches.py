@@ -10,6 +10,7 @@ import socket
 import urllib.request
 import uuid
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +28,8 @@ def _scrape(address: str) -> set[str]:
 
 
 def _aio(prefix: str, state: str, metrics_port: int = 0) -> AllInOne:
+    # TLS, the all-in-one's default: netmgr's CA is made at the first start
+    # and kept across the next ones.
     return AllInOne(prefix=prefix, state_dir=state, listen=f"127.0.0.1:{free_port()}",
                     fabric_kind="linuxbridge", health_interval=1.0,
                     metrics_listen=f"127.0.0.1:{metrics_port}" if metrics_port else "")
@@ -54,6 +57,11 @@ def test_metrics_then_a_reused_state_dir_then_fresh(tmp_path):
         aio.up()
         assert "cloudnet_netmgr_routers" in _scrape(f"127.0.0.1:{port}")
         assert "cloudnet_router_agent_routers" in _scrape(f"127.0.0.1:{port + 1}")
+        plain = Api(aio.listen, aio.admin_token)  # TLS only: a plaintext client is refused
+        with pytest.raises(grpc.RpcError) as info:
+            plain.call(plain.tenants.ListTenants, pb.ListTenantsRequest())
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        plain.close()
         t = Tenant(aio, "keep")
         tenant_id = t.tenant.id
         net = t.network(name="web", cidr="10.44.0.0/24")
@@ -68,7 +76,7 @@ def test_metrics_then_a_reused_state_dir_then_fresh(tmp_path):
     assert "1 source-NAT IP" in note
     try:
         again.up()
-        api = Api(again.listen, again.admin_token, tenant=tenant_id)
+        api = Api(again.listen, again.admin_token, tenant=tenant_id, tls=again.client_tls)
         assert api.call(api.networks.GetNetwork, pb.GetNetworkRequest(id=net.id)).cidr == \
             net.cidr
         api.wait_router_active(net.router_id)  # the previous run's router came back
@@ -80,7 +88,7 @@ def test_metrics_then_a_reused_state_dir_then_fresh(tmp_path):
     assert fresh.previous_state() is None
     try:
         fresh.up()
-        api = Api(fresh.listen, fresh.admin_token)
+        api = Api(fresh.listen, fresh.admin_token, tls=fresh.client_tls)
         assert not api.call(api.tenants.ListTenants, pb.ListTenantsRequest()).tenants
         api.close()
     finally:

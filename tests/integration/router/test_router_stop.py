@@ -55,7 +55,7 @@ def test_stopping_the_all_in_one_leaves_no_process_of_its_routers(
     agent.server.stop(grace=None)
     assert all(proc.is_alive(p) for p in running)
 
-    AllInOne(prefix=topo.prefix, state_dir=topo.state_dir, fabric_kind="linuxbridge",
+    AllInOne(insecure=True, prefix=topo.prefix, state_dir=topo.state_dir, fabric_kind="linuxbridge",
              admin_token="unused").down()
 
     left = {p: c for p, c in running.items() if proc.is_alive(p)}

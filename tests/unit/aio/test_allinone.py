@@ -151,7 +151,7 @@ def _start_compute(netmgr_target: str, token_file: Path, state: Path, name: str,
             compute_server.main(
                 ["--name", name, "--listen", "127.0.0.1:0", "--netmgr", netmgr_target,
                  "--admin-token-file", str(token_file), "--state-dir", str(state),
-                 "--accel", "qemu", "--image", f"tiny={state}"],
+                 "--accel", "qemu", "--image", f"tiny={state}", "--insecure"],
                 on_ready=lambda s: (ready.append(s), started.set()))
         started.set()
 
@@ -187,7 +187,7 @@ def test_two_compute_agents_take_their_own_ports(tmp_path: Path,
                     health_pb2.HealthCheckRequest(), timeout=5).status == \
                     health_pb2.HealthCheckResponse.SERVING
         # The all-in-one learns its agent's address from the registry.
-        aio = _aio(tmp_path / "aio", router_backend="vm")
+        aio = _aio(tmp_path / "aio", router_backend="vm", insecure=True)
         aio.listen, aio.admin_token = cloud.target, ADMIN
         monkeypatch.setattr(aio_vm, "host_name", lambda prefix: "cn2-h1")
         aio_vm.wait_registered(aio, timeout=5, since=time.time() - 30)
@@ -217,3 +217,31 @@ def test_sqlite_of_a_previous_run_is_only_read(tmp_path: Path) -> None:
     assert (tmp_path / "netmgr.db").stat().st_mtime_ns == before
     with sqlite3.connect(tmp_path / "netmgr.db") as db:
         assert db.execute("SELECT count(*) FROM networks").fetchone() == (2,)
+
+
+def test_tls_is_the_default_and_the_cli_finds_its_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netmgr.cli.config import load as load_cli_config
+    from netmgr.server import parse_args as netmgr_args
+
+    aio = _aio(tmp_path / "s")
+    aio.start_netmgr()
+    netmgr = netmgr_args(aio.spawned["netmgr"][3:])
+    assert (netmgr.tls_dir, netmgr.insecure) == (str(tmp_path / "s" / "tls"), False)
+    assert aio.agent_tls_args("compute") == ["--tls-dir", str(tmp_path / "s/tls/compute")]
+    assert (tmp_path / "s/tls/ca.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "s/tls/compute/agent.key").stat().st_mode & 0o777 == 0o600
+    home = tmp_path / "home" / ".config" / "cloudnet" / "config"
+    written = aio.write_client_config(str(home))
+    assert written == [str(tmp_path / "s" / "client.toml"), str(home)]
+    conf = load_cli_config({"CLOUDNET_CONFIG": str(home)})
+    assert (conf.server, conf.ca_file, conf.insecure) == (
+        "127.0.0.1:7070", str(tmp_path / "s/tls/ca.crt"), False)
+    assert conf.token_file == str(tmp_path / "s" / "admin.token")
+
+    plain = _aio(tmp_path / "p", insecure=True)
+    plain.start_netmgr()
+    assert netmgr_args(plain.spawned["netmgr"][3:]).insecure
+    assert plain.agent_tls_args("compute") == ["--insecure"]
+    plain.write_client_config(None)
+    assert load_cli_config({"CLOUDNET_CONFIG": str(tmp_path / "p/client.toml")}).insecure

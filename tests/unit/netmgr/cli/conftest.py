@@ -50,8 +50,10 @@ def c(server: str, capsys: pytest.CaptureFixture[str]) -> Cli:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """No CLOUDNET_* from the developer's shell, and no real ~/.config token."""
-    for var in ("CLOUDNET_SERVER", "CLOUDNET_TOKEN", "CLOUDNET_TOKEN_FILE", "CLOUDNET_TENANT"):
+    for var in ("CLOUDNET_SERVER", "CLOUDNET_TOKEN", "CLOUDNET_TOKEN_FILE", "CLOUDNET_TENANT",
+                "CLOUDNET_CONFIG", "CLOUDNET_CA_FILE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDNET_INSECURE", "1")  # these tests' servers are plaintext
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
