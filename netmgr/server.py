@@ -48,6 +48,7 @@ from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
+from netmgr.api import security_groups as security_groups_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
 from netmgr.api.auth import AuthInterceptor
@@ -69,11 +70,12 @@ log = logging.getLogger("cloudnet.netmgr")
 
 ADMIN_TOKEN_ENV = "CLOUDNET_ADMIN_TOKEN"
 SECRETS_KEY_NAME = "secrets.key"
-API_SERVICES = tuple(
+API_SERVICES = (tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
 ) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
+                + security_groups_api.SERVICES)
 
 
 def _default_agents() -> dict[str, str]:
@@ -188,6 +190,7 @@ def _build(
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
+    security_groups_api.add_to_server(store, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 

@@ -35,6 +35,7 @@ from cloudnet.netmgr.v1 import (
     netmgr_pb2,
     netmgr_pb2_grpc,
     router_vm_pb2_grpc,
+    security_group_pb2_grpc,
     vpc_pb2_grpc,
     vpn_pb2_grpc,
 )
@@ -164,6 +165,8 @@ class Client:
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
         self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
             keypair_pb2_grpc.KeyPairServiceStub(ch))
+        self.security_groups: security_group_pb2_grpc.SecurityGroupServiceStub = (
+            security_group_pb2_grpc.SecurityGroupServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

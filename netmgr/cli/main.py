@@ -28,6 +28,7 @@ from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
 from netmgr.cli import metadata as cli_metadata
 from netmgr.cli import router_console as cli_router_console
+from netmgr.cli import security_groups as cli_sg
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
 from netmgr.cli import vpn as cli_vpn
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", help="DNS label of the guest")
     p.add_argument("--device-id", help="owner reference, e.g. a VM ID")
     cli_metadata.add_port_options(p, update=False)
+    cli_sg.add_port_options(p, update=False)
     _add_wait(p, "the port is ACTIVE or ERROR")
     p = leaf(s, "list", cmd_port_list, "list ports")
     p.add_argument("--network", metavar="NETWORK_ID", help="only this network's ports")
@@ -341,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname")
     p.add_argument("--device-id")
     cli_metadata.add_port_options(p, update=True)
+    cli_sg.add_port_options(p, update=True)
     p = leaf(s, "delete", cmd_port_delete, "delete a port")
     p.add_argument("id", metavar="ID")
     cli_metadata.add_port_commands(s, leaf)  # port reset-password
@@ -362,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_vpn.add_commands(group, leaf)  # vpn gateway | customer-gateway | connection
     cli_vpc.add_commands(group, leaf)  # vpc | tier | acl | route | private-gateway
     cli_metadata.add_commands(group, leaf)  # keypair import | list | show | delete
+    cli_sg.add_commands(group, leaf)  # sg create | list | show | delete | rule-add | rule-delete
     return parser
 
 

@@ -149,6 +149,14 @@ class Network:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class AddressPair:
+    """An address a port may send from besides its own (netmgr.model.security_groups)."""
+
+    ip: str  # an address or a CIDR (normalised: a single address has no prefix)
+    mac: str = ""  # "" for the port's own MAC
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Port(WithStatus):
     # Its generation is the router generation that last changed the port: the
     # port is ACTIVE once the router has applied at least that generation.
@@ -167,6 +175,11 @@ class Port(WithStatus):
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # Security (netmgr.model.security_groups): the groups named (empty: the
+    # tenant's default group), port security, extra source addresses.
+    security_group_ids: tuple[str, ...] = ()
+    port_security: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

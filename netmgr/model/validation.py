@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from common.grpc_errors import InvalidArgument, Violation
 from common.request_checks import uuid_problem
-from netmgr.model.core import Network, Zone
+from netmgr.model.core import AddressPair, Network, Zone
 from netmgr.model.field_rules import (
     DEFAULT_LEASE_SECONDS,
     MAX_DNS_SERVERS,
@@ -83,6 +83,10 @@ class PortSpec:
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # Checked by the store (netmgr.model.security_groups).
+    security_group_ids: tuple[str, ...] = ()
+    port_security: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +98,9 @@ class PortUpdate:
     labels: tuple[tuple[str, str], ...] | None = None
     # "" removes the key pair.
     ssh_key_pair_id: str | None = None
+    security_group_ids: tuple[str, ...] | None = None
+    port_security: bool | None = None
+    allowed_address_pairs: tuple[AddressPair, ...] | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))

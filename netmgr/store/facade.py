@@ -34,6 +34,7 @@ from netmgr.store.public_ips import PublicIpStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
+from netmgr.store.security_groups import SecurityGroupStore
 from netmgr.store.shared import RouterPlacement
 from netmgr.store.tenants import TenantStore
 from netmgr.store.vpcs import VpcStore
@@ -71,6 +72,7 @@ class Store:
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
         self.key_pairs = KeyPairStore(self.db)
+        self.security_groups = SecurityGroupStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

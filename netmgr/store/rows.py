@@ -199,6 +199,10 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         user_data=bytes(row.user_data or b""),
         labels=tuple(sorted((row.labels or {}).items())),
         ssh_key_pair_id=row.ssh_key_pair_id or "",
+        security_group_ids=tuple(row.security_group_ids or ()),
+        port_security=bool(row.port_security),
+        allowed_address_pairs=tuple(model.AddressPair(p["ip"], p.get("mac", ""))
+                                    for p in row.allowed_address_pairs or ()),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -147,6 +149,14 @@ class PortRow(StatusColumns, Base):
     # action, as migration 0009 adds it on SQLite).
     ssh_key_pair_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("ssh_key_pairs.id"), nullable=True, index=True)
+    # Security (migration 0015): the groups named (IDs of security_groups,
+    # [] for the tenant's default group), port security, allowed pairs
+    # ([{"ip": ..., "mac": ...}]).
+    security_group_ids: Mapped[list[str]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
+    port_security: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
+    allowed_address_pairs: Mapped[list[dict[str, str]]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
 
 
 class MacRow(Base):

@@ -12,6 +12,7 @@ ALREADY_EXISTS, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 PERMISSION_DENIED.
 """
 
+from cloudnet.netmgr.v1 import security_group_pb2 as _security_group_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -834,6 +835,9 @@ class Port(_message.Message):
     USER_DATA_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
+    SECURITY_GROUP_IDS_FIELD_NUMBER: _builtins.int
+    PORT_SECURITY_FIELD_NUMBER: _builtins.int
+    ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -858,12 +862,30 @@ class Port(_message.Message):
     """The tenant SSH key pair whose public key the guest's metadata serves
     (KeyPairService); empty for none.
     """
+    port_security: _builtins.bool
+    """Port security and security groups on the port: only the port's MAC and
+    IP (and its allowed address pairs) as source, no DHCP server or router
+    advertisements from the guest. Unset means on.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Shown to the guest in its metadata. At most 32 labels; keys
         [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values printable text up to 255 characters.
+        """
+
+    @_builtins.property
+    def security_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields 70-79: security groups (security_group.proto).
+        The groups filtering the port (of its tenant, at most 16); empty means
+        the tenant's default group. Must be empty when port_security is off.
+        """
+
+    @_builtins.property
+    def allowed_address_pairs(self) -> _containers.RepeatedCompositeFieldContainer[_security_group_pb2.AllowedAddressPair]:
+        """Extra addresses the port may send from (at most 10); none may contain
+        another port's address on the network.
         """
 
     def __init__(
@@ -884,12 +906,17 @@ class Port(_message.Message):
         user_data: _builtins.bytes = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         ssh_key_pair_id: _builtins.str = ...,
+        security_group_ids: _abc.Iterable[_builtins.str] | None = ...,
+        port_security: _builtins.bool | None = ...,
+        allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
+    _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__port_security) -> _WhichOneofReturnType__port_security | None: ...
 
 Global___Port: _TypeAlias = Port  # noqa: Y015
 
