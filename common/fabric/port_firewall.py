@@ -14,8 +14,8 @@ bridge) two tables filter it, in the fabric's network namespace:
   the port's egress chain); its forward hook sees only the bridge, so the
   bridge family's forward hook, which runs first, marks a frame with the
   number of the port it leaves by, and a verdict map keyed on that mark
-  jumps to the port's ingress chain: established and related pass, invalid is dropped, then the port's
-  rules accept, the rest is dropped. A rule's remote group is a named set of
+  jumps to the port's ingress chain. In both chains established and related
+  pass, invalid is dropped, then the port's rules accept, the rest is dropped. A rule's remote group is a named set of
   the group's member addresses, so N rules x M members stay N rules.
 
 Every change is one nft transaction that touches only what changed: a port's

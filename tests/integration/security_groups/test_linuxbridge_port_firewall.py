@@ -247,7 +247,8 @@ def test_an_established_connection_survives_its_rule_being_removed(fresh: Lab) -
                                f"TCP:{a1}:7000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     lab.procs.append(client)  # type: ignore[arg-type]
-    assert client.stdin is not None and client.stdout is not None
+    assert client.stdin is not None
+    assert client.stdout is not None
     client.stdin.write("one\n")
     client.stdin.flush()
     assert client.stdout.readline() == "one\n"
