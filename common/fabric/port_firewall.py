@@ -15,8 +15,9 @@ bridge) two tables filter it, in the fabric's network namespace:
   bridge family's forward hook, which runs first, marks a frame with the
   number of the port it leaves by, and a verdict map keyed on that mark
   jumps to the port's ingress chain. In both chains established and related
-  pass, invalid is dropped, then the port's rules accept, the rest is dropped. A rule's remote group is a named set of
-  the group's member addresses, so N rules x M members stay N rules.
+  pass, invalid is dropped, then the port's rules accept, the rest is
+  dropped. A rule's remote group is a named set of the group's member
+  addresses, so N rules x M members stay N rules.
 
 Every change is one nft transaction that touches only what changed: a port's
 two chains and its map elements, or a group's set elements. The Linux
