@@ -120,6 +120,12 @@ def rule_text(rule: Rule) -> str:
     return " ".join(parts) + " accept"
 
 
+def _element(value: str) -> str:
+    """An address or CIDR as a set element (a single address without /32)."""
+    net = ipaddress.ip_network(value, strict=False)
+    return str(net.network_address) if net.num_addresses == 1 else str(net)
+
+
 def _set_of(items: Iterable[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
@@ -234,72 +240,109 @@ class PortFirewall:
                            f"{{ type {kind}; flags interval; }}")
         return out
 
-    def set_port(self, port: Port) -> None:
-        """Add or replace one port's filters (its chains and map elements)."""
+    def _port_commands(self, port: Port) -> list[str]:
         dev = port.device
         l2, eg, ing = (port_chain("l2", dev), port_chain("eg", dev), port_chain("in", dev))
+        commands = [*self._sets_for(port),
+                    *_chain("bridge", L2_TABLE, l2, l2_chain_rules(port)),
+                    *_chain("inet", SG_TABLE, eg, sg_chain_rules(port, "egress")),
+                    *_chain("inet", SG_TABLE, ing, sg_chain_rules(port, "ingress"))]
+        if dev not in self._ports:
+            mark = self._mark(dev)
+            commands += [
+                f'add element bridge {L2_TABLE} ports {{ "{dev}" : jump {l2} }}',
+                f'add element bridge {L2_TABLE} out_ids {{ "{dev}" : {mark} }}',
+                f'add element inet {SG_TABLE} egress {{ "{dev}" : jump {eg} }}',
+                f'add element inet {SG_TABLE} ingress {{ {mark} : jump {ing} }}']
+        return commands
+
+    def _remove_commands(self, device: str) -> list[str]:
+        l2, eg, ing = (port_chain("l2", device), port_chain("eg", device),
+                       port_chain("in", device))
+        mark = self._marks[device]
+        return [
+            f'delete element bridge {L2_TABLE} ports {{ "{device}" }}',
+            f'delete element bridge {L2_TABLE} out_ids {{ "{device}" }}',
+            f'delete element inet {SG_TABLE} egress {{ "{device}" }}',
+            f'delete element inet {SG_TABLE} ingress {{ {mark} }}',
+            f"delete chain bridge {L2_TABLE} {l2}",
+            f"delete chain inet {SG_TABLE} {eg}",
+            f"delete chain inet {SG_TABLE} {ing}"]
+
+    def _member_commands(self, group_id: str, addresses: Iterable[str]
+                         ) -> tuple[list[str], dict[tuple[str, str], frozenset[str]]]:
+        commands: list[str] = []
+        now: dict[tuple[str, str], frozenset[str]] = {}
+        addresses = list(addresses)
+        for ethertype, version in (("ipv4", 4), ("ipv6", 6)):
+            want = frozenset(_element(a) for a in addresses if _family(a) == version)
+            have = self._members.get((group_id, ethertype), frozenset())
+            name = group_set(group_id, ethertype)
+            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+            if (group_id, ethertype) not in self._members:
+                commands.append(f"add set inet {SG_TABLE} {name} "
+                                f"{{ type {kind}; flags interval; }}")
+            if have - want:
+                commands.append(f"delete element inet {SG_TABLE} {name} "
+                                f"{_set_of(sorted(have - want))}")
+            if want - have:
+                commands.append(f"add element inet {SG_TABLE} {name} "
+                                f"{_set_of(sorted(want - have))}")
+            now[(group_id, ethertype)] = want
+        return commands, now
+
+    def set_port(self, port: Port) -> None:
+        """Add or replace one port's filters (its chains and map elements)."""
         with self._lock:
-            commands = [*self._sets_for(port),
-                        *_chain("bridge", L2_TABLE, l2, l2_chain_rules(port)),
-                        *_chain("inet", SG_TABLE, eg, sg_chain_rules(port, "egress")),
-                        *_chain("inet", SG_TABLE, ing, sg_chain_rules(port, "ingress"))]
-            if dev not in self._ports:
-                mark = self._mark(dev)
-                commands += [
-                    f'add element bridge {L2_TABLE} ports {{ "{dev}" : jump {l2} }}',
-                    f'add element bridge {L2_TABLE} out_ids {{ "{dev}" : {mark} }}',
-                    f'add element inet {SG_TABLE} egress {{ "{dev}" : jump {eg} }}',
-                    f'add element inet {SG_TABLE} ingress {{ {mark} : jump {ing} }}']
-            self.run(commands)
-            self._ports[dev] = port
+            self.run(self._port_commands(port))
+            self._ports[port.device] = port
 
     def remove_port(self, device: str) -> None:
         with self._lock:
             if device not in self._ports:
                 return
-            l2, eg, ing = (port_chain("l2", device), port_chain("eg", device),
-                           port_chain("in", device))
-            mark = self._marks.pop(device)
-            self.run([
-                f'delete element bridge {L2_TABLE} ports {{ "{device}" }}',
-                f'delete element bridge {L2_TABLE} out_ids {{ "{device}" }}',
-                f'delete element inet {SG_TABLE} egress {{ "{device}" }}',
-                f'delete element inet {SG_TABLE} ingress {{ {mark} }}',
-                f"delete chain bridge {L2_TABLE} {l2}",
-                f"delete chain inet {SG_TABLE} {eg}",
-                f"delete chain inet {SG_TABLE} {ing}"])
+            self.run(self._remove_commands(device))
             del self._ports[device]
+            del self._marks[device]
 
     def set_members(self, group_id: str, addresses: Iterable[str]) -> None:
         """A group's member addresses: only the elements that changed."""
         with self._lock:
-            commands: list[str] = []
-            for ethertype, version in (("ipv4", 4), ("ipv6", 6)):
-                want = frozenset(str(ipaddress.ip_network(a)) for a in addresses
-                                 if _family(a) == version)
-                have = self._members.get((group_id, ethertype), frozenset())
-                name = group_set(group_id, ethertype)
-                kind = "ipv4_addr" if version == 4 else "ipv6_addr"
-                commands.append(f"add set inet {SG_TABLE} {name} "
-                                f"{{ type {kind}; flags interval; }}")
-                if have - want:
-                    commands.append(f"delete element inet {SG_TABLE} {name} "
-                                    f"{_set_of(sorted(have - want))}")
-                if want - have:
-                    commands.append(f"add element inet {SG_TABLE} {name} "
-                                    f"{_set_of(sorted(want - have))}")
-                self._members[(group_id, ethertype)] = want
-            self.run(commands)
+            commands, now = self._member_commands(group_id, addresses)
+            if commands:
+                self.run(commands)
+            self._members.update(now)
 
-    def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> None:
-        """The host's whole desired state, applied as the differences from what
-        this object last applied (group sets first: rules name them)."""
-        for gid, addrs in members.items():
-            self.set_members(gid, addrs)
-        want = {p.device: p for p in ports}
-        for dev in list(self._ports):
-            if dev not in want:
-                self.remove_port(dev)
-        for dev, port in want.items():
-            if self._ports.get(dev) != port:
-                self.set_port(port)
+    def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int:
+        """The host's whole desired state, as one transaction of the differences
+        from what this object last applied (group sets first: rules name them).
+        Returns the number of nft commands it took (0: nothing changed)."""
+        with self._lock:
+            commands: list[str] = []
+            members_now: dict[tuple[str, str], frozenset[str]] = {}
+            for gid, addrs in members.items():
+                more, now = self._member_commands(gid, addrs)
+                commands += more
+                members_now.update(now)
+            want = {p.device: p for p in ports}
+            gone = [dev for dev in self._ports if dev not in want]
+            for dev in gone:
+                commands += self._remove_commands(dev)
+            changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
+            for port in changed:
+                commands += self._port_commands(port)
+            if not commands:
+                return 0
+            try:
+                self.run(commands)
+            except FabricError:
+                for port in changed:  # numbers handed out for a transaction that failed
+                    if port.device not in self._ports:
+                        self._marks.pop(port.device, None)
+                raise
+            self._members.update(members_now)
+            for dev in gone:
+                del self._ports[dev]
+                del self._marks[dev]
+            self._ports.update({p.device: p for p in changed})
+            return len(commands)
