@@ -144,6 +144,7 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         port_security=p.port_security,
         allowed_address_pairs=[sgpb.AllowedAddressPair(ip=a.ip, mac=a.mac)
                                for a in p.allowed_address_pairs],
+        binding_host=p.binding_host,
     )
 
 
@@ -246,6 +247,7 @@ def port_spec(msg: pb.Port) -> PortSpec:
         security_group_ids=tuple(msg.security_group_ids),
         port_security=msg.port_security if msg.HasField("port_security") else True,
         allowed_address_pairs=_pairs(msg),
+        binding_host=msg.binding_host,
     )
 
 
@@ -262,6 +264,7 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
                             else None),
         port_security=msg.port_security if "port_security" in paths else None,
         allowed_address_pairs=_pairs(msg) if "allowed_address_pairs" in paths else None,
+        binding_host=msg.binding_host if "binding_host" in paths else None,
     )
 
 

@@ -180,6 +180,8 @@ class Port(WithStatus):
     security_group_ids: tuple[str, ...] = ()
     port_security: bool = True
     allowed_address_pairs: tuple[AddressPair, ...] = ()
+    # The compute host the port's NIC is plugged on ("": not bound).
+    binding_host: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from common.grpc_errors import InvalidArgument, Violation
 from netmgr.model.core import AddressPair
@@ -219,3 +219,28 @@ def pair_overlaps(pair: AddressPair, address: str) -> bool:
     net = ipaddress.ip_network(pair.ip)
     addr = ipaddress.ip_address(address)
     return addr.version == net.version and addr in net
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FilteredPort:
+    """A port bound to a host, with the groups that filter it (none when its
+    port security is off: ``filtered`` False)."""
+
+    port_id: str
+    mac: str
+    ip: str
+    pairs: tuple[AddressPair, ...]
+    groups: tuple[str, ...]
+    filtered: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostFilterSnapshot:
+    """What one compute host enforces, read in one transaction: its ports, the
+    rules of their groups, and the members of every remote group those rules
+    name (member ports' addresses and allowed pairs, on any host)."""
+
+    host: str
+    ports: tuple[FilteredPort, ...]
+    rules: Mapping[str, tuple[RuleSpec, ...]]
+    members: Mapping[str, tuple[str, ...]]

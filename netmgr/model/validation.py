@@ -87,6 +87,7 @@ class PortSpec:
     security_group_ids: tuple[str, ...] = ()
     port_security: bool = True
     allowed_address_pairs: tuple[AddressPair, ...] = ()
+    binding_host: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class PortUpdate:
     security_group_ids: tuple[str, ...] | None = None
     port_security: bool | None = None
     allowed_address_pairs: tuple[AddressPair, ...] | None = None
+    binding_host: str | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))

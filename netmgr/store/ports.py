@@ -89,6 +89,8 @@ def _security_changes(s: Session, tenant_id: str, row: PortRow,
         changes["security_group_ids"] = list(ids)
     if pairs != current:
         changes["allowed_address_pairs"] = sg.pairs_json(pairs)
+    if upd.binding_host is not None and upd.binding_host != row.binding_host:
+        changes["binding_host"] = sg.check_binding_host(s, upd.binding_host)
     return changes
 
 
@@ -134,7 +136,8 @@ class PortStore:
                 labels=dict(spec.labels),
                 ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id),
                 security_group_ids=list(groups), port_security=spec.port_security,
-                allowed_address_pairs=sg.pairs_json(pairs)))
+                allowed_address_pairs=sg.pairs_json(pairs),
+                binding_host=sg.check_binding_host(s, spec.binding_host)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()

@@ -203,6 +203,7 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         port_security=bool(row.port_security),
         allowed_address_pairs=tuple(model.AddressPair(p["ip"], p.get("mac", ""))
                                     for p in row.allowed_address_pairs or ()),
+        binding_host=row.binding_host or "",
     )
 
 

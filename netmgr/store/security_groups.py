@@ -17,10 +17,13 @@ from sqlalchemy.orm import Session
 
 from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from netmgr.model import core as model
+from netmgr.model.field_rules import show
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.security_groups import (
     DEFAULT_GROUP,
     MAX_RULES_PER_GROUP,
+    FilteredPort,
+    HostFilterSnapshot,
     RuleSpec,
     SecurityGroup,
     SecurityGroupRule,
@@ -34,6 +37,7 @@ from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PortRow
+from netmgr.store.tables.hosts import HostRow
 from netmgr.store.tables.security_groups import SecurityGroupRow, SecurityGroupRuleRow
 
 RULE_KEY = ("direction", "ethertype", "protocol", "port_min", "port_max", "icmp_type",
@@ -125,6 +129,13 @@ def check_ip_against_pairs(s: Session, network_id: str, ip: str, field: str = "p
             if pair_overlaps(model.AddressPair(p["ip"], p.get("mac", "")), ip):
                 raise InvalidArgument.one(field, f"{ip} is in an allowed address pair "
                                                  f"({p['ip']}) of port {other_id}")
+
+
+def check_binding_host(s: Session, name: str, field: str = "port.binding_host") -> str:
+    """A registered compute host's name, or "" for none."""
+    if name and s.scalar(select(HostRow.id).where(HostRow.name == name)) is None:
+        raise InvalidArgument.one(field, f"{show(name)} is not a registered host")
+    return name
 
 
 def pairs_json(pairs: Sequence[model.AddressPair]) -> list[dict[str, str]]:
@@ -241,6 +252,14 @@ class SecurityGroupStore:
 
         return self._db.write(tx)
 
+    def host_filters(self, host: str) -> HostFilterSnapshot:
+        return self._db.read(lambda s: host_filter_snapshot(s, host))
+
+    def bound_hosts(self) -> list[str]:
+        """Every host some port is bound to."""
+        return self._db.read(lambda s: sorted(set(s.scalars(
+            select(PortRow.binding_host).where(PortRow.binding_host != "")))))
+
     def delete_rule(self, tenant_id: str, rule_id: str) -> SecurityGroupRule:
         def tx(s: Session) -> SecurityGroupRule:
             row = shared.owned(s, SecurityGroupRuleRow, tenant_id, rule_id,
@@ -250,3 +269,40 @@ class SecurityGroupStore:
             return gone
 
         return self._db.write(tx)
+
+
+def host_filter_snapshot(s: Session, host: str) -> HostFilterSnapshot:
+    """What `host` enforces (``HostFilterSnapshot``), in the caller's transaction."""
+    bound = s.scalars(select(PortRow).where(PortRow.binding_host == host)
+                      .order_by(PortRow.id)).all()
+    tenants = {p.tenant_id for p in bound}
+    defaults = dict(s.execute(select(SecurityGroupRow.tenant_id, SecurityGroupRow.id).where(
+        SecurityGroupRow.tenant_id.in_(tenants), SecurityGroupRow.name == DEFAULT_GROUP)).all())
+    ports = tuple(FilteredPort(
+        p.id, p.mac, p.ip, tuple(model.AddressPair(a["ip"], a.get("mac", ""))
+                                 for a in p.allowed_address_pairs or ()),
+        effective_groups(p, defaults.get(p.tenant_id, "")), bool(p.port_security))
+        for p in bound)
+    group_ids = {g for p in ports for g in p.groups}
+    rules: dict[str, list[RuleSpec]] = {g: [] for g in group_ids}
+    for r in s.scalars(select(SecurityGroupRuleRow).where(
+            SecurityGroupRuleRow.security_group_id.in_(group_ids)).order_by(
+            SecurityGroupRuleRow.created_at, SecurityGroupRuleRow.id)):
+        rules[r.security_group_id].append(rule(r).spec)
+    remote = {r.remote_group_id for specs in rules.values() for r in specs
+              if r.remote_group_id}
+    members: dict[str, list[str]] = {g: [] for g in remote}
+    if remote:
+        owners = set(s.scalars(select(SecurityGroupRow.tenant_id).where(
+            SecurityGroupRow.id.in_(remote))))
+        all_defaults = dict(s.execute(select(SecurityGroupRow.tenant_id, SecurityGroupRow.id)
+                                      .where(SecurityGroupRow.tenant_id.in_(owners),
+                                             SecurityGroupRow.name == DEFAULT_GROUP)).all())
+        for p in s.scalars(select(PortRow).where(PortRow.tenant_id.in_(owners))
+                           .order_by(PortRow.id)):
+            for gid in effective_groups(p, all_defaults.get(p.tenant_id, "")):
+                if gid in members:
+                    members[gid].append(p.ip)
+                    members[gid] += [a["ip"] for a in p.allowed_address_pairs or ()]
+    return HostFilterSnapshot(host, ports, {g: tuple(v) for g, v in rules.items()},
+                              {g: tuple(v) for g, v in members.items()})

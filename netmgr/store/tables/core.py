@@ -157,6 +157,9 @@ class PortRow(StatusColumns, Base):
     port_security: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
     allowed_address_pairs: Mapped[list[dict[str, str]]] = mapped_column(
         JSON, server_default=text("'[]'"), default=list)
+    # The compute host the NIC is plugged on (a hosts.name; "" for none).
+    binding_host: Mapped[str] = mapped_column(String(63), server_default="", default="",
+                                              index=True)
 
 
 class MacRow(Base):

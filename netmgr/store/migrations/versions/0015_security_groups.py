@@ -65,6 +65,9 @@ def upgrade() -> None:
                                      server_default=sa.true()))
     op.add_column("ports", sa.Column("allowed_address_pairs", sa.JSON(), nullable=False,
                                      server_default=sa.text("'[]'")))
+    op.add_column("ports", sa.Column("binding_host", sa.String(63), nullable=False,
+                                     server_default=""))
+    op.create_index("ix_ports_binding_host", "ports", ["binding_host"])
     # Every tenant has its default group (all egress, ingress from its own
     # members), which filters its existing ports: they name no group.
     bind = op.get_bind()
@@ -89,6 +92,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ports_binding_host", table_name="ports")
+    op.drop_column("ports", "binding_host")
     op.drop_column("ports", "allowed_address_pairs")
     op.drop_column("ports", "port_security")
     op.drop_column("ports", "security_group_ids")

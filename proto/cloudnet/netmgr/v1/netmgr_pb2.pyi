@@ -838,6 +838,7 @@ class Port(_message.Message):
     SECURITY_GROUP_IDS_FIELD_NUMBER: _builtins.int
     PORT_SECURITY_FIELD_NUMBER: _builtins.int
     ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
+    BINDING_HOST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -866,6 +867,11 @@ class Port(_message.Message):
     """Port security and security groups on the port: only the port's MAC and
     IP (and its allowed address pairs) as source, no DHCP server or router
     advertisements from the guest. Unset means on.
+    """
+    binding_host: _builtins.str
+    """The compute host whose fabric the port's NIC is plugged into (a
+    registered host's name, set by its compute agent): its filters are pushed
+    there (compute/v1/port_filters.proto). Empty: not bound.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -909,10 +915,11 @@ class Port(_message.Message):
         security_group_ids: _abc.Iterable[_builtins.str] | None = ...,
         port_security: _builtins.bool | None = ...,
         allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
+        binding_host: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
     _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015
