@@ -47,7 +47,8 @@ def test_a_hosts_filters(cloud: Cloud) -> None:
     by_id = {p.port_id: p for p in got.ports}
     assert set(by_id) >= {a1.id, a3.id}
     assert a2.id not in by_id, "bound to h2"
-    assert by_id[a3.id].unfiltered and not by_id[a3.id].rules
+    assert by_id[a3.id].unfiltered
+    assert not by_id[a3.id].rules
     rules = by_id[a1.id].rules
     assert [(r.direction, r.protocol, r.port_min, r.port_max) for r in rules] == [
         ("ingress", "tcp", 80, 80)]
