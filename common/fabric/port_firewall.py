@@ -38,6 +38,7 @@ import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
+from common import libnft
 from common.fabric.base import FabricError
 
 L2_TABLE = "cloudnet_l2"
@@ -189,12 +190,12 @@ class PortFirewall:
     # ------------------------------------------------------------ nft
 
     def run(self, commands: Sequence[str]) -> None:
-        """One transaction: all of it or nothing."""
-        script = "\n".join(commands) + "\n"
-        proc = subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "nft", "-f", "-"],
-                              input=script, capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise FabricError(f"nft in {self.netns}: {proc.stderr.strip()[:500]}")
+        """One transaction, all of it or nothing, by libnftables in-process (a
+        forked nft costs its start on top of reading the ruleset)."""
+        try:
+            libnft.run(self.netns, "\n".join(commands) + "\n")
+        except (libnft.NftError, OSError) as e:
+            raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def setup(self) -> None:
         for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
