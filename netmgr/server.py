@@ -163,7 +163,8 @@ def read_token_file(path: str | Path) -> str:
 
 
 def _build(
-    config: ServerConfig, store: Store | None, hooks: RouterHooks | None
+    config: ServerConfig, store: Store | None, hooks: RouterHooks | None,
+    filters_changed: Callable[[], None] = lambda: None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     if store is None:
         store = Store(config.db_url, zone_defaults=config.zone,
@@ -190,7 +191,7 @@ def _build(
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
-    security_groups_api.add_to_server(store, server)
+    security_groups_api.add_to_server(store, server, filters_changed)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 
@@ -333,6 +334,7 @@ def main(argv: Sequence[str] | None = None, *,
         vm_config = router_vm_config(config.router_vm)
 
     # Imported here: a server without a reconciler (the API's tests) needs none of it.
+    from netmgr.reconcile.port_filters import PortFilterPusher
     from netmgr.reconcile.reconciler import Reconciler
 
     # Nothing netmgr writes (database, key, logs it may open) is for other users.
@@ -361,12 +363,15 @@ def main(argv: Sequence[str] | None = None, *,
             hosts=store.hosts,
             control=(control_network or default_control_network)(vm_config))
         reconciler.vm_routers = vm_backend
-    server, port, health_servicer = _build(config, store, reconciler)
+    port_filters = PortFilterPusher(store, config.admin_token)
+    reconciler.port_filters = port_filters
+    server, port, health_servicer = _build(config, store, reconciler, port_filters.changed)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     server.start()
     reconciler.start()
+    port_filters.start()
     if vm_backend is not None:
         vm_backend.start()
     if config.metrics_listen:
@@ -380,6 +385,7 @@ def main(argv: Sequence[str] | None = None, *,
     server.stop(config.grace_seconds).wait()
     if vm_backend is not None:
         vm_backend.stop()
+    port_filters.stop()
     reconciler.stop()
     store.close()
     return 0

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import itertools
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,8 +82,19 @@ def _name(prefix: str, key: str) -> str:
     return prefix + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def group_set(group_id: str, ethertype: str) -> str:
-    return _name("g4_" if ethertype == "ipv4" else "g6_", group_id)
+def group_set(group_id: str, ethertype: str, networks: bool = False) -> str:
+    """A remote group's members: single addresses in a hash set (adding one
+    needs no look at the others), networks (allowed pairs given as CIDRs) in
+    an interval set of their own."""
+    kind = ("n" if networks else "g") + ("4_" if ethertype == "ipv4" else "6_")
+    return _name(kind, group_id)
+
+
+def _set_decl(group_id: str, ethertype: str, networks: bool) -> str:
+    kind = "ipv4_addr" if ethertype == "ipv4" else "ipv6_addr"
+    flags = " flags interval;" if networks else ""
+    return (f"add set inet {SG_TABLE} {group_set(group_id, ethertype, networks)} "
+            f"{{ type {kind};{flags} }}")
 
 
 def port_chain(kind: str, device: str) -> str:
@@ -93,7 +105,14 @@ def _family(value: str) -> int:
     return ipaddress.ip_network(value, strict=False).version
 
 
-def rule_text(rule: Rule) -> str:
+def rule_texts(rule: Rule) -> list[str]:
+    """A rule as nft statements: one, or for a remote group one per member set."""
+    if rule.remote_group_id:
+        return [rule_text(rule), rule_text(rule, networks=True)]
+    return [rule_text(rule)]
+
+
+def rule_text(rule: Rule, networks: bool = False) -> str:
     """A rule as an nft statement (its values were checked by netmgr; they are
     parsed again here so that nothing else reaches nft)."""
     v4 = rule.ethertype == "ipv4"
@@ -102,7 +121,7 @@ def rule_text(rule: Rule) -> str:
     if rule.remote_cidr:
         parts.append(f"{addr} {ipaddress.ip_network(rule.remote_cidr)}")
     elif rule.remote_group_id:
-        parts.append(f"{addr} @{group_set(rule.remote_group_id, rule.ethertype)}")
+        parts.append(f"{addr} @{group_set(rule.remote_group_id, rule.ethertype, networks)}")
     proto = rule.protocol
     if proto in ("tcp", "udp"):
         parts.append(f"meta l4proto {proto}")
@@ -160,7 +179,7 @@ def sg_chain_rules(port: Port, direction: str) -> list[str]:
     else:
         out.append(DHCP_SERVER_REPLY)
         out.append(f"icmpv6 type {ND_TYPES} accept")
-    out += [rule_text(r) for r in port.rules if r.direction == direction]
+    out += [t for r in port.rules if r.direction == direction for t in rule_texts(r)]
     out.append("drop")
     return out
 
@@ -171,7 +190,12 @@ def _chain(family: str, table: str, name: str, rules: Sequence[str]) -> list[str
 
 
 class PortFirewall:
-    """The fabric namespace's port filters; one lock serialises changes."""
+    """The port filters of the bridges in namespace `netns` ("": the host's
+    root namespace, where the VXLAN fabric's bridges are); one lock
+    serialises changes. In the root namespace br_netfilter is turned on for
+    every bridge of the host: traffic of bridges that are not the fabric's
+    then walks the host's inet hooks too (it passes: no port of theirs is in
+    the maps)."""
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
@@ -193,14 +217,19 @@ class PortFirewall:
         """One transaction, all of it or nothing, by libnftables in-process (a
         forked nft costs its start on top of reading the ruleset)."""
         try:
-            libnft.run(self.netns, "\n".join(commands) + "\n")
+            script = "\n".join(commands) + "\n"
+            if self.netns:
+                libnft.run(self.netns, script)
+            else:
+                libnft.run_here(script)
         except (libnft.NftError, OSError) as e:
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def setup(self) -> None:
         for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
-            subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "sysctl", "-qw",
-                            f"net.bridge.{name}=1"], check=True, capture_output=True)
+            enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
+            subprocess.run([*enter, "sysctl", "-qw", f"net.bridge.{name}=1"], check=True,
+                           capture_output=True)
         self.run([
             f"add table bridge {L2_TABLE}",
             f"add map bridge {L2_TABLE} ports {{ typeof iifname : verdict; }}",
@@ -232,14 +261,9 @@ class PortFirewall:
     # ------------------------------------------------------------ changes
 
     def _sets_for(self, port: Port) -> list[str]:
-        out = []
-        for r in port.rules:
-            if r.remote_group_id:
-                name = group_set(r.remote_group_id, r.ethertype)
-                kind = "ipv4_addr" if r.ethertype == "ipv4" else "ipv6_addr"
-                out.append(f"add set inet {SG_TABLE} {name} "
-                           f"{{ type {kind}; flags interval; }}")
-        return out
+        wanted = {(r.remote_group_id, r.ethertype) for r in port.rules if r.remote_group_id}
+        return [_set_decl(gid, eth, nets) for gid, eth in sorted(wanted)
+                for nets in (False, True)]
 
     def _port_commands(self, port: Port) -> list[str]:
         dev = port.device
@@ -275,21 +299,22 @@ class PortFirewall:
         commands: list[str] = []
         now: dict[tuple[str, str], frozenset[str]] = {}
         addresses = list(addresses)
-        for ethertype, version in (("ipv4", 4), ("ipv6", 6)):
-            want = frozenset(_element(a) for a in addresses if _family(a) == version)
-            have = self._members.get((group_id, ethertype), frozenset())
-            name = group_set(group_id, ethertype)
-            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
-            if (group_id, ethertype) not in self._members:
-                commands.append(f"add set inet {SG_TABLE} {name} "
-                                f"{{ type {kind}; flags interval; }}")
+        for (ethertype, version), nets in itertools.product((("ipv4", 4), ("ipv6", 6)),
+                                                            (False, True)):
+            want = frozenset(e for e in (_element(a) for a in addresses
+                                         if _family(a) == version) if ("/" in e) == nets)
+            key = f"{ethertype}/{'net' if nets else 'addr'}"
+            have = self._members.get((group_id, key), frozenset())
+            name = group_set(group_id, ethertype, nets)
+            if (group_id, key) not in self._members:
+                commands.append(_set_decl(group_id, ethertype, nets))
             if have - want:
                 commands.append(f"delete element inet {SG_TABLE} {name} "
                                 f"{_set_of(sorted(have - want))}")
             if want - have:
                 commands.append(f"add element inet {SG_TABLE} {name} "
                                 f"{_set_of(sorted(want - have))}")
-            now[(group_id, ethertype)] = want
+            now[(group_id, key)] = want
         return commands, now
 
     def set_port(self, port: Port) -> None:

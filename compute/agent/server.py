@@ -13,6 +13,7 @@ The agent registers its host with netmgr (HostService) at start.
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import signal
 import socket
@@ -28,9 +29,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import netns
+from common.fabric.port_firewall import PortFirewall
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from compute import images
+from compute.agent import port_filters
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
 from compute.host import HostConfig, VmFabric
@@ -104,20 +107,42 @@ def _request_rules(method: str) -> RequestRules | None:
 _RULES = RequestRules()
 
 
-def create_server(compute: Compute, listen: str) -> tuple[grpc.Server, int]:
-    """The agent's gRPC server (not started) on `listen`, and its port."""
+def is_admin(compute: Compute) -> Callable[[Ctx], bool]:
+    def check(context: Ctx) -> bool:
+        auth = str(dict(context.invocation_metadata()).get("authorization", ""))
+        return hmac.compare_digest(auth.encode(),
+                                   f"Bearer {compute.cfg.admin_token}".encode())
+    return check
+
+
+def nic_devices(compute: Compute) -> Callable[[], dict[str, str]]:
+    """Port ID -> tap of this host's VM NICs."""
+    def devices() -> dict[str, str]:
+        return {str(n["port_id"]): str(n["device"]) for vm in compute.records()
+                for n in vm.nics}
+    return devices
+
+
+def create_server(compute: Compute, listen: str,
+                  filters: port_filters.FilterBackend | None = None
+                  ) -> tuple[grpc.Server, int]:
+    """The agent's gRPC server (not started) on `listen`, and its port.
+    `filters`: where the host's port filters are enforced (None: not here)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
                          interceptors=[ErrorMappingInterceptor(),
                                        RequestCheckInterceptor(_request_rules)])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
     router_vm_service = router_vm.add_to_server(compute, server)
+    filter_service = port_filters.add_to_server(port_filters.PortFilterServicer(
+        filters, nic_devices(compute), is_admin(compute)), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE, router_vm_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE, router_vm_service, filter_service, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server)
     port = int(server.add_insecure_port(listen))
     if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
@@ -181,7 +206,13 @@ def main(argv: list[str] | None = None,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    server, port = create_server(compute, args.listen)
+    # Linux bridges (the VXLAN fabric's, in the root namespace) take nftables
+    # port filters; OVS would take OpenFlow ones, not written yet.
+    filters = None
+    if args.fabric == "vxlan":
+        filters = PortFirewall("")
+        filters.setup()
+    server, port = create_server(compute, args.listen, filters)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)
     server.start()

@@ -100,6 +100,10 @@ class Compute:
     def _path(self, vm_id: str, *parts: str) -> str:
         return os.path.join(self.vm_dir, vm_id, *parts)
 
+    def records(self) -> list[Record]:
+        """This host's VMs as recorded (their NICs' ports and taps)."""
+        return self._records()
+
     def _records(self) -> list[Record]:
         out = []
         for vm_id in sorted(os.listdir(self.vm_dir)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 from cloudnet.netmgr.v1 import security_group_pb2 as pb
 from cloudnet.netmgr.v1 import security_group_pb2_grpc as rpc
@@ -51,15 +53,20 @@ def rule_spec(msg: pb.SecurityGroupRule) -> RuleSpec:
 
 
 class SecurityGroupServicer(rpc.SecurityGroupServiceServicer):
-    def __init__(self, store: Store) -> None:
+    """`changed` is told after every committed change of a group or rule
+    (the hosts' filters follow)."""
+
+    def __init__(self, store: Store, changed: Callable[[], None] = lambda: None) -> None:
         self._store = store
+        self._changed = changed
 
     def CreateSecurityGroup(self, request: pb.CreateSecurityGroupRequest,
                             context: grpc.ServicerContext) -> pb.SecurityGroup:
         tenant = current_caller().require_tenant()
         g = request.security_group
-        return group_to_pb(self._store.security_groups.create_group(tenant, g.name,
-                                                                    g.description))
+        made = self._store.security_groups.create_group(tenant, g.name, g.description)
+        self._changed()
+        return group_to_pb(made)
 
     def GetSecurityGroup(self, request: pb.GetSecurityGroupRequest,
                          context: grpc.ServicerContext) -> pb.SecurityGroup:
@@ -79,23 +86,28 @@ class SecurityGroupServicer(rpc.SecurityGroupServiceServicer):
                             context: grpc.ServicerContext) -> pb.DeleteSecurityGroupResponse:
         tenant = current_caller().require_tenant()
         self._store.security_groups.delete_group(tenant, request.id)
+        self._changed()
         return pb.DeleteSecurityGroupResponse()
 
     def CreateSecurityGroupRule(self, request: pb.CreateSecurityGroupRuleRequest,
                                 context: grpc.ServicerContext) -> pb.SecurityGroupRule:
         tenant = current_caller().require_tenant()
         r = request.rule
-        return rule_to_pb(self._store.security_groups.create_rule(
-            tenant, r.security_group_id, rule_spec(r)))
+        made = self._store.security_groups.create_rule(tenant, r.security_group_id,
+                                                       rule_spec(r))
+        self._changed()
+        return rule_to_pb(made)
 
     def DeleteSecurityGroupRule(self, request: pb.DeleteSecurityGroupRuleRequest,
                                 context: grpc.ServicerContext
                                 ) -> pb.DeleteSecurityGroupRuleResponse:
         tenant = current_caller().require_tenant()
         self._store.security_groups.delete_rule(tenant, request.id)
+        self._changed()
         return pb.DeleteSecurityGroupRuleResponse()
 
 
-def add_to_server(store: Store, server: grpc.Server) -> tuple[str, ...]:
-    rpc.add_SecurityGroupServiceServicer_to_server(SecurityGroupServicer(store), server)
+def add_to_server(store: Store, server: grpc.Server,
+                  changed: Callable[[], None] = lambda: None) -> tuple[str, ...]:
+    rpc.add_SecurityGroupServiceServicer_to_server(SecurityGroupServicer(store, changed), server)
     return SERVICES

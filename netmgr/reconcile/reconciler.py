@@ -39,6 +39,11 @@ STATUS_TIMEOUT = 5.0
 MAX_BACKOFF = 10.0
 
 
+class FilterChanges(Protocol):
+    def changed(self) -> None:
+        """Some port's security changed: push the hosts' filters."""
+
+
 class VmRouters(Protocol):
     """The VM backend (``vm_backend.tender.RouterVmBackend``) as the reconciler
     uses it: each VM router is its own agent target."""
@@ -94,6 +99,8 @@ class Reconciler:
         self.edge = EdgeDeltas(store, self.router_channel)
         # The VM backend, when this netmgr runs one (set by the composition root).
         self.vm_routers: VmRouters | None = None
+        # The compute hosts' port filters, when this netmgr pushes them.
+        self.port_filters: FilterChanges | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -119,6 +126,8 @@ class Reconciler:
 
     def notify(self, router_id: str) -> None:
         """The model of this router changed: push it now."""
+        if self.port_filters is not None:  # a port may have changed its host's filters
+            self.port_filters.changed()
         with self._lock:
             self._due[router_id] = 0.0
             self._backoff.pop(router_id, None)
