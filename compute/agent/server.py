@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common import netns
+from common.fabric.ovs_firewall import OvsFirewall
 from common.fabric.port_firewall import PortFirewall
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
 from common.request_checks import RequestCheckInterceptor, RequestRules
@@ -206,12 +207,16 @@ def main(argv: list[str] | None = None,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
-    # Linux bridges (the VXLAN fabric's, in the root namespace) take nftables
-    # port filters; OVS would take OpenFlow ones, not written yet.
-    filters = None
-    if args.fabric == "vxlan":
-        filters = PortFirewall("")
+    # Port filters where the guests plug in: OpenFlow with ct() on OVS,
+    # nftables on the VXLAN fabric's Linux bridges (the root namespace).
+    filters: port_filters.FilterBackend
+    if args.fabric == "ovs":
+        filters = OvsFirewall(args.ovs_bridge)
         filters.setup()
+    else:
+        firewall = PortFirewall("")
+        firewall.setup()
+        filters = firewall
     server, port = create_server(compute, args.listen, filters)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)

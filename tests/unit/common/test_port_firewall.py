@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from common.fabric.ovs_firewall import _port_ranges
 from common.fabric.port_firewall import Port, PortFirewall, Rule, group_set, rule_text
 
 GID = "00000000-0000-4000-8000-00000000000a"
@@ -67,3 +68,20 @@ def test_a_change_is_one_transaction_of_only_what_changed() -> None:
     fw.apply(ports[:-1], {GID: ["10.0.0.9"]})
     assert all("delete" in c for c in fw.batches[-1])
     assert len(fw.batches[-1]) == 7
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(80, 80), (1000, 2000), (1, 65535), (8000, 8080),
+                                        (5, 6), (65534, 65535)])
+def test_ovs_port_ranges_cover_exactly_the_range(lo: int, hi: int) -> None:
+    """OpenFlow matches ports by value/mask: the pieces cover lo..hi, nothing more."""
+    pieces = _port_ranges(Rule("ingress", protocol="tcp", port_min=lo, port_max=hi))
+    if lo == hi:
+        assert pieces == [""]
+        return
+    covered: set[int] = set()
+    for piece in pieces:
+        value, mask = (int(x, 16) for x in piece.removeprefix(",tp_dst=").split("/"))
+        block = {p for p in range(value, value + (0x10000 - mask))}
+        assert not block & covered
+        covered |= block
+    assert covered == set(range(lo, hi + 1))
