@@ -27,6 +27,7 @@ SERVICE = str(pb.DESCRIPTOR.services_by_name["PortFilterService"].full_name)
 
 
 class FilterBackend(Protocol):
+    def setup(self) -> None: ...
     def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int: ...
 
 
@@ -48,6 +49,7 @@ class PortFilterServicer(rpc.PortFilterServiceServicer):
         self._is_admin = is_admin
         self._lock = threading.Lock()
         self.applied_generation = 0
+        self._set_up = False
 
     def ApplyPortFilters(self, request: pb.PortFilters,
                          context: grpc.ServicerContext) -> pb.ApplyPortFiltersResponse:
@@ -64,6 +66,9 @@ class PortFilterServicer(rpc.PortFilterServiceServicer):
                      if p.port_id in devices and not p.unfiltered]
             members = {g.group_id: list(g.addresses) for g in request.groups}
             try:
+                if not self._set_up:
+                    self._backend.setup()
+                    self._set_up = True
                 self._backend.apply(ports, members)
             except FabricError as e:
                 raise FailedPrecondition(str(e)) from e

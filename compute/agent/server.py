@@ -209,14 +209,10 @@ def main(argv: list[str] | None = None,
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token))
     # Port filters where the guests plug in: OpenFlow with ct() on OVS,
     # nftables on the VXLAN fabric's Linux bridges (the root namespace).
-    filters: port_filters.FilterBackend
-    if args.fabric == "ovs":
-        filters = OvsFirewall(args.ovs_bridge)
-        filters.setup()
-    else:
-        firewall = PortFirewall("")
-        firewall.setup()
-        filters = firewall
+    # Set up at the first push (the tables or flows exist only on a host that
+    # has filtered ports).
+    filters: port_filters.FilterBackend = (
+        OvsFirewall(args.ovs_bridge) if args.fabric == "ovs" else PortFirewall(""))
     server, port = create_server(compute, args.listen, filters)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)

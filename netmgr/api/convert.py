@@ -123,6 +123,9 @@ def network_to_pb(n: model.Network) -> pb.Network:
         create_time=_ts(n.created_at),
         vpc_id=n.vpc_id,
         acl_id=n.acl_id,
+        shared=n.shared,
+        shared_tenant_ids=list(n.shared_tenant_ids),
+        provider_vlan=n.vlan_id if n.shared else 0,
     )
 
 
@@ -219,6 +222,9 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         lease_seconds=msg.lease_seconds,
         vpc_id=msg.vpc_id,
         acl_id=msg.acl_id,
+        shared=msg.shared,
+        shared_tenant_ids=tuple(msg.shared_tenant_ids),
+        provider_vlan=msg.provider_vlan,
     )
 
 

@@ -14,7 +14,7 @@ import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
-from common.grpc_errors import FailedPrecondition
+from common.grpc_errors import FailedPrecondition, PermissionDenied
 from netmgr.api import convert
 from netmgr.api.auth import current_caller
 from netmgr.api.passwords import PendingPasswords
@@ -171,6 +171,8 @@ class ZoneServicer(_Base, rpc.ZoneServiceServicer):
 
 class NetworkServicer(_Base, rpc.NetworkServiceServicer):
     def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Ctx) -> pb.Network:
+        if request.network.shared and not current_caller().admin:
+            raise PermissionDenied("network.shared: only the admin creates shared networks")
         network = self._store.create_network(_tenant(), convert.network_spec(request.network))
         self._notify(network.router_id)
         return convert.network_to_pb(network)

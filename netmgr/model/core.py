@@ -146,6 +146,9 @@ class Network:
     router_mac: str = ""
     # A tier's network ACL list (default_allow's ID when none was chosen).
     acl_id: str = ""
+    # A shared network: the tenants that may put ports on it (() for all).
+    shared: bool = False
+    shared_tenant_ids: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -105,7 +105,10 @@ class PortStore:
         pairs = check_address_pairs(spec.allowed_address_pairs, spec.port_security)
 
         def tx(s: Session) -> model.Port:
-            net = shared.network_row(s, tenant_id, spec.network_id, "port.network_id")
+            net = shared.usable_network_row(s, tenant_id, spec.network_id, "port.network_id")
+            if net.shared and not spec.port_security:
+                raise InvalidArgument.one("port.port_security",
+                                          "security groups are mandatory on a shared network")
             sg.ensure_default_group(s, tenant_id)
             sg.check_port_groups(s, tenant_id, groups)
             sg.check_pairs_against_ports(s, net.id, "", pairs)
@@ -155,7 +158,7 @@ class PortStore:
         def tx(s: Session) -> Page[model.Port]:
             stmt = of_tenant(rows.port_select(), PortRow.tenant_id, tenant_id)
             if network_id:
-                net = shared.network_row(s, tenant_id, network_id, "network_id")
+                net = shared.usable_network_row(s, tenant_id, network_id, "network_id")
                 stmt = stmt.where(PortRow.network_id == net.id)
             return rows.paged(s, stmt, PortRow, page, rows.port)
 
@@ -175,6 +178,10 @@ class PortStore:
                 changes["user_data"] = upd.user_data or None
             if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):
                 changes["labels"] = dict(upd.labels)
+            if upd.port_security is False and s.scalar(select(NetworkRow.shared).where(
+                    NetworkRow.id == row.network_id)):
+                raise InvalidArgument.one("port.port_security",
+                                          "security groups are mandatory on a shared network")
             if upd.ssh_key_pair_id is not None:
                 key_id = _key_pair_id(s, tenant_id, upd.ssh_key_pair_id)
                 if key_id != row.ssh_key_pair_id:

@@ -133,6 +133,8 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
         vpc_id=row.vpc_id or "",
         router_mac=row.router_mac or "",
         acl_id=(row.acl_id or DEFAULT_ALLOW_ID) if row.vpc_id else "",
+        shared=bool(row.shared),
+        shared_tenant_ids=tuple(row.shared_tenant_ids or ()),
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -97,6 +98,11 @@ class NetworkRow(Base):
     # A tier's network ACL list (0006): a network_acls row or a built-in
     # list's fixed ID, so no foreign key; NULL is default_allow.
     acl_id: Mapped[str | None] = mapped_column(ID, default=None)
+    # A shared network (0015): other tenants may put ports on it (the listed
+    # ones; [] for all).
+    shared: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    shared_tenant_ids: Mapped[list[str]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
 
 
 class RouterRow(Base):

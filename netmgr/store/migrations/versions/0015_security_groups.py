@@ -1,5 +1,6 @@
-"""Security groups and their rules; a port's groups, port security and
-allowed address pairs; every existing tenant gets its default group.
+"""Security groups and their rules; a port's groups, port security,
+allowed address pairs and host binding; shared networks; every existing
+tenant gets its default group.
 
 Revision ID: 0015
 Revises: 0011
@@ -68,6 +69,10 @@ def upgrade() -> None:
     op.add_column("ports", sa.Column("binding_host", sa.String(63), nullable=False,
                                      server_default=""))
     op.create_index("ix_ports_binding_host", "ports", ["binding_host"])
+    op.add_column("networks", sa.Column("shared", sa.Boolean(), nullable=False,
+                                        server_default=sa.false()))
+    op.add_column("networks", sa.Column("shared_tenant_ids", sa.JSON(), nullable=False,
+                                        server_default=sa.text("'[]'")))
     # Every tenant has its default group (all egress, ingress from its own
     # members), which filters its existing ports: they name no group.
     bind = op.get_bind()
@@ -92,6 +97,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("networks", "shared_tenant_ids")
+    op.drop_column("networks", "shared")
     op.drop_index("ix_ports_binding_host", table_name="ports")
     op.drop_column("ports", "binding_host")
     op.drop_column("ports", "allowed_address_pairs")

@@ -589,6 +589,9 @@ class Network(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     VPC_ID_FIELD_NUMBER: _builtins.int
     ACL_ID_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    SHARED_TENANT_IDS_FIELD_NUMBER: _builtins.int
+    PROVIDER_VLAN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -614,6 +617,16 @@ class Network(_message.Message):
     """A tier's network ACL list (vpc.proto NetworkAclService); on create,
     empty means the built-in default_allow.
     """
+    shared: _builtins.bool
+    """Fields 74-76: shared networks (docs/security-groups.md). On create, by
+    the admin acting as the owning tenant: a network of the zone's basic
+    model that other tenants put ports on (security groups mandatory on
+    them: port_security cannot be off), each tenant seeing only its own ports.
+    """
+    provider_vlan: _builtins.int
+    """A shared network's VLAN, named by the admin: a provider VLAN outside the
+    zone's guest range, its reserved VLANs and its private gateway range.
+    """
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -622,6 +635,10 @@ class Network(_message.Message):
     def domain_search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def shared_tenant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tenants that may use a shared network; empty: every tenant."""
+
     def __init__(
         self,
         *,
@@ -641,10 +658,13 @@ class Network(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         vpc_id: _builtins.str = ...,
         acl_id: _builtins.str = ...,
+        shared: _builtins.bool = ...,
+        shared_tenant_ids: _abc.Iterable[_builtins.str] | None = ...,
+        provider_vlan: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,9 @@ class Recording:
     def __init__(self) -> None:
         self.applied: list[tuple[list[Port], dict[str, list[str]]]] = []
 
+    def setup(self) -> None:
+        pass
+
     def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int:
         self.applied.append((list(ports), {k: list(v) for k, v in members.items()}))
         return 1
