@@ -9,10 +9,12 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from tests.lib.netmgr_cloud import Api, Cloud, bad_fields, rpc_error
+from tests.lib.netmgr_edge import Edge
 
 Code = grpc.StatusCode
 
@@ -116,3 +118,24 @@ def test_a_vlan_in_use_and_an_unknown_tenant(cloud: Cloud) -> None:
                                            "00000000-0000-4000-8000-000000000000"]))
     assert err.code() == Code.NOT_FOUND
     assert counts(cloud) == before
+
+
+def test_an_elastic_ip_is_static_nat_on_the_shared_networks_router(cloud: Cloud) -> None:
+    provider, _ = cloud.new_tenant("provider")
+    _, acme = cloud.new_tenant("acme")
+    _, globex = cloud.new_tenant("globex")
+    net = shared_net(cloud, provider)
+    port = acme.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, name="web")))
+    edge = Edge(cloud, acme)
+    ip = edge.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=net.id))
+    nat = edge.CreateStaticNat(epb.CreateStaticNatRequest(static_nat=epb.StaticNat(
+        public_ip_id=ip.id, port_id=port.id)))
+    assert (nat.network_id, nat.private_ip, nat.public_ip) == (net.id, port.ip, ip.ip)
+    snap = cloud.store.router_snapshot(net.router_id)
+    assert [(n.port_id, n.public_ip) for n in snap.edge.static_nats] == [(port.id, ip.ip)]
+    assert port.id in [p.id for p in snap.ports], "the router serves every tenant's port"
+    # Another tenant sees neither the address nor the NAT.
+    other = Edge(cloud, globex)
+    assert list(other.ListStaticNats(epb.ListStaticNatsRequest()).static_nats) == []
+    assert ip.id not in [p.id for p in other.ListPublicIps(
+        epb.ListPublicIpsRequest()).public_ips]
