@@ -302,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-search", action="append", metavar="DOMAIN", help="(repeat)")
     p.add_argument("--mtu", type=_uint, help="MTU handed out by DHCP (0: not sent)")
     p.add_argument("--lease-seconds", type=_uint, metavar="N", help="DHCP lease time")
+    p.add_argument("--provider-vlan", type=_uint, metavar="VLAN",
+                   help="admin: a shared network on this provider VLAN (security groups "
+                   "mandatory on its ports)")
+    p.add_argument("--shared-tenant", action="append", metavar="TENANT_ID",
+                   help="admin: a tenant that may use the shared network (repeatable; "
+                   "none: every tenant)")
     _add_wait(p, "the network's router is ACTIVE")
     p = leaf(s, "list", cmd_network_list, "list networks")
     _add_limit(p)

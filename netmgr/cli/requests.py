@@ -84,6 +84,12 @@ def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRe
         net.mtu = args.mtu
     if args.lease_seconds is not None:
         net.lease_seconds = args.lease_seconds
+    if getattr(args, "provider_vlan", None) is not None:
+        net.shared = True
+        net.provider_vlan = args.provider_vlan
+        net.shared_tenant_ids.extend(args.shared_tenant or [])
+    elif getattr(args, "shared_tenant", None):
+        raise UsageError("--shared-tenant: a shared network needs --provider-vlan")
     return netmgr_pb2.CreateNetworkRequest(network=net)
 
 

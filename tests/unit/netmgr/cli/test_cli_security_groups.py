@@ -61,3 +61,17 @@ def test_port_security_options(c: Cli, tok: str) -> None:
     assert port.get("security_group_ids", []) == []
     port = c.json(tok, "port", "update", port["id"], "--port-security")
     assert port["port_security"] is True
+
+
+def test_admin_creates_a_shared_network(c: Cli, tok: str) -> None:
+    provider = c.json(c.admin, "tenant", "create", "provider")
+    acme = c.json(tok, "whoami")["tenant_id"]
+    net = c.json(c.admin, "--tenant", provider["id"], "network", "create", "basic", "--cidr",
+                 "172.20.0.0/16", "--provider-vlan", "3000", "--shared-tenant", acme)
+    assert (net["shared"], net["provider_vlan"], net["shared_tenant_ids"]) == (
+        True, 3000, [acme])
+    port = c.json(tok, "port", "create", net["id"])
+    assert port["network_id"] == net["id"]
+    err = c.fails(c.admin, "--tenant", provider["id"], "network", "create", "x", "--cidr",
+                  "172.21.0.0/16", "--provider-vlan", "150")
+    assert "network.provider_vlan" in err
