@@ -92,6 +92,9 @@ class Compute:
         self.accel = cfg.accel if cfg.accel != "auto" else lv.detect_accel(
             next(iter(self.images.values()), None), cfg.state_dir)
         self._lock = threading.Lock()
+        # Set once netmgr knows this host: its VMs' ports are then bound to it
+        # (Port.binding_host), and netmgr pushes their filters here.
+        self.registered = False
         # Test hook: raise after this step of CreateVm ("ports", "overlay", "define").
         self.fail_after: str = ""
 
@@ -200,7 +203,8 @@ class Compute:
                 named.add(net.id)
                 ports.append(self.netmgr.create_port(
                     md, npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=hostname,
-                                 name=f"{vm.name}-nic{i}", device_id=vm_id),
+                                 name=f"{vm.name}-nic{i}", device_id=vm_id,
+                                 binding_host=self.cfg.name if self.registered else ""),
                     field=f"vm.nics[{i}].fixed_ip" if nic.fixed_ip else f"vm.nics[{i}]",
                     hostname_field="vm.name"))
             self._fault("ports")
@@ -307,6 +311,8 @@ class Compute:
 
     def register(self) -> hosts_pb2.Host:
         """Tell netmgr (HostService) about this host."""
-        return self.netmgr.register_host(hosts_pb2.Host(
+        host = self.netmgr.register_host(hosts_pb2.Host(
             name=self.cfg.name, address=self.cfg.address, fabric=self.cfg.fabric_kind,
             vcpus=self.cfg.vcpus, memory_mib=self.cfg.memory_mib))
+        self.registered = True
+        return host
