@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from common.fabric.ovs_firewall import _port_ranges
+from common.fabric.ovs_firewall import OvsFirewall, Plugged, _port_ranges, cookie
 from common.fabric.port_firewall import Port, PortFirewall, Rule, group_set, rule_text
 
 GID = "00000000-0000-4000-8000-00000000000a"
@@ -85,3 +85,39 @@ def test_ovs_port_ranges_cover_exactly_the_range(lo: int, hi: int) -> None:
         assert not block & covered
         covered |= block
     assert covered == set(range(lo, hi + 1))
+
+
+class RecordedOvs(OvsFirewall):
+    """The OVS pipeline's bundles, recorded (ports numbered by name)."""
+
+    def __init__(self) -> None:
+        super().__init__("unused")
+        self.bundles: list[list[str]] = []
+
+    def run(self, lines: Sequence[str]) -> None:
+        self.bundles.append(list(lines))
+
+    def plugged(self, device: str) -> Plugged:
+        return Plugged(int(device.removeprefix("p")) + 1, 100)
+
+
+def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> None:
+    fw = RecordedOvs()
+    rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+             Rule("egress"))
+    ports = [Port(f"p{i}", f"02:00:00:00:00:{i:02x}", (f"10.0.0.{i + 10}",), (), rules)
+             for i in range(20)]
+    members = {GID: [p.ips[0] for p in ports]}
+    assert fw.apply(ports, members) > 0
+    assert fw.apply(ports, members) == 0, "the same state twice sends nothing"
+    ports[3] = Port("p3", ports[3].mac, ports[3].ips, (), (*rules, Rule(
+        "ingress", protocol="udp", port_min=53)))
+    fw.apply(ports, members)
+    changed = fw.bundles[-1]
+    assert changed, "the new rule was sent"
+    assert all(f"cookie={cookie('p3'):#x}" in line for line in changed)
+    fw.apply(ports, {GID: [*members[GID], "10.0.9.9"]})
+    joined = fw.bundles[-1]
+    assert len(joined) == 1
+    assert "nw_src=10.0.9.9" in joined[0]
+    assert joined[0].count("conjunction(") == 20, "one flow naming each port's conjunction"
