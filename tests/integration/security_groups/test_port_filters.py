@@ -12,6 +12,7 @@ group members as sets).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.fabric.base import FabricError
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.fabric.ovs_firewall import OvsFirewall
@@ -280,3 +282,17 @@ def test_an_established_connection_survives_its_rule_being_removed(fresh: Lab) -
     assert client.stdout.readline() == "two\n", "the established connection was cut"
     lab.listen("a1", TCP, 7001, "new")
     assert ask(lab.ns("b1"), TCP, a1, 7001, timeout=2) == "", "a new connection passed"
+
+
+def test_a_change_the_fabric_refuses_applies_nothing(fresh: Lab) -> None:
+    """A host's change is one transaction: a value the fabric refuses (a
+    malformed MAC) leaves every port as it was, the valid changes with it."""
+    lab = fresh
+    a1 = GUESTS["a1"][1]
+    opened = lab.port("a1", (Rule("ingress", protocol="icmp"),))
+    broken = dataclasses.replace(lab.port("a2"), mac="02:00:zz:00:00:12")
+    others = [lab.port(g) for g in ("b1", "b2")]
+    with pytest.raises(FabricError):
+        lab.fw.apply([opened, broken, *others], lab.members())
+    assert not lab.ping("b1", a1), "the valid half of the refused change was applied"
+    assert lab.reaches("a2", a1), "a2's filters are as they were"
