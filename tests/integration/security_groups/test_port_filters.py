@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -296,3 +297,32 @@ def test_a_change_the_fabric_refuses_applies_nothing(fresh: Lab) -> None:
         lab.fw.apply([opened, broken, *others], lab.members())
     assert not lab.ping("b1", a1), "the valid half of the refused change was applied"
     assert lab.reaches("a2", a1), "a2's filters are as they were"
+
+
+RA_SENDER = """
+import sys
+from scapy.all import Ether, IPv6, ICMPv6ND_RA, ICMPv6ND_NS, sendp
+mac = sys.argv[1]
+lla = "fe80::ff:fe00:12"
+ns = Ether(src=mac, dst="33:33:ff:00:00:11") / IPv6(src=lla, dst="ff02::1:ff00:11") / \\
+    ICMPv6ND_NS(tgt="fe80::ff:fe00:11")
+ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=lla, dst="ff02::1") / ICMPv6ND_RA()
+sendp([ns, ra] * 3, iface="eth0", inter=0.05, verbose=False)
+"""
+
+
+def test_router_advertisements_from_a_guest_are_dropped(fresh: Lab) -> None:
+    lab = fresh
+    cap = subprocess.Popen(["ip", "netns", "exec", lab.ns("a1"), "tcpdump", "-l", "-n", "-i",
+                            "eth0", "icmp6"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)  # tcpdump attaches
+        subprocess.run(["ip", "netns", "exec", lab.ns("a2"), sys.executable, "-c", RA_SENDER,
+                        GUESTS["a2"][2]], check=True, timeout=60)
+        time.sleep(0.3)
+    finally:
+        cap.terminate()
+        out, _ = cap.communicate(timeout=10)
+    assert "neighbor solicitation" in out, "the control (neighbour discovery) did not pass"
+    assert "router advertisement" not in out
