@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import logging
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from common.fabric.base import FabricError
 from common.fabric.ovs import vsctl
 from common.fabric.port_firewall import Port, Rule
+
+log = logging.getLogger(__name__)
 
 T_EGRESS, T_EGRESS_CT, T_LOOKUP, T_INGRESS, T_INGRESS_CT = 71, 72, 60, 81, 82
 Flow = tuple[int, int, str]  # table, priority, match
@@ -234,7 +237,14 @@ class OvsFirewall:
             want: dict[Flow, tuple[int, str]] = {}
             group_conj: dict[tuple[str, str, str], list[int]] = {}
             for port in ports:
-                want.update(self._port_flows(port, self.plugged(port.device), group_conj))
+                try:
+                    at = self.plugged(port.device)
+                except FabricError:
+                    # Not on the bridge now (a stopped VM's tap): no flows until
+                    # it is back, and the next push after that.
+                    log.info("port filters: %s is not on %s", port.device, self.bridge)
+                    continue
+                want.update(self._port_flows(port, at, group_conj))
             want.update(self._member_flows(group_conj, members))
             lines = []
             for flow in self._flows.keys() - want.keys():
