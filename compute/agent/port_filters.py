@@ -50,6 +50,7 @@ class PortFilterServicer(rpc.PortFilterServiceServicer):
         self._lock = threading.Lock()
         self.applied_generation = 0
         self._set_up = False
+        self._last: pb.PortFilters | None = None
 
     def ApplyPortFilters(self, request: pb.PortFilters,
                          context: grpc.ServicerContext) -> pb.ApplyPortFiltersResponse:
@@ -60,21 +61,34 @@ class PortFilterServicer(rpc.PortFilterServiceServicer):
         with self._lock:
             if request.generation < self.applied_generation:
                 return pb.ApplyPortFiltersResponse(applied_generation=self.applied_generation)
-            devices = self._devices()
-            unknown = [p.port_id for p in request.ports if p.port_id not in devices]
-            ports = [port_of(p, devices[p.port_id]) for p in request.ports
-                     if p.port_id in devices and not p.unfiltered]
-            members = {g.group_id: list(g.addresses) for g in request.groups}
-            try:
-                if not self._set_up:
-                    self._backend.setup()
-                    self._set_up = True
-                self._backend.apply(ports, members)
-            except FabricError as e:
-                raise FailedPrecondition(str(e)) from e
+            unknown = self._apply(request)
             self.applied_generation = request.generation
+            self._last = request
             return pb.ApplyPortFiltersResponse(applied_generation=request.generation,
                                                unknown_port_ids=unknown)
+
+    def reapply(self) -> None:
+        """The last push again, now that a NIC came (a VM defined or started):
+        its filters are in place before netmgr's next push."""
+        with self._lock:
+            if self._last is not None and self._backend is not None:
+                self._apply(self._last)
+
+    def _apply(self, request: pb.PortFilters) -> list[str]:
+        assert self._backend is not None
+        devices = self._devices()
+        unknown = [p.port_id for p in request.ports if p.port_id not in devices]
+        ports = [port_of(p, devices[p.port_id]) for p in request.ports
+                 if p.port_id in devices and not p.unfiltered]
+        members = {g.group_id: list(g.addresses) for g in request.groups}
+        try:
+            if not self._set_up:
+                self._backend.setup()
+                self._set_up = True
+            self._backend.apply(ports, members)
+        except FabricError as e:
+            raise FailedPrecondition(str(e)) from e
+        return unknown
 
 
 def add_to_server(servicer: PortFilterServicer, server: grpc.Server) -> str:

@@ -135,8 +135,10 @@ def create_server(compute: Compute, listen: str,
                                        RequestCheckInterceptor(_request_rules)])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
     router_vm_service = router_vm.add_to_server(compute, server)
-    filter_service = port_filters.add_to_server(port_filters.PortFilterServicer(
-        filters, nic_devices(compute), is_admin(compute)), server)
+    filter_servicer = port_filters.PortFilterServicer(filters, nic_devices(compute),
+                                                      is_admin(compute))
+    compute.after_plug = filter_servicer.reapply
+    filter_service = port_filters.add_to_server(filter_servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):

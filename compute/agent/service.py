@@ -95,6 +95,10 @@ class Compute:
         # Set once netmgr knows this host: its VMs' ports are then bound to it
         # (Port.binding_host), and netmgr pushes their filters here.
         self.registered = False
+        # Called once a VM's NICs are on the fabric (created or started): the
+        # host's port filters are applied again, so a new tap is filtered at
+        # once rather than at netmgr's next push.
+        self.after_plug: Callable[[], None] = lambda: None
         # Test hook: raise after this step of CreateVm ("ports", "overlay", "define").
         self.fail_after: str = ""
 
@@ -232,6 +236,7 @@ class Compute:
             self.driver.define_and_start(xml)
             for made in nics:
                 self.cfg.fabric.harden_tap(str(made["device"]))
+            self._filter_nics(vm.name)
             self._fault("define")
             log.info("vm %s (%s) of tenant %s started", vm.name, vm_id, tenant_id)
             return self._to_pb(rec)
@@ -244,6 +249,12 @@ class Compute:
             if isinstance(e, libvirt.libvirtError | images.ImageError | FabricError):
                 raise FailedPrecondition(f"vm {vm.name}: {e}") from e
             raise
+
+    def _filter_nics(self, name: str) -> None:
+        try:
+            self.after_plug()
+        except DomainError as e:  # netmgr's next push tries again
+            log.warning("vm %s: port filters not applied: %s", name, e)
 
     def _fault(self, step: str) -> None:
         if self.fail_after == step:
@@ -280,6 +291,7 @@ class Compute:
     def start(self, tenant_id: str, vm_id: str) -> pb.Vm:
         rec = self._owned(tenant_id, vm_id)
         self.driver.start(vm_id)
+        self._filter_nics(rec.name)
         return self._to_pb(rec)
 
     def stop(self, tenant_id: str, vm_id: str, force: bool) -> pb.Vm:

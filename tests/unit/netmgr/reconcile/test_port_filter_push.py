@@ -36,26 +36,27 @@ class Recording:
 
 
 @pytest.fixture
-def agent() -> Iterator[tuple[str, Recording, dict[str, str]]]:
+def agent() -> Iterator[tuple[str, Recording, dict[str, str], port_filters.PortFilterServicer]]:
     backend = Recording()
     devices: dict[str, str] = {}
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
                          interceptors=[ErrorMappingInterceptor()])
     admin_header = f"Bearer {ADMIN}"
-    port_filters.add_to_server(port_filters.PortFilterServicer(
+    servicer = port_filters.PortFilterServicer(
         backend, lambda: dict(devices),
-        lambda ctx: dict(ctx.invocation_metadata()).get("authorization") == admin_header),
-        server)
+        lambda ctx: dict(ctx.invocation_metadata()).get("authorization") == admin_header)
+    port_filters.add_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    yield f"127.0.0.1:{port}", backend, devices
+    yield f"127.0.0.1:{port}", backend, devices, servicer
     server.stop(None)
 
 
 def test_netmgr_pushes_a_hosts_filters_to_its_agent(
-    cloud: Cloud, agent: tuple[str, Recording, dict[str, str]]
+    cloud: Cloud,
+    agent: tuple[str, Recording, dict[str, str], port_filters.PortFilterServicer],
 ) -> None:
-    address, backend, devices = agent
+    address, backend, devices, servicer = agent
     cloud.store.hosts.register(HostSpec("h1", address, "vxlan", 2, 1024))
     _, api = cloud.new_tenant("acme")
     net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="n",
@@ -78,8 +79,9 @@ def test_netmgr_pushes_a_hosts_filters_to_its_agent(
         assert [(r.direction, r.protocol, r.port_min) for r in ports[0].rules] == [
             ("ingress", "tcp", 443)]
         assert (ports[0].mac, ports[0].ips) == (p1.mac, (p1.ip,))
+        # p2's VM comes up: the agent applies the last push again at once.
         devices[p2.id] = "vt-p2"
-        pusher.push_all()
+        servicer.reapply()
         ports, members = backend.applied[-1]
         assert sorted(p.device for p in ports) == ["vt-p1", "vt-p2"]
         assert p2.ip in next(iter(members.values())), "p2 is in the default group"
