@@ -58,6 +58,7 @@ from netmgr.api import events as events_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
 from netmgr.api import quotas as quotas_api
+from netmgr.api import security_groups as security_groups_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
 from netmgr.api.audit import AuditInterceptor
@@ -83,12 +84,12 @@ log = logging.getLogger("cloudnet.netmgr")
 
 ADMIN_TOKEN_ENV = "CLOUDNET_ADMIN_TOKEN"
 SECRETS_KEY_NAME = "secrets.key"
-API_SERVICES = tuple(
+API_SERVICES = (tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES \
-    + quotas_api.SERVICES + events_api.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
+                + quotas_api.SERVICES + events_api.SERVICES + security_groups_api.SERVICES)
 
 
 def _default_agents() -> dict[str, str]:
@@ -197,6 +198,7 @@ def read_token_file(path: str | Path) -> str:
 def _build(
     config: ServerConfig, store: Store | None, hooks: RouterHooks | None,
     tls: TlsFiles | None = None,
+    filters_changed: Callable[[], None] = lambda: None,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     if store is None:
         store = Store(config.db_url, zone_defaults=config.zone,
@@ -227,6 +229,7 @@ def _build(
     keypairs_api.add_to_server(store, server)
     quotas_api.add_to_server(store, server)
     events_api.add_to_server(store.events, config.admin_token, store, server)
+    security_groups_api.add_to_server(store, server, filters_changed)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 
@@ -452,6 +455,7 @@ def main(argv: Sequence[str] | None = None, *,
         vm_config = router_vm_config(config.router_vm)
 
     # Imported here: a server without a reconciler (the API's tests) needs none of it.
+    from netmgr.reconcile.port_filters import PortFilterPusher
     from netmgr.reconcile.reconciler import Reconciler
 
     # Nothing netmgr writes (database, key, logs it may open) is for other users.
@@ -495,12 +499,15 @@ def main(argv: Sequence[str] | None = None, *,
             compute_tls=tls)
         reconciler.vm_routers = vm_backend
         vm_backend.owns = lambda router_id: leases.epoch(router_id) is not None
-    server, port, health_servicer = _build(config, store, reconciler, tls)
+    port_filters = PortFilterPusher(store, config.admin_token, compute_tls=tls)
+    reconciler.port_filters = port_filters
+    server, port, health_servicer = _build(config, store, reconciler, tls, port_filters.changed)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     server.start()
     reconciler.start()
+    port_filters.start()
     if vm_backend is not None:
         vm_backend.start()
     if config.event_retention_days > 0:
@@ -517,6 +524,7 @@ def main(argv: Sequence[str] | None = None, *,
     server.stop(config.grace_seconds).wait()
     if vm_backend is not None:
         vm_backend.stop()
+    port_filters.stop()
     reconciler.stop()
     if notices is not None:
         notices.stop()

@@ -13,6 +13,7 @@ The agent registers its host with netmgr (HostService) at start.
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
 import signal
 import socket
@@ -29,10 +30,13 @@ from grpc_reflection.v1alpha import reflection
 
 from common import netns
 from common.channels import POLICIES
+from common.fabric.ovs_firewall import OvsFirewall
+from common.fabric.port_firewall import PortFirewall
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
 from compute import images
+from compute.agent import port_filters
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
 from compute.host import HostConfig, VmFabric
@@ -106,24 +110,48 @@ def _request_rules(method: str) -> RequestRules | None:
 _RULES = RequestRules()
 
 
-def create_server(compute: Compute, listen: str,
-                  tls: TlsFiles | None = None) -> tuple[grpc.Server, int]:
+def is_admin(compute: Compute) -> Callable[[Ctx], bool]:
+    def check(context: Ctx) -> bool:
+        auth = str(dict(context.invocation_metadata()).get("authorization", ""))
+        return hmac.compare_digest(auth.encode(),
+                                   f"Bearer {compute.cfg.admin_token}".encode())
+    return check
+
+
+def nic_devices(compute: Compute) -> Callable[[], dict[str, str]]:
+    """Port ID -> tap of this host's VM NICs."""
+    def devices() -> dict[str, str]:
+        return {str(n["port_id"]): str(n["device"]) for vm in compute.records()
+                for n in vm.nics}
+    return devices
+
+
+def create_server(compute: Compute, listen: str, tls: TlsFiles | None = None,
+                  filters: port_filters.FilterBackend | None = None
+                  ) -> tuple[grpc.Server, int]:
     """The agent's gRPC server (not started) on `listen`, and its port;
     ``tls``: server-auth TLS (None: plaintext). Its callers authenticate by
     token: tenants' CLIs (``cloudnet vm``, their netmgr token) and netmgr
-    (the admin token, RouterVmService), so no client certificate is asked."""
+    (the admin token, RouterVmService, port filters), so no client
+    certificate is asked. `filters`: where the host's port filters are
+    enforced (None: not here)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8,
                                                     thread_name_prefix="compute-api"),
                          interceptors=[ErrorMappingInterceptor(),
                                        RequestCheckInterceptor(_request_rules)])
     rpc.add_ComputeServiceServicer_to_server(ComputeServicer(compute), server)
     router_vm_service = router_vm.add_to_server(compute, server)
+    filter_servicer = port_filters.PortFilterServicer(filters, nic_devices(compute),
+                                                      is_admin(compute))
+    compute.after_plug = filter_servicer.reapply
+    filter_service = port_filters.add_to_server(filter_servicer, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (SERVICE, router_vm_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (SERVICE, router_vm_service, filter_service, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server)
     if tls is not None and not listen.startswith("unix:"):
         port = int(server.add_secure_port(listen, server_credentials(tls, mutual=False)))
     else:
@@ -201,7 +229,13 @@ def main(argv: list[str] | None = None,
                      images=image_dirs, address=args.listen, accel=args.accel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token, tls=tls,
                                   policy=args.netmgr_policy))
-    server, port = create_server(compute, args.listen, tls)
+    # Port filters where the guests plug in: OpenFlow with ct() on OVS,
+    # nftables on the VXLAN fabric's Linux bridges (the root namespace).
+    # Set up at the first push (the tables or flows exist only on a host that
+    # has filtered ports).
+    filters: port_filters.FilterBackend = (
+        OvsFirewall(args.ovs_bridge) if args.fabric == "ovs" else PortFirewall(""))
+    server, port = create_server(compute, args.listen, tls, filters)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)
     server.start()

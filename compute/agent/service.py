@@ -92,6 +92,13 @@ class Compute:
         self.accel = cfg.accel if cfg.accel != "auto" else lv.detect_accel(
             next(iter(self.images.values()), None), cfg.state_dir)
         self._lock = threading.Lock()
+        # Set once netmgr knows this host: its VMs' ports are then bound to it
+        # (Port.binding_host), and netmgr pushes their filters here.
+        self.registered = False
+        # Called once a VM's NICs are on the fabric (created or started): the
+        # host's port filters are applied again, so a new tap is filtered at
+        # once rather than at netmgr's next push.
+        self.after_plug: Callable[[], None] = lambda: None
         # Test hook: raise after this step of CreateVm ("ports", "overlay", "define").
         self.fail_after: str = ""
 
@@ -99,6 +106,10 @@ class Compute:
 
     def _path(self, vm_id: str, *parts: str) -> str:
         return os.path.join(self.vm_dir, vm_id, *parts)
+
+    def records(self) -> list[Record]:
+        """This host's VMs as recorded (their NICs' ports and taps)."""
+        return self._records()
 
     def _records(self) -> list[Record]:
         out = []
@@ -196,7 +207,8 @@ class Compute:
                 named.add(net.id)
                 ports.append(self.netmgr.create_port(
                     md, npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=hostname,
-                                 name=f"{vm.name}-nic{i}", device_id=vm_id),
+                                 name=f"{vm.name}-nic{i}", device_id=vm_id,
+                                 binding_host=self.cfg.name if self.registered else ""),
                     field=f"vm.nics[{i}].fixed_ip" if nic.fixed_ip else f"vm.nics[{i}]",
                     hostname_field="vm.name"))
             self._fault("ports")
@@ -224,6 +236,7 @@ class Compute:
             self.driver.define_and_start(xml)
             for made in nics:
                 self.cfg.fabric.harden_tap(str(made["device"]))
+            self._filter_nics(vm.name)
             self._fault("define")
             log.info("vm %s (%s) of tenant %s started", vm.name, vm_id, tenant_id)
             return self._to_pb(rec)
@@ -236,6 +249,12 @@ class Compute:
             if isinstance(e, libvirt.libvirtError | images.ImageError | FabricError):
                 raise FailedPrecondition(f"vm {vm.name}: {e}") from e
             raise
+
+    def _filter_nics(self, name: str) -> None:
+        try:
+            self.after_plug()
+        except DomainError as e:  # netmgr's next push tries again
+            log.warning("vm %s: port filters not applied: %s", name, e)
 
     def _fault(self, step: str) -> None:
         if self.fail_after == step:
@@ -272,6 +291,7 @@ class Compute:
     def start(self, tenant_id: str, vm_id: str) -> pb.Vm:
         rec = self._owned(tenant_id, vm_id)
         self.driver.start(vm_id)
+        self._filter_nics(rec.name)
         return self._to_pb(rec)
 
     def stop(self, tenant_id: str, vm_id: str, force: bool) -> pb.Vm:
@@ -303,6 +323,8 @@ class Compute:
 
     def register(self) -> hosts_pb2.Host:
         """Tell netmgr (HostService) about this host."""
-        return self.netmgr.register_host(hosts_pb2.Host(
+        host = self.netmgr.register_host(hosts_pb2.Host(
             name=self.cfg.name, address=self.cfg.address, fabric=self.cfg.fabric_kind,
             vcpus=self.cfg.vcpus, memory_mib=self.cfg.memory_mib))
+        self.registered = True
+        return host

@@ -54,7 +54,8 @@ POLICY: dict[str, Access] = {
                    "FirewallService", "LoadBalancerService", "RouterVmService",
                    "EdgeCounterService",
                    "VpcService", "NetworkAclService", "StaticRouteService",
-                   "PrivateGatewayService", "VpnService", "KeyPairService")},
+                   "PrivateGatewayService", "VpnService", "KeyPairService",
+                   "SecurityGroupService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudnet.netmgr.v1 import hosts_pb2 as hpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import security_group_pb2 as sgpb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -126,6 +127,9 @@ def network_to_pb(n: model.Network) -> pb.Network:
         create_time=_ts(n.created_at),
         vpc_id=n.vpc_id,
         acl_id=n.acl_id,
+        shared=n.shared,
+        shared_tenant_ids=list(n.shared_tenant_ids),
+        provider_vlan=n.vlan_id if n.shared else 0,
     )
 
 
@@ -143,7 +147,16 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         user_data=p.user_data if with_user_data else b"",
         labels=dict(p.labels),
         ssh_key_pair_id=p.ssh_key_pair_id,
+        security_group_ids=list(p.security_group_ids),
+        port_security=p.port_security,
+        allowed_address_pairs=[sgpb.AllowedAddressPair(ip=a.ip, mac=a.mac)
+                               for a in p.allowed_address_pairs],
+        binding_host=p.binding_host,
     )
+
+
+def _pairs(msg: pb.Port) -> tuple[model.AddressPair, ...]:
+    return tuple(model.AddressPair(a.ip, a.mac) for a in msg.allowed_address_pairs)
 
 
 def router_to_pb(r: model.Router) -> pb.Router:
@@ -220,6 +233,9 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         lease_seconds=msg.lease_seconds,
         vpc_id=msg.vpc_id,
         acl_id=msg.acl_id,
+        shared=msg.shared,
+        shared_tenant_ids=tuple(msg.shared_tenant_ids),
+        provider_vlan=msg.provider_vlan,
     )
 
 
@@ -245,6 +261,10 @@ def port_spec(msg: pb.Port) -> PortSpec:
         user_data=msg.user_data,
         labels=tuple(sorted(msg.labels.items())),
         ssh_key_pair_id=msg.ssh_key_pair_id,
+        security_group_ids=tuple(msg.security_group_ids),
+        port_security=msg.port_security if msg.HasField("port_security") else True,
+        allowed_address_pairs=_pairs(msg),
+        binding_host=msg.binding_host,
     )
 
 
@@ -257,6 +277,11 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         user_data=msg.user_data if "user_data" in paths else None,
         labels=tuple(sorted(msg.labels.items())) if "labels" in paths else None,
         ssh_key_pair_id=msg.ssh_key_pair_id if "ssh_key_pair_id" in paths else None,
+        security_group_ids=(tuple(msg.security_group_ids) if "security_group_ids" in paths
+                            else None),
+        port_security=msg.port_security if "port_security" in paths else None,
+        allowed_address_pairs=_pairs(msg) if "allowed_address_pairs" in paths else None,
+        binding_host=msg.binding_host if "binding_host" in paths else None,
     )
 
 

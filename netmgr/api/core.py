@@ -14,7 +14,7 @@ import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
-from common.grpc_errors import FailedPrecondition
+from common.grpc_errors import FailedPrecondition, PermissionDenied
 from netmgr.api import convert, request_ids
 from netmgr.api.auth import current_caller
 from netmgr.api.passwords import PendingPasswords
@@ -173,6 +173,8 @@ class ZoneServicer(_Base, rpc.ZoneServiceServicer):
 
 class NetworkServicer(_Base, rpc.NetworkServiceServicer):
     def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Ctx) -> pb.Network:
+        if request.network.shared and not current_caller().admin:
+            raise PermissionDenied("network.shared: only the admin creates shared networks")
         tenant = _tenant()
         spec = convert.network_spec(request.network)
         network, _ = request_ids.once(

@@ -43,6 +43,7 @@ from cloudnet.netmgr.v1 import (
     quota_pb2_grpc,
     router_vm_pb2,
     router_vm_pb2_grpc,
+    security_group_pb2_grpc,
     vpc_pb2,
     vpc_pb2_grpc,
     vpn_pb2,
@@ -190,6 +191,8 @@ class Client:
             keypair_pb2_grpc.KeyPairServiceStub(ch))
         self.quotas: quota_pb2_grpc.QuotaServiceStub = quota_pb2_grpc.QuotaServiceStub(ch)
         self.events: events_pb2_grpc.EventServiceStub = events_pb2_grpc.EventServiceStub(ch)
+        self.security_groups: security_group_pb2_grpc.SecurityGroupServiceStub = (
+            security_group_pb2_grpc.SecurityGroupServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

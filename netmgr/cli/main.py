@@ -34,6 +34,7 @@ from netmgr.cli import hosts as cli_hosts
 from netmgr.cli import metadata as cli_metadata
 from netmgr.cli import quota as cli_quota
 from netmgr.cli import router_console as cli_router_console
+from netmgr.cli import security_groups as cli_sg
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
 from netmgr.cli import vpn as cli_vpn
@@ -344,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-search", action="append", metavar="DOMAIN", help="(repeat)")
     p.add_argument("--mtu", type=_uint, help="MTU handed out by DHCP (0: not sent)")
     p.add_argument("--lease-seconds", type=_uint, metavar="N", help="DHCP lease time")
+    p.add_argument("--provider-vlan", type=_uint, metavar="VLAN",
+                   help="admin: a shared network on this provider VLAN (security groups "
+                   "mandatory on its ports)")
+    p.add_argument("--shared-tenant", action="append", metavar="TENANT_ID",
+                   help="admin: a tenant that may use the shared network (repeatable; "
+                   "none: every tenant)")
     _add_wait(p, "the network's router is ACTIVE")
     p = leaf(s, "list", cmd_network_list, "list networks")
     _add_limit(p)
@@ -372,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", help="DNS label of the guest")
     p.add_argument("--device-id", help="owner reference, e.g. a VM ID")
     cli_metadata.add_port_options(p, update=False)
+    cli_sg.add_port_options(p, update=False)
     _add_wait(p, "the port is ACTIVE or ERROR")
     p = leaf(s, "list", cmd_port_list, "list ports")
     p.add_argument("--network", metavar="NETWORK_ID", help="only this network's ports")
@@ -384,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname")
     p.add_argument("--device-id")
     cli_metadata.add_port_options(p, update=True)
+    cli_sg.add_port_options(p, update=True)
     p = leaf(s, "delete", cmd_port_delete, "delete a port")
     p.add_argument("id", metavar="ID")
     cli_metadata.add_port_commands(s, leaf)  # port reset-password
@@ -408,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_hosts.add_commands(group, leaf)  # host list
     cli_quota.add_commands(group, leaf)  # quota show | set
     cli_events.add_commands(group, leaf)  # event list [--follow]
+    cli_sg.add_commands(group, leaf)  # sg create | list | show | delete | rule-add | rule-delete
     return parser
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from cloudnet.netmgr.v1 import netmgr_pb2
+from cloudnet.netmgr.v1 import security_group_pb2 as sgpb
 from google.protobuf import field_mask_pb2
 
 
@@ -83,6 +84,12 @@ def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRe
         net.mtu = args.mtu
     if args.lease_seconds is not None:
         net.lease_seconds = args.lease_seconds
+    if getattr(args, "provider_vlan", None) is not None:
+        net.shared = True
+        net.provider_vlan = args.provider_vlan
+        net.shared_tenant_ids.extend(args.shared_tenant or [])
+    elif getattr(args, "shared_tenant", None):
+        raise UsageError("--shared-tenant: a shared network needs --provider-vlan")
     return netmgr_pb2.CreateNetworkRequest(network=net)
 
 
@@ -165,6 +172,29 @@ def add_port_metadata(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[s
 
 
 
+def add_port_security(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[str]:
+    """Sets the security options given on the command line; returns their paths."""
+    paths = []
+    if getattr(args, "security_group", None) or getattr(args, "default_group", False):
+        port.security_group_ids.extend(args.security_group or [])
+        paths.append("security_group_ids")
+    pairs = getattr(args, "allowed_address_pair", None)
+    if pairs or getattr(args, "clear_allowed_address_pairs", False):
+        for item in pairs or []:
+            ip, _, mac = item.partition(",")
+            port.allowed_address_pairs.append(sgpb.AllowedAddressPair(ip=ip, mac=mac))
+        paths.append("allowed_address_pairs")
+    if getattr(args, "no_port_security", False) and getattr(args, "port_security", False):
+        raise UsageError("--port-security and --no-port-security contradict each other")
+    if getattr(args, "no_port_security", False):
+        port.port_security = False
+        paths.append("port_security")
+    elif getattr(args, "port_security", False):
+        port.port_security = True
+        paths.append("port_security")
+    return paths
+
+
 def build_port_create(args: argparse.Namespace) -> netmgr_pb2.CreatePortRequest:
     port = netmgr_pb2.Port(network_id=args.network_id)
     for field in PORT_FIELDS:
@@ -172,6 +202,7 @@ def build_port_create(args: argparse.Namespace) -> netmgr_pb2.CreatePortRequest:
         if value is not None:
             setattr(port, field, value)
     add_port_metadata(port, args)
+    add_port_security(port, args)
     return netmgr_pb2.CreatePortRequest(port=port)
 
 
@@ -184,6 +215,7 @@ def build_port_update(args: argparse.Namespace) -> netmgr_pb2.UpdatePortRequest:
             setattr(port, field, value)
             paths.append(field)
     paths += add_port_metadata(port, args)
+    paths += add_port_security(port, args)
     if not paths:
         raise UsageError("port update: give at least one field to change (see --help)")
     return netmgr_pb2.UpdatePortRequest(port=port, update_mask=field_mask(paths))

@@ -150,6 +150,17 @@ class Network:
     router_mac: str = ""
     # A tier's network ACL list (default_allow's ID when none was chosen).
     acl_id: str = ""
+    # A shared network: the tenants that may put ports on it (() for all).
+    shared: bool = False
+    shared_tenant_ids: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AddressPair:
+    """An address a port may send from besides its own (netmgr.model.security_groups)."""
+
+    ip: str  # an address or a CIDR (normalised: a single address has no prefix)
+    mac: str = ""  # "" for the port's own MAC
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,6 +182,13 @@ class Port(WithStatus):
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # Security (netmgr.model.security_groups): the groups named (empty: the
+    # tenant's default group), port security, extra source addresses.
+    security_group_ids: tuple[str, ...] = ()
+    port_security: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    # The compute host the port's NIC is plugged on ("": not bound).
+    binding_host: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

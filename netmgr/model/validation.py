@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from common.grpc_errors import InvalidArgument, Violation
 from common.request_checks import uuid_problem
-from netmgr.model.core import Network, Zone
+from netmgr.model.core import AddressPair, Network, Zone
 from netmgr.model.field_rules import (
     DEFAULT_LEASE_SECONDS,
     MAX_DNS_SERVERS,
@@ -58,6 +58,11 @@ class NetworkSpec:
     # A tier of this VPC (netmgr.store.vpcs) when set, and its ACL list.
     vpc_id: str = ""
     acl_id: str = ""
+    # A shared network (admin only; checked by the store): who may use it,
+    # and the provider VLAN it is on.
+    shared: bool = False
+    shared_tenant_ids: tuple[str, ...] = ()
+    provider_vlan: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -83,6 +88,11 @@ class PortSpec:
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # Checked by the store (netmgr.model.security_groups).
+    security_group_ids: tuple[str, ...] = ()
+    port_security: bool = True
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    binding_host: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +104,10 @@ class PortUpdate:
     labels: tuple[tuple[str, str], ...] | None = None
     # "" removes the key pair.
     ssh_key_pair_id: str | None = None
+    security_group_ids: tuple[str, ...] | None = None
+    port_security: bool | None = None
+    allowed_address_pairs: tuple[AddressPair, ...] | None = None
+    binding_host: str | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
@@ -162,6 +176,16 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
             v.append(Violation(f"{prefix}.{field}", problem))
     if acl_id and not vpc_id:
         v.append(Violation(f"{prefix}.acl_id", "only a VPC tier (vpc_id set) has an ACL list"))
+    if spec.shared and vpc_id:
+        v.append(Violation(f"{prefix}.shared", "a VPC tier is not shared"))
+    if spec.shared and not spec.provider_vlan:
+        v.append(Violation(f"{prefix}.provider_vlan", "a shared network names its VLAN"))
+    if not spec.shared and (spec.provider_vlan or spec.shared_tenant_ids):
+        v.append(Violation(f"{prefix}.shared", "provider_vlan and shared_tenant_ids are for "
+                                               "shared networks"))
+    for i, tid in enumerate(spec.shared_tenant_ids):
+        if (problem := uuid_problem(tid)) is not None:
+            v.append(Violation(f"{prefix}.shared_tenant_ids[{i}]", problem))
     raise_if(v)
     return dataclasses.replace(
         spec,

@@ -56,6 +56,11 @@ STATUS_TIMEOUT = 5.0
 MAX_BACKOFF = 10.0
 
 
+class FilterChanges(Protocol):
+    def changed(self) -> None:
+        """Some port's security changed: push the hosts' filters."""
+
+
 class VmRouters(Protocol):
     """The VM backend (``vm_backend.tender.RouterVmBackend``) as the reconciler
     uses it: each VM router is its own agent target."""
@@ -130,6 +135,8 @@ class Reconciler:
         self.edge = EdgeDeltas(store, self.router_channel)
         # The VM backend, when this netmgr runs one (set by the composition root).
         self.vm_routers: VmRouters | None = None
+        # The compute hosts' port filters, when this netmgr pushes them.
+        self.port_filters: FilterChanges | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,6 +172,8 @@ class Reconciler:
 
     def notify(self, router_id: str) -> None:
         """The model of this router changed: push it now (or tell the replica that does)."""
+        if self.port_filters is not None:  # a port may have changed its host's filters
+            self.port_filters.changed()
         if self._leases.epoch(router_id) is None:
             if self._forward is not None:
                 self._forward("notify", router_id)

@@ -36,6 +36,7 @@ from netmgr.store.quotas import QuotaStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
+from netmgr.store.security_groups import SecurityGroupStore
 from netmgr.store.shared import RouterPlacement
 from netmgr.store.tenants import TenantStore
 from netmgr.store.vpcs import VpcStore
@@ -75,6 +76,7 @@ class Store:
         self.key_pairs = KeyPairStore(self.db)
         self.quotas = QuotaStore(self.db)
         self.events = EventStore(self.db)
+        self.security_groups = SecurityGroupStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

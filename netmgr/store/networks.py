@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import FailedPrecondition
+from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import (
@@ -28,10 +28,31 @@ from netmgr.model.validation import (
 )
 from netmgr.store import ipam, rows, shared
 from netmgr.store.base import Database, new_id
-from netmgr.store.shared import TenantScope, of_tenant
+from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow
 from netmgr.store.vpcs import VpcStore, drop_tier
+
+
+def shared_network_vlan(s: Session, zone: model.Zone, spec: NetworkSpec) -> int:
+    """A shared network's provider VLAN, checked (and its tenants exist)."""
+    vlan = spec.provider_vlan
+    problem = None
+    if not 1 <= vlan <= 4094:
+        problem = f"{vlan} is not a VLAN ID (1-4094)"
+    elif zone.vlan_min <= vlan <= zone.vlan_max:
+        problem = f"{vlan} is in the zone's guest range {zone.vlan_min}-{zone.vlan_max}"
+    elif vlan in zone.reserved_vlans:
+        problem = f"{vlan} is reserved by the fabric"
+    elif zone.private_gateway_vlan_min <= vlan <= zone.private_gateway_vlan_max:
+        problem = "is in the zone's private gateway range"
+    if problem is not None:
+        raise InvalidArgument.one("network.provider_vlan", problem)
+    if s.scalar(select(NetworkRow.id).where(NetworkRow.vlan_id == vlan)) is not None:
+        raise AlreadyExists("network.provider_vlan", f"VLAN {vlan} is in use")
+    for i, tid in enumerate(spec.shared_tenant_ids):
+        shared.tenant_row(s, tid, f"network.shared_tenant_ids[{i}]")
+    return vlan
 
 
 class NetworkStore:
@@ -53,15 +74,22 @@ class NetworkStore:
             full = with_network_defaults(spec, tenant.name, zone)
             others = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.tenant_id == tenant.id))]
+            if spec.shared:
+                others += [rows.network(r) for r in s.execute(
+                    rows.network_select().where(NetworkRow.shared,
+                                                NetworkRow.tenant_id != tenant.id))]
             raise_if(check_network_placement(full.cidr, zone, others))
+            vlan_id = (shared_network_vlan(s, zone, spec) if spec.shared
+                       else ipam.allocate_vlan(s, zone))
             now = utcnow()
             network_id = new_id()
             s.add(NetworkRow(
                 id=network_id, tenant_id=tenant.id, name=full.name, cidr=full.cidr,
                 gateway=full.gateway, domain=full.domain, dns_servers=list(full.dns_servers),
                 domain_search=list(full.domain_search), mtu=full.mtu,
-                lease_seconds=full.lease_seconds, vlan_id=ipam.allocate_vlan(s, zone),
-                created_at=now, updated_at=now))
+                lease_seconds=full.lease_seconds, vlan_id=vlan_id,
+                created_at=now, updated_at=now, shared=spec.shared,
+                shared_tenant_ids=list(spec.shared_tenant_ids)))
             s.add(PublicIpRow(
                 id=new_id(), ip=ipam.allocate_public_ip(s, zone), kind=PUBLIC_IP_SOURCE_NAT,
                 tenant_id=tenant.id, network_id=network_id, created_at=now))
@@ -73,13 +101,25 @@ class NetworkStore:
 
     def get_network(self, tenant_id: str, network_id: str) -> model.Network:
         def tx(s: Session) -> model.Network:
-            return shared.network(s, shared.network_row(s, tenant_id, network_id).id)
+            return shared.network(s, shared.usable_network_row(s, tenant_id, network_id).id)
 
         return self._db.read(tx)
 
     def list_networks(self, tenant_id: TenantScope, page: PageRequest) -> Page[model.Network]:
-        stmt = of_tenant(rows.network_select(), NetworkRow.tenant_id, tenant_id)
-        return self._db.read(lambda s: rows.paged(s, stmt, NetworkRow, page, rows.network))
+        """The tenant's networks and the shared networks open to it."""
+        stmt = rows.network_select()
+        if tenant_id is not None:
+            stmt = stmt.where(or_(NetworkRow.tenant_id == tenant_id, NetworkRow.shared))
+
+        def usable(n: model.Network) -> bool:
+            return (tenant_id is None or n.tenant_id == tenant_id or not n.shared_tenant_ids
+                    or tenant_id in n.shared_tenant_ids)
+
+        def tx(s: Session) -> Page[model.Network]:
+            found = rows.paged(s, stmt, NetworkRow, page, rows.network)
+            return dataclasses.replace(found, items=tuple(n for n in found.items if usable(n)))
+
+        return self._db.read(tx)
 
     def update_network(self, tenant_id: str, network_id: str,
                        upd: NetworkUpdate) -> model.Network:

@@ -15,6 +15,7 @@ from common.grpc_errors import AlreadyExists, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model.field_rules import requested_ip_problem
 from netmgr.model.paging import Page, PageRequest
+from netmgr.model.security_groups import check_address_pairs, check_group_ids
 from netmgr.model.validation import (
     PortSpec,
     PortUpdate,
@@ -23,6 +24,7 @@ from netmgr.model.validation import (
     default_hostname,
 )
 from netmgr.store import ipam, rows, shared
+from netmgr.store import security_groups as sg
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -54,6 +56,7 @@ def _port_ip(s: Session, net: NetworkRow, requested: str) -> str:
         raise InvalidArgument.one("port.ip", problem)
     if ipam.ip_in_use(s, net.id, requested):
         raise AlreadyExists("port.ip", f"{requested} is already in use in network {net.id}")
+    sg.check_ip_against_pairs(s, net.id, requested)
     return requested
 
 
@@ -65,6 +68,32 @@ def _key_pair_id(s: Session, tenant_id: str, key_pair_id: str) -> str | None:
                         "port.ssh_key_pair_id").id
 
 
+def _security_changes(s: Session, tenant_id: str, row: PortRow,
+                      upd: PortUpdate) -> dict[str, object]:
+    """The security columns an update changes, checked against the port as
+    it will be (turning port security off needs its groups and pairs gone)."""
+    port_security = row.port_security if upd.port_security is None else upd.port_security
+    ids = (tuple(row.security_group_ids or ()) if upd.security_group_ids is None
+           else upd.security_group_ids)
+    current = tuple(model.AddressPair(p["ip"], p.get("mac", ""))
+                    for p in row.allowed_address_pairs or ())
+    pairs = current if upd.allowed_address_pairs is None else upd.allowed_address_pairs
+    ids = check_group_ids(ids, port_security)
+    pairs = check_address_pairs(pairs, port_security)
+    sg.check_port_groups(s, tenant_id, ids)
+    sg.check_pairs_against_ports(s, row.network_id, row.id, pairs)
+    changes: dict[str, object] = {}
+    if port_security != row.port_security:
+        changes["port_security"] = port_security
+    if list(ids) != list(row.security_group_ids or ()):
+        changes["security_group_ids"] = list(ids)
+    if pairs != current:
+        changes["allowed_address_pairs"] = sg.pairs_json(pairs)
+    if upd.binding_host is not None and upd.binding_host != row.binding_host:
+        changes["binding_host"] = sg.check_binding_host(s, upd.binding_host)
+    return changes
+
+
 class PortStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -72,9 +101,17 @@ class PortStore:
     def create_port(self, tenant_id: str, spec: PortSpec) -> model.Port:
         """Allocate the port's IP and MAC (or take the requested ones)."""
         spec = check_port_spec(spec)
+        groups = check_group_ids(spec.security_group_ids, spec.port_security)
+        pairs = check_address_pairs(spec.allowed_address_pairs, spec.port_security)
 
         def tx(s: Session) -> model.Port:
-            net = shared.network_row(s, tenant_id, spec.network_id, "port.network_id")
+            net = shared.usable_network_row(s, tenant_id, spec.network_id, "port.network_id")
+            if net.shared and not spec.port_security:
+                raise InvalidArgument.one("port.port_security",
+                                          "security groups are mandatory on a shared network")
+            sg.ensure_default_group(s, tenant_id)
+            sg.check_port_groups(s, tenant_id, groups)
+            sg.check_pairs_against_ports(s, net.id, "", pairs)
             generation = shared.bump(s, shared.router_of(s, net.id))
             ip = _port_ip(s, net, spec.ip)
             if spec.mac:
@@ -100,7 +137,10 @@ class PortStore:
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
                 labels=dict(spec.labels),
-                ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id)))
+                ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id),
+                security_group_ids=list(groups), port_security=spec.port_security,
+                allowed_address_pairs=sg.pairs_json(pairs),
+                binding_host=sg.check_binding_host(s, spec.binding_host)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()
@@ -118,7 +158,7 @@ class PortStore:
         def tx(s: Session) -> Page[model.Port]:
             stmt = of_tenant(rows.port_select(), PortRow.tenant_id, tenant_id)
             if network_id:
-                net = shared.network_row(s, tenant_id, network_id, "network_id")
+                net = shared.usable_network_row(s, tenant_id, network_id, "network_id")
                 stmt = stmt.where(PortRow.network_id == net.id)
             return rows.paged(s, stmt, PortRow, page, rows.port)
 
@@ -138,10 +178,15 @@ class PortStore:
                 changes["user_data"] = upd.user_data or None
             if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):
                 changes["labels"] = dict(upd.labels)
+            if upd.port_security is False and s.scalar(select(NetworkRow.shared).where(
+                    NetworkRow.id == row.network_id)):
+                raise InvalidArgument.one("port.port_security",
+                                          "security groups are mandatory on a shared network")
             if upd.ssh_key_pair_id is not None:
                 key_id = _key_pair_id(s, tenant_id, upd.ssh_key_pair_id)
                 if key_id != row.ssh_key_pair_id:
                     changes["ssh_key_pair_id"] = key_id
+            changes.update(_security_changes(s, tenant_id, row, upd))
             if not changes:
                 return _port(s, row.id)
             if "hostname" in changes and _hostname_taken(

@@ -92,7 +92,7 @@ class PublicIpStore:
             tenant = shared.tenant_row(s, tenant_id)
             router_id, gen = "", 0
             if network_id:
-                net = shared.network_row(s, tenant.id, network_id, "network_id")
+                net = shared.usable_network_row(s, tenant.id, network_id, "network_id")
                 router_id = shared.router_of(s, net.id)
                 gen = shared.bump(s, router_id)
             row = PublicIpRow(id=new_id(), ip=ipam.allocate_public_ip(s, zone),
@@ -122,7 +122,7 @@ class PublicIpStore:
             row = public_ip_row(s, tenant_id, ip_id)
             if row.kind != PUBLIC_IP_TENANT:
                 raise FailedPrecondition(f"id: {row.ip} is a network's source-NAT address")
-            new_net = (shared.network_row(s, tenant_id, network_id, "network_id").id
+            new_net = (shared.usable_network_row(s, tenant_id, network_id, "network_id").id
                        if network_id else None)
             if new_net == row.network_id:
                 return public_ip(s, row), ()

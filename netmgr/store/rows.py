@@ -135,6 +135,8 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
         vpc_id=row.vpc_id or "",
         router_mac=row.router_mac or "",
         acl_id=(row.acl_id or DEFAULT_ALLOW_ID) if row.vpc_id else "",
+        shared=bool(row.shared),
+        shared_tenant_ids=tuple(row.shared_tenant_ids or ()),
     )
 
 
@@ -201,6 +203,11 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         user_data=bytes(row.user_data or b""),
         labels=tuple(sorted((row.labels or {}).items())),
         ssh_key_pair_id=row.ssh_key_pair_id or "",
+        security_group_ids=tuple(row.security_group_ids or ()),
+        port_security=bool(row.port_security),
+        allowed_address_pairs=tuple(model.AddressPair(p["ip"], p.get("mac", ""))
+                                    for p in row.allowed_address_pairs or ()),
+        binding_host=row.binding_host or "",
     )
 
 

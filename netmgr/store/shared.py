@@ -87,6 +87,17 @@ def network_row(s: Session, tenant_id: TenantScope, network_id: str,
     return owned(s, NetworkRow, tenant_id, network_id, "network", field)
 
 
+def usable_network_row(s: Session, tenant_id: TenantScope, network_id: str,
+                       field: str = "id") -> NetworkRow:
+    """A network the tenant may put ports on: its own, or a shared network
+    open to it (another tenant's otherwise is a missing one)."""
+    row = s.get(NetworkRow, check_id(network_id, field))
+    if row is not None and (tenant_id is None or row.tenant_id == tenant_id or (
+            row.shared and (not row.shared_tenant_ids or tenant_id in row.shared_tenant_ids))):
+        return row
+    raise NotFound(f"network {network_id} not found")
+
+
 def vpc_row(s: Session, tenant_id: TenantScope, vpc_id: str, field: str = "id") -> VpcRow:
     return owned(s, VpcRow, tenant_id, vpc_id, "VPC", field)
 

@@ -21,6 +21,7 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id, check_tenant_name, check_token_name
 from netmgr.store import rows, shared
 from netmgr.store.base import Database, new_id
+from netmgr.store.security_groups import ensure_default_group
 from netmgr.store.tables.audit import QuotaLimitRow
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, TenantRow, TokenRow
@@ -49,6 +50,7 @@ class TenantStore:
             row = TenantRow(id=new_id(), name=name, created_at=utcnow())
             s.add(row)
             s.flush()
+            ensure_default_group(s, row.id)
             return rows.tenant(row)
 
         return self._db.write(tx)

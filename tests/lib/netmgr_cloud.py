@@ -21,6 +21,7 @@ import pytest
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
+from cloudnet.netmgr.v1 import security_group_pb2_grpc as sgrpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from google.rpc import error_details_pb2
@@ -40,7 +41,7 @@ TEST_SECRETS_KEY = bytes(range(32))
 PG_URL_ENV = "CLOUDNET_TEST_PG_URL"
 BACKENDS = ["sqlite", *(["postgresql"] if os.environ.get(PG_URL_ENV) else [])]
 TABLES = ("tenants", "tokens", "zone", "networks", "routers", "ports", "mac_addresses",
-          "public_ips", "ssh_key_pairs")
+          "public_ips", "ssh_key_pairs", "security_groups", "security_group_rules")
 
 
 class RecordingHooks(NullHooks):
@@ -82,11 +83,12 @@ class Api:
         self.ports = rpc.PortServiceStub(channel)
         self.routers = rpc.RouterServiceStub(channel)
         self.key_pairs = kprpc.KeyPairServiceStub(channel)
+        self.security_groups = sgrpc.SecurityGroupServiceStub(channel)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         """``api.CreateNetwork(req)``: find the method on whichever stub has it."""
         for stub in (self.tenants, self.zone, self.networks, self.ports, self.routers,
-                     self.key_pairs):
+                     self.key_pairs, self.security_groups):
             method = getattr(stub, name, None)
             if method is not None:
                 return lambda req, m=method: m(req, metadata=self.metadata, timeout=30)

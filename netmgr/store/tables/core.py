@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -101,6 +102,11 @@ class NetworkRow(Base):
     # A tier's network ACL list (0006): a network_acls row or a built-in
     # list's fixed ID, so no foreign key; NULL is default_allow.
     acl_id: Mapped[str | None] = mapped_column(ID, default=None)
+    # A shared network (0015): other tenants may put ports on it (the listed
+    # ones; [] for all).
+    shared: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    shared_tenant_ids: Mapped[list[str]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
 
 
 class RouterRow(Base):
@@ -153,6 +159,17 @@ class PortRow(StatusColumns, Base):
     # action, as migration 0009 adds it on SQLite).
     ssh_key_pair_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("ssh_key_pairs.id"), nullable=True, index=True)
+    # Security (migration 0015): the groups named (IDs of security_groups,
+    # [] for the tenant's default group), port security, allowed pairs
+    # ([{"ip": ..., "mac": ...}]).
+    security_group_ids: Mapped[list[str]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
+    port_security: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)
+    allowed_address_pairs: Mapped[list[dict[str, str]]] = mapped_column(
+        JSON, server_default=text("'[]'"), default=list)
+    # The compute host the NIC is plugged on (a hosts.name; "" for none).
+    binding_host: Mapped[str] = mapped_column(String(63), server_default="", default="",
+                                              index=True)
 
 
 class MacRow(Base):

@@ -4,9 +4,21 @@ import only the tables they use.)"""
 
 from __future__ import annotations
 
-from netmgr.store.tables import audit, core, edge, hosts, keypairs, replicas, router_vms, vpc, vpn
+from netmgr.store.tables import (
+    audit,
+    core,
+    edge,
+    hosts,
+    keypairs,
+    replicas,
+    router_vms,
+    security_groups,
+    vpc,
+    vpn,
+)
 from netmgr.store.tables.base import Base
 
 # Importing a table module registers its tables with Base.
-TABLE_MODULES = (audit, core, edge, hosts, keypairs, replicas, router_vms, vpc, vpn)
+TABLE_MODULES = (audit, core, edge, hosts, keypairs, replicas, router_vms, security_groups,
+                 vpc, vpn)
 metadata = Base.metadata

@@ -12,6 +12,7 @@ ALREADY_EXISTS, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 PERMISSION_DENIED.
 """
 
+from cloudnet.netmgr.v1 import security_group_pb2 as _security_group_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -605,6 +606,9 @@ class Network(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     VPC_ID_FIELD_NUMBER: _builtins.int
     ACL_ID_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    SHARED_TENANT_IDS_FIELD_NUMBER: _builtins.int
+    PROVIDER_VLAN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -630,6 +634,16 @@ class Network(_message.Message):
     """A tier's network ACL list (vpc.proto NetworkAclService); on create,
     empty means the built-in default_allow.
     """
+    shared: _builtins.bool
+    """Fields 74-76: shared networks (docs/security-groups.md). On create, by
+    the admin acting as the owning tenant: a network of the zone's basic
+    model that other tenants put ports on (security groups mandatory on
+    them: port_security cannot be off), each tenant seeing only its own ports.
+    """
+    provider_vlan: _builtins.int
+    """A shared network's VLAN, named by the admin: a provider VLAN outside the
+    zone's guest range, its reserved VLANs and its private gateway range.
+    """
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -638,6 +652,10 @@ class Network(_message.Message):
     def domain_search(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def shared_tenant_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tenants that may use a shared network; empty: every tenant."""
+
     def __init__(
         self,
         *,
@@ -657,10 +675,13 @@ class Network(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         vpc_id: _builtins.str = ...,
         acl_id: _builtins.str = ...,
+        shared: _builtins.bool = ...,
+        shared_tenant_ids: _abc.Iterable[_builtins.str] | None = ...,
+        provider_vlan: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -851,6 +872,10 @@ class Port(_message.Message):
     USER_DATA_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
+    SECURITY_GROUP_IDS_FIELD_NUMBER: _builtins.int
+    PORT_SECURITY_FIELD_NUMBER: _builtins.int
+    ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
+    BINDING_HOST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -875,12 +900,35 @@ class Port(_message.Message):
     """The tenant SSH key pair whose public key the guest's metadata serves
     (KeyPairService); empty for none.
     """
+    port_security: _builtins.bool
+    """Port security and security groups on the port: only the port's MAC and
+    IP (and its allowed address pairs) as source, no DHCP server or router
+    advertisements from the guest. Unset means on.
+    """
+    binding_host: _builtins.str
+    """The compute host whose fabric the port's NIC is plugged into (a
+    registered host's name, set by its compute agent): its filters are pushed
+    there (compute/v1/port_filters.proto). Empty: not bound.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Shown to the guest in its metadata. At most 32 labels; keys
         [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values printable text up to 255 characters.
+        """
+
+    @_builtins.property
+    def security_group_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields 70-79: security groups (security_group.proto).
+        The groups filtering the port (of its tenant, at most 16); empty means
+        the tenant's default group. Must be empty when port_security is off.
+        """
+
+    @_builtins.property
+    def allowed_address_pairs(self) -> _containers.RepeatedCompositeFieldContainer[_security_group_pb2.AllowedAddressPair]:
+        """Extra addresses the port may send from (at most 10); none may contain
+        another port's address on the network.
         """
 
     def __init__(
@@ -901,12 +949,18 @@ class Port(_message.Message):
         user_data: _builtins.bytes = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         ssh_key_pair_id: _builtins.str = ...,
+        security_group_ids: _abc.Iterable[_builtins.str] | None = ...,
+        port_security: _builtins.bool | None = ...,
+        allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
+        binding_host: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
+    _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__port_security) -> _WhichOneofReturnType__port_security | None: ...
 
 Global___Port: _TypeAlias = Port  # noqa: Y015
 

@@ -850,7 +850,8 @@ class PortServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdatePort(self, request, context):
-        """Updatable: name, hostname, device_id.
+        """Updatable: name, hostname, device_id, user_data, labels, ssh_key_pair_id,
+        security_group_ids, port_security, allowed_address_pairs, binding_host.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -260,7 +260,9 @@ class PortServiceStub:
     GetPort: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.GetPortRequest, _netmgr_pb2.Port]
     ListPorts: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.ListPortsRequest, _netmgr_pb2.ListPortsResponse]
     UpdatePort: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.UpdatePortRequest, _netmgr_pb2.Port]
-    """Updatable: name, hostname, device_id."""
+    """Updatable: name, hostname, device_id, user_data, labels, ssh_key_pair_id,
+    security_group_ids, port_security, allowed_address_pairs, binding_host.
+    """
     DeletePort: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.DeletePortRequest, _netmgr_pb2.DeletePortResponse]
     ResetPortPassword: _grpc.UnaryUnaryMultiCallable[_netmgr_pb2.ResetPortPasswordRequest, _netmgr_pb2.ResetPortPasswordResponse]
     """Generates a new password for the port's guest and returns it, once. The
@@ -278,7 +280,9 @@ class PortServiceAsyncStub(PortServiceStub):
     GetPort: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.GetPortRequest, _netmgr_pb2.Port]  # type: ignore[assignment]
     ListPorts: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.ListPortsRequest, _netmgr_pb2.ListPortsResponse]  # type: ignore[assignment]
     UpdatePort: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.UpdatePortRequest, _netmgr_pb2.Port]  # type: ignore[assignment]
-    """Updatable: name, hostname, device_id."""
+    """Updatable: name, hostname, device_id, user_data, labels, ssh_key_pair_id,
+    security_group_ids, port_security, allowed_address_pairs, binding_host.
+    """
     DeletePort: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.DeletePortRequest, _netmgr_pb2.DeletePortResponse]  # type: ignore[assignment]
     ResetPortPassword: _aio.UnaryUnaryMultiCallable[_netmgr_pb2.ResetPortPasswordRequest, _netmgr_pb2.ResetPortPasswordResponse]  # type: ignore[assignment]
     """Generates a new password for the port's guest and returns it, once. The
@@ -317,7 +321,9 @@ class PortServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _netmgr_pb2.UpdatePortRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_netmgr_pb2.Port, _abc.Awaitable[_netmgr_pb2.Port]]:
-        """Updatable: name, hostname, device_id."""
+        """Updatable: name, hostname, device_id, user_data, labels, ssh_key_pair_id,
+        security_group_ids, port_security, allowed_address_pairs, binding_host.
+        """
 
     @_abc_1.abstractmethod
     def DeletePort(

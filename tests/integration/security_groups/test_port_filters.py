@@ -1,0 +1,328 @@
+"""Security groups and port security on both fabrics (Linux bridge:
+nftables; Open vSwitch, userspace datapath: OpenFlow with ct()), with real
+clients in namespace guests: four guests of two tenants on one segment (a
+shared network), a "router" port that is exempt, scapy spoofers, a rogue
+dnsmasq DHCP server, socat and ping.
+
+Filters are applied through ``common.fabric.port_firewall.PortFirewall`` /
+``common.fabric.ovs_firewall.OvsFirewall`` the way the host applies what
+netmgr computes for it (rules flattened per port,
+group members as sets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from common.fabric.base import FabricError
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.fabric.ovs import OvsFabric
+from common.fabric.ovs_firewall import OvsFirewall
+from common.fabric.port_firewall import Port, PortFirewall, Rule
+from common.netns import ensure_netns, remove_netns
+from tests.lib import spoof
+from tests.lib.guest_servers import TCP, UDP, ask, in_ns
+
+pytestmark = pytest.mark.integration
+
+SEG = 10
+PFX = f"sg{os.getpid() % 100000}"
+A_DEFAULT = "00000000-0000-4000-8000-00000000000a"
+B_DEFAULT = "00000000-0000-4000-8000-00000000000b"
+WEB = "00000000-0000-4000-8000-0000000000ee"
+GUESTS = {  # name: (tenant default group, ip, mac)
+    "a1": (A_DEFAULT, "10.9.0.11", "02:00:0a:00:00:11"),
+    "a2": (A_DEFAULT, "10.9.0.12", "02:00:0a:00:00:12"),
+    "b1": (B_DEFAULT, "10.9.0.21", "02:00:0a:00:00:21"),
+    "b2": (B_DEFAULT, "10.9.0.22", "02:00:0a:00:00:22"),
+}
+ROUTER = ("10.9.0.1", "02:00:0a:00:00:01")
+
+
+def default_rules(group: str) -> tuple[Rule, ...]:
+    return (Rule("egress"), Rule("egress", "ipv6"), Rule("ingress", remote_group_id=group),
+            Rule("ingress", "ipv6", remote_group_id=group))
+
+
+class Lab:
+    def __init__(self, kind: str) -> None:
+        self.fabric: LinuxBridgeFabric | OvsFabric
+        self.fw: PortFirewall | OvsFirewall
+        if kind == "ovs":
+            self.fabric = OvsFabric(f"{PFX}br")
+            self.fw = OvsFirewall(self.fabric.bridge)
+        else:
+            self.fabric = LinuxBridgeFabric(f"{PFX}-fab")
+            self.fw = PortFirewall(self.fabric.netns)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def ns(self, name: str) -> str:
+        return f"{PFX}-{name}"
+
+    def attachment(self, name: str) -> str:
+        return f"{PFX}-{name}"
+
+    def dev(self, name: str) -> str:
+        """The guest's device on the fabric's side (what filters are keyed on)."""
+        if isinstance(self.fabric, OvsFabric):
+            return self.fabric.device_name(self.attachment(name))
+        return self.attachment(name)
+
+    def port(self, name: str, extra: tuple[Rule, ...] = (),
+             pairs: tuple[tuple[str, str], ...] = ()) -> Port:
+        group, ip, mac = GUESTS[name]
+        return Port(self.dev(name), mac, (ip,), pairs, default_rules(group) + extra)
+
+    def members(self, web: tuple[str, ...] = ()) -> dict[str, list[str]]:
+        return {A_DEFAULT: [GUESTS[g][1] for g in ("a1", "a2")],
+                B_DEFAULT: [GUESTS[g][1] for g in ("b1", "b2")],
+                WEB: [GUESTS[g][1] for g in web]}
+
+    def baseline(self) -> None:
+        self.fw.apply([self.port(g) for g in GUESTS], self.members())
+
+    def popen(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(name), *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def ping(self, src: str, ip: str, tries: int = 1) -> bool:
+        """One echo answered within a second, in at most `tries` attempts (a
+        port just plugged into OVS's userspace datapath may lose the first)."""
+        return any(in_ns(self.ns(src), ["busybox", "ping", "-c", "1", "-W", "1", ip]
+                         ).returncode == 0 for _ in range(tries))
+
+    def reaches(self, src: str, ip: str) -> bool:
+        return self.ping(src, ip, tries=3)
+
+    def listen(self, name: str, proto: str, port: int, answer: str) -> None:
+        listen = (f"TCP-LISTEN:{port},fork,reuseaddr" if proto == TCP
+                  else f"UDP-RECVFROM:{port},fork,reuseaddr")
+        self.popen(name, ["socat", listen, f"SYSTEM:read line; echo {answer}"])
+        flag = "-tln" if proto == TCP else "-uln"
+        deadline = time.monotonic() + 5
+        while f":{port} " not in in_ns(self.ns(name), ["ss", "-H", flag]).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module", params=["linuxbridge", "ovs"])
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    lab = Lab(request.param)
+    lab.fabric.setup()
+    made = []
+    try:
+        for name, (_, ip, mac) in {**GUESTS, "rt": ("", *ROUTER)}.items():
+            ns = lab.ns(name)
+            ensure_netns(ns)
+            made.append(ns)
+            lab.fabric.plug(lab.attachment(name), SEG, ns, "eth0", mac)
+            in_ns(ns, ["ip", "link", "set", "lo", "up"])
+            in_ns(ns, ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
+        lab.fw.setup()
+        lab.baseline()
+        yield lab
+    finally:
+        for p in lab.procs:
+            p.kill()
+            p.wait()
+        for ns in made:
+            remove_netns(ns)
+        lab.fabric.teardown()
+
+
+@pytest.fixture
+def fresh(lab: Lab) -> Iterator[Lab]:
+    lab.baseline()
+    yield lab
+    lab.baseline()
+
+
+def test_default_groups_isolate_two_tenants_on_one_network(fresh: Lab) -> None:
+    lab = fresh
+    a2, b1 = GUESTS["a2"][1], GUESTS["b1"][1]
+    assert lab.reaches("a1", a2), "same tenant, same default group"
+    assert lab.reaches("b2", b1)
+    assert not lab.ping("a1", b1), "another tenant's default group"
+    assert not lab.ping("b1", a2)
+    assert lab.reaches("a1", ROUTER[0]), "egress to the router is allowed, and its reply"
+    assert not lab.ping("rt", a2), "the router is no member of the default group"
+
+
+def test_allow_by_cidr_and_established_replies(fresh: Lab) -> None:
+    lab = fresh
+    lab.listen("a1", TCP, 8080, "a1-web")
+    b1 = GUESTS["b1"][1]
+    a1 = GUESTS["a1"][1]
+    assert ask(lab.ns("b1"), TCP, a1, 8080, timeout=2) == ""
+    lab.fw.set_port(lab.port("a1", (Rule("ingress", protocol="tcp", port_min=8080,
+                                         remote_cidr=f"{b1}/32"),)))
+    # b1's egress is all; a1's reply is established (a1 has no egress rule to b1's port).
+    assert ask(lab.ns("b1"), TCP, a1, 8080) == "a1-web"
+    assert ask(lab.ns("b2"), TCP, a1, 8080, timeout=2) == "", "another address"
+    assert not lab.ping("b1", a1), "only tcp/8080"
+
+
+def test_joining_a_remote_group_gains_access_and_leaving_loses_it(fresh: Lab) -> None:
+    lab = fresh
+    lab.listen("a2", UDP, 5353, "a2-udp")
+    a2 = GUESTS["a2"][1]
+    lab.fw.apply([lab.port(g) for g in GUESTS if g != "a2"]
+                 + [lab.port("a2", (Rule("ingress", protocol="udp", port_min=5353,
+                                         remote_group_id=WEB),))], lab.members())
+    assert ask(lab.ns("b1"), UDP, a2, 5353, timeout=2) == ""
+    lab.fw.set_members(WEB, [GUESTS["b1"][1]])
+    assert ask(lab.ns("b1"), UDP, a2, 5353) == "a2-udp"
+    assert ask(lab.ns("b2"), UDP, a2, 5353, timeout=2) == ""
+    lab.fw.set_members(WEB, [GUESTS["b2"][1]])
+    assert ask(lab.ns("b2"), UDP, a2, 5353) == "a2-udp"
+    # socat's client picks a new source port: a new flow, judged afresh.
+    assert ask(lab.ns("b1"), UDP, a2, 5353, timeout=2) == ""
+
+
+def test_icmp_types(fresh: Lab) -> None:
+    lab = fresh
+    a1 = GUESTS["a1"][1]
+    lab.fw.set_port(lab.port("a1", (Rule("ingress", protocol="icmp", icmp_type=13),)))
+    assert not lab.ping("b1", a1), "echo request is not a timestamp request"
+    lab.fw.set_port(lab.port("a1", (Rule("ingress", protocol="icmp", icmp_type=8,
+                                         icmp_code=0),)))
+    assert lab.reaches("b1", a1)
+
+
+def received(lab: Lab, name: str, marker: str, send: list[str], seconds: float = 3) -> bool:
+    """Whether guest `name` sees a UDP datagram carrying `marker` while `send` runs."""
+    cap = subprocess.Popen(["ip", "netns", "exec", lab.ns(name), "tcpdump", "-l", "-n", "-A",
+                            "-i", "eth0", "udp port 9999"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)  # tcpdump attaches
+        subprocess.run(send, check=True, timeout=60)
+        time.sleep(0.3)
+    finally:
+        cap.terminate()
+        out, _ = cap.communicate(timeout=10)
+    return marker in out
+
+
+def test_spoofed_ip_and_mac_are_dropped_and_an_allowed_pair_passes(fresh: Lab) -> None:
+    lab = fresh
+    _, a1_ip, _ = GUESTS["a1"]
+    _, a2_ip, a2_mac = GUESTS["a2"]
+    dst_mac = GUESTS["a1"][2]
+    honest = spoof.command(lab.ns("a2"), "udp", "eth0", a2_mac, dst_mac, a2_ip, a1_ip, "9999",
+                           "honest-1", "3")
+    assert received(lab, "a1", "honest-1", honest)
+    as_b1 = spoof.command(lab.ns("a2"), "udp", "eth0", a2_mac, dst_mac, GUESTS["b1"][1], a1_ip,
+                          "9999", "ip-spoof", "3")
+    assert not received(lab, "a1", "ip-spoof", as_b1)
+    own_ip_other_mac = spoof.command(lab.ns("a2"), "udp", "eth0", GUESTS["b1"][2], dst_mac,
+                                     a2_ip, a1_ip, "9999", "mac-spoof", "3")
+    assert not received(lab, "a1", "mac-spoof", own_ip_other_mac)
+    vip = "10.9.0.200"
+    lab.fw.set_port(lab.port("a2", pairs=((vip, ""),)))
+    # A group's members are its ports' addresses and their allowed pairs.
+    lab.fw.set_members(A_DEFAULT, [a1_ip, a2_ip, vip])
+    from_vip = spoof.command(lab.ns("a2"), "udp", "eth0", a2_mac, dst_mac, vip, a1_ip, "9999",
+                             "vip-ok", "3")
+    assert received(lab, "a1", "vip-ok", from_vip)
+
+
+def test_arp_spoofing_is_dropped(fresh: Lab) -> None:
+    lab = fresh
+    _, a1_ip, a1_mac = GUESTS["a1"]
+    _, a2_ip, a2_mac = GUESTS["a2"]
+    in_ns(lab.ns("a1"), ["ip", "neigh", "flush", "dev", "eth0"])
+    lab.ping("a1", a2_ip)
+    # a2 claims the router's address to a1.
+    spoof.run(lab.ns("a2"), "arp", "eth0", a2_mac, a1_mac, ROUTER[0], a1_ip, "1.5")
+    neigh = in_ns(lab.ns("a1"), ["ip", "neigh", "show", ROUTER[0]]).stdout
+    assert a2_mac not in neigh
+
+
+def test_a_rogue_dhcp_server_in_a_guest_reaches_no_other_guest(fresh: Lab, tmp_path) -> None:
+    lab = fresh
+    lab.popen("a2", ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+                     "--interface=eth0", "--bind-interfaces", "--dhcp-authoritative",
+                     f"--dhcp-leasefile={tmp_path}/leases", "--dhcp-range=10.9.0.100,10.9.0.150"])
+    time.sleep(0.5)
+    got = in_ns(lab.ns("b1"), ["udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "1",
+                               "-s", "/bin/true"], timeout=30)
+    assert "lease of" not in got.stdout + got.stderr, "the rogue server's offer passed"
+    assert "no lease" in (got.stdout + got.stderr).lower()
+
+
+def test_an_established_connection_survives_its_rule_being_removed(fresh: Lab) -> None:
+    """AWS's behaviour (conntrack entries are kept): a removed rule stops new
+    connections; one already established keeps passing until it ends."""
+    lab = fresh
+    a1 = GUESTS["a1"][1]
+    lab.fw.set_port(lab.port("a1", (Rule("ingress", protocol="tcp", port_min=7000),)))
+    lab.popen("a1", ["socat", "TCP-LISTEN:7000,reuseaddr", "EXEC:cat"])
+    time.sleep(0.3)
+    client = subprocess.Popen(["ip", "netns", "exec", lab.ns("b1"), "socat", "-T10", "-",
+                               f"TCP:{a1}:7000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    lab.procs.append(client)  # type: ignore[arg-type]
+    assert client.stdin is not None
+    assert client.stdout is not None
+    client.stdin.write("one\n")
+    client.stdin.flush()
+    assert client.stdout.readline() == "one\n"
+    lab.fw.set_port(lab.port("a1"))
+    client.stdin.write("two\n")
+    client.stdin.flush()
+    assert client.stdout.readline() == "two\n", "the established connection was cut"
+    lab.listen("a1", TCP, 7001, "new")
+    assert ask(lab.ns("b1"), TCP, a1, 7001, timeout=2) == "", "a new connection passed"
+
+
+def test_a_change_the_fabric_refuses_applies_nothing(fresh: Lab) -> None:
+    """A host's change is one transaction: a value the fabric refuses (a
+    malformed MAC) leaves every port as it was, the valid changes with it."""
+    lab = fresh
+    a1 = GUESTS["a1"][1]
+    opened = lab.port("a1", (Rule("ingress", protocol="icmp"),))
+    broken = dataclasses.replace(lab.port("a2"), mac="02:00:zz:00:00:12")
+    others = [lab.port(g) for g in ("b1", "b2")]
+    with pytest.raises(FabricError):
+        lab.fw.apply([opened, broken, *others], lab.members())
+    assert not lab.ping("b1", a1), "the valid half of the refused change was applied"
+    assert lab.reaches("a2", a1), "a2's filters are as they were"
+
+
+RA_SENDER = """
+import sys
+from scapy.all import Ether, IPv6, ICMPv6ND_RA, ICMPv6ND_NS, sendp
+mac = sys.argv[1]
+lla = "fe80::ff:fe00:12"
+ns = Ether(src=mac, dst="33:33:ff:00:00:11") / IPv6(src=lla, dst="ff02::1:ff00:11") / \\
+    ICMPv6ND_NS(tgt="fe80::ff:fe00:11")
+ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=lla, dst="ff02::1") / ICMPv6ND_RA()
+sendp([ns, ra] * 3, iface="eth0", inter=0.05, verbose=False)
+"""
+
+
+def test_router_advertisements_from_a_guest_are_dropped(fresh: Lab) -> None:
+    lab = fresh
+    cap = subprocess.Popen(["ip", "netns", "exec", lab.ns("a1"), "tcpdump", "-l", "-n", "-i",
+                            "eth0", "icmp6"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)  # tcpdump attaches
+        subprocess.run(["ip", "netns", "exec", lab.ns("a2"), sys.executable, "-c", RA_SENDER,
+                        GUESTS["a2"][2]], check=True, timeout=60)
+        time.sleep(0.3)
+    finally:
+        cap.terminate()
+        out, _ = cap.communicate(timeout=10)
+    assert "neighbor solicitation" in out, "the control (neighbour discovery) did not pass"
+    assert "router advertisement" not in out

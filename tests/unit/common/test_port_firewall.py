@@ -1,0 +1,123 @@
+"""What a security group rule becomes in nftables (pure), and which
+transaction a change is: only the changed port's chains and elements, or a
+group's changed elements (the runner is replaced; no root needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from common.fabric.ovs_firewall import OvsFirewall, Plugged, _port_ranges, cookie
+from common.fabric.port_firewall import Port, PortFirewall, Rule, group_set, rule_text
+
+GID = "00000000-0000-4000-8000-00000000000a"
+
+
+@pytest.mark.parametrize(("rule", "text"), [
+    (Rule("ingress"), "meta nfproto ipv4 accept"),
+    (Rule("egress", "ipv6"), "meta nfproto ipv6 accept"),
+    (Rule("ingress", protocol="tcp", port_min=22, port_max=22, remote_cidr="192.0.2.0/24"),
+     "meta nfproto ipv4 ip saddr 192.0.2.0/24 meta l4proto tcp th dport 22 accept"),
+    (Rule("egress", protocol="udp", port_min=1000, port_max=2000, remote_cidr="10.0.0.0/8"),
+     "meta nfproto ipv4 ip daddr 10.0.0.0/8 meta l4proto udp th dport 1000-2000 accept"),
+    (Rule("ingress", protocol="icmp", icmp_type=8, icmp_code=0),
+     "meta nfproto ipv4 meta l4proto icmp icmp type 8 icmp code 0 accept"),
+    (Rule("ingress", "ipv6", protocol="icmp", icmp_type=128),
+     "meta nfproto ipv6 meta l4proto icmpv6 icmpv6 type 128 accept"),
+    (Rule("ingress", protocol="icmp"), "meta nfproto ipv4 meta l4proto icmp accept"),
+    (Rule("ingress", protocol="47"), "meta nfproto ipv4 meta l4proto 47 accept"),
+    (Rule("ingress", remote_group_id=GID),
+     f"meta nfproto ipv4 ip saddr @{group_set(GID, 'ipv4')} accept"),
+])
+def test_rule_text(rule: Rule, text: str) -> None:
+    assert rule_text(rule) == text
+
+
+class Recorded(PortFirewall):
+    def __init__(self) -> None:
+        super().__init__("unused")
+        self.batches: list[list[str]] = []
+
+    def run(self, commands: Sequence[str]) -> None:
+        self.batches.append(list(commands))
+
+
+def port(dev: str, *rules: Rule) -> Port:
+    return Port(dev, "02:00:00:00:00:01", ("10.0.0.5",), (), rules)
+
+
+def test_a_change_is_one_transaction_of_only_what_changed() -> None:
+    fw = Recorded()
+    ports = [port(f"p{i}", Rule("ingress", remote_group_id=GID)) for i in range(50)]
+    assert fw.apply(ports, {GID: ["10.0.0.5"]}) > 0
+    assert len(fw.batches) == 1
+    assert fw.apply(ports, {GID: ["10.0.0.5"]}) == 0, "the same state twice changes nothing"
+    ports[7] = port("p7", Rule("ingress", protocol="tcp", port_min=80))
+    fw.apply(ports, {GID: ["10.0.0.5"]})
+    changed = fw.batches[-1]
+    assert all("p7" in c or "_" in c for c in changed)
+    assert not any(f'"p{i}"' in c for c in changed for i in range(50) if i != 7)
+    assert any("th dport 80" in c for c in changed)
+    fw.apply(ports, {GID: ["10.0.0.5", "10.0.0.9"]})
+    assert fw.batches[-1] == [f"add element inet cloudnet_sg {group_set(GID, 'ipv4')} "
+                              "{ 10.0.0.9 }"]
+    fw.apply(ports, {GID: ["10.0.0.9"]})
+    assert fw.batches[-1] == [f"delete element inet cloudnet_sg {group_set(GID, 'ipv4')} "
+                              "{ 10.0.0.5 }"]
+    fw.apply(ports[:-1], {GID: ["10.0.0.9"]})
+    assert all("delete" in c for c in fw.batches[-1])
+    assert len(fw.batches[-1]) == 7
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(80, 80), (1000, 2000), (1, 65535), (8000, 8080),
+                                        (5, 6), (65534, 65535)])
+def test_ovs_port_ranges_cover_exactly_the_range(lo: int, hi: int) -> None:
+    """OpenFlow matches ports by value/mask: the pieces cover lo..hi, nothing more."""
+    pieces = _port_ranges(Rule("ingress", protocol="tcp", port_min=lo, port_max=hi))
+    if lo == hi:
+        assert pieces == [""]
+        return
+    covered: set[int] = set()
+    for piece in pieces:
+        value, mask = (int(x, 16) for x in piece.removeprefix(",tp_dst=").split("/"))
+        block = {p for p in range(value, value + (0x10000 - mask))}
+        assert not block & covered
+        covered |= block
+    assert covered == set(range(lo, hi + 1))
+
+
+class RecordedOvs(OvsFirewall):
+    """The OVS pipeline's bundles, recorded (ports numbered by name)."""
+
+    def __init__(self) -> None:
+        super().__init__("unused")
+        self.bundles: list[list[str]] = []
+
+    def run(self, lines: Sequence[str]) -> None:
+        self.bundles.append(list(lines))
+
+    def plugged(self, device: str) -> Plugged:
+        return Plugged(int(device.removeprefix("p")) + 1, 100)
+
+
+def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> None:
+    fw = RecordedOvs()
+    rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+             Rule("egress"))
+    ports = [Port(f"p{i}", f"02:00:00:00:00:{i:02x}", (f"10.0.0.{i + 10}",), (), rules)
+             for i in range(20)]
+    members = {GID: [p.ips[0] for p in ports]}
+    assert fw.apply(ports, members) > 0
+    assert fw.apply(ports, members) == 0, "the same state twice sends nothing"
+    ports[3] = Port("p3", ports[3].mac, ports[3].ips, (), (*rules, Rule(
+        "ingress", protocol="udp", port_min=53)))
+    fw.apply(ports, members)
+    changed = fw.bundles[-1]
+    assert changed, "the new rule was sent"
+    assert all(f"cookie={cookie('p3'):#x}" in line for line in changed)
+    fw.apply(ports, {GID: [*members[GID], "10.0.9.9"]})
+    joined = fw.bundles[-1]
+    assert len(joined) == 1
+    assert "nw_src=10.0.9.9" in joined[0]
+    assert joined[0].count("conjunction(") == 20, "one flow naming each port's conjunction"
