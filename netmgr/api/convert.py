@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudnet.netmgr.v1 import hosts_pb2 as hpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import routing_pb2 as rpb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -87,6 +88,21 @@ def token_to_pb(t: model.Token) -> pb.Token:
     return pb.Token(id=t.id, tenant_id=t.tenant_id, name=t.name, create_time=_ts(t.created_at))
 
 
+IPV6_MODES_PB = {
+    model.Ipv6Mode.NONE: rpb.IPV6_MODE_UNSPECIFIED,
+    model.Ipv6Mode.SLAAC: rpb.IPV6_MODE_SLAAC,
+    model.Ipv6Mode.DHCPV6_STATELESS: rpb.IPV6_MODE_DHCPV6_STATELESS,
+    model.Ipv6Mode.DHCPV6_STATEFUL: rpb.IPV6_MODE_DHCPV6_STATEFUL,
+}
+_IPV6_MODES_IN: dict[int, str] = {int(v): k.value for k, v in IPV6_MODES_PB.items()}
+
+
+def ipv6_mode_in(value: int) -> str:
+    """The model's mode of an API enum value; an unknown number stays visible
+    (the validation names it)."""
+    return _IPV6_MODES_IN.get(value, f"enum value {value}")
+
+
 def zone_to_pb(z: model.Zone) -> pb.Zone:
     return pb.Zone(
         name=z.name,
@@ -101,6 +117,12 @@ def zone_to_pb(z: model.Zone) -> pb.Zone:
         private_gateway_vlan_min=z.private_gateway_vlan_min,
         private_gateway_vlan_max=z.private_gateway_vlan_max,
         reserved_vlans=list(z.reserved_vlans),
+        ipv6_pool=z.ipv6_pool,
+        routed_pool=z.routed_pool,
+        public_cidr6=z.public_cidr6,
+        public_gateway6=z.public_gateway6,
+        bgp_asn=z.bgp_asn,
+        bgp_peers=[rpb.BgpPeer(address=p.address, asn=p.asn) for p in z.bgp_peers],
     )
 
 
@@ -122,6 +144,10 @@ def network_to_pb(n: model.Network) -> pb.Network:
         create_time=_ts(n.created_at),
         vpc_id=n.vpc_id,
         acl_id=n.acl_id,
+        ipv6_cidr=n.ipv6_cidr,
+        ipv6_mode=IPV6_MODES_PB[n.ipv6_mode],
+        routed=n.routed,
+        ipv6_gateway=n.ipv6_gateway,
     )
 
 
@@ -139,6 +165,7 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         user_data=p.user_data if with_user_data else b"",
         labels=dict(p.labels),
         ssh_key_pair_id=p.ssh_key_pair_id,
+        ipv6=p.ipv6,
     )
 
 
@@ -209,6 +236,9 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         lease_seconds=msg.lease_seconds,
         vpc_id=msg.vpc_id,
         acl_id=msg.acl_id,
+        ipv6_cidr=msg.ipv6_cidr,
+        ipv6_mode=ipv6_mode_in(msg.ipv6_mode),
+        routed=msg.routed,
     )
 
 
@@ -234,6 +264,7 @@ def port_spec(msg: pb.Port) -> PortSpec:
         user_data=msg.user_data,
         labels=tuple(sorted(msg.labels.items())),
         ssh_key_pair_id=msg.ssh_key_pair_id,
+        ipv6=msg.ipv6,
     )
 
 
@@ -260,5 +291,7 @@ def zone_changes(msg: pb.Zone, mask_paths: Sequence[str]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for path in paths:
         value = getattr(msg, path)
+        if path == "bgp_peers":
+            value = tuple(model.BgpPeer(p.address, p.asn) for p in value)
         changes[path] = tuple(value) if path in ("upstream_dns", "reserved_vlans") else value
     return changes

@@ -26,7 +26,7 @@ from netmgr.model.validation import (
     raise_if,
     with_network_defaults,
 )
-from netmgr.store import ipam, rows, shared
+from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -50,10 +50,14 @@ class NetworkStore:
         def tx(s: Session) -> model.Network:
             zone = rows.zone(shared.zone_row(s, lock=True))
             tenant = shared.tenant_row(s, tenant_id)
-            full = with_network_defaults(spec, tenant.name, zone)
+            routed = spec
+            if spec.routed:
+                routed = dataclasses.replace(spec, cidr=ipam6.routed_cidr(s, zone, spec))
+            full = with_network_defaults(routed, tenant.name, zone)
             others = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.tenant_id == tenant.id))]
             raise_if(check_network_placement(full.cidr, zone, others))
+            ipv6_cidr, ipv6_mode = ipam6.network_ipv6(s, zone, full)
             now = utcnow()
             network_id = new_id()
             s.add(NetworkRow(
@@ -61,7 +65,8 @@ class NetworkStore:
                 gateway=full.gateway, domain=full.domain, dns_servers=list(full.dns_servers),
                 domain_search=list(full.domain_search), mtu=full.mtu,
                 lease_seconds=full.lease_seconds, vlan_id=ipam.allocate_vlan(s, zone),
-                created_at=now, updated_at=now))
+                created_at=now, updated_at=now, ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode,
+                routed=full.routed))
             s.add(PublicIpRow(
                 id=new_id(), ip=ipam.allocate_public_ip(s, zone), kind=PUBLIC_IP_SOURCE_NAT,
                 tenant_id=tenant.id, network_id=network_id, created_at=now))

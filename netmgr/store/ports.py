@@ -22,7 +22,7 @@ from netmgr.model.validation import (
     check_port_update,
     default_hostname,
 )
-from netmgr.store import ipam, rows, shared
+from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -100,7 +100,8 @@ class PortStore:
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
                 labels=dict(spec.labels),
-                ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id)))
+                ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id),
+                ipv6=ipam6.port_ipv6(s, net, mac, spec.ipv6)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()
