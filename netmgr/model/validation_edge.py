@@ -73,10 +73,20 @@ def cidrs_problems(values: tuple[str, ...] | list[str], field: str) -> tuple[
             net = ipaddress.IPv4Network(v, strict=True)
         except ValueError as e:
             reason = "has host bits set" if "host bits" in str(e) else "is not an IPv4 CIDR"
+            if _is_ipv6_network(v):
+                reason = "is an IPv6 CIDR; this rule matches IPv4 traffic only"
             out.append(Violation(f"{field}[{i}]", f"{show(v)} {reason}"))
             continue
         canon.append(str(net))
     return out, tuple(sorted(set(canon)))
+
+
+def _is_ipv6_network(value: str) -> bool:
+    try:
+        ipaddress.IPv6Network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(out: list[Violation], value: int, field: str, *, zero_ok: bool = False) -> None:
