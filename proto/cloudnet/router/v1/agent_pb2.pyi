@@ -319,6 +319,7 @@ class RouterConfig(_message.Message):
     GUEST_METADATA_FIELD_NUMBER: _builtins.int
     BGP_FIELD_NUMBER: _builtins.int
     GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
+    IPV6_UPLINK_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -373,6 +374,8 @@ class RouterConfig(_message.Message):
 
     @_builtins.property
     def guest_ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.GuestIngressRule]: ...
+    @_builtins.property
+    def ipv6_uplink(self) -> _routing_pb2.Ipv6Uplink: ...
     def __init__(
         self,
         *,
@@ -397,10 +400,11 @@ class RouterConfig(_message.Message):
         guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
         bgp: _routing_pb2.Bgp | None = ...,
         guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
+        ipv6_uplink: _routing_pb2.Ipv6Uplink | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -157,3 +157,29 @@ class BgpSessionStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BgpSessionStatus: _TypeAlias = BgpSessionStatus  # noqa: Y015
+
+@_typing.final
+class Ipv6Uplink(_message.Message):
+    """The router's IPv6 on its public interface: its address (CIDR form) and
+    the edge's, its default route. Guests' IPv6 leaves this way unNATed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    gateway: _builtins.str
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "gateway", b"gateway"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Ipv6Uplink: _TypeAlias = Ipv6Uplink  # noqa: Y015
