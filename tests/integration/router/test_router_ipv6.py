@@ -34,6 +34,7 @@ from tests.lib.routerlab import (
     DOMAIN,
     HOSTS,
     PUBLIC_GW,
+    PUBLIC_IP,
     InProcessAgent,
     Topology,
     make_config,
@@ -51,7 +52,9 @@ ROUTER6 = eui64(PUB_MAC, PUBLIC6)
 INET6, INET6_GW = "2001:db8:beef::10", "2001:db8:beef::1"
 G2_MAC, G2_V6 = "02:aa:00:00:00:22", "2001:db8:20::100"
 G1_V6 = eui64(HOSTS["p1"][0], NET1_V6)
-HTTP_PORT = 8080
+HTTP_PORT, HTTP4_PORT = 8080, 8081
+ROUTED_NET, G3_MAC, G3_IP = "198.18.0.0/24", "02:aa:00:00:00:33", "198.18.0.33"
+INET4, INET4_GW = "198.51.100.10", "198.51.100.1"
 
 
 def router_config(router_id: str, generation: int,
@@ -69,6 +72,14 @@ def router_config(router_id: str, generation: int,
         ipv6_mode="dhcpv6_stateful",
         hosts=[pb.DhcpHost(port_id="p22", mac=G2_MAC, ip="10.20.0.22", hostname="vm22",
                            ipv6=G2_V6)]))
+    # A routed IPv4 network: no source NAT, its guests reached by their own address.
+    cfg.interfaces.append(pb.Interface(
+        name="g-net3", role=pb.INTERFACE_ROLE_GUEST, mac="02:00:00:00:01:03",
+        addresses=["198.18.0.1/24"], segment_id=102, network_id="net3"))
+    cfg.guest_networks.append(pb.GuestNetwork(
+        network_id="net3", interface="g-net3", cidr=ROUTED_NET, gateway="198.18.0.1",
+        domain=f"net3.{DOMAIN}", lease_seconds=3600, routed=True,
+        hosts=[pb.DhcpHost(port_id="p33", mac=G3_MAC, ip=G3_IP, hostname="vm33")]))
     cfg.ipv6_uplink.CopyFrom(rpb.Ipv6Uplink(address=f"{ROUTER6}/64", gateway=EDGE6))
     cfg.guest_ingress_rules.extend(ingress or [])
     return cfg
@@ -81,6 +92,7 @@ class Lab:
     router_id: str
     g1: str
     g2: str
+    g3: str
     inet: str
 
 
@@ -112,6 +124,11 @@ def _edge(topo: Topology) -> str:
     sh("ip", "netns", "exec", up, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
     for net in (NET1_V6, NET2_V6):
         sh("ip", "-n", up, "-6", "route", "add", net, "via", ROUTER6, "dev", "eth0")
+    sh("ip", "-n", up, "addr", "add", f"{INET4_GW}/24", "dev", "inet0")
+    sh("ip", "-n", inet, "addr", "add", f"{INET4}/24", "dev", "eth0")
+    sh("ip", "-n", inet, "route", "add", "default", "via", INET4_GW)
+    sh("ip", "netns", "exec", up, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    sh("ip", "-n", up, "route", "add", ROUTED_NET, "via", PUBLIC_IP)
     return inet
 
 
@@ -134,7 +151,10 @@ def lab() -> Iterator[Lab]:
         apply(agent, router_config(router_id, 1))
         g1 = _guest(topo, "g1", 100, HOSTS["p1"][0])
         g2 = _guest(topo, "g2", 101, G2_MAC)
-        yield Lab(topo, agent, router_id, g1, g2, _edge(topo))
+        g3 = _guest(topo, "g3", 102, G3_MAC)
+        sh("ip", "-n", g3, "addr", "add", f"{G3_IP}/24", "dev", "eth0")
+        sh("ip", "-n", g3, "route", "add", "default", "via", "198.18.0.1")
+        yield Lab(topo, agent, router_id, g1, g2, g3, _edge(topo))
     finally:
         channel.close()
         server.stop(grace=None)
@@ -232,16 +252,19 @@ def http_script(lab: Lab, name: str, body: str) -> str:
 def echo_server(lab: Lab) -> Iterator[None]:
     """In inet: answers an HTTP request with the client address it saw."""
     script = http_script(lab, "echo", '"$SOCAT_PEERADDR"')
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.inet, "socat", f"TCP6-LISTEN:{HTTP_PORT},fork,reuseaddr",
-         f"EXEC:{script}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen(
+        ["ip", "netns", "exec", lab.inet, "socat", f"{listen},fork,reuseaddr", f"EXEC:{script}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for listen in (f"TCP6-LISTEN:{HTTP_PORT}", f"TCP4-LISTEN:{HTTP4_PORT}")]
     try:
-        wait_for(lambda: f":{HTTP_PORT}" in sh("ip", "netns", "exec", lab.inet, "ss", "-ltn"),
-                 what="the echo server")
+        for port in (HTTP_PORT, HTTP4_PORT):
+            wait_for(lambda p=port: f":{p}" in sh("ip", "netns", "exec", lab.inet, "ss", "-ltn"),
+                     what="the echo server")
         yield
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def curl6(ns: str, url: str, timeout: int = 5) -> subprocess.CompletedProcess[str]:
@@ -285,6 +308,36 @@ def test_the_internet_reaches_a_guest_only_once_an_ingress_rule_allows(
     finally:
         server.kill()
         server.wait()
+
+
+def curl(ns: str, url: str, timeout: int = 5) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, "curl", "-4", "-sS", "--max-time",
+                           str(timeout), url], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def test_a_routed_guest_leaves_by_its_own_address_and_is_reached_by_it(
+        lab: Lab, echo_server: None) -> None:
+    got = curl(lab.g3, f"http://{INET4}:{HTTP4_PORT}/")
+    assert (got.returncode, got.stdout.strip()) == (0, G3_IP), got.stderr  # no source NAT
+    script = http_script(lab, "guest3", "guest3")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.g3, "socat", f"TCP4-LISTEN:{HTTP_PORT},fork,reuseaddr",
+         f"EXEC:{script}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: f":{HTTP_PORT}" in sh("ip", "netns", "exec", lab.g3, "ss", "-ltn"),
+                 what="the routed guest's server")
+        url = f"http://{G3_IP}:{HTTP_PORT}/"
+        assert curl(lab.inet, url, timeout=2).returncode != 0  # the ingress firewall drops
+        rule = rpb.GuestIngressRule(id="fw-routed", network_id="net3", protocol="tcp",
+                                    port_start=HTTP_PORT, cidrs=["198.51.100.0/24"])
+        apply(lab.agent, router_config(lab.router_id, 10, [rule]))
+        got = curl(lab.inet, url)
+        assert (got.returncode, got.stdout.strip()) == (0, "guest3"), got.stderr
+    finally:
+        server.kill()
+        server.wait()
+        apply(lab.agent, router_config(lab.router_id, 11))
 
 
 def test_the_same_config_again_changes_nothing(lab: Lab) -> None:
