@@ -24,6 +24,9 @@ from router.services.interfaces import set_sysctls
 
 MODES = ("slaac", "dhcpv6_stateless", "dhcpv6_stateful")
 AF_INET6 = 10
+# The router's addresses are allocated to it: usable at once (no duplicate
+# address detection, during which nothing can bind them, bgpd included).
+IFA_F_NODAD = 0x02
 RTPROT_STATIC = 4
 MAIN_TABLE = 254
 # Forwarding on; no autoconfiguration from RAs on the router's own links (it
@@ -142,7 +145,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
             for addr in want - have:
                 try:
                     ipr.addr("add", index=index, address=str(addr.ip),
-                             prefixlen=addr.network.prefixlen)
+                             prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise ApplyError(f"ipv6: {addr} on {name}: {e}") from e

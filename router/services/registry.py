@@ -8,6 +8,7 @@ module beside these) added to this tuple.
 from __future__ import annotations
 
 from router.services.base import HostFeatures, Service
+from router.services.bgp import Bgp
 from router.services.dnsmasq import Dnsmasq
 from router.services.haproxy import Haproxy
 from router.services.interfaces import Interfaces
@@ -21,4 +22,4 @@ def router_services(host: HostFeatures) -> tuple[Service, ...]:
     """A new set of service objects for one router (a service may keep that
     router's state: nftables keeps the table it loaded)."""
     return (Interfaces(host), Ipv6(), NftablesService(host), Dnsmasq(), Haproxy(), Strongswan(host),
-            Metadata())
+            Metadata(), Bgp())
