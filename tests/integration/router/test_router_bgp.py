@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from cloudnet.router.v1 import agent_pb2_grpc
+from cloudnet.router.v1 import agent_pb2_grpc, diag_pb2, diag_pb2_grpc
 from cloudnet.router.v1 import routing_pb2 as rpb
 
 from aio.bgp_edge import BgpEdge, EdgeBgpConfig
@@ -115,7 +115,7 @@ def apply(agent: InProcessAgent, cfg: pb.RouterConfig) -> pb.RouterStatus:
 
 @pytest.fixture(scope="module")
 def router_id(lab: Lab) -> str:
-    rid = uuid.uuid4().hex
+    rid = str(uuid.uuid4())
     apply(lab.agent, router_config(rid, 1))
     return rid
 
@@ -151,6 +151,13 @@ def sessions_established(lab: Lab) -> dict[str, int]:
     neighbors = json.loads(lab.edge.vtysh("show bgp neighbors json"))
     return {addr: int(n.get("connectionsEstablished", 0)) for addr, n in neighbors.items()
             if n.get("bgpState") == "Established"}
+
+
+def test_debug_show_bgp_lists_the_sessions(lab: Lab, router_id: str) -> None:
+    diag = diag_pb2_grpc.RouterDiagnosticsStub(lab.agent.channel)
+    shown = diag.Show(diag_pb2.ShowRequest(router_id=router_id, kind=diag_pb2.SHOW_KIND_BGP))
+    assert [(s.peer, s.peer_asn, s.state, s.prefixes_sent) for s in shown.bgp_sessions] == [
+        (EDGE6, EDGE_ASN, "Established", 1), (PUBLIC_GW, EDGE_ASN, "Established", 1)]
 
 
 def test_the_same_config_again_changes_nothing(lab: Lab, router_id: str) -> None:
