@@ -20,6 +20,8 @@ import subprocess
 import time
 
 FRR_DIR = "/usr/lib/frr"
+# Where the all-in-one keeps each edge's FRR files (one directory per prefix).
+EDGE_FRR_ROOT = "/run/cloudnet-frr"
 FRR_USER = "frr"
 
 
@@ -63,6 +65,7 @@ class BgpEdge:
 
     def start(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
+        os.chmod(os.path.dirname(self.dir), 0o755)
         with open(self._path("frr.conf"), "w") as f:
             f.write(render_config(self.cfg))
         # The daemons run as FRR's user: their directory is theirs.
@@ -106,7 +109,25 @@ class BgpEdge:
         return out
 
     def stop(self) -> None:
+        """SIGTERM to both daemons (by their pid files), then their files go."""
+        pids = []
         for name in ("bgpd.pid", "zebra.pid"):
             with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError), \
                     open(self._path(name)) as f:
-                os.kill(int(f.read().strip()), signal.SIGTERM)
+                pid = int(f.read().strip())
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if os.path.exists(f"/proc/{p}")
+                    and not _zombie(p)]
+            time.sleep(0.02)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
