@@ -156,3 +156,17 @@ BAD_BGP = [
 def test_bgp_verify_refuses(cfg: pb.RouterConfig) -> None:
     with pytest.raises(ConfigError):
         bgp.verify(cfg)
+
+
+def test_an_ipv6_acl_rule_matches_ipv6_and_icmpv6() -> None:
+    from router.services.nftables import acl
+
+    web = pb.AclRule(id="a0000000-0000-4000-8000-000000000003", number=10, action="allow",
+                     direction="ingress", protocol="tcp", port_start=443,
+                     cidrs=["2001:db8:beef::/64"])
+    ping = pb.AclRule(id="a0000000-0000-4000-8000-000000000004", number=20, action="allow",
+                      direction="ingress", protocol="icmp", icmp_type=128, icmp_code=-1,
+                      cidrs=["::/0"])
+    assert acl._match(web) == ["ip6 saddr { 2001:db8:beef::/64 }", "tcp dport 443"]
+    assert acl._match(ping) == ["meta nfproto ipv6", "meta l4proto ipv6-icmp",
+                                "icmpv6 type 128"]
