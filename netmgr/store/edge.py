@@ -323,6 +323,8 @@ class EdgeStore:
                 protocol=row.protocol, port=row.port, port_end=row.port_end,
                 icmp_type=row.icmp_type, icmp_code=row.icmp_code, cidrs=tuple(row.cidrs))
             spec = check_firewall_rule(dataclasses.replace(spec, **new))
+            if spec.direction == INGRESS and spec.network_id:
+                guest_ingress_network(s, tenant_id, spec)  # its sources' families, again
             cols = dict(protocol=spec.protocol, port=spec.port, port_end=spec.port_end,
                         icmp_type=spec.icmp_type, icmp_code=spec.icmp_code,
                         cidrs=list(spec.cidrs))

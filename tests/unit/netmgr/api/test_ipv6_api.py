@@ -252,3 +252,35 @@ def test_an_ipv4_rule_names_an_ipv6_source_as_the_wrong_family(world) -> None:
     assert bad_fields(err) == ["firewall_rule.cidrs[0]"]
     assert "IPv6" in err.details()
     assert counts(cloud) == before
+
+
+def test_a_guest_ingress_rule_takes_the_families_its_network_is_reached_by(world) -> None:
+    cloud, api = world
+    v6only = net(api, ipv6_mode=SLAAC)
+    routed = net(api, name="pub", cidr="", routed=True)
+    plain = net(api, name="plain", cidr="10.0.9.0/24")
+    edge = Edge(cloud, api)
+
+    def create(network_id: str, cidrs: list[str]) -> epb.FirewallRule:
+        return edge.CreateFirewallRule(epb.CreateFirewallRuleRequest(
+            firewall_rule=epb.FirewallRule(direction=epb.FIREWALL_DIRECTION_INGRESS,
+                                           network_id=network_id, protocol="tcp", port=443,
+                                           cidrs=cidrs)))
+
+    ok = create(v6only.id, ["2001:db8:beef::/48"])
+    assert (ok.network_id, ok.public_ip_id, list(ok.cidrs)) == (
+        v6only.id, "", ["2001:db8:beef::/48"])
+    assert create(routed.id, ["198.51.100.0/24"]).network_id == routed.id
+    before = counts(cloud)
+    for network_id, cidrs, field in (
+            (v6only.id, ["198.51.100.0/24"], "firewall_rule.cidrs[0]"),
+            (routed.id, ["2001:db8::/32"], "firewall_rule.cidrs[0]"),
+            (plain.id, [], "firewall_rule.network_id")):
+        err = rpc_error(lambda n=network_id, c=cidrs: create(n, c))
+        assert bad_fields(err) == [field]
+    assert counts(cloud) == before
+    # An update is held to the same.
+    err = rpc_error(lambda: edge.UpdateFirewallRule(epb.UpdateFirewallRuleRequest(
+        firewall_rule=epb.FirewallRule(id=ok.id, cidrs=["198.51.100.0/24"]),
+        update_mask=FieldMask(paths=["cidrs"]))))
+    assert bad_fields(err) == ["firewall_rule.cidrs[0]"]
