@@ -64,6 +64,9 @@ class BgpEdge:
         return os.path.join(self.dir, name)
 
     def start(self) -> None:
+        if not os.path.exists(f"{FRR_DIR}/bgpd"):
+            raise RuntimeError(f"FRR is not installed ({FRR_DIR}/bgpd): scripts/bootstrap.sh "
+                               "installs it (Debian package frr)")
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(os.path.dirname(self.dir), 0o755)
         with open(self._path("frr.conf"), "w") as f:
