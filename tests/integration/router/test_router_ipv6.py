@@ -355,3 +355,27 @@ def test_the_same_config_again_changes_nothing(lab: Lab) -> None:
     with open(pid_file) as f:
         assert f.read() == pid
     assert sh("ip", "-n", rt.ctx.netns, "-6", "addr", "show") == before
+
+
+def test_a_dual_stack_vpc_table_with_ipv6_acl_rules_loads(lab: Lab) -> None:
+    """The kernel takes the VPC parts for IPv6: the tiers' IPv6 between them,
+    an ACL rule of IPv6 sources and one of ICMPv6 (nft -c, in a namespace of
+    the test's own)."""
+    from tests.lib.routerconfigs import render
+
+    cfg = router_config(lab.router_id, 1)
+    cfg.vpc_id = "vpc-1"
+    acl_id = "11111111-2222-4333-8444-555555555555"
+    cfg.network_acls.append(pb.NetworkAcl(id=acl_id, name="l", rules=[
+        pb.AclRule(id="r1", number=10, action="allow", direction="ingress", protocol="tcp",
+                   port_start=443, cidrs=["2001:db8:beef::/64"]),
+        pb.AclRule(id="r2", number=20, action="allow", direction="ingress", protocol="icmp",
+                   icmp_type=128, icmp_code=-1, cidrs=["::/0"])]))
+    for iface, net in (("g-net1", "net1"), ("g-net2", "net2")):
+        cfg.tier_acls.append(pb.TierAcl(network_id=net, interface=iface, acl_id=acl_id))
+    table = render("nftables", cfg)["cloudnet.nft"]
+    assert "ip6 saddr @guest_nets6" in table
+    path = os.path.join(lab.topo.state_dir, "vpc6.nft")
+    with open(path, "w") as f:
+        f.write(table)
+    sh("ip", "netns", "exec", lab.topo.ns("nftc"), "nft", "-c", "-f", path)
