@@ -15,6 +15,7 @@ import ipaddress
 import json
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from common import netlink
@@ -119,9 +120,9 @@ def render(cfg: pb.RouterConfig) -> Rendered:
     return {"ipv6.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
 
-def _global_addresses(ipr: object, index: int) -> set[ipaddress.IPv6Interface]:
+def _global_addresses(ipr: IPRoute, index: int) -> set[ipaddress.IPv6Interface]:
     found = set()
-    for m in ipr.get_addr(family=AF_INET6, index=index):  # type: ignore[attr-defined]
+    for m in ipr.get_addr(family=AF_INET6, index=index):
         addr = ipaddress.IPv6Interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}")
         if not addr.ip.is_link_local:
             found.add(addr)
@@ -152,9 +153,8 @@ def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
         _default_route(ipr, cfg, links)
 
 
-def _default_route(ipr: object, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
-    routes = ipr.get_routes(  # type: ignore[attr-defined]
-        family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)
+def _default_route(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
+    routes = ipr.get_routes(family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)
     have = {(str(m.get("RTA_GATEWAY") or ""), int(m.get("RTA_OIF") or 0))
             for m in routes if m["dst_len"] == 0}
     want: set[tuple[str, int]] = set()
@@ -163,10 +163,10 @@ def _default_route(ipr: object, cfg: pb.RouterConfig, links: dict[str, int]) -> 
         want.add((str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)), links[public]))
     for gw, oif in have - want:
         with contextlib.suppress(NetlinkError):
-            ipr.route("del", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,  # type: ignore[attr-defined]
+            ipr.route("del", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
                       table=MAIN_TABLE, proto=RTPROT_STATIC)
     for gw, oif in want - have:
-        ipr.route("replace", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,  # type: ignore[attr-defined]
+        ipr.route("replace", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
                   table=MAIN_TABLE, proto=RTPROT_STATIC)
 
 
