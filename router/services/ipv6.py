@@ -132,11 +132,12 @@ def _global_addresses(ipr: IPRoute, index: int) -> set[ipaddress.IPv6Interface]:
 def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
     set_sysctls(ctx.netns, SYSCTLS)
     wanted = wanted_addresses(cfg)
-    links = {link.name: link.index for link in netlink.links(ctx.netns)}
+    # The config's interfaces only: another link (a router VM's control NIC)
+    # keeps whatever addresses it has.
+    ours = {i.name for i in cfg.interfaces}
+    links = {link.name: link.index for link in netlink.links(ctx.netns) if link.name in ours}
     with netlink.iproute(ctx.netns) as ipr:
         for name, index in links.items():
-            if name == "lo":
-                continue
             want = {ipaddress.IPv6Interface(a) for a in wanted.get(name, [])}
             have = _global_addresses(ipr, index)
             for addr in have - want:
