@@ -298,6 +298,9 @@ class Bgp:
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         version = proc.version(BGPD)
+        if not serves(cfg):
+            return pb.ServiceStatus(name=self.name, healthy=True, detail="no routed prefixes",
+                                    version=version)
         pid = running_pid(ctx)
         if pid is None:
             return pb.ServiceStatus(name=self.name, healthy=False, detail="bgpd not running",

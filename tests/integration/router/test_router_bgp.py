@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -120,6 +121,18 @@ def router_id(lab: Lab) -> str:
     return rid
 
 
+def test_a_router_without_routed_prefixes_runs_no_bgpd_and_is_healthy(lab: Lab) -> None:
+    rid = str(uuid.uuid4())
+    cfg = router_config(rid, 1)
+    cfg.ClearField("bgp")
+    apply(lab.agent, cfg)
+    rt = lab.agent.agent.runtime(rid)
+    assert bgp_service.running_pid(rt.ctx) is None
+    assert rt.check_health() == []
+    # Gone before the module's router (same addresses) is made.
+    lab.agent.stub.DeleteRouter(pb.DeleteRouterRequest(router_id=rid))
+
+
 def test_the_edge_learns_exactly_the_routers_prefixes_and_routes_by_them(
         lab: Lab, router_id: str) -> None:
     wait_for(lambda: set(lab.edge.routes()) == {ROUTED, NET1_V6}, timeout=60,
@@ -182,6 +195,19 @@ def test_a_network_made_non_routed_is_withdrawn_alone(lab: Lab, router_id: str) 
     apply(lab.agent, router_config(router_id, 4))
     wait_for(lambda: set(lab.edge.routes()) == {ROUTED, NET1_V6}, timeout=30,
              what="the routed network announced again")
+
+
+def test_a_killed_bgpd_is_repaired_and_announces_again(lab: Lab, router_id: str) -> None:
+    rt = lab.agent.agent.runtime(router_id)
+    pid = bgp_service.running_pid(rt.ctx)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: bgp_service.running_pid(rt.ctx) is None, what="bgpd gone")
+    assert rt.repair() == ["bgp"]
+    assert bgp_service.running_pid(rt.ctx) not in (None, pid)
+    wait_for(lambda: set(lab.edge.routes()) == {ROUTED, NET1_V6}, timeout=60,
+             what="the prefixes announced again")
+    assert rt.repair() == []
 
 
 def test_a_deleted_router_is_withdrawn(lab: Lab, router_id: str) -> None:
