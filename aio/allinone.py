@@ -38,17 +38,26 @@ import grpc
 from pyroute2 import IPRoute, netns
 
 from aio import replicas
+from aio.bgp_edge import EDGE_FRR_ROOT, BgpEdge, EdgeBgpConfig
 from aio.demo import run_demo
 from aio.topology import (
+    EDGE_ASN,
     EDGE_INET_IP,
+    EDGE_INET_IP6,
     EDGE_PUBLIC_IP,
+    EDGE_PUBLIC_IP6,
     INET_DNS_IP,
     INET_HOST_IP,
+    INET_HOST_IP6,
     INET_PREFIXLEN,
+    IPV6_POOL,
     PUBLIC_CIDR,
+    PUBLIC_CIDR6,
     PUBLIC_PREFIXLEN,
+    ROUTED_POOL,
     UPSTREAM_NAMES,
     WEB_PORT,
+    ZONE_ASN,
 )
 from aio.whoami import serve_whoami
 from common.channels import make_channel
@@ -172,11 +181,48 @@ class AllInOne:
                 ipr.ensure(ipr.addr, present=True, index=idx, address=ip, prefixlen=INET_PREFIXLEN)
             ipr.link("set", index=idx, state="up")
             ipr.route("replace", dst=PUBLIC_CIDR, gateway=EDGE_INET_IP)
+            ipr.route("replace", dst=ROUTED_POOL, gateway=EDGE_INET_IP)
         self._ns_run(self.edge_ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self._build_ipv6()
         if self.router_backend == "vm":
             from aio import vm_backend
 
             vm_backend.build_control_network(self)
+
+    def _build_ipv6(self) -> None:
+        """IPv6 on the provider network and to the internet host; the edge
+        forwards it, and routes each network's /64 (and routed IPv4) by what
+        its BGP speaker learns from the routers."""
+        for ns in (self.edge_ns, self.inet_ns):
+            self._ns_run(ns, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                              "net.ipv6.conf.default.accept_dad=0"])
+        for ns, dev, addr in ((self.edge_ns, "eth0", f"{EDGE_PUBLIC_IP6}/64"),
+                              (self.edge_ns, "inet0", f"{EDGE_INET_IP6}/64"),
+                              (self.inet_ns, "eth0", f"{INET_HOST_IP6}/64")):
+            self._ns_run(ns, ["ip", "-6", "addr", "replace", addr, "dev", dev, "nodad"])
+        self._ns_run(self.inet_ns, ["ip", "-6", "route", "replace", "default", "via",
+                                    EDGE_INET_IP6])
+        self._ns_run(self.edge_ns, ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+
+    @property
+    def bgp_edge(self) -> BgpEdge:
+        # Under /run: FRR's daemons run as its user, who must reach their
+        # directory (the state directory's parents may be the caller's only).
+        return BgpEdge(self.edge_ns, os.path.join(EDGE_FRR_ROOT, self.prefix), EdgeBgpConfig(
+            asn=EDGE_ASN, router_id=EDGE_PUBLIC_IP, routers_asn=ZONE_ASN,
+            listen_ranges=(PUBLIC_CIDR, PUBLIC_CIDR6)))
+
+    def zone_config(self) -> str:
+        """netmgr's [zone] for a new database: the routing settings on top of
+        the embedded defaults (the routers peer with the edge)."""
+        path = os.path.join(self.state_dir, "netmgr-zone.toml")
+        with open(path, "w") as f:
+            f.write(f'[zone]\nipv6_pool = "{IPV6_POOL}"\nrouted_pool = "{ROUTED_POOL}"\n'
+                    f'public_cidr6 = "{PUBLIC_CIDR6}"\npublic_gateway6 = "{EDGE_PUBLIC_IP6}"\n'
+                    f"bgp_asn = {ZONE_ASN}\n"
+                    f'[[zone.bgp_peers]]\naddress = "{EDGE_PUBLIC_IP}"\nasn = {EDGE_ASN}\n'
+                    f'[[zone.bgp_peers]]\naddress = "{EDGE_PUBLIC_IP6}"\nasn = {EDGE_ASN}\n')
+        return path
 
     @staticmethod
     def _ns_run(ns: str, argv: list[str]) -> None:
@@ -275,7 +321,8 @@ class AllInOne:
             if only is not None and i != only:
                 continue
             self.spawn(replicas.name(i), [
-                sys.executable, "-m", "netmgr.server", "--listen", listen, "--db-url", url,
+                sys.executable, "-m", "netmgr.server", "--config", self.zone_config(),
+                "--listen", listen, "--db-url", url,
                 "--admin-token-file", token_file, *tls,
                 "--agent", f"local=unix://{self.agent_socket}", *self._vm_args(),
                 *(self._metrics_args(0) if i == 0 else []), *self.netmgr_args])
@@ -362,6 +409,7 @@ class AllInOne:
         ensure_private_dir(self.state_dir, 0o711)
         os.makedirs(os.path.join(self.state_dir, "run"), exist_ok=True)
         self.build_topology()
+        self.bgp_edge.start()
         self.start_internet_services()
         self.start_agent()
         self.start_netmgr()
@@ -415,6 +463,7 @@ class AllInOne:
         for name in list(self.pids):
             self._kill(name, signal.SIGTERM)
         replicas.stop_postgres(self)
+        self.bgp_edge.stop()
         if self.router_backend == "vm":
             from aio import vm_backend
 

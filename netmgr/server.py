@@ -65,7 +65,7 @@ from netmgr.api.audit import AuditInterceptor
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
 from netmgr.certificates import CertificateAuthority, ensure_issued
-from netmgr.model.core import RouterBackend, Zone
+from netmgr.model.core import BgpPeer, RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
 from netmgr.store.facade import Store
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
@@ -157,6 +157,9 @@ class ServerConfig:
         for key in ("upstream_dns", "reserved_vlans"):
             if key in zone_data:
                 zone_data[key] = tuple(zone_data[key])
+        if "bgp_peers" in zone_data:  # [[zone.bgp_peers]] address = "...", asn = N
+            zone_data["bgp_peers"] = tuple(BgpPeer(str(p["address"]), int(p["asn"]))
+                                           for p in zone_data["bgp_peers"])
         config = cls(**data, zone=dataclasses.replace(DEFAULT_ZONE, **zone_data))
         if token_file:
             config.admin_token = read_token_file(token_file)

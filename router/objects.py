@@ -21,7 +21,7 @@ TOP_LEVEL: dict[str, tuple[str, ...]] = {
     "vpnconnection": ("vpn_connections",),
     "portforward": ("port_forwards",),
     "staticnat": ("static_nats",),
-    "firewall": ("ingress_rules", "egress_rules"),
+    "firewall": ("ingress_rules", "egress_rules", "guest_ingress_rules"),
 }
 KINDS = frozenset({PORT, *TOP_LEVEL})
 

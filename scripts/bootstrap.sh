@@ -15,6 +15,9 @@ APT_PACKAGES=(
   libstrongswan-standard-plugins
   # guest metadata service (the agent runs it; the package's own unit is never started)
   nginx-light
+  # BGP: bgpd in each router holding routed prefixes, zebra + bgpd as the
+  # all-in-one's edge speaker (the agent and aio/bgp_edge.py run them)
+  frr
   # real clients the tests and the demo use (cloud-init: its datasources' crawlers
   # read the router's metadata service; never run as the host's own boot service)
   cloud-init
@@ -61,6 +64,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   # cloud-init installed here is the tests' client, not this host's boot
   # service: keep it from running at the next boot (a host that had it
   # before keeps its own).
+  # frr's own service (zebra in the host's namespace) is not cloudnet's.
+  if printf '%s\n' "${missing[@]}" | grep -qx frr && command -v systemctl >/dev/null; then
+    systemctl disable -q frr.service 2>/dev/null || true
+  fi
   if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then
     mkdir -p /etc/cloud
     touch /etc/cloud/cloud-init.disabled

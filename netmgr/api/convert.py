@@ -14,6 +14,7 @@ from typing import Any
 
 from cloudnet.netmgr.v1 import hosts_pb2 as hpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import routing_pb2 as rpb
 from cloudnet.netmgr.v1 import security_group_pb2 as sgpb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,6 +93,21 @@ def token_to_pb(t: model.Token) -> pb.Token:
     return out
 
 
+IPV6_MODES_PB = {
+    model.Ipv6Mode.NONE: rpb.IPV6_MODE_UNSPECIFIED,
+    model.Ipv6Mode.SLAAC: rpb.IPV6_MODE_SLAAC,
+    model.Ipv6Mode.DHCPV6_STATELESS: rpb.IPV6_MODE_DHCPV6_STATELESS,
+    model.Ipv6Mode.DHCPV6_STATEFUL: rpb.IPV6_MODE_DHCPV6_STATEFUL,
+}
+_IPV6_MODES_IN: dict[int, str] = {int(v): k.value for k, v in IPV6_MODES_PB.items()}
+
+
+def ipv6_mode_in(value: int) -> str:
+    """The model's mode of an API enum value; an unknown number stays visible
+    (the validation names it)."""
+    return _IPV6_MODES_IN.get(value, f"enum value {value}")
+
+
 def zone_to_pb(z: model.Zone) -> pb.Zone:
     return pb.Zone(
         name=z.name,
@@ -106,6 +122,12 @@ def zone_to_pb(z: model.Zone) -> pb.Zone:
         private_gateway_vlan_min=z.private_gateway_vlan_min,
         private_gateway_vlan_max=z.private_gateway_vlan_max,
         reserved_vlans=list(z.reserved_vlans),
+        ipv6_pool=z.ipv6_pool,
+        routed_pool=z.routed_pool,
+        public_cidr6=z.public_cidr6,
+        public_gateway6=z.public_gateway6,
+        bgp_asn=z.bgp_asn,
+        bgp_peers=[rpb.BgpPeer(address=p.address, asn=p.asn) for p in z.bgp_peers],
     )
 
 
@@ -130,6 +152,10 @@ def network_to_pb(n: model.Network) -> pb.Network:
         shared=n.shared,
         shared_tenant_ids=list(n.shared_tenant_ids),
         provider_vlan=n.vlan_id if n.shared else 0,
+        ipv6_cidr=n.ipv6_cidr,
+        ipv6_mode=IPV6_MODES_PB[n.ipv6_mode],
+        routed=n.routed,
+        ipv6_gateway=n.ipv6_gateway,
     )
 
 
@@ -152,6 +178,7 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         allowed_address_pairs=[sgpb.AllowedAddressPair(ip=a.ip, mac=a.mac)
                                for a in p.allowed_address_pairs],
         binding_host=p.binding_host,
+        ipv6=p.ipv6,
     )
 
 
@@ -236,6 +263,9 @@ def network_spec(msg: pb.Network) -> NetworkSpec:
         shared=msg.shared,
         shared_tenant_ids=tuple(msg.shared_tenant_ids),
         provider_vlan=msg.provider_vlan,
+        ipv6_cidr=msg.ipv6_cidr,
+        ipv6_mode=ipv6_mode_in(msg.ipv6_mode),
+        routed=msg.routed,
     )
 
 
@@ -265,6 +295,7 @@ def port_spec(msg: pb.Port) -> PortSpec:
         port_security=msg.port_security if msg.HasField("port_security") else True,
         allowed_address_pairs=_pairs(msg),
         binding_host=msg.binding_host,
+        ipv6=msg.ipv6,
     )
 
 
@@ -296,5 +327,7 @@ def zone_changes(msg: pb.Zone, mask_paths: Sequence[str]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for path in paths:
         value = getattr(msg, path)
+        if path == "bgp_peers":
+            value = tuple(model.BgpPeer(p.address, p.asn) for p in value)
         changes[path] = tuple(value) if path in ("upstream_dns", "reserved_vlans") else value
     return changes

@@ -11,10 +11,16 @@ from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 
 from netmgr.api import convert_edge as conv
 from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _list_scope, _tenant
+from netmgr.model.edge import FirewallRule
 from netmgr.model.paging import page_request
 from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
+
+
+def is_guest_ingress(r: FirewallRule) -> bool:
+    """An ingress rule to guests' own addresses (no public IP)."""
+    return r.direction == "ingress" and not r.public_ip_id
 
 
 class _EdgeBase(_Base):
@@ -127,7 +133,7 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
                            context: Ctx) -> pb.FirewallRule:
         r = self._store.create_firewall_rule(_tenant(),
                                              conv.firewall_rule_spec(request.firewall_rule))
-        self._changed(self._store.router_of_network(r.network_id), r.generation, added=[r])
+        self._rule_changed(r, added=[r])
         return conv.firewall_rule_to_pb(r)
 
     def GetFirewallRule(self, request: pb.GetFirewallRuleRequest,
@@ -149,15 +155,29 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
         before = self._store.get_firewall_rule(tenant, request.firewall_rule.id)
         r = self._store.update_firewall_rule(tenant, before.id, changes)
         if r.generation != before.generation:
-            self._changed(self._store.router_of_network(r.network_id), r.generation,
-                          removed=[("firewall", r.id)], added=[r])
+            self._rule_changed(r, removed=[("firewall", r.id)], added=[r])
         return conv.firewall_rule_to_pb(r)
 
     def DeleteFirewallRule(self, request: pb.DeleteFirewallRuleRequest,
                            context: Ctx) -> pb.DeleteFirewallRuleResponse:
-        router_id, gen = self._store.delete_firewall_rule(_tenant(), request.id)
-        self._changed(router_id, gen, removed=[("firewall", request.id)])
+        tenant = _tenant()
+        guest = is_guest_ingress(self._store.get_firewall_rule(tenant, request.id))
+        router_id, gen = self._store.delete_firewall_rule(tenant, request.id)
+        if guest:
+            self._notify(router_id)
+        else:
+            self._changed(router_id, gen, removed=[("firewall", request.id)])
         return pb.DeleteFirewallRuleResponse()
+
+    def _rule_changed(self, r: FirewallRule, removed: Sequence[EdgeRef] = (),
+                      added: Sequence[EdgeRule] = ()) -> None:
+        """Guest ingress rules (routed and IPv6 guests) are not edge-delta
+        objects: they travel with the router's whole config."""
+        router_id = self._store.router_of_network(r.network_id)
+        if is_guest_ingress(r):
+            self._notify(router_id)
+        else:
+            self._changed(router_id, r.generation, removed=removed, added=added)
 
     def GetEgressPolicy(self, request: pb.GetEgressPolicyRequest, context: Ctx) -> pb.EgressPolicy:
         return conv.egress_policy_to_pb(

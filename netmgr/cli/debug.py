@@ -33,6 +33,7 @@ SHOW_KINDS = {
     "interfaces": dpb.SHOW_KIND_INTERFACES,
     "routes": dpb.SHOW_KIND_ROUTES,
     "lb-members": dpb.SHOW_KIND_LB_MEMBERS,
+    "bgp": dpb.SHOW_KIND_BGP,
 }
 STREAM_GRACE = 30.0  # added to a stream's own limit for the call's deadline
 
@@ -171,6 +172,10 @@ def _when(ts: int) -> str:
 
 
 def _show_table(kind: str, r: dpb.ShowResponse) -> str:
+    if kind == "bgp":
+        return format_table(["PEER", "AS", "STATE", "SENT", "RECEIVED"],
+                            [(s.peer, s.peer_asn, s.state, s.prefixes_sent, s.prefixes_received)
+                             for s in r.bgp_sessions])
     if kind == "leases":
         return format_table(["MAC", "IP", "HOSTNAME", "EXPIRES", "NETWORK"],
                             [(x.mac, x.ip, x.hostname, _when(x.expires), x.network_id)
@@ -208,7 +213,7 @@ def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
                                         address=args.address or ""))
     if ctx.json:
         # An object like every other command's: the kind's list under its name.
-        field = {"lb-members": "lb_members"}.get(args.what, args.what)
+        field = {"lb-members": "lb_members", "bgp": "bgp_sessions"}.get(args.what, args.what)
         ctx.print(to_json({field: [to_dict(m) for m in getattr(r, field)]}))
     else:
         ctx.print(_show_table(args.what, r))

@@ -174,8 +174,9 @@ def cmd_pf_delete(ctx: Context, args: argparse.Namespace) -> int:
 def build_firewall_rule(args: argparse.Namespace) -> epb.FirewallRule:
     port, port_end = parse_port_range(args.ports, "--ports") if args.ports else (0, 0)
     if args.direction == "ingress":
-        if not args.public_ip:
-            raise UsageError("an ingress rule needs --public-ip")
+        if not args.public_ip and not args.network:
+            raise UsageError("an ingress rule needs --public-ip, or --network (a routed or "
+                             "dual-stack network's guests, by their own addresses)")
         direction = epb.FIREWALL_DIRECTION_INGRESS
     else:
         if not args.network:
@@ -341,7 +342,8 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p = leaf(s, "create", cmd_fw_create, "create a firewall rule")
     p.add_argument("direction", choices=("ingress", "egress"))
     p.add_argument("--public-ip", metavar="PUBLIC_IP_ID", help="ingress: the address")
-    p.add_argument("--network", metavar="NETWORK_ID", help="egress: the network")
+    p.add_argument("--network", metavar="NETWORK_ID",
+                   help="egress: the network; ingress: a routed or dual-stack network's guests")
     p.add_argument("--protocol", required=True, help="tcp, udp, icmp or all")
     p.add_argument("--ports", metavar="PORT[-END]", help="tcp/udp (default: all)")
     p.add_argument("--icmp-type", type=int, default=-1, help="icmp (-1: any)")

@@ -338,8 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = group("network", "manage isolated networks")
     p = leaf(s, "create", cmd_network_create, "create a network (and its router)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--cidr", required=True, help="IPv4 CIDR, /16 to /29")
+    p.add_argument("--cidr", default="",
+                   help="IPv4 CIDR, /16 to /29 (required unless --routed: from the routed pool)")
     p.add_argument("--gateway", metavar="IP", help="router address (default: first host)")
+    p.add_argument("--routed", action="store_true",
+                   help="no source NAT: a CIDR of the zone's routed pool, announced by BGP")
+    p.add_argument("--ipv6-mode", choices=("slaac", "dhcpv6-stateless", "dhcpv6-stateful"),
+                   help="dual stack: a /64 from the zone's IPv6 pool (or --ipv6-cidr)")
+    p.add_argument("--ipv6-cidr", metavar="PREFIX/64", help="the network's own /64")
     p.add_argument("--domain", help="DNS domain of the guests")
     p.add_argument("--dns", action="append", metavar="IP", help="DNS server for DHCP (repeat)")
     p.add_argument("--domain-search", action="append", metavar="DOMAIN", help="(repeat)")

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cloudnet.netmgr.v1 import netmgr_pb2
+from cloudnet.netmgr.v1 import netmgr_pb2, routing_pb2
 from cloudnet.netmgr.v1 import security_group_pb2 as sgpb
 from google.protobuf import field_mask_pb2
 
@@ -72,8 +72,20 @@ def build_zone_update(args: argparse.Namespace) -> netmgr_pb2.UpdateZoneRequest:
     return netmgr_pb2.UpdateZoneRequest(zone=zone, update_mask=field_mask(paths))
 
 
+IPV6_MODES = {"slaac": routing_pb2.IPV6_MODE_SLAAC,
+              "dhcpv6-stateless": routing_pb2.IPV6_MODE_DHCPV6_STATELESS,
+              "dhcpv6-stateful": routing_pb2.IPV6_MODE_DHCPV6_STATEFUL}
+
+
 def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRequest:
     net = netmgr_pb2.Network(name=args.name, cidr=args.cidr)
+    if args.cidr == "" and not args.routed:
+        raise UsageError("--cidr is required (unless --routed)")
+    net.routed = bool(args.routed)
+    if args.ipv6_mode:
+        net.ipv6_mode = IPV6_MODES[args.ipv6_mode]
+    if args.ipv6_cidr:
+        net.ipv6_cidr = args.ipv6_cidr
     if args.gateway is not None:
         net.gateway = args.gateway
     if args.domain is not None:

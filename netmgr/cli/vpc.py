@@ -32,7 +32,7 @@ from netmgr.cli.commands import (
     wait_with_progress,
 )
 from netmgr.cli.output import COLUMNS, column, format_port_range
-from netmgr.cli.requests import parse_port_range
+from netmgr.cli.requests import IPV6_MODES, parse_port_range
 
 ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
 DIRECTIONS = {"ingress": vpb.ACL_DIRECTION_INGRESS, "egress": vpb.ACL_DIRECTION_EGRESS}
@@ -98,7 +98,10 @@ def cmd_vpc_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_tier_create(ctx: Context, args: argparse.Namespace) -> int:
     net = pb.Network(name=args.name, cidr=args.cidr, vpc_id=args.vpc_id,
-                     gateway=args.gateway or "", domain=args.domain or "", acl_id=args.acl or "")
+                     gateway=args.gateway or "", domain=args.domain or "", acl_id=args.acl or "",
+                     ipv6_cidr=args.ipv6_cidr or "")
+    if args.ipv6_mode:
+        net.ipv6_mode = IPV6_MODES[args.ipv6_mode]
     tier = ctx.client.networks.CreateNetwork(pb.CreateNetworkRequest(network=net))
     _wait_router(ctx, args, tier.router_id)
     ctx.show(tier)
@@ -276,6 +279,9 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p.add_argument("--gateway", help="the router's address (default: first host)")
     p.add_argument("--domain", help="DNS domain (default <tier>.<vpc domain>)")
     p.add_argument("--acl", metavar="ACL_ID", help="network ACL list (default: default_allow)")
+    p.add_argument("--ipv6-mode", choices=tuple(IPV6_MODES),
+                   help="dual stack: a /64 from the zone's IPv6 pool (or --ipv6-cidr)")
+    p.add_argument("--ipv6-cidr", metavar="PREFIX/64", help="the tier's own /64")
     wait(p, "the VPC router is ACTIVE")
 
     s = group("acl", "network ACL lists of a VPC and their numbered rules")

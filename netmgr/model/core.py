@@ -110,6 +110,23 @@ class Token:
     read_only: bool = False
 
 
+class Ipv6Mode(StrEnum):
+    """How a network's guests get their IPv6 address ("" : no IPv6)."""
+
+    NONE = ""
+    SLAAC = "slaac"
+    DHCPV6_STATELESS = "dhcpv6_stateless"
+    DHCPV6_STATEFUL = "dhcpv6_stateful"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BgpPeer:
+    """An upstream BGP speaker of the zone (the provider edge)."""
+
+    address: str
+    asn: int
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Zone:
     name: str
@@ -127,6 +144,15 @@ class Zone:
     # VLANs the fabric keeps for itself: the provider segment, the router-VM
     # control network. Neither networks nor private gateways get one.
     reserved_vlans: tuple[int, ...] = (4000, 4001)
+    # IPv6 and routed networks (docs/ipv6-and-bgp.md): the pool of the
+    # networks' /64s, the pool of routed IPv4 CIDRs, the provider network's
+    # IPv6 /64 and the edge's address on it, the routers' ASN and peers.
+    ipv6_pool: str = ""
+    routed_pool: str = ""
+    public_cidr6: str = ""
+    public_gateway6: str = ""
+    bgp_asn: int = 0
+    bgp_peers: tuple[BgpPeer, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,6 +179,12 @@ class Network:
     # A shared network: the tenants that may put ports on it (() for all).
     shared: bool = False
     shared_tenant_ids: tuple[str, ...] = ()
+    # IPv6 (a /64, "" for none), the router's address on it, the mode; routed
+    # IPv4 (no source NAT, the CIDR from the zone's routed pool).
+    ipv6_cidr: str = ""
+    ipv6_gateway: str = ""
+    ipv6_mode: Ipv6Mode = Ipv6Mode.NONE
+    routed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -189,6 +221,9 @@ class Port(WithStatus):
     allowed_address_pairs: tuple[AddressPair, ...] = ()
     # The compute host the port's NIC is plugged on ("": not bound).
     binding_host: str = ""
+    # Stateful DHCPv6: the allocated address; SLAAC and stateless: the
+    # EUI-64 address of the MAC in the network's /64 (derived when read).
+    ipv6: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from common.grpc_errors import InvalidArgument, Violation
 from common.request_checks import uuid_problem
-from netmgr.model.core import AddressPair, Network, Zone
+from netmgr.model.core import AddressPair, BgpPeer, Ipv6Mode, Network, Zone
 from netmgr.model.field_rules import (
     DEFAULT_LEASE_SECONDS,
     MAX_DNS_SERVERS,
@@ -38,6 +38,15 @@ from netmgr.model.field_rules import (
     show,
     tenant_name_problem,
     unicast_ipv4_problem,
+)
+from netmgr.model.ipv6_rules import (
+    MAX_BGP_PEERS,
+    asn_problem,
+    ipv6_cidr_problem,
+    ipv6_pool_problem,
+    routed_pool_problem,
+    unicast_ip_problem,
+    unicast_ipv6_problem,
 )
 from netmgr.model.metadata import labels_problems, user_data_problem
 from netmgr.model.vlans import zone_vlan_violations
@@ -63,6 +72,11 @@ class NetworkSpec:
     shared: bool = False
     shared_tenant_ids: tuple[str, ...] = ()
     provider_vlan: int = 0
+    # IPv6: the /64 ("" with a mode: allocated from the zone's pool) and how
+    # guests get addresses; routed: no NAT, the CIDR from the routed pool.
+    ipv6_cidr: str = ""
+    ipv6_mode: str = ""
+    routed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,6 +107,8 @@ class PortSpec:
     port_security: bool = True
     allowed_address_pairs: tuple[AddressPair, ...] = ()
     binding_host: str = ""
+    # Stateful DHCPv6 networks only: the address asked for ("" allocated).
+    ipv6: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -155,9 +171,11 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     """Everything that can be checked without the store; returns it normalised."""
     domain = spec.domain.lower()
     search = tuple(d.lower() for d in spec.domain_search)
+    # A routed network without a CIDR gets one from the zone's routed pool.
+    allocated_cidr = spec.routed and not spec.cidr
     v = _collect(
         (f"{prefix}.name", name_problem(spec.name)),
-        (f"{prefix}.cidr", cidr_problem(spec.cidr)),
+        (f"{prefix}.cidr", None if allocated_cidr else cidr_problem(spec.cidr)),
         (f"{prefix}.domain", dns_name_problem(domain) if domain else None),
         (f"{prefix}.mtu", mtu_problem(spec.mtu)),
         (f"{prefix}.lease_seconds", lease_problem(spec.lease_seconds)),
@@ -186,16 +204,46 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     for i, tid in enumerate(spec.shared_tenant_ids):
         if (problem := uuid_problem(tid)) is not None:
             v.append(Violation(f"{prefix}.shared_tenant_ids[{i}]", problem))
+    if spec.routed and vpc_id:
+        v.append(Violation(f"{prefix}.routed",
+                           "a VPC tier is not routed: its VPC's router translates it"))
+    if spec.routed and spec.gateway and allocated_cidr:
+        v.append(Violation(f"{prefix}.gateway", "a gateway needs the CIDR it is in"))
+    mode, ipv6_cidr, ipv6_v = _ipv6_of(spec, prefix)
+    v += ipv6_v
     raise_if(v)
     return dataclasses.replace(
         spec,
         vpc_id=vpc_id,
         acl_id=acl_id,
-        cidr=str(ipaddress.IPv4Network(spec.cidr)),
+        ipv6_cidr=ipv6_cidr,
+        ipv6_mode=mode,
+        cidr="" if allocated_cidr else str(ipaddress.IPv4Network(spec.cidr)),
         domain=domain,
         domain_search=search,
         lease_seconds=spec.lease_seconds or DEFAULT_LEASE_SECONDS,
     )
+
+
+IPV6_MODES = tuple(m.value for m in Ipv6Mode if m is not Ipv6Mode.NONE)
+
+
+def _ipv6_of(spec: NetworkSpec, prefix: str) -> tuple[str, str, list[Violation]]:
+    """The mode (SLAAC when only a /64 is given) and the canonical /64."""
+    v: list[Violation] = []
+    mode = spec.ipv6_mode
+    if mode and mode not in IPV6_MODES:
+        v.append(Violation(f"{prefix}.ipv6_mode",
+                           f"{show(mode)} is not one of {', '.join(IPV6_MODES)}"))
+    cidr = ""
+    if spec.ipv6_cidr:
+        problem = ipv6_cidr_problem(spec.ipv6_cidr)
+        if problem is not None:
+            v.append(Violation(f"{prefix}.ipv6_cidr", problem))
+        else:
+            cidr = str(ipaddress.IPv6Network(spec.ipv6_cidr))
+        mode = mode or Ipv6Mode.SLAAC.value
+    return mode, cidr, v
 
 
 def dns_label_from(text: str, fallback: str) -> str:
@@ -207,6 +255,8 @@ def dns_label_from(text: str, fallback: str) -> str:
 def with_network_defaults(spec: NetworkSpec, tenant_name: str, zone: Zone) -> NetworkSpec:
     """Gateway: the first host; domain: <network>.<tenant>.<zone suffix>."""
     net = ipaddress.IPv4Network(spec.cidr)
+    if spec.gateway and (p := gateway_problem(spec.gateway, spec.cidr)) is not None:
+        raise InvalidArgument.one("network.gateway", p)  # a routed network's, given late
     gateway = spec.gateway or str(net.network_address + 1)
     domain = spec.domain
     if not domain:
@@ -268,6 +318,7 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         (f"{prefix}.name", free_text_problem(spec.name)),
         (f"{prefix}.mac", mac_problem(mac) if mac else None),
         (f"{prefix}.ip", ipv4_problem(spec.ip) if spec.ip else None),
+        (f"{prefix}.ipv6", unicast_ipv6_problem(spec.ipv6) if spec.ipv6 else None),
         (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
         (f"{prefix}.device_id", device_id_problem(spec.device_id)),
         (f"{prefix}.user_data", user_data_problem(spec.user_data)),
@@ -280,8 +331,9 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         v += e.violations
         network_id = spec.network_id
     raise_if(v)
+    ipv6 = str(ipaddress.IPv6Address(spec.ipv6)) if spec.ipv6 else ""
     return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname,
-                               ssh_key_pair_id=key_pair_id)
+                               ssh_key_pair_id=key_pair_id, ipv6=ipv6)
 
 
 def _optional_id(value: str, field: str, v: list[Violation]) -> str:
@@ -360,11 +412,78 @@ def check_zone(zone: Zone, prefix: str = "zone") -> Zone:
     v += zone_vlan_violations(zone, prefix)
     v += _list_problems(f"{prefix}.upstream_dns", zone.upstream_dns, MAX_DNS_SERVERS,
                         unicast_ipv4_problem)
+    v += zone_routing_violations(zone, prefix)
     raise_if(v)
     return dataclasses.replace(
         zone, public_cidr=str(public), domain_suffix=zone.domain_suffix.lower(),
         reserved_vlans=tuple(sorted(set(zone.reserved_vlans))),
+        ipv6_pool=_canonical(zone.ipv6_pool), routed_pool=_canonical(zone.routed_pool),
+        public_cidr6=_canonical(zone.public_cidr6),
+        public_gateway6=(str(ipaddress.IPv6Address(zone.public_gateway6))
+                         if zone.public_gateway6 else ""),
+        bgp_peers=tuple(BgpPeer(str(ipaddress.ip_address(p.address)), p.asn)
+                        for p in zone.bgp_peers),
     )
+
+
+def _canonical(cidr: str) -> str:
+    return str(ipaddress.ip_network(cidr)) if cidr else ""
+
+
+def zone_routing_violations(zone: Zone, prefix: str = "zone") -> list[Violation]:
+    """The IPv6 pool, the routed pool, the provider's IPv6 /64 and its
+    gateway (both or neither), the ASN and the peers (each of a family the
+    provider network has: IPv4 always, IPv6 with public_cidr6)."""
+    v = _collect(
+        (f"{prefix}.ipv6_pool", ipv6_pool_problem(zone.ipv6_pool) if zone.ipv6_pool else None),
+        (f"{prefix}.routed_pool",
+         routed_pool_problem(zone.routed_pool) if zone.routed_pool else None),
+        (f"{prefix}.public_cidr6",
+         ipv6_cidr_problem(zone.public_cidr6) if zone.public_cidr6 else None),
+        (f"{prefix}.bgp_asn", asn_problem(zone.bgp_asn) if zone.bgp_asn else None),
+    )
+    if bool(zone.public_cidr6) != bool(zone.public_gateway6):
+        field = "public_gateway6" if zone.public_cidr6 else "public_cidr6"
+        v.append(Violation(f"{prefix}.{field}",
+                           "the provider's IPv6 /64 and its gateway go together"))
+    elif zone.public_gateway6:
+        p = unicast_ipv6_problem(zone.public_gateway6)
+        if p is None and not any(x.field == f"{prefix}.public_cidr6" for x in v) and (
+                ipaddress.IPv6Address(zone.public_gateway6)
+                not in ipaddress.IPv6Network(zone.public_cidr6)):
+            p = f"{zone.public_gateway6} is not inside {zone.public_cidr6}"
+        v += _collect((f"{prefix}.public_gateway6", p))
+    if zone.bgp_peers and not zone.bgp_asn:
+        v.append(Violation(f"{prefix}.bgp_asn", "BGP peers need the zone's ASN"))
+    if len(zone.bgp_peers) > MAX_BGP_PEERS:
+        v.append(Violation(f"{prefix}.bgp_peers", f"at most {MAX_BGP_PEERS} peers"))
+    for i, peer in enumerate(zone.bgp_peers):
+        field = f"{prefix}.bgp_peers[{i}]"
+        p = unicast_ip_problem(peer.address)
+        if p is None:
+            v += _peer_family_violations(zone, peer, field)
+        v += _collect((f"{field}.address", p), (f"{field}.asn", asn_problem(peer.asn)))
+    return v
+
+
+def _peer_family_violations(zone: Zone, peer: BgpPeer, field: str) -> list[Violation]:
+    addr = ipaddress.ip_address(peer.address)
+    if addr.version == 6 and not zone.public_cidr6:
+        return [Violation(f"{field}.address",
+                          f"{peer.address} is IPv6; the provider network has no IPv6 "
+                          "(zone.public_cidr6)")]
+    if addr.version == 6 and ipv6_cidr_problem(zone.public_cidr6) is None and (
+            addr not in ipaddress.IPv6Network(zone.public_cidr6)):
+        return [Violation(f"{field}.address",
+                          f"{peer.address} is not on the provider network {zone.public_cidr6}")]
+    try:
+        public = ipaddress.IPv4Network(zone.public_cidr)
+    except ValueError:
+        return []
+    if addr.version == 4 and addr not in public:
+        return [Violation(f"{field}.address",
+                          f"{peer.address} is not on the provider network {zone.public_cidr}")]
+    return []
 
 
 # ------------------------------------------------------------- field masks

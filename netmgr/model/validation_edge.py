@@ -11,6 +11,7 @@ import re
 
 from common.grpc_errors import InvalidArgument, Violation
 from netmgr.model.field_rules import free_text_problem, show
+from netmgr.model.ipv6_rules import cidr_any_family_problem
 from netmgr.model.validation import check_id, raise_if
 
 PORT_MIN, PORT_MAX = 1, 65535
@@ -73,10 +74,20 @@ def cidrs_problems(values: tuple[str, ...] | list[str], field: str) -> tuple[
             net = ipaddress.IPv4Network(v, strict=True)
         except ValueError as e:
             reason = "has host bits set" if "host bits" in str(e) else "is not an IPv4 CIDR"
+            if _is_ipv6_network(v):
+                reason = "is an IPv6 CIDR; this rule matches IPv4 traffic only"
             out.append(Violation(f"{field}[{i}]", f"{show(v)} {reason}"))
             continue
         canon.append(str(net))
     return out, tuple(sorted(set(canon)))
+
+
+def _is_ipv6_network(value: str) -> bool:
+    try:
+        ipaddress.IPv6Network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(out: list[Violation], value: int, field: str, *, zero_ok: bool = False) -> None:
@@ -143,7 +154,12 @@ def check_firewall_rule(spec: FirewallRuleSpec,
                         prefix: str = "firewall_rule") -> FirewallRuleSpec:
     out: list[Violation] = []
     public_ip_id, network_id = "", ""
-    if spec.direction == INGRESS:
+    # Ingress to a public IP (IPv4, before DNAT), or to the guests of a routed
+    # or dual-stack network by their own addresses (network_id, either family).
+    guest_ingress = spec.direction == INGRESS and bool(spec.network_id) and not spec.public_ip_id
+    if guest_ingress:
+        network_id = _id(out, spec.network_id, f"{prefix}.network_id")
+    elif spec.direction == INGRESS:
         public_ip_id = _id(out, spec.public_ip_id, f"{prefix}.public_ip_id")
     elif spec.direction == EGRESS:
         network_id = _id(out, spec.network_id, f"{prefix}.network_id")
@@ -172,11 +188,31 @@ def check_firewall_rule(spec: FirewallRuleSpec,
             out.append(Violation(f"{prefix}.icmp_code", "a code needs a type"))
     if proto not in FORWARD_PROTOCOLS and (spec.port or spec.port_end):
         out.append(Violation(f"{prefix}.port", f"ports apply to tcp and udp, not {show(proto)}"))
-    problems, cidrs = cidrs_problems(spec.cidrs, f"{prefix}.cidrs")
+    if guest_ingress:
+        problems, cidrs = any_family_cidrs_problems(spec.cidrs, f"{prefix}.cidrs")
+    else:
+        problems, cidrs = cidrs_problems(spec.cidrs, f"{prefix}.cidrs")
     out += problems
     raise_if(out)
     return FirewallRuleSpec(spec.direction, public_ip_id, network_id, proto, port, port_end,
                             icmp_type, icmp_code, cidrs)
+
+
+def any_family_cidrs_problems(values: tuple[str, ...] | list[str], field: str) -> tuple[
+        list[Violation], tuple[str, ...]]:
+    """Like ``cidrs_problems``, IPv6 CIDRs taken too (canonical, IPv4 first)."""
+    out: list[Violation] = []
+    canon: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    if len(values) > MAX_CIDRS:
+        out.append(Violation(field, f"at most {MAX_CIDRS} entries"))
+    for i, v in enumerate(values):
+        problem = cidr_any_family_problem(v)
+        if problem is not None:
+            out.append(Violation(f"{field}[{i}]", problem))
+            continue
+        canon.append(ipaddress.ip_network(v))
+    ordered = sorted(set(canon), key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    return out, tuple(str(n) for n in ordered)
 
 
 # ----------------------------------------------------------- load balancers

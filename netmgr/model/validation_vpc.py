@@ -15,7 +15,7 @@ from common.grpc_errors import Violation
 from netmgr.model.core import Network, Zone
 from netmgr.model.field_rules import FORBIDDEN_NETS, dns_name_problem, name_problem, show
 from netmgr.model.validation import _collect, raise_if
-from netmgr.model.validation_edge import cidrs_problems
+from netmgr.model.validation_edge import any_family_cidrs_problems
 from netmgr.model.vlans import private_gateway_vlan_problem
 
 VPC_MIN_PREFIX, VPC_MAX_PREFIX = 8, 28
@@ -155,8 +155,12 @@ def check_acl_rule(spec: AclRuleSpec, prefix: str = "rule") -> AclRuleSpec:
     elif spec.icmp_type not in (0, -1) or spec.icmp_code not in (0, -1):
         out.append(Violation(f"{prefix}.icmp_type", f"icmp type/code apply to icmp, not "
                              f"{show(proto)}"))
-    problems, cidrs = cidrs_problems(tuple(spec.cidrs), f"{prefix}.cidrs")
+    # Either family, one per rule (a tier's IPv6 is filtered by the same lists).
+    problems, cidrs = any_family_cidrs_problems(tuple(spec.cidrs), f"{prefix}.cidrs")
     out += problems
+    if len({":" in c for c in cidrs}) > 1:
+        out.append(Violation(f"{prefix}.cidrs", "one family per rule: IPv4 or IPv6 CIDRs, "
+                             "not both"))
     raise_if(out)
     return AclRuleSpec(spec.number, spec.action, spec.direction, proto, port, port_end,
                        icmp_type, icmp_code, cidrs)

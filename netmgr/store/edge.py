@@ -12,13 +12,14 @@ tenant's objects are NotFound, never "forbidden".
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, FailedPrecondition
+from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from netmgr.model import edge as me
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
@@ -84,6 +85,26 @@ def _firewall_rule(s: Session, row: FirewallRuleRow) -> me.FirewallRule:
         public_ip_id=row.public_ip_id or "", protocol=row.protocol, port=row.port,
         port_end=row.port_end, icmp_type=row.icmp_type, icmp_code=row.icmp_code,
         cidrs=tuple(row.cidrs), public_ip=ip.ip if ip else "")
+
+
+def guest_ingress_network(s: Session, tenant_id: str, spec: FirewallRuleSpec) -> str:
+    """The network of an ingress rule to guests' own addresses: routed (its
+    IPv4 sources) or dual-stack (its IPv6 sources); each source's family must
+    be one the network is reached by."""
+    net = shared.network_row(s, tenant_id, spec.network_id, "firewall_rule.network_id")
+    if not net.routed and not net.ipv6_cidr:
+        raise InvalidArgument.one(
+            "firewall_rule.network_id", f"network {net.id} is neither routed nor dual-stack: "
+            "its guests are reached through public IPs (name public_ip_id)")
+    for i, cidr in enumerate(spec.cidrs):
+        version = ipaddress.ip_network(cidr).version
+        if version == 4 and not net.routed:
+            raise InvalidArgument.one(f"firewall_rule.cidrs[{i}]",
+                                      f"{cidr} is IPv4; network {net.id} is routed over IPv6 only")
+        if version == 6 and not net.ipv6_cidr:
+            raise InvalidArgument.one(f"firewall_rule.cidrs[{i}]",
+                                      f"{cidr} is IPv6; network {net.id} has no IPv6")
+    return net.id
 
 
 def _guest_port(s: Session, tenant_id: str, port_id: str, field: str,
@@ -258,7 +279,10 @@ class EdgeStore:
 
         def tx(s: Session) -> me.FirewallRule:
             ip_id: str | None = None
-            if spec.direction == INGRESS:
+            network_id: str | None
+            if spec.direction == INGRESS and spec.network_id:
+                network_id = guest_ingress_network(s, tenant_id, spec)
+            elif spec.direction == INGRESS:
                 ip = rule_ip(s, tenant_id, spec.public_ip_id, "firewall_rule.public_ip_id")
                 ip_id, network_id = ip.id, ip.network_id
             else:
@@ -294,10 +318,13 @@ class EdgeStore:
                 new["port_end"] = 0
             spec = FirewallRuleSpec(
                 direction=row.direction, public_ip_id=row.public_ip_id or "",
-                network_id=row.network_id if row.direction != INGRESS else "",
+                network_id=row.network_id if row.direction != INGRESS or not row.public_ip_id
+                else "",
                 protocol=row.protocol, port=row.port, port_end=row.port_end,
                 icmp_type=row.icmp_type, icmp_code=row.icmp_code, cidrs=tuple(row.cidrs))
             spec = check_firewall_rule(dataclasses.replace(spec, **new))
+            if spec.direction == INGRESS and spec.network_id:
+                guest_ingress_network(s, tenant_id, spec)  # its sources' families, again
             cols = dict(protocol=spec.protocol, port=spec.port, port_end=spec.port_end,
                         icmp_type=spec.icmp_type, icmp_code=spec.icmp_code,
                         cidrs=list(spec.cidrs))

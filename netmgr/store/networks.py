@@ -26,7 +26,7 @@ from netmgr.model.validation import (
     raise_if,
     with_network_defaults,
 )
-from netmgr.store import ipam, rows, shared
+from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
@@ -71,7 +71,10 @@ class NetworkStore:
         def tx(s: Session) -> model.Network:
             zone = rows.zone(shared.zone_row(s, lock=True))
             tenant = shared.tenant_row(s, tenant_id)
-            full = with_network_defaults(spec, tenant.name, zone)
+            routed = spec
+            if spec.routed:
+                routed = dataclasses.replace(spec, cidr=ipam6.routed_cidr(s, zone, spec))
+            full = with_network_defaults(routed, tenant.name, zone)
             others = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.tenant_id == tenant.id))]
             if spec.shared:
@@ -81,6 +84,7 @@ class NetworkStore:
             raise_if(check_network_placement(full.cidr, zone, others))
             vlan_id = (shared_network_vlan(s, zone, spec) if spec.shared
                        else ipam.allocate_vlan(s, zone))
+            ipv6_cidr, ipv6_mode = ipam6.network_ipv6(s, zone, full)
             now = utcnow()
             network_id = new_id()
             s.add(NetworkRow(
@@ -89,7 +93,8 @@ class NetworkStore:
                 domain_search=list(full.domain_search), mtu=full.mtu,
                 lease_seconds=full.lease_seconds, vlan_id=vlan_id,
                 created_at=now, updated_at=now, shared=spec.shared,
-                shared_tenant_ids=list(spec.shared_tenant_ids)))
+                shared_tenant_ids=list(spec.shared_tenant_ids),
+                ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode, routed=full.routed))
             s.add(PublicIpRow(
                 id=new_id(), ip=ipam.allocate_public_ip(s, zone), kind=PUBLIC_IP_SOURCE_NAT,
                 tenant_id=tenant.id, network_id=network_id, created_at=now))

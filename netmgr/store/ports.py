@@ -23,7 +23,7 @@ from netmgr.model.validation import (
     check_port_update,
     default_hostname,
 )
-from netmgr.store import ipam, rows, shared
+from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store import security_groups as sg
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
@@ -140,7 +140,8 @@ class PortStore:
                 ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id),
                 security_group_ids=list(groups), port_security=spec.port_security,
                 allowed_address_pairs=sg.pairs_json(pairs),
-                binding_host=sg.check_binding_host(s, spec.binding_host)))
+                binding_host=sg.check_binding_host(s, spec.binding_host),
+                ipv6=ipam6.port_ipv6(s, net, mac, spec.ipv6)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
             s.flush()

@@ -16,6 +16,7 @@ from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from netmgr.model import core as model
+from netmgr.model.ipv6_rules import ipv6_gateway
 from netmgr.model.paging import Page, PageRequest, encode_token
 from netmgr.model.vpc import DEFAULT_ALLOW_ID
 from netmgr.store.tables.core import (
@@ -101,6 +102,13 @@ def zone(row: ZoneRow) -> model.Zone:
         private_gateway_vlan_min=row.private_gateway_vlan_min,
         private_gateway_vlan_max=row.private_gateway_vlan_max,
         reserved_vlans=tuple(row.reserved_vlans),
+        ipv6_pool=row.ipv6_pool or "",
+        routed_pool=row.routed_pool or "",
+        public_cidr6=row.public_cidr6 or "",
+        public_gateway6=row.public_gateway6 or "",
+        bgp_asn=row.bgp_asn or 0,
+        bgp_peers=tuple(model.BgpPeer(str(p["address"]), int(p["asn"]))
+                        for p in row.bgp_peers or ()),
     )
 
 
@@ -137,6 +145,10 @@ def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
         acl_id=(row.acl_id or DEFAULT_ALLOW_ID) if row.vpc_id else "",
         shared=bool(row.shared),
         shared_tenant_ids=tuple(row.shared_tenant_ids or ()),
+        ipv6_cidr=row.ipv6_cidr or "",
+        ipv6_gateway=ipv6_gateway(row.ipv6_cidr) if row.ipv6_cidr else "",
+        ipv6_mode=model.Ipv6Mode(row.ipv6_mode or ""),
+        routed=bool(row.routed),
     )
 
 
@@ -208,6 +220,7 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         allowed_address_pairs=tuple(model.AddressPair(p["ip"], p.get("mac", ""))
                                     for p in row.allowed_address_pairs or ()),
         binding_host=row.binding_host or "",
+        ipv6=row.ipv6 or "",
     )
 
 

@@ -31,7 +31,7 @@ from netmgr.model.validation_vpc import (
     check_vpc_placement,
     check_vpc_spec,
 )
-from netmgr.store import ipam, rows, shared
+from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store.acls import acl_snapshot, check_tier_acl, network_acl
 from netmgr.store.base import Database, new_id
 from netmgr.store.routes import check_no_routes_via, check_segment_room, route_snapshot
@@ -185,6 +185,7 @@ class VpcStore:
             tiers = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.vpc_id == vpc.id))]
             raise_if(check_tier_placement(full.cidr, vpc.cidr, tiers))
+            ipv6_cidr, ipv6_mode = ipam6.network_ipv6(s, zone, full)
             # One router serves every tier's names: a domain per tier, or two
             # tiers' guests with one hostname would share a name.
             same = next((t for t in tiers if t.domain == full.domain), None)
@@ -203,7 +204,8 @@ class VpcStore:
                 gateway=full.gateway, domain=full.domain, dns_servers=list(full.dns_servers),
                 domain_search=list(full.domain_search), mtu=full.mtu,
                 lease_seconds=full.lease_seconds, vlan_id=ipam.allocate_vlan(s, zone),
-                vpc_id=vpc.id, router_mac=mac, acl_id=acl_id, created_at=now, updated_at=now))
+                vpc_id=vpc.id, router_mac=mac, acl_id=acl_id, created_at=now, updated_at=now,
+                ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode))
             s.flush()
             ipam.claim_mac(s, mac, router_id=router_id, field="network.router_mac")
             s.flush()

@@ -26,13 +26,15 @@ from netmgr.store.tables.core import NetworkRow, PublicIpRow, RouterRow, ZoneRow
 from netmgr.store.tables.vpc import PrivateGatewayRow
 
 # Zone fields whose change alters what every router serves.
-ZONE_FIELDS_ROUTERS_SERVE = ("public_cidr", "public_gateway", "upstream_dns")
+ZONE_FIELDS_ROUTERS_SERVE = ("public_cidr", "public_gateway", "upstream_dns", "public_cidr6",
+                             "public_gateway6", "bgp_asn", "bgp_peers")
 
 
 def zone_columns(zone: model.Zone) -> dict[str, Any]:
     cols = dataclasses.asdict(zone)
     cols["upstream_dns"] = list(zone.upstream_dns)
     cols["reserved_vlans"] = list(zone.reserved_vlans)
+    cols["bgp_peers"] = [{"address": p.address, "asn": p.asn} for p in zone.bgp_peers]
     return cols
 
 
@@ -101,7 +103,17 @@ def _check_zone_in_use(s: Session, zone: model.Zone) -> None:
             f"zone.public_pool_start: public addresses in use fall outside the pool: "
             f"{', '.join(sorted(ips)[:5])}")
     public = ipaddress.IPv4Network(zone.public_cidr)
-    for net_id, cidr in s.execute(select(NetworkRow.id, NetworkRow.cidr)):
+    routed_pool = ipaddress.IPv4Network(zone.routed_pool) if zone.routed_pool else None
+    public6 = ipaddress.IPv6Network(zone.public_cidr6) if zone.public_cidr6 else None
+    for net_id, cidr, routed, cidr6 in s.execute(select(
+            NetworkRow.id, NetworkRow.cidr, NetworkRow.routed, NetworkRow.ipv6_cidr)):
         if public.overlaps(ipaddress.IPv4Network(cidr)):
             raise FailedPrecondition(
                 f"zone.public_cidr: {zone.public_cidr} overlaps network {net_id} ({cidr})")
+        if routed and (routed_pool is None
+                       or not ipaddress.IPv4Network(cidr).subnet_of(routed_pool)):
+            raise FailedPrecondition(
+                f"zone.routed_pool: routed network {net_id} ({cidr}) would fall outside it")
+        if cidr6 and public6 is not None and public6.overlaps(ipaddress.IPv6Network(cidr6)):
+            raise FailedPrecondition(
+                f"zone.public_cidr6: {zone.public_cidr6} is network {net_id}'s /64")

@@ -28,7 +28,7 @@ from router.diag.common import (
     resolve_interface,
 )
 from router.runtime import RouterRuntime
-from router.services import haproxy
+from router.services import bgp, haproxy
 from router.services.nftables import port_security
 
 log = logging.getLogger("router.diag")
@@ -143,8 +143,10 @@ class DiagnosticsServicer(diag_pb2_grpc.RouterDiagnosticsServicer):
             return pb.ShowResponse(routes=show.routes(ns))
         if kind == pb.SHOW_KIND_LB_MEMBERS:
             return pb.ShowResponse(lb_members=haproxy.member_status(rt.ctx, cfg))
+        if kind == pb.SHOW_KIND_BGP:
+            return pb.ShowResponse(bgp_sessions=bgp.sessions(rt.ctx))
         raise DiagError("kind", "one of leases, conntrack, counters, interfaces, routes, "
-                        "lb-members")
+                        "lb-members, bgp")
 
     # ---- probes ----------------------------------------------------------------
 

@@ -49,6 +49,12 @@ DEFAULT_LEASE_SECONDS = 86400
 MIN_LEASE_SECONDS = 120  # dnsmasq silently raises shorter leases to 2 minutes
 
 
+# A network's IPv6 mode -> dnsmasq's dhcp-range mode: RAs with the A flag
+# only; A and O (DHCPv6 for DNS); M with DHCPv6 handing out only reservations.
+IPV6_RANGE_MODES = {"slaac": "ra-only", "dhcpv6_stateless": "ra-stateless",
+                    "dhcpv6_stateful": "static"}
+
+
 def verify(cfg: pb.RouterConfig) -> None:
     ifaces = {i.name: i for i in cfg.interfaces}
     for server in cfg.dns.upstream_servers:
@@ -146,6 +152,9 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             "dns_servers": list(n.dns_servers) or [n.gateway],
             "domain_search": list(n.domain_search), "mtu": n.mtu,
             "lease_seconds": n.lease_seconds or DEFAULT_LEASE_SECONDS,
+            "ipv6_cidr": n.ipv6_cidr, "ipv6_gateway": n.ipv6_gateway,
+            "ipv6_mode": n.ipv6_mode, "tag6": f"net6-{n.interface}",
+            "ipv6_range_mode": IPV6_RANGE_MODES.get(n.ipv6_mode, ""),
         }
         for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
     ]
@@ -163,12 +172,18 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             names = ([f"{h.hostname}.{net.domain}", h.hostname,
                       *(f"{h.hostname}.{r}" for r in relative)]
                      if net.domain else [h.hostname])
+            # A stateful DHCPv6 reservation rides on the same host line.
+            fields = [templating.safe_token(v) for v in (h.mac.lower(), h.ip)]
+            if net.ipv6_cidr and net.ipv6_mode == "dhcpv6_stateful" and h.ipv6:
+                fields.append(f"[{templating.safe_token(h.ipv6)}]")
             out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(
-                templating.safe_token(v) for v in (h.mac.lower(), h.ip, h.hostname)
-            ) + "\n"
-            out[f"{HOSTS}/{h.port_id}"] = " ".join(
-                templating.safe_token(v) for v in (h.ip, *names)
-            ) + "\n"
+                [*fields, templating.safe_token(h.hostname)]) + "\n"
+            # AAAA and PTR records: the port's IPv6 (reserved or EUI-64).
+            lines = [(h.ip, *names)]
+            if net.ipv6_cidr and h.ipv6:
+                lines.append((h.ipv6, *names))
+            out[f"{HOSTS}/{h.port_id}"] = "".join(
+                " ".join(templating.safe_token(v) for v in line) + "\n" for line in lines)
     return out
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TypeAlias
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import routing_pb2 as rpb
 
 from netmgr.model import edge as me
 
@@ -45,6 +46,13 @@ def ingress_rule(r: me.FirewallRule) -> pb.IngressRule:
     return pb.IngressRule(id=r.id, public_ip=r.public_ip, protocol=r.protocol,
                           port_start=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
                           icmp_code=r.icmp_code, cidrs=list(r.cidrs))
+
+
+def guest_ingress_rule(r: me.FirewallRule) -> rpb.GuestIngressRule:
+    """An ingress rule to the guests of a routed or dual-stack network."""
+    return rpb.GuestIngressRule(id=r.id, network_id=r.network_id, protocol=r.protocol,
+                                port_start=r.port, port_end=r.port_end, icmp_type=r.icmp_type,
+                                icmp_code=r.icmp_code, cidrs=list(r.cidrs))
 
 
 def egress_rule(r: me.FirewallRule, network_cidr: str) -> pb.EgressRule:
@@ -99,7 +107,11 @@ def add_edge(config: pb.RouterConfig, edge: me.EdgeSnapshot, cidrs: Mapping[str,
     config.port_forwards.extend(
         port_forward_rule(f) for f in sorted(edge.port_forwards, key=lambda f: f.id))
     rules = sorted(edge.firewall_rules, key=lambda r: r.id)
-    config.ingress_rules.extend(ingress_rule(r) for r in rules if r.direction == "ingress")
+    config.ingress_rules.extend(
+        ingress_rule(r) for r in rules if r.direction == "ingress" and r.public_ip_id)
+    config.guest_ingress_rules.extend(
+        guest_ingress_rule(r) for r in rules
+        if r.direction == "ingress" and not r.public_ip_id and r.network_id in cidrs)
     config.egress_rules.extend(
         egress_rule(r, cidrs[r.network_id])
         for r in rules if r.direction == "egress" and r.network_id in cidrs)

@@ -16,6 +16,7 @@ from netmgr.model.edge import EdgeSnapshot
 from netmgr.reconcile.configbuild import vpc as configbuild_vpc
 from netmgr.reconcile.configbuild.edge import PUBLIC_INTERFACE, add_edge
 from netmgr.reconcile.configbuild.metadata import add_metadata
+from netmgr.reconcile.configbuild.routing import add_routing
 from netmgr.reconcile.configbuild.vpc import add_vpc
 from netmgr.reconcile.configbuild.vpn import add_vpn
 
@@ -46,7 +47,12 @@ def _guest_network(network: Network, snapshot: RouterSnapshot) -> pb.GuestNetwor
         domain_search=list(network.domain_search),
         mtu=network.mtu,
         lease_seconds=network.lease_seconds,
-        hosts=[pb.DhcpHost(port_id=p.id, mac=p.mac, ip=p.ip, hostname=p.hostname) for p in ports],
+        hosts=[pb.DhcpHost(port_id=p.id, mac=p.mac, ip=p.ip, hostname=p.hostname,
+                           ipv6=p.ipv6 if network.ipv6_cidr else "") for p in ports],
+        ipv6_cidr=network.ipv6_cidr,
+        ipv6_gateway=network.ipv6_gateway,
+        ipv6_mode=network.ipv6_mode.value,
+        routed=network.routed,
     )
 
 
@@ -104,9 +110,11 @@ def build_router_config(snapshot: RouterSnapshot) -> pb.RouterConfig:
                 public_interface=PUBLIC_INTERFACE,
             )
             for n in networks
-            if n.source_nat_ip
+            # A routed network's guests leave by their own addresses.
+            if n.source_nat_ip and not n.routed
         ],
     )
+    add_routing(config, snapshot, public_ip)
     if public_ip:
         add_edge(config, edge, {n.id: n.cidr for n in networks})
         add_vpn(config, snapshot.vpn)

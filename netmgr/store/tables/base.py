@@ -10,7 +10,9 @@ from sqlalchemy import DateTime, ForeignKey, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(36)
-IP = String(15)
+# Either family: an IPv6 address is up to 45 characters (IPv4-mapped), a CIDR 49.
+IP = String(45)
+CIDR = String(49)
 MAC = String(17)
 
 

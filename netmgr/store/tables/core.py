@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.base import ID, IP, MAC, Base, StatusColumns
+from netmgr.store.tables.base import CIDR, ID, IP, MAC, Base, StatusColumns
 
 
 class TenantRow(Base):
@@ -61,7 +62,7 @@ class ZoneRow(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(63))
-    public_cidr: Mapped[str] = mapped_column(String(18))
+    public_cidr: Mapped[str] = mapped_column(CIDR)
     public_gateway: Mapped[str] = mapped_column(IP)
     public_pool_start: Mapped[str] = mapped_column(IP)
     public_pool_end: Mapped[str] = mapped_column(IP)
@@ -74,17 +75,27 @@ class ZoneRow(Base):
     private_gateway_vlan_max: Mapped[int] = mapped_column(default=0)
     reserved_vlans: Mapped[list[int]] = mapped_column(JSON, default=list)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # IPv6 and routed networks (migration 0017); "" and 0: none.
+    ipv6_pool: Mapped[str] = mapped_column(CIDR, default="", server_default="")
+    routed_pool: Mapped[str] = mapped_column(CIDR, default="", server_default="")
+    public_cidr6: Mapped[str] = mapped_column(CIDR, default="", server_default="")
+    public_gateway6: Mapped[str] = mapped_column(IP, default="", server_default="")
+    bgp_asn: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # [{"address": ..., "asn": ...}]
+    bgp_peers: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'"))
 
 
 class NetworkRow(Base):
     __tablename__ = "networks"
     __table_args__ = (Index("ix_networks_tenant_order", "tenant_id", "created_at", "id"),
-                      Index("ix_networks_router_mac", "router_mac", unique=True))
+                      Index("ix_networks_router_mac", "router_mac", unique=True),
+                      Index("ix_networks_ipv6_cidr", "ipv6_cidr", unique=True))
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(63))
-    cidr: Mapped[str] = mapped_column(String(18))
+    cidr: Mapped[str] = mapped_column(CIDR)
     gateway: Mapped[str] = mapped_column(IP)
     domain: Mapped[str] = mapped_column(String(253))
     dns_servers: Mapped[list[str]] = mapped_column(JSON)
@@ -107,6 +118,11 @@ class NetworkRow(Base):
     shared: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     shared_tenant_ids: Mapped[list[str]] = mapped_column(
         JSON, server_default=text("'[]'"), default=list)
+    # IPv6 (0017): the /64 (NULL: none; unique in the zone, for it is routed)
+    # and its mode; routed IPv4 (no source NAT).
+    ipv6_cidr: Mapped[str | None] = mapped_column(CIDR, default=None)
+    ipv6_mode: Mapped[str] = mapped_column(String(24), default="", server_default="")
+    routed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class RouterRow(Base):
@@ -141,6 +157,7 @@ class PortRow(StatusColumns, Base):
     __table_args__ = (
         UniqueConstraint("network_id", "ip", name="uq_ports_network_ip"),
         UniqueConstraint("network_id", "hostname", name="uq_ports_network_hostname"),
+        Index("ix_ports_network_ipv6", "network_id", "ipv6", unique=True),
         Index("ix_ports_tenant_order", "tenant_id", "created_at", "id"),
     )
 
@@ -170,6 +187,8 @@ class PortRow(StatusColumns, Base):
     # The compute host the NIC is plugged on (a hosts.name; "" for none).
     binding_host: Mapped[str] = mapped_column(String(63), server_default="", default="",
                                               index=True)
+    # IPv6 (0017): the stateful DHCPv6 reservation or the EUI-64 address.
+    ipv6: Mapped[str | None] = mapped_column(IP, nullable=True, default=None)
 
 
 class MacRow(Base):

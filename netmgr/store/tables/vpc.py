@@ -10,7 +10,7 @@ import datetime as dt
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from netmgr.store.tables.base import ID, Base, StatusColumns
+from netmgr.store.tables.base import CIDR, ID, IP, Base, StatusColumns
 
 
 class VpcRow(Base):
@@ -20,7 +20,7 @@ class VpcRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(63))
-    cidr: Mapped[str] = mapped_column(String(18))
+    cidr: Mapped[str] = mapped_column(CIDR)
     domain: Mapped[str] = mapped_column(String(253))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
@@ -67,8 +67,8 @@ class PrivateGatewayRow(StatusColumns, Base):
                                         index=True)
     # Unique: one interface per segment (networks' VLANs are checked by the store).
     vlan_id: Mapped[int] = mapped_column(unique=True)
-    address: Mapped[str] = mapped_column(String(18))
-    gateway: Mapped[str] = mapped_column(String(15))
+    address: Mapped[str] = mapped_column(CIDR)
+    gateway: Mapped[str] = mapped_column(IP)
     acl_id: Mapped[str] = mapped_column(ID)
     router_mac: Mapped[str] = mapped_column(String(17), unique=True)
 
@@ -80,5 +80,5 @@ class StaticRouteRow(StatusColumns, Base):
     __table_args__ = (UniqueConstraint("vpc_id", "cidr", name="uq_vpc_static_routes_cidr"),)
 
     vpc_id: Mapped[str] = mapped_column(ID, ForeignKey("vpcs.id", ondelete="CASCADE"))
-    cidr: Mapped[str] = mapped_column(String(18))
-    next_hop: Mapped[str] = mapped_column(String(15))
+    cidr: Mapped[str] = mapped_column(CIDR)
+    next_hop: Mapped[str] = mapped_column(IP)

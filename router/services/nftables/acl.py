@@ -110,18 +110,31 @@ def _verify_rule(acl: pb.NetworkAcl, rule: pb.AclRule, numbers: set[tuple[str, i
         raise ConfigError(f"{what}: icmp type/code out of range", *kid)
     if len(rule.cidrs) > MAX_CIDRS:
         raise ConfigError(f"{what}: more than {MAX_CIDRS} cidrs", *kid)
+    families = set()
     for cidr in rule.cidrs:
-        validate.parse_ipv4_network(what, cidr, *kid)
+        try:
+            families.add(ipaddress.ip_network(cidr, strict=True).version)
+        except ValueError:
+            raise ConfigError(f"{what}: {cidr!r} is not a network", *kid) from None
+    if len(families) > 1:
+        raise ConfigError(f"{what}: IPv4 and IPv6 cidrs in one rule", *kid)
 
 
 def _match(rule: pb.AclRule) -> list[str]:
     """The nft match expressions of a rule (values verified: numbers, CIDRs)."""
     out = []
+    v6 = any(":" in c for c in rule.cidrs)
     if rule.cidrs:
         field = "saddr" if rule.direction == "ingress" else "daddr"
-        nets = sorted({str(ipaddress.IPv4Network(c)) for c in rule.cidrs})
-        if nets != ["0.0.0.0/0"]:
-            out.append(f"ip {field} {{ {', '.join(nets)} }}")
+        parsed = {ipaddress.ip_network(c) for c in rule.cidrs}
+        nets = [str(n) for n in sorted(parsed, key=lambda n: (int(n.network_address),
+                                                            n.prefixlen))]
+        if nets not in (["0.0.0.0/0"], ["::/0"]):
+            out.append(f"{'ip6' if v6 else 'ip'} {field} {{ {', '.join(nets)} }}")
+        elif v6:
+            out.append("meta nfproto ipv6")
+        else:
+            out.append("meta nfproto ipv4")
     if rule.protocol in ("tcp", "udp"):
         if rule.port_start:
             end = rule.port_end or rule.port_start
@@ -130,11 +143,13 @@ def _match(rule: pb.AclRule) -> list[str]:
         else:
             out.append(f"meta l4proto {rule.protocol}")
     elif rule.protocol == "icmp":
-        out.append("meta l4proto icmp")
+        # An IPv6 rule's icmp is ICMPv6.
+        icmp = "icmpv6" if v6 else "icmp"
+        out.append(f"meta l4proto {'ipv6-icmp' if v6 else 'icmp'}")
         if rule.icmp_type >= 0:
-            out.append(f"icmp type {rule.icmp_type}")
+            out.append(f"{icmp} type {rule.icmp_type}")
             if rule.icmp_code >= 0:
-                out.append(f"icmp code {rule.icmp_code}")
+                out.append(f"{icmp} code {rule.icmp_code}")
     elif rule.protocol != "all":
         out.append(f"meta l4proto {int(rule.protocol)}")
     return out
@@ -188,11 +203,15 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
         'iifname vmap @acl_out comment "cn:acl: out of a tier"',
         'oifname vmap @acl_in comment "cn:acl: into a tier"',
     ]
+    names = ", ".join(f'"{n}"' for n in inner)  # checked [a-z0-9-]{1,15}
     if sources:
-        names = ", ".join(f'"{n}"' for n in inner)  # checked [a-z0-9-]{1,15}
         forward.append(
             f"iifname {{ {names} }} oifname {{ {names} }} ip saddr {{ {', '.join(sources)} }} "
             'counter accept comment "between tiers"')
+    if any(n.ipv6_cidr for n in cfg.guest_networks):
+        # Tiers' IPv6 from their own /64s (nftables/routed.py's set).
+        forward.append(f"iifname {{ {names} }} oifname {{ {names} }} ip6 saddr @guest_nets6 "
+                       'counter accept comment "between tiers"')
     return {"acl_chains": chains(cfg), "acl_maps": maps, "acl_forward": forward}
 
 

@@ -40,6 +40,7 @@ from router.services.nftables import acl as nft_acl
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import metadata as nft_metadata
 from router.services.nftables import port_security, table
+from router.services.nftables import routed as nft_routed
 from router.services.nftables import vpn as nft_vpn
 from router.services.nftables.delta import EdgeDeltas
 from router.services.nftables.table import TableState
@@ -79,6 +80,7 @@ def verify(cfg: pb.RouterConfig) -> None:
             )
     nft_edge.verify(cfg)
     nft_acl.verify(cfg)
+    nft_routed.verify(cfg)
     port_security.verify(cfg)
 
 
@@ -118,6 +120,7 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     )
     context.update(nft_acl.context(cfg))  # VPC: tier routing and network ACLs
     context.update(nft_vpn.context(cfg, tun))
+    context.update(nft_routed.context(cfg))  # IPv6 and routed guests, their ingress
     context.update(nft_metadata.context(cfg))  # who may ask the metadata service
     # Element counters of established traffic need a kernel that looks maps
     # up as sets (not the appliance's 6.1): see compat.py.

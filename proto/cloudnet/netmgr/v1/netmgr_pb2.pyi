@@ -12,6 +12,7 @@ ALREADY_EXISTS, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 PERMISSION_DENIED.
 """
 
+from cloudnet.netmgr.v1 import routing_pb2 as _routing_pb2
 from cloudnet.netmgr.v1 import security_group_pb2 as _security_group_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -492,6 +493,12 @@ class Zone(_message.Message):
     PRIVATE_GATEWAY_VLAN_MIN_FIELD_NUMBER: _builtins.int
     PRIVATE_GATEWAY_VLAN_MAX_FIELD_NUMBER: _builtins.int
     RESERVED_VLANS_FIELD_NUMBER: _builtins.int
+    IPV6_POOL_FIELD_NUMBER: _builtins.int
+    ROUTED_POOL_FIELD_NUMBER: _builtins.int
+    PUBLIC_CIDR6_FIELD_NUMBER: _builtins.int
+    PUBLIC_GATEWAY6_FIELD_NUMBER: _builtins.int
+    BGP_ASN_FIELD_NUMBER: _builtins.int
+    BGP_PEERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     public_cidr: _builtins.str
     """The provider (public) network: CIDR, its gateway, and the pool that
@@ -511,6 +518,20 @@ class Zone(_message.Message):
     and a tenant gets no private gateway (the admin may still name a VLAN).
     """
     private_gateway_vlan_max: _builtins.int
+    ipv6_pool: _builtins.str
+    """Fields 90-109: IPv6 and routed networks (routing.proto, docs/ipv6-and-bgp.md).
+    The pool each network's IPv6 /64 is allocated from (/32 to /60, global
+    unicast or ULA); empty: no network gets IPv6 unless it names its /64.
+    """
+    routed_pool: _builtins.str
+    """The IPv4 pool routed networks (no NAT) take their CIDR from; empty: none."""
+    public_cidr6: _builtins.str
+    """The provider network's IPv6 /64 and the edge's address on it (the
+    routers' IPv6 default gateway). Both empty: no IPv6 upstream.
+    """
+    public_gateway6: _builtins.str
+    bgp_asn: _builtins.int
+    """The zone's (the routers') BGP ASN, 1-4294967294; 0: no BGP."""
     @_builtins.property
     def upstream_dns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Resolvers the routers forward to."""
@@ -522,6 +543,10 @@ class Zone(_message.Message):
         most 64, each 1..4094, none in the guest range. Default: 4000 (the
         provider segment), 4001 (the router-VM control network).
         """
+
+    @_builtins.property
+    def bgp_peers(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.BgpPeer]:
+        """The upstream peers every router holding routed prefixes peers with."""
 
     def __init__(
         self,
@@ -538,10 +563,16 @@ class Zone(_message.Message):
         private_gateway_vlan_min: _builtins.int = ...,
         private_gateway_vlan_max: _builtins.int = ...,
         reserved_vlans: _abc.Iterable[_builtins.int] | None = ...,
+        ipv6_pool: _builtins.str = ...,
+        routed_pool: _builtins.str = ...,
+        public_cidr6: _builtins.str = ...,
+        public_gateway6: _builtins.str = ...,
+        bgp_asn: _builtins.int = ...,
+        bgp_peers: _abc.Iterable[_routing_pb2.BgpPeer] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain_suffix", b"domain_suffix", "name", b"name", "private_gateway_vlan_max", b"private_gateway_vlan_max", "private_gateway_vlan_min", b"private_gateway_vlan_min", "public_cidr", b"public_cidr", "public_gateway", b"public_gateway", "public_pool_end", b"public_pool_end", "public_pool_start", b"public_pool_start", "reserved_vlans", b"reserved_vlans", "upstream_dns", b"upstream_dns", "vlan_max", b"vlan_max", "vlan_min", b"vlan_min"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp_asn", b"bgp_asn", "bgp_peers", b"bgp_peers", "domain_suffix", b"domain_suffix", "ipv6_pool", b"ipv6_pool", "name", b"name", "private_gateway_vlan_max", b"private_gateway_vlan_max", "private_gateway_vlan_min", b"private_gateway_vlan_min", "public_cidr", b"public_cidr", "public_cidr6", b"public_cidr6", "public_gateway", b"public_gateway", "public_gateway6", b"public_gateway6", "public_pool_end", b"public_pool_end", "public_pool_start", b"public_pool_start", "reserved_vlans", b"reserved_vlans", "routed_pool", b"routed_pool", "upstream_dns", b"upstream_dns", "vlan_max", b"vlan_max", "vlan_min", b"vlan_min"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -609,6 +640,10 @@ class Network(_message.Message):
     SHARED_FIELD_NUMBER: _builtins.int
     SHARED_TENANT_IDS_FIELD_NUMBER: _builtins.int
     PROVIDER_VLAN_FIELD_NUMBER: _builtins.int
+    IPV6_CIDR_FIELD_NUMBER: _builtins.int
+    IPV6_MODE_FIELD_NUMBER: _builtins.int
+    ROUTED_FIELD_NUMBER: _builtins.int
+    IPV6_GATEWAY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -644,6 +679,19 @@ class Network(_message.Message):
     """A shared network's VLAN, named by the admin: a provider VLAN outside the
     zone's guest range, its reserved VLANs and its private gateway range.
     """
+    ipv6_cidr: _builtins.str
+    """Fields 90-109: IPv6 and routed networks (routing.proto).
+    The network's IPv6 /64: allocated from the zone's ipv6_pool when
+    ipv6_mode is set and this is empty, or given (a /64).
+    """
+    ipv6_mode: _routing_pb2.Ipv6Mode.ValueType
+    routed: _builtins.bool
+    """Routed (no source NAT): the CIDR is public, from the zone's routed_pool
+    (a /24 allocated when cidr is empty), and guests are reached by their
+    own addresses, subject to ingress firewall rules naming the network.
+    """
+    ipv6_gateway: _builtins.str
+    """Output only: the router's address on the /64 (the guests' gateway)."""
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -678,10 +726,14 @@ class Network(_message.Message):
         shared: _builtins.bool = ...,
         shared_tenant_ids: _abc.Iterable[_builtins.str] | None = ...,
         provider_vlan: _builtins.int = ...,
+        ipv6_cidr: _builtins.str = ...,
+        ipv6_mode: _routing_pb2.Ipv6Mode.ValueType = ...,
+        routed: _builtins.bool = ...,
+        ipv6_gateway: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "ipv6_cidr", b"ipv6_cidr", "ipv6_gateway", b"ipv6_gateway", "ipv6_mode", b"ipv6_mode", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "routed", b"routed", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -876,6 +928,7 @@ class Port(_message.Message):
     PORT_SECURITY_FIELD_NUMBER: _builtins.int
     ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
     BINDING_HOST_FIELD_NUMBER: _builtins.int
+    IPV6_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -909,6 +962,11 @@ class Port(_message.Message):
     """The compute host whose fabric the port's NIC is plugged into (a
     registered host's name, set by its compute agent): its filters are pushed
     there (compute/v1/port_filters.proto). Empty: not bound.
+    """
+    ipv6: _builtins.str
+    """Fields 90-109: IPv6 (routing.proto). The port's IPv6 address: in
+    DHCPV6_STATEFUL networks allocated from the /64 unless given; in SLAAC
+    and DHCPV6_STATELESS networks the EUI-64 address of its MAC (output only).
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -953,10 +1011,11 @@ class Port(_message.Message):
         port_security: _builtins.bool | None = ...,
         allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
         binding_host: _builtins.str = ...,
+        ipv6: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "ipv6", b"ipv6", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
     _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015

@@ -10,6 +10,7 @@ same config twice changes nothing. An agent on a host runs many routers
 """
 
 from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
+from cloudnet.router.v1 import routing_pb2 as _routing_pb2
 from cloudnet.router.v1 import vpn_pb2 as _vpn_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -135,11 +136,14 @@ class DhcpHost(_message.Message):
     MAC_FIELD_NUMBER: _builtins.int
     IP_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    IPV6_FIELD_NUMBER: _builtins.int
     port_id: _builtins.str
     mac: _builtins.str
     ip: _builtins.str
     hostname: _builtins.str
     """RFC 1123 label (validated again by the agent)."""
+    ipv6: _builtins.str
+    """Fields 90-109: IPv6. The port's reserved address (DHCPv6 stateful)."""
     def __init__(
         self,
         *,
@@ -147,10 +151,11 @@ class DhcpHost(_message.Message):
         mac: _builtins.str = ...,
         ip: _builtins.str = ...,
         hostname: _builtins.str = ...,
+        ipv6: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "mac", b"mac", "port_id", b"port_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "ipv6", b"ipv6", "mac", b"mac", "port_id", b"port_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,6 +177,10 @@ class GuestNetwork(_message.Message):
     MTU_FIELD_NUMBER: _builtins.int
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     HOSTS_FIELD_NUMBER: _builtins.int
+    IPV6_CIDR_FIELD_NUMBER: _builtins.int
+    IPV6_GATEWAY_FIELD_NUMBER: _builtins.int
+    IPV6_MODE_FIELD_NUMBER: _builtins.int
+    ROUTED_FIELD_NUMBER: _builtins.int
     network_id: _builtins.str
     interface: _builtins.str
     cidr: _builtins.str
@@ -179,6 +188,15 @@ class GuestNetwork(_message.Message):
     domain: _builtins.str
     mtu: _builtins.int
     lease_seconds: _builtins.int
+    ipv6_cidr: _builtins.str
+    """Fields 90-109: IPv6 and routed networks (routing.proto).
+    The network's /64 ("" for none), the router's address on it, and how
+    guests get theirs: "slaac", "dhcpv6_stateless" or "dhcpv6_stateful".
+    """
+    ipv6_gateway: _builtins.str
+    ipv6_mode: _builtins.str
+    routed: _builtins.bool
+    """Routed IPv4: no source NAT; guests reachable at their own addresses."""
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Told to guests; empty means the gateway (the router's own resolver)."""
@@ -200,10 +218,14 @@ class GuestNetwork(_message.Message):
         mtu: _builtins.int = ...,
         lease_seconds: _builtins.int = ...,
         hosts: _abc.Iterable[Global___DhcpHost] | None = ...,
+        ipv6_cidr: _builtins.str = ...,
+        ipv6_gateway: _builtins.str = ...,
+        ipv6_mode: _builtins.str = ...,
+        routed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "hosts", b"hosts", "interface", b"interface", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "network_id", b"network_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "hosts", b"hosts", "interface", b"interface", "ipv6_cidr", b"ipv6_cidr", "ipv6_gateway", b"ipv6_gateway", "ipv6_mode", b"ipv6_mode", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "network_id", b"network_id", "routed", b"routed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,6 +317,9 @@ class RouterConfig(_message.Message):
     TIER_ACLS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     GUEST_METADATA_FIELD_NUMBER: _builtins.int
+    BGP_FIELD_NUMBER: _builtins.int
+    GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
+    IPV6_UPLINK_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -343,6 +368,14 @@ class RouterConfig(_message.Message):
         router's guest networks.
         """
 
+    @_builtins.property
+    def bgp(self) -> _routing_pb2.Bgp:
+        """Fields 90-109: IPv6, routed networks, BGP (routing.proto)."""
+
+    @_builtins.property
+    def guest_ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.GuestIngressRule]: ...
+    @_builtins.property
+    def ipv6_uplink(self) -> _routing_pb2.Ipv6Uplink: ...
     def __init__(
         self,
         *,
@@ -365,10 +398,13 @@ class RouterConfig(_message.Message):
         tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
         guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
+        bgp: _routing_pb2.Bgp | None = ...,
+        guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
+        ipv6_uplink: _routing_pb2.Ipv6Uplink | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,6 +1002,7 @@ class RouterStatus(_message.Message):
     LB_MEMBERS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     AWAITING_SECRETS_FIELD_NUMBER: _builtins.int
+    BGP_SESSIONS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -991,6 +1028,10 @@ class RouterStatus(_message.Message):
     def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnectionStatus]:
         """Site-to-site VPN SAs (vpn.proto): fields 20-24."""
 
+    @_builtins.property
+    def bgp_sessions(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.BgpSessionStatus]:
+        """Fields 90-109: BGP sessions (routing.proto)."""
+
     def __init__(
         self,
         *,
@@ -1004,10 +1045,11 @@ class RouterStatus(_message.Message):
         lb_members: _abc.Iterable[Global___LbMemberStatus] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnectionStatus] | None = ...,
         awaiting_secrets: _builtins.bool = ...,
+        bgp_sessions: _abc.Iterable[_routing_pb2.BgpSessionStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "bgp_sessions", b"bgp_sessions", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

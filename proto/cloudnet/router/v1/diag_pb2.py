@@ -23,67 +23,68 @@ _sym_db = _symbol_database.Default()
 
 
 from cloudnet.router.v1 import agent_pb2 as cloudnet_dot_router_dot_v1_dot_agent__pb2
+from cloudnet.router.v1 import routing_pb2 as cloudnet_dot_router_dot_v1_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudnet/router/v1/diag.proto\x12\x12\x63loudnet.router.v1\x1a\x1e\x63loudnet/router/v1/agent.proto\"2\n\x0cInterfaceRef\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0e\n\x06public\x18\x02 \x01(\x08\"\xb6\x01\n\x0e\x43\x61ptureRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x33\n\tinterface\x18\x02 \x01(\x0b\x32 .cloudnet.router.v1.InterfaceRef\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x13\n\x0bmax_packets\x18\x04 \x01(\r\x12\x13\n\x0bmax_seconds\x18\x05 \x01(\x01\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07snaplen\x18\x07 \x01(\r\"W\n\x0e\x43\x61ptureSummary\x12\x0f\n\x07packets\x18\x01 \x01(\r\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x12\n\nstopped_by\x18\x03 \x01(\t\x12\x11\n\tinterface\x18\x04 \x01(\t\"Q\n\x0c\x43\x61ptureChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x33\n\x07summary\x18\x02 \x01(\x0b\x32\".cloudnet.router.v1.CaptureSummary\"=\n\tDhcpProbe\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x08\"|\n\x08\x44nsProbe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05qtype\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x12\n\nnetwork_id\x18\x04 \x01(\t\x12/\n\x06source\x18\x05 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"*\n\x08\x41rpProbe\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\"-\n\x0bProbeSource\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\"`\n\tPingProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"i\n\x0fTracerouteProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x10\n\x08max_hops\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"^\n\x08TcpProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"\xe3\x02\n\x0cProbeRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12-\n\x04\x64hcp\x18\x02 \x01(\x0b\x32\x1d.cloudnet.router.v1.DhcpProbeH\x00\x12+\n\x03\x64ns\x18\x03 \x01(\x0b\x32\x1c.cloudnet.router.v1.DnsProbeH\x00\x12+\n\x03\x61rp\x18\x04 \x01(\x0b\x32\x1c.cloudnet.router.v1.ArpProbeH\x00\x12-\n\x04ping\x18\x05 \x01(\x0b\x32\x1d.cloudnet.router.v1.PingProbeH\x00\x12\x39\n\ntraceroute\x18\x06 \x01(\x0b\x32#.cloudnet.router.v1.TracerouteProbeH\x00\x12+\n\x03tcp\x18\x07 \x01(\x0b\x32\x1c.cloudnet.router.v1.TcpProbeH\x00\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x42\x07\n\x05probe\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"N\n\x03Hop\x12\x0b\n\x03ttl\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0b\n\x03mac\x18\x05 \x01(\t\"S\n\tDnsRecord\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\t\"\xce\x01\n\x0bProbeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\x12,\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1c.cloudnet.router.v1.KeyValue\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.cloudnet.router.v1.Hop\x12\r\n\x05rcode\x18\x06 \x01(\t\x12.\n\x07records\x18\x07 \x03(\x0b\x32\x1d.cloudnet.router.v1.DnsRecord\"\x90\x01\n\x0cTraceRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bmax_packets\x18\x07 \x01(\r\"\xc3\x01\n\nTraceEvent\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x11\n\tpacket_id\x18\x02 \x01(\t\x12\r\n\x05table\x18\x03 \x01(\t\x12\r\n\x05\x63hain\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0c\n\x04rule\x18\x06 \x01(\t\x12\x0f\n\x07verdict\x18\x07 \x01(\t\x12\x13\n\x0bobject_kind\x18\x08 \x01(\t\x12\x11\n\tobject_id\x18\t \x01(\t\x12\x12\n\nnat_target\x18\n \x01(\t\x12\x0c\n\x04line\x18\x0b \x01(\t\"]\n\x0bShowRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.cloudnet.router.v1.ShowKind\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"W\n\x05Lease\x12\x0b\n\x03mac\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x03\x12\x12\n\nnetwork_id\x18\x05 \x01(\t\"\x9d\x02\n\x0e\x43onntrackEntry\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x13\n\x0bsource_port\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65stination_port\x18\x06 \x01(\r\x12\x14\n\x0creply_source\x18\x07 \x01(\t\x12\x19\n\x11reply_destination\x18\x08 \x01(\t\x12\x19\n\x11reply_source_port\x18\t \x01(\r\x12\x1e\n\x16reply_destination_port\x18\n \x01(\r\x12\x0b\n\x03nat\x18\x0b \x01(\t\x12\x0f\n\x07timeout\x18\x0c \x01(\r\x12\x0c\n\x04line\x18\r \x01(\t\"\xa2\x01\n\x0bRuleCounter\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x0e\n\x06handle\x18\x03 \x01(\x04\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\x12\x0f\n\x07packets\x18\x06 \x01(\x04\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x13\n\x0bobject_kind\x18\x08 \x01(\t\x12\x11\n\tobject_id\x18\t \x01(\t\"\xef\x01\n\rInterfaceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0b\n\x03mtu\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\nrx_packets\x18\x08 \x01(\x04\x12\x10\n\x08rx_bytes\x18\t \x01(\x04\x12\x12\n\ntx_packets\x18\n \x01(\x04\x12\x10\n\x08tx_bytes\x18\x0b \x01(\x04\x12\x12\n\nrx_dropped\x18\x0c \x01(\x04\x12\x12\n\ntx_dropped\x18\r \x01(\x04\"u\n\tRouteInfo\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xc1\x02\n\x0cShowResponse\x12)\n\x06leases\x18\x01 \x03(\x0b\x32\x19.cloudnet.router.v1.Lease\x12\x35\n\tconntrack\x18\x02 \x03(\x0b\x32\".cloudnet.router.v1.ConntrackEntry\x12\x31\n\x08\x63ounters\x18\x03 \x03(\x0b\x32\x1f.cloudnet.router.v1.RuleCounter\x12\x35\n\ninterfaces\x18\x04 \x03(\x0b\x32!.cloudnet.router.v1.InterfaceInfo\x12-\n\x06routes\x18\x05 \x03(\x0b\x32\x1d.cloudnet.router.v1.RouteInfo\x12\x36\n\nlb_members\x18\x06 \x03(\x0b\x32\".cloudnet.router.v1.LbMemberStatus*\xb6\x01\n\x08ShowKind\x12\x19\n\x15SHOW_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SHOW_KIND_LEASES\x10\x01\x12\x17\n\x13SHOW_KIND_CONNTRACK\x10\x02\x12\x16\n\x12SHOW_KIND_COUNTERS\x10\x03\x12\x18\n\x14SHOW_KIND_INTERFACES\x10\x04\x12\x14\n\x10SHOW_KIND_ROUTES\x10\x05\x12\x18\n\x14SHOW_KIND_LB_MEMBERS\x10\x06\x32\xca\x02\n\x11RouterDiagnostics\x12Q\n\x07\x43\x61pture\x12\".cloudnet.router.v1.CaptureRequest\x1a .cloudnet.router.v1.CaptureChunk0\x01\x12J\n\x05Probe\x12 .cloudnet.router.v1.ProbeRequest\x1a\x1f.cloudnet.router.v1.ProbeResult\x12K\n\x05Trace\x12 .cloudnet.router.v1.TraceRequest\x1a\x1e.cloudnet.router.v1.TraceEvent0\x01\x12I\n\x04Show\x12\x1f.cloudnet.router.v1.ShowRequest\x1a .cloudnet.router.v1.ShowResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudnet/router/v1/diag.proto\x12\x12\x63loudnet.router.v1\x1a\x1e\x63loudnet/router/v1/agent.proto\x1a cloudnet/router/v1/routing.proto\"2\n\x0cInterfaceRef\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0e\n\x06public\x18\x02 \x01(\x08\"\xb6\x01\n\x0e\x43\x61ptureRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x33\n\tinterface\x18\x02 \x01(\x0b\x32 .cloudnet.router.v1.InterfaceRef\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\x12\x13\n\x0bmax_packets\x18\x04 \x01(\r\x12\x13\n\x0bmax_seconds\x18\x05 \x01(\x01\x12\x11\n\tmax_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07snaplen\x18\x07 \x01(\r\"W\n\x0e\x43\x61ptureSummary\x12\x0f\n\x07packets\x18\x01 \x01(\r\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x12\n\nstopped_by\x18\x03 \x01(\t\x12\x11\n\tinterface\x18\x04 \x01(\t\"Q\n\x0c\x43\x61ptureChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x33\n\x07summary\x18\x02 \x01(\x0b\x32\".cloudnet.router.v1.CaptureSummary\"=\n\tDhcpProbe\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x08\"|\n\x08\x44nsProbe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05qtype\x18\x02 \x01(\t\x12\x0e\n\x06server\x18\x03 \x01(\t\x12\x12\n\nnetwork_id\x18\x04 \x01(\t\x12/\n\x06source\x18\x05 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"*\n\x08\x41rpProbe\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\"-\n\x0bProbeSource\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\"`\n\tPingProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"i\n\x0fTracerouteProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x10\n\x08max_hops\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"^\n\x08TcpProbe\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12/\n\x06source\x18\x03 \x01(\x0b\x32\x1f.cloudnet.router.v1.ProbeSource\"\xe3\x02\n\x0cProbeRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12-\n\x04\x64hcp\x18\x02 \x01(\x0b\x32\x1d.cloudnet.router.v1.DhcpProbeH\x00\x12+\n\x03\x64ns\x18\x03 \x01(\x0b\x32\x1c.cloudnet.router.v1.DnsProbeH\x00\x12+\n\x03\x61rp\x18\x04 \x01(\x0b\x32\x1c.cloudnet.router.v1.ArpProbeH\x00\x12-\n\x04ping\x18\x05 \x01(\x0b\x32\x1d.cloudnet.router.v1.PingProbeH\x00\x12\x39\n\ntraceroute\x18\x06 \x01(\x0b\x32#.cloudnet.router.v1.TracerouteProbeH\x00\x12+\n\x03tcp\x18\x07 \x01(\x0b\x32\x1c.cloudnet.router.v1.TcpProbeH\x00\x12\x17\n\x0ftimeout_seconds\x18\x08 \x01(\x01\x42\x07\n\x05probe\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"N\n\x03Hop\x12\x0b\n\x03ttl\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0b\n\x03mac\x18\x05 \x01(\t\"S\n\tDnsRecord\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\t\"\xce\x01\n\x0bProbeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x0e\n\x06rtt_ms\x18\x03 \x01(\x01\x12,\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1c.cloudnet.router.v1.KeyValue\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.cloudnet.router.v1.Hop\x12\r\n\x05rcode\x18\x06 \x01(\t\x12.\n\x07records\x18\x07 \x03(\x0b\x32\x1d.cloudnet.router.v1.DnsRecord\"\x90\x01\n\x0cTraceRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\x01\x12\x13\n\x0bmax_packets\x18\x07 \x01(\r\"\xc3\x01\n\nTraceEvent\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x11\n\tpacket_id\x18\x02 \x01(\t\x12\r\n\x05table\x18\x03 \x01(\t\x12\r\n\x05\x63hain\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12\x0c\n\x04rule\x18\x06 \x01(\t\x12\x0f\n\x07verdict\x18\x07 \x01(\t\x12\x13\n\x0bobject_kind\x18\x08 \x01(\t\x12\x11\n\tobject_id\x18\t \x01(\t\x12\x12\n\nnat_target\x18\n \x01(\t\x12\x0c\n\x04line\x18\x0b \x01(\t\"]\n\x0bShowRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.cloudnet.router.v1.ShowKind\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"W\n\x05Lease\x12\x0b\n\x03mac\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x0f\n\x07\x65xpires\x18\x04 \x01(\x03\x12\x12\n\nnetwork_id\x18\x05 \x01(\t\"\x9d\x02\n\x0e\x43onntrackEntry\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x13\n\x0bsource_port\x18\x05 \x01(\r\x12\x18\n\x10\x64\x65stination_port\x18\x06 \x01(\r\x12\x14\n\x0creply_source\x18\x07 \x01(\t\x12\x19\n\x11reply_destination\x18\x08 \x01(\t\x12\x19\n\x11reply_source_port\x18\t \x01(\r\x12\x1e\n\x16reply_destination_port\x18\n \x01(\r\x12\x0b\n\x03nat\x18\x0b \x01(\t\x12\x0f\n\x07timeout\x18\x0c \x01(\r\x12\x0c\n\x04line\x18\r \x01(\t\"\xa2\x01\n\x0bRuleCounter\x12\r\n\x05table\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\x0e\n\x06handle\x18\x03 \x01(\x04\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\x12\x0f\n\x07packets\x18\x06 \x01(\x04\x12\r\n\x05\x62ytes\x18\x07 \x01(\x04\x12\x13\n\x0bobject_kind\x18\x08 \x01(\t\x12\x11\n\tobject_id\x18\t \x01(\t\"\xef\x01\n\rInterfaceInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0b\n\x03mac\x18\x04 \x01(\t\x12\x11\n\taddresses\x18\x05 \x03(\t\x12\x0b\n\x03mtu\x18\x06 \x01(\r\x12\r\n\x05state\x18\x07 \x01(\t\x12\x12\n\nrx_packets\x18\x08 \x01(\x04\x12\x10\n\x08rx_bytes\x18\t \x01(\x04\x12\x12\n\ntx_packets\x18\n \x01(\x04\x12\x10\n\x08tx_bytes\x18\x0b \x01(\x04\x12\x12\n\nrx_dropped\x18\x0c \x01(\x04\x12\x12\n\ntx_dropped\x18\r \x01(\x04\"u\n\tRouteInfo\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\r\n\x05scope\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xfd\x02\n\x0cShowResponse\x12)\n\x06leases\x18\x01 \x03(\x0b\x32\x19.cloudnet.router.v1.Lease\x12\x35\n\tconntrack\x18\x02 \x03(\x0b\x32\".cloudnet.router.v1.ConntrackEntry\x12\x31\n\x08\x63ounters\x18\x03 \x03(\x0b\x32\x1f.cloudnet.router.v1.RuleCounter\x12\x35\n\ninterfaces\x18\x04 \x03(\x0b\x32!.cloudnet.router.v1.InterfaceInfo\x12-\n\x06routes\x18\x05 \x03(\x0b\x32\x1d.cloudnet.router.v1.RouteInfo\x12\x36\n\nlb_members\x18\x06 \x03(\x0b\x32\".cloudnet.router.v1.LbMemberStatus\x12:\n\x0c\x62gp_sessions\x18Z \x03(\x0b\x32$.cloudnet.router.v1.BgpSessionStatus*\xc9\x01\n\x08ShowKind\x12\x19\n\x15SHOW_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10SHOW_KIND_LEASES\x10\x01\x12\x17\n\x13SHOW_KIND_CONNTRACK\x10\x02\x12\x16\n\x12SHOW_KIND_COUNTERS\x10\x03\x12\x18\n\x14SHOW_KIND_INTERFACES\x10\x04\x12\x14\n\x10SHOW_KIND_ROUTES\x10\x05\x12\x18\n\x14SHOW_KIND_LB_MEMBERS\x10\x06\x12\x11\n\rSHOW_KIND_BGP\x10Z2\xca\x02\n\x11RouterDiagnostics\x12Q\n\x07\x43\x61pture\x12\".cloudnet.router.v1.CaptureRequest\x1a .cloudnet.router.v1.CaptureChunk0\x01\x12J\n\x05Probe\x12 .cloudnet.router.v1.ProbeRequest\x1a\x1f.cloudnet.router.v1.ProbeResult\x12K\n\x05Trace\x12 .cloudnet.router.v1.TraceRequest\x1a\x1e.cloudnet.router.v1.TraceEvent0\x01\x12I\n\x04Show\x12\x1f.cloudnet.router.v1.ShowRequest\x1a .cloudnet.router.v1.ShowResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.router.v1.diag_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SHOWKIND']._serialized_start=3515
-  _globals['_SHOWKIND']._serialized_end=3697
-  _globals['_INTERFACEREF']._serialized_start=85
-  _globals['_INTERFACEREF']._serialized_end=135
-  _globals['_CAPTUREREQUEST']._serialized_start=138
-  _globals['_CAPTUREREQUEST']._serialized_end=320
-  _globals['_CAPTURESUMMARY']._serialized_start=322
-  _globals['_CAPTURESUMMARY']._serialized_end=409
-  _globals['_CAPTURECHUNK']._serialized_start=411
-  _globals['_CAPTURECHUNK']._serialized_end=492
-  _globals['_DHCPPROBE']._serialized_start=494
-  _globals['_DHCPPROBE']._serialized_end=555
-  _globals['_DNSPROBE']._serialized_start=557
-  _globals['_DNSPROBE']._serialized_end=681
-  _globals['_ARPPROBE']._serialized_start=683
-  _globals['_ARPPROBE']._serialized_end=725
-  _globals['_PROBESOURCE']._serialized_start=727
-  _globals['_PROBESOURCE']._serialized_end=772
-  _globals['_PINGPROBE']._serialized_start=774
-  _globals['_PINGPROBE']._serialized_end=870
-  _globals['_TRACEROUTEPROBE']._serialized_start=872
-  _globals['_TRACEROUTEPROBE']._serialized_end=977
-  _globals['_TCPPROBE']._serialized_start=979
-  _globals['_TCPPROBE']._serialized_end=1073
-  _globals['_PROBEREQUEST']._serialized_start=1076
-  _globals['_PROBEREQUEST']._serialized_end=1431
-  _globals['_KEYVALUE']._serialized_start=1433
-  _globals['_KEYVALUE']._serialized_end=1471
-  _globals['_HOP']._serialized_start=1473
-  _globals['_HOP']._serialized_end=1551
-  _globals['_DNSRECORD']._serialized_start=1553
-  _globals['_DNSRECORD']._serialized_end=1636
-  _globals['_PROBERESULT']._serialized_start=1639
-  _globals['_PROBERESULT']._serialized_end=1845
-  _globals['_TRACEREQUEST']._serialized_start=1848
-  _globals['_TRACEREQUEST']._serialized_end=1992
-  _globals['_TRACEEVENT']._serialized_start=1995
-  _globals['_TRACEEVENT']._serialized_end=2190
-  _globals['_SHOWREQUEST']._serialized_start=2192
-  _globals['_SHOWREQUEST']._serialized_end=2285
-  _globals['_LEASE']._serialized_start=2287
-  _globals['_LEASE']._serialized_end=2374
-  _globals['_CONNTRACKENTRY']._serialized_start=2377
-  _globals['_CONNTRACKENTRY']._serialized_end=2662
-  _globals['_RULECOUNTER']._serialized_start=2665
-  _globals['_RULECOUNTER']._serialized_end=2827
-  _globals['_INTERFACEINFO']._serialized_start=2830
-  _globals['_INTERFACEINFO']._serialized_end=3069
-  _globals['_ROUTEINFO']._serialized_start=3071
-  _globals['_ROUTEINFO']._serialized_end=3188
-  _globals['_SHOWRESPONSE']._serialized_start=3191
-  _globals['_SHOWRESPONSE']._serialized_end=3512
-  _globals['_ROUTERDIAGNOSTICS']._serialized_start=3700
-  _globals['_ROUTERDIAGNOSTICS']._serialized_end=4030
+  _globals['_SHOWKIND']._serialized_start=3609
+  _globals['_SHOWKIND']._serialized_end=3810
+  _globals['_INTERFACEREF']._serialized_start=119
+  _globals['_INTERFACEREF']._serialized_end=169
+  _globals['_CAPTUREREQUEST']._serialized_start=172
+  _globals['_CAPTUREREQUEST']._serialized_end=354
+  _globals['_CAPTURESUMMARY']._serialized_start=356
+  _globals['_CAPTURESUMMARY']._serialized_end=443
+  _globals['_CAPTURECHUNK']._serialized_start=445
+  _globals['_CAPTURECHUNK']._serialized_end=526
+  _globals['_DHCPPROBE']._serialized_start=528
+  _globals['_DHCPPROBE']._serialized_end=589
+  _globals['_DNSPROBE']._serialized_start=591
+  _globals['_DNSPROBE']._serialized_end=715
+  _globals['_ARPPROBE']._serialized_start=717
+  _globals['_ARPPROBE']._serialized_end=759
+  _globals['_PROBESOURCE']._serialized_start=761
+  _globals['_PROBESOURCE']._serialized_end=806
+  _globals['_PINGPROBE']._serialized_start=808
+  _globals['_PINGPROBE']._serialized_end=904
+  _globals['_TRACEROUTEPROBE']._serialized_start=906
+  _globals['_TRACEROUTEPROBE']._serialized_end=1011
+  _globals['_TCPPROBE']._serialized_start=1013
+  _globals['_TCPPROBE']._serialized_end=1107
+  _globals['_PROBEREQUEST']._serialized_start=1110
+  _globals['_PROBEREQUEST']._serialized_end=1465
+  _globals['_KEYVALUE']._serialized_start=1467
+  _globals['_KEYVALUE']._serialized_end=1505
+  _globals['_HOP']._serialized_start=1507
+  _globals['_HOP']._serialized_end=1585
+  _globals['_DNSRECORD']._serialized_start=1587
+  _globals['_DNSRECORD']._serialized_end=1670
+  _globals['_PROBERESULT']._serialized_start=1673
+  _globals['_PROBERESULT']._serialized_end=1879
+  _globals['_TRACEREQUEST']._serialized_start=1882
+  _globals['_TRACEREQUEST']._serialized_end=2026
+  _globals['_TRACEEVENT']._serialized_start=2029
+  _globals['_TRACEEVENT']._serialized_end=2224
+  _globals['_SHOWREQUEST']._serialized_start=2226
+  _globals['_SHOWREQUEST']._serialized_end=2319
+  _globals['_LEASE']._serialized_start=2321
+  _globals['_LEASE']._serialized_end=2408
+  _globals['_CONNTRACKENTRY']._serialized_start=2411
+  _globals['_CONNTRACKENTRY']._serialized_end=2696
+  _globals['_RULECOUNTER']._serialized_start=2699
+  _globals['_RULECOUNTER']._serialized_end=2861
+  _globals['_INTERFACEINFO']._serialized_start=2864
+  _globals['_INTERFACEINFO']._serialized_end=3103
+  _globals['_ROUTEINFO']._serialized_start=3105
+  _globals['_ROUTEINFO']._serialized_end=3222
+  _globals['_SHOWRESPONSE']._serialized_start=3225
+  _globals['_SHOWRESPONSE']._serialized_end=3606
+  _globals['_ROUTERDIAGNOSTICS']._serialized_start=3813
+  _globals['_ROUTERDIAGNOSTICS']._serialized_end=4143
 # @@protoc_insertion_point(module_scope)

@@ -12,6 +12,7 @@ per agent (one per router): more is RESOURCE_EXHAUSTED.
 """
 
 from cloudnet.router.v1 import agent_pb2 as _agent_pb2
+from cloudnet.router.v1 import routing_pb2 as _routing_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -42,6 +43,8 @@ class _ShowKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShowKind.Val
     SHOW_KIND_ROUTES: _ShowKind.ValueType  # 5
     SHOW_KIND_LB_MEMBERS: _ShowKind.ValueType  # 6
     """Load balancer members and their health checks (HAProxy's stats)."""
+    SHOW_KIND_BGP: _ShowKind.ValueType  # 90
+    """90-109: routing (routing.proto). BGP sessions: state, prefixes sent and received."""
 
 class ShowKind(_ShowKind, metaclass=_ShowKindEnumTypeWrapper): ...
 
@@ -53,6 +56,8 @@ SHOW_KIND_INTERFACES: ShowKind.ValueType  # 4
 SHOW_KIND_ROUTES: ShowKind.ValueType  # 5
 SHOW_KIND_LB_MEMBERS: ShowKind.ValueType  # 6
 """Load balancer members and their health checks (HAProxy's stats)."""
+SHOW_KIND_BGP: ShowKind.ValueType  # 90
+"""90-109: routing (routing.proto). BGP sessions: state, prefixes sent and received."""
 Global___ShowKind: _TypeAlias = ShowKind  # noqa: Y015
 
 @_typing.final
@@ -914,6 +919,7 @@ class ShowResponse(_message.Message):
     INTERFACES_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
     LB_MEMBERS_FIELD_NUMBER: _builtins.int
+    BGP_SESSIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Lease]: ...
     @_builtins.property
@@ -926,6 +932,10 @@ class ShowResponse(_message.Message):
     def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteInfo]: ...
     @_builtins.property
     def lb_members(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.LbMemberStatus]: ...
+    @_builtins.property
+    def bgp_sessions(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.BgpSessionStatus]:
+        """90-109: routing (routing.proto)."""
+
     def __init__(
         self,
         *,
@@ -935,10 +945,11 @@ class ShowResponse(_message.Message):
         interfaces: _abc.Iterable[Global___InterfaceInfo] | None = ...,
         routes: _abc.Iterable[Global___RouteInfo] | None = ...,
         lb_members: _abc.Iterable[_agent_pb2.LbMemberStatus] | None = ...,
+        bgp_sessions: _abc.Iterable[_routing_pb2.BgpSessionStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conntrack", b"conntrack", "counters", b"counters", "interfaces", b"interfaces", "lb_members", b"lb_members", "leases", b"leases", "routes", b"routes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp_sessions", b"bgp_sessions", "conntrack", b"conntrack", "counters", b"counters", "interfaces", b"interfaces", "lb_members", b"lb_members", "leases", b"leases", "routes", b"routes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

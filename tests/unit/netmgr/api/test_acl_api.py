@@ -58,6 +58,9 @@ BAD_RULES = [
     (dict(cidrs=["10.0.0.0/33"]), "rule.cidrs[0]"),
     (dict(cidrs=["0.0.0.0/0", "10.0.0.1/8"]), "rule.cidrs[1]"),
     (dict(cidrs=["bogus"]), "rule.cidrs[0]"),
+    (dict(cidrs=["10.0.0.0/8", "2001:db8::/32"]), "rule.cidrs"),  # one family per rule
+    (dict(cidrs=["2001:db8::1/32"]), "rule.cidrs[0]"),
+    (dict(cidrs=["ff02::/16"]), "rule.cidrs[0]"),  # multicast
 ]
 
 

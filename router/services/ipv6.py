@@ -1,0 +1,214 @@
+"""IPv6 in a router namespace: the router's address on each dual-stack
+guest network's /64 and on the public side, the default route to the edge,
+and forwarding. Routed, never translated: the edge routes each /64 here.
+
+The interfaces service owns links and IPv4; this one only the global IPv6
+addresses and the IPv6 routes it installs (proto static), so neither undoes
+the other. Router advertisements and DHCPv6 are dnsmasq's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import json
+
+from cloudnet.router.v1 import agent_pb2 as pb
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from common import netlink
+from router.errors import ApplyError, ConfigError
+from router.services.base import Capabilities, Context, Rendered, RouterPaths
+from router.services.interfaces import set_sysctls
+
+MODES = ("slaac", "dhcpv6_stateless", "dhcpv6_stateful")
+AF_INET6 = 10
+# The router's addresses are allocated to it: usable at once (no duplicate
+# address detection, during which nothing can bind them, bgpd included).
+IFA_F_NODAD = 0x02
+RTPROT_STATIC = 4
+MAIN_TABLE = 254
+# Forwarding on; no autoconfiguration from RAs on the router's own links (it
+# sends them), and no duplicate address detection delay before the router's
+# addresses work (they are allocated: no one else holds them).
+SYSCTLS = {
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+    "net.ipv6.conf.all.accept_dad": "0",
+    "net.ipv6.conf.default.accept_dad": "0",
+}
+
+
+def parse_ipv6_network(what: str, value: str, kind: str = "",
+                       object_id: str = "") -> ipaddress.IPv6Network:
+    try:
+        return ipaddress.IPv6Network(value, strict=True)
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not an IPv6 network", kind, object_id) from None
+
+
+def parse_ipv6(what: str, value: str, kind: str = "", object_id: str = "") -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(value)
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not an IPv6 address", kind, object_id) from None
+
+
+def verify(cfg: pb.RouterConfig) -> None:
+    """Each dual-stack network: a /64, the router's address in it, a known
+    mode, its ports' addresses inside; the uplink an address and gateway."""
+    seen: dict[ipaddress.IPv6Network, str] = {}
+    for net in cfg.guest_networks:
+        if not net.ipv6_cidr:
+            continue
+        what, kid = f"network {net.network_id}", ("network", net.network_id)
+        cidr = parse_ipv6_network(what, net.ipv6_cidr, *kid)
+        if cidr.prefixlen != 64:
+            raise ConfigError(f"{what}: IPv6 prefix {cidr} is not a /64", *kid)
+        if cidr in seen:
+            raise ConfigError(f"{what}: {cidr} is also network {seen[cidr]}", *kid)
+        seen[cidr] = net.network_id
+        gateway = parse_ipv6(what, net.ipv6_gateway, *kid)
+        if gateway not in cidr:
+            raise ConfigError(f"{what}: IPv6 gateway {gateway} is outside {cidr}", *kid)
+        if net.ipv6_mode not in MODES:
+            raise ConfigError(f"{what}: IPv6 mode {net.ipv6_mode!r} is not one of "
+                              f"{', '.join(MODES)}", *kid)
+        for host in net.hosts:
+            if host.ipv6:
+                addr = parse_ipv6(f"port {host.port_id}", host.ipv6, "port", host.port_id)
+                if addr not in cidr or addr == gateway:
+                    raise ConfigError(f"port {host.port_id}: IPv6 {addr} is outside {cidr} or "
+                                      "the router's", "port", host.port_id)
+    if cfg.HasField("ipv6_uplink"):
+        up = cfg.ipv6_uplink
+        try:
+            iface = ipaddress.IPv6Interface(up.address)
+        except ValueError:
+            raise ConfigError(f"ipv6 uplink: {up.address!r} is not an IPv6 address/prefix"
+                              ) from None
+        gw = parse_ipv6("ipv6 uplink", up.gateway)
+        if gw not in iface.network:
+            raise ConfigError(f"ipv6 uplink: gateway {gw} is outside {iface.network}")
+
+
+def wanted_addresses(cfg: pb.RouterConfig) -> dict[str, list[str]]:
+    """Interface -> its global IPv6 addresses (CIDR form)."""
+    out: dict[str, list[str]] = {}
+    for net in cfg.guest_networks:
+        if net.ipv6_cidr:
+            out.setdefault(net.interface, []).append(f"{net.ipv6_gateway}/64")
+    if cfg.HasField("ipv6_uplink") and cfg.ipv6_uplink.address:
+        public = next((i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC), "")
+        if public:
+            out.setdefault(public, []).append(cfg.ipv6_uplink.address)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def serves(cfg: pb.RouterConfig) -> bool:
+    return any(n.ipv6_cidr for n in cfg.guest_networks) or bool(cfg.ipv6_uplink.address)
+
+
+def render(cfg: pb.RouterConfig) -> Rendered:
+    if not serves(cfg):
+        return {}
+    state = {"addresses": wanted_addresses(cfg),
+             "default_route": cfg.ipv6_uplink.gateway if cfg.ipv6_uplink.address else ""}
+    return {"ipv6.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
+
+
+def _global_addresses(ipr: IPRoute, index: int) -> set[ipaddress.IPv6Interface]:
+    found = set()
+    for m in ipr.get_addr(family=AF_INET6, index=index):
+        addr = ipaddress.IPv6Interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}")
+        if not addr.ip.is_link_local:
+            found.add(addr)
+    return found
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
+    set_sysctls(ctx.netns, SYSCTLS)
+    wanted = wanted_addresses(cfg)
+    # The config's interfaces only: another link (a router VM's control NIC)
+    # keeps whatever addresses it has.
+    ours = {i.name for i in cfg.interfaces}
+    links = {link.name: link.index for link in netlink.links(ctx.netns) if link.name in ours}
+    with netlink.iproute(ctx.netns) as ipr:
+        for name, index in links.items():
+            want = {ipaddress.IPv6Interface(a) for a in wanted.get(name, [])}
+            have = _global_addresses(ipr, index)
+            for addr in have - want:
+                with contextlib.suppress(NetlinkError):
+                    ipr.addr("del", index=index, address=str(addr.ip),
+                             prefixlen=addr.network.prefixlen)
+            for addr in want - have:
+                try:
+                    ipr.addr("add", index=index, address=str(addr.ip),
+                             prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise ApplyError(f"ipv6: {addr} on {name}: {e}") from e
+        _default_route(ipr, cfg, links)
+
+
+def _default_route(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
+    routes = ipr.get_routes(family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)
+    have = {(str(m.get("RTA_GATEWAY") or ""), int(m.get("RTA_OIF") or 0))
+            for m in routes if m["dst_len"] == 0}
+    want: set[tuple[str, int]] = set()
+    public = next((i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC), "")
+    if cfg.ipv6_uplink.address and public in links:
+        want.add((str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)), links[public]))
+    for gw, oif in have - want:
+        with contextlib.suppress(NetlinkError):
+            ipr.route("del", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
+                      table=MAIN_TABLE, proto=RTPROT_STATIC)
+    for gw, oif in want - have:
+        ipr.route("replace", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
+                  table=MAIN_TABLE, proto=RTPROT_STATIC)
+
+
+class Ipv6:
+    """``base.Service``: the router's IPv6 addresses, default route, forwarding."""
+
+    name = "ipv6"
+
+    def __init__(self) -> None:
+        self.capabilities: Capabilities = Capabilities(conditional=self)
+
+    def serves(self, cfg: pb.RouterConfig) -> bool:
+        return serves(cfg)
+
+    def verify(self, cfg: pb.RouterConfig) -> None:
+        verify(cfg)
+
+    def render(self, cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
+        return render(cfg)
+
+    def check(self, ctx: Context, rendered: Rendered) -> None:
+        """Nothing to ask a daemon: verify() checked what the kernel would."""
+
+    def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+              previous: pb.RouterConfig | None) -> None:
+        apply(ctx, cfg)
+
+    def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
+        try:
+            with netlink.iproute(ctx.netns) as ipr:
+                have = {str(a) for link in netlink.links(ctx.netns)
+                        for a in _global_addresses(ipr, link.index)}
+        except OSError as e:
+            return pb.ServiceStatus(name=self.name, healthy=False, detail=str(e))
+        want = {a for addrs in wanted_addresses(cfg).values() for a in addrs}
+        missing = sorted(want - have)
+        return pb.ServiceStatus(name=self.name, healthy=not missing,
+                                detail=f"missing: {', '.join(missing)}" if missing
+                                else f"{len(want)} addresses")
+
+    def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        """The namespace goes with the router: its addresses and routes too."""
+
+
