@@ -46,3 +46,7 @@ class RequestError(Exception):
 
 class RouterNotFound(Exception):
     """The router named by a request is not on this agent."""
+
+
+class ObjectNotFound(RouterNotFound):
+    """The object a request names is not in the router's running config."""

@@ -46,7 +46,7 @@ from common.fabric.base import FabricError
 from common.netns import NETNS_RUN_DIR, ensure_netns, remove_netns
 from common.private_files import ensure_private_dir
 from router import objects
-from router.errors import ApplyError, CheckError, ConfigError, StaleDelta
+from router.errors import ApplyError, CheckError, ConfigError, ObjectNotFound, StaleDelta
 from router.lib import files, proc
 from router.services.base import (
     Context,
@@ -561,6 +561,17 @@ class RouterRuntime:
         if self._edge is None:
             return []
         return self._edge[1].counters(self.ctx, self, wanted)
+
+    def set_guest_password(self, port_id: str, password: str) -> None:
+        """Hand a port's guest a password, held in memory by the service that
+        serves it (never in config.pb)."""
+        with self.lock:
+            for s in self.services:
+                holder = s.capabilities.guest_passwords
+                if holder is not None and self.config is not None:
+                    holder.set_password(self.ctx, self.config, port_id, password)
+                    return
+        raise ObjectNotFound(f"router {self.ctx.router_id} serves no guest metadata yet")
 
     # --------------------------------------------------------------- delete
 

@@ -256,6 +256,14 @@ class EdgeRules(Protocol):
         ...
 
 
+class HoldsPasswords(Protocol):
+    def set_password(self, ctx: Context, cfg: pb.RouterConfig, port_id: str,
+                     password: str) -> None:
+        """Hold a guest's new password in memory for it to fetch (ObjectNotFound
+        when the port is not in ``cfg``)."""
+        ...
+
+
 class Adopts(Protocol):
     def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         """At an agent start, ``rendered`` is what runs (the previous agent
@@ -277,6 +285,8 @@ class Capabilities:
     edge_rules: EdgeRules | None = None
     # Keeps state about what it applied, taken over from a previous agent.
     adopts: Adopts | None = None
+    # Serves guests passwords held in memory (never in config.pb).
+    guest_passwords: HoldsPasswords | None = None
 
 
 NO_CAPABILITIES = Capabilities()

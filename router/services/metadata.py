@@ -33,10 +33,11 @@ import time
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
-from router.errors import ApplyError, CheckError
+from router.errors import ApplyError, CheckError, ObjectNotFound
 from router.lib import files, proc, templating
-from router.services import metadata_tree
+from router.services import metadata_tree, password_server
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
+from router.services.password_server import GuestPasswords
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ START_TIMEOUT = 10.0
 
 def metadata_dir(paths: RouterPaths, *parts: str) -> str:
     return paths.path("metadata", *parts)
+
+
+def passwords_socket(cfg: pb.RouterConfig, paths: RouterPaths) -> str:
+    """The unix socket of the router's password server (the agent's)."""
+    return password_server.socket_path(metadata_dir(paths, "passwords.sock"), cfg.router_id)
 
 
 def _listen(cfg: pb.RouterConfig) -> list[str]:
@@ -101,7 +107,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths, memo: Digests | None = None
         "nginx/metadata.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
         user=_worker_user(paths), pid=metadata_dir(paths, "nginx.pid"),
         error_log=metadata_dir(paths, "error.log"), temp=metadata_dir(paths, "tmp"),
-        trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg))
+        trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg),
+        passwords=passwords_socket(cfg, paths))
     digests = {g.ip: _digest(g, memo) for g in cfg.guest_metadata}
     return {CONF: conf, TREES: json.dumps(digests, sort_keys=True)}
 
@@ -117,9 +124,9 @@ def check(ctx: Context, rendered: Rendered) -> None:
     # of its own, not under the (possibly long) state directory.
     probe_dir = tempfile.mkdtemp(prefix="cn-md-")
     probe = os.path.join(probe_dir, "s")
-    text = re.sub(r"(?m)^(\s*)listen [0-9.]+:80;$", lambda m: f"{m.group(1)}listen unix:{probe};",
-                  rendered[CONF], count=1)
-    text = re.sub(r"(?m)^\s*listen [0-9.]+:80;\n", "", text)
+    probes = iter(range(1_000_000))
+    text = re.sub(r"(?m)^(\s*)listen [0-9.]+:[0-9]+;$",
+                  lambda m: f"{m.group(1)}listen unix:{probe}{next(probes)};", rendered[CONF])
     with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix=".check-", dir=base) as f:
         f.write(text)
         f.flush()
@@ -233,14 +240,22 @@ def _hold_address(ctx: Context) -> None:
         raise ApplyError(f"metadata: cannot hold {METADATA_ADDRESS}: {e.output.strip()}") from e
 
 
-def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+def serve_passwords(ctx: Context, cfg: pb.RouterConfig, passwords: GuestPasswords) -> None:
+    """The password server nginx proxies port 8080 to, and who its guests are."""
+    passwords.guests({g.ip: g.port_id for g in cfg.guest_metadata})
+    passwords.serve(passwords_socket(cfg, ctx.paths), _group(_worker_user(ctx.paths)))
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+          passwords: GuestPasswords) -> None:
     if not rendered:
-        remove(ctx)
+        remove(ctx, passwords)
         return
     base = metadata_dir(ctx.paths)
     os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
     user = _worker_user(ctx.paths)
     write_trees(ctx, cfg, user, json.loads(rendered[TREES]))
+    serve_passwords(ctx, cfg, passwords)
     conf = metadata_dir(ctx.paths, CONF)
     changed = files.write_if_changed(conf, rendered[CONF], mode=0o600)
     _hold_address(ctx)
@@ -256,7 +271,9 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         proc.os_kill(pid, signal.SIGHUP)  # new workers on the new config, same sockets
 
 
-def remove(ctx: Context) -> None:
+def remove(ctx: Context, passwords: GuestPasswords) -> None:
+    passwords.stop()
+    passwords.clear()
     pid = master_pid(ctx)
     if pid is not None:
         proc.stop(pid)
@@ -271,9 +288,11 @@ class Metadata:
     name = "metadata"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self)
+        self.capabilities = Capabilities(conditional=self, adopts=self, guest_passwords=self)
         # This router's tree digests by guest (render stays a function of its input).
         self._memo: Digests = {}
+        # Its guests' passwords, in memory only, and the server nginx asks.
+        self._passwords = GuestPasswords()
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         """Reported in the router status only while the router has guests."""
@@ -292,7 +311,20 @@ class Metadata:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, cfg, rendered)
+        apply(ctx, cfg, rendered, self._passwords)
+
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """nginx runs on from the previous agent; the password server was that
+        agent's (and its passwords with it): serve again, with none."""
+        if rendered:
+            serve_passwords(ctx, cfg, self._passwords)
+
+    def set_password(self, ctx: Context, cfg: pb.RouterConfig, port_id: str,
+                     password: str) -> None:
+        if not any(g.port_id == port_id for g in cfg.guest_metadata):
+            raise ObjectNotFound(f"port {port_id} is not a guest of this router")
+        serve_passwords(ctx, cfg, self._passwords)
+        self._passwords.set(port_id, password)
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         version = nginx_version()
@@ -304,4 +336,4 @@ class Metadata:
                                 detail=f"master pid {pid}" if pid else "not running")
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
-        remove(ctx)
+        remove(ctx, self._passwords)

@@ -6,6 +6,7 @@ reads ACTIVE."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,10 +23,29 @@ pytestmark = pytest.mark.integration
 MD = "http://169.254.169.254"
 
 
-def curl(guest, url: str) -> tuple[int, str]:
-    r = guest.run(["curl", "-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", url])
+def curl(guest, url: str, *extra: str) -> tuple[int, str]:
+    r = guest.run(["curl", "-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", *extra,
+                   url])
     body, _, code = r.stdout.rpartition("\n")
     return int(code or 0), body
+
+
+def ask_password_server(guest, server: str, request: str) -> tuple[int, str]:
+    """What CloudStack's cloud-set-guest-password asks: one header, the answer in the body."""
+    return curl(guest, f"http://{server}:8080/", "-H", f"DomU_Request: {request}")
+
+
+def files_holding(root: str, secret: bytes) -> list[str]:
+    found = []
+    for d, _, names in os.walk(root):
+        for n in names:
+            path = os.path.join(d, n)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                if secret in f.read():
+                    found.append(path)
+    return found
 
 
 def wait_port_active(t, port_id: str, timeout: float = 120) -> pb.Port:
@@ -97,3 +117,31 @@ def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     edge.static_nat(ip.id, p2.id)
     t.api.wait_router_active(net.router_id)
     assert curl(g2, f"{MD}/latest/meta-data/public-ipv4") == (200, ip.ip)
+
+
+def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
+    make_tenant
+) -> None:
+    t = make_tenant()
+    net = t.network(name="pw", cidr="10.1.3.0/24")
+    p1 = t.port(net.id, name="vm1", hostname="vm1")
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t.api.wait_router_active(net.router_id)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    g1.dhcp()
+    g2.dhcp()
+    # No password reset yet: CloudStack's answer for "nothing for you".
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, "saved_password")
+
+    password = t.api.call(t.api.ports.ResetPortPassword,
+                          pb.ResetPortPasswordRequest(id=p1.id)).password
+    # Another guest asking gets nothing of it.
+    assert ask_password_server(g2, net.gateway, "send_my_password") == (200, "saved_password")
+    assert ask_password_server(g2, net.gateway, "saved_password") == (200, "saved_password")
+    # Its own guest fetches it, acknowledges it, and then it is gone.
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, password)
+    assert ask_password_server(g1, net.gateway, "saved_password") == (200, "saved_password")
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, "saved_password")
+    assert ask_password_server(g1, net.gateway, "anything else") == (200, "bad_request")
+    # Never on disk: not in netmgr's database, the agent's state, nor any log.
+    assert files_holding(t.cloud.state_dir, password.encode()) == []

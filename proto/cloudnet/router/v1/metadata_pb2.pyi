@@ -108,3 +108,45 @@ class GuestMetadata(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuestMetadata: _TypeAlias = GuestMetadata  # noqa: Y015
+
+@_typing.final
+class SetGuestPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTER_ID_FIELD_NUMBER: _builtins.int
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    router_id: _builtins.str
+    port_id: _builtins.str
+    """A port of the router's running config (NOT_FOUND otherwise)."""
+    password: _builtins.str
+    """8 to 64 characters of [A-Za-z0-9]."""
+    def __init__(
+        self,
+        *,
+        router_id: _builtins.str = ...,
+        port_id: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "port_id", b"port_id", "router_id", b"router_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGuestPasswordRequest: _TypeAlias = SetGuestPasswordRequest  # noqa: Y015
+
+@_typing.final
+class SetGuestPasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGuestPasswordResponse: _TypeAlias = SetGuestPasswordResponse  # noqa: Y015
