@@ -531,6 +531,7 @@ class RouterRuntime:
             # next full apply diffs elements against what is loaded.
             self._applied.pop(name, None)
             self._clear_errors()
+            self._follow_edge()
             # Objects the delta removed or replaced are no longer the refused ones.
             changed = {(r.kind, r.id) for r in delta.removed} | set(added)
             if self._refused.keys() & changed:
@@ -548,6 +549,20 @@ class RouterRuntime:
                               delta.generation)
             return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
                                               for k, i in added])
+
+    def _follow_edge(self) -> None:
+        """Services deriving from edge rules, after a delta (same generation).
+        Their rendering is stale either way: the next full apply redoes them."""
+        for s in self.services:
+            follower = s.capabilities.follows_edge
+            if follower is None or self.config is None:
+                continue
+            self._applied.pop(s.name, None)
+            try:
+                follower.edge_applied(self.ctx, self.config)
+            except APPLY_ERRORS as e:
+                self.last_error = f"generation {self.config.generation}: {s.name}: {e}"
+                log.error("router %s: %s", self.ctx.router_id, self.last_error)
 
     def _delta_reply(self, stale: bool = False,
                      objects: Iterable[pb.ObjectStatus] = ()) -> epb.ApplyEdgeDeltaResponse:

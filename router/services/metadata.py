@@ -288,7 +288,8 @@ class Metadata:
     name = "metadata"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self, adopts=self, guest_passwords=self)
+        self.capabilities = Capabilities(conditional=self, adopts=self, guest_passwords=self,
+                                         follows_edge=self)
         # This router's tree digests by guest (render stays a function of its input).
         self._memo: Digests = {}
         # Its guests' passwords, in memory only, and the server nginx asks.
@@ -312,6 +313,19 @@ class Metadata:
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
         apply(ctx, cfg, rendered, self._passwords)
+
+    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig) -> None:
+        """A static NAT created or deleted by an edge delta: public-ipv4 (and
+        public-hostname) follow in the same generation."""
+        public = {n.private_ip: n.public_ip for n in cfg.static_nats}
+        changed = False
+        for g in cfg.guest_metadata:
+            if g.public_ip != public.get(g.ip, ""):
+                g.public_ip = public.get(g.ip, "")
+                changed = True
+        if changed and master_pid(ctx) is not None:
+            rendered = render(cfg, ctx.paths, self._memo)
+            write_trees(ctx, cfg, _worker_user(ctx.paths), json.loads(rendered[TREES]))
 
     def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         """nginx runs on from the previous agent; the password server was that

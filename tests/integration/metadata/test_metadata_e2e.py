@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
@@ -101,8 +102,6 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
 
 
-@pytest.mark.xfail(strict=True, reason="a static NAT reaches the router as an edge delta, "
-                   "which only nftables applies: public-ipv4 follows at the next full push")
 def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     make_tenant
 ) -> None:
@@ -112,11 +111,25 @@ def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     t.api.wait_router_active(net.router_id)
     g2 = t.guest(net, p2)
     g2.dhcp()
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4")[0] == 404
     edge = Edge(t)
     ip = edge.public_ip(net.id)
-    edge.static_nat(ip.id, p2.id)
-    t.api.wait_router_active(net.router_id)
+    # Created: an edge delta, served once the static NAT reads ACTIVE.
+    nat = edge.static_nat(ip.id, p2.id)
+    edge.wait_active(edge.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
     assert curl(g2, f"{MD}/latest/meta-data/public-ipv4") == (200, ip.ip)
+    assert curl(g2, f"{MD}/latest/meta-data/public-hostname") == (200, ip.ip)
+    # A full push (the port's user data changed) serves it too.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p2.id, user_data=b"#cloud-config\n")))
+    wait_port_active(t, p2.id)
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4") == (200, ip.ip)
+    # Deleted: gone once the router has applied the deletion.
+    edge.call(edge.nats.DeleteStaticNat, epb.DeleteStaticNatRequest(id=nat.id))
+    t.api.wait_router_active(net.router_id)
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4")[0] == 404
+    code, hostname = curl(g2, f"{MD}/latest/meta-data/public-hostname")
+    assert (code, hostname.split(".")[0]) == (200, "vm2")
 
 
 def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
