@@ -69,7 +69,7 @@ def cmd_keypair_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_port_reset_password(ctx: Context, args: argparse.Namespace) -> int:
     reply = ctx.client.ports.ResetPortPassword(netmgr_pb2.ResetPortPasswordRequest(id=args.id))
-    # Shown once: netmgr keeps it only until the guest has fetched it.
+    # Shown once: only the router's agent holds it, until the guest has fetched it.
     if ctx.json:
         ctx.show(reply)
     else:
