@@ -59,7 +59,8 @@ MAX_NICS = 8
 # them; the size here too, so an oversized request makes no port at all.
 MAX_USER_DATA = 32 * 1024
 PORT_METADATA_FIELDS = {"port.user_data": "vm.user_data",
-                        "port.ssh_key_pair_id": "vm.ssh_key_pair_id", "port.labels": "vm.labels"}
+                        "port.ssh_key_pair_id": "vm.ssh_key_pair_id", "port.labels": "vm.labels",
+                        "port.metadata_tokens": "vm.metadata_tokens"}
 
 
 @dataclasses.dataclass
@@ -209,7 +210,7 @@ class Compute:
                     md, npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=hostname,
                                  name=f"{vm.name}-nic{i}", device_id=vm_id,
                                  user_data=vm.user_data, ssh_key_pair_id=vm.ssh_key_pair_id,
-                                 labels=dict(vm.labels)),
+                                 labels=dict(vm.labels), metadata_tokens=vm.metadata_tokens),
                     field=f"vm.nics[{i}].fixed_ip" if nic.fixed_ip else f"vm.nics[{i}]",
                     hostname_field="vm.name", own_fields=PORT_METADATA_FIELDS))
             self._fault("ports")

@@ -139,6 +139,7 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         user_data=p.user_data if with_user_data else b"",
         labels=dict(p.labels),
         ssh_key_pair_id=p.ssh_key_pair_id,
+        metadata_tokens=p.metadata_tokens,
     )
 
 
@@ -234,6 +235,7 @@ def port_spec(msg: pb.Port) -> PortSpec:
         user_data=msg.user_data,
         labels=tuple(sorted(msg.labels.items())),
         ssh_key_pair_id=msg.ssh_key_pair_id,
+        metadata_tokens=msg.metadata_tokens,
     )
 
 
@@ -246,6 +248,8 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         user_data=msg.user_data if "user_data" in paths else None,
         labels=tuple(sorted(msg.labels.items())) if "labels" in paths else None,
         ssh_key_pair_id=msg.ssh_key_pair_id if "ssh_key_pair_id" in paths else None,
+        metadata_tokens=((msg.metadata_tokens or "optional") if "metadata_tokens" in paths
+                         else None),
     )
 
 

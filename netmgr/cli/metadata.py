@@ -34,6 +34,8 @@ def add_port_options(p: argparse.ArgumentParser, update: bool) -> None:
                    + ("; replaces all labels" if update else ""))
     p.add_argument("--key-pair", metavar="KEY_PAIR_ID",
                    help="the SSH key pair whose public key the guest gets")
+    p.add_argument("--metadata-tokens", choices=("optional", "required"),
+                   help="IMDSv2: whether the guest's metadata requests need a session token")
     if update:
         p.add_argument("--clear-labels", action="store_true", help="remove every label")
         p.add_argument("--no-key-pair", action="store_true", help="remove the key pair")

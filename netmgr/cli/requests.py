@@ -156,6 +156,9 @@ def add_port_metadata(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[s
     if labels or getattr(args, "clear_labels", False):
         port.labels.update(parse_labels(labels or []))
         paths.append("labels")
+    if getattr(args, "metadata_tokens", None) is not None:
+        port.metadata_tokens = args.metadata_tokens
+        paths.append("metadata_tokens")
     if getattr(args, "key_pair", None) is not None:
         port.ssh_key_pair_id = args.key_pair
         paths.append("ssh_key_pair_id")

@@ -93,6 +93,8 @@ def _guest_metadata(args: argparse.Namespace) -> dict[str, Any]:
         out["ssh_key_pair_id"] = args.key_pair
     if args.label:
         out["labels"] = parse_labels(args.label)
+    if args.metadata_tokens:
+        out["metadata_tokens"] = args.metadata_tokens
     return out
 
 

@@ -167,6 +167,8 @@ class Port(WithStatus):
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # IMDSv2 session tokens: "optional" or "required".
+    metadata_tokens: str = "optional"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -148,6 +148,15 @@ def check_key_pair_spec(spec: KeyPairSpec, prefix: str = "key_pair") -> ParsedKe
     return parsed
 
 
+METADATA_TOKENS = ("optional", "required")
+
+
+def metadata_tokens_problem(value: str) -> str | None:
+    if value and value not in METADATA_TOKENS:
+        return f"{show(value)}: must be one of {', '.join(METADATA_TOKENS)}"
+    return None
+
+
 def user_data_problem(data: bytes) -> str | None:
     if len(data) > MAX_USER_DATA:
         return f"{len(data)} bytes, at most {MAX_USER_DATA} allowed"

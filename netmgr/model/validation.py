@@ -39,7 +39,7 @@ from netmgr.model.field_rules import (
     tenant_name_problem,
     unicast_ipv4_problem,
 )
-from netmgr.model.metadata import labels_problems, user_data_problem
+from netmgr.model.metadata import labels_problems, metadata_tokens_problem, user_data_problem
 from netmgr.model.vlans import zone_vlan_violations
 
 # ------------------------------------------------------------------ inputs
@@ -83,6 +83,8 @@ class PortSpec:
     user_data: bytes = b""
     labels: tuple[tuple[str, str], ...] = ()
     ssh_key_pair_id: str = ""
+    # "" reads as "optional".
+    metadata_tokens: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class PortUpdate:
     labels: tuple[tuple[str, str], ...] | None = None
     # "" removes the key pair.
     ssh_key_pair_id: str | None = None
+    metadata_tokens: str | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
@@ -247,6 +250,7 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
         (f"{prefix}.device_id", device_id_problem(spec.device_id)),
         (f"{prefix}.user_data", user_data_problem(spec.user_data)),
+        (f"{prefix}.metadata_tokens", metadata_tokens_problem(spec.metadata_tokens)),
     )
     v += labels_problems(dict(spec.labels), f"{prefix}.labels")
     key_pair_id = _optional_id(spec.ssh_key_pair_id, f"{prefix}.ssh_key_pair_id", v)
@@ -257,7 +261,8 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         network_id = spec.network_id
     raise_if(v)
     return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname,
-                               ssh_key_pair_id=key_pair_id)
+                               ssh_key_pair_id=key_pair_id,
+                               metadata_tokens=spec.metadata_tokens or "optional")
 
 
 def _optional_id(value: str, field: str, v: list[Violation]) -> str:
@@ -286,6 +291,8 @@ def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
          device_id_problem(upd.device_id) if upd.device_id is not None else None),
         (f"{prefix}.user_data",
          user_data_problem(upd.user_data) if upd.user_data is not None else None),
+        (f"{prefix}.metadata_tokens", metadata_tokens_problem(upd.metadata_tokens)
+         if upd.metadata_tokens is not None else None),
     )
     if upd.labels is not None:
         v += labels_problems(dict(upd.labels), f"{prefix}.labels")

@@ -99,7 +99,7 @@ class PortStore:
                 id=port_id, tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
-                labels=dict(spec.labels),
+                labels=dict(spec.labels), metadata_tokens=spec.metadata_tokens or "optional",
                 ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
@@ -136,6 +136,8 @@ class PortStore:
             }
             if upd.user_data is not None and (row.user_data or b"") != upd.user_data:
                 changes["user_data"] = upd.user_data or None
+            if upd.metadata_tokens is not None and row.metadata_tokens != upd.metadata_tokens:
+                changes["metadata_tokens"] = upd.metadata_tokens
             if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):
                 changes["labels"] = dict(upd.labels)
             if upd.ssh_key_pair_id is not None:

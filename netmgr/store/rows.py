@@ -199,6 +199,7 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         user_data=bytes(row.user_data or b""),
         labels=tuple(sorted((row.labels or {}).items())),
         ssh_key_pair_id=row.ssh_key_pair_id or "",
+        metadata_tokens=row.metadata_tokens or "optional",
     )
 
 

@@ -108,7 +108,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths, memo: Digests | None = None
         user=_worker_user(paths), pid=metadata_dir(paths, "nginx.pid"),
         error_log=metadata_dir(paths, "error.log"), temp=metadata_dir(paths, "tmp"),
         trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg),
-        passwords=passwords_socket(cfg, paths))
+        agent_socket=passwords_socket(cfg, paths),
+        token_required=sorted(g.ip for g in cfg.guest_metadata if g.tokens_required))
     digests = {g.ip: _digest(g, memo) for g in cfg.guest_metadata}
     return {CONF: conf, TREES: json.dumps(digests, sort_keys=True)}
 

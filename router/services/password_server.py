@@ -1,4 +1,6 @@
-"""CloudStack's password server for one router's guests, in the agent's memory.
+"""The agent's unix socket behind one router's nginx: CloudStack's password
+server and IMDSv2's tokens (``router.services.imds_tokens``), in the agent's
+memory.
 
 A guest asks with one request header (``DomU_Request``), as CloudStack's
 ``cloud-set-guest-password`` script and cloud-init's CloudStack datasource
@@ -28,10 +30,20 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
 
+from router.services import imds_tokens
+from router.services.imds_tokens import GuestTokens
+
 log = logging.getLogger(__name__)
 
 GUEST_HEADER = "X-Cloudnet-Guest"
 REQUEST_HEADER = "DomU_Request"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+# The agent's paths (nginx maps guests' requests onto them; a guest cannot
+# name them: port 8080 is proxied under PASSWORD_PREFIX).
+PASSWORD_PREFIX = "/password/"
+TOKEN_NEW = "/token/new"
+TOKEN_CHECK = "/token/check"
 SAVED = "saved_password"
 FALLBACK_DIR = "/run/cloudnet-passwords"
 BAD = "bad_request"
@@ -40,28 +52,52 @@ BAD = "bad_request"
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     passwords: GuestPasswords
+    tokens: GuestTokens
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:
+    def _guest(self) -> str | None:
         guest = self.headers.get(GUEST_HEADER, "")
-        request = self.headers.get(REQUEST_HEADER, "")
         try:
             ipaddress.IPv4Address(guest)
         except ValueError:
-            self._answer(BAD)
-            return
-        self._answer(self.server.passwords.answer(guest, request.strip()))
+            return None
+        return guest
 
-    def _answer(self, text: str) -> None:
+    def do_GET(self) -> None:
+        guest = self._guest()
+        if self.path == TOKEN_CHECK:
+            token = self.headers.get(TOKEN_HEADER, "")
+            ok = guest is not None and self.server.tokens.valid(guest, token)
+            self._answer(204 if ok else 401, "")
+        elif self.path.startswith(PASSWORD_PREFIX):
+            request = self.headers.get(REQUEST_HEADER, "").strip()
+            self._answer(200, BAD if guest is None else
+                         self.server.passwords.answer(guest, request))
+        else:
+            self._answer(404, "")
+
+    def do_PUT(self) -> None:
+        guest = self._guest()
+        ttl = imds_tokens.parse_ttl(self.headers.get(TTL_HEADER, ""))
+        if self.path != TOKEN_NEW or guest is None:
+            self._answer(404, "")
+        elif ttl is None:
+            self._answer(400, "")
+        else:
+            self._answer(200, self.server.tokens.mint(guest, ttl), ((TTL_HEADER, str(ttl)),))
+
+    def _answer(self, code: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         body = text.encode()
-        self.send_response(200)
+        self.send_response(code)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -77,6 +113,7 @@ class GuestPasswords:
         self._lock = threading.Lock()
         self._passwords: dict[str, str] = {}
         self._port_of_ip: dict[str, str] = {}
+        self.tokens = GuestTokens()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._socket = ""
@@ -86,6 +123,7 @@ class GuestPasswords:
     def guests(self, port_of_ip: dict[str, str]) -> None:
         """The router's ports now (guest IP -> port ID): passwords of ports
         gone are dropped."""
+        self.tokens.guests(port_of_ip)
         with self._lock:
             self._port_of_ip = dict(port_of_ip)
             ports = set(port_of_ip.values())
@@ -112,6 +150,7 @@ class GuestPasswords:
             return BAD
 
     def clear(self) -> None:
+        self.tokens.clear()
         with self._lock:
             self._passwords.clear()
             self._port_of_ip.clear()
@@ -144,6 +183,7 @@ class GuestPasswords:
             server.server_close()
             raise
         server.passwords = self
+        server.tokens = self.tokens
         self._server, self._socket = server, path
         self._thread = threading.Thread(target=server.serve_forever, name=f"passwords {path}",
                                         kwargs={"poll_interval": 0.5}, daemon=True)

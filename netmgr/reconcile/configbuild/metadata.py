@@ -19,7 +19,8 @@ def guest_metadata(port: Port, zone: str, public_ip: str,
         mac=port.mac, ip=port.ip, hostname=port.hostname, fqdn=port.fqdn,
         public_ip=public_ip, availability_zone=zone, user_data=port.user_data,
         labels=dict(port.labels), ssh_key_name=name, ssh_public_key=public_key,
-        network_id=port.network_id, device_id=port.device_id)
+        network_id=port.network_id, device_id=port.device_id,
+        tokens_required=port.metadata_tokens == "required")
 
 
 def add_metadata(config: pb.RouterConfig, snapshot: RouterSnapshot) -> None:

@@ -147,6 +147,8 @@ class PortRow(StatusColumns, Base):
     # action, as migration 0009 adds it on SQLite).
     ssh_key_pair_id: Mapped[str | None] = mapped_column(
         ID, ForeignKey("ssh_key_pairs.id"), nullable=True, index=True)
+    # IMDSv2: "optional" or "required" (migration 0012).
+    metadata_tokens: Mapped[str] = mapped_column(String(16), server_default=text("'optional'"))
 
 
 class MacRow(Base):

@@ -78,13 +78,13 @@ def test_a_vms_ports_carry_its_user_data_key_pair_and_labels(ovs_cloud, host_a, 
         name="withdata", image="tiny", vcpus=1, memory_mib=128,
         nics=[cpb.Nic(network_id=net.id), cpb.Nic(network_id=net.id)],
         user_data=b"#cloud-config\nhostname: withdata\n", ssh_key_pair_id=key.id,
-        labels={"role": "web"})), metadata=tenant.md, timeout=60)
+        labels={"role": "web"}, metadata_tokens="required")), metadata=tenant.md, timeout=60)
     try:
         for nic in vm.nics:
             port = tenant.api.call(tenant.api.ports.GetPort, pb.GetPortRequest(id=nic.port_id))
             assert (port.user_data, port.ssh_key_pair_id, dict(port.labels)) == (
                 b"#cloud-config\nhostname: withdata\n", key.id, {"role": "web"})
-            assert port.device_id == vm.id
+            assert (port.device_id, port.metadata_tokens) == (vm.id, "required")
     finally:
         host_a.stub.DeleteVm(cpb.DeleteVmRequest(id=vm.id), metadata=tenant.md, timeout=60)
 
@@ -120,6 +120,7 @@ def test_bad_input_names_the_field_and_creates_nothing(ovs_cloud, host_a, tenant
             (dict(nics=nic, ssh_key_pair_id=foreign_key.id), "vm.ssh_key_pair_id"),
             (dict(nics=nic, labels={"bad key!": "v"}), "vm.labels"),
             (dict(nics=nic, labels={"role": "web\nx"}), "vm.labels"),
+            (dict(nics=nic, metadata_tokens="v2"), "vm.metadata_tokens"),
         ]
         for kw, field in cases:
             err = create(host_a, tenant, **kw)

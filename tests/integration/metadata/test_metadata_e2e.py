@@ -101,6 +101,18 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
         wait_port_active(t, p1.id)
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
 
+    # IMDSv2 required from the generation that asks for it.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, metadata_tokens="required")))
+    wait_port_active(t, p1.id)
+    assert curl(g1, f"{MD}/latest/user-data")[0] == 401
+    assert curl(g2, f"{MD}/latest/user-data") == (200, "#!/bin/sh\necho two\n")
+    code, token = curl(g1, f"{MD}/latest/api/token", "-X", "PUT",
+                       "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60")
+    assert code == 200
+    assert curl(g1, f"{MD}/latest/user-data", "-H", f"X-aws-ec2-metadata-token: {token}") == (
+        200, data.decode())
+
 
 def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     make_tenant

@@ -126,6 +126,7 @@ class Vm(_message.Message):
     USER_DATA_FIELD_NUMBER: _builtins.int
     SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -143,6 +144,8 @@ class Vm(_message.Message):
     tenant, labels. Not kept by the compute agent: read them on the ports.
     """
     ssh_key_pair_id: _builtins.str
+    metadata_tokens: _builtins.str
+    """IMDSv2 on its ports: "optional" (default) or "required"."""
     @_builtins.property
     def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Nic]: ...
     @_builtins.property
@@ -166,10 +169,11 @@ class Vm(_message.Message):
         user_data: _builtins.bytes = ...,
         ssh_key_pair_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        metadata_tokens: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel", b"accel", "create_time", b"create_time", "host", b"host", "id", b"id", "image", b"image", "labels", b"labels", "memory_mib", b"memory_mib", "name", b"name", "nics", b"nics", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel", b"accel", "create_time", b"create_time", "host", b"host", "id", b"id", "image", b"image", "labels", b"labels", "memory_mib", b"memory_mib", "metadata_tokens", b"metadata_tokens", "name", b"name", "nics", b"nics", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -834,6 +834,7 @@ class Port(_message.Message):
     USER_DATA_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -857,6 +858,11 @@ class Port(_message.Message):
     ssh_key_pair_id: _builtins.str
     """The tenant SSH key pair whose public key the guest's metadata serves
     (KeyPairService); empty for none.
+    """
+    metadata_tokens: _builtins.str
+    """IMDSv2 session tokens for the guest's metadata requests: "optional" (the
+    default; "" reads as it) or "required" (a GET without a valid token from
+    PUT /latest/api/token gets 401).
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -884,10 +890,11 @@ class Port(_message.Message):
         user_data: _builtins.bytes = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         ssh_key_pair_id: _builtins.str = ...,
+        metadata_tokens: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

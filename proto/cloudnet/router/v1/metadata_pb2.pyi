@@ -59,6 +59,7 @@ class GuestMetadata(_message.Message):
     SSH_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
+    TOKENS_REQUIRED_FIELD_NUMBER: _builtins.int
     port_id: _builtins.str
     """The port: the guest's instance-id."""
     interface: _builtins.str
@@ -79,6 +80,10 @@ class GuestMetadata(_message.Message):
     network_id: _builtins.str
     device_id: _builtins.str
     """The owner reference (vm-id)."""
+    tokens_required: _builtins.bool
+    """IMDSv2 required: every request to the metadata paths must carry a token
+    from PUT /latest/api/token (else 401).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Keys [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values [A-Za-z0-9 ._:@+=,-]{0,255}."""
@@ -100,10 +105,11 @@ class GuestMetadata(_message.Message):
         ssh_public_key: _builtins.str = ...,
         network_id: _builtins.str = ...,
         device_id: _builtins.str = ...,
+        tokens_required: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability_zone", b"availability_zone", "device_id", b"device_id", "fqdn", b"fqdn", "hostname", b"hostname", "interface", b"interface", "ip", b"ip", "labels", b"labels", "mac", b"mac", "network_id", b"network_id", "port_id", b"port_id", "public_ip", b"public_ip", "ssh_key_name", b"ssh_key_name", "ssh_public_key", b"ssh_public_key", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability_zone", b"availability_zone", "device_id", b"device_id", "fqdn", b"fqdn", "hostname", b"hostname", "interface", b"interface", "ip", b"ip", "labels", b"labels", "mac", b"mac", "network_id", b"network_id", "port_id", b"port_id", "public_ip", b"public_ip", "ssh_key_name", b"ssh_key_name", "ssh_public_key", b"ssh_public_key", "tokens_required", b"tokens_required", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

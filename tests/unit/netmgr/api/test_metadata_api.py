@@ -177,3 +177,29 @@ def test_reset_password_without_a_router_agent_fails_and_stores_nothing(
     assert rpc_error(lambda: api.ResetPortPassword(
         pb.ResetPortPasswordRequest(id="00000000-0000-0000-0000-000000000000"))).code() == \
         Code.NOT_FOUND
+
+
+def test_metadata_tokens_are_optional_or_required_and_anything_else_is_refused(
+    cloud: Cloud, acme: tuple[pb.Tenant, Api]
+) -> None:
+    _, api = acme
+    net, port = network_and_port(api)
+    assert port.metadata_tokens == "optional"
+    required = api.CreatePort(pb.CreatePortRequest(port=pb.Port(
+        network_id=net.id, name="vm2", metadata_tokens="required")))
+    assert api.GetPort(pb.GetPortRequest(id=required.id)).metadata_tokens == "required"
+    updated = api.UpdatePort(pb.UpdatePortRequest(
+        port=pb.Port(id=required.id, metadata_tokens="optional"),
+        update_mask=FieldMask(paths=["metadata_tokens"])))
+    assert updated.metadata_tokens == "optional"
+    before = cloud.row_counts()["ports"]
+    for bad in ("REQUIRED", "v2", "required\n", "x" * 300):
+        err = rpc_error(lambda bad=bad: api.CreatePort(pb.CreatePortRequest(port=pb.Port(
+            network_id=net.id, metadata_tokens=bad))))
+        assert bad_fields(err) == ["port.metadata_tokens"]
+        assert len(err.details()) < 200
+        err = rpc_error(lambda bad=bad: api.UpdatePort(pb.UpdatePortRequest(
+            port=pb.Port(id=port.id, metadata_tokens=bad))))
+        assert bad_fields(err) == ["port.metadata_tokens"]
+    assert cloud.row_counts()["ports"] == before
+    assert api.GetPort(pb.GetPortRequest(id=port.id)).metadata_tokens == "optional"
