@@ -17,8 +17,10 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.dhcp_options import NAME_OF, DhcpOption
 from netmgr.model import core as model
 from netmgr.model.hosts import Host, HostSpec
+from netmgr.model.metadata import RawDhcpOption
 from netmgr.model.validation import (
     NETWORK_UPDATABLE,
     PORT_UPDATABLE,
@@ -140,7 +142,17 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
         labels=dict(p.labels),
         ssh_key_pair_id=p.ssh_key_pair_id,
         metadata_tokens=p.metadata_tokens,
+        dhcp_options=[dhcp_option_to_pb(o) for o in p.dhcp_options],
     )
+
+
+def dhcp_option_to_pb(o: DhcpOption) -> pb.DhcpOption:
+    return pb.DhcpOption(name=NAME_OF.get(o.number, ""), number=o.number, type=o.type,
+                         values=list(o.values))
+
+
+def _raw_dhcp_options(msg: pb.Port) -> tuple[RawDhcpOption, ...]:
+    return tuple((o.name, o.number, o.type, tuple(o.values)) for o in msg.dhcp_options)
 
 
 def router_to_pb(r: model.Router) -> pb.Router:
@@ -236,6 +248,7 @@ def port_spec(msg: pb.Port) -> PortSpec:
         labels=tuple(sorted(msg.labels.items())),
         ssh_key_pair_id=msg.ssh_key_pair_id,
         metadata_tokens=msg.metadata_tokens,
+        dhcp_options=_raw_dhcp_options(msg),
     )
 
 
@@ -250,6 +263,7 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         ssh_key_pair_id=msg.ssh_key_pair_id if "ssh_key_pair_id" in paths else None,
         metadata_tokens=((msg.metadata_tokens or "optional") if "metadata_tokens" in paths
                          else None),
+        dhcp_options=_raw_dhcp_options(msg) if "dhcp_options" in paths else None,
     )
 
 

@@ -26,7 +26,9 @@ COLUMNS.update({
 })
 
 
-def add_port_options(p: argparse.ArgumentParser, update: bool) -> None:
+def add_port_options(p: argparse.ArgumentParser, update: bool, dhcp: bool = True) -> None:
+    """The guest metadata options; ``dhcp``: with per-port DHCP options (a
+    port's, not a VM's)."""
     p.add_argument("--user-data-file", metavar="FILE",
                    help="user data for the guest (at most 32 KiB; '-': standard input)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
@@ -36,7 +38,15 @@ def add_port_options(p: argparse.ArgumentParser, update: bool) -> None:
                    help="the SSH key pair whose public key the guest gets")
     p.add_argument("--metadata-tokens", choices=("optional", "required"),
                    help="IMDSv2: whether the guest's metadata requests need a session token")
+    if dhcp:
+        p.add_argument("--dhcp-option", action="append", metavar="OPTION=VALUE[ VALUE...]",
+                       help="a DHCP option for this port's guest only: OPTION is a name "
+                       "(ntp-server, classless-static-route, ...), a number, or NUMBER:TYPE; "
+                       "values separated by spaces (repeatable"
+                       + ("; replaces all options)" if update else ")"))
     if update:
+        p.add_argument("--clear-dhcp-options", action="store_true",
+                       help="remove every DHCP option of the port")
         p.add_argument("--clear-labels", action="store_true", help="remove every label")
         p.add_argument("--no-key-pair", action="store_true", help="remove the key pair")
 

@@ -212,7 +212,7 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p.add_argument("--image", default="tiny")
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--memory", type=int, default=128, metavar="MIB")
-    add_port_options(p, update=False)
+    add_port_options(p, update=False, dhcp=False)
     p.add_argument("--wait", action="store_true",
                    help="show progress until every NIC has its DHCP lease")
     p.add_argument("--wait-timeout", type=float, default=120, metavar="SECONDS")

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from common.dhcp_options import DhcpOption
+
 if TYPE_CHECKING:
     from netmgr.model.edge import EdgeSnapshot
     from netmgr.model.vpc import VpcSnapshot
@@ -169,6 +171,8 @@ class Port(WithStatus):
     ssh_key_pair_id: str = ""
     # IMDSv2 session tokens: "optional" or "required".
     metadata_tokens: str = "optional"
+    # DHCP options only this port's guest gets.
+    dhcp_options: tuple[DhcpOption, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

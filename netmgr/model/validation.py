@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+from common.dhcp_options import DhcpOption
 from common.grpc_errors import InvalidArgument, Violation
 from common.request_checks import uuid_problem
 from netmgr.model.core import Network, Zone
@@ -39,7 +40,13 @@ from netmgr.model.field_rules import (
     tenant_name_problem,
     unicast_ipv4_problem,
 )
-from netmgr.model.metadata import labels_problems, metadata_tokens_problem, user_data_problem
+from netmgr.model.metadata import (
+    RawDhcpOption,
+    dhcp_options_checked,
+    labels_problems,
+    metadata_tokens_problem,
+    user_data_problem,
+)
 from netmgr.model.vlans import zone_vlan_violations
 
 # ------------------------------------------------------------------ inputs
@@ -85,6 +92,8 @@ class PortSpec:
     ssh_key_pair_id: str = ""
     # "" reads as "optional".
     metadata_tokens: str = ""
+    # As sent: (name, number, type, values); checked into DhcpOptions.
+    dhcp_options: tuple[RawDhcpOption | DhcpOption, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class PortUpdate:
     # "" removes the key pair.
     ssh_key_pair_id: str | None = None
     metadata_tokens: str | None = None
+    dhcp_options: tuple[RawDhcpOption | DhcpOption, ...] | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
@@ -253,6 +263,7 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         (f"{prefix}.metadata_tokens", metadata_tokens_problem(spec.metadata_tokens)),
     )
     v += labels_problems(dict(spec.labels), f"{prefix}.labels")
+    options = dhcp_options_checked(spec.dhcp_options, f"{prefix}.dhcp_options", v)
     key_pair_id = _optional_id(spec.ssh_key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     try:
         network_id = check_id(spec.network_id, f"{prefix}.network_id")
@@ -262,7 +273,8 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
     raise_if(v)
     return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname,
                                ssh_key_pair_id=key_pair_id,
-                               metadata_tokens=spec.metadata_tokens or "optional")
+                               metadata_tokens=spec.metadata_tokens or "optional",
+                               dhcp_options=options)
 
 
 def _optional_id(value: str, field: str, v: list[Violation]) -> str:
@@ -296,11 +308,14 @@ def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
     )
     if upd.labels is not None:
         v += labels_problems(dict(upd.labels), f"{prefix}.labels")
+    options = (dhcp_options_checked(upd.dhcp_options, f"{prefix}.dhcp_options", v)
+               if upd.dhcp_options is not None else None)
     key_pair_id = upd.ssh_key_pair_id
     if key_pair_id is not None:
         key_pair_id = _optional_id(key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     raise_if(v)
-    return dataclasses.replace(upd, hostname=hostname, ssh_key_pair_id=key_pair_id)
+    return dataclasses.replace(upd, hostname=hostname, ssh_key_pair_id=key_pair_id,
+                               dhcp_options=options)
 
 
 # ------------------------------------------------------------ tenants, zone

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from common.dhcp_options import DhcpOption
 from common.grpc_errors import AlreadyExists, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model.field_rules import requested_ip_problem
@@ -65,6 +66,13 @@ def _key_pair_id(s: Session, tenant_id: str, key_pair_id: str) -> str | None:
                         "port.ssh_key_pair_id").id
 
 
+def dhcp_options_json(options: object) -> list[dict[str, object]]:
+    """Checked options (the validation made them DhcpOptions) as stored."""
+    assert isinstance(options, tuple)
+    return [{"number": o.number, "type": o.type, "values": list(o.values)}
+            for o in options if isinstance(o, DhcpOption)]
+
+
 class PortStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -100,6 +108,7 @@ class PortStore:
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
                 labels=dict(spec.labels), metadata_tokens=spec.metadata_tokens or "optional",
+                dhcp_options=dhcp_options_json(spec.dhcp_options),
                 ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id)))
             s.flush()
             ipam.claim_mac(s, mac, port_id=port_id)
@@ -136,6 +145,9 @@ class PortStore:
             }
             if upd.user_data is not None and (row.user_data or b"") != upd.user_data:
                 changes["user_data"] = upd.user_data or None
+            if upd.dhcp_options is not None and \
+                    (row.dhcp_options or []) != dhcp_options_json(upd.dhcp_options):
+                changes["dhcp_options"] = dhcp_options_json(upd.dhcp_options)
             if upd.metadata_tokens is not None and row.metadata_tokens != upd.metadata_tokens:
                 changes["metadata_tokens"] = upd.metadata_tokens
             if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):

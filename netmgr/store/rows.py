@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from common.dhcp_options import DhcpOption
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest, encode_token
 from netmgr.model.vpc import DEFAULT_ALLOW_ID
@@ -200,6 +201,9 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
         labels=tuple(sorted((row.labels or {}).items())),
         ssh_key_pair_id=row.ssh_key_pair_id or "",
         metadata_tokens=row.metadata_tokens or "optional",
+        dhcp_options=tuple(DhcpOption(int(str(o["number"])), str(o["type"]),
+                                      tuple(str(x) for x in o["values"]))  # type: ignore[attr-defined]
+                           for o in row.dhcp_options or ()),
     )
 
 

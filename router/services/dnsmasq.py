@@ -33,6 +33,7 @@ import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from common import dhcp_options
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
 from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
@@ -122,10 +123,56 @@ def _verify_host(
         raise ConfigError(f"{what}: hostname {host.hostname!r} is not a valid DNS label", *kid)
     if host.hostname.lower() == ROUTER_HOSTNAME:
         raise ConfigError(f"{what}: hostname {ROUTER_HOSTNAME!r} is the router's own name", *kid)
+    _verify_options(what, kid, host)
     fqdn = f"{host.hostname}.{net.domain}".lower() if net.domain else host.hostname.lower()
     if fqdn in fqdns:
         raise ConfigError(f"{what}: name {fqdn} is also port {fqdns[fqdn]}", *kid)
     fqdns[fqdn] = host.port_id
+
+
+def _verify_options(what: str, kid: tuple[str, str], host: pb.DhcpHost) -> None:
+    """The port's DHCP options, checked again (common.dhcp_options) before
+    any value reaches dnsmasq's file."""
+    checked = []
+    for o in host.options:
+        option, problems = dhcp_options.check(dhcp_options.NAME_OF.get(o.number, ""), o.number,
+                                              o.type, list(o.values))
+        if option is None or option.values != tuple(o.values):
+            reason = "; ".join(f"{part}: {why}" for part, why in problems) or "not normalised"
+            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}", *kid)
+        checked.append(option)
+    problem = dhcp_options.check_all(checked)
+    if problem is not None:
+        raise ConfigError(f"{what}: DHCP options: {problem[1]}", *kid)
+
+
+def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
+    """dnsmasq lines of one port's verified options: matched by the port's
+    tag and its network's (two tags: dnsmasq prefers them over the network's
+    own option of the same number)."""
+    tags = f"tag:{net_tag},tag:{port_tag(host)}"
+    lines: list[str] = []
+    options = {o.number: o for o in host.options}
+    for o in host.options:
+        # Each piece a safe token (a route is "<cidr>,<gateway>").
+        values = [",".join(templating.safe_token(p) for p in v.split(",")) for v in o.values]
+        if o.number == dhcp_options.NEXT_SERVER:
+            boot = templating.safe_token(options[67].values[0])
+            lines.append(f"dhcp-boot={tags},{boot},,{values[0]}")
+            continue
+        if o.type == "string":
+            text = f'"{values[0]}"'  # quoted: a string that looks like an address stays text
+        elif o.type in ("uint16", "uint32"):
+            width = 2 if o.type == "uint16" else 4
+            text = ":".join(f"{b:02x}" for b in int(values[0]).to_bytes(width, "big"))
+        else:
+            text = ",".join(values)
+        lines.append(f"dhcp-option-force={tags},{o.number},{text}")
+    return lines
+
+
+def port_tag(host: pb.DhcpHost) -> str:
+    return f"port-{host.port_id}"
 
 
 def relative_domains(cfg: pb.RouterConfig, net: pb.GuestNetwork) -> list[str]:
@@ -149,10 +196,14 @@ def render(cfg: pb.RouterConfig) -> Rendered:
         }
         for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
     ]
+    port_options = [line for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
+                    for h in n.hosts if h.options
+                    for line in option_lines(f"net-{n.interface}", h)]
     out = {
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
-            networks=networks, upstream_servers=list(cfg.dns.upstream_servers),
+            networks=networks, port_options=port_options,
+            upstream_servers=list(cfg.dns.upstream_servers),
             local_domains=sorted({d.lower() for d in cfg.dns.local_domains}
                                  - {n.domain.lower() for n in cfg.guest_networks}),
         )
@@ -163,8 +214,9 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             names = ([f"{h.hostname}.{net.domain}", h.hostname,
                       *(f"{h.hostname}.{r}" for r in relative)]
                      if net.domain else [h.hostname])
+            tag = [f"set:{port_tag(h)}"] if h.options else []
             out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(
-                templating.safe_token(v) for v in (h.mac.lower(), h.ip, h.hostname)
+                templating.safe_token(v) for v in (h.mac.lower(), *tag, h.ip, h.hostname)
             ) + "\n"
             out[f"{HOSTS}/{h.port_id}"] = " ".join(
                 templating.safe_token(v) for v in (h.ip, *names)

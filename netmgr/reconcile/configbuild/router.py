@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from netmgr.model.core import Network, RouterSnapshot
 from netmgr.model.edge import EdgeSnapshot
@@ -46,7 +47,11 @@ def _guest_network(network: Network, snapshot: RouterSnapshot) -> pb.GuestNetwor
         domain_search=list(network.domain_search),
         mtu=network.mtu,
         lease_seconds=network.lease_seconds,
-        hosts=[pb.DhcpHost(port_id=p.id, mac=p.mac, ip=p.ip, hostname=p.hostname) for p in ports],
+        hosts=[pb.DhcpHost(port_id=p.id, mac=p.mac, ip=p.ip, hostname=p.hostname,
+                           options=[mpb.DhcpHostOption(number=o.number, type=o.type,
+                                                       values=list(o.values))
+                                    for o in p.dhcp_options])
+               for p in ports],
     )
 
 

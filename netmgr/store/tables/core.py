@@ -149,6 +149,9 @@ class PortRow(StatusColumns, Base):
         ID, ForeignKey("ssh_key_pairs.id"), nullable=True, index=True)
     # IMDSv2: "optional" or "required" (migration 0012).
     metadata_tokens: Mapped[str] = mapped_column(String(16), server_default=text("'optional'"))
+    # [{"number": 42, "type": "ips", "values": [...]}, ...] (migration 0012).
+    dhcp_options: Mapped[list[dict[str, object]]] = mapped_column(JSON,
+                                                                  server_default=text("'[]'"))
 
 
 class MacRow(Base):

@@ -170,3 +170,69 @@ def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
     assert ask_password_server(g1, net.gateway, "anything else") == (200, "bad_request")
     # Never on disk: not in netmgr's database, the agent's state, nor any log.
     assert files_holding(t.cloud.state_dir, password.encode()) == []
+
+
+DHCP_ENV_SCRIPT = "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$CLOUDNET_DHCP_ENV\"\nexit 0\n"
+
+
+def dhcp_env(guest, tmp_path: Path, *requested: int) -> dict[str, str]:
+    """What busybox udhcpc hands its event script for a lease (as a guest OS's
+    network scripts read it), asking for ``requested`` options too."""
+    script, env = tmp_path / f"{guest.netns}.sh", tmp_path / f"{guest.netns}.env"
+    script.write_text(DHCP_ENV_SCRIPT)
+    script.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-i", guest.ifname, "-t", "10", "-T", "1",
+            "-A", "1", "-s", str(script)]
+    for number in requested:
+        argv += ["-O", str(number)]
+    r = subprocess.run(["ip", "netns", "exec", guest.netns, "env",
+                        f"CLOUDNET_DHCP_ENV={env}", *argv], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr[-300:]
+    return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+
+def test_a_ports_dhcp_options_reach_its_guest_only(make_tenant, tmp_path: Path) -> None:
+    t = make_tenant()
+    net = t.network(name="opts", cidr="10.1.4.0/24")
+    Opt = pb.DhcpOption
+    p1 = t.port(net.id, name="vm1", hostname="vm1", dhcp_options=[
+        Opt(name="ntp-server", values=["10.1.4.5", "10.1.4.6"]),
+        Opt(name="dns-server", values=["10.1.4.53"]),
+        Opt(name="classless-static-route",
+            values=["192.168.50.0/24,10.1.4.1", "0.0.0.0/0,10.1.4.1"]),
+        Opt(name="tftp-server", values=["10.1.4.7"]),  # a string that looks like an address
+        Opt(name="next-server", values=["10.1.4.7"]),
+        Opt(name="bootfile-name", values=["pxelinux.0"]),
+        Opt(number=224, type="string", values=["hello"]),
+        Opt(number=225, type="uint16", values=["1234"]),
+        Opt(number=226, type="ips", values=["10.1.4.8"]),
+    ])
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t.api.wait_router_active(net.router_id)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    env1 = dhcp_env(g1, tmp_path, 42, 121, 66, 67, 224, 225, 226)
+    assert env1["ip"] == p1.ip
+    assert env1["ntpsrv"].split() == ["10.1.4.5", "10.1.4.6"]
+    assert env1["dns"].split() == ["10.1.4.53"]  # the port's own, not the network's
+    assert env1["staticroutes"].split() == ["192.168.50.0/24", "10.1.4.1", "0.0.0.0/0",
+                                            "10.1.4.1"]
+    assert env1["tftp"] == "10.1.4.7"
+    # PXE: the BOOTP next-server field, and the file as option 67 (asked for).
+    assert (env1["siaddr"], env1["bootfile"]) == ("10.1.4.7", "pxelinux.0")
+    assert env1["opt224"] == b"hello".hex()
+    assert env1["opt225"] == "04d2"
+    assert env1["opt226"] == "0a010408"
+    env2 = dhcp_env(g2, tmp_path, 42, 121, 66, 67, 224, 225, 226)
+    assert env2["ip"] == p2.ip
+    assert env2["dns"].split() == [net.gateway]
+    assert not {"ntpsrv", "staticroutes", "tftp", "opt224", "opt225", "opt226"} & set(env2)
+    assert env2.get("siaddr", "0.0.0.0") in ("0.0.0.0", net.gateway)
+
+    # Changed through the API: the next lease has the new options.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, dhcp_options=[Opt(name="ntp-server", values=["10.1.4.9"])])))
+    wait_port_active(t, p1.id)
+    env1 = dhcp_env(g1, tmp_path, 42, 224)
+    assert env1["ntpsrv"] == "10.1.4.9"
+    assert "opt224" not in env1

@@ -1,4 +1,4 @@
-"""Guest identity: IMDSv2 tokens per port.
+"""Guest identity: IMDSv2 tokens and DHCP options per port.
 
 Revision ID: 0012
 Revises: 0011
@@ -19,7 +19,10 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("ports", sa.Column("metadata_tokens", sa.String(16), nullable=False,
                                      server_default=sa.text("'optional'")))
+    op.add_column("ports", sa.Column("dhcp_options", sa.JSON(), nullable=False,
+                                     server_default=sa.text("'[]'")))
 
 
 def downgrade() -> None:
+    op.drop_column("ports", "dhcp_options")
     op.drop_column("ports", "metadata_tokens")

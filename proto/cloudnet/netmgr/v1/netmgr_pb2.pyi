@@ -835,6 +835,7 @@ class Port(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
     METADATA_TOKENS_FIELD_NUMBER: _builtins.int
+    DHCP_OPTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -872,6 +873,10 @@ class Port(_message.Message):
         [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values printable text up to 255 characters.
         """
 
+    @_builtins.property
+    def dhcp_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___DhcpOption]:
+        """DHCP options only this port's guest gets (docs/metadata.md#dhcp-options)."""
+
     def __init__(
         self,
         *,
@@ -891,14 +896,52 @@ class Port(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         ssh_key_pair_id: _builtins.str = ...,
         metadata_tokens: _builtins.str = ...,
+        dhcp_options: _abc.Iterable[Global___DhcpOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "dhcp_options", b"dhcp_options", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Port: _TypeAlias = Port  # noqa: Y015
+
+@_typing.final
+class DhcpOption(_message.Message):
+    """One DHCP option: by name (ntp-server, classless-static-route, ...) or by
+    number 1-254 (with a type when cloudnet does not know the number), and its
+    values as text typed by the option (IPv4 addresses, <cidr>,<gateway>
+    routes, DNS names, strings, whole numbers). Output: name, number and type
+    all filled.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    number: _builtins.int
+    type: _builtins.str
+    """ip, ips, string, uint8, uint16, uint32, routes, domains."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        number: _builtins.int = ...,
+        type: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "number", b"number", "type", b"type", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhcpOption: _TypeAlias = DhcpOption  # noqa: Y015
 
 @_typing.final
 class CreatePortRequest(_message.Message):

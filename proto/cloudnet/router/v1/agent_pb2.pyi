@@ -135,11 +135,16 @@ class DhcpHost(_message.Message):
     MAC_FIELD_NUMBER: _builtins.int
     IP_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     port_id: _builtins.str
     mac: _builtins.str
     ip: _builtins.str
     hostname: _builtins.str
     """RFC 1123 label (validated again by the agent)."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.DhcpHostOption]:
+        """DHCP options for this port only (common/dhcp_options.py)."""
+
     def __init__(
         self,
         *,
@@ -147,10 +152,11 @@ class DhcpHost(_message.Message):
         mac: _builtins.str = ...,
         ip: _builtins.str = ...,
         hostname: _builtins.str = ...,
+        options: _abc.Iterable[_metadata_pb2.DhcpHostOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "mac", b"mac", "port_id", b"port_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "mac", b"mac", "options", b"options", "port_id", b"port_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -67,3 +67,22 @@ def test_port_user_data_labels_key_pair_and_password(c: Cli, tok: str, tmp_path:
     rc, out, err = c.run(tok, "port", "reset-password", port["id"])
     assert (rc, out) == (1, "")
     assert "FAILED_PRECONDITION" in err
+
+
+def test_port_dhcp_options_from_the_command_line(c: Cli, tok: str) -> None:
+    net = c.json(tok, "network", "create", "web", "--cidr", "10.0.0.0/24")
+    port = c.json(tok, "port", "create", net["id"],
+                  "--dhcp-option", "ntp-server=10.0.0.5 10.0.0.6",
+                  "--dhcp-option", "classless-static-route=10.9.0.0/16,10.0.0.1",
+                  "--dhcp-option", "224:string=hello")
+    got = [(o.get("name", ""), o.get("number", 0), o["values"]) for o in port["dhcp_options"]]
+    assert got == [("ntp-server", 42, ["10.0.0.5", "10.0.0.6"]),
+                   ("classless-static-route", 121, ["10.9.0.0/16,10.0.0.1"]),
+                   ("", 224, ["hello"])]
+    rc, _, err = c.run(tok, "port", "update", port["id"], "--dhcp-option", "ntp-server=nope")
+    assert rc == 1
+    assert "port.dhcp_options[0].values[0]" in err
+    rc, _, err = c.run(tok, "port", "update", port["id"], "--dhcp-option", "ntp-server")
+    assert rc == 2
+    port = c.json(tok, "port", "update", port["id"], "--clear-dhcp-options")
+    assert port.get("dhcp_options", []) == []
