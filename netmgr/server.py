@@ -45,6 +45,7 @@ from common.grpc_errors import DomainError, ErrorMappingInterceptor
 from common.request_checks import RequestCheckInterceptor
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
+from netmgr.api import dns as dns_api
 from netmgr.api import edge as edge_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
@@ -73,7 +74,8 @@ API_SERVICES = tuple(
     netmgr_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
-) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
+) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES \
+    + dns_api.SERVICES
 
 
 def _default_agents() -> dict[str, str]:
@@ -188,6 +190,7 @@ def _build(
     vpc_api.add_to_server(store, hooks, server)
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
+    dns_api.add_to_server(store, hooks, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 

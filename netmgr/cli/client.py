@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from cloudnet.netmgr.v1 import (
     debug_pb2_grpc,
+    dns_pb2_grpc,
     edge_pb2_grpc,
     keypair_pb2_grpc,
     netmgr_pb2,
@@ -164,6 +165,7 @@ class Client:
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
         self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
             keypair_pb2_grpc.KeyPairServiceStub(ch))
+        self.dns: dns_pb2_grpc.DnsRecordServiceStub = dns_pb2_grpc.DnsRecordServiceStub(ch)
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

@@ -1,5 +1,5 @@
-"""What a guest learns from its router: SSH key pairs, and the port options
-that feed the metadata service.
+"""What a guest learns from its router: SSH key pairs, the port options
+that feed the metadata service, and its network's DNS records.
 
     cloudnet keypair import mykey --public-key-file ~/.ssh/id_ed25519.pub
     cloudnet keypair list|show|delete
@@ -7,12 +7,15 @@ that feed the metadata service.
     cloudnet port update PORT --user-data-file init.yaml   # '-' reads standard input
     cloudnet port update PORT --no-key-pair --clear-labels
     cloudnet port reset-password PORT   # prints the new password, once
+    cloudnet dns create NETWORK NAME TYPE VALUE   # e.g. www A 10.0.0.50
+    cloudnet dns list [--network NETWORK] | show ID | delete ID
 """
 
 from __future__ import annotations
 
 import argparse
 
+from cloudnet.netmgr.v1 import dns_pb2 as dpb
 from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import netmgr_pb2
 
@@ -21,6 +24,8 @@ from netmgr.cli.output import COLUMNS, column
 from netmgr.cli.requests import UsageError, read_file_bytes
 
 COLUMNS.update({
+    "DnsRecord": [("ID", column("id")), ("NAME", column("name")), ("TYPE", column("type")),
+                  ("VALUE", column("value")), ("STATE", column("state"))],
     "KeyPair": [("ID", column("id")), ("NAME", column("name")), ("TYPE", column("key_type")),
                 ("FINGERPRINT", column("fingerprint"))],
 })
@@ -89,6 +94,30 @@ def cmd_port_reset_password(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dns_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.dns.CreateDnsRecord(dpb.CreateDnsRecordRequest(dns_record=dpb.DnsRecord(
+        network_id=args.network_id, name=args.name, type=args.type, value=args.value))))
+    return 0
+
+
+def cmd_dns_list(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show_list("DnsRecord", ctx.client.list_all(
+        ctx.client.dns.ListDnsRecords, dpb.ListDnsRecordsRequest(network_id=args.network or ""),
+        "dns_records", args.limit))
+    return 0
+
+
+def cmd_dns_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.dns.GetDnsRecord(dpb.GetDnsRecordRequest(id=args.id)))
+    return 0
+
+
+def cmd_dns_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.dns.DeleteDnsRecord(dpb.DeleteDnsRecordRequest(id=args.id))
+    ctx.deleted("DNS record", args.id)
+    return 0
+
+
 def add_port_commands(s: Subparsers, leaf: Leaf) -> None:
     p = leaf(s, "reset-password", cmd_port_reset_password,
              "generate a new password for the port's guest (printed once; the guest "
@@ -107,4 +136,19 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p = leaf(s, "show", cmd_keypair_show, "show a key pair")
     p.add_argument("id", metavar="ID")
     p = leaf(s, "delete", cmd_keypair_delete, "delete a key pair no port uses")
+    p.add_argument("id", metavar="ID")
+
+    s = group("dns", "DNS records of a network, served by its router")
+    p = leaf(s, "create", cmd_dns_create, "add a record (A, AAAA, CNAME, TXT, SRV, PTR)")
+    p.add_argument("network_id", metavar="NETWORK")
+    p.add_argument("name", help="relative to the network's domain, or absolute inside it; "
+                   "PTR: an address of the network")
+    p.add_argument("type", metavar="TYPE")
+    p.add_argument("value", help="SRV: '<priority> <weight> <port> <target>'")
+    p = leaf(s, "list", cmd_dns_list, "list records")
+    p.add_argument("--network", metavar="NETWORK", help="only this network's")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N")
+    p = leaf(s, "show", cmd_dns_show, "show a record")
+    p.add_argument("id", metavar="ID")
+    p = leaf(s, "delete", cmd_dns_delete, "delete a record")
     p.add_argument("id", metavar="ID")

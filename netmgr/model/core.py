@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from common.dhcp_options import DhcpOption
 
 if TYPE_CHECKING:
+    from netmgr.model.dns import DnsRecord
     from netmgr.model.edge import EdgeSnapshot
     from netmgr.model.vpc import VpcSnapshot
     from netmgr.model.vpn import VpnTunnel
@@ -248,3 +249,5 @@ class RouterSnapshot:
     vpn: tuple[VpnTunnel, ...] = ()
     # port ID -> (name, OpenSSH public key "<type> <base64>") of its key pair.
     ssh_keys: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # DNS records of its networks (netmgr.model.dns.DnsRecord).
+    dns_records: tuple[DnsRecord, ...] = ()

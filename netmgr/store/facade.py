@@ -23,6 +23,7 @@ from netmgr.model import core as model
 from netmgr.store import router_vms
 from netmgr.store.acls import AclStore
 from netmgr.store.base import DEFAULT_ZONE, Database
+from netmgr.store.dns import DnsStore
 from netmgr.store.edge import EdgeStore
 from netmgr.store.edge_router_view import EdgeRouterStore
 from netmgr.store.hosts import HostStore
@@ -71,6 +72,7 @@ class Store:
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
         self.key_pairs = KeyPairStore(self.db)
+        self.dns = DnsStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -96,6 +97,7 @@ def verify(cfg: pb.RouterConfig) -> None:
         taken = {cidr.network_address, cidr.broadcast_address, gateway}
         for host in net.hosts:
             _verify_host(net, cidr, host, taken, port_ids, macs, fqdns)
+    _verify_records(cfg, network_ids)
 
 
 def _verify_host(
@@ -175,6 +177,67 @@ def port_tag(host: pb.DhcpHost) -> str:
     return f"port-{host.port_id}"
 
 
+_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_RECORD_NAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}")
+_TXT = re.compile(r"[A-Za-z0-9 ._:/@=+,;-]{1,255}")
+
+
+def _verify_records(cfg: pb.RouterConfig, network_ids: set[str]) -> None:
+    """Every DNS record, checked again before it reaches dnsmasq's file."""
+    for r in cfg.dns_records:
+        validate.check_id("dns record", r.id)
+        what, kid = f"DNS record {r.id}", ("dnsrecord", r.id)
+        if r.network_id not in network_ids:
+            raise ConfigError(f"{what}: not a network of the router", *kid)
+        if not _RECORD_NAME.fullmatch(r.name):
+            raise ConfigError(f"{what}: name {r.name[:60]!r} is not a DNS name", *kid)
+        try:
+            if r.type == "A":
+                ipaddress.IPv4Address(r.value)
+            elif r.type == "AAAA":
+                ipaddress.IPv6Address(r.value)
+            elif r.type in ("CNAME", "PTR"):
+                ok = bool(_RECORD_NAME.fullmatch(r.value))
+                if r.type == "PTR":
+                    ok = ok and r.name.endswith(".in-addr.arpa")
+                if not ok:
+                    raise ValueError
+            elif r.type == "TXT":
+                if not _TXT.fullmatch(r.value):
+                    raise ValueError
+            elif r.type == "SRV":
+                *numbers, target = r.value.split(" ")
+                if len(numbers) != 3 or not all(n.isdigit() and int(n) <= 65535
+                                                for n in numbers) \
+                        or not _RECORD_NAME.fullmatch(target):
+                    raise ValueError
+            else:
+                raise ConfigError(f"{what}: type {r.type[:10]!r} is not served", *kid)
+        except ValueError:
+            raise ConfigError(f"{what}: {r.type} value {r.value[:60]!r} is not valid",
+                              *kid) from None
+
+
+def record_lines(cfg: pb.RouterConfig) -> list[str]:
+    """dnsmasq lines of the verified DNS records."""
+    lines: list[str] = []
+    for r in cfg.dns_records:
+        name = templating.safe_token(r.name)
+        if r.type in ("A", "AAAA"):
+            lines.append(f"host-record={name},{templating.safe_token(r.value)}")
+        elif r.type == "CNAME":
+            lines.append(f"cname={name},{templating.safe_token(r.value)}")
+        elif r.type == "PTR":
+            lines.append(f"ptr-record={name},{templating.safe_token(r.value)}")
+        elif r.type == "TXT":
+            lines.append(f'txt-record={name},"{r.value}"')  # verified: no quote or backslash
+        else:  # SRV
+            priority, weight, port, target = r.value.split(" ")
+            lines.append(f"srv-host={name},{templating.safe_token(target)},{int(port)},"
+                         f"{int(priority)},{int(weight)}")
+    return lines
+
+
 def relative_domains(cfg: pb.RouterConfig, net: pb.GuestNetwork) -> list[str]:
     """The network's domain relative to each local domain it is under:
     ["db"] for db.<vpc domain>, so that its hosts answer as db1.db too."""
@@ -202,7 +265,7 @@ def render(cfg: pb.RouterConfig) -> Rendered:
     out = {
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
-            networks=networks, port_options=port_options,
+            networks=networks, port_options=port_options, records=record_lines(cfg),
             upstream_servers=list(cfg.dns.upstream_servers),
             local_domains=sorted({d.lower() for d in cfg.dns.local_domains}
                                  - {n.domain.lower() for n in cfg.guest_networks}),

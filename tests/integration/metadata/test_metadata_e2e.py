@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cloudnet.netmgr.v1 import dns_pb2 as dpb
+from cloudnet.netmgr.v1 import dns_pb2_grpc as dnsrpc
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
@@ -236,3 +238,52 @@ def test_a_ports_dhcp_options_reach_its_guest_only(make_tenant, tmp_path: Path) 
     env1 = dhcp_env(g1, tmp_path, 42, 224)
     assert env1["ntpsrv"] == "10.1.4.9"
     assert "opt224" not in env1
+
+
+def dig(guest, server: str, *query: str) -> tuple[list[str], str]:
+    """(answers, header flags) of dig in the guest's namespace."""
+    r = guest.run(["dig", f"@{server}", "+tries=2", "+time=2", "+nocomments", "+noquestion",
+                   "+nostats", "+nocmd", "+noadditional", "+noauthority", *query])
+    full = guest.run(["dig", f"@{server}", "+tries=2", "+time=2", *query]).stdout
+    flags = next((line.split("flags:")[1].split(";")[0].strip() for line in full.splitlines()
+                  if "flags:" in line), "")
+    answers = [" ".join(line.split()[3:]) for line in r.stdout.splitlines()
+               if line.strip() and not line.startswith(";")]
+    return answers, flags
+
+
+def test_a_networks_dns_records_and_every_ports_ptr_are_served(make_tenant) -> None:
+    t = make_tenant()
+    net = t.network(name="dns", cidr="10.1.5.0/24")
+    p1 = t.port(net.id, name="vm1", hostname="vm1")
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    d = net.domain
+    dns = dnsrpc.DnsRecordServiceStub(t.api.channel)
+
+    def record(name: str, type_: str, value: str) -> dpb.DnsRecord:
+        return t.api.call(dns.CreateDnsRecord, dpb.CreateDnsRecordRequest(
+            dns_record=dpb.DnsRecord(network_id=net.id, name=name, type=type_, value=value)))
+
+    made = [record("www", "A", "10.1.5.50"), record("www", "AAAA", "2001:db8::50"),
+            record("alias", "CNAME", "vm1"), record("info", "TXT", "v=spf1 -all"),
+            record("_sip._tcp", "SRV", "10 20 5060 vm2"), record("10.1.5.60", "PTR", "www")]
+    t.api.wait_router_active(net.router_id)
+    g1 = t.guest(net, p1)
+    g1.dhcp()
+    gw = net.gateway
+    answers, flags = dig(g1, gw, f"www.{d}", "A")
+    assert answers == ["A 10.1.5.50"]
+    assert "aa" in flags.split()  # the router's own data, answered authoritatively
+    assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]
+    assert dig(g1, gw, f"alias.{d}", "A")[0] == [f"CNAME vm1.{d}.", f"A {p1.ip}"]
+    assert dig(g1, gw, f"info.{d}", "TXT")[0] == ['TXT "v=spf1 -all"']
+    assert dig(g1, gw, f"_sip._tcp.{d}", "SRV")[0] == [f"SRV 10 20 5060 vm2.{d}."]
+    assert dig(g1, gw, "-x", "10.1.5.60")[0] == [f"PTR www.{d}."]
+    # Every port's address has its PTR.
+    assert dig(g1, gw, "-x", p1.ip)[0] == [f"PTR vm1.{d}."]
+    assert dig(g1, gw, "-x", p2.ip)[0] == [f"PTR vm2.{d}."]
+    # Deleted: gone once the router has applied it.
+    t.api.call(dns.DeleteDnsRecord, dpb.DeleteDnsRecordRequest(id=made[0].id))
+    t.api.wait_router_active(net.router_id)
+    assert dig(g1, gw, f"www.{d}", "A")[0] == []
+    assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]

@@ -301,6 +301,7 @@ class RouterConfig(_message.Message):
     TIER_ACLS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     GUEST_METADATA_FIELD_NUMBER: _builtins.int
+    DNS_RECORDS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -349,6 +350,10 @@ class RouterConfig(_message.Message):
         router's guest networks.
         """
 
+    @_builtins.property
+    def dns_records(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestDnsRecord]:
+        """DNS records of the guest networks (metadata.proto), served by dnsmasq."""
+
     def __init__(
         self,
         *,
@@ -371,10 +376,11 @@ class RouterConfig(_message.Message):
         tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
         guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
+        dns_records: _abc.Iterable[_metadata_pb2.GuestDnsRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

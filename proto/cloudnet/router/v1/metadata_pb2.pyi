@@ -52,6 +52,42 @@ class DhcpHostOption(_message.Message):
 Global___DhcpHostOption: _TypeAlias = DhcpHostOption  # noqa: Y015
 
 @_typing.final
+class GuestDnsRecord(_message.Message):
+    """A DNS record of a guest network, served by the router's dnsmasq."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    network_id: _builtins.str
+    name: _builtins.str
+    """Absolute, no trailing dot (PTR: <reversed address>.in-addr.arpa)."""
+    type: _builtins.str
+    """A, AAAA, CNAME, TXT, SRV, PTR."""
+    value: _builtins.str
+    """As netmgr checked it (SRV: "<priority> <weight> <port> <target>")."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "network_id", b"network_id", "type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestDnsRecord: _TypeAlias = GuestDnsRecord  # noqa: Y015
+
+@_typing.final
 class GuestMetadata(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

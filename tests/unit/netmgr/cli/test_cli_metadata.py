@@ -86,3 +86,15 @@ def test_port_dhcp_options_from_the_command_line(c: Cli, tok: str) -> None:
     assert rc == 2
     port = c.json(tok, "port", "update", port["id"], "--clear-dhcp-options")
     assert port.get("dhcp_options", []) == []
+
+
+def test_dns_records_from_the_command_line(c: Cli, tok: str) -> None:
+    net = c.json(tok, "network", "create", "web", "--cidr", "10.0.0.0/24")
+    rec = c.json(tok, "dns", "create", net["id"], "www", "A", "10.0.0.50")
+    assert (rec["name"], rec["type"], rec["value"]) == (f"www.{net['domain']}", "A", "10.0.0.50")
+    rows = [line.split() for line in c.ok(tok, "dns", "list", "--network", net["id"]).splitlines()]
+    assert rows[0] == ["ID", "NAME", "TYPE", "VALUE", "STATE"]
+    assert rows[1][:4] == [rec["id"], rec["name"], "A", "10.0.0.50"]
+    err = c.fails(tok, "dns", "create", net["id"], "www.example.com.", "A", "10.0.0.5")
+    assert "dns_record.name" in err
+    assert c.ok(tok, "dns", "delete", rec["id"]).strip() == f"Deleted DNS record {rec['id']}"
