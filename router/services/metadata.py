@@ -46,6 +46,7 @@ CONF = "nginx.conf"
 TREES = "trees"  # compared, never written: {ip: digest}
 WORKER_USER = "www-data"
 START_TIMEOUT = 10.0
+RELOAD_TIMEOUT = 10.0
 
 
 def metadata_dir(paths: RouterPaths, *parts: str) -> str:
@@ -233,6 +234,36 @@ def _write_tree(target: str, tree: metadata_tree.Tree, gid: int) -> None:
         raise
 
 
+def _workers(master: int) -> set[int]:
+    """The master's worker processes (its children)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                    out.add(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def reload(master: int, timeout: float = RELOAD_TIMEOUT) -> None:
+    """New workers on the new config, same sockets (SIGHUP), and wait until
+    the old workers are gone: until then they still accept connections and
+    answer from the old config (a port that now requires tokens would be
+    served without), and the generation is not applied before that."""
+    old = _workers(master)
+    proc.os_kill(master, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while (left := old & _workers(master)) or not _workers(master):
+        if time.monotonic() > deadline:
+            raise ApplyError(f"nginx: workers {sorted(left)} still run the old config "
+                             f"{timeout:.0f} s after the reload")
+        time.sleep(0.005)
+
+
 def _hold_address(ctx: Context) -> None:
     try:
         proc.run(["ip", "addr", "replace", f"{METADATA_ADDRESS}/32", "dev", "lo"],
@@ -269,7 +300,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
             raise ApplyError(f"nginx: start failed: {e.output.strip()}") from e
         _wait_master(ctx)
     elif changed:
-        proc.os_kill(pid, signal.SIGHUP)  # new workers on the new config, same sockets
+        reload(pid)
 
 
 def remove(ctx: Context, passwords: GuestPasswords) -> None:
