@@ -20,6 +20,7 @@ from netmgr.model.field_rules import show
 RECORD_TYPES = ("A", "AAAA", "CNAME", "TXT", "SRV", "PTR")
 MAX_RECORDS_PER_NETWORK = 256
 ROUTER_NAME = "router"  # router.<domain>: the router's own (dnsmasq.conf)
+DATA_SERVER = "data-server"  # data-server.<domain>: the router's metadata server
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 # Quoted in dnsmasq's txt-record: no quote, backslash or control character.
 TXT_RE = re.compile(r"[A-Za-z0-9 ._:/@=+,;-]{1,255}")
@@ -92,7 +93,7 @@ def check_record(spec: DnsRecordSpec, domain: str, cidr: str,
                                                  f"{domain}"))
         else:
             name = full
-            if name == f"{ROUTER_NAME}.{domain.lower()}":
+            if name in (f"{ROUTER_NAME}.{domain.lower()}", f"{DATA_SERVER}.{domain.lower()}"):
                 v.append(Violation(f"{prefix}.name", f"{name} is the router's own name"))
             if kind == "CNAME" and name == domain.lower():
                 v.append(Violation(f"{prefix}.name", "a CNAME cannot be at the domain itself"))

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # The router answers for router.<domain> (its guest address) in every network.
 ROUTER_HOSTNAME = "router"
+# data-server.<domain>: the router (CloudStack's name for its metadata server).
+DATA_SERVER = "data-server"
 CONF = "dnsmasq.conf"
 DHCP_HOSTS = "dhcp-hosts"
 HOSTS = "hosts"
@@ -256,6 +258,8 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             "dns_servers": list(n.dns_servers) or [n.gateway],
             "domain_search": list(n.domain_search), "mtu": n.mtu,
             "lease_seconds": n.lease_seconds or DEFAULT_LEASE_SECONDS,
+            # The metadata server's name, unless a port took it first.
+            "data_server": not any(h.hostname.lower() == DATA_SERVER for h in n.hosts),
         }
         for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
     ]

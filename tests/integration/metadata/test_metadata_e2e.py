@@ -170,8 +170,20 @@ def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
     assert ask_password_server(g1, net.gateway, "saved_password") == (200, "saved_password")
     assert ask_password_server(g1, net.gateway, "send_my_password") == (200, "saved_password")
     assert ask_password_server(g1, net.gateway, "anything else") == (200, "bad_request")
+    # As a CloudStack guest finds it: the data-server name (search domain from DHCP).
+    assert g1.run(["getent", "hosts", "data-server"]).stdout.split()[0] == net.gateway
+    first = password
+    password = t.api.call(t.api.ports.ResetPortPassword,
+                          pb.ResetPortPasswordRequest(id=p1.id)).password
+    # p2 taking p1's address as well gets nothing: its packets leave p2's MAC.
+    g2.run(["ip", "addr", "add", f"{p1.ip}/32", "dev", g2.ifname], check=True)
+    assert curl(g2, f"http://{net.gateway}:8080/", "-H", "DomU_Request: send_my_password",
+                "--interface", p1.ip)[0] == 0
+    assert ask_password_server(g1, "data-server", "send_my_password") == (200, password)
+    assert ask_password_server(g1, "data-server", "saved_password") == (200, "saved_password")
     # Never on disk: not in netmgr's database, the agent's state, nor any log.
-    assert files_holding(t.cloud.state_dir, password.encode()) == []
+    for secret in (first, password):
+        assert files_holding(t.cloud.state_dir, secret.encode()) == []
 
 
 DHCP_ENV_SCRIPT = "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$CLOUDNET_DHCP_ENV\"\nexit 0\n"

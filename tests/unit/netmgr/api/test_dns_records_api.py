@@ -72,6 +72,7 @@ BAD: list[tuple[tuple[str, str, str], str]] = [
     (("a" * 64, "A", "10.0.0.5"), "dns_record.name"),
     (("x\nserver=1.2.3.4", "A", "10.0.0.5"), "dns_record.name"),
     (("router", "A", "10.0.0.5"), "dns_record.name"),
+    (("data-server", "CNAME", "www"), "dns_record.name"),
     (("vm1", "A", "10.0.0.5"), "dns_record.name"),  # a port's name
     (("vm1", "CNAME", "www"), "dns_record.name"),
     (("taken", "CNAME", "www"), "dns_record.name"),  # taken has an A record
