@@ -60,6 +60,21 @@ def _conflict(s: Session, network_id: str, domain: str, gateway: str, name: str,
     return None
 
 
+def _loops(s: Session, network_id: str, name: str, target: str) -> bool:
+    """Whether the CNAME name -> target would close a loop of the network's CNAMEs."""
+    cnames = {n: v for n, v in s.execute(select(DnsRecordRow.name, DnsRecordRow.value).where(
+        DnsRecordRow.network_id == network_id, DnsRecordRow.type == "CNAME"))}
+    seen = set()
+    while target not in seen:
+        if target == name:
+            return True
+        seen.add(target)
+        if target not in cnames:
+            return False
+        target = cnames[target]
+    return False
+
+
 class DnsStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -74,6 +89,9 @@ class DnsStore:
             problem = _conflict(s, net.id, net.domain, net.gateway, name, kind)
             if problem:
                 raise InvalidArgument.one("dns_record.name", problem)
+            if kind == "CNAME" and _loops(s, net.id, name, value):
+                raise InvalidArgument.one("dns_record.value", f"{value} leads back to {name} "
+                                          "(a CNAME loop, which dnsmasq refuses)")
             if s.scalar(select(DnsRecordRow.id).where(
                     DnsRecordRow.network_id == net.id, DnsRecordRow.name == name,
                     DnsRecordRow.type == kind, DnsRecordRow.value == value)) is not None:

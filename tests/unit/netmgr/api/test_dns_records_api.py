@@ -122,3 +122,16 @@ def test_another_tenants_network_and_records_are_not_found(
         id=mine.id))).code() == Code.NOT_FOUND
     assert rpc_error(lambda: record(api, net.id, "www", "A", "10.0.0.5")).code() == \
         Code.ALREADY_EXISTS
+
+
+def test_a_cname_loop_is_refused_as_dnsmasq_would_refuse_it(
+    cloud: Cloud, acme: tuple[pb.Tenant, Api], net: pb.Network
+) -> None:
+    _, api = acme
+    record(api, net.id, "l1", "CNAME", "l2")
+    record(api, net.id, "l2", "CNAME", "l3")
+    for name, target in (("l3", "l1"), ("self", "self")):
+        err = rpc_error(lambda name=name, target=target: record(api, net.id, name, "CNAME",
+                                                                  target))
+        assert bad_fields(err) == ["dns_record.value"], err.details()
+    assert record(api, net.id, "l3", "CNAME", "vm1").value == f"vm1.{net.domain}"
