@@ -9,7 +9,10 @@ nftables, nginx; a guest namespace on a Linux bridge fabric):
   tree chosen by source address) against a second nginx in the same router
   serving the same tree on another port with no per-guest check (goal:
   ratio >= 0.9);
-* apply -> served: a new user data for one guest applied as the next
+* the nginx worker's CPU time per request of each (from
+  ``/proc/<worker>/schedstat``, nanoseconds on the CPU): the same comparison,
+  steady when other jobs share the machine and ab's requests/s swing by 5x;
+*   apply -> served: a new user data for one guest applied as the next
   generation (``RouterRegistry.apply``, what ``ApplyConfig`` runs) until curl
   in the guest reads it, with 10, 100 and 1,000 guests on the router (goal
   <= 100 ms, flat). netmgr's API and reconciler are not in this path.
@@ -59,6 +62,36 @@ def config(router_id: str, generation: int, guests: int, user_data: bytes) -> pb
             ip=str(addr), hostname=f"x{n}", availability_zone="zone1",
             user_data=b"#cloud-config\n", network_id="net1"))
     return cfg
+
+
+def worker_seconds(master: int) -> float:
+    """CPU seconds used so far by the workers of the nginx whose master is ``master``."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != master:
+                continue
+            with open(f"/proc/{entry}/schedstat") as f:
+                total += int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def read_pid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def ab_with_cpu(ns: str, url: str, requests: int, master: int) -> tuple[float, float]:
+    """(requests/s, worker CPU microseconds per request)."""
+    before = worker_seconds(master)
+    rps = ab(ns, url, requests)
+    return rps, (worker_seconds(master) - before) / requests * 1e6
 
 
 def ab(ns: str, url: str, requests: int) -> float:
@@ -130,13 +163,25 @@ def run(repeat: int, requests: int) -> dict[str, Any]:
                                              "metadata", "by-ip", HOSTS["p1"][1]))
         baseline_nginx(state_dir, netns, tree)
         path = "/latest/meta-data/instance-id"
-        md_rps, base_rps = [], []
+        md_master = read_pid(os.path.join(state_dir, "agent", "routers", router_id,
+                                          "metadata", "nginx.pid"))
+        base_master = read_pid(os.path.join(state_dir, "baseline.pid"))
+        md_rps, base_rps, md_cpu, base_cpu = [], [], [], []
         for _ in range(max(3, repeat // 3)):
-            md_rps.append(ab(guest, f"http://{MD}{path}", requests))
-            base_rps.append(ab(guest, f"http://10.10.0.1:{BASELINE_PORT}{path}", requests))
+            rps, cpu = ab_with_cpu(guest, f"http://{MD}{path}", requests, md_master)
+            md_rps.append(rps)
+            md_cpu.append(cpu)
+            rps, cpu = ab_with_cpu(guest, f"http://10.10.0.1:{BASELINE_PORT}{path}", requests,
+                                   base_master)
+            base_rps.append(rps)
+            base_cpu.append(cpu)
         result["metadata_rps"] = md_rps
         result["baseline_rps"] = base_rps
         result["rps_ratio"] = statistics.median(md_rps) / statistics.median(base_rps)
+        result["metadata_worker_cpu_us_per_request"] = md_cpu
+        result["baseline_worker_cpu_us_per_request"] = base_cpu
+        # >1: the metadata service spends less CPU a request than the baseline.
+        result["cpu_ratio"] = statistics.median(base_cpu) / statistics.median(md_cpu)
 
         latency: dict[str, list[float]] = {}
         for guests in (10, 100, 1000):
@@ -175,7 +220,8 @@ def plot(result: dict[str, Any], path: str) -> None:
           [statistics.median(result["metadata_rps"]), statistics.median(result["baseline_rps"])],
           color=["tab:blue", "grey"])
     a.set_ylabel("requests/s (ab -k -c 8, median)")
-    a.set_title(f"ratio {result['rps_ratio']:.2f}")
+    a.set_title(f"rps ratio {result['rps_ratio']:.2f}, worker CPU/request ratio "
+                f"{result['cpu_ratio']:.2f}", fontsize=9)
     lat = result["apply_to_served_ms"]
     b.boxplot([lat[k] for k in sorted(lat, key=int)])
     b.set_xticks(range(1, len(lat) + 1), sorted(lat, key=int))

@@ -53,6 +53,7 @@ from common.tls import (
 )
 from netmgr.api import core as core_api
 from netmgr.api import debug, request_rules, router_console
+from netmgr.api import dns as dns_api
 from netmgr.api import edge as edge_api
 from netmgr.api import events as events_api
 from netmgr.api import hosts as hosts_api
@@ -89,7 +90,8 @@ API_SERVICES = (tuple(
     for name in ("TenantService", "ZoneService", "NetworkService", "PortService",
                  "RouterService")
 ) + edge_api.SERVICES + vpc_api.SERVICES + vpn_api.SERVICES + keypairs_api.SERVICES
-                + quotas_api.SERVICES + events_api.SERVICES + security_groups_api.SERVICES)
+                + quotas_api.SERVICES + events_api.SERVICES + security_groups_api.SERVICES
+                + dns_api.SERVICES)
 
 
 def _default_agents() -> dict[str, str]:
@@ -233,6 +235,7 @@ def _build(
     quotas_api.add_to_server(store, server)
     events_api.add_to_server(store.events, config.admin_token, store, server)
     security_groups_api.add_to_server(store, server, filters_changed)
+    dns_api.add_to_server(store, hooks, server)
     host_services = hosts_api.add_to_server(store, server)
     host_services += (router_console.add_to_server(store, hooks, server),)
 

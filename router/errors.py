@@ -52,3 +52,7 @@ class FencedPush(Exception):
     """A push from a netmgr replica whose lease epoch is older than one the
     router has seen, or of a generation older than the router runs: applying
     it would roll the router back."""
+
+
+class ObjectNotFound(RouterNotFound):
+    """The object a request names is not in the router's running config."""

@@ -46,7 +46,7 @@ from common.fabric.base import FabricError
 from common.netns import NETNS_RUN_DIR, ensure_netns, remove_netns
 from common.private_files import ensure_private_dir
 from router import objects
-from router.errors import ApplyError, CheckError, ConfigError, StaleDelta
+from router.errors import ApplyError, CheckError, ConfigError, ObjectNotFound, StaleDelta
 from router.lib import files, proc
 from router.services.base import (
     Context,
@@ -534,6 +534,7 @@ class RouterRuntime:
             # next full apply diffs elements against what is loaded.
             self._applied.pop(name, None)
             self._clear_errors()
+            self._follow_edge()
             # Objects the delta removed or replaced are no longer the refused ones.
             changed = {(r.kind, r.id) for r in delta.removed} | set(added)
             if self._refused.keys() & changed:
@@ -552,6 +553,20 @@ class RouterRuntime:
             return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
                                               for k, i in added])
 
+    def _follow_edge(self) -> None:
+        """Services deriving from edge rules, after a delta (same generation).
+        Their rendering is stale either way: the next full apply redoes them."""
+        for s in self.services:
+            follower = s.capabilities.follows_edge
+            if follower is None or self.config is None:
+                continue
+            self._applied.pop(s.name, None)
+            try:
+                follower.edge_applied(self.ctx, self.config)
+            except APPLY_ERRORS as e:
+                self.last_error = f"generation {self.config.generation}: {s.name}: {e}"
+                log.error("router %s: %s", self.ctx.router_id, self.last_error)
+
     def _delta_reply(self, stale: bool = False,
                      objects: Iterable[pb.ObjectStatus] = ()) -> epb.ApplyEdgeDeltaResponse:
         return epb.ApplyEdgeDeltaResponse(
@@ -564,6 +579,17 @@ class RouterRuntime:
         if self._edge is None:
             return []
         return self._edge[1].counters(self.ctx, self, wanted)
+
+    def set_guest_password(self, port_id: str, password: str) -> None:
+        """Hand a port's guest a password, held in memory by the service that
+        serves it (never in config.pb)."""
+        with self.lock:
+            for s in self.services:
+                holder = s.capabilities.guest_passwords
+                if holder is not None and self.config is not None:
+                    holder.set_password(self.ctx, self.config, port_id, password)
+                    return
+        raise ObjectNotFound(f"router {self.ctx.router_id} serves no guest metadata yet")
 
     # --------------------------------------------------------------- delete
 

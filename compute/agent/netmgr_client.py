@@ -9,13 +9,17 @@ to it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeAlias
 
 import grpc
 from cloudnet.netmgr.v1 import hosts_pb2, hosts_pb2_grpc
+from cloudnet.netmgr.v1 import keypair_pb2 as kpb
+from cloudnet.netmgr.v1 import keypair_pb2_grpc as krpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as npb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as nrpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from common.channels import make_channel
 from common.grpc_errors import (
@@ -47,6 +51,22 @@ def netmgr_error(e: grpc.RpcError, field: str, what: str) -> DomainError:
     return FailedPrecondition(f"netmgr: {code.name}: {detail}")
 
 
+def _blamed(e: grpc.RpcError, own_fields: Mapping[str, str]) -> str:
+    """The request field behind the first port field netmgr's BadRequest names."""
+    if e.code() != grpc.StatusCode.INVALID_ARGUMENT or not own_fields:
+        return ""
+    status = rpc_status.from_call(e)
+    for detail in status.details if status else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            for v in bad.field_violations:
+                for port_field, request_field in own_fields.items():
+                    if v.field == port_field or v.field.startswith((f"{port_field}[",
+                                                                    f"{port_field}.")):
+                        return request_field
+    return ""
+
+
 class Netmgr:
     """netmgr stubs on one channel."""
 
@@ -64,6 +84,7 @@ class Netmgr:
         self.networks = nrpc.NetworkServiceStub(self.channel)
         self.ports = nrpc.PortServiceStub(self.channel)
         self.hosts = hosts_pb2_grpc.HostServiceStub(self.channel)
+        self.key_pairs = krpc.KeyPairServiceStub(self.channel)
 
     def admin_as(self, tenant_id: str) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.admin_token}"), (TENANT_HEADER, tenant_id)]
@@ -87,15 +108,28 @@ class Netmgr:
         except grpc.RpcError as e:
             raise netmgr_error(e, field, "network") from e
 
+    def get_key_pair(self, md: Metadata, key_pair_id: str, field: str) -> kpb.KeyPair:
+        try:
+            kp: kpb.KeyPair = self.key_pairs.GetKeyPair(kpb.GetKeyPairRequest(id=key_pair_id),
+                                                        metadata=md, timeout=10)
+            return kp
+        except grpc.RpcError as e:
+            raise netmgr_error(e, field, "key pair") from e
+
     def create_port(self, md: Metadata, port: npb.Port, field: str,
-                    hostname_field: str) -> npb.Port:
-        """`hostname_field`: the request field blamed when the port's DNS name is taken."""
+                    hostname_field: str, own_fields: Mapping[str, str] | None = None) -> npb.Port:
+        """`hostname_field`: the request field blamed when the port's DNS name is
+        taken; `own_fields`: port field -> the request field it came from
+        (blamed when netmgr names it)."""
         try:
             made: npb.Port = self.ports.CreatePort(npb.CreatePortRequest(port=port), metadata=md,
                                                    timeout=30)
             return made
         except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.ALREADY_EXISTS and "hostname" in (e.details() or ""):
+            blamed = _blamed(e, own_fields or {})
+            if blamed:
+                field = blamed
+            elif e.code() == grpc.StatusCode.ALREADY_EXISTS and "hostname" in (e.details() or ""):
                 field = hostname_field
             raise netmgr_error(e, field, "network") from e
 

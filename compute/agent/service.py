@@ -55,6 +55,12 @@ log = logging.getLogger("cloudnet.compute")
 NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 MIN_MEMORY_MIB = 32
 MAX_NICS = 8
+# What a VM gives its ports for its guest (docs/metadata.md): netmgr checks
+# them; the size here too, so an oversized request makes no port at all.
+MAX_USER_DATA = 32 * 1024
+PORT_METADATA_FIELDS = {"port.user_data": "vm.user_data",
+                        "port.ssh_key_pair_id": "vm.ssh_key_pair_id", "port.labels": "vm.labels",
+                        "port.metadata_tokens": "vm.metadata_tokens"}
 
 
 @dataclasses.dataclass
@@ -172,6 +178,10 @@ class Compute:
                     ipaddress.IPv4Address(nic.fixed_ip)
                 except ValueError:
                     bad.append(Violation(f"vm.nics[{i}].fixed_ip", "must be an IPv4 address"))
+        if len(vm.user_data) > MAX_USER_DATA:
+            bad.append(Violation("vm.user_data", f"at most {MAX_USER_DATA} bytes"))
+        if vm.ssh_key_pair_id and (problem := uuid_problem(vm.ssh_key_pair_id)) is not None:
+            bad.append(Violation("vm.ssh_key_pair_id", problem))
         if bad:
             raise InvalidArgument(bad)
         assert image is not None
@@ -184,6 +194,8 @@ class Compute:
             raise InvalidArgument.one(TENANT_HEADER, "the admin must name a tenant")
         networks = [self.netmgr.get_network(md, nic.network_id, f"vm.nics[{i}].network_id")
                     for i, nic in enumerate(vm.nics)]
+        if vm.ssh_key_pair_id:  # the tenant's own, before any port is made
+            self.netmgr.get_key_pair(md, vm.ssh_key_pair_id, "vm.ssh_key_pair_id")
         with self._lock:
             records = self._records()
             if any(r.tenant_id == tenant_id and r.name == vm.name for r in records):
@@ -208,9 +220,11 @@ class Compute:
                 ports.append(self.netmgr.create_port(
                     md, npb.Port(network_id=net.id, ip=nic.fixed_ip, hostname=hostname,
                                  name=f"{vm.name}-nic{i}", device_id=vm_id,
-                                 binding_host=self.cfg.name if self.registered else ""),
+                                 binding_host=self.cfg.name if self.registered else "",
+                                 user_data=vm.user_data, ssh_key_pair_id=vm.ssh_key_pair_id,
+                                 labels=dict(vm.labels), metadata_tokens=vm.metadata_tokens),
                     field=f"vm.nics[{i}].fixed_ip" if nic.fixed_ip else f"vm.nics[{i}]",
-                    hostname_field="vm.name"))
+                    hostname_field="vm.name", own_fields=PORT_METADATA_FIELDS))
             self._fault("ports")
             os.makedirs(self._path(vm_id), mode=0o700)
             made_dir = True

@@ -55,7 +55,7 @@ POLICY: dict[str, Access] = {
                    "EdgeCounterService",
                    "VpcService", "NetworkAclService", "StaticRouteService",
                    "PrivateGatewayService", "VpnService", "KeyPairService",
-                   "SecurityGroupService")},
+                   "SecurityGroupService", "DnsRecordService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

@@ -19,8 +19,10 @@ from cloudnet.netmgr.v1 import security_group_pb2 as sgpb
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.dhcp_options import NAME_OF, DhcpOption
 from netmgr.model import core as model
 from netmgr.model.hosts import Host, HostSpec
+from netmgr.model.metadata import RawDhcpOption
 from netmgr.model.validation import (
     NETWORK_UPDATABLE,
     PORT_UPDATABLE,
@@ -179,11 +181,22 @@ def port_to_pb(p: model.Port, with_user_data: bool = True) -> pb.Port:
                                for a in p.allowed_address_pairs],
         binding_host=p.binding_host,
         ipv6=p.ipv6,
+        metadata_tokens=p.metadata_tokens,
+        dhcp_options=[dhcp_option_to_pb(o) for o in p.dhcp_options],
     )
 
 
 def _pairs(msg: pb.Port) -> tuple[model.AddressPair, ...]:
     return tuple(model.AddressPair(a.ip, a.mac) for a in msg.allowed_address_pairs)
+
+
+def dhcp_option_to_pb(o: DhcpOption) -> pb.DhcpOption:
+    return pb.DhcpOption(name=NAME_OF.get(o.number, ""), number=o.number, type=o.type,
+                         values=list(o.values))
+
+
+def _raw_dhcp_options(msg: pb.Port) -> tuple[RawDhcpOption, ...]:
+    return tuple((o.name, o.number, o.type, tuple(o.values)) for o in msg.dhcp_options)
 
 
 def router_to_pb(r: model.Router) -> pb.Router:
@@ -296,6 +309,8 @@ def port_spec(msg: pb.Port) -> PortSpec:
         allowed_address_pairs=_pairs(msg),
         binding_host=msg.binding_host,
         ipv6=msg.ipv6,
+        metadata_tokens=msg.metadata_tokens,
+        dhcp_options=_raw_dhcp_options(msg),
     )
 
 
@@ -313,6 +328,9 @@ def port_update(msg: pb.Port, mask_paths: Sequence[str]) -> PortUpdate:
         port_security=msg.port_security if "port_security" in paths else None,
         allowed_address_pairs=_pairs(msg) if "allowed_address_pairs" in paths else None,
         binding_host=msg.binding_host if "binding_host" in paths else None,
+        metadata_tokens=((msg.metadata_tokens or "optional") if "metadata_tokens" in paths
+                         else None),
+        dhcp_options=_raw_dhcp_options(msg) if "dhcp_options" in paths else None,
     )
 
 

@@ -15,9 +15,8 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
 from common.grpc_errors import FailedPrecondition, PermissionDenied
-from netmgr.api import convert, request_ids
+from netmgr.api import convert, passwords, request_ids
 from netmgr.api.auth import current_caller
-from netmgr.api.passwords import PendingPasswords
 from netmgr.model import edge as me
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
@@ -210,11 +209,6 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
 
 
 class PortServicer(_Base, rpc.PortServiceServicer):
-    def __init__(self, store: Store, hooks: RouterHooks,
-                 passwords: PendingPasswords | None = None) -> None:
-        super().__init__(store, hooks)
-        self._passwords = passwords if passwords is not None else PendingPasswords()
-
     def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
         tenant = _tenant()
         spec = convert.port_spec(request.port)
@@ -247,15 +241,20 @@ class PortServicer(_Base, rpc.PortServiceServicer):
 
     def DeletePort(self, request: pb.DeletePortRequest, context: Ctx) -> pb.DeletePortResponse:
         gone = self._store.delete_port(_tenant(), request.id)
-        self._passwords.forget(gone.id)
         self._notify(gone.router_id)
         return pb.DeletePortResponse()
 
     def ResetPortPassword(self, request: pb.ResetPortPasswordRequest,
                           context: Ctx) -> pb.ResetPortPasswordResponse:
-        port = self._store.get_port(_tenant(), request.id)
-        password = self._passwords.reset(port.id)
-        self._notify(port.router_id)
+        tenant = _tenant()
+        port = self._store.get_port(tenant, request.id)
+        router = self._store.get_router(tenant, port.router_id)
+        try:
+            channel = self._hooks.router_channel(router.id, router.host, router.backend)
+        except LookupError as e:
+            raise FailedPrecondition(str(e)) from e
+        password = passwords.generate_password()
+        passwords.push_password(channel, router, port.id, password)
         return pb.ResetPortPasswordResponse(password=password)
 
 

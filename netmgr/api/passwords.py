@@ -1,18 +1,27 @@
-"""Guest passwords waiting for their guest: in this process's memory only.
+"""Guest passwords: generated here, handed to the router's agent, forgotten.
 
-``ResetPortPassword`` generates one, returns it to the caller once and keeps
-it here until the guest has fetched it from its router's password server (or
-the port goes). Never written to the database: a netmgr restart forgets a
-password its guest has not fetched yet, and the caller resets it again.
+``ResetPortPassword`` generates a password, pushes it to the agent running
+the port's router (``RouterMetadata.SetGuestPassword``), which holds it in its
+memory for the guest's one fetch from the router's password server, and
+returns it to the caller once. netmgr keeps nothing: not in its database, not
+in its memory after the call. When the agent cannot take it, the call fails
+(nothing was reset) and the caller repeats it.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
-import threading
+
+import grpc
+from cloudnet.router.v1 import metadata_pb2 as mpb
+from cloudnet.router.v1 import metadata_pb2_grpc as mrpc
+
+from common.grpc_errors import FailedPrecondition, Unavailable
+from netmgr.model.core import Router
 
 PASSWORD_LENGTH = 16
+PUSH_TIMEOUT = 15.0
 # No characters a user misreads (0/O, 1/l/I) and none a shell or a URL quotes.
 ALPHABET = "".join(c for c in string.ascii_letters + string.digits if c not in "0O1lI")
 
@@ -21,30 +30,20 @@ def generate_password(length: int = PASSWORD_LENGTH) -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
-class PendingPasswords:
-    """port ID -> the password its guest has not fetched yet."""
+def push_password(channel: grpc.Channel, router: Router, port_id: str, password: str) -> None:
+    """Hand ``password`` to the router's agent for ``port_id``'s guest."""
+    stub = mrpc.RouterMetadataStub(channel)
+    try:
+        stub.SetGuestPassword(mpb.SetGuestPasswordRequest(
+            router_id=router.id, port_id=port_id, password=password), timeout=PUSH_TIMEOUT)
+    except grpc.RpcError as e:
+        code = e.code() if callable(getattr(e, "code", None)) else None
+        if code == grpc.StatusCode.NOT_FOUND:
+            # The router has not applied the port yet (or holds no metadata).
+            raise FailedPrecondition(f"port {port_id}: its router does not serve it yet; "
+                                     "retry when the port is ACTIVE") from None
+        raise Unavailable(f"router {router.id}: its agent did not take the password "
+                          f"({code.name if code else 'error'}); nothing was reset") from None
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[str, str] = {}
 
-    def reset(self, port_id: str) -> str:
-        password = generate_password()
-        with self._lock:
-            self._pending[port_id] = password
-        return password
 
-    def pending(self, port_ids: set[str] | frozenset[str]) -> dict[str, str]:
-        """The pending passwords of these ports."""
-        with self._lock:
-            return {p: pw for p, pw in self._pending.items() if p in port_ids}
-
-    def fetched(self, port_id: str, password: str) -> None:
-        """The guest has it: forget it (only if it is still the pending one)."""
-        with self._lock:
-            if self._pending.get(port_id) == password:
-                del self._pending[port_id]
-
-    def forget(self, port_id: str) -> None:
-        with self._lock:
-            self._pending.pop(port_id, None)

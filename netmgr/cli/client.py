@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from cloudnet.netmgr.v1 import (
     debug_pb2_grpc,
+    dns_pb2_grpc,
     edge_pb2,
     edge_pb2_grpc,
     events_pb2,
@@ -193,6 +194,7 @@ class Client:
         self.events: events_pb2_grpc.EventServiceStub = events_pb2_grpc.EventServiceStub(ch)
         self.security_groups: security_group_pb2_grpc.SecurityGroupServiceStub = (
             security_group_pb2_grpc.SecurityGroupServiceStub(ch))
+        self.dns: dns_pb2_grpc.DnsRecordServiceStub = dns_pb2_grpc.DnsRecordServiceStub(ch)
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

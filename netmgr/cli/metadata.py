@@ -1,5 +1,5 @@
-"""What a guest learns from its router: SSH key pairs, and the port options
-that feed the metadata service.
+"""What a guest learns from its router: SSH key pairs, the port options
+that feed the metadata service, and its network's DNS records.
 
     cloudnet keypair import mykey --public-key-file ~/.ssh/id_ed25519.pub
     cloudnet keypair list|show|delete
@@ -7,12 +7,15 @@ that feed the metadata service.
     cloudnet port update PORT --user-data-file init.yaml   # '-' reads standard input
     cloudnet port update PORT --no-key-pair --clear-labels
     cloudnet port reset-password PORT   # prints the new password, once
+    cloudnet dns create NETWORK NAME TYPE VALUE   # e.g. www A 10.0.0.50
+    cloudnet dns list [--network NETWORK] | show ID | delete ID
 """
 
 from __future__ import annotations
 
 import argparse
 
+from cloudnet.netmgr.v1 import dns_pb2 as dpb
 from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import netmgr_pb2
 
@@ -21,12 +24,16 @@ from netmgr.cli.output import COLUMNS, column
 from netmgr.cli.requests import UsageError, read_file_bytes
 
 COLUMNS.update({
+    "DnsRecord": [("ID", column("id")), ("NAME", column("name")), ("TYPE", column("type")),
+                  ("VALUE", column("value")), ("STATE", column("state"))],
     "KeyPair": [("ID", column("id")), ("NAME", column("name")), ("TYPE", column("key_type")),
                 ("FINGERPRINT", column("fingerprint"))],
 })
 
 
-def add_port_options(p: argparse.ArgumentParser, update: bool) -> None:
+def add_port_options(p: argparse.ArgumentParser, update: bool, dhcp: bool = True) -> None:
+    """The guest metadata options; ``dhcp``: with per-port DHCP options (a
+    port's, not a VM's)."""
     p.add_argument("--user-data-file", metavar="FILE",
                    help="user data for the guest (at most 32 KiB; '-': standard input)")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
@@ -34,7 +41,17 @@ def add_port_options(p: argparse.ArgumentParser, update: bool) -> None:
                    + ("; replaces all labels" if update else ""))
     p.add_argument("--key-pair", metavar="KEY_PAIR_ID",
                    help="the SSH key pair whose public key the guest gets")
+    p.add_argument("--metadata-tokens", choices=("optional", "required"),
+                   help="IMDSv2: whether the guest's metadata requests need a session token")
+    if dhcp:
+        p.add_argument("--dhcp-option", action="append", metavar="OPTION=VALUE[ VALUE...]",
+                       help="a DHCP option for this port's guest only: OPTION is a name "
+                       "(ntp-server, classless-static-route, ...), a number, or NUMBER:TYPE; "
+                       "values separated by spaces (repeatable"
+                       + ("; replaces all options)" if update else ")"))
     if update:
+        p.add_argument("--clear-dhcp-options", action="store_true",
+                       help="remove every DHCP option of the port")
         p.add_argument("--clear-labels", action="store_true", help="remove every label")
         p.add_argument("--no-key-pair", action="store_true", help="remove the key pair")
 
@@ -69,11 +86,35 @@ def cmd_keypair_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_port_reset_password(ctx: Context, args: argparse.Namespace) -> int:
     reply = ctx.client.ports.ResetPortPassword(netmgr_pb2.ResetPortPasswordRequest(id=args.id))
-    # Shown once: netmgr keeps it only until the guest has fetched it.
+    # Shown once: only the router's agent holds it, until the guest has fetched it.
     if ctx.json:
         ctx.show(reply)
     else:
         ctx.print(reply.password)
+    return 0
+
+
+def cmd_dns_create(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.dns.CreateDnsRecord(dpb.CreateDnsRecordRequest(dns_record=dpb.DnsRecord(
+        network_id=args.network_id, name=args.name, type=args.type, value=args.value))))
+    return 0
+
+
+def cmd_dns_list(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show_list("DnsRecord", ctx.client.list_all(
+        ctx.client.dns.ListDnsRecords, dpb.ListDnsRecordsRequest(network_id=args.network or ""),
+        "dns_records", args.limit))
+    return 0
+
+
+def cmd_dns_show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.show(ctx.client.dns.GetDnsRecord(dpb.GetDnsRecordRequest(id=args.id)))
+    return 0
+
+
+def cmd_dns_delete(ctx: Context, args: argparse.Namespace) -> int:
+    ctx.client.dns.DeleteDnsRecord(dpb.DeleteDnsRecordRequest(id=args.id))
+    ctx.deleted("DNS record", args.id)
     return 0
 
 
@@ -95,4 +136,19 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p = leaf(s, "show", cmd_keypair_show, "show a key pair")
     p.add_argument("id", metavar="ID")
     p = leaf(s, "delete", cmd_keypair_delete, "delete a key pair no port uses")
+    p.add_argument("id", metavar="ID")
+
+    s = group("dns", "DNS records of a network, served by its router")
+    p = leaf(s, "create", cmd_dns_create, "add a record (A, AAAA, CNAME, TXT, SRV, PTR)")
+    p.add_argument("network_id", metavar="NETWORK")
+    p.add_argument("name", help="relative to the network's domain, or absolute inside it; "
+                   "PTR: an address of the network")
+    p.add_argument("type", metavar="TYPE")
+    p.add_argument("value", help="SRV: '<priority> <weight> <port> <target>'")
+    p = leaf(s, "list", cmd_dns_list, "list records")
+    p.add_argument("--network", metavar="NETWORK", help="only this network's")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N")
+    p = leaf(s, "show", cmd_dns_show, "show a record")
+    p.add_argument("id", metavar="ID")
+    p = leaf(s, "delete", cmd_dns_delete, "delete a record")
     p.add_argument("id", metavar="ID")

@@ -164,6 +164,20 @@ def parse_labels(values: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_dhcp_option(item: str) -> netmgr_pb2.DhcpOption:
+    """``ntp-server=10.0.0.5 10.0.0.6``, ``42=10.0.0.5``, ``224:string=hello``."""
+    key, sep, values = item.partition("=")
+    if not sep or not key or not values.split():
+        raise UsageError(f"--dhcp-option: {item[:40]!r} is not OPTION=VALUE[ VALUE...]")
+    number, _, type_ = key.partition(":")
+    option = netmgr_pb2.DhcpOption(type=type_, values=values.split())
+    if number.isdigit():
+        option.number = int(number)
+    else:
+        option.name = number
+    return option
+
+
 def add_port_metadata(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[str]:
     """Sets the metadata options given on the command line; returns their paths."""
     paths = []
@@ -175,6 +189,13 @@ def add_port_metadata(port: netmgr_pb2.Port, args: argparse.Namespace) -> list[s
     if labels or getattr(args, "clear_labels", False):
         port.labels.update(parse_labels(labels or []))
         paths.append("labels")
+    options = getattr(args, "dhcp_option", None)
+    if options or getattr(args, "clear_dhcp_options", False):
+        port.dhcp_options.extend(parse_dhcp_option(o) for o in options or [])
+        paths.append("dhcp_options")
+    if getattr(args, "metadata_tokens", None) is not None:
+        port.metadata_tokens = args.metadata_tokens
+        paths.append("metadata_tokens")
     if getattr(args, "key_pair", None) is not None:
         port.ssh_key_pair_id = args.key_pair
         paths.append("ssh_key_pair_id")

@@ -26,8 +26,9 @@ from cloudnet.compute.v1 import compute_pb2_grpc as crpc
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.cli.commands import Command, CommandFailed, Context, Group, Leaf
+from netmgr.cli.metadata import add_port_options
 from netmgr.cli.output import format_table, to_json
-from netmgr.cli.requests import UsageError
+from netmgr.cli.requests import MAX_USER_DATA, UsageError, parse_labels, read_file_bytes
 
 DEFAULT_COMPUTE = "127.0.0.1:7171"
 LEASE_RE = re.compile(rb"CLOUDNET-LEASE bound iface=(\S+) mac=(\S+) ip=(\S+)")
@@ -79,11 +80,26 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     with _compute(ctx, args) as stub:
         vm = _call(ctx, stub.CreateVm, cpb.CreateVmRequest(vm=cpb.Vm(
             name=args.name, image=args.image, vcpus=args.vcpus, memory_mib=args.memory,
-            nics=[_parse_nic(n) for n in args.network])), timeout=120)
+            nics=[_parse_nic(n) for n in args.network], **_guest_metadata(args))), timeout=120)
         if args.wait:
             _wait_booted(ctx, stub, vm, args.wait_timeout)
         _show(ctx, vm)
     return 0
+
+
+def _guest_metadata(args: argparse.Namespace) -> dict[str, Any]:
+    """What the VM's ports serve its guest: user data, key pair, labels."""
+    out: dict[str, Any] = {}
+    if args.user_data_file is not None:
+        out["user_data"] = read_file_bytes(args.user_data_file, "--user-data-file",
+                                           MAX_USER_DATA)
+    if args.key_pair:
+        out["ssh_key_pair_id"] = args.key_pair
+    if args.label:
+        out["labels"] = parse_labels(args.label)
+    if args.metadata_tokens:
+        out["metadata_tokens"] = args.metadata_tokens
+    return out
 
 
 def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
@@ -200,6 +216,7 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p.add_argument("--image", default="tiny")
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--memory", type=int, default=128, metavar="MIB")
+    add_port_options(p, update=False, dhcp=False)
     p.add_argument("--wait", action="store_true",
                    help="show progress until every NIC has its DHCP lease")
     p.add_argument("--wait-timeout", type=float, default=120, metavar="SECONDS")

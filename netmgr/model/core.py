@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from common.dhcp_options import DhcpOption
+
 if TYPE_CHECKING:
+    from netmgr.model.dns import DnsRecord
     from netmgr.model.edge import EdgeSnapshot
     from netmgr.model.vpc import VpcSnapshot
     from netmgr.model.vpn import VpnTunnel
@@ -224,6 +227,10 @@ class Port(WithStatus):
     # Stateful DHCPv6: the allocated address; SLAAC and stateless: the
     # EUI-64 address of the MAC in the network's /64 (derived when read).
     ipv6: str = ""
+    # IMDSv2 session tokens: "optional" or "required".
+    metadata_tokens: str = "optional"
+    # DHCP options only this port's guest gets.
+    dhcp_options: tuple[DhcpOption, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -311,3 +318,5 @@ class RouterSnapshot:
     vpn: tuple[VpnTunnel, ...] = ()
     # port ID -> (name, OpenSSH public key "<type> <base64>") of its key pair.
     ssh_keys: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # DNS records of its networks (netmgr.model.dns.DnsRecord).
+    dns_records: tuple[DnsRecord, ...] = ()

@@ -17,6 +17,8 @@ import re
 import struct
 from collections.abc import Mapping
 
+from common import dhcp_options
+from common.dhcp_options import DhcpOption
 from common.grpc_errors import InvalidArgument, Violation
 from netmgr.model.field_rules import show
 
@@ -146,6 +148,42 @@ def check_key_pair_spec(spec: KeyPairSpec, prefix: str = "key_pair") -> ParsedKe
     if v or parsed is None:
         raise InvalidArgument(v)
     return parsed
+
+
+METADATA_TOKENS = ("optional", "required")
+# A DHCP option as a request gives it: (name, number, type, values).
+RawDhcpOption = tuple[str, int, str, tuple[str, ...]]
+
+
+def dhcp_options_checked(raw: tuple[RawDhcpOption | DhcpOption, ...], field: str,
+                         v: list[Violation]) -> tuple[DhcpOption, ...]:
+    """The options normalised; their problems added to ``v``, each naming
+    its option (``port.dhcp_options[1].values[0]``)."""
+    out: list[DhcpOption] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, DhcpOption):
+            name, number, type_, values = "", item.number, item.type, item.values
+        else:
+            name, number, type_, values = item
+        option, problems = dhcp_options.check(name, number, type_, list(values))
+        for part, reason in problems:
+            bad_value = ""
+            if part.startswith("values["):
+                bad_value = show(values[int(part[7:-1])]) + ": "
+            v.append(Violation(f"{field}[{i}].{part}", bad_value + reason))
+        if option is not None:
+            out.append(option)
+    if len(out) == len(raw):
+        problem = dhcp_options.check_all(out)
+        if problem is not None:
+            v.append(Violation(field, problem[1]))
+    return tuple(out)
+
+
+def metadata_tokens_problem(value: str) -> str | None:
+    if value and value not in METADATA_TOKENS:
+        return f"{show(value)}: must be one of {', '.join(METADATA_TOKENS)}"
+    return None
 
 
 def user_data_problem(data: bytes) -> str | None:

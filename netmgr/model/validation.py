@@ -17,6 +17,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+from common.dhcp_options import DhcpOption
 from common.grpc_errors import InvalidArgument, Violation
 from common.request_checks import uuid_problem
 from netmgr.model.core import AddressPair, BgpPeer, Ipv6Mode, Network, Zone
@@ -48,7 +49,13 @@ from netmgr.model.ipv6_rules import (
     unicast_ip_problem,
     unicast_ipv6_problem,
 )
-from netmgr.model.metadata import labels_problems, user_data_problem
+from netmgr.model.metadata import (
+    RawDhcpOption,
+    dhcp_options_checked,
+    labels_problems,
+    metadata_tokens_problem,
+    user_data_problem,
+)
 from netmgr.model.vlans import zone_vlan_violations
 
 # ------------------------------------------------------------------ inputs
@@ -109,6 +116,10 @@ class PortSpec:
     binding_host: str = ""
     # Stateful DHCPv6 networks only: the address asked for ("" allocated).
     ipv6: str = ""
+    # "" reads as "optional".
+    metadata_tokens: str = ""
+    # As sent: (name, number, type, values); checked into DhcpOptions.
+    dhcp_options: tuple[RawDhcpOption | DhcpOption, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +135,8 @@ class PortUpdate:
     port_security: bool | None = None
     allowed_address_pairs: tuple[AddressPair, ...] | None = None
     binding_host: str | None = None
+    metadata_tokens: str | None = None
+    dhcp_options: tuple[RawDhcpOption | DhcpOption, ...] | None = None
 
 
 NETWORK_UPDATABLE = frozenset(f.name for f in dataclasses.fields(NetworkUpdate))
@@ -322,8 +335,10 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
         (f"{prefix}.hostname", hostname_problem(hostname) if spec.hostname else None),
         (f"{prefix}.device_id", device_id_problem(spec.device_id)),
         (f"{prefix}.user_data", user_data_problem(spec.user_data)),
+        (f"{prefix}.metadata_tokens", metadata_tokens_problem(spec.metadata_tokens)),
     )
     v += labels_problems(dict(spec.labels), f"{prefix}.labels")
+    options = dhcp_options_checked(spec.dhcp_options, f"{prefix}.dhcp_options", v)
     key_pair_id = _optional_id(spec.ssh_key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     try:
         network_id = check_id(spec.network_id, f"{prefix}.network_id")
@@ -333,7 +348,9 @@ def check_port_spec(spec: PortSpec, prefix: str = "port") -> PortSpec:
     raise_if(v)
     ipv6 = str(ipaddress.IPv6Address(spec.ipv6)) if spec.ipv6 else ""
     return dataclasses.replace(spec, network_id=network_id, mac=mac, hostname=hostname,
-                               ssh_key_pair_id=key_pair_id, ipv6=ipv6)
+                               ssh_key_pair_id=key_pair_id, ipv6=ipv6,
+                               metadata_tokens=spec.metadata_tokens or "optional",
+                               dhcp_options=options)
 
 
 def _optional_id(value: str, field: str, v: list[Violation]) -> str:
@@ -362,14 +379,19 @@ def check_port_update(upd: PortUpdate, prefix: str = "port") -> PortUpdate:
          device_id_problem(upd.device_id) if upd.device_id is not None else None),
         (f"{prefix}.user_data",
          user_data_problem(upd.user_data) if upd.user_data is not None else None),
+        (f"{prefix}.metadata_tokens", metadata_tokens_problem(upd.metadata_tokens)
+         if upd.metadata_tokens is not None else None),
     )
     if upd.labels is not None:
         v += labels_problems(dict(upd.labels), f"{prefix}.labels")
+    options = (dhcp_options_checked(upd.dhcp_options, f"{prefix}.dhcp_options", v)
+               if upd.dhcp_options is not None else None)
     key_pair_id = upd.ssh_key_pair_id
     if key_pair_id is not None:
         key_pair_id = _optional_id(key_pair_id, f"{prefix}.ssh_key_pair_id", v)
     raise_if(v)
-    return dataclasses.replace(upd, hostname=hostname, ssh_key_pair_id=key_pair_id)
+    return dataclasses.replace(upd, hostname=hostname, ssh_key_pair_id=key_pair_id,
+                               dhcp_options=options)
 
 
 # ------------------------------------------------------------ tenants, zone

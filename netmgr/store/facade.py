@@ -23,6 +23,7 @@ from netmgr.model import core as model
 from netmgr.store import router_vms
 from netmgr.store.acls import AclStore
 from netmgr.store.base import DEFAULT_ZONE, Database
+from netmgr.store.dns import DnsStore
 from netmgr.store.edge import EdgeStore
 from netmgr.store.edge_router_view import EdgeRouterStore
 from netmgr.store.events import EventStore
@@ -77,6 +78,7 @@ class Store:
         self.quotas = QuotaStore(self.db)
         self.events = EventStore(self.db)
         self.security_groups = SecurityGroupStore(self.db)
+        self.dns = DnsStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from common.dhcp_options import DhcpOption
 from common.grpc_errors import AlreadyExists, InvalidArgument
 from netmgr.model import core as model
 from netmgr.model.field_rules import requested_ip_problem
@@ -94,6 +95,13 @@ def _security_changes(s: Session, tenant_id: str, row: PortRow,
     return changes
 
 
+def dhcp_options_json(options: object) -> list[dict[str, object]]:
+    """Checked options (the validation made them DhcpOptions) as stored."""
+    assert isinstance(options, tuple)
+    return [{"number": o.number, "type": o.type, "values": list(o.values)}
+            for o in options if isinstance(o, DhcpOption)]
+
+
 class PortStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -136,7 +144,8 @@ class PortStore:
                 id=port_id, tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
-                labels=dict(spec.labels),
+                labels=dict(spec.labels), metadata_tokens=spec.metadata_tokens or "optional",
+                dhcp_options=dhcp_options_json(spec.dhcp_options),
                 ssh_key_pair_id=_key_pair_id(s, tenant_id, spec.ssh_key_pair_id),
                 security_group_ids=list(groups), port_security=spec.port_security,
                 allowed_address_pairs=sg.pairs_json(pairs),
@@ -177,6 +186,11 @@ class PortStore:
             }
             if upd.user_data is not None and (row.user_data or b"") != upd.user_data:
                 changes["user_data"] = upd.user_data or None
+            if upd.dhcp_options is not None and \
+                    (row.dhcp_options or []) != dhcp_options_json(upd.dhcp_options):
+                changes["dhcp_options"] = dhcp_options_json(upd.dhcp_options)
+            if upd.metadata_tokens is not None and row.metadata_tokens != upd.metadata_tokens:
+                changes["metadata_tokens"] = upd.metadata_tokens
             if upd.labels is not None and dict(row.labels or {}) != dict(upd.labels):
                 changes["labels"] = dict(upd.labels)
             if upd.port_security is False and s.scalar(select(NetworkRow.shared).where(

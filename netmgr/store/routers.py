@@ -22,6 +22,7 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
+from netmgr.store.dns import records_of
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -99,7 +100,8 @@ class RouterStore:
                                         edge=edge_snapshot(s, net_ids),
                                         vpc=vpc_snapshot(s, router),
                                         vpn=vpn.tunnels(s, net_ids, self._db.secrets),
-                                        ssh_keys=_ssh_keys(s, net_ids))
+                                        ssh_keys=_ssh_keys(s, net_ids),
+                                        dns_records=records_of(s, net_ids))
 
         return self._db.read(tx)
 

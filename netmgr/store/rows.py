@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Row, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from common.dhcp_options import DhcpOption
 from netmgr.model import core as model
 from netmgr.model.ipv6_rules import ipv6_gateway
 from netmgr.model.paging import Page, PageRequest, encode_token
@@ -221,6 +222,10 @@ def port(r: Row[PortRow, str, int, str]) -> model.Port:
                                     for p in row.allowed_address_pairs or ()),
         binding_host=row.binding_host or "",
         ipv6=row.ipv6 or "",
+        metadata_tokens=row.metadata_tokens or "optional",
+        dhcp_options=tuple(DhcpOption(int(str(o["number"])), str(o["type"]),
+                                      tuple(str(x) for x in o["values"]))  # type: ignore[attr-defined]
+                           for o in row.dhcp_options or ()),
     )
 
 

@@ -256,6 +256,22 @@ class EdgeRules(Protocol):
         ...
 
 
+class FollowsEdge(Protocol):
+    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig) -> None:
+        """After an edge delta was applied in place to ``cfg`` (under the
+        router's lock): bring what the service derives from edge rules up to
+        date in the same generation (raises an apply error)."""
+        ...
+
+
+class HoldsPasswords(Protocol):
+    def set_password(self, ctx: Context, cfg: pb.RouterConfig, port_id: str,
+                     password: str) -> None:
+        """Hold a guest's new password in memory for it to fetch (ObjectNotFound
+        when the port is not in ``cfg``)."""
+        ...
+
+
 class Adopts(Protocol):
     def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         """At an agent start, ``rendered`` is what runs (the previous agent
@@ -277,6 +293,10 @@ class Capabilities:
     edge_rules: EdgeRules | None = None
     # Keeps state about what it applied, taken over from a previous agent.
     adopts: Adopts | None = None
+    # Derives part of what it serves from edge rules (follows edge deltas).
+    follows_edge: FollowsEdge | None = None
+    # Serves guests passwords held in memory (never in config.pb).
+    guest_passwords: HoldsPasswords | None = None
 
 
 NO_CAPABILITIES = Capabilities()

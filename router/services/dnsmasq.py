@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -33,6 +34,7 @@ import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from common import dhcp_options
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
 from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 # The router answers for router.<domain> (its guest address) in every network.
 ROUTER_HOSTNAME = "router"
+# data-server.<domain>: the router (CloudStack's name for its metadata server).
+DATA_SERVER = "data-server"
 CONF = "dnsmasq.conf"
 DHCP_HOSTS = "dhcp-hosts"
 HOSTS = "hosts"
@@ -101,6 +105,7 @@ def verify(cfg: pb.RouterConfig) -> None:
         taken = {cidr.network_address, cidr.broadcast_address, gateway}
         for host in net.hosts:
             _verify_host(net, cidr, host, taken, port_ids, macs, fqdns)
+    _verify_records(cfg, network_ids)
 
 
 def _verify_host(
@@ -128,10 +133,117 @@ def _verify_host(
         raise ConfigError(f"{what}: hostname {host.hostname!r} is not a valid DNS label", *kid)
     if host.hostname.lower() == ROUTER_HOSTNAME:
         raise ConfigError(f"{what}: hostname {ROUTER_HOSTNAME!r} is the router's own name", *kid)
+    _verify_options(what, kid, host)
     fqdn = f"{host.hostname}.{net.domain}".lower() if net.domain else host.hostname.lower()
     if fqdn in fqdns:
         raise ConfigError(f"{what}: name {fqdn} is also port {fqdns[fqdn]}", *kid)
     fqdns[fqdn] = host.port_id
+
+
+def _verify_options(what: str, kid: tuple[str, str], host: pb.DhcpHost) -> None:
+    """The port's DHCP options, checked again (common.dhcp_options) before
+    any value reaches dnsmasq's file."""
+    checked = []
+    for o in host.options:
+        option, problems = dhcp_options.check(dhcp_options.NAME_OF.get(o.number, ""), o.number,
+                                              o.type, list(o.values))
+        if option is None or option.values != tuple(o.values):
+            reason = "; ".join(f"{part}: {why}" for part, why in problems) or "not normalised"
+            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}", *kid)
+        checked.append(option)
+    problem = dhcp_options.check_all(checked)
+    if problem is not None:
+        raise ConfigError(f"{what}: DHCP options: {problem[1]}", *kid)
+
+
+def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
+    """dnsmasq lines of one port's verified options: matched by the port's
+    tag and its network's (two tags: dnsmasq prefers them over the network's
+    own option of the same number)."""
+    tags = f"tag:{net_tag},tag:{port_tag(host)}"
+    lines: list[str] = []
+    options = {o.number: o for o in host.options}
+    for o in host.options:
+        # Each piece a safe token (a route is "<cidr>,<gateway>").
+        values = [",".join(templating.safe_token(p) for p in v.split(",")) for v in o.values]
+        if o.number == dhcp_options.NEXT_SERVER:
+            boot = templating.safe_token(options[67].values[0])
+            lines.append(f"dhcp-boot={tags},{boot},,{values[0]}")
+            continue
+        if o.type == "string":
+            text = f'"{values[0]}"'  # quoted: a string that looks like an address stays text
+        elif o.type in ("uint16", "uint32"):
+            width = 2 if o.type == "uint16" else 4
+            text = ":".join(f"{b:02x}" for b in int(values[0]).to_bytes(width, "big"))
+        else:
+            text = ",".join(values)
+        lines.append(f"dhcp-option-force={tags},{o.number},{text}")
+    return lines
+
+
+def port_tag(host: pb.DhcpHost) -> str:
+    return f"port-{host.port_id}"
+
+
+_LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
+_RECORD_NAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}")
+_TXT = re.compile(r"[A-Za-z0-9 ._:/@=+,;-]{1,255}")
+
+
+def _verify_records(cfg: pb.RouterConfig, network_ids: set[str]) -> None:
+    """Every DNS record, checked again before it reaches dnsmasq's file."""
+    for r in cfg.dns_records:
+        validate.check_id("dns record", r.id)
+        what, kid = f"DNS record {r.id}", ("dnsrecord", r.id)
+        if r.network_id not in network_ids:
+            raise ConfigError(f"{what}: not a network of the router", *kid)
+        if not _RECORD_NAME.fullmatch(r.name):
+            raise ConfigError(f"{what}: name {r.name[:60]!r} is not a DNS name", *kid)
+        try:
+            if r.type == "A":
+                ipaddress.IPv4Address(r.value)
+            elif r.type == "AAAA":
+                ipaddress.IPv6Address(r.value)
+            elif r.type in ("CNAME", "PTR"):
+                ok = bool(_RECORD_NAME.fullmatch(r.value))
+                if r.type == "PTR":
+                    ok = ok and r.name.endswith(".in-addr.arpa")
+                if not ok:
+                    raise ValueError
+            elif r.type == "TXT":
+                if not _TXT.fullmatch(r.value):
+                    raise ValueError
+            elif r.type == "SRV":
+                *numbers, target = r.value.split(" ")
+                if len(numbers) != 3 or not all(n.isdigit() and int(n) <= 65535
+                                                for n in numbers) \
+                        or not _RECORD_NAME.fullmatch(target):
+                    raise ValueError
+            else:
+                raise ConfigError(f"{what}: type {r.type[:10]!r} is not served", *kid)
+        except ValueError:
+            raise ConfigError(f"{what}: {r.type} value {r.value[:60]!r} is not valid",
+                              *kid) from None
+
+
+def record_lines(cfg: pb.RouterConfig) -> list[str]:
+    """dnsmasq lines of the verified DNS records."""
+    lines: list[str] = []
+    for r in cfg.dns_records:
+        name = templating.safe_token(r.name)
+        if r.type in ("A", "AAAA"):
+            lines.append(f"host-record={name},{templating.safe_token(r.value)}")
+        elif r.type == "CNAME":
+            lines.append(f"cname={name},{templating.safe_token(r.value)}")
+        elif r.type == "PTR":
+            lines.append(f"ptr-record={name},{templating.safe_token(r.value)}")
+        elif r.type == "TXT":
+            lines.append(f'txt-record={name},"{r.value}"')  # verified: no quote or backslash
+        else:  # SRV
+            priority, weight, port, target = r.value.split(" ")
+            lines.append(f"srv-host={name},{templating.safe_token(target)},{int(port)},"
+                         f"{int(priority)},{int(weight)}")
+    return lines
 
 
 def relative_domains(cfg: pb.RouterConfig, net: pb.GuestNetwork) -> list[str]:
@@ -155,13 +267,19 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             "ipv6_cidr": n.ipv6_cidr, "ipv6_gateway": n.ipv6_gateway,
             "ipv6_mode": n.ipv6_mode, "tag6": f"net6-{n.interface}",
             "ipv6_range_mode": IPV6_RANGE_MODES.get(n.ipv6_mode, ""),
+            # The metadata server's name, unless a port took it first.
+            "data_server": not any(h.hostname.lower() == DATA_SERVER for h in n.hosts),
         }
         for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
     ]
+    port_options = [line for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
+                    for h in n.hosts if h.options
+                    for line in option_lines(f"net-{n.interface}", h)]
     out = {
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
-            networks=networks, upstream_servers=list(cfg.dns.upstream_servers),
+            networks=networks, port_options=port_options, records=record_lines(cfg),
+            upstream_servers=list(cfg.dns.upstream_servers),
             local_domains=sorted({d.lower() for d in cfg.dns.local_domains}
                                  - {n.domain.lower() for n in cfg.guest_networks}),
         )
@@ -172,8 +290,9 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             names = ([f"{h.hostname}.{net.domain}", h.hostname,
                       *(f"{h.hostname}.{r}" for r in relative)]
                      if net.domain else [h.hostname])
+            tag = [f"set:{port_tag(h)}"] if h.options else []
             # A stateful DHCPv6 reservation rides on the same host line.
-            fields = [templating.safe_token(v) for v in (h.mac.lower(), h.ip)]
+            fields = [templating.safe_token(v) for v in (h.mac.lower(), *tag, h.ip)]
             if net.ipv6_cidr and net.ipv6_mode == "dhcpv6_stateful" and h.ipv6:
                 fields.append(f"[{templating.safe_token(h.ipv6)}]")
             out[f"{DHCP_HOSTS}/{h.port_id}"] = ",".join(

@@ -33,10 +33,11 @@ import time
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
-from router.errors import ApplyError, CheckError
+from router.errors import ApplyError, CheckError, ObjectNotFound
 from router.lib import files, proc, templating
-from router.services import metadata_tree
+from router.services import metadata_tree, password_server
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
+from router.services.password_server import GuestPasswords
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,16 @@ CONF = "nginx.conf"
 TREES = "trees"  # compared, never written: {ip: digest}
 WORKER_USER = "www-data"
 START_TIMEOUT = 10.0
+RELOAD_TIMEOUT = 10.0
 
 
 def metadata_dir(paths: RouterPaths, *parts: str) -> str:
     return paths.path("metadata", *parts)
+
+
+def passwords_socket(cfg: pb.RouterConfig, paths: RouterPaths) -> str:
+    """The unix socket of the router's password server (the agent's)."""
+    return password_server.socket_path(metadata_dir(paths, "passwords.sock"), cfg.router_id)
 
 
 def _listen(cfg: pb.RouterConfig) -> list[str]:
@@ -101,7 +108,9 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths, memo: Digests | None = None
         "nginx/metadata.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
         user=_worker_user(paths), pid=metadata_dir(paths, "nginx.pid"),
         error_log=metadata_dir(paths, "error.log"), temp=metadata_dir(paths, "tmp"),
-        trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg))
+        trees=metadata_dir(paths, "by-ip"), listen=_listen(cfg),
+        agent_socket=passwords_socket(cfg, paths),
+        token_required=sorted(g.ip for g in cfg.guest_metadata if g.tokens_required))
     digests = {g.ip: _digest(g, memo) for g in cfg.guest_metadata}
     return {CONF: conf, TREES: json.dumps(digests, sort_keys=True)}
 
@@ -117,9 +126,9 @@ def check(ctx: Context, rendered: Rendered) -> None:
     # of its own, not under the (possibly long) state directory.
     probe_dir = tempfile.mkdtemp(prefix="cn-md-")
     probe = os.path.join(probe_dir, "s")
-    text = re.sub(r"(?m)^(\s*)listen [0-9.]+:80;$", lambda m: f"{m.group(1)}listen unix:{probe};",
-                  rendered[CONF], count=1)
-    text = re.sub(r"(?m)^\s*listen [0-9.]+:80;\n", "", text)
+    probes = iter(range(1_000_000))
+    text = re.sub(r"(?m)^(\s*)listen [0-9.]+:[0-9]+;$",
+                  lambda m: f"{m.group(1)}listen unix:{probe}{next(probes)};", rendered[CONF])
     with tempfile.NamedTemporaryFile("w", suffix=".conf", prefix=".check-", dir=base) as f:
         f.write(text)
         f.flush()
@@ -225,6 +234,36 @@ def _write_tree(target: str, tree: metadata_tree.Tree, gid: int) -> None:
         raise
 
 
+def _workers(master: int) -> set[int]:
+    """The master's worker processes (its children)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                    out.add(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def reload(master: int, timeout: float = RELOAD_TIMEOUT) -> None:
+    """New workers on the new config, same sockets (SIGHUP), and wait until
+    the old workers are gone: until then they still accept connections and
+    answer from the old config (a port that now requires tokens would be
+    served without), and the generation is not applied before that."""
+    old = _workers(master)
+    proc.os_kill(master, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while (left := old & _workers(master)) or not _workers(master):
+        if time.monotonic() > deadline:
+            raise ApplyError(f"nginx: workers {sorted(left)} still run the old config "
+                             f"{timeout:.0f} s after the reload")
+        time.sleep(0.005)
+
+
 def _hold_address(ctx: Context) -> None:
     try:
         proc.run(["ip", "addr", "replace", f"{METADATA_ADDRESS}/32", "dev", "lo"],
@@ -233,14 +272,22 @@ def _hold_address(ctx: Context) -> None:
         raise ApplyError(f"metadata: cannot hold {METADATA_ADDRESS}: {e.output.strip()}") from e
 
 
-def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+def serve_passwords(ctx: Context, cfg: pb.RouterConfig, passwords: GuestPasswords) -> None:
+    """The password server nginx proxies port 8080 to, and who its guests are."""
+    passwords.guests({g.ip: g.port_id for g in cfg.guest_metadata})
+    passwords.serve(passwords_socket(cfg, ctx.paths), _group(_worker_user(ctx.paths)))
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+          passwords: GuestPasswords) -> None:
     if not rendered:
-        remove(ctx)
+        remove(ctx, passwords)
         return
     base = metadata_dir(ctx.paths)
     os.makedirs(os.path.join(base, "tmp"), mode=0o700, exist_ok=True)
     user = _worker_user(ctx.paths)
     write_trees(ctx, cfg, user, json.loads(rendered[TREES]))
+    serve_passwords(ctx, cfg, passwords)
     conf = metadata_dir(ctx.paths, CONF)
     changed = files.write_if_changed(conf, rendered[CONF], mode=0o600)
     _hold_address(ctx)
@@ -253,10 +300,12 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
             raise ApplyError(f"nginx: start failed: {e.output.strip()}") from e
         _wait_master(ctx)
     elif changed:
-        proc.os_kill(pid, signal.SIGHUP)  # new workers on the new config, same sockets
+        reload(pid)
 
 
-def remove(ctx: Context) -> None:
+def remove(ctx: Context, passwords: GuestPasswords) -> None:
+    passwords.stop()
+    passwords.clear()
     pid = master_pid(ctx)
     if pid is not None:
         proc.stop(pid)
@@ -271,9 +320,12 @@ class Metadata:
     name = "metadata"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self)
+        self.capabilities = Capabilities(conditional=self, adopts=self, guest_passwords=self,
+                                         follows_edge=self)
         # This router's tree digests by guest (render stays a function of its input).
         self._memo: Digests = {}
+        # Its guests' passwords, in memory only, and the server nginx asks.
+        self._passwords = GuestPasswords()
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         """Reported in the router status only while the router has guests."""
@@ -292,7 +344,33 @@ class Metadata:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, cfg, rendered)
+        apply(ctx, cfg, rendered, self._passwords)
+
+    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig) -> None:
+        """A static NAT created or deleted by an edge delta: public-ipv4 (and
+        public-hostname) follow in the same generation."""
+        public = {n.private_ip: n.public_ip for n in cfg.static_nats}
+        changed = False
+        for g in cfg.guest_metadata:
+            if g.public_ip != public.get(g.ip, ""):
+                g.public_ip = public.get(g.ip, "")
+                changed = True
+        if changed and master_pid(ctx) is not None:
+            rendered = render(cfg, ctx.paths, self._memo)
+            write_trees(ctx, cfg, _worker_user(ctx.paths), json.loads(rendered[TREES]))
+
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """nginx runs on from the previous agent; the password server was that
+        agent's (and its passwords with it): serve again, with none."""
+        if rendered:
+            serve_passwords(ctx, cfg, self._passwords)
+
+    def set_password(self, ctx: Context, cfg: pb.RouterConfig, port_id: str,
+                     password: str) -> None:
+        if not any(g.port_id == port_id for g in cfg.guest_metadata):
+            raise ObjectNotFound(f"port {port_id} is not a guest of this router")
+        serve_passwords(ctx, cfg, self._passwords)
+        self._passwords.set(port_id, password)
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         version = nginx_version()
@@ -304,4 +382,4 @@ class Metadata:
                                 detail=f"master pid {pid}" if pid else "not running")
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
-        remove(ctx)
+        remove(ctx, self._passwords)

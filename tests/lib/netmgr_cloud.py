@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import dns_pb2_grpc as dnsrpc
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
@@ -84,11 +85,12 @@ class Api:
         self.routers = rpc.RouterServiceStub(channel)
         self.key_pairs = kprpc.KeyPairServiceStub(channel)
         self.security_groups = sgrpc.SecurityGroupServiceStub(channel)
+        self.dns = dnsrpc.DnsRecordServiceStub(channel)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         """``api.CreateNetwork(req)``: find the method on whichever stub has it."""
         for stub in (self.tenants, self.zone, self.networks, self.ports, self.routers,
-                     self.key_pairs, self.security_groups):
+                     self.key_pairs, self.security_groups, self.dns):
             method = getattr(stub, name, None)
             if method is not None:
                 return lambda req, m=method: m(req, metadata=self.metadata, timeout=30)

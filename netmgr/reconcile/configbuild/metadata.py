@@ -19,10 +19,14 @@ def guest_metadata(port: Port, zone: str, public_ip: str,
         mac=port.mac, ip=port.ip, hostname=port.hostname, fqdn=port.fqdn,
         public_ip=public_ip, availability_zone=zone, user_data=port.user_data,
         labels=dict(port.labels), ssh_key_name=name, ssh_public_key=public_key,
-        network_id=port.network_id, device_id=port.device_id)
+        network_id=port.network_id, device_id=port.device_id,
+        tokens_required=port.metadata_tokens == "required")
 
 
 def add_metadata(config: pb.RouterConfig, snapshot: RouterSnapshot) -> None:
+    config.dns_records.extend(
+        mpb.GuestDnsRecord(id=r.id, network_id=r.network_id, name=r.name, type=r.type,
+                           value=r.value) for r in snapshot.dns_records)
     public = {n.port_id: n.public_ip for n in (snapshot.edge.static_nats if snapshot.edge
                                               else ())}
     config.guest_metadata.extend(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from netmgr.model.core import Network, RouterSnapshot
 from netmgr.model.edge import EdgeSnapshot
@@ -48,7 +49,11 @@ def _guest_network(network: Network, snapshot: RouterSnapshot) -> pb.GuestNetwor
         mtu=network.mtu,
         lease_seconds=network.lease_seconds,
         hosts=[pb.DhcpHost(port_id=p.id, mac=p.mac, ip=p.ip, hostname=p.hostname,
-                           ipv6=p.ipv6 if network.ipv6_cidr else "") for p in ports],
+                           ipv6=p.ipv6 if network.ipv6_cidr else "",
+                           options=[mpb.DhcpHostOption(number=o.number, type=o.type,
+                                                       values=list(o.values))
+                                    for o in p.dhcp_options])
+               for p in ports],
         ipv6_cidr=network.ipv6_cidr,
         ipv6_gateway=network.ipv6_gateway,
         ipv6_mode=network.ipv6_mode.value,

@@ -189,6 +189,11 @@ class PortRow(StatusColumns, Base):
                                               index=True)
     # IPv6 (0017): the stateful DHCPv6 reservation or the EUI-64 address.
     ipv6: Mapped[str | None] = mapped_column(IP, nullable=True, default=None)
+    # IMDSv2: "optional" or "required" (migration 0012).
+    metadata_tokens: Mapped[str] = mapped_column(String(16), server_default=text("'optional'"))
+    # [{"number": 42, "type": "ips", "values": [...]}, ...] (migration 0012).
+    dhcp_options: Mapped[list[dict[str, object]]] = mapped_column(JSON,
+                                                                  server_default=text("'[]'"))
 
 
 class MacRow(Base):

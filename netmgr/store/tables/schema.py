@@ -7,6 +7,7 @@ from __future__ import annotations
 from netmgr.store.tables import (
     audit,
     core,
+    dns,
     edge,
     hosts,
     keypairs,
@@ -19,6 +20,6 @@ from netmgr.store.tables import (
 from netmgr.store.tables.base import Base
 
 # Importing a table module registers its tables with Base.
-TABLE_MODULES = (audit, core, edge, hosts, keypairs, replicas, router_vms, security_groups,
-                 vpc, vpn)
+TABLE_MODULES = (audit, core, dns, edge, hosts, keypairs, replicas, router_vms,
+                 security_groups, vpc, vpn)
 metadata = Base.metadata

@@ -5,10 +5,14 @@ named and nothing created; a failure half-way and delete leave nothing behind
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 
 import grpc
 import pytest
 from cloudnet.compute.v1 import compute_pb2 as cpb
+from cloudnet.netmgr.v1 import keypair_pb2 as kpb
+from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -56,11 +60,41 @@ def create(host, tenant: VmTenant, **kw) -> grpc.RpcError:
     return info.value
 
 
+def import_key(t: VmTenant, name: str) -> kpb.KeyPair:
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/k"],
+                       check=True)
+        with open(f"{d}/k.pub") as f:
+            line = f.read()
+    return t.api.call(kprpc.KeyPairServiceStub(t.api.channel).ImportKeyPair,
+                      kpb.ImportKeyPairRequest(key_pair=kpb.KeyPair(name=name,
+                                                                     public_key=line)))
+
+
+def test_a_vms_ports_carry_its_user_data_key_pair_and_labels(ovs_cloud, host_a, tenant):
+    net = tenant.network("md", "10.77.0.0/24")
+    key = import_key(tenant, "laptop")
+    vm = host_a.stub.CreateVm(cpb.CreateVmRequest(vm=cpb.Vm(
+        name="withdata", image="tiny", vcpus=1, memory_mib=128,
+        nics=[cpb.Nic(network_id=net.id), cpb.Nic(network_id=net.id)],
+        user_data=b"#cloud-config\nhostname: withdata\n", ssh_key_pair_id=key.id,
+        labels={"role": "web"}, metadata_tokens="required")), metadata=tenant.md, timeout=60)
+    try:
+        for nic in vm.nics:
+            port = tenant.api.call(tenant.api.ports.GetPort, pb.GetPortRequest(id=nic.port_id))
+            assert (port.user_data, port.ssh_key_pair_id, dict(port.labels)) == (
+                b"#cloud-config\nhostname: withdata\n", key.id, {"role": "web"})
+            assert (port.device_id, port.metadata_tokens) == (vm.id, "required")
+    finally:
+        host_a.stub.DeleteVm(cpb.DeleteVmRequest(id=vm.id), metadata=tenant.md, timeout=60)
+
+
 def test_bad_input_names_the_field_and_creates_nothing(ovs_cloud, host_a, tenant):
     net = tenant.network("n1", "10.78.0.0/24")
     other = VmTenant(ovs_cloud, host_a)
     try:
         foreign = other.network("theirs", "10.78.0.0/24")
+        foreign_key = import_key(other, "theirs")
         nic = [cpb.Nic(network_id=net.id)]
         before = footprint(host_a, tenant)
         cases = [
@@ -81,6 +115,12 @@ def test_bad_input_names_the_field_and_creates_nothing(ovs_cloud, host_a, tenant
              "vm.nics[0].fixed_ip"),
             (dict(nics=[cpb.Nic(network_id=net.id, fixed_ip="nonsense")]),
              "vm.nics[0].fixed_ip"),
+            (dict(nics=nic, user_data=b"x" * (32 * 1024 + 1)), "vm.user_data"),
+            (dict(nics=nic, ssh_key_pair_id="not-an-id"), "vm.ssh_key_pair_id"),
+            (dict(nics=nic, ssh_key_pair_id=foreign_key.id), "vm.ssh_key_pair_id"),
+            (dict(nics=nic, labels={"bad key!": "v"}), "vm.labels"),
+            (dict(nics=nic, labels={"role": "web\nx"}), "vm.labels"),
+            (dict(nics=nic, metadata_tokens="v2"), "vm.metadata_tokens"),
         ]
         for kw, field in cases:
             err = create(host_a, tenant, **kw)

@@ -6,11 +6,15 @@ reads ACTIVE."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from cloudnet.netmgr.v1 import dns_pb2 as dpb
+from cloudnet.netmgr.v1 import dns_pb2_grpc as dnsrpc
+from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
@@ -22,10 +26,29 @@ pytestmark = pytest.mark.integration
 MD = "http://169.254.169.254"
 
 
-def curl(guest, url: str) -> tuple[int, str]:
-    r = guest.run(["curl", "-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", url])
+def curl(guest, url: str, *extra: str) -> tuple[int, str]:
+    r = guest.run(["curl", "-s", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}", *extra,
+                   url])
     body, _, code = r.stdout.rpartition("\n")
     return int(code or 0), body
+
+
+def ask_password_server(guest, server: str, request: str) -> tuple[int, str]:
+    """What CloudStack's cloud-set-guest-password asks: one header, the answer in the body."""
+    return curl(guest, f"http://{server}:8080/", "-H", f"DomU_Request: {request}")
+
+
+def files_holding(root: str, secret: bytes) -> list[str]:
+    found = []
+    for d, _, names in os.walk(root):
+        for n in names:
+            path = os.path.join(d, n)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                if secret in f.read():
+                    found.append(path)
+    return found
 
 
 def wait_port_active(t, port_id: str, timeout: float = 120) -> pb.Port:
@@ -80,9 +103,19 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
         wait_port_active(t, p1.id)
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
 
+    # IMDSv2 required from the generation that asks for it.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, metadata_tokens="required")))
+    wait_port_active(t, p1.id)
+    assert curl(g1, f"{MD}/latest/user-data")[0] == 401
+    assert curl(g2, f"{MD}/latest/user-data") == (200, "#!/bin/sh\necho two\n")
+    code, token = curl(g1, f"{MD}/latest/api/token", "-X", "PUT",
+                       "-H", "X-aws-ec2-metadata-token-ttl-seconds: 60")
+    assert code == 200
+    assert curl(g1, f"{MD}/latest/user-data", "-H", f"X-aws-ec2-metadata-token: {token}") == (
+        200, data.decode())
 
-@pytest.mark.xfail(strict=True, reason="a static NAT reaches the router as an edge delta, "
-                   "which only nftables applies: public-ipv4 follows at the next full push")
+
 def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     make_tenant
 ) -> None:
@@ -92,8 +125,183 @@ def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     t.api.wait_router_active(net.router_id)
     g2 = t.guest(net, p2)
     g2.dhcp()
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4")[0] == 404
     edge = Edge(t)
     ip = edge.public_ip(net.id)
-    edge.static_nat(ip.id, p2.id)
-    t.api.wait_router_active(net.router_id)
+    # Created: an edge delta, served once the static NAT reads ACTIVE.
+    nat = edge.static_nat(ip.id, p2.id)
+    edge.wait_active(edge.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
     assert curl(g2, f"{MD}/latest/meta-data/public-ipv4") == (200, ip.ip)
+    assert curl(g2, f"{MD}/latest/meta-data/public-hostname") == (200, ip.ip)
+    # A full push (the port's user data changed) serves it too.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p2.id, user_data=b"#cloud-config\n")))
+    wait_port_active(t, p2.id)
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4") == (200, ip.ip)
+    # Deleted: gone once the router has applied the deletion.
+    edge.call(edge.nats.DeleteStaticNat, epb.DeleteStaticNatRequest(id=nat.id))
+    t.api.wait_router_active(net.router_id)
+    assert curl(g2, f"{MD}/latest/meta-data/public-ipv4")[0] == 404
+    code, hostname = curl(g2, f"{MD}/latest/meta-data/public-hostname")
+    assert (code, hostname.split(".")[0]) == (200, "vm2")
+
+
+def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
+    make_tenant
+) -> None:
+    t = make_tenant()
+    net = t.network(name="pw", cidr="10.1.3.0/24")
+    p1 = t.port(net.id, name="vm1", hostname="vm1")
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t.api.wait_router_active(net.router_id)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    g1.dhcp()
+    g2.dhcp()
+    # No password reset yet: CloudStack's answer for "nothing for you".
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, "saved_password")
+
+    password = t.api.call(t.api.ports.ResetPortPassword,
+                          pb.ResetPortPasswordRequest(id=p1.id)).password
+    # Another guest asking gets nothing of it.
+    assert ask_password_server(g2, net.gateway, "send_my_password") == (200, "saved_password")
+    assert ask_password_server(g2, net.gateway, "saved_password") == (200, "saved_password")
+    # Its own guest fetches it, acknowledges it, and then it is gone.
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, password)
+    assert ask_password_server(g1, net.gateway, "saved_password") == (200, "saved_password")
+    assert ask_password_server(g1, net.gateway, "send_my_password") == (200, "saved_password")
+    assert ask_password_server(g1, net.gateway, "anything else") == (200, "bad_request")
+    # As a CloudStack guest finds it: the data-server name (search domain from DHCP).
+    assert g1.run(["getent", "hosts", "data-server"]).stdout.split()[0] == net.gateway
+    first = password
+    password = t.api.call(t.api.ports.ResetPortPassword,
+                          pb.ResetPortPasswordRequest(id=p1.id)).password
+    # p2 taking p1's address as well gets nothing: its packets leave p2's MAC.
+    g2.run(["ip", "addr", "add", f"{p1.ip}/32", "dev", g2.ifname], check=True)
+    assert curl(g2, f"http://{net.gateway}:8080/", "-H", "DomU_Request: send_my_password",
+                "--interface", p1.ip)[0] == 0
+    assert ask_password_server(g1, "data-server", "send_my_password") == (200, password)
+    assert ask_password_server(g1, "data-server", "saved_password") == (200, "saved_password")
+    # Never on disk: not in netmgr's database, the agent's state, nor any log.
+    for secret in (first, password):
+        assert files_holding(t.cloud.state_dir, secret.encode()) == []
+
+
+DHCP_ENV_SCRIPT = "#!/bin/sh\n[ \"$1\" = bound ] && env > \"$CLOUDNET_DHCP_ENV\"\nexit 0\n"
+
+
+def dhcp_env(guest, tmp_path: Path, *requested: int) -> dict[str, str]:
+    """What busybox udhcpc hands its event script for a lease (as a guest OS's
+    network scripts read it), asking for ``requested`` options too."""
+    script, env = tmp_path / f"{guest.netns}.sh", tmp_path / f"{guest.netns}.env"
+    script.write_text(DHCP_ENV_SCRIPT)
+    script.chmod(0o755)
+    argv = ["busybox", "udhcpc", "-f", "-q", "-n", "-i", guest.ifname, "-t", "10", "-T", "1",
+            "-A", "1", "-s", str(script)]
+    for number in requested:
+        argv += ["-O", str(number)]
+    r = subprocess.run(["ip", "netns", "exec", guest.netns, "env",
+                        f"CLOUDNET_DHCP_ENV={env}", *argv], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr[-300:]
+    return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
+
+
+# dnsmasq's configuration is the same on a router VM: one boot (under TCG)
+# per test would cost the suite a minute for nothing the netns run misses.
+@pytest.mark.netns_only
+def test_a_ports_dhcp_options_reach_its_guest_only(make_tenant, tmp_path: Path) -> None:
+    t = make_tenant()
+    net = t.network(name="opts", cidr="10.1.4.0/24")
+    Opt = pb.DhcpOption
+    p1 = t.port(net.id, name="vm1", hostname="vm1", dhcp_options=[
+        Opt(name="ntp-server", values=["10.1.4.5", "10.1.4.6"]),
+        Opt(name="dns-server", values=["10.1.4.53"]),
+        Opt(name="classless-static-route",
+            values=["192.168.50.0/24,10.1.4.1", "0.0.0.0/0,10.1.4.1"]),
+        Opt(name="tftp-server", values=["10.1.4.7"]),  # a string that looks like an address
+        Opt(name="next-server", values=["10.1.4.7"]),
+        Opt(name="bootfile-name", values=["pxelinux.0"]),
+        Opt(number=224, type="string", values=["hello"]),
+        Opt(number=225, type="uint16", values=["1234"]),
+        Opt(number=226, type="ips", values=["10.1.4.8"]),
+    ])
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t.api.wait_router_active(net.router_id)
+    g1, g2 = t.guest(net, p1), t.guest(net, p2)
+    env1 = dhcp_env(g1, tmp_path, 42, 121, 66, 67, 224, 225, 226)
+    assert env1["ip"] == p1.ip
+    assert env1["ntpsrv"].split() == ["10.1.4.5", "10.1.4.6"]
+    assert env1["dns"].split() == ["10.1.4.53"]  # the port's own, not the network's
+    assert env1["staticroutes"].split() == ["192.168.50.0/24", "10.1.4.1", "0.0.0.0/0",
+                                            "10.1.4.1"]
+    assert env1["tftp"] == "10.1.4.7"
+    # PXE: the BOOTP next-server field, and the file as option 67 (asked for).
+    assert (env1["siaddr"], env1["bootfile"]) == ("10.1.4.7", "pxelinux.0")
+    assert env1["opt224"] == b"hello".hex()
+    assert env1["opt225"] == "04d2"
+    assert env1["opt226"] == "0a010408"
+    env2 = dhcp_env(g2, tmp_path, 42, 121, 66, 67, 224, 225, 226)
+    assert env2["ip"] == p2.ip
+    assert env2["dns"].split() == [net.gateway]
+    assert not {"ntpsrv", "staticroutes", "tftp", "opt224", "opt225", "opt226"} & set(env2)
+    assert env2.get("siaddr", "0.0.0.0") in ("0.0.0.0", net.gateway)
+
+    # Changed through the API: the next lease has the new options.
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, dhcp_options=[Opt(name="ntp-server", values=["10.1.4.9"])])))
+    wait_port_active(t, p1.id)
+    env1 = dhcp_env(g1, tmp_path, 42, 224)
+    assert env1["ntpsrv"] == "10.1.4.9"
+    assert "opt224" not in env1
+
+
+def dig(guest, server: str, *query: str) -> tuple[list[str], str]:
+    """(answers, header flags) of dig in the guest's namespace."""
+    r = guest.run(["dig", f"@{server}", "+tries=2", "+time=2", "+nocomments", "+noquestion",
+                   "+nostats", "+nocmd", "+noadditional", "+noauthority", *query])
+    full = guest.run(["dig", f"@{server}", "+tries=2", "+time=2", *query]).stdout
+    flags = next((line.split("flags:")[1].split(";")[0].strip() for line in full.splitlines()
+                  if "flags:" in line), "")
+    answers = [" ".join(line.split()[3:]) for line in r.stdout.splitlines()
+               if line.strip() and not line.startswith(";")]
+    return answers, flags
+
+
+# dnsmasq's configuration is the same on a router VM: one boot (under TCG)
+# per test would cost the suite a minute for nothing the netns run misses.
+@pytest.mark.netns_only
+def test_a_networks_dns_records_and_every_ports_ptr_are_served(make_tenant) -> None:
+    t = make_tenant()
+    net = t.network(name="dns", cidr="10.1.5.0/24")
+    p1 = t.port(net.id, name="vm1", hostname="vm1")
+    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    d = net.domain
+    dns = dnsrpc.DnsRecordServiceStub(t.api.channel)
+
+    def record(name: str, type_: str, value: str) -> dpb.DnsRecord:
+        return t.api.call(dns.CreateDnsRecord, dpb.CreateDnsRecordRequest(
+            dns_record=dpb.DnsRecord(network_id=net.id, name=name, type=type_, value=value)))
+
+    made = [record("www", "A", "10.1.5.50"), record("www", "AAAA", "2001:db8::50"),
+            record("alias", "CNAME", "vm1"), record("info", "TXT", "v=spf1 -all"),
+            record("_sip._tcp", "SRV", "10 20 5060 vm2"), record("10.1.5.60", "PTR", "www")]
+    t.api.wait_router_active(net.router_id)
+    g1 = t.guest(net, p1)
+    g1.dhcp()
+    gw = net.gateway
+    answers, flags = dig(g1, gw, f"www.{d}", "A")
+    assert answers == ["A 10.1.5.50"]
+    assert "aa" in flags.split()  # the router's own data, answered authoritatively
+    assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]
+    assert dig(g1, gw, f"alias.{d}", "A")[0] == [f"CNAME vm1.{d}.", f"A {p1.ip}"]
+    assert dig(g1, gw, f"info.{d}", "TXT")[0] == ['TXT "v=spf1 -all"']
+    assert dig(g1, gw, f"_sip._tcp.{d}", "SRV")[0] == [f"SRV 10 20 5060 vm2.{d}."]
+    assert dig(g1, gw, "-x", "10.1.5.60")[0] == [f"PTR www.{d}."]
+    # Every port's address has its PTR.
+    assert dig(g1, gw, "-x", p1.ip)[0] == [f"PTR vm1.{d}."]
+    assert dig(g1, gw, "-x", p2.ip)[0] == [f"PTR vm2.{d}."]
+    # Deleted: gone once the router has applied it.
+    t.api.call(dns.DeleteDnsRecord, dpb.DeleteDnsRecordRequest(id=made[0].id))
+    t.api.wait_router_active(net.router_id)
+    assert dig(g1, gw, f"www.{d}", "A")[0] == []
+    assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]

@@ -24,6 +24,8 @@ from tests.lib.routerlab import HOSTS, InProcessAgent, Topology, make_config, sh
 pytestmark = pytest.mark.integration
 
 MD = "169.254.169.254"
+TTL = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN = "X-aws-ec2-metadata-token"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs7cQdJ3m1mI3h1w0b0c4mQ3xC1uYy3cMuR2x1tY1a9"
 
 
@@ -36,11 +38,12 @@ def metadata(port: str, user_data: bytes, **kw: object) -> mpb.GuestMetadata:
 
 
 def config(router_id: str, generation: int, p1_user_data: bytes) -> pb.RouterConfig:
-    cfg = make_config(router_id, generation, ["p1", "p2"])
+    cfg = make_config(router_id, generation, ["p1", "p2", "p3"])
     cfg.guest_metadata.extend([
         metadata("p1", p1_user_data, ssh_key_name="laptop", ssh_public_key=KEY,
                  public_ip="203.0.113.50", labels={"role": "web"}),
         metadata("p2", b"#!/bin/sh\necho p2\n"),
+        metadata("p3", b"#!/bin/sh\necho p3\n", tokens_required=True),
     ])
     return cfg
 
@@ -121,11 +124,59 @@ def test_each_guest_reads_its_own_ec2_openstack_and_cloudstack_metadata(
     code, text = curl(g2, f"{base}/openstack/latest/network_data.json")
     assert json.loads(text)["links"][0]["ethernet_mac_address"] == HOSTS["p2"][0]
     assert curl(g2, f"{base}/openstack/latest/user_data") == (200, "#!/bin/sh\necho p2\n")
-    # IMDSv2's token is issued on PUT only.
-    code, token = curl(g1, f"{base}/latest/api/token", "-X", "PUT")
+    # IMDSv2's token is issued on PUT only, for a TTL; optional for p1.
+    code, token = curl(g1, f"{base}/latest/api/token", "-X", "PUT", "-H", f"{TTL}: 60")
     assert code == 200
-    assert len(token) == 32
+    assert len(token) >= 32
     assert curl(g1, f"{base}/latest/api/token")[0] == 405
+    assert curl(g1, f"{base}/latest/meta-data/instance-id", "-H", f"{TOKEN}: {token}") == (
+        200, "p1")
+
+
+def test_imdsv2_tokens_when_the_port_requires_them(
+    topo: Topology, guests: tuple[str, str, str]
+) -> None:
+    _, g1, _ = guests
+    g2 = topo.guest("p3")  # p3 requires tokens, p1 does not
+    topo.configure_guest(g2, HOSTS["p3"][1])
+    base = f"http://{MD}"
+    assert curl(g2, f"{base}/latest/meta-data/instance-id")[0] == 401
+    assert curl(g2, f"{base}/latest/user-data")[0] == 401
+    assert curl(g2, f"{base}/openstack/latest/meta_data.json")[0] == 401
+    assert curl(g2, f"{base}/latest/meta-data/")[0] == 401
+    # A TTL is required, 1 to 21600 s; a forwarded request gets no token.
+    for extra in ((), ("-H", f"{TTL}: 0"), ("-H", f"{TTL}: 21601"), ("-H", f"{TTL}: x")):
+        assert curl(g2, f"{base}/latest/api/token", "-X", "PUT", *extra)[0] == 400, extra
+    assert curl(g2, f"{base}/latest/api/token", "-X", "PUT", "-H", f"{TTL}: 60",
+                "-H", "X-Forwarded-For: 10.9.9.9")[0] == 403
+    code, token = curl(g2, f"{base}/latest/api/token", "-X", "PUT", "-H", f"{TTL}: 60")
+    assert code == 200
+    with_token = ("-H", f"{TOKEN}: {token}")
+    assert curl(g2, f"{base}/latest/meta-data/instance-id", *with_token) == (200, "p3")
+    assert curl(g2, f"{base}/latest/user-data", *with_token) == (200, "#!/bin/sh\necho p3\n")
+    assert "instance-id" in curl(g2, f"{base}/latest/meta-data/", *with_token)[1].split()
+    assert curl(g2, f"{base}/latest/meta-data/instance-id", "-H",
+                f"{TOKEN}: {token[:-2]}xx")[0] == 401
+    # A token is its guest's own: p1's token does not open p3's data.
+    code, token1 = curl(g1, f"{base}/latest/api/token", "-X", "PUT", "-H", f"{TTL}: 60")
+    assert curl(g2, f"{base}/latest/meta-data/instance-id", "-H", f"{TOKEN}: {token1}")[0] \
+        == 401
+    # A token past its TTL is refused.
+    code, short = curl(g2, f"{base}/latest/api/token", "-X", "PUT", "-H", f"{TTL}: 1")
+    assert code == 200
+    deadline = time.monotonic() + 10
+    while curl(g2, f"{base}/latest/meta-data/instance-id", "-H", f"{TOKEN}: {short}")[0] \
+            != 401:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # cloud-init's EC2 crawler with the token header, as its datasource sends it.
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import cloudinit.sources.helpers.ec2"],
+                      capture_output=True, check=False).returncode == 0:
+        out = sh("ip", "netns", "exec", g2, SYSTEM_PYTHON, "-c", CLOUD_INIT_V2, base, token,
+                 timeout=60)
+        assert json.loads(out) == {"instance-id": "p3", "user-data": "#!/bin/sh\necho p3\n"}
+    # p1 still needs none.
+    assert curl(g1, f"{base}/latest/meta-data/instance-id") == (200, "p1")
 
 
 def test_a_guest_using_another_guests_ip_gets_nothing(guests: tuple[str, str, str]) -> None:
@@ -195,6 +246,15 @@ CLOUD_INIT_CRAWL = (
     "                 default=str))\n"
 )
 SYSTEM_PYTHON = "/usr/bin/python3"
+CLOUD_INIT_V2 = (
+    "import json, sys\n"
+    "from cloudinit.sources.helpers import ec2\n"
+    "md, token = sys.argv[1], sys.argv[2]\n"
+    "h = lambda url: {'X-aws-ec2-metadata-token': token}\n"
+    "m = ec2.get_instance_metadata('2021-03-23', md, retries=0, headers_cb=h)\n"
+    "u = ec2.get_instance_userdata('2021-03-23', md, retries=0, headers_cb=h)\n"
+    "print(json.dumps({'instance-id': m['instance-id'], 'user-data': u.decode()}))\n"
+)
 
 
 def test_cloud_inits_datasource_crawlers_read_this_guests_data(

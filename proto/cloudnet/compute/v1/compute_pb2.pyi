@@ -92,6 +92,26 @@ Global___Nic: _TypeAlias = Nic  # noqa: Y015
 class Vm(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
@@ -103,6 +123,10 @@ class Vm(_message.Message):
     HOST_FIELD_NUMBER: _builtins.int
     ACCEL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    USER_DATA_FIELD_NUMBER: _builtins.int
+    SSH_KEY_PAIR_ID_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -114,10 +138,20 @@ class Vm(_message.Message):
     host: _builtins.str
     accel: _builtins.str
     """"kvm" or "qemu" (TCG): what this host's hypervisor uses."""
+    user_data: _builtins.bytes
+    """Input: given to every NIC's port, whose router serves them to the guest
+    (docs/metadata.md): user data (at most 32 KiB), an SSH key pair of the
+    tenant, labels. Not kept by the compute agent: read them on the ports.
+    """
+    ssh_key_pair_id: _builtins.str
+    metadata_tokens: _builtins.str
+    """IMDSv2 on its ports: "optional" (default) or "required"."""
     @_builtins.property
     def nics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Nic]: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
         self,
         *,
@@ -132,10 +166,14 @@ class Vm(_message.Message):
         host: _builtins.str = ...,
         accel: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        user_data: _builtins.bytes = ...,
+        ssh_key_pair_id: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        metadata_tokens: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel", b"accel", "create_time", b"create_time", "host", b"host", "id", b"id", "image", b"image", "memory_mib", b"memory_mib", "name", b"name", "nics", b"nics", "state", b"state", "tenant_id", b"tenant_id", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accel", b"accel", "create_time", b"create_time", "host", b"host", "id", b"id", "image", b"image", "labels", b"labels", "memory_mib", b"memory_mib", "metadata_tokens", b"metadata_tokens", "name", b"name", "nics", b"nics", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

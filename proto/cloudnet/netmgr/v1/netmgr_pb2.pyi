@@ -929,6 +929,8 @@ class Port(_message.Message):
     ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
     BINDING_HOST_FIELD_NUMBER: _builtins.int
     IPV6_FIELD_NUMBER: _builtins.int
+    METADATA_TOKENS_FIELD_NUMBER: _builtins.int
+    DHCP_OPTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -968,6 +970,11 @@ class Port(_message.Message):
     DHCPV6_STATEFUL networks allocated from the /64 unless given; in SLAAC
     and DHCPV6_STATELESS networks the EUI-64 address of its MAC (output only).
     """
+    metadata_tokens: _builtins.str
+    """IMDSv2 session tokens for the guest's metadata requests: "optional" (the
+    default; "" reads as it) or "required" (a GET without a valid token from
+    PUT /latest/api/token gets 401).
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -988,6 +995,10 @@ class Port(_message.Message):
         """Extra addresses the port may send from (at most 10); none may contain
         another port's address on the network.
         """
+
+    @_builtins.property
+    def dhcp_options(self) -> _containers.RepeatedCompositeFieldContainer[Global___DhcpOption]:
+        """DHCP options only this port's guest gets (docs/metadata.md#dhcp-options)."""
 
     def __init__(
         self,
@@ -1012,16 +1023,55 @@ class Port(_message.Message):
         allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
         binding_host: _builtins.str = ...,
         ipv6: _builtins.str = ...,
+        metadata_tokens: _builtins.str = ...,
+        dhcp_options: _abc.Iterable[Global___DhcpOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "ipv6", b"ipv6", "labels", b"labels", "mac", b"mac", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "dhcp_options", b"dhcp_options", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "ipv6", b"ipv6", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
     _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__port_security) -> _WhichOneofReturnType__port_security | None: ...
 
 Global___Port: _TypeAlias = Port  # noqa: Y015
+
+@_typing.final
+class DhcpOption(_message.Message):
+    """One DHCP option: by name (ntp-server, classless-static-route, ...) or by
+    number 1-254 (with a type when cloudnet does not know the number), and its
+    values as text typed by the option (IPv4 addresses, <cidr>,<gateway>
+    routes, DNS names, strings, whole numbers). Output: name, number and type
+    all filled.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    number: _builtins.int
+    type: _builtins.str
+    """ip, ips, string, uint8, uint16, uint32, routes, domains."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        number: _builtins.int = ...,
+        type: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "number", b"number", "type", b"type", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhcpOption: _TypeAlias = DhcpOption  # noqa: Y015
 
 @_typing.final
 class CreatePortRequest(_message.Message):

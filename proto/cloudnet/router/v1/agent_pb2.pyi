@@ -137,6 +137,7 @@ class DhcpHost(_message.Message):
     IP_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     IPV6_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     port_id: _builtins.str
     mac: _builtins.str
     ip: _builtins.str
@@ -144,6 +145,10 @@ class DhcpHost(_message.Message):
     """RFC 1123 label (validated again by the agent)."""
     ipv6: _builtins.str
     """Fields 90-109: IPv6. The port's reserved address (DHCPv6 stateful)."""
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.DhcpHostOption]:
+        """DHCP options for this port only (common/dhcp_options.py)."""
+
     def __init__(
         self,
         *,
@@ -152,10 +157,11 @@ class DhcpHost(_message.Message):
         ip: _builtins.str = ...,
         hostname: _builtins.str = ...,
         ipv6: _builtins.str = ...,
+        options: _abc.Iterable[_metadata_pb2.DhcpHostOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "ipv6", b"ipv6", "mac", b"mac", "port_id", b"port_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hostname", b"hostname", "ip", b"ip", "ipv6", b"ipv6", "mac", b"mac", "options", b"options", "port_id", b"port_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -320,6 +326,7 @@ class RouterConfig(_message.Message):
     BGP_FIELD_NUMBER: _builtins.int
     GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
     IPV6_UPLINK_FIELD_NUMBER: _builtins.int
+    DNS_RECORDS_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -376,6 +383,10 @@ class RouterConfig(_message.Message):
     def guest_ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.GuestIngressRule]: ...
     @_builtins.property
     def ipv6_uplink(self) -> _routing_pb2.Ipv6Uplink: ...
+    @_builtins.property
+    def dns_records(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestDnsRecord]:
+        """DNS records of the guest networks (metadata.proto), served by dnsmasq."""
+
     def __init__(
         self,
         *,
@@ -401,10 +412,11 @@ class RouterConfig(_message.Message):
         bgp: _routing_pb2.Bgp | None = ...,
         guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
         ipv6_uplink: _routing_pb2.Ipv6Uplink | None = ...,
+        dns_records: _abc.Iterable[_metadata_pb2.GuestDnsRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,6 +22,72 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class DhcpHostOption(_message.Message):
+    """One DHCP option of one port (common/dhcp_options.py; checked again by the
+    agent): number 0 is the BOOTP next-server field.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    type: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        type: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["number", b"number", "type", b"type", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DhcpHostOption: _TypeAlias = DhcpHostOption  # noqa: Y015
+
+@_typing.final
+class GuestDnsRecord(_message.Message):
+    """A DNS record of a guest network, served by the router's dnsmasq."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NETWORK_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    network_id: _builtins.str
+    name: _builtins.str
+    """Absolute, no trailing dot (PTR: <reversed address>.in-addr.arpa)."""
+    type: _builtins.str
+    """A, AAAA, CNAME, TXT, SRV, PTR."""
+    value: _builtins.str
+    """As netmgr checked it (SRV: "<priority> <weight> <port> <target>")."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        network_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "network_id", b"network_id", "type", b"type", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestDnsRecord: _TypeAlias = GuestDnsRecord  # noqa: Y015
+
+@_typing.final
 class GuestMetadata(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -59,6 +125,7 @@ class GuestMetadata(_message.Message):
     SSH_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
+    TOKENS_REQUIRED_FIELD_NUMBER: _builtins.int
     port_id: _builtins.str
     """The port: the guest's instance-id."""
     interface: _builtins.str
@@ -79,6 +146,10 @@ class GuestMetadata(_message.Message):
     network_id: _builtins.str
     device_id: _builtins.str
     """The owner reference (vm-id)."""
+    tokens_required: _builtins.bool
+    """IMDSv2 required: every request to the metadata paths must carry a token
+    from PUT /latest/api/token (else 401).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Keys [A-Za-z0-9][A-Za-z0-9._-]{0,62}, values [A-Za-z0-9 ._:@+=,-]{0,255}."""
@@ -100,11 +171,54 @@ class GuestMetadata(_message.Message):
         ssh_public_key: _builtins.str = ...,
         network_id: _builtins.str = ...,
         device_id: _builtins.str = ...,
+        tokens_required: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability_zone", b"availability_zone", "device_id", b"device_id", "fqdn", b"fqdn", "hostname", b"hostname", "interface", b"interface", "ip", b"ip", "labels", b"labels", "mac", b"mac", "network_id", b"network_id", "port_id", b"port_id", "public_ip", b"public_ip", "ssh_key_name", b"ssh_key_name", "ssh_public_key", b"ssh_public_key", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability_zone", b"availability_zone", "device_id", b"device_id", "fqdn", b"fqdn", "hostname", b"hostname", "interface", b"interface", "ip", b"ip", "labels", b"labels", "mac", b"mac", "network_id", b"network_id", "port_id", b"port_id", "public_ip", b"public_ip", "ssh_key_name", b"ssh_key_name", "ssh_public_key", b"ssh_public_key", "tokens_required", b"tokens_required", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GuestMetadata: _TypeAlias = GuestMetadata  # noqa: Y015
+
+@_typing.final
+class SetGuestPasswordRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTER_ID_FIELD_NUMBER: _builtins.int
+    PORT_ID_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    router_id: _builtins.str
+    port_id: _builtins.str
+    """A port of the router's running config (NOT_FOUND otherwise)."""
+    password: _builtins.str
+    """8 to 64 characters of [A-Za-z0-9]."""
+    def __init__(
+        self,
+        *,
+        router_id: _builtins.str = ...,
+        port_id: _builtins.str = ...,
+        password: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["password", b"password", "port_id", b"port_id", "router_id", b"router_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGuestPasswordRequest: _TypeAlias = SetGuestPasswordRequest  # noqa: Y015
+
+@_typing.final
+class SetGuestPasswordResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGuestPasswordResponse: _TypeAlias = SetGuestPasswordResponse  # noqa: Y015

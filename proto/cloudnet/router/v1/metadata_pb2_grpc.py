@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from cloudnet.router.v1 import metadata_pb2 as cloudnet_dot_router_dot_v1_dot_metadata__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,86 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class RouterMetadataStub:
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetGuestPassword = channel.unary_unary(
+                '/cloudnet.router.v1.RouterMetadata/SetGuestPassword',
+                request_serializer=cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordRequest.SerializeToString,
+                response_deserializer=cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordResponse.FromString,
+                _registered_method=True)
+
+
+class RouterMetadataServicer:
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    def SetGuestPassword(self, request, context):
+        """Make a new password fetchable by one port's guest, replacing any it has
+        not acknowledged yet. Never persisted: an agent restart forgets it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RouterMetadataServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetGuestPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGuestPassword,
+                    request_deserializer=cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordRequest.FromString,
+                    response_serializer=cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cloudnet.router.v1.RouterMetadata', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cloudnet.router.v1.RouterMetadata', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RouterMetadata:
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    @staticmethod
+    def SetGuestPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cloudnet.router.v1.RouterMetadata/SetGuestPassword',
+            cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordRequest.SerializeToString,
+            cloudnet_dot_router_dot_v1_dot_metadata__pb2.SetGuestPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -6,11 +6,18 @@ EC2, OpenStack and CloudStack paths served by nginx, one tree per guest,
 answered only to the guest's own (interface, MAC, IP).
 """
 
+from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -21,3 +28,49 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class RouterMetadataStub:
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> RouterMetadataAsyncStub: ...
+    SetGuestPassword: _grpc.UnaryUnaryMultiCallable[_metadata_pb2.SetGuestPasswordRequest, _metadata_pb2.SetGuestPasswordResponse]
+    """Make a new password fetchable by one port's guest, replacing any it has
+    not acknowledged yet. Never persisted: an agent restart forgets it.
+    """
+
+@_typing.type_check_only
+class RouterMetadataAsyncStub(RouterMetadataStub):
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SetGuestPassword: _aio.UnaryUnaryMultiCallable[_metadata_pb2.SetGuestPasswordRequest, _metadata_pb2.SetGuestPasswordResponse]  # type: ignore[assignment]
+    """Make a new password fetchable by one port's guest, replacing any it has
+    not acknowledged yet. Never persisted: an agent restart forgets it.
+    """
+
+class RouterMetadataServicer(metaclass=_abc_1.ABCMeta):
+    """The router's password server: CloudStack's protocol on TCP 8080 of the
+    router's guest addresses (nginx proxies it to the agent, which holds the
+    passwords in its memory only; router/services/password_server.py).
+    """
+
+    @_abc_1.abstractmethod
+    def SetGuestPassword(
+        self,
+        request: _metadata_pb2.SetGuestPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_metadata_pb2.SetGuestPasswordResponse, _abc.Awaitable[_metadata_pb2.SetGuestPasswordResponse]]:
+        """Make a new password fetchable by one port's guest, replacing any it has
+        not acknowledged yet. Never persisted: an agent restart forgets it.
+        """
+
+def add_RouterMetadataServicer_to_server(servicer: RouterMetadataServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

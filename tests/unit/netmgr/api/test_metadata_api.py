@@ -14,6 +14,7 @@ from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from netmgr.api.passwords import generate_password
 from tests.lib.netmgr_cloud import TABLES, Api, Cloud, bad_fields, rpc_error
 
 Code = grpc.StatusCode
@@ -156,19 +157,49 @@ def test_bad_metadata_on_ports_is_refused_naming_the_field(
     assert api.GetPort(pb.GetPortRequest(id=port.id)).user_data == b"x" * 32 * 1024
 
 
-def test_reset_password_returns_a_new_password_each_time_and_is_never_stored(
+def test_generated_passwords_are_fresh_and_unambiguous() -> None:
+    made = {generate_password() for _ in range(50)}
+    assert len(made) == 50
+    assert all(len(p) == 16 and p.isalnum() and not set(p) & set("0O1lI") for p in made)
+
+
+def test_reset_password_without_a_router_agent_fails_and_stores_nothing(
     cloud: Cloud, acme: tuple[pb.Tenant, Api]
 ) -> None:
     _, api = acme
     _, port = network_and_port(api)
-    first = api.ResetPortPassword(pb.ResetPortPasswordRequest(id=port.id)).password
-    second = api.ResetPortPassword(pb.ResetPortPasswordRequest(id=port.id)).password
-    assert len(first) >= 12
-    assert first.isalnum()
-    assert first != second
-    dump = "\n".join(str(r) for table in TABLES for r in cloud.sql(f"SELECT * FROM {table}"))
-    assert first not in dump
-    assert second not in dump
+    before = "\n".join(str(r) for table in TABLES for r in cloud.sql(f"SELECT * FROM {table}"))
+    # No reconciler here: no agent to hold the password, so nothing is reset.
+    assert rpc_error(lambda: api.ResetPortPassword(
+        pb.ResetPortPasswordRequest(id=port.id))).code() == Code.FAILED_PRECONDITION
+    assert "\n".join(str(r) for table in TABLES
+                     for r in cloud.sql(f"SELECT * FROM {table}")) == before
     assert rpc_error(lambda: api.ResetPortPassword(
         pb.ResetPortPasswordRequest(id="00000000-0000-0000-0000-000000000000"))).code() == \
         Code.NOT_FOUND
+
+
+def test_metadata_tokens_are_optional_or_required_and_anything_else_is_refused(
+    cloud: Cloud, acme: tuple[pb.Tenant, Api]
+) -> None:
+    _, api = acme
+    net, port = network_and_port(api)
+    assert port.metadata_tokens == "optional"
+    required = api.CreatePort(pb.CreatePortRequest(port=pb.Port(
+        network_id=net.id, name="vm2", metadata_tokens="required")))
+    assert api.GetPort(pb.GetPortRequest(id=required.id)).metadata_tokens == "required"
+    updated = api.UpdatePort(pb.UpdatePortRequest(
+        port=pb.Port(id=required.id, metadata_tokens="optional"),
+        update_mask=FieldMask(paths=["metadata_tokens"])))
+    assert updated.metadata_tokens == "optional"
+    before = cloud.row_counts()["ports"]
+    for bad in ("REQUIRED", "v2", "required\n", "x" * 300):
+        err = rpc_error(lambda bad=bad: api.CreatePort(pb.CreatePortRequest(port=pb.Port(
+            network_id=net.id, metadata_tokens=bad))))
+        assert bad_fields(err) == ["port.metadata_tokens"]
+        assert len(err.details()) < 200
+        err = rpc_error(lambda bad=bad: api.UpdatePort(pb.UpdatePortRequest(
+            port=pb.Port(id=port.id, metadata_tokens=bad))))
+        assert bad_fields(err) == ["port.metadata_tokens"]
+    assert cloud.row_counts()["ports"] == before
+    assert api.GetPort(pb.GetPortRequest(id=port.id)).metadata_tokens == "optional"

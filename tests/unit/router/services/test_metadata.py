@@ -91,9 +91,9 @@ def test_render_lists_listeners_and_digests_and_nftables_who_may_ask() -> None:
     assert f"root {PATHS.path('metadata', 'by-ip')}/$remote_addr;" in out["nginx.conf"]
     assert set(json.loads(out["trees"])) == {"10.10.0.11", "10.10.0.12"}
     nft = render("nftables", cfg)["cloudnet.nft"]
-    assert '"g-net1" . 02:aa:00:00:00:11 . 10.10.0.11' in nft
-    assert '"g-net1" . 02:aa:00:00:00:12 . 10.10.0.12' in nft
-    assert "ip saddr @metadata_clients tcp dport { 80, 8080 }" in nft
+    # Who may ask: port security's own set (one element per port), no second set.
+    assert "ip saddr @port_sec tcp dport { 80, 8080 }" in nft
+    assert nft.count("type ifname . ether_addr . ipv4_addr") == 2  # port_sec, port_arp
     assert render("metadata", good_config()) == {}
 
 
