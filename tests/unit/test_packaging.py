@@ -143,8 +143,12 @@ def _install(wheel: Path, where: Path) -> Installed:
                                "import sysconfig; print(sysconfig.get_path('purelib'))",
                                cwd=where)).strip())
     (purelib / "_project_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # Without the caller's PYTHONPATH: a source tree on it (with the
+    # cloudnet.egg-info an editable install leaves there) makes pip take the
+    # wheel as installed already, and install nothing.
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _check(_run(sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install",
-                "-q", "--no-deps", "--no-index", wheel, cwd=where))
+                "-q", "--no-deps", "--no-index", wheel, cwd=where, env=clean))
     cwd = where / "elsewhere"
     cwd.mkdir()
     return Installed(wheel, venv, cwd)
