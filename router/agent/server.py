@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if not args.netmgr_token_file or not args.heartbeat_interval > 0:
             p.error("--netmgr needs --netmgr-token-file and a --heartbeat-interval above 0")
-        Registration(args.netmgr, auth.read_token_file(args.netmgr_token_file),
+        Registration(grpc.insecure_channel(args.netmgr),
+                     auth.read_token_file(args.netmgr_token_file),
                      args.host_name or registry.agent_id, args.advertise or args.listen,
                      args.fabric, args.heartbeat_interval).run(stopped)
 
