@@ -569,6 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--fresh", action="store_true",
                     help="forget a previous run's networks, VPCs and addresses (the state "
                          "dir's database and agent state; the admin token stays)")
+    # Also after `up` (scripts/aio.sh passes its arguments there).
+    up.add_argument("--replicas", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    up.add_argument("--db", choices=replicas.DATABASES, default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS)
     sub.add_parser("down", help="stop everything and remove the namespaces")
     args = p.parse_args(argv)
     if problem := replicas.check(args.replicas, args.db):

@@ -78,6 +78,11 @@ class LocalPostgres:
                 raise
         return f"postgresql+psycopg://{USER}@/{database}?host={self.dir}"
 
+    def restart(self, mode: str = "fast") -> None:
+        """Stop and start again with the same options (the log to its file:
+        a server writing to our pipe would keep it open)."""
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-m", mode, "-w", "restart")
+
     def stop(self, mode: str = "fast") -> None:
         if self.running():
             self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")

@@ -511,6 +511,12 @@ def main(argv: Sequence[str] | None = None, *,
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
+    if config.metrics_listen:
+        # Before the API answers health checks: a caller that saw the API
+        # serving finds the metrics too (taking leases may take a moment).
+        from netmgr import metrics
+
+        log.info("metrics on port %d", metrics.serve(store, config.metrics_listen))
     server.start()
     reconciler.start()
     port_filters.start()
@@ -519,10 +525,6 @@ def main(argv: Sequence[str] | None = None, *,
     if config.event_retention_days > 0:
         threading.Thread(target=store.events.sweep_until, name="event-sweeper", daemon=True,
                          args=(config.event_retention_days, stopping)).start()
-    if config.metrics_listen:
-        from netmgr import metrics
-
-        log.info("metrics on port %d", metrics.serve(store, config.metrics_listen))
     log.info("serving the API on %s (port %d)", config.listen, port)
     stopping.wait()
     log.info("stopping")

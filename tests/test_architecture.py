@@ -253,3 +253,12 @@ def test_test_code_is_imported_only_from_tests_lib() -> None:
     assert allowed > 20, "too few imports of tests.lib found for the walk to be looking"
     assert not bad, ("test code is imported only as tests.lib.* (fixtures come by "
                      "pytest_plugins; no conftest, fixture or test module):\n" + "\n".join(bad))
+
+
+def test_the_router_and_common_use_only_the_routers_own_api() -> None:
+    # The router appliance's wheel (cloudnet-router) carries router, common and
+    # the cloudnet.router stubs only: what netmgr offers router agents (host
+    # registration) is defined there too.
+    bad = _violations(lambda m, i: _top(m) in ("router", "common") and _top(i) == PROTO
+                      and not _within(i, "cloudnet.router"))
+    assert not bad, ("router/ and common/ import only cloudnet.router.*:\n" + "\n".join(bad))

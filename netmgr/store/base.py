@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import Aborted
+from common.grpc_errors import Aborted, Unavailable
 from netmgr.model import core as model
 from netmgr.store import engine, requests
 from netmgr.store.quotas import QuotaSession
@@ -45,6 +45,11 @@ DEFAULT_ZONE = model.Zone(
     upstream_dns=("198.51.100.53",),
     domain_suffix="cloud.internal",
 )
+
+
+def _unavailable(e: Exception) -> Unavailable:
+    log.warning("database unavailable: %s", str(e).splitlines()[0] if str(e) else e)
+    return Unavailable("the database is not answering; retry the call")
 
 
 def new_id() -> str:
@@ -77,8 +82,11 @@ class Database:
         self._engine.dispose()
 
     def read(self, fn: Callable[[Session], T]) -> T:
-        with Session(self._engine) as s, s.begin():
-            return fn(s)
+        try:
+            with Session(self._engine) as s, s.begin():
+                return fn(s)
+        except (OperationalError, InterfaceError) as e:
+            raise _unavailable(e) from e
 
     def write_if_changed(self, fn: Callable[[Session], T]) -> T:
         """``write(fn)``, but first ``fn`` runs in a read transaction (no
@@ -99,6 +107,15 @@ class Database:
         return self.write(fn) if changed else result
 
     def write(self, fn: Callable[[Session], T]) -> T:
+        try:
+            return self._write(fn)
+        except (OperationalError, InterfaceError) as e:
+            # The database went away mid-call (restarted, a failover): the
+            # change may or may not have committed; a retry (with the same
+            # request ID for a create) is safe.
+            raise _unavailable(e) from e
+
+    def _write(self, fn: Callable[[Session], T]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with self._write_gate, QuotaSession(self._writer) as s, s.begin():

@@ -32,9 +32,11 @@ def memory_mib() -> int:
 
 
 class Registration:
-    def __init__(self, netmgr: str, token: str, name: str, address: str, fabric: str,
+    def __init__(self, channel: grpc.Channel, token: str, name: str, address: str, fabric: str,
                  interval: float) -> None:
-        self._channel = grpc.insecure_channel(netmgr)
+        """``channel``: to netmgr (any replica), made by the agent's main
+        as its other clients' channels are (TLS or not); closed at the end."""
+        self._channel = channel
         self._stub = registration_pb2_grpc.RouterHostRegistryStub(self._channel)
         self._md = (("authorization", f"Bearer {token}"),)
         self._host = rpb.RegisterRouterHostRequest(

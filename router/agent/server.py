@@ -27,6 +27,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.channels import make_channel
 from common.fabric.base import Fabric
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
@@ -281,7 +282,10 @@ def main(argv: list[str] | None = None) -> None:
 
         if not args.netmgr_token_file or not args.heartbeat_interval > 0:
             p.error("--netmgr needs --netmgr-token-file and a --heartbeat-interval above 0")
-        Registration(args.netmgr, auth.read_token_file(args.netmgr_token_file),
+        # TLS with the agent's own files (the cloud's CA checks netmgr), or
+        # plaintext with --insecure, as the agent's own listener.
+        Registration(make_channel(args.netmgr, tls=tls),
+                     auth.read_token_file(args.netmgr_token_file),
                      args.host_name or registry.agent_id, args.advertise or args.listen,
                      args.fabric, args.heartbeat_interval).run(stopped)
 

@@ -84,7 +84,7 @@ class WriteLoad:
     def _call(self, name: str, request: object, request_id: str) -> object:
         """The call on the next replica that answers."""
         last: grpc.RpcError | None = None
-        for _ in range(3 * len(self.apis)):
+        for _ in range(10 * len(self.apis)):
             if self._stop.is_set() and last is not None:
                 break
             api = self.apis[next(self._turn) % len(self.apis)]
@@ -100,6 +100,7 @@ class WriteLoad:
                 last = e
                 with self.acked.lock:
                     self.acked.failures += 1
+                time.sleep(0.2)  # a replica reconnecting to its database
                 continue
             with self.acked.lock:
                 self.acked.latencies.append(time.monotonic() - started)

@@ -5,9 +5,12 @@ CLOUDNET_TEST_PG_URL is set, PostgreSQL (the netmgr_cloud fixture)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from tests.lib.netmgr_cloud import Api, Cloud, bad_fields, rpc_error
@@ -76,3 +79,35 @@ def test_an_id_used_by_another_method_is_refused(acme: tuple[pb.Tenant, Api]) ->
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "CreateNetwork" in str(e.value.details())
     assert not api.ListPorts(pb.ListPortsRequest()).ports
+
+
+def test_edge_creates_replayed_by_request_id(cloud: Cloud, edge_world: dict[str, Any]) -> None:
+    w = edge_world
+    md = (*w["api"].metadata,)
+    ch = cloud.channel
+    calls = [
+        (erpc.PortForwardServiceStub(ch).CreatePortForward, epb.CreatePortForwardRequest(
+            port_forward=epb.PortForward(public_ip_id=w["ip"].id, protocol="tcp",
+                                         public_port=80, port_id=w["p1"].id,
+                                         private_port=8080)), "ListPortForwards"),
+        (erpc.FirewallServiceStub(ch).CreateFirewallRule, epb.CreateFirewallRuleRequest(
+            firewall_rule=epb.FirewallRule(direction=epb.FIREWALL_DIRECTION_INGRESS,
+                                           public_ip_id=w["ip"].id, protocol="tcp", port=22,
+                                           cidrs=["192.0.2.0/24"])), ""),
+        (erpc.LoadBalancerServiceStub(ch).CreateLoadBalancer, epb.CreateLoadBalancerRequest(
+            load_balancer=epb.LoadBalancer(public_ip_id=w["ip"].id, public_port=443,
+                                           protocol="tcp", private_port=8443,
+                                           members=[epb.LoadBalancerMember(
+                                               port_id=w["p1"].id)])), ""),
+    ]
+    for i, (method, request, _) in enumerate(calls):
+        rid = (("x-request-id", f"edge-{i}"),)
+        first = method(request, metadata=md + rid, timeout=30)
+        again = method(request, metadata=md + rid, timeout=30)
+        assert again.id == first.id, method
+    # Without the ID the same forward is a conflict, not a second object.
+    err = rpc_error(lambda: calls[0][0](calls[0][1], metadata=md, timeout=30))
+    assert err.code() != grpc.StatusCode.OK
+    forwards = erpc.PortForwardServiceStub(ch).ListPortForwards(
+        epb.ListPortForwardsRequest(), metadata=md, timeout=30).port_forwards
+    assert len(forwards) == 1
