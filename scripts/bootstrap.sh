@@ -15,6 +15,8 @@ APT_PACKAGES=(
   libstrongswan-standard-plugins
   # guest metadata service (the agent runs it; the package's own unit is never started)
   nginx-light
+  # redundant routers: VRRP and connection tracking sync (the agent runs both)
+  keepalived conntrackd
   # real clients the tests and the demo use (cloud-init: its datasources' crawlers
   # read the router's metadata service; never run as the host's own boot service)
   cloud-init

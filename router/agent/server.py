@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from common.fabric.base import Fabric
 from common.request_checks import RequestCheckInterceptor, RequestRules
-from router.agent import diag_service, edge_service, rpc
+from router.agent import diag_service, edge_service, redundancy_service, rpc
 from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
@@ -109,10 +109,11 @@ def create_server(
     agent_pb2_grpc.add_RouterAgentServicer_to_server(RouterAgentServicer(registry), server)
     diag_name = diag_service.add_to_server(registry, server)
     edge_name = edge_service.add_to_server(registry, server)
+    redundancy_name = redundancy_service.add_to_server(registry, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, diag_name, edge_name,
+        (SERVICE_NAME, diag_name, edge_name, redundancy_name,
          health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
     socket_path = listen[len("unix://"):] if listen.startswith("unix://") else ""

@@ -58,7 +58,8 @@ def verify(cfg: pb.RouterConfig) -> None:
             publics += 1
             if iface.segment_id != 0:
                 raise ConfigError(f"{what}: a public interface is on segment 0")
-        elif iface.role in (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY):
+        elif iface.role in (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY,
+                            pb.INTERFACE_ROLE_SYNC):
             if not 1 <= iface.segment_id <= 16_777_215:
                 raise ConfigError(f"{what}: guest segment {iface.segment_id} is not 1..2^24-1")
         else:
@@ -126,6 +127,8 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             key=lambda r: r["destination"],
         ),
         "sysctls": SYSCTLS,
+        # Addresses and routes left to keepalived (a redundant router).
+        "virtual": cfg.HasField("redundancy"),
     }
     return {"interfaces.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
@@ -144,6 +147,9 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
         if link.name != "lo" and link.name not in wanted | owned:
             netlink.delete_link(ctx.netns, link.index)
     indexes: dict[str, int] = {}
+    # A redundant router's addresses and routes (but the sync link's) are
+    # keepalived's: added on the master, removed on the backup.
+    virtual = cfg.HasField("redundancy")
     for iface in cfg.interfaces:
         port = fabric_port_name(cfg.router_id, iface.name)
         try:
@@ -155,20 +161,42 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
         if plugged is None:
             raise ApplyError(f"interface {iface.name}: missing after plugging port {port}")
         netlink.set_link(ctx.netns, plugged, mtu=iface.mtu)
+        indexes[iface.name] = plugged.index
+        if virtual and iface.role != pb.INTERFACE_ROLE_SYNC:
+            continue
         added = netlink.reconcile_ipv4_addresses(
             ctx.netns, plugged.index, [ipaddress.IPv4Interface(a) for a in iface.addresses]
         )
         # An address may come from another router (a public IP reallocated):
         # neighbours that still hold that router's MAC learn ours now.
         garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
-        indexes[iface.name] = plugged.index
+    if not virtual:
+        reconcile_routes(ctx, cfg, indexes)
+    set_sysctls(ctx.netns, SYSCTLS)
+
+
+def reconcile_routes(ctx: Context, cfg: pb.RouterConfig, indexes: dict[str, int]) -> None:
     netlink.reconcile_routes(ctx.netns, {
         netlink.RouteSpec(
             ipaddress.IPv4Network(r.destination), r.gateway, indexes.get(r.interface, 0)
         )
         for r in cfg.routes
     })
-    set_sysctls(ctx.netns, SYSCTLS)
+
+
+def hold_addresses(ctx: Context, cfg: pb.RouterConfig) -> None:
+    """Put back every address and route of ``cfg`` (a router no longer
+    redundant, after keepalived stopped and took its virtual ones away)."""
+    indexes: dict[str, int] = {}
+    for iface in cfg.interfaces:
+        link = netlink.find_link_by_name(ctx.netns, iface.name)
+        if link is None:
+            raise ApplyError(f"interface {iface.name}: missing")
+        indexes[iface.name] = link.index
+        added = netlink.reconcile_ipv4_addresses(
+            ctx.netns, link.index, [ipaddress.IPv4Interface(a) for a in iface.addresses])
+        garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
+    reconcile_routes(ctx, cfg, indexes)
 
 
 def set_sysctls(netns: str, values: dict[str, str]) -> None:

@@ -8,9 +8,11 @@ module beside these) added to this tuple.
 from __future__ import annotations
 
 from router.services.base import HostFeatures, Service
+from router.services.conntrackd import Conntrackd
 from router.services.dnsmasq import Dnsmasq
 from router.services.haproxy import Haproxy
 from router.services.interfaces import Interfaces
+from router.services.keepalived import Keepalived
 from router.services.metadata import Metadata
 from router.services.nftables.service import NftablesService
 from router.services.strongswan import Strongswan
@@ -19,5 +21,7 @@ from router.services.strongswan import Strongswan
 def router_services(host: HostFeatures) -> tuple[Service, ...]:
     """A new set of service objects for one router (a service may keep that
     router's state: nftables keeps the table it loaded)."""
-    return (Interfaces(host), NftablesService(host), Dnsmasq(), Haproxy(), Strongswan(host),
-            Metadata())
+    # conntrackd runs before keepalived notifies; both before the services
+    # that run on a redundant router's master only (HAProxy, strongSwan).
+    return (Interfaces(host), NftablesService(host), Dnsmasq(), Conntrackd(), Keepalived(),
+            Haproxy(), Strongswan(host), Metadata())

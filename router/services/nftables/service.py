@@ -123,6 +123,8 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     # up as sets (not the appliance's 6.1): see compat.py.
     context["map_counters"] = map_counters
     context["conntrack_limit"] = conntrack_shares(conntrack_limit)
+    # A redundant router's link to its other instance: VRRP and conntrackd.
+    context["sync_iface"] = cfg.redundancy.sync_interface if cfg.HasField("redundancy") else ""
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     # A port is an element too: a port change stays an element update.

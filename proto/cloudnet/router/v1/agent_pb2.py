@@ -23,78 +23,79 @@ _sym_db = _symbol_database.Default()
 
 
 from cloudnet.router.v1 import metadata_pb2 as cloudnet_dot_router_dot_v1_dot_metadata__pb2
+from cloudnet.router.v1 import redundancy_pb2 as cloudnet_dot_router_dot_v1_dot_redundancy__pb2
 from cloudnet.router.v1 import vpn_pb2 as cloudnet_dot_router_dot_v1_dot_vpn__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63loudnet/router/v1/agent.proto\x12\x12\x63loudnet.router.v1\x1a!cloudnet/router/v1/metadata.proto\x1a\x1c\x63loudnet/router/v1/vpn.proto\"\x9f\x01\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.cloudnet.router.v1.InterfaceRole\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x11\n\taddresses\x18\x04 \x03(\t\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x12\n\nsegment_id\x18\x06 \x01(\r\x12\x12\n\nnetwork_id\x18\x07 \x01(\t\"@\n\x05Route\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\"F\n\x08\x44hcpHost\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"\xe1\x01\n\x0cGuestNetwork\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0c\n\x04\x63idr\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x13\n\x0b\x64ns_servers\x18\x06 \x03(\t\x12\x15\n\rdomain_search\x18\x07 \x03(\t\x12\x0b\n\x03mtu\x18\x08 \x01(\r\x12\x15\n\rlease_seconds\x18\t \x01(\r\x12+\n\x05hosts\x18\n \x03(\x0b\x32\x1c.cloudnet.router.v1.DhcpHost\"6\n\x03\x44ns\x12\x18\n\x10upstream_servers\x18\x01 \x03(\t\x12\x15\n\rlocal_domains\x18\x02 \x03(\t\"a\n\tSourceNat\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x02 \x01(\t\x12\x11\n\tpublic_ip\x18\x03 \x01(\t\x12\x18\n\x10public_interface\x18\x04 \x01(\t\"\xac\x07\n\x0cRouterConfig\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x31\n\ninterfaces\x18\x03 \x03(\x0b\x32\x1d.cloudnet.router.v1.Interface\x12)\n\x06routes\x18\x04 \x03(\x0b\x32\x19.cloudnet.router.v1.Route\x12\x38\n\x0eguest_networks\x18\x05 \x03(\x0b\x32 .cloudnet.router.v1.GuestNetwork\x12$\n\x03\x64ns\x18\x06 \x01(\x0b\x32\x17.cloudnet.router.v1.Dns\x12\x32\n\x0bsource_nats\x18\x07 \x03(\x0b\x32\x1d.cloudnet.router.v1.SourceNat\x12;\n\x10public_addresses\x18\x08 \x03(\x0b\x32!.cloudnet.router.v1.PublicAddress\x12\x36\n\x0bstatic_nats\x18\t \x03(\x0b\x32!.cloudnet.router.v1.StaticNatRule\x12:\n\rport_forwards\x18\n \x03(\x0b\x32#.cloudnet.router.v1.PortForwardRule\x12\x36\n\ringress_rules\x18\x0b \x03(\x0b\x32\x1f.cloudnet.router.v1.IngressRule\x12\x34\n\x0c\x65gress_rules\x18\x0c \x03(\x0b\x32\x1e.cloudnet.router.v1.EgressRule\x12\x39\n\x0f\x65gress_policies\x18\r \x03(\x0b\x32 .cloudnet.router.v1.EgressPolicy\x12<\n\x0eload_balancers\x18\x0e \x03(\x0b\x32$.cloudnet.router.v1.LoadBalancerRule\x12\x0e\n\x06vpc_id\x18\x14 \x01(\t\x12\x34\n\x0cnetwork_acls\x18\x15 \x03(\x0b\x32\x1e.cloudnet.router.v1.NetworkAcl\x12.\n\ttier_acls\x18\x16 \x03(\x0b\x32\x1b.cloudnet.router.v1.TierAcl\x12:\n\x0fvpn_connections\x18\x1e \x03(\x0b\x32!.cloudnet.router.v1.VpnConnection\x12\x39\n\x0eguest_metadata\x18( \x03(\x0b\x32!.cloudnet.router.v1.GuestMetadata\"\xb5\x01\n\x07\x41\x63lRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12\x12\n\nport_start\x18\x06 \x01(\r\x12\x10\n\x08port_end\x18\x07 \x01(\r\x12\x11\n\ticmp_type\x18\x08 \x01(\x05\x12\x11\n\ticmp_code\x18\t \x01(\x05\x12\r\n\x05\x63idrs\x18\n \x03(\t\"R\n\nNetworkAcl\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x05rules\x18\x03 \x03(\x0b\x32\x1b.cloudnet.router.v1.AclRule\"@\n\x07TierAcl\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63l_id\x18\x03 \x01(\t\"s\n\rLbHealthCheck\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rexpect_status\x18\x03 \x01(\r\x12\x13\n\x0binterval_ms\x18\x04 \x01(\r\x12\x0c\n\x04rise\x18\x05 \x01(\r\x12\x0c\n\x04\x66\x61ll\x18\x06 \x01(\r\"F\n\tLbBackend\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\"\x92\x02\n\x10LoadBalancerRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x13\n\x0bpublic_port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x12\n\nstickiness\x18\x06 \x01(\t\x12\x37\n\x0chealth_check\x18\x07 \x01(\x0b\x32!.cloudnet.router.v1.LbHealthCheck\x12.\n\x07members\x18\x08 \x03(\x0b\x32\x1d.cloudnet.router.v1.LbBackend\x12\x14\n\x0csource_cidrs\x18\t \x03(\t\x12\x12\n\nnetwork_id\x18\n \x01(\t\"D\n\rPublicAddress\x12\x14\n\x0cpublic_ip_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\"V\n\rStaticNatRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x12\n\nprivate_ip\x18\x03 \x01(\t\x12\x12\n\nnetwork_id\x18\x04 \x01(\t\"\xea\x01\n\x0fPortForwardRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x19\n\x11public_port_start\x18\x04 \x01(\r\x12\x17\n\x0fpublic_port_end\x18\x05 \x01(\r\x12\x12\n\nprivate_ip\x18\x06 \x01(\t\x12\x1a\n\x12private_port_start\x18\x07 \x01(\r\x12\x18\n\x10private_port_end\x18\x08 \x01(\r\x12\x14\n\x0csource_cidrs\x18\t \x03(\t\x12\x12\n\nnetwork_id\x18\n \x01(\t\"\x99\x01\n\x0bIngressRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x12\n\nport_start\x18\x04 \x01(\r\x12\x10\n\x08port_end\x18\x05 \x01(\r\x12\x11\n\ticmp_type\x18\x06 \x01(\x05\x12\x11\n\ticmp_code\x18\x07 \x01(\x05\x12\r\n\x05\x63idrs\x18\x08 \x03(\t\"\xae\x01\n\nEgressRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x12\n\nport_start\x18\x05 \x01(\r\x12\x10\n\x08port_end\x18\x06 \x01(\r\x12\x11\n\ticmp_type\x18\x07 \x01(\x05\x12\x11\n\ticmp_code\x18\x08 \x01(\x05\x12\r\n\x05\x63idrs\x18\t \x03(\t\"M\n\x0c\x45gressPolicy\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_deny\x18\x03 \x01(\x08\"F\n\x12\x41pplyConfigRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .cloudnet.router.v1.RouterConfig\"G\n\x13\x41pplyConfigResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .cloudnet.router.v1.RouterStatus\"O\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"C\n\x0cObjectStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x81\x03\n\x0cRouterStatus\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x02 \x01(\x04\x12\x1b\n\x13rejected_generation\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x33\n\x08services\x18\x05 \x03(\x0b\x32!.cloudnet.router.v1.ServiceStatus\x12\x31\n\x07objects\x18\x06 \x03(\x0b\x32 .cloudnet.router.v1.ObjectStatus\x12\x15\n\rapply_seconds\x18\x07 \x01(\x01\x12\x36\n\nlb_members\x18\x08 \x03(\x0b\x32\".cloudnet.router.v1.LbMemberStatus\x12@\n\x0fvpn_connections\x18\x14 \x03(\x0b\x32\'.cloudnet.router.v1.VpnConnectionStatus\x12\x18\n\x10\x61waiting_secrets\x18\x19 \x01(\x08\"Z\n\x0eLbMemberStatus\x12\x18\n\x10load_balancer_id\x18\x01 \x01(\t\x12\x0f\n\x07port_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x63heck\x18\x04 \x01(\t\"+\n\x16GetRouterStatusRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"\x19\n\x17ListRouterStatusRequest\"p\n\x18ListRouterStatusResponse\x12\x31\n\x07routers\x18\x01 \x03(\x0b\x32 .cloudnet.router.v1.RouterStatus\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\"=\n\x13\x44\x65leteRouterRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x13\n\x0bkeep_leases\x18\x02 \x01(\x08\"\x16\n\x14\x44\x65leteRouterResponse*\x88\x01\n\rInterfaceRole\x12\x1e\n\x1aINTERFACE_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14INTERFACE_ROLE_GUEST\x10\x01\x12\x19\n\x15INTERFACE_ROLE_PUBLIC\x10\x02\x12\"\n\x1eINTERFACE_ROLE_PRIVATE_GATEWAY\x10\x03\x32\xa0\x03\n\x0bRouterAgent\x12^\n\x0b\x41pplyConfig\x12&.cloudnet.router.v1.ApplyConfigRequest\x1a\'.cloudnet.router.v1.ApplyConfigResponse\x12_\n\x0fGetRouterStatus\x12*.cloudnet.router.v1.GetRouterStatusRequest\x1a .cloudnet.router.v1.RouterStatus\x12m\n\x10ListRouterStatus\x12+.cloudnet.router.v1.ListRouterStatusRequest\x1a,.cloudnet.router.v1.ListRouterStatusResponse\x12\x61\n\x0c\x44\x65leteRouter\x12\'.cloudnet.router.v1.DeleteRouterRequest\x1a(.cloudnet.router.v1.DeleteRouterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63loudnet/router/v1/agent.proto\x12\x12\x63loudnet.router.v1\x1a!cloudnet/router/v1/metadata.proto\x1a#cloudnet/router/v1/redundancy.proto\x1a\x1c\x63loudnet/router/v1/vpn.proto\"\x9f\x01\n\tInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x04role\x18\x02 \x01(\x0e\x32!.cloudnet.router.v1.InterfaceRole\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x11\n\taddresses\x18\x04 \x03(\t\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x12\n\nsegment_id\x18\x06 \x01(\r\x12\x12\n\nnetwork_id\x18\x07 \x01(\t\"@\n\x05Route\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07gateway\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\"F\n\x08\x44hcpHost\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\n\n\x02ip\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\"\xe1\x01\n\x0cGuestNetwork\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0c\n\x04\x63idr\x18\x03 \x01(\t\x12\x0f\n\x07gateway\x18\x04 \x01(\t\x12\x0e\n\x06\x64omain\x18\x05 \x01(\t\x12\x13\n\x0b\x64ns_servers\x18\x06 \x03(\t\x12\x15\n\rdomain_search\x18\x07 \x03(\t\x12\x0b\n\x03mtu\x18\x08 \x01(\r\x12\x15\n\rlease_seconds\x18\t \x01(\r\x12+\n\x05hosts\x18\n \x03(\x0b\x32\x1c.cloudnet.router.v1.DhcpHost\"6\n\x03\x44ns\x12\x18\n\x10upstream_servers\x18\x01 \x03(\t\x12\x15\n\rlocal_domains\x18\x02 \x03(\t\"a\n\tSourceNat\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x02 \x01(\t\x12\x11\n\tpublic_ip\x18\x03 \x01(\t\x12\x18\n\x10public_interface\x18\x04 \x01(\t\"\xe0\x07\n\x0cRouterConfig\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x31\n\ninterfaces\x18\x03 \x03(\x0b\x32\x1d.cloudnet.router.v1.Interface\x12)\n\x06routes\x18\x04 \x03(\x0b\x32\x19.cloudnet.router.v1.Route\x12\x38\n\x0eguest_networks\x18\x05 \x03(\x0b\x32 .cloudnet.router.v1.GuestNetwork\x12$\n\x03\x64ns\x18\x06 \x01(\x0b\x32\x17.cloudnet.router.v1.Dns\x12\x32\n\x0bsource_nats\x18\x07 \x03(\x0b\x32\x1d.cloudnet.router.v1.SourceNat\x12;\n\x10public_addresses\x18\x08 \x03(\x0b\x32!.cloudnet.router.v1.PublicAddress\x12\x36\n\x0bstatic_nats\x18\t \x03(\x0b\x32!.cloudnet.router.v1.StaticNatRule\x12:\n\rport_forwards\x18\n \x03(\x0b\x32#.cloudnet.router.v1.PortForwardRule\x12\x36\n\ringress_rules\x18\x0b \x03(\x0b\x32\x1f.cloudnet.router.v1.IngressRule\x12\x34\n\x0c\x65gress_rules\x18\x0c \x03(\x0b\x32\x1e.cloudnet.router.v1.EgressRule\x12\x39\n\x0f\x65gress_policies\x18\r \x03(\x0b\x32 .cloudnet.router.v1.EgressPolicy\x12<\n\x0eload_balancers\x18\x0e \x03(\x0b\x32$.cloudnet.router.v1.LoadBalancerRule\x12\x0e\n\x06vpc_id\x18\x14 \x01(\t\x12\x34\n\x0cnetwork_acls\x18\x15 \x03(\x0b\x32\x1e.cloudnet.router.v1.NetworkAcl\x12.\n\ttier_acls\x18\x16 \x03(\x0b\x32\x1b.cloudnet.router.v1.TierAcl\x12:\n\x0fvpn_connections\x18\x1e \x03(\x0b\x32!.cloudnet.router.v1.VpnConnection\x12\x39\n\x0eguest_metadata\x18( \x03(\x0b\x32!.cloudnet.router.v1.GuestMetadata\x12\x32\n\nredundancy\x18P \x01(\x0b\x32\x1e.cloudnet.router.v1.Redundancy\"\xb5\x01\n\x07\x41\x63lRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x11\n\tdirection\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12\x12\n\nport_start\x18\x06 \x01(\r\x12\x10\n\x08port_end\x18\x07 \x01(\r\x12\x11\n\ticmp_type\x18\x08 \x01(\x05\x12\x11\n\ticmp_code\x18\t \x01(\x05\x12\r\n\x05\x63idrs\x18\n \x03(\t\"R\n\nNetworkAcl\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12*\n\x05rules\x18\x03 \x03(\x0b\x32\x1b.cloudnet.router.v1.AclRule\"@\n\x07TierAcl\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63l_id\x18\x03 \x01(\t\"s\n\rLbHealthCheck\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x15\n\rexpect_status\x18\x03 \x01(\r\x12\x13\n\x0binterval_ms\x18\x04 \x01(\r\x12\x0c\n\x04rise\x18\x05 \x01(\r\x12\x0c\n\x04\x66\x61ll\x18\x06 \x01(\r\"F\n\tLbBackend\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x0e\n\x06weight\x18\x04 \x01(\r\"\x92\x02\n\x10LoadBalancerRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x13\n\x0bpublic_port\x18\x03 \x01(\r\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12\x12\n\nstickiness\x18\x06 \x01(\t\x12\x37\n\x0chealth_check\x18\x07 \x01(\x0b\x32!.cloudnet.router.v1.LbHealthCheck\x12.\n\x07members\x18\x08 \x03(\x0b\x32\x1d.cloudnet.router.v1.LbBackend\x12\x14\n\x0csource_cidrs\x18\t \x03(\t\x12\x12\n\nnetwork_id\x18\n \x01(\t\"D\n\rPublicAddress\x12\x14\n\x0cpublic_ip_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x11\n\tinterface\x18\x03 \x01(\t\"V\n\rStaticNatRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x12\n\nprivate_ip\x18\x03 \x01(\t\x12\x12\n\nnetwork_id\x18\x04 \x01(\t\"\xea\x01\n\x0fPortForwardRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x19\n\x11public_port_start\x18\x04 \x01(\r\x12\x17\n\x0fpublic_port_end\x18\x05 \x01(\r\x12\x12\n\nprivate_ip\x18\x06 \x01(\t\x12\x1a\n\x12private_port_start\x18\x07 \x01(\r\x12\x18\n\x10private_port_end\x18\x08 \x01(\r\x12\x14\n\x0csource_cidrs\x18\t \x03(\t\x12\x12\n\nnetwork_id\x18\n \x01(\t\"\x99\x01\n\x0bIngressRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpublic_ip\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\x03 \x01(\t\x12\x12\n\nport_start\x18\x04 \x01(\r\x12\x10\n\x08port_end\x18\x05 \x01(\r\x12\x11\n\ticmp_type\x18\x06 \x01(\x05\x12\x11\n\ticmp_code\x18\x07 \x01(\x05\x12\r\n\x05\x63idrs\x18\x08 \x03(\t\"\xae\x01\n\nEgressRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\x12\n\nport_start\x18\x05 \x01(\r\x12\x10\n\x08port_end\x18\x06 \x01(\r\x12\x11\n\ticmp_type\x18\x07 \x01(\x05\x12\x11\n\ticmp_code\x18\x08 \x01(\x05\x12\r\n\x05\x63idrs\x18\t \x03(\t\"M\n\x0c\x45gressPolicy\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\x12\x13\n\x0bsource_cidr\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x66\x61ult_deny\x18\x03 \x01(\x08\"F\n\x12\x41pplyConfigRequest\x12\x30\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .cloudnet.router.v1.RouterConfig\"G\n\x13\x41pplyConfigResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .cloudnet.router.v1.RouterStatus\"O\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"C\n\x0cObjectStatus\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xbb\x03\n\x0cRouterStatus\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x1a\n\x12\x61pplied_generation\x18\x02 \x01(\x04\x12\x1b\n\x13rejected_generation\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x33\n\x08services\x18\x05 \x03(\x0b\x32!.cloudnet.router.v1.ServiceStatus\x12\x31\n\x07objects\x18\x06 \x03(\x0b\x32 .cloudnet.router.v1.ObjectStatus\x12\x15\n\rapply_seconds\x18\x07 \x01(\x01\x12\x36\n\nlb_members\x18\x08 \x03(\x0b\x32\".cloudnet.router.v1.LbMemberStatus\x12@\n\x0fvpn_connections\x18\x14 \x03(\x0b\x32\'.cloudnet.router.v1.VpnConnectionStatus\x12\x18\n\x10\x61waiting_secrets\x18\x19 \x01(\x08\x12\x38\n\nredundancy\x18P \x01(\x0b\x32$.cloudnet.router.v1.RedundancyStatus\"Z\n\x0eLbMemberStatus\x12\x18\n\x10load_balancer_id\x18\x01 \x01(\t\x12\x0f\n\x07port_id\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x63heck\x18\x04 \x01(\t\"+\n\x16GetRouterStatusRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"\x19\n\x17ListRouterStatusRequest\"p\n\x18ListRouterStatusResponse\x12\x31\n\x07routers\x18\x01 \x03(\x0b\x32 .cloudnet.router.v1.RouterStatus\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\"=\n\x13\x44\x65leteRouterRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x13\n\x0bkeep_leases\x18\x02 \x01(\x08\"\x16\n\x14\x44\x65leteRouterResponse*\xa1\x01\n\rInterfaceRole\x12\x1e\n\x1aINTERFACE_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14INTERFACE_ROLE_GUEST\x10\x01\x12\x19\n\x15INTERFACE_ROLE_PUBLIC\x10\x02\x12\"\n\x1eINTERFACE_ROLE_PRIVATE_GATEWAY\x10\x03\x12\x17\n\x13INTERFACE_ROLE_SYNC\x10P2\xa0\x03\n\x0bRouterAgent\x12^\n\x0b\x41pplyConfig\x12&.cloudnet.router.v1.ApplyConfigRequest\x1a\'.cloudnet.router.v1.ApplyConfigResponse\x12_\n\x0fGetRouterStatus\x12*.cloudnet.router.v1.GetRouterStatusRequest\x1a .cloudnet.router.v1.RouterStatus\x12m\n\x10ListRouterStatus\x12+.cloudnet.router.v1.ListRouterStatusRequest\x1a,.cloudnet.router.v1.ListRouterStatusResponse\x12\x61\n\x0c\x44\x65leteRouter\x12\'.cloudnet.router.v1.DeleteRouterRequest\x1a(.cloudnet.router.v1.DeleteRouterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.router.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTERFACEROLE']._serialized_start=4401
-  _globals['_INTERFACEROLE']._serialized_end=4537
-  _globals['_INTERFACE']._serialized_start=120
-  _globals['_INTERFACE']._serialized_end=279
-  _globals['_ROUTE']._serialized_start=281
-  _globals['_ROUTE']._serialized_end=345
-  _globals['_DHCPHOST']._serialized_start=347
-  _globals['_DHCPHOST']._serialized_end=417
-  _globals['_GUESTNETWORK']._serialized_start=420
-  _globals['_GUESTNETWORK']._serialized_end=645
-  _globals['_DNS']._serialized_start=647
-  _globals['_DNS']._serialized_end=701
-  _globals['_SOURCENAT']._serialized_start=703
-  _globals['_SOURCENAT']._serialized_end=800
-  _globals['_ROUTERCONFIG']._serialized_start=803
-  _globals['_ROUTERCONFIG']._serialized_end=1743
-  _globals['_ACLRULE']._serialized_start=1746
-  _globals['_ACLRULE']._serialized_end=1927
-  _globals['_NETWORKACL']._serialized_start=1929
-  _globals['_NETWORKACL']._serialized_end=2011
-  _globals['_TIERACL']._serialized_start=2013
-  _globals['_TIERACL']._serialized_end=2077
-  _globals['_LBHEALTHCHECK']._serialized_start=2079
-  _globals['_LBHEALTHCHECK']._serialized_end=2194
-  _globals['_LBBACKEND']._serialized_start=2196
-  _globals['_LBBACKEND']._serialized_end=2266
-  _globals['_LOADBALANCERRULE']._serialized_start=2269
-  _globals['_LOADBALANCERRULE']._serialized_end=2543
-  _globals['_PUBLICADDRESS']._serialized_start=2545
-  _globals['_PUBLICADDRESS']._serialized_end=2613
-  _globals['_STATICNATRULE']._serialized_start=2615
-  _globals['_STATICNATRULE']._serialized_end=2701
-  _globals['_PORTFORWARDRULE']._serialized_start=2704
-  _globals['_PORTFORWARDRULE']._serialized_end=2938
-  _globals['_INGRESSRULE']._serialized_start=2941
-  _globals['_INGRESSRULE']._serialized_end=3094
-  _globals['_EGRESSRULE']._serialized_start=3097
-  _globals['_EGRESSRULE']._serialized_end=3271
-  _globals['_EGRESSPOLICY']._serialized_start=3273
-  _globals['_EGRESSPOLICY']._serialized_end=3350
-  _globals['_APPLYCONFIGREQUEST']._serialized_start=3352
-  _globals['_APPLYCONFIGREQUEST']._serialized_end=3422
-  _globals['_APPLYCONFIGRESPONSE']._serialized_start=3424
-  _globals['_APPLYCONFIGRESPONSE']._serialized_end=3495
-  _globals['_SERVICESTATUS']._serialized_start=3497
-  _globals['_SERVICESTATUS']._serialized_end=3576
-  _globals['_OBJECTSTATUS']._serialized_start=3578
-  _globals['_OBJECTSTATUS']._serialized_end=3645
-  _globals['_ROUTERSTATUS']._serialized_start=3648
-  _globals['_ROUTERSTATUS']._serialized_end=4033
-  _globals['_LBMEMBERSTATUS']._serialized_start=4035
-  _globals['_LBMEMBERSTATUS']._serialized_end=4125
-  _globals['_GETROUTERSTATUSREQUEST']._serialized_start=4127
-  _globals['_GETROUTERSTATUSREQUEST']._serialized_end=4170
-  _globals['_LISTROUTERSTATUSREQUEST']._serialized_start=4172
-  _globals['_LISTROUTERSTATUSREQUEST']._serialized_end=4197
-  _globals['_LISTROUTERSTATUSRESPONSE']._serialized_start=4199
-  _globals['_LISTROUTERSTATUSRESPONSE']._serialized_end=4311
-  _globals['_DELETEROUTERREQUEST']._serialized_start=4313
-  _globals['_DELETEROUTERREQUEST']._serialized_end=4374
-  _globals['_DELETEROUTERRESPONSE']._serialized_start=4376
-  _globals['_DELETEROUTERRESPONSE']._serialized_end=4398
-  _globals['_ROUTERAGENT']._serialized_start=4540
-  _globals['_ROUTERAGENT']._serialized_end=4956
+  _globals['_INTERFACEROLE']._serialized_start=4548
+  _globals['_INTERFACEROLE']._serialized_end=4709
+  _globals['_INTERFACE']._serialized_start=157
+  _globals['_INTERFACE']._serialized_end=316
+  _globals['_ROUTE']._serialized_start=318
+  _globals['_ROUTE']._serialized_end=382
+  _globals['_DHCPHOST']._serialized_start=384
+  _globals['_DHCPHOST']._serialized_end=454
+  _globals['_GUESTNETWORK']._serialized_start=457
+  _globals['_GUESTNETWORK']._serialized_end=682
+  _globals['_DNS']._serialized_start=684
+  _globals['_DNS']._serialized_end=738
+  _globals['_SOURCENAT']._serialized_start=740
+  _globals['_SOURCENAT']._serialized_end=837
+  _globals['_ROUTERCONFIG']._serialized_start=840
+  _globals['_ROUTERCONFIG']._serialized_end=1832
+  _globals['_ACLRULE']._serialized_start=1835
+  _globals['_ACLRULE']._serialized_end=2016
+  _globals['_NETWORKACL']._serialized_start=2018
+  _globals['_NETWORKACL']._serialized_end=2100
+  _globals['_TIERACL']._serialized_start=2102
+  _globals['_TIERACL']._serialized_end=2166
+  _globals['_LBHEALTHCHECK']._serialized_start=2168
+  _globals['_LBHEALTHCHECK']._serialized_end=2283
+  _globals['_LBBACKEND']._serialized_start=2285
+  _globals['_LBBACKEND']._serialized_end=2355
+  _globals['_LOADBALANCERRULE']._serialized_start=2358
+  _globals['_LOADBALANCERRULE']._serialized_end=2632
+  _globals['_PUBLICADDRESS']._serialized_start=2634
+  _globals['_PUBLICADDRESS']._serialized_end=2702
+  _globals['_STATICNATRULE']._serialized_start=2704
+  _globals['_STATICNATRULE']._serialized_end=2790
+  _globals['_PORTFORWARDRULE']._serialized_start=2793
+  _globals['_PORTFORWARDRULE']._serialized_end=3027
+  _globals['_INGRESSRULE']._serialized_start=3030
+  _globals['_INGRESSRULE']._serialized_end=3183
+  _globals['_EGRESSRULE']._serialized_start=3186
+  _globals['_EGRESSRULE']._serialized_end=3360
+  _globals['_EGRESSPOLICY']._serialized_start=3362
+  _globals['_EGRESSPOLICY']._serialized_end=3439
+  _globals['_APPLYCONFIGREQUEST']._serialized_start=3441
+  _globals['_APPLYCONFIGREQUEST']._serialized_end=3511
+  _globals['_APPLYCONFIGRESPONSE']._serialized_start=3513
+  _globals['_APPLYCONFIGRESPONSE']._serialized_end=3584
+  _globals['_SERVICESTATUS']._serialized_start=3586
+  _globals['_SERVICESTATUS']._serialized_end=3665
+  _globals['_OBJECTSTATUS']._serialized_start=3667
+  _globals['_OBJECTSTATUS']._serialized_end=3734
+  _globals['_ROUTERSTATUS']._serialized_start=3737
+  _globals['_ROUTERSTATUS']._serialized_end=4180
+  _globals['_LBMEMBERSTATUS']._serialized_start=4182
+  _globals['_LBMEMBERSTATUS']._serialized_end=4272
+  _globals['_GETROUTERSTATUSREQUEST']._serialized_start=4274
+  _globals['_GETROUTERSTATUSREQUEST']._serialized_end=4317
+  _globals['_LISTROUTERSTATUSREQUEST']._serialized_start=4319
+  _globals['_LISTROUTERSTATUSREQUEST']._serialized_end=4344
+  _globals['_LISTROUTERSTATUSRESPONSE']._serialized_start=4346
+  _globals['_LISTROUTERSTATUSRESPONSE']._serialized_end=4458
+  _globals['_DELETEROUTERREQUEST']._serialized_start=4460
+  _globals['_DELETEROUTERREQUEST']._serialized_end=4521
+  _globals['_DELETEROUTERRESPONSE']._serialized_start=4523
+  _globals['_DELETEROUTERRESPONSE']._serialized_end=4545
+  _globals['_ROUTERAGENT']._serialized_start=4712
+  _globals['_ROUTERAGENT']._serialized_end=5128
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ same config twice changes nothing. An agent on a host runs many routers
 """
 
 from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
+from cloudnet.router.v1 import redundancy_pb2 as _redundancy_pb2
 from cloudnet.router.v1 import vpn_pb2 as _vpn_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -42,6 +43,10 @@ class _InterfaceRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interfa
     """A VPC router's private gateway: a provider VLAN with routes behind it;
     no DHCP, DNS or source NAT (router/services/nftables/acl.py).
     """
+    INTERFACE_ROLE_SYNC: _InterfaceRole.ValueType  # 80
+    """A redundant router's link to its other instance (redundancy.proto): VRRP
+    and conntrackd only; its address is the instance's own, never moved.
+    """
 
 class InterfaceRole(_InterfaceRole, metaclass=_InterfaceRoleEnumTypeWrapper): ...
 
@@ -53,6 +58,10 @@ INTERFACE_ROLE_PUBLIC: InterfaceRole.ValueType  # 2
 INTERFACE_ROLE_PRIVATE_GATEWAY: InterfaceRole.ValueType  # 3
 """A VPC router's private gateway: a provider VLAN with routes behind it;
 no DHCP, DNS or source NAT (router/services/nftables/acl.py).
+"""
+INTERFACE_ROLE_SYNC: InterfaceRole.ValueType  # 80
+"""A redundant router's link to its other instance (redundancy.proto): VRRP
+and conntrackd only; its address is the instance's own, never moved.
 """
 Global___InterfaceRole: _TypeAlias = InterfaceRole  # noqa: Y015
 
@@ -295,6 +304,7 @@ class RouterConfig(_message.Message):
     TIER_ACLS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     GUEST_METADATA_FIELD_NUMBER: _builtins.int
+    REDUNDANCY_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -343,6 +353,13 @@ class RouterConfig(_message.Message):
         router's guest networks.
         """
 
+    @_builtins.property
+    def redundancy(self) -> _redundancy_pb2.Redundancy:
+        """Redundant router (redundancy.proto): fields 80-89. Unset: a single
+        instance. Set: the guest, public and private-gateway addresses and the
+        routes are keepalived's virtual addresses and routes, held by the master.
+        """
+
     def __init__(
         self,
         *,
@@ -365,10 +382,11 @@ class RouterConfig(_message.Message):
         tier_acls: _abc.Iterable[Global___TierAcl] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnection] | None = ...,
         guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
+        redundancy: _redundancy_pb2.Redundancy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "redundancy", b"redundancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns", b"dns", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "redundancy", b"redundancy", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,6 +975,7 @@ class RouterStatus(_message.Message):
     LB_MEMBERS_FIELD_NUMBER: _builtins.int
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     AWAITING_SECRETS_FIELD_NUMBER: _builtins.int
+    REDUNDANCY_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -982,6 +1001,10 @@ class RouterStatus(_message.Message):
     def vpn_connections(self) -> _containers.RepeatedCompositeFieldContainer[_vpn_pb2.VpnConnectionStatus]:
         """Site-to-site VPN SAs (vpn.proto): fields 20-24."""
 
+    @_builtins.property
+    def redundancy(self) -> _redundancy_pb2.RedundancyStatus:
+        """A redundant router's instance (redundancy.proto): fields 80-89."""
+
     def __init__(
         self,
         *,
@@ -995,10 +1018,11 @@ class RouterStatus(_message.Message):
         lb_members: _abc.Iterable[Global___LbMemberStatus] | None = ...,
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnectionStatus] | None = ...,
         awaiting_secrets: _builtins.bool = ...,
+        redundancy: _redundancy_pb2.RedundancyStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redundancy", b"redundancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "redundancy", b"redundancy", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
