@@ -31,9 +31,16 @@ from router.services.base import (
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
 
-def fabric_port_name(router_id: str, ifname: str) -> str:
-    """Fabric-side name of a router interface's attachment (≤ 15 bytes, stable)."""
-    return "r" + hashlib.sha1((router_id + ifname).encode()).hexdigest()[:10]
+def fabric_port_name(router_id: str, ifname: str, instance: int = 0) -> str:
+    """Fabric-side name of a router interface's attachment (≤ 15 bytes, stable);
+    a redundant router's second instance has names of its own (both
+    instances may share one fabric)."""
+    salt = f"/{instance}" if instance else ""
+    return "r" + hashlib.sha1((router_id + ifname + salt).encode()).hexdigest()[:10]
+
+
+def port_name(cfg: pb.RouterConfig, ifname: str) -> str:
+    return fabric_port_name(cfg.router_id, ifname, cfg.redundancy.instance)
 
 
 def verify(cfg: pb.RouterConfig) -> None:
@@ -140,9 +147,10 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
     wanted = {i.name for i in cfg.interfaces}
     # Unplug interfaces dropped since the last config, then sweep any other
     # link in the namespace the config does not name (kernel is the truth).
-    for old in previous.interfaces if previous else []:
-        if old.name not in wanted:
-            ctx.fabric.unplug(fabric_port_name(cfg.router_id, old.name))
+    if previous is not None:
+        for old in previous.interfaces:
+            if old.name not in wanted:
+                ctx.fabric.unplug(port_name(previous, old.name))
     for link in netlink.links(ctx.netns):
         if link.name != "lo" and link.name not in wanted | owned:
             netlink.delete_link(ctx.netns, link.index)
@@ -151,7 +159,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
     # keepalived's: added on the master, removed on the backup.
     virtual = cfg.HasField("redundancy")
     for iface in cfg.interfaces:
-        port = fabric_port_name(cfg.router_id, iface.name)
+        port = port_name(cfg, iface.name)
         try:
             ctx.fabric.plug(port, iface.segment_id, ctx.netns, iface.name, iface.mac.lower(),
                             iface.mtu)
@@ -255,5 +263,6 @@ class Interfaces:
                                 version=_kernel())
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
-        for iface in cfg.interfaces if cfg else []:
-            ctx.fabric.unplug(fabric_port_name(ctx.router_id, iface.name))
+        if cfg is not None:
+            for iface in cfg.interfaces:
+                ctx.fabric.unplug(port_name(cfg, iface.name))

@@ -49,6 +49,9 @@ INSTANCE = "cn"
 # between the two instances' priorities (netmgr gives 200 and 100).
 HEALTH_WEIGHT = 150
 CHECK_INTERVAL = 2
+# Seconds an instance back from a failure waits before it takes the master
+# role back (its conntrackd asks the master for every connection first).
+PREEMPT_DELAY = 3
 START_TIMEOUT = 10.0
 CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "agent", "vrrp_notify.py")
@@ -74,9 +77,7 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         notify_socket=paths.vrrp_notify_socket, check_interval=CHECK_INTERVAL,
         health_weight=HEALTH_WEIGHT, demoted_file=paths.keepalived("demoted"),
         group=INSTANCE + "-group", instance=INSTANCE,
-        # The intended master starts as one: a router made redundant keeps
-        # its addresses rather than wait out a backup's timeout.
-        initial_state="MASTER" if r.role_hint == "master" else "BACKUP",
+        preempt_delay=PREEMPT_DELAY,
         vrid=r.virtual_router_id, priority=r.priority, advert=redundancy.advert_seconds(cfg),
         sync=redundancy.sync_link(cfg), tracked=redundancy.tracked_interfaces(cfg),
         first=vips[0], others=vips[1:], routes=routes)
@@ -133,6 +134,15 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
     if parent is not None:
         proc.os_kill(parent, signal.SIGHUP)  # reload: the instance keeps its state
         return
+    if previous is not None and previous.HasField("redundancy"):
+        # A keepalived killed (SIGKILL) left its addresses: the instance
+        # holds none until the new one decides, or the two would both answer.
+        _drop_virtual(ctx, previous)
+        ctx.role.set("", time.time())
+    # A killed keepalived's pid files: keepalived takes a pid still listed
+    # (a zombie nobody reaped yet) for a running daemon and refuses to start.
+    for stale in (pidfile, vrrp_pidfile):
+        files.remove(stale)
     try:
         proc.run(["keepalived", "-f", conf, "-p", pidfile, "-r", vrrp_pidfile, "--vrrp",
                   "--no-syslog"], netns=ctx.netns)
@@ -145,6 +155,15 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
         time.sleep(0.02)
     assert started[0] is not None
     proc.write_record(ctx.paths.record("keepalived"), started[0])
+
+
+def _drop_virtual(ctx: Context, cfg: pb.RouterConfig) -> None:
+    for iface in cfg.interfaces:
+        if iface.role not in redundancy.VIRTUAL_ROLES:
+            continue
+        link = netlink.find_link_by_name(ctx.netns, iface.name)
+        if link is not None:
+            netlink.reconcile_ipv4_addresses(ctx.netns, link.index, [])
 
 
 def set_demoted(ctx: Context, demoted: bool) -> None:
@@ -211,8 +230,11 @@ class Keepalived:
     def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
         if cfg.HasField("redundancy"):
             role = ctx.role
+            # A keepalived that died notified nothing: this instance is out.
+            running = None not in pids(ctx)
             status.redundancy.CopyFrom(rpb.RedundancyStatus(
-                state=role.state, last_transition=role.since, transitions=role.transitions,
+                state=role.state if running else "FAULT", last_transition=role.since,
+                transitions=role.transitions,
                 demoted=demoted(ctx), priority=cfg.redundancy.priority))
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:

@@ -50,6 +50,8 @@ def verify(cfg: pb.RouterConfig) -> None:
         raise ConfigError(f"redundancy: priority {r.priority} is not 1-254")
     if r.role_hint not in ROLE_HINTS:
         raise ConfigError(f"redundancy: role hint {r.role_hint[:16]!r} is not master or backup")
+    if r.instance not in (0, 1):
+        raise ConfigError(f"redundancy: instance {r.instance} is not 0 or 1")
     ms = r.advert_interval_ms
     if ms and not (50 <= ms <= 1000 and ms % 10 == 0):
         raise ConfigError(f"redundancy: advert interval {ms} ms is not 50-1000 in steps of 10")

@@ -93,6 +93,7 @@ def redundant(cfg: pb.RouterConfig, instance: int, priority: int = 0,
         addresses=[f"169.254.0.{instance + 1}/30"], segment_id=sync_segment))
     out.redundancy.CopyFrom(rpb.Redundancy(
         virtual_router_id=vrid, priority=priority or (200 if instance == 0 else 100),
+        instance=instance,
         role_hint="master" if instance == 0 else "backup", sync_interface="sync0",
         peer_address=f"169.254.0.{2 - instance}"))
     return out

@@ -270,9 +270,13 @@ class NftablesService:
         agent's back (flushed, a rule or chain deleted, deleted whole) is
         unhealthy, and the next apply (the agent's repair) loads it whole."""
         expected = self.table.shape
-        now = table.shape(ctx.netns) if expected is not None else None
+        try:
+            now = table.shape(ctx.netns) if expected is not None else None
+            listed = expected is not None or table.listed(ctx.netns)
+        except FileNotFoundError:  # the router's namespace is gone: the repair makes it
+            now, listed = None, False
         if expected is None:
-            drift = "" if table.listed(ctx.netns) else "missing"
+            drift = "" if listed else "missing"
         elif now is None:
             drift = "missing"
         elif now != expected:

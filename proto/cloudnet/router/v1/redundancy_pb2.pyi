@@ -35,6 +35,7 @@ class Redundancy(_message.Message):
     SYNC_INTERFACE_FIELD_NUMBER: _builtins.int
     PEER_ADDRESS_FIELD_NUMBER: _builtins.int
     ADVERT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
     virtual_router_id: _builtins.int
     """VRRP virtual router ID, 1-255: the same on both instances."""
     priority: _builtins.int
@@ -55,6 +56,11 @@ class Redundancy(_message.Message):
     """VRRP advertisement interval in milliseconds, 50-1000 in steps of 10
     (0: 200). The backup takes over after about 3 missed adverts.
     """
+    instance: _builtins.int
+    """Which of the two instances this is, 0 or 1, for the router's life (the
+    roles move, this does not): the fabric ports of instance 1 are named
+    apart from instance 0's, which keeps a single router's names.
+    """
     def __init__(
         self,
         *,
@@ -64,10 +70,11 @@ class Redundancy(_message.Message):
         sync_interface: _builtins.str = ...,
         peer_address: _builtins.str = ...,
         advert_interval_ms: _builtins.int = ...,
+        instance: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_interval_ms", b"advert_interval_ms", "peer_address", b"peer_address", "priority", b"priority", "role_hint", b"role_hint", "sync_interface", b"sync_interface", "virtual_router_id", b"virtual_router_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert_interval_ms", b"advert_interval_ms", "instance", b"instance", "peer_address", b"peer_address", "priority", b"priority", "role_hint", b"role_hint", "sync_interface", b"sync_interface", "virtual_router_id", b"virtual_router_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,7 +30,7 @@ def test_keepalived_moves_every_address_and_route_together() -> None:
     assert "\t\tpub0\n" in text
     assert "\t\tg-net1\n" in text
     assert "priority 200" in text
-    assert "state MASTER" in text
+    assert "state BACKUP" in text
     backup = render("keepalived", redundant(edge_config(), 1))["keepalived.conf"]
     assert "priority 100" in backup
     assert "state BACKUP" in backup

@@ -1,0 +1,201 @@
+"""Two router agents holding the two instances of one redundant router, on
+one fabric (as two hosts would on a shared provider network and VLANs), with
+a guest, an uplink and an internet namespace (``routerlab``); and long-lived
+flows through the router (``flowprobe.py``).
+
+    guest p1 ─ seg 100 ─┬─ instance 0 (agent A, prefix ...a) ─┬─ seg 0 ─ uplink ─ internet
+                        └─ instance 1 (agent B, prefix ...b) ─┘
+                           sync0 169.254.0.1 / .2 on seg 4000 (VRRP, conntrackd)
+
+Used by the integration tests and bench/router_failover.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from cloudnet.router.v1 import agent_pb2 as pb
+
+from common.fabric.linuxbridge import LinuxBridgeFabric
+from router.agent.registry import RouterRegistry
+from router.lib import proc as rproc
+from router.runtime import router_netns_name
+from router.services import keepalived
+from tests.lib.routerconfigs import redundant
+from tests.lib.routerlab import INET_HOST, Topology, make_config, sh, wait_for
+
+FLOWPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flowprobe.py")
+FORWARD_IP = "203.0.113.20"
+FORWARD_PORT = 8080
+SNAT_TCP_PORT, UDP_PORT = 9000, 9001
+
+
+def pair_config(router_id: str, generation: int, instance: int,
+                priority: int = 0) -> pb.RouterConfig:
+    """The router of ``routerlab.make_config`` with a public IP forwarding
+    FORWARD_PORT to guest p1, as one instance of a redundant router."""
+    cfg = make_config(router_id, generation, ["p1"])
+    cfg.interfaces[0].addresses.append(f"{FORWARD_IP}/32")
+    cfg.public_addresses.append(pb.PublicAddress(public_ip_id="ip1", ip=FORWARD_IP,
+                                                 interface="pub0"))
+    cfg.port_forwards.append(pb.PortForwardRule(
+        id="pf1", public_ip=FORWARD_IP, protocol="tcp", public_port_start=FORWARD_PORT,
+        public_port_end=FORWARD_PORT, private_ip="10.10.0.11",
+        private_port_start=FORWARD_PORT, private_port_end=FORWARD_PORT, network_id="net1"))
+    return redundant(cfg, instance, priority)
+
+
+@dataclass
+class Flow:
+    """A flowprobe.py process in a namespace."""
+
+    popen: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, ns: str, *args: str) -> Flow:
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, FLOWPROBE, *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert p.stdout is not None
+        first = p.stdout.readline()
+        assert first, f"flowprobe {args} did not start: {p.stderr.read() if p.stderr else ''}"
+        return cls(p)
+
+    def result(self) -> dict[str, object]:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        out, _ = self.popen.communicate(timeout=60)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class Pair:
+    topo: Topology
+    router_id: str
+    agents: list[RouterRegistry]
+    inet: str
+    guest: str
+    generation: int = 1
+    flows: list[Flow] = field(default_factory=list)
+
+    # ------------------------------------------------------------ set-up
+
+    @classmethod
+    def build(cls, topo: Topology, router_id: str) -> Pair:
+        agents = []
+        for name in ("a", "b"):
+            reg = RouterRegistry(os.path.join(topo.state_dir, f"agent-{name}"),
+                                 netns_prefix=f"{topo.prefix}{name}",
+                                 fabric_netns=topo.fabric.netns, agent_id=f"host-{name}")
+            reg.start()
+            agents.append(reg)
+        inet = topo.internet()
+        guest = topo.guest("p1")
+        pair = cls(topo, router_id, agents, inet, guest)
+        pair.apply()
+        return pair
+
+    def apply(self, priorities: tuple[int, int] = (0, 0)) -> None:
+        for i, reg in enumerate(self.agents):
+            status = reg.apply(pair_config(self.router_id, self.generation, i, priorities[i]))
+            assert status.applied_generation == self.generation, status.last_error
+
+    def netns(self, i: int) -> str:
+        return router_netns_name(f"{self.topo.prefix}{'ab'[i]}", self.router_id)
+
+    def state(self, i: int) -> str:
+        try:
+            return self.agents[i].status(self.router_id).redundancy.state
+        except Exception:
+            return ""
+
+    def states(self) -> tuple[str, str]:
+        return self.state(0), self.state(1)
+
+    def wait_master(self, i: int, timeout: float = 30) -> None:
+        """Until instance ``i`` is MASTER and the other is not."""
+        wait_for(lambda: self.state(i) == "MASTER" and self.state(1 - i) != "MASTER",
+                 timeout, f"instance {i} master (states {self.states()})")
+
+    def master(self) -> int:
+        states = self.states()
+        assert states.count("MASTER") == 1, states
+        return states.index("MASTER")
+
+    # ------------------------------------------------------------- flows
+
+    def start_flows(self) -> None:
+        """Servers, then: a TCP stream guest -> internet (source NAT), one
+        internet -> guest (port forward), UDP guest -> internet at 100/s."""
+        self.topo.configure_guest(self.guest, "10.10.0.11")
+        self.flows = [
+            Flow.start(self.inet, "tcp-server", str(SNAT_TCP_PORT)),
+            Flow.start(self.inet, "udp-sink", str(UDP_PORT)),
+            Flow.start(self.guest, "tcp-server", str(FORWARD_PORT)),
+        ]
+        self.flows += [
+            Flow.start(self.guest, "tcp-client", INET_HOST, str(SNAT_TCP_PORT)),
+            Flow.start(self.inet, "tcp-client", FORWARD_IP, str(FORWARD_PORT)),
+            Flow.start(self.guest, "udp-source", INET_HOST, str(UDP_PORT), "100"),
+        ]
+
+    def stop_flows(self) -> dict[str, dict[str, object]]:
+        names = ("snat_server", "udp_sink", "forward_server", "snat_client", "forward_client",
+                 "udp_source")
+        # Clients first, so the servers count what they saw.
+        order = [3, 4, 5, 0, 1, 2]
+        results = {names[i]: self.flows[i].result() for i in order}
+        self.flows = []
+        return results
+
+    # ---------------------------------------------------------- triggers
+
+    def kill_keepalived(self, i: int) -> None:
+        ctx = self.agents[i].runtime(self.router_id, create=False).ctx
+        parent, child = keepalived.pids(ctx)
+        for pid in (child, parent):
+            if pid is not None:
+                rproc.os_kill(pid, signal.SIGKILL)
+
+    def delete_namespace(self, i: int) -> None:
+        """Every process in the router's namespace killed, the namespace gone."""
+        ns = self.netns(i)
+        for pid in sh("ip", "netns", "pids", ns, check=False).split():
+            rproc.os_kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while sh("ip", "netns", "pids", ns, check=False).split():
+            assert time.monotonic() < deadline, "processes of the namespace outlived SIGKILL"
+            time.sleep(0.02)
+        sh("ip", "netns", "del", ns)
+
+    def uplink(self, i: int, up: bool) -> None:
+        sh("ip", "-n", self.netns(i), "link", "set", "pub0", "up" if up else "down")
+
+    def repair(self, i: int) -> list[str]:
+        """The agent's health pass (what its monitor runs every few seconds)."""
+        return self.agents[i].repair_all().get(self.router_id, [])
+
+    def close(self) -> None:
+        for f in self.flows:
+            if f.alive():
+                f.popen.kill()
+        for reg in self.agents:
+            for rt in reg.runtimes():
+                with contextlib.suppress(Exception):
+                    reg.delete(rt.ctx.router_id, keep_leases=False)
+            reg.vrrp_listener.stop()
+
+
+def new_topology(prefix: str, state_dir: str) -> Topology:
+    fabric = LinuxBridgeFabric(f"{prefix}-fab")
+    return Topology(prefix, state_dir, fabric, namespaces=[fabric.netns])
