@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -199,3 +200,66 @@ class Pair:
 def new_topology(prefix: str, state_dir: str) -> Topology:
     fabric = LinuxBridgeFabric(f"{prefix}-fab")
     return Topology(prefix, state_dir, fabric, namespaces=[fabric.netns])
+
+
+class Arbiter:
+    """netmgr's split-brain arbiter (``netmgr.reconcile.redundancy_arbiter``)
+    over the two agents of a Pair, every ``period`` seconds in a thread:
+    what netmgr's resync does, at agent level. Keeps the events and the
+    moments both instances were MASTER."""
+
+    def __init__(self, pair: Pair, period: float = 1.0, hold: float = 3.0) -> None:
+        from router.agent.redundancy_service import RouterRedundancyServicer
+
+        self.pair, self.period, self.hold = pair, period, hold
+        self.servicers = [RouterRedundancyServicer(reg) for reg in pair.agents]
+        self.events: list[str] = []
+        self.demoted_at: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="arbiter", daemon=True)
+
+    def __enter__(self) -> Arbiter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def round(self) -> None:
+        from cloudnet.router.v1 import redundancy_pb2 as rpb
+
+        from netmgr.reconcile.redundancy_arbiter import InstanceView, arbitrate
+
+        views = []
+        for i, reg in enumerate(self.pair.agents):
+            r = reg.status(self.pair.router_id).redundancy
+            views.append(InstanceView(i, True, r.state, r.priority, r.demoted,
+                                      self.demoted_at.get(i, 0.0)))
+        now = time.monotonic()
+        d = arbitrate(views, now, self.hold)
+        for i in d.demote:
+            self.servicers[i].SetDemoted(
+                rpb.SetDemotedRequest(router_id=self.pair.router_id, demoted=True), None)
+            self.demoted_at[i] = now
+        for i in d.release:
+            self.servicers[i].SetDemoted(
+                rpb.SetDemotedRequest(router_id=self.pair.router_id, demoted=False), None)
+            self.demoted_at.pop(i, None)
+        self.events.extend(d.events)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.round()
+
+
+def cut_vrrp(ns: str, cut: bool) -> None:
+    """Drop (or let through again) every VRRP packet reaching namespace
+    ``ns``: only the VRRP path breaks (conntrackd's sync goes on)."""
+    if cut:
+        sh("ip", "netns", "exec", ns, "nft", "add table ip vrrpcut")
+        sh("ip", "netns", "exec", ns, "nft",
+           "add chain ip vrrpcut in { type filter hook prerouting priority -400 ; }")
+        sh("ip", "netns", "exec", ns, "nft", "add rule ip vrrpcut in ip protocol vrrp drop")
+    else:
+        sh("ip", "netns", "exec", ns, "nft", "delete table ip vrrpcut")

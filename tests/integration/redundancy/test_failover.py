@@ -18,10 +18,12 @@ from tests.lib.redundantlab import (
     FORWARD_IP,
     FORWARD_PORT,
     SNAT_TCP_PORT,
+    Arbiter,
     Pair,
+    cut_vrrp,
     new_topology,
 )
-from tests.lib.routerlab import INET_HOST, sh
+from tests.lib.routerlab import INET_HOST, sh, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +115,35 @@ def test_streams_leases_and_new_connections_survive_every_failover(
     # lasted is bench/router_failover.py's to measure, not a test's).
     assert int(results["udp_sink"]["received"]) > 0.5 * int(  # type: ignore[call-overload]
         results["udp_source"]["sent"])  # type: ignore[call-overload]
+
+
+def test_split_brain_is_ended_by_the_arbiter_and_the_pair_settles(pair: Pair) -> None:
+    """Only the VRRP path cut: the backup hears no master and takes over too;
+    the arbiter (netmgr's, run here against both agents) demotes the lower
+    priority one, which drops its addresses; once the path heals, it is
+    released and stays BACKUP."""
+    pair.wait_master(0)
+    with Arbiter(pair, period=1.0, hold=3.0) as arbiter:
+        cut_vrrp(pair.netns(1), True)
+        try:
+            wait_for(lambda: pair.state(1) == "MASTER", 15, "instance 1 master (cut off)")
+            became_master = pair.agents[1].status(pair.router_id).redundancy.last_transition
+            wait_for(lambda: pair.state(1) == "FAULT", 15, "instance 1 demoted")
+            demoted = pair.agents[1].status(pair.router_id).redundancy
+            assert demoted.demoted
+            assert pair.state(0) == "MASTER"
+            assert "10.10.0.1/24" not in addresses(pair.netns(1))
+            assert "10.10.0.1/24" in addresses(pair.netns(0))
+            assert any("split brain" in e and "instance 1 (priority 100) demoted" in e
+                       for e in arbiter.events), arbiter.events
+            print(f"two masters for {demoted.last_transition - became_master:.3f} s")
+        finally:
+            cut_vrrp(pair.netns(1), False)
+        # Healed: released after the hold, it hears the master and stays BACKUP.
+        wait_for(lambda: pair.state(1) == "BACKUP"
+                 and not pair.agents[1].status(pair.router_id).redundancy.demoted,
+                 30, "instance 1 released as BACKUP")
+        for _ in range(3):
+            arbiter.round()
+        assert pair.states() == ("MASTER", "BACKUP")
+        assert any("released" in e for e in arbiter.events), arbiter.events
