@@ -48,6 +48,7 @@ from netmgr.api import debug, request_rules, router_console
 from netmgr.api import edge as edge_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
+from netmgr.api import redundancy as redundancy_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
 from netmgr.api.auth import AuthInterceptor
@@ -168,6 +169,8 @@ def _build(
                       default_host=config.default_host, pool_size=config.workers,
                       secrets=SecretBox.from_key_file(config.secrets_key_path()))
     hooks = hooks if hooks is not None else NullHooks()
+    # Where a redundant router's second instance may go: the other agents' hosts.
+    store.redundancy.hosts = tuple(sorted(config.agents))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
         # The first interceptor is the outermost: errors raised by auth are mapped too;
@@ -189,7 +192,8 @@ def _build(
     vpn_api.add_to_server(store, hooks, server)
     keypairs_api.add_to_server(store, server)
     host_services = hosts_api.add_to_server(store, server)
-    host_services += (router_console.add_to_server(store, hooks, server),)
+    host_services += (router_console.add_to_server(store, hooks, server),
+                      redundancy_api.add_to_server(store, hooks, server))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -345,7 +349,7 @@ def main(argv: Sequence[str] | None = None, *,
     if vm_config is not None and not reserve_control_vlan(store, vm_config.control_vlan):
         store.close()
         return 2
-    reconciler = Reconciler(store, store.vpn, config.agents)
+    reconciler = Reconciler(store, store.vpn, config.agents, redundancy=store.redundancy)
     vm_backend = None
     if vm_config is not None:
         from netmgr.reconcile.vm_backend.tender import RouterVmBackend

@@ -51,7 +51,8 @@ POLICY: dict[str, Access] = {
                    "FirewallService", "LoadBalancerService", "RouterVmService",
                    "EdgeCounterService",
                    "VpcService", "NetworkAclService", "StaticRouteService",
-                   "PrivateGatewayService", "VpnService", "KeyPairService")},
+                   "PrivateGatewayService", "VpnService", "KeyPairService",
+                   "RouterRedundancyService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

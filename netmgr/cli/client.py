@@ -34,6 +34,7 @@ from cloudnet.netmgr.v1 import (
     keypair_pb2_grpc,
     netmgr_pb2,
     netmgr_pb2_grpc,
+    redundancy_pb2_grpc,
     router_vm_pb2_grpc,
     vpc_pb2_grpc,
     vpn_pb2_grpc,
@@ -164,6 +165,8 @@ class Client:
             router_vm_pb2_grpc.RouterVmServiceStub(ch))
         self.key_pairs: keypair_pb2_grpc.KeyPairServiceStub = (
             keypair_pb2_grpc.KeyPairServiceStub(ch))
+        self.redundancy: redundancy_pb2_grpc.RouterRedundancyServiceStub = (
+            redundancy_pb2_grpc.RouterRedundancyServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

@@ -27,6 +27,7 @@ import grpc
 from netmgr.cli import debug as cli_debug
 from netmgr.cli import edge as cli_edge
 from netmgr.cli import metadata as cli_metadata
+from netmgr.cli import redundancy as cli_redundancy
 from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import vm as cli_vm
 from netmgr.cli import vpc as cli_vpc
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain-search", action="append", metavar="DOMAIN", help="(repeat)")
     p.add_argument("--mtu", type=_uint, help="MTU handed out by DHCP (0: not sent)")
     p.add_argument("--lease-seconds", type=_uint, metavar="N", help="DHCP lease time")
+    p.add_argument("--redundant", action="store_true",
+                   help="two router instances on two hosts (docs/redundant-routers.md)")
     _add_wait(p, "the network's router is ACTIVE")
     p = leaf(s, "list", cmd_network_list, "list networks")
     _add_limit(p)
@@ -355,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
     cli_router_console.add_console(s, leaf)  # router console (VM backend)
+    cli_redundancy.add_commands(s, leaf)  # router failover | redundancy
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb

@@ -83,6 +83,7 @@ def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRe
         net.mtu = args.mtu
     if args.lease_seconds is not None:
         net.lease_seconds = args.lease_seconds
+    net.redundant = args.redundant
     return netmgr_pb2.CreateNetworkRequest(network=net)
 
 

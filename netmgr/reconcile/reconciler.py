@@ -25,10 +25,12 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
 from netmgr.model.core import RouterBackend
+from netmgr.model.redundancy import Redundancy
 from netmgr.reconcile.agent_report import record_report
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.delta_push import EdgeDeltas
+from netmgr.reconcile.redundant_push import RedundancyView, RedundantRouters, instance_report
 from netmgr.reconcile.store_view import ObjectRef, ReconcilerStore, VpnStatusStore
 from netmgr.reconcile.vm_backend.nic_plan import NicPlugger
 
@@ -69,6 +71,7 @@ class Reconciler:
         *,
         resync_interval: float = 2.0,
         workers: int = 4,
+        redundancy: RedundancyView | None = None,
     ) -> None:
         self._store = store
         self._vpn = vpn
@@ -94,6 +97,9 @@ class Reconciler:
         self.edge = EdgeDeltas(store, self.router_channel)
         # The VM backend, when this netmgr runs one (set by the composition root).
         self.vm_routers: VmRouters | None = None
+        # Redundant routers: two instances, two hosts (netmgr.reconcile.redundant_push).
+        self.redundant = (RedundantRouters(redundancy, self._stub, self._channel)
+                          if redundancy is not None else None)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -217,7 +223,8 @@ class Reconciler:
     def _push(self, router_id: str) -> bool:
         with self._lock:
             restart = router_id in self._restarts
-        if not restart and self.edge.push(router_id):
+        red = self.redundant.get(router_id) if self.redundant is not None else None
+        if not restart and red is None and self.edge.push(router_id):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True
@@ -228,6 +235,8 @@ class Reconciler:
             return self._delete_everywhere(router_id)
         router = snapshot.router
         config = build_router_config(snapshot)
+        if red is not None and self.redundant is not None:
+            return self._push_redundant(router_id, red, config)
         vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
         if vm_routers is not None:
             vm_stub = vm_routers.stub(router_id)
@@ -275,6 +284,22 @@ class Reconciler:
             vm_routers.nics.after_push(router_id, config, status)
         return bool(status.applied_generation >= config.generation)
 
+    def _push_redundant(self, router_id: str, red: Redundancy, config: pb.RouterConfig) -> bool:
+        assert self.redundant is not None
+        with self._lock:
+            self._restarts.discard(router_id)
+        ok, statuses = self.redundant.push(red, config)
+        if not statuses:
+            self._store.mark_router_unreachable(
+                router_id, f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
+            return False
+        # The router's status: the preferred instance's when it answered.
+        status = dict(statuses).get(red.preferred, statuses[0][1])
+        self._record(router_id, status)
+        with self._lock:
+            self._pushed_at[router_id] = time.monotonic()
+        return ok
+
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
         """Store what an agent reported (the VM backend's watch uses it too)."""
         self._record(router_id, status)
@@ -315,6 +340,15 @@ class Reconciler:
             if r.backend == "vm":
                 continue  # its own agent target, watched by the VM backend
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
+        # A redundant router's instances: (router, host) -> instance.
+        instances: dict[tuple[str, str], int] = {}
+        reds = self.redundant.store.all() if self.redundant is not None else []
+        desired = {r.id: r.desired_generation for r in routers}
+        for red in reds:
+            for i, host in enumerate(red.hosts):
+                instances[(red.router_id, host)] = i
+                by_host.setdefault(host, {})[red.router_id] = desired.get(red.router_id, 0)
+        seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
         for host in self._targets:
             wanted = by_host.get(host, {})
             fetched_at = time.monotonic()
@@ -331,19 +365,43 @@ class Reconciler:
             restarted = self._boot_ids.get(host) not in (None, reply.boot_id)
             self._boot_ids[host] = reply.boot_id
             held = {s.router_id: s for s in reply.routers}
-            for router_id, desired in wanted.items():
+            for router_id, generation in wanted.items():
                 status = held.get(router_id)
-                if status is not None and not self._pushed_since(router_id, fetched_at):
-                    self._record(router_id, status)
-                stale = status is None or status.applied_generation < desired
-                rejected = status is not None and status.rejected_generation == desired
+                instance = instances.get((router_id, host))
+                if instance is not None and self.redundant is not None:
+                    seen[router_id][instance] = status
+                    if status is not None:
+                        self.redundant.store.record_instance(
+                            router_id, instance_report(instance, host, status))
+                    # Instance 1's status is its own; the router's is instance 0's.
+                    status_of_router = None if instance == 1 else status
+                else:
+                    status_of_router = status
+                if status_of_router is not None and \
+                        not self._pushed_since(router_id, fetched_at):
+                    self._record(router_id, status_of_router)
+                stale = status is None or status.applied_generation < generation
+                rejected = status is not None and status.rejected_generation == generation
                 # A config the agent restored from disk lacks its secrets (VPN
                 # keys): the full push hands them back, whoever restarted when.
                 secrets = status is not None and status.awaiting_secrets
                 if restarted or secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
-                self.notify_later(router_id)  # the push finds it gone and deletes it
+                if router_id in desired:
+                    # A router no longer redundant: its other instance goes.
+                    self._delete_on(host, router_id)
+                else:
+                    self.notify_later(router_id)  # the push finds it gone and deletes it
+        if self.redundant is not None and reds:
+            self.redundant.arbitrate(seen)
+
+    def _delete_on(self, host: str, router_id: str) -> None:
+        try:
+            self._stub(host).DeleteRouter(pb.DeleteRouterRequest(router_id=router_id),
+                                          timeout=PUSH_TIMEOUT)
+        except grpc.RpcError as e:
+            log.warning("router %s: delete on %s failed: %s", router_id, host, e.code().name)
 
     def _pushed_since(self, router_id: str, t: float) -> bool:
         """A push is running or has recorded a status after time `t`."""

@@ -31,6 +31,7 @@ from netmgr.store.load_balancers import LoadBalancerStore
 from netmgr.store.networks import NetworkStore
 from netmgr.store.ports import PortStore
 from netmgr.store.public_ips import PublicIpStore
+from netmgr.store.redundancy import RedundancyStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
@@ -71,6 +72,7 @@ class Store:
         self.vpn = VpnStore(self.db)
         self.hosts = HostStore(self.db)
         self.key_pairs = KeyPairStore(self.db)
+        self.redundancy = RedundancyStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

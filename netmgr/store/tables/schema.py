@@ -4,9 +4,18 @@ import only the tables they use.)"""
 
 from __future__ import annotations
 
-from netmgr.store.tables import core, edge, hosts, keypairs, router_vms, vpc, vpn
+from netmgr.store.tables import (
+    core,
+    edge,
+    hosts,
+    keypairs,
+    redundancy,
+    router_vms,
+    vpc,
+    vpn,
+)
 from netmgr.store.tables.base import Base
 
 # Importing a table module registers its tables with Base.
-TABLE_MODULES = (core, edge, hosts, keypairs, router_vms, vpc, vpn)
+TABLE_MODULES = (core, edge, hosts, keypairs, redundancy, router_vms, vpc, vpn)
 metadata = Base.metadata
