@@ -43,6 +43,7 @@ from router.services import interfaces, redundancy
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
 
 CONF = "keepalived.conf"
+NONLOCAL_BIND = "net.ipv4.ip_nonlocal_bind"
 _MISSING_LINK = re.compile(r"doesn't exist|Non-existent interface|invalid interface")
 INSTANCE = "cn"
 # An agent that stops answering costs this much priority: more than the gap
@@ -127,8 +128,12 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
         if previous is not None and previous.HasField("redundancy"):
             # keepalived took its addresses with it: a single router holds them.
             interfaces.hold_addresses(ctx, cfg)
+            interfaces.set_sysctls(ctx.netns, {NONLOCAL_BIND: "0"})
         ctx.role.set("", time.time())
         return
+    # The daemons that listen on the router's addresses (nginx's metadata
+    # service, dnsmasq's DNS) run on the backup too, before it holds them.
+    interfaces.set_sysctls(ctx.netns, {NONLOCAL_BIND: "1"})
     os.makedirs(ctx.paths.keepalived(), mode=0o700, exist_ok=True)
     files.write_if_changed(conf, rendered[CONF], mode=0o600)
     if parent is not None:

@@ -32,6 +32,8 @@ from router.services import keepalived
 from tests.lib.routerconfigs import redundant
 from tests.lib.routerlab import INET_HOST, Topology, make_config, sh, wait_for
 
+CONNECT = ("import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); "
+           "s.settimeout(5); s.sendall(b'42\\n'); assert s.recv(16) == b'42\\n'")
 FLOWPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flowprobe.py")
 FORWARD_IP = "203.0.113.20"
 FORWARD_PORT = 8080
@@ -51,6 +53,11 @@ def pair_config(router_id: str, generation: int, instance: int,
         public_port_end=FORWARD_PORT, private_ip="10.10.0.11",
         private_port_start=FORWARD_PORT, private_port_end=FORWARD_PORT, network_id="net1"))
     return redundant(cfg, instance, priority)
+
+
+def connects(ns: str, host: str, port: int) -> None:
+    """A new TCP connection from ``ns`` to an echo server (flowprobe's tcp-server)."""
+    sh("ip", "netns", "exec", ns, sys.executable, "-c", CONNECT, host, str(port))
 
 
 @dataclass

@@ -7,7 +7,6 @@ while new connections work at once."""
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,16 +19,13 @@ from tests.lib.redundantlab import (
     SNAT_TCP_PORT,
     Arbiter,
     Pair,
+    connects,
     cut_vrrp,
     new_topology,
 )
 from tests.lib.routerlab import INET_HOST, sh, wait_for
 
 pytestmark = pytest.mark.integration
-
-CONNECT = ("import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), 5); "
-           "s.settimeout(5); s.sendall(b'42\\n'); assert s.recv(16) == b'42\\n'")
-
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
@@ -50,10 +46,6 @@ def pair() -> Iterator[Pair]:
 
 def addresses(ns: str) -> str:
     return sh("ip", "-n", ns, "-4", "-br", "addr")
-
-
-def connects(ns: str, host: str, port: int) -> None:
-    sh("ip", "netns", "exec", ns, sys.executable, "-c", CONNECT, host, str(port))
 
 
 def test_the_master_holds_every_address_and_the_backup_none(pair: Pair) -> None:
