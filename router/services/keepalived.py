@@ -201,7 +201,7 @@ def observed_state(ctx: Context, cfg: pb.RouterConfig, reported: str) -> str:
     notifications close together may reach the agent out of order."""
     try:
         held = holds_addresses(ctx, cfg)
-    except OSError:
+    except (OSError, netlink.NetlinkOpError):  # the namespace is gone
         held = False
     if held:
         return "MASTER"

@@ -38,12 +38,16 @@ FLOWPROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flowprobe.
 FORWARD_IP = "203.0.113.20"
 FORWARD_PORT = 8080
 SNAT_TCP_PORT, UDP_PORT = 9000, 9001
+LB_PORT = 8081
 
 
 def pair_config(router_id: str, generation: int, instance: int,
-                priority: int = 0) -> pb.RouterConfig:
+                priority: int = 0, lb: bool = False,
+                single: bool = False) -> pb.RouterConfig:
     """The router of ``routerlab.make_config`` with a public IP forwarding
-    FORWARD_PORT to guest p1, as one instance of a redundant router."""
+    FORWARD_PORT to guest p1, as one instance of a redundant router (``single``:
+    as a single router); ``lb``: with a TCP load balancer on LB_PORT of the
+    public IP, its one member guest p1's FORWARD_PORT."""
     cfg = make_config(router_id, generation, ["p1"])
     cfg.interfaces[0].addresses.append(f"{FORWARD_IP}/32")
     cfg.public_addresses.append(pb.PublicAddress(public_ip_id="ip1", ip=FORWARD_IP,
@@ -52,7 +56,12 @@ def pair_config(router_id: str, generation: int, instance: int,
         id="pf1", public_ip=FORWARD_IP, protocol="tcp", public_port_start=FORWARD_PORT,
         public_port_end=FORWARD_PORT, private_ip="10.10.0.11",
         private_port_start=FORWARD_PORT, private_port_end=FORWARD_PORT, network_id="net1"))
-    return redundant(cfg, instance, priority)
+    if lb:
+        cfg.load_balancers.append(pb.LoadBalancerRule(
+            id="lb1", public_ip=FORWARD_IP, public_port=LB_PORT, protocol="tcp",
+            algorithm="roundrobin", network_id="net1",
+            members=[pb.LbBackend(port_id="p1", ip="10.10.0.11", port=FORWARD_PORT)]))
+    return cfg if single else redundant(cfg, instance, priority)
 
 
 def connects(ns: str, host: str, port: int) -> None:
@@ -95,11 +104,12 @@ class Pair:
     guest: str
     generation: int = 1
     flows: list[Flow] = field(default_factory=list)
+    lb: bool = False
 
     # ------------------------------------------------------------ set-up
 
     @classmethod
-    def build(cls, topo: Topology, router_id: str) -> Pair:
+    def build(cls, topo: Topology, router_id: str, lb: bool = False) -> Pair:
         agents = []
         for name in ("a", "b"):
             reg = RouterRegistry(os.path.join(topo.state_dir, f"agent-{name}"),
@@ -109,13 +119,14 @@ class Pair:
             agents.append(reg)
         inet = topo.internet()
         guest = topo.guest("p1")
-        pair = cls(topo, router_id, agents, inet, guest)
+        pair = cls(topo, router_id, agents, inet, guest, lb=lb)
         pair.apply()
         return pair
 
     def apply(self, priorities: tuple[int, int] = (0, 0)) -> None:
         for i, reg in enumerate(self.agents):
-            status = reg.apply(pair_config(self.router_id, self.generation, i, priorities[i]))
+            status = reg.apply(pair_config(self.router_id, self.generation, i, priorities[i],
+                                           lb=self.lb))
             assert status.applied_generation == self.generation, status.last_error
 
     def netns(self, i: int) -> str:

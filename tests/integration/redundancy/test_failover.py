@@ -56,6 +56,7 @@ def test_the_master_holds_every_address_and_the_backup_none(pair: Pair) -> None:
     assert "169.254.0.2/30" in backup  # the sync link's address is its own
     assert "default via 203.0.113.1 dev pub0" in sh("ip", "-n", pair.netns(0), "route")
     assert "default" not in sh("ip", "-n", pair.netns(1), "route")
+    wait_for(lambda: pair.states() == ("MASTER", "BACKUP"), 15, f"states {pair.states()}")
     status = pair.agents[0].status(pair.router_id)
     assert (status.redundancy.state, status.redundancy.priority) == ("MASTER", 200)
     assert status.redundancy.last_transition > 0
