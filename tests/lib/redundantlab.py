@@ -29,6 +29,7 @@ from router.agent.registry import RouterRegistry
 from router.lib import proc as rproc
 from router.runtime import router_netns_name
 from router.services import keepalived
+from tests.lib.peerlab import router_connection
 from tests.lib.routerconfigs import redundant
 from tests.lib.routerlab import INET_HOST, Topology, make_config, sh, wait_for
 
@@ -43,7 +44,7 @@ LB_PORT = 8081
 
 def pair_config(router_id: str, generation: int, instance: int,
                 priority: int = 0, lb: bool = False,
-                single: bool = False) -> pb.RouterConfig:
+                single: bool = False, vpn: bool = False) -> pb.RouterConfig:
     """The router of ``routerlab.make_config`` with a public IP forwarding
     FORWARD_PORT to guest p1, as one instance of a redundant router (``single``:
     as a single router); ``lb``: with a TCP load balancer on LB_PORT of the
@@ -61,6 +62,8 @@ def pair_config(router_id: str, generation: int, instance: int,
             id="lb1", public_ip=FORWARD_IP, public_port=LB_PORT, protocol="tcp",
             algorithm="roundrobin", network_id="net1",
             members=[pb.LbBackend(port_id="p1", ip="10.10.0.11", port=FORWARD_PORT)]))
+    if vpn:  # to tests/lib/peerlab.py's stock strongSwan peer, IKEv2
+        cfg.vpn_connections.append(router_connection(2))
     return cfg if single else redundant(cfg, instance, priority)
 
 
@@ -105,6 +108,7 @@ class Pair:
     generation: int = 1
     flows: list[Flow] = field(default_factory=list)
     lb: bool = False
+    vpn: bool = False
 
     # ------------------------------------------------------------ set-up
 
@@ -126,7 +130,7 @@ class Pair:
     def apply(self, priorities: tuple[int, int] = (0, 0)) -> None:
         for i, reg in enumerate(self.agents):
             status = reg.apply(pair_config(self.router_id, self.generation, i, priorities[i],
-                                           lb=self.lb))
+                                           lb=self.lb, vpn=self.vpn))
             assert status.applied_generation == self.generation, status.last_error
 
     def netns(self, i: int) -> str:

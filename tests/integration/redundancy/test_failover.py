@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.lib.peerlab import PEER_HOSTS, make_peer
 from tests.lib.redundantlab import (
     FORWARD_IP,
     FORWARD_PORT,
     SNAT_TCP_PORT,
     Arbiter,
+    Flow,
     Pair,
     connects,
     cut_vrrp,
@@ -140,3 +143,41 @@ def test_split_brain_is_ended_by_the_arbiter_and_the_pair_settles(pair: Pair) ->
             arbiter.round()
         assert pair.states() == ("MASTER", "BACKUP")
         assert any("released" in e for e in arbiter.events), arbiter.events
+
+
+def test_a_vpn_tunnel_comes_back_after_a_failover_by_itself(pair: Pair) -> None:
+    """strongSwan runs on the master only (started by keepalived's notify
+    through the agent): after a failover the new master's charon initiates
+    the tunnel again from the moved address, with nothing done by hand."""
+    pair.topo.configure_guest(pair.guest, "10.10.0.11")
+    peer = make_peer(pair.topo, f"{pair.topo.prefix}-up", 2)
+    peer.start()
+    server = Flow.start(peer.hosts[0], "tcp-server", "9200")
+    try:
+        pair.wait_master(0)
+        pair.vpn = True
+        pair.generation += 1
+        pair.apply()
+        wait_for(lambda: tunnel_carries(pair, PEER_HOSTS[0]), 60, "the tunnel up")
+        backup = pair.agents[1].status(pair.router_id)
+        assert {s.name: s.detail for s in backup.services}["strongswan"].startswith("standby")
+        pair.uplink(0, False)
+        t0 = time.monotonic()
+        pair.wait_master(1)
+        wait_for(lambda: tunnel_carries(pair, PEER_HOSTS[0]), 90, "the tunnel back")
+        print(f"VPN tunnel back {time.monotonic() - t0:.2f} s after the uplink went down")
+        pair.uplink(0, True)
+        pair.wait_master(0)
+        wait_for(lambda: tunnel_carries(pair, PEER_HOSTS[0]), 90, "the tunnel back home")
+    finally:
+        server.result()
+        peer.stop()
+        pair.vpn = False
+
+
+def tunnel_carries(pair: Pair, host: str) -> bool:
+    try:
+        connects(pair.guest, host, 9200)
+        return True
+    except AssertionError:
+        return False
