@@ -23,7 +23,7 @@ same address), whether a new connection works at once. Per trigger: TCP
 streams reset (goal 0) and load balancer connections cut (HAProxy has no
 shared state: expected). Then the throughput (iperf3, guest -> internet)
 through the redundant router vs the same router single (goal >= 0.95),
-medians of 3 runs each, in the same run.
+medians of ``--rounds`` runs each, taken in turns in the same run.
 
     .venv/bin/python bench/router_failover.py [--failovers 20] [--out bench/out]
 """
@@ -214,17 +214,43 @@ def iperf(pair: Pair, seconds: int, runs: int = 3) -> float:
     return statistics.median(out)
 
 
-def throughput(pair: Pair, seconds: int) -> dict[str, Any]:
-    moved_to(pair, 0)
-    redundant = iperf(pair, seconds)
-    # The same router single: instance 0 without its redundancy, instance 1 gone.
+def as_single(pair: Pair, single: bool) -> None:
+    """The same router single (instance 0 without its redundancy, instance 1
+    gone) or redundant again."""
     pair.generation += 1
-    status = pair.agents[0].apply(pair_config(pair.router_id, pair.generation, 0, lb=pair.lb,
-                                              single=True))
-    assert status.applied_generation == pair.generation, status.last_error
-    pair.agents[1].delete(pair.router_id, keep_leases=False)
-    single = iperf(pair, seconds)
-    return {"redundant_bps": redundant, "single_bps": single, "ratio": redundant / single}
+    if single:
+        status = pair.agents[0].apply(pair_config(pair.router_id, pair.generation, 0,
+                                                  lb=pair.lb, single=True))
+        assert status.applied_generation == pair.generation, status.last_error
+        pair.agents[1].delete(pair.router_id, keep_leases=False)
+    else:
+        pair.apply()
+        moved_to(pair, 0)
+
+
+def throughput(pair: Pair, seconds: int, rounds: int) -> dict[str, Any]:
+    """Redundant and single in turns (the machine's load drifts: a block of
+    one then a block of the other measured the drift), one iperf3 run each."""
+    moved_to(pair, 0)
+    redundant, single = [], []
+    for k in range(rounds):
+        # Which goes first alternates: a drift within a round cancels out.
+        if k % 2 == 0:
+            redundant.append(iperf(pair, seconds, runs=1))
+            as_single(pair, True)
+            single.append(iperf(pair, seconds, runs=1))
+        else:
+            as_single(pair, True)
+            single.append(iperf(pair, seconds, runs=1))
+            as_single(pair, False)
+            redundant.append(iperf(pair, seconds, runs=1))
+            as_single(pair, True)
+        as_single(pair, False)
+    r, s = statistics.median(redundant), statistics.median(single)
+    # The ratio: the median of each round's (the load drifts between rounds).
+    ratio = statistics.median(a / b for a, b in zip(redundant, single, strict=True))
+    return {"redundant_bps": r, "single_bps": s, "ratio": ratio,
+            "redundant_all": redundant, "single_all": single}
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -236,8 +262,21 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ax = axes[0]
     triggers = list(result["triggers"])
+    if not triggers:  # --triggers "": the throughput only
+        ax.set_axis_off()
     data = [result["triggers"][t]["no_forwarding_s"]["all"] for t in triggers]
     back = [result["triggers"][t]["failback_no_forwarding_s"]["all"] for t in triggers]
+    if triggers:
+        _plot_failovers(ax, result, triggers, data, back)
+    ax = axes[1]
+    if "throughput" in result:
+        _plot_throughput(ax, result["throughput"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _plot_failovers(ax: Any, result: dict[str, Any], triggers: list[str],
+                    data: list[list[float]], back: list[list[float]]) -> None:
     pos = range(len(triggers))
     ax.boxplot(data, positions=[p - 0.18 for p in pos], widths=0.3)
     ax.boxplot(back, positions=[p + 0.18 for p in pos], widths=0.3)
@@ -246,14 +285,13 @@ def plot(result: dict[str, Any], path: str) -> None:
     ax.set_ylabel("seconds without forwarding (UDP, 100 packets/s)")
     ax.set_title(f"{result['failovers_per_trigger']} failovers per trigger")
     ax.legend()
-    ax = axes[1]
-    t = result["throughput"]
+
+
+def _plot_throughput(ax: Any, t: dict[str, Any]) -> None:
     ax.bar(["single", "redundant"], [t["single_bps"] / 1e9, t["redundant_bps"] / 1e9],
            color=["tab:gray", "tab:blue"])
-    ax.set_ylabel("Gbit/s (iperf3, one TCP stream, median of 3)")
+    ax.set_ylabel(f"Gbit/s (iperf3, one TCP stream, median of {len(t['single_all'])})")
     ax.set_title(f"throughput: redundant / single = {t['ratio']:.3f} (goal >= 0.95)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
@@ -261,6 +299,8 @@ def main() -> int:
     ap.add_argument("--failovers", type=int, default=20, help="per trigger")
     ap.add_argument("--triggers", default=",".join(TRIGGERS))
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="throughput: redundant and single runs, in turns")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -291,7 +331,7 @@ def main() -> int:
                 # Kept as they come: a later failure loses nothing measured.
                 print(json.dumps({trigger: result["triggers"][trigger]}), file=sys.stderr,
                       flush=True)
-        result["throughput"] = throughput(pair, args.seconds)
+        result["throughput"] = throughput(pair, args.seconds, args.rounds)
     finally:
         for s in servers:
             s.result()
