@@ -25,7 +25,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from common import grpc_errors as errors
 from netmgr.model.core import RouterBackend
-from netmgr.model.redundancy import Redundancy
+from netmgr.model.redundancy import InstanceReport, Redundancy
 from netmgr.reconcile.agent_report import record_report
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
@@ -359,6 +359,12 @@ class Reconciler:
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
                 for router_id in wanted:
+                    instance = instances.get((router_id, host))
+                    if instance is not None and self.redundant is not None:
+                        self.redundant.store.record_instance(router_id, InstanceReport(
+                            instance, host, reachable=False, detail=msg))
+                        if instance == 1:
+                            continue  # the router serves from its other instance
                     self._store.mark_router_unreachable(router_id, msg)
                     self.notify_later(router_id)
                 continue
