@@ -161,15 +161,28 @@ class RedundancyRole:
         self.state = ""
         self.since = 0.0  # unix time of the last transition
         self.transitions = 0
+        # Whether keepalived said so (else the agent read it off the addresses).
+        self.confirmed = True
 
     def set(self, state: str, now: float) -> bool:
-        """Record ``state``; whether it is a change."""
+        """Record ``state`` as keepalived (or the agent) decided it; whether
+        the services that follow the role must act on it (a change, or a
+        state only learnt until now)."""
         with self._lock:
-            if state == self.state:
-                return False
-            self.state, self.since = state, now
-            self.transitions += 1
-            return True
+            act = state != self.state or not self.confirmed
+            self.confirmed = True
+            if state != self.state:
+                self.state, self.since = state, now
+                self.transitions += 1
+            return act
+
+    def learn(self, state: str, now: float) -> None:
+        """What the addresses show, while nothing was reported (an agent
+        restart adopted a running keepalived): the next report still acts."""
+        with self._lock:
+            if self.state:
+                return
+            self.state, self.since, self.confirmed = state, now, False
 
     def active(self, cfg: pb.RouterConfig) -> bool:
         """Whether this instance serves what only one instance may (a single

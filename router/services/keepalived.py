@@ -138,6 +138,7 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
     files.write_if_changed(conf, rendered[CONF], mode=0o600)
     if parent is not None:
         proc.os_kill(parent, signal.SIGHUP)  # reload: the instance keeps its state
+        learn_role(ctx, cfg)
         return
     if previous is not None and previous.HasField("redundancy"):
         # A keepalived killed (SIGKILL) left its addresses: the instance
@@ -169,6 +170,13 @@ def _drop_virtual(ctx: Context, cfg: pb.RouterConfig) -> None:
         link = netlink.find_link_by_name(ctx.netns, iface.name)
         if link is not None:
             netlink.reconcile_ipv4_addresses(ctx.netns, link.index, [])
+
+
+def learn_role(ctx: Context, cfg: pb.RouterConfig) -> None:
+    """A keepalived that ran before this agent (an agent restart): its state
+    is what the addresses show, until its next notification."""
+    if not ctx.role.state and None not in pids(ctx):
+        ctx.role.learn(observed_state(ctx, cfg, "BACKUP"), time.time())
 
 
 def set_demoted(ctx: Context, demoted: bool) -> None:
@@ -214,7 +222,13 @@ class Keepalived:
     name = "keepalived"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self, status_extras=self)
+        self.capabilities = Capabilities(conditional=self, status_extras=self, adopts=self)
+
+    def adopt(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """Taken over at an agent start: what runs on the master only must
+        not be stopped by the next apply for want of a notification."""
+        if rendered:
+            learn_role(ctx, cfg)
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         redundancy.verify(cfg)
@@ -234,6 +248,7 @@ class Keepalived:
 
     def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
         if cfg.HasField("redundancy"):
+            learn_role(ctx, cfg)  # adopted at an agent start, not rendered yet
             role = ctx.role
             # A keepalived that died notified nothing: this instance is out.
             running = None not in pids(ctx)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from router.agent.registry import RouterRegistry
 from tests.lib.peerlab import PEER_HOSTS, make_peer
 from tests.lib.redundantlab import (
     FORWARD_IP,
@@ -181,3 +182,32 @@ def tunnel_carries(pair: Pair, host: str) -> bool:
         return True
     except AssertionError:
         return False
+
+
+def test_an_agent_restart_keeps_the_role_and_what_runs_on_the_master(pair: Pair) -> None:
+    """A new agent process adopts the instance untouched: it learns the role
+    from the addresses (no notification comes until the next move), so a
+    push does not stop the master's HAProxy for want of one."""
+    pair.wait_master(0)
+    pair.lb = True
+    pair.generation += 1
+    pair.apply()
+    wait_for(lambda: "master pid" in haproxy_detail(pair, 0), 30, "HAProxy on the master")
+    assert haproxy_detail(pair, 1).startswith("standby")
+    old = pair.agents[0]
+    old.vrrp_listener.stop()
+    new = RouterRegistry(old.state_dir, netns_prefix=old.netns_prefix, fabric=old.fabric,
+                         agent_id=old.agent_id)
+    new.start()
+    pair.agents[0] = new
+    assert new.status(pair.router_id).redundancy.state == "MASTER"
+    pair.generation += 1
+    pair.apply()
+    assert "master pid" in haproxy_detail(pair, 0)
+    assert pair.states() == ("MASTER", "BACKUP")
+    pair.lb = False
+
+
+def haproxy_detail(pair: Pair, i: int) -> str:
+    status = pair.agents[i].status(pair.router_id)
+    return {s.name: s.detail for s in status.services}.get("haproxy", "")

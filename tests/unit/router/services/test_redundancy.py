@@ -119,3 +119,13 @@ def test_only_a_master_serves_what_one_instance_may() -> None:
     assert role.set("MASTER", 3.0)
     assert role.active(pair)
     assert (role.since, role.transitions) == (3.0, 2)
+
+
+def test_a_role_learnt_from_the_addresses_still_acts_on_its_first_report() -> None:
+    role, pair = RedundancyRole(), redundant(good_config(), 0)
+    role.learn("MASTER", 1.0)
+    assert role.active(pair)
+    assert role.set("MASTER", 2.0)  # keepalived's first word: the services act
+    assert not role.set("MASTER", 3.0)
+    role.learn("BACKUP", 4.0)  # known already: nothing learnt over it
+    assert role.state == "MASTER"
