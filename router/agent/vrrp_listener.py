@@ -80,6 +80,10 @@ class VrrpListener:
                     data += chunk
                 answer = self.handle(data.split(b"\n", 1)[0])
                 conn.sendall(json.dumps(answer).encode() + b"\n")
+            except BrokenPipeError:
+                # The client is gone (keepalived stopped, and its scripts with
+                # it): what it said was acted on all the same.
+                log.debug("vrrp notification: the client left before the answer")
             except OSError as e:
                 log.warning("vrrp notification: %s", e)
 
