@@ -59,6 +59,7 @@ from netmgr.api import events as events_api
 from netmgr.api import hosts as hosts_api
 from netmgr.api import keypairs as keypairs_api
 from netmgr.api import quotas as quotas_api
+from netmgr.api import redundancy as redundancy_api
 from netmgr.api import security_groups as security_groups_api
 from netmgr.api import vpc as vpc_api
 from netmgr.api import vpn as vpn_api
@@ -210,6 +211,8 @@ def _build(
                       default_host=config.default_host, pool_size=config.workers,
                       secrets=SecretBox.from_key_file(config.secrets_key_path()))
     hooks = hooks if hooks is not None else NullHooks()
+    # Where a redundant router's second instance may go: the other agents' hosts.
+    store.redundancy.hosts = tuple(sorted(config.agents))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
         # The first interceptor is the outermost: errors raised by auth are mapped too;
@@ -237,7 +240,8 @@ def _build(
     security_groups_api.add_to_server(store, server, filters_changed)
     dns_api.add_to_server(store, hooks, server)
     host_services = hosts_api.add_to_server(store, server)
-    host_services += (router_console.add_to_server(store, hooks, server),)
+    host_services += (router_console.add_to_server(store, hooks, server),
+                      redundancy_api.add_to_server(store, hooks, server))
 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -487,7 +491,7 @@ def main(argv: Sequence[str] | None = None, *,
     reconciler = Reconciler(store, store.vpn, config.agents, leases=leases,
                             forward=notices.send if notices is not None else None,
                             hosts=store.hosts, host_grace=config.host_grace_seconds,
-                            agent_tls=tls)
+                            agent_tls=tls, redundancy=store.redundancy)
     if notices is not None:
         notices.listen(lambda kind, router_id: (
             reconciler.restart_held if kind == "restart" else reconciler.notify_held)(router_id))

@@ -36,7 +36,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
@@ -401,6 +401,34 @@ class RouterRuntime:
                 self._applied.pop(name, None)
             self._apply(cfg, self._refused)
             return sick
+
+    def vrrp_transition(self, observe: Callable[[pb.RouterConfig], str]) -> str:
+        """keepalived says this instance changed state: ``observe(config)``
+        is the state it is in now. The services that follow the role act on
+        it in apply order (conntrackd commits, HAProxy and strongSwan start
+        or stop); one that fails is applied again by the next repair.
+        Returns the state ("" for a router that is not redundant)."""
+        with self.lock:
+            cfg = self.config
+            if cfg is None or not cfg.HasField("redundancy"):
+                return ""
+            state = observe(cfg)
+            if not self.ctx.role.set(state, time.time()):
+                return state
+            log.info("router %s: VRRP %s", self.ctx.router_id, state)
+            self._take_over()
+            self._health = None
+            for s in self.services:
+                follows = s.capabilities.follows_role
+                if follows is None or s.name not in self._applied:
+                    continue
+                try:
+                    follows.role_changed(self.ctx, cfg, self._applied[s.name])
+                except APPLY_ERRORS as e:
+                    self._applied.pop(s.name, None)
+                    log.error("router %s: %s on VRRP %s: %s", self.ctx.router_id, s.name,
+                              state, e)
+            return state
 
     def _reject(self, generation: int, e: ConfigError) -> None:
         self.rejected_generation = generation

@@ -18,6 +18,8 @@ APT_PACKAGES=(
   # BGP: bgpd in each router holding routed prefixes, zebra + bgpd as the
   # all-in-one's edge speaker (the agent and aio/bgp_edge.py run them)
   frr
+  # redundant routers: VRRP and connection tracking sync (the agent runs both)
+  keepalived conntrackd
   # real clients the tests and the demo use (cloud-init: its datasources' crawlers
   # read the router's metadata service; never run as the host's own boot service)
   cloud-init

@@ -35,6 +35,8 @@ PACKAGES=(
   nginx-light
   # BGP (router/services/bgp.py runs bgpd; vtysh changes it in place)
   frr
+  # redundant routers (router/services/keepalived.py, conntrackd.py run them)
+  keepalived conntrackd
   # packet tools for the diagnostics (capture, traceroute) inside the appliance
   tcpdump traceroute iputils-ping
   python3 python3-venv
@@ -56,7 +58,7 @@ BOOT_MODULES="virtio_pci virtio_blk virtio_net nft_ct nft_nat nft_chain_nat"
 # (kvm, ata, crypto) on the one vCPU before the agent could start. No getty:
 # root is locked. The root file system is mounted rw,noatime by the initramfs
 # (no remount) and has no fsck pass.
-DISABLE_UNITS="haproxy.service strongswan-starter.service nginx.service frr.service apt-daily.timer apt-daily-upgrade.timer \
+DISABLE_UNITS="haproxy.service strongswan-starter.service nginx.service frr.service keepalived.service conntrackd.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer e2scrub_reap.service fstrim.timer dpkg-db-backup.timer \
   systemd-tmpfiles-clean.timer getty@tty1.service getty-static.service systemd-logind.service \
   systemd-pstore.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \

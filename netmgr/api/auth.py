@@ -55,7 +55,7 @@ POLICY: dict[str, Access] = {
                    "EdgeCounterService",
                    "VpcService", "NetworkAclService", "StaticRouteService",
                    "PrivateGatewayService", "VpnService", "KeyPairService",
-                   "SecurityGroupService", "DnsRecordService")},
+                   "SecurityGroupService", "DnsRecordService", "RouterRedundancyService")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

@@ -17,6 +17,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from common.grpc_errors import FailedPrecondition, PermissionDenied
 from netmgr.api import convert, passwords, request_ids
 from netmgr.api.auth import current_caller
+from netmgr.api.convert_redundancy import add_instances
 from netmgr.model import edge as me
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
@@ -174,17 +175,26 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
     def CreateNetwork(self, request: pb.CreateNetworkRequest, context: Ctx) -> pb.Network:
         if request.network.shared and not current_caller().admin:
             raise PermissionDenied("network.shared: only the admin creates shared networks")
-        tenant = _tenant()
+        tenant, redundant = _tenant(), request.network.redundant
         spec = convert.network_spec(request.network)
+        if redundant:  # refused before anything is created
+            self._store.redundancy.check_redundant(spec.vpc_id, self._store.default_host)
         network, _ = request_ids.once(
             context, self._store.db, tenant, "CreateNetwork",
             lambda: self._store.create_network(tenant, spec),
             lambda network_id: self._store.get_network(tenant, network_id))
+        if redundant:
+            self._store.redundancy.set_redundancy(tenant, network.id, "", True)
         self._notify(network.router_id)
-        return convert.network_to_pb(network)
+        return self._redundant(convert.network_to_pb(network))
+
+    def _redundant(self, out: pb.Network) -> pb.Network:
+        out.redundant = self._store.redundancy.get(out.router_id) is not None
+        return out
 
     def GetNetwork(self, request: pb.GetNetworkRequest, context: Ctx) -> pb.Network:
-        return convert.network_to_pb(self._store.get_network(_tenant(), request.id))
+        return self._redundant(convert.network_to_pb(
+            self._store.get_network(_tenant(), request.id)))
 
     def ListNetworks(self, request: pb.ListNetworksRequest,
                      context: Ctx) -> pb.ListNetworksResponse:
@@ -196,10 +206,21 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
     def UpdateNetwork(self, request: pb.UpdateNetworkRequest, context: Ctx) -> pb.Network:
         tenant = _tenant()
         network_id = check_id(request.network.id, "network.id")
-        upd = convert.network_update(request.network, request.update_mask.paths)
+        paths = list(request.update_mask.paths)
+        # Switching redundancy either way keeps leases and connections
+        # (the instance that ran on stays master: netmgr.store.redundancy).
+        if "redundant" in paths:
+            paths.remove("redundant")
+            self._store.redundancy.set_redundancy(tenant, network_id, "",
+                                                  request.network.redundant)
+            if not paths:
+                network = self._store.get_network(tenant, network_id)
+                self._notify(network.router_id)
+                return self._redundant(convert.network_to_pb(network))
+        upd = convert.network_update(request.network, paths)
         network = self._store.update_network(tenant, network_id, upd)
         self._notify(network.router_id)
-        return convert.network_to_pb(network)
+        return self._redundant(convert.network_to_pb(network))
 
     def DeleteNetwork(self, request: pb.DeleteNetworkRequest,
                       context: Ctx) -> pb.DeleteNetworkResponse:
@@ -262,13 +283,15 @@ class RouterServicer(_Base, rpc.RouterServiceServicer):
     def GetRouter(self, request: pb.GetRouterRequest, context: Ctx) -> pb.Router:
         out = convert.router_to_pb(self._store.get_router(_tenant(), request.id))
         convert.fill_router_vms([out], self._store.router_vms_of)
-        return out
+        return add_instances(out, self._store.redundancy.get(out.id))
 
     def ListRouters(self, request: pb.ListRoutersRequest, context: Ctx) -> pb.ListRoutersResponse:
         page = self._store.list_routers(_list_scope(),
                                         page_request(request.page_size, request.page_token))
         routers = [convert.router_to_pb(r) for r in page.items]
         convert.fill_router_vms(routers, self._store.router_vms_of)
+        for r in routers:
+            add_instances(r, self._store.redundancy.get(r.id))
         return pb.ListRoutersResponse(routers=routers, next_page_token=page.next_page_token)
 
     def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:

@@ -42,6 +42,7 @@ from cloudnet.netmgr.v1 import (
     netmgr_pb2_grpc,
     quota_pb2,
     quota_pb2_grpc,
+    redundancy_pb2_grpc,
     router_vm_pb2,
     router_vm_pb2_grpc,
     security_group_pb2_grpc,
@@ -195,6 +196,8 @@ class Client:
         self.security_groups: security_group_pb2_grpc.SecurityGroupServiceStub = (
             security_group_pb2_grpc.SecurityGroupServiceStub(ch))
         self.dns: dns_pb2_grpc.DnsRecordServiceStub = dns_pb2_grpc.DnsRecordServiceStub(ch)
+        self.redundancy: redundancy_pb2_grpc.RouterRedundancyServiceStub = (
+            redundancy_pb2_grpc.RouterRedundancyServiceStub(ch))
 
     def metadata(self) -> list[tuple[str, str]]:
         """The metadata sent with every call."""

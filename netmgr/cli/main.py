@@ -33,6 +33,7 @@ from netmgr.cli import events as cli_events
 from netmgr.cli import hosts as cli_hosts
 from netmgr.cli import metadata as cli_metadata
 from netmgr.cli import quota as cli_quota
+from netmgr.cli import redundancy as cli_redundancy
 from netmgr.cli import router_console as cli_router_console
 from netmgr.cli import security_groups as cli_sg
 from netmgr.cli import vm as cli_vm
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-tenant", action="append", metavar="TENANT_ID",
                    help="admin: a tenant that may use the shared network (repeatable; "
                    "none: every tenant)")
+    p.add_argument("--redundant", action="store_true",
+                   help="two router instances on two hosts (docs/redundant-routers.md)")
     _add_wait(p, "the network's router is ACTIVE")
     p = leaf(s, "list", cmd_network_list, "list networks")
     _add_limit(p)
@@ -413,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     _add_wait(p, "the router is ACTIVE again")
     cli_router_console.add_console(s, leaf)  # router console (VM backend)
+    cli_redundancy.add_commands(s, leaf)  # router failover | redundancy
 
     cli_debug.add_commands(group, leaf)  # debug capture | probe | trace | show | explain
     cli_edge.add_commands(group, leaf)  # publicip | staticnat | portforward | firewall | lb

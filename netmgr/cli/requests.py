@@ -96,6 +96,7 @@ def build_network_create(args: argparse.Namespace) -> netmgr_pb2.CreateNetworkRe
         net.mtu = args.mtu
     if args.lease_seconds is not None:
         net.lease_seconds = args.lease_seconds
+    net.redundant = args.redundant
     if getattr(args, "provider_vlan", None) is not None:
         net.shared = True
         net.provider_vlan = args.provider_vlan

@@ -35,10 +35,12 @@ from common import grpc_errors as errors
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.model.core import RouterBackend
+from netmgr.model.redundancy import InstanceReport, Redundancy
 from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.delta_push import EdgeDeltas
+from netmgr.reconcile.redundant_push import RedundancyView, RedundantRouters, instance_report
 from netmgr.reconcile.store_view import (
     ObjectRef,
     ReconcilerStore,
@@ -96,6 +98,7 @@ class Reconciler:
         hosts: RouterHostsView | None = None,
         host_grace: float = 15.0,
         agent_tls: TlsFiles | None = None,
+        redundancy: RedundancyView | None = None,
     ) -> None:
         """``leases``: the routers this replica pushes (default: every one,
         unfenced). ``forward(kind, router_id)``: tells the other replicas of a
@@ -137,6 +140,9 @@ class Reconciler:
         self.vm_routers: VmRouters | None = None
         # The compute hosts' port filters, when this netmgr pushes them.
         self.port_filters: FilterChanges | None = None
+        # Redundant routers: two instances, two hosts (netmgr.reconcile.redundant_push).
+        self.redundant = (RedundantRouters(redundancy, self._stub, self._channel)
+                          if redundancy is not None else None)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -326,7 +332,9 @@ class Reconciler:
             return True  # another replica's now: it pushes
         with self._lock:
             restart = router_id in self._restarts
-        if not restart and self.edge.push(router_id, epoch, self._leases.confirm):
+        red = self.redundant.get(router_id) if self.redundant is not None else None
+        if not restart and red is None and \
+                self.edge.push(router_id, epoch, self._leases.confirm):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True
@@ -337,6 +345,8 @@ class Reconciler:
             return self._delete_everywhere(router_id, epoch)
         router = snapshot.router
         config = build_router_config(snapshot)
+        if red is not None and self.redundant is not None:
+            return self._push_redundant(router_id, red, config, epoch)
         vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
         if vm_routers is not None:
             vm_stub = vm_routers.stub(router_id)
@@ -393,6 +403,25 @@ class Reconciler:
             vm_routers.nics.after_push(router_id, config, status)
         return bool(status.applied_generation >= config.generation)
 
+    def _push_redundant(self, router_id: str, red: Redundancy, config: pb.RouterConfig,
+                        epoch: int) -> bool:
+        assert self.redundant is not None
+        if not self._leases.confirm():
+            return False  # the lease may be passing: never push without it
+        with self._lock:
+            self._restarts.discard(router_id)
+        ok, statuses = self.redundant.push(red, config, epoch)
+        if not statuses:
+            self._store.mark_router_unreachable(
+                router_id, f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
+            return False
+        # The router's status: the preferred instance's when it answered.
+        status = dict(statuses).get(red.preferred, statuses[0][1])
+        self._record(router_id, status)
+        with self._lock:
+            self._pushed_at[router_id] = time.monotonic()
+        return ok
+
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:
         """Store what an agent reported (the VM backend's watch uses it too)."""
         self._record(router_id, status)
@@ -442,7 +471,6 @@ class Reconciler:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
         routers = self._store.list_routers_all()
-        placed = {r.id: r.host for r in routers if r.backend != "vm"}
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
             if r.backend == "vm":
@@ -450,6 +478,16 @@ class Reconciler:
             if self._leases.epoch(r.id) is None:
                 continue  # another replica's
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
+        # A redundant router's instances: (router, host) -> instance.
+        instances: dict[tuple[str, str], int] = {}
+        reds = [red for red in (self.redundant.store.all() if self.redundant is not None else [])
+                if self._leases.epoch(red.router_id) is not None]
+        desired = {r.id: r.desired_generation for r in routers}
+        for red in reds:
+            for i, host in enumerate(red.hosts):
+                instances[(red.router_id, host)] = i
+                by_host.setdefault(host, {})[red.router_id] = desired.get(red.router_id, 0)
+        seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
         for host in self._all_targets():
             wanted = by_host.get(host, {})
             fetched_at = time.monotonic()
@@ -459,8 +497,14 @@ class Reconciler:
                 )
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
-                self._store.mark_routers_unreachable(list(wanted), msg)
+                # A redundant router's instance 1 down: it serves from instance 0.
+                self._store.mark_routers_unreachable(
+                    [r for r in wanted if instances.get((r, host)) != 1], msg)
                 for router_id in wanted:
+                    instance = instances.get((router_id, host))
+                    if instance is not None and self.redundant is not None:
+                        self.redundant.store.record_instance(router_id, InstanceReport(
+                            instance, host, reachable=False, detail=msg))
                     self.notify_later(router_id)
                 continue
             if self._boot_ids.get(host) not in (None, reply.boot_id):
@@ -469,14 +513,23 @@ class Reconciler:
                 log.info("agent on %s restarted (boot %s)", host, reply.boot_id[:8])
             self._boot_ids[host] = reply.boot_id
             held = {s.router_id: s for s in reply.routers}
-            # Recorded together: one transaction for the host's routers.
+            # The router's own status: instance 0's for a redundant router
+            # (instance 1's is its own, below). Recorded together: one
+            # transaction for the host's routers.
             record_reports(self._store, self._vpn, [
                 (router_id, held[router_id]) for router_id in wanted
-                if router_id in held and not self._pushed_since(router_id, fetched_at)])
-            for router_id, desired in wanted.items():
+                if router_id in held and instances.get((router_id, host)) != 1
+                and not self._pushed_since(router_id, fetched_at)])
+            for router_id, generation in wanted.items():
                 status = held.get(router_id)
-                stale = status is None or status.applied_generation < desired
-                rejected = status is not None and status.rejected_generation == desired
+                instance = instances.get((router_id, host))
+                if instance is not None and self.redundant is not None:
+                    seen[router_id][instance] = status
+                    if status is not None:
+                        self.redundant.store.record_instance(
+                            router_id, instance_report(instance, host, status))
+                stale = status is None or status.applied_generation < generation
+                rejected = status is not None and status.rejected_generation == generation
                 # A config the agent restored from disk lacks its secrets (VPN
                 # keys): the full push hands them back, whoever restarted when.
                 secrets = status is not None and status.awaiting_secrets
@@ -486,11 +539,14 @@ class Reconciler:
                 epoch = self._leases.epoch(router_id)
                 if epoch is None:
                     continue  # another replica's
-                if placed.get(router_id, host) != host:
-                    # A stale copy: the router moved while this host was away.
+                if router_id in desired:
+                    # A copy where the router is not (any more): it moved while
+                    # this host was away, or it is no longer redundant.
                     self._remove_stale(host, router_id, epoch)
                 else:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
+        if self.redundant is not None and reds:
+            self.redundant.arbitrate(seen)
 
     def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
         if not self._leases.confirm():

@@ -34,6 +34,7 @@ from netmgr.store.networks import NetworkStore
 from netmgr.store.ports import PortStore
 from netmgr.store.public_ips import PublicIpStore
 from netmgr.store.quotas import QuotaStore
+from netmgr.store.redundancy import RedundancyStore
 from netmgr.store.routers import RouterStore
 from netmgr.store.routes import RouteStore
 from netmgr.store.secrets import SecretBox, SecretsKeyMismatch
@@ -79,6 +80,7 @@ class Store:
         self.events = EventStore(self.db)
         self.security_groups = SecurityGroupStore(self.db)
         self.dns = DnsStore(self.db)
+        self.redundancy = RedundancyStore(self.db)
         self.zone.ensure(zone_defaults)
         try:
             self.vpn.check_secrets_key()

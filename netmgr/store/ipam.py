@@ -20,6 +20,7 @@ from common.grpc_errors import AlreadyExists, FailedPrecondition, ResourceExhaus
 from netmgr.model.core import Zone
 from netmgr.model.vlans import private_gateway_range
 from netmgr.store.tables.core import MacRow, NetworkRow, PortRow, PublicIpRow
+from netmgr.store.tables.redundancy import RouterRedundancyRow
 from netmgr.store.tables.vpc import PrivateGatewayRow
 
 MAC_ATTEMPTS = 32
@@ -32,7 +33,8 @@ def _lowest_free(candidates: Iterable[int], used: set[int]) -> int | None:
 def allocate_vlan(session: Session, zone: Zone) -> int:
     # Reserved VLANs are outside a checked zone's range; skipped all the same
     # for a zone stored before they were checked.
-    used = set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans)
+    used = (set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans)
+            | set(session.scalars(select(RouterRedundancyRow.sync_vlan))))
     vlan = _lowest_free(range(zone.vlan_min, zone.vlan_max + 1), used)
     if vlan is None:
         raise ResourceExhausted(
@@ -50,7 +52,8 @@ def allocate_private_gateway_vlan(session: Session, zone: Zone) -> int:
             "private_gateway.vlan_id: the zone has no private gateway VLAN range (the admin "
             "sets zone.private_gateway_vlan_min and _max)")
     used = (set(session.scalars(select(PrivateGatewayRow.vlan_id)))
-            | set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans))
+            | set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans)
+            | set(session.scalars(select(RouterRedundancyRow.sync_vlan))))
     vlan = _lowest_free(pg_range, used)
     if vlan is None:
         raise ResourceExhausted(

@@ -86,7 +86,9 @@ class ApplianceFabric:
 
     def unplug(self, port: str) -> None:
         for link in self._router_links():
-            if fabric_port_name(self.router_id, link.name) == port:
+            # Either instance of a redundant router (its ports are named apart).
+            if port in (fabric_port_name(self.router_id, link.name),
+                        fabric_port_name(self.router_id, link.name, 1)):
                 try:
                     with IPRoute(netns=self.router_netns, flags=0) as ipr:
                         ipr.link("set", index=link.index, state="down")

@@ -26,6 +26,7 @@ from common.private_files import ensure_private_dir
 from router.agent import adoption
 from router.agent.fencing import Fences
 from router.agent.host_limits import HostLimits, Short
+from router.agent.vrrp_listener import VrrpListener
 from router.errors import ConfigError, RequestError, RouterNotFound
 from router.lib import validate
 from router.runtime import STATE_DIR_MODE, RouterRuntime, router_netns_name, stop_processes
@@ -73,6 +74,7 @@ class RouterRegistry:
         self._lock = threading.Lock()
         # The highest netmgr lease epoch each router accepted (router.agent.fencing).
         self.fences = Fences(state_dir)
+        self.vrrp_listener = VrrpListener(state_dir, lambda r: self.runtime(r, create=False))
 
     def _routers_dir(self) -> str:
         return os.path.join(self.state_dir, "routers")
@@ -128,6 +130,8 @@ class RouterRegistry:
         for d in (self.state_dir, self._routers_dir()):
             ensure_private_dir(d, STATE_DIR_MODE)
         self.fabric.setup()
+        # Before any router: keepalived notifies (and checks) the agent.
+        self.vrrp_listener.start()
         ids = [r for r in sorted(os.listdir(self._routers_dir()))
                if os.path.exists(RouterPaths(os.path.join(self._routers_dir(), r)).config)]
         with self._lock:

@@ -31,7 +31,7 @@ from common.channels import make_channel
 from common.fabric.base import Fabric
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
-from router.agent import diag_service, edge_service, metadata_service, rpc
+from router.agent import diag_service, edge_service, metadata_service, redundancy_service, rpc
 from router.agent.host_limits import HostLimits
 from router.agent.registry import RouterRegistry
 from router.errors import RequestError
@@ -114,10 +114,11 @@ def create_server(
     diag_name = diag_service.add_to_server(registry, server)
     edge_name = edge_service.add_to_server(registry, server)
     metadata_name = metadata_service.add_to_server(registry, server)
+    redundancy_name = redundancy_service.add_to_server(registry, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, diag_name, edge_name, metadata_name,
+        (SERVICE_NAME, diag_name, edge_name, metadata_name, redundancy_name,
          health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
     socket_path = listen[len("unix://"):] if listen.startswith("unix://") else ""

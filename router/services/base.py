@@ -45,6 +45,17 @@ HAPROXY_SOCKET_ROOT = "/run/cloudnet-lb"
 LIBIPSEC_TUN = "ipsec0"
 
 
+def vrrp_notify_socket(agent_state_dir: str) -> str:
+    """The agent's socket for keepalived's notifications and checks
+    (``router.agent.vrrp_listener``): in the agent's state dir when that
+    path is short enough for a unix socket, else under /run."""
+    local = os.path.join(agent_state_dir, "vrrp.sock")
+    if len(local) < _MAX_SOCKET_DIR:
+        return local
+    return os.path.join(HAPROXY_SOCKET_ROOT,
+                        hashlib.sha1(agent_state_dir.encode()).hexdigest()[:16] + "-vrrp.sock")
+
+
 @dataclass(frozen=True)
 class RouterPaths:
     """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
@@ -57,6 +68,8 @@ class RouterPaths:
         dnsmasq/          dnsmasq.conf, dhcp-hosts/, hosts/, leases, pid file, log
         haproxy/          haproxy.cfg, pid file (the stats socket: ``haproxy_socket_dir``)
         strongswan/       strongswan.conf, charon.log, run/ (charon's /run), loaded.json
+        keepalived/       keepalived.conf, pid files, demoted (the arbiter's hold)
+        conntrackd/       conntrackd.conf, lock, log (the control socket: ``conntrackd_socket``)
     """
 
     state_dir: str
@@ -112,6 +125,22 @@ class RouterPaths:
     def haproxy_stats_socket(self) -> str:
         return os.path.join(self.haproxy_socket_dir, "s.sock")
 
+    def keepalived(self, *parts: str) -> str:
+        return self.path("keepalived", *parts)
+
+    @property
+    def vrrp_notify_socket(self) -> str:
+        """The agent's (``<agent state dir>/routers/<router id>`` is this dir)."""
+        return vrrp_notify_socket(os.path.dirname(os.path.dirname(self.state_dir)))
+
+    def conntrackd(self, *parts: str) -> str:
+        return self.path("conntrackd", *parts)
+
+    @property
+    def conntrackd_socket(self) -> str:
+        """conntrackd's control socket (a short path, like HAProxy's)."""
+        return os.path.join(self.haproxy_socket_dir, "ct.sock")
+
     def strongswan(self, *parts: str) -> str:
         return self.path("strongswan", *parts)
 
@@ -120,9 +149,51 @@ class RouterPaths:
         return self.strongswan("charon.log")
 
 
+class RedundancyRole:
+    """The VRRP state of one router instance as keepalived last reported it
+    (``RouterRuntime.vrrp_transition``). A single router has none; services
+    that run on the master only (HAProxy, strongSwan) ask ``active``."""
+
+    STATES = ("MASTER", "BACKUP", "FAULT")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state = ""
+        self.since = 0.0  # unix time of the last transition
+        self.transitions = 0
+        # Whether keepalived said so (else the agent read it off the addresses).
+        self.confirmed = True
+
+    def set(self, state: str, now: float) -> bool:
+        """Record ``state`` as keepalived (or the agent) decided it; whether
+        the services that follow the role must act on it (a change, or a
+        state only learnt until now)."""
+        with self._lock:
+            act = state != self.state or not self.confirmed
+            self.confirmed = True
+            if state != self.state:
+                self.state, self.since = state, now
+                self.transitions += 1
+            return act
+
+    def learn(self, state: str, now: float) -> None:
+        """What the addresses show, while nothing was reported (an agent
+        restart adopted a running keepalived): the next report still acts."""
+        with self._lock:
+            if self.state:
+                return
+            self.state, self.since, self.confirmed = state, now, False
+
+    def active(self, cfg: pb.RouterConfig) -> bool:
+        """Whether this instance serves what only one instance may (a single
+        router always does; a redundant one while it is MASTER)."""
+        return not cfg.HasField("redundancy") or self.state == "MASTER"
+
+
 @dataclass(frozen=True)
 class Context:
-    """Where one router lives: its namespace, its files, its fabric."""
+    """Where one router lives: its namespace, its files, its fabric, and
+    (a redundant router) its VRRP role."""
 
     router_id: str
     netns: str
@@ -130,6 +201,7 @@ class Context:
     fabric: Fabric
     dnsmasq_user: str = "dnsmasq"
     paths: RouterPaths = field(init=False, repr=False, compare=False)
+    role: RedundancyRole = field(default_factory=RedundancyRole, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", RouterPaths(self.state_dir))
@@ -269,6 +341,12 @@ class HoldsPasswords(Protocol):
                      password: str) -> None:
         """Hold a guest's new password in memory for it to fetch (ObjectNotFound
         when the port is not in ``cfg``)."""
+
+
+class FollowsRole(Protocol):
+    def role_changed(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """A redundant router's instance changed VRRP state (``ctx.role``):
+        start or stop what runs on the master only, commit synced state."""
         ...
 
 
@@ -297,6 +375,8 @@ class Capabilities:
     follows_edge: FollowsEdge | None = None
     # Serves guests passwords held in memory (never in config.pb).
     guest_passwords: HoldsPasswords | None = None
+    # Acts on a redundant router's VRRP transitions (in apply order).
+    follows_role: FollowsRole | None = None
 
 
 NO_CAPABILITIES = Capabilities()

@@ -308,7 +308,8 @@ class Haproxy:
     name = "haproxy"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self, status_extras=self)
+        self.capabilities = Capabilities(conditional=self, status_extras=self,
+                                         follows_role=self)
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         verify(cfg)
@@ -321,7 +322,11 @@ class Haproxy:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, rendered)
+        # A redundant router's load balancers listen on the master only.
+        apply(ctx, rendered if ctx.role.active(cfg) else {})
+
+    def role_changed(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        apply(ctx, rendered if ctx.role.active(cfg) else {})
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         """Reported in the router status only while there are load balancers."""
@@ -334,6 +339,9 @@ class Haproxy:
         if not cfg.load_balancers:
             return pb.ServiceStatus(name=self.name, healthy=True, detail="no load balancer",
                                     version=proc.version("haproxy"))
+        if not ctx.role.active(cfg):
+            return pb.ServiceStatus(name=self.name, healthy=True, version=proc.version("haproxy"),
+                                    detail=f"standby ({ctx.role.state or 'no VRRP state yet'})")
         pid = master_pid(ctx)
         return pb.ServiceStatus(name=self.name, healthy=pid is not None,
                                 version=proc.version("haproxy"),

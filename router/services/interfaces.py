@@ -31,9 +31,16 @@ from router.services.base import (
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
 
 
-def fabric_port_name(router_id: str, ifname: str) -> str:
-    """Fabric-side name of a router interface's attachment (≤ 15 bytes, stable)."""
-    return "r" + hashlib.sha1((router_id + ifname).encode()).hexdigest()[:10]
+def fabric_port_name(router_id: str, ifname: str, instance: int = 0) -> str:
+    """Fabric-side name of a router interface's attachment (≤ 15 bytes, stable);
+    a redundant router's second instance has names of its own (both
+    instances may share one fabric)."""
+    salt = f"/{instance}" if instance else ""
+    return "r" + hashlib.sha1((router_id + ifname + salt).encode()).hexdigest()[:10]
+
+
+def port_name(cfg: pb.RouterConfig, ifname: str) -> str:
+    return fabric_port_name(cfg.router_id, ifname, cfg.redundancy.instance)
 
 
 def verify(cfg: pb.RouterConfig) -> None:
@@ -58,7 +65,8 @@ def verify(cfg: pb.RouterConfig) -> None:
             publics += 1
             if iface.segment_id != 0:
                 raise ConfigError(f"{what}: a public interface is on segment 0")
-        elif iface.role in (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY):
+        elif iface.role in (pb.INTERFACE_ROLE_GUEST, pb.INTERFACE_ROLE_PRIVATE_GATEWAY,
+                            pb.INTERFACE_ROLE_SYNC):
             if not 1 <= iface.segment_id <= 16_777_215:
                 raise ConfigError(f"{what}: guest segment {iface.segment_id} is not 1..2^24-1")
         else:
@@ -126,6 +134,8 @@ def render(cfg: pb.RouterConfig) -> Rendered:
             key=lambda r: r["destination"],
         ),
         "sysctls": SYSCTLS,
+        # Addresses and routes left to keepalived (a redundant router).
+        "virtual": cfg.HasField("redundancy"),
     }
     return {"interfaces.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
@@ -137,15 +147,19 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
     wanted = {i.name for i in cfg.interfaces}
     # Unplug interfaces dropped since the last config, then sweep any other
     # link in the namespace the config does not name (kernel is the truth).
-    for old in previous.interfaces if previous else []:
-        if old.name not in wanted:
-            ctx.fabric.unplug(fabric_port_name(cfg.router_id, old.name))
+    if previous is not None:
+        for old in previous.interfaces:
+            if old.name not in wanted:
+                ctx.fabric.unplug(port_name(previous, old.name))
     for link in netlink.links(ctx.netns):
         if link.name != "lo" and link.name not in wanted | owned:
             netlink.delete_link(ctx.netns, link.index)
     indexes: dict[str, int] = {}
+    # A redundant router's addresses and routes (but the sync link's) are
+    # keepalived's: added on the master, removed on the backup.
+    virtual = cfg.HasField("redundancy")
     for iface in cfg.interfaces:
-        port = fabric_port_name(cfg.router_id, iface.name)
+        port = port_name(cfg, iface.name)
         try:
             ctx.fabric.plug(port, iface.segment_id, ctx.netns, iface.name, iface.mac.lower(),
                             iface.mtu)
@@ -155,20 +169,42 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
         if plugged is None:
             raise ApplyError(f"interface {iface.name}: missing after plugging port {port}")
         netlink.set_link(ctx.netns, plugged, mtu=iface.mtu)
+        indexes[iface.name] = plugged.index
+        if virtual and iface.role != pb.INTERFACE_ROLE_SYNC:
+            continue
         added = netlink.reconcile_ipv4_addresses(
             ctx.netns, plugged.index, [ipaddress.IPv4Interface(a) for a in iface.addresses]
         )
         # An address may come from another router (a public IP reallocated):
         # neighbours that still hold that router's MAC learn ours now.
         garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
-        indexes[iface.name] = plugged.index
+    if not virtual:
+        reconcile_routes(ctx, cfg, indexes)
+    set_sysctls(ctx.netns, SYSCTLS)
+
+
+def reconcile_routes(ctx: Context, cfg: pb.RouterConfig, indexes: dict[str, int]) -> None:
     netlink.reconcile_routes(ctx.netns, {
         netlink.RouteSpec(
             ipaddress.IPv4Network(r.destination), r.gateway, indexes.get(r.interface, 0)
         )
         for r in cfg.routes
     })
-    set_sysctls(ctx.netns, SYSCTLS)
+
+
+def hold_addresses(ctx: Context, cfg: pb.RouterConfig) -> None:
+    """Put back every address and route of ``cfg`` (a router no longer
+    redundant, after keepalived stopped and took its virtual ones away)."""
+    indexes: dict[str, int] = {}
+    for iface in cfg.interfaces:
+        link = netlink.find_link_by_name(ctx.netns, iface.name)
+        if link is None:
+            raise ApplyError(f"interface {iface.name}: missing")
+        indexes[iface.name] = link.index
+        added = netlink.reconcile_ipv4_addresses(
+            ctx.netns, link.index, [ipaddress.IPv4Interface(a) for a in iface.addresses])
+        garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
+    reconcile_routes(ctx, cfg, indexes)
 
 
 def set_sysctls(netns: str, values: dict[str, str]) -> None:
@@ -227,5 +263,6 @@ class Interfaces:
                                 version=_kernel())
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
-        for iface in cfg.interfaces if cfg else []:
-            ctx.fabric.unplug(fabric_port_name(ctx.router_id, iface.name))
+        if cfg is not None:
+            for iface in cfg.interfaces:
+                ctx.fabric.unplug(port_name(cfg, iface.name))

@@ -587,7 +587,8 @@ class Strongswan:
 
     def __init__(self, host: HostFeatures) -> None:
         self.host = host
-        self.capabilities = Capabilities(conditional=self, tends=self, status_extras=self)
+        self.capabilities = Capabilities(conditional=self, tends=self, status_extras=self,
+                                         follows_role=self)
         self.keys = LoadedKeys()
 
     def verify(self, cfg: pb.RouterConfig) -> None:
@@ -603,13 +604,21 @@ class Strongswan:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, rendered, self.keys)
+        self.role_changed(ctx, cfg, rendered)
+
+    def role_changed(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+        """A redundant router's tunnels run on the master only: its charon
+        initiates them again from the moved addresses after a failover."""
+        if ctx.role.active(cfg):
+            apply(ctx, rendered, self.keys)
+        else:
+            apply(ctx, {}, self.keys)
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         return bool(cfg.vpn_connections)
 
     def tend(self, ctx: Context, cfg: pb.RouterConfig) -> list[str]:
-        return tend(ctx, cfg)
+        return tend(ctx, cfg) if ctx.role.active(cfg) else []
 
     def add_status(self, ctx: Context, cfg: pb.RouterConfig, status: pb.RouterStatus) -> None:
         if cfg.vpn_connections:
@@ -621,6 +630,9 @@ class Strongswan:
         if not cfg.vpn_connections:
             return pb.ServiceStatus(name=self.name, healthy=True, detail="no VPN connection",
                                     version=version)
+        if not ctx.role.active(cfg):
+            return pb.ServiceStatus(name=self.name, healthy=True, version=version,
+                                    detail=f"standby ({ctx.role.state or 'no VRRP state yet'})")
         pid = charon_pid(ctx)
         return pb.ServiceStatus(
             name=self.name, healthy=pid is not None, version=version,

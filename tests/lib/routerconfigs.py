@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import redundancy_pb2 as rpb
 
 from router.services.base import KnownHost, Rendered, RouterPaths
 from router.services.registry import router_services
@@ -71,3 +72,28 @@ def fwd(i: int = 1, **kw: Any) -> pb.PortForwardRule:
                              private_port_end=8080)
     f.update(kw)
     return pb.PortForwardRule(**f)
+
+
+# ---- a redundant router's instance ------------------------------------------------
+
+SYNC_SEGMENT = 4000
+
+
+def redundant(cfg: pb.RouterConfig, instance: int, priority: int = 0,
+              sync_segment: int = SYNC_SEGMENT, vrid: int = 51) -> pb.RouterConfig:
+    """``cfg`` as instance 0 (intended master) or 1 of a redundant router: its
+    own MACs (the last byte's high nibble is the instance), a sync link
+    169.254.0.1-2/30 on ``sync_segment``, its priority (200 / 100 by default)."""
+    out = pb.RouterConfig()
+    out.CopyFrom(cfg)
+    for i in out.interfaces:
+        i.mac = i.mac[:-2] + f"{(int(i.mac[-2:], 16) + 0x40 * instance) % 256:02x}"
+    out.interfaces.append(pb.Interface(
+        name="sync0", role=pb.INTERFACE_ROLE_SYNC, mac=f"02:00:00:00:fe:{instance + 1:02x}",
+        addresses=[f"169.254.0.{instance + 1}/30"], segment_id=sync_segment))
+    out.redundancy.CopyFrom(rpb.Redundancy(
+        virtual_router_id=vrid, priority=priority or (200 if instance == 0 else 100),
+        instance=instance,
+        role_hint="master" if instance == 0 else "backup", sync_interface="sync0",
+        peer_address=f"169.254.0.{2 - instance}"))
+    return out

@@ -11,6 +11,7 @@ from netmgr.store.tables import (
     edge,
     hosts,
     keypairs,
+    redundancy,
     replicas,
     router_vms,
     security_groups,
@@ -20,6 +21,6 @@ from netmgr.store.tables import (
 from netmgr.store.tables.base import Base
 
 # Importing a table module registers its tables with Base.
-TABLE_MODULES = (audit, core, dns, edge, hosts, keypairs, replicas, router_vms,
+TABLE_MODULES = (audit, core, dns, edge, hosts, keypairs, redundancy, replicas, router_vms,
                  security_groups, vpc, vpn)
 metadata = Base.metadata

@@ -126,6 +126,8 @@ def render(cfg: pb.RouterConfig, map_counters: bool,
     # up as sets (not the appliance's 6.1): see compat.py.
     context["map_counters"] = map_counters
     context["conntrack_limit"] = conntrack_shares(conntrack_limit)
+    # A redundant router's link to its other instance: VRRP and conntrackd.
+    context["sync_iface"] = cfg.redundancy.sync_interface if cfg.HasField("redundancy") else ""
     elements = nft_edge.elements(cfg)
     context["allow_sets"] = nft_edge.allow_sets(elements)
     # A port is an element too: a port change stays an element update.
@@ -271,9 +273,13 @@ class NftablesService:
         agent's back (flushed, a rule or chain deleted, deleted whole) is
         unhealthy, and the next apply (the agent's repair) loads it whole."""
         expected = self.table.shape
-        now = table.shape(ctx.netns) if expected is not None else None
+        try:
+            now = table.shape(ctx.netns) if expected is not None else None
+            listed = expected is not None or table.listed(ctx.netns)
+        except FileNotFoundError:  # the router's namespace is gone: the repair makes it
+            now, listed = None, False
         if expected is None:
-            drift = "" if table.listed(ctx.netns) else "missing"
+            drift = "" if listed else "missing"
         elif now is None:
             drift = "missing"
         elif now != expected:

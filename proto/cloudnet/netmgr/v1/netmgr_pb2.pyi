@@ -12,6 +12,7 @@ ALREADY_EXISTS, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
 PERMISSION_DENIED.
 """
 
+from cloudnet.netmgr.v1 import redundancy_pb2 as _redundancy_pb2
 from cloudnet.netmgr.v1 import routing_pb2 as _routing_pb2
 from cloudnet.netmgr.v1 import security_group_pb2 as _security_group_pb2
 from collections import abc as _abc
@@ -644,6 +645,7 @@ class Network(_message.Message):
     IPV6_MODE_FIELD_NUMBER: _builtins.int
     ROUTED_FIELD_NUMBER: _builtins.int
     IPV6_GATEWAY_FIELD_NUMBER: _builtins.int
+    REDUNDANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -692,6 +694,12 @@ class Network(_message.Message):
     """
     ipv6_gateway: _builtins.str
     """Output only: the router's address on the /64 (the guests' gateway)."""
+    redundant: _builtins.bool
+    """Fields 80-89: redundant routers (redundancy.proto). On create: the
+    network's router gets two instances on two hosts (FAILED_PRECONDITION
+    when the zone has one). Output: whether it has them now
+    (RouterRedundancyService.SetRedundancy switches it).
+    """
     @_builtins.property
     def dns_servers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """DNS servers handed out by DHCP; empty means the router itself."""
@@ -730,10 +738,11 @@ class Network(_message.Message):
         ipv6_mode: _routing_pb2.Ipv6Mode.ValueType = ...,
         routed: _builtins.bool = ...,
         ipv6_gateway: _builtins.str = ...,
+        redundant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "ipv6_cidr", b"ipv6_cidr", "ipv6_gateway", b"ipv6_gateway", "ipv6_mode", b"ipv6_mode", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "routed", b"routed", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl_id", b"acl_id", "cidr", b"cidr", "create_time", b"create_time", "dns_servers", b"dns_servers", "domain", b"domain", "domain_search", b"domain_search", "gateway", b"gateway", "id", b"id", "ipv6_cidr", b"ipv6_cidr", "ipv6_gateway", b"ipv6_gateway", "ipv6_mode", b"ipv6_mode", "lease_seconds", b"lease_seconds", "mtu", b"mtu", "name", b"name", "provider_vlan", b"provider_vlan", "redundant", b"redundant", "routed", b"routed", "router_id", b"router_id", "shared", b"shared", "shared_tenant_ids", b"shared_tenant_ids", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "vlan_id", b"vlan_id", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1310,6 +1319,7 @@ class Router(_message.Message):
     VM_REPLACEMENTS_FIELD_NUMBER: _builtins.int
     VM_DETAIL_FIELD_NUMBER: _builtins.int
     VPC_ID_FIELD_NUMBER: _builtins.int
+    INSTANCES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     network_id: _builtins.str
@@ -1343,6 +1353,12 @@ class Router(_message.Message):
     def vm_boot_time(self) -> _timestamp_pb2.Timestamp:
         """When the current VM's agent first answered health."""
 
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[_redundancy_pb2.RouterInstance]:
+        """Fields 80-89: a redundant router's two instances (redundancy.proto);
+        empty for a single router.
+        """
+
     def __init__(
         self,
         *,
@@ -1366,10 +1382,11 @@ class Router(_message.Message):
         vm_replacements: _builtins.int = ...,
         vm_detail: _builtins.str = ...,
         vpc_id: _builtins.str = ...,
+        instances: _abc.Iterable[_redundancy_pb2.RouterInstance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time", "vm_boot_time", b"vm_boot_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "control_address", b"control_address", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time", "vm_boot_seconds", b"vm_boot_seconds", "vm_boot_time", b"vm_boot_time", "vm_detail", b"vm_detail", "vm_host", b"vm_host", "vm_replacements", b"vm_replacements", "vm_state", b"vm_state", "vpc_id", b"vpc_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "backend", b"backend", "control_address", b"control_address", "desired_generation", b"desired_generation", "host", b"host", "id", b"id", "instances", b"instances", "last_error", b"last_error", "network_id", b"network_id", "public_ip", b"public_ip", "services", b"services", "state", b"state", "tenant_id", b"tenant_id", "update_time", b"update_time", "vm_boot_seconds", b"vm_boot_seconds", "vm_boot_time", b"vm_boot_time", "vm_detail", b"vm_detail", "vm_host", b"vm_host", "vm_replacements", b"vm_replacements", "vm_state", b"vm_state", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ same config twice changes nothing. An agent on a host runs many routers
 """
 
 from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
+from cloudnet.router.v1 import redundancy_pb2 as _redundancy_pb2
 from cloudnet.router.v1 import routing_pb2 as _routing_pb2
 from cloudnet.router.v1 import vpn_pb2 as _vpn_pb2
 from collections import abc as _abc
@@ -43,6 +44,10 @@ class _InterfaceRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Interfa
     """A VPC router's private gateway: a provider VLAN with routes behind it;
     no DHCP, DNS or source NAT (router/services/nftables/acl.py).
     """
+    INTERFACE_ROLE_SYNC: _InterfaceRole.ValueType  # 80
+    """A redundant router's link to its other instance (redundancy.proto): VRRP
+    and conntrackd only; its address is the instance's own, never moved.
+    """
 
 class InterfaceRole(_InterfaceRole, metaclass=_InterfaceRoleEnumTypeWrapper): ...
 
@@ -54,6 +59,10 @@ INTERFACE_ROLE_PUBLIC: InterfaceRole.ValueType  # 2
 INTERFACE_ROLE_PRIVATE_GATEWAY: InterfaceRole.ValueType  # 3
 """A VPC router's private gateway: a provider VLAN with routes behind it;
 no DHCP, DNS or source NAT (router/services/nftables/acl.py).
+"""
+INTERFACE_ROLE_SYNC: InterfaceRole.ValueType  # 80
+"""A redundant router's link to its other instance (redundancy.proto): VRRP
+and conntrackd only; its address is the instance's own, never moved.
 """
 Global___InterfaceRole: _TypeAlias = InterfaceRole  # noqa: Y015
 
@@ -327,6 +336,7 @@ class RouterConfig(_message.Message):
     GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
     IPV6_UPLINK_FIELD_NUMBER: _builtins.int
     DNS_RECORDS_FIELD_NUMBER: _builtins.int
+    REDUNDANCY_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     generation: _builtins.int
     vpc_id: _builtins.str
@@ -387,6 +397,13 @@ class RouterConfig(_message.Message):
     def dns_records(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestDnsRecord]:
         """DNS records of the guest networks (metadata.proto), served by dnsmasq."""
 
+    @_builtins.property
+    def redundancy(self) -> _redundancy_pb2.Redundancy:
+        """Redundant router (redundancy.proto): fields 80-89. Unset: a single
+        instance. Set: the guest, public and private-gateway addresses and the
+        routes are keepalived's virtual addresses and routes, held by the master.
+        """
+
     def __init__(
         self,
         *,
@@ -413,10 +430,11 @@ class RouterConfig(_message.Message):
         guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
         ipv6_uplink: _routing_pb2.Ipv6Uplink | None = ...,
         dns_records: _abc.Iterable[_metadata_pb2.GuestDnsRecord] | None = ...,
+        redundancy: _redundancy_pb2.Redundancy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink", "redundancy", b"redundancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "redundancy", b"redundancy", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1015,6 +1033,7 @@ class RouterStatus(_message.Message):
     VPN_CONNECTIONS_FIELD_NUMBER: _builtins.int
     AWAITING_SECRETS_FIELD_NUMBER: _builtins.int
     BGP_SESSIONS_FIELD_NUMBER: _builtins.int
+    REDUNDANCY_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     applied_generation: _builtins.int
     """Generation of the config the router runs (its last good config)."""
@@ -1044,6 +1063,10 @@ class RouterStatus(_message.Message):
     def bgp_sessions(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.BgpSessionStatus]:
         """Fields 90-109: BGP sessions (routing.proto)."""
 
+    @_builtins.property
+    def redundancy(self) -> _redundancy_pb2.RedundancyStatus:
+        """A redundant router's instance (redundancy.proto): fields 80-89."""
+
     def __init__(
         self,
         *,
@@ -1058,10 +1081,11 @@ class RouterStatus(_message.Message):
         vpn_connections: _abc.Iterable[_vpn_pb2.VpnConnectionStatus] | None = ...,
         awaiting_secrets: _builtins.bool = ...,
         bgp_sessions: _abc.Iterable[_routing_pb2.BgpSessionStatus] | None = ...,
+        redundancy: _redundancy_pb2.RedundancyStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["redundancy", b"redundancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "bgp_sessions", b"bgp_sessions", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_generation", b"applied_generation", "apply_seconds", b"apply_seconds", "awaiting_secrets", b"awaiting_secrets", "bgp_sessions", b"bgp_sessions", "last_error", b"last_error", "lb_members", b"lb_members", "objects", b"objects", "redundancy", b"redundancy", "rejected_generation", b"rejected_generation", "router_id", b"router_id", "services", b"services", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

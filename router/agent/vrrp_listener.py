@@ -1,0 +1,106 @@
+"""Where keepalived's notifications reach the agent: a unix socket (0600, in
+the agent's state dir) that ``router/agent/vrrp_notify.py`` talks to.
+
+One JSON line in, one JSON line out:
+
+    {"router": ID, "state": "MASTER"|"BACKUP"|"FAULT"}   a transition
+    {"router": ID, "check": true}                        keepalived's health check
+
+A transition runs ``RouterRuntime.vrrp_transition`` (conntrackd commits,
+HAProxy and strongSwan start or stop); the reply says whether the router is
+held. Nothing received is trusted: the router ID must name a router of this
+agent, the state is one of three words, and the state actually applied is
+the one the router's addresses show (``keepalived.observed_state``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+from router.errors import RequestError, RouterNotFound
+from router.runtime import RouterRuntime
+from router.services import keepalived
+from router.services.base import RedundancyRole, vrrp_notify_socket
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 512
+
+
+class VrrpListener:
+    def __init__(self, agent_state_dir: str, lookup: Callable[[str], RouterRuntime]) -> None:
+        """``lookup``: the runtime of a router held (RouterNotFound, RequestError)."""
+        self.lookup = lookup
+        self.path = vrrp_notify_socket(agent_state_dir)
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a previous agent's
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        sock.listen(64)
+        self._sock = sock
+        threading.Thread(target=self._serve, name="vrrp-listener", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _serve(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), name="vrrp-notify",
+                             daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5.0)
+            try:
+                data = b""
+                while b"\n" not in data and len(data) < MAX_MESSAGE:
+                    chunk = conn.recv(MAX_MESSAGE)
+                    if not chunk:
+                        break
+                    data += chunk
+                answer = self.handle(data.split(b"\n", 1)[0])
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except BrokenPipeError:
+                # The client is gone (keepalived stopped, and its scripts with
+                # it): what it said was acted on all the same.
+                log.debug("vrrp notification: the client left before the answer")
+            except OSError as e:
+                log.warning("vrrp notification: %s", e)
+
+    def handle(self, line: bytes) -> dict[str, object]:
+        try:
+            message = json.loads(line)
+            router_id = message["router"]
+            if not isinstance(router_id, str):
+                raise TypeError("router")
+            rt = self.lookup(router_id)
+        except (ValueError, KeyError, TypeError, RequestError, RouterNotFound) as e:
+            return {"ok": False, "error": str(e)[:100]}
+        if message.get("check") is True:
+            return {"ok": True}
+        reported = message.get("state")
+        if reported not in RedundancyRole.STATES:
+            return {"ok": False, "error": "state is not MASTER, BACKUP or FAULT"}
+        state = rt.vrrp_transition(
+            lambda cfg: keepalived.observed_state(rt.ctx, cfg, str(reported)))
+        return {"ok": True, "state": state}

@@ -1,0 +1,60 @@
+"""keepalived's notify and check script: a tiny client of the router agent.
+
+keepalived runs it (no shell: it splits its own quoted command line) as
+
+    python3 -I -S vrrp_notify.py SOCKET ROUTER_ID INSTANCE NAME STATE PRIORITY
+    python3 -I -S vrrp_notify.py --check SOCKET ROUTER_ID
+
+The first form tells the agent listening on the unix socket SOCKET that
+router ROUTER_ID's instance changed state (keepalived appends INSTANCE NAME
+STATE PRIORITY to the configured line); the agent then commits the synced
+connection state and starts or stops what runs on the master only. The
+second is keepalived's health check of the agent (``vrrp_script``): exit 0
+when the agent answers for the router. Standard library only, and run with
+``-I -S``: nothing of the environment or of site-packages is read, so it
+starts in tens of milliseconds and nothing a user typed reaches it (the
+router ID is checked by the agent before it is rendered into the line).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+TIMEOUT = 5.0
+
+
+def ask(path: str, message: dict[str, object]) -> dict[str, object]:
+    """Send one JSON line, read one JSON line back."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(TIMEOUT)
+        s.connect(path)
+        s.sendall(json.dumps(message).encode() + b"\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    answer = json.loads(reply or b"{}")
+    return answer if isinstance(answer, dict) else {}
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[:1] == ["--check"] and len(argv) == 3:
+            return 0 if ask(argv[1], {"router": argv[2], "check": True}).get("ok") else 1
+        if len(argv) >= 5:
+            # SOCKET ROUTER INSTANCE|GROUP NAME STATE [PRIORITY]
+            answer = ask(argv[0], {"router": argv[1], "state": argv[4]})
+            return 0 if answer.get("ok") else 1
+    except (OSError, ValueError):
+        return 1
+    print("usage: vrrp_notify.py SOCKET ROUTER TYPE NAME STATE [PRIORITY] | "
+          "--check SOCKET ROUTER", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,148 @@
+"""Long-lived flows through a router, run in a test's namespaces as a script
+(``python3 flowprobe.py MODE ...``): they stop on SIGTERM and print one JSON
+line of what they saw.
+
+    tcp-server PORT              echo every line back, on every connection
+    tcp-client HOST PORT [HZ]    one connection; a numbered line HZ times a
+                                 second (default 50), each echo checked
+    udp-sink PORT                count datagrams, note the longest silence
+    udp-source HOST PORT [PPS]   numbered datagrams, PPS a second (default 100)
+
+tcp-client reports ``sent``, ``echoed``, ``error`` (the reset or timeout that
+ended it, "" if none) and ``max_gap`` (seconds without an echo); udp-sink
+reports ``received``, ``max_gap`` and ``gaps`` (every silence over 50 ms,
+as [start, seconds] on CLOCK_MONOTONIC, shared by the namespaces of a host).
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+
+stop = threading.Event()
+
+
+def _on_term(signum: int, frame: object) -> None:
+    stop.set()
+
+
+def tcp_server(port: int) -> dict[str, object]:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", port))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    print(json.dumps({"listening": port}), flush=True)
+    served = [0]
+
+    def echo(c: socket.socket) -> None:
+        with c:
+            c.settimeout(0.5)
+            while not stop.is_set():
+                try:
+                    data = c.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                c.sendall(data)
+
+    while not stop.is_set():
+        try:
+            c, _ = srv.accept()
+        except TimeoutError:
+            continue
+        served[0] += 1
+        threading.Thread(target=echo, args=(c,), daemon=True).start()
+    return {"connections": served[0]}
+
+
+def tcp_client(host: str, port: int, hz: float) -> dict[str, object]:
+    out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
+    s = socket.create_connection((host, port), timeout=5)
+    s.settimeout(30)  # a failover may hold an echo for seconds: TCP resends it
+    print(json.dumps({"connected": True}), flush=True)
+    buf, n, last = b"", 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            n += 1
+            s.sendall(f"{n}\n".encode())
+            out["sent"] = n
+            while b"\n" not in buf:
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise ConnectionError("closed by the peer")
+                buf += chunk
+            line, buf = buf.split(b"\n", 1)
+            if int(line) != n:
+                raise ValueError(f"echo {line!r} for {n}")
+            now = time.monotonic()
+            out["max_gap"] = max(float(out["max_gap"]), now - last)  # type: ignore[arg-type]
+            last = now
+            out["echoed"] = n
+            stop.wait(1 / hz)
+    except (OSError, ValueError) as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def udp_sink(port: int) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(0.2)
+    print(json.dumps({"listening": port}), flush=True)
+    received, last, gaps = 0, 0.0, []
+    while not stop.is_set():
+        try:
+            s.recv(2048)
+        except TimeoutError:
+            continue
+        now = time.monotonic()
+        if last and now - last > 0.05:
+            gaps.append([last, now - last])
+        last = now
+        received += 1
+    return {"received": received, "gaps": gaps,
+            "max_gap": max((g[1] for g in gaps), default=0.0)}
+
+
+def udp_source(host: str, port: int, pps: float) -> dict[str, object]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print(json.dumps({"sending": pps}), flush=True)
+    n, start, errors = 0, time.monotonic(), 0
+    while not stop.is_set():
+        n += 1
+        try:
+            s.sendto(f"{n}".encode(), (host, port))
+        except OSError:
+            errors += 1  # no route for a moment: counted, the stream goes on
+        stop.wait(max(0.0, start + n / pps - time.monotonic()))
+    return {"sent": n, "errors": errors}
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    mode, args = argv[0], argv[1:]
+    if mode == "tcp-server":
+        result = tcp_server(int(args[0]))
+    elif mode == "tcp-client":
+        result = tcp_client(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 50)
+    elif mode == "udp-sink":
+        result = udp_sink(int(args[0]))
+    elif mode == "udp-source":
+        result = udp_source(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 100)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
