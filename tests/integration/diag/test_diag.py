@@ -236,7 +236,8 @@ def test_show_leases_conntrack_counters_interfaces_routes(lab):
     egress = [c for c in counters if c.comment == "guest egress" or
               (c.chain == "forward" and "egress" in c.object_kind + c.comment)]
     assert egress
-    assert egress[0].packets > 0
+    # The IPv4 connection above counts on an egress rule (not the IPv6 one).
+    assert max(c.packets for c in egress) > 0
     ifaces = {i.role: i for i in dbg.show(net.router_id, dpb.SHOW_KIND_INTERFACES).interfaces}
     assert f"{net.gateway}/24" in ifaces["guest"].addresses
     assert ifaces["guest"].network_id == net.id
