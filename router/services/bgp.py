@@ -116,7 +116,8 @@ def render(cfg: pb.RouterConfig) -> Rendered:
         hostname=f"router-{cfg.router_id[:12]}", asn=state["asn"], router_id=state["router_id"],
         neighbors=[{"address": a, "asn": asn, "family": _family(a), "source": src}
                    for a, asn, src in state["neighbors"]],
-        prefixes=[{"cidr": p, "family": _family(p)} for p in state["prefixes"]])
+        prefixes=[{"cidr": p, "family": _family(p)} for p in state["prefixes"]],
+        keepalive=KEEPALIVE_S, hold=HOLD_S)
     return {CONF: text, STATE: json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
 
@@ -177,6 +178,13 @@ def vtysh(ctx: Context, *commands: str) -> str:
     return out
 
 
+# A router that dies without closing its sessions (a router VM destroyed, a
+# host lost) is withdrawn when the edge's hold timer runs out: 9 s, as FRR's
+# datacenter profile, not the traditional 180 s (the lower of both ends'
+# hold times is the session's).
+KEEPALIVE_S, HOLD_S = 3, 9
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """vtysh commands turning the running bgpd (told ``old``) into ``new``
     (same ASN and router ID)."""
@@ -193,7 +201,8 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                  f"neighbor {addr} update-source {src}",
                  f"neighbor {addr} disable-connected-check",
                  f"neighbor {addr} advertisement-interval 0",
-                 f"neighbor {addr} timers connect 5"]
+                 f"neighbor {addr} timers connect 5",
+                 f"neighbor {addr} timers {KEEPALIVE_S} {HOLD_S}"]
     for family, af in (("4", "ipv4"), ("6", "ipv6")):
         cmds.append(f"address-family {af} unicast")
         for addr in added:
