@@ -106,7 +106,8 @@ class Cloud:
     def __init__(self, replicas_n: int, db: str, agents: int, host_grace: float) -> None:
         self.state_dir = tempfile.mkdtemp(prefix="cn-bench-cp-", dir="/tmp")
         os.chmod(self.state_dir, 0o711)  # the postgres user runs <state>/pg
-        self.aio = AllInOne(prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=self.state_dir,
+        self.aio = AllInOne(
+            insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=self.state_dir,
                             listen=f"127.0.0.1:{free_ports(replicas_n)}",
                             fabric_kind="linuxbridge", health_interval=5.0,
                             replicas=replicas_n, db=db,

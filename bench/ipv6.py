@@ -192,8 +192,8 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    aio = AllInOne(prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work, listen=f"127.0.0.1:{port}",
-                   fabric_kind="linuxbridge")
+    aio = AllInOne(insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work,
+                   listen=f"127.0.0.1:{port}", fabric_kind="linuxbridge")
     try:
         aio.up()
         throughput = run_throughput(aio, args.rounds)

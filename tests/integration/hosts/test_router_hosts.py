@@ -32,7 +32,7 @@ HOSTS = ("ha", "hb")
 @pytest.fixture(scope="module")
 def hosts_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllInOne]:
     prefix = f"t{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=str(tmp_path_factory.mktemp("hosts")),
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=str(tmp_path_factory.mktemp("hosts")),
                    listen=f"127.0.0.1:{free_port()}", fabric_kind="linuxbridge",
                    health_interval=1.0, netmgr_args=("--host-grace", str(GRACE)))
     hosts = [RouterHost(aio, n) for n in HOSTS]

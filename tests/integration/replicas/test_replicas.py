@@ -37,7 +37,8 @@ def replicated() -> Iterator[AllInOne]:
     state_dir = tempfile.mkdtemp(prefix="cn-replicas-", dir="/tmp")
     os.chmod(state_dir, 0o711)
     prefix = f"t{uuid.uuid4().hex[:6]}"
-    aio = AllInOne(prefix=prefix, state_dir=state_dir, listen=f"127.0.0.1:{free_ports(REPLICAS)}",
+    aio = AllInOne(insecure=True, prefix=prefix, state_dir=state_dir,
+                   listen=f"127.0.0.1:{free_ports(REPLICAS)}",
                    fabric_kind="linuxbridge", health_interval=1.0, replicas=REPLICAS,
                    db="postgresql")
     try:
