@@ -200,7 +200,9 @@ class Ipv6:
             with netlink.iproute(ctx.netns) as ipr:
                 have = {str(a) for link in netlink.links(ctx.netns)
                         for a in _global_addresses(ipr, link.index)}
-        except OSError as e:
+        except (OSError, netlink.NetlinkOpError) as e:
+            # The namespace gone (deleted under the router): sick, and the
+            # repair makes it again; never an exception out of a health pass.
             return pb.ServiceStatus(name=self.name, healthy=False, detail=str(e))
         want = {a for addrs in wanted_addresses(cfg).values() for a in addrs}
         missing = sorted(want - have)
