@@ -51,6 +51,8 @@ from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from google.protobuf import field_mask_pb2
 from routers_scale import REPO, Agent, cleanup, rss_kib
 
+from aio.demo import Api
+
 APPLIED = "generation 1 applied"
 
 
@@ -102,20 +104,8 @@ class Netmgr:
             os.unlink(self.socket)
 
 
-class Client:
-    def __init__(self, socket: str, token: str) -> None:
-        self.channel = grpc.insecure_channel(f"unix:{socket}")
-        self.md = (("authorization", f"Bearer {token}"),)
-        self.tenants = rpc.TenantServiceStub(self.channel)
-        self.zone = rpc.ZoneServiceStub(self.channel)
-        self.networks = rpc.NetworkServiceStub(self.channel)
-        self.routers = rpc.RouterServiceStub(self.channel)
-
-    def call(self, method: Any, request: Any, timeout: float = 60) -> Any:
-        return method(request, metadata=self.md, timeout=timeout)
-
-    def close(self) -> None:
-        self.channel.close()
+# The API's stubs with a bearer token: the demo's client (aio.demo.Api).
+Client = Api
 
 
 def widen_zone(admin: Client, routers: int) -> None:
@@ -212,12 +202,12 @@ def main() -> int:
     try:
         agent.start("--log-level", "info")
         netmgr.start()
-        admin = Client(netmgr.socket, netmgr.token)
+        admin = Client(f"unix:{netmgr.socket}", netmgr.token)
         widen_zone(admin, args.routers)
         t = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="bench"))
         secret = admin.call(admin.tenants.CreateToken,
                             pb.CreateTokenRequest(tenant_id=t.id, name="bench")).secret
-        tenant = Client(netmgr.socket, secret)
+        tenant = Client(f"unix:{netmgr.socket}", secret)
         start = 0
         for n in [x for x in (args.small, args.routers) if x]:
             print(f"creating networks {start}..{n - 1}", file=sys.stderr)
@@ -246,8 +236,8 @@ def main() -> int:
             netmgr.kill()
             t0 = time.perf_counter()
             serving = netmgr.start()
-            admin = Client(netmgr.socket, netmgr.token)
-            tenant = Client(netmgr.socket, secret)
+            admin = Client(f"unix:{netmgr.socket}", netmgr.token)
+            tenant = Client(f"unix:{netmgr.socket}", secret)
             stage["netmgr_restart"] = {
                 "serving_seconds": round(serving, 2),
                 "all_active_seconds": round(wait_active(admin, n, t0, timeout=900), 2)}
