@@ -128,8 +128,9 @@ def _ovs(aio: VmAllInOne) -> OvsFabric:
 
 def start_compute(aio: VmAllInOne, listen: str) -> None:
     image_args = ["--image", f"router={ROUTER_IMAGE_DIR}"]
-    if os.path.exists(os.path.join(images.DEFAULT_GUEST_DIR, "image.json")):
-        image_args += ["--image", f"tiny={images.DEFAULT_GUEST_DIR}"]
+    for name, directory in images.default_images().items():
+        if images.built(directory):
+            image_args += ["--image", f"{name}={directory}"]
     aio.spawn("compute", [
         sys.executable, "-m", "compute.agent.server", "--name", host_name(aio.prefix),
         "--listen", listen, "--netmgr", aio.listen,

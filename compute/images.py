@@ -16,6 +16,10 @@ import subprocess
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GUEST_DIR = os.path.join(REPO, "images", "guest", "out")
 GUEST_BUILD = os.path.join(REPO, "images", "guest", "build.sh")
+# Debian 12 with cloud-init and OpenSSH (images/cloud-guest): booted as
+# `debian-cloud` when built (scripts/test.sh builds it; a minute cold).
+CLOUD_GUEST_NAME = "debian-cloud"
+DEFAULT_CLOUD_GUEST_DIR = os.path.join(REPO, "images", "cloud-guest", "out")
 
 
 class ImageError(Exception):
@@ -50,6 +54,20 @@ def load(name: str, directory: str) -> Image:
     return Image(name=name, cmdline=str(meta.get("cmdline", "console=ttyS0")),
                  min_memory_mib=int(meta.get("min_memory_mib", 64)),
                  kernel_release=str(meta.get("kernel_release", "")), **files)
+
+
+def built(directory: str) -> bool:
+    """Whether an image directory holds a built image (its metadata file)."""
+    return any(os.path.exists(os.path.join(directory, f)) for f in ("image.json", "manifest.json"))
+
+
+def default_images() -> dict[str, str]:
+    """name -> directory of the images a compute agent boots when given none:
+    the tiny guest, and the cloud-init guest once it is built."""
+    found = {"tiny": DEFAULT_GUEST_DIR}
+    if built(DEFAULT_CLOUD_GUEST_DIR):
+        found[CLOUD_GUEST_NAME] = DEFAULT_CLOUD_GUEST_DIR
+    return found
 
 
 def build_guest(out_dir: str = DEFAULT_GUEST_DIR) -> str:

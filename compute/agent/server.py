@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None,
     p.add_argument("--vxlan-remote", action="append", default=[],
                    help="VXLAN fabric: another host's underlay IP (repeatable)")
     p.add_argument("--image", action="append", default=[], metavar="NAME=DIR",
-                   help=f"a bootable image directory (default: tiny={images.DEFAULT_GUEST_DIR})")
+                   help=f"a bootable image directory (default: tiny={images.DEFAULT_GUEST_DIR}, "
+                        f"and {images.CLOUD_GUEST_NAME}={images.DEFAULT_CLOUD_GUEST_DIR} "
+                        "when built)")
     p.add_argument("--accel", choices=("auto", "kvm", "qemu"), default="auto")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--netmgr-policy", choices=POLICIES, default="pick_first",
@@ -218,8 +220,7 @@ def main(argv: list[str] | None = None,
     netns.install()  # before the fabric's first namespace socket: pyroute2 must not fork here
     with open(args.admin_token_file) as f:
         admin_token = f.read().strip()
-    image_dirs = dict(i.split("=", 1) for i in args.image) or {
-        "tiny": images.DEFAULT_GUEST_DIR}
+    image_dirs = dict(i.split("=", 1) for i in args.image) or images.default_images()
     fabric = make_fabric(args.fabric, args.ovs_bridge, {
         "prefix": args.vxlan_prefix, "underlay_netns": args.vxlan_underlay_netns,
         "local": args.vxlan_local, "remotes": args.vxlan_remote})

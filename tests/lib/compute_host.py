@@ -7,7 +7,9 @@ from __future__ import annotations
 class ComputeHost:
     """A compute agent (in this process) on its own OVS bridge, trunked to the cloud's."""
 
-    def __init__(self, cloud, name: str, state_dir: str, image_dir: str) -> None:
+    def __init__(self, cloud, name: str, state_dir: str, image_dir: str,
+                 images: dict[str, str] | None = None) -> None:
+        """`images` (name -> directory) replaces the tiny guest (`image_dir`)."""
         import grpc
         from cloudnet.compute.v1 import compute_pb2_grpc
 
@@ -25,7 +27,7 @@ class ComputeHost:
         connect_trunk(self.fabric, cloud.fabric, *self.trunk)
         cfg = HostConfig(name=f"{cloud.prefix}-{name}", state_dir=state_dir,
                          netmgr=cloud.listen, admin_token=cloud.admin_token,
-                         fabric_kind="ovs", fabric=self.fabric, images={"tiny": image_dir},
+                         fabric_kind="ovs", fabric=self.fabric, images=images or {"tiny": image_dir},
                          address="", accel="qemu")
         self.compute = Compute(cfg, Netmgr(cloud.listen, cloud.admin_token))
         self.server, port = create_server(self.compute, "127.0.0.1:0")
