@@ -27,7 +27,8 @@ class ComputeHost:
         connect_trunk(self.fabric, cloud.fabric, *self.trunk)
         cfg = HostConfig(name=f"{cloud.prefix}-{name}", state_dir=state_dir,
                          netmgr=cloud.listen, admin_token=cloud.admin_token,
-                         fabric_kind="ovs", fabric=self.fabric, images=images or {"tiny": image_dir},
+                         fabric_kind="ovs", fabric=self.fabric,
+                         images=images or {"tiny": image_dir},
                          address="", accel="qemu")
         self.compute = Compute(cfg, Netmgr(cloud.listen, cloud.admin_token))
         self.server, port = create_server(self.compute, "127.0.0.1:0")

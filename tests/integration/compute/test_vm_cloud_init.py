@@ -171,7 +171,8 @@ def test_user_data_runs_and_the_key_pair_logs_in(booted):
          "-o", f"UserKnownHostsFile={booted.known_hosts}", "-o", "BatchMode=yes",
          "-o", "ConnectTimeout=20", f"debian@{booted.ip}", "true"],
         capture_output=True, text=True, timeout=60)
-    assert r.returncode == 255 and "Permission denied" in r.stderr, r.stderr
+    assert r.returncode == 255, r.stderr
+    assert "Permission denied" in r.stderr, r.stderr
 
 
 # cloud-init's CloudStack datasource, run in the guest as at boot: it finds the
