@@ -32,8 +32,11 @@ APT_PACKAGES=(
   # build deps, and what images/guest/build.sh uses (cpio, qemu-img)
   openvswitch-switch libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   libvirt-dev pkg-config cpio
-  # images/router/build.sh: the router appliance (rootfs, ext4 without mounting)
+  # images/router/build.sh and images/cloud-guest/build.sh: the router appliance
+  # and the cloud-init guest (rootfs, ext4 without mounting)
   mmdebstrap e2fsprogs
+  # the cloud-init guest's test logs in with ssh (keys from ssh-keygen)
+  openssh-client
   # PostgreSQL: the store's tests run on it too (a scratch cluster, see test.sh)
   postgresql
 )

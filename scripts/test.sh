@@ -18,8 +18,12 @@ echo "== tests"
 # about 20 s when only the code changed, 1-2 min cold; see
 # images/router/README.md) so the image boot tests run. CLOUDNET_BUILD_IMAGES=0
 # skips the build, and with it those tests.
+# The cloud-init guest (images/cloud-guest, Debian 12 with cloud-init and
+# OpenSSH) likewise: about a minute cold, under a second when unchanged; its
+# test (tests/integration/compute/test_vm_cloud_init.py) skips without it.
 if [ "${CLOUDNET_BUILD_IMAGES:-1}" = 1 ]; then
   bash images/router/build.sh
+  bash images/cloud-guest/build.sh
 fi
 # A scratch PostgreSQL (unix socket only, removed on exit) so the store's
 # tests run on PostgreSQL as well as SQLite.

@@ -65,3 +65,22 @@ def test_validation_names_every_bad_field(compute: Compute) -> None:
     ok = cpb.Vm(name="ok", image="tiny", vcpus=2, memory_mib=64,
                 nics=[cpb.Nic(network_id="8b4f0c3e-0000-4000-8000-000000000000")])
     assert compute._check(ok) is IMAGE
+
+
+def test_the_cloud_init_guest_is_a_default_image_once_built(tmp_path, monkeypatch) -> None:
+    from compute import images
+
+    cloud = tmp_path / "cloud-guest"
+    monkeypatch.setattr(images, "DEFAULT_CLOUD_GUEST_DIR", str(cloud))
+    assert images.default_images() == {"tiny": images.DEFAULT_GUEST_DIR}
+    cloud.mkdir()
+    for f in ("vmlinuz", "initrd.img", "disk.qcow2"):
+        (cloud / f).write_bytes(b"x")
+    (cloud / "image.json").write_text(
+        '{"name": "debian-cloud", "kernel": "vmlinuz", "initrd": "initrd.img", '
+        '"disk": "disk.qcow2", "cmdline": "root=/dev/vda net.ifnames=0", "min_memory_mib": 384}')
+    assert images.default_images() == {"tiny": images.DEFAULT_GUEST_DIR,
+                                       "debian-cloud": str(cloud)}
+    img = images.load("debian-cloud", str(cloud))
+    assert img.min_memory_mib == 384
+    assert img.disk == str(cloud / "disk.qcow2")
