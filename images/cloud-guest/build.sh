@@ -178,7 +178,9 @@ image = {
     "base_key": base_key,
     "kernel": "vmlinuz", "initrd": "initrd.img", "disk": "disk.qcow2",
     # net.ifnames=0: eth0, as cloud-init's fallback network configuration names it.
-    "cmdline": "root=/dev/vda rw console=ttyS0 panic=-1 net.ifnames=0",
+    # quiet: every console line is slow under TCG (an emulated UART); cloud-init
+    # writes its host keys and final message to the console regardless.
+    "cmdline": "root=/dev/vda rw console=ttyS0 panic=-1 net.ifnames=0 quiet",
     "kernel_release": release,
     "min_memory_mib": 384,
     "versions": {k: debs.get(k, "") for k in want},
