@@ -154,11 +154,15 @@ def booted(ovs_cloud, cloud_host, tmp_path_factory, request):
 
 
 def test_user_data_runs_and_the_key_pair_logs_in(booted):
-    r = booted.ssh("cat /var/lib/cloudnet-test/marker; hostname; cloud-init status --long")
+    r = booted.ssh("cat /var/lib/cloudnet-test/marker; hostname; "
+                   "wget -qO- http://169.254.169.254/latest/meta-data/instance-id; echo; "
+                   "cloud-init status --long")
     assert r.returncode == 0, r.stderr
-    marker, hostname, *status = r.stdout.splitlines()
+    marker, hostname, ec2_instance_id, *status = r.stdout.splitlines()
     assert marker == booted.marker
     assert hostname == booted.hostname
+    # EC2's address answers the guest too (through its gateway).
+    assert ec2_instance_id == booted.vm.nics[0].port_id
     status_text = "\n".join(status)
     assert "status: done" in status_text, status_text
     # The datasource that found it all is CloudStack's, on the router.
