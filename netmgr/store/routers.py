@@ -27,6 +27,7 @@ from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
+from netmgr.store.tables.dns import DnsRecordRow
 from netmgr.store.tables.keypairs import KeyPairRow
 from netmgr.store.vpcs import vpc_snapshot
 
@@ -213,3 +214,10 @@ def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
         error = report.port_errors.get(port.id, "")
         if port.error != error:
             port.error = error
+    records = select(DnsRecordRow).where(DnsRecordRow.network_id.in_(net_ids))
+    if not report.record_errors:
+        records = records.where(DnsRecordRow.error != "")
+    for record in s.scalars(records):
+        error = report.record_errors.get(record.id, "")
+        if record.error != error:
+            record.error = error

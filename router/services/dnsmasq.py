@@ -35,6 +35,7 @@ import time
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import dhcp_options
+from router import objects
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
 from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
@@ -149,11 +150,12 @@ def _verify_options(what: str, kid: tuple[str, str], host: pb.DhcpHost) -> None:
                                               o.type, list(o.values))
         if option is None or option.values != tuple(o.values):
             reason = "; ".join(f"{part}: {why}" for part, why in problems) or "not normalised"
-            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}", *kid)
+            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}",
+                              objects.DHCP_OPTIONS, kid[1])
         checked.append(option)
     problem = dhcp_options.check_all(checked)
     if problem is not None:
-        raise ConfigError(f"{what}: DHCP options: {problem[1]}", *kid)
+        raise ConfigError(f"{what}: DHCP options: {problem[1]}", objects.DHCP_OPTIONS, kid[1])
 
 
 def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
@@ -161,7 +163,7 @@ def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
     tag and its network's (two tags: dnsmasq prefers them over the network's
     own option of the same number)."""
     tags = f"tag:{net_tag},tag:{port_tag(host)}"
-    lines: list[str] = []
+    lines = [object_mark(objects.DHCP_OPTIONS, host.port_id)]
     options = {o.number: o for o in host.options}
     for o in host.options:
         # Each piece a safe token (a route is "<cidr>,<gateway>").
@@ -183,6 +185,15 @@ def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
 
 def port_tag(host: pb.DhcpHost) -> str:
     return f"port-{host.port_id}"
+
+
+# A comment line before the lines of each object a refusal can leave out, so
+# that the line dnsmasq --test names leads back to its object.
+_MARK = "# object "
+
+
+def object_mark(kind: str, object_id: str) -> str:
+    return f"{_MARK}{kind} {templating.safe_token(object_id)}"
 
 
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
@@ -230,6 +241,7 @@ def record_lines(cfg: pb.RouterConfig) -> list[str]:
     """dnsmasq lines of the verified DNS records."""
     lines: list[str] = []
     for r in cfg.dns_records:
+        lines.append(object_mark("dnsrecord", r.id))
         name = templating.safe_token(r.name)
         if r.type in ("A", "AAAA"):
             lines.append(f"host-record={name},{templating.safe_token(r.value)}")
@@ -413,7 +425,37 @@ def check(ctx: Context, rendered: Rendered) -> None:
         try:
             proc.run([*_argv(ctx, f.name, "root"), "--test"])
         except proc.CommandError as e:
-            raise CheckError(f"dnsmasq: config refused by dnsmasq --test: {e.output}") from e
+            raise refusal(rendered[CONF], e.output) from e
+
+
+_AT_LINE = re.compile(r"dnsmasq: (?P<why>.{1,200}?) at line (?P<line>\d+) of ")
+_CNAME_LOOP = re.compile(r"dnsmasq: (?P<why>CNAME loop involving (?P<name>[^\s]{1,253}))")
+
+
+def refusal(conf: str, output: str) -> CheckError:
+    """dnsmasq --test's refusal, naming the object whose line it refused (a
+    DNS record, a port's DHCP options) when it leads back to one: that object
+    alone is then left out (``router.objects``)."""
+    lines = conf.splitlines()
+    if (m := _AT_LINE.search(output)) is not None:
+        number = int(m["line"])
+        why = m["why"]
+        line = lines[number - 1] if 0 < number <= len(lines) else ""
+        # The nearest mark above the line, within its block.
+        for above in reversed(lines[:number - 1] if line else []):
+            if not above.strip() or (above.startswith("#") and not above.startswith(_MARK)):
+                break
+            if above.startswith(_MARK):
+                kind, _, object_id = above.removeprefix(_MARK).partition(" ")
+                return CheckError(f"refused by dnsmasq: {why} ({line[:80]!r})", kind, object_id)
+        return CheckError(f"dnsmasq: config refused by dnsmasq --test: {why} ({line[:80]!r})")
+    if (m := _CNAME_LOOP.search(output)) is not None:
+        name = m["name"].lower().removesuffix(".")
+        for i, text in enumerate(lines):
+            if text.lower().startswith(f"cname={name},") and i and lines[i - 1].startswith(_MARK):
+                kind, _, object_id = lines[i - 1].removeprefix(_MARK).partition(" ")
+                return CheckError(f"refused by dnsmasq: {m['why']}", kind, object_id)
+    return CheckError(f"dnsmasq: config refused by dnsmasq --test: {output.strip()[-300:]}")
 
 
 def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:

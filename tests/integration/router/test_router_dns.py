@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from aio.nsguest import NamespaceGuest
 from tests.lib.routerlab import (
@@ -85,6 +86,79 @@ def test_a_renamed_port_answers_by_its_new_name_only(
         assert "duplicate" not in log[-1]
         with open(state.dhcp_leases) as f:
             assert HOSTS["p2"][0] in f.read()
+    finally:
+        g1.destroy()
+        g2.destroy()
+
+
+# ------------------------------------------------- what dnsmasq refuses
+
+
+def refused(status: pb.RouterStatus) -> dict[tuple[str, str], str]:
+    return {(o.kind, o.id): o.error for o in status.objects if not o.ok}
+
+
+def test_what_dnsmasq_refuses_marks_that_record_or_ports_options_only(
+        topo: Topology, agent: InProcessAgent, tmp_path: object) -> None:
+    """Values the agent's own checks let through and dnsmasq --test refuses:
+    the offending records and the port's options are left out and reported
+    with dnsmasq's reason; the rest of the router moves on to the generation."""
+    router_id = uuid.uuid4().hex
+    cfg = make_config(router_id, 1, ["p1", "p2"])
+
+    def record(rid: str, name: str, type_: str, value: str) -> mpb.GuestDnsRecord:
+        return mpb.GuestDnsRecord(id=rid, network_id="net1", name=f"{name}.{DOMAIN}",
+                                  type=type_, value=value)
+
+    cfg.dns_records.extend([
+        record("rwww", "www", "A", "10.10.0.50"),
+        # A loop of CNAMEs (netmgr refuses one within a network; the agent
+        # does not look): dnsmasq names no line, only a name of the loop.
+        record("rloopa", "a", "CNAME", f"b.{DOMAIN}"),
+        record("rloopb", "b", "CNAME", f"a.{DOMAIN}"),
+        # Two CNAMEs at one name: dnsmasq refuses the second line.
+        record("rdup1", "c", "CNAME", f"www.{DOMAIN}"),
+        record("rdup2", "c", "CNAME", f"vm1.{DOMAIN}"),
+    ])
+    # Option 33 (static routes) is an address list to dnsmasq; cloudnet's
+    # table does not know it, so a string passes the agent's checks.
+    cfg.guest_networks[0].hosts[0].options.extend([
+        mpb.DhcpHostOption(number=33, type="string", values=["hello"]),
+        mpb.DhcpHostOption(number=42, type="ips", values=["10.10.0.5"])])
+    status = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=cfg)).status
+    assert status.applied_generation == 1, status.last_error
+    bad = refused(status)
+    loop = [k for k in bad if k[1] in ("rloopa", "rloopb")]
+    assert len(loop) == 1, bad
+    assert "CNAME loop" in bad[loop[0]], bad
+    assert "duplicate CNAME" in bad[("dnsrecord", "rdup2")], bad
+    assert "bad IP address" in bad[("dhcpoptions", "p1")], bad
+    assert len(bad) == 3, bad
+    assert not status.last_error
+    g1 = guest(topo, "p1", 100, HOSTS["p1"][0])
+    g2 = guest(topo, "p2", 100, HOSTS["p2"][0])
+    try:
+        # The port itself runs (a lease, its name), without its options.
+        env = topo.dhcp(g1.netns, str(tmp_path))
+        assert env["ip"] == HOSTS["p1"][1]
+        assert "ntpsrv" not in env
+        assert g2.dhcp().ip == HOSTS["p2"][1]
+        assert lookup(g2.netns, f"www.{DOMAIN}") == ("NOERROR", ["10.10.0.50"])
+        assert lookup(g2.netns, f"vm1.{DOMAIN}") == ("NOERROR", [HOSTS["p1"][1]])
+        assert lookup(g2.netns, f"c.{DOMAIN}") == ("NOERROR", ["10.10.0.50"])
+
+        # Fixed in the next generation: nothing refused, the options served.
+        fixed = pb.RouterConfig()
+        fixed.CopyFrom(cfg)
+        fixed.generation = 2
+        del fixed.guest_networks[0].hosts[0].options[0]
+        kept = [r for r in fixed.dns_records if r.id not in ("rloopb", "rdup2")]
+        del fixed.dns_records[:]
+        fixed.dns_records.extend(kept)
+        status = apply(agent, fixed)
+        assert refused(status) == {}
+        env = topo.dhcp(g1.netns, str(tmp_path))
+        assert env["ntpsrv"] == "10.10.0.5"
     finally:
         g1.destroy()
         g2.destroy()
