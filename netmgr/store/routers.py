@@ -22,7 +22,7 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
-from netmgr.store.dns import records_of
+from netmgr.store.dns import records_of, served_by
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -102,7 +102,7 @@ class RouterStore:
                                         vpc=vpc_snapshot(s, router),
                                         vpn=vpn.tunnels(s, net_ids, self._db.secrets),
                                         ssh_keys=_ssh_keys(s, net_ids),
-                                        dns_records=records_of(s, net_ids))
+                                        dns_records=records_of(s, net_ids, router.vpc_id))
 
         return self._db.read(tx)
 
@@ -214,7 +214,7 @@ def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
         error = report.port_errors.get(port.id, "")
         if port.error != error:
             port.error = error
-    records = select(DnsRecordRow).where(DnsRecordRow.network_id.in_(net_ids))
+    records = select(DnsRecordRow).where(served_by(net_ids, row.vpc_id))
     if not report.record_errors:
         records = records.where(DnsRecordRow.error != "")
     for record in s.scalars(records):

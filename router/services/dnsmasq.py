@@ -206,8 +206,11 @@ def _verify_records(cfg: pb.RouterConfig, network_ids: set[str]) -> None:
     for r in cfg.dns_records:
         validate.check_id("dns record", r.id)
         what, kid = f"DNS record {r.id}", ("dnsrecord", r.id)
-        if r.network_id not in network_ids:
-            raise ConfigError(f"{what}: not a network of the router", *kid)
+        if r.network_id:
+            if r.network_id not in network_ids:
+                raise ConfigError(f"{what}: not a network of the router", *kid)
+        elif not r.vpc_id:  # else a VPC's record, served to every tier
+            raise ConfigError(f"{what}: neither a network's nor a VPC's", *kid)
         if not _RECORD_NAME.fullmatch(r.name):
             raise ConfigError(f"{what}: name {r.name[:60]!r} is not a DNS name", *kid)
         try:

@@ -20,6 +20,7 @@ from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from tests.lib.edge import Edge
+from tests.lib.vpc import Vpc
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +306,51 @@ def test_a_networks_dns_records_and_every_ports_ptr_are_served(make_tenant) -> N
     t.api.wait_router_active(net.router_id)
     assert dig(g1, gw, f"www.{d}", "A")[0] == []
     assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]
+
+
+def wait_record(dns, t, record_id: str, timeout: float = 60) -> dpb.DnsRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = t.api.call(dns.GetDnsRecord, dpb.GetDnsRecordRequest(id=record_id))
+        if r.state == pb.OBJECT_STATE_ACTIVE:
+            return r
+        assert r.state != pb.OBJECT_STATE_ERROR, r.error
+        assert time.monotonic() < deadline, f"record {record_id} still {r.state}"
+        time.sleep(0.05)
+
+
+# dnsmasq's configuration is the same on a router VM (see above).
+@pytest.mark.netns_only
+def test_a_vpcs_records_are_served_to_every_tier(make_tenant) -> None:
+    t = make_tenant()
+    v = Vpc(t, "shop", "10.31.0.0/16")
+    d = v.vpc.domain
+    web, db = v.tier("web", "10.31.1.0/24"), v.tier("db", "10.31.2.0/24")
+    dns = dnsrpc.DnsRecordServiceStub(t.api.channel)
+
+    def record(name: str, type_: str, value: str, **where: str) -> dpb.DnsRecord:
+        return t.api.call(dns.CreateDnsRecord, dpb.CreateDnsRecordRequest(
+            dns_record=dpb.DnsRecord(name=name, type=type_, value=value, **where)))
+
+    made = [record("www", "A", "10.31.1.50", vpc_id=v.vpc.id),
+            record("api", "CNAME", "db1.db", vpc_id=v.vpc.id),
+            record("info", "TXT", "owner=ops", vpc_id=v.vpc.id),
+            record("10.31.2.60", "PTR", "www", vpc_id=v.vpc.id),
+            record("cache", "A", "10.31.2.7", network_id=db.id)]
+    (_, g_web), (p_db, g_db) = v.guest(web, "web1"), v.guest(db, "db1")
+    for r in made:
+        wait_record(dns, t, r.id)
+    for g, gw in ((g_web, web.gateway), (g_db, db.gateway)):
+        answers, flags = dig(g, gw, f"www.{d}", "A")
+        assert answers == ["A 10.31.1.50"], g.netns
+        assert "aa" in flags.split()
+        assert dig(g, gw, f"api.{d}", "A")[0] == [f"CNAME db1.db.{d}.", f"A {p_db.ip}"]
+        assert dig(g, gw, f"info.{d}", "TXT")[0] == ['TXT "owner=ops"']
+        assert dig(g, gw, "-x", "10.31.2.60")[0] == [f"PTR www.{d}."]
+        # A tier's own record is served to the other tier too (one router).
+        assert dig(g, gw, f"cache.db.{d}", "A")[0] == ["A 10.31.2.7"]
+    # Deleted: gone from every tier once the router applied it.
+    t.api.call(dns.DeleteDnsRecord, dpb.DeleteDnsRecordRequest(id=made[0].id))
+    v.wait()
+    assert dig(g_web, web.gateway, f"www.{d}", "A")[0] == []
+    assert dig(g_db, db.gateway, f"www.{d}", "A")[0] == []
