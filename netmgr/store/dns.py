@@ -132,6 +132,27 @@ def _loops(s: Session, where: Scope, name: str, target: str) -> bool:
     return False
 
 
+# The records a port's name may not carry: the router answers the port's
+# name with its A (and AAAA), which a CNAME must not stand beside.
+ADDRESS_TYPES = ("A", "AAAA", "CNAME")
+
+
+def record_at_port_name(s: Session, network_id: str, hostname: str) -> str | None:
+    """Why ``hostname`` cannot be a port's of this network: a record the
+    router serves (the network's, a VPC tier's, the VPC's) holds its name."""
+    net = s.get_one(NetworkRow, network_id)
+    if not net.domain:
+        return None
+    name = f"{hostname}.{net.domain}".lower()
+    router_id = shared.router_of(s, network_id)
+    found = s.execute(select(DnsRecordRow.type, DnsRecordRow.id).where(
+        served_by(shared.router_network_ids(s, router_id), net.vpc_id),
+        DnsRecordRow.name == name, DnsRecordRow.type.in_(ADDRESS_TYPES))).first()
+    if found is None:
+        return None
+    return f"{name} is held by DNS record {found[1]} ({found[0]}); delete it first"
+
+
 def _router_of(s: Session, row: DnsRecordRow) -> str:
     if row.network_id:
         return shared.router_of(s, row.network_id)

@@ -122,3 +122,18 @@ def test_another_tenants_vpc_is_not_found(cloud: Cloud, shop) -> None:
     assert err.code() == Code.NOT_FOUND
     assert rpc_error(lambda: other.ListDnsRecords(dpb.ListDnsRecordsRequest(
         vpc_id=vpc.id))).code() == Code.NOT_FOUND
+
+
+def test_a_tier_port_cannot_take_a_name_a_vpc_record_holds(shop) -> None:
+    v, vpc, web, db = shop
+    held = record(v, "app.web", "CNAME", "vm1.web", vpc_id=vpc.id)
+    record(v, "db2", "A", "10.20.2.8", network_id=db.id)
+    for tier, name in ((web, "app"), (db, "db2")):
+        err = rpc_error(lambda tier=tier, name=name: v.CreatePort(pb.CreatePortRequest(
+            port=pb.Port(network_id=tier.id, hostname=name))))
+        assert err.code() == Code.ALREADY_EXISTS, err.details()
+        assert err.details().startswith("port.hostname: "), err.details()
+    assert held.id in err.details() or "db2" in err.details()
+    # The same host name in the other tier is another name: fine.
+    assert v.CreatePort(pb.CreatePortRequest(port=pb.Port(
+        network_id=db.id, hostname="app"))).hostname == "app"
