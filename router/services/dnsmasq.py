@@ -33,6 +33,7 @@ import tempfile
 import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from common import dhcp_options
 from router import objects
@@ -158,14 +159,44 @@ def _verify_options(what: str, kid: tuple[str, str], host: pb.DhcpHost) -> None:
         raise ConfigError(f"{what}: DHCP options: {problem[1]}", objects.DHCP_OPTIONS, kid[1])
 
 
-def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
+# The metadata server's address (router/services/metadata.py).
+METADATA_ROUTE = "169.254.169.254/32"
+
+
+def with_metadata_route(host: pb.DhcpHost, gateway: str) -> list[mpb.DhcpHostOption]:
+    """The port's options, with a classless route (option 121) to the
+    metadata server through the router when the port's guest would not
+    send it there by itself: its own `router` option names another gateway
+    (121 then also carries that default route, which a client given 121
+    takes instead of option 3, RFC 3442), or its own classless routes
+    (which the client uses instead of option 3: the route is added unless
+    they hold one to the metadata address, or there is no room left)."""
+    options = list(host.options)
+    numbers = {o.number: o for o in options}
+    route = f"{METADATA_ROUTE},{gateway}"
+    if 121 in numbers:
+        own = numbers[121]
+        values = list(own.values)
+        if any(v.split(",")[0] == METADATA_ROUTE for v in values) or \
+                dhcp_options.check("", 121, "routes", [*values, route])[0] is None:
+            return options
+        extended = mpb.DhcpHostOption(number=121, type=own.type, values=[*values, route])
+        return [extended if o.number == 121 else o for o in options]
+    if 3 in numbers and numbers[3].values and numbers[3].values[0] != gateway:
+        return [*options, mpb.DhcpHostOption(number=121, type="routes", values=[
+            route, f"0.0.0.0/0,{numbers[3].values[0]}"])]
+    return options
+
+
+def option_lines(net_tag: str, host: pb.DhcpHost, gateway: str = "") -> list[str]:
     """dnsmasq lines of one port's verified options: matched by the port's
     tag and its network's (two tags: dnsmasq prefers them over the network's
     own option of the same number)."""
     tags = f"tag:{net_tag},tag:{port_tag(host)}"
     lines = [object_mark(objects.DHCP_OPTIONS, host.port_id)]
-    options = {o.number: o for o in host.options}
-    for o in host.options:
+    all_options = with_metadata_route(host, gateway) if gateway else list(host.options)
+    options = {o.number: o for o in all_options}
+    for o in all_options:
         # Each piece a safe token (a route is "<cidr>,<gateway>").
         values = [",".join(templating.safe_token(p) for p in v.split(",")) for v in o.values]
         if o.number == dhcp_options.NEXT_SERVER:
@@ -289,7 +320,7 @@ def render(cfg: pb.RouterConfig) -> Rendered:
     ]
     port_options = [line for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
                     for h in n.hosts if h.options
-                    for line in option_lines(f"net-{n.interface}", h)]
+                    for line in option_lines(f"net-{n.interface}", h, n.gateway)]
     out = {
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",

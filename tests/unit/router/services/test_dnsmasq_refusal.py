@@ -68,3 +68,26 @@ def test_a_ports_options_are_left_out_or_kept_as_they_were() -> None:
     assert kept is not None
     assert list(kept.guest_networks[0].hosts[0].options) == [old]
     assert objects.leave_out(cfg(), None, oid) is None  # no options: nothing to leave out
+
+
+def test_a_route_to_metadata_goes_with_another_gateway_or_own_routes() -> None:
+    from router.services.dnsmasq import with_metadata_route
+
+    gw, md = "10.0.0.1", "169.254.169.254/32,10.0.0.1"
+
+    def routes(*options: mpb.DhcpHostOption) -> list[str] | None:
+        out = with_metadata_route(pb.DhcpHost(port_id="p", options=list(options)), gw)
+        return next((list(o.values) for o in out if o.number == 121), None)
+
+    def opt(number: int, type_: str, *values: str) -> mpb.DhcpHostOption:
+        return mpb.DhcpHostOption(number=number, type=type_, values=list(values))
+
+    assert routes() is None
+    assert routes(opt(42, "ips", "10.0.0.5")) is None
+    assert routes(opt(3, "ips", gw)) is None  # the router is the gateway anyway
+    assert routes(opt(3, "ips", "10.0.0.99")) == [md, "0.0.0.0/0,10.0.0.99"]
+    assert routes(opt(121, "routes", "10.9.0.0/16,10.0.0.7")) == ["10.9.0.0/16,10.0.0.7", md]
+    own = "169.254.169.254/32,10.0.0.8"
+    assert routes(opt(121, "routes", own)) == [own]  # the port's own choice stands
+    full = [f"10.{i}.0.0/16,10.0.0.7" for i in range(16)]  # 16 routes: the most an option takes
+    assert routes(opt(121, "routes", *full[:16])) == full[:16]
