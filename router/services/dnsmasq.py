@@ -169,15 +169,17 @@ def with_metadata_route(host: pb.DhcpHost, gateway: str) -> list[mpb.DhcpHostOpt
     send it there by itself: its own `router` option names another gateway
     (121 then also carries that default route, which a client given 121
     takes instead of option 3, RFC 3442), or its own classless routes
-    (which the client uses instead of option 3: the route is added unless
-    they hold one to the metadata address, or there is no room left)."""
+    (which the client uses instead of option 3) would not lead there: the
+    route is added unless their longest match for the address already goes
+    through the router, or is a host route of the port's own, or there is no
+    room left in the option."""
     options = list(host.options)
     numbers = {o.number: o for o in options}
     route = f"{METADATA_ROUTE},{gateway}"
     if 121 in numbers:
         own = numbers[121]
         values = list(own.values)
-        if any(v.split(",")[0] == METADATA_ROUTE for v in values) or \
+        if _metadata_routed(values, gateway) or \
                 dhcp_options.check("", 121, "routes", [*values, route])[0] is None:
             return options
         extended = mpb.DhcpHostOption(number=121, type=own.type, values=[*values, route])
@@ -186,6 +188,20 @@ def with_metadata_route(host: pb.DhcpHost, gateway: str) -> list[mpb.DhcpHostOpt
         return [*options, mpb.DhcpHostOption(number=121, type="routes", values=[
             route, f"0.0.0.0/0,{numbers[3].values[0]}"])]
     return options
+
+
+def _metadata_routed(routes: list[str], gateway: str) -> bool:
+    """Whether these classless routes decide the metadata address's way
+    already: their longest match goes through the router, or is a host
+    route for it (the port's choice)."""
+    address = ipaddress.IPv4Address(METADATA_ROUTE.split("/")[0])
+    best: tuple[int, str] | None = None
+    for r in routes:
+        dest, _, via = r.partition(",")
+        net = ipaddress.IPv4Network(dest, strict=False)
+        if address in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, via)
+    return best is not None and (best[1] == gateway or best[0] == 32)
 
 
 def option_lines(net_tag: str, host: pb.DhcpHost, gateway: str = "") -> list[str]:

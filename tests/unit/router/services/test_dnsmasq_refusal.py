@@ -87,6 +87,12 @@ def test_a_route_to_metadata_goes_with_another_gateway_or_own_routes() -> None:
     assert routes(opt(3, "ips", gw)) is None  # the router is the gateway anyway
     assert routes(opt(3, "ips", "10.0.0.99")) == [md, "0.0.0.0/0,10.0.0.99"]
     assert routes(opt(121, "routes", "10.9.0.0/16,10.0.0.7")) == ["10.9.0.0/16,10.0.0.7", md]
+    # Their default route is the router: the metadata server is reached.
+    assert routes(opt(121, "routes", "10.9.0.0/16,10.0.0.7", f"0.0.0.0/0,{gw}")) == [
+        "10.9.0.0/16,10.0.0.7", f"0.0.0.0/0,{gw}"]
+    assert routes(opt(121, "routes", "0.0.0.0/0,10.0.0.7")) == ["0.0.0.0/0,10.0.0.7", md]
+    assert routes(opt(121, "routes", "169.254.0.0/16,10.0.0.7", f"0.0.0.0/0,{gw}")) == [
+        "169.254.0.0/16,10.0.0.7", f"0.0.0.0/0,{gw}", md]
     own = "169.254.169.254/32,10.0.0.8"
     assert routes(opt(121, "routes", own)) == [own]  # the port's own choice stands
     full = [f"10.{i}.0.0/16,10.0.0.7" for i in range(16)]  # 16 routes: the most an option takes
