@@ -139,18 +139,23 @@ ADDRESS_TYPES = ("A", "AAAA", "CNAME")
 
 def record_at_port_name(s: Session, network_id: str, hostname: str) -> str | None:
     """Why ``hostname`` cannot be a port's of this network: a record the
-    router serves (the network's, a VPC tier's, the VPC's) holds its name."""
+    router serves (the network's, a VPC tier's, the VPC's) holds its name.
+    One query when no record has that name (every port's create)."""
     net = s.get_one(NetworkRow, network_id)
     if not net.domain:
         return None
-    name = f"{hostname}.{net.domain}".lower()
-    router_id = shared.router_of(s, network_id)
-    found = s.execute(select(DnsRecordRow.type, DnsRecordRow.id).where(
-        served_by(shared.router_network_ids(s, router_id), net.vpc_id),
-        DnsRecordRow.name == name, DnsRecordRow.type.in_(ADDRESS_TYPES))).first()
-    if found is None:
+    found = s.execute(select(DnsRecordRow.type, DnsRecordRow.id, DnsRecordRow.network_id,
+                             DnsRecordRow.vpc_id).where(
+        DnsRecordRow.name == f"{hostname}.{net.domain}".lower(),
+        DnsRecordRow.type.in_(ADDRESS_TYPES))).all()
+    if not found:
         return None
-    return f"{name} is held by DNS record {found[1]} ({found[0]}); delete it first"
+    served = set(shared.router_network_ids(s, shared.router_of(s, network_id)))
+    for kind, record_id, record_net, record_vpc in found:
+        if record_net in served or (record_vpc and record_vpc == net.vpc_id):
+            return (f"{hostname}.{net.domain.lower()} is held by DNS record {record_id} "
+                    f"({kind}); delete it first")
+    return None
 
 
 def _router_of(s: Session, row: DnsRecordRow) -> str:
