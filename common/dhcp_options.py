@@ -50,6 +50,15 @@ TYPES = ("ip", "ips", "string", "uint8", "uint16", "uint32", "routes", "domains"
 # The DHCP machinery's own, or what cloudnet sets for every port.
 RESERVED = frozenset({0, 1, 12, 28, 43, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61,
                       81, 82, 255})
+# Options dnsmasq reads by its own option table whatever the value says,
+# refusing what does not fit ("bad IP address", "bad domain"): the types
+# that fit them. Addresses (118, the subnet selection, is one address); SIP
+# servers (120), addresses or domain names (each label at most 63).
+FITTING_TYPES: dict[int, tuple[str, ...]] = {
+    **{n: ("ip", "ips") for n in (9, 16, 21, 32, 33, 41, 45, 48, 49, 65, 68, 69, 70, 71, 74,
+                                  118, 150)},
+    120: ("ip", "ips", "domains"),
+}
 _STRING = re.compile(r"[A-Za-z0-9._/:@-]{1,255}")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _UINT = {"uint8": 0xFF, "uint16": 0xFFFF, "uint32": 0xFFFFFFFF}
@@ -94,6 +103,8 @@ def resolve(name: str, number: int, type_: str) -> tuple[int, str] | Problem:
         return number, known_type
     if type_ not in TYPES:
         return ("type", "an option cloudnet does not know needs a type: " + ", ".join(TYPES))
+    if type_ not in FITTING_TYPES.get(number, TYPES):
+        return ("type", f"option {number} takes " + " or ".join(FITTING_TYPES[number]))
     return number, type_
 
 

@@ -1,4 +1,4 @@
-"""DnsRecordService: DNS records of a tenant's networks, served by their routers."""
+"""DnsRecordService: DNS records of a tenant's networks and VPCs, served by their routers."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SERVICES = ("cloudnet.netmgr.v1.DnsRecordService",)
 
 def dns_record_to_pb(r: DnsRecord) -> pb.DnsRecord:
     return pb.DnsRecord(**status_fields(r.status, pb.DnsRecord), network_id=r.network_id,
-                        name=r.name, type=r.type, value=r.value)
+                        vpc_id=r.vpc_id, name=r.name, type=r.type, value=r.value)
 
 
 class DnsRecordServicer(_Base, rpc.DnsRecordServiceServicer):
@@ -27,9 +27,9 @@ class DnsRecordServicer(_Base, rpc.DnsRecordServiceServicer):
         r = request.dns_record
         record = self._store.dns.create_dns_record(
             current_caller().require_tenant(),
-            DnsRecordSpec(network_id=r.network_id, name=r.name, type=r.type, value=r.value))
-        self._notify(self._store.get_network(record.status.tenant_id, record.network_id)
-                     .router_id)
+            DnsRecordSpec(network_id=r.network_id, vpc_id=r.vpc_id, name=r.name, type=r.type,
+                          value=r.value))
+        self._notify(self._store.dns.router_of(record.status.id))
         return dns_record_to_pb(record)
 
     def GetDnsRecord(self, request: pb.GetDnsRecordRequest,
@@ -41,7 +41,8 @@ class DnsRecordServicer(_Base, rpc.DnsRecordServiceServicer):
                        context: grpc.ServicerContext) -> pb.ListDnsRecordsResponse:
         page = self._store.dns.list_dns_records(
             current_caller().require_tenant(),
-            page_request(request.page_size, request.page_token), network_id=request.network_id)
+            page_request(request.page_size, request.page_token), network_id=request.network_id,
+            vpc_id=request.vpc_id)
         return pb.ListDnsRecordsResponse(dns_records=[dns_record_to_pb(r) for r in page.items],
                                          next_page_token=page.next_page_token)
 

@@ -95,14 +95,17 @@ def cmd_port_reset_password(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_dns_create(ctx: Context, args: argparse.Namespace) -> int:
+    # NETWORK or --vpc: netmgr says so (dns_record.network_id) when it is both or neither.
     ctx.show(ctx.client.dns.CreateDnsRecord(dpb.CreateDnsRecordRequest(dns_record=dpb.DnsRecord(
-        network_id=args.network_id, name=args.name, type=args.type, value=args.value))))
+        network_id=args.network_id or "", vpc_id=args.vpc or "", name=args.name,
+        type=args.type, value=args.value))))
     return 0
 
 
 def cmd_dns_list(ctx: Context, args: argparse.Namespace) -> int:
     ctx.show_list("DnsRecord", ctx.client.list_all(
-        ctx.client.dns.ListDnsRecords, dpb.ListDnsRecordsRequest(network_id=args.network or ""),
+        ctx.client.dns.ListDnsRecords, dpb.ListDnsRecordsRequest(
+            network_id=args.network or "", vpc_id=args.vpc or ""),
         "dns_records", args.limit))
     return 0
 
@@ -138,15 +141,18 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p = leaf(s, "delete", cmd_keypair_delete, "delete a key pair no port uses")
     p.add_argument("id", metavar="ID")
 
-    s = group("dns", "DNS records of a network, served by its router")
+    s = group("dns", "DNS records of a network or a VPC, served by its router")
     p = leaf(s, "create", cmd_dns_create, "add a record (A, AAAA, CNAME, TXT, SRV, PTR)")
-    p.add_argument("network_id", metavar="NETWORK")
-    p.add_argument("name", help="relative to the network's domain, or absolute inside it; "
-                   "PTR: an address of the network")
+    p.add_argument("network_id", metavar="NETWORK", nargs="?",
+                   help="the network's record (or give --vpc)")
+    p.add_argument("--vpc", metavar="VPC", help="the VPC's record, served to every tier")
+    p.add_argument("name", help="relative to the network's (VPC's) domain, or absolute inside "
+                   "it; PTR: an address of the network (VPC)")
     p.add_argument("type", metavar="TYPE")
     p.add_argument("value", help="SRV: '<priority> <weight> <port> <target>'")
     p = leaf(s, "list", cmd_dns_list, "list records")
     p.add_argument("--network", metavar="NETWORK", help="only this network's")
+    p.add_argument("--vpc", metavar="VPC", help="only this VPC's own")
     p.add_argument("--limit", type=int, metavar="N", help="at most N")
     p = leaf(s, "show", cmd_dns_show, "show a record")
     p.add_argument("id", metavar="ID")

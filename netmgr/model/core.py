@@ -251,6 +251,8 @@ class RouterReport:
     last_error: str
     port_errors: Mapping[str, str]
     reachable: bool = True
+    # DNS record ID -> why the router refused it.
+    record_errors: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""DNS records of a tenant network, served by its router's dnsmasq.
+"""DNS records of a tenant network or VPC, served by its router's dnsmasq.
 
-A record's name lies inside its network's domain (given relative to it, or
-absolute); a PTR names an address of the network. A CNAME is alone at its
+A record's name lies inside its network's (or VPC's) domain (given relative
+to it, or absolute); a PTR names an address of the network (or VPC). A VPC's
+records are served to every tier; all the records a router serves share one
+namespace, so the store checks a record against all of them. A CNAME is alone at its
 name: no other record, no port, not the router's own name. The checks of one
 record are here (pure); the store checks a record against the network's
 others and its ports in the write transaction.
@@ -32,6 +34,7 @@ class DnsRecordSpec:
     name: str
     type: str
     value: str
+    vpc_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class DnsRecord(WithStatus):
     name: str
     type: str
     value: str
+    vpc_id: str = ""  # a VPC's record (network_id is then "")
 
 
 def _dns_name(value: str) -> str | None:

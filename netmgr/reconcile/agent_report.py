@@ -22,12 +22,24 @@ from netmgr.store.edge import EDGE_KINDS
 from netmgr.store.vpn import KIND_VPN_CONNECTION
 
 REJECTED = "rejected by the router"
+# The router's kinds of a port's DHCP options and of a DNS record (router/objects.py).
+KIND_DHCP_OPTIONS = "dhcpoptions"
+KIND_DNS_RECORD = "dnsrecord"
 
 
 def object_errors(status: pb.RouterStatus, kinds: Collection[str]) -> dict[ObjectRef, str]:
     """(kind, id) -> why the router refused it, for the objects of these kinds."""
     return {(o.kind, o.id): (o.error or REJECTED)
             for o in status.objects if not o.ok and o.kind in kinds}
+
+
+def port_errors(status: pb.RouterStatus) -> dict[str, str]:
+    """Port ID -> why the router refused it, or its DHCP options (the port
+    runs without them: it is ERROR all the same, and says why)."""
+    out = {i: f"DHCP options: {e}" for (_, i), e in
+           object_errors(status, (KIND_DHCP_OPTIONS,)).items()}
+    out.update({i: e for (_, i), e in object_errors(status, ("port",)).items()})
+    return out
 
 
 def lb_health(status: pb.RouterStatus) -> dict[str, dict[str, list[str]]]:
@@ -60,7 +72,8 @@ def record_reports(store: ReconcilerStore, vpn: VpnStatusStore,
         router_id, status.applied_generation,
         tuple(ServiceHealth(s.name, s.healthy, s.detail, s.version) for s in status.services),
         status.last_error,
-        {i: e for (_, i), e in object_errors(status, ("port",)).items()})
+        port_errors(status), True,
+        {i: e for (_, i), e in object_errors(status, (KIND_DNS_RECORD,)).items()})
         for router_id, status in statuses])
     for router_id, status in statuses:
         store.record_edge_status(router_id, object_errors(status, EDGE_KINDS),

@@ -24,7 +24,7 @@ from netmgr.model.validation import (
     check_port_update,
     default_hostname,
 )
-from netmgr.store import ipam, ipam6, rows, shared
+from netmgr.store import dns, ipam, ipam6, rows, shared
 from netmgr.store import security_groups as sg
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
@@ -131,13 +131,16 @@ class PortStore:
             hostname = spec.hostname
             if not hostname:
                 hostname = default_hostname(spec.name, ip)
-                if _hostname_taken(s, net.id, hostname):
+                if _hostname_taken(s, net.id, hostname) or \
+                        dns.record_at_port_name(s, net.id, hostname):
                     # The port name is taken as a host name already: fall back
                     # to the IP-derived name (unique while the IP is).
                     hostname = default_hostname("", ip)
             if _hostname_taken(s, net.id, hostname):
                 raise AlreadyExists(
                     "port.hostname", f"host name {hostname!r} is already used in network {net.id}")
+            if (held := dns.record_at_port_name(s, net.id, hostname)) is not None:
+                raise AlreadyExists("port.hostname", held)
             now = utcnow()
             port_id = new_id()
             s.add(PortRow(
@@ -211,6 +214,9 @@ class PortStore:
                     "port.hostname",
                     f"host name {changes['hostname']!r} is already used in network "
                     f"{row.network_id}")
+            if "hostname" in changes and (held := dns.record_at_port_name(
+                    s, row.network_id, str(changes["hostname"]))) is not None:
+                raise AlreadyExists("port.hostname", held)
             generation = shared.bump(s, shared.router_of(s, row.network_id))
             for f, v in changes.items():
                 setattr(row, f, v)

@@ -22,11 +22,12 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
-from netmgr.store.dns import records_of
+from netmgr.store.dns import records_of, served_by
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
+from netmgr.store.tables.dns import DnsRecordRow
 from netmgr.store.tables.keypairs import KeyPairRow
 from netmgr.store.vpcs import vpc_snapshot
 
@@ -101,7 +102,7 @@ class RouterStore:
                                         vpc=vpc_snapshot(s, router),
                                         vpn=vpn.tunnels(s, net_ids, self._db.secrets),
                                         ssh_keys=_ssh_keys(s, net_ids),
-                                        dns_records=records_of(s, net_ids))
+                                        dns_records=records_of(s, net_ids, router.vpc_id))
 
         return self._db.read(tx)
 
@@ -213,3 +214,10 @@ def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
         error = report.port_errors.get(port.id, "")
         if port.error != error:
             port.error = error
+    records = select(DnsRecordRow).where(served_by(net_ids, row.vpc_id))
+    if not report.record_errors:
+        records = records.where(DnsRecordRow.error != "")
+    for record in s.scalars(records):
+        error = report.record_errors.get(record.id, "")
+        if record.error != error:
+            record.error = error

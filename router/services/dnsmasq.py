@@ -33,8 +33,10 @@ import tempfile
 import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from common import dhcp_options
+from router import objects
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
 from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
@@ -149,21 +151,68 @@ def _verify_options(what: str, kid: tuple[str, str], host: pb.DhcpHost) -> None:
                                               o.type, list(o.values))
         if option is None or option.values != tuple(o.values):
             reason = "; ".join(f"{part}: {why}" for part, why in problems) or "not normalised"
-            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}", *kid)
+            raise ConfigError(f"{what}: DHCP option {o.number}: {reason}",
+                              objects.DHCP_OPTIONS, kid[1])
         checked.append(option)
     problem = dhcp_options.check_all(checked)
     if problem is not None:
-        raise ConfigError(f"{what}: DHCP options: {problem[1]}", *kid)
+        raise ConfigError(f"{what}: DHCP options: {problem[1]}", objects.DHCP_OPTIONS, kid[1])
 
 
-def option_lines(net_tag: str, host: pb.DhcpHost) -> list[str]:
+# The metadata server's address (router/services/metadata.py).
+METADATA_ROUTE = "169.254.169.254/32"
+
+
+def with_metadata_route(host: pb.DhcpHost, gateway: str) -> list[mpb.DhcpHostOption]:
+    """The port's options, with a classless route (option 121) to the
+    metadata server through the router when the port's guest would not
+    send it there by itself: its own `router` option names another gateway
+    (121 then also carries that default route, which a client given 121
+    takes instead of option 3, RFC 3442), or its own classless routes
+    (which the client uses instead of option 3) would not lead there: the
+    route is added unless their longest match for the address already goes
+    through the router, or is a host route of the port's own, or there is no
+    room left in the option."""
+    options = list(host.options)
+    numbers = {o.number: o for o in options}
+    route = f"{METADATA_ROUTE},{gateway}"
+    if 121 in numbers:
+        own = numbers[121]
+        values = list(own.values)
+        if _metadata_routed(values, gateway) or \
+                dhcp_options.check("", 121, "routes", [*values, route])[0] is None:
+            return options
+        extended = mpb.DhcpHostOption(number=121, type=own.type, values=[*values, route])
+        return [extended if o.number == 121 else o for o in options]
+    if 3 in numbers and numbers[3].values and numbers[3].values[0] != gateway:
+        return [*options, mpb.DhcpHostOption(number=121, type="routes", values=[
+            route, f"0.0.0.0/0,{numbers[3].values[0]}"])]
+    return options
+
+
+def _metadata_routed(routes: list[str], gateway: str) -> bool:
+    """Whether these classless routes decide the metadata address's way
+    already: their longest match goes through the router, or is a host
+    route for it (the port's choice)."""
+    address = ipaddress.IPv4Address(METADATA_ROUTE.split("/")[0])
+    best: tuple[int, str] | None = None
+    for r in routes:
+        dest, _, via = r.partition(",")
+        net = ipaddress.IPv4Network(dest, strict=False)
+        if address in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, via)
+    return best is not None and (best[1] == gateway or best[0] == 32)
+
+
+def option_lines(net_tag: str, host: pb.DhcpHost, gateway: str = "") -> list[str]:
     """dnsmasq lines of one port's verified options: matched by the port's
     tag and its network's (two tags: dnsmasq prefers them over the network's
     own option of the same number)."""
     tags = f"tag:{net_tag},tag:{port_tag(host)}"
-    lines: list[str] = []
-    options = {o.number: o for o in host.options}
-    for o in host.options:
+    lines = [object_mark(objects.DHCP_OPTIONS, host.port_id)]
+    all_options = with_metadata_route(host, gateway) if gateway else list(host.options)
+    options = {o.number: o for o in all_options}
+    for o in all_options:
         # Each piece a safe token (a route is "<cidr>,<gateway>").
         values = [",".join(templating.safe_token(p) for p in v.split(",")) for v in o.values]
         if o.number == dhcp_options.NEXT_SERVER:
@@ -185,6 +234,15 @@ def port_tag(host: pb.DhcpHost) -> str:
     return f"port-{host.port_id}"
 
 
+# A comment line before the lines of each object a refusal can leave out, so
+# that the line dnsmasq --test names leads back to its object.
+_MARK = "# object "
+
+
+def object_mark(kind: str, object_id: str) -> str:
+    return f"{_MARK}{kind} {templating.safe_token(object_id)}"
+
+
 _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _RECORD_NAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}")
 _TXT = re.compile(r"[A-Za-z0-9 ._:/@=+,;-]{1,255}")
@@ -195,8 +253,11 @@ def _verify_records(cfg: pb.RouterConfig, network_ids: set[str]) -> None:
     for r in cfg.dns_records:
         validate.check_id("dns record", r.id)
         what, kid = f"DNS record {r.id}", ("dnsrecord", r.id)
-        if r.network_id not in network_ids:
-            raise ConfigError(f"{what}: not a network of the router", *kid)
+        if r.network_id:
+            if r.network_id not in network_ids:
+                raise ConfigError(f"{what}: not a network of the router", *kid)
+        elif not r.vpc_id:  # else a VPC's record, served to every tier
+            raise ConfigError(f"{what}: neither a network's nor a VPC's", *kid)
         if not _RECORD_NAME.fullmatch(r.name):
             raise ConfigError(f"{what}: name {r.name[:60]!r} is not a DNS name", *kid)
         try:
@@ -230,6 +291,7 @@ def record_lines(cfg: pb.RouterConfig) -> list[str]:
     """dnsmasq lines of the verified DNS records."""
     lines: list[str] = []
     for r in cfg.dns_records:
+        lines.append(object_mark("dnsrecord", r.id))
         name = templating.safe_token(r.name)
         if r.type in ("A", "AAAA"):
             lines.append(f"host-record={name},{templating.safe_token(r.value)}")
@@ -274,7 +336,7 @@ def render(cfg: pb.RouterConfig) -> Rendered:
     ]
     port_options = [line for n in sorted(cfg.guest_networks, key=lambda n: n.interface)
                     for h in n.hosts if h.options
-                    for line in option_lines(f"net-{n.interface}", h)]
+                    for line in option_lines(f"net-{n.interface}", h, n.gateway)]
     out = {
         CONF: templating.render(
             "dnsmasq/dnsmasq.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
@@ -413,7 +475,37 @@ def check(ctx: Context, rendered: Rendered) -> None:
         try:
             proc.run([*_argv(ctx, f.name, "root"), "--test"])
         except proc.CommandError as e:
-            raise CheckError(f"dnsmasq: config refused by dnsmasq --test: {e.output}") from e
+            raise refusal(rendered[CONF], e.output) from e
+
+
+_AT_LINE = re.compile(r"dnsmasq: (?P<why>.{1,200}?) at line (?P<line>\d+) of ")
+_CNAME_LOOP = re.compile(r"dnsmasq: (?P<why>CNAME loop involving (?P<name>[^\s]{1,253}))")
+
+
+def refusal(conf: str, output: str) -> CheckError:
+    """dnsmasq --test's refusal, naming the object whose line it refused (a
+    DNS record, a port's DHCP options) when it leads back to one: that object
+    alone is then left out (``router.objects``)."""
+    lines = conf.splitlines()
+    if (m := _AT_LINE.search(output)) is not None:
+        number = int(m["line"])
+        why = m["why"]
+        line = lines[number - 1] if 0 < number <= len(lines) else ""
+        # The nearest mark above the line, within its block.
+        for above in reversed(lines[:number - 1] if line else []):
+            if not above.strip() or (above.startswith("#") and not above.startswith(_MARK)):
+                break
+            if above.startswith(_MARK):
+                kind, _, object_id = above.removeprefix(_MARK).partition(" ")
+                return CheckError(f"refused by dnsmasq: {why} ({line[:80]!r})", kind, object_id)
+        return CheckError(f"dnsmasq: config refused by dnsmasq --test: {why} ({line[:80]!r})")
+    if (m := _CNAME_LOOP.search(output)) is not None:
+        name = m["name"].lower().removesuffix(".")
+        for i, text in enumerate(lines):
+            if text.lower().startswith(f"cname={name},") and i and lines[i - 1].startswith(_MARK):
+                kind, _, object_id = lines[i - 1].removeprefix(_MARK).partition(" ")
+                return CheckError(f"refused by dnsmasq: {m['why']}", kind, object_id)
+    return CheckError(f"dnsmasq: config refused by dnsmasq --test: {output.strip()[-300:]}")
 
 
 def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:

@@ -25,8 +25,8 @@ def guest_metadata(port: Port, zone: str, public_ip: str,
 
 def add_metadata(config: pb.RouterConfig, snapshot: RouterSnapshot) -> None:
     config.dns_records.extend(
-        mpb.GuestDnsRecord(id=r.id, network_id=r.network_id, name=r.name, type=r.type,
-                           value=r.value) for r in snapshot.dns_records)
+        mpb.GuestDnsRecord(id=r.id, network_id=r.network_id, vpc_id=r.vpc_id, name=r.name,
+                           type=r.type, value=r.value) for r in snapshot.dns_records)
     public = {n.port_id: n.public_ip for n in (snapshot.edge.static_nats if snapshot.edge
                                               else ())}
     config.guest_metadata.extend(

@@ -1,4 +1,4 @@
-"""DNS records of tenant networks (migration 0012)."""
+"""DNS records of tenant networks (migration 0012) and VPCs (0020)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ class DnsRecordRow(StatusColumns, Base):
         Index("ix_dns_records_tenant_order", "tenant_id", "created_at", "id"),
     )
 
-    network_id: Mapped[str] = mapped_column(ID, ForeignKey("networks.id", ondelete="CASCADE"),
-                                            index=True)
+    # A network's record, or a VPC's (exactly one of the two).
+    network_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("networks.id", ondelete="CASCADE"), index=True, nullable=True)
+    vpc_id: Mapped[str | None] = mapped_column(
+        ID, ForeignKey("vpcs.id", ondelete="CASCADE"), index=True, nullable=True)
     name: Mapped[str] = mapped_column(String(253))
     type: Mapped[str] = mapped_column(String(8))
     value: Mapped[str] = mapped_column(Text)

@@ -20,6 +20,7 @@ from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from tests.lib.edge import Edge
+from tests.lib.vpc import Vpc
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +306,127 @@ def test_a_networks_dns_records_and_every_ports_ptr_are_served(make_tenant) -> N
     t.api.wait_router_active(net.router_id)
     assert dig(g1, gw, f"www.{d}", "A")[0] == []
     assert dig(g1, gw, f"www.{d}", "AAAA")[0] == ["AAAA 2001:db8::50"]
+
+
+def wait_record(dns, t, record_id: str, timeout: float = 60) -> dpb.DnsRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = t.api.call(dns.GetDnsRecord, dpb.GetDnsRecordRequest(id=record_id))
+        if r.state == pb.OBJECT_STATE_ACTIVE:
+            return r
+        assert r.state != pb.OBJECT_STATE_ERROR, r.error
+        assert time.monotonic() < deadline, f"record {record_id} still {r.state}"
+        time.sleep(0.05)
+
+
+# dnsmasq's configuration is the same on a router VM (see above).
+@pytest.mark.netns_only
+def test_a_vpcs_records_are_served_to_every_tier(make_tenant) -> None:
+    t = make_tenant()
+    v = Vpc(t, "shop", "10.31.0.0/16")
+    d = v.vpc.domain
+    web, db = v.tier("web", "10.31.1.0/24"), v.tier("db", "10.31.2.0/24")
+    dns = dnsrpc.DnsRecordServiceStub(t.api.channel)
+
+    def record(name: str, type_: str, value: str, **where: str) -> dpb.DnsRecord:
+        return t.api.call(dns.CreateDnsRecord, dpb.CreateDnsRecordRequest(
+            dns_record=dpb.DnsRecord(name=name, type=type_, value=value, **where)))
+
+    made = [record("www", "A", "10.31.1.50", vpc_id=v.vpc.id),
+            record("api", "CNAME", "db1.db", vpc_id=v.vpc.id),
+            record("info", "TXT", "owner=ops", vpc_id=v.vpc.id),
+            record("10.31.2.60", "PTR", "www", vpc_id=v.vpc.id),
+            record("cache", "A", "10.31.2.7", network_id=db.id)]
+    (_, g_web), (p_db, g_db) = v.guest(web, "web1"), v.guest(db, "db1")
+    for r in made:
+        wait_record(dns, t, r.id)
+    for g, gw in ((g_web, web.gateway), (g_db, db.gateway)):
+        answers, flags = dig(g, gw, f"www.{d}", "A")
+        assert answers == ["A 10.31.1.50"], g.netns
+        assert "aa" in flags.split()
+        assert dig(g, gw, f"api.{d}", "A")[0] == [f"CNAME db1.db.{d}.", f"A {p_db.ip}"]
+        assert dig(g, gw, f"info.{d}", "TXT")[0] == ['TXT "owner=ops"']
+        assert dig(g, gw, "-x", "10.31.2.60")[0] == [f"PTR www.{d}."]
+        # A tier's own record is served to the other tier too (one router).
+        assert dig(g, gw, f"cache.db.{d}", "A")[0] == ["A 10.31.2.7"]
+    # Deleted: gone from every tier once the router applied it.
+    t.api.call(dns.DeleteDnsRecord, dpb.DeleteDnsRecordRequest(id=made[0].id))
+    v.wait()
+    assert dig(g_web, web.gateway, f"www.{d}", "A")[0] == []
+    assert dig(g_db, db.gateway, f"www.{d}", "A")[0] == []
+
+
+def dhclient_routes(guest, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """ISC dhclient takes a lease in the guest; Debian's own exit hook for
+    option 121 (rfc3442-classless-routes) installs the classless routes, as
+    on a Debian guest. Returns the guest's IPv4 routes and the lease's
+    variables. The event script is ours only so that nothing of the host
+    (its resolv.conf, timesyncd) is touched; it stops dhclient by its PID."""
+    base = tmp_path / guest.netns
+    env, script = Path(f"{base}.env"), Path(f"{base}.sh")
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$reason" in BOUND|REBOOT)\n'
+        '  ip -4 addr add "$new_ip_address/$new_subnet_mask" dev "$interface"\n'
+        '  if [ -z "$new_rfc3442_classless_static_routes" ] && [ -n "$new_routers" ]; then\n'
+        '    ip -4 route replace default via "${new_routers%% *}" dev "$interface"\n'
+        "  fi\n"
+        "  . /etc/dhcp/dhclient-exit-hooks.d/rfc3442-classless-routes\n"
+        f'  env > "{env}.tmp" && mv "{env}.tmp" "{env}";;\n'
+        "esac\nexit 0\n")
+    script.chmod(0o755)
+    # In the foreground (-d), so that it is stopped by the handle that started it.
+    proc = subprocess.Popen(["ip", "netns", "exec", guest.netns, "dhclient", "-d", "-1", "-4",
+                             "-sf", str(script), "-lf", f"{base}.leases", "-pf", f"{base}.pid",
+                             "-cf", "/etc/dhcp/dhclient.conf", guest.ifname],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not env.exists():
+            assert proc.poll() is None, proc.stderr.read()[-300:] if proc.stderr else ""
+            assert time.monotonic() < deadline, "dhclient took no lease"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    routes = guest.run(["ip", "-4", "route", "show"]).stdout
+    return routes, dict(line.split("=", 1) for line in env.read_text().splitlines()
+                        if "=" in line)
+
+
+# dnsmasq's configuration is the same on a router VM (see above).
+@pytest.mark.netns_only
+def test_a_port_whose_gateway_is_not_the_router_gets_a_route_to_metadata(
+    make_tenant, tmp_path: Path
+) -> None:
+    """A port with its own `router` option, or its own classless routes,
+    would reach 169.254.169.254 through something else than its router:
+    DHCP option 121 carries a host route to it through the router."""
+    t = make_tenant()
+    net = t.network(name="mdroute", cidr="10.1.6.0/24")
+    Opt = pb.DhcpOption
+    other_gw = "10.1.6.99"  # a gateway that is not the router (nothing answers there)
+    p1 = t.port(net.id, name="vm1", hostname="vm1",
+                dhcp_options=[Opt(name="router", values=[other_gw])])
+    p2 = t.port(net.id, name="vm2", hostname="vm2", dhcp_options=[
+        Opt(name="classless-static-route", values=[f"192.168.60.0/24,{other_gw}"])])
+    p3 = t.port(net.id, name="vm3", hostname="vm3")
+    t.api.wait_router_active(net.router_id)
+    g1, g2, g3 = t.guest(net, p1), t.guest(net, p2), t.guest(net, p3)
+
+    routes, lease = dhclient_routes(g1, tmp_path)
+    assert lease["new_ip_address"] == p1.ip
+    assert f"169.254.169.254 via {net.gateway}" in routes, routes
+    assert f"default via {other_gw}" in routes, routes  # its own gateway stays the default
+    assert curl(g1, f"{MD}/latest/meta-data/instance-id") == (200, p1.id)
+
+    routes, _ = dhclient_routes(g2, tmp_path)
+    assert f"169.254.169.254 via {net.gateway}" in routes, routes
+    assert f"192.168.60.0/24 via {other_gw}" in routes, routes
+    assert curl(g2, f"{MD}/latest/meta-data/instance-id") == (200, p2.id)
+
+    # A port whose gateway is the router needs none: no option 121.
+    routes, lease = dhclient_routes(g3, tmp_path)
+    assert "new_rfc3442_classless_static_routes" not in lease
+    assert f"default via {net.gateway}" in routes, routes
+    assert curl(g3, f"{MD}/latest/meta-data/instance-id") == (200, p3.id)

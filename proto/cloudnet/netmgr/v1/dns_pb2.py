@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from cloudnet.netmgr.v1 import netmgr_pb2 as cloudnet_dot_netmgr_dot_v1_dot_netmgr__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/dns.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1f\x63loudnet/netmgr/v1/netmgr.proto\"\xd9\x01\n\tDnsRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x16\x43reateDnsRecordRequest\x12\x31\n\ndns_record\x18\x01 \x01(\x0b\x32\x1d.cloudnet.netmgr.v1.DnsRecord\"!\n\x13GetDnsRecordRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x15ListDnsRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\"e\n\x16ListDnsRecordsResponse\x12\x32\n\x0b\x64ns_records\x18\x01 \x03(\x0b\x32\x1d.cloudnet.netmgr.v1.DnsRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x16\x44\x65leteDnsRecordRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteDnsRecordResponse2\x9d\x03\n\x10\x44nsRecordService\x12\\\n\x0f\x43reateDnsRecord\x12*.cloudnet.netmgr.v1.CreateDnsRecordRequest\x1a\x1d.cloudnet.netmgr.v1.DnsRecord\x12V\n\x0cGetDnsRecord\x12\'.cloudnet.netmgr.v1.GetDnsRecordRequest\x1a\x1d.cloudnet.netmgr.v1.DnsRecord\x12g\n\x0eListDnsRecords\x12).cloudnet.netmgr.v1.ListDnsRecordsRequest\x1a*.cloudnet.netmgr.v1.ListDnsRecordsResponse\x12j\n\x0f\x44\x65leteDnsRecord\x12*.cloudnet.netmgr.v1.DeleteDnsRecordRequest\x1a+.cloudnet.netmgr.v1.DeleteDnsRecordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63loudnet/netmgr/v1/dns.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1f\x63loudnet/netmgr/v1/netmgr.proto\"\xea\x01\n\tDnsRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0f\n\x06vpc_id\x18\x82\x01 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04type\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12.\n\x05state\x18\x07 \x01(\x0e\x32\x1f.cloudnet.netmgr.v1.ObjectState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x16\x43reateDnsRecordRequest\x12\x31\n\ndns_record\x18\x01 \x01(\x0b\x32\x1d.cloudnet.netmgr.v1.DnsRecord\"!\n\x13GetDnsRecordRequest\x12\n\n\x02id\x18\x01 \x01(\t\"c\n\x15ListDnsRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nnetwork_id\x18\x03 \x01(\t\x12\x0f\n\x06vpc_id\x18\x82\x01 \x01(\t\"e\n\x16ListDnsRecordsResponse\x12\x32\n\x0b\x64ns_records\x18\x01 \x03(\x0b\x32\x1d.cloudnet.netmgr.v1.DnsRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x16\x44\x65leteDnsRecordRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteDnsRecordResponse2\x9d\x03\n\x10\x44nsRecordService\x12\\\n\x0f\x43reateDnsRecord\x12*.cloudnet.netmgr.v1.CreateDnsRecordRequest\x1a\x1d.cloudnet.netmgr.v1.DnsRecord\x12V\n\x0cGetDnsRecord\x12\'.cloudnet.netmgr.v1.GetDnsRecordRequest\x1a\x1d.cloudnet.netmgr.v1.DnsRecord\x12g\n\x0eListDnsRecords\x12).cloudnet.netmgr.v1.ListDnsRecordsRequest\x1a*.cloudnet.netmgr.v1.ListDnsRecordsResponse\x12j\n\x0f\x44\x65leteDnsRecord\x12*.cloudnet.netmgr.v1.DeleteDnsRecordRequest\x1a+.cloudnet.netmgr.v1.DeleteDnsRecordResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.netmgr.v1.dns_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DNSRECORD']._serialized_start=119
-  _globals['_DNSRECORD']._serialized_end=336
-  _globals['_CREATEDNSRECORDREQUEST']._serialized_start=338
-  _globals['_CREATEDNSRECORDREQUEST']._serialized_end=413
-  _globals['_GETDNSRECORDREQUEST']._serialized_start=415
-  _globals['_GETDNSRECORDREQUEST']._serialized_end=448
-  _globals['_LISTDNSRECORDSREQUEST']._serialized_start=450
-  _globals['_LISTDNSRECORDSREQUEST']._serialized_end=532
-  _globals['_LISTDNSRECORDSRESPONSE']._serialized_start=534
-  _globals['_LISTDNSRECORDSRESPONSE']._serialized_end=635
-  _globals['_DELETEDNSRECORDREQUEST']._serialized_start=637
-  _globals['_DELETEDNSRECORDREQUEST']._serialized_end=673
-  _globals['_DELETEDNSRECORDRESPONSE']._serialized_start=675
-  _globals['_DELETEDNSRECORDRESPONSE']._serialized_end=700
-  _globals['_DNSRECORDSERVICE']._serialized_start=703
-  _globals['_DNSRECORDSERVICE']._serialized_end=1116
+  _globals['_DNSRECORD']._serialized_end=353
+  _globals['_CREATEDNSRECORDREQUEST']._serialized_start=355
+  _globals['_CREATEDNSRECORDREQUEST']._serialized_end=430
+  _globals['_GETDNSRECORDREQUEST']._serialized_start=432
+  _globals['_GETDNSRECORDREQUEST']._serialized_end=465
+  _globals['_LISTDNSRECORDSREQUEST']._serialized_start=467
+  _globals['_LISTDNSRECORDSREQUEST']._serialized_end=566
+  _globals['_LISTDNSRECORDSRESPONSE']._serialized_start=568
+  _globals['_LISTDNSRECORDSRESPONSE']._serialized_end=669
+  _globals['_DELETEDNSRECORDREQUEST']._serialized_start=671
+  _globals['_DELETEDNSRECORDREQUEST']._serialized_end=707
+  _globals['_DELETEDNSRECORDRESPONSE']._serialized_start=709
+  _globals['_DELETEDNSRECORDRESPONSE']._serialized_end=734
+  _globals['_DNSRECORDSERVICE']._serialized_start=737
+  _globals['_DNSRECORDSERVICE']._serialized_end=1150
 # @@protoc_insertion_point(module_scope)

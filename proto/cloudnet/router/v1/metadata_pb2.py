@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cloudnet/router/v1/metadata.proto\x12\x12\x63loudnet.router.v1\">\n\x0e\x44hcpHostOption\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"[\n\x0eGuestDnsRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\"\x89\x03\n\rGuestMetadata\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x06 \x01(\t\x12\x11\n\tpublic_ip\x18\x07 \x01(\t\x12\x19\n\x11\x61vailability_zone\x18\x08 \x01(\t\x12\x11\n\tuser_data\x18\t \x01(\x0c\x12=\n\x06labels\x18\n \x03(\x0b\x32-.cloudnet.router.v1.GuestMetadata.LabelsEntry\x12\x14\n\x0cssh_key_name\x18\x0b \x01(\t\x12\x16\n\x0essh_public_key\x18\x0c \x01(\t\x12\x12\n\nnetwork_id\x18\r \x01(\t\x12\x11\n\tdevice_id\x18\x0e \x01(\t\x12\x17\n\x0ftokens_required\x18) \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x17SetGuestPasswordRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0f\n\x07port_id\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\x1a\n\x18SetGuestPasswordResponse2\x7f\n\x0eRouterMetadata\x12m\n\x10SetGuestPassword\x12+.cloudnet.router.v1.SetGuestPasswordRequest\x1a,.cloudnet.router.v1.SetGuestPasswordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cloudnet/router/v1/metadata.proto\x12\x12\x63loudnet.router.v1\">\n\x0e\x44hcpHostOption\x12\x0e\n\x06number\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"l\n\x0eGuestDnsRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nnetwork_id\x18\x02 \x01(\t\x12\x0f\n\x06vpc_id\x18\x82\x01 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\"\x89\x03\n\rGuestMetadata\x12\x0f\n\x07port_id\x18\x01 \x01(\t\x12\x11\n\tinterface\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x0c\n\x04\x66qdn\x18\x06 \x01(\t\x12\x11\n\tpublic_ip\x18\x07 \x01(\t\x12\x19\n\x11\x61vailability_zone\x18\x08 \x01(\t\x12\x11\n\tuser_data\x18\t \x01(\x0c\x12=\n\x06labels\x18\n \x03(\x0b\x32-.cloudnet.router.v1.GuestMetadata.LabelsEntry\x12\x14\n\x0cssh_key_name\x18\x0b \x01(\t\x12\x16\n\x0essh_public_key\x18\x0c \x01(\t\x12\x12\n\nnetwork_id\x18\r \x01(\t\x12\x11\n\tdevice_id\x18\x0e \x01(\t\x12\x17\n\x0ftokens_required\x18) \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x17SetGuestPasswordRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0f\n\x07port_id\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\x1a\n\x18SetGuestPasswordResponse2\x7f\n\x0eRouterMetadata\x12m\n\x10SetGuestPassword\x12+.cloudnet.router.v1.SetGuestPasswordRequest\x1a,.cloudnet.router.v1.SetGuestPasswordResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DHCPHOSTOPTION']._serialized_start=57
   _globals['_DHCPHOSTOPTION']._serialized_end=119
   _globals['_GUESTDNSRECORD']._serialized_start=121
-  _globals['_GUESTDNSRECORD']._serialized_end=212
-  _globals['_GUESTMETADATA']._serialized_start=215
-  _globals['_GUESTMETADATA']._serialized_end=608
-  _globals['_GUESTMETADATA_LABELSENTRY']._serialized_start=563
-  _globals['_GUESTMETADATA_LABELSENTRY']._serialized_end=608
-  _globals['_SETGUESTPASSWORDREQUEST']._serialized_start=610
-  _globals['_SETGUESTPASSWORDREQUEST']._serialized_end=689
-  _globals['_SETGUESTPASSWORDRESPONSE']._serialized_start=691
-  _globals['_SETGUESTPASSWORDRESPONSE']._serialized_end=717
-  _globals['_ROUTERMETADATA']._serialized_start=719
-  _globals['_ROUTERMETADATA']._serialized_end=846
+  _globals['_GUESTDNSRECORD']._serialized_end=229
+  _globals['_GUESTMETADATA']._serialized_start=232
+  _globals['_GUESTMETADATA']._serialized_end=625
+  _globals['_GUESTMETADATA_LABELSENTRY']._serialized_start=580
+  _globals['_GUESTMETADATA_LABELSENTRY']._serialized_end=625
+  _globals['_SETGUESTPASSWORDREQUEST']._serialized_start=627
+  _globals['_SETGUESTPASSWORDREQUEST']._serialized_end=706
+  _globals['_SETGUESTPASSWORDRESPONSE']._serialized_start=708
+  _globals['_SETGUESTPASSWORDRESPONSE']._serialized_end=734
+  _globals['_ROUTERMETADATA']._serialized_start=736
+  _globals['_ROUTERMETADATA']._serialized_end=863
 # @@protoc_insertion_point(module_scope)

@@ -59,11 +59,14 @@ class GuestDnsRecord(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     NETWORK_ID_FIELD_NUMBER: _builtins.int
+    VPC_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     network_id: _builtins.str
+    """The network's record, or (network_id empty) the VPC's, for every tier."""
+    vpc_id: _builtins.str
     name: _builtins.str
     """Absolute, no trailing dot (PTR: <reversed address>.in-addr.arpa)."""
     type: _builtins.str
@@ -75,13 +78,14 @@ class GuestDnsRecord(_message.Message):
         *,
         id: _builtins.str = ...,
         network_id: _builtins.str = ...,
+        vpc_id: _builtins.str = ...,
         name: _builtins.str = ...,
         type: _builtins.str = ...,
         value: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "network_id", b"network_id", "type", b"type", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name", "network_id", b"network_id", "type", b"type", "value", b"value", "vpc_id", b"vpc_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

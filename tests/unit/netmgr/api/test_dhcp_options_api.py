@@ -55,6 +55,10 @@ BAD: list[tuple[list[pb.DhcpOption], str]] = [
     ([Opt(number=53, type="uint8", values=["1"])], "port.dhcp_options[0].number"),
     ([Opt(number=1, type="ip", values=["255.0.0.0"])], "port.dhcp_options[0].number"),
     ([Opt(number=224, values=["x"])], "port.dhcp_options[0].type"),
+    # Types dnsmasq refuses for these numbers (its own option table).
+    ([Opt(number=33, type="string", values=["hello"])], "port.dhcp_options[0].type"),
+    ([Opt(number=150, type="uint8", values=["1"])], "port.dhcp_options[0].type"),
+    ([Opt(number=120, type="string", values=["sip"])], "port.dhcp_options[0].type"),
     ([Opt(number=224, type="float", values=["1.5"])], "port.dhcp_options[0].type"),
     ([Opt(name="ntp-server", type="string", values=["x"])], "port.dhcp_options[0].type"),
     ([Opt(name="ntp-server", number=43, values=["10.0.0.1"])], "port.dhcp_options[0].number"),

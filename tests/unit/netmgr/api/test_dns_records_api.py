@@ -135,3 +135,61 @@ def test_a_cname_loop_is_refused_as_dnsmasq_would_refuse_it(
                                                                   target))
         assert bad_fields(err) == ["dns_record.value"], err.details()
     assert record(api, net.id, "l3", "CNAME", "vm1").value == f"vm1.{net.domain}"
+
+
+# A port's name is answered by the router (A, AAAA): a record of those types,
+# or a CNAME, at a port's name is refused from either side.
+PORT_VS_RECORD: list[tuple[str, str, str, Code | None]] = [
+    # (record type at "web2", its value, how the port takes "web2", refused with)
+    ("CNAME", "www", "create", Code.ALREADY_EXISTS),
+    ("A", "10.0.0.70", "create", Code.ALREADY_EXISTS),
+    ("AAAA", "2001:db8::70", "create", Code.ALREADY_EXISTS),
+    ("CNAME", "www", "update", Code.ALREADY_EXISTS),
+    ("A", "10.0.0.70", "update", Code.ALREADY_EXISTS),
+    ("TXT", "owner=ops", "create", None),  # a TXT beside a port's name is fine
+    ("TXT", "owner=ops", "update", None),
+]
+
+
+@pytest.mark.parametrize(("kind", "value", "how", "code"), PORT_VS_RECORD,
+                         ids=[f"{k}-{h}" for k, _, h, _ in PORT_VS_RECORD])
+def test_a_port_cannot_take_a_name_a_record_holds(
+    cloud: Cloud, acme: tuple[pb.Tenant, Api], net: pb.Network, kind: str, value: str,
+    how: str, code: Code | None
+) -> None:
+    _, api = acme
+    held = record(api, net.id, "web2", kind, value)
+    other = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id,
+                                                             hostname="other")))
+    before = cloud.row_counts().get("ports")
+
+    def take() -> pb.Port:
+        if how == "create":
+            return api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id,
+                                                                    hostname="web2")))
+        return api.UpdatePort(pb.UpdatePortRequest(port=pb.Port(id=other.id,
+                                                                hostname="web2")))
+
+    if code is None:
+        assert take().hostname == "web2"
+        return
+    err = rpc_error(take)
+    assert err.code() == code, err.details()
+    assert err.details().startswith("port.hostname: "), err.details()
+    assert held.id in err.details()
+    assert cloud.row_counts().get("ports") == before
+    assert api.GetPort(pb.GetPortRequest(id=other.id)).hostname == "other"
+    # The other way round: a record at a port's name (this port's, now).
+    for k, v in (("CNAME", "www"), ("A", "10.0.0.71"), ("AAAA", "2001:db8::71")):
+        err = rpc_error(lambda k=k, v=v: record(api, net.id, "other", k, v))
+        assert bad_fields(err) == ["dns_record.name"], err.details()
+
+
+def test_a_port_named_like_a_record_falls_back_to_its_address_name(
+    acme: tuple[pb.Tenant, Api], net: pb.Network
+) -> None:
+    _, api = acme
+    record(api, net.id, "www", "CNAME", "vm1")
+    port = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, name="www")))
+    assert port.hostname != "www"
+    assert port.hostname.startswith("ip-") or port.ip.replace(".", "-") in port.hostname

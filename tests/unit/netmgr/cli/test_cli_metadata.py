@@ -98,3 +98,17 @@ def test_dns_records_from_the_command_line(c: Cli, tok: str) -> None:
     err = c.fails(tok, "dns", "create", net["id"], "www.example.com.", "A", "10.0.0.5")
     assert "dns_record.name" in err
     assert c.ok(tok, "dns", "delete", rec["id"]).strip() == f"Deleted DNS record {rec['id']}"
+
+
+def test_a_vpcs_dns_records_from_the_command_line(c: Cli, tok: str) -> None:
+    vpc = c.json(tok, "vpc", "create", "shop", "--cidr", "10.20.0.0/16")
+    tier = c.json(tok, "tier", "create", vpc["id"], "web", "--cidr", "10.20.1.0/24")
+    rec = c.json(tok, "dns", "create", "--vpc", vpc["id"], "www", "A", "10.20.1.50")
+    assert (rec["vpc_id"], rec["name"]) == (vpc["id"], f"www.{vpc['domain']}")
+    assert rec.get("network_id", "") == ""
+    mine = c.json(tok, "dns", "create", tier["id"], "db", "A", "10.20.1.51")
+    assert [r["id"] for r in c.json(tok, "dns", "list", "--vpc", vpc["id"])] == [rec["id"]]
+    assert [r["id"] for r in c.json(tok, "dns", "list", "--network", tier["id"])] == [mine["id"]]
+    for argv in (("--vpc", vpc["id"], tier["id"]), ()):  # both, neither
+        err = c.fails(tok, "dns", "create", *argv, "x", "A", "10.20.1.5")
+        assert "dns_record.network_id" in err

@@ -108,3 +108,37 @@ def test_a_hosts_reports_are_one_write(store: Store) -> None:
     assert len(writes) == 2
     routers = [store.get_router(tenant.id, n.router_id) for n in nets]
     assert {(r.applied_generation, r.last_error) for r in routers} == {(2, "agent gone")}
+
+
+def test_a_refused_record_or_ports_options_mark_that_object_error_only(store: Store) -> None:
+    from cloudnet.router.v1 import agent_pb2 as apb
+
+    from netmgr.model.dns import DnsRecordSpec
+    from netmgr.model.validation import PortSpec as Spec
+    from netmgr.reconcile.agent_report import record_report
+
+    tenant = store.create_tenant("acme")
+    net = store.create_network(tenant.id, NetworkSpec(name="web", cidr="10.0.0.0/24"))
+    port = store.create_port(tenant.id, Spec(network_id=net.id, hostname="vm1"))
+    other = store.create_port(tenant.id, Spec(network_id=net.id, hostname="vm2"))
+    bad = store.dns.create_dns_record(tenant.id, DnsRecordSpec(net.id, "a", "CNAME", "b"))
+    good = store.dns.create_dns_record(tenant.id, DnsRecordSpec(net.id, "www", "A", "10.0.0.9"))
+    gen = store.get_router(tenant.id, net.router_id).desired_generation
+
+    def status(*objects: apb.ObjectStatus) -> apb.RouterStatus:
+        return apb.RouterStatus(router_id=net.router_id, applied_generation=gen,
+                                objects=list(objects))
+
+    record_report(store, store.vpn, net.router_id, status(
+        apb.ObjectStatus(kind="port", id=port.id, ok=True),
+        apb.ObjectStatus(kind="dhcpoptions", id=port.id, ok=False, error="bad IP address"),
+        apb.ObjectStatus(kind="dnsrecord", id=bad.id, ok=False, error="CNAME loop")))
+    assert store.get_port(tenant.id, port.id).error == "DHCP options: bad IP address"
+    assert store.get_port(tenant.id, other.id).error == ""
+    assert store.dns.get_dns_record(tenant.id, bad.id).status.error == "CNAME loop"
+    assert store.dns.get_dns_record(tenant.id, bad.id).status.state.name == "ERROR"
+    assert store.dns.get_dns_record(tenant.id, good.id).status.state.name == "ACTIVE"
+    # Applied in a later report: the errors are cleared.
+    record_report(store, store.vpn, net.router_id, status())
+    assert store.get_port(tenant.id, port.id).error == ""
+    assert store.dns.get_dns_record(tenant.id, bad.id).status.state.name == "ACTIVE"
