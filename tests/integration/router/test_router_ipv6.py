@@ -379,3 +379,46 @@ def test_a_dual_stack_vpc_table_with_ipv6_acl_rules_loads(lab: Lab) -> None:
     with open(path, "w") as f:
         f.write(table)
     sh("ip", "netns", "exec", lab.topo.ns("nftc"), "nft", "-c", "-f", path)
+
+
+
+def test_a_vpc_ipv6_static_route_carries_a_guests_connection(
+        lab: Lab, dhcpv6_lease: dict[str, str]) -> None:
+    """A VPC router routes a network behind a tier's guest (g2, whose server
+    listens on 2001:db8:99::1) by an IPv6 static route through g2's address:
+    g1 reaches that server with the route and not without."""
+    behind, target = "2001:db8:99::/64", "2001:db8:99::1"
+    wait_for(lambda: G1_V6 in global_addresses(lab.g1), timeout=30, what="SLAAC on g1")
+    sh("ip", "-n", lab.g2, "-6", "addr", "replace", f"{target}/128", "dev", "lo", "nodad")
+    rt = lab.agent.agent.runtime(lab.router_id)
+    script = http_script(lab, "behind", "behind")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.g2, "socat",
+         f"TCP6-LISTEN:{HTTP_PORT},bind=[{target}],fork,reuseaddr", f"EXEC:{script}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://[{target}]:{HTTP_PORT}/"
+
+    def vpc(generation: int, routes: list[pb.Route]) -> pb.RouterConfig:
+        cfg = router_config(lab.router_id, generation)
+        cfg.vpc_id = "vpc-1"
+        cfg.ipv6_routes.extend(routes)
+        return cfg
+
+    try:
+        wait_for(lambda: f"[{target}]:{HTTP_PORT}" in sh(
+            "ip", "netns", "exec", lab.g2, "ss", "-ltn"), what="the server behind g2")
+        apply(lab.agent, vpc(20, []))
+        assert curl6(lab.g1, url, timeout=2).returncode != 0  # no route to it
+        apply(lab.agent, vpc(21, [pb.Route(destination=behind, gateway=G2_V6,
+                                           interface="g-net2")]))
+        assert f"via {G2_V6} dev g-net2 proto static" in sh(
+            "ip", "-n", rt.ctx.netns, "-6", "route", "show", behind)
+        got = curl6(lab.g1, url)
+        assert (got.returncode, got.stdout.strip()) == (0, "behind"), got.stderr
+        apply(lab.agent, vpc(22, []))
+        assert sh("ip", "-n", rt.ctx.netns, "-6", "route", "show", behind).strip() == ""
+        assert curl6(lab.g1, url, timeout=2).returncode != 0
+    finally:
+        server.kill()
+        server.wait()
+        apply(lab.agent, router_config(lab.router_id, 23))
