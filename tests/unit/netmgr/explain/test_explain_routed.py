@@ -60,9 +60,8 @@ def world(make_cloud: Callable[..., Cloud]) -> World:
     def explain(src: str, to: str) -> debug_pb2.ExplainResponse:
         return stub.Explain(debug_pb2.ExplainRequest(**{"from": src, "to": to}),
                             metadata=api.metadata, timeout=10)
-    return World(explain, {"pub": pub.id, "nat": nat.id, "g": g.id, "n": n.id, "g6": g.ipv6, "g4": g.ip,
-                           "https6": https6.id, "ssh4": ssh4.id,
-                           "snat": nat.source_nat_ip})
+    return World(explain, {"pub": pub.id, "nat": nat.id, "g": g.id, "n": n.id, "g6": g.ipv6,
+                           "g4": g.ip, "https6": https6.id, "ssh4": ssh4.id})
 
 
 # (from, to, allowed, decided by (kind, id key or literal), a step that must be there)
