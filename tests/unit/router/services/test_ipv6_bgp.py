@@ -211,3 +211,32 @@ def test_a_line_bgpd_does_not_know_is_refused_though_bgpd_exits_0(tmp_path: Path
     rendered[bgp.CONF] = rendered[bgp.CONF].replace(" coalesce-time", " bgp coalesce-time")
     with pytest.raises(CheckError, match="coalesce-time"):
         bgp.check(_check_ctx(tmp_path), rendered)
+
+
+def test_a_guest_ingress_delta_leaves_the_table_text_a_full_render_would_have() -> None:
+    """After a delta rewrote the guest_ingress chain, the loaded table's text
+    is the new config's: a full push of that config then changes no rule."""
+    from router.services.nftables import service as nft_service
+
+    before = dual_stack()
+    before.guest_ingress_rules.append(_rule(cidrs=["2001:db8:beef::/64"]))
+    after_rule = _rule(id="a0000000-0000-4000-8000-000000000002", port_start=443,
+                       cidrs=["2001:db8:cafe::/64"])
+    after = routed.with_rules(before, {"a0000000-0000-4000-8000-000000000001"}, [after_rule])
+    full = dual_stack()
+    full.guest_ingress_rules.append(after_rule)
+    old_text = render("nftables", before)[nft_service.SKELETON]
+    new_text = render("nftables", full)[nft_service.SKELETON]
+    assert old_text != new_text
+    assert routed.skeleton_with(old_text, after) == new_text
+    cmds = routed.chain_commands(after).splitlines()
+    assert cmds[0] == "flush chain inet cloudnet guest_ingress"
+    assert cmds[1:] == [f"add rule inet cloudnet guest_ingress {line}" for line in [
+        *routed.guest_ingress_lines(full), 'counter drop comment "cn:fw-default-drop"']]
+
+
+def test_a_guest_ingress_delta_with_a_bad_rule_is_refused_naming_it() -> None:
+    cfg = dual_stack()  # IPv6 guests only
+    bad = _rule(id="a0000000-0000-4000-8000-000000000009", cidrs=["198.51.100.0/24"])
+    with pytest.raises(ConfigError, match="a0000000-0000-4000-8000-000000000009"):
+        routed.with_rules(cfg, set(), [bad])
