@@ -12,16 +12,11 @@ from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 from netmgr.api import convert_edge as conv
 from netmgr.api import request_ids
 from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _list_scope, _tenant
-from netmgr.model.edge import FirewallRule
+from netmgr.model.edge import GUEST_INGRESS, FirewallRule, is_guest_ingress
 from netmgr.model.paging import page_request
 from netmgr.store.facade import Store
 
 log = logging.getLogger(__name__)
-
-
-def is_guest_ingress(r: FirewallRule) -> bool:
-    """An ingress rule to guests' own addresses (no public IP)."""
-    return r.direction == "ingress" and not r.public_ip_id
 
 
 class _EdgeBase(_Base):
@@ -171,21 +166,18 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
         tenant = _tenant()
         guest = is_guest_ingress(self._store.get_firewall_rule(tenant, request.id))
         router_id, gen = self._store.delete_firewall_rule(tenant, request.id)
-        if guest:
-            self._notify(router_id)
-        else:
-            self._changed(router_id, gen, removed=[("firewall", request.id)])
+        self._changed(router_id, gen, removed=[(GUEST_INGRESS if guest else "firewall",
+                                                request.id)])
         return pb.DeleteFirewallRuleResponse()
 
     def _rule_changed(self, r: FirewallRule, removed: Sequence[EdgeRef] = (),
                       added: Sequence[EdgeRule] = ()) -> None:
-        """Guest ingress rules (routed and IPv6 guests) are not edge-delta
-        objects: they travel with the router's whole config."""
+        """Guest ingress rules (routed and IPv6 guests) go as edge deltas too,
+        under a kind of their own (the agent rewrites their small chain)."""
         router_id = self._store.router_of_network(r.network_id)
         if is_guest_ingress(r):
-            self._notify(router_id)
-        else:
-            self._changed(router_id, r.generation, removed=removed, added=added)
+            removed = [(GUEST_INGRESS, i) for _, i in removed]
+        self._changed(router_id, r.generation, removed=removed, added=added)
 
     def GetEgressPolicy(self, request: pb.GetEgressPolicyRequest, context: Ctx) -> pb.EgressPolicy:
         return conv.egress_policy_to_pb(

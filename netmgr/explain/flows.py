@@ -25,6 +25,7 @@ import re
 from cloudnet.netmgr.v1 import debug_pb2 as pb
 
 from common.grpc_errors import InvalidArgument, NotFound
+from netmgr.explain import routed
 from netmgr.explain.edge import Packet
 from netmgr.explain.path import Walk
 from netmgr.explain.result import Result
@@ -35,9 +36,13 @@ from netmgr.model.field_rules import show
 from netmgr.store.facade import Store
 
 _TO = re.compile(r"(?P<ip>[0-9.]+)(?::(?P<port>\d{1,5}))?(?:/(?P<proto>tcp|udp|icmp))?")
+# IPv6: [ADDR]:PORT/PROTO, [ADDR]:PORT, ADDR/icmp or ADDR.
+_TO6 = re.compile(r"(?:\[(?P<ip>[0-9a-fA-F:]+)\](?::(?P<port>\d{1,5}))?|(?P<bare>[0-9a-fA-F:]+))"
+                  r"(?:/(?P<proto>tcp|udp|icmp))?")
 _UUID = re.compile(r"[0-9a-fA-F-]{36}")
 INTERNET = "internet"
 DEFAULT_OUTSIDE = "198.51.100.1"  # any outside address stands for "the internet"
+DEFAULT_OUTSIDE6 = "2001:db8:5100::10"
 MAX_FIELD = 64  # longer than any address, port ID or IP:PORT/PROTO
 
 
@@ -91,10 +96,56 @@ def parse(store: Store, tenant_id: str,
     return Packet(src, _ip("to", m["ip"]), proto, port), src_port
 
 
+def _is_ipv6_flow(request: pb.ExplainRequest) -> bool:
+    dst, src = request.to.strip(), getattr(request, "from").strip()
+    return dst.startswith("[") or dst.count(":") > 1 or src.count(":") > 1
+
+
+def parse6(store: Store, tenant_id: str, request: pb.ExplainRequest) -> tuple[
+        ipaddress.IPv6Address, ipaddress.IPv6Address, str, int]:
+    """An IPv6 flow: (source, destination, protocol, port)."""
+    src_text, dst_text = getattr(request, "from").strip(), request.to.strip()
+    for field, text in (("from", src_text), ("to", dst_text)):
+        if not text:
+            raise InvalidArgument.one(field, "a port ID, an address or 'internet'")
+        if len(text) > MAX_FIELD:
+            raise InvalidArgument.one(field, f"at most {MAX_FIELD} characters: {show(text)}")
+    src_port = _port(store, tenant_id, src_text, "from")
+    if src_port is not None:
+        if not src_port.ipv6:
+            raise InvalidArgument.one("from", f"port {src_port.id} has no IPv6 address")
+        src_text = src_port.ipv6
+    elif src_text.lower() == INTERNET:
+        src_text = DEFAULT_OUTSIDE6
+    dst_port = _port(store, tenant_id, dst_text, "to")
+    if dst_port is not None:
+        if not dst_port.ipv6:
+            raise InvalidArgument.one("to", f"port {dst_port.id} has no IPv6 address")
+        dst_text = dst_port.ipv6
+    m = _TO6.fullmatch(dst_text)
+    if not m:
+        raise InvalidArgument.one("to", f"expected [IPV6]:PORT/PROTO, got {show(dst_text)}")
+    proto = m["proto"] or ("tcp" if m["port"] else "icmp")
+    port = int(m["port"] or 0)
+    if proto != "icmp" and not 0 < port < 65536:
+        raise InvalidArgument.one("to", "a TCP or UDP destination needs a port 1-65535")
+    out = []
+    for field, text in (("from", src_text), ("to", m["ip"] or m["bare"])):
+        try:
+            out.append(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise InvalidArgument.one(field, f"not an IPv6 address (the flow is IPv6): "
+                                      f"{show(text)}") from None
+    return out[0], out[1], proto, port
+
+
 def explain(store: Store, tenant_id: str, request: pb.ExplainRequest) -> pb.ExplainResponse:
-    pkt, src_port = parse(store, tenant_id, request)
     world = World(store, tenant_id)
-    answer = _walk(world, pkt, src_port)
+    if _is_ipv6_flow(request):
+        answer = routed.explain6(world, *parse6(store, tenant_id, request))
+    else:
+        pkt, src_port = parse(store, tenant_id, request)
+        answer = _walk(world, pkt, src_port)
     # An object the router refused runs as it was before (or not at all, if
     # it was new): the model's version of it may not be what the router holds.
     errors = world.errors()

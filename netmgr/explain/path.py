@@ -42,7 +42,7 @@ import dataclasses
 
 from cloudnet.netmgr.v1 import debug_pb2 as pb
 
-from netmgr.explain import vpn
+from netmgr.explain import routed, vpn
 from netmgr.explain.edge import (
     Packet,
     edge_opener,
@@ -87,6 +87,10 @@ class Walk:
         if holder is not None and self.routers < MAX_ROUTERS:
             return self.through(holder, pkt, Iface(PUBLIC))
         other = self.world.network_of(pkt.dst)
+        if other is not None and other.routed and other.router_id:
+            self.res.router_id = other.router_id
+            return routed.guest_ingress(self.res, self.world.router(other.router_id), other,
+                                        pkt.src, pkt.dst, pkt.proto, pkt.port)
         if other is not None:
             self.res.router_id = other.router_id
             return self.res.done(False, "network", other.id,
@@ -315,6 +319,9 @@ class Walk:
             if static is not None:
                 res.step("staticnat", static.id, f"source becomes {static.public_ip}")
                 pkt = dataclasses.replace(pkt, src=type(pkt.src)(static.public_ip))
+            elif src_net is not None and src_net.routed:
+                res.step("network", src_net.id, f"{src_net.name} is routed: no source NAT, "
+                         f"the source stays {pkt.src}")
             elif src_net is not None and src_net.source_nat_ip:
                 res.step("snat", src_net.id, f"source becomes {src_net.source_nat_ip}")
                 pkt = dataclasses.replace(pkt, src=type(pkt.src)(src_net.source_nat_ip))

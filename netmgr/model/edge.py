@@ -56,6 +56,16 @@ class FirewallRule(WithStatus):
     public_ip: str
 
 
+# The kind an edge change names an ingress rule to routed and IPv6 guests by
+# (an agent that does not know such rules answers its delta stale).
+GUEST_INGRESS = "guest-ingress"
+
+
+def is_guest_ingress(r: FirewallRule) -> bool:
+    """An ingress rule to guests' own addresses (no public IP)."""
+    return r.direction == "ingress" and not r.public_ip_id
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class LbMember:
     port_id: str

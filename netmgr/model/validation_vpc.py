@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from common.grpc_errors import Violation
 from netmgr.model.core import Network, Zone
 from netmgr.model.field_rules import FORBIDDEN_NETS, dns_name_problem, name_problem, show
+from netmgr.model.ipv6_rules import ipv6_net_kind_problem
 from netmgr.model.validation import _collect, raise_if
 from netmgr.model.validation_edge import any_family_cidrs_problems
 from netmgr.model.vlans import private_gateway_vlan_problem
@@ -172,7 +173,10 @@ PG_MIN_PREFIX, PG_MAX_PREFIX = 16, 30
 
 
 def check_static_route(cidr: str, next_hop: str, prefix: str = "static_route") -> tuple[str, str]:
-    """Store-free checks; returns the canonical CIDR and next hop."""
+    """Store-free checks; returns the canonical CIDR and next hop. Either
+    family, the next hop of the destination's."""
+    if ":" in cidr or ":" in next_hop:
+        return _check_static_route6(cidr, next_hop, prefix)
     out: list[Violation] = []
     try:
         net = ipaddress.IPv4Network(cidr, strict=True)
@@ -184,7 +188,7 @@ def check_static_route(cidr: str, next_hop: str, prefix: str = "static_route") -
         elif any(net.overlaps(bad) for bad in FORBIDDEN_NETS):
             out.append(Violation(f"{prefix}.cidr", f"{cidr} overlaps a reserved range"))
     except ValueError as e:
-        reason = "has host bits set" if "host bits" in str(e) else "is not an IPv4 CIDR"
+        reason = "has host bits set" if "host bits" in str(e) else "is not an IP CIDR"
         out.append(Violation(f"{prefix}.cidr", f"{show(cidr)} {reason}"))
     try:
         hop = ipaddress.IPv4Address(next_hop)
@@ -194,14 +198,57 @@ def check_static_route(cidr: str, next_hop: str, prefix: str = "static_route") -
     return str(net), str(hop)
 
 
+def _check_static_route6(cidr: str, next_hop: str, prefix: str) -> tuple[str, str]:
+    out: list[Violation] = []
+    net6: ipaddress.IPv6Network | None = None
+    try:
+        net6 = ipaddress.IPv6Network(cidr, strict=True)
+    except ValueError as e:
+        reason = ("has host bits set" if "host bits" in str(e)
+                  else "is an IPv4 CIDR; the next hop is IPv6" if "." in cidr and ":" not in cidr
+                  else "is not an IP CIDR")
+        out.append(Violation(f"{prefix}.cidr", f"{show(cidr)} {reason}"))
+    if net6 is not None:
+        if net6.prefixlen == 0:
+            out.append(Violation(f"{prefix}.cidr", "::/0 is the router's own default route "
+                                 "(the zone's IPv6 gateway)"))
+        elif "/" not in cidr:
+            out.append(Violation(f"{prefix}.cidr", f"{show(cidr)} needs a prefix length"))
+        elif (problem := ipv6_net_kind_problem(net6, cidr)) is not None:
+            out.append(Violation(f"{prefix}.cidr", problem))
+    hop = _address6(next_hop)
+    if isinstance(hop, str):
+        out.append(Violation(f"{prefix}.next_hop", hop))
+    raise_if(out)
+    assert net6 is not None
+    assert not isinstance(hop, str)
+    return str(net6), str(hop)
+
+
+def _address6(value: str) -> ipaddress.IPv6Address | str:
+    """An IPv6 next hop, or why not."""
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        return f"{show(value)} is not an IP address"
+    if addr.version != 6:
+        return f"{show(value)} is an IPv4 address; the destination is IPv6"
+    if addr.is_link_local or addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        return f"{show(value)} is not a routable unicast address on a tier"
+    return addr
+
+
 def next_hop_problem(hop: str, subnets: Iterable[tuple[str, str, str]]) -> tuple[str, str]:
     """The (id, interface CIDR) of the tier or gateway subnet holding ``hop``
-    (given (id, subnet CIDR, router address) triples); raises naming the field."""
-    addr = ipaddress.IPv4Address(hop)
+    (given (id, subnet CIDR, router address) triples, IPv6 /64s among them);
+    raises naming the field."""
+    addr = ipaddress.ip_address(hop)
     for obj_id, cidr, own in subnets:
-        net = ipaddress.IPv4Network(cidr)
-        if addr in net:
-            if addr in (net.network_address, net.broadcast_address) or str(addr) == own:
+        net = ipaddress.ip_network(cidr)
+        if net.version == addr.version and addr in net:
+            ends = ((net.network_address,) if net.version == 6
+                    else (net.network_address, net.broadcast_address))
+            if addr in ends or addr == ipaddress.ip_address(own):
                 raise_if([Violation("static_route.next_hop",
                                     f"{hop} is the network, broadcast or router address of "
                                     f"{cidr}")])

@@ -33,6 +33,7 @@ import grpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import edge_pb2 as epb
 from cloudnet.router.v1 import edge_pb2_grpc
+from cloudnet.router.v1 import routing_pb2 as rpb
 
 from common import grpc_errors as errors
 from netmgr.model import edge as me
@@ -53,6 +54,8 @@ def ref_of(obj: AgentRule) -> Ref:
         return "staticnat", obj.id
     if isinstance(obj, apb.PortForwardRule):
         return "portforward", obj.id
+    if isinstance(obj, rpb.GuestIngressRule):
+        return me.GUEST_INGRESS, obj.id
     return "firewall", obj.id
 
 
@@ -89,6 +92,8 @@ def merge(router_id: str, base: int, generation: int,
             delta.ingress_rules.append(rule)
         elif isinstance(rule, apb.EgressRule):
             delta.egress_rules.append(rule)
+        elif isinstance(rule, rpb.GuestIngressRule):
+            delta.guest_ingress_rules.append(rule)
     return delta
 
 

@@ -25,6 +25,7 @@ from common.grpc_errors import (
     ResourceExhausted,
 )
 from netmgr.model import vpc as mv
+from netmgr.model.ipv6_rules import ipv6_gateway
 from netmgr.model.validation_vpc import check_private_gateway, check_static_route, next_hop_problem
 from netmgr.store import ipam, rows, shared
 from netmgr.store.acls import check_tier_acl
@@ -47,6 +48,10 @@ def _subnets(s: Session, vpc_id: str) -> list[tuple[str, str, str]]:
     for g in s.scalars(select(PrivateGatewayRow).where(PrivateGatewayRow.vpc_id == vpc_id)):
         iface = ipaddress.IPv4Interface(g.address)
         out.append((g.id, str(iface.network), str(iface.ip)))
+    # The tiers' IPv6 /64s: an IPv6 route's next hop lies on one.
+    out += [(n, c, ipv6_gateway(c)) for n, c in s.execute(
+        select(NetworkRow.id, NetworkRow.ipv6_cidr)
+        .where(NetworkRow.vpc_id == vpc_id, NetworkRow.ipv6_cidr.is_not(None))) if c]
     return out
 
 
@@ -54,9 +59,10 @@ def _route(s: Session, row: StaticRouteRow, applied: int | None = None,
            subnets: list[tuple[str, str, str]] | None = None) -> mv.StaticRoute:
     if applied is None:
         applied = shared.vpc_router(s, row.vpc_id).applied_generation
-    hop = ipaddress.IPv4Address(row.next_hop)
+    hop = ipaddress.ip_address(row.next_hop)
     via = next((i for i, c, _ in (subnets or _subnets(s, row.vpc_id))
-                if hop in ipaddress.IPv4Network(c)), "")
+                if ipaddress.ip_network(c).version == hop.version
+                and hop in ipaddress.ip_network(c)), "")
     return mv.StaticRoute(status=rows.status(row, applied), vpc_id=row.vpc_id, cidr=row.cidr,
                           next_hop=row.next_hop, via_id=via)
 
@@ -85,10 +91,11 @@ def route_snapshot(s: Session, vpc_id: str) -> tuple[
 
 
 def check_no_routes_via(s: Session, vpc_id: str, cidr: str, what: str) -> None:
-    net = ipaddress.IPv4Network(cidr)
+    net = ipaddress.ip_network(cidr)
     used = [r.cidr for r in s.scalars(select(StaticRouteRow)
                                       .where(StaticRouteRow.vpc_id == vpc_id))
-            if ipaddress.IPv4Address(r.next_hop) in net]
+            if ipaddress.ip_address(r.next_hop).version == net.version
+            and ipaddress.ip_address(r.next_hop) in net]
     if used:
         raise FailedPrecondition(f"static routes to {', '.join(used)} go through {what}; "
                                  "delete them first")
@@ -109,9 +116,10 @@ def check_segment_room(s: Session, vpc_id: str, field: str) -> None:
 
 
 def _check_subnet_free(s: Session, vpc_id: str, cidr: str, field: str) -> None:
-    net = ipaddress.IPv4Network(cidr)
+    net = ipaddress.ip_network(cidr)
     for obj_id, other, _ in _subnets(s, vpc_id):
-        if net.overlaps(ipaddress.IPv4Network(other)):
+        peer = ipaddress.ip_network(other)
+        if peer.version == net.version and net.overlaps(peer):
             raise InvalidArgument.one(field, f"{cidr} overlaps {other} ({obj_id})")
 
 
@@ -130,10 +138,13 @@ class RouteStore:
             router = shared.vpc_router(s, vpc.id)
             gen = shared.bump(s, router.id)
             _check_subnet_free(s, vpc.id, cidr, "static_route.cidr")
-            public = rows.zone(shared.zone_row(s)).public_cidr
-            if ipaddress.IPv4Network(cidr).overlaps(ipaddress.IPv4Network(public)):
-                raise InvalidArgument.one("static_route.cidr", f"{cidr} overlaps the zone's "
-                                          f"public network {public}")
+            zone = rows.zone(shared.zone_row(s))
+            net = ipaddress.ip_network(cidr)
+            for public in (zone.public_cidr, zone.public_cidr6):
+                if public and ipaddress.ip_network(public).version == net.version and \
+                        net.overlaps(ipaddress.ip_network(public)):
+                    raise InvalidArgument.one("static_route.cidr", f"{cidr} overlaps the "
+                                              f"zone's public network {public}")
             next_hop_problem(next_hop, _subnets(s, vpc.id))
             if s.scalar(select(StaticRouteRow.id).where(StaticRouteRow.vpc_id == vpc.id,
                                                         StaticRouteRow.cidr == cidr)):

@@ -85,6 +85,8 @@ def drop_tier(s: Session, row: NetworkRow) -> None:
     """Before a tier's row goes: free its router MAC, bump the VPC router."""
     assert row.vpc_id is not None
     check_no_routes_via(s, row.vpc_id, row.cidr, f"tier {row.id}")
+    if row.ipv6_cidr:
+        check_no_routes_via(s, row.vpc_id, row.ipv6_cidr, f"tier {row.id}")
     if row.router_mac:
         s.execute(delete(MacRow).where(MacRow.mac == row.router_mac))
     shared.bump(s, _vpc_router_id(s, row.vpc_id))

@@ -83,6 +83,7 @@ def verify(cfg: pb.RouterConfig) -> None:
                 if addr not in cidr or addr == gateway:
                     raise ConfigError(f"port {host.port_id}: IPv6 {addr} is outside {cidr} or "
                                       "the router's", "port", host.port_id)
+    _verify_routes(cfg)
     if cfg.HasField("ipv6_uplink"):
         up = cfg.ipv6_uplink
         try:
@@ -93,6 +94,25 @@ def verify(cfg: pb.RouterConfig) -> None:
         gw = parse_ipv6("ipv6 uplink", up.gateway)
         if gw not in iface.network:
             raise ConfigError(f"ipv6 uplink: gateway {gw} is outside {iface.network}")
+
+
+def _verify_routes(cfg: pb.RouterConfig) -> None:
+    """Each route: an IPv6 destination (not the default route, which is the
+    uplink's), once, through a gateway on a /64 of its interface."""
+    on: dict[str, list[ipaddress.IPv6Network]] = {}
+    for iface, addrs in wanted_addresses(cfg).items():
+        on[iface] = [ipaddress.IPv6Interface(a).network for a in addrs]
+    seen: set[ipaddress.IPv6Network] = set()
+    for route in cfg.ipv6_routes:
+        what = f"ipv6 route {route.destination!r}"
+        dst = parse_ipv6_network(what, route.destination)
+        if dst.prefixlen == 0 or dst in seen:
+            raise ConfigError(f"{what}: the default route or a duplicate")
+        seen.add(dst)
+        gw = parse_ipv6(what, route.gateway)
+        if not any(gw in net for net in on.get(route.interface, [])):
+            raise ConfigError(f"{what}: gateway {gw} is not on an IPv6 network of "
+                              f"interface {route.interface!r}")
 
 
 def wanted_addresses(cfg: pb.RouterConfig) -> dict[str, list[str]]:
@@ -109,14 +129,16 @@ def wanted_addresses(cfg: pb.RouterConfig) -> dict[str, list[str]]:
 
 
 def serves(cfg: pb.RouterConfig) -> bool:
-    return any(n.ipv6_cidr for n in cfg.guest_networks) or bool(cfg.ipv6_uplink.address)
+    return (any(n.ipv6_cidr for n in cfg.guest_networks) or bool(cfg.ipv6_uplink.address)
+            or bool(cfg.ipv6_routes))
 
 
 def render(cfg: pb.RouterConfig) -> Rendered:
     if not serves(cfg):
         return {}
     state = {"addresses": wanted_addresses(cfg),
-             "default_route": cfg.ipv6_uplink.gateway if cfg.ipv6_uplink.address else ""}
+             "default_route": cfg.ipv6_uplink.gateway if cfg.ipv6_uplink.address else "",
+             "routes": sorted([r.destination, r.gateway, r.interface] for r in cfg.ipv6_routes)}
     return {"ipv6.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
 
@@ -151,28 +173,42 @@ def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise ApplyError(f"ipv6: {addr} on {name}: {e}") from e
-        _default_route(ipr, cfg, links)
+        _routes(ipr, cfg, links)
 
 
-def _default_route(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
-    routes = ipr.get_routes(family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)
-    have = {(str(m.get("RTA_GATEWAY") or ""), int(m.get("RTA_OIF") or 0))
-            for m in routes if m["dst_len"] == 0}
-    want: set[tuple[str, int]] = set()
+Route6 = tuple[str, int, str, int]  # destination, prefix length, gateway, interface index
+
+
+def _routes(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
+    """The default route to the edge and the config's other routes (proto
+    static: routes the kernel or a daemon made are left alone)."""
+    have: set[Route6] = {
+        (str(m.get("RTA_DST") or "::"), int(m["dst_len"]), str(m.get("RTA_GATEWAY") or ""),
+         int(m.get("RTA_OIF") or 0))
+        for m in ipr.get_routes(family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)}
+    want: set[Route6] = set()
     public = next((i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC), "")
     if cfg.ipv6_uplink.address and public in links:
-        want.add((str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)), links[public]))
-    for gw, oif in have - want:
+        want.add(("::", 0, str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)), links[public]))
+    for r in cfg.ipv6_routes:
+        if r.interface in links:
+            net = ipaddress.IPv6Network(r.destination)
+            want.add((str(net.network_address), net.prefixlen,
+                      str(ipaddress.IPv6Address(r.gateway)), links[r.interface]))
+    for dst, length, gw, oif in have - want:
         with contextlib.suppress(NetlinkError):
-            ipr.route("del", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
+            ipr.route("del", family=AF_INET6, dst=dst, dst_len=length, gateway=gw, oif=oif,
                       table=MAIN_TABLE, proto=RTPROT_STATIC)
-    for gw, oif in want - have:
-        ipr.route("replace", family=AF_INET6, dst="::", dst_len=0, gateway=gw, oif=oif,
-                  table=MAIN_TABLE, proto=RTPROT_STATIC)
+    for dst, length, gw, oif in sorted(want - have):
+        try:
+            ipr.route("replace", family=AF_INET6, dst=dst, dst_len=length, gateway=gw,
+                      oif=oif, table=MAIN_TABLE, proto=RTPROT_STATIC)
+        except NetlinkError as e:
+            raise ApplyError(f"ipv6: route {dst}/{length} via {gw}: {e}") from e
 
 
 class Ipv6:
-    """``base.Service``: the router's IPv6 addresses, default route, forwarding."""
+    """``base.Service``: the router's IPv6 addresses, routes, forwarding."""
 
     name = "ipv6"
 

@@ -21,7 +21,8 @@ PUBLIC_INTERFACE = "pub0"
 
 # The edge rules a delta can carry: their model objects and agent objects.
 EdgeRule: TypeAlias = me.StaticNat | me.PortForward | me.FirewallRule
-AgentRule: TypeAlias = pb.StaticNatRule | pb.PortForwardRule | pb.IngressRule | pb.EgressRule
+AgentRule: TypeAlias = (pb.StaticNatRule | pb.PortForwardRule | pb.IngressRule | pb.EgressRule
+                        | rpb.GuestIngressRule)
 
 
 def public_address(ip: me.PublicIp) -> pb.PublicAddress:
@@ -62,8 +63,12 @@ def egress_rule(r: me.FirewallRule, network_cidr: str) -> pb.EgressRule:
                          icmp_type=r.icmp_type, icmp_code=r.icmp_code, cidrs=list(r.cidrs))
 
 
-def firewall_rule(r: me.FirewallRule, network_cidr: str) -> pb.IngressRule | pb.EgressRule:
-    """By direction; ``network_cidr`` (the rule's network) matters to egress rules only."""
+def firewall_rule(r: me.FirewallRule, network_cidr: str) -> (
+        pb.IngressRule | pb.EgressRule | rpb.GuestIngressRule):
+    """By direction and target; ``network_cidr`` (the rule's network)
+    matters to egress rules only."""
+    if me.is_guest_ingress(r):
+        return guest_ingress_rule(r)
     return ingress_rule(r) if r.direction == "ingress" else egress_rule(r, network_cidr)
 
 

@@ -49,6 +49,7 @@ def add_vpc(config: pb.RouterConfig, snapshot: RouterSnapshot) -> None:
         pb.TierAcl(network_id=obj_id, interface=ifaces[obj_id], acl_id=acl_id)
         for obj_id, acl_id in sorted(vpc.tier_acls) if obj_id in ifaces)
     # Static routes through the tier or gateway holding their next hop.
-    config.routes.extend(
-        pb.Route(destination=r.cidr, gateway=r.next_hop, interface=ifaces[r.via_id])
-        for r in sorted(vpc.routes, key=lambda r: r.cidr) if r.via_id in ifaces)
+    for r in sorted(vpc.routes, key=lambda r: r.cidr):
+        if r.via_id in ifaces:
+            (config.ipv6_routes if ":" in r.cidr else config.routes).append(
+                pb.Route(destination=r.cidr, gateway=r.next_hop, interface=ifaces[r.via_id]))

@@ -209,9 +209,16 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
             f"iifname {{ {names} }} oifname {{ {names} }} ip saddr {{ {', '.join(sources)} }} "
             'counter accept comment "between tiers"')
     if any(n.ipv6_cidr for n in cfg.guest_networks):
-        # Tiers' IPv6 from their own /64s (nftables/routed.py's set).
+        # Tiers' IPv6 from their own /64s (nftables/routed.py's set), and the
+        # networks IPv6 static routes reach through them.
         forward.append(f"iifname {{ {names} }} oifname {{ {names} }} ip6 saddr @guest_nets6 "
                        'counter accept comment "between tiers"')
+        behind = sorted({ipaddress.IPv6Network(r.destination) for r in cfg.ipv6_routes
+                         if r.interface in inner})
+        if behind:
+            forward.append(f"iifname {{ {names} }} oifname {{ {names} }} "
+                           f"ip6 saddr {{ {', '.join(map(str, behind))} }} "
+                           'counter accept comment "between tiers"')
     return {"acl_chains": chains(cfg), "acl_maps": maps, "acl_forward": forward}
 
 

@@ -3,7 +3,8 @@
 A full RouterConfig push stays the truth (and stays atomic); this is the
 shortcut for "these few edge objects were removed or added between
 generation B and G". It is taken only when the router runs exactly B, and
-only for static NAT, port forwards and firewall rules; anything else (a set
+only for static NAT, port forwards and firewall rules (those to routed and
+IPv6 guests rewrite their own small chain whole); anything else (a set
 the loaded table lacks, an nft refusal, an index not built) answers `stale`
 and the caller pushes the whole config.
 
@@ -45,12 +46,14 @@ from router.services.base import Context, ObjectId, RouterPaths, RunningConfig
 from router.services.nftables import counters as edge_counters
 from router.services.nftables import edge as nft_edge
 from router.services.nftables import journal as edge_journal
+from router.services.nftables import routed as nft_routed
 from router.services.nftables import table
 from router.services.nftables.edge import config_field, delta_objects
 
 log = logging.getLogger(__name__)
 
-DELTA_KINDS = (nft_edge.STATIC_NAT, nft_edge.PORT_FORWARD, nft_edge.FIREWALL)
+DELTA_KINDS = (nft_edge.STATIC_NAT, nft_edge.PORT_FORWARD, nft_edge.FIREWALL,
+               nft_routed.GUEST_INGRESS)
 Oid = ObjectId
 Field = str  # name of a RouterConfig repeated field
 
@@ -319,13 +322,19 @@ class EdgeDeltas:
         for ref in delta.removed:
             if ref.kind not in DELTA_KINDS:
                 raise StaleDelta(f"kind {ref.kind!r} is not changed in place")
-        removed = {(r.kind, r.id) for r in delta.removed}
+        guests = {r.id for r in delta.removed if r.kind == nft_routed.GUEST_INGRESS}
+        removed = {(r.kind, r.id) for r in delta.removed
+                   if r.kind != nft_routed.GUEST_INGRESS}
         added = delta_objects(delta)
+        guest_cmds, guest_cfg = "", None
+        if guests or delta.guest_ingress_rules:
+            guest_cfg = nft_routed.with_rules(cfg, guests, list(delta.guest_ingress_rules))
+            guest_cmds = nft_routed.chain_commands(guest_cfg)
         # An object named again is replaced: its old elements go first.
         removed |= {nft_edge.object_key(o) for o in added
                     if index.current(nft_edge.object_key(o))}
         index.verify(removed, added)
-        commands = index.change(removed, added)
+        commands = index.change(removed, added) + guest_cmds
         try:
             if commands:
                 libnft.run_checked(ctx.netns, commands)
@@ -337,7 +346,16 @@ class EdgeDeltas:
             self.table.loaded = None
             raise StaleDelta(f"nft refused the element update: {e}", table_changed=True) from e
         index.edit_config(removed, added, delta.generation)
-        return sorted({nft_edge.object_key(o) for o in added})
+        if guest_cfg is not None:
+            del cfg.guest_ingress_rules[:]
+            cfg.guest_ingress_rules.extend(guest_cfg.guest_ingress_rules)
+            loaded = self.table.loaded
+            if loaded is not None:
+                # The next full apply diffs against the chain as it now is.
+                self.table.loaded = table.Loaded(
+                    nft_routed.skeleton_with(loaded.skeleton, guest_cfg), loaded.elements)
+        return sorted({nft_edge.object_key(o) for o in added}
+                      | {(nft_edge.FIREWALL, r.id) for r in delta.guest_ingress_rules})
 
     def journal(self, ctx: Context, running: RunningConfig, delta: epb.EdgeDelta) -> None:
         if not edge_journal.append(ctx.paths.edge_journal, delta):

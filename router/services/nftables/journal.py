@@ -22,6 +22,7 @@ from cloudnet.router.v1 import edge_pb2 as epb
 from router.lib import files
 from router.services.base import Context, RouterPaths, RunningConfig, persisted_config
 from router.services.nftables import edge as nft_edge
+from router.services.nftables import routed as nft_routed
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,11 @@ def replay(path: str, cfg: pb.RouterConfig) -> pb.RouterConfig:
     for delta in read_journal(path):
         if delta.base_generation != cfg.generation:
             continue
+        guests = {r.id for r in delta.removed if r.kind == nft_routed.GUEST_INGRESS}
+        guests |= {r.id for r in delta.guest_ingress_rules}
+        keep_guests = [r for r in cfg.guest_ingress_rules if r.id not in guests]
+        del cfg.guest_ingress_rules[:]
+        cfg.guest_ingress_rules.extend([*keep_guests, *delta.guest_ingress_rules])
         removed = {(r.kind, r.id) for r in delta.removed}
         added = nft_edge.delta_objects(delta)
         removed |= {nft_edge.object_key(o) for o in added}

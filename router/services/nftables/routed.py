@@ -13,6 +13,7 @@ chain takes it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -115,3 +116,50 @@ def context(cfg: pb.RouterConfig) -> dict[str, Any]:
         "routed_nets": sorted({n.cidr for n in cfg.guest_networks if n.routed}),
         "guest_ingress": guest_ingress_lines(cfg),
     }
+
+
+# ---- edge deltas: the guest_ingress chain rewritten in place ----------------
+
+# The kind an edge delta names a guest ingress rule by in its removed refs.
+GUEST_INGRESS = "guest-ingress"
+_CHAIN = "inet cloudnet guest_ingress"
+# The chain's last rule, as the table's template has it.
+_DEFAULT_DROP = 'counter drop comment "cn:fw-default-drop"'
+
+
+def with_rules(cfg: pb.RouterConfig, removed: set[str],
+               added: list[rpb.GuestIngressRule]) -> pb.RouterConfig:
+    """What verify and guest_ingress_lines need of ``cfg`` after a delta:
+    its guest networks, and its guest ingress rules less ``removed`` (IDs)
+    and the re-added ones, plus ``added``. Raises ConfigError naming a bad
+    added rule."""
+    out = pb.RouterConfig(router_id=cfg.router_id)
+    out.guest_networks.extend(cfg.guest_networks)
+    gone = removed | {r.id for r in added}
+    out.guest_ingress_rules.extend(r for r in cfg.guest_ingress_rules if r.id not in gone)
+    out.guest_ingress_rules.extend(added)
+    verify(out)
+    return out
+
+
+def chain_commands(cfg: pb.RouterConfig) -> str:
+    """nft commands making the loaded guest_ingress chain ``cfg``'s (one
+    transaction with the rest of a delta): a few rules per router, so the
+    chain is written whole."""
+    lines = [f"flush chain {_CHAIN}"]
+    lines += [f"add rule {_CHAIN} {line}" for line in guest_ingress_lines(cfg)]
+    lines.append(f"add rule {_CHAIN} {_DEFAULT_DROP}")
+    return "\n".join(lines) + "\n"
+
+
+_CHAIN_TEXT = re.compile(r"(\tchain guest_ingress \{\n)(.*?)(\t\}\n)", re.DOTALL)
+
+
+def skeleton_with(skeleton: str, cfg: pb.RouterConfig) -> str:
+    """The loaded table's text (without its edge elements) once
+    ``chain_commands(cfg)`` ran: its guest_ingress chain as the template
+    writes it for ``cfg``; "" (load the whole table next time) if the text
+    is not as expected."""
+    body = "".join(f"\t\t{line}\n" for line in [*guest_ingress_lines(cfg), _DEFAULT_DROP])
+    new, n = _CHAIN_TEXT.subn(lambda m: m.group(1) + body + m.group(3), skeleton)
+    return new if n == 1 else ""

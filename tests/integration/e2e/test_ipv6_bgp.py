@@ -8,6 +8,7 @@ the network withdraws its prefixes."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from cloudnet.netmgr.v1 import routing_pb2 as rpb
 from aio.allinone import AllInOne
 from aio.nsguest import NamespaceGuest
 from aio.topology import INET_CIDR6, INET_HOST_IP, INET_HOST_IP6, WEB_PORT
+from router.services.base import RouterPaths
+from router.services.nftables.journal import read_journal
 
 pytestmark = pytest.mark.integration
 
@@ -73,12 +76,18 @@ def test_a_routed_dual_stack_network_end_to_end(aio_cloud: AllInOne, make_tenant
 
         assert from_inet() == ""
         fw = erpc.FirewallServiceStub(t.api.channel)
-        t.api.call(fw.CreateFirewallRule, epb.CreateFirewallRuleRequest(
+        rule = t.api.call(fw.CreateFirewallRule, epb.CreateFirewallRuleRequest(
             firewall_rule=epb.FirewallRule(direction=epb.FIREWALL_DIRECTION_INGRESS,
                                            network_id=net.id, protocol="tcp", port=8080,
                                            cidrs=[INET_CIDR6])))
         t.api.wait_router_active(net.router_id)
         wait_until(lambda: from_inet() == "guest", "the guest reached from the internet host")
+        if aio_cloud.router_backend != "vm":
+            # It went as an edge delta (journaled by the agent), not a full push.
+            journal = RouterPaths(os.path.join(aio_cloud.state_dir, "agent", "routers",
+                                               net.router_id)).edge_journal
+            assert [r.id for d in read_journal(journal) for r in d.guest_ingress_rules] == [
+                rule.id]
     finally:
         server.kill()
         server.wait()

@@ -23,13 +23,15 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from cloudnet.router.v1 import agent_pb2_grpc
+from cloudnet.router.v1 import agent_pb2_grpc, edge_pb2_grpc
+from cloudnet.router.v1 import edge_pb2 as epb
 from cloudnet.router.v1 import routing_pb2 as rpb
 
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from netmgr.model.ipv6_rules import eui64
 from router.agent.registry import RouterRegistry
 from router.agent.server import create_server
+from router.services.nftables.routed import GUEST_INGRESS
 from tests.lib.routerlab import (
     DOMAIN,
     HOSTS,
@@ -379,3 +381,97 @@ def test_a_dual_stack_vpc_table_with_ipv6_acl_rules_loads(lab: Lab) -> None:
     with open(path, "w") as f:
         f.write(table)
     sh("ip", "netns", "exec", lab.topo.ns("nftc"), "nft", "-c", "-f", path)
+
+
+
+def test_a_vpc_ipv6_static_route_carries_a_guests_connection(
+        lab: Lab, dhcpv6_lease: dict[str, str]) -> None:
+    """A VPC router routes a network behind a tier's guest (g2, whose server
+    listens on 2001:db8:99::1) by an IPv6 static route through g2's address:
+    g1 reaches that server with the route and not without."""
+    behind, target = "2001:db8:99::/64", "2001:db8:99::1"
+    wait_for(lambda: G1_V6 in global_addresses(lab.g1), timeout=30, what="SLAAC on g1")
+    sh("ip", "-n", lab.g2, "-6", "addr", "replace", f"{target}/128", "dev", "lo", "nodad")
+    rt = lab.agent.agent.runtime(lab.router_id)
+    script = http_script(lab, "behind", "behind")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.g2, "socat",
+         f"TCP6-LISTEN:{HTTP_PORT},bind=[{target}],fork,reuseaddr", f"EXEC:{script}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://[{target}]:{HTTP_PORT}/"
+
+    def vpc(generation: int, routes: list[pb.Route]) -> pb.RouterConfig:
+        cfg = router_config(lab.router_id, generation)
+        cfg.vpc_id = "vpc-1"
+        cfg.ipv6_routes.extend(routes)
+        return cfg
+
+    try:
+        wait_for(lambda: f"[{target}]:{HTTP_PORT}" in sh(
+            "ip", "netns", "exec", lab.g2, "ss", "-ltn"), what="the server behind g2")
+        apply(lab.agent, vpc(20, []))
+        assert curl6(lab.g1, url, timeout=2).returncode != 0  # no route to it
+        apply(lab.agent, vpc(21, [pb.Route(destination=behind, gateway=G2_V6,
+                                           interface="g-net2")]))
+        assert f"via {G2_V6} dev g-net2 proto static" in sh(
+            "ip", "-n", rt.ctx.netns, "-6", "route", "show", behind)
+        got = curl6(lab.g1, url)
+        assert (got.returncode, got.stdout.strip()) == (0, "behind"), got.stderr
+        apply(lab.agent, vpc(22, []))
+        assert sh("ip", "-n", rt.ctx.netns, "-6", "route", "show", behind).strip() == ""
+        assert curl6(lab.g1, url, timeout=2).returncode != 0
+    finally:
+        server.kill()
+        server.wait()
+        apply(lab.agent, router_config(lab.router_id, 23))
+
+
+def test_a_guest_ingress_rule_change_goes_as_an_edge_delta(lab: Lab) -> None:
+    """A guest ingress rule added and removed by edge deltas: no service of
+    the router applies in full (the runtime counts applies), the rule opens
+    and closes the guest to the internet host, and a full push of the
+    resulting config afterwards reloads no table text."""
+    wait_for(lambda: G1_V6 in global_addresses(lab.g1), timeout=30, what="SLAAC on g1")
+    rt = lab.agent.agent.runtime(lab.router_id)
+    edge = edge_pb2_grpc.RouterEdgeStub(lab.agent.channel)
+    script = http_script(lab, "delta", "delta")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.g1, "socat", f"TCP6-LISTEN:{HTTP_PORT},fork,reuseaddr",
+         f"EXEC:{script}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://[{G1_V6}]:{HTTP_PORT}/"
+    rule = rpb.GuestIngressRule(id="fw-delta", network_id="net1", protocol="tcp",
+                                port_start=HTTP_PORT, cidrs=["2001:db8:beef::/64"])
+    ref = epb.EdgeObjectRef(kind=GUEST_INGRESS, id=rule.id)
+
+    def delta(base: int, **parts: object) -> epb.ApplyEdgeDeltaResponse:
+        return edge.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=epb.EdgeDelta(
+            router_id=lab.router_id, base_generation=base, generation=base + 1,
+            removed=[ref], **parts)))  # type: ignore[arg-type]
+
+    try:
+        wait_for(lambda: f":{HTTP_PORT}" in sh("ip", "netns", "exec", lab.g1, "ss", "-ltn"),
+                 what="the guest's server")
+        apply(lab.agent, router_config(lab.router_id, 30))
+        assert curl6(lab.inet, url, timeout=2).returncode != 0
+        applies = dict(rt.service_applies)
+        reply = delta(30, guest_ingress_rules=[rule])
+        assert (reply.stale, reply.applied_generation) == (False, 31), reply
+        got = curl6(lab.inet, url)
+        assert (got.returncode, got.stdout.strip()) == (0, "delta"), got.stderr
+        reply = delta(31)
+        assert (reply.stale, reply.applied_generation) == (False, 32), reply
+        assert curl6(lab.inet, url, timeout=2).returncode != 0
+        assert rt.service_applies == applies  # no full apply of anything
+        # The rule again by delta, then the same config as a full push: the
+        # table text the agent keeps is the chain as the deltas left it.
+        assert delta(32, guest_ingress_rules=[rule]).applied_generation == 33
+        ruleset = sh("ip", "netns", "exec", rt.ctx.netns, "nft", "list", "chain", "inet",
+                     "cloudnet", "guest_ingress")
+        apply(lab.agent, router_config(lab.router_id, 34, [rule]))
+        assert sh("ip", "netns", "exec", rt.ctx.netns, "nft", "list", "chain", "inet",
+                  "cloudnet", "guest_ingress") == ruleset
+        assert curl6(lab.inet, url).stdout.strip() == "delta"
+    finally:
+        server.kill()
+        server.wait()
+        apply(lab.agent, router_config(lab.router_id, 35))

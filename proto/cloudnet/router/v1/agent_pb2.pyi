@@ -335,6 +335,7 @@ class RouterConfig(_message.Message):
     BGP_FIELD_NUMBER: _builtins.int
     GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
     IPV6_UPLINK_FIELD_NUMBER: _builtins.int
+    IPV6_ROUTES_FIELD_NUMBER: _builtins.int
     DNS_RECORDS_FIELD_NUMBER: _builtins.int
     REDUNDANCY_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
@@ -394,6 +395,13 @@ class RouterConfig(_message.Message):
     @_builtins.property
     def ipv6_uplink(self) -> _routing_pb2.Ipv6Uplink: ...
     @_builtins.property
+    def ipv6_routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]:
+        """IPv6 routes other than the default one (a VPC's static routes), each
+        through a gateway on one of the router's /64s; the ipv6 service's, as
+        `routes` are the interfaces service's (IPv4).
+        """
+
+    @_builtins.property
     def dns_records(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestDnsRecord]:
         """DNS records of the guest networks (metadata.proto), served by dnsmasq."""
 
@@ -429,12 +437,13 @@ class RouterConfig(_message.Message):
         bgp: _routing_pb2.Bgp | None = ...,
         guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
         ipv6_uplink: _routing_pb2.Ipv6Uplink | None = ...,
+        ipv6_routes: _abc.Iterable[Global___Route] | None = ...,
         dns_records: _abc.Iterable[_metadata_pb2.GuestDnsRecord] | None = ...,
         redundancy: _redundancy_pb2.Redundancy | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "ipv6_uplink", b"ipv6_uplink", "redundancy", b"redundancy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "redundancy", b"redundancy", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bgp", b"bgp", "dns", b"dns", "dns_records", b"dns_records", "egress_policies", b"egress_policies", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "guest_networks", b"guest_networks", "ingress_rules", b"ingress_rules", "interfaces", b"interfaces", "ipv6_routes", b"ipv6_routes", "ipv6_uplink", b"ipv6_uplink", "load_balancers", b"load_balancers", "network_acls", b"network_acls", "port_forwards", b"port_forwards", "public_addresses", b"public_addresses", "redundancy", b"redundancy", "router_id", b"router_id", "routes", b"routes", "source_nats", b"source_nats", "static_nats", b"static_nats", "tier_acls", b"tier_acls", "vpc_id", b"vpc_id", "vpn_connections", b"vpn_connections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

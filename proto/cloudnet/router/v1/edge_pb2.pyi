@@ -11,6 +11,7 @@ base generation (else it answers `stale` and the caller pushes in full).
 """
 
 from cloudnet.router.v1 import agent_pb2 as _agent_pb2
+from cloudnet.router.v1 import routing_pb2 as _routing_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -61,6 +62,7 @@ class EdgeDelta(_message.Message):
     PORT_FORWARDS_FIELD_NUMBER: _builtins.int
     INGRESS_RULES_FIELD_NUMBER: _builtins.int
     EGRESS_RULES_FIELD_NUMBER: _builtins.int
+    GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     base_generation: _builtins.int
     generation: _builtins.int
@@ -78,6 +80,14 @@ class EdgeDelta(_message.Message):
     def ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.IngressRule]: ...
     @_builtins.property
     def egress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.EgressRule]: ...
+    @_builtins.property
+    def guest_ingress_rules(self) -> _containers.RepeatedCompositeFieldContainer[_routing_pb2.GuestIngressRule]:
+        """Ingress rules to routed and IPv6 guests (their own chain, rewritten
+        whole: a router holds few). Each one touched is also named in `removed`
+        with kind "guest-ingress", which an agent that does not know this field
+        refuses (stale: the full push follows) rather than drop the change.
+        """
+
     def __init__(
         self,
         *,
@@ -89,10 +99,11 @@ class EdgeDelta(_message.Message):
         port_forwards: _abc.Iterable[_agent_pb2.PortForwardRule] | None = ...,
         ingress_rules: _abc.Iterable[_agent_pb2.IngressRule] | None = ...,
         egress_rules: _abc.Iterable[_agent_pb2.EgressRule] | None = ...,
+        guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_generation", b"base_generation", "egress_rules", b"egress_rules", "generation", b"generation", "ingress_rules", b"ingress_rules", "port_forwards", b"port_forwards", "removed", b"removed", "router_id", b"router_id", "static_nats", b"static_nats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_generation", b"base_generation", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "ingress_rules", b"ingress_rules", "port_forwards", b"port_forwards", "removed", b"removed", "router_id", b"router_id", "static_nats", b"static_nats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

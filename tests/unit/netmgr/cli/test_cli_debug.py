@@ -44,3 +44,31 @@ def test_capture_needs_one_interface(capsys, monkeypatch):
     monkeypatch.setenv("CLOUDNET_SERVER", "127.0.0.1:1")
     assert cli.main(["debug", "capture", "r1", "-w", "-"]) == 2
     assert "--network" in capsys.readouterr().err
+
+
+def test_explain_names_the_ingress_rule_that_opens_an_ipv6_guest(c, server) -> None:
+    """``cloudnet debug explain`` over IPv6 against the real API server: a
+    routed dual-stack guest is closed from the internet until an ingress
+    rule naming its network opens it; the rule is named."""
+    import grpc
+    from cloudnet.netmgr.v1 import netmgr_pb2 as npb
+    from google.protobuf.field_mask_pb2 import FieldMask
+
+    from tests.lib.netmgr_cloud import Api
+
+    with grpc.insecure_channel(server) as channel:
+        Api(channel, c.admin).UpdateZone(npb.UpdateZoneRequest(
+            zone=npb.Zone(ipv6_pool="2001:db8:100::/48", routed_pool="198.18.0.0/16"),
+            update_mask=FieldMask(paths=["ipv6_pool", "routed_pool"])))
+    t = c.json(c.admin, "tenant", "create", "acme")
+    tok = str(c.json(c.admin, "token", "create", t["id"], "--name", "ci")["secret"])
+    net = c.json(tok, "network", "create", "pub", "--routed", "--ipv6-mode", "dhcpv6-stateful")
+    port = c.json(tok, "port", "create", net["id"])
+    to = f"[{port['ipv6']}]:443/tcp"
+    code, out, _ = c.run(tok, "debug", "explain", "--from", "2001:db8:beef::7", "--to", to)
+    assert (code, out.split(":")[0]) == (1, "BLOCKED by firewall-default drop")
+    rule = c.json(tok, "firewall", "create", "ingress", "--network", net["id"], "--protocol",
+                  "tcp", "--ports", "443", "--cidr", "2001:db8:beef::/48")
+    code, out, _ = c.run(tok, "debug", "explain", "--from", "2001:db8:beef::7", "--to", to)
+    assert (code, out.split(":")[0]) == (0, f"ALLOWED by firewall {rule['id']}")
+    assert "routed: no NAT" in out

@@ -181,3 +181,22 @@ def test_a_change_recorded_just_after_the_push_read_the_router_still_goes_as_del
     assert deltas.push("r") is True
     timer.join()
     assert (servicer.seen[-1].base_generation, servicer.seen[-1].generation) == (3, 5)
+
+
+def test_a_guest_ingress_rule_travels_as_a_delta_under_its_own_kind() -> None:
+    guest = dataclasses.replace(FW_IN, status=dataclasses.replace(FW_IN.status, id="fw3"),
+                                public_ip_id="", public_ip="", protocol="tcp", port=443,
+                                port_end=443, icmp_type=-1, cidrs=("2001:db8:beef::/48",))
+    rule = edge.edge_rule(guest, "")
+    # Exactly what the full config carries for it.
+    full = build_router_config(dataclasses.replace(
+        snapshot(), edge=me.EdgeSnapshot(firewall_rules=(guest,))))
+    assert list(full.guest_ingress_rules) == [rule]
+    created = ed.merge("r", 4, 5, [ed.Change((), (rule,))])
+    assert list(created.guest_ingress_rules) == [rule]
+    # Named in removed too, by a kind an agent without guest rules refuses.
+    assert [(r.kind, r.id) for r in created.removed] == [(me.GUEST_INGRESS, "fw3")]
+    assert not created.ingress_rules
+    deleted = ed.merge("r", 5, 6, [ed.Change(((me.GUEST_INGRESS, "fw3"),), ())])
+    assert [(r.kind, r.id) for r in deleted.removed] == [(me.GUEST_INGRESS, "fw3")]
+    assert not deleted.guest_ingress_rules

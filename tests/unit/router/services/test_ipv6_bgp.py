@@ -5,14 +5,19 @@ test_router_ipv6.py and test_router_bgp.py."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import routing_pb2 as rpb
 
-from router.errors import ConfigError
+from router.errors import CheckError, ConfigError
 from router.services import bgp, ipv6
+from router.services.base import Context
 from router.services.nftables import routed
 from tests.lib.routerconfigs import good_config, render
 
@@ -120,13 +125,28 @@ PEERS = [("203.0.113.1", 64496), ("2001:db8:ffff::1", 64496)]
 def test_bgpd_announces_each_family_to_its_own_peers_from_its_own_address() -> None:
     conf = render("bgp", bgp_config(["10.10.0.0/24", "2001:db8:10::/64"], PEERS))[bgp.CONF]
     v4, v6 = conf.split("address-family ipv4 unicast")[1].split("address-family ipv6 unicast")
-    assert "neighbor 203.0.113.1 activate" in v4
+    assert "neighbor cn-v4-as64496 activate" in v4
     assert "network 10.10.0.0/24" in v4
     assert "2001:db8" not in v4
-    assert "neighbor 2001:db8:ffff::1 activate" in v6
+    assert "cn-v6" not in v4
+    assert "neighbor cn-v6-as64496 activate" in v6
     assert "network 2001:db8:10::/64" in v6
-    assert "neighbor 2001:db8:ffff::1 update-source 2001:db8:ffff::10" in conf
-    assert "neighbor 203.0.113.1 update-source 203.0.113.10" in conf
+    assert "neighbor 2001:db8:ffff::1 peer-group cn-v6-as64496" in conf
+    assert "neighbor cn-v6-as64496 update-source 2001:db8:ffff::10" in conf
+    assert "neighbor 203.0.113.1 peer-group cn-v4-as64496" in conf
+    assert "neighbor cn-v4-as64496 update-source 203.0.113.10" in conf
+
+
+def test_a_peer_takes_its_source_from_its_group_not_its_own_line() -> None:
+    """A peer's own update-source line resets it after its connect timer
+    started it: its session would then wait for bgpd's 1 s idle timer."""
+    conf = render("bgp", bgp_config(["10.10.0.0/24", "2001:db8:10::/64"], PEERS))[bgp.CONF]
+    for addr, _ in PEERS:
+        own = [line.strip() for line in conf.splitlines()
+               if line.strip().startswith(f"neighbor {addr} ")]
+        assert own == [f"neighbor {addr} peer-group cn-v{6 if ':' in addr else 4}-as64496",
+                       f"neighbor {addr} timers connect {bgp.CONNECT_S}"]
+    assert f"coalesce-time {bgp.COALESCE_MS}" in conf
 
 
 def test_a_change_of_prefixes_or_peers_is_made_in_place() -> None:
@@ -136,7 +156,10 @@ def test_a_change_of_prefixes_or_peers_is_made_in_place() -> None:
                                               [PEERS[1], ("203.0.113.2", 64497)]))[bgp.STATE])
     cmds = bgp.changes(old, new)
     assert cmds[:3] == ["configure terminal", "router bgp 64512", "no neighbor 203.0.113.1"]
-    assert "neighbor 203.0.113.2 remote-as 64497" in cmds
+    assert "neighbor cn-v4-as64497 remote-as 64497" in cmds
+    assert "neighbor 203.0.113.2 peer-group cn-v4-as64497" in cmds
+    v4 = cmds[cmds.index("address-family ipv4 unicast"):cmds.index("address-family ipv6 unicast")]
+    assert "neighbor cn-v4-as64497 activate" in v4
     assert "no network 10.10.0.0/24" in cmds
     assert not any("2001:db8:ffff::1" in c for c in cmds)  # untouched: its session stays
     assert bgp.changes(new, new) == ["configure terminal", "router bgp 64512",
@@ -170,3 +193,50 @@ def test_an_ipv6_acl_rule_matches_ipv6_and_icmpv6() -> None:
     assert acl._match(web) == ["ip6 saddr { 2001:db8:beef::/64 }", "tcp dport 443"]
     assert acl._match(ping) == ["meta nfproto ipv6", "meta l4proto ipv6-icmp",
                                 "icmpv6 type 128"]
+
+
+def _check_ctx(tmp_path: Path) -> Context:
+    return cast(Context, SimpleNamespace(state_dir=str(tmp_path)))
+
+
+@pytest.mark.skipif(not os.path.exists(bgp.BGPD), reason="FRR's bgpd is not installed")
+def test_bgpd_takes_every_line_of_the_rendered_config(tmp_path: Path) -> None:
+    rendered = render("bgp", bgp_config(["10.10.0.0/24", "2001:db8:10::/64"], PEERS))
+    bgp.check(_check_ctx(tmp_path), rendered)
+
+
+@pytest.mark.skipif(not os.path.exists(bgp.BGPD), reason="FRR's bgpd is not installed")
+def test_a_line_bgpd_does_not_know_is_refused_though_bgpd_exits_0(tmp_path: Path) -> None:
+    rendered = dict(render("bgp", bgp_config(["10.10.0.0/24"], PEERS[:1])))
+    rendered[bgp.CONF] = rendered[bgp.CONF].replace(" coalesce-time", " bgp coalesce-time")
+    with pytest.raises(CheckError, match="coalesce-time"):
+        bgp.check(_check_ctx(tmp_path), rendered)
+
+
+def test_a_guest_ingress_delta_leaves_the_table_text_a_full_render_would_have() -> None:
+    """After a delta rewrote the guest_ingress chain, the loaded table's text
+    is the new config's: a full push of that config then changes no rule."""
+    from router.services.nftables import service as nft_service
+
+    before = dual_stack()
+    before.guest_ingress_rules.append(_rule(cidrs=["2001:db8:beef::/64"]))
+    after_rule = _rule(id="a0000000-0000-4000-8000-000000000002", port_start=443,
+                       cidrs=["2001:db8:cafe::/64"])
+    after = routed.with_rules(before, {"a0000000-0000-4000-8000-000000000001"}, [after_rule])
+    full = dual_stack()
+    full.guest_ingress_rules.append(after_rule)
+    old_text = render("nftables", before)[nft_service.SKELETON]
+    new_text = render("nftables", full)[nft_service.SKELETON]
+    assert old_text != new_text
+    assert routed.skeleton_with(old_text, after) == new_text
+    cmds = routed.chain_commands(after).splitlines()
+    assert cmds[0] == "flush chain inet cloudnet guest_ingress"
+    assert cmds[1:] == [f"add rule inet cloudnet guest_ingress {line}" for line in [
+        *routed.guest_ingress_lines(full), 'counter drop comment "cn:fw-default-drop"']]
+
+
+def test_a_guest_ingress_delta_with_a_bad_rule_is_refused_naming_it() -> None:
+    cfg = dual_stack()  # IPv6 guests only
+    bad = _rule(id="a0000000-0000-4000-8000-000000000009", cidrs=["198.51.100.0/24"])
+    with pytest.raises(ConfigError, match="a0000000-0000-4000-8000-000000000009"):
+        routed.with_rules(cfg, set(), [bad])
