@@ -20,6 +20,7 @@ from common.grpc_errors import ErrorMappingInterceptor
 from compute.agent import port_filters
 from netmgr.model.hosts import HostSpec
 from netmgr.reconcile.port_filters import PortFilterPusher
+from netmgr.reconcile.store_view import PortFilterStore
 from tests.lib.netmgr_cloud import ADMIN, Cloud
 
 
@@ -70,7 +71,9 @@ def test_netmgr_pushes_a_hosts_filters_to_its_agent(
     p2 = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, name="vm2",
                                                           binding_host="h1")))
     devices[p1.id] = "vt-p1"
-    pusher = PortFilterPusher(cloud.store, ADMIN)
+    # Annotated: mypy over the tests checks the store still meets the Protocol.
+    store: PortFilterStore = cloud.store
+    pusher = PortFilterPusher(store, ADMIN)
     try:
         pusher.push_all()
         assert pusher.last_errors == {}
