@@ -7,8 +7,11 @@ The bridge's pipeline (the fabric's own default is table 0 ``NORMAL``):
     table 0   in_port=<filtered port>        -> 71 (its egress)
               anything else                  -> 60
     table 71  port security of the port: ARP with its (MAC, IP) -> 60; DHCP
-              client -> 60; DHCP server replies, router advertisements -> drop;
-              IP from its (MAC, IP) pairs -> ct(zone=VLAN, table 72); else drop
+              client -> 60; DHCP and DHCPv6 server replies, router
+              advertisements -> drop; neighbour solicitations and
+              advertisements (for its own addresses) from its IPv6 addresses
+              -> 60; IPv4/IPv6 from its (MAC, IP) pairs (IPv6: with the EUI-64
+              link-local of its MACs) -> ct(zone=VLAN, table 72); else drop
     table 72  egress rules: established/related -> 60; invalid -> drop; new and
               allowed -> ct(commit), 60; else drop
     table 60  IP to a filtered port's MAC -> reg7=port, 81; else NORMAL
@@ -38,7 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from common.fabric.base import FabricError
 from common.fabric.ovs import vsctl
-from common.fabric.port_firewall import Port, Rule
+from common.fabric.port_firewall import Port, Rule, v6_sources
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +162,27 @@ class OvsFirewall:
                 to_lookup)
             add(T_EGRESS, 90, f"in_port={o},ip,dl_src={mac},nw_src={net}",
                 f"ct(table={T_EGRESS_CT},zone={z})")
+        v6 = v6_sources(port)
         for mac in sorted({port.mac, *(m or port.mac for _, m in port.pairs)}):
             add(T_EGRESS, 100, f"in_port={o},udp,dl_src={mac},nw_src=0.0.0.0,tp_src=68,tp_dst=67",
                 to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=133", to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=135", to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=136", to_lookup)
-            add(T_EGRESS, 90, f"in_port={o},ipv6,dl_src={mac}",
+            # Duplicate address detection and its MLD reports come from ::.
+            for t in (135, 143, 131):
+                add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},ipv6_src=::,icmp_type={t}",
+                    to_lookup)
+        for mac, src in v6:
+            for t in (133, 135):
+                add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},ipv6_src={src},icmp_type={t}",
+                    to_lookup)
+            # ND spoofing: an advertisement only for one of the port's addresses.
+            for _, target in v6:
+                add(T_EGRESS, 93, f"in_port={o},icmp6,dl_src={mac},ipv6_src={src},"
+                    f"icmp_type=136,nd_target={target}", to_lookup)
+            add(T_EGRESS, 90, f"in_port={o},ipv6,dl_src={mac},ipv6_src={src}",
                 f"ct(table={T_EGRESS_CT},zone={z})")
+        add(T_EGRESS, 91, f"in_port={o},icmp6,icmp_type=136", "drop")
         add(T_EGRESS, 95, f"in_port={o},udp,tp_src=67", "drop")
+        add(T_EGRESS, 95, f"in_port={o},udp6,tp_src=547,tp_dst=546", "drop")
         add(T_EGRESS, 95, f"in_port={o},icmp6,icmp_type=134", "drop")
         add(T_EGRESS, 10, f"in_port={o}", "drop")
 
