@@ -32,6 +32,7 @@ difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -110,13 +111,32 @@ def _remote(rule: Rule, direction_field: str) -> str:
     return f",{field}={ipaddress.ip_network(rule.remote_cidr)}"
 
 
+def _diff(have: Mapping[Flow, tuple[int, str]], want: Mapping[Flow, tuple[int, str]]
+          ) -> list[str]:
+    """ovs-ofctl bundle lines turning flows `have` into `want`."""
+    lines = [f"delete_strict table={t},priority={p},{m}" for (t, p, m) in have.keys() - want.keys()]
+    for (t, p, m), (ck, actions) in want.items():
+        if have.get((t, p, m)) != (ck, actions):
+            lines.append(f"add table={t},priority={p},cookie={ck:#x},{m},actions={actions}")
+    return lines
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(addr, strict=False)
+
+
 class OvsFirewall:
     """The port filters of OVS bridge `bridge`; one lock serialises changes."""
 
     def __init__(self, bridge: str) -> None:
         self.bridge = bridge
         self._lock = threading.Lock()
-        self._flows: dict[Flow, tuple[int, str]] = {}
+        # What is installed: each port's flows (and the conjunctions its
+        # rules open per remote group), and the member flows.
+        self._port_flows_of: dict[str, dict[Flow, tuple[int, str]]] = {}
+        self._conj_of: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+        self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
 
@@ -231,7 +251,7 @@ class OvsFirewall:
             egress = direction == "egress"
             table = T_EGRESS_CT if egress else T_INGRESS_CT
             for addr in members.get(gid, ()):
-                net = ipaddress.ip_network(addr, strict=False)
+                net = _net(addr)
                 if (net.version == 4) != (ethertype == "ipv4"):
                     continue
                 field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
@@ -247,34 +267,60 @@ class OvsFirewall:
     def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int:
         """The bridge's whole desired state, sent as the difference from the
         flows this object last installed, in one bundle. Returns the number of
-        flow changes (0: nothing changed)."""
+        flow changes (0: nothing changed).
+
+        Only the ports that changed are looked up in OVSDB and have their
+        flows computed again (a change costs that port, not the bridge); the
+        member flows are recomputed when members or a port's conjunctions
+        change. The same state again asks OVSDB for every port (a VM's tap
+        gets a new OpenFlow number when it starts: the agent applies its
+        last push again then)."""
         with self._lock:
-            want: dict[Flow, tuple[int, str]] = {}
-            group_conj: dict[tuple[str, str, str], list[int]] = {}
-            for port in ports:
+            want_ports = {p.device: p for p in ports}
+            wanted = {g: tuple(a) for g, a in members.items()}
+            same = want_ports == self._ports and wanted == self._members
+            refresh = set(want_ports) if same else {
+                d for d, p in want_ports.items() if self._ports.get(d) != p
+                or d not in self._port_flows_of}
+            new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
+            new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+            for dev in sorted(refresh):
                 try:
-                    at = self.plugged(port.device)
+                    at = self.plugged(dev)
                 except FabricError:
                     # Not on the bridge now (a stopped VM's tap): no flows until
                     # it is back, and the next push after that.
-                    log.info("port filters: %s is not on %s", port.device, self.bridge)
+                    log.info("port filters: %s is not on %s", dev, self.bridge)
+                    new_flows[dev], new_conj[dev] = {}, {}
                     continue
-                want.update(self._port_flows(port, at, group_conj))
-            want.update(self._member_flows(group_conj, members))
-            lines = []
-            for flow in self._flows.keys() - want.keys():
-                table, prio, match = flow
-                lines.append(f"delete_strict table={table},priority={prio},{match}")
-            for flow, (ck, actions) in want.items():
-                if self._flows.get(flow) != (ck, actions):
-                    table, prio, match = flow
-                    lines.append(f"add table={table},priority={prio},cookie={ck:#x},{match},"
-                                 f"actions={actions}")
+                conj: dict[tuple[str, str, str], list[int]] = {}
+                new_flows[dev] = self._port_flows(want_ports[dev], at, conj)
+                new_conj[dev] = conj
+            gone = [d for d in self._port_flows_of if d not in want_ports]
+            lines: list[str] = []
+            for dev in gone:
+                lines += _diff(self._port_flows_of[dev], {})
+            for dev, flows in new_flows.items():
+                lines += _diff(self._port_flows_of.get(dev, {}), flows)
+            conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone}, **new_conj}
+            member_flows = self._member_flow_cache
+            if (wanted != self._members or gone
+                    or any(self._conj_of.get(d) != c for d, c in new_conj.items())):
+                group_conj: dict[tuple[str, str, str], list[int]] = {}
+                for conj in conj_of.values():
+                    for key, cids in conj.items():
+                        group_conj.setdefault(key, []).extend(cids)
+                member_flows = self._member_flows(group_conj, wanted)
+                lines += _diff(self._member_flow_cache, member_flows)
             if lines:
                 self.run(lines)
-            self._flows = want
-            self._ports = {p.device: p for p in ports}
-            self._members = {g: tuple(a) for g, a in members.items()}
+            for dev in gone:
+                del self._port_flows_of[dev]
+            self._port_flows_of.update(new_flows)
+            self._conj_of = conj_of
+            self._member_flow_cache = member_flows
+            self._ports = want_ports
+            self._members = wanted
             return len(lines)
 
     def set_port(self, port: Port) -> None:

@@ -157,7 +157,12 @@ def _set_of(items: Iterable[str]) -> str:
 
 def link_local(mac: str) -> str:
     """The EUI-64 IPv6 link-local address of `mac` (RFC 4291 appendix A)."""
-    b = [int(x, 16) for x in mac.split(":")]
+    try:
+        b = [int(x, 16) for x in mac.split(":")]
+        if len(b) != 6 or not all(0 <= x <= 255 for x in b):
+            raise ValueError(mac)
+    except ValueError:
+        raise FabricError(f"not a MAC address: {mac[:20]!r}") from None
     b[0] ^= 0x02
     eui = bytes([*b[:3], 255, 254, *b[3:]])
     return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
@@ -436,11 +441,11 @@ class PortFirewall:
             for dev in gone:
                 commands += self._remove_commands(dev)
             changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
-            for port in changed:
-                commands += self._port_commands(port)
-            if not commands:
-                return 0
             try:
+                for port in changed:
+                    commands += self._port_commands(port)
+                if not commands:
+                    return 0
                 self.run(commands)
             except FabricError:
                 for port in changed:  # numbers handed out for a transaction that failed
