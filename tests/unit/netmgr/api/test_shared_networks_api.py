@@ -180,7 +180,7 @@ def test_the_admin_changes_who_may_use_a_shared_network(cloud: Cloud) -> None:
     assert net.id not in [n.id for n in g.ListNetworks(pb.ListNetworksRequest()).networks]
 
 
-BAD_TENANT_LISTS: list[tuple[str, list[str], str, Code]] = [
+BAD_TENANT_LISTS: list[tuple[str, list[str], str, grpc.StatusCode]] = [
     ("not an id", ["acme"], "network.shared_tenant_ids[0]", Code.INVALID_ARGUMENT),
     ("twice", ["{acme}", "{acme}"], "network.shared_tenant_ids[1]", Code.INVALID_ARGUMENT),
     ("unknown tenant", ["00000000-0000-4000-8000-000000000000"],
@@ -193,7 +193,7 @@ BAD_TENANT_LISTS: list[tuple[str, list[str], str, Code]] = [
 @pytest.mark.parametrize(("case", "ids", "field", "code"), BAD_TENANT_LISTS,
                          ids=[c[0] for c in BAD_TENANT_LISTS])
 def test_bad_tenant_lists_are_refused_naming_the_field(
-    cloud: Cloud, case: str, ids: list[str], field: str, code: Code
+    cloud: Cloud, case: str, ids: list[str], field: str, code: grpc.StatusCode
 ) -> None:
     provider, _ = cloud.new_tenant("provider")
     acme, _ = cloud.new_tenant("acme")
