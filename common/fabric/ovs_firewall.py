@@ -31,6 +31,7 @@ difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -155,6 +156,26 @@ class OvsFirewall:
         if not ofport.isdigit() or int(ofport) <= 0 or not tag.isdigit():
             raise FabricError(f"{device}: not an access port of {self.bridge}")
         return Plugged(int(ofport), int(tag))
+
+    def plugged_many(self, devices: Sequence[str]) -> dict[str, Plugged]:
+        """`plugged` of many devices by two OVSDB reads (not two per device);
+        the devices that are not access ports of the bridge are left out."""
+        if len(devices) <= 2:
+            out = {}
+            for dev in devices:
+                with contextlib.suppress(FabricError):
+                    out[dev] = self.plugged(dev)
+            return out
+
+        def table(tbl: str, column: str) -> dict[str, str]:
+            text = vsctl("--format=csv", "--data=bare", "--no-headings",
+                         f"--columns=name,{column}", "list", tbl)
+            return dict(line.split(",", 1) for line in text.splitlines() if "," in line)
+
+        ofports, tags = table("Interface", "ofport"), table("Port", "tag")
+        return {dev: Plugged(int(ofports[dev]), int(tags[dev])) for dev in devices
+                if ofports.get(dev, "").isdigit() and int(ofports[dev]) > 0
+                and tags.get(dev, "").isdigit()}
 
     def setup(self) -> None:
         self.run([f"add table=0,priority=1,actions=resubmit(,{T_LOOKUP})",
@@ -284,10 +305,10 @@ class OvsFirewall:
                 or d not in self._port_flows_of}
             new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
             new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+            where = self.plugged_many(sorted(refresh))
             for dev in sorted(refresh):
-                try:
-                    at = self.plugged(dev)
-                except FabricError:
+                at = where.get(dev)
+                if at is None:
                     # Not on the bridge now (a stopped VM's tap): no flows until
                     # it is back, and the next push after that.
                     log.info("port filters: %s is not on %s", dev, self.bridge)
