@@ -220,6 +220,16 @@ class Bench:
                 "join_max_s": max(join_s)}
 
 
+def plot_data_path(ax: Any, kind: str, dp: dict[str, Any]) -> None:
+    ratios = [dp["ratio_tcp"], dp["ratio_udp"]]
+    ax.bar(["TCP throughput", "UDP packets/s"], ratios, color=["tab:blue", "tab:orange"])
+    ax.axhline(0.9, color="red", linestyle="--", label="goal 0.9")
+    ax.set_ylim(0, max(1.3, max(ratios) + 0.1))
+    ax.set_title(f"{kind}: {dp['rules']} rules, {dp['remote_group_members']} remote "
+                 "members / none")
+    ax.legend()
+
+
 def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
@@ -229,16 +239,15 @@ def plot(result: dict[str, Any], path: str) -> None:
     fabrics = result["fabrics"]
     fig, axes = plt.subplots(len(fabrics), 2, figsize=(11, 4.5 * len(fabrics)), squeeze=False)
     for row, (kind, res) in zip(axes, fabrics.items(), strict=True):
-        dp = res["data_path"]
         ax = row[0]
-        ratios = [dp["ratio_tcp"], dp["ratio_udp"]]
-        ax.bar(["TCP throughput", "UDP packets/s"], ratios, color=["tab:blue", "tab:orange"])
-        ax.axhline(0.9, color="red", linestyle="--", label="goal 0.9")
-        ax.set_ylim(0, max(1.3, max(ratios) + 0.1))
-        ax.set_title(f"{kind}: {dp['rules']} rules, {dp['remote_group_members']} remote "
-                     "members / none")
-        ax.legend()
+        if "data_path" not in res:
+            ax.set_visible(False)
+        else:
+            plot_data_path(ax, kind, res["data_path"])
         ax = row[1]
+        if "one_change" not in res:
+            ax.set_visible(False)
+            continue
         oc = res["one_change"]
         ns = [o["ports"] for o in oc]
         ax.plot(ns, [o["rule_change_median_s"] * 1000 for o in oc], "o-", label="rule added")
@@ -255,12 +264,16 @@ def plot(result: dict[str, Any], path: str) -> None:
 
 def run_fabric(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(kind)
+    out: dict[str, Any] = {}
     try:
         bench.setup()
-        return {"data_path": bench.data_path(args.seconds, args.rules, args.members,
-                                             args.repeats),
-                "one_change": [bench.one_change(int(n), args.trials)
-                               for n in args.sizes.split(",")]}
+        if args.only in ("", "data"):
+            out["data_path"] = bench.data_path(args.seconds, args.rules, args.members,
+                                               args.repeats)
+        if args.only in ("", "changes"):
+            out["one_change"] = [bench.one_change(int(n), args.trials)
+                                 for n in args.sizes.split(",")]
+        return out
     finally:
         bench.teardown()
 
@@ -275,6 +288,8 @@ def main() -> int:
     ap.add_argument("--rules", type=int, default=1000)
     ap.add_argument("--members", type=int, default=200)
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--only", choices=("", "data", "changes"), default="",
+                    help="one half of the bench (default: both)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
     netns.install()
