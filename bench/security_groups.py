@@ -188,6 +188,7 @@ class Bench:
                                  remote_group_id=GROUP), Rule("egress")))
                   for i in range(n_ports - 2)]
         members = [p.ips[0] for p in others]
+        self.fw.setup()
         g1 = self.port("g1", (Rule("egress"),))
         g2_rules: tuple[Rule, ...] = (Rule("ingress", protocol="tcp", port_min=22,
                                            remote_group_id=GROUP), Rule("egress"))
