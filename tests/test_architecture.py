@@ -155,6 +155,13 @@ def test_netmgr_api_does_not_import_the_reconciler() -> None:
                      "given (netmgr.api.core.RouterHooks):\n" + "\n".join(bad))
 
 
+def test_the_reconciler_reads_the_store_through_its_protocols() -> None:
+    bad = _violations(lambda m, i: _within(m, "netmgr.reconcile")
+                      and _within(i, "netmgr.store.facade"))
+    assert not bad, ("the reconciler depends on the Protocols of netmgr.reconcile.store_view, "
+                     "not on the store's facade:\n" + "\n".join(bad))
+
+
 # What every client of the cloud's API shares: how a channel is opened (the
 # addresses, the policy, the retries, TLS). The CLI may use these two modules
 # and nothing else of the product.

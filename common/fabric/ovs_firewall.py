@@ -7,8 +7,11 @@ The bridge's pipeline (the fabric's own default is table 0 ``NORMAL``):
     table 0   in_port=<filtered port>        -> 71 (its egress)
               anything else                  -> 60
     table 71  port security of the port: ARP with its (MAC, IP) -> 60; DHCP
-              client -> 60; DHCP server replies, router advertisements -> drop;
-              IP from its (MAC, IP) pairs -> ct(zone=VLAN, table 72); else drop
+              client -> 60; DHCP and DHCPv6 server replies, router
+              advertisements -> drop; neighbour solicitations and
+              advertisements (for its own addresses) from its IPv6 addresses
+              -> 60; IPv4/IPv6 from its (MAC, IP) pairs (IPv6: with the EUI-64
+              link-local of its MACs) -> ct(zone=VLAN, table 72); else drop
     table 72  egress rules: established/related -> 60; invalid -> drop; new and
               allowed -> ct(commit), 60; else drop
     table 60  IP to a filtered port's MAC -> reg7=port, 81; else NORMAL
@@ -28,7 +31,9 @@ difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -38,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from common.fabric.base import FabricError
 from common.fabric.ovs import vsctl
-from common.fabric.port_firewall import Port, Rule
+from common.fabric.port_firewall import Port, Rule, v6_sources
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +112,32 @@ def _remote(rule: Rule, direction_field: str) -> str:
     return f",{field}={ipaddress.ip_network(rule.remote_cidr)}"
 
 
+def _diff(have: Mapping[Flow, tuple[int, str]], want: Mapping[Flow, tuple[int, str]]
+          ) -> list[str]:
+    """ovs-ofctl bundle lines turning flows `have` into `want`."""
+    lines = [f"delete_strict table={t},priority={p},{m}" for (t, p, m) in have.keys() - want.keys()]
+    for (t, p, m), (ck, actions) in want.items():
+        if have.get((t, p, m)) != (ck, actions):
+            lines.append(f"add table={t},priority={p},cookie={ck:#x},{m},actions={actions}")
+    return lines
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(addr, strict=False)
+
+
 class OvsFirewall:
     """The port filters of OVS bridge `bridge`; one lock serialises changes."""
 
     def __init__(self, bridge: str) -> None:
         self.bridge = bridge
         self._lock = threading.Lock()
-        self._flows: dict[Flow, tuple[int, str]] = {}
+        # What is installed: each port's flows (and the conjunctions its
+        # rules open per remote group), and the member flows.
+        self._port_flows_of: dict[str, dict[Flow, tuple[int, str]]] = {}
+        self._conj_of: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+        self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
 
@@ -132,6 +156,26 @@ class OvsFirewall:
         if not ofport.isdigit() or int(ofport) <= 0 or not tag.isdigit():
             raise FabricError(f"{device}: not an access port of {self.bridge}")
         return Plugged(int(ofport), int(tag))
+
+    def plugged_many(self, devices: Sequence[str]) -> dict[str, Plugged]:
+        """`plugged` of many devices by two OVSDB reads (not two per device);
+        the devices that are not access ports of the bridge are left out."""
+        if len(devices) <= 2:
+            out = {}
+            for dev in devices:
+                with contextlib.suppress(FabricError):
+                    out[dev] = self.plugged(dev)
+            return out
+
+        def table(tbl: str, column: str) -> dict[str, str]:
+            text = vsctl("--format=csv", "--data=bare", "--no-headings",
+                         f"--columns=name,{column}", "list", tbl)
+            return dict(line.split(",", 1) for line in text.splitlines() if "," in line)
+
+        ofports, tags = table("Interface", "ofport"), table("Port", "tag")
+        return {dev: Plugged(int(ofports[dev]), int(tags[dev])) for dev in devices
+                if ofports.get(dev, "").isdigit() and int(ofports[dev]) > 0
+                and tags.get(dev, "").isdigit()}
 
     def setup(self) -> None:
         self.run([f"add table=0,priority=1,actions=resubmit(,{T_LOOKUP})",
@@ -159,15 +203,27 @@ class OvsFirewall:
                 to_lookup)
             add(T_EGRESS, 90, f"in_port={o},ip,dl_src={mac},nw_src={net}",
                 f"ct(table={T_EGRESS_CT},zone={z})")
+        v6 = v6_sources(port)
         for mac in sorted({port.mac, *(m or port.mac for _, m in port.pairs)}):
             add(T_EGRESS, 100, f"in_port={o},udp,dl_src={mac},nw_src=0.0.0.0,tp_src=68,tp_dst=67",
                 to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=133", to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=135", to_lookup)
-            add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},icmp_type=136", to_lookup)
-            add(T_EGRESS, 90, f"in_port={o},ipv6,dl_src={mac}",
+            # Duplicate address detection and its MLD reports come from ::.
+            for t in (135, 143, 131):
+                add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},ipv6_src=::,icmp_type={t}",
+                    to_lookup)
+        for mac, src in v6:
+            for t in (133, 135):
+                add(T_EGRESS, 92, f"in_port={o},icmp6,dl_src={mac},ipv6_src={src},icmp_type={t}",
+                    to_lookup)
+            # ND spoofing: an advertisement only for one of the port's addresses.
+            for _, target in v6:
+                add(T_EGRESS, 93, f"in_port={o},icmp6,dl_src={mac},ipv6_src={src},"
+                    f"icmp_type=136,nd_target={target}", to_lookup)
+            add(T_EGRESS, 90, f"in_port={o},ipv6,dl_src={mac},ipv6_src={src}",
                 f"ct(table={T_EGRESS_CT},zone={z})")
+        add(T_EGRESS, 91, f"in_port={o},icmp6,icmp_type=136", "drop")
         add(T_EGRESS, 95, f"in_port={o},udp,tp_src=67", "drop")
+        add(T_EGRESS, 95, f"in_port={o},udp6,tp_src=547,tp_dst=546", "drop")
         add(T_EGRESS, 95, f"in_port={o},icmp6,icmp_type=134", "drop")
         add(T_EGRESS, 10, f"in_port={o}", "drop")
 
@@ -216,7 +272,7 @@ class OvsFirewall:
             egress = direction == "egress"
             table = T_EGRESS_CT if egress else T_INGRESS_CT
             for addr in members.get(gid, ()):
-                net = ipaddress.ip_network(addr, strict=False)
+                net = _net(addr)
                 if (net.version == 4) != (ethertype == "ipv4"):
                     continue
                 field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
@@ -232,34 +288,60 @@ class OvsFirewall:
     def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int:
         """The bridge's whole desired state, sent as the difference from the
         flows this object last installed, in one bundle. Returns the number of
-        flow changes (0: nothing changed)."""
+        flow changes (0: nothing changed).
+
+        Only the ports that changed are looked up in OVSDB and have their
+        flows computed again (a change costs that port, not the bridge); the
+        member flows are recomputed when members or a port's conjunctions
+        change. The same state again asks OVSDB for every port (a VM's tap
+        gets a new OpenFlow number when it starts: the agent applies its
+        last push again then)."""
         with self._lock:
-            want: dict[Flow, tuple[int, str]] = {}
-            group_conj: dict[tuple[str, str, str], list[int]] = {}
-            for port in ports:
-                try:
-                    at = self.plugged(port.device)
-                except FabricError:
+            want_ports = {p.device: p for p in ports}
+            wanted = {g: tuple(a) for g, a in members.items()}
+            same = want_ports == self._ports and wanted == self._members
+            refresh = set(want_ports) if same else {
+                d for d, p in want_ports.items() if self._ports.get(d) != p
+                or d not in self._port_flows_of}
+            new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
+            new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+            where = self.plugged_many(sorted(refresh))
+            for dev in sorted(refresh):
+                at = where.get(dev)
+                if at is None:
                     # Not on the bridge now (a stopped VM's tap): no flows until
                     # it is back, and the next push after that.
-                    log.info("port filters: %s is not on %s", port.device, self.bridge)
+                    log.info("port filters: %s is not on %s", dev, self.bridge)
+                    new_flows[dev], new_conj[dev] = {}, {}
                     continue
-                want.update(self._port_flows(port, at, group_conj))
-            want.update(self._member_flows(group_conj, members))
-            lines = []
-            for flow in self._flows.keys() - want.keys():
-                table, prio, match = flow
-                lines.append(f"delete_strict table={table},priority={prio},{match}")
-            for flow, (ck, actions) in want.items():
-                if self._flows.get(flow) != (ck, actions):
-                    table, prio, match = flow
-                    lines.append(f"add table={table},priority={prio},cookie={ck:#x},{match},"
-                                 f"actions={actions}")
+                conj: dict[tuple[str, str, str], list[int]] = {}
+                new_flows[dev] = self._port_flows(want_ports[dev], at, conj)
+                new_conj[dev] = conj
+            gone = [d for d in self._port_flows_of if d not in want_ports]
+            lines: list[str] = []
+            for dev in gone:
+                lines += _diff(self._port_flows_of[dev], {})
+            for dev, flows in new_flows.items():
+                lines += _diff(self._port_flows_of.get(dev, {}), flows)
+            conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone}, **new_conj}
+            member_flows = self._member_flow_cache
+            if (wanted != self._members or gone
+                    or any(self._conj_of.get(d) != c for d, c in new_conj.items())):
+                group_conj: dict[tuple[str, str, str], list[int]] = {}
+                for conj in conj_of.values():
+                    for key, cids in conj.items():
+                        group_conj.setdefault(key, []).extend(cids)
+                member_flows = self._member_flows(group_conj, wanted)
+                lines += _diff(self._member_flow_cache, member_flows)
             if lines:
                 self.run(lines)
-            self._flows = want
-            self._ports = {p.device: p for p in ports}
-            self._members = {g: tuple(a) for g, a in members.items()}
+            for dev in gone:
+                del self._port_flows_of[dev]
+            self._port_flows_of.update(new_flows)
+            self._conj_of = conj_of
+            self._member_flow_cache = member_flows
+            self._ports = want_ports
+            self._members = wanted
             return len(lines)
 
     def set_port(self, port: Port) -> None:

@@ -32,15 +32,18 @@ conntrack entry (zones by segment are not set).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import itertools
+import re
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
-from common import libnft
+from common import libnft, nft_elements
 from common.fabric.base import FabricError
+from common.netns import run_in_netns
 
 L2_TABLE = "cloudnet_l2"
 SG_TABLE = "cloudnet_sg"
@@ -101,6 +104,7 @@ def port_chain(kind: str, device: str) -> str:
     return _name(f"{kind}_", device)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _family(value: str) -> int:
     return ipaddress.ip_network(value, strict=False).version
 
@@ -140,6 +144,7 @@ def rule_text(rule: Rule, networks: bool = False) -> str:
     return " ".join(parts) + " accept"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _element(value: str) -> str:
     """An address or CIDR as a set element (a single address without /32)."""
     net = ipaddress.ip_network(value, strict=False)
@@ -150,43 +155,108 @@ def _set_of(items: Iterable[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
 
+def link_local(mac: str) -> str:
+    """The EUI-64 IPv6 link-local address of `mac` (RFC 4291 appendix A)."""
+    try:
+        b = [int(x, 16) for x in mac.split(":")]
+        if len(b) != 6 or not all(0 <= x <= 255 for x in b):
+            raise ValueError(mac)
+    except ValueError:
+        raise FabricError(f"not a MAC address: {mac[:20]!r}") from None
+    b[0] ^= 0x02
+    eui = bytes([*b[:3], 255, 254, *b[3:]])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui))
+
+
+def v6_sources(port: Port) -> list[tuple[str, str]]:
+    """(MAC, IPv6 address or network) pairs the port may send from: its
+    addresses, its pairs, and the EUI-64 link-local of each of its MACs."""
+    out = [(port.mac, str(ipaddress.ip_network(ip))) for ip in port.ips if _family(ip) == 6]
+    out += [(m or port.mac, str(ipaddress.ip_network(ip)))
+            for ip, m in port.pairs if _family(ip) == 6]
+    out += [(m, f"{link_local(m)}/128") for m in _macs(port)]
+    return out
+
+
+def _macs(port: Port) -> list[str]:
+    return sorted({port.mac, *(m or port.mac for _, m in port.pairs)})
+
+
+def _na_target_differs(net: str) -> str:
+    """The target of a neighbour advertisement (16 bytes at offset 8 of the
+    ICMPv6 header) is not in `net`. nft 1.0 names no such field, so it is a
+    raw payload match (a masked one for a network)."""
+    n = ipaddress.IPv6Network(net)
+    value = f"0x{int(n.network_address):032x}"
+    if n.prefixlen == 128:
+        return f"@th,64,128 != {value}"
+    return f"@th,64,128 & 0x{int(n.netmask):032x} != {value}"
+
+
 def l2_chain_rules(port: Port) -> list[str]:
-    macs = sorted({port.mac, *(m or port.mac for _, m in port.pairs)})
-    v4 = [(port.mac, ip) for ip in port.ips if _family(ip) == 4]
+    """Stateless port security. Every match is a plain comparison (several in
+    one rule are ANDed), never an anonymous set: each anonymous set is a set
+    of the table, and libnftables lists every set of a table before an
+    element or rule is added, so sets per port make every change cost
+    O(ports) (``docs/security-groups.md``)."""
+    v4 = [(port.mac, str(ipaddress.ip_network(ip))) for ip in port.ips if _family(ip) == 4]
     v4 += [(m or port.mac, str(ipaddress.ip_network(ip)))
            for ip, m in port.pairs if _family(ip) == 4]
-    out = [f"ether saddr != {_set_of(macs)} drop"]
+    v6 = v6_sources(port)
+    # What a guest never serves: DHCP (DHCP guard), DHCPv6 (DHCPv6 guard),
+    # router advertisements (RA guard).
+    out = ["udp sport 67 drop", "udp sport 547 udp dport 546 drop",
+           "icmpv6 type nd-router-advert drop"]
+    out.append(" ".join(f"ether saddr != {m}" for m in _macs(port)) + " drop")
+    out += [f"ether type arp arp saddr ether {m} arp saddr ip {ip} return" for m, ip in v4]
+    out.append("ether type arp drop")
     # A guest's DHCP DISCOVER/REQUEST comes from 0.0.0.0 before it has an address.
-    out.append("ip saddr 0.0.0.0 udp sport 68 udp dport 67 return")
-    if v4:
-        out.append(f"ether type ip ether saddr . ip saddr != "
-                   f"{_set_of(f'{m} . {ip}' for m, ip in v4)} drop")
-        out.append(f"ether type arp arp saddr ether . arp saddr ip != "
-                   f"{_set_of(f'{m} . {ip}' for m, ip in v4)} drop")
-    else:
-        out += ["ether type ip drop", "ether type arp drop"]
-    out.append("udp sport 67 drop")
-    out.append("icmpv6 type nd-router-advert drop")
+    out.append("ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 return")
+    out += [f"ether type ip ether saddr {m} ip saddr {ip} return" for m, ip in v4]
+    out.append("ether type ip drop")
+    # ND spoofing: an advertisement only for the port's own addresses.
+    out.append("icmpv6 type nd-neighbor-advert "
+               + " ".join(_na_target_differs(ip) for _, ip in v6) + " drop")
+    # Duplicate address detection and its MLD reports come from ::.
+    out += ["ip6 saddr :: icmpv6 type nd-neighbor-solicit return",
+            "ip6 saddr :: icmpv6 type mld2-listener-report return",
+            "ip6 saddr :: icmpv6 type mld-listener-report return"]
+    out += [f"ether type ip6 ether saddr {m} ip6 saddr {ip} return" for m, ip in v6]
+    out.append("ether type ip6 drop")
     out.append("return")
     return out
 
 
 def sg_chain_rules(port: Port, direction: str) -> list[str]:
+    """A port's stateful chain. DHCP and neighbour discovery pass in the base
+    chains before the jump (one anonymous set for the host, not one per port)."""
     out = ["ct state established,related accept", "ct state invalid drop"]
-    if direction == "egress":
-        out.append(DHCP_CLIENT)
-        out.append(f"icmpv6 type {ND_TYPES} accept")
-    else:
-        out.append(DHCP_SERVER_REPLY)
-        out.append(f"icmpv6 type {ND_TYPES} accept")
     out += [t for r in port.rules if r.direction == direction for t in rule_texts(r)]
     out.append("drop")
     return out
 
 
-def _chain(family: str, table: str, name: str, rules: Sequence[str]) -> list[str]:
-    return [f"add chain {family} {table} {name}", f"flush chain {family} {table} {name}",
+def _chain(family: str, table: str, name: str, rules: Sequence[str], new: bool) -> list[str]:
+    """A chain (re)filled; an existing one is only flushed."""
+    return [*([f"add chain {family} {table} {name}"] if new else []),
+            f"flush chain {family} {table} {name}",
             *(f"add rule {family} {table} {name} {r}" for r in rules)]
+
+
+_ELEMENT_OP = re.compile(
+    rf"(add|delete) element inet {SG_TABLE} (g[46]_[0-9a-f]{{16}}) \{{ ([0-9a-f.:, ]+) \}}")
+
+
+def address_element_ops(commands: Sequence[str]) -> list[nft_elements.Change] | None:
+    """The commands as element changes of remote groups' address sets (hash
+    sets of single addresses), or None if any command is something else."""
+    ops: list[nft_elements.Change] = []
+    for c in commands:
+        m = _ELEMENT_OP.fullmatch(c)
+        if m is None:
+            return None
+        ops.append((m[1], m[2], [nft_elements.key_bytes(a) for a in m[3].split(", ")]))
+    return ops
 
 
 class PortFirewall:
@@ -199,6 +269,7 @@ class PortFirewall:
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
+        self._nft = libnft.Context(netns)
         self._lock = threading.Lock()
         self._ports: dict[str, Port] = {}
         self._members: dict[tuple[str, str], frozenset[str]] = {}
@@ -214,15 +285,22 @@ class PortFirewall:
     # ------------------------------------------------------------ nft
 
     def run(self, commands: Sequence[str]) -> None:
-        """One transaction, all of it or nothing, by libnftables in-process (a
-        forked nft costs its start on top of reading the ruleset)."""
+        """One transaction, all of it or nothing, by libnftables in-process, on
+        one kept context (a forked nft, or a new context, costs its start-up
+        on top of reading the ruleset: docs/security-groups.md)."""
+        ops = address_element_ops(commands)
         try:
-            script = "\n".join(commands) + "\n"
-            if self.netns:
-                libnft.run(self.netns, script)
-            else:
-                libnft.run_here(script)
-        except (libnft.NftError, OSError) as e:
+            if ops is not None:
+                # Only members of groups' address sets: straight to the
+                # kernel, without libnftables' O(ruleset) cache.
+                if self.netns:
+                    run_in_netns(self.netns, lambda: nft_elements.apply_here(
+                        "inet", SG_TABLE, ops))
+                else:
+                    nft_elements.apply_here("inet", SG_TABLE, ops)
+                return
+            self._nft.run("\n".join(commands) + "\n")
+        except (libnft.NftError, nft_elements.ElementError, OSError) as e:
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def setup(self) -> None:
@@ -251,27 +329,35 @@ class PortFirewall:
             f"add chain inet {SG_TABLE} prerouting "
             "{ type filter hook prerouting priority 0; policy accept; }",
             f"flush chain inet {SG_TABLE} prerouting",
+            f"add rule inet {SG_TABLE} prerouting {DHCP_CLIENT}",
+            f"add rule inet {SG_TABLE} prerouting icmpv6 type {ND_TYPES} accept",
             f"add rule inet {SG_TABLE} prerouting iifname vmap @egress",
             f"add chain inet {SG_TABLE} forward "
             "{ type filter hook forward priority 0; policy accept; }",
             f"flush chain inet {SG_TABLE} forward",
+            f"add rule inet {SG_TABLE} forward {DHCP_SERVER_REPLY}",
+            f"add rule inet {SG_TABLE} forward icmpv6 type {ND_TYPES} accept",
             f"add rule inet {SG_TABLE} forward meta mark vmap @ingress",
         ])
 
     # ------------------------------------------------------------ changes
 
     def _sets_for(self, port: Port) -> list[str]:
+        """Declarations of the group sets the port's rules name that are not
+        known to exist (re-declaring one makes libnftables read its elements)."""
         wanted = {(r.remote_group_id, r.ethertype) for r in port.rules if r.remote_group_id}
         return [_set_decl(gid, eth, nets) for gid, eth in sorted(wanted)
-                for nets in (False, True)]
+                for nets in (False, True)
+                if (gid, f"{eth}/{'net' if nets else 'addr'}") not in self._members]
 
     def _port_commands(self, port: Port) -> list[str]:
         dev = port.device
         l2, eg, ing = (port_chain("l2", dev), port_chain("eg", dev), port_chain("in", dev))
+        new = dev not in self._ports
         commands = [*self._sets_for(port),
-                    *_chain("bridge", L2_TABLE, l2, l2_chain_rules(port)),
-                    *_chain("inet", SG_TABLE, eg, sg_chain_rules(port, "egress")),
-                    *_chain("inet", SG_TABLE, ing, sg_chain_rules(port, "ingress"))]
+                    *_chain("bridge", L2_TABLE, l2, l2_chain_rules(port), new),
+                    *_chain("inet", SG_TABLE, eg, sg_chain_rules(port, "egress"), new),
+                    *_chain("inet", SG_TABLE, ing, sg_chain_rules(port, "ingress"), new)]
         if dev not in self._ports:
             mark = self._mark(dev)
             commands += [
@@ -355,11 +441,11 @@ class PortFirewall:
             for dev in gone:
                 commands += self._remove_commands(dev)
             changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
-            for port in changed:
-                commands += self._port_commands(port)
-            if not commands:
-                return 0
             try:
+                for port in changed:
+                    commands += self._port_commands(port)
+                if not commands:
+                    return 0
                 self.run(commands)
             except FabricError:
                 for port in changed:  # numbers handed out for a transaction that failed

@@ -290,6 +290,8 @@ def network_update(msg: pb.Network, mask_paths: Sequence[str]) -> NetworkUpdate:
         domain_search=tuple(msg.domain_search) if "domain_search" in paths else None,
         mtu=msg.mtu if "mtu" in paths else None,
         lease_seconds=msg.lease_seconds if "lease_seconds" in paths else None,
+        shared_tenant_ids=(tuple(msg.shared_tenant_ids) if "shared_tenant_ids" in paths
+                           else None),
     )
 
 

@@ -207,6 +207,9 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
         tenant = _tenant()
         network_id = check_id(request.network.id, "network.id")
         paths = list(request.update_mask.paths)
+        if "shared_tenant_ids" in paths and not current_caller().admin:
+            raise PermissionDenied("network.shared_tenant_ids: only the admin changes who "
+                                   "may use a shared network")
         # Switching redundancy either way keeps leases and connections
         # (the instance that ran on stays master: netmgr.store.redundancy).
         if "redundant" in paths:

@@ -374,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-domain-search", action="store_true", help="clear the search list")
     p.add_argument("--mtu", type=_uint)
     p.add_argument("--lease-seconds", type=_uint, metavar="N")
+    p.add_argument("--shared-tenant", action="append", metavar="TENANT_ID",
+                   help="admin: a tenant that may use the shared network (repeat; replaces "
+                   "the list; refused while a tenant left out has ports there)")
+    p.add_argument("--all-tenants", action="store_true",
+                   help="admin: open the shared network to every tenant")
     p = leaf(s, "delete", cmd_network_delete, "delete a network")
     p.add_argument("id", metavar="ID")
     p.add_argument("--force", action="store_true", help="delete its ports with it")

@@ -132,6 +132,11 @@ def build_network_update(args: argparse.Namespace) -> netmgr_pb2.UpdateNetworkRe
     if args.lease_seconds is not None:
         net.lease_seconds = args.lease_seconds
         paths.append("lease_seconds")
+    if args.shared_tenant or args.all_tenants:
+        if args.shared_tenant and args.all_tenants:
+            raise UsageError("network update: --shared-tenant and --all-tenants exclude each other")
+        net.shared_tenant_ids.extend(args.shared_tenant or [])
+        paths.append("shared_tenant_ids")
     if not paths:
         raise UsageError("network update: give at least one field to change (see --help)")
     return netmgr_pb2.UpdateNetworkRequest(network=net, update_mask=field_mask(paths))

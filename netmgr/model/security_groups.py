@@ -232,6 +232,8 @@ class FilteredPort:
     pairs: tuple[AddressPair, ...]
     groups: tuple[str, ...]
     filtered: bool
+    # Its IPv6 address on a dual-stack network ("" on an IPv4-only one).
+    ipv6: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -95,6 +95,9 @@ class NetworkUpdate:
     domain_search: tuple[str, ...] | None = None
     mtu: int | None = None
     lease_seconds: int | None = None
+    # A shared network's tenants (admin only; empty: every tenant). The
+    # store refuses to drop a tenant that still has ports there.
+    shared_tenant_ids: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,9 +217,7 @@ def check_network_spec(spec: NetworkSpec, prefix: str = "network") -> NetworkSpe
     if not spec.shared and (spec.provider_vlan or spec.shared_tenant_ids):
         v.append(Violation(f"{prefix}.shared", "provider_vlan and shared_tenant_ids are for "
                                                "shared networks"))
-    for i, tid in enumerate(spec.shared_tenant_ids):
-        if (problem := uuid_problem(tid)) is not None:
-            v.append(Violation(f"{prefix}.shared_tenant_ids[{i}]", problem))
+    v += shared_tenant_problems(spec.shared_tenant_ids, prefix)
     if spec.routed and vpc_id:
         v.append(Violation(f"{prefix}.routed",
                            "a VPC tier is not routed: its VPC's router translates it"))
@@ -297,6 +298,22 @@ def check_network_placement(
     return []
 
 
+MAX_SHARED_TENANTS = 256
+
+
+def shared_tenant_problems(ids: Sequence[str], prefix: str) -> list[Violation]:
+    if len(ids) > MAX_SHARED_TENANTS:
+        return [Violation(f"{prefix}.shared_tenant_ids",
+                          f"{len(ids)} tenants (at most {MAX_SHARED_TENANTS}; none: every tenant)")]
+    v = []
+    for i, tid in enumerate(ids):
+        if (problem := uuid_problem(tid)) is not None:
+            v.append(Violation(f"{prefix}.shared_tenant_ids[{i}]", problem))
+        elif tid in ids[:i]:
+            v.append(Violation(f"{prefix}.shared_tenant_ids[{i}]", "is listed twice"))
+    return v
+
+
 def check_network_update(upd: NetworkUpdate, prefix: str = "network") -> NetworkUpdate:
     v = _collect(
         (f"{prefix}.name", name_problem(upd.name) if upd.name is not None else None),
@@ -312,6 +329,8 @@ def check_network_update(upd: NetworkUpdate, prefix: str = "network") -> Network
         search = tuple(d.lower() for d in upd.domain_search)
         v += _list_problems(f"{prefix}.domain_search", search, MAX_DOMAIN_SEARCH,
                             dns_name_problem)
+    if upd.shared_tenant_ids is not None:
+        v += shared_tenant_problems(upd.shared_tenant_ids, prefix)
     raise_if(v)
     lease = upd.lease_seconds
     return dataclasses.replace(

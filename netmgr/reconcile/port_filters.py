@@ -21,13 +21,13 @@ from cloudnet.compute.v1 import port_filters_pb2_grpc as rpc
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.reconcile.configbuild.port_filters import build_port_filters
-from netmgr.store.facade import Store
+from netmgr.reconcile.store_view import PortFilterStore
 
 log = logging.getLogger("cloudnet.netmgr.port_filters")
 
 
 class PortFilterPusher:
-    def __init__(self, store: Store, admin_token: str, resync_s: float = 30.0,
+    def __init__(self, store: PortFilterStore, admin_token: str, resync_s: float = 30.0,
                  compute_tls: TlsFiles | None = None) -> None:
         # netmgr's certificate for the compute agents (None: plaintext).
         self._compute_tls = compute_tls

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from netmgr.model.core import Router, RouterReport, RouterSnapshot, ServiceHealth
+from netmgr.model.hosts import Host
+from netmgr.model.security_groups import HostFilterSnapshot
 
 # (kind, id) of an object a router reports on, e.g. ("portforward", "<id>").
 ObjectRef = tuple[str, str]
@@ -90,6 +92,32 @@ class RouterHostsView(Protocol):
     def expire(self, grace: dt.timedelta) -> list[str]:
         """Hosts silent past ``grace`` DOWN, their routers moved: those router IDs."""
         ...
+
+
+class ComputeHostsView(Protocol):
+    """Registered hosts and their agents' addresses (``netmgr.store.hosts.HostStore``)."""
+
+    def list(self) -> Sequence[Host]: ...
+
+
+class PortFilterView(Protocol):
+    """Ports' filters per compute host (``netmgr.store.security_groups.SecurityGroupStore``)."""
+
+    def bound_hosts(self) -> Sequence[str]:
+        """Every host some port is bound to."""
+        ...
+
+    def host_filters(self, host: str) -> HostFilterSnapshot: ...
+
+
+class PortFilterStore(Protocol):
+    """What the port filter pusher reads (``netmgr.store.facade.Store``)."""
+
+    @property
+    def hosts(self) -> ComputeHostsView: ...
+
+    @property
+    def security_groups(self) -> PortFilterView: ...
 
 
 class ShardLeases(Protocol):

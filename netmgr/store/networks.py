@@ -14,7 +14,7 @@ import dataclasses
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from netmgr.model import core as model
 from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import (
@@ -30,7 +30,13 @@ from netmgr.store import ipam, ipam6, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import PUBLIC_IP_SOURCE_NAT, NetworkRow, PortRow, PublicIpRow
+from netmgr.store.tables.core import (
+    PUBLIC_IP_SOURCE_NAT,
+    NetworkRow,
+    PortRow,
+    PublicIpRow,
+    TenantRow,
+)
 from netmgr.store.vpcs import VpcStore, drop_tier
 
 
@@ -53,6 +59,32 @@ def shared_network_vlan(s: Session, zone: model.Zone, spec: NetworkSpec) -> int:
     for i, tid in enumerate(spec.shared_tenant_ids):
         shared.tenant_row(s, tid, f"network.shared_tenant_ids[{i}]")
     return vlan
+
+
+def check_tenant_list(s: Session, row: NetworkRow, tenant_ids: tuple[str, ...]) -> None:
+    """A shared network's new tenant list: the tenants exist, and no tenant
+    it leaves out still has ports there (as Neutron refuses to remove an
+    RBAC policy in use: its ports would be another tenant's on a network it
+    no longer sees; delete them first)."""
+    if not row.shared:
+        raise InvalidArgument.one("network.shared_tenant_ids",
+                                  "only a shared network has a tenant list")
+    for i, tid in enumerate(tenant_ids):
+        if s.get(TenantRow, tid) is None:
+            raise NotFound(f"network.shared_tenant_ids[{i}]: tenant {tid} not found")
+    if not tenant_ids:  # open to every tenant
+        return
+    stranded = s.execute(
+        select(PortRow.tenant_id, func.count()).where(
+            PortRow.network_id == row.id, PortRow.tenant_id != row.tenant_id,
+            PortRow.tenant_id.not_in(tenant_ids)).group_by(PortRow.tenant_id)).all()
+    if stranded:
+        ports = sum(n for _, n in stranded)
+        names = ", ".join(sorted(t for t, _ in stranded)[:3])
+        more = f" and {len(stranded) - 3} more" if len(stranded) > 3 else ""
+        raise FailedPrecondition(
+            f"network.shared_tenant_ids: {ports} port(s) of {len(stranded)} tenant(s) left "
+            f"out ({names}{more}) are on network {row.id}; delete them first")
 
 
 class NetworkStore:
@@ -132,6 +164,8 @@ class NetworkStore:
 
         def tx(s: Session) -> model.Network:
             row = shared.network_row(s, tenant_id, network_id, "network.id")
+            if upd.shared_tenant_ids is not None:
+                check_tenant_list(s, row, upd.shared_tenant_ids)
             changed = False
             for f in dataclasses.fields(upd):
                 value = getattr(upd, f.name)

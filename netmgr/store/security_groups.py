@@ -281,7 +281,8 @@ def host_filter_snapshot(s: Session, host: str) -> HostFilterSnapshot:
     ports = tuple(FilteredPort(
         p.id, p.mac, p.ip, tuple(model.AddressPair(a["ip"], a.get("mac", ""))
                                  for a in p.allowed_address_pairs or ()),
-        effective_groups(p, defaults.get(p.tenant_id, "")), bool(p.port_security))
+        effective_groups(p, defaults.get(p.tenant_id, "")), bool(p.port_security),
+        p.ipv6 or "")
         for p in bound)
     group_ids = {g for p in ports for g in p.groups}
     rules: dict[str, list[RuleSpec]] = {g: [] for g in group_ids}
@@ -303,6 +304,8 @@ def host_filter_snapshot(s: Session, host: str) -> HostFilterSnapshot:
             for gid in effective_groups(p, all_defaults.get(p.tenant_id, "")):
                 if gid in members:
                     members[gid].append(p.ip)
+                    if p.ipv6:
+                        members[gid].append(p.ipv6)
                     members[gid] += [a["ip"] for a in p.allowed_address_pairs or ()]
     return HostFilterSnapshot(host, ports, {g: tuple(v) for g, v in rules.items()},
                               {g: tuple(v) for g, v in members.items()})

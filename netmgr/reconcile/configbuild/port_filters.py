@@ -18,13 +18,14 @@ def filter_rule(r: RuleSpec) -> pb.FilterRule:
 def build_port_filters(snap: HostFilterSnapshot, generation: int) -> pb.PortFilters:
     ports = []
     for p in snap.ports:
+        ips = [p.ip, p.ipv6] if p.ipv6 else [p.ip]
         if not p.filtered:
-            ports.append(pb.PortFilter(port_id=p.port_id, mac=p.mac, ips=[p.ip],
+            ports.append(pb.PortFilter(port_id=p.port_id, mac=p.mac, ips=ips,
                                        unfiltered=True))
             continue
         rules = [filter_rule(r) for gid in p.groups for r in snap.rules.get(gid, ())]
         ports.append(pb.PortFilter(
-            port_id=p.port_id, mac=p.mac, ips=[p.ip],
+            port_id=p.port_id, mac=p.mac, ips=ips,
             pairs=[pb.FilterPair(ip=a.ip, mac=a.mac) for a in p.pairs], rules=rules))
     groups = [pb.GroupMembers(group_id=gid, addresses=list(addrs))
               for gid, addrs in sorted(snap.members.items())]

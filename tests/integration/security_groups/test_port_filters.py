@@ -25,7 +25,7 @@ from common.fabric.base import FabricError
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.fabric.ovs_firewall import OvsFirewall
-from common.fabric.port_firewall import Port, PortFirewall, Rule
+from common.fabric.port_firewall import Port, PortFirewall, Rule, link_local
 from common.netns import ensure_netns, remove_netns
 from tests.lib import spoof
 from tests.lib.guest_servers import TCP, UDP, ask, in_ns
@@ -44,6 +44,9 @@ GUESTS = {  # name: (tenant default group, ip, mac)
     "b2": (B_DEFAULT, "10.9.0.22", "02:00:0a:00:00:22"),
 }
 ROUTER = ("10.9.0.1", "02:00:0a:00:00:01")
+# Each guest's IPv6 address (dual stack): its IPv4 address's last byte.
+V6 = {name: f"2001:db8:9::{ip.rsplit('.', 1)[1]}" for name, (_, ip, _) in
+      {**GUESTS, "rt": ("", *ROUTER)}.items()}
 
 
 def default_rules(group: str) -> tuple[Rule, ...]:
@@ -78,11 +81,11 @@ class Lab:
     def port(self, name: str, extra: tuple[Rule, ...] = (),
              pairs: tuple[tuple[str, str], ...] = ()) -> Port:
         group, ip, mac = GUESTS[name]
-        return Port(self.dev(name), mac, (ip,), pairs, default_rules(group) + extra)
+        return Port(self.dev(name), mac, (ip, V6[name]), pairs, default_rules(group) + extra)
 
     def members(self, web: tuple[str, ...] = ()) -> dict[str, list[str]]:
-        return {A_DEFAULT: [GUESTS[g][1] for g in ("a1", "a2")],
-                B_DEFAULT: [GUESTS[g][1] for g in ("b1", "b2")],
+        return {A_DEFAULT: [GUESTS[g][1] for g in ("a1", "a2")] + [V6["a1"], V6["a2"]],
+                B_DEFAULT: [GUESTS[g][1] for g in ("b1", "b2")] + [V6["b1"], V6["b2"]],
                 WEB: [GUESTS[g][1] for g in web]}
 
     def baseline(self) -> None:
@@ -127,6 +130,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             lab.fabric.plug(lab.attachment(name), SEG, ns, "eth0", mac)
             in_ns(ns, ["ip", "link", "set", "lo", "up"])
             in_ns(ns, ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
+            in_ns(ns, ["ip", "-6", "addr", "add", f"{V6[name]}/64", "dev", "eth0", "nodad"])
         lab.fw.setup()
         lab.baseline()
         yield lab
@@ -303,7 +307,7 @@ RA_SENDER = """
 import sys
 from scapy.all import Ether, IPv6, ICMPv6ND_RA, ICMPv6ND_NS, sendp
 mac = sys.argv[1]
-lla = "fe80::ff:fe00:12"
+lla = sys.argv[2]
 ns = Ether(src=mac, dst="33:33:ff:00:00:11") / IPv6(src=lla, dst="ff02::1:ff00:11") / \\
     ICMPv6ND_NS(tgt="fe80::ff:fe00:11")
 ra = Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=lla, dst="ff02::1") / ICMPv6ND_RA()
@@ -319,10 +323,67 @@ def test_router_advertisements_from_a_guest_are_dropped(fresh: Lab) -> None:
     try:
         time.sleep(0.5)  # tcpdump attaches
         subprocess.run(["ip", "netns", "exec", lab.ns("a2"), sys.executable, "-c", RA_SENDER,
-                        GUESTS["a2"][2]], check=True, timeout=60)
+                        GUESTS["a2"][2], link_local(GUESTS["a2"][2])], check=True, timeout=60)
         time.sleep(0.3)
     finally:
         cap.terminate()
         out, _ = cap.communicate(timeout=10)
     assert "neighbor solicitation" in out, "the control (neighbour discovery) did not pass"
     assert "router advertisement" not in out
+
+
+V6_ATTACKS = """
+import sys
+from scapy.all import (Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, Raw, UDP, sendp)
+mac, dst_mac, own, lla, victim, router = sys.argv[1:7]
+to_victim = Ether(src=mac, dst=dst_mac)
+def udp(src, marker, sport=40000, dport=9999):
+    return to_victim / IPv6(src=src, dst=victim) / UDP(sport=sport, dport=dport) / Raw(marker)
+def na(target):
+    return (Ether(src=mac, dst="33:33:00:00:00:01") / IPv6(src=lla, dst="ff02::1")
+            / ICMPv6ND_NA(tgt=target, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=mac))
+frames = [udp(own, "own-v6"), udp(lla, "eui64-ll"), udp("2001:db8:9::21", "spoofed-v6"),
+          udp("fe80::1234", "other-ll"), udp(own, "rogue-dhcpv6", 547, 546),
+          udp(own, "not-dhcpv6", 40000, 546), na(own), na(router)]
+sendp(frames * 3, iface="eth0", inter=0.05, verbose=False)
+"""
+
+
+def v6_capture(lab: Lab, src: str, dst: str, own: str) -> str:
+    """What guest `dst` sees of `src`'s IPv6 attacks, sent from `own`."""
+    cap = subprocess.Popen(["ip", "netns", "exec", lab.ns(dst), "tcpdump", "-l", "-n", "-v",
+                            "-A", "-i", "eth0", "ip6"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(0.5)  # tcpdump attaches
+        subprocess.run(["ip", "netns", "exec", lab.ns(src), sys.executable, "-c", V6_ATTACKS,
+                        GUESTS[src][2], GUESTS[dst][2], own, link_local(GUESTS[src][2]),
+                        V6[dst], V6["rt"]], check=True, timeout=60)
+        time.sleep(0.3)
+    finally:
+        cap.terminate()
+        out, _ = cap.communicate(timeout=10)
+    return out
+
+
+def test_ipv6_spoofing_nd_spoofing_and_rogue_dhcpv6_are_dropped(fresh: Lab) -> None:
+    """A guest sends IPv6 only from its address, its pairs and the EUI-64
+    link-local of its MAC; advertises no neighbour address of another's;
+    answers no DHCPv6 client. a1's groups let any UDP in: what is dropped
+    is port security's doing."""
+    lab = fresh
+    lab.fw.set_port(lab.port("a1", (Rule("ingress", "ipv6", protocol="udp"),)))
+    out = v6_capture(lab, "a2", "a1", V6["a2"])
+    assert "own-v6" in out, "the control (its own address) did not pass"
+    assert "eui64-ll" in out
+    assert "not-dhcpv6" in out, "the control (UDP to 546 not from 547) did not pass"
+    assert f"tgt is {V6['a2']}," in out, "the control (an NA for its own address) did not pass"
+    assert "spoofed-v6" not in out
+    assert "other-ll" not in out, "only the EUI-64 link-local of the MAC is the port's"
+    assert "rogue-dhcpv6" not in out
+    assert f"tgt is {V6['rt']}," not in out, "an NA claiming the router's address passed"
+    vip = "2001:db8:9::200"
+    lab.fw.set_port(lab.port("a2", pairs=((vip, ""),)))
+    out = v6_capture(lab, "a2", "a1", vip)
+    assert "own-v6" in out, "an allowed address pair may send"
+    assert f"tgt is {vip}," in out, "and advertise itself"

@@ -9,7 +9,18 @@ from collections.abc import Sequence
 import pytest
 
 from common.fabric.ovs_firewall import OvsFirewall, Plugged, _port_ranges, cookie
-from common.fabric.port_firewall import Port, PortFirewall, Rule, group_set, rule_text
+from common.fabric.port_firewall import (
+    Port,
+    PortFirewall,
+    Rule,
+    address_element_ops,
+    group_set,
+    l2_chain_rules,
+    link_local,
+    rule_text,
+    sg_chain_rules,
+    v6_sources,
+)
 
 GID = "00000000-0000-4000-8000-00000000000a"
 
@@ -93,12 +104,17 @@ class RecordedOvs(OvsFirewall):
     def __init__(self) -> None:
         super().__init__("unused")
         self.bundles: list[list[str]] = []
+        self.lookups: list[list[str]] = []
 
     def run(self, lines: Sequence[str]) -> None:
         self.bundles.append(list(lines))
 
     def plugged(self, device: str) -> Plugged:
         return Plugged(int(device.removeprefix("p")) + 1, 100)
+
+    def plugged_many(self, devices: Sequence[str]) -> dict[str, Plugged]:
+        self.lookups.append(list(devices))
+        return {d: self.plugged(d) for d in devices}
 
 
 def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> None:
@@ -121,3 +137,74 @@ def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> No
     assert len(joined) == 1
     assert "nw_src=10.0.9.9" in joined[0]
     assert joined[0].count("conjunction(") == 20, "one flow naming each port's conjunction"
+
+
+def test_the_eui64_link_local_of_a_mac() -> None:
+    assert link_local("02:00:0a:00:00:12") == "fe80::aff:fe00:12"
+    assert link_local("52:54:00:12:34:56") == "fe80::5054:ff:fe12:3456"
+
+
+def test_a_ports_chains_hold_no_anonymous_set() -> None:
+    """libnftables lists every set of the table before it adds an element or
+    a rule: an anonymous set per port would make each change O(ports)."""
+    p = Port("p1", "02:00:00:00:00:01", ("10.0.0.5", "2001:db8::5"),
+             (("10.0.0.200", ""), ("2001:db8:1::/64", "02:00:00:00:00:09")),
+             (Rule("ingress", remote_group_id=GID), Rule("egress", "ipv6"),
+              Rule("ingress", protocol="tcp", port_min=1000, port_max=2000)))
+    texts = l2_chain_rules(p) + sg_chain_rules(p, "ingress") + sg_chain_rules(p, "egress")
+    assert [t for t in texts if "{" in t] == []
+
+
+def test_ipv6_sources_are_the_ports_addresses_pairs_and_eui64_link_locals() -> None:
+    p = Port("p1", "02:00:00:00:00:01", ("10.0.0.5", "2001:db8::5"),
+             (("2001:db8:1::/64", "02:00:00:00:00:09"),))
+    assert sorted(v6_sources(p)) == sorted([
+        ("02:00:00:00:00:01", "2001:db8::5/128"),
+        ("02:00:00:00:00:09", "2001:db8:1::/64"),
+        ("02:00:00:00:00:01", "fe80::ff:fe00:1/128"),
+        ("02:00:00:00:00:09", "fe80::ff:fe00:9/128")])
+    na = next(t for t in l2_chain_rules(p) if "nd-neighbor-advert" in t)
+    assert na.count("@th,64,128") == 4
+    assert "& 0xffffffffffffffff0000000000000000 != 0x20010db8000100000000000000000000" in na
+
+
+def test_only_address_set_members_go_by_netlink() -> None:
+    """A group's member change goes to the kernel without libnftables (whose
+    cache reads every chain); anything else stays an nft transaction."""
+    fw = Recorded()
+    ports = [port("p1", Rule("ingress", remote_group_id=GID))]
+    fw.apply(ports, {GID: ["10.0.0.5", "2001:db8::5", "10.1.0.0/24"]})
+    assert address_element_ops(fw.batches[-1]) is None, "declares sets"
+    fw.apply(ports, {GID: ["10.0.0.6", "2001:db8::6", "10.1.0.0/24"]})
+    ops = address_element_ops(fw.batches[-1])
+    assert ops is not None
+    assert sorted((op, name, [bytes(k) for k in keys]) for op, name, keys in ops) == sorted([
+        ("delete", group_set(GID, "ipv4"), [bytes([10, 0, 0, 5])]),
+        ("add", group_set(GID, "ipv4"), [bytes([10, 0, 0, 6])]),
+        ("delete", group_set(GID, "ipv6"), [bytes.fromhex("20010db8" + "0" * 22 + "05")]),
+        ("add", group_set(GID, "ipv6"), [bytes.fromhex("20010db8" + "0" * 22 + "06")])])
+    fw.apply(ports, {GID: ["10.0.0.6", "2001:db8::6", "10.2.0.0/24"]})
+    assert address_element_ops(fw.batches[-1]) is None, "an interval set: nft"
+
+
+def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
+    """A port's change costs that port: OVSDB is asked about it alone (the
+    same state again asks about every port, in one read: a restarted VM's
+    tap has a new OpenFlow number)."""
+    fw = RecordedOvs()
+    rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),)
+    ports = [Port(f"p{i}", f"02:00:00:00:00:{i:02x}", (f"10.0.0.{i + 10}",), (), rules)
+             for i in range(10)]
+    fw.apply(ports, {GID: ["10.0.0.10"]})
+    ports[4] = Port("p4", ports[4].mac, ports[4].ips, (), ())
+    fw.apply(ports, {GID: ["10.0.0.10"]})
+    assert fw.lookups[-1] == ["p4"]
+    assert any("delete_strict" in line for line in fw.bundles[-1]), "p4's rule flows went"
+    asked = len(fw.lookups)
+    assert fw.apply(ports, {GID: ["10.0.0.10", "10.0.0.11"]}) == 1
+    assert fw.lookups[asked:] == [[]]
+    assert fw.apply(ports, {GID: ["10.0.0.10", "10.0.0.11"]}) == 0
+    assert fw.lookups[-1] == sorted(p.device for p in ports)
+    fw.apply(ports[:-1], {GID: ["10.0.0.10", "10.0.0.11"]})
+    assert not any(f"cookie={cookie('p9'):#x}" in line for line in fw.bundles[-1])
+    assert sum(line.startswith("delete_strict") for line in fw.bundles[-1]) > 10

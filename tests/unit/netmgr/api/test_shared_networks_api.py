@@ -139,3 +139,79 @@ def test_an_elastic_ip_is_static_nat_on_the_shared_networks_router(cloud: Cloud)
     assert list(other.ListStaticNats(epb.ListStaticNatsRequest()).static_nats) == []
     assert ip.id not in [p.id for p in other.ListPublicIps(
         epb.ListPublicIpsRequest()).public_ips]
+
+
+def set_tenants(api: Api, net: pb.Network, tenant_ids: list[str]) -> pb.Network:
+    return api.UpdateNetwork(pb.UpdateNetworkRequest(
+        network=pb.Network(id=net.id, shared_tenant_ids=tenant_ids),
+        update_mask=FieldMask(paths=["shared_tenant_ids"])))
+
+
+def test_the_admin_changes_who_may_use_a_shared_network(cloud: Cloud) -> None:
+    provider, provider_api = cloud.new_tenant("provider")
+    acme, a = cloud.new_tenant("acme")
+    globex, g = cloud.new_tenant("globex")
+    admin = cloud.api(tenant=provider.id)
+    net = shared_net(cloud, provider, shared_tenant_ids=[acme.id])
+    assert rpc_error(lambda: g.CreatePort(pb.CreatePortRequest(port=pb.Port(
+        network_id=net.id)))).code() == Code.NOT_FOUND
+    net = set_tenants(admin, net, [acme.id, globex.id])
+    assert list(net.shared_tenant_ids) == [acme.id, globex.id]
+    port = g.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id)))
+    # The owner's own token does not open its network to others: the admin does.
+    err = rpc_error(lambda: set_tenants(provider_api, net, []))
+    assert err.code() == Code.PERMISSION_DENIED
+    assert "network.shared_tenant_ids" in (err.details() or "")
+    # Removing a tenant that still has ports there is refused, naming them.
+    err = rpc_error(lambda: set_tenants(admin, net, [acme.id]))
+    assert err.code() == Code.FAILED_PRECONDITION
+    assert "1 port" in (err.details() or "")
+    assert globex.id in (err.details() or "")
+    # A list naming only the owner closes it to everyone else: the same check.
+    err = rpc_error(lambda: set_tenants(admin, net, [provider.id]))
+    assert err.code() == Code.FAILED_PRECONDITION
+    assert a.GetNetwork(pb.GetNetworkRequest(id=net.id)).shared_tenant_ids == [
+        acme.id, globex.id], "nothing changed"
+    # Open to every tenant (an empty list) never strands a port.
+    assert list(set_tenants(admin, net, []).shared_tenant_ids) == []
+    g.DeletePort(pb.DeletePortRequest(id=port.id))
+    net = set_tenants(admin, net, [acme.id])
+    assert list(net.shared_tenant_ids) == [acme.id]
+    assert net.id not in [n.id for n in g.ListNetworks(pb.ListNetworksRequest()).networks]
+
+
+BAD_TENANT_LISTS: list[tuple[str, list[str], str, grpc.StatusCode]] = [
+    ("not an id", ["acme"], "network.shared_tenant_ids[0]", Code.INVALID_ARGUMENT),
+    ("twice", ["{acme}", "{acme}"], "network.shared_tenant_ids[1]", Code.INVALID_ARGUMENT),
+    ("unknown tenant", ["00000000-0000-4000-8000-000000000000"],
+     "network.shared_tenant_ids[0]", Code.NOT_FOUND),
+    ("too many", [f"00000000-0000-4000-8000-{i:012d}" for i in range(257)],
+     "network.shared_tenant_ids", Code.INVALID_ARGUMENT),
+]
+
+
+@pytest.mark.parametrize(("case", "ids", "field", "code"), BAD_TENANT_LISTS,
+                         ids=[c[0] for c in BAD_TENANT_LISTS])
+def test_bad_tenant_lists_are_refused_naming_the_field(
+    cloud: Cloud, case: str, ids: list[str], field: str, code: grpc.StatusCode
+) -> None:
+    provider, _ = cloud.new_tenant("provider")
+    acme, _ = cloud.new_tenant("acme")
+    net = shared_net(cloud, provider, shared_tenant_ids=[acme.id])
+    admin = cloud.api(tenant=provider.id)
+    err = rpc_error(lambda: set_tenants(admin, net, [i.format(acme=acme.id) for i in ids]))
+    assert err.code() == code, case
+    assert field in (err.details() or ""), (case, err.details())
+    assert list(admin.GetNetwork(pb.GetNetworkRequest(id=net.id)).shared_tenant_ids) == [
+        acme.id]
+
+
+def test_a_network_that_is_not_shared_has_no_tenant_list(cloud: Cloud) -> None:
+    provider, _ = cloud.new_tenant("provider")
+    acme, _ = cloud.new_tenant("acme")
+    admin = cloud.api(tenant=provider.id)
+    net = admin.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="private", cidr="10.30.0.0/24")))
+    err = rpc_error(lambda: set_tenants(admin, net, [acme.id]))
+    assert err.code() == Code.INVALID_ARGUMENT
+    assert bad_fields(err) == ["network.shared_tenant_ids"]

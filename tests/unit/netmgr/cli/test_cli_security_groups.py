@@ -75,3 +75,26 @@ def test_admin_creates_a_shared_network(c: Cli, tok: str) -> None:
     err = c.fails(c.admin, "--tenant", provider["id"], "network", "create", "x", "--cidr",
                   "172.21.0.0/16", "--provider-vlan", "150")
     assert "network.provider_vlan" in err
+
+
+def test_admin_changes_a_shared_networks_tenants(c: Cli, tok: str) -> None:
+    provider = c.json(c.admin, "tenant", "create", "provider2")
+    other = c.json(c.admin, "tenant", "create", "other")
+    acme = c.json(tok, "whoami")["tenant_id"]
+    net = c.json(c.admin, "--tenant", provider["id"], "network", "create", "basic2", "--cidr",
+                 "172.22.0.0/16", "--provider-vlan", "3002", "--shared-tenant", other["id"])
+    assert c.fails(tok, "port", "create", net["id"])
+    net = c.json(c.admin, "--tenant", provider["id"], "network", "update", net["id"],
+                 "--shared-tenant", other["id"], "--shared-tenant", acme)
+    assert net["shared_tenant_ids"] == [other["id"], acme]
+    c.json(tok, "port", "create", net["id"])
+    err = c.fails(c.admin, "--tenant", provider["id"], "network", "update", net["id"],
+                  "--shared-tenant", other["id"])
+    assert "1 port(s)" in err
+    net = c.json(c.admin, "--tenant", provider["id"], "network", "update", net["id"],
+                 "--all-tenants")
+    assert net.get("shared_tenant_ids", []) == []
+    rc, _, err = c.run(c.admin, "--tenant", provider["id"], "network", "update", net["id"],
+                       "--all-tenants", "--shared-tenant", acme)
+    assert rc == 2
+    assert "--all-tenants" in err
