@@ -115,12 +115,26 @@ def dhcp_ip(pair: Pair, tmp: str) -> str:
         return ""
 
 
-def new_connection(pair: Pair) -> bool:
+def new_connection(pair: Pair) -> str:
+    """A new connection guest -> internet through source NAT: "" or why not."""
     try:
         connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
-        return True
-    except AssertionError:
-        return False
+        return ""
+    except AssertionError as e:
+        return str(e).strip().splitlines()[-1][:200] if str(e).strip() else "failed"
+
+
+def diagnose(pair: Pair) -> str:
+    out = []
+    for argv in (["ip", "-n", pair.netns(1), "route"], ["ip", "-n", pair.netns(1), "neigh"],
+                 ["ip", "-n", pair.guest, "neigh"], ["ip", "-n", f"{pair.topo.prefix}-up", "neigh"],
+                 ["ip", "-n", pair.netns(1), "-br", "addr"],
+                 ["ip", "netns", "exec", pair.netns(1), "nstat", "-az", "TcpExtTCPSynRetrans"],
+                 ["ip", "netns", "exec", pair.netns(1), "conntrack", "-L", "-p", "tcp",
+                  "--dport", str(SNAT_TCP_PORT)]):
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(argv[-4:])}\n{p.stdout}{p.stderr}")
+    return "\n".join(out)
 
 
 def silence(gaps: list[list[float]], start: float, end: float) -> float:
@@ -147,13 +161,17 @@ def run_trigger(pair: Pair, trigger: str, n: int, tmp: str) -> dict[str, Any]:
             detected = time.monotonic() - t0
             lease = dhcp_ip(pair, tmp)
             fresh = new_connection(pair)
+            if fresh:
+                print(f"{trigger} {k + 1}/{n}: new connection failed: {fresh}\n"
+                      + diagnose(pair), file=sys.stderr, flush=True)
             time.sleep(SETTLE)
             t1 = time.monotonic()
             restore(pair, trigger)
             moved_to(pair, 0)
             back = time.monotonic() - t1
             moves.append({"t0": t0, "t1": t1, "moved_s": detected, "back_s": back,
-                          "lease_kept": lease == GUEST_IP, "new_connection": fresh})
+                          "lease_kept": lease == GUEST_IP, "new_connection": not fresh,
+                          "new_connection_error": fresh})
             print(f"{trigger} {k + 1}/{n}: moved in {detected:.2f} s, back in {back:.2f} s",
                   file=sys.stderr, flush=True)
         time.sleep(SETTLE)
