@@ -82,7 +82,7 @@ def cmd_vpc_create(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_vpc_update(ctx: Context, args: argparse.Namespace) -> int:
     """Only the options given change (the mask names exactly them)."""
-    vpc, paths = vpb.Vpc(id=args.id), []
+    vpc, paths = vpb.Vpc(id=args.id), list[str]()
     if args.name is not None:
         vpc.name, paths = args.name, [*paths, "name"]
     if args.redundant is not None:
