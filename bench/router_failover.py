@@ -16,6 +16,11 @@ preempt delay: a second move, measured too):
                  deleted; the agent's health pass rebuilds it
     agent        the master's agent stops answering keepalived's check (its
                  notification socket closed); answering again
+    agent-kill   the master's agent, a process of its own (``python -m
+                 router.agent.server`` adopting the router), killed (SIGKILL):
+                 its namespace and daemons run on orphaned, keepalived's
+                 checks fail (a lower priority at once, FAULT after 5 checks);
+                 a new agent adopts the instance and it takes the master back
 
 Per failover: seconds without forwarding (the longest silence of the UDP
 stream around the move), whether the guest's lease survived (DHCP again: the
@@ -46,8 +51,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.netlink import NetlinkOpError
-from router.services import keepalived
+from tests.lib.agentprocess import AgentProcess
 from tests.lib.redundantlab import (
     FORWARD_IP,
     FORWARD_PORT,
@@ -62,13 +66,25 @@ from tests.lib.redundantlab import (
 )
 from tests.lib.routerlab import INET_HOST, wait_for
 
-TRIGGERS = ("keepalived", "uplink", "namespace", "agent")
+TRIGGERS = ("keepalived", "uplink", "namespace", "agent", "agent-kill")
 GUEST_IP = "10.10.0.11"
 SETTLE = 1.0  # seconds of steady streaming before each failover
 
 
+# The agent process of instance 0 for the agent-kill trigger (handed over
+# before each failover: ``prepare``).
+_PROCESS: dict[str, AgentProcess] = {}
+
+
+def prepare(pair: Pair, trigger: str) -> None:
+    if trigger == "agent-kill":
+        _PROCESS["agent"] = pair.agent_process(0)
+
+
 def fail(pair: Pair, trigger: str) -> None:
-    if trigger == "keepalived":
+    if trigger == "agent-kill":
+        pair.kill_agent(_PROCESS.pop("agent"))
+    elif trigger == "keepalived":
         pair.kill_keepalived(0)
     elif trigger == "uplink":
         pair.uplink(0, False)
@@ -85,17 +101,14 @@ def restore(pair: Pair, trigger: str) -> None:
         pair.uplink(0, True)
     elif trigger == "agent":
         pair.agents[0].vrrp_listener.start()
+    elif trigger == "agent-kill":
+        pair.agent_back(0)
     else:
         pair.repair(0)
 
 
 def holds(pair: Pair, i: int) -> bool:
-    ctx = pair.agents[i].runtime(pair.router_id, create=False).ctx
-    cfg = pair.agents[i].runtime(pair.router_id, create=False).config
-    try:
-        return cfg is not None and keepalived.holds_addresses(ctx, cfg)
-    except (OSError, NetlinkOpError):  # its namespace is gone
-        return False
+    return pair.holds(i)
 
 
 def moved_to(pair: Pair, i: int, timeout: float = 60) -> None:
@@ -154,6 +167,7 @@ def run_trigger(pair: Pair, trigger: str, n: int, tmp: str) -> dict[str, Any]:
     try:
         for k in range(n):
             moved_to(pair, 0)
+            prepare(pair, trigger)
             time.sleep(SETTLE)
             t0 = time.monotonic()
             fail(pair, trigger)
