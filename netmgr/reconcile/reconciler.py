@@ -347,8 +347,8 @@ class Reconciler:
         config = build_router_config(snapshot)
         if red is not None and self.redundant is not None:
             return self._push_redundant(router_id, red, config, epoch)
-        if self.redundant is not None and self._leases.confirm():
-            self.redundant.retire(router_id, epoch)  # made single: instance 1 goes first
+        if self.redundant is not None:
+            self.redundant.retire(router_id, epoch, self._leases.confirm)  # made single
         vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
         if vm_routers is not None:
             vm_stub = vm_routers.stub(router_id)

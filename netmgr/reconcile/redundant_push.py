@@ -67,16 +67,17 @@ class RedundantRouters:
     def get(self, router_id: str) -> Redundancy | None:
         return self.store.get(router_id)
 
-    def retire(self, router_id: str, epoch: int) -> None:
+    def retire(self, router_id: str, epoch: int, confirm: Callable[[], bool]) -> None:
         """A router made single again: its instance 1 goes first, before the
         single router's push. That one (instance 0) then holds every address
         and announces it (gratuitous ARP) with nothing left to announce them
         after it: if instance 1 went later, a master's announcements could
         come last and leave guests and the edge with a MAC about to vanish.
         (Forgotten by a netmgr restart: the resync removes it then.)"""
-        red = self._pushed.pop(router_id, None)
-        if red is None:
+        red = self._pushed.get(router_id)
+        if red is None or not confirm():  # never without the lease
             return
+        del self._pushed[router_id]
         try:
             self._stub_of(red.hosts[1]).DeleteRouter(
                 pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
