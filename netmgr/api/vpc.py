@@ -63,7 +63,7 @@ class VpcServicer(_Base, rpc.VpcServiceServicer):
     def ListVpcs(self, request: pb.ListVpcsRequest, context: Ctx) -> pb.ListVpcsResponse:
         page = self._store.list_vpcs(_list_scope(), page_request(request.page_size,
                                                              request.page_token))
-        return pb.ListVpcsResponse(vpcs=[vpc_to_pb(v) for v in page.items],
+        return pb.ListVpcsResponse(vpcs=[self._out(v) for v in page.items],
                                    next_page_token=page.next_page_token)
 
     def UpdateVpc(self, request: pb.UpdateVpcRequest, context: Ctx) -> pb.Vpc:

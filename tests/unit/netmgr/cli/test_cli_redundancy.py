@@ -89,6 +89,7 @@ def test_a_redundant_vpc_on_create_and_switched_by_update(two_hosts: Cli) -> Non
     assert c.json(token, "vpc", "show", vpc["id"]).get("redundant", False) is False
     assert c.json(token, "vpc", "update", vpc["id"], "--redundant", "on")["redundant"] is True
     assert c.json(token, "vpc", "show", vpc["id"])["redundant"] is True
+    assert [v.get("redundant", False) for v in c.json(token, "vpc", "list")] == [True]
 
 
 def test_one_host_refuses_a_redundant_vpc_before_creating_it(one_host: Cli) -> None:
