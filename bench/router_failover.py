@@ -16,6 +16,11 @@ preempt delay: a second move, measured too):
                  deleted; the agent's health pass rebuilds it
     agent        the master's agent stops answering keepalived's check (its
                  notification socket closed); answering again
+    agent-kill   the master's agent, a process of its own (``python -m
+                 router.agent.server`` adopting the router), killed (SIGKILL):
+                 its namespace and daemons run on orphaned, keepalived's
+                 checks fail (a lower priority at once, FAULT after 5 checks);
+                 a new agent adopts the instance and it takes the master back
 
 Per failover: seconds without forwarding (the longest silence of the UDP
 stream around the move), whether the guest's lease survived (DHCP again: the
@@ -46,8 +51,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.netlink import NetlinkOpError
-from router.services import keepalived
+from tests.lib.agentprocess import AgentProcess
 from tests.lib.redundantlab import (
     FORWARD_IP,
     FORWARD_PORT,
@@ -62,13 +66,25 @@ from tests.lib.redundantlab import (
 )
 from tests.lib.routerlab import INET_HOST, wait_for
 
-TRIGGERS = ("keepalived", "uplink", "namespace", "agent")
+TRIGGERS = ("keepalived", "uplink", "namespace", "agent", "agent-kill")
 GUEST_IP = "10.10.0.11"
 SETTLE = 1.0  # seconds of steady streaming before each failover
 
 
+# The agent process of instance 0 for the agent-kill trigger (handed over
+# before each failover: ``prepare``).
+_PROCESS: dict[str, AgentProcess] = {}
+
+
+def prepare(pair: Pair, trigger: str) -> None:
+    if trigger == "agent-kill":
+        _PROCESS["agent"] = pair.agent_process(0)
+
+
 def fail(pair: Pair, trigger: str) -> None:
-    if trigger == "keepalived":
+    if trigger == "agent-kill":
+        pair.kill_agent(_PROCESS.pop("agent"))
+    elif trigger == "keepalived":
         pair.kill_keepalived(0)
     elif trigger == "uplink":
         pair.uplink(0, False)
@@ -85,17 +101,14 @@ def restore(pair: Pair, trigger: str) -> None:
         pair.uplink(0, True)
     elif trigger == "agent":
         pair.agents[0].vrrp_listener.start()
+    elif trigger == "agent-kill":
+        pair.agent_back(0)
     else:
         pair.repair(0)
 
 
 def holds(pair: Pair, i: int) -> bool:
-    ctx = pair.agents[i].runtime(pair.router_id, create=False).ctx
-    cfg = pair.agents[i].runtime(pair.router_id, create=False).config
-    try:
-        return cfg is not None and keepalived.holds_addresses(ctx, cfg)
-    except (OSError, NetlinkOpError):  # its namespace is gone
-        return False
+    return pair.holds(i)
 
 
 def moved_to(pair: Pair, i: int, timeout: float = 60) -> None:
@@ -115,12 +128,26 @@ def dhcp_ip(pair: Pair, tmp: str) -> str:
         return ""
 
 
-def new_connection(pair: Pair) -> bool:
+def new_connection(pair: Pair) -> str:
+    """A new connection guest -> internet through source NAT: "" or why not."""
     try:
         connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
-        return True
-    except AssertionError:
-        return False
+        return ""
+    except AssertionError as e:
+        return str(e).strip().splitlines()[-1][:200] if str(e).strip() else "failed"
+
+
+def diagnose(pair: Pair) -> str:
+    out = []
+    for argv in (["ip", "-n", pair.netns(1), "route"], ["ip", "-n", pair.netns(1), "neigh"],
+                 ["ip", "-n", pair.guest, "neigh"], ["ip", "-n", f"{pair.topo.prefix}-up", "neigh"],
+                 ["ip", "-n", pair.netns(1), "-br", "addr"],
+                 ["ip", "netns", "exec", pair.netns(1), "nstat", "-az", "TcpExtTCPSynRetrans"],
+                 ["ip", "netns", "exec", pair.netns(1), "conntrack", "-L", "-p", "tcp",
+                  "--dport", str(SNAT_TCP_PORT)]):
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(argv[-4:])}\n{p.stdout}{p.stderr}")
+    return "\n".join(out)
 
 
 def silence(gaps: list[list[float]], start: float, end: float) -> float:
@@ -140,6 +167,7 @@ def run_trigger(pair: Pair, trigger: str, n: int, tmp: str) -> dict[str, Any]:
     try:
         for k in range(n):
             moved_to(pair, 0)
+            prepare(pair, trigger)
             time.sleep(SETTLE)
             t0 = time.monotonic()
             fail(pair, trigger)
@@ -147,13 +175,17 @@ def run_trigger(pair: Pair, trigger: str, n: int, tmp: str) -> dict[str, Any]:
             detected = time.monotonic() - t0
             lease = dhcp_ip(pair, tmp)
             fresh = new_connection(pair)
+            if fresh:
+                print(f"{trigger} {k + 1}/{n}: new connection failed: {fresh}\n"
+                      + diagnose(pair), file=sys.stderr, flush=True)
             time.sleep(SETTLE)
             t1 = time.monotonic()
             restore(pair, trigger)
             moved_to(pair, 0)
             back = time.monotonic() - t1
             moves.append({"t0": t0, "t1": t1, "moved_s": detected, "back_s": back,
-                          "lease_kept": lease == GUEST_IP, "new_connection": fresh})
+                          "lease_kept": lease == GUEST_IP, "new_connection": not fresh,
+                          "new_connection_error": fresh})
             print(f"{trigger} {k + 1}/{n}: moved in {detected:.2f} s, back in {back:.2f} s",
                   file=sys.stderr, flush=True)
         time.sleep(SETTLE)

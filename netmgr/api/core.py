@@ -178,7 +178,8 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
         tenant, redundant = _tenant(), request.network.redundant
         spec = convert.network_spec(request.network)
         if redundant:  # refused before anything is created
-            self._store.redundancy.check_redundant(spec.vpc_id, self._store.default_host)
+            self._store.redundancy.check_redundant(spec.vpc_id, self._store.default_host,
+                                                   backend=self._store.default_backend)
         network, _ = request_ids.once(
             context, self._store.db, tenant, "CreateNetwork",
             lambda: self._store.create_network(tenant, spec),

@@ -18,7 +18,7 @@ from netmgr.model.validation import check_id, resolve_update_mask
 from netmgr.model.validation_vpc import AclRuleSpec, VpcSpec
 from netmgr.store.facade import Store
 
-VPC_UPDATABLE = frozenset({"name"})
+VPC_UPDATABLE = frozenset({"name", "redundant"})
 # Kind of the ACL rule counters the agent reports (router.services.nftables.acl).
 COUNTER_KIND = "aclrule"
 
@@ -41,27 +41,47 @@ def vpc_to_pb(v: mv.Vpc) -> pb.Vpc:
 # mypy sees neither grpc stubs nor the generated ones: the servicer bases are Any (ignore[misc]).
 class VpcServicer(_Base, rpc.VpcServiceServicer):
     def CreateVpc(self, request: pb.CreateVpcRequest, context: Ctx) -> pb.Vpc:
-        vpc = self._store.create_vpc(_tenant(), VpcSpec(
-            name=request.vpc.name, cidr=request.vpc.cidr, domain=request.vpc.domain))
+        tenant = _tenant()
+        spec = VpcSpec(name=request.vpc.name, cidr=request.vpc.cidr, domain=request.vpc.domain)
+        if request.vpc.redundant:  # refused before anything is created
+            self._store.redundancy.check_redundant("", self._store.default_host, "vpc.redundant",
+                                                   self._store.default_backend)
+        vpc = self._store.create_vpc(tenant, spec)
+        if request.vpc.redundant:
+            self._store.redundancy.set_redundancy(tenant, "", vpc.id, True)
         self._notify(vpc.router_id)
-        return vpc_to_pb(vpc)
+        return self._out(vpc)
+
+    def _out(self, vpc: mv.Vpc) -> pb.Vpc:
+        out = vpc_to_pb(vpc)
+        out.redundant = self._store.redundancy.get(vpc.router_id) is not None
+        return out
 
     def GetVpc(self, request: pb.GetVpcRequest, context: Ctx) -> pb.Vpc:
-        return vpc_to_pb(self._store.get_vpc(_tenant(), request.id))
+        return self._out(self._store.get_vpc(_tenant(), request.id))
 
     def ListVpcs(self, request: pb.ListVpcsRequest, context: Ctx) -> pb.ListVpcsResponse:
         page = self._store.list_vpcs(_list_scope(), page_request(request.page_size,
                                                              request.page_token))
-        return pb.ListVpcsResponse(vpcs=[vpc_to_pb(v) for v in page.items],
+        return pb.ListVpcsResponse(vpcs=[self._out(v) for v in page.items],
                                    next_page_token=page.next_page_token)
 
     def UpdateVpc(self, request: pb.UpdateVpcRequest, context: Ctx) -> pb.Vpc:
         tenant = _tenant()
         vpc_id = check_id(request.vpc.id, "vpc.id")
-        present = ["name"] if request.vpc.name else []
+        present = [f for f in ("name", "redundant") if getattr(request.vpc, f)]
         paths = resolve_update_mask(request.update_mask.paths, VPC_UPDATABLE, present)
         name = request.vpc.name if "name" in paths else None
-        return vpc_to_pb(self._store.update_vpc(tenant, vpc_id, name))
+        if "redundant" in paths:
+            # Either way, every tier's gateway with it (one router, one sync
+            # group); the instance that ran on stays master (leases and
+            # connections kept: netmgr.store.redundancy).
+            router_id, _ = self._store.redundancy.set_redundancy(
+                tenant, "", vpc_id, request.vpc.redundant)
+            self._notify(router_id)
+        vpc = (self._store.update_vpc(tenant, vpc_id, name) if name is not None
+               else self._store.get_vpc(tenant, vpc_id))
+        return self._out(vpc)
 
     def DeleteVpc(self, request: pb.DeleteVpcRequest, context: Ctx) -> pb.DeleteVpcResponse:
         gone = self._store.delete_vpc(_tenant(), request.id)

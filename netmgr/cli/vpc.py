@@ -32,7 +32,7 @@ from netmgr.cli.commands import (
     wait_with_progress,
 )
 from netmgr.cli.output import COLUMNS, column, format_port_range
-from netmgr.cli.requests import IPV6_MODES, parse_port_range
+from netmgr.cli.requests import IPV6_MODES, UsageError, field_mask, parse_port_range
 
 ACTIONS = {"allow": vpb.ACL_ACTION_ALLOW, "deny": vpb.ACL_ACTION_DENY}
 DIRECTIONS = {"ingress": vpb.ACL_DIRECTION_INGRESS, "egress": vpb.ACL_DIRECTION_EGRESS}
@@ -73,9 +73,24 @@ def _wait_router(ctx: Context, args: argparse.Namespace, router_id: str) -> None
 
 def cmd_vpc_create(ctx: Context, args: argparse.Namespace) -> int:
     vpc = ctx.client.vpcs.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
-        name=args.name, cidr=args.cidr, domain=args.domain or "")))
+        name=args.name, cidr=args.cidr, domain=args.domain or "",
+        redundant=args.redundant)))
     _wait_router(ctx, args, vpc.router_id)
     ctx.show(vpc)
+    return 0
+
+
+def cmd_vpc_update(ctx: Context, args: argparse.Namespace) -> int:
+    """Only the options given change (the mask names exactly them)."""
+    vpc, paths = vpb.Vpc(id=args.id), list[str]()
+    if args.name is not None:
+        vpc.name, paths = args.name, [*paths, "name"]
+    if args.redundant is not None:
+        vpc.redundant, paths = args.redundant == "on", [*paths, "redundant"]
+    if not paths:
+        raise UsageError("vpc update: give --name or --redundant on|off")
+    ctx.show(ctx.client.vpcs.UpdateVpc(vpb.UpdateVpcRequest(vpc=vpc,
+                                                            update_mask=field_mask(paths))))
     return 0
 
 
@@ -265,7 +280,15 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--cidr", required=True, help="the super CIDR (/8 to /28)")
     p.add_argument("--domain", help="DNS domain (default <name>.<tenant>.<zone suffix>)")
+    p.add_argument("--redundant", action="store_true",
+                   help="the VPC's router as two instances on two hosts, every tier's gateway "
+                   "moving together (docs/redundant-routers.md)")
     wait(p, "the router is ACTIVE")
+    p = by_id(s, "update", cmd_vpc_update, "change a VPC; only given options change")
+    p.add_argument("--name")
+    p.add_argument("--redundant", choices=("on", "off"),
+                   help="switch the VPC's router redundant or single (leases and connections "
+                   "kept)")
     p = leaf(s, "list", cmd_vpc_list, "list VPCs")
     p.add_argument("--limit", type=int, metavar="N", help="at most N")
     by_id(s, "show", cmd_vpc_show, "show a VPC")

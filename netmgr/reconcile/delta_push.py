@@ -135,6 +135,11 @@ class EdgeDeltas:
                 for g in [g for g in pending if g <= applied_generation]:
                     del pending[g]
 
+    def forget_base(self, router_id: str) -> None:
+        """What the router runs is unknown (full pushes until acknowledged)."""
+        with self._lock:
+            self._base.pop(router_id, None)
+
     def forget(self, router_id: str) -> None:
         with self._lock:
             self._base.pop(router_id, None)
@@ -157,10 +162,13 @@ class EdgeDeltas:
         return None
 
     def push(self, router_id: str, epoch: int = 0,
-             confirm: Callable[[], bool] = lambda: True) -> bool | None:
+             confirm: Callable[[], bool] = lambda: True,
+             hosts: Sequence[str] = ()) -> bool | None:
         """Bring the router to its desired generation by a delta: True if done,
         None if a full push is needed. ``epoch``: the pushing replica's lease
-        epoch; ``confirm``: its lease still holds (checked right before sending)."""
+        epoch; ``confirm``: its lease still holds (checked right before sending);
+        ``hosts``: a redundant router's instances' hosts (the same delta to
+        each: both ran the base, acknowledged only when both applied it)."""
         with self._lock:
             if not self._pending.get(router_id) or router_id not in self._base:
                 return None
@@ -172,25 +180,34 @@ class EdgeDeltas:
         delta = self._take(router_id, desired)
         if delta is None or not confirm():
             return None
+        for target in hosts or (host,):
+            if not self._send(router_id, target, backend, delta, epoch):
+                # Each instance that did apply it takes the full push as
+                # the same generation again (a no-op change).
+                with self._lock:
+                    self._base.pop(router_id, None)
+                return None
+        self._store.record_edge_delta_applied(router_id, delta.generation)
+        self.acknowledged(router_id, delta.generation)
+        return True
+
+    def _send(self, router_id: str, host: str, backend: str, delta: epb.EdgeDelta,
+              epoch: int) -> bool:
         try:
             # A VM router's agent too, through the VM backend's channel.
             stub = edge_pb2_grpc.RouterEdgeStub(self._channel(router_id, host, backend))
             reply = stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=delta, lease_epoch=epoch),
                                         timeout=DELTA_TIMEOUT)
         except (grpc.RpcError, LookupError) as e:
-            log.info("router %s: delta not sent (%s): full push", router_id, e)
-            return None
+            log.info("router %s: delta not sent to %s (%s): full push", router_id, host, e)
+            return False
         if reply.stale or reply.applied_generation != delta.generation:
             # Refused or not applicable: the full push verifies everything
             # and reports the reason on the router and the object.
-            log.info("router %s: delta %d -> %d %s: full push", router_id,
-                     delta.base_generation, delta.generation,
+            log.info("router %s: delta %d -> %d on %s %s: full push", router_id,
+                     delta.base_generation, delta.generation, host,
                      "stale" if reply.stale else f"refused: {reply.last_error}")
-            with self._lock:
-                self._base.pop(router_id, None)
-            return None
-        self._store.record_edge_delta_applied(router_id, reply.applied_generation)
-        self.acknowledged(router_id, reply.applied_generation)
+            return False
         return True
 
     def counters(self, router_id: str, refs: Sequence[Ref]) -> dict[Ref, tuple[int, int]]:

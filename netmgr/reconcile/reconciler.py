@@ -333,8 +333,8 @@ class Reconciler:
         with self._lock:
             restart = router_id in self._restarts
         red = self.redundant.get(router_id) if self.redundant is not None else None
-        if not restart and red is None and \
-                self.edge.push(router_id, epoch, self._leases.confirm):
+        if not restart and self.edge.push(router_id, epoch, self._leases.confirm,
+                                          red.hosts if red is not None else ()):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True
@@ -347,6 +347,8 @@ class Reconciler:
         config = build_router_config(snapshot)
         if red is not None and self.redundant is not None:
             return self._push_redundant(router_id, red, config, epoch)
+        if self.redundant is not None:
+            self.redundant.retire(router_id, epoch, self._leases.confirm)  # made single
         vm_routers = self.vm_routers if router.backend == RouterBackend.VM else None
         if vm_routers is not None:
             vm_stub = vm_routers.stub(router_id)
@@ -420,6 +422,10 @@ class Reconciler:
         self._record(router_id, status)
         with self._lock:
             self._pushed_at[router_id] = time.monotonic()
+        if ok and len(statuses) == 2:  # both run it: the base of the next edge delta
+            self.edge.acknowledged(router_id, min(s.applied_generation for _, s in statuses))
+        else:
+            self.edge.forget_base(router_id)
         return ok
 
     def record_status(self, router_id: str, status: pb.RouterStatus) -> None:

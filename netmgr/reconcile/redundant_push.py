@@ -60,9 +60,31 @@ class RedundantRouters:
         self._stub_of = stub_of
         self._channel_of = channel_of
         self._demoted_at: dict[tuple[str, int], float] = {}
+        # What each router's instances were last pushed as (a router made
+        # single again: its other instance is removed before the push).
+        self._pushed: dict[str, Redundancy] = {}
 
     def get(self, router_id: str) -> Redundancy | None:
         return self.store.get(router_id)
+
+    def retire(self, router_id: str, epoch: int, confirm: Callable[[], bool]) -> None:
+        """A router made single again: its instance 1 goes first, before the
+        single router's push. That one (instance 0) then holds every address
+        and announces it (gratuitous ARP) with nothing left to announce them
+        after it: if instance 1 went later, a master's announcements could
+        come last and leave guests and the edge with a MAC about to vanish.
+        (Forgotten by a netmgr restart: the resync removes it then.)"""
+        red = self._pushed.get(router_id)
+        if red is None or not confirm():  # never without the lease
+            return
+        del self._pushed[router_id]
+        try:
+            self._stub_of(red.hosts[1]).DeleteRouter(
+                pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
+                timeout=PUSH_TIMEOUT)
+        except (LookupError, grpc.RpcError) as e:  # the resync removes it later
+            log.warning("router %s: removing instance 1 on %s failed: %s", router_id,
+                        red.hosts[1], e)
 
     def push(self, red: Redundancy, config: pb.RouterConfig,
              epoch: int = 0) -> tuple[bool, list[tuple[int, pb.RouterStatus]]]:
@@ -70,6 +92,7 @@ class RedundantRouters:
         replica's lease ``epoch``. Returns whether both applied it, and the
         statuses received (instance, status)."""
         ok, statuses = True, []
+        self._pushed[red.router_id] = red
         for i in (0, 1):
             host = red.hosts[i]
             cfg = instance_config(config, red, i)

@@ -19,17 +19,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
 from netmgr.model.hosts import Host, HostSpec, check_host
 from netmgr.model.validation import check_id
+from netmgr.store import ipam, rows
 from netmgr.store.base import Database, new_id
-from netmgr.store.shared import bump, pick_router_host
+from netmgr.store.shared import bump, pick_router_host, zone_row
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import RouterRow
 from netmgr.store.tables.hosts import HostEventRow, HostRow
+from netmgr.store.tables.redundancy import RouterRedundancyRow
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,38 @@ def _routers_on(s: Session, host: str) -> tuple[str, ...]:
     return tuple(s.scalars(select(RouterRow.id).where(RouterRow.host == host,
                                                       RouterRow.backend == "netns")
                            .order_by(RouterRow.id)).all())
+
+
+def _move_redundant(s: Session, down: str, routers: tuple[str, ...]) -> list[str]:
+    """The instances of redundant routers on host ``down`` (instance 0 on
+    ``routers``, instance 1 wherever it is the peer) to a live host that
+    holds neither instance: never both instances on one host. With none, the
+    instance stays (the other one is master meanwhile). A moved pair gets a
+    new sync VLAN: the orphaned instance on the silent host (an agent killed
+    leaves its namespace and daemons running; keepalived holds it in FAULT
+    once no agent listens) keeps the old one, and its sync address, to itself."""
+    moved = []
+    reds = [r for r in s.scalars(select(RouterRedundancyRow).where(or_(
+        RouterRedundancyRow.router_id.in_(routers), RouterRedundancyRow.peer_host == down)))]
+    for red in reds:
+        router = s.get_one(RouterRow, red.router_id)
+        other = red.peer_host if router.host == down else router.host
+        target = pick_router_host(s, avoid=down, also_avoid=(other,))
+        if target is None:
+            record_host_event(s, down, "redundant-kept",
+                              f"router {red.router_id}: no live host without its other "
+                              f"instance ({other}), which serves")
+            continue
+        if router.host == down:
+            router.host = target
+        else:
+            red.peer_host = target
+        red.sync_vlan = ipam.allocate_vlan(s, rows.zone(zone_row(s, lock=True)))
+        s.flush()
+        bump(s, red.router_id)
+        record_host_event(s, down, "router-moved", f"{red.router_id} -> {target} (redundant)")
+        moved.append(red.router_id)
+    return moved
 
 
 class HostStore:
@@ -111,7 +145,10 @@ class HostStore:
                 record_host_event(s, row.name, "down",
                                   f"no heartbeat since {row.heartbeat_at:%H:%M:%S}; "
                                   f"{len(routers)} routers to move")
+                moved += _move_redundant(s, row.name, routers)
                 for router_id in routers:
+                    if s.get(RouterRedundancyRow, router_id) is not None:
+                        continue  # _move_redundant's
                     target = pick_router_host(s, avoid=row.name)
                     if target is None:
                         record_host_event(s, row.name, "stranded",

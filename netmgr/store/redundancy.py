@@ -49,15 +49,21 @@ class RedundancyStore:
         # The hosts netmgr has router agents on (netmgr.server sets them).
         self.hosts: tuple[str, ...] = ()
 
-    def check_redundant(self, vpc_id: str, host: str) -> None:
-        """What makes a new network's router redundant possible (before it is created)."""
+    def check_redundant(self, vpc_id: str, host: str, field: str = "network.redundant",
+                        backend: RouterBackend = RouterBackend.NETNS) -> None:
+        """What makes a new network's (or VPC's: ``field`` ``vpc.redundant``)
+        router redundant possible, checked before it is created."""
         if vpc_id:
             raise FailedPrecondition(
-                "network.redundant: a tier's router is its VPC's (RouterRedundancyService "
-                "with vpc_id)")
+                f"{field}: a tier's router is its VPC's (UpdateVpc with redundant, or "
+                "RouterRedundancyService with vpc_id)")
+        if backend != RouterBackend.NETNS:
+            raise FailedPrecondition(
+                f"{field}: routers of the VM backend cannot be redundant yet (namespace "
+                "routers on two host agents can)")
         if not [h for h in self.hosts if h != host]:
             raise FailedPrecondition(
-                f"network.redundant: the zone has one router host ({host[:64]}); two "
+                f"{field}: the zone has one router host ({host[:64]}); two "
                 "instances need two hosts (netmgr's --agent HOST=TARGET, repeatable)")
 
     # ------------------------------------------------------------ lookups

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, func, select, update
@@ -167,11 +168,12 @@ class RouterPlacement:
     backend: model.RouterBackend = model.RouterBackend.NETNS
 
 
-def pick_router_host(s: Session, avoid: str = "") -> str | None:
+def pick_router_host(s: Session, avoid: str = "",
+                     also_avoid: Sequence[str] = ()) -> str | None:
     """The live registered router host with the fewest namespace routers
     (None: no router host registered and up; the configured default host then)."""
     live = s.scalars(select(HostRow.name).where(HostRow.role == "router", HostRow.state == "up",
-                                                 HostRow.name != avoid)).all()
+                                                 HostRow.name.not_in((avoid, *also_avoid)))).all()
     if not live:
         return None
     counts = dict(s.execute(

@@ -50,6 +50,9 @@ INSTANCE = "cn"
 # between the two instances' priorities (netmgr gives 200 and 100).
 HEALTH_WEIGHT = 150
 CHECK_INTERVAL = 2
+# An agent gone (no process on its socket) this many checks in a row: the
+# instance is held in FAULT (an agent restart listens again well within it).
+ALIVE_INTERVAL, ALIVE_FALL = 2, 5
 # Seconds an instance back from a failure waits before it takes the master
 # role back (its conntrackd asks the master for every connection first).
 PREEMPT_DELAY = 3
@@ -76,6 +79,7 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         "keepalived/keepalived.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
         router_id=cfg.router_id, python=sys.executable, client=CLIENT,
         notify_socket=paths.vrrp_notify_socket, check_interval=CHECK_INTERVAL,
+        alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL,
         health_weight=HEALTH_WEIGHT, demoted_file=paths.keepalived("demoted"),
         group=INSTANCE + "-group", instance=INSTANCE,
         preempt_delay=PREEMPT_DELAY,

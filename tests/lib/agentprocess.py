@@ -23,9 +23,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class AgentProcess:
-    def __init__(self, topo: Topology, socket_path: str, *extra: str) -> None:
+    def __init__(self, topo: Topology, socket_path: str, *extra: str, state_dir: str = "",
+                 netns_prefix: str = "", agent_id: str = "process-test") -> None:
         self.topo, self.socket_path, self.extra = topo, socket_path, extra
-        self.state_dir = os.path.join(topo.state_dir, "agent")
+        self.state_dir = state_dir or os.path.join(topo.state_dir, "agent")
+        self.netns_prefix, self.agent_id = netns_prefix or topo.prefix, agent_id
         self.log_path = os.path.join(topo.state_dir, "agent.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
@@ -35,8 +37,8 @@ class AgentProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router.agent.server", "--listen",
                  f"unix://{self.socket_path}", "--state-dir", self.state_dir,
-                 "--netns-prefix", self.topo.prefix, "--fabric-netns", self.topo.fabric.netns,
-                 "--agent-id", "process-test", *self.extra],
+                 "--netns-prefix", self.netns_prefix, "--fabric-netns", self.topo.fabric.netns,
+                 "--agent-id", self.agent_id, *self.extra],
                 cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60

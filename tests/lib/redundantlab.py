@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.netlink import NetlinkOpError
 from router.agent.registry import RouterRegistry
 from router.lib import proc as rproc
 from router.runtime import router_netns_name
 from router.services import keepalived
+from tests.lib.agentprocess import AgentProcess
 from tests.lib.peerlab import router_connection
 from tests.lib.routerconfigs import redundant
 from tests.lib.routerlab import INET_HOST, Topology, make_config, sh, wait_for
@@ -40,6 +43,8 @@ FORWARD_IP = "203.0.113.20"
 FORWARD_PORT = 8080
 SNAT_TCP_PORT, UDP_PORT = 9000, 9001
 LB_PORT = 8081
+# Where keepalived 2.2 writes its state on SIGUSR1.
+DATA_DUMP = "/tmp/keepalived.data"
 
 
 def pair_config(router_id: str, generation: int, instance: int,
@@ -200,6 +205,62 @@ class Pair:
             assert time.monotonic() < deadline, "processes of the namespace outlived SIGKILL"
             time.sleep(0.02)
         sh("ip", "netns", "del", ns)
+
+    def holds(self, i: int) -> bool:
+        """Whether instance ``i`` holds the router's addresses (read from the
+        kernel: an agent killed reports nothing)."""
+        rt = self.agents[i].runtime(self.router_id, create=False)
+        try:
+            return rt.config is not None and keepalived.holds_addresses(rt.ctx, rt.config)
+        except (OSError, NetlinkOpError):  # its namespace is gone
+            return False
+
+    def keepalived_state(self, i: int) -> str:
+        """What instance ``i``'s keepalived itself says it is (its data dump,
+        SIGUSR1: the agent may be gone and have heard nothing)."""
+        parent, _ = keepalived.pids(self.agents[i].runtime(self.router_id, create=False).ctx)
+        if parent is None:
+            return ""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(DATA_DUMP)
+        rproc.os_kill(parent, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                with open(DATA_DUMP) as f:
+                    text = f.read()
+                if f"VRRP Instance = {keepalived.INSTANCE}" in text:
+                    found = re.search(r"^\s*State = (\w+)", text, re.M)
+                    return found.group(1) if found else ""
+            time.sleep(0.05)
+        return ""
+
+    def agent_process(self, i: int) -> AgentProcess:
+        """Instance ``i``'s agent handed over to a process of its own (as a
+        host runs it: ``python -m router.agent.server`` on the same state dir,
+        adopting the router untouched), so that it can be killed for real."""
+        reg = self.agents[i]
+        reg.vrrp_listener.stop()
+        agent = AgentProcess(self.topo, os.path.join(self.topo.state_dir, f"agent-{i}.sock"),
+                             state_dir=reg.state_dir, netns_prefix=reg.netns_prefix,
+                             agent_id=reg.agent_id)
+        agent.start()
+        return agent
+
+    def kill_agent(self, agent: AgentProcess) -> None:
+        """SIGKILL: its namespaces and daemons (keepalived among them) go on,
+        its sockets' files stay behind with nobody listening."""
+        assert agent.proc is not None
+        rproc.os_kill(agent.proc.pid, signal.SIGKILL)
+        agent.proc.wait(timeout=30)
+
+    def agent_back(self, i: int) -> None:
+        """A new agent (in this process) for instance ``i``, adopting it."""
+        old = self.agents[i]
+        new = RouterRegistry(old.state_dir, netns_prefix=old.netns_prefix, fabric=old.fabric,
+                             agent_id=old.agent_id)
+        new.start()
+        self.agents[i] = new
 
     def uplink(self, i: int, up: bool) -> None:
         sh("ip", "-n", self.netns(i), "link", "set", "pub0", "up" if up else "down")

@@ -146,6 +146,39 @@ def test_split_brain_is_ended_by_the_arbiter_and_the_pair_settles(pair: Pair) ->
         assert any("released" in e for e in arbiter.events), arbiter.events
 
 
+def test_a_killed_agent_process_leaves_the_master_role_and_its_orphan_out(
+        pair: Pair, tmp_path: object) -> None:
+    """SIGKILL to the master's agent, a process of its own (as a host runs
+    it): its namespace and keepalived go on, orphaned. keepalived's check of
+    the agent fails: the backup takes the master role, the streams through
+    source NAT and the port forward and the lease go on, new connections
+    work. Once no process has listened on the agent's socket for five checks,
+    keepalived holds the orphan in FAULT (it must not serve on alone once
+    netmgr places the instance elsewhere). A new agent adopts the instance,
+    which takes the master role back."""
+    pair.wait_master(0)
+    pair.start_flows()
+    agent = pair.agent_process(0)
+    try:
+        pair.kill_agent(agent)
+        wait_for(lambda: pair.state(1) == "MASTER" and not pair.holds(0), 30,
+                 f"instance 1 master, the orphan without addresses ({pair.states()})")
+        assert pair.topo.dhcp(pair.guest, str(tmp_path))["ip"] == "10.10.0.11"
+        connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
+        connects(pair.inet, FORWARD_IP, FORWARD_PORT)
+        wait_for(lambda: pair.keepalived_state(0) == "FAULT", 30, "the orphan in FAULT")
+        assert pair.keepalived_state(1) == "MASTER"
+        assert all(f.alive() for f in pair.flows)
+    finally:
+        pair.agent_back(0)
+    pair.wait_master(0)
+    connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
+    results = pair.stop_flows()
+    for name in ("snat_client", "forward_client"):
+        assert results[name]["error"] == "", (name, results[name])
+        assert results[name]["sent"] == results[name]["echoed"], (name, results[name])
+
+
 def test_a_vpn_tunnel_comes_back_after_a_failover_by_itself(pair: Pair) -> None:
     """strongSwan runs on the master only (started by keepalived's notify
     through the agent): after a failover the new master's charon initiates

@@ -16,10 +16,14 @@ from typing import Any
 
 import grpc
 import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
 from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
+from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 
 from netmgr.reconcile import redundant_push
 from netmgr.reconcile.reconciler import Reconciler
@@ -30,6 +34,7 @@ from netmgr.store.secrets import SecretBox
 from router.agent.registry import RouterRegistry
 from router.agent.server import create_server as agent_server
 from router.runtime import router_netns_name
+from router.services.nftables.journal import read_journal
 from tests.lib.redundantlab import Flow, connects, cut_vrrp, new_topology
 from tests.lib.routerlab import INET_HOST, Topology, sh, wait_for
 
@@ -123,7 +128,9 @@ class _Api:
 
     def __init__(self, channel: grpc.Channel) -> None:
         self._stubs = (rpc.NetworkServiceStub(channel), rpc.PortServiceStub(channel),
-                       rpc.RouterServiceStub(channel))
+                       rpc.RouterServiceStub(channel), vrpc.VpcServiceStub(channel),
+                       erpc.PublicIpServiceStub(channel), erpc.PortForwardServiceStub(channel),
+                       erpc.FirewallServiceStub(channel))
 
     def __getattr__(self, name: str) -> Any:
         for stub in self._stubs:
@@ -137,9 +144,10 @@ def roles(w: World, router_id: str) -> list[tuple[str, str]]:
     return [(i.host, i.role) for i in r.instances]
 
 
-def guest_on(w: World, net: pb.Network, port: pb.Port) -> str:
-    ns = w.topo.ns("guest")
-    w.topo.fabric.plug(f"{w.topo.prefix}g"[:15], net.vlan_id, ns, "eth0", port.mac)
+def guest_on(w: World, net: pb.Network, port: pb.Port, name: str = "guest") -> str:
+    ns = w.topo.ns(name)
+    w.topo.fabric.plug(f"{w.topo.prefix}{name[0]}{name[-1]}"[:15], net.vlan_id, ns, "eth0",
+                       port.mac)
     return ns
 
 
@@ -206,3 +214,120 @@ def test_a_redundant_network_through_netmgr(world: World, tmp_path: Any,
              == pb.ROUTER_STATE_ACTIVE, 60, "the single router active")
     assert dhcp_ip(w, guest, str(tmp_path)) == port.ip
     pings(guest)
+
+
+def addresses(w: World, host: str, router_id: str) -> str:
+    ns = router_netns_name(f"{w.topo.prefix}{HOSTS.index(host)}", router_id)
+    return sh("ip", "-n", ns, "-4", "-br", "addr")
+
+
+def settled(w: World, router_id: str, master: str) -> None:
+    backup = HOSTS[1 - HOSTS.index(master)]
+    wait_for(lambda: sorted(roles(w, router_id)) == sorted([(master, "MASTER"),
+                                                            (backup, "BACKUP")]),
+             60, f"{master} master: roles {roles(w, router_id)}")
+
+
+def test_a_redundant_vpc_moves_every_tier_together(world: World, tmp_path: Any) -> None:
+    """A VPC created redundant: its one router (both tiers' gateways, the
+    source NAT) on two hosts; a failover moves both tiers' gateways at once,
+    and made single again by an update the guests of both tiers go on."""
+    w = world
+    vpc = w.api.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
+        name="shop", cidr="10.40.0.0/16", redundant=True)))
+    assert vpc.redundant
+    tiers = [w.api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name=name, cidr=cidr, vpc_id=vpc.id)))
+        for name, cidr in (("web", "10.40.1.0/24"), ("db", "10.40.2.0/24"))]
+    assert all(t.router_id == vpc.router_id and t.redundant for t in tiers)
+    ports = [w.api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=t.id, name="vm")))
+             for t in tiers]
+    settled(w, vpc.router_id, "host-a")
+    guests = [guest_on(w, t, p, f"vpc{i}") for i, (t, p) in enumerate(zip(tiers, ports,
+                                                                             strict=True))]
+    db_server = Flow.start(guests[1], "tcp-server", "9300")
+    try:
+        def serves(master: str) -> None:
+            backup = HOSTS[1 - HOSTS.index(master)]
+            for t in tiers:  # every tier's gateway on the master, none on the backup
+                gw = f"{t.gateway}/24"
+                assert gw in addresses(w, master, vpc.router_id), (master, gw)
+                assert gw not in addresses(w, backup, vpc.router_id), (backup, gw)
+            for g, p in zip(guests, ports, strict=True):
+                assert dhcp_ip(w, g, str(tmp_path)) == p.ip
+                pings(g)  # out through the VPC's source NAT
+            connects(guests[0], ports[1].ip, 9300)  # tier to tier through the router
+
+        serves("host-a")
+        w.redundancy.Failover(rpb.FailoverRequest(vpc_id=vpc.id))
+        settled(w, vpc.router_id, "host-b")
+        serves("host-b")
+
+        # Single again by an update of the VPC: host-b's instance goes.
+        out = w.api.UpdateVpc(vpb.UpdateVpcRequest(
+            vpc=vpb.Vpc(id=vpc.id, redundant=False), update_mask={"paths": ["redundant"]}))
+        assert not out.redundant
+        wait_for(lambda: vpc.router_id not in {rt.ctx.router_id
+                                               for rt in w.agents["host-b"].runtimes()},
+                 60, "host-b's instance deleted")
+        wait_for(lambda: w.api.GetRouter(pb.GetRouterRequest(id=vpc.router_id)).state
+                 == pb.ROUTER_STATE_ACTIVE and not w.api.GetRouter(
+                     pb.GetRouterRequest(id=vpc.router_id)).instances,
+                 60, "the single VPC router active")
+        for g, p in zip(guests, ports, strict=True):
+            assert dhcp_ip(w, g, str(tmp_path)) == p.ip
+            pings(g)  # its ARP cache follows (instance 1 gone before instance 0 announced)
+        connects(guests[0], ports[1].ip, 9300)
+    finally:
+        db_server.result()
+
+
+def journal_of(w: World, host: str, router_id: str) -> list[Any]:
+    rt = w.agents[host].runtime(router_id, create=False)
+    return read_journal(rt.ctx.paths.edge_journal)
+
+
+def test_edge_rules_of_a_redundant_router_are_deltas_on_both_instances(
+        world: World, tmp_path: Any) -> None:
+    """A port forward and a firewall rule added to a redundant router go as
+    one edge delta to each instance (both journal it: no full push), and the
+    forward works on either instance, before and after a failover."""
+    w = world
+    net = w.api.CreateNetwork(pb.CreateNetworkRequest(
+        network=pb.Network(name="edge", cidr="10.50.0.0/24", redundant=True)))
+    port = w.api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id, name="vm")))
+    ip = w.api.AllocatePublicIp(epb.AllocatePublicIpRequest(network_id=net.id))
+    settled(w, net.router_id, "host-a")
+    guest = guest_on(w, net, port, "edgeg")
+    assert dhcp_ip(w, guest, str(tmp_path)) == port.ip
+    server = Flow.start(guest, "tcp-server", "8080")
+    try:
+        # The public IP's full push done: what follows can go as deltas.
+        wait_for(lambda: f"{ip.ip}/32" in addresses(w, "host-a", net.router_id)
+                 and w.api.GetRouter(pb.GetRouterRequest(id=net.router_id)).state
+                 == pb.ROUTER_STATE_ACTIVE, 30, "the public IP on the master")
+        fwd = w.api.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
+            public_ip_id=ip.id, protocol="tcp", public_port=80, port_id=port.id,
+            private_port=8080)))
+        rule = w.api.CreateFirewallRule(epb.CreateFirewallRuleRequest(
+            firewall_rule=epb.FirewallRule(direction=epb.FIREWALL_DIRECTION_INGRESS,
+                                           public_ip_id=ip.id, protocol="tcp", port=80)))
+        for get, req in ((w.api.GetPortForward, epb.GetPortForwardRequest(id=fwd.id)),
+                         (w.api.GetFirewallRule, epb.GetFirewallRuleRequest(id=rule.id))):
+            wait_for(lambda get=get, req=req: get(req).state == pb.OBJECT_STATE_ACTIVE, 30,
+                     f"{req} active")
+        # Each instance journaled the two rules as deltas (a full push
+        # rewrites the config instead, and journals nothing).
+        for h in HOSTS:
+            deltas = journal_of(w, h, net.router_id)
+            assert [f.id for d in deltas for f in d.port_forwards] == [fwd.id], (h, deltas)
+            assert [r.id for d in deltas for r in d.ingress_rules] == [rule.id], (h, deltas)
+            assert deltas[-1].generation == w.api.GetFirewallRule(
+                epb.GetFirewallRuleRequest(id=rule.id)).generation
+        connects(w.inet, ip.ip, 80)
+        w.redundancy.Failover(rpb.FailoverRequest(network_id=net.id))
+        settled(w, net.router_id, "host-b")
+        connects(w.inet, ip.ip, 80)  # the delta is in the new master's table too
+        w.api.DeleteNetwork(pb.DeleteNetworkRequest(id=net.id, force=True))
+    finally:
+        server.result()

@@ -82,6 +82,7 @@ class Vpc(_message.Message):
     SOURCE_NAT_IP_FIELD_NUMBER: _builtins.int
     TIER_IDS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REDUNDANT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     tenant_id: _builtins.str
     name: _builtins.str
@@ -94,6 +95,13 @@ class Vpc(_message.Message):
     router_id: _builtins.str
     """Output only: the VPC router and its source-NAT public address."""
     source_nat_ip: _builtins.str
+    redundant: _builtins.bool
+    """Fields 120-129: redundant routers (docs/redundant-routers.md). The VPC's
+    router as two instances on two hosts, every tier's gateway in one VRRP
+    sync group. On create, and in UpdateVpc with the mask path `redundant`
+    (either way, keeping leases and connections). FAILED_PRECONDITION on a
+    zone with one router host, or a router of the VM backend.
+    """
     @_builtins.property
     def tier_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Output only: the VPC's tiers (network IDs)."""
@@ -112,10 +120,11 @@ class Vpc(_message.Message):
         source_nat_ip: _builtins.str = ...,
         tier_ids: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        redundant: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "domain", b"domain", "id", b"id", "name", b"name", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "tier_ids", b"tier_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "create_time", b"create_time", "domain", b"domain", "id", b"id", "name", b"name", "redundant", b"redundant", "router_id", b"router_id", "source_nat_ip", b"source_nat_ip", "tenant_id", b"tenant_id", "tier_ids", b"tier_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

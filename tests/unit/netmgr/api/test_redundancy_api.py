@@ -142,3 +142,25 @@ def test_each_instance_gets_a_config_the_agent_accepts(
     macs = {i.name: i.mac for i in cfg.interfaces if i.role != apb.INTERFACE_ROLE_SYNC}
     # Instance 0 keeps the router's MACs; instance 1 has its own.
     assert (macs == {i.name: i.mac for i in single.interfaces}) == (instance == 0)
+
+
+def test_the_vm_backend_refuses_a_redundant_network_or_vpc_before_creating_it(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    from cloudnet.netmgr.v1 import vpc_pb2 as vpb
+    from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
+
+    from netmgr.model.core import RouterBackend
+
+    _, api = acme
+    cloud.store.redundancy.hosts = TWO_HOSTS
+    cloud.store.default_backend = RouterBackend.VM
+    before = cloud.row_counts()
+    err = rpc_error(lambda: network(api, "web", "10.0.0.0/24", redundant=True))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details().startswith("network.redundant: routers of the VM backend")
+    vpcs = vrpc.VpcServiceStub(cloud.channel)
+    err = rpc_error(lambda: vpcs.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
+        name="shop", cidr="10.40.0.0/16", redundant=True)), metadata=api.metadata, timeout=30))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details().startswith("vpc.redundant: routers of the VM backend")
+    assert cloud.row_counts() == before

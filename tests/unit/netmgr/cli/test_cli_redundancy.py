@@ -69,3 +69,37 @@ def test_redundant_network_instances_and_failover(two_hosts: Cli) -> None:
     assert shown["redundant"] is True
     assert "failover requested" in shown["events"][-1]
     assert c.json(token, "router", "redundancy", net["id"], "off")["redundant"] is False
+
+
+def test_a_redundant_vpc_on_create_and_switched_by_update(two_hosts: Cli) -> None:
+    c = two_hosts
+    token = tenant_token(c)
+    vpc = c.json(token, "vpc", "create", "shop", "--cidr", "10.30.0.0/16", "--redundant")
+    assert vpc["redundant"] is True
+    tier = c.json(token, "tier", "create", vpc["id"], "web", "--cidr", "10.30.1.0/24")
+    router = c.json(token, "router", "show", vpc["router_id"])
+    assert [(i["host"], i["priority"]) for i in router["instances"]] == [
+        ("local", 200), ("host-b", 100)]
+    # A tier's router is its VPC's: not switched by the tier's ID.
+    err = c.fails(token, "router", "redundancy", tier["id"], "off")
+    assert "use vpc_id" in err
+    assert c.json(token, "vpc", "update", vpc["id"], "--redundant", "off").get(
+        "redundant", False) is False
+    assert c.json(token, "router", "show", vpc["router_id"]).get("instances", []) == []
+    assert c.json(token, "vpc", "show", vpc["id"]).get("redundant", False) is False
+    assert c.json(token, "vpc", "update", vpc["id"], "--redundant", "on")["redundant"] is True
+    assert c.json(token, "vpc", "show", vpc["id"])["redundant"] is True
+    assert [v.get("redundant", False) for v in c.json(token, "vpc", "list")] == [True]
+
+
+def test_one_host_refuses_a_redundant_vpc_before_creating_it(one_host: Cli) -> None:
+    c = one_host
+    token = tenant_token(c)
+    err = c.fails(token, "vpc", "create", "shop", "--cidr", "10.30.0.0/16", "--redundant")
+    assert "vpc.redundant" in err
+    assert "one router host (local)" in err
+    assert c.json(token, "vpc", "list") == []
+    vpc = c.json(token, "vpc", "create", "shop", "--cidr", "10.30.0.0/16")
+    err = c.fails(token, "vpc", "update", vpc["id"], "--redundant", "on")
+    assert "one router host" in err
+    assert c.json(token, "vpc", "show", vpc["id"]).get("redundant", False) is False

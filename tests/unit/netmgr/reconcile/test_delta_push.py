@@ -78,11 +78,13 @@ class Agent(edge_pb2_grpc.RouterEdgeServicer):
     def __init__(self) -> None:
         self.runs = 3
         self.seen: list[epb.EdgeDelta] = []
+        self.epochs: list[int] = []
 
     def ApplyEdgeDelta(self, request: epb.ApplyEdgeDeltaRequest,
                        context: grpc.ServicerContext) -> epb.ApplyEdgeDeltaResponse:
         d = request.delta
         self.seen.append(d)
+        self.epochs.append(request.lease_epoch)
         if d.base_generation != self.runs:
             return epb.ApplyEdgeDeltaResponse(stale=True, applied_generation=self.runs)
         self.runs = d.generation
@@ -200,3 +202,45 @@ def test_a_guest_ingress_rule_travels_as_a_delta_under_its_own_kind() -> None:
     deleted = ed.merge("r", 5, 6, [ed.Change(((me.GUEST_INGRESS, "fw3"),), ())])
     assert [(r.kind, r.id) for r in deleted.removed] == [(me.GUEST_INGRESS, "fw3")]
     assert not deleted.guest_ingress_rules
+
+
+def test_a_redundant_routers_delta_goes_to_both_instances_or_to_neither_as_applied() -> None:
+    """The same delta to each instance's agent (its host's channel, the
+    lease epoch with it); applied only when both applied it; one stale (or
+    unreachable) instance means a full push to both, the base forgotten."""
+    servers, channels, agents = [], {}, {}
+    try:
+        for host in ("host-a", "host-b"):
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            agents[host] = Agent()
+            edge_pb2_grpc.add_RouterEdgeServicer_to_server(agents[host], server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            servers.append(server)
+            channels[host] = grpc.insecure_channel(f"127.0.0.1:{port}")
+        store = Store()
+        deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[host])
+        hosts = ("host-a", "host-b")
+        deltas.acknowledged("r", 3)
+        deltas.record("r", 4, added=[PF])
+        deltas.record("r", 5, added=[FW_IN])
+        assert deltas.push("r", 7, hosts=hosts) is True
+        for host in hosts:
+            (sent,) = agents[host].seen
+            assert (sent.base_generation, sent.generation) == (3, 5)
+            assert [f.id for f in sent.port_forwards] == ["pf1"]
+            assert agents[host].epochs == [7]
+        assert store.applied == [5]
+        # Instance 1's agent restarted with an older config: stale there.
+        agents["host-b"].runs = 2
+        store.desired = 6
+        deltas.record("r", 6, removed=[("portforward", "pf1")])
+        assert deltas.push("r", 7, hosts=hosts) is None
+        assert store.applied == [5]
+        assert deltas.push("r", 7, hosts=hosts) is None  # the base is forgotten: full push
+        assert len(agents["host-b"].seen) == 2
+    finally:
+        for ch in channels.values():
+            ch.close()
+        for server in servers:
+            server.stop(0)

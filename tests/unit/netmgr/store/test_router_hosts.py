@@ -89,3 +89,43 @@ def test_no_live_host_leaves_routers_in_place(store: Store) -> None:
 def test_heartbeat_of_an_unknown_host_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
         store.hosts.heartbeat("nobody")
+
+
+def test_a_redundant_routers_instances_never_meet_on_one_host(store: Store) -> None:
+    """A host DOWN moves a redundant router's instance to a live host other
+    than the other instance's (with a new sync VLAN: the orphaned instance on
+    the silent host keeps the old one to itself); with no such host it stays
+    where it is (the other instance serves as master meanwhile)."""
+    tenant = store.create_tenant("t")
+    for name in ("ha", "hb"):
+        router_host(store, name)
+    net = store.create_network(tenant.id, NetworkSpec(name="n", cidr="10.0.0.0/24"))
+    rid, red = store.redundancy.set_redundancy(tenant.id, net.id, "", True,
+                                               hosts=("ha", "hb"))
+    assert red is not None
+    first, peer = red.hosts
+    silence(store, first, 60)
+    assert store.hosts.expire(dt.timedelta(seconds=15)) == []  # no third host: stays
+    got = store.redundancy.get(rid)
+    assert got is not None
+    assert got.hosts == (first, peer)
+    kinds = store.db.read(lambda s: [e.kind for e in s.scalars(select(HostEventRow))])
+    assert "redundant-kept" in kinds
+
+    router_host(store, "hc")
+    store.hosts.heartbeat(first)  # back UP: its own instance again
+    silence(store, first, 60)
+    generation = store.get_router(tenant.id, rid).desired_generation
+    assert store.hosts.expire(dt.timedelta(seconds=15)) == [rid]
+    got = store.redundancy.get(rid)
+    assert got is not None
+    assert got.hosts == ("hc", peer)
+    assert got.sync_vlan != red.sync_vlan
+    assert store.get_router(tenant.id, rid).desired_generation == generation + 1
+
+    store.hosts.heartbeat(first)  # back UP (holding neither instance now)
+    silence(store, peer, 60)  # instance 1's host: not to hc, where instance 0 is
+    assert store.hosts.expire(dt.timedelta(seconds=15)) == [rid]
+    got = store.redundancy.get(rid)
+    assert got is not None
+    assert got.hosts == ("hc", first)

@@ -80,3 +80,32 @@ def test_the_check_fails_when_the_agent_is_gone(
     lst.stop()
     assert vrrp_notify.main(["--check", lst.path, "r1"]) == 1
     assert json.dumps(vrrp_notify.main(["bad"])) == "2"
+
+
+def test_alive_fails_only_when_no_process_listens(
+        listener: tuple[VrrpListener, FakeRuntime]) -> None:
+    """A busy agent (connections queued, nothing answered) is alive; a
+    killed one (its socket file left, nobody listening) or a removed socket
+    is not: keepalived then holds the orphaned instance in FAULT."""
+    import socket
+
+    lst, _ = listener
+    assert vrrp_notify.main(["--alive", lst.path]) == 0
+    lst.stop()
+    assert vrrp_notify.main(["--alive", lst.path]) == 1  # no socket file
+    # What SIGKILL leaves: the file, bound by no live socket.
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(lst.path)
+    dead.close()
+    try:
+        assert vrrp_notify.main(["--alive", lst.path]) == 1
+        os.unlink(lst.path)
+        busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        busy.bind(lst.path)
+        busy.listen(1)  # never accepts: a stuck agent
+        try:
+            assert vrrp_notify.main(["--alive", lst.path]) == 0
+        finally:
+            busy.close()
+    finally:
+        os.unlink(lst.path)
