@@ -15,7 +15,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
 from common.grpc_errors import FailedPrecondition, PermissionDenied
-from netmgr.api import convert, passwords, request_ids
+from netmgr.api import convert, passwords
 from netmgr.api.auth import current_caller
 from netmgr.api.convert_redundancy import add_instances
 from netmgr.model import edge as me
@@ -179,10 +179,7 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
         spec = convert.network_spec(request.network)
         if redundant:  # refused before anything is created
             self._store.redundancy.check_redundant(spec.vpc_id, self._store.default_host)
-        network, _ = request_ids.once(
-            context, self._store.db, tenant, "CreateNetwork",
-            lambda: self._store.create_network(tenant, spec),
-            lambda network_id: self._store.get_network(tenant, network_id))
+        network = self._store.create_network(tenant, spec)
         if redundant:
             self._store.redundancy.set_redundancy(tenant, network.id, "", True)
         self._notify(network.router_id)
@@ -233,10 +230,7 @@ class PortServicer(_Base, rpc.PortServiceServicer):
     def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
         tenant = _tenant()
         spec = convert.port_spec(request.port)
-        port, _ = request_ids.once(
-            context, self._store.db, tenant, "CreatePort",
-            lambda: self._store.create_port(tenant, spec),
-            lambda port_id: self._store.get_port(tenant, port_id))
+        port = self._store.create_port(tenant, spec)
         self._notify(port.router_id)
         return convert.port_to_pb(port)
 
