@@ -234,15 +234,25 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         self._notify(port.router_id)
         return convert.port_to_pb(port)
 
+    def _host_states(self, ports: list[pb.Port]) -> list[pb.Port]:
+        if any(p.binding_host for p in ports):
+            states = self._store.hosts.states()
+            for p in ports:
+                if p.binding_host:
+                    p.binding_host_state = states.get(p.binding_host, "unknown")
+        return ports
+
     def GetPort(self, request: pb.GetPortRequest, context: Ctx) -> pb.Port:
-        return convert.port_to_pb(self._store.get_port(_tenant(), request.id))
+        return self._host_states([convert.port_to_pb(self._store.get_port(_tenant(),
+                                                                          request.id))])[0]
 
     def ListPorts(self, request: pb.ListPortsRequest, context: Ctx) -> pb.ListPortsResponse:
         page = self._store.list_ports(_list_scope(),
                                       page_request(request.page_size, request.page_token),
                                       network_id=request.network_id)
-        return pb.ListPortsResponse(ports=[convert.port_to_pb(p, with_user_data=False)
-                                           for p in page.items],
+        return pb.ListPortsResponse(ports=self._host_states(
+                                        [convert.port_to_pb(p, with_user_data=False)
+                                         for p in page.items]),
                                     next_page_token=page.next_page_token)
 
     def UpdatePort(self, request: pb.UpdatePortRequest, context: Ctx) -> pb.Port:
