@@ -154,7 +154,7 @@ def create_server(compute: Compute, listen: str, tls: TlsFiles | None = None,
         (SERVICE, router_vm_service, filter_service, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server)
     if tls is not None and not listen.startswith("unix:"):
-        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=False)))
+        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=True)))
     else:
         port = int(server.add_insecure_port(listen))
     if port == 0:
