@@ -299,6 +299,13 @@ class AllInOne:
         """What a client of netmgr's API checks it by (None: plaintext)."""
         return None if self.insecure else TlsFiles(ca=Path(self.tls_dir) / CA_CERT)
 
+    def cli_cert_dir(self) -> str:
+        """The CLI's client certificate (the compute agents require one of the CA)."""
+        ca = CertificateAuthority.load_or_create(self.tls_dir)
+        directory = os.path.join(self.tls_dir, "cli")
+        ensure_issued(ca, directory, AGENT_CERT_NAME, ROLE_AGENT)
+        return directory
+
     def agent_tls_args(self, name: str) -> list[str]:
         """An agent's TLS flags: a certificate issued for it from netmgr's CA
         (made by netmgr at its first start), or ``--insecure``."""
@@ -335,7 +342,8 @@ class AllInOne:
         so ``cloudnet`` needs no flags. The files written."""
         text = client_config_text(",".join(replicas.listens(self)), None if self.insecure else
                                   os.path.join(self.tls_dir, CA_CERT),
-                                  os.path.join(self.state_dir, "admin.token"))
+                                  os.path.join(self.state_dir, "admin.token"),
+                                  None if self.insecure else self.cli_cert_dir())
         written = []
         for path in (os.path.join(self.state_dir, "client.toml"), home_config):
             if path:
@@ -497,14 +505,19 @@ _PREVIOUS = (("tenant", "SELECT count(*) FROM tenants"),
              ("public IP", "SELECT count(*) FROM public_ips WHERE kind = 'tenant'"))
 
 
-def client_config_text(server: str, ca_file: str | None, token_file: str) -> str:
-    """The CLI's config file (TOML; netmgr/cli/config.py reads it)."""
+def client_config_text(server: str, ca_file: str | None, token_file: str,
+                       cert_dir: str | None = None) -> str:
+    """The CLI's config file (TOML; netmgr/cli/config.py reads it); ``cert_dir``:
+    the CLI's certificate for the compute agents (agent.crt, agent.key)."""
     def q(value: str) -> str:
         return json.dumps(value)  # a TOML basic string (the same escapes)
 
     lines = ["# Written by cloudnet-aio: the CLI's settings for this all-in-one.",
              f"server = {q(server)}", f"token_file = {q(token_file)}"]
     lines.append(f"ca_file = {q(ca_file)}" if ca_file else "insecure = true")
+    if cert_dir:
+        lines += [f"cert_file = {q(os.path.join(cert_dir, AGENT_CERT_NAME + '.crt'))}",
+                  f"key_file = {q(os.path.join(cert_dir, AGENT_CERT_NAME + '.key'))}"]
     return "\n".join(lines) + "\n"
 
 

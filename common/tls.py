@@ -56,10 +56,9 @@ class TlsFiles:
 
 def server_credentials(files: TlsFiles, *, mutual: bool) -> grpc.ServerCredentials:
     """A listener's credentials; ``mutual``: clients must present a
-    certificate from the CA (the router agents' listeners). Without it no
-    client certificate is asked for: gRPC's Python API has no "verify one if
-    presented" mode (it would take any), so a listener either requires the
-    CA's or authenticates its callers by token."""
+    certificate from the CA (the router and compute agents' listeners: the
+    handshake fails without one, or with another CA's). Without it no client
+    certificate is asked for (netmgr's API: its callers send tokens)."""
     ca, cert, key = files.read()
     if cert is None or key is None or (mutual and ca is None):
         raise ValueError("a TLS listener needs its certificate and key (and a CA to check "

@@ -66,6 +66,7 @@ from netmgr.api import vpn as vpn_api
 from netmgr.api.audit import AuditInterceptor
 from netmgr.api.auth import AuthInterceptor
 from netmgr.api.core import NullHooks, RouterHooks
+from netmgr.api.request_ids import RequestIdInterceptor
 from netmgr.certificates import CertificateAuthority, ensure_issued
 from netmgr.model.core import BgpPeer, RouterBackend, Zone
 from netmgr.store.base import DEFAULT_ZONE
@@ -213,15 +214,18 @@ def _build(
     hooks = hooks if hooks is not None else NullHooks()
     # Where a redundant router's second instance may go: the other agents' hosts.
     store.redundancy.hosts = tuple(sorted(config.agents))
+    request_ids = RequestIdInterceptor(store)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="netmgr-api"),
         # The first interceptor is the outermost: errors raised by auth are mapped too;
         # the audit log sees every outcome, auth's refusals included; a request
-        # is checked once its caller is known.
+        # is checked once its caller is known; a create's request ID is seen
+        # last (its replay answers with the servicer's own Get).
         interceptors=[ErrorMappingInterceptor(), AuditInterceptor(store.events),
                       AuthInterceptor(config.admin_token, store),
-                      RequestCheckInterceptor(request_rules.rules_for)],
+                      RequestCheckInterceptor(request_rules.rules_for), request_ids],
     )
+    request_ids.watch(server)
     netmgr_pb2_grpc.add_TenantServiceServicer_to_server(
         core_api.TenantServicer(store, hooks), server)
     netmgr_pb2_grpc.add_ZoneServiceServicer_to_server(core_api.ZoneServicer(store, hooks), server)

@@ -37,6 +37,7 @@ from common.request_checks import RequestCheckInterceptor, RequestRules
 from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
 from compute import images
 from compute.agent import port_filters
+from compute.agent.heartbeat import Heartbeat
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
 from compute.agent.service import Compute
 from compute.host import HostConfig, VmFabric
@@ -153,7 +154,7 @@ def create_server(compute: Compute, listen: str, tls: TlsFiles | None = None,
         (SERVICE, router_vm_service, filter_service, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server)
     if tls is not None and not listen.startswith("unix:"):
-        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=False)))
+        port = int(server.add_secure_port(listen, server_credentials(tls, mutual=True)))
     else:
         port = int(server.add_insecure_port(listen))
     if port == 0:
@@ -203,6 +204,9 @@ def main(argv: list[str] | None = None,
                         "when built)")
     p.add_argument("--accel", choices=("auto", "kvm", "qemu"), default="auto")
     p.add_argument("--no-register", action="store_true")
+    p.add_argument("--heartbeat-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="heartbeat netmgr this often (0: register once, no heartbeat); "
+                        "silent past netmgr's --host-grace, the host is DOWN")
     p.add_argument("--netmgr-policy", choices=POLICIES, default="pick_first",
                    help="with several --netmgr addresses: gRPC's load-balancing policy")
     p.add_argument("--tls-dir", default="", metavar="DIR",
@@ -240,11 +244,15 @@ def main(argv: list[str] | None = None,
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)
     server.start()
+    stopped = threading.Event()
     if not args.no_register:
         compute.register()
+        if args.heartbeat_interval > 0:
+            beats = Heartbeat(compute.netmgr, cfg.name, compute.register, args.heartbeat_interval)
+            beats.registered = True
+            beats.run(stopped)
     log.info("compute agent %s (%s, %s) listening on %s", cfg.name, args.fabric, compute.accel,
              cfg.address)
-    stopped = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
         server.stop(grace=5).wait()

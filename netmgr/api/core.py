@@ -15,7 +15,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import netmgr_pb2_grpc as rpc
 
 from common.grpc_errors import FailedPrecondition, PermissionDenied
-from netmgr.api import convert, passwords, request_ids
+from netmgr.api import convert, passwords
 from netmgr.api.auth import current_caller
 from netmgr.api.convert_redundancy import add_instances
 from netmgr.model import edge as me
@@ -180,10 +180,7 @@ class NetworkServicer(_Base, rpc.NetworkServiceServicer):
         if redundant:  # refused before anything is created
             self._store.redundancy.check_redundant(spec.vpc_id, self._store.default_host,
                                                    backend=self._store.default_backend)
-        network, _ = request_ids.once(
-            context, self._store.db, tenant, "CreateNetwork",
-            lambda: self._store.create_network(tenant, spec),
-            lambda network_id: self._store.get_network(tenant, network_id))
+        network = self._store.create_network(tenant, spec)
         if redundant:
             self._store.redundancy.set_redundancy(tenant, network.id, "", True)
         self._notify(network.router_id)
@@ -237,22 +234,29 @@ class PortServicer(_Base, rpc.PortServiceServicer):
     def CreatePort(self, request: pb.CreatePortRequest, context: Ctx) -> pb.Port:
         tenant = _tenant()
         spec = convert.port_spec(request.port)
-        port, _ = request_ids.once(
-            context, self._store.db, tenant, "CreatePort",
-            lambda: self._store.create_port(tenant, spec),
-            lambda port_id: self._store.get_port(tenant, port_id))
+        port = self._store.create_port(tenant, spec)
         self._notify(port.router_id)
         return convert.port_to_pb(port)
 
+    def _host_states(self, ports: list[pb.Port]) -> list[pb.Port]:
+        if any(p.binding_host for p in ports):
+            states = self._store.hosts.states()
+            for p in ports:
+                if p.binding_host:
+                    p.binding_host_state = states.get(p.binding_host, "unknown")
+        return ports
+
     def GetPort(self, request: pb.GetPortRequest, context: Ctx) -> pb.Port:
-        return convert.port_to_pb(self._store.get_port(_tenant(), request.id))
+        return self._host_states([convert.port_to_pb(self._store.get_port(_tenant(),
+                                                                          request.id))])[0]
 
     def ListPorts(self, request: pb.ListPortsRequest, context: Ctx) -> pb.ListPortsResponse:
         page = self._store.list_ports(_list_scope(),
                                       page_request(request.page_size, request.page_token),
                                       network_id=request.network_id)
-        return pb.ListPortsResponse(ports=[convert.port_to_pb(p, with_user_data=False)
-                                           for p in page.items],
+        return pb.ListPortsResponse(ports=self._host_states(
+                                        [convert.port_to_pb(p, with_user_data=False)
+                                         for p in page.items]),
                                     next_page_token=page.next_page_token)
 
     def UpdatePort(self, request: pb.UpdatePortRequest, context: Ctx) -> pb.Port:

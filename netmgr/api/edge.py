@@ -10,7 +10,6 @@ from cloudnet.netmgr.v1 import edge_pb2 as pb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as rpc
 
 from netmgr.api import convert_edge as conv
-from netmgr.api import request_ids
 from netmgr.api.core import Ctx, EdgeRef, EdgeRule, RouterHooks, _Base, _list_scope, _tenant
 from netmgr.model.edge import GUEST_INGRESS, FirewallRule, is_guest_ingress
 from netmgr.model.paging import page_request
@@ -66,9 +65,7 @@ class PublicIpServicer(_Base, rpc.PublicIpServiceServicer):
 class StaticNatServicer(_EdgeBase, rpc.StaticNatServiceServicer):
     def CreateStaticNat(self, request: pb.CreateStaticNatRequest, context: Ctx) -> pb.StaticNat:
         tenant, spec = _tenant(), conv.static_nat_spec(request.static_nat)
-        n, _ = request_ids.once(context, self._store.db, tenant, "CreateStaticNat",
-                                lambda: self._store.create_static_nat(tenant, spec),
-                                lambda i: self._store.get_static_nat(tenant, i))
+        n = self._store.create_static_nat(tenant, spec)
         self._changed(self._store.router_of_network(n.network_id), n.generation, added=[n])
         return conv.static_nat_to_pb(n)
 
@@ -94,9 +91,7 @@ class PortForwardServicer(_EdgeBase, rpc.PortForwardServiceServicer):
     def CreatePortForward(self, request: pb.CreatePortForwardRequest,
                           context: Ctx) -> pb.PortForward:
         tenant, spec = _tenant(), conv.port_forward_spec(request.port_forward)
-        f, _ = request_ids.once(context, self._store.db, tenant, "CreatePortForward",
-                                lambda: self._store.create_port_forward(tenant, spec),
-                                lambda i: self._store.get_port_forward(tenant, i))
+        f = self._store.create_port_forward(tenant, spec)
         self._changed(self._store.router_of_network(f.network_id), f.generation, added=[f])
         return conv.port_forward_to_pb(f)
 
@@ -133,9 +128,7 @@ class FirewallServicer(_EdgeBase, rpc.FirewallServiceServicer):
     def CreateFirewallRule(self, request: pb.CreateFirewallRuleRequest,
                            context: Ctx) -> pb.FirewallRule:
         tenant, spec = _tenant(), conv.firewall_rule_spec(request.firewall_rule)
-        r, _ = request_ids.once(context, self._store.db, tenant, "CreateFirewallRule",
-                                lambda: self._store.create_firewall_rule(tenant, spec),
-                                lambda i: self._store.get_firewall_rule(tenant, i))
+        r = self._store.create_firewall_rule(tenant, spec)
         self._rule_changed(r, added=[r])
         return conv.firewall_rule_to_pb(r)
 
@@ -195,9 +188,7 @@ class LoadBalancerServicer(_Base, rpc.LoadBalancerServiceServicer):
     def CreateLoadBalancer(self, request: pb.CreateLoadBalancerRequest,
                            context: Ctx) -> pb.LoadBalancer:
         tenant, spec = _tenant(), conv.load_balancer_spec(request.load_balancer)
-        lb, _ = request_ids.once(context, self._store.db, tenant, "CreateLoadBalancer",
-                                 lambda: self._store.create_load_balancer(tenant, spec),
-                                 lambda i: self._store.get_load_balancer(tenant, i))
+        lb = self._store.create_load_balancer(tenant, spec)
         self._notify(self._store.router_of_network(lb.network_id))
         return conv.load_balancer_to_pb(lb)
 

@@ -71,9 +71,13 @@ class EventServicer(rpc.EventServiceServicer):
         if request.HasField("end_time"):
             f = me.EventFilter(f.tenant_id, f.object_id, f.kind, start=f.start,
                                end=request.end_time.ToDatetime())
+        # Taken before the page is read: every transaction older than it has
+        # ended, so the page shows what they wrote; a follower watches from it.
+        follow_from = self._events.horizon()
         page = self._events.list_events(f, request.page_size, request.page_token)
         return pb.ListEventsResponse(events=[event_to_pb(e) for e in page.items],
-                                     next_page_token=page.next_page_token)
+                                     next_page_token=page.next_page_token,
+                                     follow_from=follow_from)
 
     def WatchEvents(self, request: pb.WatchEventsRequest,
                     context: grpc.ServicerContext) -> Iterator[pb.Event]:
@@ -81,11 +85,14 @@ class EventServicer(rpc.EventServiceServicer):
             f = event_filter(self._stream_caller(context, "WatchEvents"), request.filter)
             if request.after_seq < 0:
                 raise InvalidArgument.one("after_seq", "must not be negative")
-            seq = request.after_seq or self._events.last_seq()
+            if request.from_xid < 0:
+                raise InvalidArgument.one("from_xid", "must not be negative")
+            seq = request.after_seq or (0 if request.from_xid else self._events.last_seq())
         except DomainError as e:
             abort(context, e)
             return
-        for event in self._events.watch(f, seq, context.is_active, poll=WATCH_POLL_SECONDS):
+        for event in self._events.watch(f, seq, context.is_active, poll=WATCH_POLL_SECONDS,
+                                        from_xid=request.from_xid):
             yield event_to_pb(event)
 
 

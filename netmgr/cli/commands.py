@@ -50,6 +50,10 @@ class Settings:
     # Plaintext gRPC (only when asked for).
     insecure: bool = False
     policy: str = "pick_first"
+    # The CLI's own certificate and key, for the compute agents (they require
+    # a client certificate of the cloud's CA): None without one.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 class Progress:

@@ -5,6 +5,8 @@ needs no flags (the all-in-one writes one).
 
     server = "10.0.0.1:7070,10.0.0.2:7070"   # one address, a list, or a DNS name
     ca_file = "/var/lib/cloudnet/tls/ca.crt"  # the CA that vouches for netmgr
+    cert_file = "/var/lib/cloudnet/tls/cli/agent.crt"  # the CLI's certificate for
+    key_file = "/var/lib/cloudnet/tls/cli/agent.key"   # compute agents (cloudnet vm)
     token_file = "/var/lib/cloudnet/admin.token"
     policy = "pick_first"                     # or "round_robin"
     insecure = false                          # plaintext (never the default)
@@ -22,7 +24,8 @@ from pathlib import Path
 from netmgr.cli.requests import UsageError
 
 DEFAULT_CONFIG = "~/.config/cloudnet/config"
-KEYS = {"server": str, "ca_file": str, "token_file": str, "policy": str, "insecure": bool}
+KEYS = {"server": str, "ca_file": str, "token_file": str, "policy": str, "insecure": bool,
+        "cert_file": str, "key_file": str}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,8 @@ class FileSettings:
     policy: str | None = None
     insecure: bool = False
     path: str = ""
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 def load(env: dict[str, str]) -> FileSettings:
@@ -62,4 +67,5 @@ def load(env: dict[str, str]) -> FileSettings:
     return FileSettings(server=data.get("server"), ca_file=relative(data.get("ca_file")),
                         token_file=relative(data.get("token_file")),
                         policy=data.get("policy"), insecure=bool(data.get("insecure", False)),
-                        path=str(path))
+                        path=str(path), cert_file=relative(data.get("cert_file")),
+                        key_file=relative(data.get("key_file")))

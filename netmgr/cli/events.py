@@ -59,14 +59,18 @@ def cmd_event_list(ctx: Context, args: argparse.Namespace) -> int:
                   "METHOD OBJECT CODE")
     last = 0
     shown = 0
+    follow_from = 0
+    seen: set[int] = set()
     while True:
         page = ctx.client.events.ListEvents(req)
+        follow_from = follow_from or page.follow_from
         for e in page.events:
             if args.limit and shown >= args.limit:
                 break
             _show(ctx, e)
             shown += 1
             last = e.seq
+            seen.add(e.seq)
         if not page.next_page_token or (args.limit and shown >= args.limit):
             break
         req.page_token = page.next_page_token
@@ -75,10 +79,15 @@ def cmd_event_list(ctx: Context, args: argparse.Namespace) -> int:
     ctx.out.flush()
     # The client's interceptor adds metadata to unary calls only; no deadline:
     # the stream runs until interrupted.
-    stream = ctx.client.events.WatchEvents(evpb.WatchEventsRequest(filter=f, after_seq=last),
-                                           metadata=ctx.client.metadata())
+    # PostgreSQL: from the list's horizon, so an event that committed after
+    # the list read a later one is not skipped (the ones shown come again).
+    watch = (evpb.WatchEventsRequest(filter=f, from_xid=follow_from) if follow_from
+             else evpb.WatchEventsRequest(filter=f, after_seq=last))
+    stream = ctx.client.events.WatchEvents(watch, metadata=ctx.client.metadata())
     try:
         for e in stream:
+            if e.seq in seen:
+                continue
             _show(ctx, e)
             ctx.out.flush()
     except grpc.RpcError as e:
@@ -92,7 +101,7 @@ def cmd_event_list(ctx: Context, args: argparse.Namespace) -> int:
 def add_commands(group: Group, leaf: Leaf) -> None:
     s = group("event", "the audit log: API changes, router state changes, quota refusals")
     p = leaf(s, "list", cmd_event_list, "list events, oldest first")
-    p.add_argument("--kind", choices=("api.call", "quota.refused", "router.state"))
+    p.add_argument("--kind", choices=("api.call", "quota.refused", "router.state", "host"))
     p.add_argument("--object", metavar="ID", help="only events about this object")
     p.add_argument("--of-tenant", dest="event_tenant", metavar="TENANT_ID",
                    help="the admin: only this tenant's events")

@@ -125,7 +125,9 @@ def resolve_settings(args: argparse.Namespace, env: dict[str, str] | None = None
     except AddressError as e:
         raise UsageError(f"--server: {e}") from None
     return Settings(server, token, tenant, args.output or "table", timeout,
-                    ca_file=ca_file, insecure=insecure, policy=policy)
+                    ca_file=ca_file, insecure=insecure, policy=policy,
+                    cert_file=env.get("CLOUDNET_CERT_FILE") or conf.cert_file,
+                    key_file=env.get("CLOUDNET_KEY_FILE") or conf.key_file)
 
 
 def _read_token_file(env: dict[str, str], configured: str | None = None) -> str:

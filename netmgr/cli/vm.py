@@ -40,7 +40,10 @@ def _compute(ctx: Context, args: argparse.Namespace) -> Iterator[crpc.ComputeSer
     """The compute agent's stub on a channel of its own, closed on exit."""
     target = args.compute or os.environ.get("CLOUDNET_COMPUTE") or DEFAULT_COMPUTE
     tls = None if ctx.settings.insecure else TlsFiles(
-        ca=Path(ctx.settings.ca_file) if ctx.settings.ca_file else None)
+        ca=Path(ctx.settings.ca_file) if ctx.settings.ca_file else None,
+        # The agent requires a certificate of the cloud's CA.
+        cert=Path(ctx.settings.cert_file) if ctx.settings.cert_file else None,
+        key=Path(ctx.settings.key_file) if ctx.settings.key_file else None)
     with make_channel(target, tls=tls, role=ROLE_AGENT) as channel:
         stub: crpc.ComputeServiceStub = crpc.ComputeServiceStub(channel)
         yield stub

@@ -11,7 +11,10 @@ from common.grpc_errors import InvalidArgument, quote
 KIND_API_CALL = "api.call"
 KIND_QUOTA_REFUSED = "quota.refused"
 KIND_ROUTER_STATE = "router.state"
-KINDS = (KIND_API_CALL, KIND_QUOTA_REFUSED, KIND_ROUTER_STATE)
+# A host's liveness and what it meant for its routers (up, down, a router
+# moved off it, a router with nowhere to go).
+KIND_HOST = "host"
+KINDS = (KIND_API_CALL, KIND_QUOTA_REFUSED, KIND_ROUTER_STATE, KIND_HOST)
 # The token of the admin's calls, as events name it.
 ADMIN_TOKEN_ID = "admin"
 MAX_DETAIL = 512

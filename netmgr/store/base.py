@@ -81,6 +81,11 @@ class Database:
     def close(self) -> None:
         self._engine.dispose()
 
+    @property
+    def dialect(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return str(self._engine.dialect.name)
+
     def read(self, fn: Callable[[Session], T]) -> T:
         try:
             with Session(self._engine) as s, s.begin():

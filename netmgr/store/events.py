@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import InvalidArgument
@@ -37,6 +37,11 @@ SWEEP_EVERY_SECONDS = 3600.0
 # commits (a watcher reads that far back: EventStore.watch).
 COMMIT_GRACE_SECONDS = 10.0
 WATCH_BATCH = 200
+
+
+def _xmin(s: Session) -> int:
+    """The oldest transaction still running (PostgreSQL)."""
+    return int(s.scalar(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")))
 
 
 def _event(row: EventRow) -> me.Event:
@@ -105,6 +110,10 @@ class EventStore:
             self.recorded.notify_all()
 
     def _select(self, f: me.EventFilter, after_seq: int) -> Any:
+        return self._filtered(f, after_seq).order_by(EventRow.seq)
+
+    @staticmethod
+    def _filtered(f: me.EventFilter, after_seq: int) -> Any:
         stmt = select(EventRow).where(EventRow.seq > after_seq)
         if f.tenant_id is not None:
             stmt = stmt.where(EventRow.tenant_id == f.tenant_id)
@@ -116,7 +125,7 @@ class EventStore:
             stmt = stmt.where(EventRow.at >= _naive(f.start))
         if f.end is not None:
             stmt = stmt.where(EventRow.at < _naive(f.end))
-        return stmt.order_by(EventRow.seq)
+        return stmt
 
     def list_events(self, f: me.EventFilter, page_size: int, page_token: str) -> Page[me.Event]:
         if page_size < 0:
@@ -145,17 +154,37 @@ class EventStore:
         with self.recorded:
             self.recorded.wait(timeout)
 
+    @property
+    def _postgres(self) -> bool:
+        return self._db.dialect == "postgresql"
+
+    def horizon(self) -> int:
+        """PostgreSQL: the oldest transaction still running (every older one
+        has committed or rolled back); 0 on SQLite."""
+        return self._db.read(_xmin) if self._postgres else 0
+
     def watch(self, f: me.EventFilter, after_seq: int, active: Callable[[], bool],
-              poll: float = 0.5, grace: float = COMMIT_GRACE_SECONDS) -> Iterator[me.Event]:
-        """The events after ``after_seq`` as they commit, while ``active()``.
+              poll: float = 0.5, grace: float = COMMIT_GRACE_SECONDS,
+              from_xid: int = 0) -> Iterator[me.Event]:
+        """The events after ``after_seq`` (or, with ``from_xid``, those of
+        transactions from that one on) as they commit, while ``active()``.
 
         Sequence numbers are taken when a row is inserted, not when it
-        commits: on PostgreSQL two writers can commit 11 before 10. So the
-        watch does not move past a number at once: it reads again from the
-        highest number it delivered ``grace`` seconds ago (any transaction
-        that took a lower one has committed by then) and skips those it
-        already delivered. (SQLite commits in number order: one writer.)
+        commits: on PostgreSQL two writers can commit 11 before 10, and a
+        follower that moved past 11 would skip 10. So each event carries its
+        transaction's ID (``xid``, set by the insert) and the watch follows
+        by (xid, seq), delivering an event only once its transaction is
+        older than every transaction still running
+        (``pg_snapshot_xmin(pg_current_snapshot())``): nothing can commit
+        behind the cursor any more. An open transaction holds back the
+        events of later ones until it ends (an event's wait is as long as
+        the longest write running when it was recorded). SQLite commits in
+        number order (one writer): the watch follows by seq, as a page
+        does.
         """
+        if self._postgres:
+            yield from self._watch_by_xid(f, after_seq, from_xid, active, poll)
+            return
         floor = after_seq
         delivered: dict[int, float] = {}  # seq -> when delivered (monotonic)
         while active():
@@ -177,6 +206,28 @@ class EventStore:
                 for seq in [seq for seq in delivered if seq <= floor]:
                     del delivered[seq]
             self.wait(poll)
+
+    def _watch_by_xid(self, f: me.EventFilter, after_seq: int, from_xid: int,
+                      active: Callable[[], bool], poll: float) -> Iterator[me.Event]:
+        # The cursor: every event at or before (xid, seq) was delivered.
+        cursor = (from_xid - 1, 2**31 - 1) if from_xid else (-1, 0)  # seq: an INTEGER
+        xid = func.coalesce(EventRow.xid, 0)
+        while active():
+            def tx(s: Session, cx: int = cursor[0], cs: int = cursor[1]
+                   ) -> list[tuple[me.Event, int]]:
+                horizon = _xmin(s)
+                stmt = (self._filtered(f, 0 if from_xid else after_seq)
+                        .where(xid < horizon,
+                               or_(xid > cx, and_(xid == cx, EventRow.seq > cs)))
+                        .order_by(xid, EventRow.seq).limit(WATCH_BATCH))
+                return [(_event(r), r.xid or 0) for r in s.scalars(stmt)]
+
+            batch = self._db.read(tx)
+            for event, event_xid in batch:
+                cursor = (event_xid, event.seq)
+                yield event
+            if len(batch) < WATCH_BATCH:
+                self.wait(poll)
 
     def sweep(self, older_than: dt.timedelta) -> int:
         """Delete the events older than ``older_than``; how many went."""

@@ -10,7 +10,12 @@ registered). A host silent past the grace is DOWN (``expire``): its routers
 are assigned to live router hosts (same MACs and DHCP hosts: they are the
 model's), each bumped so the reconciler makes it there; when the host
 heartbeats again it is UP, and the reconciler removes the routers its agent
-still holds but the model placed elsewhere. Liveness uses netmgr's clock
+still holds but the model placed elsewhere. A compute agent heartbeats the
+same way: silent past the grace, its host is DOWN, the router VM backend
+deploys its router VMs on live compute hosts (same MACs, same DHCP hosts:
+the model's) and, when the host is back, deletes the stale ones; its guests'
+ports show the host DOWN (``binding_host_state``) but stay: the guests are
+not netmgr's to move. Liveness uses netmgr's clock
 (heartbeats against a grace of seconds); fencing never does.
 """
 
@@ -19,19 +24,22 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
+from netmgr.model import events as me
 from netmgr.model.hosts import Host, HostSpec, check_host
 from netmgr.model.validation import check_id
 from netmgr.store import ipam, rows
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import bump, pick_router_host, zone_row
+from netmgr.store.tables.audit import EventRow
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import RouterRow
+from netmgr.store.tables.core import PortRow, RouterRow
 from netmgr.store.tables.hosts import HostEventRow, HostRow
 from netmgr.store.tables.redundancy import RouterRedundancyRow
+from netmgr.store.tables.router_vms import RouterVmRow
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,13 @@ def record_host_event(s: Session, host: str, kind: str, detail: str) -> None:
     """The one place a host's state change is recorded: a log line and a
     row (in the caller's transaction)."""
     log.warning("host %s: %s: %s", host, kind, detail)
-    s.add(HostEventRow(host=host, kind=kind, detail=detail, created_at=utcnow()))
+    now = utcnow()
+    s.add(HostEventRow(host=host, kind=kind, detail=detail, created_at=now))
+    # ...and in the audit log (ListEvents --kind host --object <host ID>).
+    host_id = s.scalar(select(HostRow.id).where(HostRow.name == host)) or ""
+    s.add(EventRow(at=now, kind=me.KIND_HOST, tenant_id="", token_id="", method="",
+                   object_id=host_id, code=kind.upper(),
+                   detail=f"host {host}: {detail}"[:me.MAX_DETAIL]))
 
 
 def _aware(t: dt.datetime | None) -> dt.datetime | None:
@@ -130,17 +144,21 @@ class HostStore:
         return self._db.write(tx)
 
     def expire(self, grace: dt.timedelta = DEFAULT_GRACE) -> list[str]:
-        """Mark router hosts silent past ``grace`` DOWN and move their
-        routers to live ones; returns the routers moved (each bumped)."""
+        """Mark hosts silent past ``grace`` DOWN and move the namespace
+        routers of router hosts to live ones; returns the routers moved (each
+        bumped). A compute host's router VMs are the VM backend's to move."""
         deadline = utcnow() - grace
 
         def tx(s: Session) -> list[str]:
             moved: list[str] = []
             silent = s.scalars(select(HostRow).where(
-                HostRow.role == "router", HostRow.state == "up",
-                HostRow.heartbeat_at < deadline).with_for_update()).all()
+                HostRow.state == "up", HostRow.heartbeat_at < deadline)
+                .with_for_update()).all()
             for row in silent:
                 row.state = "down"
+                if row.role != "router":
+                    self._compute_down(s, row)
+                    continue
                 routers = _routers_on(s, row.name)
                 record_host_event(s, row.name, "down",
                                   f"no heartbeat since {row.heartbeat_at:%H:%M:%S}; "
@@ -165,10 +183,24 @@ class HostStore:
             else []
 
     @staticmethod
+    def _compute_down(s: Session, row: HostRow) -> None:
+        vms = s.scalar(select(func.count()).select_from(RouterVmRow)
+                       .where(RouterVmRow.host == row.name)) or 0
+        guests = s.scalar(select(func.count()).select_from(PortRow)
+                          .where(PortRow.binding_host == row.name)) or 0
+        record_host_event(s, row.name, "down",
+                          f"no heartbeat since {row.heartbeat_at:%H:%M:%S}; {vms} router VMs "
+                          f"to re-place; {guests} guest ports stay (their VMs are not moved)")
+
+    @staticmethod
     def _any_silent(s: Session, deadline: dt.datetime) -> bool:
         return s.scalar(select(HostRow.id).where(
-            HostRow.role == "router", HostRow.state == "up",
-            HostRow.heartbeat_at < deadline).limit(1)) is not None
+            HostRow.state == "up", HostRow.heartbeat_at < deadline).limit(1)) is not None
+
+    def states(self) -> dict[str, str]:
+        """Every registered host's state by name ("unknown", "up", "down")."""
+        return dict(self._db.read(lambda s: s.execute(
+            select(HostRow.name, HostRow.state)).all()))
 
     def router_hosts(self) -> dict[str, str]:
         """Registered router hosts that are not DOWN: name -> agent address."""

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from common.grpc_errors import AlreadyExists, FailedPrecondition, ResourceExhausted
 from netmgr.model.core import Zone
 from netmgr.model.vlans import private_gateway_range
+from netmgr.store import concurrent_alloc
 from netmgr.store.tables.core import MacRow, NetworkRow, PortRow, PublicIpRow
 from netmgr.store.tables.redundancy import RouterRedundancyRow
 from netmgr.store.tables.vpc import PrivateGatewayRow
@@ -30,12 +31,16 @@ def _lowest_free(candidates: Iterable[int], used: set[int]) -> int | None:
     return next((c for c in candidates if c not in used), None)
 
 
-def allocate_vlan(session: Session, zone: Zone) -> int:
+def allocate_vlan(session: Session, zone: Zone, skip_claimed: bool = False) -> int:
+    """Lowest free VLAN of the zone; ``skip_claimed``: also not one a
+    concurrent transaction is allocating (``concurrent_alloc``)."""
     # Reserved VLANs are outside a checked zone's range; skipped all the same
     # for a zone stored before they were checked.
     used = (set(session.scalars(select(NetworkRow.vlan_id))) | set(zone.reserved_vlans)
             | set(session.scalars(select(RouterRedundancyRow.sync_vlan))))
-    vlan = _lowest_free(range(zone.vlan_min, zone.vlan_max + 1), used)
+    candidates = range(zone.vlan_min, zone.vlan_max + 1)
+    vlan = (concurrent_alloc.claim_vlan(session, (c for c in candidates if c not in used))
+            if skip_claimed else _lowest_free(candidates, used))
     if vlan is None:
         raise ResourceExhausted(
             "zone.vlan", f"no free VLAN ID in the zone's range {zone.vlan_min}-{zone.vlan_max}"
@@ -62,13 +67,16 @@ def allocate_private_gateway_vlan(session: Session, zone: Zone) -> int:
     return vlan
 
 
-def allocate_public_ip(session: Session, zone: Zone) -> str:
-    """Lowest free address of the zone's public pool (never its gateway)."""
+def allocate_public_ip(session: Session, zone: Zone, skip_claimed: bool = False) -> str:
+    """Lowest free address of the zone's public pool (never its gateway);
+    ``skip_claimed`` as for ``allocate_vlan``."""
     start = int(ipaddress.IPv4Address(zone.public_pool_start))
     end = int(ipaddress.IPv4Address(zone.public_pool_end))
     used = {int(ipaddress.IPv4Address(ip)) for ip in session.scalars(select(PublicIpRow.ip))}
     used.add(int(ipaddress.IPv4Address(zone.public_gateway)))
-    found = _lowest_free(range(start, end + 1), used)
+    candidates = range(start, end + 1)
+    found = (concurrent_alloc.claim_public_ip(session, (c for c in candidates if c not in used))
+             if skip_claimed else _lowest_free(candidates, used))
     if found is None:
         raise ResourceExhausted(
             "zone.public_pool",

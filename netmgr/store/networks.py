@@ -26,7 +26,7 @@ from netmgr.model.validation import (
     raise_if,
     with_network_defaults,
 )
-from netmgr.store import ipam, ipam6, rows, shared
+from netmgr.store import concurrent_alloc, ipam, ipam6, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
@@ -101,12 +101,19 @@ class NetworkStore:
             return self._vpcs.create_tier(tenant_id, spec)
 
         def tx(s: Session) -> model.Network:
-            zone = rows.zone(shared.zone_row(s, lock=True))
+            # A plain network does not wait for other creates (PostgreSQL:
+            # concurrent_alloc); a shared one, or one with an IPv6 or routed
+            # prefix to allocate, locks the zone as before.
+            plain = (concurrent_alloc.postgres(s) and not spec.shared and not spec.routed
+                     and not spec.ipv6_mode)
+            zone = rows.zone(shared.zone_row(s, lock=not plain, share=plain))
             tenant = shared.tenant_row(s, tenant_id)
             routed = spec
             if spec.routed:
                 routed = dataclasses.replace(spec, cidr=ipam6.routed_cidr(s, zone, spec))
             full = with_network_defaults(routed, tenant.name, zone)
+            if plain:  # before the overlap check reads the tenant's networks
+                concurrent_alloc.lock_address_space(s, tenant.id, full.cidr)
             others = [rows.network(r) for r in s.execute(
                 rows.network_select().where(NetworkRow.tenant_id == tenant.id))]
             if spec.shared:
@@ -115,7 +122,7 @@ class NetworkStore:
                                                 NetworkRow.tenant_id != tenant.id))]
             raise_if(check_network_placement(full.cidr, zone, others))
             vlan_id = (shared_network_vlan(s, zone, spec) if spec.shared
-                       else ipam.allocate_vlan(s, zone))
+                       else ipam.allocate_vlan(s, zone, skip_claimed=plain))
             ipv6_cidr, ipv6_mode = ipam6.network_ipv6(s, zone, full)
             now = utcnow()
             network_id = new_id()
@@ -128,7 +135,8 @@ class NetworkStore:
                 shared_tenant_ids=list(spec.shared_tenant_ids),
                 ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode, routed=full.routed))
             s.add(PublicIpRow(
-                id=new_id(), ip=ipam.allocate_public_ip(s, zone), kind=PUBLIC_IP_SOURCE_NAT,
+                id=new_id(), ip=ipam.allocate_public_ip(s, zone, skip_claimed=plain),
+                kind=PUBLIC_IP_SOURCE_NAT,
                 tenant_id=tenant.id, network_id=network_id, created_at=now))
             shared.add_router(s, self._placement, new_id(), tenant.id, now,
                               network_id=network_id)

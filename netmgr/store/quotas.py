@@ -9,7 +9,9 @@ calling it. It is race-free: on PostgreSQL the tenant's row is locked
 one tenant count one after the other (READ COMMITTED: the second count sees
 the first's committed row); on SQLite every write transaction already holds
 the database's write lock (``BEGIN IMMEDIATE``). A refusal raises before
-anything is written, and the transaction rolls back whole.
+anything is written, and the transaction rolls back whole. A resource with
+no limit (no quota row for the tenant or the zone) takes no lock: a limit
+set while creates are in flight binds the creates that start after it.
 """
 
 from __future__ import annotations
@@ -104,14 +106,16 @@ def _enforce(s: Session, _context: Any, _instances: Any) -> None:
     adding = {key: n for key, n in change.items() if n > 0}
     if not adding:
         return
+    # Only a limited resource is counted, under its tenant's row lock: the
+    # lock serialises every create of the tenant until it commits, which an
+    # unlimited one (no quota row: the default) need not pay.
+    limited = {key: (n, limit) for key, n in sorted(adding.items())
+               if (limit := limit_of(s, *key)[0]) != mq.UNLIMITED}
     # Lock each tenant first (in one order: no deadlock between two
     # transactions), then count: see the module's docstring.
-    for tenant_id in sorted({tenant for tenant, _ in adding}):
+    for tenant_id in sorted({tenant for tenant, _ in limited}):
         s.execute(select(TenantRow.id).where(TenantRow.id == tenant_id).with_for_update())
-    for (tenant_id, resource), n in sorted(adding.items()):
-        limit, _ = limit_of(s, tenant_id, resource)
-        if limit == mq.UNLIMITED:
-            continue
+    for (tenant_id, resource), (n, limit) in limited.items():
         in_use = used(s, tenant_id, resource)
         if in_use + n > limit:
             raise QuotaExceeded(resource, limit, in_use)

@@ -92,7 +92,10 @@ def after_write(s: Session, result: object) -> None:
     req = _current.get()
     if req is None or req.recorded:
         return
-    object_id = getattr(result, "id", None)
+    # A create answers its object, or the object and what goes with it
+    # (a token and its secret).
+    made = result[0] if isinstance(result, tuple) and result else result
+    object_id = getattr(made, "id", None)
     if not isinstance(object_id, str):
         return
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

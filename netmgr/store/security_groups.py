@@ -252,6 +252,10 @@ class SecurityGroupStore:
 
         return self._db.write(tx)
 
+    def get_rule(self, tenant_id: str, rule_id: str) -> SecurityGroupRule:
+        return self._db.read(lambda s: rule(shared.owned(
+            s, SecurityGroupRuleRow, tenant_id, rule_id, "security group rule")))
+
     def host_filters(self, host: str) -> HostFilterSnapshot:
         return self._db.read(lambda s: host_filter_snapshot(s, host))
 

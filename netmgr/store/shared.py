@@ -76,10 +76,12 @@ def tenant_row(s: Session, tenant_id: str, field: str = "tenant_id") -> TenantRo
     return row
 
 
-def zone_row(s: Session, *, lock: bool = False) -> ZoneRow:
+def zone_row(s: Session, *, lock: bool = False, share: bool = False) -> ZoneRow:
     stmt = select(ZoneRow).where(ZoneRow.id == ZONE_ROW_ID)
     if lock:  # PostgreSQL: serialises VLAN and public IP allocation
         stmt = stmt.with_for_update()
+    elif share:  # waits only for those (concurrent_alloc)
+        stmt = stmt.with_for_update(read=True)
     return s.scalars(stmt).one()
 
 

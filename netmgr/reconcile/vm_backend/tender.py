@@ -106,6 +106,16 @@ class ComputeHost(Protocol):
         """The gRPC target of the host's compute agent."""
         ...
 
+    @property
+    def role(self) -> str:
+        """"compute" or "router" (a router agent's host: no VMs there)."""
+        ...
+
+    @property
+    def state(self) -> str:
+        """"up", "down" (silent past its grace) or "unknown" (never heartbeated)."""
+        ...
+
 
 class ComputeHosts(Protocol):
     """The registered compute hosts (``netmgr.api.hosts.HostStore``)."""
@@ -226,12 +236,13 @@ class RouterVmBackend:
             return stub
 
     def _place(self, vm: RouterVm) -> str:
-        """The VM's host: its current one while registered, else the least loaded."""
-        hosts = [h.name for h in self.hosts.list()]
+        """The VM's host: its current one while registered and not DOWN, else
+        the least loaded live compute host."""
+        hosts = [h.name for h in self.hosts.list() if h.role != "router" and h.state != "down"]
         if vm.host in hosts:
             return vm.host
         if not hosts:
-            raise LookupError("no compute host is registered")
+            raise LookupError("no live compute host is registered")
         load = self.vms.count_by_host()
         return min(hosts, key=lambda h: (load.get(h, 0), h))
 
@@ -307,9 +318,18 @@ class RouterVmBackend:
             with self._lock:
                 live.busy = False
 
+    def _down(self, host: str) -> bool:
+        return any(h.name == host and h.state == "down" for h in self.hosts.list())
+
     def _tend(self, router: Router, live: _Live) -> None:
         vm = self.vms.ensure(router.id)
         live.host = vm.host
+        if vm.host and self._down(vm.host):
+            # Its host fell silent past the grace: made again on a live one
+            # (same MACs and DHCP hosts: the model's); the stale VM goes
+            # when the host is back (the sweep).
+            self._deploy(router, live, vm, replacing=True, why=f"its host {vm.host} is down")
+            return
         if not live.token and vm.cred_generation:
             # A netmgr restart: adopt the running VM with its current token.
             self._connect(router.id, live, vm, derive_token(self.key, router.id,
@@ -494,7 +514,7 @@ class RouterVmBackend:
                         replacements=vm.replacements + (1 if replacing else 0),
                         defined_at=utcnow(), healthy_at=None, boot_seconds=0.0)
         try:
-            if vm.host and vm.host != host:
+            if vm.host and vm.host != host and not self._down(vm.host):
                 self._delete_vm(vm.host, router.id)
             self._host_stub(host).CreateRouterVm(vpb.CreateRouterVmRequest(spec=spec),
                                                  metadata=self.admin_md, timeout=120)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Index, Integer, String
+from sqlalchemy import BigInteger, DateTime, FetchedValue, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from netmgr.store.tables.base import ID, Base
@@ -28,7 +28,8 @@ class QuotaLimitRow(Base):
 class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_tenant_seq", "tenant_id", "seq"),
-                      Index("ix_events_object_seq", "object_id", "seq"))
+                      Index("ix_events_object_seq", "object_id", "seq"),
+                      Index("ix_events_xid_seq", "xid", "seq"))
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
@@ -38,4 +39,8 @@ class EventRow(Base):
     method: Mapped[str] = mapped_column(String(128))
     object_id: Mapped[str] = mapped_column(String(64))
     code: Mapped[str] = mapped_column(String(32))
+    # PostgreSQL: the writing transaction's ID, set by the database at insert
+    # (migration 0018); NULL on SQLite.
+    xid: Mapped[int | None] = mapped_column(BigInteger, nullable=True,
+                                            server_default=FetchedValue())
     detail: Mapped[str] = mapped_column(String(512))

@@ -118,3 +118,79 @@ def test_a_dead_router_host_is_replaced_and_cleaned_when_back(
         assert guest.dhcp().ip == port.ip
     finally:
         t.close()
+
+
+def test_a_killed_compute_agent_is_down_with_an_event_and_up_again(
+        hosts_cloud: AllInOne, guest_image: str, tmp_path: pytest.TempPathFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A compute agent heartbeats like a router host's; killed with SIGKILL,
+    its host is DOWN after the grace (an event in the audit log, its guests'
+    ports marked); started again, it is UP."""
+    import signal
+    import subprocess
+    import sys
+
+    from cloudnet.netmgr.v1 import events_pb2 as evpb
+    from cloudnet.netmgr.v1 import events_pb2_grpc as evrpc
+
+    from common.fabric.ovs import OvsFabric
+
+    aio = hosts_cloud
+    name = f"{aio.prefix}-cmp"
+    bridge = OvsFabric(f"{aio.prefix}-cb")
+    log = open(os.path.join(str(tmp_path), "compute.log"), "ab")  # noqa: SIM115
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    env = {**os.environ, "PYTHONPATH": f"{repo}:{repo}/proto"}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "compute.agent.server", "--name", name,
+             "--listen", "127.0.0.1:0", "--netmgr", aio.listen,
+             "--admin-token-file", os.path.join(aio.state_dir, "admin.token"),
+             "--fabric", "ovs", "--ovs-bridge", bridge.bridge, "--accel", "qemu",
+             "--image", f"tiny={guest_image}", "--state-dir", str(tmp_path),
+             "--heartbeat-interval", "0.5", "--insecure"],
+            stdout=log, stderr=log, env=env)
+
+    md = (("authorization", f"Bearer {aio.admin_token}"),)
+    t = Tenant(aio, "cmp")
+    agent = start()
+    try:
+        wait_for("the compute host UP",
+                 lambda: host_states(aio).get(name, ("", 0))[0] == "HOST_STATE_UP", timeout=60)
+        net = t.network(name="g", cidr="10.70.0.0/24")
+        port = t.api.call(t.api.ports.CreatePort, pb.CreatePortRequest(
+            port=pb.Port(network_id=net.id, binding_host=name)))
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        wait_for("the compute host DOWN",
+                 lambda: host_states(aio)[name][0] == "HOST_STATE_DOWN", timeout=GRACE + 60)
+        with grpc.insecure_channel(aio.listen) as ch:
+            host_id = next(h.id for h in hosts_pb2_grpc.HostServiceStub(ch).ListHosts(
+                hpb.ListHostsRequest(), metadata=md, timeout=10).hosts if h.name == name)
+            events = evrpc.EventServiceStub(ch).ListEvents(evpb.ListEventsRequest(
+                filter=evpb.EventFilter(kind="host", object_id=host_id)), metadata=md,
+                timeout=10).events
+        assert [e.code for e in events] == ["UP", "DOWN"], events
+        assert "1 guest ports stay" in events[-1].detail
+        got = t.api.call(t.api.ports.GetPort, pb.GetPortRequest(id=port.id))
+        assert (got.binding_host, got.binding_host_state) == (name, "down")
+        rc, out, _ = Cli(aio.listen, capsys, aio.admin_token).run(aio.admin_token, "host",
+                                                                  "list")
+        assert rc == 0
+        row = next(line.split() for line in out.splitlines() if f" {name} " in f" {line} ")
+        assert row[2] == "DOWN", out
+
+        agent = start()
+        wait_for("the compute host UP again",
+                 lambda: host_states(aio)[name][0] == "HOST_STATE_UP", timeout=60)
+        got = t.api.call(t.api.ports.GetPort, pb.GetPortRequest(id=port.id))
+        assert got.binding_host_state == "up"
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        log.close()
+        t.close()
+        bridge.teardown()

@@ -152,7 +152,7 @@ def test_openssl_shows_the_chain_of_every_listener(world: World) -> None:
     agent_cert = ["-cert", str(world.agent_dir / "agent.crt"),
                   "-key", str(world.agent_dir / "agent.key")]
     for address, extra in ((world.netmgr, []), (world.agent, agent_cert),
-                           (world.compute, [])):
+                           (world.compute, agent_cert)):
         text = s_client(address, "-CAfile", ca, *extra)
         assert "Verify return code: 0 (ok)" in text, address
         assert "i:CN = cloudnet CA" in text, address  # issued by the cloud's own CA
@@ -176,8 +176,13 @@ def test_certificates_of_another_ca_and_plaintext_are_refused(world: World,
         with pytest.raises(grpc.RpcError) as info:
             health(world.agent, refused, ROLE_AGENT)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    # (The compute agent asks no client certificate: its callers, tenants'
-    # CLIs and netmgr, authenticate by token; docs/security.md.)
+    # The compute agent too (netmgr presents its certificate; so does the CLI).
+    assert health(world.compute, good, ROLE_AGENT) == health_pb2.HealthCheckResponse.SERVING
+    for refused in (TlsFiles(ca=ours_ca, cert=forged.cert, key=forged.key),
+                    TlsFiles(ca=ours_ca)):
+        with pytest.raises(grpc.RpcError) as info:
+            health(world.compute, refused, ROLE_AGENT)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     # A server certificate of another CA is not netmgr, whatever it names.
     with pytest.raises(grpc.RpcError):
         health(world.netmgr, TlsFiles(ca=forged.ca))
@@ -189,6 +194,26 @@ def test_certificates_of_another_ca_and_plaintext_are_refused(world: World,
         with pytest.raises(grpc.RpcError) as info:
             health(address, None)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE, address
+
+
+def test_openssl_without_a_client_certificate_is_refused_by_the_agents(world: World) -> None:
+    ca = str(world.tls_dir / "ca.crt")
+    cert = ["-cert", str(world.agent_dir / "agent.crt"), "-key", str(world.agent_dir / "agent.key")]
+
+    def handshake(address: str, *extra: str) -> tuple[int, str]:
+        # TLS 1.2: the server refuses within the handshake (with 1.3 its alert
+        # comes after the client's Finished, when s_client may have left).
+        done = subprocess.run(["openssl", "s_client", "-connect", address, "-alpn", "h2",
+                               "-tls1_2", "-CAfile", ca, *extra], input=b"",
+                              capture_output=True, timeout=30)
+        return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+
+    for address in (world.agent, world.compute):
+        rc, text = handshake(address)
+        assert rc != 0, (address, text[-1500:])  # the server ends the handshake
+        rc, text = handshake(address, *cert)
+        assert rc == 0, (address, text[-1500:])
+        assert "Verify return code: 0 (ok)" in text, address
 
 
 def test_an_agent_on_tcp_without_tls_will_not_start(world: World) -> None:

@@ -238,6 +238,10 @@ def test_tls_is_the_default_and_the_cli_finds_its_settings(
     assert (conf.server, conf.ca_file, conf.insecure) == (
         "127.0.0.1:7070", str(tmp_path / "s/tls/ca.crt"), False)
     assert conf.token_file == str(tmp_path / "s" / "admin.token")
+    # The CLI's certificate for the compute agents (they require one of the CA).
+    assert (conf.cert_file, conf.key_file) == (str(tmp_path / "s/tls/cli/agent.crt"),
+                                               str(tmp_path / "s/tls/cli/agent.key"))
+    assert (tmp_path / "s/tls/cli/agent.key").stat().st_mode & 0o777 == 0o600
 
     plain = _aio(tmp_path / "p", insecure=True)
     plain.start_netmgr()
@@ -245,3 +249,4 @@ def test_tls_is_the_default_and_the_cli_finds_its_settings(
     assert plain.agent_tls_args("compute") == ["--insecure"]
     plain.write_client_config(None)
     assert load_cli_config({"CLOUDNET_CONFIG": str(tmp_path / "p/client.toml")}).insecure
+    assert load_cli_config({"CLOUDNET_CONFIG": str(tmp_path / "p/client.toml")}).cert_file is None

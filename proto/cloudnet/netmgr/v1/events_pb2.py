@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63loudnet/netmgr/v1/events.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x10\n\x08token_id\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x11\n\tobject_id\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"A\n\x0b\x45ventFilter\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xc9\x01\n\x11ListEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.cloudnet.netmgr.v1.EventFilter\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"X\n\x12ListEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.cloudnet.netmgr.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x12WatchEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.cloudnet.netmgr.v1.EventFilter\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x32\xbf\x01\n\x0c\x45ventService\x12[\n\nListEvents\x12%.cloudnet.netmgr.v1.ListEventsRequest\x1a&.cloudnet.netmgr.v1.ListEventsResponse\x12R\n\x0bWatchEvents\x12&.cloudnet.netmgr.v1.WatchEventsRequest\x1a\x19.cloudnet.netmgr.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63loudnet/netmgr/v1/events.proto\x12\x12\x63loudnet.netmgr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x05\x45vent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x10\n\x08token_id\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x11\n\tobject_id\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"A\n\x0b\x45ventFilter\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\xc9\x01\n\x11ListEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.cloudnet.netmgr.v1.EventFilter\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"m\n\x12ListEventsResponse\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.cloudnet.netmgr.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x66ollow_from\x18n \x01(\x03\"j\n\x12WatchEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.cloudnet.netmgr.v1.EventFilter\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x10\n\x08\x66rom_xid\x18n \x01(\x03\x32\xbf\x01\n\x0c\x45ventService\x12[\n\nListEvents\x12%.cloudnet.netmgr.v1.ListEventsRequest\x1a&.cloudnet.netmgr.v1.ListEventsResponse\x12R\n\x0bWatchEvents\x12&.cloudnet.netmgr.v1.WatchEventsRequest\x1a\x19.cloudnet.netmgr.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEVENTSREQUEST']._serialized_start=337
   _globals['_LISTEVENTSREQUEST']._serialized_end=538
   _globals['_LISTEVENTSRESPONSE']._serialized_start=540
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=628
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=630
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=718
-  _globals['_EVENTSERVICE']._serialized_start=721
-  _globals['_EVENTSERVICE']._serialized_end=912
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=649
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=651
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=757
+  _globals['_EVENTSERVICE']._serialized_start=760
+  _globals['_EVENTSERVICE']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

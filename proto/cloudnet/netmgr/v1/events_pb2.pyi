@@ -148,7 +148,14 @@ class ListEventsResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FOLLOW_FROM_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    follow_from: _builtins.int
+    """Where a follower of this list starts WatchEvents (its from_xid): every
+    event a transaction older than it wrote was visible to this page; those
+    of later ones come from the watch (some may be on this page too: skip
+    the seqs already shown). 0: use after_seq (one writer, SQLite).
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
     def __init__(
@@ -156,10 +163,11 @@ class ListEventsResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___Event] | None = ...,
         next_page_token: _builtins.str = ...,
+        follow_from: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "follow_from", b"follow_from", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,7 +179,14 @@ class WatchEventsRequest(_message.Message):
 
     FILTER_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    FROM_XID_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
+    from_xid: _builtins.int
+    """Instead of after_seq: the events of transactions from this one on
+    (ListEventsResponse.follow_from). Events are delivered once every
+    transaction that could still commit before them has ended, so none is
+    skipped, and in that order (by transaction: not always by seq).
+    """
     @_builtins.property
     def filter(self) -> Global___EventFilter: ...
     def __init__(
@@ -179,10 +194,11 @@ class WatchEventsRequest(_message.Message):
         *,
         filter: Global___EventFilter | None = ...,
         after_seq: _builtins.int = ...,
+        from_xid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "filter", b"filter"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "filter", b"filter", "from_xid", b"from_xid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -937,6 +937,7 @@ class Port(_message.Message):
     PORT_SECURITY_FIELD_NUMBER: _builtins.int
     ALLOWED_ADDRESS_PAIRS_FIELD_NUMBER: _builtins.int
     BINDING_HOST_FIELD_NUMBER: _builtins.int
+    BINDING_HOST_STATE_FIELD_NUMBER: _builtins.int
     IPV6_FIELD_NUMBER: _builtins.int
     METADATA_TOKENS_FIELD_NUMBER: _builtins.int
     DHCP_OPTIONS_FIELD_NUMBER: _builtins.int
@@ -973,6 +974,11 @@ class Port(_message.Message):
     """The compute host whose fabric the port's NIC is plugged into (a
     registered host's name, set by its compute agent): its filters are pushed
     there (compute/v1/port_filters.proto). Empty: not bound.
+    """
+    binding_host_state: _builtins.str
+    """Output only (GetPort, ListPorts): the liveness of binding_host, as the
+    host list shows it ("up", "down", "unknown"; "" when unbound). A guest on
+    a DOWN host is not moved: netmgr does not own guests.
     """
     ipv6: _builtins.str
     """Fields 90-109: IPv6 (routing.proto). The port's IPv6 address: in
@@ -1031,13 +1037,14 @@ class Port(_message.Message):
         port_security: _builtins.bool | None = ...,
         allowed_address_pairs: _abc.Iterable[_security_group_pb2.AllowedAddressPair] | None = ...,
         binding_host: _builtins.str = ...,
+        binding_host_state: _builtins.str = ...,
         ipv6: _builtins.str = ...,
         metadata_tokens: _builtins.str = ...,
         dhcp_options: _abc.Iterable[Global___DhcpOption] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "create_time", b"create_time", "port_security", b"port_security"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "create_time", b"create_time", "device_id", b"device_id", "dhcp_options", b"dhcp_options", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "ipv6", b"ipv6", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_port_security", b"_port_security", "allowed_address_pairs", b"allowed_address_pairs", "binding_host", b"binding_host", "binding_host_state", b"binding_host_state", "create_time", b"create_time", "device_id", b"device_id", "dhcp_options", b"dhcp_options", "error", b"error", "fqdn", b"fqdn", "hostname", b"hostname", "id", b"id", "ip", b"ip", "ipv6", b"ipv6", "labels", b"labels", "mac", b"mac", "metadata_tokens", b"metadata_tokens", "name", b"name", "network_id", b"network_id", "port_security", b"port_security", "security_group_ids", b"security_group_ids", "ssh_key_pair_id", b"ssh_key_pair_id", "state", b"state", "tenant_id", b"tenant_id", "user_data", b"user_data"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__port_security: _TypeAlias = _typing.Literal["port_security"]  # noqa: Y015
     _WhichOneofArgType__port_security: _TypeAlias = _typing.Literal["_port_security", b"_port_security"]  # noqa: Y015

@@ -230,10 +230,15 @@ def test_which_calls_are_audited() -> None:
     assert not is_audited("/grpc.health.v1.Health/Check")
 
 
+SLOW_INSERT = ("INSERT INTO events (at, kind, tenant_id, token_id, method, object_id, code, "
+               "detail) VALUES (now(), 'api.call', :t, '', 'slow', '', 'OK', '') RETURNING seq")
+
+
 def test_watch_delivers_an_event_that_commits_after_a_later_one(
         cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
     """PostgreSQL numbers an event when it is inserted and two writers may
-    commit out of order; the watch must not skip the one that commits last."""
+    commit out of order; the watch must not skip the one that commits last:
+    it holds the later one back until the earlier transaction has ended."""
     if cloud.db_url.startswith("sqlite"):
         pytest.skip("SQLite has one writer: events commit in number order")
     tenant, api = acme
@@ -242,12 +247,11 @@ def test_watch_delivers_an_event_that_commits_after_a_later_one(
     stream = stub.WatchEvents(evpb.WatchEventsRequest(after_seq=start), metadata=api.metadata,
                               timeout=60)
     got: list[evpb.Event] = []
-    one, two = threading.Event(), threading.Event()
+    two = threading.Event()
 
     def read() -> None:
         for e in stream:
             got.append(e)
-            one.set()
             if len(got) == 2:
                 two.set()
                 return
@@ -257,19 +261,53 @@ def test_watch_delivers_an_event_that_commits_after_a_later_one(
     try:
         with engine.connect() as slow:
             tx = slow.begin()
-            low = slow.execute(text(
-                "INSERT INTO events (at, kind, tenant_id, token_id, method, object_id, code, "
-                "detail) VALUES (now(), 'api.call', :t, '', 'slow', '', 'OK', '') "
-                "RETURNING seq"), {"t": tenant.id}).scalar_one()
-            # A later number, committed first, and delivered.
-            api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+            low = slow.execute(text(SLOW_INSERT), {"t": tenant.id}).scalar_one()
+            # A later number, committed first (ListEvents shows it).
+            net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
                 name="web", cidr="10.1.0.0/24")))
-            assert one.wait(30)
+            assert [e.object_id for e in events(cloud, api) if e.seq > low] == [net.id]
             tx.commit()
         assert two.wait(30), got
     finally:
         engine.dispose()
         stream.cancel()
-    assert got[0].seq > low
-    assert got[1].seq == low
-    assert got[1].method == "slow"
+    # In commit-safe order: the one that took the lower number first.
+    assert (got[0].seq, got[0].method) == (low, "slow")
+    assert got[1].seq > low
+    assert got[1].object_id == net.id
+
+
+def test_a_follower_of_a_list_gets_an_event_that_commits_after_the_list(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    """ListEvents then WatchEvents (``event list --follow``): two writers, the
+    one with the lower number commits last, after the list showed the other;
+    the follower that starts from the list's follow_from still gets it."""
+    if cloud.db_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer: events commit in number order")
+    tenant, api = acme
+    stub = evrpc.EventServiceStub(cloud.channel)
+    engine = create_engine(cloud.db_url)
+    got: list[evpb.Event] = []
+    try:
+        with engine.connect() as slow:
+            tx = slow.begin()
+            low = slow.execute(text(SLOW_INSERT), {"t": tenant.id}).scalar_one()
+            api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+                name="web", cidr="10.1.0.0/24")))
+            listed = stub.ListEvents(evpb.ListEventsRequest(page_size=500),
+                                     metadata=api.metadata)
+            shown = {e.seq for e in listed.events}
+            assert low not in shown
+            assert max(shown) > low  # a later number was listed: "id > last" would skip low
+            assert listed.follow_from > 0
+            stream = stub.WatchEvents(evpb.WatchEventsRequest(from_xid=listed.follow_from),
+                                      metadata=api.metadata, timeout=60)
+            tx.commit()
+        for e in stream:
+            if e.seq not in shown:
+                got.append(e)
+                break
+        stream.cancel()
+    finally:
+        engine.dispose()
+    assert [(e.seq, e.method) for e in got] == [(low, "slow")]

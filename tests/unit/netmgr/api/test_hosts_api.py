@@ -52,3 +52,36 @@ def test_tenants_cannot_register_hosts(cloud, acme) -> None:
     err = rpc_error(lambda: stub.RegisterHost(hpb.RegisterHostRequest(host=host()),
                                               metadata=api.metadata))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_silent_compute_host_is_down_with_an_event_and_its_guests_marked(cloud, acme) -> None:
+    import datetime as dt
+
+    from cloudnet.netmgr.v1 import events_pb2 as evpb
+    from cloudnet.netmgr.v1 import events_pb2_grpc as evrpc
+    from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+
+    _, api = acme
+    stub = hrpc.HostServiceStub(cloud.channel)
+    cmp1 = stub.RegisterHost(hpb.RegisterHostRequest(host=host(name="cmp1")),
+                             metadata=ADMIN_MD)
+    stub.Heartbeat(hpb.HeartbeatRequest(name="cmp1"), metadata=ADMIN_MD)
+    net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="n",
+                                                                        cidr="10.0.0.0/24")))
+    port = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id,
+                                                            binding_host="cmp1")))
+    assert api.GetPort(pb.GetPortRequest(id=port.id)).binding_host_state == "up"
+    assert cloud.store.hosts.expire(dt.timedelta(hours=1)) == []  # within its grace
+    assert cloud.store.hosts.expire(dt.timedelta(0)) == []  # no router host moved
+    (h,) = stub.ListHosts(hpb.ListHostsRequest(), metadata=ADMIN_MD).hosts
+    assert (h.name, h.state) == ("cmp1", hpb.HOST_STATE_DOWN)
+    # The guest's port stays where it is, marked.
+    assert api.GetPort(pb.GetPortRequest(id=port.id)).binding_host_state == "down"
+    assert [p.binding_host_state for p in api.ListPorts(pb.ListPortsRequest()).ports] == ["down"]
+    events = evrpc.EventServiceStub(cloud.channel).ListEvents(
+        evpb.ListEventsRequest(filter=evpb.EventFilter(kind="host", object_id=cmp1.id)),
+        metadata=ADMIN_MD).events
+    assert [(e.code, "1 guest ports stay" in e.detail) for e in events] == [
+        ("UP", False), ("DOWN", True)]
+    stub.Heartbeat(hpb.HeartbeatRequest(name="cmp1"), metadata=ADMIN_MD)
+    assert api.GetPort(pb.GetPortRequest(id=port.id)).binding_host_state == "up"
