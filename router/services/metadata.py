@@ -298,7 +298,9 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
                      netns=ctx.netns)
         except proc.CommandError as e:
             raise ApplyError(f"nginx: start failed: {e.output.strip()}") from e
-        _wait_master(ctx)
+        # Recorded like every daemon of the router, so a router whose agent is
+        # gone (or whose namespace went first) still has its nginx stopped.
+        proc.write_record(ctx.paths.record("nginx"), _wait_master(ctx))
     elif changed:
         reload(pid)
 

@@ -45,6 +45,24 @@ def hosts_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllInOne]:
             h.stop_routers()
         leftovers = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
         assert not leftovers, f"namespaces left behind: {leftovers}"
+        # Every daemon of every router of every host, moved or removed as stale
+        # included, ends with its host (the metadata nginx once did not).
+        survivors = processes_naming(aio.state_dir)
+        assert not survivors, f"processes left behind: {survivors}"
+
+
+def processes_naming(path: str) -> list[str]:
+    """The command lines of running processes that name ``path``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
 
 
 def wait_for(what: str, check: object, timeout: float = 90) -> object:
