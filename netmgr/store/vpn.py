@@ -62,7 +62,7 @@ def _local(s: Session, gw: VpnGatewayRow) -> tuple[str, tuple[str, ...]]:
     ip = s.scalar(select(PublicIpRow.ip).where(owner, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT))
     v6 = s.scalars(select(NetworkRow.ipv6_cidr).where(of, NetworkRow.ipv6_cidr.is_not(None),
                                                       NetworkRow.ipv6_cidr != ""))
-    return ip or "", (cidr, *sorted(set(v6), key=ipaddress.IPv6Network))
+    return ip or "", (cidr, *sorted({c for c in v6 if c}, key=ipaddress.IPv6Network))
 
 
 def _selectors(local: tuple[str, ...], peer: Iterable[str]) -> tuple[str, ...]:

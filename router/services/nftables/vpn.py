@@ -35,8 +35,11 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 def _collapse(cidrs: set[str], version: int) -> list[str]:
     # Interval sets refuse overlapping elements; one set per family.
-    nets = [n for n in map(ipaddress.ip_network, cidrs) if n.version == version]
-    return [str(n) for n in sorted(ipaddress.collapse_addresses(nets))]  # type: ignore[misc]
+    if version == 4:
+        nets4 = [ipaddress.IPv4Network(c) for c in cidrs if ":" not in c]
+        return [str(n) for n in sorted(ipaddress.collapse_addresses(nets4))]
+    nets6 = [ipaddress.IPv6Network(c) for c in cidrs if ":" in c]
+    return [str(n) for n in sorted(ipaddress.collapse_addresses(nets6))]
 
 
 def context(cfg: pb.RouterConfig, tun: str) -> dict[str, Any]:

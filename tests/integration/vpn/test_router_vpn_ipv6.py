@@ -15,18 +15,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
+import time
+from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import routing_pb2 as rpb
+from cloudnet.router.v1 import vpn_pb2
 
 from netmgr.model.ipv6_rules import eui64
-from tests.integration.vpn.test_router_vpn import (
-    ROUTER,
-    capture,
-    conn_status,
-    wait_established,
-)
 from tests.lib.peerlab import PEER_IP, PEER_NETS, PSK, make_peer, router_connection
 from tests.lib.routerlab import (
     PUBLIC_IP,
@@ -34,9 +31,12 @@ from tests.lib.routerlab import (
     Topology,
     make_config,
     sh,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
+
+ROUTER = "vpn6-r1"
 
 GUEST_IP = "10.10.0.11"
 NET6, GW6, GUEST6 = "2001:db8:10::/64", "2001:db8:10::1", "2001:db8:10::11"
@@ -82,6 +82,44 @@ secrets {{
   }}
 }}
 """
+
+
+def conn_status(a: InProcessAgent) -> vpn_pb2.VpnConnectionStatus:
+    [st] = a.agent.status(ROUTER).vpn_connections
+    return st
+
+
+def wait_established(a: InProcessAgent) -> vpn_pb2.VpnConnectionStatus:
+    def up() -> bool:
+        st = conn_status(a)
+        return st.ike_state == "ESTABLISHED" and any(ch.state == "INSTALLED"
+                                                     for ch in st.children)
+
+    try:
+        wait_for(up, 60, "the tunnel to be established")
+    except AssertionError:
+        raise AssertionError(f"tunnel not up: {conn_status(a)}") from None
+    return conn_status(a)
+
+
+def capture(topo: Topology, seconds: float, traffic: list[str],
+            check: bool = True) -> list[Any]:
+    """Packets on the uplink's side of the router's public segment while
+    ``traffic`` runs, read back with scapy."""
+    from scapy.all import rdpcap
+
+    pcap = os.path.join(topo.state_dir, "public.pcap")
+    dump = subprocess.Popen(["ip", "netns", "exec", f"{topo.prefix}-up", "tcpdump", "-n", "-i",
+                             "eth0", "-w", pcap, "-U"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump attached
+        sh(*traffic, timeout=60, check=check)
+        time.sleep(seconds)
+    finally:
+        dump.terminate()
+        dump.wait(timeout=10)
+    return list(rdpcap(pcap))
 
 
 def _no_dad(ns: str) -> None:
@@ -136,14 +174,14 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
     assert status.applied_generation == 1, status.last_error
     # One child SA, both families in its selectors.
     try:
-        st = wait_established(agent, children=1)
-    except AssertionError:
+        st = wait_established(agent)
+    finally:
         if os.environ.get("VPN6_DEBUG"):
-            for path in (os.path.join(peer.dir, "charon.log"),
-                         agent.agent.runtime(ROUTER).ctx.paths.strongswan_log):
-                with open(path) as f:
-                    print(path, f.read()[-6000:])
-        raise
+            import shutil
+            shutil.copy(os.path.join(peer.dir, "charon.log"), "/tmp/s6vpn6-peer.log")
+            shutil.copy(agent.agent.runtime(ROUTER).ctx.paths.strongswan_log,
+                        "/tmp/s6vpn6-router.log")
+    assert len(st.children) == 1
     assert {t for ch in st.children for t in ch.remote_ts} == set(REMOTE)
     assert {t for ch in st.children for t in ch.local_ts} == set(LOCAL)
 
@@ -156,10 +194,8 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
            f"for i in $(seq 100); do ss -ltn | grep -q ':{PORT} ' && exit 0; "
            "sleep 0.05; done; exit 1")
         seen: list[str] = []
-        packets = capture(topo, 1.0, [
-            ["ip", "netns", "exec", guest, "busybox", "ping", "-6", "-c", "3", "-W", "2",
-             HOST6[0]],
-        ])
+        packets = capture(topo, 1.0, ["ip", "netns", "exec", guest, "busybox", "ping", "-6",
+                                      "-c", "3", "-W", "2", HOST6[0]])
         seen.append(sh("ip", "netns", "exec", guest, "socat", "-T", "5", "-",
                        f"TCP6:[{HOST6[0]}]:{PORT}", timeout=20).strip())
     finally:
@@ -179,9 +215,9 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
     # clear by the IPv6 uplink (routed like any guest IPv6; the edge has no
     # route to it), and the child SA's counters do not move.
     before = sum(ch.bytes_out for ch in conn_status(agent).children)
-    packets = capture(topo, 0.5, [
-        ["ip", "netns", "exec", guest, "busybox", "ping", "-6", "-c", "2", "-W", "1",
-         HOST6[1]]], check=False)
+    packets = capture(topo, 0.5, ["ip", "netns", "exec", guest, "busybox", "ping", "-6", "-c",
+                                  "2", "-W", "1", HOST6[1]], check=False)
     outside = [p for p in packets if IPv6 in p and p[IPv6].dst == HOST6[1]]
-    assert outside and outside[0][IPv6].src == GUEST6, "the echo requests left by the uplink"
+    assert outside, "the echo requests to h2 left by the uplink"
+    assert outside[0][IPv6].src == GUEST6
     assert sum(ch.bytes_out for ch in conn_status(agent).children) == before
