@@ -148,23 +148,25 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
     topo.internet()
     up = f"{topo.prefix}-up"
     _no_dad(up)
-    sh("ip", "-n", up, "-6", "addr", "add", f"{EDGE6}/64", "dev", "eth0")
+    sh("ip", "-n", up, "-6", "addr", "add", f"{EDGE6}/64", "dev", "eth0", "nodad")
     guest = topo.ns("p1")
     _no_dad(guest)
     # Its static address only (no SLAAC one from the router's advertisements).
     sh("ip", "netns", "exec", guest, "sysctl", "-q", "-w", "net.ipv6.conf.default.accept_ra=0")
     topo.fabric.plug(f"{topo.prefix}p1"[:15], 100, guest, "eth0", "02:aa:00:00:00:11")
     topo.configure_guest(guest, GUEST_IP)
-    sh("ip", "-n", guest, "-6", "addr", "add", f"{GUEST6}/64", "dev", "eth0")
+    sh("ip", "-n", guest, "-6", "addr", "add", f"{GUEST6}/64", "dev", "eth0", "nodad")
     sh("ip", "-n", guest, "-6", "route", "replace", "default", "via", GW6)
     peer = make_peer(topo, up, 2)
     _no_dad(peer.ns)
     sh("ip", "netns", "exec", peer.ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
     for i, (h, net6, host6) in enumerate(zip(peer.hosts, PEER6, HOST6, strict=True), 1):
         _no_dad(h)
+        # nodad: usable at once (the links exist already; a tentative source
+        # address fails the peer's route into its tunnel).
         sh("ip", "-n", peer.ns, "-6", "addr", "add", net6.replace("::/64", "::1/64"),
-           "dev", f"lan{i}")
-        sh("ip", "-n", h, "-6", "addr", "add", f"{host6}/64", "dev", "eth0")
+           "dev", f"lan{i}", "nodad")
+        sh("ip", "-n", h, "-6", "addr", "add", f"{host6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", h, "-6", "route", "add", "default", "via", net6.replace("::/64", "::1"))
     with open(os.path.join(peer.dir, "swanctl.conf"), "w") as f:
         f.write(SWANCTL.format(peer=PEER_IP, router=PUBLIC_IP, remote=",".join(REMOTE),
