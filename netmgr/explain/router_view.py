@@ -49,7 +49,8 @@ def net(cidr: str) -> Net:
 
 
 def in_any(ip: IPv4, cidrs: Iterable[str]) -> bool:
-    return any(ip in net(c) for c in cidrs)
+    # The explainer follows IPv4 packets: IPv6 CIDRs (a VPN's) never match.
+    return any(ip in net(c) for c in cidrs if ":" not in c)
 
 
 class Route(NamedTuple):

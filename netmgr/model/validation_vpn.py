@@ -16,10 +16,14 @@ from collections.abc import Sequence
 from common import ipsec_proposals as ip
 from common.grpc_errors import Violation
 from netmgr.model.field_rules import show
+from netmgr.model.ipv6_rules import ipv6_cidr_problem
 from netmgr.model.validation import raise_if
 from netmgr.model.validation_edge import cidrs_problems
 
 MAX_PEER_CIDRS = 16
+# An IPv6 peer network: /16 or longer (a shorter one would take the guests'
+# routed IPv6 traffic to the internet into the tunnel), unicast.
+PEER_CIDR6_MIN = 16
 DEFAULT_DPD_DELAY = 10
 NAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 
@@ -61,16 +65,16 @@ def check_customer_gateway(spec: CustomerGatewaySpec,
     reason = _peer_address(spec.peer_address)
     if reason:
         out.append(Violation(f"{prefix}.peer_address", reason))
-    cidr_bad, cidrs = cidrs_problems(list(spec.peer_cidrs), f"{prefix}.peer_cidrs")
+    cidr_bad, cidrs = _peer_cidrs(list(spec.peer_cidrs), f"{prefix}.peer_cidrs")
     out.extend(cidr_bad)
     if not spec.peer_cidrs:
         out.append(Violation(f"{prefix}.peer_cidrs", "at least one network behind the peer"))
     elif len(spec.peer_cidrs) > MAX_PEER_CIDRS:
         out.append(Violation(f"{prefix}.peer_cidrs", f"at most {MAX_PEER_CIDRS} networks"))
-    nets = [ipaddress.IPv4Network(c) for c in cidrs]
+    nets = [ipaddress.ip_network(c) for c in cidrs]
     for i, a in enumerate(nets):
         for b in nets[i + 1:]:
-            if a.overlaps(b):
+            if a.version == b.version and a.overlaps(b):
                 out.append(Violation(f"{prefix}.peer_cidrs", f"{a} overlaps {b}"))
     if not ip.psk_ok(spec.psk):
         # Never echo the key back.
@@ -106,12 +110,48 @@ def check_customer_gateway(spec: CustomerGatewaySpec,
         esp_proposals=tuple(spec.esp_proposals), dpd_delay=spec.dpd_delay or DEFAULT_DPD_DELAY)
 
 
+def _peer_cidrs(values: list[str], field: str) -> tuple[list[Violation], tuple[str, ...]]:
+    """Per family: IPv4 as an edge rule's CIDRs, IPv6 unicast /16 to /128;
+    the canonical CIDRs, IPv4 first."""
+    v4 = [(i, v) for i, v in enumerate(values) if not _is_ipv6(v)]
+    out, canon4 = cidrs_problems([v for _, v in v4], field)
+    # cidrs_problems numbers what it was given: renumber as the client sent them.
+    out = [_renumber(x, field, [i for i, _ in v4]) for x in out]
+    canon6: set[ipaddress.IPv6Network] = set()
+    for i, v in enumerate(values):
+        if not _is_ipv6(v):
+            continue
+        why = ipv6_cidr_problem(v, PEER_CIDR6_MIN, 128)
+        if why:
+            out.append(Violation(f"{field}[{i}]", why))
+        else:
+            canon6.add(ipaddress.IPv6Network(v))
+    return out, canon4 + tuple(str(n) for n in sorted(canon6))
+
+
+def _renumber(v: Violation, field: str, index: list[int]) -> Violation:
+    m = re.fullmatch(re.escape(field) + r"\[(\d+)\]", v.field)
+    if not m:
+        return v
+    return dataclasses.replace(v, field=f"{field}[{index[int(m.group(1))]}]")
+
+
+def _is_ipv6(value: str) -> bool:
+    return ":" in value
+
+
 def check_peer_cidrs(peer_cidrs: Sequence[str], local_cidrs: Sequence[str], field: str) -> None:
     """The peer's networks must not overlap the gateway's (the router could
-    not tell where to send the traffic)."""
+    not tell where to send the traffic), and an IPv6 one needs an IPv6
+    network on the gateway's side (its network's or its VPC tiers' /64s)."""
     out = []
+    local = [ipaddress.ip_network(lc) for lc in local_cidrs]
     for c in peer_cidrs:
-        for lc in local_cidrs:
-            if ipaddress.IPv4Network(c).overlaps(ipaddress.IPv4Network(lc)):
+        net = ipaddress.ip_network(c)
+        if net.version == 6 and not any(lc.version == 6 for lc in local):
+            out.append(Violation(field, f"peer CIDR {c} is IPv6 and the gateway's network has "
+                                        "no IPv6 prefix (give it an ipv6_mode)"))
+        for lc in local:
+            if net.version == lc.version and net.overlaps(lc):
                 out.append(Violation(field, f"peer CIDR {c} overlaps the gateway's network {lc}"))
     raise_if(out)

@@ -48,15 +48,28 @@ def _router(s: Session, gw: VpnGatewayRow) -> RouterRow:
 
 
 def _local(s: Session, gw: VpnGatewayRow) -> tuple[str, tuple[str, ...]]:
-    """The gateway's public address and local networks."""
+    """The gateway's public address and local networks: the IPv4 CIDR (its
+    network's, or its VPC's), then the IPv6 /64s (its network's, or its
+    VPC tiers')."""
     if gw.vpc_id:
         cidr = s.get_one(VpcRow, gw.vpc_id).cidr
         owner = PublicIpRow.vpc_id == gw.vpc_id
+        of = NetworkRow.vpc_id == gw.vpc_id
     else:
         cidr = s.get_one(NetworkRow, gw.network_id).cidr
         owner = PublicIpRow.network_id == gw.network_id
+        of = NetworkRow.id == gw.network_id
     ip = s.scalar(select(PublicIpRow.ip).where(owner, PublicIpRow.kind == PUBLIC_IP_SOURCE_NAT))
-    return ip or "", (cidr,)
+    v6 = s.scalars(select(NetworkRow.ipv6_cidr).where(of, NetworkRow.ipv6_cidr.is_not(None),
+                                                      NetworkRow.ipv6_cidr != ""))
+    return ip or "", (cidr, *sorted({c for c in v6 if c}, key=ipaddress.IPv6Network))
+
+
+def _selectors(local: tuple[str, ...], peer: Iterable[str]) -> tuple[str, ...]:
+    """The local networks a tunnel carries: IPv6 ones only to IPv6 peer networks."""
+    if any(":" in c for c in peer):
+        return local
+    return tuple(c for c in local if ":" not in c)
 
 
 def _gateway(s: Session, row: VpnGatewayRow) -> mv.VpnGateway:
@@ -112,7 +125,7 @@ def tunnels(s: Session, network_ids: Iterable[str],
         public_ip, local = _local(s, gws[row.vpn_gateway_id])
         out.append(mv.VpnTunnel(
             connection_id=row.id, local_address=public_ip, peer_address=cgw.peer_address,
-            local_cidrs=local, peer_cidrs=tuple(cgw.peer_cidrs),
+            local_cidrs=_selectors(local, cgw.peer_cidrs), peer_cidrs=tuple(cgw.peer_cidrs),
             psk=box.open(cgw.psk_sealed, cgw.id),
             ike_version=cgw.ike_version, ike_proposals=tuple(cgw.ike_proposals),
             esp_proposals=tuple(cgw.esp_proposals), ike_lifetime=cgw.ike_lifetime,
@@ -372,7 +385,8 @@ class VpnStore:
 def _overlap(a: Iterable[str], b: Iterable[str]) -> tuple[str, str] | None:
     for x in a:
         for y in b:
-            if ipaddress.IPv4Network(x).overlaps(ipaddress.IPv4Network(y)):
+            nx, ny = ipaddress.ip_network(x), ipaddress.ip_network(y)
+            if nx.version == ny.version and nx.overlaps(ny):
                 return x, y
     return None
 

@@ -107,10 +107,12 @@ def verify(cfg: pb.RouterConfig) -> None:
         pairs.add((c.local_address, c.peer_address))
         if not c.local_cidrs or not c.peer_cidrs:
             raise _bad(c, "needs local and peer CIDRs")
-        mine = [validate.parse_ipv4_network(what, n, KIND, c.id) for n in c.local_cidrs]
-        theirs = [validate.parse_ipv4_network(what, n, KIND, c.id) for n in c.peer_cidrs]
+        mine = [_selector(c, n) for n in c.local_cidrs]
+        theirs = [_selector(c, n) for n in c.peer_cidrs]
         for n in theirs:
-            clash = next((m for m in mine if m.overlaps(n)), None)
+            if not any(m.version == n.version for m in mine):
+                raise _bad(c, f"peer CIDR {n} has no local IPv{n.version} network to reach")
+            clash = next((m for m in mine if m.version == n.version and m.overlaps(n)), None)
             if clash is not None:
                 raise _bad(c, f"peer CIDR {n} overlaps local CIDR {clash}")
         # Empty: withheld (a config restored from disk; see the module doc).
@@ -131,6 +133,25 @@ def verify(cfg: pb.RouterConfig) -> None:
                 raise _bad(c, f"{name} {value} s is outside {LIFETIME_MIN}-{LIFETIME_MAX}")
         if c.dpd_delay_seconds > 3600 or c.dpd_timeout_seconds > 3600:
             raise _bad(c, "DPD delay and timeout are at most 3600 s")
+
+
+_LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
+_MULTICAST6 = ipaddress.IPv6Network("ff00::/8")
+
+
+def _selector(c: vpn_pb2.VpnConnection,
+              value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A traffic selector: an IPv4 network, or a unicast IPv6 one (the
+    tunnel's outer addresses stay IPv4; strongSwan carries both families in
+    one child SA)."""
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise _bad(c, f"{value[:48]!r} is not an IP network") from None
+    if net.version == 6 and (net.overlaps(_LINK_LOCAL6) or net.overlaps(_MULTICAST6)
+                             or net.network_address.is_loopback or net.prefixlen == 0):
+        raise _bad(c, f"{net} is not a unicast network")
+    return net
 
 
 def _parses(ip: str) -> bool:
@@ -166,8 +187,10 @@ def conn_definition(c: vpn_pb2.VpnConnection) -> dict[str, Any]:
     peer_ts = sorted(c.peer_cidrs)
     if c.ike_version == 1:
         # IKEv1 negotiates one selector pair per child SA (#3138).
+        # Pairs of one family only: an IPv4 to IPv6 pair would select nothing.
+        pairs = [(lt, rt) for lt in local_ts for rt in peer_ts if (":" in lt) == (":" in rt)]
         children = {f"n{i}": {**child_common, "local_ts": [lt], "remote_ts": [rt]}
-                    for i, (lt, rt) in enumerate((lt, rt) for lt in local_ts for rt in peer_ts)}
+                    for i, (lt, rt) in enumerate(pairs)}
     else:
         children = {"net": {**child_common, "local_ts": local_ts, "remote_ts": peer_ts}}
     ike_life = c.ike_lifetime_seconds or DEFAULT_IKE_LIFETIME

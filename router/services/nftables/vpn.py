@@ -10,7 +10,13 @@ charon or the kernel, not by nftables) never notice it. What they do:
 * Traffic between the local and the peer CIDRs is forwarded: outbound from
   guest interfaces, inbound only when it was decrypted (kernel ESP: a
   secpath; libipsec: it comes out of charon's TUN device).
-* It is exempt from source NAT.
+* It is exempt from source NAT (IPv4; IPv6 is never translated).
+* IPv6 selectors (a dual-stack network's /64s, the peer's IPv6 networks) get
+  sets and rules of their own (``vpn_local_nets6``, ``vpn_peer_nets6``): the
+  same forward and guard rules. Like IPv4, traffic from the peer's networks
+  that came through the tunnel reaches the guests without a guest ingress
+  rule (the tunnel is the tenant's own, authenticated link), while IPv6 from
+  anywhere else still needs one.
 * Outbound traffic to a peer CIDR that would leave the public interface
   unencrypted (tunnel down, no XFRM bundle) is dropped: nothing in clear.
 
@@ -27,17 +33,24 @@ from typing import Any
 from cloudnet.router.v1 import agent_pb2 as pb
 
 
-def _collapse(cidrs: set[str]) -> list[str]:
-    # Interval sets refuse overlapping elements.
-    nets = ipaddress.collapse_addresses(ipaddress.IPv4Network(c) for c in cidrs)
-    return [str(n) for n in sorted(nets)]
+def _collapse(cidrs: set[str], version: int) -> list[str]:
+    # Interval sets refuse overlapping elements; one set per family.
+    if version == 4:
+        nets4 = [ipaddress.IPv4Network(c) for c in cidrs if ":" not in c]
+        return [str(n) for n in sorted(ipaddress.collapse_addresses(nets4))]
+    nets6 = [ipaddress.IPv6Network(c) for c in cidrs if ":" in c]
+    return [str(n) for n in sorted(ipaddress.collapse_addresses(nets6))]
 
 
 def context(cfg: pb.RouterConfig, tun: str) -> dict[str, Any]:
     conns = cfg.vpn_connections
+    local = {n for c in conns for n in c.local_cidrs}
+    peer = {n for c in conns for n in c.peer_cidrs}
     return {
         "vpn_gateways": sorted({(c.local_address, c.peer_address) for c in conns}),
-        "vpn_local_nets": _collapse({n for c in conns for n in c.local_cidrs}),
-        "vpn_peer_nets": _collapse({n for c in conns for n in c.peer_cidrs}),
+        "vpn_local_nets": _collapse(local, 4),
+        "vpn_peer_nets": _collapse(peer, 4),
+        "vpn_local_nets6": _collapse(local, 6),
+        "vpn_peer_nets6": _collapse(peer, 6),
         "vpn_tun": tun if conns else "",
     }
