@@ -104,6 +104,22 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
         wait_port_active(t, p1.id)
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
 
+    # The port's key pair replaced: the new key served once the port reads ACTIVE.
+    (tmp_path / "id2").unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id2")],
+                   check=True)
+    kp2 = t.api.call(kprpc.KeyPairServiceStub(t.api.channel).ImportKeyPair,
+                     kpb.ImportKeyPairRequest(key_pair=kpb.KeyPair(
+                         name="desk", public_key=(tmp_path / "id2.pub").read_text())))
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, ssh_key_pair_id=kp2.id)))
+    wait_port_active(t, p1.id)
+    assert curl(g1, f"{MD}/latest/meta-data/public-keys/0/openssh-key") == (
+        200, kp2.public_key + "\n")
+    code, text = curl(g1, f"{MD}/openstack/latest/meta_data.json")
+    assert (code, json.loads(text)["public_keys"]) == (200, {"desk": kp2.public_key})
+    assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
+
     # IMDSv2 required from the generation that asks for it.
     t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
         port=pb.Port(id=p1.id, metadata_tokens="required")))
