@@ -6,6 +6,7 @@ a change is served as soon as its generation is applied."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -296,3 +297,35 @@ def test_a_killed_nginx_is_repaired_by_the_health_pass(
         time.sleep(0.1)
     assert agent.agent.repair_all() == {router_id: ["metadata"]}
     assert curl(g1, f"http://{MD}/latest/meta-data/instance-id") == (200, "p1")
+
+
+def test_a_full_push_of_1000_ports_with_32_kib_user_data_each_is_served(
+    topo: Topology, agent: InProcessAgent
+) -> None:
+    """Past gRPC's default 4 MiB message limit: the agent takes a whole config
+    of 32 MiB (MAX_CONFIG_BYTES) over its gRPC socket and serves every tree."""
+    router_id = uuid.uuid4().hex
+    cfg = make_config(router_id, 1, ["p1"], cidr="10.10.0.0/22")
+    cfg.interfaces[1].addresses[:] = ["10.10.0.1/22"]
+    net = ipaddress.IPv4Network("10.10.0.0/22")
+    mine = b"#cloud-config\n# p1\n" + b"a" * (32 * 1024 - 20)
+    cfg.guest_metadata.append(metadata("p1", mine))
+    for n in range(1, 1000):
+        cfg.guest_metadata.append(mpb.GuestMetadata(
+            port_id=f"x{n}", interface="g-net1", mac=f"02:bb:00:00:{n >> 8:02x}:{n & 255:02x}",
+            ip=str(net.network_address + 20 + n), hostname=f"x{n}", availability_zone="zone1",
+            user_data=f"#cloud-config\n# x{n}\n".encode().ljust(32 * 1024, b"b"),
+            network_id="net1"))
+    request = pb.ApplyConfigRequest(config=cfg)
+    assert request.ByteSize() > 30 * 1024 * 1024  # over seven times gRPC's default limit
+    reply = agent.stub.ApplyConfig(request, timeout=120)
+    assert reply.status.applied_generation == 1, reply.status.last_error
+    g1 = topo.guest("p1")
+    topo.configure_guest(g1, HOSTS["p1"][1])
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, mine.decode())
+    # Every other port's tree is served too, to its own address only.
+    by_ip = os.path.join(topo.state_dir, "agent", "routers", router_id, "metadata", "by-ip")
+    assert len(os.listdir(by_ip)) == 1000
+    with open(os.path.join(by_ip, str(net.network_address + 20 + 999), "latest",
+                           "user-data"), "rb") as f:
+        assert f.read().startswith(b"#cloud-config\n# x999\n")
