@@ -17,6 +17,8 @@ import uuid
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
+from cloudnet.router.v1 import edge_pb2_grpc
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from router.runtime import router_netns_name
@@ -329,3 +331,54 @@ def test_a_full_push_of_1000_ports_with_32_kib_user_data_each_is_served(
     with open(os.path.join(by_ip, str(net.network_address + 20 + 999), "latest",
                            "user-data"), "rb") as f:
         assert f.read().startswith(b"#cloud-config\n# x999\n")
+
+
+def test_a_ports_metadata_delta_serves_the_same_trees_as_a_full_push(
+    topo: Topology, agent: InProcessAgent, guests: tuple[str, str, str]
+) -> None:
+    router_id, g1, g2 = guests
+    edge = edge_pb2_grpc.RouterEdgeStub(agent.channel)
+    by_ip = os.path.join(topo.state_dir, "agent", "routers", router_id, "metadata", "by-ip")
+    trees = os.path.join(by_ip, "..", "trees")
+    p2_link = os.readlink(os.path.join(by_ip, HOSTS["p2"][1]))
+    new = config(router_id, 2, b"#cloud-config\nhostname: two\n")
+    p1 = new.guest_metadata[0]
+    p1.ssh_public_key, p1.labels["role"] = KEY.replace("a9", "b8"), "db"
+    p1.public_ip = ""  # as netmgr sends it: this lab router has no static NAT
+
+    def delta(base: int, *items: mpb.GuestMetadata) -> epb.ApplyEdgeDeltaResponse:
+        return edge.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=epb.EdgeDelta(
+            router_id=router_id, base_generation=base, generation=base + 1,
+            removed=[epb.EdgeObjectRef(kind="guest-metadata", id=g.port_id) for g in items],
+            guest_metadata=list(items))))
+
+    reply = delta(1, p1)
+    assert (reply.stale, reply.applied_generation) == (False, 2), reply.last_error
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, "#cloud-config\nhostname: two\n")
+    assert curl(g1, f"http://{MD}/latest/meta-data/public-keys/0/openssh-key") == (
+        200, p1.ssh_public_key + "\n")
+    code, text = curl(g1, f"http://{MD}/openstack/latest/meta_data.json")
+    assert (code, json.loads(text)["meta"]) == (200, {"role": "db"})
+    assert curl(g2, f"http://{MD}/latest/user-data") == (200, "#!/bin/sh\necho p2\n")
+    # Only p1's tree was rewritten; its old one is gone.
+    assert os.readlink(os.path.join(by_ip, HOSTS["p2"][1])) == p2_link
+    links = {ip: os.readlink(os.path.join(by_ip, ip)) for ip in os.listdir(by_ip)}
+    assert sorted(os.listdir(trees)) == sorted(os.path.basename(t) for t in links.values())
+    # The same content as a full push: the very same trees.
+    new.generation = 3
+    reply3 = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=new))
+    assert reply3.status.applied_generation == 3, reply3.status.last_error
+    assert {ip: os.readlink(os.path.join(by_ip, ip)) for ip in os.listdir(by_ip)} == links
+
+    # What a delta cannot change in place: stale, nothing changed.
+    moved = mpb.GuestMetadata()
+    moved.CopyFrom(p1)
+    moved.ip, moved.user_data = HOSTS["p2"][1], b"moved"
+    unknown = mpb.GuestMetadata(port_id="p9", interface="g-net1", mac="02:00:00:00:00:99",
+                                ip="10.10.0.99", user_data=b"x")
+    tokens = mpb.GuestMetadata()
+    tokens.CopyFrom(p1)
+    tokens.tokens_required, tokens.user_data = True, b"tokens"
+    for bad in (moved, unknown, tokens):
+        assert delta(3, bad).stale
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, "#cloud-config\nhostname: two\n")
