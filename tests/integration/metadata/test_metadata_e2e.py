@@ -19,6 +19,8 @@ from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
+from router.services.base import RouterPaths
+from router.services.nftables.journal import read_journal
 from tests.lib.edge import Edge
 from tests.lib.vpc import Vpc
 
@@ -103,6 +105,13 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
             port=pb.Port(id=p1.id, user_data=data)))
         wait_port_active(t, p1.id)
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
+    if t.cloud.router_backend != "vm":
+        # They went as edge deltas of p1's metadata alone (journaled by the agent).
+        journal = RouterPaths(os.path.join(t.cloud.state_dir, "agent", "routers",
+                                           net.router_id)).edge_journal
+        sent = [g for d in read_journal(journal) for g in d.guest_metadata]
+        assert [(g.port_id, g.user_data) for g in sent][-3:] == [
+            (p1.id, f"#cloud-config\n# update {n}\n".encode()) for n in range(3)]
 
     # The port's key pair replaced: the new key served once the port reads ACTIVE.
     (tmp_path / "id2").unlink(missing_ok=True)
