@@ -246,7 +246,8 @@ def run_netmgr(repeat: int, sizes: list[int], user_data_kib: int) -> dict[str, A
         listen = f"127.0.0.1:{sock.getsockname()[1]}"
     aio = AllInOne(insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work,
                    listen=listen, fabric_kind="linuxbridge")
-    filler = (b"#cloud-config\n# " + b"x" * max(0, user_data_kib * 1024 - 20) + b"\n")
+    # Room for the "# <size> <repeat>" line each update adds (the API takes 32 KiB).
+    filler = (b"#cloud-config\n# " + b"x" * max(0, user_data_kib * 1024 - 40) + b"\n")
     result: dict[str, Any] = {"user_data_bytes_per_port": len(filler), "load_before": _load()}
     guest = None
     try:
