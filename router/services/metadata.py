@@ -390,7 +390,8 @@ class Metadata:
             user = _worker_user(ctx.paths)
             for g in cfg.guest_metadata:
                 if g.port_id in ports:
-                    write_guest_tree(ctx, g, user, _digest(g, self._memo))
+                    # No memo: deltas alone would grow it without bound.
+                    write_guest_tree(ctx, g, user, _digest(g, None))
             return
         if changed:
             rendered = render(cfg, ctx.paths, self._memo)
