@@ -17,7 +17,15 @@ nftables, nginx; a guest namespace on a Linux bridge fabric):
   in the guest reads it, with 10, 100 and 1,000 guests on the router (goal
   <= 100 ms, flat). netmgr's API and reconciler are not in this path.
 
-    .venv/bin/python bench/metadata.py [--repeat 10] [--requests 20000] [--out bench/out]
+``--part netmgr`` (or ``all``) measures the whole path in a real all-in-one
+(netmgr's gRPC API, store, reconciler, the router agent, nginx; Linux bridge
+fabric): one network, 10, 100 and 1,000 ports each carrying ``--user-data-kib``
+of user data, one of them a namespace guest; ``UpdatePort(user_data)`` of
+that port until curl in the guest (to 169.254.169.254, from its own address)
+reads the new user data. The load average is recorded with the figures.
+
+    .venv/bin/python bench/metadata.py [--part all|agent|netmgr] [--repeat 10]
+        [--requests 20000] [--sizes 10,100,1000] [--user-data-kib 1] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -209,13 +217,116 @@ def run(repeat: int, requests: int) -> dict[str, Any]:
     return result
 
 
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _add_ports(api: Any, network_id: str, start: int, stop: int, user_data: bytes) -> None:
+    from cloudnet.netmgr.v1 import netmgr_pb2 as npb
+
+    for n in range(start, stop):
+        api.call(api.ports.CreatePort, npb.CreatePortRequest(port=npb.Port(
+            network_id=network_id, hostname=f"x{n}", user_data=user_data)))
+
+
+def run_netmgr(repeat: int, sizes: list[int], user_data_kib: int) -> dict[str, Any]:
+    """UpdatePort(user_data) -> served, through a real all-in-one."""
+    import shutil
+    import socket
+
+    from cloudnet.netmgr.v1 import netmgr_pb2 as npb
+
+    from aio.allinone import AllInOne
+    from aio.demo import Api
+    from aio.nsguest import NamespaceGuest
+
+    work = tempfile.mkdtemp(prefix="cloudnet-bench-md-")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        listen = f"127.0.0.1:{sock.getsockname()[1]}"
+    aio = AllInOne(insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=work,
+                   listen=listen, fabric_kind="linuxbridge")
+    # Room for the "# <size> <repeat>" line each update adds (the API takes 32 KiB).
+    filler = (b"#cloud-config\n# " + b"x" * max(0, user_data_kib * 1024 - 40) + b"\n")
+    result: dict[str, Any] = {"user_data_bytes_per_port": len(filler), "load_before": _load()}
+    guest = None
+    try:
+        aio.up()
+        admin = Api(aio.listen, aio.admin_token)
+        tenant = admin.call(admin.tenants.CreateTenant, npb.CreateTenantRequest(
+            name=f"bench-{uuid.uuid4().hex[:6]}"))
+        secret = admin.call(admin.tenants.CreateToken,
+                            npb.CreateTokenRequest(tenant_id=tenant.id)).secret
+        api = Api(aio.listen, secret)
+        net = api.call(api.networks.CreateNetwork, npb.CreateNetworkRequest(
+            network=npb.Network(name="md", cidr="10.40.0.0/21")))
+        port = api.call(api.ports.CreatePort, npb.CreatePortRequest(port=npb.Port(
+            network_id=net.id, hostname="g1", user_data=filler)))
+        api.wait_router_active(net.router_id)
+        guest = NamespaceGuest(f"{aio.prefix}-g-{port.id[:8]}", aio.fabric,
+                               f"bp{port.id.replace('-', '')[:10]}")
+        guest.attach(net.vlan_id, port.mac)
+        guest.dhcp()
+        url = f"http://{MD}/latest/user-data"
+
+        def fetch() -> bytes:
+            return subprocess.run(
+                ["ip", "netns", "exec", guest.netns, "curl", "-s", "--max-time", "2",
+                 "--interface", port.ip, url], capture_output=True, check=False).stdout
+
+        latency: dict[str, list[float]] = {}
+        load: dict[str, list[float]] = {}
+        have = 1
+        for size in sizes:
+            started = time.monotonic()
+            _add_ports(api, net.id, have, size, filler)
+            have = max(have, size)
+            api.wait_router_active(net.router_id, timeout=900)
+            result.setdefault("ports_created_seconds", {})[str(size)] = round(
+                time.monotonic() - started, 1)
+            times = []
+            for i in range(repeat):
+                data = filler + f"# {size} {i}\n".encode()
+                started = time.monotonic()
+                api.call(api.ports.UpdatePort, npb.UpdatePortRequest(
+                    port=npb.Port(id=port.id, user_data=data)))
+                deadline = started + 60
+                while fetch() != data:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"{size} ports: user data not served in 60 s")
+                times.append((time.monotonic() - started) * 1000)
+            latency[str(size)] = times
+            load[str(size)] = _load()
+        result["update_port_to_served_ms"] = latency
+        result["update_port_to_served_median_ms"] = {k: statistics.median(v)
+                                                     for k, v in latency.items()}
+        result["load_after_each_size"] = load
+    finally:
+        if guest is not None:
+            guest.destroy()
+        aio.down()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
 def plot(result: dict[str, Any], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    net = result.get("netmgr")
+    if "metadata_rps" not in result:
+        assert net is not None
+        fig, c = plt.subplots(1, 1, figsize=(5, 4))
+        _plot_netmgr(c, net)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        return
+    fig, axes = plt.subplots(1, 3 if net else 2, figsize=(15 if net else 10, 4))
+    a, b = axes[0], axes[1]
+    if net:
+        _plot_netmgr(axes[2], net)
     a.bar(["metadata (per-guest check)", "same nginx, no check"],
           [statistics.median(result["metadata_rps"]), statistics.median(result["baseline_rps"])],
           color=["tab:blue", "grey"])
@@ -231,14 +342,30 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _plot_netmgr(ax: Any, net: dict[str, Any]) -> None:
+    lat = net["update_port_to_served_ms"]
+    ax.boxplot([lat[k] for k in sorted(lat, key=int)])
+    ax.set_xticks(range(1, len(lat) + 1), sorted(lat, key=int))
+    ax.set_xlabel(f"ports on the router ({net['user_data_bytes_per_port']} B user data each)")
+    ax.set_ylabel("ms, UpdatePort -> new user data served")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    p.add_argument("--part", choices=("all", "agent", "netmgr"), default="all")
+    p.add_argument("--sizes", default="10,100,1000")
+    p.add_argument("--user-data-kib", type=int, default=1)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    result = run(args.repeat, args.requests)
+    result: dict[str, Any] = {}
+    if args.part in ("all", "agent"):
+        result = run(args.repeat, args.requests)
+    if args.part in ("all", "netmgr"):
+        result["netmgr"] = run_netmgr(args.repeat, [int(x) for x in args.sizes.split(",")],
+                                      args.user_data_kib)
     print(json.dumps(result, indent=2))
     with open(os.path.join(args.out, "metadata.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -562,7 +562,7 @@ class RouterRuntime:
             # next full apply diffs elements against what is loaded.
             self._applied.pop(name, None)
             self._clear_errors()
-            self._follow_edge()
+            self._follow_edge(delta)
             # Objects the delta removed or replaced are no longer the refused ones.
             changed = {(r.kind, r.id) for r in delta.removed} | set(added)
             if self._refused.keys() & changed:
@@ -581,7 +581,7 @@ class RouterRuntime:
             return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
                                               for k, i in added])
 
-    def _follow_edge(self) -> None:
+    def _follow_edge(self, delta: epb.EdgeDelta) -> None:
         """Services deriving from edge rules, after a delta (same generation).
         Their rendering is stale either way: the next full apply redoes them."""
         for s in self.services:
@@ -590,7 +590,7 @@ class RouterRuntime:
                 continue
             self._applied.pop(s.name, None)
             try:
-                follower.edge_applied(self.ctx, self.config)
+                follower.edge_applied(self.ctx, self.config, delta)
             except APPLY_ERRORS as e:
                 self.last_error = f"generation {self.config.generation}: {s.name}: {e}"
                 log.error("router %s: %s", self.ctx.router_id, self.last_error)

@@ -6,6 +6,7 @@ by ``common.grpc_errors.ErrorMappingInterceptor``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeAlias
@@ -19,6 +20,7 @@ from netmgr.api import convert, passwords
 from netmgr.api.auth import current_caller
 from netmgr.api.convert_redundancy import add_instances
 from netmgr.model import edge as me
+from netmgr.model.core import Port
 from netmgr.model.paging import page_request
 from netmgr.model.validation import check_id
 from netmgr.store.facade import Store
@@ -31,7 +33,8 @@ Ctx: TypeAlias = grpc.ServicerContext
 # (kind, id) of an edge rule, e.g. ("portforward", "<id>").
 EdgeRef: TypeAlias = tuple[str, str]
 # The edge rules the reconciler can send to a router as a delta.
-EdgeRule: TypeAlias = me.StaticNat | me.PortForward | me.FirewallRule
+# A port: its guest metadata changed (nothing else the router sees).
+EdgeRule: TypeAlias = me.StaticNat | me.PortForward | me.FirewallRule | Port
 # A VM router's serial console from an offset: (data, next offset, compute host).
 ConsoleChunk: TypeAlias = tuple[bytes, int, str]
 
@@ -263,7 +266,15 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         tenant = _tenant()
         port_id = check_id(request.port.id, "port.id")
         upd = convert.port_update(request.port, request.update_mask.paths)
+        before = self._store.get_port(tenant, port_id)
         port = self._store.update_port(tenant, port_id, upd)
+        if port.generation != before.generation and _only_guest_metadata(before, port):
+            # The router may take just this port's metadata (an edge delta).
+            try:
+                self._hooks.edge_changed(port.router_id, port.generation,
+                                         [(me.GUEST_METADATA, port.id)], [port])
+            except Exception:  # committed: the full push still carries it
+                log.exception("edge_changed(%s) failed", port.router_id)
         # Also after a no-op update: a push of an unchanged generation is harmless.
         self._notify(port.router_id)
         return convert.port_to_pb(port)
@@ -285,6 +296,18 @@ class PortServicer(_Base, rpc.PortServiceServicer):
         password = passwords.generate_password()
         passwords.push_password(channel, router, port.id, password)
         return pb.ResetPortPasswordResponse(password=password)
+
+
+# What a port's guest metadata holds and nothing else the router sees (a
+# changed name is in no config); a change of anything else goes in full.
+_METADATA_ONLY = frozenset({"user_data", "labels", "ssh_key_pair_id", "name"})
+_BOOKKEEPING = frozenset({"status"})
+
+
+def _only_guest_metadata(before: Port, after: Port) -> bool:
+    changed = {f.name for f in dataclasses.fields(Port)
+               if getattr(before, f.name) != getattr(after, f.name)} - _BOOKKEEPING
+    return bool(changed) and changed <= _METADATA_ONLY
 
 
 class RouterServicer(_Base, rpc.RouterServiceServicer):

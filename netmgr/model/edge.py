@@ -59,6 +59,9 @@ class FirewallRule(WithStatus):
 # The kind an edge change names an ingress rule to routed and IPv6 guests by
 # (an agent that does not know such rules answers its delta stale).
 GUEST_INGRESS = "guest-ingress"
+# The kind a port's guest metadata (user data, labels, key pair) is named by
+# in an edge change; the change carries the committed port.
+GUEST_METADATA = "guest-metadata"
 
 
 def is_guest_ingress(r: FirewallRule) -> bool:

@@ -33,11 +33,14 @@ import grpc
 from cloudnet.router.v1 import agent_pb2 as apb
 from cloudnet.router.v1 import edge_pb2 as epb
 from cloudnet.router.v1 import edge_pb2_grpc
+from cloudnet.router.v1 import metadata_pb2 as mpb
 from cloudnet.router.v1 import routing_pb2 as rpb
 
 from common import grpc_errors as errors
 from netmgr.model import edge as me
+from netmgr.model.core import Port
 from netmgr.reconcile.configbuild.edge import AgentRule, EdgeRule, edge_rule
+from netmgr.reconcile.configbuild.metadata import guest_metadata
 from netmgr.reconcile.store_view import DeltaStore, ObjectRef
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,13 @@ MAX_PENDING = 10000
 Ref: TypeAlias = ObjectRef  # (kind, id)
 
 
-def ref_of(obj: AgentRule) -> Ref:
+# What a delta carries: an edge rule, or a port's guest metadata replaced.
+DeltaObject: TypeAlias = AgentRule | mpb.GuestMetadata
+
+
+def ref_of(obj: DeltaObject) -> Ref:
+    if isinstance(obj, mpb.GuestMetadata):
+        return me.GUEST_METADATA, obj.port_id
     if isinstance(obj, apb.StaticNatRule):
         return "staticnat", obj.id
     if isinstance(obj, apb.PortForwardRule):
@@ -67,7 +76,7 @@ class Change:
     """What one generation changed: the objects removed, then those added."""
 
     removed: tuple[Ref, ...]
-    added: tuple[AgentRule, ...]
+    added: tuple[DeltaObject, ...]
 
 
 def merge(router_id: str, base: int, generation: int,
@@ -75,7 +84,7 @@ def merge(router_id: str, base: int, generation: int,
     """Consecutive changes as one delta: the last word on each object wins;
     every object touched is removed first (a no-op if unknown), those that
     exist at the end are added."""
-    final: dict[Ref, AgentRule | None] = {}
+    final: dict[Ref, DeltaObject | None] = {}
     for change in changes:
         for ref in change.removed:
             final[ref] = None
@@ -94,6 +103,8 @@ def merge(router_id: str, base: int, generation: int,
             delta.egress_rules.append(rule)
         elif isinstance(rule, rpb.GuestIngressRule):
             delta.guest_ingress_rules.append(rule)
+        elif isinstance(rule, mpb.GuestMetadata):
+            delta.guest_metadata.append(rule)
     return delta
 
 
@@ -110,7 +121,7 @@ class EdgeDeltas:
         self._base: dict[str, int] = {}
 
     def record(self, router_id: str, generation: int, removed: Iterable[Ref] = (),
-               added: Iterable[EdgeRule] = ()) -> None:
+               added: Iterable[EdgeRule | Port] = ()) -> None:
         """What the change at `generation` removed ((kind, id)) and added or
         replaced (model objects, as committed)."""
         change = Change(tuple(removed), tuple(self._agent_rule(obj) for obj in added))
@@ -122,7 +133,10 @@ class EdgeDeltas:
                 pending.clear()
             pending[generation] = change
 
-    def _agent_rule(self, obj: EdgeRule) -> AgentRule:
+    def _agent_rule(self, obj: EdgeRule | Port) -> DeltaObject:
+        if isinstance(obj, Port):
+            zone, public_ip, key = self._store.guest_metadata_parts(obj.id)
+            return guest_metadata(obj, zone, public_ip, key)
         egress = isinstance(obj, me.FirewallRule) and obj.direction == "egress"
         return edge_rule(obj, self._store.network_cidr(obj.network_id) if egress else "")
 

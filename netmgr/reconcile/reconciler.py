@@ -34,7 +34,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from common import grpc_errors as errors
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
-from netmgr.model.core import RouterBackend
+from netmgr.model.core import Port, RouterBackend
 from netmgr.model.redundancy import InstanceReport, Redundancy
 from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
@@ -196,7 +196,7 @@ class Reconciler:
             self._wake.notify_all()
 
     def edge_changed(self, router_id: str, generation: int, removed: Sequence[ObjectRef],
-                     added: Sequence[EdgeRule]) -> None:
+                     added: Sequence[EdgeRule | Port]) -> None:
         """What an edge change at `generation` removed ((kind, id)) and added
         (model objects as committed), before its notify: sent as a delta when
         possible. Not recorded for another replica's router: it pushes in full."""

@@ -32,6 +32,10 @@ class DeltaStore(Protocol):
 
     def network_cidr(self, network_id: str) -> str: ...
 
+    def guest_metadata_parts(self, port_id: str) -> tuple[str, str, tuple[str, str] | None]:
+        """(zone name, public IP, key pair (name, public key)) of a port."""
+        ...
+
     def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None: ...
 
 

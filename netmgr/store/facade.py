@@ -126,6 +126,7 @@ class Store:
         self.list_routers_all = self.routers.list_routers_all
         self.router_snapshot = self.routers.router_snapshot
         self.router_head = self.routers.router_head
+        self.guest_metadata_parts = self.routers.guest_metadata_parts
         self.record_router_status = self.routers.record_router_status
         self.record_router_statuses = self.routers.record_router_statuses
         self.record_edge_delta_applied = self.routers.record_edge_delta_applied

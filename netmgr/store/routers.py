@@ -26,8 +26,9 @@ from netmgr.store.dns import records_of, served_by
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import NetworkRow, PortRow, RouterRow
+from netmgr.store.tables.core import NetworkRow, PortRow, PublicIpRow, RouterRow
 from netmgr.store.tables.dns import DnsRecordRow
+from netmgr.store.tables.edge import StaticNatRow
 from netmgr.store.tables.keypairs import KeyPairRow
 from netmgr.store.vpcs import vpc_snapshot
 
@@ -103,6 +104,22 @@ class RouterStore:
                                         vpn=vpn.tunnels(s, net_ids, self._db.secrets),
                                         ssh_keys=_ssh_keys(s, net_ids),
                                         dns_records=records_of(s, net_ids, router.vpc_id))
+
+        return self._db.read(tx)
+
+    def guest_metadata_parts(self, port_id: str) -> tuple[str, str, tuple[str, str] | None]:
+        """(zone name, public IP by static NAT or "", key pair (name, public
+        key) or None) of one port, for a metadata delta: one small read."""
+
+        def tx(s: Session) -> tuple[str, str, tuple[str, str] | None]:
+            public = s.scalar(select(PublicIpRow.ip).join(
+                StaticNatRow, StaticNatRow.public_ip_id == PublicIpRow.id)
+                .where(StaticNatRow.port_id == port_id))
+            key = s.execute(select(KeyPairRow.name, KeyPairRow.public_key)
+                            .join(PortRow, PortRow.ssh_key_pair_id == KeyPairRow.id)
+                            .where(PortRow.id == port_id)).first()
+            return (shared.zone_row(s).name, public or "",
+                    (str(key[0]), str(key[1])) if key else None)
 
         return self._db.read(tx)
 

@@ -329,10 +329,11 @@ class EdgeRules(Protocol):
 
 
 class FollowsEdge(Protocol):
-    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig) -> None:
-        """After an edge delta was applied in place to ``cfg`` (under the
-        router's lock): bring what the service derives from edge rules up to
-        date in the same generation (raises an apply error)."""
+    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig,
+                     delta: epb.EdgeDelta | None = None) -> None:
+        """After an edge delta (``delta``) was applied in place to ``cfg`` (under
+        the router's lock): bring what the service derives from edge rules up
+        to date in the same generation (raises an apply error)."""
         ...
 
 

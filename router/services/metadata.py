@@ -31,6 +31,7 @@ import tempfile
 import time
 
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from router.errors import ApplyError, CheckError, ObjectNotFound
@@ -211,6 +212,31 @@ def write_trees(ctx: Context, cfg: pb.RouterConfig, user: str,
             shutil.rmtree(os.path.join(trees, name), ignore_errors=True)
 
 
+def write_guest_tree(ctx: Context, g: mpb.GuestMetadata, user: str, digest: str) -> None:
+    """One guest's new tree, its by-ip link swapped atomically, its old tree
+    removed (a tree is one guest's: its port ID is in it)."""
+    base = metadata_dir(ctx.paths)
+    trees, by_ip = os.path.join(base, "trees"), os.path.join(base, "by-ip")
+    target = os.path.join(trees, digest)
+    if not os.path.isdir(target):
+        _write_tree(target, metadata_tree.guest_tree(g), _group(user))
+    link = os.path.join(by_ip, g.ip)
+    new = os.path.join("..", "trees", digest)
+    try:
+        old = os.readlink(link)
+    except OSError:
+        old = ""
+    if old == new:
+        return
+    tmp = os.path.join(by_ip, f".{g.ip}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(new, tmp)
+    os.replace(tmp, link)  # atomic: the old tree or the new one
+    if old.startswith(os.path.join("..", "trees", "")):
+        shutil.rmtree(os.path.join(trees, os.path.basename(old)), ignore_errors=True)
+
+
 def _write_tree(target: str, tree: metadata_tree.Tree, gid: int) -> None:
     """A tree in a temporary directory renamed into place whole."""
     tmp = tempfile.mkdtemp(prefix=".new-", dir=os.path.dirname(target))
@@ -348,16 +374,28 @@ class Metadata:
               previous: pb.RouterConfig | None) -> None:
         apply(ctx, cfg, rendered, self._passwords)
 
-    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig) -> None:
+    def edge_applied(self, ctx: Context, cfg: pb.RouterConfig,
+                     delta: epb.EdgeDelta | None = None) -> None:
         """A static NAT created or deleted by an edge delta: public-ipv4 (and
-        public-hostname) follow in the same generation."""
+        public-hostname) follow in the same generation. A port's metadata
+        replaced by the delta (already in ``cfg``): that guest's tree only."""
         public = {n.private_ip: n.public_ip for n in cfg.static_nats}
         changed = False
         for g in cfg.guest_metadata:
             if g.public_ip != public.get(g.ip, ""):
                 g.public_ip = public.get(g.ip, "")
                 changed = True
-        if changed and master_pid(ctx) is not None:
+        if master_pid(ctx) is None:
+            return
+        if not changed and delta is not None and delta.guest_metadata:
+            ports = {g.port_id for g in delta.guest_metadata}
+            user = _worker_user(ctx.paths)
+            for g in cfg.guest_metadata:
+                if g.port_id in ports:
+                    # No memo: deltas alone would grow it without bound.
+                    write_guest_tree(ctx, g, user, _digest(g, None))
+            return
+        if changed:
             rendered = render(cfg, ctx.paths, self._memo)
             write_trees(ctx, cfg, _worker_user(ctx.paths), json.loads(rendered[TREES]))
 

@@ -45,6 +45,7 @@ from router.lib import libnft
 from router.services.base import Context, ObjectId, RouterPaths, RunningConfig
 from router.services.nftables import counters as edge_counters
 from router.services.nftables import edge as nft_edge
+from router.services.nftables import guest_metadata as nft_metadata
 from router.services.nftables import journal as edge_journal
 from router.services.nftables import routed as nft_routed
 from router.services.nftables import table
@@ -53,7 +54,7 @@ from router.services.nftables.edge import config_field, delta_objects
 log = logging.getLogger(__name__)
 
 DELTA_KINDS = (nft_edge.STATIC_NAT, nft_edge.PORT_FORWARD, nft_edge.FIREWALL,
-               nft_routed.GUEST_INGRESS)
+               nft_routed.GUEST_INGRESS, nft_metadata.GUEST_METADATA)
 Oid = ObjectId
 Field = str  # name of a RouterConfig repeated field
 
@@ -324,7 +325,8 @@ class EdgeDeltas:
                 raise StaleDelta(f"kind {ref.kind!r} is not changed in place")
         guests = {r.id for r in delta.removed if r.kind == nft_routed.GUEST_INGRESS}
         removed = {(r.kind, r.id) for r in delta.removed
-                   if r.kind != nft_routed.GUEST_INGRESS}
+                   if r.kind not in (nft_routed.GUEST_INGRESS, nft_metadata.GUEST_METADATA)}
+        metadata = nft_metadata.replacements(cfg, delta)
         added = delta_objects(delta)
         guest_cmds, guest_cfg = "", None
         if guests or delta.guest_ingress_rules:
@@ -346,6 +348,7 @@ class EdgeDeltas:
             self.table.loaded = None
             raise StaleDelta(f"nft refused the element update: {e}", table_changed=True) from e
         index.edit_config(removed, added, delta.generation)
+        nft_metadata.put(cfg, metadata)
         if guest_cfg is not None:
             del cfg.guest_ingress_rules[:]
             cfg.guest_ingress_rules.extend(guest_cfg.guest_ingress_rules)
@@ -355,7 +358,8 @@ class EdgeDeltas:
                 self.table.loaded = table.Loaded(
                     nft_routed.skeleton_with(loaded.skeleton, guest_cfg), loaded.elements)
         return sorted({nft_edge.object_key(o) for o in added}
-                      | {(nft_edge.FIREWALL, r.id) for r in delta.guest_ingress_rules})
+                      | {(nft_edge.FIREWALL, r.id) for r in delta.guest_ingress_rules}
+                      | {(nft_metadata.GUEST_METADATA, g.port_id) for g in metadata})
 
     def journal(self, ctx: Context, running: RunningConfig, delta: epb.EdgeDelta) -> None:
         if not edge_journal.append(ctx.paths.edge_journal, delta):

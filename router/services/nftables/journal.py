@@ -22,6 +22,7 @@ from cloudnet.router.v1 import edge_pb2 as epb
 from router.lib import files
 from router.services.base import Context, RouterPaths, RunningConfig, persisted_config
 from router.services.nftables import edge as nft_edge
+from router.services.nftables import guest_metadata as nft_metadata
 from router.services.nftables import routed as nft_routed
 
 log = logging.getLogger(__name__)
@@ -112,5 +113,6 @@ def replay(path: str, cfg: pb.RouterConfig) -> pb.RouterConfig:
             items.extend(keep)
         for obj in added:
             getattr(cfg, nft_edge.config_field(obj)).add().CopyFrom(obj)
+        nft_metadata.put(cfg, delta.guest_metadata)
         cfg.generation = delta.generation
     return cfg

@@ -19,6 +19,8 @@ from cloudnet.netmgr.v1 import keypair_pb2 as kpb
 from cloudnet.netmgr.v1 import keypair_pb2_grpc as kprpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
+from router.services.base import RouterPaths
+from router.services.nftables.journal import read_journal
 from tests.lib.edge import Edge
 from tests.lib.vpc import Vpc
 
@@ -103,6 +105,29 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
             port=pb.Port(id=p1.id, user_data=data)))
         wait_port_active(t, p1.id)
         assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
+    if t.cloud.router_backend != "vm":
+        # They went as edge deltas of p1's metadata alone (journaled by the agent).
+        journal = RouterPaths(os.path.join(t.cloud.state_dir, "agent", "routers",
+                                           net.router_id)).edge_journal
+        sent = [g for d in read_journal(journal) for g in d.guest_metadata]
+        assert [(g.port_id, g.user_data) for g in sent][-3:] == [
+            (p1.id, f"#cloud-config\n# update {n}\n".encode()) for n in range(3)]
+
+    # The port's key pair replaced: the new key served once the port reads ACTIVE.
+    (tmp_path / "id2").unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id2")],
+                   check=True)
+    kp2 = t.api.call(kprpc.KeyPairServiceStub(t.api.channel).ImportKeyPair,
+                     kpb.ImportKeyPairRequest(key_pair=kpb.KeyPair(
+                         name="desk", public_key=(tmp_path / "id2.pub").read_text())))
+    t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
+        port=pb.Port(id=p1.id, ssh_key_pair_id=kp2.id)))
+    wait_port_active(t, p1.id)
+    assert curl(g1, f"{MD}/latest/meta-data/public-keys/0/openssh-key") == (
+        200, kp2.public_key + "\n")
+    code, text = curl(g1, f"{MD}/openstack/latest/meta_data.json")
+    assert (code, json.loads(text)["public_keys"]) == (200, {"desk": kp2.public_key})
+    assert curl(g1, f"{MD}/latest/user-data") == (200, data.decode())
 
     # IMDSv2 required from the generation that asks for it.
     t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(

@@ -6,6 +6,7 @@ a change is served as soon as its generation is applied."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ import uuid
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import edge_pb2 as epb
+from cloudnet.router.v1 import edge_pb2_grpc
 from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from router.runtime import router_netns_name
@@ -296,3 +299,86 @@ def test_a_killed_nginx_is_repaired_by_the_health_pass(
         time.sleep(0.1)
     assert agent.agent.repair_all() == {router_id: ["metadata"]}
     assert curl(g1, f"http://{MD}/latest/meta-data/instance-id") == (200, "p1")
+
+
+def test_a_full_push_of_1000_ports_with_32_kib_user_data_each_is_served(
+    topo: Topology, agent: InProcessAgent
+) -> None:
+    """Past gRPC's default 4 MiB message limit: the agent takes a whole config
+    of 32 MiB (MAX_CONFIG_BYTES) over its gRPC socket and serves every tree."""
+    router_id = uuid.uuid4().hex
+    cfg = make_config(router_id, 1, ["p1"], cidr="10.10.0.0/22")
+    cfg.interfaces[1].addresses[:] = ["10.10.0.1/22"]
+    net = ipaddress.IPv4Network("10.10.0.0/22")
+    mine = b"#cloud-config\n# p1\n" + b"a" * (32 * 1024 - 20)
+    cfg.guest_metadata.append(metadata("p1", mine))
+    for n in range(1, 1000):
+        cfg.guest_metadata.append(mpb.GuestMetadata(
+            port_id=f"x{n}", interface="g-net1", mac=f"02:bb:00:00:{n >> 8:02x}:{n & 255:02x}",
+            ip=str(net.network_address + 20 + n), hostname=f"x{n}", availability_zone="zone1",
+            user_data=f"#cloud-config\n# x{n}\n".encode().ljust(32 * 1024, b"b"),
+            network_id="net1"))
+    request = pb.ApplyConfigRequest(config=cfg)
+    assert request.ByteSize() > 30 * 1024 * 1024  # over seven times gRPC's default limit
+    reply = agent.stub.ApplyConfig(request, timeout=120)
+    assert reply.status.applied_generation == 1, reply.status.last_error
+    g1 = topo.guest("p1")
+    topo.configure_guest(g1, HOSTS["p1"][1])
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, mine.decode())
+    # Every other port's tree is served too, to its own address only.
+    by_ip = os.path.join(topo.state_dir, "agent", "routers", router_id, "metadata", "by-ip")
+    assert len(os.listdir(by_ip)) == 1000
+    with open(os.path.join(by_ip, str(net.network_address + 20 + 999), "latest",
+                           "user-data"), "rb") as f:
+        assert f.read().startswith(b"#cloud-config\n# x999\n")
+
+
+def test_a_ports_metadata_delta_serves_the_same_trees_as_a_full_push(
+    topo: Topology, agent: InProcessAgent, guests: tuple[str, str, str]
+) -> None:
+    router_id, g1, g2 = guests
+    edge = edge_pb2_grpc.RouterEdgeStub(agent.channel)
+    by_ip = os.path.join(topo.state_dir, "agent", "routers", router_id, "metadata", "by-ip")
+    trees = os.path.join(by_ip, "..", "trees")
+    p2_link = os.readlink(os.path.join(by_ip, HOSTS["p2"][1]))
+    new = config(router_id, 2, b"#cloud-config\nhostname: two\n")
+    p1 = new.guest_metadata[0]
+    p1.ssh_public_key, p1.labels["role"] = KEY.replace("a9", "b8"), "db"
+    p1.public_ip = ""  # as netmgr sends it: this lab router has no static NAT
+
+    def delta(base: int, *items: mpb.GuestMetadata) -> epb.ApplyEdgeDeltaResponse:
+        return edge.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=epb.EdgeDelta(
+            router_id=router_id, base_generation=base, generation=base + 1,
+            removed=[epb.EdgeObjectRef(kind="guest-metadata", id=g.port_id) for g in items],
+            guest_metadata=list(items))))
+
+    reply = delta(1, p1)
+    assert (reply.stale, reply.applied_generation) == (False, 2), reply.last_error
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, "#cloud-config\nhostname: two\n")
+    assert curl(g1, f"http://{MD}/latest/meta-data/public-keys/0/openssh-key") == (
+        200, p1.ssh_public_key + "\n")
+    code, text = curl(g1, f"http://{MD}/openstack/latest/meta_data.json")
+    assert (code, json.loads(text)["meta"]) == (200, {"role": "db"})
+    assert curl(g2, f"http://{MD}/latest/user-data") == (200, "#!/bin/sh\necho p2\n")
+    # Only p1's tree was rewritten; its old one is gone.
+    assert os.readlink(os.path.join(by_ip, HOSTS["p2"][1])) == p2_link
+    links = {ip: os.readlink(os.path.join(by_ip, ip)) for ip in os.listdir(by_ip)}
+    assert sorted(os.listdir(trees)) == sorted(os.path.basename(t) for t in links.values())
+    # The same content as a full push: the very same trees.
+    new.generation = 3
+    reply3 = agent.stub.ApplyConfig(pb.ApplyConfigRequest(config=new))
+    assert reply3.status.applied_generation == 3, reply3.status.last_error
+    assert {ip: os.readlink(os.path.join(by_ip, ip)) for ip in os.listdir(by_ip)} == links
+
+    # What a delta cannot change in place: stale, nothing changed.
+    moved = mpb.GuestMetadata()
+    moved.CopyFrom(p1)
+    moved.ip, moved.user_data = HOSTS["p2"][1], b"moved"
+    unknown = mpb.GuestMetadata(port_id="p9", interface="g-net1", mac="02:00:00:00:00:99",
+                                ip="10.10.0.99", user_data=b"x")
+    tokens = mpb.GuestMetadata()
+    tokens.CopyFrom(p1)
+    tokens.tokens_required, tokens.user_data = True, b"tokens"
+    for bad in (moved, unknown, tokens):
+        assert delta(3, bad).stale
+    assert curl(g1, f"http://{MD}/latest/user-data") == (200, "#cloud-config\nhostname: two\n")

@@ -23,30 +23,31 @@ _sym_db = _symbol_database.Default()
 
 
 from cloudnet.router.v1 import agent_pb2 as cloudnet_dot_router_dot_v1_dot_agent__pb2
+from cloudnet.router.v1 import metadata_pb2 as cloudnet_dot_router_dot_v1_dot_metadata__pb2
 from cloudnet.router.v1 import routing_pb2 as cloudnet_dot_router_dot_v1_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudnet/router/v1/edge.proto\x12\x12\x63loudnet.router.v1\x1a\x1e\x63loudnet/router/v1/agent.proto\x1a cloudnet/router/v1/routing.proto\")\n\rEdgeObjectRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xa5\x03\n\tEdgeDelta\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_generation\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x32\n\x07removed\x18\x04 \x03(\x0b\x32!.cloudnet.router.v1.EdgeObjectRef\x12\x36\n\x0bstatic_nats\x18\x05 \x03(\x0b\x32!.cloudnet.router.v1.StaticNatRule\x12:\n\rport_forwards\x18\x06 \x03(\x0b\x32#.cloudnet.router.v1.PortForwardRule\x12\x36\n\ringress_rules\x18\x07 \x03(\x0b\x32\x1f.cloudnet.router.v1.IngressRule\x12\x34\n\x0c\x65gress_rules\x18\x08 \x03(\x0b\x32\x1e.cloudnet.router.v1.EgressRule\x12\x42\n\x13guest_ingress_rules\x18\xa0\x01 \x03(\x0b\x32$.cloudnet.router.v1.GuestIngressRule\"Z\n\x15\x41pplyEdgeDeltaRequest\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.cloudnet.router.v1.EdgeDelta\x12\x13\n\x0blease_epoch\x18< \x01(\x04\"\xbe\x01\n\x16\x41pplyEdgeDeltaResponse\x12\r\n\x05stale\x18\x01 \x01(\x08\x12\x1a\n\x12\x61pplied_generation\x18\x02 \x01(\x04\x12\x1b\n\x13rejected_generation\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x31\n\x07objects\x18\x05 \x03(\x0b\x32 .cloudnet.router.v1.ObjectStatus\x12\x15\n\rapply_seconds\x18\x06 \x01(\x01\"G\n\x0b\x45\x64geCounter\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07packets\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\"_\n\x16GetEdgeCountersRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x32\n\x07objects\x18\x02 \x03(\x0b\x32!.cloudnet.router.v1.EdgeObjectRef\"L\n\x17GetEdgeCountersResponse\x12\x31\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x1f.cloudnet.router.v1.EdgeCounter2\xe1\x01\n\nRouterEdge\x12g\n\x0e\x41pplyEdgeDelta\x12).cloudnet.router.v1.ApplyEdgeDeltaRequest\x1a*.cloudnet.router.v1.ApplyEdgeDeltaResponse\x12j\n\x0fGetEdgeCounters\x12*.cloudnet.router.v1.GetEdgeCountersRequest\x1a+.cloudnet.router.v1.GetEdgeCountersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63loudnet/router/v1/edge.proto\x12\x12\x63loudnet.router.v1\x1a\x1e\x63loudnet/router/v1/agent.proto\x1a!cloudnet/router/v1/metadata.proto\x1a cloudnet/router/v1/routing.proto\")\n\rEdgeObjectRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xe1\x03\n\tEdgeDelta\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_generation\x18\x02 \x01(\x04\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x32\n\x07removed\x18\x04 \x03(\x0b\x32!.cloudnet.router.v1.EdgeObjectRef\x12\x36\n\x0bstatic_nats\x18\x05 \x03(\x0b\x32!.cloudnet.router.v1.StaticNatRule\x12:\n\rport_forwards\x18\x06 \x03(\x0b\x32#.cloudnet.router.v1.PortForwardRule\x12\x36\n\ringress_rules\x18\x07 \x03(\x0b\x32\x1f.cloudnet.router.v1.IngressRule\x12\x34\n\x0c\x65gress_rules\x18\x08 \x03(\x0b\x32\x1e.cloudnet.router.v1.EgressRule\x12\x42\n\x13guest_ingress_rules\x18\xa0\x01 \x03(\x0b\x32$.cloudnet.router.v1.GuestIngressRule\x12:\n\x0eguest_metadata\x18\xb4\x01 \x03(\x0b\x32!.cloudnet.router.v1.GuestMetadata\"Z\n\x15\x41pplyEdgeDeltaRequest\x12,\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.cloudnet.router.v1.EdgeDelta\x12\x13\n\x0blease_epoch\x18< \x01(\x04\"\xbe\x01\n\x16\x41pplyEdgeDeltaResponse\x12\r\n\x05stale\x18\x01 \x01(\x08\x12\x1a\n\x12\x61pplied_generation\x18\x02 \x01(\x04\x12\x1b\n\x13rejected_generation\x18\x03 \x01(\x04\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x31\n\x07objects\x18\x05 \x03(\x0b\x32 .cloudnet.router.v1.ObjectStatus\x12\x15\n\rapply_seconds\x18\x06 \x01(\x01\"G\n\x0b\x45\x64geCounter\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07packets\x18\x03 \x01(\x04\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\"_\n\x16GetEdgeCountersRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x32\n\x07objects\x18\x02 \x03(\x0b\x32!.cloudnet.router.v1.EdgeObjectRef\"L\n\x17GetEdgeCountersResponse\x12\x31\n\x08\x63ounters\x18\x01 \x03(\x0b\x32\x1f.cloudnet.router.v1.EdgeCounter2\xe1\x01\n\nRouterEdge\x12g\n\x0e\x41pplyEdgeDelta\x12).cloudnet.router.v1.ApplyEdgeDeltaRequest\x1a*.cloudnet.router.v1.ApplyEdgeDeltaResponse\x12j\n\x0fGetEdgeCounters\x12*.cloudnet.router.v1.GetEdgeCountersRequest\x1a+.cloudnet.router.v1.GetEdgeCountersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudnet.router.v1.edge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EDGEOBJECTREF']._serialized_start=119
-  _globals['_EDGEOBJECTREF']._serialized_end=160
-  _globals['_EDGEDELTA']._serialized_start=163
-  _globals['_EDGEDELTA']._serialized_end=584
-  _globals['_APPLYEDGEDELTAREQUEST']._serialized_start=586
-  _globals['_APPLYEDGEDELTAREQUEST']._serialized_end=676
-  _globals['_APPLYEDGEDELTARESPONSE']._serialized_start=679
-  _globals['_APPLYEDGEDELTARESPONSE']._serialized_end=869
-  _globals['_EDGECOUNTER']._serialized_start=871
-  _globals['_EDGECOUNTER']._serialized_end=942
-  _globals['_GETEDGECOUNTERSREQUEST']._serialized_start=944
-  _globals['_GETEDGECOUNTERSREQUEST']._serialized_end=1039
-  _globals['_GETEDGECOUNTERSRESPONSE']._serialized_start=1041
-  _globals['_GETEDGECOUNTERSRESPONSE']._serialized_end=1117
-  _globals['_ROUTEREDGE']._serialized_start=1120
-  _globals['_ROUTEREDGE']._serialized_end=1345
+  _globals['_EDGEOBJECTREF']._serialized_start=154
+  _globals['_EDGEOBJECTREF']._serialized_end=195
+  _globals['_EDGEDELTA']._serialized_start=198
+  _globals['_EDGEDELTA']._serialized_end=679
+  _globals['_APPLYEDGEDELTAREQUEST']._serialized_start=681
+  _globals['_APPLYEDGEDELTAREQUEST']._serialized_end=771
+  _globals['_APPLYEDGEDELTARESPONSE']._serialized_start=774
+  _globals['_APPLYEDGEDELTARESPONSE']._serialized_end=964
+  _globals['_EDGECOUNTER']._serialized_start=966
+  _globals['_EDGECOUNTER']._serialized_end=1037
+  _globals['_GETEDGECOUNTERSREQUEST']._serialized_start=1039
+  _globals['_GETEDGECOUNTERSREQUEST']._serialized_end=1134
+  _globals['_GETEDGECOUNTERSRESPONSE']._serialized_start=1136
+  _globals['_GETEDGECOUNTERSRESPONSE']._serialized_end=1212
+  _globals['_ROUTEREDGE']._serialized_start=1215
+  _globals['_ROUTEREDGE']._serialized_end=1440
 # @@protoc_insertion_point(module_scope)

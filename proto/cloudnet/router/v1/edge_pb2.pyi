@@ -11,6 +11,7 @@ base generation (else it answers `stale` and the caller pushes in full).
 """
 
 from cloudnet.router.v1 import agent_pb2 as _agent_pb2
+from cloudnet.router.v1 import metadata_pb2 as _metadata_pb2
 from cloudnet.router.v1 import routing_pb2 as _routing_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -63,6 +64,7 @@ class EdgeDelta(_message.Message):
     INGRESS_RULES_FIELD_NUMBER: _builtins.int
     EGRESS_RULES_FIELD_NUMBER: _builtins.int
     GUEST_INGRESS_RULES_FIELD_NUMBER: _builtins.int
+    GUEST_METADATA_FIELD_NUMBER: _builtins.int
     router_id: _builtins.str
     base_generation: _builtins.int
     generation: _builtins.int
@@ -88,6 +90,16 @@ class EdgeDelta(_message.Message):
         refuses (stale: the full push follows) rather than drop the change.
         """
 
+    @_builtins.property
+    def guest_metadata(self) -> _containers.RepeatedCompositeFieldContainer[_metadata_pb2.GuestMetadata]:
+        """A port's guest metadata replaced whole (user data, labels, key pair,
+        public IP): the agent rewrites that guest's tree only. Named in `removed`
+        with kind "guest-metadata" (the port ID), which an older agent refuses
+        (stale: the full push follows). Only a guest the router already serves,
+        with the same interface, MAC, IP and token setting; anything else goes
+        as a full push.
+        """
+
     def __init__(
         self,
         *,
@@ -100,10 +112,11 @@ class EdgeDelta(_message.Message):
         ingress_rules: _abc.Iterable[_agent_pb2.IngressRule] | None = ...,
         egress_rules: _abc.Iterable[_agent_pb2.EgressRule] | None = ...,
         guest_ingress_rules: _abc.Iterable[_routing_pb2.GuestIngressRule] | None = ...,
+        guest_metadata: _abc.Iterable[_metadata_pb2.GuestMetadata] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_generation", b"base_generation", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "ingress_rules", b"ingress_rules", "port_forwards", b"port_forwards", "removed", b"removed", "router_id", b"router_id", "static_nats", b"static_nats"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_generation", b"base_generation", "egress_rules", b"egress_rules", "generation", b"generation", "guest_ingress_rules", b"guest_ingress_rules", "guest_metadata", b"guest_metadata", "ingress_rules", b"ingress_rules", "port_forwards", b"port_forwards", "removed", b"removed", "router_id", b"router_id", "static_nats", b"static_nats"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,7 +22,7 @@ from netmgr.reconcile.configbuild import edge
 from netmgr.reconcile.configbuild.edge import EdgeRule
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.store_view import DeltaStore
-from tests.lib.router_snapshots import NET, NOW, snapshot
+from tests.lib.router_snapshots import NET, NOW, ZONE, port, snapshot
 
 PF = me.PortForward(
     status=Status(id="pf1", tenant_id="t1", generation=3, error="", created_at=NOW),
@@ -73,6 +73,11 @@ class Store:
     def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
         self.applied.append(applied_generation)
 
+    def guest_metadata_parts(self, port_id: str) -> tuple[str, str, tuple[str, str] | None]:
+        # p2 has the static NAT NAT; p1 the key pair KEY.
+        return (ZONE.name, NAT.public_ip if port_id == NAT.port_id else "",
+                KEY if port_id == "p1" else None)
+
 
 class Agent(edge_pb2_grpc.RouterEdgeServicer):
     def __init__(self) -> None:
@@ -107,6 +112,9 @@ def agent() -> Iterator[tuple[Agent, grpc.Channel]]:
     yield servicer, channel
     channel.close()
     server.stop(0)
+
+
+KEY = ("laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs7cQdJ3m1mI3h1w0b0c4mQ3xC1uYy3cMuR2x1tY1a9")
 
 
 def deltas_through(channel: grpc.Channel, store: DeltaStore) -> ed.EdgeDeltas:
@@ -244,3 +252,32 @@ def test_a_redundant_routers_delta_goes_to_both_instances_or_to_neither_as_appli
             ch.close()
         for server in servers:
             server.stop(0)
+
+
+def test_a_ports_metadata_travels_as_a_delta_equal_to_its_full_config_entry(
+        agent: tuple[Agent, grpc.Channel]) -> None:
+    servicer, channel = agent
+    p1 = dataclasses.replace(port(1, "10.1.1.5"), user_data=b"#cloud-config\n",
+                             labels=(("role", "web"),), ssh_key_pair_id="k1")
+    p2 = dataclasses.replace(port(2, "10.1.1.6"), user_data=b"#!/bin/sh\n")
+    full = build_router_config(dataclasses.replace(
+        snapshot(p1, p2), edge=me.EdgeSnapshot(static_nats=(NAT,)), ssh_keys={"p1": KEY}))
+    store = Store()
+    deltas = deltas_through(channel, store)
+    deltas.acknowledged("r", 4)
+    servicer.runs = 4
+    deltas.record("r", 5, removed=[(me.GUEST_METADATA, "p1")], added=[p1])
+    assert deltas.push("r") is True
+    deltas.record("r", 6, removed=[(me.GUEST_METADATA, "p2")], added=[p2])
+    deltas.record("r", 7, removed=[(me.GUEST_METADATA, "p2")], added=[p2])
+    store.desired = 7
+    assert deltas.push("r") is True
+    first, second = servicer.seen
+    assert [(r.kind, r.id) for r in first.removed] == [(me.GUEST_METADATA, "p1")]
+    assert list(first.guest_metadata) == [full.guest_metadata[0]]
+    assert full.guest_metadata[0].ssh_public_key == KEY[1]
+    # Merged: one entry per port, the public IP of its static NAT included.
+    assert [(r.kind, r.id) for r in second.removed] == [(me.GUEST_METADATA, "p2")]
+    assert list(second.guest_metadata) == [full.guest_metadata[1]]
+    assert full.guest_metadata[1].public_ip == NAT.public_ip
+    assert len(first.static_nats) + len(first.ingress_rules) + len(first.port_forwards) == 0

@@ -11,6 +11,7 @@ import random
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
+from cloudnet.router.v1 import metadata_pb2 as mpb
 
 from router.errors import ConfigError, StaleDelta
 from router.services.base import Context
@@ -208,3 +209,19 @@ def test_journal_compaction_folds_deltas_into_config(tmp_path) -> None:
     edge_journal.compact(ctx, Racing(lock=threading.Lock()))
     assert journal.exists()
     assert pb.RouterConfig.FromString((tmp_path / "config.pb").read_bytes()).generation == 9
+
+
+def test_journal_replays_a_ports_guest_metadata_in_place(tmp_path) -> None:
+    cfg = edge_config()
+    cfg.generation = 5
+    cfg.guest_metadata.add(port_id="p1", ip="10.0.0.5", user_data=b"one")
+    cfg.guest_metadata.add(port_id="p2", ip="10.0.0.6", user_data=b"two")
+    journal = str(tmp_path / "edge-journal.pb")
+    new = mpb.GuestMetadata(port_id="p2", ip="10.0.0.6", user_data=b"new", labels={"a": "b"})
+    edge_journal.append(journal, epb.EdgeDelta(
+        router_id="r", base_generation=5, generation=6, guest_metadata=[new],
+        removed=[epb.EdgeObjectRef(kind="guest-metadata", id="p2")]))
+    out = edge_journal.replay(journal, cfg)
+    assert out.generation == 6
+    assert list(out.guest_metadata) == [
+        mpb.GuestMetadata(port_id="p1", ip="10.0.0.5", user_data=b"one"), new]
