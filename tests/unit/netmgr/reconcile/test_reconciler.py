@@ -89,6 +89,9 @@ class MemoryStore:
     def record_edge_delta_applied(self, router_id: str, applied_generation: int) -> None:
         self.delta_applied[router_id] = applied_generation
 
+    def guest_metadata_parts(self, port_id: str) -> tuple[str, str, tuple[str, str] | None]:
+        return "", "", None
+
     def record_router_status(self, router_id: str, *, applied_generation: int,
                              services: Sequence[ServiceHealth], last_error: str,
                              port_errors: Mapping[str, str], reachable: bool) -> None:
