@@ -157,7 +157,9 @@ class RequestIdInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grp
                 raise AssertionError(f"{name}: no Get{create.output_type.name} to replay with")
             get_handler = self._handler(f"/{get.containing_service.full_name}/{get.name}",
                                         handler_call_details.invocation_metadata)
-            request = message_factory.GetMessageClass(get.input_type)(id=object_id)
+            # The class is only known at run time (every Get takes an id).
+            request_class: Any = message_factory.GetMessageClass(get.input_type)
+            request = request_class(id=object_id)
             return get_handler.unary_unary(request, context)
 
         def wrap(behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
