@@ -282,6 +282,20 @@ def test_a_redundant_vpc_moves_every_tier_together(world: World, tmp_path: Any) 
         db_server.result()
 
 
+def applied_on_both(w: World, router_id: str) -> bool:
+    """Both instances run the router's desired generation: a change made now
+    has a base both acknowledged, so it can go as a delta."""
+    want = w.api.GetRouter(pb.GetRouterRequest(id=router_id)).desired_generation
+    for host in HOSTS:
+        try:
+            cfg = w.agents[host].runtime(router_id, create=False).config
+        except Exception:  # not there yet
+            return False
+        if cfg is None or cfg.generation != want:
+            return False
+    return True
+
+
 def journal_of(w: World, host: str, router_id: str) -> list[Any]:
     rt = w.agents[host].runtime(router_id, create=False)
     return read_journal(rt.ctx.paths.edge_journal)
@@ -306,6 +320,8 @@ def test_edge_rules_of_a_redundant_router_are_deltas_on_both_instances(
         wait_for(lambda: f"{ip.ip}/32" in addresses(w, "host-a", net.router_id)
                  and w.api.GetRouter(pb.GetRouterRequest(id=net.router_id)).state
                  == pb.ROUTER_STATE_ACTIVE, 30, "the public IP on the master")
+        wait_for(lambda: applied_on_both(w, net.router_id), 30,
+                 "the desired generation on both instances")
         fwd = w.api.CreatePortForward(epb.CreatePortForwardRequest(port_forward=epb.PortForward(
             public_ip_id=ip.id, protocol="tcp", public_port=80, port_id=port.id,
             private_port=8080)))
