@@ -12,6 +12,7 @@ from collections.abc import Callable
 import grpc
 from cloudnet.netmgr.v1 import hosts_pb2
 
+from common.periodic import run_every
 from compute.agent.netmgr_client import Netmgr
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,4 @@ class Heartbeat:
             return False
 
     def run(self, stop: threading.Event) -> threading.Thread:
-        def loop() -> None:
-            while not stop.is_set():
-                self.beat()
-                stop.wait(self._interval)
-
-        t = threading.Thread(target=loop, name="host-heartbeat", daemon=True)
-        t.start()
-        return t
+        return run_every(self._interval, stop, self.beat, name="host-heartbeat")

@@ -17,6 +17,8 @@ import grpc
 from cloudnet.router.v1 import registration_pb2 as rpb
 from cloudnet.router.v1 import registration_pb2_grpc
 
+from common.periodic import run_every
+
 log = logging.getLogger(__name__)
 
 
@@ -63,12 +65,5 @@ class Registration:
             return False
 
     def run(self, stop: threading.Event) -> threading.Thread:
-        def loop() -> None:
-            while not stop.is_set():
-                self.beat()
-                stop.wait(self._interval)
-            self._channel.close()
-
-        t = threading.Thread(target=loop, name="host-heartbeat", daemon=True)
-        t.start()
-        return t
+        return run_every(self._interval, stop, self.beat, name="host-heartbeat",
+                         finally_=self._channel.close)
