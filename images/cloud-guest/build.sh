@@ -52,6 +52,7 @@ DISABLE_UNITS="apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub
   systemd-random-seed.service systemd-remount-fs.service"
 PY=${CLOUDNET_PYTHON:-$REPO/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
+. "$REPO/images/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "cloud guest image: run as root" >&2; exit 1; }
 for tool in mmdebstrap mkfs.ext4 qemu-img cpio; do
@@ -64,7 +65,7 @@ base_key=$( { echo "${PACKAGES[*]}|$INITRD_MODULES"; sed -n '/^# ---- base/,/^# 
   | sha256sum | cut -c1-16)
 bbver=$(apt-cache policy busybox-static | awk '/Candidate:/ {print $2}')
 [ -n "$bbver" ] || { echo "cloud guest image: no busybox-static candidate (apt-get update?)" >&2; exit 1; }
-inputs=$( { echo "$base_key $BOOT_MODULES $DISABLE_UNITS busybox-static=$bbver"; cat "$0" "$INIT";
+inputs=$( { echo "$base_key $BOOT_MODULES $DISABLE_UNITS busybox-static=$bbver"; cat "$0" "$REPO/images/lib.sh" "$INIT";
             (cd "$HERE" && find rootfs -type f | sort | xargs sha256sum); } \
           | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/image.json" ] && grep -q "\"inputs\": \"$inputs\"" "$OUT/image.json" \
@@ -126,43 +127,15 @@ release=$(ls "$root/lib/modules")
 cp "$root/boot/vmlinuz-$release" "$work/vmlinuz"
 
 # The initramfs: busybox + the virtio modules + the router appliance's init
-# (mount /dev/vda, switch_root to systemd), without initramfs-tools' udev pass.
-bbdeb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$bbdeb" ] || [[ "$bbdeb" != *"_${bbver//:/%3a}_"* ]]; then
-  rm -f "$CACHE"/busybox-static_*.deb
-  rbb=$(ls "$REPO"/images/router/.cache/busybox-static_*"${bbver//:/%3a}"_*.deb 2>/dev/null | head -1 || true)
-  if [ -n "$rbb" ]; then cp "$rbb" "$CACHE/"; else
-    (cd "$CACHE" && apt-get download -q "busybox-static=$bbver" >/dev/null); fi
-  bbdeb=$(ls "$CACHE"/busybox-static_*.deb | head -1)
-fi
-ird=$work/initramfs
-mkdir -p "$ird/bin" "$ird/etc" "$ird/lib/modules"
-dpkg-deb --fsys-tarfile "$bbdeb" | tar -x -C "$work" ./bin/busybox
-mv "$work/bin/busybox" "$ird/bin/busybox"
-: > "$ird/etc/modules"
-for ko in $(modprobe -d "$root" -S "$release" --show-depends -a $BOOT_MODULES \
-            | awk '$1 == "insmod" {print $2}'); do
-  [ -f "$ko" ] || ko=$root$ko
-  name=$(basename "$ko"); name=${name%%.ko*}
-  grep -q "^$name\$" "$ird/etc/modules" && continue
-  case "$ko" in
-    *.xz) xz -dc "$ko" > "$ird/lib/modules/$name.ko" ;;
-    *.zst) zstd -qdc "$ko" > "$ird/lib/modules/$name.ko" ;;
-    *) cp "$ko" "$ird/lib/modules/$name.ko" ;;
-  esac
-  echo "$name" >> "$ird/etc/modules"
-done
-[ -s "$ird/etc/modules" ] || { echo "cloud guest image: no initramfs modules found" >&2; exit 1; }
-cp "$INIT" "$ird/init"
-(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.img"
+# (mount /dev/vda, switch_root to systemd), without initramfs-tools' udev pass
+# (images/lib.sh); busybox taken from the router image's cache when it has it.
+bbdeb=$(image_busybox_deb "$CACHE" "$bbver" "$REPO/images/router/.cache")
+image_initramfs "$root" "$release" "$work" "$bbdeb" "$INIT" $BOOT_MODULES
 
 in_root dpkg-query -W -f '${Package}\t${Version}\n' > "$work/debs.tsv"
-rootfs_mib=$(du -sm --apparent-size "$root" | cut -f1)
 
 # ---- disk ------------------------------------------------------------------------
-fs_mib=$(( rootfs_mib * 13 / 10 + 256 ))
-mkfs.ext4 -q -F -L cloud-root -E lazy_itable_init=0 -d "$root" "$work/root.img" "${fs_mib}M"
-qemu-img convert -q -f raw -O qcow2 "$work/root.img" "$work/disk.qcow2"
+image_disk "$root" "$work" cloud-root 256
 t_end=$(date +%s.%N)
 
 "$PY" - "$work" "$inputs" "$release" "$rootfs_mib" "$fs_mib" "$t0" "$t_base" "$t_end" \

@@ -72,6 +72,7 @@ DISABLE_UNITS="haproxy.service strongswan-starter.service nginx.service frr.serv
   systemd-tmpfiles-setup-dev.service systemd-modules-load.service systemd-user-sessions.service \
   serial-getty@ttyS0.service systemd-remount-fs.service systemd-sysusers.service"
 PY=${CLOUDNET_PYTHON:-$REPO/.venv/bin/python}
+. "$REPO/images/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "router image: run as root" >&2; exit 1; }
 for tool in mmdebstrap mkfs.ext4 qemu-img; do
@@ -107,7 +108,7 @@ base_key=$( { echo "${PACKAGES[*]}|$INITRD_MODULES"; sed -n '/^# ---- base/,/^# 
   | sha256sum | cut -c1-16)
 bbver=$(apt-cache policy busybox-static | awk '/Candidate:/ {print $2}')
 [ -n "$bbver" ] || { echo "router image: no busybox-static candidate (apt-get update?)" >&2; exit 1; }
-inputs=$( { echo "$base_key $wheel_hash $DISABLE_UNITS busybox-static=$bbver"; cat "$0";
+inputs=$( { echo "$base_key $wheel_hash $DISABLE_UNITS busybox-static=$bbver"; cat "$0" "$REPO/images/lib.sh";
             (cd "$HERE" && find rootfs initramfs -type f | sort | xargs sha256sum); } \
           | sha256sum | cut -d' ' -f1)
 if [ -f "$OUT/manifest.json" ] && grep -q "\"inputs\": \"$inputs\"" "$OUT/manifest.json" \
@@ -196,51 +197,18 @@ release=$(ls "$root/lib/modules")
 cp "$root/boot/vmlinuz-$release" "$work/vmlinuz"
 
 # The initramfs: busybox + the virtio disk's modules (ext4 is built into the
-# cloud kernel) + initramfs/init. Debian's initramfs-tools one stays in the
-# image's /boot but runs udev first: about 4 s more to systemd under TCG.
-bbdeb=$(ls "$CACHE"/busybox-static_*.deb 2>/dev/null | head -1 || true)
-if [ -z "$bbdeb" ] || [[ "$bbdeb" != *"_${bbver//:/%3a}_"* ]]; then
-  rm -f "$CACHE"/busybox-static_*.deb
-  (cd "$CACHE" && apt-get download -q "busybox-static=$bbver" >/dev/null)
-  bbdeb=$(ls "$CACHE"/busybox-static_*.deb | head -1)
-fi
-ird=$work/initramfs
-mkdir -p "$ird/bin" "$ird/etc" "$ird/lib/modules"
-dpkg-deb --fsys-tarfile "$bbdeb" | tar -x -C "$work" ./bin/busybox
-mv "$work/bin/busybox" "$ird/bin/busybox"
-: > "$ird/etc/modules"
-for ko in $(modprobe -d "$root" -S "$release" --show-depends -a $BOOT_MODULES \
-            | awk '$1 == "insmod" {print $2}'); do
-  [ -f "$ko" ] || ko=$root$ko
-  name=$(basename "$ko"); name=${name%%.ko*}
-  grep -q "^$name\( \|\$\)" "$ird/etc/modules" && continue
-  case "$ko" in
-    *.xz) xz -dc "$ko" > "$ird/lib/modules/$name.ko" ;;
-    *.zst) zstd -qdc "$ko" > "$ird/lib/modules/$name.ko" ;;
-    *) cp "$ko" "$ird/lib/modules/$name.ko" ;;
-  esac
-  # The image's module options (modprobe.d, e.g. nf_conntrack's hashsize):
-  # modprobe never loads these modules, the initramfs does.
-  opts=$(cat "$root"/etc/modprobe.d/*.conf "$root"/lib/modprobe.d/*.conf 2>/dev/null \
-         | awk -v m="$name" '$1 == "options" && $2 == m {$1 = $2 = ""; print}' | xargs)
-  echo "$name${opts:+ $opts}" >> "$ird/etc/modules"
-done
-[ -s "$ird/etc/modules" ] || { echo "router image: no initramfs modules found" >&2; exit 1; }
-cp "$HERE/initramfs/init" "$ird/init"
-(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initrd.img"
+# cloud kernel) + initramfs/init (images/lib.sh). Debian's initramfs-tools one
+# stays in the image's /boot.
+bbdeb=$(image_busybox_deb "$CACHE" "$bbver")
+image_initramfs "$root" "$release" "$work" "$bbdeb" "$HERE/initramfs/init" $BOOT_MODULES
 
 # Versions for the manifest.
 in_root dpkg-query -W -f '${Package}\t${Version}\n' > "$work/debs.tsv"
 in_root /opt/cloudnet/bin/pip list --format=freeze 2>/dev/null > "$work/pip.txt"
-rootfs_mib=$(du -sm --apparent-size "$root" | cut -f1)
 venv_mib=$(du -sm --apparent-size "$root/opt/cloudnet" | cut -f1)
 
 # ---- disk ------------------------------------------------------------------------
-# ext4 made from the directory (mke2fs -d: no loop device, no mount), with
-# room to spare for state and logs; qcow2 stores only the blocks in use.
-fs_mib=$(( rootfs_mib * 13 / 10 + 512 ))
-mkfs.ext4 -q -F -L cloudnet-root -E lazy_itable_init=0 -d "$root" "$work/root.img" "${fs_mib}M"
-qemu-img convert -q -f raw -O qcow2 "$work/root.img" "$work/disk.qcow2"
+image_disk "$root" "$work" cloudnet-root 512
 t_end=$(date +%s.%N)
 
 "$PY" - "$work" "$OUT" "$inputs" "$release" "$rootfs_mib" "$fs_mib" "$t0" "$t_base" "$t_end" \
