@@ -17,7 +17,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cloudnet.router.v1 import vpn_pb2
 
@@ -206,9 +208,12 @@ class Peer:
                   f"unix://{self.run}/charon.vici", check=False)
 
 
-def make_peer(topo: Topology, up: str, ike_version: int) -> Peer:
+def make_peer(topo: Topology, up: str, ike_version: int, *,
+              peer_ts: Sequence[str] = PEER_NETS,
+              local_ts: Sequence[str] = (LOCAL_NET,)) -> Peer:
     """The peer namespace behind the uplink, its two subnets with one host each,
-    and its configuration files (charon not started yet)."""
+    and its configuration files (charon not started yet). ``peer_ts`` and
+    ``local_ts``: the IKEv2 child's selectors (the peer's side, the router's)."""
     peer = topo.ns("peer")
     link = f"{topo.prefix}pr"[:15]
     sh("ip", "-n", up, "link", "add", link, "type", "veth", "peer", "name", "wan0",
@@ -239,8 +244,28 @@ def make_peer(topo: Topology, up: str, ike_version: int) -> Peer:
         f.write(STRONGSWAN_CONF.format(log=os.path.join(d, "charon.log")))
     template = SWANCTL_V2 if ike_version == 2 else SWANCTL_V1
     with open(os.path.join(d, "swanctl.conf"), "w") as f:
-        f.write(template.format(peer=PEER_IP, router=PUBLIC_IP, nets=",".join(PEER_NETS),
-                                net1=PEER_NETS[0], net2=PEER_NETS[1], local=LOCAL_NET,
+        f.write(template.format(peer=PEER_IP, router=PUBLIC_IP, nets=",".join(peer_ts),
+                                net1=PEER_NETS[0], net2=PEER_NETS[1], local=",".join(local_ts),
                                 psk=PSK))
-    p = Peer(topo, peer, up, d, ike_version, hosts)
-    return p
+    return Peer(topo, peer, up, d, ike_version, hosts)
+
+
+def capture_public(topo: Topology, seconds: float, traffic: list[list[str]],
+                   check: bool = True) -> list[Any]:
+    """Packets on the uplink's side of the router's public segment while
+    ``traffic`` runs (each an argv, one after the other), read back with scapy."""
+    from scapy.all import rdpcap
+
+    pcap = os.path.join(topo.state_dir, "public.pcap")
+    dump = subprocess.Popen(["ip", "netns", "exec", f"{topo.prefix}-up", "tcpdump", "-n", "-i",
+                             "eth0", "-w", pcap, "-U"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # tcpdump attached
+        for argv in traffic:
+            sh(*argv, timeout=60, check=check)
+        time.sleep(seconds)
+    finally:
+        dump.terminate()
+        dump.wait(timeout=10)
+    return list(rdpcap(pcap))

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import time
-from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -24,6 +23,7 @@ from tests.lib.peerlab import (
     PEER_IP,
     PEER_NETS,
     Peer,
+    capture_public,
     make_peer,
     router_connection,
 )
@@ -86,27 +86,6 @@ def setup(topo: Topology, a: InProcessAgent, ike_version: int) -> tuple[str, Pee
     return guest, peer
 
 
-def capture(topo: Topology, seconds: float, traffic: list[list[str]],
-            check: bool = True) -> list[Any]:
-    """Packets on the uplink's side of the router's public segment while
-    ``traffic`` runs, read back with scapy."""
-    from scapy.all import rdpcap
-
-    pcap = os.path.join(topo.state_dir, "public.pcap")
-    dump = subprocess.Popen(["ip", "netns", "exec", f"{topo.prefix}-up", "tcpdump", "-n", "-i",
-                             "eth0", "-w", pcap, "-U"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)  # tcpdump attached
-        for argv in traffic:
-            sh(*argv, timeout=60, check=check)
-        time.sleep(seconds)
-    finally:
-        dump.terminate()
-        dump.wait(timeout=10)
-    return list(rdpcap(pcap))
-
-
 @pytest.mark.parametrize("ike_version", [2, 1])
 def test_guest_reaches_both_peer_subnets_encrypted(
         topo: Topology, agent: InProcessAgent, ike_version: int) -> None:
@@ -119,7 +98,7 @@ def test_guest_reaches_both_peer_subnets_encrypted(
     assert st.backend == "libipsec"
     assert all(ch.encapsulated for ch in st.children)
 
-    packets = capture(topo, 1.0, [
+    packets = capture_public(topo, 1.0, [
         ["ip", "netns", "exec", guest, "busybox", "ping", "-c", "3", "-W", "2", host]
         for host in PEER_HOSTS])
     # The peer's hosts answered through the tunnel (ping exits 0 above) and
@@ -230,8 +209,8 @@ def test_dead_charon_leaks_nothing_and_is_repaired(
     wait_for(lambda: strongswan.charon_pid(ctx) is None, 10, "charon gone")
     # The guest's traffic to the peer's networks now routes to the public
     # interface: dropped there, never sent in clear.
-    packets = capture(topo, 1.0, [["ip", "netns", "exec", guest, "busybox", "ping", "-c", "2",
-                                   "-W", "1", PEER_HOSTS[0]]], check=False)
+    packets = capture_public(topo, 1.0, [["ip", "netns", "exec", guest, "busybox", "ping",
+                                          "-c", "2", "-W", "1", PEER_HOSTS[0]]], check=False)
     leaked = [p for p in packets if IP in p and ICMP in p and p[IP].dst in PEER_HOSTS]
     assert not leaked, leaked[0].summary()
     assert not any(IP in p and p[IP].src == PUBLIC_IP and p[IP].dst in PEER_HOSTS

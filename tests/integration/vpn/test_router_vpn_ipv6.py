@@ -13,10 +13,7 @@ the public side, and IPv6 outside the selectors does not enter the tunnel.
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
-import time
-from typing import Any
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
@@ -24,7 +21,7 @@ from cloudnet.router.v1 import routing_pb2 as rpb
 from cloudnet.router.v1 import vpn_pb2
 
 from netmgr.model.ipv6_rules import eui64
-from tests.lib.peerlab import PEER_IP, PEER_NETS, PSK, make_peer, router_connection
+from tests.lib.peerlab import PEER_IP, PEER_NETS, capture_public, make_peer, router_connection
 from tests.lib.routerlab import (
     PUBLIC_IP,
     InProcessAgent,
@@ -48,42 +45,6 @@ LOCAL = ("10.10.0.0/24", NET6)
 REMOTE = (PEER_NETS[0], PEER6[0])
 PORT = 8080
 
-SWANCTL = """\
-connections {{
-  cloud {{
-    version = 2
-    local_addrs = {peer}
-    remote_addrs = {router}
-    proposals = aes256gcm16-prfsha384-ecp384
-    dpd_delay = 2s
-    local {{
-      auth = psk
-      id = {peer}
-    }}
-    remote {{
-      auth = psk
-      id = {router}
-    }}
-    children {{
-      nets {{
-        local_ts = {remote}
-        remote_ts = {local}
-        esp_proposals = aes256gcm16-ecp384
-        dpd_action = clear
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-cloud {{
-    id-a = {peer}
-    id-b = {router}
-    secret = "{psk}"
-  }}
-}}
-"""
-
-
 def conn_status(a: InProcessAgent) -> vpn_pb2.VpnConnectionStatus:
     [st] = a.agent.status(ROUTER).vpn_connections
     return st
@@ -100,26 +61,6 @@ def wait_established(a: InProcessAgent) -> vpn_pb2.VpnConnectionStatus:
     except AssertionError:
         raise AssertionError(f"tunnel not up: {conn_status(a)}") from None
     return conn_status(a)
-
-
-def capture(topo: Topology, seconds: float, traffic: list[str],
-            check: bool = True) -> list[Any]:
-    """Packets on the uplink's side of the router's public segment while
-    ``traffic`` runs, read back with scapy."""
-    from scapy.all import rdpcap
-
-    pcap = os.path.join(topo.state_dir, "public.pcap")
-    dump = subprocess.Popen(["ip", "netns", "exec", f"{topo.prefix}-up", "tcpdump", "-n", "-i",
-                             "eth0", "-w", pcap, "-U"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)  # tcpdump attached
-        sh(*traffic, timeout=60, check=check)
-        time.sleep(seconds)
-    finally:
-        dump.terminate()
-        dump.wait(timeout=10)
-    return list(rdpcap(pcap))
 
 
 def _no_dad(ns: str) -> None:
@@ -157,7 +98,7 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
     topo.configure_guest(guest, GUEST_IP)
     sh("ip", "-n", guest, "-6", "addr", "add", f"{GUEST6}/64", "dev", "eth0", "nodad")
     sh("ip", "-n", guest, "-6", "route", "replace", "default", "via", GW6)
-    peer = make_peer(topo, up, 2)
+    peer = make_peer(topo, up, 2, peer_ts=REMOTE, local_ts=LOCAL)
     _no_dad(peer.ns)
     sh("ip", "netns", "exec", peer.ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1")
     for i, (h, net6, host6) in enumerate(zip(peer.hosts, PEER6, HOST6, strict=True), 1):
@@ -168,9 +109,6 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
            "dev", f"lan{i}", "nodad")
         sh("ip", "-n", h, "-6", "addr", "add", f"{host6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", h, "-6", "route", "add", "default", "via", net6.replace("::/64", "::1"))
-    with open(os.path.join(peer.dir, "swanctl.conf"), "w") as f:
-        f.write(SWANCTL.format(peer=PEER_IP, router=PUBLIC_IP, remote=",".join(REMOTE),
-                               local=",".join(LOCAL), psk=PSK))
     peer.start()
     status = agent.agent.apply(_config())
     assert status.applied_generation == 1, status.last_error
@@ -189,8 +127,8 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
            f"for i in $(seq 100); do ss -ltn | grep -q ':{PORT} ' && exit 0; "
            "sleep 0.05; done; exit 1")
         seen: list[str] = []
-        packets = capture(topo, 1.0, ["ip", "netns", "exec", guest, "busybox", "ping", "-6",
-                                      "-c", "3", "-W", "2", HOST6[0]])
+        packets = capture_public(topo, 1.0, [["ip", "netns", "exec", guest, "busybox", "ping",
+                                              "-6", "-c", "3", "-W", "2", HOST6[0]]])
         seen.append(sh("ip", "netns", "exec", guest, "socat", "-T", "5", "-",
                        f"TCP6:[{HOST6[0]}]:{PORT}", timeout=20).strip())
     finally:
@@ -210,8 +148,8 @@ def test_a_dual_stack_guest_reaches_the_peer_over_ipv6_through_the_tunnel(
     # clear by the IPv6 uplink (routed like any guest IPv6; the edge has no
     # route to it), and the child SA's counters do not move.
     before = sum(ch.bytes_out for ch in conn_status(agent).children)
-    packets = capture(topo, 0.5, ["ip", "netns", "exec", guest, "busybox", "ping", "-6", "-c",
-                                  "2", "-W", "1", HOST6[1]], check=False)
+    packets = capture_public(topo, 0.5, [["ip", "netns", "exec", guest, "busybox", "ping",
+                                            "-6", "-c", "2", "-W", "1", HOST6[1]]], check=False)
     outside = [p for p in packets if IPv6 in p and p[IPv6].dst == HOST6[1]]
     assert outside, "the echo requests to h2 left by the uplink"
     assert outside[0][IPv6].src == GUEST6
