@@ -1,12 +1,15 @@
 """``cloudnet vm ...``: guest VMs on a compute agent (ComputeService).
 
     cloudnet vm create web1 --network NET_ID [--network NET2:10.1.2.50] --wait
-    cloudnet vm list | show ID | delete ID | console ID [--follow]
+    cloudnet vm list | show ID | wait ID | delete ID | console ID [--follow]
 
 The compute agent is `--compute HOST:PORT` (or $CLOUDNET_COMPUTE; default
 127.0.0.1:7171); the same token as for netmgr authenticates (the agent asks
-netmgr for the VM's ports with it). `create --wait` shows a progress line
-while the VM boots, until its console reports a DHCP lease on every NIC.
+netmgr for the VM's ports with it). `create --wait` (and `wait`) shows a
+progress line while the VM boots, until every NIC has its DHCP lease: the
+leases the networks' routers hold (any image), or, where the caller cannot
+read a router's leases (another tenant's shared network), the lease lines
+cloudnet's own test image writes on its console.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import grpc
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.compute.v1 import compute_pb2_grpc as crpc
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.router.v1 import diag_pb2 as dpb
 
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
@@ -90,6 +96,13 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
+    with _compute(ctx, args) as stub:
+        vm = _call(ctx, stub.GetVm, cpb.GetVmRequest(id=args.id))
+        _wait_booted(ctx, stub, vm, args.wait_timeout)
+    return 0
+
+
 def _guest_metadata(args: argparse.Namespace) -> dict[str, Any]:
     """What the VM's ports serve its guest: user data, key pair, labels."""
     out: dict[str, Any] = {}
@@ -105,9 +118,26 @@ def _guest_metadata(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def router_leases(ctx: Context, vm: cpb.Vm) -> dict[str, str] | None:
+    """MAC -> IP of the DHCP leases the routers of the VM's networks hold;
+    None when the caller cannot read one (not its router, no agent yet)."""
+    leases: dict[str, str] = {}
+    try:
+        for network_id in sorted({n.network_id for n in vm.nics}):
+            net = ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=network_id),
+                                                 timeout=10)
+            shown = ctx.client.debug.Show(dpb.ShowRequest(
+                router_id=net.router_id, kind=dpb.SHOW_KIND_LEASES), timeout=10)
+            leases.update((lease.mac.lower(), lease.ip) for lease in shown.leases)
+    except grpc.RpcError:
+        return None
+    return leases
+
+
 def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
                  timeout: float) -> None:
-    """Poll the console until every NIC reports its lease; a progress line on stderr."""
+    """Poll until every NIC has its lease (the routers' lease tables, else the
+    console's lease lines); a progress line on stderr."""
     start = time.monotonic()
     log = b""
     tty = ctx.err.isatty()
@@ -116,10 +146,9 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
         chunk = _call(ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(
             id=vm.id, offset=len(log)), timeout=10)
         log += chunk.data
-        leases = LEASE_RE.findall(log)
+        leased = _leased_nics(vm, router_leases(ctx, vm), log)
         elapsed = time.monotonic() - start
-        phase = ("kernel" if b"CLOUDNET-BOOT" not in log else
-                 f"DHCP {len(leases)}/{len(vm.nics)}")
+        phase = ("kernel" if not log else f"DHCP {len(leased)}/{len(vm.nics)}")
         line = f"{SPINNER[tick % 4]} booting {vm.name}: {phase} ({elapsed:.0f}s)"
         if tty:
             ctx.err.write("\r" + line + "\033[K")
@@ -127,8 +156,8 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
             ctx.err.write(line + "\n")
         ctx.err.flush()
         tick += 1
-        if len(leases) >= len(vm.nics):
-            got = ", ".join(f"{i.decode()} {ip.decode()}" for i, _, ip in leases)
+        if len(leased) >= len(vm.nics):
+            got = ", ".join(f"{mac} {ip}" for mac, ip in leased)
             ctx.err.write(("\r" if tty else "") + f"booted {vm.name} in {elapsed:.1f}s: "
                           f"{got}" + ("\033[K" if tty else "") + "\n")
             return
@@ -138,6 +167,15 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
             raise CommandFailed(f"vm {vm.name}: no lease after {timeout:.0f}s "
                                 f"(see: cloudnet vm console {vm.id})")
         time.sleep(0.5)
+
+
+def _leased_nics(vm: cpb.Vm, leases: dict[str, str] | None,
+                 log: bytes) -> list[tuple[str, str]]:
+    """(MAC, IP) of each NIC leased its own address: by its router's lease
+    table when readable, else by the console's lease lines."""
+    if leases is None:
+        leases = {mac.decode().lower(): ip.decode() for _, mac, ip in LEASE_RE.findall(log)}
+    return [(n.mac, n.ip) for n in vm.nics if leases.get(n.mac.lower()) == n.ip]
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -226,6 +264,9 @@ def add_commands(group: Group, leaf: Leaf) -> None:
     vleaf("list", cmd_list, "list VMs")
     p = vleaf("show", cmd_show, "show a VM")
     p.add_argument("id", metavar="ID")
+    p = vleaf("wait", cmd_wait, "wait until every NIC of a VM has its DHCP lease")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--wait-timeout", type=float, default=120, metavar="SECONDS")
     p = vleaf("delete", cmd_delete, "delete a VM (domain, disk, taps and its ports)")
     p.add_argument("id", metavar="ID")
     p = vleaf("console", cmd_console, "print a VM's serial console log")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import subprocess
 import time
 import uuid
+from typing import Any
 
 from cloudnet.compute.v1 import compute_pb2 as cpb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
@@ -66,3 +69,15 @@ def http_get(netns: str, url: str, timeout: int = 20) -> str:
     proc = subprocess.run(["ip", "netns", "exec", netns, "curl", "-sS", "-m", str(timeout), url],
                           capture_output=True, text=True, timeout=timeout + 10)
     return proc.stdout if proc.returncode == 0 else f"ERROR {proc.stderr.strip()}"
+
+
+def run_cli(tenant: VmTenant, host: Any, *argv: str) -> tuple[int, str, str]:
+    """``cloudnet GROUP COMMAND --compute HOST ARGS...`` in this process as
+    the tenant: (exit code, stdout, stderr)."""
+    from netmgr.cli import main as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main(["--server", tenant.cloud.listen, "--token", tenant.secret, *argv[:2],
+                       "--compute", host.address, *argv[2:]])
+    return rc, out.getvalue(), err.getvalue()

@@ -25,7 +25,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio.nsguest import NamespaceGuest
 from tests.lib.compute_host import ComputeHost
-from tests.lib.vmutil import VmTenant
+from tests.lib.vmutil import VmTenant, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -180,6 +180,18 @@ def test_user_data_runs_and_the_key_pair_logs_in(booted):
         capture_output=True, text=True, timeout=60)
     assert r.returncode == 255, r.stderr
     assert "Permission denied" in r.stderr, r.stderr
+
+
+def test_cli_waits_for_the_lease_of_an_image_that_is_not_ours(booted, cloud_host):
+    """`cloudnet vm wait` (and `create --wait`) reads the lease off the
+    network's router: a cloud image writes no lease lines of cloudnet's on
+    its console."""
+    assert b"CLOUDNET-LEASE" not in booted.console
+    rc, _, err = run_cli(booted.tenant, cloud_host, "vm", "wait", booted.vm.id,
+                         "--wait-timeout", "60")
+    assert rc == 0, err
+    assert f"booted {booted.vm.name}" in err
+    assert f"{booted.vm.nics[0].mac} {booted.ip}" in err
 
 
 # cloud-init's CloudStack datasource, run in the guest as at boot: it finds the
