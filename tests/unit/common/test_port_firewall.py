@@ -53,6 +53,51 @@ class Recorded(PortFirewall):
     def run(self, commands: Sequence[str]) -> None:
         self.batches.append(list(commands))
 
+    def _netlink_batch(self, member_commands: Sequence[str], ports: Sequence[Port]
+                       ) -> list[bytes] | None:
+        return None  # the nft text of every change (the netlink path: below)
+
+
+class RecordedNetlink(PortFirewall):
+    """Which changes skip libnftables: the chains compiled are named, not built."""
+
+    def __init__(self) -> None:
+        super().__init__("unused")
+        self.batches: list[list[str]] = []
+        self.sent: list[list[bytes]] = []
+
+    def run(self, commands: Sequence[str]) -> None:
+        self.batches.append(list(commands))
+
+    def _chain_messages(self, port: Port) -> list[bytes]:
+        return [f"chains of {port.device}".encode()]
+
+    def _send(self, msgs: Sequence[bytes]) -> None:
+        self.sent.append(list(msgs))
+
+
+def test_a_known_ports_rule_change_skips_libnftables() -> None:
+    fw = RecordedNetlink()
+    ports = [port(f"p{i}", Rule("ingress", remote_group_id=GID)) for i in range(5)]
+    fw.apply(ports, {GID: ["10.0.0.5"]})
+    assert len(fw.batches) == 1, "new ports and sets: libnftables"
+    assert not fw.sent
+    ports[2] = port("p2", Rule("ingress", remote_group_id=GID), Rule("ingress", protocol="tcp"))
+    fw.apply(ports, {GID: ["10.0.0.5", "10.0.0.6"]})
+    assert len(fw.batches) == 1
+    (batch,) = fw.sent
+    assert len(batch) == 2, "one element, p2's chains"
+    assert batch[-1] == b"chains of p2"
+    fw.set_port(port("p3", Rule("egress")))
+    assert fw.sent[-1] == [b"chains of p3"]
+    fw.set_port(port("p9", Rule("egress")))
+    assert len(fw.batches) == 2, "a new port: libnftables (its chains and map elements)"
+    other = "00000000-0000-4000-8000-0000000000ff"
+    fw.set_port(port("p4", Rule("ingress", remote_group_id=other)))
+    assert len(fw.batches) == 3, "a set to declare: libnftables"
+    fw.apply(ports[:1], {GID: ["10.0.0.5"]})
+    assert len(fw.batches) == 4, "ports removed: libnftables"
+
 
 def port(dev: str, *rules: Rule) -> Port:
     return Port(dev, "02:00:00:00:00:01", ("10.0.0.5",), (), rules)

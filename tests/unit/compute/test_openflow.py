@@ -55,7 +55,8 @@ def test_matches_and_actions_carry_their_values() -> None:
     m = match_of("ct_state=+new-est+trk,tcp6,reg7=0x5,ipv6_src=2001:db8::/64,"
                  "tp_dst=0x16/0xfffe")
     assert m["ct_state"] == (0x21, 0x23)
-    assert m["eth_type"] == 0x86DD and m["ip_proto"] == 6
+    assert m["eth_type"] == 0x86DD
+    assert m["ip_proto"] == 6
     assert m["tcp_dst"] == (0x16, 0xFFFE)
     assert m["ipv6_src"] == ("2001:db8::", "ffff:ffff:ffff:ffff::")
     assert m["reg7"] == 5
