@@ -174,6 +174,8 @@ class OvsFirewall:
         self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
+        # Where each port with flows is plugged (its OpenFlow number, VLAN).
+        self._plugged: dict[str, Plugged] = {}
 
     # ------------------------------------------------------------ OpenFlow
 
@@ -325,8 +327,9 @@ class OvsFirewall:
         flows this object last installed, in one bundle. Returns the number of
         flow changes (0: nothing changed).
 
-        Only the ports that changed are looked up in OVSDB and have their
-        flows computed again (a change costs that port, not the bridge); the
+        Only the ports that changed have their flows computed again (a
+        change costs that port, not the bridge), and only new ones are looked
+        up in OVSDB; the
         member flows are recomputed when members or a port's conjunctions
         change. The same state again asks OVSDB for every port (a VM's tap
         gets a new OpenFlow number when it starts: the agent applies its
@@ -340,7 +343,11 @@ class OvsFirewall:
                 or d not in self._port_flows_of}
             new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
             new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
-            where = self.plugged_many(sorted(refresh))
+            # A port whose rules changed keeps its OpenFlow number: no OVSDB
+            # round trip (two forks of ovs-vsctl) for a rule change.
+            known = {} if same else {d: self._plugged[d] for d in refresh
+                                     if d in self._plugged}
+            where = {**known, **self.plugged_many(sorted(refresh - known.keys()))}
             for dev in sorted(refresh):
                 at = where.get(dev)
                 if at is None:
@@ -373,6 +380,13 @@ class OvsFirewall:
             for dev in gone:
                 del self._port_flows_of[dev]
             self._port_flows_of.update(new_flows)
+            for dev in gone:
+                self._plugged.pop(dev, None)
+            for dev in new_flows:
+                if dev in where:
+                    self._plugged[dev] = where[dev]
+                else:
+                    self._plugged.pop(dev, None)
             self._conj_of = conj_of
             self._member_flow_cache = member_flows
             self._ports = want_ports

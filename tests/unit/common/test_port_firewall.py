@@ -233,9 +233,10 @@ def test_only_address_set_members_go_by_netlink() -> None:
 
 
 def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
-    """A port's change costs that port: OVSDB is asked about it alone (the
-    same state again asks about every port, in one read: a restarted VM's
-    tap has a new OpenFlow number)."""
+    """A port's change costs that port: OVSDB is asked about new ports alone,
+    not about a known port whose rules changed (the same state again asks
+    about every port, in one read: a restarted VM's tap has a new OpenFlow
+    number)."""
     fw = RecordedOvs()
     rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),)
     ports = [Port(f"p{i}", f"02:00:00:00:00:{i:02x}", (f"10.0.0.{i + 10}",), (), rules)
@@ -243,7 +244,12 @@ def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
     fw.apply(ports, {GID: ["10.0.0.10"]})
     ports[4] = Port("p4", ports[4].mac, ports[4].ips, (), ())
     fw.apply(ports, {GID: ["10.0.0.10"]})
-    assert fw.lookups[-1] == ["p4"]
+    assert fw.lookups[-1] == [], "p4's number is known: no OVSDB round trip"
+    ports.append(Port("p12", "02:00:00:00:00:12", ("10.0.0.40",), (), rules))
+    fw.apply(ports, {GID: ["10.0.0.10"]})
+    assert fw.lookups[-1] == ["p12"]
+    ports.pop()
+    fw.apply(ports, {GID: ["10.0.0.10"]})
     assert any("delete_strict" in line for line in fw.bundles[-1]), "p4's rule flows went"
     asked = len(fw.lookups)
     assert fw.apply(ports, {GID: ["10.0.0.10", "10.0.0.11"]}) == 1
