@@ -208,7 +208,8 @@ class Bench:
             self.fw.set_port(added)
             rule_s.append(time.perf_counter() - start)
             if not self.probe(port):
-                raise RuntimeError(f"rule for {port} not in force after its transaction")
+                raise RuntimeError(f"{self.kind}, {n_ports} ports, trial {t}: rule for {port} "
+                                   "not in force after its transaction")
             self.fw.set_port(self.port("g2", g2_rules))
             # Changes come apart: the last one's deferred kernel clean-up (an
             # RCU grace period, ~10 ms here) is not this one's cost.
@@ -217,7 +218,8 @@ class Bench:
             self.fw.set_members(GROUP, [*members, GUESTS["g1"][0]])
             join_s.append(time.perf_counter() - start)
             if not self.probe(22):
-                raise RuntimeError("joining the group did not open port 22")
+                raise RuntimeError(f"{self.kind}, {n_ports} ports, trial {t}: joining the group "
+                                   "did not open port 22")
             self.fw.set_members(GROUP, members)
             time.sleep(0.05)
         self.fw.apply([], {})
