@@ -45,6 +45,7 @@ from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.fabric.ovs_firewall import OvsFirewall, Plugged
 from common.fabric.port_firewall import Port, PortFirewall, Rule
+from compute import openflow
 
 PFX = f"sgb{os.getpid() % 10000}"
 SEG = 10
@@ -82,7 +83,9 @@ class Bench:
         self.fw: PortFirewall | OvsFirewall
         if fabric == "ovs":
             self.fabric = OvsFabric(f"{PFX}br")
-            self.fw = FlowsOnlyOvsFirewall(self.fabric.bridge)
+            # As the compute agent does: one kept OpenFlow connection.
+            self.fw = FlowsOnlyOvsFirewall(self.fabric.bridge,
+                                           flows=openflow.Connection(self.fabric.bridge))
         else:
             self.fabric = LinuxBridgeFabric(f"{PFX}-fab")
             self.fw = PortFirewall(self.fabric.netns)
@@ -120,6 +123,8 @@ class Bench:
             p.wait()
         for ns in self.made:
             netns.remove_netns(ns)
+        if isinstance(self.fw, OvsFirewall):
+            self.fw.close()
         self.fabric.teardown()
 
     def port(self, g: str, rules: tuple[Rule, ...]) -> Port:
@@ -203,7 +208,8 @@ class Bench:
             self.fw.set_port(added)
             rule_s.append(time.perf_counter() - start)
             if not self.probe(port):
-                raise RuntimeError(f"rule for {port} not in force after its transaction")
+                raise RuntimeError(f"{self.kind}, {n_ports} ports, trial {t}: rule for {port} "
+                                   "not in force after its transaction")
             self.fw.set_port(self.port("g2", g2_rules))
             # Changes come apart: the last one's deferred kernel clean-up (an
             # RCU grace period, ~10 ms here) is not this one's cost.
@@ -212,7 +218,8 @@ class Bench:
             self.fw.set_members(GROUP, [*members, GUESTS["g1"][0]])
             join_s.append(time.perf_counter() - start)
             if not self.probe(22):
-                raise RuntimeError("joining the group did not open port 22")
+                raise RuntimeError(f"{self.kind}, {n_ports} ports, trial {t}: joining the group "
+                                   "did not open port 22")
             self.fw.set_members(GROUP, members)
             time.sleep(0.05)
         self.fw.apply([], {})

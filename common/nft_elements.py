@@ -77,38 +77,69 @@ Change = tuple[str, str, Sequence[bytes]]
 CHUNK = 64
 
 
-def apply_here(family: str, table: str, changes: Sequence[Change]) -> None:
-    """One batch of element changes in the current network namespace; raises
-    ElementError with the kernel's error (nothing applied) on a failure."""
+def element_messages(family: str, table: str, changes: Sequence[Change]) -> list[bytes]:
+    """NEWSETELEM/DELSETELEM messages of `changes` (for send_batch)."""
     msgs: list[bytes] = []
-    seqs: list[int] = []
     for op, set_name, keys in changes:
         kind = NFT_MSG_NEWSETELEM if op == "add" else NFT_MSG_DELSETELEM
         for i in range(0, len(keys), CHUNK):
-            seq = next(_seq) & 0xFFFFFFFF
-            seqs.append(seq)
-            msgs.append(elements_message(kind, family, table, set_name, keys[i:i + CHUNK], seq))
+            msgs.append(elements_message(kind, family, table, set_name, keys[i:i + CHUNK],
+                                         next(_seq) & 0xFFFFFFFF))
+    return msgs
+
+
+def apply_here(family: str, table: str, changes: Sequence[Change]) -> None:
+    """One batch of element changes in the current network namespace; raises
+    ElementError with the kernel's error (nothing applied) on a failure."""
+    send_batch(element_messages(family, table, changes), f"set elements in {family} {table}")
+
+
+def open_socket() -> socket.socket:
+    """An nfnetlink socket of the current network namespace (it stays that
+    namespace's whichever thread uses it). Keep it: closing a socket that
+    sent a batch of rule changes waits for an RCU grace period (~10 ms
+    here)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    sock.settimeout(10)
+    sock.bind((0, 0))
+    return sock
+
+
+def send_batch(msgs: Sequence[bytes], what: str = "nftables batch",
+               sock: socket.socket | None = None) -> None:
+    """nf_tables messages (each asking for an ack) as one nfnetlink batch,
+    one transaction; raises ElementError with the kernel's first error (then
+    nothing was applied). On `sock` (open_socket), or a socket of the
+    current namespace opened for it."""
     if not msgs:
         return
+    if sock is None:
+        with open_socket() as own:
+            send_batch(msgs, what, own)
+        return
+    seqs = [struct.unpack_from("=I", m, 8)[0] for m in msgs]
     begin = _msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, next(_seq) & 0xFFFFFFFF, 0,
                  NFNL_SUBSYS_NFTABLES, b"")
     end = _msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, next(_seq) & 0xFFFFFFFF, 0,
                NFNL_SUBSYS_NFTABLES, b"")
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-        sock.settimeout(10)
-        sock.bind((0, 0))
-        sock.sendall(begin + b"".join(msgs) + end)
-        waiting = set(seqs)
-        while waiting:
-            data = sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
-                if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, off + 16)
-                    if code:
-                        name = errno.errorcode.get(-code, str(-code))
-                        raise ElementError(f"set elements in {family} {table}: "
-                                           f"{name} ({os.strerror(-code)})")
-                    waiting.discard(seq)
-                off += (length + 3) & ~3
+    sock.sendall(begin + b"".join(msgs) + end)
+    waiting = set(seqs)
+    failed = None
+    while waiting:
+        data = sock.recv(65536)
+        off = 0
+        while off + 16 <= len(data):
+            length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
+            off += (length + 3) & ~3
+            if kind != NLMSG_ERROR or seq not in waiting:
+                continue  # an ack of an earlier batch (a kept socket)
+            waiting.discard(seq)
+            (code,) = struct.unpack_from("=i", data, off - ((length + 3) & ~3) + 16)
+            if code and failed is None:
+                name = errno.errorcode.get(-code, str(-code))
+                failed = ElementError(f"{what}: {name} ({os.strerror(-code)})")
+                # The kernel aborts the batch at its first error and acks
+                # nothing after it.
+                break
+        if failed is not None:
+            raise failed

@@ -25,8 +25,12 @@ conjunction that address belongs to (``conjunction(id, 1/2)``), so N rules x
 M members are N + M flows. A port's flows carry its cookie.
 
 Every change computes the bridge's desired flows and sends only the
-difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle
-(``ovs-ofctl --bundle``): all of it or nothing.
+difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle, all
+of it or nothing. The compute agent sends it on one OpenFlow connection per
+bridge that stays open (``compute.openflow``, given as ``flows``): a change
+costs its flows, not a forked ``ovs-ofctl`` and a new connection. Without
+one, each change forks ``ovs-ofctl --bundle`` (tools and tests that have
+no compute room at hand).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import logging
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
 from common.fabric.base import FabricError
 from common.fabric.ovs import vsctl
@@ -49,6 +54,33 @@ log = logging.getLogger(__name__)
 
 T_EGRESS, T_EGRESS_CT, T_LOOKUP, T_INGRESS, T_INGRESS_CT = 71, 72, 60, 81, 82
 Flow = tuple[int, int, str]  # table, priority, match
+
+
+class FlowSender(Protocol):
+    """Sends flow changes (``ovs-ofctl --bundle add-flows`` lines) to a
+    bridge as one atomic bundle; raises FabricError if the switch refuses
+    any of them (then none is applied)."""
+
+    def send_lines(self, lines: Sequence[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OfctlSender:
+    """A FlowSender that forks ``ovs-ofctl --bundle`` per change."""
+
+    def __init__(self, bridge: str) -> None:
+        self.bridge = bridge
+
+    def send_lines(self, lines: Sequence[str]) -> None:
+        proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows",
+                               self.bridge, "-"], input="\n".join(lines) + "\n",
+                              capture_output=True, text=True, check=False)
+        if proc.returncode:
+            raise FabricError(f"ovs-ofctl on {self.bridge}: {proc.stderr.strip()[:500]}")
+
+    def close(self) -> None:
+        pass
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,10 +160,12 @@ def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 class OvsFirewall:
-    """The port filters of OVS bridge `bridge`; one lock serialises changes."""
+    """The port filters of OVS bridge `bridge`; one lock serialises changes.
+    `flows` sends the flow changes (default: a forked ovs-ofctl each)."""
 
-    def __init__(self, bridge: str) -> None:
+    def __init__(self, bridge: str, flows: FlowSender | None = None) -> None:
         self.bridge = bridge
+        self.flows: FlowSender = flows or OfctlSender(bridge)
         self._lock = threading.Lock()
         # What is installed: each port's flows (and the conjunctions its
         # rules open per remote group), and the member flows.
@@ -140,15 +174,18 @@ class OvsFirewall:
         self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
+        # Where each port with flows is plugged (its OpenFlow number, VLAN).
+        self._plugged: dict[str, Plugged] = {}
 
     # ------------------------------------------------------------ OpenFlow
 
     def run(self, lines: Sequence[str]) -> None:
-        proc = subprocess.run(["ovs-ofctl", "-O", "OpenFlow14", "--bundle", "add-flows",
-                               self.bridge, "-"], input="\n".join(lines) + "\n",
-                              capture_output=True, text=True, check=False)
-        if proc.returncode:
-            raise FabricError(f"ovs-ofctl on {self.bridge}: {proc.stderr.strip()[:500]}")
+        """Flow changes (``ovs-ofctl --bundle add-flows`` lines) as one atomic
+        bundle; a refusal is a FabricError and changes no flow."""
+        self.flows.send_lines(lines)
+
+    def close(self) -> None:
+        self.flows.close()
 
     def plugged(self, device: str) -> Plugged:
         ofport = vsctl("get", "interface", device, "ofport").strip()
@@ -290,8 +327,9 @@ class OvsFirewall:
         flows this object last installed, in one bundle. Returns the number of
         flow changes (0: nothing changed).
 
-        Only the ports that changed are looked up in OVSDB and have their
-        flows computed again (a change costs that port, not the bridge); the
+        Only the ports that changed have their flows computed again (a
+        change costs that port, not the bridge), and only new ones are looked
+        up in OVSDB; the
         member flows are recomputed when members or a port's conjunctions
         change. The same state again asks OVSDB for every port (a VM's tap
         gets a new OpenFlow number when it starts: the agent applies its
@@ -305,7 +343,11 @@ class OvsFirewall:
                 or d not in self._port_flows_of}
             new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
             new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
-            where = self.plugged_many(sorted(refresh))
+            # A port whose rules changed keeps its OpenFlow number: no OVSDB
+            # round trip (two forks of ovs-vsctl) for a rule change.
+            known = {} if same else {d: self._plugged[d] for d in refresh
+                                     if d in self._plugged}
+            where = {**known, **self.plugged_many(sorted(refresh - known.keys()))}
             for dev in sorted(refresh):
                 at = where.get(dev)
                 if at is None:
@@ -338,6 +380,13 @@ class OvsFirewall:
             for dev in gone:
                 del self._port_flows_of[dev]
             self._port_flows_of.update(new_flows)
+            for dev in gone:
+                self._plugged.pop(dev, None)
+            for dev in new_flows:
+                if dev in where:
+                    self._plugged[dev] = where[dev]
+                else:
+                    self._plugged.pop(dev, None)
             self._conj_of = conj_of
             self._member_flow_cache = member_flows
             self._ports = want_ports

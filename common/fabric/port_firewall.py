@@ -37,11 +37,12 @@ import hashlib
 import ipaddress
 import itertools
 import re
+import socket
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 
-from common import libnft, nft_elements
+from common import libnft, nft_elements, nft_rules
 from common.fabric.base import FabricError
 from common.netns import run_in_netns
 
@@ -247,6 +248,19 @@ _ELEMENT_OP = re.compile(
     rf"(add|delete) element inet {SG_TABLE} (g[46]_[0-9a-f]{{16}}) \{{ ([0-9a-f.:, ]+) \}}")
 
 
+_SET_REF = re.compile(r"@([gn][46]_[0-9a-f]{16})\b")
+
+
+def set_decls_named(rules: Iterable[str]) -> list[str]:
+    """``name { type ...; }`` of each group set the rules name (their names
+    say their kind: g/n for addresses/networks, 4/6 for the family)."""
+    out = []
+    for name in sorted({m for r in rules for m in _SET_REF.findall(r)}):
+        kind = "ipv4_addr" if name[1] == "4" else "ipv6_addr"
+        out.append(f"{name} {{ type {kind};{' flags interval;' if name[0] == 'n' else ''} }}")
+    return out
+
+
 def address_element_ops(commands: Sequence[str]) -> list[nft_elements.Change] | None:
     """The commands as element changes of remote groups' address sets (hash
     sets of single addresses), or None if any command is something else."""
@@ -275,6 +289,8 @@ class PortFirewall:
         self._members: dict[tuple[str, str], frozenset[str]] = {}
         # A port's number, the mark that names it as the output port.
         self._marks: dict[str, int] = {}
+        self._compiler: nft_rules.Compiler | None = None
+        self._nl: socket.socket | None = None
 
     def _mark(self, device: str) -> int:
         if device not in self._marks:
@@ -293,14 +309,58 @@ class PortFirewall:
             if ops is not None:
                 # Only members of groups' address sets: straight to the
                 # kernel, without libnftables' O(ruleset) cache.
-                if self.netns:
-                    run_in_netns(self.netns, lambda: nft_elements.apply_here(
-                        "inet", SG_TABLE, ops))
-                else:
-                    nft_elements.apply_here("inet", SG_TABLE, ops)
+                self._send(nft_elements.element_messages("inet", SG_TABLE, ops))
                 return
             self._nft.run("\n".join(commands) + "\n")
         except (libnft.NftError, nft_elements.ElementError, OSError) as e:
+            raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
+
+    def _chain_messages(self, port: Port) -> list[bytes]:
+        """A known port's three chains emptied and refilled, as netlink
+        messages (nft_rules): no libnftables cache of this namespace's
+        chains, so the cost is the port's rules, not the host's ports."""
+        if self._compiler is None:
+            self._compiler = nft_rules.Compiler()
+        dev = port.device
+        chains = [("bridge", L2_TABLE, port_chain("l2", dev), l2_chain_rules(port)),
+                  ("inet", SG_TABLE, port_chain("eg", dev), sg_chain_rules(port, "egress")),
+                  ("inet", SG_TABLE, port_chain("in", dev), sg_chain_rules(port, "ingress"))]
+        compiled = self._compiler.compile([(family, table, set_decls_named(rules), rules)
+                                           for family, table, _, rules in chains])
+        msgs: list[bytes] = []
+        for (family, table, chain, _), exprs in zip(chains, compiled, strict=True):
+            msgs.append(nft_rules.flush_message(family, table, chain))
+            msgs += [nft_rules.rule_message(family, table, chain, e) for e in exprs]
+        return msgs
+
+    def _netlink_batch(self, member_commands: Sequence[str], ports: Sequence[Port]
+                       ) -> list[bytes] | None:
+        """Member changes and known ports' chains as one netlink batch, or None
+        if any of it needs libnftables (a new port, a set to declare, an
+        interval set's elements)."""
+        ops = address_element_ops(member_commands) if member_commands else []
+        if ops is None or any(p.device not in self._ports or self._sets_for(p)
+                              for p in ports):
+            return None
+        msgs = nft_elements.element_messages("inet", SG_TABLE, ops)
+        try:
+            for port in ports:
+                msgs += self._chain_messages(port)
+        except nft_rules.CompileError as e:
+            raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
+        return msgs
+
+    def _send(self, msgs: Sequence[bytes]) -> None:
+        """One netlink batch on the namespace's kept nfnetlink socket."""
+        try:
+            if self._nl is None:
+                self._nl = (run_in_netns(self.netns, nft_elements.open_socket) if self.netns
+                            else nft_elements.open_socket())
+            nft_elements.send_batch(msgs, f"nft in {self.netns}", self._nl)
+        except (nft_elements.ElementError, OSError) as e:
+            if self._nl is not None and not isinstance(e, nft_elements.ElementError):
+                self._nl.close()
+                self._nl = None
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def setup(self) -> None:
@@ -406,7 +466,11 @@ class PortFirewall:
     def set_port(self, port: Port) -> None:
         """Add or replace one port's filters (its chains and map elements)."""
         with self._lock:
-            self.run(self._port_commands(port))
+            msgs = self._netlink_batch([], [port])
+            if msgs is not None:
+                self._send(msgs)
+            else:
+                self.run(self._port_commands(port))
             self._ports[port.device] = port
 
     def remove_port(self, device: str) -> None:
@@ -441,6 +505,16 @@ class PortFirewall:
             for dev in gone:
                 commands += self._remove_commands(dev)
             changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
+            msgs = None if gone else self._netlink_batch(commands, changed)
+            if msgs is not None:
+                # Known ports' rules and group members only: one netlink
+                # batch, without libnftables reading the host's chains.
+                if not msgs:
+                    return 0
+                self._send(msgs)
+                self._members.update(members_now)
+                self._ports.update({p.device: p for p in changed})
+                return len(msgs)
             try:
                 for port in changed:
                     commands += self._port_commands(port)

@@ -35,7 +35,7 @@ from common.fabric.port_firewall import PortFirewall
 from common.grpc_errors import ErrorMappingInterceptor, Unauthenticated
 from common.request_checks import RequestCheckInterceptor, RequestRules
 from common.tls import AGENT_CERT_NAME, TlsFiles, server_credentials
-from compute import images
+from compute import images, openflow
 from compute.agent import port_filters
 from compute.agent.heartbeat import Heartbeat
 from compute.agent.netmgr_client import TENANT_HEADER, Netmgr
@@ -237,9 +237,11 @@ def main(argv: list[str] | None = None,
     # Port filters where the guests plug in: OpenFlow with ct() on OVS,
     # nftables on the VXLAN fabric's Linux bridges (the root namespace).
     # Set up at the first push (the tables or flows exist only on a host that
-    # has filtered ports).
+    # has filtered ports). On OVS, one OpenFlow connection to the bridge is
+    # kept for every change.
     filters: port_filters.FilterBackend = (
-        OvsFirewall(args.ovs_bridge) if args.fabric == "ovs" else PortFirewall(""))
+        OvsFirewall(args.ovs_bridge, flows=openflow.Connection(args.ovs_bridge))
+        if args.fabric == "ovs" else PortFirewall(""))
     server, port = create_server(compute, args.listen, tls, filters)
     # Port 0: the agent takes a free port, and registers the address it got.
     cfg.address = bound_address(args.listen, port)

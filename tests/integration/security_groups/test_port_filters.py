@@ -27,6 +27,7 @@ from common.fabric.ovs import OvsFabric
 from common.fabric.ovs_firewall import OvsFirewall
 from common.fabric.port_firewall import Port, PortFirewall, Rule, link_local
 from common.netns import ensure_netns, remove_netns
+from compute import openflow
 from tests.lib import spoof
 from tests.lib.guest_servers import TCP, UDP, ask, in_ns
 
@@ -60,7 +61,9 @@ class Lab:
         self.fw: PortFirewall | OvsFirewall
         if kind == "ovs":
             self.fabric = OvsFabric(f"{PFX}br")
-            self.fw = OvsFirewall(self.fabric.bridge)
+            # As the compute agent does: one kept OpenFlow connection.
+            self.fw = OvsFirewall(self.fabric.bridge,
+                                  flows=openflow.Connection(self.fabric.bridge))
         else:
             self.fabric = LinuxBridgeFabric(f"{PFX}-fab")
             self.fw = PortFirewall(self.fabric.netns)
@@ -140,6 +143,8 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
             p.wait()
         for ns in made:
             remove_netns(ns)
+        if isinstance(lab.fw, OvsFirewall):
+            lab.fw.close()
         lab.fabric.teardown()
 
 

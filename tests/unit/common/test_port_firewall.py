@@ -53,6 +53,51 @@ class Recorded(PortFirewall):
     def run(self, commands: Sequence[str]) -> None:
         self.batches.append(list(commands))
 
+    def _netlink_batch(self, member_commands: Sequence[str], ports: Sequence[Port]
+                       ) -> list[bytes] | None:
+        return None  # the nft text of every change (the netlink path: below)
+
+
+class RecordedNetlink(PortFirewall):
+    """Which changes skip libnftables: the chains compiled are named, not built."""
+
+    def __init__(self) -> None:
+        super().__init__("unused")
+        self.batches: list[list[str]] = []
+        self.sent: list[list[bytes]] = []
+
+    def run(self, commands: Sequence[str]) -> None:
+        self.batches.append(list(commands))
+
+    def _chain_messages(self, port: Port) -> list[bytes]:
+        return [f"chains of {port.device}".encode()]
+
+    def _send(self, msgs: Sequence[bytes]) -> None:
+        self.sent.append(list(msgs))
+
+
+def test_a_known_ports_rule_change_skips_libnftables() -> None:
+    fw = RecordedNetlink()
+    ports = [port(f"p{i}", Rule("ingress", remote_group_id=GID)) for i in range(5)]
+    fw.apply(ports, {GID: ["10.0.0.5"]})
+    assert len(fw.batches) == 1, "new ports and sets: libnftables"
+    assert not fw.sent
+    ports[2] = port("p2", Rule("ingress", remote_group_id=GID), Rule("ingress", protocol="tcp"))
+    fw.apply(ports, {GID: ["10.0.0.5", "10.0.0.6"]})
+    assert len(fw.batches) == 1
+    (batch,) = fw.sent
+    assert len(batch) == 2, "one element, p2's chains"
+    assert batch[-1] == b"chains of p2"
+    fw.set_port(port("p3", Rule("egress")))
+    assert fw.sent[-1] == [b"chains of p3"]
+    fw.set_port(port("p9", Rule("egress")))
+    assert len(fw.batches) == 2, "a new port: libnftables (its chains and map elements)"
+    other = "00000000-0000-4000-8000-0000000000ff"
+    fw.set_port(port("p4", Rule("ingress", remote_group_id=other)))
+    assert len(fw.batches) == 3, "a set to declare: libnftables"
+    fw.apply(ports[:1], {GID: ["10.0.0.5"]})
+    assert len(fw.batches) == 4, "ports removed: libnftables"
+
 
 def port(dev: str, *rules: Rule) -> Port:
     return Port(dev, "02:00:00:00:00:01", ("10.0.0.5",), (), rules)
@@ -188,9 +233,10 @@ def test_only_address_set_members_go_by_netlink() -> None:
 
 
 def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
-    """A port's change costs that port: OVSDB is asked about it alone (the
-    same state again asks about every port, in one read: a restarted VM's
-    tap has a new OpenFlow number)."""
+    """A port's change costs that port: OVSDB is asked about new ports alone,
+    not about a known port whose rules changed (the same state again asks
+    about every port, in one read: a restarted VM's tap has a new OpenFlow
+    number)."""
     fw = RecordedOvs()
     rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),)
     ports = [Port(f"p{i}", f"02:00:00:00:00:{i:02x}", (f"10.0.0.{i + 10}",), (), rules)
@@ -198,7 +244,12 @@ def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
     fw.apply(ports, {GID: ["10.0.0.10"]})
     ports[4] = Port("p4", ports[4].mac, ports[4].ips, (), ())
     fw.apply(ports, {GID: ["10.0.0.10"]})
-    assert fw.lookups[-1] == ["p4"]
+    assert fw.lookups[-1] == [], "p4's number is known: no OVSDB round trip"
+    ports.append(Port("p12", "02:00:00:00:00:12", ("10.0.0.40",), (), rules))
+    fw.apply(ports, {GID: ["10.0.0.10"]})
+    assert fw.lookups[-1] == ["p12"]
+    ports.pop()
+    fw.apply(ports, {GID: ["10.0.0.10"]})
     assert any("delete_strict" in line for line in fw.bundles[-1]), "p4's rule flows went"
     asked = len(fw.lookups)
     assert fw.apply(ports, {GID: ["10.0.0.10", "10.0.0.11"]}) == 1
