@@ -47,6 +47,7 @@ from aio import replicas
 from aio.allinone import AllInOne
 from aio.demo import Api
 from netmgr.store.leases import SHARDS, shard_of
+from tests.lib import cpu_share
 from tests.lib.replicas import (
     AgentWatch,
     WriteLoad,
@@ -167,13 +168,40 @@ class Cloud:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
+def part_of(cloud: Cloud) -> Any:
+    """Which part of the run a process is (tests.lib.cpu_share): netmgr's
+    replicas, the router agents (and the daemons they start), PostgreSQL,
+    this bench's client threads."""
+    netmgr = {pid for name, pid in cloud.aio.pids.items() if name.startswith("netmgr")}
+    agents = {pid for name, pid in cloud.aio.pids.items() if name.startswith("agent")}
+    me = os.getpid()
+
+    def part(pid: int, name: str) -> str | None:
+        if pid in netmgr:
+            return "netmgr"
+        if pid in agents:
+            return "router_agents"
+        if pid == me:
+            return "bench_client"
+        if name == "postgres" or name.startswith("postgres:"):
+            return "postgresql"
+        return None
+
+    return part
+
+
 def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str, Any]:
     load = WriteLoad(replicas.listens(cloud.aio), token, threads=args.threads,
                      networks=args.networks, ports=args.ports)
+    part = part_of(cloud)
+    cpu_before = cpu_share.snapshot(part)
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     load.start()
     load.join()
     took = time.monotonic() - started
+    cpu = cpu_share.spent(cpu_before, cpu_share.snapshot(part))
+    load_after = os.getloadavg()[0]
     api = Api(replicas.listens(cloud.aio)[0], token)
     try:
         to_active = wait_for(lambda: all(active(r) for r in all_routers(api)),
@@ -187,7 +215,12 @@ def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str
             "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
             "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
             "networks_acked": len(load.acked.networks),
-            "all_active_s": round(to_active, 2)}
+            "all_active_s": round(to_active, 2),
+            # While the calls ran: CPU seconds per part, and per call in ms.
+            "cpu_s": cpu,
+            "cpu_ms_per_call": {k: round(v * 1000 / max(1, len(lat)), 2)
+                                for k, v in cpu.items()},
+            "load_average": [round(load_before, 2), round(load_after, 2)]}
 
 
 def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
