@@ -306,6 +306,12 @@ def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
     return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
 
 
+def progress(out: dict[str, Any]) -> None:
+    """Each phase's figures on stderr as soon as it ends: a long run that
+    is stopped keeps what it measured (the JSON is written at the end)."""
+    print(json.dumps(out), file=sys.stderr, flush=True)
+
+
 def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> dict[str, Any]:
     cloud = Cloud(replicas_n, db, args.agents, args.host_grace)
     watches: list[AgentWatch] = []
@@ -317,9 +323,12 @@ def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> d
             w.start()
         out: dict[str, Any] = {"replicas": replicas_n, "db": db, "agents": args.agents,
                                "create": create_phase(cloud, token, args)}
+        progress(out)
         if failures:
             out["replica_kill"] = takeover_phase(cloud, token, args, watches)
+            progress(out)
             out["host_kill"] = host_phase(cloud, token)
+            progress(out)
         for w in watches:
             w.stop()
         out["routers_rolled_back"] = sum(len(w.rollbacks) for w in watches)
