@@ -47,6 +47,7 @@ from aio import replicas
 from aio.allinone import AllInOne
 from aio.demo import Api
 from netmgr.store.leases import SHARDS, shard_of
+from tests.lib import cpu_share
 from tests.lib.replicas import (
     AgentWatch,
     WriteLoad,
@@ -57,6 +58,7 @@ from tests.lib.replicas import (
 )
 from tests.lib.router_hosts import RouterHost
 
+AGENT_HEALTH_INTERVAL = 5.0  # router/agent/server.py's default
 BIG_ZONE = {"public_cidr": "100.64.0.0/16", "public_gateway": "100.64.0.1",
             "public_pool_start": "100.64.0.10", "public_pool_end": "100.64.255.250",
             "vlan_min": 100, "vlan_max": 3000,
@@ -127,7 +129,10 @@ class Cloud:
                             fabric_kind="linuxbridge", health_interval=5.0,
                             replicas=replicas_n, db=db,
                             netmgr_args=("--host-grace", str(host_grace)))
-        self.hosts = [RouterHost(self.aio, f"h{i}") for i in range(agents)]
+        # The agents check their daemons at the agent's default interval (the
+        # tests' 1 s costs 250 routers' checks a second per agent).
+        self.hosts = [RouterHost(self.aio, f"h{i}", health_interval=AGENT_HEALTH_INTERVAL)
+                      for i in range(agents)]
 
     def up(self) -> None:
         self.aio.up()
@@ -167,13 +172,40 @@ class Cloud:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
+def part_of(cloud: Cloud) -> Any:
+    """Which part of the run a process is (tests.lib.cpu_share): netmgr's
+    replicas, the router agents (and the daemons they start), PostgreSQL,
+    this bench's client threads."""
+    netmgr = {pid for name, pid in cloud.aio.pids.items() if name.startswith("netmgr")}
+    agents = {pid for name, pid in cloud.aio.pids.items() if name.startswith("agent")}
+    me = os.getpid()
+
+    def part(pid: int, name: str) -> str | None:
+        if pid in netmgr:
+            return "netmgr"
+        if pid in agents:
+            return "router_agents"
+        if pid == me:
+            return "bench_client"
+        if name == "postgres" or name.startswith("postgres:"):
+            return "postgresql"
+        return None
+
+    return part
+
+
 def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str, Any]:
     load = WriteLoad(replicas.listens(cloud.aio), token, threads=args.threads,
                      networks=args.networks, ports=args.ports)
+    part = part_of(cloud)
+    cpu_before = cpu_share.snapshot(part)
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     load.start()
     load.join()
     took = time.monotonic() - started
+    cpu = cpu_share.spent(cpu_before, cpu_share.snapshot(part))
+    load_after = os.getloadavg()[0]
     api = Api(replicas.listens(cloud.aio)[0], token)
     try:
         to_active = wait_for(lambda: all(active(r) for r in all_routers(api)),
@@ -187,7 +219,12 @@ def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str
             "p50_ms": round(percentile(lat, 0.5) * 1000, 1),
             "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
             "networks_acked": len(load.acked.networks),
-            "all_active_s": round(to_active, 2)}
+            "all_active_s": round(to_active, 2),
+            # While the calls ran: CPU seconds per part, and per call in ms.
+            "cpu_s": cpu,
+            "cpu_ms_per_call": {k: round(v * 1000 / max(1, len(lat)), 2)
+                                for k, v in cpu.items()},
+            "load_average": [round(load_before, 2), round(load_after, 2)]}
 
 
 def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
@@ -269,6 +306,12 @@ def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
     return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
 
 
+def progress(out: dict[str, Any]) -> None:
+    """Each phase's figures on stderr as soon as it ends: a long run that
+    is stopped keeps what it measured (the JSON is written at the end)."""
+    print(json.dumps(out), file=sys.stderr, flush=True)
+
+
 def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> dict[str, Any]:
     cloud = Cloud(replicas_n, db, args.agents, args.host_grace)
     watches: list[AgentWatch] = []
@@ -280,9 +323,12 @@ def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> d
             w.start()
         out: dict[str, Any] = {"replicas": replicas_n, "db": db, "agents": args.agents,
                                "create": create_phase(cloud, token, args)}
+        progress(out)
         if failures:
             out["replica_kill"] = takeover_phase(cloud, token, args, watches)
+            progress(out)
             out["host_kill"] = host_phase(cloud, token)
+            progress(out)
         for w in watches:
             w.stop()
         out["routers_rolled_back"] = sum(len(w.rollbacks) for w in watches)

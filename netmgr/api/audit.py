@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from common.grpc_errors import DomainError, ResourceExhausted, wrap_unary_handler
 from netmgr.api.auth import Caller, CallRecord, call_record, is_mutating
 from netmgr.model import events as me
+from netmgr.store.call_events import PendingEvent, pending_event
 
 log = logging.getLogger(__name__)
 # Liveness reports (an agent's periodic heartbeat) change no one's objects:
@@ -37,6 +38,9 @@ def is_audited(method: str) -> bool:
 class EventRecorder(Protocol):
     def record(self, kind: str, *, tenant_id: str, token_id: str, method: str,
                object_id: str, code: str, detail: str = "") -> None: ...
+
+    def wake(self) -> None:
+        """An event was committed with a call's own change: wake the watchers."""
 
 
 def _own_id(msg: Message) -> str:
@@ -71,6 +75,12 @@ def _request_tenant(request: Message) -> str:
     return ""
 
 
+def _who(caller: Caller, request: Message) -> tuple[str, str]:
+    """(tenant ID, token ID) an event of this caller names."""
+    tenant = caller.tenant_id or (_request_tenant(request) if caller.admin else "")
+    return tenant, me.ADMIN_TOKEN_ID if caller.admin else caller.token_id
+
+
 def _code(e: Exception, context: grpc.ServicerContext) -> str:
     if isinstance(e, DomainError):
         return str(e.code.name)
@@ -87,12 +97,11 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ha
     def _record(self, method: str, caller: Caller, request: Message,
                 response: Message | None, code: str, error: Exception | None) -> None:
         quota = isinstance(error, ResourceExhausted) and error.field.startswith("quota.")
-        tenant = caller.tenant_id or (_request_tenant(request) if caller.admin else "")
+        tenant, token = _who(caller, request)
         try:
             self._events.record(
                 me.KIND_QUOTA_REFUSED if quota else me.KIND_API_CALL,
-                tenant_id=tenant,
-                token_id=me.ADMIN_TOKEN_ID if caller.admin else caller.token_id,
+                tenant_id=tenant, token_id=token,
                 method=method, object_id=object_id(request, response), code=code,
                 detail=error.message if isinstance(error, DomainError) else "")
         except Exception:  # the call's outcome stands; the log says what was lost
@@ -112,15 +121,23 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ha
             def audited(request: Any, context: grpc.ServicerContext) -> Any:
                 record = CallRecord()
                 reset = call_record.set(record)
+                # A success is recorded in the call's own write transaction
+                # when it can be (netmgr.store.call_events); else below.
+                pending = PendingEvent(
+                    method, _own_id(request),
+                    lambda: _who(record.caller, request) if record.caller is not None else None)
                 try:
-                    response = behaviour(request, context)
+                    with pending_event(pending):
+                        response = behaviour(request, context)
                 except Exception as e:
                     if record.caller is not None:
                         self._record(method, record.caller, request, None, _code(e, context), e)
                     raise
                 finally:
                     call_record.reset(reset)
-                if record.caller is not None:
+                if pending.committed:
+                    self._events.wake()
+                elif record.caller is not None:
                     self._record(method, record.caller, request, response, "OK", None)
                 return response
 

@@ -70,8 +70,11 @@ class PortFilterPusher:
                 log.exception("port filters: push failed")
 
     def push_all(self) -> None:
+        bound = self._store.security_groups.bound_hosts()
+        if not bound:
+            return  # no port on a compute host: nothing to push (nor to look up)
         addresses = {h.name: h.address for h in self._store.hosts.list()}
-        for host in self._store.security_groups.bound_hosts():
+        for host in bound:
             address = addresses.get(host)
             if not address:
                 continue

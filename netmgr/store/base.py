@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from common.grpc_errors import Aborted, Unavailable
 from netmgr.model import core as model
-from netmgr.store import engine, requests
+from netmgr.store import call_events, engine, requests
 from netmgr.store.quotas import QuotaSession
 from netmgr.store.secrets import SecretBox
 
@@ -123,10 +123,14 @@ class Database:
     def _write(self, fn: Callable[[Session], T]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                with self._write_gate, QuotaSession(self._writer) as s, s.begin():
-                    requests.before_write(s)
-                    result = fn(s)
-                    requests.after_write(s, result)
+                with self._write_gate, QuotaSession(self._writer) as s:
+                    with s.begin():
+                        requests.before_write(s)
+                        result = fn(s)
+                        requests.after_write(s, result)
+                        event = call_events.after_write(s, result)
+                    if event is not None:  # committed with the change
+                        event.committed = True
                     return result
             except IntegrityError as e:
                 # A concurrent writer took a value we picked: start over.

@@ -13,12 +13,13 @@ runs it programmatically when the store opens.
 from __future__ import annotations
 
 import pathlib
+import time
 from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from common.private_files import create_private, ensure_private_dir, restrict
@@ -37,8 +38,9 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     if parsed.get_backend_name() != "sqlite":
         # PostgreSQL: READ COMMITTED plus row locks (zone, router rows) in the
         # store and the unique constraints keep allocations race-free.
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                             pool_pre_ping=True)
+        pg = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        _ping_when_idle(pg)
+        return pg
     if parsed.database and parsed.database != ":memory:":
         # Only netmgr reads its database: the file 0600 before SQLite opens it
         # (SQLite gives the -wal and -shm files the database file's mode).
@@ -49,6 +51,38 @@ def make_engine(url: str, *, pool_size: int = 16) -> Engine:
     engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
     _configure_sqlite(engine)
     return engine
+
+
+# A pooled connection unused this long is pinged before a transaction gets
+# it (one that came back from a transaction just now is not: under load that
+# ping was a round trip per transaction, a tenth of the API's samples).
+IDLE_PING_SECONDS = 1.0
+_CHECKED_IN = "cloudnet_checked_in"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pessimistic disconnect handling for idle connections only: a database
+    restarted while a connection sat in the pool is found before a call uses
+    it; one that dies while connections are busy fails those calls with
+    UNAVAILABLE (``Database``), and SQLAlchemy then drops the whole pool."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_CHECKED_IN)
+        if since is not None and time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT 1")
+            cur.close()
+            dbapi_conn.rollback()
+        except Exception as e:
+            # The pool discards this connection and checks out another.
+            raise exc.DisconnectionError(str(e)) from e
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -1,10 +1,12 @@
 """The audit event log in the store: record, list (by seq, paged), wait for
 new ones, sweep old ones.
 
-Events are written in their own transaction after the call they describe
-(a refused call rolled its own back), except a router's state change, which
-is written in the transaction that records the router's status
-(``router_state_changed``), so the log and the router's row never disagree.
+A successful API call's event is written in the call's own write
+transaction (``netmgr.store.call_events``); a refused call's (it rolled its
+own back), or one of a call that wrote nothing, in a transaction of its own
+after the call. A router's state change is written in the transaction that
+records the router's status (``router_state_changed``), so the log and the
+router's row never disagree.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ class EventStore:
                            detail=detail[:me.MAX_DETAIL]))
 
         self._db.write(tx)
+        self.wake()
+
+    def wake(self) -> None:
         with self.recorded:
             self.recorded.notify_all()
 

@@ -131,8 +131,9 @@ def mac_in_use(session: Session, mac: str) -> bool:
 
 def claim_mac(
     session: Session, mac: str, *, port_id: str | None = None, router_id: str | None = None,
-    field: str = "port.mac",
+    field: str = "port.mac", checked: bool = False,
 ) -> None:
-    if mac_in_use(session, mac):
+    """``checked``: the caller has just seen the MAC free in this transaction."""
+    if not checked and mac_in_use(session, mac):
         raise AlreadyExists(field, f"MAC address {mac} is already in use")
     session.add(MacRow(mac=mac, port_id=port_id, router_id=router_id))

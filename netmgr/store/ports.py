@@ -129,6 +129,7 @@ class PortStore:
             else:
                 mac = ipam.allocate_mac(s)
             hostname = spec.hostname
+            checked = False  # hostname known free (of ports and records)
             if not hostname:
                 hostname = default_hostname(spec.name, ip)
                 if _hostname_taken(s, net.id, hostname) or \
@@ -136,10 +137,12 @@ class PortStore:
                     # The port name is taken as a host name already: fall back
                     # to the IP-derived name (unique while the IP is).
                     hostname = default_hostname("", ip)
-            if _hostname_taken(s, net.id, hostname):
+                else:
+                    checked = True  # the same two queries again would say the same
+            if not checked and _hostname_taken(s, net.id, hostname):
                 raise AlreadyExists(
                     "port.hostname", f"host name {hostname!r} is already used in network {net.id}")
-            if (held := dns.record_at_port_name(s, net.id, hostname)) is not None:
+            if not checked and (held := dns.record_at_port_name(s, net.id, hostname)) is not None:
                 raise AlreadyExists("port.hostname", held)
             now = utcnow()
             port_id = new_id()
@@ -155,7 +158,9 @@ class PortStore:
                 binding_host=sg.check_binding_host(s, spec.binding_host),
                 ipv6=ipam6.port_ipv6(s, net, mac, spec.ipv6)))
             s.flush()
-            ipam.claim_mac(s, mac, port_id=port_id)
+            # Checked free above; the MAC's primary key guards a race (the
+            # write is retried whole and the check then answers).
+            ipam.claim_mac(s, mac, port_id=port_id, checked=True)
             s.flush()
             return _port(s, port_id)
 

@@ -262,7 +262,7 @@ class SecurityGroupStore:
     def bound_hosts(self) -> list[str]:
         """Every host some port is bound to."""
         return self._db.read(lambda s: sorted(set(s.scalars(
-            select(PortRow.binding_host).where(PortRow.binding_host != "")))))
+            select(PortRow.binding_host).where(PortRow.binding_host != "").distinct()))))
 
     def delete_rule(self, tenant_id: str, rule_id: str) -> SecurityGroupRule:
         def tx(s: Session) -> SecurityGroupRule:

@@ -113,14 +113,15 @@ def network(s: Session, network_id: str) -> model.Network:
 def bump(s: Session, router_id: str) -> int:
     """Next desired generation of a router. On PostgreSQL the row lock this
     takes also serialises concurrent changes to the router's network."""
-    s.execute(
+    # One round trip: the new value comes back from the UPDATE itself.
+    gen = s.scalar(
         update(RouterRow)
         .where(RouterRow.id == router_id)
         .values(desired_generation=RouterRow.desired_generation + 1, updated_at=utcnow())
+        .returning(RouterRow.desired_generation)
     )
-    gen = s.scalar(select(RouterRow.desired_generation).where(RouterRow.id == router_id))
     assert gen is not None
-    return gen
+    return int(gen)
 
 
 def router_of(s: Session, network_id: str) -> str:

@@ -26,8 +26,12 @@ from router.runtime import router_netns_name
 class RouterHost:
     """A router agent process of the all-in-one's fabric, registered as ``name``."""
 
-    def __init__(self, aio: AllInOne, name: str) -> None:
+    def __init__(self, aio: AllInOne, name: str, health_interval: float = 1.0) -> None:
+        """``health_interval``: how often the agent checks its routers'
+        daemons (tests: every second, to see a failure at once; the agent's
+        own default is 5 s)."""
         self.aio, self.name = aio, name
+        self.health_interval = health_interval
         self.prefix = f"{aio.prefix}-{name[-1]}"
         self.state_dir = os.path.join(aio.state_dir, f"agent-{name}")
         self.socket = os.path.join(aio.state_dir, "run", f"agent-{name}.sock")
@@ -37,7 +41,7 @@ class RouterHost:
             sys.executable, "-m", "router.agent.server",
             "--listen", f"unix://{self.socket}", "--state-dir", self.state_dir,
             "--netns-prefix", self.prefix, "--fabric-netns", self._fabric_netns(),
-            "--health-interval", "1", "--agent-id", self.name,
+            "--health-interval", str(self.health_interval), "--agent-id", self.name,
             # Every replica, by gRPC's own name resolution: pick_first moves on
             # to the next address when one stops answering.
             "--netmgr", "ipv4:" + ",".join(replicas.listens(self.aio)),

@@ -311,3 +311,35 @@ def test_a_follower_of_a_list_gets_an_event_that_commits_after_the_list(
     finally:
         engine.dispose()
     assert [(e.seq, e.method) for e in got] == [(low, "slow")]
+
+
+def test_a_change_and_its_event_commit_in_one_transaction(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A successful change's event is written by the change's own
+    transaction, not by a second write after it: with that second path
+    broken, every change still has its event; a refused call (nothing
+    committed) still takes the second path."""
+    _, api = acme
+    separate: list[str] = []
+
+    def broken(kind: str, **fields: Any) -> None:
+        separate.append(fields["method"])
+        raise RuntimeError("the separate event write is down")
+
+    monkeypatch.setattr(cloud.store.events, "record", broken)
+    net = api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(name="one",
+                                                                       cidr="10.9.0.0/24")))
+    port = api.CreatePort(pb.CreatePortRequest(port=pb.Port(network_id=net.id)))
+    api.UpdatePort(pb.UpdatePortRequest(port=pb.Port(id=port.id, name="x"),
+                                        update_mask={"paths": ["name"]}))
+    api.DeletePort(pb.DeletePortRequest(id=port.id))
+    rpc_error(lambda: api.CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="bad", cidr="10.9.0.0/33"))))
+    monkeypatch.undo()
+    assert calls(events(cloud, api))[-4:] == [
+        ("NetworkService/CreateNetwork", net.id, "OK"),
+        ("PortService/CreatePort", port.id, "OK"),
+        ("PortService/UpdatePort", port.id, "OK"),
+        ("PortService/DeletePort", port.id, "OK"),
+    ]
+    assert separate == [API + "NetworkService/CreateNetwork"]

@@ -234,6 +234,32 @@ def test_pushes_existing_routers_at_start_and_changes_on_notify(
     eventually(lambda: store.status.get(rid, {}).get("applied") == 4)
 
 
+def test_a_burst_of_changes_to_a_router_is_one_push(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """Ten changes right after a push (a network's ports created one call
+    after the other) reach the agent as one config, not ten. Each change
+    goes on only once the reconciler has either pushed it or scheduled it
+    for later, so a reconciler that pushed every change would push ten."""
+    reconciler = Reconciler(store, store, {"local": agent.target}, resync_interval=60,
+                            push_spacing=2.0)
+    try:
+        rid = store.add(generation=1)
+        reconciler.start()
+        eventually(lambda: store.status.get(rid, {}).get("applied") == 1)
+        for generation in range(2, 12):
+            store.bump(rid)
+            reconciler.notify(rid)
+            with reconciler._lock:
+                due = reconciler._due.get(rid, 0.0)
+            eventually(lambda g=generation, d=due: (rid, g) in agent.attempts
+                       or d > time.monotonic())
+        eventually(lambda: store.status.get(rid, {}).get("applied") == 11)
+        with agent.lock:
+            assert [a for a in agent.attempts if a[0] == rid] == [(rid, 1), (rid, 11)]
+    finally:
+        reconciler.stop()
+
+
 def test_retries_until_acknowledged(
         store: MemoryStore, agent: RecordingAgent, reconciler: Reconciler) -> None:
     agent.fail_next = 3
