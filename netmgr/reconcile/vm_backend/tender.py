@@ -554,8 +554,12 @@ class RouterVmBackend:
                 replacing: bool, why: str) -> None:
         i = live.instance
         try:
-            # A redundant router's two VMs never share a host.
+            # A redundant router's two VMs never share a host (a compute host
+            # holds one VM per router ID): instance 1 is placed once instance
+            # 0 is, each avoiding the other's host.
             other = self.vms.get(router.id, 1 - i) if red is not None else None
+            if i == 1 and (other is None or not other.host):
+                return  # the next pass, once instance 0 has its host
             host = self._place(vm, avoid=other.host if other is not None else "")
             spec = self._spec(router, vm, red, i)
         except (LookupError, errors.NotFound) as e:
