@@ -23,9 +23,9 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
-from tests.integration.vm.test_compute_host_failover import SecondHost, host_state, wait_for
 from tests.lib.allinone import Tenant, vm_cloud_down, vm_cloud_up
 from tests.lib.redundantlab import Flow, connects
+from tests.lib.second_compute_host import SecondHost, host_state, wait_for
 from tests.lib.vm_routers import serving, wait_router
 
 pytestmark = pytest.mark.integration
