@@ -89,7 +89,9 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
     try:
         net = t.network(name="web", cidr="10.9.0.0/24", lease_seconds=600, redundant=True)
         port = t.port(net.id, hostname="vm1")
-        r = wait_router(t, net.router_id, pair_serving)
+        # Both VMs serve, the preferred one (instance 0) master once its
+        # preempt delay passed.
+        r = wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0)
         hosts = {h for h, _ in instances(r).values()}
         assert hosts == {vm_backend.host_name(aio.prefix), second.name}, instances(r)
         # Each VM its own control address (the relays: one socket each).
