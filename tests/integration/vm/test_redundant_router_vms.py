@@ -122,8 +122,9 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
         assert all(f.alive() for f in flows)
 
         # The dead VM is made again on its own host (the only one without
-        # the other instance) and rejoins the pair.
-        after = wait_router(t, net.router_id, pair_serving)
+        # the other instance) and rejoins the pair; being the preferred
+        # instance, it takes the master role back after its preempt delay.
+        after = wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == before)
         assert instances(after)[before][0] == dead_host
         assert instances(after)[1 - before][0] == other_host
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
