@@ -510,8 +510,11 @@ def main(argv: Sequence[str] | None = None, *,
             vms=RouterVmStore(store.db, vm_config.control_cidr),
             hosts=store.hosts,
             control=(control_network or default_control_network)(vm_config),
-            compute_tls=tls)
+            compute_tls=tls, redundancy=store.redundancy)
         reconciler.vm_routers = vm_backend
+        # A redundant VM router's two VMs go to two live compute hosts.
+        store.redundancy.compute_hosts = lambda: [
+            h.name for h in store.hosts.list() if h.role != "router" and h.state != "down"]
         vm_backend.owns = lambda router_id: leases.epoch(router_id) is not None
     port_filters = PortFilterPusher(store, config.admin_token, compute_tls=tls)
     reconciler.port_filters = port_filters

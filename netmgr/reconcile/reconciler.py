@@ -75,12 +75,17 @@ class VmRouters(Protocol):
     @property
     def nics(self) -> NicPlugger: ...
 
-    def stub(self, router_id: str) -> agent_pb2_grpc.RouterAgentStub | None:
-        """The agent of the router's VM once it answers (None before)."""
+    def stub(self, router_id: str, instance: int = 0) -> agent_pb2_grpc.RouterAgentStub | None:
+        """The agent of the router's VM (of a redundant router's instance)
+        once it answers (None before)."""
         ...
 
-    def channel(self, router_id: str) -> grpc.Channel | None:
+    def channel(self, router_id: str, instance: int = 0) -> grpc.Channel | None:
         """An authenticated channel to that agent once it answers (None before)."""
+        ...
+
+    def tends(self, router_id: str) -> bool:
+        """The router is a VM router of this backend's."""
         ...
 
     def console(self, router_id: str, offset: int) -> tuple[bytes, int, str]: ...
@@ -150,8 +155,10 @@ class Reconciler:
         # The compute hosts' port filters, when this netmgr pushes them.
         self.port_filters: FilterChanges | None = None
         # Redundant routers: two instances, two hosts (netmgr.reconcile.redundant_push).
-        self.redundant = (RedundantRouters(redundancy, self._stub, self._channel)
-                          if redundancy is not None else None)
+        self.redundant = (RedundantRouters(
+            redundancy, lambda router_id, i, host: agent_pb2_grpc.RouterAgentStub(
+                self._instance_channel(router_id, i, host)), self._instance_channel)
+            if redundancy is not None else None)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -256,6 +263,19 @@ class Reconciler:
             return channel
         return self._channel(host)
 
+    def _vm_router(self, router_id: str) -> bool:
+        return self.vm_routers is not None and self.vm_routers.tends(router_id)
+
+    def _instance_channel(self, router_id: str, instance: int, host: str) -> grpc.Channel:
+        """The agent of one instance of a redundant router: its host's, or its own VM's."""
+        if self.vm_routers is not None and self.vm_routers.tends(router_id):
+            channel = self.vm_routers.channel(router_id, instance)
+            if channel is None:
+                raise LookupError(f"router {router_id}: its VM {instance}'s agent is not "
+                                  "serving yet")
+            return channel
+        return self._channel(host)
+
     def _channel(self, host: str) -> grpc.Channel:
         self._stub(host)
         with self._lock:
@@ -346,8 +366,11 @@ class Reconciler:
         with self._lock:
             restart = router_id in self._restarts
         red = self.redundant.get(router_id) if self.redundant is not None else None
-        if not restart and self.edge.push(router_id, epoch, self._leases.confirm,
-                                          red.hosts if red is not None else ()):
+        # A redundant VM router's instances are reached by instance, not by
+        # host: a full push to both.
+        if not restart and not (red is not None and self._vm_router(router_id)) \
+                and self.edge.push(router_id, epoch, self._leases.confirm,
+                                   red.hosts if red is not None else ()):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True
@@ -425,7 +448,15 @@ class Reconciler:
             return False  # the lease may be passing: never push without it
         with self._lock:
             self._restarts.discard(router_id)
-        ok, statuses = self.redundant.push(red, config, epoch)
+        vm = self.vm_routers if self._vm_router(router_id) else None
+        if vm is None:
+            ok, statuses = self.redundant.push(red, config, epoch)
+        else:
+            # Each VM finds its NICs by MAC: hot-plug new ones first.
+            ok, statuses = self.redundant.push(
+                red, config, epoch,
+                prepare=lambda i, cfg: vm.nics.before_push(router_id, cfg, i),
+                after=lambda i, cfg, st: vm.nics.after_push(router_id, cfg, st, i))
         if not statuses:
             self._store.mark_router_unreachable(
                 router_id, f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
@@ -502,11 +533,15 @@ class Reconciler:
         reds = [red for red in (self.redundant.store.all() if self.redundant is not None else [])
                 if self._leases.epoch(red.router_id) is not None]
         desired = {r.id: r.desired_generation for r in routers}
+        seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
+        vm_reds = [red for red in reds if self._vm_router(red.router_id)]
+        reds = [red for red in reds if not self._vm_router(red.router_id)]
+        for red in vm_reds:
+            seen[red.router_id] = self._resync_vm_instances(red, desired.get(red.router_id, 0))
         for red in reds:
             for i, host in enumerate(red.hosts):
                 instances[(red.router_id, host)] = i
                 by_host.setdefault(host, {})[red.router_id] = desired.get(red.router_id, 0)
-        seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
         for host in self._all_targets():
             wanted = by_host.get(host, {})
             fetched_at = time.monotonic()
@@ -564,8 +599,44 @@ class Reconciler:
                     self._remove_stale(host, router_id, epoch)
                 else:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
-        if self.redundant is not None and reds:
+        if self.redundant is not None and seen:
             self.redundant.arbitrate(seen)
+
+    def _resync_vm_instances(self, red: Redundancy, desired: int
+                             ) -> dict[int, pb.RouterStatus | None]:
+        """A redundant VM router: what each of its two VMs' agents reports
+        (None: not reached), recorded per instance; the router's own status
+        is the preferred instance's (else the other's)."""
+        assert self.vm_routers is not None
+        assert self.redundant is not None
+        got: dict[int, pb.RouterStatus | None] = {}
+        fetched_at = time.monotonic()
+        for i, host in enumerate(red.hosts):
+            channel = self.vm_routers.channel(red.router_id, i)
+            status = None
+            if channel is not None:
+                try:
+                    reply = agent_pb2_grpc.RouterAgentStub(channel).ListRouterStatus(
+                        pb.ListRouterStatusRequest(), timeout=STATUS_TIMEOUT)
+                    status = next((s for s in reply.routers if s.router_id == red.router_id),
+                                  None)
+                except grpc.RpcError:
+                    pass
+            got[i] = status
+            if status is None:
+                self.redundant.store.record_instance(red.router_id, InstanceReport(
+                    i, host, priority=red.priority(i), reachable=False,
+                    detail=f"the agent of its VM on {host or '?'} is not serving"))
+                continue
+            self.redundant.store.record_instance(red.router_id,
+                                                 instance_report(i, host, status))
+            if (status.applied_generation < desired and status.rejected_generation != desired) \
+                    or status.awaiting_secrets:
+                self.notify_later(red.router_id)
+        mine = got.get(red.preferred) or got.get(1 - red.preferred)
+        if mine is not None and not self._pushed_since(red.router_id, fetched_at):
+            self._record(red.router_id, mine)
+        return got
 
     def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
         if not self._leases.confirm():

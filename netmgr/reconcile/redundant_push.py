@@ -5,8 +5,11 @@ brain (``redundancy_arbiter``) from what the resync saw of both agents.
 The router's own status (generation applied, services, errors) is the
 preferred instance's when it answers, else the other's; each instance's
 role, health and last transition are kept beside it
-(``netmgr.store.redundancy``). Edge deltas are not sent to a redundant
-router: every change is a full push to both instances.
+(``netmgr.store.redundancy``).
+
+An instance's agent is its host's agent (namespace routers) or the agent
+of its own VM (VM routers: the resolver the reconciler hands in takes the
+router, the instance and its host).
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ def instance_report(instance: int, host: str, status: pb.RouterStatus) -> Instan
 
 class RedundantRouters:
     def __init__(self, store: RedundancyView,
-                 stub_of: Callable[[str], agent_pb2_grpc.RouterAgentStub],
-                 channel_of: Callable[[str], grpc.Channel]) -> None:
+                 stub_of: Callable[[str, int, str], agent_pb2_grpc.RouterAgentStub],
+                 channel_of: Callable[[str, int, str], grpc.Channel]) -> None:
+        """``stub_of(router_id, instance, host)`` / ``channel_of(...)``: the
+        agent of that instance (LookupError when there is none yet)."""
         self.store = store
         self._stub_of = stub_of
         self._channel_of = channel_of
@@ -79,25 +84,33 @@ class RedundantRouters:
             return
         del self._pushed[router_id]
         try:
-            self._stub_of(red.hosts[1]).DeleteRouter(
+            self._stub_of(router_id, 1, red.hosts[1]).DeleteRouter(
                 pb.DeleteRouterRequest(router_id=router_id, lease_epoch=epoch),
                 timeout=PUSH_TIMEOUT)
         except (LookupError, grpc.RpcError) as e:  # the resync removes it later
             log.warning("router %s: removing instance 1 on %s failed: %s", router_id,
                         red.hosts[1], e)
 
-    def push(self, red: Redundancy, config: pb.RouterConfig,
-             epoch: int = 0) -> tuple[bool, list[tuple[int, pb.RouterStatus]]]:
+    def push(self, red: Redundancy, config: pb.RouterConfig, epoch: int = 0,
+             prepare: Callable[[int, pb.RouterConfig], bool] | None = None,
+             after: Callable[[int, pb.RouterConfig, pb.RouterStatus], None] | None = None,
+             ) -> tuple[bool, list[tuple[int, pb.RouterStatus]]]:
         """Both instances' configs to their agents, fenced by the pushing
         replica's lease ``epoch``. Returns whether both applied it, and the
-        statuses received (instance, status)."""
+        statuses received (instance, status). ``prepare(instance, config)``:
+        False when that instance cannot take it yet (a router VM whose new
+        NICs are not plugged); ``after(instance, config, status)``: once it
+        answered (a router VM's NICs no longer named are unplugged)."""
         ok, statuses = True, []
         self._pushed[red.router_id] = red
         for i in (0, 1):
             host = red.hosts[i]
             cfg = instance_config(config, red, i)
+            if prepare is not None and not prepare(i, cfg):
+                ok = False
+                continue
             try:
-                reply = self._stub_of(host).ApplyConfig(
+                reply = self._stub_of(red.router_id, i, host).ApplyConfig(
                     pb.ApplyConfigRequest(config=cfg, lease_epoch=epoch), timeout=PUSH_TIMEOUT)
             except (LookupError, grpc.RpcError) as e:
                 detail = (f"agent on {host} unreachable: {e.code().name}"
@@ -110,6 +123,8 @@ class RedundantRouters:
             status = reply.status
             self.store.record_instance(red.router_id, instance_report(i, host, status))
             statuses.append((i, status))
+            if after is not None:
+                after(i, cfg, status)
             if status.applied_generation < cfg.generation and \
                     status.rejected_generation != cfg.generation:
                 ok = False
@@ -134,7 +149,7 @@ class RedundantRouters:
                              [(i, False) for i in decision.release]:
                 try:
                     redundancy_pb2_grpc.RouterRedundancyStub(
-                        self._channel_of(red.hosts[i])).SetDemoted(
+                        self._channel_of(red.router_id, i, red.hosts[i])).SetDemoted(
                         rpb.SetDemotedRequest(router_id=red.router_id, demoted=demote),
                         timeout=PUSH_TIMEOUT)
                 except (LookupError, grpc.RpcError) as e:

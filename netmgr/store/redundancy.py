@@ -13,7 +13,7 @@ priority changes).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -48,6 +48,19 @@ class RedundancyStore:
         self._db = db
         # The hosts netmgr has router agents on (netmgr.server sets them).
         self.hosts: tuple[str, ...] = ()
+        # The live compute hosts a router VM may run on (the VM backend's:
+        # netmgr.server sets it when it runs one).
+        self.compute_hosts: Callable[[], Sequence[str]] = lambda: ()
+
+    def _two_compute_hosts(self, field: str) -> list[str]:
+        """The live compute hosts, at least two (a router VM on each)."""
+        live = sorted(set(self.compute_hosts()))
+        if len(live) < 2:
+            named = ", ".join(h[:64] for h in live[:1]) or "none"
+            raise FailedPrecondition(
+                f"{field}: the zone has {len(live)} live compute host(s) ({named}); the two "
+                "router VMs of a redundant router need two compute hosts")
+        return live
 
     def check_redundant(self, vpc_id: str, host: str, field: str = "network.redundant",
                         backend: RouterBackend = RouterBackend.NETNS) -> None:
@@ -57,10 +70,9 @@ class RedundancyStore:
             raise FailedPrecondition(
                 f"{field}: a tier's router is its VPC's (UpdateVpc with redundant, or "
                 "RouterRedundancyService with vpc_id)")
-        if backend != RouterBackend.NETNS:
-            raise FailedPrecondition(
-                f"{field}: routers of the VM backend cannot be redundant yet (namespace "
-                "routers on two host agents can)")
+        if backend == RouterBackend.VM:
+            self._two_compute_hosts(field)
+            return
         if not [h for h in self.hosts if h != host]:
             raise FailedPrecondition(
                 f"{field}: the zone has one router host ({host[:64]}); two "
@@ -129,11 +141,12 @@ class RedundancyStore:
                 return router.id, None
             if row is not None:
                 return router.id, _model(row, router.host)
-            if router.backend != RouterBackend.NETNS.value:
-                raise FailedPrecondition(
-                    "redundant: routers of the VM backend cannot be redundant yet (namespace "
-                    "routers on two host agents can)")
-            others = sorted(h for h in set(hosts) if h != router.host)
+            if router.backend == RouterBackend.VM.value:
+                # Instance 1's VM: on a compute host other than instance 0's
+                # (the VM backend places it and keeps peer_host up to date).
+                others = [h for h in self._two_compute_hosts("redundant") if h != router.host]
+            else:
+                others = sorted(h for h in set(hosts) if h != router.host)
             if not others:
                 raise FailedPrecondition(
                     f"redundant: the zone has one router host ({router.host[:64]}); two "

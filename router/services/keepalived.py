@@ -50,6 +50,11 @@ INSTANCE = "cn"
 # between the two instances' priorities (netmgr gives 200 and 100).
 HEALTH_WEIGHT = 150
 CHECK_INTERVAL = 2
+# How long a check script may take before keepalived counts it failed. A
+# dead agent fails the scripts at once (nothing listens on its socket); a
+# slow one must not count (a router VM under TCG on a busy host starts
+# Python in seconds): longer than the client's own timeout, which decides.
+SCRIPT_TIMEOUT = 6
 # An agent gone (no process on its socket) this many checks in a row: the
 # instance is held in FAULT (an agent restart listens again well within it).
 ALIVE_INTERVAL, ALIVE_FALL = 2, 5
@@ -79,7 +84,7 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         "keepalived/keepalived.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
         router_id=cfg.router_id, python=sys.executable, client=CLIENT,
         notify_socket=paths.vrrp_notify_socket, check_interval=CHECK_INTERVAL,
-        alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL,
+        alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL, script_timeout=SCRIPT_TIMEOUT,
         health_weight=HEALTH_WEIGHT, demoted_file=paths.keepalived("demoted"),
         group=INSTANCE + "-group", instance=INSTANCE,
         preempt_delay=PREEMPT_DELAY,

@@ -86,7 +86,7 @@ class LiveNics(Protocol):
 
 
 class RouterVms(Protocol):
-    def get(self, router_id: str) -> RouterVm | None: ...
+    def get(self, router_id: str, instance: int = 0) -> RouterVm | None: ...
 
 
 class VmHostAccess(Protocol):
@@ -101,7 +101,7 @@ class VmHostAccess(Protocol):
     @property
     def vms(self) -> RouterVms: ...
 
-    def live(self, router_id: str) -> LiveNics | None: ...
+    def live(self, router_id: str, instance: int = 0) -> LiveNics | None: ...
 
     def _host_stub(self, host: str) -> vrpc.RouterVmServiceStub: ...
 
@@ -112,51 +112,54 @@ class NicPlugger:
     def __init__(self, backend: VmHostAccess) -> None:
         self.b = backend
 
-    def _vm(self, router_id: str) -> RouterVm:
-        vm = self.b.vms.get(router_id)
+    def _vm(self, router_id: str, instance: int = 0) -> RouterVm:
+        vm = self.b.vms.get(router_id, instance)
         if vm is None or not vm.host:
             raise LookupError(f"router {router_id} has no VM (any more)")
         return vm
 
-    def _update(self, router_id: str, live: LiveNics, nics: list[vpb.RouterVmNic]) -> None:
+    def _update(self, router_id: str, live: LiveNics, nics: list[vpb.RouterVmNic],
+                instance: int = 0) -> None:
         """Ask the VM's host for exactly `nics`; remember what it then has."""
         with live.nic_lock:
-            host = live.host or self._vm(router_id).host
+            host = live.host or self._vm(router_id, instance).host
             reply = self.b._host_stub(host).UpdateRouterVmNics(
                 vpb.UpdateRouterVmNicsRequest(router_id=router_id, nics=nics),
                 metadata=self.b.admin_md, timeout=UPDATE_TIMEOUT)
             live.nics = list(reply.nics)
 
-    def _have(self, router_id: str, live: LiveNics) -> list[vpb.RouterVmNic]:
+    def _have(self, router_id: str, live: LiveNics, instance: int = 0
+              ) -> list[vpb.RouterVmNic]:
         if live.nics is None:
-            vm = self._vm(router_id)
+            vm = self._vm(router_id, instance)
             live.nics = list(self.b._host_stub(vm.host).GetRouterVm(
                 vpb.GetRouterVmRequest(router_id=router_id), metadata=self.b.admin_md,
                 timeout=10).nics)
         return list(live.nics)
 
-    def _wanted(self, router_id: str, config: apb.RouterConfig) -> list[vpb.RouterVmNic]:
-        vm = self._vm(router_id)
+    def _wanted(self, router_id: str, config: apb.RouterConfig, instance: int = 0
+                ) -> list[vpb.RouterVmNic]:
+        vm = self._vm(router_id, instance)
         return config_nics(config, vm.control_mac, self.b.cfg.control_vlan)
 
     # ---------------------------------------------------- for the reconciler
 
-    def before_push(self, router_id: str, config: apb.RouterConfig) -> bool:
-        """Plug every NIC `config` names that the VM lacks; False when that
-        failed (the push waits: the reconciler retries, the tend loop decides
-        whether to replace the VM)."""
-        live = self.b.live(router_id)
+    def before_push(self, router_id: str, config: apb.RouterConfig, instance: int = 0) -> bool:
+        """Plug every NIC `config` names that the VM (of that instance of a
+        redundant router) lacks; False when that failed (the push waits: the
+        reconciler retries, the tend loop decides whether to replace the VM)."""
+        live = self.b.live(router_id, instance)
         if live is None:
             return False
         try:
-            want = self._wanted(router_id, config)
-            have = self._have(router_id, live)
+            want = self._wanted(router_id, config, instance)
+            have = self._have(router_id, live, instance)
             if not missing(have, want):
                 return True
             log.info("router %s: hot-plugging NICs %s", router_id,
                      ", ".join(f"{n.mac}/{n.segment}" for n in want
                                if (n.mac, n.segment) not in _keys(have)))
-            self._update(router_id, live, union(have, want))
+            self._update(router_id, live, union(have, want), instance)
         except (grpc.RpcError, LookupError) as e:
             log.warning("router %s: cannot hot-plug its NICs: %s", router_id, _why(e))
             live.nics = None  # ask the host again next time
@@ -165,20 +168,20 @@ class NicPlugger:
         return True
 
     def after_push(self, router_id: str, config: apb.RouterConfig,
-                   status: apb.RouterStatus) -> None:
+                   status: apb.RouterStatus, instance: int = 0) -> None:
         """The VM applied `config`: unplug the NICs it no longer names."""
         if status.applied_generation < config.generation:
             return
-        live = self.b.live(router_id)
+        live = self.b.live(router_id, instance)
         if live is None or live.nics is None:
             return
         try:
-            want = self._wanted(router_id, config)
+            want = self._wanted(router_id, config, instance)
             if extra(live.nics, want):
                 log.info("router %s: unplugging NICs %s", router_id, ", ".join(
                     f"{n.mac}/{n.segment}" for n in live.nics
                     if (n.mac, n.segment) not in _keys(want)))
-                self._update(router_id, live, want)
+                self._update(router_id, live, want, instance)
         except (grpc.RpcError, LookupError) as e:
             # The tend loop tries again; an extra NIC outside the router's
             # namespace carries nothing meanwhile.

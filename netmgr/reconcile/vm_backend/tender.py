@@ -29,6 +29,15 @@ token; the store keeps only the generation and a SHA-256 of the token (to
 check a token, e.g. a support question "is this the router's token?", never
 to make one), so a copy of the database gives no access to any router. Each
 (re)deploy bumps the generation: a replaced VM's token is dead.
+
+A redundant router (``netmgr.store.redundancy``) has two VMs, instance 0
+and instance 1, each tended like a router of its own (its own row, control
+address and MAC, token, agent target) on two different compute hosts: a
+replacement never goes to the host of the other instance (with no such
+host it waits, FAILED, while the other instance serves). Both get the
+router's config for their instance (``configbuild.redundancy``: instance
+1's MACs derived, a sync NIC on the router's sync VLAN); the reconciler
+pushes both (``redundant_push``). Made single again, instance 1's VM goes.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ from common import grpc_errors as errors
 from common.channels import make_channel
 from common.tls import ROLE_AGENT, TlsFiles
 from netmgr.model.core import Router, RouterBackend
+from netmgr.model.redundancy import Redundancy
+from netmgr.reconcile.configbuild.redundancy import instance_config
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.store_view import RouterStore
 from netmgr.reconcile.vm_backend.control_network import ControlNetwork
@@ -76,8 +87,10 @@ FAILED_RETRY = 10.0
 
 @dataclasses.dataclass
 class _Live:
-    """What this netmgr process knows of a router's current VM."""
+    """What this netmgr process knows of a router's current VM (of one
+    instance of a redundant router)."""
 
+    instance: int = 0
     token: str = ""
     target: str = ""
     channel: grpc.Channel | None = None
@@ -123,6 +136,18 @@ class ComputeHosts(Protocol):
     def list(self) -> Sequence[ComputeHost]: ...
 
 
+class RedundantRouterView(Protocol):
+    """The redundant routers (``netmgr.store.redundancy.RedundancyStore``)."""
+
+    def all(self) -> list[Redundancy]: ...
+
+
+def vm_key(router_id: str, instance: int) -> str:
+    """The name of one router VM's credentials and control relay: the
+    router's ID, with ".1" for a redundant router's second VM."""
+    return router_id if instance == 0 else f"{router_id}.{instance}"
+
+
 class PushScheduler(Protocol):
     """What the backend tells the reconciler (``netmgr.reconcile.reconciler.Reconciler``)."""
 
@@ -140,10 +165,13 @@ class PushScheduler(Protocol):
 class RouterVmBackend:
     def __init__(self, store: RouterStore, reconciler: PushScheduler, cfg: RouterVmConfig,
                  admin_token: str, *, vms: RouterVmStore, hosts: ComputeHosts,
-                 control: ControlNetwork, compute_tls: TlsFiles | None = None) -> None:
+                 control: ControlNetwork, compute_tls: TlsFiles | None = None,
+                 redundancy: RedundantRouterView | None = None) -> None:
         """`vms`: the router VMs' rows (on `cfg.control_cidr`); `hosts`: where
         they may run; `control`: how their agents' control addresses are reached;
-        `compute_tls`: netmgr's certificate for the compute agents (None: plaintext)."""
+        `compute_tls`: netmgr's certificate for the compute agents (None: plaintext);
+        `redundancy`: which routers have a second VM."""
+        self.redundancy = redundancy
         self.compute_tls = compute_tls
         self.store = store
         self.reconciler = reconciler
@@ -154,7 +182,8 @@ class RouterVmBackend:
         self.admin_md = (("authorization", f"Bearer {admin_token}"),)
         self.control = control
         self.prefixlen = self.vms.cidr.prefixlen
-        self._live: dict[str, _Live] = {}
+        # (router ID, instance) -> its VM as this process knows it.
+        self._live: dict[tuple[str, int], _Live] = {}
         self._compute: dict[str, tuple[str, grpc.Channel, vrpc.RouterVmServiceStub]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -188,20 +217,25 @@ class RouterVmBackend:
 
     # ---------------------------------------------------------- for others
 
-    def stub(self, router_id: str) -> agent_pb2_grpc.RouterAgentStub | None:
-        """The agent of the router's VM, once it answers (None before)."""
+    def stub(self, router_id: str, instance: int = 0) -> agent_pb2_grpc.RouterAgentStub | None:
+        """The agent of the router's VM (of that instance), once it answers (None before)."""
         with self._lock:
-            live = self._live.get(router_id)
+            live = self._live.get((router_id, instance))
             return live.stub if live is not None and live.serving else None
 
-    def live(self, router_id: str) -> _Live | None:
+    def live(self, router_id: str, instance: int = 0) -> _Live | None:
         with self._lock:
-            return self._live.get(router_id)
+            return self._live.get((router_id, instance))
 
-    def channel(self, router_id: str) -> grpc.Channel | None:
+    def tends(self, router_id: str) -> bool:
+        """The router is one of this backend's (a VM router it has seen)."""
+        with self._lock:
+            return (router_id, 0) in self._live
+
+    def channel(self, router_id: str, instance: int = 0) -> grpc.Channel | None:
         """An authenticated channel to the router VM's agent, once it answers."""
         with self._lock:
-            live = self._live.get(router_id)
+            live = self._live.get((router_id, instance))
             return live.auth_channel if live is not None and live.serving else None
 
     def console(self, router_id: str, offset: int) -> tuple[bytes, int, str]:
@@ -235,14 +269,18 @@ class RouterVmBackend:
             self._compute[host] = (address, ch, stub)
             return stub
 
-    def _place(self, vm: RouterVm) -> str:
+    def _place(self, vm: RouterVm, avoid: str = "") -> str:
         """The VM's host: its current one while registered and not DOWN, else
-        the least loaded live compute host."""
-        hosts = [h.name for h in self.hosts.list() if h.role != "router" and h.state != "down"]
+        the least loaded live compute host; never `avoid` (the host of the
+        other instance of a redundant router)."""
+        hosts = [h.name for h in self.hosts.list() if h.role != "router" and h.state != "down"
+                 and h.name != avoid]
         if vm.host in hosts:
             return vm.host
         if not hosts:
-            raise LookupError("no live compute host is registered")
+            raise LookupError(
+                f"no live compute host other than {avoid} (the other instance's) is registered"
+                if avoid else "no live compute host is registered")
         load = self.vms.count_by_host()
         return min(hosts, key=lambda h: (load.get(h, 0), h))
 
@@ -259,35 +297,47 @@ class RouterVmBackend:
         every = {r.id: r for r in self.store.list_routers_all()
                  if r.backend == RouterBackend.VM}
         routers = {rid: r for rid, r in every.items() if self.owns(rid)}
+        reds = {r.router_id: r for r in (self.redundancy.all() if self.redundancy else [])
+                if r.router_id in routers}
         for router_id, router in routers.items():
-            with self._lock:
-                live = self._live.setdefault(router_id, _Live())
-                if live.busy:
-                    continue
-                live.busy = True
-            self._pool.submit(self._tend_guarded, router, live)
+            for instance in (0, 1) if router_id in reds else (0,):
+                with self._lock:
+                    live = self._live.setdefault((router_id, instance), _Live(instance))
+                    if live.busy:
+                        continue
+                    live.busy = True
+                self._pool.submit(self._tend_guarded, router, live, reds.get(router_id))
         with self._lock:
-            gone = [rid for rid in self._live if rid not in routers and not self._live[rid].busy]
-        for rid in gone:
+            gone = [k for k, live in self._live.items() if not live.busy and (
+                k[0] not in routers or (k[1] == 1 and k[0] not in reds))]
+        for rid, instance in gone:
             # Deleted: its VM goes. Another replica's now: only forgotten here.
-            self._forget(rid, delete_vm=rid not in every)
+            # Made single again: its second VM goes.
+            self._forget(rid, instance, delete_vm=rid not in every or rid in routers)
         self._ticks += 1
         if self._ticks % 10 == 1:
-            self._sweep(set(routers))
+            self._sweep(set(routers), set(reds))
 
-    def _forget(self, router_id: str, delete_vm: bool = True) -> None:
-        """The router is gone (its network deleted): its VM goes now, not at the sweep."""
+    def _forget(self, router_id: str, instance: int = 0, delete_vm: bool = True) -> None:
+        """The router is gone (its network deleted), or its second VM (made
+        single again): the VM goes now, not at the sweep."""
         with self._lock:
-            live = self._live.pop(router_id, None)
+            live = self._live.pop((router_id, instance), None)
         if live is not None and live.channel is not None:
             live.channel.close()
-        self.control.forget(router_id)
-        if live is not None and live.host and delete_vm:
-            self._pool.submit(self._delete_vm, live.host, router_id)
+        self.control.forget(vm_key(router_id, instance))
+        host = live.host if live is not None else ""
+        if instance == 1 and delete_vm:
+            peer = self.vms.drop_peer(router_id)
+            host = host or (peer.host if peer is not None else "")
+        if host and delete_vm:
+            self._pool.submit(self._delete_vm, host, router_id)
 
-    def _sweep(self, wanted: set[str]) -> None:
-        """Delete router VMs on any host whose router is gone (or not on that host)."""
+    def _sweep(self, wanted: set[str], redundant: set[str]) -> None:
+        """Delete router VMs on any host whose router is gone (or not on that
+        host: neither instance's)."""
         vms = self.vms.all()
+        peers = self.vms.all(1)
         for host in self.hosts.list():
             try:
                 stub = self._host_stub(host.name)
@@ -298,8 +348,11 @@ class RouterVmBackend:
             for v in held:
                 if not self.owns(v.router_id):
                     continue  # another replica's to judge
-                row = vms.get(v.router_id)
-                if v.router_id in wanted and row is not None and row.host == host.name:
+                row, peer = vms.get(v.router_id), peers.get(v.router_id)
+                if v.router_id in wanted and (
+                        (row is not None and row.host == host.name)
+                        or (v.router_id in redundant and peer is not None
+                            and peer.host == host.name)):
                     continue
                 log.info("router vm %s on %s: no router wants it, deleting", v.router_id,
                          host.name)
@@ -309,9 +362,9 @@ class RouterVmBackend:
                 except grpc.RpcError as e:
                     log.warning("router vm %s: delete failed: %s", v.router_id, e.code().name)
 
-    def _tend_guarded(self, router: Router, live: _Live) -> None:
+    def _tend_guarded(self, router: Router, live: _Live, red: Redundancy | None) -> None:
         try:
-            self._tend(router, live)
+            self._tend(router, live, red)
         except Exception:
             log.exception("router %s: tending its VM failed", router.id)
         finally:
@@ -321,30 +374,32 @@ class RouterVmBackend:
     def _down(self, host: str) -> bool:
         return any(h.name == host and h.state == "down" for h in self.hosts.list())
 
-    def _tend(self, router: Router, live: _Live) -> None:
-        vm = self.vms.ensure(router.id)
+    def _tend(self, router: Router, live: _Live, red: Redundancy | None) -> None:
+        i = live.instance
+        vm = self.vms.ensure(router.id, i)
         live.host = vm.host
         if vm.host and self._down(vm.host):
             # Its host fell silent past the grace: made again on a live one
             # (same MACs and DHCP hosts: the model's); the stale VM goes
             # when the host is back (the sweep).
-            self._deploy(router, live, vm, replacing=True, why=f"its host {vm.host} is down")
+            self._deploy(router, live, vm, red, replacing=True,
+                         why=f"its host {vm.host} is down")
             return
         if not live.token and vm.cred_generation:
             # A netmgr restart: adopt the running VM with its current token.
-            self._connect(router.id, live, vm, derive_token(self.key, router.id,
-                                                            vm.cred_generation))
+            self._connect(router.id, live, vm, derive_token(
+                self.key, vm_key(router.id, i), vm.cred_generation))
         dom = self._domain(vm)
         if dom is not None and dom.state == cpb.VM_STATE_RUNNING and self._nics_changed(
-                router, live, vm, dom):
+                router, live, vm, dom, red):
             return
         if dom is None or dom.state != cpb.VM_STATE_RUNNING:
             if vm.state in ("booting", "active"):
                 why = ("its domain is gone" if dom is None else
                        f"its domain is {cpb.VmState.Name(dom.state)}")
-                self._deploy(router, live, vm, replacing=True, why=why)
+                self._deploy(router, live, vm, red, replacing=True, why=why)
             elif vm.state != "failed" or self._since(vm.defined_at) > FAILED_RETRY:
-                self._deploy(router, live, vm, replacing=vm.state == "replacing",
+                self._deploy(router, live, vm, red, replacing=vm.state == "replacing",
                              why=vm.detail)
             return
         now = time.monotonic()
@@ -358,28 +413,28 @@ class RouterVmBackend:
                 if status is not None:
                     self._became_healthy(router, live, vm, status)
                 elif vm.state != "booting":
-                    self.vms.update(router.id, state="booting")
+                    self.vms.update(router.id, i, state="booting")
             else:
                 status = self._status(live)
                 if status is not None:
-                    self._watch(router, live, status)
+                    self._watch(router, live, status, red)
             return
         if vm.state == "active":
             # One missed answer on a loaded host is no reason to stop pushing:
             # only the grace period decides.
             live.silent_since = live.silent_since or now
             if now - live.silent_since > self.cfg.grace_seconds:
-                self._deploy(router, live, vm, replacing=True,
+                self._deploy(router, live, vm, red, replacing=True,
                              why=f"its agent did not answer for {self.cfg.grace_seconds:.0f} s")
             return
         if self._since(vm.defined_at) > self.cfg.boot_timeout:
             log.warning("router %s: VM not healthy after %.0f s; its console ends:\n%s",
                         router.id, self.cfg.boot_timeout, self._console_tail(router.id))
-            self._deploy(router, live, vm, replacing=True,
+            self._deploy(router, live, vm, red, replacing=True,
                          why=f"its agent was not healthy {self.cfg.boot_timeout:.0f} s "
                              "after the VM was defined")
         elif vm.state != "booting":
-            self.vms.update(router.id, state="booting")
+            self.vms.update(router.id, i, state="booting")
 
     def _console_tail(self, router_id: str, size: int = 2000) -> str:
         try:
@@ -442,30 +497,33 @@ class RouterVmBackend:
             if vm.defined_at is not None:
                 fields["boot_seconds"] = round(
                     (now.replace(tzinfo=dt.UTC) - vm.defined_at).total_seconds(), 2)
-        self.vms.update(router.id, **fields)
+        self.vms.update(router.id, live.instance, **fields)
         with self._lock:
             live.serving = True
-        log.info("router %s: VM agent healthy on %s (%s)", router.id, vm.control_ip,
-                 fields.get("boot_seconds", "adopted"))
+        log.info("router %s: VM %d's agent healthy on %s (%s)", router.id, live.instance,
+                 vm.control_ip, fields.get("boot_seconds", "adopted"))
         self.reconciler.notify(router.id)
 
     def _nics_changed(self, router: Router, live: _Live, vm: RouterVm,
-                      dom: vpb.RouterVm) -> bool:
+                      dom: vpb.RouterVm, red: Redundancy | None) -> bool:
         """A network added to or removed from the router (VPC tiers) changes its
         NICs: hot-plugged into the running VM (``nic_plan``); True
         when the host cannot, and the VM was replaced by one with the new set."""
         if router.desired_generation == live.nics_generation:
             return False
         live.nics_generation = router.desired_generation
-        why = self.nics.tend(router, live, dom, list(self._spec(router, vm).nics))
+        why = self.nics.tend(router, live, dom, list(self._spec(router, vm, red,
+                                                                live.instance).nics))
         if not why:
             return False
-        self._deploy(router, live, vm, replacing=True, why=why)
+        self._deploy(router, live, vm, red, replacing=True, why=why)
         return True
 
-    def _watch(self, router: Router, live: _Live, status: apb.RouterStatus) -> None:
-        """What the reconciler's resync does for host agents, for this VM's agent."""
-        if status.router_id and status.applied_generation:
+    def _watch(self, router: Router, live: _Live, status: apb.RouterStatus,
+               red: Redundancy | None) -> None:
+        """What the reconciler's resync does for host agents, for this VM's
+        agent (a redundant router's instances are reported by the resync)."""
+        if status.router_id and status.applied_generation and red is None:
             self.reconciler.record_status(router.id, status)
         rejected = status.rejected_generation == router.desired_generation
         if (status.applied_generation < router.desired_generation and not rejected) \
@@ -473,7 +531,8 @@ class RouterVmBackend:
             self.reconciler.notify_later(router.id)
 
     def _connect(self, router_id: str, live: _Live, vm: RouterVm, token: str) -> None:
-        target = self.control.target(router_id, vm.control_ip, self.cfg.agent_port)
+        target = self.control.target(vm_key(router_id, live.instance), vm.control_ip,
+                                     self.cfg.agent_port)
         with self._lock:
             if live.channel is not None:
                 live.channel.close()
@@ -491,24 +550,32 @@ class RouterVmBackend:
             live.token, live.target, live.boot_id = token, target, ""
             live.serving = False
 
-    def _deploy(self, router: Router, live: _Live, vm: RouterVm, *, replacing: bool,
-                why: str) -> None:
+    def _deploy(self, router: Router, live: _Live, vm: RouterVm, red: Redundancy | None, *,
+                replacing: bool, why: str) -> None:
+        i = live.instance
         try:
-            host = self._place(vm)
-            spec = self._spec(router, vm)
+            # A redundant router's two VMs never share a host (a compute host
+            # holds one VM per router ID): instance 1 is placed once instance
+            # 0 is, each avoiding the other's host.
+            other = self.vms.get(router.id, 1 - i) if red is not None else None
+            if i == 1 and (other is None or not other.host):
+                return  # the next pass, once instance 0 has its host
+            host = self._place(vm, avoid=other.host if other is not None else "")
+            spec = self._spec(router, vm, red, i)
         except (LookupError, errors.NotFound) as e:
-            self.vms.update(router.id, state="failed", detail=str(e))
+            self.vms.update(router.id, i, state="failed", detail=str(e))
             return
         generation = vm.cred_generation + 1
-        token = derive_token(self.key, router.id, generation)
+        token = derive_token(self.key, vm_key(router.id, i), generation)
         spec.secret_oem_strings.append(f"cloudnet.token={token}")
         if replacing:
-            log.warning("router %s: replacing its VM: %s", router.id, why)
-            self.store.mark_router_unreachable(router.id, f"router VM replaced: {why}")
+            log.warning("router %s: replacing its VM %d: %s", router.id, i, why)
+            if red is None:  # a redundant router serves from its other VM meanwhile
+                self.store.mark_router_unreachable(router.id, f"router VM replaced: {why}")
         with self._lock:
             live.serving = False
         live.nics = None
-        self.vms.update(router.id, state="replacing" if replacing else "deploying",
+        self.vms.update(router.id, i, state="replacing" if replacing else "deploying",
                         detail=f"replacing: {why}" if replacing else "", host=host,
                         cred_generation=generation, token_sha256=token_hash(token),
                         replacements=vm.replacements + (1 if replacing else 0),
@@ -521,11 +588,11 @@ class RouterVmBackend:
         except (grpc.RpcError, LookupError) as e:
             msg = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.RpcError) else str(e)
             log.warning("router %s: cannot deploy its VM on %s: %s", router.id, host, msg)
-            self.vms.update(router.id, state="failed", detail=f"host {host}: {msg}")
+            self.vms.update(router.id, i, state="failed", detail=f"host {host}: {msg}")
             return
         self._connect(router.id, live, vm, token)
         live.host = host
-        self.vms.update(router.id, state="booting", defined_at=utcnow())
+        self.vms.update(router.id, i, state="booting", defined_at=utcnow())
 
     def _delete_vm(self, host: str, router_id: str) -> None:
         try:
@@ -534,9 +601,13 @@ class RouterVmBackend:
         except (grpc.RpcError, LookupError) as e:
             log.warning("router %s: deleting its VM on %s failed: %s", router_id, host, e)
 
-    def _spec(self, router: Router, vm: RouterVm) -> vpb.RouterVmSpec:
-        """NICs: control, then the config's interfaces (public, guests), by MAC."""
+    def _spec(self, router: Router, vm: RouterVm, red: Redundancy | None = None,
+              instance: int = 0) -> vpb.RouterVmSpec:
+        """NICs: control, then the config's interfaces (public, guests; a
+        redundant router's sync link; instance 1's MACs its own), by MAC."""
         config = build_router_config(self.store.router_snapshot(router.id))
+        if red is not None:
+            config = instance_config(config, red, instance)
         nics = config_nics(config, vm.control_mac, self.cfg.control_vlan)
         return vpb.RouterVmSpec(
             router_id=router.id, image=self.cfg.image, vcpus=self.cfg.vcpus,

@@ -10,19 +10,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
-import grpc
 import pytest
-from cloudnet.netmgr.v1 import hosts_pb2 as hpb
-from cloudnet.netmgr.v1 import hosts_pb2_grpc
 
 from aio import vm_backend
 from aio.allinone import AllInOne
 from tests.lib.allinone import Tenant, free_port, router_image_built
+from tests.lib.second_compute_host import SecondHost, host_state, wait_for
 from tests.lib.vm_routers import router, serving, wait_router
 
 pytestmark = pytest.mark.integration
@@ -45,69 +41,6 @@ def failover_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllInOn
         yield aio
     finally:
         aio.down()
-
-
-class SecondHost:
-    """A second compute agent (in this process, heartbeating) on its own OVS
-    bridge trunked to the cloud's fabric, offering the router image."""
-
-    def __init__(self, aio: AllInOne, state_dir: str) -> None:
-        from common.fabric.ovs import OvsFabric, connect_trunk
-        from compute.agent.heartbeat import Heartbeat
-        from compute.agent.netmgr_client import Netmgr
-        from compute.agent.server import create_server
-        from compute.agent.service import Compute
-        from compute.host import HostConfig
-
-        self.aio = aio
-        self.name = f"{aio.prefix}-c2"
-        self.fabric = OvsFabric(f"{aio.prefix}-c2")
-        self.fabric.setup()
-        self.trunk = (f"{aio.prefix}-c2t", f"{aio.prefix}-c2u")
-        connect_trunk(self.fabric, aio.fabric, *self.trunk)  # type: ignore[arg-type]
-        cfg = HostConfig(name=self.name, state_dir=state_dir, netmgr=aio.listen,
-                         admin_token=aio.admin_token, fabric_kind="ovs", fabric=self.fabric,
-                         images={"router": vm_backend.ROUTER_IMAGE_DIR}, address="",
-                         accel="qemu")
-        self.compute = Compute(cfg, Netmgr(aio.listen, aio.admin_token))
-        self.server, port = create_server(self.compute, "127.0.0.1:0")
-        self.server.start()
-        cfg.address = f"127.0.0.1:{port}"
-        self.stop = threading.Event()
-        beats = Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5)
-        beats.run(self.stop)
-
-    def domains(self) -> list[str]:
-        return list(self.compute.driver.domains())
-
-    def close(self) -> None:
-        from common.fabric.ovs import disconnect_trunk
-        from compute import libvirt_driver as lv
-
-        self.stop.set()
-        try:
-            for d in lv.Driver(f"{self.compute.cfg.domain_prefix}r-").domains():
-                lv.Driver(f"{self.compute.cfg.domain_prefix}r-").remove(d)
-            self.server.stop(grace=1).wait()
-            self.compute.netmgr.close()
-        finally:
-            disconnect_trunk(self.fabric, self.aio.fabric, *self.trunk)  # type: ignore[arg-type]
-            self.fabric.teardown()
-
-
-def host_state(aio: AllInOne, name: str) -> str:
-    with grpc.insecure_channel(aio.listen) as ch:
-        hosts = hosts_pb2_grpc.HostServiceStub(ch).ListHosts(
-            hpb.ListHostsRequest(), metadata=(("authorization", f"Bearer {aio.admin_token}"),),
-            timeout=10).hosts
-    return next((hpb.HostState.Name(h.state) for h in hosts if h.name == name), "")
-
-
-def wait_for(what: str, check: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_a_dead_compute_hosts_router_vm_is_made_again_on_a_live_host(

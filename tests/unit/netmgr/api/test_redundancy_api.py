@@ -144,7 +144,7 @@ def test_each_instance_gets_a_config_the_agent_accepts(
     assert (macs == {i.name: i.mac for i in single.interfaces}) == (instance == 0)
 
 
-def test_the_vm_backend_refuses_a_redundant_network_or_vpc_before_creating_it(
+def test_the_vm_backend_refuses_a_redundant_network_or_vpc_with_one_compute_host(
         cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
     from cloudnet.netmgr.v1 import vpc_pb2 as vpb
     from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
@@ -152,15 +152,40 @@ def test_the_vm_backend_refuses_a_redundant_network_or_vpc_before_creating_it(
     from netmgr.model.core import RouterBackend
 
     _, api = acme
-    cloud.store.redundancy.hosts = TWO_HOSTS
+    cloud.store.redundancy.hosts = TWO_HOSTS  # router agents do not count for VMs
+    cloud.store.redundancy.compute_hosts = lambda: ["c1"]
     cloud.store.default_backend = RouterBackend.VM
     before = cloud.row_counts()
     err = rpc_error(lambda: network(api, "web", "10.0.0.0/24", redundant=True))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert err.details().startswith("network.redundant: routers of the VM backend")
+    assert err.details() == (
+        "network.redundant: the zone has 1 live compute host(s) (c1); the two router VMs of "
+        "a redundant router need two compute hosts")
     vpcs = vrpc.VpcServiceStub(cloud.channel)
     err = rpc_error(lambda: vpcs.CreateVpc(vpb.CreateVpcRequest(vpc=vpb.Vpc(
         name="shop", cidr="10.40.0.0/16", redundant=True)), metadata=api.metadata, timeout=30))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert err.details().startswith("vpc.redundant: routers of the VM backend")
+    assert err.details().startswith("vpc.redundant: the zone has 1 live compute host(s)")
     assert cloud.row_counts() == before
+    # An existing VM router cannot be switched either.
+    web = network(api, "web", "10.0.0.0/24")
+    err = rpc_error(lambda: redundancy(cloud, api).SetRedundancy(
+        rpb.SetRedundancyRequest(network_id=web.id, redundant=True)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "two router VMs of a redundant router need two compute hosts" in err.details()
+    assert cloud.store.redundancy.get(web.router_id) is None
+
+
+def test_the_vm_backend_makes_a_network_redundant_on_two_compute_hosts(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    from netmgr.model.core import RouterBackend
+
+    _, api = acme
+    cloud.store.redundancy.compute_hosts = lambda: ["c1", "c2"]
+    cloud.store.default_backend = RouterBackend.VM
+    web = network(api, "web", "10.0.0.0/24", redundant=True)
+    red = cloud.store.redundancy.get(web.router_id)
+    assert red is not None
+    # Instance 1 goes to a compute host other than the router's own.
+    assert red.hosts[1] in ("c1", "c2")
+    assert red.hosts[1] != red.hosts[0]

@@ -121,3 +121,57 @@ def test_cli_router_console_names_a_netns_router(cloud, acme, capsys) -> None:
                    net.router_id])
     assert rc != 0
     assert "is not a VM" in capsys.readouterr().err
+
+
+def test_a_redundant_routers_second_vm_has_its_own_row_address_mac_and_host(tmp_path) -> None:
+    from netmgr.model.validation import NetworkSpec
+
+    store = Store(f"sqlite:///{tmp_path / 'db'}")
+    t = store.create_tenant("acme")
+    net = store.create_network(t.id, NetworkSpec(name="n", cidr="10.0.0.0/24"))
+    store.redundancy.set_redundancy(t.id, net.id, "", True, hosts=["local", "h2"])
+    vms = RouterVmStore(store.db, "10.250.0.0/28")
+    first, second = vms.ensure(net.router_id), vms.ensure(net.router_id, 1)
+    # Addresses and MACs unique across both instances.
+    assert first.control_ip != second.control_ip
+    assert first.control_mac != second.control_mac
+    assert vms.ensure(net.router_id, 1) == second
+    vms.update(net.router_id, 0, host="c1")
+    vms.update(net.router_id, 1, host="c2", state="active")
+    # Instance 1's host is the redundancy's peer host (Router.instances shows it).
+    red = store.redundancy.get(net.router_id)
+    assert red is not None
+    assert red.hosts == ("c1", "c2")
+    assert vms.count_by_host() == {"c1": 1, "c2": 1}
+    assert vms.get(net.router_id, 1).state == "active"  # type: ignore[union-attr]
+    assert vms.get(net.router_id).state == "deploying"  # type: ignore[union-attr]
+    # Made single: the second VM's row and its MAC's claim go.
+    gone = vms.drop_peer(net.router_id)
+    assert gone is not None
+    assert (gone.host, gone.control_ip) == ("c2", second.control_ip)
+    assert vms.get(net.router_id, 1) is None
+    assert vms.drop_peer(net.router_id) is None
+    again = vms.ensure(net.router_id, 1)
+    assert again.control_ip == second.control_ip  # the lowest free address again
+    store.close()
+
+
+def test_placement_never_puts_a_vm_on_the_other_instances_host() -> None:
+    from types import SimpleNamespace
+
+    from netmgr.reconcile.vm_backend.tender import RouterVmBackend, vm_key
+
+    hosts = [SimpleNamespace(name=n, role="compute", state="up") for n in ("c1", "c2")]
+    backend = SimpleNamespace(hosts=SimpleNamespace(list=lambda: hosts),
+                              vms=SimpleNamespace(count_by_host=lambda: {"c1": 0, "c2": 5}))
+    place = RouterVmBackend._place
+    vm = SimpleNamespace(host="")
+    assert place(backend, vm) == "c1"  # type: ignore[arg-type]  # the least loaded
+    assert place(backend, vm, avoid="c1") == "c2"  # type: ignore[arg-type]
+    # Its current host is kept, unless it is the other instance's.
+    assert place(backend, SimpleNamespace(host="c2")) == "c2"  # type: ignore[arg-type]
+    assert place(backend, SimpleNamespace(host="c2"), avoid="c2") == "c1"  # type: ignore[arg-type]
+    hosts[1].state = "down"
+    with pytest.raises(LookupError, match="other than c1"):
+        place(backend, vm, avoid="c1")  # type: ignore[arg-type]
+    assert (vm_key(RID, 0), vm_key(RID, 1)) == (RID, f"{RID}.1")
