@@ -80,7 +80,9 @@ class Lab:
         return Port(self.fabric.device_name(self.ns(g)), mac, (ip,), (), rules)
 
     def connect(self, port: int, wait: float) -> str:
-        assert self.prober is not None and self.prober.stdin and self.prober.stdout
+        assert self.prober is not None
+        assert self.prober.stdin is not None
+        assert self.prober.stdout is not None
         self.prober.stdin.write(f"{GUESTS['g2'][0]} {port} {wait}\n")
         self.prober.stdin.flush()
         return self.prober.stdout.readline().strip()
