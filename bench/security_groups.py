@@ -16,7 +16,11 @@ with ct()), two namespace guests, each against a baseline from the same run:
   to one port, and one port joining a remote group, each one nft transaction
   (or OpenFlow bundle) committed (goal <= 50 ms, flat). After each change a
   real flow checks that it is in force (not timed: the commit is what
-  enforces it). On OVS the ports beyond the two guests are flows for
+  enforces it). On OVS a change returns once the datapath's cached flows
+  follow it (a revalidation round after the bundle's commit, see
+  compute/ovs_datapath.py): that wait is part of the time measured, and
+  the check's SYN cannot meet a cached verdict of the flows before. On OVS
+  the ports beyond the two guests are flows for
   OpenFlow port numbers no interface has (the flows are what a change
   has to work through, not the interfaces).
 

@@ -38,6 +38,7 @@ from os_ken.ofproto import ofproto_v1_4 as ofp
 from os_ken.ofproto import ofproto_v1_4_parser as parser
 
 from common.fabric.base import FabricError
+from compute.ovs_datapath import Revalidation
 
 _DP = types.SimpleNamespace(ofproto=ofp, ofproto_parser=parser)
 _HEADER = struct.Struct("!BBHI")
@@ -276,6 +277,9 @@ class Connection:
         self._xid = itertools.count(1)
         self._lock = threading.Lock()
         self.connects = 0  # times a connection was opened (kept for tests and the bench)
+        # A committed bundle is in force once the datapath's cached flows
+        # follow it (compute.ovs_datapath).
+        self.datapath = Revalidation(timeout)
 
     # ------------------------------------------------------------ wire
 
@@ -346,15 +350,21 @@ class Connection:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self.datapath.close()
 
     # ------------------------------------------------------------ bundles
 
     def bundle(self, mods: Sequence[parser.OFPFlowMod]) -> None:
         """`mods` as one atomic, ordered bundle: all of them or none. A
         refusal of the switch is a SwitchError naming it; the bundle is then
-        discarded (the flows stay as they were)."""
+        discarded (the flows stay as they were). Returns once the datapath
+        follows the new flows (its cached flows revalidated)."""
         if not mods:
             return
+        self._commit(mods)
+        self.datapath.wait()
+
+    def _commit(self, mods: Sequence[parser.OFPFlowMod]) -> None:
         with self._lock:
             for attempt in (1, 2):
                 try:

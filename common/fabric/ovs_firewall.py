@@ -59,7 +59,9 @@ Flow = tuple[int, int, str]  # table, priority, match
 class FlowSender(Protocol):
     """Sends flow changes (``ovs-ofctl --bundle add-flows`` lines) to a
     bridge as one atomic bundle; raises FabricError if the switch refuses
-    any of them (then none is applied)."""
+    any of them (then none is applied). Returns once the datapath follows
+    them: OVS's datapath caches flows with the verdicts of the tables when
+    they were made, and revalidates them after a change asynchronously."""
 
     def send_lines(self, lines: Sequence[str]) -> None: ...
 
@@ -67,7 +69,10 @@ class FlowSender(Protocol):
 
 
 class OfctlSender:
-    """A FlowSender that forks ``ovs-ofctl --bundle`` per change."""
+    """A FlowSender that forks ``ovs-ofctl --bundle`` per change. It does
+    not wait for the datapath (``ovs-appctl revalidator/wait`` can sleep
+    seconds on a quiet bridge; compute.ovs_datapath wakes ovs-vswitchd
+    while it waits): for tools, not the agent."""
 
     def __init__(self, bridge: str) -> None:
         self.bridge = bridge

@@ -1,0 +1,128 @@
+"""Waiting until OVS's datapath follows the OpenFlow tables.
+
+A committed bundle changes ovs-vswitchd's OpenFlow tables at once, but its
+datapath (kernel or userspace) keeps a cache of flows, each made by
+translating some packet through the tables and holding the verdict of that
+moment; the revalidator threads bring them up to date after a change,
+asynchronously, and the commit's reply does not wait for them. Until they
+have, a packet that matches a cached flow gets the old verdict: a port that
+just joined a group has its SYN dropped by the cached flow of the last time
+it left, and one that just left still opens connections through the cached
+allow. A change is in force once a revalidation round that started after it
+is over: ``ovs-appctl revalidator/wait`` waits for the end of the round
+running or next, asked here on ovs-vswitchd's control socket, kept open
+(JSON-RPC, as ``ovs-appctl`` speaks it), not by forking ``ovs-appctl``. The
+change's commit wakes the revalidators, so the next round follows it; one
+already running when the change was committed may end before it saw the
+change (the answer then comes one round early). Asking twice would close
+that, but the second answer waits for the revalidators' periodic round (up
+to 500 ms): not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import select
+import socket
+import threading
+import time
+from typing import Any
+
+from common.fabric.base import FabricError
+
+
+def rundir() -> str:
+    return os.environ.get("OVS_RUNDIR", "/var/run/openvswitch")
+
+
+def control_socket() -> str:
+    """ovs-vswitchd's unixctl socket (``<rundir>/ovs-vswitchd.<pid>.ctl``)."""
+    try:
+        with open(os.path.join(rundir(), "ovs-vswitchd.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        raise FabricError(f"ovs-vswitchd: no pid file in {rundir()}: {e}") from e
+    return os.path.join(rundir(), f"ovs-vswitchd.{pid}.ctl")
+
+
+class Revalidation:
+    """A kept unixctl connection to ovs-vswitchd; `wait` returns once the
+    datapath's cached flows follow every change committed before the call.
+    Opened on first use and once again if ovs-vswitchd closed it (a restart:
+    a new pid, a new socket)."""
+
+    def __init__(self, timeout: float = 10, path: str | None = None) -> None:
+        self.timeout = timeout
+        self.path = path
+        self._sock: socket.socket | None = None
+        self._buf = ""
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _open(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path or control_socket())
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._buf = sock, ""
+        return sock
+
+    def _call(self, method: str) -> Any:
+        """`method`'s result. ovs-vswitchd answers revalidator/wait from its
+        main loop, which sleeps until something wakes it (up to seconds on
+        a quiet bridge) even when the round is over: while no answer has
+        come, every few ms a ``version`` request wakes it (its answers are
+        skipped)."""
+        sock = self._sock or self._open()
+        ident = next(self._ids)
+        sock.sendall(json.dumps({"method": method, "params": [], "id": ident}).encode())
+        decoder = json.JSONDecoder()
+        deadline = time.monotonic() + self.timeout
+        while True:
+            text = self._buf.lstrip()
+            reply = None
+            if text:
+                with contextlib.suppress(json.JSONDecodeError):
+                    reply, end = decoder.raw_decode(text)
+                    self._buf = text[end:]
+            if reply is not None:
+                if reply.get("id") != ident:
+                    continue
+                if reply.get("error") is not None:
+                    raise FabricError(f"ovs-vswitchd {method}: {str(reply['error'])[:200]}")
+                return reply.get("result")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer to {method}")
+            if not select.select([sock], [], [], 0.005)[0]:
+                sock.sendall(json.dumps({"method": "version", "params": [],
+                                         "id": next(self._ids)}).encode())
+                continue
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("ovs-vswitchd closed its control connection")
+            self._buf += data.decode()
+
+    def wait(self) -> None:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    self._call("revalidator/wait")
+                    return
+                except (ConnectionError, BrokenPipeError) as e:
+                    self.close()
+                    if attempt == 2:
+                        raise FabricError(f"ovs-vswitchd control socket: {e}") from e
+                except OSError as e:
+                    self.close()
+                    raise FabricError(f"ovs-vswitchd control socket: {e}") from e
