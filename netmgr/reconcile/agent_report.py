@@ -66,15 +66,11 @@ def record_report(store: ReconcilerStore, vpn: VpnStatusStore, router_id: str,
 
 def record_reports(store: ReconcilerStore, vpn: VpnStatusStore,
                    statuses: Sequence[tuple[str, pb.RouterStatus]]) -> None:
-    """Store everything an agent reported on these routers: the routers' own
-    status in one transaction, then each router's objects."""
-    store.record_router_statuses([RouterReport(
-        router_id, status.applied_generation,
-        tuple(ServiceHealth(s.name, s.healthy, s.detail, s.version) for s in status.services),
-        status.last_error,
-        port_errors(status), True,
-        {i: e for (_, i), e in object_errors(status, (KIND_DNS_RECORD,)).items()})
-        for router_id, status in statuses])
+    """Store everything an agent reported on these routers: each router's
+    objects first, then the routers' own status in one transaction. In that
+    order a client that waits for a router to read its generation applied,
+    then reads the router's objects, sees the ones the router refused ERROR
+    already, never ACTIVE for a moment."""
     for router_id, status in statuses:
         store.record_edge_status(router_id, object_errors(status, EDGE_KINDS),
                                  lb_health(status))
@@ -84,3 +80,10 @@ def record_reports(store: ReconcilerStore, vpn: VpnStatusStore,
             continue  # no VPN on this router: no write transaction
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         vpn.record_status(router_id, vpn_errors, vpn_sa_status(status, now))
+    store.record_router_statuses([RouterReport(
+        router_id, status.applied_generation,
+        tuple(ServiceHealth(s.name, s.healthy, s.detail, s.version) for s in status.services),
+        status.last_error,
+        port_errors(status), True,
+        {i: e for (_, i), e in object_errors(status, (KIND_DNS_RECORD,)).items()})
+        for router_id, status in statuses])
