@@ -27,8 +27,6 @@ import uuid
 from typing import Any
 
 import grpc
-from cloudnet.compute.v1 import router_vm_pb2 as vpb
-from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio import vm_backend
@@ -36,6 +34,7 @@ from aio.allinone import INET_HOST_IP, AllInOne
 from tests.lib.allinone import Tenant, free_port, router_image_built
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
+from tests.lib.vm_routers import master, pair_serving, router_vm_pid, wait_router
 
 TRIGGERS = ("vm",)
 SNAT_TCP_PORT, UDP_PORT = 7301, 7302
@@ -43,58 +42,23 @@ SETTLE = 1.0
 BOOT = 300.0  # two VMs booting at once under TCG on a loaded machine
 
 
-def _router(t: Tenant, router_id: str) -> pb.Router:
-    return t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=router_id))
-
-
-def _master(r: pb.Router) -> int | None:
-    got = [i.instance for i in r.instances if i.role == "MASTER"]
-    return got[0] if len(got) == 1 else None
-
-
-def _pair_serving(r: pb.Router) -> bool:
-    return (r.state == pb.ROUTER_STATE_ACTIVE and r.applied_generation >= r.desired_generation
-            and sorted(i.role for i in r.instances) == ["BACKUP", "MASTER"]
-            and all(i.healthy and i.reachable for i in r.instances))
-
-
-def _wait(t: Tenant, router_id: str, cond: Any, timeout: float) -> pb.Router:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = _router(t, router_id)
-        if cond(r):
-            return r
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"router {router_id}: {r.instances}")
-        time.sleep(0.1)
-
-
-def _qemu_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> int:
-    address = aio.compute_listen if host == vm_backend.host_name(aio.prefix) \
-        else second.compute.cfg.address
-    with grpc.insecure_channel(address) as ch:
-        vm = vrpc.RouterVmServiceStub(ch).GetRouterVm(
-            vpb.GetRouterVmRequest(router_id=router_id),
-            metadata=[("authorization", f"Bearer {aio.admin_token}")], timeout=10)
-    return int(vm.pid)
-
-
 def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
               port: pb.Port, guest: Any, first: bool) -> dict[str, Any]:
     """The master VM's QEMU killed; the backup takes over; the killed VM made
     again (a new QEMU on its host) and the pair with a master again."""
     if first:  # from the preferred instance as master (as the namespace bench)
-        r = _wait(t, net.router_id, lambda r: _pair_serving(r) and _master(r) == 0, BOOT)
+        r = wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0,
+                        BOOT, poll=0.1)
     else:
-        r = _wait(t, net.router_id, lambda r: _master(r) is not None, BOOT)
-    before = _master(r)
+        r = wait_router(t, net.router_id, lambda r: master(r) is not None, BOOT, poll=0.1)
+    before = master(r)
     assert before is not None
     host = {i.instance: i.host for i in r.instances}[before]
-    pid = _qemu_pid(aio, second, host, net.router_id)
+    pid = router_vm_pid(aio, second, host, net.router_id)
     time.sleep(SETTLE)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    _wait(t, net.router_id, lambda r: _master(r) == 1 - before, 120)
+    wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
     moved = time.monotonic() - t0
     lease_ok = guest.dhcp().ip == port.ip
     try:
@@ -106,7 +70,7 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
     # The killed VM made again on its host (a new QEMU), then a master.
     wait_for("the killed VM made again", lambda: _new_pid(aio, second, host, net.router_id,
                                                           pid), BOOT)
-    _wait(t, net.router_id, lambda r: _master(r) is not None, BOOT)
+    wait_router(t, net.router_id, lambda r: master(r) is not None, BOOT, poll=0.1)
     return {"t0": t0, "t1": t1, "killed": before, "moved_s": round(moved, 2),
             "replaced_in_s": round(time.monotonic() - t0, 1), "lease_kept": lease_ok,
             "new_connection": not fresh, "new_connection_error": fresh}
@@ -114,7 +78,7 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
 
 def _new_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str, old: int) -> bool:
     try:
-        return _qemu_pid(aio, second, host, router_id) not in (0, old)
+        return router_vm_pid(aio, second, host, router_id) not in (0, old)
     except grpc.RpcError:
         return False
 
@@ -148,7 +112,8 @@ def run(failovers: int, triggers: list[str]) -> dict[str, Any]:
         port = t.port(net.id, hostname="vm1")
         t0 = time.monotonic()
         try:
-            _wait(t, net.router_id, lambda r: _pair_serving(r) and _master(r) == 0, BOOT)
+            wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0,
+                        BOOT, poll=0.1)
         except TimeoutError as e:  # the JSON says so (a machine too loaded for TCG)
             out["aborted"] = f"the pair did not serve within {BOOT:.0f} s: {str(e)[:300]}"
             return out

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import time
 
+import grpc
+from cloudnet.compute.v1 import router_vm_pb2 as vpb
+from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
+from aio import vm_backend
+from aio.allinone import AllInOne
 from tests.lib.allinone import Tenant
+from tests.lib.second_compute_host import SecondHost
 
 BOOT = 240  # generous: TCG on a shared, loaded 2-core machine
 
@@ -16,7 +22,8 @@ def router(t: Tenant, router_id: str) -> pb.Router:
     return t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=router_id))
 
 
-def wait_router(t: Tenant, router_id: str, cond, timeout: float = BOOT) -> pb.Router:
+def wait_router(t: Tenant, router_id: str, cond, timeout: float = BOOT,
+                poll: float = 0.5) -> pb.Router:
     deadline = time.monotonic() + timeout
     while True:
         r = router(t, router_id)
@@ -24,9 +31,33 @@ def wait_router(t: Tenant, router_id: str, cond, timeout: float = BOOT) -> pb.Ro
             return r
         if time.monotonic() > deadline:
             raise TimeoutError(f"router {router_id}: {r}")
-        time.sleep(0.5)
+        time.sleep(poll)
 
 
 def serving(r: pb.Router) -> bool:
     return (r.vm_state == pb.ROUTER_VM_STATE_ACTIVE and r.state == pb.ROUTER_STATE_ACTIVE
             and r.applied_generation >= r.desired_generation)
+
+
+def master(r: pb.Router) -> int | None:
+    """The instance of a redundant router that is MASTER, if exactly one is."""
+    roles = [i.instance for i in r.instances if i.role == "MASTER"]
+    return roles[0] if len(roles) == 1 else None
+
+
+def pair_serving(r: pb.Router) -> bool:
+    """Both VMs of a redundant router serve the desired generation: one
+    MASTER, one BACKUP, both healthy and reachable."""
+    return serving(r) and sorted(i.role for i in r.instances) == ["BACKUP", "MASTER"] \
+        and all(i.healthy and i.reachable for i in r.instances)
+
+
+def router_vm_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> int:
+    """The QEMU PID of a router's VM on one of the two compute hosts (0: none)."""
+    address = aio.compute_listen if host == vm_backend.host_name(aio.prefix) \
+        else second.compute.cfg.address
+    with grpc.insecure_channel(address) as ch:
+        vm = vrpc.RouterVmServiceStub(ch).GetRouterVm(
+            vpb.GetRouterVmRequest(router_id=router_id),
+            metadata=[("authorization", f"Bearer {aio.admin_token}")], timeout=10)
+    return int(vm.pid)

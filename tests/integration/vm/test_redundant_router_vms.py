@@ -16,10 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 
-import grpc
 import pytest
-from cloudnet.compute.v1 import router_vm_pb2 as vpb
-from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio import vm_backend
@@ -27,7 +24,7 @@ from aio.allinone import INET_HOST_IP, AllInOne
 from tests.lib.allinone import Tenant, vm_cloud_down, vm_cloud_up
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
-from tests.lib.vm_routers import serving, wait_router
+from tests.lib.vm_routers import master, pair_serving, router_vm_pid, serving, wait_router
 
 pytestmark = pytest.mark.integration
 
@@ -56,29 +53,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AllInOne, S
 def instances(r: pb.Router) -> dict[int, tuple[str, str]]:
     """instance -> (host, role)."""
     return {i.instance: (i.host, i.role) for i in r.instances}
-
-
-def master(r: pb.Router) -> int | None:
-    roles = [i.instance for i in r.instances if i.role == "MASTER"]
-    return roles[0] if len(roles) == 1 else None
-
-
-def pair_serving(r: pb.Router) -> bool:
-    """Both VMs serve the desired generation: one MASTER, one BACKUP."""
-    got = instances(r)
-    return serving(r) and sorted(role for _, role in got.values()) == ["BACKUP", "MASTER"] \
-        and all(i.healthy and i.reachable for i in r.instances)
-
-
-def vm_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> int:
-    address = aio.compute_listen if host == vm_backend.host_name(aio.prefix) \
-        else second.compute.cfg.address
-    with grpc.insecure_channel(address) as ch:
-        vm = vrpc.RouterVmServiceStub(ch).GetRouterVm(
-            vpb.GetRouterVmRequest(router_id=router_id),
-            metadata=[("authorization", f"Bearer {aio.admin_token}")], timeout=10)
-    assert vm.pid > 0
-    return int(vm.pid)
 
 
 def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_killed_master(
@@ -112,7 +86,9 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
         assert before is not None
         dead_host, _ = instances(r)[before]
         other_host, _ = instances(r)[1 - before]
-        os.kill(vm_pid(aio, second, dead_host, net.router_id), signal.SIGKILL)
+        pid = router_vm_pid(aio, second, dead_host, net.router_id)
+        assert pid > 0
+        os.kill(pid, signal.SIGKILL)
 
         # The backup VM takes over: the guest keeps its lease, new
         # connections work, the stream went on through the failover.
