@@ -38,7 +38,7 @@ from os_ken.ofproto import ofproto_v1_4 as ofp
 from os_ken.ofproto import ofproto_v1_4_parser as parser
 
 from common.fabric.base import FabricError
-from compute.ovs_datapath import Revalidation
+from compute.ovs_datapath import Revalidation, once_more_after_hangup
 
 _DP = types.SimpleNamespace(ofproto=ofp, ofproto_parser=parser)
 _HEADER = struct.Struct("!BBHI")
@@ -365,26 +365,17 @@ class Connection:
         self.datapath.wait()
 
     def _commit(self, mods: Sequence[parser.OFPFlowMod]) -> None:
+        def send() -> None:
+            if self._sock is None:
+                self._open()
+            else:
+                self._drain()
+            self._bundle(mods)
+
+        # After a hang-up the bundle was not committed, or was and sending it
+        # again changes nothing (adds and strict deletes are idempotent).
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._sock is None:
-                        self._open()
-                    else:
-                        self._drain()
-                    self._bundle(mods)
-                    return
-                except (ConnectionError, BrokenPipeError) as e:
-                    # The switch hung up (restarted, or closed an idle
-                    # connection): the bundle was not committed, or was and
-                    # sending it again changes nothing (adds and strict
-                    # deletes are idempotent).
-                    self.close()
-                    if attempt == 2:
-                        raise FabricError(f"openflow to {self.bridge}: {e}") from e
-                except OSError as e:
-                    self.close()
-                    raise FabricError(f"openflow to {self.bridge}: {e}") from e
+            once_more_after_hangup(send, self.close, f"openflow to {self.bridge}")
 
     def _bundle(self, mods: Sequence[parser.OFPFlowMod]) -> None:
         sock = self._sock

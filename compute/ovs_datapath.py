@@ -29,9 +29,29 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from common.fabric.base import FabricError
+
+
+def once_more_after_hangup(op: Callable[[], None], close: Callable[[], None],
+                           what: str) -> None:
+    """Run ``op`` on a kept connection to ovs-vswitchd; if it hung up
+    (restarted, or closed an idle connection), close it and try once more on
+    a new one (``op`` opens it). Every other error, or a second hang-up, is
+    the fabric's error naming ``what``."""
+    for attempt in (1, 2):
+        try:
+            op()
+            return
+        except (ConnectionError, BrokenPipeError) as e:
+            close()
+            if attempt == 2:
+                raise FabricError(f"{what}: {e}") from e
+        except OSError as e:
+            close()
+            raise FabricError(f"{what}: {e}") from e
 
 
 def rundir() -> str:
@@ -115,14 +135,5 @@ class Revalidation:
 
     def wait(self) -> None:
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    self._call("revalidator/wait")
-                    return
-                except (ConnectionError, BrokenPipeError) as e:
-                    self.close()
-                    if attempt == 2:
-                        raise FabricError(f"ovs-vswitchd control socket: {e}") from e
-                except OSError as e:
-                    self.close()
-                    raise FabricError(f"ovs-vswitchd control socket: {e}") from e
+            once_more_after_hangup(lambda: self._call("revalidator/wait"), self.close,
+                                   "ovs-vswitchd control socket")
