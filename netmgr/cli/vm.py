@@ -118,16 +118,26 @@ def _guest_metadata(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def router_leases(ctx: Context, vm: cpb.Vm) -> dict[str, str] | None:
-    """MAC -> IP of the DHCP leases the routers of the VM's networks hold;
-    None when the caller cannot read one (not its router, no agent yet)."""
+def network_routers(ctx: Context, vm: cpb.Vm) -> list[str] | None:
+    """The routers of the VM's networks; None when the caller cannot read one."""
+    try:
+        return [ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=network_id),
+                                               timeout=10).router_id
+                for network_id in sorted({n.network_id for n in vm.nics})]
+    except grpc.RpcError:
+        return None
+
+
+def router_leases(ctx: Context, router_ids: list[str] | None) -> dict[str, str] | None:
+    """MAC -> IP of the DHCP leases these routers hold; None when the caller
+    cannot read one (not its router, no agent yet)."""
+    if router_ids is None:
+        return None
     leases: dict[str, str] = {}
     try:
-        for network_id in sorted({n.network_id for n in vm.nics}):
-            net = ctx.client.networks.GetNetwork(pb.GetNetworkRequest(id=network_id),
-                                                 timeout=10)
+        for router_id in router_ids:
             shown = ctx.client.debug.Show(dpb.ShowRequest(
-                router_id=net.router_id, kind=dpb.SHOW_KIND_LEASES), timeout=10)
+                router_id=router_id, kind=dpb.SHOW_KIND_LEASES), timeout=10)
             leases.update((lease.mac.lower(), lease.ip) for lease in shown.leases)
     except grpc.RpcError:
         return None
@@ -142,11 +152,12 @@ def _wait_booted(ctx: Context, stub: crpc.ComputeServiceStub, vm: cpb.Vm,
     log = b""
     tty = ctx.err.isatty()
     tick = 0
+    routers = network_routers(ctx, vm)  # a network's router does not change
     while True:
         chunk = _call(ctx, stub.GetConsoleLog, cpb.GetConsoleLogRequest(
             id=vm.id, offset=len(log)), timeout=10)
         log += chunk.data
-        leased = _leased_nics(vm, router_leases(ctx, vm), log)
+        leased = _leased_nics(vm, router_leases(ctx, routers), log)
         elapsed = time.monotonic() - start
         phase = ("kernel" if not log else f"DHCP {len(leased)}/{len(vm.nics)}")
         line = f"{SPINNER[tick % 4]} booting {vm.name}: {phase} ({elapsed:.0f}s)"
