@@ -42,7 +42,8 @@ if [ -z "${CLOUDNET_TEST_PG_URL:-}" ]; then
   fi
 fi
 set +e
-"$PY" -m pytest -p no:cacheprovider "$@"
+# The slowest tests are listed at the end, to keep the suite's time in view.
+"$PY" -m pytest -p no:cacheprovider --durations=30 "$@"
 rc=$?
 set -e
 # pytest's "no tests ran" (5) is a failure too.
