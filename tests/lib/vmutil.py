@@ -56,7 +56,7 @@ class VmTenant:
             log = self.console(vm, host)
             leases = [tuple(x.decode() for x in m) for m in LEASE_RE.findall(log)]
             if len(leases) >= count and b"CLOUDNET-READY" in log:
-                return leases  # type: ignore[return-value]
+                return leases
             if time.monotonic() > deadline:
                 raise TimeoutError(f"vm {vm.name}: no lease; console:\n{log.decode()[-2000:]}")
             time.sleep(0.5)
