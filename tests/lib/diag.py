@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Protocol
 
 import grpc
 from cloudnet.netmgr.v1 import debug_pb2_grpc
 from cloudnet.router.v1 import diag_pb2 as dpb
+
+
+class TraceStream(Iterator[dpb.TraceEvent], Protocol):
+    """A server stream as gRPC returns it: iterated, and cancelled by the reader."""
+
+    def cancel(self) -> bool: ...
 
 
 class Debug:
@@ -17,7 +24,7 @@ class Debug:
         self.api = tenant.api
         self.stub = debug_pb2_grpc.DebugServiceStub(tenant.api.channel)
 
-    def show(self, router_id: str, kind: int, **kw) -> dpb.ShowResponse:
+    def show(self, router_id: str, kind: dpb.ShowKind.ValueType, **kw) -> dpb.ShowResponse:
         return self.api.call(self.stub.Show, dpb.ShowRequest(router_id=router_id, kind=kind, **kw))
 
     def probe(self, router_id: str, timeout: float = 60, **kw) -> dpb.ProbeResult:
@@ -27,7 +34,7 @@ class Debug:
     def capture(self, req: dpb.CaptureRequest, timeout: float = 60) -> Iterator[dpb.CaptureChunk]:
         return self.stub.Capture(req, metadata=self.api.metadata, timeout=timeout)
 
-    def trace(self, req: dpb.TraceRequest, timeout: float = 60) -> Iterator[dpb.TraceEvent]:
+    def trace(self, req: dpb.TraceRequest, timeout: float = 60) -> TraceStream:
         return self.stub.Trace(req, metadata=self.api.metadata, timeout=timeout)
 
 

@@ -48,11 +48,13 @@ def string_paths(desc: Descriptor, prefix: str = "", seen: frozenset[str] = froz
         path = prefix + f.name
         if f.type == FieldDescriptor.TYPE_STRING:
             out.append(path + ("[0]" if f.is_repeated else ""))
-        elif (f.type == FieldDescriptor.TYPE_MESSAGE
-              and not f.message_type.full_name.startswith("google.")
-              and f.message_type.full_name not in seen):
+        elif f.type == FieldDescriptor.TYPE_MESSAGE:
+            msg = f.message_type
+            assert msg is not None  # a message field always names its type
+            if msg.full_name.startswith("google.") or msg.full_name in seen:
+                continue
             sub = path + ("[0]" if f.is_repeated else "")
-            out += string_paths(f.message_type, sub + ".", seen | {f.message_type.full_name})
+            out += string_paths(msg, sub + ".", seen | {msg.full_name})
     return out
 
 
@@ -61,9 +63,11 @@ def float_paths(desc: Descriptor, prefix: str = "") -> list[str]:
     for f in desc.fields:
         if f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
             out.append(prefix + f.name)
-        elif f.type == FieldDescriptor.TYPE_MESSAGE and not f.is_repeated \
-                and not f.message_type.full_name.startswith("google."):
-            out += float_paths(f.message_type, prefix + f.name + ".")
+        elif f.type == FieldDescriptor.TYPE_MESSAGE and not f.is_repeated:
+            msg = f.message_type
+            assert msg is not None  # a message field always names its type
+            if not msg.full_name.startswith("google."):
+                out += float_paths(msg, prefix + f.name + ".")
     return out
 
 
