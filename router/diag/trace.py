@@ -306,6 +306,38 @@ def check_request(req: pb.TraceRequest) -> tuple[str, float, int]:
     return match, seconds, packets
 
 
+class PacketWindow:
+    """Which packets a trace follows, and when it may end: ``packets``
+    packets, then ``quiet`` seconds after the last event of any of them.
+    The kernel emits a packet's trace events as it goes, but ``nft monitor``
+    (starved in an emulated router VM) may print them with pauses, so the
+    end is counted from the last event seen, not from the packet's first."""
+
+    def __init__(self, packets: int, quiet: float) -> None:
+        self.packets = packets
+        self.quiet = quiet
+        self._ours: set[str] = set()
+        self._last = 0.0
+
+    def admit(self, packet_id: str, now: float) -> bool:
+        """Is this event's packet one the trace follows? (It takes the
+        packet on while fewer than ``packets`` are followed.)"""
+        if packet_id not in self._ours:
+            if len(self._ours) >= self.packets:
+                return False
+            self._ours.add(packet_id)
+        self._last = now
+        return True
+
+    def follows(self, packet_id: str) -> bool:
+        return packet_id in self._ours
+
+    def ends_at(self, deadline: float) -> float:
+        if len(self._ours) < self.packets:
+            return deadline
+        return min(deadline, self._last + self.quiet)
+
+
 def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
           ) -> Iterator[pb.TraceEvent]:
     match, seconds, packets = check_request(req)
@@ -352,11 +384,10 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
                 break
         yield pb.TraceEvent(ready=True)
         deadline = time.monotonic() + seconds
-        ours: set[str] = set()
-        done_at = 0.0
+        window = PacketWindow(packets, quiet=0.5)
         while not cancelled.is_set():
             now = time.monotonic()
-            end = min(deadline, done_at) if done_at else deadline
+            end = window.ends_at(deadline)
             if now >= end:
                 break
             try:
@@ -369,14 +400,10 @@ def trace(netns: str, req: pb.TraceRequest, cancelled: threading.Event
             if ev is None:
                 continue
             if ev.table == f"inet {name}":
-                if ev.packet_id not in ours:
-                    if len(ours) >= packets:
-                        continue
-                    ours.add(ev.packet_id)
-                    if len(ours) >= packets:
-                        done_at = time.monotonic() + 0.5  # let the last packet finish
+                window.admit(ev.packet_id, time.monotonic())
                 continue  # our own marking rule is noise to the user
-            if ev.packet_id in ours:
+            if window.follows(ev.packet_id):
+                window.admit(ev.packet_id, time.monotonic())
                 yield ev
     except queue.Empty:
         raise RuntimeError("nft monitor did not start in time") from None

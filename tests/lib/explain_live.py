@@ -120,12 +120,14 @@ def send_traced(dbg: Debug, router_id: str, ns: str, src_ip: str, proto: str, ds
     assert bg.items, bg.error
     assert bg.items[0].ready, bg.error
     answered = client(ns, proto, dst, port)
-    # The agent ends the stream half a second after the traced packet; a
-    # packet the router never saw leaves the stream open: cut it short.
+    # The agent ends the stream half a second after the traced packet's last
+    # event (bounded by max_seconds): wait for that end, however slowly a
+    # starved router VM prints the events. A packet the router never saw
+    # leaves the stream open: cut it short.
     deadline = time.monotonic() + UNSEEN_SECONDS
     while bg.thread.is_alive() and time.monotonic() < deadline:
         if len(bg.items) > 1:
-            bg.thread.join(2)
+            bg.thread.join(req.max_seconds + 10)
             break
         time.sleep(0.05)
     if bg.thread.is_alive():

@@ -176,3 +176,28 @@ def test_element_lookup_with_icmp_names_and_address_ranges():
         "cn:firewall:unreach", "")
     assert els.match("inet cloudnet", rule, packet(
         "192.0.2.1", "icmp type echo-reply icmp code 0")) is None
+
+
+def test_a_trace_ends_only_after_its_last_packets_events_stop_arriving():
+    """`nft monitor` in a starved router VM prints one packet's events with
+    pauses: the trace must not end half a second after the packet's first
+    event while its later events (the forward hook's drop) are still coming."""
+    window = trace.PacketWindow(packets=1, quiet=0.5)
+    assert window.admit("p1", now=10.0)  # our marking rule: the packet is ours
+    assert window.ends_at(deadline=20.0) == pytest.approx(10.5)
+    assert window.admit("p1", now=10.4)  # edge_ingress
+    assert window.admit("p1", now=10.8)  # forward, 0.8 s after the first event
+    assert window.ends_at(deadline=20.0) == pytest.approx(11.3)
+    assert not window.admit("p2", now=10.9)  # past max_packets: not traced
+    assert window.ends_at(deadline=20.0) == pytest.approx(11.3)
+    assert window.ends_at(deadline=11.0) == 11.0  # max_seconds still bounds it
+
+
+def test_a_trace_window_stays_open_until_enough_packets():
+    window = trace.PacketWindow(packets=2, quiet=0.5)
+    assert window.ends_at(deadline=20.0) == 20.0
+    assert window.admit("p1", now=10.0)
+    assert window.ends_at(deadline=20.0) == 20.0  # a second packet may come
+    assert window.admit("p2", now=12.0)
+    assert window.admit("p1", now=12.1)  # a late line of the first packet is still its
+    assert window.ends_at(deadline=20.0) == pytest.approx(12.6)
