@@ -61,6 +61,8 @@ MAX_BACKOFF = 10.0
 # other) coalesce into one config build, one push and one apply at the agent
 # instead of one each. A change to a quiet router is pushed at once.
 PUSH_SPACING = 0.25
+# A push done this long after it was due is logged (waits for a worker, slow agents).
+SLOW_PUSH = 1.0
 
 
 class FilterChanges(Protocol):
@@ -136,6 +138,8 @@ class Reconciler:
         # router id -> earliest time of the next attempt
         self._due: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
+        # router id -> when the push now running was due (for the slow-push log)
+        self._was_due: dict[str, float] = {}
         self._in_flight: set[str] = set()
         # When each router's last push recorded its status: a resync must not
         # overwrite that with a status it fetched earlier.
@@ -209,7 +213,8 @@ class Reconciler:
         with self._lock:
             # Spaced from its last push (a burst's changes coalesce); never
             # later than a time already due.
-            at = self._push_ended.get(router_id, 0.0) + self._push_spacing
+            at = max(time.monotonic(),
+                     self._push_ended.get(router_id, 0.0) + self._push_spacing)
             self._due[router_id] = min(self._due.get(router_id, at), at)
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
@@ -327,7 +332,7 @@ class Reconciler:
                 now = time.monotonic()
                 ready = [r for r, t in self._due.items() if t <= now and r not in self._in_flight]
                 for r in ready:
-                    del self._due[r]
+                    self._was_due[r] = self._due.pop(r)
                     self._in_flight.add(r)
                 dropped = [r for r in ready if self._leases.epoch(r) is None]
                 for r in dropped:  # another replica's now
@@ -344,13 +349,19 @@ class Reconciler:
 
     def _push_guarded(self, router_id: str) -> None:
         ok = False
+        began = time.monotonic()
         try:
             ok = self._push(router_id)
         except Exception:  # a bug must not kill the worker; retry later
             log.exception("router %s: push failed", router_id)
         with self._lock:
             self._in_flight.discard(router_id)
-            self._push_ended[router_id] = time.monotonic()
+            ended = self._push_ended[router_id] = time.monotonic()
+            due = self._was_due.pop(router_id, began)
+            if ended - due > SLOW_PUSH:  # queued behind other pushes, or a slow agent
+                log.info("router %s: push %s %.2f s after it was due (%.2f s waiting for a "
+                         "worker, %.2f s pushing)", router_id, "done" if ok else "failed",
+                         ended - due, began - due, ended - began)
             if ok:
                 self._backoff.pop(router_id, None)
             elif router_id not in self._due:
@@ -521,17 +532,23 @@ class Reconciler:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
         routers = self._store.list_routers_all()
+        # The leases as they are now, for the whole pass: a shard gained while
+        # the agents are asked must not make its routers look like copies the
+        # model placed elsewhere (they would be deleted on their own host). A
+        # gain triggers another resync, which covers them.
+        mine = {r.id: epoch for r in routers
+                if (epoch := self._leases.epoch(r.id)) is not None}
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
             if r.backend == "vm":
                 continue  # its own agent target, watched by the VM backend
-            if self._leases.epoch(r.id) is None:
+            if r.id not in mine:
                 continue  # another replica's
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
         # A redundant router's instances: (router, host) -> instance.
         instances: dict[tuple[str, str], int] = {}
         reds = [red for red in (self.redundant.store.all() if self.redundant is not None else [])
-                if self._leases.epoch(red.router_id) is not None]
+                if red.router_id in mine]
         desired = {r.id: r.desired_generation for r in routers}
         seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
         vm_reds = [red for red in reds if self._vm_router(red.router_id)]
@@ -549,6 +566,9 @@ class Reconciler:
                 reply = self._stub(host).ListRouterStatus(
                     pb.ListRouterStatusRequest(), timeout=STATUS_TIMEOUT
                 )
+                took = time.monotonic() - fetched_at
+                if took > SLOW_PUSH:
+                    log.info("agent on %s: its routers' status took %.2f s", host, took)
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
                 # A redundant router's instance 1 down: it serves from instance 0.
@@ -590,14 +610,14 @@ class Reconciler:
                 if secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
-                epoch = self._leases.epoch(router_id)
-                if epoch is None:
-                    continue  # another replica's
                 if router_id in desired:
+                    epoch = mine.get(router_id)
+                    if epoch is None:
+                        continue  # another replica's (when this pass began)
                     # A copy where the router is not (any more): it moved while
                     # this host was away, or it is no longer redundant.
                     self._remove_stale(host, router_id, epoch)
-                else:
+                elif self._leases.epoch(router_id) is not None:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
         if self.redundant is not None and seen:
             self.redundant.arbitrate(seen)
@@ -639,6 +659,13 @@ class Reconciler:
         return got
 
     def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
+        try:
+            placed, _, backend = self._store.router_head(router_id)
+        except errors.NotFound:
+            placed, backend = "", ""
+        if placed == host and backend != RouterBackend.VM and not (
+                self.redundant is not None and self.redundant.get(router_id) is not None):
+            return  # moved here while this resync ran: the copy is the right one
         if not self._leases.confirm():
             return
         try:

@@ -137,6 +137,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         self.fail_next = 0
         self.fence_next = 0
         self.reject = False
+        self.on_list: Callable[[], None] = lambda: None  # runs in each ListRouterStatus
         self.lock = threading.Lock()
 
     def ApplyConfig(self, request: pb.ApplyConfigRequest,
@@ -164,6 +165,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
 
     def ListRouterStatus(self, request: pb.ListRouterStatusRequest,
                          context: grpc.ServicerContext) -> pb.ListRouterStatusResponse:
+        self.on_list()
         with self.lock:
             return pb.ListRouterStatusResponse(routers=list(self.held.values()),
                                                agent_id="a", boot_id=self.boot_id)
@@ -460,3 +462,64 @@ def test_a_fenced_push_is_retried_not_marked_unreachable(
     eventually(lambda: (rid, 1) in agent.applied)
     assert len(agent.attempts) >= 3
     assert rid not in store.ever_unreachable
+
+
+def test_a_shard_gained_during_a_resync_never_removes_its_routers(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """A resync reads the model, then asks the agents: a shard taken over in
+    between must not make its routers look like stale copies on their own
+    host (they were deleted there, and made again seconds later)."""
+    theirs = store.add()
+    agent.held[theirs] = pb.RouterStatus(router_id=theirs, applied_generation=1)
+    leases = SomeLeases({})
+
+    def gain() -> None:  # the lease taken while the agents are asked
+        leases.epochs[theirs] = 8
+
+    agent.on_list = gain
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    try:
+        r.resync()
+        assert agent.deleted == []
+        assert theirs in agent.held
+        # The next resync, with the shard held all along, finds it current.
+        r.resync()
+        assert agent.deleted == []
+    finally:
+        r.stop()
+
+
+def test_a_copy_on_a_host_the_model_does_not_place_it_on_is_removed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """The sweep still removes a router from a host it moved away from."""
+    rid = store.add()
+    store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
+                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
+    try:
+        r.resync()
+        assert rid in agent.deleted
+    finally:
+        r.stop()
+
+
+def test_a_router_moved_here_during_a_resync_is_not_removed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """The model placed it elsewhere when the resync read it, then moved it
+    here (its host died) and it was pushed here: that copy is the right one."""
+    rid = store.add()
+    store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+
+    def move_here() -> None:
+        store.routers[rid] = dataclasses.replace(store.routers[rid], host="local")
+
+    agent.on_list = move_here
+    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
+                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
+    try:
+        r.resync()
+        assert agent.deleted == []
+    finally:
+        r.stop()
