@@ -63,6 +63,9 @@ MAX_BACKOFF = 10.0
 PUSH_SPACING = 0.25
 # A push done this long after it was due is logged (waits for a worker, slow agents).
 SLOW_PUSH = 1.0
+# A resync records a router's report only when it differs from the last one
+# this replica recorded, or that one is older than this (a safety net).
+REPORT_REFRESH = 30.0
 
 
 class FilterChanges(Protocol):
@@ -140,6 +143,8 @@ class Reconciler:
         self._backoff: dict[str, float] = {}
         # router id -> when the push now running was due (for the slow-push log)
         self._was_due: dict[str, float] = {}
+        # router id -> (the report this replica last recorded, serialised; when)
+        self._recorded: dict[str, tuple[bytes, float]] = {}
         self._in_flight: set[str] = set()
         # When each router's last push recorded its status: a resync must not
         # overwrite that with a status it fetched earlier.
@@ -180,6 +185,8 @@ class Reconciler:
         """Leases taken over: compare their routers' agents with the store now."""
         log.info("%d shards gained: resyncing", len(shards))
         with self._lock:
+            # Another replica recorded their reports until now.
+            self._recorded.clear()
             self._resync_now = True
             self._wake.notify_all()
 
@@ -409,7 +416,7 @@ class Reconciler:
             try:
                 stub = self._stub(router.host)
             except LookupError as e:
-                self._store.mark_router_unreachable(router_id, str(e))
+                self._mark_unreachable([router_id], str(e))
                 return False
         with self._lock:
             restart = router_id in self._restarts
@@ -434,7 +441,7 @@ class Reconciler:
                 return False
             msg = f"agent on {router.host} unreachable: {e.code().name}: {e.details()}"
             log.warning("router %s: %s", router_id, msg)
-            self._store.mark_router_unreachable(router_id, msg)
+            self._mark_unreachable([router_id], msg)
             return False
         self._record(router_id, reply.status)
         with self._lock:
@@ -469,8 +476,8 @@ class Reconciler:
                 prepare=lambda i, cfg: vm.nics.before_push(router_id, cfg, i),
                 after=lambda i, cfg, st: vm.nics.after_push(router_id, cfg, st, i))
         if not statuses:
-            self._store.mark_router_unreachable(
-                router_id, f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
+            self._mark_unreachable(
+                [router_id], f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
             return False
         # The router's status: the preferred instance's when it answered.
         status = dict(statuses).get(red.preferred, statuses[0][1])
@@ -489,6 +496,33 @@ class Reconciler:
 
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
         record_report(self._store, self._vpn, router_id, status)
+        self._remember([(router_id, status)])
+
+    def _remember(self, reports: Sequence[tuple[str, pb.RouterStatus]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for router_id, status in reports:
+                self._recorded[router_id] = (status.SerializeToString(deterministic=True), now)
+
+    def _mark_unreachable(self, router_ids: Sequence[str], error: str) -> None:
+        """Shown on each router; the next report of each is recorded whatever
+        it says (it differs from what is stored now)."""
+        self._store.mark_routers_unreachable(router_ids, error)
+        with self._lock:
+            for router_id in router_ids:
+                self._recorded.pop(router_id, None)
+
+    def _unrecorded(self, reports: Sequence[tuple[str, pb.RouterStatus]]
+                    ) -> list[tuple[str, pb.RouterStatus]]:
+        """The reports that differ from what this replica last recorded for
+        the router (or recorded long ago): a resync every 2 s of routers that
+        changed nothing costs no database work."""
+        now = time.monotonic()
+        with self._lock:
+            last = {r: self._recorded.get(r) for r, _ in reports}
+        return [(r, st) for r, st in reports
+                if (seen := last[r]) is None or now - seen[1] > REPORT_REFRESH
+                or seen[0] != st.SerializeToString(deterministic=True)]
 
     def _delete_everywhere(self, router_id: str, epoch: int) -> bool:
         ok = True
@@ -572,7 +606,7 @@ class Reconciler:
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
                 # A redundant router's instance 1 down: it serves from instance 0.
-                self._store.mark_routers_unreachable(
+                self._mark_unreachable(
                     [r for r in wanted if instances.get((r, host)) != 1], msg)
                 for router_id in wanted:
                     instance = instances.get((router_id, host))
@@ -590,10 +624,12 @@ class Reconciler:
             # The router's own status: instance 0's for a redundant router
             # (instance 1's is its own, below). Recorded together: one
             # transaction for the host's routers.
-            record_reports(self._store, self._vpn, [
+            changed = self._unrecorded([
                 (router_id, held[router_id]) for router_id in wanted
                 if router_id in held and instances.get((router_id, host)) != 1
                 and not self._pushed_since(router_id, fetched_at)])
+            record_reports(self._store, self._vpn, changed)
+            self._remember(changed)
             for router_id, generation in wanted.items():
                 status = held.get(router_id)
                 instance = instances.get((router_id, host))

@@ -51,6 +51,7 @@ class MemoryStore:
         self.ever_unreachable: list[str] = []  # every router ever marked, in order
         self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
         self.delta_applied: dict[str, int] = {}
+        self.recorded: list[str] = []  # every report recorded, in order
 
     def add(self, generation: int = 1) -> str:
         rid, nid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -99,6 +100,7 @@ class MemoryStore:
         self.unreachable.pop(router_id, None)
 
     def record_router_statuses(self, reports: Sequence[RouterReport]) -> None:
+        self.recorded.extend(r.router_id for r in reports)
         for r in reports:
             self.record_router_status(r.router_id, applied_generation=r.applied_generation,
                                       services=r.services, last_error=r.last_error,
@@ -521,5 +523,35 @@ def test_a_router_moved_here_during_a_resync_is_not_removed(
     try:
         r.resync()
         assert agent.deleted == []
+    finally:
+        r.stop()
+
+
+def test_a_resync_records_only_reports_that_changed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """Every resync asks every agent: a report that repeats what this replica
+    recorded last costs no write; a changed one, one after the router was
+    marked unreachable, or after shards were taken over, is recorded."""
+    rid = store.add()
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    leases = SomeLeases({rid: 1})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=60, leases=leases)
+    try:
+        r.resync()
+        assert store.recorded == [rid]
+        r.resync()
+        assert store.recorded == [rid], "the same report again: nothing written"
+        agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1,
+                                          last_error="dnsmasq: exited")
+        r.resync()
+        assert store.recorded == [rid, rid]
+        assert store.status[rid]["error"] == "dnsmasq: exited"
+        r._mark_unreachable([rid], "agent on local unreachable")
+        r.resync()
+        assert store.recorded == [rid, rid, rid]
+        assert rid not in store.unreachable
+        r._shards_gained({1})  # another replica may have recorded since
+        r.resync()
+        assert store.recorded == [rid, rid, rid, rid]
     finally:
         r.stop()
