@@ -106,7 +106,7 @@ class RedundancyStore:
                               .where(RouterRedundancyRow.router_id == router_id)).first()
             return _model(found[0], found[1]) if found is not None else None
 
-        return self._db.read(tx)
+        return self._db.read_statement(tx)
 
     def of(self, tenant_id: str, network_id: str, vpc_id: str) -> tuple[str, Redundancy | None]:
         """(router ID, its redundancy) of a tenant's network or VPC."""
