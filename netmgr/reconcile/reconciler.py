@@ -344,6 +344,7 @@ class Reconciler:
                 dropped = [r for r in ready if self._leases.epoch(r) is None]
                 for r in dropped:  # another replica's now
                     self._in_flight.discard(r)
+                    self._was_due.pop(r, None)
                     self._backoff.pop(r, None)
                     ready.remove(r)
                 if not ready:
