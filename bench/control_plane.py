@@ -163,12 +163,16 @@ class Cloud:
         return str(admin.call(admin.tenants.CreateToken, pb.CreateTokenRequest(
             tenant_id=t.id, name="bench")).secret)
 
-    def down(self) -> None:
+    def down(self, keep_logs: str | None = None) -> None:
         with contextlib.suppress(Exception):
             self.aio.down()
         for h in self.hosts:
             with contextlib.suppress(Exception):
                 h.stop_routers()
+        if keep_logs:  # netmgr's and the agents' logs, for a look afterwards
+            with contextlib.suppress(OSError):
+                shutil.copytree(os.path.join(self.state_dir, "log"), keep_logs,
+                                dirs_exist_ok=True)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
@@ -244,13 +248,16 @@ def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
     nets = api.call(api.networks.ListNetworks, pb.ListNetworksRequest(page_size=500)).networks
     victim_shards = shards_of(url, victim)
     probe = next((n for n in nets if shard_of(n.router_id) in victim_shards), None)
+    killed_at = time.time()  # for reading the logs beside the figures
     killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     os.waitpid(victim, 0)
     aio.pids.pop(victim_name, None)
     served = None
+    probe_acked = None
     if probe is not None:  # a change the victim would have pushed, made at once
         api.call(api.ports.CreatePort, pb.CreatePortRequest(port=pb.Port(network_id=probe.id)))
+        probe_acked = time.monotonic() - killed
 
     def all_held() -> bool:
         h = lease_holders(url)
@@ -271,6 +278,11 @@ def takeover_phase(cloud: Cloud, token: str, args: argparse.Namespace,
     api.close()
     load.close()
     return {"victim_shards": len(victim_shards), "shards_held_again_s": round(held_s, 2),
+            "killed_at": time.strftime("%H:%M:%S", time.gmtime(killed_at))
+            + f".{int(killed_at * 1000) % 1000:03d}Z",
+            "victim_router": probe.router_id if probe is not None else None,
+            "victim_router_change_acked_s": round(probe_acked, 2)
+            if probe_acked is not None else None,
             "victim_router_change_active_s": round(served, 2) if served is not None else None,
             "acked_writes": len(load.acked.networks) + sum(
                 len(p) for p in load.acked.networks.values()),
@@ -306,13 +318,41 @@ def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
     return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
 
 
-def progress(out: dict[str, Any]) -> None:
-    """Each phase's figures on stderr as soon as it ends: a long run that
-    is stopped keeps what it measured (the JSON is written at the end)."""
-    print(json.dumps(out), file=sys.stderr, flush=True)
+class Results:
+    """The run's figures, written out (JSON and plot) after every phase: a
+    long run that is stopped or crashes keeps what it measured so far. A
+    phase not run yet is absent from the JSON ("complete" is false until the
+    end) and from the plot."""
+
+    def __init__(self, out_dir: str, head: dict[str, Any]) -> None:
+        self.out_dir = out_dir
+        self.result: dict[str, Any] = {**head, "complete": False}
+
+    def phase(self, variant: str, out: dict[str, Any]) -> None:
+        """The figures of ``variant`` ("baseline" or "replicated") so far."""
+        self.result[variant] = out
+        b, r = self.result.get("baseline", {}).get("create"), \
+            self.result.get("replicated", {}).get("create")
+        if b and r:
+            self.result["ratio_calls_per_s"] = round(r["calls_per_s"] / b["calls_per_s"], 2)
+            self.result["ratio_p99"] = round(r["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] \
+                else None
+        self.write()
+
+    def write(self) -> None:
+        path = os.path.join(self.out_dir, "control_plane.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(self.result, f, indent=2)
+        os.replace(path + ".tmp", path)  # never a half-written file
+        try:
+            plot(self.result, os.path.join(self.out_dir, "control_plane.png"))
+        except Exception as e:  # the figures matter more than the plot
+            print(f"plot failed: {e}", file=sys.stderr, flush=True)
+        print(json.dumps(self.result), file=sys.stderr, flush=True)
 
 
-def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> dict[str, Any]:
+def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool,
+        results: Results, variant: str) -> dict[str, Any]:
     cloud = Cloud(replicas_n, db, args.agents, args.host_grace)
     watches: list[AgentWatch] = []
     try:
@@ -323,21 +363,23 @@ def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool) -> d
             w.start()
         out: dict[str, Any] = {"replicas": replicas_n, "db": db, "agents": args.agents,
                                "create": create_phase(cloud, token, args)}
-        progress(out)
+        results.phase(variant, out)
         if failures:
             out["replica_kill"] = takeover_phase(cloud, token, args, watches)
-            progress(out)
+            out["routers_rolled_back"] = sum(len(w.rollbacks) for w in watches)
+            results.phase(variant, out)
             out["host_kill"] = host_phase(cloud, token)
-            progress(out)
+            results.phase(variant, out)
         for w in watches:
             w.stop()
         out["routers_rolled_back"] = sum(len(w.rollbacks) for w in watches)
+        results.phase(variant, out)
         return out
     finally:
         for w in watches:
             with contextlib.suppress(Exception):
                 w.stop()
-        cloud.down()
+        cloud.down(os.path.join(args.keep_logs, variant) if args.keep_logs else None)
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -346,27 +388,33 @@ def plot(result: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base, rep = result["baseline"]["create"], result["replicated"]["create"]
-    labels = ("1 replica, SQLite", f"{result['replicated']['replicas']} replicas, PostgreSQL")
+    # What was measured so far: a partial run plots its finished phases.
+    creates = [(label, result[variant]["create"]) for variant, label in (
+        ("baseline", "1 replica, SQLite"),
+        ("replicated", f"{result.get('replicated', {}).get('replicas', '?')} replicas, "
+                       "PostgreSQL")) if "create" in result.get(variant, {})]
+    colors = ["#888", "#4c72b0"][:len(creates)]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    axes[0].bar(labels, [base["calls_per_s"], rep["calls_per_s"]], color=["#888", "#4c72b0"])
+    axes[0].bar([lb for lb, _ in creates], [c["calls_per_s"] for _, c in creates], color=colors)
     axes[0].axhline(300, color="k", linestyle=":", linewidth=1, label="goal 300/s")
     axes[0].set_ylabel("API calls/s")
     axes[0].legend(fontsize=8)
-    axes[1].bar([f"{lb}\np50" for lb in labels] + [f"{lb}\np99" for lb in labels],
-                [base["p50_ms"], rep["p50_ms"], base["p99_ms"], rep["p99_ms"]],
-                color=["#888", "#4c72b0"] * 2)
+    axes[1].bar([f"{lb}\np50" for lb, _ in creates] + [f"{lb}\np99" for lb, _ in creates],
+                [c["p50_ms"] for _, c in creates] + [c["p99_ms"] for _, c in creates],
+                color=colors * 2)
     axes[1].axhline(100, color="k", linestyle=":", linewidth=1, label="goal p99 100 ms")
     axes[1].set_ylabel("ms per call")
     axes[1].tick_params(axis="x", labelsize=6)
     axes[1].legend(fontsize=8)
-    kill, host = result["replicated"]["replica_kill"], result["replicated"]["host_kill"]
-    axes[2].bar(["replica takeover", "host failover"],
-                [kill["shards_held_again_s"], host["routers_serving_elsewhere_s"]],
-                color=["#55a868", "#c44e52"])
+    rep = result.get("replicated", {})
+    kill, host = rep.get("replica_kill"), rep.get("host_kill")
+    bars = ([("replica takeover", kill["shards_held_again_s"], "#55a868")] if kill else []) + (
+        [("host failover", host["routers_serving_elsewhere_s"], "#c44e52")] if host else [])
+    axes[2].bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
     axes[2].set_ylabel("seconds")
-    axes[2].set_title(f"lost {kill['acked_writes_lost']}, rolled back "
-                      f"{result['replicated']['routers_rolled_back']}", fontsize=9)
+    if kill:
+        axes[2].set_title(f"lost {kill['acked_writes_lost']}, rolled back "
+                          f"{rep.get('routers_rolled_back', '?')}", fontsize=9)
     fig.suptitle(f"control plane: {result['networks']} networks x {result['ports']} ports, "
                  f"{result['threads']} threads, {result['agents']} router hosts")
     fig.tight_layout()
@@ -386,25 +434,26 @@ def main() -> int:
     ap.add_argument("--active-timeout", type=float, default=1800.0)
     ap.add_argument("--quick", action="store_true",
                     help="a quick run: 40 networks x 4 ports, 20 killed-load networks, 2 agents")
+    ap.add_argument("--keep-logs", metavar="DIR",
+                    help="copy netmgr's and the agents' logs there (per variant)")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="only the replicas (no SQLite baseline: no ratios)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
     if args.quick:
         args.networks, args.ports, args.kill_networks, args.agents = 40, 4, 20, 2
     os.makedirs(args.out, exist_ok=True)
-    result: dict[str, Any] = {
+    results = Results(args.out, {
         "benchmark": "control_plane", "host": platform.node(), "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "networks": args.networks, "ports": args.ports, "threads": args.threads,
-        "agents": args.agents, "host_grace_s": args.host_grace}
-    result["baseline"] = run(1, "sqlite", args, failures=False)
-    result["replicated"] = run(args.replicas, "postgresql", args, failures=True)
-    b, r = result["baseline"]["create"], result["replicated"]["create"]
-    result["ratio_calls_per_s"] = round(r["calls_per_s"] / b["calls_per_s"], 2)
-    result["ratio_p99"] = round(r["p99_ms"] / b["p99_ms"], 2) if b["p99_ms"] else None
-    with open(os.path.join(args.out, "control_plane.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    plot(result, os.path.join(args.out, "control_plane.png"))
-    print(json.dumps(result, indent=2))
+        "agents": args.agents, "host_grace_s": args.host_grace})
+    if not args.skip_baseline:
+        run(1, "sqlite", args, failures=False, results=results, variant="baseline")
+    run(args.replicas, "postgresql", args, failures=True, results=results, variant="replicated")
+    results.result["complete"] = True
+    results.write()
+    print(json.dumps(results.result, indent=2))
     return 0
 
 

@@ -25,10 +25,14 @@ from netmgr.reconcile.store_view import PortFilterStore
 
 log = logging.getLogger("cloudnet.netmgr.port_filters")
 
+# The least time between two passes (a pass is one look-up of the bound hosts).
+PASS_SPACING = 0.25
+
 
 class PortFilterPusher:
     def __init__(self, store: PortFilterStore, admin_token: str, resync_s: float = 30.0,
-                 compute_tls: TlsFiles | None = None) -> None:
+                 compute_tls: TlsFiles | None = None, spacing: float = PASS_SPACING) -> None:
+        self._spacing = spacing
         # netmgr's certificate for the compute agents (None: plaintext).
         self._compute_tls = compute_tls
         self._store = store
@@ -59,11 +63,17 @@ class PortFilterPusher:
             ch.close()
 
     def _loop(self) -> None:
+        last = 0.0
         while not self._stop.is_set():
             self._wake.wait(self._resync_s)
+            # Spaced from the last pass: every API change wakes this loop, and
+            # each pass looks the bound hosts up; the changes of a burst (a
+            # network's ports created one call after the other) are one pass.
+            self._stop.wait(max(0.0, last + self._spacing - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
+            last = time.monotonic()
             try:
                 self.push_all()
             except Exception:  # the next change or resync tries again

@@ -61,6 +61,11 @@ MAX_BACKOFF = 10.0
 # other) coalesce into one config build, one push and one apply at the agent
 # instead of one each. A change to a quiet router is pushed at once.
 PUSH_SPACING = 0.25
+# A push done this long after it was due is logged (waits for a worker, slow agents).
+SLOW_PUSH = 1.0
+# A resync records a router's report only when it differs from the last one
+# this replica recorded, or that one is older than this (a safety net).
+REPORT_REFRESH = 30.0
 
 
 class FilterChanges(Protocol):
@@ -136,6 +141,10 @@ class Reconciler:
         # router id -> earliest time of the next attempt
         self._due: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
+        # router id -> when the push now running was due (for the slow-push log)
+        self._was_due: dict[str, float] = {}
+        # router id -> (the report this replica last recorded, serialised; when)
+        self._recorded: dict[str, tuple[bytes, float]] = {}
         self._in_flight: set[str] = set()
         # When each router's last push recorded its status: a resync must not
         # overwrite that with a status it fetched earlier.
@@ -176,6 +185,8 @@ class Reconciler:
         """Leases taken over: compare their routers' agents with the store now."""
         log.info("%d shards gained: resyncing", len(shards))
         with self._lock:
+            # Another replica recorded their reports until now.
+            self._recorded.clear()
             self._resync_now = True
             self._wake.notify_all()
 
@@ -209,7 +220,8 @@ class Reconciler:
         with self._lock:
             # Spaced from its last push (a burst's changes coalesce); never
             # later than a time already due.
-            at = self._push_ended.get(router_id, 0.0) + self._push_spacing
+            at = max(time.monotonic(),
+                     self._push_ended.get(router_id, 0.0) + self._push_spacing)
             self._due[router_id] = min(self._due.get(router_id, at), at)
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
@@ -327,11 +339,12 @@ class Reconciler:
                 now = time.monotonic()
                 ready = [r for r, t in self._due.items() if t <= now and r not in self._in_flight]
                 for r in ready:
-                    del self._due[r]
+                    self._was_due[r] = self._due.pop(r)
                     self._in_flight.add(r)
                 dropped = [r for r in ready if self._leases.epoch(r) is None]
                 for r in dropped:  # another replica's now
                     self._in_flight.discard(r)
+                    self._was_due.pop(r, None)
                     self._backoff.pop(r, None)
                     ready.remove(r)
                 if not ready:
@@ -344,13 +357,19 @@ class Reconciler:
 
     def _push_guarded(self, router_id: str) -> None:
         ok = False
+        began = time.monotonic()
         try:
             ok = self._push(router_id)
         except Exception:  # a bug must not kill the worker; retry later
             log.exception("router %s: push failed", router_id)
         with self._lock:
             self._in_flight.discard(router_id)
-            self._push_ended[router_id] = time.monotonic()
+            ended = self._push_ended[router_id] = time.monotonic()
+            due = self._was_due.pop(router_id, began)
+            if ended - due > SLOW_PUSH:  # queued behind other pushes, or a slow agent
+                log.info("router %s: push %s %.2f s after it was due (%.2f s waiting for a "
+                         "worker, %.2f s pushing)", router_id, "done" if ok else "failed",
+                         ended - due, began - due, ended - began)
             if ok:
                 self._backoff.pop(router_id, None)
             elif router_id not in self._due:
@@ -398,7 +417,7 @@ class Reconciler:
             try:
                 stub = self._stub(router.host)
             except LookupError as e:
-                self._store.mark_router_unreachable(router_id, str(e))
+                self._mark_unreachable([router_id], str(e))
                 return False
         with self._lock:
             restart = router_id in self._restarts
@@ -423,7 +442,7 @@ class Reconciler:
                 return False
             msg = f"agent on {router.host} unreachable: {e.code().name}: {e.details()}"
             log.warning("router %s: %s", router_id, msg)
-            self._store.mark_router_unreachable(router_id, msg)
+            self._mark_unreachable([router_id], msg)
             return False
         self._record(router_id, reply.status)
         with self._lock:
@@ -458,8 +477,8 @@ class Reconciler:
                 prepare=lambda i, cfg: vm.nics.before_push(router_id, cfg, i),
                 after=lambda i, cfg, st: vm.nics.after_push(router_id, cfg, st, i))
         if not statuses:
-            self._store.mark_router_unreachable(
-                router_id, f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
+            self._mark_unreachable(
+                [router_id], f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")
             return False
         # The router's status: the preferred instance's when it answered.
         status = dict(statuses).get(red.preferred, statuses[0][1])
@@ -478,6 +497,33 @@ class Reconciler:
 
     def _record(self, router_id: str, status: pb.RouterStatus) -> None:
         record_report(self._store, self._vpn, router_id, status)
+        self._remember([(router_id, status)])
+
+    def _remember(self, reports: Sequence[tuple[str, pb.RouterStatus]]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for router_id, status in reports:
+                self._recorded[router_id] = (status.SerializeToString(deterministic=True), now)
+
+    def _mark_unreachable(self, router_ids: Sequence[str], error: str) -> None:
+        """Shown on each router; the next report of each is recorded whatever
+        it says (it differs from what is stored now)."""
+        self._store.mark_routers_unreachable(router_ids, error)
+        with self._lock:
+            for router_id in router_ids:
+                self._recorded.pop(router_id, None)
+
+    def _unrecorded(self, reports: Sequence[tuple[str, pb.RouterStatus]]
+                    ) -> list[tuple[str, pb.RouterStatus]]:
+        """The reports that differ from what this replica last recorded for
+        the router (or recorded long ago): a resync every 2 s of routers that
+        changed nothing costs no database work."""
+        now = time.monotonic()
+        with self._lock:
+            last = {r: self._recorded.get(r) for r, _ in reports}
+        return [(r, st) for r, st in reports
+                if (seen := last[r]) is None or now - seen[1] > REPORT_REFRESH
+                or seen[0] != st.SerializeToString(deterministic=True)]
 
     def _delete_everywhere(self, router_id: str, epoch: int) -> bool:
         ok = True
@@ -521,17 +567,23 @@ class Reconciler:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
         routers = self._store.list_routers_all()
+        # The leases as they are now, for the whole pass: a shard gained while
+        # the agents are asked must not make its routers look like copies the
+        # model placed elsewhere (they would be deleted on their own host). A
+        # gain triggers another resync, which covers them.
+        mine = {r.id: epoch for r in routers
+                if (epoch := self._leases.epoch(r.id)) is not None}
         by_host: dict[str, dict[str, int]] = {}
         for r in routers:
             if r.backend == "vm":
                 continue  # its own agent target, watched by the VM backend
-            if self._leases.epoch(r.id) is None:
+            if r.id not in mine:
                 continue  # another replica's
             by_host.setdefault(r.host, {})[r.id] = r.desired_generation
         # A redundant router's instances: (router, host) -> instance.
         instances: dict[tuple[str, str], int] = {}
         reds = [red for red in (self.redundant.store.all() if self.redundant is not None else [])
-                if self._leases.epoch(red.router_id) is not None]
+                if red.router_id in mine]
         desired = {r.id: r.desired_generation for r in routers}
         seen: dict[str, dict[int, pb.RouterStatus | None]] = {r.router_id: {} for r in reds}
         vm_reds = [red for red in reds if self._vm_router(red.router_id)]
@@ -549,10 +601,13 @@ class Reconciler:
                 reply = self._stub(host).ListRouterStatus(
                     pb.ListRouterStatusRequest(), timeout=STATUS_TIMEOUT
                 )
+                took = time.monotonic() - fetched_at
+                if took > SLOW_PUSH:
+                    log.info("agent on %s: its routers' status took %.2f s", host, took)
             except grpc.RpcError as e:
                 msg = f"agent on {host} unreachable: {e.code().name}"
                 # A redundant router's instance 1 down: it serves from instance 0.
-                self._store.mark_routers_unreachable(
+                self._mark_unreachable(
                     [r for r in wanted if instances.get((r, host)) != 1], msg)
                 for router_id in wanted:
                     instance = instances.get((router_id, host))
@@ -570,10 +625,12 @@ class Reconciler:
             # The router's own status: instance 0's for a redundant router
             # (instance 1's is its own, below). Recorded together: one
             # transaction for the host's routers.
-            record_reports(self._store, self._vpn, [
+            changed = self._unrecorded([
                 (router_id, held[router_id]) for router_id in wanted
                 if router_id in held and instances.get((router_id, host)) != 1
                 and not self._pushed_since(router_id, fetched_at)])
+            record_reports(self._store, self._vpn, changed)
+            self._remember(changed)
             for router_id, generation in wanted.items():
                 status = held.get(router_id)
                 instance = instances.get((router_id, host))
@@ -590,14 +647,14 @@ class Reconciler:
                 if secrets or (stale and not rejected):
                     self.notify_later(router_id)
             for router_id in held.keys() - wanted.keys():
-                epoch = self._leases.epoch(router_id)
-                if epoch is None:
-                    continue  # another replica's
                 if router_id in desired:
+                    epoch = mine.get(router_id)
+                    if epoch is None:
+                        continue  # another replica's (when this pass began)
                     # A copy where the router is not (any more): it moved while
                     # this host was away, or it is no longer redundant.
                     self._remove_stale(host, router_id, epoch)
-                else:
+                elif self._leases.epoch(router_id) is not None:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
         if self.redundant is not None and seen:
             self.redundant.arbitrate(seen)
@@ -639,6 +696,13 @@ class Reconciler:
         return got
 
     def _remove_stale(self, host: str, router_id: str, epoch: int) -> None:
+        try:
+            placed, _, backend = self._store.router_head(router_id)
+        except errors.NotFound:
+            placed, backend = "", ""
+        if placed == host and backend != RouterBackend.VM and not (
+                self.redundant is not None and self.redundant.get(router_id) is not None):
+            return  # moved here while this resync ran: the copy is the right one
         if not self._leases.confirm():
             return
         try:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -67,6 +68,11 @@ class Database:
         self.secrets = secrets if secrets is not None else SecretBox.ephemeral()
         self._engine = engine.make_engine(url, pool_size=pool_size)
         self._writer = engine.writer(self._engine)
+        # The same pool, its connections in autocommit for one-statement reads
+        # (SQLite: no round trips to save, and its own BEGIN handling).
+        self._autocommit: Engine | None = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._engine.dialect.name == "postgresql" else None)
         # SQLite has one write lock, and its busy handler polls for it with
         # growing sleeps: under many concurrent writers one can lose every
         # poll until busy_timeout ("database is locked"). Writers of this
@@ -89,6 +95,19 @@ class Database:
     def read(self, fn: Callable[[Session], T]) -> T:
         try:
             with Session(self._engine) as s, s.begin():
+                return fn(s)
+        except (OperationalError, InterfaceError) as e:
+            raise _unavailable(e) from e
+
+    def read_statement(self, fn: Callable[[Session], T]) -> T:
+        """``read(fn)`` for an ``fn`` that runs ONE statement: on PostgreSQL
+        without a transaction around it (one statement sees one snapshot by
+        itself), which saves the BEGIN and COMMIT round trips; for the reads
+        of every call (its token) and every push (its router's redundancy)."""
+        if self._autocommit is None:
+            return self.read(fn)
+        try:
+            with Session(self._autocommit) as s:
                 return fn(s)
         except (OperationalError, InterfaceError) as e:
             raise _unavailable(e) from e

@@ -120,7 +120,7 @@ class PortStore:
             sg.ensure_default_group(s, tenant_id)
             sg.check_port_groups(s, tenant_id, groups)
             sg.check_pairs_against_ports(s, net.id, "", pairs)
-            generation = shared.bump(s, shared.router_of(s, net.id))
+            router_id, generation, applied = shared.bump_router_of(s, net.id)
             ip = _port_ip(s, net, spec.ip)
             if spec.mac:
                 if ipam.mac_in_use(s, spec.mac):
@@ -146,7 +146,7 @@ class PortStore:
                 raise AlreadyExists("port.hostname", held)
             now = utcnow()
             port_id = new_id()
-            s.add(PortRow(
+            s.add(row := PortRow(
                 id=port_id, tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
@@ -162,7 +162,8 @@ class PortStore:
             # write is retried whole and the check then answers).
             ipam.claim_mac(s, mac, port_id=port_id, checked=True)
             s.flush()
-            return _port(s, port_id)
+            # What _port would read back, known already: no round trip.
+            return rows.port((row, router_id, applied, net.domain))  # type: ignore[arg-type]
 
         return self._db.write(tx)
 

@@ -17,6 +17,7 @@ set while creates are in flight binds the creates that start after it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, event, func, select
@@ -94,6 +95,18 @@ def limit_of(s: Session, tenant_id: str, resource: str) -> tuple[int, bool]:
     return found.get(DEFAULT_SCOPE, mq.UNLIMITED), False
 
 
+def limits_of(s: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """``limit_of`` for several (tenant, resource) pairs, in one statement
+    (a create adds several kinds of rows, each checked at every flush)."""
+    keys = list(keys)
+    found = {(scope, resource): n for scope, resource, n in s.execute(
+        select(QuotaLimitRow.scope, QuotaLimitRow.resource, QuotaLimitRow.max_count).where(
+            QuotaLimitRow.resource.in_({r for _, r in keys}),
+            QuotaLimitRow.scope.in_({t for t, _ in keys} | {DEFAULT_SCOPE})))}
+    return {(t, r): found.get((t, r), found.get((DEFAULT_SCOPE, r), mq.UNLIMITED))
+            for t, r in keys}
+
+
 def used(s: Session, tenant_id: str, resource: str) -> int:
     table = TABLES[resource]
     return int(s.scalar(select(func.count()).select_from(table)
@@ -109,8 +122,9 @@ def _enforce(s: Session, _context: Any, _instances: Any) -> None:
     # Only a limited resource is counted, under its tenant's row lock: the
     # lock serialises every create of the tenant until it commits, which an
     # unlimited one (no quota row: the default) need not pay.
-    limited = {key: (n, limit) for key, n in sorted(adding.items())
-               if (limit := limit_of(s, *key)[0]) != mq.UNLIMITED}
+    limits = limits_of(s, adding)
+    limited = {key: (n, limits[key]) for key, n in sorted(adding.items())
+               if limits[key] != mq.UNLIMITED}
     # Lock each tenant first (in one order: no deadlock between two
     # transactions), then count: see the module's docstring.
     for tenant_id in sorted({tenant for tenant, _ in limited}):

@@ -98,12 +98,15 @@ class RedundancyStore:
         return row
 
     def get(self, router_id: str) -> Redundancy | None:
+        # One statement: the reconciler asks at every push, and nearly every
+        # router is single (no row).
         def tx(s: Session) -> Redundancy | None:
-            row = s.get(RouterRedundancyRow, router_id)
-            host = s.scalar(select(RouterRow.host).where(RouterRow.id == router_id))
-            return _model(row, host or "") if row is not None else None
+            found = s.execute(select(RouterRedundancyRow, RouterRow.host)
+                              .join(RouterRow, RouterRow.id == RouterRedundancyRow.router_id)
+                              .where(RouterRedundancyRow.router_id == router_id)).first()
+            return _model(found[0], found[1]) if found is not None else None
 
-        return self._db.read(tx)
+        return self._db.read_statement(tx)
 
     def of(self, tenant_id: str, network_id: str, vpc_id: str) -> tuple[str, Redundancy | None]:
         """(router ID, its redundancy) of a tenant's network or VPC."""

@@ -124,6 +124,19 @@ def bump(s: Session, router_id: str) -> int:
     return int(gen)
 
 
+def bump_router_of(s: Session, network_id: str) -> tuple[str, int, int]:
+    """``bump(s, router_of(s, network_id))`` in one round trip: (the router's
+    ID, its next desired generation, the generation it has applied)."""
+    found = s.execute(
+        update(RouterRow)
+        .where(RouterRow.id == select(RouterRow.id).join(NetworkRow, rows.ROUTER_OF_NETWORK)
+               .where(NetworkRow.id == network_id).scalar_subquery())
+        .values(desired_generation=RouterRow.desired_generation + 1, updated_at=utcnow())
+        .returning(RouterRow.id, RouterRow.desired_generation, RouterRow.applied_generation)
+    ).one()
+    return str(found[0]), int(found[1]), int(found[2])
+
+
 def router_of(s: Session, network_id: str) -> str:
     """The router serving a network: its own, or its VPC's for a tier."""
     router_id = s.scalar(select(RouterRow.id).join(NetworkRow, rows.ROUTER_OF_NETWORK)

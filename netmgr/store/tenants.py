@@ -136,4 +136,4 @@ class TenantStore:
                 return None
             return rows.token(row)
 
-        return self._db.read(tx)
+        return self._db.read_statement(tx)  # every API call: one statement

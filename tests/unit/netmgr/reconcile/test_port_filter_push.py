@@ -120,3 +120,42 @@ def test_a_dual_stack_ports_filters_and_its_groups_hold_its_ipv6_address(
     msg = build_port_filters(cloud.store.security_groups.host_filters("h1"), 1)
     assert list(msg.ports[0].ips) == [port.ip, port.ipv6]
     assert [list(g.addresses) for g in msg.groups] == [[port.ip, port.ipv6]]
+
+
+class CountingStore:
+    """Counts the passes (each looks the bound hosts up); no port is bound."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.security_groups = self
+        self.hosts = self
+
+    def bound_hosts(self) -> list[str]:
+        self.lookups += 1
+        return []
+
+
+def test_a_burst_of_changes_is_one_look_up_of_the_bound_hosts() -> None:
+    """Every API change wakes the pusher; a burst must not cost a database
+    read each (ten changes right after a pass: one more pass, not ten)."""
+    import time
+
+    store = CountingStore()
+    pusher = PortFilterPusher(store, ADMIN, spacing=1.0)  # type: ignore[arg-type]
+    pusher.start()
+    try:
+        pusher.changed()
+        deadline = time.monotonic() + 10
+        while store.lookups < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for _ in range(10):  # well within the spacing
+            pusher.changed()
+        deadline = time.monotonic() + 10
+        while store.lookups < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.3)  # nothing changed since: no third pass
+        assert store.lookups == 2
+    finally:
+        pusher.stop()

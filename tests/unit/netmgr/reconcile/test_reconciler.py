@@ -51,6 +51,7 @@ class MemoryStore:
         self.ever_unreachable: list[str] = []  # every router ever marked, in order
         self.edge_errors: dict[str, dict[tuple[str, str], str]] = {}
         self.delta_applied: dict[str, int] = {}
+        self.recorded: list[str] = []  # every report recorded, in order
 
     def add(self, generation: int = 1) -> str:
         rid, nid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -99,6 +100,7 @@ class MemoryStore:
         self.unreachable.pop(router_id, None)
 
     def record_router_statuses(self, reports: Sequence[RouterReport]) -> None:
+        self.recorded.extend(r.router_id for r in reports)
         for r in reports:
             self.record_router_status(r.router_id, applied_generation=r.applied_generation,
                                       services=r.services, last_error=r.last_error,
@@ -137,6 +139,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
         self.fail_next = 0
         self.fence_next = 0
         self.reject = False
+        self.on_list: Callable[[], None] = lambda: None  # runs in each ListRouterStatus
         self.lock = threading.Lock()
 
     def ApplyConfig(self, request: pb.ApplyConfigRequest,
@@ -164,6 +167,7 @@ class RecordingAgent(agent_pb2_grpc.RouterAgentServicer):
 
     def ListRouterStatus(self, request: pb.ListRouterStatusRequest,
                          context: grpc.ServicerContext) -> pb.ListRouterStatusResponse:
+        self.on_list()
         with self.lock:
             return pb.ListRouterStatusResponse(routers=list(self.held.values()),
                                                agent_id="a", boot_id=self.boot_id)
@@ -460,3 +464,94 @@ def test_a_fenced_push_is_retried_not_marked_unreachable(
     eventually(lambda: (rid, 1) in agent.applied)
     assert len(agent.attempts) >= 3
     assert rid not in store.ever_unreachable
+
+
+def test_a_shard_gained_during_a_resync_never_removes_its_routers(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """A resync reads the model, then asks the agents: a shard taken over in
+    between must not make its routers look like stale copies on their own
+    host (they were deleted there, and made again seconds later)."""
+    theirs = store.add()
+    agent.held[theirs] = pb.RouterStatus(router_id=theirs, applied_generation=1)
+    leases = SomeLeases({})
+
+    def gain() -> None:  # the lease taken while the agents are asked
+        leases.epochs[theirs] = 8
+
+    agent.on_list = gain
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    try:
+        r.resync()
+        assert agent.deleted == []
+        assert theirs in agent.held
+        # The next resync, with the shard held all along, finds it current.
+        r.resync()
+        assert agent.deleted == []
+    finally:
+        r.stop()
+
+
+def test_a_copy_on_a_host_the_model_does_not_place_it_on_is_removed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """The sweep still removes a router from a host it moved away from."""
+    rid = store.add()
+    store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
+                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
+    try:
+        r.resync()
+        assert rid in agent.deleted
+    finally:
+        r.stop()
+
+
+def test_a_router_moved_here_during_a_resync_is_not_removed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """The model placed it elsewhere when the resync read it, then moved it
+    here (its host died) and it was pushed here: that copy is the right one."""
+    rid = store.add()
+    store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+
+    def move_here() -> None:
+        store.routers[rid] = dataclasses.replace(store.routers[rid], host="local")
+
+    agent.on_list = move_here
+    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
+                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
+    try:
+        r.resync()
+        assert agent.deleted == []
+    finally:
+        r.stop()
+
+
+def test_a_resync_records_only_reports_that_changed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """Every resync asks every agent: a report that repeats what this replica
+    recorded last costs no write; a changed one, one after the router was
+    marked unreachable, or after shards were taken over, is recorded."""
+    rid = store.add()
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    leases = SomeLeases({rid: 1})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=60, leases=leases)
+    try:
+        r.resync()
+        assert store.recorded == [rid]
+        r.resync()
+        assert store.recorded == [rid], "the same report again: nothing written"
+        agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1,
+                                          last_error="dnsmasq: exited")
+        r.resync()
+        assert store.recorded == [rid, rid]
+        assert store.status[rid]["error"] == "dnsmasq: exited"
+        r._mark_unreachable([rid], "agent on local unreachable")
+        r.resync()
+        assert store.recorded == [rid, rid, rid]
+        assert rid not in store.unreachable
+        r._shards_gained({1})  # another replica may have recorded since
+        r.resync()
+        assert store.recorded == [rid, rid, rid, rid]
+    finally:
+        r.stop()
