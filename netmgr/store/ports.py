@@ -163,7 +163,7 @@ class PortStore:
             ipam.claim_mac(s, mac, port_id=port_id, checked=True)
             s.flush()
             # What _port would read back, known already: no round trip.
-            return rows.port((row, router_id, applied, net.domain))  # type: ignore[arg-type]
+            return rows.port((row, router_id, applied, net.domain))
 
         return self._db.write(tx)
 

@@ -201,7 +201,7 @@ def port_select() -> Select[PortRow, str, int, str]:
     )
 
 
-def port(r: Row[PortRow, str, int, str]) -> model.Port:
+def port(r: Row[PortRow, str, int, str] | tuple[PortRow, str, int, str]) -> model.Port:
     row, router_id, applied, domain = r
     return model.Port(
         status=status(row, applied),
