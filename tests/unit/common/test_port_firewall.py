@@ -181,7 +181,41 @@ def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> No
     joined = fw.bundles[-1]
     assert len(joined) == 1
     assert "nw_src=10.0.9.9" in joined[0]
-    assert joined[0].count("conjunction(") == 20, "one flow naming each port's conjunction"
+    assert joined[0].count("conjunction(") == 1, "one conjunction per (group, direction, " \
+        "ethertype), shared by the 20 ports whose rules name the group"
+
+
+def test_ovs_a_join_is_one_flow_of_one_conjunction_whatever_the_ports() -> None:
+    """Neutron's sharing: the ports' rule flows are the conjunction's second
+    clause (each matches its port), the members its first; a member joining
+    is one flow naming one conjunction at 10 or 1,000 ports."""
+    sizes = {}
+    for n in (10, 1000):
+        fw = RecordedOvs()
+        rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+                 Rule("ingress", protocol="udp", port_min=53, remote_group_id=GID))
+        ports = [Port(f"p{i}", f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
+                      (f"10.0.{i // 200}.{i % 200 + 10}",), (), rules) for i in range(n)]
+        fw.apply(ports, {GID: ["10.9.0.1"]})
+        fw.apply(ports, {GID: ["10.9.0.1", "10.9.9.9"]})
+        sizes[n] = (len(fw.bundles[-1]), sum(len(line) for line in fw.bundles[-1]))
+        assert fw.bundles[-1][0].count("conjunction(") == 1
+    assert sizes[10] == sizes[1000]
+
+
+def test_ovs_two_groups_on_one_match_keep_both_conjunctions() -> None:
+    """Two rules of one port that differ only in their remote group have the
+    same match: one flow naming both groups' conjunctions, not the second
+    rule's flow replacing the first's."""
+    other = "00000000-0000-4000-8000-0000000000cc"
+    fw = RecordedOvs()
+    p = Port("p1", "02:00:00:00:00:01", ("10.0.0.5",), (),
+             (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+              Rule("ingress", protocol="tcp", port_min=22, remote_group_id=other)))
+    fw.apply([p], {GID: ["10.0.0.6"], other: ["10.0.0.7"]})
+    rule_flows = [line for line in fw.bundles[-1] if "tp_dst=22" in line]
+    assert len(rule_flows) == 1
+    assert rule_flows[0].count("conjunction(") == 2
 
 
 def test_the_eui64_link_local_of_a_mac() -> None:
