@@ -293,3 +293,32 @@ def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
     fw.apply(ports[:-1], {GID: ["10.0.0.10", "10.0.0.11"]})
     assert not any(f"cookie={cookie('p9'):#x}" in line for line in fw.bundles[-1])
     assert sum(line.startswith("delete_strict") for line in fw.bundles[-1]) > 10
+
+
+class NamedCompiler:
+    """Stands in for nft_rules.Compiler: records which chains' rules are compiled."""
+
+    def __init__(self) -> None:
+        self.compiled: list[list[str]] = []
+
+    def compile(self, chains: Sequence[tuple[str, str, list[str], list[str]]]
+                ) -> list[list[bytes]]:
+        self.compiled.append([f"{family} {table}" for family, table, _, _ in chains])
+        return [[b"expr"] for _ in chains]
+
+
+def test_a_rule_change_refills_only_the_chains_it_changes() -> None:
+    """The kernel's commit costs in proportion to each table it touches: a
+    rule change leaves the bridge table's port-security chain alone, and an
+    ingress rule the egress chain."""
+    fw = Recorded()
+    fw.apply([port("p1", Rule("egress"))], {})
+    compiler = NamedCompiler()
+    fw._compiler = compiler  # type: ignore[assignment]
+    msgs = fw._chain_messages(port("p1", Rule("egress"), Rule("ingress", protocol="tcp")))
+    assert compiler.compiled == [["inet cloudnet_sg"]]
+    assert len(msgs) == 2, "the ingress chain's flush and its one compiled rule"
+    moved = Port("p1", "02:00:00:00:00:01", ("10.0.0.6",), (), (Rule("egress"),))
+    fw._chain_messages(moved)
+    assert compiler.compiled[-1] == ["bridge cloudnet_l2"], "a new address: port security only"
+    assert fw._chain_messages(port("p1", Rule("egress"))) == []
