@@ -110,6 +110,7 @@ def cookie(key: str) -> int:
 
 
 ConjKey = tuple[str, str, str]  # remote group, ethertype, direction
+MEMBERS_COOKIE = cookie("members")
 _CONJ_ONE = re.compile(r"conjunction\(\d+,\d/\d\)")
 _CONJ = re.compile(rf"{_CONJ_ONE.pattern}(,{_CONJ_ONE.pattern})*")
 
@@ -176,6 +177,21 @@ def _diff(have: Mapping[Flow, tuple[int, str]], want: Mapping[Flow, tuple[int, s
 
 
 @functools.lru_cache(maxsize=1 << 16)
+def _member_match(addr: str, ethertype: str, egress: bool) -> str:
+    """The match of a member address's flow ("" if not of `ethertype`)."""
+    net = _net(addr)
+    if (net.version == 4) != (ethertype == "ipv4"):
+        return ""
+    field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
+    return f"ct_state=+new-est+trk,{'ip' if net.version == 4 else 'ipv6'},{field}={net}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canon(addr: str) -> str:
+    return str(_net(addr))
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(addr, strict=False)
 
@@ -195,6 +211,7 @@ class OvsFirewall:
         # The conjunction id of each (remote group, ethertype, direction)
         # some port's rules name, shared by all those ports.
         self._conj_ids: dict[ConjKey, int] = {}
+        self._used: set[ConjKey] = set()  # the keys some port's rules name
         self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
@@ -345,28 +362,47 @@ class OvsFirewall:
                     add(table, 80, match, f"ct(commit,zone={z}),{done}")
         return out
 
-    def _member_flows(self, used: Iterable[ConjKey],
-                      members: Mapping[str, Sequence[str]]) -> dict[Flow, tuple[int, str]]:
+    def _member_flows(self, used: Iterable[ConjKey], members: Mapping[str, Sequence[str]],
+                      only: set[str] | None = None) -> dict[Flow, tuple[int, str]]:
         """One flow per (table, member address) naming the conjunction of
         every group it is in that some port's rules name: an address in two
-        groups is one flow, not two that clash."""
+        groups is one flow, not two that clash. `only`: the flows of those
+        addresses alone."""
         per_addr: dict[tuple[int, str], list[int]] = {}
         for key in sorted(used):
             gid, ethertype, direction = key
-            cids = [self._conj_ids[key]]
+            cid = self._conj_ids[key]
             egress = direction == "egress"
             table = T_EGRESS_CT if egress else T_INGRESS_CT
-            for addr in members.get(gid, ()):
-                net = _net(addr)
-                if (net.version == 4) != (ethertype == "ipv4"):
-                    continue
-                field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
-                proto = "ip" if net.version == 4 else "ipv6"
-                per_addr.setdefault((table, f"ct_state=+new-est+trk,{proto},{field}={net}"),
-                                    []).extend(cids)
-        return {(table, 70, match): (cookie("members"),
+            addrs = members.get(gid, ())
+            for addr in addrs if only is None else only.intersection(addrs):
+                match = _member_match(addr, ethertype, egress)
+                if match:
+                    per_addr.setdefault((table, match), []).append(cid)
+        return {(table, 70, match): (MEMBERS_COOKIE,
                                      ",".join(f"conjunction({c},1/2)" for c in sorted(set(cids))))
                 for (table, match), cids in per_addr.items()}
+
+    def _member_flows_after(self, used: set[ConjKey], wanted: Mapping[str, tuple[str, ...]]
+                            ) -> dict[Flow, tuple[int, str]]:
+        """The member flows for `wanted` when only members changed (the
+        conjunctions the ports use did not): the flows of the addresses that
+        joined or left a group computed again, the rest kept. A join costs
+        its address, not the group's other members."""
+        moved: set[str] = set()
+        for gid in wanted.keys() | self._members.keys():
+            old, new = self._members.get(gid, ()), wanted.get(gid, ())
+            if old != new:
+                moved |= set(old).symmetric_difference(new)
+        flows = dict(self._member_flow_cache)
+        for addr in moved:
+            for ethertype in ("ipv4", "ipv6"):
+                for egress, table in ((True, T_EGRESS_CT), (False, T_INGRESS_CT)):
+                    match = _member_match(addr, ethertype, egress)
+                    if match:
+                        flows.pop((table, 70, match), None)
+        flows.update(self._member_flows(used, wanted, only=moved))
+        return flows
 
     # ------------------------------------------------------------ changes
 
@@ -384,10 +420,13 @@ class OvsFirewall:
         last push again then)."""
         with self._lock:
             want_ports = {p.device: p for p in ports}
-            wanted = {g: tuple(a) for g, a in members.items()}
+            # One spelling per network ("10.0.0.5" and "10.0.0.5/32" are one
+            # flow's match): a member's flows are found again by its text.
+            wanted = {g: tuple(_canon(x) for x in a) for g, a in members.items()}
             same = want_ports == self._ports and wanted == self._members
             refresh = set(want_ports) if same else {
-                d for d, p in want_ports.items() if self._ports.get(d) != p
+                d for d, p in want_ports.items()
+                if (self._ports.get(d) is not p and self._ports.get(d) != p)
                 or d not in self._port_flows_of}
             new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
             new_conj: dict[str, frozenset[ConjKey]] = {}
@@ -413,12 +452,23 @@ class OvsFirewall:
                 lines += _diff(self._port_flows_of[dev], {})
             for dev, flows in new_flows.items():
                 lines += _diff(self._port_flows_of.get(dev, {}), flows)
-            conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone}, **new_conj}
-            used: set[ConjKey] = set().union(*conj_of.values())
+            conj_changed = bool(gone) or any(self._conj_of.get(d) != c
+                                             for d, c in new_conj.items())
+            conj_of = self._conj_of
+            used = self._used
+            if conj_changed:
+                gone_set = set(gone)
+                conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone_set},
+                           **new_conj}
+                used = set().union(*conj_of.values())
+            elif new_conj:
+                conj_of = {**self._conj_of, **new_conj}
             member_flows = self._member_flow_cache
-            if (wanted != self._members or gone
-                    or any(self._conj_of.get(d) != c for d, c in new_conj.items())):
+            if conj_changed:
                 member_flows = self._member_flows(used, wanted)
+                lines += _diff(self._member_flow_cache, member_flows)
+            elif wanted != self._members:
+                member_flows = self._member_flows_after(used, wanted)
                 lines += _diff(self._member_flow_cache, member_flows)
             if lines:
                 self.run(lines)
@@ -433,6 +483,7 @@ class OvsFirewall:
                 else:
                     self._plugged.pop(dev, None)
             self._conj_of = conj_of
+            self._used = used
             self._member_flow_cache = member_flows
             # Ids no port names any more are free again.
             if len(self._conj_ids) > len(used):

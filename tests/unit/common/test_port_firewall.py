@@ -322,3 +322,26 @@ def test_a_rule_change_refills_only_the_chains_it_changes() -> None:
     fw._chain_messages(moved)
     assert compiler.compiled[-1] == ["bridge cloudnet_l2"], "a new address: port security only"
     assert fw._chain_messages(port("p1", Rule("egress"))) == []
+
+
+def test_ovs_member_flows_after_joins_and_leaves_are_those_computed_afresh() -> None:
+    """A join or leave recomputes only the addresses that moved; after any
+    sequence of them the member flows are the ones a full computation gives
+    (addresses in several groups, spelled as an address or a /32)."""
+    import random
+
+    rnd = random.Random(7)
+    other = "00000000-0000-4000-8000-0000000000cc"
+    fw = RecordedOvs()
+    ports = [Port("p1", "02:00:00:00:00:01", ("10.0.0.5",), (),
+                  (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+                   Rule("egress", remote_group_id=other))),
+             Port("p2", "02:00:00:00:00:02", ("10.0.0.6",), (),
+                  (Rule("ingress", protocol="udp", port_min=53, remote_group_id=other),))]
+    pool = [f"10.1.0.{i}" for i in range(8)] + ["10.1.0.3/32", "10.2.0.0/24", "2001:db8::1"]
+    for _ in range(60):
+        members = {GID: rnd.sample(pool, rnd.randint(0, 5)),
+                   other: rnd.sample(pool, rnd.randint(0, 5))}
+        fw.apply(ports, members)
+        used = set().union(*fw._conj_of.values())
+        assert fw._member_flow_cache == fw._member_flows(used, fw._members)
