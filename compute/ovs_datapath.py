@@ -78,6 +78,12 @@ def control_socket() -> str:
     return os.path.join(rundir(), f"ovs-vswitchd.{pid}.ctl")
 
 
+# How long the answer to revalidator/wait may take before the caller's kick:
+# the round its change started answers within this when the question came
+# in time for it (a kick then would only add a round).
+KICK_AFTER = 0.001
+
+
 class Revalidation:
     """A kept unixctl connection to ovs-vswitchd; `wait` returns once the
     datapath's cached flows follow every change committed before the call.
@@ -127,7 +133,7 @@ class Revalidation:
 
     def _call(self, method: str, after_sent: Callable[[], None] | None = None) -> Any:
         """`method`'s result (`after_sent` is called once the request is on
-        its way). ovs-vswitchd answers revalidator/wait from its
+        its way, if no answer came within KICK_AFTER). ovs-vswitchd answers revalidator/wait from its
         main loop, which sleeps until something wakes it (up to seconds on
         a quiet bridge) even when the round is over: while no answer has
         come, every few ms a ``version`` request wakes it. Not on this
@@ -138,8 +144,6 @@ class Revalidation:
         sock = self._sock or self._open()
         ident = next(self._ids)
         sock.sendall(json.dumps({"method": method, "params": [], "id": ident}).encode())
-        if after_sent is not None:
-            after_sent()
         decoder = json.JSONDecoder()
         deadline = time.monotonic() + self.timeout
         while True:
@@ -157,8 +161,12 @@ class Revalidation:
                 return reply.get("result")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no answer to {method}")
-            if not select.select([sock], [], [], 0.005)[0]:
-                self._wake()
+            if not select.select([sock], [], [], 0.005 if after_sent is None else KICK_AFTER)[0]:
+                if after_sent is not None:
+                    after_sent()
+                    after_sent = None
+                else:
+                    self._wake()
                 continue
             data = sock.recv(65536)
             if not data:
