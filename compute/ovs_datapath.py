@@ -17,9 +17,12 @@ The change's commit wakes the revalidators, and a round that small takes
 well under a millisecond: when the question reaches ovs-vswitchd after that
 round is over (the agent's thread was not scheduled in between, common on a
 busy host), the next round is the periodic one, up to 500 ms later. So
-once the question is sent, the caller's ``kick`` makes one more change to
-the tables (a no-op: the same flow again, which ovs-vswitchd counts as a
-change and so wakes the revalidators). The question was written to its
+when no answer has come 1 ms after the question, the caller's ``kick``
+makes one more change to the tables (a no-op: the same flow again, which
+ovs-vswitchd counts as a change and so wakes the revalidators). Not at
+once: a question that came in time is answered by the change's own round
+within that, and a kick right away cost such changes the revalidators'
+5 ms spacing between rounds (medians 0.6 vs 5.6 ms). The question was written to its
 socket before the kick to the other: the main loop has read the question by
 the time it acts on the kick, so the round the kick starts is one it waits
 for. A round already running when the change was committed may still end
