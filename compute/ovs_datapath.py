@@ -136,8 +136,8 @@ class Revalidation:
 
     def _call(self, method: str, after_sent: Callable[[], None] | None = None) -> Any:
         """`method`'s result (`after_sent` is called once the request is on
-        its way, if no answer came within KICK_AFTER). ovs-vswitchd answers revalidator/wait from its
-        main loop, which sleeps until something wakes it (up to seconds on
+        its way, if no answer came within KICK_AFTER). ovs-vswitchd answers
+        revalidator/wait from its main loop, which sleeps until something wakes it (up to seconds on
         a quiet bridge) even when the round is over: while no answer has
         come, every few ms a ``version`` request wakes it. Not on this
         connection: ovs-vswitchd reads no request of a connection while it
