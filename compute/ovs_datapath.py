@@ -22,14 +22,14 @@ makes one more change to the tables (a no-op: the same flow again, which
 ovs-vswitchd counts as a change and so wakes the revalidators). Not at
 once: a question that came in time is answered by the change's own round
 within that, and a kick right away cost such changes the revalidators'
-5 ms spacing between rounds (medians 0.6 vs 5.6 ms). The question was written to its
-socket before the kick to the other: the main loop has read the question by
-the time it acts on the kick, so the round the kick starts is one it waits
-for. A round already running when the change was committed may still end
-first and answer one round early (the next round, at most 500 ms later,
-fixes the flow): asking twice would close that, at the cost of a second
-round (at least 5 ms: the revalidators start no two rounds closer); not
-done.
+5 ms spacing between rounds (medians 0.6 vs 5.6 ms). The question was
+written to its socket before the kick to the other: the main loop has read
+the question by the time it acts on the kick, so the round the kick starts
+is one it waits for. A round already running when the change was committed
+may still end first and answer one round early, so the caller asks twice
+(``compute.openflow``): the round that answers the second question started
+after the first answer. That costs a second round, 5 ms or more after the
+first (the revalidators start no two rounds closer).
 """
 
 from __future__ import annotations
