@@ -10,8 +10,10 @@ with ct()), two namespace guests, each against a baseline from the same run:
   from one guest to the other, with no filters vs both guests filtered, the
   receiver's groups holding 1,000 rules that do not match the stream and,
   last, the rule that does (from a remote group of 200 members), in
-  interleaved rounds (none, filtered, none, filtered...) so that the
-  machine's drift cancels; medians of the rounds (goal: ratio >= 0.9);
+  interleaved rounds (none then filtered, filtered then none, ...) so that
+  the machine's drift cancels; medians of the rounds (goal: ratio >= 0.9),
+  with the spread (quartiles, every round's ratio, the load average at
+  each round: on a shared machine only a quiet run says anything);
 * one change enforced, at 10 / 100 / 1,000 ports on the host: a rule added
   to one port, and one port joining a remote group, each one nft transaction
   (or OpenFlow bundle) committed (goal <= 50 ms, flat). After each change a
@@ -152,7 +154,12 @@ class Bench:
     def data_path(self, seconds: int, rules: int, members: int,
                   repeats: int) -> dict[str, Any]:
         """Runs alternate between no filters (the tables exist, no port is in
-        their maps) and the filters, `repeats` times each; medians compared."""
+        their maps) and the filters, `repeats` rounds of each; a round runs
+        both back to back, in the order none-filtered, then filtered-none in
+        the next round (ABBA: a drift of the machine's load within a round
+        counts against each side alike). Medians compared, and the spread:
+        each side's quartiles, the rounds' ratios and their quartiles, and
+        the load average at every round."""
         self.fw.setup()
         stream = Rule("ingress", protocol="all", remote_group_id=REMOTE)
         fake = [str(ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.8.1.0")) + i))
@@ -160,26 +167,38 @@ class Bench:
         filtered = [self.port("g1", (Rule("egress"),)),
                     self.port("g2", (*filler_rules(rules), stream, Rule("egress")))]
         runs: dict[str, list[float]] = {k: [] for k in ("base_tcp", "base_udp", "tcp", "udp")}
-        self.fw.apply(filtered, {REMOTE: [GUESTS["g1"][0], *fake]})
-        self.iperf(False, 1)  # warm-up: OVS's first packets go to its slow path
-        for _ in range(repeats):
-            self.fw.apply([], {})
-            runs["base_tcp"].append(self.iperf(False, seconds))
-            runs["base_udp"].append(self.iperf(True, seconds))
-            self.fw.apply(filtered, {REMOTE: [GUESTS["g1"][0], *fake]})
-            runs["tcp"].append(self.iperf(False, seconds))
-            runs["udp"].append(self.iperf(True, seconds))
+        loads: list[float] = []
+
+        def side(filters: bool) -> None:
+            self.fw.apply(filtered if filters else [],
+                          {REMOTE: [GUESTS["g1"][0], *fake]} if filters else {})
+            runs["tcp" if filters else "base_tcp"].append(self.iperf(False, seconds))
+            runs["udp" if filters else "base_udp"].append(self.iperf(True, seconds))
+
+        for filters in (True, False):  # warm-up: OVS's first packets go to its slow path
+            self.fw.apply(filtered if filters else [],
+                          {REMOTE: [GUESTS["g1"][0], *fake]} if filters else {})
+            self.iperf(False, 1)
+            self.iperf(True, 1)
+        for r in range(repeats):
+            loads.append(os.getloadavg()[0])
+            for filters in ((False, True) if r % 2 == 0 else (True, False)):
+                side(filters)
         med = {k: statistics.median(v) for k, v in runs.items()}
+        ratios = {kind: [f / b for f, b in zip(runs[kind], runs["base_" + kind], strict=True)]
+                  for kind in ("tcp", "udp")}
         return {"rules": rules, "remote_group_members": members, "repeats": repeats,
-                "seconds": seconds, "runs": runs,
+                "seconds": seconds, "runs": runs, "loadavg_per_round": loads,
+                "quartiles": {k: quartiles(v) for k, v in runs.items()},
+                "round_ratio_quartiles_tcp": quartiles(ratios["tcp"]),
+                "round_ratio_quartiles_udp": quartiles(ratios["udp"]),
+                "median_round_ratio_tcp": statistics.median(ratios["tcp"]),
+                "median_round_ratio_udp": statistics.median(ratios["udp"]),
                 "baseline_tcp_bps": med["base_tcp"], "filtered_tcp_bps": med["tcp"],
                 "ratio_tcp": med["tcp"] / med["base_tcp"],
                 "baseline_udp_pps": med["base_udp"], "filtered_udp_pps": med["udp"],
                 "ratio_udp": med["udp"] / med["base_udp"],
-                "round_ratios_tcp": [f / b for f, b in
-                                     zip(runs["tcp"], runs["base_tcp"], strict=True)],
-                "round_ratios_udp": [f / b for f, b in
-                                     zip(runs["udp"], runs["base_udp"], strict=True)]}
+                "round_ratios_tcp": ratios["tcp"], "round_ratios_udp": ratios["udp"]}
 
     def probe(self, port: int) -> bool:
         """A TCP connection from g1 to g2:port is refused (RST: the filter let
@@ -227,16 +246,28 @@ class Bench:
             self.fw.set_members(GROUP, members)
             time.sleep(0.05)
         self.fw.apply([], {})
-        return {"ports": n_ports, "rule_change_median_s": statistics.median(rule_s),
+        return {"ports": n_ports, "loadavg": os.getloadavg()[0],
+                "rule_change_median_s": statistics.median(rule_s),
                 "rule_change_max_s": max(rule_s), "join_median_s": statistics.median(join_s),
                 "join_max_s": max(join_s)}
+
+
+def quartiles(values: list[float]) -> list[float]:
+    """Minimum, first quartile, median, third quartile, maximum."""
+    if len(values) < 2:
+        return [values[0]] * 5 if values else []
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return [min(values), q1, q2, q3, max(values)]
 
 
 def plot_data_path(ax: Any, kind: str, dp: dict[str, Any]) -> None:
     ratios = [dp["ratio_tcp"], dp["ratio_udp"]]
     ax.bar(["TCP throughput", "UDP packets/s"], ratios, color=["tab:blue", "tab:orange"])
+    # The rounds' own ratios, as dots: the spread the medians hide.
+    for x, key in ((0, "round_ratios_tcp"), (1, "round_ratios_udp")):
+        ax.plot([x] * len(dp[key]), dp[key], "k.", alpha=0.6)
     ax.axhline(0.9, color="red", linestyle="--", label="goal 0.9")
-    ax.set_ylim(0, max(1.3, max(ratios) + 0.1))
+    ax.set_ylim(0, max(1.3, max(ratios + dp["round_ratios_tcp"] + dp["round_ratios_udp"]) + 0.1))
     ax.set_title(f"{kind}: {dp['rules']} rules, {dp['remote_group_members']} remote "
                  "members / none")
     ax.legend()
@@ -295,8 +326,9 @@ def main() -> int:
     ap.add_argument("--fabrics", default="linuxbridge,ovs")
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
     ap.add_argument("--trials", type=int, default=5, help="changes per size")
-    ap.add_argument("--repeats", type=int, default=5,
-                    help="interleaved rounds (none, filtered) of iperf3 runs (medians)")
+    ap.add_argument("--repeats", type=int, default=9,
+                    help="interleaved rounds (none then filtered, filtered then none, ...) "
+                    "of iperf3 runs (medians)")
     ap.add_argument("--rules", type=int, default=1000)
     ap.add_argument("--members", type=int, default=200)
     ap.add_argument("--sizes", default="10,100,1000")

@@ -19,10 +19,18 @@ The bridge's pipeline (the fabric's own default is table 0 ``NORMAL``):
               table 82)
     table 82  ingress rules, like 72, then NORMAL (which keeps the VLANs apart)
 
-A rule naming a remote group is a conjunctive match: one flow for the rule
-(``conjunction(id, 2/2)``) and one flow per member address listing every
-conjunction that address belongs to (``conjunction(id, 1/2)``), so N rules x
-M members are N + M flows. A port's flows carry its cookie.
+A rule naming a remote group is a conjunctive match, shared as Neutron's
+openvswitch firewall shares it: one conjunction id per (remote group,
+ethertype, direction) on the bridge, whatever the ports. Its second clause
+is the rules that name the group, one flow per port rule
+(``conjunction(id, 2/2)``, matching the port: ``in_port`` or ``reg7``); its
+first clause is the group's member addresses, one flow per address naming
+the conjunction of every group it is in (``conjunction(id, 1/2)``); each
+port has one flow per conjunction it uses that accepts a packet of its own
+that completed it (``conj_id=id`` and the port). So N rules x M members are
+N + M flows, and a member joining or leaving is one flow of at most as many
+conjunctions as the groups it is in: the same change at 10 or 1,000 ports.
+A port's flows carry its cookie.
 
 Every change computes the bridge's desired flows and sends only the
 difference (flows added, replaced, deleted) as one OpenFlow 1.4 bundle, all
@@ -41,6 +49,7 @@ import functools
 import hashlib
 import ipaddress
 import logging
+import re
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,8 +109,16 @@ def cookie(key: str) -> int:
     return int(hashlib.sha1(key.encode()).hexdigest()[:15], 16)
 
 
-def conj_id(device: str, index: int) -> int:
-    return int(hashlib.sha1(f"{device}/{index}".encode()).hexdigest()[:7], 16)
+ConjKey = tuple[str, str, str]  # remote group, ethertype, direction
+MEMBERS_COOKIE = cookie("members")
+_CONJ_ONE = re.compile(r"conjunction\(\d+,\d/\d\)")
+_CONJ = re.compile(rf"{_CONJ_ONE.pattern}(,{_CONJ_ONE.pattern})*")
+
+
+def conj_hash(key: ConjKey) -> int:
+    """A conjunction id's first choice for `key`: the same on every start of
+    the agent (ids stay put across restarts, so the diff is empty)."""
+    return int(hashlib.sha1("/".join(key).encode()).hexdigest()[:7], 16) or 1
 
 
 def _l4(rule: Rule) -> str:
@@ -160,6 +177,21 @@ def _diff(have: Mapping[Flow, tuple[int, str]], want: Mapping[Flow, tuple[int, s
 
 
 @functools.lru_cache(maxsize=1 << 16)
+def _member_match(addr: str, ethertype: str, egress: bool) -> str:
+    """The match of a member address's flow ("" if not of `ethertype`)."""
+    net = _net(addr)
+    if (net.version == 4) != (ethertype == "ipv4"):
+        return ""
+    field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
+    return f"ct_state=+new-est+trk,{'ip' if net.version == 4 else 'ipv6'},{field}={net}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canon(addr: str) -> str:
+    return str(_net(addr))
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _net(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(addr, strict=False)
 
@@ -175,7 +207,11 @@ class OvsFirewall:
         # What is installed: each port's flows (and the conjunctions its
         # rules open per remote group), and the member flows.
         self._port_flows_of: dict[str, dict[Flow, tuple[int, str]]] = {}
-        self._conj_of: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+        self._conj_of: dict[str, frozenset[ConjKey]] = {}
+        # The conjunction id of each (remote group, ethertype, direction)
+        # some port's rules name, shared by all those ports.
+        self._conj_ids: dict[ConjKey, int] = {}
+        self._used: set[ConjKey] = set()  # the keys some port's rules name
         self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
@@ -225,14 +261,31 @@ class OvsFirewall:
 
     # ------------------------------------------------------------ flows
 
-    def _port_flows(self, port: Port, at: Plugged,
-                    group_conj: dict[tuple[str, str, str], list[int]]
+    def _conj_id(self, key: ConjKey) -> int:
+        """The bridge's conjunction id for `key` (its hash, or the next free
+        number if another key has it)."""
+        cid = self._conj_ids.get(key)
+        if cid is None:
+            used = set(self._conj_ids.values())
+            cid = conj_hash(key)
+            while cid in used:
+                cid = cid % 0xFFFFFFF + 1
+            self._conj_ids[key] = cid
+        return cid
+
+    def _port_flows(self, port: Port, at: Plugged, uses: set[ConjKey]
                     ) -> dict[Flow, tuple[int, str]]:
         c = cookie(port.device)
         o, z = at.ofport, at.vlan
         out: dict[Flow, tuple[int, str]] = {}
 
         def add(table: int, prio: int, match: str, actions: str) -> None:
+            have = out.get((table, prio, match))
+            if have and _CONJ.fullmatch(have[1]) and _CONJ.fullmatch(actions):
+                # Two rules with one match and different remote groups: one
+                # flow naming both conjunctions (a flow per rule would clash).
+                actions = ",".join(sorted({*_CONJ_ONE.findall(have[1]),
+                                           *_CONJ_ONE.findall(actions)}))
             out[(table, prio, match)] = (c, actions)
 
         add(0, 100, f"in_port={o}", f"resubmit(,{T_EGRESS})")
@@ -285,45 +338,71 @@ class OvsFirewall:
             add(table, 100, f"{key},ct_state=+rel-inv+trk", done)
             add(table, 100, f"{key},ct_state=+inv+trk", "drop")
             add(table, 10, key, "drop")
-        for i, rule in enumerate(port.rules):
+        for rule in port.rules:
             egress = rule.direction == "egress"
-            table, key = (T_EGRESS_CT, f"in_port={o}") if egress else (T_INGRESS_CT,
-                                                                       f"reg7={o}")
+            table, key_match = (T_EGRESS_CT, f"in_port={o}") if egress else (
+                T_INGRESS_CT, f"reg7={o}")
             done = to_lookup if egress else "NORMAL"
-            base = f"{key},ct_state=+new-est+trk,{_l4(rule)}"
+            base = f"{key_match},ct_state=+new-est+trk,{_l4(rule)}"
             base += _remote(rule, "dst" if egress else "src")
+            if rule.remote_group_id:
+                ckey = (rule.remote_group_id, rule.ethertype, rule.direction)
+                uses.add(ckey)
+                cid = self._conj_id(ckey)
+                # The conjunction is the bridge's; what completes it for this
+                # port is accepted by this port's flow (its own zone).
+                add(table, 70, f"conj_id={cid},{key_match},"
+                    f"{'ip' if rule.ethertype == 'ipv4' else 'ipv6'}",
+                    f"ct(commit,zone={z}),{done}")
             for ports_match in _port_ranges(rule):
                 match = base + ports_match
                 if rule.remote_group_id:
-                    cid = conj_id(port.device, i)
-                    group_conj.setdefault((rule.remote_group_id, rule.ethertype,
-                                           rule.direction), []).append(cid)
                     add(table, 70, match, f"conjunction({cid},2/2)")
-                    add(table, 70, f"conj_id={cid},{_l4(rule).split(',')[0]}",
-                        f"ct(commit,zone={z}),{done}")
                 else:
                     add(table, 80, match, f"ct(commit,zone={z}),{done}")
         return out
 
-    def _member_flows(self, group_conj: dict[tuple[str, str, str], list[int]],
-                      members: Mapping[str, Sequence[str]]) -> dict[Flow, tuple[int, str]]:
-        """One flow per (table, member address) naming every conjunction it
-        belongs to: an address in two groups is one flow, not two that clash."""
+    def _member_flows(self, used: Iterable[ConjKey], members: Mapping[str, Sequence[str]],
+                      only: set[str] | None = None) -> dict[Flow, tuple[int, str]]:
+        """One flow per (table, member address) naming the conjunction of
+        every group it is in that some port's rules name: an address in two
+        groups is one flow, not two that clash. `only`: the flows of those
+        addresses alone."""
         per_addr: dict[tuple[int, str], list[int]] = {}
-        for (gid, ethertype, direction), cids in group_conj.items():
+        for key in sorted(used):
+            gid, ethertype, direction = key
+            cid = self._conj_ids[key]
             egress = direction == "egress"
             table = T_EGRESS_CT if egress else T_INGRESS_CT
-            for addr in members.get(gid, ()):
-                net = _net(addr)
-                if (net.version == 4) != (ethertype == "ipv4"):
-                    continue
-                field = ("nw_" if net.version == 4 else "ipv6_") + ("dst" if egress else "src")
-                proto = "ip" if net.version == 4 else "ipv6"
-                per_addr.setdefault((table, f"ct_state=+new-est+trk,{proto},{field}={net}"),
-                                    []).extend(cids)
-        return {(table, 70, match): (cookie("members"),
+            addrs = members.get(gid, ())
+            for addr in addrs if only is None else only.intersection(addrs):
+                match = _member_match(addr, ethertype, egress)
+                if match:
+                    per_addr.setdefault((table, match), []).append(cid)
+        return {(table, 70, match): (MEMBERS_COOKIE,
                                      ",".join(f"conjunction({c},1/2)" for c in sorted(set(cids))))
                 for (table, match), cids in per_addr.items()}
+
+    def _member_flows_after(self, used: set[ConjKey], wanted: Mapping[str, tuple[str, ...]]
+                            ) -> dict[Flow, tuple[int, str]]:
+        """The member flows for `wanted` when only members changed (the
+        conjunctions the ports use did not): the flows of the addresses that
+        joined or left a group computed again, the rest kept. A join costs
+        its address, not the group's other members."""
+        moved: set[str] = set()
+        for gid in wanted.keys() | self._members.keys():
+            old, new = self._members.get(gid, ()), wanted.get(gid, ())
+            if old != new:
+                moved |= set(old).symmetric_difference(new)
+        flows = dict(self._member_flow_cache)
+        for addr in moved:
+            for ethertype in ("ipv4", "ipv6"):
+                for egress, table in ((True, T_EGRESS_CT), (False, T_INGRESS_CT)):
+                    match = _member_match(addr, ethertype, egress)
+                    if match:
+                        flows.pop((table, 70, match), None)
+        flows.update(self._member_flows(used, wanted, only=moved))
+        return flows
 
     # ------------------------------------------------------------ changes
 
@@ -341,13 +420,16 @@ class OvsFirewall:
         last push again then)."""
         with self._lock:
             want_ports = {p.device: p for p in ports}
-            wanted = {g: tuple(a) for g, a in members.items()}
+            # One spelling per network ("10.0.0.5" and "10.0.0.5/32" are one
+            # flow's match): a member's flows are found again by its text.
+            wanted = {g: tuple(_canon(x) for x in a) for g, a in members.items()}
             same = want_ports == self._ports and wanted == self._members
             refresh = set(want_ports) if same else {
-                d for d, p in want_ports.items() if self._ports.get(d) != p
+                d for d, p in want_ports.items()
+                if (self._ports.get(d) is not p and self._ports.get(d) != p)
                 or d not in self._port_flows_of}
             new_flows: dict[str, dict[Flow, tuple[int, str]]] = {}
-            new_conj: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+            new_conj: dict[str, frozenset[ConjKey]] = {}
             # A port whose rules changed keeps its OpenFlow number: no OVSDB
             # round trip (two forks of ovs-vsctl) for a rule change.
             known = {} if same else {d: self._plugged[d] for d in refresh
@@ -359,26 +441,34 @@ class OvsFirewall:
                     # Not on the bridge now (a stopped VM's tap): no flows until
                     # it is back, and the next push after that.
                     log.info("port filters: %s is not on %s", dev, self.bridge)
-                    new_flows[dev], new_conj[dev] = {}, {}
+                    new_flows[dev], new_conj[dev] = {}, frozenset()
                     continue
-                conj: dict[tuple[str, str, str], list[int]] = {}
-                new_flows[dev] = self._port_flows(want_ports[dev], at, conj)
-                new_conj[dev] = conj
+                uses: set[ConjKey] = set()
+                new_flows[dev] = self._port_flows(want_ports[dev], at, uses)
+                new_conj[dev] = frozenset(uses)
             gone = [d for d in self._port_flows_of if d not in want_ports]
             lines: list[str] = []
             for dev in gone:
                 lines += _diff(self._port_flows_of[dev], {})
             for dev, flows in new_flows.items():
                 lines += _diff(self._port_flows_of.get(dev, {}), flows)
-            conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone}, **new_conj}
+            conj_changed = bool(gone) or any(self._conj_of.get(d) != c
+                                             for d, c in new_conj.items())
+            conj_of = self._conj_of
+            used = self._used
+            if conj_changed:
+                gone_set = set(gone)
+                conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone_set},
+                           **new_conj}
+                used = set().union(*conj_of.values())
+            elif new_conj:
+                conj_of = {**self._conj_of, **new_conj}
             member_flows = self._member_flow_cache
-            if (wanted != self._members or gone
-                    or any(self._conj_of.get(d) != c for d, c in new_conj.items())):
-                group_conj: dict[tuple[str, str, str], list[int]] = {}
-                for conj in conj_of.values():
-                    for key, cids in conj.items():
-                        group_conj.setdefault(key, []).extend(cids)
-                member_flows = self._member_flows(group_conj, wanted)
+            if conj_changed:
+                member_flows = self._member_flows(used, wanted)
+                lines += _diff(self._member_flow_cache, member_flows)
+            elif wanted != self._members:
+                member_flows = self._member_flows_after(used, wanted)
                 lines += _diff(self._member_flow_cache, member_flows)
             if lines:
                 self.run(lines)
@@ -393,7 +483,11 @@ class OvsFirewall:
                 else:
                     self._plugged.pop(dev, None)
             self._conj_of = conj_of
+            self._used = used
             self._member_flow_cache = member_flows
+            # Ids no port names any more are free again.
+            if len(self._conj_ids) > len(used):
+                self._conj_ids = {k: v for k, v in self._conj_ids.items() if k in used}
             self._ports = want_ports
             self._members = wanted
             return len(lines)

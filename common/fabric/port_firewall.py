@@ -316,15 +316,24 @@ class PortFirewall:
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def _chain_messages(self, port: Port) -> list[bytes]:
-        """A known port's three chains emptied and refilled, as netlink
-        messages (nft_rules): no libnftables cache of this namespace's
-        chains, so the cost is the port's rules, not the host's ports."""
+        """A known port's chains whose rules changed emptied and refilled, as
+        netlink messages (nft_rules): no libnftables cache of this
+        namespace's chains, so the cost is the port's rules, not the host's
+        ports. Only those chains: the kernel's commit costs in proportion to
+        each table it touches (a rule change leaves the bridge table alone,
+        docs/security-groups.md)."""
         if self._compiler is None:
             self._compiler = nft_rules.Compiler()
         dev = port.device
-        chains = [("bridge", L2_TABLE, port_chain("l2", dev), l2_chain_rules(port)),
-                  ("inet", SG_TABLE, port_chain("eg", dev), sg_chain_rules(port, "egress")),
-                  ("inet", SG_TABLE, port_chain("in", dev), sg_chain_rules(port, "ingress"))]
+        old = self._ports.get(dev)
+        chains = [(family, table, port_chain(kind, dev), rules(port))
+                  for family, table, kind, rules in (
+                      ("bridge", L2_TABLE, "l2", l2_chain_rules),
+                      ("inet", SG_TABLE, "eg", lambda p: sg_chain_rules(p, "egress")),
+                      ("inet", SG_TABLE, "in", lambda p: sg_chain_rules(p, "ingress")))
+                  if old is None or rules(old) != rules(port)]
+        if not chains:
+            return []
         compiled = self._compiler.compile([(family, table, set_decls_named(rules), rules)
                                            for family, table, _, rules in chains])
         msgs: list[bytes] = []
@@ -468,7 +477,8 @@ class PortFirewall:
         with self._lock:
             msgs = self._netlink_batch([], [port])
             if msgs is not None:
-                self._send(msgs)
+                if msgs:
+                    self._send(msgs)
             else:
                 self.run(self._port_commands(port))
             self._ports[port.device] = port

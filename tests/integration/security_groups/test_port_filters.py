@@ -197,6 +197,40 @@ def test_joining_a_remote_group_gains_access_and_leaving_loses_it(fresh: Lab) ->
     assert ask(lab.ns("b1"), UDP, a2, 5353, timeout=2) == ""
 
 
+OTHER = "00000000-0000-4000-8000-0000000000dd"
+
+
+def test_a_group_two_ports_name_opens_each_port_to_its_own_rules(fresh: Lab) -> None:
+    """One remote group named by two ports' different rules (on OVS one
+    shared conjunction; on the Linux bridge one set): a member joining gets
+    each port's own rule, not the other's; a rule with the same match from
+    another group keeps working; leaving closes both."""
+    lab = fresh
+    for g in ("a1", "a2"):
+        lab.listen(g, TCP, 8181, f"{g}-tcp")
+        lab.listen(g, UDP, 5454, f"{g}-udp")
+    a1, a2 = GUESTS["a1"][1], GUESTS["a2"][1]
+    a1_rules = (Rule("ingress", protocol="tcp", port_min=8181, remote_group_id=WEB),
+                Rule("ingress", protocol="tcp", port_min=8181, remote_group_id=OTHER))
+    a2_rules = (Rule("ingress", protocol="udp", port_min=5454, remote_group_id=WEB),)
+    ports = [lab.port(g) for g in ("b1", "b2")] + [lab.port("a1", a1_rules),
+                                                    lab.port("a2", a2_rules)]
+    lab.fw.apply(ports, {**lab.members(), OTHER: [GUESTS["b2"][1]]})
+    assert ask(lab.ns("b2"), TCP, a1, 8181) == "a1-tcp", "the other group's rule, same match"
+    assert ask(lab.ns("b1"), TCP, a1, 8181, timeout=2) == ""
+    lab.fw.set_members(WEB, [GUESTS["b1"][1]])
+    assert ask(lab.ns("b1"), TCP, a1, 8181) == "a1-tcp"
+    assert ask(lab.ns("b1"), UDP, a2, 5454) == "a2-udp"
+    assert ask(lab.ns("b1"), UDP, a1, 5454, timeout=2) == "", "a2's rule is not a1's"
+    assert ask(lab.ns("b1"), TCP, a2, 8181, timeout=2) == "", "a1's rule is not a2's"
+    assert ask(lab.ns("b2"), UDP, a2, 5454, timeout=2) == "", "b2 is in OTHER, not WEB"
+    assert ask(lab.ns("b2"), TCP, a1, 8181) == "a1-tcp"
+    lab.fw.set_members(WEB, [])
+    assert ask(lab.ns("b1"), TCP, a1, 8181, timeout=2) == ""
+    assert ask(lab.ns("b1"), UDP, a2, 5454, timeout=2) == ""
+    assert ask(lab.ns("b2"), TCP, a1, 8181) == "a1-tcp", "OTHER's conjunction survives"
+
+
 def test_icmp_types(fresh: Lab) -> None:
     lab = fresh
     a1 = GUESTS["a1"][1]

@@ -181,7 +181,41 @@ def test_ovs_a_change_is_one_bundle_of_only_that_ports_flows_and_members() -> No
     joined = fw.bundles[-1]
     assert len(joined) == 1
     assert "nw_src=10.0.9.9" in joined[0]
-    assert joined[0].count("conjunction(") == 20, "one flow naming each port's conjunction"
+    assert joined[0].count("conjunction(") == 1, "one conjunction per (group, direction, " \
+        "ethertype), shared by the 20 ports whose rules name the group"
+
+
+def test_ovs_a_join_is_one_flow_of_one_conjunction_whatever_the_ports() -> None:
+    """Neutron's sharing: the ports' rule flows are the conjunction's second
+    clause (each matches its port), the members its first; a member joining
+    is one flow naming one conjunction at 10 or 1,000 ports."""
+    sizes = {}
+    for n in (10, 1000):
+        fw = RecordedOvs()
+        rules = (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+                 Rule("ingress", protocol="udp", port_min=53, remote_group_id=GID))
+        ports = [Port(f"p{i}", f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
+                      (f"10.0.{i // 200}.{i % 200 + 10}",), (), rules) for i in range(n)]
+        fw.apply(ports, {GID: ["10.9.0.1"]})
+        fw.apply(ports, {GID: ["10.9.0.1", "10.9.9.9"]})
+        sizes[n] = (len(fw.bundles[-1]), sum(len(line) for line in fw.bundles[-1]))
+        assert fw.bundles[-1][0].count("conjunction(") == 1
+    assert sizes[10] == sizes[1000]
+
+
+def test_ovs_two_groups_on_one_match_keep_both_conjunctions() -> None:
+    """Two rules of one port that differ only in their remote group have the
+    same match: one flow naming both groups' conjunctions, not the second
+    rule's flow replacing the first's."""
+    other = "00000000-0000-4000-8000-0000000000cc"
+    fw = RecordedOvs()
+    p = Port("p1", "02:00:00:00:00:01", ("10.0.0.5",), (),
+             (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+              Rule("ingress", protocol="tcp", port_min=22, remote_group_id=other)))
+    fw.apply([p], {GID: ["10.0.0.6"], other: ["10.0.0.7"]})
+    rule_flows = [line for line in fw.bundles[-1] if "tp_dst=22" in line]
+    assert len(rule_flows) == 1
+    assert rule_flows[0].count("conjunction(") == 2
 
 
 def test_the_eui64_link_local_of_a_mac() -> None:
@@ -259,3 +293,55 @@ def test_ovs_a_change_looks_up_only_the_changed_port() -> None:
     fw.apply(ports[:-1], {GID: ["10.0.0.10", "10.0.0.11"]})
     assert not any(f"cookie={cookie('p9'):#x}" in line for line in fw.bundles[-1])
     assert sum(line.startswith("delete_strict") for line in fw.bundles[-1]) > 10
+
+
+class NamedCompiler:
+    """Stands in for nft_rules.Compiler: records which chains' rules are compiled."""
+
+    def __init__(self) -> None:
+        self.compiled: list[list[str]] = []
+
+    def compile(self, chains: Sequence[tuple[str, str, list[str], list[str]]]
+                ) -> list[list[bytes]]:
+        self.compiled.append([f"{family} {table}" for family, table, _, _ in chains])
+        return [[b"expr"] for _ in chains]
+
+
+def test_a_rule_change_refills_only_the_chains_it_changes() -> None:
+    """The kernel's commit costs in proportion to each table it touches: a
+    rule change leaves the bridge table's port-security chain alone, and an
+    ingress rule the egress chain."""
+    fw = Recorded()
+    fw.apply([port("p1", Rule("egress"))], {})
+    compiler = NamedCompiler()
+    fw._compiler = compiler  # type: ignore[assignment]
+    msgs = fw._chain_messages(port("p1", Rule("egress"), Rule("ingress", protocol="tcp")))
+    assert compiler.compiled == [["inet cloudnet_sg"]]
+    assert len(msgs) == 2, "the ingress chain's flush and its one compiled rule"
+    moved = Port("p1", "02:00:00:00:00:01", ("10.0.0.6",), (), (Rule("egress"),))
+    fw._chain_messages(moved)
+    assert compiler.compiled[-1] == ["bridge cloudnet_l2"], "a new address: port security only"
+    assert fw._chain_messages(port("p1", Rule("egress"))) == []
+
+
+def test_ovs_member_flows_after_joins_and_leaves_are_those_computed_afresh() -> None:
+    """A join or leave recomputes only the addresses that moved; after any
+    sequence of them the member flows are the ones a full computation gives
+    (addresses in several groups, spelled as an address or a /32)."""
+    import random
+
+    rnd = random.Random(7)
+    other = "00000000-0000-4000-8000-0000000000cc"
+    fw = RecordedOvs()
+    ports = [Port("p1", "02:00:00:00:00:01", ("10.0.0.5",), (),
+                  (Rule("ingress", protocol="tcp", port_min=22, remote_group_id=GID),
+                   Rule("egress", remote_group_id=other))),
+             Port("p2", "02:00:00:00:00:02", ("10.0.0.6",), (),
+                  (Rule("ingress", protocol="udp", port_min=53, remote_group_id=other),))]
+    pool = [f"10.1.0.{i}" for i in range(8)] + ["10.1.0.3/32", "10.2.0.0/24", "2001:db8::1"]
+    for _ in range(60):
+        members = {GID: rnd.sample(pool, rnd.randint(0, 5)),
+                   other: rnd.sample(pool, rnd.randint(0, 5))}
+        fw.apply(ports, members)
+        used = set().union(*fw._conj_of.values())
+        assert fw._member_flow_cache == fw._member_flows(used, fw._members)
