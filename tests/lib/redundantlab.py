@@ -102,6 +102,17 @@ class Flow:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def echoed(self) -> int:
+        """How many echoes a running tcp-client has had so far (SIGUSR1)."""
+        assert self.popen.stdout is not None and self.alive(), "the stream ended"
+        self.popen.send_signal(signal.SIGUSR1)
+        while True:
+            line = self.popen.stdout.readline()
+            assert line, "the stream ended"
+            seen = json.loads(line)
+            if "echoed" in seen and "sent" not in seen:
+                return int(seen["echoed"])
+
 
 @dataclass
 class Pair:
