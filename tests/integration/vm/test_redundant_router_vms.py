@@ -6,8 +6,8 @@ backup VM becomes master, the guest keeps its lease, the stream keeps
 flowing and new connections work; the dead VM is made again on its own
 host (never the other instance's), comes back as an instance of the pair
 and takes the master role back once its conntrackd is resynced: the same
-stream goes on through that failback too. One cloud, one redundant network for the module; both VMs boot in
-parallel."""
+stream goes on through that failback too. One cloud, one redundant network
+for the module; both VMs boot in parallel."""
 
 from __future__ import annotations
 
