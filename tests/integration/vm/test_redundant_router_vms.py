@@ -25,7 +25,14 @@ from aio.allinone import INET_HOST_IP, AllInOne
 from tests.lib.allinone import Tenant, vm_cloud_down, vm_cloud_up
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
-from tests.lib.vm_routers import master, pair_serving, router_vm_pid, serving, wait_router
+from tests.lib.vm_routers import (
+    master,
+    pair_serving,
+    router_vm_pid,
+    serving,
+    wait_router,
+    what_happened,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +70,8 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
     aio, second = pair
     t = Tenant(aio, "vmred")
     flows: list[Flow] = []
+    net = t.network(name="web", cidr="10.9.0.0/24", lease_seconds=600, redundant=True)
     try:
-        net = t.network(name="web", cidr="10.9.0.0/24", lease_seconds=600, redundant=True)
         port = t.port(net.id, hostname="vm1")
         # Both VMs serve, the preferred one (instance 0) master once its
         # preempt delay passed.
@@ -129,6 +136,9 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
         wait_router(t, net.router_id, lambda r: serving(r) and not r.instances)
         assert guest.dhcp().ip == port.ip
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+    except (AssertionError, TimeoutError):
+        print(what_happened(aio, second, t, net.id))  # for the failure's report
+        raise
     finally:
         for f in flows:
             with contextlib.suppress(Exception):
