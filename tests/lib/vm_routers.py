@@ -13,6 +13,7 @@ from cloudnet.compute.v1 import router_vm_pb2 as vpb
 from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
+from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 
 from aio import vm_backend
 from aio.allinone import AllInOne
@@ -76,7 +77,7 @@ def what_happened(aio: AllInOne, second: SecondHost, t: Tenant, network_id: str)
     agents' VRRP and conntrackd lines (a failed wait's explanation)."""
     out = []
     try:
-        got = t.api.call(t.api.redundancy.GetRedundancy,
+        got = t.api.call(rrpc.RouterRedundancyServiceStub(t.api.channel).GetRedundancy,
                          rpb.GetRedundancyRequest(network_id=network_id))
         out += [f"event: {e}" for e in got.events]
     except grpc.RpcError as e:
