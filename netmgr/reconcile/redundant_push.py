@@ -143,7 +143,8 @@ class RedundantRouters:
                 views.append(InstanceView(
                     i, status is not None, r.state if r else "",
                     r.priority if r else red.priority(i), bool(r and r.demoted),
-                    self._demoted_at.get((red.router_id, i), 0.0)))
+                    self._demoted_at.get((red.router_id, i), 0.0),
+                    bool(r and r.resync_pending)))
             decision = arbitrate(views, now, DEMOTION_HOLD)
             for i, demote in [(i, True) for i in decision.demote] + \
                              [(i, False) for i in decision.release]:

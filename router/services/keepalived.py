@@ -260,7 +260,8 @@ class Keepalived:
             status.redundancy.CopyFrom(rpb.RedundancyStatus(
                 state=role.state if running else "FAULT", last_transition=role.since,
                 transitions=role.transitions,
-                demoted=demoted(ctx), priority=cfg.redundancy.priority))
+                demoted=demoted(ctx), priority=cfg.redundancy.priority,
+                resync_pending=conntrackd.gated(ctx)))
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         version = proc.version("keepalived")
