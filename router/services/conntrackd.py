@@ -44,6 +44,7 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
 import tempfile
 import threading
 import time
@@ -83,8 +84,9 @@ RESYNC_WEIGHT = 150
 # its size this many polls in a row; it is given up (the gate lifted) after
 # RESYNC_LIMIT seconds (a peer that is gone: nothing to wait for).
 RESYNC_POLL, RESYNC_STABLE, RESYNC_LIMIT = 0.5, 3, 30.0
-# Tries of one control command (RESYNC_POLL apart).
-CTL_TRIES = 5
+# Tries of one control command (RESYNC_POLL apart), and how long one may
+# take (a commit in a starved router VM: seconds).
+CTL_TRIES, CTL_TIMEOUT = 5, 15.0
 _EXTERNAL = re.compile(r"cache external:\s*current active connections:\s*(\d+)")
 _RECEIVED = re.compile(r"(\d+) Pckts recv")
 
@@ -121,7 +123,11 @@ def _find_started(ctx: Context) -> int | None:
 
 def ctl(ctx: Context, *args: str) -> str:
     """A command to the running conntrackd (its unix socket)."""
-    return proc.run(["conntrackd", "-C", _conf(ctx), *args], timeout=10)
+    argv = ["conntrackd", "-C", _conf(ctx), *args]
+    try:
+        return proc.run(argv, timeout=CTL_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise proc.CommandError(argv, -1, f"no answer in {CTL_TIMEOUT:g} s") from e
 
 
 @dataclass(frozen=True)
@@ -334,7 +340,9 @@ class Conntrackd:
     name = "conntrackd"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self, follows_role=self)
+        # Its commands run in a worker of their own: role_changed only hands
+        # them over, so it is called at once, not behind a running apply.
+        self.capabilities = Capabilities(conditional=self, follows_role_at_once=self)
         self.worker = SyncWorker()
 
     def verify(self, cfg: pb.RouterConfig) -> None:
