@@ -63,6 +63,8 @@ ALIVE_INTERVAL, ALIVE_FALL = 2, 5
 # (conntrackd's resync gate: the ``resync`` track file).
 PREEMPT_DELAY = 3
 START_TIMEOUT = 10.0
+# How long a MASTER notification waits for keepalived's addresses (above).
+MASTER_SETTLE = 2.0
 CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "agent", "vrrp_notify.py")
 
@@ -211,14 +213,21 @@ def holds_addresses(ctx: Context, cfg: pb.RouterConfig) -> bool:
 
 def observed_state(ctx: Context, cfg: pb.RouterConfig, reported: str) -> str:
     """The state keepalived reported, checked against the addresses: two
-    notifications close together may reach the agent out of order."""
-    try:
-        held = holds_addresses(ctx, cfg)
-    except (OSError, netlink.NetlinkOpError):  # the namespace is gone
-        held = False
-    if held:
-        return "MASTER"
-    return reported if reported in ("BACKUP", "FAULT") else "BACKUP"
+    notifications close together may reach the agent out of order. keepalived
+    may run the MASTER notification before its addresses are in (seen in a
+    starved router VM: the next notification, the sync group's, came 2.6 s
+    later), so a MASTER report waits up to MASTER_SETTLE for them."""
+    deadline = time.monotonic() + (MASTER_SETTLE if reported == "MASTER" else 0.0)
+    while True:
+        try:
+            held = holds_addresses(ctx, cfg)
+        except (OSError, netlink.NetlinkOpError):  # the namespace is gone
+            return "BACKUP" if reported == "MASTER" else reported
+        if held:
+            return "MASTER"
+        if time.monotonic() >= deadline:
+            return reported if reported in ("BACKUP", "FAULT") else "BACKUP"
+        time.sleep(0.05)
 
 
 class Keepalived:
