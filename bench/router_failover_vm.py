@@ -41,6 +41,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
+from aio.nsguest import DhcpFailed
 from tests.lib.allinone import Tenant, free_port, router_image_built
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
@@ -72,7 +73,7 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
     os.kill(pid, signal.SIGKILL)
     wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
     moved = time.monotonic() - t0
-    lease_ok = guest.dhcp().ip == port.ip
+    lease_ok = _lease_kept(guest, port)
     try:
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
         fresh = ""
@@ -106,7 +107,7 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
     try:
         wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
         moved = time.monotonic() - t0
-        lease_ok = guest.dhcp().ip == port.ip
+        lease_ok = _lease_kept(guest, port)
         try:
             connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
             fresh = ""
@@ -119,6 +120,15 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
     return {"t0": t0, "t1": t1, "killed": before, "moved_s": round(moved, 2),
             "back_in_s": round(time.monotonic() - t0, 1), "lease_kept": lease_ok,
             "new_connection": not fresh, "new_connection_error": fresh}
+
+
+def _lease_kept(guest: Any, port: pb.Port) -> bool:
+    """DHCP again: the same address (no answer counts as a lease lost)."""
+    try:
+        return bool(guest.dhcp().ip == port.ip)
+    except DhcpFailed as e:
+        print(f"DHCP after the move: {str(e)[:200]}", file=sys.stderr, flush=True)
+        return False
 
 
 def _edge_mac(aio: AllInOne, ip: str) -> str:
