@@ -51,6 +51,7 @@ from router.lib import files, proc
 from router.services.base import (
     Context,
     EdgeRules,
+    FollowsRole,
     ObjectId,
     Rendered,
     RouterPaths,
@@ -129,6 +130,7 @@ class RouterRuntime:
         (``router.services.registry.router_services``); removed in reverse."""
         self.ctx = ctx
         self.lock = threading.Lock()
+        self._vrrp_lock = threading.Lock()  # VRRP notifications, one at a time
         self.services = tuple(services)
         # The last good config: what runs (refused objects as they were, or left out).
         self.config: pb.RouterConfig | None = None
@@ -405,10 +407,13 @@ class RouterRuntime:
     def vrrp_transition(self, observe: Callable[[pb.RouterConfig], str]) -> str:
         """keepalived says this instance changed state: ``observe(config)``
         is the state it is in now. The services that follow the role act on
-        it in apply order (conntrackd commits, HAProxy and strongSwan start
-        or stop); one that fails is applied again by the next repair.
-        Returns the state ("" for a router that is not redundant)."""
-        with self.lock:
+        it: first, without the router's lock, those that act at once
+        (conntrackd's commit of the synced connections: a running apply
+        must not delay it); then, under the lock and in apply order, the
+        others (HAProxy and strongSwan start or stop); one that fails is
+        applied again by the next repair. Returns the state ("" for a router
+        that is not redundant)."""
+        with self._vrrp_lock:  # observed and recorded in the order they happen
             cfg = self.config
             if cfg is None or not cfg.HasField("redundancy"):
                 return ""
@@ -416,19 +421,32 @@ class RouterRuntime:
             if not self.ctx.role.set(state, time.time()):
                 return state
             log.info("router %s: VRRP %s", self.ctx.router_id, state)
+            early = set()
+            for s in self.services:
+                at_once, rendered = s.capabilities.follows_role_at_once, self._applied.get(s.name)
+                if at_once is not None and rendered is not None:
+                    self._follow(s, at_once, cfg, rendered, state)
+                    early.add(s.name)
+        with self.lock:
+            cfg = self.config
+            if cfg is None or not cfg.HasField("redundancy"):
+                return state
             self._take_over()
             self._health = None
             for s in self.services:
-                follows = s.capabilities.follows_role
-                if follows is None or s.name not in self._applied:
+                follows = s.capabilities.follows_role or s.capabilities.follows_role_at_once
+                if follows is None or s.name in early or s.name not in self._applied:
                     continue
-                try:
-                    follows.role_changed(self.ctx, cfg, self._applied[s.name])
-                except APPLY_ERRORS as e:
-                    self._applied.pop(s.name, None)
-                    log.error("router %s: %s on VRRP %s: %s", self.ctx.router_id, s.name,
-                              state, e)
+                self._follow(s, follows, cfg, self._applied[s.name], state)
             return state
+
+    def _follow(self, s: Service, follows: FollowsRole, cfg: pb.RouterConfig,
+                rendered: Rendered, state: str) -> None:
+        try:
+            follows.role_changed(self.ctx, cfg, rendered)
+        except APPLY_ERRORS as e:
+            self._applied.pop(s.name, None)
+            log.error("router %s: %s on VRRP %s: %s", self.ctx.router_id, s.name, state, e)
 
     def _reject(self, generation: int, e: ConfigError) -> None:
         self.rejected_generation = generation

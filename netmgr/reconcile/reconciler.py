@@ -38,6 +38,7 @@ from netmgr.model.core import Port, RouterBackend
 from netmgr.model.redundancy import InstanceReport, Redundancy
 from netmgr.reconcile.agent_report import record_report, record_reports
 from netmgr.reconcile.configbuild.edge import EdgeRule
+from netmgr.reconcile.configbuild.redundancy import VM_ADVERT_MS
 from netmgr.reconcile.configbuild.router import build_router_config
 from netmgr.reconcile.delta_push import EdgeDeltas
 from netmgr.reconcile.redundant_push import RedundancyView, RedundantRouters, instance_report
@@ -475,7 +476,8 @@ class Reconciler:
             ok, statuses = self.redundant.push(
                 red, config, epoch,
                 prepare=lambda i, cfg: vm.nics.before_push(router_id, cfg, i),
-                after=lambda i, cfg, st: vm.nics.after_push(router_id, cfg, st, i))
+                after=lambda i, cfg, st: vm.nics.after_push(router_id, cfg, st, i),
+                advert_ms=VM_ADVERT_MS)
         if not statuses:
             self._mark_unreachable(
                 [router_id], f"agents on {red.hosts[0]} and {red.hosts[1]} unreachable")

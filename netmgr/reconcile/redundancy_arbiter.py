@@ -6,9 +6,12 @@ netmgr sees both agents. From what each reports (its VRRP state, its
 priority, whether netmgr holds it demoted) and whether netmgr reached it at
 all, ``arbitrate`` decides, as a pure function:
 
-* both reachable and both MASTER: demote the lower priority (on a tie, the
-  second instance): its agent holds it in FAULT (``RouterRedundancy.SetDemoted``),
-  which drops its addresses, and the other stays the one master;
+* both reachable and both MASTER: demote the one whose conntrackd has not
+  resynced yet (an instance just made again that claimed the master role
+  before it heard the other: the other holds the connections), else the
+  lower priority (on a tie, the second instance): its agent holds it in
+  FAULT (``RouterRedundancy.SetDemoted``), which drops its addresses, and
+  the other stays the one master;
 * an instance netmgr cannot reach is not demoted by netmgr (it cannot be):
   the other is released if netmgr held it, so that one instance serves; the
   unreachable one's own tracking (its agent's health, its uplink) takes it
@@ -37,6 +40,7 @@ class InstanceView:
     priority: int = 0
     demoted: bool = False
     demoted_at: float = 0.0  # when netmgr demoted it (its own clock)
+    resync_pending: bool = False  # its conntrackd lacks the other's connections
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ def arbitrate(views: Sequence[InstanceView], now: float, hold: float) -> Decisio
         return NOTHING
     masters = [v for v in (a, b) if v.state == "MASTER" and not v.demoted]
     if len(masters) == 2:
-        loser = min((a, b), key=lambda v: (v.priority, -v.instance))
+        loser = min((a, b), key=lambda v: (not v.resync_pending, v.priority, -v.instance))
         winner = b if loser is a else a
+        why = ", its conntrackd not resynced" if loser.resync_pending else ""
         return Decision(demote=(loser.instance,), events=(
             f"split brain: both instances MASTER (VRRP between them lost); instance "
-            f"{loser.instance} (priority {loser.priority}) demoted, instance "
+            f"{loser.instance} (priority {loser.priority}{why}) demoted, instance "
             f"{winner.instance} (priority {winner.priority}) stays master",))
     release, events = [], []
     for held, other in ((a, b), (b, a)):

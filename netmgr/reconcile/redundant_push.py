@@ -94,18 +94,19 @@ class RedundantRouters:
     def push(self, red: Redundancy, config: pb.RouterConfig, epoch: int = 0,
              prepare: Callable[[int, pb.RouterConfig], bool] | None = None,
              after: Callable[[int, pb.RouterConfig, pb.RouterStatus], None] | None = None,
-             ) -> tuple[bool, list[tuple[int, pb.RouterStatus]]]:
+             advert_ms: int = 0) -> tuple[bool, list[tuple[int, pb.RouterStatus]]]:
         """Both instances' configs to their agents, fenced by the pushing
         replica's lease ``epoch``. Returns whether both applied it, and the
         statuses received (instance, status). ``prepare(instance, config)``:
         False when that instance cannot take it yet (a router VM whose new
         NICs are not plugged); ``after(instance, config, status)``: once it
-        answered (a router VM's NICs no longer named are unplugged)."""
+        answered (a router VM's NICs no longer named are unplugged).
+        ``advert_ms``: VRRP's advert interval (0: the agents' default)."""
         ok, statuses = True, []
         self._pushed[red.router_id] = red
         for i in (0, 1):
             host = red.hosts[i]
-            cfg = instance_config(config, red, i)
+            cfg = instance_config(config, red, i, advert_ms)
             if prepare is not None and not prepare(i, cfg):
                 ok = False
                 continue
@@ -143,7 +144,8 @@ class RedundantRouters:
                 views.append(InstanceView(
                     i, status is not None, r.state if r else "",
                     r.priority if r else red.priority(i), bool(r and r.demoted),
-                    self._demoted_at.get((red.router_id, i), 0.0)))
+                    self._demoted_at.get((red.router_id, i), 0.0),
+                    bool(r and r.resync_pending)))
             decision = arbitrate(views, now, DEMOTION_HOLD)
             for i, demote in [(i, True) for i in decision.demote] + \
                              [(i, False) for i in decision.release]:

@@ -3,7 +3,8 @@ the agent's state dir) that ``router/agent/vrrp_notify.py`` talks to.
 
 One JSON line in, one JSON line out:
 
-    {"router": ID, "state": "MASTER"|"BACKUP"|"FAULT"}   a transition
+    {"router": ID, "state": "MASTER"|"BACKUP"|"FAULT", "at": T}   a transition
+                                                  (T: when keepalived ran the script)
     {"router": ID, "check": true}                        keepalived's health check
 
 A transition runs ``RouterRuntime.vrrp_transition`` (conntrackd commits,
@@ -21,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from router.errors import RequestError, RouterNotFound
@@ -101,6 +103,14 @@ class VrrpListener:
         reported = message.get("state")
         if reported not in RedundancyRole.STATES:
             return {"ok": False, "error": "state is not MASTER, BACKUP or FAULT"}
+        received = time.time()
         state = rt.vrrp_transition(
             lambda cfg: keepalived.observed_state(rt.ctx, cfg, str(reported)))
+        sent = message.get("at")
+        if isinstance(sent, (int, float)) and not isinstance(sent, bool):
+            # Where a slow takeover's seconds go: keepalived -> notify script
+            # -> the agent -> the role's services (each instance's log).
+            log.info("router %s: VRRP %s notified by keepalived at %.3f: received %.3f s "
+                     "later, applied as %s %.3f s after that", router_id, reported, sent,
+                     received - sent, state or "-", time.time() - received)
         return {"ok": True, "state": state}

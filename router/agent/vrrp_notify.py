@@ -27,6 +27,9 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
+
+started = time.time()
 
 TIMEOUT = 5.0
 
@@ -69,7 +72,9 @@ def main(argv: list[str]) -> int:
             return 0 if ask(argv[1], {"router": argv[2], "check": True}).get("ok") else 1
         if len(argv) >= 5:
             # SOCKET ROUTER INSTANCE|GROUP NAME STATE [PRIORITY]
-            answer = ask(argv[0], {"router": argv[1], "state": argv[4]})
+            # When keepalived ran us (its state change, give or take our
+            # start): the agent logs how long the notification took.
+            answer = ask(argv[0], {"router": argv[1], "state": argv[4], "at": started})
             return 0 if answer.get("ok") else 1
     except (OSError, ValueError):
         return 1

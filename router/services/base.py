@@ -378,6 +378,9 @@ class Capabilities:
     guest_passwords: HoldsPasswords | None = None
     # Acts on a redundant router's VRRP transitions (in apply order).
     follows_role: FollowsRole | None = None
+    # The same, at once: called without the router's lock (a running apply
+    # may hold it for seconds), so it must only hand the work over.
+    follows_role_at_once: FollowsRole | None = None
 
 
 NO_CAPABILITIES = Capabilities()

@@ -17,21 +17,48 @@ commit must not start a connection of its own (it would take the flow's
 NAT tuple): the router's namespace tracks TCP strictly
 (nf_conntrack_tcp_loose=0), so such a packet is invalid and dropped, and TCP
 sends it again after the commit.
+
+The commands run in a worker thread of the router's own (``SyncWorker``),
+never under the router's lock: inside a starved router VM each one can take
+seconds, and neither keepalived's notification, nor the other services that
+follow the role, nor a status call may wait for them.
+
+**The resync gate.** A conntrackd just started (a new instance, a router VM
+made again, a repaired namespace) holds none of the master's connections. If
+this instance is the preferred one, keepalived would take the master role
+back after its preempt delay and every established flow would meet an
+empty table (strict tracking drops it: the stream stalls until its
+connection is synced again, or for good). So a fresh conntrackd on an
+instance that is not master writes 1 to keepalived's ``resync`` track file
+(weight -RESYNC_WEIGHT: below the other instance's priority, so it does not
+preempt; a master that is gone is still replaced, at any priority); after
+the BACKUP transition's resync request (-n) the worker watches conntrackd's
+statistics until the peer has answered and the external cache has stopped
+growing, then writes 0, and keepalived preempts. Becoming master clears it
+at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import subprocess
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from common import netlink
 from router.errors import ApplyError, CheckError
 from router.lib import files, proc, templating
 from router.services import interfaces, redundancy
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
+
+log = logging.getLogger(__name__)
 
 CONF = "conntrackd.conf"
 PORT = 3780
@@ -47,6 +74,21 @@ TRANSITIONS = {
     "BACKUP": (("-n",),),
     "FAULT": (("-t",),),
 }
+# keepalived's track file (router/templates/keepalived): 1 while a fresh
+# conntrackd has not had the master's connections yet.
+RESYNC_FILE = "resync"
+# What a pending resync costs the instance's priority: more than the gap
+# between the two instances' (netmgr gives 200 and 100).
+RESYNC_WEIGHT = 150
+# The resync is done when the peer has answered and the external cache held
+# its size this many polls in a row; it is given up (the gate lifted) after
+# RESYNC_LIMIT seconds (a peer that is gone: nothing to wait for).
+RESYNC_POLL, RESYNC_STABLE, RESYNC_LIMIT = 0.5, 3, 30.0
+# Tries of one control command (RESYNC_POLL apart), and how long one may
+# take (a commit in a starved router VM: seconds).
+CTL_TRIES, CTL_TIMEOUT = 5, 15.0
+_EXTERNAL = re.compile(r"cache external:\s*current active connections:\s*(\d+)")
+_RECEIVED = re.compile(r"(\d+) Pckts recv")
 
 
 def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
@@ -81,12 +123,163 @@ def _find_started(ctx: Context) -> int | None:
 
 def ctl(ctx: Context, *args: str) -> str:
     """A command to the running conntrackd (its unix socket)."""
-    return proc.run(["conntrackd", "-C", _conf(ctx), *args], timeout=10)
+    argv = ["conntrackd", "-C", _conf(ctx), *args]
+    try:
+        return proc.run(argv, timeout=CTL_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise proc.CommandError(argv, -1, f"no answer in {CTL_TIMEOUT:g} s") from e
 
 
-def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
+@dataclass(frozen=True)
+class SyncStats:
+    """What ``conntrackd -s`` says of the resync: the external cache's size
+    and the datagrams received from the peer."""
+
+    external: int
+    received: int
+
+
+def parse_stats(text: str) -> SyncStats | None:
+    external, received = _EXTERNAL.search(text), _RECEIVED.search(text)
+    if external is None or received is None:
+        return None
+    return SyncStats(int(external.group(1)), int(received.group(1)))
+
+
+def resynced(before: SyncStats, polls: list[SyncStats]) -> bool:
+    """Whether the peer answered a resync request made at ``before``: it sent
+    datagrams since (its dump, its acknowledgements and alive messages), and
+    the external cache held its size for the last RESYNC_STABLE polls (the
+    dump is over). conntrackd says no more: FTFW marks no end of a resync."""
+    if len(polls) < RESYNC_STABLE + 1 or polls[-1].received < before.received + 2:
+        return False
+    last = polls[-RESYNC_STABLE - 1:]
+    return all(p.external == last[0].external for p in last)
+
+
+def set_gate(ctx: Context, pending: bool) -> None:
+    """keepalived's resync track file (it watches the file: inotify)."""
+    os.makedirs(ctx.paths.keepalived(), mode=0o700, exist_ok=True)
+    files.write_atomic(ctx.paths.keepalived(RESYNC_FILE), b"1\n" if pending else b"0\n",
+                       mode=0o600)
+
+
+def gated(ctx: Context) -> bool:
+    text = files.read_text(ctx.paths.keepalived(RESYNC_FILE))
+    return bool(text and text.strip() not in ("", "0"))
+
+
+class SyncWorker:
+    """conntrackd's transitions for one router, in a thread of their own:
+    ``submit`` returns at once; the latest state wins (a state superseded
+    before its turn is skipped), and a resync watch ends when a new state
+    comes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: tuple[Context, str] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def submit(self, ctx: Context, state: str) -> None:
+        with self._cond:
+            self._stopped = False
+            self._pending = (ctx, state)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"conntrackd-{ctx.router_id[:8]}")
+                self._thread.start()
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped, self._pending = True, None
+            self._cond.notify_all()
+
+    def _superseded(self) -> bool:
+        with self._cond:
+            return self._pending is not None or self._stopped
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopped:
+                    self._cond.wait()
+                if self._pending is None:  # stopped
+                    self._thread = None
+                    return
+                (ctx, state), self._pending = self._pending, None
+            try:
+                self._transition(ctx, state)
+            except Exception:  # never lose the worker: the next state tries again
+                log.exception("router %s: conntrackd on VRRP %s", ctx.router_id, state)
+
+    def _transition(self, ctx: Context, state: str) -> None:
+        if state == "MASTER" and gated(ctx):
+            set_gate(ctx, False)  # a master's priority must not drop below the other's
+        before = _stats(ctx) if state == "BACKUP" and gated(ctx) else None
+        for args in TRANSITIONS.get(state, ()):
+            for attempt in range(CTL_TRIES):
+                if self._superseded():
+                    return
+                try:
+                    ctl(ctx, *args)
+                    break
+                except proc.CommandError as e:
+                    # A conntrackd just started may not listen on its
+                    # socket yet: a resync request or a commit lost so
+                    # would go unnoticed; try again.
+                    why = (e.output.strip().splitlines() or [""])[-1][:200]
+                    if attempt + 1 == CTL_TRIES:
+                        log.error("router %s: conntrackd %s on VRRP %s: %s", ctx.router_id,
+                                  " ".join(args), state, why)
+                    with self._cond:
+                        self._cond.wait(RESYNC_POLL)
+        if before is not None:
+            self._watch_resync(ctx, before)
+
+    def _watch_resync(self, ctx: Context, before: SyncStats) -> None:
+        start, polls = time.monotonic(), []
+        while not self._superseded():
+            if time.monotonic() - start > RESYNC_LIMIT:
+                log.warning("router %s: conntrackd: no resync from the peer in %.0f s; "
+                            "the instance may take the master role without it",
+                            ctx.router_id, RESYNC_LIMIT)
+                break
+            with self._cond:
+                self._cond.wait(RESYNC_POLL)
+            now = _stats(ctx)
+            if now is None:
+                continue
+            polls.append(now)
+            if resynced(before, polls):
+                log.info("router %s: conntrackd resynced (%d connections) in %.1f s",
+                         ctx.router_id, now.external, time.monotonic() - start)
+                break
+        else:
+            return  # a new state decides
+        set_gate(ctx, False)
+
+
+def _holds(ctx: Context, cfg: pb.RouterConfig) -> bool:
+    try:
+        return redundancy.holds_virtual(ctx.netns, cfg)
+    except (OSError, netlink.NetlinkOpError):
+        return False
+
+
+def _stats(ctx: Context) -> SyncStats | None:
+    try:
+        return parse_stats(ctl(ctx, "-s"))
+    except proc.CommandError:
+        return None
+
+
+def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
+          worker: SyncWorker) -> None:
     pid = daemon_pid(ctx)
     if not rendered:
+        worker.stop()
         if pid is not None:
             proc.stop(pid)
             interfaces.set_sysctls(ctx.netns, SYSCTLS_SINGLE)
@@ -102,6 +295,12 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         proc.stop(pid)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(ctx.paths.conntrackd("conntrackd.lock"))  # a killed one's
+    # Empty: not the master again before it has the master's connections
+    # (written before keepalived starts, which reads the file). The role the
+    # agent last heard of may be stale (a namespace deleted notifies
+    # nothing): a master holds the addresses.
+    master = _holds(ctx, cfg)
+    set_gate(ctx, not master)
     try:
         proc.run(["conntrackd", "-C", _conf(ctx), "-d"], netns=ctx.netns)
     except proc.CommandError as e:
@@ -112,16 +311,9 @@ def apply(ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
             raise ApplyError("conntrackd: did not start")
         time.sleep(0.02)
     proc.write_record(ctx.paths.record("conntrackd"), started)
-    if ctx.role.state in TRANSITIONS:
-        transition(ctx, ctx.role.state)
-
-
-def transition(ctx: Context, state: str) -> None:
-    for args in TRANSITIONS.get(state, ()):
-        try:
-            ctl(ctx, *args)
-        except proc.CommandError as e:
-            raise ApplyError(f"conntrackd {' '.join(args)}: {e.output.strip()[:200]}") from e
+    state = ctx.role.state
+    if state in TRANSITIONS and (state == "MASTER") == master:
+        worker.submit(ctx, state)  # else keepalived's next notification says
 
 
 def check(ctx: Context, rendered: Rendered) -> None:
@@ -148,7 +340,10 @@ class Conntrackd:
     name = "conntrackd"
 
     def __init__(self) -> None:
-        self.capabilities = Capabilities(conditional=self, follows_role=self)
+        # Its commands run in a worker of their own: role_changed only hands
+        # them over, so it is called at once, not behind a running apply.
+        self.capabilities = Capabilities(conditional=self, follows_role_at_once=self)
+        self.worker = SyncWorker()
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         redundancy.verify(cfg)
@@ -161,11 +356,11 @@ class Conntrackd:
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:
-        apply(ctx, cfg, rendered)
+        apply(ctx, cfg, rendered, self.worker)
 
     def role_changed(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered) -> None:
         if rendered and daemon_pid(ctx) is not None:
-            transition(ctx, ctx.role.state)
+            self.worker.submit(ctx, ctx.role.state)
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         return cfg.HasField("redundancy")
@@ -178,6 +373,7 @@ class Conntrackd:
                                 detail=f"pid {pid}" if pid else "not running")
 
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
+        self.worker.stop()
         pid = daemon_pid(ctx)
         if pid is not None:
             proc.stop(pid)

@@ -39,7 +39,7 @@ from cloudnet.router.v1 import redundancy_pb2 as rpb
 from common import netlink
 from router.errors import ApplyError, CheckError
 from router.lib import files, proc, templating
-from router.services import interfaces, redundancy
+from router.services import conntrackd, interfaces, redundancy
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
 
 CONF = "keepalived.conf"
@@ -59,9 +59,12 @@ SCRIPT_TIMEOUT = 6
 # instance is held in FAULT (an agent restart listens again well within it).
 ALIVE_INTERVAL, ALIVE_FALL = 2, 5
 # Seconds an instance back from a failure waits before it takes the master
-# role back (its conntrackd asks the master for every connection first).
+# role back; one whose conntrackd is new waits for its resync too
+# (conntrackd's resync gate: the ``resync`` track file).
 PREEMPT_DELAY = 3
 START_TIMEOUT = 10.0
+# How long a MASTER notification waits for keepalived's addresses (above).
+MASTER_SETTLE = 2.0
 CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "agent", "vrrp_notify.py")
 
@@ -86,6 +89,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         notify_socket=paths.vrrp_notify_socket, check_interval=CHECK_INTERVAL,
         alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL, script_timeout=SCRIPT_TIMEOUT,
         health_weight=HEALTH_WEIGHT, demoted_file=paths.keepalived("demoted"),
+        resync_file=paths.keepalived(conntrackd.RESYNC_FILE),
+        resync_weight=conntrackd.RESYNC_WEIGHT,
         group=INSTANCE + "-group", instance=INSTANCE,
         preempt_delay=PREEMPT_DELAY,
         vrid=r.virtual_router_id, priority=r.priority, advert=redundancy.advert_seconds(cfg),
@@ -203,26 +208,26 @@ def demoted(ctx: Context) -> bool:
 def holds_addresses(ctx: Context, cfg: pb.RouterConfig) -> bool:
     """Whether this instance holds the router's first virtual address (keepalived
     adds them before it notifies MASTER and removes them before BACKUP or FAULT)."""
-    vips = redundancy.virtual_addresses(cfg)
-    if not vips:
-        return False
-    address, dev = vips[0]
-    link = netlink.find_link_by_name(ctx.netns, dev)
-    if link is None:
-        return False
-    return address in netlink.ipv4_addresses(ctx.netns, link.index)
+    return redundancy.holds_virtual(ctx.netns, cfg)
 
 
 def observed_state(ctx: Context, cfg: pb.RouterConfig, reported: str) -> str:
     """The state keepalived reported, checked against the addresses: two
-    notifications close together may reach the agent out of order."""
-    try:
-        held = holds_addresses(ctx, cfg)
-    except (OSError, netlink.NetlinkOpError):  # the namespace is gone
-        held = False
-    if held:
-        return "MASTER"
-    return reported if reported in ("BACKUP", "FAULT") else "BACKUP"
+    notifications close together may reach the agent out of order. keepalived
+    may run the MASTER notification before its addresses are in (seen in a
+    starved router VM: the next notification, the sync group's, came 2.6 s
+    later), so a MASTER report waits up to MASTER_SETTLE for them."""
+    deadline = time.monotonic() + (MASTER_SETTLE if reported == "MASTER" else 0.0)
+    while True:
+        try:
+            held = holds_addresses(ctx, cfg)
+        except (OSError, netlink.NetlinkOpError):  # the namespace is gone
+            return "BACKUP" if reported == "MASTER" else reported
+        if held:
+            return "MASTER"
+        if time.monotonic() >= deadline:
+            return reported if reported in ("BACKUP", "FAULT") else "BACKUP"
+        time.sleep(0.05)
 
 
 class Keepalived:
@@ -264,7 +269,8 @@ class Keepalived:
             status.redundancy.CopyFrom(rpb.RedundancyStatus(
                 state=role.state if running else "FAULT", last_transition=role.since,
                 transitions=role.transitions,
-                demoted=demoted(ctx), priority=cfg.redundancy.priority))
+                demoted=demoted(ctx), priority=cfg.redundancy.priority,
+                resync_pending=conntrackd.gated(ctx)))
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         version = proc.version("keepalived")
@@ -281,5 +287,6 @@ class Keepalived:
         parent, _ = pids(ctx)
         if parent is not None:
             proc.stop(parent)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(ctx.paths.keepalived("demoted"))
+        for name in ("demoted", conntrackd.RESYNC_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ctx.paths.keepalived(name))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cloudnet.router.v1 import agent_pb2 as pb
 
+from common import netlink
 from router.errors import ConfigError
 from router.lib import validate
 
@@ -94,3 +95,16 @@ def tracked_interfaces(cfg: pb.RouterConfig) -> list[str]:
 def advert_seconds(cfg: pb.RouterConfig) -> str:
     ms = cfg.redundancy.advert_interval_ms or DEFAULT_ADVERT_MS
     return f"{ms / 1000:.2f}"
+
+
+def holds_virtual(netns: str, cfg: pb.RouterConfig) -> bool:
+    """Whether the instance in ``netns`` holds the router's first virtual
+    address (the master does: keepalived adds them all together)."""
+    vips = virtual_addresses(cfg)
+    if not vips:
+        return False
+    address, dev = vips[0]
+    link = netlink.find_link_by_name(netns, dev)
+    if link is None:
+        return False
+    return address in netlink.ipv4_addresses(netns, link.index)

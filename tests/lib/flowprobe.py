@@ -9,7 +9,8 @@ line of what they saw.
     udp-source HOST PORT [PPS]   numbered datagrams, PPS a second (default 100)
 
 tcp-client reports ``sent``, ``echoed``, ``error`` (the reset or timeout that
-ended it, "" if none) and ``max_gap`` (seconds without an echo); udp-sink
+ended it, "" if none) and ``max_gap`` (seconds without an echo); on SIGUSR1
+it prints ``{"echoed": N}`` and goes on (a test's look at a running stream); udp-sink
 reports ``received``, ``max_gap`` and ``gaps`` (every silence over 50 ms,
 as [start, seconds] on CLOCK_MONOTONIC, shared by the namespaces of a host).
 Standard library only.
@@ -69,6 +70,8 @@ def tcp_client(host: str, port: int, hz: float) -> dict[str, object]:
     s = socket.create_connection((host, port), timeout=5)
     s.settimeout(30)  # a failover may hold an echo for seconds: TCP resends it
     print(json.dumps({"connected": True}), flush=True)
+    signal.signal(signal.SIGUSR1,
+                  lambda signum, frame: print(json.dumps({"echoed": out["echoed"]}), flush=True))
     buf, n, last = b"", 0, time.monotonic()
     try:
         while not stop.is_set():

@@ -102,6 +102,18 @@ class Flow:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def echoed(self) -> int:
+        """How many echoes a running tcp-client has had so far (SIGUSR1)."""
+        assert self.popen.stdout is not None
+        assert self.alive(), "the stream ended"
+        self.popen.send_signal(signal.SIGUSR1)
+        while True:
+            line = self.popen.stdout.readline()
+            assert line, "the stream ended"
+            seen = json.loads(line)
+            if "echoed" in seen and "sent" not in seen:
+                return int(seen["echoed"])
+
 
 @dataclass
 class Pair:
@@ -218,6 +230,16 @@ class Pair:
     def keepalived_state(self, i: int) -> str:
         """What instance ``i``'s keepalived itself says it is (its data dump,
         SIGUSR1: the agent may be gone and have heard nothing)."""
+        found = re.search(r"^\s*State = (\w+)", self.keepalived_dump(i), re.M)
+        return found.group(1) if found else ""
+
+    def keepalived_priority(self, i: int) -> int:
+        """Instance ``i``'s priority as its keepalived reckons it now (tracked
+        scripts and files counted), 0 if unknown."""
+        found = re.search(r"^\s*Effective priority = (\d+)", self.keepalived_dump(i), re.M)
+        return int(found.group(1)) if found else 0
+
+    def keepalived_dump(self, i: int) -> str:
         parent, _ = keepalived.pids(self.agents[i].runtime(self.router_id, create=False).ctx)
         if parent is None:
             return ""
@@ -230,8 +252,7 @@ class Pair:
                 with open(DATA_DUMP) as f:
                     text = f.read()
                 if f"VRRP Instance = {keepalived.INSTANCE}" in text:
-                    found = re.search(r"^\s*State = (\w+)", text, re.M)
-                    return found.group(1) if found else ""
+                    return text
             time.sleep(0.05)
         return ""
 

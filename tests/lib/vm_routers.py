@@ -3,12 +3,17 @@ serve: booted, active and with the desired config applied."""
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import time
 
 import grpc
 from cloudnet.compute.v1 import router_vm_pb2 as vpb
 from cloudnet.compute.v1 import router_vm_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
+from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 
 from aio import vm_backend
 from aio.allinone import AllInOne
@@ -61,3 +66,25 @@ def router_vm_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) 
             vpb.GetRouterVmRequest(router_id=router_id),
             metadata=[("authorization", f"Bearer {aio.admin_token}")], timeout=10)
     return int(vm.pid)
+
+
+# The agents' lines on a router VM's console that say where a move's time went.
+_MOVES = re.compile(r"VRRP|conntrackd|repairing")
+
+
+def what_happened(aio: AllInOne, second: SecondHost, t: Tenant, network_id: str) -> str:
+    """The arbiter's events and, from both hosts' router VM consoles, the
+    agents' VRRP and conntrackd lines (a failed wait's explanation)."""
+    out = []
+    try:
+        got = t.api.call(rrpc.RouterRedundancyServiceStub(t.api.channel).GetRedundancy,
+                         rpb.GetRedundancyRequest(network_id=network_id))
+        out += [f"event: {e}" for e in got.events]
+    except grpc.RpcError as e:
+        out.append(f"GetRedundancy: {e}")
+    for state_dir in (aio.state_dir, second.compute.cfg.state_dir):
+        for path in glob.glob(os.path.join(state_dir, "**", "console.log"), recursive=True):
+            with open(path, errors="replace") as f:
+                lines = [line.rstrip() for line in f if _MOVES.search(line)]
+            out += [f"{os.path.relpath(path, state_dir)}: {line}" for line in lines[-40:]]
+    return "\n".join(out)

@@ -7,6 +7,7 @@ while new connections work at once."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from router.agent.registry import RouterRegistry
+from router.lib import proc as rproc
+from router.services import conntrackd
 from tests.lib.peerlab import PEER_HOSTS, make_peer
 from tests.lib.redundantlab import (
     FORWARD_IP,
@@ -112,6 +115,37 @@ def test_streams_leases_and_new_connections_survive_every_failover(
     # lasted is bench/router_failover.py's to measure, not a test's).
     assert int(results["udp_sink"]["received"]) > 0.5 * int(  # type: ignore[call-overload]
         results["udp_source"]["sent"])  # type: ignore[call-overload]
+
+
+def test_a_new_instance_takes_the_master_role_back_only_once_resynced(pair: Pair) -> None:
+    """The preferred instance made again (its namespace deleted, then
+    repaired: a new conntrackd with no connections) does not preempt while
+    the master's conntrackd cannot answer its resync (stopped), and does once
+    it can."""
+    pair.wait_master(0)
+    pair.delete_namespace(0)
+    pair.wait_master(1)
+    master_ct = conntrackd.daemon_pid(
+        pair.agents[1].runtime(pair.router_id, create=False).ctx)
+    assert master_ct is not None
+    rproc.os_kill(master_ct, signal.SIGSTOP)
+    try:
+        assert pair.repair(0)
+        wait_for(lambda: pair.keepalived_state(0) == "BACKUP", 30,
+                 f"instance 0 back as backup (states {pair.states()})")
+        # Its priority (200) held below the master's (100) while the resync
+        # is pending: no preemption.
+        assert pair.keepalived_priority(0) == 200 - conntrackd.RESYNC_WEIGHT
+        assert pair.keepalived_state(1) == "MASTER"
+    finally:
+        rproc.os_kill(master_ct, signal.SIGCONT)
+    pair.wait_master(0)
+    assert pair.keepalived_priority(0) == 200
+    server = Flow.start(pair.inet, "tcp-server", str(SNAT_TCP_PORT))
+    try:
+        connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
+    finally:
+        server.result()
 
 
 def test_split_brain_is_ended_by_the_arbiter_and_the_pair_settles(pair: Pair) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#cloudnet/router/v1/redundancy.proto\x12\x12\x63loudnet.router.v1\"\xa8\x01\n\nRedundancy\x12\x19\n\x11virtual_router_id\x18\x01 \x01(\r\x12\x10\n\x08priority\x18\x02 \x01(\r\x12\x11\n\trole_hint\x18\x03 \x01(\t\x12\x16\n\x0esync_interface\x18\x04 \x01(\t\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x64vert_interval_ms\x18\x06 \x01(\r\x12\x10\n\x08instance\x18\x07 \x01(\r\"r\n\x10RedundancyStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0flast_transition\x18\x02 \x01(\x01\x12\x13\n\x0btransitions\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65moted\x18\x04 \x01(\x08\x12\x10\n\x08priority\x18\x05 \x01(\r\"7\n\x11SetDemotedRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65moted\x18\x02 \x01(\x08\x32m\n\x10RouterRedundancy\x12Y\n\nSetDemoted\x12%.cloudnet.router.v1.SetDemotedRequest\x1a$.cloudnet.router.v1.RedundancyStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#cloudnet/router/v1/redundancy.proto\x12\x12\x63loudnet.router.v1\"\xa8\x01\n\nRedundancy\x12\x19\n\x11virtual_router_id\x18\x01 \x01(\r\x12\x10\n\x08priority\x18\x02 \x01(\r\x12\x11\n\trole_hint\x18\x03 \x01(\t\x12\x16\n\x0esync_interface\x18\x04 \x01(\t\x12\x14\n\x0cpeer_address\x18\x05 \x01(\t\x12\x1a\n\x12\x61\x64vert_interval_ms\x18\x06 \x01(\r\x12\x10\n\x08instance\x18\x07 \x01(\r\"\x8b\x01\n\x10RedundancyStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0flast_transition\x18\x02 \x01(\x01\x12\x13\n\x0btransitions\x18\x03 \x01(\r\x12\x0f\n\x07\x64\x65moted\x18\x04 \x01(\x08\x12\x10\n\x08priority\x18\x05 \x01(\r\x12\x17\n\x0eresync_pending\x18\xf0\x01 \x01(\x08\"7\n\x11SetDemotedRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65moted\x18\x02 \x01(\x08\x32m\n\x10RouterRedundancy\x12Y\n\nSetDemoted\x12%.cloudnet.router.v1.SetDemotedRequest\x1a$.cloudnet.router.v1.RedundancyStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REDUNDANCY']._serialized_start=60
   _globals['_REDUNDANCY']._serialized_end=228
-  _globals['_REDUNDANCYSTATUS']._serialized_start=230
-  _globals['_REDUNDANCYSTATUS']._serialized_end=344
-  _globals['_SETDEMOTEDREQUEST']._serialized_start=346
-  _globals['_SETDEMOTEDREQUEST']._serialized_end=401
-  _globals['_ROUTERREDUNDANCY']._serialized_start=403
-  _globals['_ROUTERREDUNDANCY']._serialized_end=512
+  _globals['_REDUNDANCYSTATUS']._serialized_start=231
+  _globals['_REDUNDANCYSTATUS']._serialized_end=370
+  _globals['_SETDEMOTEDREQUEST']._serialized_start=372
+  _globals['_SETDEMOTEDREQUEST']._serialized_end=427
+  _globals['_ROUTERREDUNDANCY']._serialized_start=429
+  _globals['_ROUTERREDUNDANCY']._serialized_end=538
 # @@protoc_insertion_point(module_scope)

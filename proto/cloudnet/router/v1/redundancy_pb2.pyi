@@ -91,6 +91,7 @@ class RedundancyStatus(_message.Message):
     TRANSITIONS_FIELD_NUMBER: _builtins.int
     DEMOTED_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    RESYNC_PENDING_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     """"MASTER", "BACKUP", "FAULT", or "" before keepalived's first report."""
     last_transition: _builtins.float
@@ -101,6 +102,11 @@ class RedundancyStatus(_message.Message):
     """Held in FAULT by the arbiter (RouterRedundancy.SetDemoted)."""
     priority: _builtins.int
     """The configured priority."""
+    resync_pending: _builtins.bool
+    """This instance's conntrackd is new and has not had the other instance's
+    connections yet: keepalived holds its priority below the other's until
+    it has, and in a split brain it is the one to yield.
+    """
     def __init__(
         self,
         *,
@@ -109,10 +115,11 @@ class RedundancyStatus(_message.Message):
         transitions: _builtins.int = ...,
         demoted: _builtins.bool = ...,
         priority: _builtins.int = ...,
+        resync_pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["demoted", b"demoted", "last_transition", b"last_transition", "priority", b"priority", "state", b"state", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["demoted", b"demoted", "last_transition", b"last_transition", "priority", b"priority", "resync_pending", b"resync_pending", "state", b"state", "transitions", b"transitions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

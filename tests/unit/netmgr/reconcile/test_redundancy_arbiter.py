@@ -23,6 +23,15 @@ def test_two_masters_the_lower_priority_is_demoted() -> None:
     assert arbitrate([view(0, "MASTER", 100), view(1, "MASTER", 200)], 5.0, HOLD).demote == (0,)
 
 
+def test_two_masters_the_one_not_resynced_yields_whatever_its_priority() -> None:
+    """The preferred instance made again claimed the master role before it
+    heard the other (which holds the connections): it is the one demoted."""
+    new = InstanceView(0, True, "MASTER", 200, resync_pending=True)
+    d = arbitrate([new, view(1, "MASTER", 100)], 5.0, HOLD)
+    assert d.demote == (0,)
+    assert "instance 0 (priority 200, its conntrackd not resynced) demoted" in d.events[0]
+
+
 def test_a_tie_demotes_the_second_instance() -> None:
     assert arbitrate([view(1, "MASTER", 150), view(0, "MASTER", 150)], 0, HOLD).demote == (1,)
 

@@ -8,6 +8,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.errors import ConfigError
 from router.runtime import verify
+from router.services import conntrackd
 from router.services.base import RedundancyRole
 from router.services.registry import router_services
 from tests.lib.routerconfigs import HOST, edge_config, good_config, redundant, render
@@ -129,3 +130,53 @@ def test_a_role_learnt_from_the_addresses_still_acts_on_its_first_report() -> No
     assert not role.set("MASTER", 3.0)
     role.learn("BACKUP", 4.0)  # known already: nothing learnt over it
     assert role.state == "MASTER"
+
+
+STATS = """cache internal:
+current active connections:	           3
+connections created:		           3	failed:	           0
+
+cache external:
+current active connections:	          {ext}
+connections created:		           0	failed:	           0
+
+UDP traffic (active device=sync0):
+                 160 Bytes sent                  160 Bytes recv
+                  10 Pckts sent                   {recv} Pckts recv
+                   0 Error send                    0 Error recv
+"""
+
+
+def _stats(ext: int, recv: int) -> conntrackd.SyncStats:
+    parsed = conntrackd.parse_stats(STATS.format(ext=ext, recv=recv))
+    assert parsed is not None
+    return parsed
+
+
+def test_conntrackd_statistics_give_the_external_cache_and_what_the_peer_sent() -> None:
+    assert _stats(7, 12) == conntrackd.SyncStats(external=7, received=12)
+    assert conntrackd.parse_stats("can't connect: No such file or directory") is None
+
+
+def test_a_resync_is_done_once_the_peer_answered_and_the_cache_stopped_growing() -> None:
+    before = _stats(0, 10)
+    steady = [_stats(5, 14)] * (conntrackd.RESYNC_STABLE + 1)
+    assert conntrackd.resynced(before, steady)
+    # Still growing: not yet.
+    assert not conntrackd.resynced(before, [*steady[:-1], _stats(6, 15)])
+    # Too few polls to tell.
+    assert not conntrackd.resynced(before, steady[:conntrackd.RESYNC_STABLE])
+    # The peer sent nothing since the request (silent, or gone): not done,
+    # however still the cache (the watch gives up after RESYNC_LIMIT instead).
+    silent = [_stats(0, 11)] * (conntrackd.RESYNC_STABLE + 1)
+    assert not conntrackd.resynced(before, silent)
+
+
+def test_keepalived_holds_a_new_instance_below_the_other_until_it_resynced() -> None:
+    text = render("keepalived", redundant(edge_config(), 0))["keepalived.conf"]
+    block = text[text.index("track_file resync {"):]
+    assert f"weight -{conntrackd.RESYNC_WEIGHT}\n" in block[:block.index("}")]
+    # More than the gap between the two instances' priorities.
+    assert 200 - conntrackd.RESYNC_WEIGHT < 100
+    instance = text[text.index("vrrp_instance "):]
+    assert "\t\tresync\n" in instance[instance.index("track_file {"):]
