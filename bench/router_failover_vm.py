@@ -71,14 +71,7 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
     time.sleep(SETTLE)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
-    moved = time.monotonic() - t0
-    lease_ok = _lease_kept(guest, port)
-    try:
-        connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-        fresh = ""
-    except Exception as e:  # reported, not fatal: the next failover runs
-        fresh = str(e)[:200]
+    after = _after_move(t, net, port, guest, before, t0)
     t1 = time.monotonic()
     # The killed VM made again on its host (a new QEMU), then a master.
     wait_for("the killed VM made again", lambda: _new_pid(aio, second, host, net.router_id,
@@ -88,9 +81,8 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
     # master (it takes the role back once its conntrackd has resynced).
     wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0, BOOT,
                 poll=0.1)
-    return {"t0": t0, "t1": t1, "killed": before, "moved_s": round(moved, 2),
-            "replaced_in_s": round(time.monotonic() - t0, 1), "lease_kept": lease_ok,
-            "new_connection": not fresh, "new_connection_error": fresh}
+    return {"t0": t0, "t1": t1, "killed": before, **after,
+            "replaced_in_s": round(time.monotonic() - t0, 1)}
 
 
 def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
@@ -105,21 +97,29 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
     t0 = time.monotonic()
     _set_link(dom, dev, up=False)
     try:
-        wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
-        moved = time.monotonic() - t0
-        lease_ok = _lease_kept(guest, port)
-        try:
-            connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-            fresh = ""
-        except Exception as e:
-            fresh = str(e)[:200]
+        after = _after_move(t, net, port, guest, before, t0)
     finally:
         t1 = time.monotonic()
         _set_link(dom, dev, up=True)
     wait_router(t, net.router_id, pair_serving, BOOT, poll=0.1)
-    return {"t0": t0, "t1": t1, "killed": before, "moved_s": round(moved, 2),
-            "back_in_s": round(time.monotonic() - t0, 1), "lease_kept": lease_ok,
-            "new_connection": not fresh, "new_connection_error": fresh}
+    return {"t0": t0, "t1": t1, "killed": before, **after,
+            "back_in_s": round(time.monotonic() - t0, 1)}
+
+
+def _after_move(t: Tenant, net: pb.Network, port: pb.Port, guest: Any, before: int,
+                t0: float) -> dict[str, Any]:
+    """Once the other instance is master (``moved_s`` after ``t0``): the
+    guest's lease asked for again and a new connection out."""
+    wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
+    moved = time.monotonic() - t0
+    lease_ok = _lease_kept(guest, port)
+    try:
+        connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        fresh = ""
+    except Exception as e:  # reported, not fatal: the next failover runs
+        fresh = str(e)[:200]
+    return {"moved_s": round(moved, 2), "lease_kept": lease_ok, "new_connection": not fresh,
+            "new_connection_error": fresh}
 
 
 def _lease_kept(guest: Any, port: pb.Port) -> bool:

@@ -169,15 +169,17 @@ class Bench:
         runs: dict[str, list[float]] = {k: [] for k in ("base_tcp", "base_udp", "tcp", "udp")}
         loads: list[float] = []
 
-        def side(filters: bool) -> None:
+        def set_filters(filters: bool) -> None:
             self.fw.apply(filtered if filters else [],
                           {REMOTE: [GUESTS["g1"][0], *fake]} if filters else {})
+
+        def side(filters: bool) -> None:
+            set_filters(filters)
             runs["tcp" if filters else "base_tcp"].append(self.iperf(False, seconds))
             runs["udp" if filters else "base_udp"].append(self.iperf(True, seconds))
 
         for filters in (True, False):  # warm-up: OVS's first packets go to its slow path
-            self.fw.apply(filtered if filters else [],
-                          {REMOTE: [GUESTS["g1"][0], *fake]} if filters else {})
+            set_filters(filters)
             self.iperf(False, 1)
             self.iperf(True, 1)
         for r in range(repeats):

@@ -374,21 +374,9 @@ class Connection:
         self.datapath.wait(kick=self._kick)
 
     def _kick(self) -> None:
-        """KICK_FLOW as one flow mod and a barrier, without waiting for the
-        datapath (compute.ovs_datapath)."""
-        def send() -> None:
-            if self._sock is None:
-                self._open()
-            mod_xid, mod = self._serialize(flow_mod(KICK_FLOW))
-            barrier_xid, barrier = self._serialize(parser.OFPBarrierRequest(_DP))
-            assert self._sock is not None
-            self._sock.sendall(mod + barrier)
-            refused = self._until(barrier_xid, ofp.OFPT_BARRIER_REPLY, {mod_xid: 0})
-            if refused is not None:
-                raise refused
-
-        with self._lock:
-            once_more_after_hangup(send, self.close, f"openflow to {self.bridge}")
+        """KICK_FLOW committed, without waiting for the datapath
+        (compute.ovs_datapath)."""
+        self._commit([flow_mod(KICK_FLOW)])
 
     def _commit(self, mods: Sequence[parser.OFPFlowMod]) -> None:
         def send() -> None:

@@ -211,7 +211,6 @@ class OvsFirewall:
         # The conjunction id of each (remote group, ethertype, direction)
         # some port's rules name, shared by all those ports.
         self._conj_ids: dict[ConjKey, int] = {}
-        self._used: set[ConjKey] = set()  # the keys some port's rules name
         self._member_flow_cache: dict[Flow, tuple[int, str]] = {}
         self._ports: dict[str, Port] = {}
         self._members: dict[str, tuple[str, ...]] = {}
@@ -454,21 +453,17 @@ class OvsFirewall:
                 lines += _diff(self._port_flows_of.get(dev, {}), flows)
             conj_changed = bool(gone) or any(self._conj_of.get(d) != c
                                              for d, c in new_conj.items())
-            conj_of = self._conj_of
-            used = self._used
+            conj_of = self._conj_of  # unchanged: every new_conj entry equals its own
             if conj_changed:
                 gone_set = set(gone)
                 conj_of = {**{d: c for d, c in self._conj_of.items() if d not in gone_set},
                            **new_conj}
-                used = set().union(*conj_of.values())
-            elif new_conj:
-                conj_of = {**self._conj_of, **new_conj}
             member_flows = self._member_flow_cache
-            if conj_changed:
-                member_flows = self._member_flows(used, wanted)
-                lines += _diff(self._member_flow_cache, member_flows)
-            elif wanted != self._members:
-                member_flows = self._member_flows_after(used, wanted)
+            if conj_changed or wanted != self._members:
+                # The keys some port's rules name.
+                used: set[ConjKey] = set().union(*conj_of.values())
+                member_flows = (self._member_flows(used, wanted) if conj_changed
+                                else self._member_flows_after(used, wanted))
                 lines += _diff(self._member_flow_cache, member_flows)
             if lines:
                 self.run(lines)
@@ -483,10 +478,8 @@ class OvsFirewall:
                 else:
                     self._plugged.pop(dev, None)
             self._conj_of = conj_of
-            self._used = used
             self._member_flow_cache = member_flows
-            # Ids no port names any more are free again.
-            if len(self._conj_ids) > len(used):
+            if conj_changed:  # ids no port names any more are free again
                 self._conj_ids = {k: v for k, v in self._conj_ids.items() if k in used}
             self._ports = want_ports
             self._members = wanted

@@ -476,11 +476,10 @@ class PortFirewall:
         """Add or replace one port's filters (its chains and map elements)."""
         with self._lock:
             msgs = self._netlink_batch([], [port])
-            if msgs is not None:
-                if msgs:
-                    self._send(msgs)
-            else:
+            if msgs is None:
                 self.run(self._port_commands(port))
+            elif msgs:  # empty: none of its chains' rules changed
+                self._send(msgs)
             self._ports[port.device] = port
 
     def remove_port(self, device: str) -> None:
@@ -518,10 +517,10 @@ class PortFirewall:
             msgs = None if gone else self._netlink_batch(commands, changed)
             if msgs is not None:
                 # Known ports' rules and group members only: one netlink
-                # batch, without libnftables reading the host's chains.
-                if not msgs:
-                    return 0
-                self._send(msgs)
+                # batch, without libnftables reading the host's chains (none
+                # when no chain's rules changed: the ports are kept all the same).
+                if msgs:
+                    self._send(msgs)
                 self._members.update(members_now)
                 self._ports.update({p.device: p for p in changed})
                 return len(msgs)

@@ -205,12 +205,6 @@ def demoted(ctx: Context) -> bool:
     return bool(text and text.strip() not in ("", "0"))
 
 
-def holds_addresses(ctx: Context, cfg: pb.RouterConfig) -> bool:
-    """Whether this instance holds the router's first virtual address (keepalived
-    adds them before it notifies MASTER and removes them before BACKUP or FAULT)."""
-    return redundancy.holds_virtual(ctx.netns, cfg)
-
-
 def observed_state(ctx: Context, cfg: pb.RouterConfig, reported: str) -> str:
     """The state keepalived reported, checked against the addresses: two
     notifications close together may reach the agent out of order. keepalived
@@ -220,7 +214,9 @@ def observed_state(ctx: Context, cfg: pb.RouterConfig, reported: str) -> str:
     deadline = time.monotonic() + (MASTER_SETTLE if reported == "MASTER" else 0.0)
     while True:
         try:
-            held = holds_addresses(ctx, cfg)
+            # keepalived adds the addresses before it notifies MASTER and
+            # removes them before BACKUP or FAULT.
+            held = redundancy.holds_virtual(ctx.netns, cfg)
         except (OSError, netlink.NetlinkOpError):  # the namespace is gone
             return "BACKUP" if reported == "MASTER" else reported
         if held:

@@ -30,7 +30,7 @@ from common.netlink import NetlinkOpError
 from router.agent.registry import RouterRegistry
 from router.lib import proc as rproc
 from router.runtime import router_netns_name
-from router.services import keepalived
+from router.services import keepalived, redundancy
 from tests.lib.agentprocess import AgentProcess
 from tests.lib.peerlab import router_connection
 from tests.lib.routerconfigs import redundant
@@ -223,7 +223,7 @@ class Pair:
         kernel: an agent killed reports nothing)."""
         rt = self.agents[i].runtime(self.router_id, create=False)
         try:
-            return rt.config is not None and keepalived.holds_addresses(rt.ctx, rt.config)
+            return rt.config is not None and redundancy.holds_virtual(rt.ctx.netns, rt.config)
         except (OSError, NetlinkOpError):  # its namespace is gone
             return False
 

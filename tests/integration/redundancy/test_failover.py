@@ -133,8 +133,8 @@ def test_a_new_instance_takes_the_master_role_back_only_once_resynced(pair: Pair
         assert pair.repair(0)
         wait_for(lambda: pair.keepalived_state(0) == "BACKUP", 30,
                  f"instance 0 back as backup (states {pair.states()})")
-        # Its priority (200) held below the master's (100) while the resync
-        # is pending: no preemption.
+        # Its priority (200) lowered below the master's (100) while the
+        # resync is pending: no preemption.
         assert pair.keepalived_priority(0) == 200 - conntrackd.RESYNC_WEIGHT
         assert pair.keepalived_state(1) == "MASTER"
     finally:

@@ -491,14 +491,21 @@ def test_a_shard_gained_during_a_resync_never_removes_its_routers(
         r.stop()
 
 
-def test_a_copy_on_a_host_the_model_does_not_place_it_on_is_removed(
-        store: MemoryStore, agent: RecordingAgent) -> None:
-    """The sweep still removes a router from a host it moved away from."""
+def _held_here_placed_elsewhere(store: MemoryStore, agent: RecordingAgent
+                                ) -> tuple[str, Reconciler]:
+    """A router the model places on "elsewhere" and the local agent holds
+    (this replica holds its shard), and a reconciler over both hosts."""
     rid = store.add()
     store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
     agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
-    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
-                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
+    return rid, Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
+                           resync_interval=0.2, leases=SomeLeases({rid: 3}))
+
+
+def test_a_copy_on_a_host_the_model_does_not_place_it_on_is_removed(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """The sweep still removes a router from a host it moved away from."""
+    rid, r = _held_here_placed_elsewhere(store, agent)
     try:
         r.resync()
         assert rid in agent.deleted
@@ -510,16 +517,12 @@ def test_a_router_moved_here_during_a_resync_is_not_removed(
         store: MemoryStore, agent: RecordingAgent) -> None:
     """The model placed it elsewhere when the resync read it, then moved it
     here (its host died) and it was pushed here: that copy is the right one."""
-    rid = store.add()
-    store.routers[rid] = dataclasses.replace(store.routers[rid], host="elsewhere")
-    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    rid, r = _held_here_placed_elsewhere(store, agent)
 
     def move_here() -> None:
         store.routers[rid] = dataclasses.replace(store.routers[rid], host="local")
 
     agent.on_list = move_here
-    r = Reconciler(store, store, {"local": agent.target, "elsewhere": "127.0.0.1:1"},
-                   resync_interval=0.2, leases=SomeLeases({rid: 3}))
     try:
         r.resync()
         assert agent.deleted == []
