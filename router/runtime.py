@@ -48,6 +48,7 @@ from common.private_files import ensure_private_dir
 from router import objects
 from router.errors import ApplyError, CheckError, ConfigError, ObjectNotFound, StaleDelta
 from router.lib import files, proc
+from router.published_status import STATE_FIELDS, PublishedStatus
 from router.services.base import (
     Context,
     EdgeRules,
@@ -130,6 +131,9 @@ class RouterRuntime:
         (``router.services.registry.router_services``); removed in reverse."""
         self.ctx = ctx
         self.lock = threading.Lock()
+        # The status as of the last completed change, for readers that must
+        # not wait for the lock (``reported_status``); published under it.
+        self.published = PublishedStatus()
         self._vrrp_lock = threading.Lock()  # VRRP notifications, one at a time
         self.services = tuple(services)
         # The last good config: what runs (refused objects as they were, or left out).
@@ -164,7 +168,7 @@ class RouterRuntime:
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
         with self.lock:
             self._apply(cfg)
-            return self._status()
+            return self._published_status()
 
     def restore(self) -> pb.RouterStatus | None:
         """Apply the persisted config again, with the edge changes made in
@@ -174,7 +178,7 @@ class RouterRuntime:
             return None
         with self.lock:
             self._apply(cfg, _load_refused(self.ctx.paths.refused))
-            return self._status()
+            return self._published_status()
 
     def _persisted(self) -> pb.RouterConfig | None:
         path = self.ctx.paths.config
@@ -210,6 +214,7 @@ class RouterRuntime:
             # Reported from the start, as the previous agent reported them.
             self._refused = refused
             self._adopted = True
+            self._publish_state()
         return True
 
     def take_over(self) -> None:
@@ -402,6 +407,7 @@ class RouterRuntime:
             for name in sick:
                 self._applied.pop(name, None)
             self._apply(cfg, self._refused)
+            self._publish_state()
             return sick
 
     def vrrp_transition(self, observe: Callable[[pb.RouterConfig], str]) -> str:
@@ -476,36 +482,73 @@ class RouterRuntime:
 
     def status(self) -> pb.RouterStatus:
         with self.lock:
-            return self._status()
+            return self._published_status()
 
     def reported_status(self, max_age: float = 0.0) -> pb.RouterStatus | None:
         """The status of a router that holds a config or an error (None: an
-        empty runtime, e.g. left by a failed request). ``max_age``: report
-        the services' health checked at most that many seconds ago (by the
-        agent's health pass) rather than check it now (0: now)."""
-        with self.lock:
-            if self.config is None and not self.last_error:
-                return None
-            return self._status(max_age)
+        empty runtime, e.g. left by a failed request), without waiting for
+        a change under way: then, the status published at the end of the
+        last completed one (never an older generation than the router has
+        applied; its daemons as last observed). Otherwise the status now,
+        ``max_age``: the services' health checked at most that many seconds
+        ago (by the agent's health pass) rather than checked now (0: now)."""
+        if not self.lock.acquire(blocking=False):
+            return self.published.read()
+        try:
+            return self._published_status(max_age) if self._reports() else None
+        finally:
+            self.lock.release()
 
     def status_and_config(self) -> tuple[pb.RouterStatus, pb.RouterConfig | None]:
         """The status and the config it reports on, taken together."""
         with self.lock:
-            return self._status(), self.config
+            return self._published_status(), self.config
 
     def check_health(self) -> list[str]:
         """Check every service now (kept for ``reported_status``); the sick ones."""
         with self.lock:
             if self.config is None:
                 return []
-            return [n for n, h in self._check_health(self.config).items() if not h.healthy]
+            health = self._check_health(self.config)
+            self._publish_state(self._serving(self.config, health))
+            return [n for n, h in health.items() if not h.healthy]
 
     def _check_health(self, cfg: pb.RouterConfig) -> dict[str, pb.ServiceStatus]:
         health = {s.name: s.health(self.ctx, cfg) for s in self.services}
         self._health = (time.monotonic(), health)
         return health
 
-    def _status(self, max_age: float = 0.0) -> pb.RouterStatus:
+    def _published_status(self, max_age: float = 0.0) -> pb.RouterStatus:
+        """The status now (``_status``), published for lock-free readers."""
+        status = self._status(max_age)
+        self.published.publish(status if self._reports() else None)
+        return status
+
+    def _reports(self) -> bool:
+        """Whether there is anything to report (a config or an error)."""
+        return self.config is not None or bool(self.last_error)
+
+    def _publish_state(self, services: list[pb.ServiceStatus] | None = None) -> None:
+        """Publish the runtime's own fields (and ``services``' health, just
+        checked); the daemons as last observed."""
+        if not self._reports():
+            self.published.publish(None)
+            return
+        status = self._state_status()
+        if services is None:
+            self.published.publish_state(status)
+            return
+        status.services.extend(services)
+        self.published.publish_state(status, (*STATE_FIELDS, "services"))
+
+    def _serving(self, cfg: pb.RouterConfig,
+                 health: dict[str, pb.ServiceStatus]) -> list[pb.ServiceStatus]:
+        """The health of the services reported for ``cfg``, in order."""
+        return [health[s.name] for s in self.services
+                if s.capabilities.conditional is None or s.capabilities.conditional.serves(cfg)]
+
+    def _state_status(self) -> pb.RouterStatus:
+        """The runtime's own fields of the status (``STATE_FIELDS``): no daemon asked."""
         cfg = self.config or pb.RouterConfig(router_id=self.ctx.router_id)
         objects = [
             pb.ObjectStatus(kind="network", id=n.network_id, ok=True) for n in cfg.guest_networks
@@ -522,7 +565,7 @@ class RouterRuntime:
             objects = [o for o in objects if (o.kind, o.id) not in named] + bad
         held = "; ".join(f"{name} keeps its last good config: {why}"
                          for name, why in sorted(self._held.items()))
-        status = pb.RouterStatus(
+        return pb.RouterStatus(
             router_id=self.ctx.router_id,
             applied_generation=cfg.generation,
             rejected_generation=self.rejected_generation,
@@ -531,7 +574,11 @@ class RouterRuntime:
             apply_seconds=self.apply_seconds,
             awaiting_secrets=awaiting_secrets(cfg),
         )
-        if self.config is None:
+
+    def _status(self, max_age: float = 0.0) -> pb.RouterStatus:
+        status = self._state_status()
+        cfg = self.config
+        if cfg is None:
             return status
         checked = self._health
         if max_age and (checked is None or time.monotonic() - checked[0] > max_age):
@@ -557,47 +604,54 @@ class RouterRuntime:
         self.take_over()  # an adopted router's index is built from its rendering
         edge.wait_ready()
         with self.lock:
-            started = time.monotonic()
-            self._applying(True)
             try:
-                added = edge.apply_delta(self.ctx, self.config, delta)
-            except StaleDelta as e:
-                if e.table_changed:
-                    # Unknown until the next full apply, which clears the mark.
-                    self._applied.pop(name, None)
-                else:
-                    self._applying(False)
-                log.info("router %s: delta to %d not applied in place: %s", self.ctx.router_id,
-                         delta.generation, e)
-                return self._delta_reply(stale=True)
-            except ConfigError as e:
+                return self._apply_edge_delta(name, edge, delta)
+            finally:
+                self._publish_state()
+
+    def _apply_edge_delta(self, name: str, edge: EdgeRules,
+                          delta: epb.EdgeDelta) -> epb.ApplyEdgeDeltaResponse:
+        started = time.monotonic()
+        self._applying(True)
+        try:
+            added = edge.apply_delta(self.ctx, self.config, delta)
+        except StaleDelta as e:
+            if e.table_changed:
+                # Unknown until the next full apply, which clears the mark.
+                self._applied.pop(name, None)
+            else:
                 self._applying(False)
-                self._reject(delta.generation, e)
-                bad = [pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))] \
-                    if e.kind and e.object_id else []
-                return self._delta_reply(objects=bad)
-            # The table no longer matches what the service last rendered: the
-            # next full apply diffs elements against what is loaded.
-            self._applied.pop(name, None)
-            self._clear_errors()
-            self._follow_edge(delta)
-            # Objects the delta removed or replaced are no longer the refused ones.
-            changed = {(r.kind, r.id) for r in delta.removed} | set(added)
-            if self._refused.keys() & changed:
-                self._set_refused({k: v for k, v in self._refused.items() if k not in changed},
-                                  self._held)
-            self.apply_seconds = time.monotonic() - started
-            try:
-                edge.journal(self.ctx, self, delta)
-                self._applying(False)
-            except OSError:
-                # Applied but not persisted: a restarted agent reports the older
-                # generation of config.pb, and netmgr pushes again (the mark
-                # makes it apply that again rather than adopt the table).
-                log.exception("router %s: journaling delta %d failed", self.ctx.router_id,
-                              delta.generation)
-            return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
-                                              for k, i in added])
+            log.info("router %s: delta to %d not applied in place: %s", self.ctx.router_id,
+                     delta.generation, e)
+            return self._delta_reply(stale=True)
+        except ConfigError as e:
+            self._applying(False)
+            self._reject(delta.generation, e)
+            bad = [pb.ObjectStatus(kind=e.kind, id=e.object_id, ok=False, error=str(e))] \
+                if e.kind and e.object_id else []
+            return self._delta_reply(objects=bad)
+        # The table no longer matches what the service last rendered: the
+        # next full apply diffs elements against what is loaded.
+        self._applied.pop(name, None)
+        self._clear_errors()
+        self._follow_edge(delta)
+        # Objects the delta removed or replaced are no longer the refused ones.
+        changed = {(r.kind, r.id) for r in delta.removed} | set(added)
+        if self._refused.keys() & changed:
+            self._set_refused({k: v for k, v in self._refused.items() if k not in changed},
+                              self._held)
+        self.apply_seconds = time.monotonic() - started
+        try:
+            edge.journal(self.ctx, self, delta)
+            self._applying(False)
+        except OSError:
+            # Applied but not persisted: a restarted agent reports the older
+            # generation of config.pb, and netmgr pushes again (the mark
+            # makes it apply that again rather than adopt the table).
+            log.exception("router %s: journaling delta %d failed", self.ctx.router_id,
+                          delta.generation)
+        return self._delta_reply(objects=[pb.ObjectStatus(kind=k, id=i, ok=True)
+                                          for k, i in added])
 
     def _follow_edge(self, delta: epb.EdgeDelta) -> None:
         """Services deriving from edge rules, after a delta (same generation).
@@ -655,6 +709,7 @@ class RouterRuntime:
             self.config, self._applied, self._health = None, {}, None
             self._clear_errors()
             self._refused, self._held, self._refusals = {}, {}, {}
+            self.published.publish(None)
 
     def _remove_files(self, keep_leases: bool) -> None:
         top = self.ctx.state_dir
