@@ -17,6 +17,7 @@ import contextvars
 import dataclasses
 from collections.abc import Callable, Iterator
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from netmgr.model import events as me
@@ -70,7 +71,9 @@ def after_write(s: Session, result: object) -> PendingEvent | None:
     if who is None or not object_id:
         return None  # not yet known: a later write of the call, or the interceptor
     tenant_id, token_id = who
-    s.add(EventRow(at=utcnow(), kind=me.KIND_API_CALL, tenant_id=tenant_id,
-                   token_id=token_id, method=event.method[:128], object_id=object_id[:64],
-                   code="OK", detail=""))
+    # A Core insert (no unit of work, no RETURNING of the sequence number):
+    # every audited call writes one.
+    s.connection().execute(insert(EventRow).values(
+        at=utcnow(), kind=me.KIND_API_CALL, tenant_id=tenant_id, token_id=token_id,
+        method=event.method[:128], object_id=object_id[:64], code="OK", detail=""))
     return event

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -26,7 +26,7 @@ from netmgr.model.validation import (
     raise_if,
     with_network_defaults,
 )
-from netmgr.store import concurrent_alloc, ipam, ipam6, rows, shared
+from netmgr.store import concurrent_alloc, ipam, ipam6, quotas, rows, shared
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope
 from netmgr.store.tables.base import utcnow
@@ -38,6 +38,9 @@ from netmgr.store.tables.core import (
     TenantRow,
 )
 from netmgr.store.vpcs import VpcStore, drop_tier
+
+_INSERT_NETWORK = insert(NetworkRow)
+_INSERT_PUBLIC_IP = insert(PublicIpRow)
 
 
 def shared_network_vlan(s: Session, zone: model.Zone, spec: NetworkSpec) -> int:
@@ -126,21 +129,28 @@ class NetworkStore:
             ipv6_cidr, ipv6_mode = ipam6.network_ipv6(s, zone, full)
             now = utcnow()
             network_id = new_id()
-            s.add(NetworkRow(
+            values = dict(
                 id=network_id, tenant_id=tenant.id, name=full.name, cidr=full.cidr,
                 gateway=full.gateway, domain=full.domain, dns_servers=list(full.dns_servers),
                 domain_search=list(full.domain_search), mtu=full.mtu,
                 lease_seconds=full.lease_seconds, vlan_id=vlan_id,
                 created_at=now, updated_at=now, shared=spec.shared,
                 shared_tenant_ids=list(spec.shared_tenant_ids),
-                ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode, routed=full.routed))
-            s.add(PublicIpRow(
-                id=new_id(), ip=ipam.allocate_public_ip(s, zone, skip_claimed=plain),
-                kind=PUBLIC_IP_SOURCE_NAT,
-                tenant_id=tenant.id, network_id=network_id, created_at=now))
-            shared.add_router(s, self._placement, new_id(), tenant.id, now,
+                ipv6_cidr=ipv6_cidr, ipv6_mode=ipv6_mode, routed=full.routed)
+            snat_ip = ipam.allocate_public_ip(s, zone, skip_claimed=plain)
+            # Core inserts, not the ORM's unit of work (a hot write of the
+            # API): so the quota check the flush would run is run here.
+            quotas.enforce(s, {(tenant.id, "networks"): 1, (tenant.id, "public_ips"): 1})
+            conn = s.connection()
+            conn.execute(_INSERT_NETWORK, values)
+            conn.execute(_INSERT_PUBLIC_IP, {
+                "id": new_id(), "ip": snat_ip, "kind": PUBLIC_IP_SOURCE_NAT,
+                "tenant_id": tenant.id, "network_id": network_id, "created_at": now})
+            router_id = new_id()
+            shared.add_router(s, self._placement, router_id, tenant.id, now,
                               network_id=network_id)
-            return shared.network(s, network_id)
+            # What shared.network would read back, known already: no round trip.
+            return rows.network((NetworkRow(**values), router_id, snat_ip))
 
         return self._db.write(tx)
 

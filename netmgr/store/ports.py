@@ -8,7 +8,7 @@ so "lowest free IP" is read after the previous writer committed.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from common.dhcp_options import DhcpOption
@@ -24,12 +24,12 @@ from netmgr.model.validation import (
     check_port_update,
     default_hostname,
 )
-from netmgr.store import dns, ipam, ipam6, rows, shared
+from netmgr.store import dns, ipam, ipam6, quotas, rows, shared
 from netmgr.store import security_groups as sg
 from netmgr.store.base import Database, new_id
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import NetworkRow, PortRow
+from netmgr.store.tables.core import MacRow, NetworkRow, PortRow
 from netmgr.store.tables.keypairs import KeyPairRow
 
 
@@ -42,10 +42,19 @@ def _port(s: Session, port_id: str) -> model.Port:
     return rows.port(s.execute(rows.port_select().where(PortRow.id == port_id)).one())
 
 
+# Built once (a statement's cache key is computed once): every port create.
+_HOSTNAME_TAKEN = select(PortRow.id).where(
+    PortRow.network_id == bindparam("network_id"), PortRow.hostname == bindparam("hostname"),
+    PortRow.id != bindparam("except_port"))
+_INSERT_PORT = insert(PortRow)
+_INSERT_MAC = insert(MacRow)
+
+
 def _hostname_taken(s: Session, network_id: str, hostname: str, except_port: str = "") -> bool:
-    found = s.scalar(select(PortRow.id).where(
-        PortRow.network_id == network_id, PortRow.hostname == hostname,
-        PortRow.id != except_port))
+    # Core on the transaction's connection (no ORM statement): no row of
+    # ports is pending in the session where this is asked.
+    found = s.connection().scalar(_HOSTNAME_TAKEN, {
+        "network_id": network_id, "hostname": hostname, "except_port": except_port})
     return found is not None
 
 
@@ -117,7 +126,8 @@ class PortStore:
             if net.shared and not spec.port_security:
                 raise InvalidArgument.one("port.port_security",
                                           "security groups are mandatory on a shared network")
-            sg.ensure_default_group(s, tenant_id)
+            if not sg.has_default_group(s, tenant_id):
+                sg.ensure_default_group(s, tenant_id)
             sg.check_port_groups(s, tenant_id, groups)
             sg.check_pairs_against_ports(s, net.id, "", pairs)
             router_id, generation, applied = shared.bump_router_of(s, net.id)
@@ -145,9 +155,8 @@ class PortStore:
             if not checked and (held := dns.record_at_port_name(s, net.id, hostname)) is not None:
                 raise AlreadyExists("port.hostname", held)
             now = utcnow()
-            port_id = new_id()
-            s.add(row := PortRow(
-                id=port_id, tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
+            values = dict(
+                id=new_id(), tenant_id=tenant_id, network_id=net.id, name=spec.name, mac=mac,
                 ip=ip, hostname=hostname, device_id=spec.device_id, generation=generation,
                 error="", created_at=now, updated_at=now, user_data=spec.user_data or None,
                 labels=dict(spec.labels), metadata_tokens=spec.metadata_tokens or "optional",
@@ -156,14 +165,17 @@ class PortStore:
                 security_group_ids=list(groups), port_security=spec.port_security,
                 allowed_address_pairs=sg.pairs_json(pairs),
                 binding_host=sg.check_binding_host(s, spec.binding_host),
-                ipv6=ipam6.port_ipv6(s, net, mac, spec.ipv6)))
-            s.flush()
+                ipv6=ipam6.port_ipv6(s, net, mac, spec.ipv6))
+            # Core inserts, not the ORM's unit of work (the hottest write of
+            # the API): so the quota check the flush would run is run here.
+            quotas.enforce(s, {(tenant_id, "ports"): 1})
+            conn = s.connection()
+            conn.execute(_INSERT_PORT, values)
             # Checked free above; the MAC's primary key guards a race (the
             # write is retried whole and the check then answers).
-            ipam.claim_mac(s, mac, port_id=port_id, checked=True)
-            s.flush()
+            conn.execute(_INSERT_MAC, {"mac": mac, "port_id": values["id"], "router_id": None})
             # What _port would read back, known already: no round trip.
-            return rows.port((row, router_id, applied, net.domain))
+            return rows.port((PortRow(**values), router_id, applied, net.domain))
 
         return self._db.write(tx)
 

@@ -116,7 +116,13 @@ def used(s: Session, tenant_id: str, resource: str) -> int:
 @event.listens_for(QuotaSession, "before_flush")
 def _enforce(s: Session, _context: Any, _instances: Any) -> None:
     change = _changes(s)
-    adding = {key: n for key, n in change.items() if n > 0}
+    enforce(s, {key: n for key, n in change.items() if n > 0})
+
+
+def enforce(s: Session, adding: dict[tuple[str, str], int]) -> None:
+    """QuotaExceeded unless each (tenant, resource) can take ``n`` more. The
+    flush hook runs it for ORM rows; a write that inserts rows with Core
+    statements (the hottest creates) calls it itself, before inserting."""
     if not adding:
         return
     # Only a limited resource is counted, under its tenant's row lock: the

@@ -26,7 +26,7 @@ import datetime as dt
 import random
 from collections.abc import Iterator
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import InvalidArgument
@@ -35,6 +35,12 @@ from netmgr.store.tables.replicas import CreateRequestRow
 TTL = dt.timedelta(hours=24)
 # One insert in this many also drops the expired rows.
 PURGE_EVERY = 200
+
+
+# Built once (its cache key computed once): every create runs it.
+_RECORDED = select(CreateRequestRow.method, CreateRequestRow.object_id).where(
+    CreateRequestRow.tenant_id == bindparam("tenant_id"),
+    CreateRequestRow.request_id == bindparam("request_id"))
 
 
 class Replayed(Exception):
@@ -72,7 +78,9 @@ def before_write(s: Session) -> None:
     req = _current.get()
     if req is None or req.recorded:
         return
-    row = s.get(CreateRequestRow, (req.tenant_id, req.request_id))
+    # Core, not the ORM's identity load: every create of every call runs this.
+    row = s.connection().execute(_RECORDED, {"tenant_id": req.tenant_id,
+                                             "request_id": req.request_id}).first()
     if row is None:
         return
     if row.method != req.method:
@@ -99,9 +107,12 @@ def after_write(s: Session, result: object) -> None:
     if not isinstance(object_id, str):
         return
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    s.add(CreateRequestRow(tenant_id=req.tenant_id, request_id=req.request_id,
-                           method=req.method, object_id=object_id, created_at=now))
-    s.flush()
+    # One Core insert (no unit of work): a concurrent retry's row collides
+    # here, and the write is retried whole (``Database.write``).
+    conn = s.connection()
+    conn.execute(insert(CreateRequestRow).values(
+        tenant_id=req.tenant_id, request_id=req.request_id, method=req.method,
+        object_id=object_id, created_at=now))
     if random.randrange(PURGE_EVERY) == 0:
-        s.execute(delete(CreateRequestRow).where(CreateRequestRow.created_at < now - TTL))
+        conn.execute(delete(CreateRequestRow).where(CreateRequestRow.created_at < now - TTL))
     req.recorded = True

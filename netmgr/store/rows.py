@@ -124,7 +124,8 @@ def network_select() -> Select[NetworkRow, str, str | None]:
     )
 
 
-def network(r: Row[NetworkRow, str, str | None]) -> model.Network:
+def network(r: Row[NetworkRow, str, str | None] | tuple[NetworkRow, str, str | None]
+            ) -> model.Network:
     row, router_id, snat_ip = r
     return model.Network(
         id=row.id,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -63,6 +63,16 @@ def _add_rule(s: Session, group: SecurityGroupRow, spec: RuleSpec) -> SecurityGr
         description=spec.description, created_at=utcnow())
     s.add(row)
     return row
+
+
+_DEFAULT_GROUP = select(SecurityGroupRow.id).where(
+    SecurityGroupRow.tenant_id == bindparam("tenant_id"), SecurityGroupRow.name == DEFAULT_GROUP)
+
+
+def has_default_group(s: Session, tenant_id: str) -> bool:
+    """Whether the tenant has its default group (one Core statement: every
+    port create asks, and it is there but for the tenant's first)."""
+    return s.connection().scalar(_DEFAULT_GROUP, {"tenant_id": tenant_id}) is not None
 
 
 def ensure_default_group(s: Session, tenant_id: str) -> SecurityGroupRow:

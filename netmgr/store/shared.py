@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
@@ -21,7 +21,7 @@ from netmgr.model import core as model
 from netmgr.model.validation import check_id
 from netmgr.store import ipam, rows
 from netmgr.store.tables.base import utcnow
-from netmgr.store.tables.core import NetworkRow, RouterRow, TenantRow, ZoneRow
+from netmgr.store.tables.core import MacRow, NetworkRow, RouterRow, TenantRow, ZoneRow
 from netmgr.store.tables.hosts import HostRow
 from netmgr.store.tables.vpc import VpcRow
 
@@ -127,7 +127,9 @@ def bump(s: Session, router_id: str) -> int:
 def bump_router_of(s: Session, network_id: str) -> tuple[str, int, int]:
     """``bump(s, router_of(s, network_id))`` in one round trip: (the router's
     ID, its next desired generation, the generation it has applied)."""
-    found = s.execute(
+    # On the connection (Core): the ORM's bulk update path costs more than
+    # the statement, and no RouterRow of this session needs refreshing.
+    found = s.connection().execute(
         update(RouterRow)
         .where(RouterRow.id == select(RouterRow.id).join(NetworkRow, rows.ROUTER_OF_NETWORK)
                .where(NetworkRow.id == network_id).scalar_subquery())
@@ -198,6 +200,10 @@ def pick_router_host(s: Session, avoid: str = "",
     return min(live, key=lambda name: (counts.get(name, 0), name))
 
 
+_INSERT_ROUTER = insert(RouterRow)
+_INSERT_MAC = insert(MacRow)
+
+
 def add_router(s: Session, placement: RouterPlacement, router_id: str, tenant_id: str,
                now: dt.datetime, *, network_id: str | None = None,
                vpc_id: str | None = None) -> None:
@@ -208,14 +214,18 @@ def add_router(s: Session, placement: RouterPlacement, router_id: str, tenant_id
     while guest_mac == public_mac:
         guest_mac = ipam.allocate_mac(s)
     netns = placement.backend == model.RouterBackend.NETNS
-    s.add(RouterRow(
+    host = (pick_router_host(s) or placement.host) if netns else ""
+    # Core inserts (every network create makes a router): the rows they
+    # refer to (a VPC, a network) must be in the database first.
+    s.flush()
+    conn = s.connection()
+    conn.execute(_INSERT_ROUTER, dict(
         id=router_id, tenant_id=tenant_id, network_id=network_id, vpc_id=vpc_id,
-        backend=placement.backend.value,
-        host=(pick_router_host(s) or placement.host) if netns else "",
+        backend=placement.backend.value, host=host,
         desired_generation=1, applied_generation=0, public_mac=public_mac,
         guest_mac=guest_mac, services=[], last_error="", reachable=True,
         created_at=now, updated_at=now))
-    s.flush()
-    ipam.claim_mac(s, public_mac, router_id=router_id, field="router.public_mac")
-    ipam.claim_mac(s, guest_mac, router_id=router_id, field="router.guest_mac")
-    s.flush()
+    # Both MACs were seen free just now; their primary key guards a race
+    # (the write is retried whole).
+    conn.execute(_INSERT_MAC, [{"mac": mac, "router_id": router_id, "port_id": None}
+                               for mac in (public_mac, guest_mac)])
