@@ -140,3 +140,29 @@ def test_a_refused_batch_changes_nothing(netns: str) -> None:
     members = libnft.run(netns, f"list set inet {SG_TABLE} {group_set(GID, 'ipv4')}\n")
     assert "10.9.0.99" not in members
     subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)
+
+
+def test_a_restarted_agent_leaves_only_its_own_elements(netns: str) -> None:
+    """A new PortFirewall (the agent restarted) on a table an earlier one
+    filled: its first change empties the rule sets and the groups' sets in
+    the same transaction, so elements cut differently before (or of rules
+    and members gone meanwhile) neither stay nor make the kernel refuse the
+    new ones as overlapping."""
+    before = PortFirewall(netns)
+    before.setup()
+    before.apply([port(1, Rule("ingress", protocol="tcp", port_min=20, port_max=30)),
+                  port(2)], {GID: ["10.9.0.10", "10.9.0.77"]})
+    after = PortFirewall(netns)
+    after.setup()
+    after.apply([port(1, Rule("ingress", protocol="tcp", port_min=25, port_max=40))],
+                {GID: ["10.9.0.10"]})
+    sets = rule_sets(netns)
+    assert "tcp . 0-65535 . 25-40 . 0.0.0.0/0" in sets
+    assert "20-30" not in sets
+    assert '"x2"' not in sets
+    members = libnft.run(netns, f"list set inet {SG_TABLE} {group_set(GID, 'ipv4')}\n")
+    assert "10.9.0.77" not in members
+    ports = libnft.run(netns, f"list set inet {SG_TABLE} eg_ports\n")
+    assert '"x1"' in ports
+    assert '"x2"' not in ports
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)
