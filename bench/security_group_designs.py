@@ -75,14 +75,14 @@ def chain_tables(ns: str, n: int, prefix: str, size: int) -> None:
         t = f"{prefix}{start // size}"
         text = [f"add table bridge {t}",
                 f"add map bridge {t} ports {{ typeof iifname : verdict; }}",
-                f"add chain bridge {t} pre {{ type filter hook prerouting priority -300; }}",
-                f"add rule bridge {t} pre iifname vmap @ports",
-                f"add table inet {t}", f"add map inet {t} eg {{ typeof iifname : verdict; }}",
-                f"add map inet {t} in {{ typeof meta mark : verdict; }}",
-                f"add chain inet {t} pre {{ type filter hook prerouting priority 0; }}",
-                f"add rule inet {t} pre iifname vmap @eg",
-                f"add chain inet {t} fwd {{ type filter hook forward priority 0; }}",
-                f"add rule inet {t} fwd meta mark vmap @in"]
+                f"add chain bridge {t} preh {{ type filter hook prerouting priority -300; }}",
+                f"add rule bridge {t} preh iifname vmap @ports",
+                f"add table inet {t}", f"add map inet {t} egm {{ typeof iifname : verdict; }}",
+                f"add map inet {t} inm {{ typeof meta mark : verdict; }}",
+                f"add chain inet {t} preh {{ type filter hook prerouting priority 0; }}",
+                f"add rule inet {t} preh iifname vmap @egm",
+                f"add chain inet {t} fwdh {{ type filter hook forward priority 0; }}",
+                f"add rule inet {t} fwdh meta mark vmap @inm"]
         for i, p in enumerate(made[start:start + size], start):
             text += [f"add chain bridge {t} l2_{i}",
                      *(f"add rule bridge {t} l2_{i} {r}" for r in l2_chain_rules(p)),
@@ -90,7 +90,7 @@ def chain_tables(ns: str, n: int, prefix: str, size: int) -> None:
             for kind, key in (("eg", f'"{p.device}"'), ("in", str(i + 1))):
                 text += [f"add chain inet {t} {kind}_{i}",
                          *(f"add rule inet {t} {kind}_{i} {r}" for r in PORT_RULES),
-                         f"add element inet {t} {kind} {{ {key} : jump {kind}_{i} }}"]
+                         f"add element inet {t} {kind}m {{ {key} : jump {kind}_{i} }}"]
         libnft.run(ns, "\n".join(text) + "\n")
 
 
