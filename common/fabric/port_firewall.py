@@ -10,19 +10,22 @@ bridge) two tables filter it, in the fabric's network namespace:
   advertisements (RA guard). Ports not in the map (the router's) pass.
 * ``inet cloudnet_sg`` (stateful security groups): bridged IP traffic walks
   the inet hooks through br_netfilter (``bridge-nf-call-iptables``). Its
-  prerouting hook sees the input port (a verdict map keyed on it jumps to
-  the port's egress chain); its forward hook sees only the bridge, so the
-  bridge family's forward hook, which runs first, marks a frame with the
-  number of the port it leaves by, and a verdict map keyed on that mark
-  jumps to the port's ingress chain. In both chains established and related
-  pass, invalid is dropped, then the port's rules accept, the rest is
-  dropped. A rule's remote group is a named set of the group's member
-  addresses, so N rules x M members stay N rules.
+  prerouting hook sees the input port (``iifname @eg_ports`` jumps to the
+  egress chain); its forward hook sees only the bridge, so the bridge
+  family's forward hook, which runs first, marks a frame with the number of
+  the port it leaves by (``meta mark @in_ports`` jumps to the ingress
+  chain). One chain per direction serves every port: established and
+  related pass, invalid is dropped, then the rules, which are elements of
+  sets keyed by the port (``sg_elements``), accept; the rest is dropped. A
+  rule's remote group is a named set of the group's member addresses, so N
+  rules x M members stay N + M elements.
 
-Every change is one nft transaction that touches only what changed: a port's
-two chains and its map elements, or a group's set elements. The Linux
-kernel here has no bridge-family conntrack (``nf_conntrack_bridge``), which
-is why the stateful part rides br_netfilter.
+Every change is one transaction that touches only what changed: a port's
+rule elements, its port-security chain and map elements, or a group's set
+elements. A rule change adds no rule: the kernel validates a table's whole
+chain graph at a commit that adds rules, which with a chain per port grew
+with the ports. The Linux kernel here has no bridge-family conntrack
+(``nf_conntrack_bridge``), which is why the stateful part rides br_netfilter.
 
 Conntrack is the fabric namespace's: two tenants' guests on different
 segments that use the same addresses and ports at the same time share a
