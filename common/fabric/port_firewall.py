@@ -220,6 +220,7 @@ def address_element_ops(commands: Sequence[str]) -> list[nft_elements.Change] | 
     return ops
 
 
+_Members = tuple[frozenset[str], dict[str, int]]
 CIDR_SETS = [sg_elements.cidr_set(v, k, d) for d in ("egress", "ingress") for v in (4, 6)
              for k in ("x", "y")]
 
@@ -268,7 +269,9 @@ class PortFirewall:
         self._nft = libnft.Context(netns)
         self._lock = threading.Lock()
         self._ports: dict[str, Port] = {}
-        self._members: dict[tuple[str, str], frozenset[str]] = {}
+        # Per remote group: the member list last applied, and how many of
+        # its entries each element of the group's sets stands for.
+        self._members: dict[str, _Members] = {}
         # Remote groups whose sets and lookups are in the table.
         self._groups: set[str] = set()
         # A port's number, the mark that names it as the output port.
@@ -493,26 +496,42 @@ class PortFirewall:
             f"delete chain bridge {L2_TABLE} {l2}"]
 
     def _member_commands(self, group_id: str, addresses: Iterable[str]
-                         ) -> tuple[list[str], dict[tuple[str, str], frozenset[str]]]:
-        """A group's member changes (its sets are declared by _group_commands)."""
+                         ) -> tuple[list[str], dict[str, _Members]]:
+        """A group's member changes (its sets are declared by _group_commands).
+        netmgr sends the whole member list; only the addresses that differ
+        from the last one are converted and counted (two spellings of one
+        address, ``10.0.0.1`` and ``10.0.0.1/32``, are one element, kept
+        while either is listed), so a join costs the change, not the group."""
+        raw = frozenset(addresses)
+        old_raw, old_counts = self._members.get(group_id, (frozenset(), {}))
+        gone_raw, new_raw = old_raw - raw, raw - old_raw
+        if not gone_raw and not new_raw:
+            return [], {}
+        counts = dict(old_counts)
+        removed: set[str] = set()
+        added: set[str] = set()
+        for a in gone_raw:
+            e = _element(a)
+            counts[e] -= 1
+            if not counts[e]:
+                del counts[e]
+                removed.add(e)
+        for a in new_raw:
+            e = _element(a)
+            counts[e] = counts.get(e, 0) + 1
+            if counts[e] == 1:
+                added.add(e)
+        removed, added = removed - added, added - removed
         commands: list[str] = []
-        now: dict[tuple[str, str], frozenset[str]] = {}
-        addresses = list(addresses)
         for (ethertype, version), nets in itertools.product((("ipv4", 4), ("ipv6", 6)),
                                                             (False, True)):
-            want = frozenset(e for e in (_element(a) for a in addresses
-                                         if _family(a) == version) if ("/" in e) == nets)
-            key = f"{ethertype}/{'net' if nets else 'addr'}"
-            have = self._members.get((group_id, key), frozenset())
             name = group_set(group_id, ethertype, nets)
-            if have - want:
-                commands.append(f"delete element inet {SG_TABLE} {name} "
-                                f"{_set_of(sorted(have - want))}")
-            if want - have:
-                commands.append(f"add element inet {SG_TABLE} {name} "
-                                f"{_set_of(sorted(want - have))}")
-            now[(group_id, key)] = want
-        return commands, now
+            for op, elements in (("delete", removed), ("add", added)):
+                mine = sorted(e for e in elements
+                              if ("/" in e) == nets and _family(e) == version)
+                if mine:
+                    commands.append(f"{op} element inet {SG_TABLE} {name} {_set_of(mine)}")
+        return commands, {group_id: (raw, counts)}
 
     def set_port(self, port: Port) -> None:
         """Add or replace one port's filters (its chain, map and set elements)."""
@@ -559,7 +578,7 @@ class PortFirewall:
         nothing changed)."""
         with self._lock:
             commands: list[str] = []
-            members_now: dict[tuple[str, str], frozenset[str]] = {}
+            members_now: dict[str, _Members] = {}
             for gid, addrs in members.items():
                 more, now = self._member_commands(gid, addrs)
                 commands += more

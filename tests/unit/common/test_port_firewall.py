@@ -413,3 +413,20 @@ def test_ovs_member_flows_after_joins_and_leaves_are_those_computed_afresh() -> 
         fw.apply(ports, members)
         used = set().union(*fw._conj_of.values())
         assert fw._member_flow_cache == fw._member_flows(used, fw._members)
+
+
+def test_a_join_is_its_one_element_and_two_spellings_of_an_address_are_one() -> None:
+    fw = Recorded()
+    ports = [port("p1", Rule("ingress", remote_group_id=GID))]
+    members = [f"10.1.{i // 256}.{i % 256}" for i in range(1000)]
+    fw.apply(ports, {GID: members})
+    fw.apply(ports, {GID: [*members, "10.0.0.9"]})
+    assert fw.batches[-1] == [f"add element inet cloudnet_sg {group_set(GID, 'ipv4')} "
+                              "{ 10.0.0.9 }"]
+    fw.apply(ports, {GID: [*members, "10.0.0.9", "10.0.0.9/32"]})
+    assert len(fw.batches) == 2, "the same element spelled again: nothing to send"
+    fw.apply(ports, {GID: [*members, "10.0.0.9/32"]})
+    assert len(fw.batches) == 2, "still listed once: kept"
+    fw.apply(ports, {GID: members[1:]})
+    assert fw.batches[-1] == [f"delete element inet cloudnet_sg {group_set(GID, 'ipv4')} "
+                              "{ 10.0.0.9, 10.1.0.0 }"]
