@@ -6,7 +6,10 @@ address to a remote group's set costs O(ports). The kernel needs none of
 that: a NEWSETELEM/DELSETELEM message names the table, the set and the
 element's key bytes. This module sends those messages, all of one change in
 one nfnetlink batch (one transaction: all of it or nothing), for sets keyed
-on one address (``ipv4_addr``, ``ipv6_addr``, no intervals).
+on one address (``ipv4_addr``, ``ipv6_addr``, no intervals), and for
+concatenated interval sets (``flags interval`` with ``a . b . c`` keys, the
+kernel's pipapo sets), whose element is a key and a key end: each the
+concatenation of its fields' bytes, every field padded to 4 bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ NFTA_SET_ELEM_LIST_SET = 2
 NFTA_SET_ELEM_LIST_ELEMENTS = 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY = 1
+NFTA_SET_ELEM_KEY_END = 10
 NFTA_DATA_VALUE = 1
 FAMILIES = {"inet": 1, "ip": 2, "bridge": 7, "ip6": 10, "netdev": 5}
 
@@ -60,10 +64,23 @@ def key_bytes(address: str) -> bytes:
     return ipaddress.ip_address(address).packed
 
 
+# A key, or a concatenated interval set's (key, key end).
+Key = bytes | tuple[bytes, bytes]
+
+
+def _element(key: Key) -> bytes:
+    if isinstance(key, tuple):
+        start, end = key
+        body = (_attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, _attr(NFTA_DATA_VALUE, start))
+                + _attr(NFTA_SET_ELEM_KEY_END | NLA_F_NESTED, _attr(NFTA_DATA_VALUE, end)))
+    else:
+        body = _attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, _attr(NFTA_DATA_VALUE, key))
+    return _attr(NFTA_LIST_ELEM | NLA_F_NESTED, body)
+
+
 def elements_message(op: int, family: str, table: str, set_name: str,
-                     keys: Sequence[bytes], seq: int) -> bytes:
-    elems = b"".join(_attr(NFTA_LIST_ELEM | NLA_F_NESTED, _attr(
-        NFTA_SET_ELEM_KEY | NLA_F_NESTED, _attr(NFTA_DATA_VALUE, k))) for k in keys)
+                     keys: Sequence[Key], seq: int) -> bytes:
+    elems = b"".join(_element(k) for k in keys)
     body = (_attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
             + _attr(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0")
             + _attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, elems))
@@ -72,7 +89,7 @@ def elements_message(op: int, family: str, table: str, set_name: str,
 
 
 # (op: "add" | "delete", set name, keys)
-Change = tuple[str, str, Sequence[bytes]]
+Change = tuple[str, str, Sequence[Key]]
 # A message holds at most this many elements (well under a page each).
 CHUNK = 64
 

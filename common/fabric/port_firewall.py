@@ -10,19 +10,22 @@ bridge) two tables filter it, in the fabric's network namespace:
   advertisements (RA guard). Ports not in the map (the router's) pass.
 * ``inet cloudnet_sg`` (stateful security groups): bridged IP traffic walks
   the inet hooks through br_netfilter (``bridge-nf-call-iptables``). Its
-  prerouting hook sees the input port (a verdict map keyed on it jumps to
-  the port's egress chain); its forward hook sees only the bridge, so the
-  bridge family's forward hook, which runs first, marks a frame with the
-  number of the port it leaves by, and a verdict map keyed on that mark
-  jumps to the port's ingress chain. In both chains established and related
-  pass, invalid is dropped, then the port's rules accept, the rest is
-  dropped. A rule's remote group is a named set of the group's member
-  addresses, so N rules x M members stay N rules.
+  prerouting hook sees the input port (``iifname @eg_ports`` jumps to the
+  egress chain); its forward hook sees only the bridge, so the bridge
+  family's forward hook, which runs first, marks a frame with the number of
+  the port it leaves by (``meta mark @in_ports`` jumps to the ingress
+  chain). One chain per direction serves every port: established and
+  related pass, invalid is dropped, then the rules, which are elements of
+  sets keyed by the port (``sg_elements``), accept; the rest is dropped. A
+  rule's remote group is a named set of the group's member addresses, so N
+  rules x M members stay N + M elements.
 
-Every change is one nft transaction that touches only what changed: a port's
-two chains and its map elements, or a group's set elements. The Linux
-kernel here has no bridge-family conntrack (``nf_conntrack_bridge``), which
-is why the stateful part rides br_netfilter.
+Every change is one transaction that touches only what changed: a port's
+rule elements, its port-security chain and map elements, or a group's set
+elements. A rule change adds no rule: the kernel validates a table's whole
+chain graph at a commit that adds rules, which with a chain per port grew
+with the ports. The Linux kernel here has no bridge-family conntrack
+(``nf_conntrack_bridge``), which is why the stateful part rides br_netfilter.
 
 Conntrack is the fabric namespace's: two tenants' guests on different
 segments that use the same addresses and ports at the same time share a
@@ -43,6 +46,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 from common import libnft, nft_elements, nft_rules
+from common.fabric import sg_elements
 from common.fabric.base import FabricError
 from common.netns import run_in_netns
 
@@ -108,41 +112,6 @@ def port_chain(kind: str, device: str) -> str:
 @functools.lru_cache(maxsize=1 << 16)
 def _family(value: str) -> int:
     return ipaddress.ip_network(value, strict=False).version
-
-
-def rule_texts(rule: Rule) -> list[str]:
-    """A rule as nft statements: one, or for a remote group one per member set."""
-    if rule.remote_group_id:
-        return [rule_text(rule), rule_text(rule, networks=True)]
-    return [rule_text(rule)]
-
-
-def rule_text(rule: Rule, networks: bool = False) -> str:
-    """A rule as an nft statement (its values were checked by netmgr; they are
-    parsed again here so that nothing else reaches nft)."""
-    v4 = rule.ethertype == "ipv4"
-    parts = ["meta nfproto " + ("ipv4" if v4 else "ipv6")]
-    addr = ("ip " if v4 else "ip6 ") + ("saddr" if rule.direction == "ingress" else "daddr")
-    if rule.remote_cidr:
-        parts.append(f"{addr} {ipaddress.ip_network(rule.remote_cidr)}")
-    elif rule.remote_group_id:
-        parts.append(f"{addr} @{group_set(rule.remote_group_id, rule.ethertype, networks)}")
-    proto = rule.protocol
-    if proto in ("tcp", "udp"):
-        parts.append(f"meta l4proto {proto}")
-        if rule.port_min:
-            lo, hi = int(rule.port_min), int(rule.port_max or rule.port_min)
-            parts.append(f"th dport {lo}" if lo == hi else f"th dport {lo}-{hi}")
-    elif proto == "icmp":
-        icmp = "icmp" if v4 else "icmpv6"
-        parts.append(f"meta l4proto {icmp}")
-        if rule.icmp_type >= 0:
-            parts.append(f"{icmp} type {int(rule.icmp_type)}")
-            if rule.icmp_code >= 0:
-                parts.append(f"{icmp} code {int(rule.icmp_code)}")
-    elif proto != "all":
-        parts.append(f"meta l4proto {int(proto)}")
-    return " ".join(parts) + " accept"
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -228,15 +197,6 @@ def l2_chain_rules(port: Port) -> list[str]:
     return out
 
 
-def sg_chain_rules(port: Port, direction: str) -> list[str]:
-    """A port's stateful chain. DHCP and neighbour discovery pass in the base
-    chains before the jump (one anonymous set for the host, not one per port)."""
-    out = ["ct state established,related accept", "ct state invalid drop"]
-    out += [t for r in port.rules if r.direction == direction for t in rule_texts(r)]
-    out.append("drop")
-    return out
-
-
 def _chain(family: str, table: str, name: str, rules: Sequence[str], new: bool) -> list[str]:
     """A chain (re)filled; an existing one is only flushed."""
     return [*([f"add chain {family} {table} {name}"] if new else []),
@@ -246,19 +206,6 @@ def _chain(family: str, table: str, name: str, rules: Sequence[str], new: bool) 
 
 _ELEMENT_OP = re.compile(
     rf"(add|delete) element inet {SG_TABLE} (g[46]_[0-9a-f]{{16}}) \{{ ([0-9a-f.:, ]+) \}}")
-
-
-_SET_REF = re.compile(r"@([gn][46]_[0-9a-f]{16})\b")
-
-
-def set_decls_named(rules: Iterable[str]) -> list[str]:
-    """``name { type ...; }`` of each group set the rules name (their names
-    say their kind: g/n for addresses/networks, 4/6 for the family)."""
-    out = []
-    for name in sorted({m for r in rules for m in _SET_REF.findall(r)}):
-        kind = "ipv4_addr" if name[1] == "4" else "ipv6_addr"
-        out.append(f"{name} {{ type {kind};{' flags interval;' if name[0] == 'n' else ''} }}")
-    return out
 
 
 def address_element_ops(commands: Sequence[str]) -> list[nft_elements.Change] | None:
@@ -273,24 +220,67 @@ def address_element_ops(commands: Sequence[str]) -> list[nft_elements.Change] | 
     return ops
 
 
+_Members = tuple[frozenset[str], dict[str, int]]
+CIDR_SETS = [sg_elements.cidr_set(v, k, d) for d in ("egress", "ingress") for v in (4, 6)
+             for k in ("x", "y")]
+
+
+def _key_decl(kind: str, version: int, direction: str, with_address: bool) -> str:
+    return (f"{{ typeof {sg_elements.set_key(kind, version, direction, with_address)}; "
+            "flags interval; }")
+
+
+def _cidr_rules(direction: str) -> list[str]:
+    """The shared chain's lookups of the rules with a CIDR (or none)."""
+    out = []
+    for v in (4, 6):
+        for k in ("x", "y"):
+            key = sg_elements.set_key(k, v, direction, True)
+            out.append(f"meta nfproto ipv{v} {key} @{sg_elements.cidr_set(v, k, direction)} "
+                       "accept")
+    return out
+
+
+def group_rules(group_id: str, direction: str) -> list[str]:
+    """A remote group's lookups in a direction's group chain: its members (an
+    address set and a network set) and the rules of the host's ports that
+    name it (a set per protocol kind)."""
+    out = []
+    for v, eth in ((4, "ipv4"), (6, "ipv6")):
+        addr = ("ip " if v == 4 else "ip6 ") + ("daddr" if direction == "egress" else "saddr")
+        for nets in (False, True):
+            for k in ("x", "y"):
+                out.append(f"meta nfproto ipv{v} {addr} @{group_set(group_id, eth, nets)} "
+                           f"{sg_elements.set_key(k, v, direction, False)} "
+                           f"@{sg_elements.group_rule_set(group_id, v, k, direction)} accept")
+    return out
+
+
 class PortFirewall:
     """The port filters of the bridges in namespace `netns` ("": the host's
     root namespace, where the VXLAN fabric's bridges are); one lock
     serialises changes. In the root namespace br_netfilter is turned on for
     every bridge of the host: traffic of bridges that are not the fabric's
     then walks the host's inet hooks too (it passes: no port of theirs is in
-    the maps)."""
+    the sets)."""
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
         self._nft = libnft.Context(netns)
         self._lock = threading.Lock()
         self._ports: dict[str, Port] = {}
-        self._members: dict[tuple[str, str], frozenset[str]] = {}
+        # Per remote group: the member list last applied, and how many of
+        # its entries each element of the group's sets stands for.
+        self._members: dict[str, _Members] = {}
+        # Remote groups whose sets and lookups are in the table.
+        self._groups: set[str] = set()
         # A port's number, the mark that names it as the output port.
         self._marks: dict[str, int] = {}
         self._compiler: nft_rules.Compiler | None = None
         self._nl: socket.socket | None = None
+        # The first change empties the rule sets (a restarted agent's
+        # elements may be cut differently).
+        self._fresh = True
 
     def _mark(self, device: str) -> int:
         if device not in self._marks:
@@ -316,44 +306,63 @@ class PortFirewall:
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
     def _chain_messages(self, port: Port) -> list[bytes]:
-        """A known port's chains whose rules changed emptied and refilled, as
-        netlink messages (nft_rules): no libnftables cache of this
-        namespace's chains, so the cost is the port's rules, not the host's
-        ports. Only those chains: the kernel's commit costs in proportion to
-        each table it touches (a rule change leaves the bridge table alone,
-        docs/security-groups.md)."""
+        """A known port's port-security chain emptied and refilled, if its
+        rules changed, as netlink messages (nft_rules): no libnftables cache
+        of this namespace's chains."""
+        old = self._ports.get(port.device)
+        rules = l2_chain_rules(port)
+        if old is not None and l2_chain_rules(old) == rules:
+            return []
         if self._compiler is None:
             self._compiler = nft_rules.Compiler()
-        dev = port.device
-        old = self._ports.get(dev)
-        chains = [(family, table, port_chain(kind, dev), rules(port))
-                  for family, table, kind, rules in (
-                      ("bridge", L2_TABLE, "l2", l2_chain_rules),
-                      ("inet", SG_TABLE, "eg", lambda p: sg_chain_rules(p, "egress")),
-                      ("inet", SG_TABLE, "in", lambda p: sg_chain_rules(p, "ingress")))
-                  if old is None or rules(old) != rules(port)]
-        if not chains:
-            return []
-        compiled = self._compiler.compile([(family, table, set_decls_named(rules), rules)
-                                           for family, table, _, rules in chains])
-        msgs: list[bytes] = []
-        for (family, table, chain, _), exprs in zip(chains, compiled, strict=True):
-            msgs.append(nft_rules.flush_message(family, table, chain))
-            msgs += [nft_rules.rule_message(family, table, chain, e) for e in exprs]
-        return msgs
+        chain = port_chain("l2", port.device)
+        (exprs,) = self._compiler.compile([("bridge", L2_TABLE, [], rules)])
+        return [nft_rules.flush_message("bridge", L2_TABLE, chain),
+                *(nft_rules.rule_message("bridge", L2_TABLE, chain, e) for e in exprs)]
+
+    def _element_changes(self, port: Port | None, old: Port | None
+                         ) -> tuple[list[tuple[str, sg_elements.Box]],
+                                    list[tuple[str, sg_elements.Box]]]:
+        """(deleted, added) elements of the rule sets from `old` to `port`."""
+        want = sg_elements.port_elements(port.rules) if port else {}
+        have = sg_elements.port_elements(old.rules) if old else {}
+        gone = [(n, b) for n in sorted(have) for b in sorted(have[n] - want.get(n, frozenset()))]
+        new = [(n, b) for n in sorted(want) for b in sorted(want[n] - have.get(n, frozenset()))]
+        return gone, new
+
+    def _element_messages(self, port: Port) -> list[bytes]:
+        """A known port's rule change: its elements deleted and added, as
+        netlink messages (deletions first: the new boxes may overlap the old)."""
+        dev, mark = port.device, self._marks[port.device]
+        gone, new = self._element_changes(port, self._ports.get(dev))
+        changes: list[nft_elements.Change] = []
+        for op, items in (("delete", gone), ("add", new)):
+            for name, box in items:
+                changes.append((op, name, [sg_elements.element_bytes(name, dev, mark, box)]))
+        return nft_elements.element_messages("inet", SG_TABLE, changes)
+
+    def _element_commands(self, port: Port | None, old: Port | None, device: str
+                          ) -> list[str]:
+        mark = self._mark(device)
+        gone, new = self._element_changes(port, old)
+        return ([f"delete element inet {SG_TABLE} {n} "
+                 f"{{ {sg_elements.element_text(n, device, mark, b)} }}" for n, b in gone]
+                + [f"add element inet {SG_TABLE} {n} "
+                   f"{{ {sg_elements.element_text(n, device, mark, b)} }}" for n, b in new])
 
     def _netlink_batch(self, member_commands: Sequence[str], ports: Sequence[Port]
                        ) -> list[bytes] | None:
-        """Member changes and known ports' chains as one netlink batch, or None
-        if any of it needs libnftables (a new port, a set to declare, an
-        interval set's elements)."""
+        """Member changes and known ports' changes as one netlink batch, or
+        None if any of it needs libnftables (a new port, a group whose sets
+        are not there yet, an interval set's members)."""
         ops = address_element_ops(member_commands) if member_commands else []
-        if ops is None or any(p.device not in self._ports or self._sets_for(p)
-                              for p in ports):
+        if ops is None or self._fresh or any(
+                p.device not in self._ports or self._groups_named([p]) for p in ports):
             return None
         msgs = nft_elements.element_messages("inet", SG_TABLE, ops)
         try:
             for port in ports:
+                msgs += self._element_messages(port)
                 msgs += self._chain_messages(port)
         except nft_rules.CompileError as e:
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
@@ -377,7 +386,8 @@ class PortFirewall:
             enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
             subprocess.run([*enter, "sysctl", "-qw", f"net.bridge.{name}=1"], check=True,
                            capture_output=True)
-        self.run([
+        sg = f"inet {SG_TABLE}"
+        commands = [
             f"add table bridge {L2_TABLE}",
             f"add map bridge {L2_TABLE} ports {{ typeof iifname : verdict; }}",
             f"add chain bridge {L2_TABLE} prerouting "
@@ -392,93 +402,153 @@ class PortFirewall:
             f"flush chain bridge {L2_TABLE} forward",
             f"add rule bridge {L2_TABLE} forward meta mark set 0",
             f"add rule bridge {L2_TABLE} forward meta mark set oifname map @out_ids",
-            f"add table inet {SG_TABLE}",
-            f"add map inet {SG_TABLE} egress {{ typeof iifname : verdict; }}",
-            f"add map inet {SG_TABLE} ingress {{ typeof meta mark : verdict; }}",
-            f"add chain inet {SG_TABLE} prerouting "
-            "{ type filter hook prerouting priority 0; policy accept; }",
-            f"flush chain inet {SG_TABLE} prerouting",
-            f"add rule inet {SG_TABLE} prerouting {DHCP_CLIENT}",
-            f"add rule inet {SG_TABLE} prerouting icmpv6 type {ND_TYPES} accept",
-            f"add rule inet {SG_TABLE} prerouting iifname vmap @egress",
-            f"add chain inet {SG_TABLE} forward "
-            "{ type filter hook forward priority 0; policy accept; }",
-            f"flush chain inet {SG_TABLE} forward",
-            f"add rule inet {SG_TABLE} forward {DHCP_SERVER_REPLY}",
-            f"add rule inet {SG_TABLE} forward icmpv6 type {ND_TYPES} accept",
-            f"add rule inet {SG_TABLE} forward meta mark vmap @ingress",
-        ])
+            f"add table {sg}",
+            # The filtered ports, by input name and by output mark.
+            f"add set {sg} eg_ports {{ typeof iifname; }}",
+            f"add set {sg} in_ports {{ typeof meta mark; }}",
+            *(f"add set {sg} {sg_elements.cidr_set(v, k, d)} {_key_decl(k, v, d, True)}"
+              for d in ("egress", "ingress") for v in (4, 6) for k in ("x", "y"))]
+        # One chain per direction for every port: no chain per port, so the
+        # table's chain graph (which the kernel validates at each commit of a
+        # rule) stays the same size whatever the ports.
+        for direction, d, hook, base, match in (
+                ("egress", "eg", "prerouting", [DHCP_CLIENT], "iifname @eg_ports"),
+                ("ingress", "in", "forward", [DHCP_SERVER_REPLY], "meta mark @in_ports")):
+            commands += [
+                f"add chain {sg} {hook} {{ type filter hook {hook} priority 0; policy accept; }}",
+                f"add chain {sg} {direction}", f"add chain {sg} {d}_groups",
+                f"flush chain {sg} {hook}", f"flush chain {sg} {direction}",
+                *(f"add rule {sg} {hook} {r}" for r in base),
+                f"add rule {sg} {hook} icmpv6 type {ND_TYPES} accept",
+                f"add rule {sg} {hook} {match} jump {direction}",
+                f"add rule {sg} {direction} ct state established,related accept",
+                f"add rule {sg} {direction} ct state invalid drop",
+                *(f"add rule {sg} {direction} {r}" for r in _cidr_rules(direction)),
+                f"add rule {sg} {direction} jump {d}_groups",
+                f"add rule {sg} {direction} drop"]
+        self.run(commands)
 
     # ------------------------------------------------------------ changes
 
-    def _sets_for(self, port: Port) -> list[str]:
-        """Declarations of the group sets the port's rules name that are not
-        known to exist (re-declaring one makes libnftables read its elements)."""
-        wanted = {(r.remote_group_id, r.ethertype) for r in port.rules if r.remote_group_id}
-        return [_set_decl(gid, eth, nets) for gid, eth in sorted(wanted)
-                for nets in (False, True)
-                if (gid, f"{eth}/{'net' if nets else 'addr'}") not in self._members]
+    def _groups_named(self, ports: Iterable[Port], also: Iterable[str] = ()) -> list[str]:
+        """Remote groups the ports' rules (or `also`) name whose sets are not
+        in the table yet."""
+        named = {r.remote_group_id for p in ports for r in p.rules if r.remote_group_id}
+        return sorted((named | set(also)) - self._groups)
+
+    def _group_commands(self, new: Sequence[str]) -> list[str]:
+        """New remote groups' sets (emptied: an earlier agent's may hold
+        stale elements) and the group chains refilled with every group's
+        lookups."""
+        if not new:
+            return []
+        sg = f"inet {SG_TABLE}"
+        out: list[str] = []
+        for gid in new:
+            for eth in ("ipv4", "ipv6"):
+                for nets in (False, True):
+                    out += [_set_decl(gid, eth, nets),
+                            f"flush set {sg} {group_set(gid, eth, nets)}"]
+            for d in ("egress", "ingress"):
+                for v in (4, 6):
+                    for k in ("x", "y"):
+                        name = sg_elements.group_rule_set(gid, v, k, d)
+                        out += [f"add set {sg} {name} {_key_decl(k, v, d, False)}",
+                                f"flush set {sg} {name}"]
+        for d, direction in (("eg", "egress"), ("in", "ingress")):
+            out.append(f"flush chain {sg} {d}_groups")
+            out += [f"add rule {sg} {d}_groups {r}"
+                    for gid in sorted(self._groups | set(new)) for r in group_rules(gid, direction)]
+        return out
+
+    def _fresh_commands(self) -> list[str]:
+        if not self._fresh:
+            return []
+        return [f"flush set inet {SG_TABLE} {n}" for n in (*CIDR_SETS, "eg_ports", "in_ports")]
 
     def _port_commands(self, port: Port) -> list[str]:
         dev = port.device
-        l2, eg, ing = (port_chain("l2", dev), port_chain("eg", dev), port_chain("in", dev))
+        l2 = port_chain("l2", dev)
         new = dev not in self._ports
-        commands = [*self._sets_for(port),
-                    *_chain("bridge", L2_TABLE, l2, l2_chain_rules(port), new),
-                    *_chain("inet", SG_TABLE, eg, sg_chain_rules(port, "egress"), new),
-                    *_chain("inet", SG_TABLE, ing, sg_chain_rules(port, "ingress"), new)]
-        if dev not in self._ports:
+        rules = l2_chain_rules(port)
+        old = self._ports.get(dev)
+        commands = ([] if old is not None and l2_chain_rules(old) == rules
+                    else _chain("bridge", L2_TABLE, l2, rules, new))
+        commands += self._element_commands(port, self._ports.get(dev), dev)
+        if new:
             mark = self._mark(dev)
             commands += [
                 f'add element bridge {L2_TABLE} ports {{ "{dev}" : jump {l2} }}',
                 f'add element bridge {L2_TABLE} out_ids {{ "{dev}" : {mark} }}',
-                f'add element inet {SG_TABLE} egress {{ "{dev}" : jump {eg} }}',
-                f'add element inet {SG_TABLE} ingress {{ {mark} : jump {ing} }}']
+                f'add element inet {SG_TABLE} eg_ports {{ "{dev}" }}',
+                f"add element inet {SG_TABLE} in_ports {{ {mark} }}"]
         return commands
 
     def _remove_commands(self, device: str) -> list[str]:
-        l2, eg, ing = (port_chain("l2", device), port_chain("eg", device),
-                       port_chain("in", device))
+        l2 = port_chain("l2", device)
         mark = self._marks[device]
         return [
+            *self._element_commands(None, self._ports[device], device),
             f'delete element bridge {L2_TABLE} ports {{ "{device}" }}',
             f'delete element bridge {L2_TABLE} out_ids {{ "{device}" }}',
-            f'delete element inet {SG_TABLE} egress {{ "{device}" }}',
-            f'delete element inet {SG_TABLE} ingress {{ {mark} }}',
-            f"delete chain bridge {L2_TABLE} {l2}",
-            f"delete chain inet {SG_TABLE} {eg}",
-            f"delete chain inet {SG_TABLE} {ing}"]
+            f'delete element inet {SG_TABLE} eg_ports {{ "{device}" }}',
+            f"delete element inet {SG_TABLE} in_ports {{ {mark} }}",
+            f"delete chain bridge {L2_TABLE} {l2}"]
 
     def _member_commands(self, group_id: str, addresses: Iterable[str]
-                         ) -> tuple[list[str], dict[tuple[str, str], frozenset[str]]]:
+                         ) -> tuple[list[str], dict[str, _Members]]:
+        """A group's member changes (its sets are declared by _group_commands).
+        netmgr sends the whole member list; only the addresses that differ
+        from the last one are converted and counted (two spellings of one
+        address, ``10.0.0.1`` and ``10.0.0.1/32``, are one element, kept
+        while either is listed), so a join costs the change, not the group."""
+        raw = frozenset(addresses)
+        old_raw, old_counts = self._members.get(group_id, (frozenset(), {}))
+        gone_raw, new_raw = old_raw - raw, raw - old_raw
+        if not gone_raw and not new_raw:
+            return [], {}
+        counts = dict(old_counts)
+        removed: set[str] = set()
+        added: set[str] = set()
+        for a in gone_raw:
+            e = _element(a)
+            counts[e] -= 1
+            if not counts[e]:
+                del counts[e]
+                removed.add(e)
+        for a in new_raw:
+            e = _element(a)
+            counts[e] = counts.get(e, 0) + 1
+            if counts[e] == 1:
+                added.add(e)
+        removed, added = removed - added, added - removed
         commands: list[str] = []
-        now: dict[tuple[str, str], frozenset[str]] = {}
-        addresses = list(addresses)
         for (ethertype, version), nets in itertools.product((("ipv4", 4), ("ipv6", 6)),
                                                             (False, True)):
-            want = frozenset(e for e in (_element(a) for a in addresses
-                                         if _family(a) == version) if ("/" in e) == nets)
-            key = f"{ethertype}/{'net' if nets else 'addr'}"
-            have = self._members.get((group_id, key), frozenset())
             name = group_set(group_id, ethertype, nets)
-            if (group_id, key) not in self._members:
-                commands.append(_set_decl(group_id, ethertype, nets))
-            if have - want:
-                commands.append(f"delete element inet {SG_TABLE} {name} "
-                                f"{_set_of(sorted(have - want))}")
-            if want - have:
-                commands.append(f"add element inet {SG_TABLE} {name} "
-                                f"{_set_of(sorted(want - have))}")
-            now[(group_id, key)] = want
-        return commands, now
+            for op, elements in (("delete", removed), ("add", added)):
+                mine = sorted(e for e in elements
+                              if ("/" in e) == nets and _family(e) == version)
+                if mine:
+                    commands.append(f"{op} element inet {SG_TABLE} {name} {_set_of(mine)}")
+        return commands, {group_id: (raw, counts)}
 
     def set_port(self, port: Port) -> None:
-        """Add or replace one port's filters (its chains and map elements)."""
+        """Add or replace one port's filters (its chain, map and set elements)."""
         with self._lock:
             msgs = self._netlink_batch([], [port])
             if msgs is None:
-                self.run(self._port_commands(port))
-            elif msgs:  # empty: none of its chains' rules changed
+                new_groups = self._groups_named([port])
+                try:
+                    self.run([*self._fresh_commands(), *self._group_commands(new_groups),
+                              *self._port_commands(port)])
+                except FabricError:
+                    if port.device not in self._ports:
+                        self._marks.pop(port.device, None)
+                    raise
+                self._groups.update(new_groups)
+                self._fresh = False
+            elif msgs:  # empty: nothing of it changed
                 self._send(msgs)
             self._ports[port.device] = port
 
@@ -493,40 +563,48 @@ class PortFirewall:
     def set_members(self, group_id: str, addresses: Iterable[str]) -> None:
         """A group's member addresses: only the elements that changed."""
         with self._lock:
+            new_groups = self._groups_named([], [group_id])
             commands, now = self._member_commands(group_id, addresses)
+            commands = [*self._group_commands(new_groups), *commands]
             if commands:
                 self.run(commands)
+            self._groups.update(new_groups)
             self._members.update(now)
 
     def apply(self, ports: Sequence[Port], members: Mapping[str, Sequence[str]]) -> int:
         """The host's whole desired state, as one transaction of the differences
         from what this object last applied (group sets first: rules name them).
-        Returns the number of nft commands it took (0: nothing changed)."""
+        Returns the number of nft commands (or netlink messages) it took (0:
+        nothing changed)."""
         with self._lock:
             commands: list[str] = []
-            members_now: dict[tuple[str, str], frozenset[str]] = {}
+            members_now: dict[str, _Members] = {}
             for gid, addrs in members.items():
                 more, now = self._member_commands(gid, addrs)
                 commands += more
                 members_now.update(now)
             want = {p.device: p for p in ports}
             gone = [dev for dev in self._ports if dev not in want]
-            for dev in gone:
-                commands += self._remove_commands(dev)
             changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
-            msgs = None if gone else self._netlink_batch(commands, changed)
+            new_groups = self._groups_named(changed, members)
+            msgs = None if gone or new_groups else self._netlink_batch(commands, changed)
             if msgs is not None:
                 # Known ports' rules and group members only: one netlink
-                # batch, without libnftables reading the host's chains (none
-                # when no chain's rules changed: the ports are kept all the same).
+                # batch of set elements (and port-security chains), without
+                # libnftables reading the host's chains (none when nothing
+                # changed: the ports are kept all the same).
                 if msgs:
                     self._send(msgs)
                 self._members.update(members_now)
                 self._ports.update({p.device: p for p in changed})
                 return len(msgs)
+            for dev in gone:
+                commands += self._remove_commands(dev)
             try:
                 for port in changed:
                     commands += self._port_commands(port)
+                commands = [*self._fresh_commands(), *self._group_commands(new_groups),
+                            *commands]
                 if not commands:
                     return 0
                 self.run(commands)
@@ -535,6 +613,8 @@ class PortFirewall:
                     if port.device not in self._ports:
                         self._marks.pop(port.device, None)
                 raise
+            self._fresh = False
+            self._groups.update(new_groups)
             self._members.update(members_now)
             for dev in gone:
                 del self._ports[dev]
