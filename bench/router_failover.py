@@ -415,6 +415,7 @@ def main_vm(args: argparse.Namespace) -> int:
     got = vm.run(failovers, triggers, args.consoles)
     result["pair_boot_s"] = got.pop("pair_boot_s", None)
     result["aborted"] = got.pop("aborted", "")
+    result["arbiter_events"] = got.pop("arbiter_events", [])
     result["triggers"] = got
     result["load_after"] = os.getloadavg()
     return write(result, args.out, "router_failover_vm")

@@ -27,7 +27,8 @@ Per move the JSON keeps the machine's load and the stream's TCP sockets as
 stream that stalls shows which direction the new master drops. With
 ``--consoles DIR`` both hosts' router VM consoles are copied into DIR as they
 grow (each VM, replacements too: the agents log every VRRP transition and
-conntrackd's commit with the kernel's TCP entries after it).
+conntrackd's commit with the kernel's TCP entries after it). The JSON ends
+with the split-brain arbiter's events (an instance it demoted is in FAULT).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from typing import Any
 
 import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
+from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
@@ -211,6 +214,16 @@ def _new_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str, old: 
         return False
 
 
+def _arbiter_events(t: Tenant, network_id: str) -> list[str]:
+    """The split-brain arbiter's events (an instance demoted: FAULT)."""
+    try:
+        got = t.api.call(rrpc.RouterRedundancyServiceStub(t.api.channel).GetRedundancy,
+                         rpb.GetRedundancyRequest(network_id=network_id))
+    except grpc.RpcError as e:
+        return [f"GetRedundancy: {e.code().name}"]
+    return [str(e).replace("\n", " ").strip() for e in got.events]
+
+
 def _silence(gaps: list[list[float]], start: float, end: float) -> float:
     return max((g[1] for g in gaps if start <= g[0] < end), default=0.0)
 
@@ -279,6 +292,7 @@ def run(failovers: int, triggers: list[str], consoles: str = "") -> dict[str, An
         for trigger in triggers:
             out[trigger] = _run_trigger(aio, second, t, net, port, guest, trigger, failovers)
             print(out[trigger], file=sys.stderr, flush=True)
+        out["arbiter_events"] = _arbiter_events(t, net.id)
     finally:
         stop.set()
         if t is not None:
