@@ -346,6 +346,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5,
                     help="throughput: redundant and single runs, in turns")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    ap.add_argument("--consoles", default="",
+                    help="--backend vm: copy the router VMs' consoles into this directory")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -410,9 +412,10 @@ def main_vm(args: argparse.Namespace) -> int:
         "host": platform.node(), "kernel": platform.release(),
         "load_before": os.getloadavg(), "failovers_per_trigger": failovers,
     }
-    got = vm.run(failovers, triggers)
+    got = vm.run(failovers, triggers, args.consoles)
     result["pair_boot_s"] = got.pop("pair_boot_s", None)
     result["aborted"] = got.pop("aborted", "")
+    result["arbiter_events"] = got.pop("arbiter_events", [])
     result["triggers"] = got
     result["load_after"] = os.getloadavg()
     return write(result, args.out, "router_failover_vm")

@@ -20,10 +20,20 @@ by the MAC the edge holds for the router's public IP.
 
 keepalived killed inside a VM is not a trigger here: the appliance offers no
 way in but its agent's API, which has no call to kill a daemon.
+
+Per move the JSON keeps the machine's load and the stream's TCP sockets as
+``ss`` shows them right after the move and again STREAM_LOOK seconds later
+(Send-Q, retransmissions, backoff) on the guest's side and the server's: a
+stream that stalls shows which direction the new master drops. With
+``--consoles DIR`` both hosts' router VM consoles are copied into DIR as they
+grow (each VM, replacements too: the agents log every VRRP transition and
+conntrackd's commit with the kernel's TCP entries after it). The JSON ends
+with the split-brain arbiter's events (an instance it demoted is in FAULT).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import signal
@@ -31,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -38,6 +49,8 @@ from typing import Any
 
 import grpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
+from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
@@ -55,6 +68,9 @@ SETTLE = 1.0
 # with the master).
 SYNC_SETTLE = 3.0
 BOOT = 300.0  # two VMs booting at once under TCG on a loaded machine
+# The stream's sockets are read again this long after a move (a stalled
+# stream's retransmissions by then: 0.2 + 0.4 + ... s).
+STREAM_LOOK = 6.0
 
 
 def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
@@ -112,14 +128,40 @@ def _after_move(t: Tenant, net: pb.Network, port: pb.Port, guest: Any, before: i
     guest's lease asked for again and a new connection out."""
     wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
     moved = time.monotonic() - t0
+    sockets = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(_INET[0])}
     lease_ok = _lease_kept(guest, port)
     try:
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
         fresh = ""
     except Exception as e:  # reported, not fatal: the next failover runs
         fresh = str(e)[:200]
+    time.sleep(max(0.0, t0 + moved + STREAM_LOOK - time.monotonic()))
+    later = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(_INET[0])}
     return {"moved_s": round(moved, 2), "lease_kept": lease_ok, "new_connection": not fresh,
-            "new_connection_error": fresh}
+            "new_connection_error": fresh, "load": os.getloadavg()[0],
+            "stream_after_move": sockets, f"stream_{STREAM_LOOK:g}s_later": later}
+
+
+# The internet namespace (set by run: the after-move look reads its sockets).
+_INET = [""]
+
+
+def _stream_sockets(ns: str) -> list[str]:
+    """The established stream's TCP sockets (``ss -tnoi``, the port's only):
+    its Send-Q, retransmissions and backoff say whether and where it stalls."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "ss", "-tnoiH", "state", "established",
+                          f"( sport = :{SNAT_TCP_PORT} or dport = :{SNAT_TCP_PORT} )"],
+                         capture_output=True, text=True).stdout
+    keep = re.compile(r"timer:\S+|backoff:\d+|bytes_(?:sent|retrans|acked|received):\d+"
+                      r"|lastsnd:\d+|lastrcv:\d+")
+    sockets: list[str] = []
+    for line in out.splitlines():
+        if line.strip() and not line[0].isspace():
+            sockets.append(line)
+        elif sockets:
+            sockets[-1] += " " + line
+    # Recv-Q, Send-Q, local, peer, then what says whether it stalls.
+    return [" ".join(text.split()[:4] + keep.findall(text)) for text in sockets]
 
 
 def _lease_kept(guest: Any, port: pb.Port) -> bool:
@@ -172,11 +214,44 @@ def _new_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str, old: 
         return False
 
 
+def _arbiter_events(t: Tenant, network_id: str) -> list[str]:
+    """The split-brain arbiter's events (an instance demoted: FAULT)."""
+    try:
+        got = t.api.call(rrpc.RouterRedundancyServiceStub(t.api.channel).GetRedundancy,
+                         rpb.GetRedundancyRequest(network_id=network_id))
+    except grpc.RpcError as e:
+        return [f"GetRedundancy: {e.code().name}"]
+    return [str(e).replace("\n", " ").strip() for e in got.events]
+
+
 def _silence(gaps: list[list[float]], start: float, end: float) -> float:
     return max((g[1] for g in gaps if start <= g[0] < end), default=0.0)
 
 
-def run(failovers: int, triggers: list[str]) -> dict[str, Any]:
+def _follow_consoles(dirs: list[str], out_dir: str, stop: threading.Event) -> None:
+    """Copy every router VM console under ``dirs`` into ``out_dir`` as it
+    grows (a VM made again writes a new file: kept apart by inode)."""
+    os.makedirs(out_dir, exist_ok=True)
+    offsets: dict[tuple[str, int], int] = {}
+    while not stop.is_set():
+        for d in dirs:
+            for path in glob.glob(os.path.join(d, "**", "console.log"), recursive=True):
+                try:
+                    inode = os.stat(path).st_ino
+                    with open(path, "rb") as f:
+                        f.seek(offsets.get((path, inode), 0))
+                        data = f.read()
+                        offsets[(path, inode)] = f.tell()
+                except OSError:
+                    continue
+                if data:
+                    name = f"{os.path.basename(d.rstrip('/'))}-{inode}.console.log"
+                    with open(os.path.join(out_dir, name), "ab") as out:
+                        out.write(data)
+        stop.wait(1.0)
+
+
+def run(failovers: int, triggers: list[str], consoles: str = "") -> dict[str, Any]:
     if not router_image_built():
         raise SystemExit(f"router image not built (bash images/router/build.sh): "
                          f"{vm_backend.ROUTER_IMAGE_DIR}")
@@ -191,9 +266,14 @@ def run(failovers: int, triggers: list[str]) -> dict[str, Any]:
     second = None
     t = None
     out: dict[str, Any] = {}
+    stop = threading.Event()
+    _INET[0] = aio.inet_ns
     try:
         aio.up()
         second = SecondHost(aio, tempfile.mkdtemp(prefix="cn-bench-c2-", dir="/tmp"))
+        if consoles:
+            threading.Thread(target=_follow_consoles, daemon=True, args=(
+                [aio.state_dir, second.compute.cfg.state_dir], consoles, stop)).start()
         wait_for("the second host UP", lambda: host_state(aio, second.name) == "HOST_STATE_UP",
                  60)
         t = Tenant(aio, "bench")
@@ -212,7 +292,9 @@ def run(failovers: int, triggers: list[str]) -> dict[str, Any]:
         for trigger in triggers:
             out[trigger] = _run_trigger(aio, second, t, net, port, guest, trigger, failovers)
             print(out[trigger], file=sys.stderr, flush=True)
+        out["arbiter_events"] = _arbiter_events(t, net.id)
     finally:
+        stop.set()
         if t is not None:
             t.close()
         if second is not None:

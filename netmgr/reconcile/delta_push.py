@@ -113,9 +113,15 @@ class EdgeDeltas:
     router's agent last acknowledged."""
 
     def __init__(self, store: DeltaStore,
-                 channel: Callable[[str, str, str], grpc.Channel]) -> None:
+                 channel: Callable[[str, str, str], grpc.Channel],
+                 instance_channel: Callable[[str, int, str], grpc.Channel] | None = None
+                 ) -> None:
         self._store = store
         self._channel = channel
+        # A redundant router's instance (router ID, instance, host): its
+        # host's agent, or its own VM's (a router VM's channel is by
+        # instance, not by host).
+        self._instance_channel = instance_channel
         self._lock = threading.Lock()
         self._pending: dict[str, dict[int, Change]] = {}
         self._base: dict[str, int] = {}
@@ -181,8 +187,9 @@ class EdgeDeltas:
         """Bring the router to its desired generation by a delta: True if done,
         None if a full push is needed. ``epoch``: the pushing replica's lease
         epoch; ``confirm``: its lease still holds (checked right before sending);
-        ``hosts``: a redundant router's instances' hosts (the same delta to
-        each: both ran the base, acknowledged only when both applied it)."""
+        ``hosts``: a redundant router's instances' hosts, by instance (the
+        same delta to each: both ran the base, acknowledged only when both
+        applied it)."""
         with self._lock:
             if not self._pending.get(router_id) or router_id not in self._base:
                 return None
@@ -194,8 +201,9 @@ class EdgeDeltas:
         delta = self._take(router_id, desired)
         if delta is None or not confirm():
             return None
-        for target in hosts or (host,):
-            if not self._send(router_id, target, backend, delta, epoch):
+        targets: list[tuple[int | None, str]] = [*enumerate(hosts)] or [(None, host)]
+        for instance, target in targets:
+            if not self._send(router_id, target, backend, delta, epoch, instance):
                 # Each instance that did apply it takes the full push as
                 # the same generation again (a no-op change).
                 with self._lock:
@@ -206,10 +214,13 @@ class EdgeDeltas:
         return True
 
     def _send(self, router_id: str, host: str, backend: str, delta: epb.EdgeDelta,
-              epoch: int) -> bool:
+              epoch: int, instance: int | None = None) -> bool:
         try:
             # A VM router's agent too, through the VM backend's channel.
-            stub = edge_pb2_grpc.RouterEdgeStub(self._channel(router_id, host, backend))
+            channel = self._channel(router_id, host, backend) \
+                if instance is None or self._instance_channel is None \
+                else self._instance_channel(router_id, instance, host)
+            stub = edge_pb2_grpc.RouterEdgeStub(channel)
             reply = stub.ApplyEdgeDelta(epb.ApplyEdgeDeltaRequest(delta=delta, lease_epoch=epoch),
                                         timeout=DELTA_TIMEOUT)
         except (grpc.RpcError, LookupError) as e:

@@ -159,7 +159,7 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
         # One edge rule changed: sent as a delta when possible (netmgr.reconcile.delta_push).
-        self.edge = EdgeDeltas(store, self.router_channel)
+        self.edge = EdgeDeltas(store, self.router_channel, self._instance_channel)
         # The VM backend, when this netmgr runs one (set by the composition root).
         self.vm_routers: VmRouters | None = None
         # The compute hosts' port filters, when this netmgr pushes them.
@@ -386,11 +386,10 @@ class Reconciler:
         with self._lock:
             restart = router_id in self._restarts
         red = self.redundant.get(router_id) if self.redundant is not None else None
-        # A redundant VM router's instances are reached by instance, not by
-        # host: a full push to both.
-        if not restart and not (red is not None and self._vm_router(router_id)) \
-                and self.edge.push(router_id, epoch, self._leases.confirm,
-                                   red.hosts if red is not None else ()):
+        # A redundant router's delta goes to each instance (a router VM's by
+        # its own channel).
+        if not restart and self.edge.push(router_id, epoch, self._leases.confirm,
+                                          red.hosts if red is not None else ()):
             with self._lock:
                 self._pushed_at[router_id] = time.monotonic()
             return True

@@ -222,8 +222,11 @@ class SyncWorker:
             for attempt in range(CTL_TRIES):
                 if self._superseded():
                     return
+                started = time.monotonic()
                 try:
                     ctl(ctx, *args)
+                    log.info("router %s: conntrackd %s on VRRP %s: done in %.2f s",
+                             ctx.router_id, " ".join(args), state, time.monotonic() - started)
                     break
                 except proc.CommandError as e:
                     # A conntrackd just started may not listen on its
@@ -235,6 +238,8 @@ class SyncWorker:
                                   " ".join(args), state, why)
                     with self._cond:
                         self._cond.wait(RESYNC_POLL)
+        if state == "MASTER":
+            _log_commit(ctx)
         if before is not None:
             self._watch_resync(ctx, before)
 
@@ -259,6 +264,23 @@ class SyncWorker:
         else:
             return  # a new state decides
         set_gate(ctx, False)
+
+
+def _log_commit(ctx: Context) -> None:
+    """What conntrackd said of the commit (its own log: entries committed,
+    refused and why), and the kernel's TCP entries after it: where an
+    established flow lost across a failover went."""
+    text = files.read_text(ctx.paths.conntrackd("conntrackd.log")) or ""
+    lines = [line for line in text.splitlines()[-40:] if "commit" in line.lower()
+             or "ERROR" in line or "WARNING" in line]
+    for line in lines[-12:]:
+        log.info("router %s: conntrackd: %s", ctx.router_id, line[:300])
+    try:
+        table = proc.run(["conntrack", "-L", "-p", "tcp"], netns=ctx.netns, timeout=CTL_TIMEOUT)
+    except (proc.CommandError, subprocess.TimeoutExpired):
+        return
+    for line in table.splitlines()[:12]:
+        log.info("router %s: conntrackd committed, the kernel holds: %s", ctx.router_id, line[:300])
 
 
 def _holds(ctx: Context, cfg: pb.RouterConfig) -> bool:

@@ -254,6 +254,39 @@ def test_a_redundant_routers_delta_goes_to_both_instances_or_to_neither_as_appli
             server.stop(0)
 
 
+def test_a_redundant_vm_routers_delta_reaches_each_instance_by_its_own_channel() -> None:
+    """Router VMs: the router's channel is instance 0's VM whatever the host
+    (each VM its own agent); the delta goes to each instance through that
+    instance's own channel, so instance 1's VM gets it too."""
+    servers, channels, agents = [], {}, {}
+    try:
+        for i in (0, 1):
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+            agents[i] = Agent()
+            edge_pb2_grpc.add_RouterEdgeServicer_to_server(agents[i], server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            servers.append(server)
+            channels[i] = grpc.insecure_channel(f"127.0.0.1:{port}")
+        store = Store()
+        deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[0],
+                               instance_channel=lambda router_id, i, host: channels[i])
+        deltas.acknowledged("r", 3)
+        deltas.record("r", 4, added=[PF])
+        deltas.record("r", 5, added=[NAT])
+        assert deltas.push("r", 7, hosts=("c1", "c2")) is True
+        for i in (0, 1):
+            (sent,) = agents[i].seen
+            assert (sent.base_generation, sent.generation) == (3, 5), i
+            assert [n.public_ip for n in sent.static_nats] == [NAT.public_ip], i
+        assert store.applied == [5]
+    finally:
+        for ch in channels.values():
+            ch.close()
+        for server in servers:
+            server.stop(0)
+
+
 def test_a_ports_metadata_travels_as_a_delta_equal_to_its_full_config_entry(
         agent: tuple[Agent, grpc.Channel]) -> None:
     servicer, channel = agent
