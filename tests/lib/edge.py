@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from typing import Any
 
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
@@ -73,9 +74,9 @@ class Site:
     a network as new.
     """
 
-    def __init__(self, cloud, cidr: str) -> None:
+    def __init__(self, cloud, cidr: str, **fields: Any) -> None:
         self.t = Tenant(cloud, f"t{uuid.uuid4().hex[:8]}")
-        self.net = self.t.network(name="edge", cidr=cidr)
+        self.net = self.t.network(**{"name": "edge", **fields, "cidr": cidr})
         self.t.api.wait_router_active(self.net.router_id)
         self.keep_ips: set[str] = set()
         self._names = itertools.count()
