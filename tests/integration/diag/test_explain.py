@@ -233,10 +233,10 @@ def _wait_vpn(t, vpn, conn_id: str, up: bool, timeout: float = 90) -> vnpb.VpnCo
         time.sleep(0.5)
 
 
-def test_a_vpn_peers_network_is_reached_through_the_tunnel_or_not_at_all(make_tenant, cloud):
-    t = make_tenant()
+def test_a_vpn_peers_network_is_reached_through_the_tunnel_or_not_at_all(site, cloud):
+    # Site A: the module's network; site B: a network of its own (removed after).
+    t, a = site.t, site.net
     vpn = vnrpc.VpnServiceStub(t.api.channel)
-    a = t.network(name="site-a", cidr="10.61.0.0/24")
     b = t.network(name="site-b", cidr="10.62.0.0/24")
     pa, pb_ = t.port(a.id, hostname="va"), t.port(b.id, hostname="vb")
     t.api.wait_router_active(a.router_id)

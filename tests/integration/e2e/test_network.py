@@ -72,28 +72,30 @@ def test_guest_gets_its_ports_lease_names_and_snat(site):
     assert ipaddress.ip_address(net.source_nat_ip) in ipaddress.ip_network("203.0.113.0/24")
 
 
-def test_two_tenants_with_the_same_cidr_are_isolated(make_tenant):
-    a, b = make_tenant(), make_tenant()
-    net_a = a.network(name="same", cidr="10.9.0.0/24")
-    net_b = b.network(name="same", cidr="10.9.0.0/24")
+def test_two_tenants_with_the_same_cidr_are_isolated(site, make_tenant):
+    # Tenant A: the module's network; B: a new tenant's network of the same CIDR.
+    # (Addresses high in the range: the module's other ports take the lowest free.)
+    a, net_a = site.t, site.net
+    b = make_tenant()
+    net_b = b.network(name="same", cidr=net_a.cidr)
     assert net_a.vlan_id != net_b.vlan_id
     assert net_a.source_nat_ip != net_b.source_nat_ip
-    pa = a.port(net_a.id, hostname="a1", ip="10.9.0.50")
-    pb_ = b.port(net_b.id, hostname="b1", ip="10.9.0.60")
+    pa = a.port(net_a.id, hostname="a1", ip="10.1.1.250")
+    pb_ = b.port(net_b.id, hostname="b1", ip="10.1.1.251")
     wait_active(a, net_a)
     wait_active(b, net_b)
     ga, gb = a.guest(net_a, pa), b.guest(net_b, pb_)
-    assert ga.dhcp().ip == "10.9.0.50"
-    assert gb.dhcp().ip == "10.9.0.60"
+    assert ga.dhcp().ip == "10.1.1.250"
+    assert gb.dhcp().ip == "10.1.1.251"
     # Each leaves through its own source-NAT address...
     assert seen_from(ga) == net_a.source_nat_ip
     assert seen_from(gb) == net_b.source_nat_ip
     # ...and neither reaches the other: not on the guest segment, not through
     # the other's public address, not its router's DNS.
-    assert ga.run(["ping", "-c", "2", "-W", "1", "10.9.0.60"]).returncode != 0
-    assert gb.run(["ping", "-c", "2", "-W", "1", "10.9.0.50"]).returncode != 0
+    assert ga.run(["ping", "-c", "2", "-W", "1", "10.1.1.251"]).returncode != 0
+    assert gb.run(["ping", "-c", "2", "-W", "1", "10.1.1.250"]).returncode != 0
     assert ga.run(["nc", "-z", "-w", "2", net_b.source_nat_ip, "53"]).returncode != 0
-    assert dig(ga, f"b1.{net_b.domain}") != ["10.9.0.60"]
+    assert dig(ga, f"b1.{net_b.domain}") != ["10.1.1.251"]
 
 
 def dnsmasq_pid(cloud, router_id: str) -> int:
