@@ -6,10 +6,13 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from typing import Any
 
 from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import edge_pb2_grpc as erpc
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from cloudnet.netmgr.v1 import vpn_pb2 as vpb
+from cloudnet.netmgr.v1 import vpn_pb2_grpc as vrpc
 
 from tests.lib.allinone import Tenant
 
@@ -67,15 +70,15 @@ class Site:
     one per test); the namespace backend runs the same code. A test makes
     its own ports and guests (new addresses: a port is never deleted and
     its address reused by another MAC within the module) and its own public
-    IPs and rules; ``reset`` (after each test) deletes every rule and load
-    balancer, releases the test's public IPs, deletes the test's other
-    networks and sets the egress policy back, so the next test starts from
-    a network as new.
+    IPs and rules; ``reset`` (after each test) deletes every rule, load
+    balancer and VPN object, releases the test's public IPs, deletes the
+    test's other networks and sets the egress policy back, so the next test
+    starts from a network as new.
     """
 
-    def __init__(self, cloud, cidr: str) -> None:
+    def __init__(self, cloud, cidr: str, **fields: Any) -> None:
         self.t = Tenant(cloud, f"t{uuid.uuid4().hex[:8]}")
-        self.net = self.t.network(name="edge", cidr=cidr)
+        self.net = self.t.network(**{"name": "edge", **fields, "cidr": cidr})
         self.t.api.wait_router_active(self.net.router_id)
         self.keep_ips: set[str] = set()
         self._names = itertools.count()
@@ -104,6 +107,14 @@ class Site:
                 e.call(delete_rpc, delete_request(id=obj.id))
         e.call(e.firewall.SetEgressPolicy, epb.SetEgressPolicyRequest(policy=epb.EgressPolicy(
             network_id=net_id, default_action=epb.EGRESS_ACTION_ALLOW)))
+        vpn = vrpc.VpnServiceStub(api.channel)
+        for c in e.call(vpn.ListVpnConnections, vpb.ListVpnConnectionsRequest()).vpn_connections:
+            e.call(vpn.DeleteVpnConnection, vpb.DeleteVpnConnectionRequest(id=c.id))
+        for g in e.call(vpn.ListVpnGateways, vpb.ListVpnGatewaysRequest()).vpn_gateways:
+            e.call(vpn.DeleteVpnGateway, vpb.DeleteVpnGatewayRequest(id=g.id))
+        for cg in e.call(vpn.ListCustomerGateways,
+                         vpb.ListCustomerGatewaysRequest()).customer_gateways:
+            e.call(vpn.DeleteCustomerGateway, vpb.DeleteCustomerGatewayRequest(id=cg.id))
         for ip in e.call(e.ips.ListPublicIps, epb.ListPublicIpsRequest(
                 network_id=net_id)).public_ips:
             if not ip.source_nat and ip.id not in self.keep_ips:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+import uuid
 
+import grpc
 import pytest
 from cloudnet.netmgr.v1 import debug_pb2
 from cloudnet.netmgr.v1 import edge_pb2 as epb
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from cloudnet.netmgr.v1 import vpn_pb2 as vnpb
@@ -16,6 +20,7 @@ from cloudnet.netmgr.v1 import vpn_pb2_grpc as vnrpc
 from aio.allinone import INET_DNS_IP, INET_HOST_IP, WEB_PORT
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
+from tests.lib.allinone import Tenant
 from tests.lib.diag import Debug
 from tests.lib.edge import Edge
 from tests.lib.explain_live import send_traced
@@ -24,14 +29,49 @@ from tests.lib.vpc import Vpc
 
 pytestmark = pytest.mark.integration
 
+# One router per kind for the module (a VM boot under TCG each on the VM
+# backend): the network tests share the module's network (its own ports,
+# public IP and rules each; tests/fixtures/edge.py: site), the VPC tests the
+# module's VPC (a tier of its own each, removed after: ``vpc`` below).
+SITE_CIDR = "10.8.0.0/24"
+VPC_CIDR = "10.63.0.0/16"
+
+
+@pytest.fixture(scope="module")
+def module_vpc(cloud):
+    t = Tenant(cloud, f"x{uuid.uuid4().hex[:7]}")
+    try:
+        v = Vpc(t, "explain", VPC_CIDR)
+        yield v
+        with contextlib.suppress(grpc.RpcError):
+            v.delete()
+    finally:
+        t.close()
+
+
+@pytest.fixture
+def vpc(module_vpc):
+    """The module's VPC; what the test added to it (static routes, private
+    gateways, tiers with their rules) is gone after it."""
+    v = module_vpc
+    yield v
+    for route in v.call(v.routes.ListStaticRoutes, vpb.ListStaticRoutesRequest(
+            vpc_id=v.vpc.id)).static_routes:
+        v.call(v.routes.DeleteStaticRoute, vpb.DeleteStaticRouteRequest(id=route.id))
+    for pg in v.call(v.gateways.ListPrivateGateways, vpb.ListPrivateGatewaysRequest(
+            vpc_id=v.vpc.id)).private_gateways:
+        v.call(v.gateways.DeletePrivateGateway, vpb.DeletePrivateGatewayRequest(id=pg.id))
+    for tier_id in v.call(v.stub.GetVpc, vpb.GetVpcRequest(id=v.vpc.id)).tier_ids:
+        v.call(v.t.api.networks.DeleteNetwork, pb.DeleteNetworkRequest(id=tier_id, force=True))
+    # (Not waited for here: the next test waits for the router before it looks.)
+
 
 def _ok(argv: list[str]) -> bool:
     return subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
 
 
-def test_explain_agrees_with_live_probes(cloud, make_tenant):
-    t = make_tenant()
-    net = t.network(name="explain", cidr="10.8.0.0/24")
+def test_explain_agrees_with_live_probes(cloud, site):
+    t, net = site.t, site.net
     p1 = t.port(net.id, hostname="web1")
     p2 = t.port(net.id, hostname="web2")
     t.api.wait_router_active(net.router_id)
@@ -126,9 +166,8 @@ def _steps(r: debug_pb2.ExplainResponse) -> list[tuple[str, str]]:
     return [(s.object_kind, s.object_id) for s in r.steps]
 
 
-def test_a_load_balancer_is_open_as_the_router_opens_it(cloud, make_tenant, servers):
-    t = make_tenant()
-    net = t.network(name="lb", cidr="10.8.1.0/24")
+def test_a_load_balancer_is_open_as_the_router_opens_it(cloud, site, servers):
+    t, net = site.t, site.net
     p1 = t.port(net.id, hostname="lbm1")
     t.api.wait_router_active(net.router_id)
     g1 = t.guest(net, p1)
@@ -194,10 +233,10 @@ def _wait_vpn(t, vpn, conn_id: str, up: bool, timeout: float = 90) -> vnpb.VpnCo
         time.sleep(0.5)
 
 
-def test_a_vpn_peers_network_is_reached_through_the_tunnel_or_not_at_all(make_tenant, cloud):
-    t = make_tenant()
+def test_a_vpn_peers_network_is_reached_through_the_tunnel_or_not_at_all(site, cloud):
+    # Site A: the module's network; site B: a network of its own (removed after).
+    t, a = site.t, site.net
     vpn = vnrpc.VpnServiceStub(t.api.channel)
-    a = t.network(name="site-a", cidr="10.61.0.0/24")
     b = t.network(name="site-b", cidr="10.62.0.0/24")
     pa, pb_ = t.port(a.id, hostname="va"), t.port(b.id, hostname="vb")
     t.api.wait_router_active(a.router_id)
@@ -237,14 +276,14 @@ def test_a_vpn_peers_network_is_reached_through_the_tunnel_or_not_at_all(make_te
     assert not [k for k, _ in _steps(r) if k in ("snat", "staticnat")], _steps(r)
 
 
-def test_a_port_forward_into_a_tier_is_dropped_by_the_tiers_acl(make_tenant, cloud, servers):
-    t = make_tenant()
-    v = Vpc(t, "pf", "10.63.0.0/16")
+def test_a_port_forward_into_a_tier_is_dropped_by_the_tiers_acl(vpc, cloud, servers):
+    v = vpc
+    t = v.t
     acl = v.acl("web-in")
     deny = v.rule(acl.id, 10, "deny", "ingress", "tcp", port=80, cidrs=[f"{INET_HOST_IP}/32"])
     v.rule(acl.id, 20, "allow", "ingress", "all")
-    web = v.tier("web", "10.63.1.0/24", acl_id=acl.id)
-    pw, gw = v.guest(web, "www1")
+    web = v.tier("pf-web", "10.63.1.0/24", acl_id=acl.id)
+    pw, gw = v.guest(web, "pfw1")
     serve(servers, gw, TCP, 80, "web80")
     serve(servers, gw, TCP, 81, "web81")
     e = Edge(t)
@@ -274,12 +313,11 @@ def test_a_port_forward_into_a_tier_is_dropped_by_the_tiers_acl(make_tenant, clo
     assert ask(cloud.inet_ns, TCP, ip.ip, 8081) == "web81"
 
 
-def test_a_private_gateway_and_a_static_route_as_the_router_routes_them(make_tenant, cloud,
-                                                                        servers):
-    t = make_tenant()
-    v = Vpc(t, "dc", "10.64.0.0/16")
-    web = v.tier("web", "10.64.1.0/24")
-    pw, gw = v.guest(web, "www1")
+def test_a_private_gateway_and_a_static_route_as_the_router_routes_them(vpc, cloud, servers):
+    v = vpc
+    t = v.t
+    web = v.tier("dc-web", "10.63.2.0/24")
+    pw, gw = v.guest(web, "dcw1")
     # The datacenter's VLAN is the provider's to name: the admin, acting as the tenant.
     admin = Api(cloud.listen, cloud.admin_token, tenant=t.tenant.id)
     try:
@@ -301,7 +339,7 @@ def test_a_private_gateway_and_a_static_route_as_the_router_routes_them(make_ten
     for cmd in (["ip", "addr", "add", "192.168.78.1/24", "dev", "eth0"],
                 ["ip", "addr", "add", "10.211.0.1/16", "dev", "lo"],
                 # Sent from the address behind the gateway, not the link's.
-                ["ip", "route", "add", "10.64.0.0/16", "via", "192.168.78.2", "src",
+                ["ip", "route", "add", VPC_CIDR, "via", "192.168.78.2", "src",
                  "10.211.0.1"]):
         assert dc.run(cmd).returncode == 0, cmd
     serve(servers, dc, TCP, 9100, "datacenter")

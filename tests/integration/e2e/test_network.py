@@ -20,6 +20,12 @@ from aio.nsguest import DhcpFailed
 
 pytestmark = pytest.mark.integration
 
+# The tests that are not about a router's own life share one network (and so
+# one router: a VM boot under TCG on the VM backend) per module, each with its
+# own ports, guests and host names (tests/fixtures/edge.py: site).
+SITE_CIDR = "10.1.1.0/24"
+SITE_NETWORK = dict(name="web", mtu=1400, domain_search=["corp.example"], lease_seconds=3600)
+
 
 def dig(guest, name: str) -> list[str]:
     out = guest.run(["dig", "+short", "+time=2", "+tries=2", name]).stdout
@@ -36,10 +42,8 @@ def wait_active(t, net) -> pb.Router:
     return t.api.wait_router_active(net.router_id)
 
 
-def test_guest_gets_its_ports_lease_names_and_snat(make_tenant):
-    t = make_tenant()
-    net = t.network(name="web", cidr="10.1.1.0/24", mtu=1400,
-                    domain_search=["corp.example"], lease_seconds=3600)
+def test_guest_gets_its_ports_lease_names_and_snat(site):
+    t, net = site.t, site.net
     p1 = t.port(net.id, name="vm1", hostname="vm1")
     p2 = t.port(net.id, name="vm2", hostname="vm2", ip="10.1.1.77")
     wait_active(t, net)
@@ -68,28 +72,30 @@ def test_guest_gets_its_ports_lease_names_and_snat(make_tenant):
     assert ipaddress.ip_address(net.source_nat_ip) in ipaddress.ip_network("203.0.113.0/24")
 
 
-def test_two_tenants_with_the_same_cidr_are_isolated(make_tenant):
-    a, b = make_tenant(), make_tenant()
-    net_a = a.network(name="same", cidr="10.9.0.0/24")
-    net_b = b.network(name="same", cidr="10.9.0.0/24")
+def test_two_tenants_with_the_same_cidr_are_isolated(site, make_tenant):
+    # Tenant A: the module's network; B: a new tenant's network of the same CIDR.
+    # (Addresses high in the range: the module's other ports take the lowest free.)
+    a, net_a = site.t, site.net
+    b = make_tenant()
+    net_b = b.network(name="same", cidr=net_a.cidr)
     assert net_a.vlan_id != net_b.vlan_id
     assert net_a.source_nat_ip != net_b.source_nat_ip
-    pa = a.port(net_a.id, hostname="a1", ip="10.9.0.50")
-    pb_ = b.port(net_b.id, hostname="b1", ip="10.9.0.60")
+    pa = a.port(net_a.id, hostname="a1", ip="10.1.1.250")
+    pb_ = b.port(net_b.id, hostname="b1", ip="10.1.1.251")
     wait_active(a, net_a)
     wait_active(b, net_b)
     ga, gb = a.guest(net_a, pa), b.guest(net_b, pb_)
-    assert ga.dhcp().ip == "10.9.0.50"
-    assert gb.dhcp().ip == "10.9.0.60"
+    assert ga.dhcp().ip == "10.1.1.250"
+    assert gb.dhcp().ip == "10.1.1.251"
     # Each leaves through its own source-NAT address...
     assert seen_from(ga) == net_a.source_nat_ip
     assert seen_from(gb) == net_b.source_nat_ip
     # ...and neither reaches the other: not on the guest segment, not through
     # the other's public address, not its router's DNS.
-    assert ga.run(["ping", "-c", "2", "-W", "1", "10.9.0.60"]).returncode != 0
-    assert gb.run(["ping", "-c", "2", "-W", "1", "10.9.0.50"]).returncode != 0
+    assert ga.run(["ping", "-c", "2", "-W", "1", "10.1.1.251"]).returncode != 0
+    assert gb.run(["ping", "-c", "2", "-W", "1", "10.1.1.250"]).returncode != 0
     assert ga.run(["nc", "-z", "-w", "2", net_b.source_nat_ip, "53"]).returncode != 0
-    assert dig(ga, f"b1.{net_b.domain}") != ["10.9.0.60"]
+    assert dig(ga, f"b1.{net_b.domain}") != ["10.1.1.251"]
 
 
 def dnsmasq_pid(cloud, router_id: str) -> int:
@@ -167,9 +173,8 @@ def test_agent_killed_and_restarted_keeps_leases_and_reapplies(cloud, make_tenan
     assert dig(g2, f"before.{net.domain}") == [p1.ip]
 
 
-def test_netmgr_restart_loses_nothing_acknowledged(cloud, make_tenant):
-    t = make_tenant()
-    net = t.network(name="persist", cidr="10.4.0.0/24")
+def test_netmgr_restart_loses_nothing_acknowledged(cloud, site):
+    t, net = site.t, site.net
     ports = [t.port(net.id, hostname=f"h{i}") for i in range(3)]
     wait_active(t, net)
 
@@ -180,7 +185,7 @@ def test_netmgr_restart_loses_nothing_acknowledged(cloud, make_tenant):
                 sorted((p.id, p.ip, p.mac, p.hostname) for p in ps))
 
     before = listing()
-    assert len(before[1]) == 3
+    assert {p.id for p in ports} <= {p[0] for p in before[1]}
     cloud.stop_netmgr(signal.SIGKILL)
     cloud.start_netmgr()
     cloud.wait_ready()
@@ -202,17 +207,30 @@ def host_state(cloud) -> tuple[list[str], list[str]]:
     return namespaces, routers
 
 
-def test_rejected_calls_leave_nothing_on_the_host(cloud, make_tenant):
-    t = make_tenant()
-    net = t.network(name="good", cidr="10.5.0.0/24")
+def settled_host_state(cloud, t) -> tuple[list[str], list[str]]:
+    """host_state once the host holds exactly the cloud's routers: a router an
+    earlier test deleted may still be going (a VM being swept)."""
+    deadline = time.monotonic() + 60
+    while True:
+        routers = t.admin.call(t.admin.routers.ListRouters,
+                               pb.ListRoutersRequest(page_size=500)).routers
+        state = host_state(cloud)
+        if sorted(state[1]) == sorted(r.id for r in routers):
+            return state
+        assert time.monotonic() < deadline, (state, [r.id for r in routers])
+        time.sleep(0.1)
+
+
+def test_rejected_calls_leave_nothing_on_the_host(cloud, site):
+    t, net = site.t, site.net
     wait_active(t, net)
     time.sleep(0.5)  # let the resync settle
-    before = host_state(cloud)
+    before = settled_host_state(cloud, t)
     bad_calls = [
         (t.api.networks.CreateNetwork,
          pb.CreateNetworkRequest(network=pb.Network(name="bad", cidr="10.6.0.0/33"))),
         (t.api.networks.CreateNetwork,
-         pb.CreateNetworkRequest(network=pb.Network(name="bad", cidr="10.5.0.128/25"))),
+         pb.CreateNetworkRequest(network=pb.Network(name="bad", cidr="10.1.1.128/25"))),
         (t.api.networks.CreateNetwork, pb.CreateNetworkRequest(
             network=pb.Network(name="bad", cidr="10.7.0.0/24", gateway="10.8.0.1"))),
         (t.api.ports.CreatePort, pb.CreatePortRequest(
@@ -230,10 +248,9 @@ def test_rejected_calls_leave_nothing_on_the_host(cloud, make_tenant):
     assert [n.id for n in nets] == [net.id]
 
 
-def test_router_shows_health_and_generation(make_tenant):
-    t = make_tenant()
-    net = t.network(name="health", cidr="10.10.0.0/24")
-    t.port(net.id, hostname="one")
+def test_router_shows_health_and_generation(site):
+    t, net = site.t, site.net
+    one = t.port(net.id, hostname="one")
     r = wait_active(t, net)
     assert r.applied_generation == r.desired_generation
     services = {s.name: s.healthy for s in r.services}
@@ -246,7 +263,8 @@ def test_router_shows_health_and_generation(make_tenant):
     assert versions["nftables"].startswith("nftables v1."), versions
     assert r.public_ip == net.source_nat_ip
     ports = t.api.call(t.api.ports.ListPorts, pb.ListPortsRequest(network_id=net.id)).ports
-    assert [p.state for p in ports] == [pb.OBJECT_STATE_ACTIVE]
+    assert one.id in {p.id for p in ports}
+    assert {p.state for p in ports} == {pb.OBJECT_STATE_ACTIVE}
 
 
 @pytest.mark.netns_only
@@ -328,16 +346,15 @@ def test_agent_repairs_a_dead_dnsmasq_and_a_deleted_ruleset(cloud, make_tenant):
         assert p1.mac.lower() in f.read().lower()
 
 
-def test_a_renamed_port_answers_by_its_new_name_only(make_tenant, tmp_path):
-    t = make_tenant()
-    net = t.network(name="rename", cidr="10.3.0.0/24")
-    p1 = t.port(net.id, hostname="vm1")
-    p2 = t.port(net.id, hostname="vm2")
+def test_a_renamed_port_answers_by_its_new_name_only(site, tmp_path):
+    t, net = site.t, site.net
+    p1 = t.port(net.id, hostname="rn1")
+    p2 = t.port(net.id, hostname="rn2")
     wait_active(t, net)
     g1, g2 = t.guest(net, p1), t.guest(net, p2)
     g1.dhcp()
     assert g2.dhcp().ip == p2.ip
-    assert dig(g1, f"vm2.{net.domain}") == [p2.ip]
+    assert dig(g1, f"rn2.{net.domain}") == [p2.ip]
 
     renamed = t.api.call(t.api.ports.UpdatePort, pb.UpdatePortRequest(
         port=pb.Port(id=p2.id, hostname="web2"),
@@ -346,7 +363,7 @@ def test_a_renamed_port_answers_by_its_new_name_only(make_tenant, tmp_path):
     wait_active(t, net)
 
     assert dig(g1, f"web2.{net.domain}") == [p2.ip]
-    assert dig(g1, f"vm2.{net.domain}") == []
+    assert dig(g1, f"rn2.{net.domain}") == []
     # A new DHCP exchange hands out the new name (udhcpc's "hostname" option).
     script = tmp_path / "event.sh"
     out = tmp_path / "env"
@@ -356,4 +373,4 @@ def test_a_renamed_port_answers_by_its_new_name_only(make_tenant, tmp_path):
             "-s", str(script)], check=True)
     env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
     assert (env["ip"], env.get("hostname")) == (p2.ip, "web2")
-    assert dig(g1, f"vm2.{net.domain}") == []
+    assert dig(g1, f"rn2.{net.domain}") == []

@@ -26,6 +26,12 @@ from tests.lib.vpc import Vpc
 
 pytestmark = pytest.mark.integration
 
+# The tests that run on both backends share one network (one router: a VM
+# boot under TCG on the VM backend) per module, each with its own ports,
+# guests and host names (tests/fixtures/edge.py: site).
+SITE_CIDR = "10.1.1.0/24"
+SITE_NETWORK = dict(name="web")
+
 MD = "http://169.254.169.254"
 
 
@@ -66,15 +72,14 @@ def wait_port_active(t, port_id: str, timeout: float = 120) -> pb.Port:
 
 
 def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
-    make_tenant, tmp_path: Path
+    site, tmp_path: Path
 ) -> None:
-    t = make_tenant()
+    t, net = site.t, site.net
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     kp = t.api.call(kprpc.KeyPairServiceStub(t.api.channel).ImportKeyPair,
                     kpb.ImportKeyPairRequest(key_pair=kpb.KeyPair(
                         name="laptop", public_key=(tmp_path / "id.pub").read_text())))
-    net = t.network(name="web", cidr="10.1.1.0/24")
     p1 = t.port(net.id, name="vm1", hostname="vm1", user_data=b"#cloud-config\n# one\n",
                 ssh_key_pair_id=kp.id, labels={"role": "web"})
     p2 = t.port(net.id, name="vm2", hostname="vm2", user_data=b"#!/bin/sh\necho two\n")
@@ -143,11 +148,10 @@ def test_guests_read_their_own_metadata_and_changes_are_served_when_active(
 
 
 def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
-    make_tenant
+    site
 ) -> None:
-    t = make_tenant()
-    net = t.network(name="web", cidr="10.1.2.0/24")
-    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t, net = site.t, site.net
+    p2 = t.port(net.id, name="nat2", hostname="nat2")
     t.api.wait_router_active(net.router_id)
     g2 = t.guest(net, p2)
     g2.dhcp()
@@ -169,16 +173,15 @@ def test_a_static_nat_address_is_served_as_public_ipv4_in_the_same_generation(
     t.api.wait_router_active(net.router_id)
     assert curl(g2, f"{MD}/latest/meta-data/public-ipv4")[0] == 404
     code, hostname = curl(g2, f"{MD}/latest/meta-data/public-hostname")
-    assert (code, hostname.split(".")[0]) == (200, "vm2")
+    assert (code, hostname.split(".")[0]) == (200, "nat2")
 
 
 def test_a_reset_password_is_fetched_once_by_its_own_guest_and_never_stored(
-    make_tenant
+    site
 ) -> None:
-    t = make_tenant()
-    net = t.network(name="pw", cidr="10.1.3.0/24")
-    p1 = t.port(net.id, name="vm1", hostname="vm1")
-    p2 = t.port(net.id, name="vm2", hostname="vm2")
+    t, net = site.t, site.net
+    p1 = t.port(net.id, name="pw1", hostname="pw1")
+    p2 = t.port(net.id, name="pw2", hostname="pw2")
     t.api.wait_router_active(net.router_id)
     g1, g2 = t.guest(net, p1), t.guest(net, p2)
     g1.dhcp()
