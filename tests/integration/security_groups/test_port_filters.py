@@ -426,3 +426,71 @@ def test_ipv6_spoofing_nd_spoofing_and_rogue_dhcpv6_are_dropped(fresh: Lab) -> N
     out = v6_capture(lab, "a2", "a1", vip)
     assert "own-v6" in out, "an allowed address pair may send"
     assert f"tgt is {vip}," in out, "and advertise itself"
+
+
+def test_streams_keep_flowing_while_group_membership_and_rules_churn(fresh: Lab) -> None:
+    """Membership and rules churned around two established flows (TCP echo
+    and a UDP exchange from b1 to a2, both allowed because b1 is in WEB):
+    every line sent comes back after every step, while each step's own
+    effect on new connections is checked (b2 joining WEB gains access,
+    leaving loses it; a rule added to a2 and removed again; a1 re-filtered).
+    Finally b1 itself leaves WEB: its established flow keeps passing (the
+    connection-tracking choice above), a new one from it does not."""
+    lab = fresh
+    a2 = GUESTS["a2"][1]
+    b1, b2 = GUESTS["b1"][1], GUESTS["b2"][1]
+    web_rules = (Rule("ingress", protocol="tcp", port_min=7100, remote_group_id=WEB),
+                 Rule("ingress", protocol="udp", port_min=7101, remote_group_id=WEB))
+    extra = (Rule("ingress", protocol="tcp", port_min=7102, remote_cidr=f"{b2}/32"),)
+    others = [lab.port(g) for g in GUESTS if g != "a2"]
+    lab.fw.apply([*others, lab.port("a2", web_rules)], {**lab.members(), WEB: [b1]})
+    lab.popen("a2", ["socat", "TCP-LISTEN:7100,reuseaddr,fork", "EXEC:cat"])
+    lab.popen("a2", ["socat", "UDP-LISTEN:7101,reuseaddr", "EXEC:cat"])
+    lab.listen("a2", TCP, 7102, "a2-extra")
+    deadline = time.monotonic() + 5
+    while ":7100 " not in in_ns(lab.ns("a2"), ["ss", "-H", "-tln"]).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    flows = {}
+    for name, target in (("tcp", f"TCP:{a2}:7100"), ("udp", f"UDP:{a2}:7101,sourceport=7199")):
+        # -T10: a flow cut by a step ends the client, and its read with it.
+        client = subprocess.Popen(["ip", "netns", "exec", lab.ns("b1"), "socat", "-T10", "-",
+                                   target], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        lab.procs.append(client)  # type: ignore[arg-type]
+        flows[name] = client
+    sent = 0
+
+    def echoed() -> None:
+        nonlocal sent
+        sent += 1
+        for name, client in flows.items():
+            assert client.stdin is not None
+            assert client.stdout is not None
+            client.stdin.write(f"{name}-{sent}\n")
+            client.stdin.flush()
+            assert client.stdout.readline() == f"{name}-{sent}\n", \
+                f"the established {name} flow was cut at step {sent}"
+
+    echoed()
+    for round_ in range(3):
+        lab.fw.set_members(WEB, [b1, b2])
+        echoed()
+        assert ask(lab.ns("b2"), TCP, a2, 7100, timeout=2) != "", f"b2 joined WEB (round {round_})"
+        lab.fw.set_members(WEB, [b1])
+        echoed()
+        lab.fw.set_port(lab.port("a2", web_rules + extra))
+        echoed()
+        assert ask(lab.ns("b2"), TCP, a2, 7102) == "a2-extra", "the rule added to a2"
+        lab.fw.set_port(lab.port("a2", web_rules))
+        echoed()
+        assert ask(lab.ns("b2"), TCP, a2, 7102, timeout=2) == "", "the rule removed from a2"
+        lab.fw.set_port(lab.port("a1", (Rule("ingress", protocol="icmp"),)))
+        lab.fw.set_port(lab.port("a1"))
+        echoed()
+    assert ask(lab.ns("b2"), TCP, a2, 7100, timeout=2) == "", "b2 left WEB"
+    lab.fw.set_members(WEB, [])
+    echoed()
+    got = in_ns(lab.ns("b1"), ["socat", "-T2", "-", f"TCP:{a2}:7100,connect-timeout=2"],
+                input="new\n")
+    assert "new" not in got.stdout, "b1 left WEB: a new connection from it passed"
