@@ -2,14 +2,19 @@
 two tenants; each tenant's guest gets its own port's lease from the shared
 network's router (busybox udhcpc), resolves its own name through the
 router's DNS (dig) and reads its own metadata, not the other tenant's
-(curl to 169.254.169.254)."""
+(curl to 169.254.169.254); a tenant's elastic IP (static NAT on the shared
+network's router) reaches its guest from outside, and only its guest."""
 
 from __future__ import annotations
 
 import pytest
+from cloudnet.netmgr.v1 import edge_pb2 as epb
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
+from aio.allinone import INET_HOST_IP
 from aio.demo import Api
+from tests.lib.edge import Edge
+from tests.lib.guest_servers import TCP, ask, serve
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +33,8 @@ def dig(guest, name: str) -> list[str]:
     return [line for line in out.split() if line]
 
 
-def test_two_tenants_guests_are_served_by_the_shared_networks_router(cloud, make_tenant):
+def test_two_tenants_guests_are_served_by_the_shared_networks_router(cloud, make_tenant,
+                                                                     servers):
     provider, acme, globex = make_tenant(), make_tenant(), make_tenant()
     as_provider = Api(cloud.listen, cloud.admin_token, tenant=provider.tenant.id,
                       tls=cloud.client_tls)
@@ -50,5 +56,18 @@ def test_two_tenants_guests_are_served_by_the_shared_networks_router(cloud, make
         assert curl(gg, f"{MD}/latest/meta-data/instance-id") == (200, pg.id)
         assert curl(ga, f"{MD}/latest/user-data") == (200, "#!/bin/sh\necho acme\n")
         assert curl(gg, f"{MD}/latest/user-data") == (200, "#!/bin/sh\necho globex\n")
+        # An elastic IP: the tenant's public IP, static NAT to its port.
+        serve(servers, ga, TCP, 8080, "acme")
+        serve(servers, gg, TCP, 8080, "globex")
+        e = Edge(acme)
+        eip = e.public_ip(net.id)
+        nat = e.static_nat(eip.id, pa.id)
+        rule = e.rule(direction=epb.FIREWALL_DIRECTION_INGRESS, public_ip_id=eip.id,
+                      protocol=TCP, port=8080, cidrs=[f"{INET_HOST_IP}/32"])
+        e.wait_active(e.nats.GetStaticNat, epb.GetStaticNatRequest(id=nat.id))
+        e.wait_active(e.firewall.GetFirewallRule, epb.GetFirewallRuleRequest(id=rule.id))
+        assert ask(cloud.inet_ns, TCP, eip.ip, 8080) == "acme"
+        assert ask(cloud.inet_ns, TCP, net.source_nat_ip, 8080, timeout=1) == "", \
+            "the network's own address forwards nothing"
     finally:
         as_provider.close()
