@@ -87,7 +87,7 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
     time.sleep(SETTLE)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    after = _after_move(t, net, port, guest, before, t0)
+    after = _after_move(aio.inet_ns, t, net, port, guest, before, t0)
     t1 = time.monotonic()
     # The killed VM made again on its host (a new QEMU), then a master.
     wait_for("the killed VM made again", lambda: _new_pid(aio, second, host, net.router_id,
@@ -113,7 +113,7 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
     t0 = time.monotonic()
     _set_link(dom, dev, up=False)
     try:
-        after = _after_move(t, net, port, guest, before, t0)
+        after = _after_move(aio.inet_ns, t, net, port, guest, before, t0)
     finally:
         t1 = time.monotonic()
         _set_link(dom, dev, up=True)
@@ -122,13 +122,13 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
             "back_in_s": round(time.monotonic() - t0, 1)}
 
 
-def _after_move(t: Tenant, net: pb.Network, port: pb.Port, guest: Any, before: int,
-                t0: float) -> dict[str, Any]:
+def _after_move(inet_ns: str, t: Tenant, net: pb.Network, port: pb.Port, guest: Any,
+                before: int, t0: float) -> dict[str, Any]:
     """Once the other instance is master (``moved_s`` after ``t0``): the
     guest's lease asked for again and a new connection out."""
     wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
     moved = time.monotonic() - t0
-    sockets = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(_INET[0])}
+    sockets = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(inet_ns)}
     lease_ok = _lease_kept(guest, port)
     try:
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
@@ -136,14 +136,10 @@ def _after_move(t: Tenant, net: pb.Network, port: pb.Port, guest: Any, before: i
     except Exception as e:  # reported, not fatal: the next failover runs
         fresh = str(e)[:200]
     time.sleep(max(0.0, t0 + moved + STREAM_LOOK - time.monotonic()))
-    later = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(_INET[0])}
+    later = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(inet_ns)}
     return {"moved_s": round(moved, 2), "lease_kept": lease_ok, "new_connection": not fresh,
             "new_connection_error": fresh, "load": os.getloadavg()[0],
             "stream_after_move": sockets, f"stream_{STREAM_LOOK:g}s_later": later}
-
-
-# The internet namespace (set by run: the after-move look reads its sockets).
-_INET = [""]
 
 
 def _stream_sockets(ns: str) -> list[str]:
@@ -267,7 +263,6 @@ def run(failovers: int, triggers: list[str], consoles: str = "") -> dict[str, An
     t = None
     out: dict[str, Any] = {}
     stop = threading.Event()
-    _INET[0] = aio.inet_ns
     try:
         aio.up()
         second = SecondHost(aio, tempfile.mkdtemp(prefix="cn-bench-c2-", dir="/tmp"))

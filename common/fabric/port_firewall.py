@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import ipaddress
 import itertools
 import re
@@ -86,16 +85,12 @@ class Port:
     rules: tuple[Rule, ...] = ()
 
 
-def _name(prefix: str, key: str) -> str:
-    return prefix + hashlib.sha1(key.encode()).hexdigest()[:16]
-
-
 def group_set(group_id: str, ethertype: str, networks: bool = False) -> str:
     """A remote group's members: single addresses in a hash set (adding one
     needs no look at the others), networks (allowed pairs given as CIDRs) in
     an interval set of their own."""
     kind = ("n" if networks else "g") + ("4_" if ethertype == "ipv4" else "6_")
-    return _name(kind, group_id)
+    return sg_elements.hashed_name(kind, group_id)
 
 
 def _set_decl(group_id: str, ethertype: str, networks: bool) -> str:
@@ -106,7 +101,7 @@ def _set_decl(group_id: str, ethertype: str, networks: bool) -> str:
 
 
 def port_chain(kind: str, device: str) -> str:
-    return _name(f"{kind}_", device)
+    return sg_elements.hashed_name(f"{kind}_", device)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -335,10 +330,12 @@ class PortFirewall:
         netlink messages (deletions first: the new boxes may overlap the old)."""
         dev, mark = port.device, self._marks[port.device]
         gone, new = self._element_changes(port, self._ports.get(dev))
-        changes: list[nft_elements.Change] = []
-        for op, items in (("delete", gone), ("add", new)):
-            for name, box in items:
-                changes.append((op, name, [sg_elements.element_bytes(name, dev, mark, box)]))
+        # One change per set (its elements in as few messages as fit): the
+        # lists come sorted by set name.
+        changes: list[nft_elements.Change] = [
+            (op, name, [sg_elements.element_bytes(name, dev, mark, box) for _, box in group])
+            for op, items in (("delete", gone), ("add", new))
+            for name, group in itertools.groupby(items, key=lambda item: item[0])]
         return nft_elements.element_messages("inet", SG_TABLE, changes)
 
     def _element_commands(self, port: Port | None, old: Port | None, device: str
@@ -474,7 +471,7 @@ class PortFirewall:
         old = self._ports.get(dev)
         commands = ([] if old is not None and l2_chain_rules(old) == rules
                     else _chain("bridge", L2_TABLE, l2, rules, new))
-        commands += self._element_commands(port, self._ports.get(dev), dev)
+        commands += self._element_commands(port, old, dev)
         if new:
             mark = self._mark(dev)
             commands += [
@@ -533,6 +530,12 @@ class PortFirewall:
                     commands.append(f"{op} element inet {SG_TABLE} {name} {_set_of(mine)}")
         return commands, {group_id: (raw, counts)}
 
+    def _forget_marks(self, ports: Iterable[Port]) -> None:
+        """The numbers handed out to new ports for a transaction that failed."""
+        for port in ports:
+            if port.device not in self._ports:
+                self._marks.pop(port.device, None)
+
     def set_port(self, port: Port) -> None:
         """Add or replace one port's filters (its chain, map and set elements)."""
         with self._lock:
@@ -543,8 +546,7 @@ class PortFirewall:
                     self.run([*self._fresh_commands(), *self._group_commands(new_groups),
                               *self._port_commands(port)])
                 except FabricError:
-                    if port.device not in self._ports:
-                        self._marks.pop(port.device, None)
+                    self._forget_marks([port])
                     raise
                 self._groups.update(new_groups)
                 self._fresh = False
@@ -609,9 +611,7 @@ class PortFirewall:
                     return 0
                 self.run(commands)
             except FabricError:
-                for port in changed:  # numbers handed out for a transaction that failed
-                    if port.device not in self._ports:
-                        self._marks.pop(port.device, None)
+                self._forget_marks(changed)
                 raise
             self._fresh = False
             self._groups.update(new_groups)

@@ -75,9 +75,15 @@ def cidr_set(version: int, kind: str, direction: str) -> str:
     return f"c{version}{kind}_{_dir(direction)}"
 
 
+def hashed_name(prefix: str, key: str) -> str:
+    """A table object's name for `key` (an ID or a device name): nft names
+    are short, and the same key always gives the same name."""
+    return prefix + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
 def group_rule_set(group_id: str, version: int, kind: str, direction: str) -> str:
     d = "e" if direction == "egress" else "i"
-    return f"r{version}{kind}{d}_" + hashlib.sha1(group_id.encode()).hexdigest()[:16]
+    return hashed_name(f"r{version}{kind}{d}_", group_id)
 
 
 def fields(kind: str, version: int, with_address: bool) -> tuple[str, ...]:

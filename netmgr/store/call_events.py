@@ -59,6 +59,10 @@ def _object_id(event: PendingEvent, result: object) -> str:
     return found if isinstance(found, str) else ""
 
 
+# Built once (its cache key computed once): every audited call runs it.
+_INSERT_EVENT = insert(EventRow)
+
+
 def after_write(s: Session, result: object) -> PendingEvent | None:
     """In a write transaction of an audited call, before it commits: the
     call's success event, once per call. Returns the event to mark committed
@@ -73,7 +77,7 @@ def after_write(s: Session, result: object) -> PendingEvent | None:
     tenant_id, token_id = who
     # A Core insert (no unit of work, no RETURNING of the sequence number):
     # every audited call writes one.
-    s.connection().execute(insert(EventRow).values(
-        at=utcnow(), kind=me.KIND_API_CALL, tenant_id=tenant_id, token_id=token_id,
-        method=event.method[:128], object_id=object_id[:64], code="OK", detail=""))
+    s.connection().execute(_INSERT_EVENT, {
+        "at": utcnow(), "kind": me.KIND_API_CALL, "tenant_id": tenant_id, "token_id": token_id,
+        "method": event.method[:128], "object_id": object_id[:64], "code": "OK", "detail": ""})
     return event

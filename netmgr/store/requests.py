@@ -41,6 +41,7 @@ PURGE_EVERY = 200
 _RECORDED = select(CreateRequestRow.method, CreateRequestRow.object_id).where(
     CreateRequestRow.tenant_id == bindparam("tenant_id"),
     CreateRequestRow.request_id == bindparam("request_id"))
+_INSERT_REQUEST = insert(CreateRequestRow)
 
 
 class Replayed(Exception):
@@ -110,9 +111,9 @@ def after_write(s: Session, result: object) -> None:
     # One Core insert (no unit of work): a concurrent retry's row collides
     # here, and the write is retried whole (``Database.write``).
     conn = s.connection()
-    conn.execute(insert(CreateRequestRow).values(
-        tenant_id=req.tenant_id, request_id=req.request_id, method=req.method,
-        object_id=object_id, created_at=now))
+    conn.execute(_INSERT_REQUEST, {
+        "tenant_id": req.tenant_id, "request_id": req.request_id, "method": req.method,
+        "object_id": object_id, "created_at": now})
     if random.randrange(PURGE_EVERY) == 0:
         conn.execute(delete(CreateRequestRow).where(CreateRequestRow.created_at < now - TTL))
     req.recorded = True

@@ -6,6 +6,7 @@ generation."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from concurrent import futures
@@ -101,17 +102,33 @@ class Agent(edge_pb2_grpc.RouterEdgeServicer):
 
 
 
-@pytest.fixture
-def agent() -> Iterator[tuple[Agent, grpc.Channel]]:
+@contextlib.contextmanager
+def serving_agent() -> Iterator[tuple[Agent, grpc.Channel]]:
+    """A router agent's edge service on a loopback port, and a channel to it."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = Agent()
     edge_pb2_grpc.add_RouterEdgeServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, channel
-    channel.close()
-    server.stop(0)
+    try:
+        yield servicer, channel
+    finally:
+        channel.close()
+        server.stop(0)
+
+
+@pytest.fixture
+def agent() -> Iterator[tuple[Agent, grpc.Channel]]:
+    with serving_agent() as served:
+        yield served
+
+
+@pytest.fixture
+def two_agents() -> Iterator[list[tuple[Agent, grpc.Channel]]]:
+    """A redundant router's two instances' agents."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(serving_agent()) for _ in range(2)]
 
 
 KEY = ("laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHs7cQdJ3m1mI3h1w0b0c4mQ3xC1uYy3cMuR2x1tY1a9")
@@ -212,79 +229,55 @@ def test_a_guest_ingress_rule_travels_as_a_delta_under_its_own_kind() -> None:
     assert not deleted.guest_ingress_rules
 
 
-def test_a_redundant_routers_delta_goes_to_both_instances_or_to_neither_as_applied() -> None:
+def test_a_redundant_routers_delta_goes_to_both_instances_or_to_neither_as_applied(
+        two_agents: list[tuple[Agent, grpc.Channel]]) -> None:
     """The same delta to each instance's agent (its host's channel, the
     lease epoch with it); applied only when both applied it; one stale (or
     unreachable) instance means a full push to both, the base forgotten."""
-    servers, channels, agents = [], {}, {}
-    try:
-        for host in ("host-a", "host-b"):
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-            agents[host] = Agent()
-            edge_pb2_grpc.add_RouterEdgeServicer_to_server(agents[host], server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            servers.append(server)
-            channels[host] = grpc.insecure_channel(f"127.0.0.1:{port}")
-        store = Store()
-        deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[host])
-        hosts = ("host-a", "host-b")
-        deltas.acknowledged("r", 3)
-        deltas.record("r", 4, added=[PF])
-        deltas.record("r", 5, added=[FW_IN])
-        assert deltas.push("r", 7, hosts=hosts) is True
-        for host in hosts:
-            (sent,) = agents[host].seen
-            assert (sent.base_generation, sent.generation) == (3, 5)
-            assert [f.id for f in sent.port_forwards] == ["pf1"]
-            assert agents[host].epochs == [7]
-        assert store.applied == [5]
-        # Instance 1's agent restarted with an older config: stale there.
-        agents["host-b"].runs = 2
-        store.desired = 6
-        deltas.record("r", 6, removed=[("portforward", "pf1")])
-        assert deltas.push("r", 7, hosts=hosts) is None
-        assert store.applied == [5]
-        assert deltas.push("r", 7, hosts=hosts) is None  # the base is forgotten: full push
-        assert len(agents["host-b"].seen) == 2
-    finally:
-        for ch in channels.values():
-            ch.close()
-        for server in servers:
-            server.stop(0)
+    agents = {host: a for host, (a, _) in zip(("host-a", "host-b"), two_agents, strict=True)}
+    channels = {host: c for host, (_, c) in zip(("host-a", "host-b"), two_agents, strict=True)}
+    store = Store()
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[host])
+    hosts = ("host-a", "host-b")
+    deltas.acknowledged("r", 3)
+    deltas.record("r", 4, added=[PF])
+    deltas.record("r", 5, added=[FW_IN])
+    assert deltas.push("r", 7, hosts=hosts) is True
+    for host in hosts:
+        (sent,) = agents[host].seen
+        assert (sent.base_generation, sent.generation) == (3, 5)
+        assert [f.id for f in sent.port_forwards] == ["pf1"]
+        assert agents[host].epochs == [7]
+    assert store.applied == [5]
+    # Instance 1's agent restarted with an older config: stale there.
+    agents["host-b"].runs = 2
+    store.desired = 6
+    deltas.record("r", 6, removed=[("portforward", "pf1")])
+    assert deltas.push("r", 7, hosts=hosts) is None
+    assert store.applied == [5]
+    assert deltas.push("r", 7, hosts=hosts) is None  # the base is forgotten: full push
+    assert len(agents["host-b"].seen) == 2
 
 
-def test_a_redundant_vm_routers_delta_reaches_each_instance_by_its_own_channel() -> None:
+def test_a_redundant_vm_routers_delta_reaches_each_instance_by_its_own_channel(
+        two_agents: list[tuple[Agent, grpc.Channel]]) -> None:
     """Router VMs: the router's channel is instance 0's VM whatever the host
     (each VM its own agent); the delta goes to each instance through that
     instance's own channel, so instance 1's VM gets it too."""
-    servers, channels, agents = [], {}, {}
-    try:
-        for i in (0, 1):
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-            agents[i] = Agent()
-            edge_pb2_grpc.add_RouterEdgeServicer_to_server(agents[i], server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            servers.append(server)
-            channels[i] = grpc.insecure_channel(f"127.0.0.1:{port}")
-        store = Store()
-        deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[0],
-                               instance_channel=lambda router_id, i, host: channels[i])
-        deltas.acknowledged("r", 3)
-        deltas.record("r", 4, added=[PF])
-        deltas.record("r", 5, added=[NAT])
-        assert deltas.push("r", 7, hosts=("c1", "c2")) is True
-        for i in (0, 1):
-            (sent,) = agents[i].seen
-            assert (sent.base_generation, sent.generation) == (3, 5), i
-            assert [n.public_ip for n in sent.static_nats] == [NAT.public_ip], i
-        assert store.applied == [5]
-    finally:
-        for ch in channels.values():
-            ch.close()
-        for server in servers:
-            server.stop(0)
+    agents = {i: a for i, (a, _) in enumerate(two_agents)}
+    channels = {i: c for i, (_, c) in enumerate(two_agents)}
+    store = Store()
+    deltas = ed.EdgeDeltas(store, lambda router_id, host, backend: channels[0],
+                           instance_channel=lambda router_id, i, host: channels[i])
+    deltas.acknowledged("r", 3)
+    deltas.record("r", 4, added=[PF])
+    deltas.record("r", 5, added=[NAT])
+    assert deltas.push("r", 7, hosts=("c1", "c2")) is True
+    for i in (0, 1):
+        (sent,) = agents[i].seen
+        assert (sent.base_generation, sent.generation) == (3, 5), i
+        assert [n.public_ip for n in sent.static_nats] == [NAT.public_ip], i
+    assert store.applied == [5]
 
 
 def test_a_ports_metadata_travels_as_a_delta_equal_to_its_full_config_entry(
