@@ -93,6 +93,18 @@ def group_set(group_id: str, ethertype: str, networks: bool = False) -> str:
     return sg_elements.hashed_name(kind, group_id)
 
 
+def group_objects(group_id: str) -> list[str]:
+    """Every set a remote group has in the table: its members' sets and its
+    rule sets."""
+    return [*(group_set(group_id, e, n) for e in ("ipv4", "ipv6") for n in (False, True)),
+            *(sg_elements.group_rule_set(group_id, v, k, d)
+              for d in ("egress", "ingress") for v in (4, 6) for k in ("x", "y"))]
+
+
+# The shape of group_objects' names, to find an earlier agent's in the table.
+_GROUP_OBJECT = re.compile(r"\bset ((?:[gn][46]|r[46][xy][ei])_[0-9a-f]{16}) \{")
+
+
 def _set_decl(group_id: str, ethertype: str, networks: bool) -> str:
     kind = "ipv4_addr" if ethertype == "ipv4" else "ipv6_addr"
     flags = " flags interval;" if networks else ""
@@ -269,6 +281,9 @@ class PortFirewall:
         self._members: dict[str, _Members] = {}
         # Remote groups whose sets and lookups are in the table.
         self._groups: set[str] = set()
+        # Whether the table was read once for the group sets an earlier
+        # agent left (groups no longer named while it was down).
+        self._leftovers_read = False
         # A port's number, the mark that names it as the output port.
         self._marks: dict[str, int] = {}
         self._compiler: nft_rules.Compiler | None = None
@@ -378,6 +393,13 @@ class PortFirewall:
                 self._nl = None
             raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
 
+    def list_table(self) -> str:
+        """The security groups' table as nft lists it."""
+        try:
+            return self._nft.run(f"list table inet {SG_TABLE}\n")
+        except libnft.NftError as e:
+            raise FabricError(f"nft in {self.netns}: {str(e)[:500]}") from e
+
     def setup(self) -> None:
         for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
             enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
@@ -439,6 +461,10 @@ class PortFirewall:
         lookups."""
         if not new:
             return []
+        out = self._new_group_sets(new)
+        return out + self._group_chains(sorted(self._groups | set(new)))
+
+    def _new_group_sets(self, new: Sequence[str]) -> list[str]:
         sg = f"inet {SG_TABLE}"
         out: list[str] = []
         for gid in new:
@@ -452,11 +478,26 @@ class PortFirewall:
                         name = sg_elements.group_rule_set(gid, v, k, d)
                         out += [f"add set {sg} {name} {_key_decl(k, v, d, False)}",
                                 f"flush set {sg} {name}"]
+        return out
+
+    @staticmethod
+    def _group_chains(groups: Sequence[str]) -> list[str]:
+        sg = f"inet {SG_TABLE}"
+        out: list[str] = []
         for d, direction in (("eg", "egress"), ("in", "ingress")):
             out.append(f"flush chain {sg} {d}_groups")
             out += [f"add rule {sg} {d}_groups {r}"
-                    for gid in sorted(self._groups | set(new)) for r in group_rules(gid, direction)]
+                    for gid in groups for r in group_rules(gid, direction)]
         return out
+
+    def _leftover_sets(self, named: set[str]) -> list[str]:
+        """Group sets in the table of groups none of `named`: an earlier
+        agent's, read once (libnftables lists the table)."""
+        if self._leftovers_read:
+            return []
+        listed = self.list_table()
+        keep = {n for gid in named | self._groups for n in group_objects(gid)}
+        return sorted(set(_GROUP_OBJECT.findall(listed)) - keep)
 
     def _fresh_commands(self) -> list[str]:
         if not self._fresh:
@@ -589,7 +630,15 @@ class PortFirewall:
             gone = [dev for dev in self._ports if dev not in want]
             changed = [p for dev, p in want.items() if self._ports.get(dev) != p]
             new_groups = self._groups_named(changed, members)
-            msgs = None if gone or new_groups else self._netlink_batch(commands, changed)
+            # Groups no rule and no member list names any more: their sets
+            # and lookups go, last in the transaction (after the elements
+            # of the rules that named them).
+            named = {r.remote_group_id for p in ports for r in p.rules
+                     if r.remote_group_id} | set(members)
+            unnamed = sorted(self._groups - named)
+            leftovers = self._leftover_sets(named)
+            msgs = (None if gone or new_groups or unnamed or leftovers
+                    else self._netlink_batch(commands, changed))
             if msgs is not None:
                 # Known ports' rules and group members only: one netlink
                 # batch of set elements (and port-security chains), without
@@ -605,16 +654,27 @@ class PortFirewall:
             try:
                 for port in changed:
                     commands += self._port_commands(port)
-                commands = [*self._fresh_commands(), *self._group_commands(new_groups),
+                commands = [*self._fresh_commands(), *self._new_group_sets(new_groups),
                             *commands]
+                if new_groups or unnamed or leftovers:
+                    kept = sorted((self._groups | set(new_groups)) - set(unnamed))
+                    commands += self._group_chains(kept)
+                    commands += [f"delete set inet {SG_TABLE} {n}"
+                                 for n in (*leftovers, *(o for g in unnamed
+                                                         for o in group_objects(g)))]
                 if not commands:
+                    self._leftovers_read = True
                     return 0
                 self.run(commands)
             except FabricError:
                 self._forget_marks(changed)
                 raise
             self._fresh = False
+            self._leftovers_read = True
             self._groups.update(new_groups)
+            self._groups.difference_update(unnamed)
+            for gid in unnamed:
+                self._members.pop(gid, None)
             self._members.update(members_now)
             for dev in gone:
                 del self._ports[dev]

@@ -166,3 +166,55 @@ def test_a_restarted_agent_leaves_only_its_own_elements(netns: str) -> None:
     assert '"x1"' in ports
     assert '"x2"' not in ports
     subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)
+
+
+def sets_in_table(ns: str, gid: str) -> list[str]:
+    """The names of a remote group's sets that the table holds."""
+    names = [group_set(gid, e, n) for e in ("ipv4", "ipv6") for n in (False, True)]
+    names += [group_rule_set(gid, v, k, d) for v in (4, 6) for k in ("x", "y")
+              for d in ("egress", "ingress")]
+    listed = libnft.run(ns, "list sets inet\n")
+    return [n for n in names if re.search(rf"\bset {n} \{{", listed)]
+
+
+OTHER = "00000000-0000-4000-8000-0000000000bb"
+
+
+def test_a_group_no_rule_names_any_more_leaves_the_table(netns: str) -> None:
+    """A remote group's sets and lookups go with the last rule (and member
+    list) naming it, and come back with the next one; the other group's
+    stay and still match."""
+    fw = PortFirewall(netns)
+    fw.setup()
+    other = Rule("ingress", protocol="udp", remote_group_id=OTHER)
+    fw.apply([port(1, other), port(2)], {GID: ["10.9.0.10"], OTHER: ["10.9.0.50"]})
+    assert len(sets_in_table(netns, GID)) == 12
+    plain = Port("x2", port(2).mac, port(2).ips, port(2).pairs, (Rule("egress"),))
+    fw.apply([Port("x1", port(1).mac, port(1).ips, port(1).pairs, (Rule("egress"), other)),
+              plain], {OTHER: ["10.9.0.50"]})
+    assert sets_in_table(netns, GID) == []
+    assert len(sets_in_table(netns, OTHER)) == 12
+    lookups = libnft.run(netns, f"list chain inet {SG_TABLE} in_groups\n")
+    assert group_set(OTHER, "ipv4") in lookups
+    assert group_set(GID, "ipv4") not in lookups
+    # Named again: back, with its members.
+    fw.apply([port(1, other), plain], {GID: ["10.9.0.12"], OTHER: ["10.9.0.50"]})
+    assert len(sets_in_table(netns, GID)) == 12
+    assert "10.9.0.12" in libnft.run(netns, f"list set inet {SG_TABLE} "
+                                     f"{group_set(GID, 'ipv4')}\n")
+    assert group_set(GID, "ipv4") in libnft.run(netns, f"list chain inet {SG_TABLE} in_groups\n")
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)
+
+
+def test_a_restarted_agent_removes_the_sets_of_groups_no_longer_named(netns: str) -> None:
+    """Groups an earlier agent made that the new agent's first push does not
+    name (their rules went while it was down) leave the table."""
+    before = PortFirewall(netns)
+    before.setup()
+    before.apply([port(1)], {GID: ["10.9.0.10"]})
+    after = PortFirewall(netns)
+    after.setup()
+    after.apply([Port("x1", port(1).mac, port(1).ips, port(1).pairs, (Rule("egress"),))], {})
+    assert sets_in_table(netns, GID) == []
+    assert '"x1"' in libnft.run(netns, f"list set inet {SG_TABLE} eg_ports\n")
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "flush", "ruleset"], check=True)

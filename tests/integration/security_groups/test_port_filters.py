@@ -122,6 +122,8 @@ class Lab:
 
 @pytest.fixture(scope="module", params=["linuxbridge", "ovs"])
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    if request.param == "ovs":
+        request.getfixturevalue("host_services")  # ovs-vswitchd, run alone too
     lab = Lab(request.param)
     lab.fabric.setup()
     made = []

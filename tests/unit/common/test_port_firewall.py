@@ -14,6 +14,7 @@ from common.fabric.port_firewall import (
     PortFirewall,
     Rule,
     address_element_ops,
+    group_objects,
     group_set,
     l2_chain_rules,
     link_local,
@@ -99,6 +100,9 @@ class Recorded(PortFirewall):
         super().__init__("unused")
         self.batches: list[list[str]] = []
 
+    def list_table(self) -> str:
+        return ""  # a new table: nothing an earlier agent left
+
     def run(self, commands: Sequence[str]) -> None:
         self.batches.append(list(commands))
 
@@ -114,6 +118,9 @@ class RecordedNetlink(PortFirewall):
         super().__init__("unused")
         self.batches: list[list[str]] = []
         self.sent: list[list[bytes]] = []
+
+    def list_table(self) -> str:
+        return ""  # a new table: nothing an earlier agent left
 
     def run(self, commands: Sequence[str]) -> None:
         self.batches.append(list(commands))
@@ -194,6 +201,34 @@ def test_a_change_is_one_transaction_of_only_what_changed() -> None:
     fw.apply(ports[:-1], {GID: ["10.0.0.9"]})
     assert all("delete" in c for c in fw.batches[-1])
     assert len(fw.batches[-1]) == 6, "its element, its map and set elements, its chain"
+
+
+def test_a_group_no_longer_named_goes_after_its_last_rules_elements() -> None:
+    """The last rule naming a group removed: its elements first, then the
+    group chains without its lookups, then its sets (the kernel refuses to
+    delete a set a rule still looks up)."""
+    fw = Recorded()
+    other = "00000000-0000-4000-8000-0000000000bb"
+    ports = [port("p1", Rule("ingress", remote_group_id=GID),
+                  Rule("ingress", protocol="udp", remote_group_id=other))]
+    fw.apply(ports, {GID: ["10.0.0.5"], other: ["10.0.0.6"]})
+    fw.apply([port("p1", Rule("ingress", protocol="udp", remote_group_id=other))],
+             {other: ["10.0.0.6"]})
+    batch = fw.batches[-1]
+    deleted = [c.split()[-1] for c in batch if c.startswith("delete set ")]
+    assert deleted == group_objects(GID)
+    first_delete = batch.index(f"delete set inet cloudnet_sg {deleted[0]}")
+    flushes = [i for i, c in enumerate(batch) if c.startswith("flush chain")]
+    assert flushes
+    assert max(flushes) < first_delete
+    element_changes = [i for i, c in enumerate(batch) if "element" in c]
+    assert element_changes
+    assert max(element_changes) < min(flushes)
+    lookups = " ".join(c for c in batch if c.startswith("add rule"))
+    assert group_set(other, "ipv4") in lookups
+    assert group_set(GID, "ipv4") not in lookups
+    assert fw.apply([port("p1", Rule("ingress", protocol="udp", remote_group_id=other))],
+                    {other: ["10.0.0.6"]}) == 0, "gone once"
 
 
 @pytest.mark.parametrize(("lo", "hi"), [(80, 80), (1000, 2000), (1, 65535), (8000, 8080),
