@@ -8,6 +8,7 @@ connection out to the internet host through source NAT.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from aio.nsguest import NamespaceGuest
 from aio.topology import INET_HOST_IP, WEB_PORT
 from common.channels import make_channel
 from common.fabric.base import Fabric
+from common.private_files import write_private
 from common.tls import TlsFiles
 
 
@@ -32,6 +34,11 @@ class Cloud(Protocol):
 
     @property
     def admin_token(self) -> str: ...
+
+    @property
+    def state_dir(self) -> str:
+        """Where the demo tenant's token file goes."""
+        ...
 
     @property
     def prefix(self) -> str:
@@ -148,7 +155,10 @@ def run_demo(aio: Cloud) -> bool:
               f"(network's source NAT address {net.source_nat_ip})")
         ok &= bool(seen == net.source_nat_ip)
         print("\ndemo " + ("succeeded" if ok else "FAILED"))
-        print(f"Try: CLOUDNET_TOKEN={secret} cloudnet --server {aio.listen} network list")
+        # The tenant's secret in a 0600 file, never printed nor on a command line.
+        token_file = os.path.join(aio.state_dir, "demo.token")
+        write_private(token_file, secret.encode())
+        print(f"Try: CLOUDNET_TOKEN_FILE={token_file} .venv/bin/cloudnet network list")
         print(f"     ip netns exec {guests[0].netns} ping -c1 vm2")
         return ok
     finally:

@@ -3,6 +3,12 @@ demo's tenant, network and ports again and still shows everything working."""
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import subprocess
+import sys
+
 import pytest
 
 from aio.demo import run_demo
@@ -22,3 +28,27 @@ def test_demo_succeeds_and_can_run_again(cloud, capsys):
         if x.startswith(("vm1: lease", "vm2: lease")):
             assert x in second
     assert "internet host saw the connection from 203.0.113." in second
+
+
+def test_the_demos_hint_names_a_token_file_never_the_secret(cloud, capsys):
+    """The hint the demo ends with reads the demo tenant's token from a 0600
+    file: the secret is neither printed nor put on a command line."""
+    assert run_demo(cloud)
+    out = capsys.readouterr().out
+    hint = next(x for x in out.splitlines() if x.startswith("Try: "))
+    assert "cn_" not in out, "a token's secret printed"
+    named = re.search(r"CLOUDNET_TOKEN_FILE=(\S+)", hint)
+    assert named, hint
+    path = named[1]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # The hint's command works as printed (the CLI's server and CA from the
+    # all-in-one's client settings, passed here as its config file).
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
+    env = {**os.environ, "PYTHONPATH": f"{repo}:{repo}/proto", "CLOUDNET_TOKEN_FILE": path,
+           "CLOUDNET_CONFIG": cloud.write_client_config()[0]}
+    env.pop("CLOUDNET_TOKEN", None)
+    listed = subprocess.run([sys.executable, "-m", "netmgr.cli.main", "network", "list"],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr[-500:]
+    assert "web" in listed.stdout
