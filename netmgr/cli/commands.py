@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +15,9 @@ from typing import Any, Protocol, TextIO, TypeAlias, TypeVar
 from cloudnet.netmgr.v1 import netmgr_pb2
 
 from netmgr.cli.client import Client, WaitError, enum_label
-from netmgr.cli.output import format_detail, format_list, to_json
+from netmgr.cli.output import format_detail, format_list, to_dict, to_json
 from netmgr.cli.requests import (
+    UsageError,
     build_network_create,
     build_network_update,
     build_port_create,
@@ -225,16 +227,43 @@ def cmd_tenant_delete(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(ctx: Context, args: argparse.Namespace) -> int:
-    resp = ctx.client.tenants.CreateToken(
-        netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "",
-                                      ttl_seconds=args.ttl or 0, read_only=args.read_only)
-    )
-    if ctx.json:
+    # With --secret-file the secret goes to a new 0600 file, made before the
+    # token (never over an existing file, no token when it cannot be made),
+    # and is shown nowhere.
+    fd = _new_private_file(args.secret_file) if args.secret_file else None
+    try:
+        resp = ctx.client.tenants.CreateToken(
+            netmgr_pb2.CreateTokenRequest(tenant_id=args.tenant_id, name=args.name or "",
+                                          ttl_seconds=args.ttl or 0, read_only=args.read_only)
+        )
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+            os.unlink(args.secret_file)
+        raise
+    if fd is not None:
+        with os.fdopen(fd, "w") as f:
+            f.write(resp.secret + "\n")
+        if ctx.json:
+            ctx.print(to_json({"token": to_dict(resp.token), "secret_file": args.secret_file}))
+        else:
+            ctx.print(format_detail(resp.token, extra=[("secret file", args.secret_file)]))
+    elif ctx.json:
         ctx.print(to_json(resp))
     else:
         ctx.print(format_detail(resp.token, extra=[("secret", resp.secret)]))
-    ctx.note("Save the secret now: it is not shown again.")
+        ctx.note("Save the secret now: it is not shown again.")
     return 0
+
+
+def _new_private_file(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--secret-file {path[:80]}: exists (it is never overwritten)"
+                         ) from None
+    except OSError as e:
+        raise UsageError(f"--secret-file {path[:80]}: {e.strerror}") from None
 
 
 def cmd_token_list(ctx: Context, args: argparse.Namespace) -> int:

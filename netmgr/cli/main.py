@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the token expires this long from now (default: never)")
     p.add_argument("--read-only", action="store_true",
                    help="the token may only read (Get, List, Watch calls)")
+    p.add_argument("--secret-file", metavar="FILE",
+                   help="write the secret to this new file (mode 0600; for "
+                        "CLOUDNET_TOKEN_FILE) instead of printing it")
     p = leaf(s, "list", cmd_token_list, "list a tenant's tokens")
     p.add_argument("tenant_id", metavar="TENANT_ID")
     _add_limit(p)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
@@ -162,3 +166,28 @@ def test_unreachable_server(unused_addr: str, capsys: pytest.CaptureFixture[str]
     assert err.count("\n") == 1
     assert unused_addr in err
     assert "UNAVAILABLE" in err
+
+
+def test_a_token_secret_can_go_to_a_private_file_never_printed(
+        c: Cli, tenant: tuple[str, str], tmp_path: Path) -> None:
+    """``token create --secret-file``: the secret lands in a new 0600 file
+    (usable as CLOUDNET_TOKEN_FILE) and no output shows it; an existing file
+    is never overwritten (and no token is made then)."""
+    tid, _ = tenant
+    path = tmp_path / "acme.token"
+    out = c.ok(c.admin, "token", "create", tid, "--secret-file", str(path))
+    secret = path.read_text().strip()
+    assert secret
+    assert secret not in out
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert c.json(secret, "whoami")["tenant_id"] == tid
+    as_json = c.json(c.admin, "token", "create", tid, "--secret-file", str(tmp_path / "j"))
+    assert "secret" not in as_json
+    assert (tmp_path / "j").read_text().strip()
+    before = len(c.json(c.admin, "token", "list", tid))
+    rc, out, err = c.run(c.admin, "token", "create", tid, "--secret-file", str(path))
+    assert (rc, out) == (2, "")
+    assert err.startswith("cloudnet: error: --secret-file")
+    assert "exists" in err
+    assert path.read_text().strip() == secret
+    assert len(c.json(c.admin, "token", "list", tid)) == before
