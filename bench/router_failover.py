@@ -366,6 +366,8 @@ def main() -> int:
         "bench": "router_failover", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(), "kernel": platform.release(),
         "failovers_per_trigger": args.failovers, "triggers": {},
+        # The figures depend on what else runs on the cores: kept with them.
+        "load_before": os.getloadavg(),
     }
     try:
         pair = Pair.build(topo, uuid.uuid4().hex, lb=True)
@@ -381,6 +383,7 @@ def main() -> int:
                 print(json.dumps({trigger: result["triggers"][trigger]}), file=sys.stderr,
                       flush=True)
         result["throughput"] = throughput(pair, args.seconds, args.rounds)
+        result["load_after"] = os.getloadavg()
     finally:
         for s in servers:
             s.result()

@@ -7,16 +7,31 @@ One JSON line in, one JSON line out:
                                                   (T: when keepalived ran the script)
     {"router": ID, "check": true}                        keepalived's health check
 
+The answer is one JSON line, ``{"ok": true, ...}`` or ``{"ok": false,
+"error": ...}``, "ok" always first (the client reads no more than that).
+
 A transition runs ``RouterRuntime.vrrp_transition`` (conntrackd commits,
 HAProxy and strongSwan start or stop); the reply says whether the router is
 held. Nothing received is trusted: the router ID must name a router of this
 agent, the state is one of three words, and the state actually applied is
 the one the router's addresses show (``keepalived.observed_state``).
+
+**Liveness.** For as long as it listens, the listener holds an exclusive
+``flock`` on ``vrrp.alive`` in the agent's state dir. keepalived's
+``agent_alive`` script is ``flock --nonblock --conflict-exit-code 0 FILE
+false``: the lock taken (a live agent) exits 0, a free lock runs ``false``
+(no agent: killed, or stopped) and exits 1. That check costs a fork and an
+exec, where a Python client costs a second or two on a loaded host, and
+keepalived counts a script that times out as failed at once (both
+instances then went to FAULT together). The kernel drops the lock when the
+agent dies, however it dies; the descriptor is close-on-exec, so no daemon
+the agent starts keeps it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -28,11 +43,14 @@ from collections.abc import Callable
 from router.errors import RequestError, RouterNotFound
 from router.runtime import RouterRuntime
 from router.services import keepalived
-from router.services.base import RedundancyRole, vrrp_notify_socket
+from router.services.base import RedundancyRole, vrrp_alive_lock, vrrp_notify_socket
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 512
+# How long a new listener waits for the lock of a previous agent on the
+# same state dir (one that is still exiting, or flock(1) checking it).
+LOCK_WAIT = 10.0
 
 
 class VrrpListener:
@@ -40,16 +58,24 @@ class VrrpListener:
         """``lookup``: the runtime of a router held (RouterNotFound, RequestError)."""
         self.lookup = lookup
         self.path = vrrp_notify_socket(agent_state_dir)
+        self.alive_path = vrrp_alive_lock(agent_state_dir)
         self._sock: socket.socket | None = None
+        self._lock_fd: int | None = None
 
     def start(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self._hold_alive_lock()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a previous agent's
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(self.path)
-        os.chmod(self.path, 0o600)
-        sock.listen(64)
+        try:
+            sock.bind(self.path)
+            os.chmod(self.path, 0o600)
+            sock.listen(64)
+        except OSError:
+            sock.close()
+            self.stop()  # not listening: not alive either
+            raise
         self._sock = sock
         threading.Thread(target=self._serve, name="vrrp-listener", daemon=True).start()
 
@@ -59,6 +85,36 @@ class VrrpListener:
             self._sock = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        if self._lock_fd is not None:
+            # Released before anything else could still answer: keepalived
+            # counts the agent gone from its next check on.
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def holds_alive_lock(self) -> bool:
+        return self._lock_fd is not None
+
+    def _hold_alive_lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        os.makedirs(os.path.dirname(self.alive_path), mode=0o700, exist_ok=True)
+        # Close-on-exec (Python's default, said here because it matters): a
+        # daemon started by the agent must not keep the agent "alive".
+        fd = os.open(self.alive_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise RuntimeError(
+                        f"vrrp listener: {self.alive_path} is locked by another process "
+                        "(another agent on this state dir?)") from None
+                time.sleep(0.05)
+        self._lock_fd = fd
 
     def _serve(self) -> None:
         sock = self._sock

@@ -56,6 +56,12 @@ def vrrp_notify_socket(agent_state_dir: str) -> str:
                         hashlib.sha1(agent_state_dir.encode()).hexdigest()[:16] + "-vrrp.sock")
 
 
+def vrrp_alive_lock(agent_state_dir: str) -> str:
+    """The file the agent's VRRP listener holds locked while it listens
+    (keepalived's liveness check of the agent: ``flock`` on it)."""
+    return os.path.join(agent_state_dir, "vrrp.alive")
+
+
 @dataclass(frozen=True)
 class RouterPaths:
     """Where one router's files live, under ``<agent state dir>/routers/<router id>``:
@@ -132,6 +138,11 @@ class RouterPaths:
     def vrrp_notify_socket(self) -> str:
         """The agent's (``<agent state dir>/routers/<router id>`` is this dir)."""
         return vrrp_notify_socket(os.path.dirname(os.path.dirname(self.state_dir)))
+
+    @property
+    def vrrp_alive_lock(self) -> str:
+        """The agent's liveness lock (``vrrp_alive_lock``)."""
+        return vrrp_alive_lock(os.path.dirname(os.path.dirname(self.state_dir)))
 
     def conntrackd(self, *parts: str) -> str:
         return self.path("conntrackd", *parts)

@@ -10,7 +10,14 @@ primary-backup script does:
             (-f), resync the internal cache with the kernel (-R), send a bulk
             update to the peer (-B)
     BACKUP  ask the peer for a full resync (-n)
-    FAULT   shorten the kernel's timers of what it tracked (-t)
+    FAULT   after FAULT_FLUSH_DELAY seconds still in FAULT: flush the
+            kernel's table of what it tracked (-t: PurgeTimeout later)
+
+A FAULT that ends sooner keeps the kernel's table as it is: a master back
+from a moment in FAULT (a tracked link's flap, the arbiter's demotion, a
+missed check), with no other instance that took its connections over,
+still carries every one of them (``-t`` flushed them PURGE_TIMEOUT later
+unless a commit came first, and a FAULT longer than that cut every stream).
 
 A packet of an established flow that reaches the new master before the
 commit must not start a connection of its own (it would take the flow's
@@ -62,6 +69,9 @@ log = logging.getLogger(__name__)
 
 CONF = "conntrackd.conf"
 PORT = 3780
+# Seconds between ``-t`` and conntrackd's flush of the kernel's table (a
+# commit before then cancels the flush).
+PURGE_TIMEOUT = 5
 START_TIMEOUT = 10.0
 # Strict TCP tracking while the connections are synced (above); liberal
 # windows, because a committed entry's window is the one last synced.
@@ -74,6 +84,14 @@ TRANSITIONS = {
     "BACKUP": (("-n",),),
     "FAULT": (("-t",),),
 }
+# How long an instance stays in FAULT before its kernel's table is flushed
+# (-t). The entries are stale only once the other instance carries the
+# connections, and a master back from a short FAULT needs them: longer than
+# the FAULTs that end by themselves (a link's flap, keepalived's fall of two
+# failed checks CHECK_INTERVAL apart plus the preempt delay, the arbiter's
+# hold), far shorter than the kernel's TCP timeouts, which would clear them
+# otherwise only after days.
+FAULT_FLUSH_DELAY = 30.0
 # keepalived's track file (router/templates/keepalived): 1 while a fresh
 # conntrackd has not had the master's connections yet.
 RESYNC_FILE = "resync"
@@ -96,7 +114,8 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         return {}
     text = templating.render(
         "conntrackd/conntrackd.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
-        sync=redundancy.sync_link(cfg), port=PORT, log=paths.conntrackd("conntrackd.log"),
+        sync=redundancy.sync_link(cfg), port=PORT, purge_timeout=PURGE_TIMEOUT,
+        log=paths.conntrackd("conntrackd.log"),
         lock=paths.conntrackd("conntrackd.lock"), socket=paths.conntrackd_socket)
     return {CONF: text}
 
@@ -214,7 +233,22 @@ class SyncWorker:
             except Exception:  # never lose the worker: the next state tries again
                 log.exception("router %s: conntrackd on VRRP %s", ctx.router_id, state)
 
+    def _hold(self, seconds: float) -> bool:
+        """Wait ``seconds``; False when a new state (or a stop) came first."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while self._pending is None and not self._stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                self._cond.wait(left)
+        return False
+
     def _transition(self, ctx: Context, state: str) -> None:
+        if state == "FAULT" and not self._hold(FAULT_FLUSH_DELAY):
+            log.info("router %s: out of FAULT within %.0f s: its connections kept",
+                     ctx.router_id, FAULT_FLUSH_DELAY)
+            return
         if state == "MASTER" and gated(ctx):
             set_gate(ctx, False)  # a master's priority must not drop below the other's
         before = _stats(ctx) if state == "BACKUP" and gated(ctx) else None

@@ -11,8 +11,11 @@ ARPs for each on every move tell guests and the provider edge at once.
 The instance's priority is tracked: a tracked link down (the uplink, a guest
 link) puts it in FAULT; an agent that stops answering (``vrrp_script``
 running ``router/agent/vrrp_notify.py --check``) lowers it below the other
-instance's; a non-zero ``demoted`` file (netmgr's arbiter, through
-``RouterRedundancy.SetDemoted``) holds it in FAULT. keepalived's notify runs
+instance's; an agent gone altogether (no process holds its listener's
+``vrrp.alive`` lock: checked with ``flock``, which costs nothing to start,
+where Python costs seconds on a loaded host) holds it in FAULT, and so does
+a non-zero ``demoted`` file (netmgr's arbiter, through
+``RouterRedundancy.SetDemoted``). keepalived's notify runs
 ``vrrp_notify.py``, which tells the agent (``router.agent.vrrp_listener``);
 the agent commits the synced connections (conntrackd) and starts HAProxy and
 strongSwan on the master, stops them on the backup.
@@ -28,6 +31,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -65,8 +69,34 @@ PREEMPT_DELAY = 3
 START_TIMEOUT = 10.0
 # How long a MASTER notification waits for keepalived's addresses (above).
 MASTER_SETTLE = 2.0
+# The agent's liveness: flock(1) on the lock its listener holds
+# (``router.agent.vrrp_listener``); absolute, as keepalived's script
+# security wants them.
+FLOCK = shutil.which("flock") or "/usr/bin/flock"
+FALSE = shutil.which("false") or "/usr/bin/false"
+# What keepalived cannot take inside a quoted script argument.
+_UNQUOTABLE = re.compile(r"[\x00-\x1f\x7f'\"\\]")
 CLIENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "agent", "vrrp_notify.py")
+
+
+def script_line(*argv: str) -> str:
+    """A keepalived script's command line, to go inside its double quotes:
+    keepalived splits it at unquoted spaces and strips single quotes, so each
+    argument is single-quoted (a path with a space stays one argument). A
+    quote, a backslash or a control character is refused, not escaped."""
+    for arg in argv:
+        if _UNQUOTABLE.search(arg):
+            raise templating.TemplateValueError(
+                f"keepalived: script argument {arg[:60]!r} has a quote, a backslash or a "
+                "control character")
+    return " ".join(f"'{arg}'" for arg in argv)
+
+
+def quoted(path: str) -> str:
+    """A path as a keepalived quoted string (its track files)."""
+    script_line(path)  # the same characters refused
+    return f'"{path}"'
 
 
 def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
@@ -85,11 +115,17 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         routes.append(line)
     text = templating.render(
         "keepalived/keepalived.conf.j2", generator=f"{__name__} (router {cfg.router_id})",
-        router_id=cfg.router_id, python=sys.executable, client=CLIENT,
-        notify_socket=paths.vrrp_notify_socket, check_interval=CHECK_INTERVAL,
-        alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL, script_timeout=SCRIPT_TIMEOUT,
-        health_weight=HEALTH_WEIGHT, demoted_file=paths.keepalived("demoted"),
-        resync_file=paths.keepalived(conntrackd.RESYNC_FILE),
+        router_id=cfg.router_id,
+        check=script_line(sys.executable, "-I", "-S", CLIENT, "--check",
+                          paths.vrrp_notify_socket, cfg.router_id),
+        alive=script_line(FLOCK, "--nonblock", "--conflict-exit-code", "0",
+                          paths.vrrp_alive_lock, FALSE),
+        notify=script_line(sys.executable, "-I", "-S", CLIENT, paths.vrrp_notify_socket,
+                           cfg.router_id),
+        check_interval=CHECK_INTERVAL, alive_interval=ALIVE_INTERVAL, alive_fall=ALIVE_FALL,
+        script_timeout=SCRIPT_TIMEOUT,
+        health_weight=HEALTH_WEIGHT, demoted_file=quoted(paths.keepalived("demoted")),
+        resync_file=quoted(paths.keepalived(conntrackd.RESYNC_FILE)),
         resync_weight=conntrackd.RESYNC_WEIGHT,
         group=INSTANCE + "-group", instance=INSTANCE,
         preempt_delay=PREEMPT_DELAY,

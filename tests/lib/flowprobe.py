@@ -5,12 +5,17 @@ line of what they saw.
     tcp-server PORT              echo every line back, on every connection
     tcp-client HOST PORT [HZ]    one connection; a numbered line HZ times a
                                  second (default 50), each echo checked
+    tcp-bulk HOST PORT [KBPS]    one connection carrying data both ways at
+                                 KBPS kB/s (default 1000) through an echo
+                                 server, every byte echoed checked
     udp-sink PORT                count datagrams, note the longest silence
     udp-source HOST PORT [PPS]   numbered datagrams, PPS a second (default 100)
 
 tcp-client reports ``sent``, ``echoed``, ``error`` (the reset or timeout that
 ended it, "" if none) and ``max_gap`` (seconds without an echo); on SIGUSR1
 it prints ``{"echoed": N}`` and goes on (a test's look at a running stream); udp-sink
+tcp-bulk reports ``sent`` and ``echoed`` in bytes, ``error`` and ``max_gap``
+(and answers SIGUSR1 the same way); udp-sink
 reports ``received``, ``max_gap`` and ``gaps`` (every silence over 50 ms,
 as [start, seconds] on CLOCK_MONOTONIC, shared by the namespaces of a host).
 Standard library only.
@@ -96,6 +101,54 @@ def tcp_client(host: str, port: int, hz: float) -> dict[str, object]:
     return out
 
 
+# tcp-bulk's bytes: a pattern of a prime length, so that a byte lost, doubled
+# or out of place shows as a mismatch wherever it happens.
+_PATTERN = bytes((i * 131 + 7) % 251 for i in range(65521)) * 2
+BULK_BLOCK, BULK_WINDOW = 16384, 131072
+
+
+def _expected(offset: int, n: int) -> bytes:
+    start = offset % 65521
+    return _PATTERN[start:start + n]
+
+
+def tcp_bulk(host: str, port: int, kbps: float) -> dict[str, object]:
+    out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
+    s = socket.create_connection((host, port), timeout=5)
+    s.settimeout(30)  # a failover may hold the data for seconds: TCP resends it
+    print(json.dumps({"connected": True}), flush=True)
+    signal.signal(signal.SIGUSR1,
+                  lambda signum, frame: print(json.dumps({"echoed": out["echoed"]}), flush=True))
+    sent = echoed = 0
+    start = last = time.monotonic()
+    rate = kbps * 1000
+    try:
+        while not stop.is_set():
+            # At most BULK_WINDOW bytes unechoed (neither side's buffers fill
+            # up while the other waits), and no faster than the rate.
+            if sent - echoed < BULK_WINDOW and sent < rate * (time.monotonic() - start):
+                s.sendall(_expected(sent, BULK_BLOCK))
+                sent += BULK_BLOCK
+                out["sent"] = sent
+                continue
+            if sent == echoed:
+                stop.wait(0.01)
+                continue
+            chunk = s.recv(min(65536, sent - echoed))
+            if not chunk:
+                raise ConnectionError("closed by the peer")
+            if chunk != _expected(echoed, len(chunk)):
+                raise ValueError(f"echoed bytes at offset {echoed} differ from those sent")
+            echoed += len(chunk)
+            now = time.monotonic()
+            out["max_gap"] = max(float(out["max_gap"]), now - last)  # type: ignore[arg-type]
+            last = now
+            out["echoed"] = echoed
+    except (OSError, ValueError) as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def udp_sink(port: int) -> dict[str, object]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", port))
@@ -138,6 +191,8 @@ def main(argv: list[str]) -> None:
         result = tcp_server(int(args[0]))
     elif mode == "tcp-client":
         result = tcp_client(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 50)
+    elif mode == "tcp-bulk":
+        result = tcp_bulk(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 1000)
     elif mode == "udp-sink":
         result = udp_sink(int(args[0]))
     elif mode == "udp-source":

@@ -43,6 +43,9 @@ FORWARD_IP = "203.0.113.20"
 FORWARD_PORT = 8080
 SNAT_TCP_PORT, UDP_PORT = 9000, 9001
 LB_PORT = 8081
+# The data-heavy stream's rate (kB/s each way): enough to keep the windows
+# full across a move, little enough for a busy two-core host.
+BULK_KBPS = 1000
 # Where keepalived 2.2 writes its state on SIGUSR1.
 DATA_DUMP = "/tmp/keepalived.data"
 
@@ -176,7 +179,9 @@ class Pair:
 
     def start_flows(self) -> None:
         """Servers, then: a TCP stream guest -> internet (source NAT), one
-        internet -> guest (port forward), UDP guest -> internet at 100/s."""
+        internet -> guest (port forward), UDP guest -> internet at 100/s, and
+        a data-heavy TCP stream guest -> internet (source NAT, BULK_KBPS each
+        way, every byte checked)."""
         self.topo.configure_guest(self.guest, "10.10.0.11")
         self.flows = [
             Flow.start(self.inet, "tcp-server", str(SNAT_TCP_PORT)),
@@ -187,13 +192,14 @@ class Pair:
             Flow.start(self.guest, "tcp-client", INET_HOST, str(SNAT_TCP_PORT)),
             Flow.start(self.inet, "tcp-client", FORWARD_IP, str(FORWARD_PORT)),
             Flow.start(self.guest, "udp-source", INET_HOST, str(UDP_PORT), "100"),
+            Flow.start(self.guest, "tcp-bulk", INET_HOST, str(SNAT_TCP_PORT), str(BULK_KBPS)),
         ]
 
     def stop_flows(self) -> dict[str, dict[str, object]]:
         names = ("snat_server", "udp_sink", "forward_server", "snat_client", "forward_client",
-                 "udp_source")
+                 "udp_source", "bulk_client")
         # Clients first, so the servers count what they saw.
-        order = [3, 4, 5, 0, 1, 2]
+        order = [3, 4, 5, 6, 0, 1, 2]
         results = {names[i]: self.flows[i].result() for i in order}
         self.flows = []
         return results

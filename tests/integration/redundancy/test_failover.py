@@ -17,7 +17,7 @@ import pytest
 
 from router.agent.registry import RouterRegistry
 from router.lib import proc as rproc
-from router.services import conntrackd
+from router.services import conntrackd, keepalived
 from tests.lib.peerlab import PEER_HOSTS, make_peer
 from tests.lib.redundantlab import (
     FORWARD_IP,
@@ -71,6 +71,42 @@ def test_the_master_holds_every_address_and_the_backup_none(pair: Pair) -> None:
     assert all(s.healthy for s in status.services), status.services
 
 
+def test_a_short_fault_keeps_the_connections_of_a_master_left_alone(pair: Pair) -> None:
+    """The master held in FAULT for a few seconds (its demoted file, as a
+    tracked link's flap or a failed check would), with no other instance to
+    take over (the backup held in FAULT too): back to MASTER, it still
+    carries its established streams, the data-heavy one too, and none is
+    reset. The FAULT outlasts conntrackd's PurgeTimeout: a flush asked for at
+    the FAULT (``conntrackd -t``) empties the kernel's table then, and only a
+    commit (the MASTER transition) before it would cancel it."""
+    pair.wait_master(0)
+    ctx = [pair.agents[i].runtime(pair.router_id, create=False).ctx for i in (0, 1)]
+    pair.start_flows()
+    streams = {name: pair.flows[i] for name, i in (("snat", 3), ("forward", 4), ("bulk", 6))}
+    wait_for(lambda: all(f.echoed() > 0 for f in streams.values()), 20, "the streams going")
+    try:
+        keepalived.set_demoted(ctx[1], True)
+        wait_for(lambda: pair.state(1) == "FAULT", 15, f"instance 1 in FAULT ({pair.states()})")
+        keepalived.set_demoted(ctx[0], True)
+        wait_for(lambda: pair.state(0) == "FAULT", 15, f"instance 0 in FAULT ({pair.states()})")
+        faulted = time.monotonic()
+        while time.monotonic() < faulted + conntrackd.PURGE_TIMEOUT + 3:
+            time.sleep(0.5)
+        keepalived.set_demoted(ctx[0], False)
+        wait_for(lambda: pair.state(0) == "MASTER", 30, f"instance 0 back ({pair.states()})")
+        seen = {name: f.echoed() for name, f in streams.items()}
+        wait_for(lambda: all(f.echoed() > seen[name] for name, f in streams.items()), 20,
+                 f"the streams flowing after the FAULT (echoed {seen})")
+    finally:
+        keepalived.set_demoted(ctx[0], False)
+        keepalived.set_demoted(ctx[1], False)
+    wait_for(lambda: pair.states() == ("MASTER", "BACKUP"), 30, f"states {pair.states()}")
+    results = pair.stop_flows()
+    for name in ("snat_client", "forward_client", "bulk_client"):
+        assert results[name]["error"] == "", (name, results[name])
+        assert results[name]["sent"] == results[name]["echoed"], (name, results[name])
+
+
 TRIGGERS = ("keepalived killed", "uplink down", "namespace deleted")
 
 
@@ -105,7 +141,7 @@ def test_streams_leases_and_new_connections_survive_every_failover(
         pair.wait_master(0)
         connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
     results = pair.stop_flows()
-    for name in ("snat_client", "forward_client"):
+    for name in ("snat_client", "forward_client", "bulk_client"):
         flow = results[name]
         assert flow["error"] == "", (name, flow, moves)
         assert flow["sent"] == flow["echoed"], (name, flow)
@@ -208,7 +244,7 @@ def test_a_killed_agent_process_leaves_the_master_role_and_its_orphan_out(
     pair.wait_master(0)
     connects(pair.guest, INET_HOST, SNAT_TCP_PORT)
     results = pair.stop_flows()
-    for name in ("snat_client", "forward_client"):
+    for name in ("snat_client", "forward_client", "bulk_client"):
         assert results[name]["error"] == "", (name, results[name])
         assert results[name]["sent"] == results[name]["echoed"], (name, results[name])
 

@@ -1,20 +1,28 @@
 """What keepalived's notifications may tell the agent (``vrrp_listener``):
 nothing but a known router and one of three states moves anything; the
-client (``vrrp_notify.py``) speaks one JSON line each way."""
+client (``vrrp_notify.py``) speaks one JSON line each way; the listener
+holds the liveness lock keepalived's ``flock`` checks, for as long as it
+listens."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
-from router.agent import vrrp_notify
+from router.agent import vrrp_listener, vrrp_notify
 from router.agent.vrrp_listener import VrrpListener
 from router.errors import RouterNotFound
+from router.services import keepalived
+from router.services.base import RouterPaths
+from tests.lib.routerconfigs import edge_config, redundant
 
 
 class FakeRuntime:
@@ -45,6 +53,7 @@ def listener() -> Iterator[tuple[VrrpListener, FakeRuntime]]:
         yield listener, rt
     finally:
         listener.stop()
+        os.unlink(listener.alive_path)
         os.rmdir(state_dir)
 
 
@@ -109,3 +118,77 @@ def test_alive_fails_only_when_no_process_listens(
             busy.close()
     finally:
         os.unlink(lst.path)
+
+
+def alive_command(state_dir: str) -> list[str]:
+    """keepalived's agent_alive script, as rendered for a router of the agent
+    on ``state_dir`` and split as keepalived splits it (single quotes)."""
+    paths = RouterPaths(os.path.join(state_dir, "routers", "r1"))
+    text = keepalived.render(redundant(edge_config(), 0), paths)[keepalived.CONF]
+    block = text[text.index("vrrp_script agent_alive {"):]
+    line = block[block.index('script "') + len('script "'):]
+    return shlex.split(line[:line.index('"\n')])
+
+
+def runs_ok(argv: list[str]) -> bool:
+    return subprocess.run(argv, timeout=30).returncode == 0
+
+
+def test_keepalived_sees_the_agent_alive_exactly_while_it_listens(
+        listener: tuple[VrrpListener, FakeRuntime]) -> None:
+    """The rendered flock command, run for real: the lock is held while the
+    listener listens (alive, exit 0), free once it stopped (exit 1)."""
+    lst, _ = listener
+    argv = alive_command(os.path.dirname(lst.path))
+    assert argv[0] == keepalived.FLOCK
+    assert lst.alive_path in argv
+    assert lst.holds_alive_lock
+    assert runs_ok(argv)
+    lst.stop()
+    assert not lst.holds_alive_lock
+    assert not runs_ok(argv)
+    lst.start()  # an agent back: alive again
+    assert runs_ok(argv)
+
+
+def test_a_daemon_started_by_the_agent_does_not_keep_it_alive(
+        listener: tuple[VrrpListener, FakeRuntime]) -> None:
+    """The lock's descriptor is not inherited: a child started while the
+    agent listened (as its dnsmasq or keepalived are) outlives it without
+    holding the lock."""
+    lst, _ = listener
+    argv = alive_command(os.path.dirname(lst.path))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             close_fds=False)
+    try:
+        lst.stop()
+        assert not runs_ok(argv)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_second_listener_on_the_same_state_dir_is_refused(
+        listener: tuple[VrrpListener, FakeRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
+    lst, _ = listener
+    monkeypatch.setattr(vrrp_listener, "LOCK_WAIT", 0.2)
+    other = VrrpListener(os.path.dirname(lst.path), lambda r: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(RuntimeError, match=r"vrrp\.alive is locked by another process"):
+        other.start()
+    assert not other.holds_alive_lock
+    assert os.path.exists(lst.path)  # the first one's socket untouched
+
+
+def test_the_check_starts_without_the_costly_imports(
+        listener: tuple[VrrpListener, FakeRuntime]) -> None:
+    """As keepalived runs it: ``-I -S``, and neither ``socket`` nor ``json``
+    (most of a loaded host's start-up seconds) is imported."""
+    lst, _ = listener
+    done = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", keepalived.CLIENT,
+                           "--check", lst.path, "r1"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "_socket" in imported
+    assert not imported & {"socket", "json", "selectors", "enum"}, imported

@@ -7,8 +7,9 @@ import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from router.errors import ConfigError
+from router.lib import templating
 from router.runtime import verify
-from router.services import conntrackd
+from router.services import conntrackd, keepalived
 from router.services.base import RedundancyRole
 from router.services.registry import router_services
 from tests.lib.routerconfigs import HOST, edge_config, good_config, redundant, render
@@ -180,3 +181,20 @@ def test_keepalived_holds_a_new_instance_below_the_other_until_it_resynced() -> 
     assert 200 - conntrackd.RESYNC_WEIGHT < 100
     instance = text[text.index("vrrp_instance "):]
     assert "\t\tresync\n" in instance[instance.index("track_file {"):]
+
+
+def test_keepalived_checks_the_agent_alive_with_flock_and_quotes_every_path() -> None:
+    text = render("keepalived", redundant(edge_config(), 0))["keepalived.conf"]
+    block = text[text.index("vrrp_script agent_alive {"):]
+    block = block[:block.index("}")]
+    assert (f"script \"'{keepalived.FLOCK}' '--nonblock' '--conflict-exit-code' '0' "
+            f"'/var/lib/cloudnet/agent/vrrp.alive' '{keepalived.FALSE}'\"") in block
+    assert "vrrp_notify.py' '--check' '/var/lib/cloudnet/agent/vrrp.sock'" in text
+    assert 'file "/var/lib/cloudnet/agent/routers/' in text
+
+
+def test_a_path_keepalived_cannot_quote_is_refused() -> None:
+    assert keepalived.script_line("/a b/c", "x") == "'/a b/c' 'x'"
+    for bad in ("/a'b", '/a"b', "/a\\b", "/a\nb"):
+        with pytest.raises(templating.TemplateValueError, match="script argument"):
+            keepalived.script_line("/bin/true", bad)
