@@ -180,7 +180,17 @@ class FaultLab:
         return vm_faults.socket_of(prefix, self.net.router_id)
 
     def what_happened(self) -> str:
-        return what_happened(self.aio, self.second, self.t, self.net.id)
+        """The arbiter's events, the VMs' VRRP lines, and each VM console's
+        last lines (a VM whose agent never served says why there)."""
+        out = [what_happened(self.aio, self.second, self.t, self.net.id)]
+        for state_dir in (self.aio.state_dir, self.second.compute.cfg.state_dir):
+            path = os.path.join(state_dir, "compute", "routers", self.net.router_id,
+                                "console.log")
+            if not os.path.exists(path):
+                path = os.path.join(state_dir, "routers", self.net.router_id, "console.log")
+            with contextlib.suppress(OSError), open(path, errors="replace") as f:
+                out += [f"{path}: {line.rstrip()[:300]}" for line in f.readlines()[-30:]]
+        return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
@@ -196,15 +206,17 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
     """``daemon`` SIGKILLed in the master VM: the backup takes over with the
     guest's lease, a new connection and the established stream kept; the
     daemon comes back in the old master (a new pid) and the pair settles."""
-    r = lab.settled()
-    assert lab.guest.dhcp().ip == lab.port.ip
-    before = master(r)
-    assert before == 0
-    dead_host, _ = instances(r)[before]
-    sock = lab.socket(dead_host)
-    vm_faults.wait_ready(sock)
-    flows = [Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT))]
+    flows: list[Flow] = []
     try:
+        # The first wait covers both VMs' boots (slow at load under TCG).
+        r = lab.settled(timeout=420)
+        assert lab.guest.dhcp().ip == lab.port.ip
+        before = master(r)
+        assert before == 0
+        dead_host, _ = instances(r)[before]
+        sock = lab.socket(dead_host)
+        vm_faults.wait_ready(sock)
+        flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
         flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
                                 str(SNAT_TCP_PORT)))
         time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
@@ -252,15 +264,16 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
                 f.result()
 
 
-@pytest.mark.timeout(600)
+# The first one boots the pair (the module's cloud may be up already).
+@pytest.mark.timeout(900)
 def test_keepalived_killed_in_the_master_vm(faults: FaultLab) -> None:
     _fault_in_the_master(faults, "keepalived")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_the_router_agent_killed_in_the_master_vm_leaves_its_daemons_to_adopt(
         faults: FaultLab) -> None:
-    sock = faults.socket(instances(faults.settled())[0][0])
+    sock = faults.socket(instances(faults.settled(timeout=420))[0][0])
     daemons_before = _agent_children(sock)
     _fault_in_the_master(faults, "agent")
     # keepalived and conntrackd outlived the agent (its unit kills the agent
