@@ -112,6 +112,9 @@ class AllInOne:
     # takes itself (so two all-in-ones never collide), read back from
     # netmgr's host registry once it registered.
     compute_listen: str = ""
+    # Tests only: router VMs get the fault channel (cloudnet-compute
+    # --fault-channel; tests/lib/vm_faults.py).
+    fault_channel: bool = False
     # HOST:PORT for Prometheus metrics: netmgr's on PORT, the router agent's
     # on PORT+1 (docs/metrics.md); empty: off.
     metrics_listen: str = ""

@@ -71,6 +71,9 @@ class VmAllInOne(Protocol):
     # from netmgr's host registry once the agent registered (wait_registered).
     compute_listen: str
 
+    # Tests only: router VMs get the fault channel (``--fault-channel``).
+    fault_channel: bool
+
     @property
     def fabric(self) -> LinuxBridgeFabric | OvsFabric | VxlanFabric:
         """Where the VMs attach: the VM backend needs OVS."""
@@ -137,6 +140,7 @@ def start_compute(aio: VmAllInOne, listen: str) -> None:
         "--admin-token-file", os.path.join(aio.state_dir, "admin.token"),
         "--fabric", "ovs", "--ovs-bridge", _ovs(aio).bridge, "--accel", "qemu",
         "--state-dir", compute_state_dir(aio.state_dir), *image_args,
+        *(["--fault-channel"] if aio.fault_channel else []),
         *aio.agent_tls_args("compute")])
 
 

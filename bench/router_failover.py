@@ -341,7 +341,8 @@ def main() -> int:
     ap.add_argument("--failovers", type=int, default=None,
                     help="per trigger (default 20; 3 with --backend vm)")
     ap.add_argument("--triggers", default=None,
-                    help=f"default {','.join(TRIGGERS)} (--backend vm: vm, uplink)")
+                    help=f"default {','.join(TRIGGERS)} "
+                         "(--backend vm: vm, uplink, keepalived, agent)")
     ap.add_argument("--seconds", type=int, default=5, help="per iperf3 run")
     ap.add_argument("--rounds", type=int, default=5,
                     help="throughput: redundant and single runs, in turns")

@@ -18,8 +18,13 @@ link set up again and the pair serving again (the preferred instance takes
 the master role back after its preempt delay). The master's uplink is found
 by the MAC the edge holds for the router's public IP.
 
-keepalived killed inside a VM is not a trigger here: the appliance offers no
-way in but its agent's API, which has no call to kill a daemon.
+``keepalived``, ``agent``: that daemon SIGKILLed inside the master VM
+through the fault channel (tests only: the compute agents run with
+``--fault-channel``; docs/redundant-routers.md); the backup takes over; the
+daemon back in the old master (a new pid: the agent's health pass restarts
+keepalived, systemd the agent) and the pair serving again with the
+preferred instance master. The move is seen when the other instance
+reports MASTER (the killed agent's own report lags).
 
 Per move the JSON keeps the machine's load and the stream's TCP sockets as
 ``ss`` shows them right after the move and again STREAM_LOOK seconds later
@@ -55,12 +60,15 @@ from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
 from aio.nsguest import DhcpFailed
+from tests.lib import vm_faults
 from tests.lib.allinone import Tenant, free_port, router_image_built
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
 from tests.lib.vm_routers import master, pair_serving, router_vm_pid, wait_router
 
-TRIGGERS = ("vm", "uplink")
+TRIGGERS = ("vm", "uplink", "keepalived", "agent")
+# Triggers that reach inside the master VM (the fault channel).
+IN_VM = ("keepalived", "agent")
 SNAT_TCP_PORT, UDP_PORT = 7301, 7302
 SETTLE = 1.0
 # The streams' connections synced to the backup before the first move (as
@@ -101,6 +109,39 @@ def _failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
             "replaced_in_s": round(time.monotonic() - t0, 1)}
 
 
+def _daemon_failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
+                     port: pb.Port, guest: Any, daemon: str) -> dict[str, Any]:
+    """``daemon`` killed in the master VM (the fault channel); the backup
+    takes over; the daemon back (a new pid) and the pair whole again."""
+    r = wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0,
+                    BOOT, poll=0.1)
+    before = master(r)
+    assert before is not None
+    host = {i.instance: i.host for i in r.instances}[before]
+    prefix = f"cn-{vm_backend.host_name(aio.prefix)}-" \
+        if host == vm_backend.host_name(aio.prefix) else second.compute.cfg.domain_prefix
+    sock = vm_faults.socket_of(prefix, net.router_id)
+    vm_faults.wait_ready(sock)
+    old = vm_faults.pid(sock, daemon)
+    time.sleep(SETTLE)
+    t0 = time.monotonic()
+    vm_faults.kill(sock, daemon)
+    after = _after_move(aio.inet_ns, t, net, port, guest, before, t0, other_master=True)
+    t1 = time.monotonic()
+
+    def back() -> bool:
+        try:
+            return vm_faults.pid(sock, daemon) != old
+        except vm_faults.FaultChannelError:
+            return False
+    wait_for(f"{daemon} back in the old master", back, BOOT)
+    back_s = time.monotonic() - t0
+    wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0, BOOT,
+                poll=0.1)
+    return {"t0": t0, "t1": t1, "killed": before, **after, "daemon_back_s": round(back_s, 1),
+            "pair_whole_s": round(time.monotonic() - t0, 1)}
+
+
 def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
                      guest: Any) -> dict[str, Any]:
     """The master VM's uplink down (from the host); the backup takes over;
@@ -123,10 +164,15 @@ def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
 
 
 def _after_move(inet_ns: str, t: Tenant, net: pb.Network, port: pb.Port, guest: Any,
-                before: int, t0: float) -> dict[str, Any]:
-    """Once the other instance is master (``moved_s`` after ``t0``): the
+                before: int, t0: float, other_master: bool = False) -> dict[str, Any]:
+    """Once the other instance is master (``moved_s`` after ``t0``; the only
+    one, or with ``other_master`` whatever the old one's report says): the
     guest's lease asked for again and a new connection out."""
-    wait_router(t, net.router_id, lambda r: master(r) == 1 - before, 120, poll=0.1)
+    def is_moved(r: pb.Router) -> bool:
+        if other_master:
+            return any(i.instance == 1 - before and i.role == "MASTER" for i in r.instances)
+        return master(r) == 1 - before
+    wait_router(t, net.router_id, is_moved, 120, poll=0.1)
     moved = time.monotonic() - t0
     sockets = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(inet_ns)}
     lease_ok = _lease_kept(guest, port)
@@ -258,7 +304,8 @@ def run(failovers: int, triggers: list[str], consoles: str = "") -> dict[str, An
     state_dir = tempfile.mkdtemp(prefix="cn-bench-vmfail-", dir="/tmp")
     aio = AllInOne(insecure=True, prefix=f"v{uuid.uuid4().hex[:6]}", state_dir=state_dir,
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
-                   router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}")
+                   router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}",
+                   fault_channel=bool(set(triggers) & set(IN_VM)))
     second = None
     t = None
     out: dict[str, Any] = {}
@@ -315,9 +362,12 @@ def _run_trigger(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
             try:
                 if trigger == "uplink":
                     moves.append(_uplink_failover(aio, t, net, port, guest))
+                elif trigger in IN_VM:
+                    moves.append(_daemon_failover(aio, second, t, net, port, guest, trigger))
                 else:
                     moves.append(_failover(aio, second, t, net, port, guest))
-            except (TimeoutError, AssertionError, grpc.RpcError) as e:
+            except (TimeoutError, AssertionError, grpc.RpcError,
+                    vm_faults.FaultChannelError) as e:
                 # Kept: what was measured so far (a loaded machine can starve
                 # the VMs past every wait).
                 aborted = f"failover {k + 1}: {type(e).__name__}: {str(e)[:300]}"

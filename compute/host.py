@@ -37,6 +37,9 @@ class HostConfig:
     vcpus: int = 0
     memory_mib: int = 0
     domain_prefix: str = ""
+    # Router VMs get the fault channel (compute.libvirt_driver.FAULT_PORT):
+    # tests only, never on a production host.
+    fault_channel: bool = False
 
     def __post_init__(self) -> None:
         self.vcpus = self.vcpus or (os.cpu_count() or 1)

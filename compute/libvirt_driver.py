@@ -16,6 +16,7 @@ import os
 import subprocess
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
@@ -26,6 +27,11 @@ from compute.images import Image
 log = logging.getLogger(__name__)
 
 URI = "qemu:///system"
+# The fault channel (tests only): a virtio-serial port of a router VM that
+# the host reaches as a unix socket (router/agent/fault_responder.py serves
+# it in the VM). Host-only: no network of the VM leads to it.
+FAULT_PORT = "org.cloudnet.faults.0"
+FAULT_SOCKET_DIR = "/run/cloudnet-faults"
 QEMU = "/usr/bin/qemu-system-x86_64"
 # A domain's libvirt state as the API shows it (guest and router VMs alike).
 VM_STATES = {
@@ -101,13 +107,18 @@ def _boots(image: Image, accel: str, timeout: float) -> bool:
 
 def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int, image: Image,
                overlay: str, console: str, hostname: str, interfaces: list[str],
-               oem_strings: tuple[str, ...] = (), oem_file: str = "") -> str:
+               oem_strings: tuple[str, ...] = (), oem_file: str = "",
+               fault_socket: str = "") -> str:
     """`oem_strings`: SMBIOS type 11 strings (a router VM's boot identity);
     `oem_file`: more type 11 strings read by QEMU from that file (secrets: the
     domain XML is root-only, but what libvirt puts on QEMU's command line is
-    world-readable in /proc)."""
+    world-readable in /proc); `fault_socket`: the fault channel's unix socket
+    on the host (tests only; empty: no channel)."""
     cmdline = f"{image.cmdline} cloudnet.hostname={hostname}"
-    sysinfo = smbios = qemu_args = ""
+    sysinfo = smbios = qemu_args = channel = ""
+    if fault_socket:
+        channel = (f"<channel type='unix'><source mode='bind' path={quoteattr(fault_socket)}/>"
+                   f"<target type='virtio' name='{FAULT_PORT}'/></channel>")
     if oem_strings:
         entries = "".join(f"<entry>{escape(s)}</entry>" for s in oem_strings)
         sysinfo = f"<sysinfo type='smbios'><oemStrings>{entries}</oemStrings></sysinfo>"
@@ -145,11 +156,29 @@ def domain_xml(*, name: str, uuid: str, accel: str, vcpus: int, memory_mib: int,
       <source path={quoteattr(console)}/>
       <target port='0'/>
     </serial>
+    {channel}
     <memballoon model='none'/>
   </devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
   {qemu_args}
 </domain>"""
+
+
+def fault_socket_path(domain: str) -> str:
+    """Where a domain's fault channel socket goes: a short path of its own
+    (a unix socket's path is at most 107 bytes; state dirs can be long)."""
+    return os.path.join(FAULT_SOCKET_DIR,
+                        hashlib.sha1(domain.encode()).hexdigest()[:20] + ".sock")
+
+
+def fault_socket(dom: libvirt.virDomain) -> str:
+    """The host's end of a domain's fault channel, as its XML says ("": none)."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    for ch in root.iterfind("./devices/channel[@type='unix']"):
+        target, source = ch.find("target"), ch.find("source")
+        if target is not None and source is not None and target.get("name") == FAULT_PORT:
+            return source.get("path", "")
+    return ""
 
 
 class Driver:

@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None,
                         "--issue-cert NAME=DIR: ca.crt, agent.crt, agent.key)")
     p.add_argument("--insecure", action="store_true",
                    help="without --tls-dir: plaintext on TCP (never the default)")
+    p.add_argument("--fault-channel", action="store_true",
+                   help="tests only: give router VMs the fault channel, a virtio-serial port "
+                        "reached from this host alone through which a test kills a daemon "
+                        "inside the VM (docs/redundant-routers.md)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     tls = TlsFiles.in_dir(args.tls_dir, AGENT_CERT_NAME) if args.tls_dir else None
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None,
     fabric.setup()
     cfg = HostConfig(name=args.name, state_dir=args.state_dir, netmgr=args.netmgr,
                      admin_token=admin_token, fabric_kind=args.fabric, fabric=fabric,
-                     images=image_dirs, address=args.listen, accel=args.accel)
+                     images=image_dirs, address=args.listen, accel=args.accel,
+                     fault_channel=args.fault_channel)
     compute = Compute(cfg, Netmgr(args.netmgr, admin_token, tls=tls,
                                   policy=args.netmgr_policy))
     # Port filters where the guests plug in: OpenFlow with ct() on OVS,

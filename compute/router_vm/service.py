@@ -129,6 +129,12 @@ class RouterVms:
             with os.fdopen(fd, "w") as f:
                 # QEMU reads the whole file as one string.
                 f.write(spec.secret_oem_strings[0])
+        faults = ""
+        if self.c.cfg.fault_channel:
+            faults = lv.fault_socket_path(self.driver.domain_name(rid))
+            os.makedirs(os.path.dirname(faults), mode=0o700, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(faults)
         taps = self._taps(rid, spec)
         ifaces = [self.c.cfg.fabric.vm_interface_xml(tap, nic.segment, nic.mac)
                   for tap, nic in zip(taps, spec.nics, strict=True)]
@@ -136,7 +142,8 @@ class RouterVms:
             name=self.driver.domain_name(rid), uuid=str(uuid.uuid4()), accel=self.c.accel,
             vcpus=spec.vcpus, memory_mib=spec.memory_mib, image=image, overlay=overlay,
             console=self._path(rid, "console.log"), hostname=f"router-{rid[:8]}",
-            interfaces=ifaces, oem_strings=tuple(spec.oem_strings), oem_file=oem_file)
+            interfaces=ifaces, oem_strings=tuple(spec.oem_strings), oem_file=oem_file,
+            fault_socket=faults)
         self._record(spec)
         self.driver.define_and_start(xml)
         for tap in taps:
@@ -230,6 +237,8 @@ class RouterVms:
                 with contextlib.suppress(Exception):
                     self.c.cfg.fabric.release_tap(tap)
         shutil.rmtree(self._path(router_id), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lv.fault_socket_path(self.driver.domain_name(router_id)))
 
     def console(self, router_id: str, offset: int) -> cpb.ConsoleLog:
         if self._spec(router_id) is None:

@@ -49,7 +49,9 @@ INITRD_MODULES="virtio_pci virtio_blk ext4"
 # what every router's ruleset uses (conntrack, NAT), loaded there from
 # uncompressed copies rather than by a kernel-spawned modprobe each (exec +
 # xz under TCG: a second of the first apply).
-BOOT_MODULES="virtio_pci virtio_blk virtio_net nft_ct nft_nat nft_chain_nat"
+# virtio_console: the fault channel's virtio-serial port (tests only:
+# cloudnet-faults.service runs only when the host added it).
+BOOT_MODULES="virtio_pci virtio_blk virtio_net virtio_console nft_ct nft_nat nft_chain_nat"
 # Units the appliance does not want at boot (the agent runs the daemons itself).
 # Each costs boot time under TCG (seconds in all); none is needed by a router.
 # udev too: the initramfs loads the only drivers the VM needs (virtio disk and
@@ -169,6 +171,10 @@ in_root /opt/cloudnet/bin/cloudnet-router-agent --help >/dev/null
 in_root /opt/cloudnet/bin/python -m compileall -q -j0 --invalidation-mode unchecked-hash \
   /opt/cloudnet/lib >/dev/null || true
 rm -rf "$root/tmp/wheels" "$root"/opt/cloudnet/lib/python3*/site-packages/pip/_vendor/rich/__pycache__
+# The fault channel's responder (tests only; router/agent/fault_responder.py,
+# standard library only) where its unit runs it with the system's python3.
+install -m 0755 "$root"/opt/cloudnet/lib/python3*/site-packages/router/agent/fault_responder.py \
+  "$root/usr/local/sbin/cloudnet-fault-responder"
 # The agent's templates compiled too (router/lib/templating.py; the agent's unit
 # sets CLOUDNET_TEMPLATE_CACHE).
 mkdir -p "$root/opt/cloudnet/template-cache"
@@ -182,7 +188,7 @@ in_root /bin/sh -ec "
   echo router > /etc/hostname
   printf '/dev/vda / ext4 defaults,noatime,errors=remount-ro 0 0\n' > /etc/fstab
   passwd -l root >/dev/null
-  systemctl enable -q cloudnet-boot.service cloudnet-router-agent.service
+  systemctl enable -q cloudnet-boot.service cloudnet-router-agent.service cloudnet-faults.service
   for u in $DISABLE_UNITS; do systemctl mask -q \$u 2>/dev/null || true; done
   # Generators too (systemd.generator(7): masked by a /dev/null link in
   # /etc/systemd/system-generators): PID 1 runs all of them before any unit,

@@ -81,7 +81,8 @@ def router_image_built() -> bool:
                for f in ("manifest.json", "vmlinuz", "initrd.img", "disk.qcow2"))
 
 
-def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) -> AllInOne:
+def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, *, fault_channel: bool = False,
+                **settings: object) -> AllInOne:
     if not router_image_built():
         pytest.skip(f"router image not built (bash images/router/build.sh): "
                     f"{vm_backend.ROUTER_IMAGE_DIR}")
@@ -89,7 +90,8 @@ def vm_cloud_up(tmp_path_factory: pytest.TempPathFactory, **settings: object) ->
     aio = AllInOne(insecure=True, prefix=prefix, state_dir=str(tmp_path_factory.mktemp("vmcloud")),
                    listen=f"127.0.0.1:{free_port()}", health_interval=1.0,
                    router_backend="vm", compute_listen=f"127.0.0.1:{free_port()}",
-                   router_vm_settings=tuple(f"{k}={v}" for k, v in settings.items()))
+                   router_vm_settings=tuple(f"{k}={v}" for k, v in settings.items()),
+                   fault_channel=fault_channel)
     return aio
 
 

@@ -36,7 +36,7 @@ class SecondHost:
         cfg = HostConfig(name=self.name, state_dir=state_dir, netmgr=aio.listen,
                          admin_token=aio.admin_token, fabric_kind="ovs", fabric=self.fabric,
                          images={"router": vm_backend.ROUTER_IMAGE_DIR}, address="",
-                         accel="qemu")
+                         accel="qemu", fault_channel=aio.fault_channel)
         self.compute = Compute(cfg, Netmgr(aio.listen, aio.admin_token))
         self.server, port = create_server(self.compute, "127.0.0.1:0")
         self.server.start()

@@ -6,8 +6,13 @@ backup VM becomes master, the guest keeps its lease, the stream keeps
 flowing and new connections work; the dead VM is made again on its own
 host (never the other instance's), comes back as an instance of the pair
 and takes the master role back once its conntrackd is resynced: the same
-stream goes on through that failback too. One cloud, one redundant network
-for the module; both VMs boot in parallel."""
+stream goes on through that failback too. Then faults inside the master VM,
+through the fault channel (tests/lib/vm_faults.py): keepalived killed, the
+router agent killed; each time the backup VM takes over with the guest's
+lease, a new connection and an established stream kept, the killed daemon
+comes back (a new pid, the agent adopting what runs) and the pair settles
+with the preferred instance master again. One cloud for the module; both
+VMs of a network boot in parallel."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
+from tests.lib import vm_faults
 from tests.lib.allinone import Tenant, vm_cloud_down, vm_cloud_up
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
@@ -44,7 +50,7 @@ STREAM_WAIT = 45.0
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AllInOne, SecondHost]]:
-    aio = vm_cloud_up(tmp_path_factory)
+    aio = vm_cloud_up(tmp_path_factory, fault_channel=True)
     second = None
     try:
         aio.up()
@@ -147,3 +153,133 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
             with contextlib.suppress(Exception):
                 f.result()
         t.close()
+
+
+class FaultLab:
+    """One redundant network whose router VMs have the fault channel, a guest
+    holding its lease; shared by the fault tests (each VM boot costs minutes
+    under TCG)."""
+
+    def __init__(self, aio: AllInOne, second: SecondHost) -> None:
+        self.aio, self.second = aio, second
+        self.t = Tenant(aio, "vmfault")
+        self.net = self.t.network(name="faults", cidr="10.9.1.0/24", lease_seconds=600,
+                                  redundant=True)
+        self.port = self.t.port(self.net.id, hostname="vm2")
+        self.guest = self.t.guest(self.net, self.port)
+
+    def settled(self, timeout: float = 240) -> pb.Router:
+        """Both VMs serve, the preferred instance (0) master."""
+        return wait_router(self.t, self.net.router_id,
+                           lambda r: pair_serving(r) and master(r) == 0, timeout=timeout)
+
+    def socket(self, host: str) -> str:
+        prefix = f"cn-{vm_backend.host_name(self.aio.prefix)}-" \
+            if host == vm_backend.host_name(self.aio.prefix) \
+            else self.second.compute.cfg.domain_prefix
+        return vm_faults.socket_of(prefix, self.net.router_id)
+
+    def what_happened(self) -> str:
+        """The arbiter's events, the VMs' VRRP lines, and each VM console's
+        last lines (a VM whose agent never served says why there)."""
+        out = [what_happened(self.aio, self.second, self.t, self.net.id)]
+        for state_dir in (self.aio.state_dir, self.second.compute.cfg.state_dir):
+            path = os.path.join(state_dir, "compute", "routers", self.net.router_id,
+                                "console.log")
+            if not os.path.exists(path):
+                path = os.path.join(state_dir, "routers", self.net.router_id, "console.log")
+            with contextlib.suppress(OSError), open(path, errors="replace") as f:
+                out += [f"{path}: {line.rstrip()[:300]}" for line in f.readlines()[-30:]]
+        return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def faults(pair: tuple[AllInOne, SecondHost]) -> Iterator[FaultLab]:
+    lab = FaultLab(*pair)
+    try:
+        yield lab
+    finally:
+        lab.t.close()
+
+
+def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
+    """``daemon`` SIGKILLed in the master VM: the backup takes over with the
+    guest's lease, a new connection and the established stream kept; the
+    daemon comes back in the old master (a new pid) and the pair settles."""
+    flows: list[Flow] = []
+    try:
+        # The first wait covers both VMs' boots (slow at load under TCG).
+        r = lab.settled(timeout=420)
+        assert lab.guest.dhcp().ip == lab.port.ip
+        before = master(r)
+        assert before == 0
+        dead_host, _ = instances(r)[before]
+        sock = lab.socket(dead_host)
+        vm_faults.wait_ready(sock)
+        flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
+        flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
+                                str(SNAT_TCP_PORT)))
+        time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
+        stream = flows[1]
+        old = vm_faults.pid(sock, daemon)
+        assert vm_faults.kill(sock, daemon) == old
+
+        # The backup VM is master (the old master's own report may lag: its
+        # agent may be the one killed).
+        wait_router(lab.t, lab.net.router_id,
+                    lambda r: instances(r).get(1 - before, ("", ""))[1] == "MASTER",
+                    timeout=60)
+        assert lab.guest.dhcp().ip == lab.port.ip
+        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        at_failover = stream.echoed()
+        wait_for("echoes through the new master", lambda: stream.echoed() > at_failover,
+                 STREAM_WAIT)
+
+        # The killed daemon is back in the old master (the agent's health pass
+        # restarts keepalived; systemd restarts the agent, which adopts the
+        # router's daemons, which its unit left running).
+        def back() -> bool:
+            try:
+                return vm_faults.pid(sock, daemon) != old
+            except vm_faults.FaultChannelError:
+                return False
+        wait_for(f"{daemon} back in the old master VM", back, 120)
+        lab.settled()
+        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        at_failback = stream.echoed()
+        wait_for("echoes through the master back", lambda: stream.echoed() > at_failback,
+                 STREAM_WAIT)
+        assert lab.guest.dhcp().ip == lab.port.ip
+        client, server = flows[1].result(), flows[0].result()
+        flows = []
+        assert client["error"] == "", client
+        assert client["sent"] == client["echoed"], client
+        assert int(server["connections"]) >= 3, server  # type: ignore[call-overload]
+    except (AssertionError, TimeoutError):
+        print(lab.what_happened())  # for the failure's report
+        raise
+    finally:
+        for f in flows:
+            with contextlib.suppress(Exception):
+                f.result()
+
+
+# The first one boots the pair (the module's cloud may be up already).
+@pytest.mark.timeout(900)
+def test_keepalived_killed_in_the_master_vm(faults: FaultLab) -> None:
+    _fault_in_the_master(faults, "keepalived")
+
+
+@pytest.mark.timeout(900)
+def test_the_router_agent_killed_in_the_master_vm_leaves_its_daemons_to_adopt(
+        faults: FaultLab) -> None:
+    sock = faults.socket(instances(faults.settled(timeout=420))[0][0])
+    daemons_before = _agent_children(sock)
+    _fault_in_the_master(faults, "agent")
+    # keepalived and conntrackd outlived the agent (its unit kills the agent
+    # alone) and were adopted, not restarted.
+    assert _agent_children(sock) == daemons_before
+
+
+def _agent_children(sock: str) -> tuple[int, int]:
+    return vm_faults.pid(sock, "keepalived"), vm_faults.pid(sock, "conntrackd")

@@ -72,3 +72,30 @@ def test_domain_xml_carries_oem_strings_and_the_secret_only_as_a_file() -> None:
         console="/c", hostname="h", interfaces=[]))
     assert plain.find("sysinfo") is None
     assert plain.find("os/smbios") is None
+    assert plain.find("devices/channel") is None
+
+
+class _Dom:
+    def __init__(self, xml: str) -> None:
+        self.xml = xml
+
+    def XMLDesc(self, flags: int) -> str:
+        return self.xml
+
+
+def test_the_fault_channel_is_a_virtio_port_on_a_host_socket_only_when_asked() -> None:
+    sock = lv.fault_socket_path("cn-h-r-" + RID)
+    assert len(sock) < 108
+    xml = lv.domain_xml(
+        name="cn-h-r-1", uuid=RID, accel="qemu", vcpus=1, memory_mib=512, image=IMAGE,
+        overlay="/o", console="/c", hostname="router-1", interfaces=[], fault_socket=sock)
+    (ch,) = ET.fromstring(xml).findall("devices/channel")
+    assert ch.get("type") == "unix"
+    assert ch.find("source").get("mode") == "bind"
+    assert ch.find("target").get("type") == "virtio"
+    assert ch.find("target").get("name") == lv.FAULT_PORT == "org.cloudnet.faults.0"
+    assert lv.fault_socket(_Dom(xml)) == sock
+    without = lv.domain_xml(
+        name="n", uuid=RID, accel="qemu", vcpus=1, memory_mib=64, image=IMAGE, overlay="/o",
+        console="/c", hostname="h", interfaces=[])
+    assert lv.fault_socket(_Dom(without)) == ""
