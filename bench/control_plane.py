@@ -14,7 +14,7 @@ Measured in one run on this machine, each against a baseline from the same run:
   shards is ACTIVE, acknowledged writes lost, routers rolled back (every
   agent sampled all along, every ``--watch-interval`` s: 0.2 by default, a
   watcher's realistic rate; each sample is a ListRouterStatus: every 20 ms
-  asked each agent 25 times as often as netmgr's own resync does);
+  asked each agent 100 times as often as netmgr's own resync does);
 * host failover: the router host with the most routers dies (its agent
   killed, its routers' daemons and namespaces with it): seconds until every
   one of its routers is ACTIVE on another host (the grace included).
