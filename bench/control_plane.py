@@ -12,7 +12,9 @@ Measured in one run on this machine, each against a baseline from the same run:
   holding the most shard leases is killed with SIGKILL: seconds until its
   shards are held again, seconds until a change to a router of one of its
   shards is ACTIVE, acknowledged writes lost, routers rolled back (every
-  agent sampled all along);
+  agent sampled all along, every ``--watch-interval`` s: 0.2 by default, a
+  watcher's realistic rate; each sample is a ListRouterStatus: every 20 ms
+  asked each agent 100 times as often as netmgr's own resync does);
 * host failover: the router host with the most routers dies (its agent
   killed, its routers' daemons and namespaces with it): seconds until every
   one of its routers is ACTIVE on another host (the grace included).
@@ -358,7 +360,8 @@ def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool,
     try:
         cloud.up()
         token = cloud.tenant(args.networks + args.kill_networks + 50)
-        watches = [AgentWatch(f"unix://{h.socket}") for h in cloud.hosts]
+        watches = [AgentWatch(f"unix://{h.socket}", interval=args.watch_interval)
+                   for h in cloud.hosts]
         for w in watches:
             w.start()
         out: dict[str, Any] = {"replicas": replicas_n, "db": db, "agents": args.agents,
@@ -432,6 +435,9 @@ def main() -> int:
                     help="networks of the write load the replica is killed in")
     ap.add_argument("--host-grace", type=float, default=10.0)
     ap.add_argument("--active-timeout", type=float, default=1800.0)
+    ap.add_argument("--watch-interval", type=float, default=0.2,
+                    help="seconds between the rollback watch's samples of each agent "
+                         "(a ListRouterStatus each; netmgr itself asks every 2 s)")
     ap.add_argument("--quick", action="store_true",
                     help="a quick run: 40 networks x 4 ports, 20 killed-load networks, 2 agents")
     ap.add_argument("--keep-logs", metavar="DIR",
@@ -447,7 +453,8 @@ def main() -> int:
         "benchmark": "control_plane", "host": platform.node(), "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "networks": args.networks, "ports": args.ports, "threads": args.threads,
-        "agents": args.agents, "host_grace_s": args.host_grace})
+        "agents": args.agents, "host_grace_s": args.host_grace,
+        "watch_interval_s": args.watch_interval})
     if not args.skip_baseline:
         run(1, "sqlite", args, failures=False, results=results, variant="baseline")
     run(args.replicas, "postgresql", args, failures=True, results=results, variant="replicated")

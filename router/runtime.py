@@ -78,6 +78,13 @@ MAX_REFUSALS_KEPT = 16
 # In a router's state dir while a change is under way (``RouterRuntime.adopt``).
 APPLYING = "applying"
 
+# A bulk listing (``reported_status``: netmgr's resync, watchers polling the
+# agent) computes a router's status at most this often while nothing changes
+# (the daemons' observations: BGP sessions, LB members, the VRRP role, ...);
+# any change (an apply, an edge delta, a repair, a VRRP transition) ends the
+# window at once, so a listing never reports an older generation or role.
+LIST_STATUS_WINDOW_S = 1.0
+
 
 def router_netns_name(prefix: str, router_id: str) -> str:
     """Name of the network namespace that holds router `router_id` on a host."""
@@ -134,6 +141,10 @@ class RouterRuntime:
         # The status as of the last completed change, for readers that must
         # not wait for the lock (``reported_status``); published under it.
         self.published = PublishedStatus()
+        # When a listing last computed the published status (None: a change
+        # since); ``clock`` is replaceable for tests.
+        self.clock: Callable[[], float] = time.monotonic
+        self._listed_at: float | None = None
         self._vrrp_lock = threading.Lock()  # VRRP notifications, one at a time
         self.services = tuple(services)
         # The last good config: what runs (refused objects as they were, or left out).
@@ -426,6 +437,7 @@ class RouterRuntime:
             state = observe(cfg)
             if not self.ctx.role.set(state, time.time()):
                 return state
+            self._listed_at = None  # the role is reported at once
             log.info("router %s: VRRP %s", self.ctx.router_id, state)
             early = set()
             for s in self.services:
@@ -439,6 +451,7 @@ class RouterRuntime:
                 return state
             self._take_over()
             self._health = None
+            self._listed_at = None
             for s in self.services:
                 follows = s.capabilities.follows_role or s.capabilities.follows_role_at_once
                 if follows is None or s.name in early or s.name not in self._applied:
@@ -491,11 +504,23 @@ class RouterRuntime:
         last completed one (never an older generation than the router has
         applied; its daemons as last observed). Otherwise the status now,
         ``max_age``: the services' health checked at most that many seconds
-        ago (by the agent's health pass) rather than checked now (0: now)."""
+        ago (by the agent's health pass) rather than checked now (0: now).
+        Within ``LIST_STATUS_WINDOW_S`` of the last listing, with no change
+        since, the status that listing published."""
         if not self.lock.acquire(blocking=False):
             return self.published.read()
         try:
-            return self._published_status(max_age) if self._reports() else None
+            if not self._reports():
+                return None
+            now = self.clock()
+            listed = self._listed_at
+            if listed is not None and 0 <= now - listed < LIST_STATUS_WINDOW_S:
+                cached = self.published.read()
+                if cached is not None:
+                    return cached
+            status = self._published_status(max_age)
+            self._listed_at = now
+            return status
         finally:
             self.lock.release()
 
@@ -520,6 +545,7 @@ class RouterRuntime:
 
     def _published_status(self, max_age: float = 0.0) -> pb.RouterStatus:
         """The status now (``_status``), published for lock-free readers."""
+        self._listed_at = None
         status = self._status(max_age)
         self.published.publish(status if self._reports() else None)
         return status
@@ -531,6 +557,7 @@ class RouterRuntime:
     def _publish_state(self, services: list[pb.ServiceStatus] | None = None) -> None:
         """Publish the runtime's own fields (and ``services``' health, just
         checked); the daemons as last observed."""
+        self._listed_at = None
         if not self._reports():
             self.published.publish(None)
             return
@@ -709,6 +736,7 @@ class RouterRuntime:
             self.config, self._applied, self._health = None, {}, None
             self._clear_errors()
             self._refused, self._held, self._refusals = {}, {}, {}
+            self._listed_at = None
             self.published.publish(None)
 
     def _remove_files(self, keep_leases: bool) -> None:

@@ -293,6 +293,17 @@ class Router:
         return RouterState.ACTIVE
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlacedRouter:
+    """Where a router runs and the generation it should run: all a resync
+    compares with what the agents hold."""
+
+    id: str
+    host: str
+    backend: RouterBackend
+    desired_generation: int
+
+
 def object_state(generation: int, error: str, applied_generation: int) -> ObjectState:
     """State of an object the router serves (a port, later rules): ERROR wins,
     then ACTIVE once the router applied the generation that last changed it."""

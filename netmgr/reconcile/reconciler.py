@@ -178,7 +178,7 @@ class Reconciler:
             t = threading.Thread(target=fn, name=f"reconciler-{target}", daemon=True)
             t.start()
             self._threads.append(t)
-        for router in self._store.list_routers_all():
+        for router in self._store.placed_routers():
             if self._leases.epoch(router.id) is not None:
                 self.notify(router.id)
 
@@ -567,7 +567,7 @@ class Reconciler:
         if self._hosts is not None:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
-        routers = self._store.list_routers_all()
+        routers = self._store.placed_routers()
         # The leases as they are now, for the whole pass: a shard gained while
         # the agents are asked must not make its routers look like copies the
         # model placed elsewhere (they would be deleted on their own host). A

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from netmgr.model.core import Router, RouterReport, RouterSnapshot, ServiceHealth
+from netmgr.model.core import PlacedRouter, Router, RouterReport, RouterSnapshot, ServiceHealth
 from netmgr.model.hosts import Host
 from netmgr.model.security_groups import HostFilterSnapshot
 
@@ -43,6 +43,10 @@ class RouterStore(Protocol):
     """Routers and their desired state (the VM backend needs no more)."""
 
     def list_routers_all(self) -> Sequence[Router]: ...
+
+    def placed_routers(self) -> Sequence[PlacedRouter]:
+        """Every router's host, backend and desired generation (a resync's read)."""
+        ...
 
     def router_snapshot(self, router_id: str) -> RouterSnapshot:
         """Everything the router serves, read consistently; NotFound if gone."""

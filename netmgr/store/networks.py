@@ -41,6 +41,7 @@ from netmgr.store.vpcs import VpcStore, drop_tier
 
 _INSERT_NETWORK = insert(NetworkRow)
 _INSERT_PUBLIC_IP = insert(PublicIpRow)
+_PLACED = select(NetworkRow.id, NetworkRow.name, NetworkRow.cidr)
 
 
 def shared_network_vlan(s: Session, zone: model.Zone, spec: NetworkSpec) -> int:
@@ -117,12 +118,12 @@ class NetworkStore:
             full = with_network_defaults(routed, tenant.name, zone)
             if plain:  # before the overlap check reads the tenant's networks
                 concurrent_alloc.lock_address_space(s, tenant.id, full.cidr)
-            others = [rows.network(r) for r in s.execute(
-                rows.network_select().where(NetworkRow.tenant_id == tenant.id))]
+            # Only the columns the overlap check reads (every create reads
+            # every network of the tenant).
+            others = list(s.execute(_PLACED.where(NetworkRow.tenant_id == tenant.id)))
             if spec.shared:
-                others += [rows.network(r) for r in s.execute(
-                    rows.network_select().where(NetworkRow.shared,
-                                                NetworkRow.tenant_id != tenant.id))]
+                others += s.execute(_PLACED.where(NetworkRow.shared,
+                                                  NetworkRow.tenant_id != tenant.id))
             raise_if(check_network_placement(full.cidr, zone, others))
             vlan_id = (shared_network_vlan(s, zone, spec) if spec.shared
                        else ipam.allocate_vlan(s, zone, skip_claimed=plain))

@@ -34,6 +34,10 @@ from netmgr.store.vpcs import vpc_snapshot
 
 log = logging.getLogger(__name__)
 
+_PLACED_ROUTERS = select(RouterRow.id, RouterRow.host, RouterRow.backend,
+                         RouterRow.desired_generation).order_by(RouterRow.created_at,
+                                                                RouterRow.id)
+
 
 def _tenant_router(s: Session, tenant_id: str, router_id: str) -> model.Router:
     r = s.execute(rows.router_select().where(
@@ -82,6 +86,18 @@ class RouterStore:
         """Every router of every tenant (for the reconciler)."""
         stmt = rows.router_select().order_by(RouterRow.created_at, RouterRow.id)
         return self._db.read(lambda s: [rows.router(r) for r in s.execute(stmt)])
+
+    def placed_routers(self) -> list[model.PlacedRouter]:
+        """Every router's host, backend and desired generation: four columns
+        read as plain rows (a resync reads them every 2 s; whole routers with
+        their public IPs cost several times more)."""
+
+        def tx(s: Session) -> list[model.PlacedRouter]:
+            return [model.PlacedRouter(r.id, r.host, model.RouterBackend(r.backend),
+                                       int(r.desired_generation))
+                    for r in s.connection().execute(_PLACED_ROUTERS)]
+
+        return self._db.read(tx)
 
     def router_snapshot(self, router_id: str) -> model.RouterSnapshot:
         """The router and everything it serves, from one consistent read."""

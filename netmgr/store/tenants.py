@@ -26,6 +26,7 @@ from netmgr.store.tables.audit import QuotaLimitRow
 from netmgr.store.tables.base import utcnow
 from netmgr.store.tables.core import NetworkRow, TenantRow, TokenRow
 from netmgr.store.tables.vpc import VpcRow
+from netmgr.store.token_cache import TokenCache
 
 TOKEN_PREFIX = "cn_"
 MAX_TOKEN_TTL_SECONDS = 10 * 365 * 24 * 3600
@@ -43,6 +44,8 @@ _TOKEN_BY_DIGEST = select(*TokenRow.__table__.columns).where(
 class TenantStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Tokens found, remembered for a short time by this replica (token_cache.py).
+        self.token_cache = TokenCache()
 
     # --------------------------------------------------------------- tenants
 
@@ -82,6 +85,7 @@ class TenantStore:
             s.execute(delete(TenantRow).where(TenantRow.id == row.id))  # tokens cascade
 
         self._db.write(tx)
+        self.token_cache.forget(tenant_id=check_id(tenant_id, "id"))
 
     # ---------------------------------------------------------------- tokens
 
@@ -126,12 +130,17 @@ class TenantStore:
             s.delete(row)
 
         self._db.write(tx)
+        self.token_cache.forget(token_id=check_id(token_id))
 
     def token_for_secret(self, secret: str) -> model.Token | None:
         """The token whose secret this is, or None."""
         if not secret.startswith(TOKEN_PREFIX):
             return None
         digest = secret_digest(secret)
+        cached = self.token_cache.get(digest)
+        if cached is not None:
+            return cached
+        looked_up_at = self.token_cache.clock()
 
         def tx(s: Session) -> model.Token | None:
             # Core columns, not an ORM entity: every API call runs this.
@@ -142,4 +151,7 @@ class TenantStore:
                 return None
             return rows.token(row)  # type: ignore[arg-type]  # the same columns
 
-        return self._db.read_statement(tx)  # every API call: one statement
+        token = self._db.read_statement(tx)  # one statement, when not remembered
+        if token is not None:
+            self.token_cache.put(digest, token, looked_up_at)
+        return token

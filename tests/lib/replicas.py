@@ -135,9 +135,12 @@ class WriteLoad:
 
 class AgentWatch:
     """Samples every router's applied generation on one agent until stopped;
-    a router seen at a lower generation than before is a rollback."""
+    a router seen at a lower generation than before is a rollback.
+    ``interval``: seconds between samples (the agent has no watch stream: a
+    sample is a ListRouterStatus, which costs the agent CPU per router)."""
 
-    def __init__(self, agent_target: str) -> None:
+    def __init__(self, agent_target: str, interval: float = 0.02) -> None:
+        self._interval = interval
         self._channel = grpc.insecure_channel(agent_target)
         self._stub = agent_pb2_grpc.RouterAgentStub(self._channel)
         self.highest: dict[str, int] = {}
@@ -163,7 +166,7 @@ class AgentWatch:
                 else:
                     self.highest[s.router_id] = s.applied_generation
             self.samples += 1
-            time.sleep(0.02)
+            time.sleep(self._interval)
 
     def stop(self) -> None:
         self._stop.set()

@@ -159,6 +159,12 @@ def test_router_snapshot_is_what_the_router_serves(cloud: Cloud,
     assert [p.id for p in snap.ports] == [p.id for p in ports]
     assert snap.zone.public_gateway == "203.0.113.1"
     assert [r.id for r in cloud.store.list_routers_all()] == [web.router_id, other.router_id]
+    # What a resync reads: the same routers, in the same order, as plain rows.
+    assert [(p.id, p.host, p.backend, p.desired_generation)
+            for p in cloud.store.placed_routers()] == [
+        (r.id, r.host, r.backend, r.desired_generation)
+        for r in cloud.store.list_routers_all()]
+    assert cloud.store.placed_routers()[0].desired_generation == 4
     # An agent that lost its state reports less: stored as reported.
     cloud.store.record_router_status(web.router_id, applied_generation=4, services=[],
                                      last_error="", port_errors={}, reachable=True)

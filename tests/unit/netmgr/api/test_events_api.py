@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import create_engine, text
 
 from netmgr.model.core import ServiceHealth
+from netmgr.store.token_cache import TOKEN_CACHE_SECONDS
 from tests.lib.netmgr_cloud import Api, Cloud, bad_fields, rpc_error
 
 API = "/cloudnet.netmgr.v1."
@@ -196,6 +197,11 @@ def test_read_only_and_expiring_tokens(cloud: Cloud, acme: tuple[pb.Tenant, Api]
     user.WhoAmI(pb.WhoAmIRequest())
     execute(cloud, "UPDATE tokens SET expires_at = :past WHERE id = :id",
             past=dt.datetime(2000, 1, 1), id=temp.token.id)
+    # Changed behind netmgr's back (as by another replica): seen once the
+    # token this replica remembers is older than the cache's window.
+    cache = cloud.store.tenants.token_cache
+    later = cache.clock() + TOKEN_CACHE_SECONDS
+    cache.clock = lambda: later
     err = rpc_error(lambda: user.WhoAmI(pb.WhoAmIRequest()))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "expired" in err.details()

@@ -129,6 +129,11 @@ def _network(cidr: str, name: str = "other") -> Network:
     ("10.0.0.0/24", ["10.0.0.0/24"], "overlaps network 'other'"),
     ("10.0.0.0/16", ["10.0.200.0/24"], "overlaps network 'other'"),
     ("10.0.0.128/29", ["10.0.0.0/24"], "overlaps network 'other'"),
+    ("10.0.1.0/24", ["10.0.0.0/23"], "overlaps network 'other'"),
+    ("10.0.2.0/24", ["10.0.0.0/23"], None),
+    ("10.0.1.255/32", ["10.0.0.0/23"], "overlaps network 'other'"),
+    ("10.0.2.0/32", ["10.0.0.0/23"], None),
+    ("10.0.0.0/8", ["192.168.0.0/24", "10.255.255.248/29"], "overlaps network 'other'"),
     ("203.0.113.0/28", [], "public network"),
 ])
 def test_placement(cidr: str, others: list[str], problem: str | None) -> None:
@@ -138,6 +143,20 @@ def test_placement(cidr: str, others: list[str], problem: str | None) -> None:
     else:
         assert found[0].field == "network.cidr"
         assert problem in found[0].reason
+
+
+def test_placement_reads_only_id_name_and_cidr_of_the_others() -> None:
+    """The store hands rows of three columns, not whole networks."""
+    from typing import NamedTuple
+
+    class Placed(NamedTuple):
+        id: str
+        name: str
+        cidr: str
+
+    found = check_network_placement("10.0.0.0/24", DEFAULT_ZONE,
+                                    [Placed(NET_ID, "web", "10.0.0.64/26")])
+    assert found[0].reason == f"10.0.0.0/24 overlaps network 'web' ({NET_ID}, 10.0.0.64/26)"
 
 
 @pytest.mark.parametrize(("hostname", "ok"), [

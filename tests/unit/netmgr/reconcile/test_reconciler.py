@@ -25,6 +25,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from common import grpc_errors as errors
 from netmgr.model.core import (
     Network,
+    PlacedRouter,
     Router,
     RouterBackend,
     RouterReport,
@@ -69,6 +70,10 @@ class MemoryStore:
 
     def list_routers_all(self) -> list[Router]:
         return list(self.routers.values())
+
+    def placed_routers(self) -> list[PlacedRouter]:
+        return [PlacedRouter(r.id, r.host, r.backend, r.desired_generation)
+                for r in self.routers.values()]
 
     def router_snapshot(self, router_id: str) -> RouterSnapshot:
         if router_id not in self.routers:

@@ -240,3 +240,17 @@ def test_a_guest_ingress_delta_with_a_bad_rule_is_refused_naming_it() -> None:
     bad = _rule(id="a0000000-0000-4000-8000-000000000009", cidrs=["198.51.100.0/24"])
     with pytest.raises(ConfigError, match="a0000000-0000-4000-8000-000000000009"):
         routed.with_rules(cfg, set(), [bad])
+
+
+def test_an_ipv4_only_router_is_healthy_without_asking_the_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import netlink
+
+    def no_netlink(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an IPv4-only router's IPv6 health dumped the namespace")
+
+    monkeypatch.setattr(netlink, "iproute", no_netlink)
+    monkeypatch.setattr(netlink, "links", no_netlink)
+    ctx = cast(Context, SimpleNamespace(netns="cn-test-no-such-netns"))
+    status = ipv6.Ipv6().health(ctx, good_config())
+    assert (status.name, status.healthy, status.detail) == ("ipv6", True, "no IPv6")
