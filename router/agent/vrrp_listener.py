@@ -48,9 +48,9 @@ from router.services.base import RedundancyRole, vrrp_alive_lock, vrrp_notify_so
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 512
-# How long a new listener waits for the lock of a previous agent on the
-# same state dir (one that is still exiting, or flock(1) checking it).
-LOCK_WAIT = 10.0
+# How often a listener whose lock another process holds (a previous agent
+# on the same state dir still exiting, flock(1) checking it) tries again.
+LOCK_RETRY = 0.5
 
 
 class VrrpListener:
@@ -61,6 +61,8 @@ class VrrpListener:
         self.alive_path = vrrp_alive_lock(agent_state_dir)
         self._sock: socket.socket | None = None
         self._lock_fd: int | None = None
+        self._locked = False
+        self._lock_mutex = threading.Lock()
 
     def start(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
@@ -85,36 +87,49 @@ class VrrpListener:
             self._sock = None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        if self._lock_fd is not None:
-            # Released before anything else could still answer: keepalived
-            # counts the agent gone from its next check on.
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        with self._lock_mutex:
+            if self._lock_fd is not None:
+                # keepalived counts the agent gone from its next check on.
+                os.close(self._lock_fd)
+                self._lock_fd, self._locked = None, False
 
     @property
     def holds_alive_lock(self) -> bool:
-        return self._lock_fd is not None
+        return self._locked
 
     def _hold_alive_lock(self) -> None:
-        if self._lock_fd is not None:
+        with self._lock_mutex:
+            if self._lock_fd is not None:
+                return
+            os.makedirs(os.path.dirname(self.alive_path), mode=0o700, exist_ok=True)
+            # Close-on-exec (Python's default, said here because it matters):
+            # a daemon started by the agent must not keep the agent "alive".
+            fd = os.open(self.alive_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._lock_fd = fd
+        if self._try_lock(fd):
             return
-        os.makedirs(os.path.dirname(self.alive_path), mode=0o700, exist_ok=True)
-        # Close-on-exec (Python's default, said here because it matters): a
-        # daemon started by the agent must not keep the agent "alive".
-        fd = os.open(self.alive_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
+        # Another process holds it, so keepalived sees an agent alive all the
+        # same: this one serves and takes the lock over once that one lets go
+        # (an agent start must not fail for a predecessor still exiting).
+        log.warning("vrrp listener: %s is locked by another process (another agent on "
+                    "this state dir?); taken over when it lets go", self.alive_path)
+        threading.Thread(target=self._wait_for_lock, args=(fd,), name="vrrp-alive-lock",
+                         daemon=True).start()
+
+    def _try_lock(self, fd: int) -> bool:
+        with self._lock_mutex:
+            if self._lock_fd != fd:
+                return False  # stopped (the descriptor closed)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise RuntimeError(
-                        f"vrrp listener: {self.alive_path} is locked by another process "
-                        "(another agent on this state dir?)") from None
-                time.sleep(0.05)
-        self._lock_fd = fd
+                return False
+            self._locked = True
+            return True
+
+    def _wait_for_lock(self, fd: int) -> None:
+        while self._lock_fd == fd and not self._try_lock(fd):
+            time.sleep(LOCK_RETRY)
 
     def _serve(self) -> None:
         sock = self._sock

@@ -249,6 +249,10 @@ def test_a_redundant_vpc_moves_every_tier_together(world: World, tmp_path: Any) 
     try:
         def serves(master: str) -> None:
             backup = HOSTS[1 - HOSTS.index(master)]
+            # The roles settle with the router's first config; the tiers'
+            # links come with a later push (seen late on a loaded host).
+            wait_for(lambda: all(f"{t.gateway}/24" in addresses(w, master, vpc.router_id)
+                                 for t in tiers), 60, f"the tiers' gateways on {master}")
             for t in tiers:  # every tier's gateway on the master, none on the backup
                 gw = f"{t.gateway}/24"
                 assert gw in addresses(w, master, vpc.router_id), (master, gw)

@@ -23,6 +23,7 @@ from router.errors import RouterNotFound
 from router.services import keepalived
 from router.services.base import RouterPaths
 from tests.lib.routerconfigs import edge_config, redundant
+from tests.lib.routerlab import wait_for
 
 
 class FakeRuntime:
@@ -168,15 +169,24 @@ def test_a_daemon_started_by_the_agent_does_not_keep_it_alive(
         child.wait()
 
 
-def test_a_second_listener_on_the_same_state_dir_is_refused(
+def test_a_second_listener_takes_the_lock_over_once_the_first_lets_go(
         listener: tuple[VrrpListener, FakeRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent started while a previous one on the same state dir still
+    holds the lock starts all the same, and holds the lock once the other
+    lets go: keepalived sees an agent alive throughout."""
     lst, _ = listener
-    monkeypatch.setattr(vrrp_listener, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(vrrp_listener, "LOCK_RETRY", 0.05)
+    argv = alive_command(os.path.dirname(lst.path))
     other = VrrpListener(os.path.dirname(lst.path), lambda r: None)  # type: ignore[arg-type,return-value]
-    with pytest.raises(RuntimeError, match=r"vrrp\.alive is locked by another process"):
-        other.start()
-    assert not other.holds_alive_lock
-    assert os.path.exists(lst.path)  # the first one's socket untouched
+    other.start()
+    try:
+        assert not other.holds_alive_lock
+        lst.stop()
+        wait_for(lambda: other.holds_alive_lock, 10, "the lock taken over")
+        assert runs_ok(argv)
+    finally:
+        other.stop()
+    assert not runs_ok(argv)
 
 
 def test_the_check_starts_without_the_costly_imports(
