@@ -11,8 +11,9 @@ through the fault channel (tests/lib/vm_faults.py): keepalived killed, the
 router agent killed; each time the backup VM takes over with the guest's
 lease, a new connection and an established stream kept, the killed daemon
 comes back (a new pid, the agent adopting what runs) and the pair settles
-with the preferred instance master again. One cloud for the module; both
-VMs of a network boot in parallel."""
+with the preferred instance master again; and the agent of a single router
+VM killed, which a new agent adopts (one VM: one boot). One cloud for the
+module; both VMs of a network boot in parallel."""
 
 from __future__ import annotations
 
