@@ -17,10 +17,16 @@ One command a line, one reply a line:
     kill keepalived|agent|conntrackd    -> killed <pid> (SIGKILL)
     anything else                       -> error: ...
 
+A command may start with a tag, ``#<word>``, which its reply starts with
+too: the port keeps a reply whose reader left (a host-side timeout) for the
+next connection, and the tag tells the host which reply is its own.
+
 The processes are found by their own records, never by matching names
 against every process: keepalived by the pid file the agent gives it,
-conntrackd by the agent's record (pid and start time), the agent by
-systemd's MainPID of its unit.
+conntrackd by the agent's record (pid and start time), the agent as the
+one process of its unit's cgroup that systemd started (parent PID 1) and
+that runs the agent's program (``systemctl show`` was the first choice: it
+hung for 30 s and more in a starved VM).
 
 Standard library only, run as ``python3 -I -S``: under TCG every import of
 site-packages costs seconds of the VM's one vCPU.
@@ -31,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -132,14 +137,31 @@ def conntrackd_pid(router_dir: str) -> int | None:
     return pid if _alive(pid) and _start_time(pid) == started else None
 
 
-def agent_pid() -> int | None:
-    out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", AGENT_UNIT],
-                         capture_output=True, text=True, timeout=30, check=False).stdout
-    try:
-        pid = int(out.strip())
-    except ValueError:
-        return None
-    return pid if pid > 0 and _alive(pid) else None
+def agent_pid(proc: str = "/proc") -> int | None:
+    """The agent: in its unit's cgroup (which, with ``KillMode=process``, also
+    holds the daemons it started), started by systemd (parent 1; a daemon
+    orphaned by a dead agent is reparented to 1 too, but runs another
+    program) and running ``cloudnet-router-agent``."""
+    want = f"/system.slice/{AGENT_UNIT}"
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        base = os.path.join(proc, entry)
+        try:
+            with open(os.path.join(base, "cgroup")) as f:
+                if not any(line.rstrip("\n").split(":", 2)[-1] == want for line in f):
+                    continue
+            with open(os.path.join(base, "stat")) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(os.path.join(base, "cmdline"), "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and fields[1] == "1" and \
+                any(a.endswith(b"/cloudnet-router-agent") for a in argv[:2]):
+            found.append(int(entry))
+    return found[0] if len(found) == 1 else None
 
 
 class Responder:
@@ -171,6 +193,12 @@ class Responder:
         return [parent] + ([child] if child and child != parent else [])
 
     def handle(self, line: str) -> str:
+        words = line.split(None, 1)
+        if words and words[0].startswith("#"):
+            return f"{words[0]} {self._handle(words[1] if len(words) > 1 else '')}"
+        return self._handle(line)
+
+    def _handle(self, line: str) -> str:
         try:
             verb, daemon = parse(line)
             if verb == "ping":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 
 from compute import libvirt_driver as lv
 
@@ -36,12 +37,16 @@ def command(path: str, line: str, timeout: float = 30.0) -> str:
     Under TCG the responder may take seconds to answer (one vCPU shared with
     the router's daemons); an error reply raises."""
     deadline = time.monotonic() + timeout
+    # A reply to a command whose reader gave up waits in the port for the
+    # next connection: the tag tells ours from it.
+    tag = f"#{uuid.uuid4().hex[:12]}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(line.encode() + b"\n")
+        s.sendall(f"{tag} {line}\n".encode())
         buf = b""
-        while b"\n" not in buf:
+        reply = None
+        while reply is None:
             s.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 chunk = s.recv(4096)
@@ -50,7 +55,11 @@ def command(path: str, line: str, timeout: float = 30.0) -> str:
             if not chunk:
                 raise FaultChannelError(f"{line!r}: the channel closed")
             buf += chunk
-    reply = buf.split(b"\n", 1)[0].decode(errors="replace")
+            while b"\n" in buf and reply is None:
+                raw, buf = buf.split(b"\n", 1)
+                text = raw.decode(errors="replace")
+                if text.startswith(tag + " "):
+                    reply = text[len(tag) + 1:]
     if reply.startswith("error:"):
         raise FaultChannelError(f"{line!r}: {reply}")
     return reply

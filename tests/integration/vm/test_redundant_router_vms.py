@@ -11,8 +11,9 @@ through the fault channel (tests/lib/vm_faults.py): keepalived killed, the
 router agent killed; each time the backup VM takes over with the guest's
 lease, a new connection and an established stream kept, the killed daemon
 comes back (a new pid, the agent adopting what runs) and the pair settles
-with the preferred instance master again. One cloud for the module; both
-VMs of a network boot in parallel."""
+with the preferred instance master again; and the agent of a single router
+VM killed, which a new agent adopts (one VM: one boot). One cloud for the
+module; both VMs of a network boot in parallel."""
 
 from __future__ import annotations
 
@@ -283,3 +284,52 @@ def test_the_router_agent_killed_in_the_master_vm_leaves_its_daemons_to_adopt(
 
 def _agent_children(sock: str) -> tuple[int, int]:
     return vm_faults.pid(sock, "keepalived"), vm_faults.pid(sock, "conntrackd")
+
+
+@pytest.mark.timeout(900)
+def test_the_router_agent_killed_in_a_single_router_vm_comes_back_and_adopts_it(
+        pair: tuple[AllInOne, SecondHost]) -> None:
+    """One router VM (one boot: what a loaded machine still runs): its agent
+    SIGKILLed through the fault channel; dnsmasq, which its unit leaves
+    running, answers the guest's DHCP; systemd starts a new agent, which
+    adopts the router; the same VM serves again (no replacement) and a new
+    connection works."""
+    aio, second = pair
+    t = Tenant(aio, "vmagent")
+    net = t.network(name="solo", cidr="10.9.2.0/24", lease_seconds=600)
+    server = None
+    try:
+        port = t.port(net.id, hostname="vm3")
+        r = wait_router(t, net.router_id, serving, timeout=420)
+        guest = t.guest(net, port)
+        assert guest.dhcp().ip == port.ip
+        prefix = f"cn-{vm_backend.host_name(aio.prefix)}-" \
+            if r.vm_host == vm_backend.host_name(aio.prefix) else second.compute.cfg.domain_prefix
+        sock = vm_faults.socket_of(prefix, net.router_id)
+        vm_faults.wait_ready(sock)
+        old = vm_faults.pid(sock, "agent")
+        assert vm_faults.kill(sock, "agent") == old
+        # The agent's start takes seconds under TCG: this DHCP exchange is
+        # answered by the dnsmasq the dead agent started.
+        assert guest.dhcp().ip == port.ip
+
+        def back() -> bool:
+            try:
+                return vm_faults.pid(sock, "agent") != old
+            except vm_faults.FaultChannelError:
+                return False
+        wait_for("a new agent in the VM", back, 120)
+        after = wait_router(t, net.router_id, serving, timeout=240)
+        assert after.vm_replacements == r.vm_replacements
+        assert after.vm_boot_time == r.vm_boot_time
+        server = Flow.start(aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT))
+        connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        assert guest.dhcp().ip == port.ip
+    except (AssertionError, TimeoutError):
+        print(what_happened(aio, second, t, net.id))
+        raise
+    finally:
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.result()
+        t.close()

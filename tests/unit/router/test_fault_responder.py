@@ -153,3 +153,39 @@ def test_without_a_router_identity_it_says_so(tmp_path: str) -> None:
     responder = fr.Responder(state_dir=str(tmp_path), identity=os.path.join(str(tmp_path), "no"),
                              agent=lambda: None)
     assert responder.handle("pid keepalived").startswith("error: no router identity in ")
+
+
+@pytest.mark.parametrize(("line", "reply"), [
+    ("#a1 ping", "#a1 pong"),
+    ("#x reboot", "#x error: unknown verb 'reboot' (verbs: ping, pid DAEMON, kill DAEMON)"),
+    ("#only", "#only error: empty command (verbs: ping, pid DAEMON, kill DAEMON)"),
+])
+def test_a_tagged_command_gets_its_tag_back(line: str, reply: str) -> None:
+    assert fr.Responder(agent=lambda: None).handle(line) == reply
+
+
+def _proc_entry(root: str, pid: int, cgroup: str, ppid: int, argv: list[str]) -> None:
+    d = os.path.join(root, str(pid))
+    os.makedirs(d)
+    with open(os.path.join(d, "cgroup"), "w") as f:
+        f.write(f"0::{cgroup}\n")
+    with open(os.path.join(d, "stat"), "w") as f:
+        f.write(f"{pid} (x y) S {ppid} 1 1 0\n")
+    with open(os.path.join(d, "cmdline"), "wb") as f:
+        f.write(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def test_the_agent_is_the_process_systemd_started_in_its_units_cgroup(tmp_path: str) -> None:
+    root = str(tmp_path)
+    unit = "/system.slice/cloudnet-router-agent.service"
+    agent = ["/opt/cloudnet/bin/python3", "/opt/cloudnet/bin/cloudnet-router-agent", "--x"]
+    # What the unit's cgroup holds besides the agent (KillMode=process):
+    # daemons it started, one orphaned to PID 1 by a dead agent.
+    _proc_entry(root, 160, unit, 1, ["keepalived", "-f", "/x/keepalived.conf"])
+    _proc_entry(root, 158, unit, 1, ["/usr/sbin/conntrackd", "-C", "/x"])
+    _proc_entry(root, 300, unit, 160, agent)  # not systemd's child
+    _proc_entry(root, 400, "/system.slice/other.service", 1, agent)
+    assert fr.agent_pid(root) is None
+    _proc_entry(root, 128, unit, 1, agent)
+    os.makedirs(os.path.join(root, "self"))
+    assert fr.agent_pid(root) == 128
