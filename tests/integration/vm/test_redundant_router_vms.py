@@ -194,6 +194,14 @@ class FaultLab:
         return "\n".join(out)
 
 
+def _connects(lab: FaultLab) -> bool:
+    try:
+        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+    except Exception:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def faults(pair: tuple[AllInOne, SecondHost]) -> Iterator[FaultLab]:
     lab = FaultLab(*pair)
@@ -218,6 +226,9 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
         sock = lab.socket(dead_host)
         vm_faults.wait_ready(sock)
         flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
+        # The path out through the master first (seen: the stream's first
+        # connect timed out right after the pair settled).
+        wait_for("a connection out through the master", lambda: _connects(lab), 60)
         flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
                                 str(SNAT_TCP_PORT)))
         time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
