@@ -103,22 +103,7 @@ class Cloud:
             admin.close()
 
     def part_of(self) -> Part:
-        netmgr = {pid for name, pid in self.aio.pids.items() if name.startswith("netmgr")}
-        agents = {pid for name, pid in self.aio.pids.items() if name.startswith("agent")}
-        me = os.getpid()
-
-        def part(pid: int, name: str) -> str | None:
-            if pid in netmgr:
-                return "netmgr"
-            if pid in agents:
-                return "router_agents"
-            if pid == me:
-                return "bench_client"
-            if name == "postgres" or name.startswith("postgres:"):
-                return "postgresql"
-            return None
-
-        return part
+        return cpu_share.cloud_parts(self.aio.pids)
 
     def down(self) -> None:
         with contextlib.suppress(Exception):

@@ -182,22 +182,7 @@ def part_of(cloud: Cloud) -> Any:
     """Which part of the run a process is (tests.lib.cpu_share): netmgr's
     replicas, the router agents (and the daemons they start), PostgreSQL,
     this bench's client threads."""
-    netmgr = {pid for name, pid in cloud.aio.pids.items() if name.startswith("netmgr")}
-    agents = {pid for name, pid in cloud.aio.pids.items() if name.startswith("agent")}
-    me = os.getpid()
-
-    def part(pid: int, name: str) -> str | None:
-        if pid in netmgr:
-            return "netmgr"
-        if pid in agents:
-            return "router_agents"
-        if pid == me:
-            return "bench_client"
-        if name == "postgres" or name.startswith("postgres:"):
-            return "postgresql"
-        return None
-
-    return part
+    return cpu_share.cloud_parts(cloud.aio.pids)
 
 
 def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -10,7 +10,7 @@ A process that ended between the snapshots is not counted in its part
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -65,3 +65,25 @@ def spent(before: dict[tuple[str, int], float],
     parts["other"] = machine - sum(parts.values())
     parts["machine"] = machine
     return {k: round(v, 1) for k, v in parts.items()}
+
+
+def cloud_parts(pids: Mapping[str, int]) -> Callable[[int, str], str | None]:
+    """Which part of an all-in-one a process is (``AllInOne.pids``): netmgr's
+    replicas, the router agents, PostgreSQL, or the calling bench's client
+    threads (this process)."""
+    netmgr = {pid for name, pid in pids.items() if name.startswith("netmgr")}
+    agents = {pid for name, pid in pids.items() if name.startswith("agent")}
+    me = os.getpid()
+
+    def part(pid: int, name: str) -> str | None:
+        if pid in netmgr:
+            return "netmgr"
+        if pid in agents:
+            return "router_agents"
+        if pid == me:
+            return "bench_client"
+        if name == "postgres" or name.startswith("postgres:"):
+            return "postgresql"
+        return None
+
+    return part
