@@ -146,6 +146,10 @@ class RouterRuntime:
         self.clock: Callable[[], float] = time.monotonic
         self._listed_at: float | None = None
         self._vrrp_lock = threading.Lock()  # VRRP notifications, one at a time
+        # A notification that came while the router had no redundant config
+        # yet (keepalived started by the apply under way notifies before it
+        # ends): carried out once that apply is done (``_replay_vrrp``).
+        self._missed_vrrp: Callable[[pb.RouterConfig], str] | None = None
         self.services = tuple(services)
         # The last good config: what runs (refused objects as they were, or left out).
         self.config: pb.RouterConfig | None = None
@@ -179,7 +183,11 @@ class RouterRuntime:
     def apply(self, cfg: pb.RouterConfig) -> pb.RouterStatus:
         with self.lock:
             self._apply(cfg)
-            return self._published_status()
+            status = self._published_status()
+        if self._replay_vrrp():
+            with self.lock:
+                status = self._published_status()
+        return status
 
     def restore(self) -> pb.RouterStatus | None:
         """Apply the persisted config again, with the edge changes made in
@@ -189,7 +197,11 @@ class RouterRuntime:
             return None
         with self.lock:
             self._apply(cfg, _load_refused(self.ctx.paths.refused))
-            return self._published_status()
+            status = self._published_status()
+        if self._replay_vrrp():
+            with self.lock:
+                status = self._published_status()
+        return status
 
     def _persisted(self) -> pb.RouterConfig | None:
         path = self.ctx.paths.config
@@ -433,7 +445,13 @@ class RouterRuntime:
         with self._vrrp_lock:  # observed and recorded in the order they happen
             cfg = self.config
             if cfg is None or not cfg.HasField("redundancy"):
+                # keepalived, just started by an apply under way, notifies
+                # before that apply ends; it will not notify that state
+                # again, and the services that follow the role (conntrackd's
+                # resync, which lifts the failback gate) must hear of it.
+                self._missed_vrrp = observe
                 return ""
+            self._missed_vrrp = None
             state = observe(cfg)
             if not self.ctx.role.set(state, time.time()):
                 return state
@@ -458,6 +476,18 @@ class RouterRuntime:
                     continue
                 self._follow(s, follows, cfg, self._applied[s.name], state)
             return state
+
+    def _replay_vrrp(self) -> bool:
+        """The notification an apply's own keepalived sent before the apply
+        ended, now that the router has the config (outside the router's
+        lock: ``vrrp_transition`` takes it). Whether there was one."""
+        with self._vrrp_lock:
+            missed, self._missed_vrrp = self._missed_vrrp, None
+            cfg = self.config
+        if missed is None or cfg is None or not cfg.HasField("redundancy"):
+            return False
+        self.vrrp_transition(missed)
+        return True
 
     def _follow(self, s: Service, follows: FollowsRole, cfg: pb.RouterConfig,
                 rendered: Rendered, state: str) -> None:
