@@ -15,7 +15,8 @@ tcp-client reports ``sent``, ``echoed``, ``error`` (the reset or timeout that
 ended it, "" if none) and ``max_gap`` (seconds without an echo); on SIGUSR1
 it prints ``{"echoed": N}`` and goes on (a test's look at a running stream); udp-sink
 tcp-bulk reports ``sent`` and ``echoed`` in bytes, ``error`` and ``max_gap``
-(and answers SIGUSR1 the same way); udp-sink
+(and answers SIGUSR1 the same way; on SIGTERM it sends no more and reads
+back what is under way before it reports); udp-sink
 reports ``received``, ``max_gap`` and ``gaps`` (every silence over 50 ms,
 as [start, seconds] on CLOCK_MONOTONIC, shared by the namespaces of a host).
 Standard library only.
@@ -123,10 +124,13 @@ def tcp_bulk(host: str, port: int, kbps: float) -> dict[str, object]:
     start = last = time.monotonic()
     rate = kbps * 1000
     try:
-        while not stop.is_set():
+        # On SIGTERM no more is sent, but what is under way is still read
+        # back: a stop in the middle of a block is not a byte lost.
+        while sent > echoed or not stop.is_set():
             # At most BULK_WINDOW bytes unechoed (neither side's buffers fill
             # up while the other waits), and no faster than the rate.
-            if sent - echoed < BULK_WINDOW and sent < rate * (time.monotonic() - start):
+            if (not stop.is_set() and sent - echoed < BULK_WINDOW
+                    and sent < rate * (time.monotonic() - start)):
                 s.sendall(_expected(sent, BULK_BLOCK))
                 sent += BULK_BLOCK
                 out["sent"] = sent

@@ -1,0 +1,91 @@
+"""The failover tests' stream probe (tests/lib/flowprobe.py), run as the tests
+run it: a process on loopback, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+PROBE = Path(__file__).resolve().parents[1] / "lib" / "flowprobe.py"
+
+
+class HeldEcho:
+    """An echo server that reads at once but echoes only once let go, and then
+    in small pieces, as a stream coming back from a failover does."""
+
+    def __init__(self) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.received = 0
+        self.got_data = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.srv.accept()
+        held = b""
+        with conn:
+            while not self.release.is_set():
+                conn.settimeout(0.05)
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                held += data
+                self.received += len(data)
+                self.got_data.set()
+            conn.settimeout(5)
+            for at in range(0, len(held), 1000):
+                conn.sendall(held[at:at + 1000])
+                time.sleep(0.01)
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+
+def test_a_bulk_stream_stopped_with_bytes_under_way_reads_them_back_first() -> None:
+    echo = HeldEcho()
+    probe = subprocess.Popen([sys.executable, str(PROBE), "tcp-bulk", "127.0.0.1", str(echo.port),
+                              "1000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert probe.stdout is not None
+        assert json.loads(probe.stdout.readline()) == {"connected": True}
+        assert echo.got_data.wait(10), "the probe sent nothing"
+        probe.send_signal(signal.SIGTERM)
+        # The probe has had SIGTERM with every byte it sent still unechoed.
+        threading.Timer(0.5, echo.release.set).start()
+        out, _ = probe.communicate(timeout=30)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+    result = json.loads(out.splitlines()[-1])
+    assert result["error"] == ""
+    assert result["sent"] > 0
+    assert result["echoed"] == result["sent"] == echo.received
+
+
+@pytest.mark.parametrize("mode", ["tcp-client", "tcp-bulk"])
+def test_a_stream_whose_peer_closes_reports_the_error(mode: str) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def close_after_first_read() -> None:
+        conn, _ = srv.accept()
+        conn.recv(10)
+        conn.close()
+
+    threading.Thread(target=close_after_first_read, daemon=True).start()
+    probe = subprocess.run([sys.executable, str(PROBE), mode, "127.0.0.1",
+                            str(srv.getsockname()[1])], capture_output=True, text=True, timeout=30)
+    result = json.loads(probe.stdout.splitlines()[-1])
+    assert result["error"] != ""
+    assert result["echoed"] == 0
