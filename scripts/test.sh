@@ -44,8 +44,20 @@ if [ -z "${CLOUDNET_TEST_PG_URL:-}" ]; then
 fi
 set +e
 # The slowest tests are listed at the end, to keep the suite's time in view.
-"$PY" -m pytest -p no:cacheprovider --durations=30 "$@"
-rc=$?
+if [ $# -eq 0 ]; then
+  # The unit tests (logic and in-process servers, each its own database; on
+  # PostgreSQL each worker its own, tests/conftest.py) on two workers; the
+  # integration tests one at a time: their router VMs, failovers and streams
+  # are sized for a machine that runs nothing else.
+  "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 tests/unit tests/test_architecture.py
+  rc=$?
+  "$PY" -m pytest -p no:cacheprovider --durations=30 tests/integration
+  rc_integration=$?
+  [ $rc -ne 0 ] || rc=$rc_integration
+else
+  "$PY" -m pytest -p no:cacheprovider --durations=30 "$@"
+  rc=$?
+fi
 set -e
 # pytest's "no tests ran" (5) is a failure too.
 exit $rc

@@ -19,6 +19,18 @@ os.environ["CLOUDNET_INSECURE"] = "1"
 # as they did while the helpers lived in conftests and test modules.
 pytest.register_assert_rewrite("tests.lib")
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (scripts/test.sh runs the unit tests on two
+    # workers) each worker gets a PostgreSQL database of its own.
+    worker, url = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("CLOUDNET_TEST_PG_URL")
+    if worker and url:
+        from tests.lib.netmgr_cloud import worker_database
+
+        os.environ["CLOUDNET_TEST_PG_URL"] = worker_database(url, worker)
+
+
 pytest_plugins = [
     "tests.fixtures.netmgr_cloud",  # unit: the in-process netmgr server and its tenants
     "tests.fixtures.allinone",      # integration: the all-in-one cloud, tenants, guest servers

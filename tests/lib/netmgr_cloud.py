@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from netmgr.api.core import EdgeRef, EdgeRule, NullHooks
 from netmgr.model.core import Zone
@@ -140,6 +141,25 @@ class Cloud:
         self.channel.close()
         self.server.stop(None).wait()
         self.store.close()
+
+
+def worker_database(url: str, worker: str) -> str:
+    """The URL of a database of its own for one of pytest-xdist's workers
+    (``<database>_<worker>`` on the same server, made when missing): the
+    tests wipe their database, so two workers must never share one."""
+    base = make_url(url)
+    if not re.fullmatch(r"gw[0-9]+", worker) or not base.database:
+        raise ValueError(f"{PG_URL_ENV}: no database per worker for {worker[:20]!r}")
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                            {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
 
 
 def wipe_postgresql(url: str) -> None:
