@@ -8,6 +8,9 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+import xml.etree.ElementTree as ET
+
+import libvirt
 
 from compute import libvirt_driver as lv
 
@@ -90,3 +93,26 @@ def kill(path: str, daemon: str) -> int:
     if not reply.startswith("killed "):
         raise FaultChannelError(f"kill {daemon}: unexpected reply {reply!r}")
     return int(reply.split()[1])
+
+
+def set_link(domain: str, mac: str, up: bool) -> None:
+    """The link of a VM's NIC up or down, from the host (QEMU's link state:
+    the guest sees its carrier go, as with a pulled cable or a dead switch
+    port; nothing inside the VM is touched)."""
+    conn = libvirt.open(lv.URI)
+    try:
+        dom = conn.lookupByName(domain)
+        for iface in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"):
+            m = iface.find("mac")
+            if m is None or m.get("address", "").lower() != mac.lower():
+                continue
+            link = iface.find("link")
+            if link is None:
+                link = ET.SubElement(iface, "link")
+            link.set("state", "up" if up else "down")
+            dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"),
+                                  libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            return
+        raise FaultChannelError(f"{domain} has no NIC {mac}")
+    finally:
+        conn.close()

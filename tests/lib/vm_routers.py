@@ -57,15 +57,20 @@ def pair_serving(r: pb.Router) -> bool:
         and all(i.healthy and i.reachable for i in r.instances)
 
 
-def router_vm_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> int:
-    """The QEMU PID of a router's VM on one of the two compute hosts (0: none)."""
+def router_vm(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> vpb.RouterVm:
+    """A router's VM as the compute agent of one of the two hosts has it."""
     address = aio.compute_listen if host == vm_backend.host_name(aio.prefix) \
         else second.compute.cfg.address
     with grpc.insecure_channel(address) as ch:
-        vm = vrpc.RouterVmServiceStub(ch).GetRouterVm(
+        vm: vpb.RouterVm = vrpc.RouterVmServiceStub(ch).GetRouterVm(
             vpb.GetRouterVmRequest(router_id=router_id),
             metadata=[("authorization", f"Bearer {aio.admin_token}")], timeout=10)
-    return int(vm.pid)
+    return vm
+
+
+def router_vm_pid(aio: AllInOne, second: SecondHost, host: str, router_id: str) -> int:
+    """The QEMU PID of a router's VM on one of the two compute hosts (0: none)."""
+    return int(router_vm(aio, second, host, router_id).pid)
 
 
 # The agents' lines on a router VM's console that say where a move's time went.

@@ -8,12 +8,14 @@ host (never the other instance's), comes back as an instance of the pair
 and takes the master role back once its conntrackd is resynced: the same
 stream goes on through that failback too. Then faults inside the master VM,
 through the fault channel (tests/lib/vm_faults.py): keepalived killed, the
-router agent killed; each time the backup VM takes over with the guest's
-lease, a new connection and an established stream kept, the killed daemon
-comes back (a new pid, the agent adopting what runs) and the pair settles
-with the preferred instance master again; and the agent of a single router
-VM killed, which a new agent adopts (one VM: one boot). One cloud for the
-module; both VMs of a network boot in parallel."""
+router agent killed; and the master VM's uplink pulled from the host (its
+NIC's link down in QEMU). Each time the backup VM takes over with the
+guest's lease, a new connection and an established stream kept, the killed
+daemon comes back (a new pid, the agent adopting what runs) or the link is
+put back, and the pair settles with the preferred instance master again;
+and the agent of a single router VM killed, which a new agent adopts (one
+VM: one boot). One cloud for the module; both VMs of a network boot in
+parallel."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from tests.lib.second_compute_host import SecondHost, host_state, wait_for
 from tests.lib.vm_routers import (
     master,
     pair_serving,
+    router_vm,
     router_vm_pid,
     serving,
     wait_router,
@@ -211,13 +214,16 @@ def faults(pair: tuple[AllInOne, SecondHost]) -> Iterator[FaultLab]:
         lab.t.close()
 
 
-def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
-    """``daemon`` SIGKILLed in the master VM: the guest's lease, a new
-    connection and the established stream are kept (keepalived killed: the
-    backup takes over; the agent killed: the master moves only if systemd's
-    restart of the agent takes longer than keepalived's checks); the daemon
-    comes back in the old master (a new pid) and the pair settles."""
+def _fault_in_the_master(lab: FaultLab, fault: str) -> None:
+    """A fault in the master VM: a daemon (``keepalived``, ``agent``) SIGKILLed
+    inside it, or its ``uplink`` pulled from the host. The guest's lease, a new
+    connection and the established stream are kept (keepalived killed or the
+    uplink gone: the backup takes over; the agent killed: the master moves
+    only if systemd's restart of the agent takes longer than keepalived's
+    checks); the daemon comes back in the old master (a new pid), or the
+    uplink is put back, and the pair settles."""
     flows: list[Flow] = []
+    uplink: tuple[str, str] | None = None
     try:
         # The first wait covers both VMs' boots (slow at load under TCG).
         r = lab.settled(timeout=420)
@@ -235,10 +241,15 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
                                 str(SNAT_TCP_PORT)))
         time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
         stream = flows[1]
-        old = vm_faults.pid(sock, daemon)
-        assert vm_faults.kill(sock, daemon) == old
+        if fault == "uplink":
+            vm = router_vm(lab.aio, lab.second, dead_host, lab.net.router_id)
+            uplink = vm.domain, next(n.mac for n in vm.nics if n.role == "public")
+            vm_faults.set_link(*uplink, up=False)
+        else:
+            old = vm_faults.pid(sock, fault)
+            assert vm_faults.kill(sock, fault) == old
 
-        if daemon == "keepalived":
+        if fault != "agent":
             # The backup VM is master (the old master's own report may lag).
             wait_router(lab.t, lab.net.router_id,
                         lambda r: instances(r).get(1 - before, ("", ""))[1] == "MASTER",
@@ -253,15 +264,19 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
         wait_for("echoes through the new master", lambda: stream.echoed() > at_failover,
                  STREAM_WAIT)
 
-        # The killed daemon is back in the old master (the agent's health pass
-        # restarts keepalived; systemd restarts the agent, which adopts the
-        # router's daemons, which its unit left running).
-        def back() -> bool:
-            try:
-                return vm_faults.pid(sock, daemon) != old
-            except vm_faults.FaultChannelError:
-                return False
-        wait_for(f"{daemon} back in the old master VM", back, 120)
+        if uplink is not None:
+            vm_faults.set_link(*uplink, up=True)
+            uplink = None
+        else:
+            # The killed daemon is back in the old master (the agent's health
+            # pass restarts keepalived; systemd restarts the agent, which
+            # adopts the router's daemons, which its unit left running).
+            def back() -> bool:
+                try:
+                    return vm_faults.pid(sock, fault) != old
+                except vm_faults.FaultChannelError:
+                    return False
+            wait_for(f"{fault} back in the old master VM", back, 120)
         lab.settled()
         connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
         at_failback = stream.echoed()
@@ -277,6 +292,9 @@ def _fault_in_the_master(lab: FaultLab, daemon: str) -> None:
         print(lab.what_happened())  # for the failure's report
         raise
     finally:
+        if uplink is not None:
+            with contextlib.suppress(Exception):
+                vm_faults.set_link(*uplink, up=True)
         for f in flows:
             with contextlib.suppress(Exception):
                 f.result()
@@ -297,6 +315,11 @@ def test_the_router_agent_killed_in_the_master_vm_leaves_its_daemons_to_adopt(
     # keepalived and conntrackd outlived the agent (its unit kills the agent
     # alone) and were adopted, not restarted.
     assert _agent_children(sock) == daemons_before
+
+
+@pytest.mark.timeout(900)
+def test_the_master_vms_uplink_pulled_from_the_host(faults: FaultLab) -> None:
+    _fault_in_the_master(faults, "uplink")
 
 
 def _agent_children(sock: str) -> tuple[int, int]:
