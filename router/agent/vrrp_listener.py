@@ -60,6 +60,10 @@ class VrrpListener:
         self.path = vrrp_notify_socket(agent_state_dir)
         self.alive_path = vrrp_alive_lock(agent_state_dir)
         self._sock: socket.socket | None = None
+        # The socket file this listener bound (device, inode): a newer agent
+        # on the same state dir binds the path anew, and this one's stop
+        # must leave that file alone.
+        self._bound: tuple[int, int] | None = None
         self._lock_fd: int | None = None
         self._locked = False
         self._lock_mutex = threading.Lock()
@@ -72,6 +76,8 @@ class VrrpListener:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(self.path)
+            st = os.stat(self.path)
+            self._bound = (st.st_dev, st.st_ino)
             os.chmod(self.path, 0o600)
             sock.listen(64)
         except OSError:
@@ -85,8 +91,11 @@ class VrrpListener:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        bound, self._bound = self._bound, None
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            st = os.stat(self.path)
+            if bound == (st.st_dev, st.st_ino):
+                os.unlink(self.path)
         with self._lock_mutex:
             if self._lock_fd is not None:
                 # keepalived counts the agent gone from its next check on.

@@ -202,3 +202,22 @@ def test_the_check_starts_without_the_costly_imports(
                 if line.startswith("import time:")}
     assert "_socket" in imported
     assert not imported & {"socket", "json", "selectors", "enum"}, imported
+
+
+def test_a_listener_stopped_after_a_newer_one_started_leaves_its_socket(
+        listener: tuple[VrrpListener, FakeRuntime]) -> None:
+    """A new agent on the same state dir binds the socket path anew; the old
+    agent's listener, stopped later, must not unlink the new one's socket
+    (keepalived's notifications would find no agent until a restart)."""
+    lst, _ = listener
+    rt = FakeRuntime()
+    other = VrrpListener(os.path.dirname(lst.path), lambda r: rt)  # type: ignore[arg-type,return-value]
+    other.start()
+    try:
+        lst.stop()
+        assert os.path.exists(other.path)
+        assert vrrp_notify.main([other.path, "r1", "INSTANCE", "cn", "MASTER", "100"]) == 0
+        assert rt.asked == ["transition"]
+    finally:
+        other.stop()
+    assert not os.path.exists(other.path)
