@@ -3,8 +3,11 @@
 line of what they saw.
 
     tcp-server PORT              echo every line back, on every connection
-    tcp-client HOST PORT [HZ]    one connection; a numbered line HZ times a
-                                 second (default 50), each echo checked
+    tcp-client HOST PORT [HZ [PATIENCE]]
+                                 one connection; a numbered line HZ times a
+                                 second (default 50), each echo checked; it
+                                 gives up after PATIENCE seconds (default
+                                 30) without an echo
     tcp-bulk HOST PORT [KBPS]    one connection carrying data both ways at
                                  KBPS kB/s (default 1000) through an echo
                                  server, every byte echoed checked
@@ -71,10 +74,10 @@ def tcp_server(port: int) -> dict[str, object]:
     return {"connections": served[0]}
 
 
-def tcp_client(host: str, port: int, hz: float) -> dict[str, object]:
+def tcp_client(host: str, port: int, hz: float, patience: float = 30) -> dict[str, object]:
     out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
     s = socket.create_connection((host, port), timeout=5)
-    s.settimeout(30)  # a failover may hold an echo for seconds: TCP resends it
+    s.settimeout(patience)  # a failover may hold an echo for seconds: TCP resends it
     print(json.dumps({"connected": True}), flush=True)
     signal.signal(signal.SIGUSR1,
                   lambda signum, frame: print(json.dumps({"echoed": out["echoed"]}), flush=True))
@@ -194,7 +197,8 @@ def main(argv: list[str]) -> None:
     if mode == "tcp-server":
         result = tcp_server(int(args[0]))
     elif mode == "tcp-client":
-        result = tcp_client(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 50)
+        result = tcp_client(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 50,
+                            float(args[3]) if len(args) > 3 else 30)
     elif mode == "tcp-bulk":
         result = tcp_bulk(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 1000)
     elif mode == "udp-sink":

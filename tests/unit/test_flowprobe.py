@@ -89,3 +89,16 @@ def test_a_stream_whose_peer_closes_reports_the_error(mode: str) -> None:
     result = json.loads(probe.stdout.splitlines()[-1])
     assert result["error"] != ""
     assert result["echoed"] == 0
+
+
+def test_a_client_gives_up_after_its_patience_without_an_echo() -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(srv.accept()[0]), daemon=True).start()
+    probe = subprocess.run([sys.executable, str(PROBE), "tcp-client", "127.0.0.1",
+                            str(srv.getsockname()[1]), "50", "1"],
+                           capture_output=True, text=True, timeout=20)
+    result = json.loads(probe.stdout.splitlines()[-1])
+    assert result["error"].startswith("TimeoutError"), result
+    assert result["sent"] == 1
+    assert result["echoed"] == 0

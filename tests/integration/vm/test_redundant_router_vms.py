@@ -48,8 +48,12 @@ pytestmark = pytest.mark.integration
 
 SNAT_TCP_PORT = 7301
 SYNC_SETTLE = 3.0
-# A stream held by a move waits for TCP's resend (the client gives up after 30 s).
+# A stream held by a move waits for TCP's resend: in a starved router VM the
+# new master's conntrackd commit has taken up to 20 s, and TCP's backoff puts
+# the next resend up to twice as far from the first loss.
 STREAM_WAIT = 45.0
+# How long the client waits for an echo before it calls the stream lost.
+STREAM_PATIENCE = 60
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +102,8 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
         guest = t.guest(net, port)
         assert guest.dhcp().ip == port.ip
         flows.append(Flow.start(aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
-        flows.append(Flow.start(guest.netns, "tcp-client", INET_HOST_IP, str(SNAT_TCP_PORT)))
+        flows.append(Flow.start(guest.netns, "tcp-client", INET_HOST_IP, str(SNAT_TCP_PORT),
+                                "50", str(STREAM_PATIENCE)))
 
         # conntrackd syncs a new connection to the backup within its
         # refresh; one younger than that is lost with the master (strict
@@ -238,7 +243,7 @@ def _fault_in_the_master(lab: FaultLab, fault: str) -> None:
         # connect timed out right after the pair settled).
         wait_for("a connection out through the master", lambda: _connects(lab), 60)
         flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
-                                str(SNAT_TCP_PORT)))
+                                str(SNAT_TCP_PORT), "50", str(STREAM_PATIENCE)))
         time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
         stream = flows[1]
         if fault == "uplink":
