@@ -105,8 +105,16 @@ def _demo_objects(admin: Api, target: str,
     tenant = next((t for t in tenants.tenants if t.name == "demo"), None)
     if tenant is None:
         tenant = admin.call(admin.tenants.CreateTenant, pb.CreateTenantRequest(name="demo"))
-    secret = admin.call(admin.tenants.CreateToken,
-                        pb.CreateTokenRequest(tenant_id=tenant.id, name="demo")).secret
+    # One demo token: this run's replaces the earlier runs' (its secret goes
+    # to the same file), so tokens do not pile up at each run.
+    earlier = admin.call(admin.tenants.ListTokens, pb.ListTokensRequest(
+        tenant_id=tenant.id, page_size=500)).tokens
+    made = admin.call(admin.tenants.CreateToken,
+                      pb.CreateTokenRequest(tenant_id=tenant.id, name="demo"))
+    secret = made.secret
+    for old in earlier:
+        if old.name == "demo" and old.id != made.token.id:
+            admin.call(admin.tenants.DeleteToken, pb.DeleteTokenRequest(id=old.id))
     api = Api(target, secret, tls=tls)
     nets = api.call(api.networks.ListNetworks, pb.ListNetworksRequest(page_size=500)).networks
     net = next((n for n in nets if n.name == "web"), None)

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from cloudnet.netmgr.v1 import netmgr_pb2 as pb
 
-from aio.demo import run_demo
+from aio.demo import Api, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,16 @@ def test_demo_succeeds_and_can_run_again(cloud, capsys):
         if x.startswith(("vm1: lease", "vm2: lease")):
             assert x in second
     assert "internet host saw the connection from 203.0.113." in second
+    # One demo token however many runs: each run's replaces the last's.
+    admin = Api(cloud.listen, cloud.admin_token, tls=cloud.client_tls)
+    try:
+        tenant = next(t for t in admin.call(admin.tenants.ListTenants, pb.ListTenantsRequest(
+            page_size=500)).tenants if t.name == "demo")
+        tokens = admin.call(admin.tenants.ListTokens, pb.ListTokensRequest(
+            tenant_id=tenant.id, page_size=500)).tokens
+    finally:
+        admin.close()
+    assert [t.name for t in tokens] == ["demo"]
 
 
 def test_the_demos_hint_names_a_token_file_never_the_secret(cloud, capsys):
