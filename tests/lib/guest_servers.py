@@ -61,6 +61,10 @@ class Web:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, guest, name: str) -> None:
+        if name in self.procs:
+            # A module's servers made again for its other backend: the
+            # earlier one is stopped, never left running unrecorded.
+            self.stop(name)
         self.procs[name] = guest.popen([sys.executable, "-c", HTTP_SERVER, name],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
