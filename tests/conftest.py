@@ -20,7 +20,6 @@ os.environ["CLOUDNET_INSECURE"] = "1"
 pytest.register_assert_rewrite("tests.lib")
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist (scripts/test.sh runs the unit tests on two
     # workers) each worker gets a PostgreSQL database of its own.

@@ -74,7 +74,7 @@ def tcp_server(port: int) -> dict[str, object]:
     return {"connections": served[0]}
 
 
-def tcp_client(host: str, port: int, hz: float, patience: float = 30) -> dict[str, object]:
+def tcp_client(host: str, port: int, hz: float = 50, patience: float = 30) -> dict[str, object]:
     out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
     s = socket.create_connection((host, port), timeout=5)
     s.settimeout(patience)  # a failover may hold an echo for seconds: TCP resends it
@@ -116,7 +116,7 @@ def _expected(offset: int, n: int) -> bytes:
     return _PATTERN[start:start + n]
 
 
-def tcp_bulk(host: str, port: int, kbps: float) -> dict[str, object]:
+def tcp_bulk(host: str, port: int, kbps: float = 1000) -> dict[str, object]:
     out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
     s = socket.create_connection((host, port), timeout=5)
     s.settimeout(30)  # a failover may hold the data for seconds: TCP resends it
@@ -176,7 +176,7 @@ def udp_sink(port: int) -> dict[str, object]:
             "max_gap": max((g[1] for g in gaps), default=0.0)}
 
 
-def udp_source(host: str, port: int, pps: float) -> dict[str, object]:
+def udp_source(host: str, port: int, pps: float = 100) -> dict[str, object]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     print(json.dumps({"sending": pps}), flush=True)
     n, start, errors = 0, time.monotonic(), 0
@@ -197,14 +197,13 @@ def main(argv: list[str]) -> None:
     if mode == "tcp-server":
         result = tcp_server(int(args[0]))
     elif mode == "tcp-client":
-        result = tcp_client(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 50,
-                            float(args[3]) if len(args) > 3 else 30)
+        result = tcp_client(args[0], int(args[1]), *map(float, args[2:4]))
     elif mode == "tcp-bulk":
-        result = tcp_bulk(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 1000)
+        result = tcp_bulk(args[0], int(args[1]), *map(float, args[2:3]))
     elif mode == "udp-sink":
         result = udp_sink(int(args[0]))
     elif mode == "udp-source":
-        result = udp_source(args[0], int(args[1]), float(args[2]) if len(args) > 2 else 100)
+        result = udp_source(args[0], int(args[1]), *map(float, args[2:3]))
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(result), flush=True)

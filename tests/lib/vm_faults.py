@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 import libvirt
 
 from compute import libvirt_driver as lv
+from compute.router_vm import nics
 
 DAEMONS = ("keepalived", "agent", "conntrackd")
 
@@ -102,17 +103,14 @@ def set_link(domain: str, mac: str, up: bool) -> None:
     conn = libvirt.open(lv.URI)
     try:
         dom = conn.lookupByName(domain)
-        for iface in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"):
-            m = iface.find("mac")
-            if m is None or m.get("address", "").lower() != mac.lower():
-                continue
-            link = iface.find("link")
-            if link is None:
-                link = ET.SubElement(iface, "link")
-            link.set("state", "up" if up else "down")
-            dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"),
-                                  libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            return
-        raise FaultChannelError(f"{domain} has no NIC {mac}")
+        iface = nics.interfaces(dom).get(mac.lower())
+        if iface is None:
+            raise FaultChannelError(f"{domain} has no NIC {mac}")
+        link = iface.find("link")
+        if link is None:
+            link = ET.SubElement(iface, "link")
+        link.set("state", "up" if up else "down")
+        dom.updateDeviceFlags(ET.tostring(iface, encoding="unicode"),
+                              libvirt.VIR_DOMAIN_AFFECT_LIVE)
     finally:
         conn.close()
