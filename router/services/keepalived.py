@@ -66,6 +66,12 @@ ALIVE_INTERVAL, ALIVE_FALL = 2, 5
 # role back; one whose conntrackd is new waits for its resync too
 # (conntrackd's resync gate: the ``resync`` track file).
 PREEMPT_DELAY = 3
+# Seconds between a master's gratuitous ARPs for its addresses while it
+# stays master: within a new connection's SYN retries (1 s, then 3 s), so a
+# neighbour entry gone wrong costs it a retry, not the connection. The cost:
+# one ARP per moving address per period (1,000 routers with two public
+# addresses each: 1,000 small broadcasts a second on the public network).
+GARP_REFRESH = 2
 START_TIMEOUT = 10.0
 # How long a MASTER notification waits for keepalived's addresses (above).
 MASTER_SETTLE = 2.0
@@ -128,7 +134,7 @@ def render(cfg: pb.RouterConfig, paths: RouterPaths) -> Rendered:
         resync_file=quoted(paths.keepalived(conntrackd.RESYNC_FILE)),
         resync_weight=conntrackd.RESYNC_WEIGHT,
         group=INSTANCE + "-group", instance=INSTANCE,
-        preempt_delay=PREEMPT_DELAY,
+        preempt_delay=PREEMPT_DELAY, garp_refresh=GARP_REFRESH,
         vrid=r.virtual_router_id, priority=r.priority, advert=redundancy.advert_seconds(cfg),
         sync=redundancy.sync_link(cfg), tracked=redundancy.tracked_interfaces(cfg),
         first=vips[0], others=vips[1:], routes=routes)

@@ -71,6 +71,51 @@ def test_the_master_holds_every_address_and_the_backup_none(pair: Pair) -> None:
     assert all(s.healthy for s in status.services), status.services
 
 
+def neighbour(ns: str, ip: str) -> str:
+    """The MAC ``ns`` holds for ``ip`` ("" when none)."""
+    out = sh("ip", "-n", ns, "neigh", "show", ip, "dev", "eth0").split()
+    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
+
+
+def mac_holding(ns: str, address: str) -> str:
+    """The MAC of the link in ``ns`` that holds ``address``."""
+    for line in addresses(ns).splitlines():
+        if any(a.split("/")[0] == address for a in line.split()[2:]):
+            dev = line.split()[0].split("@")[0]
+            return sh("ip", "-n", ns, "-br", "link", "show", "dev", dev).split()[2]
+    raise AssertionError(f"no link in {ns} holds {address}: {addresses(ns)}")
+
+
+def test_a_neighbour_entry_left_on_another_mac_is_put_right_by_the_master(
+        pair: Pair) -> None:
+    """A guest's or the upstream's neighbour entry for a moving address left
+    on a MAC that is not the master's (a gratuitous ARP lost, or an ARP from
+    the old master just after a move): without traffic to show it wrong, the
+    master's gratuitous ARPs, sent again while it stays master, put it right.
+    An entry left so sends new connections through the other instance, which
+    has no state for their replies: they time out, while established ones
+    (both instances have their state) go on."""
+    m = pair.master()
+    ns = pair.netns(m)
+    # Past the announcements of the master's move (at once and 1 s later).
+    since = pair.agents[m].status(pair.router_id).redundancy.last_transition
+    time.sleep(max(0.0, since + 5 - time.time()))
+    pair.topo.configure_guest(pair.guest, "10.10.0.11")
+    cases = [(pair.guest, "10.10.0.1"), (f"{pair.topo.prefix}-up", "203.0.113.10")]
+    try:
+        for where, ip in cases:
+            sh("ip", "-n", where, "neigh", "replace", ip, "lladdr", "02:00:00:de:ad:01",
+               "dev", "eth0", "nud", "stale")
+            assert neighbour(where, ip) == "02:00:00:de:ad:01"
+        for where, ip in cases:
+            want = mac_holding(ns, ip)
+            wait_for(lambda: neighbour(where, ip) == want, 20,  # noqa: B023
+                     f"{where}'s entry for {ip} on the master's {want}")
+    finally:
+        for where, ip in cases:
+            sh("ip", "-n", where, "neigh", "del", ip, "dev", "eth0", check=False)
+
+
 def test_a_short_fault_keeps_the_connections_of_a_master_left_alone(pair: Pair) -> None:
     """The master held in FAULT for a few seconds (its demoted file, as a
     tracked link's flap or a failed check would), with no other instance to
