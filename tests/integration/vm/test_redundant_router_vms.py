@@ -33,10 +33,12 @@ from aio.allinone import INET_HOST_IP, AllInOne
 from tests.lib import vm_faults
 from tests.lib.allinone import Tenant, vm_cloud_down, vm_cloud_up
 from tests.lib.redundantlab import Flow, connects
+from tests.lib.routerlab import sh
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
 from tests.lib.vm_routers import (
     master,
     pair_serving,
+    router,
     router_vm,
     router_vm_pid,
     serving,
@@ -192,6 +194,17 @@ class FaultLab:
         """The arbiter's events, the VMs' VRRP lines, and each VM console's
         last lines (a VM whose agent never served says why there)."""
         out = [what_happened(self.aio, self.second, self.t, self.net.id)]
+        # Where the guest and the edge send the router's addresses, against
+        # each instance VM's MACs (an entry left on the backup's MAC sends new
+        # connections through the instance without their state).
+        for ns in (self.guest.netns, self.aio.edge_ns):
+            out += [f"neighbours of {ns}: {line}"
+                    for line in sh("ip", "-n", ns, "neigh", check=False).splitlines()]
+        with contextlib.suppress(Exception):
+            for host, role in instances(router(self.t, self.net.router_id)).values():
+                vm = router_vm(self.aio, self.second, host, self.net.router_id)
+                out.append(f"{role} on {host}: " + ", ".join(
+                    f"{n.role} {n.mac}" for n in vm.nics))
         for state_dir in (self.aio.state_dir, self.second.compute.cfg.state_dir):
             path = os.path.join(state_dir, "compute", "routers", self.net.router_id,
                                 "console.log")
