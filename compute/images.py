@@ -9,6 +9,7 @@ base disk.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -71,9 +72,14 @@ def default_images() -> dict[str, str]:
 
 
 def build_guest(out_dir: str = DEFAULT_GUEST_DIR) -> str:
-    """Build (or find up to date) the tiny guest image; returns its directory."""
-    proc = subprocess.run(["bash", GUEST_BUILD, out_dir], capture_output=True, text=True,
-                          check=False, timeout=600)
+    """Build (or find up to date) the tiny guest image; returns its directory.
+    One build at a time per directory (two processes that both find it out of
+    date would write the same files): the second waits, then finds it built."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
+    with open(f"{out_dir}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(["bash", GUEST_BUILD, out_dir], capture_output=True, text=True,
+                              check=False, timeout=600)
     if proc.returncode:
         raise ImageError(f"{GUEST_BUILD} failed: {proc.stdout}{proc.stderr}")
     return out_dir

@@ -89,6 +89,10 @@ stop() {
 
 case "${1:-start}" in
   start)
+    # Two starts at once (two test workers, an agent beside them) would both
+    # find a daemon missing and start it twice: one at a time.
+    exec 9>>/run/cloudnet-host-services.lock
+    flock 9
     for t in ovsdb-server ovs-vswitchd libvirtd virtlogd; do
       command -v $t >/dev/null || { echo "host-services: $t missing (scripts/bootstrap.sh)" >&2; exit 1; }
     done
