@@ -46,12 +46,15 @@ set +e
 # The slowest tests are listed at the end, to keep the suite's time in view.
 if [ $# -eq 0 ]; then
   # The unit tests (logic and in-process servers, each its own database; on
-  # PostgreSQL each worker its own, tests/conftest.py) on two workers; the
-  # integration tests one at a time: their router VMs, failovers and streams
-  # are sized for a machine that runs nothing else.
+  # PostgreSQL each worker its own, tests/conftest.py) on two workers; then
+  # the integration tests on two: every test that boots VMs under TCG one
+  # after the other on one worker (one xdist group, tests/integration/
+  # conftest.py), the namespace tests module by module on the other.
   "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 tests/unit tests/test_architecture.py
   rc=$?
-  "$PY" -m pytest -p no:cacheprovider --durations=30 tests/integration
+  # Started once, before the workers (each would start what it finds missing).
+  bash scripts/host-services.sh start
+  "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 --dist loadgroup tests/integration
   rc_integration=$?
   [ $rc -ne 0 ] || rc=$rc_integration
 else

@@ -17,8 +17,29 @@ def pytest_configure(config):
     netns.install()
 
 
+# What boots VMs under TCG: the [vm] variants (a router VM per module) and the
+# modules about VMs. They make one xdist group, run one after the other on one
+# worker (each is sized for the CPU a VM gets alone), beside the namespace
+# tests on the other worker, one module at a time each (its fixtures are
+# built once): scripts/test.sh runs them with ``-n 2 --dist loadgroup``.
+VM_GROUP = "vm"
+_VM_MODULES = ("tests/integration/vm/", "tests/integration/image/",
+               "tests/integration/compute/test_vm_")
+
+
+def xdist_group(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("aio_cloud") == "vm":
+        return VM_GROUP
+    if item.nodeid.startswith(_VM_MODULES):
+        return VM_GROUP
+    return item.nodeid.split("::")[0]
+
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="integration tests need root (network namespaces)")
