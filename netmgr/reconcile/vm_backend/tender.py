@@ -85,6 +85,10 @@ log = logging.getLogger(__name__)
 FAILED_RETRY = 10.0
 
 
+# The end of a VM's detail while its host is down and the VM still answers.
+STILL_ANSWERS = "; the VM still answers on the control network"
+
+
 @dataclasses.dataclass
 class _Live:
     """What this netmgr process knows of a router's current VM (of one
@@ -378,17 +382,30 @@ class RouterVmBackend:
         i = live.instance
         vm = self.vms.ensure(router.id, i)
         live.host = vm.host
-        if vm.host and self._down(vm.host):
-            # Its host fell silent past the grace: made again on a live one
-            # (same MACs and DHCP hosts: the model's); the stale VM goes
-            # when the host is back (the sweep).
-            self._deploy(router, live, vm, red, replacing=True,
-                         why=f"its host {vm.host} is down")
-            return
         if not live.token and vm.cred_generation:
             # A netmgr restart: adopt the running VM with its current token.
             self._connect(router.id, live, vm, derive_token(
                 self.key, vm_key(router.id, i), vm.cred_generation))
+        if vm.host and self._down(vm.host):
+            if vm.state == "active" and self._alive(live):
+                # Its host's agent fell silent, not the VM: the VM's own agent
+                # answers on the control network. A copy on another host
+                # would put a second VM with the same MACs and addresses on
+                # the fabric beside it (a third VRRP speaker in a redundant
+                # pair): it stays, and is made again only if it falls silent.
+                if vm.detail != (why := f"its host {vm.host} is down{STILL_ANSWERS}"):
+                    log.warning("router %s: VM %d left where it runs: %s", router.id, i, why)
+                    self.vms.update(router.id, i, detail=why)
+                live.silent_since = 0.0
+                return
+            # Its host fell silent past the grace, and the VM with it: made
+            # again on a live one (same MACs and DHCP hosts: the model's);
+            # the stale VM goes when the host is back (the sweep).
+            self._deploy(router, live, vm, red, replacing=True,
+                         why=f"its host {vm.host} is down")
+            return
+        if vm.detail.endswith(STILL_ANSWERS):
+            self.vms.update(router.id, i, detail="")  # its host is back
         dom = self._domain(vm)
         if dom is not None and dom.state == cpb.VM_STATE_RUNNING and self._nics_changed(
                 router, live, vm, dom, red):

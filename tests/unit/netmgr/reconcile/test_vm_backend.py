@@ -175,3 +175,66 @@ def test_placement_never_puts_a_vm_on_the_other_instances_host() -> None:
     with pytest.raises(LookupError, match="other than c1"):
         place(backend, vm, avoid="c1")  # type: ignore[arg-type]
     assert (vm_key(RID, 0), vm_key(RID, 1)) == (RID, f"{RID}.1")
+
+
+class _Vms:
+    """The router VMs' rows: one VM, its updates applied."""
+
+    def __init__(self, **fields: object) -> None:
+        import datetime as dt
+
+        from netmgr.store.router_vms import RouterVm
+
+        self.vm = RouterVm(router_id=RID, host="c1", control_ip="169.254.64.2",
+                           control_mac="02:00:00:00:00:01", cred_generation=1,
+                           token_sha256="", state="active", detail="", replacements=0,
+                           defined_at=dt.datetime.now(dt.UTC), healthy_at=None,
+                           boot_seconds=0.0)
+        self.update(RID, 0, **fields)
+
+    def ensure(self, router_id: str, instance: int) -> object:
+        return self.vm
+
+    def update(self, router_id: str, instance: int, **fields: object) -> None:
+        import dataclasses
+
+        self.vm = dataclasses.replace(self.vm, **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("state", "answers", "replaced"), [
+    ("active", True, False),    # its host's agent fell silent, not the VM
+    ("active", False, True),    # the VM is silent too: made again elsewhere
+    ("booting", True, True),    # never proved itself: made again
+])
+def test_a_vm_on_a_down_host_is_made_again_only_if_it_is_silent_too(
+        state: str, answers: bool, replaced: bool) -> None:
+    """A copy of a VM that still runs would put a second VM with the same MACs
+    and addresses on the fabric (a third VRRP speaker for a redundant pair)."""
+    from types import SimpleNamespace
+
+    from netmgr.reconcile.vm_backend.tender import RouterVmBackend, _Live
+
+    deployed: list[str] = []
+    backend = RouterVmBackend.__new__(RouterVmBackend)
+    backend.vms = _Vms(state=state)  # type: ignore[assignment]
+    hosts = [SimpleNamespace(name="c1", role="compute", state="down"),
+             SimpleNamespace(name="c2", role="compute", state="up")]
+    backend.hosts = SimpleNamespace(list=lambda: hosts)  # type: ignore[assignment]
+    backend._alive = lambda live: answers  # type: ignore[method-assign]
+    backend._status = lambda live: None  # type: ignore[method-assign]
+    backend._deploy = (  # type: ignore[method-assign]
+        lambda router, live, vm, red, *, replacing, why: deployed.append(why))
+    live = _Live(0, token="t", serving=True)
+    router = SimpleNamespace(id=RID, desired_generation=1)
+    backend._tend(router, live, None)  # type: ignore[arg-type]
+    assert deployed == (["its host c1 is down"] if replaced else [])
+    if not replaced:
+        assert "c1 is down" in backend.vms.vm.detail  # type: ignore[attr-defined]
+        # Its host back: the VM tended as before, the note gone.
+        hosts[0].state = "up"
+        backend._domain = lambda vm: SimpleNamespace(  # type: ignore[method-assign]
+            state=1, nics=[])
+        backend._nics_changed = lambda *a: False  # type: ignore[method-assign]
+        backend._tend(router, live, None)  # type: ignore[arg-type]
+        assert deployed == []
+        assert backend.vms.vm.detail == ""  # type: ignore[attr-defined]
