@@ -90,9 +90,13 @@ stop() {
 case "${1:-start}" in
   start)
     # Two starts at once (two test workers, an agent beside them) would both
-    # find a daemon missing and start it twice: one at a time.
-    exec 9>>/run/cloudnet-host-services.lock
-    flock 9
+    # find a daemon missing and start it twice: one at a time, under a lock
+    # that flock(1) holds itself (-o: the daemons started must not inherit
+    # it, or they would hold it for good).
+    if [ -z "${CLOUDNET_HOST_SERVICES_LOCKED:-}" ]; then
+      CLOUDNET_HOST_SERVICES_LOCKED=1 exec flock -o /run/cloudnet-host-services.lock \
+        bash "$0" start
+    fi
     for t in ovsdb-server ovs-vswitchd libvirtd virtlogd; do
       command -v $t >/dev/null || { echo "host-services: $t missing (scripts/bootstrap.sh)" >&2; exit 1; }
     done

@@ -45,6 +45,22 @@ class SecondHost:
         beats = Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5)
         beats.run(self.stop)
 
+    def kill_agent(self) -> None:
+        """The agent gone as if killed: no more heartbeats, its API closed;
+        its VMs run on (libvirt's, not the agent's)."""
+        self.stop.set()
+        self.server.stop(grace=0).wait()
+
+    def start_agent(self) -> None:
+        """The agent back on its address, heartbeating again."""
+        from compute.agent.heartbeat import Heartbeat
+        from compute.agent.server import create_server
+
+        self.server, _ = create_server(self.compute, self.compute.cfg.address)
+        self.server.start()
+        self.stop = threading.Event()
+        Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5).run(self.stop)
+
     def domains(self) -> list[str]:
         return list(self.compute.driver.domains())
 

@@ -340,6 +340,70 @@ def test_the_master_vms_uplink_pulled_from_the_host(faults: FaultLab) -> None:
     _fault_in_the_master(faults, "uplink")
 
 
+@pytest.mark.timeout(900)
+def test_the_compute_agent_of_the_master_vms_host_killed(faults: FaultLab) -> None:
+    """The compute agent of the master VM's host killed: the VM runs on
+    (libvirt's, not the agent's), so the master stays master and the stream,
+    new connections and the lease go on; past the grace the host is DOWN and
+    the VM, whose own agent still answers, is left where it runs (a copy
+    elsewhere would put its MACs on the fabric twice); the agent back, the
+    host is UP and the same VM (its QEMU pid) serves."""
+    lab = faults
+    flows: list[Flow] = []
+    restart = None
+    try:
+        r = lab.settled(timeout=420)
+        host, _ = instances(r)[0]
+        assert lab.guest.dhcp().ip == lab.port.ip
+        replacements = r.vm_replacements
+        pid = router_vm_pid(lab.aio, lab.second, host, lab.net.router_id)
+        flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
+        wait_for("a connection out through the master", lambda: _connects(lab), 60)
+        flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
+                                str(SNAT_TCP_PORT), "50", str(STREAM_PATIENCE)))
+        stream = flows[1]
+        if host == lab.second.name:
+            lab.second.kill_agent()
+            restart = lab.second.start_agent
+        else:
+            os.kill(lab.aio.pids["compute"], signal.SIGKILL)
+            restart = lambda: vm_backend.start_compute(lab.aio, lab.aio.compute_listen)  # noqa: E731
+        wait_for("the master's host DOWN",
+                 lambda: host_state(lab.aio, host) == "HOST_STATE_DOWN", 120)
+        r = wait_router(lab.t, lab.net.router_id, lambda r: "still answers" in r.vm_detail,
+                        timeout=60)
+        assert (r.vm_host, r.vm_replacements) == (host, replacements), r
+        assert instances(r)[0] == (host, "MASTER"), r
+        assert lab.guest.dhcp().ip == lab.port.ip
+        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        at = stream.echoed()
+        wait_for("echoes through the master", lambda: stream.echoed() > at, STREAM_WAIT)
+
+        restart()
+        restart = None
+        wait_for("the master's host UP", lambda: host_state(lab.aio, host) == "HOST_STATE_UP",
+                 120)
+        r = wait_router(lab.t, lab.net.router_id, lambda r: r.vm_detail == "", timeout=60)
+        assert router_vm_pid(lab.aio, lab.second, host, lab.net.router_id) == pid
+        assert instances(lab.settled())[0] == (host, "MASTER")
+        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        client = flows[1].result()
+        flows[0].result()
+        flows = []
+        assert client["error"] == "", client
+        assert client["sent"] == client["echoed"], client
+    except (AssertionError, TimeoutError):
+        print(lab.what_happened())  # for the failure's report
+        raise
+    finally:
+        if restart is not None:
+            with contextlib.suppress(Exception):
+                restart()
+        for f in flows:
+            with contextlib.suppress(Exception):
+                f.result()
+
+
 def _agent_children(sock: str) -> tuple[int, int]:
     return vm_faults.pid(sock, "keepalived"), vm_faults.pid(sock, "conntrackd")
 
