@@ -48,13 +48,13 @@ if [ $# -eq 0 ]; then
   # The unit tests (logic and in-process servers, each its own database; on
   # PostgreSQL each worker its own, tests/conftest.py) on two workers; then
   # the integration tests on two: every test that boots VMs under TCG one
-  # after the other on one worker (one xdist group, tests/integration/
+  # after the other on one worker (one xdist scope, tests/integration/
   # conftest.py), the namespace tests module by module on the other.
   "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 tests/unit tests/test_architecture.py
   rc=$?
   # Started once, before the workers (each would start what it finds missing).
   bash scripts/host-services.sh start
-  "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 --dist loadgroup tests/integration
+  "$PY" -m pytest -p no:cacheprovider --durations=30 -n 2 --dist loadscope tests/integration
   rc_integration=$?
   [ $rc -ne 0 ] || rc=$rc_integration
 else
