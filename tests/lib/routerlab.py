@@ -149,6 +149,12 @@ class Topology:
 
 
 
+def neighbour(ns: str, ip: str) -> str:
+    """The MAC ``ns`` holds for ``ip`` ("" when none)."""
+    out = sh("ip", "-n", ns, "neigh", "show", ip).split()
+    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
+
+
 def wait_for(predicate: object, timeout: float = 10, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]

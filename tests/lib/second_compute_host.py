@@ -21,7 +21,6 @@ class SecondHost:
 
     def __init__(self, aio: AllInOne, state_dir: str) -> None:
         from common.fabric.ovs import OvsFabric, connect_trunk
-        from compute.agent.heartbeat import Heartbeat
         from compute.agent.netmgr_client import Netmgr
         from compute.agent.server import create_server
         from compute.agent.service import Compute
@@ -41,9 +40,13 @@ class SecondHost:
         self.server, port = create_server(self.compute, "127.0.0.1:0")
         self.server.start()
         cfg.address = f"127.0.0.1:{port}"
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        from compute.agent.heartbeat import Heartbeat
+
         self.stop = threading.Event()
-        beats = Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5)
-        beats.run(self.stop)
+        Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5).run(self.stop)
 
     def kill_agent(self) -> None:
         """The agent gone as if killed: no more heartbeats, its API closed;
@@ -53,13 +56,11 @@ class SecondHost:
 
     def start_agent(self) -> None:
         """The agent back on its address, heartbeating again."""
-        from compute.agent.heartbeat import Heartbeat
         from compute.agent.server import create_server
 
         self.server, _ = create_server(self.compute, self.compute.cfg.address)
         self.server.start()
-        self.stop = threading.Event()
-        Heartbeat(self.compute.netmgr, self.name, self.compute.register, 0.5).run(self.stop)
+        self._heartbeat()
 
     def domains(self) -> list[str]:
         return list(self.compute.driver.domains())

@@ -30,7 +30,7 @@ from tests.lib.redundantlab import (
     cut_vrrp,
     new_topology,
 )
-from tests.lib.routerlab import INET_HOST, sh, wait_for
+from tests.lib.routerlab import INET_HOST, neighbour, sh, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +69,6 @@ def test_the_master_holds_every_address_and_the_backup_none(pair: Pair) -> None:
     assert status.redundancy.last_transition > 0
     assert pair.agents[1].status(pair.router_id).redundancy.state == "BACKUP"
     assert all(s.healthy for s in status.services), status.services
-
-
-def neighbour(ns: str, ip: str) -> str:
-    """The MAC ``ns`` holds for ``ip`` ("" when none)."""
-    out = sh("ip", "-n", ns, "neigh", "show", ip, "dev", "eth0").split()
-    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
 
 
 def mac_holding(ns: str, address: str) -> str:

@@ -10,17 +10,12 @@ from tests.lib.routerlab import (
     InProcessAgent,
     Topology,
     make_config,
+    neighbour,
     sh,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def neighbour(ns: str, ip: str) -> str:
-    """The MAC `ns` holds for `ip` ("" when none)."""
-    out = sh("ip", "-n", ns, "neigh", "show", ip).split()
-    return out[out.index("lladdr") + 1] if "lladdr" in out else ""
 
 
 def test_an_address_taken_over_from_another_router_is_announced(

@@ -190,6 +190,35 @@ class FaultLab:
             else self.second.compute.cfg.domain_prefix
         return vm_faults.socket_of(prefix, self.net.router_id)
 
+    def stream(self) -> list[Flow]:
+        """An echo server on the internet side and, once a connection goes
+        out through the master (seen: the stream's first connect timed out
+        right after the pair settled), the guest's TCP stream to it through
+        source NAT: [server, client]."""
+        flows = [Flow.start(self.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT))]
+        try:
+            wait_for("a connection out through the master", lambda: _connects(self), 60)
+            flows.append(Flow.start(self.guest.netns, "tcp-client", INET_HOST_IP,
+                                    str(SNAT_TCP_PORT), "50", str(STREAM_PATIENCE)))
+        except BaseException:
+            flows[0].result()
+            raise
+        return flows
+
+    @contextlib.contextmanager
+    def reported(self, flows: list[Flow]) -> Iterator[None]:
+        """A failed check prints what happened (the failure's report); the
+        flows still in ``flows`` at the end are stopped."""
+        try:
+            yield
+        except (AssertionError, TimeoutError):
+            print(self.what_happened())
+            raise
+        finally:
+            for f in flows:
+                with contextlib.suppress(Exception):
+                    f.result()
+
     def what_happened(self) -> str:
         """The arbiter's events, the VMs' VRRP lines, and each VM console's
         last lines (a VM whose agent never served says why there)."""
@@ -242,80 +271,70 @@ def _fault_in_the_master(lab: FaultLab, fault: str) -> None:
     uplink is put back, and the pair settles."""
     flows: list[Flow] = []
     uplink: tuple[str, str] | None = None
-    try:
-        # The first wait covers both VMs' boots (slow at load under TCG).
-        r = lab.settled(timeout=420)
-        assert lab.guest.dhcp().ip == lab.port.ip
-        before = master(r)
-        assert before == 0
-        dead_host, _ = instances(r)[before]
-        sock = lab.socket(dead_host)
-        vm_faults.wait_ready(sock)
-        flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
-        # The path out through the master first (seen: the stream's first
-        # connect timed out right after the pair settled).
-        wait_for("a connection out through the master", lambda: _connects(lab), 60)
-        flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
-                                str(SNAT_TCP_PORT), "50", str(STREAM_PATIENCE)))
-        time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
-        stream = flows[1]
-        if fault == "uplink":
-            vm = router_vm(lab.aio, lab.second, dead_host, lab.net.router_id)
-            uplink = vm.domain, next(n.mac for n in vm.nics if n.role == "public")
-            vm_faults.set_link(*uplink, up=False)
-        else:
-            old = vm_faults.pid(sock, fault)
-            assert vm_faults.kill(sock, fault) == old
+    with lab.reported(flows):
+        try:
+            # The first wait covers both VMs' boots (slow at load under TCG).
+            r = lab.settled(timeout=420)
+            assert lab.guest.dhcp().ip == lab.port.ip
+            before = master(r)
+            assert before == 0
+            dead_host, _ = instances(r)[before]
+            sock = lab.socket(dead_host)
+            vm_faults.wait_ready(sock)
+            flows += lab.stream()
+            time.sleep(SYNC_SETTLE)  # the stream synced to the backup first
+            stream = flows[1]
+            if fault == "uplink":
+                vm = router_vm(lab.aio, lab.second, dead_host, lab.net.router_id)
+                uplink = vm.domain, next(n.mac for n in vm.nics if n.role == "public")
+                vm_faults.set_link(*uplink, up=False)
+            else:
+                old = vm_faults.pid(sock, fault)
+                assert vm_faults.kill(sock, fault) == old
 
-        if fault != "agent":
-            # The backup VM is master (the old master's own report may lag).
-            wait_router(lab.t, lab.net.router_id,
-                        lambda r: instances(r).get(1 - before, ("", ""))[1] == "MASTER",
-                        timeout=60)
-        # A killed agent is restarted by systemd: back within keepalived's
-        # two failed checks (about 4 s), the master stays where it is (no
-        # failover needed); later, the backup takes over. Either way the
-        # guest's lease, new connections and the stream must hold.
-        assert lab.guest.dhcp().ip == lab.port.ip
-        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-        at_failover = stream.echoed()
-        wait_for("echoes through the new master", lambda: stream.echoed() > at_failover,
-                 STREAM_WAIT)
+            if fault != "agent":
+                # The backup VM is master (the old master's own report may lag).
+                wait_router(lab.t, lab.net.router_id,
+                            lambda r: instances(r).get(1 - before, ("", ""))[1] == "MASTER",
+                            timeout=60)
+            # A killed agent is restarted by systemd: back within keepalived's
+            # two failed checks (about 4 s), the master stays where it is (no
+            # failover needed); later, the backup takes over. Either way the
+            # guest's lease, new connections and the stream must hold.
+            assert lab.guest.dhcp().ip == lab.port.ip
+            connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+            at_failover = stream.echoed()
+            wait_for("echoes through the new master", lambda: stream.echoed() > at_failover,
+                     STREAM_WAIT)
 
-        if uplink is not None:
-            vm_faults.set_link(*uplink, up=True)
-            uplink = None
-        else:
-            # The killed daemon is back in the old master (the agent's health
-            # pass restarts keepalived; systemd restarts the agent, which
-            # adopts the router's daemons, which its unit left running).
-            def back() -> bool:
-                try:
-                    return vm_faults.pid(sock, fault) != old
-                except vm_faults.FaultChannelError:
-                    return False
-            wait_for(f"{fault} back in the old master VM", back, 120)
-        lab.settled()
-        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-        at_failback = stream.echoed()
-        wait_for("echoes through the master back", lambda: stream.echoed() > at_failback,
-                 STREAM_WAIT)
-        assert lab.guest.dhcp().ip == lab.port.ip
-        client, server = flows[1].result(), flows[0].result()
-        flows = []
-        assert client["error"] == "", client
-        assert client["sent"] == client["echoed"], client
-        assert int(server["connections"]) >= 3, server  # type: ignore[call-overload]
-    except (AssertionError, TimeoutError):
-        print(lab.what_happened())  # for the failure's report
-        raise
-    finally:
-        if uplink is not None:
-            with contextlib.suppress(Exception):
+            if uplink is not None:
                 vm_faults.set_link(*uplink, up=True)
-        for f in flows:
-            with contextlib.suppress(Exception):
-                f.result()
+                uplink = None
+            else:
+                # The killed daemon is back in the old master (the agent's health
+                # pass restarts keepalived; systemd restarts the agent, which
+                # adopts the router's daemons, which its unit left running).
+                def back() -> bool:
+                    try:
+                        return vm_faults.pid(sock, fault) != old
+                    except vm_faults.FaultChannelError:
+                        return False
+                wait_for(f"{fault} back in the old master VM", back, 120)
+            lab.settled()
+            connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+            at_failback = stream.echoed()
+            wait_for("echoes through the master back", lambda: stream.echoed() > at_failback,
+                     STREAM_WAIT)
+            assert lab.guest.dhcp().ip == lab.port.ip
+            client, server = flows[1].result(), flows[0].result()
+            flows.clear()
+            assert client["error"] == "", client
+            assert client["sent"] == client["echoed"], client
+            assert int(server["connections"]) >= 3, server  # type: ignore[call-overload]
+        finally:
+            if uplink is not None:
+                with contextlib.suppress(Exception):
+                    vm_faults.set_link(*uplink, up=True)
 
 
 # The first one boots the pair (the module's cloud may be up already).
@@ -351,57 +370,49 @@ def test_the_compute_agent_of_the_master_vms_host_killed(faults: FaultLab) -> No
     lab = faults
     flows: list[Flow] = []
     restart = None
-    try:
-        r = lab.settled(timeout=420)
-        host, _ = instances(r)[0]
-        assert lab.guest.dhcp().ip == lab.port.ip
-        replacements = r.vm_replacements
-        pid = router_vm_pid(lab.aio, lab.second, host, lab.net.router_id)
-        flows.append(Flow.start(lab.aio.inet_ns, "tcp-server", str(SNAT_TCP_PORT)))
-        wait_for("a connection out through the master", lambda: _connects(lab), 60)
-        flows.append(Flow.start(lab.guest.netns, "tcp-client", INET_HOST_IP,
-                                str(SNAT_TCP_PORT), "50", str(STREAM_PATIENCE)))
-        stream = flows[1]
-        if host == lab.second.name:
-            lab.second.kill_agent()
-            restart = lab.second.start_agent
-        else:
-            os.kill(lab.aio.pids["compute"], signal.SIGKILL)
-            restart = lambda: vm_backend.start_compute(lab.aio, lab.aio.compute_listen)  # noqa: E731
-        wait_for("the master's host DOWN",
-                 lambda: host_state(lab.aio, host) == "HOST_STATE_DOWN", 120)
-        r = wait_router(lab.t, lab.net.router_id, lambda r: "still answers" in r.vm_detail,
-                        timeout=60)
-        assert (r.vm_host, r.vm_replacements) == (host, replacements), r
-        assert instances(r)[0] == (host, "MASTER"), r
-        assert lab.guest.dhcp().ip == lab.port.ip
-        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-        at = stream.echoed()
-        wait_for("echoes through the master", lambda: stream.echoed() > at, STREAM_WAIT)
+    with lab.reported(flows):
+        try:
+            r = lab.settled(timeout=420)
+            host, _ = instances(r)[0]
+            assert lab.guest.dhcp().ip == lab.port.ip
+            replacements = r.vm_replacements
+            pid = router_vm_pid(lab.aio, lab.second, host, lab.net.router_id)
+            flows += lab.stream()
+            stream = flows[1]
+            if host == lab.second.name:
+                lab.second.kill_agent()
+                restart = lab.second.start_agent
+            else:
+                os.kill(lab.aio.pids["compute"], signal.SIGKILL)
+                restart = lambda: vm_backend.start_compute(lab.aio, lab.aio.compute_listen)  # noqa: E731
+            wait_for("the master's host DOWN",
+                     lambda: host_state(lab.aio, host) == "HOST_STATE_DOWN", 120)
+            r = wait_router(lab.t, lab.net.router_id, lambda r: "still answers" in r.vm_detail,
+                            timeout=60)
+            assert (r.vm_host, r.vm_replacements) == (host, replacements), r
+            assert instances(r)[0] == (host, "MASTER"), r
+            assert lab.guest.dhcp().ip == lab.port.ip
+            connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+            at = stream.echoed()
+            wait_for("echoes through the master", lambda: stream.echoed() > at, STREAM_WAIT)
 
-        restart()
-        restart = None
-        wait_for("the master's host UP", lambda: host_state(lab.aio, host) == "HOST_STATE_UP",
-                 120)
-        r = wait_router(lab.t, lab.net.router_id, lambda r: r.vm_detail == "", timeout=60)
-        assert router_vm_pid(lab.aio, lab.second, host, lab.net.router_id) == pid
-        assert instances(lab.settled())[0] == (host, "MASTER")
-        connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
-        client = flows[1].result()
-        flows[0].result()
-        flows = []
-        assert client["error"] == "", client
-        assert client["sent"] == client["echoed"], client
-    except (AssertionError, TimeoutError):
-        print(lab.what_happened())  # for the failure's report
-        raise
-    finally:
-        if restart is not None:
-            with contextlib.suppress(Exception):
-                restart()
-        for f in flows:
-            with contextlib.suppress(Exception):
-                f.result()
+            restart()
+            restart = None
+            wait_for("the master's host UP", lambda: host_state(lab.aio, host) == "HOST_STATE_UP",
+                     120)
+            r = wait_router(lab.t, lab.net.router_id, lambda r: r.vm_detail == "", timeout=60)
+            assert router_vm_pid(lab.aio, lab.second, host, lab.net.router_id) == pid
+            assert instances(lab.settled())[0] == (host, "MASTER")
+            connects(lab.guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+            client = flows[1].result()
+            flows[0].result()
+            flows.clear()
+            assert client["error"] == "", client
+            assert client["sent"] == client["echoed"], client
+        finally:
+            if restart is not None:
+                with contextlib.suppress(Exception):
+                    restart()
 
 
 def _agent_children(sock: str) -> tuple[int, int]:
