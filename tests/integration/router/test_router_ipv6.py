@@ -475,3 +475,30 @@ def test_a_guest_ingress_rule_change_goes_as_an_edge_delta(lab: Lab) -> None:
         server.kill()
         server.wait()
         apply(lab.agent, router_config(lab.router_id, 35))
+
+
+def test_an_ipv6_address_removed_behind_the_agents_back_is_reported_and_repaired(
+        lab: Lab) -> None:
+    """The health check reads the namespace's addresses itself (one netlink
+    dump): an address deleted by hand is named, and the repair puts it back."""
+    rt = lab.agent.agent.runtime(lab.router_id)
+    cfg = rt.config
+    assert cfg is not None
+    net = next(n for n in cfg.guest_networks if n.ipv6_cidr)
+    prefixlen = net.ipv6_cidr.split("/")[1]
+    addr = f"{net.ipv6_gateway}/{prefixlen}"
+    assert "ipv6" not in rt.check_health()
+    sh("ip", "-n", rt.ctx.netns, "-6", "addr", "del", addr, "dev", net.interface)
+    try:
+        assert "ipv6" in rt.check_health()
+        ipv6 = next(s for s in rt.status().services if s.name == "ipv6")
+        assert not ipv6.healthy
+        assert ipv6.detail == f"missing: {addr}"
+        assert "ipv6" in rt.repair()
+        assert "ipv6" not in rt.check_health()
+    finally:
+        if "ipv6" in rt.check_health():
+            sh("ip", "-n", rt.ctx.netns, "-6", "addr", "add", addr, "dev", net.interface,
+               "nodad")
+    assert net.ipv6_gateway in " ".join(
+        sh("ip", "-n", rt.ctx.netns, "-6", "-o", "addr", "show", "dev", net.interface).split())
