@@ -19,6 +19,7 @@ each agent's generations with the store; a shard gained is resynced at once.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import threading
@@ -64,6 +65,13 @@ MAX_BACKOFF = 10.0
 PUSH_SPACING = 0.25
 # A push done this long after it was due is logged (waits for a worker, slow agents).
 SLOW_PUSH = 1.0
+# Pushes at once to one router host. A push waits for the agent's apply (a new
+# router: its namespace, interfaces and daemons started, 0.5-3 s on a busy
+# host), so a pool shared by every host let one busy host's queue hold up the
+# others' routers; a host's own applies beyond a few only queue in its agent.
+WORKERS_PER_HOST = 4
+# Threads for pushes in all (hosts x WORKERS_PER_HOST, bounded).
+MAX_PUSH_THREADS = 64
 # A resync records a router's report only when it differs from the last one
 # this replica recorded, or that one is older than this (a safety net).
 REPORT_REFRESH = 30.0
@@ -108,7 +116,7 @@ class Reconciler:
         agents: Mapping[str, str],
         *,
         resync_interval: float = 2.0,
-        workers: int = 4,
+        workers_per_host: int = WORKERS_PER_HOST,
         leases: ShardLeases | None = None,
         forward: Callable[[str, str], None] | None = None,
         hosts: RouterHostsView | None = None,
@@ -147,6 +155,12 @@ class Reconciler:
         # router id -> (the report this replica last recorded, serialised; when)
         self._recorded: dict[str, tuple[bytes, float]] = {}
         self._in_flight: set[str] = set()
+        # Where each router's pushes go (its host), and pushes in flight per
+        # host: at most ``workers_per_host`` each.
+        self._host_of: dict[str, str] = {}
+        self._pushing_on: dict[str, str] = {}
+        self._busy: collections.Counter[str] = collections.Counter()
+        self._per_host = workers_per_host
         # When each router's last push recorded its status: a resync must not
         # overwrite that with a status it fetched earlier.
         self._pushed_at: dict[str, float] = {}
@@ -156,7 +170,7 @@ class Reconciler:
         self._restarts: set[str] = set()
         self._resync_now = False
         self._stopping = False
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push")
+        self._pool = ThreadPoolExecutor(max_workers=MAX_PUSH_THREADS, thread_name_prefix="push")
         self._threads: list[threading.Thread] = []
         # One edge rule changed: sent as a delta when possible (netmgr.reconcile.delta_push).
         self.edge = EdgeDeltas(store, self.router_channel, self._instance_channel)
@@ -337,24 +351,60 @@ class Reconciler:
             with self._lock:
                 if self._stopping:
                     return
-                now = time.monotonic()
-                ready = [r for r, t in self._due.items() if t <= now and r not in self._in_flight]
-                for r in ready:
-                    self._was_due[r] = self._due.pop(r)
-                    self._in_flight.add(r)
-                dropped = [r for r in ready if self._leases.epoch(r) is None]
-                for r in dropped:  # another replica's now
-                    self._in_flight.discard(r)
-                    self._was_due.pop(r, None)
-                    self._backoff.pop(r, None)
-                    ready.remove(r)
-                if not ready:
-                    future = [t for r, t in self._due.items() if r not in self._in_flight]
-                    timeout = max(0.0, min(future) - now) if future else 1.0
-                    self._wake.wait(timeout=min(timeout, 1.0))
+                ready, unplaced, waiting = self._take_ready(time.monotonic())
+                if not ready and not unplaced:
+                    self._wake.wait(timeout=min(waiting, 1.0))
                     continue
             for router_id in ready:
                 self._pool.submit(self._push_guarded, router_id)
+            if unplaced:
+                self._place(unplaced)
+
+    def _take_ready(self, now: float) -> tuple[list[str], list[str], float]:
+        """Under the lock: the routers due now whose host has a push slot
+        free (marked in flight), those whose host is not known yet, and
+        how long until the next one is due."""
+        ready: list[str] = []
+        unplaced: list[str] = []
+        waiting = 1.0
+        for r, t in list(self._due.items()):
+            if r in self._in_flight:
+                continue
+            if t > now:
+                waiting = min(waiting, t - now)
+                continue
+            if self._leases.epoch(r) is None:  # another replica's now
+                del self._due[r]
+                self._backoff.pop(r, None)
+                continue
+            host = self._host_of.get(r)
+            if host is None:
+                unplaced.append(r)
+                continue
+            if self._busy[host] >= self._per_host:
+                continue  # a push of that host ending wakes this loop
+            self._was_due[r] = self._due.pop(r)
+            self._in_flight.add(r)
+            self._pushing_on[r] = host
+            self._busy[host] += 1
+            ready.append(r)
+        return ready, unplaced, waiting
+
+    def _place(self, router_ids: Sequence[str]) -> None:
+        """Learn the hosts of routers this replica has not pushed or resynced
+        yet (a burst of new routers): one small read each."""
+        hosts = {}
+        for router_id in router_ids:
+            try:
+                hosts[router_id] = self._store.router_head(router_id)[0]
+            except errors.NotFound:
+                hosts[router_id] = ""  # deleted: its push removes it wherever it runs
+            except Exception:  # the store unreachable: the resync places it later
+                log.exception("router %s: cannot read its host", router_id)
+                hosts[router_id] = ""
+        with self._lock:
+            for router_id, host in hosts.items():
+                self._host_of.setdefault(router_id, host)
 
     def _push_guarded(self, router_id: str) -> None:
         ok = False
@@ -365,6 +415,10 @@ class Reconciler:
             log.exception("router %s: push failed", router_id)
         with self._lock:
             self._in_flight.discard(router_id)
+            host = self._pushing_on.pop(router_id, "")
+            self._busy[host] -= 1
+            if self._busy[host] <= 0:
+                del self._busy[host]
             ended = self._push_ended[router_id] = time.monotonic()
             due = self._was_due.pop(router_id, began)
             if ended - due > SLOW_PUSH:  # queued behind other pushes, or a slow agent
@@ -399,6 +453,8 @@ class Reconciler:
             # Deleted from the model: remove it wherever it may run.
             return self._delete_everywhere(router_id, epoch)
         router = snapshot.router
+        with self._lock:
+            self._host_of[router_id] = router.host
         config = build_router_config(snapshot)
         if red is not None and self.redundant is not None:
             return self._push_redundant(router_id, red, config, epoch)
@@ -568,6 +624,8 @@ class Reconciler:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
         routers = self._store.placed_routers()
+        with self._lock:
+            self._host_of = {r.id: r.host for r in routers}
         # The leases as they are now, for the whole pass: a shard gained while
         # the agents are asked must not make its routers look like copies the
         # model placed elsewhere (they would be deleted on their own host). A

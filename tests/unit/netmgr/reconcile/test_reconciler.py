@@ -563,3 +563,65 @@ def test_a_resync_records_only_reports_that_changed(
         assert store.recorded == [rid, rid, rid, rid]
     finally:
         r.stop()
+
+
+class GatedAgent(RecordingAgent):
+    """Holds every ApplyConfig until ``gate`` is set; counts how many wait at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+
+    def ApplyConfig(self, request: pb.ApplyConfigRequest,
+                    context: grpc.ServicerContext) -> pb.ApplyConfigResponse:
+        with self.lock:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+        self.gate.wait(timeout=30)
+        with self.lock:
+            self.waiting -= 1
+        return super().ApplyConfig(request, context)
+
+
+def test_pushes_to_one_slow_host_never_hold_up_another_host(store: MemoryStore) -> None:
+    """Routers are pushed a few at a time per router host, not a few at a
+    time in all: while one host's agent takes its time over every apply
+    (a host busy making routers), the other host's routers are pushed too;
+    no host gets more than its share at once."""
+    agents: dict[str, GatedAgent] = {}
+    servers: list[grpc.Server] = []
+    for host in ("a", "b"):
+        servicer = GatedAgent()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        agent_pb2_grpc.add_RouterAgentServicer_to_server(servicer, server)
+        servicer.target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        server.start()
+        agents[host] = servicer
+        servers.append(server)
+    on: dict[str, list[str]] = {"a": [], "b": []}
+    for host in "aaaaaabbbbbb":
+        rid = store.add()
+        store.routers[rid] = dataclasses.replace(store.routers[rid], host=host)
+        on[host].append(rid)
+    r = Reconciler(store, store, {h: a.target for h, a in agents.items()}, resync_interval=60,
+                   workers_per_host=3)
+    try:
+        r.start()
+        eventually(lambda: agents["a"].waiting == 3 and agents["b"].waiting == 3)
+        time.sleep(0.3)  # more would show up now
+        assert (agents["a"].most_waiting, agents["b"].most_waiting) == (3, 3)
+        for a in agents.values():
+            a.gate.set()
+        for host, a in agents.items():
+            def all_applied(a: GatedAgent = a, host: str = host) -> bool:
+                return {rid for rid, _ in a.applied} == set(on[host])
+
+            eventually(all_applied)
+    finally:
+        for a in agents.values():
+            a.gate.set()
+        r.stop()
+        for server in servers:
+            server.stop(0)
