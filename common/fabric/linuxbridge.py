@@ -19,6 +19,10 @@ from common.netns import ensure_netns, nic_has_mac, remove_netns
 
 log = logging.getLogger(__name__)
 
+# Ports one Linux bridge takes: the kernel numbers them in 10 bits, port 0
+# unused (BR_MAX_PORTS in net/bridge/br_private.h); one more is EXFULL.
+MAX_BRIDGE_PORTS = 1023
+
 
 class LinuxBridgeFabric:
     """One Linux bridge per segment, in the namespace `fabric_netns`.
@@ -89,7 +93,17 @@ class LinuxBridgeFabric:
             index = fab.link_lookup(ifname=port)[0]
             if mtu:
                 fab.link("set", index=index, mtu=mtu)
-            fab.link("set", index=index, master=bridge, state="up")
+            try:
+                fab.link("set", index=index, master=bridge, state="up")
+            except NetlinkError as e:
+                fab.link("del", index=index)  # the pair: its other end goes with it
+                if e.code == errno.EXFULL:
+                    raise FabricError(
+                        f"segment {segment}: bridge {self.bridge_name(segment)} is full "
+                        f"({MAX_BRIDGE_PORTS} ports, the kernel's limit for one Linux bridge); "
+                        "the ovs fabric has no such limit") from e
+                raise FabricError(f"port {port}: cannot attach to bridge "
+                                  f"{self.bridge_name(segment)}: {e}") from e
         with IPRoute(netns=target_netns, flags=0) as tgt:
             idx = tgt.link_lookup(ifname=peer_tmp)[0]
             stale = tgt.link_lookup(ifname=ifname)
