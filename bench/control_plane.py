@@ -48,6 +48,7 @@ from google.protobuf import field_mask_pb2
 from aio import replicas
 from aio.allinone import AllInOne
 from aio.demo import Api
+from common.fabric.linuxbridge import MAX_BRIDGE_PORTS
 from netmgr.store.leases import SHARDS, shard_of
 from tests.lib import cpu_share
 from tests.lib.replicas import (
@@ -61,6 +62,12 @@ from tests.lib.replicas import (
 from tests.lib.router_hosts import RouterHost
 
 AGENT_HEALTH_INTERVAL = 5.0  # router/agent/server.py's default
+# Ports of the provider segment's bridge besides the routers' (the edge, the
+# upstream DNS, the web host, a probe's router).
+FABRIC_SPARE_PORTS = 10
+# The host phase's wait for the dead host's routers to serve elsewhere (the
+# goal is 30 s; a slow move is a figure, not a crash of the run).
+HOST_MOVE_TIMEOUT = 900.0
 BIG_ZONE = {"public_cidr": "100.64.0.0/16", "public_gateway": "100.64.0.1",
             "public_pool_start": "100.64.0.10", "public_pool_end": "100.64.255.250",
             "vlan_min": 100, "vlan_max": 3000,
@@ -122,13 +129,14 @@ def active(r: pb.Router) -> bool:
 class Cloud:
     """An all-in-one with ``replicas`` netmgr processes and ``agents`` router hosts."""
 
-    def __init__(self, replicas_n: int, db: str, agents: int, host_grace: float) -> None:
+    def __init__(self, replicas_n: int, db: str, agents: int, host_grace: float,
+                 fabric: str) -> None:
         self.state_dir = tempfile.mkdtemp(prefix="cn-bench-cp-", dir="/tmp")
         os.chmod(self.state_dir, 0o711)  # the postgres user runs <state>/pg
         self.aio = AllInOne(
             insecure=True, prefix=f"b{uuid.uuid4().hex[:5]}", state_dir=self.state_dir,
                             listen=f"127.0.0.1:{free_ports(replicas_n)}",
-                            fabric_kind="linuxbridge", health_interval=5.0,
+                            fabric_kind=fabric, health_interval=5.0,
                             replicas=replicas_n, db=db,
                             netmgr_args=("--host-grace", str(host_grace)))
         # The agents check their daemons at the agent's default interval (the
@@ -299,7 +307,7 @@ def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
                 return False
         return True
 
-    wait_for(moved, 180, step=0.2)
+    wait_for(moved, HOST_MOVE_TIMEOUT, step=0.2)
     took = time.monotonic() - started
     api.close()
     return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
@@ -340,7 +348,7 @@ class Results:
 
 def run(replicas_n: int, db: str, args: argparse.Namespace, failures: bool,
         results: Results, variant: str) -> dict[str, Any]:
-    cloud = Cloud(replicas_n, db, args.agents, args.host_grace)
+    cloud = Cloud(replicas_n, db, args.agents, args.host_grace, args.fabric)
     watches: list[AgentWatch] = []
     try:
         cloud.up()
@@ -425,6 +433,10 @@ def main() -> int:
                          "(a ListRouterStatus each; netmgr itself asks every 2 s)")
     ap.add_argument("--quick", action="store_true",
                     help="a quick run: 40 networks x 4 ports, 20 killed-load networks, 2 agents")
+    ap.add_argument("--fabric", choices=("linuxbridge", "ovs"),
+                    help="the hosts' fabric (one for all the run's hosts); default: "
+                         "linuxbridge, or ovs when the run's routers would not fit on one "
+                         f"Linux bridge ({MAX_BRIDGE_PORTS} ports)")
     ap.add_argument("--keep-logs", metavar="DIR",
                     help="copy netmgr's and the agents' logs there (per variant)")
     ap.add_argument("--skip-baseline", action="store_true",
@@ -433,12 +445,23 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.networks, args.ports, args.kill_networks, args.agents = 40, 4, 20, 2
+    # Every router's public interface is a port of the provider segment's
+    # bridge, and every host of this run shares one fabric: past a Linux
+    # bridge's ports, routers would fail to plug (a limit of the bench's one
+    # machine; each real host has its own bridge).
+    routers = args.networks + args.kill_networks + FABRIC_SPARE_PORTS
+    if args.fabric is None:
+        args.fabric = "linuxbridge" if routers <= MAX_BRIDGE_PORTS else "ovs"
+    elif args.fabric == "linuxbridge" and routers > MAX_BRIDGE_PORTS:
+        ap.error(f"--fabric linuxbridge: {routers} ports on the provider segment's bridge "
+                 f"(networks, kill networks and the all-in-one's own); one Linux bridge "
+                 f"takes {MAX_BRIDGE_PORTS}: use --fabric ovs")
     os.makedirs(args.out, exist_ok=True)
     results = Results(args.out, {
         "benchmark": "control_plane", "host": platform.node(), "cpus": os.cpu_count(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "networks": args.networks, "ports": args.ports, "threads": args.threads,
-        "agents": args.agents, "host_grace_s": args.host_grace,
+        "agents": args.agents, "host_grace_s": args.host_grace, "fabric": args.fabric,
         "watch_interval_s": args.watch_interval})
     if not args.skip_baseline:
         run(1, "sqlite", args, failures=False, results=results, variant="baseline")
