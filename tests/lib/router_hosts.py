@@ -18,6 +18,7 @@ from cloudnet.router.v1 import agent_pb2_grpc
 from aio import replicas
 from aio.allinone import AllInOne
 from common.fabric.linuxbridge import LinuxBridgeFabric
+from common.fabric.ovs import OvsFabric
 from common.netns import remove_netns
 from router.agent.registry import stop_routers
 from router.runtime import router_netns_name
@@ -40,7 +41,7 @@ class RouterHost:
         self.aio.spawn(f"agent-{self.name}", [
             sys.executable, "-m", "router.agent.server",
             "--listen", f"unix://{self.socket}", "--state-dir", self.state_dir,
-            "--netns-prefix", self.prefix, "--fabric-netns", self._fabric_netns(),
+            "--netns-prefix", self.prefix, *self._fabric_args(),
             "--health-interval", str(self.health_interval), "--agent-id", self.name,
             # Every replica, by gRPC's own name resolution: pick_first moves on
             # to the next address when one stops answering.
@@ -48,11 +49,14 @@ class RouterHost:
             "--netmgr-token-file", os.path.join(self.aio.state_dir, "admin.token"),
             "--host-name", self.name, "--heartbeat-interval", "0.5"])
 
-    def _fabric_netns(self) -> str:
+    def _fabric_args(self) -> list[str]:
+        """The all-in-one's own fabric: its bridges' namespace, or its OVS bridge."""
         fabric = self.aio.fabric
-        if not isinstance(fabric, LinuxBridgeFabric):
-            raise TypeError("router hosts beside an all-in-one need its linuxbridge fabric")
-        return fabric.netns
+        if isinstance(fabric, LinuxBridgeFabric):
+            return ["--fabric-netns", fabric.netns]
+        if isinstance(fabric, OvsFabric):
+            return ["--fabric", "ovs", "--ovs-bridge", fabric.bridge]
+        raise TypeError("router hosts beside an all-in-one need its linuxbridge or ovs fabric")
 
     def die(self) -> None:
         """The host is gone: its agent killed, its routers with it."""
