@@ -50,6 +50,7 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -64,7 +65,7 @@ from tests.lib import vm_faults
 from tests.lib.allinone import Tenant, free_port, router_image_built
 from tests.lib.redundantlab import Flow, connects
 from tests.lib.second_compute_host import SecondHost, host_state, wait_for
-from tests.lib.vm_routers import master, pair_serving, router_vm_pid, wait_router
+from tests.lib.vm_routers import master, pair_serving, router, router_vm_pid, wait_router
 
 TRIGGERS = ("vm", "uplink", "keepalived", "agent")
 # Triggers that reach inside the master VM (the fault channel).
@@ -126,20 +127,57 @@ def _daemon_failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Netwo
     time.sleep(SETTLE)
     t0 = time.monotonic()
     vm_faults.kill(sock, daemon)
-    after = _after_move(aio.inet_ns, t, net, port, guest, before, t0, other_master=True)
-    t1 = time.monotonic()
 
     def back() -> bool:
         try:
             return vm_faults.pid(sock, daemon) != old
         except vm_faults.FaultChannelError:
             return False
+    # A killed agent moves the master only when systemd's restart of it takes
+    # longer than keepalived's two failed checks (redundant-routers.md): at
+    # light load it is back first and nothing needs to move (its daemons went
+    # on forwarding). Measured either way: no move is a figure, not a failure.
+    stays = daemon == "agent" and _agent_back_first(t, net, before, back)
+    after = (_after_move(aio.inet_ns, t, net, port, guest, before, t0, other_master=True)
+             if not stays else _no_move(aio.inet_ns, port, guest, t0))
+    t1 = time.monotonic()
     wait_for(f"{daemon} back in the old master", back, BOOT)
     back_s = time.monotonic() - t0
     wait_router(t, net.router_id, lambda r: pair_serving(r) and master(r) == 0, BOOT,
                 poll=0.1)
     return {"t0": t0, "t1": t1, "killed": before, **after, "daemon_back_s": round(back_s, 1),
             "pair_whole_s": round(time.monotonic() - t0, 1)}
+
+
+def _agent_back_first(t: Tenant, net: pb.Network, before: int,
+                      back: Callable[[], bool]) -> bool:
+    """Whether the killed agent was back (a new pid) with the master role
+    never moved; False as soon as the other instance is master."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r = router(t, net.router_id)
+        if any(i.instance == 1 - before and i.role == "MASTER" for i in r.instances):
+            return False
+        if back():
+            time.sleep(2 * SETTLE)  # the checks' next round: a late move still counts
+            r = router(t, net.router_id)
+            return not any(i.instance == 1 - before and i.role == "MASTER"
+                           for i in r.instances)
+        time.sleep(0.1)
+    raise TimeoutError("the killed agent neither came back nor moved the master in 120 s")
+
+
+def _no_move(inet_ns: str, port: pb.Port, guest: Any, t0: float) -> dict[str, Any]:
+    """The checks ``_after_move`` makes, with the master where it was."""
+    lease_ok = _lease_kept(guest, port)
+    try:
+        connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)
+        fresh = ""
+    except Exception as e:  # reported, not fatal
+        fresh = str(e)[:200]
+    return {"moved_s": None, "moved": False, "lease_kept": lease_ok,
+            "new_connection": not fresh, "new_connection_error": fresh,
+            "load": os.getloadavg()[0], "back_without_move_s": round(time.monotonic() - t0, 2)}
 
 
 def _uplink_failover(aio: AllInOne, t: Tenant, net: pb.Network, port: pb.Port,
@@ -391,7 +429,9 @@ def _run_trigger(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Network,
                             "all": outages},
         "failback_no_forwarding_s": {"median": statistics.median(backs), "max": max(backs),
                                      "all": backs},
-        "moved_s_median": statistics.median(m["moved_s"] for m in moves) if moves else None,
+        "moved_s_median": statistics.median(moved) if (moved := [
+            m["moved_s"] for m in moves if m["moved_s"] is not None]) else None,
+        "moves_without_a_new_master": sum(1 for m in moves if m["moved_s"] is None),
         "tcp_streams_reset": 1 if client_out["error"] else 0,
         "tcp_streams": 1,
         "tcp_error": client_out["error"],
