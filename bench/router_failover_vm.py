@@ -149,20 +149,22 @@ def _daemon_failover(aio: AllInOne, second: SecondHost, t: Tenant, net: pb.Netwo
             "pair_whole_s": round(time.monotonic() - t0, 1)}
 
 
+def _other_is_master(r: pb.Router, before: int) -> bool:
+    """The instance other than ``before`` reports MASTER (whatever ``before`` says)."""
+    return any(i.instance == 1 - before and i.role == "MASTER" for i in r.instances)
+
+
 def _agent_back_first(t: Tenant, net: pb.Network, before: int,
                       back: Callable[[], bool]) -> bool:
     """Whether the killed agent was back (a new pid) with the master role
     never moved; False as soon as the other instance is master."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        r = router(t, net.router_id)
-        if any(i.instance == 1 - before and i.role == "MASTER" for i in r.instances):
+        if _other_is_master(router(t, net.router_id), before):
             return False
         if back():
             time.sleep(2 * SETTLE)  # the checks' next round: a late move still counts
-            r = router(t, net.router_id)
-            return not any(i.instance == 1 - before and i.role == "MASTER"
-                           for i in r.instances)
+            return not _other_is_master(router(t, net.router_id), before)
         time.sleep(0.1)
     raise TimeoutError("the killed agent neither came back nor moved the master in 120 s")
 
@@ -207,9 +209,7 @@ def _after_move(inet_ns: str, t: Tenant, net: pb.Network, port: pb.Port, guest: 
     one, or with ``other_master`` whatever the old one's report says): the
     guest's lease asked for again and a new connection out."""
     def is_moved(r: pb.Router) -> bool:
-        if other_master:
-            return any(i.instance == 1 - before and i.role == "MASTER" for i in r.instances)
-        return master(r) == 1 - before
+        return _other_is_master(r, before) if other_master else master(r) == 1 - before
     wait_router(t, net.router_id, is_moved, 120, poll=0.1)
     moved = time.monotonic() - t0
     sockets = {"guest": _stream_sockets(guest.netns), "server": _stream_sockets(inet_ns)}

@@ -154,12 +154,10 @@ class Reconciler:
         self._was_due: dict[str, float] = {}
         # router id -> (the report this replica last recorded, serialised; when)
         self._recorded: dict[str, tuple[bytes, float]] = {}
-        self._in_flight: set[str] = set()
-        # Where each router's pushes go (its host), and pushes in flight per
-        # host: at most ``workers_per_host`` each.
+        # Routers being pushed, each with the host its push goes to (at most
+        # ``workers_per_host`` per host), and the host of every router known.
+        self._in_flight: dict[str, str] = {}
         self._host_of: dict[str, str] = {}
-        self._pushing_on: dict[str, str] = {}
-        self._busy: collections.Counter[str] = collections.Counter()
         self._per_host = workers_per_host
         # When each router's last push recorded its status: a resync must not
         # overwrite that with a status it fetched earlier.
@@ -367,6 +365,7 @@ class Reconciler:
         ready: list[str] = []
         unplaced: list[str] = []
         waiting = 1.0
+        busy = collections.Counter(self._in_flight.values())
         for r, t in list(self._due.items()):
             if r in self._in_flight:
                 continue
@@ -381,12 +380,11 @@ class Reconciler:
             if host is None:
                 unplaced.append(r)
                 continue
-            if self._busy[host] >= self._per_host:
+            if busy[host] >= self._per_host:
                 continue  # a push of that host ending wakes this loop
             self._was_due[r] = self._due.pop(r)
-            self._in_flight.add(r)
-            self._pushing_on[r] = host
-            self._busy[host] += 1
+            self._in_flight[r] = host
+            busy[host] += 1
             ready.append(r)
         return ready, unplaced, waiting
 
@@ -414,11 +412,7 @@ class Reconciler:
         except Exception:  # a bug must not kill the worker; retry later
             log.exception("router %s: push failed", router_id)
         with self._lock:
-            self._in_flight.discard(router_id)
-            host = self._pushing_on.pop(router_id, "")
-            self._busy[host] -= 1
-            if self._busy[host] <= 0:
-                del self._busy[host]
+            self._in_flight.pop(router_id, None)
             ended = self._push_ended[router_id] = time.monotonic()
             due = self._was_due.pop(router_id, began)
             if ended - due > SLOW_PUSH:  # queued behind other pushes, or a slow agent

@@ -6,7 +6,7 @@ dump of a router's links (parsed attribute by attribute, through asyncio)
 costs milliseconds, most of a 1,000-router host's status call. One socket
 opened in the namespace and one SIOCGIFFLAGS ioctl per link costs
 microseconds; the addresses are one RTM_GETADDR dump on a raw netlink
-socket, read with ``struct``.
+socket (``rawnetlink``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
-import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from common.netns import run_in_netns
+from router.lib import rawnetlink
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
@@ -53,14 +53,11 @@ def links_up(netns: str, names: Iterable[str]) -> dict[str, bool]:
             for name, flags in link_flags(netns, names).items()}
 
 
+
 RTM_NEWADDR, RTM_GETADDR = 20, 22
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 IFA_ADDRESS = 1
 RT_SCOPE_LINK = 253
-_NLMSG = struct.Struct("=IHHII")  # struct nlmsghdr
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-_RTATTR = struct.Struct("=HH")
 
 
 def ipv6_addresses(netns: str) -> set[ipaddress.IPv6Interface]:
@@ -69,51 +66,23 @@ def ipv6_addresses(netns: str) -> set[ipaddress.IPv6Interface]:
 
     def query() -> set[ipaddress.IPv6Interface]:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
-            s.send(_NLMSG.pack(_NLMSG.size + _IFADDRMSG.size, RTM_GETADDR,
-                               NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-                   + _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0))
-            found: set[ipaddress.IPv6Interface] = set()
-            while True:
-                done, addresses = parse_address_dump(s.recv(1 << 16))
-                found.update(addresses)
-                if done:
-                    return found
+            s.send(rawnetlink.request(RTM_GETADDR, rawnetlink.NLM_F_DUMP,
+                                      _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)))
+            return global_ipv6(rawnetlink.answers(rawnetlink.received(s), "rtnetlink"))
 
     return run_in_netns(netns, query)
 
 
-def parse_address_dump(data: bytes) -> tuple[bool, list[ipaddress.IPv6Interface]]:
-    """One datagram of an RTM_GETADDR dump: whether it ends the dump, and
-    the non-link-local IPv6 addresses it carries."""
-    out: list[ipaddress.IPv6Interface] = []
-    at = 0
-    while at + _NLMSG.size <= len(data):
-        length, kind, _, _, _ = _NLMSG.unpack_from(data, at)
-        if length < _NLMSG.size:
-            raise OSError(errno.EPROTO, "rtnetlink: malformed answer")
-        body = data[at + _NLMSG.size:at + length]
-        at += (length + 3) & ~3
-        if kind == NLMSG_DONE:
-            return True, out
-        if kind == NLMSG_ERROR:
-            code = -struct.unpack_from("=i", body)[0]
-            raise OSError(code, f"rtnetlink: {os.strerror(code)}")
+def global_ipv6(answers: Iterable[tuple[int, bytes]]) -> set[ipaddress.IPv6Interface]:
+    """The non-link-local IPv6 addresses of an RTM_GETADDR dump's answers."""
+    out: set[ipaddress.IPv6Interface] = set()
+    for kind, body in answers:
         if kind != RTM_NEWADDR or len(body) < _IFADDRMSG.size:
             continue
         family, prefixlen, _, scope, _ = _IFADDRMSG.unpack_from(body)
         if family != socket.AF_INET6 or scope == RT_SCOPE_LINK:
             continue
-        for attr, value in _attributes(body[_IFADDRMSG.size:]):
+        for attr, value in rawnetlink.attributes(body[_IFADDRMSG.size:]):
             if attr == IFA_ADDRESS and len(value) == 16:
-                out.append(ipaddress.IPv6Interface((value, prefixlen)))
-    return False, out
-
-
-def _attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
-    at = 0
-    while at + _RTATTR.size <= len(data):
-        length, kind = _RTATTR.unpack_from(data, at)
-        if length < _RTATTR.size:
-            return
-        yield kind, data[at + _RTATTR.size:at + length]
-        at += (length + 3) & ~3
+                out.add(ipaddress.IPv6Interface((value, prefixlen)))
+    return out

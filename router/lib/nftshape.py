@@ -15,67 +15,29 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import socket
 import struct
-from collections.abc import Iterator
+
+from router.lib.rawnetlink import NLM_F_ACK, NLM_F_DUMP, answers, attribute, received, request
+from router.lib.rawnetlink import attributes as _attrs
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE = 1, 4, 7
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 NFPROTO_INET = 1
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_HANDLE, NFTA_CHAIN_USE, NFTA_CHAIN_COUNTERS = 1, 2, 6, 8
 NFTA_RULE_TABLE, NFTA_RULE_HANDLE, NFTA_RULE_EXPRESSIONS = 1, 3, 4
 NFTA_RULE_POSITION = 8
 NFTA_LIST_ELEM, NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 1, 2
-NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flags
-_HDR = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("=BBH")
-_ATTR = struct.Struct("=HH")
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    pad = b"\0" * (-len(value) % 4)
-    return _ATTR.pack(_ATTR.size + len(value), kind) + value + pad
-
-
-def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(type, payload) of each netlink attribute in ``data``."""
-    at = 0
-    while at + _ATTR.size <= len(data):
-        length, kind = _ATTR.unpack_from(data, at)
-        if length < _ATTR.size:
-            return
-        yield kind & NLA_TYPE_MASK, data[at + _ATTR.size:at + length]
-        at += (length + 3) & ~3
 
 
 def _request(sock: socket.socket, msg_type: int, flags: int, payload: bytes) -> list[bytes]:
     """Send one nftables request; the attribute payloads of every answer."""
     body = _NFGEN.pack(NFPROTO_INET, 0, 0) + payload
-    kind = (NFNL_SUBSYS_NFTABLES << 8) | msg_type
-    sock.send(_HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | flags, 1, 0) + body)
-    out: list[bytes] = []
-    while True:
-        data = sock.recv(1 << 20)
-        at = 0
-        while at + _HDR.size <= len(data):
-            length, rtype, _, _, _ = _HDR.unpack_from(data, at)
-            if length < _HDR.size:
-                raise OSError(errno.EPROTO, "nftables: malformed netlink answer")
-            msg = data[at + _HDR.size:at + length]
-            at += (length + 3) & ~3
-            if rtype == NLMSG_DONE:
-                return out
-            if rtype == NLMSG_ERROR:
-                code = -struct.unpack_from("=i", msg)[0]
-                if code:
-                    raise OSError(code, f"nftables: {os.strerror(code)}")
-                return out  # the ack of a request that is not a dump
-            out.append(msg[_NFGEN.size:])
+    sock.send(request((NFNL_SUBSYS_NFTABLES << 8) | msg_type, flags, body))
+    return [msg[_NFGEN.size:] for _, msg in answers(received(sock), "nftables")]
 
 
 def _expressions(data: bytes) -> bytes:
@@ -95,7 +57,7 @@ def _expressions(data: bytes) -> bytes:
 def fingerprint(table: str) -> str | None:
     """sha256 of the chains and rules of ``inet <table>`` in the current
     network namespace; None if the table does not exist."""
-    name = _attr(NFTA_TABLE_NAME, table.encode() + b"\0")
+    name = attribute(NFTA_TABLE_NAME, table.encode() + b"\0")
     digest = hashlib.sha256()
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
         try:

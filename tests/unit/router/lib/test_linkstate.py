@@ -1,5 +1,6 @@
-"""The IPv6 address dump's reader, on answers built as the kernel lays them out
-(struct nlmsghdr, struct ifaddrmsg, rtattrs: linux/netlink.h, linux/if_addr.h).
+"""The IPv6 address dump's reader (with rawnetlink's framing), on answers
+built as the kernel lays them out (struct nlmsghdr, struct ifaddrmsg,
+rtattrs: linux/netlink.h, linux/if_addr.h).
 A real namespace's dump is read in tests/integration/router/test_router_ipv6.py."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import struct
 
 import pytest
 
-from router.lib.linkstate import parse_address_dump
+from router.lib import rawnetlink
+from router.lib.linkstate import global_ipv6
 
 RTM_NEWADDR, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
 IFA_ADDRESS, IFA_LABEL, IFA_CACHEINFO = 1, 3, 6
@@ -36,30 +38,36 @@ def address(addr: str, prefixlen: int, scope: int = SCOPE_UNIVERSE,
     return message(RTM_NEWADDR, body)
 
 
-@pytest.mark.parametrize(("datagram", "done", "addresses"), [
-    (address("2001:db8::1", 64) + address("2001:db8:1::9", 128),
-     False, ["2001:db8::1/64", "2001:db8:1::9/128"]),
-    (address("fe80::1", 64, scope=SCOPE_LINK) + address("2001:db8::1", 64)
-     + message(NLMSG_DONE, b"\0" * 4),
-     True, ["2001:db8::1/64"]),
-    (message(NLMSG_DONE, b"\0" * 4), True, []),
+DONE = message(NLMSG_DONE, b"\0" * 4)
+
+
+def read(*datagrams: bytes) -> list[str]:
+    return sorted(str(a) for a in global_ipv6(rawnetlink.answers(datagrams, "rtnetlink")))
+
+
+@pytest.mark.parametrize(("datagrams", "addresses"), [
+    ((address("2001:db8::1", 64) + address("2001:db8:1::9", 128), DONE),
+     ["2001:db8:1::9/128", "2001:db8::1/64"]),
+    ((address("fe80::1", 64, scope=SCOPE_LINK) + address("2001:db8::1", 64) + DONE,),
+     ["2001:db8::1/64"]),
+    ((DONE,), []),
     # An IPv4 answer (a kernel that ignored the family of the request) is skipped.
-    (address("10.0.0.1", 24, family=socket.AF_INET) + message(NLMSG_DONE, b"\0" * 4),
-     True, []),
-], ids=["two global", "link-local left out, then done", "empty dump", "IPv4 skipped"])
-def test_reads_the_global_ipv6_addresses_of_a_dump(datagram: bytes, done: bool,
+    ((address("10.0.0.1", 24, family=socket.AF_INET) + DONE,), []),
+    # The end of the dump ends the reading: nothing after it is taken.
+    ((address("2001:db8::1", 64) + DONE, address("2001:db8::2", 64)), ["2001:db8::1/64"]),
+], ids=["two datagrams", "link-local left out", "empty dump", "IPv4 skipped",
+        "nothing after the end"])
+def test_reads_the_global_ipv6_addresses_of_a_dump(datagrams: tuple[bytes, ...],
                                                    addresses: list[str]) -> None:
-    ended, found = parse_address_dump(datagram)
-    assert ended is done
-    assert [str(a) for a in found] == addresses
+    assert read(*datagrams) == addresses
 
 
 def test_an_error_answer_raises_its_errno() -> None:
     with pytest.raises(OSError, match="rtnetlink") as e:
-        parse_address_dump(message(NLMSG_ERROR, struct.pack("=i", -errno.EPERM) + b"\0" * 16))
+        read(message(NLMSG_ERROR, struct.pack("=i", -errno.EPERM) + b"\0" * 16))
     assert e.value.errno == errno.EPERM
 
 
 def test_a_truncated_header_is_an_error_not_a_loop() -> None:
     with pytest.raises(OSError, match="malformed"):
-        parse_address_dump(struct.pack("=IHHII", 8, RTM_NEWADDR, 0, 1, 0))
+        read(struct.pack("=IHHII", 8, RTM_NEWADDR, 0, 1, 0))
