@@ -84,8 +84,22 @@ def links(netns: str | None) -> list[Link]:
         return [_link(m) for m in ipr.get_links()]
 
 
+# Linux interface names are at most 15 bytes (IFNAMSIZ less its NUL).
+IFNAME_MAX = 15
+
+
 def find_link_by_name(netns: str | None, name: str) -> Link | None:
-    return next((link for link in links(netns) if link.name == name), None)
+    """The link of that name, asked of the kernel by name: a namespace can
+    hold thousands of links (the fabric's, a veth end per router), and a
+    dump of them all per lookup would make every plug cost grow with them."""
+    if not name or len(name.encode()) > IFNAME_MAX:
+        return None
+    try:
+        with iproute(netns) as ipr:
+            found = ipr.link("get", ifname=name)
+    except InterfaceNotFound:
+        return None
+    return _link(found[0]) if found else None
 
 
 def find_link_by_mac(netns: str | None, mac: str) -> Link | None:
