@@ -321,8 +321,9 @@ class RouterServicer(_Base, rpc.RouterServiceServicer):
                                         page_request(request.page_size, request.page_token))
         routers = [convert.router_to_pb(r) for r in page.items]
         convert.fill_router_vms(routers, self._store.router_vms_of)
+        redundant = self._store.redundancy.of_routers([r.id for r in routers])
         for r in routers:
-            add_instances(r, self._store.redundancy.get(r.id))
+            add_instances(r, redundant.get(r.id))
         return pb.ListRoutersResponse(routers=routers, next_page_token=page.next_page_token)
 
     def RestartRouter(self, request: pb.RestartRouterRequest, context: Ctx) -> pb.Router:

@@ -31,6 +31,8 @@ from netmgr.store.tables.redundancy import RouterRedundancyRow
 EVENTS_KEPT = 20
 # Each sync link is a VLAN of its own: the VRRP ID need not differ.
 VIRTUAL_ROUTER_ID = 51
+# Router IDs per IN list (a listing's page holds at most 500: one list).
+LOOKUP_CHUNK = 1000
 
 
 def _model(row: RouterRedundancyRow, host: str) -> Redundancy:
@@ -107,6 +109,23 @@ class RedundancyStore:
             return _model(found[0], found[1]) if found is not None else None
 
         return self._db.read_statement(tx)
+
+    def of_routers(self, router_ids: Sequence[str]) -> dict[str, Redundancy]:
+        """The redundancy of each of these routers that is redundant: one
+        statement for a page of a listing rather than one per router."""
+        ids = list(router_ids)
+
+        def tx(s: Session) -> dict[str, Redundancy]:
+            out: dict[str, Redundancy] = {}
+            for i in range(0, len(ids), LOOKUP_CHUNK):
+                found = s.execute(select(RouterRedundancyRow, RouterRow.host)
+                                  .join(RouterRow, RouterRow.id == RouterRedundancyRow.router_id)
+                                  .where(RouterRedundancyRow.router_id.in_(
+                                      ids[i:i + LOOKUP_CHUNK])))
+                out.update((row.router_id, _model(row, host)) for row, host in found)
+            return out
+
+        return self._db.read_statement(tx) if ids else {}
 
     def of(self, tenant_id: str, network_id: str, vpc_id: str) -> tuple[str, Redundancy | None]:
         """(router ID, its redundancy) of a tenant's network or VPC."""

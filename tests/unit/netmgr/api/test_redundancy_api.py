@@ -189,3 +189,31 @@ def test_the_vm_backend_makes_a_network_redundant_on_two_compute_hosts(
     # Instance 1 goes to a compute host other than the router's own.
     assert red.hosts[1] in ("c1", "c2")
     assert red.hosts[1] != red.hosts[0]
+
+
+def test_a_router_listing_reads_the_redundancy_of_its_page_at_once(
+        cloud: Cloud, acme: tuple[pb.Tenant, Api]) -> None:
+    """A page of routers is one redundancy read, however many routers it
+    holds (a dashboard or the bench lists 1,000 routers every few seconds),
+    and each router still gets its own instances."""
+    from sqlalchemy import event
+
+    _, api = acme
+    cloud.store.redundancy.hosts = TWO_HOSTS
+    nets = [network(api, f"n{i}", f"10.{i}.0.0/24", redundant=i % 3 == 0) for i in range(7)]
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM router_redundancy" in statement:
+            reads.append(statement)
+
+    event.listen(cloud.store.db._engine, "before_cursor_execute", count)
+    try:
+        listed = api.ListRouters(pb.ListRoutersRequest(page_size=500)).routers
+    finally:
+        event.remove(cloud.store.db._engine, "before_cursor_execute", count)
+    by_id = {r.id: r for r in listed}
+    for i, net in enumerate(nets):
+        hosts = [inst.host for inst in by_id[net.router_id].instances]
+        assert hosts == (["local", "host-b"] if i % 3 == 0 else []), net.name
+    assert len(reads) == 1
