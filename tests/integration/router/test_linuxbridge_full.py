@@ -1,8 +1,10 @@
-"""A Linux bridge takes 1,023 ports (the kernel's BR_MAX_PORTS): one more
-router interface on that segment is refused with an error that says so, and
-leaves no half-made veth pair behind (in the fabric or the router's namespace).
-Seen in the control-plane bench: 1,100 routers on one provider segment, each
-refused router retried with the kernel's bare "Exchange full"."""
+"""A Linux bridge takes 1,023 ports (the kernel's BR_MAX_PORTS). A segment
+with more grows overflow bridges chained to its first: the port past the
+limit is plugged and reaches a port of the first bridge. A segment at its
+bridges' limit refuses one more port by name and leaves no half-made veth
+pair behind (in the fabric or the router's namespace). Seen in the
+control-plane bench: 1,100 routers on one provider segment, each refused
+router retried with the kernel's bare "Exchange full"."""
 
 from __future__ import annotations
 
@@ -14,45 +16,97 @@ from collections.abc import Iterator
 import pytest
 
 from common.fabric.base import FabricError
-from common.fabric.linuxbridge import MAX_BRIDGE_PORTS, LinuxBridgeFabric
+from common.fabric.linuxbridge import MAX_BRIDGE_PORTS, SPARE_PORTS, LinuxBridgeFabric
 from common.netns import ensure_netns, remove_netns
+
+pytestmark = pytest.mark.integration
 
 SEGMENT = 7
 
 
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
 def links(netns: str) -> list[str]:
-    out = subprocess.run(["ip", "-n", netns, "-o", "link", "show"], capture_output=True,
-                         text=True, check=True).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+    return [line.split(":")[1].strip().split("@")[0]
+            for line in ip("-n", netns, "-o", "link", "show").splitlines()]
+
+
+def master(netns: str, dev: str) -> str:
+    out = ip("-n", netns, "-o", "link", "show", dev)
+    return out.split(" master ")[1].split()[0] if " master " in out else ""
+
+
+def fill(fab: LinuxBridgeFabric, count: int) -> None:
+    """``count`` more ports on the segment's first bridge, by hand (fast)."""
+    bridge = fab.bridge_name(SEGMENT)
+    batch = "".join(f"link add lbf{i} type veth peer name lbf{i}p\n"
+                    f"link set lbf{i} master {bridge} up\n" for i in range(count))
+    subprocess.run(["ip", "-n", fab.netns, "-batch", "-"], input=batch, text=True,
+                   check=True, capture_output=True)
 
 
 @pytest.fixture
-def fabric() -> Iterator[tuple[LinuxBridgeFabric, str]]:
+def namespaces() -> Iterator[tuple[str, list[str]]]:
     tag = f"{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
-    fab = LinuxBridgeFabric(f"lbfull{tag}-fab")
-    target = f"lbfull{tag}-rt"
-    fab.setup()
-    ensure_netns(target)
+    fabric, targets = f"lbfull{tag}-fab", [f"lbfull{tag}-{n}" for n in "abc"]
+    ensure_netns(fabric)
+    for t in targets:
+        ensure_netns(t)
     try:
-        yield fab, target
+        yield fabric, targets
     finally:
-        remove_netns(target)
-        fab.teardown()
+        for t in targets:
+            remove_netns(t)
+        remove_netns(fabric)
 
 
-def test_a_full_bridge_refuses_one_more_port_by_name_and_leaves_nothing(
-        fabric: tuple[LinuxBridgeFabric, str]) -> None:
-    fab, target = fabric
-    fab.plug("lbf-first", SEGMENT, target, "eth0", "02:00:00:00:07:01")
-    bridge = fab.bridge_name(SEGMENT)
-    batch = "".join(f"link add lbf{i} type veth peer name lbf{i}p\n"
-                    f"link set lbf{i} master {bridge} up\n"
-                    for i in range(MAX_BRIDGE_PORTS - 1))
-    subprocess.run(["ip", "-n", fab.netns, "-batch", "-"], input=batch, text=True,
-                   check=True, capture_output=True)
-    before_fabric, before_target = links(fab.netns), links(target)
-    with pytest.raises(FabricError, match=f"bridge {bridge} is full") as refused:
-        fab.plug("lbf-last", SEGMENT, target, "eth1", "02:00:00:00:07:02")
-    assert f"{MAX_BRIDGE_PORTS} ports" in str(refused.value)
-    assert links(fab.netns) == before_fabric
-    assert links(target) == before_target
+def test_a_segment_past_one_bridge_grows_another_and_its_ports_reach_each_other(
+        namespaces: tuple[str, list[str]]) -> None:
+    fabric, (a, b, c) = namespaces
+    fab = LinuxBridgeFabric(fabric)
+    root = fab.bridge_name(SEGMENT)
+    fab.plug("lbf-first", SEGMENT, a, "eth0", "02:00:00:00:07:01")
+    # The first bridge numbered up to just below the spare ports, by hand;
+    # then by the fabric, which links the next bridge while there is room.
+    fill(fab, MAX_BRIDGE_PORTS - SPARE_PORTS - 2)
+    for i in range(SPARE_PORTS + 4):
+        fab.plug(f"lbf-x{i}", SEGMENT, c, f"e{i}", f"02:00:00:00:08:{i:02x}")
+    assert master(fabric, f"{root}.1u") == f"{root}.1"
+    assert master(fabric, f"{root}.1d") == root
+    assert {master(fabric, f"lbf-x{i}") for i in range(SPARE_PORTS + 4)} == {root, f"{root}.1"}
+
+    fab.plug("lbf-last", SEGMENT, b, "eth0", "02:00:00:00:07:02")
+    assert master(fabric, "lbf-last") == f"{root}.1"
+    # Plugged again as it is: left alone (its bridge is the segment's).
+    index = ip("-n", fabric, "-o", "link", "show", "lbf-last").split(":")[0]
+    fab.plug("lbf-last", SEGMENT, b, "eth0", "02:00:00:00:07:02")
+    assert ip("-n", fabric, "-o", "link", "show", "lbf-last").split(":")[0] == index
+
+    ip("-n", a, "addr", "add", "10.77.0.1/24", "dev", "eth0")
+    ip("-n", b, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+    ip("netns", "exec", a, "busybox", "ping", "-c", "1", "-W", "5", "10.77.0.2")
+
+    ports = fab.ports()
+    assert {"lbf-first", "lbf-last", "lbf-x0"} <= ports
+    assert not {p for p in ports if p.startswith("br-")}
+    fab.unplug("lbf-last")
+    assert "lbf-last" not in links(fabric)
+    assert "eth0" not in links(b)
+    with pytest.raises(FabricError, match="are the fabric's own"):
+        fab.plug("br-mine", SEGMENT, b, "eth0", "02:00:00:00:07:03")
+
+
+def test_a_segment_at_its_bridges_limit_refuses_one_more_port_by_name_and_leaves_nothing(
+        namespaces: tuple[str, list[str]]) -> None:
+    fabric, (a, b, _) = namespaces
+    fab = LinuxBridgeFabric(fabric, max_bridges=1)
+    fab.plug("lbf-first", SEGMENT, a, "eth0", "02:00:00:00:07:01")
+    fill(fab, MAX_BRIDGE_PORTS - 1)
+    before_fabric, before_target = links(fabric), links(b)
+    with pytest.raises(FabricError, match=r"its 1 bridges .* are full") as refused:
+        fab.plug("lbf-last", SEGMENT, b, "eth1", "02:00:00:00:07:02")
+    assert f"{MAX_BRIDGE_PORTS} ports each" in str(refused.value)
+    assert links(fabric) == before_fabric
+    assert links(b) == before_target
