@@ -7,7 +7,13 @@ the number of rules (tens), not of edge elements. A counter's values change
 with traffic and are left out; everything else of a chain (name, hook,
 type, policy, flags) and of a rule (chain, expressions, comment) is in.
 
-Run ``fingerprint`` on a thread that entered the router's namespace
+``generation`` is the namespace's nftables ruleset generation, which the
+kernel moves on at every committed change (a rule, a chain, a set's
+elements; not a counter or a set the data path updates): while it stands
+still, the fingerprint cannot have changed, and one small request replaces
+the two dumps.
+
+Run both on a thread that entered the router's namespace
 (``common.netns.run_in_netns``).
 """
 
@@ -23,7 +29,8 @@ from router.lib.rawnetlink import attributes as _attrs
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE = 1, 4, 7
+NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETGEN = 1, 4, 7, 16
+NFTA_GEN_ID = 1
 NFPROTO_INET = 1
 NFTA_TABLE_NAME = 1
 NFTA_CHAIN_TABLE, NFTA_CHAIN_HANDLE, NFTA_CHAIN_USE, NFTA_CHAIN_COUNTERS = 1, 2, 6, 8
@@ -52,6 +59,16 @@ def _expressions(data: bytes) -> bytes:
         else:
             kept.append(elem)
     return b"\0\0".join(kept)
+
+
+def generation() -> int:
+    """The current namespace's nftables ruleset generation."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        for answer in _request(sock, NFT_MSG_GETGEN, NLM_F_ACK, b""):
+            for kind, value in _attrs(answer):
+                if kind == NFTA_GEN_ID and len(value) == 4:
+                    return int(struct.unpack("!I", value)[0])
+    raise OSError(errno.EPROTO, "nftables: no generation in the kernel's answer")
 
 
 def fingerprint(table: str) -> str | None:

@@ -239,13 +239,13 @@ class NftablesService:
             except libnft.NftError as e:
                 log.warning("router %s: element update failed, reloading the table: %s",
                             ctx.router_id, e)
-        self.table.loaded = self.table.shape = None
+        self.table.forget()
         try:
             # In-process, like `nft -f path` without the fork; one transaction.
             libnft.run(ctx.netns, rendered[RULESET])
         except libnft.NftError as e:
             raise ApplyError(f"nftables: loading the table failed: {e}") from e
-        self.table.shape = table.shape(ctx.netns)
+        self.table.generation, self.table.shape = table.shape(ctx.netns)
         elements = self._elements(rendered)
         if elements is not None:
             self.table.loaded = table.Loaded(rendered[SKELETON], elements)
@@ -265,7 +265,7 @@ class NftablesService:
 
     def forget_loaded(self) -> None:
         """Whatever is loaded, the next apply loads the whole table (as after an agent start)."""
-        self.table.loaded = self.table.shape = None
+        self.table.forget()
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
         """Whether the table is the one this agent loaded: its fingerprint
@@ -274,7 +274,7 @@ class NftablesService:
         unhealthy, and the next apply (the agent's repair) loads it whole."""
         expected = self.table.shape
         try:
-            now = table.shape(ctx.netns) if expected is not None else None
+            now = self._shape_now(ctx) if expected is not None else None
             listed = expected is not None or table.listed(ctx.netns)
         except FileNotFoundError:  # the router's namespace is gone: the repair makes it
             now, listed = None, False
@@ -299,8 +299,20 @@ class NftablesService:
         return pb.ServiceStatus(name=self.name, healthy=not drift, version=proc.version("nft"),
                                 detail=detail)
 
+    def _shape_now(self, ctx: Context) -> str | None:
+        """The table's shape now: the one known while the namespace's ruleset
+        generation has not moved since it was read (every 5 s for every
+        router, the dumps were a large part of an idle agent's work)."""
+        known = self.table.generation
+        if known is not None and table.generation(ctx.netns) == known:
+            return self.table.shape
+        generation, now = table.shape(ctx.netns)
+        if now is not None and now == self.table.shape:
+            self.table.generation = generation
+        return now
+
     def remove(self, ctx: Context, cfg: pb.RouterConfig | None, keep_leases: bool) -> None:
         # The namespace goes away with the router, taking the table with it.
-        self.table.loaded = self.table.shape = None
+        self.table.forget()
         self.deltas.forget()
         files.remove(ctx.paths.nft_ruleset)

@@ -35,6 +35,13 @@ class TableState:
         # shape() of the table right after this agent last loaded it (None:
         # not known), compared by the health check.
         self.shape: str | None = None
+        # The namespace's ruleset generation when the table last had that
+        # shape (None: not known): while it stands, the shape is not read.
+        self.generation: int | None = None
+
+    def forget(self) -> None:
+        """Nothing known of what the table holds: the next apply loads it whole."""
+        self.loaded = self.shape = self.generation = None
 
 
 def listed(netns: str) -> bool:
@@ -49,9 +56,16 @@ def listed(netns: str) -> bool:
     return True
 
 
-def shape(netns: str) -> str | None:
-    """A fingerprint of the table's chains and rules (without counter
-    values or set elements: those change by design, with traffic and edge
-    deltas); None if the table does not exist. Read over netlink: its cost
-    follows the number of rules, not of edge elements (``nftshape``)."""
-    return run_in_netns(netns, lambda: nftshape.fingerprint(NAME))
+def shape(netns: str) -> tuple[int, str | None]:
+    """The namespace's ruleset generation, then a fingerprint of the table's
+    chains and rules (without counter values or set elements: those change
+    by design, with traffic and edge deltas; None if the table does not
+    exist). Read over netlink: its cost follows the number of rules, not of
+    edge elements (``nftshape``). The generation is read first: a change
+    made after it moves it on, so the next check reads the shape again."""
+    return run_in_netns(netns, lambda: (nftshape.generation(), nftshape.fingerprint(NAME)))
+
+
+def generation(netns: str) -> int:
+    """The namespace's ruleset generation (one small netlink request)."""
+    return run_in_netns(netns, nftshape.generation)

@@ -92,3 +92,42 @@ def test_a_table_changed_behind_the_agents_back_is_reported_and_repaired(
     assert dig(guest, f"vm2.{DOMAIN}") == [HOSTS["p2"][1]]
     assert snat_source(guest, inet) == PUBLIC_IP
     assert agent.agent.repair_all() == {}
+
+
+def test_an_unchanged_table_is_checked_without_reading_its_rules(
+        topo: Topology, agent: InProcessAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The health pass asks the namespace's ruleset generation; the table's
+    chains and rules are read (and compared) only when it moved on."""
+    from router.lib import nftshape
+
+    router_id = uuid.uuid4().hex
+    status = agent.stub.ApplyConfig(pb.ApplyConfigRequest(
+        config=make_config(router_id, 1, ["p1", "p2"]))).status
+    assert status.applied_generation == 1, status.last_error
+    reads: list[str] = []
+    real = nftshape.fingerprint
+
+    def counted(table: str) -> str | None:
+        reads.append(table)
+        return real(table)
+
+    monkeypatch.setattr(nftshape, "fingerprint", counted)
+    for _ in range(3):
+        assert nft_health(agent, router_id).healthy
+    assert reads == []
+    ns = router_netns_name(topo.prefix, router_id)
+    # An element added moves the generation on, not the shape: read once.
+    set_type = sh("ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "cloudnet",
+                  "edge_ips")
+    assert '"ipv4_addr"' in set_type
+    sh("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "cloudnet", "edge_ips",
+       "{ 192.0.2.77 }")
+    assert nft_health(agent, router_id).healthy
+    assert nft_health(agent, router_id).healthy
+    assert len(reads) == 1
+    # A rule added behind the agent's back is seen at the next check.
+    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cloudnet", "input", "accept")
+    health = nft_health(agent, router_id)
+    assert not health.healthy
+    assert "differs from what the agent loaded" in health.detail
+    assert len(reads) == 2
