@@ -65,6 +65,8 @@ MAX_BACKOFF = 10.0
 PUSH_SPACING = 0.25
 # A push done this long after it was due is logged (waits for a worker, slow agents).
 SLOW_PUSH = 1.0
+# A resync pass this long is logged with where its time went.
+SLOW_RESYNC = 5.0
 # Pushes at once to one router host. A push waits for the agent's apply (a new
 # router: its namespace, interfaces and daemons started, 0.5-3 s on a busy
 # host), so a pool shared by every host let one busy host's queue hold up the
@@ -202,6 +204,26 @@ class Reconciler:
             self._recorded.clear()
             self._resync_now = True
             self._wake.notify_all()
+        # What the store shows behind is pushed now, not when a resync pass
+        # reaches it: a pass asks every agent (tens of seconds at 1,000
+        # routers on a loaded host), and one may be under way. Not on the
+        # leases' thread: a slow read must not delay their renewal.
+        threading.Thread(target=self._push_behind, name="reconciler-gained",
+                         daemon=True).start()
+
+    def _push_behind(self) -> None:
+        """Push the held routers whose recorded applied generation is older
+        than their desired one (the changes a lost replica had not pushed)."""
+        try:
+            behind = self._store.routers_behind()
+        except Exception:  # the store unreachable: the resync finds them later
+            log.exception("cannot read the routers behind their desired generation")
+            return
+        held = [r for r in behind if self._leases.epoch(r) is not None]
+        if held:
+            log.info("%d routers of the shards held are behind: pushing", len(held))
+        for router_id in held:
+            self.notify_later(router_id)
 
     def stop(self) -> None:
         with self._lock:
@@ -613,11 +635,13 @@ class Reconciler:
 
     def resync(self) -> None:
         """Compare what each agent holds with the model; push or sweep the difference."""
+        began = time.monotonic()
         self._refresh_registered()
         if self._hosts is not None:
             for router_id in self._hosts.expire(self._host_grace):
                 self.notify(router_id)  # made again on its new host
         routers = self._store.placed_routers()
+        read_s, listing_s, record_s, recorded = time.monotonic() - began, 0.0, 0.0, 0
         with self._lock:
             self._host_of = {r.id: r.host for r in routers}
         # The leases as they are now, for the whole pass: a shard gained while
@@ -655,6 +679,7 @@ class Reconciler:
                     pb.ListRouterStatusRequest(), timeout=STATUS_TIMEOUT
                 )
                 took = time.monotonic() - fetched_at
+                listing_s += took
                 if took > SLOW_PUSH:
                     log.info("agent on %s: its routers' status took %.2f s", host, took)
             except grpc.RpcError as e:
@@ -682,8 +707,11 @@ class Reconciler:
                 (router_id, held[router_id]) for router_id in wanted
                 if router_id in held and instances.get((router_id, host)) != 1
                 and not self._pushed_since(router_id, fetched_at)])
+            recording = time.monotonic()
             record_reports(self._store, self._vpn, changed)
             self._remember(changed)
+            record_s += time.monotonic() - recording
+            recorded += len(changed)
             for router_id, generation in wanted.items():
                 status = held.get(router_id)
                 instance = instances.get((router_id, host))
@@ -711,6 +739,11 @@ class Reconciler:
                     self.notify_later(router_id)  # the push finds it gone and deletes it
         if self.redundant is not None and seen:
             self.redundant.arbitrate(seen)
+        took = time.monotonic() - began
+        if took > SLOW_RESYNC:
+            log.info("resync took %.2f s: the store's routers %.2f s, the agents' listings "
+                     "%.2f s, %d reports recorded in %.2f s (%d routers held)", took, read_s,
+                     listing_s, recorded, record_s, len(mine))
 
     def _resync_vm_instances(self, red: Redundancy, desired: int
                              ) -> dict[int, pb.RouterStatus | None]:

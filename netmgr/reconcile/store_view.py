@@ -48,6 +48,11 @@ class RouterStore(Protocol):
         """Every router's host, backend and desired generation (a resync's read)."""
         ...
 
+    def routers_behind(self) -> Sequence[str]:
+        """The routers whose last recorded applied generation is older than
+        their desired one."""
+        ...
+
     def router_snapshot(self, router_id: str) -> RouterSnapshot:
         """Everything the router serves, read consistently; NotFound if gone."""
         ...

@@ -125,6 +125,7 @@ class Store:
         self.list_routers = self.routers.list_routers
         self.list_routers_all = self.routers.list_routers_all
         self.placed_routers = self.routers.placed_routers
+        self.routers_behind = self.routers.routers_behind
         self.router_snapshot = self.routers.router_snapshot
         self.router_head = self.routers.router_head
         self.guest_metadata_parts = self.routers.guest_metadata_parts

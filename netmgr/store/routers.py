@@ -38,6 +38,9 @@ _PLACED_ROUTERS = select(RouterRow.id, RouterRow.host, RouterRow.backend,
                          RouterRow.desired_generation).order_by(RouterRow.created_at,
                                                                 RouterRow.id)
 
+_ROUTERS_BEHIND = select(RouterRow.id).where(
+    RouterRow.applied_generation < RouterRow.desired_generation)
+
 
 def _tenant_router(s: Session, tenant_id: str, router_id: str) -> model.Router:
     r = s.execute(rows.router_select().where(
@@ -96,6 +99,15 @@ class RouterStore:
             return [model.PlacedRouter(r.id, r.host, model.RouterBackend(r.backend),
                                        int(r.desired_generation))
                     for r in s.connection().execute(_PLACED_ROUTERS)]
+
+        return self._db.read(tx)
+
+    def routers_behind(self) -> list[str]:
+        """The routers whose last recorded applied generation is older than
+        their desired one (a shard taken over: the changes its last holder
+        had not pushed)."""
+        def tx(s: Session) -> list[str]:
+            return [r.id for r in s.connection().execute(_ROUTERS_BEHIND)]
 
         return self._db.read(tx)
 

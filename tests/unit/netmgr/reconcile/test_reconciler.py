@@ -33,7 +33,7 @@ from netmgr.model.core import (
     ServiceHealth,
     Zone,
 )
-from netmgr.reconcile.reconciler import Reconciler
+from netmgr.reconcile.reconciler import STATUS_TIMEOUT, Reconciler
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 ZONE = Zone("z", "203.0.113.0/24", "203.0.113.1", "203.0.113.10", "203.0.113.20",
@@ -74,6 +74,10 @@ class MemoryStore:
     def placed_routers(self) -> list[PlacedRouter]:
         return [PlacedRouter(r.id, r.host, r.backend, r.desired_generation)
                 for r in self.routers.values()]
+
+    def routers_behind(self) -> list[str]:
+        return [rid for rid, r in self.routers.items()
+                if self.status.get(rid, {}).get("applied", 0) < r.desired_generation]
 
     def router_snapshot(self, router_id: str) -> RouterSnapshot:
         if router_id not in self.routers:
@@ -493,6 +497,39 @@ def test_a_shard_gained_during_a_resync_never_removes_its_routers(
         r.resync()
         assert agent.deleted == []
     finally:
+        r.stop()
+
+
+def test_a_change_the_lost_replica_had_not_pushed_is_pushed_at_the_gain(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """A shard taken over: its routers the store shows behind (a change made
+    while no replica held it) are pushed at once, without waiting for a
+    resync pass, which asks every agent (tens of seconds at 1,000 routers on
+    a loaded machine; here its listing never answers)."""
+    theirs, current = store.add(), store.add()
+    for rid in (theirs, current):
+        agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+        store.status[rid] = {"applied": 1}
+    store.bump(theirs)
+    listing = threading.Event()
+
+    def never_answers() -> None:
+        listing.wait(20)
+
+    agent.on_list = never_answers
+    leases = SomeLeases({})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    r.start()
+    try:
+        leases.epochs[theirs] = leases.epochs[current] = 4
+        leases.on_gained({1})
+        # Sooner than the listing's deadline (STATUS_TIMEOUT), after which the
+        # resync would push every router it did not hear of.
+        eventually(lambda: (theirs, 2) in agent.applied, timeout=STATUS_TIMEOUT / 2)
+        assert agent.epochs[-1] == 4
+        assert [rid for rid, _ in agent.attempts] == [theirs]  # the current one is left alone
+    finally:
+        listing.set()
         r.stop()
 
 

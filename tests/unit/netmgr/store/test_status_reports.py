@@ -142,3 +142,18 @@ def test_a_refused_record_or_ports_options_mark_that_object_error_only(store: St
     record_report(store, store.vpn, net.router_id, status())
     assert store.get_port(tenant.id, port.id).error == ""
     assert store.dns.get_dns_record(tenant.id, bad.id).status.state.name == "ACTIVE"
+
+
+def test_the_routers_behind_are_those_whose_recorded_generation_is_older(store: Store) -> None:
+    """What a replica that takes a shard over pushes at once."""
+    tenant = store.create_tenant("acme")
+    a = store.create_network(tenant.id, NetworkSpec(name="a", cidr="10.0.0.0/24"))
+    b = store.create_network(tenant.id, NetworkSpec(name="b", cidr="10.1.0.0/24"))
+    assert set(store.routers_behind()) == {a.router_id, b.router_id}  # never applied
+    for net in (a, b):
+        gen = store.get_router(tenant.id, net.router_id).desired_generation
+        store.record_router_status(net.router_id, applied_generation=gen, services=[],
+                                   last_error="", port_errors={}, reachable=True)
+    assert store.routers_behind() == []
+    store.create_port(tenant.id, PortSpec(network_id=b.id))  # a change not pushed yet
+    assert store.routers_behind() == [b.router_id]
