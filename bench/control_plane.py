@@ -292,21 +292,25 @@ def host_phase(cloud: Cloud, token: str) -> dict[str, Any]:
     routers = all_routers(api)
     counts = {h.name: sum(1 for r in routers if r.host == h.name) for h in cloud.hosts}
     dead = max(cloud.hosts, key=lambda h: counts[h.name])
-    moving = [r.id for r in routers if r.host == dead.name]
+    moving = {r.id for r in routers if r.host == dead.name}
     started = time.monotonic()
+    # Its agent killed, then its routers' daemons and namespaces removed (on
+    # this one machine, by the kernel and CPUs the other hosts use too).
     dead.die()
+    down = time.monotonic() - started
 
     def moved() -> bool:
-        for rid in moving:
-            r = api.call(api.routers.GetRouter, pb.GetRouterRequest(id=rid))
-            if r.host == dead.name or not active(r):
-                return False
-        return True
+        # Two listings of 500 rather than a GetRouter per router: the
+        # bench's own load, polling, competes with the failover.
+        now = {r.id: r for r in all_routers(api) if r.id in moving}
+        return len(now) == len(moving) and all(
+            r.host != dead.name and active(r) for r in now.values())
 
-    wait_for(moved, HOST_MOVE_TIMEOUT, step=0.2)
+    wait_for(moved, HOST_MOVE_TIMEOUT, step=0.5)
     took = time.monotonic() - started
     api.close()
-    return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2)}
+    return {"host_routers": len(moving), "routers_serving_elsewhere_s": round(took, 2),
+            "dead_host_down_s": round(down, 2)}
 
 
 class Results:
