@@ -71,15 +71,21 @@ def record_reports(store: ReconcilerStore, vpn: VpnStatusStore,
     order a client that waits for a router to read its generation applied,
     then reads the router's objects, sees the ones the router refused ERROR
     already, never ACTIVE for a moment."""
+    # One transaction for every router's edge objects, one read for which
+    # have VPN connections: a resync records a host's reports together.
+    store.record_edge_statuses([(router_id, object_errors(status, EDGE_KINDS), lb_health(status))
+                                for router_id, status in statuses])
+    vpn_errors = {router_id: {i: e for (_, i), e in
+                              object_errors(status, (KIND_VPN_CONNECTION,)).items()}
+                  for router_id, status in statuses}
+    silent = [router_id for router_id, status in statuses
+              if not vpn_errors[router_id] and not status.vpn_connections]
+    with_vpn = vpn.routers_with_connections(silent) if silent else set()
     for router_id, status in statuses:
-        store.record_edge_status(router_id, object_errors(status, EDGE_KINDS),
-                                 lb_health(status))
-        vpn_errors = {i: e for (_, i), e in
-                      object_errors(status, (KIND_VPN_CONNECTION,)).items()}
-        if not vpn_errors and not status.vpn_connections and not vpn.has_connections(router_id):
+        if router_id in silent and router_id not in with_vpn:
             continue  # no VPN on this router: no write transaction
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        vpn.record_status(router_id, vpn_errors, vpn_sa_status(status, now))
+        vpn.record_status(router_id, vpn_errors[router_id], vpn_sa_status(status, now))
     store.record_router_statuses([RouterReport(
         router_id, status.applied_generation,
         tuple(ServiceHealth(s.name, s.healthy, s.detail, s.version) for s in status.services),

@@ -10,7 +10,7 @@ compute bench``, does not cover tests/).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from netmgr.model.core import PlacedRouter, Router, RouterReport, RouterSnapshot, ServiceHealth
@@ -83,11 +83,21 @@ class ReconcilerStore(RouterStore, DeltaStore, Protocol):
         """Errors of the router's edge objects; objects not named are cleared."""
         ...
 
+    def record_edge_statuses(
+            self, reports: Sequence[tuple[str, Mapping[ObjectRef, str], LbHealth | None]]
+    ) -> None:
+        """``record_edge_status`` of several routers, in one transaction."""
+        ...
+
 
 class VpnStatusStore(Protocol):
     """Where the VPN part of a router's report goes (``netmgr.store.vpn.VpnStore``)."""
 
     def has_connections(self, router_id: str) -> bool: ...
+
+    def routers_with_connections(self, router_ids: Collection[str]) -> set[str]:
+        """Those of these routers whose network or VPC has a VPN connection."""
+        ...
 
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:

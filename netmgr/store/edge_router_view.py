@@ -6,7 +6,7 @@ health).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -99,6 +99,14 @@ def edge_snapshot(s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
     return me.EdgeSnapshot(ips, snats, pfs, fws, policies, lbs)
 
 
+# (router ID, (kind, object ID) -> error, load balancer -> port -> [status, check]).
+EdgeReport = tuple[str, Mapping[tuple[str, str], str], Mapping[str, Mapping[str, list[str]]] | None]
+
+
+def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i:i + shared.IN_CHUNK] for i in range(0, len(ids), shared.IN_CHUNK)]
+
+
 class EdgeRouterStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -134,39 +142,60 @@ class EdgeRouterStore:
                            lb_health: Mapping[str, Mapping[str, list[str]]] | None = None) -> None:
         """The router's per-object errors ((kind, id) -> reason) for edge objects;
         objects not named are cleared."""
+        self.record_edge_statuses([(router_id, errors, lb_health)])
 
-        # Only this method sets a rule's error: when it left none for this
-        # router and none is reported, the scan of every rule row (60,000 at
+    def record_edge_statuses(self, reports: Sequence[EdgeReport]) -> None:
+        """``record_edge_status`` of several routers (a resync's reports of one
+        host) in one transaction."""
+        # Only this method sets a rule's error: when it left none for a
+        # router and none is reported, the scan of its rule rows (60,000 at
         # scale, on every resync) is skipped.
         clean = self._edge_clean
-        skip_rules = not errors and router_id in clean
+        errors_of = {router_id: errors for router_id, errors, _ in reports}
+        health_of = {router_id: health or {} for router_id, _, health in reports}
+        if not errors_of:
+            return
 
         def tx(s: Session) -> None:
-            net_ids = shared.router_network_ids(s, router_id)  # a VPC router: its tiers
+            nets_of = shared.routers_network_ids(s, errors_of)  # a VPC router: its tiers
+            owner = {net: router_id for router_id, nets in nets_of.items() for net in nets}
+            # Rules: every row of a router that reports errors; only the rows
+            # holding an error of one that reports none and may have some.
+            full = [n for r, nets in nets_of.items() if errors_of[r] for n in nets]
+            dirty = [n for r, nets in nets_of.items()
+                     if not errors_of[r] and r not in clean for n in nets]
             tables: list[tuple[str, Any]] = [
                 (KIND_STATIC_NAT, StaticNatRow), (KIND_PORT_FORWARD, PortForwardRow),
                 (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
-            for kind, table in [] if skip_rules else tables:
-                stmt = select(table).where(table.network_id.in_(net_ids))
-                if not errors:
-                    stmt = stmt.where(table.error != "")
-                for row in s.scalars(stmt):
-                    err = errors.get((kind, row.id), "")
-                    if row.error != err:
-                        row.error = err
-            for lb in s.scalars(select(LoadBalancerRow)
-                                .where(LoadBalancerRow.network_id.in_(net_ids))):
-                health = {k: list(v) for k, v in (lb_health or {}).get(lb.id, {}).items()}
-                if (lb.member_health or {}) != health:
-                    lb.member_health = health
-            for ip in s.scalars(select(PublicIpRow).where(PublicIpRow.network_id.in_(net_ids),
-                                                          PublicIpRow.kind == PUBLIC_IP_TENANT)):
-                err = errors.get((KIND_PUBLIC_IP, ip.id), "")
-                if ip.error != err:
-                    ip.error = err
+            for kind, table in tables:
+                for nets, only_errors in ((full, False), (dirty, True)):
+                    for chunk in _chunks(nets):
+                        stmt = select(table).where(table.network_id.in_(chunk))
+                        if only_errors:
+                            stmt = stmt.where(table.error != "")
+                        for row in s.scalars(stmt):
+                            err = errors_of[owner[row.network_id]].get((kind, row.id), "")
+                            if row.error != err:
+                                row.error = err
+            every = list(owner)
+            for chunk in _chunks(every):
+                for lb in s.scalars(select(LoadBalancerRow)
+                                    .where(LoadBalancerRow.network_id.in_(chunk))):
+                    health = {k: list(v) for k, v in
+                              health_of[owner[lb.network_id]].get(lb.id, {}).items()}
+                    if (lb.member_health or {}) != health:
+                        lb.member_health = health
+                for ip in s.scalars(select(PublicIpRow).where(
+                        PublicIpRow.network_id.in_(chunk),
+                        PublicIpRow.kind == PUBLIC_IP_TENANT)):
+                    router_id = owner[ip.network_id or ""]  # the IN above: never None
+                    err = errors_of[router_id].get((KIND_PUBLIC_IP, ip.id), "")
+                    if ip.error != err:
+                        ip.error = err
 
         self._db.write_if_changed(tx)
-        if errors:
-            clean.discard(router_id)
-        else:
-            clean.add(router_id)
+        for router_id, errors in errors_of.items():
+            if errors:
+                clean.discard(router_id)
+            else:
+                clean.add(router_id)

@@ -166,6 +166,7 @@ class Store:
 
         self.edge_rule_kinds = self.edge_router.edge_rule_kinds
         self.record_edge_status = self.edge_router.record_edge_status
+        self.record_edge_statuses = self.edge_router.record_edge_statuses
 
         self.create_network_acl = self.acls.create_network_acl
         self.get_network_acl = self.acls.get_network_acl

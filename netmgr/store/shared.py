@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, func, insert, select, update
@@ -26,6 +26,10 @@ from netmgr.store.tables.hosts import HostRow
 from netmgr.store.tables.vpc import VpcRow
 
 ZONE_ROW_ID = 1
+
+# Values per IN list of a statement that reads many rows by key (far below
+# SQLite's and PostgreSQL's limits on bound parameters).
+IN_CHUNK = 500
 
 
 class TenantOwned(Protocol):
@@ -151,6 +155,19 @@ def router_network_ids(s: Session, router_id: str) -> list[str]:
     """The networks a router serves: its network, or its VPC's tiers."""
     return list(s.scalars(select(NetworkRow.id).join(RouterRow, rows.ROUTER_OF_NETWORK)
                           .where(RouterRow.id == router_id).order_by(NetworkRow.id)))
+
+
+def routers_network_ids(s: Session, router_ids: Collection[str]) -> dict[str, list[str]]:
+    """``router_network_ids`` of several routers in one statement (each
+    router named, with no network when it serves none)."""
+    out: dict[str, list[str]] = {r: [] for r in router_ids}
+    ids = list(out)
+    for i in range(0, len(ids), IN_CHUNK):
+        for router_id, network_id in s.execute(
+                select(RouterRow.id, NetworkRow.id).join(RouterRow, rows.ROUTER_OF_NETWORK)
+                .where(RouterRow.id.in_(ids[i:i + IN_CHUNK])).order_by(NetworkRow.id)):
+            out[router_id].append(network_id)
+    return out
 
 
 def applied_generation(s: Session, network_id: str | None) -> int:

@@ -12,10 +12,10 @@ router applied it), as edge rules do. Another tenant's objects are NotFound.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -364,6 +364,27 @@ class VpnStore:
 
     def has_connections(self, router_id: str) -> bool:
         return self._db.read(lambda s: bool(_router_connections(s, router_id)))
+
+    def routers_with_connections(self, router_ids: Collection[str]) -> set[str]:
+        """Those of these routers whose network or VPC has a VPN connection
+        (one read for a resync's reports, not one per router)."""
+        ids = list(router_ids)
+
+        def tx(s: Session) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(ids), shared.IN_CHUNK):
+                gateway_of_router = or_(
+                    and_(RouterRow.vpc_id.is_not(None), VpnGatewayRow.vpc_id == RouterRow.vpc_id),
+                    and_(RouterRow.network_id.is_not(None),
+                         VpnGatewayRow.network_id == RouterRow.network_id))
+                out.update(s.scalars(
+                    select(RouterRow.id).distinct()
+                    .join(VpnGatewayRow, gateway_of_router)
+                    .join(VpnConnectionRow, VpnConnectionRow.vpn_gateway_id == VpnGatewayRow.id)
+                    .where(RouterRow.id.in_(ids[i:i + shared.IN_CHUNK]))))
+            return out
+
+        return self._db.read(tx) if ids else set()
 
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:

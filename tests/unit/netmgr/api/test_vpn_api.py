@@ -105,6 +105,11 @@ def test_connection_lifecycle_config_and_status(cloud: Cloud, world: dict[str, A
         vpn_gateway_id=gw.id, customer_gateway_id=c.id)))
     assert conn.state == pb.OBJECT_STATE_PENDING
     assert conn.network_id == net.id
+    # A resync's reports read which routers have connections in one go.
+    other = world["api"].CreateNetwork(pb.CreateNetworkRequest(network=pb.Network(
+        name="b", cidr="10.2.0.0/24")))
+    assert cloud.store.vpn.routers_with_connections([net.router_id, other.router_id]) == {
+        net.router_id}
     # The router config carries it, with the key (only there).
     cfg = build_router_config(cloud.store.router_snapshot(net.router_id))
     [rc] = cfg.vpn_connections
@@ -247,6 +252,7 @@ def test_gateway_on_a_vpc_carries_the_vpc_cidr(cloud: Cloud) -> None:
         vpn_gateway_id=gw.id, customer_gateway_id=c.id)))
     assert conn.vpc_id == vpc.id
     assert not conn.network_id
+    assert cloud.store.vpn.routers_with_connections([vpc.router_id]) == {vpc.router_id}
     [rc] = build_router_config(cloud.store.router_snapshot(vpc.router_id)).vpn_connections
     assert (rc.local_address, list(rc.local_cidrs)) == (vpc.source_nat_ip, ["10.8.0.0/16"])
     assert v.GetVpnConnection(vpb.GetVpnConnectionRequest(id=conn.id)).state == \

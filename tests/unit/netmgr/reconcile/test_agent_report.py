@@ -24,13 +24,14 @@ class OrderedStore:
         for r in reports:
             self.seen_at_router_status.append(self.edge_errors.get(r.router_id))
 
-    def record_edge_status(self, router_id: str, errors: Any, lb_health: Any = None) -> None:
-        self.edge_errors[router_id] = dict(errors)
+    def record_edge_statuses(self, reports: Any) -> None:
+        for router_id, errors, _ in reports:
+            self.edge_errors[router_id] = dict(errors)
 
 
 class NoVpn:
-    def has_connections(self, router_id: str) -> bool:
-        return False
+    def routers_with_connections(self, router_ids: Any) -> set[str]:
+        return set()
 
     def record_status(self, router_id: str, errors: Any, sas: Any) -> None:
         raise AssertionError("no VPN here")

@@ -13,7 +13,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -124,10 +124,20 @@ class MemoryStore:
                            ) -> None:
         self.edge_errors[router_id] = dict(errors)
 
+    def record_edge_statuses(
+            self, reports: Sequence[tuple[str, Mapping[tuple[str, str], str],
+                                          Mapping[str, Mapping[str, list[str]]] | None]]
+    ) -> None:
+        for router_id, refused, health in reports:
+            self.record_edge_status(router_id, refused, health)
+
     # VpnStatusStore
 
     def has_connections(self, router_id: str) -> bool:
         return False
+
+    def routers_with_connections(self, router_ids: Collection[str]) -> set[str]:
+        return set()
 
     def record_status(self, router_id: str, errors: Mapping[str, str],
                       sa_status: Mapping[str, dict[str, Any]]) -> None:

@@ -157,3 +157,51 @@ def test_the_routers_behind_are_those_whose_recorded_generation_is_older(store: 
     assert store.routers_behind() == []
     store.create_port(tenant.id, PortSpec(network_id=b.id))  # a change not pushed yet
     assert store.routers_behind() == [b.router_id]
+
+
+def test_reports_of_many_routers_are_recorded_in_a_few_transactions(store: Store) -> None:
+    """A resync records every changed report of a host together: each
+    router's edge objects' errors land on its own objects, cleared as the
+    next report says, in one write transaction for them all (a transaction
+    per router made a resync pass of 460 reports take 41 s under load)."""
+    from cloudnet.router.v1 import agent_pb2 as apb
+    from sqlalchemy import event
+
+    from netmgr.model.validation_edge import PortForwardSpec
+    from netmgr.reconcile.agent_report import record_reports
+
+    tenant = store.create_tenant("acme")
+    made = []
+    for i in range(4):
+        net = store.create_network(tenant.id, NetworkSpec(name=f"n{i}", cidr=f"10.{i}.0.0/24"))
+        port = store.create_port(tenant.id, PortSpec(network_id=net.id))
+        ip, _ = store.allocate_public_ip(tenant.id, net.id)
+        pf = store.create_port_forward(tenant.id, PortForwardSpec(ip.id, "tcp", 80, 0, port.id,
+                                                                  8080, 0))
+        made.append((net.router_id, pf.id))
+
+    def report(refused: set[str]) -> list[tuple[str, apb.RouterStatus]]:
+        return [(rid, apb.RouterStatus(router_id=rid, applied_generation=9, objects=[
+            apb.ObjectStatus(kind="portforward", id=pf, ok=pf not in refused,
+                             error="refused" if pf in refused else "")]))
+            for rid, pf in made]
+
+    begins: list[int] = []
+
+    def began(conn: object) -> None:
+        begins.append(1)
+
+    event.listen(store.db._engine, "begin", began)
+    try:
+        record_reports(store, store.vpn, report({made[0][1]})[:1])  # one router's
+        one = len(begins)
+        begins.clear()
+        record_reports(store, store.vpn, report({made[1][1], made[3][1]}))
+        four = len(begins)
+        errors = [store.get_port_forward(tenant.id, pf).error for _, pf in made]
+        assert errors == ["", "refused", "", "refused"]
+        record_reports(store, store.vpn, report(set()))
+        assert [store.get_port_forward(tenant.id, pf).error for _, pf in made] == [""] * 4
+    finally:
+        event.remove(store.db._engine, "begin", began)
+    assert four == one  # as many transactions for four routers as for one
