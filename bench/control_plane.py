@@ -395,18 +395,26 @@ def plot(result: dict[str, Any], path: str) -> None:
     axes[0].axhline(300, color="k", linestyle=":", linewidth=1, label="goal 300/s")
     axes[0].set_ylabel("API calls/s")
     axes[0].legend(fontsize=8)
-    axes[1].bar([f"{lb}\np50" for lb, _ in creates] + [f"{lb}\np99" for lb, _ in creates],
+    short = ["SQLite", "replicas"][:len(creates)]
+    axes[1].bar([f"{lb}\np50" for lb in short] + [f"{lb}\np99" for lb in short],
                 [c["p50_ms"] for _, c in creates] + [c["p99_ms"] for _, c in creates],
                 color=colors * 2)
     axes[1].axhline(100, color="k", linestyle=":", linewidth=1, label="goal p99 100 ms")
     axes[1].set_ylabel("ms per call")
-    axes[1].tick_params(axis="x", labelsize=6)
+    axes[1].tick_params(axis="x", labelsize=8)
     axes[1].legend(fontsize=8)
     rep = result.get("replicated", {})
     kill, host = rep.get("replica_kill"), rep.get("host_kill")
-    bars = ([("replica takeover", kill["shards_held_again_s"], "#55a868")] if kill else []) + (
+    bars = ([("shards held\nagain", kill["shards_held_again_s"], "#55a868"),
+             ("their router's\nchange served", kill["victim_router_change_active_s"], "#8ccf9a")]
+            if kill else []) + (
         [("host failover", host["routers_serving_elsewhere_s"], "#c44e52")] if host else [])
     axes[2].bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    for goal, label in ((5, "goal takeover 5 s"), (30, "goal host failover 30 s")):
+        axes[2].axhline(goal, color="k", linestyle=":", linewidth=1)
+        axes[2].annotate(label, (0, goal), fontsize=7, xytext=(2, 2),
+                         textcoords="offset points", xycoords=("axes fraction", "data"))
+    axes[2].tick_params(axis="x", labelsize=8)
     axes[2].set_ylabel("seconds")
     if kill:
         axes[2].set_title(f"lost {kill['acked_writes_lost']}, rolled back "
