@@ -67,6 +67,9 @@ PUSH_SPACING = 0.25
 SLOW_PUSH = 1.0
 # A resync pass this long is logged with where its time went.
 SLOW_RESYNC = 5.0
+# Notices of changes to routers of shards no one here holds are kept this
+# long: a shard gained a moment later replays them (see _shards_gained).
+UNHELD_NOTICE_KEPT = 30.0
 # Pushes at once to one router host. A push waits for the agent's apply (a new
 # router: its namespace, interfaces and daemons started, 0.5-3 s on a busy
 # host), so a pool shared by every host let one busy host's queue hold up the
@@ -168,6 +171,9 @@ class Reconciler:
         self._push_ended: dict[str, float] = {}
         self._push_spacing = push_spacing
         self._restarts: set[str] = set()
+        # router id -> when a notice of a change to it came while its shard
+        # was not held here (replayed if the shard is gained soon after).
+        self._unheld_notices: dict[str, float] = {}
         self._resync_now = False
         self._stopping = False
         self._pool = ThreadPoolExecutor(max_workers=MAX_PUSH_THREADS, thread_name_prefix="push")
@@ -213,13 +219,18 @@ class Reconciler:
 
     def _push_behind(self) -> None:
         """Push the held routers whose recorded applied generation is older
-        than their desired one (the changes a lost replica had not pushed)."""
+        than their desired one (the changes a lost replica had not pushed),
+        and those whose change was heard shortly before their shard was held
+        (the read may have run before that change committed)."""
+        now = time.monotonic()
+        with self._lock:
+            heard = [r for r, t in self._unheld_notices.items() if now - t < UNHELD_NOTICE_KEPT]
         try:
-            behind = self._store.routers_behind()
+            behind = list(self._store.routers_behind())
         except Exception:  # the store unreachable: the resync finds them later
             log.exception("cannot read the routers behind their desired generation")
-            return
-        held = [r for r in behind if self._leases.epoch(r) is not None]
+            behind = []
+        held = [r for r in dict.fromkeys(behind + heard) if self._leases.epoch(r) is not None]
         if held:
             log.info("%d routers of the shards held are behind: pushing", len(held))
         for router_id in held:
@@ -251,6 +262,12 @@ class Reconciler:
     def notify_held(self, router_id: str) -> None:
         """Push it now if this replica holds its shard (another replica's notice)."""
         if self._leases.epoch(router_id) is None:
+            now = time.monotonic()
+            with self._lock:
+                self._unheld_notices[router_id] = now
+                if len(self._unheld_notices) > 1000:
+                    self._unheld_notices = {r: t for r, t in self._unheld_notices.items()
+                                            if now - t < UNHELD_NOTICE_KEPT}
             return
         with self._lock:
             # Spaced from its last push (a burst's changes coalesce); never

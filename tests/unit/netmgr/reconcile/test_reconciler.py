@@ -543,6 +543,40 @@ def test_a_change_the_lost_replica_had_not_pushed_is_pushed_at_the_gain(
         r.stop()
 
 
+def test_a_notice_heard_just_before_the_gain_is_pushed_at_the_gain(
+        store: MemoryStore, agent: RecordingAgent) -> None:
+    """Another replica's notice of a change to a router whose shard no one
+    holds yet is not this replica's to push; if the shard is gained a
+    moment later, and the store's read at the gain ran before the change
+    committed, that notice is what tells it: kept, and replayed at the gain
+    rather than left to a resync pass (which may take long; here the agent's
+    listing never answers)."""
+    rid = store.add()
+    agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
+    store.bump(rid)
+    store.status[rid] = {"applied": 2}  # the read at the gain does not show it behind
+    listing = threading.Event()
+
+    def never_answers() -> None:
+        listing.wait(20)
+
+    agent.on_list = never_answers
+    leases = SomeLeases({})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    r.start()
+    try:
+        r.notify_held(rid)  # heard from the replica that made the change
+        time.sleep(0.3)
+        assert agent.attempts == []  # not held: not pushed
+        leases.epochs[rid] = 5
+        leases.on_gained({1})
+        eventually(lambda: (rid, 2) in agent.applied, timeout=STATUS_TIMEOUT / 2)
+        assert agent.epochs[-1] == 5
+    finally:
+        listing.set()
+        r.stop()
+
+
 def _held_here_placed_elsewhere(store: MemoryStore, agent: RecordingAgent
                                 ) -> tuple[str, Reconciler]:
     """A router the model places on "elsewhere" and the local agent holds
