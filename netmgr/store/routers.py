@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from common.grpc_errors import NotFound
@@ -22,7 +22,7 @@ from netmgr.model.paging import Page, PageRequest
 from netmgr.model.validation import check_id
 from netmgr.store import events, rows, shared, vpn
 from netmgr.store.base import Database
-from netmgr.store.dns import records_of, served_by
+from netmgr.store.dns import records_of
 from netmgr.store.edge_router_view import edge_snapshot
 from netmgr.store.shared import TenantScope, of_tenant
 from netmgr.store.tables.base import utcnow
@@ -193,12 +193,15 @@ class RouterStore:
             ids = [r.router_id for r in reports]
             rows = {row.id: row for row in
                     s.scalars(select(RouterRow).where(RouterRow.id.in_(ids)))}
+            latest: dict[str, model.RouterReport] = {}
             for report in reports:
                 row = rows.get(report.router_id)
                 if row is None:
                     log.debug("status for deleted router %s ignored", report.router_id)
                     continue
                 _record(s, row, report)
+                latest[row.id] = report
+            _record_object_errors(s, [(rows[r], report) for r, report in latest.items()])
 
         self._db.write_if_changed(tx)
 
@@ -238,8 +241,8 @@ class RouterStore:
 
 
 def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
-    """Set on ``row`` (and its ports' errors) only what differs from ``report``;
-    an event when its state moved (``events.router_state_changed``)."""
+    """Set on ``row`` only what differs from ``report``; an event when its
+    state moved (``events.router_state_changed``)."""
     before, first = events.router_state(row), row.applied_generation == 0
     changed = False
     for name, value in (("applied_generation", report.applied_generation),
@@ -251,18 +254,45 @@ def _record(s: Session, row: RouterRow, report: model.RouterReport) -> None:
     if changed:
         row.updated_at = utcnow()
         events.router_state_changed(s, row, before, first and report.applied_generation > 0)
-    net_ids = shared.router_network_ids(s, row.id)
-    ports = select(PortRow).where(PortRow.network_id.in_(net_ids))
-    if not report.port_errors:
-        ports = ports.where(PortRow.error != "")  # only errors to clear
-    for port in s.scalars(ports):
-        error = report.port_errors.get(port.id, "")
-        if port.error != error:
-            port.error = error
-    records = select(DnsRecordRow).where(served_by(net_ids, row.vpc_id))
-    if not report.record_errors:
-        records = records.where(DnsRecordRow.error != "")
-    for record in s.scalars(records):
-        error = report.record_errors.get(record.id, "")
-        if record.error != error:
-            record.error = error
+
+
+def _record_object_errors(s: Session,
+                          reported: Sequence[tuple[RouterRow, model.RouterReport]]) -> None:
+    """The reported routers' ports' and DNS records' errors, set where they
+    differ: a few statements for them all (a resync reports hundreds of
+    routers at once), not three per router. A router that reports no error
+    only has its objects that hold one read (to clear them)."""
+    if not reported:
+        return
+    report_of = {row.id: report for row, report in reported}
+    nets_of = shared.routers_network_ids(s, list(report_of))
+    owner = {net: router_id for router_id, nets in nets_of.items() for net in nets}
+    vpc_owner = {row.vpc_id: row.id for row, _ in reported if row.vpc_id}
+    for with_errors in (True, False):
+        for chunk in _chunks([r for r in report_of
+                              if bool(report_of[r].port_errors) == with_errors]):
+            ports = select(PortRow).where(
+                PortRow.network_id.in_([n for r in chunk for n in nets_of[r]]))
+            if not with_errors:
+                ports = ports.where(PortRow.error != "")  # only errors to clear
+            for port in s.scalars(ports):
+                error = report_of[owner[port.network_id]].port_errors.get(port.id, "")
+                if port.error != error:
+                    port.error = error
+        for chunk in _chunks([r for r in report_of
+                              if bool(report_of[r].record_errors) == with_errors]):
+            vpcs = [v for v, r in vpc_owner.items() if r in chunk]
+            served = DnsRecordRow.network_id.in_([n for r in chunk for n in nets_of[r]])
+            records = select(DnsRecordRow).where(
+                or_(served, DnsRecordRow.vpc_id.in_(vpcs)) if vpcs else served)
+            if not with_errors:
+                records = records.where(DnsRecordRow.error != "")
+            for record in s.scalars(records):
+                router_id = owner.get(record.network_id or "") or vpc_owner[record.vpc_id or ""]
+                error = report_of[router_id].record_errors.get(record.id, "")
+                if record.error != error:
+                    record.error = error
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + shared.IN_CHUNK] for i in range(0, len(ids), shared.IN_CHUNK)]
