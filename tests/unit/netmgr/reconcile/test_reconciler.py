@@ -8,6 +8,7 @@ The real agent and store are exercised in tests/integration/e2e.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import threading
@@ -510,6 +511,27 @@ def test_a_shard_gained_during_a_resync_never_removes_its_routers(
         r.stop()
 
 
+@contextlib.contextmanager
+def listing_never_answers(store: MemoryStore, agent: RecordingAgent
+                          ) -> Iterator[tuple[Reconciler, SomeLeases]]:
+    """A started reconciler holding no shard yet, whose agent's listing never
+    answers: before STATUS_TIMEOUT no resync pass finds anything."""
+    listing = threading.Event()
+
+    def never_answers() -> None:
+        listing.wait(20)
+
+    agent.on_list = never_answers
+    leases = SomeLeases({})
+    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
+    r.start()
+    try:
+        yield r, leases
+    finally:
+        listing.set()
+        r.stop()
+
+
 def test_a_change_the_lost_replica_had_not_pushed_is_pushed_at_the_gain(
         store: MemoryStore, agent: RecordingAgent) -> None:
     """A shard taken over: its routers the store shows behind (a change made
@@ -521,16 +543,7 @@ def test_a_change_the_lost_replica_had_not_pushed_is_pushed_at_the_gain(
         agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
         store.status[rid] = {"applied": 1}
     store.bump(theirs)
-    listing = threading.Event()
-
-    def never_answers() -> None:
-        listing.wait(20)
-
-    agent.on_list = never_answers
-    leases = SomeLeases({})
-    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
-    r.start()
-    try:
+    with listing_never_answers(store, agent) as (_, leases):
         leases.epochs[theirs] = leases.epochs[current] = 4
         leases.on_gained({1})
         # Sooner than the listing's deadline (STATUS_TIMEOUT), after which the
@@ -538,9 +551,6 @@ def test_a_change_the_lost_replica_had_not_pushed_is_pushed_at_the_gain(
         eventually(lambda: (theirs, 2) in agent.applied, timeout=STATUS_TIMEOUT / 2)
         assert agent.epochs[-1] == 4
         assert [rid for rid, _ in agent.attempts] == [theirs]  # the current one is left alone
-    finally:
-        listing.set()
-        r.stop()
 
 
 def test_a_notice_heard_just_before_the_gain_is_pushed_at_the_gain(
@@ -555,16 +565,7 @@ def test_a_notice_heard_just_before_the_gain_is_pushed_at_the_gain(
     agent.held[rid] = pb.RouterStatus(router_id=rid, applied_generation=1)
     store.bump(rid)
     store.status[rid] = {"applied": 2}  # the read at the gain does not show it behind
-    listing = threading.Event()
-
-    def never_answers() -> None:
-        listing.wait(20)
-
-    agent.on_list = never_answers
-    leases = SomeLeases({})
-    r = Reconciler(store, store, {"local": agent.target}, resync_interval=0.2, leases=leases)
-    r.start()
-    try:
+    with listing_never_answers(store, agent) as (r, leases):
         r.notify_held(rid)  # heard from the replica that made the change
         time.sleep(0.3)
         assert agent.attempts == []  # not held: not pushed
@@ -572,9 +573,6 @@ def test_a_notice_heard_just_before_the_gain_is_pushed_at_the_gain(
         leases.on_gained({1})
         eventually(lambda: (rid, 2) in agent.applied, timeout=STATUS_TIMEOUT / 2)
         assert agent.epochs[-1] == 5
-    finally:
-        listing.set()
-        r.stop()
 
 
 def _held_here_placed_elsewhere(store: MemoryStore, agent: RecordingAgent
