@@ -14,7 +14,9 @@ routers of the shards it holds a lease on, each push carrying that lease's
 epoch (the agent refuses an older one), and confirms its lock session is
 alive right before each push. A change another replica's API made is heard
 by ``forward``'s notices or, at the latest, by the resync, which compares
-each agent's generations with the store; a shard gained is resynced at once.
+each agent's generations with the store. A shard gained is resynced at once,
+and its routers the store shows behind (or heard of just before the gain)
+are pushed without waiting for that pass.
 """
 
 from __future__ import annotations
