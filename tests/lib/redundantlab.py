@@ -296,10 +296,17 @@ class Pair:
         """The agent's health pass (what its monitor runs every few seconds)."""
         return self.agents[i].repair_all().get(self.router_id, [])
 
-    def close(self) -> None:
+    def kill_flows(self) -> None:
+        """End the flows still running (a test that failed half-way): the next
+        test's servers must find their ports free."""
         for f in self.flows:
             if f.alive():
                 f.popen.kill()
+                f.popen.wait()
+        self.flows = []
+
+    def close(self) -> None:
+        self.kill_flows()
         for reg in self.agents:
             for rt in reg.runtimes():
                 with contextlib.suppress(Exception):

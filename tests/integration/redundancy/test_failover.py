@@ -51,6 +51,14 @@ def pair() -> Iterator[Pair]:
         topo.cleanup()
 
 
+@pytest.fixture(autouse=True)
+def no_flow_left(pair: Pair) -> Iterator[None]:
+    """A test that fails with its flows running leaves none to the next (whose
+    servers would find their ports taken)."""
+    yield
+    pair.kill_flows()
+
+
 def addresses(ns: str) -> str:
     return sh("ip", "-n", ns, "-4", "-br", "addr")
 
