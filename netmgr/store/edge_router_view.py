@@ -103,10 +103,6 @@ def edge_snapshot(s: Session, network_ids: Iterable[str]) -> me.EdgeSnapshot:
 EdgeReport = tuple[str, Mapping[tuple[str, str], str], Mapping[str, Mapping[str, list[str]]] | None]
 
 
-def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
-    return [ids[i:i + shared.IN_CHUNK] for i in range(0, len(ids), shared.IN_CHUNK)]
-
-
 class EdgeRouterStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -169,7 +165,7 @@ class EdgeRouterStore:
                 (KIND_FIREWALL, FirewallRuleRow), (KIND_LOAD_BALANCER, LoadBalancerRow)]
             for kind, table in tables:
                 for nets, only_errors in ((full, False), (dirty, True)):
-                    for chunk in _chunks(nets):
+                    for chunk in shared.chunks(nets):
                         stmt = select(table).where(table.network_id.in_(chunk))
                         if only_errors:
                             stmt = stmt.where(table.error != "")
@@ -178,7 +174,7 @@ class EdgeRouterStore:
                             if row.error != err:
                                 row.error = err
             every = list(owner)
-            for chunk in _chunks(every):
+            for chunk in shared.chunks(every):
                 for lb in s.scalars(select(LoadBalancerRow)
                                     .where(LoadBalancerRow.network_id.in_(chunk))):
                     health = {k: list(v) for k, v in

@@ -31,8 +31,6 @@ from netmgr.store.tables.redundancy import RouterRedundancyRow
 EVENTS_KEPT = 20
 # Each sync link is a VLAN of its own: the VRRP ID need not differ.
 VIRTUAL_ROUTER_ID = 51
-# Router IDs per IN list (a listing's page holds at most 500: one list).
-LOOKUP_CHUNK = 1000
 
 
 def _model(row: RouterRedundancyRow, host: str) -> Redundancy:
@@ -117,11 +115,10 @@ class RedundancyStore:
 
         def tx(s: Session) -> dict[str, Redundancy]:
             out: dict[str, Redundancy] = {}
-            for i in range(0, len(ids), LOOKUP_CHUNK):
+            for chunk in shared.chunks(ids):
                 found = s.execute(select(RouterRedundancyRow, RouterRow.host)
                                   .join(RouterRow, RouterRow.id == RouterRedundancyRow.router_id)
-                                  .where(RouterRedundancyRow.router_id.in_(
-                                      ids[i:i + LOOKUP_CHUNK])))
+                                  .where(RouterRedundancyRow.router_id.in_(chunk)))
                 out.update((row.router_id, _model(row, host)) for row, host in found)
             return out
 

@@ -269,7 +269,7 @@ def _record_object_errors(s: Session,
     owner = {net: router_id for router_id, nets in nets_of.items() for net in nets}
     vpc_owner = {row.vpc_id: row.id for row, _ in reported if row.vpc_id}
     for with_errors in (True, False):
-        for chunk in _chunks([r for r in report_of
+        for chunk in shared.chunks([r for r in report_of
                               if bool(report_of[r].port_errors) == with_errors]):
             ports = select(PortRow).where(
                 PortRow.network_id.in_([n for r in chunk for n in nets_of[r]]))
@@ -279,7 +279,7 @@ def _record_object_errors(s: Session,
                 error = report_of[owner[port.network_id]].port_errors.get(port.id, "")
                 if port.error != error:
                     port.error = error
-        for chunk in _chunks([r for r in report_of
+        for chunk in shared.chunks([r for r in report_of
                               if bool(report_of[r].record_errors) == with_errors]):
             vpcs = [v for v, r in vpc_owner.items() if r in chunk]
             served = DnsRecordRow.network_id.in_([n for r in chunk for n in nets_of[r]])
@@ -292,7 +292,3 @@ def _record_object_errors(s: Session,
                 error = report_of[router_id].record_errors.get(record.id, "")
                 if record.error != error:
                     record.error = error
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[i:i + shared.IN_CHUNK] for i in range(0, len(ids), shared.IN_CHUNK)]

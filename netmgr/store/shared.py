@@ -32,6 +32,11 @@ ZONE_ROW_ID = 1
 IN_CHUNK = 500
 
 
+def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    """``ids`` in slices of at most ``IN_CHUNK``, one IN list each."""
+    return [ids[i:i + IN_CHUNK] for i in range(0, len(ids), IN_CHUNK)]
+
+
 class TenantOwned(Protocol):
     """A row a tenant owns."""
 
@@ -161,11 +166,10 @@ def routers_network_ids(s: Session, router_ids: Collection[str]) -> dict[str, li
     """``router_network_ids`` of several routers in one statement (each
     router named, with no network when it serves none)."""
     out: dict[str, list[str]] = {r: [] for r in router_ids}
-    ids = list(out)
-    for i in range(0, len(ids), IN_CHUNK):
+    for chunk in chunks(list(out)):
         for router_id, network_id in s.execute(
                 select(RouterRow.id, NetworkRow.id).join(RouterRow, rows.ROUTER_OF_NETWORK)
-                .where(RouterRow.id.in_(ids[i:i + IN_CHUNK])).order_by(NetworkRow.id)):
+                .where(RouterRow.id.in_(chunk)).order_by(NetworkRow.id)):
             out[router_id].append(network_id)
     return out
 

@@ -372,7 +372,7 @@ class VpnStore:
 
         def tx(s: Session) -> set[str]:
             out: set[str] = set()
-            for i in range(0, len(ids), shared.IN_CHUNK):
+            for chunk in shared.chunks(ids):
                 gateway_of_router = or_(
                     and_(RouterRow.vpc_id.is_not(None), VpnGatewayRow.vpc_id == RouterRow.vpc_id),
                     and_(RouterRow.network_id.is_not(None),
@@ -381,7 +381,7 @@ class VpnStore:
                     select(RouterRow.id).distinct()
                     .join(VpnGatewayRow, gateway_of_router)
                     .join(VpnConnectionRow, VpnConnectionRow.vpn_gateway_id == VpnGatewayRow.id)
-                    .where(RouterRow.id.in_(ids[i:i + shared.IN_CHUNK]))))
+                    .where(RouterRow.id.in_(chunk))))
             return out
 
         return self._db.read(tx) if ids else set()
