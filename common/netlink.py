@@ -1,9 +1,9 @@
-"""Small pyroute2 wrappers: every netlink call of the agent goes through here.
+"""The netlink calls of the agents (links, addresses, routes of a namespace),
+with errors translated into the exceptions below in one place.
 
-Each function opens `IPRoute(netns=..., flags=0)` in a `with` block (flags=0:
-never create a namespace by accident), translates errno values into the
-exceptions below in one place, and is idempotent: adding what exists or
-deleting what is gone is not an error.
+Each function opens one ``rtnl.Rtnl`` socket in the namespace for what it
+does (a namespace is never created by accident), and is idempotent: adding
+what exists or deleting what is gone is not an error.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from common.rtnl import LinkInfo, RouteInfo, Rtnl
 
 # Routes the agent installs carry this protocol, so a reconcile only ever
 # removes its own routes (never the kernel's connected ones).
@@ -25,6 +25,10 @@ MAIN_TABLE = 254
 
 class NetlinkOpError(Exception):
     """A netlink operation failed; the message says what on which interface."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code  # the kernel's errno (0: not the kernel's)
 
 
 class NamespaceNotFound(NetlinkOpError):
@@ -46,42 +50,38 @@ class Link:
 
 
 @contextlib.contextmanager
-def iproute(netns: str | None) -> Iterator[IPRoute]:
-    """An IPRoute bound to `netns` (None: the agent's own namespace)."""
+def rtnl(netns: str | None) -> Iterator[Rtnl]:
+    """An rtnetlink socket in `netns` (None: the process's own namespace);
+    the kernel's refusals inside the block come out translated."""
     try:
-        ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        sock = Rtnl(netns)
     except FileNotFoundError:
-        raise NamespaceNotFound(f"network namespace {netns} does not exist") from None
-    with ipr:
+        raise NamespaceNotFound(f"network namespace {netns} does not exist",
+                                errno.ENOENT) from None
+    with sock:
         try:
-            yield ipr
-        except NetlinkError as e:
+            yield sock
+        except OSError as e:
             raise _translate(e, netns) from e
 
 
-def _translate(e: NetlinkError, netns: str | None) -> NetlinkOpError:
+def _translate(e: OSError, netns: str | None) -> NetlinkOpError:
     where = f" in {netns}" if netns else ""
-    if e.code == errno.ENODEV:
-        return InterfaceNotFound(f"interface not found{where}: {e}")
-    return NetlinkOpError(f"netlink error{where}: {errno.errorcode.get(e.code, e.code)} {e}")
+    code = e.errno or 0
+    if code == errno.ENODEV:
+        return InterfaceNotFound(f"interface not found{where}: {e.strerror or e}", code)
+    return NetlinkOpError(
+        f"netlink error{where}: {errno.errorcode.get(code, code)} {e.strerror or e}", code)
 
 
-def _link(msg: object) -> Link:
-    get = msg.get  # type: ignore[attr-defined]
-    kind = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")  # type: ignore[attr-defined]
-    return Link(
-        index=int(msg["index"]),  # type: ignore[index]
-        name=str(get("IFLA_IFNAME")),
-        mac=str(get("IFLA_ADDRESS") or "").lower(),
-        mtu=int(get("IFLA_MTU") or 0),
-        up=bool(msg["flags"] & 1),  # type: ignore[index]
-        kind=str(kind or ""),
-    )
+def _link(info: LinkInfo) -> Link:
+    return Link(index=info.index, name=info.name, mac=info.mac, mtu=info.mtu, up=info.up,
+                kind=info.kind)
 
 
 def links(netns: str | None) -> list[Link]:
-    with iproute(netns) as ipr:
-        return [_link(m) for m in ipr.get_links()]
+    with rtnl(netns) as sock:
+        return [_link(info) for info in sock.links()]
 
 
 # Linux interface names are at most 15 bytes (IFNAMSIZ less its NUL).
@@ -94,12 +94,9 @@ def find_link_by_name(netns: str | None, name: str) -> Link | None:
     dump of them all per lookup would make every plug cost grow with them."""
     if not name or len(name.encode()) > IFNAME_MAX:
         return None
-    try:
-        with iproute(netns) as ipr:
-            found = ipr.link("get", ifname=name)
-    except InterfaceNotFound:
-        return None
-    return _link(found[0]) if found else None
+    with rtnl(netns) as sock:
+        found = sock.link(name=name)
+    return _link(found) if found else None
 
 
 def find_link_by_mac(netns: str | None, mac: str) -> Link | None:
@@ -110,30 +107,24 @@ def find_link_by_mac(netns: str | None, mac: str) -> Link | None:
 
 def set_link(netns: str | None, link: Link, *, mtu: int = 0, name: str = "") -> None:
     """Bring `link` up with the MTU and name asked (0/empty: leave as is)."""
-    changes: dict[str, object] = {}
-    if mtu and link.mtu != mtu:
-        changes["mtu"] = mtu
-    if name and link.name != name:
-        changes["ifname"] = name
-    if not changes and link.up:
+    mtu = mtu if mtu and link.mtu != mtu else 0
+    name = name if name and link.name != name else ""
+    if not mtu and not name and link.up:
         return
-    with iproute(netns) as ipr:
-        if "ifname" in changes:  # a link must be down to be renamed
-            ipr.link("set", index=link.index, state="down")
-        ipr.link("set", index=link.index, state="up", **changes)
+    with rtnl(netns) as sock:
+        if name:  # a link must be down to be renamed
+            sock.set_link(link.index, up=False)
+        sock.set_link(link.index, up=True, mtu=mtu, name=name)
 
 
 def delete_link(netns: str | None, index: int) -> None:
-    with contextlib.suppress(InterfaceNotFound), iproute(netns) as ipr:
-        ipr.link("del", index=index)
+    with contextlib.suppress(InterfaceNotFound), rtnl(netns) as sock:
+        sock.delete_link(index)
 
 
 def ipv4_addresses(netns: str | None, index: int) -> set[ipaddress.IPv4Interface]:
-    with iproute(netns) as ipr:
-        return {
-            ipaddress.IPv4Interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}")
-            for m in ipr.get_addr(family=2, index=index)
-        }
+    with rtnl(netns) as sock:
+        return {ipaddress.IPv4Interface(a) for a in sock.addresses(socket.AF_INET, index)}
 
 
 def reconcile_ipv4_addresses(
@@ -145,18 +136,15 @@ def reconcile_ipv4_addresses(
     missing = [a for a in wanted if a not in have]
     if not stale and not missing:
         return []
-    with iproute(netns) as ipr:
+    with rtnl(netns) as sock:
         for addr in stale:
-            with contextlib.suppress(NetlinkError):  # EADDRNOTAVAIL: already gone
-                ipr.addr("del", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+            with contextlib.suppress(OSError):  # EADDRNOTAVAIL: already gone
+                sock.delete_address(index, addr)
         for addr in missing:
             try:
-                ipr.addr(
-                    "add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen,
-                    broadcast=str(addr.network.broadcast_address),
-                )
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
+                sock.add_address(index, addr)
+            except OSError as e:
+                if e.errno != errno.EEXIST:
                     raise
     return missing
 
@@ -170,16 +158,10 @@ class RouteSpec:
 
 def agent_routes(netns: str | None) -> set[RouteSpec]:
     """IPv4 routes of the main table that the agent installed (proto static)."""
-    with iproute(netns) as ipr:
-        found = set()
-        for m in ipr.get_routes(family=2, table=MAIN_TABLE, proto=RTPROT_STATIC):
-            dst = m.get("RTA_DST") or "0.0.0.0"
-            found.add(RouteSpec(
-                ipaddress.IPv4Network(f"{dst}/{m['dst_len']}"),
-                str(m.get("RTA_GATEWAY") or ""),
-                int(m.get("RTA_OIF") or 0),
-            ))
-        return found
+    with rtnl(netns) as sock:
+        return {RouteSpec(ipaddress.IPv4Network(f"{r.destination}/{r.prefixlen}"), r.gateway,
+                          r.oif)
+                for r in sock.routes(socket.AF_INET, MAIN_TABLE, RTPROT_STATIC)}
 
 
 def reconcile_routes(netns: str | None, wanted: set[RouteSpec]) -> bool:
@@ -187,22 +169,15 @@ def reconcile_routes(netns: str | None, wanted: set[RouteSpec]) -> bool:
     have = agent_routes(netns)
     if have == wanted:
         return False
-    with iproute(netns) as ipr:
+    with rtnl(netns) as sock:
         for r in sorted(have - wanted):
-            with contextlib.suppress(NetlinkError):  # ESRCH: already gone
-                ipr.route("del", **_route_args(r))
+            with contextlib.suppress(OSError):  # ESRCH: already gone
+                sock.delete_route(socket.AF_INET, _route_info(r), MAIN_TABLE, RTPROT_STATIC)
         for r in sorted(wanted - have):
-            ipr.route("replace", **_route_args(r))
+            sock.replace_route(socket.AF_INET, _route_info(r), MAIN_TABLE, RTPROT_STATIC)
     return True
 
 
-def _route_args(r: RouteSpec) -> dict[str, object]:
-    args: dict[str, object] = {
-        "dst": str(r.destination.network_address), "dst_len": r.destination.prefixlen,
-        "table": MAIN_TABLE, "proto": RTPROT_STATIC,
-    }
-    if r.gateway:
-        args["gateway"] = r.gateway
-    if r.oif:
-        args["oif"] = r.oif
-    return args
+def _route_info(r: RouteSpec) -> RouteInfo:
+    return RouteInfo(str(r.destination.network_address), r.destination.prefixlen, r.gateway,
+                     r.oif)

@@ -52,8 +52,12 @@ def _load_libc() -> ctypes.CDLL:
 _libc = _load_libc()
 
 
-def _path(name: str) -> str:
+def netns_path(name: str) -> str:
+    """The namespace's file: a name under /run/netns, or a path as it is."""
     return name if os.path.dirname(name) else os.path.join(NETNS_RUN_DIR, name)
+
+
+_path = netns_path
 
 
 class _Worker:
@@ -189,8 +193,10 @@ def ensure_netns(name: str) -> None:
     """Namespace `name` exists, with its loopback up. Idempotent."""
     with contextlib.suppress(FileExistsError):
         create(name)
-    with netlink.iproute(name) as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with netlink.rtnl(name) as sock:
+        lo = sock.link(name="lo")
+        if lo is not None and not lo.up:
+            sock.set_link(lo.index, up=True)
 
 
 def remove_netns(name: str) -> None:

@@ -18,12 +18,10 @@ from __future__ import annotations
 import errno
 import logging
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from common import netlink
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, remove_netns
+from common.rtnl import LinkInfo, Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -74,61 +72,70 @@ class LinuxBridgeFabric:
                               f"{IFNAMSIZ} bytes for {name!r}")
         return name
 
-    def _ensure_bridge(self, ipr: IPRoute, segment: int, overflow: int = 0) -> int:
+    def _ensure_bridge(self, fab: Rtnl, segment: int, overflow: int = 0) -> int:
         """The index of the segment's bridge (``overflow`` > 0: its overflow
         bridge of that number, made and joined to the one before when missing)."""
         name = self.bridge_name(segment) if not overflow else self._bridge(segment, overflow)
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+        found = fab.link(name=name)
+        if found is None:
             try:
                 # No STP and no forwarding delay: ports forward as soon as they
                 # are up, so a guest's first DHCP DISCOVER is not dropped.
-                ipr.link("add", ifname=name, kind="bridge", br_stp_state=0, br_forward_delay=0)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise FabricError(f"segment {segment}: cannot create bridge {name}: {e}") from e
-            found = ipr.link_lookup(ifname=name)
-        index = int(found[0])
-        ipr.link("set", index=index, state="up")
+                fab.add_bridge(name)
+            except OSError as e:
+                if e.errno != errno.EEXIST:
+                    raise FabricError(f"segment {segment}: cannot create bridge {name}: "
+                                      f"{e.strerror}") from e
+            found = fab.link(name=name)
+            if found is None:
+                raise FabricError(f"segment {segment}: bridge {name} vanished as it was made")
+        if not found.up:
+            fab.set_link(found.index, up=True)
         if overflow:
-            self._join(ipr, segment, overflow, index)
-        return index
+            self._join(fab, segment, overflow, found.index)
+        return found.index
 
-    def _join(self, ipr: IPRoute, segment: int, overflow: int, index: int) -> None:
+    def _join(self, fab: Rtnl, segment: int, overflow: int, index: int) -> None:
         """Link overflow bridge ``overflow`` (``index``) to the one before it."""
         name = self._bridge(segment, overflow)
         up, down = f"{name}u", f"{name}d"  # on it; on the bridge before
-        if not ipr.link_lookup(ifname=up):
+        if fab.link(name=up) is None:
             try:
-                ipr.link("add", ifname=up, kind="veth", peer={"ifname": down})
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise FabricError(f"segment {segment}: cannot link bridge {name}: {e}") from e
-        before = self._ensure_bridge(ipr, segment, overflow - 1)
+                fab.add_veth(up, down)
+            except OSError as e:
+                if e.errno != errno.EEXIST:
+                    raise FabricError(f"segment {segment}: cannot link bridge {name}: "
+                                      f"{e.strerror}") from e
+        before = self._ensure_bridge(fab, segment, overflow - 1)
         for dev, bridge in ((up, index), (down, before)):
-            dev_index = ipr.link_lookup(ifname=dev)[0]
+            link = fab.link(name=dev)
+            if link is None:
+                raise FabricError(f"segment {segment}: link {dev} of bridge {name} is missing")
+            if link.master == bridge and link.up and link.mtu == LINK_MTU:
+                continue
             try:
-                ipr.link("set", index=dev_index, master=bridge, mtu=LINK_MTU, state="up")
-            except NetlinkError as e:
-                if e.code == errno.EXFULL:  # filled up before its link was made
+                fab.set_link(link.index, master=bridge, mtu=LINK_MTU, up=True)
+            except OSError as e:
+                if e.errno == errno.EXFULL:  # filled up before its link was made
                     raise FabricError(
                         f"segment {segment}: bridge {self._bridge(segment, overflow - 1)} is "
                         f"full ({MAX_BRIDGE_PORTS} ports, the kernel's limit for one Linux "
                         f"bridge) and has no room left for its link to {name}") from e
-                raise FabricError(f"segment {segment}: cannot link bridge {name}: {e}") from e
+                raise FabricError(f"segment {segment}: cannot link bridge {name}: "
+                                  f"{e.strerror}") from e
 
-    def _enslave(self, fab: IPRoute, segment: int, index: int, port: str) -> None:
+    def _enslave(self, fab: Rtnl, segment: int, index: int, port: str) -> None:
         """Put the fabric end ``index`` of ``port`` on the first bridge of the
         segment's chain with room for it."""
         for overflow in range(self.max_bridges):
             bridge = self._ensure_bridge(fab, segment, overflow)
             try:
-                fab.link("set", index=index, master=bridge, state="up")
-            except NetlinkError as e:
-                if e.code == errno.EXFULL:
+                fab.set_link(index, master=bridge, up=True)
+            except OSError as e:
+                if e.errno == errno.EXFULL:
                     continue
                 raise FabricError(f"port {port}: cannot attach to bridge "
-                                  f"{self.bridge_name(segment)}: {e}") from e
+                                  f"{self.bridge_name(segment)}: {e.strerror}") from e
             if overflow + 1 < self.max_bridges and self._port_number(fab, index) >= (
                     MAX_BRIDGE_PORTS - SPARE_PORTS):
                 self._ensure_bridge(fab, segment, overflow + 1)  # its link, while it fits
@@ -139,12 +146,11 @@ class LinuxBridgeFabric:
             "limit for one Linux bridge)")
 
     @staticmethod
-    def _port_number(fab: IPRoute, index: int) -> int:
+    def _port_number(fab: Rtnl, index: int) -> int:
         """The bridge's number for its port ``index`` (the kernel gives the
         lowest free one, 1 to 1,023)."""
-        link = fab.link("get", index=index)[0]
-        number = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_SLAVE_DATA", "IFLA_BRPORT_NO")
-        return int(number or 0)
+        link = fab.link(index=index)
+        return link.port_no if link else 0
 
     def plug(
         self, port: str, segment: int, target_netns: str, ifname: str, mac: str, mtu: int = 0
@@ -153,57 +159,56 @@ class LinuxBridgeFabric:
             raise FabricError(f"port {port!r}/{ifname!r}: interface names are at most 15 bytes")
         if port.startswith(OWN_PREFIX):
             raise FabricError(f"port {port!r}: names starting {OWN_PREFIX!r} are the fabric's own")
-        with IPRoute(netns=self.netns, flags=0) as fab:
-            self._ensure_bridge(fab, segment)
-            existing = fab.link_lookup(ifname=port)
-            if existing and self._attachment_ok(
-                fab, existing[0], self.bridge_name(segment), target_netns, ifname, mac
-            ):
-                return
-            if existing:
-                fab.link("del", index=existing[0])
-            # Create both ends in the fabric namespace under temporary names,
-            # then move the guest end: a clash with a name in the target
-            # namespace cannot leave a half-made pair behind there.
-            peer_tmp = f"{port[:13]}-p"
-            try:
-                fab.link("add", ifname=port, kind="veth", peer={"ifname": peer_tmp})
-                peer = fab.link_lookup(ifname=peer_tmp)[0]
-                fab.link("set", index=peer, address=mac)
-                if mtu:
-                    fab.link("set", index=peer, mtu=mtu)
-                fab.link("set", index=peer, net_ns_fd=target_netns)
-            except NetlinkError as e:
-                for idx in fab.link_lookup(ifname=port):
-                    fab.link("del", index=idx)
-                raise FabricError(f"port {port}: cannot create attachment: {e}") from e
-            index = fab.link_lookup(ifname=port)[0]
-            if mtu:
-                fab.link("set", index=index, mtu=mtu)
-            try:
-                self._enslave(fab, segment, index, port)
-            except (FabricError, NetlinkError):
-                fab.link("del", index=index)  # the pair: its other end goes with it
-                raise
-        with IPRoute(netns=target_netns, flags=0) as tgt:
-            idx = tgt.link_lookup(ifname=peer_tmp)[0]
-            stale = tgt.link_lookup(ifname=ifname)
-            if stale:
-                tgt.link("del", index=stale[0])
-            tgt.link("set", index=idx, ifname=ifname)
-            tgt.link("set", index=idx, state="up")
+        peer_tmp = f"{port[:13]}-p"
+        try:
+            with netlink.rtnl(self.netns) as fab:
+                self._ensure_bridge(fab, segment)
+                existing = fab.link(name=port)
+                if existing and self._attachment_ok(
+                    fab, existing, self.bridge_name(segment), target_netns, ifname, mac
+                ):
+                    return
+                if existing:
+                    fab.delete_link(existing.index)
+                # Both ends made in one request, the guest end under a
+                # temporary name straight in the target namespace with its MAC
+                # and MTU: all or nothing, a clash there leaves no half-made
+                # pair behind; the rename below takes any stale link's place.
+                try:
+                    fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
+                except OSError as e:
+                    raise FabricError(f"port {port}: cannot create attachment: "
+                                      f"{e.strerror}") from e
+                made = fab.link(name=port)
+                if made is None:
+                    raise FabricError(f"port {port}: missing right after it was made")
+                try:
+                    self._enslave(fab, segment, made.index, port)
+                except (FabricError, OSError):
+                    fab.delete_link(made.index)  # the pair: its other end goes with it
+                    raise
+            with netlink.rtnl(target_netns) as tgt:
+                guest = tgt.link(name=peer_tmp)
+                if guest is None:
+                    raise FabricError(f"port {port}: its end {peer_tmp} is not in {target_netns}")
+                stale = tgt.link(name=ifname)
+                if stale is not None:
+                    tgt.delete_link(stale.index)
+                tgt.set_link(guest.index, name=ifname, up=True)
+        except netlink.NetlinkOpError as e:
+            raise FabricError(f"port {port}: {e}") from e
 
     @staticmethod
     def _attachment_ok(
-        fab: IPRoute, index: int, root: str, target_netns: str, ifname: str, mac: str
+        fab: Rtnl, link: LinkInfo, root: str, target_netns: str, ifname: str, mac: str
     ) -> bool:
         """On a bridge of the segment whose first bridge is ``root``, its
         other end in place with ``mac``."""
-        master = fab.link("get", index=index)[0].get("IFLA_MASTER")
-        if not master:
+        if not link.master:
             return False
-        bridge = fab.link("get", index=master)[0].get("IFLA_IFNAME")
-        on_segment = bridge == root or str(bridge).startswith(f"{root}.")
+        bridge = fab.link(index=link.master)
+        name = bridge.name if bridge else ""
+        on_segment = name == root or name.startswith(f"{root}.")
         return on_segment and nic_has_mac(target_netns, ifname, mac)
 
     def unplug(self, port: str) -> None:

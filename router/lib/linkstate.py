@@ -18,8 +18,8 @@ import socket
 import struct
 from collections.abc import Iterable
 
+from common import rawnetlink
 from common.netns import run_in_netns
-from router.lib import rawnetlink
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1

@@ -24,8 +24,8 @@ import hashlib
 import socket
 import struct
 
-from router.lib.rawnetlink import NLM_F_ACK, NLM_F_DUMP, answers, attribute, received, request
-from router.lib.rawnetlink import attributes as _attrs
+from common.rawnetlink import NLM_F_ACK, NLM_F_DUMP, answers, attribute, received, request
+from common.rawnetlink import attributes as _attrs
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10

@@ -13,22 +13,20 @@ import contextlib
 import errno
 import ipaddress
 import json
+import socket
 
 from cloudnet.router.v1 import agent_pb2 as pb
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from common import netlink
+from common.rtnl import RouteInfo, Rtnl
 from router.errors import ApplyError, ConfigError
 from router.lib import linkstate
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
 from router.services.interfaces import set_sysctls
 
 MODES = ("slaac", "dhcpv6_stateless", "dhcpv6_stateful")
-AF_INET6 = 10
 # The router's addresses are allocated to it: usable at once (no duplicate
 # address detection, during which nothing can bind them, bgpd included).
-IFA_F_NODAD = 0x02
 RTPROT_STATIC = 4
 MAIN_TABLE = 254
 # Forwarding on; no autoconfiguration from RAs on the router's own links (it
@@ -143,50 +141,45 @@ def render(cfg: pb.RouterConfig) -> Rendered:
     return {"ipv6.json": json.dumps(state, indent=2, sort_keys=True) + "\n"}
 
 
-def _global_addresses(ipr: IPRoute, index: int) -> set[ipaddress.IPv6Interface]:
-    found = set()
-    for m in ipr.get_addr(family=AF_INET6, index=index):
-        addr = ipaddress.IPv6Interface(f"{m.get('IFA_ADDRESS')}/{m['prefixlen']}")
-        if not addr.ip.is_link_local:
-            found.add(addr)
-    return found
-
-
 def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
     set_sysctls(ctx.netns, SYSCTLS)
     wanted = wanted_addresses(cfg)
     # The config's interfaces only: another link (a router VM's control NIC)
     # keeps whatever addresses it has.
     ours = {i.name for i in cfg.interfaces}
-    links = {link.name: link.index for link in netlink.links(ctx.netns) if link.name in ours}
-    with netlink.iproute(ctx.netns) as ipr:
-        for name, index in links.items():
-            want = {ipaddress.IPv6Interface(a) for a in wanted.get(name, [])}
-            have = _global_addresses(ipr, index)
-            for addr in have - want:
-                with contextlib.suppress(NetlinkError):
-                    ipr.addr("del", index=index, address=str(addr.ip),
-                             prefixlen=addr.network.prefixlen)
-            for addr in want - have:
-                try:
-                    ipr.addr("add", index=index, address=str(addr.ip),
-                             prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
-                        raise ApplyError(f"ipv6: {addr} on {name}: {e}") from e
-        _routes(ipr, cfg, links)
+    try:
+        with netlink.rtnl(ctx.netns) as sock:
+            links = {link.name: link.index for link in sock.links() if link.name in ours}
+            for name, index in links.items():
+                want = {ipaddress.IPv6Interface(a) for a in wanted.get(name, [])}
+                have = _global_addresses(sock, index)
+                for addr in have - want:
+                    with contextlib.suppress(OSError):  # already gone
+                        sock.delete_address(index, addr)
+                for addr in want - have:
+                    try:
+                        sock.add_address(index, addr, nodad=True)
+                    except OSError as e:
+                        if e.errno != errno.EEXIST:
+                            raise ApplyError(f"ipv6: {addr} on {name}: {e.strerror}") from e
+            _routes(sock, cfg, links)
+    except netlink.NetlinkOpError as e:
+        raise ApplyError(f"ipv6: {e}") from e
+
+
+def _global_addresses(sock: Rtnl, index: int) -> set[ipaddress.IPv6Interface]:
+    return {ipaddress.IPv6Interface(a) for a in sock.addresses(socket.AF_INET6, index)
+            if not a.ip.is_link_local}
 
 
 Route6 = tuple[str, int, str, int]  # destination, prefix length, gateway, interface index
 
 
-def _routes(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
+def _routes(sock: Rtnl, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
     """The default route to the edge and the config's other routes (proto
     static: routes the kernel or a daemon made are left alone)."""
-    have: set[Route6] = {
-        (str(m.get("RTA_DST") or "::"), int(m["dst_len"]), str(m.get("RTA_GATEWAY") or ""),
-         int(m.get("RTA_OIF") or 0))
-        for m in ipr.get_routes(family=AF_INET6, table=MAIN_TABLE, proto=RTPROT_STATIC)}
+    have: set[Route6] = {(r.destination, r.prefixlen, r.gateway, r.oif)
+                         for r in sock.routes(socket.AF_INET6, MAIN_TABLE, RTPROT_STATIC)}
     want: set[Route6] = set()
     public = next((i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC), "")
     if cfg.ipv6_uplink.address and public in links:
@@ -197,15 +190,15 @@ def _routes(ipr: IPRoute, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
             want.add((str(net.network_address), net.prefixlen,
                       str(ipaddress.IPv6Address(r.gateway)), links[r.interface]))
     for dst, length, gw, oif in have - want:
-        with contextlib.suppress(NetlinkError):
-            ipr.route("del", family=AF_INET6, dst=dst, dst_len=length, gateway=gw, oif=oif,
-                      table=MAIN_TABLE, proto=RTPROT_STATIC)
+        with contextlib.suppress(OSError):  # already gone
+            sock.delete_route(socket.AF_INET6, RouteInfo(dst, length, gw, oif), MAIN_TABLE,
+                              RTPROT_STATIC)
     for dst, length, gw, oif in sorted(want - have):
         try:
-            ipr.route("replace", family=AF_INET6, dst=dst, dst_len=length, gateway=gw,
-                      oif=oif, table=MAIN_TABLE, proto=RTPROT_STATIC)
-        except NetlinkError as e:
-            raise ApplyError(f"ipv6: route {dst}/{length} via {gw}: {e}") from e
+            sock.replace_route(socket.AF_INET6, RouteInfo(dst, length, gw, oif), MAIN_TABLE,
+                               RTPROT_STATIC)
+        except OSError as e:
+            raise ApplyError(f"ipv6: route {dst}/{length} via {gw}: {e.strerror}") from e
 
 
 class Ipv6:

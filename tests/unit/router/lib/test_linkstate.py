@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from router.lib import rawnetlink
+from common import rawnetlink
 from router.lib.linkstate import global_ipv6
 
 RTM_NEWADDR, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2

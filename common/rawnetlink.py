@@ -5,7 +5,8 @@ pyroute2 (a socket through asyncio, attribute-by-attribute parsing) costs
 milliseconds there, a raw socket and ``struct`` microseconds. The framing
 (linux/netlink.h: nlmsghdr, nlattr, NLMSG_DONE / NLMSG_ERROR) is the same
 for every family: this module; each caller knows its own payloads
-(``nftshape``: nftables, ``linkstate``: rtnetlink addresses).
+(``nftshape``: nftables, ``linkstate``: rtnetlink addresses, ``rtnl``:
+links, addresses and routes).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ _HDR = struct.Struct("=IHHII")  # struct nlmsghdr
 _ATTR = struct.Struct("=HH")  # struct nlattr
 
 
-def request(kind: int, flags: int, body: bytes) -> bytes:
-    """One request message (sequence 1: one request in flight per socket)."""
-    return _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | flags, 1, 0) + body
+def request(kind: int, flags: int, body: bytes, seq: int = 1) -> bytes:
+    """One request message (one request in flight per socket; a socket kept
+    for several numbers them, so answers left from an earlier one are told
+    apart)."""
+    return _HDR.pack(_HDR.size + len(body), kind, NLM_F_REQUEST | flags, seq, 0) + body
 
 
 def attribute(kind: int, value: bytes) -> bytes:
@@ -49,18 +52,22 @@ def received(sock: socket.socket) -> Iterator[bytes]:
         yield sock.recv(1 << 20)
 
 
-def answers(datagrams: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
+def answers(datagrams: Iterable[bytes], what: str,
+            seq: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(type, payload) of each answer, up to the end of a dump (NLMSG_DONE)
     or the ack of a request; an error answer raises OSError with its errno
-    (``what`` names the family in the message)."""
+    (``what`` names the family in the message). With ``seq``, answers to
+    another request (left over from one given up) are skipped."""
     for data in datagrams:
         at = 0
         while at + _HDR.size <= len(data):
-            length, kind, _, _, _ = _HDR.unpack_from(data, at)
+            length, kind, _, number, _ = _HDR.unpack_from(data, at)
             if length < _HDR.size:
                 raise OSError(errno.EPROTO, f"{what}: malformed netlink answer")
             body = data[at + _HDR.size:at + length]
             at += (length + 3) & ~3
+            if seq is not None and number != seq:
+                continue
             if kind == NLMSG_DONE:
                 return
             if kind == NLMSG_ERROR:
