@@ -1,10 +1,12 @@
 """Router host agents beside an all-in-one (its fabric, a prefix of their own),
 registered with its netmgr and heartbeating; a host's death (its agent
-killed, its routers with it). Shared by the router hosts tests and
+killed, its routers with it) or its loss of power (killed, links cut,
+nothing removed until afterwards). Shared by the router hosts tests and
 bench/control_plane.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,11 +19,14 @@ from cloudnet.router.v1 import agent_pb2_grpc
 
 from aio import replicas
 from aio.allinone import AllInOne
+from common import netlink
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.netns import remove_netns
 from router.agent.registry import stop_routers
+from router.lib import proc
 from router.runtime import router_netns_name
+from router.services.base import RouterPaths
 
 
 class RouterHost:
@@ -64,6 +69,30 @@ class RouterHost:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         self.stop_routers()
+
+    def power_off(self) -> None:
+        """The host's machine loses its power: its agent and every daemon of
+        its routers killed at once (SIGKILL), their links cut (down, as a dead
+        machine's NICs are silent). Nothing is torn down: a dead machine's
+        kernel removes nothing, and here it would do so on the CPUs the
+        surviving hosts use. ``stop_routers`` removes the remains afterwards."""
+        pid = self.aio.pids.pop(f"agent-{self.name}")
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        routers = os.path.join(self.state_dir, "routers")
+        ids = sorted(os.listdir(routers)) if os.path.isdir(routers) else []
+        for router_id in ids:
+            records = RouterPaths(os.path.join(routers, router_id)).records
+            for name in os.listdir(records) if os.path.isdir(records) else ():
+                daemon = proc.recorded(os.path.join(records, name))
+                if daemon is not None:
+                    proc.os_kill(daemon, signal.SIGKILL)
+        for router_id in ids:
+            with contextlib.suppress(netlink.NetlinkOpError), \
+                    netlink.rtnl(router_netns_name(self.prefix, router_id)) as sock:
+                for link in sock.links():
+                    if link.name != "lo" and link.up:
+                        sock.set_link(link.index, up=False)
 
     def stop_routers(self) -> None:
         for router_id in stop_routers(self.state_dir, self.prefix):
