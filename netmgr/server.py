@@ -498,7 +498,8 @@ def main(argv: Sequence[str] | None = None, *,
                             agent_tls=tls, redundancy=store.redundancy)
     if notices is not None:
         notices.listen(lambda kind, router_id: (
-            reconciler.restart_held if kind == "restart" else reconciler.notify_held)(router_id))
+            reconciler.restart_held(router_id) if kind == "restart"
+            else reconciler.notify_held(router_id, urgent=kind == "notify")))
     vm_backend = None
     if vm_config is not None:
         from netmgr.reconcile.vm_backend.tender import RouterVmBackend

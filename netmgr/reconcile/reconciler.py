@@ -156,6 +156,11 @@ class Reconciler:
         self._wake = threading.Condition(self._lock)
         # router id -> earliest time of the next attempt
         self._due: dict[str, float] = {}
+        # Routers due for a change a client made (or one a lost replica had
+        # not pushed): served before the resync's work (routers moved off a
+        # dead host, the ones it finds behind), whatever the order they fell
+        # due in, so a client's change does not wait behind a host's moves.
+        self._urgent: set[str] = set()
         self._backoff: dict[str, float] = {}
         # router id -> when the push now running was due (for the slow-push log)
         self._was_due: dict[str, float] = {}
@@ -236,7 +241,7 @@ class Reconciler:
         if held:
             log.info("%d routers of the shards held are behind: pushing", len(held))
         for router_id in held:
-            self.notify_later(router_id)
+            self.notify_later(router_id, urgent=True)  # changes clients made
 
     def stop(self) -> None:
         with self._lock:
@@ -251,17 +256,19 @@ class Reconciler:
 
     # ---------------------------------------------------------------- hooks
 
-    def notify(self, router_id: str) -> None:
-        """The model of this router changed: push it now (or tell the replica that does)."""
+    def notify(self, router_id: str, urgent: bool = True) -> None:
+        """The model of this router changed: push it now (or tell the replica
+        that does). ``urgent``: a client's change, pushed before the resync's
+        work; not for the resync's own (a router moved off a dead host)."""
         if self.port_filters is not None:  # a port may have changed its host's filters
             self.port_filters.changed()
         if self._leases.epoch(router_id) is None:
             if self._forward is not None:
-                self._forward("notify", router_id)
+                self._forward("notify" if urgent else "move", router_id)
             return
-        self.notify_held(router_id)
+        self.notify_held(router_id, urgent)
 
-    def notify_held(self, router_id: str) -> None:
+    def notify_held(self, router_id: str, urgent: bool = True) -> None:
         """Push it now if this replica holds its shard (another replica's notice)."""
         if self._leases.epoch(router_id) is None:
             now = time.monotonic()
@@ -277,6 +284,8 @@ class Reconciler:
             at = max(time.monotonic(),
                      self._push_ended.get(router_id, 0.0) + self._push_spacing)
             self._due[router_id] = min(self._due.get(router_id, at), at)
+            if urgent:
+                self._urgent.add(router_id)
             self._backoff.pop(router_id, None)
             self._wake.notify_all()
 
@@ -407,14 +416,18 @@ class Reconciler:
         unplaced: list[str] = []
         waiting = 1.0
         busy = collections.Counter(self._in_flight.values())
-        for r, t in list(self._due.items()):
-            if r in self._in_flight:
+        self._urgent &= self._due.keys()
+        # The urgent ones first; each router once (popped when taken).
+        for r in [*self._urgent, *self._due]:
+            t = self._due.get(r)
+            if t is None or r in self._in_flight:
                 continue
             if t > now:
                 waiting = min(waiting, t - now)
                 continue
             if self._leases.epoch(r) is None:  # another replica's now
                 del self._due[r]
+                self._urgent.discard(r)
                 self._backoff.pop(r, None)
                 continue
             host = self._host_of.get(r)
@@ -424,6 +437,7 @@ class Reconciler:
             if busy[host] >= self._per_host:
                 continue  # a push of that host ending wakes this loop
             self._was_due[r] = self._due.pop(r)
+            self._urgent.discard(r)
             self._in_flight[r] = host
             busy[host] += 1
             ready.append(r)
@@ -658,7 +672,7 @@ class Reconciler:
         self._refresh_registered()
         if self._hosts is not None:
             for router_id in self._hosts.expire(self._host_grace):
-                self.notify(router_id)  # made again on its new host
+                self.notify(router_id, urgent=False)  # made again on its new host
         routers = self._store.placed_routers()
         read_s, listing_s, record_s, recorded = time.monotonic() - began, 0.0, 0.0, 0
         with self._lock:
@@ -824,9 +838,11 @@ class Reconciler:
         with self._lock:
             return router_id in self._in_flight or self._pushed_at.get(router_id, 0.0) > t
 
-    def notify_later(self, router_id: str) -> None:
+    def notify_later(self, router_id: str, urgent: bool = False) -> None:
         """Schedule a push unless one is already due or running (keeps backoff)."""
         with self._lock:
+            if urgent:
+                self._urgent.add(router_id)
             if router_id not in self._due and router_id not in self._in_flight:
                 self._due[router_id] = time.monotonic()
                 self._wake.notify_all()

@@ -2,7 +2,9 @@
 
 A replica's API commits a change to a router whose shard another replica
 holds: it sends ``notify <router id>`` (or ``restart <router id>``) on the
-channel, and the holder's listener pushes the router at once. A notice is a
+channel (``move <router id>`` for a router the resync moved off a dead host:
+pushed after the changes clients made), and the holder's listener pushes the
+router at once. A notice is a
 hint, never the record: a lost one (a listener reconnecting, a replica
 killed between its commit and its notice) is made up by the holder's resync,
 which compares every agent's generations with the store every few seconds.
@@ -20,7 +22,7 @@ from netmgr.store.leases import libpq_url
 log = logging.getLogger(__name__)
 
 CHANNEL = "cloudnet_routers"
-KINDS = ("notify", "restart")
+KINDS = ("notify", "move", "restart")
 
 
 class RouterNotices:

@@ -704,3 +704,35 @@ def test_pushes_to_one_slow_host_never_hold_up_another_host(store: MemoryStore) 
         r.stop()
         for server in servers:
             server.stop(0)
+
+
+def test_a_clients_change_is_pushed_before_the_moves_queued_ahead_of_it(
+        store: MemoryStore) -> None:
+    """A host's push slots are busy and routers moved off a dead host wait
+    for them: a change a client makes to another router of that host then
+    is pushed as soon as a slot frees, before the moves that fell due first."""
+    servicer = GatedAgent()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    agent_pb2_grpc.add_RouterAgentServicer_to_server(servicer, server)
+    servicer.target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    blocker = store.add()
+    r = Reconciler(store, store, {"local": servicer.target}, resync_interval=60,
+                   workers_per_host=1)
+    try:
+        r.start()
+        eventually(lambda: servicer.waiting == 1)  # the one slot taken
+        moved = [store.add() for _ in range(5)]
+        for rid in moved:
+            r.notify(rid, urgent=False)  # what the resync does for a dead host's routers
+        changed = store.add()
+        r.notify(changed)  # a client's change
+        servicer.gate.set()
+        eventually(lambda: {rid for rid, _ in servicer.applied} >= {blocker, changed, *moved})
+        order = [rid for rid, _ in servicer.applied]
+        assert order[0] == blocker
+        assert order.index(changed) < min(order.index(rid) for rid in moved)
+    finally:
+        servicer.gate.set()
+        r.stop()
+        server.stop(0)
