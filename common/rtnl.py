@@ -27,9 +27,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-# The module, not its function: netns imports netlink, which imports this.
-from common import netns as _netns
 from common import rawnetlink
+from common.nsthread import netns_path, run_in_netns
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
@@ -173,7 +172,7 @@ class Rtnl:
         self._what = f"rtnetlink in {netns}" if netns else "rtnetlink"
         self._seq = itertools.count(1)
         if netns:
-            self._sock = _netns.run_in_netns(netns, _open)
+            self._sock = run_in_netns(netns, _open)
         else:
             self._sock = _open()
 
@@ -353,7 +352,7 @@ def _netns_fd(netns: str) -> Iterator[int]:
     if not netns:
         yield -1
         return
-    fd = os.open(_netns.netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
     try:
         yield fd
     finally:
