@@ -175,7 +175,7 @@ class LinuxBridgeFabric:
                 # and MTU: all or nothing, a clash there leaves no half-made
                 # pair behind; the rename below takes any stale link's place.
                 try:
-                    fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
+                    self._add_pair(fab, port, peer_tmp, mtu, mac, target_netns)
                 except OSError as e:
                     raise FabricError(f"port {port}: cannot create attachment: "
                                       f"{e.strerror}") from e
@@ -197,6 +197,23 @@ class LinuxBridgeFabric:
                 tgt.set_link(guest.index, name=ifname, up=True)
         except netlink.NetlinkOpError as e:
             raise FabricError(f"port {port}: {e}") from e
+
+    @staticmethod
+    def _add_pair(fab: Rtnl, port: str, peer_tmp: str, mtu: int, mac: str,
+                  target_netns: str) -> None:
+        try:
+            fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            # A plug that died between making the pair and renaming its end
+            # left that end behind in the target: removed, then made again.
+            with netlink.rtnl(target_netns) as tgt:
+                left = tgt.link(name=peer_tmp)
+                if left is None:
+                    raise
+                tgt.delete_link(left.index)
+            fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
 
     @staticmethod
     def _attachment_ok(

@@ -109,3 +109,20 @@ def test_a_segment_past_one_bridge_grows_another_and_a_segment_at_its_limit_refu
     assert f"{MAX_BRIDGE_PORTS} ports each" in str(refused.value)
     assert links(fabric) == before_fabric
     assert links(b) == before_target
+
+
+def test_an_end_left_behind_by_a_plug_that_died_is_replaced(
+        namespaces: tuple[str, list[str]]) -> None:
+    """A plug that died between making the pair and renaming the router's
+    end left that end, under its temporary name, in the router's
+    namespace: the next plug removes it and plugs, not refuses forever."""
+    fabric, (target, _, _) = namespaces
+    fab = LinuxBridgeFabric(fabric)
+    fab.setup()
+    ip("-n", target, "link", "add", "lbleft0-p", "type", "veth", "peer", "name", "other0")
+    fab.plug("lbleft0", SEGMENT, target, "eth1", "02:00:00:00:aa:01")
+    here = links(target)
+    assert "eth1" in here
+    assert "lbleft0-p" not in here
+    assert "02:00:00:00:aa:01" in ip("-n", target, "-o", "link", "show", "eth1")
+    assert master(fabric, "lbleft0") == fab.bridge_name(SEGMENT)
