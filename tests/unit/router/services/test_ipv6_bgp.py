@@ -249,7 +249,7 @@ def test_an_ipv4_only_router_is_healthy_without_asking_the_kernel(
     def no_netlink(*args: object, **kwargs: object) -> None:
         raise AssertionError("an IPv4-only router's IPv6 health dumped the namespace")
 
-    monkeypatch.setattr(netlink, "iproute", no_netlink)
+    monkeypatch.setattr(netlink, "rtnl", no_netlink)
     monkeypatch.setattr(netlink, "links", no_netlink)
     ctx = cast(Context, SimpleNamespace(netns="cn-test-no-such-netns"))
     status = ipv6.Ipv6().health(ctx, good_config())
