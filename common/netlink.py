@@ -127,57 +127,56 @@ def ipv4_addresses(netns: str | None, index: int) -> set[ipaddress.IPv4Interface
         return {ipaddress.IPv4Interface(a) for a in sock.addresses(socket.AF_INET, index)}
 
 
+Address = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def sync_addresses(sock: Rtnl, index: int, have: set[Address], wanted: list[Address],
+                   *, nodad: bool = False) -> list[Address]:
+    """Make link ``index`` hold ``wanted`` where it holds ``have`` (the
+    addresses of the family the caller manages). Returns the ones added; a
+    refusal is OSError naming the address."""
+    for addr in have - set(wanted):
+        with contextlib.suppress(OSError):  # EADDRNOTAVAIL: already gone
+            sock.delete_address(index, addr)
+    missing = [a for a in wanted if a not in have]
+    for addr in missing:
+        try:
+            sock.add_address(index, addr, nodad=nodad)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise OSError(e.errno, f"{addr}: {e.strerror}") from e
+    return missing
+
+
 def reconcile_ipv4_addresses(
     netns: str | None, index: int, wanted: list[ipaddress.IPv4Interface]
 ) -> list[ipaddress.IPv4Interface]:
     """Add missing addresses, remove stale IPv4 ones. Returns the addresses added."""
-    have = ipv4_addresses(netns, index)
-    stale = have - set(wanted)
-    missing = [a for a in wanted if a not in have]
-    if not stale and not missing:
-        return []
     with rtnl(netns) as sock:
-        for addr in stale:
-            with contextlib.suppress(OSError):  # EADDRNOTAVAIL: already gone
-                sock.delete_address(index, addr)
-        for addr in missing:
-            try:
-                sock.add_address(index, addr)
-            except OSError as e:
-                if e.errno != errno.EEXIST:
-                    raise
-    return missing
+        have = set(sock.addresses(socket.AF_INET, index))
+        return [ipaddress.IPv4Interface(a) for a in sync_addresses(sock, index, have, [*wanted])]
 
 
-@dataclass(frozen=True, order=True)
-class RouteSpec:
-    destination: ipaddress.IPv4Network
-    gateway: str
-    oif: int
-
-
-def agent_routes(netns: str | None) -> set[RouteSpec]:
-    """IPv4 routes of the main table that the agent installed (proto static)."""
-    with rtnl(netns) as sock:
-        return {RouteSpec(ipaddress.IPv4Network(f"{r.destination}/{r.prefixlen}"), r.gateway,
-                          r.oif)
-                for r in sock.routes(socket.AF_INET, MAIN_TABLE, RTPROT_STATIC)}
-
-
-def reconcile_routes(netns: str | None, wanted: set[RouteSpec]) -> bool:
-    """Make the agent's routes exactly `wanted`. Returns True if anything changed."""
-    have = agent_routes(netns)
+def sync_routes(sock: Rtnl, family: int, wanted: set[RouteInfo]) -> bool:
+    """Make the main table's routes the agent installed (proto static) of
+    ``family`` exactly ``wanted``. Returns True if anything changed; a
+    refusal is OSError naming the route."""
+    have = set(sock.routes(family, MAIN_TABLE, RTPROT_STATIC))
     if have == wanted:
         return False
-    with rtnl(netns) as sock:
-        for r in sorted(have - wanted):
-            with contextlib.suppress(OSError):  # ESRCH: already gone
-                sock.delete_route(socket.AF_INET, _route_info(r), MAIN_TABLE, RTPROT_STATIC)
-        for r in sorted(wanted - have):
-            sock.replace_route(socket.AF_INET, _route_info(r), MAIN_TABLE, RTPROT_STATIC)
+    for r in sorted(have - wanted):
+        with contextlib.suppress(OSError):  # ESRCH: already gone
+            sock.delete_route(family, r, MAIN_TABLE, RTPROT_STATIC)
+    for r in sorted(wanted - have):
+        try:
+            sock.replace_route(family, r, MAIN_TABLE, RTPROT_STATIC)
+        except OSError as e:
+            raise OSError(e.errno, f"route {r.destination}/{r.prefixlen} via "
+                                   f"{r.gateway or 'its link'}: {e.strerror}") from e
     return True
 
 
-def _route_info(r: RouteSpec) -> RouteInfo:
-    return RouteInfo(str(r.destination.network_address), r.destination.prefixlen, r.gateway,
-                     r.oif)
+def reconcile_routes(netns: str | None, wanted: set[RouteInfo]) -> bool:
+    """Make the agent's IPv4 routes exactly `wanted`. Returns True if anything changed."""
+    with rtnl(netns) as sock:
+        return sync_routes(sock, socket.AF_INET, wanted)

@@ -46,10 +46,10 @@ def attributes(data: bytes) -> Iterator[tuple[int, bytes]]:
         at += (length + 3) & ~3
 
 
-def received(sock: socket.socket) -> Iterator[bytes]:
-    """The socket's datagrams, as long as they are asked for."""
+def received(sock: socket.socket, size: int = 1 << 20) -> Iterator[bytes]:
+    """The socket's datagrams (each at most ``size`` bytes), as long as they are asked for."""
     while True:
-        yield sock.recv(1 << 20)
+        yield sock.recv(size)
 
 
 def answers(datagrams: Iterable[bytes], what: str,

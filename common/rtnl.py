@@ -24,7 +24,7 @@ import itertools
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from common import rawnetlink
@@ -141,6 +141,19 @@ def parse_address(body: bytes) -> tuple[int, ipaddress.IPv4Interface | ipaddress
     return index, ipaddress.ip_interface(f"{addr}/{prefixlen}")
 
 
+def addresses_of(answers: Iterable[tuple[int, bytes]], family: int, index: int = 0) -> list[
+        ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """The addresses of ``family`` on link ``index`` (0: every link) in an
+    RTM_GETADDR dump's answers."""
+    out = []
+    for kind, body in answers:
+        if kind == RTM_NEWADDR and len(body) >= _IFADDRMSG.size and body[0] == family:
+            at, addr = parse_address(body)
+            if not index or at == index:
+                out.append(addr)
+    return out
+
+
 def parse_route(body: bytes) -> tuple[int, int, RouteInfo]:
     """An RTM_NEWROUTE answer: (table, protocol, route)."""
     family, dst_len, _, _, table, proto, _, _, _ = _RTMSG.unpack_from(body)
@@ -195,12 +208,8 @@ class Rtnl:
         # bit of NLM_F_DUMP.)
         flags |= rawnetlink.NLM_F_DUMP if dump else rawnetlink.NLM_F_ACK
         self._sock.send(rawnetlink.request(kind, flags, body, seq))
-        return list(rawnetlink.answers(self._received(), self._what, seq))
-
-    def _received(self) -> Iterator[bytes]:
-        sock = self._sock
-        while True:
-            yield sock.recv(RECV_SIZE)
+        return list(rawnetlink.answers(rawnetlink.received(self._sock, RECV_SIZE), self._what,
+                                       seq))
 
     # ---------------------------------------------------------------- links
 
@@ -281,14 +290,9 @@ class Rtnl:
     def addresses(self, family: int, index: int = 0) -> list[
             ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
         """The addresses of ``family`` on link ``index`` (0: every link)."""
-        found = self.ask(RTM_GETADDR, 0, _IFADDRMSG.pack(family, 0, 0, 0, 0), dump=True)
-        out = []
-        for kind, body in found:
-            if kind == RTM_NEWADDR and body[0] == family:
-                at, addr = parse_address(body)
-                if not index or at == index:
-                    out.append(addr)
-        return out
+        return addresses_of(
+            self.ask(RTM_GETADDR, 0, _IFADDRMSG.pack(family, 0, 0, 0, 0), dump=True),
+            family, index)
 
     def add_address(self, index: int, addr: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                     *, nodad: bool = False) -> None:

@@ -102,14 +102,18 @@ def stop_processes(paths: RouterPaths, netns: str) -> list[int]:
     records: the daemons it started (pid and start time, ``paths.records``)
     and every process in its network namespace. A daemon's command line need
     not name the router (charon's does not). Returns the pids stopped."""
-    pids: set[int] = set()
-    if os.path.isdir(paths.records):
-        for name in os.listdir(paths.records):
-            pid = proc.recorded(os.path.join(paths.records, name))
-            if pid is not None:
-                pids.add(pid)
+    pids = recorded_pids(paths)
     pids.update(proc.netns_pids(os.path.join(NETNS_RUN_DIR, netns)))
     return proc.stop_all(pids)
+
+
+def recorded_pids(paths: RouterPaths) -> set[int]:
+    """The daemons of a router still running, by its records (pid and start time)."""
+    if not os.path.isdir(paths.records):
+        return set()
+    found = (proc.recorded(os.path.join(paths.records, name))
+             for name in os.listdir(paths.records))
+    return {pid for pid in found if pid is not None}
 
 
 def load_config(path: str) -> pb.RouterConfig:

@@ -6,7 +6,7 @@ dump of a router's links (parsed attribute by attribute, through asyncio)
 costs milliseconds, most of a 1,000-router host's status call. One socket
 opened in the namespace and one SIOCGIFFLAGS ioctl per link costs
 microseconds; the addresses are one RTM_GETADDR dump on a raw netlink
-socket (``rawnetlink``).
+socket (``common.rtnl``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from common import rawnetlink
 from common.netns import run_in_netns
+from common.rtnl import Rtnl
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
@@ -54,35 +54,15 @@ def links_up(netns: str, names: Iterable[str]) -> dict[str, bool]:
 
 
 
-RTM_NEWADDR, RTM_GETADDR = 20, 22
-IFA_ADDRESS = 1
-RT_SCOPE_LINK = 253
-_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
-
-
 def ipv6_addresses(netns: str) -> set[ipaddress.IPv6Interface]:
     """Every IPv6 address (with its prefix) of every link in ``netns``,
-    link-local ones left out."""
-
-    def query() -> set[ipaddress.IPv6Interface]:
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
-            s.send(rawnetlink.request(RTM_GETADDR, rawnetlink.NLM_F_DUMP,
-                                      _IFADDRMSG.pack(socket.AF_INET6, 0, 0, 0, 0)))
-            return global_ipv6(rawnetlink.answers(rawnetlink.received(s), "rtnetlink"))
-
-    return run_in_netns(netns, query)
+    link-local ones left out: one RTM_GETADDR dump."""
+    with Rtnl(netns) as sock:
+        return global_ipv6(sock.addresses(socket.AF_INET6))
 
 
-def global_ipv6(answers: Iterable[tuple[int, bytes]]) -> set[ipaddress.IPv6Interface]:
-    """The non-link-local IPv6 addresses of an RTM_GETADDR dump's answers."""
-    out: set[ipaddress.IPv6Interface] = set()
-    for kind, body in answers:
-        if kind != RTM_NEWADDR or len(body) < _IFADDRMSG.size:
-            continue
-        family, prefixlen, _, scope, _ = _IFADDRMSG.unpack_from(body)
-        if family != socket.AF_INET6 or scope == RT_SCOPE_LINK:
-            continue
-        for attr, value in rawnetlink.attributes(body[_IFADDRMSG.size:]):
-            if attr == IFA_ADDRESS and len(value) == 16:
-                out.add(ipaddress.IPv6Interface((value, prefixlen)))
-    return out
+def global_ipv6(addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+                ) -> set[ipaddress.IPv6Interface]:
+    """The IPv6 addresses of ``addresses`` that are not link-local."""
+    return {a for a in addresses
+            if isinstance(a, ipaddress.IPv6Interface) and not a.ip.is_link_local}

@@ -16,6 +16,7 @@ from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import netlink
 from common.netns import run_in_netns
+from common.rtnl import RouteInfo
 from router.errors import ApplyError, ConfigError
 from router.lib import garp, linkstate, validate
 from router.services.base import (
@@ -184,12 +185,12 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
 
 
 def reconcile_routes(ctx: Context, cfg: pb.RouterConfig, indexes: dict[str, int]) -> None:
-    netlink.reconcile_routes(ctx.netns, {
-        netlink.RouteSpec(
-            ipaddress.IPv4Network(r.destination), r.gateway, indexes.get(r.interface, 0)
-        )
-        for r in cfg.routes
-    })
+    routes = set()
+    for r in cfg.routes:
+        net = ipaddress.IPv4Network(r.destination)
+        routes.add(RouteInfo(str(net.network_address), net.prefixlen, r.gateway,
+                             indexes.get(r.interface, 0)))
+    netlink.reconcile_routes(ctx.netns, routes)
 
 
 def hold_addresses(ctx: Context, cfg: pb.RouterConfig) -> None:

@@ -9,8 +9,6 @@ the other. Router advertisements and DHCPv6 are dnsmasq's.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import ipaddress
 import json
 import socket
@@ -18,7 +16,7 @@ import socket
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import netlink
-from common.rtnl import RouteInfo, Rtnl
+from common.rtnl import RouteInfo
 from router.errors import ApplyError, ConfigError
 from router.lib import linkstate
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
@@ -151,54 +149,34 @@ def apply(ctx: Context, cfg: pb.RouterConfig) -> None:
         with netlink.rtnl(ctx.netns) as sock:
             links = {link.name: link.index for link in sock.links() if link.name in ours}
             for name, index in links.items():
-                want = {ipaddress.IPv6Interface(a) for a in wanted.get(name, [])}
-                have = _global_addresses(sock, index)
-                for addr in have - want:
-                    with contextlib.suppress(OSError):  # already gone
-                        sock.delete_address(index, addr)
-                for addr in want - have:
-                    try:
-                        sock.add_address(index, addr, nodad=True)
-                    except OSError as e:
-                        if e.errno != errno.EEXIST:
-                            raise ApplyError(f"ipv6: {addr} on {name}: {e.strerror}") from e
-            _routes(sock, cfg, links)
+                have = linkstate.global_ipv6(sock.addresses(socket.AF_INET6, index))
+                want = sorted({ipaddress.IPv6Interface(a) for a in wanted.get(name, [])})
+                try:
+                    netlink.sync_addresses(sock, index, set(have), [*want], nodad=True)
+                except OSError as e:
+                    raise ApplyError(f"ipv6: {e.strerror} on {name}") from e
+            try:
+                netlink.sync_routes(sock, socket.AF_INET6, _routes(cfg, links))
+            except OSError as e:
+                raise ApplyError(f"ipv6: {e.strerror}") from e
     except netlink.NetlinkOpError as e:
         raise ApplyError(f"ipv6: {e}") from e
 
 
-def _global_addresses(sock: Rtnl, index: int) -> set[ipaddress.IPv6Interface]:
-    return {ipaddress.IPv6Interface(a) for a in sock.addresses(socket.AF_INET6, index)
-            if not a.ip.is_link_local}
-
-
-Route6 = tuple[str, int, str, int]  # destination, prefix length, gateway, interface index
-
-
-def _routes(sock: Rtnl, cfg: pb.RouterConfig, links: dict[str, int]) -> None:
+def _routes(cfg: pb.RouterConfig, links: dict[str, int]) -> set[RouteInfo]:
     """The default route to the edge and the config's other routes (proto
     static: routes the kernel or a daemon made are left alone)."""
-    have: set[Route6] = {(r.destination, r.prefixlen, r.gateway, r.oif)
-                         for r in sock.routes(socket.AF_INET6, MAIN_TABLE, RTPROT_STATIC)}
-    want: set[Route6] = set()
+    want: set[RouteInfo] = set()
     public = next((i.name for i in cfg.interfaces if i.role == pb.INTERFACE_ROLE_PUBLIC), "")
     if cfg.ipv6_uplink.address and public in links:
-        want.add(("::", 0, str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)), links[public]))
+        want.add(RouteInfo("::", 0, str(ipaddress.IPv6Address(cfg.ipv6_uplink.gateway)),
+                           links[public]))
     for r in cfg.ipv6_routes:
         if r.interface in links:
             net = ipaddress.IPv6Network(r.destination)
-            want.add((str(net.network_address), net.prefixlen,
-                      str(ipaddress.IPv6Address(r.gateway)), links[r.interface]))
-    for dst, length, gw, oif in have - want:
-        with contextlib.suppress(OSError):  # already gone
-            sock.delete_route(socket.AF_INET6, RouteInfo(dst, length, gw, oif), MAIN_TABLE,
-                              RTPROT_STATIC)
-    for dst, length, gw, oif in sorted(want - have):
-        try:
-            sock.replace_route(socket.AF_INET6, RouteInfo(dst, length, gw, oif), MAIN_TABLE,
-                               RTPROT_STATIC)
-        except OSError as e:
-            raise ApplyError(f"ipv6: route {dst}/{length} via {gw}: {e.strerror}") from e
+            want.add(RouteInfo(str(net.network_address), net.prefixlen,
+                               str(ipaddress.IPv6Address(r.gateway)), links[r.interface]))
+    return want
 
 
 class Ipv6:

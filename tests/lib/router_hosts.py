@@ -25,7 +25,7 @@ from common.fabric.ovs import OvsFabric
 from common.netns import remove_netns
 from router.agent.registry import stop_routers
 from router.lib import proc
-from router.runtime import router_netns_name
+from router.runtime import recorded_pids, router_netns_name
 from router.services.base import RouterPaths
 
 
@@ -82,11 +82,8 @@ class RouterHost:
         routers = os.path.join(self.state_dir, "routers")
         ids = sorted(os.listdir(routers)) if os.path.isdir(routers) else []
         for router_id in ids:
-            records = RouterPaths(os.path.join(routers, router_id)).records
-            for name in os.listdir(records) if os.path.isdir(records) else ():
-                daemon = proc.recorded(os.path.join(records, name))
-                if daemon is not None:
-                    proc.os_kill(daemon, signal.SIGKILL)
+            for daemon in recorded_pids(RouterPaths(os.path.join(routers, router_id))):
+                proc.os_kill(daemon, signal.SIGKILL)
         for router_id in ids:
             with contextlib.suppress(netlink.NetlinkOpError), \
                     netlink.rtnl(router_netns_name(self.prefix, router_id)) as sock:

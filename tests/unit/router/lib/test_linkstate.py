@@ -1,4 +1,4 @@
-"""The IPv6 address dump's reader (with rawnetlink's framing), on answers
+"""The IPv6 address dump's reader (rtnl's, with rawnetlink's framing), on answers
 built as the kernel lays them out (struct nlmsghdr, struct ifaddrmsg,
 rtattrs: linux/netlink.h, linux/if_addr.h).
 A real namespace's dump is read in tests/integration/router/test_router_ipv6.py."""
@@ -13,6 +13,7 @@ import struct
 import pytest
 
 from common import rawnetlink
+from common.rtnl import addresses_of
 from router.lib.linkstate import global_ipv6
 
 RTM_NEWADDR, NLMSG_DONE, NLMSG_ERROR = 20, 3, 2
@@ -42,7 +43,8 @@ DONE = message(NLMSG_DONE, b"\0" * 4)
 
 
 def read(*datagrams: bytes) -> list[str]:
-    return sorted(str(a) for a in global_ipv6(rawnetlink.answers(datagrams, "rtnetlink")))
+    answers = rawnetlink.answers(datagrams, "rtnetlink")
+    return sorted(str(a) for a in global_ipv6(addresses_of(answers, socket.AF_INET6)))
 
 
 @pytest.mark.parametrize(("datagrams", "addresses"), [
