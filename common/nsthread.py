@@ -57,18 +57,26 @@ class _Worker:
     def _serve(self) -> None:
         while (call := self.calls.get()) is not None:
             name, func, reply = call
+            # The reply goes after the thread is home again: a caller that
+            # has its answer may delete the namespace or look at the threads,
+            # and must not find this one still inside.
+            reply.put(self._run(name, func))
+
+    def _run(self, name: str, func: Callable[[], Any]) -> tuple[bool, Any]:
+        try:
+            fd = os.open(_path(name), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                fd = os.open(_path(name), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _setns(fd, name)
-                finally:
-                    os.close(fd)
-                try:
-                    reply.put((True, func()))
-                finally:
-                    self.home = _libc.setns(_home_fd(), CLONE_NEWNET) == 0
-            except BaseException as e:  # handed to the caller's thread
-                reply.put((False, e))
+                _setns(fd, name)
+            finally:
+                os.close(fd)
+        except BaseException as e:  # handed to the caller's thread
+            return False, e
+        try:
+            return True, func()
+        except BaseException as e:
+            return False, e
+        finally:
+            self.home = _libc.setns(_home_fd(), CLONE_NEWNET) == 0
 
 
 def _setns(fd: int, name: str) -> None:

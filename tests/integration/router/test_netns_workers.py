@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
 
-from common import netns
+from common import netns, nsthread
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,34 @@ def test_calls_run_in_their_namespace_and_leave_none_behind() -> None:
             netns.run_in_netns(f"nw-absent-{uuid.uuid4().hex[:6]}", lambda: None)
         # Every thread of this process is back home: none holds a namespace.
         assert not thread_namespaces() & set(want.values())
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_worker_is_home_before_its_caller_has_the_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller may delete the namespace as soon as it has its answer: the
+    worker must have left it by then, at every call, not eventually. The
+    way home is slowed down (a loaded machine's scheduler does the same) so
+    that a reply sent before it is seen."""
+    home_fd = nsthread._home_fd
+
+    def slow_home_fd() -> int:
+        time.sleep(0.02)
+        return home_fd()
+
+    monkeypatch.setattr(nsthread, "_home_fd", slow_home_fd)
+    names = [f"nw{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        for name in names:
+            subprocess.run(["ip", "netns", "add", name], check=True)
+        theirs = {inode(f"/run/netns/{name}") for name in names}
+        inside = 0
+        for i in range(10):
+            netns.run_in_netns(names[i % 2], lambda: None)
+            inside += bool(thread_namespaces() & theirs)
+        assert inside == 0
     finally:
         for name in names:
             subprocess.run(["ip", "netns", "del", name], check=False)
