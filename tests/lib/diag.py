@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 from cloudnet.netmgr.v1 import debug_pb2_grpc
 from cloudnet.router.v1 import diag_pb2 as dpb
 
+T_co = TypeVar("T_co", covariant=True)
 
-class TraceStream(Iterator[dpb.TraceEvent], Protocol):
+
+class ServerStream(Iterator[T_co], Protocol[T_co]):
     """A server stream as gRPC returns it: iterated, and cancelled by the reader."""
 
     def cancel(self) -> bool: ...
@@ -31,10 +33,11 @@ class Debug:
         return self.api.call(self.stub.Probe, dpb.ProbeRequest(router_id=router_id, **kw),
                              timeout=timeout)
 
-    def capture(self, req: dpb.CaptureRequest, timeout: float = 60) -> Iterator[dpb.CaptureChunk]:
+    def capture(self, req: dpb.CaptureRequest,
+                timeout: float = 60) -> ServerStream[dpb.CaptureChunk]:
         return self.stub.Capture(req, metadata=self.api.metadata, timeout=timeout)
 
-    def trace(self, req: dpb.TraceRequest, timeout: float = 60) -> TraceStream:
+    def trace(self, req: dpb.TraceRequest, timeout: float = 60) -> ServerStream[dpb.TraceEvent]:
         return self.stub.Trace(req, metadata=self.api.metadata, timeout=timeout)
 
 
