@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from typing import Any
 
 import grpc
 import pytest
@@ -30,7 +31,7 @@ def tenant(ovs_cloud, host_a):
 
 
 def fields(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    status = rpc_status.from_call(err)
     out = []
     for d in status.details if status else []:
         br = error_details_pb2.BadRequest()
@@ -61,7 +62,7 @@ def assert_no_leak(after: dict, before: dict) -> None:
 
 
 def create(host, tenant: VmTenant, **kw) -> grpc.RpcError:
-    vm = dict(name="bad", image="tiny", vcpus=1, memory_mib=128)
+    vm: dict[str, Any] = dict(name="bad", image="tiny", vcpus=1, memory_mib=128)
     vm.update(kw)
     with pytest.raises(grpc.RpcError) as info:
         host.stub.CreateVm(cpb.CreateVmRequest(vm=cpb.Vm(**vm)), metadata=tenant.md,
@@ -106,7 +107,7 @@ def test_bad_input_names_the_field_and_creates_nothing(ovs_cloud, host_a, tenant
         foreign_key = import_key(other, "theirs")
         nic = [cpb.Nic(network_id=net.id)]
         before = footprint(host_a, tenant)
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             (dict(image="windows-xp", nics=nic), "vm.image"),
             (dict(vcpus=0, nics=nic), "vm.vcpus"),
             (dict(vcpus=100000, nics=nic), "vm.vcpus"),

@@ -83,7 +83,7 @@ def vxlan_host_a(vxlan_cloud, guest_image, tmp_path_factory):
 
 def test_vm_on_host_a_leases_from_the_router_on_host_b_over_vxlan(vxlan_cloud, vxlan_host_a,
                                                                   tmp_path):
-    from scapy.layers.vxlan import VXLAN  # type: ignore[import-untyped]
+    from scapy.layers.vxlan import VXLAN
 
     t = VmTenant(vxlan_cloud, vxlan_host_a)
     try:

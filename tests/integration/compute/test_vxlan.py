@@ -54,7 +54,7 @@ def vxlan_hosts(uid):
 
 
 def test_vxlan_same_cidr_two_vnis_isolated_and_encapsulated(vxlan_hosts, tmp_path):
-    from scapy.layers.vxlan import VXLAN  # type: ignore[import-untyped]
+    from scapy.layers.vxlan import VXLAN
 
     a, b, ul_a, guest = vxlan_hosts
     macs = {"a1": "02:00:0b:00:01:01", "b1": "02:00:0b:00:01:02",

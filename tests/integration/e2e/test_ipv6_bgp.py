@@ -45,7 +45,7 @@ def test_a_routed_dual_stack_network_end_to_end(aio_cloud: AllInOne, make_tenant
     t = make_tenant()
     net = t.network(name="routed", cidr="", routed=True, ipv6_mode=rpb.IPV6_MODE_SLAAC)
     assert net.routed
-    assert ipaddress.ip_network(net.cidr).subnet_of(ipaddress.ip_network("198.18.0.0/16"))
+    assert ipaddress.IPv4Network(net.cidr).subnet_of(ipaddress.IPv4Network("198.18.0.0/16"))
     assert net.ipv6_cidr.startswith("2001:db8:1000:")
     t.api.wait_router_active(net.router_id)
     edge = aio_cloud.bgp_edge

@@ -150,7 +150,7 @@ def test_public_ip_lifecycle_and_bad_requests_change_nothing(cloud, site, make_t
     e.forward(public_ip_id=ip.id, protocol=TCP, public_port=80, port_id=p1.id, private_port=80)
     t.api.wait_router_active(net.router_id)
     before = t.api.call(t.api.routers.GetRouter, pb.GetRouterRequest(id=net.router_id))
-    bad = [
+    bad: list[tuple[dict[str, object], grpc.StatusCode, str]] = [
         (dict(public_port=0), grpc.StatusCode.INVALID_ARGUMENT, "port_forward.public_port"),
         (dict(public_port=70000), grpc.StatusCode.INVALID_ARGUMENT, "port_forward.public_port"),
         (dict(public_port=90, public_port_end=85), grpc.StatusCode.INVALID_ARGUMENT,

@@ -167,7 +167,7 @@ def test_bad_load_balancers_are_refused(cloud, lbnet, make_tenant):
     oport = other.port(onet.id, hostname="o1")
     net2 = t.network(name="lb2", cidr="10.63.0.0/24")
     p2 = t.port(net2.id, hostname="x1")
-    cases = [
+    cases: list[tuple[dict[str, object], str]] = [
         (dict(public_port=0), "load_balancer.public_port"),
         (dict(public_port=80, protocol="udp"), "load_balancer.protocol"),
         (dict(public_port=80, protocol="tcp", stickiness="cookie"), "load_balancer.stickiness"),

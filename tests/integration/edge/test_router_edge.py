@@ -126,6 +126,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
     assert table_handle(ns) == handle
     # In place: no service's apply ran, the running config is the delta's result.
     assert runtime.service_applies == applies
+    assert runtime.config is not None
     assert runtime.config.generation == 2
     assert {f.id for f in runtime.config.port_forwards} == (
         {f"pf{i}" for i in range(1, 100)} | {"pfnew"})
@@ -151,6 +152,7 @@ def test_edge_delta_in_place_stale_refused_journaled_and_adopted_on_restart(
                                fabric_netns=topo.fabric.netns, agent_id="test2")
     restarted.start()
     again = restarted.runtime(router_id)
+    assert again.config is not None
     assert again.config.generation == 2
     assert {f.id for f in again.config.port_forwards} == {
         f.id for f in runtime.config.port_forwards}

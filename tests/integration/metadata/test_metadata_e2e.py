@@ -356,9 +356,11 @@ def test_a_vpcs_records_are_served_to_every_tier(make_tenant) -> None:
     web, db = v.tier("web", "10.31.1.0/24"), v.tier("db", "10.31.2.0/24")
     dns = dnsrpc.DnsRecordServiceStub(t.api.channel)
 
-    def record(name: str, type_: str, value: str, **where: str) -> dpb.DnsRecord:
+    def record(name: str, type_: str, value: str, vpc_id: str = "",
+               network_id: str = "") -> dpb.DnsRecord:
         return t.api.call(dns.CreateDnsRecord, dpb.CreateDnsRecordRequest(
-            dns_record=dpb.DnsRecord(name=name, type=type_, value=value, **where)))
+            dns_record=dpb.DnsRecord(name=name, type=type_, value=value, vpc_id=vpc_id,
+                                     network_id=network_id)))
 
     made = [record("www", "A", "10.31.1.50", vpc_id=v.vpc.id),
             record("api", "CNAME", "db1.db", vpc_id=v.vpc.id),

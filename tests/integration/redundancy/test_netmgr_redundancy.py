@@ -24,6 +24,7 @@ from cloudnet.netmgr.v1 import redundancy_pb2 as rpb
 from cloudnet.netmgr.v1 import redundancy_pb2_grpc as rrpc
 from cloudnet.netmgr.v1 import vpc_pb2 as vpb
 from cloudnet.netmgr.v1 import vpc_pb2_grpc as vrpc
+from google.protobuf import field_mask_pb2
 
 from netmgr.reconcile import redundant_push
 from netmgr.reconcile.reconciler import Reconciler
@@ -208,7 +209,7 @@ def test_a_redundant_network_through_netmgr(world: World, tmp_path: Any,
     # Single again: host-b's instance goes, host-a's holds the addresses.
     w.api.UpdateNetwork(pb.UpdateNetworkRequest(
         network=pb.Network(id=net.id, redundant=False),
-        update_mask={"paths": ["redundant"]}))
+        update_mask=field_mask_pb2.FieldMask(paths=["redundant"])))
     wait_for(lambda: not w.agents["host-b"].runtimes(), 60, "host-b's instance deleted")
     wait_for(lambda: w.api.GetRouter(pb.GetRouterRequest(id=net.router_id)).state
              == pb.ROUTER_STATE_ACTIVE, 60, "the single router active")
@@ -269,7 +270,8 @@ def test_a_redundant_vpc_moves_every_tier_together(world: World, tmp_path: Any) 
 
         # Single again by an update of the VPC: host-b's instance goes.
         out = w.api.UpdateVpc(vpb.UpdateVpcRequest(
-            vpc=vpb.Vpc(id=vpc.id, redundant=False), update_mask={"paths": ["redundant"]}))
+            vpc=vpb.Vpc(id=vpc.id, redundant=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["redundant"])))
         assert not out.redundant
         wait_for(lambda: vpc.router_id not in {rt.ctx.router_id
                                                for rt in w.agents["host-b"].runtimes()},

@@ -14,7 +14,8 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
@@ -51,10 +52,13 @@ def replicated() -> Iterator[AllInOne]:
         assert not leftovers, f"namespaces left behind: {leftovers}"
 
 
-def wait_for(what: str, check: object, timeout: float = 120) -> object:
+T = TypeVar("T")
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 120) -> T:
     deadline = time.monotonic() + timeout
     while True:
-        value = check()  # type: ignore[operator]
+        value = check()
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -90,7 +94,7 @@ def test_kill_9_of_the_busiest_replica_during_writes(replicated: AllInOne) -> No
     # Its leases pass to the two others (the database ended its session).
     after = wait_for("the shards held again", lambda: (
         h if sum((h := lease_holders(url)).values()) == SHARDS and victim not in h else None))
-    assert len(after) == REPLICAS - 1  # type: ignore[arg-type]
+    assert len(after) == REPLICAS - 1
     load.join()
     live = [i for i in range(REPLICAS) if aio.pids.get(replicas.name(i)) != victim]
     survivor = Api(listens[live[0]], secret)
@@ -166,7 +170,7 @@ def test_postgresql_restarted_under_load(replicated: AllInOne) -> None:
     after = wait_for("the shards held again by every live replica", lambda: (
         h if sum((h := lease_holders(url)).values()) == SHARDS and len(h) == len(live)
         else None))
-    assert set(after) == {aio.pids[replicas.name(i)] for i in live}  # type: ignore[arg-type]
+    assert set(after) == {aio.pids[replicas.name(i)] for i in live}
     load.join()
     api = Api(listens[0], secret)
     nets = {n.id: n for n in api.call(api.networks.ListNetworks,

@@ -34,7 +34,7 @@ SERVER_PORT = 8080
 def limit_and_flood(request: pytest.FixtureRequest) -> tuple[int, int]:
     """The router's limit (256: counted in four shares of 64), and the new
     connections tried through router A (bounded)."""
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 @pytest.fixture

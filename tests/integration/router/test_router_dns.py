@@ -100,7 +100,8 @@ def dnsmasq_refusals(lines: list[str], tmp: str) -> dict[str, str]:
     lines in one file, the refused one taken out and the rest tested again
     (dnsmasq stops at the first)."""
     path = os.path.join(tmp, "probe.conf")
-    left, refused = list(lines), {}
+    left = list(lines)
+    refused: dict[str, str] = {}
     while True:
         with open(path, "w") as f:
             f.write("port=0\n" + "\n".join(left) + "\n")

@@ -9,11 +9,12 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
+from cloudnet.router.v1 import agent_pb2_grpc
 
 from router.services.base import RouterPaths
 from tests.lib.agentprocess import AgentProcess
@@ -36,14 +37,16 @@ def config(router_id: str, generation: int) -> pb.RouterConfig:
     return make_config(router_id, generation, ["p1", "p2"] if generation % 2 == 0 else ["p1"])
 
 
-def push(stub: object, router_id: str, generation: int, epoch: int) -> pb.RouterStatus:
-    reply = stub.ApplyConfig(  # type: ignore[attr-defined]
+def push(stub: agent_pb2_grpc.RouterAgentStub, router_id: str, generation: int,
+         epoch: int) -> pb.RouterStatus:
+    reply = stub.ApplyConfig(
         pb.ApplyConfigRequest(config=config(router_id, generation), lease_epoch=epoch),
         timeout=60)
-    return reply.status  # type: ignore[no-any-return]
+    return reply.status
 
 
-def refused(stub: object, router_id: str, generation: int, epoch: int) -> str:
+def refused(stub: agent_pb2_grpc.RouterAgentStub, router_id: str, generation: int,
+            epoch: int) -> str:
     with pytest.raises(grpc.RpcError) as e:
         push(stub, router_id, generation, epoch)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
@@ -97,9 +100,9 @@ def test_racing_pushers_never_roll_the_router_back(agent_process: AgentProcess) 
     seen: list[int] = []
     done = threading.Event()
 
-    def pusher(epoch: int, generation_of: object) -> None:
+    def pusher(epoch: int, generation_of: Callable[[int], int]) -> None:
         for r in range(1, rounds + 1):
-            generation = generation_of(r)  # type: ignore[operator]
+            generation = generation_of(r)
             barrier.wait(timeout=120)
             try:
                 status = push(stub, router_id, generation, epoch)

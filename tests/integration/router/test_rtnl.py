@@ -12,6 +12,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def two() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def ip_json(ns: str, *args: str) -> list[dict[str, object]]:
+def ip_json(ns: str, *args: str) -> list[dict[str, Any]]:
     out = subprocess.run(["ip", "-n", ns, "-j", "-d", *args], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out) if out.strip() else []

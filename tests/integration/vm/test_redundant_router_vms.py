@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
+from google.protobuf import field_mask_pb2
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, AllInOne
@@ -152,7 +153,7 @@ def test_a_redundant_network_has_two_router_vms_on_two_hosts_and_survives_a_kill
         # Single again: the second VM goes, the first serves alone.
         t.api.call(t.api.networks.UpdateNetwork, pb.UpdateNetworkRequest(
             network=pb.Network(id=net.id, redundant=False),
-            update_mask={"paths": ["redundant"]}))
+            update_mask=field_mask_pb2.FieldMask(paths=["redundant"])))
         wait_router(t, net.router_id, lambda r: serving(r) and not r.instances)
         assert guest.dhcp().ip == port.ip
         connects(guest.netns, INET_HOST_IP, SNAT_TCP_PORT)

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aio import vm_backend
 from aio.allinone import INET_HOST_IP, WEB_PORT
-from netmgr.reconcile.vm_backend.tender import derive_token
+from netmgr.reconcile.vm_backend.credentials import derive_token
 from tests.lib.allinone import Tenant
 from tests.lib.vm_routers import router, serving, wait_router
 
@@ -196,7 +196,7 @@ def test_console_is_tenant_scoped(vm_cloud, served, make_tenant_api):
 
 @pytest.fixture
 def make_tenant_api(vm_cloud):
-    made = []
+    made: list[Tenant] = []
 
     def make() -> Tenant:
         made.append(Tenant(vm_cloud, f"o{len(made)}{os.getpid()}"))

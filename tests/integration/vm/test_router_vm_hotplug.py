@@ -35,7 +35,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aio.allinone import INET_HOST_IP
-from netmgr.reconcile.vm_backend.tender import derive_token
+from netmgr.reconcile.vm_backend.credentials import derive_token
 from tests.lib.allinone import Tenant, free_port
 from tests.lib.vm_routers import BOOT, router, serving, wait_router
 
@@ -54,7 +54,7 @@ def router_vm(cloud, router_id: str) -> vpb.RouterVm:
                                 timeout=10)
 
 
-def domain_macs(domain: str, inactive: bool = False) -> set[str]:
+def domain_macs(domain: str, inactive: bool = False) -> set[str | None]:
     argv = ["virsh", "-c", "qemu:///system", "dumpxml", domain]
     xml = subprocess.run(argv + (["--inactive"] if inactive else []), check=True,
                          capture_output=True, text=True).stdout
