@@ -10,10 +10,12 @@ bash scripts/bootstrap.sh
 PY=.venv/bin/python
 echo "== lint (ruff, mypy)"
 .venv/bin/ruff check .
-# The test helpers (tests and benches import them) and the reconciler's test
-# doubles (checked against its store Protocols) are typed too.
+# The test helpers (tests and benches import them), the integration tests
+# (their protobuf messages and streams) and the reconciler's test doubles
+# (checked against its store Protocols) are typed too.
 .venv/bin/mypy common aio netmgr router compute bench \
-  tests/lib tests/unit/netmgr/reconcile/test_reconciler.py tests/unit/netmgr/reconcile/test_delta_push.py
+  tests/lib tests/integration \
+  tests/unit/netmgr/reconcile/test_reconciler.py tests/unit/netmgr/reconcile/test_delta_push.py
 echo "== tests"
 # Build the router appliance image first (skipped when nothing changed,
 # about 20 s when only the code changed, 1-2 min cold; see
