@@ -32,7 +32,8 @@ from common import netlink
 from common.nsthread import NETNS_RUN_DIR, netns_path, run_in_netns
 
 __all__ = ["NETNS_RUN_DIR", "create", "create_socket", "ensure_netns", "install",
-           "netns_exists", "netns_path", "nic_has_mac", "remove_netns", "run_in_netns"]
+           "netns_exists", "netns_path", "nic_has_mac", "remove_netns", "run_in_netns",
+           "write_sysctls"]
 
 
 def create(name: str, libc: object = None) -> None:
@@ -89,6 +90,25 @@ def ensure_netns(name: str) -> None:
         lo = sock.link(name="lo")
         if lo is not None and not lo.up:
             sock.set_link(lo.index, up=True)
+
+
+def write_sysctls(name: str, values: dict[str, str], missing_ok: bool = False) -> None:
+    """Write ``values`` (``net.ipv4.ip_forward``: "1", ...) in namespace
+    ``name``: from a thread inside it, since a net.* file is the namespace
+    of the task that opens it (no `ip netns exec sysctl`: two execs).
+    ``missing_ok``: a key the kernel does not have is skipped (IPv6 turned
+    off at boot has no net.ipv6). Raises OSError."""
+
+    def write() -> None:
+        for key, value in values.items():
+            try:
+                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                    f.write(value)
+            except FileNotFoundError:
+                if not missing_ok:
+                    raise
+
+    run_in_netns(name, write)
 
 
 def remove_netns(name: str) -> None:

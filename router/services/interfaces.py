@@ -15,7 +15,7 @@ import json
 from cloudnet.router.v1 import agent_pb2 as pb
 
 from common import netlink
-from common.netns import run_in_netns
+from common.netns import write_sysctls
 from common.rtnl import RouteInfo
 from router.errors import ApplyError, ConfigError
 from router.lib import garp, linkstate, validate
@@ -209,17 +209,10 @@ def hold_addresses(ctx: Context, cfg: pb.RouterConfig) -> None:
 
 
 def set_sysctls(netns: str, values: dict[str, str]) -> None:
-    """Written to /proc/sys from a thread in the namespace (net.* files are
-    the opener's namespace's): no `ip netns exec sysctl`, two execs that
-    cost a router VM's first apply under TCG."""
-
-    def write() -> None:
-        for key, value in sorted(values.items()):
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-
+    """No `ip netns exec sysctl`: two execs that cost a router VM's first
+    apply under TCG."""
     try:
-        run_in_netns(netns, write)
+        write_sysctls(netns, dict(sorted(values.items())))
     except OSError as e:
         raise ApplyError(f"sysctl in {netns}: {e}") from e
 
