@@ -77,9 +77,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit("net.ipv4.neigh.default.gc_thresh3", 16, 1024, "ARP entries of every namespace"),
     Limit("net.ipv4.neigh.default.gc_thresh2", 8, 512, "ARP entries of every namespace"),
     Limit("net.ipv4.neigh.default.gc_thresh1", 4, 128, "ARP entries of every namespace"),
-    # About 8 a router even with no IPv6 traffic at all (the multicast
-    # entries of each interface's neighbour discovery and MLD, measured at
-    # 1,000 routers): a stock kernel's 1,024 overflow near 130 routers.
+    # About 8 a router that routes IPv6, even with no IPv6 traffic at all
+    # (the multicast entries of each interface's neighbour discovery and MLD,
+    # measured at 1,000 routers when every router had IPv6 on): a stock
+    # kernel's 1,024 overflow near 130 such routers.
     Limit("net.ipv6.neigh.default.gc_thresh3", 32, 1024, "IPv6 neighbours of every namespace",
           need_per_router=8),
     Limit("net.ipv6.neigh.default.gc_thresh2", 16, 512, "IPv6 neighbours of every namespace"),

@@ -30,6 +30,23 @@ from router.services.base import (
 )
 
 SYSCTLS = {"net.ipv4.ip_forward": "1"}
+IPV6_OFF = ("net.ipv6.conf.all.disable_ipv6",  # the links already there
+            "net.ipv6.conf.default.disable_ipv6")  # those made after
+
+
+def uses_ipv6(cfg: pb.RouterConfig) -> bool:
+    """The router routes IPv6: a dual-stack network, an IPv6 uplink or routes."""
+    return (any(n.ipv6_cidr for n in cfg.guest_networks) or bool(cfg.ipv6_uplink.address)
+            or bool(cfg.ipv6_routes))
+
+
+def sysctls(cfg: pb.RouterConfig) -> dict[str, str]:
+    """IPv6 on the router's links only while it routes IPv6: otherwise each
+    link would take a link-local address and announce it (listener reports,
+    duplicate-address probes) to every router on its segment, the provider
+    segment's thousand included, for nothing."""
+    off = "0" if uses_ipv6(cfg) else "1"
+    return {**SYSCTLS, **dict.fromkeys(IPV6_OFF, off)}
 
 
 def fabric_port_name(router_id: str, ifname: str, instance: int = 0) -> str:
@@ -134,7 +151,7 @@ def render(cfg: pb.RouterConfig) -> Rendered:
              for r in cfg.routes),
             key=lambda r: r["destination"],
         ),
-        "sysctls": SYSCTLS,
+        "sysctls": sysctls(cfg),
         # Addresses and routes left to keepalived (a redundant router).
         "virtual": cfg.HasField("redundancy"),
     }
@@ -146,6 +163,8 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
     """Make the namespace's links, addresses and routes the config's; links
     in ``owned`` belong to a daemon of the router and are left alone."""
     wanted = {i.name for i in cfg.interfaces}
+    # Before any link is made: a link is born with IPv6 on or off.
+    set_sysctls(ctx.netns, sysctls(cfg))
     # Unplug interfaces dropped since the last config, then sweep any other
     # link in the namespace the config does not name (kernel is the truth).
     if previous is not None:
@@ -181,7 +200,6 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
         garp.announce(ctx.netns, iface.name, iface.mac.lower(), added)
     if not virtual:
         reconcile_routes(ctx, cfg, indexes)
-    set_sysctls(ctx.netns, SYSCTLS)
 
 
 def reconcile_routes(ctx: Context, cfg: pb.RouterConfig, indexes: dict[str, int]) -> None:

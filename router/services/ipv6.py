@@ -20,7 +20,7 @@ from common.rtnl import RouteInfo
 from router.errors import ApplyError, ConfigError
 from router.lib import linkstate
 from router.services.base import Capabilities, Context, Rendered, RouterPaths
-from router.services.interfaces import set_sysctls
+from router.services.interfaces import set_sysctls, uses_ipv6
 
 MODES = ("slaac", "dhcpv6_stateless", "dhcpv6_stateful")
 # The router's addresses are allocated to it: usable at once (no duplicate
@@ -126,8 +126,8 @@ def wanted_addresses(cfg: pb.RouterConfig) -> dict[str, list[str]]:
 
 
 def serves(cfg: pb.RouterConfig) -> bool:
-    return (any(n.ipv6_cidr for n in cfg.guest_networks) or bool(cfg.ipv6_uplink.address)
-            or bool(cfg.ipv6_routes))
+    """IPv6 is on in the router's namespace only then (the interfaces service)."""
+    return uses_ipv6(cfg)
 
 
 def render(cfg: pb.RouterConfig) -> Rendered:
