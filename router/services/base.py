@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Set
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -367,6 +367,24 @@ class Adopts(Protocol):
         """At an agent start, ``rendered`` is what runs (the previous agent
         applied it): take over the state the service keeps about it."""
         ...
+
+
+class CheckedText:
+    """The config text a daemon's check passed last, for one router: the
+    same text again is not checked again. A port added changes a router's
+    DHCP hosts files and metadata trees, not dnsmasq's or nginx's config,
+    and each check is a fork and an exec of the daemon (under load, half a
+    second of a port's push)."""
+
+    def __init__(self) -> None:
+        self._passed: str | None = None
+
+    def check(self, text: str, run: Callable[[], None]) -> None:
+        """``run()`` unless ``text`` passed last; a refusal is not remembered."""
+        if text == self._passed:
+            return
+        run()
+        self._passed = text
 
 
 @dataclass(frozen=True)

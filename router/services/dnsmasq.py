@@ -39,7 +39,14 @@ from common import dhcp_options
 from router import objects
 from router.errors import ApplyError, CheckError, ConfigError
 from router.lib import dhcprelease, files, proc, templating, validate
-from router.services.base import NO_CAPABILITIES, Capabilities, Context, Rendered, RouterPaths
+from router.services.base import (
+    NO_CAPABILITIES,
+    Capabilities,
+    CheckedText,
+    Context,
+    Rendered,
+    RouterPaths,
+)
 
 log = logging.getLogger(__name__)
 
@@ -613,6 +620,9 @@ class Dnsmasq:
     name = "dnsmasq"
     capabilities: Capabilities = NO_CAPABILITIES
 
+    def __init__(self) -> None:
+        self._checked = CheckedText()
+
     def verify(self, cfg: pb.RouterConfig) -> None:
         verify(cfg)
 
@@ -620,7 +630,8 @@ class Dnsmasq:
         return render(cfg)
 
     def check(self, ctx: Context, rendered: Rendered) -> None:
-        check(ctx, rendered)
+        if CONF in rendered:  # --test reads the config, not the hosts files
+            self._checked.check(rendered[CONF], lambda: check(ctx, rendered))
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:

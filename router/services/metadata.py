@@ -37,7 +37,7 @@ from cloudnet.router.v1 import metadata_pb2 as mpb
 from router.errors import ApplyError, CheckError, ObjectNotFound
 from router.lib import files, proc, templating
 from router.services import metadata_tree, password_server
-from router.services.base import Capabilities, Context, Rendered, RouterPaths
+from router.services.base import Capabilities, CheckedText, Context, Rendered, RouterPaths
 from router.services.password_server import GuestPasswords
 
 log = logging.getLogger(__name__)
@@ -354,6 +354,7 @@ class Metadata:
         self._memo: Digests = {}
         # Its guests' passwords, in memory only, and the server nginx asks.
         self._passwords = GuestPasswords()
+        self._checked = CheckedText()
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
         """Reported in the router status only while the router has guests."""
@@ -368,7 +369,8 @@ class Metadata:
         return render(cfg, paths, self._memo)
 
     def check(self, ctx: Context, rendered: Rendered) -> None:
-        check(ctx, rendered)
+        if rendered:  # the trees need no nginx -t, only its config
+            self._checked.check(rendered[CONF], lambda: check(ctx, rendered))
 
     def apply(self, ctx: Context, cfg: pb.RouterConfig, rendered: Rendered,
               previous: pb.RouterConfig | None) -> None:

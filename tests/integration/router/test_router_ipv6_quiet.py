@@ -6,51 +6,17 @@ IPv4-only again, they are gone."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import uuid
-from collections.abc import Iterator
 
-import grpc
 import pytest
 from cloudnet.router.v1 import agent_pb2 as pb
-from cloudnet.router.v1 import agent_pb2_grpc
 from cloudnet.router.v1 import routing_pb2 as rpb
 
-from common.fabric.linuxbridge import LinuxBridgeFabric
-from router.agent.registry import RouterRegistry
-from router.agent.server import create_server
 from router.runtime import router_netns_name
 from tests.lib.routerlab import InProcessAgent, Topology, make_config, sh
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def lab() -> Iterator[tuple[InProcessAgent, str, str]]:
-    prefix = f"q6{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
-    state_dir = tempfile.mkdtemp(prefix="cn-router-q6-", dir="/tmp")
-    os.chmod(state_dir, 0o755)
-    fabric = LinuxBridgeFabric(f"{prefix}-fab")
-    topo = Topology(prefix, state_dir, fabric, namespaces=[fabric.netns])
-    registry = RouterRegistry(os.path.join(state_dir, "agent"), netns_prefix=prefix,
-                              fabric_netns=fabric.netns, agent_id="test")
-    registry.start()
-    sock = f"unix://{state_dir}/agent.sock"
-    server, _ = create_server(sock, registry)
-    channel = grpc.insecure_channel(sock)
-    agent = InProcessAgent(registry, agent_pb2_grpc.RouterAgentStub(channel), server, channel)
-    router_id = uuid.uuid4().hex
-    try:
-        yield agent, router_id, router_netns_name(prefix, router_id)
-    finally:
-        channel.close()
-        server.stop(grace=None)
-        with contextlib.suppress(Exception):
-            registry.delete(router_id, keep_leases=False)
-        topo.cleanup()
 
 
 def apply(agent: InProcessAgent, cfg: pb.RouterConfig) -> None:
@@ -74,8 +40,9 @@ def dual_stack(router_id: str, generation: int) -> pb.RouterConfig:
 
 
 def test_ipv6_is_on_a_routers_links_only_while_it_routes_ipv6(
-        lab: tuple[InProcessAgent, str, str]) -> None:
-    agent, router_id, ns = lab
+        topo: Topology, agent: InProcessAgent) -> None:
+    router_id = uuid.uuid4().hex
+    ns = router_netns_name(topo.prefix, router_id)
     apply(agent, make_config(router_id, 1, ["p1"]))
     assert ipv6_addresses(ns) == {}
 
