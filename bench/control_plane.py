@@ -22,7 +22,10 @@ Measured in one run on this machine, each against a baseline from the same run:
   another host (the grace included).
 
     .venv/bin/python bench/control_plane.py [--networks 1000 --ports 10 --threads 20
-        --replicas 3 --agents 4] [--quick] [--out bench/out]
+        --replicas 3 --agents 4] [--quick] [--create-only] [--out bench/out]
+
+``--create-only`` runs the replicas' create phase alone (about 6 minutes at
+full size): two trees compared one run after the other, on a quiet machine.
 """
 
 from __future__ import annotations
@@ -210,6 +213,10 @@ def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str
     finally:
         api.close()
         load.close()
+    # The whole machine's CPU from the first call until every router served:
+    # where the work lands (during the calls or after them) moves the per-call
+    # figures between runs; this total does not.
+    machine_to_active = cpu_share.machine_busy() - cpu_before[("machine", 0)]
     lat = load.acked.latencies
     return {"calls": len(lat), "seconds": round(took, 3),
             "calls_per_s": round(len(lat) / took, 1),
@@ -217,6 +224,7 @@ def create_phase(cloud: Cloud, token: str, args: argparse.Namespace) -> dict[str
             "p99_ms": round(percentile(lat, 0.99) * 1000, 1),
             "networks_acked": len(load.acked.networks),
             "all_active_s": round(to_active, 2),
+            "machine_cpu_s_to_all_active": round(machine_to_active, 1),
             # While the calls ran: CPU seconds per part, and per call in ms.
             "cpu_s": cpu,
             "cpu_ms_per_call": {k: round(v * 1000 / max(1, len(lat)), 2)
@@ -452,6 +460,9 @@ def main() -> int:
                     help="copy netmgr's and the agents' logs there (per variant)")
     ap.add_argument("--skip-baseline", action="store_true",
                     help="only the replicas (no SQLite baseline: no ratios)")
+    ap.add_argument("--create-only", action="store_true",
+                    help="only the replicas' create phase (no baseline, no failures): "
+                         "for comparing two trees, one run after the other")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
     if args.quick:
@@ -463,9 +474,10 @@ def main() -> int:
         "networks": args.networks, "ports": args.ports, "threads": args.threads,
         "agents": args.agents, "host_grace_s": args.host_grace, "fabric": args.fabric,
         "watch_interval_s": args.watch_interval})
-    if not args.skip_baseline:
+    if not (args.skip_baseline or args.create_only):
         run(1, "sqlite", args, failures=False, results=results, variant="baseline")
-    run(args.replicas, "postgresql", args, failures=True, results=results, variant="replicated")
+    run(args.replicas, "postgresql", args, failures=not args.create_only, results=results,
+        variant="replicated")
     results.result["complete"] = True
     results.write()
     print(json.dumps(results.result, indent=2))
