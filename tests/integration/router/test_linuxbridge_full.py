@@ -8,16 +8,12 @@ router retried with the kernel's bare "Exchange full"."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from common.fabric.base import FabricError
 from common.fabric.linuxbridge import MAX_BRIDGE_PORTS, SPARE_PORTS, LinuxBridgeFabric
-from common.netns import ensure_netns, remove_netns
 
 pytestmark = pytest.mark.integration
 
@@ -47,26 +43,11 @@ def fill(fab: LinuxBridgeFabric, count: int) -> None:
                    check=True, capture_output=True)
 
 
-@pytest.fixture
-def namespaces() -> Iterator[tuple[str, list[str]]]:
-    tag = f"{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
-    fabric, targets = f"lbfull{tag}-fab", [f"lbfull{tag}-{n}" for n in "abc"]
-    ensure_netns(fabric)
-    for t in targets:
-        ensure_netns(t)
-    try:
-        yield fabric, targets
-    finally:
-        for t in targets:
-            remove_netns(t)
-        remove_netns(fabric)
-
-
 def test_a_segment_past_one_bridge_grows_another_and_a_segment_at_its_limit_refuses(
-        namespaces: tuple[str, list[str]]) -> None:
+        fabric_namespaces: tuple[str, list[str]]) -> None:
     """One fill of a bridge (1,000 veth pairs) for both halves: it costs the
     kernel's RTNL lock, which the tests beside this one need too."""
-    fabric, (a, b, c) = namespaces
+    fabric, (a, b, c) = fabric_namespaces
     fab = LinuxBridgeFabric(fabric)
     root = fab.bridge_name(SEGMENT)
     fab.plug("lbf-first", SEGMENT, a, "eth0", "02:00:00:00:07:01")
@@ -112,11 +93,11 @@ def test_a_segment_past_one_bridge_grows_another_and_a_segment_at_its_limit_refu
 
 
 def test_an_end_left_behind_by_a_plug_that_died_is_replaced(
-        namespaces: tuple[str, list[str]]) -> None:
+        fabric_namespaces: tuple[str, list[str]]) -> None:
     """A plug that died between making the pair and renaming the router's
     end left that end, under its temporary name, in the router's
     namespace: the next plug removes it and plugs, not refuses forever."""
-    fabric, (target, _, _) = namespaces
+    fabric, (target, _, _) = fabric_namespaces
     fab = LinuxBridgeFabric(fabric)
     fab.setup()
     ip("-n", target, "link", "add", "lbleft0-p", "type", "veth", "peer", "name", "other0")

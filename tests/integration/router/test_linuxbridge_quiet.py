@@ -11,15 +11,11 @@ it was about a tenth of a loaded machine's CPU at 1,000 routers."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from common.fabric.linuxbridge import LinuxBridgeFabric
-from common.netns import ensure_netns, remove_netns
 
 pytestmark = pytest.mark.integration
 
@@ -35,23 +31,9 @@ def ipv6_addresses(netns: str) -> list[str]:
             for a in link.get("addr_info", [])]
 
 
-@pytest.fixture
-def namespaces() -> Iterator[tuple[str, list[str]]]:
-    tag = f"{os.getpid() % 10000}{uuid.uuid4().hex[:4]}"
-    fabric, targets = f"lbq{tag}-fab", [f"lbq{tag}-{n}" for n in "abc"]
-    for t in targets:
-        ensure_netns(t)
-    try:
-        yield fabric, targets
-    finally:
-        for t in targets:
-            remove_netns(t)
-        remove_netns(fabric)
-
-
 def test_the_fabric_has_no_ipv6_of_its_own_and_bridges_it(
-        namespaces: tuple[str, list[str]]) -> None:
-    fabric, (a, b, c) = namespaces
+        fabric_namespaces: tuple[str, list[str]]) -> None:
+    fabric, (a, b, c) = fabric_namespaces
     fab = LinuxBridgeFabric(fabric)
     fab.setup()
     fab.plug("lbq-a", 5, a, "eth0", "02:00:00:00:05:0a")
@@ -69,11 +51,10 @@ def test_the_fabric_has_no_ipv6_of_its_own_and_bridges_it(
 
 
 def test_a_fabric_set_up_again_silences_the_links_it_already_has(
-        namespaces: tuple[str, list[str]]) -> None:
+        fabric_namespaces: tuple[str, list[str]]) -> None:
     """An agent started on a host whose fabric namespace an older agent made
     (with IPv6 on) quiets what is there too."""
-    fabric, (a, _, _) = namespaces
-    ensure_netns(fabric)
+    fabric, (a, _, _) = fabric_namespaces  # made, not set up
     fab = LinuxBridgeFabric(fabric)
     fab.plug("lbq-old", 5, a, "eth0", "02:00:00:00:05:0a")
     assert ipv6_addresses(fabric) != []  # as an older fabric made it
