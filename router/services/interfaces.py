@@ -163,8 +163,9 @@ def apply(ctx: Context, cfg: pb.RouterConfig, previous: pb.RouterConfig | None,
     """Make the namespace's links, addresses and routes the config's; links
     in ``owned`` belong to a daemon of the router and are left alone."""
     wanted = {i.name for i in cfg.interfaces}
-    # Before any link is made: a link is born with IPv6 on or off.
-    set_sysctls(ctx.netns, sysctls(cfg))
+    # Before any link is made: a link is born with IPv6 on or off. A kernel
+    # without IPv6 (ipv6.disable=1) has no such keys: off is what it is.
+    set_sysctls(ctx.netns, sysctls(cfg), missing_ok=not uses_ipv6(cfg))
     # Unplug interfaces dropped since the last config, then sweep any other
     # link in the namespace the config does not name (kernel is the truth).
     if previous is not None:
@@ -226,11 +227,11 @@ def hold_addresses(ctx: Context, cfg: pb.RouterConfig) -> None:
     reconcile_routes(ctx, cfg, indexes)
 
 
-def set_sysctls(netns: str, values: dict[str, str]) -> None:
+def set_sysctls(netns: str, values: dict[str, str], missing_ok: bool = False) -> None:
     """No `ip netns exec sysctl`: two execs that cost a router VM's first
     apply under TCG."""
     try:
-        write_sysctls(netns, dict(sorted(values.items())))
+        write_sysctls(netns, dict(sorted(values.items())), missing_ok)
     except OSError as e:
         raise ApplyError(f"sysctl in {netns}: {e}") from e
 

@@ -125,13 +125,8 @@ def wanted_addresses(cfg: pb.RouterConfig) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def serves(cfg: pb.RouterConfig) -> bool:
-    """IPv6 is on in the router's namespace only then (the interfaces service)."""
-    return uses_ipv6(cfg)
-
-
 def render(cfg: pb.RouterConfig) -> Rendered:
-    if not serves(cfg):
+    if not uses_ipv6(cfg):
         return {}
     state = {"addresses": wanted_addresses(cfg),
              "default_route": cfg.ipv6_uplink.gateway if cfg.ipv6_uplink.address else "",
@@ -188,7 +183,7 @@ class Ipv6:
         self.capabilities: Capabilities = Capabilities(conditional=self)
 
     def serves(self, cfg: pb.RouterConfig) -> bool:
-        return serves(cfg)
+        return uses_ipv6(cfg)
 
     def verify(self, cfg: pb.RouterConfig) -> None:
         verify(cfg)
@@ -204,7 +199,7 @@ class Ipv6:
         apply(ctx, cfg)
 
     def health(self, ctx: Context, cfg: pb.RouterConfig) -> pb.ServiceStatus:
-        if not serves(cfg):
+        if not uses_ipv6(cfg):
             # Nothing of ours in the kernel to look for: no netlink dump of a
             # namespace (the health pass asks every router, most have no IPv6).
             return pb.ServiceStatus(name=self.name, healthy=True, detail="no IPv6")

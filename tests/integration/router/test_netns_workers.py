@@ -77,3 +77,21 @@ def test_a_worker_is_home_before_its_caller_has_the_answer(
     finally:
         for name in names:
             subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_sysctls_are_written_in_the_namespace_and_a_missing_key_is_refused_unless_allowed(
+) -> None:
+    name = f"nw{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        netns.write_sysctls(name, {"net.ipv4.ip_forward": "1"})
+        out = subprocess.run(["ip", "netns", "exec", name, "cat",
+                              "/proc/sys/net/ipv4/ip_forward"], capture_output=True, text=True)
+        assert out.stdout.strip() == "1"
+        # As on a kernel booted without IPv6: its keys are not there.
+        absent = {"net.ipv6.conf.no-such-link.disable_ipv6": "1"}
+        with pytest.raises(FileNotFoundError):
+            netns.write_sysctls(name, absent)
+        netns.write_sysctls(name, absent, missing_ok=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
