@@ -35,10 +35,18 @@ import threading
 import time
 
 stop = threading.Event()
+# How far a running stream is, for SIGUSR1's look at it. Its handler is in
+# place before the stream connects: the tests send SIGUSR1 as soon as a stream
+# says it is connected, and SIGUSR1's default action ends the process.
+progress: dict[str, object] = {"echoed": 0}
 
 
 def _on_term(signum: int, frame: object) -> None:
     stop.set()
+
+
+def _on_usr1(signum: int, frame: object) -> None:
+    print(json.dumps({"echoed": progress["echoed"]}), flush=True)
 
 
 def tcp_server(port: int) -> dict[str, object]:
@@ -75,12 +83,11 @@ def tcp_server(port: int) -> dict[str, object]:
 
 
 def tcp_client(host: str, port: int, hz: float = 50, patience: float = 30) -> dict[str, object]:
-    out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
+    out = progress
+    out.update(sent=0, echoed=0, error="", max_gap=0.0)
     s = socket.create_connection((host, port), timeout=5)
     s.settimeout(patience)  # a failover may hold an echo for seconds: TCP resends it
     print(json.dumps({"connected": True}), flush=True)
-    signal.signal(signal.SIGUSR1,
-                  lambda signum, frame: print(json.dumps({"echoed": out["echoed"]}), flush=True))
     buf, n, last = b"", 0, time.monotonic()
     try:
         while not stop.is_set():
@@ -117,12 +124,11 @@ def _expected(offset: int, n: int) -> bytes:
 
 
 def tcp_bulk(host: str, port: int, kbps: float = 1000) -> dict[str, object]:
-    out: dict[str, object] = {"sent": 0, "echoed": 0, "error": "", "max_gap": 0.0}
+    out = progress
+    out.update(sent=0, echoed=0, error="", max_gap=0.0)
     s = socket.create_connection((host, port), timeout=5)
     s.settimeout(30)  # a failover may hold the data for seconds: TCP resends it
     print(json.dumps({"connected": True}), flush=True)
-    signal.signal(signal.SIGUSR1,
-                  lambda signum, frame: print(json.dumps({"echoed": out["echoed"]}), flush=True))
     sent = echoed = 0
     start = last = time.monotonic()
     rate = kbps * 1000
@@ -193,6 +199,7 @@ def udp_source(host: str, port: int, pps: float = 100) -> dict[str, object]:
 def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
+    signal.signal(signal.SIGUSR1, _on_usr1)
     mode, args = argv[0], argv[1:]
     if mode == "tcp-server":
         result = tcp_server(int(args[0]))

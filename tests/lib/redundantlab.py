@@ -108,14 +108,22 @@ class Flow:
     def echoed(self) -> int:
         """How many echoes a running tcp-client has had so far (SIGUSR1)."""
         assert self.popen.stdout is not None
-        assert self.alive(), "the stream ended"
+        assert self.alive(), self.ended()
         self.popen.send_signal(signal.SIGUSR1)
         while True:
             line = self.popen.stdout.readline()
-            assert line, "the stream ended"
+            assert line, self.ended()
             seen = json.loads(line)
             if "echoed" in seen and "sent" not in seen:
                 return int(seen["echoed"])
+            if "error" in seen:  # its last line: why it stopped
+                raise AssertionError(f"the stream ended: {line.strip()}")
+
+    def ended(self) -> str:
+        """Why the stream is over: its exit status and what it wrote to stderr."""
+        code = self.popen.wait(10)
+        err = self.popen.stderr.read() if self.popen.stderr else ""
+        return f"the stream ended (exit {code}): {err[-500:]}"
 
 
 @dataclass

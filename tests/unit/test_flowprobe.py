@@ -4,6 +4,7 @@ run it: a process on loopback, stopped with SIGTERM."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -102,3 +103,46 @@ def test_a_client_gives_up_after_its_patience_without_an_echo() -> None:
     assert result["error"].startswith("TimeoutError"), result
     assert result["sent"] == 1
     assert result["echoed"] == 0
+
+
+def _caught_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    raise AssertionError(f"no SigCgt for {pid}")
+
+
+@pytest.mark.parametrize("mode", ["tcp-client", "tcp-bulk"])
+def test_a_stream_catches_sigusr1_before_it_says_it_is_connected(mode: str) -> None:
+    """The tests ask a stream how far it is (SIGUSR1) as soon as it says it
+    is connected; a SIGUSR1 before its handler is in place ends the process
+    (the default action). Held at that line (its stdout a full pipe), the
+    probe must already catch SIGUSR1."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(srv.accept()[0]), daemon=True).start()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:
+            os.write(write_end, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(write_end, True)
+    probe = subprocess.Popen([sys.executable, str(PROBE), mode, "127.0.0.1",
+                              str(srv.getsockname()[1])], stdout=write_end)
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 20
+        while not accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert accepted, "the probe did not connect"
+        usr1 = 1 << (signal.SIGUSR1 - 1)
+        while not _caught_signals(probe.pid) & usr1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _caught_signals(probe.pid) & usr1, "SIGUSR1 would end the probe"
+    finally:
+        probe.kill()
+        probe.wait(10)
+        os.close(read_end)
