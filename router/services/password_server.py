@@ -27,9 +27,11 @@ import ipaddress
 import logging
 import os
 import socketserver
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 
+from router.lib.accept_loop import AcceptLoop
 from router.services import imds_tokens
 from router.services.imds_tokens import GuestTokens
 
@@ -47,6 +49,8 @@ TOKEN_CHECK = "/token/check"
 SAVED = "saved_password"
 FALLBACK_DIR = "/run/cloudnet-passwords"
 BAD = "bad_request"
+# Every router's server in this agent is accepted on by one thread.
+ACCEPT_LOOP = AcceptLoop("password servers")
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -54,10 +58,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     passwords: GuestPasswords
     tokens: GuestTokens
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A connection nginx dropped halfway (its guest gone): a line in the
+        # agent's log, not a traceback on its stderr.
+        log.info("password server %s: %r", self.server_address, sys.exc_info()[1])
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
+    timeout = 30  # nginx proxies at once; a stalled connection ends, its thread with it
 
     def _guest(self) -> str | None:
         guest = self.headers.get(GUEST_HEADER, "")
@@ -115,7 +125,6 @@ class GuestPasswords:
         self._port_of_ip: dict[str, str] = {}
         self.tokens = GuestTokens()
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._socket = ""
 
     # ------------------------------------------------------------ guests
@@ -185,19 +194,15 @@ class GuestPasswords:
         server.passwords = self
         server.tokens = self.tokens
         self._server, self._socket = server, path
-        self._thread = threading.Thread(target=server.serve_forever, name=f"passwords {path}",
-                                        kwargs={"poll_interval": 0.5}, daemon=True)
-        self._thread.start()
+        ACCEPT_LOOP.add(server)
 
     def stop(self) -> None:
-        server, thread, path = self._server, self._thread, self._socket
-        self._server, self._thread, self._socket = None, None, ""
+        server, path = self._server, self._socket
+        self._server, self._socket = None, ""
         if server is None:
             return
-        server.shutdown()
+        ACCEPT_LOOP.remove(server)
         server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
