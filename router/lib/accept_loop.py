@@ -11,6 +11,7 @@ the kernel applies to the waiting thread at once, so nothing needs waking.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socketserver
@@ -44,7 +45,10 @@ class AcceptLoop:
                                                 name=self._name, daemon=True)
                 self._thread.start()
             self._servers[fd] = server
-            self._epoll.register(fd, select.EPOLLIN)
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except FileExistsError:  # a server closed without remove had the number
+                self._epoll.modify(fd, select.EPOLLIN)
 
     def remove(self, server: socketserver.TCPServer) -> None:
         """No more connections for ``server``; the caller closes it after."""
@@ -52,7 +56,8 @@ class AcceptLoop:
         with self._lock:
             if self._servers.get(fd) is server and self._epoll is not None:
                 del self._servers[fd]
-                self._epoll.unregister(fd)
+                with contextlib.suppress(OSError):  # already closed: out of the set
+                    self._epoll.unregister(fd)
 
     def serving(self) -> int:
         with self._lock:
@@ -67,8 +72,12 @@ class AcceptLoop:
             for fd, _ in events:
                 with self._lock:
                     server = self._servers.get(fd)
-                    if server is not None:
+                    if server is None:
+                        continue
+                    try:
                         _accept(server)
+                    except Exception:  # the loop serves every router: it goes on
+                        log.exception("accept on %s", server.server_address)
 
 
 def _accept(server: socketserver.TCPServer) -> None:
