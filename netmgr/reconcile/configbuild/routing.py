@@ -4,7 +4,8 @@ and BGP (the zone's ASN and peers, the router's routed prefixes).
 
 BGP is configured only on a router that holds routed prefixes (a routed
 IPv4 network, an IPv6 /64) in a zone with an ASN and peers: announcing
-nothing needs no session.
+nothing needs no session. Likewise the IPv6 uplink, and the sessions to IPv6
+peers over it, only on a router with an IPv6 /64.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ def add_routing(config: pb.RouterConfig, snapshot: RouterSnapshot, public_ip: st
     zone, router = snapshot.zone, snapshot.router
     if not public_ip:
         return
-    if zone.public_cidr6 and zone.public_gateway6:
+    # The uplink only for a router with IPv6 of its own to route: one without
+    # keeps IPv6 off on its links (see router/services/interfaces.py).
+    uplink6 = bool(zone.public_cidr6 and zone.public_gateway6
+                   and any(n.ipv6_cidr for n in snapshot.networks))
+    if uplink6:
         config.ipv6_uplink.CopyFrom(rpb.Ipv6Uplink(
             address=f"{eui64(router.public_mac, zone.public_cidr6)}/64",
             gateway=zone.public_gateway6))
     prefixes = routed_prefixes(snapshot)
     if prefixes and zone.bgp_asn and zone.bgp_peers:
+        # IPv6 peers are sent IPv6 prefixes only, over the uplink.
         config.bgp.CopyFrom(rpb.Bgp(
             asn=zone.bgp_asn, router_id=public_ip, prefixes=prefixes,
             neighbors=[rpb.BgpNeighbor(address=p.address, asn=p.asn) for p in zone.bgp_peers
-                       if p.address.count(":") == 0 or zone.public_cidr6]))
+                       if p.address.count(":") == 0 or uplink6]))

@@ -102,3 +102,33 @@ def _inet_curl(aio: AllInOne, url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", aio.inet_ns, "curl", "-s", "--http0.9",
                            "--max-time", "2", url], capture_output=True, text=True, timeout=30,
                           check=False)
+
+
+@pytest.mark.netns_only
+def test_an_ipv4_only_router_keeps_ipv6_off_in_a_zone_with_ipv6(
+        aio_cloud: AllInOne, make_tenant) -> None:
+    """The all-in-one's zone has the provider's IPv6 (public_cidr6), but a
+    router with no /64 has nothing to route over it: no uplink, and IPv6 off
+    on every link (no link-local address announced to the provider segment's
+    routers)."""
+    t = make_tenant()
+    net = t.network(name="v4only", cidr="10.44.0.0/24")
+    t.api.wait_router_active(net.router_id)
+    (ns,) = [n for n in os.listdir("/run/netns")
+             if n.startswith(f"{aio_cloud.prefix}r-") and n.endswith(net.router_id[:12])]
+
+    def ip(*args: str) -> str:
+        return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout
+
+    links = [line.split(":")[1].strip().split("@")[0]
+             for line in ip("-o", "link").splitlines()]
+    assert "pub0" in links, links
+    assert ip("-6", "-o", "addr") == ""
+    for link in links:
+        if link == "lo":
+            continue
+        off = subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n",
+                              f"net.ipv6.conf.{link}.disable_ipv6"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert off == "1", link

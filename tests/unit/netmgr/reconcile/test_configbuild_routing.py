@@ -48,3 +48,17 @@ def test_nothing_routed_no_bgp_and_no_ipv6_zone_no_uplink() -> None:
     plain = build(NET, ZONE)
     assert not plain.HasField("ipv6_uplink")
     assert len(plain.source_nats) == 1
+
+
+def test_an_ipv4_only_router_has_no_ipv6_uplink_in_a_zone_with_ipv6() -> None:
+    """Nothing of its own to route over IPv6: no uplink, so the router keeps
+    IPv6 off on its links (no link-local chatter on the provider segment)."""
+    assert not build(NET, ZONE6).HasField("ipv6_uplink")
+    assert build(DUAL, ZONE6).HasField("ipv6_uplink")
+
+
+def test_a_routed_ipv4_only_router_peers_over_ipv4_only() -> None:
+    """IPv6 peers get IPv6 prefixes only: with none, no session to them."""
+    cfg = build(dataclasses.replace(NET, routed=True), ZONE6)
+    assert not cfg.HasField("ipv6_uplink")
+    assert [(n.address, n.asn) for n in cfg.bgp.neighbors] == [("203.0.113.1", 64496)]
