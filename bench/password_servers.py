@@ -119,6 +119,8 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=10.0, help="seconds at rest per design")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    load_start = os.getloadavg()
     runs = []
     for n in map(int, args.sizes.split(",")):
         run: dict[str, Any] = {"routers": n}
@@ -134,8 +136,7 @@ def main() -> int:
         runs.append(run)
     result: dict[str, Any] = {
         "bench": "password_servers",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "loadavg_start": os.getloadavg(), "idle_s": args.idle, "runs": runs,
+        "date": started, "loadavg_start": load_start, "idle_s": args.idle, "runs": runs,
     }
     result["loadavg_end"] = os.getloadavg()
     os.makedirs(args.out, exist_ok=True)
