@@ -52,12 +52,18 @@ def ask(path: str) -> float:
     return time.perf_counter() - start
 
 
+def router_passwords(i: int) -> GuestPasswords:
+    """Router ``i``'s passwords: one guest, with a password waiting."""
+    p = GuestPasswords()
+    p.guests({GUEST: f"port{i}"})
+    p.set(f"port{i}", "x" * 12)
+    return p
+
+
 def accept_loop(paths: list[str]) -> Callable[[], None]:
     servers = []
     for i, path in enumerate(paths):
-        p = GuestPasswords()
-        p.guests({GUEST: f"port{i}"})
-        p.set(f"port{i}", "x" * 12)
+        p = router_passwords(i)
         p.serve(path, os.getgid())
         servers.append(p)
 
@@ -70,9 +76,7 @@ def accept_loop(paths: list[str]) -> Callable[[], None]:
 def thread_per_router(paths: list[str]) -> Callable[[], None]:
     servers = []
     for i, path in enumerate(paths):
-        p = GuestPasswords()
-        p.guests({GUEST: f"port{i}"})
-        p.set(f"port{i}", "x" * 12)
+        p = router_passwords(i)
         server = password_server._Server(path, password_server._Handler)
         server.passwords, server.tokens = p, p.tokens
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
