@@ -19,6 +19,7 @@ import errno
 import logging
 
 from common import netlink
+from common.fabric import veth
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, remove_netns, write_sysctls
 from common.rtnl import LinkInfo, Rtnl
@@ -171,7 +172,6 @@ class LinuxBridgeFabric:
             raise FabricError(f"port {port!r}/{ifname!r}: interface names are at most 15 bytes")
         if port.startswith(OWN_PREFIX):
             raise FabricError(f"port {port!r}: names starting {OWN_PREFIX!r} are the fabric's own")
-        peer_tmp = f"{port[:13]}-p"
         try:
             with netlink.rtnl(self.netns) as fab:
                 self._ensure_bridge(fab, segment)
@@ -187,7 +187,7 @@ class LinuxBridgeFabric:
                 # and MTU: all or nothing, a clash there leaves no half-made
                 # pair behind; the rename below takes any stale link's place.
                 try:
-                    self._add_pair(fab, port, peer_tmp, mtu, mac, target_netns)
+                    veth.add_pair(fab, port, mtu, mac, target_netns)
                 except OSError as e:
                     raise FabricError(f"port {port}: cannot create attachment: "
                                       f"{e.strerror}") from e
@@ -199,33 +199,9 @@ class LinuxBridgeFabric:
                 except (FabricError, OSError):
                     fab.delete_link(made.index)  # the pair: its other end goes with it
                     raise
-            with netlink.rtnl(target_netns) as tgt:
-                guest = tgt.link(name=peer_tmp)
-                if guest is None:
-                    raise FabricError(f"port {port}: its end {peer_tmp} is not in {target_netns}")
-                stale = tgt.link(name=ifname)
-                if stale is not None:
-                    tgt.delete_link(stale.index)
-                tgt.set_link(guest.index, name=ifname, up=True)
-        except netlink.NetlinkOpError as e:
+            veth.rename_in_target(target_netns, port, ifname)
+        except (netlink.NetlinkOpError, LookupError) as e:
             raise FabricError(f"port {port}: {e}") from e
-
-    @staticmethod
-    def _add_pair(fab: Rtnl, port: str, peer_tmp: str, mtu: int, mac: str,
-                  target_netns: str) -> None:
-        try:
-            fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise
-            # A plug that died between making the pair and renaming its end
-            # left that end behind in the target: removed, then made again.
-            with netlink.rtnl(target_netns) as tgt:
-                left = tgt.link(name=peer_tmp)
-                if left is None:
-                    raise
-                tgt.delete_link(left.index)
-            fab.add_veth(port, peer_tmp, mtu=mtu, peer_mac=mac, peer_netns=target_netns)
 
     @staticmethod
     def _attachment_ok(

@@ -26,10 +26,8 @@ import socket
 import struct
 import subprocess
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from common import netlink
+from common.fabric import veth
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, run_in_netns
 
@@ -139,42 +137,31 @@ class OvsFabric:
             raise FabricError(f"port {port!r}/{ifname!r}: interface names are at most 15 bytes")
         vid = self.vlan(segment)
         dev = self.device_name(port)
-        with IPRoute() as root:
-            existing = root.link_lookup(ifname=dev)
-            if existing and self._attachment_ok(dev, vid, target_netns, ifname, mac):
+        try:
+            existing = netlink.find_link_by_name(None, dev)
+        except netlink.NetlinkOpError as e:
+            raise FabricError(f"port {port}: {e}") from e
+        if existing is not None:
+            if self._attachment_ok(dev, vid, target_netns, ifname, mac):
                 return
-            if existing:
-                self.unplug(port)
-            peer_tmp = dev[:13] + "-p"
-            try:
-                root.link("add", ifname=dev, kind="veth", peer={"ifname": peer_tmp})
-                quiet_ipv6(dev)
-                peer = root.link_lookup(ifname=peer_tmp)[0]
-                root.link("set", index=peer, address=mac)
-                if mtu:
-                    root.link("set", index=peer, mtu=mtu)
-                ensure_netns(target_netns)
-                root.link("set", index=peer, net_ns_fd=target_netns)
-                index = root.link_lookup(ifname=dev)[0]
-                if mtu:
-                    root.link("set", index=index, mtu=mtu)
-                root.link("set", index=index, state="up")
-            except (NetlinkError, OSError) as e:
-                for idx in root.link_lookup(ifname=dev):
-                    root.link("del", index=idx)
-                raise FabricError(f"port {port}: cannot create attachment: {e}") from e
+            self.unplug(port)
+        ensure_netns(target_netns)
+        try:
+            with netlink.rtnl(None) as root:
+                veth.add_pair(root, dev, mtu, mac, target_netns)
+                quiet_ipv6(dev)  # before it is up: no link-local address, no reports
+                made = root.link(name=dev)
+                if made is not None:
+                    root.set_link(made.index, up=True)
+        except netlink.NetlinkOpError as e:
+            self.unplug(port)  # the pair, if made: its other end goes with it
+            raise FabricError(f"port {port}: cannot create attachment: {e}") from e
         try:
             self._add_access_port(dev, port, vid)
-            with IPRoute(netns=target_netns, flags=0) as tgt:
-                idx = tgt.link_lookup(ifname=peer_tmp)[0]
-                stale = tgt.link_lookup(ifname=ifname)
-                if stale:
-                    tgt.link("del", index=stale[0])
-                tgt.link("set", index=idx, ifname=ifname)
-                tgt.link("set", index=idx, state="up")
+            veth.rename_in_target(target_netns, dev, ifname)
             disable_tx_checksum(ifname, target_netns)
             disable_tx_checksum(dev)
-        except (FabricError, NetlinkError, OSError, IndexError) as e:
+        except (FabricError, netlink.NetlinkOpError, LookupError, OSError) as e:
             self.unplug(port)
             raise FabricError(f"port {port}: cannot attach to {self.bridge}: {e}") from e
 
@@ -263,9 +250,13 @@ class OvsFabric:
             args.append("trunks=" + ",".join(str(v) for v in vlans))
         vsctl(*args, "--", "set", "interface", device,
               f"external_ids:{EXT_FABRIC}-trunk={self.bridge}")
-        with IPRoute() as root:
-            for idx in root.link_lookup(ifname=device):
-                root.link("set", index=idx, state="up")
+        try:
+            with netlink.rtnl(None) as root:
+                link = root.link(name=device)
+                if link is not None:
+                    root.set_link(link.index, up=True)
+        except netlink.NetlinkOpError as e:
+            raise FabricError(f"trunk {device}: {e}") from e
 
     def remove_trunk(self, device: str) -> None:
         vsctl("--if-exists", "del-port", self.bridge, device)
@@ -289,9 +280,9 @@ def quiet_ipv6(dev: str) -> None:
 
 def connect_trunk(a: OvsFabric, b: OvsFabric, name_a: str, name_b: str) -> None:
     """Join two hosts' bridges by a veth pair standing for the physical switch."""
-    with IPRoute() as root:
-        if not root.link_lookup(ifname=name_a):
-            root.link("add", ifname=name_a, kind="veth", peer={"ifname": name_b})
+    with netlink.rtnl(None) as root:
+        if root.link(name=name_a) is None:
+            root.add_veth(name_a, name_b)
     for dev in (name_a, name_b):
         quiet_ipv6(dev)
     a.add_trunk(name_a)
@@ -301,6 +292,7 @@ def connect_trunk(a: OvsFabric, b: OvsFabric, name_a: str, name_b: str) -> None:
 def disconnect_trunk(a: OvsFabric, b: OvsFabric, name_a: str, name_b: str) -> None:
     a.remove_trunk(name_a)
     b.remove_trunk(name_b)
-    with IPRoute() as root:
-        for idx in root.link_lookup(ifname=name_a):
-            root.link("del", index=idx)
+    with netlink.rtnl(None) as root:
+        link = root.link(name=name_a)
+        if link is not None:
+            root.delete_link(link.index)

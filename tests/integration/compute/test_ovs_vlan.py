@@ -106,3 +106,22 @@ def test_guest_tagged_frames_never_reach_another_vlan(two_hosts, tmp_path):
     assert plain
     assert all(p["Dot1Q"].vlan == VLAN1 for p in plain)
     assert not with_marker(on_b2, "PLAIN")
+
+
+def test_an_end_left_behind_by_a_plug_that_died_is_replaced(two_hosts) -> None:
+    """A plug that died between making the pair and renaming the namespace's
+    end left that end, under its temporary name, in the namespace: the next
+    plug removes it and plugs, not refuses forever."""
+    a, _, _, guest = two_hosts
+    ns = guest("left", a, VLAN1, "10.0.0.7", "02:00:00:00:bb:07")
+    a.unplug("left")
+    leftover = a.device_name("again")[:13] + "-p"
+    subprocess.run(["ip", "-n", ns, "link", "add", leftover, "type", "veth", "peer", "name",
+                    "other0"], check=True)
+    a.plug("again", VLAN1, ns, "eth1", "02:00:00:00:bb:08")
+    here = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True,
+                          check=True).stdout
+    assert " eth1@" in here
+    assert leftover not in here
+    assert "02:00:00:00:bb:08" in here
+    a.unplug("again")
