@@ -33,15 +33,21 @@ from common.nsthread import netns_path, run_in_netns
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH = 28
+NLM_F_APPEND = 0x800
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLA_F_NESTED = 0x8000
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
+IFLA_LINKINFO, IFLA_NET_NS_PID, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 19, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_DATA = 1, 2, 5
 IFLA_BR_FORWARD_DELAY, IFLA_BR_STP_STATE = 1, 5
 IFLA_BRPORT_NO = 18
 VETH_INFO_PEER = 1
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 1, 4, 7, 15
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NTF_SELF = 0x02
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFF_UP = 0x1
 
@@ -56,6 +62,7 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol,
 #                                       scope, type, flags
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _U32 = struct.Struct("=I")
 _U16 = struct.Struct("=H")
 # The biggest answer datagram a dump sends (the kernel's dumps fill at most
@@ -251,6 +258,27 @@ class Rtnl:
             _nested(IFLA_INFO_DATA, _attr_u32(IFLA_BR_FORWARD_DELAY, 0),
                     _attr_u32(IFLA_BR_STP_STATE, 0))))
 
+    def add_vxlan(self, name: str, vni: int, local: str, port: int, *,
+                  learning: bool = True) -> None:
+        """A vxlan device for ``vni`` on UDP ``port``, sending from ``local``
+        (its socket is opened in this socket's namespace)."""
+        self._new_link(name, _nested(
+            IFLA_LINKINFO, _attr_str(IFLA_INFO_KIND, "vxlan"),
+            _nested(IFLA_INFO_DATA, _attr_u32(IFLA_VXLAN_ID, vni),
+                    rawnetlink.attribute(IFLA_VXLAN_LOCAL,
+                                         ipaddress.IPv4Address(local).packed),
+                    rawnetlink.attribute(IFLA_VXLAN_LEARNING, bytes([int(learning)])),
+                    rawnetlink.attribute(IFLA_VXLAN_PORT, struct.pack("!H", port)))))
+
+    def append_fdb(self, index: int, mac: str, dst: str) -> None:
+        """A permanent forwarding entry of the device itself (``bridge fdb
+        append MAC dev DEV dst DST``): an all-zeros MAC floods to ``dst``,
+        one entry per remote; appending one it has changes nothing."""
+        self.ask(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND,
+                 _NDMSG.pack(socket.AF_BRIDGE, index, NUD_NOARP | NUD_PERMANENT, NTF_SELF, 0)
+                 + rawnetlink.attribute(NDA_LLADDR, _mac_bytes(mac))
+                 + rawnetlink.attribute(NDA_DST, ipaddress.IPv4Address(dst).packed))
+
     def _new_link(self, name: str, attrs: bytes) -> None:
         self.ask(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
                  _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr_str(IFLA_IFNAME, name) + attrs)
@@ -270,13 +298,16 @@ class Rtnl:
         return attrs
 
     def set_link(self, index: int, *, up: bool | None = None, mtu: int = 0, mac: str = "",
-                 name: str = "", master: int | None = None, netns: str = "") -> None:
+                 name: str = "", master: int | None = None, netns: str = "",
+                 netns_pid: int = 0) -> None:
         """Change what is given of link ``index`` in one request (``netns``:
-        move it into that namespace)."""
+        move it into that namespace; ``netns_pid``: into that process's)."""
         flags = change = 0
         if up is not None:
             flags, change = (IFF_UP if up else 0), IFF_UP
         attrs = self._link_attrs(mtu=mtu, mac=mac, name=name, master=master)
+        if netns_pid:
+            attrs += _attr_u32(IFLA_NET_NS_PID, netns_pid)
         with _netns_fd(netns) as fd:
             if fd >= 0:
                 attrs += _attr_u32(IFLA_NET_NS_FD, fd)

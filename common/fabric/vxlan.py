@@ -22,10 +22,8 @@ import errno
 import hashlib
 import logging
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from common import netlink
+from common.fabric import veth
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.fabric.ovs import NO_OFFLOAD_DRIVER
 from common.netns import ensure_netns
@@ -81,44 +79,45 @@ class VxlanFabric:
         """The segment's bridge (with its vxlan device) exists and is up; its index."""
         vni = self.vni(segment)
         br, vx = self.bridge_name(segment), self.vxlan_name(segment)
-        with IPRoute() as root:
-            found = root.link_lookup(ifname=br)
-            if not found:
-                try:
-                    root.link("add", ifname=br, kind="bridge", br_stp_state=0,
-                              br_forward_delay=0)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
-                        raise FabricError(f"segment {segment}: bridge {br}: {e}") from e
-                found = root.link_lookup(ifname=br)
-            bridge = int(found[0])
-            root.link("set", index=bridge, mtu=VXLAN_MTU, state="up")
-            if not root.link_lookup(ifname=vx):
-                self._make_vxlan(vx, vni)
-            idx = root.link_lookup(ifname=vx)[0]
-            root.link("set", index=idx, master=bridge, state="up")
-        return bridge
+        try:
+            with netlink.rtnl(None) as root:
+                if root.link(name=br) is None:
+                    try:
+                        root.add_bridge(br)
+                    except OSError as e:
+                        if e.errno != errno.EEXIST:
+                            raise FabricError(f"segment {segment}: bridge {br}: "
+                                              f"{e.strerror}") from e
+                bridge = root.link(name=br)
+                if bridge is None:
+                    raise FabricError(f"segment {segment}: bridge {br} missing after it was made")
+                root.set_link(bridge.index, mtu=VXLAN_MTU, up=True)
+                if root.link(name=vx) is None:
+                    self._make_vxlan(vx, vni)
+                made = root.link(name=vx)
+                if made is None:
+                    raise FabricError(f"VNI {vni}: {vx} missing after it was made")
+                root.set_link(made.index, master=bridge.index, up=True)
+        except netlink.NetlinkOpError as e:
+            raise FabricError(f"segment {segment}: {e}") from e
+        return bridge.index
 
     def _make_vxlan(self, name: str, vni: int) -> None:
-        with IPRoute(netns=self.underlay_netns, flags=0) as ul:
-            if not ul.link_lookup(ifname=name):
+        with netlink.rtnl(self.underlay_netns) as ul:
+            if ul.link(name=name) is None:
                 try:
-                    ul.link("add", ifname=name, kind="vxlan", vxlan_id=vni,
-                            vxlan_local=self.local, vxlan_port=VXLAN_PORT,
-                            vxlan_learning=1)
-                except NetlinkError as e:
-                    raise FabricError(f"VNI {vni}: cannot create {name}: {e}") from e
-            idx = ul.link_lookup(ifname=name)[0]
-            ul.link("set", index=idx, mtu=VXLAN_MTU)
+                    ul.add_vxlan(name, vni, self.local, VXLAN_PORT)
+                except OSError as e:
+                    raise FabricError(f"VNI {vni}: cannot create {name}: {e.strerror}") from e
+            made = ul.link(name=name)
+            if made is None:
+                raise FabricError(f"VNI {vni}: {name} missing after it was made")
+            ul.set_link(made.index, mtu=VXLAN_MTU)
             for remote in self.remotes:
-                try:
-                    ul.fdb("append", ifindex=idx, lladdr="00:00:00:00:00:00", dst=remote)
-                except NetlinkError as e:
-                    if e.code != errno.EEXIST:
-                        raise FabricError(f"VNI {vni}: FDB entry for {remote}: {e}") from e
+                ul.append_fdb(made.index, "00:00:00:00:00:00", remote)
             # Into the root namespace, where the bridges and VM taps are; the
             # UDP socket stays in the underlay namespace.
-            ul.link("set", index=idx, net_ns_pid=1)
+            ul.set_link(made.index, netns_pid=1)
 
     # ------------------------------------------------------------ NICs
 
@@ -129,29 +128,19 @@ class VxlanFabric:
             raise FabricError(f"port {port!r}/{ifname!r}: interface names are at most 15 bytes")
         bridge = self.ensure_segment(segment)
         dev = self.device_name(port)
-        peer_tmp = dev[:13] + "-q"
         mtu = min(mtu or VXLAN_MTU, VXLAN_MTU)
-        with IPRoute() as root:
-            for idx in root.link_lookup(ifname=dev):
-                root.link("del", index=idx)
-            try:
-                root.link("add", ifname=dev, kind="veth", peer={"ifname": peer_tmp})
-                peer = root.link_lookup(ifname=peer_tmp)[0]
-                root.link("set", index=peer, address=mac, mtu=mtu)
-                ensure_netns(target_netns)
-                root.link("set", index=peer, net_ns_fd=target_netns)
-                index = root.link_lookup(ifname=dev)[0]
-                root.link("set", index=index, mtu=mtu, master=bridge, state="up")
-            except (NetlinkError, OSError) as e:
-                for idx in root.link_lookup(ifname=dev):
-                    root.link("del", index=idx)
-                raise FabricError(f"port {port}: cannot create attachment: {e}") from e
-        with IPRoute(netns=target_netns, flags=0) as tgt:
-            idx = tgt.link_lookup(ifname=peer_tmp)[0]
-            for stale in tgt.link_lookup(ifname=ifname):
-                tgt.link("del", index=stale)
-            tgt.link("set", index=idx, ifname=ifname)
-            tgt.link("set", index=idx, state="up")
+        ensure_netns(target_netns)
+        try:
+            _delete_root_link(dev)
+            with netlink.rtnl(None) as root:
+                veth.add_pair(root, dev, mtu, mac, target_netns)
+                made = root.link(name=dev)
+                if made is not None:
+                    root.set_link(made.index, master=bridge, up=True)
+            veth.rename_in_target(target_netns, dev, ifname)
+        except (netlink.NetlinkOpError, LookupError) as e:
+            _delete_root_link(dev)  # the pair, if made: its other end goes with it
+            raise FabricError(f"port {port}: cannot create attachment: {e}") from e
 
     def unplug(self, port: str) -> None:
         _delete_root_link(self.device_name(port))
@@ -178,12 +167,11 @@ class VxlanFabric:
         _delete_root_link(tap)
 
     def taps(self, prefix: str = "vt") -> set[str]:
-        with IPRoute() as root:
-            bridges = {link["index"] for link in root.get_links()
-                       if str(link.get("IFLA_IFNAME")).startswith(f"{self.prefix}b")}
-            return {str(link.get("IFLA_IFNAME")) for link in root.get_links()
-                    if link.get("IFLA_MASTER") in bridges
-                    and str(link.get("IFLA_IFNAME")).startswith(prefix)}
+        with netlink.rtnl(None) as root:
+            links = root.links()
+        bridges = {link.index for link in links if link.name.startswith(f"{self.prefix}b")}
+        return {link.name for link in links
+                if link.master in bridges and link.name.startswith(prefix)}
 
 
 def _delete_root_link(name: str) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -154,3 +156,41 @@ def test_errors_name_the_namespace_and_the_kernels_reason(two: tuple[str, str]) 
         with pytest.raises(OSError, match="No such device"):
             sock.delete_link(424242)
         assert sock.link(name="lo") is not None
+
+
+def test_a_vxlan_device_its_flood_entries_and_a_move_by_pid(two: tuple[str, str]) -> None:
+    here, there = two
+    subprocess.run(["ip", "-n", here, "addr", "add", "192.0.2.1/24", "dev", "lo"], check=True)
+    with Rtnl(here) as sock:
+        sock.add_vxlan("vx0", 4242, "192.0.2.1", 4789)
+        made = sock.link(name="vx0")
+        assert made is not None
+        assert made.kind == "vxlan"
+        for remote in ("192.0.2.2", "192.0.2.3"):
+            sock.append_fdb(made.index, "00:00:00:00:00:00", remote)
+        sock.append_fdb(made.index, "00:00:00:00:00:00", "192.0.2.2")  # had it: no second
+    (vx,) = ip_json(here, "link", "show", "vx0")
+    data = vx["linkinfo"]["info_data"]
+    assert (data["id"], data["local"], data["port"], data["learning"]) == (
+        4242, "192.0.2.1", 4789, True)
+    fdb = json.loads(subprocess.run(["bridge", "-n", here, "-j", "fdb", "show", "dev", "vx0"],
+                                    check=True, capture_output=True, text=True).stdout)
+    assert sorted(e["dst"] for e in fdb if e["mac"] == "00:00:00:00:00:00") == [
+        "192.0.2.2", "192.0.2.3"]
+    # Into the namespace of a process that lives there (as into the host's, pid 1).
+    holder = subprocess.Popen(["ip", "netns", "exec", there, "sleep", "30"])
+    try:
+        inside = os.stat(f"/run/netns/{there}").st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{holder.pid}/ns/net").st_ino != inside:  # ip execs sleep there
+            assert time.monotonic() < deadline, "the holder never entered the namespace"
+            time.sleep(0.01)
+        with Rtnl(here) as sock:
+            vx0 = sock.link(name="vx0")
+            assert vx0 is not None
+            sock.set_link(vx0.index, netns_pid=holder.pid)
+            assert sock.link(name="vx0") is None
+        assert ip_json(there, "link", "show", "vx0")
+    finally:
+        holder.kill()
+        holder.wait()
