@@ -22,7 +22,6 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import netns
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
 from common.netns import ensure_netns, remove_netns
@@ -66,7 +65,6 @@ def main() -> int:
     ap.add_argument("--ports", type=int, default=40)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
-    netns.install()
     started, load = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), os.getloadavg()
     runs = {kind: measure(kind, args.ports) for kind in ("linuxbridge", "ovs")}
     result: dict[str, Any] = {

@@ -9,9 +9,10 @@ SIGSEGV in the child, RuntimeError "child process is dead" in the agent).
 Instead, a kept thread enters the namespace with setns(2) (which only moves
 that thread), opens the socket and goes back (``common.nsthread``): the
 socket stays bound to the namespace. Namespaces are created by `ip netns add` (fork + exec, which
-is safe). install() swaps these into pyroute2.netns so every IPRoute(netns=)
-of the process uses them: each daemon calls it first thing at its start
-(router agent, compute agent, all-in-one), importing a module never does.
+is safe). The agents use no pyroute2 (``common.rtnl``); the all-in-one's
+set-up does, and calls install() first, which swaps these into
+pyroute2.netns so every IPRoute(netns=) of the process uses them. Importing
+this module imports no pyroute2 (seconds of a router VM's start under TCG).
 
 The namespace helpers every room uses (ensure_netns, remove_netns,
 netns_exists, nic_has_mac) live here too.
@@ -20,13 +21,13 @@ netns_exists, nic_has_mac) live here too.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import socket
 import subprocess
 import threading
-
-import pyroute2.netns
 
 from common import netlink
 from common.nsthread import NETNS_RUN_DIR, netns_path, run_in_netns
@@ -72,6 +73,8 @@ _install_lock = threading.Lock()
 def install() -> None:
     """Make pyroute2 use the fork-free primitives in this process. Idempotent."""
     global _installed
+    import pyroute2.netns  # only for a process that uses pyroute2
+
     with _install_lock:
         if not _installed:
             pyroute2.netns.create_socket = create_socket
@@ -112,18 +115,34 @@ def write_sysctls(name: str, values: dict[str, str], missing_ok: bool = False) -
 
 
 def remove_netns(name: str) -> None:
-    """Remove namespace `name`. Idempotent."""
-    try:
-        pyroute2.netns.remove(name)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
+    """Remove namespace `name` (as `ip netns del`: its bind mount detached,
+    its file removed; the namespace goes with its last process). Idempotent."""
+    if not _valid_name(name):
+        raise ValueError(f"network namespace name {name[:40]!r}")
+    path = netns_path(name)
+    if _libc().umount2(path.encode(), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount (left over)
+            raise OSError(code, os.strerror(code), path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def netns_exists(name: str) -> bool:
-    return name in pyroute2.netns.listnetns()
+    return _valid_name(name) and os.path.exists(netns_path(name))
+
+
+MNT_DETACH = 2
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The process's own libc, by no name: find_library would fork ldconfig.
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def nic_has_mac(netns_name: str, ifname: str, mac: str) -> bool:

@@ -165,8 +165,7 @@ def test_the_reconciler_reads_the_store_through_its_protocols() -> None:
 # pyroute2 runs each request through an asyncio loop of its own (~0.5 ms of
 # CPU a request): the per-router paths use common.rtnl instead. Where it is
 # still used: a few calls a router or fewer, or the all-in-one's set-up.
-PYROUTE2_USERS = ("common.netns", "router.agent.appliance", "aio.allinone", "aio.nsguest",
-                  "aio.vm_backend")
+PYROUTE2_USERS = ("common.netns", "aio.allinone", "aio.nsguest", "aio.vm_backend")
 
 
 def test_pyroute2_stays_off_the_per_router_paths() -> None:

@@ -10,8 +10,8 @@ Implementations: `common.fabric.linuxbridge.LinuxBridgeFabric`,
 `common.fabric.ovs.OvsFabric` (VLAN access ports on an Open vSwitch bridge)
 and `common.fabric.vxlan.VxlanFabric` (a Linux bridge per VXLAN VNI).
 
-They open sockets in other network namespaces: a process that also runs
-gRPC calls `common.netns.install()` before its first fabric call.
+They open sockets in other network namespaces from a thread that enters
+them (`common.nsthread`), never by fork: safe beside gRPC's threads.
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from cloudnet.compute.v1 import compute_pb2_grpc as rpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from common import netns
 from common.channels import POLICIES
 from common.fabric.ovs_firewall import OvsFirewall
 from common.fabric.port_firewall import PortFirewall
@@ -225,7 +224,6 @@ def main(argv: list[str] | None = None,
         p.error("give --tls-dir (mutual TLS with netmgr), or --insecure for plaintext")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    netns.install()  # before the fabric's first namespace socket: pyroute2 must not fork here
     with open(args.admin_token_file) as f:
         admin_token = f.read().strip()
     image_dirs = dict(i.split("=", 1) for i in args.image) or images.default_images()

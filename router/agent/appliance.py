@@ -19,9 +19,6 @@ import ipaddress
 import logging
 import os
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from common import netlink
 from common.fabric.base import FabricError
 from common.netns import netns_exists
@@ -63,11 +60,11 @@ class ApplianceFabric:
             if root is None:
                 raise FabricError(f"interface {ifname}: no NIC with MAC {mac} in this VM")
             try:
-                with IPRoute() as ipr:
+                with netlink.rtnl(None) as sock:
                     # A temporary name first: the NIC's kernel name may clash in the target.
-                    ipr.link("set", index=root.index, state="down", ifname=port)
-                    ipr.link("set", index=root.index, net_ns_fd=target_netns)
-            except NetlinkError as e:
+                    sock.set_link(root.index, up=False, name=port)
+                    sock.set_link(root.index, netns=target_netns)
+            except netlink.NetlinkOpError as e:
                 raise FabricError(f"interface {ifname}: cannot move NIC {mac}: {e}") from e
             link = netlink.find_link_by_mac(target_netns, mac)
             if link is None:
@@ -90,10 +87,10 @@ class ApplianceFabric:
             if port in (fabric_port_name(self.router_id, link.name),
                         fabric_port_name(self.router_id, link.name, 1)):
                 try:
-                    with IPRoute(netns=self.router_netns, flags=0) as ipr:
-                        ipr.link("set", index=link.index, state="down")
-                        ipr.link("set", index=link.index, net_ns_pid=1)
-                except NetlinkError as e:
+                    with netlink.rtnl(self.router_netns) as sock:
+                        sock.set_link(link.index, up=False)
+                        sock.set_link(link.index, netns_pid=1)  # the VM's own namespace
+                except netlink.NetlinkOpError as e:
                     if e.code != errno.ENODEV:
                         raise FabricError(f"port {port}: cannot move NIC back: {e}") from e
 

@@ -19,7 +19,6 @@ import uuid
 from cloudnet.router.v1 import agent_pb2 as pb
 from cloudnet.router.v1 import edge_pb2 as epb
 
-from common import netns
 from common.fabric.base import Fabric
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.private_files import ensure_private_dir
@@ -53,7 +52,6 @@ class RouterRegistry:
         host's limits, sized for the routers held (the agent's main; None
         leaves the host alone). ``reapply_workers``: routers applied
         again at once at start (those that cannot be adopted)."""
-        netns.install()  # pyroute2's fork()ing netns helpers crash next to gRPC threads
         self.state_dir = state_dir
         self.netns_prefix = netns_prefix
         self.fabric = fabric if fabric is not None else LinuxBridgeFabric(fabric_netns)

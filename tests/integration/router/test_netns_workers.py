@@ -95,3 +95,24 @@ def test_sysctls_are_written_in_the_namespace_and_a_missing_key_is_refused_unles
         netns.write_sysctls(name, absent, missing_ok=True)
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_a_namespace_is_removed_as_ip_netns_del_does_and_bad_names_are_refused() -> None:
+    name = f"rm{uuid.uuid4().hex[:8]}"
+    netns.ensure_netns(name)
+    try:
+        assert netns.netns_exists(name)
+        assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                      check=True).stdout
+        netns.remove_netns(name)
+        assert not netns.netns_exists(name)
+        assert not os.path.exists(f"/run/netns/{name}")
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True, check=True).stdout
+        netns.remove_netns(name)  # gone already: nothing to do
+        # Past a name: never a path outside /run/netns.
+        assert not netns.netns_exists("../netns")
+        with pytest.raises(ValueError, match="name"):
+            netns.remove_netns("../x")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)

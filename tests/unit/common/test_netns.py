@@ -1,5 +1,5 @@
-"""Importing the fabrics leaves pyroute2 alone; a daemon swaps in the
-fork-free namespace primitives with one explicit, idempotent call."""
+"""Importing the fabrics imports no pyroute2; a process that uses it swaps
+in the fork-free namespace primitives with one explicit, idempotent call."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 CHECK = """
+import sys
 import common.fabric.linuxbridge, common.fabric.ovs, common.fabric.vxlan
-import pyroute2.netns
 from common import netns
+assert "pyroute2" not in sys.modules, "the fabrics and namespace helpers import no pyroute2"
+import pyroute2.netns
 assert pyroute2.netns.create_socket is not netns.create_socket, "patched on import"
 netns.install()
 netns.install()

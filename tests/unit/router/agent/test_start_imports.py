@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 # Imported by a probe or a tool when used, never by the start.
-NOT_AT_START = ("scapy", "matplotlib")
+NOT_AT_START = ("scapy", "matplotlib", "pyroute2")
 
 _START = """
 import json, subprocess, sys, tempfile
