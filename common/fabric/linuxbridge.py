@@ -19,7 +19,7 @@ import errno
 import logging
 
 from common import netlink
-from common.fabric import veth
+from common.fabric import links
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, remove_netns, write_sysctls
 from common.rtnl import LinkInfo, Rtnl
@@ -89,19 +89,13 @@ class LinuxBridgeFabric:
         """The index of the segment's bridge (``overflow`` > 0: its overflow
         bridge of that number, made and joined to the one before when missing)."""
         name = self.bridge_name(segment) if not overflow else self._bridge(segment, overflow)
-        found = fab.link(name=name)
-        if found is None:
-            try:
-                # No STP and no forwarding delay: ports forward as soon as they
-                # are up, so a guest's first DHCP DISCOVER is not dropped.
-                fab.add_bridge(name)
-            except OSError as e:
-                if e.errno != errno.EEXIST:
-                    raise FabricError(f"segment {segment}: cannot create bridge {name}: "
-                                      f"{e.strerror}") from e
-            found = fab.link(name=name)
-            if found is None:
-                raise FabricError(f"segment {segment}: bridge {name} vanished as it was made")
+        try:
+            found = links.ensure_bridge(fab, name)
+        except OSError as e:
+            raise FabricError(f"segment {segment}: cannot create bridge {name}: "
+                              f"{e.strerror}") from e
+        except LookupError as e:
+            raise FabricError(f"segment {segment}: {e}") from e
         if not found.up:
             fab.set_link(found.index, up=True)
         if overflow:
@@ -187,7 +181,7 @@ class LinuxBridgeFabric:
                 # and MTU: all or nothing, a clash there leaves no half-made
                 # pair behind; the rename below takes any stale link's place.
                 try:
-                    veth.add_pair(fab, port, mtu, mac, target_netns)
+                    links.add_pair(fab, port, mtu, mac, target_netns)
                 except OSError as e:
                     raise FabricError(f"port {port}: cannot create attachment: "
                                       f"{e.strerror}") from e
@@ -199,7 +193,7 @@ class LinuxBridgeFabric:
                 except (FabricError, OSError):
                     fab.delete_link(made.index)  # the pair: its other end goes with it
                     raise
-            veth.rename_in_target(target_netns, port, ifname)
+            links.rename_in_target(target_netns, port, ifname)
         except (netlink.NetlinkOpError, LookupError) as e:
             raise FabricError(f"port {port}: {e}") from e
 

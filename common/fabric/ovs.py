@@ -27,7 +27,7 @@ import struct
 import subprocess
 
 from common import netlink
-from common.fabric import veth
+from common.fabric import links
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.netns import ensure_netns, nic_has_mac, run_in_netns
 
@@ -148,7 +148,7 @@ class OvsFabric:
         ensure_netns(target_netns)
         try:
             with netlink.rtnl(None) as root:
-                veth.add_pair(root, dev, mtu, mac, target_netns)
+                links.add_pair(root, dev, mtu, mac, target_netns)
                 quiet_ipv6(dev)  # before it is up: no link-local address, no reports
                 made = root.link(name=dev)
                 if made is not None:
@@ -158,7 +158,7 @@ class OvsFabric:
             raise FabricError(f"port {port}: cannot create attachment: {e}") from e
         try:
             self._add_access_port(dev, port, vid)
-            veth.rename_in_target(target_netns, dev, ifname)
+            links.rename_in_target(target_netns, dev, ifname)
             disable_tx_checksum(ifname, target_netns)
             disable_tx_checksum(dev)
         except (FabricError, netlink.NetlinkOpError, LookupError, OSError) as e:

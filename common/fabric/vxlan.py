@@ -18,12 +18,11 @@ as between two machines. NICs are veth pairs (namespaces) or libvirt taps
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 
 from common import netlink
-from common.fabric import veth
+from common.fabric import links
 from common.fabric.base import IFNAMSIZ, PROVIDER_SEGMENT, FabricError
 from common.fabric.ovs import NO_OFFLOAD_DRIVER
 from common.netns import ensure_netns
@@ -81,16 +80,12 @@ class VxlanFabric:
         br, vx = self.bridge_name(segment), self.vxlan_name(segment)
         try:
             with netlink.rtnl(None) as root:
-                if root.link(name=br) is None:
-                    try:
-                        root.add_bridge(br)
-                    except OSError as e:
-                        if e.errno != errno.EEXIST:
-                            raise FabricError(f"segment {segment}: bridge {br}: "
-                                              f"{e.strerror}") from e
-                bridge = root.link(name=br)
-                if bridge is None:
-                    raise FabricError(f"segment {segment}: bridge {br} missing after it was made")
+                try:
+                    bridge = links.ensure_bridge(root, br)
+                except OSError as e:
+                    raise FabricError(f"segment {segment}: bridge {br}: {e.strerror}") from e
+                except LookupError as e:
+                    raise FabricError(f"segment {segment}: {e}") from e
                 root.set_link(bridge.index, mtu=VXLAN_MTU, up=True)
                 if root.link(name=vx) is None:
                     self._make_vxlan(vx, vni)
@@ -133,11 +128,11 @@ class VxlanFabric:
         try:
             _delete_root_link(dev)
             with netlink.rtnl(None) as root:
-                veth.add_pair(root, dev, mtu, mac, target_netns)
+                links.add_pair(root, dev, mtu, mac, target_netns)
                 made = root.link(name=dev)
                 if made is not None:
                     root.set_link(made.index, master=bridge, up=True)
-            veth.rename_in_target(target_netns, dev, ifname)
+            links.rename_in_target(target_netns, dev, ifname)
         except (netlink.NetlinkOpError, LookupError) as e:
             _delete_root_link(dev)  # the pair, if made: its other end goes with it
             raise FabricError(f"port {port}: cannot create attachment: {e}") from e
@@ -168,9 +163,9 @@ class VxlanFabric:
 
     def taps(self, prefix: str = "vt") -> set[str]:
         with netlink.rtnl(None) as root:
-            links = root.links()
-        bridges = {link.index for link in links if link.name.startswith(f"{self.prefix}b")}
-        return {link.name for link in links
+            every = root.links()
+        bridges = {link.index for link in every if link.name.startswith(f"{self.prefix}b")}
+        return {link.name for link in every
                 if link.master in bridges and link.name.startswith(prefix)}
 
 

@@ -1,14 +1,20 @@
-"""The veth pair every fabric plugs a namespace with: both ends made in one
-request, the namespace's end straight in its namespace with its MAC and MTU
-(all or nothing: a clash there leaves no half-made pair behind), under a
-temporary name that the fabric then renames to the interface's own."""
+"""The links the fabrics make on raw rtnetlink (``common.rtnl``).
+
+* The veth pair a namespace is plugged with: both ends made in one request,
+  the namespace's end straight in its namespace with its MAC and MTU (all or
+  nothing: a clash there leaves no half-made pair behind), under a temporary
+  name that the fabric then renames to the interface's own.
+* A segment's bridge, made when missing (no STP, no forwarding delay: ports
+  forward as soon as they are up, so a guest's first DHCP DISCOVER is not
+  dropped).
+"""
 
 from __future__ import annotations
 
 import errno
 
 from common import netlink
-from common.rtnl import Rtnl
+from common.rtnl import LinkInfo, Rtnl
 
 
 def temporary_name(device: str) -> str:
@@ -49,3 +55,20 @@ def rename_in_target(target_netns: str, device: str, ifname: str) -> None:
         if stale is not None:
             tgt.delete_link(stale.index)
         tgt.set_link(end.index, name=ifname, up=True)
+
+
+def ensure_bridge(sock: Rtnl, name: str) -> LinkInfo:
+    """Bridge ``name`` in ``sock``'s namespace, made if missing (one made
+    meanwhile by another plug is taken as it is). OSError: the kernel's
+    refusal; LookupError: gone as soon as made."""
+    found = sock.link(name=name)
+    if found is None:
+        try:
+            sock.add_bridge(name)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+        found = sock.link(name=name)
+        if found is None:
+            raise LookupError(f"bridge {name} vanished as it was made")
+    return found
