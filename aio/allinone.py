@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import grpc
-from pyroute2 import IPRoute, netns
 
 from aio import replicas
 from aio.bgp_edge import EDGE_FRR_ROOT, BgpEdge, EdgeBgpConfig
@@ -60,13 +60,15 @@ from aio.topology import (
     ZONE_ASN,
 )
 from aio.whoami import serve_whoami
+from common import netlink
 from common.channels import make_channel
 from common.fabric.base import PROVIDER_SEGMENT
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric, bridge_exists
 from common.fabric.vxlan import VxlanFabric
-from common.netns import ensure_netns, install, remove_netns
+from common.netns import ensure_netns, list_netns, remove_netns
 from common.private_files import ensure_private_dir, write_private
+from common.rtnl import RouteInfo
 from common.tls import (
     AGENT_CERT_NAME,
     CA_CERT,
@@ -130,7 +132,6 @@ class AllInOne:
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        install()  # fork-free pyroute2 namespaces: this process also runs gRPC channels
         self.fabric: LinuxBridgeFabric | OvsFabric | VxlanFabric
         if self.fabric_kind == "ovs":
             self.fabric = OvsFabric(f"{self.prefix}-br")
@@ -169,22 +170,18 @@ class AllInOne:
         ensure_netns(self.edge_ns)
         ensure_netns(self.inet_ns)
         self.fabric.plug("edge", PROVIDER_SEGMENT, self.edge_ns, "eth0", "02:00:cb:00:71:01")
-        with IPRoute(netns=self.edge_ns, flags=0) as ipr:
-            if not ipr.link_lookup(ifname="inet0"):
-                ipr.link("add", ifname="inet0", kind="veth",
-                         peer={"ifname": "eth0", "net_ns_fd": self.inet_ns})
-            for ifname, ip, plen in (("eth0", EDGE_PUBLIC_IP, PUBLIC_PREFIXLEN),
-                                     ("inet0", EDGE_INET_IP, INET_PREFIXLEN)):
-                idx = ipr.link_lookup(ifname=ifname)[0]
-                ipr.ensure(ipr.addr, present=True, index=idx, address=ip, prefixlen=plen)
-                ipr.link("set", index=idx, state="up")
-        with IPRoute(netns=self.inet_ns, flags=0) as ipr:
-            idx = ipr.link_lookup(ifname="eth0")[0]
-            for ip in (INET_HOST_IP, INET_DNS_IP):
-                ipr.ensure(ipr.addr, present=True, index=idx, address=ip, prefixlen=INET_PREFIXLEN)
-            ipr.link("set", index=idx, state="up")
-            ipr.route("replace", dst=PUBLIC_CIDR, gateway=EDGE_INET_IP)
-            ipr.route("replace", dst=ROUTED_POOL, gateway=EDGE_INET_IP)
+        with netlink.rtnl(self.edge_ns) as sock:
+            if sock.link(name="inet0") is None:
+                sock.add_veth("inet0", "eth0", peer_netns=self.inet_ns)
+        for ifname, ip, plen in (("eth0", EDGE_PUBLIC_IP, PUBLIC_PREFIXLEN),
+                                 ("inet0", EDGE_INET_IP, INET_PREFIXLEN)):
+            netlink.configure_link(self.edge_ns, ifname, [IPv4Interface(f"{ip}/{plen}")])
+        netlink.configure_link(
+            self.inet_ns, "eth0",
+            [IPv4Interface(f"{ip}/{INET_PREFIXLEN}") for ip in (INET_HOST_IP, INET_DNS_IP)],
+            routes=[RouteInfo(str(IPv4Network(cidr).network_address),
+                              IPv4Network(cidr).prefixlen, EDGE_INET_IP, 0)
+                    for cidr in (PUBLIC_CIDR, ROUTED_POOL)])
         self._ns_run(self.edge_ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         self._build_ipv6()
         if self.router_backend == "vm":
@@ -489,7 +486,7 @@ class AllInOne:
             ovs.teardown()
         if isinstance(self.fabric, VxlanFabric):
             self.fabric.teardown()  # its bridges and devices live in the root namespace
-        for ns in netns.listnetns():
+        for ns in list_netns():
             if ns.startswith(f"{self.prefix}r-") or ns.startswith(f"{self.prefix}-"):
                 remove_netns(ns)
                 with contextlib.suppress(FileNotFoundError):
@@ -626,8 +623,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.exit:
                 return 0 if ok else 1
         print("Ctrl-C stops it and removes its namespaces.")
-        # Only now: pyroute2 forks helpers that inherit handlers, and it ends
-        # them with SIGTERM, which must not raise in them.
         signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(3600)

@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from pyroute2 import IPRoute
-
+from common import netlink
 from common.fabric.base import Fabric
 from common.netns import ensure_netns, remove_netns
+from common.rtnl import RouteInfo
 
 # udhcpc runs this at each DHCP event; it records the lease it was given
 # (udhcpc exports the options as environment variables) and leaves the
@@ -123,14 +123,10 @@ class NamespaceGuest:
         return lease
 
     def _configure(self, lease: Lease) -> None:
-        with IPRoute(netns=self.netns, flags=0) as ipr:
-            index = ipr.link_lookup(ifname=self.ifname)[0]
-            ipr.flush_addr(index=index)
-            ipr.addr("add", index=index, address=lease.ip, prefixlen=lease.prefixlen)
-            if lease.mtu:
-                ipr.link("set", index=index, mtu=lease.mtu)
-            if lease.router:
-                ipr.route("replace", dst="0.0.0.0/0", gateway=lease.router)
+        netlink.configure_link(
+            self.netns, self.ifname, [ipaddress.IPv4Interface(f"{lease.ip}/{lease.prefixlen}")],
+            flush=True, mtu=lease.mtu,
+            routes=[RouteInfo("0.0.0.0", 0, lease.router, 0)] if lease.router else [])
         os.makedirs(f"/etc/netns/{self.netns}", exist_ok=True)
         lines = [f"nameserver {d}" for d in lease.dns]
         search = " ".join(lease.search) or lease.domain

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import grpc
 
+from common import netlink
 from common.channels import make_channel
 from common.fabric.linuxbridge import LinuxBridgeFabric
 from common.fabric.ovs import OvsFabric
@@ -97,19 +98,11 @@ def compute_state_dir(state_dir: str) -> str:
 
 
 def build_control_network(aio: VmAllInOne) -> None:
-    from pyroute2 import IPRoute
-
     ns = control_netns(aio.prefix)
-    ensure_netns(ns)
+    ensure_netns(ns)  # its loopback up too
     aio.fabric.plug("ctl", CONTROL_VLAN, ns, "ctl0", CONTROL_MAC)
     net = ipaddress.IPv4Network(CONTROL_CIDR)
-    with IPRoute(netns=ns, flags=0) as ipr:
-        idx = ipr.link_lookup(ifname="ctl0")[0]
-        ipr.ensure(ipr.addr, present=True, index=idx, address=str(net[1]),
-                   prefixlen=net.prefixlen)
-        ipr.link("set", index=idx, state="up")
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
+    netlink.configure_link(ns, "ctl0", [ipaddress.IPv4Interface(f"{net[1]}/{net.prefixlen}")])
 
 
 def netmgr_args(aio: VmAllInOne) -> list[str]:

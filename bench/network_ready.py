@@ -17,6 +17,7 @@ cloudnet / baseline is what to compare across machines and days.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import platform
@@ -33,13 +34,14 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cloudnet.netmgr.v1 import netmgr_pb2 as pb
-from pyroute2 import IPRoute
 
 from aio.allinone import INET_HOST_IP, WEB_PORT, AllInOne
 from aio.demo import Api
 from aio.nsguest import NamespaceGuest
+from common import netlink
 from common.fabric.base import PROVIDER_SEGMENT
 from common.netns import ensure_netns, remove_netns
+from common.rtnl import RouteInfo
 
 PHASES = ("api", "router_active", "dhcp", "dns", "snat")
 
@@ -107,12 +109,9 @@ def run_baseline(aio: AllInOne, n: int, workdir: str) -> list[dict[str, float]]:
         ensure_netns(ns)
         aio.fabric.plug(f"rawp{i}", PROVIDER_SEGMENT, ns, "pub0", f"02:00:00:bb:00:{i:02x}")
         aio.fabric.plug(f"rawg{i}", segment, ns, "g0", f"02:00:00:cc:00:{i:02x}")
-        with IPRoute(netns=ns, flags=0) as ipr:
-            ipr.addr("add", index=ipr.link_lookup(ifname="pub0")[0], address=public_ip,
-                     prefixlen=24)
-            ipr.addr("add", index=ipr.link_lookup(ifname="g0")[0], address=f"{cidr}.1",
-                     prefixlen=24)
-            ipr.route("add", dst="0.0.0.0/0", gateway="203.0.113.1")
+        netlink.configure_link(ns, "pub0", [ipaddress.IPv4Interface(f"{public_ip}/24")],
+                               routes=[RouteInfo("0.0.0.0", 0, "203.0.113.1", 0)])
+        netlink.configure_link(ns, "g0", [ipaddress.IPv4Interface(f"{cidr}.1/24")])
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
                        check=True)
         rules = (f"table ip raw {{\n chain post {{\n"

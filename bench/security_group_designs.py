@@ -151,7 +151,6 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
-    netns.install()
     result: dict[str, Any] = {
         "bench": "security_group_designs",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

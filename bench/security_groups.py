@@ -343,7 +343,6 @@ def main() -> int:
                     help="one half of the bench (default: both)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = ap.parse_args()
-    netns.install()
     result: dict[str, Any] = {
         "bench": "security_groups",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

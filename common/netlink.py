@@ -12,7 +12,7 @@ import contextlib
 import errno
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from common.rtnl import LinkInfo, RouteInfo, Rtnl
@@ -180,3 +180,24 @@ def reconcile_routes(netns: str | None, wanted: set[RouteInfo]) -> bool:
     """Make the agent's IPv4 routes exactly `wanted`. Returns True if anything changed."""
     with rtnl(netns) as sock:
         return sync_routes(sock, socket.AF_INET, wanted)
+
+
+def configure_link(netns: str | None, ifname: str, addresses: Iterable[Address] = (), *,
+                   flush: bool = False, mtu: int = 0,
+                   routes: Iterable[RouteInfo] = ()) -> None:
+    """Link ``ifname`` up, holding ``addresses`` (added where missing;
+    ``flush``: every other address of either family removed first), with
+    ``mtu`` if given, and the IPv4 ``routes`` (proto static) put in place."""
+    wanted = list(addresses)
+    with rtnl(netns) as sock:
+        link = sock.link(name=ifname)
+        if link is None:
+            raise InterfaceNotFound(f"no interface {ifname}" + (f" in {netns}" if netns else ""),
+                                    errno.ENODEV)
+        have: set[Address] = set()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            have |= set(sock.addresses(family, link.index))
+        sync_addresses(sock, link.index, have if flush else have & set(wanted), wanted)
+        sock.set_link(link.index, up=True, mtu=mtu)
+        for route in routes:
+            sock.replace_route(socket.AF_INET, route, MAIN_TABLE, RTPROT_STATIC)

@@ -1,21 +1,17 @@
 """Fork-free network namespace primitives for a process that runs gRPC.
 
-pyroute2 (0.9) creates a socket inside a namespace, and creates namespaces,
-by fork()ing a child that runs Python code. In a process with live gRPC
-threads that child inherits gRPC's poller mid-flight and dies (seen here:
-"ev_epoll1_linux.cc Check failed: next_worker->state == KICKED", SIGABRT /
-SIGSEGV in the child, RuntimeError "child process is dead" in the agent).
+A library that opens a socket inside a namespace by fork()ing a child that
+runs Python code (pyroute2 0.9 did) kills that child in a process with live
+gRPC threads: it inherits gRPC's poller mid-flight ("ev_epoll1_linux.cc
+Check failed: next_worker->state == KICKED", SIGABRT / SIGSEGV).
 
 Instead, a kept thread enters the namespace with setns(2) (which only moves
 that thread), opens the socket and goes back (``common.nsthread``): the
-socket stays bound to the namespace. Namespaces are created by `ip netns add` (fork + exec, which
-is safe). The agents use no pyroute2 (``common.rtnl``); the all-in-one's
-set-up does, and calls install() first, which swaps these into
-pyroute2.netns so every IPRoute(netns=) of the process uses them. Importing
-this module imports no pyroute2 (seconds of a router VM's start under TCG).
+socket stays bound to the namespace. Namespaces are created by `ip netns
+add` (fork + exec, which is safe) and removed as `ip netns del` does.
 
 The namespace helpers every room uses (ensure_netns, remove_netns,
-netns_exists, nic_has_mac) live here too.
+netns_exists, list_netns, nic_has_mac) live here too.
 """
 
 from __future__ import annotations
@@ -27,17 +23,16 @@ import functools
 import os
 import socket
 import subprocess
-import threading
 
 from common import netlink
 from common.nsthread import NETNS_RUN_DIR, netns_path, run_in_netns
 
-__all__ = ["NETNS_RUN_DIR", "create", "create_socket", "ensure_netns", "install",
+__all__ = ["NETNS_RUN_DIR", "create", "create_socket", "ensure_netns", "list_netns",
            "netns_exists", "netns_path", "nic_has_mac", "remove_netns", "run_in_netns",
            "write_sysctls"]
 
 
-def create(name: str, libc: object = None) -> None:
+def create(name: str) -> None:
     if os.path.exists(netns_path(name)):
         raise FileExistsError(errno.EEXIST, "netns exists", name)
     proc = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
@@ -50,10 +45,10 @@ def create(name: str, libc: object = None) -> None:
 
 def create_socket(
     netns: str | None = None, family: int = socket.AF_INET, socket_type: int = socket.SOCK_STREAM,
-    proto: int = 0, fileno: int | None = None, flags: int = os.O_CREAT, libc: object = None,
-    timeout: object = None,
+    proto: int = 0, fileno: int | None = None, flags: int = os.O_CREAT,
 ) -> socket.socket:
-    """Drop-in for pyroute2.netns.create_socket, without fork."""
+    """A socket opened inside namespace ``netns`` (made if missing, unless
+    ``flags`` lacks O_CREAT), without fork."""
     if fileno is not None:
         return socket.socket(fileno=fileno)
     if netns is None:
@@ -64,22 +59,6 @@ def create_socket(
         with contextlib.suppress(FileExistsError):
             create(netns)
     return run_in_netns(netns, lambda: socket.socket(family, socket_type, proto))
-
-
-_installed = False
-_install_lock = threading.Lock()
-
-
-def install() -> None:
-    """Make pyroute2 use the fork-free primitives in this process. Idempotent."""
-    global _installed
-    import pyroute2.netns  # only for a process that uses pyroute2
-
-    with _install_lock:
-        if not _installed:
-            pyroute2.netns.create_socket = create_socket
-            pyroute2.netns.create = create
-            _installed = True
 
 
 # ------------------------------------------------------------ helpers
@@ -130,6 +109,14 @@ def remove_netns(name: str) -> None:
 
 def netns_exists(name: str) -> bool:
     return _valid_name(name) and os.path.exists(netns_path(name))
+
+
+def list_netns() -> list[str]:
+    """The named namespaces (as `ip netns list`), sorted."""
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
 
 
 MNT_DETACH = 2

@@ -9,13 +9,6 @@ import os
 import pytest
 
 from aio.allinone import AllInOne
-from common import netns
-
-
-def pytest_configure(config):
-    # Like every daemon: this process runs gRPC servers next to namespace work.
-    netns.install()
-
 
 # What boots VMs under TCG: the [vm] variants (a router VM per module) and the
 # modules about VMs. They make one scope for pytest-xdist, run one after the
