@@ -69,7 +69,7 @@ class _Relay:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            upstream = netns.create_socket(self.netns, flags=0)
+            upstream = netns.create_socket(self.netns)
             upstream.settimeout(CONNECT_TIMEOUT)
             upstream.connect((self.ip, self.port))
             upstream.settimeout(None)

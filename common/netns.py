@@ -27,6 +27,8 @@ import subprocess
 from common import netlink
 from common.nsthread import NETNS_RUN_DIR, netns_path, run_in_netns
 
+MNT_DETACH = 2  # umount2(2): detach now, free when no longer busy
+
 __all__ = ["NETNS_RUN_DIR", "create", "create_socket", "ensure_netns", "list_netns",
            "netns_exists", "netns_path", "nic_has_mac", "remove_netns", "run_in_netns",
            "write_sysctls"]
@@ -43,21 +45,14 @@ def create(name: str) -> None:
         raise OSError(errno.EIO, f"ip netns add {name}: {proc.stderr.strip()}")
 
 
-def create_socket(
-    netns: str | None = None, family: int = socket.AF_INET, socket_type: int = socket.SOCK_STREAM,
-    proto: int = 0, fileno: int | None = None, flags: int = os.O_CREAT,
-) -> socket.socket:
-    """A socket opened inside namespace ``netns`` (made if missing, unless
-    ``flags`` lacks O_CREAT), without fork."""
-    if fileno is not None:
-        return socket.socket(fileno=fileno)
+def create_socket(netns: str | None, family: int = socket.AF_INET,
+                  socket_type: int = socket.SOCK_STREAM, proto: int = 0) -> socket.socket:
+    """A socket opened inside namespace ``netns`` (None: this thread's),
+    without fork. FileNotFoundError when the namespace does not exist."""
     if netns is None:
         return socket.socket(family, socket_type, proto)
     if not os.path.exists(netns_path(netns)):
-        if not flags & os.O_CREAT:
-            raise FileNotFoundError(errno.ENOENT, "netns not found", netns)
-        with contextlib.suppress(FileExistsError):
-            create(netns)
+        raise FileNotFoundError(errno.ENOENT, "netns not found", netns)
     return run_in_netns(netns, lambda: socket.socket(family, socket_type, proto))
 
 
@@ -117,9 +112,6 @@ def list_netns() -> list[str]:
         return sorted(os.listdir(NETNS_RUN_DIR))
     except FileNotFoundError:
         return []
-
-
-MNT_DETACH = 2
 
 
 def _valid_name(name: str) -> bool:

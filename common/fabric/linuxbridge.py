@@ -176,10 +176,6 @@ class LinuxBridgeFabric:
                     return
                 if existing:
                     fab.delete_link(existing.index)
-                # Both ends made in one request, the guest end under a
-                # temporary name straight in the target namespace with its MAC
-                # and MTU: all or nothing, a clash there leaves no half-made
-                # pair behind; the rename below takes any stale link's place.
                 try:
                     links.add_pair(fab, port, mtu, mac, target_netns)
                 except OSError as e:

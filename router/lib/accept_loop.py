@@ -30,7 +30,6 @@ class AcceptLoop:
         self._lock = threading.Lock()
         self._servers: dict[int, socketserver.TCPServer] = {}
         self._epoll: select.epoll | None = None
-        self._thread: threading.Thread | None = None
 
     def add(self, server: socketserver.TCPServer) -> None:
         """Accept ``server``'s connections from now on (its socket listening)."""
@@ -41,9 +40,8 @@ class AcceptLoop:
         with self._lock:
             if self._epoll is None:
                 self._epoll = select.epoll()
-                self._thread = threading.Thread(target=self._run, args=(self._epoll,),
-                                                name=self._name, daemon=True)
-                self._thread.start()
+                threading.Thread(target=self._run, args=(self._epoll,), name=self._name,
+                                 daemon=True).start()
             self._servers[fd] = server
             try:
                 self._epoll.register(fd, select.EPOLLIN)

@@ -55,7 +55,7 @@ def announce(ns: str | None, ifname: str, mac: str,
         return
     try:
         sock = netns.create_socket(ns, socket.AF_PACKET, socket.SOCK_RAW,
-                                   socket.htons(ETH_P_ARP), flags=0)
+                                   socket.htons(ETH_P_ARP))
     except OSError as e:
         log.warning("netns %s: no socket for gratuitous ARP on %s: %s", ns, ifname, e)
         return
