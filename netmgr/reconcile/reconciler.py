@@ -417,8 +417,13 @@ class Reconciler:
         waiting = 1.0
         busy = collections.Counter(self._in_flight.values())
         self._urgent &= self._due.keys()
-        # The urgent ones first; each router once (popped when taken).
-        for r in [*self._urgent, *self._due]:
+        # An urgent router whose host is not known yet may share a host with
+        # the others: they wait for its placement (the next pass) rather
+        # than take the slot a client's change is owed.
+        placing_urgent = False
+        # The urgent ones first; each router once (an unplaced urgent one
+        # would otherwise be listed, and its host read, twice).
+        for r in dict.fromkeys([*self._urgent, *self._due]):
             t = self._due.get(r)
             if t is None or r in self._in_flight:
                 continue
@@ -433,6 +438,9 @@ class Reconciler:
             host = self._host_of.get(r)
             if host is None:
                 unplaced.append(r)
+                placing_urgent |= r in self._urgent
+                continue
+            if placing_urgent and r not in self._urgent:
                 continue
             if busy[host] >= self._per_host:
                 continue  # a push of that host ending wakes this loop

@@ -736,3 +736,27 @@ def test_a_clients_change_is_pushed_before_the_moves_queued_ahead_of_it(
         servicer.gate.set()
         r.stop()
         server.stop(0)
+
+
+
+def test_a_clients_change_goes_first_also_while_its_router_is_being_placed(
+        store: MemoryStore) -> None:
+    """A slot frees while the client's router is new to this replica (its
+    host not read yet): the moves, placed already, wait for that read
+    rather than take the slot first."""
+    r = Reconciler(store, store, {"local": "127.0.0.1:1"}, resync_interval=60,
+                   workers_per_host=1)
+    moved = [store.add() for _ in range(3)]
+    for rid in moved:
+        r.notify(rid, urgent=False)
+        r._host_of[rid] = "local"  # placed (the dispatch loop's read)
+    changed = store.add()
+    r.notify(changed)
+    later = time.monotonic() + 1
+    with r._lock:
+        ready, unplaced, _ = r._take_ready(later)
+    assert (ready, unplaced) == ([], [changed])
+    r._host_of[changed] = "local"
+    with r._lock:
+        ready, unplaced, _ = r._take_ready(later)
+    assert (ready, unplaced) == ([changed], [])
